@@ -1,0 +1,312 @@
+/*
+ * moe.h — the whole public API of moe, a portable Mixture-of-Experts layer library.
+ *
+ * One forward of one MoE layer: route (router logits, softmax or sigmoid scores, top-k or
+ * group-limited top-k), plan (per-expert counts, expert-sorted rows, capacity dropping),
+ * expert FFN (one grouped GEMM with a fused gated activation, then the down projection) and
+ * combine (a deterministic gather in slot order, plus optional shared experts).
+ *
+ * This header includes no Vulkan or OpenCL header. Conventions:
+ *  - every fallible call returns a moe_status (0 = MOE_OK, negative = error); the library never
+ *    prints, aborts or exits; moe_context_error() / moe_last_error() give a readable detail;
+ *  - on error the caller's output buffers are left untouched;
+ *  - every _create has a _destroy that accepts NULL;
+ *  - descriptor structs are zero-initialised by the caller, a zero field means "default", and
+ *    `struct_size` must be set to sizeof(the struct) so the struct can grow compatibly.
+ *
+ * Threading contract (as in Vulkan): a moe_context and every object created from it
+ * (layers, buffers) are externally synchronised — at most one thread may call into one
+ * context at a time. Separate contexts are independent and may be used from different
+ * threads concurrently. Functions that take no context (version, status strings, device
+ * enumeration, moe_reference_forward) are thread-safe; moe_last_error() is per thread.
+ */
+#ifndef MOE_H
+#define MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MOE_VERSION_MAJOR 0
+#define MOE_VERSION_MINOR 1
+#define MOE_VERSION_PATCH 0
+#define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
+
+#if defined(MOE_STATIC_DEFINE)
+#define MOE_API
+#elif defined(_WIN32)
+#if defined(MOE_BUILDING)
+#define MOE_API __declspec(dllexport)
+#else
+#define MOE_API __declspec(dllimport)
+#endif
+#elif defined(__GNUC__)
+#define MOE_API __attribute__((visibility("default")))
+#else
+#define MOE_API
+#endif
+
+/* ---------------------------------------------------------------------------------------
+ * Status codes. The set is small and stable; a detail message says more.
+ * ------------------------------------------------------------------------------------- */
+typedef enum moe_status {
+    MOE_OK = 0,
+    MOE_ERROR_NULL_POINTER = -1,        /* a required handle or pointer argument is NULL */
+    MOE_ERROR_INVALID_SIZE = -2,        /* a size or count is zero, negative or out of range */
+    MOE_ERROR_INVALID_CONFIG = -3,      /* inconsistent layer config (k > E, bad groups, ...) */
+    MOE_ERROR_SIZE_OVERFLOW = -4,       /* a byte size derived from the shapes overflows size_t */
+    MOE_ERROR_TOKEN_BUDGET = -5,        /* n_tokens exceeds the layer's max_tokens */
+    MOE_ERROR_INVALID_ARGUMENT = -6,    /* any other bad argument (enum value, struct_size, ...) */
+    MOE_ERROR_OUT_OF_MEMORY = -7,       /* host memory exhausted */
+    MOE_ERROR_OUT_OF_DEVICE_MEMORY = -8,/* device memory exhausted */
+    MOE_ERROR_BACKEND_UNAVAILABLE = -9, /* the backend is not built in, or has no device */
+    MOE_ERROR_DEVICE_LOST = -10,        /* the device stopped answering; the context is unusable */
+    MOE_ERROR_BACKEND = -11,            /* a native call failed; the detail names it */
+    MOE_ERROR_UNSUPPORTED = -12,        /* valid request the chosen backend/device cannot do */
+    MOE_ERROR_IO = -13,                 /* a file could not be opened, read or written */
+    MOE_ERROR_FORMAT = -14,             /* a file's contents are malformed */
+    MOE_ERROR_INTERNAL = -15            /* a bug in moe: please report it */
+} moe_status;
+
+/* "MOE_ERROR_INVALID_SIZE" style name of a status; never NULL. */
+MOE_API const char *moe_status_string(moe_status status);
+/* Detail message of the last failing call made by this thread (any context); "" if none. */
+MOE_API const char *moe_last_error(void);
+
+/* Library version "MAJOR.MINOR.PATCH" at run time, and as MOE_VERSION_NUMBER. */
+MOE_API const char *moe_version(void);
+MOE_API int moe_version_number(void);
+
+/* ---------------------------------------------------------------------------------------
+ * Backends and devices.
+ * ------------------------------------------------------------------------------------- */
+typedef enum moe_backend_kind {
+    MOE_BACKEND_AUTO = 0, /* Vulkan, then OpenCL, then CPU: the first with a device */
+    MOE_BACKEND_CPU = 1,
+    MOE_BACKEND_VULKAN = 2,
+    MOE_BACKEND_OPENCL = 3
+} moe_backend_kind;
+
+typedef enum moe_device_type {
+    MOE_DEVICE_TYPE_OTHER = 0,
+    MOE_DEVICE_TYPE_CPU = 1,
+    MOE_DEVICE_TYPE_INTEGRATED_GPU = 2,
+    MOE_DEVICE_TYPE_DISCRETE_GPU = 3,
+    MOE_DEVICE_TYPE_VIRTUAL_GPU = 4
+} moe_device_type;
+
+typedef struct moe_device_info {
+    size_t struct_size;          /* set to sizeof(moe_device_info) before the call */
+    moe_backend_kind backend;
+    int index;                   /* index within its backend */
+    moe_device_type type;
+    char name[256];
+    char vendor[128];
+    char driver[128];            /* driver name and version; for the CPU, the ISA level used */
+    uint64_t memory_bytes;       /* device memory, or host memory for the CPU backend */
+    int compute_units;           /* CPU: worker threads the backend would use */
+} moe_device_info;
+
+/* "cpu", "vulkan", "opencl", "auto"; never NULL. */
+MOE_API const char *moe_backend_name(moe_backend_kind kind);
+/* 1 if this build of the library contains the backend. */
+MOE_API int moe_backend_is_built(moe_backend_kind kind);
+/* Number of devices of a backend on this machine; 0 (and MOE_OK) when the backend is built
+ * but no driver or device is present. MOE_ERROR_BACKEND_UNAVAILABLE if it is not built. */
+MOE_API moe_status moe_device_count(moe_backend_kind kind, int *count);
+MOE_API moe_status moe_device_get_info(moe_backend_kind kind, int index, moe_device_info *info);
+
+/* ---------------------------------------------------------------------------------------
+ * Context: one backend, one device, one buffer arena.
+ * ------------------------------------------------------------------------------------- */
+typedef struct moe_context moe_context;
+typedef struct moe_layer moe_layer;
+typedef struct moe_buffer moe_buffer;
+
+typedef enum moe_log_level {
+    MOE_LOG_ERROR = 0,
+    MOE_LOG_WARNING = 1,
+    MOE_LOG_INFO = 2,
+    MOE_LOG_DEBUG = 3
+} moe_log_level;
+
+typedef void (*moe_log_fn)(moe_log_level level, const char *message, void *user_data);
+
+typedef struct moe_context_desc {
+    size_t struct_size;        /* sizeof(moe_context_desc) */
+    moe_backend_kind backend;  /* default AUTO; the environment variable MOE_BACKEND
+                                  (cpu|vulkan|opencl) overrides AUTO only */
+    int device_index;          /* default 0 */
+    int n_threads;             /* CPU backend worker threads; 0 = all online cores
+                                  (or MOE_NUM_THREADS) */
+    moe_log_fn log;            /* optional; receives the library's only text output */
+    void *log_user_data;
+    moe_log_level log_level;   /* messages up to this level reach `log`; default ERROR */
+} moe_context_desc;
+
+/* Creates a context. `desc` may be NULL (all defaults). */
+MOE_API moe_status moe_context_create(const moe_context_desc *desc, moe_context **out_context);
+MOE_API void moe_context_destroy(moe_context *context);
+/* The backend and device the context runs on (what AUTO chose). */
+MOE_API moe_backend_kind moe_context_backend(const moe_context *context);
+MOE_API moe_status moe_context_get_device_info(const moe_context *context, moe_device_info *info);
+/* Detail message of the last failed call on this context; "" if none. Valid until the next
+ * call on the context. */
+MOE_API const char *moe_context_error(const moe_context *context);
+
+/* Arena statistics. The arena keeps three regions apart: weights (persistent, per layer),
+ * scratch (every temporary of a forward, one region shared by all layers of the context)
+ * and staging (host-visible transfer space; empty on the CPU backend). */
+typedef struct moe_arena_stats {
+    size_t struct_size;          /* sizeof(moe_arena_stats) */
+    size_t weights_bytes;        /* bytes held for layer weights */
+    size_t scratch_bytes;        /* bytes reserved for the shared scratch region */
+    size_t scratch_peak_bytes;   /* largest scratch any forward so far has used */
+    size_t staging_bytes;        /* bytes reserved for staging */
+    size_t buffer_bytes;         /* bytes held by moe_buffer objects */
+    uint64_t allocation_count;   /* backend allocations made since the context was created */
+    uint64_t scratch_reservations; /* times the scratch region was (re)allocated */
+} moe_arena_stats;
+
+MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_arena_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * Layer configuration: plan-time settings. Covers Mixtral, OLMoE, Qwen2/3-MoE, DeepSeek-V2/V3,
+ * Switch/GShard. Sizes are int64_t so that a bad value is caught, not wrapped.
+ * ------------------------------------------------------------------------------------- */
+typedef enum moe_score_func {
+    MOE_SCORE_SOFTMAX = 0, /* softmax over all experts' logits (Mixtral, Qwen, OLMoE, Switch) */
+    MOE_SCORE_SIGMOID = 1  /* independent sigmoid per expert (DeepSeek-V3) */
+} moe_score_func;
+
+typedef enum moe_group_score {
+    MOE_GROUP_SCORE_TOP2_SUM = 0, /* sum of the group's two best selection scores (DeepSeek-V3) */
+    MOE_GROUP_SCORE_MAX = 1       /* the group's best selection score (DeepSeek-V2) */
+} moe_group_score;
+
+typedef enum moe_activation {
+    MOE_ACTIVATION_SWIGLU = 0, /* silu(x·W_gateᵀ) ⊙ (x·W_upᵀ) */
+    MOE_ACTIVATION_GEGLU = 1,  /* gelu(x·W_gateᵀ) ⊙ (x·W_upᵀ), gelu with erf */
+    MOE_ACTIVATION_RELU = 2,   /* relu(x·W_upᵀ), no gate matrix (Switch) */
+    MOE_ACTIVATION_GELU = 3    /* gelu(x·W_upᵀ), erf form, no gate matrix */
+} moe_activation;
+
+typedef enum moe_drop_policy {
+    MOE_DROP_ZERO = 0,       /* a dropped (token, slot) contributes 0 (GShard / T5X) */
+    MOE_DROP_PASSTHROUGH = 1 /* it contributes w·x, its routing weight times its input
+                                (Hugging Face SwitchTransformers) */
+} moe_drop_policy;
+
+typedef struct moe_layer_desc {
+    size_t struct_size;     /* sizeof(moe_layer_desc) */
+    int64_t d_model;        /* hidden size; required, > 0 */
+    int64_t d_ff;           /* each routed expert's intermediate size; required, > 0 */
+    int64_t n_experts;      /* routed experts E; required, > 0 */
+    int64_t top_k;          /* experts per token k; required, 1..n_experts */
+    int64_t max_tokens;     /* token budget of one forward; required, > 0. Scratch is sized
+                               for it on the first forward that needs it */
+
+    moe_score_func score_func;     /* default SOFTMAX */
+    int64_t n_group;               /* group-limited routing: experts split into n_group
+                                      groups; 0 or 1 = plain top-k. Must divide n_experts */
+    int64_t topk_group;            /* groups kept, 1..n_group (required when n_group > 1) */
+    moe_group_score group_score;   /* default TOP2_SUM */
+    int renormalize;               /* nonzero: chosen weights are divided by their sum
+                                      (Mixtral, DeepSeek, Qwen3 norm_topk_prob); default 0 */
+    float routed_scaling_factor;   /* chosen weights are multiplied by it; 0 = 1.0 */
+    int has_selection_bias;        /* nonzero: weights.router_bias[E] is added to the scores
+                                      for choosing only, never to the weights (DeepSeek-V3) */
+
+    moe_activation activation;     /* default SWIGLU (routed and shared experts alike) */
+
+    int64_t d_ff_shared;           /* width of the shared expert(s), 0 = none. Several
+                                      shared experts of width f act as one of width n·f */
+    int shared_expert_gate;        /* nonzero: the shared output is scaled by
+                                      sigmoid(x·w_shared_gate) (Qwen2-MoE) */
+
+    int64_t expert_capacity;       /* 0 = unlimited; else each expert keeps at most this many
+                                      (token, slot) rows, in token order, and drops the rest */
+    moe_drop_policy drop_policy;   /* what a dropped row contributes; default ZERO */
+} moe_layer_desc;
+
+/* Host weights, float32, in Hugging Face layout (nn.Linear weights are [out][in]).
+ * Copied (and possibly re-laid out) at moe_layer_create; the caller may free them after. */
+typedef struct moe_layer_weights {
+    size_t struct_size;           /* sizeof(moe_layer_weights) */
+    const float *router;          /* [n_experts][d_model]; required */
+    const float *router_bias;     /* [n_experts]; required iff has_selection_bias */
+    const float *gate;            /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
+    const float *up;              /* [n_experts][d_ff][d_model]; required (Switch's wi) */
+    const float *down;            /* [n_experts][d_model][d_ff]; required (Switch's wo) */
+    const float *shared_gate;     /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
+    const float *shared_up;       /* [d_ff_shared][d_model]; iff d_ff_shared */
+    const float *shared_down;     /* [d_model][d_ff_shared]; iff d_ff_shared */
+    const float *shared_expert_gate; /* [d_model]; iff shared_expert_gate */
+} moe_layer_weights;
+
+/* Optional outputs of a forward; every pointer may be NULL. Host memory. */
+typedef struct moe_forward_stats {
+    size_t struct_size;       /* sizeof(moe_forward_stats) */
+    int32_t *topk_ids;        /* [n_tokens][top_k], slot order: best selection score first,
+                                 ties to the lower expert index */
+    float *topk_weights;      /* [n_tokens][top_k], the final combine weights */
+    int32_t *expert_counts;   /* [n_experts], (token, slot) rows routed to each expert,
+                                 counted before capacity dropping */
+    int32_t *dropped_count;   /* [1], rows dropped by capacity */
+    float *aux_loss;          /* [1], load balancing loss E·Σ_e f_e·P_e, where f_e is the share
+                                 of the T·k assignments routed to e and P_e the mean over
+                                 tokens of the per-token scores normalised to sum 1 */
+    float *z_loss;            /* [1], router z-loss: mean over tokens of logsumexp(logits)² */
+} moe_forward_stats;
+
+/* Creates a layer on a context: validates the config, uploads the weights once into the
+ * context's arena. */
+MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *desc,
+                                    const moe_layer_weights *weights, moe_layer **out_layer);
+MOE_API void moe_layer_destroy(moe_layer *layer);
+
+/* One forward from host pointers: x [n_tokens][d_model] → y [n_tokens][d_model].
+ * `stats` may be NULL. y (and stats) are written only if the call succeeds.
+ *
+ * Non-finite input: values are not checked or cleaned. A NaN or Inf in token t's input
+ * propagates through token t's own arithmetic (its output row is non-finite in general),
+ * never changes another token's output or expert choice, and makes the losses NaN. A NaN
+ * score ranks below every number; a token still occupies its k expert slots. */
+MOE_API moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x,
+                                     float *y, moe_forward_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * Device-resident buffers: keep activations on the device across layers.
+ * ------------------------------------------------------------------------------------- */
+/* A float32 tensor of n_elements on the context's device, contents undefined. */
+MOE_API moe_status moe_buffer_create(moe_context *context, int64_t n_elements,
+                                     moe_buffer **out_buffer);
+MOE_API void moe_buffer_destroy(moe_buffer *buffer);
+MOE_API int64_t moe_buffer_elements(const moe_buffer *buffer);
+/* Copies n_elements floats between host memory and the buffer at element offset `offset`. */
+MOE_API moe_status moe_buffer_write(moe_buffer *buffer, int64_t offset, int64_t n_elements,
+                                    const float *src);
+MOE_API moe_status moe_buffer_read(const moe_buffer *buffer, int64_t offset, int64_t n_elements,
+                                   float *dst);
+/* Forward on device buffers: x and y hold at least n_tokens·d_model elements and may not be
+ * the same buffer. No host round trip of activations. */
+MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
+                                             const moe_buffer *x, moe_buffer *y,
+                                             moe_forward_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * The scalar reference: the same forward written for clarity, accumulating in double, on
+ * the host. Slow; it is the oracle every backend is tested against. Needs no context.
+ * ------------------------------------------------------------------------------------- */
+MOE_API moe_status moe_reference_forward(const moe_layer_desc *desc,
+                                         const moe_layer_weights *weights, int64_t n_tokens,
+                                         const float *x, float *y, moe_forward_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MOE_H */

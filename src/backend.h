@@ -1,0 +1,160 @@
+/*
+ * backend.h — the one interface every backend (CPU, Vulkan, OpenCL) implements.
+ *
+ * The forward's orchestration lives once in the core (layer.c): it lays out the scratch
+ * region, then calls the steps below in order. A backend only supplies buffers, weight
+ * upload in whatever layout its kernels like, and the kernel steps. GPU backends record the
+ * steps into one submission and run it at `finish`; the CPU backend runs each step when
+ * called. A NULL step slot means "not supported": the core refuses cleanly.
+ */
+#ifndef MOE_BACKEND_H
+#define MOE_BACKEND_H
+
+#include "moe.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct moe_bbuf moe_bbuf;  /* a backend allocation; the backend defines it */
+typedef struct moe_backend moe_backend;
+
+/* A tensor's address: an allocation and a byte offset into it. buf == NULL means absent. */
+typedef struct moe_addr {
+    moe_bbuf *buf;
+    size_t offset;
+} moe_addr;
+
+typedef enum moe_bbuf_usage {
+    MOE_BBUF_WEIGHTS = 0, /* written once at layer creation, read by kernels */
+    MOE_BBUF_SCRATCH = 1, /* temporaries of a forward */
+    MOE_BBUF_USER = 2     /* a moe_buffer: written and read by the application */
+} moe_bbuf_usage;
+
+/* A weight tensor to upload: `batch` matrices of [rows][cols] float32 (HF [out][in]).
+ * When `second` is set the tensor is the fused gated pair: `first` is W_gate and `second`
+ * W_up, both [batch][rows][cols]; the backend may interleave them as it likes. */
+typedef struct moe_weight_src {
+    const float *first;
+    const float *second;
+    int64_t batch, rows, cols;
+} moe_weight_src;
+
+/* route: logits = x·routerᵀ, scores, selection, weights. */
+typedef struct moe_route_step {
+    const moe_layer_desc *desc;
+    int64_t n_tokens;
+    moe_addr x;             /* float [T][d_model] */
+    moe_addr router;        /* uploaded [E][d_model] */
+    moe_addr router_bias;   /* float [E] (raw copy), or absent */
+    moe_addr logits;        /* out float [T][E] */
+    moe_addr workspace;     /* float [T][E + n_group], the backend's to use */
+    moe_addr topk_ids;      /* out int32 [T][k] */
+    moe_addr topk_weights;  /* out float [T][k] */
+} moe_route_step;
+
+/* plan: histogram, capacity, expert-sorted row list padded to row_tile per expert. */
+typedef struct moe_plan_step {
+    const moe_layer_desc *desc;
+    int64_t n_tokens;
+    int64_t n_rows;          /* padded row bound (moe_plan_rows) */
+    moe_addr topk_ids;       /* int32 [T][k] */
+    moe_addr expert_counts;  /* out int32 [E + 1]: routed rows per expert, then dropped rows */
+    moe_addr expert_offsets; /* out int32 [E + 1]: first padded row of each expert, then the end */
+    moe_addr row_token;      /* out int32 [n_rows]: token of each row, -1 for padding */
+    moe_addr slot_row;       /* out int32 [T][k]: row of each (token, slot), -1 if dropped */
+    moe_addr tile_expert;    /* out int32 [n_rows / row_tile]: expert of each tile, -1 unused */
+} moe_plan_step;
+
+/* One grouped GEMM over row tiles: out[r] = epilogue(a[r] · W[tile_expert]ᵀ).
+ * Rows whose row_token is -1 are padding: never read, never written. */
+typedef struct moe_ffn_step {
+    int64_t n_rows;          /* rows (a multiple of row_tile when tile_expert is set) */
+    int64_t k_dim;           /* reduction length (d_model for up, d_ff for down) */
+    int64_t n_out;           /* output columns */
+    moe_addr a;              /* float rows of k_dim elements (stride k_dim) */
+    bool gather;             /* true: row r reads a[row_token[r]]; false: a[r] */
+    moe_addr row_token;      /* int32 [n_rows], or absent: every row valid, identity */
+    moe_addr tile_expert;    /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
+    moe_addr weights;        /* uploaded tensor (batch = experts) */
+    int64_t n_experts;
+    bool gated;              /* weights are a gated pair: out = act(gate) * up */
+    moe_activation activation;
+    bool apply_activation;   /* false for the down projection */
+    moe_addr out;            /* float [n_rows][n_out] */
+} moe_ffn_step;
+
+/* combine: y[t] = Σ_j w[t][j]·o[slot_row[t][j]] (dropped: 0 or w·x) + gate_t·shared[t]. */
+typedef struct moe_combine_step {
+    const moe_layer_desc *desc;
+    int64_t n_tokens;
+    moe_addr x;              /* float [T][d] */
+    moe_addr expert_out;     /* float [n_rows][d] */
+    moe_addr slot_row;       /* int32 [T][k] */
+    moe_addr topk_weights;   /* float [T][k] */
+    moe_addr shared_out;     /* float [T][d], or absent */
+    moe_addr shared_gate;    /* raw float [d] copy of w_shared_gate, or absent */
+    moe_addr y;              /* out float [T][d] */
+} moe_combine_step;
+
+/* stats: aux loss and z-loss from the logits and the counts. */
+typedef struct moe_stats_step {
+    const moe_layer_desc *desc;
+    int64_t n_tokens;
+    moe_addr logits;         /* float [T][E] */
+    moe_addr expert_counts;  /* int32 [E + 1] */
+    moe_addr workspace;      /* at least E doubles, the backend's to use */
+    moe_addr losses;         /* out float [2]: aux loss, z-loss */
+} moe_stats_step;
+
+typedef struct moe_backend_ops {
+    moe_backend_kind kind;
+    const char *name;
+
+    /* Devices: never an error for "no driver" — that is count 0. */
+    moe_status (*device_count)(int *count);
+    moe_status (*device_info)(int index, moe_device_info *info);
+
+    moe_status (*create)(moe_context *ctx, const moe_context_desc *desc, moe_backend **out);
+    void (*destroy)(moe_backend *be);
+
+    /* Memory. Offsets the core hands out are multiples of `alignment` (a power of two). */
+    moe_status (*buffer_alloc)(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out);
+    void (*buffer_free)(moe_backend *be, moe_bbuf *buf);
+    moe_status (*buffer_write)(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
+    moe_status (*buffer_read)(moe_backend *be, moe_addr src, void *dst, size_t bytes);
+    moe_status (*buffer_copy)(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes);
+
+    /* Weights, in the backend's own layout. */
+    size_t (*weight_bytes)(moe_backend *be, const moe_weight_src *src);
+    moe_status (*weight_upload)(moe_backend *be, moe_addr dst, const moe_weight_src *src);
+
+    /* Forward steps, called in this order between begin and finish. */
+    moe_status (*begin)(moe_backend *be);
+    moe_status (*route)(moe_backend *be, const moe_route_step *step);
+    moe_status (*plan)(moe_backend *be, const moe_plan_step *step);
+    moe_status (*ffn)(moe_backend *be, const moe_ffn_step *step);
+    moe_status (*combine)(moe_backend *be, const moe_combine_step *step);
+    moe_status (*stats)(moe_backend *be, const moe_stats_step *step);
+    moe_status (*finish)(moe_backend *be); /* waits until every step has completed */
+} moe_backend_ops;
+
+/* The common head of every backend instance. */
+struct moe_backend {
+    const moe_backend_ops *ops;
+    moe_context *ctx;        /* for error reporting */
+    size_t alignment;        /* buffer offset alignment, a power of two */
+    int64_t row_tile;        /* rows per GEMM tile: each expert's rows are padded to it */
+    moe_device_info info;
+};
+
+/* The backends compiled into this library (NULL where not built). */
+extern const moe_backend_ops moe_cpu_backend_ops;
+#if MOE_HAVE_VULKAN
+extern const moe_backend_ops moe_vulkan_backend_ops;
+#endif
+#if MOE_HAVE_OPENCL
+extern const moe_backend_ops moe_opencl_backend_ops;
+#endif
+
+#endif /* MOE_BACKEND_H */

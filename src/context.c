@@ -1,0 +1,186 @@
+/*
+ * context.c — backend registry, device enumeration, context create/destroy, arena stats.
+ *
+ * AUTO tries Vulkan, then OpenCL, then the CPU, taking the first backend that is built and
+ * reports a device; a backend with no driver reports zero devices rather than failing.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind)
+{
+    switch (kind) {
+    case MOE_BACKEND_CPU: return &moe_cpu_backend_ops;
+#if MOE_HAVE_VULKAN
+    case MOE_BACKEND_VULKAN: return &moe_vulkan_backend_ops;
+#endif
+#if MOE_HAVE_OPENCL
+    case MOE_BACKEND_OPENCL: return &moe_opencl_backend_ops;
+#endif
+    default: return NULL;
+    }
+}
+
+const char *moe_backend_name(moe_backend_kind kind)
+{
+    switch (kind) {
+    case MOE_BACKEND_AUTO: return "auto";
+    case MOE_BACKEND_CPU: return "cpu";
+    case MOE_BACKEND_VULKAN: return "vulkan";
+    case MOE_BACKEND_OPENCL: return "opencl";
+    }
+    return "unknown";
+}
+
+int moe_backend_is_built(moe_backend_kind kind) { return moe_backend_ops_of(kind) != NULL; }
+
+moe_status moe_device_count(moe_backend_kind kind, int *count)
+{
+    moe_clear_error(NULL);
+    if (!count) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "count is NULL");
+    const moe_backend_ops *ops = moe_backend_ops_of(kind);
+    if (!ops)
+        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' is not built into this library",
+                        moe_backend_name(kind));
+    return ops->device_count(count);
+}
+
+moe_status moe_device_get_info(moe_backend_kind kind, int index, moe_device_info *info)
+{
+    moe_clear_error(NULL);
+    if (!info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "info is NULL");
+    if (info->struct_size < sizeof(moe_device_info))
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu, expected %zu",
+                        info->struct_size, sizeof(moe_device_info));
+    int count = 0;
+    moe_status st = moe_device_count(kind, &count);
+    if (st != MOE_OK) return st;
+    if (index < 0 || index >= count)
+        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' has %d device(s); index %d",
+                        moe_backend_name(kind), count, index);
+    return moe_backend_ops_of(kind)->device_info(index, info);
+}
+
+static moe_backend_kind env_backend(void)
+{
+    const char *s = getenv("MOE_BACKEND");
+    if (!s) return MOE_BACKEND_AUTO;
+    if (!strcmp(s, "cpu")) return MOE_BACKEND_CPU;
+    if (!strcmp(s, "vulkan")) return MOE_BACKEND_VULKAN;
+    if (!strcmp(s, "opencl")) return MOE_BACKEND_OPENCL;
+    return MOE_BACKEND_AUTO;
+}
+
+static moe_status create_backend(moe_context *ctx, moe_backend_kind kind, const moe_context_desc *desc)
+{
+    const moe_backend_ops *ops = moe_backend_ops_of(kind);
+    if (!ops)
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' is not built into this library",
+                        moe_backend_name(kind));
+    int count = 0;
+    moe_status st = ops->device_count(&count);
+    if (st != MOE_OK) return st;
+    if (desc->device_index < 0 || desc->device_index >= count)
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
+                        "backend '%s' has %d device(s); device_index %d is not one of them",
+                        moe_backend_name(kind), count, desc->device_index);
+    return ops->create(ctx, desc, &ctx->be);
+}
+
+moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out)
+{
+    moe_clear_error(NULL);
+    if (!out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_context is NULL");
+    moe_context_desc desc = {.struct_size = sizeof desc};
+    if (desc_in) {
+        if (desc_in->struct_size < sizeof(moe_context_desc))
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_context_desc.struct_size is %zu, expected %zu",
+                            desc_in->struct_size, sizeof(moe_context_desc));
+        desc = *desc_in;
+    }
+    if ((unsigned)desc.backend > MOE_BACKEND_OPENCL)
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "unknown backend %d", (int)desc.backend);
+    if (desc.n_threads < 0)
+        return moe_fail(NULL, MOE_ERROR_INVALID_SIZE, "n_threads must be >= 0 (got %d)", desc.n_threads);
+    if (desc.backend == MOE_BACKEND_AUTO) desc.backend = env_backend();
+
+    moe_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    ctx->log = desc.log;
+    ctx->log_user_data = desc.log_user_data;
+    ctx->log_level = desc.log_level;
+
+    moe_status st;
+    if (desc.backend != MOE_BACKEND_AUTO) {
+        st = create_backend(ctx, desc.backend, &desc);
+    } else {
+        static const moe_backend_kind order[] = {MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL, MOE_BACKEND_CPU};
+        st = MOE_ERROR_BACKEND_UNAVAILABLE;
+        for (size_t i = 0; i < sizeof order / sizeof order[0] && st != MOE_OK; i++) {
+            int count = 0;
+            const moe_backend_ops *ops = moe_backend_ops_of(order[i]);
+            if (!ops || ops->device_count(&count) != MOE_OK || count <= desc.device_index) continue;
+            st = create_backend(ctx, order[i], &desc);
+            if (st != MOE_OK)
+                moe_log(ctx, MOE_LOG_WARNING, "auto: backend '%s' failed (%s: %s); trying the next",
+                        ops->name, moe_status_string(st), ctx->error);
+        }
+        if (st == MOE_OK) moe_log(ctx, MOE_LOG_INFO, "auto: chose backend '%s', device '%s'",
+                                  ctx->be->ops->name, ctx->be->info.name);
+        else if (st == MOE_ERROR_BACKEND_UNAVAILABLE)
+            moe_fail(ctx, st, "auto: no backend has a device with index %d", desc.device_index);
+    }
+    if (st != MOE_OK) {
+        moe_fail(NULL, st, "%s", ctx->error); /* keep the detail for the caller */
+        free(ctx);
+        return st;
+    }
+    ctx->arena.be = ctx->be;
+    *out = ctx;
+    return MOE_OK;
+}
+
+void moe_context_destroy(moe_context *ctx)
+{
+    if (!ctx) return;
+    moe_arena_release(&ctx->arena);
+    if (ctx->be) ctx->be->ops->destroy(ctx->be);
+    free(ctx);
+}
+
+moe_backend_kind moe_context_backend(const moe_context *ctx)
+{
+    return ctx && ctx->be ? ctx->be->ops->kind : MOE_BACKEND_AUTO;
+}
+
+moe_status moe_context_get_device_info(const moe_context *ctx, moe_device_info *info)
+{
+    if (!ctx || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or info is NULL");
+    if (info->struct_size < sizeof(moe_device_info))
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu", info->struct_size);
+    *info = ctx->be->info;
+    return MOE_OK;
+}
+
+const char *moe_context_error(const moe_context *ctx) { return ctx ? ctx->error : moe_last_error(); }
+
+moe_status moe_context_get_arena_stats(const moe_context *ctx, moe_arena_stats *stats)
+{
+    if (!ctx || !stats) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or stats is NULL");
+    if (stats->struct_size < sizeof(moe_arena_stats))
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_arena_stats.struct_size is %zu", stats->struct_size);
+    const moe_arena *a = &ctx->arena;
+    *stats = (moe_arena_stats){
+        .struct_size = sizeof *stats,
+        .weights_bytes = a->weights_bytes,
+        .scratch_bytes = a->scratch_bytes,
+        .scratch_peak_bytes = a->scratch_peak_bytes,
+        .staging_bytes = a->staging_bytes,
+        .buffer_bytes = a->buffer_bytes,
+        .allocation_count = a->allocation_count,
+        .scratch_reservations = a->scratch_reservations,
+    };
+    return MOE_OK;
+}

@@ -1,0 +1,520 @@
+/*
+ * cpu_backend.c — the CPU backend: host buffers, weight packing, and the forward steps run
+ * over the thread pool with the SIMD kernels chosen at run time (isa.c, kernels.c).
+ *
+ * Every step writes disjoint outputs per task and sums in a fixed order, so results are
+ * bit-identical run to run whatever the thread count or scheduling.
+ */
+#include "../internal.h"
+#include "cpu.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CPU_ALIGN 64
+#define CPU_ROW_TILE 32
+
+struct moe_bbuf {
+    size_t bytes;
+    unsigned char *data;
+};
+
+typedef struct cpu_backend {
+    moe_backend base;
+    const moe_cpu_kernels *k;
+    moe_pool *pool;
+    long fail_alloc_countdown; /* MOE_TEST_FAIL_ALLOC: the N-th allocation fails (tests) */
+} cpu_backend;
+
+static cpu_backend *cpu(moe_backend *be) { return (cpu_backend *)be; }
+static void *at(moe_addr a) { return a.buf ? a.buf->data + a.offset : NULL; }
+
+/* ---- devices ---------------------------------------------------------------------------- */
+
+static int default_threads(void)
+{
+    const char *env = getenv("MOE_NUM_THREADS");
+    if (env && atoi(env) > 0) return atoi(env);
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* "model name" / "vendor_id" style lines of /proc/cpuinfo, where there is one. */
+static void cpuinfo_field(const char *key, char *out, size_t size, const char *fallback)
+{
+    snprintf(out, size, "%s", fallback);
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    const size_t n = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, n) != 0) continue;
+        const char *v = strchr(line, ':');
+        if (!v) continue;
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        snprintf(out, size, "%s", v);
+        out[strcspn(out, "\n")] = '\0';
+        break;
+    }
+    fclose(f);
+}
+
+static moe_status cpu_device_count(int *count)
+{
+    *count = 1;
+    return MOE_OK;
+}
+
+static moe_status cpu_device_info(int index, moe_device_info *info)
+{
+    (void)index;
+    const char *why;
+    const moe_cpu_kernels *k = moe_cpu_select_kernels(&why);
+    *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_CPU,
+                              .index = 0, .type = MOE_DEVICE_TYPE_CPU};
+    cpuinfo_field("model name", info->name, sizeof info->name, "CPU");
+    cpuinfo_field("vendor_id", info->vendor, sizeof info->vendor, "unknown");
+    snprintf(info->driver, sizeof info->driver, "moe cpu %s (%s)", k ? k->name : "unavailable", why);
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    info->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    info->compute_units = default_threads();
+    return MOE_OK;
+}
+
+static void cpu_destroy(moe_backend *be)
+{
+    if (!be) return;
+    moe_pool_destroy(cpu(be)->pool);
+    free(be);
+}
+
+static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+{
+    const char *why;
+    const moe_cpu_kernels *k = moe_cpu_select_kernels(&why);
+    if (!k)
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
+                        "cpu: MOE_CPU_ISA=%s names a kernel set this CPU cannot run (or an unknown one)",
+                        getenv("MOE_CPU_ISA"));
+    cpu_backend *c = calloc(1, sizeof *c);
+    if (!c) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: out of host memory");
+    const int threads = desc->n_threads > 0 ? desc->n_threads : default_threads();
+    c->pool = moe_pool_create(threads);
+    if (!c->pool) {
+        free(c);
+        return moe_fail(ctx, MOE_ERROR_BACKEND, "cpu: could not start %d threads", threads);
+    }
+    c->k = k;
+    const char *fail = getenv("MOE_TEST_FAIL_ALLOC");
+    c->fail_alloc_countdown = fail ? atol(fail) : 0;
+    c->base = (moe_backend){.ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN,
+                            .row_tile = CPU_ROW_TILE};
+    cpu_device_info(0, &c->base.info);
+    c->base.info.compute_units = threads;
+    snprintf(c->base.info.driver, sizeof c->base.info.driver, "moe cpu %s (%s)", k->name, why);
+    *out = &c->base;
+    return MOE_OK;
+}
+
+/* ---- memory ----------------------------------------------------------------------------- */
+
+static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
+{
+    (void)usage;
+    cpu_backend *c = cpu(be);
+    if (c->fail_alloc_countdown > 0 && --c->fail_alloc_countdown == 0)
+        return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed (injected by MOE_TEST_FAIL_ALLOC)", bytes);
+    const size_t rounded = (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
+    moe_bbuf *b = malloc(sizeof *b);
+    void *data = rounded >= bytes ? aligned_alloc(CPU_ALIGN, rounded) : NULL;
+    if (!b || !data) {
+        free(b);
+        free(data);
+        return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed", bytes);
+    }
+    *b = (moe_bbuf){bytes, data};
+    *out = b;
+    return MOE_OK;
+}
+
+static void cpu_buffer_free(moe_backend *be, moe_bbuf *b)
+{
+    (void)be;
+    if (!b) return;
+    free(b->data);
+    free(b);
+}
+
+static moe_status cpu_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
+{
+    (void)be;
+    memcpy(at(dst), src, bytes);
+    return MOE_OK;
+}
+
+static moe_status cpu_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes)
+{
+    (void)be;
+    memcpy(dst, at(src), bytes);
+    return MOE_OK;
+}
+
+static moe_status cpu_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes)
+{
+    (void)be;
+    memmove(at(dst), at(src), bytes);
+    return MOE_OK;
+}
+
+/* ---- weights: pack into pairs of 16-column panels (cpu.h) ---------------------------------- */
+
+static size_t cpu_weight_bytes(moe_backend *be, const moe_weight_src *s)
+{
+    (void)be;
+    return sizeof(float) * (size_t)s->batch *
+           (size_t)moe_cpu_packed_floats(s->rows, s->cols, s->second != NULL);
+}
+
+/* Panel p of matrix m (rows N, cols K) into dst[K][16], zero past N. */
+static void pack_panel(float *dst, const float *m, int64_t n_rows, int64_t k_dim, int64_t p)
+{
+    for (int64_t i = 0; i < MOE_CPU_PANEL; i++) {
+        const int64_t row = p * MOE_CPU_PANEL + i;
+        for (int64_t k = 0; k < k_dim; k++)
+            dst[k * MOE_CPU_PANEL + i] = row < n_rows ? m[row * k_dim + k] : 0.0f;
+    }
+}
+
+static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
+{
+    (void)be;
+    const bool gated = s->second != NULL;
+    const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
+    const int64_t per = moe_cpu_packed_floats(N, K, gated);
+    float *out = at(dst);
+    for (int64_t b = 0; b < s->batch; b++) {
+        const float *first = s->first + b * N * K;
+        const float *second = gated ? s->second + b * N * K : NULL;
+        for (int64_t q = 0; q < pairs; q++) {
+            float *pair = out + b * per + q * 2 * K * MOE_CPU_PANEL;
+            pack_panel(pair, first, N, K, gated ? q : 2 * q);
+            pack_panel(pair + K * MOE_CPU_PANEL, gated ? second : first, N, K, gated ? q : 2 * q + 1);
+        }
+    }
+    return MOE_OK;
+}
+
+/* ---- grouped GEMM over row tiles ----------------------------------------------------------- */
+
+typedef struct gemm_job {
+    const moe_cpu_kernels *k;
+    moe_cpu_gemm g;             /* b is the first expert's tensor */
+    int64_t n_rows, expert_floats;
+    const int32_t *row_token;   /* validity (and gather) per row; NULL: all valid */
+    const int32_t *tile_expert; /* NULL: expert 0 */
+    int64_t pairs, pairs_per_task, tasks_per_tile;
+} gemm_job;
+
+static void gemm_task(void *arg, int64_t task)
+{
+    const gemm_job *j = arg;
+    const int64_t tile = task / j->tasks_per_tile, chunk = task % j->tasks_per_tile;
+    const int64_t e = j->tile_expert ? j->tile_expert[tile] : 0;
+    if (e < 0) return;
+    const int64_t r0 = tile * CPU_ROW_TILE;
+    int64_t r1 = r0 + CPU_ROW_TILE < j->n_rows ? r0 + CPU_ROW_TILE : j->n_rows;
+    if (j->row_token) /* an expert's valid rows come first in its tiles */
+        while (r1 > r0 && j->row_token[r1 - 1] < 0) r1--;
+    if (r1 == r0) return;
+    const int64_t p0 = chunk * j->pairs_per_task;
+    const int64_t p1 = p0 + j->pairs_per_task < j->pairs ? p0 + j->pairs_per_task : j->pairs;
+    moe_cpu_gemm g = j->g;
+    g.b += e * j->expert_floats;
+    j->k->gemm(&g, r0, r1, p0, p1);
+}
+
+static void run_gemm(cpu_backend *c, gemm_job *j)
+{
+    const int64_t tiles = (j->n_rows + CPU_ROW_TILE - 1) / CPU_ROW_TILE;
+    j->k = c->k;
+    j->pairs = moe_cpu_pairs(j->g.n_out, j->g.gated);
+    j->expert_floats = moe_cpu_packed_floats(j->g.n_out, j->g.k_dim, j->g.gated);
+    /* Enough column chunks that every thread has work even with few row tiles. */
+    const int64_t threads = moe_pool_threads(c->pool);
+    int64_t chunks = (4 * threads + tiles - 1) / tiles;
+    if (chunks > j->pairs) chunks = j->pairs;
+    if (chunks < 1) chunks = 1;
+    j->pairs_per_task = (j->pairs + chunks - 1) / chunks;
+    j->tasks_per_tile = (j->pairs + j->pairs_per_task - 1) / j->pairs_per_task;
+    moe_pool_run(c->pool, tiles * j->tasks_per_tile, gemm_task, j);
+}
+
+static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
+{
+    const int32_t *rt = at(s->row_token);
+    gemm_job j = {
+        .g = {.k_dim = s->k_dim, .n_out = s->n_out, .a = at(s->a),
+              .row_token = s->gather ? rt : NULL, .b = at(s->weights), .gated = s->gated,
+              .activation = s->apply_activation ? (int)s->activation : -1, .out = at(s->out)},
+        .n_rows = s->n_rows, .row_token = rt, .tile_expert = at(s->tile_expert)};
+    run_gemm(cpu(be), &j);
+    return MOE_OK;
+}
+
+/* ---- route ---------------------------------------------------------------------------------- */
+
+static bool ranks_above(float a, float b) { return !isnan(a) && (isnan(b) || a > b); }
+
+typedef struct route_job {
+    const moe_layer_desc *d;
+    const float *logits, *bias;
+    float *ws;
+    int32_t *ids;
+    float *weights;
+} route_job;
+
+/* Score of expert e from the token's logits; softmax uses the token's max and sum. */
+static float score_of(const moe_layer_desc *d, const float *l, int64_t e, float m, float sum)
+{
+    return d->score_func == MOE_SCORE_SOFTMAX ? expf(l[e] - m) / sum : 1.0f / (1.0f + expf(-l[e]));
+}
+
+static bool already_chosen(const int32_t *ids, int64_t n, int64_t e)
+{
+    for (int64_t j = 0; j < n; j++)
+        if (ids[j] == e) return true;
+    return false;
+}
+
+static void route_token(void *arg, int64_t t)
+{
+    const route_job *r = arg;
+    const moe_layer_desc *d = r->d;
+    const int64_t E = d->n_experts, G = d->n_group, per = E / G, K = d->top_k;
+    const float *l = r->logits + t * E;
+    float *keys = r->ws + t * (E + G), *gscore = keys + E;
+    int32_t *ids = r->ids + t * K;
+    float *w = r->weights + t * K;
+
+    float m = -INFINITY, sum = 0.0f;
+    if (d->score_func == MOE_SCORE_SOFTMAX) {
+        for (int64_t e = 0; e < E; e++)
+            if (l[e] > m) m = l[e];
+        for (int64_t e = 0; e < E; e++) sum += expf(l[e] - m);
+    }
+    for (int64_t e = 0; e < E; e++)
+        keys[e] = score_of(d, l, e, m, sum) + (r->bias ? r->bias[e] : 0.0f);
+
+    if (G > 1) {
+        /* Group score: the best one or two keys of the group; keep topk_group groups. */
+        for (int64_t g = 0; g < G; g++) {
+            const float *k = keys + g * per;
+            int64_t b1 = 0;
+            for (int64_t i = 1; i < per; i++)
+                if (ranks_above(k[i], k[b1])) b1 = i;
+            float s = k[b1];
+            if (d->group_score == MOE_GROUP_SCORE_TOP2_SUM && per > 1) {
+                int64_t b2 = b1 == 0 ? 1 : 0;
+                for (int64_t i = 0; i < per; i++)
+                    if (i != b1 && ranks_above(k[i], k[b2])) b2 = i;
+                s += k[b2];
+            }
+            gscore[g] = s;
+        }
+        /* Chosen groups are marked by turning their score into +inf after the fact. */
+        for (int64_t kept = 0; kept < d->topk_group; kept++) {
+            int64_t best = -1;
+            for (int64_t g = 0; g < G; g++) {
+                if (gscore[g] == INFINITY) continue;
+                if (best < 0 || ranks_above(gscore[g], gscore[best])) best = g;
+            }
+            gscore[best] = INFINITY;
+        }
+        for (int64_t e = 0; e < E; e++)
+            if (gscore[e / per] != INFINITY) keys[e] = -INFINITY;
+    }
+
+    float wsum = 0.0f;
+    for (int64_t j = 0; j < K; j++) {
+        int64_t best = -1;
+        for (int64_t e = 0; e < E; e++) {
+            if (already_chosen(ids, j, e)) continue;
+            if (best < 0 || ranks_above(keys[e], keys[best])) best = e;
+        }
+        ids[j] = (int32_t)best;
+        w[j] = score_of(d, l, best, m, sum);
+        wsum += w[j];
+    }
+    for (int64_t j = 0; j < K; j++) {
+        if (d->renormalize) w[j] /= wsum + 1e-20f;
+        w[j] *= d->routed_scaling_factor;
+    }
+}
+
+static moe_status cpu_route(moe_backend *be, const moe_route_step *s)
+{
+    cpu_backend *c = cpu(be);
+    const moe_layer_desc *d = s->desc;
+    gemm_job j = {
+        .g = {.k_dim = d->d_model, .n_out = d->n_experts, .a = at(s->x), .b = at(s->router),
+              .activation = -1, .out = at(s->logits)},
+        .n_rows = s->n_tokens};
+    run_gemm(c, &j);
+    route_job r = {d, at(s->logits), at(s->router_bias), at(s->workspace), at(s->topk_ids),
+                   at(s->topk_weights)};
+    moe_pool_run(c->pool, s->n_tokens, route_token, &r);
+    return MOE_OK;
+}
+
+/* ---- plan: histogram, capacity, padded offsets, expert-sorted rows ----------------------------- */
+
+static moe_status cpu_plan(moe_backend *be, const moe_plan_step *s)
+{
+    const moe_layer_desc *d = s->desc;
+    const int64_t E = d->n_experts, TK = s->n_tokens * d->top_k, cap = d->expert_capacity;
+    const int64_t tile = be->row_tile;
+    const int32_t *ids = at(s->topk_ids);
+    int32_t *counts = at(s->expert_counts), *offsets = at(s->expert_offsets);
+    int32_t *row_token = at(s->row_token), *slot_row = at(s->slot_row), *tile_expert = at(s->tile_expert);
+
+    memset(counts, 0, sizeof(int32_t) * (size_t)(E + 1));
+    for (int64_t i = 0; i < TK; i++) counts[ids[i]]++;
+    offsets[0] = 0;
+    for (int64_t e = 0; e < E; e++) {
+        const int64_t kept = cap > 0 && counts[e] > cap ? cap : counts[e];
+        offsets[e + 1] = offsets[e] + (int32_t)((kept + tile - 1) / tile * tile);
+    }
+    for (int64_t r = 0; r < s->n_rows; r++) row_token[r] = -1;
+    for (int64_t t = 0; t < s->n_rows / tile; t++) tile_expert[t] = -1;
+    for (int64_t e = 0; e < E; e++)
+        for (int64_t t = offsets[e] / tile; t < offsets[e + 1] / tile; t++) tile_expert[t] = (int32_t)e;
+
+    /* Second pass in (token, slot) order: counts serve as each expert's cursor again. */
+    memset(counts, 0, sizeof(int32_t) * (size_t)E);
+    int32_t dropped = 0;
+    for (int64_t i = 0; i < TK; i++) {
+        const int32_t e = ids[i], pos = counts[e]++;
+        if (cap > 0 && pos >= cap) {
+            slot_row[i] = -1;
+            dropped++;
+            continue;
+        }
+        slot_row[i] = offsets[e] + pos;
+        row_token[offsets[e] + pos] = (int32_t)(i / d->top_k);
+    }
+    counts[E] = dropped;
+    return MOE_OK;
+}
+
+/* ---- combine ------------------------------------------------------------------------------- */
+
+typedef struct combine_job {
+    const moe_cpu_kernels *k;
+    const moe_combine_step *s;
+} combine_job;
+
+static void combine_token(void *arg, int64_t t)
+{
+    const combine_job *cj = arg;
+    const moe_combine_step *s = cj->s;
+    const moe_layer_desc *d = s->desc;
+    const int64_t D = d->d_model, K = d->top_k;
+    const float *x = (const float *)at(s->x) + t * D;
+    const float *o = at(s->expert_out);
+    const int32_t *slot_row = (const int32_t *)at(s->slot_row) + t * K;
+    const float *w = (const float *)at(s->topk_weights) + t * K;
+    float *y = (float *)at(s->y) + t * D;
+
+    memset(y, 0, sizeof(float) * (size_t)D);
+    for (int64_t j = 0; j < K; j++) {
+        if (slot_row[j] >= 0)
+            cj->k->axpy(D, w[j], o + slot_row[j] * D, y);
+        else if (d->drop_policy == MOE_DROP_PASSTHROUGH)
+            cj->k->axpy(D, w[j], x, y);
+    }
+    if (s->shared_out.buf) {
+        float g = 1.0f;
+        if (s->shared_gate.buf) {
+            const float *wg = at(s->shared_gate);
+            double dot = 0.0;
+            for (int64_t i = 0; i < D; i++) dot += (double)wg[i] * x[i];
+            g = (float)(1.0 / (1.0 + exp(-dot)));
+        }
+        cj->k->axpy(D, g, (const float *)at(s->shared_out) + t * D, y);
+    }
+}
+
+static moe_status cpu_combine(moe_backend *be, const moe_combine_step *s)
+{
+    combine_job j = {cpu(be)->k, s};
+    moe_pool_run(cpu(be)->pool, s->n_tokens, combine_token, &j);
+    return MOE_OK;
+}
+
+/* ---- stats --------------------------------------------------------------------------------- */
+
+static moe_status cpu_stats(moe_backend *be, const moe_stats_step *s)
+{
+    (void)be;
+    const moe_layer_desc *d = s->desc;
+    const int64_t T = s->n_tokens, E = d->n_experts;
+    const float *logits = at(s->logits);
+    const int32_t *counts = at(s->expert_counts);
+    double aux = 0.0, z = 0.0;
+    /* P_e accumulates per expert over tokens, then aux sums the shares in expert order. */
+    double *p = at(s->workspace);
+    for (int64_t e = 0; e < E; e++) p[e] = 0.0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *l = logits + t * E;
+        double m = -INFINITY, sum = 0.0, norm = 0.0;
+        for (int64_t e = 0; e < E; e++)
+            if (l[e] > m) m = l[e];
+        for (int64_t e = 0; e < E; e++) sum += exp(l[e] - m);
+        const double lse = m + log(sum);
+        z += lse * lse;
+        for (int64_t e = 0; e < E; e++)
+            norm += d->score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-(double)l[e]));
+        for (int64_t e = 0; e < E; e++) {
+            const double sc = d->score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-(double)l[e]));
+            p[e] += sc / norm;
+        }
+    }
+    for (int64_t e = 0; e < E; e++) aux += (double)counts[e] / (double)(T * d->top_k) * (p[e] / (double)T);
+    float *losses = at(s->losses);
+    losses[0] = (float)(aux * (double)E);
+    losses[1] = (float)(z / (double)T);
+    return MOE_OK;
+}
+
+static moe_status cpu_nothing(moe_backend *be)
+{
+    (void)be;
+    return MOE_OK;
+}
+
+const moe_backend_ops moe_cpu_backend_ops = {
+    .kind = MOE_BACKEND_CPU,
+    .name = "cpu",
+    .device_count = cpu_device_count,
+    .device_info = cpu_device_info,
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .buffer_alloc = cpu_buffer_alloc,
+    .buffer_free = cpu_buffer_free,
+    .buffer_write = cpu_buffer_write,
+    .buffer_read = cpu_buffer_read,
+    .buffer_copy = cpu_buffer_copy,
+    .weight_bytes = cpu_weight_bytes,
+    .weight_upload = cpu_weight_upload,
+    .begin = cpu_nothing,
+    .route = cpu_route,
+    .plan = cpu_plan,
+    .ffn = cpu_ffn,
+    .combine = cpu_combine,
+    .stats = cpu_stats,
+    .finish = cpu_nothing,
+};

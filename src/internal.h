@@ -1,0 +1,133 @@
+/*
+ * internal.h — what the backend-neutral core shares between its files: the context, layer
+ * and buffer objects, the arena, error reporting and overflow-checked size arithmetic.
+ */
+#ifndef MOE_INTERNAL_H
+#define MOE_INTERNAL_H
+
+#include "backend.h"
+#include "moe.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MOE_ERROR_MAX 1024
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+/* Records a failure: formats the detail into the context (if any) and this thread's last
+ * error, sends it to the log callback, and returns `status` so callers can
+ * `return moe_fail(...)`. */
+moe_status moe_fail(moe_context *ctx, moe_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Clears the context's and the thread's last error at the start of a public call. */
+void moe_clear_error(moe_context *ctx);
+void moe_log(moe_context *ctx, moe_log_level level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* ---- checked arithmetic ------------------------------------------------------------------ */
+
+/* a*b into *out; false on overflow (operands must be non-negative). */
+static inline bool moe_mul_size(size_t a, size_t b, size_t *out)
+{
+    if (a != 0 && b > SIZE_MAX / a) return false;
+    *out = a * b;
+    return true;
+}
+static inline bool moe_add_size(size_t a, size_t b, size_t *out)
+{
+    if (b > SIZE_MAX - a) return false;
+    *out = a + b;
+    return true;
+}
+/* Product of up to four non-negative int64 factors as a byte count (elem_size bytes each). */
+bool moe_bytes_of(size_t elem_size, int64_t a, int64_t b, int64_t c, size_t *out);
+
+/* ---- arena --------------------------------------------------------------------------------- */
+
+/* Bump allocator over offsets: the layout of one region, computed on the host. A failed
+ * take (overflow) sticks, so a whole layout can be checked once at the end. */
+typedef struct moe_bump {
+    size_t offset;
+    size_t alignment;
+    bool overflow;
+} moe_bump;
+
+size_t moe_bump_take(moe_bump *bump, size_t bytes);
+
+typedef struct moe_arena {
+    moe_backend *be;
+    moe_bbuf *scratch;
+    size_t scratch_bytes;
+    size_t scratch_peak_bytes;
+    size_t weights_bytes;
+    size_t staging_bytes;
+    size_t buffer_bytes;
+    uint64_t allocation_count;
+    uint64_t scratch_reservations;
+} moe_arena;
+
+/* Makes sure the scratch region holds `bytes`; allocates only when it has to grow. */
+moe_status moe_arena_reserve_scratch(moe_arena *arena, size_t bytes);
+moe_status moe_arena_alloc(moe_arena *arena, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out);
+void moe_arena_free(moe_arena *arena, moe_bbuf *buf, size_t bytes, moe_bbuf_usage usage);
+void moe_arena_release(moe_arena *arena);
+
+/* ---- objects ------------------------------------------------------------------------------- */
+
+struct moe_context {
+    moe_backend *be;
+    moe_arena arena;
+    moe_log_fn log;
+    void *log_user_data;
+    moe_log_level log_level;
+    int live_objects;           /* layers + buffers not yet destroyed */
+    char error[MOE_ERROR_MAX];
+};
+
+/* Where each weight tensor of a layer lives inside its weights block. */
+typedef struct moe_layer_addrs {
+    moe_addr router, router_bias, ffn_in, ffn_down;
+    moe_addr shared_in, shared_down, shared_gate;
+} moe_layer_addrs;
+
+struct moe_layer {
+    moe_context *ctx;
+    moe_layer_desc desc;        /* normalised: defaults filled in */
+    moe_bbuf *weights;
+    size_t weights_bytes;
+    moe_layer_addrs w;
+};
+
+struct moe_buffer {
+    moe_context *ctx;
+    moe_bbuf *buf;
+    int64_t n_elements;
+};
+
+/* ---- validation (validate.c) ----------------------------------------------------------- */
+
+bool moe_activation_is_gated(moe_activation act);
+/* Checks a layer desc (and, if non-NULL, its weights) and writes the normalised desc. */
+moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
+                              const moe_layer_weights *weights, moe_layer_desc *normalised);
+/* Checks n_tokens against the desc (and its token budget when check_budget). */
+moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int64_t n_tokens,
+                               bool check_budget);
+/* Padded row bound for the grouped GEMM: T·k + min(E, T·k)·(row_tile − 1), rounded up to
+ * row_tile. The host knows it without reading any count back. */
+int64_t moe_plan_rows(const moe_layer_desc *desc, int64_t n_tokens, int64_t row_tile);
+
+/* ---- backends (context.c) ------------------------------------------------------------- */
+
+const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind);
+
+#endif /* MOE_INTERNAL_H */

@@ -1,0 +1,318 @@
+/*
+ * layer.c — layer creation (weights uploaded once into the arena) and the forward's
+ * orchestration, written once for every backend: lay out the scratch region for this token
+ * count, then route → plan → grouped expert GEMMs → shared expert → combine → stats, with
+ * no read-back until the result. Every dispatch size is known on the host because the
+ * grouped GEMM runs over the padded row bound (moe_plan_rows), not the actual counts.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- layer creation -------------------------------------------------------------------- */
+
+typedef struct weight_plan {
+    moe_weight_src router, ffn_in, ffn_down, shared_in, shared_down;
+} weight_plan;
+
+static weight_plan plan_weights(const moe_layer_desc *d, const moe_layer_weights *w)
+{
+    const bool gated = moe_activation_is_gated(d->activation);
+    weight_plan p = {
+        .router = {w->router, NULL, 1, d->n_experts, d->d_model},
+        .ffn_in = {gated ? w->gate : w->up, gated ? w->up : NULL, d->n_experts, d->d_ff, d->d_model},
+        .ffn_down = {w->down, NULL, d->n_experts, d->d_model, d->d_ff},
+    };
+    if (d->d_ff_shared > 0) {
+        p.shared_in = (moe_weight_src){gated ? w->shared_gate : w->shared_up, gated ? w->shared_up : NULL,
+                                       1, d->d_ff_shared, d->d_model};
+        p.shared_down = (moe_weight_src){w->shared_down, NULL, 1, d->d_model, d->d_ff_shared};
+    }
+    return p;
+}
+
+/* One tensor of a layer's weights block: packed by the backend (src) or copied raw. */
+typedef struct weight_item {
+    moe_addr *dst;
+    const moe_weight_src *src;
+    const float *raw;
+    size_t raw_bytes;
+} weight_item;
+
+moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
+                            const moe_layer_weights *weights, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
+    if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
+    if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    moe_layer_desc d;
+    moe_status st = moe_validate_layer(ctx, desc, weights, &d);
+    if (st != MOE_OK) return st;
+
+    moe_backend *be = ctx->be;
+    const weight_plan p = plan_weights(&d, weights);
+    moe_layer_addrs a = {0};
+    const bool shared = d.d_ff_shared > 0;
+    const weight_item all[] = {
+        {&a.router, &p.router, NULL, 0},
+        {d.has_selection_bias ? &a.router_bias : NULL, NULL, weights->router_bias,
+         sizeof(float) * (size_t)d.n_experts},
+        {&a.ffn_in, &p.ffn_in, NULL, 0},
+        {&a.ffn_down, &p.ffn_down, NULL, 0},
+        {shared ? &a.shared_in : NULL, &p.shared_in, NULL, 0},
+        {shared ? &a.shared_down : NULL, &p.shared_down, NULL, 0},
+        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, weights->shared_expert_gate,
+         sizeof(float) * (size_t)d.d_model},
+    };
+    const size_t n_items = sizeof all / sizeof all[0];
+    /* Measure the whole block first, allocate once, then upload each tensor in place. */
+    moe_bump bump = {.alignment = be->alignment};
+    for (size_t i = 0; i < n_items; i++)
+        if (all[i].dst)
+            all[i].dst->offset = moe_bump_take(&bump, all[i].src ? be->ops->weight_bytes(be, all[i].src)
+                                                                 : all[i].raw_bytes);
+    if (bump.overflow)
+        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
+
+    moe_layer *layer = calloc(1, sizeof *layer);
+    if (!layer) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    layer->ctx = ctx;
+    layer->desc = d;
+    layer->weights_bytes = bump.offset;
+    st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BBUF_WEIGHTS, &layer->weights);
+    if (st != MOE_OK) {
+        free(layer);
+        return st;
+    }
+    for (size_t i = 0; i < n_items && st == MOE_OK; i++) {
+        if (!all[i].dst) continue;
+        all[i].dst->buf = layer->weights;
+        st = all[i].src ? be->ops->weight_upload(be, *all[i].dst, all[i].src)
+                        : be->ops->buffer_write(be, *all[i].dst, all[i].raw, all[i].raw_bytes);
+    }
+    layer->w = a;
+    if (st != MOE_OK) {
+        moe_layer_destroy(layer);
+        return st;
+    }
+    *out = layer;
+    return MOE_OK;
+}
+
+void moe_layer_destroy(moe_layer *layer)
+{
+    if (!layer) return;
+    moe_arena_free(&layer->ctx->arena, layer->weights, layer->weights_bytes, MOE_BBUF_WEIGHTS);
+    free(layer);
+}
+
+/* ---- the forward ------------------------------------------------------------------------ */
+
+/* Where every temporary of one forward lives in the scratch region. */
+typedef struct forward_layout {
+    int64_t n_rows;
+    moe_addr x, logits, route_ws, topk_ids, topk_weights, expert_counts, expert_offsets, row_token, slot_row,
+        tile_expert;
+    moe_addr h, o, shared_h, shared_o, y, losses;
+    size_t bytes;
+} forward_layout;
+
+static bool stats_wanted(const moe_forward_stats *s)
+{
+    return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count ||
+                 s->aux_loss || s->z_loss);
+}
+
+static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y,
+                           forward_layout *L, bool *overflow)
+{
+    const moe_layer_desc *d = &layer->desc;
+    const moe_backend *be = layer->ctx->be;
+    const size_t f = sizeof(float), i = sizeof(int32_t);
+    const size_t TD = (size_t)T * (size_t)d->d_model, TK = (size_t)T * (size_t)d->top_k;
+    moe_bump b = {.alignment = be->alignment};
+    memset(L, 0, sizeof *L);
+    L->n_rows = moe_plan_rows(d, T, be->row_tile);
+    const size_t R = (size_t)L->n_rows;
+    /* Offsets only; the scratch allocation is attached once it is reserved (a non-NULL
+     * placeholder marks the fields this forward uses). */
+#define TAKE(field, bytes) (L->field.offset = moe_bump_take(&b, (bytes)), L->field.buf = (moe_bbuf *)1)
+    if (host_x) TAKE(x, f * TD);
+    TAKE(logits, f * (size_t)T * (size_t)d->n_experts);
+    /* Route workspace, reused by the stats step for E doubles. */
+    const size_t ws = (size_t)T * (size_t)(d->n_experts + d->n_group);
+    TAKE(route_ws, f * (ws > 2 * (size_t)d->n_experts ? ws : 2 * (size_t)d->n_experts));
+    TAKE(topk_ids, i * TK);
+    TAKE(topk_weights, f * TK);
+    TAKE(expert_counts, i * ((size_t)d->n_experts + 1));
+    TAKE(expert_offsets, i * ((size_t)d->n_experts + 1));
+    TAKE(row_token, i * R);
+    TAKE(slot_row, i * TK);
+    TAKE(tile_expert, i * (R / (size_t)be->row_tile));
+    TAKE(h, f * R * (size_t)d->d_ff);
+    TAKE(o, f * R * (size_t)d->d_model);
+    if (d->d_ff_shared > 0) {
+        TAKE(shared_h, f * (size_t)T * (size_t)d->d_ff_shared);
+        TAKE(shared_o, f * TD);
+    }
+    if (host_y) TAKE(y, f * TD);
+    TAKE(losses, f * 2);
+#undef TAKE
+    L->bytes = b.offset;
+    *overflow = b.overflow;
+}
+
+static void attach(moe_addr *a, moe_bbuf *buf)
+{
+    if (a->buf) a->buf = buf;
+}
+
+static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L, moe_addr x,
+                            moe_addr y, bool want_losses)
+{
+    const moe_layer_desc *d = &layer->desc;
+    moe_backend *be = layer->ctx->be;
+    const moe_backend_ops *ops = be->ops;
+    moe_status st = ops->begin(be);
+    if (st != MOE_OK) return st;
+
+    const moe_route_step route = {d, T, x, layer->w.router, layer->w.router_bias,
+                                  L->logits, L->route_ws, L->topk_ids, L->topk_weights};
+    const moe_plan_step plan = {d, T, L->n_rows, L->topk_ids, L->expert_counts,
+                                L->expert_offsets, L->row_token, L->slot_row, L->tile_expert};
+    const bool gated = moe_activation_is_gated(d->activation);
+    const moe_ffn_step up = {
+        .n_rows = L->n_rows, .k_dim = d->d_model, .n_out = d->d_ff, .a = x, .gather = true,
+        .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_in,
+        .n_experts = d->n_experts, .gated = gated, .activation = d->activation,
+        .apply_activation = true, .out = L->h};
+    const moe_ffn_step down = {
+        .n_rows = L->n_rows, .k_dim = d->d_ff, .n_out = d->d_model, .a = L->h, .gather = false,
+        .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_down,
+        .n_experts = d->n_experts, .out = L->o};
+    const moe_combine_step combine = {d, T, x, L->o, L->slot_row, L->topk_weights,
+                                      L->shared_o, layer->w.shared_gate, y};
+    const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
+
+    st = ops->route(be, &route);
+    if (st == MOE_OK) st = ops->plan(be, &plan);
+    if (st == MOE_OK) st = ops->ffn(be, &up);
+    if (st == MOE_OK) st = ops->ffn(be, &down);
+    if (st == MOE_OK && d->d_ff_shared > 0) {
+        /* The shared expert is one dense expert over all tokens: the same GEMM step. */
+        const moe_ffn_step sup = {
+            .n_rows = T, .k_dim = d->d_model, .n_out = d->d_ff_shared, .a = x,
+            .weights = layer->w.shared_in, .n_experts = 1, .gated = gated,
+            .activation = d->activation, .apply_activation = true, .out = L->shared_h};
+        const moe_ffn_step sdown = {
+            .n_rows = T, .k_dim = d->d_ff_shared, .n_out = d->d_model, .a = L->shared_h,
+            .weights = layer->w.shared_down, .n_experts = 1, .out = L->shared_o};
+        st = ops->ffn(be, &sup);
+        if (st == MOE_OK) st = ops->ffn(be, &sdown);
+    }
+    if (st == MOE_OK) st = ops->combine(be, &combine);
+    if (st == MOE_OK && want_losses) st = ops->stats(be, &stats);
+    const moe_status fin = ops->finish(be);
+    return st != MOE_OK ? st : fin;
+}
+
+static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *L, moe_forward_stats *s)
+{
+    const moe_layer_desc *d = &layer->desc;
+    moe_backend *be = layer->ctx->be;
+    const size_t TK = (size_t)T * (size_t)d->top_k;
+    moe_status st = MOE_OK;
+    if (s->topk_ids) st = be->ops->buffer_read(be, L->topk_ids, s->topk_ids, TK * sizeof(int32_t));
+    if (st == MOE_OK && s->topk_weights)
+        st = be->ops->buffer_read(be, L->topk_weights, s->topk_weights, TK * sizeof(float));
+    if (st == MOE_OK && s->expert_counts)
+        st = be->ops->buffer_read(be, L->expert_counts, s->expert_counts, sizeof(int32_t) * (size_t)d->n_experts);
+    if (st == MOE_OK && s->dropped_count) {
+        moe_addr at = L->expert_counts;
+        at.offset += sizeof(int32_t) * (size_t)d->n_experts;
+        st = be->ops->buffer_read(be, at, s->dropped_count, sizeof(int32_t));
+    }
+    float losses[2];
+    if (st == MOE_OK && (s->aux_loss || s->z_loss)) {
+        st = be->ops->buffer_read(be, L->losses, losses, sizeof losses);
+        if (st == MOE_OK && s->aux_loss) *s->aux_loss = losses[0];
+        if (st == MOE_OK && s->z_loss) *s->z_loss = losses[1];
+    }
+    return st;
+}
+
+/* Both forwards: x/y are host pointers, or (when NULL) the device buffers xb/yb. */
+static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
+                          const moe_buffer *xb, moe_buffer *yb, moe_forward_stats *stats)
+{
+    moe_context *ctx = layer->ctx;
+    moe_backend *be = ctx->be;
+    const moe_layer_desc *d = &layer->desc;
+    moe_status st = moe_validate_tokens(ctx, d, T, true);
+    if (st != MOE_OK) return st;
+    if (stats && stats->struct_size < sizeof(moe_forward_stats))
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_forward_stats.struct_size is %zu, expected %zu",
+                        stats->struct_size, sizeof(moe_forward_stats));
+    const int64_t TD = T * d->d_model;
+    if (xb) {
+        if (xb->ctx != ctx || yb->ctx != ctx)
+            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "x and y must be buffers of the layer's context");
+        if (xb == yb)
+            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "x and y must be different buffers");
+        if (xb->n_elements < TD || yb->n_elements < TD)
+            return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                            "buffers hold %lld and %lld elements; %lld tokens of d_model %lld need %lld",
+                            (long long)xb->n_elements, (long long)yb->n_elements, (long long)T,
+                            (long long)d->d_model, (long long)TD);
+    }
+
+    forward_layout L;
+    bool overflow;
+    layout_forward(layer, T, x != NULL, y != NULL, &L, &overflow);
+    if (overflow) return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
+    st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
+    if (st != MOE_OK) return st;
+    moe_bbuf *s = ctx->arena.scratch;
+    moe_addr *fields[] = {&L.x, &L.logits, &L.route_ws, &L.topk_ids, &L.topk_weights,
+                          &L.expert_counts, &L.expert_offsets, &L.row_token, &L.slot_row, &L.tile_expert, &L.h, &L.o,
+                          &L.shared_h, &L.shared_o, &L.y, &L.losses};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) attach(fields[i], s);
+
+    const size_t bytes = (size_t)TD * sizeof(float);
+    const moe_addr xa = x ? L.x : (moe_addr){xb->buf, 0};
+    const moe_addr ya = y ? L.y : (moe_addr){yb->buf, 0};
+    if (x) {
+        st = be->ops->buffer_write(be, xa, x, bytes);
+        if (st != MOE_OK) return st;
+    }
+    const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
+    st = run_steps(layer, T, &L, xa, ya, want_losses);
+    if (st != MOE_OK) return st;
+    if (y) {
+        st = be->ops->buffer_read(be, ya, y, bytes);
+        if (st != MOE_OK) return st;
+    }
+    return stats_wanted(stats) ? read_stats(layer, T, &L, stats) : MOE_OK;
+}
+
+moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x, float *y,
+                             moe_forward_stats *stats)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!x) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "x is NULL");
+    if (!y) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "y is NULL");
+    return forward(layer, n_tokens, x, y, NULL, NULL, stats);
+}
+
+moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x,
+                                     moe_buffer *y, moe_forward_stats *stats)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!x) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "x is NULL");
+    if (!y) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "y is NULL");
+    return forward(layer, n_tokens, NULL, NULL, x, y, stats);
+}

@@ -1,0 +1,229 @@
+/*
+ * reference.c — the scalar reference forward: the oracle every backend is tested against.
+ *
+ * Written for clarity, not speed: one token and one expert at a time, every sum accumulated
+ * in double. It shares no arithmetic with any backend (only the config validation), so a bug
+ * in an optimised kernel cannot hide by being repeated here.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* NaN ranks below every number, so a > b is "a ranks above b". */
+static bool ranks_above(double a, double b)
+{
+    if (isnan(a)) return false;
+    if (isnan(b)) return true;
+    return a > b;
+}
+
+/* Index of the best of n values not yet taken; ties go to the lower index. */
+static int64_t best_untaken(const double *v, const bool *taken, int64_t n)
+{
+    int64_t best = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (taken[i]) continue;
+        if (best < 0 || ranks_above(v[i], v[best])) best = i;
+    }
+    return best;
+}
+
+static double activate(moe_activation act, double v)
+{
+    switch (act) {
+    case MOE_ACTIVATION_SWIGLU: return v / (1.0 + exp(-v));
+    case MOE_ACTIVATION_GEGLU:
+    case MOE_ACTIVATION_GELU: return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case MOE_ACTIVATION_RELU: return v > 0.0 ? v : 0.0;
+    }
+    return v;
+}
+
+static double dot(const float *a, const float *b, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+    return s;
+}
+
+/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f. */
+static void expert_ffn(const moe_layer_desc *d, const float *gate, const float *up,
+                       const float *down, int64_t f, const float *x, double *h, double *out)
+{
+    for (int64_t i = 0; i < f; i++) {
+        const double u = dot(up + i * d->d_model, x, d->d_model);
+        if (moe_activation_is_gated(d->activation))
+            h[i] = activate(d->activation, dot(gate + i * d->d_model, x, d->d_model)) * u;
+        else
+            h[i] = activate(d->activation, u);
+    }
+    for (int64_t o = 0; o < d->d_model; o++) {
+        double s = 0.0;
+        for (int64_t i = 0; i < f; i++) s += (double)down[o * f + i] * h[i];
+        out[o] = s;
+    }
+}
+
+/* Routing of one token: scores, the chosen experts (best first) and their weights. */
+static void route_token(const moe_layer_desc *d, const moe_layer_weights *w, const float *x,
+                        double *logits, double *scores, double *keys, bool *taken,
+                        double *group_score, bool *group_taken, int32_t *ids, double *weights)
+{
+    const int64_t E = d->n_experts;
+    for (int64_t e = 0; e < E; e++) logits[e] = dot(w->router + e * d->d_model, x, d->d_model);
+
+    if (d->score_func == MOE_SCORE_SOFTMAX) {
+        double m = -INFINITY, sum = 0.0;
+        for (int64_t e = 0; e < E; e++)
+            if (logits[e] > m) m = logits[e];
+        for (int64_t e = 0; e < E; e++) sum += exp(logits[e] - m);
+        for (int64_t e = 0; e < E; e++) scores[e] = exp(logits[e] - m) / sum;
+    } else {
+        for (int64_t e = 0; e < E; e++) scores[e] = 1.0 / (1.0 + exp(-logits[e]));
+    }
+    for (int64_t e = 0; e < E; e++)
+        keys[e] = scores[e] + (d->has_selection_bias ? (double)w->router_bias[e] : 0.0);
+
+    /* Group-limited routing: keep the topk_group best groups, exclude the other experts. */
+    if (d->n_group > 1) {
+        const int64_t per = E / d->n_group;
+        for (int64_t g = 0; g < d->n_group; g++) {
+            for (int64_t i = 0; i < per; i++) taken[i] = false;
+            const int64_t n_best = d->group_score == MOE_GROUP_SCORE_MAX ? 1 : (per < 2 ? per : 2);
+            double s = 0.0;
+            for (int64_t b = 0; b < n_best; b++) {
+                const int64_t i = best_untaken(keys + g * per, taken, per);
+                taken[i] = true;
+                s += keys[g * per + i];
+            }
+            group_score[g] = s;
+            group_taken[g] = false;
+        }
+        for (int64_t kept = 0; kept < d->topk_group; kept++)
+            group_taken[best_untaken(group_score, group_taken, d->n_group)] = true;
+        for (int64_t e = 0; e < E; e++)
+            if (!group_taken[e / per]) keys[e] = -INFINITY;
+    }
+
+    for (int64_t e = 0; e < E; e++) taken[e] = false;
+    double sum = 0.0;
+    for (int64_t j = 0; j < d->top_k; j++) {
+        const int64_t e = best_untaken(keys, taken, E);
+        taken[e] = true;
+        ids[j] = (int32_t)e;
+        weights[j] = scores[e];
+        sum += scores[e];
+    }
+    for (int64_t j = 0; j < d->top_k; j++) {
+        if (d->renormalize) weights[j] /= sum + 1e-20;
+        weights[j] *= d->routed_scaling_factor;
+    }
+}
+
+moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_weights *weights,
+                                 int64_t n_tokens, const float *x, float *y,
+                                 moe_forward_stats *stats)
+{
+    moe_clear_error(NULL);
+    moe_layer_desc d;
+    if (!weights) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    moe_status st = moe_validate_layer(NULL, desc, weights, &d);
+    if (st != MOE_OK) return st;
+    st = moe_validate_tokens(NULL, &d, n_tokens, false);
+    if (st != MOE_OK) return st;
+    if (!x || !y) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "x or y is NULL");
+    if (stats && stats->struct_size < sizeof(moe_forward_stats))
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_forward_stats.struct_size is %zu",
+                        stats->struct_size);
+
+    const int64_t T = n_tokens, D = d.d_model, E = d.n_experts, K = d.top_k;
+    const int64_t F = d.d_ff > d.d_ff_shared ? d.d_ff : d.d_ff_shared;
+    double *logits = malloc(sizeof(double) * (size_t)(T * E));
+    double *scores = malloc(sizeof(double) * (size_t)E);
+    double *keys = malloc(sizeof(double) * (size_t)E);
+    bool *taken = malloc(sizeof(bool) * (size_t)E);
+    double *group_score = malloc(sizeof(double) * (size_t)E);
+    bool *group_taken = malloc(sizeof(bool) * (size_t)E);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(T * K));
+    double *w = malloc(sizeof(double) * (size_t)(T * K));
+    int32_t *counts = calloc((size_t)E, sizeof(int32_t));
+    double *h = malloc(sizeof(double) * (size_t)F);
+    double *o = malloc(sizeof(double) * (size_t)D);
+    double *acc = malloc(sizeof(double) * (size_t)(T * D));
+    double *p_mean = calloc((size_t)E, sizeof(double));
+    st = MOE_OK;
+    if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts || !h || !o || !acc || !p_mean) {
+        st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
+        goto done;
+    }
+
+    for (int64_t t = 0; t < T; t++)
+        route_token(&d, weights, x + t * D, logits + t * E, scores, keys, taken,
+                    group_score, group_taken, ids + t * K, w + t * K);
+
+    /* Experts, in token order so that capacity drops the later tokens. */
+    int32_t dropped = 0;
+    for (int64_t t = 0; t < T; t++) {
+        const float *xt = x + t * D;
+        double *yt = acc + t * D;
+        for (int64_t i = 0; i < D; i++) yt[i] = 0.0;
+        for (int64_t j = 0; j < K; j++) {
+            const int32_t e = ids[t * K + j];
+            const bool kept = d.expert_capacity == 0 || counts[e] < d.expert_capacity;
+            counts[e]++;
+            if (kept) {
+                const size_t off = (size_t)e * (size_t)(d.d_ff * D);
+                expert_ffn(&d, weights->gate ? weights->gate + off : NULL, weights->up + off,
+                           weights->down + off, d.d_ff, xt, h, o);
+                for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
+            } else {
+                dropped++;
+                if (d.drop_policy == MOE_DROP_PASSTHROUGH)
+                    for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * (double)xt[i];
+            }
+        }
+        if (d.d_ff_shared > 0) {
+            expert_ffn(&d, weights->shared_gate, weights->shared_up, weights->shared_down,
+                       d.d_ff_shared, xt, h, o);
+            double g = 1.0;
+            if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
+            for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
+        }
+    }
+
+    for (int64_t i = 0; i < T * D; i++) y[i] = (float)acc[i];
+    if (stats) {
+        if (stats->topk_ids) memcpy(stats->topk_ids, ids, sizeof(int32_t) * (size_t)(T * K));
+        if (stats->topk_weights)
+            for (int64_t i = 0; i < T * K; i++) stats->topk_weights[i] = (float)w[i];
+        if (stats->expert_counts) memcpy(stats->expert_counts, counts, sizeof(int32_t) * (size_t)E);
+        if (stats->dropped_count) *stats->dropped_count = dropped;
+        /* Losses: P_e from per-token scores normalised to sum 1; z from logsumexp. */
+        double z = 0.0;
+        for (int64_t t = 0; t < T; t++) {
+            const double *l = logits + t * E;
+            double m = -INFINITY, s = 0.0;
+            for (int64_t e = 0; e < E; e++)
+                if (l[e] > m) m = l[e];
+            for (int64_t e = 0; e < E; e++) s += exp(l[e] - m);
+            const double lse = m + log(s);
+            z += lse * lse;
+            double norm = 0.0;
+            for (int64_t e = 0; e < E; e++)
+                scores[e] = d.score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-l[e]));
+            for (int64_t e = 0; e < E; e++) norm += scores[e];
+            for (int64_t e = 0; e < E; e++) p_mean[e] += scores[e] / norm / (double)T;
+        }
+        double aux = 0.0;
+        for (int64_t e = 0; e < E; e++) aux += (double)counts[e] / (double)(T * K) * p_mean[e];
+        if (stats->aux_loss) *stats->aux_loss = (float)(aux * (double)E);
+        if (stats->z_loss) *stats->z_loss = (float)(z / (double)T);
+    }
+
+done:
+    free(logits); free(scores); free(keys); free(taken); free(group_score); free(group_taken); free(ids); free(w);
+    free(counts); free(h); free(o); free(acc); free(p_mean);
+    return st;
+}

@@ -1,0 +1,181 @@
+/*
+ * validate.c — checks of layer configs, weights and token counts, shared by moe_layer_create,
+ * the forwards and the scalar reference, so every entry point (and every backend) refuses
+ * the same bad input with the same status and message.
+ */
+#include "internal.h"
+
+#include <math.h>
+
+bool moe_activation_is_gated(moe_activation act)
+{
+    return act == MOE_ACTIVATION_SWIGLU || act == MOE_ACTIVATION_GEGLU;
+}
+
+/* Every byte size a layer implies (weights and a token's activations) must fit size_t, so
+ * later arithmetic on them needs no further checks. */
+static moe_status check_layer_sizes(moe_context *ctx, const moe_layer_desc *d)
+{
+    size_t bytes, total = 0;
+    const int64_t big_ff = d->d_ff > d->d_ff_shared ? d->d_ff : d->d_ff_shared;
+    const struct {
+        int64_t a, b, c;
+        const char *what;
+    } sizes[] = {
+        {d->n_experts, d->d_ff, d->d_model, "n_experts*d_ff*d_model"},
+        {d->d_ff_shared, d->d_model, 1, "d_ff_shared*d_model"},
+        {d->max_tokens, d->d_model, 1, "max_tokens*d_model"},
+        {d->max_tokens, d->top_k, big_ff, "max_tokens*top_k*d_ff"},
+        {d->max_tokens, d->top_k, d->d_model, "max_tokens*top_k*d_model"},
+        {d->max_tokens, d->n_experts, 1, "max_tokens*n_experts"},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        /* 4x headroom: gate+up pairs, padding and the row bound stay inside size_t too. */
+        if (!moe_bytes_of(4 * sizeof(float), sizes[i].a, sizes[i].b, sizes[i].c, &bytes) ||
+            !moe_add_size(total, bytes, &total))
+            return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW,
+                            "layer size %s (%lld*%lld*%lld floats) overflows size_t", sizes[i].what,
+                            (long long)sizes[i].a, (long long)sizes[i].b, (long long)sizes[i].c);
+    }
+    return MOE_OK;
+}
+
+#define REQUIRE_PTR(p, name)                                                                     \
+    do {                                                                                         \
+        if (!(p)) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights.%s is NULL but the config needs it", name); \
+    } while (0)
+
+static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const moe_layer_weights *w)
+{
+    if (w->struct_size < sizeof(moe_layer_weights))
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_layer_weights.struct_size is %zu, expected %zu", w->struct_size,
+                        sizeof(moe_layer_weights));
+    const bool gated = moe_activation_is_gated(d->activation);
+    REQUIRE_PTR(w->router, "router");
+    REQUIRE_PTR(w->up, "up");
+    REQUIRE_PTR(w->down, "down");
+    if (gated) REQUIRE_PTR(w->gate, "gate");
+    if (d->has_selection_bias) REQUIRE_PTR(w->router_bias, "router_bias");
+    if (d->d_ff_shared > 0) {
+        REQUIRE_PTR(w->shared_up, "shared_up");
+        REQUIRE_PTR(w->shared_down, "shared_down");
+        if (gated) REQUIRE_PTR(w->shared_gate, "shared_gate");
+        if (d->shared_expert_gate) REQUIRE_PTR(w->shared_expert_gate, "shared_expert_gate");
+    }
+    return MOE_OK;
+}
+
+moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
+                              const moe_layer_weights *weights, moe_layer_desc *out)
+{
+    if (!desc) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "layer desc is NULL");
+    if (desc->struct_size < sizeof(moe_layer_desc))
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_layer_desc.struct_size is %zu, expected %zu", desc->struct_size,
+                        sizeof(moe_layer_desc));
+    moe_layer_desc d = *desc;
+    const struct {
+        int64_t v;
+        const char *name;
+    } positive[] = {{d.d_model, "d_model"}, {d.d_ff, "d_ff"}, {d.n_experts, "n_experts"},
+                    {d.top_k, "top_k"}, {d.max_tokens, "max_tokens"}};
+    for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++)
+        if (positive[i].v <= 0)
+            return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "%s must be > 0 (got %lld)",
+                            positive[i].name, (long long)positive[i].v);
+    if (d.d_ff_shared < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "d_ff_shared must be >= 0 (got %lld)",
+                        (long long)d.d_ff_shared);
+    if (d.expert_capacity < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "expert_capacity must be >= 0 (got %lld)",
+                        (long long)d.expert_capacity);
+    /* The plan and the kernels index rows and experts with int32. */
+    if (d.n_experts > INT32_MAX / 2)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_experts %lld is too large",
+                        (long long)d.n_experts);
+    if (d.top_k > d.n_experts)
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "top_k (%lld) is larger than n_experts (%lld)",
+                        (long long)d.top_k, (long long)d.n_experts);
+    if ((uint32_t)d.score_func > MOE_SCORE_SIGMOID)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown score_func %d", (int)d.score_func);
+    if ((uint32_t)d.group_score > MOE_GROUP_SCORE_MAX)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown group_score %d", (int)d.group_score);
+    if ((uint32_t)d.activation > MOE_ACTIVATION_GELU)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown activation %d", (int)d.activation);
+    if ((uint32_t)d.drop_policy > MOE_DROP_PASSTHROUGH)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown drop_policy %d", (int)d.drop_policy);
+
+    if (d.n_group < 0 || d.topk_group < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "n_group and topk_group must be >= 0");
+    if (d.n_group <= 1) {
+        d.n_group = 1;
+        if (d.topk_group > 1)
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                            "topk_group (%lld) is larger than n_group (%lld)",
+                            (long long)d.topk_group, (long long)desc->n_group);
+        d.topk_group = 1;
+    } else {
+        if (d.n_experts % d.n_group != 0)
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                            "n_group (%lld) does not divide n_experts (%lld)", (long long)d.n_group,
+                            (long long)d.n_experts);
+        if (d.topk_group == 0)
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "topk_group must be set when n_group > 1");
+        if (d.topk_group > d.n_group)
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                            "topk_group (%lld) is larger than n_group (%lld)",
+                            (long long)d.topk_group, (long long)d.n_group);
+        if (d.topk_group * (d.n_experts / d.n_group) < d.top_k)
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                            "topk_group (%lld) groups of %lld experts hold fewer than top_k (%lld)",
+                            (long long)d.topk_group, (long long)(d.n_experts / d.n_group),
+                            (long long)d.top_k);
+    }
+    if (!(d.routed_scaling_factor == d.routed_scaling_factor) || isinf(d.routed_scaling_factor))
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "routed_scaling_factor is not finite");
+    if (d.routed_scaling_factor == 0.0f) d.routed_scaling_factor = 1.0f;
+    if (d.shared_expert_gate && d.d_ff_shared == 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "shared_expert_gate set without a shared expert");
+    d.renormalize = d.renormalize != 0;
+    d.has_selection_bias = d.has_selection_bias != 0;
+    d.shared_expert_gate = d.shared_expert_gate != 0;
+
+    moe_status st = check_layer_sizes(ctx, &d);
+    if (st != MOE_OK) return st;
+    if (weights) {
+        st = check_weights(ctx, &d, weights);
+        if (st != MOE_OK) return st;
+    }
+    if (out) *out = d;
+    return MOE_OK;
+}
+
+moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int64_t n_tokens,
+                               bool check_budget)
+{
+    if (n_tokens <= 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_tokens must be > 0 (got %lld)",
+                        (long long)n_tokens);
+    if (check_budget && n_tokens > desc->max_tokens)
+        return moe_fail(ctx, MOE_ERROR_TOKEN_BUDGET,
+                        "n_tokens (%lld) exceeds the layer's max_tokens (%lld)", (long long)n_tokens,
+                        (long long)desc->max_tokens);
+    size_t bytes;
+    if (!moe_bytes_of(4 * sizeof(float), n_tokens, desc->d_model, desc->top_k, &bytes) ||
+        !moe_bytes_of(4 * sizeof(float), n_tokens, desc->top_k,
+                      desc->d_ff > desc->d_ff_shared ? desc->d_ff : desc->d_ff_shared, &bytes) ||
+        !moe_bytes_of(4 * sizeof(float), n_tokens, desc->n_experts, 1, &bytes))
+        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW,
+                        "n_tokens (%lld) * d_model (%lld) overflows size_t", (long long)n_tokens,
+                        (long long)desc->d_model);
+    return MOE_OK;
+}
+
+int64_t moe_plan_rows(const moe_layer_desc *desc, int64_t n_tokens, int64_t row_tile)
+{
+    const int64_t assignments = n_tokens * desc->top_k;
+    const int64_t experts_used = assignments < desc->n_experts ? assignments : desc->n_experts;
+    const int64_t rows = assignments + experts_used * (row_tile - 1);
+    return (rows + row_tile - 1) / row_tile * row_tile;
+}
