@@ -73,6 +73,7 @@ typedef struct moe_arena {
     size_t buffer_bytes;
     uint64_t allocation_count;
     uint64_t scratch_reservations;
+    long fail_countdown; /* MOE_TEST_FAIL_ALLOC=N: the N-th allocation fails (error-path tests) */
 } moe_arena;
 
 /* Makes sure the scratch region holds `bytes`; allocates only when it has to grow. */

@@ -26,7 +26,6 @@ typedef struct cpu_backend {
     moe_backend base;
     const moe_cpu_kernels *k;
     moe_pool *pool;
-    long fail_alloc_countdown; /* MOE_TEST_FAIL_ALLOC: the N-th allocation fails (tests) */
 } cpu_backend;
 
 static cpu_backend *cpu(moe_backend *be) { return (cpu_backend *)be; }
@@ -109,8 +108,6 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
         return moe_fail(ctx, MOE_ERROR_BACKEND, "cpu: could not start %d threads", threads);
     }
     c->k = k;
-    const char *fail = getenv("MOE_TEST_FAIL_ALLOC");
-    c->fail_alloc_countdown = fail ? atol(fail) : 0;
     c->base = (moe_backend){.ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN,
                             .row_tile = CPU_ROW_TILE};
     cpu_device_info(0, &c->base.info);
@@ -125,9 +122,6 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
 static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
 {
     (void)usage;
-    cpu_backend *c = cpu(be);
-    if (c->fail_alloc_countdown > 0 && --c->fail_alloc_countdown == 0)
-        return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed (injected by MOE_TEST_FAIL_ALLOC)", bytes);
     const size_t rounded = (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
     moe_bbuf *b = malloc(sizeof *b);
     void *data = rounded >= bytes ? aligned_alloc(CPU_ALIGN, rounded) : NULL;

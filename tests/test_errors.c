@@ -1,0 +1,293 @@
+/*
+ * test_errors.c — bad input on the backend named in argv[1]: each mistake returns its own
+ * status and a message, and leaves the caller's output untouched (guarded buffers filled
+ * with a sentinel are checked bit for bit). Run on every backend, so the same bad argument
+ * gives the same status everywhere. Also: non-finite input behaves as moe.h documents, and
+ * an injected allocation failure at every allocation leaves everything clean.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static moe_layer_desc base_desc(void)
+{
+    return (moe_layer_desc){.struct_size = sizeof(moe_layer_desc), .d_model = 24, .d_ff = 20,
+                            .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
+}
+
+/* moe_layer_create with a modified desc must fail with `want` and a message. */
+static void expect_create(moe_context *ctx, const moe_layer_desc *d, const moe_layer_weights *w,
+                          moe_status want, const char *what)
+{
+    moe_layer *layer = (moe_layer *)(uintptr_t)0x1; /* must stay as it is on failure */
+    const moe_status st = moe_layer_create(ctx, d, w, &layer);
+    CHECK(st == want, "%s: got %s, expected %s (%s)", what, moe_status_string(st), moe_status_string(want),
+          moe_context_error(ctx));
+    CHECK(layer == (moe_layer *)(uintptr_t)0x1, "%s: out_layer was written on failure", what);
+    CHECK(moe_context_error(ctx)[0] != '\0', "%s: no detail message", what);
+    CHECK(moe_last_error()[0] != '\0', "%s: no thread detail message", what);
+    if (st == MOE_OK && layer != (moe_layer *)(uintptr_t)0x1) moe_layer_destroy(layer);
+}
+
+static void config_errors(moe_context *ctx, h_rng *r)
+{
+    moe_layer_desc d = base_desc();
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+
+    expect_create(NULL, &d, &hl.w, MOE_ERROR_NULL_POINTER, "NULL context");
+    expect_create(ctx, NULL, &hl.w, MOE_ERROR_NULL_POINTER, "NULL desc");
+    expect_create(ctx, &d, NULL, MOE_ERROR_NULL_POINTER, "NULL weights");
+    CHECK_STATUS(moe_layer_create(ctx, &d, &hl.w, NULL), MOE_ERROR_NULL_POINTER);
+    moe_layer_weights w = hl.w;
+    w.router = NULL;
+    expect_create(ctx, &d, &w, MOE_ERROR_NULL_POINTER, "NULL router");
+    w = hl.w;
+    w.gate = NULL;
+    expect_create(ctx, &d, &w, MOE_ERROR_NULL_POINTER, "NULL gate for SwiGLU");
+    w = hl.w;
+    w.struct_size = 8;
+    expect_create(ctx, &d, &w, MOE_ERROR_INVALID_ARGUMENT, "weights struct_size too small");
+
+    const struct {
+        int64_t *field;
+        int64_t value;
+        moe_status want;
+        const char *what;
+    } sizes[] = {
+        {&d.d_model, 0, MOE_ERROR_INVALID_SIZE, "d_model 0"},
+        {&d.d_model, -5, MOE_ERROR_INVALID_SIZE, "d_model negative"},
+        {&d.d_ff, 0, MOE_ERROR_INVALID_SIZE, "d_ff 0"},
+        {&d.n_experts, -1, MOE_ERROR_INVALID_SIZE, "n_experts negative"},
+        {&d.top_k, 0, MOE_ERROR_INVALID_SIZE, "top_k 0"},
+        {&d.max_tokens, 0, MOE_ERROR_INVALID_SIZE, "max_tokens 0"},
+        {&d.d_ff_shared, -3, MOE_ERROR_INVALID_SIZE, "d_ff_shared negative"},
+        {&d.expert_capacity, -1, MOE_ERROR_INVALID_SIZE, "capacity negative"},
+        {&d.top_k, 9, MOE_ERROR_INVALID_CONFIG, "top_k > n_experts"},
+        {&d.n_group, 3, MOE_ERROR_INVALID_CONFIG, "n_group does not divide n_experts"},
+        {&d.max_tokens, (int64_t)1 << 40, MOE_ERROR_SIZE_OVERFLOW, "max_tokens * d_model overflows"},
+    };
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        d = base_desc();
+        *sizes[i].field = sizes[i].value;
+        if (sizes[i].field == &d.max_tokens && sizes[i].value > 1) d.d_model = (int64_t)1 << 40;
+        expect_create(ctx, &d, &hl.w, sizes[i].want, sizes[i].what);
+    }
+    d = base_desc();
+    d.n_group = 4;
+    d.topk_group = 5;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_CONFIG, "topk_group > n_group");
+    d.topk_group = 0;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_CONFIG, "n_group without topk_group");
+    d = base_desc();
+    d.activation = (moe_activation)42;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_ARGUMENT, "unknown activation");
+    d = base_desc();
+    d.struct_size = 4;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_ARGUMENT, "desc struct_size too small");
+    d = base_desc();
+    d.shared_expert_gate = 1;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_CONFIG, "shared gate without shared expert");
+    d = base_desc();
+    d.routed_scaling_factor = NAN;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_INVALID_CONFIG, "NaN scaling factor");
+    d = base_desc();
+    d.has_selection_bias = 1;
+    expect_create(ctx, &d, &hl.w, MOE_ERROR_NULL_POINTER, "selection bias without router_bias");
+
+    /* The reference refuses the same input with the same statuses, and n_tokens·d_model
+     * overflowing size_t (it has no token budget) is caught too. */
+    float x[24] = {0}, y[24];
+    d = base_desc();
+    d.top_k = 9;
+    CHECK_STATUS(moe_reference_forward(&d, &hl.w, 1, x, y, NULL), MOE_ERROR_INVALID_CONFIG);
+    d = base_desc();
+    CHECK_STATUS(moe_reference_forward(&d, &hl.w, INT64_MAX / 4, x, y, NULL), MOE_ERROR_SIZE_OVERFLOW);
+    CHECK_STATUS(moe_reference_forward(&d, &hl.w, 0, x, y, NULL), MOE_ERROR_INVALID_SIZE);
+    h_layer_free(&hl);
+}
+
+static void forward_errors(moe_context *ctx, h_rng *r)
+{
+    moe_layer_desc d = base_desc();
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &d, &hl.w, &layer), MOE_OK);
+    if (!layer) return;
+    const int64_t T = 16, D = d.d_model;
+    float *x = malloc(sizeof(float) * (size_t)(2 * T * D));
+    h_fill_input(&hl, 2 * T, x, r);
+    h_guarded y = h_guarded_alloc((size_t)(2 * T * D));
+    h_guarded w = h_guarded_alloc((size_t)(2 * T * d.top_k));
+    moe_forward_stats stats = {.struct_size = sizeof stats, .topk_weights = w.data};
+
+    CHECK_STATUS(moe_layer_forward(NULL, T, x, y.data, NULL), MOE_ERROR_NULL_POINTER);
+    CHECK_STATUS(moe_layer_forward(layer, T, NULL, y.data, &stats), MOE_ERROR_NULL_POINTER);
+    CHECK_STATUS(moe_layer_forward(layer, T, x, NULL, &stats), MOE_ERROR_NULL_POINTER);
+    CHECK_STATUS(moe_layer_forward(layer, 0, x, y.data, &stats), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_layer_forward(layer, -7, x, y.data, &stats), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_layer_forward(layer, T + 1, x, y.data, &stats), MOE_ERROR_TOKEN_BUDGET);
+    stats.struct_size = 3;
+    CHECK_STATUS(moe_layer_forward(layer, T, x, y.data, &stats), MOE_ERROR_INVALID_ARGUMENT);
+    stats.struct_size = sizeof stats;
+    CHECK(h_untouched(&y) && h_untouched(&w), "a failed forward wrote to the caller's output");
+    CHECK(moe_context_error(ctx)[0] != '\0', "no detail message after a failed forward");
+
+    /* Buffers: too small, same buffer twice, out-of-range reads and writes. */
+    moe_buffer *xb = NULL, *yb = NULL, *small = NULL;
+    CHECK_STATUS(moe_buffer_create(ctx, T * D, &xb), MOE_OK);
+    CHECK_STATUS(moe_buffer_create(ctx, T * D, &yb), MOE_OK);
+    CHECK_STATUS(moe_buffer_create(ctx, D, &small), MOE_OK);
+    CHECK_STATUS(moe_buffer_create(ctx, 0, &small), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_buffer_create(ctx, -1, &small), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_buffer_create(ctx, INT64_MAX, &small), MOE_ERROR_SIZE_OVERFLOW);
+    CHECK_STATUS(moe_buffer_create(NULL, 4, &small), MOE_ERROR_NULL_POINTER);
+    CHECK_STATUS(moe_layer_forward_buffers(layer, T, xb, small, NULL), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_layer_forward_buffers(layer, T, xb, xb, NULL), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_layer_forward_buffers(layer, T, NULL, yb, NULL), MOE_ERROR_NULL_POINTER);
+    CHECK_STATUS(moe_buffer_read(xb, T * D - 1, 2, y.data), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_buffer_read(xb, -1, 1, y.data), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_buffer_write(xb, 0, T * D + 1, x), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_buffer_read(xb, 0, 1, NULL), MOE_ERROR_NULL_POINTER);
+    CHECK(h_untouched(&y), "a failed buffer read wrote to the caller's memory");
+    moe_buffer_destroy(xb);
+    moe_buffer_destroy(yb);
+    moe_buffer_destroy(small);
+
+    /* The context still works after all that. */
+    CHECK_STATUS(moe_layer_forward(layer, T, x, y.data, NULL), MOE_OK);
+    CHECK(h_guards_ok(&y), "guard zone overwritten");
+    CHECK(moe_context_error(ctx)[0] == '\0', "a successful call left an error message");
+    moe_layer_destroy(layer);
+    h_guarded_free(&y);
+    h_guarded_free(&w);
+    free(x);
+    h_layer_free(&hl);
+}
+
+static void backend_errors(void)
+{
+    moe_context *ctx = NULL;
+    moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_CPU, .device_index = 5};
+    CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_BACKEND_UNAVAILABLE);
+    CHECK(ctx == NULL, "context written on failure");
+    desc.device_index = 0;
+    desc.backend = (moe_backend_kind)17;
+    CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_INVALID_ARGUMENT);
+    desc.backend = MOE_BACKEND_CPU;
+    desc.struct_size = 1;
+    CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_context_create(NULL, NULL), MOE_ERROR_NULL_POINTER);
+    const moe_backend_kind gpus[] = {MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
+    for (size_t i = 0; i < 2; i++) {
+        int count = -1;
+        const moe_status st = moe_device_count(gpus[i], &count);
+        CHECK(st == MOE_OK || st == MOE_ERROR_BACKEND_UNAVAILABLE, "device_count(%s): %s",
+              moe_backend_name(gpus[i]), moe_status_string(st));
+        if (st != MOE_OK || count == 0) {
+            desc = (moe_context_desc){.struct_size = sizeof desc, .backend = gpus[i]};
+            CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_BACKEND_UNAVAILABLE);
+            CHECK(strlen(moe_last_error()) > 0, "no message for an unavailable backend");
+        }
+    }
+    moe_context_destroy(NULL);
+    moe_layer_destroy(NULL);
+    moe_buffer_destroy(NULL);
+    CHECK(strcmp(moe_status_string(MOE_ERROR_TOKEN_BUDGET), "MOE_ERROR_TOKEN_BUDGET") == 0, "status string");
+    CHECK(strcmp(moe_status_string((moe_status)-999), "MOE_ERROR_UNKNOWN") == 0, "unknown status string");
+}
+
+/* Non-finite input (moe.h): it stays in its token. */
+static void nonfinite_input(moe_context *ctx, h_rng *r)
+{
+    moe_layer_desc d = base_desc();
+    d.d_ff_shared = 12;
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &d, &hl.w, &layer), MOE_OK);
+    const int64_t T = 9, D = d.d_model, bad_token = 4;
+    float *x = malloc(sizeof(float) * (size_t)(T * D));
+    float *y = malloc(sizeof(float) * (size_t)(T * D)), *yr = malloc(sizeof(float) * (size_t)(T * D));
+    const float poison[] = {NAN, INFINITY, -INFINITY};
+    for (size_t p = 0; p < 3 && layer; p++) {
+        h_fill_input(&hl, T, x, r);
+        x[bad_token * D + 3] = poison[p];
+        float z = 0.0f;
+        moe_forward_stats s = {.struct_size = sizeof s, .z_loss = &z};
+        CHECK_STATUS(moe_layer_forward(layer, T, x, y, &s), MOE_OK);
+        CHECK_STATUS(moe_reference_forward(&d, &hl.w, T, x, yr, NULL), MOE_OK);
+        bool nonfinite = false;
+        for (int64_t i = 0; i < D; i++) nonfinite |= !isfinite(y[bad_token * D + i]);
+        CHECK(nonfinite, "poison %g: token %lld's output is all finite", (double)poison[p], (long long)bad_token);
+        CHECK(isnan(z), "poison %g: z-loss %g is not NaN", (double)poison[p], (double)z);
+        for (int64_t t = 0; t < T; t++) {
+            if (t == bad_token) continue;
+            const double err = h_rel_l2(y + t * D, yr + t * D, (size_t)D);
+            CHECK(err <= 1e-5, "poison %g: clean token %lld differs from the reference (%.3g)", (double)poison[p], (long long)t, err);
+        }
+    }
+    moe_layer_destroy(layer);
+    free(x); free(y); free(yr);
+    h_layer_free(&hl);
+}
+
+/* Fail the 1st, 2nd, ... allocation of a fresh context: each failure is clean. */
+static void injected_alloc_failures(moe_backend_kind kind, h_rng *r)
+{
+    moe_layer_desc d = base_desc();
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+    const int64_t T = 8, D = d.d_model;
+    float *x = malloc(sizeof(float) * (size_t)(T * D));
+    h_fill_input(&hl, T, x, r);
+    bool reached_success = false;
+    for (int n = 1; n <= 8 && !reached_success; n++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", n);
+        setenv("MOE_TEST_FAIL_ALLOC", v, 1);
+        moe_context *ctx = h_context(kind, 0);
+        unsetenv("MOE_TEST_FAIL_ALLOC");
+        h_guarded y = h_guarded_alloc((size_t)(T * D));
+        moe_layer *layer = NULL;
+        moe_buffer *b = NULL;
+        moe_status st = moe_layer_create(ctx, &d, &hl.w, &layer);
+        if (st == MOE_OK) {
+            st = moe_layer_forward(layer, T, x, y.data, NULL);
+            CHECK(st == MOE_OK || h_untouched(&y), "allocation %d: output written despite the failure", n);
+        }
+        if (st == MOE_OK) st = moe_buffer_create(ctx, 16, &b);
+        if (st == MOE_OK) {
+            reached_success = true;
+        } else {
+            CHECK(st == MOE_ERROR_OUT_OF_MEMORY || st == MOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                  "allocation %d failed with %s", n, moe_status_string(st));
+            CHECK(strstr(moe_context_error(ctx), "alloc") != NULL, "allocation %d: message '%s'", n, moe_context_error(ctx));
+        }
+        moe_buffer_destroy(b);
+        moe_layer_destroy(layer);
+        moe_context_destroy(ctx);
+        h_guarded_free(&y);
+    }
+    CHECK(reached_success, "never got past the injected failures");
+    free(x);
+    h_layer_free(&hl);
+}
+
+int main(int argc, char **argv)
+{
+    moe_backend_kind kind;
+    moe_context *ctx = h_open(argc, argv, &kind);
+    h_rng r = h_rng_seeded("test_errors");
+    config_errors(ctx, &r);
+    forward_errors(ctx, &r);
+    backend_errors();
+    nonfinite_input(ctx, &r);
+    injected_alloc_failures(kind, &r);
+    moe_context_destroy(ctx);
+    return h_finish("test_errors");
+}

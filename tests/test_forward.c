@@ -1,0 +1,223 @@
+/*
+ * test_forward.c — every case defined once, run on the backend named in argv[1], and held to
+ * the scalar reference: output relative L2 error ≤ 1e-5, top-k ids as sets with their
+ * weights, per-expert counts, dropped rows, both losses, bit-identical repeat runs, the
+ * device-buffer forward equal to the host one, and intact guard zones around every output.
+ *
+ * Fixed cases cover each variant of design.md and the edge shapes (odd sizes, T = 1, k = E,
+ * E = 256, k = 8, every token to one expert, capacity with both drop policies); random cases
+ * draw fresh shapes and variants each run (the seed is printed for replay).
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define Y_TOL 1e-5
+#define W_TOL 1e-5f
+#define LOSS_TOL 1e-5
+
+typedef struct fcase {
+    const char *name;
+    moe_layer_desc d;
+    int64_t T;
+    int64_t hot; /* >= 0: every token's first choice (h_make_hot) */
+} fcase;
+
+#define DESC(...) {.struct_size = sizeof(moe_layer_desc), __VA_ARGS__}
+
+static const fcase fixed_cases[] = {
+    {"mixtral", DESC(.d_model = 64, .d_ff = 96, .n_experts = 8, .top_k = 2, .max_tokens = 37, .renormalize = 1), 37, -1},
+    {"odd_sizes", DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 31, .renormalize = 1), 31, -1},
+    {"one_token", DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 1, .renormalize = 1), 1, -1},
+    {"k_equals_e", DESC(.d_model = 40, .d_ff = 33, .n_experts = 6, .top_k = 6, .max_tokens = 19), 19, -1},
+    {"e256_k8", DESC(.d_model = 32, .d_ff = 16, .n_experts = 256, .top_k = 8, .max_tokens = 20, .renormalize = 1), 20, -1},
+    {"olmoe", DESC(.d_model = 40, .d_ff = 24, .n_experts = 64, .top_k = 8, .max_tokens = 9), 9, -1},
+    {"qwen2_shared_gate", DESC(.d_model = 32, .d_ff = 40, .n_experts = 8, .top_k = 2, .max_tokens = 26,
+                               .d_ff_shared = 72, .shared_expert_gate = 1), 26, -1},
+    {"deepseek_v3", DESC(.d_model = 36, .d_ff = 20, .n_experts = 64, .top_k = 6, .max_tokens = 23,
+                         .score_func = MOE_SCORE_SIGMOID, .n_group = 8, .topk_group = 4,
+                         .has_selection_bias = 1, .renormalize = 1, .routed_scaling_factor = 2.5f,
+                         .d_ff_shared = 40), 23, -1},
+    {"deepseek_v2_group_max", DESC(.d_model = 48, .d_ff = 28, .n_experts = 64, .top_k = 6, .max_tokens = 17,
+                                   .n_group = 8, .topk_group = 3, .group_score = MOE_GROUP_SCORE_MAX,
+                                   .routed_scaling_factor = 16.0f, .d_ff_shared = 56), 17, -1},
+    {"switch_capacity_zero", DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
+                                  .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7), 40, -1},
+    {"switch_capacity_passthrough", DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
+                                         .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7,
+                                         .drop_policy = MOE_DROP_PASSTHROUGH), 40, -1},
+    {"gshard_top2_capacity", DESC(.d_model = 24, .d_ff = 36, .n_experts = 8, .top_k = 2, .max_tokens = 50,
+                                  .activation = MOE_ACTIVATION_GELU, .expert_capacity = 9), 50, -1},
+    {"geglu", DESC(.d_model = 45, .d_ff = 77, .n_experts = 5, .top_k = 3, .max_tokens = 29,
+                   .activation = MOE_ACTIVATION_GEGLU, .renormalize = 1), 29, -1},
+    {"gelu_shared", DESC(.d_model = 33, .d_ff = 17, .n_experts = 7, .top_k = 2, .max_tokens = 11,
+                         .activation = MOE_ACTIVATION_GELU, .d_ff_shared = 19, .shared_expert_gate = 1), 11, -1},
+    {"sigmoid_plain", DESC(.d_model = 50, .d_ff = 30, .n_experts = 12, .top_k = 3, .max_tokens = 21,
+                           .score_func = MOE_SCORE_SIGMOID), 21, -1},
+    {"all_to_one_expert", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 1, .max_tokens = 70), 70, 5},
+    {"all_to_one_capacity_passthrough", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 2, .max_tokens = 45,
+                                             .expert_capacity = 10, .drop_policy = MOE_DROP_PASSTHROUGH,
+                                             .renormalize = 1), 45, 3},
+    {"larger", DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129,
+                    .renormalize = 1), 129, -1},
+};
+
+/* A random shape and variant; sizes include odd ones and the extremes. */
+static fcase random_case(h_rng *r, int i)
+{
+    static char names[32][32];
+    fcase c = {names[i % 32], DESC(.d_model = h_range(r, 1, 160)), h_range(r, 1, 150), -1};
+    snprintf(names[i % 32], sizeof names[0], "random_%d", i);
+    moe_layer_desc *d = &c.d;
+    d->d_ff = h_range(r, 1, 200);
+    d->n_experts = h_range(r, 1, 64);
+    d->top_k = h_range(r, 1, d->n_experts < 8 ? d->n_experts : 8);
+    d->max_tokens = c.T + h_range(r, 0, 20);
+    d->score_func = (moe_score_func)h_range(r, 0, 1);
+    d->activation = (moe_activation)h_range(r, 0, 3);
+    d->renormalize = (int)h_range(r, 0, 1);
+    d->routed_scaling_factor = h_range(r, 0, 1) ? 0.0f : (float)(0.5 + 2.0 * h_uniform(r));
+    d->has_selection_bias = d->score_func == MOE_SCORE_SIGMOID && h_range(r, 0, 1);
+    /* Groups, when E has a divisor that leaves enough experts for top_k. */
+    const int64_t g = h_range(r, 2, 8);
+    if (h_range(r, 0, 1) && d->n_experts % g == 0) {
+        d->n_group = g;
+        d->topk_group = h_range(r, 1, g);
+        while (d->topk_group * (d->n_experts / g) < d->top_k) d->topk_group++;
+        d->group_score = (moe_group_score)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 2) == 0) {
+        d->d_ff_shared = h_range(r, 1, 100);
+        d->shared_expert_gate = (int)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 2) == 0) {
+        d->expert_capacity = h_range(r, 1, c.T);
+        d->drop_policy = (moe_drop_policy)h_range(r, 0, 1);
+    }
+    return c;
+}
+
+typedef struct outputs {
+    h_guarded y, w;
+    int32_t *ids, *counts;
+    int32_t dropped;
+    float aux, z;
+} outputs;
+
+static moe_forward_stats stats_into(outputs *o)
+{
+    return (moe_forward_stats){.struct_size = sizeof(moe_forward_stats), .topk_ids = o->ids,
+                               .topk_weights = o->w.data, .expert_counts = o->counts,
+                               .dropped_count = &o->dropped, .aux_loss = &o->aux, .z_loss = &o->z};
+}
+
+static outputs outputs_alloc(const moe_layer_desc *d, int64_t T)
+{
+    outputs o = {h_guarded_alloc((size_t)(T * d->d_model)), h_guarded_alloc((size_t)(T * d->top_k)),
+                 malloc(sizeof(int32_t) * (size_t)(T * d->top_k)),
+                 malloc(sizeof(int32_t) * (size_t)d->n_experts), -1, NAN, NAN};
+    return o;
+}
+
+static void outputs_free(outputs *o)
+{
+    h_guarded_free(&o->y);
+    h_guarded_free(&o->w);
+    free(o->ids);
+    free(o->counts);
+}
+
+static bool close_rel(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
+
+static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_rng *r)
+{
+    const moe_layer_desc *d = &c->d;
+    const int64_t T = c->T, TD = T * d->d_model;
+    h_layer hl;
+    h_layer_init(&hl, d, r, 1.0f);
+    if (c->hot >= 0) h_make_hot(&hl, c->hot);
+    float *x = malloc(sizeof(float) * (size_t)TD);
+    h_fill_input(&hl, T, x, r);
+
+    outputs ref = outputs_alloc(d, T), got = outputs_alloc(d, T);
+    moe_forward_stats rs = stats_into(&ref), gs = stats_into(&got);
+    CHECK_STATUS(moe_reference_forward(&hl.desc, &hl.w, T, x, ref.y.data, &rs), MOE_OK);
+
+    moe_layer *layer = NULL;
+    moe_status st = moe_layer_create(ctx, &hl.desc, &hl.w, &layer);
+    CHECK(st == MOE_OK, "[%s] layer_create: %s: %s", c->name, moe_status_string(st), moe_context_error(ctx));
+    if (st != MOE_OK) goto done;
+    st = moe_layer_forward(layer, T, x, got.y.data, &gs);
+    CHECK(st == MOE_OK, "[%s] forward: %s: %s", c->name, moe_status_string(st), moe_context_error(ctx));
+    if (st != MOE_OK) goto done;
+
+    const double err = h_rel_l2(got.y.data, ref.y.data, (size_t)TD);
+    CHECK(err <= Y_TOL, "[%s] T=%lld d=%lld f=%lld E=%lld k=%lld: relative L2 error %.3g > %g", c->name,
+          (long long)T, (long long)d->d_model, (long long)d->d_ff, (long long)d->n_experts,
+          (long long)d->top_k, err, Y_TOL);
+    CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[%s] write outside the output", c->name);
+    CHECK(h_compare_topk(got.ids, got.w.data, ref.ids, ref.w.data, T, d->top_k, W_TOL) == 0,
+          "[%s] top-k ids/weights differ from the reference", c->name);
+    CHECK(!memcmp(got.counts, ref.counts, sizeof(int32_t) * (size_t)d->n_experts), "[%s] expert counts differ", c->name);
+    CHECK(got.dropped == ref.dropped, "[%s] dropped %d, reference %d", c->name, got.dropped, ref.dropped);
+    CHECK(close_rel(got.aux, ref.aux, LOSS_TOL), "[%s] aux loss %.8g, reference %.8g", c->name, got.aux, ref.aux);
+    CHECK(close_rel(got.z, ref.z, LOSS_TOL), "[%s] z-loss %.8g, reference %.8g", c->name, got.z, ref.z);
+    if (c->hot >= 0)
+        for (int64_t t = 0; t < T; t++) CHECK(got.ids[t * d->top_k] == c->hot, "[%s] token %lld: first choice %d", c->name, (long long)t, got.ids[t * d->top_k]);
+
+    /* Determinism: the same forward again is bit-identical (no stats requested this time). */
+    h_guarded y2 = h_guarded_alloc((size_t)TD);
+    CHECK_STATUS(moe_layer_forward(layer, T, x, y2.data, NULL), MOE_OK);
+    CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] two runs differ", c->name);
+
+    /* Device buffers: the same result without host pointers. */
+    moe_buffer *xb = NULL, *yb = NULL;
+    CHECK_STATUS(moe_buffer_create(ctx, TD, &xb), MOE_OK);
+    CHECK_STATUS(moe_buffer_create(ctx, TD + 5, &yb), MOE_OK);
+    if (xb && yb) {
+        CHECK_STATUS(moe_buffer_write(xb, 0, TD, x), MOE_OK);
+        CHECK_STATUS(moe_layer_forward_buffers(layer, T, xb, yb, NULL), MOE_OK);
+        memset(y2.data, 0, sizeof(float) * (size_t)TD);
+        CHECK_STATUS(moe_buffer_read(yb, 0, TD, y2.data), MOE_OK);
+        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] buffer forward differs from host forward", c->name);
+    }
+    moe_buffer_destroy(xb);
+    moe_buffer_destroy(yb);
+
+    /* The CPU backend's result does not depend on its thread count. */
+    if (kind == MOE_BACKEND_CPU) {
+        moe_context *one = h_context(kind, 1);
+        moe_layer *l1 = NULL;
+        CHECK_STATUS(moe_layer_create(one, &hl.desc, &hl.w, &l1), MOE_OK);
+        CHECK_STATUS(moe_layer_forward(l1, T, x, y2.data, NULL), MOE_OK);
+        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] 1 thread differs from many", c->name);
+        moe_layer_destroy(l1);
+        moe_context_destroy(one);
+    }
+    h_guarded_free(&y2);
+    printf("  %-34s T=%-4lld d=%-4lld f=%-4lld E=%-4lld k=%lld  rel err %.2e\n", c->name, (long long)T,
+           (long long)d->d_model, (long long)d->d_ff, (long long)d->n_experts, (long long)d->top_k, err);
+done:
+    moe_layer_destroy(layer);
+    outputs_free(&ref);
+    outputs_free(&got);
+    free(x);
+    h_layer_free(&hl);
+}
+
+int main(int argc, char **argv)
+{
+    moe_backend_kind kind;
+    moe_context *ctx = h_open(argc, argv, &kind);
+    h_rng r = h_rng_seeded("test_forward");
+    for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++) run_case(ctx, kind, &fixed_cases[i], &r);
+    const int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
+    for (int i = 0; i < n_random; i++) {
+        const fcase c = random_case(&r, i);
+        run_case(ctx, kind, &c, &r);
+    }
+    moe_context_destroy(ctx);
+    return h_finish("test_forward");
+}
