@@ -48,33 +48,40 @@ static void micro_kernel(int64_t k_dim, const float *const arow[MR], const float
         for (int v = 0; v < NV; v++) vec_store(tmp + r * 2 * MOE_CPU_PANEL + v * MOE_VLEN, acc[r][v]);
 }
 
-static float activate(int act, float v)
+/* GELU, erf form (GeGLU and GELU). */
+static float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+
+/* The activation on one vector: SiLU and ReLU vectorised; GELU's erf per lane (no SIMD erf
+ * is at hand, and GELU experts are rare among MoE models). */
+static moe_vec activate_vec(int act, moe_vec v)
 {
-    switch (act) {
-    case MOE_ACTIVATION_SWIGLU: return v / (1.0f + expf(-v));
-    case MOE_ACTIVATION_GEGLU:
-    case MOE_ACTIVATION_GELU: return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    case MOE_ACTIVATION_RELU: return v > 0.0f ? v : 0.0f;
-    default: return v;
-    }
+    if (act == MOE_ACTIVATION_SWIGLU) return vec_div(v, vec_add(vec_set1(1.0f), vec_exp(vec_sub(vec_zero(), v))));
+    if (act == MOE_ACTIVATION_RELU) return vec_max(v, vec_zero());
+    float lanes[MOE_VLEN];
+    vec_store(lanes, v);
+    for (int i = 0; i < MOE_VLEN; i++) lanes[i] = gelu(lanes[i]);
+    return vec_load(lanes);
 }
 
-/* Writes the valid part of one micro-tile: rows [0, n_rows) of tmp, pair q. */
-static void epilogue(const moe_cpu_gemm *g, const float *tmp, int64_t row0, int n_rows, int64_t q)
+/* Applies the epilogue to rows [0, n_rows) of tmp in place, then writes their valid columns
+ * of pair q. Gated: act(gate) · up into the first 16 columns. */
+static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows, int64_t q)
 {
     const int64_t per_pair = g->gated ? MOE_CPU_PANEL : 2 * MOE_CPU_PANEL;
     const int64_t col0 = q * per_pair;
     const int64_t n_cols = g->n_out - col0 < per_pair ? g->n_out - col0 : per_pair;
     for (int r = 0; r < n_rows; r++) {
-        const float *t = tmp + r * 2 * MOE_CPU_PANEL;
-        float *out = g->out + (row0 + r) * g->n_out + col0;
+        float *t = tmp + r * 2 * MOE_CPU_PANEL;
         if (g->gated) {
-            for (int64_t c = 0; c < n_cols; c++) out[c] = activate(g->activation, t[c]) * t[MOE_CPU_PANEL + c];
+            for (int v = 0; v < VPP; v++) {
+                const moe_vec h = activate_vec(g->activation, vec_load(t + v * MOE_VLEN));
+                vec_store(t + v * MOE_VLEN, vec_mul(h, vec_load(t + MOE_CPU_PANEL + v * MOE_VLEN)));
+            }
         } else if (g->activation >= 0) {
-            for (int64_t c = 0; c < n_cols; c++) out[c] = activate(g->activation, t[c]);
-        } else {
-            memcpy(out, t, sizeof(float) * (size_t)n_cols);
+            for (int v = 0; v < NV; v++)
+                vec_store(t + v * MOE_VLEN, activate_vec(g->activation, vec_load(t + v * MOE_VLEN)));
         }
+        memcpy(g->out + (row0 + r) * g->n_out + col0, t, sizeof(float) * (size_t)n_cols);
     }
 }
 

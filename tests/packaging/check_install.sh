@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Installs a built moe into a scratch prefix and checks that a downstream project can use it:
+#   1. CMake package: find_package(moe CONFIG REQUIRED), link moe::moe and moe::moe_static, run both;
+#   2. pkg-config: cc main.c $(pkg-config --cflags --libs moe), run with LD_LIBRARY_PATH.
+# Usage: check_install.sh <cmake> <moe binary dir> <moe source dir> <C compiler> <work dir>
+#                         [config] [extra C/link flags, e.g. sanitizers]
+# Exits non-zero on any failure.
+set -euo pipefail
+
+if [ $# -lt 5 ]; then
+    echo "usage: $0 <cmake> <binary dir> <source dir> <C compiler> <work dir> [config] [extra flags]" >&2
+    exit 2
+fi
+cmake_exe=$1
+bin_dir=$2
+src_dir=$3
+cc=$4
+work=$5
+config=${6:-}
+extra_flags=${7:-}
+
+prefix=$work/prefix
+consumer_build=$work/consumer-build
+pc_build=$work/pkgconfig-build
+rm -rf "$prefix" "$consumer_build" "$pc_build"
+mkdir -p "$prefix" "$consumer_build" "$pc_build"
+
+step() { printf '\n=== %s\n' "$*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# ---- install ----------------------------------------------------------------------------------
+step "install $bin_dir -> $prefix"
+config_args=()
+if [ -n "$config" ]; then config_args=(--config "$config"); fi
+"$cmake_exe" --install "$bin_dir" --prefix "$prefix" "${config_args[@]}"
+
+[ -f "$prefix/include/moe.h" ] || fail "moe.h was not installed in $prefix/include"
+pc_file=$(find "$prefix" -path '*/pkgconfig/moe.pc' -print | head -n 1)
+[ -n "$pc_file" ] || fail "moe.pc was not installed under $prefix"
+pc_dir=$(dirname "$pc_file")
+libdir=$(dirname "$pc_dir")           # <prefix>/<CMAKE_INSTALL_LIBDIR>
+[ -f "$(find "$libdir" -maxdepth 3 -name moeConfig.cmake -print | head -n 1)" ] \
+    || fail "moeConfig.cmake was not installed under $libdir/cmake"
+echo "libdir: $libdir"
+
+# ---- CMake package ----------------------------------------------------------------------------
+step "configure the consumer project with find_package(moe)"
+cmake_flags=()
+if [ -n "$extra_flags" ]; then
+    cmake_flags=("-DCMAKE_C_FLAGS=$extra_flags" "-DCMAKE_EXE_LINKER_FLAGS=$extra_flags")
+fi
+# Only the scratch prefix may satisfy find_package(moe): ignore the package registry and any
+# prefix inherited from the environment.
+CMAKE_PREFIX_PATH="$prefix" "$cmake_exe" -S "$src_dir/tests/packaging/consumer" -B "$consumer_build" \
+    -DCMAKE_C_COMPILER="$cc" -DCMAKE_PREFIX_PATH="$prefix" \
+    -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF \
+    ${config:+-DCMAKE_BUILD_TYPE="$config"} "${cmake_flags[@]}"
+found_dir=$(sed -n 's/^moe_DIR:PATH=//p' "$consumer_build/CMakeCache.txt")
+case "$found_dir" in
+    "$prefix"/*) echo "found moe in $found_dir" ;;
+    *) fail "find_package(moe) found '$found_dir', not the package in $prefix" ;;
+esac
+
+step "build the consumer project"
+"$cmake_exe" --build "$consumer_build" ${config:+--config "$config"}
+
+find_exe() {
+    local f
+    f=$(find "$consumer_build" -type f \( -name "$1" -o -name "$1.exe" \) -print | head -n 1)
+    [ -n "$f" ] || fail "built executable $1 not found in $consumer_build"
+    printf '%s\n' "$f"
+}
+consumer=$(find_exe consumer)
+consumer_static=$(find_exe consumer_static)
+
+# (Outputs are captured before grep: with pipefail, grep -q closing a pipe early can fail it.)
+if command -v readelf >/dev/null 2>&1; then
+    dyn=$(readelf -d "$consumer_static")
+    case "$dyn" in *"NEEDED"*"libmoe"*) fail "consumer_static (moe::moe_static) depends on the shared libmoe" ;; esac
+    dyn=$(readelf -d "$consumer")
+    case "$dyn" in *"NEEDED"*"libmoe"*) ;; *) fail "consumer (moe::moe) does not depend on the shared libmoe" ;; esac
+fi
+
+step "run consumer (moe::moe)"
+"$consumer"
+step "run consumer_static (moe::moe_static)"
+"$consumer_static"
+
+# ---- pkg-config -------------------------------------------------------------------------------
+step "pkg-config build (PKG_CONFIG_PATH=$pc_dir)"
+command -v pkg-config >/dev/null 2>&1 || fail "pkg-config is not installed"
+export PKG_CONFIG_PATH="$pc_dir"
+unset PKG_CONFIG_LIBDIR PKG_CONFIG_SYSROOT_DIR
+pc_version=$(pkg-config --modversion moe) || fail "pkg-config cannot read $pc_file"
+pc_includedir=$(pkg-config --variable=includedir moe)
+pc_libdir=$(pkg-config --variable=libdir moe)
+echo "moe.pc: version $pc_version, includedir $pc_includedir, libdir $pc_libdir"
+# moe.pc must describe this install, not the configure-time CMAKE_INSTALL_PREFIX: otherwise the
+# build below would use (or fail to find) a different copy of moe.
+[ "$(cd "$pc_includedir" 2>/dev/null && pwd -P)" = "$(cd "$prefix/include" && pwd -P)" ] \
+    || fail "moe.pc's includedir '$pc_includedir' is not $prefix/include (moe.pc is not relocatable)"
+[ "$(cd "$pc_libdir" 2>/dev/null && pwd -P)" = "$(cd "$libdir" && pwd -P)" ] \
+    || fail "moe.pc's libdir '$pc_libdir' is not $libdir (moe.pc is not relocatable)"
+
+pc_flags=$(pkg-config --cflags --libs moe)
+echo "$cc main.c $pc_flags"
+# shellcheck disable=SC2086  # the flags must split into words
+"$cc" $extra_flags "-DEXPECTED_VERSION=$pc_version" "$src_dir/tests/packaging/consumer/main.c" \
+    -o "$pc_build/consumer_pc" $pc_flags
+step "run consumer_pc (LD_LIBRARY_PATH=$libdir)"
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$pc_build/consumer_pc"
+if command -v ldd >/dev/null 2>&1; then
+    deps=$(LD_LIBRARY_PATH="$libdir" ldd "$pc_build/consumer_pc")
+    case "$deps" in *"libmoe"*" => $libdir/libmoe"*) ;; *) fail "consumer_pc did not load libmoe from $libdir:
+$deps" ;; esac
+fi
+
+step "OK: the installed package works through CMake and pkg-config"
