@@ -31,12 +31,29 @@ typedef enum moe_bbuf_usage {
     MOE_BBUF_USER = 2     /* a moe_buffer: written and read by the application */
 } moe_bbuf_usage;
 
-/* A weight tensor to upload: `batch` matrices of [rows][cols] float32 (HF [out][in]).
- * When `second` is set the tensor is the fused gated pair: `first` is W_gate and `second`
- * W_up, both [batch][rows][cols]; the backend may interleave them as it likes. */
+/* Element types weights may arrive in (safetensors F32 / F16 / BF16). */
+typedef enum moe_dtype {
+    MOE_DTYPE_F32 = 0,
+    MOE_DTYPE_F16 = 1,
+    MOE_DTYPE_BF16 = 2
+} moe_dtype;
+
+/* One host matrix [rows][cols], row-major, of `dtype` — possibly inside a memory-mapped file,
+ * so a checkpoint's weights go to the backend without a float copy of every expert. */
+typedef struct moe_matrix_src {
+    const void *data;
+    moe_dtype dtype;
+} moe_matrix_src;
+
+/* Row r of a matrix with `cols` columns, as floats. */
+void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out);
+
+/* A weight tensor to upload: `batch` matrices of [rows][cols] (HF [out][in]). When `second`
+ * is set the tensor is the fused gated pair: `first` holds W_gate and `second` W_up; the
+ * backend may interleave them as it likes. */
 typedef struct moe_weight_src {
-    const float *first;
-    const float *second;
+    const moe_matrix_src *first;  /* [batch] */
+    const moe_matrix_src *second; /* [batch], or NULL */
     int64_t batch, rows, cols;
 } moe_weight_src;
 

@@ -127,6 +127,23 @@ moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int
  * row_tile. The host knows it without reading any count back. */
 int64_t moe_plan_rows(const moe_layer_desc *desc, int64_t n_tokens, int64_t row_tile);
 
+/* ---- layers from tensors (layer.c) --------------------------------------------------------- */
+
+/* A layer's weights as matrices that may live anywhere (one per expert) and be F16/BF16:
+ * what moe_layer_create builds from its contiguous float arrays and what a checkpoint
+ * loader builds from a memory-mapped file. The small vectors are float32. */
+typedef struct moe_layer_tensors {
+    moe_matrix_src router;                         /* [E][d_model] */
+    const float *router_bias;                      /* [E], or NULL */
+    const moe_matrix_src *gate, *up, *down;        /* [E] each; gate NULL unless gated */
+    moe_matrix_src shared_gate, shared_up, shared_down;
+    const float *shared_expert_gate;               /* [d_model], or NULL */
+} moe_layer_tensors;
+
+/* Creates a layer from an already validated, normalised desc. */
+moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
+                                         const moe_layer_tensors *t, moe_layer **out);
+
 /* ---- backends (context.c) ------------------------------------------------------------- */
 
 const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind);

@@ -12,24 +12,35 @@
 
 /* ---- layer creation -------------------------------------------------------------------- */
 
-typedef struct weight_plan {
-    moe_weight_src router, ffn_in, ffn_down, shared_in, shared_down;
-} weight_plan;
-
-static weight_plan plan_weights(const moe_layer_desc *d, const moe_layer_weights *w)
+void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out)
 {
-    const bool gated = moe_activation_is_gated(d->activation);
-    weight_plan p = {
-        .router = {w->router, NULL, 1, d->n_experts, d->d_model},
-        .ffn_in = {gated ? w->gate : w->up, gated ? w->up : NULL, d->n_experts, d->d_ff, d->d_model},
-        .ffn_down = {w->down, NULL, d->n_experts, d->d_model, d->d_ff},
-    };
-    if (d->d_ff_shared > 0) {
-        p.shared_in = (moe_weight_src){gated ? w->shared_gate : w->shared_up, gated ? w->shared_up : NULL,
-                                       1, d->d_ff_shared, d->d_model};
-        p.shared_down = (moe_weight_src){w->shared_down, NULL, 1, d->d_model, d->d_ff_shared};
+    const size_t at = (size_t)r * (size_t)cols;
+    if (m->dtype == MOE_DTYPE_F32) {
+        memcpy(out, (const float *)m->data + at, sizeof(float) * (size_t)cols);
+        return;
     }
-    return p;
+    const uint16_t *h = (const uint16_t *)m->data + at;
+    for (int64_t c = 0; c < cols; c++) {
+        uint32_t bits;
+        if (m->dtype == MOE_DTYPE_BF16) {
+            bits = (uint32_t)h[c] << 16;
+        } else { /* IEEE half: rebias the exponent; subnormals, inf and NaN by cases */
+            const uint32_t sign = (uint32_t)(h[c] & 0x8000u) << 16;
+            const uint32_t exp = (h[c] >> 10) & 0x1fu, man = h[c] & 0x3ffu;
+            if (exp == 0x1f) {
+                bits = sign | 0x7f800000u | (man << 13);
+            } else if (exp != 0) {
+                bits = sign | ((exp + 112u) << 23) | (man << 13);
+            } else if (man == 0) {
+                bits = sign;
+            } else { /* subnormal half: value = man * 2^-24, exact in float */
+                const float v = (float)man * 5.9604644775390625e-8f;
+                memcpy(&bits, &v, sizeof bits);
+                bits |= sign;
+            }
+        }
+        memcpy(out + c, &bits, sizeof bits);
+    }
 }
 
 /* One tensor of a layer's weights block: packed by the backend (src) or copied raw. */
@@ -40,31 +51,28 @@ typedef struct weight_item {
     size_t raw_bytes;
 } weight_item;
 
-moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
-                            const moe_layer_weights *weights, moe_layer **out)
+moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
+                                         const moe_layer_tensors *t, moe_layer **out)
 {
-    moe_clear_error(ctx);
-    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
-    if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
-    if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
-    moe_layer_desc d;
-    moe_status st = moe_validate_layer(ctx, desc, weights, &d);
-    if (st != MOE_OK) return st;
-
+    const moe_layer_desc d = *desc;
     moe_backend *be = ctx->be;
-    const weight_plan p = plan_weights(&d, weights);
-    moe_layer_addrs a = {0};
+    const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
+    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model};
+    const moe_weight_src ffn_in = {gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model};
+    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff};
+    const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up, gated ? &t->shared_up : NULL,
+                                      1, d.d_ff_shared, d.d_model};
+    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared};
+    moe_layer_addrs a = {0};
     const weight_item all[] = {
-        {&a.router, &p.router, NULL, 0},
-        {d.has_selection_bias ? &a.router_bias : NULL, NULL, weights->router_bias,
-         sizeof(float) * (size_t)d.n_experts},
-        {&a.ffn_in, &p.ffn_in, NULL, 0},
-        {&a.ffn_down, &p.ffn_down, NULL, 0},
-        {shared ? &a.shared_in : NULL, &p.shared_in, NULL, 0},
-        {shared ? &a.shared_down : NULL, &p.shared_down, NULL, 0},
-        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, weights->shared_expert_gate,
-         sizeof(float) * (size_t)d.d_model},
+        {&a.router, &router, NULL, 0},
+        {d.has_selection_bias ? &a.router_bias : NULL, NULL, t->router_bias, sizeof(float) * (size_t)d.n_experts},
+        {&a.ffn_in, &ffn_in, NULL, 0},
+        {&a.ffn_down, &ffn_down, NULL, 0},
+        {shared ? &a.shared_in : NULL, &shared_in, NULL, 0},
+        {shared ? &a.shared_down : NULL, &shared_down, NULL, 0},
+        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, t->shared_expert_gate, sizeof(float) * (size_t)d.d_model},
     };
     const size_t n_items = sizeof all / sizeof all[0];
     /* Measure the whole block first, allocate once, then upload each tensor in place. */
@@ -81,7 +89,7 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = bump.offset;
-    st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BBUF_WEIGHTS, &layer->weights);
+    moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BBUF_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
         free(layer);
         return st;
@@ -99,6 +107,43 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
     }
     *out = layer;
     return MOE_OK;
+}
+
+moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
+                            const moe_layer_weights *weights, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
+    if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
+    if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    moe_layer_desc d;
+    moe_status st = moe_validate_layer(ctx, desc, weights, &d);
+    if (st != MOE_OK) return st;
+
+    /* The contiguous [E][rows][cols] arrays as one matrix per expert. */
+    const size_t E = (size_t)d.n_experts, per = (size_t)(d.d_ff * d.d_model);
+    moe_matrix_src *m = calloc(3 * E, sizeof *m);
+    if (!m) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    moe_matrix_src *gate = m, *up = m + E, *down = m + 2 * E;
+    for (size_t e = 0; e < E; e++) {
+        gate[e] = (moe_matrix_src){weights->gate ? weights->gate + e * per : NULL, MOE_DTYPE_F32};
+        up[e] = (moe_matrix_src){weights->up + e * per, MOE_DTYPE_F32};
+        down[e] = (moe_matrix_src){weights->down + e * per, MOE_DTYPE_F32};
+    }
+    const moe_layer_tensors t = {
+        .router = {weights->router, MOE_DTYPE_F32},
+        .router_bias = weights->router_bias,
+        .gate = weights->gate ? gate : NULL,
+        .up = up,
+        .down = down,
+        .shared_gate = {weights->shared_gate, MOE_DTYPE_F32},
+        .shared_up = {weights->shared_up, MOE_DTYPE_F32},
+        .shared_down = {weights->shared_down, MOE_DTYPE_F32},
+        .shared_expert_gate = weights->shared_expert_gate,
+    };
+    st = moe_layer_create_from_tensors(ctx, &d, &t, out);
+    free(m);
+    return st;
 }
 
 void moe_layer_destroy(moe_layer *layer)

@@ -173,32 +173,36 @@ static size_t cpu_weight_bytes(moe_backend *be, const moe_weight_src *s)
            (size_t)moe_cpu_packed_floats(s->rows, s->cols, s->second != NULL);
 }
 
-/* Panel p of matrix m (rows N, cols K) into dst[K][16], zero past N. */
-static void pack_panel(float *dst, const float *m, int64_t n_rows, int64_t k_dim, int64_t p)
+/* Panels p of one matrix [N][K] into dst[K][16] (zero past N), reading a row at a time so
+ * F16/BF16 sources convert once. */
+static void pack_panel(float *dst, const moe_matrix_src *m, int64_t n_rows, int64_t k_dim, int64_t p,
+                       float *row_buf)
 {
     for (int64_t i = 0; i < MOE_CPU_PANEL; i++) {
         const int64_t row = p * MOE_CPU_PANEL + i;
-        for (int64_t k = 0; k < k_dim; k++)
-            dst[k * MOE_CPU_PANEL + i] = row < n_rows ? m[row * k_dim + k] : 0.0f;
+        if (row < n_rows) moe_matrix_row(m, k_dim, row, row_buf);
+        for (int64_t k = 0; k < k_dim; k++) dst[k * MOE_CPU_PANEL + i] = row < n_rows ? row_buf[k] : 0.0f;
     }
 }
 
 static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
-    (void)be;
     const bool gated = s->second != NULL;
     const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
     const int64_t per = moe_cpu_packed_floats(N, K, gated);
     float *out = at(dst);
+    float *row = malloc(sizeof(float) * (size_t)K);
+    if (!row) return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: out of host memory");
     for (int64_t b = 0; b < s->batch; b++) {
-        const float *first = s->first + b * N * K;
-        const float *second = gated ? s->second + b * N * K : NULL;
+        const moe_matrix_src *first = &s->first[b];
+        const moe_matrix_src *second = gated ? &s->second[b] : first;
         for (int64_t q = 0; q < pairs; q++) {
             float *pair = out + b * per + q * 2 * K * MOE_CPU_PANEL;
-            pack_panel(pair, first, N, K, gated ? q : 2 * q);
-            pack_panel(pair + K * MOE_CPU_PANEL, gated ? second : first, N, K, gated ? q : 2 * q + 1);
+            pack_panel(pair, first, N, K, gated ? q : 2 * q, row);
+            pack_panel(pair + K * MOE_CPU_PANEL, second, N, K, gated ? q : 2 * q + 1, row);
         }
     }
+    free(row);
     return MOE_OK;
 }
 
