@@ -260,6 +260,9 @@ typedef struct moe_forward_stats {
                                  of the T·k assignments routed to e and P_e the mean over
                                  tokens of the per-token scores normalised to sum 1 */
     float *z_loss;            /* [1], router z-loss: mean over tokens of logsumexp(logits)² */
+    double *device_ms;        /* [1], time the forward's steps took on the device, from GPU
+                                 timestamp queries / profiling events where the backend has
+                                 them; the CPU backend reports the wall time of its steps */
 } moe_forward_stats;
 
 /* Creates a layer on a context: validates the config, uploads the weights once into the

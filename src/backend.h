@@ -161,6 +161,7 @@ struct moe_backend {
     const moe_backend_ops *ops;
     moe_context *ctx;        /* for error reporting */
     size_t alignment;        /* buffer offset alignment, a power of two */
+    double last_device_ms;   /* set by finish: device time of the steps since begin */
     int64_t row_tile;        /* rows per GEMM tile: each expert's rows are padded to it */
     moe_device_info info;
 };

@@ -167,7 +167,7 @@ typedef struct forward_layout {
 static bool stats_wanted(const moe_forward_stats *s)
 {
     return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count ||
-                 s->aux_loss || s->z_loss);
+                 s->aux_loss || s->z_loss || s->device_ms);
 }
 
 static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y,
@@ -279,6 +279,7 @@ static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *
         at.offset += sizeof(int32_t) * (size_t)d->n_experts;
         st = be->ops->buffer_read(be, at, s->dropped_count, sizeof(int32_t));
     }
+    if (s->device_ms) *s->device_ms = be->last_device_ms;
     float losses[2];
     if (st == MOE_OK && (s->aux_loss || s->z_loss)) {
         st = be->ops->buffer_read(be, L->losses, losses, sizeof losses);

@@ -5,6 +5,7 @@
  * Every step writes disjoint outputs per task and sums in a fixed order, so results are
  * bit-identical run to run whatever the thread count or scheduling.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
 #include "../internal.h"
 #include "cpu.h"
 
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CPU_ALIGN 64
@@ -26,6 +28,7 @@ typedef struct cpu_backend {
     moe_backend base;
     const moe_cpu_kernels *k;
     moe_pool *pool;
+    double begin_ms;
 } cpu_backend;
 
 static cpu_backend *cpu(moe_backend *be) { return (cpu_backend *)be; }
@@ -488,9 +491,23 @@ static moe_status cpu_stats(moe_backend *be, const moe_stats_step *s)
     return MOE_OK;
 }
 
-static moe_status cpu_nothing(moe_backend *be)
+static double now_ms(void)
 {
-    (void)be;
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+/* The CPU runs each step as it is called: the device time is the wall time in between. */
+static moe_status cpu_begin(moe_backend *be)
+{
+    cpu(be)->begin_ms = now_ms();
+    return MOE_OK;
+}
+
+static moe_status cpu_finish(moe_backend *be)
+{
+    be->last_device_ms = now_ms() - cpu(be)->begin_ms;
     return MOE_OK;
 }
 
@@ -508,11 +525,11 @@ const moe_backend_ops moe_cpu_backend_ops = {
     .buffer_copy = cpu_buffer_copy,
     .weight_bytes = cpu_weight_bytes,
     .weight_upload = cpu_weight_upload,
-    .begin = cpu_nothing,
+    .begin = cpu_begin,
     .route = cpu_route,
     .plan = cpu_plan,
     .ffn = cpu_ffn,
     .combine = cpu_combine,
     .stats = cpu_stats,
-    .finish = cpu_nothing,
+    .finish = cpu_finish,
 };
