@@ -1,0 +1,102 @@
+#version 450
+// gemm.comp — the grouped GEMM of every matrix product in a forward: router logits, expert
+// up/gate (with the gated activation fused into the epilogue), expert down, shared expert.
+//
+// out[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
+// (gated: [E][2][N][K], gate then up). The workgroup computes a BM×BN tile of rows × columns,
+// staging BK-wide slices of A and W through shared memory; each invocation keeps a TM×TN
+// block of accumulators in registers. Row tile `gl_WorkGroupID.y` belongs to one expert
+// (tile_expert), so one dispatch covers every expert; unused tiles exit at once.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 1) const int BM = 64;
+layout(constant_id = 2) const int BN = 64;
+layout(constant_id = 3) const int BK = 16;
+layout(constant_id = 4) const int TM = 4;
+layout(constant_id = 5) const int TN = 4;
+layout(constant_id = 6) const int K_DIM = 1;      // reduction length
+layout(constant_id = 7) const int N_OUT = 1;      // output columns
+layout(constant_id = 8) const bool GATED = false; // W is a gate/up pair
+layout(constant_id = 9) const int ACT = -1;       // activation, ACT_NONE for none
+layout(constant_id = 10) const bool GATHER = false;    // A row = row_token[r]
+layout(constant_id = 11) const bool HAS_ROWS = false;  // row_token marks valid rows
+layout(constant_id = 12) const bool HAS_TILES = false; // tile_expert names each tile's expert
+
+layout(std430, binding = 0) readonly buffer A_ { float a[]; };
+layout(std430, binding = 1) readonly buffer RowToken { int row_token[]; };
+layout(std430, binding = 2) readonly buffer TileExpert { int tile_expert[]; };
+layout(std430, binding = 3) readonly buffer W_ { float w[]; };
+layout(std430, binding = 4) writeonly buffer Out { float o[]; };
+
+layout(push_constant) uniform Push { int n_rows; } pc;
+
+shared float As[BK * BM];
+shared float Bs[BK * BN];
+shared float Us[GATED ? BK * BN : 1];
+
+void main()
+{
+    const int tile = int(gl_WorkGroupID.y);
+    const int expert = HAS_TILES ? tile_expert[tile] : 0;
+    if (expert < 0) return; // uniform for the workgroup: an unused tile
+    const int lid = int(gl_LocalInvocationID.x);
+    const int threads = (BM / TM) * (BN / TN);
+    const int tx = lid % (BN / TN), ty = lid / (BN / TN);
+    const int row0 = tile * BM, col0 = int(gl_WorkGroupID.x) * BN;
+    const uint w_base = uint(expert) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
+    const uint u_base = w_base + uint(N_OUT) * uint(K_DIM);
+
+    float acc[TM * TN];
+    float accu[GATED ? TM * TN : 1];
+    for (int i = 0; i < TM * TN; i++) acc[i] = 0.0;
+    if (GATED)
+        for (int i = 0; i < TM * TN; i++) accu[i] = 0.0;
+
+    for (int k0 = 0; k0 < K_DIM; k0 += BK) {
+        // Consecutive invocations read consecutive k: coalesced along the reduction.
+        for (int i = lid; i < BM * BK; i += threads) {
+            const int r = i / BK, kk = i % BK, row = row0 + r, k = k0 + kk;
+            float v = 0.0;
+            if (row < pc.n_rows && k < K_DIM) {
+                const int tok = HAS_ROWS ? row_token[row] : row;
+                if (tok >= 0) v = a[uint(GATHER ? tok : row) * uint(K_DIM) + uint(k)];
+            }
+            As[kk * BM + r] = v;
+        }
+        for (int i = lid; i < BN * BK; i += threads) {
+            const int n = i / BK, kk = i % BK, col = col0 + n, k = k0 + kk;
+            const bool inside = col < N_OUT && k < K_DIM;
+            const uint at = uint(col) * uint(K_DIM) + uint(k);
+            Bs[kk * BN + n] = inside ? w[w_base + at] : 0.0;
+            if (GATED) Us[kk * BN + n] = inside ? w[u_base + at] : 0.0;
+        }
+        barrier();
+        for (int kk = 0; kk < BK; kk++) {
+            float av[TM];
+            for (int m = 0; m < TM; m++) av[m] = As[kk * BM + ty * TM + m];
+            for (int n = 0; n < TN; n++) {
+                const float b = Bs[kk * BN + tx * TN + n];
+                for (int m = 0; m < TM; m++) acc[m * TN + n] = fma(av[m], b, acc[m * TN + n]);
+                if (GATED) {
+                    const float u = Us[kk * BN + tx * TN + n];
+                    for (int m = 0; m < TM; m++) accu[m * TN + n] = fma(av[m], u, accu[m * TN + n]);
+                }
+            }
+        }
+        barrier();
+    }
+
+    for (int m = 0; m < TM; m++) {
+        const int row = row0 + ty * TM + m;
+        if (row >= pc.n_rows || (HAS_ROWS && row_token[row] < 0)) continue;
+        for (int n = 0; n < TN; n++) {
+            const int col = col0 + tx * TN + n;
+            if (col >= N_OUT) continue;
+            float v = acc[m * TN + n];
+            if (GATED) v = activate(ACT, v) * accu[m * TN + n];
+            else if (ACT != ACT_NONE) v = activate(ACT, v);
+            o[uint(row) * uint(N_OUT) + uint(col)] = v;
+        }
+    }
+}

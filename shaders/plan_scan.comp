@@ -1,0 +1,56 @@
+#version 450
+// plan_scan.comp — plan, pass 2 of 3, one workgroup: each expert's blocks scanned in token
+// order (block_counts become each block's first position), the totals, capacity, the padded
+// row offsets (every expert's kept rows rounded up to ROW_TILE), the tile → expert map, and
+// every row marked as padding until pass 3 fills the real ones.
+#extension GL_GOOGLE_include_directive : require
+#include "common.glsl"
+
+layout(constant_id = 1) const int E = 1;
+layout(constant_id = 2) const int PLAN_BLOCK = 32;
+layout(constant_id = 3) const int ROW_TILE = 64;
+layout(constant_id = 4) const int CAPACITY = 0; // 0 = unlimited
+
+layout(std430, binding = 0) buffer BlockCounts { int block_counts[]; }; // [n_blocks][E]
+layout(std430, binding = 1) buffer Counts { int counts[]; };            // [E + 1]
+layout(std430, binding = 2) buffer Offsets { int offsets[]; };          // [E + 1]
+layout(std430, binding = 3) writeonly buffer TileExpert { int tile_expert[]; };
+layout(std430, binding = 4) writeonly buffer RowToken { int row_token[]; };
+
+layout(push_constant) uniform Push { int n_tokens; int n_rows; } pc;
+
+void main()
+{
+    const int lid = int(gl_LocalInvocationID.x), threads = int(gl_WorkGroupSize.x);
+    const int n_blocks = (pc.n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
+    for (int e = lid; e < E; e += threads) {
+        int running = 0;
+        for (int b = 0; b < n_blocks; b++) {
+            const uint at = uint(b) * uint(E) + uint(e);
+            const int c = block_counts[at];
+            block_counts[at] = running;
+            running += c;
+        }
+        counts[e] = running;
+    }
+    memoryBarrierBuffer();
+    barrier();
+    if (lid == 0) {
+        int off = 0, dropped = 0;
+        for (int e = 0; e < E; e++) {
+            const int c = counts[e];
+            const int kept = CAPACITY > 0 ? min(c, CAPACITY) : c;
+            dropped += c - kept;
+            offsets[e] = off;
+            off += (kept + ROW_TILE - 1) / ROW_TILE * ROW_TILE;
+        }
+        offsets[E] = off;
+        counts[E] = dropped;
+    }
+    memoryBarrierBuffer();
+    barrier();
+    for (int e = lid; e < E; e += threads)
+        for (int t = offsets[e] / ROW_TILE; t < offsets[e + 1] / ROW_TILE; t++) tile_expert[t] = e;
+    for (int t = offsets[E] / ROW_TILE + lid; t < pc.n_rows / ROW_TILE; t += threads) tile_expert[t] = -1;
+    for (int r = lid; r < pc.n_rows; r += threads) row_token[r] = -1;
+}

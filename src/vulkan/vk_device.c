@@ -1,0 +1,420 @@
+/*
+ * vk_device.c — the Vulkan backend's instance, devices and context: volk loading, one
+ * process-wide VkInstance shared by every context (reference counted, created under a lock),
+ * physical-device enumeration and properties, limits → kernel sizes, the logical device and
+ * its compute queue, the optional Khronos validation layer, and the backend's ops table.
+ *
+ * MOE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation with a VK_EXT_debug_utils
+ * messenger; any warning or error it reports makes the next call fail with its text.
+ * MOE_VK_INJECT=oom|lost makes device allocations fail / the next submission report a lost
+ * device, so those paths can be tested.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "vk_internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+const char *vk_result_name(VkResult r)
+{
+    switch (r) {
+    case VK_SUCCESS: return "VK_SUCCESS";
+    case VK_NOT_READY: return "VK_NOT_READY";
+    case VK_TIMEOUT: return "VK_TIMEOUT";
+    case VK_INCOMPLETE: return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_FORMAT_NOT_SUPPORTED: return "VK_ERROR_FORMAT_NOT_SUPPORTED";
+    case VK_ERROR_FRAGMENTED_POOL: return "VK_ERROR_FRAGMENTED_POOL";
+    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default: return "VkResult (unnamed)";
+    }
+}
+
+moe_status vk_fail(vk_backend *b, VkResult r, const char *call)
+{
+    moe_status st = MOE_ERROR_BACKEND;
+    if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) st = MOE_ERROR_OUT_OF_DEVICE_MEMORY;
+    if (r == VK_ERROR_OUT_OF_HOST_MEMORY) st = MOE_ERROR_OUT_OF_MEMORY;
+    if (r == VK_ERROR_DEVICE_LOST) {
+        st = MOE_ERROR_DEVICE_LOST;
+        if (b) b->lost = true;
+    }
+    return moe_fail(b ? b->base.ctx : NULL, st, "vulkan: %s failed: %s (%d)", call, vk_result_name(r), (int)r);
+}
+
+/* ---- the shared instance ------------------------------------------------------------------- */
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static VkInstance g_instance;
+static int g_refs;
+static bool g_validation;
+static VkDebugUtilsMessengerEXT g_messenger;
+static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
+static int g_validation_count;
+
+static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
+                                                   VkDebugUtilsMessageTypeFlagsEXT types,
+                                                   const VkDebugUtilsMessengerCallbackDataEXT *data,
+                                                   void *user)
+{
+    (void)types;
+    (void)user;
+    if (severity < VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) return VK_FALSE;
+    pthread_mutex_lock(&g_lock);
+    if (g_validation_count++ == 0)
+        snprintf(g_validation_msg, sizeof g_validation_msg, "%s", data && data->pMessage ? data->pMessage : "?");
+    pthread_mutex_unlock(&g_lock);
+    return VK_FALSE;
+}
+
+moe_status vk_check_validation(vk_backend *b)
+{
+    pthread_mutex_lock(&g_lock);
+    const int n = g_validation_count;
+    char msg[MOE_ERROR_MAX];
+    memcpy(msg, g_validation_msg, sizeof msg);
+    g_validation_count = 0;
+    pthread_mutex_unlock(&g_lock);
+    if (n == 0) return MOE_OK;
+    return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_BACKEND, "vulkan validation (%d message%s): %s", n,
+                    n == 1 ? "" : "s", msg);
+}
+
+static bool has_layer(const char *name)
+{
+    uint32_t n = 0;
+    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return false;
+    VkLayerProperties *p = calloc(n, sizeof *p);
+    bool found = false;
+    if (p && vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++) found = found || !strcmp(p[i].layerName, name);
+    free(p);
+    return found;
+}
+
+/* Takes a reference to the process-wide instance, creating it on first use. On failure
+ * (no loader, no driver) returns the VkResult and no reference is held. */
+static VkResult instance_acquire(VkInstance *out, char *why, size_t why_size)
+{
+    pthread_mutex_lock(&g_lock);
+    VkResult r = VK_SUCCESS;
+    if (g_refs == 0) {
+        r = volkInitialize();
+        if (r != VK_SUCCESS) {
+            snprintf(why, why_size, "no Vulkan loader (libvulkan) could be loaded");
+            goto out;
+        }
+        const char *want = getenv("MOE_VK_VALIDATION");
+        g_validation = want && *want && strcmp(want, "0") != 0;
+        const char *layer = "VK_LAYER_KHRONOS_validation";
+        const char *ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+        if (g_validation && !has_layer(layer)) {
+            r = VK_ERROR_LAYER_NOT_PRESENT;
+            snprintf(why, why_size, "MOE_VK_VALIDATION is set but %s is not installed", layer);
+            goto out;
+        }
+        const uint32_t api = volkGetInstanceVersion() >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1 : VK_API_VERSION_1_0;
+        const VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "moe",
+                                       .pEngineName = "moe", .engineVersion = MOE_VERSION_NUMBER, .apiVersion = api};
+        const VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                         .pApplicationInfo = &app,
+                                         .enabledLayerCount = g_validation ? 1 : 0,
+                                         .ppEnabledLayerNames = &layer,
+                                         .enabledExtensionCount = g_validation ? 1 : 0,
+                                         .ppEnabledExtensionNames = &ext};
+        r = vkCreateInstance(&ci, NULL, &g_instance);
+        if (r != VK_SUCCESS) {
+            snprintf(why, why_size, "vkCreateInstance failed: %s", vk_result_name(r));
+            goto out;
+        }
+        volkLoadInstanceOnly(g_instance);
+        if (g_validation) {
+            const VkDebugUtilsMessengerCreateInfoEXT mi = {
+                .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+                .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                                   VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+                .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                               VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                               VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+                .pfnUserCallback = on_validation};
+            r = vkCreateDebugUtilsMessengerEXT(g_instance, &mi, NULL, &g_messenger);
+            if (r != VK_SUCCESS) {
+                vkDestroyInstance(g_instance, NULL);
+                g_instance = VK_NULL_HANDLE;
+                snprintf(why, why_size, "vkCreateDebugUtilsMessengerEXT failed: %s", vk_result_name(r));
+                goto out;
+            }
+        }
+    }
+    g_refs++;
+    *out = g_instance;
+out:
+    pthread_mutex_unlock(&g_lock);
+    return r;
+}
+
+static void instance_release(void)
+{
+    pthread_mutex_lock(&g_lock);
+    if (g_refs > 0 && --g_refs == 0) {
+        if (g_messenger) vkDestroyDebugUtilsMessengerEXT(g_instance, g_messenger, NULL);
+        g_messenger = VK_NULL_HANDLE;
+        vkDestroyInstance(g_instance, NULL);
+        g_instance = VK_NULL_HANDLE;
+    }
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* The physical devices that have a compute queue, in the driver's order. */
+static uint32_t compute_devices(VkInstance inst, VkPhysicalDevice *out, uint32_t cap)
+{
+    uint32_t n = 0, kept = 0;
+    if (vkEnumeratePhysicalDevices(inst, &n, NULL) != VK_SUCCESS || n == 0) return 0;
+    VkPhysicalDevice *all = calloc(n, sizeof *all);
+    if (!all) return 0;
+    if (vkEnumeratePhysicalDevices(inst, &n, all) == VK_SUCCESS) {
+        for (uint32_t i = 0; i < n; i++) {
+            uint32_t nq = 0;
+            vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, NULL);
+            VkQueueFamilyProperties q[16];
+            nq = nq > 16 ? 16 : nq;
+            vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, q);
+            bool compute = false;
+            for (uint32_t j = 0; j < nq; j++) compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
+            if (!compute) continue;
+            if (out && kept < cap) out[kept] = all[i];
+            kept++;
+        }
+    }
+    free(all);
+    return kept;
+}
+
+static moe_status vk_device_count(int *count)
+{
+    VkInstance inst;
+    char why[256];
+    *count = 0;
+    if (instance_acquire(&inst, why, sizeof why) != VK_SUCCESS) return MOE_OK; /* no Vulkan: 0 devices */
+    *count = (int)compute_devices(inst, NULL, 0);
+    instance_release();
+    return MOE_OK;
+}
+
+static const char *vendor_name(uint32_t id)
+{
+    switch (id) {
+    case 0x10de: return "NVIDIA";
+    case 0x1002: return "AMD";
+    case 0x8086: return "Intel";
+    case 0x13b5: return "Arm";
+    case 0x5143: return "Qualcomm";
+    case 0x106b: return "Apple";
+    case 0x10005: return "Mesa";
+    default: return NULL;
+    }
+}
+
+static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
+{
+    VkPhysicalDeviceProperties p;
+    vkGetPhysicalDeviceProperties(pd, &p);
+    VkPhysicalDeviceMemoryProperties m;
+    vkGetPhysicalDeviceMemoryProperties(pd, &m);
+    *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_VULKAN, .index = index};
+    switch (p.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: info->type = MOE_DEVICE_TYPE_INTEGRATED_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: info->type = MOE_DEVICE_TYPE_DISCRETE_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: info->type = MOE_DEVICE_TYPE_VIRTUAL_GPU; break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU: info->type = MOE_DEVICE_TYPE_CPU; break;
+    default: info->type = MOE_DEVICE_TYPE_OTHER;
+    }
+    snprintf(info->name, sizeof info->name, "%s", p.deviceName);
+    const char *v = vendor_name(p.vendorID);
+    if (v) snprintf(info->vendor, sizeof info->vendor, "%s", v);
+    else snprintf(info->vendor, sizeof info->vendor, "0x%04x", p.vendorID);
+    snprintf(info->driver, sizeof info->driver, "Vulkan %u.%u.%u, driver 0x%08x", VK_API_VERSION_MAJOR(p.apiVersion),
+             VK_API_VERSION_MINOR(p.apiVersion), VK_API_VERSION_PATCH(p.apiVersion), p.driverVersion);
+    for (uint32_t i = 0; i < m.memoryHeapCount; i++)
+        if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > info->memory_bytes)
+            info->memory_bytes = m.memoryHeaps[i].size;
+    info->compute_units = (int)p.limits.maxComputeWorkGroupInvocations;
+}
+
+static moe_status vk_device_info(int index, moe_device_info *info)
+{
+    VkInstance inst;
+    char why[256];
+    if (instance_acquire(&inst, why, sizeof why) != VK_SUCCESS)
+        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
+    VkPhysicalDevice devs[64];
+    const uint32_t n = compute_devices(inst, devs, 64);
+    moe_status st = MOE_OK;
+    if ((uint32_t)index >= n || index >= 64)
+        st = moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", index, n);
+    else
+        fill_info(devs[index], index, info);
+    instance_release();
+    return st;
+}
+
+/* ---- context ------------------------------------------------------------------------------- */
+
+static uint32_t pow2_floor(uint32_t v)
+{
+    uint32_t p = 1;
+    while (p * 2 <= v) p *= 2;
+    return p;
+}
+
+/* Kernel sizes from the device's limits (never assumed). */
+static moe_status choose_sizes(vk_backend *b)
+{
+    const VkPhysicalDeviceLimits *l = &b->props.limits;
+    const uint32_t max_wg = l->maxComputeWorkGroupInvocations < l->maxComputeWorkGroupSize[0]
+                                ? l->maxComputeWorkGroupInvocations
+                                : l->maxComputeWorkGroupSize[0];
+    b->wg_big = pow2_floor(max_wg < 256 ? max_wg : 256);
+    b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
+    /* GEMM: 64×64 tiles; 256 invocations of 4×4 accumulators, or 64 of 8×8 on devices
+     * limited to fewer invocations. Shared memory: BK·(BM + 2·BN) floats. */
+    b->gemm_bm = 64;
+    b->gemm_bn = 64;
+    b->gemm_bk = 16;
+    b->gemm_tm = b->gemm_tn = max_wg >= 256 ? 4 : 8;
+    const size_t shared = sizeof(float) * b->gemm_bk * (b->gemm_bm + 2 * b->gemm_bn);
+    if ((b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn) > max_wg || shared > l->maxComputeSharedMemorySize)
+        return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                        "vulkan: device limits too small (%u invocations, %u bytes of shared memory)", max_wg,
+                        l->maxComputeSharedMemorySize);
+    return MOE_OK;
+}
+
+static void vk_destroy(moe_backend *be);
+
+static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+{
+    vk_backend *b = calloc(1, sizeof *b);
+    if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
+    const char *inject = getenv("MOE_VK_INJECT");
+    b->inject_oom = inject && !strcmp(inject, "oom");
+    b->inject_lost = inject && !strcmp(inject, "lost");
+    char why[256];
+    if (instance_acquire(&b->instance, why, sizeof why) != VK_SUCCESS) {
+        free(b);
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
+    }
+    VkPhysicalDevice devs[64];
+    const uint32_t n = compute_devices(b->instance, devs, 64);
+    if ((uint32_t)desc->device_index >= n || desc->device_index >= 64) {
+        instance_release();
+        free(b);
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", desc->device_index, n);
+    }
+    b->physical = devs[desc->device_index];
+    vkGetPhysicalDeviceProperties(b->physical, &b->props);
+    vkGetPhysicalDeviceMemoryProperties(b->physical, &b->mem_props);
+    fill_info(b->physical, desc->device_index, &b->base.info);
+
+    /* A compute queue; prefer one without graphics (a dedicated compute family). */
+    uint32_t nq = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(b->physical, &nq, NULL);
+    VkQueueFamilyProperties q[16];
+    nq = nq > 16 ? 16 : nq;
+    vkGetPhysicalDeviceQueueFamilyProperties(b->physical, &nq, q);
+    int family = -1;
+    for (uint32_t i = 0; i < nq; i++) {
+        if (!(q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
+        if (family < 0 || !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) family = (int)i;
+    }
+    b->queue_family = (uint32_t)family;
+    b->timestamp_bits = q[family].timestampValidBits;
+
+    const float priority = 1.0f;
+    const VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                        .queueFamilyIndex = b->queue_family, .queueCount = 1,
+                                        .pQueuePriorities = &priority};
+    const VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
+                                   .pQueueCreateInfos = &qi};
+    VkResult r = vkCreateDevice(b->physical, &di, NULL, &b->device);
+    if (r != VK_SUCCESS) {
+        moe_status st = vk_fail(b, r, "vkCreateDevice");
+        instance_release();
+        free(b);
+        return st;
+    }
+    volkLoadDeviceTable(&b->vk, b->device);
+    b->vk.vkGetDeviceQueue(b->device, b->queue_family, 0, &b->queue);
+
+    const VkDeviceSize align = b->props.limits.minStorageBufferOffsetAlignment;
+    b->base.alignment = align > 16 ? (size_t)align : 16;
+    moe_status st = MOE_OK;
+    if ((b->base.alignment & (b->base.alignment - 1)) != 0)
+        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "vulkan: storage buffer alignment %zu is not a power of two",
+                      b->base.alignment);
+    if (st == MOE_OK) st = choose_sizes(b);
+    b->base.row_tile = b->gemm_bm;
+    if (st == MOE_OK) st = vk_memory_init(b);
+    if (st == MOE_OK) st = vk_pipelines_init(b);
+    if (st == MOE_OK) st = vk_check_validation(b);
+    if (st != MOE_OK) {
+        vk_destroy(&b->base);
+        return st;
+    }
+    snprintf(b->base.info.driver + strlen(b->base.info.driver),
+             sizeof b->base.info.driver - strlen(b->base.info.driver), "%s",
+             g_validation ? ", validation on" : "");
+    *out = &b->base;
+    return MOE_OK;
+}
+
+static void vk_destroy(moe_backend *be)
+{
+    if (!be) return;
+    vk_backend *b = vkb(be);
+    if (b->device) {
+        b->vk.vkDeviceWaitIdle(b->device);
+        vk_pipelines_release(b);
+        vk_memory_release(b);
+        b->vk.vkDestroyDevice(b->device, NULL);
+    }
+    if (b->instance) instance_release();
+    free(b);
+}
+
+const moe_backend_ops moe_vulkan_backend_ops = {
+    .kind = MOE_BACKEND_VULKAN,
+    .name = "vulkan",
+    .device_count = vk_device_count,
+    .device_info = vk_device_info,
+    .create = vk_create,
+    .destroy = vk_destroy,
+    .buffer_alloc = vk_buffer_alloc,
+    .buffer_free = vk_buffer_free,
+    .buffer_write = vk_buffer_write,
+    .buffer_read = vk_buffer_read,
+    .buffer_copy = vk_buffer_copy,
+    .weight_bytes = vk_weight_bytes,
+    .weight_upload = vk_weight_upload,
+    .begin = vk_begin,
+    .route = vk_route,
+    .plan = vk_plan,
+    .ffn = vk_ffn,
+    .combine = vk_combine,
+    .stats = vk_stats,
+    .finish = vk_finish,
+};

@@ -1,0 +1,331 @@
+/*
+ * vk_memory.c — device memory for the Vulkan backend.
+ *
+ * Every arena allocation (a layer's weights, the scratch region, a moe_buffer) is a VkBuffer
+ * bound into one of a few large VkDeviceMemory blocks (first fit at the buffer's alignment,
+ * freed ranges coalesce; an emptied block is returned to the driver). Host data moves
+ * through one persistent host-visible staging buffer, in chunks; weights are converted from
+ * F16/BF16 row by row straight into it, so no float copy of a checkpoint is ever made.
+ */
+#include "vk_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define BLOCK_SIZE ((VkDeviceSize)64 << 20)
+#define STAGING_SIZE ((VkDeviceSize)16 << 20)
+
+static int find_type(const vk_backend *b, uint32_t bits, VkMemoryPropertyFlags want)
+{
+    for (uint32_t i = 0; i < b->mem_props.memoryTypeCount; i++)
+        if ((bits & (1u << i)) && (b->mem_props.memoryTypes[i].propertyFlags & want) == want) return (int)i;
+    return -1;
+}
+
+static bool push_range(vk_block *k, VkDeviceSize offset, VkDeviceSize size)
+{
+    if (size == 0) return true;
+    if (k->n_free == k->cap_free) {
+        const size_t cap = k->cap_free ? 2 * k->cap_free : 8;
+        vk_range *r = realloc(k->free, cap * sizeof *r);
+        if (!r) return false;
+        k->free = r;
+        k->cap_free = cap;
+    }
+    /* Keep the list sorted by offset and merge with the neighbours. */
+    size_t i = 0;
+    while (i < k->n_free && k->free[i].offset < offset) i++;
+    memmove(k->free + i + 1, k->free + i, (k->n_free - i) * sizeof *k->free);
+    k->free[i] = (vk_range){offset, size};
+    k->n_free++;
+    if (i + 1 < k->n_free && k->free[i].offset + k->free[i].size == k->free[i + 1].offset) {
+        k->free[i].size += k->free[i + 1].size;
+        memmove(k->free + i + 1, k->free + i + 2, (k->n_free - i - 2) * sizeof *k->free);
+        k->n_free--;
+    }
+    if (i > 0 && k->free[i - 1].offset + k->free[i - 1].size == k->free[i].offset) {
+        k->free[i - 1].size += k->free[i].size;
+        memmove(k->free + i, k->free + i + 1, (k->n_free - i - 1) * sizeof *k->free);
+        k->n_free--;
+    }
+    return true;
+}
+
+/* Carves `size` bytes at `align` out of the block; false if no range fits. */
+static bool carve(vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSize *out)
+{
+    for (size_t i = 0; i < k->n_free; i++) {
+        const vk_range r = k->free[i];
+        const VkDeviceSize start = (r.offset + align - 1) / align * align;
+        if (start + size > r.offset + r.size) continue;
+        memmove(k->free + i, k->free + i + 1, (k->n_free - i - 1) * sizeof *k->free);
+        k->n_free--;
+        /* The two leftovers go back; the list only shrank, so this cannot fail. */
+        push_range(k, r.offset, start - r.offset);
+        push_range(k, start + size, r.offset + r.size - start - size);
+        k->used += size;
+        *out = start;
+        return true;
+    }
+    return false;
+}
+
+static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_block **out)
+{
+    if (b->inject_oom) return vk_fail(b, VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory (injected by MOE_VK_INJECT=oom)");
+    vk_block *k = calloc(1, sizeof *k);
+    if (!k) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    const VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size,
+                                     .memoryTypeIndex = type};
+    const VkResult r = b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory);
+    if (r != VK_SUCCESS || !push_range(k, 0, size)) {
+        if (r == VK_SUCCESS) b->vk.vkFreeMemory(b->device, k->memory, NULL);
+        free(k->free);
+        free(k);
+        return r != VK_SUCCESS ? vk_fail(b, r, "vkAllocateMemory") : moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    }
+    k->size = size;
+    k->type_index = type;
+    k->next = b->blocks;
+    b->blocks = k;
+    *out = k;
+    return MOE_OK;
+}
+
+static void drop_block(vk_backend *b, vk_block *k)
+{
+    for (vk_block **p = &b->blocks; *p; p = &(*p)->next)
+        if (*p == k) {
+            *p = k->next;
+            break;
+        }
+    b->vk.vkFreeMemory(b->device, k->memory, NULL);
+    free(k->free);
+    free(k);
+}
+
+static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlags want, bool own_block, moe_bbuf **out)
+{
+    moe_bbuf *buf = calloc(1, sizeof *buf);
+    if (!buf) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    buf->bytes = bytes;
+    const VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
+                                   .size = (bytes + 3) & ~(VkDeviceSize)3,
+                                   .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                            VK_BUFFER_USAGE_TRANSFER_DST_BIT,
+                                   .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
+    VkResult r = b->vk.vkCreateBuffer(b->device, &bi, NULL, &buf->buffer);
+    if (r != VK_SUCCESS) {
+        free(buf);
+        return vk_fail(b, r, "vkCreateBuffer");
+    }
+    VkMemoryRequirements req;
+    b->vk.vkGetBufferMemoryRequirements(b->device, buf->buffer, &req);
+    int type = find_type(b, req.memoryTypeBits, want);
+    if (type < 0 && want == VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) type = find_type(b, req.memoryTypeBits, 0);
+    moe_status st = MOE_OK;
+    if (type < 0) st = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED, "vulkan: no memory type for a buffer of %zu bytes", bytes);
+    vk_block *k = NULL;
+    VkDeviceSize off = 0;
+    if (st == MOE_OK && !own_block)
+        for (k = b->blocks; k; k = k->next)
+            if (k->type_index == (uint32_t)type && !k->dedicated && carve(k, req.size, req.alignment, &off)) break;
+    if (st == MOE_OK && !k) {
+        const VkDeviceSize size = own_block || req.size > b->block_size ? req.size : b->block_size;
+        st = new_block(b, size, (uint32_t)type, &k);
+        if (st == MOE_OK) k->dedicated = own_block;
+        if (st == MOE_OK && !carve(k, req.size, req.alignment, &off))
+            st = moe_fail(b->base.ctx, MOE_ERROR_INTERNAL, "vulkan: a new block cannot hold its buffer");
+    }
+    if (st == MOE_OK) {
+        r = b->vk.vkBindBufferMemory(b->device, buf->buffer, k->memory, off);
+        if (r != VK_SUCCESS) st = vk_fail(b, r, "vkBindBufferMemory");
+    }
+    if (st != MOE_OK) {
+        if (k) {
+            push_range(k, off, req.size);
+            k->used -= req.size;
+        }
+        b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
+        free(buf);
+        return st;
+    }
+    buf->block = k;
+    buf->offset = off;
+    buf->size = req.size;
+    *out = buf;
+    return MOE_OK;
+}
+
+moe_status vk_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
+{
+    (void)usage;
+    vk_backend *b = vkb(be);
+    if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    moe_status st = alloc_buffer(b, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, out);
+    return st == MOE_OK ? vk_check_validation(b) : st;
+}
+
+void vk_buffer_free(moe_backend *be, moe_bbuf *buf)
+{
+    if (!buf) return;
+    vk_backend *b = vkb(be);
+    b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
+    vk_block *k = buf->block;
+    if (k) {
+        push_range(k, buf->offset, buf->size);
+        k->used -= buf->size;
+        if (k->used == 0) drop_block(b, k);
+    }
+    free(buf);
+}
+
+moe_status vk_memory_init(vk_backend *b)
+{
+    b->block_size = BLOCK_SIZE;
+    moe_status st = alloc_buffer(b, STAGING_SIZE, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                 true, &b->staging);
+    if (st != MOE_OK) return st;
+    VK_TRY(b, b->vk.vkMapMemory(b->device, b->staging->block->memory, b->staging->offset, STAGING_SIZE, 0,
+                                &b->staging_map));
+    b->base.staging_bytes = STAGING_SIZE;
+    st = alloc_buffer(b, 256, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, &b->dummy);
+    if (st != MOE_OK) return st;
+    const VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+                                        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+                                        .queueFamilyIndex = b->queue_family};
+    VK_TRY(b, b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool));
+    VkCommandBuffer cmds[2];
+    const VkCommandBufferAllocateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+                                            .commandPool = b->cmd_pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                            .commandBufferCount = 2};
+    VK_TRY(b, b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds));
+    b->cmd = cmds[0];
+    b->xfer = cmds[1];
+    const VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VK_TRY(b, b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence));
+    return MOE_OK;
+}
+
+void vk_memory_release(vk_backend *b)
+{
+    if (b->fence) b->vk.vkDestroyFence(b->device, b->fence, NULL);
+    if (b->cmd_pool) b->vk.vkDestroyCommandPool(b->device, b->cmd_pool, NULL);
+    if (b->staging_map) b->vk.vkUnmapMemory(b->device, b->staging->block->memory);
+    vk_buffer_free(&b->base, b->staging);
+    vk_buffer_free(&b->base, b->dummy);
+    while (b->blocks) drop_block(b, b->blocks); /* anything the core still holds */
+}
+
+/* ---- transfers ----------------------------------------------------------------------------- */
+
+moe_status vk_run_transfer(vk_backend *b, void (*record)(vk_backend *, VkCommandBuffer, void *), void *arg)
+{
+    if (b->lost) return moe_fail(b->base.ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    const VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    VK_TRY(b, b->vk.vkBeginCommandBuffer(b->xfer, &bi));
+    record(b, b->xfer, arg);
+    VK_TRY(b, b->vk.vkEndCommandBuffer(b->xfer));
+    const VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
+                             .pCommandBuffers = &b->xfer};
+    VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
+    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->fence, VK_TRUE, UINT64_MAX);
+    b->vk.vkResetFences(b->device, 1, &b->fence);
+    if (r != VK_SUCCESS) return vk_fail(b, r, "vkWaitForFences");
+    return vk_check_validation(b);
+}
+
+typedef struct copy_args {
+    VkBuffer src, dst;
+    VkDeviceSize src_offset, dst_offset, size;
+} copy_args;
+
+static void record_copy(vk_backend *b, VkCommandBuffer cmd, void *arg)
+{
+    const copy_args *c = arg;
+    const VkBufferCopy region = {c->src_offset, c->dst_offset, c->size};
+    /* Earlier kernels' and the host's writes before the copy; the copy's result to the
+     * host (staging reads) and to later kernels after it. */
+    const VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                    .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT,
+                                    .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    const VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+                                   .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
+                                   .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT};
+    b->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_HOST_BIT,
+                               VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
+    b->vk.vkCmdCopyBuffer(cmd, c->src, c->dst, 1, &region);
+    b->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
+                               VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &after, 0,
+                               NULL, 0, NULL);
+}
+
+static moe_status copy(vk_backend *b, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof, VkDeviceSize n)
+{
+    copy_args c = {src, dst, so, dof, n};
+    return vk_run_transfer(b, record_copy, &c);
+}
+
+moe_status vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
+{
+    vk_backend *b = vkb(be);
+    for (size_t done = 0; done < bytes;) {
+        const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
+        memcpy(b->staging_map, (const char *)src + done, n);
+        moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, dst.offset + done, n);
+        if (st != MOE_OK) return st;
+        done += n;
+    }
+    return MOE_OK;
+}
+
+moe_status vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes)
+{
+    vk_backend *b = vkb(be);
+    for (size_t done = 0; done < bytes;) {
+        const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
+        moe_status st = copy(b, src.buf->buffer, src.offset + done, b->staging->buffer, 0, n);
+        if (st != MOE_OK) return st;
+        memcpy((char *)dst + done, b->staging_map, n);
+        done += n;
+    }
+    return MOE_OK;
+}
+
+moe_status vk_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes)
+{
+    return copy(vkb(be), src.buf->buffer, src.offset, dst.buf->buffer, dst.offset, bytes);
+}
+
+/* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
+
+size_t vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
+{
+    (void)be;
+    return sizeof(float) * (size_t)s->batch * (s->second ? 2u : 1u) * (size_t)s->rows * (size_t)s->cols;
+}
+
+moe_status vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
+{
+    vk_backend *b = vkb(be);
+    const size_t row_bytes = sizeof(float) * (size_t)s->cols;
+    if (row_bytes > STAGING_SIZE)
+        return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED, "vulkan: a weight row of %zu bytes exceeds the staging buffer", row_bytes);
+    const size_t rows_per_chunk = STAGING_SIZE / row_bytes;
+    size_t at = dst.offset;
+    for (int64_t e = 0; e < s->batch; e++) {
+        for (int half = 0; half < (s->second ? 2 : 1); half++) {
+            const moe_matrix_src *m = half ? &s->second[e] : &s->first[e];
+            for (int64_t r0 = 0; r0 < s->rows; r0 += (int64_t)rows_per_chunk) {
+                const int64_t n = s->rows - r0 < (int64_t)rows_per_chunk ? s->rows - r0 : (int64_t)rows_per_chunk;
+                for (int64_t r = 0; r < n; r++)
+                    moe_matrix_row(m, s->cols, r0 + r, (float *)b->staging_map + (size_t)r * (size_t)s->cols);
+                moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, at, (VkDeviceSize)n * row_bytes);
+                if (st != MOE_OK) return st;
+                at += (size_t)n * row_bytes;
+            }
+        }
+    }
+    return MOE_OK;
+}

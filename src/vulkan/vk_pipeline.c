@@ -1,0 +1,192 @@
+/*
+ * vk_pipeline.c — shader modules, descriptor/pipeline layouts, and compute pipelines
+ * specialised per shape (tile sizes, d_model, d_ff, k, activation… are specialization
+ * constants, so the kernels' loops have constant bounds). Pipelines are created on first use
+ * and kept for the context; a VkPipelineCache is loaded from and saved to the cache directory
+ * ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe), in a file named after the
+ * device's vendor, device id, driver version and pipeline-cache UUID, so a different driver
+ * never reuses a stale cache. It is written to a temporary file and renamed.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "vk_internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- cache file ---------------------------------------------------------------------------- */
+
+static bool make_dirs(char *path)
+{
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        const int r = mkdir(path, 0755);
+        *p = '/';
+        if (r != 0 && errno != EEXIST) return false;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST;
+}
+
+static void cache_path(vk_backend *b)
+{
+    char dir[768];
+    const char *env = getenv("MOE_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
+    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/moe", xdg);
+    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/moe", home);
+    else return;
+    if (!make_dirs(dir)) {
+        moe_log(b->base.ctx, MOE_LOG_WARNING, "vulkan: cannot create cache directory %s; pipelines are not cached", dir);
+        return;
+    }
+    char uuid[2 * VK_UUID_SIZE + 1];
+    for (unsigned i = 0; i < VK_UUID_SIZE; i++) snprintf(uuid + 2 * i, 3, "%02x", b->props.pipelineCacheUUID[i]);
+    snprintf(b->cache_path, sizeof b->cache_path, "%s/vulkan-%04x-%04x-%08x-%s.cache", dir, b->props.vendorID,
+             b->props.deviceID, b->props.driverVersion, uuid);
+}
+
+static void *read_file(const char *path, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    void *data = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        const long n = ftell(f);
+        if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n)) != NULL) {
+            if (fread(data, 1, (size_t)n, f) == (size_t)n) {
+                *size = (size_t)n;
+            } else {
+                free(data);
+                data = NULL;
+            }
+        }
+    }
+    fclose(f);
+    return data;
+}
+
+static void save_cache(vk_backend *b)
+{
+    if (!b->cache_path[0] || !b->pipeline_cache) return;
+    size_t n = 0;
+    if (b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, NULL) != VK_SUCCESS || n == 0) return;
+    void *data = malloc(n);
+    char tmp[1100];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", b->cache_path, (long)getpid());
+    FILE *f = data && b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, data) == VK_SUCCESS
+                  ? fopen(tmp, "wb")
+                  : NULL;
+    bool ok = f && fwrite(data, 1, n, f) == n;
+    if (f) ok = (fclose(f) == 0) && ok;
+    /* rename() is atomic: a reader sees the old cache or the new one, never half of one. */
+    if (!ok || rename(tmp, b->cache_path) != 0) {
+        if (f) remove(tmp);
+        moe_log(b->base.ctx, MOE_LOG_WARNING, "vulkan: could not save the pipeline cache to %s", b->cache_path);
+    }
+    free(data);
+}
+
+/* ---- layouts and modules --------------------------------------------------------------------- */
+
+moe_status vk_pipelines_init(vk_backend *b)
+{
+    for (int s = 0; s < VK_SHADER_COUNT; s++) {
+        const vk_shader_info *info = &vk_shaders[s];
+        const VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
+                                             .codeSize = info->size, .pCode = info->code};
+        VK_TRY(b, b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s]));
+        VkDescriptorSetLayoutBinding bind[8];
+        for (uint32_t i = 0; i < info->n_bindings; i++)
+            bind[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                                     .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+        const VkDescriptorSetLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                                                    .bindingCount = info->n_bindings, .pBindings = bind};
+        VK_TRY(b, b->vk.vkCreateDescriptorSetLayout(b->device, &li, NULL, &b->set_layouts[s]));
+        const VkPushConstantRange pr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, info->push_bytes};
+        const VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
+                                               .setLayoutCount = 1, .pSetLayouts = &b->set_layouts[s],
+                                               .pushConstantRangeCount = info->push_bytes ? 1 : 0,
+                                               .pPushConstantRanges = &pr};
+        VK_TRY(b, b->vk.vkCreatePipelineLayout(b->device, &pi, NULL, &b->layouts[s]));
+    }
+    cache_path(b);
+    size_t size = 0;
+    void *data = b->cache_path[0] ? read_file(b->cache_path, &size) : NULL;
+    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
+                                    .initialDataSize = size, .pInitialData = data};
+    VkResult r = b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache);
+    if (r != VK_SUCCESS && data) { /* a corrupt file: start empty */
+        ci.initialDataSize = 0;
+        ci.pInitialData = NULL;
+        r = b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache);
+    }
+    free(data);
+    if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreatePipelineCache");
+    moe_log(b->base.ctx, MOE_LOG_DEBUG, "vulkan: pipeline cache %s (%zu bytes loaded)", b->cache_path, size);
+
+    /* Descriptor sets come from one pool, reset at the start of every forward. */
+    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 64 * 8};
+    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 64,
+                                           .poolSizeCount = 1, .pPoolSizes = &ps};
+    VK_TRY(b, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool));
+    if (b->timestamp_bits > 0) {
+        const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
+                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+        VK_TRY(b, b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool));
+    }
+    return MOE_OK;
+}
+
+void vk_pipelines_release(vk_backend *b)
+{
+    save_cache(b);
+    for (size_t i = 0; i < b->n_pipelines; i++) b->vk.vkDestroyPipeline(b->device, b->pipelines[i].pipeline, NULL);
+    free(b->pipelines);
+    if (b->query_pool) b->vk.vkDestroyQueryPool(b->device, b->query_pool, NULL);
+    if (b->desc_pool) b->vk.vkDestroyDescriptorPool(b->device, b->desc_pool, NULL);
+    if (b->pipeline_cache) b->vk.vkDestroyPipelineCache(b->device, b->pipeline_cache, NULL);
+    for (int s = 0; s < VK_SHADER_COUNT; s++) {
+        if (b->layouts[s]) b->vk.vkDestroyPipelineLayout(b->device, b->layouts[s], NULL);
+        if (b->set_layouts[s]) b->vk.vkDestroyDescriptorSetLayout(b->device, b->set_layouts[s], NULL);
+        if (b->modules[s]) b->vk.vkDestroyShaderModule(b->device, b->modules[s], NULL);
+    }
+}
+
+moe_status vk_pipeline_get(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec, VkPipeline *out)
+{
+    for (size_t i = 0; i < b->n_pipelines; i++) {
+        const vk_pipeline *p = &b->pipelines[i];
+        if (p->shader == shader && p->n_spec == n_spec && !memcmp(p->spec, spec, n_spec * sizeof *spec)) {
+            *out = p->pipeline;
+            return MOE_OK;
+        }
+    }
+    if (b->n_pipelines == b->cap_pipelines) {
+        const size_t cap = b->cap_pipelines ? 2 * b->cap_pipelines : 32;
+        vk_pipeline *p = realloc(b->pipelines, cap * sizeof *p);
+        if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        b->pipelines = p;
+        b->cap_pipelines = cap;
+    }
+    VkSpecializationMapEntry map[VK_MAX_SPEC];
+    for (uint32_t i = 0; i < n_spec; i++) map[i] = (VkSpecializationMapEntry){i, i * 4, 4};
+    const VkSpecializationInfo si = {n_spec, map, n_spec * 4, spec};
+    const VkComputePipelineCreateInfo ci = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = b->modules[shader], .pName = "main", .pSpecializationInfo = &si},
+        .layout = b->layouts[shader]};
+    vk_pipeline *p = &b->pipelines[b->n_pipelines];
+    const VkResult r = b->vk.vkCreateComputePipelines(b->device, b->pipeline_cache, 1, &ci, NULL, &p->pipeline);
+    if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreateComputePipelines");
+    p->shader = shader;
+    p->n_spec = n_spec;
+    memcpy(p->spec, spec, n_spec * sizeof *spec);
+    b->n_pipelines++;
+    *out = p->pipeline;
+    return MOE_OK;
+}

@@ -1,0 +1,212 @@
+/*
+ * vk_steps.c — a forward on Vulkan: every step is recorded into one command buffer (a
+ * dispatch per kernel, a memory barrier between dispatches) and submitted once at `finish`,
+ * with GPU timestamps around it. Nothing is read back until the result: every dispatch size
+ * comes from the host-known padded row bound.
+ */
+#include "vk_internal.h"
+
+#include <string.h>
+#include <time.h>
+
+#define PLAN_BLOCK 32
+
+static uint32_t ceil_div(int64_t a, int64_t b) { return (uint32_t)((a + b - 1) / b); }
+static uint32_t u32_of_float(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static void barrier(vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
+                    VkPipelineStageFlags dst, VkAccessFlags dst_access)
+{
+    const VkMemoryBarrier mb = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access,
+                                .dstAccessMask = dst_access};
+    b->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
+}
+
+/* One dispatch of `shader` with the given specialization, buffers and push constants. A
+ * failure is remembered and returned by finish, so the steps need no cleanup of their own. */
+static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
+                           const moe_addr *bind, const void *push, uint32_t gx, uint32_t gy)
+{
+    if (b->record_status != MOE_OK) return b->record_status;
+    const VkPhysicalDeviceLimits *l = &b->props.limits;
+    if (gx > l->maxComputeWorkGroupCount[0] || gy > l->maxComputeWorkGroupCount[1])
+        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                           "vulkan: %s needs %u x %u workgroups; the device allows %u x %u",
+                                           vk_shaders[shader].name, gx, gy, l->maxComputeWorkGroupCount[0],
+                                           l->maxComputeWorkGroupCount[1]);
+    if (gx == 0 || gy == 0) return MOE_OK;
+    VkPipeline pipeline;
+    moe_status st = vk_pipeline_get(b, shader, spec, n_spec, &pipeline);
+    if (st != MOE_OK) return b->record_status = st;
+
+    const VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
+                                            .descriptorPool = b->desc_pool, .descriptorSetCount = 1,
+                                            .pSetLayouts = &b->set_layouts[shader]};
+    VkDescriptorSet set;
+    VkResult r = b->vk.vkAllocateDescriptorSets(b->device, &ai, &set);
+    if (r != VK_SUCCESS) return b->record_status = vk_fail(b, r, "vkAllocateDescriptorSets");
+    const uint32_t n = vk_shaders[shader].n_bindings;
+    VkDescriptorBufferInfo info[8];
+    VkWriteDescriptorSet w[8];
+    for (uint32_t i = 0; i < n; i++) {
+        const moe_bbuf *buf = bind[i].buf ? bind[i].buf : b->dummy;
+        const VkDeviceSize offset = bind[i].buf ? bind[i].offset : 0;
+        const VkDeviceSize size = ((buf->bytes + 3) & ~(VkDeviceSize)3) - offset;
+        info[i] = (VkDescriptorBufferInfo){buf->buffer, offset,
+                                           size < l->maxStorageBufferRange ? size : l->maxStorageBufferRange};
+        w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
+                                      .descriptorCount = 1, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                      .pBufferInfo = &info[i]};
+    }
+    b->vk.vkUpdateDescriptorSets(b->device, n, w, 0, NULL);
+    b->vk.vkCmdBindPipeline(b->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+    b->vk.vkCmdBindDescriptorSets(b->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, b->layouts[shader], 0, 1, &set, 0, NULL);
+    if (vk_shaders[shader].push_bytes)
+        b->vk.vkCmdPushConstants(b->cmd, b->layouts[shader], VK_SHADER_STAGE_COMPUTE_BIT, 0,
+                                 vk_shaders[shader].push_bytes, push);
+    b->vk.vkCmdDispatch(b->cmd, gx, gy, 1);
+    barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    return MOE_OK;
+}
+
+static double now_ms(void)
+{
+    struct timespec t;
+    timespec_get(&t, TIME_UTC);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+moe_status vk_begin(moe_backend *be)
+{
+    vk_backend *b = vkb(be);
+    if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    VK_TRY(b, b->vk.vkResetDescriptorPool(b->device, b->desc_pool, 0));
+    const VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+                                         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
+    VK_TRY(b, b->vk.vkBeginCommandBuffer(b->cmd, &bi));
+    b->recording = true;
+    b->record_status = MOE_OK;
+    if (b->query_pool) {
+        b->vk.vkCmdResetQueryPool(b->cmd, b->query_pool, 0, 2);
+        b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, b->query_pool, 0);
+    }
+    /* Earlier uploads (a separate submission) become visible to the kernels. */
+    barrier(b, b->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    return MOE_OK;
+}
+
+moe_status vk_finish(moe_backend *be)
+{
+    vk_backend *b = vkb(be);
+    if (!b->recording) return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost") : MOE_OK;
+    b->recording = false;
+    barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+            VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    if (b->query_pool) b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, b->query_pool, 1);
+    VK_TRY(b, b->vk.vkEndCommandBuffer(b->cmd));
+    if (b->record_status != MOE_OK) return b->record_status; /* recorded, never submitted */
+    if (b->inject_lost) {
+        b->inject_lost = 0;
+        return vk_fail(b, VK_ERROR_DEVICE_LOST, "vkQueueSubmit (injected by MOE_VK_INJECT=lost)");
+    }
+    const VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &b->cmd};
+    const double t0 = now_ms();
+    VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
+    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->fence, VK_TRUE, UINT64_MAX);
+    b->vk.vkResetFences(b->device, 1, &b->fence);
+    if (r != VK_SUCCESS) return vk_fail(b, r, "vkWaitForFences");
+    be->last_device_ms = now_ms() - t0;
+    uint64_t ts[2];
+    if (b->query_pool &&
+        b->vk.vkGetQueryPoolResults(b->device, b->query_pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                    VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
+        const uint64_t mask = b->timestamp_bits >= 64 ? ~0ull : (1ull << b->timestamp_bits) - 1;
+        be->last_device_ms = (double)((ts[1] - ts[0]) & mask) * b->props.limits.timestampPeriod * 1e-6;
+    }
+    return vk_check_validation(b);
+}
+
+/* ---- the steps ------------------------------------------------------------------------------- */
+
+static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t k_dim, int64_t n_out, bool gated, int act,
+                       bool gather, moe_addr a, moe_addr row_token, moe_addr tile_expert, moe_addr w, moe_addr out)
+{
+    const uint32_t spec[] = {(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn),
+                             b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn,
+                             (uint32_t)k_dim, (uint32_t)n_out, gated, (uint32_t)act, gather,
+                             row_token.buf != NULL, tile_expert.buf != NULL};
+    const moe_addr bind[] = {a, row_token, tile_expert, w, out};
+    const int32_t push[] = {(int32_t)n_rows};
+    return dispatch(b, VK_SHADER_GEMM, spec, 13, bind, push, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm));
+}
+
+moe_status vk_route(moe_backend *be, const moe_route_step *s)
+{
+    vk_backend *b = vkb(be);
+    const moe_layer_desc *d = s->desc;
+    const moe_addr none = {0};
+    gemm(b, s->n_tokens, d->d_model, d->n_experts, false, -1, false, s->x, none, none, s->router, s->logits);
+    const uint32_t spec[] = {b->wg_small, (uint32_t)d->n_experts, (uint32_t)d->top_k, (uint32_t)d->n_group,
+                             (uint32_t)d->topk_group, d->score_func == MOE_SCORE_SIGMOID,
+                             d->group_score == MOE_GROUP_SCORE_MAX, d->renormalize != 0, d->has_selection_bias != 0,
+                             u32_of_float(d->routed_scaling_factor)};
+    const moe_addr bind[] = {s->logits, s->router_bias, s->workspace, s->topk_ids, s->topk_weights};
+    const int32_t push[] = {(int32_t)s->n_tokens};
+    return dispatch(b, VK_SHADER_SELECT, spec, 10, bind, push, ceil_div(s->n_tokens, b->wg_small), 1);
+}
+
+moe_status vk_plan(moe_backend *be, const moe_plan_step *s)
+{
+    vk_backend *b = vkb(be);
+    const moe_layer_desc *d = s->desc;
+    const uint32_t E = (uint32_t)d->n_experts, K = (uint32_t)d->top_k, cap = (uint32_t)d->expert_capacity;
+    const uint32_t blocks = ceil_div(s->n_tokens, PLAN_BLOCK);
+    const int32_t push1[] = {(int32_t)s->n_tokens};
+    const int32_t push2[] = {(int32_t)s->n_tokens, (int32_t)s->n_rows};
+
+    const uint32_t spec_count[] = {b->wg_small, E, K, PLAN_BLOCK};
+    const moe_addr bind_count[] = {s->topk_ids, s->workspace};
+    dispatch(b, VK_SHADER_PLAN_COUNT, spec_count, 4, bind_count, push1, ceil_div(blocks, b->wg_small), 1);
+
+    const uint32_t spec_scan[] = {b->wg_big, E, PLAN_BLOCK, (uint32_t)be->row_tile, cap};
+    const moe_addr bind_scan[] = {s->workspace, s->expert_counts, s->expert_offsets, s->tile_expert, s->row_token};
+    dispatch(b, VK_SHADER_PLAN_SCAN, spec_scan, 5, bind_scan, push2, 1, 1);
+
+    const uint32_t spec_scatter[] = {b->wg_small, E, K, PLAN_BLOCK, cap};
+    const moe_addr bind_scatter[] = {s->topk_ids, s->workspace, s->expert_offsets, s->slot_row, s->row_token};
+    return dispatch(b, VK_SHADER_PLAN_SCATTER, spec_scatter, 5, bind_scatter, push1, ceil_div(blocks, b->wg_small), 1);
+}
+
+moe_status vk_ffn(moe_backend *be, const moe_ffn_step *s)
+{
+    return gemm(vkb(be), s->n_rows, s->k_dim, s->n_out, s->gated, s->apply_activation ? (int)s->activation : -1,
+                s->gather, s->a, s->row_token, s->tile_expert, s->weights, s->out);
+}
+
+moe_status vk_combine(moe_backend *be, const moe_combine_step *s)
+{
+    vk_backend *b = vkb(be);
+    const moe_layer_desc *d = s->desc;
+    const uint32_t spec[] = {b->wg_big, (uint32_t)d->d_model, (uint32_t)d->top_k,
+                             d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL,
+                             s->shared_gate.buf != NULL};
+    const moe_addr bind[] = {s->x, s->expert_out, s->slot_row, s->topk_weights, s->shared_out, s->shared_gate, s->y};
+    return dispatch(b, VK_SHADER_COMBINE, spec, 6, bind, NULL, (uint32_t)s->n_tokens, 1);
+}
+
+moe_status vk_stats(moe_backend *be, const moe_stats_step *s)
+{
+    vk_backend *b = vkb(be);
+    const moe_layer_desc *d = s->desc;
+    const uint32_t spec[] = {b->wg_big, (uint32_t)d->n_experts, (uint32_t)d->top_k, d->score_func == MOE_SCORE_SIGMOID};
+    const moe_addr bind[] = {s->logits, s->expert_counts, s->workspace, s->losses};
+    const int32_t push[] = {(int32_t)s->n_tokens};
+    return dispatch(b, VK_SHADER_STATS, spec, 4, bind, push, 1, 1);
+}
