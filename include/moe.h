@@ -4,7 +4,9 @@
  * One forward of one MoE layer: route (router logits, softmax or sigmoid scores, top-k or
  * group-limited top-k), plan (per-expert counts, expert-sorted rows, capacity dropping),
  * expert FFN (one grouped GEMM with a fused gated activation, then the down projection) and
- * combine (a deterministic gather in slot order, plus optional shared experts).
+ * combine (a deterministic gather in slot order, plus optional shared experts). A layer's
+ * weights come from host arrays (moe_layer_create) or straight from a Hugging Face checkpoint
+ * directory, config.json + safetensors (moe_model_open, moe_model_create_layer).
  *
  * This header includes no Vulkan or OpenCL header. Conventions:
  *  - every fallible call returns a moe_status (0 = MOE_OK, negative = error); the library never
@@ -108,6 +110,12 @@ typedef struct moe_device_info {
     char driver[128];            /* driver name and version; for the CPU, the ISA level used */
     uint64_t memory_bytes;       /* device memory, or host memory for the CPU backend */
     int compute_units;           /* CPU: worker threads the backend would use */
+    char api_version[64];        /* "Vulkan 1.3.255", "OpenCL 3.0 ..."; CPU: the ISA of the
+                                    kernel set ("x86-64 AVX2+FMA", ...) */
+    uint64_t max_workgroup_size; /* invocations in one workgroup; 0 = not applicable (CPU) */
+    uint64_t shared_memory_bytes;/* shared (local) memory per workgroup; 0 = not applicable */
+    int subgroup_size;           /* subgroup width; CPU: float lanes of one vector */
+    int fp16;                    /* 1 if the kernels can compute in fp16 on this device */
 } moe_device_info;
 
 /* "cpu", "vulkan", "opencl", "auto"; never NULL. */
@@ -299,6 +307,81 @@ MOE_API moe_status moe_buffer_read(const moe_buffer *buffer, int64_t offset, int
 MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
                                              const moe_buffer *x, moe_buffer *y,
                                              moe_forward_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * Hugging Face checkpoints: a model directory — config.json plus model.safetensors, or the
+ * shards model.safetensors.index.json lists — opened once, and a layer made from the MoE block
+ * of one of its layers. Weights go from the memory-mapped files straight into the backend's
+ * upload (F16 and BF16 converted row by row), never through a float copy of every expert.
+ *
+ * model_type         tensors of layer N                                 config keys
+ * mixtral            model.layers.N.block_sparse_moe.{gate, experts.E.w1 (gate), w3 (up),
+ *                    w2 (down)}.weight           num_local_experts, num_experts_per_tok,
+ *                                                hidden_size, intermediate_size
+ * olmoe, qwen2_moe,  model.layers.N.mlp.{gate, experts.E.{gate_proj,up_proj,down_proj}}.weight;
+ * qwen3_moe          qwen2_moe: mlp.shared_expert.{gate,up,down}_proj.weight and
+ *                    mlp.shared_expert_gate.weight   num_experts, num_experts_per_tok,
+ *                    moe_intermediate_size (or intermediate_size), norm_topk_prob,
+ *                    shared_expert_intermediate_size, decoder_sparse_step, mlp_only_layers
+ * deepseek_v2,       model.layers.N.mlp.{gate.weight, gate.e_score_correction_bias,
+ * deepseek_v3        experts.E.*, shared_experts.*}   n_routed_experts, n_shared_experts,
+ *                    moe_intermediate_size, n_group, topk_group, topk_method, scoring_func,
+ *                    routed_scaling_factor, norm_topk_prob, first_k_dense_replace, moe_layer_freq
+ * switch_transformers encoder.block.N.layer.1.mlp.{router.classifier, experts.expert_E.{wi,wo}}
+ *                    .weight (decoder.block.N.layer.2.mlp... with `decoder`)   num_experts,
+ *                    expert_capacity, d_model, d_ff, dense_act_fn, encoder/decoder_sparse_step
+ *
+ * Tensors may be F32, F16 or BF16. Errors: MOE_ERROR_IO (a file or directory cannot be
+ * opened or mapped), MOE_ERROR_FORMAT (malformed JSON or safetensors, a missing tensor, a
+ * tensor of the wrong shape or dtype), MOE_ERROR_UNSUPPORTED (a model_type, activation or
+ * routing method this version does not run), MOE_ERROR_INVALID_ARGUMENT (a layer index out of
+ * range or with no MoE block). The detail message names the file and the tensor or key.
+ * A moe_model is read-only once open and may be used from several threads at once; a layer
+ * created from it stays valid after moe_model_close.
+ * ------------------------------------------------------------------------------------- */
+typedef struct moe_model moe_model;
+
+/* Opens the model directory `dir`: reads config.json, maps and checks every safetensors
+ * header. Tensors are checked against the config when a layer is asked for. */
+MOE_API moe_status moe_model_open(const char *dir, moe_model **out_model);
+MOE_API void moe_model_close(moe_model *model);
+
+typedef struct moe_model_info {
+    size_t struct_size;         /* sizeof(moe_model_info) */
+    char model_type[64];        /* config.json's model_type, e.g. "mixtral" */
+    int64_t n_layers;           /* num_hidden_layers (Switch: encoder blocks, num_layers) */
+    int64_t n_decoder_layers;   /* Switch: decoder blocks; 0 for the other families */
+    int64_t hidden_size;        /* d_model */
+    int64_t n_experts;          /* routed experts per MoE block */
+    int64_t top_k;              /* experts per token */
+    int64_t n_moe_layers;       /* layers (Switch: encoder blocks) that have an MoE block */
+    int64_t first_moe_layer;    /* the first of them, -1 if none */
+    int n_files;                /* safetensors files mapped */
+    int64_t n_tensors;          /* tensors in them */
+} moe_model_info;
+
+MOE_API moe_status moe_model_get_info(const moe_model *model, moe_model_info *info);
+/* 1 if layer `layer` (a Switch decoder block when `decoder` is nonzero) has an MoE block,
+ * 0 if it is dense or out of range. */
+MOE_API int moe_model_layer_is_moe(const moe_model *model, int64_t layer, int decoder);
+
+typedef struct moe_model_layer_options {
+    size_t struct_size;           /* sizeof(moe_model_layer_options) */
+    int64_t max_tokens;           /* the layer's token budget; 0 = 1024 */
+    moe_drop_policy drop_policy;  /* Switch: what a token past capacity gives; default ZERO */
+    int decoder;                  /* Switch: nonzero = decoder block N instead of encoder */
+} moe_model_layer_options;
+
+/* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is
+ * present with the right shape and a supported dtype. `options` may be NULL (defaults). */
+MOE_API moe_status moe_model_layer_desc(const moe_model *model, int64_t layer,
+                                        const moe_model_layer_options *options,
+                                        moe_layer_desc *out_desc);
+/* Creates a layer on `context` from layer `layer`'s MoE block (as moe_layer_create does from
+ * host arrays). */
+MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model *model,
+                                          int64_t layer, const moe_model_layer_options *options,
+                                          moe_layer **out_layer);
 
 /* ---------------------------------------------------------------------------------------
  * The scalar reference: the same forward written for clarity, accumulating in double, on

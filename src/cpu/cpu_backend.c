@@ -71,6 +71,29 @@ static moe_status cpu_device_count(int *count)
     return MOE_OK;
 }
 
+/* The limits moe-info reports: a CPU has no workgroups or shared memory (0 = not
+ * applicable); its "subgroup" is the float lanes of one vector of the kernel set in use. */
+static void cpu_isa_fields(const moe_cpu_kernels *k, moe_device_info *info)
+{
+    static const struct {
+        const char *name, *isa;
+        int lanes;
+    } levels[] = {
+        {"baseline", MOE_CPU_X86 ? "x86-64 SSE2 (SIMDe)" : "NEON/portable (SIMDe)", 4},
+        {"avx2", "x86-64 AVX2+FMA", 8},
+        {"avx512", "x86-64 AVX-512F", 16},
+        {"simde512", "16-lane code emulated by SIMDe at the baseline ISA", 16},
+    };
+    for (size_t i = 0; k && i < sizeof levels / sizeof levels[0]; i++)
+        if (!strcmp(k->name, levels[i].name)) {
+            snprintf(info->api_version, sizeof info->api_version, "%s", levels[i].isa);
+            info->subgroup_size = levels[i].lanes;
+        }
+    info->max_workgroup_size = 0;
+    info->shared_memory_bytes = 0;
+    info->fp16 = 0; /* F16/BF16 weights are widened to float at upload */
+}
+
 static moe_status cpu_device_info(int index, moe_device_info *info)
 {
     (void)index;
@@ -84,6 +107,7 @@ static moe_status cpu_device_info(int index, moe_device_info *info)
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     info->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
     info->compute_units = default_threads();
+    cpu_isa_fields(k, info);
     return MOE_OK;
 }
 

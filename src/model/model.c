@@ -1,0 +1,545 @@
+/*
+ * model.c — the public moe_model API: open a Hugging Face model directory (config.json, and
+ * model.safetensors or the shards model.safetensors.index.json lists), find the tensors of
+ * one layer's MoE block by the family's names, check their shapes and dtypes against the
+ * config, and create a layer whose expert matrices are read in place from the mapped files
+ * (moe_layer_create_from_tensors converts F16/BF16 row by row during the backend upload).
+ */
+#if !defined(_WIN32)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#include "model_internal.h"
+
+#include <cjson/cJSON.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define DEFAULT_MAX_TOKENS 1024
+#define NAME_MAX_LEN 256
+
+/* One tensor of the model: where it is, in which file. */
+typedef struct model_tensor {
+    const moe_st_tensor *t;
+    int file;
+} model_tensor;
+
+struct moe_model {
+    char *dir;
+    char *weights_label;   /* "model.safetensors" or "the shards of model.safetensors.index.json" */
+    moe_hf_config cfg;
+    moe_st_file *files;
+    int n_files;
+    model_tensor *tensors; /* every file's tensors, sorted by name */
+    size_t n_tensors;
+};
+
+static char *join(const char *dir, const char *name)
+{
+    const size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = malloc(n);
+    if (p) snprintf(p, n, "%s/%s", dir, name);
+    return p;
+}
+
+static bool file_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+static int cmp_tensor(const void *a, const void *b)
+{
+    return strcmp(((const model_tensor *)a)->t->name, ((const model_tensor *)b)->t->name);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static const model_tensor *find_tensor(const moe_model *m, const char *name)
+{
+    const moe_st_tensor key = {.name = name};
+    const model_tensor k = {&key, 0};
+    return m->n_tensors ? bsearch(&k, m->tensors, m->n_tensors, sizeof k, cmp_tensor) : NULL;
+}
+
+/* A shard name from the index must name a file in the model directory, nothing else. */
+static bool plain_file_name(const char *s)
+{
+    return s[0] && strcmp(s, ".") && strcmp(s, "..") && !strchr(s, '/') && !strchr(s, '\\');
+}
+
+/* Reads model.safetensors.index.json: the distinct shard names its weight_map uses (sorted),
+ * and the parsed JSON to check the map against the shards afterwards. */
+static moe_status read_index(const char *path, cJSON **out_root, const char ***out_names, int *out_n)
+{
+    uint8_t *text = NULL;
+    size_t len = 0;
+    moe_status st = moe_read_file(NULL, path, &text, &len);
+    if (st != MOE_OK) return st;
+    const char *end = NULL;
+    cJSON *root = moe_utf8_valid(text, len) ? cJSON_ParseWithLengthOpts((const char *)text, len, &end, 0) : NULL;
+    free(text);
+    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    if (!cJSON_IsObject(map)) {
+        cJSON_Delete(root);
+        return moe_fail(NULL, MOE_ERROR_FORMAT, "%s: %s", path,
+                        root ? "has no \"weight_map\" object" : "not valid UTF-8 JSON");
+    }
+    const int n_entries = cJSON_GetArraySize(map);
+    const char **names = calloc(n_entries > 0 ? (size_t)n_entries : 1, sizeof *names);
+    if (!names) {
+        cJSON_Delete(root);
+        return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    int n = 0;
+    for (const cJSON *e = map->child; e; e = e->next) {
+        if (!cJSON_IsString(e) || !plain_file_name(e->valuestring)) {
+            st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map entry '%s' does not name a file in the directory",
+                          path, e->string);
+            free(names);
+            cJSON_Delete(root);
+            return st;
+        }
+        names[n++] = e->valuestring;
+    }
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (u == 0 || strcmp(names[u - 1], names[i])) names[u++] = names[i];
+    if (u == 0) {
+        free(names);
+        cJSON_Delete(root);
+        return moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map lists no tensors", path);
+    }
+    *out_root = root;
+    *out_names = names;
+    *out_n = u;
+    return MOE_OK;
+}
+
+/* Builds the sorted tensor table of every file; a name in two files is an error. */
+static moe_status index_tensors(moe_model *m)
+{
+    size_t total = 0;
+    for (int f = 0; f < m->n_files; f++) total += m->files[f].n_tensors;
+    m->tensors = calloc(total ? total : 1, sizeof *m->tensors);
+    if (!m->tensors) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    for (int f = 0; f < m->n_files; f++)
+        for (size_t i = 0; i < m->files[f].n_tensors; i++)
+            m->tensors[m->n_tensors++] = (model_tensor){&m->files[f].tensors[i], f};
+    qsort(m->tensors, m->n_tensors, sizeof *m->tensors, cmp_tensor);
+    for (size_t i = 1; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].t->name, m->tensors[i - 1].t->name))
+            return moe_fail(NULL, MOE_ERROR_FORMAT, "tensor '%s' is in both %s and %s", m->tensors[i].t->name,
+                            m->files[m->tensors[i - 1].file].path, m->files[m->tensors[i].file].path);
+    return MOE_OK;
+}
+
+static moe_status open_weights(moe_model *m)
+{
+    char *single = join(m->dir, "model.safetensors");
+    char *index = join(m->dir, "model.safetensors.index.json");
+    moe_status st = MOE_OK;
+    cJSON *root = NULL;
+    const char **names = NULL;
+    int n = 1;
+    if (!single || !index) {
+        st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    } else if (file_exists(single)) {
+        m->weights_label = single;
+        single = NULL;
+    } else if (file_exists(index)) {
+        st = read_index(index, &root, &names, &n);
+        if (st == MOE_OK) {
+            m->weights_label = index;
+            index = NULL;
+        }
+    } else {
+        st = moe_fail(NULL, MOE_ERROR_IO, "%s: neither model.safetensors nor model.safetensors.index.json exists",
+                      m->dir);
+    }
+    if (st == MOE_OK) {
+        m->files = calloc((size_t)n, sizeof *m->files);
+        if (!m->files) st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (int f = 0; f < n && st == MOE_OK; f++) {
+        char *path = names ? join(m->dir, names[f]) : NULL;
+        if (names && !path) {
+            st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+            break;
+        }
+        st = moe_st_open(NULL, names ? path : m->weights_label, &m->files[f]);
+        if (st == MOE_OK) m->n_files++;
+        free(path);
+    }
+    if (st == MOE_OK) st = index_tensors(m);
+    if (st == MOE_OK && root) { /* every tensor the index maps must be in the shard it names */
+        const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
+        for (const cJSON *e = map->child; e && st == MOE_OK; e = e->next) {
+            const model_tensor *t = find_tensor(m, e->string);
+            const char *slash = t ? strrchr(m->files[t->file].path, '/') : NULL;
+            if (!t || strcmp(slash ? slash + 1 : "", e->valuestring))
+                st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map puts tensor '%s' in %s, which does not hold it",
+                              m->weights_label, e->string, e->valuestring);
+        }
+    }
+    free(names);
+    cJSON_Delete(root);
+    free(single);
+    free(index);
+    return st;
+}
+
+moe_status moe_model_open(const char *dir, moe_model **out)
+{
+    moe_clear_error(NULL);
+    if (!dir) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "dir is NULL");
+    if (!out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_model is NULL");
+    struct stat sb;
+    if (stat(dir, &sb) != 0)
+        return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model directory: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return moe_fail(NULL, MOE_ERROR_IO, "%s: not a directory", dir);
+
+    moe_model *m = calloc(1, sizeof *m);
+    char *cfg_path = join(dir, "config.json");
+    if (!m || !cfg_path || !(m->dir = malloc(strlen(dir) + 1))) {
+        free(cfg_path);
+        moe_model_close(m);
+        return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    strcpy(m->dir, dir);
+    uint8_t *text = NULL;
+    size_t len = 0;
+    moe_status st = moe_read_file(NULL, cfg_path, &text, &len);
+    if (st == MOE_OK) st = moe_hf_config_parse(NULL, cfg_path, (const char *)text, len, &m->cfg);
+    free(text);
+    free(cfg_path);
+    if (st == MOE_OK) st = open_weights(m);
+    if (st != MOE_OK) {
+        moe_model_close(m);
+        return st;
+    }
+    *out = m;
+    return MOE_OK;
+}
+
+void moe_model_close(moe_model *m)
+{
+    if (!m) return;
+    for (int f = 0; f < m->n_files; f++) moe_st_close(&m->files[f]);
+    free(m->files);
+    free(m->tensors);
+    free(m->weights_label);
+    free(m->dir);
+    free(m);
+}
+
+moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
+{
+    moe_clear_error(NULL);
+    if (!m || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "%s is NULL", m ? "info" : "model");
+    if (info->struct_size < sizeof(moe_model_info))
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_model_info.struct_size is %zu, expected %zu",
+                        info->struct_size, sizeof(moe_model_info));
+    moe_model_info i = {.struct_size = sizeof i};
+    snprintf(i.model_type, sizeof i.model_type, "%s", m->cfg.model_type);
+    i.n_layers = m->cfg.n_layers;
+    i.n_decoder_layers = m->cfg.family == MOE_HF_SWITCH ? m->cfg.n_decoder_layers : 0;
+    i.hidden_size = m->cfg.hidden_size;
+    i.n_experts = m->cfg.n_experts;
+    i.top_k = m->cfg.top_k;
+    i.first_moe_layer = -1;
+    for (int64_t l = 0; l < m->cfg.n_layers; l++)
+        if (moe_hf_layer_is_moe(&m->cfg, l, false) == 1) {
+            if (i.first_moe_layer < 0) i.first_moe_layer = l;
+            i.n_moe_layers++;
+        }
+    i.n_files = m->n_files;
+    i.n_tensors = (int64_t)m->n_tensors;
+    *info = i;
+    return MOE_OK;
+}
+
+int moe_model_layer_is_moe(const moe_model *m, int64_t layer, int decoder)
+{
+    return m && moe_hf_layer_is_moe(&m->cfg, layer, decoder != 0) == 1;
+}
+
+/* ---- one layer's tensors ------------------------------------------------------------------- */
+
+/* The tensors a layer is made from, each checked; experts' arrays are n_experts long. */
+typedef struct layer_refs {
+    const moe_st_tensor *router, *bias, *shared_gate, *shared_up, *shared_down, *seg;
+    const moe_st_tensor **gate, **up, **down;
+} layer_refs;
+
+typedef struct lookup {
+    moe_context *ctx;
+    const moe_model *m;
+    char prefix[NAME_MAX_LEN];
+    moe_status st;
+} lookup;
+
+static void fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims)
+{
+    size_t at = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < n_dims && at < n; i++)
+        at += (size_t)snprintf(buf + at, n - at, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (at < n) snprintf(buf + at, n - at, "]");
+}
+
+/* Finds prefix+suffix and checks it is F32/F16/BF16 of shape [rows, cols] (or [cols] when
+ * rows is 0; or either when rows is -1, for a [1, cols] vector stored flat). */
+static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, int64_t cols, const char *why)
+{
+    if (lk->st != MOE_OK) return NULL;
+    char name[2 * NAME_MAX_LEN];
+    snprintf(name, sizeof name, "%s%s", lk->prefix, suffix);
+    const model_tensor *mt = find_tensor(lk->m, name);
+    if (!mt) {
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)", lk->m->weights_label, name, why);
+        return NULL;
+    }
+    const moe_st_tensor *t = mt->t;
+    const char *file = lk->m->files[mt->file].path;
+    if (t->dtype == MOE_ST_OTHER) {
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has dtype %s; F32, F16 or BF16 expected", file,
+                          name, t->dtype_name);
+        return NULL;
+    }
+    const int64_t want2[2] = {rows < 0 ? 1 : rows, cols}, want1[1] = {cols};
+    const bool ok2 = t->n_dims == 2 && t->shape[0] == want2[0] && t->shape[1] == cols;
+    const bool ok1 = t->n_dims == 1 && t->shape[0] == cols;
+    if (rows > 0 ? !ok2 : rows == 0 ? !ok1 : !(ok1 || ok2)) {
+        char got[160], want[64];
+        fmt_shape(got, sizeof got, t->shape, t->n_dims);
+        if (rows == 0) fmt_shape(want, sizeof want, want1, 1);
+        else fmt_shape(want, sizeof want, want2, 2);
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has shape %s; %s expected (%s)", file, name,
+                          got, want, why);
+        return NULL;
+    }
+    return t;
+}
+
+static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t layer,
+                               const moe_model_layer_options *opts_in, moe_layer_desc *out_desc, layer_refs *refs)
+{
+    if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
+    moe_model_layer_options o = {.struct_size = sizeof o};
+    if (opts_in) {
+        if (opts_in->struct_size < sizeof(moe_model_layer_options))
+            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_model_layer_options.struct_size is %zu, expected %zu",
+                            opts_in->struct_size, sizeof(moe_model_layer_options));
+        o = *opts_in;
+    }
+    const moe_hf_config *c = &m->cfg;
+    if (o.max_tokens < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "max_tokens must be >= 0 (got %lld)", (long long)o.max_tokens);
+    if (o.decoder && c->family != MOE_HF_SWITCH)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: only switch_transformers has decoder blocks, not %s",
+                        m->dir, c->model_type);
+    const bool dec = o.decoder != 0;
+    const int is_moe = moe_hf_layer_is_moe(c, layer, dec);
+    if (is_moe < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: layer %lld is out of range: the %s has %lld %s", m->dir,
+                        (long long)layer, dec ? "decoder" : "model", (long long)(dec ? c->n_decoder_layers : c->n_layers),
+                        c->family == MOE_HF_SWITCH ? "blocks" : "layers");
+    if (is_moe == 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "%s: layer %lld of this %s model has no MoE block (it is a dense layer)", m->dir,
+                        (long long)layer, c->model_type);
+
+    moe_layer_desc d;
+    moe_hf_config_desc(c, &d);
+    d.max_tokens = o.max_tokens ? o.max_tokens : DEFAULT_MAX_TOKENS;
+    d.drop_policy = o.drop_policy;
+    const int64_t D = d.d_model, F = d.d_ff, E = d.n_experts, FS = d.d_ff_shared;
+    lookup lk = {.ctx = ctx, .m = m};
+    const char *block, *g, *u, *dn, *ex, *shared = "shared_experts.";
+    switch (c->family) {
+    case MOE_HF_MIXTRAL: block = "block_sparse_moe", ex = "experts.%lld.", g = "w1", u = "w3", dn = "w2"; break;
+    case MOE_HF_SWITCH: block = NULL, ex = "experts.expert_%lld.", g = NULL, u = "wi", dn = "wo"; break;
+    default: block = "mlp", ex = "experts.%lld.", g = "gate_proj", u = "up_proj", dn = "down_proj"; break;
+    }
+    if (c->family == MOE_HF_QWEN2_MOE) shared = "shared_expert.";
+    if (block)
+        snprintf(lk.prefix, sizeof lk.prefix, "model.layers.%lld.%s.", (long long)layer, block);
+    else
+        snprintf(lk.prefix, sizeof lk.prefix, "%s.block.%lld.layer.%d.mlp.", dec ? "decoder" : "encoder",
+                 (long long)layer, dec ? 2 : 1);
+    char why[128];
+    snprintf(why, sizeof why, "router: [n_experts=%lld, hidden=%lld]", (long long)E, (long long)D);
+    const moe_st_tensor *router = need(&lk, c->family == MOE_HF_SWITCH ? "router.classifier.weight" : "gate.weight",
+                                       E, D, why);
+    const moe_st_tensor *bias = NULL;
+    if (d.has_selection_bias) bias = need(&lk, "gate.e_score_correction_bias", 0, E, "selection bias: [n_experts]");
+    if (refs) {
+        refs->router = router;
+        refs->bias = bias;
+    }
+    for (int64_t e = 0; e < E && lk.st == MOE_OK; e++) {
+        char base[64], name[128];
+        snprintf(base, sizeof base, ex, (long long)e);
+        snprintf(why, sizeof why, "expert %lld of %lld: d_ff=%lld, hidden=%lld", (long long)e, (long long)E,
+                 (long long)F, (long long)D);
+        const moe_st_tensor *tg = NULL, *tu, *td;
+        if (g) {
+            snprintf(name, sizeof name, "%s%s.weight", base, g);
+            tg = need(&lk, name, F, D, why);
+        }
+        snprintf(name, sizeof name, "%s%s.weight", base, u);
+        tu = need(&lk, name, F, D, why);
+        snprintf(name, sizeof name, "%s%s.weight", base, dn);
+        td = need(&lk, name, D, F, why);
+        if (refs) {
+            if (refs->gate) refs->gate[e] = tg;
+            refs->up[e] = tu, refs->down[e] = td;
+        }
+    }
+    if (FS > 0) {
+        char name[64];
+        snprintf(why, sizeof why, "shared experts: d_ff_shared=%lld, hidden=%lld", (long long)FS, (long long)D);
+        snprintf(name, sizeof name, "%sgate_proj.weight", shared);
+        const moe_st_tensor *sg = need(&lk, name, FS, D, why);
+        snprintf(name, sizeof name, "%sup_proj.weight", shared);
+        const moe_st_tensor *su = need(&lk, name, FS, D, why);
+        snprintf(name, sizeof name, "%sdown_proj.weight", shared);
+        const moe_st_tensor *sd = need(&lk, name, D, FS, why);
+        const moe_st_tensor *seg = d.shared_expert_gate ? need(&lk, "shared_expert_gate.weight", -1, D,
+                                                               "shared expert gate: [1, hidden]")
+                                                        : NULL;
+        if (refs) refs->shared_gate = sg, refs->shared_up = su, refs->shared_down = sd, refs->seg = seg;
+    }
+    if (lk.st != MOE_OK) return lk.st;
+    moe_layer_desc norm;
+    moe_status st = moe_validate_layer(ctx, &d, NULL, &norm);
+    if (st != MOE_OK) return st;
+    *out_desc = norm;
+    return MOE_OK;
+}
+
+moe_status moe_model_layer_desc(const moe_model *m, int64_t layer, const moe_model_layer_options *options,
+                                moe_layer_desc *out_desc)
+{
+    moe_clear_error(NULL);
+    if (!out_desc) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_desc is NULL");
+    return layer_lookup(NULL, m, layer, options, out_desc, NULL);
+}
+
+/* ---- creating the layer -------------------------------------------------------------------- */
+
+/* Host copies a layer needs only while it is created: the small float vectors, and any
+ * tensor whose bytes are not aligned to its element size in the file. */
+typedef struct temps {
+    void **p;
+    size_t n, cap;
+} temps;
+
+static void *temp_alloc(temps *t, size_t bytes)
+{
+    if (t->n == t->cap) {
+        const size_t cap = t->cap ? 2 * t->cap : 16;
+        void **p = realloc(t->p, cap * sizeof *p);
+        if (!p) return NULL;
+        t->p = p, t->cap = cap;
+    }
+    void *b = malloc(bytes ? bytes : 1);
+    if (b) t->p[t->n++] = b;
+    return b;
+}
+
+static void temps_free(temps *t)
+{
+    for (size_t i = 0; i < t->n; i++) free(t->p[i]);
+    free(t->p);
+}
+
+static moe_dtype dtype_of(const moe_st_tensor *t)
+{
+    return t->dtype == MOE_ST_F16 ? MOE_DTYPE_F16 : t->dtype == MOE_ST_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+}
+
+/* The tensor as a matrix source: in place, or an aligned copy when the file's offset is not
+ * a multiple of the element size (safetensors does not promise alignment). NULL data = OOM. */
+static moe_matrix_src src_of(const moe_st_tensor *t, temps *tmp)
+{
+    if (!t) return (moe_matrix_src){NULL, MOE_DTYPE_F32};
+    const size_t align = t->dtype == MOE_ST_F32 ? 4 : 2;
+    if ((uintptr_t)t->data % align == 0) return (moe_matrix_src){t->data, dtype_of(t)};
+    void *copy = temp_alloc(tmp, t->bytes);
+    if (copy) memcpy(copy, t->data, t->bytes);
+    return (moe_matrix_src){copy, dtype_of(t)};
+}
+
+/* A small vector converted to float32. */
+static const float *floats_of(const moe_st_tensor *t, int64_t n, temps *tmp, bool *oom)
+{
+    if (!t) return NULL;
+    const moe_matrix_src s = src_of(t, tmp);
+    float *v = s.data ? temp_alloc(tmp, sizeof(float) * (size_t)n) : NULL;
+    if (!v) {
+        *oom = true;
+        return NULL;
+    }
+    moe_matrix_row(&s, n, 0, v);
+    return v;
+}
+
+moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t layer,
+                                  const moe_model_layer_options *options, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
+    if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
+    if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
+    /* Check everything first, so a bad config fails before any allocation sized by it. */
+    moe_layer_desc d;
+    moe_status st = layer_lookup(ctx, m, layer, options, &d, NULL);
+    if (st != MOE_OK) return st;
+    const size_t E = (size_t)m->cfg.n_experts;
+    const moe_st_tensor **per = calloc(3 * (E ? E : 1), sizeof *per);
+    moe_matrix_src *mats = calloc(3 * (E ? E : 1), sizeof *mats);
+    if (!per || !mats) {
+        free(per);
+        free(mats);
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    const bool gated = moe_activation_is_gated(m->cfg.activation);
+    layer_refs r = {.gate = gated ? per : NULL, .up = per + E, .down = per + 2 * E};
+    temps tmp = {0};
+    st = layer_lookup(ctx, m, layer, options, &d, &r);
+    if (st == MOE_OK) {
+        bool oom = false;
+        for (size_t i = gated ? 0 : E; i < 3 * E; i++) {
+            mats[i] = src_of(per[i], &tmp);
+            oom = oom || !mats[i].data;
+        }
+        const moe_layer_tensors t = {
+            .router = src_of(r.router, &tmp),
+            .router_bias = floats_of(r.bias, d.n_experts, &tmp, &oom),
+            .gate = gated ? mats : NULL,
+            .up = mats + E,
+            .down = mats + 2 * E,
+            .shared_gate = src_of(r.shared_gate, &tmp),
+            .shared_up = src_of(r.shared_up, &tmp),
+            .shared_down = src_of(r.shared_down, &tmp),
+            .shared_expert_gate = floats_of(r.seg, d.d_model, &tmp, &oom),
+        };
+        oom = oom || !t.router.data || (r.shared_up && (!t.shared_up.data || !t.shared_down.data)) ||
+              (r.shared_gate && !t.shared_gate.data);
+        st = oom ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory")
+                 : moe_layer_create_from_tensors(ctx, &d, &t, out);
+    }
+    temps_free(&tmp);
+    free(per);
+    free(mats);
+    return st;
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The command-line tools end to end (label "cpu"): moe-run on every tests/data/hf-moe model
+# (output compared with y_ref by test_hf_models --compare), --stats, the user errors (each a
+# message naming the file, a non-zero exit, and nothing at the output path), and moe-info
+# in both formats.
+# Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
+set -euo pipefail
+run=$1 info=$2 compare=$3 data=$4 work=$5
+rm -rf "$work" && mkdir -p "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+export MOE_BACKEND=cpu
+
+# ---- every model through moe-run ---------------------------------------------------------------
+models=(deepseek_v3_T8_d36_f20_E16_k4_g4:1 mixtral_T5_d48_f80_E4_k2:0 olmoe_T9_d40_f24_E32_k8:0
+        qwen2_moe_T6_d32_f40_E8_k2:0 switch_T12_d32_f48_E4_cf1.0:1)
+for m in "${models[@]}"; do
+    name=${m%:*} layer=${m#*:}
+    "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.npy" \
+        --backend cpu --stats > "$work/$name.stats"
+    "$compare" --compare "$work/$name.npy" "$data/$name/y_ref.npy" 1e-4
+    for key in "backend: cpu" "expert tokens:" "aux_loss:" "z_loss:"; do
+        grep -q "$key" "$work/$name.stats" || fail "moe-run --stats for $name prints no '$key'"
+    done
+done
+grep -q "dropped: [1-9]" "$work/switch_T12_d32_f48_E4_cf1.0.stats" || fail "the Switch model dropped no token"
+
+# ---- errors: message, exit status, no output -----------------------------------------------------
+mix=$data/mixtral_T5_d48_f80_E4_k2
+python3 - "$work" <<'PY'
+import struct, sys
+w = sys.argv[1]
+def npy(path, header, nbytes):
+    h = header.encode()
+    open(path, 'wb').write(b'\x93NUMPY\x01\x00' + struct.pack('<H', len(h)) + h + b'\0' * nbytes)
+npy(w + '/f64.npy', "{'descr': '<f8', 'fortran_order': False, 'shape': (5, 48), }", 5 * 48 * 8)
+npy(w + '/rank1.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (240,), }", 240 * 4)
+npy(w + '/fortran.npy', "{'descr': '<f4', 'fortran_order': True, 'shape': (5, 48), }", 5 * 48 * 4)
+npy(w + '/width.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (5, 40), }", 5 * 40 * 4)
+PY
+expect_fail() { # expect_fail WHAT PATTERN ARGS...
+    local what=$1 pattern=$2 out=$work/out.npy rc=0
+    shift 2
+    rm -f "$out"
+    "$run" "$@" --output "$out" --backend cpu > "$work/err.txt" 2>&1 || rc=$?
+    [ "$rc" -ne 0 ] || fail "$what: moe-run exited 0"
+    [ ! -e "$out" ] && [ ! -e "$out.partial" ] || fail "$what: moe-run left a file at the output path"
+    grep -q -- "$pattern" "$work/err.txt" || fail "$what: message lacks '$pattern': $(cat "$work/err.txt")"
+    echo "ok: $what (exit $rc): $(head -n 1 "$work/err.txt")"
+}
+expect_fail "missing directory" "$work/none" --model "$work/none" --layer 0 --input "$mix/x.npy"
+expect_fail "layer out of range" "layer 3" --model "$mix" --layer 3 --input "$mix/x.npy"
+expect_fail "missing input" "nothing.npy" --model "$mix" --layer 0 --input "$work/nothing.npy"
+expect_fail "float64 input" "f64.npy: dtype '<f8'" --model "$mix" --layer 0 --input "$work/f64.npy"
+expect_fail "rank-1 input" "rank1.npy: shape (240) has rank 1" --model "$mix" --layer 0 --input "$work/rank1.npy"
+expect_fail "Fortran-order input" "fortran.npy: Fortran" --model "$mix" --layer 0 --input "$work/fortran.npy"
+expect_fail "input of the wrong width" "width.npy: width 40" --model "$mix" --layer 0 --input "$work/width.npy"
+expect_fail "dense layer" "no MoE block" --model "$data/deepseek_v3_T8_d36_f20_E16_k4_g4" --layer 0 \
+    --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy"
+expect_fail "unknown option" "unknown option" --model "$mix" --layer 0 --input "$mix/x.npy" --frobnicate
+
+# ---- moe-info -------------------------------------------------------------------------------------
+"$info" > "$work/info.txt"
+grep -q "backend cpu: 1 device" "$work/info.txt" || fail "moe-info does not list the CPU device"
+grep -q "AUTO picks: cpu" "$work/info.txt" || fail "moe-info does not say what AUTO picks (MOE_BACKEND=cpu)"
+"$info" --json > "$work/info.json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["auto"]["backend"]=="cpu"; \
+assert d["backends"][0]["devices"][0]["subgroup_size"] > 0' "$work/info.json" || fail "moe-info --json is not valid"
+echo "OK: moe-run and moe-info"

@@ -1,0 +1,133 @@
+/*
+ * moe-info — lists every backend this build of moe has, each device with its vendor, type,
+ * driver, API version, memory and the limits the kernels depend on, and the backend and
+ * device AUTO picks on this machine (by creating an AUTO context, so MOE_BACKEND is honoured
+ * exactly as an application would see it). --json prints the same as one JSON object.
+ * Uses only the public API (moe.h).
+ */
+#include <moe.h>
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *type_name(moe_device_type t)
+{
+    switch (t) {
+    case MOE_DEVICE_TYPE_CPU: return "cpu";
+    case MOE_DEVICE_TYPE_INTEGRATED_GPU: return "integrated-gpu";
+    case MOE_DEVICE_TYPE_DISCRETE_GPU: return "discrete-gpu";
+    case MOE_DEVICE_TYPE_VIRTUAL_GPU: return "virtual-gpu";
+    case MOE_DEVICE_TYPE_OTHER: break;
+    }
+    return "other";
+}
+
+/* A JSON string literal. */
+static void jstr(const char *s)
+{
+    putchar('"');
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') printf("\\%c", *p);
+        else if (*p < 0x20) printf("\\u%04x", *p);
+        else putchar(*p);
+    }
+    putchar('"');
+}
+
+static void print_device(const moe_device_info *d, int json, int first)
+{
+    if (json) {
+        printf("%s\n      {\"index\": %d, \"name\": ", first ? "" : ",", d->index);
+        jstr(d->name);
+        printf(", \"vendor\": ");
+        jstr(d->vendor);
+        printf(", \"type\": \"%s\", \"driver\": ", type_name(d->type));
+        jstr(d->driver);
+        printf(", \"api_version\": ");
+        jstr(d->api_version);
+        printf(", \"memory_bytes\": %llu, \"compute_units\": %d, \"max_workgroup_size\": %llu, "
+               "\"shared_memory_bytes\": %llu, \"subgroup_size\": %d, \"fp16\": %s}",
+               (unsigned long long)d->memory_bytes, d->compute_units, (unsigned long long)d->max_workgroup_size,
+               (unsigned long long)d->shared_memory_bytes, d->subgroup_size, d->fp16 ? "true" : "false");
+        return;
+    }
+    printf("  device %d: %s\n", d->index, d->name);
+    printf("    vendor:           %s\n", d->vendor);
+    printf("    type:             %s\n", type_name(d->type));
+    printf("    driver:           %s\n", d->driver);
+    printf("    api version:      %s\n", d->api_version[0] ? d->api_version : "-");
+    printf("    memory:           %.1f GiB\n", (double)d->memory_bytes / (1024.0 * 1024.0 * 1024.0));
+    printf("    compute units:    %d\n", d->compute_units);
+    if (d->max_workgroup_size) printf("    max workgroup:    %llu invocations\n", (unsigned long long)d->max_workgroup_size);
+    else printf("    max workgroup:    n/a\n");
+    if (d->shared_memory_bytes) printf("    shared memory:    %llu bytes\n", (unsigned long long)d->shared_memory_bytes);
+    else printf("    shared memory:    n/a\n");
+    printf("    subgroup size:    %d\n", d->subgroup_size);
+    printf("    fp16:             %s\n", d->fp16 ? "yes" : "no");
+}
+
+int main(int argc, char **argv)
+{
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else {
+            fprintf(stderr, "usage: moe-info [--json]\n"
+                            "Lists moe's backends, their devices and limits, and what AUTO picks.\n");
+            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+        }
+    }
+    static const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
+    int rc = 0;
+    if (json) printf("{\"version\": \"%s\", \"backends\": [", moe_version());
+    else printf("moe %s\n", moe_version());
+    for (size_t b = 0; b < sizeof kinds / sizeof kinds[0]; b++) {
+        const char *name = moe_backend_name(kinds[b]);
+        const int built = moe_backend_is_built(kinds[b]);
+        int count = 0;
+        const moe_status st = built ? moe_device_count(kinds[b], &count) : MOE_OK;
+        if (json) {
+            printf("%s\n  {\"name\": \"%s\", \"built\": %s, \"devices\": [", b ? "," : "", name,
+                   built ? "true" : "false");
+        } else {
+            printf("\nbackend %s: %s", name, !built ? "not built into this library\n" : "");
+            if (built && st != MOE_OK) printf("error: %s (%s)\n", moe_status_string(st), moe_last_error());
+            else if (built) printf("%d device%s\n", count, count == 1 ? "" : "s");
+        }
+        for (int i = 0; st == MOE_OK && i < count; i++) {
+            moe_device_info d = {.struct_size = sizeof d};
+            const moe_status ds = moe_device_get_info(kinds[b], i, &d);
+            if (ds != MOE_OK) {
+                fprintf(stderr, "moe-info: %s device %d: %s (%s)\n", name, i, moe_status_string(ds), moe_last_error());
+                rc = 1;
+                continue;
+            }
+            print_device(&d, json, i == 0);
+        }
+        if (json) printf("%s]}", count ? "\n    " : "");
+    }
+    moe_context *ctx = NULL;
+    const moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_AUTO};
+    const moe_status st = moe_context_create(&desc, &ctx);
+    moe_device_info d = {.struct_size = sizeof d};
+    if (st == MOE_OK) moe_context_get_device_info(ctx, &d);
+    if (json) {
+        printf("\n], \"auto\": ");
+        if (st == MOE_OK) {
+            printf("{\"backend\": \"%s\", \"device\": %d, \"name\": ", moe_backend_name(moe_context_backend(ctx)), d.index);
+            jstr(d.name);
+            printf("}}\n");
+        } else {
+            printf("null, \"auto_error\": ");
+            jstr(moe_last_error());
+            printf("}\n");
+        }
+    } else if (st == MOE_OK) {
+        printf("\nAUTO picks: %s device %d (%s)\n", moe_backend_name(moe_context_backend(ctx)), d.index, d.name);
+    } else {
+        printf("\nAUTO picks nothing: %s (%s)\n", moe_status_string(st), moe_last_error());
+    }
+    moe_context_destroy(ctx);
+    return st == MOE_OK ? rc : 1;
+}
