@@ -115,7 +115,8 @@ typedef struct moe_device_info {
     uint64_t max_workgroup_size; /* invocations in one workgroup; 0 = not applicable (CPU) */
     uint64_t shared_memory_bytes;/* shared (local) memory per workgroup; 0 = not applicable */
     int subgroup_size;           /* subgroup width; CPU: float lanes of one vector */
-    int fp16;                    /* 1 if the kernels can compute in fp16 on this device */
+    int fp16;                    /* 1 if the device can do fp16 arithmetic in kernels (Vulkan
+                                    shaderFloat16, OpenCL cl_khr_fp16); moe computes in fp32 */
 } moe_device_info;
 
 /* "cpu", "vulkan", "opencl", "auto"; never NULL. */

@@ -22,6 +22,11 @@ layout(constant_id = 9) const int ACT = -1;       // activation, ACT_NONE for no
 layout(constant_id = 10) const bool GATHER = false;    // A row = row_token[r]
 layout(constant_id = 11) const bool HAS_ROWS = false;  // row_token marks valid rows
 layout(constant_id = 12) const bool HAS_TILES = false; // tile_expert names each tile's expert
+// Stage A and W through shared memory (GPUs). Without it each invocation reads its TM rows
+// and TN columns straight from memory: on CPU-type devices (lavapipe, SwiftShader) "shared"
+// memory is ordinary memory, caches already give the reuse, and every barrier() is a
+// context switch of the invocations, so the barrier-free form is many times faster there.
+layout(constant_id = 13) const bool USE_SHARED = true;
 
 layout(std430, binding = 0) readonly buffer A_ { float a[]; };
 layout(std430, binding = 1) readonly buffer RowToken { int row_token[]; };
@@ -31,9 +36,9 @@ layout(std430, binding = 4) writeonly buffer Out { float o[]; };
 
 layout(push_constant) uniform Push { int n_rows; } pc;
 
-shared float As[BK * BM];
-shared float Bs[BK * BN];
-shared float Us[GATED ? BK * BN : 1];
+shared float As[USE_SHARED ? BK * BM : 1];
+shared float Bs[USE_SHARED ? BK * BN : 1];
+shared float Us[USE_SHARED && GATED ? BK * BN : 1];
 
 void main()
 {
@@ -53,7 +58,31 @@ void main()
     if (GATED)
         for (int i = 0; i < TM * TN; i++) accu[i] = 0.0;
 
-    for (int k0 = 0; k0 < K_DIM; k0 += BK) {
+    if (!USE_SHARED) {
+        // Rows and columns this invocation owns; out-of-range ones read row/column 0 and are
+        // discarded in the epilogue.
+        uint arow[TM], wcol[TN];
+        for (int m = 0; m < TM; m++) {
+            const int row = row0 + ty * TM + m;
+            int src = row < pc.n_rows ? (HAS_ROWS ? row_token[row] : row) : -1;
+            if (!GATHER && src >= 0) src = row;
+            arow[m] = uint(max(src, 0)) * uint(K_DIM);
+        }
+        for (int n = 0; n < TN; n++) wcol[n] = uint(min(col0 + tx * TN + n, N_OUT - 1)) * uint(K_DIM);
+        for (int k = 0; k < K_DIM; k++) {
+            float av[TM];
+            for (int m = 0; m < TM; m++) av[m] = a[arow[m] + uint(k)];
+            for (int n = 0; n < TN; n++) {
+                const float b = w[w_base + wcol[n] + uint(k)];
+                for (int m = 0; m < TM; m++) acc[m * TN + n] = fma(av[m], b, acc[m * TN + n]);
+                if (GATED) {
+                    const float u = w[u_base + wcol[n] + uint(k)];
+                    for (int m = 0; m < TM; m++) accu[m * TN + n] = fma(av[m], u, accu[m * TN + n]);
+                }
+            }
+        }
+    }
+    for (int k0 = 0; USE_SHARED && k0 < K_DIM; k0 += BK) {
         // Consecutive invocations read consecutive k: coalesced along the reduction.
         for (int i = lid; i < BM * BK; i += threads) {
             const int r = i / BK, kk = i % BK, row = row0 + r, k = k0 + kk;

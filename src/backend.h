@@ -76,6 +76,7 @@ typedef struct moe_plan_step {
     int64_t n_tokens;
     int64_t n_rows;          /* padded row bound (moe_plan_rows) */
     moe_addr topk_ids;       /* int32 [T][k] */
+    moe_addr workspace;      /* at least T·E int32, the backend's to use */
     moe_addr expert_counts;  /* out int32 [E + 1]: routed rows per expert, then dropped rows */
     moe_addr expert_offsets; /* out int32 [E + 1]: first padded row of each expert, then the end */
     moe_addr row_token;      /* out int32 [n_rows]: token of each row, -1 for padding */
@@ -162,6 +163,7 @@ struct moe_backend {
     moe_context *ctx;        /* for error reporting */
     size_t alignment;        /* buffer offset alignment, a power of two */
     double last_device_ms;   /* set by finish: device time of the steps since begin */
+    size_t staging_bytes;    /* host-visible transfer memory the backend holds */
     int64_t row_tile;        /* rows per GEMM tile: each expert's rows are padded to it */
     moe_device_info info;
 };

@@ -138,6 +138,7 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
         return st;
     }
     ctx->arena.be = ctx->be;
+    ctx->arena.staging_bytes = ctx->be->staging_bytes;
     const char *fail = getenv("MOE_TEST_FAIL_ALLOC");
     ctx->arena.fail_countdown = fail ? atol(fail) : 0;
     *out = ctx;

@@ -186,9 +186,11 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
 #define TAKE(field, bytes) (L->field.offset = moe_bump_take(&b, (bytes)), L->field.buf = (moe_bbuf *)1)
     if (host_x) TAKE(x, f * TD);
     TAKE(logits, f * (size_t)T * (size_t)d->n_experts);
-    /* Route workspace, reused by the stats step for E doubles. */
+    /* One workspace for the steps that need one, in turn: route (T·(E + n_group) floats),
+     * plan (per-block counts, at most T·E ints), stats (2·T + E floats, or E doubles). */
     const size_t ws = (size_t)T * (size_t)(d->n_experts + d->n_group);
-    TAKE(route_ws, f * (ws > 2 * (size_t)d->n_experts ? ws : 2 * (size_t)d->n_experts));
+    const size_t ws_stats = 2 * (size_t)T + 2 * (size_t)d->n_experts;
+    TAKE(route_ws, f * (ws > ws_stats ? ws : ws_stats));
     TAKE(topk_ids, i * TK);
     TAKE(topk_weights, f * TK);
     TAKE(expert_counts, i * ((size_t)d->n_experts + 1));
@@ -225,7 +227,7 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
 
     const moe_route_step route = {d, T, x, layer->w.router, layer->w.router_bias,
                                   L->logits, L->route_ws, L->topk_ids, L->topk_weights};
-    const moe_plan_step plan = {d, T, L->n_rows, L->topk_ids, L->expert_counts,
+    const moe_plan_step plan = {d, T, L->n_rows, L->topk_ids, L->route_ws, L->expert_counts,
                                 L->expert_offsets, L->row_token, L->slot_row, L->tile_expert};
     const bool gated = moe_activation_is_gated(d->activation);
     const moe_ffn_step up = {

@@ -252,6 +252,24 @@ static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
         if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > info->memory_bytes)
             info->memory_bytes = m.memoryHeaps[i].size;
     info->compute_units = (int)p.limits.maxComputeWorkGroupInvocations;
+    snprintf(info->api_version, sizeof info->api_version, "Vulkan %u.%u.%u", VK_API_VERSION_MAJOR(p.apiVersion),
+             VK_API_VERSION_MINOR(p.apiVersion), VK_API_VERSION_PATCH(p.apiVersion));
+    info->max_workgroup_size = p.limits.maxComputeWorkGroupInvocations;
+    info->shared_memory_bytes = p.limits.maxComputeSharedMemorySize;
+    /* Subgroup size and fp16 need Vulkan 1.1 / 1.2 queries; older devices report 0. */
+    if (p.apiVersion >= VK_API_VERSION_1_1 && vkGetPhysicalDeviceProperties2 && vkGetPhysicalDeviceFeatures2) {
+        VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+        vkGetPhysicalDeviceProperties2(pd, &p2);
+        info->subgroup_size = (int)sub.subgroupSize;
+        if (p.apiVersion >= VK_API_VERSION_1_2) {
+            VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+            VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16};
+            vkGetPhysicalDeviceFeatures2(pd, &f2);
+            info->fp16 = f16.shaderFloat16 != 0;
+        }
+    }
 }
 
 static moe_status vk_device_info(int index, moe_device_info *info)
@@ -289,14 +307,26 @@ static moe_status choose_sizes(vk_backend *b)
                                 : l->maxComputeWorkGroupSize[0];
     b->wg_big = pow2_floor(max_wg < 256 ? max_wg : 256);
     b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
-    /* GEMM: 64×64 tiles; 256 invocations of 4×4 accumulators, or 64 of 8×8 on devices
-     * limited to fewer invocations. Shared memory: BK·(BM + 2·BN) floats. */
-    b->gemm_bm = 64;
-    b->gemm_bn = 64;
+    /* GEMM tiles. GPUs: 64×64 tiles staged through shared memory, 256 invocations of 4×4
+     * accumulators (64 of 8×8 where fewer invocations are allowed). CPU-type devices
+     * (lavapipe, SwiftShader): 32×32 tiles read straight from memory by 64 invocations of
+     * 4×4 (see gemm.comp's USE_SHARED); measured on lavapipe this is ~2x a plain per-thread
+     * dot product, while the shared-memory form is slower than both there. MOE_VK_GEMM_BM,
+     * MOE_VK_GEMM_TM and MOE_VK_GEMM_SHARED override, for experiments. */
+    const bool cpu_device = b->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    b->gemm_bm = b->gemm_bn = cpu_device ? 32 : 64;
     b->gemm_bk = 16;
-    b->gemm_tm = b->gemm_tn = max_wg >= 256 ? 4 : 8;
+    b->gemm_tm = b->gemm_tn = cpu_device || max_wg >= 256 ? 4 : 8;
+    b->gemm_shared = !cpu_device;
+    const char *env;
+    if ((env = getenv("MOE_VK_GEMM_BM")) != NULL) b->gemm_bm = b->gemm_bn = (uint32_t)atoi(env);
+    if ((env = getenv("MOE_VK_GEMM_TM")) != NULL) b->gemm_tm = b->gemm_tn = (uint32_t)atoi(env);
+    if ((env = getenv("MOE_VK_GEMM_SHARED")) != NULL) b->gemm_shared = (uint32_t)atoi(env) != 0;
+    if (b->gemm_tm == 0 || b->gemm_bm % b->gemm_tm != 0 || b->gemm_bm % b->gemm_bk != 0)
+        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT, "vulkan: bad GEMM tile override (BM %u, TM %u)",
+                        b->gemm_bm, b->gemm_tm);
     const size_t shared = sizeof(float) * b->gemm_bk * (b->gemm_bm + 2 * b->gemm_bn);
-    if ((b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn) > max_wg || shared > l->maxComputeSharedMemorySize)
+    if ((b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn) > max_wg || (b->gemm_shared && shared > l->maxComputeSharedMemorySize))
         return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
                         "vulkan: device limits too small (%u invocations, %u bytes of shared memory)", max_wg,
                         l->maxComputeSharedMemorySize);
@@ -311,7 +341,7 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
     const char *inject = getenv("MOE_VK_INJECT");
-    b->inject_oom = inject && !strcmp(inject, "oom");
+    const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
     b->inject_lost = inject && !strcmp(inject, "lost");
     char why[256];
     if (instance_acquire(&b->instance, why, sizeof why) != VK_SUCCESS) {
@@ -369,6 +399,7 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
     if (st == MOE_OK) st = vk_memory_init(b);
+    b->inject_oom = inject_oom;
     if (st == MOE_OK) st = vk_pipelines_init(b);
     if (st == MOE_OK) st = vk_check_validation(b);
     if (st != MOE_OK) {

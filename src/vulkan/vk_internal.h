@@ -66,6 +66,7 @@ struct moe_bbuf {
 /* ---- pipelines ---------------------------------------------------------------------------- */
 
 #define VK_MAX_SPEC 16
+#define VK_MAX_QUERIES 32
 
 typedef struct vk_pipeline {
     vk_shader_id shader;
@@ -91,6 +92,7 @@ typedef struct vk_backend {
     /* limits the kernels are sized from */
     uint32_t wg_small, wg_big;          /* workgroup sizes: per-item kernels, reductions */
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
+    uint32_t gemm_shared;               /* 1: stage tiles through shared memory (GPUs) */
 
     vk_block *blocks;
     VkDeviceSize block_size;
@@ -111,7 +113,9 @@ typedef struct vk_backend {
     VkCommandBuffer xfer;               /* transfers */
     VkFence fence;
     VkDescriptorPool desc_pool;
-    VkQueryPool query_pool;
+    VkQueryPool query_pool;             /* timestamps: begin, then one after each dispatch */
+    uint32_t n_queries;
+    vk_shader_id query_shader[VK_MAX_QUERIES];
     bool recording;
     moe_status record_status;           /* first failure while recording a forward */
 

@@ -72,7 +72,6 @@ static bool carve(vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSi
 
 static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_block **out)
 {
-    if (b->inject_oom) return vk_fail(b, VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory (injected by MOE_VK_INJECT=oom)");
     vk_block *k = calloc(1, sizeof *k);
     if (!k) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     const VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size,
@@ -162,6 +161,7 @@ moe_status vk_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, 
     (void)usage;
     vk_backend *b = vkb(be);
     if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    if (b->inject_oom) return vk_fail(b, VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory (injected by MOE_VK_INJECT=oom)");
     moe_status st = alloc_buffer(b, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, out);
     return st == MOE_OK ? vk_check_validation(b) : st;
 }

@@ -135,7 +135,7 @@ moe_status vk_pipelines_init(vk_backend *b)
     VK_TRY(b, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool));
     if (b->timestamp_bits > 0) {
         const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2};
+                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = VK_MAX_QUERIES};
         VK_TRY(b, b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool));
     }
     return MOE_OK;

@@ -70,6 +70,10 @@ static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *s
         b->vk.vkCmdPushConstants(b->cmd, b->layouts[shader], VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                  vk_shaders[shader].push_bytes, push);
     b->vk.vkCmdDispatch(b->cmd, gx, gy, 1);
+    if (b->query_pool && b->n_queries < VK_MAX_QUERIES - 1) {
+        b->query_shader[b->n_queries] = shader;
+        b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, b->query_pool, b->n_queries++);
+    }
     barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     return MOE_OK;
@@ -93,8 +97,9 @@ moe_status vk_begin(moe_backend *be)
     b->recording = true;
     b->record_status = MOE_OK;
     if (b->query_pool) {
-        b->vk.vkCmdResetQueryPool(b->cmd, b->query_pool, 0, 2);
+        b->vk.vkCmdResetQueryPool(b->cmd, b->query_pool, 0, VK_MAX_QUERIES);
         b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, b->query_pool, 0);
+        b->n_queries = 1;
     }
     /* Earlier uploads (a separate submission) become visible to the kernels. */
     barrier(b, b->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
@@ -109,7 +114,7 @@ moe_status vk_finish(moe_backend *be)
     b->recording = false;
     barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
             VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    if (b->query_pool) b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, b->query_pool, 1);
+    if (b->query_pool) b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, b->query_pool, b->n_queries++);
     VK_TRY(b, b->vk.vkEndCommandBuffer(b->cmd));
     if (b->record_status != MOE_OK) return b->record_status; /* recorded, never submitted */
     if (b->inject_lost) {
@@ -123,12 +128,18 @@ moe_status vk_finish(moe_backend *be)
     b->vk.vkResetFences(b->device, 1, &b->fence);
     if (r != VK_SUCCESS) return vk_fail(b, r, "vkWaitForFences");
     be->last_device_ms = now_ms() - t0;
-    uint64_t ts[2];
+    uint64_t ts[VK_MAX_QUERIES];
+    const uint32_t nq = b->n_queries;
     if (b->query_pool &&
-        b->vk.vkGetQueryPoolResults(b->device, b->query_pool, 0, 2, sizeof ts, ts, sizeof ts[0],
+        b->vk.vkGetQueryPoolResults(b->device, b->query_pool, 0, nq, sizeof ts, ts, sizeof ts[0],
                                     VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
         const uint64_t mask = b->timestamp_bits >= 64 ? ~0ull : (1ull << b->timestamp_bits) - 1;
-        be->last_device_ms = (double)((ts[1] - ts[0]) & mask) * b->props.limits.timestampPeriod * 1e-6;
+        const double ms = b->props.limits.timestampPeriod * 1e-6;
+        be->last_device_ms = (double)((ts[nq - 1] - ts[0]) & mask) * ms;
+        /* Per-kernel times, for whoever listens at DEBUG level. */
+        for (uint32_t i = 1; i + 1 < nq; i++)
+            moe_log(be->ctx, MOE_LOG_DEBUG, "vulkan: %-12s %9.3f ms", vk_shaders[b->query_shader[i]].name,
+                    (double)((ts[i] - ts[i - 1]) & mask) * ms);
     }
     return vk_check_validation(b);
 }
@@ -141,10 +152,10 @@ static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t k_dim, int64_t n_o
     const uint32_t spec[] = {(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn),
                              b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn,
                              (uint32_t)k_dim, (uint32_t)n_out, gated, (uint32_t)act, gather,
-                             row_token.buf != NULL, tile_expert.buf != NULL};
+                             row_token.buf != NULL, tile_expert.buf != NULL, b->gemm_shared};
     const moe_addr bind[] = {a, row_token, tile_expert, w, out};
     const int32_t push[] = {(int32_t)n_rows};
-    return dispatch(b, VK_SHADER_GEMM, spec, 13, bind, push, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm));
+    return dispatch(b, VK_SHADER_GEMM, spec, 14, bind, push, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm));
 }
 
 moe_status vk_route(moe_backend *be, const moe_route_step *s)
