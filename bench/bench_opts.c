@@ -69,6 +69,42 @@ static void choice_list(FILE *out, const bench_choice *choices)
         fprintf(out, "%s%s", c == choices ? "" : "|", c->name);
 }
 
+/* "1,8,64": every item a strict integer in range, no empty item, at most BENCH_LIST_MAX. */
+static bench_parse_result set_list(const bench_opt *o, const char *value, const char *prog)
+{
+    bench_int_list list = {0};
+    const char *p = value;
+    for (;;) {
+        const size_t len = strcspn(p, ",");
+        char item[32];
+        int64_t v;
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr, "%s: --%s expects comma-separated integers, got '%s'\n", prog, o->name, value);
+            return BENCH_PARSE_ERROR;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (!parse_int64(item, &v)) {
+            fprintf(stderr, "%s: --%s: '%s' is not an integer (in '%s')\n", prog, o->name, item, value);
+            return BENCH_PARSE_ERROR;
+        }
+        if (v < o->min_i || v > o->max_i) {
+            fprintf(stderr, "%s: --%s: each value must be in %" PRId64 "..%" PRId64 ", got %" PRId64 "\n",
+                    prog, o->name, o->min_i, o->max_i, v);
+            return BENCH_PARSE_ERROR;
+        }
+        if (list.n == BENCH_LIST_MAX) {
+            fprintf(stderr, "%s: --%s takes at most %d values\n", prog, o->name, BENCH_LIST_MAX);
+            return BENCH_PARSE_ERROR;
+        }
+        list.v[list.n++] = v;
+        if (p[len] == '\0') break;
+        p += len + 1;
+    }
+    *(bench_int_list *)o->target = list;
+    return BENCH_PARSE_OK;
+}
+
 static bench_parse_result set_value(const bench_opt *o, const char *value, const char *prog)
 {
     switch (o->kind) {
@@ -119,6 +155,15 @@ static bench_parse_result set_value(const bench_opt *o, const char *value, const
         choice_list(stderr, o->choices);
         fprintf(stderr, ")\n");
         return BENCH_PARSE_ERROR;
+    case BENCH_OPT_STRING:
+        if (!*value) {
+            fprintf(stderr, "%s: --%s needs a non-empty value\n", prog, o->name);
+            return BENCH_PARSE_ERROR;
+        }
+        *(const char **)o->target = value;
+        return BENCH_PARSE_OK;
+    case BENCH_OPT_LIST:
+        return set_list(o, value, prog);
     case BENCH_OPT_FLAG:
     case BENCH_OPT_HELP:
         break;
@@ -175,7 +220,7 @@ static void default_text(const bench_opt *o, char *buf, size_t size)
     switch (o->kind) {
     case BENCH_OPT_INT64: {
         const int64_t v = *(const int64_t *)o->target;
-        if (v == 0 && o->zero_means)
+        if ((v == 0 || v < o->min_i) && o->zero_means)
             snprintf(buf, size, "%s", o->zero_means);
         else
             snprintf(buf, size, "%" PRId64, v);
@@ -195,6 +240,22 @@ static void default_text(const bench_opt *o, char *buf, size_t size)
     case BENCH_OPT_CHOICE:
         snprintf(buf, size, "%s", bench_choice_name(o->choices, *(const int *)o->target));
         break;
+    case BENCH_OPT_STRING: {
+        const char *v = *(const char *const *)o->target;
+        snprintf(buf, size, "%s", v ? v : o->zero_means ? o->zero_means : "");
+        break;
+    }
+    case BENCH_OPT_LIST: {
+        const bench_int_list *l = (const bench_int_list *)o->target;
+        size_t n = 0;
+        if (l->n == 0 && o->zero_means) snprintf(buf, size, "%s", o->zero_means);
+        for (size_t i = 0; i < l->n; i++) {
+            const int w = snprintf(buf + n, size - n, "%s%" PRId64, i ? "," : "", l->v[i]);
+            if (w < 0 || (size_t)w >= size - n) break;
+            n += (size_t)w;
+        }
+        break;
+    }
     case BENCH_OPT_FLAG:
     case BENCH_OPT_HELP:
         break;
@@ -206,7 +267,7 @@ void bench_opts_usage(FILE *out, const bench_opt *opts, size_t n_opts)
     for (size_t i = 0; i < n_opts; i++) {
         const bench_opt *o = &opts[i];
         char left[96], meta[64], def[64];
-        if (o->kind == BENCH_OPT_CHOICE) {
+        if (o->kind == BENCH_OPT_CHOICE && !o->metavar) {
             size_t n = 0;
             meta[0] = '\0';
             for (const bench_choice *c = o->choices; c && c->name; c++) {

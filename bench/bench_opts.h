@@ -19,8 +19,18 @@ typedef enum bench_opt_kind {
     BENCH_OPT_UINT64, /* unsigned integer, decimal or 0x hex; uint64_t target */
     BENCH_OPT_DOUBLE, /* finite number > min_d; double target */
     BENCH_OPT_CHOICE, /* one of the names in choices; the int target gets its value */
-    BENCH_OPT_HELP    /* no value; parsing stops with BENCH_PARSE_HELP */
+    BENCH_OPT_HELP,   /* no value; parsing stops with BENCH_PARSE_HELP */
+    BENCH_OPT_STRING, /* any non-empty text; const char * target (points into argv) */
+    BENCH_OPT_LIST    /* comma-separated integers, each in [min_i, max_i]; bench_int_list target */
 } bench_opt_kind;
+
+enum { BENCH_LIST_MAX = 32 };
+
+/* Target of a BENCH_OPT_LIST option: "1,8,64" gives n = 3, v = {1, 8, 64}. */
+typedef struct bench_int_list {
+    size_t n;
+    int64_t v[BENCH_LIST_MAX];
+} bench_int_list;
 
 typedef struct bench_choice {
     const char *name;
@@ -30,12 +40,14 @@ typedef struct bench_choice {
 typedef struct bench_opt {
     const char *name; /* "tokens" for --tokens */
     bench_opt_kind kind;
-    void *target;                /* int*, int64_t*, uint64_t* or double*, per kind */
+    void *target;                /* int*, int64_t*, uint64_t*, double*, const char** or
+                                    bench_int_list*, per kind */
     const char *metavar;         /* "T" in "--tokens T"; NULL for flags */
     int64_t min_i, max_i;        /* BENCH_OPT_INT64 range, inclusive */
     double min_d;                /* BENCH_OPT_DOUBLE: the value must be greater */
     const bench_choice *choices; /* BENCH_OPT_CHOICE: ends with a {NULL, 0} row */
-    const char *zero_means;      /* numeric: how the usage shows a default of 0 ("auto") */
+    const char *zero_means;      /* how the usage shows an unset default: a numeric 0 or a value
+                                    below min_i, a NULL string, an empty list ("auto") */
     const char *help;
 } bench_opt;
 

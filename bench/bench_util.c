@@ -1,15 +1,22 @@
 /*
  * bench_util.c — moe-independent helpers of moe-bench (see bench_util.h): the seeded PRNG
- * that makes weights and inputs reproducible, the monotonic clock, checked size products
- * and the timing summary.
+ * that makes weights and inputs reproducible, the monotonic clock, checked size products,
+ * the timing summary, the host memory probe and the stderr progress bar.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "bench_util.h"
 
+#include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define BENCH_HAVE_UNISTD 1
+#endif
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -41,6 +48,11 @@ void bench_fill_uniform(bench_rng *rng, float *p, size_t n, float bound)
     const double scale = 2.0 * (double)bound / 16777216.0; /* 24 random bits → [0, 2·bound) */
     for (size_t i = 0; i < n; i++)
         p[i] = (float)((double)(bench_rng_next(rng) >> 40) * scale - (double)bound);
+}
+
+double bench_rng_uniform(bench_rng *rng)
+{
+    return (double)(bench_rng_next(rng) >> 11) * (1.0 / 9007199254740992.0); /* 53 bits */
 }
 
 double bench_now(void)
@@ -76,6 +88,14 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+double bench_percentile_sorted(const double *v, size_t n, double q)
+{
+    size_t rank = (size_t)ceil(q / 100.0 * (double)n); /* nearest rank, 1-based */
+    if (rank < 1) rank = 1;
+    if (rank > n) rank = n;
+    return v[rank - 1];
+}
+
 bench_summary bench_summarize(double *v, size_t n)
 {
     bench_summary s = {0};
@@ -88,10 +108,83 @@ bench_summary bench_summarize(double *v, size_t n)
     s.max = v[n - 1];
     s.mean = sum / (double)n;
     s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-    const double r = ceil(0.95 * (double)n);
-    size_t rank = (size_t)r; /* nearest rank, 1-based */
-    if (rank < 1) rank = 1;
-    if (rank > n) rank = n;
-    s.p95 = v[rank - 1];
+    double ss = 0.0;
+    for (size_t i = 0; i < n; i++) ss += (v[i] - s.mean) * (v[i] - s.mean);
+    s.stddev = n > 1 ? sqrt(ss / (double)(n - 1)) : 0.0;
+    s.p95 = bench_percentile_sorted(v, n, 95.0);
+    s.p99 = bench_percentile_sorted(v, n, 99.0);
     return s;
+}
+
+/* A "Name:   123 kB" line of /proc/meminfo, in bytes; 0 if absent. */
+static uint64_t meminfo_bytes(const char *name)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t v = 0;
+    const size_t len = strlen(name);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, name, len) == 0 && line[len] == ':') {
+            uint64_t kb = 0;
+            if (sscanf(line + len + 1, "%" SCNu64, &kb) == 1) v = kb * 1024u;
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+uint64_t bench_host_available(uint64_t *total)
+{
+    uint64_t phys = meminfo_bytes("MemTotal");
+#if defined(BENCH_HAVE_UNISTD) && defined(_SC_PHYS_PAGES)
+    if (phys == 0) {
+        const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        if (pages > 0 && page > 0) phys = (uint64_t)pages * (uint64_t)page;
+    }
+#endif
+    if (total) *total = phys;
+    const uint64_t avail = meminfo_bytes("MemAvailable");
+    return avail > 0 ? avail : phys;
+}
+
+void bench_progress_init(bench_progress *p)
+{
+    memset(p, 0, sizeof *p);
+    const char *off = getenv("MOE_BENCH_NO_PROGRESS");
+#if defined(BENCH_HAVE_UNISTD)
+    p->enabled = isatty(fileno(stderr)) && !(off && *off && strcmp(off, "0") != 0);
+#else
+    (void)off;
+#endif
+    p->start = bench_now();
+}
+
+void bench_progress_update(bench_progress *p, double fraction, const char *label)
+{
+    if (!p->enabled) return;
+    const double now = bench_now();
+    if (now - p->start < BENCH_PROGRESS_DELAY || now - p->last_draw < 0.1) return;
+    enum { WIDTH = 30 };
+    if (!(fraction >= 0.0)) fraction = 0.0;
+    if (fraction > 1.0) fraction = 1.0;
+    const int filled = (int)(fraction * WIDTH + 0.5);
+    char bar[WIDTH + 1];
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '#' : '.';
+    bar[WIDTH] = '\0';
+    fprintf(stderr, "\r\033[K[%s] %3.0f%% %6.1fs  %.60s", bar, fraction * 100.0, now - p->start,
+            label ? label : "");
+    fflush(stderr);
+    p->drawn = 1;
+    p->last_draw = now;
+}
+
+void bench_progress_clear(bench_progress *p)
+{
+    if (!p->drawn) return;
+    fputs("\r\033[K", stderr);
+    fflush(stderr);
+    p->drawn = 0;
+    p->last_draw = 0.0; /* the next update draws at once */
 }

@@ -1,0 +1,144 @@
+/*
+ * bench_config.h — what moe-bench is asked to do: the configuration the command line fills
+ * (bench_options.c), the model presets that fill it first (bench_presets.c), and the shape
+ * arithmetic both the runner and the report need — the layer descriptor for a token count,
+ * the FLOP count of one forward, the bytes of the weights, and the memory a run needs.
+ */
+#ifndef MOE_BENCH_CONFIG_H
+#define MOE_BENCH_CONFIG_H
+
+#include "bench_opts.h"
+
+#include "moe.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#define BENCH_PROG "moe-bench"
+
+/* Exit statuses of moe-bench. */
+enum {
+    BENCH_EXIT_OK = 0,
+    BENCH_EXIT_LIBRARY = 1, /* the library (or the host: out of memory, I/O) failed */
+    BENCH_EXIT_USAGE = 2,   /* bad flags */
+    BENCH_EXIT_MEMORY = 3   /* the shape does not fit in this machine's memory: refused */
+};
+
+/* --backend all: every backend moe_device_count reports devices for. */
+#define BENCH_BACKEND_ALL (-1)
+
+/* Request token counts of the serving simulation. */
+typedef enum bench_req_dist {
+    BENCH_REQ_GEOMETRIC = 0, /* P(n) = p(1-p)^(n-1), p = 1/mean: many short, a long tail */
+    BENCH_REQ_UNIFORM = 1,   /* uniform on 1 .. 2·mean-1 */
+    BENCH_REQ_FIXED = 2      /* always mean */
+} bench_req_dist;
+
+/* Everything the command line sets. A preset fills it before the flags are applied, so an
+ * explicit flag always wins over the preset. */
+typedef struct bench_config {
+    int preset; /* index into the preset table, or -1 for none ("custom") */
+    int backend;  /* moe_backend_kind, or BENCH_BACKEND_ALL */
+    int64_t device; /* -1: device 0 (with --backend all: every device) */
+    int64_t threads;
+    int64_t tokens, d_model, d_ff, experts, top_k;
+    bench_int_list sweep_tokens; /* n = 0: just `tokens` */
+    int activation, score, group_score, drop_policy;
+    int no_renorm;
+    int64_t groups, topk_group;
+    double scale;
+    int64_t shared_ff;
+    int shared_gate;
+    int64_t capacity;
+    double capacity_factor; /* > 0: capacity = ceil(factor · T · k / E) at each token count */
+    int selection_bias;
+    double hot_expert; /* share of tokens pushed to expert 0 as their first choice */
+    int64_t warmup, iters;
+    double min_time;
+    int64_t ref_tokens; /* 0: min(T, 16), fewer for wide layers */
+    int no_ref;
+    uint64_t seed;
+    const char *json_path;
+    int list_presets;
+    /* serving simulation */
+    int serve;
+    double rate, duration, slo_ms;
+    int64_t max_batch_tokens, streams, req_tokens;
+    int req_dist;
+} bench_config;
+
+/* ---- options (bench_options.c) --------------------------------------------------------- */
+
+/* The headline shape, no preset. */
+bench_config bench_default_config(void);
+
+/* Parses argv into *cfg: defaults, then the preset named by --preset, then every flag.
+ * Checks the combination (top-k <= experts, groups, ...). Returns BENCH_PARSE_OK, _HELP (the
+ * usage is already on stdout) or _ERROR (a message is already on stderr). */
+bench_parse_result bench_config_parse(bench_config *cfg, int argc, char **argv);
+
+/* The usage text. */
+void bench_usage(FILE *out);
+
+extern const bench_choice bench_backend_choices[];
+extern const bench_choice bench_activation_choices[];
+extern const bench_choice bench_score_choices[];
+extern const bench_choice bench_group_score_choices[];
+extern const bench_choice bench_drop_choices[];
+extern const bench_choice bench_req_dist_choices[];
+
+/* ---- presets (bench_presets.c) ------------------------------------------------------- */
+
+typedef struct bench_preset {
+    const char *name;  /* --preset NAME */
+    const char *model; /* the Hugging Face model it is taken from */
+    int64_t tokens;    /* 0: keep the default token count */
+    int64_t d_model, d_ff, n_experts, top_k;
+    moe_score_func score;
+    int renormalize;
+    int64_t n_group, topk_group;
+    moe_group_score group_score;
+    double scale;
+    int selection_bias;
+    moe_activation activation;
+    int64_t d_ff_shared;
+    int shared_gate;
+    double capacity_factor;
+    moe_drop_policy drop_policy;
+} bench_preset;
+
+extern const bench_preset bench_presets[];
+extern const int bench_n_presets;
+
+/* The name of preset index i, "custom" for -1. */
+const char *bench_preset_name(int i);
+/* Overwrites the shape and variant fields of *cfg with preset i's. */
+void bench_preset_apply(bench_config *cfg, int i);
+/* Prints the preset table (name, shape, routing, model) for --list-presets. */
+void bench_presets_list(FILE *out);
+
+/* ---- shape arithmetic (bench_presets.c) ------------------------------------------------ */
+
+/* The layer descriptor for a forward of `tokens` tokens, in a layer of `max_tokens`. */
+moe_layer_desc bench_make_desc(const bench_config *cfg, int64_t tokens, int64_t max_tokens);
+int bench_desc_gated(const moe_layer_desc *d);
+
+/* FLOPs of one forward (design.md): 2·T·d·E (router) + 2·T·k·d·f·m (routed experts, m = 3
+ * gated, 2 otherwise) + 2·T·d·f_shared·m (shared experts) + 2·T·d (their sigmoid gate).
+ * Rows dropped by capacity are still counted. */
+double bench_forward_flops(const moe_layer_desc *d, int64_t tokens);
+
+/* Bytes (float32) of one routed expert's weights, and of the weights every forward reads
+ * whatever the routing: router (+ selection bias), shared experts (+ their gate). */
+double bench_expert_bytes(const moe_layer_desc *d);
+double bench_fixed_weight_bytes(const moe_layer_desc *d);
+/* Bytes of all the layer's weights. */
+double bench_all_weight_bytes(const moe_layer_desc *d);
+/* A generous estimate of the scratch one forward of `tokens` tokens reserves. */
+double bench_scratch_bytes(const moe_layer_desc *d, int64_t tokens);
+
+/* The token counts of the run (the sweep, or the single --tokens) and their maximum. */
+size_t bench_token_list(const bench_config *cfg, int64_t *out, size_t cap);
+int64_t bench_max_tokens(const bench_config *cfg);
+
+#endif /* MOE_BENCH_CONFIG_H */

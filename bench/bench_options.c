@@ -1,0 +1,241 @@
+/*
+ * bench_options.c — moe-bench's command line: the defaults (the headline shape), the option
+ * table handed to the table-driven parser (bench_opts.c), the usage text, and the checks of
+ * combinations the parser cannot see one option at a time. --preset NAME is applied before
+ * the other flags, whatever their order, so an explicit flag always overrides the preset.
+ */
+#include "bench_config.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+enum { MAX_OPTS = 72 };
+
+bench_config bench_default_config(void)
+{
+    bench_config c = {
+        .preset = -1,
+        .backend = MOE_BACKEND_AUTO,
+        .device = -1,
+        .tokens = 512,
+        .d_model = 1024,
+        .d_ff = 2816,
+        .experts = 8,
+        .top_k = 2,
+        .activation = MOE_ACTIVATION_SWIGLU,
+        .score = MOE_SCORE_SOFTMAX,
+        .warmup = 2,
+        .min_time = 1.0,
+        .seed = 42,
+        .rate = 20.0,
+        .duration = 5.0,
+        .slo_ms = 250.0,
+        .max_batch_tokens = 512,
+        .streams = 1,
+        .req_tokens = 16,
+        .req_dist = BENCH_REQ_GEOMETRIC,
+    };
+    return c;
+}
+
+const bench_choice bench_backend_choices[] = {{"auto", MOE_BACKEND_AUTO},
+                                              {"all", BENCH_BACKEND_ALL},
+                                              {"cpu", MOE_BACKEND_CPU},
+                                              {"vulkan", MOE_BACKEND_VULKAN},
+                                              {"opencl", MOE_BACKEND_OPENCL},
+                                              {NULL, 0}};
+const bench_choice bench_activation_choices[] = {{"swiglu", MOE_ACTIVATION_SWIGLU},
+                                                 {"geglu", MOE_ACTIVATION_GEGLU},
+                                                 {"relu", MOE_ACTIVATION_RELU},
+                                                 {"gelu", MOE_ACTIVATION_GELU},
+                                                 {NULL, 0}};
+const bench_choice bench_score_choices[] = {
+    {"softmax", MOE_SCORE_SOFTMAX}, {"sigmoid", MOE_SCORE_SIGMOID}, {NULL, 0}};
+const bench_choice bench_group_score_choices[] = {
+    {"top2-sum", MOE_GROUP_SCORE_TOP2_SUM}, {"max", MOE_GROUP_SCORE_MAX}, {NULL, 0}};
+const bench_choice bench_drop_choices[] = {
+    {"zero", MOE_DROP_ZERO}, {"passthrough", MOE_DROP_PASSTHROUGH}, {NULL, 0}};
+const bench_choice bench_req_dist_choices[] = {{"geometric", BENCH_REQ_GEOMETRIC},
+                                               {"uniform", BENCH_REQ_UNIFORM},
+                                               {"fixed", BENCH_REQ_FIXED},
+                                               {NULL, 0}};
+
+/* The preset names as choices, built from the preset table on first use. */
+static const bench_choice *preset_choices(void)
+{
+    static bench_choice choices[64];
+    if (!choices[0].name) {
+        int n = 0;
+        for (int i = 0; i < bench_n_presets && n < 63; i++) choices[n++] = (bench_choice){bench_presets[i].name, i};
+        choices[n] = (bench_choice){NULL, 0};
+    }
+    return choices;
+}
+
+#define SIZE_MAX_OPT (INT64_C(1) << 40)
+/* clang-format off */
+#define OPT_INT(name, field, meta, lo, hi, zero, help) \
+    {name, BENCH_OPT_INT64, &c->field, meta, lo, hi, 0.0, NULL, zero, help}
+#define OPT_NUM(name, field, meta, gt, zero, help) \
+    {name, BENCH_OPT_DOUBLE, &c->field, meta, 0, 0, gt, NULL, zero, help}
+#define OPT_CHOICE(name, field, choices, help) \
+    {name, BENCH_OPT_CHOICE, &c->field, NULL, 0, 0, 0.0, choices, NULL, help}
+#define OPT_FLAG(name, field, help) \
+    {name, BENCH_OPT_FLAG, &c->field, NULL, 0, 0, 0.0, NULL, NULL, help}
+/* clang-format on */
+
+/* The option table; its rows point into *c. Returns the number of rows. */
+static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
+{
+    const bench_opt table[] = {
+        {"preset", BENCH_OPT_CHOICE, &c->preset, "NAME", 0, 0, 0.0, preset_choices(), NULL,
+         "a real model's layer shape and routing (--list-presets); later flags override it"},
+        OPT_FLAG("list-presets", list_presets, "list the presets and exit"),
+        OPT_CHOICE("backend", backend, bench_backend_choices,
+                   "backend; auto tries Vulkan, OpenCL, CPU (env MOE_BACKEND overrides); all runs every "
+                   "backend with a device, side by side"),
+        OPT_INT("device", device, "N", 0, INT32_MAX, "0 (all: every device)", "device index within the backend"),
+        OPT_INT("threads", threads, "N", 0, 65536, "all cores", "CPU backend worker threads"),
+        OPT_INT("tokens", tokens, "T", 1, SIZE_MAX_OPT, NULL, "tokens per forward"),
+        {"sweep-tokens", BENCH_OPT_LIST, &c->sweep_tokens, "T1,T2,..", 1, SIZE_MAX_OPT, 0.0, NULL, "off",
+         "run each token count in turn (decode-to-prefill curve); replaces --tokens"},
+        OPT_INT("d-model", d_model, "D", 1, SIZE_MAX_OPT, NULL, "hidden size"),
+        OPT_INT("d-ff", d_ff, "F", 1, SIZE_MAX_OPT, NULL, "routed expert intermediate size"),
+        OPT_INT("experts", experts, "E", 1, SIZE_MAX_OPT, NULL, "routed experts"),
+        OPT_INT("top-k", top_k, "K", 1, SIZE_MAX_OPT, NULL, "experts per token"),
+        OPT_CHOICE("activation", activation, bench_activation_choices, "expert activation"),
+        OPT_CHOICE("score", score, bench_score_choices, "router score function"),
+        OPT_FLAG("no-renorm", no_renorm, "do not renormalise the chosen weights to sum 1"),
+        OPT_INT("groups", groups, "N", 0, SIZE_MAX_OPT, "none",
+                "group-limited routing: experts split into N groups"),
+        OPT_INT("topk-group", topk_group, "M", 0, SIZE_MAX_OPT, "none",
+                "groups kept per token (with --groups)"),
+        OPT_CHOICE("group-score", group_score, bench_group_score_choices,
+                   "a group's score: sum of its best two (DeepSeek-V3) or its best (V2)"),
+        OPT_NUM("scale", scale, "S", 0.0, "1", "routed scaling factor, > 0"),
+        OPT_INT("shared-ff", shared_ff, "F", 0, SIZE_MAX_OPT, "none", "shared expert width"),
+        OPT_FLAG("shared-gate", shared_gate, "sigmoid gate on the shared expert (Qwen2-MoE)"),
+        OPT_INT("capacity", capacity, "C", 0, SIZE_MAX_OPT, "unlimited",
+                "expert capacity in rows; the rest are dropped (overrides --capacity-factor)"),
+        OPT_NUM("capacity-factor", capacity_factor, "F", 0.0, "off",
+                "capacity = ceil(F * T * k / E) at each token count (Switch: 1.25)"),
+        OPT_CHOICE("drop-policy", drop_policy, bench_drop_choices,
+                   "what a dropped row gives: 0 (GShard) or p*x (Hugging Face Switch)"),
+        OPT_FLAG("selection-bias", selection_bias,
+                 "add a random selection bias to the scores for choosing (DeepSeek-V3)"),
+        OPT_NUM("hot-expert", hot_expert, "SHARE", 0.0, "off",
+                "skew routing: this share (0..1] of tokens picks expert 0 first"),
+        OPT_INT("warmup", warmup, "N", 0, 1000000, NULL, "untimed forwards first"),
+        OPT_INT("iters", iters, "N", 1, 10000000, "until --min-time", "timed forwards"),
+        OPT_NUM("min-time", min_time, "SEC", 0.0, NULL,
+                "without --iters: time for at least this long and >= 5 forwards (>= 2 past 10x)"),
+        OPT_INT("ref-tokens", ref_tokens, "N", 1, SIZE_MAX_OPT, "min(T, 16), fewer for wide layers",
+                "tokens on which the scalar reference is timed"),
+        OPT_FLAG("no-ref", no_ref, "skip the scalar reference (no speedup column)"),
+        {"seed", BENCH_OPT_UINT64, &c->seed, "S", 0, 0, 0.0, NULL, NULL,
+         "seed of the random weights, inputs and arrivals"},
+        {"json", BENCH_OPT_STRING, &c->json_path, "FILE", 0, 0, 0.0, NULL, "none",
+         "also write the results to FILE as a JSON array (bench/README.md)"},
+        OPT_FLAG("serve", serve, "serving simulation instead of the forward benchmark"),
+        OPT_NUM("rate", rate, "R", 0.0, NULL, "serve: Poisson arrivals, requests per second"),
+        OPT_NUM("duration", duration, "SEC", 0.0, NULL, "serve: requests arrive for this long"),
+        OPT_CHOICE("req-dist", req_dist, bench_req_dist_choices, "serve: distribution of request tokens"),
+        OPT_INT("req-tokens", req_tokens, "N", 1, SIZE_MAX_OPT, NULL,
+                "serve: mean tokens per request (capped at --max-batch-tokens)"),
+        OPT_INT("max-batch-tokens", max_batch_tokens, "N", 1, SIZE_MAX_OPT, NULL,
+                "serve: the batcher's token budget per forward"),
+        OPT_INT("streams", streams, "N", 1, 64, NULL, "serve: worker streams (one context each)"),
+        OPT_NUM("slo-ms", slo_ms, "MS", 0.0, NULL, "serve: latency objective per request"),
+        {"help", BENCH_OPT_HELP, NULL, NULL, 0, 0, 0.0, NULL, NULL, "show this help and exit"},
+    };
+    _Static_assert(sizeof table / sizeof table[0] <= MAX_OPTS, "raise MAX_OPTS");
+    memcpy(opts, table, sizeof table);
+    return sizeof table / sizeof table[0];
+}
+
+void bench_usage(FILE *out)
+{
+    bench_config defaults = bench_default_config();
+    bench_opt opts[MAX_OPTS];
+    const size_t n = bench_options(&defaults, opts);
+    fprintf(out,
+            "usage: " BENCH_PROG " [options]\n"
+            "Times one MoE layer forward (moe_layer_forward) on random weights scaled like a trained\n"
+            "layer, on one or every backend, and reports latency min/median/mean/stddev/p95/p99,\n"
+            "GFLOPS, tokens/s, weight GB/s, arena peak and the speedup over the scalar reference.\n"
+            "--serve runs a serving simulation instead. Without flags: the headline shape (T=512,\n"
+            "d_model=1024, d_ff=2816, 8 experts, top-2, SwiGLU) on the auto backend.\n"
+            "Exit status: 0 ok, 1 library error, 2 usage error, 3 the shape does not fit in memory.\n"
+            "\noptions:\n");
+    bench_opts_usage(out, opts, n);
+}
+
+static bench_parse_result fail(const char *msg)
+{
+    fprintf(stderr, BENCH_PROG ": %s\n", msg);
+    return BENCH_PARSE_ERROR;
+}
+
+/* Checks the parsed options together. */
+static bench_parse_result check(bench_config *c)
+{
+    char msg[256];
+    if (c->top_k > c->experts) {
+        snprintf(msg, sizeof msg, "--top-k (%" PRId64 ") must not exceed --experts (%" PRId64 ")", c->top_k,
+                 c->experts);
+        return fail(msg);
+    }
+    if (c->groups > 1) {
+        if (c->experts % c->groups != 0) {
+            snprintf(msg, sizeof msg, "--groups (%" PRId64 ") must divide --experts (%" PRId64 ")", c->groups,
+                     c->experts);
+            return fail(msg);
+        }
+        if (c->topk_group < 1 || c->topk_group > c->groups) {
+            snprintf(msg, sizeof msg, "--topk-group must be in 1..%" PRId64 " with --groups %" PRId64, c->groups,
+                     c->groups);
+            return fail(msg);
+        }
+        if (c->top_k > c->topk_group * (c->experts / c->groups))
+            return fail("--top-k exceeds the experts in the kept groups (--topk-group x experts per group)");
+    } else if (c->topk_group > 1) {
+        return fail("--topk-group needs --groups N with N > 1");
+    }
+    if (c->shared_gate && c->shared_ff == 0) return fail("--shared-gate needs --shared-ff F");
+    if (c->hot_expert > 1.0) return fail("--hot-expert is a share of tokens: it must be in (0, 1]");
+    if (c->serve && c->sweep_tokens.n > 0) return fail("--sweep-tokens and --serve do not combine");
+    if (c->serve && c->req_tokens > c->max_batch_tokens) {
+        snprintf(msg, sizeof msg, "--req-tokens (%" PRId64 ") must not exceed --max-batch-tokens (%" PRId64 ")",
+                 c->req_tokens, c->max_batch_tokens);
+        return fail(msg);
+    }
+    const int64_t max_t = bench_max_tokens(c);
+    if (c->ref_tokens > max_t) {
+        snprintf(msg, sizeof msg, "--ref-tokens (%" PRId64 ") must not exceed the largest token count (%" PRId64 ")",
+                 c->ref_tokens, max_t);
+        return fail(msg);
+    }
+    return BENCH_PARSE_OK;
+}
+
+bench_parse_result bench_config_parse(bench_config *cfg, int argc, char **argv)
+{
+    bench_opt opts[MAX_OPTS];
+    /* First pass: every flag into a scratch config, which reports every bad flag and finds
+     * the preset; second pass: defaults, the preset, then the flags again on top. */
+    bench_config first = bench_default_config();
+    size_t n = bench_options(&first, opts);
+    bench_parse_result r = bench_opts_parse(opts, n, argc, argv, BENCH_PROG);
+    if (r == BENCH_PARSE_HELP) {
+        bench_usage(stdout);
+        return r;
+    }
+    if (r != BENCH_PARSE_OK) return r;
+    *cfg = bench_default_config();
+    bench_preset_apply(cfg, first.preset);
+    n = bench_options(cfg, opts);
+    r = bench_opts_parse(opts, n, argc, argv, BENCH_PROG);
+    if (r != BENCH_PARSE_OK) return r;
+    if (cfg->list_presets) return BENCH_PARSE_OK;
+    return check(cfg);
+}

@@ -1,0 +1,463 @@
+/*
+ * bench_runner.c — the measuring half of moe-bench (see bench_runner.h): target selection,
+ * the memory guard, reproducible weights scaled like a trained layer (uniform in
+ * ±1/sqrt(fan_in), inputs uniform in ±1, so routing is realistic rather than degenerate),
+ * the --hot-expert skew, the timed forwards with wall and device time, and the scalar
+ * reference. Uses only the public API.
+ */
+#include "bench_runner.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    MIN_TIMED_ITERS = 5,       /* with --min-time: at least this many timed forwards, */
+    SLOW_TIMED_ITERS = 2,      /* or this many once SLOW_FACTOR x --min-time has passed */
+    SLOW_FACTOR = 10,
+    MAX_TIMED_ITERS = 1000000, /* with --min-time: at most this many */
+    DEFAULT_REF_TOKENS = 16,
+    MAX_REF_RUNS = 9
+};
+#define REF_MIN_TIME    0.25  /* seconds: the reference is rerun while its total is below this */
+#define REF_FLOP_BUDGET 1e9   /* default reference tokens: about this many FLOPs */
+#define BIAS_BOUND      0.05f /* selection bias uniform in ±this (scores are O(1)) */
+#define HOT_LOGIT       3.0   /* --hot-expert: logit added to expert 0 (logits' spread is ~1/3) */
+#define PACK_SLACK      1.05  /* the library's packed copy: padding to panels, alignment */
+#define GIB             1073741824.0
+#define HOST_SHARE      0.95 /* of the host's available memory a run may plan to use */
+
+int bench_library_error(const char *what, moe_status st, const moe_context *ctx)
+{
+    const char *detail = ctx ? moe_context_error(ctx) : "";
+    if (!detail || !*detail) detail = moe_last_error();
+    fprintf(stderr, BENCH_PROG ": %s failed: %s%s%s\n", what, moe_status_string(st),
+            detail && *detail ? ": " : "", detail ? detail : "");
+    return BENCH_EXIT_LIBRARY;
+}
+
+/* ---- targets ---------------------------------------------------------------------------- */
+
+static void append_note(char *note, size_t size, const char *text)
+{
+    const size_t len = strlen(note);
+    if (len + 3 >= size) return;
+    snprintf(note + len, size - len, "%s%s", len ? "; " : "", text);
+}
+
+size_t bench_targets(const bench_config *cfg, bench_target *out, size_t cap, char *note, size_t note_size)
+{
+    note[0] = '\0';
+    if (cfg->backend != BENCH_BACKEND_ALL) {
+        out[0] = (bench_target){(moe_backend_kind)cfg->backend, cfg->device < 0 ? 0 : (int)cfg->device};
+        return 1;
+    }
+    static const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        const char *name = moe_backend_name(kinds[i]);
+        char text[96];
+        int count = 0;
+        const moe_status st = moe_device_count(kinds[i], &count);
+        if (st != MOE_OK) {
+            snprintf(text, sizeof text, "%s: %s", name,
+                     st == MOE_ERROR_BACKEND_UNAVAILABLE ? "not built" : moe_status_string(st));
+            append_note(note, note_size, text);
+            continue;
+        }
+        if (count == 0) {
+            snprintf(text, sizeof text, "%s: no device", name);
+            append_note(note, note_size, text);
+        } else if (cfg->device >= count) {
+            snprintf(text, sizeof text, "%s: no device %d", name, (int)cfg->device);
+            append_note(note, note_size, text);
+        }
+        for (int dev = 0; dev < count && n < cap; dev++)
+            if (cfg->device < 0 || dev == cfg->device) out[n++] = (bench_target){kinds[i], dev};
+    }
+    if (n == 0) fprintf(stderr, BENCH_PROG ": --backend all: no backend has a device (%s)\n", note);
+    return n;
+}
+
+void bench_isa_from_driver(const char *driver, char *isa, size_t size)
+{
+    static const char prefix[] = "moe cpu ";
+    if (strncmp(driver, prefix, sizeof prefix - 1) != 0) {
+        snprintf(isa, size, "-");
+        return;
+    }
+    const char *p = driver + sizeof prefix - 1;
+    const size_t len = strcspn(p, " (");
+    snprintf(isa, size, "%.*s", (int)len, p);
+}
+
+int bench_context_create(const bench_target *t, int64_t threads, moe_context **out, moe_device_info *info)
+{
+    moe_context_desc cd;
+    memset(&cd, 0, sizeof cd);
+    cd.struct_size = sizeof cd;
+    cd.backend = t->kind;
+    cd.device_index = t->device;
+    cd.n_threads = (int)threads;
+    moe_status st = moe_context_create(&cd, out);
+    if (st != MOE_OK) return bench_library_error("moe_context_create", st, NULL);
+    memset(info, 0, sizeof *info);
+    info->struct_size = sizeof *info;
+    st = moe_context_get_device_info(*out, info);
+    if (st != MOE_OK) {
+        const int rc = bench_library_error("moe_context_get_device_info", st, *out);
+        moe_context_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- memory guard ----------------------------------------------------------------------- */
+
+static int shares_host_memory(const moe_device_info *info)
+{
+    return info->type != MOE_DEVICE_TYPE_DISCRETE_GPU && info->type != MOE_DEVICE_TYPE_VIRTUAL_GPU;
+}
+
+int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, size_t n_infos)
+{
+    const int64_t max_t = bench_max_tokens(cfg);
+    const moe_layer_desc d = bench_make_desc(cfg, max_t, max_t);
+    const double weights = bench_all_weight_bytes(&d);
+    const double streams = cfg->serve ? (double)cfg->streams : 1.0;
+    const double act = 2.0 * (double)max_t * (double)d.d_model * sizeof(float) +
+                       (double)DEFAULT_REF_TOKENS * (double)d.d_model * sizeof(float);
+    const double lib = streams * (weights * PACK_SLACK + bench_scratch_bytes(&d, max_t));
+    const moe_device_info *host_dev = NULL; /* a target whose copy lives in host memory */
+    for (size_t i = 0; i < n_infos; i++) {
+        if (shares_host_memory(&infos[i])) {
+            if (!host_dev) host_dev = &infos[i];
+        } else if (infos[i].memory_bytes > 0 && lib > (double)infos[i].memory_bytes) {
+            fprintf(stderr,
+                    BENCH_PROG ": refusing %s at T=%" PRId64 ": it needs about %.4g GiB on %s device %d \"%s\" "
+                               "(%.4g GiB of weights per stream, %.0f stream(s), plus scratch), more than its "
+                               "%.4g GiB\n",
+                    bench_preset_name(cfg->preset), max_t, lib / GIB, moe_backend_name(infos[i].backend),
+                    infos[i].index, infos[i].name, weights / GIB, streams, (double)infos[i].memory_bytes / GIB);
+            return BENCH_EXIT_MEMORY;
+        }
+    }
+    const double worst_lib = host_dev ? lib : 0.0;
+    uint64_t total = 0;
+    const uint64_t avail = bench_host_available(&total);
+    const double need = weights + act + worst_lib;
+    if (!isfinite(need) || need > (double)SIZE_MAX / 2 || (avail > 0 && need > HOST_SHARE * (double)avail)) {
+        char lib_text[160] = "";
+        if (host_dev)
+            snprintf(lib_text, sizeof lib_text,
+                     ", %.4g GiB for the library's own packed copy and scratch on the %s backend (%.0f %s)",
+                     worst_lib / GIB, moe_backend_name(host_dev->backend), streams,
+                     streams > 1 ? "streams" : "stream");
+        fprintf(stderr,
+                BENCH_PROG ": refusing %s (d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts) at T=%" PRId64
+                           ": it needs about %.4g GiB of host memory (%.4g GiB of float32 weights made on the host%s, "
+                           "%.4g GiB of activations), but this machine has %.4g GiB available (%.4g GiB total) and a run may "
+                           "use %.0f%% of it\n",
+                bench_preset_name(cfg->preset), d.d_model, d.d_ff, d.n_experts, max_t, need / GIB, weights / GIB,
+                lib_text, act / GIB, (double)avail / GIB, (double)total / GIB, HOST_SHARE * 100.0);
+        return BENCH_EXIT_MEMORY;
+    }
+    return 0;
+}
+
+/* ---- data ------------------------------------------------------------------------------- */
+
+void bench_data_free(bench_data *b)
+{
+    float *all[] = {b->router,      b->router_bias, b->gate, b->up, b->down, b->shared_gate, b->shared_up,
+                    b->shared_down, b->shared_expert_gate, b->x, b->y};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
+    memset(b, 0, sizeof *b);
+}
+
+/* --hot-expert: push a seeded share of the input rows toward expert 0 by adding
+ * (HOT_LOGIT / |r0|²)·r0, which raises that row's expert-0 logit by HOT_LOGIT and moves the
+ * others only by the (small) overlap of router rows. */
+static int64_t skew_inputs(const bench_config *c, const moe_layer_desc *d, bench_data *b)
+{
+    const float *r0 = b->router;
+    double norm2 = 0.0;
+    for (int64_t i = 0; i < d->d_model; i++) norm2 += (double)r0[i] * r0[i];
+    if (!(norm2 > 0.0)) return 0;
+    const float coef = (float)(HOT_LOGIT / norm2);
+    bench_rng rng;
+    bench_rng_seed(&rng, c->seed ^ 0x486f74457870ull); /* its own stream: the base data stays */
+    int64_t hot = 0;
+    for (int64_t t = 0; t < b->rows; t++) {
+        if (!(bench_rng_uniform(&rng) < c->hot_expert)) continue;
+        float *x = b->x + (size_t)t * (size_t)d->d_model;
+        for (int64_t i = 0; i < d->d_model; i++) x[i] += coef * r0[i];
+        hot++;
+    }
+    return hot;
+}
+
+int bench_data_make(const bench_config *c, const moe_layer_desc *d, bench_data *b)
+{
+    memset(b, 0, sizeof *b);
+    const int gated = bench_desc_gated(d), shared = d->d_ff_shared > 0;
+    const int64_t rows = bench_max_tokens(c);
+    const float in_bound = (float)(1.0 / sqrt((double)d->d_model));
+    const float ff_bound = (float)(1.0 / sqrt((double)d->d_ff));
+    const float sh_bound = shared ? (float)(1.0 / sqrt((double)d->d_ff_shared)) : 0.0f;
+    const struct {
+        float **dst;
+        int needed;
+        int64_t a, b, c;
+        float bound;
+        const char *what;
+    } arrays[] = {
+        {&b->router, 1, d->n_experts, d->d_model, 1, in_bound, "router"},
+        {&b->router_bias, d->has_selection_bias, d->n_experts, 1, 1, BIAS_BOUND, "router_bias"},
+        {&b->gate, gated, d->n_experts, d->d_ff, d->d_model, in_bound, "gate"},
+        {&b->up, 1, d->n_experts, d->d_ff, d->d_model, in_bound, "up"},
+        {&b->down, 1, d->n_experts, d->d_model, d->d_ff, ff_bound, "down"},
+        {&b->shared_gate, shared && gated, d->d_ff_shared, d->d_model, 1, in_bound, "shared_gate"},
+        {&b->shared_up, shared, d->d_ff_shared, d->d_model, 1, in_bound, "shared_up"},
+        {&b->shared_down, shared, d->d_model, d->d_ff_shared, 1, sh_bound, "shared_down"},
+        {&b->shared_expert_gate, shared && d->shared_expert_gate, d->d_model, 1, 1, in_bound,
+         "shared_expert_gate"},
+        {&b->x, 1, rows, d->d_model, 1, 1.0f, "x"},
+        {&b->y, 1, rows, d->d_model, 1, 0.0f, "y"},
+    };
+    enum { N_ARRAYS = sizeof arrays / sizeof arrays[0] };
+    size_t count[N_ARRAYS];
+    for (size_t i = 0; i < N_ARRAYS; i++) {
+        count[i] = 0;
+        if (!arrays[i].needed) continue;
+        if (!bench_mul_size(arrays[i].a, arrays[i].b, arrays[i].c, &count[i]) ||
+            count[i] > SIZE_MAX / sizeof(float)) {
+            fprintf(stderr,
+                    BENCH_PROG ": the shape is too large: %s (%" PRId64 " x %" PRId64 " x %" PRId64
+                               " floats) does not fit in memory\n",
+                    arrays[i].what, arrays[i].a, arrays[i].b, arrays[i].c);
+            return BENCH_EXIT_MEMORY;
+        }
+    }
+    for (size_t i = 0; i < N_ARRAYS; i++) {
+        if (!arrays[i].needed) continue;
+        *arrays[i].dst = malloc(count[i] * sizeof(float));
+        if (!*arrays[i].dst) {
+            fprintf(stderr, BENCH_PROG ": out of host memory allocating %s (%zu bytes)\n", arrays[i].what,
+                    count[i] * sizeof(float));
+            bench_data_free(b);
+            return BENCH_EXIT_MEMORY;
+        }
+    }
+    b->rows = rows;
+    bench_rng rng;
+    bench_rng_seed(&rng, c->seed);
+    for (size_t i = 0; i < N_ARRAYS; i++)
+        if (arrays[i].needed && arrays[i].bound > 0.0f)
+            bench_fill_uniform(&rng, *arrays[i].dst, count[i], arrays[i].bound);
+    if (c->hot_expert > 0.0) b->hot_tokens = skew_inputs(c, d, b);
+    return 0;
+}
+
+moe_layer_weights bench_data_weights(const bench_data *b)
+{
+    moe_layer_weights w;
+    memset(&w, 0, sizeof w);
+    w.struct_size = sizeof w;
+    w.router = b->router;
+    w.router_bias = b->router_bias;
+    w.gate = b->gate;
+    w.up = b->up;
+    w.down = b->down;
+    w.shared_gate = b->shared_gate;
+    w.shared_up = b->shared_up;
+    w.shared_down = b->shared_down;
+    w.shared_expert_gate = b->shared_expert_gate;
+    return w;
+}
+
+/* ---- the reference ---------------------------------------------------------------------- */
+
+int64_t bench_default_ref_tokens(const moe_layer_desc *d, int64_t max_tokens)
+{
+    const double per_token = bench_forward_flops(d, 1);
+    int64_t n = per_token > 0.0 ? (int64_t)(REF_FLOP_BUDGET / per_token) : DEFAULT_REF_TOKENS;
+    if (n > DEFAULT_REF_TOKENS) n = DEFAULT_REF_TOKENS;
+    if (n > max_tokens) n = max_tokens;
+    return n < 1 ? 1 : n;
+}
+
+int bench_reference_run(const bench_config *c, const moe_layer_desc *d, const bench_data *b,
+                        bench_reference *r)
+{
+    (void)c;
+    const size_t n_out = (size_t)r->tokens * (size_t)d->d_model;
+    r->y = malloc(n_out * sizeof *r->y);
+    if (!r->y) {
+        fprintf(stderr, BENCH_PROG ": out of host memory for the reference output\n");
+        return BENCH_EXIT_LIBRARY;
+    }
+    const moe_layer_weights w = bench_data_weights(b);
+    double times[MAX_REF_RUNS], total = 0.0;
+    int n = 0;
+    while (n < MAX_REF_RUNS && (n == 0 || total < REF_MIN_TIME)) {
+        const double t0 = bench_now();
+        const moe_status st = moe_reference_forward(d, &w, r->tokens, b->x, r->y, NULL);
+        const double t1 = bench_now();
+        if (st != MOE_OK) {
+            free(r->y);
+            r->y = NULL;
+            return bench_library_error("moe_reference_forward", st, NULL);
+        }
+        times[n++] = t1 - t0;
+        total += t1 - t0;
+    }
+    const bench_summary s = bench_summarize(times, (size_t)n);
+    r->runs = n;
+    r->seconds = s.median;
+    return 0;
+}
+
+/* ---- measuring -------------------------------------------------------------------------- */
+
+double bench_forward_weight_bytes(const moe_layer_desc *d, const int32_t *expert_counts)
+{
+    double b = bench_fixed_weight_bytes(d);
+    for (int64_t e = 0; e < d->n_experts; e++)
+        if (expert_counts[e] > 0) b += bench_expert_bytes(d);
+    return b;
+}
+
+static void progress(bench_run_progress *p, double within)
+{
+    if (!p || !p->bar) return;
+    if (within > 1.0) within = 1.0;
+    bench_progress_update(p->bar, ((double)p->point + within) / (double)(p->n_points ? p->n_points : 1),
+                          p->label);
+}
+
+/* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
+ * seconds, at least MIN_TIMED_ITERS. Seconds per forward in *wall and *dev. */
+static int time_forwards(const bench_config *c, moe_context *ctx, moe_layer *layer, int64_t tokens,
+                         bench_data *b, bench_run_progress *prog, double **wall, double **dev, size_t *out_n)
+{
+    size_t cap = c->iters > 0 ? (size_t)c->iters : 64, n = 0;
+    double *tw = malloc(cap * sizeof *tw), *td = malloc(cap * sizeof *td), total = 0.0;
+    if (!tw || !td) {
+        free(tw);
+        free(td);
+        fprintf(stderr, BENCH_PROG ": out of host memory for %zu timings\n", cap);
+        return BENCH_EXIT_LIBRARY;
+    }
+    for (;;) {
+        if (c->iters > 0) {
+            if (n == (size_t)c->iters) break;
+        } else if ((n >= MIN_TIMED_ITERS && total >= c->min_time) || n >= MAX_TIMED_ITERS ||
+                   (n >= SLOW_TIMED_ITERS && total >= SLOW_FACTOR * c->min_time)) {
+            break;
+        }
+        if (n == cap) {
+            double *gw = realloc(tw, 2 * cap * sizeof *tw);
+            if (gw) tw = gw;
+            double *gd = gw ? realloc(td, 2 * cap * sizeof *td) : NULL;
+            if (gd) td = gd;
+            if (!gw || !gd) break; /* enough samples already; keep what we have */
+            cap *= 2;
+        }
+        double device_ms = 0.0;
+        moe_forward_stats stats;
+        memset(&stats, 0, sizeof stats);
+        stats.struct_size = sizeof stats;
+        stats.device_ms = &device_ms;
+        const double t0 = bench_now();
+        const moe_status st = moe_layer_forward(layer, tokens, b->x, b->y, &stats);
+        const double t1 = bench_now();
+        if (st != MOE_OK) {
+            free(tw);
+            free(td);
+            return bench_library_error("moe_layer_forward", st, ctx);
+        }
+        tw[n] = t1 - t0;
+        td[n] = device_ms * 1e-3;
+        n++;
+        total += t1 - t0;
+        const double by_iters = c->iters > 0 ? (double)n / (double)c->iters : 0.0;
+        const double by_time = c->iters > 0 ? 0.0 : total / c->min_time;
+        progress(prog, by_iters > by_time ? by_iters : by_time);
+    }
+    *wall = tw;
+    *dev = td;
+    *out_n = n;
+    return 0;
+}
+
+int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *layer, const moe_layer_desc *d,
+                  int64_t tokens, bench_data *b, bench_run_progress *prog, bench_result *r)
+{
+    moe_status st;
+    progress(prog, 0.0);
+    /* Warm-up: --warmup forwards, cut short (after one) once they have taken --min-time. */
+    const double warm_start = bench_now();
+    for (int64_t i = 0; i < c->warmup; i++) {
+        st = moe_layer_forward(layer, tokens, b->x, b->y, NULL);
+        if (st != MOE_OK) return bench_library_error("moe_layer_forward (warm-up)", st, ctx);
+        if (c->iters == 0 && bench_now() - warm_start >= c->min_time) break;
+    }
+    double *wall = NULL, *dev = NULL;
+    size_t n = 0;
+    int rc = time_forwards(c, ctx, layer, tokens, b, prog, &wall, &dev, &n);
+    if (rc) return rc;
+    r->wall = bench_summarize(wall, n);
+    int any_device = 0;
+    for (size_t i = 0; i < n; i++) any_device |= dev[i] > 0.0;
+    if (any_device) r->dev_time = bench_summarize(dev, n);
+    free(wall);
+    free(dev);
+
+    /* One more forward, untimed, for the routing: per-expert rows and drops. */
+    int32_t *counts = calloc((size_t)d->n_experts, sizeof *counts);
+    int32_t dropped = 0;
+    if (!counts) {
+        fprintf(stderr, BENCH_PROG ": out of host memory for %" PRId64 " expert counts\n", d->n_experts);
+        return BENCH_EXIT_LIBRARY;
+    }
+    moe_forward_stats stats;
+    memset(&stats, 0, sizeof stats);
+    stats.struct_size = sizeof stats;
+    stats.expert_counts = counts;
+    stats.dropped_count = &dropped;
+    st = moe_layer_forward(layer, tokens, b->x, b->y, &stats);
+    if (st != MOE_OK) {
+        free(counts);
+        return bench_library_error("moe_layer_forward (routing counts)", st, ctx);
+    }
+    r->weight_bytes = bench_forward_weight_bytes(d, counts);
+    r->experts_active = 0;
+    r->max_expert_rows = 0;
+    for (int64_t e = 0; e < d->n_experts; e++) {
+        r->experts_active += counts[e] > 0;
+        if (counts[e] > r->max_expert_rows) r->max_expert_rows = counts[e];
+    }
+    r->dropped_rows = dropped;
+    free(counts);
+
+    moe_arena_stats arena;
+    memset(&arena, 0, sizeof arena);
+    arena.struct_size = sizeof arena;
+    st = moe_context_get_arena_stats(ctx, &arena);
+    if (st != MOE_OK) return bench_library_error("moe_context_get_arena_stats", st, ctx);
+    r->arena_peak_bytes = arena.scratch_peak_bytes;
+    r->arena_weights_bytes = arena.weights_bytes;
+    r->arena_scratch_bytes = arena.scratch_bytes;
+
+    r->desc = *d;
+    r->hot_expert = c->hot_expert;
+    r->tokens = tokens;
+    r->warmup = c->warmup;
+    r->preset = bench_preset_name(c->preset);
+    r->flops = bench_forward_flops(d, tokens);
+    return 0;
+}

@@ -1,0 +1,114 @@
+/*
+ * bench_runner.h — the measuring half of moe-bench: the host data (weights and inputs, made
+ * once per run), the memory guard that refuses a shape before allocating it, the list of
+ * (backend, device) targets, the timed forwards of one target at one token count, and the
+ * scalar reference. What a measurement produces is a bench_result; bench_report.h prints it.
+ */
+#ifndef MOE_BENCH_RUNNER_H
+#define MOE_BENCH_RUNNER_H
+
+#include "bench_config.h"
+#include "bench_util.h"
+
+#include "moe.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Host copies of all weights, an input pool of max-tokens rows, and the output. */
+typedef struct bench_data {
+    float *router, *router_bias, *gate, *up, *down;
+    float *shared_gate, *shared_up, *shared_down, *shared_expert_gate;
+    float *x, *y;
+    int64_t rows; /* rows of x and y */
+    int64_t hot_tokens; /* rows pushed to expert 0 by --hot-expert */
+} bench_data;
+
+/* One (backend, device) to run on. */
+typedef struct bench_target {
+    moe_backend_kind kind; /* AUTO only for --backend auto */
+    int device;
+} bench_target;
+
+enum { BENCH_MAX_TARGETS = 32 };
+
+/* The targets --backend/--device select. For `all`, a backend that is not built or has no
+ * device is skipped and named in `note` (e.g. "vulkan: not built"). Returns the count; 0
+ * with a message on stderr when nothing can run. */
+size_t bench_targets(const bench_config *cfg, bench_target *out, size_t cap, char *note, size_t note_size);
+
+/* Device info of a context, and the CPU ISA level read from the driver string ("avx2"),
+ * "-" for a GPU backend. */
+void bench_isa_from_driver(const char *driver, char *isa, size_t size);
+
+/* Memory guard: the bytes the run needs on the host (host weights + the library's packed
+ * copy per stream when the device shares host memory + activations + scratch), checked
+ * against what the host can give and, for a discrete device, the device memory. Prints a
+ * message and returns BENCH_EXIT_MEMORY when it does not fit, 0 when it does. */
+int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, size_t n_infos);
+
+/* Allocates and fills the data with the seed (see bench_data). Returns 0 or an exit status. */
+int bench_data_make(const bench_config *cfg, const moe_layer_desc *d, bench_data *b);
+void bench_data_free(bench_data *b);
+moe_layer_weights bench_data_weights(const bench_data *b);
+
+/* Reports a failed library call with its status and detail; returns BENCH_EXIT_LIBRARY. */
+int bench_library_error(const char *what, moe_status st, const moe_context *ctx);
+
+/* Creates a context on a target, with cfg's threads (or `threads` when > 0). */
+int bench_context_create(const bench_target *t, int64_t threads, moe_context **out, moe_device_info *info);
+
+/* Everything measured for one (target, token count). Times are in seconds. */
+typedef struct bench_result {
+    char backend[16], device[256], driver[128], isa[32];
+    int device_index, threads;
+    const char *preset;
+    moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T */
+    double hot_expert;
+    int64_t tokens, warmup;
+    bench_summary wall;   /* host clock around each moe_layer_forward */
+    bench_summary dev_time; /* moe_forward_stats.device_ms, in seconds */
+    double flops;         /* per forward */
+    double weight_bytes;  /* weights read by a forward: see bench_forward_weight_bytes */
+    int64_t experts_active, max_expert_rows, dropped_rows;
+    size_t arena_peak_bytes, arena_weights_bytes, arena_scratch_bytes;
+    int has_ref;
+    int64_t ref_tokens;
+    double ref_seconds;        /* median seconds of the reference on ref_tokens */
+    double ref_scaled_seconds; /* scaled linearly to `tokens` */
+    double ref_max_abs_diff, ref_max_abs; /* on the first ref_tokens rows, at the largest T */
+    int ref_compared;
+} bench_result;
+
+/* Weight bytes one forward reads: the fixed weights plus one expert's weights for every
+ * expert that received at least one (token, slot) row. */
+double bench_forward_weight_bytes(const moe_layer_desc *d, const int32_t *expert_counts);
+
+/* The scalar reference on the first n tokens (at the largest token count's descriptor):
+ * median seconds of a few runs, and its output in y_ref[n][d_model]. */
+typedef struct bench_reference {
+    int64_t tokens;
+    int runs;
+    double seconds;
+    float *y; /* owned */
+} bench_reference;
+
+int bench_reference_run(const bench_config *cfg, const moe_layer_desc *d, const bench_data *b,
+                        bench_reference *r);
+/* Default reference tokens: min(T, 16), and no more than a budget of ~1 GFLOP. */
+int64_t bench_default_ref_tokens(const moe_layer_desc *d, int64_t max_tokens);
+
+/* Progress of the whole run, for bench_progress: points done of n_points. */
+typedef struct bench_run_progress {
+    bench_progress *bar;
+    size_t point, n_points;
+    char label[96];
+} bench_run_progress;
+
+/* Measures one target at one token count on an existing layer: warm-up, timed forwards (wall
+ * and device time), one forward with per-expert counts, arena stats. y of the last forward is
+ * left in b->y. Fills *r (except the reference fields); returns 0 or an exit status. */
+int bench_measure(const bench_config *cfg, moe_context *ctx, moe_layer *layer, const moe_layer_desc *d,
+                  int64_t tokens, bench_data *b, bench_run_progress *prog, bench_result *r);
+
+#endif /* MOE_BENCH_RUNNER_H */

@@ -1,0 +1,231 @@
+/*
+ * test_bench_json.c — moe-bench's JSON, read back with a real parser (cJSON).
+ *
+ * Without arguments: builds a forward result and a serve result by hand, writes them with
+ * bench_json_write and parses the file, checking every required key and a few values.
+ * With `--check FILE [MIN_OBJECTS]`: parses a file moe-bench wrote (CTest runs moe-bench
+ * first) and checks that it is an array of at least MIN_OBJECTS objects with the documented
+ * keys of their kind. Exit 0 when all is well.
+ */
+#include "bench_report.h"
+
+#include <cjson/cJSON.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
+            failures++;                                                                                      \
+        }                                                                                                    \
+    } while (0)
+
+/* The keys the issue requires of every forward result, and those of the latency object. */
+static const char *const forward_keys[] = {
+    "backend", "device", "preset", "tokens", "d_model", "d_ff", "n_experts", "top_k", "iters", "latency_ms",
+    "gflops", "tokens_per_s", "gbps", "arena_peak_bytes", "speedup_vs_reference", NULL};
+static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
+static const char *const serve_keys[] = {
+    "backend", "device", "preset", "d_model", "d_ff", "n_experts", "top_k", "streams", "rate", "duration_s",
+    "max_batch_tokens", "request_tokens", "slo_ms", "requests", "completed", "tokens_per_s",
+    "request_latency_ms", "slo_met_share", NULL};
+
+static char *read_all(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t got;
+    while (buf && (got = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += got;
+        if (n + 1 == cap) {
+            char *g = realloc(buf, cap * 2);
+            if (!g) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = g;
+            cap *= 2;
+        }
+    }
+    fclose(f);
+    if (buf) buf[n] = '\0';
+    return buf;
+}
+
+static int has_keys(const cJSON *o, const char *const *keys, const char *what)
+{
+    int ok = 1;
+    for (const char *const *k = keys; *k; k++) {
+        if (!cJSON_HasObjectItem(o, *k)) {
+            fprintf(stderr, "%s: missing key \"%s\"\n", what, *k);
+            ok = 0;
+        }
+    }
+    return ok;
+}
+
+static double num(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* Checks one object of a moe-bench JSON file by its kind. */
+static void check_object(const cJSON *o)
+{
+    CHECK(cJSON_IsObject(o));
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(o, "kind");
+    CHECK(cJSON_IsString(kind));
+    if (!cJSON_IsString(kind)) return;
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "backend")));
+    CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(o, "device")));
+    if (strcmp(kind->valuestring, "forward") == 0) {
+        CHECK(has_keys(o, forward_keys, "forward result"));
+        const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "latency_ms");
+        CHECK(cJSON_IsObject(lat) && has_keys(lat, latency_keys, "latency_ms"));
+        CHECK(num(lat, "min") <= num(lat, "median") && num(lat, "median") <= num(lat, "p95") &&
+              num(lat, "p95") <= num(lat, "p99"));
+        CHECK(num(o, "tokens") >= 1 && num(o, "iters") >= 1 && num(o, "gflops") > 0 && num(o, "tokens_per_s") > 0);
+        CHECK(num(o, "gbps") > 0 && num(o, "arena_peak_bytes") > 0);
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
+        CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
+    } else if (strcmp(kind->valuestring, "serve") == 0) {
+        CHECK(has_keys(o, serve_keys, "serve result"));
+        const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "request_latency_ms");
+        CHECK(cJSON_IsObject(lat) && num(lat, "p50") <= num(lat, "p95") && num(lat, "p95") <= num(lat, "p99"));
+        CHECK(num(o, "completed") <= num(o, "requests"));
+        CHECK(num(o, "slo_met_share") >= 0 && num(o, "slo_met_share") <= 1);
+    } else {
+        fprintf(stderr, "unknown kind \"%s\"\n", kind->valuestring);
+        failures++;
+    }
+}
+
+static int check_file(const char *path, int min_objects)
+{
+    char *text = read_all(path);
+    if (!text) {
+        fprintf(stderr, "cannot read %s\n", path);
+        return 1;
+    }
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    CHECK(root != NULL);
+    if (!root) {
+        fprintf(stderr, "%s is not valid JSON\n", path);
+        return 1;
+    }
+    CHECK(cJSON_IsArray(root));
+    CHECK(cJSON_GetArraySize(root) >= min_objects);
+    const cJSON *o;
+    cJSON_ArrayForEach(o, root) check_object(o);
+    cJSON_Delete(root);
+    return failures ? 1 : 0;
+}
+
+static void self_test(const char *path)
+{
+    bench_result r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.backend, sizeof r.backend, "cpu");
+    /* Characters JSON must escape, in a device name. */
+    snprintf(r.device, sizeof r.device, "CPU \"quoted\" \\ back\tslash");
+    snprintf(r.driver, sizeof r.driver, "moe cpu avx2 (auto)");
+    snprintf(r.isa, sizeof r.isa, "avx2");
+    r.preset = "olmoe-1b-7b";
+    r.desc = (moe_layer_desc){.struct_size = sizeof r.desc, .d_model = 2048, .d_ff = 1024, .n_experts = 64,
+                              .top_k = 8, .max_tokens = 512, .activation = MOE_ACTIVATION_SWIGLU};
+    r.tokens = 512;
+    double times[] = {0.004, 0.002, 0.003, 0.005, 0.0025};
+    r.wall = bench_summarize(times, 5);
+    r.flops = bench_forward_flops(&r.desc, r.tokens);
+    r.weight_bytes = 1e9;
+    r.experts_active = 64;
+    r.arena_peak_bytes = (size_t)123456789;
+    r.has_ref = 1;
+    r.ref_tokens = 16;
+    r.ref_seconds = 0.5;
+    r.ref_scaled_seconds = 16.0;
+
+    bench_result r2 = r; /* no reference: speedup null */
+    r2.has_ref = 0;
+    snprintf(r2.device, sizeof r2.device, "plain");
+
+    bench_serve_result s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.backend, sizeof s.backend, "cpu");
+    snprintf(s.device, sizeof s.device, "cpu0");
+    s.preset = "custom";
+    s.desc = r.desc;
+    s.streams = 2;
+    s.rate = 10;
+    s.duration = 1;
+    s.max_batch_tokens = 256;
+    s.req_tokens_mean = 16;
+    s.slo_ms = 50;
+    s.requests = 10;
+    s.completed = 9;
+    double lat[] = {0.01, 0.02, 0.03};
+    s.latency = bench_summarize(lat, 3);
+    s.slo_met_share = 0.9;
+
+    cJSON *arr = cJSON_CreateArray();
+    CHECK(arr != NULL);
+    cJSON_AddItemToArray(arr, bench_result_json(&r));
+    cJSON_AddItemToArray(arr, bench_result_json(&r2));
+    cJSON_AddItemToArray(arr, bench_serve_json(&s));
+    CHECK(bench_json_write(path, arr) == 0);
+    fprintf(stderr, "(an expected error follows)\n");
+    CHECK(bench_json_write("/nonexistent-dir/moe-bench.json", arr) == BENCH_EXIT_LIBRARY);
+    cJSON_Delete(arr);
+
+    CHECK(check_file(path, 3) == 0);
+    char *text = read_all(path);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    CHECK(root && cJSON_GetArraySize(root) == 3);
+    if (root) {
+        const cJSON *a = cJSON_GetArrayItem(root, 0), *b = cJSON_GetArrayItem(root, 1);
+        const cJSON *dev = cJSON_GetObjectItemCaseSensitive(a, "device");
+        CHECK(cJSON_IsString(dev) && strcmp(dev->valuestring, r.device) == 0);
+        const cJSON *lat_ms = cJSON_GetObjectItemCaseSensitive(a, "latency_ms");
+        CHECK(fabs(num(lat_ms, "median") - 3.0) < 1e-9 && fabs(num(lat_ms, "min") - 2.0) < 1e-9);
+        CHECK(fabs(num(lat_ms, "p99") - 5.0) < 1e-9);
+        CHECK(fabs(num(a, "gflops") - r.flops / 0.003 * 1e-9) < 1e-6);
+        CHECK(fabs(num(a, "tokens_per_s") - 512 / 0.003) < 1e-6);
+        CHECK(fabs(num(a, "speedup_vs_reference") - 16.0 / 0.003) < 1e-6);
+        CHECK(num(a, "arena_peak_bytes") == 123456789.0);
+        CHECK(num(a, "d_model") == 2048 && num(a, "n_experts") == 64 && num(a, "top_k") == 8);
+        const cJSON *preset = cJSON_GetObjectItemCaseSensitive(a, "preset");
+        CHECK(cJSON_IsString(preset) && strcmp(preset->valuestring, "olmoe-1b-7b") == 0);
+        CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "speedup_vs_reference")));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "device_ms")));
+    }
+    cJSON_Delete(root);
+    remove(path);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[1], "--check") == 0) {
+        const int rc = check_file(argv[2], argc >= 4 ? atoi(argv[3]) : 1);
+        if (rc == 0) printf("test_bench_json: %s is valid\n", argv[2]);
+        return rc;
+    }
+    self_test(argc >= 2 ? argv[1] : "test_bench_json.out.json");
+    if (failures) {
+        fprintf(stderr, "test_bench_json: %d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_bench_json: all checks passed\n");
+    return 0;
+}

@@ -1,0 +1,221 @@
+/*
+ * test_bench_opts.c — moe-bench's argument parsing: the table-driven parser (every option
+ * kind, "--x v" and "--x=v", ranges, bad numbers, unknown options, missing values) and the
+ * configuration on top of it (presets applied before the flags, so flags override them; the
+ * checks of option combinations; the shape arithmetic of the presets). Error messages go to
+ * stderr and are expected; the test checks return values and parsed fields.
+ */
+#include "bench_config.h"
+#include "bench_opts.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int failures;
+
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        if (!(cond)) {                                                                                       \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
+            failures++;                                                                                      \
+        }                                                                                                    \
+    } while (0)
+
+enum { MAX_ARGS = 32 };
+
+/* Parses a NULL-terminated list of arguments with bench_config_parse. */
+static bench_parse_result parse(bench_config *c, const char *a0, ...);
+
+#include <stdarg.h>
+static bench_parse_result parse(bench_config *c, const char *a0, ...)
+{
+    char *argv[MAX_ARGS + 1];
+    int argc = 0;
+    argv[argc++] = (char *)"moe-bench";
+    va_list ap;
+    va_start(ap, a0);
+    for (const char *a = a0; a && argc < MAX_ARGS; a = va_arg(ap, const char *)) argv[argc++] = (char *)a;
+    va_end(ap);
+    argv[argc] = NULL;
+    return bench_config_parse(c, argc, argv);
+}
+
+/* The low-level parser on its own table. */
+static void test_parser(void)
+{
+    int64_t n = 7;
+    uint64_t u = 0;
+    double x = 1.0;
+    int flag = 0, choice = 0;
+    const char *text = NULL;
+    bench_int_list list = {0};
+    static const bench_choice choices[] = {{"red", 1}, {"green", 2}, {NULL, 0}};
+    const bench_opt opts[] = {
+        {"n", BENCH_OPT_INT64, &n, "N", 1, 100, 0.0, NULL, NULL, "an int"},
+        {"u", BENCH_OPT_UINT64, &u, "U", 0, 0, 0.0, NULL, NULL, "unsigned"},
+        {"x", BENCH_OPT_DOUBLE, &x, "X", 0, 0, 0.0, NULL, NULL, "a number > 0"},
+        {"flag", BENCH_OPT_FLAG, &flag, NULL, 0, 0, 0.0, NULL, NULL, "a flag"},
+        {"color", BENCH_OPT_CHOICE, &choice, NULL, 0, 0, 0.0, choices, NULL, "a choice"},
+        {"file", BENCH_OPT_STRING, &text, "FILE", 0, 0, 0.0, NULL, "none", "a string"},
+        {"list", BENCH_OPT_LIST, &list, "A,B", 1, 1000, 0.0, NULL, "off", "a list"},
+        {"help", BENCH_OPT_HELP, NULL, NULL, 0, 0, 0.0, NULL, NULL, "help"},
+    };
+    const size_t n_opts = sizeof opts / sizeof opts[0];
+    char *ok[] = {"p", "--n", "42", "--u=0x10", "--x", "2.5", "--flag", "--color=green", "--file", "out.json",
+                  "--list", "1,8,64"};
+    CHECK(bench_opts_parse(opts, n_opts, 12, ok, "t") == BENCH_PARSE_OK);
+    CHECK(n == 42 && u == 16 && x == 2.5 && flag == 1 && choice == 2);
+    CHECK(text && strcmp(text, "out.json") == 0);
+    CHECK(list.n == 3 && list.v[0] == 1 && list.v[1] == 8 && list.v[2] == 64);
+
+    static char *bad[][3] = {
+        {"p", "--n", "0"},        /* below range */
+        {"p", "--n", "101"},      /* above range */
+        {"p", "--n", "12abc"},    /* trailing text */
+        {"p", "--n", "1.5"},      /* not an integer */
+        {"p", "--n", ""},         /* empty */
+        {"p", "--x", "0"},        /* must be > 0 */
+        {"p", "--x", "nan"},      /* not finite */
+        {"p", "--x", "inf"},      /* not finite */
+        {"p", "--u", "-1"},       /* signed */
+        {"p", "--color", "blue"}, /* not a choice */
+        {"p", "--file", ""},      /* empty string */
+        {"p", "--list", "1,,2"},  /* empty item */
+        {"p", "--list", "1,x"},   /* not an integer */
+        {"p", "--list", "0,4"},   /* out of range */
+        {"p", "--list", "4,"},    /* trailing comma */
+        {"p", "--nope", "1"},     /* unknown option */
+        {"p", "-n", "1"},         /* single dash */
+        {"p", "stray", "1"},      /* not an option */
+        {"p", "--flag=1", "x"},   /* a flag takes no value */
+        {"p", "--n=99999999999999999999999", "x"}, /* overflow */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const int argc = strchr(bad[i][1], '=') ? 2 : 3;
+        if (bench_opts_parse(opts, n_opts, argc, bad[i], "t") != BENCH_PARSE_ERROR) {
+            fprintf(stderr, "accepted bad arguments #%zu: %s %s\n", i, bad[i][1], bad[i][2]);
+            failures++;
+        }
+    }
+    char *missing[] = {"p", "--n"};
+    CHECK(bench_opts_parse(opts, n_opts, 2, missing, "t") == BENCH_PARSE_ERROR);
+    char *missing2[] = {"p", "--n", "--flag"};
+    CHECK(bench_opts_parse(opts, n_opts, 3, missing2, "t") == BENCH_PARSE_ERROR);
+    char *neg[] = {"p", "--x", "-3"}; /* a negative value is a value, and then out of range */
+    CHECK(bench_opts_parse(opts, n_opts, 3, neg, "t") == BENCH_PARSE_ERROR);
+    char *help[] = {"p", "--help"};
+    CHECK(bench_opts_parse(opts, n_opts, 2, help, "t") == BENCH_PARSE_HELP);
+    char long_list[200] = "1";
+    for (int i = 0; i < BENCH_LIST_MAX; i++) strcat(long_list, ",2");
+    char *too_many[] = {"p", "--list", long_list};
+    CHECK(bench_opts_parse(opts, n_opts, 3, too_many, "t") == BENCH_PARSE_ERROR);
+    CHECK(strcmp(bench_choice_name(choices, 2), "green") == 0 && strcmp(bench_choice_name(choices, 9), "?") == 0);
+
+    /* The usage text comes from the same table, with the defaults. */
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (f) {
+        bench_opts_usage(f, opts, n_opts);
+        char buf[4096];
+        rewind(f);
+        const size_t got = fread(buf, 1, sizeof buf - 1, f);
+        buf[got] = '\0';
+        CHECK(strstr(buf, "--n N") && strstr(buf, "--color red|green") && strstr(buf, "(default 42)"));
+        fclose(f);
+    }
+}
+
+static void test_config(void)
+{
+    bench_config c;
+    /* No flags: the headline shape. */
+    CHECK(parse(&c, NULL) == BENCH_PARSE_OK);
+    CHECK(c.tokens == 512 && c.d_model == 1024 && c.d_ff == 2816 && c.experts == 8 && c.top_k == 2);
+    CHECK(c.backend == MOE_BACKEND_AUTO && c.activation == MOE_ACTIVATION_SWIGLU && !c.no_renorm);
+    CHECK(c.preset == -1 && c.device == -1 && !c.serve);
+
+    /* The bench_smoke flags keep working. */
+    CHECK(parse(&c, "--backend", "cpu", "--tokens", "9", "--d-model", "33", "--d-ff", "20", "--experts", "6",
+                "--top-k", "2", "--iters", "3", "--warmup", "1", NULL) == BENCH_PARSE_OK);
+    CHECK(c.backend == MOE_BACKEND_CPU && c.tokens == 9 && c.d_model == 33 && c.iters == 3 && c.warmup == 1);
+
+    /* A preset, and flags before or after it override it. */
+    CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", NULL) == BENCH_PARSE_OK);
+    CHECK(c.d_model == 2048 && c.d_ff == 1408 && c.experts == 60 && c.top_k == 4 && c.shared_ff == 5632 &&
+          c.shared_gate && c.no_renorm && c.tokens == 512);
+    CHECK(strcmp(bench_preset_name(c.preset), "qwen1.5-moe-a2.7b") == 0);
+    CHECK(parse(&c, "--tokens", "64", "--preset=olmoe-1b-7b", "--top-k", "4", NULL) == BENCH_PARSE_OK);
+    CHECK(c.tokens == 64 && c.experts == 64 && c.top_k == 4 && c.no_renorm);
+    CHECK(parse(&c, "--preset", "seed", NULL) == BENCH_PARSE_OK);
+    CHECK(c.tokens == 16384 && c.d_model == 2048 && c.d_ff == 8192 && c.experts == 8 && c.top_k == 2 &&
+          c.activation == MOE_ACTIVATION_RELU);
+    CHECK(parse(&c, "--preset", "deepseek-v3", NULL) == BENCH_PARSE_OK);
+    CHECK(c.score == MOE_SCORE_SIGMOID && c.selection_bias && c.groups == 8 && c.topk_group == 4 &&
+          c.scale == 2.5 && c.shared_ff == 2048 && !c.no_renorm && c.experts == 256 && c.top_k == 8);
+    CHECK(parse(&c, "--preset", "deepseek-v2-lite", NULL) == BENCH_PARSE_OK);
+    CHECK(c.shared_ff == 2 * 1408 && c.top_k == 6 && c.experts == 64);
+    CHECK(parse(&c, "--preset", "switch-base-8", "--tokens", "100", NULL) == BENCH_PARSE_OK);
+    CHECK(c.top_k == 1 && c.activation == MOE_ACTIVATION_RELU && c.capacity_factor == 1.25 &&
+          c.drop_policy == MOE_DROP_PASSTHROUGH);
+    moe_layer_desc d = bench_make_desc(&c, 100, 100);
+    CHECK(d.expert_capacity == 16); /* ceil(1.25 * 100 * 1 / 8) */
+    d = bench_make_desc(&c, 1, 100);
+    CHECK(d.expert_capacity == 1);
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", NULL) == BENCH_PARSE_OK);
+    d = bench_make_desc(&c, 1, 1);
+    CHECK(fabs(bench_forward_flops(&d, 1) - (2.0 * 4096 * 8 + 2.0 * 2 * 4096 * 14336 * 3)) < 1.0);
+    CHECK(fabs(bench_all_weight_bytes(&d) - (8.0 * 3 * 4096 * 14336 * 4 + 8.0 * 4096 * 4)) < 1.0);
+    for (int i = 0; i < bench_n_presets; i++) {
+        bench_config p = bench_default_config();
+        bench_preset_apply(&p, i);
+        CHECK(p.top_k <= p.experts && p.d_model > 0 && p.d_ff > 0);
+    }
+
+    /* Backends, sweeps, serve, JSON. */
+    CHECK(parse(&c, "--backend", "all", "--device", "1", "--threads", "2", NULL) == BENCH_PARSE_OK);
+    CHECK(c.backend == BENCH_BACKEND_ALL && c.device == 1 && c.threads == 2);
+    CHECK(parse(&c, "--sweep-tokens", "1,8,64,512,4096", NULL) == BENCH_PARSE_OK);
+    int64_t list[BENCH_LIST_MAX];
+    CHECK(bench_token_list(&c, list, BENCH_LIST_MAX) == 5 && list[4] == 4096 && bench_max_tokens(&c) == 4096);
+    CHECK(parse(&c, "--serve", "--rate", "50", "--duration", "0.5", "--max-batch-tokens", "256", "--streams", "2",
+                "--slo-ms", "20", "--req-dist", "uniform", "--req-tokens", "8", NULL) == BENCH_PARSE_OK);
+    CHECK(c.serve && c.rate == 50.0 && c.duration == 0.5 && c.max_batch_tokens == 256 && c.streams == 2 &&
+          c.slo_ms == 20.0 && c.req_dist == BENCH_REQ_UNIFORM && c.req_tokens == 8 && bench_max_tokens(&c) == 256);
+    CHECK(parse(&c, "--json", "out.json", "--hot-expert", "0.5", NULL) == BENCH_PARSE_OK);
+    CHECK(c.json_path && strcmp(c.json_path, "out.json") == 0 && c.hot_expert == 0.5);
+    CHECK(parse(&c, "--list-presets", NULL) == BENCH_PARSE_OK && c.list_presets);
+
+    /* Bad flags and combinations. */
+    CHECK(parse(&c, "--preset", "no-such-model", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--backend", "cuda", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--tokens", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--tokens", "-5", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--top-k", "9", NULL) == BENCH_PARSE_ERROR); /* > 8 experts */
+    CHECK(parse(&c, "--groups", "3", "--topk-group", "1", NULL) == BENCH_PARSE_ERROR); /* 3 does not divide 8 */
+    CHECK(parse(&c, "--groups", "4", NULL) == BENCH_PARSE_ERROR);                      /* no --topk-group */
+    CHECK(parse(&c, "--groups", "4", "--topk-group", "5", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--topk-group", "2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--shared-gate", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--hot-expert", "1.5", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--sweep-tokens", "1,2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--req-tokens", "600", NULL) == BENCH_PARSE_ERROR); /* > 512 per batch */
+    CHECK(parse(&c, "--tokens", "8", "--ref-tokens", "9", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--streams", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--rate", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--json", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--sweep-tokens", "1,0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--help", NULL) == BENCH_PARSE_HELP);
+}
+
+int main(void)
+{
+    test_parser();
+    test_config();
+    if (failures) {
+        fprintf(stderr, "test_bench_opts: %d check(s) failed\n", failures);
+        return 1;
+    }
+    printf("test_bench_opts: all checks passed\n");
+    return 0;
+}
