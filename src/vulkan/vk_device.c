@@ -1,11 +1,12 @@
 /*
  * vk_device.c — the Vulkan backend's instance, devices and context: volk loading, one
- * process-wide VkInstance shared by every context (reference counted, created under a lock),
+ * process-wide VkInstance shared by every context (created once, under a lock),
  * physical-device enumeration and properties, limits → kernel sizes, the logical device and
  * its compute queue, the optional Khronos validation layer, and the backend's ops table.
  *
  * MOE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation with a VK_EXT_debug_utils
  * messenger; any warning or error it reports makes the next call fail with its text.
+ * The validation setting is read when the process first uses Vulkan.
  * MOE_VK_INJECT=oom|lost makes device allocations fail / the next submission report a lost
  * device, so those paths can be tested.
  */
@@ -59,7 +60,6 @@ moe_status vk_fail(vk_backend *b, VkResult r, const char *call)
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static VkInstance g_instance;
-static int g_refs;
 static bool g_validation;
 static VkDebugUtilsMessengerEXT g_messenger;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
@@ -105,13 +105,15 @@ static bool has_layer(const char *name)
     return found;
 }
 
-/* Takes a reference to the process-wide instance, creating it on first use. On failure
- * (no loader, no driver) returns the VkResult and no reference is held. */
-static VkResult instance_acquire(VkInstance *out, char *why, size_t why_size)
+/* The process-wide instance, created on first use and kept until the process exits: tearing
+ * it down would unload the driver, which leaks inside some drivers (lavapipe's LLVM, seen
+ * under LeakSanitizer), and recreating it would cost every short-lived context a driver
+ * load. On failure (no loader, no driver) returns the VkResult and a reason. */
+static VkResult instance_get(VkInstance *out, char *why, size_t why_size)
 {
     pthread_mutex_lock(&g_lock);
     VkResult r = VK_SUCCESS;
-    if (g_refs == 0) {
+    if (g_instance == VK_NULL_HANDLE) {
         r = volkInitialize();
         if (r != VK_SUCCESS) {
             snprintf(why, why_size, "no Vulkan loader (libvulkan) could be loaded");
@@ -159,23 +161,10 @@ static VkResult instance_acquire(VkInstance *out, char *why, size_t why_size)
             }
         }
     }
-    g_refs++;
     *out = g_instance;
 out:
     pthread_mutex_unlock(&g_lock);
     return r;
-}
-
-static void instance_release(void)
-{
-    pthread_mutex_lock(&g_lock);
-    if (g_refs > 0 && --g_refs == 0) {
-        if (g_messenger) vkDestroyDebugUtilsMessengerEXT(g_instance, g_messenger, NULL);
-        g_messenger = VK_NULL_HANDLE;
-        vkDestroyInstance(g_instance, NULL);
-        g_instance = VK_NULL_HANDLE;
-    }
-    pthread_mutex_unlock(&g_lock);
 }
 
 /* The physical devices that have a compute queue, in the driver's order. */
@@ -208,9 +197,8 @@ static moe_status vk_device_count(int *count)
     VkInstance inst;
     char why[256];
     *count = 0;
-    if (instance_acquire(&inst, why, sizeof why) != VK_SUCCESS) return MOE_OK; /* no Vulkan: 0 devices */
+    if (instance_get(&inst, why, sizeof why) != VK_SUCCESS) return MOE_OK; /* no Vulkan: 0 devices */
     *count = (int)compute_devices(inst, NULL, 0);
-    instance_release();
     return MOE_OK;
 }
 
@@ -276,7 +264,7 @@ static moe_status vk_device_info(int index, moe_device_info *info)
 {
     VkInstance inst;
     char why[256];
-    if (instance_acquire(&inst, why, sizeof why) != VK_SUCCESS)
+    if (instance_get(&inst, why, sizeof why) != VK_SUCCESS)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
     VkPhysicalDevice devs[64];
     const uint32_t n = compute_devices(inst, devs, 64);
@@ -285,7 +273,6 @@ static moe_status vk_device_info(int index, moe_device_info *info)
         st = moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", index, n);
     else
         fill_info(devs[index], index, info);
-    instance_release();
     return st;
 }
 
@@ -344,14 +331,13 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
     b->inject_lost = inject && !strcmp(inject, "lost");
     char why[256];
-    if (instance_acquire(&b->instance, why, sizeof why) != VK_SUCCESS) {
+    if (instance_get(&b->instance, why, sizeof why) != VK_SUCCESS) {
         free(b);
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
     }
     VkPhysicalDevice devs[64];
     const uint32_t n = compute_devices(b->instance, devs, 64);
     if ((uint32_t)desc->device_index >= n || desc->device_index >= 64) {
-        instance_release();
         free(b);
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", desc->device_index, n);
     }
@@ -383,7 +369,6 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     VkResult r = vkCreateDevice(b->physical, &di, NULL, &b->device);
     if (r != VK_SUCCESS) {
         moe_status st = vk_fail(b, r, "vkCreateDevice");
-        instance_release();
         free(b);
         return st;
     }
@@ -423,7 +408,6 @@ static void vk_destroy(moe_backend *be)
         vk_memory_release(b);
         b->vk.vkDestroyDevice(b->device, NULL);
     }
-    if (b->instance) instance_release();
     free(b);
 }
 
