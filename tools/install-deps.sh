@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moe builds and tests with, if any is missing (design card's
-# list, plus make, pkg-config and the clang sanitizer runtimes). Does nothing when all are
-# there, so the README's commands and CI can both start with it. Needs root or sudo only when
-# something is missing.
+# list, plus make, pkg-config, the clang sanitizer runtimes and matplotlib for tools/moe-plot).
+# Does nothing when all are there, so the README's commands and CI can both start with it.
+# Needs root or sudo only when something is missing.
 set -euo pipefail
 packages=(
     cmake gcc clang make pkg-config
@@ -10,6 +10,7 @@ packages=(
     mesa-vulkan-drivers vulkan-tools vulkan-validationlayers
     ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
     libsimde-dev libcjson-dev python3 libclang-rt-14-dev
+    python3-matplotlib
 )
 missing=()
 for p in "${packages[@]}"; do
