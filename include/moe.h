@@ -86,7 +86,9 @@ MOE_API int moe_version_number(void);
  * Backends and devices.
  * ------------------------------------------------------------------------------------- */
 typedef enum moe_backend_kind {
-    MOE_BACKEND_AUTO = 0, /* Vulkan, then OpenCL, then CPU: the first with a device */
+    MOE_BACKEND_AUTO = 0, /* Vulkan, then OpenCL, then CPU: the first with a device, passing
+                             by a GPU API's CPU-type device (lavapipe, PoCL), which the
+                             native CPU backend outruns */
     MOE_BACKEND_CPU = 1,
     MOE_BACKEND_VULKAN = 2,
     MOE_BACKEND_OPENCL = 3

@@ -5,6 +5,12 @@
 // result is the same on every run. The gate's dot product is a fixed-shape tree reduction.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+// Built twice (src/vulkan/vulkan.cmake): plain, and with USE_SUBGROUP for Vulkan 1.1 devices
+// whose compute stage has subgroup arithmetic; then the gate's dot product is summed with
+// subgroupAdd and one shared slot per subgroup instead of a barrier per tree level.
+#if USE_SUBGROUP
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#endif
 
 layout(constant_id = 1) const int D = 1;
 layout(constant_id = 2) const int TOP_K = 1;
@@ -31,6 +37,14 @@ void main()
     if (HAS_SHARED && HAS_SHARED_GATE) {
         float s = 0.0;
         for (int i = lid; i < D; i += threads) s = fma(x[xt + i], wsg[i], s);
+#if USE_SUBGROUP
+        s = subgroupAdd(s);
+        if (subgroupElect()) partial[gl_SubgroupID] = s;
+        barrier();
+        float total = 0.0;
+        for (uint i = 0; i < gl_NumSubgroups; i++) total += partial[i];
+        g = 1.0 / (1.0 + exp(-total));
+#else
         partial[lid] = s;
         barrier();
         for (int half_ = threads / 2; half_ > 0; half_ /= 2) {
@@ -38,6 +52,7 @@ void main()
             barrier();
         }
         g = 1.0 / (1.0 + exp(-partial[0]));
+#endif
     }
     for (int i = lid; i < D; i += threads) {
         float acc = 0.0;

@@ -2,7 +2,9 @@
  * context.c — backend registry, device enumeration, context create/destroy, arena stats.
  *
  * AUTO tries Vulkan, then OpenCL, then the CPU, taking the first backend that is built and
- * reports a device; a backend with no driver reports zero devices rather than failing.
+ * reports a device — a GPU API's CPU-type device (lavapipe, PoCL) excepted, since the native
+ * CPU backend does that work far faster; a backend with no driver reports zero devices rather
+ * than failing.
  */
 #include "internal.h"
 
@@ -122,6 +124,14 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
             int count = 0;
             const moe_backend_ops *ops = moe_backend_ops_of(order[i]);
             if (!ops || ops->device_count(&count) != MOE_OK || count <= desc.device_index) continue;
+            /* A GPU API's CPU device (lavapipe, PoCL, SwiftShader) emulates on the CPU what
+             * the native CPU backend does many times faster: AUTO passes it by. */
+            moe_device_info info = {.struct_size = sizeof info};
+            if (order[i] != MOE_BACKEND_CPU &&
+                (ops->device_info(desc.device_index, &info) != MOE_OK || info.type == MOE_DEVICE_TYPE_CPU)) {
+                moe_log(ctx, MOE_LOG_INFO, "auto: passing by %s device '%s' (a CPU device)", ops->name, info.name);
+                continue;
+            }
             st = create_backend(ctx, order[i], &desc);
             if (st != MOE_OK)
                 moe_log(ctx, MOE_LOG_WARNING, "auto: backend '%s' failed (%s: %s); trying the next",

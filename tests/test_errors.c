@@ -192,7 +192,16 @@ static void backend_errors(void)
             desc = (moe_context_desc){.struct_size = sizeof desc, .backend = gpus[i]};
             CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_BACKEND_UNAVAILABLE);
             CHECK(strlen(moe_last_error()) > 0, "no message for an unavailable backend");
+            printf("  %s: %d devices; an explicit request says: %s\n", moe_backend_name(gpus[i]), count,
+                   moe_last_error());
         }
+    }
+    /* AUTO always ends somewhere: at worst on the CPU backend. */
+    CHECK_STATUS(moe_context_create(NULL, &ctx), MOE_OK);
+    if (ctx) {
+        printf("  auto chose %s\n", moe_backend_name(moe_context_backend(ctx)));
+        moe_context_destroy(ctx);
+        ctx = NULL;
     }
     moe_context_destroy(NULL);
     moe_layer_destroy(NULL);

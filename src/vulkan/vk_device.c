@@ -245,7 +245,7 @@ static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
     info->max_workgroup_size = p.limits.maxComputeWorkGroupInvocations;
     info->shared_memory_bytes = p.limits.maxComputeSharedMemorySize;
     /* Subgroup size and fp16 need Vulkan 1.1 / 1.2 queries; older devices report 0. */
-    if (p.apiVersion >= VK_API_VERSION_1_1 && vkGetPhysicalDeviceProperties2 && vkGetPhysicalDeviceFeatures2) {
+    if (p.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
         VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
         vkGetPhysicalDeviceProperties2(pd, &p2);
@@ -383,6 +383,17 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
                       b->base.alignment);
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
+    /* Subgroup arithmetic in compute shaders (Vulkan 1.1 query); MOE_VK_DISABLE_SUBGROUPS=1
+     * forces the plain path so both are tested on one machine. */
+    if (b->props.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
+        VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+        vkGetPhysicalDeviceProperties2(b->physical, &p2);
+        b->subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+                                 (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+    }
+    const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
+    if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;
     if (st == MOE_OK) st = vk_memory_init(b);
     b->inject_oom = inject_oom;
     if (st == MOE_OK) st = vk_pipelines_init(b);

@@ -25,6 +25,7 @@ typedef enum vk_shader_id {
     VK_SHADER_PLAN_SCAN,
     VK_SHADER_PLAN_SCATTER,
     VK_SHADER_COMBINE,
+    VK_SHADER_COMBINE_SUBGROUP, /* needs Vulkan 1.1 subgroup arithmetic in compute */
     VK_SHADER_STATS,
     VK_SHADER_COUNT
 } vk_shader_id;
@@ -93,6 +94,7 @@ typedef struct vk_backend {
     uint32_t wg_small, wg_big;          /* workgroup sizes: per-item kernels, reductions */
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
     uint32_t gemm_shared;               /* 1: stage tiles through shared memory (GPUs) */
+    bool subgroup_arithmetic;           /* compute shaders may use subgroupAdd (Vulkan 1.1) */
 
     vk_block *blocks;
     VkDeviceSize block_size;

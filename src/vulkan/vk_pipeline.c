@@ -96,6 +96,7 @@ moe_status vk_pipelines_init(vk_backend *b)
 {
     for (int s = 0; s < VK_SHADER_COUNT; s++) {
         const vk_shader_info *info = &vk_shaders[s];
+        if (s == VK_SHADER_COMBINE_SUBGROUP && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
         const VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                              .codeSize = info->size, .pCode = info->code};
         VK_TRY(b, b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s]));

@@ -6,6 +6,7 @@
 #include "vk_internal.h"
 
 #include "combine.spv.h"
+#include "combine_subgroup.spv.h"
 #include "gemm.spv.h"
 #include "plan_count.spv.h"
 #include "plan_scan.spv.h"
@@ -22,5 +23,6 @@ const vk_shader_info vk_shaders[VK_SHADER_COUNT] = {
     [VK_SHADER_PLAN_SCAN] = SHADER(moe_spv_plan_scan, 5, 8, "plan_scan"),
     [VK_SHADER_PLAN_SCATTER] = SHADER(moe_spv_plan_scatter, 5, 4, "plan_scatter"),
     [VK_SHADER_COMBINE] = SHADER(moe_spv_combine, 7, 0, "combine"),
+    [VK_SHADER_COMBINE_SUBGROUP] = SHADER(moe_spv_combine_subgroup, 7, 0, "combine_subgroup"),
     [VK_SHADER_STATS] = SHADER(moe_spv_stats, 4, 4, "stats"),
 };

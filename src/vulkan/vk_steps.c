@@ -209,7 +209,8 @@ moe_status vk_combine(moe_backend *be, const moe_combine_step *s)
                              d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL,
                              s->shared_gate.buf != NULL};
     const moe_addr bind[] = {s->x, s->expert_out, s->slot_row, s->topk_weights, s->shared_out, s->shared_gate, s->y};
-    return dispatch(b, VK_SHADER_COMBINE, spec, 6, bind, NULL, (uint32_t)s->n_tokens, 1);
+    const vk_shader_id shader = b->subgroup_arithmetic ? VK_SHADER_COMBINE_SUBGROUP : VK_SHADER_COMBINE;
+    return dispatch(b, shader, spec, 6, bind, NULL, (uint32_t)s->n_tokens, 1);
 }
 
 moe_status vk_stats(moe_backend *be, const moe_stats_step *s)

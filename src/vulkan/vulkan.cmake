@@ -12,18 +12,34 @@ set(MOE_SHADER_DIR ${CMAKE_CURRENT_SOURCE_DIR}/shaders)
 set(MOE_SHADER_OUT ${CMAKE_CURRENT_BINARY_DIR}/shaders)
 file(MAKE_DIRECTORY ${MOE_SHADER_OUT})
 file(GLOB MOE_SHADER_INCLUDES CONFIGURE_DEPENDS ${MOE_SHADER_DIR}/*.glsl)
-set(MOE_SHADER_NAMES gemm select plan_count plan_scan plan_scatter combine stats)
+# The variant table: name:source:target environment:defines. A variant that needs a device
+# feature (subgroup arithmetic needs Vulkan 1.1) is picked at run time only where the device
+# reports it.
+set(MOE_SHADER_VARIANTS
+  gemm:gemm:vulkan1.0: select:select:vulkan1.0: plan_count:plan_count:vulkan1.0:
+  plan_scan:plan_scan:vulkan1.0: plan_scatter:plan_scatter:vulkan1.0:
+  combine:combine:vulkan1.0:-DUSE_SUBGROUP=0 combine_subgroup:combine:vulkan1.1:-DUSE_SUBGROUP=1
+  stats:stats:vulkan1.0:)
 set(MOE_SHADER_HEADERS)
-foreach(name ${MOE_SHADER_NAMES})
-  set(src ${MOE_SHADER_DIR}/${name}.comp)
+foreach(variant ${MOE_SHADER_VARIANTS})
+  string(REPLACE ":" ";" parts "${variant}")
+  list(GET parts 0 name)
+  list(GET parts 1 source)
+  list(GET parts 2 env)
+  list(LENGTH parts n)
+  set(defines)
+  if(n GREATER 3)
+    list(GET parts 3 defines)
+  endif()
+  set(src ${MOE_SHADER_DIR}/${source}.comp)
   set(spv ${MOE_SHADER_OUT}/${name}.spv)
   set(hdr ${MOE_SHADER_OUT}/${name}.spv.h)
   add_custom_command(OUTPUT ${hdr} ${spv}
-    COMMAND ${GLSLANG_VALIDATOR} -V --target-env vulkan1.0 --quiet -I${MOE_SHADER_DIR} -o ${spv} ${src}
-    COMMAND ${SPIRV_VAL} --target-env vulkan1.0 ${spv}
-    COMMAND ${GLSLANG_VALIDATOR} -V --target-env vulkan1.0 --quiet -I${MOE_SHADER_DIR} --vn moe_spv_${name} -o ${hdr} ${src}
+    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} ${defines} -o ${spv} ${src}
+    COMMAND ${SPIRV_VAL} --target-env ${env} ${spv}
+    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} ${defines} --vn moe_spv_${name} -o ${hdr} ${src}
     DEPENDS ${src} ${MOE_SHADER_INCLUDES}
-    COMMENT "glslang + spirv-val: ${name}.comp"
+    COMMENT "glslang + spirv-val: ${name} (${source}.comp ${defines})"
     VERBATIM)
   list(APPEND MOE_SHADER_HEADERS ${hdr})
 endforeach()
