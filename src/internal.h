@@ -144,6 +144,16 @@ typedef struct moe_layer_tensors {
 moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
                                          const moe_layer_tensors *t, moe_layer **out);
 
+/* ---- the on-disk cache (cache.c) ------------------------------------------------------- */
+
+/* The cache directory, created if needed; false (and "") if there is none to be had. */
+bool moe_cache_dir(moe_context *ctx, char *out, size_t size);
+/* A whole file, or NULL. */
+void *moe_cache_read(const char *path, size_t *size);
+/* head + data written to a temporary file, then renamed to `path` (atomic). */
+bool moe_cache_write(moe_context *ctx, const char *path, const void *head, size_t head_size, const void *data,
+                     size_t size);
+
 /* ---- backends (context.c) ------------------------------------------------------------- */
 
 const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind);

@@ -5,68 +5,24 @@
  * and kept for the context; a VkPipelineCache is loaded from and saved to the cache directory
  * ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe), in a file named after the
  * device's vendor, device id, driver version and pipeline-cache UUID, so a different driver
- * never reuses a stale cache. It is written to a temporary file and renamed.
+ * never reuses a stale cache (src/cache.c writes it atomically).
  */
-#define _POSIX_C_SOURCE 200809L
 #include "vk_internal.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* ---- cache file ---------------------------------------------------------------------------- */
-
-static bool make_dirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        const int r = mkdir(path, 0755);
-        *p = '/';
-        if (r != 0 && errno != EEXIST) return false;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST;
-}
 
 static void cache_path(vk_backend *b)
 {
     char dir[768];
-    const char *env = getenv("MOE_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
-    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%s/moe", xdg);
-    else if (home && *home) snprintf(dir, sizeof dir, "%s/.cache/moe", home);
-    else return;
-    if (!make_dirs(dir)) {
-        moe_log(b->base.ctx, MOE_LOG_WARNING, "vulkan: cannot create cache directory %s; pipelines are not cached", dir);
-        return;
-    }
+    if (!moe_cache_dir(b->base.ctx, dir, sizeof dir)) return;
     char uuid[2 * VK_UUID_SIZE + 1];
     for (unsigned i = 0; i < VK_UUID_SIZE; i++) snprintf(uuid + 2 * i, 3, "%02x", b->props.pipelineCacheUUID[i]);
     snprintf(b->cache_path, sizeof b->cache_path, "%s/vulkan-%04x-%04x-%08x-%s.cache", dir, b->props.vendorID,
              b->props.deviceID, b->props.driverVersion, uuid);
-}
-
-static void *read_file(const char *path, size_t *size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    void *data = NULL;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        const long n = ftell(f);
-        if (n > 0 && fseek(f, 0, SEEK_SET) == 0 && (data = malloc((size_t)n)) != NULL) {
-            if (fread(data, 1, (size_t)n, f) == (size_t)n) {
-                *size = (size_t)n;
-            } else {
-                free(data);
-                data = NULL;
-            }
-        }
-    }
-    fclose(f);
-    return data;
 }
 
 static void save_cache(vk_backend *b)
@@ -75,18 +31,8 @@ static void save_cache(vk_backend *b)
     size_t n = 0;
     if (b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, NULL) != VK_SUCCESS || n == 0) return;
     void *data = malloc(n);
-    char tmp[1100];
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", b->cache_path, (long)getpid());
-    FILE *f = data && b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, data) == VK_SUCCESS
-                  ? fopen(tmp, "wb")
-                  : NULL;
-    bool ok = f && fwrite(data, 1, n, f) == n;
-    if (f) ok = (fclose(f) == 0) && ok;
-    /* rename() is atomic: a reader sees the old cache or the new one, never half of one. */
-    if (!ok || rename(tmp, b->cache_path) != 0) {
-        if (f) remove(tmp);
-        moe_log(b->base.ctx, MOE_LOG_WARNING, "vulkan: could not save the pipeline cache to %s", b->cache_path);
-    }
+    if (data && b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, data) == VK_SUCCESS)
+        moe_cache_write(b->base.ctx, b->cache_path, NULL, 0, data, n);
     free(data);
 }
 
@@ -116,7 +62,7 @@ moe_status vk_pipelines_init(vk_backend *b)
     }
     cache_path(b);
     size_t size = 0;
-    void *data = b->cache_path[0] ? read_file(b->cache_path, &size) : NULL;
+    void *data = b->cache_path[0] ? moe_cache_read(b->cache_path, &size) : NULL;
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
                                     .initialDataSize = size, .pInitialData = data};
     VkResult r = b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache);
