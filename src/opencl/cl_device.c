@@ -1,0 +1,292 @@
+/*
+ * cl_device.c — the OpenCL backend's platforms, devices and context: enumeration through the
+ * ICD loader (every device of every platform, numbered in the loader's order), device info,
+ * limits → kernel sizes, the cl_context and its one in-order command queue (with profiling
+ * where the device has it), error names, and the backend's ops table.
+ *
+ * MOE_CL_INJECT=oom|lost|build makes buffer allocations fail with
+ * CL_MEM_OBJECT_ALLOCATION_FAILURE / the next finish report CL_OUT_OF_RESOURCES (a lost
+ * device) / program builds fail with a compiler error, so those paths can be tested.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cl_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+const char *ocl_error_name(cl_int err)
+{
+    switch (err) {
+#define N(x) case x: return #x;
+    N(CL_SUCCESS) N(CL_DEVICE_NOT_FOUND) N(CL_DEVICE_NOT_AVAILABLE) N(CL_COMPILER_NOT_AVAILABLE)
+    N(CL_MEM_OBJECT_ALLOCATION_FAILURE) N(CL_OUT_OF_RESOURCES) N(CL_OUT_OF_HOST_MEMORY)
+    N(CL_PROFILING_INFO_NOT_AVAILABLE) N(CL_MEM_COPY_OVERLAP) N(CL_BUILD_PROGRAM_FAILURE)
+    N(CL_MAP_FAILURE) N(CL_MISALIGNED_SUB_BUFFER_OFFSET) N(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+    N(CL_COMPILE_PROGRAM_FAILURE) N(CL_LINKER_NOT_AVAILABLE) N(CL_LINK_PROGRAM_FAILURE)
+    N(CL_INVALID_VALUE) N(CL_INVALID_DEVICE_TYPE) N(CL_INVALID_PLATFORM) N(CL_INVALID_DEVICE)
+    N(CL_INVALID_CONTEXT) N(CL_INVALID_QUEUE_PROPERTIES) N(CL_INVALID_COMMAND_QUEUE) N(CL_INVALID_HOST_PTR)
+    N(CL_INVALID_MEM_OBJECT) N(CL_INVALID_BINARY) N(CL_INVALID_BUILD_OPTIONS) N(CL_INVALID_PROGRAM)
+    N(CL_INVALID_PROGRAM_EXECUTABLE) N(CL_INVALID_KERNEL_NAME) N(CL_INVALID_KERNEL_DEFINITION)
+    N(CL_INVALID_KERNEL) N(CL_INVALID_ARG_INDEX) N(CL_INVALID_ARG_VALUE) N(CL_INVALID_ARG_SIZE)
+    N(CL_INVALID_KERNEL_ARGS) N(CL_INVALID_WORK_DIMENSION) N(CL_INVALID_WORK_GROUP_SIZE)
+    N(CL_INVALID_WORK_ITEM_SIZE) N(CL_INVALID_GLOBAL_OFFSET) N(CL_INVALID_EVENT_WAIT_LIST)
+    N(CL_INVALID_EVENT) N(CL_INVALID_OPERATION) N(CL_INVALID_BUFFER_SIZE) N(CL_INVALID_GLOBAL_WORK_SIZE)
+    N(CL_INVALID_PROPERTY) N(CL_INVALID_COMPILER_OPTIONS) N(CL_INVALID_LINKER_OPTIONS)
+#undef N
+    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
+    default: return "cl_int (unnamed)";
+    }
+}
+
+moe_status ocl_fail(ocl_backend *b, cl_int err, const char *call)
+{
+    moe_status st = MOE_ERROR_BACKEND;
+    if (err == CL_MEM_OBJECT_ALLOCATION_FAILURE) st = MOE_ERROR_OUT_OF_DEVICE_MEMORY;
+    if (err == CL_OUT_OF_HOST_MEMORY) st = MOE_ERROR_OUT_OF_MEMORY;
+    return moe_fail(b ? b->base.ctx : NULL, st, "opencl: %s failed: %s (%d)", call, ocl_error_name(err), (int)err);
+}
+
+moe_status ocl_fail_lost(ocl_backend *b, cl_int err, const char *call)
+{
+    if (b) b->lost = true;
+    return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_DEVICE_LOST, "opencl: %s failed: %s (%d); the device is lost",
+                    call, ocl_error_name(err), (int)err);
+}
+
+double ocl_now_ms(void)
+{
+    struct timespec t;
+    timespec_get(&t, TIME_UTC);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+/* ---- enumeration --------------------------------------------------------------------------- */
+
+#define MAX_PLATFORMS 16
+#define MAX_DEVICES 64
+
+/* Every device of every platform, in the loader's order; 0 when there is no platform. */
+static int list_devices(cl_platform_id *plat_of, cl_device_id *devs)
+{
+    cl_uint np = 0;
+    cl_platform_id plats[MAX_PLATFORMS];
+    if (clGetPlatformIDs(MAX_PLATFORMS, plats, &np) != CL_SUCCESS) return 0;
+    if (np > MAX_PLATFORMS) np = MAX_PLATFORMS;
+    int n = 0;
+    for (cl_uint p = 0; p < np && n < MAX_DEVICES; p++) {
+        cl_uint nd = 0;
+        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, (cl_uint)(MAX_DEVICES - n), devs + n, &nd) != CL_SUCCESS)
+            continue;
+        if (nd > (cl_uint)(MAX_DEVICES - n)) nd = (cl_uint)(MAX_DEVICES - n);
+        for (cl_uint d = 0; d < nd; d++) plat_of[n + (int)d] = plats[p];
+        n += (int)nd;
+    }
+    return n;
+}
+
+static moe_status ocl_device_count(int *count)
+{
+    cl_platform_id plats[MAX_DEVICES];
+    cl_device_id devs[MAX_DEVICES];
+    *count = list_devices(plats, devs); /* no ICD / no platform: 0 devices */
+    return MOE_OK;
+}
+
+static void dev_string(cl_device_id d, cl_device_info what, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (clGetDeviceInfo(d, what, size, out, NULL) != CL_SUCCESS) out[0] = '\0';
+    out[size - 1] = '\0';
+}
+
+static void plat_string(cl_platform_id p, cl_platform_info what, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (clGetPlatformInfo(p, what, size, out, NULL) != CL_SUCCESS) out[0] = '\0';
+    out[size - 1] = '\0';
+}
+
+static void fill_info(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
+{
+    *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_OPENCL, .index = index};
+    cl_device_type type = 0;
+    cl_bool unified = CL_FALSE;
+    clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+    clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, NULL);
+    if (type & CL_DEVICE_TYPE_CPU) info->type = MOE_DEVICE_TYPE_CPU;
+    else if (type & CL_DEVICE_TYPE_GPU) info->type = unified ? MOE_DEVICE_TYPE_INTEGRATED_GPU : MOE_DEVICE_TYPE_DISCRETE_GPU;
+    else info->type = MOE_DEVICE_TYPE_OTHER;
+    dev_string(d, CL_DEVICE_NAME, info->name, sizeof info->name);
+    dev_string(d, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
+    char pname[128], drv[128], ver[256], ext[8192];
+    plat_string(plat, CL_PLATFORM_NAME, pname, sizeof pname);
+    dev_string(d, CL_DRIVER_VERSION, drv, sizeof drv);
+    snprintf(info->driver, sizeof info->driver, "%.50s, driver %.50s", pname, drv);
+    dev_string(d, CL_DEVICE_VERSION, ver, sizeof ver);
+    snprintf(info->api_version, sizeof info->api_version, "%.63s", ver);
+    cl_ulong mem = 0, local = 0;
+    cl_uint cu = 0;
+    size_t wg = 0;
+    clGetDeviceInfo(d, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof mem, &mem, NULL);
+    clGetDeviceInfo(d, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL);
+    clGetDeviceInfo(d, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof cu, &cu, NULL);
+    clGetDeviceInfo(d, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof wg, &wg, NULL);
+    info->memory_bytes = mem;
+    info->shared_memory_bytes = local;
+    info->compute_units = (int)cu;
+    info->max_workgroup_size = wg;
+    info->subgroup_size = 0; /* needs a built kernel and OpenCL 2.1 subgroups; not asked */
+    dev_string(d, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
+    info->fp16 = strstr(ext, "cl_khr_fp16") != NULL;
+}
+
+static moe_status ocl_device_info(int index, moe_device_info *info)
+{
+    cl_platform_id plats[MAX_DEVICES];
+    cl_device_id devs[MAX_DEVICES];
+    const int n = list_devices(plats, devs);
+    if (index < 0 || index >= n)
+        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", index, n);
+    fill_info(plats[index], devs[index], index, info);
+    return MOE_OK;
+}
+
+/* ---- context ------------------------------------------------------------------------------- */
+
+static uint32_t pow2_floor(size_t v)
+{
+    uint32_t p = 1;
+    while ((size_t)p * 2 <= v && p < (1u << 30)) p *= 2;
+    return p;
+}
+
+static uint32_t env_u32(const char *name, uint32_t fallback)
+{
+    const char *s = getenv(name);
+    return s && *s ? (uint32_t)atoi(s) : fallback;
+}
+
+/* Kernel sizes from the device's limits (never assumed). GEMM: 64×64 tiles through local
+ * memory, BK = 16, 256 work-items of 4×4 accumulators (64 of 8×8 where fewer work-items are
+ * allowed). MOE_CL_GEMM_BM / _TM / _BK override, for experiments. */
+static moe_status choose_sizes(ocl_backend *b)
+{
+    size_t items[3] = {0, 0, 0};
+    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof b->max_wg, &b->max_wg, NULL);
+    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, NULL);
+    clGetDeviceInfo(b->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof b->local_mem, &b->local_mem, NULL);
+    if (items[0] && items[0] < b->max_wg) b->max_wg = items[0];
+    b->wg_big = pow2_floor(b->max_wg < 256 ? b->max_wg : 256);
+    b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
+    b->gemm_bm = b->gemm_bn = env_u32("MOE_CL_GEMM_BM", 64);
+    b->gemm_bk = env_u32("MOE_CL_GEMM_BK", 16);
+    b->gemm_tm = b->gemm_tn = env_u32("MOE_CL_GEMM_TM", b->max_wg >= 256 ? 4 : 8);
+    if (b->gemm_tm == 0 || b->gemm_bk == 0 || b->gemm_bm == 0 || b->gemm_bm % b->gemm_tm != 0)
+        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT, "opencl: bad GEMM tile override (BM %u, TM %u, BK %u)",
+                        b->gemm_bm, b->gemm_tm, b->gemm_bk);
+    const size_t threads = (size_t)(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn);
+    const cl_ulong local = sizeof(float) * (cl_ulong)b->gemm_bk * (b->gemm_bm + 2 * b->gemm_bn);
+    if (threads > b->max_wg || local > b->local_mem)
+        return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                        "opencl: the GEMM tile needs %zu work-items and %llu bytes of local memory; the device "
+                        "allows %zu and %llu", threads, (unsigned long long)local, b->max_wg,
+                        (unsigned long long)b->local_mem);
+    return MOE_OK;
+}
+
+static void ocl_destroy(moe_backend *be);
+
+static moe_status ocl_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+{
+    cl_platform_id plats[MAX_DEVICES];
+    cl_device_id devs[MAX_DEVICES];
+    const int n = list_devices(plats, devs);
+    if (desc->device_index < 0 || desc->device_index >= n)
+        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", desc->device_index, n);
+    ocl_backend *b = calloc(1, sizeof *b);
+    if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
+    b->base = (moe_backend){.ops = &moe_opencl_backend_ops, .ctx = ctx};
+    const char *inject = getenv("MOE_CL_INJECT");
+    const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
+    b->inject_lost = inject && !strcmp(inject, "lost");
+    b->inject_build = inject && !strcmp(inject, "build");
+    b->platform = plats[desc->device_index];
+    b->device = devs[desc->device_index];
+    fill_info(b->platform, b->device, desc->device_index, &b->base.info);
+
+    char pver[256], drv[128];
+    plat_string(b->platform, CL_PLATFORM_VERSION, pver, sizeof pver);
+    dev_string(b->device, CL_DRIVER_VERSION, drv, sizeof drv);
+    snprintf(b->device_key, sizeof b->device_key, "%s|%s|%s|%s", b->base.info.name, b->base.info.api_version, drv, pver);
+
+    moe_status st = MOE_OK;
+    cl_int err = CL_SUCCESS;
+    const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)b->platform, 0};
+    b->context = clCreateContext(props, 1, &b->device, NULL, NULL, &err);
+    if (err != CL_SUCCESS) st = ocl_fail(b, err, "clCreateContext");
+    cl_command_queue_properties qp = 0;
+    clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
+    b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
+    if (st == MOE_OK) {
+        /* clCreateCommandQueue is the 1.2 entry point (deprecated, still present, in 2.x/3.0). */
+        b->queue = clCreateCommandQueue(b->context, b->device, b->profiling ? CL_QUEUE_PROFILING_ENABLE : 0, &err);
+        if (err != CL_SUCCESS) st = ocl_fail(b, err, "clCreateCommandQueue");
+    }
+    cl_uint align_bits = 0;
+    clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
+    if (st == MOE_OK && (b->base.alignment & (b->base.alignment - 1)) != 0)
+        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "opencl: base address alignment %zu is not a power of two",
+                      b->base.alignment);
+    if (st == MOE_OK) st = choose_sizes(b);
+    b->base.row_tile = b->gemm_bm;
+    if (st == MOE_OK) st = ocl_memory_init(b);
+    b->inject_oom = inject_oom;
+    if (st == MOE_OK) st = ocl_programs_init(b);
+    if (st != MOE_OK) {
+        ocl_destroy(&b->base);
+        return st;
+    }
+    *out = &b->base;
+    return MOE_OK;
+}
+
+static void ocl_destroy(moe_backend *be)
+{
+    if (!be) return;
+    ocl_backend *b = oclb(be);
+    if (b->queue) clFinish(b->queue);
+    for (int i = 0; i < b->n_events; i++) clReleaseEvent(b->events[i]);
+    ocl_programs_release(b);
+    ocl_memory_release(b);
+    if (b->queue) clReleaseCommandQueue(b->queue);
+    if (b->context) clReleaseContext(b->context);
+    free(b);
+}
+
+const moe_backend_ops moe_opencl_backend_ops = {
+    .kind = MOE_BACKEND_OPENCL,
+    .name = "opencl",
+    .device_count = ocl_device_count,
+    .device_info = ocl_device_info,
+    .create = ocl_create,
+    .destroy = ocl_destroy,
+    .buffer_alloc = ocl_buffer_alloc,
+    .buffer_free = ocl_buffer_free,
+    .buffer_write = ocl_buffer_write,
+    .buffer_read = ocl_buffer_read,
+    .buffer_copy = ocl_buffer_copy,
+    .weight_bytes = ocl_weight_bytes,
+    .weight_upload = ocl_weight_upload,
+    .begin = ocl_begin,
+    .route = ocl_route,
+    .plan = ocl_plan,
+    .ffn = ocl_ffn,
+    .combine = ocl_combine,
+    .stats = ocl_stats,
+    .finish = ocl_finish,
+};

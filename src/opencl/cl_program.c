@@ -1,0 +1,286 @@
+/*
+ * cl_program.c — the embedded OpenCL C sources (opencl/<name>.cl, turned into arrays at build
+ * time), program builds with -D specialisation, and the on-disk binary cache.
+ *
+ * A program is one kernel file, prepended with common.cl, built with options that carry its
+ * tile sizes, shapes and flags (so its loops have constant bounds). Programs are built on
+ * first use and kept for the context. Each build first looks in the cache directory
+ * ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe — the Vulkan pipeline cache's
+ * directory) for opencl-<hash>.bin, the hash covering the sources, the options, the device's
+ * name and version, the driver version and the platform version; a hit is built from the
+ * binary (no compilation), a miss or a stale/corrupt file is compiled from source and saved,
+ * written to a temporary file and renamed, so no process ever reads half a file.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "cl_internal.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "combine.cl.h"
+#include "common.cl.h"
+#include "gemm.cl.h"
+#include "plan_count.cl.h"
+#include "plan_scan.cl.h"
+#include "plan_scatter.cl.h"
+#include "select.cl.h"
+#include "stats.cl.h"
+
+const char *const ocl_common_source = (const char *)moe_cl_common;
+const ocl_source ocl_sources[OCL_K_COUNT] = {
+    [OCL_K_GEMM] = {(const char *)moe_cl_gemm, "gemm.cl", "gemm"},
+    [OCL_K_SELECT] = {(const char *)moe_cl_select, "select.cl", "select_topk"},
+    [OCL_K_PLAN_COUNT] = {(const char *)moe_cl_plan_count, "plan_count.cl", "plan_count"},
+    [OCL_K_PLAN_SCAN] = {(const char *)moe_cl_plan_scan, "plan_scan.cl", "plan_scan"},
+    [OCL_K_PLAN_SCATTER] = {(const char *)moe_cl_plan_scatter, "plan_scatter.cl", "plan_scatter"},
+    [OCL_K_COMBINE] = {(const char *)moe_cl_combine, "combine.cl", "combine"},
+    [OCL_K_STATS] = {(const char *)moe_cl_stats, "stats.cl", "stats"},
+};
+
+#define CACHE_MAGIC "MOECLBN1"
+
+/* ---- cache directory and key --------------------------------------------------------------- */
+
+static bool make_dirs(char *path)
+{
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        const int r = mkdir(path, 0755);
+        *p = '/';
+        if (r != 0 && errno != EEXIST) return false;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST;
+}
+
+static void cache_dir(ocl_backend *b)
+{
+    char dir[sizeof b->cache_dir];
+    const char *env = getenv("MOE_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
+    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%.700s/moe", xdg);
+    else if (home && *home) snprintf(dir, sizeof dir, "%.700s/.cache/moe", home);
+    else return;
+    if (!make_dirs(dir)) {
+        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: cannot create cache directory %s; programs are not cached", dir);
+        return;
+    }
+    memcpy(b->cache_dir, dir, sizeof dir);
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return (h ^ 0xffu) * 0x100000001b3ull; /* a separator, so ("ab","c") != ("a","bc") */
+}
+
+static uint64_t program_key(const ocl_backend *b, ocl_kernel_id id, const char *options)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = fnv1a(h, ocl_common_source);
+    h = fnv1a(h, ocl_sources[id].text);
+    h = fnv1a(h, options);
+    return fnv1a(h, b->device_key);
+}
+
+static void cache_file(const ocl_backend *b, uint64_t key, char *out, size_t size)
+{
+    snprintf(out, size, "%s/opencl-%016llx.bin", b->cache_dir, (unsigned long long)key);
+}
+
+/* The cached binary of `key`, or NULL (no file, or a file that is not a whole entry). */
+static unsigned char *cache_load(const ocl_backend *b, uint64_t key, size_t *size)
+{
+    char path[1100];
+    cache_file(b, key, path, sizeof path);
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char magic[8];
+    uint64_t k = 0, n = 0;
+    unsigned char *data = NULL;
+    if (fread(magic, 1, 8, f) == 8 && !memcmp(magic, CACHE_MAGIC, 8) && fread(&k, sizeof k, 1, f) == 1 &&
+        fread(&n, sizeof n, 1, f) == 1 && k == key && n > 0 && n < ((uint64_t)1 << 31) &&
+        (data = malloc((size_t)n)) != NULL) {
+        if (fread(data, 1, (size_t)n, f) == (size_t)n && fgetc(f) == EOF) {
+            *size = (size_t)n;
+        } else {
+            free(data);
+            data = NULL;
+        }
+    }
+    fclose(f);
+    return data;
+}
+
+static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
+{
+    static atomic_uint serial;
+    size_t n = 0;
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
+    unsigned char *data = malloc(n);
+    if (!data) return;
+    char path[1100], tmp[1200];
+    cache_file(b, key, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u));
+    FILE *f = clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof data, &data, NULL) == CL_SUCCESS
+                  ? fopen(tmp, "wb") : NULL;
+    const uint64_t k = key, len = n;
+    bool ok = f && fwrite(CACHE_MAGIC, 1, 8, f) == 8 && fwrite(&k, sizeof k, 1, f) == 1 &&
+              fwrite(&len, sizeof len, 1, f) == 1 && fwrite(data, 1, n, f) == n;
+    if (f) ok = (fclose(f) == 0) && ok;
+    /* rename() is atomic: a reader sees no file or the whole file, never half of one. */
+    if (!ok || rename(tmp, path) != 0) {
+        if (f) remove(tmp);
+        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: could not save a program binary to %s", path);
+    }
+    free(data);
+}
+
+/* ---- builds -------------------------------------------------------------------------------- */
+
+static moe_status build_failure(ocl_backend *b, cl_program program, cl_int err, ocl_kernel_id id, const char *options)
+{
+    char log[768] = "";
+    size_t n = 0;
+    if (clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) == CL_SUCCESS && n > 0) {
+        char *full = malloc(n + 1);
+        if (full && clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, n, full, NULL) == CL_SUCCESS) {
+            full[n] = '\0';
+            const char *at = strstr(full, "error"); /* the first error, not the preamble */
+            snprintf(log, sizeof log, "%s", at ? at : full);
+        }
+        free(full);
+    }
+    return moe_fail(b->base.ctx, MOE_ERROR_BACKEND, "opencl: building %s failed: %s (%d); options '%.160s'; build log: %s",
+                    ocl_sources[id].file, ocl_error_name(err), (int)err, options, log);
+}
+
+/* Tries the cached binary; false (and nothing kept) when there is none or it is unusable. */
+static bool build_from_cache(ocl_backend *b, uint64_t key, const char *options, cl_program *out)
+{
+    size_t size = 0;
+    unsigned char *data = b->cache_dir[0] ? cache_load(b, key, &size) : NULL;
+    if (!data) return false;
+    cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
+    const unsigned char *bins[1] = {data};
+    cl_program p = clCreateProgramWithBinary(b->context, 1, &b->device, &size, bins, &bin_status, &err);
+    free(data);
+    if (err != CL_SUCCESS || bin_status != CL_SUCCESS) {
+        if (p) clReleaseProgram(p);
+        return false;
+    }
+    if (clBuildProgram(p, 1, &b->device, options, NULL, NULL) != CL_SUCCESS) {
+        clReleaseProgram(p);
+        return false;
+    }
+    *out = p;
+    return true;
+}
+
+static moe_status build(ocl_backend *b, ocl_kernel_id id, const char *options_in, cl_program *out)
+{
+    char options[OCL_OPTIONS_MAX + 64];
+    snprintf(options, sizeof options, "%s%s", options_in, b->inject_build ? " -DMOE_INJECT_BUILD_FAILURE" : "");
+    const uint64_t key = program_key(b, id, options);
+    double t0 = ocl_now_ms();
+    if (!b->inject_build && build_from_cache(b, key, options, out)) {
+        const double ms = ocl_now_ms() - t0;
+        b->builds_from_cache++;
+        b->build_ms_cache += ms;
+        moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s built from cache in %.1f ms", ocl_sources[id].file, ms);
+        return MOE_OK;
+    }
+    t0 = ocl_now_ms();
+    const char *srcs[2] = {ocl_common_source, ocl_sources[id].text};
+    cl_int err = CL_SUCCESS;
+    cl_program p = clCreateProgramWithSource(b->context, 2, srcs, NULL, &err);
+    if (err != CL_SUCCESS) return ocl_fail(b, err, "clCreateProgramWithSource");
+    err = clBuildProgram(p, 1, &b->device, options, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        const moe_status st = build_failure(b, p, err, id, options);
+        clReleaseProgram(p);
+        return st;
+    }
+    const double ms = ocl_now_ms() - t0;
+    size_t log_size = 0;
+    if (clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size) == CL_SUCCESS && log_size > 2) {
+        char *log = malloc(log_size + 1);
+        if (log && clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL) == CL_SUCCESS) {
+            log[log_size] = '\0';
+            moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: %s build log: %s", ocl_sources[id].file, log);
+        }
+        free(log);
+    }
+    b->builds_from_source++;
+    b->build_ms_source += ms;
+    moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s compiled from source in %.1f ms", ocl_sources[id].file, ms);
+    if (b->cache_dir[0]) cache_save(b, key, p);
+    *out = p;
+    return MOE_OK;
+}
+
+moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options, cl_kernel *out)
+{
+    for (size_t i = 0; i < b->n_programs; i++) {
+        const ocl_program *p = &b->programs[i];
+        if (p->id == id && !strcmp(p->options, options)) {
+            *out = p->kernel;
+            return MOE_OK;
+        }
+    }
+    if (strlen(options) >= OCL_OPTIONS_MAX)
+        return moe_fail(b->base.ctx, MOE_ERROR_INTERNAL, "opencl: build options too long: %s", options);
+    if (b->n_programs == b->cap_programs) {
+        const size_t cap = b->cap_programs ? 2 * b->cap_programs : 16;
+        ocl_program *p = realloc(b->programs, cap * sizeof *p);
+        if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
+        b->programs = p;
+        b->cap_programs = cap;
+    }
+    ocl_program *p = &b->programs[b->n_programs];
+    memset(p, 0, sizeof *p);
+    moe_status st = build(b, id, options, &p->program);
+    if (st != MOE_OK) return st;
+    cl_int err = CL_SUCCESS;
+    p->kernel = clCreateKernel(p->program, ocl_sources[id].kernel, &err);
+    if (err != CL_SUCCESS) {
+        clReleaseProgram(p->program);
+        return ocl_fail(b, err, "clCreateKernel");
+    }
+    p->id = id;
+    snprintf(p->options, sizeof p->options, "%s", options);
+    b->n_programs++;
+    *out = p->kernel;
+    return MOE_OK;
+}
+
+moe_status ocl_programs_init(ocl_backend *b)
+{
+    cl_bool compiler = CL_TRUE;
+    clGetDeviceInfo(b->device, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL);
+    if (!compiler)
+        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: device '%s' has no compiler; only cached binaries can run",
+                b->base.info.name);
+    cache_dir(b);
+    moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: program cache in '%s'", b->cache_dir);
+    return MOE_OK;
+}
+
+void ocl_programs_release(ocl_backend *b)
+{
+    if (b->builds_from_source || b->builds_from_cache)
+        moe_log(b->base.ctx, MOE_LOG_INFO,
+                "opencl: programs: %llu compiled (%.0f ms), %llu loaded from the binary cache (%.0f ms)",
+                (unsigned long long)b->builds_from_source, b->build_ms_source,
+                (unsigned long long)b->builds_from_cache, b->build_ms_cache);
+    for (size_t i = 0; i < b->n_programs; i++) {
+        clReleaseKernel(b->programs[i].kernel);
+        clReleaseProgram(b->programs[i].program);
+    }
+    free(b->programs);
+}

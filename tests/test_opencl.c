@@ -1,0 +1,174 @@
+/*
+ * test_opencl.c — what only the OpenCL backend has: injected faults (MOE_CL_INJECT=lost makes
+ * the next finish report CL_OUT_OF_RESOURCES, a lost device; =oom makes buffer allocations
+ * fail with CL_MEM_OBJECT_ALLOCATION_FAILURE; =build makes program builds fail) give their
+ * statuses, leave the caller's output untouched and, for a lost device, make every later call
+ * fail the same way; an invalid device index is refused as unavailable; program binaries are
+ * cached in the cache directory as complete files (written whole, then renamed) and a second
+ * context builds every program from that cache instead of compiling (counted through the log
+ * callback's "built from cache" / "compiled from source" lines); the device reports its limits.
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "harness.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc), .d_model = 40, .d_ff = 24,
+                                    .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
+
+typedef struct build_counts {
+    int from_cache, from_source;
+} build_counts;
+
+static void count_builds(moe_log_level level, const char *message, void *user)
+{
+    build_counts *c = user;
+    if (getenv("MOE_TEST_VERBOSE") || level <= MOE_LOG_WARNING) printf("  log: %s\n", message);
+    if (level != MOE_LOG_INFO) return;
+    if (strstr(message, "built from cache")) c->from_cache++;
+    if (strstr(message, "compiled from source")) c->from_source++;
+}
+
+static moe_context *context_logged(build_counts *counts)
+{
+    moe_context_desc cd = {.struct_size = sizeof cd, .backend = MOE_BACKEND_OPENCL, .log = count_builds,
+                           .log_user_data = counts, .log_level = MOE_LOG_INFO};
+    moe_context *ctx = NULL;
+    CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_OK);
+    return ctx;
+}
+
+static void device_lost(h_layer *hl, const float *x)
+{
+    setenv("MOE_CL_INJECT", "lost", 1);
+    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
+    unsetenv("MOE_CL_INJECT");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    h_guarded y = h_guarded_alloc(16 * 40);
+    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST);
+    CHECK(strstr(moe_context_error(ctx), "CL_OUT_OF_RESOURCES") != NULL, "message: %s", moe_context_error(ctx));
+    CHECK(h_untouched(&y), "output written after a lost device");
+    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST); /* stays lost */
+    moe_buffer *b = NULL;
+    CHECK_STATUS(moe_buffer_create(ctx, 8, &b), MOE_ERROR_DEVICE_LOST);
+    CHECK(h_untouched(&y), "output written after a lost device");
+    moe_layer_destroy(layer);
+    moe_context_destroy(ctx);
+    h_guarded_free(&y);
+}
+
+static void out_of_device_memory(h_layer *hl)
+{
+    setenv("MOE_CL_INJECT", "oom", 1);
+    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
+    unsetenv("MOE_CL_INJECT");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_ERROR_OUT_OF_DEVICE_MEMORY);
+    CHECK(layer == NULL, "layer written on failure");
+    CHECK(strstr(moe_context_error(ctx), "CL_MEM_OBJECT_ALLOCATION_FAILURE") != NULL, "message: %s",
+          moe_context_error(ctx));
+    moe_context_destroy(ctx);
+}
+
+static void build_failure(h_layer *hl, const float *x)
+{
+    setenv("MOE_CL_INJECT", "build", 1);
+    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
+    unsetenv("MOE_CL_INJECT");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    h_guarded y = h_guarded_alloc(16 * 40);
+    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_BACKEND);
+    const char *msg = moe_context_error(ctx);
+    CHECK(strstr(msg, "CL_BUILD_PROGRAM_FAILURE") != NULL, "message: %s", msg);
+    CHECK(strstr(msg, "build log:") != NULL && strstr(msg, "injected") != NULL, "no build log in: %s", msg);
+    CHECK(h_untouched(&y), "output written after a failed build");
+    moe_layer_destroy(layer);
+    moe_context_destroy(ctx);
+    h_guarded_free(&y);
+}
+
+static void invalid_device(void)
+{
+    int count = 0;
+    CHECK_STATUS(moe_device_count(MOE_BACKEND_OPENCL, &count), MOE_OK);
+    moe_context_desc cd = {.struct_size = sizeof cd, .backend = MOE_BACKEND_OPENCL, .device_index = count};
+    moe_context *ctx = NULL;
+    CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_ERROR_BACKEND_UNAVAILABLE);
+    CHECK(ctx == NULL, "context written on failure");
+    cd.device_index = -1;
+    CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_ERROR_BACKEND_UNAVAILABLE);
+    moe_device_info info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_device_get_info(MOE_BACKEND_OPENCL, count, &info), MOE_ERROR_BACKEND_UNAVAILABLE);
+}
+
+static void binary_cache(h_layer *hl, const float *x, const char *dir)
+{
+    /* Start from an empty cache, so the first context must compile and save. */
+    DIR *old = opendir(dir);
+    for (struct dirent *e; old && (e = readdir(old)) != NULL;) {
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strncmp(e->d_name, "opencl-", 7) == 0) remove(path);
+    }
+    if (old) closedir(old);
+    setenv("MOE_CACHE_DIR", dir, 1);
+    build_counts counts[2] = {{0, 0}, {0, 0}};
+    float y[2][16 * 40];
+    for (int round = 0; round < 2; round++) { /* the second context loads what the first saved */
+        moe_context *ctx = context_logged(&counts[round]);
+        moe_layer *layer = NULL;
+        if (!ctx) continue;
+        CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+        CHECK_STATUS(moe_layer_forward(layer, 16, x, y[round], NULL), MOE_OK);
+        moe_layer_destroy(layer);
+        moe_context_destroy(ctx);
+    }
+    unsetenv("MOE_CACHE_DIR");
+    printf("  builds: first context %d compiled + %d cached, second %d compiled + %d cached\n",
+           counts[0].from_source, counts[0].from_cache, counts[1].from_source, counts[1].from_cache);
+    CHECK(counts[0].from_source > 0, "the first context compiled nothing");
+    CHECK(counts[1].from_source == 0, "the second context compiled %d program(s)", counts[1].from_source);
+    CHECK(counts[1].from_cache == counts[0].from_source + counts[0].from_cache, "second context: %d from cache",
+          counts[1].from_cache);
+    CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0, "a cached program computed something else");
+    DIR *d = opendir(dir);
+    int caches = 0, temps = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, "opencl-", 7) == 0 && strstr(e->d_name, ".bin") && !strstr(e->d_name, ".tmp")) caches++;
+        if (strstr(e->d_name, ".tmp")) temps++;
+    }
+    if (d) closedir(d);
+    CHECK(caches >= counts[0].from_source, "%d program binaries in %s", caches, dir);
+    CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
+}
+
+int main(int argc, char **argv)
+{
+    moe_backend_kind kind;
+    moe_context *ctx = h_open(argc, argv, &kind);
+    moe_device_info info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
+    CHECK(info.max_workgroup_size >= 64, "max_workgroup_size %llu", (unsigned long long)info.max_workgroup_size);
+    CHECK(info.shared_memory_bytes >= 16384, "shared_memory_bytes %llu", (unsigned long long)info.shared_memory_bytes);
+    CHECK(strncmp(info.api_version, "OpenCL ", 7) == 0, "api_version '%s'", info.api_version);
+    CHECK(info.name[0] && info.vendor[0] && info.driver[0] && info.memory_bytes > 0, "incomplete device info");
+    moe_context_destroy(ctx);
+
+    h_rng r = h_rng_seeded("test_opencl");
+    h_layer hl;
+    h_layer_init(&hl, &desc, &r, 1.0f);
+    float x[16 * 40];
+    h_fill_input(&hl, 16, x, &r);
+    invalid_device();
+    device_lost(&hl, x);
+    out_of_device_memory(&hl);
+    build_failure(&hl, x);
+    binary_cache(&hl, x, argc > 2 ? argv[2] : "opencl-cache");
+    h_layer_free(&hl);
+    return h_finish("test_opencl");
+}
