@@ -5,8 +5,8 @@
  * A program is one kernel file, prepended with common.cl, built with options that carry its
  * tile sizes, shapes and flags (so its loops have constant bounds). Programs are built on
  * first use and kept for the context. Each build first looks in the cache directory
- * ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe — the Vulkan pipeline cache's
- * directory) for opencl-<hash>.bin, the hash covering the sources, the options, the device's
+ * (src/cache.c: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe — where the Vulkan
+ * pipeline cache lives too) for opencl-<hash>.bin, the hash covering the sources, the options, the device's
  * name and version, the driver version and the platform version; a hit is built from the
  * binary (no compilation), a miss or a stale/corrupt file is compiled from source and saved,
  * written to a temporary file and renamed, so no process ever reads half a file.
@@ -14,13 +14,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "cl_internal.h"
 
-#include <errno.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "combine.cl.h"
 #include "common.cl.h"
@@ -44,34 +40,7 @@ const ocl_source ocl_sources[OCL_K_COUNT] = {
 
 #define CACHE_MAGIC "MOECLBN1"
 
-/* ---- cache directory and key --------------------------------------------------------------- */
-
-static bool make_dirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        const int r = mkdir(path, 0755);
-        *p = '/';
-        if (r != 0 && errno != EEXIST) return false;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST;
-}
-
-static void cache_dir(ocl_backend *b)
-{
-    char dir[sizeof b->cache_dir];
-    const char *env = getenv("MOE_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
-    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
-    else if (xdg && *xdg) snprintf(dir, sizeof dir, "%.700s/moe", xdg);
-    else if (home && *home) snprintf(dir, sizeof dir, "%.700s/.cache/moe", home);
-    else return;
-    if (!make_dirs(dir)) {
-        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: cannot create cache directory %s; programs are not cached", dir);
-        return;
-    }
-    memcpy(b->cache_dir, dir, sizeof dir);
-}
+/* ---- cache key and files (the directory and atomic writes: src/cache.c) ------------------- */
 
 static uint64_t fnv1a(uint64_t h, const char *s)
 {
@@ -93,50 +62,44 @@ static void cache_file(const ocl_backend *b, uint64_t key, char *out, size_t siz
     snprintf(out, size, "%s/opencl-%016llx.bin", b->cache_dir, (unsigned long long)key);
 }
 
+typedef struct cache_head {
+    char magic[8];
+    uint64_t key, size;
+} cache_head;
+
 /* The cached binary of `key`, or NULL (no file, or a file that is not a whole entry). */
 static unsigned char *cache_load(const ocl_backend *b, uint64_t key, size_t *size)
 {
     char path[1100];
     cache_file(b, key, path, sizeof path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char magic[8];
-    uint64_t k = 0, n = 0;
-    unsigned char *data = NULL;
-    if (fread(magic, 1, 8, f) == 8 && !memcmp(magic, CACHE_MAGIC, 8) && fread(&k, sizeof k, 1, f) == 1 &&
-        fread(&n, sizeof n, 1, f) == 1 && k == key && n > 0 && n < ((uint64_t)1 << 31) &&
-        (data = malloc((size_t)n)) != NULL) {
-        if (fread(data, 1, (size_t)n, f) == (size_t)n && fgetc(f) == EOF) {
-            *size = (size_t)n;
-        } else {
-            free(data);
-            data = NULL;
-        }
+    size_t n = 0;
+    unsigned char *file = moe_cache_read(path, &n);
+    cache_head h;
+    if (!file || n < sizeof h) {
+        free(file);
+        return NULL;
     }
-    fclose(f);
-    return data;
+    memcpy(&h, file, sizeof h);
+    if (memcmp(h.magic, CACHE_MAGIC, 8) != 0 || h.key != key || h.size != n - sizeof h || h.size == 0) {
+        free(file);
+        return NULL;
+    }
+    memmove(file, file + sizeof h, (size_t)h.size);
+    *size = (size_t)h.size;
+    return file;
 }
 
 static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
 {
-    static atomic_uint serial;
     size_t n = 0;
     if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
     unsigned char *data = malloc(n);
-    if (!data) return;
-    char path[1100], tmp[1200];
-    cache_file(b, key, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u));
-    FILE *f = clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof data, &data, NULL) == CL_SUCCESS
-                  ? fopen(tmp, "wb") : NULL;
-    const uint64_t k = key, len = n;
-    bool ok = f && fwrite(CACHE_MAGIC, 1, 8, f) == 8 && fwrite(&k, sizeof k, 1, f) == 1 &&
-              fwrite(&len, sizeof len, 1, f) == 1 && fwrite(data, 1, n, f) == n;
-    if (f) ok = (fclose(f) == 0) && ok;
-    /* rename() is atomic: a reader sees no file or the whole file, never half of one. */
-    if (!ok || rename(tmp, path) != 0) {
-        if (f) remove(tmp);
-        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: could not save a program binary to %s", path);
+    if (data && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof data, &data, NULL) == CL_SUCCESS) {
+        char path[1100];
+        cache_file(b, key, path, sizeof path);
+        cache_head h = {.key = key, .size = n};
+        memcpy(h.magic, CACHE_MAGIC, 8);
+        moe_cache_write(b->base.ctx, path, &h, sizeof h, data, n);
     }
     free(data);
 }
@@ -266,7 +229,7 @@ moe_status ocl_programs_init(ocl_backend *b)
     if (!compiler)
         moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: device '%s' has no compiler; only cached binaries can run",
                 b->base.info.name);
-    cache_dir(b);
+    if (!moe_cache_dir(b->base.ctx, b->cache_dir, sizeof b->cache_dir)) b->cache_dir[0] = '\0';
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: program cache in '%s'", b->cache_dir);
     return MOE_OK;
 }
