@@ -170,9 +170,13 @@ static uint32_t env_u32(const char *name, uint32_t fallback)
     return s && *s ? (uint32_t)atoi(s) : fallback;
 }
 
-/* Kernel sizes from the device's limits (never assumed). GEMM: 64×64 tiles through local
- * memory, BK = 16, 256 work-items of 4×4 accumulators (64 of 8×8 where fewer work-items are
- * allowed). MOE_CL_GEMM_BM / _TM / _BK override, for experiments. */
+/* Kernel sizes from the device's limits (never assumed). GEMM on GPUs: 64×64 tiles through
+ * local memory, BK = 16, 256 work-items of 4×4 accumulators (64 of 8×8 where fewer
+ * work-items are allowed). On CPU-type devices (PoCL) a work-group runs as loops on one core,
+ * so few work-items with many accumulators win: 32×32 tiles of 16 work-items of 8×8,
+ * measured on PoCL at T=128, d=512, f=1024, E=8, k=2: 0.30 s per forward, against 1.26 s for
+ * the GPU sizes, 0.84 s for 32×32 of 4×4 and 2.3 s for 128×128 of 8×8.
+ * MOE_CL_GEMM_BM / _TM / _BK override, for experiments. */
 static moe_status choose_sizes(ocl_backend *b)
 {
     size_t items[3] = {0, 0, 0};
@@ -182,9 +186,10 @@ static moe_status choose_sizes(ocl_backend *b)
     if (items[0] && items[0] < b->max_wg) b->max_wg = items[0];
     b->wg_big = pow2_floor(b->max_wg < 256 ? b->max_wg : 256);
     b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
-    b->gemm_bm = b->gemm_bn = env_u32("MOE_CL_GEMM_BM", 64);
+    const bool cpu_device = b->base.info.type == MOE_DEVICE_TYPE_CPU;
+    b->gemm_bm = b->gemm_bn = env_u32("MOE_CL_GEMM_BM", cpu_device ? 32 : 64);
     b->gemm_bk = env_u32("MOE_CL_GEMM_BK", 16);
-    b->gemm_tm = b->gemm_tn = env_u32("MOE_CL_GEMM_TM", b->max_wg >= 256 ? 4 : 8);
+    b->gemm_tm = b->gemm_tn = env_u32("MOE_CL_GEMM_TM", cpu_device || b->max_wg < 256 ? 8 : 4);
     if (b->gemm_tm == 0 || b->gemm_bk == 0 || b->gemm_bm == 0 || b->gemm_bm % b->gemm_tm != 0)
         return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT, "opencl: bad GEMM tile override (BM %u, TM %u, BK %u)",
                         b->gemm_bm, b->gemm_tm, b->gemm_bk);
