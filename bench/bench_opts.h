@@ -42,7 +42,8 @@ typedef struct bench_opt {
     bench_opt_kind kind;
     void *target;                /* int*, int64_t*, uint64_t*, double*, const char** or
                                     bench_int_list*, per kind */
-    const char *metavar;         /* "T" in "--tokens T"; NULL for flags */
+    const char *metavar;         /* "T" in "--tokens T"; NULL for flags; a choice's usage shows
+                                    its metavar when set, else the list of choices */
     int64_t min_i, max_i;        /* BENCH_OPT_INT64 range, inclusive */
     double min_d;                /* BENCH_OPT_DOUBLE: the value must be greater */
     const bench_choice *choices; /* BENCH_OPT_CHOICE: ends with a {NULL, 0} row */
