@@ -34,7 +34,10 @@ layout(std430, binding = 2) readonly buffer TileExpert { int tile_expert[]; };
 layout(std430, binding = 3) readonly buffer W_ { float w[]; };
 layout(std430, binding = 4) writeonly buffer Out { float o[]; };
 
-layout(push_constant) uniform Push { int n_rows; } pc;
+// One dispatch covers the experts [expert_begin, expert_end): W is bound from expert_begin's
+// matrix on, so a layer whose weights exceed the device's maxStorageBufferRange runs as a few
+// dispatches over groups of experts (src/vulkan/vk_steps.c).
+layout(push_constant) uniform Push { int n_rows; int expert_begin; int expert_end; } pc;
 
 shared float As[USE_SHARED ? BK * BM : 1];
 shared float Bs[USE_SHARED ? BK * BN : 1];
@@ -44,12 +47,13 @@ void main()
 {
     const int tile = int(gl_WorkGroupID.y);
     const int expert = HAS_TILES ? tile_expert[tile] : 0;
-    if (expert < 0) return; // uniform for the workgroup: an unused tile
+    // Uniform for the workgroup: an unused tile, or another group's expert.
+    if (expert < pc.expert_begin || expert >= pc.expert_end) return;
     const int lid = int(gl_LocalInvocationID.x);
     const int threads = (BM / TM) * (BN / TN);
     const int tx = lid % (BN / TN), ty = lid / (BN / TN);
     const int row0 = tile * BM, col0 = int(gl_WorkGroupID.x) * BN;
-    const uint w_base = uint(expert) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
+    const uint w_base = uint(expert - pc.expert_begin) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
     const uint u_base = w_base + uint(N_OUT) * uint(K_DIM);
 
     float acc[TM * TN];

@@ -91,6 +91,7 @@ typedef struct moe_ffn_step {
     int64_t k_dim;           /* reduction length (d_model for up, d_ff for down) */
     int64_t n_out;           /* output columns */
     moe_addr a;              /* float rows of k_dim elements (stride k_dim) */
+    int64_t a_rows;          /* rows in a (tokens when gathering, else n_rows) */
     bool gather;             /* true: row r reads a[row_token[r]]; false: a[r] */
     moe_addr row_token;      /* int32 [n_rows], or absent: every row valid, identity */
     moe_addr tile_expert;    /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
@@ -106,6 +107,7 @@ typedef struct moe_ffn_step {
 typedef struct moe_combine_step {
     const moe_layer_desc *desc;
     int64_t n_tokens;
+    int64_t n_rows;          /* rows of expert_out (the padded row bound) */
     moe_addr x;              /* float [T][d] */
     moe_addr expert_out;     /* float [n_rows][d] */
     moe_addr slot_row;       /* int32 [T][k] */

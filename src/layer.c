@@ -231,15 +231,15 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                 L->expert_offsets, L->row_token, L->slot_row, L->tile_expert};
     const bool gated = moe_activation_is_gated(d->activation);
     const moe_ffn_step up = {
-        .n_rows = L->n_rows, .k_dim = d->d_model, .n_out = d->d_ff, .a = x, .gather = true,
+        .n_rows = L->n_rows, .k_dim = d->d_model, .n_out = d->d_ff, .a = x, .a_rows = T, .gather = true,
         .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_in,
         .n_experts = d->n_experts, .gated = gated, .activation = d->activation,
         .apply_activation = true, .out = L->h};
     const moe_ffn_step down = {
-        .n_rows = L->n_rows, .k_dim = d->d_ff, .n_out = d->d_model, .a = L->h, .gather = false,
+        .n_rows = L->n_rows, .k_dim = d->d_ff, .n_out = d->d_model, .a = L->h, .a_rows = L->n_rows, .gather = false,
         .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_down,
         .n_experts = d->n_experts, .out = L->o};
-    const moe_combine_step combine = {d, T, x, L->o, L->slot_row, L->topk_weights,
+    const moe_combine_step combine = {d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights,
                                       L->shared_o, layer->w.shared_gate, y};
     const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
 
@@ -250,11 +250,11 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
     if (st == MOE_OK && d->d_ff_shared > 0) {
         /* The shared expert is one dense expert over all tokens: the same GEMM step. */
         const moe_ffn_step sup = {
-            .n_rows = T, .k_dim = d->d_model, .n_out = d->d_ff_shared, .a = x,
+            .n_rows = T, .k_dim = d->d_model, .n_out = d->d_ff_shared, .a = x, .a_rows = T,
             .weights = layer->w.shared_in, .n_experts = 1, .gated = gated,
             .activation = d->activation, .apply_activation = true, .out = L->shared_h};
         const moe_ffn_step sdown = {
-            .n_rows = T, .k_dim = d->d_ff_shared, .n_out = d->d_model, .a = L->shared_h,
+            .n_rows = T, .k_dim = d->d_ff_shared, .n_out = d->d_model, .a = L->shared_h, .a_rows = T,
             .weights = layer->w.shared_down, .n_experts = 1, .out = L->shared_o};
         st = ops->ffn(be, &sup);
         if (st == MOE_OK) st = ops->ffn(be, &sdown);

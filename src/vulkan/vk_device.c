@@ -383,6 +383,10 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
                       b->base.alignment);
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
+    b->max_weight_binding = b->props.limits.maxStorageBufferRange;
+    const char *wb = getenv("MOE_VK_MAX_WEIGHT_BINDING");
+    if (wb && strtoull(wb, NULL, 0) > 0 && strtoull(wb, NULL, 0) < b->max_weight_binding)
+        b->max_weight_binding = strtoull(wb, NULL, 0);
     /* Subgroup arithmetic in compute shaders (Vulkan 1.1 query); MOE_VK_DISABLE_SUBGROUPS=1
      * forces the plain path so both are tested on one machine. */
     if (b->props.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {

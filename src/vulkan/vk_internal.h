@@ -68,6 +68,7 @@ struct moe_bbuf {
 
 #define VK_MAX_SPEC 16
 #define VK_MAX_QUERIES 32
+#define VK_MAX_SETS 1024
 
 typedef struct vk_pipeline {
     vk_shader_id shader;
@@ -95,6 +96,7 @@ typedef struct vk_backend {
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
     uint32_t gemm_shared;               /* 1: stage tiles through shared memory (GPUs) */
     bool subgroup_arithmetic;           /* compute shaders may use subgroupAdd (Vulkan 1.1) */
+    VkDeviceSize max_weight_binding;    /* bytes of weights one dispatch binds */
 
     vk_block *blocks;
     VkDeviceSize block_size;

@@ -76,8 +76,9 @@ moe_status vk_pipelines_init(vk_backend *b)
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "vulkan: pipeline cache %s (%zu bytes loaded)", b->cache_path, size);
 
     /* Descriptor sets come from one pool, reset at the start of every forward. */
-    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, 64 * 8};
-    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = 64,
+    /* Enough sets for a forward of many dispatches (one GEMM per group of experts). */
+    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_MAX_SETS * 8};
+    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = VK_MAX_SETS,
                                            .poolSizeCount = 1, .pPoolSizes = &ps};
     VK_TRY(b, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool));
     if (b->timestamp_bits > 0) {

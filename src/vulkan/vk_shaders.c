@@ -17,7 +17,7 @@
 #define SHADER(array, bindings, push, name) {array, sizeof array, bindings, push, name}
 
 const vk_shader_info vk_shaders[VK_SHADER_COUNT] = {
-    [VK_SHADER_GEMM] = SHADER(moe_spv_gemm, 5, 4, "gemm"),
+    [VK_SHADER_GEMM] = SHADER(moe_spv_gemm, 5, 12, "gemm"),
     [VK_SHADER_SELECT] = SHADER(moe_spv_select, 5, 4, "select"),
     [VK_SHADER_PLAN_COUNT] = SHADER(moe_spv_plan_count, 2, 4, "plan_count"),
     [VK_SHADER_PLAN_SCAN] = SHADER(moe_spv_plan_scan, 5, 8, "plan_scan"),

@@ -28,9 +28,13 @@ static void barrier(vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src
 }
 
 /* One dispatch of `shader` with the given specialization, buffers and push constants. A
- * failure is remembered and returned by finish, so the steps need no cleanup of their own. */
-static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
-                           const moe_addr *bind, const void *push, uint32_t gx, uint32_t gy)
+ * failure is remembered and returned by finish, so the steps need no cleanup of their own.
+ * `bytes[i]`, when given and nonzero, is how much of binding i the kernel reads or writes: it
+ * is bound exactly, and a tensor larger than the device's maxStorageBufferRange is refused
+ * rather than silently cut short. Bindings without a size reach to the end of their buffer. */
+static moe_status dispatch_sized(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
+                                 const moe_addr *bind, const VkDeviceSize *bytes, const void *push, uint32_t gx,
+                                 uint32_t gy)
 {
     if (b->record_status != MOE_OK) return b->record_status;
     const VkPhysicalDeviceLimits *l = &b->props.limits;
@@ -56,7 +60,15 @@ static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *s
     for (uint32_t i = 0; i < n; i++) {
         const moe_bbuf *buf = bind[i].buf ? bind[i].buf : b->dummy;
         const VkDeviceSize offset = bind[i].buf ? bind[i].offset : 0;
-        const VkDeviceSize size = ((buf->bytes + 3) & ~(VkDeviceSize)3) - offset;
+        const VkDeviceSize to_end = ((buf->bytes + 3) & ~(VkDeviceSize)3) - offset;
+        VkDeviceSize size = bytes && bytes[i] && bind[i].buf ? (bytes[i] + 3) & ~(VkDeviceSize)3 : to_end;
+        if (size > to_end) size = to_end;
+        if (bytes && bytes[i] && bind[i].buf && size > l->maxStorageBufferRange)
+            return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                               "vulkan: %s binding %u needs %llu bytes; the device's "
+                                               "maxStorageBufferRange is %u (run fewer tokens per forward)",
+                                               vk_shaders[shader].name, i, (unsigned long long)size,
+                                               l->maxStorageBufferRange);
         info[i] = (VkDescriptorBufferInfo){buf->buffer, offset,
                                            size < l->maxStorageBufferRange ? size : l->maxStorageBufferRange};
         w[i] = (VkWriteDescriptorSet){.sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET, .dstSet = set, .dstBinding = i,
@@ -77,6 +89,12 @@ static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *s
     barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     return MOE_OK;
+}
+
+static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
+                           const moe_addr *bind, const void *push, uint32_t gx, uint32_t gy)
+{
+    return dispatch_sized(b, shader, spec, n_spec, bind, NULL, push, gx, gy);
 }
 
 static double now_ms(void)
@@ -146,16 +164,42 @@ moe_status vk_finish(moe_backend *be)
 
 /* ---- the steps ------------------------------------------------------------------------------- */
 
-static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t k_dim, int64_t n_out, bool gated, int act,
-                       bool gather, moe_addr a, moe_addr row_token, moe_addr tile_expert, moe_addr w, moe_addr out)
+/* The grouped GEMM. W is bound one group of experts at a time, as many whole experts as fit in
+ * maxStorageBufferRange (a real layer can exceed it: Mixtral-8x7B's 5.6 GB against NVIDIA's
+ * 4 GB, or any large layer against lavapipe's 128 MiB); each group is one dispatch whose row
+ * tiles of other experts exit at once. MOE_VK_MAX_WEIGHT_BINDING lowers the limit, so the
+ * tests exercise the grouping on small layers. */
+static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t a_rows, int64_t k_dim, int64_t n_out, int64_t n_experts,
+                       bool gated, int act, bool gather, moe_addr a, moe_addr row_token, moe_addr tile_expert,
+                       moe_addr w, moe_addr out)
 {
     const uint32_t spec[] = {(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn),
                              b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn,
                              (uint32_t)k_dim, (uint32_t)n_out, gated, (uint32_t)act, gather,
                              row_token.buf != NULL, tile_expert.buf != NULL, b->gemm_shared};
-    const moe_addr bind[] = {a, row_token, tile_expert, w, out};
-    const int32_t push[] = {(int32_t)n_rows};
-    return dispatch(b, VK_SHADER_GEMM, spec, 14, bind, push, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm));
+    const VkDeviceSize expert_bytes = sizeof(float) * (gated ? 2u : 1u) * (VkDeviceSize)n_out * (VkDeviceSize)k_dim;
+    const VkDeviceSize limit = b->max_weight_binding;
+    if (expert_bytes > limit)
+        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                           "vulkan: one expert's weights (%llu bytes) exceed the device's "
+                                           "storage buffer range (%llu bytes)",
+                                           (unsigned long long)expert_bytes, (unsigned long long)limit);
+    const int64_t per_group = (int64_t)(limit / expert_bytes);
+    for (int64_t e0 = 0; e0 < n_experts; e0 += per_group) {
+        const int64_t e1 = e0 + per_group < n_experts ? e0 + per_group : n_experts;
+        moe_addr wg = w;
+        wg.offset += (size_t)(e0 * (int64_t)expert_bytes);
+        const moe_addr bind[] = {a, row_token, tile_expert, wg, out};
+        const VkDeviceSize bytes[] = {sizeof(float) * (VkDeviceSize)a_rows * (VkDeviceSize)k_dim,
+                                      sizeof(int32_t) * (VkDeviceSize)n_rows,
+                                      sizeof(int32_t) * (VkDeviceSize)((n_rows + b->gemm_bm - 1) / b->gemm_bm),
+                                      (VkDeviceSize)(e1 - e0) * expert_bytes,
+                                      sizeof(float) * (VkDeviceSize)n_rows * (VkDeviceSize)n_out};
+        const int32_t push[] = {(int32_t)n_rows, (int32_t)e0, (int32_t)e1};
+        dispatch_sized(b, VK_SHADER_GEMM, spec, 14, bind, bytes, push, ceil_div(n_out, b->gemm_bn),
+                       ceil_div(n_rows, b->gemm_bm));
+    }
+    return b->record_status;
 }
 
 moe_status vk_route(moe_backend *be, const moe_route_step *s)
@@ -163,7 +207,8 @@ moe_status vk_route(moe_backend *be, const moe_route_step *s)
     vk_backend *b = vkb(be);
     const moe_layer_desc *d = s->desc;
     const moe_addr none = {0};
-    gemm(b, s->n_tokens, d->d_model, d->n_experts, false, -1, false, s->x, none, none, s->router, s->logits);
+    gemm(b, s->n_tokens, s->n_tokens, d->d_model, d->n_experts, 1, false, -1, false, s->x, none, none, s->router,
+         s->logits);
     const uint32_t spec[] = {b->wg_small, (uint32_t)d->n_experts, (uint32_t)d->top_k, (uint32_t)d->n_group,
                              (uint32_t)d->topk_group, d->score_func == MOE_SCORE_SIGMOID,
                              d->group_score == MOE_GROUP_SCORE_MAX, d->renormalize != 0, d->has_selection_bias != 0,
@@ -197,8 +242,9 @@ moe_status vk_plan(moe_backend *be, const moe_plan_step *s)
 
 moe_status vk_ffn(moe_backend *be, const moe_ffn_step *s)
 {
-    return gemm(vkb(be), s->n_rows, s->k_dim, s->n_out, s->gated, s->apply_activation ? (int)s->activation : -1,
-                s->gather, s->a, s->row_token, s->tile_expert, s->weights, s->out);
+    return gemm(vkb(be), s->n_rows, s->a_rows, s->k_dim, s->n_out, s->n_experts, s->gated,
+                s->apply_activation ? (int)s->activation : -1, s->gather, s->a, s->row_token, s->tile_expert,
+                s->weights, s->out);
 }
 
 moe_status vk_combine(moe_backend *be, const moe_combine_step *s)
@@ -209,8 +255,10 @@ moe_status vk_combine(moe_backend *be, const moe_combine_step *s)
                              d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL,
                              s->shared_gate.buf != NULL};
     const moe_addr bind[] = {s->x, s->expert_out, s->slot_row, s->topk_weights, s->shared_out, s->shared_gate, s->y};
+    const VkDeviceSize td = sizeof(float) * (VkDeviceSize)s->n_tokens * (VkDeviceSize)d->d_model;
+    const VkDeviceSize bytes[] = {td, sizeof(float) * (VkDeviceSize)s->n_rows * (VkDeviceSize)d->d_model, 0, 0, td, 0, td};
     const vk_shader_id shader = b->subgroup_arithmetic ? VK_SHADER_COMBINE_SUBGROUP : VK_SHADER_COMBINE;
-    return dispatch(b, shader, spec, 6, bind, NULL, (uint32_t)s->n_tokens, 1);
+    return dispatch_sized(b, shader, spec, 6, bind, bytes, NULL, (uint32_t)s->n_tokens, 1);
 }
 
 moe_status vk_stats(moe_backend *be, const moe_stats_step *s)
