@@ -395,6 +395,10 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
         vkGetPhysicalDeviceProperties2(b->physical, &p2);
         b->subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                                  (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
+        VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+        p2.pNext = &m3;
+        vkGetPhysicalDeviceProperties2(b->physical, &p2);
+        b->max_allocation = m3.maxMemoryAllocationSize;
     }
     const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;

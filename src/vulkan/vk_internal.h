@@ -97,6 +97,7 @@ typedef struct vk_backend {
     uint32_t gemm_shared;               /* 1: stage tiles through shared memory (GPUs) */
     bool subgroup_arithmetic;           /* compute shaders may use subgroupAdd (Vulkan 1.1) */
     VkDeviceSize max_weight_binding;    /* bytes of weights one dispatch binds */
+    VkDeviceSize max_allocation;        /* maxMemoryAllocationSize (Vulkan 1.1); 0 = unknown */
 
     vk_block *blocks;
     VkDeviceSize block_size;

@@ -74,6 +74,12 @@ static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_
 {
     vk_block *k = calloc(1, sizeof *k);
     if (!k) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    if (b->max_allocation && size > b->max_allocation) {
+        free(k);
+        return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                        "vulkan: an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu)",
+                        (unsigned long long)size, (unsigned long long)b->max_allocation);
+    }
     const VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size,
                                      .memoryTypeIndex = type};
     const VkResult r = b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory);
@@ -182,7 +188,7 @@ void vk_buffer_free(moe_backend *be, moe_bbuf *buf)
 
 moe_status vk_memory_init(vk_backend *b)
 {
-    b->block_size = BLOCK_SIZE;
+    b->block_size = b->max_allocation && b->max_allocation < BLOCK_SIZE ? b->max_allocation : BLOCK_SIZE;
     moe_status st = alloc_buffer(b, STAGING_SIZE, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
                                  true, &b->staging);
     if (st != MOE_OK) return st;
