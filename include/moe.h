@@ -160,6 +160,7 @@ typedef struct moe_context_desc {
 
 /* Creates a context. `desc` may be NULL (all defaults). */
 MOE_API moe_status moe_context_create(const moe_context_desc *desc, moe_context **out_context);
+/* Destroy the context's layers and buffers first: they live in its arena. */
 MOE_API void moe_context_destroy(moe_context *context);
 /* The backend and device the context runs on (what AUTO chose). */
 MOE_API moe_backend_kind moe_context_backend(const moe_context *context);

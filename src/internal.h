@@ -90,7 +90,6 @@ struct moe_context {
     moe_log_fn log;
     void *log_user_data;
     moe_log_level log_level;
-    int live_objects;           /* layers + buffers not yet destroyed */
     char error[MOE_ERROR_MAX];
 };
 
