@@ -9,7 +9,7 @@
  * callback's "built from cache" / "compiled from source" lines); the device reports its limits.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
-#include "harness.h"
+#include "faults.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -41,44 +41,9 @@ static moe_context *context_logged(build_counts *counts)
     return ctx;
 }
 
-static void device_lost(h_layer *hl, const float *x)
-{
-    setenv("MOE_CL_INJECT", "lost", 1);
-    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
-    unsetenv("MOE_CL_INJECT");
-    moe_layer *layer = NULL;
-    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
-    h_guarded y = h_guarded_alloc(16 * 40);
-    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST);
-    CHECK(strstr(moe_context_error(ctx), "CL_OUT_OF_RESOURCES") != NULL, "message: %s", moe_context_error(ctx));
-    CHECK(h_untouched(&y), "output written after a lost device");
-    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST); /* stays lost */
-    moe_buffer *b = NULL;
-    CHECK_STATUS(moe_buffer_create(ctx, 8, &b), MOE_ERROR_DEVICE_LOST);
-    CHECK(h_untouched(&y), "output written after a lost device");
-    moe_layer_destroy(layer);
-    moe_context_destroy(ctx);
-    h_guarded_free(&y);
-}
-
-static void out_of_device_memory(h_layer *hl)
-{
-    setenv("MOE_CL_INJECT", "oom", 1);
-    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
-    unsetenv("MOE_CL_INJECT");
-    moe_layer *layer = NULL;
-    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_ERROR_OUT_OF_DEVICE_MEMORY);
-    CHECK(layer == NULL, "layer written on failure");
-    CHECK(strstr(moe_context_error(ctx), "CL_MEM_OBJECT_ALLOCATION_FAILURE") != NULL, "message: %s",
-          moe_context_error(ctx));
-    moe_context_destroy(ctx);
-}
-
 static void build_failure(h_layer *hl, const float *x)
 {
-    setenv("MOE_CL_INJECT", "build", 1);
-    moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
-    unsetenv("MOE_CL_INJECT");
+    moe_context *ctx = h_context_injected(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "build");
     moe_layer *layer = NULL;
     CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
     h_guarded y = h_guarded_alloc(16 * 40);
@@ -136,13 +101,8 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
     CHECK(counts[1].from_cache == counts[0].from_source + counts[0].from_cache, "second context: %d from cache",
           counts[1].from_cache);
     CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0, "a cached program computed something else");
-    DIR *d = opendir(dir);
-    int caches = 0, temps = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
-        if (strncmp(e->d_name, "opencl-", 7) == 0 && strstr(e->d_name, ".bin") && !strstr(e->d_name, ".tmp")) caches++;
-        if (strstr(e->d_name, ".tmp")) temps++;
-    }
-    if (d) closedir(d);
+    int caches, temps;
+    h_count_cache_files(dir, "opencl-", ".bin", &caches, &temps);
     CHECK(caches >= counts[0].from_source, "%d program binaries in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
 }
@@ -165,8 +125,8 @@ int main(int argc, char **argv)
     float x[16 * 40];
     h_fill_input(&hl, 16, x, &r);
     invalid_device();
-    device_lost(&hl, x);
-    out_of_device_memory(&hl);
+    h_check_device_lost(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_OUT_OF_RESOURCES", &hl, x, 16);
+    h_check_out_of_device_memory(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_MEM_OBJECT_ALLOCATION_FAILURE", &hl);
     build_failure(&hl, x);
     binary_cache(&hl, x, argc > 2 ? argv[2] : "opencl-cache");
     h_layer_free(&hl);

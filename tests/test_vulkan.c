@@ -7,47 +7,13 @@
  * its limits.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
-#include "harness.h"
+#include "faults.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <dirent.h>
 
 static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc), .d_model = 40, .d_ff = 24,
                                     .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
-
-static void device_lost(h_layer *hl, const float *x)
-{
-    setenv("MOE_VK_INJECT", "lost", 1);
-    moe_context *ctx = h_context(MOE_BACKEND_VULKAN, 0);
-    unsetenv("MOE_VK_INJECT");
-    moe_layer *layer = NULL;
-    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
-    h_guarded y = h_guarded_alloc(16 * 40);
-    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST);
-    CHECK(strstr(moe_context_error(ctx), "VK_ERROR_DEVICE_LOST") != NULL, "message: %s", moe_context_error(ctx));
-    CHECK(h_untouched(&y), "output written after a lost device");
-    /* The context stays lost. */
-    CHECK_STATUS(moe_layer_forward(layer, 16, x, y.data, NULL), MOE_ERROR_DEVICE_LOST);
-    moe_buffer *b = NULL;
-    CHECK_STATUS(moe_buffer_create(ctx, 8, &b), MOE_ERROR_DEVICE_LOST);
-    CHECK(h_untouched(&y), "output written after a lost device");
-    moe_layer_destroy(layer);
-    moe_context_destroy(ctx);
-    h_guarded_free(&y);
-}
-
-static void out_of_device_memory(h_layer *hl)
-{
-    setenv("MOE_VK_INJECT", "oom", 1);
-    moe_context *ctx = h_context(MOE_BACKEND_VULKAN, 0);
-    unsetenv("MOE_VK_INJECT");
-    moe_layer *layer = NULL;
-    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_ERROR_OUT_OF_DEVICE_MEMORY);
-    CHECK(layer == NULL, "layer written on failure");
-    CHECK(strstr(moe_context_error(ctx), "VK_ERROR_OUT_OF_DEVICE_MEMORY") != NULL, "message: %s", moe_context_error(ctx));
-    moe_context_destroy(ctx);
-}
 
 static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
 {
@@ -62,13 +28,8 @@ static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
         moe_context_destroy(ctx);
     }
     unsetenv("MOE_CACHE_DIR");
-    DIR *d = opendir(dir);
-    int caches = 0, temps = 0;
-    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
-        if (strncmp(e->d_name, "vulkan-", 7) == 0 && strstr(e->d_name, ".cache") && !strstr(e->d_name, ".tmp")) caches++;
-        if (strstr(e->d_name, ".tmp")) temps++;
-    }
-    if (d) closedir(d);
+    int caches, temps;
+    h_count_cache_files(dir, "vulkan-", ".cache", &caches, &temps);
     CHECK(caches == 1, "%d pipeline cache files in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
 }
@@ -115,8 +76,8 @@ int main(int argc, char **argv)
     h_layer_init(&hl, &desc, &r, 1.0f);
     float x[16 * 40];
     h_fill_input(&hl, 16, x, &r);
-    device_lost(&hl, x);
-    out_of_device_memory(&hl);
+    h_check_device_lost(MOE_BACKEND_VULKAN, "MOE_VK_INJECT", "VK_ERROR_DEVICE_LOST", &hl, x, 16);
+    h_check_out_of_device_memory(MOE_BACKEND_VULKAN, "MOE_VK_INJECT", "VK_ERROR_OUT_OF_DEVICE_MEMORY", &hl);
     pipeline_cache(&hl, x, argc > 2 ? argv[2] : "vulkan-cache");
     weights_beyond_binding_range(&r);
     h_layer_free(&hl);

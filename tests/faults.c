@@ -1,0 +1,59 @@
+/*
+ * faults.c — the GPU backends' shared fault and cache checks (faults.h).
+ */
+#define _POSIX_C_SOURCE 200809L /* setenv */
+#include "faults.h"
+
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+
+moe_context *h_context_injected(moe_backend_kind kind, const char *var, const char *value)
+{
+    setenv(var, value, 1);
+    moe_context *ctx = h_context(kind, 0);
+    unsetenv(var);
+    return ctx;
+}
+
+void h_check_device_lost(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl,
+                         const float *x, int64_t n_tokens)
+{
+    moe_context *ctx = h_context_injected(kind, var, "lost");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    h_guarded y = h_guarded_alloc((size_t)(n_tokens * hl->desc.d_model));
+    CHECK_STATUS(moe_layer_forward(layer, n_tokens, x, y.data, NULL), MOE_ERROR_DEVICE_LOST);
+    CHECK(strstr(moe_context_error(ctx), native) != NULL, "message: %s", moe_context_error(ctx));
+    CHECK(h_untouched(&y), "output written after a lost device");
+    CHECK_STATUS(moe_layer_forward(layer, n_tokens, x, y.data, NULL), MOE_ERROR_DEVICE_LOST); /* stays lost */
+    moe_buffer *b = NULL;
+    CHECK_STATUS(moe_buffer_create(ctx, 8, &b), MOE_ERROR_DEVICE_LOST);
+    CHECK(h_untouched(&y), "output written after a lost device");
+    moe_layer_destroy(layer);
+    moe_context_destroy(ctx);
+    h_guarded_free(&y);
+}
+
+void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl)
+{
+    moe_context *ctx = h_context_injected(kind, var, "oom");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_ERROR_OUT_OF_DEVICE_MEMORY);
+    CHECK(layer == NULL, "layer written on failure");
+    CHECK(strstr(moe_context_error(ctx), native) != NULL, "message: %s", moe_context_error(ctx));
+    moe_context_destroy(ctx);
+}
+
+void h_count_cache_files(const char *dir, const char *prefix, const char *suffix, int *entries, int *temps)
+{
+    *entries = *temps = 0;
+    DIR *d = opendir(dir);
+    const size_t np = strlen(prefix), ns = strlen(suffix);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        const size_t n = strlen(e->d_name);
+        if (n >= 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) (*temps)++;
+        else if (n >= np + ns && !strncmp(e->d_name, prefix, np) && !strcmp(e->d_name + n - ns, suffix)) (*entries)++;
+    }
+    if (d) closedir(d);
+}

@@ -1,0 +1,25 @@
+/*
+ * faults.h — checks every GPU backend's tests share: injected faults (each backend reads its own
+ * environment variable, MOE_VK_INJECT or MOE_CL_INJECT, when a context is created) and the files
+ * an on-disk cache leaves behind.
+ */
+#ifndef MOE_TEST_FAULTS_H
+#define MOE_TEST_FAULTS_H
+
+#include "harness.h"
+
+/* A context on `kind` created while `var` = `value`. */
+moe_context *h_context_injected(moe_backend_kind kind, const char *var, const char *value);
+
+/* `var`=lost: the forward fails with MOE_ERROR_DEVICE_LOST naming `native` (the API's own
+ * error), the output stays untouched, and the context stays lost for later calls. */
+void h_check_device_lost(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl,
+                         const float *x, int64_t n_tokens);
+
+/* `var`=oom: creating a layer fails with MOE_ERROR_OUT_OF_DEVICE_MEMORY naming `native`. */
+void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl);
+
+/* Files in `dir` named prefix*suffix (complete cache entries), and leftover *.tmp files. */
+void h_count_cache_files(const char *dir, const char *prefix, const char *suffix, int *entries, int *temps);
+
+#endif
