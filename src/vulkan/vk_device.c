@@ -251,6 +251,13 @@ static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
         vkGetPhysicalDeviceProperties2(pd, &p2);
         info->subgroup_size = (int)sub.subgroupSize;
         if (p.apiVersion >= VK_API_VERSION_1_2) {
+            /* The driver's own name and version string ("llvmpipe", "Mesa 22.3.6 (LLVM 15.0.6)"). */
+            VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+            VkPhysicalDeviceProperties2 pd2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &drv};
+            vkGetPhysicalDeviceProperties2(pd, &pd2);
+            if (drv.driverName[0])
+                snprintf(info->driver, sizeof info->driver, "%.40s %.60s (Vulkan %u.%u)", drv.driverName,
+                         drv.driverInfo, VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion));
             VkPhysicalDeviceShaderFloat16Int8Features f16 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
             VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16};
