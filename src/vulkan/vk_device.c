@@ -128,7 +128,9 @@ static VkResult instance_get(VkInstance *out, char *why, size_t why_size)
             snprintf(why, why_size, "MOE_VK_VALIDATION is set but %s is not installed", layer);
             goto out;
         }
-        const uint32_t api = volkGetInstanceVersion() >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1 : VK_API_VERSION_1_0;
+        const uint32_t loader = volkGetInstanceVersion();
+        const uint32_t api = loader >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3
+                             : loader >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1 : VK_API_VERSION_1_0;
         const VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "moe",
                                        .pEngineName = "moe", .engineVersion = MOE_VERSION_NUMBER, .apiVersion = api};
         const VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
@@ -406,7 +408,21 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
         p2.pNext = &m3;
         vkGetPhysicalDeviceProperties2(b->physical, &p2);
         b->max_allocation = m3.maxMemoryAllocationSize;
+        b->subgroup_size = sub.subgroupSize;
+        /* Subgroup size control (core in 1.3): the range a pipeline could request. No kernel
+         * depends on a subgroup width yet; the range is recorded and logged for tuning. */
+        if (b->props.apiVersion >= VK_API_VERSION_1_3 && volkGetInstanceVersion() >= VK_API_VERSION_1_3) {
+            VkPhysicalDeviceSubgroupSizeControlProperties sc = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
+            p2.pNext = &sc;
+            vkGetPhysicalDeviceProperties2(b->physical, &p2);
+            b->subgroup_min = sc.minSubgroupSize;
+            b->subgroup_max = sc.maxSubgroupSize;
+        }
     }
+    moe_log(ctx, MOE_LOG_INFO, "vulkan: %s: subgroup size %u (size control %u..%u), subgroup arithmetic %s",
+            b->props.deviceName, b->subgroup_size, b->subgroup_min, b->subgroup_max,
+            b->subgroup_arithmetic ? "yes" : "no");
     const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;
     if (st == MOE_OK) st = vk_memory_init(b);

@@ -96,6 +96,8 @@ typedef struct vk_backend {
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
     uint32_t gemm_shared;               /* 1: stage tiles through shared memory (GPUs) */
     bool subgroup_arithmetic;           /* compute shaders may use subgroupAdd (Vulkan 1.1) */
+    uint32_t subgroup_size;             /* default subgroup width (Vulkan 1.1); 0 = unknown */
+    uint32_t subgroup_min, subgroup_max;/* subgroup size control range (Vulkan 1.3); 0 = none */
     VkDeviceSize max_weight_binding;    /* bytes of weights one dispatch binds */
     VkDeviceSize max_allocation;        /* maxMemoryAllocationSize (Vulkan 1.1); 0 = unknown */
 
