@@ -143,7 +143,6 @@ typedef struct moe_backend_ops {
     void (*buffer_free)(moe_backend *be, moe_bbuf *buf);
     moe_status (*buffer_write)(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
     moe_status (*buffer_read)(moe_backend *be, moe_addr src, void *dst, size_t bytes);
-    moe_status (*buffer_copy)(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes);
 
     /* Weights, in the backend's own layout. */
     size_t (*weight_bytes)(moe_backend *be, const moe_weight_src *src);

@@ -184,13 +184,6 @@ static moe_status cpu_buffer_read(moe_backend *be, moe_addr src, void *dst, size
     return MOE_OK;
 }
 
-static moe_status cpu_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes)
-{
-    (void)be;
-    memmove(at(dst), at(src), bytes);
-    return MOE_OK;
-}
-
 /* ---- weights: pack into pairs of 16-column panels (cpu.h) ---------------------------------- */
 
 static size_t cpu_weight_bytes(moe_backend *be, const moe_weight_src *s)
@@ -546,7 +539,6 @@ const moe_backend_ops moe_cpu_backend_ops = {
     .buffer_free = cpu_buffer_free,
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
-    .buffer_copy = cpu_buffer_copy,
     .weight_bytes = cpu_weight_bytes,
     .weight_upload = cpu_weight_upload,
     .begin = cpu_begin,

@@ -284,7 +284,6 @@ const moe_backend_ops moe_opencl_backend_ops = {
     .buffer_free = ocl_buffer_free,
     .buffer_write = ocl_buffer_write,
     .buffer_read = ocl_buffer_read,
-    .buffer_copy = ocl_buffer_copy,
     .weight_bytes = ocl_weight_bytes,
     .weight_upload = ocl_weight_upload,
     .begin = ocl_begin,

@@ -126,7 +126,6 @@ moe_status ocl_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage,
 void ocl_buffer_free(moe_backend *be, moe_bbuf *buf);
 moe_status ocl_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
 moe_status ocl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes);
-moe_status ocl_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes);
 size_t ocl_weight_bytes(moe_backend *be, const moe_weight_src *src);
 moe_status ocl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *src);
 

@@ -99,16 +99,6 @@ moe_status ocl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t byte
     return err == CL_SUCCESS ? MOE_OK : ocl_fail(b, err, "clEnqueueReadBuffer");
 }
 
-moe_status ocl_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes)
-{
-    ocl_backend *b = oclb(be);
-    moe_status st = check_usable(b);
-    if (st != MOE_OK || bytes == 0) return st;
-    cl_int err = clEnqueueCopyBuffer(b->queue, src.buf->mem, dst.buf->mem, src.offset, dst.offset, bytes, 0, NULL, NULL);
-    if (err == CL_SUCCESS) err = clFinish(b->queue);
-    return err == CL_SUCCESS ? MOE_OK : ocl_fail(b, err, "clEnqueueCopyBuffer");
-}
-
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
 size_t ocl_weight_bytes(moe_backend *be, const moe_weight_src *s)

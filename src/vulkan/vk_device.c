@@ -464,7 +464,6 @@ const moe_backend_ops moe_vulkan_backend_ops = {
     .buffer_free = vk_buffer_free,
     .buffer_write = vk_buffer_write,
     .buffer_read = vk_buffer_read,
-    .buffer_copy = vk_buffer_copy,
     .weight_bytes = vk_weight_bytes,
     .weight_upload = vk_weight_upload,
     .begin = vk_begin,

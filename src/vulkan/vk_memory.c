@@ -299,11 +299,6 @@ moe_status vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes
     return MOE_OK;
 }
 
-moe_status vk_buffer_copy(moe_backend *be, moe_addr dst, moe_addr src, size_t bytes)
-{
-    return copy(vkb(be), src.buf->buffer, src.offset, dst.buf->buffer, dst.offset, bytes);
-}
-
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
 size_t vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
