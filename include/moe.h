@@ -126,7 +126,9 @@ MOE_API const char *moe_backend_name(moe_backend_kind kind);
 /* 1 if this build of the library contains the backend. */
 MOE_API int moe_backend_is_built(moe_backend_kind kind);
 /* Number of devices of a backend on this machine; 0 (and MOE_OK) when the backend is built
- * but no driver or device is present. MOE_ERROR_BACKEND_UNAVAILABLE if it is not built. */
+ * but no driver or device is present. MOE_ERROR_BACKEND_UNAVAILABLE if it is not built. A
+ * driver that is present but fails to enumerate gives its error (MOE_ERROR_OUT_OF_MEMORY, or
+ * MOE_ERROR_BACKEND naming the native call), never "0 devices"; the next call tries again. */
 MOE_API moe_status moe_device_count(moe_backend_kind kind, int *count);
 MOE_API moe_status moe_device_get_info(moe_backend_kind kind, int index, moe_device_info *info);
 
@@ -151,8 +153,17 @@ typedef struct moe_context_desc {
     moe_backend_kind backend;  /* default AUTO; the environment variable MOE_BACKEND
                                   (cpu|vulkan|opencl) overrides AUTO only */
     int device_index;          /* default 0 */
-    int n_threads;             /* CPU backend worker threads; 0 = all online cores
-                                  (or MOE_NUM_THREADS) */
+    int n_threads;             /* CPU backend worker threads, 1..1024; 0 = the environment
+                                  variable MOE_NUM_THREADS if set, else every online core
+                                  (at most 1024). Above 1024 (more threads than any machine
+                                  has use for, the same bound everywhere so a setting that
+                                  works on one machine works on all): MOE_ERROR_INVALID_SIZE.
+                                  MOE_NUM_THREADS must be a plain decimal number 1..1024
+                                  (digits only; empty = unset); anything else ("8x", "0",
+                                  " 4", 4096) fails context creation with
+                                  MOE_ERROR_INVALID_ARGUMENT naming the variable and its
+                                  value, rather than being silently replaced. It is read only
+                                  when n_threads is 0 */
     moe_log_fn log;            /* optional; receives the library's only text output */
     void *log_user_data;
     moe_log_level log_level;   /* messages up to this level reach `log`; default ERROR */
@@ -219,7 +230,14 @@ typedef struct moe_layer_desc {
     int64_t n_experts;      /* routed experts E; required, > 0 */
     int64_t top_k;          /* experts per token k; required, 1..n_experts */
     int64_t max_tokens;     /* token budget of one forward; required, > 0. Scratch is sized
-                               for it on the first forward that needs it */
+                               for it on the first forward that needs it. The kernels index
+                               one forward's rows with 32-bit integers, so max_tokens·top_k,
+                               the padded row bound (max_tokens·top_k plus up to 255 rows of
+                               tile padding per expert used) and
+                               max_tokens·(n_experts + n_group) must each be at most
+                               2^31 − 1: else MOE_ERROR_INVALID_SIZE at layer creation.
+                               d_model, d_ff, d_ff_shared and n_experts are at most
+                               2^30 − 1 for the same reason */
 
     moe_score_func score_func;     /* default SOFTMAX */
     int64_t n_group;               /* group-limited routing: experts split into n_group
@@ -240,7 +258,10 @@ typedef struct moe_layer_desc {
                                       sigmoid(x·w_shared_gate) (Qwen2-MoE) */
 
     int64_t expert_capacity;       /* 0 = unlimited; else each expert keeps at most this many
-                                      (token, slot) rows, in token order, and drops the rest */
+                                      (token, slot) rows, in token order, and drops the rest.
+                                      Any value at or above a forward's n_tokens·top_k rows
+                                      (up to INT64_MAX) drops nothing and gives exactly what
+                                      0 gives, on every backend */
     moe_drop_policy drop_policy;   /* what a dropped row contributes; default ZERO */
 } moe_layer_desc;
 
@@ -346,7 +367,13 @@ MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
 typedef struct moe_model moe_model;
 
 /* Opens the model directory `dir`: reads config.json, maps and checks every safetensors
- * header. Tensors are checked against the config when a layer is asked for. */
+ * header. Tensors are checked against the config when a layer is asked for. Every file must
+ * be a regular file (symbolic links to one are followed, as in the Hugging Face cache); a
+ * directory, FIFO, device or socket in its place is MOE_ERROR_IO "... is a FIFO, not a
+ * regular file", refused without being read or blocking. config.json may be at most 8 MiB
+ * and model.safetensors.index.json 64 MiB (MOE_ERROR_FORMAT, giving both sizes); a
+ * safetensors file has no size limit but its header's (100 MB). JSON with a key repeated in
+ * one object, or a string holding a NUL character, is MOE_ERROR_FORMAT. */
 MOE_API moe_status moe_model_open(const char *dir, moe_model **out_model);
 MOE_API void moe_model_close(moe_model *model);
 
@@ -394,6 +421,19 @@ MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model 
 MOE_API moe_status moe_reference_forward(const moe_layer_desc *desc,
                                          const moe_layer_weights *weights, int64_t n_tokens,
                                          const float *x, float *y, moe_forward_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * Testing hook: allocation-failure injection. Every allocation the library makes — host
+ * memory (its own and cJSON's), device memory and buffers, pipelines, programs, kernels,
+ * threads — passes one counted point. After moe_test_inject_alloc_failure(n) with n > 0,
+ * the n-th point from then on fails once, as if the system were out of memory; the call that
+ * hit it returns MOE_ERROR_OUT_OF_MEMORY or MOE_ERROR_OUT_OF_DEVICE_MEMORY with a message and
+ * leaves the caller's outputs untouched. n < 0 only counts, n = 0 turns injection off (the
+ * default; then the hook costs one relaxed atomic load per allocation). Returns the number
+ * of points counted since the previous call, so a test can count an operation's points and
+ * then fail each in turn. Process-wide: meant for tests that run one operation at a time.
+ * ------------------------------------------------------------------------------------- */
+MOE_API int64_t moe_test_inject_alloc_failure(int64_t n);
 
 #ifdef __cplusplus
 }

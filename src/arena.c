@@ -26,9 +26,6 @@ size_t moe_bump_take(moe_bump *bump, size_t bytes)
 moe_status moe_arena_alloc(moe_arena *arena, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
 {
     moe_backend *be = arena->be;
-    if (arena->fail_countdown > 0 && --arena->fail_countdown == 0)
-        return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY,
-                        "allocation of %zu bytes failed (injected by MOE_TEST_FAIL_ALLOC)", bytes);
     moe_status st = be->ops->buffer_alloc(be, bytes ? bytes : 1, usage, out);
     if (st != MOE_OK) return st;
     arena->allocation_count++;

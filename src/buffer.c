@@ -2,6 +2,7 @@
  * buffer.c — moe_buffer: a float32 tensor that lives on the context's device, so an
  * application can keep activations there across layers without a host round trip.
  */
+#include "alloc.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -16,11 +17,11 @@ moe_status moe_buffer_create(moe_context *ctx, int64_t n_elements, moe_buffer **
         return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_elements must be > 0 (got %lld)", (long long)n_elements);
     if (!moe_bytes_of(sizeof(float), n_elements, 1, 1, &bytes))
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "%lld floats overflow size_t", (long long)n_elements);
-    moe_buffer *b = calloc(1, sizeof *b);
+    moe_buffer *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     moe_status st = moe_arena_alloc(&ctx->arena, bytes, MOE_BBUF_USER, &b->buf);
     if (st != MOE_OK) {
-        free(b);
+        moe_free(b);
         return st;
     }
     b->ctx = ctx;
@@ -33,7 +34,7 @@ void moe_buffer_destroy(moe_buffer *b)
 {
     if (!b) return;
     moe_arena_free(&b->ctx->arena, b->buf, (size_t)b->n_elements * sizeof(float), MOE_BBUF_USER);
-    free(b);
+    moe_free(b);
 }
 
 int64_t moe_buffer_elements(const moe_buffer *b) { return b ? b->n_elements : 0; }

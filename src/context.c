@@ -4,8 +4,10 @@
  * AUTO tries Vulkan, then OpenCL, then the CPU, taking the first backend that is built and
  * reports a device — a GPU API's CPU-type device (lavapipe, PoCL) excepted, since the native
  * CPU backend does that work far faster; a backend with no driver reports zero devices rather
- * than failing.
+ * than failing. A driver that fails to enumerate is an error for an explicit request, and a
+ * logged warning that AUTO passes by (the backends serialise their own enumeration).
  */
+#include "alloc.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -83,7 +85,7 @@ static moe_status create_backend(moe_context *ctx, moe_backend_kind kind, const 
                         moe_backend_name(kind));
     int count = 0;
     moe_status st = ops->device_count(&count);
-    if (st != MOE_OK) return st;
+    if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error()); /* a driver error, with its detail */
     if (desc->device_index < 0 || desc->device_index >= count)
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
                         "backend '%s' has %d device(s); device_index %d is not one of them",
@@ -104,11 +106,12 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     }
     if ((unsigned)desc.backend > MOE_BACKEND_OPENCL)
         return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "unknown backend %d", (int)desc.backend);
-    if (desc.n_threads < 0)
-        return moe_fail(NULL, MOE_ERROR_INVALID_SIZE, "n_threads must be >= 0 (got %d)", desc.n_threads);
+    /* The same bound on every backend (the CPU backend uses it; the others ignore it). */
+    moe_status vst = moe_validate_threads(NULL, desc.n_threads);
+    if (vst != MOE_OK) return vst;
     if (desc.backend == MOE_BACKEND_AUTO) desc.backend = env_backend();
 
-    moe_context *ctx = calloc(1, sizeof *ctx);
+    moe_context *ctx = moe_calloc(1, sizeof *ctx);
     if (!ctx) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     ctx->log = desc.log;
     ctx->log_user_data = desc.log_user_data;
@@ -123,14 +126,33 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
         for (size_t i = 0; i < sizeof order / sizeof order[0] && st != MOE_OK; i++) {
             int count = 0;
             const moe_backend_ops *ops = moe_backend_ops_of(order[i]);
-            if (!ops || ops->device_count(&count) != MOE_OK || count <= desc.device_index) continue;
+            if (!ops) continue;
+            /* A driver that fails to enumerate (as opposed to having no device) is reported,
+             * and AUTO moves on: the CPU backend is always there. */
+            const moe_status cst = ops->device_count(&count);
+            if (cst != MOE_OK) {
+                moe_log(ctx, MOE_LOG_WARNING,
+                        "auto: backend '%s' cannot list its devices (%s: %s); trying the next", ops->name,
+                        moe_status_string(cst), moe_last_error());
+                continue;
+            }
+            if (count <= desc.device_index) continue;
             /* A GPU API's CPU device (lavapipe, PoCL, SwiftShader) emulates on the CPU what
              * the native CPU backend does many times faster: AUTO passes it by. */
             moe_device_info info = {.struct_size = sizeof info};
-            if (order[i] != MOE_BACKEND_CPU &&
-                (ops->device_info(desc.device_index, &info) != MOE_OK || info.type == MOE_DEVICE_TYPE_CPU)) {
-                moe_log(ctx, MOE_LOG_INFO, "auto: passing by %s device '%s' (a CPU device)", ops->name, info.name);
-                continue;
+            if (order[i] != MOE_BACKEND_CPU) {
+                const moe_status ist = ops->device_info(desc.device_index, &info);
+                if (ist != MOE_OK) {
+                    moe_log(ctx, MOE_LOG_WARNING,
+                            "auto: backend '%s' cannot describe device %d (%s: %s); trying the next",
+                            ops->name, desc.device_index, moe_status_string(ist), moe_last_error());
+                    continue;
+                }
+                if (info.type == MOE_DEVICE_TYPE_CPU) {
+                    moe_log(ctx, MOE_LOG_INFO, "auto: passing by %s device '%s' (a CPU device)", ops->name,
+                            info.name);
+                    continue;
+                }
             }
             st = create_backend(ctx, order[i], &desc);
             if (st != MOE_OK)
@@ -144,13 +166,11 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     }
     if (st != MOE_OK) {
         moe_fail(NULL, st, "%s", ctx->error); /* keep the detail for the caller */
-        free(ctx);
+        moe_free(ctx);
         return st;
     }
     ctx->arena.be = ctx->be;
     ctx->arena.staging_bytes = ctx->be->staging_bytes;
-    const char *fail = getenv("MOE_TEST_FAIL_ALLOC");
-    ctx->arena.fail_countdown = fail ? atol(fail) : 0;
     *out = ctx;
     return MOE_OK;
 }
@@ -160,7 +180,7 @@ void moe_context_destroy(moe_context *ctx)
     if (!ctx) return;
     moe_arena_release(&ctx->arena);
     if (ctx->be) ctx->be->ops->destroy(ctx->be);
-    free(ctx);
+    moe_free(ctx);
 }
 
 moe_backend_kind moe_context_backend(const moe_context *ctx)

@@ -73,7 +73,6 @@ typedef struct moe_arena {
     size_t buffer_bytes;
     uint64_t allocation_count;
     uint64_t scratch_reservations;
-    long fail_countdown; /* MOE_TEST_FAIL_ALLOC=N: the N-th allocation fails (error-path tests) */
 } moe_arena;
 
 /* Makes sure the scratch region holds `bytes`; allocates only when it has to grow. */
@@ -115,6 +114,21 @@ struct moe_buffer {
 
 /* ---- validation (validate.c) ----------------------------------------------------------- */
 
+/* Integer limits of the kernels, checked once at layer creation (and per token count by the
+ * reference) so no backend ever narrows an integer on its way to a kernel:
+ *  - a shape (d_model, d_ff, d_ff_shared, n_experts) reaches the kernels as a 32-bit int
+ *    (Vulkan specialisation constants, OpenCL -D options) to which a tile is added; half of
+ *    INT32_MAX leaves room for that;
+ *  - the plan indexes (token, slot) pairs, padded rows, logits and the routing workspace with
+ *    int32, so T·top_k, the padded row bound for MOE_MAX_ROW_TILE and T·(n_experts + n_group)
+ *    stay at or below MOE_MAX_INDEX. */
+#define MOE_MAX_DIM   (INT32_MAX / 2)
+#define MOE_MAX_INDEX INT32_MAX
+/* The largest rows-per-tile a backend may use: the padded row bound is validated for it. */
+#define MOE_MAX_ROW_TILE 256
+/* Worker threads of the CPU backend: n_threads and MOE_NUM_THREADS (moe.h). */
+#define MOE_MAX_THREADS 1024
+
 bool moe_activation_is_gated(moe_activation act);
 /* Checks a layer desc (and, if non-NULL, its weights) and writes the normalised desc. */
 moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
@@ -125,6 +139,11 @@ moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int
 /* Padded row bound for the grouped GEMM: T·k + min(E, T·k)·(row_tile − 1), rounded up to
  * row_tile. The host knows it without reading any count back. */
 int64_t moe_plan_rows(const moe_layer_desc *desc, int64_t n_tokens, int64_t row_tile);
+/* The capacity one forward of n_tokens runs with: 0 (unlimited) when the layer's capacity is
+ * at or above the T·top_k rows the forward has, else the capacity, which then fits int32. */
+int64_t moe_effective_capacity(const moe_layer_desc *desc, int64_t n_tokens);
+/* n_threads of a context desc: 0 (default) or 1..MOE_MAX_THREADS. */
+moe_status moe_validate_threads(moe_context *ctx, int n_threads);
 
 /* ---- layers from tensors (layer.c) --------------------------------------------------------- */
 
@@ -147,8 +166,9 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
 
 /* The cache directory, created if needed; false (and "") if there is none to be had. */
 bool moe_cache_dir(moe_context *ctx, char *out, size_t size);
-/* A whole file, or NULL. */
-void *moe_cache_read(const char *path, size_t *size);
+/* A whole cache file, or NULL: missing, or ignored with a warning on ctx (not a regular file,
+ * over MOE_CACHE_MAX_BYTES, unreadable). */
+void *moe_cache_read(moe_context *ctx, const char *path, size_t *size);
 /* head + data written to a temporary file, then renamed to `path` (atomic). */
 bool moe_cache_write(moe_context *ctx, const char *path, const void *head, size_t head_size, const void *data,
                      size_t size);

@@ -5,6 +5,7 @@
  * no read-back until the result. Every dispatch size is known on the host because the
  * grouped GEMM runs over the padded row bound (moe_plan_rows), not the actual counts.
  */
+#include "alloc.h"
 #include "internal.h"
 
 #include <stdlib.h>
@@ -84,14 +85,14 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     if (bump.overflow)
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
 
-    moe_layer *layer = calloc(1, sizeof *layer);
+    moe_layer *layer = moe_calloc(1, sizeof *layer);
     if (!layer) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = bump.offset;
     moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BBUF_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
-        free(layer);
+        moe_free(layer);
         return st;
     }
     for (size_t i = 0; i < n_items && st == MOE_OK; i++) {
@@ -122,7 +123,7 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
 
     /* The contiguous [E][rows][cols] arrays as one matrix per expert. */
     const size_t E = (size_t)d.n_experts, per = (size_t)(d.d_ff * d.d_model);
-    moe_matrix_src *m = calloc(3 * E, sizeof *m);
+    moe_matrix_src *m = moe_calloc(3 * E, sizeof *m);
     if (!m) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     moe_matrix_src *gate = m, *up = m + E, *down = m + 2 * E;
     for (size_t e = 0; e < E; e++) {
@@ -142,7 +143,7 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
         .shared_expert_gate = weights->shared_expert_gate,
     };
     st = moe_layer_create_from_tensors(ctx, &d, &t, out);
-    free(m);
+    moe_free(m);
     return st;
 }
 
@@ -150,7 +151,7 @@ void moe_layer_destroy(moe_layer *layer)
 {
     if (!layer) return;
     moe_arena_free(&layer->ctx->arena, layer->weights, layer->weights_bytes, MOE_BBUF_WEIGHTS);
-    free(layer);
+    moe_free(layer);
 }
 
 /* ---- the forward ------------------------------------------------------------------------ */
@@ -219,7 +220,11 @@ static void attach(moe_addr *a, moe_bbuf *buf)
 static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L, moe_addr x,
                             moe_addr y, bool want_losses)
 {
-    const moe_layer_desc *d = &layer->desc;
+    /* The one place the capacity is fitted to this forward: at or above its T·k rows it is
+     * unlimited (0), so every backend's kernels see a value that fits their 32-bit integers. */
+    moe_layer_desc forward_desc = layer->desc;
+    forward_desc.expert_capacity = moe_effective_capacity(&layer->desc, T);
+    const moe_layer_desc *d = &forward_desc;
     moe_backend *be = layer->ctx->be;
     const moe_backend_ops *ops = be->ops;
     moe_status st = ops->begin(be);
@@ -316,10 +321,21 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                             (long long)d->d_model, (long long)TD);
     }
 
+    /* Validation bounded the padded rows for tiles up to MOE_MAX_ROW_TILE; the backend's own
+     * tile gives the same bound within one tile, checked here rather than trusted. */
+    if (be->row_tile < 1 || be->row_tile > MOE_MAX_ROW_TILE)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "%s: a row tile of %lld rows; the plan allows 1..%d",
+                        be->ops->name, (long long)be->row_tile, MOE_MAX_ROW_TILE);
     forward_layout L;
     bool overflow;
     layout_forward(layer, T, x != NULL, y != NULL, &L, &overflow);
     if (overflow) return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
+    if (L.n_rows > MOE_MAX_INDEX)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                        "%lld tokens give %lld padded rows with %s's row tile of %lld; the plan indexes rows "
+                        "with int32 (at most %lld)",
+                        (long long)T, (long long)L.n_rows, be->ops->name, (long long)be->row_tile,
+                        (long long)MOE_MAX_INDEX);
     st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
     if (st != MOE_OK) return st;
     moe_bbuf *s = ctx->arena.scratch;

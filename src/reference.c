@@ -5,6 +5,7 @@
  * in double. It shares no arithmetic with any backend (only the config validation), so a bug
  * in an optimised kernel cannot hide by being repeated here.
  */
+#include "alloc.h"
 #include "internal.h"
 
 #include <math.h>
@@ -140,19 +141,19 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
 
     const int64_t T = n_tokens, D = d.d_model, E = d.n_experts, K = d.top_k;
     const int64_t F = d.d_ff > d.d_ff_shared ? d.d_ff : d.d_ff_shared;
-    double *logits = malloc(sizeof(double) * (size_t)(T * E));
-    double *scores = malloc(sizeof(double) * (size_t)E);
-    double *keys = malloc(sizeof(double) * (size_t)E);
-    bool *taken = malloc(sizeof(bool) * (size_t)E);
-    double *group_score = malloc(sizeof(double) * (size_t)E);
-    bool *group_taken = malloc(sizeof(bool) * (size_t)E);
-    int32_t *ids = malloc(sizeof(int32_t) * (size_t)(T * K));
-    double *w = malloc(sizeof(double) * (size_t)(T * K));
-    int32_t *counts = calloc((size_t)E, sizeof(int32_t));
-    double *h = malloc(sizeof(double) * (size_t)F);
-    double *o = malloc(sizeof(double) * (size_t)D);
-    double *acc = malloc(sizeof(double) * (size_t)(T * D));
-    double *p_mean = calloc((size_t)E, sizeof(double));
+    double *logits = moe_malloc(sizeof(double) * (size_t)(T * E));
+    double *scores = moe_malloc(sizeof(double) * (size_t)E);
+    double *keys = moe_malloc(sizeof(double) * (size_t)E);
+    bool *taken = moe_malloc(sizeof(bool) * (size_t)E);
+    double *group_score = moe_malloc(sizeof(double) * (size_t)E);
+    bool *group_taken = moe_malloc(sizeof(bool) * (size_t)E);
+    int32_t *ids = moe_malloc(sizeof(int32_t) * (size_t)(T * K));
+    double *w = moe_malloc(sizeof(double) * (size_t)(T * K));
+    int32_t *counts = moe_calloc((size_t)E, sizeof(int32_t));
+    double *h = moe_malloc(sizeof(double) * (size_t)F);
+    double *o = moe_malloc(sizeof(double) * (size_t)D);
+    double *acc = moe_malloc(sizeof(double) * (size_t)(T * D));
+    double *p_mean = moe_calloc((size_t)E, sizeof(double));
     st = MOE_OK;
     if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts || !h || !o || !acc || !p_mean) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
@@ -223,7 +224,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     }
 
 done:
-    free(logits); free(scores); free(keys); free(taken); free(group_score); free(group_taken); free(ids); free(w);
-    free(counts); free(h); free(o); free(acc); free(p_mean);
+    moe_free(logits); moe_free(scores); moe_free(keys); moe_free(taken); moe_free(group_score); moe_free(group_taken); moe_free(ids); moe_free(w);
+    moe_free(counts); moe_free(h); moe_free(o); moe_free(acc); moe_free(p_mean);
     return st;
 }

@@ -40,6 +40,34 @@ static moe_status check_layer_sizes(moe_context *ctx, const moe_layer_desc *d)
     return MOE_OK;
 }
 
+/* The int32 indices of one forward of T tokens (see MOE_MAX_INDEX). `what` names T's origin:
+ * the layer's max_tokens, or the reference's n_tokens. Checked after the size_t checks, so
+ * every product below fits int64. */
+static moe_status check_index_limits(moe_context *ctx, const moe_layer_desc *d, int64_t T, const char *what)
+{
+    const long long limit = MOE_MAX_INDEX;
+    if (T > MOE_MAX_INDEX / d->top_k)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                        "%s (%lld) * top_k (%lld) (token, slot) rows exceed %lld: the plan indexes them with "
+                        "int32",
+                        what, (long long)T, (long long)d->top_k, limit);
+    const int64_t rows = moe_plan_rows(d, T, MOE_MAX_ROW_TILE);
+    if (rows > MOE_MAX_INDEX)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                        "%s (%lld) gives a padded row bound of %lld rows (%lld token rows plus up to %d rows "
+                        "of tile padding for each of up to %lld experts), above %lld: the plan indexes rows "
+                        "with int32",
+                        what, (long long)T, (long long)rows, (long long)(T * d->top_k), MOE_MAX_ROW_TILE - 1,
+                        (long long)d->n_experts, limit);
+    const int64_t per_token = d->n_experts + d->n_group;
+    if (T > MOE_MAX_INDEX / per_token || 2 * T + 2 * d->n_experts > MOE_MAX_INDEX)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                        "%s (%lld) * (n_experts + n_group) (%lld) logits and routing workspace entries "
+                        "exceed %lld: the kernels index them with int32",
+                        what, (long long)T, (long long)per_token, limit);
+    return MOE_OK;
+}
+
 #define REQUIRE_PTR(p, name)                                                                     \
     do {                                                                                         \
         if (!(p)) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights.%s is NULL but the config needs it", name); \
@@ -90,10 +118,17 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
     if (d.expert_capacity < 0)
         return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "expert_capacity must be >= 0 (got %lld)",
                         (long long)d.expert_capacity);
-    /* The plan and the kernels index rows and experts with int32. */
-    if (d.n_experts > INT32_MAX / 2)
-        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_experts %lld is too large",
-                        (long long)d.n_experts);
+    /* Shapes reach the kernels as 32-bit ints (MOE_MAX_DIM): refused here, never truncated. */
+    const struct {
+        int64_t v;
+        const char *name;
+    } dims[] = {
+        {d.d_model, "d_model"}, {d.d_ff, "d_ff"}, {d.d_ff_shared, "d_ff_shared"}, {d.n_experts, "n_experts"}};
+    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
+        if (dims[i].v > MOE_MAX_DIM)
+            return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                            "%s (%lld) exceeds %lld, the largest size the kernels' 32-bit integers allow",
+                            dims[i].name, (long long)dims[i].v, (long long)MOE_MAX_DIM);
     if (d.top_k > d.n_experts)
         return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "top_k (%lld) is larger than n_experts (%lld)",
                         (long long)d.top_k, (long long)d.n_experts);
@@ -142,6 +177,7 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
     d.shared_expert_gate = d.shared_expert_gate != 0;
 
     moe_status st = check_layer_sizes(ctx, &d);
+    if (st == MOE_OK) st = check_index_limits(ctx, &d, d.max_tokens, "max_tokens");
     if (st != MOE_OK) return st;
     if (weights) {
         st = check_weights(ctx, &d, weights);
@@ -169,6 +205,25 @@ moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW,
                         "n_tokens (%lld) * d_model (%lld) overflows size_t", (long long)n_tokens,
                         (long long)desc->d_model);
+    /* Within a layer's budget this holds already (max_tokens passed it); the reference has
+     * no budget. */
+    return check_index_limits(ctx, desc, n_tokens, "n_tokens");
+}
+
+int64_t moe_effective_capacity(const moe_layer_desc *desc, int64_t n_tokens)
+{
+    /* A forward has T·k (token, slot) rows in all, so no expert can receive more: a capacity
+     * at or above that drops nothing, and passing it on as 0 (unlimited) gives bit for bit the
+     * same result while every backend sees a capacity that fits its 32-bit integers. */
+    const int64_t rows = n_tokens * desc->top_k;
+    return desc->expert_capacity >= rows ? 0 : desc->expert_capacity;
+}
+
+moe_status moe_validate_threads(moe_context *ctx, int n_threads)
+{
+    if (n_threads < 0 || n_threads > MOE_MAX_THREADS)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_threads must be 0 (default) or 1..%d (got %d)",
+                        MOE_MAX_THREADS, n_threads);
     return MOE_OK;
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The command-line tools end to end (label "cpu"): moe-run on every tests/data/hf-moe model
 # (output compared with y_ref by test_hf_models --compare), --stats, the user errors (each a
-# message naming the file, a non-zero exit, and nothing at the output path), and moe-info
-# in both formats.
+# message naming the file, a non-zero exit, and nothing at the output path), the output path
+# (written through links, atomically; devices, FIFOs and directories refused; inputs that are
+# FIFOs or devices refused without blocking), and moe-info in both formats.
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
 set -euo pipefail
 run=$1 info=$2 compare=$3 data=$4 work=$5
@@ -43,7 +44,7 @@ expect_fail() { # expect_fail WHAT PATTERN ARGS...
     rm -f "$out"
     "$run" "$@" --output "$out" --backend cpu > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -ne 0 ] || fail "$what: moe-run exited 0"
-    [ ! -e "$out" ] && [ ! -e "$out.partial" ] || fail "$what: moe-run left a file at the output path"
+    [ ! -e "$out" ] && ! compgen -G "$out.partial*" > /dev/null || fail "$what: moe-run left a file at the output path"
     grep -q -- "$pattern" "$work/err.txt" || fail "$what: message lacks '$pattern': $(cat "$work/err.txt")"
     echo "ok: $what (exit $rc): $(head -n 1 "$work/err.txt")"
 }
@@ -57,6 +58,77 @@ expect_fail "input of the wrong width" "width.npy: width 40" --model "$mix" --la
 expect_fail "dense layer" "no MoE block" --model "$data/deepseek_v3_T8_d36_f20_E16_k4_g4" --layer 0 \
     --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy"
 expect_fail "unknown option" "unknown option" --model "$mix" --layer 0 --input "$mix/x.npy" --frobnicate
+
+# ---- the output path: written atomically, through a link, only ever to a regular file -------------
+# moe-run on the mixtral model writing to OUT; the caller checks the outcome.
+run_to() { # run_to OUT [INPUT]: exit status in $rc, messages in $work/err.txt
+    rc=0
+    timeout 60 "$run" --model "$mix" --layer 0 --input "${2:-$mix/x.npy}" --output "$1" --backend cpu \
+        > "$work/err.txt" 2>&1 || rc=$?
+    [ "$rc" -ne 124 ] || fail "moe-run --output $1 hung"
+}
+out=$work/out
+mkdir -p "$out"
+# A symbolic link is written through: it stays a link, its target gets the data.
+echo old > "$out/target.npy"
+ln -s target.npy "$out/link.npy"
+run_to "$out/link.npy"
+[ "$rc" -eq 0 ] || fail "writing through a link: exit $rc: $(cat "$work/err.txt")"
+[ -L "$out/link.npy" ] || fail "the output link was replaced by a file"
+"$compare" --compare "$out/target.npy" "$mix/y_ref.npy" 1e-4 > /dev/null || fail "the link's target lacks the output"
+# A chain of links, relative and absolute, ending at a name that does not exist yet.
+ln -s "$out/sub/final.npy" "$out/chain2.npy" && mkdir -p "$out/sub"
+ln -s chain2.npy "$out/chain1.npy"
+run_to "$out/chain1.npy"
+[ "$rc" -eq 0 ] && [ -L "$out/chain1.npy" ] && [ -L "$out/chain2.npy" ] && [ -f "$out/sub/final.npy" ] ||
+    fail "a dangling chain of links: exit $rc, $(ls -l "$out" "$out/sub"): $(cat "$work/err.txt")"
+# A dangling link into a directory that does not exist: refused, nothing made.
+ln -s nodir/y.npy "$out/nodir.npy"
+run_to "$out/nodir.npy"
+[ "$rc" -ne 0 ] && grep -q "does not exist" "$work/err.txt" && [ ! -e "$out/nodir" ] ||
+    fail "a link into a missing directory: exit $rc: $(cat "$work/err.txt")"
+# An existing regular file keeps its mode.
+echo old > "$out/kept.npy" && chmod 640 "$out/kept.npy"
+run_to "$out/kept.npy"
+[ "$rc" -eq 0 ] && [ "$(stat -c %a "$out/kept.npy")" = 640 ] ||
+    fail "an existing output: exit $rc, mode $(stat -c %a "$out/kept.npy")"
+# A device is refused and left alone. Root could replace a device node by rename, so as root
+# the test uses a private node (a copy of /dev/null's numbers), never /dev/null itself.
+dev=/dev/null
+if [ "$(id -u)" -eq 0 ] && mknod "$out/null" c 1 3 2> /dev/null; then dev=$out/null; fi
+run_to "$dev"
+[ "$rc" -ne 0 ] && grep -q "is a character device; the output is written only to a regular file" "$work/err.txt" ||
+    fail "a device as the output: exit $rc: $(cat "$work/err.txt")"
+[ -c "$dev" ] || fail "$dev is no longer a character device"
+ln -s "$dev" "$out/devlink.npy"
+run_to "$out/devlink.npy"
+[ "$rc" -ne 0 ] && grep -q "which is a character device" "$work/err.txt" && [ -c "$dev" ] ||
+    fail "a link to a device as the output: exit $rc: $(cat "$work/err.txt")"
+# A FIFO is refused at once (nothing opens it, so nothing waits for a reader); a directory too.
+mkfifo "$out/fifo.npy"
+run_to "$out/fifo.npy"
+[ "$rc" -ne 0 ] && grep -q "is a FIFO" "$work/err.txt" && [ -p "$out/fifo.npy" ] ||
+    fail "a FIFO as the output: exit $rc: $(cat "$work/err.txt")"
+mkdir "$out/dir.npy"
+run_to "$out/dir.npy"
+[ "$rc" -ne 0 ] && grep -q "is a directory" "$work/err.txt" && [ -d "$out/dir.npy" ] ||
+    fail "a directory as the output: exit $rc: $(cat "$work/err.txt")"
+# A bad input writes nothing: an existing output and a link's target keep their bytes.
+echo old > "$out/target.npy"
+cp "$out/target.npy" "$out/untouched.npy"
+run_to "$out/link.npy" "$work/f64.npy"
+[ "$rc" -ne 0 ] && cmp -s "$out/target.npy" "$work/out/untouched.npy" ||
+    fail "a bad input changed the output: exit $rc: $(cat "$work/err.txt")"
+# The input side: a FIFO or a device as the input is refused at once as well.
+run_to "$out/in.npy" "$out/fifo.npy"
+[ "$rc" -ne 0 ] && grep -q "fifo.npy: is a FIFO, not a regular file" "$work/err.txt" ||
+    fail "a FIFO as the input: exit $rc: $(cat "$work/err.txt")"
+run_to "$out/in.npy" /dev/zero
+[ "$rc" -ne 0 ] && grep -q "/dev/zero: is a character device, not a regular file" "$work/err.txt" ||
+    fail "/dev/zero as the input: exit $rc: $(cat "$work/err.txt")"
+leftover=$(find "$out" -name '*.partial*')
+[ -z "$leftover" ] || fail "temporary files left behind: $leftover"
+echo "ok: the output path (links written through; devices, FIFOs, directories refused)"
 
 # ---- moe-info -------------------------------------------------------------------------------------
 "$info" > "$work/info.txt"

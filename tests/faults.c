@@ -5,8 +5,11 @@
 #include "faults.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 moe_context *h_context_injected(moe_backend_kind kind, const char *var, const char *value)
 {
@@ -56,4 +59,55 @@ void h_count_cache_files(const char *dir, const char *prefix, const char *suffix
         else if (n >= np + ns && !strncmp(e->d_name, prefix, np) && !strcmp(e->d_name + n - ns, suffix)) (*entries)++;
     }
     if (d) closedir(d);
+}
+
+static void count_ignored(moe_log_level level, const char *message, void *user)
+{
+    if (level == MOE_LOG_WARNING && strstr(message, "ignoring the cache file")) (*(int *)user)++;
+}
+
+void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
+                           const h_layer *hl, const float *x, int64_t T, const float *want)
+{
+    const size_t np = strlen(prefix), ns = strlen(suffix);
+    for (int round = 0; round < 2; round++) {
+        int planted = 0;
+        DIR *d = opendir(dir);
+        for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+            const size_t n = strlen(e->d_name);
+            if (n < np + ns || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + n - ns, suffix)) continue;
+            char path[2048];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            remove(path);
+            if (round == 0) {
+                planted += mkfifo(path, 0644) == 0;
+            } else {
+                const int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+                planted += fd >= 0 && ftruncate(fd, (off_t)64 * 1024 * 1024 + 1) == 0;
+                if (fd >= 0) close(fd);
+            }
+        }
+        if (d) closedir(d);
+        CHECK(planted > 0, "no %s*%s cache entry in %s to replace", prefix, suffix, dir);
+        setenv("MOE_CACHE_DIR", dir, 1);
+        int ignored = 0;
+        const moe_context_desc cd = {.struct_size = sizeof cd, .backend = kind, .log = count_ignored,
+                                     .log_user_data = &ignored, .log_level = MOE_LOG_WARNING};
+        moe_context *ctx = NULL;
+        moe_layer *layer = NULL;
+        float *y = malloc(sizeof(float) * (size_t)(T * hl->desc.d_model));
+        CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_OK);
+        if (ctx) CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+        if (layer) {
+            CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+            CHECK(memcmp(y, want, sizeof(float) * (size_t)(T * hl->desc.d_model)) == 0,
+                  "round %d: the result differs with a hostile cache", round);
+        }
+        CHECK(ignored >= 1, "round %d (%s): %d warning(s) about an ignored cache file, %d planted", round,
+              round == 0 ? "FIFOs" : "oversized files", ignored, planted);
+        moe_layer_destroy(layer);
+        moe_context_destroy(ctx);
+        unsetenv("MOE_CACHE_DIR");
+        free(y);
+    }
 }

@@ -22,4 +22,12 @@ void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const 
 /* Files in `dir` named prefix*suffix (complete cache entries), and leftover *.tmp files. */
 void h_count_cache_files(const char *dir, const char *prefix, const char *suffix, int *entries, int *temps);
 
+/* Every complete cache entry in `dir` (prefix*suffix, as a context on `kind` left them with
+ * MOE_CACHE_DIR=dir) is replaced by something that is not a cache file — a FIFO in a first
+ * round, a sparse file one byte over the library's 64 MiB limit in a second — and each time a
+ * new context with MOE_CACHE_DIR=dir neither blocks nor fails: it logs a warning that it
+ * ignored the file and gives `want` for hl on x (T tokens), bit for bit. */
+void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
+                           const h_layer *hl, const float *x, int64_t T, const float *want);
+
 #endif

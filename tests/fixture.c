@@ -149,6 +149,29 @@ int fx_write_text(const char *path, const char *text)
     return fclose(f) == 0 && ok ? 0 : -1;
 }
 
+int fx_write_sparse(const char *path, uint64_t size)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    remember(path, false);
+    const bool ok = ftruncate(fileno(f), (off_t)size) == 0;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+int fx_mkfifo(const char *path)
+{
+    if (mkfifo(path, 0600) != 0) return -1;
+    remember(path, false);
+    return 0;
+}
+
+int fx_symlink(const char *target, const char *path)
+{
+    if (symlink(target, path) != 0) return -1;
+    remember(path, false);
+    return 0;
+}
+
 int fx_write_safetensors(const char *path, const fx_tensor *t, size_t n, bool misalign)
 {
     size_t data_bytes = 0;

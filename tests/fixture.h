@@ -1,8 +1,9 @@
 /*
  * fixture.h — writers for the test suite's own Hugging Face style model directories:
  * safetensors files (8-byte little-endian header length, JSON header, data) in F32, F16 or
- * BF16, raw (deliberately broken) safetensors bytes, and text files. Every path written is
- * remembered so fx_cleanup() can remove it. Independent of the library's loader.
+ * BF16, raw (deliberately broken) safetensors bytes, text files, and the files a loader must
+ * refuse (FIFOs, links to devices, huge sparse files). Every path written is remembered so
+ * fx_cleanup() can remove it. Independent of the library's loader.
  */
 #ifndef MOE_TEST_FIXTURE_H
 #define MOE_TEST_FIXTURE_H
@@ -35,6 +36,11 @@ int fx_write_safetensors(const char *path, const fx_tensor *t, size_t n, bool mi
 int fx_write_raw(const char *path, uint64_t hlen, const char *header, size_t header_bytes, const void *data,
                  size_t data_bytes);
 int fx_write_text(const char *path, const char *text);
+/* A file of `size` bytes that reads as zeros and takes no disk space (ftruncate). */
+int fx_write_sparse(const char *path, uint64_t size);
+/* A FIFO, and a symbolic link at `path` to `target`, both removed by fx_cleanup(). */
+int fx_mkfifo(const char *path);
+int fx_symlink(const char *target, const char *path);
 /* Removes every file and directory written through this module. */
 void fx_cleanup(void);
 

@@ -93,6 +93,8 @@ typedef struct h_guarded {
 
 h_guarded h_guarded_alloc(size_t n);
 void h_guarded_free(h_guarded *g);
+/* Refills data and guards with the sentinel, as after h_guarded_alloc. */
+void h_guarded_reset(h_guarded *g);
 /* True if the guard zones are intact. */
 bool h_guards_ok(const h_guarded *g);
 /* True if every element still holds the sentinel (the call wrote nothing). */

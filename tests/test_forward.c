@@ -207,12 +207,110 @@ done:
     h_layer_free(&hl);
 }
 
+static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+
+/* Capacity at or above the rows a forward can have is "unlimited", whatever its size: the
+ * kernels take 32-bit integers, and a capacity of 2^32 + 1 once reached a GPU as 1 (every row
+ * but one per expert dropped) and broke the OpenCL build from 2^31 on. Each such capacity
+ * must give, on the same backend, bit for bit what capacity 0 gives; a capacity just below an
+ * expert's row count must still drop (held to the reference). */
+static void capacity_limits(moe_context *ctx, h_rng *r)
+{
+    const fcase base = {"capacity_limits",
+                        DESC(.d_model = 24, .d_ff = 20, .n_experts = 4, .top_k = 2, .max_tokens = 21,
+                             .renormalize = 1, .drop_policy = MOE_DROP_PASSTHROUGH),
+                        21, 1};
+    const int64_t T = base.T, K = base.d.top_k, TD = T * base.d.d_model;
+    h_layer hl;
+    h_layer_init(&hl, &base.d, r, 1.0f);
+    h_make_hot(&hl, base.hot); /* expert 1 gets all T tokens: the largest count is T */
+    float *x = malloc(sizeof(float) * (size_t)TD);
+    h_fill_input(&hl, T, x, r);
+
+    outputs unl = outputs_alloc(&hl.desc, T);
+    moe_forward_stats us = stats_into(&unl);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+    CHECK_STATUS(moe_layer_forward(layer, T, x, unl.y.data, &us), MOE_OK);
+    moe_layer_destroy(layer);
+    CHECK(unl.dropped == 0, "[capacity 0] dropped %d", unl.dropped);
+
+    const int64_t unlimited[] = {T, T * K - 1, T * K, T * K + 1, INT32_MAX, (int64_t)1 << 31,
+                                 ((int64_t)1 << 32) - 1, (int64_t)1 << 32, ((int64_t)1 << 32) + 1,
+                                 (int64_t)1 << 40, INT64_MAX};
+    for (size_t i = 0; i < sizeof unlimited / sizeof unlimited[0]; i++) {
+        const long long cap = (long long)unlimited[i];
+        moe_layer_desc d = hl.desc;
+        d.expert_capacity = unlimited[i];
+        outputs got = outputs_alloc(&d, T);
+        moe_forward_stats gs = stats_into(&got);
+        layer = NULL;
+        moe_status st = moe_layer_create(ctx, &d, &hl.w, &layer);
+        CHECK(st == MOE_OK, "[capacity %lld] layer_create: %s: %s", cap, moe_status_string(st),
+              moe_context_error(ctx));
+        if (st == MOE_OK) st = moe_layer_forward(layer, T, x, got.y.data, &gs);
+        CHECK(st == MOE_OK, "[capacity %lld] forward: %s: %s", cap, moe_status_string(st),
+              moe_context_error(ctx));
+        if (st == MOE_OK) {
+            CHECK(got.dropped == 0, "[capacity %lld] dropped %d rows; no expert has more than %lld", cap,
+                  got.dropped, (long long)T);
+            CHECK(same_bits(got.y.data, unl.y.data, sizeof(float) * (size_t)TD),
+                  "[capacity %lld] output differs from capacity 0 (rel diff %.3g)", cap,
+                  h_rel_l2(got.y.data, unl.y.data, (size_t)TD));
+            CHECK(same_bits(got.ids, unl.ids, sizeof(int32_t) * (size_t)(T * K)) &&
+                      same_bits(got.w.data, unl.w.data, sizeof(float) * (size_t)(T * K)),
+                  "[capacity %lld] top-k differs from capacity 0", cap);
+            CHECK(same_bits(got.counts, unl.counts, sizeof(int32_t) * (size_t)d.n_experts),
+                  "[capacity %lld] expert counts differ from capacity 0", cap);
+            CHECK(same_bits(&got.aux, &unl.aux, sizeof(float)) && same_bits(&got.z, &unl.z, sizeof(float)),
+                  "[capacity %lld] losses %.9g %.9g, capacity 0 gives %.9g %.9g", cap, got.aux, got.z, unl.aux,
+                  unl.z);
+            CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[capacity %lld] write outside the output", cap);
+        }
+        moe_layer_destroy(layer);
+        outputs_free(&got);
+    }
+
+    /* Just below the hot expert's T rows, and 1: exactly the overflow is dropped, as in the
+     * reference. */
+    const int64_t dropping[] = {T - 1, 1};
+    for (size_t i = 0; i < sizeof dropping / sizeof dropping[0]; i++) {
+        moe_layer_desc d = hl.desc;
+        d.expert_capacity = dropping[i];
+        outputs got = outputs_alloc(&d, T), ref = outputs_alloc(&d, T);
+        moe_forward_stats gs = stats_into(&got), rs = stats_into(&ref);
+        CHECK_STATUS(moe_reference_forward(&d, &hl.w, T, x, ref.y.data, &rs), MOE_OK);
+        layer = NULL;
+        CHECK_STATUS(moe_layer_create(ctx, &d, &hl.w, &layer), MOE_OK);
+        if (layer) CHECK_STATUS(moe_layer_forward(layer, T, x, got.y.data, &gs), MOE_OK);
+        int32_t want = 0; /* each expert's rows past the capacity */
+        for (int64_t e = 0; e < d.n_experts; e++)
+            if (unl.counts[e] > dropping[i]) want += (int32_t)(unl.counts[e] - dropping[i]);
+        CHECK(want > 0 && ref.dropped == want && got.dropped == want,
+              "[capacity %lld] dropped %d (reference %d), expected %d", (long long)dropping[i], got.dropped,
+              ref.dropped, want);
+        const double err = h_rel_l2(got.y.data, ref.y.data, (size_t)TD);
+        CHECK(err <= Y_TOL, "[capacity %lld] relative L2 error %.3g against the reference",
+              (long long)dropping[i], err);
+        CHECK(!same_bits(got.y.data, unl.y.data, sizeof(float) * (size_t)TD),
+              "[capacity %lld] dropping rows did not change the output", (long long)dropping[i]);
+        moe_layer_destroy(layer);
+        outputs_free(&got);
+        outputs_free(&ref);
+    }
+    printf("  %-34s T=%-4lld capacities up to INT64_MAX equal unlimited\n", base.name, (long long)T);
+    outputs_free(&unl);
+    free(x);
+    h_layer_free(&hl);
+}
+
 int main(int argc, char **argv)
 {
     moe_backend_kind kind;
     moe_context *ctx = h_open(argc, argv, &kind);
     h_rng r = h_rng_seeded("test_forward");
     for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++) run_case(ctx, kind, &fixed_cases[i], &r);
+    capacity_limits(ctx, &r);
     const int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
     for (int i = 0; i < n_random; i++) {
         const fcase c = random_case(&r, i);

@@ -5,8 +5,10 @@
  * each layer the loader builds must match the scalar reference run on the same (rounded)
  * weights with the desc the family's conventions give. Then every error a user can hit:
  * missing files, unsupported model_type, bad layer index, missing / misshapen / mistyped
- * tensors, corrupt safetensors headers, broken shard indexes, and bad .npy inputs — each a
- * specific status, a message naming the file and tensor, and the out-param untouched.
+ * tensors, corrupt safetensors headers (repeated keys, NUL in a string, non-string metadata),
+ * broken shard indexes, files that are not regular (directories, FIFOs, links to /dev/zero)
+ * or over their size limit, and bad .npy inputs — each a specific status, a message naming
+ * the file and tensor, and the out-param untouched.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -390,6 +392,12 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     expect_error(ctx, "unsupported model_type", none, 0, MOE_ERROR_UNSUPPORTED, "config.json", "llama");
     fx_write_text(path, "{\"model_type\": \"mixtral\", \"hidden_size\": 8}");
     expect_error(ctx, "config key missing", none, 0, MOE_ERROR_FORMAT, "config.json", "num_hidden_layers");
+    fx_write_text(path, "{\"model_type\": \"mixtral\", \"hidden_size\": 8, \"hidden_size\": 16}");
+    expect_error(ctx, "config key repeated", none, 0, MOE_ERROR_FORMAT, "config.json",
+                 "key \"hidden_size\" appears twice");
+    fx_write_text(path, "{\"model_type\": \"mixtral\\u0000x\", \"hidden_size\": 8}");
+    expect_error(ctx, "config string with a NUL", none, 0, MOE_ERROR_FORMAT, "config.json",
+                 "string \"mixtral\\u0000... at byte 23 holds a NUL character");
     free(none);
 
     char *dir = mixtral_dir(root, "noweights", &l, t, &n, r);
@@ -440,22 +448,45 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
         int64_t hlen_delta;
         size_t data;
     } bad[] = {
-        {"header length past the end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "header length",
-         1000, 8},
-        {"offsets out of range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", "out of range", 0, 8},
+        {"header length past the end", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "header length", 1000, 8},
+        {"offsets out of range", "{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}",
+         "out of range", 0, 8},
         {"offsets overlapping",
-         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],"
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":"
+         "[2],"
          "\"data_offsets\":[4,12]}}",
          "overlap", 0, 12},
-        {"offsets not matching the shape", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,8]}}", "need 6", 0,
-         8},
-        {"header not JSON", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}", "not valid JSON", 0, 8},
-        {"header not UTF-8", "{\"a\xff\xfe\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", "UTF-8", 0, 8},
+        {"offsets not matching the shape", "{\"a\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,8]}}",
+         "need 6", 0, 8},
+        {"header not JSON", "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}",
+         "not valid JSON", 0, 8},
+        {"header not UTF-8", "{\"a\xff\xfe\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "UTF-8", 0, 8},
         {"header not an object", "[1, 2, 3]", "not a JSON object", 0, 0},
         {"duplicate tensor",
-         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],"
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":"
+         "[1],"
          "\"data_offsets\":[4,8]}}",
-         "twice", 0, 8},
+         "key \"a\" appears twice", 0, 8},
+        {"key repeated in a tensor entry",
+         "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"dtype\":\"F16\",\"data_offsets\":[0,8]}}",
+         "key \"dtype\" appears twice", 0, 8},
+        {"tensor name with a NUL", "{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "string \"a\\u0000... at byte 3 holds a NUL character", 0, 8},
+        {"dtype with a NUL", "{\"a\":{\"dtype\":\"F32\\u0000\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "string \"F32\\u0000... at byte 18 holds a NUL character", 0, 8},
+        {"raw control byte in a name",
+         "{\"a\x01"
+         "b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "raw control byte 0x01 at byte 3", 0, 8},
+        {"__metadata__ value not a string",
+         "{\"__metadata__\":{\"format\":\"pt\",\"step\":1},\"a\":{\"dtype\":\"F32\",\"shape\":[2],"
+         "\"data_offsets\":[0,8]}}",
+         "\"__metadata__\" value of 'step' is not a string", 0, 8},
+        {"__metadata__ not an object",
+         "{\"__metadata__\":[\"pt\"],\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         "\"__metadata__\" is not an object", 0, 8},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "corrupt%zu", i);
@@ -501,7 +532,19 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     fx_write_text(path, text);
     expect_error(ctx, "index maps to the wrong shard", dir, 1, MOE_ERROR_FORMAT, "model-00003-of-00003", t[1].name);
     fx_write_text(path, "{\"weight_map\": {\"x\": \"../etc/passwd\"}}");
-    expect_error(ctx, "index names a path", dir, 1, MOE_ERROR_FORMAT, "index.json", "entry 'x' does not name a file");
+    expect_error(ctx, "index names a path", dir, 1, MOE_ERROR_FORMAT, "index.json",
+                 "entry 'x' does not name a file");
+    snprintf(text, sizeof text,
+             "{\"weight_map\": {\"%s\": \"model-00001-of-00003.safetensors\", \"%s\": "
+             "\"model-00001-of-00003.safetensors\"}}",
+             t[0].name, t[0].name);
+    fx_write_text(path, text);
+    snprintf(text, sizeof text, "key \"%s\" appears twice", t[0].name);
+    expect_error(ctx, "index key repeated", dir, 1, MOE_ERROR_FORMAT, "index.json", text);
+    snprintf(text, sizeof text, "{\"weight_map\": {\"%s\": \"model-00001-of-00003.safetensors\\u0000/x\"}}",
+             t[0].name);
+    fx_write_text(path, text);
+    expect_error(ctx, "index shard name with a NUL", dir, 1, MOE_ERROR_FORMAT, "index.json", "NUL character");
     h_layer_free(&l);
     free(dir);
 
@@ -513,6 +556,79 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     CHECK_STATUS(moe_model_layer_desc(NULL, 0, NULL, &d), MOE_ERROR_NULL_POINTER);
     CHECK(moe_model_layer_is_moe(NULL, 0, 0) == 0, "layer_is_moe(NULL)");
     moe_model_close(NULL);
+}
+
+/* ---- files that are not regular, or too large ------------------------------------------------ */
+
+/* Every file the loader reads goes through the bounded reader: a FIFO must not block, a link
+ * to /dev/zero must not be read, a huge file must be refused before it is read, and an entry
+ * that exists but is not a regular file is reported as what it is, not as missing. */
+static void test_files(moe_context *ctx, const char *root, h_rng *r)
+{
+    static fx_tensor t[MAX_TENSORS];
+    char path[1100];
+    h_layer l;
+    int n;
+    const struct {
+        const char *what, *sub, *file;
+        int kind; /* 0 directory, 1 FIFO, 2 link to /dev/zero, 3 sparse file over the limit, 4 dangling */
+        moe_status want;
+        const char *part;
+    } cases[] = {
+        {"config.json a directory", "c-dir", "config.json", 0, MOE_ERROR_IO,
+         "is a directory, not a regular file"},
+        {"config.json a FIFO", "c-fifo", "config.json", 1, MOE_ERROR_IO, "is a FIFO, not a regular file"},
+        {"config.json a link to /dev/zero", "c-zero", "config.json", 2, MOE_ERROR_IO,
+         "is a character device, not a regular file"},
+        {"config.json too large", "c-big", "config.json", 3, MOE_ERROR_FORMAT,
+         "8388609 bytes, more than the 8388608 bytes allowed for a config.json"},
+        {"model.safetensors a directory", "w-dir", "model.safetensors", 0, MOE_ERROR_IO,
+         "model.safetensors: is a directory, not a regular file"},
+        {"model.safetensors a FIFO", "w-fifo", "model.safetensors", 1, MOE_ERROR_IO,
+         "model.safetensors: is a FIFO, not a regular file"},
+        {"model.safetensors a link to /dev/zero", "w-zero", "model.safetensors", 2, MOE_ERROR_IO,
+         "model.safetensors: is a character device"},
+        {"model.safetensors a dangling link", "w-dangling", "model.safetensors", 4, MOE_ERROR_IO,
+         "model.safetensors: cannot open: No such file"},
+        {"index.json a FIFO", "i-fifo", "model.safetensors.index.json", 1, MOE_ERROR_IO,
+         "index.json: is a FIFO, not a regular file"},
+        {"index.json too large", "i-big", "model.safetensors.index.json", 3, MOE_ERROR_FORMAT,
+         "67108865 bytes, more than the 67108864 bytes allowed for a model.safetensors.index.json"},
+        {"shard a FIFO", "s-fifo", "model-00002-of-00003.safetensors", 1, MOE_ERROR_IO,
+         "model-00002-of-00003.safetensors: is a FIFO, not a regular file"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *dir = mixtral_dir(root, cases[i].sub, &l, t, &n, r);
+        if (!strcmp(cases[i].file, "model-00002-of-00003.safetensors")) write_weights(dir, t, n, 3, false);
+        snprintf(path, sizeof path, "%s/%s", dir, cases[i].file);
+        remove(path);
+        int rc = -1;
+        switch (cases[i].kind) {
+        case 0: {
+            char *sub = fx_mkdir(dir, cases[i].file);
+            rc = sub ? 0 : -1;
+            free(sub);
+            break;
+        }
+        case 1:
+            rc = fx_mkfifo(path);
+            break;
+        case 2:
+            rc = fx_symlink("/dev/zero", path);
+            break;
+        case 3:
+            rc = fx_write_sparse(path,
+                                 !strcmp(cases[i].file, "config.json") ? (8u << 20) + 1 : (64u << 20) + 1);
+            break;
+        case 4:
+            rc = fx_symlink("nowhere.safetensors", path);
+            break;
+        }
+        CHECK(rc == 0, "[%s] cannot make %s", cases[i].what, path);
+        expect_error(ctx, cases[i].what, dir, 1, cases[i].want, cases[i].part, NULL);
+        h_layer_free(&l);
+        free(dir);
+    }
 }
 
 /* ---- .npy inputs -------------------------------------------------------------------------------- */
@@ -569,6 +685,47 @@ static void test_npy(const char *root)
               bad[i].what, rc, err);
         printf("  npy %-30s %s\n", bad[i].what, err);
     }
+    /* More data than the shape says is not a matrix of that shape either. */
+    write_npy(path, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", 28);
+    got = NULL;
+    int rc = npy_read_f32_matrix(path, 3, &got, &rows, &cols, err, sizeof err);
+    CHECK(rc != 0 && got == NULL && has(err, "x.npy: 28 bytes of data; shape (2, 3) of float32 needs 24"),
+          "[npy trailing data] rc %d, message '%s'", rc, err);
+    /* A version 2.0 header over the 64 KiB accepted, refused before it is read. */
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        const uint8_t pre[12] = {0x93, 'N', 'U', 'M', 'P', 'Y', 2, 0, 0x70, 0x11, 0x01, 0}; /* 70000 */
+        fwrite(pre, 1, sizeof pre, f);
+        fclose(f);
+    }
+    rc = npy_read_f32_matrix(path, 3, &got, &rows, &cols, err, sizeof err);
+    CHECK(rc != 0 && got == NULL &&
+              has(err, "x.npy: the .npy header is 70000 bytes, more than the 65535 accepted"),
+          "[npy huge header] rc %d, message '%s'", rc, err);
+    /* Not regular files: each refused at once, without blocking or reading. */
+    const struct {
+        const char *what, *name, *part;
+        int kind; /* 0 directory, 1 FIFO, 2 link to /dev/zero */
+    } special[] = {
+        {"a directory", "d.npy", "d.npy: is a directory, not a regular file", 0},
+        {"a FIFO", "fifo.npy", "fifo.npy: is a FIFO, not a regular file", 1},
+        {"a link to /dev/zero", "zero.npy", "zero.npy: is a character device, not a regular file", 2},
+    };
+    for (size_t i = 0; i < sizeof special / sizeof special[0]; i++) {
+        char sp[1100];
+        snprintf(sp, sizeof sp, "%s/%s", dir, special[i].name);
+        char *sub = special[i].kind == 0 ? fx_mkdir(dir, special[i].name) : NULL;
+        const int made = special[i].kind == 0   ? (sub ? 0 : -1)
+                         : special[i].kind == 1 ? fx_mkfifo(sp)
+                                                : fx_symlink("/dev/zero", sp);
+        free(sub);
+        CHECK(made == 0, "[npy %s] cannot make %s", special[i].what, sp);
+        got = NULL;
+        rc = npy_read_f32_matrix(sp, 3, &got, &rows, &cols, err, sizeof err);
+        CHECK(rc != 0 && got == NULL && has(err, special[i].part), "[npy %s] rc %d, message '%s'",
+              special[i].what, rc, err);
+        printf("  npy %-30s %s\n", special[i].what, err);
+    }
     free(dir);
 }
 
@@ -591,6 +748,7 @@ int main(int argc, char **argv)
     run_family(ctx, root, sw, FX_BF16, 1, MOE_DROP_ZERO, 1, &r);
 
     test_errors(ctx, root, &r);
+    test_files(ctx, root, &r);
     test_npy(root);
     fx_cleanup();
     free(root);

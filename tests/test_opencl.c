@@ -6,7 +6,8 @@
  * fail the same way; an invalid device index is refused as unavailable; program binaries are
  * cached in the cache directory as complete files (written whole, then renamed) and a second
  * context builds every program from that cache instead of compiling (counted through the log
- * callback's "built from cache" / "compiled from source" lines); the device reports its limits.
+ * callback's "built from cache" / "compiled from source" lines), and a FIFO or an oversized
+ * file in a binary's place is ignored with a warning; the device reports its limits.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "faults.h"
@@ -105,6 +106,7 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
     h_count_cache_files(dir, "opencl-", ".bin", &caches, &temps);
     CHECK(caches >= counts[0].from_source, "%d program binaries in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
+    h_check_hostile_cache(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16, y[0]);
 }
 
 int main(int argc, char **argv)

@@ -3,8 +3,8 @@
  * the next submission report VK_ERROR_DEVICE_LOST, =oom makes device allocations fail) give
  * their statuses, leave the caller's output untouched and, for a lost device, make every later
  * call fail the same way; the pipeline cache is written to the cache directory under a name
- * keyed by the driver, as a complete file (written whole, then renamed); the device reports
- * its limits.
+ * keyed by the driver, as a complete file (written whole, then renamed), and a FIFO or an
+ * oversized file in its place is ignored with a warning; the device reports its limits.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "faults.h"
@@ -18,10 +18,10 @@ static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc), .d_mo
 static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
 {
     setenv("MOE_CACHE_DIR", dir, 1);
+    float y[16 * 40];
     for (int round = 0; round < 2; round++) { /* the second context loads what the first saved */
         moe_context *ctx = h_context(MOE_BACKEND_VULKAN, 0);
         moe_layer *layer = NULL;
-        float y[16 * 40];
         CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
         CHECK_STATUS(moe_layer_forward(layer, 16, x, y, NULL), MOE_OK);
         moe_layer_destroy(layer);
@@ -32,6 +32,7 @@ static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
     h_count_cache_files(dir, "vulkan-", ".cache", &caches, &temps);
     CHECK(caches == 1, "%d pipeline cache files in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
+    h_check_hostile_cache(MOE_BACKEND_VULKAN, dir, "vulkan-", ".cache", hl, x, 16, y);
 }
 
 /* A layer whose weights exceed the device's storage-buffer range (lavapipe's is 128 MiB; this

@@ -2,7 +2,8 @@
  * moe-run — runs the MoE block of one layer of a Hugging Face checkpoint on a float32 .npy
  * input [T, hidden_size] and writes the float32 .npy output [T, hidden_size]. Uses only the
  * public API (moe.h). Every failure prints one message naming the file (and tensor) and exits
- * non-zero, and leaves nothing at the output path.
+ * non-zero, and leaves nothing at the output path. The output is written atomically, through
+ * a symbolic link to its target, and only ever to a regular file (tools/npy.c).
  */
 #include "npy.h"
 
@@ -22,7 +23,9 @@ static void usage(FILE *f)
             "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
             "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
             "Y.npy. --decoder takes a switch_transformers decoder block; --stats prints the backend,\n"
-            "the per-expert token counts, the aux loss and the z-loss.\n");
+            "the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced atomically\n"
+            "(a symbolic link is written through to its target); a directory, FIFO or device there\n"
+            "is refused.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -116,6 +119,13 @@ int main(int argc, char **argv)
 {
     run_args a = {.backend = MOE_BACKEND_AUTO};
     if (parse_args(argc, argv, &a)) return 2;
+    /* A bad output path fails before any work; it is resolved again when written. */
+    char err[512], target[NPY_PATH_MAX];
+    int exists = 0;
+    if (npy_output_target(a.output, target, sizeof target, &exists, err, sizeof err)) {
+        fprintf(stderr, "moe-run: %s\n", err);
+        return 1;
+    }
 
     int rc = 1;
     moe_model *model = NULL;
@@ -128,7 +138,6 @@ int main(int argc, char **argv)
     moe_model_info info = {.struct_size = sizeof info};
     moe_model_get_info(model, &info);
 
-    char err[512];
     int64_t T = 0, D = 0;
     if (npy_read_f32_matrix(a.input, info.hidden_size, &x, &T, &D, err, sizeof err)) {
         fprintf(stderr, "moe-run: %s\n", err);

@@ -6,9 +6,11 @@
  * bit-identical run to run whatever the thread count or scheduling.
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
+#include "../alloc.h"
 #include "../internal.h"
 #include "cpu.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,12 +38,35 @@ static void *at(moe_addr a) { return a.buf ? a.buf->data + a.offset : NULL; }
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
-static int default_threads(void)
+static int online_cores(void)
+{
+    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > MOE_MAX_THREADS ? MOE_MAX_THREADS : (int)n;
+}
+
+/* MOE_NUM_THREADS: unset or empty = 0 (not given); a plain decimal 1..MOE_MAX_THREADS = that
+ * many; anything else (a sign, spaces, "8x", 0, overflow, above the bound) = -1, so a typo is
+ * refused rather than read as 1 thread, the core count or 2^31 threads. */
+static int env_threads(const char **value)
 {
     const char *env = getenv("MOE_NUM_THREADS");
-    if (env && atoi(env) > 0) return atoi(env);
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    *value = env;
+    if (!env || !*env) return 0;
+    if (*env < '0' || *env > '9') return -1;
+    char *end;
+    errno = 0;
+    const long n = strtol(env, &end, 10);
+    if (errno == ERANGE || *end != '\0' || n < 1 || n > MOE_MAX_THREADS) return -1;
+    return (int)n;
+}
+
+/* What a context with n_threads 0 uses; device info reports the cores where the variable is
+ * malformed (the context itself then refuses it). */
+static int default_threads(void)
+{
+    const char *value;
+    const int n = env_threads(&value);
+    return n > 0 ? n : online_cores();
 }
 
 /* "model name" / "vendor_id" style lines of /proc/cpuinfo, where there is one. */
@@ -115,7 +140,7 @@ static void cpu_destroy(moe_backend *be)
 {
     if (!be) return;
     moe_pool_destroy(cpu(be)->pool);
-    free(be);
+    moe_free(be);
 }
 
 static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
@@ -126,13 +151,23 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
                         "cpu: MOE_CPU_ISA=%s names a kernel set this CPU cannot run (or an unknown one)",
                         getenv("MOE_CPU_ISA"));
-    cpu_backend *c = calloc(1, sizeof *c);
+    moe_status st = moe_validate_threads(ctx, desc->n_threads);
+    if (st != MOE_OK) return st;
+    const char *env;
+    if (desc->n_threads == 0 && env_threads(&env) < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "cpu: MOE_NUM_THREADS='%s' is not a thread count: it must be a plain decimal number "
+                        "from 1 to %d (or unset, for every online core)",
+                        env, MOE_MAX_THREADS);
+    cpu_backend *c = moe_calloc(1, sizeof *c);
     if (!c) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: out of host memory");
     const int threads = desc->n_threads > 0 ? desc->n_threads : default_threads();
     c->pool = moe_pool_create(threads);
     if (!c->pool) {
-        free(c);
-        return moe_fail(ctx, MOE_ERROR_BACKEND, "cpu: could not start %d threads", threads);
+        moe_free(c);
+        /* moe_pool_create fails only when memory or a thread (EAGAIN: no resources) cannot be had. */
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY,
+                        "cpu: could not start a pool of %d threads: out of memory or thread resources", threads);
     }
     c->k = k;
     c->base = (moe_backend){.ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN,
@@ -150,11 +185,11 @@ static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage
 {
     (void)usage;
     const size_t rounded = (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
-    moe_bbuf *b = malloc(sizeof *b);
-    void *data = rounded >= bytes ? aligned_alloc(CPU_ALIGN, rounded) : NULL;
+    moe_bbuf *b = moe_malloc(sizeof *b);
+    void *data = rounded >= bytes ? moe_aligned_alloc(CPU_ALIGN, rounded) : NULL;
     if (!b || !data) {
-        free(b);
-        free(data);
+        moe_free(b);
+        moe_free(data);
         return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed", bytes);
     }
     *b = (moe_bbuf){bytes, data};
@@ -166,8 +201,8 @@ static void cpu_buffer_free(moe_backend *be, moe_bbuf *b)
 {
     (void)be;
     if (!b) return;
-    free(b->data);
-    free(b);
+    moe_free(b->data);
+    moe_free(b);
 }
 
 static moe_status cpu_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
@@ -211,7 +246,7 @@ static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_wei
     const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
     const int64_t per = moe_cpu_packed_floats(N, K, gated);
     float *out = at(dst);
-    float *row = malloc(sizeof(float) * (size_t)K);
+    float *row = moe_malloc(sizeof(float) * (size_t)K);
     if (!row) return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: out of host memory");
     for (int64_t b = 0; b < s->batch; b++) {
         const moe_matrix_src *first = &s->first[b];
@@ -222,7 +257,7 @@ static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_wei
             pack_panel(pair + K * MOE_CPU_PANEL, second, N, K, gated ? q : 2 * q + 1, row);
         }
     }
-    free(row);
+    moe_free(row);
     return MOE_OK;
 }
 

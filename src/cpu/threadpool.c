@@ -6,6 +6,7 @@
  * counter, so the split adapts to uneven tiles. Workers sleep on a condition variable
  * between jobs, so an idle context costs no CPU.
  */
+#include "../alloc.h"
 #include "cpu.h"
 
 #include <pthread.h>
@@ -55,19 +56,19 @@ static void *worker(void *arg)
 
 moe_pool *moe_pool_create(int n_threads)
 {
-    moe_pool *p = calloc(1, sizeof *p);
+    moe_pool *p = moe_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n_threads = n_threads < 1 ? 1 : n_threads;
-    p->threads = calloc((size_t)p->n_threads, sizeof *p->threads);
+    p->threads = moe_calloc((size_t)p->n_threads, sizeof *p->threads);
     if (!p->threads || pthread_mutex_init(&p->lock, NULL) != 0) {
-        free(p->threads);
-        free(p);
+        moe_free(p->threads);
+        moe_free(p);
         return NULL;
     }
     pthread_cond_init(&p->wake, NULL);
     pthread_cond_init(&p->done, NULL);
     for (int i = 1; i < p->n_threads; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p) != 0) {
+        if (moe_alloc_injected() || pthread_create(&p->threads[i], NULL, worker, p) != 0) {
             p->n_threads = i; /* join the ones that started */
             moe_pool_destroy(p);
             return NULL;
@@ -87,8 +88,8 @@ void moe_pool_destroy(moe_pool *p)
     pthread_cond_destroy(&p->wake);
     pthread_cond_destroy(&p->done);
     pthread_mutex_destroy(&p->lock);
-    free(p->threads);
-    free(p);
+    moe_free(p->threads);
+    moe_free(p);
 }
 
 int moe_pool_threads(const moe_pool *p) { return p->n_threads; }

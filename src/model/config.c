@@ -164,19 +164,10 @@ static void parse_qwen_layers(cfg_reader *r, moe_hf_config *c)
 moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *text, size_t len,
                                moe_hf_config *out)
 {
-    if (!moe_utf8_valid((const uint8_t *)text, len))
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: not valid UTF-8", path);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        const size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: not valid JSON (near byte %zu)", path, at);
-    }
+    cJSON *root = NULL;
+    moe_status st = moe_json_parse(ctx, path, text, len, &root);
+    if (st != MOE_OK) return st;
     cfg_reader r = {ctx, path, root, MOE_OK};
-    for (const char *p = end; p < text + len && r.st == MOE_OK; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-            r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: text after the JSON object (at byte %zu)", path,
-                            (size_t)(p - text));
     if (r.st == MOE_OK && !cJSON_IsObject(root))
         r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: not a JSON object", path);
 

@@ -41,15 +41,18 @@ struct moe_model {
 static char *join(const char *dir, const char *name)
 {
     const size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
+    char *p = moe_malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, name);
     return p;
 }
 
-static bool file_exists(const char *path)
+/* Whether the directory has an entry of that name, of any type: one that is not a regular
+ * file (a directory, a FIFO, a dangling link) is then refused by the reader for what it is,
+ * not reported as missing. */
+static bool entry_exists(const char *path)
 {
     struct stat sb;
-    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    return lstat(path, &sb) == 0;
 }
 
 static int cmp_tensor(const void *a, const void *b)
@@ -81,19 +84,20 @@ static moe_status read_index(const char *path, cJSON **out_root, const char ***o
 {
     uint8_t *text = NULL;
     size_t len = 0;
-    moe_status st = moe_read_file(NULL, path, &text, &len);
+    moe_status st =
+        moe_read_file(NULL, path, MOE_INDEX_MAX_BYTES, "a model.safetensors.index.json", &text, &len);
     if (st != MOE_OK) return st;
-    const char *end = NULL;
-    cJSON *root = moe_utf8_valid(text, len) ? cJSON_ParseWithLengthOpts((const char *)text, len, &end, 0) : NULL;
-    free(text);
-    const cJSON *map = root ? cJSON_GetObjectItemCaseSensitive(root, "weight_map") : NULL;
+    cJSON *root = NULL;
+    st = moe_json_parse(NULL, path, (const char *)text, len, &root);
+    moe_free(text);
+    if (st != MOE_OK) return st;
+    const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(map)) {
         cJSON_Delete(root);
-        return moe_fail(NULL, MOE_ERROR_FORMAT, "%s: %s", path,
-                        root ? "has no \"weight_map\" object" : "not valid UTF-8 JSON");
+        return moe_fail(NULL, MOE_ERROR_FORMAT, "%s: has no \"weight_map\" object", path);
     }
     const int n_entries = cJSON_GetArraySize(map);
-    const char **names = calloc(n_entries > 0 ? (size_t)n_entries : 1, sizeof *names);
+    const char **names = moe_calloc(n_entries > 0 ? (size_t)n_entries : 1, sizeof *names);
     if (!names) {
         cJSON_Delete(root);
         return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
@@ -103,7 +107,7 @@ static moe_status read_index(const char *path, cJSON **out_root, const char ***o
         if (!cJSON_IsString(e) || !plain_file_name(e->valuestring)) {
             st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map entry '%s' does not name a file in the directory",
                           path, e->string);
-            free(names);
+            moe_free(names);
             cJSON_Delete(root);
             return st;
         }
@@ -114,7 +118,7 @@ static moe_status read_index(const char *path, cJSON **out_root, const char ***o
     for (int i = 0; i < n; i++)
         if (u == 0 || strcmp(names[u - 1], names[i])) names[u++] = names[i];
     if (u == 0) {
-        free(names);
+        moe_free(names);
         cJSON_Delete(root);
         return moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map lists no tensors", path);
     }
@@ -129,7 +133,7 @@ static moe_status index_tensors(moe_model *m)
 {
     size_t total = 0;
     for (int f = 0; f < m->n_files; f++) total += m->files[f].n_tensors;
-    m->tensors = calloc(total ? total : 1, sizeof *m->tensors);
+    m->tensors = moe_calloc(total ? total : 1, sizeof *m->tensors);
     if (!m->tensors) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     for (int f = 0; f < m->n_files; f++)
         for (size_t i = 0; i < m->files[f].n_tensors; i++)
@@ -152,10 +156,10 @@ static moe_status open_weights(moe_model *m)
     int n = 1;
     if (!single || !index) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
-    } else if (file_exists(single)) {
+    } else if (entry_exists(single)) {
         m->weights_label = single;
         single = NULL;
-    } else if (file_exists(index)) {
+    } else if (entry_exists(index)) {
         st = read_index(index, &root, &names, &n);
         if (st == MOE_OK) {
             m->weights_label = index;
@@ -166,7 +170,7 @@ static moe_status open_weights(moe_model *m)
                       m->dir);
     }
     if (st == MOE_OK) {
-        m->files = calloc((size_t)n, sizeof *m->files);
+        m->files = moe_calloc((size_t)n, sizeof *m->files);
         if (!m->files) st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     for (int f = 0; f < n && st == MOE_OK; f++) {
@@ -177,7 +181,7 @@ static moe_status open_weights(moe_model *m)
         }
         st = moe_st_open(NULL, names ? path : m->weights_label, &m->files[f]);
         if (st == MOE_OK) m->n_files++;
-        free(path);
+        moe_free(path);
     }
     if (st == MOE_OK) st = index_tensors(m);
     if (st == MOE_OK && root) { /* every tensor the index maps must be in the shard it names */
@@ -190,10 +194,10 @@ static moe_status open_weights(moe_model *m)
                               m->weights_label, e->string, e->valuestring);
         }
     }
-    free(names);
+    moe_free(names);
     cJSON_Delete(root);
-    free(single);
-    free(index);
+    moe_free(single);
+    moe_free(index);
     return st;
 }
 
@@ -207,20 +211,20 @@ moe_status moe_model_open(const char *dir, moe_model **out)
         return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model directory: %s", dir, strerror(errno));
     if (!S_ISDIR(sb.st_mode)) return moe_fail(NULL, MOE_ERROR_IO, "%s: not a directory", dir);
 
-    moe_model *m = calloc(1, sizeof *m);
+    moe_model *m = moe_calloc(1, sizeof *m);
     char *cfg_path = join(dir, "config.json");
-    if (!m || !cfg_path || !(m->dir = malloc(strlen(dir) + 1))) {
-        free(cfg_path);
+    if (!m || !cfg_path || !(m->dir = moe_malloc(strlen(dir) + 1))) {
+        moe_free(cfg_path);
         moe_model_close(m);
         return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     strcpy(m->dir, dir);
     uint8_t *text = NULL;
     size_t len = 0;
-    moe_status st = moe_read_file(NULL, cfg_path, &text, &len);
+    moe_status st = moe_read_file(NULL, cfg_path, MOE_CONFIG_MAX_BYTES, "a config.json", &text, &len);
     if (st == MOE_OK) st = moe_hf_config_parse(NULL, cfg_path, (const char *)text, len, &m->cfg);
-    free(text);
-    free(cfg_path);
+    moe_free(text);
+    moe_free(cfg_path);
     if (st == MOE_OK) st = open_weights(m);
     if (st != MOE_OK) {
         moe_model_close(m);
@@ -234,11 +238,11 @@ void moe_model_close(moe_model *m)
 {
     if (!m) return;
     for (int f = 0; f < m->n_files; f++) moe_st_close(&m->files[f]);
-    free(m->files);
-    free(m->tensors);
-    free(m->weights_label);
-    free(m->dir);
-    free(m);
+    moe_free(m->files);
+    moe_free(m->tensors);
+    moe_free(m->weights_label);
+    moe_free(m->dir);
+    moe_free(m);
 }
 
 moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
@@ -447,19 +451,19 @@ static void *temp_alloc(temps *t, size_t bytes)
 {
     if (t->n == t->cap) {
         const size_t cap = t->cap ? 2 * t->cap : 16;
-        void **p = realloc(t->p, cap * sizeof *p);
+        void **p = moe_realloc(t->p, cap * sizeof *p);
         if (!p) return NULL;
         t->p = p, t->cap = cap;
     }
-    void *b = malloc(bytes ? bytes : 1);
+    void *b = moe_malloc(bytes ? bytes : 1);
     if (b) t->p[t->n++] = b;
     return b;
 }
 
 static void temps_free(temps *t)
 {
-    for (size_t i = 0; i < t->n; i++) free(t->p[i]);
-    free(t->p);
+    for (size_t i = 0; i < t->n; i++) moe_free(t->p[i]);
+    moe_free(t->p);
 }
 
 static moe_dtype dtype_of(const moe_st_tensor *t)
@@ -505,11 +509,11 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
     moe_status st = layer_lookup(ctx, m, layer, options, &d, NULL);
     if (st != MOE_OK) return st;
     const size_t E = (size_t)m->cfg.n_experts;
-    const moe_st_tensor **per = calloc(3 * (E ? E : 1), sizeof *per);
-    moe_matrix_src *mats = calloc(3 * (E ? E : 1), sizeof *mats);
+    const moe_st_tensor **per = moe_calloc(3 * (E ? E : 1), sizeof *per);
+    moe_matrix_src *mats = moe_calloc(3 * (E ? E : 1), sizeof *mats);
     if (!per || !mats) {
-        free(per);
-        free(mats);
+        moe_free(per);
+        moe_free(mats);
         return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     const bool gated = moe_activation_is_gated(m->cfg.activation);
@@ -539,7 +543,7 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
                  : moe_layer_create_from_tensors(ctx, &d, &t, out);
     }
     temps_free(&tmp);
-    free(per);
-    free(mats);
+    moe_free(per);
+    moe_free(mats);
     return st;
 }

@@ -8,6 +8,9 @@
 #define MOE_MODEL_INTERNAL_H
 
 #include "../internal.h"
+#include "../alloc.h"
+#include "../file.h"
+#include "../json.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -49,15 +52,29 @@ typedef struct moe_st_file {
  * MOE_ERROR_FORMAT with a message naming `path` (and the tensor) on any defect. */
 moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size,
                         moe_st_file *out);
-/* Maps `path` read-only and parses it; MOE_ERROR_IO if it cannot be opened or mapped. */
+/* Maps `path` read-only and parses it; MOE_ERROR_IO if it is not a regular file or cannot be
+ * opened or mapped. */
 moe_status moe_st_open(moe_context *ctx, const char *path, moe_st_file *out);
 void moe_st_close(moe_st_file *f);
-/* Reads a whole file into malloc'd memory (freed by the caller); MOE_ERROR_IO on failure. */
-moe_status moe_read_file(moe_context *ctx, const char *path, uint8_t **out, size_t *size);
 const moe_st_tensor *moe_st_find(const moe_st_file *f, const char *name);
 
-/* True if s[0..n) is well-formed UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
-bool moe_utf8_valid(const uint8_t *s, size_t n);
+/* ---- files and JSON (safetensors.c) ---------------------------------------------------------- */
+
+/* The largest config.json read: real ones are a few KiB (the largest, with label maps or
+ * quantisation settings, a few hundred), and cJSON may take ~40 times a text's size in nodes. */
+#define MOE_CONFIG_MAX_BYTES ((uint64_t)8 << 20)
+/* The largest model.safetensors.index.json read: DeepSeek-V3's (91k tensors, FP8 scales
+ * included) is 8.9 MB; this leaves room for models several times its size. */
+#define MOE_INDEX_MAX_BYTES ((uint64_t)64 << 20)
+
+/* Reads a whole regular file of at most `limit` bytes through the bounded reader (file.h)
+ * into moe_malloc'd memory, NUL-terminated (moe_free it). `what` names the kind of file for a
+ * size message. MOE_ERROR_IO (cannot open, not a regular file, read error), MOE_ERROR_FORMAT
+ * (over the limit) or MOE_ERROR_OUT_OF_MEMORY, with a message naming `path`. */
+moe_status moe_read_file(moe_context *ctx, const char *path, uint64_t limit, const char *what, uint8_t **out,
+                         size_t *size);
+/* The status of a bounded-reader error. */
+moe_status moe_file_status(moe_file_error e);
 
 /* ---- config.json (config.c) ------------------------------------------------------------------ */
 

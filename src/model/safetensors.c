@@ -1,10 +1,13 @@
 /*
  * safetensors.c — the safetensors container: an 8-byte little-endian header length, a UTF-8
  * JSON header {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}},
- * then the tensors' bytes. A file is mapped read-only (read into memory where mapping is not
- * available) and every claim of its header is checked before a tensor is handed out: the
+ * then the tensors' bytes. A file is opened through the bounded reader (../file.h: a regular
+ * file, never a FIFO or device), mapped read-only (read into memory where mapping is not
+ * available), and every claim of its header is checked before a tensor is handed out: the
  * header length against the file size, offsets in range and not overlapping, byte sizes
- * against shape × dtype, names unique. Layers then read their weights in place.
+ * against shape × dtype, names unique and free of NUL, __metadata__ strings only. Layers then
+ * read their weights in place. The loader's bounded whole-file read and its JSON parse (the
+ * library's, plus the NUL check) live here too.
  */
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
@@ -14,49 +17,14 @@
 
 #include <cjson/cJSON.h>
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #if !defined(_WIN32)
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #endif
-
-bool moe_utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        const uint8_t c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t len;
-        uint32_t cp, min;
-        if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1fu, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0fu, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07u, min = 0x10000;
-        } else {
-            return false;
-        }
-        if (n - i < len) return false;
-        for (size_t j = 1; j < len; j++) {
-            if ((s[i + j] & 0xc0) != 0x80) return false;
-            cp = (cp << 6) | (s[i + j] & 0x3fu);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
-        i += len;
-    }
-    return true;
-}
 
 /* ---- the header ------------------------------------------------------------------------------ */
 
@@ -162,6 +130,21 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
     return MOE_OK;
 }
 
+/* The format's __metadata__ is a map of strings to strings (safetensors refuses anything
+ * else); a header that breaks that is not one the Python writer made. */
+static moe_status check_metadata(moe_context *ctx, const char *path, const cJSON *meta)
+{
+    if (!cJSON_IsObject(meta))
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: \"__metadata__\" is not an object of strings", path);
+    for (const cJSON *v = meta->child; v; v = v->next)
+        if (!cJSON_IsString(v))
+            return moe_fail(
+                ctx, MOE_ERROR_FORMAT,
+                "%s: \"__metadata__\" value of '%s' is not a string (the format allows only strings)", path,
+                v->string);
+    return MOE_OK;
+}
+
 moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size, moe_st_file *out)
 {
     memset(out, 0, sizeof *out);
@@ -179,20 +162,11 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: header length %llu is over the format's limit of %llu bytes",
                         path, (unsigned long long)n, (unsigned long long)MOE_ST_MAX_HEADER);
     const char *hdr = (const char *)bytes + 8;
-    if (!moe_utf8_valid((const uint8_t *)hdr, (size_t)n))
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the JSON header is not valid UTF-8", path);
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)n, &end, 0);
-    if (!root) {
-        const size_t at = end && end >= hdr && end <= hdr + n ? (size_t)(end - hdr) : 0;
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the header is not valid JSON (near byte %zu of %llu)", path,
-                        at, (unsigned long long)n);
-    }
-    moe_status st = MOE_OK;
-    for (const char *p = end; p < hdr + n && st == MOE_OK; p++)
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
-            st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the header has bytes after its JSON object (at byte %zu)",
-                          path, (size_t)(p - hdr));
+    char what[1100];
+    snprintf(what, sizeof what, "%s: the JSON header", path);
+    cJSON *root = NULL;
+    moe_status st = moe_json_parse(ctx, what, hdr, (size_t)n, &root);
+    if (st != MOE_OK) return st;
     if (st == MOE_OK && !cJSON_IsObject(root))
         st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the header is not a JSON object", path);
     if (st != MOE_OK) {
@@ -208,10 +182,10 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         count++;
         pool += strlen(e->string) + 1;
     }
-    moe_st_tensor *t = calloc(count ? count : 1, sizeof *t);
-    span *spans = calloc(count ? count : 1, sizeof *spans);
-    char *names = malloc(pool ? pool : 1);
-    out->path = malloc(strlen(path) + 1);
+    moe_st_tensor *t = moe_calloc(count ? count : 1, sizeof *t);
+    span *spans = moe_calloc(count ? count : 1, sizeof *spans);
+    char *names = moe_malloc(pool ? pool : 1);
+    out->path = moe_malloc(strlen(path) + 1);
     if (!t || !spans || !names || !out->path) {
         st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory for %zu tensors", path, count);
     } else {
@@ -220,8 +194,7 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
     size_t i = 0, at = 0;
     for (const cJSON *e = root->child; e && st == MOE_OK; e = e->next) {
         if (!strcmp(e->string, "__metadata__")) {
-            if (!cJSON_IsObject(e))
-                st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: \"__metadata__\" is not an object", path);
+            st = check_metadata(ctx, path, e);
             continue;
         }
         st = parse_entry(ctx, path, e, data_size, data, &t[i], &spans[i]);
@@ -251,11 +224,11 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
             if (!strcmp(t[j].name, t[j - 1].name))
                 st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the header", path, t[j].name);
     }
-    free(spans);
+    moe_free(spans);
     if (st != MOE_OK) {
-        free(t);
-        free(names);
-        free(out->path);
+        moe_free(t);
+        moe_free(names);
+        moe_free(out->path);
         memset(out, 0, sizeof *out);
         return st;
     }
@@ -271,75 +244,75 @@ const moe_st_tensor *moe_st_find(const moe_st_file *f, const char *name)
     return f->n_tensors ? bsearch(&key, f->tensors, f->n_tensors, sizeof key, cmp_by_name) : NULL;
 }
 
-/* ---- files ------------------------------------------------------------------------------------ */
+/* ---- files and JSON ---------------------------------------------------------------------- */
 
-/* Reads the whole file into malloc'd memory: config files, and safetensors files where
- * mapping is unavailable. */
-moe_status moe_read_file(moe_context *ctx, const char *path, uint8_t **out, size_t *size)
+moe_status moe_read_file(moe_context *ctx, const char *path, uint64_t limit, const char *what, uint8_t **out,
+                         size_t *size)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return moe_fail(ctx, MOE_ERROR_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        uint8_t *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
+    char err[MOE_ERROR_MAX];
+    const moe_file_error e =
+        moe_file_read_all(path, limit, what, moe_malloc, moe_free, out, size, err, sizeof err);
+    return e == MOE_FILE_OK ? MOE_OK : moe_fail(ctx, moe_file_status(e), "%s", err);
+}
+
+moe_status moe_file_status(moe_file_error e)
+{
+    switch (e) {
+    case MOE_FILE_OK:
+        return MOE_OK;
+    case MOE_FILE_TOO_LARGE:
+        return MOE_ERROR_FORMAT;
+    case MOE_FILE_NO_MEMORY:
+        return MOE_ERROR_OUT_OF_MEMORY;
+    default:
+        return MOE_ERROR_IO;
     }
-    const bool bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return moe_fail(ctx, buf ? MOE_ERROR_IO : MOE_ERROR_OUT_OF_MEMORY, "%s: cannot read the file", path);
-    }
-    *out = buf;
-    *size = n;
-    return MOE_OK;
 }
 
 moe_status moe_st_open(moe_context *ctx, const char *path, moe_st_file *out)
 {
+    char err[MOE_ERROR_MAX];
+    moe_file f;
+    /* No size limit: a shard is as large as its tensors; the header has its own. */
+    moe_file_error e = moe_file_open(&f, path, UINT64_MAX, "a safetensors file", err, sizeof err);
+    if (e != MOE_FILE_OK) return moe_fail(ctx, moe_file_status(e), "%s", err);
+    if (f.size > SIZE_MAX) {
+        moe_file_close(&f);
+        return moe_fail(ctx, MOE_ERROR_IO, "%s: %llu bytes, too large to map on this platform", path,
+                        (unsigned long long)f.size);
+    }
+    const size_t size = (size_t)f.size;
     uint8_t *bytes = NULL;
-    size_t size = 0;
     void *map = NULL;
 #if !defined(_WIN32)
-    const int fd = open(path, O_RDONLY);
-    if (fd < 0) return moe_fail(ctx, MOE_ERROR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return moe_fail(ctx, MOE_ERROR_IO, "%s: not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > SIZE_MAX) {
-        close(fd);
-        return moe_fail(ctx, MOE_ERROR_IO, "%s: too large to map on this platform", path);
-    }
-    size = (size_t)sb.st_size;
     if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
         if (map == MAP_FAILED) map = NULL;
     }
-    close(fd);
     bytes = map;
 #endif
-    if (!map) { /* no mmap here (or it failed): read the file instead */
-        moe_status st = moe_read_file(ctx, path, &bytes, &size);
-        if (st != MOE_OK) return st;
+    if (!map) { /* no mmap here (or it failed): read the file instead, exactly its size */
+        bytes = moe_malloc(size ? size : 1);
+        if (!bytes) {
+            moe_file_close(&f);
+            return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory for %zu bytes", path, size);
+        }
+        e = moe_file_pread(&f, path, 0, bytes, size, err, sizeof err);
+        if (e != MOE_FILE_OK) {
+            moe_free(bytes);
+            moe_file_close(&f);
+            return moe_fail(ctx, moe_file_status(e), "%s", err);
+        }
     }
+    moe_file_close(&f);
     moe_status st = moe_st_parse(ctx, path, bytes, size, out);
     if (st != MOE_OK) {
 #if !defined(_WIN32)
-        if (map) munmap(map, size);
+        if (map)
+            munmap(map, size);
         else
 #endif
-            free(bytes);
+            moe_free(bytes);
         return st;
     }
     out->map = map ? map : (void *)bytes;
@@ -354,9 +327,9 @@ void moe_st_close(moe_st_file *f)
     if (f->map && f->map_bytes) munmap(f->map, f->map_bytes);
     else
 #endif
-        free(f->map);
-    free(f->tensors);
-    free(f->names);
-    free(f->path);
+        moe_free(f->map);
+    moe_free(f->tensors);
+    moe_free(f->names);
+    moe_free(f->path);
     memset(f, 0, sizeof *f);
 }

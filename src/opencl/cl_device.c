@@ -1,16 +1,19 @@
 /*
  * cl_device.c — the OpenCL backend's platforms, devices and context: enumeration through the
- * ICD loader (every device of every platform, numbered in the loader's order), device info,
- * limits → kernel sizes, the cl_context and its one in-order command queue (with profiling
- * where the device has it), error names, and the backend's ops table.
+ * ICD loader (every device of every platform, numbered in the loader's order, listed once per
+ * process under a lock that also covers device-info queries and context creation), device
+ * info, limits → kernel sizes, the cl_context and its one in-order command queue (with
+ * profiling where the device has it), error names, and the backend's ops table.
  *
  * MOE_CL_INJECT=oom|lost|build makes buffer allocations fail with
  * CL_MEM_OBJECT_ALLOCATION_FAILURE / the next finish report CL_OUT_OF_RESOURCES (a lost
  * device) / program builds fail with a compiler error, so those paths can be tested.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "../alloc.h"
 #include "cl_internal.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,31 +71,69 @@ double ocl_now_ms(void)
 
 #define MAX_PLATFORMS 16
 #define MAX_DEVICES 64
+#ifndef CL_PLATFORM_NOT_FOUND_KHR
+#define CL_PLATFORM_NOT_FOUND_KHR -1001 /* cl_khr_icd: the loader found no platform */
+#endif
 
-/* Every device of every platform, in the loader's order; 0 when there is no platform. */
-static int list_devices(cl_platform_id *plat_of, cl_device_id *devs)
+/* The process's devices, enumerated once under g_lock. A driver's first enumeration builds
+ * its global state and is not thread-safe everywhere (PoCL 3.1 crashed, or returned no
+ * platform, when several threads made the process's first clGetPlatformIDs at once), so the
+ * enumeration, every device-info query and the creation of a context and its queue — all
+ * of which may touch that state — run under the lock. A success (no platform included) is
+ * kept; a failure is not, so the next call enumerates again. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool g_listed;
+static int g_n_devices;
+static cl_platform_id g_plat_of[MAX_DEVICES];
+static cl_device_id g_devs[MAX_DEVICES];
+
+/* With g_lock held: lists every device of every platform, in the loader's order, unless
+ * done already. CL_PLATFORM_NOT_FOUND_KHR (no ICD, no platform) is zero devices; any other
+ * error is returned with the failing call's name in *call. The platform list is the driver's
+ * process-wide state, so its first creation is an allocation point (moe.h). */
+static cl_int list_devices_locked(const char **call)
 {
+    if (g_listed) return CL_SUCCESS;
     cl_uint np = 0;
     cl_platform_id plats[MAX_PLATFORMS];
-    if (clGetPlatformIDs(MAX_PLATFORMS, plats, &np) != CL_SUCCESS) return 0;
+    cl_int err = moe_alloc_injected() ? CL_OUT_OF_HOST_MEMORY : clGetPlatformIDs(MAX_PLATFORMS, plats, &np);
+    if (err == CL_PLATFORM_NOT_FOUND_KHR || (err == CL_SUCCESS && np == 0)) {
+        g_n_devices = 0;
+        g_listed = true;
+        return CL_SUCCESS;
+    }
+    if (err != CL_SUCCESS) {
+        *call = "clGetPlatformIDs";
+        return err;
+    }
     if (np > MAX_PLATFORMS) np = MAX_PLATFORMS;
     int n = 0;
     for (cl_uint p = 0; p < np && n < MAX_DEVICES; p++) {
         cl_uint nd = 0;
-        if (clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, (cl_uint)(MAX_DEVICES - n), devs + n, &nd) != CL_SUCCESS)
-            continue;
+        err = clGetDeviceIDs(plats[p], CL_DEVICE_TYPE_ALL, (cl_uint)(MAX_DEVICES - n), g_devs + n, &nd);
+        if (err == CL_DEVICE_NOT_FOUND) continue; /* a platform without devices */
+        if (err != CL_SUCCESS) {
+            *call = "clGetDeviceIDs";
+            return err;
+        }
         if (nd > (cl_uint)(MAX_DEVICES - n)) nd = (cl_uint)(MAX_DEVICES - n);
-        for (cl_uint d = 0; d < nd; d++) plat_of[n + (int)d] = plats[p];
+        for (cl_uint d = 0; d < nd; d++) g_plat_of[n + (int)d] = plats[p];
         n += (int)nd;
     }
-    return n;
+    g_n_devices = n;
+    g_listed = true;
+    return CL_SUCCESS;
 }
 
 static moe_status ocl_device_count(int *count)
 {
-    cl_platform_id plats[MAX_DEVICES];
-    cl_device_id devs[MAX_DEVICES];
-    *count = list_devices(plats, devs); /* no ICD / no platform: 0 devices */
+    const char *call = NULL;
+    pthread_mutex_lock(&g_lock);
+    const cl_int err = list_devices_locked(&call);
+    const int n = g_n_devices;
+    pthread_mutex_unlock(&g_lock);
+    if (err != CL_SUCCESS) return ocl_fail(NULL, err, call); /* a driver error, not "no device" */
+    *count = n;
     return MOE_OK;
 }
 
@@ -110,7 +151,8 @@ static void plat_string(cl_platform_id p, cl_platform_info what, char *out, size
     out[size - 1] = '\0';
 }
 
-static void fill_info(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
+/* With g_lock held (device-info queries). */
+static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
 {
     *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_OPENCL, .index = index};
     cl_device_type type = 0;
@@ -146,12 +188,16 @@ static void fill_info(cl_platform_id plat, cl_device_id d, int index, moe_device
 
 static moe_status ocl_device_info(int index, moe_device_info *info)
 {
-    cl_platform_id plats[MAX_DEVICES];
-    cl_device_id devs[MAX_DEVICES];
-    const int n = list_devices(plats, devs);
+    const char *call = NULL;
+    pthread_mutex_lock(&g_lock);
+    const cl_int err = list_devices_locked(&call);
+    const int n = g_n_devices;
+    if (err == CL_SUCCESS && index >= 0 && index < n)
+        fill_info_locked(g_plat_of[index], g_devs[index], index, info);
+    pthread_mutex_unlock(&g_lock);
+    if (err != CL_SUCCESS) return ocl_fail(NULL, err, call);
     if (index < 0 || index >= n)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", index, n);
-    fill_info(plats[index], devs[index], index, info);
     return MOE_OK;
 }
 
@@ -176,14 +222,10 @@ static uint32_t env_u32(const char *name, uint32_t fallback)
  * so few work-items with many accumulators win: 32×32 tiles of 16 work-items of 8×8,
  * measured on PoCL at T=128, d=512, f=1024, E=8, k=2: 0.30 s per forward, against 1.26 s for
  * the GPU sizes, 0.84 s for 32×32 of 4×4 and 2.3 s for 128×128 of 8×8.
- * MOE_CL_GEMM_BM / _TM / _BK override, for experiments. */
+ * MOE_CL_GEMM_BM / _TM / _BK override, for experiments. b->max_wg and b->local_mem are read
+ * in open_device_locked. */
 static moe_status choose_sizes(ocl_backend *b)
 {
-    size_t items[3] = {0, 0, 0};
-    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof b->max_wg, &b->max_wg, NULL);
-    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, NULL);
-    clGetDeviceInfo(b->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof b->local_mem, &b->local_mem, NULL);
-    if (items[0] && items[0] < b->max_wg) b->max_wg = items[0];
     b->wg_big = pow2_floor(b->max_wg < 256 ? b->max_wg : 256);
     b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
     const bool cpu_device = b->base.info.type == MOE_DEVICE_TYPE_CPU;
@@ -205,45 +247,77 @@ static moe_status choose_sizes(ocl_backend *b)
 
 static void ocl_destroy(moe_backend *be);
 
+/* With g_lock held: everything of the context that asks the driver — device info, versions,
+ * limits, the cl_context and its queue (PoCL's first context creation sets up more of its
+ * global state). On failure returns the error and the call's name; b is left for ocl_destroy. */
+static cl_int open_device_locked(ocl_backend *b, int index, const char **call)
+{
+    b->platform = g_plat_of[index];
+    b->device = g_devs[index];
+    fill_info_locked(b->platform, b->device, index, &b->base.info);
+
+    char pver[256], drv[128];
+    plat_string(b->platform, CL_PLATFORM_VERSION, pver, sizeof pver);
+    dev_string(b->device, CL_DRIVER_VERSION, drv, sizeof drv);
+    snprintf(b->device_key, sizeof b->device_key, "%s|%s|%s|%s", b->base.info.name, b->base.info.api_version,
+             drv, pver);
+    size_t items[3] = {0, 0, 0};
+    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof b->max_wg, &b->max_wg, NULL);
+    clGetDeviceInfo(b->device, CL_DEVICE_MAX_WORK_ITEM_SIZES, sizeof items, items, NULL);
+    clGetDeviceInfo(b->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof b->local_mem, &b->local_mem, NULL);
+    if (items[0] && items[0] < b->max_wg) b->max_wg = items[0];
+    cl_uint align_bits = 0;
+    clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
+    b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
+    cl_command_queue_properties qp = 0;
+    clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
+    b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
+
+    cl_int err = CL_SUCCESS;
+    const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)b->platform, 0};
+    b->context =
+        OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateContext(props, 1, &b->device, NULL, NULL, &err));
+    if (err != CL_SUCCESS) {
+        b->context = NULL;
+        *call = "clCreateContext";
+        return err;
+    }
+    /* clCreateCommandQueue is the 1.2 entry point (deprecated, still present, in 2.x/3.0). */
+    b->queue = OCL_INJECT(
+        &err, CL_OUT_OF_HOST_MEMORY,
+        clCreateCommandQueue(b->context, b->device, b->profiling ? CL_QUEUE_PROFILING_ENABLE : 0, &err));
+    if (err != CL_SUCCESS) {
+        b->queue = NULL;
+        *call = "clCreateCommandQueue";
+    }
+    return err;
+}
+
 static moe_status ocl_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
 {
-    cl_platform_id plats[MAX_DEVICES];
-    cl_device_id devs[MAX_DEVICES];
-    const int n = list_devices(plats, devs);
-    if (desc->device_index < 0 || desc->device_index >= n)
-        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", desc->device_index, n);
-    ocl_backend *b = calloc(1, sizeof *b);
+    ocl_backend *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     b->base = (moe_backend){.ops = &moe_opencl_backend_ops, .ctx = ctx};
     const char *inject = getenv("MOE_CL_INJECT");
     const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
     b->inject_lost = inject && !strcmp(inject, "lost");
     b->inject_build = inject && !strcmp(inject, "build");
-    b->platform = plats[desc->device_index];
-    b->device = devs[desc->device_index];
-    fill_info(b->platform, b->device, desc->device_index, &b->base.info);
 
-    char pver[256], drv[128];
-    plat_string(b->platform, CL_PLATFORM_VERSION, pver, sizeof pver);
-    dev_string(b->device, CL_DRIVER_VERSION, drv, sizeof drv);
-    snprintf(b->device_key, sizeof b->device_key, "%s|%s|%s|%s", b->base.info.name, b->base.info.api_version, drv, pver);
+    /* Statuses and messages (and so the log callback) only after the lock is released. */
+    const char *call = NULL;
+    pthread_mutex_lock(&g_lock);
+    cl_int err = list_devices_locked(&call);
+    const int n = g_n_devices;
+    const bool have = err == CL_SUCCESS && desc->device_index >= 0 && desc->device_index < n;
+    if (have) err = open_device_locked(b, desc->device_index, &call);
+    pthread_mutex_unlock(&g_lock);
 
     moe_status st = MOE_OK;
-    cl_int err = CL_SUCCESS;
-    const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)b->platform, 0};
-    b->context = clCreateContext(props, 1, &b->device, NULL, NULL, &err);
-    if (err != CL_SUCCESS) st = ocl_fail(b, err, "clCreateContext");
-    cl_command_queue_properties qp = 0;
-    clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
-    b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
-    if (st == MOE_OK) {
-        /* clCreateCommandQueue is the 1.2 entry point (deprecated, still present, in 2.x/3.0). */
-        b->queue = clCreateCommandQueue(b->context, b->device, b->profiling ? CL_QUEUE_PROFILING_ENABLE : 0, &err);
-        if (err != CL_SUCCESS) st = ocl_fail(b, err, "clCreateCommandQueue");
-    }
-    cl_uint align_bits = 0;
-    clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
-    b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
+    if (err != CL_SUCCESS)
+        st = ocl_fail(b, err, call);
+    else if (!have)
+        st = moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)",
+                      desc->device_index, n);
     if (st == MOE_OK && (b->base.alignment & (b->base.alignment - 1)) != 0)
         st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "opencl: base address alignment %zu is not a power of two",
                       b->base.alignment);
@@ -270,7 +344,7 @@ static void ocl_destroy(moe_backend *be)
     ocl_memory_release(b);
     if (b->queue) clReleaseCommandQueue(b->queue);
     if (b->context) clReleaseContext(b->context);
-    free(b);
+    moe_free(b);
 }
 
 const moe_backend_ops moe_opencl_backend_ops = {

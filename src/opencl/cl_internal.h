@@ -14,9 +14,15 @@
 #ifndef CL_TARGET_OPENCL_VERSION
 #define CL_TARGET_OPENCL_VERSION 120
 #endif
+#include "../alloc.h"
 #include "../internal.h"
 
 #include <CL/cl.h>
+
+/* `call`, a native object creation reporting through `err` (a cl_int *), or NULL with
+ * *err = `fail` (its out-of-memory code) when moe_alloc_injected() makes this allocation
+ * point fail. */
+#define OCL_INJECT(err, fail, call) (moe_alloc_injected() ? (*(err) = (fail), NULL) : (call))
 
 /* ---- kernels (generated at build time from opencl/<name>.cl) ------------------------------------ */
 

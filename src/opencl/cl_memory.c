@@ -9,6 +9,7 @@
  * converted from F16/BF16 row by row into a host staging buffer and written in chunks, so no
  * float copy of a checkpoint is ever made.
  */
+#include "../alloc.h"
 #include "cl_internal.h"
 
 #include <stdlib.h>
@@ -26,7 +27,8 @@ static moe_status create_mem(ocl_backend *b, size_t bytes, cl_mem *out)
 {
     cl_int err = CL_SUCCESS;
     /* Round up to 4 bytes so a kernel's last float is inside the buffer. */
-    *out = clCreateBuffer(b->context, CL_MEM_READ_WRITE, (bytes + 3) & ~(size_t)3, NULL, &err);
+    *out = OCL_INJECT(&err, CL_MEM_OBJECT_ALLOCATION_FAILURE,
+                      clCreateBuffer(b->context, CL_MEM_READ_WRITE, (bytes + 3) & ~(size_t)3, NULL, &err));
     return err == CL_SUCCESS ? MOE_OK : ocl_fail(b, err, "clCreateBuffer");
 }
 
@@ -44,12 +46,12 @@ moe_status ocl_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage,
         return moe_fail(be->ctx, MOE_ERROR_OUT_OF_DEVICE_MEMORY,
                         "opencl: %zu bytes exceed the device's largest allocation (%llu bytes)", bytes,
                         (unsigned long long)max_alloc);
-    moe_bbuf *buf = calloc(1, sizeof *buf);
+    moe_bbuf *buf = moe_calloc(1, sizeof *buf);
     if (!buf) return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     buf->bytes = bytes;
     st = create_mem(b, bytes, &buf->mem);
     if (st != MOE_OK) {
-        free(buf);
+        moe_free(buf);
         return st;
     }
     *out = buf;
@@ -61,13 +63,13 @@ void ocl_buffer_free(moe_backend *be, moe_bbuf *buf)
     (void)be;
     if (!buf) return;
     if (buf->mem) clReleaseMemObject(buf->mem);
-    free(buf);
+    moe_free(buf);
 }
 
 moe_status ocl_memory_init(ocl_backend *b)
 {
     b->staging_floats = STAGING_BYTES / sizeof(float);
-    b->staging = malloc(STAGING_BYTES);
+    b->staging = moe_malloc(STAGING_BYTES);
     if (!b->staging) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     b->base.staging_bytes = STAGING_BYTES;
     return create_mem(b, 256, &b->dummy);
@@ -76,7 +78,7 @@ moe_status ocl_memory_init(ocl_backend *b)
 void ocl_memory_release(ocl_backend *b)
 {
     if (b->dummy) clReleaseMemObject(b->dummy);
-    free(b->staging);
+    moe_free(b->staging);
 }
 
 /* ---- transfers ----------------------------------------------------------------------------- */

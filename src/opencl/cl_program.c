@@ -12,6 +12,7 @@
  * written to a temporary file and renamed, so no process ever reads half a file.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "../alloc.h"
 #include "cl_internal.h"
 
 #include <stdio.h>
@@ -73,15 +74,15 @@ static unsigned char *cache_load(const ocl_backend *b, uint64_t key, size_t *siz
     char path[1100];
     cache_file(b, key, path, sizeof path);
     size_t n = 0;
-    unsigned char *file = moe_cache_read(path, &n);
+    unsigned char *file = moe_cache_read(b->base.ctx, path, &n);
     cache_head h;
     if (!file || n < sizeof h) {
-        free(file);
+        moe_free(file);
         return NULL;
     }
     memcpy(&h, file, sizeof h);
     if (memcmp(h.magic, CACHE_MAGIC, 8) != 0 || h.key != key || h.size != n - sizeof h || h.size == 0) {
-        free(file);
+        moe_free(file);
         return NULL;
     }
     memmove(file, file + sizeof h, (size_t)h.size);
@@ -93,7 +94,7 @@ static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
 {
     size_t n = 0;
     if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
-    unsigned char *data = malloc(n);
+    unsigned char *data = moe_malloc(n);
     if (data && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof data, &data, NULL) == CL_SUCCESS) {
         char path[1100];
         cache_file(b, key, path, sizeof path);
@@ -101,7 +102,7 @@ static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
         memcpy(h.magic, CACHE_MAGIC, 8);
         moe_cache_write(b->base.ctx, path, &h, sizeof h, data, n);
     }
-    free(data);
+    moe_free(data);
 }
 
 /* ---- builds -------------------------------------------------------------------------------- */
@@ -111,13 +112,13 @@ static moe_status build_failure(ocl_backend *b, cl_program program, cl_int err, 
     char log[768] = "";
     size_t n = 0;
     if (clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) == CL_SUCCESS && n > 0) {
-        char *full = malloc(n + 1);
+        char *full = moe_malloc(n + 1);
         if (full && clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, n, full, NULL) == CL_SUCCESS) {
             full[n] = '\0';
             const char *at = strstr(full, "error"); /* the first error, not the preamble */
             snprintf(log, sizeof log, "%s", at ? at : full);
         }
-        free(full);
+        moe_free(full);
     }
     return moe_fail(b->base.ctx, MOE_ERROR_BACKEND, "opencl: building %s failed: %s (%d); options '%.160s'; build log: %s",
                     ocl_sources[id].file, ocl_error_name(err), (int)err, options, log);
@@ -131,8 +132,9 @@ static bool build_from_cache(ocl_backend *b, uint64_t key, const char *options, 
     if (!data) return false;
     cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
     const unsigned char *bins[1] = {data};
-    cl_program p = clCreateProgramWithBinary(b->context, 1, &b->device, &size, bins, &bin_status, &err);
-    free(data);
+    cl_program p = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY,
+                              clCreateProgramWithBinary(b->context, 1, &b->device, &size, bins, &bin_status, &err));
+    moe_free(data);
     if (err != CL_SUCCESS || bin_status != CL_SUCCESS) {
         if (p) clReleaseProgram(p);
         return false;
@@ -161,7 +163,7 @@ static moe_status build(ocl_backend *b, ocl_kernel_id id, const char *options_in
     t0 = ocl_now_ms();
     const char *srcs[2] = {ocl_common_source, ocl_sources[id].text};
     cl_int err = CL_SUCCESS;
-    cl_program p = clCreateProgramWithSource(b->context, 2, srcs, NULL, &err);
+    cl_program p = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateProgramWithSource(b->context, 2, srcs, NULL, &err));
     if (err != CL_SUCCESS) return ocl_fail(b, err, "clCreateProgramWithSource");
     err = clBuildProgram(p, 1, &b->device, options, NULL, NULL);
     if (err != CL_SUCCESS) {
@@ -172,12 +174,12 @@ static moe_status build(ocl_backend *b, ocl_kernel_id id, const char *options_in
     const double ms = ocl_now_ms() - t0;
     size_t log_size = 0;
     if (clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size) == CL_SUCCESS && log_size > 2) {
-        char *log = malloc(log_size + 1);
+        char *log = moe_malloc(log_size + 1);
         if (log && clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL) == CL_SUCCESS) {
             log[log_size] = '\0';
             moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: %s build log: %s", ocl_sources[id].file, log);
         }
-        free(log);
+        moe_free(log);
     }
     b->builds_from_source++;
     b->build_ms_source += ms;
@@ -200,7 +202,7 @@ moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options,
         return moe_fail(b->base.ctx, MOE_ERROR_INTERNAL, "opencl: build options too long: %s", options);
     if (b->n_programs == b->cap_programs) {
         const size_t cap = b->cap_programs ? 2 * b->cap_programs : 16;
-        ocl_program *p = realloc(b->programs, cap * sizeof *p);
+        ocl_program *p = moe_realloc(b->programs, cap * sizeof *p);
         if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
         b->programs = p;
         b->cap_programs = cap;
@@ -210,7 +212,7 @@ moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options,
     moe_status st = build(b, id, options, &p->program);
     if (st != MOE_OK) return st;
     cl_int err = CL_SUCCESS;
-    p->kernel = clCreateKernel(p->program, ocl_sources[id].kernel, &err);
+    p->kernel = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateKernel(p->program, ocl_sources[id].kernel, &err));
     if (err != CL_SUCCESS) {
         clReleaseProgram(p->program);
         return ocl_fail(b, err, "clCreateKernel");
@@ -245,5 +247,5 @@ void ocl_programs_release(ocl_backend *b)
         clReleaseKernel(b->programs[i].kernel);
         clReleaseProgram(b->programs[i].program);
     }
-    free(b->programs);
+    moe_free(b->programs);
 }

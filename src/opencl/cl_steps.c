@@ -16,13 +16,27 @@
 typedef struct karg {
     bool is_int;
     moe_addr addr; /* a buffer: passed as (cl_mem, element offset) */
-    cl_int value;
+    int64_t value; /* an `int` argument: range-checked by launch, never truncated */
 } karg;
 
 #define BUF(a) ((karg){false, (a), 0})
-#define INT(v) ((karg){true, {0}, (cl_int)(v)})
+#define INT(v) ((karg){true, {0}, (int64_t)(v)})
 
 static size_t ceil_div(int64_t a, int64_t b) { return (size_t)((a + b - 1) / b); }
+
+/* A -D option's value: every one is an `int` in the kernels. A literal past INT_MAX would be
+ * a `long` in OpenCL C and break the program's build (min(int, long) has no overload), so a
+ * value that does not fit fails the forward, naming it, before any build is tried. The core
+ * validates shapes and token counts so that this does not happen (validate.c). */
+static long long opt_i32(ocl_backend *b, int64_t v, const char *what)
+{
+    if (v >= INT32_MIN && v <= INT32_MAX) return (long long)v;
+    if (b->record_status == MOE_OK)
+        b->record_status =
+            moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                     "opencl: %s = %lld does not fit the kernels' 32-bit integers", what, (long long)v);
+    return 0;
+}
 
 /* One launch of kernel `id` built with `options`: groups[0] × groups[1] work-groups of
  * local[0] × 1 work-items. A failure is remembered and returned by finish, so the steps
@@ -32,6 +46,16 @@ static moe_status launch(ocl_backend *b, ocl_kernel_id id, const char *options, 
 {
     if (b->record_status != MOE_OK) return b->record_status;
     if (groups_x == 0 || groups_y == 0) return MOE_OK;
+    if (groups_x > SIZE_MAX / local)
+        return b->record_status =
+                   moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                            "opencl: %s needs %zu work-groups of %zu; the global size overflows",
+                            ocl_sources[id].kernel, groups_x, local);
+    for (int i = 0; i < n_args; i++)
+        if (args[i].is_int && (args[i].value < INT32_MIN || args[i].value > INT32_MAX))
+            return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                               "opencl: %s argument %d = %lld does not fit its 32-bit int",
+                                               ocl_sources[id].kernel, i, (long long)args[i].value);
     cl_kernel k;
     moe_status st = ocl_kernel_get(b, id, options, &k);
     if (st != MOE_OK) return b->record_status = st;
@@ -45,7 +69,8 @@ static moe_status launch(ocl_backend *b, ocl_kernel_id id, const char *options, 
     cl_int err = CL_SUCCESS;
     for (int i = 0; i < n_args && err == CL_SUCCESS; i++) {
         if (args[i].is_int) {
-            err = clSetKernelArg(k, at++, sizeof(cl_int), &args[i].value);
+            const cl_int v = (cl_int)args[i].value; /* range-checked above */
+            err = clSetKernelArg(k, at++, sizeof v, &v);
             continue;
         }
         const cl_mem mem = args[i].addr.buf ? args[i].addr.buf->mem : b->dummy;
@@ -140,11 +165,12 @@ static moe_status gemm(ocl_backend *b, int64_t n_rows, int64_t k_dim, int64_t n_
                        moe_addr a, moe_addr row_token, moe_addr tile_expert, moe_addr w, moe_addr out)
 {
     char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options,
-             "-DBM=%u -DBN=%u -DBK=%u -DTM=%u -DTN=%u -DK_DIM=%lld -DN_OUT=%lld -DGATED=%d -DACT=%d -DGATHER=%d "
-             "-DHAS_ROWS=%d -DHAS_TILES=%d",
-             b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn, (long long)k_dim, (long long)n_out, gated,
-             act, gather, row_token.buf != NULL, tile_expert.buf != NULL);
+    snprintf(
+        options, sizeof options,
+        "-DBM=%u -DBN=%u -DBK=%u -DTM=%u -DTN=%u -DK_DIM=%lld -DN_OUT=%lld -DGATED=%d -DACT=%d -DGATHER=%d "
+        "-DHAS_ROWS=%d -DHAS_TILES=%d",
+        b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn, opt_i32(b, k_dim, "K_DIM"),
+        opt_i32(b, n_out, "N_OUT"), gated, act, gather, row_token.buf != NULL, tile_expert.buf != NULL);
     const karg args[] = {BUF(a), BUF(row_token), BUF(tile_expert), BUF(w), BUF(out), INT(n_rows)};
     const size_t threads = (size_t)(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn);
     return launch(b, OCL_K_GEMM, options, args, 6, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm), threads);
@@ -160,9 +186,10 @@ moe_status ocl_route(moe_backend *be, const moe_route_step *s)
     memcpy(&scale, &d->routed_scaling_factor, sizeof scale);
     char options[OCL_OPTIONS_MAX];
     snprintf(options, sizeof options,
-             "-DWG=%u -DE=%lld -DTOP_K=%lld -DN_GROUP=%lld -DTOPK_GROUP=%lld -DSIGMOID=%d -DGROUP_MAX=%d -DRENORM=%d "
-             "-DHAS_BIAS=%d -DSCALE=as_float(0x%08xu)",
-             b->wg_small, (long long)d->n_experts, (long long)d->top_k, (long long)d->n_group, (long long)d->topk_group,
+             "-DWG=%u -DE=%lld -DTOP_K=%lld -DN_GROUP=%lld -DTOPK_GROUP=%lld -DSIGMOID=%d -DGROUP_MAX=%d "
+             "-DRENORM=%d -DHAS_BIAS=%d -DSCALE=as_float(0x%08xu)",
+             b->wg_small, opt_i32(b, d->n_experts, "E"), opt_i32(b, d->top_k, "TOP_K"),
+             opt_i32(b, d->n_group, "N_GROUP"), opt_i32(b, d->topk_group, "TOPK_GROUP"),
              d->score_func == MOE_SCORE_SIGMOID, d->group_score == MOE_GROUP_SCORE_MAX, d->renormalize != 0,
              d->has_selection_bias != 0, (unsigned)scale);
     const karg args[] = {BUF(s->logits), BUF(s->router_bias), BUF(s->workspace), BUF(s->topk_ids),
@@ -174,7 +201,9 @@ moe_status ocl_plan(moe_backend *be, const moe_plan_step *s)
 {
     ocl_backend *b = oclb(be);
     const moe_layer_desc *d = s->desc;
-    const long long E = d->n_experts, K = d->top_k, cap = d->expert_capacity;
+    /* The core passes this forward's capacity (moe_effective_capacity): 0 or below T·k. */
+    const long long E = opt_i32(b, d->n_experts, "E"), K = opt_i32(b, d->top_k, "TOP_K");
+    const long long cap = opt_i32(b, d->expert_capacity, "CAPACITY");
     const size_t blocks = ceil_div(s->n_tokens, PLAN_BLOCK);
     char options[OCL_OPTIONS_MAX];
 
@@ -182,8 +211,8 @@ moe_status ocl_plan(moe_backend *be, const moe_plan_step *s)
     const karg count[] = {BUF(s->topk_ids), BUF(s->workspace), INT(s->n_tokens)};
     launch(b, OCL_K_PLAN_COUNT, options, count, 3, ceil_div((int64_t)blocks, b->wg_small), 1, b->wg_small);
 
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DPLAN_BLOCK=%d -DROW_TILE=%lld -DCAPACITY=%lld", b->wg_big, E, PLAN_BLOCK,
-             (long long)be->row_tile, cap);
+    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DPLAN_BLOCK=%d -DROW_TILE=%lld -DCAPACITY=%lld",
+             b->wg_big, E, PLAN_BLOCK, opt_i32(b, be->row_tile, "ROW_TILE"), cap);
     const karg scan[] = {BUF(s->workspace), BUF(s->expert_counts), BUF(s->expert_offsets), BUF(s->tile_expert),
                          BUF(s->row_token), INT(s->n_tokens), INT(s->n_rows)};
     launch(b, OCL_K_PLAN_SCAN, options, scan, 7, 1, 1, b->wg_big);
@@ -206,9 +235,10 @@ moe_status ocl_combine(moe_backend *be, const moe_combine_step *s)
     ocl_backend *b = oclb(be);
     const moe_layer_desc *d = s->desc;
     char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options, "-DWG=%u -DD=%lld -DTOP_K=%lld -DPASSTHROUGH=%d -DHAS_SHARED=%d -DHAS_SHARED_GATE=%d",
-             b->wg_big, (long long)d->d_model, (long long)d->top_k, d->drop_policy == MOE_DROP_PASSTHROUGH,
-             s->shared_out.buf != NULL, s->shared_gate.buf != NULL);
+    snprintf(options, sizeof options,
+             "-DWG=%u -DD=%lld -DTOP_K=%lld -DPASSTHROUGH=%d -DHAS_SHARED=%d -DHAS_SHARED_GATE=%d", b->wg_big,
+             opt_i32(b, d->d_model, "D"), opt_i32(b, d->top_k, "TOP_K"),
+             d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL, s->shared_gate.buf != NULL);
     const karg args[] = {BUF(s->x), BUF(s->expert_out), BUF(s->slot_row), BUF(s->topk_weights),
                          BUF(s->shared_out), BUF(s->shared_gate), BUF(s->y)};
     return launch(b, OCL_K_COMBINE, options, args, 7, (size_t)s->n_tokens, 1, b->wg_big);
@@ -219,8 +249,9 @@ moe_status ocl_stats(moe_backend *be, const moe_stats_step *s)
     ocl_backend *b = oclb(be);
     const moe_layer_desc *d = s->desc;
     char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DTOP_K=%lld -DSIGMOID=%d", b->wg_big, (long long)d->n_experts,
-             (long long)d->top_k, d->score_func == MOE_SCORE_SIGMOID);
+    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DTOP_K=%lld -DSIGMOID=%d", b->wg_big,
+             opt_i32(b, d->n_experts, "E"), opt_i32(b, d->top_k, "TOP_K"),
+             d->score_func == MOE_SCORE_SIGMOID);
     const karg args[] = {BUF(s->logits), BUF(s->expert_counts), BUF(s->workspace), BUF(s->losses), INT(s->n_tokens)};
     return launch(b, OCL_K_STATS, options, args, 5, 1, 1, b->wg_big);
 }

@@ -1,8 +1,9 @@
 /*
  * vk_device.c — the Vulkan backend's instance, devices and context: volk loading, one
- * process-wide VkInstance shared by every context (created once, under a lock),
- * physical-device enumeration and properties, limits → kernel sizes, the logical device and
- * its compute queue, the optional Khronos validation layer, and the backend's ops table.
+ * process-wide VkInstance shared by every context and one physical-device list (each made
+ * once, under a lock that also covers property queries and device creation), limits → kernel
+ * sizes, the logical device and its compute queue, the optional Khronos validation layer, and
+ * the backend's ops table.
  *
  * MOE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation with a VK_EXT_debug_utils
  * messenger; any warning or error it reports makes the next call fail with its text.
@@ -11,6 +12,7 @@
  * device, so those paths can be tested.
  */
 #define _POSIX_C_SOURCE 200809L
+#include "../alloc.h"
 #include "vk_internal.h"
 
 #include <pthread.h>
@@ -56,12 +58,26 @@ moe_status vk_fail(vk_backend *b, VkResult r, const char *call)
     return moe_fail(b ? b->base.ctx : NULL, st, "vulkan: %s failed: %s (%d)", call, vk_result_name(r), (int)r);
 }
 
-/* ---- the shared instance ------------------------------------------------------------------- */
+/* ---- the shared instance and the device list ------------------------------------------------ */
 
+#define MAX_DEVICES 64
+
+/* g_lock serialises everything that may touch a driver's process-wide state: the instance
+ * (created once, kept until exit), the physical-device list (listed once), every property
+ * query, and device creation. Drivers build that state on first use and are not all
+ * thread-safe there (PoCL is not, on the OpenCL side), so moe.h's promise that separate
+ * contexts may be created concurrently holds for every driver only with the lock.
+ * g_msg_lock guards the validation messages apart: the messenger's callback runs inside
+ * driver calls made under g_lock. Neither lock is held while calling the log callback. */
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static VkInstance g_instance;
 static bool g_validation;
 static VkDebugUtilsMessengerEXT g_messenger;
+static bool g_listed; /* g_devices holds the compute-capable physical devices */
+static uint32_t g_n_devices;
+static VkPhysicalDevice g_devices[MAX_DEVICES];
+
+static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
 static int g_validation_count;
 
@@ -73,134 +89,178 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityF
     (void)types;
     (void)user;
     if (severity < VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) return VK_FALSE;
-    pthread_mutex_lock(&g_lock);
+    pthread_mutex_lock(&g_msg_lock);
     if (g_validation_count++ == 0)
         snprintf(g_validation_msg, sizeof g_validation_msg, "%s", data && data->pMessage ? data->pMessage : "?");
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&g_msg_lock);
     return VK_FALSE;
 }
 
 moe_status vk_check_validation(vk_backend *b)
 {
-    pthread_mutex_lock(&g_lock);
+    pthread_mutex_lock(&g_msg_lock);
     const int n = g_validation_count;
     char msg[MOE_ERROR_MAX];
     memcpy(msg, g_validation_msg, sizeof msg);
     g_validation_count = 0;
-    pthread_mutex_unlock(&g_lock);
+    pthread_mutex_unlock(&g_msg_lock);
     if (n == 0) return MOE_OK;
     return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_BACKEND, "vulkan validation (%d message%s): %s", n,
                     n == 1 ? "" : "s", msg);
 }
 
-static bool has_layer(const char *name)
+static VkResult has_layer(const char *name, bool *found)
 {
     uint32_t n = 0;
-    if (vkEnumerateInstanceLayerProperties(&n, NULL) != VK_SUCCESS || n == 0) return false;
-    VkLayerProperties *p = calloc(n, sizeof *p);
-    bool found = false;
-    if (p && vkEnumerateInstanceLayerProperties(&n, p) == VK_SUCCESS)
-        for (uint32_t i = 0; i < n; i++) found = found || !strcmp(p[i].layerName, name);
-    free(p);
-    return found;
-}
-
-/* The process-wide instance, created on first use and kept until the process exits: tearing
- * it down would unload the driver, which leaks inside some drivers (lavapipe's LLVM, seen
- * under LeakSanitizer), and recreating it would cost every short-lived context a driver
- * load. On failure (no loader, no driver) returns the VkResult and a reason. */
-static VkResult instance_get(VkInstance *out, char *why, size_t why_size)
-{
-    pthread_mutex_lock(&g_lock);
-    VkResult r = VK_SUCCESS;
-    if (g_instance == VK_NULL_HANDLE) {
-        r = volkInitialize();
-        if (r != VK_SUCCESS) {
-            snprintf(why, why_size, "no Vulkan loader (libvulkan) could be loaded");
-            goto out;
-        }
-        const char *want = getenv("MOE_VK_VALIDATION");
-        g_validation = want && *want && strcmp(want, "0") != 0;
-        const char *layer = "VK_LAYER_KHRONOS_validation";
-        const char *ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
-        if (g_validation && !has_layer(layer)) {
-            r = VK_ERROR_LAYER_NOT_PRESENT;
-            snprintf(why, why_size, "MOE_VK_VALIDATION is set but %s is not installed", layer);
-            goto out;
-        }
-        const uint32_t loader = volkGetInstanceVersion();
-        const uint32_t api = loader >= VK_API_VERSION_1_3 ? VK_API_VERSION_1_3
-                             : loader >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1 : VK_API_VERSION_1_0;
-        const VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "moe",
-                                       .pEngineName = "moe", .engineVersion = MOE_VERSION_NUMBER, .apiVersion = api};
-        const VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
-                                         .pApplicationInfo = &app,
-                                         .enabledLayerCount = g_validation ? 1 : 0,
-                                         .ppEnabledLayerNames = &layer,
-                                         .enabledExtensionCount = g_validation ? 1 : 0,
-                                         .ppEnabledExtensionNames = &ext};
-        r = vkCreateInstance(&ci, NULL, &g_instance);
-        if (r != VK_SUCCESS) {
-            snprintf(why, why_size, "vkCreateInstance failed: %s", vk_result_name(r));
-            goto out;
-        }
-        volkLoadInstanceOnly(g_instance);
-        if (g_validation) {
-            const VkDebugUtilsMessengerCreateInfoEXT mi = {
-                .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
-                .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
-                                   VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
-                .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
-                               VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
-                               VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
-                .pfnUserCallback = on_validation};
-            r = vkCreateDebugUtilsMessengerEXT(g_instance, &mi, NULL, &g_messenger);
-            if (r != VK_SUCCESS) {
-                vkDestroyInstance(g_instance, NULL);
-                g_instance = VK_NULL_HANDLE;
-                snprintf(why, why_size, "vkCreateDebugUtilsMessengerEXT failed: %s", vk_result_name(r));
-                goto out;
-            }
-        }
-    }
-    *out = g_instance;
-out:
-    pthread_mutex_unlock(&g_lock);
+    *found = false;
+    VkResult r = vkEnumerateInstanceLayerProperties(&n, NULL);
+    if (r != VK_SUCCESS || n == 0) return r;
+    VkLayerProperties *p = moe_calloc(n, sizeof *p);
+    if (!p) return VK_ERROR_OUT_OF_HOST_MEMORY;
+    r = vkEnumerateInstanceLayerProperties(&n, p);
+    if (r == VK_INCOMPLETE) r = VK_SUCCESS; /* a layer installed meanwhile; the first n do */
+    for (uint32_t i = 0; r == VK_SUCCESS && i < n; i++) *found = *found || !strcmp(p[i].layerName, name);
+    moe_free(p);
     return r;
 }
 
-/* The physical devices that have a compute queue, in the driver's order. */
-static uint32_t compute_devices(VkInstance inst, VkPhysicalDevice *out, uint32_t cap)
+/* A VkResult of the process-wide setup → status. Out of memory is the host's there: no
+ * device, whose memory could be short, has been chosen yet. */
+static moe_status setup_status(VkResult r)
 {
-    uint32_t n = 0, kept = 0;
-    if (vkEnumeratePhysicalDevices(inst, &n, NULL) != VK_SUCCESS || n == 0) return 0;
-    VkPhysicalDevice *all = calloc(n, sizeof *all);
-    if (!all) return 0;
-    if (vkEnumeratePhysicalDevices(inst, &n, all) == VK_SUCCESS) {
-        for (uint32_t i = 0; i < n; i++) {
-            uint32_t nq = 0;
-            vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, NULL);
-            VkQueueFamilyProperties q[16];
-            nq = nq > 16 ? 16 : nq;
-            vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, q);
-            bool compute = false;
-            for (uint32_t j = 0; j < nq; j++) compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
-            if (!compute) continue;
-            if (out && kept < cap) out[kept] = all[i];
-            kept++;
+    return r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? MOE_ERROR_OUT_OF_MEMORY
+                                                                                  : MOE_ERROR_BACKEND;
+}
+
+/* With g_lock held: the process-wide instance, created on first use and kept until the
+ * process exits (tearing it down would unload the driver, which leaks inside some drivers —
+ * lavapipe's LLVM, seen under LeakSanitizer — and recreating it would cost every short-lived
+ * context a driver load). MOE_OK; MOE_ERROR_BACKEND_UNAVAILABLE when there is no loader or
+ * no driver (zero devices); or an error status. `why` says which. A failure is not kept: the
+ * next call tries again. */
+static moe_status instance_locked(char *why, size_t why_size)
+{
+    if (g_instance != VK_NULL_HANDLE) return MOE_OK;
+    VkResult r = volkInitialize();
+    if (r != VK_SUCCESS) {
+        snprintf(why, why_size, "no Vulkan loader (libvulkan) could be loaded");
+        return MOE_ERROR_BACKEND_UNAVAILABLE;
+    }
+    const char *want = getenv("MOE_VK_VALIDATION");
+    g_validation = want && *want && strcmp(want, "0") != 0;
+    const char *layer = "VK_LAYER_KHRONOS_validation";
+    const char *ext = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
+    if (g_validation) {
+        bool found = false;
+        r = has_layer(layer, &found);
+        if (r != VK_SUCCESS) {
+            snprintf(why, why_size, "vkEnumerateInstanceLayerProperties failed: %s (%d)", vk_result_name(r),
+                     (int)r);
+            return setup_status(r);
+        }
+        if (!found) {
+            snprintf(why, why_size, "MOE_VK_VALIDATION is set but %s is not installed", layer);
+            return MOE_ERROR_BACKEND;
         }
     }
-    free(all);
-    return kept;
+    const uint32_t loader = volkGetInstanceVersion();
+    const uint32_t api = loader >= VK_API_VERSION_1_3   ? VK_API_VERSION_1_3
+                         : loader >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1
+                                                        : VK_API_VERSION_1_0;
+    const VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+                                   .pApplicationName = "moe",
+                                   .pEngineName = "moe",
+                                   .engineVersion = MOE_VERSION_NUMBER,
+                                   .apiVersion = api};
+    const VkInstanceCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO,
+                                     .pApplicationInfo = &app,
+                                     .enabledLayerCount = g_validation ? 1 : 0,
+                                     .ppEnabledLayerNames = &layer,
+                                     .enabledExtensionCount = g_validation ? 1 : 0,
+                                     .ppEnabledExtensionNames = &ext};
+    VkInstance inst = VK_NULL_HANDLE;
+    r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateInstance(&ci, NULL, &inst));
+    if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED) {
+        /* The loader found no driver (no ICD, or none that loads): a machine without Vulkan. */
+        snprintf(why, why_size, "no Vulkan driver: vkCreateInstance failed: %s (%d)", vk_result_name(r),
+                 (int)r);
+        return MOE_ERROR_BACKEND_UNAVAILABLE;
+    }
+    if (r != VK_SUCCESS) {
+        snprintf(why, why_size, "vkCreateInstance failed: %s (%d)", vk_result_name(r), (int)r);
+        return setup_status(r);
+    }
+    volkLoadInstanceOnly(inst);
+    if (g_validation) {
+        const VkDebugUtilsMessengerCreateInfoEXT mi = {
+            .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
+            .messageSeverity = VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT |
+                               VK_DEBUG_UTILS_MESSAGE_SEVERITY_ERROR_BIT_EXT,
+            .messageType = VK_DEBUG_UTILS_MESSAGE_TYPE_GENERAL_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
+                           VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
+            .pfnUserCallback = on_validation};
+        r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY,
+                      vkCreateDebugUtilsMessengerEXT(inst, &mi, NULL, &g_messenger));
+        if (r != VK_SUCCESS) {
+            g_messenger = VK_NULL_HANDLE;
+            vkDestroyInstance(inst, NULL);
+            snprintf(why, why_size, "vkCreateDebugUtilsMessengerEXT failed: %s (%d)", vk_result_name(r),
+                     (int)r);
+            return setup_status(r);
+        }
+    }
+    g_instance = inst;
+    return MOE_OK;
+}
+
+/* With g_lock held: the instance and the physical devices that have a compute queue, in the
+ * driver's order (listed once). Statuses as instance_locked. */
+static moe_status devices_locked(char *why, size_t why_size)
+{
+    moe_status st = instance_locked(why, why_size);
+    if (st != MOE_OK || g_listed) return st;
+    uint32_t n = MAX_DEVICES;
+    VkPhysicalDevice all[MAX_DEVICES];
+    VkResult r = vkEnumeratePhysicalDevices(g_instance, &n, all);
+    if (r == VK_INCOMPLETE) r = VK_SUCCESS; /* more than MAX_DEVICES: the first ones */
+    if (r == VK_ERROR_INITIALIZATION_FAILED) {
+        snprintf(why, why_size, "no usable Vulkan driver: vkEnumeratePhysicalDevices failed: %s (%d)",
+                 vk_result_name(r), (int)r);
+        return MOE_ERROR_BACKEND_UNAVAILABLE;
+    }
+    if (r != VK_SUCCESS) {
+        snprintf(why, why_size, "vkEnumeratePhysicalDevices failed: %s (%d)", vk_result_name(r), (int)r);
+        return setup_status(r);
+    }
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < n && i < MAX_DEVICES; i++) {
+        uint32_t nq = 16;
+        VkQueueFamilyProperties q[16];
+        vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, q);
+        bool compute = false;
+        for (uint32_t j = 0; j < nq && j < 16; j++)
+            compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
+        if (compute) g_devices[kept++] = all[i];
+    }
+    g_n_devices = kept;
+    g_listed = true;
+    return MOE_OK;
 }
 
 static moe_status vk_device_count(int *count)
 {
-    VkInstance inst;
-    char why[256];
-    *count = 0;
-    if (instance_get(&inst, why, sizeof why) != VK_SUCCESS) return MOE_OK; /* no Vulkan: 0 devices */
-    *count = (int)compute_devices(inst, NULL, 0);
+    char why[256] = "";
+    pthread_mutex_lock(&g_lock);
+    const moe_status st = devices_locked(why, sizeof why);
+    const int n = (int)g_n_devices;
+    pthread_mutex_unlock(&g_lock);
+    if (st == MOE_ERROR_BACKEND_UNAVAILABLE) { /* no loader or no driver: zero devices */
+        *count = 0;
+        return MOE_OK;
+    }
+    if (st != MOE_OK) return moe_fail(NULL, st, "vulkan: %s", why); /* a driver error, not "no device" */
+    *count = n;
     return MOE_OK;
 }
 
@@ -218,7 +278,8 @@ static const char *vendor_name(uint32_t id)
     }
 }
 
-static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
+/* With g_lock held (property queries). */
+static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *info)
 {
     VkPhysicalDeviceProperties p;
     vkGetPhysicalDeviceProperties(pd, &p);
@@ -271,18 +332,17 @@ static void fill_info(VkPhysicalDevice pd, int index, moe_device_info *info)
 
 static moe_status vk_device_info(int index, moe_device_info *info)
 {
-    VkInstance inst;
-    char why[256];
-    if (instance_get(&inst, why, sizeof why) != VK_SUCCESS)
-        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
-    VkPhysicalDevice devs[64];
-    const uint32_t n = compute_devices(inst, devs, 64);
-    moe_status st = MOE_OK;
-    if ((uint32_t)index >= n || index >= 64)
-        st = moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", index, n);
-    else
-        fill_info(devs[index], index, info);
-    return st;
+    char why[256] = "";
+    pthread_mutex_lock(&g_lock);
+    const moe_status st = devices_locked(why, sizeof why);
+    const uint32_t n = g_n_devices;
+    const bool have = st == MOE_OK && index >= 0 && (uint32_t)index < n;
+    if (have) fill_info_locked(g_devices[index], index, info);
+    pthread_mutex_unlock(&g_lock);
+    if (st != MOE_OK) return moe_fail(NULL, st, "vulkan: %s", why);
+    if (!have)
+        return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", index, n);
+    return MOE_OK;
 }
 
 /* ---- context ------------------------------------------------------------------------------- */
@@ -331,86 +391,45 @@ static moe_status choose_sizes(vk_backend *b)
 
 static void vk_destroy(moe_backend *be);
 
-static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+/* With g_lock held: everything of the context that asks the driver — properties, limits,
+ * subgroup queries, the logical device and its queue (a driver may set up more of its global
+ * state on its first device). Returns the VkResult and the failing call's name. */
+static VkResult open_device_locked(vk_backend *b, int index, const char **call)
 {
-    vk_backend *b = calloc(1, sizeof *b);
-    if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
-    b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
-    const char *inject = getenv("MOE_VK_INJECT");
-    const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
-    b->inject_lost = inject && !strcmp(inject, "lost");
-    char why[256];
-    if (instance_get(&b->instance, why, sizeof why) != VK_SUCCESS) {
-        free(b);
-        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: %s", why);
-    }
-    VkPhysicalDevice devs[64];
-    const uint32_t n = compute_devices(b->instance, devs, 64);
-    if ((uint32_t)desc->device_index >= n || desc->device_index >= 64) {
-        free(b);
-        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", desc->device_index, n);
-    }
-    b->physical = devs[desc->device_index];
+    b->instance = g_instance;
+    b->physical = g_devices[index];
     vkGetPhysicalDeviceProperties(b->physical, &b->props);
     vkGetPhysicalDeviceMemoryProperties(b->physical, &b->mem_props);
-    fill_info(b->physical, desc->device_index, &b->base.info);
+    fill_info_locked(b->physical, index, &b->base.info);
 
     /* A compute queue; prefer one without graphics (a dedicated compute family). */
-    uint32_t nq = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(b->physical, &nq, NULL);
+    uint32_t nq = 16;
     VkQueueFamilyProperties q[16];
-    nq = nq > 16 ? 16 : nq;
     vkGetPhysicalDeviceQueueFamilyProperties(b->physical, &nq, q);
     int family = -1;
-    for (uint32_t i = 0; i < nq; i++) {
+    for (uint32_t i = 0; i < nq && i < 16; i++) {
         if (!(q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
         if (family < 0 || !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) family = (int)i;
     }
-    b->queue_family = (uint32_t)family;
+    b->queue_family = (uint32_t)family; /* >= 0: the device list holds compute devices only */
     b->timestamp_bits = q[family].timestampValidBits;
 
-    const float priority = 1.0f;
-    const VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
-                                        .queueFamilyIndex = b->queue_family, .queueCount = 1,
-                                        .pQueuePriorities = &priority};
-    const VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
-                                   .pQueueCreateInfos = &qi};
-    VkResult r = vkCreateDevice(b->physical, &di, NULL, &b->device);
-    if (r != VK_SUCCESS) {
-        moe_status st = vk_fail(b, r, "vkCreateDevice");
-        free(b);
-        return st;
-    }
-    volkLoadDeviceTable(&b->vk, b->device);
-    b->vk.vkGetDeviceQueue(b->device, b->queue_family, 0, &b->queue);
-
-    const VkDeviceSize align = b->props.limits.minStorageBufferOffsetAlignment;
-    b->base.alignment = align > 16 ? (size_t)align : 16;
-    moe_status st = MOE_OK;
-    if ((b->base.alignment & (b->base.alignment - 1)) != 0)
-        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "vulkan: storage buffer alignment %zu is not a power of two",
-                      b->base.alignment);
-    if (st == MOE_OK) st = choose_sizes(b);
-    b->base.row_tile = b->gemm_bm;
-    b->max_weight_binding = b->props.limits.maxStorageBufferRange;
-    const char *wb = getenv("MOE_VK_MAX_WEIGHT_BINDING");
-    if (wb && strtoull(wb, NULL, 0) > 0 && strtoull(wb, NULL, 0) < b->max_weight_binding)
-        b->max_weight_binding = strtoull(wb, NULL, 0);
-    /* Subgroup arithmetic in compute shaders (Vulkan 1.1 query); MOE_VK_DISABLE_SUBGROUPS=1
-     * forces the plain path so both are tested on one machine. */
+    /* Subgroup arithmetic in compute shaders (Vulkan 1.1 query); the size control range
+     * (1.3) is recorded and logged for tuning: no kernel depends on a subgroup width yet. */
     if (b->props.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
-        VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+        VkPhysicalDeviceSubgroupProperties sub = {.sType =
+                                                      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                          .pNext = &sub};
         vkGetPhysicalDeviceProperties2(b->physical, &p2);
         b->subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
                                  (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
-        VkPhysicalDeviceMaintenance3Properties m3 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
+        VkPhysicalDeviceMaintenance3Properties m3 = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
         p2.pNext = &m3;
         vkGetPhysicalDeviceProperties2(b->physical, &p2);
         b->max_allocation = m3.maxMemoryAllocationSize;
         b->subgroup_size = sub.subgroupSize;
-        /* Subgroup size control (core in 1.3): the range a pipeline could request. No kernel
-         * depends on a subgroup width yet; the range is recorded and logged for tuning. */
         if (b->props.apiVersion >= VK_API_VERSION_1_3 && volkGetInstanceVersion() >= VK_API_VERSION_1_3) {
             VkPhysicalDeviceSubgroupSizeControlProperties sc = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
@@ -420,9 +439,74 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
             b->subgroup_max = sc.maxSubgroupSize;
         }
     }
+
+    const float priority = 1.0f;
+    const VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+                                        .queueFamilyIndex = b->queue_family,
+                                        .queueCount = 1,
+                                        .pQueuePriorities = &priority};
+    const VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
+                                   .pQueueCreateInfos = &qi};
+    const VkResult r =
+        VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateDevice(b->physical, &di, NULL, &b->device));
+    if (r != VK_SUCCESS) {
+        b->device = VK_NULL_HANDLE;
+        *call = "vkCreateDevice";
+        return r;
+    }
+    volkLoadDeviceTable(&b->vk, b->device);
+    b->vk.vkGetDeviceQueue(b->device, b->queue_family, 0, &b->queue);
+    return VK_SUCCESS;
+}
+
+static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+{
+    vk_backend *b = moe_calloc(1, sizeof *b);
+    if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
+    const char *inject = getenv("MOE_VK_INJECT");
+    const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
+    b->inject_lost = inject && !strcmp(inject, "lost");
+
+    /* Statuses and messages (and so the log callback) only after the lock is released. */
+    char why[256] = "";
+    const char *call = NULL;
+    VkResult r = VK_SUCCESS;
+    pthread_mutex_lock(&g_lock);
+    moe_status st = devices_locked(why, sizeof why);
+    const uint32_t n = g_n_devices;
+    const bool validation = g_validation;
+    const bool have = st == MOE_OK && desc->device_index >= 0 && (uint32_t)desc->device_index < n;
+    if (have) r = open_device_locked(b, desc->device_index, &call);
+    pthread_mutex_unlock(&g_lock);
+
+    if (st != MOE_OK)
+        st = moe_fail(ctx, st, "vulkan: %s", why);
+    else if (!have)
+        st = moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)",
+                      desc->device_index, n);
+    else if (r != VK_SUCCESS)
+        st = vk_fail(b, r, call);
+    if (st != MOE_OK) {
+        vk_destroy(&b->base);
+        return st;
+    }
+
+    const VkDeviceSize align = b->props.limits.minStorageBufferOffsetAlignment;
+    b->base.alignment = align > 16 ? (size_t)align : 16;
+    if ((b->base.alignment & (b->base.alignment - 1)) != 0)
+        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "vulkan: storage buffer alignment %zu is not a power of two",
+                      b->base.alignment);
+    if (st == MOE_OK) st = choose_sizes(b);
+    b->base.row_tile = b->gemm_bm;
+    b->max_weight_binding = b->props.limits.maxStorageBufferRange;
+    const char *wb = getenv("MOE_VK_MAX_WEIGHT_BINDING");
+    if (wb && strtoull(wb, NULL, 0) > 0 && strtoull(wb, NULL, 0) < b->max_weight_binding)
+        b->max_weight_binding = strtoull(wb, NULL, 0);
     moe_log(ctx, MOE_LOG_INFO, "vulkan: %s: subgroup size %u (size control %u..%u), subgroup arithmetic %s",
             b->props.deviceName, b->subgroup_size, b->subgroup_min, b->subgroup_max,
             b->subgroup_arithmetic ? "yes" : "no");
+    /* MOE_VK_DISABLE_SUBGROUPS=1 forces the plain path so both are tested on one machine. */
     const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;
     if (st == MOE_OK) st = vk_memory_init(b);
@@ -435,7 +519,7 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     }
     snprintf(b->base.info.driver + strlen(b->base.info.driver),
              sizeof b->base.info.driver - strlen(b->base.info.driver), "%s",
-             g_validation ? ", validation on" : "");
+             validation ? ", validation on" : "");
     *out = &b->base;
     return MOE_OK;
 }
@@ -450,7 +534,7 @@ static void vk_destroy(moe_backend *be)
         vk_memory_release(b);
         b->vk.vkDestroyDevice(b->device, NULL);
     }
-    free(b);
+    moe_free(b);
 }
 
 const moe_backend_ops moe_vulkan_backend_ops = {

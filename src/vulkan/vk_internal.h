@@ -12,6 +12,7 @@
 #define MOE_VK_INTERNAL_H
 
 #define VK_NO_PROTOTYPES
+#include "../alloc.h"
 #include "../internal.h"
 
 #include <volk.h>
@@ -136,6 +137,10 @@ static inline vk_backend *vkb(moe_backend *be) { return (vk_backend *)be; }
 /* VkResult → status + message "vulkan: <call> failed: <VkResult>". */
 moe_status vk_fail(vk_backend *b, VkResult r, const char *call);
 const char *vk_result_name(VkResult r);
+/* `call`, a native allocation or object creation returning a VkResult, or `fail` (its
+ * out-of-memory result) when moe_alloc_injected() makes this allocation point fail. */
+#define VK_INJECT(fail, call) (moe_alloc_injected() ? (fail) : (call))
+
 #define VK_TRY(b, expr)                                                                           \
     do {                                                                                          \
         const VkResult r_ = (expr);                                                               \

@@ -7,6 +7,7 @@
  * through one persistent host-visible staging buffer, in chunks; weights are converted from
  * F16/BF16 row by row straight into it, so no float copy of a checkpoint is ever made.
  */
+#include "../alloc.h"
 #include "vk_internal.h"
 
 #include <stdlib.h>
@@ -27,7 +28,7 @@ static bool push_range(vk_block *k, VkDeviceSize offset, VkDeviceSize size)
     if (size == 0) return true;
     if (k->n_free == k->cap_free) {
         const size_t cap = k->cap_free ? 2 * k->cap_free : 8;
-        vk_range *r = realloc(k->free, cap * sizeof *r);
+        vk_range *r = moe_realloc(k->free, cap * sizeof *r);
         if (!r) return false;
         k->free = r;
         k->cap_free = cap;
@@ -72,21 +73,21 @@ static bool carve(vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSi
 
 static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_block **out)
 {
-    vk_block *k = calloc(1, sizeof *k);
+    vk_block *k = moe_calloc(1, sizeof *k);
     if (!k) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     if (b->max_allocation && size > b->max_allocation) {
-        free(k);
+        moe_free(k);
         return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
                         "vulkan: an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu)",
                         (unsigned long long)size, (unsigned long long)b->max_allocation);
     }
     const VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size,
                                      .memoryTypeIndex = type};
-    const VkResult r = b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory);
+    const VkResult r = VK_INJECT(VK_ERROR_OUT_OF_DEVICE_MEMORY, b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory));
     if (r != VK_SUCCESS || !push_range(k, 0, size)) {
         if (r == VK_SUCCESS) b->vk.vkFreeMemory(b->device, k->memory, NULL);
-        free(k->free);
-        free(k);
+        moe_free(k->free);
+        moe_free(k);
         return r != VK_SUCCESS ? vk_fail(b, r, "vkAllocateMemory") : moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     }
     k->size = size;
@@ -105,13 +106,13 @@ static void drop_block(vk_backend *b, vk_block *k)
             break;
         }
     b->vk.vkFreeMemory(b->device, k->memory, NULL);
-    free(k->free);
-    free(k);
+    moe_free(k->free);
+    moe_free(k);
 }
 
 static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlags want, bool own_block, moe_bbuf **out)
 {
-    moe_bbuf *buf = calloc(1, sizeof *buf);
+    moe_bbuf *buf = moe_calloc(1, sizeof *buf);
     if (!buf) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     buf->bytes = bytes;
     const VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -119,9 +120,9 @@ static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlag
                                    .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                             VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                                    .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
-    VkResult r = b->vk.vkCreateBuffer(b->device, &bi, NULL, &buf->buffer);
+    VkResult r = VK_INJECT(VK_ERROR_OUT_OF_DEVICE_MEMORY, b->vk.vkCreateBuffer(b->device, &bi, NULL, &buf->buffer));
     if (r != VK_SUCCESS) {
-        free(buf);
+        moe_free(buf);
         return vk_fail(b, r, "vkCreateBuffer");
     }
     VkMemoryRequirements req;
@@ -152,7 +153,7 @@ static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlag
             k->used -= req.size;
         }
         b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
-        free(buf);
+        moe_free(buf);
         return st;
     }
     buf->block = k;
@@ -183,7 +184,7 @@ void vk_buffer_free(moe_backend *be, moe_bbuf *buf)
         k->used -= buf->size;
         if (k->used == 0) drop_block(b, k);
     }
-    free(buf);
+    moe_free(buf);
 }
 
 moe_status vk_memory_init(vk_backend *b)
@@ -200,16 +201,16 @@ moe_status vk_memory_init(vk_backend *b)
     const VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                         .queueFamilyIndex = b->queue_family};
-    VK_TRY(b, b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool));
+    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool)));
     VkCommandBuffer cmds[2];
     const VkCommandBufferAllocateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                             .commandPool = b->cmd_pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
                                             .commandBufferCount = 2};
-    VK_TRY(b, b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds));
+    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds)));
     b->cmd = cmds[0];
     b->xfer = cmds[1];
     const VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    VK_TRY(b, b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence));
+    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence)));
     return MOE_OK;
 }
 

@@ -7,6 +7,7 @@
  * device's vendor, device id, driver version and pipeline-cache UUID, so a different driver
  * never reuses a stale cache (src/cache.c writes it atomically).
  */
+#include "../alloc.h"
 #include "vk_internal.h"
 
 #include <stdio.h>
@@ -30,10 +31,10 @@ static void save_cache(vk_backend *b)
     if (!b->cache_path[0] || !b->pipeline_cache) return;
     size_t n = 0;
     if (b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, NULL) != VK_SUCCESS || n == 0) return;
-    void *data = malloc(n);
+    void *data = moe_malloc(n);
     if (data && b->vk.vkGetPipelineCacheData(b->device, b->pipeline_cache, &n, data) == VK_SUCCESS)
         moe_cache_write(b->base.ctx, b->cache_path, NULL, 0, data, n);
-    free(data);
+    moe_free(data);
 }
 
 /* ---- layouts and modules --------------------------------------------------------------------- */
@@ -45,33 +46,33 @@ moe_status vk_pipelines_init(vk_backend *b)
         if (s == VK_SHADER_COMBINE_SUBGROUP && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
         const VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                              .codeSize = info->size, .pCode = info->code};
-        VK_TRY(b, b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s]));
+        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s])));
         VkDescriptorSetLayoutBinding bind[8];
         for (uint32_t i = 0; i < info->n_bindings; i++)
             bind[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
                                                      .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
         const VkDescriptorSetLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
                                                     .bindingCount = info->n_bindings, .pBindings = bind};
-        VK_TRY(b, b->vk.vkCreateDescriptorSetLayout(b->device, &li, NULL, &b->set_layouts[s]));
+        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateDescriptorSetLayout(b->device, &li, NULL, &b->set_layouts[s])));
         const VkPushConstantRange pr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, info->push_bytes};
         const VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
                                                .setLayoutCount = 1, .pSetLayouts = &b->set_layouts[s],
                                                .pushConstantRangeCount = info->push_bytes ? 1 : 0,
                                                .pPushConstantRanges = &pr};
-        VK_TRY(b, b->vk.vkCreatePipelineLayout(b->device, &pi, NULL, &b->layouts[s]));
+        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineLayout(b->device, &pi, NULL, &b->layouts[s])));
     }
     cache_path(b);
     size_t size = 0;
-    void *data = b->cache_path[0] ? moe_cache_read(b->cache_path, &size) : NULL;
+    void *data = b->cache_path[0] ? moe_cache_read(b->base.ctx, b->cache_path, &size) : NULL;
     VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
                                     .initialDataSize = size, .pInitialData = data};
-    VkResult r = b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache);
+    VkResult r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
     if (r != VK_SUCCESS && data) { /* a corrupt file: start empty */
         ci.initialDataSize = 0;
         ci.pInitialData = NULL;
-        r = b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache);
+        r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
     }
-    free(data);
+    moe_free(data);
     if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreatePipelineCache");
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "vulkan: pipeline cache %s (%zu bytes loaded)", b->cache_path, size);
 
@@ -80,11 +81,11 @@ moe_status vk_pipelines_init(vk_backend *b)
     const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_MAX_SETS * 8};
     const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = VK_MAX_SETS,
                                            .poolSizeCount = 1, .pPoolSizes = &ps};
-    VK_TRY(b, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool));
+    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool)));
     if (b->timestamp_bits > 0) {
         const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
                                           .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = VK_MAX_QUERIES};
-        VK_TRY(b, b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool));
+        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool)));
     }
     return MOE_OK;
 }
@@ -93,7 +94,7 @@ void vk_pipelines_release(vk_backend *b)
 {
     save_cache(b);
     for (size_t i = 0; i < b->n_pipelines; i++) b->vk.vkDestroyPipeline(b->device, b->pipelines[i].pipeline, NULL);
-    free(b->pipelines);
+    moe_free(b->pipelines);
     if (b->query_pool) b->vk.vkDestroyQueryPool(b->device, b->query_pool, NULL);
     if (b->desc_pool) b->vk.vkDestroyDescriptorPool(b->device, b->desc_pool, NULL);
     if (b->pipeline_cache) b->vk.vkDestroyPipelineCache(b->device, b->pipeline_cache, NULL);
@@ -115,7 +116,7 @@ moe_status vk_pipeline_get(vk_backend *b, vk_shader_id shader, const uint32_t *s
     }
     if (b->n_pipelines == b->cap_pipelines) {
         const size_t cap = b->cap_pipelines ? 2 * b->cap_pipelines : 32;
-        vk_pipeline *p = realloc(b->pipelines, cap * sizeof *p);
+        vk_pipeline *p = moe_realloc(b->pipelines, cap * sizeof *p);
         if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
         b->pipelines = p;
         b->cap_pipelines = cap;
@@ -129,7 +130,7 @@ moe_status vk_pipeline_get(vk_backend *b, vk_shader_id shader, const uint32_t *s
                   .module = b->modules[shader], .pName = "main", .pSpecializationInfo = &si},
         .layout = b->layouts[shader]};
     vk_pipeline *p = &b->pipelines[b->n_pipelines];
-    const VkResult r = b->vk.vkCreateComputePipelines(b->device, b->pipeline_cache, 1, &ci, NULL, &p->pipeline);
+    const VkResult r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateComputePipelines(b->device, b->pipeline_cache, 1, &ci, NULL, &p->pipeline));
     if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreateComputePipelines");
     p->shader = shader;
     p->n_spec = n_spec;

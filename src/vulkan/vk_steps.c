@@ -11,7 +11,21 @@
 
 #define PLAN_BLOCK 32
 
-static uint32_t ceil_div(int64_t a, int64_t b) { return (uint32_t)((a + b - 1) / b); }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Every integer a shader receives is a 32-bit int (specialisation and push constants). The
+ * core validates shapes and token counts so that they fit (validate.c); this is the last
+ * check on the way: a value that does not fit fails the forward with its name and value
+ * instead of being truncated (a capacity of 2^32 + 1 once arrived as 1). */
+static uint32_t i32(vk_backend *b, int64_t v, const char *what)
+{
+    if (v >= INT32_MIN && v <= INT32_MAX) return (uint32_t)(int32_t)v;
+    if (b->record_status == MOE_OK)
+        b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                    "vulkan: %s = %lld does not fit the kernels' 32-bit integers", what,
+                                    (long long)v);
+    return 0;
+}
 static uint32_t u32_of_float(float f)
 {
     uint32_t u;
@@ -29,20 +43,25 @@ static void barrier(vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src
 
 /* One dispatch of `shader` with the given specialization, buffers and push constants. A
  * failure is remembered and returned by finish, so the steps need no cleanup of their own.
- * `bytes[i]`, when given and nonzero, is how much of binding i the kernel reads or writes: it
- * is bound exactly, and a tensor larger than the device's maxStorageBufferRange is refused
- * rather than silently cut short. Bindings without a size reach to the end of their buffer. */
+ * `bytes[i]` is how much of binding i the kernel reads or writes: it is bound exactly, and a
+ * tensor larger than the device's maxStorageBufferRange is refused rather than silently cut
+ * short (every index a shader computes in 32 bits then stays inside its binding). Every step
+ * gives the size of every binding; only an absent one (the dummy buffer) has none. The
+ * workgroup counts are checked against the device's limits before they are narrowed to the
+ * 32 bits of vkCmdDispatch. */
 static moe_status dispatch_sized(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
-                                 const moe_addr *bind, const VkDeviceSize *bytes, const void *push, uint32_t gx,
-                                 uint32_t gy)
+                                 const moe_addr *bind, const VkDeviceSize *bytes, const void *push,
+                                 int64_t gx, int64_t gy)
 {
     if (b->record_status != MOE_OK) return b->record_status;
     const VkPhysicalDeviceLimits *l = &b->props.limits;
-    if (gx > l->maxComputeWorkGroupCount[0] || gy > l->maxComputeWorkGroupCount[1])
-        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                                           "vulkan: %s needs %u x %u workgroups; the device allows %u x %u",
-                                           vk_shaders[shader].name, gx, gy, l->maxComputeWorkGroupCount[0],
-                                           l->maxComputeWorkGroupCount[1]);
+    if (gx < 0 || gy < 0 || gx > (int64_t)l->maxComputeWorkGroupCount[0] ||
+        gy > (int64_t)l->maxComputeWorkGroupCount[1])
+        return b->record_status =
+                   moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                            "vulkan: %s needs %lld x %lld workgroups; the device allows %u x %u",
+                            vk_shaders[shader].name, (long long)gx, (long long)gy,
+                            l->maxComputeWorkGroupCount[0], l->maxComputeWorkGroupCount[1]);
     if (gx == 0 || gy == 0) return MOE_OK;
     VkPipeline pipeline;
     moe_status st = vk_pipeline_get(b, shader, spec, n_spec, &pipeline);
@@ -52,7 +71,7 @@ static moe_status dispatch_sized(vk_backend *b, vk_shader_id shader, const uint3
                                             .descriptorPool = b->desc_pool, .descriptorSetCount = 1,
                                             .pSetLayouts = &b->set_layouts[shader]};
     VkDescriptorSet set;
-    VkResult r = b->vk.vkAllocateDescriptorSets(b->device, &ai, &set);
+    VkResult r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkAllocateDescriptorSets(b->device, &ai, &set));
     if (r != VK_SUCCESS) return b->record_status = vk_fail(b, r, "vkAllocateDescriptorSets");
     const uint32_t n = vk_shaders[shader].n_bindings;
     VkDescriptorBufferInfo info[8];
@@ -81,7 +100,7 @@ static moe_status dispatch_sized(vk_backend *b, vk_shader_id shader, const uint3
     if (vk_shaders[shader].push_bytes)
         b->vk.vkCmdPushConstants(b->cmd, b->layouts[shader], VK_SHADER_STAGE_COMPUTE_BIT, 0,
                                  vk_shaders[shader].push_bytes, push);
-    b->vk.vkCmdDispatch(b->cmd, gx, gy, 1);
+    b->vk.vkCmdDispatch(b->cmd, (uint32_t)gx, (uint32_t)gy, 1);
     if (b->query_pool && b->n_queries < VK_MAX_QUERIES - 1) {
         b->query_shader[b->n_queries] = shader;
         b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, b->query_pool, b->n_queries++);
@@ -89,12 +108,6 @@ static moe_status dispatch_sized(vk_backend *b, vk_shader_id shader, const uint3
     barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     return MOE_OK;
-}
-
-static moe_status dispatch(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec,
-                           const moe_addr *bind, const void *push, uint32_t gx, uint32_t gy)
-{
-    return dispatch_sized(b, shader, spec, n_spec, bind, NULL, push, gx, gy);
 }
 
 static double now_ms(void)
@@ -164,6 +177,9 @@ moe_status vk_finish(moe_backend *be)
 
 /* ---- the steps ------------------------------------------------------------------------------- */
 
+/* Bytes of n 32-bit elements (floats or ints) of one binding. */
+static VkDeviceSize n4(int64_t n) { return 4 * (VkDeviceSize)n; }
+
 /* The grouped GEMM. W is bound one group of experts at a time, as many whole experts as fit in
  * maxStorageBufferRange (a real layer can exceed it: Mixtral-8x7B's 5.6 GB against NVIDIA's
  * 4 GB, or any large layer against lavapipe's 128 MiB); each group is one dispatch whose row
@@ -175,8 +191,8 @@ static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t a_rows, int64_t k_
 {
     const uint32_t spec[] = {(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn),
                              b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn,
-                             (uint32_t)k_dim, (uint32_t)n_out, gated, (uint32_t)act, gather,
-                             row_token.buf != NULL, tile_expert.buf != NULL, b->gemm_shared};
+                             i32(b, k_dim, "K_DIM"), i32(b, n_out, "N_OUT"), gated, i32(b, act, "ACT"),
+                             gather, row_token.buf != NULL, tile_expert.buf != NULL, b->gemm_shared};
     const VkDeviceSize expert_bytes = sizeof(float) * (gated ? 2u : 1u) * (VkDeviceSize)n_out * (VkDeviceSize)k_dim;
     const VkDeviceSize limit = b->max_weight_binding;
     if (expert_bytes > limit)
@@ -188,14 +204,13 @@ static moe_status gemm(vk_backend *b, int64_t n_rows, int64_t a_rows, int64_t k_
     for (int64_t e0 = 0; e0 < n_experts; e0 += per_group) {
         const int64_t e1 = e0 + per_group < n_experts ? e0 + per_group : n_experts;
         moe_addr wg = w;
-        wg.offset += (size_t)(e0 * (int64_t)expert_bytes);
+        wg.offset += (size_t)e0 * (size_t)expert_bytes;
         const moe_addr bind[] = {a, row_token, tile_expert, wg, out};
-        const VkDeviceSize bytes[] = {sizeof(float) * (VkDeviceSize)a_rows * (VkDeviceSize)k_dim,
-                                      sizeof(int32_t) * (VkDeviceSize)n_rows,
-                                      sizeof(int32_t) * (VkDeviceSize)((n_rows + b->gemm_bm - 1) / b->gemm_bm),
-                                      (VkDeviceSize)(e1 - e0) * expert_bytes,
-                                      sizeof(float) * (VkDeviceSize)n_rows * (VkDeviceSize)n_out};
-        const int32_t push[] = {(int32_t)n_rows, (int32_t)e0, (int32_t)e1};
+        const VkDeviceSize bytes[] = {n4(a_rows) * (VkDeviceSize)k_dim, n4(n_rows),
+                                      n4(ceil_div(n_rows, b->gemm_bm)),
+                                      (VkDeviceSize)(e1 - e0) * expert_bytes, n4(n_rows) * (VkDeviceSize)n_out};
+        const uint32_t push[] = {i32(b, n_rows, "n_rows"), i32(b, e0, "expert_begin"),
+                                 i32(b, e1, "expert_end")};
         dispatch_sized(b, VK_SHADER_GEMM, spec, 14, bind, bytes, push, ceil_div(n_out, b->gemm_bn),
                        ceil_div(n_rows, b->gemm_bm));
     }
@@ -206,38 +221,51 @@ moe_status vk_route(moe_backend *be, const moe_route_step *s)
 {
     vk_backend *b = vkb(be);
     const moe_layer_desc *d = s->desc;
+    const int64_t T = s->n_tokens;
     const moe_addr none = {0};
-    gemm(b, s->n_tokens, s->n_tokens, d->d_model, d->n_experts, 1, false, -1, false, s->x, none, none, s->router,
-         s->logits);
-    const uint32_t spec[] = {b->wg_small, (uint32_t)d->n_experts, (uint32_t)d->top_k, (uint32_t)d->n_group,
-                             (uint32_t)d->topk_group, d->score_func == MOE_SCORE_SIGMOID,
-                             d->group_score == MOE_GROUP_SCORE_MAX, d->renormalize != 0, d->has_selection_bias != 0,
+    gemm(b, T, T, d->d_model, d->n_experts, 1, false, -1, false, s->x, none, none, s->router, s->logits);
+    const uint32_t spec[] = {b->wg_small, i32(b, d->n_experts, "E"), i32(b, d->top_k, "TOP_K"),
+                             i32(b, d->n_group, "N_GROUP"), i32(b, d->topk_group, "TOPK_GROUP"),
+                             d->score_func == MOE_SCORE_SIGMOID, d->group_score == MOE_GROUP_SCORE_MAX,
+                             d->renormalize != 0, d->has_selection_bias != 0,
                              u32_of_float(d->routed_scaling_factor)};
     const moe_addr bind[] = {s->logits, s->router_bias, s->workspace, s->topk_ids, s->topk_weights};
-    const int32_t push[] = {(int32_t)s->n_tokens};
-    return dispatch(b, VK_SHADER_SELECT, spec, 10, bind, push, ceil_div(s->n_tokens, b->wg_small), 1);
+    const VkDeviceSize bytes[] = {n4(T) * (VkDeviceSize)d->n_experts, n4(d->n_experts),
+                                  n4(T) * (VkDeviceSize)(d->n_experts + d->n_group),
+                                  n4(T) * (VkDeviceSize)d->top_k, n4(T) * (VkDeviceSize)d->top_k};
+    const uint32_t push[] = {i32(b, T, "n_tokens")};
+    return dispatch_sized(b, VK_SHADER_SELECT, spec, 10, bind, bytes, push, ceil_div(T, b->wg_small), 1);
 }
 
 moe_status vk_plan(moe_backend *be, const moe_plan_step *s)
 {
     vk_backend *b = vkb(be);
     const moe_layer_desc *d = s->desc;
-    const uint32_t E = (uint32_t)d->n_experts, K = (uint32_t)d->top_k, cap = (uint32_t)d->expert_capacity;
-    const uint32_t blocks = ceil_div(s->n_tokens, PLAN_BLOCK);
-    const int32_t push1[] = {(int32_t)s->n_tokens};
-    const int32_t push2[] = {(int32_t)s->n_tokens, (int32_t)s->n_rows};
+    const int64_t T = s->n_tokens, blocks = ceil_div(T, PLAN_BLOCK);
+    /* The core passes this forward's capacity (moe_effective_capacity): 0 or below T·k. */
+    const uint32_t E = i32(b, d->n_experts, "E"), K = i32(b, d->top_k, "TOP_K");
+    const uint32_t cap = i32(b, d->expert_capacity, "CAPACITY");
+    const uint32_t push1[] = {i32(b, T, "n_tokens")};
+    const uint32_t push2[] = {i32(b, T, "n_tokens"), i32(b, s->n_rows, "n_rows")};
+    const VkDeviceSize ids = n4(T) * (VkDeviceSize)d->top_k, ws = n4(blocks) * (VkDeviceSize)d->n_experts;
+    const VkDeviceSize per_expert = n4(d->n_experts + 1), rows = n4(s->n_rows);
 
     const uint32_t spec_count[] = {b->wg_small, E, K, PLAN_BLOCK};
     const moe_addr bind_count[] = {s->topk_ids, s->workspace};
-    dispatch(b, VK_SHADER_PLAN_COUNT, spec_count, 4, bind_count, push1, ceil_div(blocks, b->wg_small), 1);
+    const VkDeviceSize bytes_count[] = {ids, ws};
+    dispatch_sized(b, VK_SHADER_PLAN_COUNT, spec_count, 4, bind_count, bytes_count, push1,
+                   ceil_div(blocks, b->wg_small), 1);
 
-    const uint32_t spec_scan[] = {b->wg_big, E, PLAN_BLOCK, (uint32_t)be->row_tile, cap};
+    const uint32_t spec_scan[] = {b->wg_big, E, PLAN_BLOCK, i32(b, be->row_tile, "ROW_TILE"), cap};
     const moe_addr bind_scan[] = {s->workspace, s->expert_counts, s->expert_offsets, s->tile_expert, s->row_token};
-    dispatch(b, VK_SHADER_PLAN_SCAN, spec_scan, 5, bind_scan, push2, 1, 1);
+    const VkDeviceSize bytes_scan[] = {ws, per_expert, per_expert, n4(s->n_rows / be->row_tile), rows};
+    dispatch_sized(b, VK_SHADER_PLAN_SCAN, spec_scan, 5, bind_scan, bytes_scan, push2, 1, 1);
 
     const uint32_t spec_scatter[] = {b->wg_small, E, K, PLAN_BLOCK, cap};
     const moe_addr bind_scatter[] = {s->topk_ids, s->workspace, s->expert_offsets, s->slot_row, s->row_token};
-    return dispatch(b, VK_SHADER_PLAN_SCATTER, spec_scatter, 5, bind_scatter, push1, ceil_div(blocks, b->wg_small), 1);
+    const VkDeviceSize bytes_scatter[] = {ids, ws, per_expert, ids, rows};
+    return dispatch_sized(b, VK_SHADER_PLAN_SCATTER, spec_scatter, 5, bind_scatter, bytes_scatter, push1,
+                          ceil_div(blocks, b->wg_small), 1);
 }
 
 moe_status vk_ffn(moe_backend *be, const moe_ffn_step *s)
@@ -251,22 +279,28 @@ moe_status vk_combine(moe_backend *be, const moe_combine_step *s)
 {
     vk_backend *b = vkb(be);
     const moe_layer_desc *d = s->desc;
-    const uint32_t spec[] = {b->wg_big, (uint32_t)d->d_model, (uint32_t)d->top_k,
+    const int64_t T = s->n_tokens;
+    const uint32_t spec[] = {b->wg_big, i32(b, d->d_model, "D"), i32(b, d->top_k, "TOP_K"),
                              d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL,
                              s->shared_gate.buf != NULL};
     const moe_addr bind[] = {s->x, s->expert_out, s->slot_row, s->topk_weights, s->shared_out, s->shared_gate, s->y};
-    const VkDeviceSize td = sizeof(float) * (VkDeviceSize)s->n_tokens * (VkDeviceSize)d->d_model;
-    const VkDeviceSize bytes[] = {td, sizeof(float) * (VkDeviceSize)s->n_rows * (VkDeviceSize)d->d_model, 0, 0, td, 0, td};
+    const VkDeviceSize td = n4(T) * (VkDeviceSize)d->d_model, tk = n4(T) * (VkDeviceSize)d->top_k;
+    const VkDeviceSize bytes[] = {td, n4(s->n_rows) * (VkDeviceSize)d->d_model, tk, tk, td, n4(d->d_model),
+                                  td};
     const vk_shader_id shader = b->subgroup_arithmetic ? VK_SHADER_COMBINE_SUBGROUP : VK_SHADER_COMBINE;
-    return dispatch_sized(b, shader, spec, 6, bind, bytes, NULL, (uint32_t)s->n_tokens, 1);
+    return dispatch_sized(b, shader, spec, 6, bind, bytes, NULL, T, 1);
 }
 
 moe_status vk_stats(moe_backend *be, const moe_stats_step *s)
 {
     vk_backend *b = vkb(be);
     const moe_layer_desc *d = s->desc;
-    const uint32_t spec[] = {b->wg_big, (uint32_t)d->n_experts, (uint32_t)d->top_k, d->score_func == MOE_SCORE_SIGMOID};
+    const int64_t T = s->n_tokens;
+    const uint32_t spec[] = {b->wg_big, i32(b, d->n_experts, "E"), i32(b, d->top_k, "TOP_K"),
+                             d->score_func == MOE_SCORE_SIGMOID};
     const moe_addr bind[] = {s->logits, s->expert_counts, s->workspace, s->losses};
-    const int32_t push[] = {(int32_t)s->n_tokens};
-    return dispatch(b, VK_SHADER_STATS, spec, 4, bind, push, 1, 1);
+    const VkDeviceSize bytes[] = {n4(T) * (VkDeviceSize)d->n_experts, n4(d->n_experts + 1),
+                                  n4(2 * T + d->n_experts), n4(2)};
+    const uint32_t push[] = {i32(b, T, "n_tokens")};
+    return dispatch_sized(b, VK_SHADER_STATS, spec, 4, bind, bytes, push, 1, 1);
 }
