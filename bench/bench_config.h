@@ -1,13 +1,13 @@
 /*
  * bench_config.h — what moe-bench is asked to do: the configuration the command line fills
- * (bench_options.c), the model presets that fill it first (bench_presets.c), and the shape
+ * (bench_flags.c), the model presets that fill it first (bench_presets.c), and the shape
  * arithmetic both the runner and the report need — the layer descriptor for a token count,
  * the FLOP count of one forward, the bytes of the weights, and the memory a run needs.
  */
 #ifndef MOE_BENCH_CONFIG_H
 #define MOE_BENCH_CONFIG_H
 
-#include "bench_opts.h"
+#include "bench_argparse.h"
 
 #include "moe.h"
 
@@ -67,7 +67,7 @@ typedef struct bench_config {
     int req_dist;
 } bench_config;
 
-/* ---- options (bench_options.c) --------------------------------------------------------- */
+/* ---- options (bench_flags.c) --------------------------------------------------------- */
 
 /* The headline shape, no preset. */
 bench_config bench_default_config(void);

@@ -32,7 +32,7 @@ const bench_preset bench_presets[] = {
      0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"switch-base-8", "google/switch-base-8", 0, 768, 3072, 8, 1, MOE_SCORE_SOFTMAX, 0,
      0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_RELU, 0, 0, 1.25, MOE_DROP_PASSTHROUGH},
-    {"seed", "the project's original brief (32 x 512 tokens)", 32 * 512, 2048, 8192, 8, 2,
+    {"relu-2048x8192-e8-top2", "the project's original brief: Switch-style ReLU FFN, 32 x 512 tokens", 32 * 512, 2048, 8192, 8, 2,
      MOE_SCORE_SOFTMAX, 1, 0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_RELU, 0, 0, 0.0,
      MOE_DROP_ZERO},
 };

@@ -152,6 +152,16 @@ void bench_print_row(FILE *out, const bench_result *r)
     fputc('\n', out);
 }
 
+void bench_print_first(FILE *out, const bench_result *r)
+{
+    fprintf(out, "first forward: %s %d at T=%" PRId64 ": %.3f ms", r->backend, r->device_index, r->tokens,
+            r->first_wall * 1e3);
+    if (r->first_device > 0.0)
+        fprintf(out, " (device %.3f ms; %.3f ms on the host: kernel compilation on a cold cache, first allocations)",
+                r->first_device * 1e3, (r->first_wall - r->first_device) * 1e3);
+    fputc('\n', out);
+}
+
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
@@ -273,6 +283,8 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "iters", (double)r->wall.n);
     add_or_null(o, "latency_ms", summary_ms(&r->wall), 1);
     add_or_null(o, "device_ms", summary_ms(&r->dev_time), r->dev_time.n > 0);
+    cJSON_AddNumberToObject(o, "first_forward_ms", r->first_wall * 1e3);
+    add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3), r->first_device > 0.0);
     cJSON_AddNumberToObject(o, "flops", r->flops);
     cJSON_AddNumberToObject(o, "gflops", bench_result_gflops(r));
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));

@@ -25,6 +25,8 @@ void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc 
 void bench_print_table_header(FILE *out);
 void bench_print_row(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);
+/* The first forward's time, apart from the statistics (kernel compilation shows here). */
+void bench_print_first(FILE *out, const bench_result *r);
 void bench_print_serve(FILE *out, const bench_serve_result *s);
 
 /* Derived figures of a result (0 where the median is 0). */

@@ -399,9 +399,21 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *layer, con
 {
     moe_status st;
     progress(prog, 0.0);
-    /* Warm-up: --warmup forwards, cut short (after one) once they have taken --min-time. */
+    /* The first forward, always run and reported on its own (first_wall/first_device), so
+     * kernel compilation on a cold cache is never folded into the statistics. */
+    double first_device_ms = 0.0;
+    moe_forward_stats first;
+    memset(&first, 0, sizeof first);
+    first.struct_size = sizeof first;
+    first.device_ms = &first_device_ms;
     const double warm_start = bench_now();
-    for (int64_t i = 0; i < c->warmup; i++) {
+    st = moe_layer_forward(layer, tokens, b->x, b->y, &first);
+    if (st != MOE_OK) return bench_library_error("moe_layer_forward (first)", st, ctx);
+    r->first_wall = bench_now() - warm_start;
+    r->first_device = first_device_ms * 1e-3;
+    /* Warm-up: --warmup forwards (the first one counts), cut short once they have taken
+     * --min-time. */
+    for (int64_t i = 1; i < c->warmup; i++) {
         st = moe_layer_forward(layer, tokens, b->x, b->y, NULL);
         if (st != MOE_OK) return bench_library_error("moe_layer_forward (warm-up)", st, ctx);
         if (c->iters == 0 && bench_now() - warm_start >= c->min_time) break;

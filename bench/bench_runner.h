@@ -68,6 +68,10 @@ typedef struct bench_result {
     int64_t tokens, warmup;
     bench_summary wall;   /* host clock around each moe_layer_forward */
     bench_summary dev_time; /* moe_forward_stats.device_ms, in seconds */
+    /* The first forward of this layer at this T, timed apart from the statistics: on a cold
+     * cache it compiles the kernels (pipelines, programs) and allocates scratch, which is
+     * host time outside device_ms. first_device is 0 when the backend gives no device time. */
+    double first_wall, first_device;
     double flops;         /* per forward */
     double weight_bytes;  /* weights read by a forward: see bench_forward_weight_bytes */
     int64_t experts_active, max_expert_rows, dropped_rows;

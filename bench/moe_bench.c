@@ -4,9 +4,9 @@
  * once, time the scalar reference once, then measure every (target, token count) and print
  * the table — or run the serving simulation on each target — and write the JSON.
  *
- * The pieces: bench_options.c (flags), bench_presets.c (model presets, shape arithmetic),
+ * The pieces: bench_flags.c (flags), bench_presets.c (model presets, shape arithmetic),
  * bench_runner.c (data, memory guard, timing), bench_report.c (table, JSON), bench_serve.c
- * (serving simulation), bench_opts.c (the option parser), bench_util.c (clock, statistics).
+ * (serving simulation), bench_argparse.c (the option parser), bench_util.c (clock, statistics).
  */
 #include "bench_config.h"
 #include "bench_report.h"
@@ -135,6 +135,7 @@ static int run_forward(run_state *rs)
     fflush(stdout);
     for (size_t i = 0; i < rs->n_targets && !rc; i++) rc = run_target(rs, i, tokens, n_tokens, results, &n_results);
     bench_progress_clear(&rs->bar);
+    for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
         if (results[i].ref_compared) bench_print_reference(stdout, &results[i]);
     if (rs->has_ref)

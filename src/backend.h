@@ -5,7 +5,8 @@
  * region, then calls the steps below in order. A backend only supplies buffers, weight
  * upload in whatever layout its kernels like, and the kernel steps. GPU backends record the
  * steps into one submission and run it at `finish`; the CPU backend runs each step when
- * called. A NULL step slot means "not supported": the core refuses cleanly.
+ * called. Every slot is required (the core calls them without checking); a backend that
+ * cannot do what a step asks returns MOE_ERROR_UNSUPPORTED from it, with the reason.
  */
 #ifndef MOE_BACKEND_H
 #define MOE_BACKEND_H

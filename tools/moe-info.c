@@ -73,9 +73,11 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--json")) {
             json = 1;
         } else {
-            fprintf(stderr, "usage: moe-info [--json]\n"
-                            "Lists moe's backends, their devices and limits, and what AUTO picks.\n");
-            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+            /* Asked-for help goes to stdout (exit 0); a wrong flag gets it on stderr (exit 2). */
+            const int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr, "usage: moe-info [--json]\n"
+                                            "Lists moe's backends, their devices and limits, and what AUTO picks.\n");
+            return help ? 0 : 2;
         }
     }
     static const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};

@@ -29,7 +29,8 @@ static int failures;
 /* The keys the issue requires of every forward result, and those of the latency object. */
 static const char *const forward_keys[] = {
     "backend", "device", "preset", "tokens", "d_model", "d_ff", "n_experts", "top_k", "iters", "latency_ms",
-    "gflops", "tokens_per_s", "gbps", "arena_peak_bytes", "speedup_vs_reference", NULL};
+    "gflops", "tokens_per_s", "gbps", "arena_peak_bytes", "speedup_vs_reference", "first_forward_ms",
+    "first_forward_device_ms", NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
 static const char *const serve_keys[] = {
     "backend", "device", "preset", "d_model", "d_ff", "n_experts", "top_k", "streams", "rate", "duration_s",

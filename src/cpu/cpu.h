@@ -51,7 +51,9 @@ typedef struct moe_cpu_kernels {
 } moe_cpu_kernels;
 
 extern const moe_cpu_kernels moe_cpu_kernels_baseline;
-extern const moe_cpu_kernels moe_cpu_kernels_simde512;
+#if MOE_CPU_SIMDE512
+extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built with the tests) */
+#endif
 #if MOE_CPU_X86
 extern const moe_cpu_kernels moe_cpu_kernels_avx2;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512;

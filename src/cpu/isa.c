@@ -3,7 +3,8 @@
  * -march=native: each ISA level is its own object, and the best one the running CPU
  * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx512|simde512 forces one, so every
  * path can be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe at
- * the baseline ISA: slow, never chosen automatically, runs everywhere).
+ * the baseline ISA: slow, never chosen automatically, runs everywhere; built only with the
+ * tests).
  */
 #include "cpu.h"
 
@@ -32,7 +33,9 @@ const moe_cpu_kernels *moe_cpu_select_kernels(const char **why)
         {&moe_cpu_kernels_avx2, "avx2"},
 #endif
         {&moe_cpu_kernels_baseline, NULL},
+#if MOE_CPU_SIMDE512
         {&moe_cpu_kernels_simde512, NULL},
+#endif
     };
     const size_t n = sizeof levels / sizeof levels[0];
     const char *want = getenv("MOE_CPU_ISA");

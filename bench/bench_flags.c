@@ -1,6 +1,6 @@
 /*
- * bench_options.c — moe-bench's command line: the defaults (the headline shape), the option
- * table handed to the table-driven parser (bench_opts.c), the usage text, and the checks of
+ * bench_flags.c — moe-bench's command line: the defaults (the headline shape), the option
+ * table handed to the table-driven parser (bench_argparse.c), the usage text, and the checks of
  * combinations the parser cannot see one option at a time. --preset NAME is applied before
  * the other flags, whatever their order, so an explicit flag always overrides the preset.
  */
@@ -88,7 +88,7 @@ static const bench_choice *preset_choices(void)
 static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
 {
     const bench_opt table[] = {
-        {"preset", BENCH_OPT_CHOICE, &c->preset, "NAME", 0, 0, 0.0, preset_choices(), NULL,
+        {"preset", BENCH_OPT_CHOICE, &c->preset, "NAME", 0, 0, 0.0, preset_choices(), "none",
          "a real model's layer shape and routing (--list-presets); later flags override it"},
         OPT_FLAG("list-presets", list_presets, "list the presets and exit"),
         OPT_CHOICE("backend", backend, bench_backend_choices,
@@ -125,7 +125,8 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
                  "add a random selection bias to the scores for choosing (DeepSeek-V3)"),
         OPT_NUM("hot-expert", hot_expert, "SHARE", 0.0, "off",
                 "skew routing: this share (0..1] of tokens picks expert 0 first"),
-        OPT_INT("warmup", warmup, "N", 0, 1000000, NULL, "untimed forwards first"),
+        OPT_INT("warmup", warmup, "N", 0, 1000000, NULL,
+                "untimed forwards first (the very first is always run, and reported apart)"),
         OPT_INT("iters", iters, "N", 1, 10000000, "until --min-time", "timed forwards"),
         OPT_NUM("min-time", min_time, "SEC", 0.0, NULL,
                 "without --iters: time for at least this long and >= 5 forwards (>= 2 past 10x)"),
@@ -167,7 +168,7 @@ void bench_usage(FILE *out)
             "d_model=1024, d_ff=2816, 8 experts, top-2, SwiGLU) on the auto backend.\n"
             "Exit status: 0 ok, 1 library error, 2 usage error, 3 the shape does not fit in memory.\n"
             "\noptions:\n");
-    bench_opts_usage(out, opts, n);
+    bench_argparse_usage(out, opts, n);
 }
 
 static bench_parse_result fail(const char *msg)
@@ -225,7 +226,7 @@ bench_parse_result bench_config_parse(bench_config *cfg, int argc, char **argv)
      * the preset; second pass: defaults, the preset, then the flags again on top. */
     bench_config first = bench_default_config();
     size_t n = bench_options(&first, opts);
-    bench_parse_result r = bench_opts_parse(opts, n, argc, argv, BENCH_PROG);
+    bench_parse_result r = bench_argparse(opts, n, argc, argv, BENCH_PROG);
     if (r == BENCH_PARSE_HELP) {
         bench_usage(stdout);
         return r;
@@ -234,7 +235,7 @@ bench_parse_result bench_config_parse(bench_config *cfg, int argc, char **argv)
     *cfg = bench_default_config();
     bench_preset_apply(cfg, first.preset);
     n = bench_options(cfg, opts);
-    r = bench_opts_parse(opts, n, argc, argv, BENCH_PROG);
+    r = bench_argparse(opts, n, argc, argv, BENCH_PROG);
     if (r != BENCH_PARSE_OK) return r;
     if (cfg->list_presets) return BENCH_PARSE_OK;
     return check(cfg);

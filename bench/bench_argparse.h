@@ -1,5 +1,5 @@
 /*
- * bench_opts.h — a small table-driven command-line parser for moe-bench.
+ * bench_argparse.h — a small table-driven command-line parser for moe-bench.
  *
  * Each option is one row of a bench_opt table: its name (without the leading "--"), its kind
  * (flag, integer, number, choice), where the parsed value goes, the allowed range or choice
@@ -7,8 +7,8 @@
  * text is generated from the same table, with each option's default read from its target.
  * Adding an option is adding a row.
  */
-#ifndef MOE_BENCH_OPTS_H
-#define MOE_BENCH_OPTS_H
+#ifndef MOE_BENCH_ARGPARSE_H
+#define MOE_BENCH_ARGPARSE_H
 
 #include <stdint.h>
 #include <stdio.h>
@@ -59,13 +59,13 @@ typedef enum bench_parse_result {
 } bench_parse_result;
 
 /* Parses argv[1..argc-1] into the table's targets. `prog` prefixes error messages. */
-bench_parse_result bench_opts_parse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
+bench_parse_result bench_argparse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
                                     const char *prog);
 
 /* Writes one line per option, with the default taken from the target's current value. */
-void bench_opts_usage(FILE *out, const bench_opt *opts, size_t n_opts);
+void bench_argparse_usage(FILE *out, const bench_opt *opts, size_t n_opts);
 
 /* The name of a choice value, or "?" if it is not in the list. */
 const char *bench_choice_name(const bench_choice *choices, int value);
 
-#endif /* MOE_BENCH_OPTS_H */
+#endif /* MOE_BENCH_ARGPARSE_H */

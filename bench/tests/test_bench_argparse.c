@@ -1,12 +1,12 @@
 /*
- * test_bench_opts.c — moe-bench's argument parsing: the table-driven parser (every option
+ * test_bench_argparse.c — moe-bench's argument parsing: the table-driven parser (every option
  * kind, "--x v" and "--x=v", ranges, bad numbers, unknown options, missing values) and the
  * configuration on top of it (presets applied before the flags, so flags override them; the
  * checks of option combinations; the shape arithmetic of the presets). Error messages go to
  * stderr and are expected; the test checks return values and parsed fields.
  */
 #include "bench_config.h"
-#include "bench_opts.h"
+#include "bench_argparse.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -64,7 +64,7 @@ static void test_parser(void)
     const size_t n_opts = sizeof opts / sizeof opts[0];
     char *ok[] = {"p", "--n", "42", "--u=0x10", "--x", "2.5", "--flag", "--color=green", "--file", "out.json",
                   "--list", "1,8,64"};
-    CHECK(bench_opts_parse(opts, n_opts, 12, ok, "t") == BENCH_PARSE_OK);
+    CHECK(bench_argparse(opts, n_opts, 12, ok, "t") == BENCH_PARSE_OK);
     CHECK(n == 42 && u == 16 && x == 2.5 && flag == 1 && choice == 2);
     CHECK(text && strcmp(text, "out.json") == 0);
     CHECK(list.n == 3 && list.v[0] == 1 && list.v[1] == 8 && list.v[2] == 64);
@@ -93,30 +93,30 @@ static void test_parser(void)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         const int argc = strchr(bad[i][1], '=') ? 2 : 3;
-        if (bench_opts_parse(opts, n_opts, argc, bad[i], "t") != BENCH_PARSE_ERROR) {
+        if (bench_argparse(opts, n_opts, argc, bad[i], "t") != BENCH_PARSE_ERROR) {
             fprintf(stderr, "accepted bad arguments #%zu: %s %s\n", i, bad[i][1], bad[i][2]);
             failures++;
         }
     }
     char *missing[] = {"p", "--n"};
-    CHECK(bench_opts_parse(opts, n_opts, 2, missing, "t") == BENCH_PARSE_ERROR);
+    CHECK(bench_argparse(opts, n_opts, 2, missing, "t") == BENCH_PARSE_ERROR);
     char *missing2[] = {"p", "--n", "--flag"};
-    CHECK(bench_opts_parse(opts, n_opts, 3, missing2, "t") == BENCH_PARSE_ERROR);
+    CHECK(bench_argparse(opts, n_opts, 3, missing2, "t") == BENCH_PARSE_ERROR);
     char *neg[] = {"p", "--x", "-3"}; /* a negative value is a value, and then out of range */
-    CHECK(bench_opts_parse(opts, n_opts, 3, neg, "t") == BENCH_PARSE_ERROR);
+    CHECK(bench_argparse(opts, n_opts, 3, neg, "t") == BENCH_PARSE_ERROR);
     char *help[] = {"p", "--help"};
-    CHECK(bench_opts_parse(opts, n_opts, 2, help, "t") == BENCH_PARSE_HELP);
+    CHECK(bench_argparse(opts, n_opts, 2, help, "t") == BENCH_PARSE_HELP);
     char long_list[200] = "1";
     for (int i = 0; i < BENCH_LIST_MAX; i++) strcat(long_list, ",2");
     char *too_many[] = {"p", "--list", long_list};
-    CHECK(bench_opts_parse(opts, n_opts, 3, too_many, "t") == BENCH_PARSE_ERROR);
+    CHECK(bench_argparse(opts, n_opts, 3, too_many, "t") == BENCH_PARSE_ERROR);
     CHECK(strcmp(bench_choice_name(choices, 2), "green") == 0 && strcmp(bench_choice_name(choices, 9), "?") == 0);
 
     /* The usage text comes from the same table, with the defaults. */
     FILE *f = tmpfile();
     CHECK(f != NULL);
     if (f) {
-        bench_opts_usage(f, opts, n_opts);
+        bench_argparse_usage(f, opts, n_opts);
         char buf[4096];
         rewind(f);
         const size_t got = fread(buf, 1, sizeof buf - 1, f);
@@ -147,7 +147,7 @@ static void test_config(void)
     CHECK(strcmp(bench_preset_name(c.preset), "qwen1.5-moe-a2.7b") == 0);
     CHECK(parse(&c, "--tokens", "64", "--preset=olmoe-1b-7b", "--top-k", "4", NULL) == BENCH_PARSE_OK);
     CHECK(c.tokens == 64 && c.experts == 64 && c.top_k == 4 && c.no_renorm);
-    CHECK(parse(&c, "--preset", "seed", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--preset", "relu-2048x8192-e8-top2", NULL) == BENCH_PARSE_OK);
     CHECK(c.tokens == 16384 && c.d_model == 2048 && c.d_ff == 8192 && c.experts == 8 && c.top_k == 2 &&
           c.activation == MOE_ACTIVATION_RELU);
     CHECK(parse(&c, "--preset", "deepseek-v3", NULL) == BENCH_PARSE_OK);
@@ -206,6 +206,19 @@ static void test_config(void)
     CHECK(parse(&c, "--json", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--sweep-tokens", "1,0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--help", NULL) == BENCH_PARSE_HELP);
+
+    /* moe-bench's own usage text: every default is a value (no preset is "none", not "?"). */
+    FILE *f = tmpfile();
+    CHECK(f != NULL);
+    if (f) {
+        bench_usage(f);
+        static char buf[16384];
+        rewind(f);
+        const size_t got = fread(buf, 1, sizeof buf - 1, f);
+        buf[got] = '\0';
+        CHECK(strstr(buf, "(default ?)") == NULL && strstr(buf, "(default none)") != NULL);
+        fclose(f);
+    }
 }
 
 int main(void)
@@ -213,9 +226,9 @@ int main(void)
     test_parser();
     test_config();
     if (failures) {
-        fprintf(stderr, "test_bench_opts: %d check(s) failed\n", failures);
+        fprintf(stderr, "test_bench_argparse: %d check(s) failed\n", failures);
         return 1;
     }
-    printf("test_bench_opts: all checks passed\n");
+    printf("test_bench_argparse: all checks passed\n");
     return 0;
 }

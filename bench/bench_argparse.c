@@ -1,9 +1,9 @@
 /*
- * bench_opts.c — the table-driven command-line parser of moe-bench (see bench_opts.h):
+ * bench_argparse.c — the table-driven command-line parser of moe-bench (see bench_argparse.h):
  * option lookup, strict number parsing with range checks, and usage text generated from the
  * option table. Every error names the option and the bad value, on stderr.
  */
-#include "bench_opts.h"
+#include "bench_argparse.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -172,7 +172,7 @@ static bench_parse_result set_value(const bench_opt *o, const char *value, const
     return BENCH_PARSE_ERROR;
 }
 
-bench_parse_result bench_opts_parse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
+bench_parse_result bench_argparse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
                                     const char *prog)
 {
     for (int i = 1; i < argc; i++) {
@@ -237,9 +237,12 @@ static void default_text(const bench_opt *o, char *buf, size_t size)
             snprintf(buf, size, "%g", v);
         break;
     }
-    case BENCH_OPT_CHOICE:
-        snprintf(buf, size, "%s", bench_choice_name(o->choices, *(const int *)o->target));
+    case BENCH_OPT_CHOICE: {
+        /* A value outside the choices (a preset of -1: none) shows zero_means, or no default. */
+        const char *name = bench_choice_name(o->choices, *(const int *)o->target);
+        snprintf(buf, size, "%s", strcmp(name, "?") ? name : o->zero_means ? o->zero_means : "");
         break;
+    }
     case BENCH_OPT_STRING: {
         const char *v = *(const char *const *)o->target;
         snprintf(buf, size, "%s", v ? v : o->zero_means ? o->zero_means : "");
@@ -262,7 +265,7 @@ static void default_text(const bench_opt *o, char *buf, size_t size)
     }
 }
 
-void bench_opts_usage(FILE *out, const bench_opt *opts, size_t n_opts)
+void bench_argparse_usage(FILE *out, const bench_opt *opts, size_t n_opts)
 {
     for (size_t i = 0; i < n_opts; i++) {
         const bench_opt *o = &opts[i];
