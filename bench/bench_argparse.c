@@ -173,7 +173,7 @@ static bench_parse_result set_value(const bench_opt *o, const char *value, const
 }
 
 bench_parse_result bench_argparse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
-                                    const char *prog)
+                                  const char *prog)
 {
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];

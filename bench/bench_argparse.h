@@ -60,7 +60,7 @@ typedef enum bench_parse_result {
 
 /* Parses argv[1..argc-1] into the table's targets. `prog` prefixes error messages. */
 bench_parse_result bench_argparse(const bench_opt *opts, size_t n_opts, int argc, char **argv,
-                                    const char *prog);
+                                  const char *prog);
 
 /* Writes one line per option, with the default taken from the target's current value. */
 void bench_argparse_usage(FILE *out, const bench_opt *opts, size_t n_opts);

@@ -37,8 +37,8 @@ typedef enum bench_req_dist {
 /* Everything the command line sets. A preset fills it before the flags are applied, so an
  * explicit flag always wins over the preset. */
 typedef struct bench_config {
-    int preset; /* index into the preset table, or -1 for none ("custom") */
-    int backend;  /* moe_backend_kind, or BENCH_BACKEND_ALL */
+    int preset;     /* index into the preset table, or -1 for none ("custom") */
+    int backend;    /* moe_backend_kind, or BENCH_BACKEND_ALL */
     int64_t device; /* -1: device 0 (with --backend all: every device) */
     int64_t threads;
     int64_t tokens, d_model, d_ff, experts, top_k;

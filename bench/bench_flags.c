@@ -38,12 +38,9 @@ bench_config bench_default_config(void)
     return c;
 }
 
-const bench_choice bench_backend_choices[] = {{"auto", MOE_BACKEND_AUTO},
-                                              {"all", BENCH_BACKEND_ALL},
-                                              {"cpu", MOE_BACKEND_CPU},
-                                              {"vulkan", MOE_BACKEND_VULKAN},
-                                              {"opencl", MOE_BACKEND_OPENCL},
-                                              {NULL, 0}};
+const bench_choice bench_backend_choices[] = {{"auto", MOE_BACKEND_AUTO},     {"all", BENCH_BACKEND_ALL},
+                                              {"cpu", MOE_BACKEND_CPU},       {"vulkan", MOE_BACKEND_VULKAN},
+                                              {"opencl", MOE_BACKEND_OPENCL}, {NULL, 0}};
 const bench_choice bench_activation_choices[] = {{"swiglu", MOE_ACTIVATION_SWIGLU},
                                                  {"geglu", MOE_ACTIVATION_GEGLU},
                                                  {"relu", MOE_ACTIVATION_RELU},
@@ -66,7 +63,8 @@ static const bench_choice *preset_choices(void)
     static bench_choice choices[64];
     if (!choices[0].name) {
         int n = 0;
-        for (int i = 0; i < bench_n_presets && n < 63; i++) choices[n++] = (bench_choice){bench_presets[i].name, i};
+        for (int i = 0; i < bench_n_presets && n < 63; i++)
+            choices[n++] = (bench_choice){bench_presets[i].name, i};
         choices[n] = (bench_choice){NULL, 0};
     }
     return choices;
@@ -94,7 +92,8 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         OPT_CHOICE("backend", backend, bench_backend_choices,
                    "backend; auto tries Vulkan, OpenCL, CPU (env MOE_BACKEND overrides); all runs every "
                    "backend with a device, side by side"),
-        OPT_INT("device", device, "N", 0, INT32_MAX, "0 (all: every device)", "device index within the backend"),
+        OPT_INT("device", device, "N", 0, INT32_MAX, "0 (all: every device)",
+                "device index within the backend"),
         OPT_INT("threads", threads, "N", 0, 65536, "all cores", "CPU backend worker threads"),
         OPT_INT("tokens", tokens, "T", 1, SIZE_MAX_OPT, NULL, "tokens per forward"),
         {"sweep-tokens", BENCH_OPT_LIST, &c->sweep_tokens, "T1,T2,..", 1, SIZE_MAX_OPT, 0.0, NULL, "off",
@@ -159,15 +158,14 @@ void bench_usage(FILE *out)
     bench_config defaults = bench_default_config();
     bench_opt opts[MAX_OPTS];
     const size_t n = bench_options(&defaults, opts);
-    fprintf(out,
-            "usage: " BENCH_PROG " [options]\n"
-            "Times one MoE layer forward (moe_layer_forward) on random weights scaled like a trained\n"
-            "layer, on one or every backend, and reports latency min/median/mean/stddev/p95/p99,\n"
-            "GFLOPS, tokens/s, weight GB/s, arena peak and the speedup over the scalar reference.\n"
-            "--serve runs a serving simulation instead. Without flags: the headline shape (T=512,\n"
-            "d_model=1024, d_ff=2816, 8 experts, top-2, SwiGLU) on the auto backend.\n"
-            "Exit status: 0 ok, 1 library error, 2 usage error, 3 the shape does not fit in memory.\n"
-            "\noptions:\n");
+    fprintf(out, "usage: " BENCH_PROG " [options]\n"
+                 "Times one MoE layer forward (moe_layer_forward) on random weights scaled like a trained\n"
+                 "layer, on one or every backend, and reports latency min/median/mean/stddev/p95/p99,\n"
+                 "GFLOPS, tokens/s, weight GB/s, arena peak and the speedup over the scalar reference.\n"
+                 "--serve runs a serving simulation instead. Without flags: the headline shape (T=512,\n"
+                 "d_model=1024, d_ff=2816, 8 experts, top-2, SwiGLU) on the auto backend.\n"
+                 "Exit status: 0 ok, 1 library error, 2 usage error, 3 the shape does not fit in memory.\n"
+                 "\noptions:\n");
     bench_argparse_usage(out, opts, n);
 }
 
@@ -193,8 +191,8 @@ static bench_parse_result check(bench_config *c)
             return fail(msg);
         }
         if (c->topk_group < 1 || c->topk_group > c->groups) {
-            snprintf(msg, sizeof msg, "--topk-group must be in 1..%" PRId64 " with --groups %" PRId64, c->groups,
-                     c->groups);
+            snprintf(msg, sizeof msg, "--topk-group must be in 1..%" PRId64 " with --groups %" PRId64,
+                     c->groups, c->groups);
             return fail(msg);
         }
         if (c->top_k > c->topk_group * (c->experts / c->groups))
@@ -206,13 +204,15 @@ static bench_parse_result check(bench_config *c)
     if (c->hot_expert > 1.0) return fail("--hot-expert is a share of tokens: it must be in (0, 1]");
     if (c->serve && c->sweep_tokens.n > 0) return fail("--sweep-tokens and --serve do not combine");
     if (c->serve && c->req_tokens > c->max_batch_tokens) {
-        snprintf(msg, sizeof msg, "--req-tokens (%" PRId64 ") must not exceed --max-batch-tokens (%" PRId64 ")",
-                 c->req_tokens, c->max_batch_tokens);
+        snprintf(msg, sizeof msg,
+                 "--req-tokens (%" PRId64 ") must not exceed --max-batch-tokens (%" PRId64 ")", c->req_tokens,
+                 c->max_batch_tokens);
         return fail(msg);
     }
     const int64_t max_t = bench_max_tokens(c);
     if (c->ref_tokens > max_t) {
-        snprintf(msg, sizeof msg, "--ref-tokens (%" PRId64 ") must not exceed the largest token count (%" PRId64 ")",
+        snprintf(msg, sizeof msg,
+                 "--ref-tokens (%" PRId64 ") must not exceed the largest token count (%" PRId64 ")",
                  c->ref_tokens, max_t);
         return fail(msg);
     }

@@ -79,11 +79,13 @@ void bench_presets_list(FILE *out)
         size_t n = (size_t)snprintf(extra, sizeof extra, "%s%s",
                                     p->score == MOE_SCORE_SIGMOID ? "sigmoid" : "softmax",
                                     p->renormalize ? ", renormalised" : ", not renormalised");
-        if (p->selection_bias && n < sizeof extra) n += (size_t)snprintf(extra + n, sizeof extra - n, " + bias");
+        if (p->selection_bias && n < sizeof extra)
+            n += (size_t)snprintf(extra + n, sizeof extra - n, " + bias");
         if (p->n_group > 1 && n < sizeof extra)
             n += (size_t)snprintf(extra + n, sizeof extra - n, ", %" PRId64 " groups keep %" PRId64,
                                   p->n_group, p->topk_group);
-        if (p->scale != 1.0 && n < sizeof extra) n += (size_t)snprintf(extra + n, sizeof extra - n, ", x%g", p->scale);
+        if (p->scale != 1.0 && n < sizeof extra)
+            n += (size_t)snprintf(extra + n, sizeof extra - n, ", x%g", p->scale);
         if (n < sizeof extra)
             n += (size_t)snprintf(extra + n, sizeof extra - n, ", %s",
                                   bench_choice_name(bench_activation_choices, (int)p->activation));
@@ -91,18 +93,24 @@ void bench_presets_list(FILE *out)
             n += (size_t)snprintf(extra + n, sizeof extra - n, ", shared %" PRId64 "%s", p->d_ff_shared,
                                   p->shared_gate ? " sigmoid-gated" : "");
         if (p->capacity_factor > 0.0 && n < sizeof extra)
-            n += (size_t)snprintf(extra + n, sizeof extra - n, ", capacity factor %g (%s)", p->capacity_factor,
-                                  bench_choice_name(bench_drop_choices, (int)p->drop_policy));
+            n +=
+                (size_t)snprintf(extra + n, sizeof extra - n, ", capacity factor %g (%s)", p->capacity_factor,
+                                 bench_choice_name(bench_drop_choices, (int)p->drop_policy));
         char t[24];
         if (p->tokens > 0)
             snprintf(t, sizeof t, "%" PRId64, p->tokens);
         else
             snprintf(t, sizeof t, "-");
-        const moe_layer_desc d = {.d_model = p->d_model, .d_ff = p->d_ff, .n_experts = p->n_experts,
-                                  .top_k = p->top_k, .activation = p->activation,
-                                  .d_ff_shared = p->d_ff_shared, .shared_expert_gate = p->shared_gate,
+        const moe_layer_desc d = {.d_model = p->d_model,
+                                  .d_ff = p->d_ff,
+                                  .n_experts = p->n_experts,
+                                  .top_k = p->top_k,
+                                  .activation = p->activation,
+                                  .d_ff_shared = p->d_ff_shared,
+                                  .shared_expert_gate = p->shared_gate,
                                   .has_selection_bias = p->selection_bias};
-        fprintf(out, "%-18s %6s %7" PRId64 " %6" PRId64 " %4" PRId64 " %3" PRId64 "  %s (%s); weights %.2f GiB\n",
+        fprintf(out,
+                "%-18s %6s %7" PRId64 " %6" PRId64 " %4" PRId64 " %3" PRId64 "  %s (%s); weights %.2f GiB\n",
                 p->name, t, p->d_model, p->d_ff, p->n_experts, p->top_k, extra, p->model,
                 bench_all_weight_bytes(&d) / 1073741824.0);
     }

@@ -35,16 +35,16 @@ void bench_print_header(FILE *out, moe_backend_kind kind, const moe_device_info 
     char isa[32];
     bench_isa_from_driver(info->driver, isa, sizeof isa);
     fprintf(out, "moe %s | commit %s | backend %s | device %d \"%s\" | driver \"%s\" | ISA %s | %s %d\n",
-            moe_version(), bench_git_commit(), moe_backend_name(kind), info->index, info->name, info->driver, isa,
-            kind == MOE_BACKEND_CPU ? "threads" : "compute units", info->compute_units);
+            moe_version(), bench_git_commit(), moe_backend_name(kind), info->index, info->name, info->driver,
+            isa, kind == MOE_BACKEND_CPU ? "threads" : "compute units", info->compute_units);
 }
 
 void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d, int64_t hot_tokens)
 {
     char groups[64] = "", shared[64] = "", cap[96] = "", hot[96] = "";
     if (d->n_group > 1)
-        snprintf(groups, sizeof groups, ", %" PRId64 " groups keep %" PRId64 " (%s)", d->n_group, d->topk_group,
-                 bench_choice_name(bench_group_score_choices, (int)d->group_score));
+        snprintf(groups, sizeof groups, ", %" PRId64 " groups keep %" PRId64 " (%s)", d->n_group,
+                 d->topk_group, bench_choice_name(bench_group_score_choices, (int)d->group_score));
     if (d->d_ff_shared > 0)
         snprintf(shared, sizeof shared, ", shared expert %" PRId64 "%s", d->d_ff_shared,
                  d->shared_expert_gate ? " sigmoid-gated" : "");
@@ -55,30 +55,33 @@ void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d
         snprintf(cap, sizeof cap, ", capacity ceil(%g*T*k/E) (%s)", c->capacity_factor,
                  bench_choice_name(bench_drop_choices, c->drop_policy));
     if (c->hot_expert > 0.0)
-        snprintf(hot, sizeof hot, ", hot expert 0 for %" PRId64 " of the first %" PRId64 " tokens", hot_tokens,
-                 bench_max_tokens(c));
+        snprintf(hot, sizeof hot, ", hot expert 0 for %" PRId64 " of the first %" PRId64 " tokens",
+                 hot_tokens, bench_max_tokens(c));
     const int64_t max_t = bench_max_tokens(c);
     fprintf(out,
             "layer: %s | d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts, top-%" PRId64
             ", %s, %s%s, %s, scale %g%s%s%s%s | seed %" PRIu64 " | %.3f GFLOP per forward at T=%" PRId64 "\n",
             bench_preset_name(c->preset), d->d_model, d->d_ff, d->n_experts, d->top_k,
             bench_choice_name(bench_activation_choices, (int)d->activation),
-            bench_choice_name(bench_score_choices, (int)d->score_func), d->has_selection_bias ? " + bias" : "",
-            d->renormalize ? "renormalised" : "not renormalised",
-            d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0, groups, shared, cap, hot,
-            c->seed, bench_forward_flops(d, max_t) * 1e-9, max_t);
+            bench_choice_name(bench_score_choices, (int)d->score_func),
+            d->has_selection_bias ? " + bias" : "", d->renormalize ? "renormalised" : "not renormalised",
+            d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0, groups, shared, cap,
+            hot, c->seed, bench_forward_flops(d, max_t) * 1e-9, max_t);
     if (c->serve) return;
-    fprintf(out,
-            "figures: latency = host wall time of one moe_layer_forward (dev_ms: the backend's device time of its\n"
-            "  steps, median); GFLOPS = FLOPs / median, FLOPs = 2*T*d_model*E + 2*T*k*d_model*d_ff*%d%s;\n"
-            "  tokens/s = T / median; GB/s = float32 bytes of the router, %severy expert that got >= 1 token,\n"
-            "  / median; arena = peak scratch; speedup = scalar reference time (timed on a few tokens, scaled to T)\n"
-            "  / median\n",
-            bench_desc_gated(d) ? 3 : 2,
-            d->d_ff_shared > 0 ? (d->shared_expert_gate ? " + 2*T*d_model*d_ff_shared*m + 2*T*d_model (shared)"
-                                                        : " + 2*T*d_model*d_ff_shared*m (shared)")
-                               : "",
-            d->d_ff_shared > 0 ? "the shared experts and " : "");
+    fprintf(
+        out,
+        "figures: latency = host wall time of one moe_layer_forward (dev_ms: the backend's device time of "
+        "its\n"
+        "  steps, median); GFLOPS = FLOPs / median, FLOPs = 2*T*d_model*E + 2*T*k*d_model*d_ff*%d%s;\n"
+        "  tokens/s = T / median; GB/s = float32 bytes of the router, %severy expert that got >= 1 token,\n"
+        "  / median; arena = peak scratch; speedup = scalar reference time (timed on a few tokens, scaled to "
+        "T)\n"
+        "  / median\n",
+        bench_desc_gated(d) ? 3 : 2,
+        d->d_ff_shared > 0 ? (d->shared_expert_gate ? " + 2*T*d_model*d_ff_shared*m + 2*T*d_model (shared)"
+                                                    : " + 2*T*d_model*d_ff_shared*m (shared)")
+                           : "",
+        d->d_ff_shared > 0 ? "the shared experts and " : "");
 }
 
 /* ---- the table ---------------------------------------------------------------------------- */
@@ -89,9 +92,9 @@ typedef struct column {
 } column;
 
 static const column cols[] = {
-    {"backend", -7}, {"dev", 3},      {"T", 6},          {"iters", 6},   {"min_ms", 9},     {"median_ms", 9},
-    {"mean_ms", 9},  {"stddev", 8},   {"p95_ms", 9},     {"p99_ms", 9},  {"dev_ms", 9},     {"GFLOPS", 8},
-    {"tokens/s", 9}, {"GB/s", 7},     {"experts", 7},    {"arena_MiB", 9}, {"speedup", 8},
+    {"backend", -7}, {"dev", 3},    {"T", 6},       {"iters", 6},     {"min_ms", 9},  {"median_ms", 9},
+    {"mean_ms", 9},  {"stddev", 8}, {"p95_ms", 9},  {"p99_ms", 9},    {"dev_ms", 9},  {"GFLOPS", 8},
+    {"tokens/s", 9}, {"GB/s", 7},   {"experts", 7}, {"arena_MiB", 9}, {"speedup", 8},
 };
 enum { N_COLS = sizeof cols / sizeof cols[0] };
 
@@ -157,16 +160,19 @@ void bench_print_first(FILE *out, const bench_result *r)
     fprintf(out, "first forward: %s %d at T=%" PRId64 ": %.3f ms", r->backend, r->device_index, r->tokens,
             r->first_wall * 1e3);
     if (r->first_device > 0.0)
-        fprintf(out, " (device %.3f ms; %.3f ms on the host: kernel compilation on a cold cache, first allocations)",
-                r->first_device * 1e3, (r->first_wall - r->first_device) * 1e3);
+        fprintf(
+            out,
+            " (device %.3f ms; %.3f ms on the host: kernel compilation on a cold cache, first allocations)",
+            r->first_device * 1e3, (r->first_wall - r->first_device) * 1e3);
     fputc('\n', out);
 }
 
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
-    fprintf(out, "check: %s %d vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
-                 ": max |y - y_ref| %.3g (max |y_ref| %.3g)\n",
+    fprintf(out,
+            "check: %s %d vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
+            ": max |y - y_ref| %.3g (max |y_ref| %.3g)\n",
             r->backend, r->device_index, r->ref_tokens, r->tokens, r->ref_max_abs_diff, r->ref_max_abs);
 }
 
@@ -190,16 +196,18 @@ void bench_print_serve(FILE *out, const bench_serve_result *s)
 {
     char dist[64];
     fprintf(out,
-            "serve %s %d: %" PRId64 " stream(s) x %d thread(s); Poisson arrivals at %g req/s for %g s (seed %" PRIu64
+            "serve %s %d: %" PRId64
+            " stream(s) x %d thread(s); Poisson arrivals at %g req/s for %g s (seed %" PRIu64
             "); request tokens %s, capped at %" PRId64 "; batches up to %" PRId64 " tokens\n",
             s->backend, s->device_index, s->streams, s->threads, s->rate, s->duration, s->seed,
             dist_text(s, dist, sizeof dist), s->max_batch_tokens, s->max_batch_tokens);
     fprintf(out,
             "  requests %" PRId64 ": %" PRId64 " completed, %" PRId64 " unfinished; %" PRId64
             " batches, mean %.1f tokens, forward median %.3f ms (p99 %.3f ms); streams busy %.0f%%\n",
-            s->requests, s->completed, s->unfinished, s->batches, s->mean_batch_tokens, s->forward.median * 1e3,
-            s->forward.p99 * 1e3, s->busy_share * 100.0);
-    fprintf(out, "  throughput: offered %.0f tokens/s, achieved %.0f tokens/s (%" PRId64 " tokens in %.3f s)\n",
+            s->requests, s->completed, s->unfinished, s->batches, s->mean_batch_tokens,
+            s->forward.median * 1e3, s->forward.p99 * 1e3, s->busy_share * 100.0);
+    fprintf(out,
+            "  throughput: offered %.0f tokens/s, achieved %.0f tokens/s (%" PRId64 " tokens in %.3f s)\n",
             s->offered_tokens_per_s, s->throughput_tokens_per_s, s->tokens_completed, s->wall_s);
     fprintf(out,
             "  request latency, arrival to result (ms): p50 %.3f  p95 %.3f  p99 %.3f  mean %.3f  max %.3f\n"
@@ -237,7 +245,8 @@ static void add_common(cJSON *o, const char *kind, const char *backend, const ch
     cJSON_AddBoolToObject(v, "renormalize", d->renormalize != 0);
     cJSON_AddNumberToObject(v, "n_group", (double)d->n_group);
     cJSON_AddNumberToObject(v, "topk_group", (double)d->topk_group);
-    cJSON_AddStringToObject(v, "group_score", bench_choice_name(bench_group_score_choices, (int)d->group_score));
+    cJSON_AddStringToObject(v, "group_score",
+                            bench_choice_name(bench_group_score_choices, (int)d->group_score));
     cJSON_AddNumberToObject(v, "routed_scaling_factor",
                             d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0);
     cJSON_AddBoolToObject(v, "selection_bias", d->has_selection_bias != 0);
@@ -284,7 +293,8 @@ cJSON *bench_result_json(const bench_result *r)
     add_or_null(o, "latency_ms", summary_ms(&r->wall), 1);
     add_or_null(o, "device_ms", summary_ms(&r->dev_time), r->dev_time.n > 0);
     cJSON_AddNumberToObject(o, "first_forward_ms", r->first_wall * 1e3);
-    add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3), r->first_device > 0.0);
+    add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3),
+                r->first_device > 0.0);
     cJSON_AddNumberToObject(o, "flops", r->flops);
     cJSON_AddNumberToObject(o, "gflops", bench_result_gflops(r));
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));

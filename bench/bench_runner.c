@@ -14,8 +14,8 @@
 #include <string.h>
 
 enum {
-    MIN_TIMED_ITERS = 5,       /* with --min-time: at least this many timed forwards, */
-    SLOW_TIMED_ITERS = 2,      /* or this many once SLOW_FACTOR x --min-time has passed */
+    MIN_TIMED_ITERS = 5,  /* with --min-time: at least this many timed forwards, */
+    SLOW_TIMED_ITERS = 2, /* or this many once SLOW_FACTOR x --min-time has passed */
     SLOW_FACTOR = 10,
     MAX_TIMED_ITERS = 1000000, /* with --min-time: at most this many */
     DEFAULT_REF_TOKENS = 16,
@@ -136,12 +136,13 @@ int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, si
         if (shares_host_memory(&infos[i])) {
             if (!host_dev) host_dev = &infos[i];
         } else if (infos[i].memory_bytes > 0 && lib > (double)infos[i].memory_bytes) {
-            fprintf(stderr,
-                    BENCH_PROG ": refusing %s at T=%" PRId64 ": it needs about %.4g GiB on %s device %d \"%s\" "
-                               "(%.4g GiB of weights per stream, %.0f stream(s), plus scratch), more than its "
-                               "%.4g GiB\n",
-                    bench_preset_name(cfg->preset), max_t, lib / GIB, moe_backend_name(infos[i].backend),
-                    infos[i].index, infos[i].name, weights / GIB, streams, (double)infos[i].memory_bytes / GIB);
+            fprintf(
+                stderr,
+                BENCH_PROG ": refusing %s at T=%" PRId64 ": it needs about %.4g GiB on %s device %d \"%s\" "
+                           "(%.4g GiB of weights per stream, %.0f stream(s), plus scratch), more than its "
+                           "%.4g GiB\n",
+                bench_preset_name(cfg->preset), max_t, lib / GIB, moe_backend_name(infos[i].backend),
+                infos[i].index, infos[i].name, weights / GIB, streams, (double)infos[i].memory_bytes / GIB);
             return BENCH_EXIT_MEMORY;
         }
     }
@@ -157,12 +158,15 @@ int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, si
                      worst_lib / GIB, moe_backend_name(host_dev->backend), streams,
                      streams > 1 ? "streams" : "stream");
         fprintf(stderr,
-                BENCH_PROG ": refusing %s (d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts) at T=%" PRId64
-                           ": it needs about %.4g GiB of host memory (%.4g GiB of float32 weights made on the host%s, "
-                           "%.4g GiB of activations), but this machine has %.4g GiB available (%.4g GiB total) and a run may "
-                           "use %.0f%% of it\n",
-                bench_preset_name(cfg->preset), d.d_model, d.d_ff, d.n_experts, max_t, need / GIB, weights / GIB,
-                lib_text, act / GIB, (double)avail / GIB, (double)total / GIB, HOST_SHARE * 100.0);
+                BENCH_PROG
+                ": refusing %s (d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts) at T=%" PRId64
+                ": it needs about %.4g GiB of host memory (%.4g GiB of float32 weights made on the host%s, "
+                "%.4g GiB of activations), but this machine has %.4g GiB available (%.4g GiB total) and a "
+                "run may "
+                "use %.0f%% of it\n",
+                bench_preset_name(cfg->preset), d.d_model, d.d_ff, d.n_experts, max_t, need / GIB,
+                weights / GIB, lib_text, act / GIB, (double)avail / GIB, (double)total / GIB,
+                HOST_SHARE * 100.0);
         return BENCH_EXIT_MEMORY;
     }
     return 0;
@@ -172,8 +176,9 @@ int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, si
 
 void bench_data_free(bench_data *b)
 {
-    float *all[] = {b->router,      b->router_bias, b->gate, b->up, b->down, b->shared_gate, b->shared_up,
-                    b->shared_down, b->shared_expert_gate, b->x, b->y};
+    float *all[] = {
+        b->router,      b->router_bias,        b->gate, b->up, b->down, b->shared_gate, b->shared_up,
+        b->shared_down, b->shared_expert_gate, b->x,    b->y};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
     memset(b, 0, sizeof *b);
 }

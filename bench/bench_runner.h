@@ -20,7 +20,7 @@ typedef struct bench_data {
     float *router, *router_bias, *gate, *up, *down;
     float *shared_gate, *shared_up, *shared_down, *shared_expert_gate;
     float *x, *y;
-    int64_t rows; /* rows of x and y */
+    int64_t rows;       /* rows of x and y */
     int64_t hot_tokens; /* rows pushed to expert 0 by --hot-expert */
 } bench_data;
 
@@ -66,20 +66,20 @@ typedef struct bench_result {
     moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T */
     double hot_expert;
     int64_t tokens, warmup;
-    bench_summary wall;   /* host clock around each moe_layer_forward */
+    bench_summary wall;     /* host clock around each moe_layer_forward */
     bench_summary dev_time; /* moe_forward_stats.device_ms, in seconds */
     /* The first forward of this layer at this T, timed apart from the statistics: on a cold
      * cache it compiles the kernels (pipelines, programs) and allocates scratch, which is
      * host time outside device_ms. first_device is 0 when the backend gives no device time. */
     double first_wall, first_device;
-    double flops;         /* per forward */
-    double weight_bytes;  /* weights read by a forward: see bench_forward_weight_bytes */
+    double flops;        /* per forward */
+    double weight_bytes; /* weights read by a forward: see bench_forward_weight_bytes */
     int64_t experts_active, max_expert_rows, dropped_rows;
     size_t arena_peak_bytes, arena_weights_bytes, arena_scratch_bytes;
     int has_ref;
     int64_t ref_tokens;
-    double ref_seconds;        /* median seconds of the reference on ref_tokens */
-    double ref_scaled_seconds; /* scaled linearly to `tokens` */
+    double ref_seconds;                   /* median seconds of the reference on ref_tokens */
+    double ref_scaled_seconds;            /* scaled linearly to `tokens` */
     double ref_max_abs_diff, ref_max_abs; /* on the first ref_tokens rows, at the largest T */
     int ref_compared;
 } bench_result;

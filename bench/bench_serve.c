@@ -25,8 +25,8 @@
 #define MAX_REQUESTS 10000000.0 /* rate · duration beyond this is refused */
 
 typedef struct serve_req {
-    double arrival; /* seconds after the start */
-    double done;    /* seconds after the start; < 0 while unfinished */
+    double arrival;         /* seconds after the start */
+    double done;            /* seconds after the start; < 0 while unfinished */
     int64_t tokens, offset; /* rows [offset, offset + tokens) of the input pool */
 } serve_req;
 
@@ -271,9 +271,8 @@ int bench_serve_run(const bench_config *c, const bench_target *target, const ben
     if (!rc) {
         bench_result tmp;
         memset(&tmp, 0, sizeof tmp);
-        bench_result_set_device(&tmp, target->kind == MOE_BACKEND_AUTO ? moe_context_backend(w[0].ctx)
-                                                                        : target->kind,
-                                &info);
+        bench_result_set_device(
+            &tmp, target->kind == MOE_BACKEND_AUTO ? moe_context_backend(w[0].ctx) : target->kind, &info);
         memcpy(out->backend, tmp.backend, sizeof out->backend);
         memcpy(out->device, tmp.device, sizeof out->device);
         memcpy(out->driver, tmp.driver, sizeof out->driver);
@@ -291,7 +290,8 @@ int bench_serve_run(const bench_config *c, const bench_target *target, const ben
     if (!rc) {
         mu_ok = pthread_mutex_init(&s.mu, NULL) == 0;
         if (pthread_condattr_init(&ca) == 0) {
-            cv_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&s.cv, &ca) == 0;
+            cv_ok =
+                pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&s.cv, &ca) == 0;
             pthread_condattr_destroy(&ca);
         }
         if (!mu_ok || !cv_ok) {

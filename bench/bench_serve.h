@@ -22,14 +22,14 @@ typedef struct bench_serve_result {
     uint64_t seed;
     /* what happened */
     int64_t requests, completed, unfinished, batches, tokens_offered, tokens_completed;
-    double wall_s;              /* from the start to the last result */
-    double offered_tokens_per_s; /* tokens_offered / duration */
+    double wall_s;                  /* from the start to the last result */
+    double offered_tokens_per_s;    /* tokens_offered / duration */
     double throughput_tokens_per_s; /* tokens_completed / wall_s */
     double mean_batch_tokens;
-    double busy_share;          /* time the streams spent in forwards / (streams · wall_s) */
-    double slo_met_share;       /* of all requests; an unfinished one misses */
-    bench_summary latency;      /* seconds, completed requests */
-    bench_summary forward;      /* seconds per batch forward */
+    double busy_share;     /* time the streams spent in forwards / (streams · wall_s) */
+    double slo_met_share;  /* of all requests; an unfinished one misses */
+    bench_summary latency; /* seconds, completed requests */
+    bench_summary forward; /* seconds per batch forward */
 } bench_serve_result;
 
 /* Runs the simulation on one target: creates cfg->streams contexts and layers (max_tokens =

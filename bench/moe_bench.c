@@ -133,13 +133,15 @@ static int run_forward(run_state *rs)
     int rc = 0;
     bench_print_table_header(stdout);
     fflush(stdout);
-    for (size_t i = 0; i < rs->n_targets && !rc; i++) rc = run_target(rs, i, tokens, n_tokens, results, &n_results);
+    for (size_t i = 0; i < rs->n_targets && !rc; i++)
+        rc = run_target(rs, i, tokens, n_tokens, results, &n_results);
     bench_progress_clear(&rs->bar);
     for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
         if (results[i].ref_compared) bench_print_reference(stdout, &results[i]);
     if (rs->has_ref)
-        printf("reference: moe_reference_forward on %" PRId64 " tokens, %.3f ms per run (median of %d), scaled "
+        printf("reference: moe_reference_forward on %" PRId64
+               " tokens, %.3f ms per run (median of %d), scaled "
                "linearly to each T for the speedup\n",
                rs->ref.tokens, rs->ref.seconds * 1e3, rs->ref.runs);
     free(results);

@@ -17,14 +17,13 @@ static void fill(float *v, size_t n, unsigned seed, float scale)
     }
 }
 
-#define CHECK(call)                                                                      \
-    do {                                                                                 \
-        moe_status st_ = (call);                                                         \
-        if (st_ != MOE_OK) {                                                             \
-            fprintf(stderr, "%s failed: %s (%s)\n", #call, moe_status_string(st_),       \
-                    moe_last_error());                                                   \
-            goto done;                                                                   \
-        }                                                                                \
+#define CHECK(call)                                                                                          \
+    do {                                                                                                     \
+        moe_status st_ = (call);                                                                             \
+        if (st_ != MOE_OK) {                                                                                 \
+            fprintf(stderr, "%s failed: %s (%s)\n", #call, moe_status_string(st_), moe_last_error());        \
+            goto done;                                                                                       \
+        }                                                                                                    \
     } while (0)
 
 int main(void)
@@ -67,8 +66,7 @@ int main(void)
     fill(up, n_expert_w, 3, 0.125f);
     fill(down, n_expert_w, 4, 0.0884f);
     fill(x, sizeof x / sizeof x[0], 5, 1.0f);
-    moe_layer_weights w = {
-        .struct_size = sizeof w, .router = router, .gate = gate, .up = up, .down = down};
+    moe_layer_weights w = {.struct_size = sizeof w, .router = router, .gate = gate, .up = up, .down = down};
     CHECK(moe_layer_create(ctx, &desc, &w, &layer));
 
     /* 3. One forward of N_TOKENS tokens, asking for the routing decisions too. */

@@ -32,9 +32,9 @@
 extern "C" {
 #endif
 
-#define MOE_VERSION_MAJOR 0
-#define MOE_VERSION_MINOR 1
-#define MOE_VERSION_PATCH 0
+#define MOE_VERSION_MAJOR  0
+#define MOE_VERSION_MINOR  1
+#define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
 #if defined(MOE_STATIC_DEFINE)
@@ -56,21 +56,21 @@ extern "C" {
  * ------------------------------------------------------------------------------------- */
 typedef enum moe_status {
     MOE_OK = 0,
-    MOE_ERROR_NULL_POINTER = -1,        /* a required handle or pointer argument is NULL */
-    MOE_ERROR_INVALID_SIZE = -2,        /* a size or count is zero, negative or out of range */
-    MOE_ERROR_INVALID_CONFIG = -3,      /* inconsistent layer config (k > E, bad groups, ...) */
-    MOE_ERROR_SIZE_OVERFLOW = -4,       /* a byte size derived from the shapes overflows size_t */
-    MOE_ERROR_TOKEN_BUDGET = -5,        /* n_tokens exceeds the layer's max_tokens */
-    MOE_ERROR_INVALID_ARGUMENT = -6,    /* any other bad argument (enum value, struct_size, ...) */
-    MOE_ERROR_OUT_OF_MEMORY = -7,       /* host memory exhausted */
-    MOE_ERROR_OUT_OF_DEVICE_MEMORY = -8,/* device memory exhausted */
-    MOE_ERROR_BACKEND_UNAVAILABLE = -9, /* the backend is not built in, or has no device */
-    MOE_ERROR_DEVICE_LOST = -10,        /* the device stopped answering; the context is unusable */
-    MOE_ERROR_BACKEND = -11,            /* a native call failed; the detail names it */
-    MOE_ERROR_UNSUPPORTED = -12,        /* valid request the chosen backend/device cannot do */
-    MOE_ERROR_IO = -13,                 /* a file could not be opened, read or written */
-    MOE_ERROR_FORMAT = -14,             /* a file's contents are malformed */
-    MOE_ERROR_INTERNAL = -15            /* a bug in moe: please report it */
+    MOE_ERROR_NULL_POINTER = -1,         /* a required handle or pointer argument is NULL */
+    MOE_ERROR_INVALID_SIZE = -2,         /* a size or count is zero, negative or out of range */
+    MOE_ERROR_INVALID_CONFIG = -3,       /* inconsistent layer config (k > E, bad groups, ...) */
+    MOE_ERROR_SIZE_OVERFLOW = -4,        /* a byte size derived from the shapes overflows size_t */
+    MOE_ERROR_TOKEN_BUDGET = -5,         /* n_tokens exceeds the layer's max_tokens */
+    MOE_ERROR_INVALID_ARGUMENT = -6,     /* any other bad argument (enum value, struct_size, ...) */
+    MOE_ERROR_OUT_OF_MEMORY = -7,        /* host memory exhausted */
+    MOE_ERROR_OUT_OF_DEVICE_MEMORY = -8, /* device memory exhausted */
+    MOE_ERROR_BACKEND_UNAVAILABLE = -9,  /* the backend is not built in, or has no device */
+    MOE_ERROR_DEVICE_LOST = -10,         /* the device stopped answering; the context is unusable */
+    MOE_ERROR_BACKEND = -11,             /* a native call failed; the detail names it */
+    MOE_ERROR_UNSUPPORTED = -12,         /* valid request the chosen backend/device cannot do */
+    MOE_ERROR_IO = -13,                  /* a file could not be opened, read or written */
+    MOE_ERROR_FORMAT = -14,              /* a file's contents are malformed */
+    MOE_ERROR_INTERNAL = -15             /* a bug in moe: please report it */
 } moe_status;
 
 /* "MOE_ERROR_INVALID_SIZE" style name of a status; never NULL. */
@@ -103,22 +103,24 @@ typedef enum moe_device_type {
 } moe_device_type;
 
 typedef struct moe_device_info {
-    size_t struct_size;          /* set to sizeof(moe_device_info) before the call */
+    size_t struct_size; /* set to sizeof(moe_device_info) before the call */
     moe_backend_kind backend;
-    int index;                   /* index within its backend */
+    int index; /* index within its backend */
     moe_device_type type;
     char name[256];
     char vendor[128];
-    char driver[128];            /* driver name and version; for the CPU, the ISA level used */
-    uint64_t memory_bytes;       /* device memory, or host memory for the CPU backend */
-    int compute_units;           /* CPU: worker threads the backend would use */
-    char api_version[64];        /* "Vulkan 1.3.255", "OpenCL 3.0 ..."; CPU: the ISA of the
-                                    kernel set ("x86-64 AVX2+FMA", ...) */
-    uint64_t max_workgroup_size; /* invocations in one workgroup; 0 = not applicable (CPU) */
-    uint64_t shared_memory_bytes;/* shared (local) memory per workgroup; 0 = not applicable */
-    int subgroup_size;           /* subgroup width; CPU: float lanes of one vector */
-    int fp16;                    /* 1 if the device can do fp16 arithmetic in kernels (Vulkan
-                                    shaderFloat16, OpenCL cl_khr_fp16); moe computes in fp32 */
+    char driver[128];             /* driver name and version; for the CPU, the ISA level used */
+    uint64_t memory_bytes;        /* device memory, or host memory for the CPU backend */
+    int compute_units;            /* NVIDIA SMs, AMD CUs, OpenCL CL_DEVICE_MAX_COMPUTE_UNITS; CPU:
+                                     worker threads the backend would use; 0 = unknown (Vulkan
+                                     reports it only through NVIDIA's and AMD's extensions) */
+    char api_version[64];         /* "Vulkan 1.3.255", "OpenCL 3.0 ..."; CPU: the ISA of the
+                                     kernel set ("x86-64 AVX2+FMA", ...) */
+    uint64_t max_workgroup_size;  /* invocations in one workgroup; 0 = not applicable (CPU) */
+    uint64_t shared_memory_bytes; /* shared (local) memory per workgroup; 0 = not applicable */
+    int subgroup_size;            /* subgroup width; CPU: float lanes of one vector */
+    int fp16;                     /* 1 if the device can do fp16 arithmetic in kernels (Vulkan
+                                     shaderFloat16, OpenCL cl_khr_fp16); moe computes in fp32 */
 } moe_device_info;
 
 /* "cpu", "vulkan", "opencl", "auto"; never NULL. */
@@ -149,24 +151,24 @@ typedef enum moe_log_level {
 typedef void (*moe_log_fn)(moe_log_level level, const char *message, void *user_data);
 
 typedef struct moe_context_desc {
-    size_t struct_size;        /* sizeof(moe_context_desc) */
-    moe_backend_kind backend;  /* default AUTO; the environment variable MOE_BACKEND
-                                  (cpu|vulkan|opencl) overrides AUTO only */
-    int device_index;          /* default 0 */
-    int n_threads;             /* CPU backend worker threads, 1..1024; 0 = the environment
-                                  variable MOE_NUM_THREADS if set, else every online core
-                                  (at most 1024). Above 1024 (more threads than any machine
-                                  has use for, the same bound everywhere so a setting that
-                                  works on one machine works on all): MOE_ERROR_INVALID_SIZE.
-                                  MOE_NUM_THREADS must be a plain decimal number 1..1024
-                                  (digits only; empty = unset); anything else ("8x", "0",
-                                  " 4", 4096) fails context creation with
-                                  MOE_ERROR_INVALID_ARGUMENT naming the variable and its
-                                  value, rather than being silently replaced. It is read only
-                                  when n_threads is 0 */
-    moe_log_fn log;            /* optional; receives the library's only text output */
+    size_t struct_size;       /* sizeof(moe_context_desc) */
+    moe_backend_kind backend; /* default AUTO; the environment variable MOE_BACKEND
+                                 (cpu|vulkan|opencl) overrides AUTO only */
+    int device_index;         /* default 0 */
+    int n_threads;            /* CPU backend worker threads, 1..1024; 0 = the environment
+                                 variable MOE_NUM_THREADS if set, else every online core
+                                 (at most 1024). Above 1024 (more threads than any machine
+                                 has use for, the same bound everywhere so a setting that
+                                 works on one machine works on all): MOE_ERROR_INVALID_SIZE.
+                                 MOE_NUM_THREADS must be a plain decimal number 1..1024
+                                 (digits only; empty = unset); anything else ("8x", "0",
+                                 " 4", 4096) fails context creation with
+                                 MOE_ERROR_INVALID_ARGUMENT naming the variable and its
+                                 value, rather than being silently replaced. It is read only
+                                 when n_threads is 0 */
+    moe_log_fn log;           /* optional; receives the library's only text output */
     void *log_user_data;
-    moe_log_level log_level;   /* messages up to this level reach `log`; default ERROR */
+    moe_log_level log_level; /* messages up to this level reach `log`; default ERROR */
 } moe_context_desc;
 
 /* Creates a context. `desc` may be NULL (all defaults). */
@@ -184,13 +186,13 @@ MOE_API const char *moe_context_error(const moe_context *context);
  * scratch (every temporary of a forward, one region shared by all layers of the context)
  * and staging (host-visible transfer space; empty on the CPU backend). */
 typedef struct moe_arena_stats {
-    size_t struct_size;          /* sizeof(moe_arena_stats) */
-    size_t weights_bytes;        /* bytes held for layer weights */
-    size_t scratch_bytes;        /* bytes reserved for the shared scratch region */
-    size_t scratch_peak_bytes;   /* largest scratch any forward so far has used */
-    size_t staging_bytes;        /* bytes reserved for staging */
-    size_t buffer_bytes;         /* bytes held by moe_buffer objects */
-    uint64_t allocation_count;   /* backend allocations made since the context was created */
+    size_t struct_size;            /* sizeof(moe_arena_stats) */
+    size_t weights_bytes;          /* bytes held for layer weights */
+    size_t scratch_bytes;          /* bytes reserved for the shared scratch region */
+    size_t scratch_peak_bytes;     /* largest scratch any forward so far has used */
+    size_t staging_bytes;          /* bytes reserved for staging */
+    size_t buffer_bytes;           /* bytes held by moe_buffer objects */
+    uint64_t allocation_count;     /* backend allocations made since the context was created */
     uint64_t scratch_reservations; /* times the scratch region was (re)allocated */
 } moe_arena_stats;
 
@@ -224,78 +226,78 @@ typedef enum moe_drop_policy {
 } moe_drop_policy;
 
 typedef struct moe_layer_desc {
-    size_t struct_size;     /* sizeof(moe_layer_desc) */
-    int64_t d_model;        /* hidden size; required, > 0 */
-    int64_t d_ff;           /* each routed expert's intermediate size; required, > 0 */
-    int64_t n_experts;      /* routed experts E; required, > 0 */
-    int64_t top_k;          /* experts per token k; required, 1..n_experts */
-    int64_t max_tokens;     /* token budget of one forward; required, > 0. Scratch is sized
-                               for it on the first forward that needs it. The kernels index
-                               one forward's rows with 32-bit integers, so max_tokens·top_k,
-                               the padded row bound (max_tokens·top_k plus up to 255 rows of
-                               tile padding per expert used) and
-                               max_tokens·(n_experts + n_group) must each be at most
-                               2^31 − 1: else MOE_ERROR_INVALID_SIZE at layer creation.
-                               d_model, d_ff, d_ff_shared and n_experts are at most
-                               2^30 − 1 for the same reason */
+    size_t struct_size; /* sizeof(moe_layer_desc) */
+    int64_t d_model;    /* hidden size; required, > 0 */
+    int64_t d_ff;       /* each routed expert's intermediate size; required, > 0 */
+    int64_t n_experts;  /* routed experts E; required, > 0 */
+    int64_t top_k;      /* experts per token k; required, 1..n_experts */
+    int64_t max_tokens; /* token budget of one forward; required, > 0. Scratch is sized
+                           for it on the first forward that needs it. The kernels index
+                           one forward's rows with 32-bit integers, so max_tokens·top_k,
+                           the padded row bound (max_tokens·top_k plus up to 255 rows of
+                           tile padding per expert used) and
+                           max_tokens·(n_experts + n_group) must each be at most
+                           2^31 − 1: else MOE_ERROR_INVALID_SIZE at layer creation.
+                           d_model, d_ff, d_ff_shared and n_experts are at most
+                           2^30 − 1 for the same reason */
 
-    moe_score_func score_func;     /* default SOFTMAX */
-    int64_t n_group;               /* group-limited routing: experts split into n_group
-                                      groups; 0 or 1 = plain top-k. Must divide n_experts */
-    int64_t topk_group;            /* groups kept, 1..n_group (required when n_group > 1) */
-    moe_group_score group_score;   /* default TOP2_SUM */
-    int renormalize;               /* nonzero: chosen weights are divided by their sum
-                                      (Mixtral, DeepSeek, Qwen3 norm_topk_prob); default 0 */
-    float routed_scaling_factor;   /* chosen weights are multiplied by it; 0 = 1.0 */
-    int has_selection_bias;        /* nonzero: weights.router_bias[E] is added to the scores
-                                      for choosing only, never to the weights (DeepSeek-V3) */
+    moe_score_func score_func;   /* default SOFTMAX */
+    int64_t n_group;             /* group-limited routing: experts split into n_group
+                                    groups; 0 or 1 = plain top-k. Must divide n_experts */
+    int64_t topk_group;          /* groups kept, 1..n_group (required when n_group > 1) */
+    moe_group_score group_score; /* default TOP2_SUM */
+    int renormalize;             /* nonzero: chosen weights are divided by their sum
+                                    (Mixtral, DeepSeek, Qwen3 norm_topk_prob); default 0 */
+    float routed_scaling_factor; /* chosen weights are multiplied by it; 0 = 1.0 */
+    int has_selection_bias;      /* nonzero: weights.router_bias[E] is added to the scores
+                                    for choosing only, never to the weights (DeepSeek-V3) */
 
-    moe_activation activation;     /* default SWIGLU (routed and shared experts alike) */
+    moe_activation activation; /* default SWIGLU (routed and shared experts alike) */
 
-    int64_t d_ff_shared;           /* width of the shared expert(s), 0 = none. Several
-                                      shared experts of width f act as one of width n·f */
-    int shared_expert_gate;        /* nonzero: the shared output is scaled by
-                                      sigmoid(x·w_shared_gate) (Qwen2-MoE) */
+    int64_t d_ff_shared;    /* width of the shared expert(s), 0 = none. Several
+                               shared experts of width f act as one of width n·f */
+    int shared_expert_gate; /* nonzero: the shared output is scaled by
+                               sigmoid(x·w_shared_gate) (Qwen2-MoE) */
 
-    int64_t expert_capacity;       /* 0 = unlimited; else each expert keeps at most this many
-                                      (token, slot) rows, in token order, and drops the rest.
-                                      Any value at or above a forward's n_tokens·top_k rows
-                                      (up to INT64_MAX) drops nothing and gives exactly what
-                                      0 gives, on every backend */
-    moe_drop_policy drop_policy;   /* what a dropped row contributes; default ZERO */
+    int64_t expert_capacity;     /* 0 = unlimited; else each expert keeps at most this many
+                                    (token, slot) rows, in token order, and drops the rest.
+                                    Any value at or above a forward's n_tokens·top_k rows
+                                    (up to INT64_MAX) drops nothing and gives exactly what
+                                    0 gives, on every backend */
+    moe_drop_policy drop_policy; /* what a dropped row contributes; default ZERO */
 } moe_layer_desc;
 
 /* Host weights, float32, in Hugging Face layout (nn.Linear weights are [out][in]).
  * Copied (and possibly re-laid out) at moe_layer_create; the caller may free them after. */
 typedef struct moe_layer_weights {
-    size_t struct_size;           /* sizeof(moe_layer_weights) */
-    const float *router;          /* [n_experts][d_model]; required */
-    const float *router_bias;     /* [n_experts]; required iff has_selection_bias */
-    const float *gate;            /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
-    const float *up;              /* [n_experts][d_ff][d_model]; required (Switch's wi) */
-    const float *down;            /* [n_experts][d_model][d_ff]; required (Switch's wo) */
-    const float *shared_gate;     /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
-    const float *shared_up;       /* [d_ff_shared][d_model]; iff d_ff_shared */
-    const float *shared_down;     /* [d_model][d_ff_shared]; iff d_ff_shared */
+    size_t struct_size;              /* sizeof(moe_layer_weights) */
+    const float *router;             /* [n_experts][d_model]; required */
+    const float *router_bias;        /* [n_experts]; required iff has_selection_bias */
+    const float *gate;               /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
+    const float *up;                 /* [n_experts][d_ff][d_model]; required (Switch's wi) */
+    const float *down;               /* [n_experts][d_model][d_ff]; required (Switch's wo) */
+    const float *shared_gate;        /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
+    const float *shared_up;          /* [d_ff_shared][d_model]; iff d_ff_shared */
+    const float *shared_down;        /* [d_model][d_ff_shared]; iff d_ff_shared */
     const float *shared_expert_gate; /* [d_model]; iff shared_expert_gate */
 } moe_layer_weights;
 
 /* Optional outputs of a forward; every pointer may be NULL. Host memory. */
 typedef struct moe_forward_stats {
-    size_t struct_size;       /* sizeof(moe_forward_stats) */
-    int32_t *topk_ids;        /* [n_tokens][top_k], slot order: best selection score first,
-                                 ties to the lower expert index */
-    float *topk_weights;      /* [n_tokens][top_k], the final combine weights */
-    int32_t *expert_counts;   /* [n_experts], (token, slot) rows routed to each expert,
-                                 counted before capacity dropping */
-    int32_t *dropped_count;   /* [1], rows dropped by capacity */
-    float *aux_loss;          /* [1], load balancing loss E·Σ_e f_e·P_e, where f_e is the share
-                                 of the T·k assignments routed to e and P_e the mean over
-                                 tokens of the per-token scores normalised to sum 1 */
-    float *z_loss;            /* [1], router z-loss: mean over tokens of logsumexp(logits)² */
-    double *device_ms;        /* [1], time the forward's steps took on the device, from GPU
-                                 timestamp queries / profiling events where the backend has
-                                 them; the CPU backend reports the wall time of its steps */
+    size_t struct_size;     /* sizeof(moe_forward_stats) */
+    int32_t *topk_ids;      /* [n_tokens][top_k], slot order: best selection score first,
+                               ties to the lower expert index */
+    float *topk_weights;    /* [n_tokens][top_k], the final combine weights */
+    int32_t *expert_counts; /* [n_experts], (token, slot) rows routed to each expert,
+                               counted before capacity dropping */
+    int32_t *dropped_count; /* [1], rows dropped by capacity */
+    float *aux_loss;        /* [1], load balancing loss E·Σ_e f_e·P_e, where f_e is the share
+                               of the T·k assignments routed to e and P_e the mean over
+                               tokens of the per-token scores normalised to sum 1 */
+    float *z_loss;          /* [1], router z-loss: mean over tokens of logsumexp(logits)² */
+    double *device_ms;      /* [1], time the forward's steps took on the device, from GPU
+                               timestamp queries / profiling events where the backend has
+                               them; the CPU backend reports the wall time of its steps */
 } moe_forward_stats;
 
 /* Creates a layer on a context: validates the config, uploads the weights once into the
@@ -311,27 +313,23 @@ MOE_API void moe_layer_destroy(moe_layer *layer);
  * propagates through token t's own arithmetic (its output row is non-finite in general),
  * never changes another token's output or expert choice, and makes the losses NaN. A NaN
  * score ranks below every number; a token still occupies its k expert slots. */
-MOE_API moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x,
-                                     float *y, moe_forward_stats *stats);
+MOE_API moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x, float *y,
+                                     moe_forward_stats *stats);
 
 /* ---------------------------------------------------------------------------------------
  * Device-resident buffers: keep activations on the device across layers.
  * ------------------------------------------------------------------------------------- */
 /* A float32 tensor of n_elements on the context's device, contents undefined. */
-MOE_API moe_status moe_buffer_create(moe_context *context, int64_t n_elements,
-                                     moe_buffer **out_buffer);
+MOE_API moe_status moe_buffer_create(moe_context *context, int64_t n_elements, moe_buffer **out_buffer);
 MOE_API void moe_buffer_destroy(moe_buffer *buffer);
 MOE_API int64_t moe_buffer_elements(const moe_buffer *buffer);
 /* Copies n_elements floats between host memory and the buffer at element offset `offset`. */
-MOE_API moe_status moe_buffer_write(moe_buffer *buffer, int64_t offset, int64_t n_elements,
-                                    const float *src);
-MOE_API moe_status moe_buffer_read(const moe_buffer *buffer, int64_t offset, int64_t n_elements,
-                                   float *dst);
+MOE_API moe_status moe_buffer_write(moe_buffer *buffer, int64_t offset, int64_t n_elements, const float *src);
+MOE_API moe_status moe_buffer_read(const moe_buffer *buffer, int64_t offset, int64_t n_elements, float *dst);
 /* Forward on device buffers: x and y hold at least n_tokens·d_model elements and may not be
  * the same buffer. No host round trip of activations. */
-MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
-                                             const moe_buffer *x, moe_buffer *y,
-                                             moe_forward_stats *stats);
+MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x,
+                                             moe_buffer *y, moe_forward_stats *stats);
 
 /* ---------------------------------------------------------------------------------------
  * Hugging Face checkpoints: a model directory — config.json plus model.safetensors, or the
@@ -378,17 +376,17 @@ MOE_API moe_status moe_model_open(const char *dir, moe_model **out_model);
 MOE_API void moe_model_close(moe_model *model);
 
 typedef struct moe_model_info {
-    size_t struct_size;         /* sizeof(moe_model_info) */
-    char model_type[64];        /* config.json's model_type, e.g. "mixtral" */
-    int64_t n_layers;           /* num_hidden_layers (Switch: encoder blocks, num_layers) */
-    int64_t n_decoder_layers;   /* Switch: decoder blocks; 0 for the other families */
-    int64_t hidden_size;        /* d_model */
-    int64_t n_experts;          /* routed experts per MoE block */
-    int64_t top_k;              /* experts per token */
-    int64_t n_moe_layers;       /* layers (Switch: encoder blocks) that have an MoE block */
-    int64_t first_moe_layer;    /* the first of them, -1 if none */
-    int n_files;                /* safetensors files mapped */
-    int64_t n_tensors;          /* tensors in them */
+    size_t struct_size;       /* sizeof(moe_model_info) */
+    char model_type[64];      /* config.json's model_type, e.g. "mixtral" */
+    int64_t n_layers;         /* num_hidden_layers (Switch: encoder blocks, num_layers) */
+    int64_t n_decoder_layers; /* Switch: decoder blocks; 0 for the other families */
+    int64_t hidden_size;      /* d_model */
+    int64_t n_experts;        /* routed experts per MoE block */
+    int64_t top_k;            /* experts per token */
+    int64_t n_moe_layers;     /* layers (Switch: encoder blocks) that have an MoE block */
+    int64_t first_moe_layer;  /* the first of them, -1 if none */
+    int n_files;              /* safetensors files mapped */
+    int64_t n_tensors;        /* tensors in them */
 } moe_model_info;
 
 MOE_API moe_status moe_model_get_info(const moe_model *model, moe_model_info *info);
@@ -397,30 +395,44 @@ MOE_API moe_status moe_model_get_info(const moe_model *model, moe_model_info *in
 MOE_API int moe_model_layer_is_moe(const moe_model *model, int64_t layer, int decoder);
 
 typedef struct moe_model_layer_options {
-    size_t struct_size;           /* sizeof(moe_model_layer_options) */
-    int64_t max_tokens;           /* the layer's token budget; 0 = 1024 */
-    moe_drop_policy drop_policy;  /* Switch: what a token past capacity gives; default ZERO */
-    int decoder;                  /* Switch: nonzero = decoder block N instead of encoder */
+    size_t struct_size;          /* sizeof(moe_model_layer_options) */
+    int64_t max_tokens;          /* the layer's token budget; 0 = 1024 */
+    moe_drop_policy drop_policy; /* Switch: what a token past capacity gives; default ZERO */
+    int decoder;                 /* Switch: nonzero = decoder block N instead of encoder */
 } moe_model_layer_options;
 
 /* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is
  * present with the right shape and a supported dtype. `options` may be NULL (defaults). */
 MOE_API moe_status moe_model_layer_desc(const moe_model *model, int64_t layer,
-                                        const moe_model_layer_options *options,
-                                        moe_layer_desc *out_desc);
+                                        const moe_model_layer_options *options, moe_layer_desc *out_desc);
 /* Creates a layer on `context` from layer `layer`'s MoE block (as moe_layer_create does from
  * host arrays). */
-MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model *model,
-                                          int64_t layer, const moe_model_layer_options *options,
-                                          moe_layer **out_layer);
+MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model *model, int64_t layer,
+                                          const moe_model_layer_options *options, moe_layer **out_layer);
 
 /* ---------------------------------------------------------------------------------------
  * The scalar reference: the same forward written for clarity, accumulating in double, on
  * the host. Slow; it is the oracle every backend is tested against. Needs no context.
  * ------------------------------------------------------------------------------------- */
-MOE_API moe_status moe_reference_forward(const moe_layer_desc *desc,
-                                         const moe_layer_weights *weights, int64_t n_tokens,
-                                         const float *x, float *y, moe_forward_stats *stats);
+MOE_API moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_weights *weights,
+                                         int64_t n_tokens, const float *x, float *y,
+                                         moe_forward_stats *stats);
+
+/* ---------------------------------------------------------------------------------------
+ * The on-disk cache of the GPU backends (Vulkan pipeline caches, OpenCL program binaries):
+ * $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe. Optional: a file that cannot be
+ * read or written is a miss. Bounded: after each write the oldest entries are removed until
+ * moe's entries take at most MOE_CACHE_SIZE_MB MiB (default 256); other files are untouched.
+ * ------------------------------------------------------------------------------------- */
+typedef struct moe_cache_info {
+    size_t struct_size;   /* sizeof(moe_cache_info) */
+    char path[1024];      /* the cache directory ("" when there is none: no HOME, no variable) */
+    uint64_t files;       /* moe's entries in it (vulkan-*.cache, opencl-*.bin) */
+    uint64_t bytes;       /* their size */
+    uint64_t limit_bytes; /* the bound kept after each write */
+} moe_cache_info;
+
+MOE_API moe_status moe_get_cache_info(moe_cache_info *info);
 
 /* ---------------------------------------------------------------------------------------
  * Testing hook: allocation-failure injection. Every allocation the library makes — host

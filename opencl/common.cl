@@ -1,7 +1,9 @@
-// common.cl — what every moe OpenCL kernel shares, prepended to each kernel's source when
-// the program is built: the activations (the same definitions as shaders/common.glsl and
-// the scalar reference), a ranking rule for scores, and FMA, a fused multiply-add where the
-// device has a fast one. Tunables are set with -D options by the host (src/opencl/cl_program.c).
+// common.cl — what every moe OpenCL kernel shares, included first by each (the #include is
+// inlined when the program is embedded, src/opencl/embed_cl.cmake): the activations and the
+// other helpers (the same definitions as shaders/common.glsl and the scalar reference), a
+// ranking rule for scores, and FMA, a fused multiply-add where the device has a fast one. A
+// kernel's parameters arrive as -D options rendered from its interface description,
+// kernels/<kernel>.h (src/opencl/cl_steps.c).
 #ifdef MOE_INJECT_BUILD_FAILURE
 #error "build failure injected by MOE_CL_INJECT=build"
 #endif
@@ -18,6 +20,8 @@
 #else
 #define FMA(a, b, c) ((a) * (b) + (c))
 #endif
+
+float sigmoid(float v) { return 1.0f / (1.0f + exp(-v)); }
 
 float silu(float v) { return v / (1.0f + exp(-v)); }
 

@@ -1,72 +1,41 @@
 // gemm.cl — the grouped GEMM of every matrix product of a forward: router logits, expert
 // up/gate with the gated activation fused into the epilogue, expert down, shared expert.
 //
-// out[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
+// result[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
 // (gated: [E][2][N][K], gate then up). A work-group computes a BM×BN tile of rows ×
 // columns, staging BK-wide slices of A and W through local memory; each work-item keeps a
 // TM×TN block of accumulators in registers. Row tile get_group_id(1) belongs to one expert
 // (tile_expert), so one launch covers every expert; unused tiles leave at once (the whole
-// work-group, before any barrier). Tile sizes, shapes and flags are -D options, checked by
-// the host against the device's local memory and work-group size.
-#ifndef BM
-#define BM 64
-#endif
-#ifndef BN
-#define BN 64
-#endif
-#ifndef BK
-#define BK 16
-#endif
-#ifndef TM
-#define TM 4
-#endif
-#ifndef TN
-#define TN 4
-#endif
-#ifndef K_DIM
-#define K_DIM 1
-#endif
-#ifndef N_OUT
-#define N_OUT 1
-#endif
-#ifndef GATED
-#define GATED 0
-#endif
-#ifndef ACT
-#define ACT ACT_NONE
-#endif
-#ifndef GATHER
-#define GATHER 0
-#endif
-#ifndef HAS_ROWS
-#define HAS_ROWS 0
-#endif
-#ifndef HAS_TILES
-#define HAS_TILES 0
-#endif
-#define THREADS ((BM / TM) * (BN / TN))
+// work-group, before any barrier). Tile sizes, shapes and flags are -D options (the interface
+// is kernels/gemm.h), checked by the host against the device's local memory and work-group
+// size.
+#include "common.cl"
+#include "gemm.h"
 
-__kernel __attribute__((reqd_work_group_size(THREADS, 1, 1)))
-void gemm(__global const float *a, ulong a_off, __global const int *row_token, ulong rt_off,
-          __global const int *tile_expert, ulong te_off, __global const float *w, ulong w_off,
-          __global float *o, ulong o_off, int n_rows)
+#if WG != (BM / TM) * (BN / TN)
+#error "WG must be (BM / TM) * (BN / TN)"
+#endif
+#if !USE_SHARED
+#error "gemm.cl always stages its tiles through local memory (USE_SHARED = 1)"
+#endif
+
+__kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
+void gemm(MOE_CL_ARGS(MOE_GEMM_BUFFERS, MOE_GEMM_FIELDS))
 {
     __local float As[BK * BM];
     __local float Bs[BK * BN];
     __local float Us[GATED ? BK * BN : 1];
-    a += a_off;
-    row_token += rt_off;
-    tile_expert += te_off;
-    w += w_off;
-    o += o_off;
+    MOE_CL_OFFSETS(MOE_GEMM_BUFFERS)
 
     const int tile = (int)get_group_id(1);
     const int expert = HAS_TILES ? tile_expert[tile] : 0;
-    if (expert < 0) return; // uniform for the work-group: an unused tile
+    // Uniform for the work-group: an unused tile, or an expert outside this launch.
+    if (expert < expert_begin || expert >= expert_end) return;
     const int lid = (int)get_local_id(0);
     const int tx = lid % (BN / TN), ty = lid / (BN / TN);
     const int row0 = tile * BM, col0 = (int)get_group_id(0) * BN;
-    __global const float *wg = w + (size_t)expert * (GATED ? 2 : 1) * (size_t)N_OUT * K_DIM;
+    __global const float *wg =
+        w + w_start + (size_t)(expert - expert_begin) * (GATED ? 2 : 1) * (size_t)N_OUT * K_DIM;
     __global const float *wu = wg + (size_t)N_OUT * K_DIM;
 
     float acc[TM * TN];
@@ -82,7 +51,7 @@ void gemm(__global const float *a, ulong a_off, __global const int *row_token, u
 
     for (int k0 = 0; k0 < K_DIM; k0 += BK) {
         // Consecutive work-items read consecutive k: coalesced along the reduction.
-        for (int i = lid; i < BM * BK; i += THREADS) {
+        for (int i = lid; i < BM * BK; i += WG) {
             const int r = i / BK, kk = i % BK, row = row0 + r, k = k0 + kk;
             float v = 0.0f;
             if (row < n_rows && k < K_DIM) {
@@ -91,7 +60,7 @@ void gemm(__global const float *a, ulong a_off, __global const int *row_token, u
             }
             As[kk * BM + r] = v;
         }
-        for (int i = lid; i < BN * BK; i += THREADS) {
+        for (int i = lid; i < BN * BK; i += WG) {
             const int n = i / BK, kk = i % BK, col = col0 + n, k = k0 + kk;
             const bool inside = col < N_OUT && k < K_DIM;
             const size_t at = (size_t)col * K_DIM + k;
@@ -131,7 +100,7 @@ void gemm(__global const float *a, ulong a_off, __global const int *row_token, u
 #else
             if (ACT != ACT_NONE) v = activate(ACT, v);
 #endif
-            o[(size_t)row * N_OUT + col] = v;
+            result[(size_t)row * N_OUT + col] = v;
         }
     }
 }

@@ -2,32 +2,13 @@
 // order (block_counts become each block's first position), the totals, capacity, the padded
 // row offsets (every expert's kept rows rounded up to ROW_TILE), the tile → expert map, and
 // every row marked as padding until pass 3 fills the real ones.
-#ifndef WG
-#define WG 64 // work-group size, from the device's limits
-#endif
-#ifndef E
-#define E 1
-#endif
-#ifndef PLAN_BLOCK
-#define PLAN_BLOCK 32
-#endif
-#ifndef ROW_TILE
-#define ROW_TILE 64
-#endif
-#ifndef CAPACITY
-#define CAPACITY 0 // 0 = unlimited
-#endif
+#include "common.cl"
+#include "plan_scan.h"
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void plan_scan(__global int *block_counts, ulong bc_off, __global int *counts, ulong c_off,
-                        __global int *offsets, ulong o_off, __global int *tile_expert, ulong te_off,
-                        __global int *row_token, ulong rt_off, int n_tokens, int n_rows)
+void plan_scan(MOE_CL_ARGS(MOE_PLAN_SCAN_BUFFERS, MOE_PLAN_SCAN_FIELDS))
 {
-    block_counts += bc_off;
-    counts += c_off;
-    offsets += o_off;
-    tile_expert += te_off;
-    row_token += rt_off;
+    MOE_CL_OFFSETS(MOE_PLAN_SCAN_BUFFERS)
     const int lid = (int)get_local_id(0), threads = (int)get_local_size(0);
     const int n_blocks = (n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
     for (int e = lid; e < E; e += threads) {

@@ -2,32 +2,13 @@
 // and places them at offsets[e] + (its block's first position for e) + (earlier entries of
 // the block for e): rows sorted by expert, stable in token order. Rows at or past the
 // capacity are dropped (slot_row = -1).
-#ifndef WG
-#define WG 64 // work-group size, from the device's limits
-#endif
-#ifndef E
-#define E 1
-#endif
-#ifndef TOP_K
-#define TOP_K 1
-#endif
-#ifndef PLAN_BLOCK
-#define PLAN_BLOCK 32
-#endif
-#ifndef CAPACITY
-#define CAPACITY 0
-#endif
+#include "common.cl"
+#include "plan_scatter.h"
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void plan_scatter(__global const int *ids, ulong i_off, __global int *block_pos, ulong bp_off,
-                           __global const int *offsets, ulong o_off, __global int *slot_row, ulong s_off,
-                           __global int *row_token, ulong rt_off, int n_tokens)
+void plan_scatter(MOE_CL_ARGS(MOE_PLAN_SCATTER_BUFFERS, MOE_PLAN_SCATTER_FIELDS))
 {
-    ids += i_off;
-    block_pos += bp_off;
-    offsets += o_off;
-    slot_row += s_off;
-    row_token += rt_off;
+    MOE_CL_OFFSETS(MOE_PLAN_SCATTER_BUFFERS)
     const int b = (int)get_global_id(0);
     const int n_blocks = (n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
     if (b >= n_blocks) return;

@@ -2,47 +2,13 @@
 // (+ selection-only bias), group-limited routing, top-k, weights (renormalised, scaled).
 // One work-item per token; the same rules as the scalar reference: ties go to the lower
 // index, a NaN ranks below every number, excluded groups' experts are -inf.
-#ifndef WG
-#define WG 64 // work-group size, from the device's limits
-#endif
-#ifndef E
-#define E 1
-#endif
-#ifndef TOP_K
-#define TOP_K 1
-#endif
-#ifndef N_GROUP
-#define N_GROUP 1
-#endif
-#ifndef TOPK_GROUP
-#define TOPK_GROUP 1
-#endif
-#ifndef SIGMOID
-#define SIGMOID 0
-#endif
-#ifndef GROUP_MAX
-#define GROUP_MAX 0 // else the sum of the group's two best keys
-#endif
-#ifndef RENORM
-#define RENORM 0
-#endif
-#ifndef HAS_BIAS
-#define HAS_BIAS 0
-#endif
-#ifndef SCALE
-#define SCALE 1.0f
-#endif
+#include "common.cl"
+#include "select.h"
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void select_topk(__global const float *logits, ulong l_off, __global const float *bias, ulong b_off,
-                          __global float *ws, ulong ws_off, __global int *ids, ulong i_off,
-                          __global float *weights, ulong w_off, int n_tokens)
+void select_topk(MOE_CL_ARGS(MOE_SELECT_BUFFERS, MOE_SELECT_FIELDS))
 {
-    logits += l_off;
-    bias += b_off;
-    ws += ws_off;
-    ids += i_off;
-    weights += w_off;
+    MOE_CL_OFFSETS(MOE_SELECT_BUFFERS)
     const int t = (int)get_global_id(0);
     if (t >= n_tokens) return;
     __global const float *l = logits + (size_t)t * E;
@@ -56,7 +22,7 @@ void select_topk(__global const float *logits, ulong l_off, __global const float
         for (int e = 0; e < E; e++) sum += exp(l[e] - m);
     }
     for (int e = 0; e < E; e++) {
-        const float s = SIGMOID ? 1.0f / (1.0f + exp(-l[e])) : exp(l[e] - m) / sum;
+        const float s = SIGMOID ? sigmoid(l[e]) : exp(l[e] - m) / sum;
         key[e] = s + (HAS_BIAS ? bias[e] : 0.0f);
     }
 
@@ -103,7 +69,7 @@ void select_topk(__global const float *logits, ulong l_off, __global const float
         }
         id[j] = best;
         const float lb = l[best];
-        const float wv = SIGMOID ? 1.0f / (1.0f + exp(-lb)) : exp(lb - m) / sum;
+        const float wv = SIGMOID ? sigmoid(lb) : exp(lb - m) / sum;
         wt[j] = wv;
         wsum += wv;
     }

@@ -2,29 +2,15 @@
 // mean(logsumexp²), from the logits and the counts. Per-token terms first, then per-expert
 // sums over tokens in token order, then single-work-item compensated sums: a fixed order
 // throughout, so the losses are the same on every run.
-#ifndef WG
-#define WG 64 // work-group size, from the device's limits
-#endif
-#ifndef E
-#define E 1
-#endif
-#ifndef TOP_K
-#define TOP_K 1
-#endif
-#ifndef SIGMOID
-#define SIGMOID 0
-#endif
+#include "common.cl"
+#include "stats.h"
 
-float score_of(float l, float lse) { return SIGMOID ? 1.0f / (1.0f + exp(-l)) : exp(l - lse); }
+float score_of(float l, float lse) { return SIGMOID ? sigmoid(l) : exp(l - lse); }
 
 __kernel __attribute__((reqd_work_group_size(WG, 1, 1)))
-void stats(__global const float *logits, ulong l_off, __global const int *counts, ulong c_off,
-                    __global float *ws, ulong ws_off, __global float *losses, ulong lo_off, int n_tokens)
+void stats(MOE_CL_ARGS(MOE_STATS_BUFFERS, MOE_STATS_FIELDS))
 {
-    logits += l_off;
-    counts += c_off;
-    ws += ws_off; // [T][2] (lse, norm), then [E]
-    losses += lo_off;
+    MOE_CL_OFFSETS(MOE_STATS_BUFFERS)
     const int lid = (int)get_local_id(0), threads = (int)get_local_size(0);
     const int T = n_tokens;
     for (int t = lid; t < T; t += threads) {

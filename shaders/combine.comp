@@ -12,38 +12,26 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #endif
 
-layout(constant_id = 1) const int D = 1;
-layout(constant_id = 2) const int TOP_K = 1;
-layout(constant_id = 3) const bool PASSTHROUGH = false;
-layout(constant_id = 4) const bool HAS_SHARED = false;
-layout(constant_id = 5) const bool HAS_SHARED_GATE = false;
+#include "combine.h"
 
-layout(std430, binding = 0) readonly buffer X { float x[]; };
-layout(std430, binding = 1) readonly buffer ExpertOut { float eo[]; };
-layout(std430, binding = 2) readonly buffer SlotRow { int slot_row[]; };
-layout(std430, binding = 3) readonly buffer Weights { float weights[]; };
-layout(std430, binding = 4) readonly buffer SharedOut { float so[]; };
-layout(std430, binding = 5) readonly buffer SharedGate { float wsg[]; };
-layout(std430, binding = 6) writeonly buffer Y { float y[]; };
-
-shared float partial[gl_WorkGroupSize.x];
+shared float partial[WG];
 
 void main()
 {
-    const int t = int(gl_WorkGroupID.x);
-    const int lid = int(gl_LocalInvocationID.x), threads = int(gl_WorkGroupSize.x);
+    const int t = int(gl_WorkGroupID.x); // < n_tokens: the dispatch has one workgroup per token
+    const int lid = int(gl_LocalInvocationID.x), threads = WG;
     const uint xt = uint(t) * uint(D);
     float g = 1.0;
     if (HAS_SHARED && HAS_SHARED_GATE) {
         float s = 0.0;
-        for (int i = lid; i < D; i += threads) s = fma(x[xt + i], wsg[i], s);
+        for (int i = lid; i < D; i += threads) s = fma(x[xt + i], shared_gate[i], s);
 #if USE_SUBGROUP
         s = subgroupAdd(s);
         if (subgroupElect()) partial[gl_SubgroupID] = s;
         barrier();
         float total = 0.0;
         for (uint i = 0; i < gl_NumSubgroups; i++) total += partial[i];
-        g = 1.0 / (1.0 + exp(-total));
+        g = sigmoid(total);
 #else
         partial[lid] = s;
         barrier();
@@ -51,7 +39,7 @@ void main()
             if (lid < half_) partial[lid] += partial[lid + half_];
             barrier();
         }
-        g = 1.0 / (1.0 + exp(-partial[0]));
+        g = sigmoid(partial[0]);
 #endif
     }
     for (int i = lid; i < D; i += threads) {
@@ -59,10 +47,10 @@ void main()
         for (int j = 0; j < TOP_K; j++) {
             const int row = slot_row[t * TOP_K + j];
             const float w = weights[t * TOP_K + j];
-            if (row >= 0) acc = fma(w, eo[uint(row) * uint(D) + uint(i)], acc);
+            if (row >= 0) acc = fma(w, expert_out[uint(row) * uint(D) + uint(i)], acc);
             else if (PASSTHROUGH) acc = fma(w, x[xt + i], acc);
         }
-        if (HAS_SHARED) acc = fma(g, so[xt + i], acc);
+        if (HAS_SHARED) acc = fma(g, shared_out[xt + i], acc);
         y[xt + i] = acc;
     }
 }

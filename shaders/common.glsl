@@ -1,7 +1,8 @@
-// common.glsl — what every moe compute shader shares: the workgroup size as specialization
-// constant 0 (chosen on the host from the device's limits) and the activations, written once
-// so the GEMM epilogues and any later kernel agree with the scalar reference's definitions.
-layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
+// common.glsl — what every moe compute shader shares: the activations and the other helpers,
+// written once so the GEMM epilogues and any later kernel agree with the scalar reference's
+// definitions (opencl/common.cl holds the same for OpenCL C). A kernel's workgroup size,
+// specialization constants, buffers and push constants come from its interface description,
+// kernels/<kernel>.h, included after this file.
 
 // moe_activation values (include/moe.h); -1 = none.
 #define ACT_NONE -1
@@ -9,6 +10,8 @@ layout(local_size_x_id = 0, local_size_y = 1, local_size_z = 1) in;
 #define ACT_GEGLU 1
 #define ACT_RELU 2
 #define ACT_GELU 3
+
+float sigmoid(float v) { return 1.0 / (1.0 + exp(-v)); }
 
 float silu(float v) { return v / (1.0 + exp(-v)); }
 
@@ -35,3 +38,6 @@ float activate(int act, float v)
     if (act == ACT_RELU) return max(v, 0.0);
     return v;
 }
+
+// a ranks above b: a NaN ranks below every number (ties are left to the caller's order).
+bool ranks_above(float a, float b) { return !isnan(a) && (isnan(b) || a > b); }

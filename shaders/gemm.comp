@@ -2,42 +2,25 @@
 // gemm.comp — the grouped GEMM of every matrix product in a forward: router logits, expert
 // up/gate (with the gated activation fused into the epilogue), expert down, shared expert.
 //
-// out[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
+// result[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
 // (gated: [E][2][N][K], gate then up). The workgroup computes a BM×BN tile of rows × columns,
 // staging BK-wide slices of A and W through shared memory; each invocation keeps a TM×TN
 // block of accumulators in registers. Row tile `gl_WorkGroupID.y` belongs to one expert
-// (tile_expert), so one dispatch covers every expert; unused tiles exit at once.
+// (tile_expert), so one dispatch covers every expert; unused tiles exit at once. Parameters,
+// buffers and push constants: kernels/gemm.h.
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
+#include "gemm.h"
 
-layout(constant_id = 1) const int BM = 64;
-layout(constant_id = 2) const int BN = 64;
-layout(constant_id = 3) const int BK = 16;
-layout(constant_id = 4) const int TM = 4;
-layout(constant_id = 5) const int TN = 4;
-layout(constant_id = 6) const int K_DIM = 1;      // reduction length
-layout(constant_id = 7) const int N_OUT = 1;      // output columns
-layout(constant_id = 8) const bool GATED = false; // W is a gate/up pair
-layout(constant_id = 9) const int ACT = -1;       // activation, ACT_NONE for none
-layout(constant_id = 10) const bool GATHER = false;    // A row = row_token[r]
-layout(constant_id = 11) const bool HAS_ROWS = false;  // row_token marks valid rows
-layout(constant_id = 12) const bool HAS_TILES = false; // tile_expert names each tile's expert
-// Stage A and W through shared memory (GPUs). Without it each invocation reads its TM rows
-// and TN columns straight from memory: on CPU-type devices (lavapipe, SwiftShader) "shared"
-// memory is ordinary memory, caches already give the reuse, and every barrier() is a
+// USE_SHARED: stage A and W through shared memory (GPUs). Without it each invocation reads its
+// TM rows and TN columns straight from memory: on CPU-type devices (lavapipe, SwiftShader)
+// "shared" memory is ordinary memory, caches already give the reuse, and every barrier() is a
 // context switch of the invocations, so the barrier-free form is many times faster there.
-layout(constant_id = 13) const bool USE_SHARED = true;
-
-layout(std430, binding = 0) readonly buffer A_ { float a[]; };
-layout(std430, binding = 1) readonly buffer RowToken { int row_token[]; };
-layout(std430, binding = 2) readonly buffer TileExpert { int tile_expert[]; };
-layout(std430, binding = 3) readonly buffer W_ { float w[]; };
-layout(std430, binding = 4) writeonly buffer Out { float o[]; };
-
-// One dispatch covers the experts [expert_begin, expert_end): W is bound from expert_begin's
-// matrix on, so a layer whose weights exceed the device's maxStorageBufferRange runs as a few
-// dispatches over groups of experts (src/vulkan/vk_steps.c).
-layout(push_constant) uniform Push { int n_rows; int expert_begin; int expert_end; } pc;
+//
+// One dispatch covers the experts [expert_begin, expert_end): w is bound from expert_begin's
+// matrix on (w_start elements into the binding, which starts at an aligned offset), so a layer
+// whose weights exceed the device's maxStorageBufferRange runs as a few dispatches over groups
+// of experts (src/vulkan/vk_steps.c).
 
 shared float As[USE_SHARED ? BK * BM : 1];
 shared float Bs[USE_SHARED ? BK * BN : 1];
@@ -48,12 +31,13 @@ void main()
     const int tile = int(gl_WorkGroupID.y);
     const int expert = HAS_TILES ? tile_expert[tile] : 0;
     // Uniform for the workgroup: an unused tile, or another group's expert.
-    if (expert < pc.expert_begin || expert >= pc.expert_end) return;
+    if (expert < expert_begin || expert >= expert_end) return;
     const int lid = int(gl_LocalInvocationID.x);
-    const int threads = (BM / TM) * (BN / TN);
+    const int threads = (BM / TM) * (BN / TN); // = WG
     const int tx = lid % (BN / TN), ty = lid / (BN / TN);
     const int row0 = tile * BM, col0 = int(gl_WorkGroupID.x) * BN;
-    const uint w_base = uint(expert - pc.expert_begin) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
+    const uint w_base =
+        uint(w_start) + uint(expert - expert_begin) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
     const uint u_base = w_base + uint(N_OUT) * uint(K_DIM);
 
     float acc[TM * TN];
@@ -68,7 +52,7 @@ void main()
         uint arow[TM], wcol[TN];
         for (int m = 0; m < TM; m++) {
             const int row = row0 + ty * TM + m;
-            int src = row < pc.n_rows ? (HAS_ROWS ? row_token[row] : row) : -1;
+            int src = row < n_rows ? (HAS_ROWS ? row_token[row] : row) : -1;
             if (!GATHER && src >= 0) src = row;
             arow[m] = uint(max(src, 0)) * uint(K_DIM);
         }
@@ -91,7 +75,7 @@ void main()
         for (int i = lid; i < BM * BK; i += threads) {
             const int r = i / BK, kk = i % BK, row = row0 + r, k = k0 + kk;
             float v = 0.0;
-            if (row < pc.n_rows && k < K_DIM) {
+            if (row < n_rows && k < K_DIM) {
                 const int tok = HAS_ROWS ? row_token[row] : row;
                 if (tok >= 0) v = a[uint(GATHER ? tok : row) * uint(K_DIM) + uint(k)];
             }
@@ -122,14 +106,14 @@ void main()
 
     for (int m = 0; m < TM; m++) {
         const int row = row0 + ty * TM + m;
-        if (row >= pc.n_rows || (HAS_ROWS && row_token[row] < 0)) continue;
+        if (row >= n_rows || (HAS_ROWS && row_token[row] < 0)) continue;
         for (int n = 0; n < TN; n++) {
             const int col = col0 + tx * TN + n;
             if (col >= N_OUT) continue;
             float v = acc[m * TN + n];
             if (GATED) v = activate(ACT, v) * accu[m * TN + n];
             else if (ACT != ACT_NONE) v = activate(ACT, v);
-            o[uint(row) * uint(N_OUT) + uint(col)] = v;
+            result[uint(row) * uint(N_OUT) + uint(col)] = v;
         }
     }
 }

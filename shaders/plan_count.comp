@@ -5,22 +5,15 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 1) const int E = 1;
-layout(constant_id = 2) const int TOP_K = 1;
-layout(constant_id = 3) const int PLAN_BLOCK = 32;
-
-layout(std430, binding = 0) readonly buffer Ids { int ids[]; };
-layout(std430, binding = 1) buffer BlockCounts { int block_counts[]; }; // [n_blocks][E]
-
-layout(push_constant) uniform Push { int n_tokens; } pc;
+#include "plan_count.h"
 
 void main()
 {
     const int b = int(gl_GlobalInvocationID.x);
-    const int n_blocks = (pc.n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
+    const int n_blocks = (n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
     if (b >= n_blocks) return;
     const uint base = uint(b) * uint(E);
     for (int e = 0; e < E; e++) block_counts[base + e] = 0;
-    const int t1 = min(pc.n_tokens, (b + 1) * PLAN_BLOCK);
+    const int t1 = min(n_tokens, (b + 1) * PLAN_BLOCK);
     for (int i = b * PLAN_BLOCK * TOP_K; i < t1 * TOP_K; i++) block_counts[base + ids[i]] += 1;
 }

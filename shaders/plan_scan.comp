@@ -6,23 +6,12 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 1) const int E = 1;
-layout(constant_id = 2) const int PLAN_BLOCK = 32;
-layout(constant_id = 3) const int ROW_TILE = 64;
-layout(constant_id = 4) const int CAPACITY = 0; // 0 = unlimited
-
-layout(std430, binding = 0) buffer BlockCounts { int block_counts[]; }; // [n_blocks][E]
-layout(std430, binding = 1) buffer Counts { int counts[]; };            // [E + 1]
-layout(std430, binding = 2) buffer Offsets { int offsets[]; };          // [E + 1]
-layout(std430, binding = 3) writeonly buffer TileExpert { int tile_expert[]; };
-layout(std430, binding = 4) writeonly buffer RowToken { int row_token[]; };
-
-layout(push_constant) uniform Push { int n_tokens; int n_rows; } pc;
+#include "plan_scan.h"
 
 void main()
 {
     const int lid = int(gl_LocalInvocationID.x), threads = int(gl_WorkGroupSize.x);
-    const int n_blocks = (pc.n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
+    const int n_blocks = (n_tokens + PLAN_BLOCK - 1) / PLAN_BLOCK;
     for (int e = lid; e < E; e += threads) {
         int running = 0;
         for (int b = 0; b < n_blocks; b++) {
@@ -51,6 +40,6 @@ void main()
     barrier();
     for (int e = lid; e < E; e += threads)
         for (int t = offsets[e] / ROW_TILE; t < offsets[e + 1] / ROW_TILE; t++) tile_expert[t] = e;
-    for (int t = offsets[E] / ROW_TILE + lid; t < pc.n_rows / ROW_TILE; t += threads) tile_expert[t] = -1;
-    for (int r = lid; r < pc.n_rows; r += threads) row_token[r] = -1;
+    for (int t = offsets[E] / ROW_TILE + lid; t < n_rows / ROW_TILE; t += threads) tile_expert[t] = -1;
+    for (int r = lid; r < n_rows; r += threads) row_token[r] = -1;
 }

@@ -6,32 +6,14 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 1) const int E = 1;           // n_experts
-layout(constant_id = 2) const int TOP_K = 1;
-layout(constant_id = 3) const int N_GROUP = 1;
-layout(constant_id = 4) const int TOPK_GROUP = 1;
-layout(constant_id = 5) const bool SIGMOID = false;
-layout(constant_id = 6) const bool GROUP_MAX = false; // else the sum of the two best keys
-layout(constant_id = 7) const bool RENORM = false;
-layout(constant_id = 8) const bool HAS_BIAS = false;
-layout(constant_id = 9) const float SCALE = 1.0;
-
-layout(std430, binding = 0) readonly buffer Logits { float logits[]; };
-layout(std430, binding = 1) readonly buffer Bias { float bias[]; };
-layout(std430, binding = 2) buffer Workspace { float ws[]; };   // [T][E + N_GROUP]
-layout(std430, binding = 3) buffer Ids { int ids[]; };
-layout(std430, binding = 4) buffer Weights { float weights[]; };
-
-layout(push_constant) uniform Push { int n_tokens; } pc;
+#include "select.h"
 
 #define INF uintBitsToFloat(0x7f800000u)
-
-bool ranks_above(float a, float b) { return !isnan(a) && (isnan(b) || a > b); }
 
 void main()
 {
     const int t = int(gl_GlobalInvocationID.x);
-    if (t >= pc.n_tokens) return;
+    if (t >= n_tokens) return;
     const uint l0 = uint(t) * uint(E);
     const uint k0 = uint(t) * uint(E + N_GROUP), g0 = k0 + uint(E);
     const int per = E / N_GROUP;
@@ -43,7 +25,7 @@ void main()
     }
     for (int e = 0; e < E; e++) {
         const float l = logits[l0 + e];
-        const float s = SIGMOID ? 1.0 / (1.0 + exp(-l)) : exp(l - m) / sum;
+        const float s = SIGMOID ? sigmoid(l) : exp(l - m) / sum;
         ws[k0 + e] = s + (HAS_BIAS ? bias[e] : 0.0);
     }
 
@@ -87,7 +69,7 @@ void main()
         }
         ids[o + j] = best;
         const float l = logits[l0 + best];
-        const float w = SIGMOID ? 1.0 / (1.0 + exp(-l)) : exp(l - m) / sum;
+        const float w = SIGMOID ? sigmoid(l) : exp(l - m) / sum;
         weights[o + j] = w;
         wsum += w;
     }

@@ -6,23 +6,14 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 
-layout(constant_id = 1) const int E = 1;
-layout(constant_id = 2) const int TOP_K = 1;
-layout(constant_id = 3) const bool SIGMOID = false;
+#include "stats.h"
 
-layout(std430, binding = 0) readonly buffer Logits { float logits[]; };
-layout(std430, binding = 1) readonly buffer Counts { int counts[]; };
-layout(std430, binding = 2) buffer Workspace { float ws[]; }; // [T][2] (lse, norm), then [E]
-layout(std430, binding = 3) writeonly buffer Losses { float losses[]; };
-
-layout(push_constant) uniform Push { int n_tokens; } pc;
-
-float score(float l, float lse) { return SIGMOID ? 1.0 / (1.0 + exp(-l)) : exp(l - lse); }
+float score(float l, float lse) { return SIGMOID ? sigmoid(l) : exp(l - lse); }
 
 void main()
 {
     const int lid = int(gl_LocalInvocationID.x), threads = int(gl_WorkGroupSize.x);
-    const int T = pc.n_tokens;
+    const int T = n_tokens;
     for (int t = lid; t < T; t += threads) {
         const uint l0 = uint(t) * uint(E);
         float m = logits[l0];

@@ -73,7 +73,10 @@ void *moe_aligned_alloc(size_t alignment, size_t bytes)
     return p;
 }
 
-void moe_free(void *p) { free(p); }
+void moe_free(void *p)
+{
+    free(p);
+}
 
 char *moe_strdup(const char *s)
 {
@@ -83,5 +86,11 @@ char *moe_strdup(const char *s)
     return p;
 }
 
-void moe_alloc_reset_failed(void) { tls_failed = false; }
-bool moe_alloc_failed(void) { return tls_failed; }
+void moe_alloc_reset_failed(void)
+{
+    tls_failed = false;
+}
+bool moe_alloc_failed(void)
+{
+    return tls_failed;
+}

@@ -17,27 +17,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct moe_bbuf moe_bbuf;  /* a backend allocation; the backend defines it */
+typedef struct moe_backend_buffer moe_backend_buffer; /* a backend allocation; the backend defines it */
 typedef struct moe_backend moe_backend;
 
 /* A tensor's address: an allocation and a byte offset into it. buf == NULL means absent. */
 typedef struct moe_addr {
-    moe_bbuf *buf;
+    moe_backend_buffer *buf;
     size_t offset;
 } moe_addr;
 
-typedef enum moe_bbuf_usage {
-    MOE_BBUF_WEIGHTS = 0, /* written once at layer creation, read by kernels */
-    MOE_BBUF_SCRATCH = 1, /* temporaries of a forward */
-    MOE_BBUF_USER = 2     /* a moe_buffer: written and read by the application */
-} moe_bbuf_usage;
+typedef enum moe_backend_buffer_usage {
+    MOE_BACKEND_BUFFER_WEIGHTS = 0, /* written once at layer creation, read by kernels */
+    MOE_BACKEND_BUFFER_SCRATCH = 1, /* temporaries of a forward */
+    MOE_BACKEND_BUFFER_USER = 2     /* a moe_buffer: written and read by the application */
+} moe_backend_buffer_usage;
 
 /* Element types weights may arrive in (safetensors F32 / F16 / BF16). */
-typedef enum moe_dtype {
-    MOE_DTYPE_F32 = 0,
-    MOE_DTYPE_F16 = 1,
-    MOE_DTYPE_BF16 = 2
-} moe_dtype;
+typedef enum moe_dtype { MOE_DTYPE_F32 = 0, MOE_DTYPE_F16 = 1, MOE_DTYPE_BF16 = 2 } moe_dtype;
 
 /* One host matrix [rows][cols], row-major, of `dtype` — possibly inside a memory-mapped file,
  * so a checkpoint's weights go to the backend without a float copy of every expert. */
@@ -62,13 +58,13 @@ typedef struct moe_weight_src {
 typedef struct moe_route_step {
     const moe_layer_desc *desc;
     int64_t n_tokens;
-    moe_addr x;             /* float [T][d_model] */
-    moe_addr router;        /* uploaded [E][d_model] */
-    moe_addr router_bias;   /* float [E] (raw copy), or absent */
-    moe_addr logits;        /* out float [T][E] */
-    moe_addr workspace;     /* float [T][E + n_group], the backend's to use */
-    moe_addr topk_ids;      /* out int32 [T][k] */
-    moe_addr topk_weights;  /* out float [T][k] */
+    moe_addr x;            /* float [T][d_model] */
+    moe_addr router;       /* uploaded [E][d_model] */
+    moe_addr router_bias;  /* float [E] (raw copy), or absent */
+    moe_addr logits;       /* out float [T][E] */
+    moe_addr workspace;    /* float [T][E + n_group], the backend's to use */
+    moe_addr topk_ids;     /* out int32 [T][k] */
+    moe_addr topk_weights; /* out float [T][k] */
 } moe_route_step;
 
 /* plan: histogram, capacity, expert-sorted row list padded to row_tile per expert. */
@@ -88,44 +84,44 @@ typedef struct moe_plan_step {
 /* One grouped GEMM over row tiles: out[r] = epilogue(a[r] · W[tile_expert]ᵀ).
  * Rows whose row_token is -1 are padding: never read, never written. */
 typedef struct moe_ffn_step {
-    int64_t n_rows;          /* rows (a multiple of row_tile when tile_expert is set) */
-    int64_t k_dim;           /* reduction length (d_model for up, d_ff for down) */
-    int64_t n_out;           /* output columns */
-    moe_addr a;              /* float rows of k_dim elements (stride k_dim) */
-    int64_t a_rows;          /* rows in a (tokens when gathering, else n_rows) */
-    bool gather;             /* true: row r reads a[row_token[r]]; false: a[r] */
-    moe_addr row_token;      /* int32 [n_rows], or absent: every row valid, identity */
-    moe_addr tile_expert;    /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
-    moe_addr weights;        /* uploaded tensor (batch = experts) */
+    int64_t n_rows;       /* rows (a multiple of row_tile when tile_expert is set) */
+    int64_t k_dim;        /* reduction length (d_model for up, d_ff for down) */
+    int64_t n_out;        /* output columns */
+    moe_addr a;           /* float rows of k_dim elements (stride k_dim) */
+    int64_t a_rows;       /* rows in a (tokens when gathering, else n_rows) */
+    bool gather;          /* true: row r reads a[row_token[r]]; false: a[r] */
+    moe_addr row_token;   /* int32 [n_rows], or absent: every row valid, identity */
+    moe_addr tile_expert; /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
+    moe_addr weights;     /* uploaded tensor (batch = experts) */
     int64_t n_experts;
-    bool gated;              /* weights are a gated pair: out = act(gate) * up */
+    bool gated; /* weights are a gated pair: out = act(gate) * up */
     moe_activation activation;
-    bool apply_activation;   /* false for the down projection */
-    moe_addr out;            /* float [n_rows][n_out] */
+    bool apply_activation; /* false for the down projection */
+    moe_addr out;          /* float [n_rows][n_out] */
 } moe_ffn_step;
 
 /* combine: y[t] = Σ_j w[t][j]·o[slot_row[t][j]] (dropped: 0 or w·x) + gate_t·shared[t]. */
 typedef struct moe_combine_step {
     const moe_layer_desc *desc;
     int64_t n_tokens;
-    int64_t n_rows;          /* rows of expert_out (the padded row bound) */
-    moe_addr x;              /* float [T][d] */
-    moe_addr expert_out;     /* float [n_rows][d] */
-    moe_addr slot_row;       /* int32 [T][k] */
-    moe_addr topk_weights;   /* float [T][k] */
-    moe_addr shared_out;     /* float [T][d], or absent */
-    moe_addr shared_gate;    /* raw float [d] copy of w_shared_gate, or absent */
-    moe_addr y;              /* out float [T][d] */
+    int64_t n_rows;        /* rows of expert_out (the padded row bound) */
+    moe_addr x;            /* float [T][d] */
+    moe_addr expert_out;   /* float [n_rows][d] */
+    moe_addr slot_row;     /* int32 [T][k] */
+    moe_addr topk_weights; /* float [T][k] */
+    moe_addr shared_out;   /* float [T][d], or absent */
+    moe_addr shared_gate;  /* raw float [d] copy of w_shared_gate, or absent */
+    moe_addr y;            /* out float [T][d] */
 } moe_combine_step;
 
 /* stats: aux loss and z-loss from the logits and the counts. */
 typedef struct moe_stats_step {
     const moe_layer_desc *desc;
     int64_t n_tokens;
-    moe_addr logits;         /* float [T][E] */
-    moe_addr expert_counts;  /* int32 [E + 1] */
-    moe_addr workspace;      /* at least E doubles, the backend's to use */
-    moe_addr losses;         /* out float [2]: aux loss, z-loss */
+    moe_addr logits;        /* float [T][E] */
+    moe_addr expert_counts; /* int32 [E + 1] */
+    moe_addr workspace;     /* at least E doubles, the backend's to use */
+    moe_addr losses;        /* out float [2]: aux loss, z-loss */
 } moe_stats_step;
 
 typedef struct moe_backend_ops {
@@ -140,8 +136,9 @@ typedef struct moe_backend_ops {
     void (*destroy)(moe_backend *be);
 
     /* Memory. Offsets the core hands out are multiples of `alignment` (a power of two). */
-    moe_status (*buffer_alloc)(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out);
-    void (*buffer_free)(moe_backend *be, moe_bbuf *buf);
+    moe_status (*buffer_alloc)(moe_backend *be, size_t bytes, moe_backend_buffer_usage usage,
+                               moe_backend_buffer **out);
+    void (*buffer_free)(moe_backend *be, moe_backend_buffer *buf);
     moe_status (*buffer_write)(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
     moe_status (*buffer_read)(moe_backend *be, moe_addr src, void *dst, size_t bytes);
 
@@ -162,11 +159,11 @@ typedef struct moe_backend_ops {
 /* The common head of every backend instance. */
 struct moe_backend {
     const moe_backend_ops *ops;
-    moe_context *ctx;        /* for error reporting */
-    size_t alignment;        /* buffer offset alignment, a power of two */
-    double last_device_ms;   /* set by finish: device time of the steps since begin */
-    size_t staging_bytes;    /* host-visible transfer memory the backend holds */
-    int64_t row_tile;        /* rows per GEMM tile: each expert's rows are padded to it */
+    moe_context *ctx;      /* for error reporting */
+    size_t alignment;      /* buffer offset alignment, a power of two */
+    double last_device_ms; /* set by finish: device time of the steps since begin */
+    size_t staging_bytes;  /* host-visible transfer memory the backend holds */
+    int64_t row_tile;      /* rows per GEMM tile: each expert's rows are padded to it */
     moe_device_info info;
 };
 

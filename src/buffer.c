@@ -14,12 +14,13 @@ moe_status moe_buffer_create(moe_context *ctx, int64_t n_elements, moe_buffer **
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_buffer is NULL");
     size_t bytes;
     if (n_elements <= 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_elements must be > 0 (got %lld)", (long long)n_elements);
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_elements must be > 0 (got %lld)",
+                        (long long)n_elements);
     if (!moe_bytes_of(sizeof(float), n_elements, 1, 1, &bytes))
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "%lld floats overflow size_t", (long long)n_elements);
     moe_buffer *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
-    moe_status st = moe_arena_alloc(&ctx->arena, bytes, MOE_BBUF_USER, &b->buf);
+    moe_status st = moe_arena_alloc(&ctx->arena, bytes, MOE_BACKEND_BUFFER_USER, &b->buf);
     if (st != MOE_OK) {
         moe_free(b);
         return st;
@@ -33,11 +34,14 @@ moe_status moe_buffer_create(moe_context *ctx, int64_t n_elements, moe_buffer **
 void moe_buffer_destroy(moe_buffer *b)
 {
     if (!b) return;
-    moe_arena_free(&b->ctx->arena, b->buf, (size_t)b->n_elements * sizeof(float), MOE_BBUF_USER);
+    moe_arena_free(&b->ctx->arena, b->buf, (size_t)b->n_elements * sizeof(float), MOE_BACKEND_BUFFER_USER);
     moe_free(b);
 }
 
-int64_t moe_buffer_elements(const moe_buffer *b) { return b ? b->n_elements : 0; }
+int64_t moe_buffer_elements(const moe_buffer *b)
+{
+    return b ? b->n_elements : 0;
+}
 
 static moe_status check_range(const moe_buffer *b, int64_t offset, int64_t n, const void *host)
 {

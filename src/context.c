@@ -16,29 +16,40 @@
 const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind)
 {
     switch (kind) {
-    case MOE_BACKEND_CPU: return &moe_cpu_backend_ops;
+    case MOE_BACKEND_CPU:
+        return &moe_cpu_backend_ops;
 #if MOE_HAVE_VULKAN
-    case MOE_BACKEND_VULKAN: return &moe_vulkan_backend_ops;
+    case MOE_BACKEND_VULKAN:
+        return &moe_vulkan_backend_ops;
 #endif
 #if MOE_HAVE_OPENCL
-    case MOE_BACKEND_OPENCL: return &moe_opencl_backend_ops;
+    case MOE_BACKEND_OPENCL:
+        return &moe_opencl_backend_ops;
 #endif
-    default: return NULL;
+    default:
+        return NULL;
     }
 }
 
 const char *moe_backend_name(moe_backend_kind kind)
 {
     switch (kind) {
-    case MOE_BACKEND_AUTO: return "auto";
-    case MOE_BACKEND_CPU: return "cpu";
-    case MOE_BACKEND_VULKAN: return "vulkan";
-    case MOE_BACKEND_OPENCL: return "opencl";
+    case MOE_BACKEND_AUTO:
+        return "auto";
+    case MOE_BACKEND_CPU:
+        return "cpu";
+    case MOE_BACKEND_VULKAN:
+        return "vulkan";
+    case MOE_BACKEND_OPENCL:
+        return "opencl";
     }
     return "unknown";
 }
 
-int moe_backend_is_built(moe_backend_kind kind) { return moe_backend_ops_of(kind) != NULL; }
+int moe_backend_is_built(moe_backend_kind kind)
+{
+    return moe_backend_ops_of(kind) != NULL;
+}
 
 moe_status moe_device_count(moe_backend_kind kind, int *count)
 {
@@ -100,8 +111,9 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     moe_context_desc desc = {.struct_size = sizeof desc};
     if (desc_in) {
         if (desc_in->struct_size < sizeof(moe_context_desc))
-            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_context_desc.struct_size is %zu, expected %zu",
-                            desc_in->struct_size, sizeof(moe_context_desc));
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                            "moe_context_desc.struct_size is %zu, expected %zu", desc_in->struct_size,
+                            sizeof(moe_context_desc));
         desc = *desc_in;
     }
     if ((unsigned)desc.backend > MOE_BACKEND_OPENCL)
@@ -159,8 +171,9 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
                 moe_log(ctx, MOE_LOG_WARNING, "auto: backend '%s' failed (%s: %s); trying the next",
                         ops->name, moe_status_string(st), ctx->error);
         }
-        if (st == MOE_OK) moe_log(ctx, MOE_LOG_INFO, "auto: chose backend '%s', device '%s'",
-                                  ctx->be->ops->name, ctx->be->info.name);
+        if (st == MOE_OK)
+            moe_log(ctx, MOE_LOG_INFO, "auto: chose backend '%s', device '%s'", ctx->be->ops->name,
+                    ctx->be->info.name);
         else if (st == MOE_ERROR_BACKEND_UNAVAILABLE)
             moe_fail(ctx, st, "auto: no backend has a device with index %d", desc.device_index);
     }
@@ -192,18 +205,23 @@ moe_status moe_context_get_device_info(const moe_context *ctx, moe_device_info *
 {
     if (!ctx || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or info is NULL");
     if (info->struct_size < sizeof(moe_device_info))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu", info->struct_size);
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu",
+                        info->struct_size);
     *info = ctx->be->info;
     return MOE_OK;
 }
 
-const char *moe_context_error(const moe_context *ctx) { return ctx ? ctx->error : moe_last_error(); }
+const char *moe_context_error(const moe_context *ctx)
+{
+    return ctx ? ctx->error : moe_last_error();
+}
 
 moe_status moe_context_get_arena_stats(const moe_context *ctx, moe_arena_stats *stats)
 {
     if (!ctx || !stats) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or stats is NULL");
     if (stats->struct_size < sizeof(moe_arena_stats))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_arena_stats.struct_size is %zu", stats->struct_size);
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_arena_stats.struct_size is %zu",
+                        stats->struct_size);
     const moe_arena *a = &ctx->arena;
     *stats = (moe_arena_stats){
         .struct_size = sizeof *stats,

@@ -33,6 +33,10 @@ void moe_log(moe_context *ctx, moe_log_level level, const char *fmt, ...)
 #endif
     ;
 
+/* Milliseconds on a monotonic clock (CLOCK_MONOTONIC where the platform has it); only
+ * differences mean anything. Every backend times its steps and builds with it. */
+double moe_now_ms(void);
+
 /* ---- checked arithmetic ------------------------------------------------------------------ */
 
 /* a*b into *out; false on overflow (operands must be non-negative). */
@@ -65,7 +69,7 @@ size_t moe_bump_take(moe_bump *bump, size_t bytes);
 
 typedef struct moe_arena {
     moe_backend *be;
-    moe_bbuf *scratch;
+    moe_backend_buffer *scratch;
     size_t scratch_bytes;
     size_t scratch_peak_bytes;
     size_t weights_bytes;
@@ -77,8 +81,9 @@ typedef struct moe_arena {
 
 /* Makes sure the scratch region holds `bytes`; allocates only when it has to grow. */
 moe_status moe_arena_reserve_scratch(moe_arena *arena, size_t bytes);
-moe_status moe_arena_alloc(moe_arena *arena, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out);
-void moe_arena_free(moe_arena *arena, moe_bbuf *buf, size_t bytes, moe_bbuf_usage usage);
+moe_status moe_arena_alloc(moe_arena *arena, size_t bytes, moe_backend_buffer_usage usage,
+                           moe_backend_buffer **out);
+void moe_arena_free(moe_arena *arena, moe_backend_buffer *buf, size_t bytes, moe_backend_buffer_usage usage);
 void moe_arena_release(moe_arena *arena);
 
 /* ---- objects ------------------------------------------------------------------------------- */
@@ -100,15 +105,15 @@ typedef struct moe_layer_addrs {
 
 struct moe_layer {
     moe_context *ctx;
-    moe_layer_desc desc;        /* normalised: defaults filled in */
-    moe_bbuf *weights;
+    moe_layer_desc desc; /* normalised: defaults filled in */
+    moe_backend_buffer *weights;
     size_t weights_bytes;
     moe_layer_addrs w;
 };
 
 struct moe_buffer {
     moe_context *ctx;
-    moe_bbuf *buf;
+    moe_backend_buffer *buf;
     int64_t n_elements;
 };
 
@@ -131,8 +136,8 @@ struct moe_buffer {
 
 bool moe_activation_is_gated(moe_activation act);
 /* Checks a layer desc (and, if non-NULL, its weights) and writes the normalised desc. */
-moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
-                              const moe_layer_weights *weights, moe_layer_desc *normalised);
+moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
+                              moe_layer_desc *normalised);
 /* Checks n_tokens against the desc (and its token budget when check_budget). */
 moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int64_t n_tokens,
                                bool check_budget);
@@ -151,11 +156,11 @@ moe_status moe_validate_threads(moe_context *ctx, int n_threads);
  * what moe_layer_create builds from its contiguous float arrays and what a checkpoint
  * loader builds from a memory-mapped file. The small vectors are float32. */
 typedef struct moe_layer_tensors {
-    moe_matrix_src router;                         /* [E][d_model] */
-    const float *router_bias;                      /* [E], or NULL */
-    const moe_matrix_src *gate, *up, *down;        /* [E] each; gate NULL unless gated */
+    moe_matrix_src router;                  /* [E][d_model] */
+    const float *router_bias;               /* [E], or NULL */
+    const moe_matrix_src *gate, *up, *down; /* [E] each; gate NULL unless gated */
     moe_matrix_src shared_gate, shared_up, shared_down;
-    const float *shared_expert_gate;               /* [d_model], or NULL */
+    const float *shared_expert_gate; /* [d_model], or NULL */
 } moe_layer_tensors;
 
 /* Creates a layer from an already validated, normalised desc. */

@@ -64,7 +64,10 @@ static void set_hooks(void)
     cJSON_InitHooks(&hooks);
 }
 
-void moe_json_init(void) { pthread_once(&g_hooks_once, set_hooks); }
+void moe_json_init(void)
+{
+    pthread_once(&g_hooks_once, set_hooks);
+}
 
 static int cmp_key(const void *a, const void *b)
 {
@@ -135,8 +138,8 @@ moe_status moe_json_parse(moe_context *ctx, const char *what, const char *text, 
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         if (moe_alloc_failed())
-            return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory while parsing %zu bytes of JSON",
-                            what, len);
+            return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY,
+                            "%s: out of host memory while parsing %zu bytes of JSON", what, len);
         const size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
         return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: not valid JSON (near byte %zu of %zu)", what, at, len);
     }
@@ -160,9 +163,11 @@ moe_status moe_json_parse(moe_context *ctx, const char *what, const char *text, 
         bool oom = false;
         const char *dup = duplicate_key(root, &oom);
         if (oom)
-            st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory while checking JSON keys", what);
+            st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory while checking JSON keys",
+                          what);
         else if (dup)
-            st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the key \"%s\" appears twice in one JSON object", what, dup);
+            st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the key \"%s\" appears twice in one JSON object", what,
+                          dup);
     }
     if (st != MOE_OK) {
         cJSON_Delete(root);

@@ -60,7 +60,8 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
     const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model};
-    const moe_weight_src ffn_in = {gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model};
+    const moe_weight_src ffn_in = {gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff,
+                                   d.d_model};
     const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff};
     const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up, gated ? &t->shared_up : NULL,
                                       1, d.d_ff_shared, d.d_model};
@@ -68,20 +69,22 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     moe_layer_addrs a = {0};
     const weight_item all[] = {
         {&a.router, &router, NULL, 0},
-        {d.has_selection_bias ? &a.router_bias : NULL, NULL, t->router_bias, sizeof(float) * (size_t)d.n_experts},
+        {d.has_selection_bias ? &a.router_bias : NULL, NULL, t->router_bias,
+         sizeof(float) * (size_t)d.n_experts},
         {&a.ffn_in, &ffn_in, NULL, 0},
         {&a.ffn_down, &ffn_down, NULL, 0},
         {shared ? &a.shared_in : NULL, &shared_in, NULL, 0},
         {shared ? &a.shared_down : NULL, &shared_down, NULL, 0},
-        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, t->shared_expert_gate, sizeof(float) * (size_t)d.d_model},
+        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, t->shared_expert_gate,
+         sizeof(float) * (size_t)d.d_model},
     };
     const size_t n_items = sizeof all / sizeof all[0];
     /* Measure the whole block first, allocate once, then upload each tensor in place. */
     moe_bump bump = {.alignment = be->alignment};
     for (size_t i = 0; i < n_items; i++)
         if (all[i].dst)
-            all[i].dst->offset = moe_bump_take(&bump, all[i].src ? be->ops->weight_bytes(be, all[i].src)
-                                                                 : all[i].raw_bytes);
+            all[i].dst->offset =
+                moe_bump_take(&bump, all[i].src ? be->ops->weight_bytes(be, all[i].src) : all[i].raw_bytes);
     if (bump.overflow)
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
 
@@ -90,7 +93,7 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = bump.offset;
-    moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BBUF_WEIGHTS, &layer->weights);
+    moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
         moe_free(layer);
         return st;
@@ -110,8 +113,8 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     return MOE_OK;
 }
 
-moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
-                            const moe_layer_weights *weights, moe_layer **out)
+moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
+                            moe_layer **out)
 {
     moe_clear_error(ctx);
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
@@ -150,7 +153,7 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc,
 void moe_layer_destroy(moe_layer *layer)
 {
     if (!layer) return;
-    moe_arena_free(&layer->ctx->arena, layer->weights, layer->weights_bytes, MOE_BBUF_WEIGHTS);
+    moe_arena_free(&layer->ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
     moe_free(layer);
 }
 
@@ -167,12 +170,12 @@ typedef struct forward_layout {
 
 static bool stats_wanted(const moe_forward_stats *s)
 {
-    return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count ||
-                 s->aux_loss || s->z_loss || s->device_ms);
+    return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count || s->aux_loss ||
+                 s->z_loss || s->device_ms);
 }
 
-static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y,
-                           forward_layout *L, bool *overflow)
+static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, forward_layout *L,
+                           bool *overflow)
 {
     const moe_layer_desc *d = &layer->desc;
     const moe_backend *be = layer->ctx->be;
@@ -184,7 +187,8 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
     const size_t R = (size_t)L->n_rows;
     /* Offsets only; the scratch allocation is attached once it is reserved (a non-NULL
      * placeholder marks the fields this forward uses). */
-#define TAKE(field, bytes) (L->field.offset = moe_bump_take(&b, (bytes)), L->field.buf = (moe_bbuf *)1)
+#define TAKE(field, bytes)                                                                                   \
+    (L->field.offset = moe_bump_take(&b, (bytes)), L->field.buf = (moe_backend_buffer *)1)
     if (host_x) TAKE(x, f * TD);
     TAKE(logits, f * (size_t)T * (size_t)d->n_experts);
     /* One workspace for the steps that need one, in turn: route (T·(E + n_group) floats),
@@ -212,13 +216,13 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
     *overflow = b.overflow;
 }
 
-static void attach(moe_addr *a, moe_bbuf *buf)
+static void attach(moe_addr *a, moe_backend_buffer *buf)
 {
     if (a->buf) a->buf = buf;
 }
 
-static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L, moe_addr x,
-                            moe_addr y, bool want_losses)
+static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L, moe_addr x, moe_addr y,
+                            bool want_losses)
 {
     /* The one place the capacity is fitted to this forward: at or above its T·k rows it is
      * unlimited (0), so every backend's kernels see a value that fits their 32-bit integers. */
@@ -230,22 +234,46 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
     moe_status st = ops->begin(be);
     if (st != MOE_OK) return st;
 
-    const moe_route_step route = {d, T, x, layer->w.router, layer->w.router_bias,
+    const moe_route_step route = {d,         T,           x,           layer->w.router, layer->w.router_bias,
                                   L->logits, L->route_ws, L->topk_ids, L->topk_weights};
-    const moe_plan_step plan = {d, T, L->n_rows, L->topk_ids, L->route_ws, L->expert_counts,
-                                L->expert_offsets, L->row_token, L->slot_row, L->tile_expert};
+    const moe_plan_step plan = {d,
+                                T,
+                                L->n_rows,
+                                L->topk_ids,
+                                L->route_ws,
+                                L->expert_counts,
+                                L->expert_offsets,
+                                L->row_token,
+                                L->slot_row,
+                                L->tile_expert};
     const bool gated = moe_activation_is_gated(d->activation);
-    const moe_ffn_step up = {
-        .n_rows = L->n_rows, .k_dim = d->d_model, .n_out = d->d_ff, .a = x, .a_rows = T, .gather = true,
-        .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_in,
-        .n_experts = d->n_experts, .gated = gated, .activation = d->activation,
-        .apply_activation = true, .out = L->h};
-    const moe_ffn_step down = {
-        .n_rows = L->n_rows, .k_dim = d->d_ff, .n_out = d->d_model, .a = L->h, .a_rows = L->n_rows, .gather = false,
-        .row_token = L->row_token, .tile_expert = L->tile_expert, .weights = layer->w.ffn_down,
-        .n_experts = d->n_experts, .out = L->o};
-    const moe_combine_step combine = {d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights,
-                                      L->shared_o, layer->w.shared_gate, y};
+    const moe_ffn_step up = {.n_rows = L->n_rows,
+                             .k_dim = d->d_model,
+                             .n_out = d->d_ff,
+                             .a = x,
+                             .a_rows = T,
+                             .gather = true,
+                             .row_token = L->row_token,
+                             .tile_expert = L->tile_expert,
+                             .weights = layer->w.ffn_in,
+                             .n_experts = d->n_experts,
+                             .gated = gated,
+                             .activation = d->activation,
+                             .apply_activation = true,
+                             .out = L->h};
+    const moe_ffn_step down = {.n_rows = L->n_rows,
+                               .k_dim = d->d_ff,
+                               .n_out = d->d_model,
+                               .a = L->h,
+                               .a_rows = L->n_rows,
+                               .gather = false,
+                               .row_token = L->row_token,
+                               .tile_expert = L->tile_expert,
+                               .weights = layer->w.ffn_down,
+                               .n_experts = d->n_experts,
+                               .out = L->o};
+    const moe_combine_step combine = {
+        d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights, L->shared_o, layer->w.shared_gate, y};
     const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
 
     st = ops->route(be, &route);
@@ -254,13 +282,25 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
     if (st == MOE_OK) st = ops->ffn(be, &down);
     if (st == MOE_OK && d->d_ff_shared > 0) {
         /* The shared expert is one dense expert over all tokens: the same GEMM step. */
-        const moe_ffn_step sup = {
-            .n_rows = T, .k_dim = d->d_model, .n_out = d->d_ff_shared, .a = x, .a_rows = T,
-            .weights = layer->w.shared_in, .n_experts = 1, .gated = gated,
-            .activation = d->activation, .apply_activation = true, .out = L->shared_h};
-        const moe_ffn_step sdown = {
-            .n_rows = T, .k_dim = d->d_ff_shared, .n_out = d->d_model, .a = L->shared_h, .a_rows = T,
-            .weights = layer->w.shared_down, .n_experts = 1, .out = L->shared_o};
+        const moe_ffn_step sup = {.n_rows = T,
+                                  .k_dim = d->d_model,
+                                  .n_out = d->d_ff_shared,
+                                  .a = x,
+                                  .a_rows = T,
+                                  .weights = layer->w.shared_in,
+                                  .n_experts = 1,
+                                  .gated = gated,
+                                  .activation = d->activation,
+                                  .apply_activation = true,
+                                  .out = L->shared_h};
+        const moe_ffn_step sdown = {.n_rows = T,
+                                    .k_dim = d->d_ff_shared,
+                                    .n_out = d->d_model,
+                                    .a = L->shared_h,
+                                    .a_rows = T,
+                                    .weights = layer->w.shared_down,
+                                    .n_experts = 1,
+                                    .out = L->shared_o};
         st = ops->ffn(be, &sup);
         if (st == MOE_OK) st = ops->ffn(be, &sdown);
     }
@@ -280,7 +320,8 @@ static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *
     if (st == MOE_OK && s->topk_weights)
         st = be->ops->buffer_read(be, L->topk_weights, s->topk_weights, TK * sizeof(float));
     if (st == MOE_OK && s->expert_counts)
-        st = be->ops->buffer_read(be, L->expert_counts, s->expert_counts, sizeof(int32_t) * (size_t)d->n_experts);
+        st = be->ops->buffer_read(be, L->expert_counts, s->expert_counts,
+                                  sizeof(int32_t) * (size_t)d->n_experts);
     if (st == MOE_OK && s->dropped_count) {
         moe_addr at = L->expert_counts;
         at.offset += sizeof(int32_t) * (size_t)d->n_experts;
@@ -297,8 +338,8 @@ static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *
 }
 
 /* Both forwards: x/y are host pointers, or (when NULL) the device buffers xb/yb. */
-static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
-                          const moe_buffer *xb, moe_buffer *yb, moe_forward_stats *stats)
+static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
+                          moe_buffer *yb, moe_forward_stats *stats)
 {
     moe_context *ctx = layer->ctx;
     moe_backend *be = ctx->be;
@@ -311,9 +352,9 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     const int64_t TD = T * d->d_model;
     if (xb) {
         if (xb->ctx != ctx || yb->ctx != ctx)
-            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "x and y must be buffers of the layer's context");
-        if (xb == yb)
-            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "x and y must be different buffers");
+            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                            "x and y must be buffers of the layer's context");
+        if (xb == yb) return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "x and y must be different buffers");
         if (xb->n_elements < TD || yb->n_elements < TD)
             return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
                             "buffers hold %lld and %lld elements; %lld tokens of d_model %lld need %lld",
@@ -329,7 +370,8 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     forward_layout L;
     bool overflow;
     layout_forward(layer, T, x != NULL, y != NULL, &L, &overflow);
-    if (overflow) return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
+    if (overflow)
+        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
     if (L.n_rows > MOE_MAX_INDEX)
         return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
                         "%lld tokens give %lld padded rows with %s's row tile of %lld; the plan indexes rows "
@@ -338,10 +380,23 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                         (long long)MOE_MAX_INDEX);
     st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
     if (st != MOE_OK) return st;
-    moe_bbuf *s = ctx->arena.scratch;
-    moe_addr *fields[] = {&L.x, &L.logits, &L.route_ws, &L.topk_ids, &L.topk_weights,
-                          &L.expert_counts, &L.expert_offsets, &L.row_token, &L.slot_row, &L.tile_expert, &L.h, &L.o,
-                          &L.shared_h, &L.shared_o, &L.y, &L.losses};
+    moe_backend_buffer *s = ctx->arena.scratch;
+    moe_addr *fields[] = {&L.x,
+                          &L.logits,
+                          &L.route_ws,
+                          &L.topk_ids,
+                          &L.topk_weights,
+                          &L.expert_counts,
+                          &L.expert_offsets,
+                          &L.row_token,
+                          &L.slot_row,
+                          &L.tile_expert,
+                          &L.h,
+                          &L.o,
+                          &L.shared_h,
+                          &L.shared_o,
+                          &L.y,
+                          &L.losses};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) attach(fields[i], s);
 
     const size_t bytes = (size_t)TD * sizeof(float);
@@ -371,8 +426,8 @@ moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x,
     return forward(layer, n_tokens, x, y, NULL, NULL, stats);
 }
 
-moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x,
-                                     moe_buffer *y, moe_forward_stats *stats)
+moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x, moe_buffer *y,
+                                     moe_forward_stats *stats)
 {
     if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
     moe_clear_error(layer->ctx);

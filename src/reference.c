@@ -34,10 +34,13 @@ static int64_t best_untaken(const double *v, const bool *taken, int64_t n)
 static double activate(moe_activation act, double v)
 {
     switch (act) {
-    case MOE_ACTIVATION_SWIGLU: return v / (1.0 + exp(-v));
+    case MOE_ACTIVATION_SWIGLU:
+        return v / (1.0 + exp(-v));
     case MOE_ACTIVATION_GEGLU:
-    case MOE_ACTIVATION_GELU: return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
-    case MOE_ACTIVATION_RELU: return v > 0.0 ? v : 0.0;
+    case MOE_ACTIVATION_GELU:
+        return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
+    case MOE_ACTIVATION_RELU:
+        return v > 0.0 ? v : 0.0;
     }
     return v;
 }
@@ -50,8 +53,8 @@ static double dot(const float *a, const float *b, int64_t n)
 }
 
 /* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f. */
-static void expert_ffn(const moe_layer_desc *d, const float *gate, const float *up,
-                       const float *down, int64_t f, const float *x, double *h, double *out)
+static void expert_ffn(const moe_layer_desc *d, const float *gate, const float *up, const float *down,
+                       int64_t f, const float *x, double *h, double *out)
 {
     for (int64_t i = 0; i < f; i++) {
         const double u = dot(up + i * d->d_model, x, d->d_model);
@@ -68,9 +71,9 @@ static void expert_ffn(const moe_layer_desc *d, const float *gate, const float *
 }
 
 /* Routing of one token: scores, the chosen experts (best first) and their weights. */
-static void route_token(const moe_layer_desc *d, const moe_layer_weights *w, const float *x,
-                        double *logits, double *scores, double *keys, bool *taken,
-                        double *group_score, bool *group_taken, int32_t *ids, double *weights)
+static void route_token(const moe_layer_desc *d, const moe_layer_weights *w, const float *x, double *logits,
+                        double *scores, double *keys, bool *taken, double *group_score, bool *group_taken,
+                        int32_t *ids, double *weights)
 {
     const int64_t E = d->n_experts;
     for (int64_t e = 0; e < E; e++) logits[e] = dot(w->router + e * d->d_model, x, d->d_model);
@@ -124,8 +127,7 @@ static void route_token(const moe_layer_desc *d, const moe_layer_weights *w, con
 }
 
 moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_weights *weights,
-                                 int64_t n_tokens, const float *x, float *y,
-                                 moe_forward_stats *stats)
+                                 int64_t n_tokens, const float *x, float *y, moe_forward_stats *stats)
 {
     moe_clear_error(NULL);
     moe_layer_desc d;
@@ -155,14 +157,15 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     double *acc = moe_malloc(sizeof(double) * (size_t)(T * D));
     double *p_mean = moe_calloc((size_t)E, sizeof(double));
     st = MOE_OK;
-    if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts || !h || !o || !acc || !p_mean) {
+    if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts ||
+        !h || !o || !acc || !p_mean) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
         goto done;
     }
 
     for (int64_t t = 0; t < T; t++)
-        route_token(&d, weights, x + t * D, logits + t * E, scores, keys, taken,
-                    group_score, group_taken, ids + t * K, w + t * K);
+        route_token(&d, weights, x + t * D, logits + t * E, scores, keys, taken, group_score, group_taken,
+                    ids + t * K, w + t * K);
 
     /* Experts, in token order so that capacity drops the later tokens. */
     int32_t dropped = 0;
@@ -186,8 +189,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             }
         }
         if (d.d_ff_shared > 0) {
-            expert_ffn(&d, weights->shared_gate, weights->shared_up, weights->shared_down,
-                       d.d_ff_shared, xt, h, o);
+            expert_ffn(&d, weights->shared_gate, weights->shared_up, weights->shared_down, d.d_ff_shared, xt,
+                       h, o);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
             for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
@@ -224,7 +227,18 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     }
 
 done:
-    moe_free(logits); moe_free(scores); moe_free(keys); moe_free(taken); moe_free(group_score); moe_free(group_taken); moe_free(ids); moe_free(w);
-    moe_free(counts); moe_free(h); moe_free(o); moe_free(acc); moe_free(p_mean);
+    moe_free(logits);
+    moe_free(scores);
+    moe_free(keys);
+    moe_free(taken);
+    moe_free(group_score);
+    moe_free(group_taken);
+    moe_free(ids);
+    moe_free(w);
+    moe_free(counts);
+    moe_free(h);
+    moe_free(o);
+    moe_free(acc);
+    moe_free(p_mean);
     return st;
 }

@@ -1,50 +1,75 @@
 /*
- * status.c — status names, error details (per context and per thread), logging, version.
+ * status.c — status names, error details (per context and per thread), logging, version, and
+ * the one monotonic clock the backends time with.
  *
  * The library never prints: every message goes into the context's detail buffer, the
  * calling thread's last-error buffer, and the optional log callback.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "internal.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #define MOE_STR2(x) #x
-#define MOE_STR(x) MOE_STR2(x)
+#define MOE_STR(x)  MOE_STR2(x)
 
 static _Thread_local char tls_error[MOE_ERROR_MAX];
 
 const char *moe_status_string(moe_status status)
 {
     switch (status) {
-    case MOE_OK: return "MOE_OK";
-    case MOE_ERROR_NULL_POINTER: return "MOE_ERROR_NULL_POINTER";
-    case MOE_ERROR_INVALID_SIZE: return "MOE_ERROR_INVALID_SIZE";
-    case MOE_ERROR_INVALID_CONFIG: return "MOE_ERROR_INVALID_CONFIG";
-    case MOE_ERROR_SIZE_OVERFLOW: return "MOE_ERROR_SIZE_OVERFLOW";
-    case MOE_ERROR_TOKEN_BUDGET: return "MOE_ERROR_TOKEN_BUDGET";
-    case MOE_ERROR_INVALID_ARGUMENT: return "MOE_ERROR_INVALID_ARGUMENT";
-    case MOE_ERROR_OUT_OF_MEMORY: return "MOE_ERROR_OUT_OF_MEMORY";
-    case MOE_ERROR_OUT_OF_DEVICE_MEMORY: return "MOE_ERROR_OUT_OF_DEVICE_MEMORY";
-    case MOE_ERROR_BACKEND_UNAVAILABLE: return "MOE_ERROR_BACKEND_UNAVAILABLE";
-    case MOE_ERROR_DEVICE_LOST: return "MOE_ERROR_DEVICE_LOST";
-    case MOE_ERROR_BACKEND: return "MOE_ERROR_BACKEND";
-    case MOE_ERROR_UNSUPPORTED: return "MOE_ERROR_UNSUPPORTED";
-    case MOE_ERROR_IO: return "MOE_ERROR_IO";
-    case MOE_ERROR_FORMAT: return "MOE_ERROR_FORMAT";
-    case MOE_ERROR_INTERNAL: return "MOE_ERROR_INTERNAL";
+    case MOE_OK:
+        return "MOE_OK";
+    case MOE_ERROR_NULL_POINTER:
+        return "MOE_ERROR_NULL_POINTER";
+    case MOE_ERROR_INVALID_SIZE:
+        return "MOE_ERROR_INVALID_SIZE";
+    case MOE_ERROR_INVALID_CONFIG:
+        return "MOE_ERROR_INVALID_CONFIG";
+    case MOE_ERROR_SIZE_OVERFLOW:
+        return "MOE_ERROR_SIZE_OVERFLOW";
+    case MOE_ERROR_TOKEN_BUDGET:
+        return "MOE_ERROR_TOKEN_BUDGET";
+    case MOE_ERROR_INVALID_ARGUMENT:
+        return "MOE_ERROR_INVALID_ARGUMENT";
+    case MOE_ERROR_OUT_OF_MEMORY:
+        return "MOE_ERROR_OUT_OF_MEMORY";
+    case MOE_ERROR_OUT_OF_DEVICE_MEMORY:
+        return "MOE_ERROR_OUT_OF_DEVICE_MEMORY";
+    case MOE_ERROR_BACKEND_UNAVAILABLE:
+        return "MOE_ERROR_BACKEND_UNAVAILABLE";
+    case MOE_ERROR_DEVICE_LOST:
+        return "MOE_ERROR_DEVICE_LOST";
+    case MOE_ERROR_BACKEND:
+        return "MOE_ERROR_BACKEND";
+    case MOE_ERROR_UNSUPPORTED:
+        return "MOE_ERROR_UNSUPPORTED";
+    case MOE_ERROR_IO:
+        return "MOE_ERROR_IO";
+    case MOE_ERROR_FORMAT:
+        return "MOE_ERROR_FORMAT";
+    case MOE_ERROR_INTERNAL:
+        return "MOE_ERROR_INTERNAL";
     }
     return "MOE_ERROR_UNKNOWN";
 }
 
-const char *moe_last_error(void) { return tls_error; }
+const char *moe_last_error(void)
+{
+    return tls_error;
+}
 
 const char *moe_version(void)
 {
     return MOE_STR(MOE_VERSION_MAJOR) "." MOE_STR(MOE_VERSION_MINOR) "." MOE_STR(MOE_VERSION_PATCH);
 }
 
-int moe_version_number(void) { return MOE_VERSION_NUMBER; }
+int moe_version_number(void)
+{
+    return MOE_VERSION_NUMBER;
+}
 
 static void vlog(moe_context *ctx, moe_log_level level, const char *msg)
 {
@@ -90,4 +115,15 @@ bool moe_bytes_of(size_t elem_size, int64_t a, int64_t b, int64_t c, size_t *out
     size_t n = elem_size;
     return moe_mul_size(n, (size_t)a, &n) && moe_mul_size(n, (size_t)b, &n) &&
            moe_mul_size(n, (size_t)c, &n) && (*out = n, true);
+}
+
+double moe_now_ms(void)
+{
+    struct timespec t;
+#if defined(CLOCK_MONOTONIC)
+    clock_gettime(CLOCK_MONOTONIC, &t);
+#else
+    timespec_get(&t, TIME_UTC); /* no monotonic clock: the best there is */
+#endif
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
 }

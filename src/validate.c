@@ -68,17 +68,18 @@ static moe_status check_index_limits(moe_context *ctx, const moe_layer_desc *d, 
     return MOE_OK;
 }
 
-#define REQUIRE_PTR(p, name)                                                                     \
-    do {                                                                                         \
-        if (!(p)) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights.%s is NULL but the config needs it", name); \
+#define REQUIRE_PTR(p, name)                                                                                 \
+    do {                                                                                                     \
+        if (!(p))                                                                                            \
+            return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights.%s is NULL but the config needs it",       \
+                            name);                                                                           \
     } while (0)
 
 static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const moe_layer_weights *w)
 {
     if (w->struct_size < sizeof(moe_layer_weights))
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "moe_layer_weights.struct_size is %zu, expected %zu", w->struct_size,
-                        sizeof(moe_layer_weights));
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_layer_weights.struct_size is %zu, expected %zu",
+                        w->struct_size, sizeof(moe_layer_weights));
     const bool gated = moe_activation_is_gated(d->activation);
     REQUIRE_PTR(w->router, "router");
     REQUIRE_PTR(w->up, "up");
@@ -94,24 +95,26 @@ static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const
     return MOE_OK;
 }
 
-moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
-                              const moe_layer_weights *weights, moe_layer_desc *out)
+moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
+                              moe_layer_desc *out)
 {
     if (!desc) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "layer desc is NULL");
     if (desc->struct_size < sizeof(moe_layer_desc))
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "moe_layer_desc.struct_size is %zu, expected %zu", desc->struct_size,
-                        sizeof(moe_layer_desc));
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_layer_desc.struct_size is %zu, expected %zu",
+                        desc->struct_size, sizeof(moe_layer_desc));
     moe_layer_desc d = *desc;
     const struct {
         int64_t v;
         const char *name;
-    } positive[] = {{d.d_model, "d_model"}, {d.d_ff, "d_ff"}, {d.n_experts, "n_experts"},
-                    {d.top_k, "top_k"}, {d.max_tokens, "max_tokens"}};
+    } positive[] = {{d.d_model, "d_model"},
+                    {d.d_ff, "d_ff"},
+                    {d.n_experts, "n_experts"},
+                    {d.top_k, "top_k"},
+                    {d.max_tokens, "max_tokens"}};
     for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++)
         if (positive[i].v <= 0)
-            return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "%s must be > 0 (got %lld)",
-                            positive[i].name, (long long)positive[i].v);
+            return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "%s must be > 0 (got %lld)", positive[i].name,
+                            (long long)positive[i].v);
     if (d.d_ff_shared < 0)
         return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "d_ff_shared must be >= 0 (got %lld)",
                         (long long)d.d_ff_shared);
@@ -146,20 +149,17 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc,
     if (d.n_group <= 1) {
         d.n_group = 1;
         if (d.topk_group > 1)
-            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
-                            "topk_group (%lld) is larger than n_group (%lld)",
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "topk_group (%lld) is larger than n_group (%lld)",
                             (long long)d.topk_group, (long long)desc->n_group);
         d.topk_group = 1;
     } else {
         if (d.n_experts % d.n_group != 0)
-            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
-                            "n_group (%lld) does not divide n_experts (%lld)", (long long)d.n_group,
-                            (long long)d.n_experts);
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "n_group (%lld) does not divide n_experts (%lld)",
+                            (long long)d.n_group, (long long)d.n_experts);
         if (d.topk_group == 0)
             return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "topk_group must be set when n_group > 1");
         if (d.topk_group > d.n_group)
-            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
-                            "topk_group (%lld) is larger than n_group (%lld)",
+            return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "topk_group (%lld) is larger than n_group (%lld)",
                             (long long)d.topk_group, (long long)d.n_group);
         if (d.topk_group * (d.n_experts / d.n_group) < d.top_k)
             return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
@@ -191,20 +191,17 @@ moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int
                                bool check_budget)
 {
     if (n_tokens <= 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_tokens must be > 0 (got %lld)",
-                        (long long)n_tokens);
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "n_tokens must be > 0 (got %lld)", (long long)n_tokens);
     if (check_budget && n_tokens > desc->max_tokens)
-        return moe_fail(ctx, MOE_ERROR_TOKEN_BUDGET,
-                        "n_tokens (%lld) exceeds the layer's max_tokens (%lld)", (long long)n_tokens,
-                        (long long)desc->max_tokens);
+        return moe_fail(ctx, MOE_ERROR_TOKEN_BUDGET, "n_tokens (%lld) exceeds the layer's max_tokens (%lld)",
+                        (long long)n_tokens, (long long)desc->max_tokens);
     size_t bytes;
     if (!moe_bytes_of(4 * sizeof(float), n_tokens, desc->d_model, desc->top_k, &bytes) ||
         !moe_bytes_of(4 * sizeof(float), n_tokens, desc->top_k,
                       desc->d_ff > desc->d_ff_shared ? desc->d_ff : desc->d_ff_shared, &bytes) ||
         !moe_bytes_of(4 * sizeof(float), n_tokens, desc->n_experts, 1, &bytes))
-        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW,
-                        "n_tokens (%lld) * d_model (%lld) overflows size_t", (long long)n_tokens,
-                        (long long)desc->d_model);
+        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "n_tokens (%lld) * d_model (%lld) overflows size_t",
+                        (long long)n_tokens, (long long)desc->d_model);
     /* Within a layer's budget this holds already (max_tokens passed it); the reference has
      * no budget. */
     return check_index_limits(ctx, desc, n_tokens, "n_tokens");

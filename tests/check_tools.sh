@@ -137,4 +137,17 @@ grep -q "AUTO picks: cpu" "$work/info.txt" || fail "moe-info does not say what A
 "$info" --json > "$work/info.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["auto"]["backend"]=="cpu"; \
 assert d["backends"][0]["devices"][0]["subgroup_size"] > 0' "$work/info.json" || fail "moe-info --json is not valid"
+# The cache: its directory, entries and bound, in both formats (MOE_CACHE_DIR set here).
+MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" > "$work/info.txt"
+grep -q "cache: $work/cache, 0 files, 0.0 MiB (bounded at 3 MiB" "$work/info.txt" || fail "moe-info: no cache line"
+MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" --json > "$work/info.json"
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cache"]; \
+assert c["path"]==sys.argv[2] and c["files"]==0 and c["limit_bytes"]==3<<20, c' "$work/info.json" "$work/cache" \
+    || fail "moe-info --json: no cache object"
+# Help asked for goes to stdout with exit 0; a wrong flag to stderr with exit 2.
+"$info" --help > "$work/help.txt" 2> "$work/help.err" && grep -q "usage: moe-info" "$work/help.txt" && \
+    [ ! -s "$work/help.err" ] || fail "moe-info --help does not print its usage on stdout"
+rc=0; "$info" --bogus > "$work/help.txt" 2> "$work/help.err" || rc=$?
+[ "$rc" -eq 2 ] && [ ! -s "$work/help.txt" ] && grep -q "usage: moe-info" "$work/help.err" || \
+    fail "moe-info --bogus: exit $rc, usage not on stderr alone"
 echo "OK: moe-run and moe-info"

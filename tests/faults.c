@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 moe_context *h_context_injected(moe_backend_kind kind, const char *var, const char *value)
@@ -38,7 +39,8 @@ void h_check_device_lost(moe_backend_kind kind, const char *var, const char *nat
     h_guarded_free(&y);
 }
 
-void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl)
+void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native,
+                                  const h_layer *hl)
 {
     moe_context *ctx = h_context_injected(kind, var, "oom");
     moe_layer *layer = NULL;
@@ -55,8 +57,10 @@ void h_count_cache_files(const char *dir, const char *prefix, const char *suffix
     const size_t np = strlen(prefix), ns = strlen(suffix);
     for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
         const size_t n = strlen(e->d_name);
-        if (n >= 4 && strcmp(e->d_name + n - 4, ".tmp") == 0) (*temps)++;
-        else if (n >= np + ns && !strncmp(e->d_name, prefix, np) && !strcmp(e->d_name + n - ns, suffix)) (*entries)++;
+        if (n >= 4 && strcmp(e->d_name + n - 4, ".tmp") == 0)
+            (*temps)++;
+        else if (n >= np + ns && !strncmp(e->d_name, prefix, np) && !strcmp(e->d_name + n - ns, suffix))
+            (*entries)++;
     }
     if (d) closedir(d);
 }
@@ -91,8 +95,11 @@ void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *p
         CHECK(planted > 0, "no %s*%s cache entry in %s to replace", prefix, suffix, dir);
         setenv("MOE_CACHE_DIR", dir, 1);
         int ignored = 0;
-        const moe_context_desc cd = {.struct_size = sizeof cd, .backend = kind, .log = count_ignored,
-                                     .log_user_data = &ignored, .log_level = MOE_LOG_WARNING};
+        const moe_context_desc cd = {.struct_size = sizeof cd,
+                                     .backend = kind,
+                                     .log = count_ignored,
+                                     .log_user_data = &ignored,
+                                     .log_level = MOE_LOG_WARNING};
         moe_context *ctx = NULL;
         moe_layer *layer = NULL;
         float *y = malloc(sizeof(float) * (size_t)(T * hl->desc.d_model));
@@ -110,4 +117,72 @@ void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *p
         unsetenv("MOE_CACHE_DIR");
         free(y);
     }
+}
+
+/* Files in `dir` named prefix*suffix: how many, and their bytes. */
+static int cache_usage(const char *dir, const char *prefix, const char *suffix, uint64_t *bytes)
+{
+    const size_t np = strlen(prefix), ns = strlen(suffix);
+    int n = 0;
+    *bytes = 0;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        const size_t len = strlen(e->d_name);
+        if (len < np + ns || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + len - ns, suffix)) continue;
+        char path[2048];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (lstat(path, &st) == 0 && S_ISREG(st.st_mode)) n++, *bytes += (uint64_t)st.st_size;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+void h_check_cache_bound(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
+                         const h_layer *hl, const float *x, int64_t T)
+{
+    uint64_t bytes;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) { /* the real entries: the context rewrites them */
+        const size_t len = strlen(e->d_name), np = strlen(prefix), ns = strlen(suffix);
+        if (len < np + ns || strncmp(e->d_name, prefix, np) || strcmp(e->d_name + len - ns, suffix)) continue;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        remove(path);
+    }
+    if (d) closedir(d);
+    char old[2][2048];
+    for (int i = 0; i < 2; i++) {
+        snprintf(old[i], sizeof old[i], "%s/%s0000-old-%d%s", dir, prefix, i, suffix);
+        const int fd = open(old[i], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        CHECK(fd >= 0 && ftruncate(fd, 1 << 20) == 0, "cannot plant %s", old[i]);
+        if (fd >= 0) close(fd);
+        const struct timespec day_ago[2] = {{time(NULL) - 86400 - i, 0}, {time(NULL) - 86400 - i, 0}};
+        utimensat(AT_FDCWD, old[i], day_ago, 0);
+    }
+    setenv("MOE_CACHE_DIR", dir, 1);
+    setenv("MOE_CACHE_SIZE_MB", "1", 1);
+    moe_context *ctx = h_context(kind, 0);
+    moe_layer *layer = NULL;
+    float *y = malloc(sizeof(float) * (size_t)(T * hl->desc.d_model));
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+    moe_layer_destroy(layer);
+    moe_context_destroy(ctx);
+    free(y);
+    const int files = cache_usage(dir, prefix, suffix, &bytes);
+    CHECK(access(old[0], F_OK) != 0 && access(old[1], F_OK) != 0, "the old entries were kept past the bound");
+    CHECK(files >= 1 && bytes <= (1u << 20), "%d entries of %llu bytes after pruning to 1 MiB", files,
+          (unsigned long long)bytes);
+    moe_cache_info info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_get_cache_info(&info), MOE_OK);
+    uint64_t all_bytes;
+    const int all = cache_usage(dir, "", "", &all_bytes); /* moe's entries are the only files there */
+    CHECK(!strcmp(info.path, dir) && info.limit_bytes == (1u << 20) && info.files == (uint64_t)all &&
+              info.bytes == all_bytes,
+          "moe_get_cache_info: '%s', %llu files, %llu bytes, limit %llu (want '%s', %d, %llu, 1 MiB)",
+          info.path, (unsigned long long)info.files, (unsigned long long)info.bytes,
+          (unsigned long long)info.limit_bytes, dir, all, (unsigned long long)all_bytes);
+    unsetenv("MOE_CACHE_SIZE_MB");
+    unsetenv("MOE_CACHE_DIR");
 }

@@ -17,7 +17,8 @@ void h_check_device_lost(moe_backend_kind kind, const char *var, const char *nat
                          const float *x, int64_t n_tokens);
 
 /* `var`=oom: creating a layer fails with MOE_ERROR_OUT_OF_DEVICE_MEMORY naming `native`. */
-void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native, const h_layer *hl);
+void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const char *native,
+                                  const h_layer *hl);
 
 /* Files in `dir` named prefix*suffix (complete cache entries), and leftover *.tmp files. */
 void h_count_cache_files(const char *dir, const char *prefix, const char *suffix, int *entries, int *temps);
@@ -29,5 +30,12 @@ void h_count_cache_files(const char *dir, const char *prefix, const char *suffix
  * ignored the file and gives `want` for hl on x (T tokens), bit for bit. */
 void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
                            const h_layer *hl, const float *x, int64_t T, const float *want);
+
+/* The cache's size bound: two 1 MiB entries of a day ago are planted (named prefix*suffix) and
+ * the real ones removed, then a context with MOE_CACHE_SIZE_MB=1 runs hl on x (T tokens) and
+ * writes its entries: the old ones are gone, moe's entries take at most 1 MiB, the newest
+ * stay, and moe_get_cache_info reports the directory, the files and bytes and the bound. */
+void h_check_cache_bound(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
+                         const h_layer *hl, const float *x, int64_t T);
 
 #endif

@@ -28,8 +28,10 @@ static void remember(const char *path, bool dir)
 void fx_cleanup(void)
 {
     for (size_t i = n_written; i-- > 0;) {
-        if (is_dir[i]) rmdir(written[i]);
-        else remove(written[i]);
+        if (is_dir[i])
+            rmdir(written[i]);
+        else
+            remove(written[i]);
         free(written[i]);
     }
     n_written = 0;
@@ -96,9 +98,12 @@ static float from_f16(uint16_t h)
 float fx_round(fx_dtype dt, float v)
 {
     switch (dt) {
-    case FX_F16: return from_f16(to_f16(v));
-    case FX_BF16: return float_of((uint32_t)to_bf16(v) << 16);
-    default: return v;
+    case FX_F16:
+        return from_f16(to_f16(v));
+    case FX_BF16:
+        return float_of((uint32_t)to_bf16(v) << 16);
+    default:
+        return v;
     }
 }
 
@@ -176,7 +181,8 @@ int fx_write_safetensors(const char *path, const fx_tensor *t, size_t n, bool mi
 {
     size_t data_bytes = 0;
     for (size_t i = 0; i < n; i++)
-        data_bytes += elem_size(t[i].dtype) * (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1);
+        data_bytes +=
+            elem_size(t[i].dtype) * (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1);
     size_t cap = 256 + n * 320;
     char *hdr = malloc(cap + 16);
     uint8_t *data = malloc(data_bytes ? data_bytes : 1);
@@ -191,11 +197,12 @@ int fx_write_safetensors(const char *path, const fx_tensor *t, size_t n, bool mi
         const size_t count = (size_t)t[i].shape[0] * (size_t)(t[i].n_dims == 2 ? t[i].shape[1] : 1);
         const size_t bytes = count * elem_size(t[i].dtype);
         if (t[i].n_dims == 2)
-            at += (size_t)snprintf(hdr + at, cap - at, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],", t[i].name,
-                                   fx_dtype_name(t[i].dtype), (long long)t[i].shape[0], (long long)t[i].shape[1]);
+            at += (size_t)snprintf(hdr + at, cap - at, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],",
+                                   t[i].name, fx_dtype_name(t[i].dtype), (long long)t[i].shape[0],
+                                   (long long)t[i].shape[1]);
         else
-            at += (size_t)snprintf(hdr + at, cap - at, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],", t[i].name,
-                                   fx_dtype_name(t[i].dtype), (long long)t[i].shape[0]);
+            at += (size_t)snprintf(hdr + at, cap - at, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],",
+                                   t[i].name, fx_dtype_name(t[i].dtype), (long long)t[i].shape[0]);
         at += (size_t)snprintf(hdr + at, cap - at, "\"data_offsets\":[%zu,%zu]}", off, off + bytes);
         for (size_t j = 0; j < count; j++) {
             uint8_t *p = data + off + j * elem_size(t[i].dtype);

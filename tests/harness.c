@@ -47,7 +47,8 @@ moe_context *h_open(int argc, char **argv, moe_backend_kind *kind)
     const moe_status cst = moe_device_count(*kind, &count);
     if (cst == MOE_ERROR_BACKEND_UNAVAILABLE) skip("backend not built into this library");
     if (cst != MOE_OK) { /* a driver that fails to enumerate is a failure, not a skip */
-        fprintf(stderr, "FAIL: moe_device_count(%s): %s (%s)\n", name, moe_status_string(cst), moe_last_error());
+        fprintf(stderr, "FAIL: moe_device_count(%s): %s (%s)\n", name, moe_status_string(cst),
+                moe_last_error());
         exit(1);
     }
     if (count == 0) skip("backend has no device on this machine");
@@ -83,9 +84,18 @@ uint64_t h_next(h_rng *r) /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-double h_uniform(h_rng *r) { return (double)(h_next(r) >> 11) * 0x1.0p-53; }
-float h_sym(h_rng *r, float scale) { return (float)((2.0 * h_uniform(r) - 1.0) * scale); }
-int64_t h_range(h_rng *r, int64_t lo, int64_t hi) { return lo + (int64_t)(h_next(r) % (uint64_t)(hi - lo + 1)); }
+double h_uniform(h_rng *r)
+{
+    return (double)(h_next(r) >> 11) * 0x1.0p-53;
+}
+float h_sym(h_rng *r, float scale)
+{
+    return (float)((2.0 * h_uniform(r) - 1.0) * scale);
+}
+int64_t h_range(h_rng *r, int64_t lo, int64_t hi)
+{
+    return lo + (int64_t)(h_next(r) % (uint64_t)(hi - lo + 1));
+}
 
 static float *rand_array(size_t n, h_rng *r, float scale)
 {
@@ -120,11 +130,16 @@ void h_layer_init(h_layer *l, const moe_layer_desc *desc, h_rng *r, float router
         l->shared_down = rand_array(D * FS, r, 1.0f / sqrtf((float)FS));
         if (d->shared_expert_gate) l->shared_expert_gate = rand_array(D, r, in_scale);
     }
-    l->w = (moe_layer_weights){
-        .struct_size = sizeof l->w, .router = l->router, .router_bias = l->router_bias,
-        .gate = l->gate, .up = l->up, .down = l->down, .shared_gate = l->shared_gate,
-        .shared_up = l->shared_up, .shared_down = l->shared_down,
-        .shared_expert_gate = l->shared_expert_gate};
+    l->w = (moe_layer_weights){.struct_size = sizeof l->w,
+                               .router = l->router,
+                               .router_bias = l->router_bias,
+                               .gate = l->gate,
+                               .up = l->up,
+                               .down = l->down,
+                               .shared_gate = l->shared_gate,
+                               .shared_up = l->shared_up,
+                               .shared_down = l->shared_down,
+                               .shared_expert_gate = l->shared_expert_gate};
 }
 
 void h_make_hot(h_layer *l, int64_t hot)
@@ -136,8 +151,15 @@ void h_make_hot(h_layer *l, int64_t hot)
 
 void h_layer_free(h_layer *l)
 {
-    free(l->router); free(l->router_bias); free(l->gate); free(l->up); free(l->down);
-    free(l->shared_gate); free(l->shared_up); free(l->shared_down); free(l->shared_expert_gate);
+    free(l->router);
+    free(l->router_bias);
+    free(l->gate);
+    free(l->up);
+    free(l->down);
+    free(l->shared_gate);
+    free(l->shared_up);
+    free(l->shared_down);
+    free(l->shared_expert_gate);
     memset(l, 0, sizeof *l);
 }
 
@@ -198,7 +220,10 @@ double h_route_margin(const h_layer *l, const float *x)
         if (allowed[e / per]) tmp[n++] = key[e];
     qsort(tmp, (size_t)n, sizeof(double), cmp_desc);
     if (d->top_k < n) margin = fmin(margin, rel_gap(tmp[d->top_k - 1], tmp[d->top_k], unit));
-    free(key); free(tmp); free(gs); free(allowed);
+    free(key);
+    free(tmp);
+    free(gs);
+    free(allowed);
     return margin;
 }
 
@@ -248,7 +273,10 @@ h_guarded h_guarded_alloc(size_t n)
     return g;
 }
 
-void h_guarded_reset(h_guarded *g) { fill_sentinel(g->base, g->n + 2 * GUARD); }
+void h_guarded_reset(h_guarded *g)
+{
+    fill_sentinel(g->base, g->n + 2 * GUARD);
+}
 
 void h_guarded_free(h_guarded *g)
 {
@@ -256,8 +284,14 @@ void h_guarded_free(h_guarded *g)
     g->base = g->data = NULL;
 }
 
-bool h_guards_ok(const h_guarded *g) { return is_sentinel(g->base, GUARD) && is_sentinel(g->data + g->n, GUARD); }
-bool h_untouched(const h_guarded *g) { return is_sentinel(g->base, g->n + 2 * GUARD); }
+bool h_guards_ok(const h_guarded *g)
+{
+    return is_sentinel(g->base, GUARD) && is_sentinel(g->data + g->n, GUARD);
+}
+bool h_untouched(const h_guarded *g)
+{
+    return is_sentinel(g->base, g->n + 2 * GUARD);
+}
 
 /* ---- comparisons ------------------------------------------------------------------------------ */
 
@@ -273,8 +307,8 @@ double h_rel_l2(const float *a, const float *ref, size_t n)
     return den > 0.0 ? sqrt(num / den) : sqrt(num);
 }
 
-int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, const float *ref_w,
-                   int64_t T, int64_t k, float tol)
+int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, const float *ref_w, int64_t T,
+                   int64_t k, float tol)
 {
     int bad = 0;
     for (int64_t t = 0; t < T; t++) {
@@ -283,7 +317,8 @@ int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, c
             int64_t found = -1;
             for (int64_t i = 0; i < k; i++)
                 if (ids[t * k + i] == want) found = i;
-            if (found < 0 || fabsf(w[t * k + found] - ref_w[t * k + j]) > tol * fmaxf(1.0f, fabsf(ref_w[t * k + j]))) {
+            if (found < 0 ||
+                fabsf(w[t * k + found] - ref_w[t * k + j]) > tol * fmaxf(1.0f, fabsf(ref_w[t * k + j]))) {
                 if (bad < 5)
                     fprintf(stderr, "  token %lld: expert %d (ref weight %g) %s\n", (long long)t, want,
                             (double)ref_w[t * k + j], found < 0 ? "not chosen" : "weight differs");

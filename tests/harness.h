@@ -21,22 +21,22 @@
 extern int h_failures;
 extern int h_checks;
 
-#define CHECK(cond, ...)                                                                         \
-    do {                                                                                         \
-        h_checks++;                                                                              \
-        if (!(cond)) {                                                                           \
-            h_failures++;                                                                        \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                      \
-            fprintf(stderr, __VA_ARGS__);                                                        \
-            fprintf(stderr, "\n");                                                               \
-        }                                                                                        \
+#define CHECK(cond, ...)                                                                                     \
+    do {                                                                                                     \
+        h_checks++;                                                                                          \
+        if (!(cond)) {                                                                                       \
+            h_failures++;                                                                                    \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fprintf(stderr, "\n");                                                                           \
+        }                                                                                                    \
     } while (0)
 
-#define CHECK_STATUS(expr, want)                                                                 \
-    do {                                                                                         \
-        const moe_status st_ = (expr);                                                           \
-        CHECK(st_ == (want), "%s returned %s, expected %s (%s)", #expr, moe_status_string(st_),  \
-              moe_status_string(want), moe_last_error());                                        \
+#define CHECK_STATUS(expr, want)                                                                             \
+    do {                                                                                                     \
+        const moe_status st_ = (expr);                                                                       \
+        CHECK(st_ == (want), "%s returned %s, expected %s (%s)", #expr, moe_status_string(st_),              \
+              moe_status_string(want), moe_last_error());                                                    \
     } while (0)
 
 /* ---- setup -------------------------------------------------------------------------------- */
@@ -57,8 +57,8 @@ typedef struct h_rng {
 
 h_rng h_rng_seeded(const char *what); /* MOE_TEST_SEED or the clock; printed for replay */
 uint64_t h_next(h_rng *r);
-double h_uniform(h_rng *r);                   /* [0, 1) */
-float h_sym(h_rng *r, float scale);           /* uniform in [-scale, scale) */
+double h_uniform(h_rng *r);                        /* [0, 1) */
+float h_sym(h_rng *r, float scale);                /* uniform in [-scale, scale) */
 int64_t h_range(h_rng *r, int64_t lo, int64_t hi); /* [lo, hi] */
 
 /* A layer's config with owned host weights. */
@@ -104,7 +104,7 @@ bool h_untouched(const h_guarded *g);
 
 double h_rel_l2(const float *a, const float *ref, size_t n);
 /* Same ids as sets per token, with matching weights; returns the number of mismatches. */
-int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, const float *ref_w,
-                   int64_t T, int64_t k, float tol);
+int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, const float *ref_w, int64_t T,
+                   int64_t k, float tol);
 
 #endif

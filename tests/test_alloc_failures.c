@@ -4,9 +4,9 @@
  *
  * The life cycle is the one an inference server goes through: create a context, open a
  * model directory, create a layer from it, run a forward (asking for every optional output),
- * destroy it all (the model is opened first: it needs no context). For each step the test first counts the step's allocation points (host
- * allocations, cJSON's, threads, device memory and buffers, pipelines, programs, kernels:
- * moe_test_inject_alloc_failure in moe.h), then for i = 1..N re-runs the steps before it
+ * destroy it all (the model is opened first: it needs no context). For each step the test first counts the
+ * step's allocation points (host allocations, cJSON's, threads, device memory and buffers, pipelines,
+ * programs, kernels: moe_test_inject_alloc_failure in moe.h), then for i = 1..N re-runs the steps before it
  * normally and the step itself with its i-th point failing, and checks:
  *   - the status is MOE_ERROR_OUT_OF_MEMORY or MOE_ERROR_OUT_OF_DEVICE_MEMORY and the
  *     message says it ran out of memory (a point the library can absorb — an optional cache
@@ -86,7 +86,8 @@ static moe_status do_step(run *r, enum step s)
         moe_context_desc d = {.struct_size = sizeof d, .backend = r->kind};
         return moe_context_create(&d, &r->ctx);
     }
-    case STEP_MODEL_OPEN: return moe_model_open(r->model_dir, &r->model);
+    case STEP_MODEL_OPEN:
+        return moe_model_open(r->model_dir, &r->model);
     case STEP_LAYER: {
         const moe_model_layer_options o = {.struct_size = sizeof o, .max_tokens = r->T};
         return moe_model_create_layer(r->ctx, r->model, r->layer_index, &o, &r->layer);
@@ -107,7 +108,8 @@ static moe_status do_step(run *r, enum step s)
         moe_context_destroy(r->ctx);
         r->layer = NULL, r->model = NULL, r->ctx = NULL;
         return MOE_OK;
-    default: return MOE_ERROR_INTERNAL;
+    default:
+        return MOE_ERROR_INTERNAL;
     }
 }
 
@@ -184,8 +186,8 @@ static int64_t walk(run *r, enum step s, const baseline *b, int64_t *absorbed)
             /* Absorbed (an optional cache not read) or the point was not reached this time. */
             (*absorbed)++;
             if (s == STEP_FORWARD)
-                CHECK(matches(r, b), "%s point %lld (of %lld reached): MOE_OK but a wrong result", step_names[s],
-                      (long long)i, (long long)reached);
+                CHECK(matches(r, b), "%s point %lld (of %lld reached): MOE_OK but a wrong result",
+                      step_names[s], (long long)i, (long long)reached);
         } else {
             const char *msg = message_of(r, s);
             CHECK(st == MOE_ERROR_OUT_OF_MEMORY || st == MOE_ERROR_OUT_OF_DEVICE_MEMORY,
@@ -194,10 +196,17 @@ static int64_t walk(run *r, enum step s, const baseline *b, int64_t *absorbed)
             CHECK(reached >= i, "%s point %lld failed but only %lld points were reached", step_names[s],
                   (long long)i, (long long)reached);
             switch (s) {
-            case STEP_CONTEXT: CHECK(r->ctx == NULL, "context point %lld: handle written", (long long)i); break;
-            case STEP_MODEL_OPEN: CHECK(r->model == NULL, "model point %lld: handle written", (long long)i); break;
-            case STEP_LAYER: CHECK(r->layer == NULL, "layer point %lld: handle written", (long long)i); break;
-            default: CHECK(outputs_untouched(r), "forward point %lld: an output was written", (long long)i);
+            case STEP_CONTEXT:
+                CHECK(r->ctx == NULL, "context point %lld: handle written", (long long)i);
+                break;
+            case STEP_MODEL_OPEN:
+                CHECK(r->model == NULL, "model point %lld: handle written", (long long)i);
+                break;
+            case STEP_LAYER:
+                CHECK(r->layer == NULL, "layer point %lld: handle written", (long long)i);
+                break;
+            default:
+                CHECK(outputs_untouched(r), "forward point %lld: an output was written", (long long)i);
             }
             /* The same objects still work: the step, retried, succeeds. */
             const moe_status again = do_step(r, s);
@@ -213,8 +222,8 @@ static int64_t walk(run *r, enum step s, const baseline *b, int64_t *absorbed)
         do_step(r, STEP_DESTROY);
         /* A new context works afterwards. */
         if (s != STEP_MODEL_OPEN || i % MODEL_OPEN_CYCLE_STRIDE == 0 || i == points)
-            CHECK(clean_cycle(r, b), "%s point %lld: a new context afterwards fails or differs", step_names[s],
-                  (long long)i);
+            CHECK(clean_cycle(r, b), "%s point %lld: a new context afterwards fails or differs",
+                  step_names[s], (long long)i);
     }
     return points;
 }

@@ -24,10 +24,20 @@ static void forward(moe_layer *layer, int64_t T, int64_t D, h_rng *r)
     free(y);
 }
 
-static const moe_layer_desc desc_a = {.struct_size = sizeof(moe_layer_desc), .d_model = 64, .d_ff = 96,
-                                      .n_experts = 8, .top_k = 2, .max_tokens = 128, .renormalize = 1};
-static const moe_layer_desc desc_b = {.struct_size = sizeof(moe_layer_desc), .d_model = 48, .d_ff = 200,
-                                      .n_experts = 16, .top_k = 4, .max_tokens = 96, .d_ff_shared = 64};
+static const moe_layer_desc desc_a = {.struct_size = sizeof(moe_layer_desc),
+                                      .d_model = 64,
+                                      .d_ff = 96,
+                                      .n_experts = 8,
+                                      .top_k = 2,
+                                      .max_tokens = 128,
+                                      .renormalize = 1};
+static const moe_layer_desc desc_b = {.struct_size = sizeof(moe_layer_desc),
+                                      .d_model = 48,
+                                      .d_ff = 200,
+                                      .n_experts = 16,
+                                      .top_k = 4,
+                                      .max_tokens = 96,
+                                      .d_ff_shared = 64};
 
 /* Scratch bytes one layer alone needs for T tokens, on a fresh context. */
 static size_t scratch_alone(moe_backend_kind kind, const h_layer *hl, int64_t T, h_rng *r)
@@ -65,14 +75,16 @@ int main(int argc, char **argv)
     /* First forward reserves; the same and smaller token counts then allocate nothing. */
     forward(la, 100, 64, &r);
     const moe_arena_stats s2 = stats_of(ctx);
-    CHECK(s2.scratch_reservations == 1, "first forward: %llu reservations", (unsigned long long)s2.scratch_reservations);
+    CHECK(s2.scratch_reservations == 1, "first forward: %llu reservations",
+          (unsigned long long)s2.scratch_reservations);
     for (int64_t T = 100; T >= 1; T -= 33) forward(la, T, 64, &r);
     forward(la, 100, 64, &r);
     const moe_arena_stats s3 = stats_of(ctx);
     CHECK(s3.allocation_count == s2.allocation_count, "repeated forwards allocated (%llu -> %llu)",
           (unsigned long long)s2.allocation_count, (unsigned long long)s3.allocation_count);
     CHECK(s3.scratch_bytes == s2.scratch_bytes, "scratch changed size");
-    CHECK(s3.scratch_peak_bytes <= s3.scratch_bytes, "peak %zu above reserved %zu", s3.scratch_peak_bytes, s3.scratch_bytes);
+    CHECK(s3.scratch_peak_bytes <= s3.scratch_bytes, "peak %zu above reserved %zu", s3.scratch_peak_bytes,
+          s3.scratch_bytes);
 
     /* A larger forward grows scratch once; then nothing again. */
     forward(la, 128, 64, &r);
@@ -90,7 +102,8 @@ int main(int argc, char **argv)
     /* Two layers share one scratch region: its size is the larger need, not the sum. */
     const size_t need_a = scratch_alone(kind, &a, 128, &r), need_b = scratch_alone(kind, &b, 96, &r);
     const size_t larger = need_a > need_b ? need_a : need_b;
-    CHECK(s5.scratch_bytes == larger, "shared scratch %zu; layers alone need %zu and %zu", s5.scratch_bytes, need_a, need_b);
+    CHECK(s5.scratch_bytes == larger, "shared scratch %zu; layers alone need %zu and %zu", s5.scratch_bytes,
+          need_a, need_b);
     CHECK(s5.scratch_bytes < need_a + need_b, "scratch is not shared");
 
     /* Buffers are accounted apart; destroying releases. */

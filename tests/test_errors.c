@@ -14,8 +14,13 @@
 
 static moe_layer_desc base_desc(void)
 {
-    return (moe_layer_desc){.struct_size = sizeof(moe_layer_desc), .d_model = 24, .d_ff = 20,
-                            .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
+    return (moe_layer_desc){.struct_size = sizeof(moe_layer_desc),
+                            .d_model = 24,
+                            .d_ff = 20,
+                            .n_experts = 8,
+                            .top_k = 2,
+                            .max_tokens = 16,
+                            .renormalize = 1};
 }
 
 /* moe_layer_create with a modified desc must fail with `want` and a message. */
@@ -220,8 +225,8 @@ static void thread_errors(void)
     }
 
     /* A typo must not silently become 1 thread, the core count or 2^31 threads. */
-    const char *bad[] = {"abc", "8x", "0", "-3", "+4", " 4", "4 ", "0x10", "1025", "4294967297",
-                         "99999999999999999999999"};
+    const char *bad[] = {
+        "abc", "8x", "0", "-3", "+4", " 4", "4 ", "0x10", "1025", "4294967297", "99999999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         setenv("MOE_NUM_THREADS", bad[i], 1);
         desc.n_threads = 0;
@@ -380,16 +385,20 @@ static void nonfinite_input(moe_context *ctx, h_rng *r)
         CHECK_STATUS(moe_reference_forward(&d, &hl.w, T, x, yr, NULL), MOE_OK);
         bool nonfinite = false;
         for (int64_t i = 0; i < D; i++) nonfinite |= !isfinite(y[bad_token * D + i]);
-        CHECK(nonfinite, "poison %g: token %lld's output is all finite", (double)poison[p], (long long)bad_token);
+        CHECK(nonfinite, "poison %g: token %lld's output is all finite", (double)poison[p],
+              (long long)bad_token);
         CHECK(isnan(z), "poison %g: z-loss %g is not NaN", (double)poison[p], (double)z);
         for (int64_t t = 0; t < T; t++) {
             if (t == bad_token) continue;
             const double err = h_rel_l2(y + t * D, yr + t * D, (size_t)D);
-            CHECK(err <= 1e-5, "poison %g: clean token %lld differs from the reference (%.3g)", (double)poison[p], (long long)t, err);
+            CHECK(err <= 1e-5, "poison %g: clean token %lld differs from the reference (%.3g)",
+                  (double)poison[p], (long long)t, err);
         }
     }
     moe_layer_destroy(layer);
-    free(x); free(y); free(yr);
+    free(x);
+    free(y);
+    free(yr);
     h_layer_free(&hl);
 }
 

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define Y_TOL 1e-5
-#define W_TOL 1e-5f
+#define Y_TOL    1e-5
+#define W_TOL    1e-5f
 #define LOSS_TOL 1e-5
 
 typedef struct fcase {
@@ -25,43 +25,70 @@ typedef struct fcase {
     int64_t hot; /* >= 0: every token's first choice (h_make_hot) */
 } fcase;
 
-#define DESC(...) {.struct_size = sizeof(moe_layer_desc), __VA_ARGS__}
+#define DESC(...)                                                                                            \
+    {                                                                                                        \
+        .struct_size = sizeof(moe_layer_desc), __VA_ARGS__                                                   \
+    }
 
 static const fcase fixed_cases[] = {
-    {"mixtral", DESC(.d_model = 64, .d_ff = 96, .n_experts = 8, .top_k = 2, .max_tokens = 37, .renormalize = 1), 37, -1},
-    {"odd_sizes", DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 31, .renormalize = 1), 31, -1},
-    {"one_token", DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 1, .renormalize = 1), 1, -1},
+    {"mixtral",
+     DESC(.d_model = 64, .d_ff = 96, .n_experts = 8, .top_k = 2, .max_tokens = 37, .renormalize = 1), 37, -1},
+    {"odd_sizes",
+     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 31, .renormalize = 1), 31, -1},
+    {"one_token",
+     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 1, .renormalize = 1), 1, -1},
     {"k_equals_e", DESC(.d_model = 40, .d_ff = 33, .n_experts = 6, .top_k = 6, .max_tokens = 19), 19, -1},
-    {"e256_k8", DESC(.d_model = 32, .d_ff = 16, .n_experts = 256, .top_k = 8, .max_tokens = 20, .renormalize = 1), 20, -1},
+    {"e256_k8",
+     DESC(.d_model = 32, .d_ff = 16, .n_experts = 256, .top_k = 8, .max_tokens = 20, .renormalize = 1), 20,
+     -1},
     {"olmoe", DESC(.d_model = 40, .d_ff = 24, .n_experts = 64, .top_k = 8, .max_tokens = 9), 9, -1},
-    {"qwen2_shared_gate", DESC(.d_model = 32, .d_ff = 40, .n_experts = 8, .top_k = 2, .max_tokens = 26,
-                               .d_ff_shared = 72, .shared_expert_gate = 1), 26, -1},
-    {"deepseek_v3", DESC(.d_model = 36, .d_ff = 20, .n_experts = 64, .top_k = 6, .max_tokens = 23,
-                         .score_func = MOE_SCORE_SIGMOID, .n_group = 8, .topk_group = 4,
-                         .has_selection_bias = 1, .renormalize = 1, .routed_scaling_factor = 2.5f,
-                         .d_ff_shared = 40), 23, -1},
-    {"deepseek_v2_group_max", DESC(.d_model = 48, .d_ff = 28, .n_experts = 64, .top_k = 6, .max_tokens = 17,
-                                   .n_group = 8, .topk_group = 3, .group_score = MOE_GROUP_SCORE_MAX,
-                                   .routed_scaling_factor = 16.0f, .d_ff_shared = 56), 17, -1},
-    {"switch_capacity_zero", DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
-                                  .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7), 40, -1},
-    {"switch_capacity_passthrough", DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
-                                         .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7,
-                                         .drop_policy = MOE_DROP_PASSTHROUGH), 40, -1},
-    {"gshard_top2_capacity", DESC(.d_model = 24, .d_ff = 36, .n_experts = 8, .top_k = 2, .max_tokens = 50,
-                                  .activation = MOE_ACTIVATION_GELU, .expert_capacity = 9), 50, -1},
-    {"geglu", DESC(.d_model = 45, .d_ff = 77, .n_experts = 5, .top_k = 3, .max_tokens = 29,
-                   .activation = MOE_ACTIVATION_GEGLU, .renormalize = 1), 29, -1},
-    {"gelu_shared", DESC(.d_model = 33, .d_ff = 17, .n_experts = 7, .top_k = 2, .max_tokens = 11,
-                         .activation = MOE_ACTIVATION_GELU, .d_ff_shared = 19, .shared_expert_gate = 1), 11, -1},
-    {"sigmoid_plain", DESC(.d_model = 50, .d_ff = 30, .n_experts = 12, .top_k = 3, .max_tokens = 21,
-                           .score_func = MOE_SCORE_SIGMOID), 21, -1},
-    {"all_to_one_expert", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 1, .max_tokens = 70), 70, 5},
-    {"all_to_one_capacity_passthrough", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 2, .max_tokens = 45,
-                                             .expert_capacity = 10, .drop_policy = MOE_DROP_PASSTHROUGH,
-                                             .renormalize = 1), 45, 3},
-    {"larger", DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129,
-                    .renormalize = 1), 129, -1},
+    {"qwen2_shared_gate",
+     DESC(.d_model = 32, .d_ff = 40, .n_experts = 8, .top_k = 2, .max_tokens = 26, .d_ff_shared = 72,
+          .shared_expert_gate = 1),
+     26, -1},
+    {"deepseek_v3",
+     DESC(.d_model = 36, .d_ff = 20, .n_experts = 64, .top_k = 6, .max_tokens = 23,
+          .score_func = MOE_SCORE_SIGMOID, .n_group = 8, .topk_group = 4, .has_selection_bias = 1,
+          .renormalize = 1, .routed_scaling_factor = 2.5f, .d_ff_shared = 40),
+     23, -1},
+    {"deepseek_v2_group_max",
+     DESC(.d_model = 48, .d_ff = 28, .n_experts = 64, .top_k = 6, .max_tokens = 17, .n_group = 8,
+          .topk_group = 3, .group_score = MOE_GROUP_SCORE_MAX, .routed_scaling_factor = 16.0f,
+          .d_ff_shared = 56),
+     17, -1},
+    {"switch_capacity_zero",
+     DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
+          .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7),
+     40, -1},
+    {"switch_capacity_passthrough",
+     DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
+          .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7, .drop_policy = MOE_DROP_PASSTHROUGH),
+     40, -1},
+    {"gshard_top2_capacity",
+     DESC(.d_model = 24, .d_ff = 36, .n_experts = 8, .top_k = 2, .max_tokens = 50,
+          .activation = MOE_ACTIVATION_GELU, .expert_capacity = 9),
+     50, -1},
+    {"geglu",
+     DESC(.d_model = 45, .d_ff = 77, .n_experts = 5, .top_k = 3, .max_tokens = 29,
+          .activation = MOE_ACTIVATION_GEGLU, .renormalize = 1),
+     29, -1},
+    {"gelu_shared",
+     DESC(.d_model = 33, .d_ff = 17, .n_experts = 7, .top_k = 2, .max_tokens = 11,
+          .activation = MOE_ACTIVATION_GELU, .d_ff_shared = 19, .shared_expert_gate = 1),
+     11, -1},
+    {"sigmoid_plain",
+     DESC(.d_model = 50, .d_ff = 30, .n_experts = 12, .top_k = 3, .max_tokens = 21,
+          .score_func = MOE_SCORE_SIGMOID),
+     21, -1},
+    {"all_to_one_expert", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 1, .max_tokens = 70), 70,
+     5},
+    {"all_to_one_capacity_passthrough",
+     DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 2, .max_tokens = 45, .expert_capacity = 10,
+          .drop_policy = MOE_DROP_PASSTHROUGH, .renormalize = 1),
+     45, 3},
+    {"larger",
+     DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129, .renormalize = 1), 129,
+     -1},
 };
 
 /* A random shape and variant; sizes include odd ones and the extremes. */
@@ -108,16 +135,24 @@ typedef struct outputs {
 
 static moe_forward_stats stats_into(outputs *o)
 {
-    return (moe_forward_stats){.struct_size = sizeof(moe_forward_stats), .topk_ids = o->ids,
-                               .topk_weights = o->w.data, .expert_counts = o->counts,
-                               .dropped_count = &o->dropped, .aux_loss = &o->aux, .z_loss = &o->z};
+    return (moe_forward_stats){.struct_size = sizeof(moe_forward_stats),
+                               .topk_ids = o->ids,
+                               .topk_weights = o->w.data,
+                               .expert_counts = o->counts,
+                               .dropped_count = &o->dropped,
+                               .aux_loss = &o->aux,
+                               .z_loss = &o->z};
 }
 
 static outputs outputs_alloc(const moe_layer_desc *d, int64_t T)
 {
-    outputs o = {h_guarded_alloc((size_t)(T * d->d_model)), h_guarded_alloc((size_t)(T * d->top_k)),
+    outputs o = {h_guarded_alloc((size_t)(T * d->d_model)),
+                 h_guarded_alloc((size_t)(T * d->top_k)),
                  malloc(sizeof(int32_t) * (size_t)(T * d->top_k)),
-                 malloc(sizeof(int32_t) * (size_t)d->n_experts), -1, NAN, NAN};
+                 malloc(sizeof(int32_t) * (size_t)d->n_experts),
+                 -1,
+                 NAN,
+                 NAN};
     return o;
 }
 
@@ -129,7 +164,10 @@ static void outputs_free(outputs *o)
     free(o->counts);
 }
 
-static bool close_rel(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
+static bool close_rel(double a, double b, double tol)
+{
+    return fabs(a - b) <= tol * fmax(1.0, fabs(b));
+}
 
 static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_rng *r)
 {
@@ -160,12 +198,16 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_
     CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[%s] write outside the output", c->name);
     CHECK(h_compare_topk(got.ids, got.w.data, ref.ids, ref.w.data, T, d->top_k, W_TOL) == 0,
           "[%s] top-k ids/weights differ from the reference", c->name);
-    CHECK(!memcmp(got.counts, ref.counts, sizeof(int32_t) * (size_t)d->n_experts), "[%s] expert counts differ", c->name);
+    CHECK(!memcmp(got.counts, ref.counts, sizeof(int32_t) * (size_t)d->n_experts),
+          "[%s] expert counts differ", c->name);
     CHECK(got.dropped == ref.dropped, "[%s] dropped %d, reference %d", c->name, got.dropped, ref.dropped);
-    CHECK(close_rel(got.aux, ref.aux, LOSS_TOL), "[%s] aux loss %.8g, reference %.8g", c->name, got.aux, ref.aux);
+    CHECK(close_rel(got.aux, ref.aux, LOSS_TOL), "[%s] aux loss %.8g, reference %.8g", c->name, got.aux,
+          ref.aux);
     CHECK(close_rel(got.z, ref.z, LOSS_TOL), "[%s] z-loss %.8g, reference %.8g", c->name, got.z, ref.z);
     if (c->hot >= 0)
-        for (int64_t t = 0; t < T; t++) CHECK(got.ids[t * d->top_k] == c->hot, "[%s] token %lld: first choice %d", c->name, (long long)t, got.ids[t * d->top_k]);
+        for (int64_t t = 0; t < T; t++)
+            CHECK(got.ids[t * d->top_k] == c->hot, "[%s] token %lld: first choice %d", c->name, (long long)t,
+                  got.ids[t * d->top_k]);
 
     /* Determinism: the same forward again is bit-identical (no stats requested this time). */
     h_guarded y2 = h_guarded_alloc((size_t)TD);
@@ -181,7 +223,8 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_
         CHECK_STATUS(moe_layer_forward_buffers(layer, T, xb, yb, NULL), MOE_OK);
         memset(y2.data, 0, sizeof(float) * (size_t)TD);
         CHECK_STATUS(moe_buffer_read(yb, 0, TD, y2.data), MOE_OK);
-        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] buffer forward differs from host forward", c->name);
+        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD),
+              "[%s] buffer forward differs from host forward", c->name);
     }
     moe_buffer_destroy(xb);
     moe_buffer_destroy(yb);
@@ -192,7 +235,8 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_
         moe_layer *l1 = NULL;
         CHECK_STATUS(moe_layer_create(one, &hl.desc, &hl.w, &l1), MOE_OK);
         CHECK_STATUS(moe_layer_forward(l1, T, x, y2.data, NULL), MOE_OK);
-        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] 1 thread differs from many", c->name);
+        CHECK(!memcmp(y2.data, got.y.data, sizeof(float) * (size_t)TD), "[%s] 1 thread differs from many",
+              c->name);
         moe_layer_destroy(l1);
         moe_context_destroy(one);
     }
@@ -207,7 +251,10 @@ done:
     h_layer_free(&hl);
 }
 
-static bool same_bits(const void *a, const void *b, size_t bytes) { return memcmp(a, b, bytes) == 0; }
+static bool same_bits(const void *a, const void *b, size_t bytes)
+{
+    return memcmp(a, b, bytes) == 0;
+}
 
 /* Capacity at or above the rows a forward can have is "unlimited", whatever its size: the
  * kernels take 32-bit integers, and a capacity of 2^32 + 1 once reached a GPU as 1 (every row
@@ -235,9 +282,17 @@ static void capacity_limits(moe_context *ctx, h_rng *r)
     moe_layer_destroy(layer);
     CHECK(unl.dropped == 0, "[capacity 0] dropped %d", unl.dropped);
 
-    const int64_t unlimited[] = {T, T * K - 1, T * K, T * K + 1, INT32_MAX, (int64_t)1 << 31,
-                                 ((int64_t)1 << 32) - 1, (int64_t)1 << 32, ((int64_t)1 << 32) + 1,
-                                 (int64_t)1 << 40, INT64_MAX};
+    const int64_t unlimited[] = {T,
+                                 T * K - 1,
+                                 T * K,
+                                 T * K + 1,
+                                 INT32_MAX,
+                                 (int64_t)1 << 31,
+                                 ((int64_t)1 << 32) - 1,
+                                 (int64_t)1 << 32,
+                                 ((int64_t)1 << 32) + 1,
+                                 (int64_t)1 << 40,
+                                 INT64_MAX};
     for (size_t i = 0; i < sizeof unlimited / sizeof unlimited[0]; i++) {
         const long long cap = (long long)unlimited[i];
         moe_layer_desc d = hl.desc;
@@ -263,9 +318,10 @@ static void capacity_limits(moe_context *ctx, h_rng *r)
             CHECK(same_bits(got.counts, unl.counts, sizeof(int32_t) * (size_t)d.n_experts),
                   "[capacity %lld] expert counts differ from capacity 0", cap);
             CHECK(same_bits(&got.aux, &unl.aux, sizeof(float)) && same_bits(&got.z, &unl.z, sizeof(float)),
-                  "[capacity %lld] losses %.9g %.9g, capacity 0 gives %.9g %.9g", cap, got.aux, got.z, unl.aux,
-                  unl.z);
-            CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[capacity %lld] write outside the output", cap);
+                  "[capacity %lld] losses %.9g %.9g, capacity 0 gives %.9g %.9g", cap, got.aux, got.z,
+                  unl.aux, unl.z);
+            CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[capacity %lld] write outside the output",
+                  cap);
         }
         moe_layer_destroy(layer);
         outputs_free(&got);
@@ -304,13 +360,30 @@ static void capacity_limits(moe_context *ctx, h_rng *r)
     h_layer_free(&hl);
 }
 
+/* MOE_TEST_CASES=name,name,...: only these fixed cases (and no capacity sweep), for a CTest
+ * variant whose setting only small layers can take. Unset or empty: every case. */
+static bool selected(const char *name)
+{
+    const char *list = getenv("MOE_TEST_CASES");
+    if (!list || !*list) return true;
+    const size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        const size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && !strncmp(p, name, n)) return true;
+        p += len + (end ? 1 : 0);
+    }
+    return false;
+}
+
 int main(int argc, char **argv)
 {
     moe_backend_kind kind;
     moe_context *ctx = h_open(argc, argv, &kind);
     h_rng r = h_rng_seeded("test_forward");
-    for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++) run_case(ctx, kind, &fixed_cases[i], &r);
-    capacity_limits(ctx, &r);
+    for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++)
+        if (selected(fixed_cases[i].name)) run_case(ctx, kind, &fixed_cases[i], &r);
+    if (selected("capacity_limits")) capacity_limits(ctx, &r);
     const int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
     for (int i = 0; i < n_random; i++) {
         const fcase c = random_case(&r, i);

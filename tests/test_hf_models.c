@@ -75,12 +75,12 @@ static void run_model(moe_context *ctx, const char *dir, const char *name, int64
         CHECK(0, "[%s] %s", name, err);
         goto done;
     }
-    CHECK(T == T_expected && T2 == T, "[%s] T %lld / %lld, index.json says %lld", name, (long long)T, (long long)T2,
-          (long long)T_expected);
+    CHECK(T == T_expected && T2 == T, "[%s] T %lld / %lld, index.json says %lld", name, (long long)T,
+          (long long)T2, (long long)T_expected);
     const moe_model_layer_options opts = {.struct_size = sizeof opts, .max_tokens = T};
     st = moe_model_create_layer(ctx, model, layer, &opts, &l);
-    CHECK(st == MOE_OK, "[%s] moe_model_create_layer(%lld): %s: %s", name, (long long)layer, moe_status_string(st),
-          moe_context_error(ctx));
+    CHECK(st == MOE_OK, "[%s] moe_model_create_layer(%lld): %s: %s", name, (long long)layer,
+          moe_status_string(st), moe_context_error(ctx));
     if (st != MOE_OK) goto done;
     y = malloc(sizeof(float) * (size_t)(T * D));
     st = moe_layer_forward(l, T, x, y, NULL);
@@ -118,7 +118,8 @@ int main(int argc, char **argv)
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(e, "name");
         const cJSON *layer = cJSON_GetObjectItemCaseSensitive(e, "layer");
         const cJSON *T = cJSON_GetObjectItemCaseSensitive(e, "T");
-        CHECK(cJSON_IsString(name) && cJSON_IsNumber(layer) && cJSON_IsNumber(T), "%s: malformed entry", ipath);
+        CHECK(cJSON_IsString(name) && cJSON_IsNumber(layer) && cJSON_IsNumber(T), "%s: malformed entry",
+              ipath);
         if (!cJSON_IsString(name) || !cJSON_IsNumber(layer) || !cJSON_IsNumber(T)) continue;
         run_model(ctx, argv[2], name->valuestring, (int64_t)layer->valuedouble, (int64_t)T->valuedouble);
         n++;

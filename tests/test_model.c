@@ -19,59 +19,117 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define Y_TOL 1e-5
-#define W_TOL 1e-5f
+#define Y_TOL       1e-5
+#define W_TOL       1e-5f
 #define MAX_TENSORS 512
 
 /* ---- the families ----------------------------------------------------------------------------- */
 
 typedef struct family {
-    const char *name;     /* model_type */
-    moe_layer_desc desc;  /* what the loader must produce (max_tokens = T) */
-    int64_t layer;        /* a MoE layer */
-    int64_t dense_layer;  /* a layer without an MoE block, -1 if every layer has one */
-    int decoder;          /* Switch: use a decoder block */
-    const char *config;   /* config.json, printf format taking D, F, E, k */
+    const char *name;    /* model_type */
+    moe_layer_desc desc; /* what the loader must produce (max_tokens = T) */
+    int64_t layer;       /* a MoE layer */
+    int64_t dense_layer; /* a layer without an MoE block, -1 if every layer has one */
+    int decoder;         /* Switch: use a decoder block */
+    const char *config;  /* config.json, printf format taking D, F, E, k */
 } family;
 
 static family families[] = {
-    {"mixtral", {.d_model = 24, .d_ff = 40, .n_experts = 4, .top_k = 2, .renormalize = 1}, 1, -1, 0,
-     "{\"model_type\": \"mixtral\", \"hidden_size\": %lld, \"intermediate_size\": %lld, \"num_local_experts\": %lld,"
+    {"mixtral",
+     {.d_model = 24, .d_ff = 40, .n_experts = 4, .top_k = 2, .renormalize = 1},
+     1,
+     -1,
+     0,
+     "{\"model_type\": \"mixtral\", \"hidden_size\": %lld, \"intermediate_size\": %lld, "
+     "\"num_local_experts\": %lld,"
      " \"num_experts_per_tok\": %lld, \"num_hidden_layers\": 2, \"hidden_act\": \"silu\"}"},
-    {"olmoe", {.d_model = 20, .d_ff = 12, .n_experts = 8, .top_k = 3}, 0, -1, 0,
+    {"olmoe",
+     {.d_model = 20, .d_ff = 12, .n_experts = 8, .top_k = 3},
+     0,
+     -1,
+     0,
      "{\"model_type\": \"olmoe\", \"hidden_size\": %lld, \"intermediate_size\": %lld, \"num_experts\": %lld,"
      " \"num_experts_per_tok\": %lld, \"norm_topk_prob\": false, \"num_hidden_layers\": 1}"},
     {"qwen2_moe",
-     {.d_model = 16, .d_ff = 20, .n_experts = 6, .top_k = 2, .renormalize = 1, .d_ff_shared = 24,
+     {.d_model = 16,
+      .d_ff = 20,
+      .n_experts = 6,
+      .top_k = 2,
+      .renormalize = 1,
+      .d_ff_shared = 24,
       .shared_expert_gate = 1},
-     2, 0, 0,
-     "{\"model_type\": \"qwen2_moe\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, \"num_experts\": %lld,"
+     2,
+     0,
+     0,
+     "{\"model_type\": \"qwen2_moe\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, "
+     "\"num_experts\": %lld,"
      " \"num_experts_per_tok\": %lld, \"intermediate_size\": 999, \"shared_expert_intermediate_size\": 24,"
-     " \"norm_topk_prob\": true, \"decoder_sparse_step\": 1, \"mlp_only_layers\": [0], \"num_hidden_layers\": 3}"},
-    {"qwen3_moe", {.d_model = 16, .d_ff = 12, .n_experts = 8, .top_k = 2, .renormalize = 1}, 3, 2, 0,
-     "{\"model_type\": \"qwen3_moe\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, \"num_experts\": %lld,"
-     " \"num_experts_per_tok\": %lld, \"norm_topk_prob\": true, \"decoder_sparse_step\": 2, \"mlp_only_layers\": [],"
+     " \"norm_topk_prob\": true, \"decoder_sparse_step\": 1, \"mlp_only_layers\": [0], "
+     "\"num_hidden_layers\": 3}"},
+    {"qwen3_moe",
+     {.d_model = 16, .d_ff = 12, .n_experts = 8, .top_k = 2, .renormalize = 1},
+     3,
+     2,
+     0,
+     "{\"model_type\": \"qwen3_moe\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, "
+     "\"num_experts\": %lld,"
+     " \"num_experts_per_tok\": %lld, \"norm_topk_prob\": true, \"decoder_sparse_step\": 2, "
+     "\"mlp_only_layers\": [],"
      " \"num_hidden_layers\": 4}"},
     {"deepseek_v2",
-     {.d_model = 16, .d_ff = 8, .n_experts = 8, .top_k = 2, .n_group = 4, .topk_group = 2,
-      .group_score = MOE_GROUP_SCORE_MAX, .routed_scaling_factor = 2.0f, .d_ff_shared = 16},
-     1, 0, 0,
-     "{\"model_type\": \"deepseek_v2\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, \"n_routed_experts\":"
-     " %lld, \"num_experts_per_tok\": %lld, \"n_shared_experts\": 2, \"n_group\": 4, \"topk_group\": 2, \"topk_method\":"
-     " \"group_limited_greedy\", \"scoring_func\": \"softmax\", \"routed_scaling_factor\": 2.0, \"norm_topk_prob\":"
-     " false, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, \"num_hidden_layers\": 2, \"intermediate_size\": 64}"},
+     {.d_model = 16,
+      .d_ff = 8,
+      .n_experts = 8,
+      .top_k = 2,
+      .n_group = 4,
+      .topk_group = 2,
+      .group_score = MOE_GROUP_SCORE_MAX,
+      .routed_scaling_factor = 2.0f,
+      .d_ff_shared = 16},
+     1,
+     0,
+     0,
+     "{\"model_type\": \"deepseek_v2\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, "
+     "\"n_routed_experts\":"
+     " %lld, \"num_experts_per_tok\": %lld, \"n_shared_experts\": 2, \"n_group\": 4, \"topk_group\": 2, "
+     "\"topk_method\":"
+     " \"group_limited_greedy\", \"scoring_func\": \"softmax\", \"routed_scaling_factor\": 2.0, "
+     "\"norm_topk_prob\":"
+     " false, \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, \"num_hidden_layers\": 2, "
+     "\"intermediate_size\": 64}"},
     {"deepseek_v3",
-     {.d_model = 20, .d_ff = 12, .n_experts = 16, .top_k = 4, .score_func = MOE_SCORE_SIGMOID, .n_group = 4,
-      .topk_group = 2, .group_score = MOE_GROUP_SCORE_TOP2_SUM, .renormalize = 1, .routed_scaling_factor = 2.5f,
-      .has_selection_bias = 1, .d_ff_shared = 12},
-     1, 0, 0,
-     "{\"model_type\": \"deepseek_v3\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, \"n_routed_experts\":"
-     " %lld, \"num_experts_per_tok\": %lld, \"n_shared_experts\": 1, \"n_group\": 4, \"topk_group\": 2, \"topk_method\":"
+     {.d_model = 20,
+      .d_ff = 12,
+      .n_experts = 16,
+      .top_k = 4,
+      .score_func = MOE_SCORE_SIGMOID,
+      .n_group = 4,
+      .topk_group = 2,
+      .group_score = MOE_GROUP_SCORE_TOP2_SUM,
+      .renormalize = 1,
+      .routed_scaling_factor = 2.5f,
+      .has_selection_bias = 1,
+      .d_ff_shared = 12},
+     1,
+     0,
+     0,
+     "{\"model_type\": \"deepseek_v3\", \"hidden_size\": %lld, \"moe_intermediate_size\": %lld, "
+     "\"n_routed_experts\":"
+     " %lld, \"num_experts_per_tok\": %lld, \"n_shared_experts\": 1, \"n_group\": 4, \"topk_group\": 2, "
+     "\"topk_method\":"
      " \"noaux_tc\", \"scoring_func\": \"sigmoid\", \"routed_scaling_factor\": 2.5, \"norm_topk_prob\": true,"
-     " \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, \"num_hidden_layers\": 2, \"intermediate_size\": 64}"},
+     " \"first_k_dense_replace\": 1, \"moe_layer_freq\": 1, \"num_hidden_layers\": 2, \"intermediate_size\": "
+     "64}"},
     {"switch_transformers",
-     {.d_model = 16, .d_ff = 24, .n_experts = 4, .top_k = 1, .activation = MOE_ACTIVATION_RELU, .expert_capacity = 3},
-     1, 0, 0,
+     {.d_model = 16,
+      .d_ff = 24,
+      .n_experts = 4,
+      .top_k = 1,
+      .activation = MOE_ACTIVATION_RELU,
+      .expert_capacity = 3},
+     1,
+     0,
+     0,
      "{\"model_type\": \"switch_transformers\", \"d_model\": %lld, \"d_ff\": %lld, \"num_experts\": %lld,"
      " \"num_selected_experts\": %lld, \"expert_capacity\": 3, \"num_layers\": 2, \"num_decoder_layers\": 4,"
      " \"encoder_sparse_step\": 2, \"decoder_sparse_step\": 2, \"dense_act_fn\": \"relu\"}"},
@@ -90,8 +148,8 @@ static void prefix_of(const family *f, int64_t layer, int decoder, char *out, si
         snprintf(out, n, "model.layers.%lld.mlp.", (long long)layer);
 }
 
-static int add(fx_tensor *t, int n, const char *prefix, const char *suffix, fx_dtype dt, int64_t rows, int64_t cols,
-               const float *data)
+static int add(fx_tensor *t, int n, const char *prefix, const char *suffix, fx_dtype dt, int64_t rows,
+               int64_t cols, const float *data)
 {
     snprintf(t[n].name, sizeof t[n].name, "%s%s", prefix, suffix);
     t[n].dtype = dt;
@@ -103,7 +161,8 @@ static int add(fx_tensor *t, int n, const char *prefix, const char *suffix, fx_d
 }
 
 /* Every tensor of the layer's MoE block, in the family's names, all stored as `dt`. */
-static int layer_tensors(const family *f, const h_layer *l, int64_t layer, int decoder, fx_dtype dt, fx_tensor *t)
+static int layer_tensors(const family *f, const h_layer *l, int64_t layer, int decoder, fx_dtype dt,
+                         fx_tensor *t)
 {
     const moe_layer_desc *d = &l->desc;
     const int64_t D = d->d_model, F = d->d_ff, E = d->n_experts, FS = d->d_ff_shared;
@@ -170,7 +229,8 @@ static void write_weights(const char *dir, const fx_tensor *t, int n, int n_shar
         snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", s + 1, n_shards);
         for (int i = s; i < n; i += n_shards) {
             part[m++] = t[i];
-            at += (size_t)snprintf(index + at, cap - at, "%s\"%s\": \"%s\"", at > 60 ? ", " : "", t[i].name, file);
+            at += (size_t)snprintf(index + at, cap - at, "%s\"%s\": \"%s\"", at > 60 ? ", " : "", t[i].name,
+                                   file);
         }
         snprintf(path, sizeof path, "%s/%s", dir, file);
         CHECK(fx_write_safetensors(path, part, (size_t)m, misalign) == 0, "cannot write %s", path);
@@ -189,7 +249,8 @@ static void make_layer(const family *f, fx_dtype dt, int64_t T, h_rng *r, h_laye
     d.max_tokens = T;
     h_layer_init(l, &d, r, 2.0f);
     const moe_layer_desc *x = &l->desc;
-    const size_t D = (size_t)x->d_model, F = (size_t)x->d_ff, E = (size_t)x->n_experts, FS = (size_t)x->d_ff_shared;
+    const size_t D = (size_t)x->d_model, F = (size_t)x->d_ff, E = (size_t)x->n_experts,
+                 FS = (size_t)x->d_ff_shared;
     fx_round_array(dt, l->router, E * D);
     fx_round_array(dt, l->router_bias, x->has_selection_bias ? E : 0);
     fx_round_array(dt, l->gate, E * F * D);
@@ -208,8 +269,8 @@ static void check_desc(const char *what, const moe_layer_desc *got, const moe_la
     const float want_scale = want->routed_scaling_factor ? want->routed_scaling_factor : 1.0f;
     CHECK(got->d_model == want->d_model && got->d_ff == want->d_ff && got->n_experts == want->n_experts &&
               got->top_k == want->top_k && got->max_tokens == want->max_tokens,
-          "[%s] shape d=%lld f=%lld E=%lld k=%lld T=%lld", what, (long long)got->d_model, (long long)got->d_ff,
-          (long long)got->n_experts, (long long)got->top_k, (long long)got->max_tokens);
+          "[%s] shape d=%lld f=%lld E=%lld k=%lld T=%lld", what, (long long)got->d_model,
+          (long long)got->d_ff, (long long)got->n_experts, (long long)got->top_k, (long long)got->max_tokens);
     CHECK(got->score_func == want->score_func && got->renormalize == want->renormalize &&
               got->routed_scaling_factor == want_scale && got->has_selection_bias == want->has_selection_bias,
           "[%s] routing: score %d renorm %d scale %g bias %d", what, got->score_func, got->renormalize,
@@ -218,20 +279,23 @@ static void check_desc(const char *what, const moe_layer_desc *got, const moe_la
     CHECK((got->n_group > 1) == grouped &&
               (!grouped || (got->n_group == want->n_group && got->topk_group == want->topk_group &&
                             got->group_score == want->group_score)),
-          "[%s] groups %lld/%lld score %d", what, (long long)got->n_group, (long long)got->topk_group, got->group_score);
+          "[%s] groups %lld/%lld score %d", what, (long long)got->n_group, (long long)got->topk_group,
+          got->group_score);
     CHECK(got->activation == want->activation && got->d_ff_shared == want->d_ff_shared &&
-              got->shared_expert_gate == want->shared_expert_gate && got->expert_capacity == want->expert_capacity &&
-              got->drop_policy == want->drop_policy,
-          "[%s] act %d shared %lld gate %d capacity %lld drop %d", what, got->activation, (long long)got->d_ff_shared,
-          got->shared_expert_gate, (long long)got->expert_capacity, got->drop_policy);
+              got->shared_expert_gate == want->shared_expert_gate &&
+              got->expert_capacity == want->expert_capacity && got->drop_policy == want->drop_policy,
+          "[%s] act %d shared %lld gate %d capacity %lld drop %d", what, got->activation,
+          (long long)got->d_ff_shared, got->shared_expert_gate, (long long)got->expert_capacity,
+          got->drop_policy);
 }
 
 static void run_family(moe_context *ctx, const char *root, const family *f, fx_dtype dt, int n_shards,
                        moe_drop_policy drop, int decoder, h_rng *r)
 {
     char what[160];
-    snprintf(what, sizeof what, "%s %s %s%s%s", f->name, fx_dtype_name(dt), n_shards > 1 ? "sharded" : "single",
-             drop == MOE_DROP_PASSTHROUGH ? " passthrough" : "", decoder ? " decoder" : "");
+    snprintf(what, sizeof what, "%s %s %s%s%s", f->name, fx_dtype_name(dt),
+             n_shards > 1 ? "sharded" : "single", drop == MOE_DROP_PASSTHROUGH ? " passthrough" : "",
+             decoder ? " decoder" : "");
     char sub[64];
     static int counter;
     snprintf(sub, sizeof sub, "m%d", counter++);
@@ -251,7 +315,8 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
     moe_model *model = NULL;
     moe_layer *layer_obj = NULL;
     float *x = malloc(sizeof(float) * (size_t)(T * l.desc.d_model));
-    h_guarded y = h_guarded_alloc((size_t)(T * l.desc.d_model)), y_ref = h_guarded_alloc((size_t)(T * l.desc.d_model));
+    h_guarded y = h_guarded_alloc((size_t)(T * l.desc.d_model)),
+              y_ref = h_guarded_alloc((size_t)(T * l.desc.d_model));
     const size_t TK = (size_t)(T * l.desc.top_k);
     int32_t *ids = calloc(TK, sizeof *ids), *ref_ids = calloc(TK, sizeof *ref_ids);
     float *w = calloc(TK, sizeof *w), *ref_w = calloc(TK, sizeof *ref_w);
@@ -271,26 +336,33 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
     CHECK(moe_model_layer_is_moe(model, layer, decoder) == 1, "[%s] layer %lld is not reported as MoE", what,
           (long long)layer);
     if (f->dense_layer >= 0 && !decoder)
-        CHECK(moe_model_layer_is_moe(model, f->dense_layer, 0) == 0, "[%s] layer %lld is reported as MoE", what,
-              (long long)f->dense_layer);
+        CHECK(moe_model_layer_is_moe(model, f->dense_layer, 0) == 0, "[%s] layer %lld is reported as MoE",
+              what, (long long)f->dense_layer);
 
-    const moe_model_layer_options opts = {.struct_size = sizeof opts, .max_tokens = T, .drop_policy = drop,
-                                          .decoder = decoder};
+    const moe_model_layer_options opts = {
+        .struct_size = sizeof opts, .max_tokens = T, .drop_policy = drop, .decoder = decoder};
     moe_layer_desc d;
     st = moe_model_layer_desc(model, layer, &opts, &d);
     CHECK(st == MOE_OK, "[%s] moe_model_layer_desc: %s: %s", what, moe_status_string(st), moe_last_error());
     if (st == MOE_OK) check_desc(what, &d, &l.desc);
     st = moe_model_create_layer(ctx, model, layer, &opts, &layer_obj);
-    CHECK(st == MOE_OK, "[%s] moe_model_create_layer: %s: %s", what, moe_status_string(st), moe_context_error(ctx));
+    CHECK(st == MOE_OK, "[%s] moe_model_create_layer: %s: %s", what, moe_status_string(st),
+          moe_context_error(ctx));
     if (st != MOE_OK) goto done;
     /* The layer owns its weights: the model may go before it is used. */
     moe_model_close(model);
     model = NULL;
 
     h_fill_input(&l, T, x, r);
-    moe_forward_stats rs = {.struct_size = sizeof rs, .topk_ids = ref_ids, .topk_weights = ref_w,
-                            .expert_counts = ref_counts, .dropped_count = &ref_dropped};
-    moe_forward_stats gs = {.struct_size = sizeof gs, .topk_ids = ids, .topk_weights = w, .expert_counts = counts,
+    moe_forward_stats rs = {.struct_size = sizeof rs,
+                            .topk_ids = ref_ids,
+                            .topk_weights = ref_w,
+                            .expert_counts = ref_counts,
+                            .dropped_count = &ref_dropped};
+    moe_forward_stats gs = {.struct_size = sizeof gs,
+                            .topk_ids = ids,
+                            .topk_weights = w,
+                            .expert_counts = counts,
                             .dropped_count = &dropped};
     CHECK_STATUS(moe_reference_forward(&l.desc, &l.w, T, x, y_ref.data, &rs), MOE_OK);
     st = moe_layer_forward(layer_obj, T, x, y.data, &gs);
@@ -300,8 +372,8 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
     printf("  %-48s relative L2 error vs reference %.3g\n", what, err);
     CHECK(err <= Y_TOL, "[%s] relative L2 error %.3g > %g", what, err, Y_TOL);
     CHECK(h_compare_topk(ids, w, ref_ids, ref_w, T, l.desc.top_k, W_TOL) == 0, "[%s] top-k differs", what);
-    CHECK(!memcmp(counts, ref_counts, sizeof counts) && dropped == ref_dropped, "[%s] counts / dropped (%d vs %d)",
-          what, dropped, ref_dropped);
+    CHECK(!memcmp(counts, ref_counts, sizeof counts) && dropped == ref_dropped,
+          "[%s] counts / dropped (%d vs %d)", what, dropped, ref_dropped);
     CHECK(h_guards_ok(&y), "[%s] write outside the output", what);
 done:
     moe_layer_destroy(layer_obj);
@@ -339,18 +411,21 @@ static void expect_error(moe_context *ctx, const char *what, const char *dir, in
         before = d;
         st = moe_model_layer_desc(model, layer, NULL, &d);
         snprintf(msg, sizeof msg, "%s", moe_last_error());
-        CHECK(st != MOE_OK ? !memcmp(&d, &before, sizeof d) : 1, "[%s] layer_desc wrote its output on failure", what);
+        CHECK(st != MOE_OK ? !memcmp(&d, &before, sizeof d) : 1,
+              "[%s] layer_desc wrote its output on failure", what);
         moe_layer *ls = (moe_layer *)&sentinel, *l = ls;
         const moe_status st2 = moe_model_create_layer(ctx, model, layer, NULL, &l);
-        CHECK(st2 == st && l == ls, "[%s] create_layer: %s (expected %s), out %s", what, moe_status_string(st2),
-              moe_status_string(st), l == ls ? "untouched" : "written");
+        CHECK(st2 == st && l == ls, "[%s] create_layer: %s (expected %s), out %s", what,
+              moe_status_string(st2), moe_status_string(st), l == ls ? "untouched" : "written");
         CHECK(has(moe_context_error(ctx), part1) && has(moe_context_error(ctx), part2),
-              "[%s] context error '%s' lacks '%s' / '%s'", what, moe_context_error(ctx), part1, part2 ? part2 : "");
+              "[%s] context error '%s' lacks '%s' / '%s'", what, moe_context_error(ctx), part1,
+              part2 ? part2 : "");
         moe_model_close(model);
     } else {
         CHECK(model == sentinel, "[%s] moe_model_open wrote its out-param on failure", what);
     }
-    CHECK(st == want, "[%s] got %s, expected %s (%s)", what, moe_status_string(st), moe_status_string(want), msg);
+    CHECK(st == want, "[%s] got %s, expected %s (%s)", what, moe_status_string(st), moe_status_string(want),
+          msg);
     CHECK(has(msg, part1) && has(msg, part2), "[%s] message '%s' lacks '%s' / '%s'", what, msg, part1,
           part2 ? part2 : "");
     printf("  %-34s %-28s %s\n", what, moe_status_string(st), msg);
@@ -404,16 +479,16 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     expect_error(ctx, "no safetensors", dir, 1, MOE_ERROR_IO, "model.safetensors", NULL);
     write_weights(dir, t, n, 1, false);
     expect_error(ctx, "layer out of range", dir, 2, MOE_ERROR_INVALID_ARGUMENT, "layer 2", "2 layers");
-    expect_error(ctx, "layer without the tensors", dir, 0, MOE_ERROR_FORMAT, "model.layers.0.block_sparse_moe.gate",
-                 "missing");
+    expect_error(ctx, "layer without the tensors", dir, 0, MOE_ERROR_FORMAT,
+                 "model.layers.0.block_sparse_moe.gate", "missing");
     h_layer_free(&l);
     free(dir);
 
     dir = mixtral_dir(root, "missing", &l, t, &n, r);
     t[5] = t[--n]; /* drop experts.1.w3 */
     write_weights(dir, t, n, 1, false);
-    expect_error(ctx, "missing tensor", dir, 1, MOE_ERROR_FORMAT, "model.layers.1.block_sparse_moe.experts.1.w3.weight",
-                 "missing");
+    expect_error(ctx, "missing tensor", dir, 1, MOE_ERROR_FORMAT,
+                 "model.layers.1.block_sparse_moe.experts.1.w3.weight", "missing");
     h_layer_free(&l);
     free(dir);
 
@@ -428,7 +503,8 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     dir = mixtral_dir(root, "dtype", &l, t, &n, r);
     t[0].dtype = FX_I32;
     write_weights(dir, t, n, 1, false);
-    expect_error(ctx, "tensor of the wrong dtype", dir, 1, MOE_ERROR_FORMAT, "block_sparse_moe.gate.weight", "I32");
+    expect_error(ctx, "tensor of the wrong dtype", dir, 1, MOE_ERROR_FORMAT, "block_sparse_moe.gate.weight",
+                 "I32");
     h_layer_free(&l);
     free(dir);
 
@@ -491,7 +567,8 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(text, sizeof text, "corrupt%zu", i);
         dir = mixtral_dir(root, text, &l, t, &n, r);
-        raw_file(dir, (uint64_t)((int64_t)strlen(bad[i].header) + bad[i].hlen_delta), bad[i].header, bad[i].data);
+        raw_file(dir, (uint64_t)((int64_t)strlen(bad[i].header) + bad[i].hlen_delta), bad[i].header,
+                 bad[i].data);
         expect_error(ctx, bad[i].what, dir, 1, MOE_ERROR_FORMAT, "model.safetensors", bad[i].part);
         h_layer_free(&l);
         free(dir);
@@ -527,10 +604,13 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     remove(path);
     expect_error(ctx, "missing shard", dir, 1, MOE_ERROR_IO, "model-00002-of-00003.safetensors", NULL);
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
-    snprintf(text, sizeof text, "{\"weight_map\": {\"%s\": \"model-00001-of-00003.safetensors\", \"%s\": "
-             "\"model-00003-of-00003.safetensors\"}}", t[0].name, t[1].name);
+    snprintf(text, sizeof text,
+             "{\"weight_map\": {\"%s\": \"model-00001-of-00003.safetensors\", \"%s\": "
+             "\"model-00003-of-00003.safetensors\"}}",
+             t[0].name, t[1].name);
     fx_write_text(path, text);
-    expect_error(ctx, "index maps to the wrong shard", dir, 1, MOE_ERROR_FORMAT, "model-00003-of-00003", t[1].name);
+    expect_error(ctx, "index maps to the wrong shard", dir, 1, MOE_ERROR_FORMAT, "model-00003-of-00003",
+                 t[1].name);
     fx_write_text(path, "{\"weight_map\": {\"x\": \"../etc/passwd\"}}");
     expect_error(ctx, "index names a path", dir, 1, MOE_ERROR_FORMAT, "index.json",
                  "entry 'x' does not name a file");
@@ -681,8 +761,8 @@ static void test_npy(const char *root)
         write_npy(path, bad[i].header, bad[i].data);
         got = NULL;
         const int rc = npy_read_f32_matrix(path, 3, &got, &rows, &cols, err, sizeof err);
-        CHECK(rc != 0 && got == NULL && has(err, "x.npy") && has(err, bad[i].part), "[npy %s] rc %d, message '%s'",
-              bad[i].what, rc, err);
+        CHECK(rc != 0 && got == NULL && has(err, "x.npy") && has(err, bad[i].part),
+              "[npy %s] rc %d, message '%s'", bad[i].what, rc, err);
         printf("  npy %-30s %s\n", bad[i].what, err);
     }
     /* More data than the shape says is not a matrix of that shape either. */

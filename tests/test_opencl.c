@@ -17,8 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc), .d_model = 40, .d_ff = 24,
-                                    .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
+static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc),
+                                    .d_model = 40,
+                                    .d_ff = 24,
+                                    .n_experts = 8,
+                                    .top_k = 2,
+                                    .max_tokens = 16,
+                                    .renormalize = 1};
 
 typedef struct build_counts {
     int from_cache, from_source;
@@ -35,8 +40,11 @@ static void count_builds(moe_log_level level, const char *message, void *user)
 
 static moe_context *context_logged(build_counts *counts)
 {
-    moe_context_desc cd = {.struct_size = sizeof cd, .backend = MOE_BACKEND_OPENCL, .log = count_builds,
-                           .log_user_data = counts, .log_level = MOE_LOG_INFO};
+    moe_context_desc cd = {.struct_size = sizeof cd,
+                           .backend = MOE_BACKEND_OPENCL,
+                           .log = count_builds,
+                           .log_user_data = counts,
+                           .log_level = MOE_LOG_INFO};
     moe_context *ctx = NULL;
     CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_OK);
     return ctx;
@@ -99,14 +107,15 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
            counts[0].from_source, counts[0].from_cache, counts[1].from_source, counts[1].from_cache);
     CHECK(counts[0].from_source > 0, "the first context compiled nothing");
     CHECK(counts[1].from_source == 0, "the second context compiled %d program(s)", counts[1].from_source);
-    CHECK(counts[1].from_cache == counts[0].from_source + counts[0].from_cache, "second context: %d from cache",
-          counts[1].from_cache);
+    CHECK(counts[1].from_cache == counts[0].from_source + counts[0].from_cache,
+          "second context: %d from cache", counts[1].from_cache);
     CHECK(memcmp(y[0], y[1], sizeof y[0]) == 0, "a cached program computed something else");
     int caches, temps;
     h_count_cache_files(dir, "opencl-", ".bin", &caches, &temps);
     CHECK(caches >= counts[0].from_source, "%d program binaries in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
     h_check_hostile_cache(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16, y[0]);
+    h_check_cache_bound(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16);
 }
 
 int main(int argc, char **argv)
@@ -115,10 +124,13 @@ int main(int argc, char **argv)
     moe_context *ctx = h_open(argc, argv, &kind);
     moe_device_info info = {.struct_size = sizeof info};
     CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
-    CHECK(info.max_workgroup_size >= 64, "max_workgroup_size %llu", (unsigned long long)info.max_workgroup_size);
-    CHECK(info.shared_memory_bytes >= 16384, "shared_memory_bytes %llu", (unsigned long long)info.shared_memory_bytes);
+    CHECK(info.max_workgroup_size >= 64, "max_workgroup_size %llu",
+          (unsigned long long)info.max_workgroup_size);
+    CHECK(info.shared_memory_bytes >= 16384, "shared_memory_bytes %llu",
+          (unsigned long long)info.shared_memory_bytes);
     CHECK(strncmp(info.api_version, "OpenCL ", 7) == 0, "api_version '%s'", info.api_version);
-    CHECK(info.name[0] && info.vendor[0] && info.driver[0] && info.memory_bytes > 0, "incomplete device info");
+    CHECK(info.name[0] && info.vendor[0] && info.driver[0] && info.memory_bytes > 0,
+          "incomplete device info");
     moe_context_destroy(ctx);
 
     h_rng r = h_rng_seeded("test_opencl");
@@ -128,7 +140,8 @@ int main(int argc, char **argv)
     h_fill_input(&hl, 16, x, &r);
     invalid_device();
     h_check_device_lost(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_OUT_OF_RESOURCES", &hl, x, 16);
-    h_check_out_of_device_memory(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_MEM_OBJECT_ALLOCATION_FAILURE", &hl);
+    h_check_out_of_device_memory(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_MEM_OBJECT_ALLOCATION_FAILURE",
+                                 &hl);
     build_failure(&hl, x);
     binary_cache(&hl, x, argc > 2 ? argv[2] : "opencl-cache");
     h_layer_free(&hl);

@@ -12,8 +12,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc), .d_model = 40, .d_ff = 24,
-                                    .n_experts = 8, .top_k = 2, .max_tokens = 16, .renormalize = 1};
+static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc),
+                                    .d_model = 40,
+                                    .d_ff = 24,
+                                    .n_experts = 8,
+                                    .top_k = 2,
+                                    .max_tokens = 16,
+                                    .renormalize = 1};
 
 static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
 {
@@ -33,6 +38,7 @@ static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
     CHECK(caches == 1, "%d pipeline cache files in %s", caches, dir);
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
     h_check_hostile_cache(MOE_BACKEND_VULKAN, dir, "vulkan-", ".cache", hl, x, 16, y);
+    h_check_cache_bound(MOE_BACKEND_VULKAN, dir, "vulkan-", ".cache", hl, x, 16);
 }
 
 /* A layer whose weights exceed the device's storage-buffer range (lavapipe's is 128 MiB; this
@@ -40,8 +46,13 @@ static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
  * experts per dispatch. Skipped where the range is larger than the layer. */
 static void weights_beyond_binding_range(h_rng *r)
 {
-    const moe_layer_desc big = {.struct_size = sizeof big, .d_model = 1024, .d_ff = 2816, .n_experts = 8,
-                                .top_k = 2, .max_tokens = 6, .renormalize = 1};
+    const moe_layer_desc big = {.struct_size = sizeof big,
+                                .d_model = 1024,
+                                .d_ff = 2816,
+                                .n_experts = 8,
+                                .top_k = 2,
+                                .max_tokens = 6,
+                                .renormalize = 1};
     h_layer hl;
     h_layer_init(&hl, &big, r, 1.0f);
     float *x = malloc(sizeof(float) * 6 * 1024), *y = malloc(sizeof(float) * 6 * 1024);
@@ -57,7 +68,9 @@ static void weights_beyond_binding_range(h_rng *r)
     printf("  weights of 276 MB (beyond a 128 MiB binding range): rel err %.2e\n", err);
     moe_layer_destroy(layer);
     moe_context_destroy(ctx);
-    free(x); free(y); free(yr);
+    free(x);
+    free(y);
+    free(yr);
     h_layer_free(&hl);
 }
 
@@ -67,8 +80,10 @@ int main(int argc, char **argv)
     moe_context *ctx = h_open(argc, argv, &kind);
     moe_device_info info = {.struct_size = sizeof info};
     CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
-    CHECK(info.max_workgroup_size >= 128, "max_workgroup_size %llu", (unsigned long long)info.max_workgroup_size);
-    CHECK(info.shared_memory_bytes >= 16384, "shared_memory_bytes %llu", (unsigned long long)info.shared_memory_bytes);
+    CHECK(info.max_workgroup_size >= 128, "max_workgroup_size %llu",
+          (unsigned long long)info.max_workgroup_size);
+    CHECK(info.shared_memory_bytes >= 16384, "shared_memory_bytes %llu",
+          (unsigned long long)info.shared_memory_bytes);
     CHECK(strncmp(info.api_version, "Vulkan 1.", 9) == 0, "api_version '%s'", info.api_version);
     moe_context_destroy(ctx);
 

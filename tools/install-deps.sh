@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moe builds and tests with, if any is missing (design card's
-# list, plus make, pkg-config, the clang sanitizer runtimes and matplotlib for tools/moe-plot).
+# list, plus make, pkg-config, clang-format for the format check, the clang sanitizer runtimes
+# and matplotlib for tools/moe-plot).
 # Does nothing when all are there, so the README's commands and CI can both start with it.
 # Needs root or sudo only when something is missing.
 set -euo pipefail
 packages=(
-    cmake gcc clang make pkg-config
+    cmake gcc clang clang-format make pkg-config
     libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
     mesa-vulkan-drivers vulkan-tools vulkan-validationlayers
     ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo

@@ -16,16 +16,16 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
-            "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
-            "               [--decoder] [--stats]\n"
-            "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
-            "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
-            "Y.npy. --decoder takes a switch_transformers decoder block; --stats prints the backend,\n"
-            "the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced atomically\n"
-            "(a symbolic link is written through to its target); a directory, FIFO or device there\n"
-            "is refused.\n");
+    fprintf(
+        f, "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
+           "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
+           "               [--decoder] [--stats]\n"
+           "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
+           "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
+           "Y.npy. --decoder takes a switch_transformers decoder block; --stats prints the backend,\n"
+           "the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced atomically\n"
+           "(a symbolic link is written through to its target); a directory, FIFO or device there\n"
+           "is refused.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -80,7 +80,8 @@ static int parse_args(int argc, char **argv, run_args *a)
             }
             i++;
         } else if (!strcmp(o, "--backend")) {
-            const moe_backend_kind kinds[] = {MOE_BACKEND_AUTO, MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
+            const moe_backend_kind kinds[] = {MOE_BACKEND_AUTO, MOE_BACKEND_CPU, MOE_BACKEND_VULKAN,
+                                              MOE_BACKEND_OPENCL};
             size_t k = 0;
             while (k < 4 && strcmp(v, moe_backend_name(kinds[k]))) k++;
             if (k == 4) {
@@ -89,8 +90,10 @@ static int parse_args(int argc, char **argv, run_args *a)
             }
             a->backend = kinds[k], i++;
         } else if (!strcmp(o, "--drop-policy")) {
-            if (!strcmp(v, "zero")) a->drop = MOE_DROP_ZERO;
-            else if (!strcmp(v, "passthrough")) a->drop = MOE_DROP_PASSTHROUGH;
+            if (!strcmp(v, "zero"))
+                a->drop = MOE_DROP_ZERO;
+            else if (!strcmp(v, "passthrough"))
+                a->drop = MOE_DROP_PASSTHROUGH;
             else {
                 fprintf(stderr, "moe-run: --drop-policy wants zero or passthrough, not '%s'\n", v);
                 return -1;
@@ -111,7 +114,8 @@ static int parse_args(int argc, char **argv, run_args *a)
 /* Prints the failing call's status and detail and returns the exit code. */
 static int fail_api(const char *what, moe_status st, const char *detail)
 {
-    fprintf(stderr, "moe-run: %s: %s (%s)\n", what, detail && detail[0] ? detail : "failed", moe_status_string(st));
+    fprintf(stderr, "moe-run: %s: %s (%s)\n", what, detail && detail[0] ? detail : "failed",
+            moe_status_string(st));
     return 1;
 }
 
@@ -143,7 +147,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "moe-run: %s\n", err);
         goto done;
     }
-    moe_context_desc cdesc = {.struct_size = sizeof cdesc, .backend = a.backend, .device_index = (int)a.device};
+    moe_context_desc cdesc = {
+        .struct_size = sizeof cdesc, .backend = a.backend, .device_index = (int)a.device};
     st = moe_context_create(&cdesc, &ctx);
     if (st != MOE_OK) {
         rc = fail_api("cannot create a context", st, moe_last_error());
@@ -165,8 +170,12 @@ int main(int argc, char **argv)
     int32_t dropped = 0;
     float aux = 0.0f, z = 0.0f;
     double ms = 0.0;
-    moe_forward_stats stats = {.struct_size = sizeof stats, .expert_counts = counts, .dropped_count = &dropped,
-                               .aux_loss = &aux, .z_loss = &z, .device_ms = &ms};
+    moe_forward_stats stats = {.struct_size = sizeof stats,
+                               .expert_counts = counts,
+                               .dropped_count = &dropped,
+                               .aux_loss = &aux,
+                               .z_loss = &z,
+                               .device_ms = &ms};
     st = moe_layer_forward(layer, T, x, y, a.stats ? &stats : NULL);
     if (st != MOE_OK) {
         rc = fail_api("forward failed", st, moe_context_error(ctx));
@@ -182,8 +191,8 @@ int main(int argc, char **argv)
         printf("model: %s (%s), layer %lld%s, %lld tokens, hidden %lld, %lld experts, top-%lld\n", a.model,
                info.model_type, a.layer, a.decoder ? " (decoder)" : "", (long long)T, (long long)D,
                (long long)info.n_experts, (long long)info.top_k);
-        printf("backend: %s, device %d: %s (%s)\n", moe_backend_name(moe_context_backend(ctx)), dev.index, dev.name,
-               dev.driver);
+        printf("backend: %s, device %d: %s (%s)\n", moe_backend_name(moe_context_backend(ctx)), dev.index,
+               dev.name, dev.driver);
         printf("expert tokens:");
         for (int64_t e = 0; e < info.n_experts; e++) printf(" %d", counts[e]);
         printf("\ndropped: %d\naux_loss: %.6g\nz_loss: %.6g\ndevice_ms: %.3f\n", dropped, aux, z, ms);

@@ -181,7 +181,8 @@ int npy_check_f32_matrix(const npy_array *a, int64_t width, char *err, size_t n)
                     a->rank);
     }
     if (width > 0 && a->shape[1] != width)
-        return fail(err, n, "width %lld; the model's hidden_size is %lld", (long long)a->shape[1], (long long)width);
+        return fail(err, n, "width %lld; the model's hidden_size is %lld", (long long)a->shape[1],
+                    (long long)width);
     if (a->shape[0] == 0 || a->shape[1] == 0) return fail(err, n, "the matrix is empty");
     const uint64_t need = (uint64_t)a->shape[0] * (uint64_t)a->shape[1];
     if (need > SIZE_MAX / 4 || a->data_bytes != (size_t)need * 4)

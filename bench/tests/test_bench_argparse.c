@@ -5,8 +5,8 @@
  * checks of option combinations; the shape arithmetic of the presets). Error messages go to
  * stderr and are expected; the test checks return values and parsed fields.
  */
-#include "bench_config.h"
 #include "bench_argparse.h"
+#include "bench_config.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -62,33 +62,33 @@ static void test_parser(void)
         {"help", BENCH_OPT_HELP, NULL, NULL, 0, 0, 0.0, NULL, NULL, "help"},
     };
     const size_t n_opts = sizeof opts / sizeof opts[0];
-    char *ok[] = {"p", "--n", "42", "--u=0x10", "--x", "2.5", "--flag", "--color=green", "--file", "out.json",
-                  "--list", "1,8,64"};
+    char *ok[] = {"p",      "--n",           "42",     "--u=0x10", "--x",    "2.5",
+                  "--flag", "--color=green", "--file", "out.json", "--list", "1,8,64"};
     CHECK(bench_argparse(opts, n_opts, 12, ok, "t") == BENCH_PARSE_OK);
     CHECK(n == 42 && u == 16 && x == 2.5 && flag == 1 && choice == 2);
     CHECK(text && strcmp(text, "out.json") == 0);
     CHECK(list.n == 3 && list.v[0] == 1 && list.v[1] == 8 && list.v[2] == 64);
 
     static char *bad[][3] = {
-        {"p", "--n", "0"},        /* below range */
-        {"p", "--n", "101"},      /* above range */
-        {"p", "--n", "12abc"},    /* trailing text */
-        {"p", "--n", "1.5"},      /* not an integer */
-        {"p", "--n", ""},         /* empty */
-        {"p", "--x", "0"},        /* must be > 0 */
-        {"p", "--x", "nan"},      /* not finite */
-        {"p", "--x", "inf"},      /* not finite */
-        {"p", "--u", "-1"},       /* signed */
-        {"p", "--color", "blue"}, /* not a choice */
-        {"p", "--file", ""},      /* empty string */
-        {"p", "--list", "1,,2"},  /* empty item */
-        {"p", "--list", "1,x"},   /* not an integer */
-        {"p", "--list", "0,4"},   /* out of range */
-        {"p", "--list", "4,"},    /* trailing comma */
-        {"p", "--nope", "1"},     /* unknown option */
-        {"p", "-n", "1"},         /* single dash */
-        {"p", "stray", "1"},      /* not an option */
-        {"p", "--flag=1", "x"},   /* a flag takes no value */
+        {"p", "--n", "0"},                         /* below range */
+        {"p", "--n", "101"},                       /* above range */
+        {"p", "--n", "12abc"},                     /* trailing text */
+        {"p", "--n", "1.5"},                       /* not an integer */
+        {"p", "--n", ""},                          /* empty */
+        {"p", "--x", "0"},                         /* must be > 0 */
+        {"p", "--x", "nan"},                       /* not finite */
+        {"p", "--x", "inf"},                       /* not finite */
+        {"p", "--u", "-1"},                        /* signed */
+        {"p", "--color", "blue"},                  /* not a choice */
+        {"p", "--file", ""},                       /* empty string */
+        {"p", "--list", "1,,2"},                   /* empty item */
+        {"p", "--list", "1,x"},                    /* not an integer */
+        {"p", "--list", "0,4"},                    /* out of range */
+        {"p", "--list", "4,"},                     /* trailing comma */
+        {"p", "--nope", "1"},                      /* unknown option */
+        {"p", "-n", "1"},                          /* single dash */
+        {"p", "stray", "1"},                       /* not an option */
+        {"p", "--flag=1", "x"},                    /* a flag takes no value */
         {"p", "--n=99999999999999999999999", "x"}, /* overflow */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -110,7 +110,8 @@ static void test_parser(void)
     for (int i = 0; i < BENCH_LIST_MAX; i++) strcat(long_list, ",2");
     char *too_many[] = {"p", "--list", long_list};
     CHECK(bench_argparse(opts, n_opts, 3, too_many, "t") == BENCH_PARSE_ERROR);
-    CHECK(strcmp(bench_choice_name(choices, 2), "green") == 0 && strcmp(bench_choice_name(choices, 9), "?") == 0);
+    CHECK(strcmp(bench_choice_name(choices, 2), "green") == 0 &&
+          strcmp(bench_choice_name(choices, 9), "?") == 0);
 
     /* The usage text comes from the same table, with the defaults. */
     FILE *f = tmpfile();
@@ -178,10 +179,11 @@ static void test_config(void)
     CHECK(parse(&c, "--sweep-tokens", "1,8,64,512,4096", NULL) == BENCH_PARSE_OK);
     int64_t list[BENCH_LIST_MAX];
     CHECK(bench_token_list(&c, list, BENCH_LIST_MAX) == 5 && list[4] == 4096 && bench_max_tokens(&c) == 4096);
-    CHECK(parse(&c, "--serve", "--rate", "50", "--duration", "0.5", "--max-batch-tokens", "256", "--streams", "2",
-                "--slo-ms", "20", "--req-dist", "uniform", "--req-tokens", "8", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--serve", "--rate", "50", "--duration", "0.5", "--max-batch-tokens", "256", "--streams",
+                "2", "--slo-ms", "20", "--req-dist", "uniform", "--req-tokens", "8", NULL) == BENCH_PARSE_OK);
     CHECK(c.serve && c.rate == 50.0 && c.duration == 0.5 && c.max_batch_tokens == 256 && c.streams == 2 &&
-          c.slo_ms == 20.0 && c.req_dist == BENCH_REQ_UNIFORM && c.req_tokens == 8 && bench_max_tokens(&c) == 256);
+          c.slo_ms == 20.0 && c.req_dist == BENCH_REQ_UNIFORM && c.req_tokens == 8 &&
+          bench_max_tokens(&c) == 256);
     CHECK(parse(&c, "--json", "out.json", "--hot-expert", "0.5", NULL) == BENCH_PARSE_OK);
     CHECK(c.json_path && strcmp(c.json_path, "out.json") == 0 && c.hot_expert == 0.5);
     CHECK(parse(&c, "--list-presets", NULL) == BENCH_PARSE_OK && c.list_presets);
@@ -192,8 +194,9 @@ static void test_config(void)
     CHECK(parse(&c, "--tokens", "0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--tokens", "-5", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--top-k", "9", NULL) == BENCH_PARSE_ERROR); /* > 8 experts */
-    CHECK(parse(&c, "--groups", "3", "--topk-group", "1", NULL) == BENCH_PARSE_ERROR); /* 3 does not divide 8 */
-    CHECK(parse(&c, "--groups", "4", NULL) == BENCH_PARSE_ERROR);                      /* no --topk-group */
+    CHECK(parse(&c, "--groups", "3", "--topk-group", "1", NULL) ==
+          BENCH_PARSE_ERROR);                                     /* 3 does not divide 8 */
+    CHECK(parse(&c, "--groups", "4", NULL) == BENCH_PARSE_ERROR); /* no --topk-group */
     CHECK(parse(&c, "--groups", "4", "--topk-group", "5", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--topk-group", "2", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--shared-gate", NULL) == BENCH_PARSE_ERROR);

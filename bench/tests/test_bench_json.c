@@ -27,15 +27,44 @@ static int failures;
     } while (0)
 
 /* The keys the issue requires of every forward result, and those of the latency object. */
-static const char *const forward_keys[] = {
-    "backend", "device", "preset", "tokens", "d_model", "d_ff", "n_experts", "top_k", "iters", "latency_ms",
-    "gflops", "tokens_per_s", "gbps", "arena_peak_bytes", "speedup_vs_reference", "first_forward_ms",
-    "first_forward_device_ms", NULL};
+static const char *const forward_keys[] = {"backend",
+                                           "device",
+                                           "preset",
+                                           "tokens",
+                                           "d_model",
+                                           "d_ff",
+                                           "n_experts",
+                                           "top_k",
+                                           "iters",
+                                           "latency_ms",
+                                           "gflops",
+                                           "tokens_per_s",
+                                           "gbps",
+                                           "arena_peak_bytes",
+                                           "speedup_vs_reference",
+                                           "first_forward_ms",
+                                           "first_forward_device_ms",
+                                           NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
-static const char *const serve_keys[] = {
-    "backend", "device", "preset", "d_model", "d_ff", "n_experts", "top_k", "streams", "rate", "duration_s",
-    "max_batch_tokens", "request_tokens", "slo_ms", "requests", "completed", "tokens_per_s",
-    "request_latency_ms", "slo_met_share", NULL};
+static const char *const serve_keys[] = {"backend",
+                                         "device",
+                                         "preset",
+                                         "d_model",
+                                         "d_ff",
+                                         "n_experts",
+                                         "top_k",
+                                         "streams",
+                                         "rate",
+                                         "duration_s",
+                                         "max_batch_tokens",
+                                         "request_tokens",
+                                         "slo_ms",
+                                         "requests",
+                                         "completed",
+                                         "tokens_per_s",
+                                         "request_latency_ms",
+                                         "slo_met_share",
+                                         NULL};
 
 static char *read_all(const char *path)
 {
@@ -95,14 +124,16 @@ static void check_object(const cJSON *o)
         CHECK(cJSON_IsObject(lat) && has_keys(lat, latency_keys, "latency_ms"));
         CHECK(num(lat, "min") <= num(lat, "median") && num(lat, "median") <= num(lat, "p95") &&
               num(lat, "p95") <= num(lat, "p99"));
-        CHECK(num(o, "tokens") >= 1 && num(o, "iters") >= 1 && num(o, "gflops") > 0 && num(o, "tokens_per_s") > 0);
+        CHECK(num(o, "tokens") >= 1 && num(o, "iters") >= 1 && num(o, "gflops") > 0 &&
+              num(o, "tokens_per_s") > 0);
         CHECK(num(o, "gbps") > 0 && num(o, "arena_peak_bytes") > 0);
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
     } else if (strcmp(kind->valuestring, "serve") == 0) {
         CHECK(has_keys(o, serve_keys, "serve result"));
         const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "request_latency_ms");
-        CHECK(cJSON_IsObject(lat) && num(lat, "p50") <= num(lat, "p95") && num(lat, "p95") <= num(lat, "p99"));
+        CHECK(cJSON_IsObject(lat) && num(lat, "p50") <= num(lat, "p95") &&
+              num(lat, "p95") <= num(lat, "p99"));
         CHECK(num(o, "completed") <= num(o, "requests"));
         CHECK(num(o, "slo_met_share") >= 0 && num(o, "slo_met_share") <= 1);
     } else {
@@ -143,8 +174,13 @@ static void self_test(const char *path)
     snprintf(r.driver, sizeof r.driver, "moe cpu avx2 (auto)");
     snprintf(r.isa, sizeof r.isa, "avx2");
     r.preset = "olmoe-1b-7b";
-    r.desc = (moe_layer_desc){.struct_size = sizeof r.desc, .d_model = 2048, .d_ff = 1024, .n_experts = 64,
-                              .top_k = 8, .max_tokens = 512, .activation = MOE_ACTIVATION_SWIGLU};
+    r.desc = (moe_layer_desc){.struct_size = sizeof r.desc,
+                              .d_model = 2048,
+                              .d_ff = 1024,
+                              .n_experts = 64,
+                              .top_k = 8,
+                              .max_tokens = 512,
+                              .activation = MOE_ACTIVATION_SWIGLU};
     r.tokens = 512;
     double times[] = {0.004, 0.002, 0.003, 0.005, 0.0025};
     r.wall = bench_summarize(times, 5);

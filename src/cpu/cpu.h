@@ -35,16 +35,16 @@ static inline int64_t moe_cpu_packed_floats(int64_t n_out, int64_t k_dim, bool g
 /* One grouped-GEMM call on rows [r0, r1) — all valid — and pairs [p0, p1). */
 typedef struct moe_cpu_gemm {
     int64_t k_dim, n_out;
-    const float *a;            /* A rows, stride k_dim */
-    const int32_t *row_token;  /* gather: row r reads A row row_token[r]; NULL: row r */
-    const float *b;            /* this expert's packed tensor */
+    const float *a;           /* A rows, stride k_dim */
+    const int32_t *row_token; /* gather: row r reads A row row_token[r]; NULL: row r */
+    const float *b;           /* this expert's packed tensor */
     bool gated;
-    int activation;            /* a moe_activation, or -1 for none */
-    float *out;                /* rows of n_out floats */
+    int activation; /* a moe_activation, or -1 for none */
+    float *out;     /* rows of n_out floats */
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
-    const char *name;          /* "baseline", "avx2", "avx512", "simde512" */
+    const char *name; /* "baseline", "avx2", "avx512", "simde512" */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);

@@ -5,7 +5,7 @@
  * Every step writes disjoint outputs per task and sums in a fixed order, so results are
  * bit-identical run to run whatever the thread count or scheduling.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime, sysconf */
+#define _POSIX_C_SOURCE 200809L /* sysconf */
 #include "../alloc.h"
 #include "../internal.h"
 #include "cpu.h"
@@ -18,10 +18,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CPU_ALIGN 64
+#define CPU_ALIGN    64
 #define CPU_ROW_TILE 32
 
-struct moe_bbuf {
+struct moe_backend_buffer {
     size_t bytes;
     unsigned char *data;
 };
@@ -33,8 +33,14 @@ typedef struct cpu_backend {
     double begin_ms;
 } cpu_backend;
 
-static cpu_backend *cpu(moe_backend *be) { return (cpu_backend *)be; }
-static void *at(moe_addr a) { return a.buf ? a.buf->data + a.offset : NULL; }
+static cpu_backend *cpu(moe_backend *be)
+{
+    return (cpu_backend *)be;
+}
+static void *at(moe_addr a)
+{
+    return a.buf ? a.buf->data + a.offset : NULL;
+}
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
@@ -124,8 +130,8 @@ static moe_status cpu_device_info(int index, moe_device_info *info)
     (void)index;
     const char *why;
     const moe_cpu_kernels *k = moe_cpu_select_kernels(&why);
-    *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_CPU,
-                              .index = 0, .type = MOE_DEVICE_TYPE_CPU};
+    *info = (moe_device_info){
+        .struct_size = sizeof *info, .backend = MOE_BACKEND_CPU, .index = 0, .type = MOE_DEVICE_TYPE_CPU};
     cpuinfo_field("model name", info->name, sizeof info->name, "CPU");
     cpuinfo_field("vendor_id", info->vendor, sizeof info->vendor, "unknown");
     snprintf(info->driver, sizeof info->driver, "moe cpu %s (%s)", k ? k->name : "unavailable", why);
@@ -167,11 +173,12 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
         moe_free(c);
         /* moe_pool_create fails only when memory or a thread (EAGAIN: no resources) cannot be had. */
         return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY,
-                        "cpu: could not start a pool of %d threads: out of memory or thread resources", threads);
+                        "cpu: could not start a pool of %d threads: out of memory or thread resources",
+                        threads);
     }
     c->k = k;
-    c->base = (moe_backend){.ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN,
-                            .row_tile = CPU_ROW_TILE};
+    c->base = (moe_backend){
+        .ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN, .row_tile = CPU_ROW_TILE};
     cpu_device_info(0, &c->base.info);
     c->base.info.compute_units = threads;
     snprintf(c->base.info.driver, sizeof c->base.info.driver, "moe cpu %s (%s)", k->name, why);
@@ -181,23 +188,24 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
 
 /* ---- memory ----------------------------------------------------------------------------- */
 
-static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
+static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_buffer_usage usage,
+                                   moe_backend_buffer **out)
 {
     (void)usage;
     const size_t rounded = (bytes + CPU_ALIGN - 1) & ~(size_t)(CPU_ALIGN - 1);
-    moe_bbuf *b = moe_malloc(sizeof *b);
+    moe_backend_buffer *b = moe_malloc(sizeof *b);
     void *data = rounded >= bytes ? moe_aligned_alloc(CPU_ALIGN, rounded) : NULL;
     if (!b || !data) {
         moe_free(b);
         moe_free(data);
         return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed", bytes);
     }
-    *b = (moe_bbuf){bytes, data};
+    *b = (moe_backend_buffer){bytes, data};
     *out = b;
     return MOE_OK;
 }
 
-static void cpu_buffer_free(moe_backend *be, moe_bbuf *b)
+static void cpu_buffer_free(moe_backend *be, moe_backend_buffer *b)
 {
     (void)be;
     if (!b) return;
@@ -265,7 +273,7 @@ static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_wei
 
 typedef struct gemm_job {
     const moe_cpu_kernels *k;
-    moe_cpu_gemm g;             /* b is the first expert's tensor */
+    moe_cpu_gemm g; /* b is the first expert's tensor */
     int64_t n_rows, expert_floats;
     const int32_t *row_token;   /* validity (and gather) per row; NULL: all valid */
     const int32_t *tile_expert; /* NULL: expert 0 */
@@ -309,18 +317,27 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
 static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
 {
     const int32_t *rt = at(s->row_token);
-    gemm_job j = {
-        .g = {.k_dim = s->k_dim, .n_out = s->n_out, .a = at(s->a),
-              .row_token = s->gather ? rt : NULL, .b = at(s->weights), .gated = s->gated,
-              .activation = s->apply_activation ? (int)s->activation : -1, .out = at(s->out)},
-        .n_rows = s->n_rows, .row_token = rt, .tile_expert = at(s->tile_expert)};
+    gemm_job j = {.g = {.k_dim = s->k_dim,
+                        .n_out = s->n_out,
+                        .a = at(s->a),
+                        .row_token = s->gather ? rt : NULL,
+                        .b = at(s->weights),
+                        .gated = s->gated,
+                        .activation = s->apply_activation ? (int)s->activation : -1,
+                        .out = at(s->out)},
+                  .n_rows = s->n_rows,
+                  .row_token = rt,
+                  .tile_expert = at(s->tile_expert)};
     run_gemm(cpu(be), &j);
     return MOE_OK;
 }
 
 /* ---- route ---------------------------------------------------------------------------------- */
 
-static bool ranks_above(float a, float b) { return !isnan(a) && (isnan(b) || a > b); }
+static bool ranks_above(float a, float b)
+{
+    return !isnan(a) && (isnan(b) || a > b);
+}
 
 typedef struct route_job {
     const moe_layer_desc *d;
@@ -359,8 +376,7 @@ static void route_token(void *arg, int64_t t)
             if (l[e] > m) m = l[e];
         for (int64_t e = 0; e < E; e++) sum += expf(l[e] - m);
     }
-    for (int64_t e = 0; e < E; e++)
-        keys[e] = score_of(d, l, e, m, sum) + (r->bias ? r->bias[e] : 0.0f);
+    for (int64_t e = 0; e < E; e++) keys[e] = score_of(d, l, e, m, sum) + (r->bias ? r->bias[e] : 0.0f);
 
     if (G > 1) {
         /* Group score: the best one or two keys of the group; keep topk_group groups. */
@@ -412,13 +428,16 @@ static moe_status cpu_route(moe_backend *be, const moe_route_step *s)
 {
     cpu_backend *c = cpu(be);
     const moe_layer_desc *d = s->desc;
-    gemm_job j = {
-        .g = {.k_dim = d->d_model, .n_out = d->n_experts, .a = at(s->x), .b = at(s->router),
-              .activation = -1, .out = at(s->logits)},
-        .n_rows = s->n_tokens};
+    gemm_job j = {.g = {.k_dim = d->d_model,
+                        .n_out = d->n_experts,
+                        .a = at(s->x),
+                        .b = at(s->router),
+                        .activation = -1,
+                        .out = at(s->logits)},
+                  .n_rows = s->n_tokens};
     run_gemm(c, &j);
-    route_job r = {d, at(s->logits), at(s->router_bias), at(s->workspace), at(s->topk_ids),
-                   at(s->topk_weights)};
+    route_job r = {
+        d, at(s->logits), at(s->router_bias), at(s->workspace), at(s->topk_ids), at(s->topk_weights)};
     moe_pool_run(c->pool, s->n_tokens, route_token, &r);
     return MOE_OK;
 }
@@ -532,7 +551,8 @@ static moe_status cpu_stats(moe_backend *be, const moe_stats_step *s)
         for (int64_t e = 0; e < E; e++)
             norm += d->score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-(double)l[e]));
         for (int64_t e = 0; e < E; e++) {
-            const double sc = d->score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-(double)l[e]));
+            const double sc =
+                d->score_func == MOE_SCORE_SOFTMAX ? exp(l[e] - lse) : 1.0 / (1.0 + exp(-(double)l[e]));
             p[e] += sc / norm;
         }
     }
@@ -543,23 +563,16 @@ static moe_status cpu_stats(moe_backend *be, const moe_stats_step *s)
     return MOE_OK;
 }
 
-static double now_ms(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
-}
-
 /* The CPU runs each step as it is called: the device time is the wall time in between. */
 static moe_status cpu_begin(moe_backend *be)
 {
-    cpu(be)->begin_ms = now_ms();
+    cpu(be)->begin_ms = moe_now_ms();
     return MOE_OK;
 }
 
 static moe_status cpu_finish(moe_backend *be)
 {
-    be->last_device_ms = now_ms() - cpu(be)->begin_ms;
+    be->last_device_ms = moe_now_ms() - cpu(be)->begin_ms;
     return MOE_OK;
 }
 

@@ -23,11 +23,10 @@
 #endif
 
 #define VPP (MOE_CPU_PANEL / MOE_VLEN) /* vectors per panel */
-#define NV (2 * VPP)                   /* vectors per pair */
+#define NV  (2 * VPP)                  /* vectors per pair */
 
 /* acc[r][v] = Σ_k a_r[k] · pair[v][k]; results to tmp[MR][32]. */
-static void micro_kernel(int64_t k_dim, const float *const arow[MR], const float *b0,
-                         float *restrict tmp)
+static void micro_kernel(int64_t k_dim, const float *const arow[MR], const float *b0, float *restrict tmp)
 {
     const float *b1 = b0 + k_dim * MOE_CPU_PANEL;
     moe_vec acc[MR][NV];
@@ -49,13 +48,17 @@ static void micro_kernel(int64_t k_dim, const float *const arow[MR], const float
 }
 
 /* GELU, erf form (GeGLU and GELU). */
-static float gelu(float v) { return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)); }
+static float gelu(float v)
+{
+    return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+}
 
 /* The activation on one vector: SiLU and ReLU vectorised; GELU's erf per lane (no SIMD erf
  * is at hand, and GELU experts are rare among MoE models). */
 static moe_vec activate_vec(int act, moe_vec v)
 {
-    if (act == MOE_ACTIVATION_SWIGLU) return vec_div(v, vec_add(vec_set1(1.0f), vec_exp(vec_sub(vec_zero(), v))));
+    if (act == MOE_ACTIVATION_SWIGLU)
+        return vec_div(v, vec_add(vec_set1(1.0f), vec_exp(vec_sub(vec_zero(), v))));
     if (act == MOE_ACTIVATION_RELU) return vec_max(v, vec_zero());
     float lanes[MOE_VLEN];
     vec_store(lanes, v);
@@ -109,7 +112,8 @@ static void axpy(int64_t n, float a, const float *x, float *y)
 {
     const moe_vec av = vec_set1(a);
     int64_t i = 0;
-    for (; i + MOE_VLEN <= n; i += MOE_VLEN) vec_store(y + i, vec_fmadd(av, vec_load(x + i), vec_load(y + i)));
+    for (; i + MOE_VLEN <= n; i += MOE_VLEN)
+        vec_store(y + i, vec_fmadd(av, vec_load(x + i), vec_load(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 

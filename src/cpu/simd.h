@@ -17,68 +17,68 @@
 #if MOE_CPU_LEVEL == 2
 #include <simde/x86/avx512.h>
 typedef simde__m512 moe_vec;
-#define MOE_VLEN 16
-#define vec_load(p) simde_mm512_loadu_ps(p)
-#define vec_store(p, v) simde_mm512_storeu_ps((p), (v))
-#define vec_set1(x) simde_mm512_set1_ps(x)
-#define vec_zero() simde_mm512_setzero_ps()
+#define MOE_VLEN           16
+#define vec_load(p)        simde_mm512_loadu_ps(p)
+#define vec_store(p, v)    simde_mm512_storeu_ps((p), (v))
+#define vec_set1(x)        simde_mm512_set1_ps(x)
+#define vec_zero()         simde_mm512_setzero_ps()
 #define vec_fmadd(a, b, c) simde_mm512_fmadd_ps((a), (b), (c))
-#define vec_add(a, b) simde_mm512_add_ps((a), (b))
-#define vec_mul(a, b) simde_mm512_mul_ps((a), (b))
-#define vec_sub(a, b) simde_mm512_sub_ps((a), (b))
-#define vec_div(a, b) simde_mm512_div_ps((a), (b))
-#define vec_min(a, b) simde_mm512_min_ps((a), (b))
-#define vec_max(a, b) simde_mm512_max_ps((a), (b))
+#define vec_add(a, b)      simde_mm512_add_ps((a), (b))
+#define vec_mul(a, b)      simde_mm512_mul_ps((a), (b))
+#define vec_sub(a, b)      simde_mm512_sub_ps((a), (b))
+#define vec_div(a, b)      simde_mm512_div_ps((a), (b))
+#define vec_min(a, b)      simde_mm512_min_ps((a), (b))
+#define vec_max(a, b)      simde_mm512_max_ps((a), (b))
 typedef simde__m512i moe_ivec;
-#define vec_bits(v) simde_mm512_castps_si512(v)
+#define vec_bits(v)      simde_mm512_castps_si512(v)
 #define vec_from_bits(i) simde_mm512_castsi512_ps(i)
-#define ivec_add(a, b) simde_mm512_add_epi32((a), (b))
-#define ivec_set1(x) simde_mm512_set1_epi32(x)
-#define ivec_shl23(a) simde_mm512_slli_epi32((a), 23)
+#define ivec_add(a, b)   simde_mm512_add_epi32((a), (b))
+#define ivec_set1(x)     simde_mm512_set1_epi32(x)
+#define ivec_shl23(a)    simde_mm512_slli_epi32((a), 23)
 #elif MOE_CPU_LEVEL == 1
 #include <simde/x86/avx2.h>
 #include <simde/x86/fma.h>
 typedef simde__m256 moe_vec;
-#define MOE_VLEN 8
-#define vec_load(p) simde_mm256_loadu_ps(p)
-#define vec_store(p, v) simde_mm256_storeu_ps((p), (v))
-#define vec_set1(x) simde_mm256_set1_ps(x)
-#define vec_zero() simde_mm256_setzero_ps()
+#define MOE_VLEN           8
+#define vec_load(p)        simde_mm256_loadu_ps(p)
+#define vec_store(p, v)    simde_mm256_storeu_ps((p), (v))
+#define vec_set1(x)        simde_mm256_set1_ps(x)
+#define vec_zero()         simde_mm256_setzero_ps()
 #define vec_fmadd(a, b, c) simde_mm256_fmadd_ps((a), (b), (c))
-#define vec_add(a, b) simde_mm256_add_ps((a), (b))
-#define vec_mul(a, b) simde_mm256_mul_ps((a), (b))
-#define vec_sub(a, b) simde_mm256_sub_ps((a), (b))
-#define vec_div(a, b) simde_mm256_div_ps((a), (b))
-#define vec_min(a, b) simde_mm256_min_ps((a), (b))
-#define vec_max(a, b) simde_mm256_max_ps((a), (b))
+#define vec_add(a, b)      simde_mm256_add_ps((a), (b))
+#define vec_mul(a, b)      simde_mm256_mul_ps((a), (b))
+#define vec_sub(a, b)      simde_mm256_sub_ps((a), (b))
+#define vec_div(a, b)      simde_mm256_div_ps((a), (b))
+#define vec_min(a, b)      simde_mm256_min_ps((a), (b))
+#define vec_max(a, b)      simde_mm256_max_ps((a), (b))
 typedef simde__m256i moe_ivec;
-#define vec_bits(v) simde_mm256_castps_si256(v)
-#define vec_from_bits(i) simde_mm256_castsi256_ps(i)
-#define ivec_add(a, b) simde_mm256_add_epi32((a), (b))
-#define ivec_set1(x) simde_mm256_set1_epi32(x)
-#define ivec_shl23(a) simde_mm256_slli_epi32((a), 23)
+#define vec_bits(v)        simde_mm256_castps_si256(v)
+#define vec_from_bits(i)   simde_mm256_castsi256_ps(i)
+#define ivec_add(a, b)     simde_mm256_add_epi32((a), (b))
+#define ivec_set1(x)       simde_mm256_set1_epi32(x)
+#define ivec_shl23(a)      simde_mm256_slli_epi32((a), 23)
 #elif MOE_CPU_LEVEL == 0
 #include <simde/x86/fma.h>
 #include <simde/x86/sse2.h>
 typedef simde__m128 moe_vec;
-#define MOE_VLEN 4
-#define vec_load(p) simde_mm_loadu_ps(p)
-#define vec_store(p, v) simde_mm_storeu_ps((p), (v))
-#define vec_set1(x) simde_mm_set1_ps(x)
-#define vec_zero() simde_mm_setzero_ps()
+#define MOE_VLEN           4
+#define vec_load(p)        simde_mm_loadu_ps(p)
+#define vec_store(p, v)    simde_mm_storeu_ps((p), (v))
+#define vec_set1(x)        simde_mm_set1_ps(x)
+#define vec_zero()         simde_mm_setzero_ps()
 #define vec_fmadd(a, b, c) simde_mm_fmadd_ps((a), (b), (c))
-#define vec_add(a, b) simde_mm_add_ps((a), (b))
-#define vec_mul(a, b) simde_mm_mul_ps((a), (b))
-#define vec_sub(a, b) simde_mm_sub_ps((a), (b))
-#define vec_div(a, b) simde_mm_div_ps((a), (b))
-#define vec_min(a, b) simde_mm_min_ps((a), (b))
-#define vec_max(a, b) simde_mm_max_ps((a), (b))
+#define vec_add(a, b)      simde_mm_add_ps((a), (b))
+#define vec_mul(a, b)      simde_mm_mul_ps((a), (b))
+#define vec_sub(a, b)      simde_mm_sub_ps((a), (b))
+#define vec_div(a, b)      simde_mm_div_ps((a), (b))
+#define vec_min(a, b)      simde_mm_min_ps((a), (b))
+#define vec_max(a, b)      simde_mm_max_ps((a), (b))
 typedef simde__m128i moe_ivec;
-#define vec_bits(v) simde_mm_castps_si128(v)
-#define vec_from_bits(i) simde_mm_castsi128_ps(i)
-#define ivec_add(a, b) simde_mm_add_epi32((a), (b))
-#define ivec_set1(x) simde_mm_set1_epi32(x)
-#define ivec_shl23(a) simde_mm_slli_epi32((a), 23)
+#define vec_bits(v)        simde_mm_castps_si128(v)
+#define vec_from_bits(i)   simde_mm_castsi128_ps(i)
+#define ivec_add(a, b)     simde_mm_add_epi32((a), (b))
+#define ivec_set1(x)       simde_mm_set1_epi32(x)
+#define ivec_shl23(a)      simde_mm_slli_epi32((a), 23)
 #else
 #error "unknown MOE_CPU_LEVEL"
 #endif

@@ -14,13 +14,13 @@
 #include <stdlib.h>
 
 struct moe_pool {
-    int n_threads;                 /* including the caller */
+    int n_threads; /* including the caller */
     pthread_t *threads;
     pthread_mutex_t lock;
     pthread_cond_t wake, done;
-    uint64_t generation;           /* bumped per job; workers wait for a new one */
+    uint64_t generation; /* bumped per job; workers wait for a new one */
     bool stop;
-    int active;                    /* workers still inside the current job */
+    int active; /* workers still inside the current job */
     moe_task_fn fn;
     void *arg;
     int64_t n_tasks;
@@ -92,7 +92,10 @@ void moe_pool_destroy(moe_pool *p)
     moe_free(p);
 }
 
-int moe_pool_threads(const moe_pool *p) { return p->n_threads; }
+int moe_pool_threads(const moe_pool *p)
+{
+    return p->n_threads;
+}
 
 void moe_pool_run(moe_pool *p, int64_t n_tasks, moe_task_fn fn, void *arg)
 {

@@ -32,13 +32,14 @@ static int64_t get_int(cfg_reader *r, const char *key, bool required, int64_t de
     if (r->st != MOE_OK) return def;
     const cJSON *v = item(r, key);
     if (!v) {
-        if (required) r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: required key \"%s\" is missing", r->path, key);
+        if (required)
+            r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: required key \"%s\" is missing", r->path, key);
         return def;
     }
     const double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
     if (!(d >= (double)lo && d <= (double)hi) || floor(d) != d) {
-        r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: \"%s\" must be an integer in [%lld, %lld]", r->path, key,
-                         (long long)lo, (long long)hi);
+        r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: \"%s\" must be an integer in [%lld, %lld]", r->path,
+                         key, (long long)lo, (long long)hi);
         return def;
     }
     return (int64_t)d;
@@ -83,8 +84,8 @@ static const char *get_str(cfg_reader *r, const char *key, const char *def)
 static void unsupported(cfg_reader *r, const char *key, const char *value, const char *supported)
 {
     if (r->st == MOE_OK)
-        r->st = moe_fail(r->ctx, MOE_ERROR_UNSUPPORTED, "%s: %s \"%s\" is not supported (supported: %s)", r->path,
-                         key, value, supported);
+        r->st = moe_fail(r->ctx, MOE_ERROR_UNSUPPORTED, "%s: %s \"%s\" is not supported (supported: %s)",
+                         r->path, key, value, supported);
 }
 
 static moe_activation activation_of(cfg_reader *r, const char *key, const char *def, bool gated)
@@ -105,13 +106,16 @@ static const struct {
     const char *name;
     moe_hf_family family;
 } families[] = {
-    {"mixtral", MOE_HF_MIXTRAL},         {"olmoe", MOE_HF_OLMOE},
-    {"qwen2_moe", MOE_HF_QWEN2_MOE},     {"qwen3_moe", MOE_HF_QWEN3_MOE},
-    {"deepseek_v2", MOE_HF_DEEPSEEK_V2}, {"deepseek_v3", MOE_HF_DEEPSEEK_V3},
+    {"mixtral", MOE_HF_MIXTRAL},
+    {"olmoe", MOE_HF_OLMOE},
+    {"qwen2_moe", MOE_HF_QWEN2_MOE},
+    {"qwen3_moe", MOE_HF_QWEN3_MOE},
+    {"deepseek_v2", MOE_HF_DEEPSEEK_V2},
+    {"deepseek_v3", MOE_HF_DEEPSEEK_V3},
     {"switch_transformers", MOE_HF_SWITCH},
 };
 
-#define BIG ((int64_t)1 << 40) /* a bound for shapes read from JSON, far above any real model */
+#define BIG        ((int64_t)1 << 40) /* a bound for shapes read from JSON, far above any real model */
 #define MAX_LAYERS ((int64_t)1 << 20)
 
 static void parse_deepseek(cfg_reader *r, moe_hf_config *c, bool v3)
@@ -127,14 +131,21 @@ static void parse_deepseek(cfg_reader *r, moe_hf_config *c, bool v3)
     c->first_k_dense_replace = get_int(r, "first_k_dense_replace", false, v3 ? 3 : 0, 0, BIG);
     c->moe_layer_freq = get_int(r, "moe_layer_freq", false, 1, 1, BIG);
     const char *score = get_str(r, "scoring_func", v3 ? "sigmoid" : "softmax");
-    if (!strcmp(score, "softmax")) c->score_func = MOE_SCORE_SOFTMAX;
-    else if (!strcmp(score, "sigmoid")) c->score_func = MOE_SCORE_SIGMOID;
-    else unsupported(r, "scoring_func", score, "softmax, sigmoid");
+    if (!strcmp(score, "softmax"))
+        c->score_func = MOE_SCORE_SOFTMAX;
+    else if (!strcmp(score, "sigmoid"))
+        c->score_func = MOE_SCORE_SIGMOID;
+    else
+        unsupported(r, "scoring_func", score, "softmax, sigmoid");
     const char *method = get_str(r, "topk_method", v3 ? "noaux_tc" : "greedy");
-    if (!strcmp(method, "greedy")) c->topk_method = MOE_HF_TOPK_GREEDY;
-    else if (!strcmp(method, "group_limited_greedy")) c->topk_method = MOE_HF_TOPK_GROUP_LIMITED;
-    else if (!strcmp(method, "noaux_tc")) c->topk_method = MOE_HF_TOPK_NOAUX_TC;
-    else unsupported(r, "topk_method", method, "greedy, group_limited_greedy, noaux_tc");
+    if (!strcmp(method, "greedy"))
+        c->topk_method = MOE_HF_TOPK_GREEDY;
+    else if (!strcmp(method, "group_limited_greedy"))
+        c->topk_method = MOE_HF_TOPK_GROUP_LIMITED;
+    else if (!strcmp(method, "noaux_tc"))
+        c->topk_method = MOE_HF_TOPK_NOAUX_TC;
+    else
+        unsupported(r, "topk_method", method, "greedy, group_limited_greedy, noaux_tc");
 }
 
 static void parse_qwen_layers(cfg_reader *r, moe_hf_config *c)
@@ -148,13 +159,15 @@ static void parse_qwen_layers(cfg_reader *r, moe_hf_config *c)
     }
     for (const cJSON *v = only->child; v && r->st == MOE_OK; v = v->next) {
         if (c->n_mlp_only_layers == MOE_HF_MAX_MLP_ONLY) {
-            r->st = moe_fail(r->ctx, MOE_ERROR_UNSUPPORTED, "%s: \"mlp_only_layers\" lists more than %d layers",
-                             r->path, MOE_HF_MAX_MLP_ONLY);
+            r->st =
+                moe_fail(r->ctx, MOE_ERROR_UNSUPPORTED, "%s: \"mlp_only_layers\" lists more than %d layers",
+                         r->path, MOE_HF_MAX_MLP_ONLY);
             return;
         }
         const double d = cJSON_IsNumber(v) ? v->valuedouble : NAN;
         if (!(d >= 0.0 && d <= (double)BIG) || floor(d) != d) {
-            r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: \"mlp_only_layers\" must list layer indices", r->path);
+            r->st = moe_fail(r->ctx, MOE_ERROR_FORMAT, "%s: \"mlp_only_layers\" must list layer indices",
+                             r->path);
             return;
         }
         c->mlp_only_layers[c->n_mlp_only_layers++] = (int64_t)d;
@@ -174,14 +187,17 @@ moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *t
     moe_hf_config c;
     memset(&c, 0, sizeof c);
     const char *type = get_str(&r, "model_type", NULL);
-    if (r.st == MOE_OK && !type) r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: required key \"model_type\" is missing", path);
+    if (r.st == MOE_OK && !type)
+        r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: required key \"model_type\" is missing", path);
     if (r.st == MOE_OK) {
         size_t i = 0;
         while (i < sizeof families / sizeof families[0] && strcmp(type, families[i].name)) i++;
         if (i == sizeof families / sizeof families[0])
-            unsupported(&r, "model_type", type,
-                        "mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, switch_transformers");
-        else c.family = families[i].family;
+            unsupported(
+                &r, "model_type", type,
+                "mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, switch_transformers");
+        else
+            c.family = families[i].family;
         snprintf(c.model_type, sizeof c.model_type, "%s", type);
     }
     c.routed_scaling_factor = 1.0;
@@ -225,19 +241,24 @@ moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *t
             parse_qwen_layers(&r, &c);
             break;
         case MOE_HF_DEEPSEEK_V2:
-        case MOE_HF_DEEPSEEK_V3: parse_deepseek(&r, &c, c.family == MOE_HF_DEEPSEEK_V3); break;
-        case MOE_HF_SWITCH: break;
+        case MOE_HF_DEEPSEEK_V3:
+            parse_deepseek(&r, &c, c.family == MOE_HF_DEEPSEEK_V3);
+            break;
+        case MOE_HF_SWITCH:
+            break;
         }
     }
     if (r.st == MOE_OK && c.top_k > c.n_experts)
-        r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: num_experts_per_tok (%lld) is larger than the %lld experts", path,
-                        (long long)c.top_k, (long long)c.n_experts);
+        r.st =
+            moe_fail(ctx, MOE_ERROR_FORMAT, "%s: num_experts_per_tok (%lld) is larger than the %lld experts",
+                     path, (long long)c.top_k, (long long)c.n_experts);
     const bool grouped = c.topk_method != MOE_HF_TOPK_GREEDY && c.n_group > 1;
     if (r.st == MOE_OK && grouped && (c.n_experts % c.n_group != 0 || c.topk_group > c.n_group))
-        r.st = moe_fail(ctx, MOE_ERROR_FORMAT,
-                        "%s: n_group (%lld) must divide n_routed_experts (%lld) and topk_group (%lld) be at most "
-                        "n_group",
-                        path, (long long)c.n_group, (long long)c.n_experts, (long long)c.topk_group);
+        r.st = moe_fail(
+            ctx, MOE_ERROR_FORMAT,
+            "%s: n_group (%lld) must divide n_routed_experts (%lld) and topk_group (%lld) be at most "
+            "n_group",
+            path, (long long)c.n_group, (long long)c.n_experts, (long long)c.topk_group);
     if (r.st == MOE_OK && c.d_ff_shared > BIG)
         r.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the shared experts' width is out of range", path);
     cJSON_Delete(root);
@@ -252,14 +273,16 @@ int moe_hf_layer_is_moe(const moe_hf_config *c, int64_t layer, bool decoder)
     if (layer < 0 || layer >= n || (decoder && c->family != MOE_HF_SWITCH)) return -1;
     switch (c->family) {
     case MOE_HF_MIXTRAL:
-    case MOE_HF_OLMOE: return 1;
+    case MOE_HF_OLMOE:
+        return 1;
     case MOE_HF_QWEN2_MOE:
     case MOE_HF_QWEN3_MOE:
         for (int i = 0; i < c->n_mlp_only_layers; i++)
             if (c->mlp_only_layers[i] == layer) return 0;
         return c->decoder_sparse_step > 0 && (layer + 1) % c->decoder_sparse_step == 0;
     case MOE_HF_DEEPSEEK_V2:
-    case MOE_HF_DEEPSEEK_V3: return layer >= c->first_k_dense_replace && layer % c->moe_layer_freq == 0;
+    case MOE_HF_DEEPSEEK_V3:
+        return layer >= c->first_k_dense_replace && layer % c->moe_layer_freq == 0;
     case MOE_HF_SWITCH: {
         /* transformers' SwitchTransformersStack: block i is sparse if i % step == 1 (or step == 1) */
         const int64_t step = decoder ? c->decoder_sparse_step : c->encoder_sparse_step;
@@ -281,13 +304,16 @@ void moe_hf_config_desc(const moe_hf_config *c, moe_layer_desc *out)
     d.d_ff_shared = c->d_ff_shared;
     d.renormalize = c->norm_topk_prob;
     switch (c->family) {
-    case MOE_HF_QWEN2_MOE: d.shared_expert_gate = c->d_ff_shared > 0; break;
+    case MOE_HF_QWEN2_MOE:
+        d.shared_expert_gate = c->d_ff_shared > 0;
+        break;
     case MOE_HF_DEEPSEEK_V2:
     case MOE_HF_DEEPSEEK_V3:
         if (c->topk_method != MOE_HF_TOPK_GREEDY && c->n_group > 1) {
             d.n_group = c->n_group;
             d.topk_group = c->topk_group;
-            d.group_score = c->topk_method == MOE_HF_TOPK_NOAUX_TC ? MOE_GROUP_SCORE_TOP2_SUM : MOE_GROUP_SCORE_MAX;
+            d.group_score =
+                c->topk_method == MOE_HF_TOPK_NOAUX_TC ? MOE_GROUP_SCORE_TOP2_SUM : MOE_GROUP_SCORE_MAX;
         }
         d.has_selection_bias = c->topk_method == MOE_HF_TOPK_NOAUX_TC;
         if (c->family == MOE_HF_DEEPSEEK_V2) {
@@ -298,8 +324,11 @@ void moe_hf_config_desc(const moe_hf_config *c, moe_layer_desc *out)
             d.routed_scaling_factor = (float)c->routed_scaling_factor;
         }
         break;
-    case MOE_HF_SWITCH: d.expert_capacity = c->expert_capacity; break;
-    default: break;
+    case MOE_HF_SWITCH:
+        d.expert_capacity = c->expert_capacity;
+        break;
+    default:
+        break;
     }
     *out = d;
 }

@@ -20,7 +20,7 @@
 #include <sys/stat.h>
 
 #define DEFAULT_MAX_TOKENS 1024
-#define NAME_MAX_LEN 256
+#define NAME_MAX_LEN       256
 
 /* One tensor of the model: where it is, in which file. */
 typedef struct model_tensor {
@@ -30,7 +30,7 @@ typedef struct model_tensor {
 
 struct moe_model {
     char *dir;
-    char *weights_label;   /* "model.safetensors" or "the shards of model.safetensors.index.json" */
+    char *weights_label; /* "model.safetensors" or "the shards of model.safetensors.index.json" */
     moe_hf_config cfg;
     moe_st_file *files;
     int n_files;
@@ -105,8 +105,8 @@ static moe_status read_index(const char *path, cJSON **out_root, const char ***o
     int n = 0;
     for (const cJSON *e = map->child; e; e = e->next) {
         if (!cJSON_IsString(e) || !plain_file_name(e->valuestring)) {
-            st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map entry '%s' does not name a file in the directory",
-                          path, e->string);
+            st = moe_fail(NULL, MOE_ERROR_FORMAT,
+                          "%s: weight_map entry '%s' does not name a file in the directory", path, e->string);
             moe_free(names);
             cJSON_Delete(root);
             return st;
@@ -166,8 +166,8 @@ static moe_status open_weights(moe_model *m)
             index = NULL;
         }
     } else {
-        st = moe_fail(NULL, MOE_ERROR_IO, "%s: neither model.safetensors nor model.safetensors.index.json exists",
-                      m->dir);
+        st = moe_fail(NULL, MOE_ERROR_IO,
+                      "%s: neither model.safetensors nor model.safetensors.index.json exists", m->dir);
     }
     if (st == MOE_OK) {
         m->files = moe_calloc((size_t)n, sizeof *m->files);
@@ -190,7 +190,8 @@ static moe_status open_weights(moe_model *m)
             const model_tensor *t = find_tensor(m, e->string);
             const char *slash = t ? strrchr(m->files[t->file].path, '/') : NULL;
             if (!t || strcmp(slash ? slash + 1 : "", e->valuestring))
-                st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: weight_map puts tensor '%s' in %s, which does not hold it",
+                st = moe_fail(NULL, MOE_ERROR_FORMAT,
+                              "%s: weight_map puts tensor '%s' in %s, which does not hold it",
                               m->weights_label, e->string, e->valuestring);
         }
     }
@@ -308,14 +309,16 @@ static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, i
     snprintf(name, sizeof name, "%s%s", lk->prefix, suffix);
     const model_tensor *mt = find_tensor(lk->m, name);
     if (!mt) {
-        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)", lk->m->weights_label, name, why);
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)", lk->m->weights_label,
+                          name, why);
         return NULL;
     }
     const moe_st_tensor *t = mt->t;
     const char *file = lk->m->files[mt->file].path;
     if (t->dtype == MOE_ST_OTHER) {
-        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has dtype %s; F32, F16 or BF16 expected", file,
-                          name, t->dtype_name);
+        lk->st =
+            moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has dtype %s; F32, F16 or BF16 expected",
+                     file, name, t->dtype_name);
         return NULL;
     }
     const int64_t want2[2] = {rows < 0 ? 1 : rows, cols}, want1[1] = {cols};
@@ -324,37 +327,43 @@ static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, i
     if (rows > 0 ? !ok2 : rows == 0 ? !ok1 : !(ok1 || ok2)) {
         char got[160], want[64];
         fmt_shape(got, sizeof got, t->shape, t->n_dims);
-        if (rows == 0) fmt_shape(want, sizeof want, want1, 1);
-        else fmt_shape(want, sizeof want, want2, 2);
-        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has shape %s; %s expected (%s)", file, name,
-                          got, want, why);
+        if (rows == 0)
+            fmt_shape(want, sizeof want, want1, 1);
+        else
+            fmt_shape(want, sizeof want, want2, 2);
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has shape %s; %s expected (%s)", file,
+                          name, got, want, why);
         return NULL;
     }
     return t;
 }
 
 static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t layer,
-                               const moe_model_layer_options *opts_in, moe_layer_desc *out_desc, layer_refs *refs)
+                               const moe_model_layer_options *opts_in, moe_layer_desc *out_desc,
+                               layer_refs *refs)
 {
     if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
     moe_model_layer_options o = {.struct_size = sizeof o};
     if (opts_in) {
         if (opts_in->struct_size < sizeof(moe_model_layer_options))
-            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_model_layer_options.struct_size is %zu, expected %zu",
-                            opts_in->struct_size, sizeof(moe_model_layer_options));
+            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                            "moe_model_layer_options.struct_size is %zu, expected %zu", opts_in->struct_size,
+                            sizeof(moe_model_layer_options));
         o = *opts_in;
     }
     const moe_hf_config *c = &m->cfg;
     if (o.max_tokens < 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "max_tokens must be >= 0 (got %lld)", (long long)o.max_tokens);
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "max_tokens must be >= 0 (got %lld)",
+                        (long long)o.max_tokens);
     if (o.decoder && c->family != MOE_HF_SWITCH)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: only switch_transformers has decoder blocks, not %s",
-                        m->dir, c->model_type);
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "%s: only switch_transformers has decoder blocks, not %s", m->dir, c->model_type);
     const bool dec = o.decoder != 0;
     const int is_moe = moe_hf_layer_is_moe(c, layer, dec);
     if (is_moe < 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: layer %lld is out of range: the %s has %lld %s", m->dir,
-                        (long long)layer, dec ? "decoder" : "model", (long long)(dec ? c->n_decoder_layers : c->n_layers),
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: layer %lld is out of range: the %s has %lld %s",
+                        m->dir, (long long)layer, dec ? "decoder" : "model",
+                        (long long)(dec ? c->n_decoder_layers : c->n_layers),
                         c->family == MOE_HF_SWITCH ? "blocks" : "layers");
     if (is_moe == 0)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
@@ -369,9 +378,15 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
     lookup lk = {.ctx = ctx, .m = m};
     const char *block, *g, *u, *dn, *ex, *shared = "shared_experts.";
     switch (c->family) {
-    case MOE_HF_MIXTRAL: block = "block_sparse_moe", ex = "experts.%lld.", g = "w1", u = "w3", dn = "w2"; break;
-    case MOE_HF_SWITCH: block = NULL, ex = "experts.expert_%lld.", g = NULL, u = "wi", dn = "wo"; break;
-    default: block = "mlp", ex = "experts.%lld.", g = "gate_proj", u = "up_proj", dn = "down_proj"; break;
+    case MOE_HF_MIXTRAL:
+        block = "block_sparse_moe", ex = "experts.%lld.", g = "w1", u = "w3", dn = "w2";
+        break;
+    case MOE_HF_SWITCH:
+        block = NULL, ex = "experts.expert_%lld.", g = NULL, u = "wi", dn = "wo";
+        break;
+    default:
+        block = "mlp", ex = "experts.%lld.", g = "gate_proj", u = "up_proj", dn = "down_proj";
+        break;
     }
     if (c->family == MOE_HF_QWEN2_MOE) shared = "shared_expert.";
     if (block)
@@ -381,10 +396,11 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
                  (long long)layer, dec ? 2 : 1);
     char why[128];
     snprintf(why, sizeof why, "router: [n_experts=%lld, hidden=%lld]", (long long)E, (long long)D);
-    const moe_st_tensor *router = need(&lk, c->family == MOE_HF_SWITCH ? "router.classifier.weight" : "gate.weight",
-                                       E, D, why);
+    const moe_st_tensor *router =
+        need(&lk, c->family == MOE_HF_SWITCH ? "router.classifier.weight" : "gate.weight", E, D, why);
     const moe_st_tensor *bias = NULL;
-    if (d.has_selection_bias) bias = need(&lk, "gate.e_score_correction_bias", 0, E, "selection bias: [n_experts]");
+    if (d.has_selection_bias)
+        bias = need(&lk, "gate.e_score_correction_bias", 0, E, "selection bias: [n_experts]");
     if (refs) {
         refs->router = router;
         refs->bias = bias;
@@ -410,7 +426,8 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
     }
     if (FS > 0) {
         char name[64];
-        snprintf(why, sizeof why, "shared experts: d_ff_shared=%lld, hidden=%lld", (long long)FS, (long long)D);
+        snprintf(why, sizeof why, "shared experts: d_ff_shared=%lld, hidden=%lld", (long long)FS,
+                 (long long)D);
         snprintf(name, sizeof name, "%sgate_proj.weight", shared);
         const moe_st_tensor *sg = need(&lk, name, FS, D, why);
         snprintf(name, sizeof name, "%sup_proj.weight", shared);

@@ -7,9 +7,9 @@
 #ifndef MOE_MODEL_INTERNAL_H
 #define MOE_MODEL_INTERNAL_H
 
-#include "../internal.h"
 #include "../alloc.h"
 #include "../file.h"
+#include "../internal.h"
 #include "../json.h"
 
 #include <stdbool.h>
@@ -23,27 +23,29 @@
 #define MOE_ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
 
 typedef enum moe_st_dtype {
-    MOE_ST_F32, MOE_ST_F16, MOE_ST_BF16, /* the ones a layer accepts */
-    MOE_ST_OTHER                         /* any other dtype the format knows (I64, F8_E4M3, ...) */
+    MOE_ST_F32,
+    MOE_ST_F16,
+    MOE_ST_BF16, /* the ones a layer accepts */
+    MOE_ST_OTHER /* any other dtype the format knows (I64, F8_E4M3, ...) */
 } moe_st_dtype;
 
 typedef struct moe_st_tensor {
-    const char *name;        /* points into the file's name pool */
-    const char *dtype_name;  /* as the header spells it */
+    const char *name;       /* points into the file's name pool */
+    const char *dtype_name; /* as the header spells it */
     moe_st_dtype dtype;
     int n_dims;
     int64_t shape[MOE_ST_MAX_DIMS];
-    const uint8_t *data;     /* inside the mapped file */
+    const uint8_t *data; /* inside the mapped file */
     size_t bytes;
 } moe_st_tensor;
 
 typedef struct moe_st_file {
-    char *path;              /* for messages */
-    void *map;               /* the mapping (munmap on close), or NULL for parsed memory */
+    char *path; /* for messages */
+    void *map;  /* the mapping (munmap on close), or NULL for parsed memory */
     size_t map_bytes;
-    moe_st_tensor *tensors;  /* sorted by name */
+    moe_st_tensor *tensors; /* sorted by name */
     size_t n_tensors;
-    char *names;             /* name pool */
+    char *names; /* name pool */
 } moe_st_file;
 
 /* Parses and checks a whole safetensors file held in memory: 8-byte little-endian header
@@ -89,9 +91,9 @@ typedef enum moe_hf_family {
 } moe_hf_family;
 
 typedef enum moe_hf_topk_method {
-    MOE_HF_TOPK_GREEDY,          /* plain top-k */
-    MOE_HF_TOPK_GROUP_LIMITED,   /* DeepSeek-V2 group_limited_greedy: group max */
-    MOE_HF_TOPK_NOAUX_TC         /* DeepSeek-V3: bias for choosing, group = sum of best two */
+    MOE_HF_TOPK_GREEDY,        /* plain top-k */
+    MOE_HF_TOPK_GROUP_LIMITED, /* DeepSeek-V2 group_limited_greedy: group max */
+    MOE_HF_TOPK_NOAUX_TC       /* DeepSeek-V3: bias for choosing, group = sum of best two */
 } moe_hf_topk_method;
 
 #define MOE_HF_MAX_MLP_ONLY 256
@@ -102,15 +104,15 @@ typedef struct moe_hf_config {
     int64_t hidden_size;
     int64_t n_layers, n_decoder_layers;
     int64_t n_experts, top_k;
-    int64_t d_ff;                /* each routed expert's width */
-    int64_t d_ff_shared;         /* all shared experts together; 0 = none */
+    int64_t d_ff;        /* each routed expert's width */
+    int64_t d_ff_shared; /* all shared experts together; 0 = none */
     int64_t n_group, topk_group;
     moe_hf_topk_method topk_method;
     moe_score_func score_func;
     int norm_topk_prob;
     double routed_scaling_factor;
     moe_activation activation;
-    int64_t expert_capacity;     /* Switch */
+    int64_t expert_capacity;                          /* Switch */
     int64_t encoder_sparse_step, decoder_sparse_step; /* Switch; Qwen uses decoder_sparse_step */
     int64_t first_k_dense_replace, moe_layer_freq;    /* DeepSeek */
     int64_t mlp_only_layers[MOE_HF_MAX_MLP_ONLY];     /* Qwen */

@@ -33,11 +33,11 @@ static const struct {
     moe_st_dtype dtype;
     size_t size; /* bytes per element */
 } dtypes[] = {
-    {"F32", MOE_ST_F32, 4},      {"F16", MOE_ST_F16, 2},     {"BF16", MOE_ST_BF16, 2},
-    {"F64", MOE_ST_OTHER, 8},    {"I64", MOE_ST_OTHER, 8},   {"U64", MOE_ST_OTHER, 8},
-    {"I32", MOE_ST_OTHER, 4},    {"U32", MOE_ST_OTHER, 4},   {"I16", MOE_ST_OTHER, 2},
-    {"U16", MOE_ST_OTHER, 2},    {"I8", MOE_ST_OTHER, 1},    {"U8", MOE_ST_OTHER, 1},
-    {"BOOL", MOE_ST_OTHER, 1},   {"F8_E4M3", MOE_ST_OTHER, 1}, {"F8_E5M2", MOE_ST_OTHER, 1},
+    {"F32", MOE_ST_F32, 4},    {"F16", MOE_ST_F16, 2},       {"BF16", MOE_ST_BF16, 2},
+    {"F64", MOE_ST_OTHER, 8},  {"I64", MOE_ST_OTHER, 8},     {"U64", MOE_ST_OTHER, 8},
+    {"I32", MOE_ST_OTHER, 4},  {"U32", MOE_ST_OTHER, 4},     {"I16", MOE_ST_OTHER, 2},
+    {"U16", MOE_ST_OTHER, 2},  {"I8", MOE_ST_OTHER, 1},      {"U8", MOE_ST_OTHER, 1},
+    {"BOOL", MOE_ST_OTHER, 1}, {"F8_E4M3", MOE_ST_OTHER, 1}, {"F8_E5M2", MOE_ST_OTHER, 1},
 };
 
 /* A JSON number that is an exact non-negative integer below 2^53. */
@@ -92,8 +92,8 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
         return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has no \"shape\" array", path, name);
     const int n_dims = cJSON_GetArraySize(shape);
     if (n_dims > MOE_ST_MAX_DIMS)
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has %d dimensions (at most %d supported)", path,
-                        name, n_dims, MOE_ST_MAX_DIMS);
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has %d dimensions (at most %d supported)",
+                        path, name, n_dims, MOE_ST_MAX_DIMS);
     t->n_dims = n_dims;
     uint64_t count = 1;
     bool overflow = false;
@@ -104,15 +104,18 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
             return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s': shape[%d] is not a non-negative integer",
                             path, name, i);
         t->shape[i] = (int64_t)v;
-        if (v != 0 && count > UINT64_MAX / v) overflow = true;
-        else count *= v;
+        if (v != 0 && count > UINT64_MAX / v)
+            overflow = true;
+        else
+            count *= v;
     }
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2)
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has no \"data_offsets\" [begin, end]", path, name);
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has no \"data_offsets\" [begin, end]", path,
+                        name);
     uint64_t begin, end;
     if (!json_uint(offs->child, &begin) || !json_uint(offs->child->next, &end))
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s': data_offsets are not non-negative integers", path,
-                        name);
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s': data_offsets are not non-negative integers",
+                        path, name);
     if (begin > end || end > data_size)
         return moe_fail(ctx, MOE_ERROR_FORMAT,
                         "%s: tensor '%s': data_offsets [%llu, %llu] are out of range (the data section holds "
@@ -120,10 +123,11 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
                         path, name, (unsigned long long)begin, (unsigned long long)end,
                         (unsigned long long)data_size);
     if (elem && (overflow || count > UINT64_MAX / elem || count * elem != end - begin))
-        return moe_fail(ctx, MOE_ERROR_FORMAT,
-                        "%s: tensor '%s': data_offsets span %llu bytes, but its shape and dtype %s need %s%llu",
-                        path, name, (unsigned long long)(end - begin), t->dtype_name, overflow ? "more than " : "",
-                        overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)(count * elem));
+        return moe_fail(
+            ctx, MOE_ERROR_FORMAT,
+            "%s: tensor '%s': data_offsets span %llu bytes, but its shape and dtype %s need %s%llu", path,
+            name, (unsigned long long)(end - begin), t->dtype_name, overflow ? "more than " : "",
+            overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)(count * elem));
     t->data = data + begin;
     t->bytes = (size_t)(end - begin);
     *sp = (span){begin, end, name};
@@ -145,12 +149,13 @@ static moe_status check_metadata(moe_context *ctx, const char *path, const cJSON
     return MOE_OK;
 }
 
-moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size, moe_st_file *out)
+moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size,
+                        moe_st_file *out)
 {
     memset(out, 0, sizeof *out);
     if (size < 8)
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: %zu bytes, shorter than the 8-byte header length (truncated?)",
-                        path, size);
+        return moe_fail(ctx, MOE_ERROR_FORMAT,
+                        "%s: %zu bytes, shorter than the 8-byte header length (truncated?)", path, size);
     uint64_t n = 0;
     for (int i = 7; i >= 0; i--) n = (n << 8) | bytes[i];
     if (n > size - 8)
@@ -159,8 +164,9 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
                         "safetensors file)",
                         path, (unsigned long long)n, size);
     if (n > MOE_ST_MAX_HEADER)
-        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: header length %llu is over the format's limit of %llu bytes",
-                        path, (unsigned long long)n, (unsigned long long)MOE_ST_MAX_HEADER);
+        return moe_fail(ctx, MOE_ERROR_FORMAT,
+                        "%s: header length %llu is over the format's limit of %llu bytes", path,
+                        (unsigned long long)n, (unsigned long long)MOE_ST_MAX_HEADER);
     const char *hdr = (const char *)bytes + 8;
     char what[1100];
     snprintf(what, sizeof what, "%s: the JSON header", path);
@@ -213,8 +219,9 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         qsort(spans, count, sizeof *spans, cmp_by_begin);
         for (size_t j = 1; j < count && st == MOE_OK; j++)
             if (spans[j].begin < spans[j - 1].end)
-                st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap",
-                              path, spans[j - 1].name, (unsigned long long)spans[j - 1].begin,
+                st = moe_fail(ctx, MOE_ERROR_FORMAT,
+                              "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap", path,
+                              spans[j - 1].name, (unsigned long long)spans[j - 1].begin,
                               (unsigned long long)spans[j - 1].end, spans[j].name,
                               (unsigned long long)spans[j].begin, (unsigned long long)spans[j].end);
     }
@@ -222,7 +229,8 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         qsort(t, count, sizeof *t, cmp_by_name);
         for (size_t j = 1; j < count && st == MOE_OK; j++)
             if (!strcmp(t[j].name, t[j - 1].name))
-                st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the header", path, t[j].name);
+                st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the header", path,
+                              t[j].name);
     }
     moe_free(spans);
     if (st != MOE_OK) {
@@ -324,7 +332,8 @@ void moe_st_close(moe_st_file *f)
 {
     if (!f) return;
 #if !defined(_WIN32)
-    if (f->map && f->map_bytes) munmap(f->map, f->map_bytes);
+    if (f->map && f->map_bytes)
+        munmap(f->map, f->map_bytes);
     else
 #endif
         moe_free(f->map);

@@ -17,60 +17,91 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
-const char *ocl_error_name(cl_int err)
+const char *moe_cl_error_name(cl_int err)
 {
     switch (err) {
+/* clang-format off */
 #define N(x) case x: return #x;
-    N(CL_SUCCESS) N(CL_DEVICE_NOT_FOUND) N(CL_DEVICE_NOT_AVAILABLE) N(CL_COMPILER_NOT_AVAILABLE)
-    N(CL_MEM_OBJECT_ALLOCATION_FAILURE) N(CL_OUT_OF_RESOURCES) N(CL_OUT_OF_HOST_MEMORY)
-    N(CL_PROFILING_INFO_NOT_AVAILABLE) N(CL_MEM_COPY_OVERLAP) N(CL_BUILD_PROGRAM_FAILURE)
-    N(CL_MAP_FAILURE) N(CL_MISALIGNED_SUB_BUFFER_OFFSET) N(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
-    N(CL_COMPILE_PROGRAM_FAILURE) N(CL_LINKER_NOT_AVAILABLE) N(CL_LINK_PROGRAM_FAILURE)
-    N(CL_INVALID_VALUE) N(CL_INVALID_DEVICE_TYPE) N(CL_INVALID_PLATFORM) N(CL_INVALID_DEVICE)
-    N(CL_INVALID_CONTEXT) N(CL_INVALID_QUEUE_PROPERTIES) N(CL_INVALID_COMMAND_QUEUE) N(CL_INVALID_HOST_PTR)
-    N(CL_INVALID_MEM_OBJECT) N(CL_INVALID_BINARY) N(CL_INVALID_BUILD_OPTIONS) N(CL_INVALID_PROGRAM)
-    N(CL_INVALID_PROGRAM_EXECUTABLE) N(CL_INVALID_KERNEL_NAME) N(CL_INVALID_KERNEL_DEFINITION)
-    N(CL_INVALID_KERNEL) N(CL_INVALID_ARG_INDEX) N(CL_INVALID_ARG_VALUE) N(CL_INVALID_ARG_SIZE)
-    N(CL_INVALID_KERNEL_ARGS) N(CL_INVALID_WORK_DIMENSION) N(CL_INVALID_WORK_GROUP_SIZE)
-    N(CL_INVALID_WORK_ITEM_SIZE) N(CL_INVALID_GLOBAL_OFFSET) N(CL_INVALID_EVENT_WAIT_LIST)
-    N(CL_INVALID_EVENT) N(CL_INVALID_OPERATION) N(CL_INVALID_BUFFER_SIZE) N(CL_INVALID_GLOBAL_WORK_SIZE)
-    N(CL_INVALID_PROPERTY) N(CL_INVALID_COMPILER_OPTIONS) N(CL_INVALID_LINKER_OPTIONS)
+        N(CL_SUCCESS)
+        N(CL_DEVICE_NOT_FOUND)
+        N(CL_DEVICE_NOT_AVAILABLE)
+        N(CL_COMPILER_NOT_AVAILABLE)
+        N(CL_MEM_OBJECT_ALLOCATION_FAILURE)
+        N(CL_OUT_OF_RESOURCES)
+        N(CL_OUT_OF_HOST_MEMORY)
+        N(CL_MEM_COPY_OVERLAP)
+        N(CL_BUILD_PROGRAM_FAILURE)
+        N(CL_MAP_FAILURE)
+        N(CL_MISALIGNED_SUB_BUFFER_OFFSET)
+        N(CL_COMPILE_PROGRAM_FAILURE)
+        N(CL_LINKER_NOT_AVAILABLE)
+        N(CL_LINK_PROGRAM_FAILURE)
+        N(CL_INVALID_VALUE)
+        N(CL_INVALID_PLATFORM)
+        N(CL_INVALID_DEVICE)
+        N(CL_INVALID_CONTEXT)
+        N(CL_INVALID_QUEUE_PROPERTIES)
+        N(CL_INVALID_COMMAND_QUEUE)
+        N(CL_INVALID_MEM_OBJECT)
+        N(CL_INVALID_BINARY)
+        N(CL_INVALID_BUILD_OPTIONS)
+        N(CL_INVALID_PROGRAM)
+        N(CL_INVALID_PROGRAM_EXECUTABLE)
+        N(CL_INVALID_KERNEL_NAME)
+        N(CL_INVALID_KERNEL_DEFINITION)
+        N(CL_INVALID_KERNEL)
+        N(CL_INVALID_ARG_INDEX)
+        N(CL_INVALID_ARG_VALUE)
+        N(CL_INVALID_ARG_SIZE)
+        N(CL_INVALID_KERNEL_ARGS)
+        N(CL_INVALID_WORK_DIMENSION)
+        N(CL_INVALID_WORK_GROUP_SIZE)
+        N(CL_INVALID_WORK_ITEM_SIZE)
+        N(CL_INVALID_GLOBAL_OFFSET)
+        N(CL_INVALID_EVENT_WAIT_LIST)
+        N(CL_INVALID_EVENT)
+        N(CL_INVALID_OPERATION)
+        N(CL_INVALID_BUFFER_SIZE)
+        N(CL_INVALID_GLOBAL_WORK_SIZE)
+        N(CL_INVALID_PROPERTY)
+        N(CL_INVALID_COMPILER_OPTIONS)
+        N(CL_INVALID_LINKER_OPTIONS)
+        N(CL_PROFILING_INFO_NOT_AVAILABLE)
+        N(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
+        N(CL_INVALID_DEVICE_TYPE)
+        N(CL_INVALID_HOST_PTR)
 #undef N
-    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
-    default: return "cl_int (unnamed)";
+        /* clang-format on */
+    case -1001:
+        return "CL_PLATFORM_NOT_FOUND_KHR";
+    default:
+        return "cl_int (unnamed)";
     }
 }
 
-moe_status ocl_fail(ocl_backend *b, cl_int err, const char *call)
+moe_status moe_cl_fail(moe_cl_backend *b, cl_int err, const char *call)
 {
     moe_status st = MOE_ERROR_BACKEND;
     if (err == CL_MEM_OBJECT_ALLOCATION_FAILURE) st = MOE_ERROR_OUT_OF_DEVICE_MEMORY;
     if (err == CL_OUT_OF_HOST_MEMORY) st = MOE_ERROR_OUT_OF_MEMORY;
-    return moe_fail(b ? b->base.ctx : NULL, st, "opencl: %s failed: %s (%d)", call, ocl_error_name(err), (int)err);
+    return moe_fail(b ? b->base.ctx : NULL, st, "opencl: %s failed: %s (%d)", call, moe_cl_error_name(err),
+                    (int)err);
 }
 
-moe_status ocl_fail_lost(ocl_backend *b, cl_int err, const char *call)
+moe_status moe_cl_fail_lost(moe_cl_backend *b, cl_int err, const char *call)
 {
     if (b) b->lost = true;
-    return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_DEVICE_LOST, "opencl: %s failed: %s (%d); the device is lost",
-                    call, ocl_error_name(err), (int)err);
-}
-
-double ocl_now_ms(void)
-{
-    struct timespec t;
-    timespec_get(&t, TIME_UTC);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+    return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_DEVICE_LOST,
+                    "opencl: %s failed: %s (%d); the device is lost", call, moe_cl_error_name(err), (int)err);
 }
 
 /* ---- enumeration --------------------------------------------------------------------------- */
 
 #define MAX_PLATFORMS 16
-#define MAX_DEVICES 64
+#define MAX_DEVICES   64
 #ifndef CL_PLATFORM_NOT_FOUND_KHR
 #define CL_PLATFORM_NOT_FOUND_KHR -1001 /* cl_khr_icd: the loader found no platform */
 #endif
@@ -125,14 +156,14 @@ static cl_int list_devices_locked(const char **call)
     return CL_SUCCESS;
 }
 
-static moe_status ocl_device_count(int *count)
+static moe_status moe_cl_device_count(int *count)
 {
     const char *call = NULL;
     pthread_mutex_lock(&g_lock);
     const cl_int err = list_devices_locked(&call);
     const int n = g_n_devices;
     pthread_mutex_unlock(&g_lock);
-    if (err != CL_SUCCESS) return ocl_fail(NULL, err, call); /* a driver error, not "no device" */
+    if (err != CL_SUCCESS) return moe_cl_fail(NULL, err, call); /* a driver error, not "no device" */
     *count = n;
     return MOE_OK;
 }
@@ -152,6 +183,12 @@ static void plat_string(cl_platform_id p, cl_platform_info what, char *out, size
 }
 
 /* With g_lock held (device-info queries). */
+/* `text` into out[size], ending in "..." when it does not fit. */
+static void fit_text(char *out, size_t size, const char *text)
+{
+    if (snprintf(out, size, "%s", text) >= (int)size && size > 4) memcpy(out + size - 4, "...", 4);
+}
+
 static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
 {
     *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_OPENCL, .index = index};
@@ -159,17 +196,29 @@ static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe
     cl_bool unified = CL_FALSE;
     clGetDeviceInfo(d, CL_DEVICE_TYPE, sizeof type, &type, NULL);
     clGetDeviceInfo(d, CL_DEVICE_HOST_UNIFIED_MEMORY, sizeof unified, &unified, NULL);
-    if (type & CL_DEVICE_TYPE_CPU) info->type = MOE_DEVICE_TYPE_CPU;
-    else if (type & CL_DEVICE_TYPE_GPU) info->type = unified ? MOE_DEVICE_TYPE_INTEGRATED_GPU : MOE_DEVICE_TYPE_DISCRETE_GPU;
-    else info->type = MOE_DEVICE_TYPE_OTHER;
+    if (type & CL_DEVICE_TYPE_CPU)
+        info->type = MOE_DEVICE_TYPE_CPU;
+    else if (type & CL_DEVICE_TYPE_GPU)
+        info->type = unified ? MOE_DEVICE_TYPE_INTEGRATED_GPU : MOE_DEVICE_TYPE_DISCRETE_GPU;
+    else
+        info->type = MOE_DEVICE_TYPE_OTHER;
     dev_string(d, CL_DEVICE_NAME, info->name, sizeof info->name);
     dev_string(d, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
     char pname[128], drv[128], ver[256], ext[8192];
     plat_string(plat, CL_PLATFORM_NAME, pname, sizeof pname);
     dev_string(d, CL_DRIVER_VERSION, drv, sizeof drv);
-    snprintf(info->driver, sizeof info->driver, "%.50s, driver %.50s", pname, drv);
+    /* CL_DEVICE_VERSION is "OpenCL <major.minor> <vendor-specific information>": the API
+     * version goes to api_version, the vendor's part (PoCL: its host triple and CPU) after the
+     * driver, and a text too long for its field ends in "..." rather than being cut unseen. */
     dev_string(d, CL_DEVICE_VERSION, ver, sizeof ver);
-    snprintf(info->api_version, sizeof info->api_version, "%.63s", ver);
+    const char *space = strchr(ver, ' ');
+    space = space ? strchr(space + 1, ' ') : NULL;
+    const char *vendor_part = space ? space + 1 : "";
+    snprintf(info->api_version, sizeof info->api_version, "%.*s", space ? (int)(space - ver) : 63, ver);
+    char driver[512];
+    snprintf(driver, sizeof driver, "%s, driver %s%s%s%s", pname, drv, *vendor_part ? " (" : "", vendor_part,
+             *vendor_part ? ")" : "");
+    fit_text(info->driver, sizeof info->driver, driver);
     cl_ulong mem = 0, local = 0;
     cl_uint cu = 0;
     size_t wg = 0;
@@ -186,7 +235,7 @@ static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe
     info->fp16 = strstr(ext, "cl_khr_fp16") != NULL;
 }
 
-static moe_status ocl_device_info(int index, moe_device_info *info)
+static moe_status moe_cl_device_info(int index, moe_device_info *info)
 {
     const char *call = NULL;
     pthread_mutex_lock(&g_lock);
@@ -195,7 +244,7 @@ static moe_status ocl_device_info(int index, moe_device_info *info)
     if (err == CL_SUCCESS && index >= 0 && index < n)
         fill_info_locked(g_plat_of[index], g_devs[index], index, info);
     pthread_mutex_unlock(&g_lock);
-    if (err != CL_SUCCESS) return ocl_fail(NULL, err, call);
+    if (err != CL_SUCCESS) return moe_cl_fail(NULL, err, call);
     if (index < 0 || index >= n)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", index, n);
     return MOE_OK;
@@ -224,7 +273,7 @@ static uint32_t env_u32(const char *name, uint32_t fallback)
  * the GPU sizes, 0.84 s for 32×32 of 4×4 and 2.3 s for 128×128 of 8×8.
  * MOE_CL_GEMM_BM / _TM / _BK override, for experiments. b->max_wg and b->local_mem are read
  * in open_device_locked. */
-static moe_status choose_sizes(ocl_backend *b)
+static moe_status choose_sizes(moe_cl_backend *b)
 {
     b->wg_big = pow2_floor(b->max_wg < 256 ? b->max_wg : 256);
     b->wg_small = b->wg_big < 64 ? b->wg_big : 64;
@@ -233,24 +282,26 @@ static moe_status choose_sizes(ocl_backend *b)
     b->gemm_bk = env_u32("MOE_CL_GEMM_BK", 16);
     b->gemm_tm = b->gemm_tn = env_u32("MOE_CL_GEMM_TM", cpu_device || b->max_wg < 256 ? 8 : 4);
     if (b->gemm_tm == 0 || b->gemm_bk == 0 || b->gemm_bm == 0 || b->gemm_bm % b->gemm_tm != 0)
-        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT, "opencl: bad GEMM tile override (BM %u, TM %u, BK %u)",
-                        b->gemm_bm, b->gemm_tm, b->gemm_bk);
+        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "opencl: bad GEMM tile override (BM %u, TM %u, BK %u)", b->gemm_bm, b->gemm_tm,
+                        b->gemm_bk);
     const size_t threads = (size_t)(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn);
     const cl_ulong local = sizeof(float) * (cl_ulong)b->gemm_bk * (b->gemm_bm + 2 * b->gemm_bn);
     if (threads > b->max_wg || local > b->local_mem)
-        return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                        "opencl: the GEMM tile needs %zu work-items and %llu bytes of local memory; the device "
-                        "allows %zu and %llu", threads, (unsigned long long)local, b->max_wg,
-                        (unsigned long long)b->local_mem);
+        return moe_fail(
+            b->base.ctx, MOE_ERROR_UNSUPPORTED,
+            "opencl: the GEMM tile needs %zu work-items and %llu bytes of local memory; the device "
+            "allows %zu and %llu",
+            threads, (unsigned long long)local, b->max_wg, (unsigned long long)b->local_mem);
     return MOE_OK;
 }
 
-static void ocl_destroy(moe_backend *be);
+static void moe_cl_destroy(moe_backend *be);
 
 /* With g_lock held: everything of the context that asks the driver — device info, versions,
  * limits, the cl_context and its queue (PoCL's first context creation sets up more of its
- * global state). On failure returns the error and the call's name; b is left for ocl_destroy. */
-static cl_int open_device_locked(ocl_backend *b, int index, const char **call)
+ * global state). On failure returns the error and the call's name; b is left for moe_cl_destroy. */
+static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call)
 {
     b->platform = g_plat_of[index];
     b->device = g_devs[index];
@@ -275,15 +326,15 @@ static cl_int open_device_locked(ocl_backend *b, int index, const char **call)
 
     cl_int err = CL_SUCCESS;
     const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, (cl_context_properties)b->platform, 0};
-    b->context =
-        OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateContext(props, 1, &b->device, NULL, NULL, &err));
+    b->context = MOE_CL_ALLOC_CALL(&err, CL_OUT_OF_HOST_MEMORY,
+                                   clCreateContext(props, 1, &b->device, NULL, NULL, &err));
     if (err != CL_SUCCESS) {
         b->context = NULL;
         *call = "clCreateContext";
         return err;
     }
     /* clCreateCommandQueue is the 1.2 entry point (deprecated, still present, in 2.x/3.0). */
-    b->queue = OCL_INJECT(
+    b->queue = MOE_CL_ALLOC_CALL(
         &err, CL_OUT_OF_HOST_MEMORY,
         clCreateCommandQueue(b->context, b->device, b->profiling ? CL_QUEUE_PROFILING_ENABLE : 0, &err));
     if (err != CL_SUCCESS) {
@@ -293,9 +344,9 @@ static cl_int open_device_locked(ocl_backend *b, int index, const char **call)
     return err;
 }
 
-static moe_status ocl_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
 {
-    ocl_backend *b = moe_calloc(1, sizeof *b);
+    moe_cl_backend *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     b->base = (moe_backend){.ops = &moe_opencl_backend_ops, .ctx = ctx};
     const char *inject = getenv("MOE_CL_INJECT");
@@ -314,7 +365,7 @@ static moe_status ocl_create(moe_context *ctx, const moe_context_desc *desc, moe
 
     moe_status st = MOE_OK;
     if (err != CL_SUCCESS)
-        st = ocl_fail(b, err, call);
+        st = moe_cl_fail(b, err, call);
     else if (!have)
         st = moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)",
                       desc->device_index, n);
@@ -323,25 +374,25 @@ static moe_status ocl_create(moe_context *ctx, const moe_context_desc *desc, moe
                       b->base.alignment);
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
-    if (st == MOE_OK) st = ocl_memory_init(b);
+    if (st == MOE_OK) st = moe_cl_memory_init(b);
     b->inject_oom = inject_oom;
-    if (st == MOE_OK) st = ocl_programs_init(b);
+    if (st == MOE_OK) st = moe_cl_programs_init(b);
     if (st != MOE_OK) {
-        ocl_destroy(&b->base);
+        moe_cl_destroy(&b->base);
         return st;
     }
     *out = &b->base;
     return MOE_OK;
 }
 
-static void ocl_destroy(moe_backend *be)
+static void moe_cl_destroy(moe_backend *be)
 {
     if (!be) return;
-    ocl_backend *b = oclb(be);
+    moe_cl_backend *b = moe_clb(be);
     if (b->queue) clFinish(b->queue);
     for (int i = 0; i < b->n_events; i++) clReleaseEvent(b->events[i]);
-    ocl_programs_release(b);
-    ocl_memory_release(b);
+    moe_cl_programs_release(b);
+    moe_cl_memory_release(b);
     if (b->queue) clReleaseCommandQueue(b->queue);
     if (b->context) clReleaseContext(b->context);
     moe_free(b);
@@ -350,21 +401,21 @@ static void ocl_destroy(moe_backend *be)
 const moe_backend_ops moe_opencl_backend_ops = {
     .kind = MOE_BACKEND_OPENCL,
     .name = "opencl",
-    .device_count = ocl_device_count,
-    .device_info = ocl_device_info,
-    .create = ocl_create,
-    .destroy = ocl_destroy,
-    .buffer_alloc = ocl_buffer_alloc,
-    .buffer_free = ocl_buffer_free,
-    .buffer_write = ocl_buffer_write,
-    .buffer_read = ocl_buffer_read,
-    .weight_bytes = ocl_weight_bytes,
-    .weight_upload = ocl_weight_upload,
-    .begin = ocl_begin,
-    .route = ocl_route,
-    .plan = ocl_plan,
-    .ffn = ocl_ffn,
-    .combine = ocl_combine,
-    .stats = ocl_stats,
-    .finish = ocl_finish,
+    .device_count = moe_cl_device_count,
+    .device_info = moe_cl_device_info,
+    .create = moe_cl_create,
+    .destroy = moe_cl_destroy,
+    .buffer_alloc = moe_cl_buffer_alloc,
+    .buffer_free = moe_cl_buffer_free,
+    .buffer_write = moe_cl_buffer_write,
+    .buffer_read = moe_cl_buffer_read,
+    .weight_bytes = moe_cl_weight_bytes,
+    .weight_upload = moe_cl_weight_upload,
+    .begin = moe_cl_begin,
+    .route = moe_cl_route,
+    .plan = moe_cl_plan,
+    .ffn = moe_cl_ffn,
+    .combine = moe_cl_combine,
+    .stats = moe_cl_stats,
+    .finish = moe_cl_finish,
 };

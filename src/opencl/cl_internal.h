@@ -16,75 +16,79 @@
 #endif
 #include "../alloc.h"
 #include "../internal.h"
+#include "interface.h" /* kernels/: moe_kargs, how a launch's arguments are described */
 
 #include <CL/cl.h>
 
 /* `call`, a native object creation reporting through `err` (a cl_int *), or NULL with
  * *err = `fail` (its out-of-memory code) when moe_alloc_injected() makes this allocation
  * point fail. */
-#define OCL_INJECT(err, fail, call) (moe_alloc_injected() ? (*(err) = (fail), NULL) : (call))
+#define MOE_CL_ALLOC_CALL(err, fail, call) (moe_alloc_injected() ? (*(err) = (fail), NULL) : (call))
 
 /* ---- kernels (generated at build time from opencl/<name>.cl) ------------------------------------ */
 
-typedef enum ocl_kernel_id {
-    OCL_K_GEMM,
-    OCL_K_SELECT,
-    OCL_K_PLAN_COUNT,
-    OCL_K_PLAN_SCAN,
-    OCL_K_PLAN_SCATTER,
-    OCL_K_COMBINE,
-    OCL_K_STATS,
-    OCL_K_COUNT
-} ocl_kernel_id;
+/* A kernel's parameters (-D options), arguments and work-group size come from its description
+ * in kernels/<kernel>.h; every launch passes that kernel's moe_kargs. */
 
-typedef struct ocl_source {
-    const char *text;   /* the .cl file, without common.cl */
-    const char *file;   /* "gemm.cl" */
-    const char *kernel; /* the __kernel function's name */
-} ocl_source;
+typedef enum moe_cl_kernel_id {
+    MOE_CL_K_GEMM,
+    MOE_CL_K_SELECT,
+    MOE_CL_K_PLAN_COUNT,
+    MOE_CL_K_PLAN_SCAN,
+    MOE_CL_K_PLAN_SCATTER,
+    MOE_CL_K_COMBINE,
+    MOE_CL_K_STATS,
+    MOE_CL_K_COUNT
+} moe_cl_kernel_id;
 
-extern const ocl_source ocl_sources[OCL_K_COUNT];
-extern const char *const ocl_common_source;
+typedef struct moe_cl_source {
+    const char *text;      /* the .cl file, its includes (common.cl, kernels/<kernel>.h) inlined */
+    const char *file;      /* "gemm.cl" */
+    const char *kernel;    /* the __kernel function's name */
+    const char *interface; /* the description it implements (moe_kargs.kernel) */
+} moe_cl_source;
+
+extern const moe_cl_source moe_cl_sources[MOE_CL_K_COUNT];
 
 /* ---- memory -------------------------------------------------------------------------------- */
 
-struct moe_bbuf {
+struct moe_backend_buffer {
     cl_mem mem;
     size_t bytes;
 };
 
 /* ---- programs ------------------------------------------------------------------------------ */
 
-#define OCL_OPTIONS_MAX 512
-#define OCL_MAX_EVENTS 32
+#define MOE_CL_OPTIONS_MAX 512
+#define MOE_CL_MAX_EVENTS  32
 
-typedef struct ocl_program {
-    ocl_kernel_id id;
-    char options[OCL_OPTIONS_MAX];
+typedef struct moe_cl_program {
+    moe_cl_kernel_id id;
+    char options[MOE_CL_OPTIONS_MAX];
     cl_program program;
     cl_kernel kernel;
-} ocl_program;
+} moe_cl_program;
 
 /* ---- the backend ---------------------------------------------------------------------------- */
 
-typedef struct ocl_backend {
+typedef struct moe_cl_backend {
     moe_backend base;
     cl_platform_id platform;
     cl_device_id device;
     cl_context context;
     cl_command_queue queue;
-    bool profiling;                     /* the queue records profiling events */
+    bool profiling; /* the queue records profiling events */
 
     /* limits the kernels are sized from */
-    size_t max_wg;                      /* min(CL_DEVICE_MAX_WORK_GROUP_SIZE, max work-item size [0]) */
-    cl_ulong local_mem;                 /* CL_DEVICE_LOCAL_MEM_SIZE */
-    uint32_t wg_small, wg_big;          /* work-group sizes: per-item kernels, reductions */
+    size_t max_wg;             /* min(CL_DEVICE_MAX_WORK_GROUP_SIZE, max work-item size [0]) */
+    cl_ulong local_mem;        /* CL_DEVICE_LOCAL_MEM_SIZE */
+    uint32_t wg_small, wg_big; /* work-group sizes: per-item kernels, reductions */
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
 
     /* program build and cache */
-    char cache_dir[768];                /* "" = no disk cache */
-    char device_key[1024];              /* device name, driver and platform versions */
-    ocl_program *programs;
+    char cache_dir[768];   /* "" = no disk cache */
+    char device_key[1024]; /* device name, driver and platform versions */
+    moe_cl_program *programs;
     size_t n_programs, cap_programs;
     uint64_t builds_from_source, builds_from_cache;
     double build_ms_source, build_ms_cache;
@@ -92,63 +96,65 @@ typedef struct ocl_backend {
     /* the forward being enqueued */
     bool recording;
     moe_status record_status;           /* first failure while enqueueing a forward */
-    cl_event events[OCL_MAX_EVENTS];    /* profiling events of the forward's kernels */
-    ocl_kernel_id event_kernel[OCL_MAX_EVENTS];
+    cl_event events[MOE_CL_MAX_EVENTS]; /* profiling events of the forward's kernels */
+    moe_cl_kernel_id event_kernel[MOE_CL_MAX_EVENTS];
     int n_events;
     double wall_t0;
 
-    float *staging;                     /* host staging for weight conversion */
+    float *staging; /* host staging for weight conversion */
     size_t staging_floats;
-    cl_mem dummy;                       /* bound where a buffer is absent */
+    cl_mem dummy; /* bound where a buffer is absent */
 
-    bool lost;                          /* an execution error was seen: the context is unusable */
-    int inject_oom;                     /* MOE_CL_INJECT=oom: buffer allocations fail */
-    int inject_lost;                    /* MOE_CL_INJECT=lost: the next finish reports a failure */
-    int inject_build;                   /* MOE_CL_INJECT=build: program builds fail */
-} ocl_backend;
+    bool lost;        /* an execution error was seen: the context is unusable */
+    int inject_oom;   /* MOE_CL_INJECT=oom: buffer allocations fail */
+    int inject_lost;  /* MOE_CL_INJECT=lost: the next finish reports a failure */
+    int inject_build; /* MOE_CL_INJECT=build: program builds fail */
+} moe_cl_backend;
 
-static inline ocl_backend *oclb(moe_backend *be) { return (ocl_backend *)be; }
+static inline moe_cl_backend *moe_clb(moe_backend *be)
+{
+    return (moe_cl_backend *)be;
+}
 
 /* cl_int → status + message "opencl: <call> failed: <CL_ERROR> (<n>)". CL_OUT_OF_HOST_MEMORY
  * → OUT_OF_MEMORY, CL_MEM_OBJECT_ALLOCATION_FAILURE → OUT_OF_DEVICE_MEMORY, anything else
- * → BACKEND (callers waiting on the queue use ocl_fail_lost). */
-moe_status ocl_fail(ocl_backend *b, cl_int err, const char *call);
+ * → BACKEND (callers waiting on the queue use moe_cl_fail_lost). */
+moe_status moe_cl_fail(moe_cl_backend *b, cl_int err, const char *call);
 /* An error while the queue ran (kernels failed, CL_OUT_OF_RESOURCES at clFinish, …): the
  * device is treated as lost, MOE_ERROR_DEVICE_LOST, and the context stays unusable. */
-moe_status ocl_fail_lost(ocl_backend *b, cl_int err, const char *call);
-const char *ocl_error_name(cl_int err);
-#define OCL_TRY(b, expr)                                                                        \
-    do {                                                                                        \
-        const cl_int e_ = (expr);                                                               \
-        if (e_ != CL_SUCCESS) return ocl_fail((b), e_, #expr);                                  \
+moe_status moe_cl_fail_lost(moe_cl_backend *b, cl_int err, const char *call);
+const char *moe_cl_error_name(cl_int err);
+#define MOE_CL_TRY(b, expr)                                                                                  \
+    do {                                                                                                     \
+        const cl_int e_ = (expr);                                                                            \
+        if (e_ != CL_SUCCESS) return moe_cl_fail((b), e_, #expr);                                            \
     } while (0)
 
-double ocl_now_ms(void);
-
 /* cl_memory.c */
-moe_status ocl_memory_init(ocl_backend *b);
-void ocl_memory_release(ocl_backend *b);
-moe_status ocl_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out);
-void ocl_buffer_free(moe_backend *be, moe_bbuf *buf);
-moe_status ocl_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
-moe_status ocl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes);
-size_t ocl_weight_bytes(moe_backend *be, const moe_weight_src *src);
-moe_status ocl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *src);
+moe_status moe_cl_memory_init(moe_cl_backend *b);
+void moe_cl_memory_release(moe_cl_backend *b);
+moe_status moe_cl_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_buffer_usage usage,
+                               moe_backend_buffer **out);
+void moe_cl_buffer_free(moe_backend *be, moe_backend_buffer *buf);
+moe_status moe_cl_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
+moe_status moe_cl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes);
+size_t moe_cl_weight_bytes(moe_backend *be, const moe_weight_src *src);
+moe_status moe_cl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *src);
 
 /* cl_program.c */
-moe_status ocl_programs_init(ocl_backend *b);
-void ocl_programs_release(ocl_backend *b);
+moe_status moe_cl_programs_init(moe_cl_backend *b);
+void moe_cl_programs_release(moe_cl_backend *b);
 /* The kernel of `id` built with `options` (on first use: from the disk cache if present,
  * else compiled and saved; then kept for the context). */
-moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options, cl_kernel *out);
+moe_status moe_cl_kernel_get(moe_cl_backend *b, moe_cl_kernel_id id, const char *options, cl_kernel *out);
 
 /* cl_steps.c */
-moe_status ocl_begin(moe_backend *be);
-moe_status ocl_route(moe_backend *be, const moe_route_step *s);
-moe_status ocl_plan(moe_backend *be, const moe_plan_step *s);
-moe_status ocl_ffn(moe_backend *be, const moe_ffn_step *s);
-moe_status ocl_combine(moe_backend *be, const moe_combine_step *s);
-moe_status ocl_stats(moe_backend *be, const moe_stats_step *s);
-moe_status ocl_finish(moe_backend *be);
+moe_status moe_cl_begin(moe_backend *be);
+moe_status moe_cl_route(moe_backend *be, const moe_route_step *s);
+moe_status moe_cl_plan(moe_backend *be, const moe_plan_step *s);
+moe_status moe_cl_ffn(moe_backend *be, const moe_ffn_step *s);
+moe_status moe_cl_combine(moe_backend *be, const moe_combine_step *s);
+moe_status moe_cl_stats(moe_backend *be, const moe_stats_step *s);
+moe_status moe_cl_finish(moe_backend *be);
 
 #endif /* MOE_CL_INTERNAL_H */

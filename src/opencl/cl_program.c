@@ -2,14 +2,15 @@
  * cl_program.c — the embedded OpenCL C sources (opencl/<name>.cl, turned into arrays at build
  * time), program builds with -D specialisation, and the on-disk binary cache.
  *
- * A program is one kernel file, prepended with common.cl, built with options that carry its
- * tile sizes, shapes and flags (so its loops have constant bounds). Programs are built on
- * first use and kept for the context. Each build first looks in the cache directory
- * (src/cache.c: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe — where the Vulkan
- * pipeline cache lives too) for opencl-<hash>.bin, the hash covering the sources, the options, the device's
- * name and version, the driver version and the platform version; a hit is built from the
- * binary (no compilation), a miss or a stale/corrupt file is compiled from source and saved,
- * written to a temporary file and renamed, so no process ever reads half a file.
+ * A program is one kernel file (common.cl and its interface description inlined at build
+ * time), built with options that carry its tile sizes, shapes and flags (so its loops have
+ * constant bounds). Programs are built on first use and kept for the context. Each build
+ * first looks in the cache directory (src/cache.c: $MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe,
+ * else ~/.cache/moe — where the Vulkan pipeline cache lives too) for opencl-<hash>.bin, the
+ * hash covering the program's text, the options, the device's name and version, the driver
+ * version and the platform version; a hit is built from the binary (no compilation), a miss
+ * or a stale/corrupt file is compiled from source and saved, written to a temporary file and
+ * renamed, so no process ever reads half a file.
  */
 #define _POSIX_C_SOURCE 200809L
 #include "../alloc.h"
@@ -20,7 +21,6 @@
 #include <string.h>
 
 #include "combine.cl.h"
-#include "common.cl.h"
 #include "gemm.cl.h"
 #include "plan_count.cl.h"
 #include "plan_scan.cl.h"
@@ -28,15 +28,17 @@
 #include "select.cl.h"
 #include "stats.cl.h"
 
-const char *const ocl_common_source = (const char *)moe_cl_common;
-const ocl_source ocl_sources[OCL_K_COUNT] = {
-    [OCL_K_GEMM] = {(const char *)moe_cl_gemm, "gemm.cl", "gemm"},
-    [OCL_K_SELECT] = {(const char *)moe_cl_select, "select.cl", "select_topk"},
-    [OCL_K_PLAN_COUNT] = {(const char *)moe_cl_plan_count, "plan_count.cl", "plan_count"},
-    [OCL_K_PLAN_SCAN] = {(const char *)moe_cl_plan_scan, "plan_scan.cl", "plan_scan"},
-    [OCL_K_PLAN_SCATTER] = {(const char *)moe_cl_plan_scatter, "plan_scatter.cl", "plan_scatter"},
-    [OCL_K_COMBINE] = {(const char *)moe_cl_combine, "combine.cl", "combine"},
-    [OCL_K_STATS] = {(const char *)moe_cl_stats, "stats.cl", "stats"},
+/* {source, file, __kernel function, interface description (kernels/<name>.h)} */
+const moe_cl_source moe_cl_sources[MOE_CL_K_COUNT] = {
+    [MOE_CL_K_GEMM] = {(const char *)moe_cl_text_gemm, "gemm.cl", "gemm", "gemm"},
+    [MOE_CL_K_SELECT] = {(const char *)moe_cl_text_select, "select.cl", "select_topk", "select"},
+    [MOE_CL_K_PLAN_COUNT] = {(const char *)moe_cl_text_plan_count, "plan_count.cl", "plan_count",
+                             "plan_count"},
+    [MOE_CL_K_PLAN_SCAN] = {(const char *)moe_cl_text_plan_scan, "plan_scan.cl", "plan_scan", "plan_scan"},
+    [MOE_CL_K_PLAN_SCATTER] = {(const char *)moe_cl_text_plan_scatter, "plan_scatter.cl", "plan_scatter",
+                               "plan_scatter"},
+    [MOE_CL_K_COMBINE] = {(const char *)moe_cl_text_combine, "combine.cl", "combine", "combine"},
+    [MOE_CL_K_STATS] = {(const char *)moe_cl_text_stats, "stats.cl", "stats", "stats"},
 };
 
 #define CACHE_MAGIC "MOECLBN1"
@@ -49,16 +51,15 @@ static uint64_t fnv1a(uint64_t h, const char *s)
     return (h ^ 0xffu) * 0x100000001b3ull; /* a separator, so ("ab","c") != ("a","bc") */
 }
 
-static uint64_t program_key(const ocl_backend *b, ocl_kernel_id id, const char *options)
+static uint64_t program_key(const moe_cl_backend *b, moe_cl_kernel_id id, const char *options)
 {
     uint64_t h = 0xcbf29ce484222325ull;
-    h = fnv1a(h, ocl_common_source);
-    h = fnv1a(h, ocl_sources[id].text);
+    h = fnv1a(h, moe_cl_sources[id].text);
     h = fnv1a(h, options);
     return fnv1a(h, b->device_key);
 }
 
-static void cache_file(const ocl_backend *b, uint64_t key, char *out, size_t size)
+static void cache_file(const moe_cl_backend *b, uint64_t key, char *out, size_t size)
 {
     snprintf(out, size, "%s/opencl-%016llx.bin", b->cache_dir, (unsigned long long)key);
 }
@@ -69,7 +70,7 @@ typedef struct cache_head {
 } cache_head;
 
 /* The cached binary of `key`, or NULL (no file, or a file that is not a whole entry). */
-static unsigned char *cache_load(const ocl_backend *b, uint64_t key, size_t *size)
+static unsigned char *cache_load(const moe_cl_backend *b, uint64_t key, size_t *size)
 {
     char path[1100];
     cache_file(b, key, path, sizeof path);
@@ -90,10 +91,11 @@ static unsigned char *cache_load(const ocl_backend *b, uint64_t key, size_t *siz
     return file;
 }
 
-static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
+static void cache_save(moe_cl_backend *b, uint64_t key, cl_program program)
 {
     size_t n = 0;
-    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0) return;
+    if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof n, &n, NULL) != CL_SUCCESS || n == 0)
+        return;
     unsigned char *data = moe_malloc(n);
     if (data && clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof data, &data, NULL) == CL_SUCCESS) {
         char path[1100];
@@ -107,33 +109,37 @@ static void cache_save(ocl_backend *b, uint64_t key, cl_program program)
 
 /* ---- builds -------------------------------------------------------------------------------- */
 
-static moe_status build_failure(ocl_backend *b, cl_program program, cl_int err, ocl_kernel_id id, const char *options)
+static moe_status build_failure(moe_cl_backend *b, cl_program program, cl_int err, moe_cl_kernel_id id,
+                                const char *options)
 {
     char log[768] = "";
     size_t n = 0;
     if (clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &n) == CL_SUCCESS && n > 0) {
         char *full = moe_malloc(n + 1);
-        if (full && clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, n, full, NULL) == CL_SUCCESS) {
+        if (full &&
+            clGetProgramBuildInfo(program, b->device, CL_PROGRAM_BUILD_LOG, n, full, NULL) == CL_SUCCESS) {
             full[n] = '\0';
             const char *at = strstr(full, "error"); /* the first error, not the preamble */
             snprintf(log, sizeof log, "%s", at ? at : full);
         }
         moe_free(full);
     }
-    return moe_fail(b->base.ctx, MOE_ERROR_BACKEND, "opencl: building %s failed: %s (%d); options '%.160s'; build log: %s",
-                    ocl_sources[id].file, ocl_error_name(err), (int)err, options, log);
+    return moe_fail(b->base.ctx, MOE_ERROR_BACKEND,
+                    "opencl: building %s failed: %s (%d); options '%.160s'; build log: %s",
+                    moe_cl_sources[id].file, moe_cl_error_name(err), (int)err, options, log);
 }
 
 /* Tries the cached binary; false (and nothing kept) when there is none or it is unusable. */
-static bool build_from_cache(ocl_backend *b, uint64_t key, const char *options, cl_program *out)
+static bool build_from_cache(moe_cl_backend *b, uint64_t key, const char *options, cl_program *out)
 {
     size_t size = 0;
     unsigned char *data = b->cache_dir[0] ? cache_load(b, key, &size) : NULL;
     if (!data) return false;
     cl_int bin_status = CL_SUCCESS, err = CL_SUCCESS;
     const unsigned char *bins[1] = {data};
-    cl_program p = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY,
-                              clCreateProgramWithBinary(b->context, 1, &b->device, &size, bins, &bin_status, &err));
+    cl_program p = MOE_CL_ALLOC_CALL(
+        &err, CL_OUT_OF_HOST_MEMORY,
+        clCreateProgramWithBinary(b->context, 1, &b->device, &size, bins, &bin_status, &err));
     moe_free(data);
     if (err != CL_SUCCESS || bin_status != CL_SUCCESS) {
         if (p) clReleaseProgram(p);
@@ -147,75 +153,82 @@ static bool build_from_cache(ocl_backend *b, uint64_t key, const char *options, 
     return true;
 }
 
-static moe_status build(ocl_backend *b, ocl_kernel_id id, const char *options_in, cl_program *out)
+static moe_status build(moe_cl_backend *b, moe_cl_kernel_id id, const char *options_in, cl_program *out)
 {
-    char options[OCL_OPTIONS_MAX + 64];
-    snprintf(options, sizeof options, "%s%s", options_in, b->inject_build ? " -DMOE_INJECT_BUILD_FAILURE" : "");
+    char options[MOE_CL_OPTIONS_MAX + 64];
+    snprintf(options, sizeof options, "%s%s", options_in,
+             b->inject_build ? " -DMOE_INJECT_BUILD_FAILURE" : "");
     const uint64_t key = program_key(b, id, options);
-    double t0 = ocl_now_ms();
+    double t0 = moe_now_ms();
     if (!b->inject_build && build_from_cache(b, key, options, out)) {
-        const double ms = ocl_now_ms() - t0;
+        const double ms = moe_now_ms() - t0;
         b->builds_from_cache++;
         b->build_ms_cache += ms;
-        moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s built from cache in %.1f ms", ocl_sources[id].file, ms);
+        moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s built from cache in %.1f ms", moe_cl_sources[id].file,
+                ms);
         return MOE_OK;
     }
-    t0 = ocl_now_ms();
-    const char *srcs[2] = {ocl_common_source, ocl_sources[id].text};
+    t0 = moe_now_ms();
+    const char *src = moe_cl_sources[id].text;
     cl_int err = CL_SUCCESS;
-    cl_program p = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateProgramWithSource(b->context, 2, srcs, NULL, &err));
-    if (err != CL_SUCCESS) return ocl_fail(b, err, "clCreateProgramWithSource");
+    cl_program p = MOE_CL_ALLOC_CALL(&err, CL_OUT_OF_HOST_MEMORY,
+                                     clCreateProgramWithSource(b->context, 1, &src, NULL, &err));
+    if (err != CL_SUCCESS) return moe_cl_fail(b, err, "clCreateProgramWithSource");
     err = clBuildProgram(p, 1, &b->device, options, NULL, NULL);
     if (err != CL_SUCCESS) {
         const moe_status st = build_failure(b, p, err, id, options);
         clReleaseProgram(p);
         return st;
     }
-    const double ms = ocl_now_ms() - t0;
+    const double ms = moe_now_ms() - t0;
     size_t log_size = 0;
-    if (clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size) == CL_SUCCESS && log_size > 2) {
+    if (clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &log_size) == CL_SUCCESS &&
+        log_size > 2) {
         char *log = moe_malloc(log_size + 1);
-        if (log && clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL) == CL_SUCCESS) {
+        if (log &&
+            clGetProgramBuildInfo(p, b->device, CL_PROGRAM_BUILD_LOG, log_size, log, NULL) == CL_SUCCESS) {
             log[log_size] = '\0';
-            moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: %s build log: %s", ocl_sources[id].file, log);
+            moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: %s build log: %s", moe_cl_sources[id].file, log);
         }
         moe_free(log);
     }
     b->builds_from_source++;
     b->build_ms_source += ms;
-    moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s compiled from source in %.1f ms", ocl_sources[id].file, ms);
+    moe_log(b->base.ctx, MOE_LOG_INFO, "opencl: %s compiled from source in %.1f ms", moe_cl_sources[id].file,
+            ms);
     if (b->cache_dir[0]) cache_save(b, key, p);
     *out = p;
     return MOE_OK;
 }
 
-moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options, cl_kernel *out)
+moe_status moe_cl_kernel_get(moe_cl_backend *b, moe_cl_kernel_id id, const char *options, cl_kernel *out)
 {
     for (size_t i = 0; i < b->n_programs; i++) {
-        const ocl_program *p = &b->programs[i];
+        const moe_cl_program *p = &b->programs[i];
         if (p->id == id && !strcmp(p->options, options)) {
             *out = p->kernel;
             return MOE_OK;
         }
     }
-    if (strlen(options) >= OCL_OPTIONS_MAX)
+    if (strlen(options) >= MOE_CL_OPTIONS_MAX)
         return moe_fail(b->base.ctx, MOE_ERROR_INTERNAL, "opencl: build options too long: %s", options);
     if (b->n_programs == b->cap_programs) {
         const size_t cap = b->cap_programs ? 2 * b->cap_programs : 16;
-        ocl_program *p = moe_realloc(b->programs, cap * sizeof *p);
+        moe_cl_program *p = moe_realloc(b->programs, cap * sizeof *p);
         if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
         b->programs = p;
         b->cap_programs = cap;
     }
-    ocl_program *p = &b->programs[b->n_programs];
+    moe_cl_program *p = &b->programs[b->n_programs];
     memset(p, 0, sizeof *p);
     moe_status st = build(b, id, options, &p->program);
     if (st != MOE_OK) return st;
     cl_int err = CL_SUCCESS;
-    p->kernel = OCL_INJECT(&err, CL_OUT_OF_HOST_MEMORY, clCreateKernel(p->program, ocl_sources[id].kernel, &err));
+    p->kernel = MOE_CL_ALLOC_CALL(&err, CL_OUT_OF_HOST_MEMORY,
+                                  clCreateKernel(p->program, moe_cl_sources[id].kernel, &err));
     if (err != CL_SUCCESS) {
         clReleaseProgram(p->program);
-        return ocl_fail(b, err, "clCreateKernel");
+        return moe_cl_fail(b, err, "clCreateKernel");
     }
     p->id = id;
     snprintf(p->options, sizeof p->options, "%s", options);
@@ -224,19 +237,19 @@ moe_status ocl_kernel_get(ocl_backend *b, ocl_kernel_id id, const char *options,
     return MOE_OK;
 }
 
-moe_status ocl_programs_init(ocl_backend *b)
+moe_status moe_cl_programs_init(moe_cl_backend *b)
 {
     cl_bool compiler = CL_TRUE;
     clGetDeviceInfo(b->device, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL);
     if (!compiler)
-        moe_log(b->base.ctx, MOE_LOG_WARNING, "opencl: device '%s' has no compiler; only cached binaries can run",
-                b->base.info.name);
+        moe_log(b->base.ctx, MOE_LOG_WARNING,
+                "opencl: device '%s' has no compiler; only cached binaries can run", b->base.info.name);
     if (!moe_cache_dir(b->base.ctx, b->cache_dir, sizeof b->cache_dir)) b->cache_dir[0] = '\0';
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: program cache in '%s'", b->cache_dir);
     return MOE_OK;
 }
 
-void ocl_programs_release(ocl_backend *b)
+void moe_cl_programs_release(moe_cl_backend *b)
 {
     if (b->builds_from_source || b->builds_from_cache)
         moe_log(b->base.ctx, MOE_LOG_INFO,

@@ -8,152 +8,170 @@
  */
 #include "cl_internal.h"
 
+#include "../kernel_args.h"
+
 #include <stdio.h>
 #include <string.h>
 
-#define PLAN_BLOCK 32
-
-typedef struct karg {
-    bool is_int;
-    moe_addr addr; /* a buffer: passed as (cl_mem, element offset) */
-    int64_t value; /* an `int` argument: range-checked by launch, never truncated */
-} karg;
-
-#define BUF(a) ((karg){false, (a), 0})
-#define INT(v) ((karg){true, {0}, (int64_t)(v)})
-
-static size_t ceil_div(int64_t a, int64_t b) { return (size_t)((a + b - 1) / b); }
-
-/* A -D option's value: every one is an `int` in the kernels. A literal past INT_MAX would be
- * a `long` in OpenCL C and break the program's build (min(int, long) has no overload), so a
- * value that does not fit fails the forward, naming it, before any build is tried. The core
- * validates shapes and token counts so that this does not happen (validate.c). */
-static long long opt_i32(ocl_backend *b, int64_t v, const char *what)
+/* The build options of a launch: "-DNAME=value" for every parameter of the kernel's
+ * description, in its order (the .cl files have no defaults of their own). Integers and bools
+ * as decimal ints, a float as the exact bits of the host's value. False when they do not fit
+ * MOE_CL_OPTIONS_MAX. */
+static bool render_options(const moe_kargs *args, char *out, size_t size)
 {
-    if (v >= INT32_MIN && v <= INT32_MAX) return (long long)v;
-    if (b->record_status == MOE_OK)
-        b->record_status =
-            moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                     "opencl: %s = %lld does not fit the kernels' 32-bit integers", what, (long long)v);
-    return 0;
+    size_t at = 0;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < args->n_params; i++) {
+        const moe_kparam *p = &args->params[i];
+        const int n = p->kind == MOE_KPARAM_FLOAT
+                          ? snprintf(out + at, size - at, "%s-D%s=as_float(0x%08xu)", i ? " " : "", p->name,
+                                     (unsigned)moe_kparam_bits(p))
+                          : snprintf(out + at, size - at, "%s-D%s=%d", i ? " " : "", p->name,
+                                     (int)(int32_t)moe_kparam_bits(p));
+        if (n < 0 || (size_t)n >= size - at) return false;
+        at += (size_t)n;
+    }
+    return true;
 }
 
-/* One launch of kernel `id` built with `options`: groups[0] × groups[1] work-groups of
- * local[0] × 1 work-items. A failure is remembered and returned by finish, so the steps
- * need no cleanup of their own. */
-static moe_status launch(ocl_backend *b, ocl_kernel_id id, const char *options, const karg *args, int n_args,
-                         size_t groups_x, size_t groups_y, size_t local)
+/* One launch of kernel `id`, as src/kernel_args.c built it: the arguments of its description
+ * (kernels/<kernel>.h) and its work-group counts. The program is built with the parameters as
+ * -D options, the buffers are passed as (cl_mem, element offset) pairs in binding order, then
+ * the fields as ints; groups_x × groups_y work-groups of WG × 1 work-items. Every integer a
+ * kernel receives is an `int`: a value that does not fit fails the forward, naming it, before
+ * any build is tried (a -D literal past INT_MAX would be a `long` in OpenCL C and break the
+ * program's build: min(int, long) has no overload; an argument would be truncated). The core
+ * validates shapes and token counts so that this does not happen (validate.c). A failure is
+ * remembered and returned by finish, so the steps need no cleanup of their own. */
+static moe_status launch(moe_cl_backend *b, moe_cl_kernel_id id, const moe_klaunch *l)
 {
+    const moe_kargs *args = &l->args;
+    const int64_t groups_x = l->groups_x, groups_y = l->groups_y;
     if (b->record_status != MOE_OK) return b->record_status;
-    if (groups_x == 0 || groups_y == 0) return MOE_OK;
-    if (groups_x > SIZE_MAX / local)
+    if (strcmp(args->kernel, moe_cl_sources[id].interface) != 0)
+        return b->record_status =
+                   moe_fail(b->base.ctx, MOE_ERROR_INTERNAL, "opencl: arguments of kernel %s given to %s",
+                            args->kernel, moe_cl_sources[id].file);
+    int64_t value = 0;
+    const char *too_large = moe_kargs_overflow(args, &value);
+    if (too_large)
+        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                           "opencl: %s = %lld does not fit the kernels' 32-bit integers",
+                                           too_large, (long long)value);
+    if (groups_x <= 0 || groups_y <= 0) return MOE_OK;
+    const size_t local = (size_t)args->wg;
+    if (local == 0 || (uint64_t)groups_x > SIZE_MAX / local || (uint64_t)groups_y > SIZE_MAX)
         return b->record_status =
                    moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                            "opencl: %s needs %zu work-groups of %zu; the global size overflows",
-                            ocl_sources[id].kernel, groups_x, local);
-    for (int i = 0; i < n_args; i++)
-        if (args[i].is_int && (args[i].value < INT32_MIN || args[i].value > INT32_MAX))
-            return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                                               "opencl: %s argument %d = %lld does not fit its 32-bit int",
-                                               ocl_sources[id].kernel, i, (long long)args[i].value);
+                            "opencl: %s needs %lld x %lld work-groups of %zu; the global size overflows",
+                            moe_cl_sources[id].kernel, (long long)groups_x, (long long)groups_y, local);
+    char options[MOE_CL_OPTIONS_MAX];
+    if (!render_options(args, options, sizeof options))
+        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_INTERNAL,
+                                           "opencl: the build options of %s exceed %d bytes",
+                                           moe_cl_sources[id].file, MOE_CL_OPTIONS_MAX);
     cl_kernel k;
-    moe_status st = ocl_kernel_get(b, id, options, &k);
+    moe_status st = moe_cl_kernel_get(b, id, options, &k);
     if (st != MOE_OK) return b->record_status = st;
     size_t kernel_wg = 0;
     clGetKernelWorkGroupInfo(k, b->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof kernel_wg, &kernel_wg, NULL);
     if (kernel_wg && local > kernel_wg)
-        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                                           "opencl: %s needs work-groups of %zu; the device allows %zu for it",
-                                           ocl_sources[id].kernel, local, kernel_wg);
+        return b->record_status =
+                   moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                            "opencl: %s needs work-groups of %zu; the device allows %zu for it",
+                            moe_cl_sources[id].kernel, local, kernel_wg);
     cl_uint at = 0;
     cl_int err = CL_SUCCESS;
-    for (int i = 0; i < n_args && err == CL_SUCCESS; i++) {
-        if (args[i].is_int) {
-            const cl_int v = (cl_int)args[i].value; /* range-checked above */
-            err = clSetKernelArg(k, at++, sizeof v, &v);
-            continue;
-        }
-        const cl_mem mem = args[i].addr.buf ? args[i].addr.buf->mem : b->dummy;
-        const cl_ulong offset = args[i].addr.buf ? args[i].addr.offset / 4 : 0;
+    for (uint32_t i = 0; i < args->n_buffers && err == CL_SUCCESS; i++) {
+        const moe_kbinding *kb = &args->buffers[i];
+        const cl_mem mem = kb->buf.at.buf ? kb->buf.at.buf->mem : b->dummy;
+        const cl_ulong offset = kb->buf.at.buf ? kb->buf.at.offset / kb->elem_bytes : 0;
         err = clSetKernelArg(k, at++, sizeof mem, &mem);
         if (err == CL_SUCCESS) err = clSetKernelArg(k, at++, sizeof offset, &offset);
     }
-    if (err != CL_SUCCESS) return b->record_status = ocl_fail(b, err, "clSetKernelArg");
-    const size_t global[2] = {groups_x * local, groups_y}, lsize[2] = {local, 1};
+    for (uint32_t i = 0; i < args->n_fields && err == CL_SUCCESS; i++) {
+        const cl_int v = (cl_int)args->fields[i].value; /* range-checked above */
+        err = clSetKernelArg(k, at++, sizeof v, &v);
+    }
+    if (err != CL_SUCCESS) return b->record_status = moe_cl_fail(b, err, "clSetKernelArg");
+    const size_t global[2] = {(size_t)groups_x * local, (size_t)groups_y}, lsize[2] = {local, 1};
     cl_event *ev = NULL;
-    if (b->profiling && b->n_events < OCL_MAX_EVENTS) {
+    if (b->profiling && b->n_events < MOE_CL_MAX_EVENTS) {
         b->event_kernel[b->n_events] = id;
         ev = &b->events[b->n_events];
     }
     err = clEnqueueNDRangeKernel(b->queue, k, 2, NULL, global, lsize, 0, NULL, ev);
-    if (err != CL_SUCCESS) return b->record_status = ocl_fail(b, err, "clEnqueueNDRangeKernel");
+    if (err != CL_SUCCESS) return b->record_status = moe_cl_fail(b, err, "clEnqueueNDRangeKernel");
     if (ev) b->n_events++;
     return MOE_OK;
 }
 
-static void release_events(ocl_backend *b)
+static void release_events(moe_cl_backend *b)
 {
     for (int i = 0; i < b->n_events; i++) clReleaseEvent(b->events[i]);
     b->n_events = 0;
 }
 
-moe_status ocl_begin(moe_backend *be)
+moe_status moe_cl_begin(moe_backend *be)
 {
-    ocl_backend *b = oclb(be);
+    moe_cl_backend *b = moe_clb(be);
     if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost");
     release_events(b);
     b->recording = true;
     b->record_status = MOE_OK;
-    b->wall_t0 = ocl_now_ms();
+    b->wall_t0 = moe_now_ms();
     return MOE_OK;
 }
 
 static double event_ms(cl_event first, cl_event last)
 {
     cl_ulong start = 0, end = 0;
-    if (clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL) != CL_SUCCESS ||
-        clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) != CL_SUCCESS || end < start)
+    if (clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL) !=
+            CL_SUCCESS ||
+        clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL) != CL_SUCCESS ||
+        end < start)
         return -1.0;
     return (double)(end - start) * 1e-6;
 }
 
-moe_status ocl_finish(moe_backend *be)
+moe_status moe_cl_finish(moe_backend *be)
 {
-    ocl_backend *b = oclb(be);
-    if (!b->recording) return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost") : MOE_OK;
+    moe_cl_backend *b = moe_clb(be);
+    if (!b->recording)
+        return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost") : MOE_OK;
     b->recording = false;
     cl_int err = clFinish(b->queue);
     if (b->inject_lost) {
         b->inject_lost = 0;
         release_events(b);
-        return ocl_fail_lost(b, CL_OUT_OF_RESOURCES, "clFinish (injected by MOE_CL_INJECT=lost)");
+        return moe_cl_fail_lost(b, CL_OUT_OF_RESOURCES, "clFinish (injected by MOE_CL_INJECT=lost)");
     }
     if (err != CL_SUCCESS) {
         release_events(b);
-        return ocl_fail_lost(b, err, "clFinish");
+        return moe_cl_fail_lost(b, err, "clFinish");
     }
     for (int i = 0; i < b->n_events; i++) {
         cl_int status = CL_COMPLETE;
         clGetEventInfo(b->events[i], CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, NULL);
         if (status < 0) {
             char call[96];
-            snprintf(call, sizeof call, "kernel %s", ocl_sources[b->event_kernel[i]].kernel);
+            snprintf(call, sizeof call, "kernel %s", moe_cl_sources[b->event_kernel[i]].kernel);
             release_events(b);
-            return ocl_fail_lost(b, status, call);
+            return moe_cl_fail_lost(b, status, call);
         }
     }
     if (b->record_status != MOE_OK) {
         release_events(b);
         return b->record_status;
     }
-    be->last_device_ms = ocl_now_ms() - b->wall_t0;
+    be->last_device_ms = moe_now_ms() - b->wall_t0;
     if (b->n_events > 0) {
         const double ms = event_ms(b->events[0], b->events[b->n_events - 1]);
         if (ms >= 0.0) be->last_device_ms = ms;
         /* Per-kernel times, for whoever listens at DEBUG level. */
         for (int i = 0; i < b->n_events; i++)
-            moe_log(be->ctx, MOE_LOG_DEBUG, "opencl: %-12s %9.3f ms", ocl_sources[b->event_kernel[i]].kernel,
-                    event_ms(b->events[i], b->events[i]));
+            moe_log(be->ctx, MOE_LOG_DEBUG, "opencl: %-12s %9.3f ms",
+                    moe_cl_sources[b->event_kernel[i]].kernel, event_ms(b->events[i], b->events[i]));
     }
     release_events(b);
     return MOE_OK;
@@ -161,97 +179,64 @@ moe_status ocl_finish(moe_backend *be)
 
 /* ---- the steps ------------------------------------------------------------------------------- */
 
-static moe_status gemm(ocl_backend *b, int64_t n_rows, int64_t k_dim, int64_t n_out, bool gated, int act, bool gather,
-                       moe_addr a, moe_addr row_token, moe_addr tile_expert, moe_addr w, moe_addr out)
+/* What this device chose, for the launches src/kernel_args.c builds. gemm.cl has only the form
+ * that stages its tiles in local memory (it refuses USE_SHARED = 0). */
+static moe_kconfig kconfig(const moe_cl_backend *b)
 {
-    char options[OCL_OPTIONS_MAX];
-    snprintf(
-        options, sizeof options,
-        "-DBM=%u -DBN=%u -DBK=%u -DTM=%u -DTN=%u -DK_DIM=%lld -DN_OUT=%lld -DGATED=%d -DACT=%d -DGATHER=%d "
-        "-DHAS_ROWS=%d -DHAS_TILES=%d",
-        b->gemm_bm, b->gemm_bn, b->gemm_bk, b->gemm_tm, b->gemm_tn, opt_i32(b, k_dim, "K_DIM"),
-        opt_i32(b, n_out, "N_OUT"), gated, act, gather, row_token.buf != NULL, tile_expert.buf != NULL);
-    const karg args[] = {BUF(a), BUF(row_token), BUF(tile_expert), BUF(w), BUF(out), INT(n_rows)};
-    const size_t threads = (size_t)(b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn);
-    return launch(b, OCL_K_GEMM, options, args, 6, ceil_div(n_out, b->gemm_bn), ceil_div(n_rows, b->gemm_bm), threads);
+    return (moe_kconfig){.wg_small = b->wg_small,
+                         .wg_big = b->wg_big,
+                         .gemm_bm = b->gemm_bm,
+                         .gemm_bn = b->gemm_bn,
+                         .gemm_bk = b->gemm_bk,
+                         .gemm_tm = b->gemm_tm,
+                         .gemm_tn = b->gemm_tn,
+                         .gemm_shared = true,
+                         .row_tile = b->base.row_tile};
 }
 
-moe_status ocl_route(moe_backend *be, const moe_route_step *s)
+/* The grouped GEMM: one launch covers every expert (a cl_mem has no binding-range limit, so the
+ * experts are never split into groups as on Vulkan). */
+moe_status moe_cl_ffn(moe_backend *be, const moe_ffn_step *s)
 {
-    ocl_backend *b = oclb(be);
-    const moe_layer_desc *d = s->desc;
-    const moe_addr none = {0};
-    gemm(b, s->n_tokens, d->d_model, d->n_experts, false, -1, false, s->x, none, none, s->router, s->logits);
-    uint32_t scale;
-    memcpy(&scale, &d->routed_scaling_factor, sizeof scale);
-    char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options,
-             "-DWG=%u -DE=%lld -DTOP_K=%lld -DN_GROUP=%lld -DTOPK_GROUP=%lld -DSIGMOID=%d -DGROUP_MAX=%d "
-             "-DRENORM=%d -DHAS_BIAS=%d -DSCALE=as_float(0x%08xu)",
-             b->wg_small, opt_i32(b, d->n_experts, "E"), opt_i32(b, d->top_k, "TOP_K"),
-             opt_i32(b, d->n_group, "N_GROUP"), opt_i32(b, d->topk_group, "TOPK_GROUP"),
-             d->score_func == MOE_SCORE_SIGMOID, d->group_score == MOE_GROUP_SCORE_MAX, d->renormalize != 0,
-             d->has_selection_bias != 0, (unsigned)scale);
-    const karg args[] = {BUF(s->logits), BUF(s->router_bias), BUF(s->workspace), BUF(s->topk_ids),
-                         BUF(s->topk_weights), INT(s->n_tokens)};
-    return launch(b, OCL_K_SELECT, options, args, 6, ceil_div(s->n_tokens, b->wg_small), 1, b->wg_small);
+    moe_cl_backend *b = moe_clb(be);
+    const moe_kconfig c = kconfig(b);
+    const moe_klaunch l = moe_klaunch_gemm(&c, s, 0, s->n_experts, s->weights, 0);
+    return launch(b, MOE_CL_K_GEMM, &l);
 }
 
-moe_status ocl_plan(moe_backend *be, const moe_plan_step *s)
+moe_status moe_cl_route(moe_backend *be, const moe_route_step *s)
 {
-    ocl_backend *b = oclb(be);
-    const moe_layer_desc *d = s->desc;
-    /* The core passes this forward's capacity (moe_effective_capacity): 0 or below T·k. */
-    const long long E = opt_i32(b, d->n_experts, "E"), K = opt_i32(b, d->top_k, "TOP_K");
-    const long long cap = opt_i32(b, d->expert_capacity, "CAPACITY");
-    const size_t blocks = ceil_div(s->n_tokens, PLAN_BLOCK);
-    char options[OCL_OPTIONS_MAX];
-
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DTOP_K=%lld -DPLAN_BLOCK=%d", b->wg_small, E, K, PLAN_BLOCK);
-    const karg count[] = {BUF(s->topk_ids), BUF(s->workspace), INT(s->n_tokens)};
-    launch(b, OCL_K_PLAN_COUNT, options, count, 3, ceil_div((int64_t)blocks, b->wg_small), 1, b->wg_small);
-
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DPLAN_BLOCK=%d -DROW_TILE=%lld -DCAPACITY=%lld",
-             b->wg_big, E, PLAN_BLOCK, opt_i32(b, be->row_tile, "ROW_TILE"), cap);
-    const karg scan[] = {BUF(s->workspace), BUF(s->expert_counts), BUF(s->expert_offsets), BUF(s->tile_expert),
-                         BUF(s->row_token), INT(s->n_tokens), INT(s->n_rows)};
-    launch(b, OCL_K_PLAN_SCAN, options, scan, 7, 1, 1, b->wg_big);
-
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DTOP_K=%lld -DPLAN_BLOCK=%d -DCAPACITY=%lld", b->wg_small, E, K,
-             PLAN_BLOCK, cap);
-    const karg scatter[] = {BUF(s->topk_ids), BUF(s->workspace), BUF(s->expert_offsets), BUF(s->slot_row),
-                            BUF(s->row_token), INT(s->n_tokens)};
-    return launch(b, OCL_K_PLAN_SCATTER, options, scatter, 6, ceil_div((int64_t)blocks, b->wg_small), 1, b->wg_small);
+    moe_cl_backend *b = moe_clb(be);
+    const moe_kconfig c = kconfig(b);
+    moe_ffn_step router;
+    moe_klaunch select;
+    moe_klaunch_route(&c, s, &router, &select);
+    moe_cl_ffn(be, &router);
+    return launch(b, MOE_CL_K_SELECT, &select);
 }
 
-moe_status ocl_ffn(moe_backend *be, const moe_ffn_step *s)
+moe_status moe_cl_plan(moe_backend *be, const moe_plan_step *s)
 {
-    return gemm(oclb(be), s->n_rows, s->k_dim, s->n_out, s->gated, s->apply_activation ? (int)s->activation : -1,
-                s->gather, s->a, s->row_token, s->tile_expert, s->weights, s->out);
+    moe_cl_backend *b = moe_clb(be);
+    const moe_kconfig c = kconfig(b);
+    const moe_kplan plan = moe_klaunch_plan(&c, s);
+    launch(b, MOE_CL_K_PLAN_COUNT, &plan.count);
+    launch(b, MOE_CL_K_PLAN_SCAN, &plan.scan);
+    return launch(b, MOE_CL_K_PLAN_SCATTER, &plan.scatter);
 }
 
-moe_status ocl_combine(moe_backend *be, const moe_combine_step *s)
+moe_status moe_cl_combine(moe_backend *be, const moe_combine_step *s)
 {
-    ocl_backend *b = oclb(be);
-    const moe_layer_desc *d = s->desc;
-    char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options,
-             "-DWG=%u -DD=%lld -DTOP_K=%lld -DPASSTHROUGH=%d -DHAS_SHARED=%d -DHAS_SHARED_GATE=%d", b->wg_big,
-             opt_i32(b, d->d_model, "D"), opt_i32(b, d->top_k, "TOP_K"),
-             d->drop_policy == MOE_DROP_PASSTHROUGH, s->shared_out.buf != NULL, s->shared_gate.buf != NULL);
-    const karg args[] = {BUF(s->x), BUF(s->expert_out), BUF(s->slot_row), BUF(s->topk_weights),
-                         BUF(s->shared_out), BUF(s->shared_gate), BUF(s->y)};
-    return launch(b, OCL_K_COMBINE, options, args, 7, (size_t)s->n_tokens, 1, b->wg_big);
+    moe_cl_backend *b = moe_clb(be);
+    const moe_kconfig c = kconfig(b);
+    const moe_klaunch l = moe_klaunch_combine(&c, s);
+    return launch(b, MOE_CL_K_COMBINE, &l);
 }
 
-moe_status ocl_stats(moe_backend *be, const moe_stats_step *s)
+moe_status moe_cl_stats(moe_backend *be, const moe_stats_step *s)
 {
-    ocl_backend *b = oclb(be);
-    const moe_layer_desc *d = s->desc;
-    char options[OCL_OPTIONS_MAX];
-    snprintf(options, sizeof options, "-DWG=%u -DE=%lld -DTOP_K=%lld -DSIGMOID=%d", b->wg_big,
-             opt_i32(b, d->n_experts, "E"), opt_i32(b, d->top_k, "TOP_K"),
-             d->score_func == MOE_SCORE_SIGMOID);
-    const karg args[] = {BUF(s->logits), BUF(s->expert_counts), BUF(s->workspace), BUF(s->losses), INT(s->n_tokens)};
-    return launch(b, OCL_K_STATS, options, args, 5, 1, 1, b->wg_big);
+    moe_cl_backend *b = moe_clb(be);
+    const moe_kconfig c = kconfig(b);
+    const moe_klaunch l = moe_klaunch_stats(&c, s);
+    return launch(b, MOE_CL_K_STATS, &l);
 }

@@ -22,31 +22,49 @@
 
 /* ---- errors -------------------------------------------------------------------------------- */
 
-const char *vk_result_name(VkResult r)
+const char *moe_vk_result_name(VkResult r)
 {
     switch (r) {
-    case VK_SUCCESS: return "VK_SUCCESS";
-    case VK_NOT_READY: return "VK_NOT_READY";
-    case VK_TIMEOUT: return "VK_TIMEOUT";
-    case VK_INCOMPLETE: return "VK_INCOMPLETE";
-    case VK_ERROR_OUT_OF_HOST_MEMORY: return "VK_ERROR_OUT_OF_HOST_MEMORY";
-    case VK_ERROR_OUT_OF_DEVICE_MEMORY: return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
-    case VK_ERROR_INITIALIZATION_FAILED: return "VK_ERROR_INITIALIZATION_FAILED";
-    case VK_ERROR_DEVICE_LOST: return "VK_ERROR_DEVICE_LOST";
-    case VK_ERROR_MEMORY_MAP_FAILED: return "VK_ERROR_MEMORY_MAP_FAILED";
-    case VK_ERROR_LAYER_NOT_PRESENT: return "VK_ERROR_LAYER_NOT_PRESENT";
-    case VK_ERROR_EXTENSION_NOT_PRESENT: return "VK_ERROR_EXTENSION_NOT_PRESENT";
-    case VK_ERROR_FEATURE_NOT_PRESENT: return "VK_ERROR_FEATURE_NOT_PRESENT";
-    case VK_ERROR_INCOMPATIBLE_DRIVER: return "VK_ERROR_INCOMPATIBLE_DRIVER";
-    case VK_ERROR_TOO_MANY_OBJECTS: return "VK_ERROR_TOO_MANY_OBJECTS";
-    case VK_ERROR_FORMAT_NOT_SUPPORTED: return "VK_ERROR_FORMAT_NOT_SUPPORTED";
-    case VK_ERROR_FRAGMENTED_POOL: return "VK_ERROR_FRAGMENTED_POOL";
-    case VK_ERROR_OUT_OF_POOL_MEMORY: return "VK_ERROR_OUT_OF_POOL_MEMORY";
-    default: return "VkResult (unnamed)";
+    case VK_SUCCESS:
+        return "VK_SUCCESS";
+    case VK_NOT_READY:
+        return "VK_NOT_READY";
+    case VK_TIMEOUT:
+        return "VK_TIMEOUT";
+    case VK_INCOMPLETE:
+        return "VK_INCOMPLETE";
+    case VK_ERROR_OUT_OF_HOST_MEMORY:
+        return "VK_ERROR_OUT_OF_HOST_MEMORY";
+    case VK_ERROR_OUT_OF_DEVICE_MEMORY:
+        return "VK_ERROR_OUT_OF_DEVICE_MEMORY";
+    case VK_ERROR_INITIALIZATION_FAILED:
+        return "VK_ERROR_INITIALIZATION_FAILED";
+    case VK_ERROR_DEVICE_LOST:
+        return "VK_ERROR_DEVICE_LOST";
+    case VK_ERROR_MEMORY_MAP_FAILED:
+        return "VK_ERROR_MEMORY_MAP_FAILED";
+    case VK_ERROR_LAYER_NOT_PRESENT:
+        return "VK_ERROR_LAYER_NOT_PRESENT";
+    case VK_ERROR_EXTENSION_NOT_PRESENT:
+        return "VK_ERROR_EXTENSION_NOT_PRESENT";
+    case VK_ERROR_FEATURE_NOT_PRESENT:
+        return "VK_ERROR_FEATURE_NOT_PRESENT";
+    case VK_ERROR_INCOMPATIBLE_DRIVER:
+        return "VK_ERROR_INCOMPATIBLE_DRIVER";
+    case VK_ERROR_TOO_MANY_OBJECTS:
+        return "VK_ERROR_TOO_MANY_OBJECTS";
+    case VK_ERROR_FORMAT_NOT_SUPPORTED:
+        return "VK_ERROR_FORMAT_NOT_SUPPORTED";
+    case VK_ERROR_FRAGMENTED_POOL:
+        return "VK_ERROR_FRAGMENTED_POOL";
+    case VK_ERROR_OUT_OF_POOL_MEMORY:
+        return "VK_ERROR_OUT_OF_POOL_MEMORY";
+    default:
+        return "VkResult (unnamed)";
     }
 }
 
-moe_status vk_fail(vk_backend *b, VkResult r, const char *call)
+moe_status moe_vk_fail(moe_vk_backend *b, VkResult r, const char *call)
 {
     moe_status st = MOE_ERROR_BACKEND;
     if (r == VK_ERROR_OUT_OF_DEVICE_MEMORY) st = MOE_ERROR_OUT_OF_DEVICE_MEMORY;
@@ -55,7 +73,8 @@ moe_status vk_fail(vk_backend *b, VkResult r, const char *call)
         st = MOE_ERROR_DEVICE_LOST;
         if (b) b->lost = true;
     }
-    return moe_fail(b ? b->base.ctx : NULL, st, "vulkan: %s failed: %s (%d)", call, vk_result_name(r), (int)r);
+    return moe_fail(b ? b->base.ctx : NULL, st, "vulkan: %s failed: %s (%d)", call, moe_vk_result_name(r),
+                    (int)r);
 }
 
 /* ---- the shared instance and the device list ------------------------------------------------ */
@@ -76,27 +95,29 @@ static VkDebugUtilsMessengerEXT g_messenger;
 static bool g_listed; /* g_devices holds the compute-capable physical devices */
 static uint32_t g_n_devices;
 static VkPhysicalDevice g_devices[MAX_DEVICES];
+static int g_compute_units[MAX_DEVICES]; /* asked once, when listed (it takes an allocation) */
 
 static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
 static int g_validation_count;
 
 static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityFlagBitsEXT severity,
-                                                   VkDebugUtilsMessageTypeFlagsEXT types,
-                                                   const VkDebugUtilsMessengerCallbackDataEXT *data,
-                                                   void *user)
+                                                    VkDebugUtilsMessageTypeFlagsEXT types,
+                                                    const VkDebugUtilsMessengerCallbackDataEXT *data,
+                                                    void *user)
 {
     (void)types;
     (void)user;
     if (severity < VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) return VK_FALSE;
     pthread_mutex_lock(&g_msg_lock);
     if (g_validation_count++ == 0)
-        snprintf(g_validation_msg, sizeof g_validation_msg, "%s", data && data->pMessage ? data->pMessage : "?");
+        snprintf(g_validation_msg, sizeof g_validation_msg, "%s",
+                 data && data->pMessage ? data->pMessage : "?");
     pthread_mutex_unlock(&g_msg_lock);
     return VK_FALSE;
 }
 
-moe_status vk_check_validation(vk_backend *b)
+moe_status moe_vk_check_validation(moe_vk_backend *b)
 {
     pthread_mutex_lock(&g_msg_lock);
     const int n = g_validation_count;
@@ -154,8 +175,8 @@ static moe_status instance_locked(char *why, size_t why_size)
         bool found = false;
         r = has_layer(layer, &found);
         if (r != VK_SUCCESS) {
-            snprintf(why, why_size, "vkEnumerateInstanceLayerProperties failed: %s (%d)", vk_result_name(r),
-                     (int)r);
+            snprintf(why, why_size, "vkEnumerateInstanceLayerProperties failed: %s (%d)",
+                     moe_vk_result_name(r), (int)r);
             return setup_status(r);
         }
         if (!found) {
@@ -179,15 +200,15 @@ static moe_status instance_locked(char *why, size_t why_size)
                                      .enabledExtensionCount = g_validation ? 1 : 0,
                                      .ppEnabledExtensionNames = &ext};
     VkInstance inst = VK_NULL_HANDLE;
-    r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateInstance(&ci, NULL, &inst));
+    r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateInstance(&ci, NULL, &inst));
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED) {
         /* The loader found no driver (no ICD, or none that loads): a machine without Vulkan. */
-        snprintf(why, why_size, "no Vulkan driver: vkCreateInstance failed: %s (%d)", vk_result_name(r),
+        snprintf(why, why_size, "no Vulkan driver: vkCreateInstance failed: %s (%d)", moe_vk_result_name(r),
                  (int)r);
         return MOE_ERROR_BACKEND_UNAVAILABLE;
     }
     if (r != VK_SUCCESS) {
-        snprintf(why, why_size, "vkCreateInstance failed: %s (%d)", vk_result_name(r), (int)r);
+        snprintf(why, why_size, "vkCreateInstance failed: %s (%d)", moe_vk_result_name(r), (int)r);
         return setup_status(r);
     }
     volkLoadInstanceOnly(inst);
@@ -200,18 +221,64 @@ static moe_status instance_locked(char *why, size_t why_size)
                            VK_DEBUG_UTILS_MESSAGE_TYPE_VALIDATION_BIT_EXT |
                            VK_DEBUG_UTILS_MESSAGE_TYPE_PERFORMANCE_BIT_EXT,
             .pfnUserCallback = on_validation};
-        r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY,
-                      vkCreateDebugUtilsMessengerEXT(inst, &mi, NULL, &g_messenger));
+        r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                              vkCreateDebugUtilsMessengerEXT(inst, &mi, NULL, &g_messenger));
         if (r != VK_SUCCESS) {
             g_messenger = VK_NULL_HANDLE;
             vkDestroyInstance(inst, NULL);
-            snprintf(why, why_size, "vkCreateDebugUtilsMessengerEXT failed: %s (%d)", vk_result_name(r),
+            snprintf(why, why_size, "vkCreateDebugUtilsMessengerEXT failed: %s (%d)", moe_vk_result_name(r),
                      (int)r);
             return setup_status(r);
         }
     }
     g_instance = inst;
     return MOE_OK;
+}
+
+/* Whether the physical device offers a device extension, in *found; false when the list
+ * could not be had (out of host memory). */
+static bool has_device_extension(VkPhysicalDevice pd, const char *name, bool *found)
+{
+    uint32_t n = 0;
+    *found = false;
+    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0) return true;
+    VkExtensionProperties *e = moe_calloc(n, sizeof *e);
+    if (!e) return false;
+    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, e) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !*found; i++) *found = !strcmp(e[i].extensionName, name);
+    moe_free(e);
+    return true;
+}
+
+/* Compute units (NVIDIA SMs, AMD CUs): core Vulkan has no such query, so only the vendor
+ * extensions that report it are asked; 0 = unknown (lavapipe, Intel, Arm, ...), -1 = out of
+ * host memory. */
+static int compute_units(VkPhysicalDevice pd)
+{
+    VkPhysicalDeviceProperties p;
+    vkGetPhysicalDeviceProperties(pd, &p);
+    if (p.apiVersion < VK_API_VERSION_1_1 || volkGetInstanceVersion() < VK_API_VERSION_1_1) return 0;
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
+    bool nv = false, amd = false;
+    if (!has_device_extension(pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME, &nv) ||
+        !has_device_extension(pd, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME, &amd))
+        return -1;
+    if (nv) {
+        VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
+        p2.pNext = &sm;
+        vkGetPhysicalDeviceProperties2(pd, &p2);
+        return (int)sm.shaderSMCount;
+    }
+    if (amd) {
+        VkPhysicalDeviceShaderCorePropertiesAMD core = {
+            .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD};
+        p2.pNext = &core;
+        vkGetPhysicalDeviceProperties2(pd, &p2);
+        return (int)(core.shaderEngineCount * core.shaderArraysPerEngineCount *
+                     core.computeUnitsPerShaderArray);
+    }
+    return 0;
 }
 
 /* With g_lock held: the instance and the physical devices that have a compute queue, in the
@@ -226,11 +293,11 @@ static moe_status devices_locked(char *why, size_t why_size)
     if (r == VK_INCOMPLETE) r = VK_SUCCESS; /* more than MAX_DEVICES: the first ones */
     if (r == VK_ERROR_INITIALIZATION_FAILED) {
         snprintf(why, why_size, "no usable Vulkan driver: vkEnumeratePhysicalDevices failed: %s (%d)",
-                 vk_result_name(r), (int)r);
+                 moe_vk_result_name(r), (int)r);
         return MOE_ERROR_BACKEND_UNAVAILABLE;
     }
     if (r != VK_SUCCESS) {
-        snprintf(why, why_size, "vkEnumeratePhysicalDevices failed: %s (%d)", vk_result_name(r), (int)r);
+        snprintf(why, why_size, "vkEnumeratePhysicalDevices failed: %s (%d)", moe_vk_result_name(r), (int)r);
         return setup_status(r);
     }
     uint32_t kept = 0;
@@ -241,14 +308,20 @@ static moe_status devices_locked(char *why, size_t why_size)
         bool compute = false;
         for (uint32_t j = 0; j < nq && j < 16; j++)
             compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
-        if (compute) g_devices[kept++] = all[i];
+        if (!compute) continue;
+        g_compute_units[kept] = compute_units(all[i]);
+        if (g_compute_units[kept] < 0) {
+            snprintf(why, why_size, "out of host memory listing the device extensions of a Vulkan device");
+            return setup_status(VK_ERROR_OUT_OF_HOST_MEMORY);
+        }
+        g_devices[kept++] = all[i];
     }
     g_n_devices = kept;
     g_listed = true;
     return MOE_OK;
 }
 
-static moe_status vk_device_count(int *count)
+static moe_status moe_vk_device_count(int *count)
 {
     char why[256] = "";
     pthread_mutex_lock(&g_lock);
@@ -267,14 +340,22 @@ static moe_status vk_device_count(int *count)
 static const char *vendor_name(uint32_t id)
 {
     switch (id) {
-    case 0x10de: return "NVIDIA";
-    case 0x1002: return "AMD";
-    case 0x8086: return "Intel";
-    case 0x13b5: return "Arm";
-    case 0x5143: return "Qualcomm";
-    case 0x106b: return "Apple";
-    case 0x10005: return "Mesa";
-    default: return NULL;
+    case 0x10de:
+        return "NVIDIA";
+    case 0x1002:
+        return "AMD";
+    case 0x8086:
+        return "Intel";
+    case 0x13b5:
+        return "Arm";
+    case 0x5143:
+        return "Qualcomm";
+    case 0x106b:
+        return "Apple";
+    case 0x10005:
+        return "Mesa";
+    default:
+        return NULL;
     }
 }
 
@@ -287,50 +368,70 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
     vkGetPhysicalDeviceMemoryProperties(pd, &m);
     *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_VULKAN, .index = index};
     switch (p.deviceType) {
-    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU: info->type = MOE_DEVICE_TYPE_INTEGRATED_GPU; break;
-    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: info->type = MOE_DEVICE_TYPE_DISCRETE_GPU; break;
-    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: info->type = MOE_DEVICE_TYPE_VIRTUAL_GPU; break;
-    case VK_PHYSICAL_DEVICE_TYPE_CPU: info->type = MOE_DEVICE_TYPE_CPU; break;
-    default: info->type = MOE_DEVICE_TYPE_OTHER;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        info->type = MOE_DEVICE_TYPE_INTEGRATED_GPU;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU:
+        info->type = MOE_DEVICE_TYPE_DISCRETE_GPU;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU:
+        info->type = MOE_DEVICE_TYPE_VIRTUAL_GPU;
+        break;
+    case VK_PHYSICAL_DEVICE_TYPE_CPU:
+        info->type = MOE_DEVICE_TYPE_CPU;
+        break;
+    default:
+        info->type = MOE_DEVICE_TYPE_OTHER;
     }
     snprintf(info->name, sizeof info->name, "%s", p.deviceName);
     const char *v = vendor_name(p.vendorID);
-    if (v) snprintf(info->vendor, sizeof info->vendor, "%s", v);
-    else snprintf(info->vendor, sizeof info->vendor, "0x%04x", p.vendorID);
-    snprintf(info->driver, sizeof info->driver, "Vulkan %u.%u.%u, driver 0x%08x", VK_API_VERSION_MAJOR(p.apiVersion),
-             VK_API_VERSION_MINOR(p.apiVersion), VK_API_VERSION_PATCH(p.apiVersion), p.driverVersion);
+    if (v)
+        snprintf(info->vendor, sizeof info->vendor, "%s", v);
+    else
+        snprintf(info->vendor, sizeof info->vendor, "0x%04x", p.vendorID);
+    snprintf(info->driver, sizeof info->driver, "Vulkan %u.%u.%u, driver 0x%08x",
+             VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion),
+             VK_API_VERSION_PATCH(p.apiVersion), p.driverVersion);
     for (uint32_t i = 0; i < m.memoryHeapCount; i++)
-        if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > info->memory_bytes)
+        if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
+            m.memoryHeaps[i].size > info->memory_bytes)
             info->memory_bytes = m.memoryHeaps[i].size;
-    info->compute_units = (int)p.limits.maxComputeWorkGroupInvocations;
-    snprintf(info->api_version, sizeof info->api_version, "Vulkan %u.%u.%u", VK_API_VERSION_MAJOR(p.apiVersion),
-             VK_API_VERSION_MINOR(p.apiVersion), VK_API_VERSION_PATCH(p.apiVersion));
+    info->compute_units = g_compute_units[index];
+    snprintf(info->api_version, sizeof info->api_version, "Vulkan %u.%u.%u",
+             VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion),
+             VK_API_VERSION_PATCH(p.apiVersion));
     info->max_workgroup_size = p.limits.maxComputeWorkGroupInvocations;
     info->shared_memory_bytes = p.limits.maxComputeSharedMemorySize;
     /* Subgroup size and fp16 need Vulkan 1.1 / 1.2 queries; older devices report 0. */
     if (p.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
-        VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
-        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+        VkPhysicalDeviceSubgroupProperties sub = {.sType =
+                                                      VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+        VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                          .pNext = &sub};
         vkGetPhysicalDeviceProperties2(pd, &p2);
         info->subgroup_size = (int)sub.subgroupSize;
         if (p.apiVersion >= VK_API_VERSION_1_2) {
             /* The driver's own name and version string ("llvmpipe", "Mesa 22.3.6 (LLVM 15.0.6)"). */
-            VkPhysicalDeviceDriverProperties drv = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
-            VkPhysicalDeviceProperties2 pd2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &drv};
+            VkPhysicalDeviceDriverProperties drv = {.sType =
+                                                        VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
+            VkPhysicalDeviceProperties2 pd2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
+                                               .pNext = &drv};
             vkGetPhysicalDeviceProperties2(pd, &pd2);
             if (drv.driverName[0])
                 snprintf(info->driver, sizeof info->driver, "%.40s %.60s (Vulkan %u.%u)", drv.driverName,
-                         drv.driverInfo, VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion));
+                         drv.driverInfo, VK_API_VERSION_MAJOR(p.apiVersion),
+                         VK_API_VERSION_MINOR(p.apiVersion));
             VkPhysicalDeviceShaderFloat16Int8Features f16 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-            VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f16};
+            VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+                                            .pNext = &f16};
             vkGetPhysicalDeviceFeatures2(pd, &f2);
             info->fp16 = f16.shaderFloat16 != 0;
         }
     }
 }
 
-static moe_status vk_device_info(int index, moe_device_info *info)
+static moe_status moe_vk_device_info(int index, moe_device_info *info)
 {
     char why[256] = "";
     pthread_mutex_lock(&g_lock);
@@ -355,7 +456,7 @@ static uint32_t pow2_floor(uint32_t v)
 }
 
 /* Kernel sizes from the device's limits (never assumed). */
-static moe_status choose_sizes(vk_backend *b)
+static moe_status choose_sizes(moe_vk_backend *b)
 {
     const VkPhysicalDeviceLimits *l = &b->props.limits;
     const uint32_t max_wg = l->maxComputeWorkGroupInvocations < l->maxComputeWorkGroupSize[0]
@@ -379,22 +480,23 @@ static moe_status choose_sizes(vk_backend *b)
     if ((env = getenv("MOE_VK_GEMM_TM")) != NULL) b->gemm_tm = b->gemm_tn = (uint32_t)atoi(env);
     if ((env = getenv("MOE_VK_GEMM_SHARED")) != NULL) b->gemm_shared = (uint32_t)atoi(env) != 0;
     if (b->gemm_tm == 0 || b->gemm_bm % b->gemm_tm != 0 || b->gemm_bm % b->gemm_bk != 0)
-        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT, "vulkan: bad GEMM tile override (BM %u, TM %u)",
-                        b->gemm_bm, b->gemm_tm);
+        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "vulkan: bad GEMM tile override (BM %u, TM %u)", b->gemm_bm, b->gemm_tm);
     const size_t shared = sizeof(float) * b->gemm_bk * (b->gemm_bm + 2 * b->gemm_bn);
-    if ((b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn) > max_wg || (b->gemm_shared && shared > l->maxComputeSharedMemorySize))
+    if ((b->gemm_bm / b->gemm_tm) * (b->gemm_bn / b->gemm_tn) > max_wg ||
+        (b->gemm_shared && shared > l->maxComputeSharedMemorySize))
         return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
                         "vulkan: device limits too small (%u invocations, %u bytes of shared memory)", max_wg,
                         l->maxComputeSharedMemorySize);
     return MOE_OK;
 }
 
-static void vk_destroy(moe_backend *be);
+static void moe_vk_destroy(moe_backend *be);
 
 /* With g_lock held: everything of the context that asks the driver — properties, limits,
  * subgroup queries, the logical device and its queue (a driver may set up more of its global
  * state on its first device). Returns the VkResult and the failing call's name. */
-static VkResult open_device_locked(vk_backend *b, int index, const char **call)
+static VkResult open_device_locked(moe_vk_backend *b, int index, const char **call)
 {
     b->instance = g_instance;
     b->physical = g_devices[index];
@@ -445,10 +547,10 @@ static VkResult open_device_locked(vk_backend *b, int index, const char **call)
                                         .queueFamilyIndex = b->queue_family,
                                         .queueCount = 1,
                                         .pQueuePriorities = &priority};
-    const VkDeviceCreateInfo di = {.sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1,
-                                   .pQueueCreateInfos = &qi};
+    const VkDeviceCreateInfo di = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qi};
     const VkResult r =
-        VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateDevice(b->physical, &di, NULL, &b->device));
+        MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateDevice(b->physical, &di, NULL, &b->device));
     if (r != VK_SUCCESS) {
         b->device = VK_NULL_HANDLE;
         *call = "vkCreateDevice";
@@ -459,9 +561,9 @@ static VkResult open_device_locked(vk_backend *b, int index, const char **call)
     return VK_SUCCESS;
 }
 
-static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
+static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
 {
-    vk_backend *b = moe_calloc(1, sizeof *b);
+    moe_vk_backend *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
     const char *inject = getenv("MOE_VK_INJECT");
@@ -486,17 +588,17 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
         st = moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)",
                       desc->device_index, n);
     else if (r != VK_SUCCESS)
-        st = vk_fail(b, r, call);
+        st = moe_vk_fail(b, r, call);
     if (st != MOE_OK) {
-        vk_destroy(&b->base);
+        moe_vk_destroy(&b->base);
         return st;
     }
 
     const VkDeviceSize align = b->props.limits.minStorageBufferOffsetAlignment;
     b->base.alignment = align > 16 ? (size_t)align : 16;
     if ((b->base.alignment & (b->base.alignment - 1)) != 0)
-        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "vulkan: storage buffer alignment %zu is not a power of two",
-                      b->base.alignment);
+        st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                      "vulkan: storage buffer alignment %zu is not a power of two", b->base.alignment);
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
     b->max_weight_binding = b->props.limits.maxStorageBufferRange;
@@ -509,12 +611,12 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     /* MOE_VK_DISABLE_SUBGROUPS=1 forces the plain path so both are tested on one machine. */
     const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;
-    if (st == MOE_OK) st = vk_memory_init(b);
+    if (st == MOE_OK) st = moe_vk_memory_init(b);
     b->inject_oom = inject_oom;
-    if (st == MOE_OK) st = vk_pipelines_init(b);
-    if (st == MOE_OK) st = vk_check_validation(b);
+    if (st == MOE_OK) st = moe_vk_pipelines_init(b);
+    if (st == MOE_OK) st = moe_vk_check_validation(b);
     if (st != MOE_OK) {
-        vk_destroy(&b->base);
+        moe_vk_destroy(&b->base);
         return st;
     }
     snprintf(b->base.info.driver + strlen(b->base.info.driver),
@@ -524,14 +626,14 @@ static moe_status vk_create(moe_context *ctx, const moe_context_desc *desc, moe_
     return MOE_OK;
 }
 
-static void vk_destroy(moe_backend *be)
+static void moe_vk_destroy(moe_backend *be)
 {
     if (!be) return;
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     if (b->device) {
         b->vk.vkDeviceWaitIdle(b->device);
-        vk_pipelines_release(b);
-        vk_memory_release(b);
+        moe_vk_pipelines_release(b);
+        moe_vk_memory_release(b);
         b->vk.vkDestroyDevice(b->device, NULL);
     }
     moe_free(b);
@@ -540,21 +642,21 @@ static void vk_destroy(moe_backend *be)
 const moe_backend_ops moe_vulkan_backend_ops = {
     .kind = MOE_BACKEND_VULKAN,
     .name = "vulkan",
-    .device_count = vk_device_count,
-    .device_info = vk_device_info,
-    .create = vk_create,
-    .destroy = vk_destroy,
-    .buffer_alloc = vk_buffer_alloc,
-    .buffer_free = vk_buffer_free,
-    .buffer_write = vk_buffer_write,
-    .buffer_read = vk_buffer_read,
-    .weight_bytes = vk_weight_bytes,
-    .weight_upload = vk_weight_upload,
-    .begin = vk_begin,
-    .route = vk_route,
-    .plan = vk_plan,
-    .ffn = vk_ffn,
-    .combine = vk_combine,
-    .stats = vk_stats,
-    .finish = vk_finish,
+    .device_count = moe_vk_device_count,
+    .device_info = moe_vk_device_info,
+    .create = moe_vk_create,
+    .destroy = moe_vk_destroy,
+    .buffer_alloc = moe_vk_buffer_alloc,
+    .buffer_free = moe_vk_buffer_free,
+    .buffer_write = moe_vk_buffer_write,
+    .buffer_read = moe_vk_buffer_read,
+    .weight_bytes = moe_vk_weight_bytes,
+    .weight_upload = moe_vk_weight_upload,
+    .begin = moe_vk_begin,
+    .route = moe_vk_route,
+    .plan = moe_vk_plan,
+    .ffn = moe_vk_ffn,
+    .combine = moe_vk_combine,
+    .stats = moe_vk_stats,
+    .finish = moe_vk_finish,
 };

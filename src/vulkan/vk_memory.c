@@ -13,22 +13,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BLOCK_SIZE ((VkDeviceSize)64 << 20)
+#define BLOCK_SIZE   ((VkDeviceSize)64 << 20)
 #define STAGING_SIZE ((VkDeviceSize)16 << 20)
 
-static int find_type(const vk_backend *b, uint32_t bits, VkMemoryPropertyFlags want)
+static int find_type(const moe_vk_backend *b, uint32_t bits, VkMemoryPropertyFlags want)
 {
     for (uint32_t i = 0; i < b->mem_props.memoryTypeCount; i++)
         if ((bits & (1u << i)) && (b->mem_props.memoryTypes[i].propertyFlags & want) == want) return (int)i;
     return -1;
 }
 
-static bool push_range(vk_block *k, VkDeviceSize offset, VkDeviceSize size)
+static bool push_range(moe_vk_block *k, VkDeviceSize offset, VkDeviceSize size)
 {
     if (size == 0) return true;
     if (k->n_free == k->cap_free) {
         const size_t cap = k->cap_free ? 2 * k->cap_free : 8;
-        vk_range *r = moe_realloc(k->free, cap * sizeof *r);
+        moe_vk_range *r = moe_realloc(k->free, cap * sizeof *r);
         if (!r) return false;
         k->free = r;
         k->cap_free = cap;
@@ -37,7 +37,7 @@ static bool push_range(vk_block *k, VkDeviceSize offset, VkDeviceSize size)
     size_t i = 0;
     while (i < k->n_free && k->free[i].offset < offset) i++;
     memmove(k->free + i + 1, k->free + i, (k->n_free - i) * sizeof *k->free);
-    k->free[i] = (vk_range){offset, size};
+    k->free[i] = (moe_vk_range){offset, size};
     k->n_free++;
     if (i + 1 < k->n_free && k->free[i].offset + k->free[i].size == k->free[i + 1].offset) {
         k->free[i].size += k->free[i + 1].size;
@@ -53,10 +53,10 @@ static bool push_range(vk_block *k, VkDeviceSize offset, VkDeviceSize size)
 }
 
 /* Carves `size` bytes at `align` out of the block; false if no range fits. */
-static bool carve(vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSize *out)
+static bool carve(moe_vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSize *out)
 {
     for (size_t i = 0; i < k->n_free; i++) {
-        const vk_range r = k->free[i];
+        const moe_vk_range r = k->free[i];
         const VkDeviceSize start = (r.offset + align - 1) / align * align;
         if (start + size > r.offset + r.size) continue;
         memmove(k->free + i, k->free + i + 1, (k->n_free - i - 1) * sizeof *k->free);
@@ -71,24 +71,27 @@ static bool carve(vk_block *k, VkDeviceSize size, VkDeviceSize align, VkDeviceSi
     return false;
 }
 
-static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_block **out)
+static moe_status new_block(moe_vk_backend *b, VkDeviceSize size, uint32_t type, moe_vk_block **out)
 {
-    vk_block *k = moe_calloc(1, sizeof *k);
+    moe_vk_block *k = moe_calloc(1, sizeof *k);
     if (!k) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     if (b->max_allocation && size > b->max_allocation) {
         moe_free(k);
-        return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
-                        "vulkan: an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu)",
-                        (unsigned long long)size, (unsigned long long)b->max_allocation);
+        return moe_fail(
+            b->base.ctx, MOE_ERROR_UNSUPPORTED,
+            "vulkan: an allocation of %llu bytes exceeds the device's maxMemoryAllocationSize (%llu)",
+            (unsigned long long)size, (unsigned long long)b->max_allocation);
     }
-    const VkMemoryAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size,
-                                     .memoryTypeIndex = type};
-    const VkResult r = VK_INJECT(VK_ERROR_OUT_OF_DEVICE_MEMORY, b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory));
+    const VkMemoryAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .allocationSize = size, .memoryTypeIndex = type};
+    const VkResult r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_DEVICE_MEMORY,
+                                         b->vk.vkAllocateMemory(b->device, &ai, NULL, &k->memory));
     if (r != VK_SUCCESS || !push_range(k, 0, size)) {
         if (r == VK_SUCCESS) b->vk.vkFreeMemory(b->device, k->memory, NULL);
         moe_free(k->free);
         moe_free(k);
-        return r != VK_SUCCESS ? vk_fail(b, r, "vkAllocateMemory") : moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+        return r != VK_SUCCESS ? moe_vk_fail(b, r, "vkAllocateMemory")
+                               : moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     }
     k->size = size;
     k->type_index = type;
@@ -98,9 +101,9 @@ static moe_status new_block(vk_backend *b, VkDeviceSize size, uint32_t type, vk_
     return MOE_OK;
 }
 
-static void drop_block(vk_backend *b, vk_block *k)
+static void drop_block(moe_vk_backend *b, moe_vk_block *k)
 {
-    for (vk_block **p = &b->blocks; *p; p = &(*p)->next)
+    for (moe_vk_block **p = &b->blocks; *p; p = &(*p)->next)
         if (*p == k) {
             *p = k->next;
             break;
@@ -110,32 +113,38 @@ static void drop_block(vk_backend *b, vk_block *k)
     moe_free(k);
 }
 
-static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlags want, bool own_block, moe_bbuf **out)
+static moe_status alloc_buffer(moe_vk_backend *b, size_t bytes, VkMemoryPropertyFlags want, bool own_block,
+                               moe_backend_buffer **out)
 {
-    moe_bbuf *buf = moe_calloc(1, sizeof *buf);
+    moe_backend_buffer *buf = moe_calloc(1, sizeof *buf);
     if (!buf) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     buf->bytes = bytes;
     const VkBufferCreateInfo bi = {.sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
                                    .size = (bytes + 3) & ~(VkDeviceSize)3,
-                                   .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                                   .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                                            VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
                                             VK_BUFFER_USAGE_TRANSFER_DST_BIT,
                                    .sharingMode = VK_SHARING_MODE_EXCLUSIVE};
-    VkResult r = VK_INJECT(VK_ERROR_OUT_OF_DEVICE_MEMORY, b->vk.vkCreateBuffer(b->device, &bi, NULL, &buf->buffer));
+    VkResult r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_DEVICE_MEMORY,
+                                   b->vk.vkCreateBuffer(b->device, &bi, NULL, &buf->buffer));
     if (r != VK_SUCCESS) {
         moe_free(buf);
-        return vk_fail(b, r, "vkCreateBuffer");
+        return moe_vk_fail(b, r, "vkCreateBuffer");
     }
     VkMemoryRequirements req;
     b->vk.vkGetBufferMemoryRequirements(b->device, buf->buffer, &req);
     int type = find_type(b, req.memoryTypeBits, want);
     if (type < 0 && want == VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT) type = find_type(b, req.memoryTypeBits, 0);
     moe_status st = MOE_OK;
-    if (type < 0) st = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED, "vulkan: no memory type for a buffer of %zu bytes", bytes);
-    vk_block *k = NULL;
+    if (type < 0)
+        st = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED, "vulkan: no memory type for a buffer of %zu bytes",
+                      bytes);
+    moe_vk_block *k = NULL;
     VkDeviceSize off = 0;
     if (st == MOE_OK && !own_block)
         for (k = b->blocks; k; k = k->next)
-            if (k->type_index == (uint32_t)type && !k->dedicated && carve(k, req.size, req.alignment, &off)) break;
+            if (k->type_index == (uint32_t)type && !k->dedicated && carve(k, req.size, req.alignment, &off))
+                break;
     if (st == MOE_OK && !k) {
         const VkDeviceSize size = own_block || req.size > b->block_size ? req.size : b->block_size;
         st = new_block(b, size, (uint32_t)type, &k);
@@ -145,7 +154,7 @@ static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlag
     }
     if (st == MOE_OK) {
         r = b->vk.vkBindBufferMemory(b->device, buf->buffer, k->memory, off);
-        if (r != VK_SUCCESS) st = vk_fail(b, r, "vkBindBufferMemory");
+        if (r != VK_SUCCESS) st = moe_vk_fail(b, r, "vkBindBufferMemory");
     }
     if (st != MOE_OK) {
         if (k) {
@@ -163,22 +172,25 @@ static moe_status alloc_buffer(vk_backend *b, size_t bytes, VkMemoryPropertyFlag
     return MOE_OK;
 }
 
-moe_status vk_buffer_alloc(moe_backend *be, size_t bytes, moe_bbuf_usage usage, moe_bbuf **out)
+moe_status moe_vk_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_buffer_usage usage,
+                               moe_backend_buffer **out)
 {
     (void)usage;
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
-    if (b->inject_oom) return vk_fail(b, VK_ERROR_OUT_OF_DEVICE_MEMORY, "vkAllocateMemory (injected by MOE_VK_INJECT=oom)");
+    if (b->inject_oom)
+        return moe_vk_fail(b, VK_ERROR_OUT_OF_DEVICE_MEMORY,
+                           "vkAllocateMemory (injected by MOE_VK_INJECT=oom)");
     moe_status st = alloc_buffer(b, bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, out);
-    return st == MOE_OK ? vk_check_validation(b) : st;
+    return st == MOE_OK ? moe_vk_check_validation(b) : st;
 }
 
-void vk_buffer_free(moe_backend *be, moe_bbuf *buf)
+void moe_vk_buffer_free(moe_backend *be, moe_backend_buffer *buf)
 {
     if (!buf) return;
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
-    vk_block *k = buf->block;
+    moe_vk_block *k = buf->block;
     if (k) {
         push_range(k, buf->offset, buf->size);
         k->used -= buf->size;
@@ -187,60 +199,66 @@ void vk_buffer_free(moe_backend *be, moe_bbuf *buf)
     moe_free(buf);
 }
 
-moe_status vk_memory_init(vk_backend *b)
+moe_status moe_vk_memory_init(moe_vk_backend *b)
 {
     b->block_size = b->max_allocation && b->max_allocation < BLOCK_SIZE ? b->max_allocation : BLOCK_SIZE;
-    moe_status st = alloc_buffer(b, STAGING_SIZE, VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+    moe_status st = alloc_buffer(b, STAGING_SIZE,
+                                 VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
                                  true, &b->staging);
     if (st != MOE_OK) return st;
-    VK_TRY(b, b->vk.vkMapMemory(b->device, b->staging->block->memory, b->staging->offset, STAGING_SIZE, 0,
-                                &b->staging_map));
+    MOE_VK_TRY(b, b->vk.vkMapMemory(b->device, b->staging->block->memory, b->staging->offset, STAGING_SIZE, 0,
+                                    &b->staging_map));
     b->base.staging_bytes = STAGING_SIZE;
     st = alloc_buffer(b, 256, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, &b->dummy);
     if (st != MOE_OK) return st;
     const VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
                                         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
                                         .queueFamilyIndex = b->queue_family};
-    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool)));
+    MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                    b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool)));
     VkCommandBuffer cmds[2];
     const VkCommandBufferAllocateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
-                                            .commandPool = b->cmd_pool, .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+                                            .commandPool = b->cmd_pool,
+                                            .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
                                             .commandBufferCount = 2};
-    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds)));
+    MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                    b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds)));
     b->cmd = cmds[0];
     b->xfer = cmds[1];
     const VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence)));
+    MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                    b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence)));
     return MOE_OK;
 }
 
-void vk_memory_release(vk_backend *b)
+void moe_vk_memory_release(moe_vk_backend *b)
 {
     if (b->fence) b->vk.vkDestroyFence(b->device, b->fence, NULL);
     if (b->cmd_pool) b->vk.vkDestroyCommandPool(b->device, b->cmd_pool, NULL);
     if (b->staging_map) b->vk.vkUnmapMemory(b->device, b->staging->block->memory);
-    vk_buffer_free(&b->base, b->staging);
-    vk_buffer_free(&b->base, b->dummy);
+    moe_vk_buffer_free(&b->base, b->staging);
+    moe_vk_buffer_free(&b->base, b->dummy);
     while (b->blocks) drop_block(b, b->blocks); /* anything the core still holds */
 }
 
 /* ---- transfers ----------------------------------------------------------------------------- */
 
-moe_status vk_run_transfer(vk_backend *b, void (*record)(vk_backend *, VkCommandBuffer, void *), void *arg)
+moe_status moe_vk_run_transfer(moe_vk_backend *b, void (*record)(moe_vk_backend *, VkCommandBuffer, void *),
+                               void *arg)
 {
     if (b->lost) return moe_fail(b->base.ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
     const VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
                                          .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    VK_TRY(b, b->vk.vkBeginCommandBuffer(b->xfer, &bi));
+    MOE_VK_TRY(b, b->vk.vkBeginCommandBuffer(b->xfer, &bi));
     record(b, b->xfer, arg);
-    VK_TRY(b, b->vk.vkEndCommandBuffer(b->xfer));
-    const VkSubmitInfo si = {.sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1,
-                             .pCommandBuffers = &b->xfer};
-    VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
+    MOE_VK_TRY(b, b->vk.vkEndCommandBuffer(b->xfer));
+    const VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &b->xfer};
+    MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
     const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->fence, VK_TRUE, UINT64_MAX);
     b->vk.vkResetFences(b->device, 1, &b->fence);
-    if (r != VK_SUCCESS) return vk_fail(b, r, "vkWaitForFences");
-    return vk_check_validation(b);
+    if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkWaitForFences");
+    return moe_vk_check_validation(b);
 }
 
 typedef struct copy_args {
@@ -248,7 +266,7 @@ typedef struct copy_args {
     VkDeviceSize src_offset, dst_offset, size;
 } copy_args;
 
-static void record_copy(vk_backend *b, VkCommandBuffer cmd, void *arg)
+static void record_copy(moe_vk_backend *b, VkCommandBuffer cmd, void *arg)
 {
     const copy_args *c = arg;
     const VkBufferCopy region = {c->src_offset, c->dst_offset, c->size};
@@ -256,7 +274,8 @@ static void record_copy(vk_backend *b, VkCommandBuffer cmd, void *arg)
      * host (staging reads) and to later kernels after it. */
     const VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                     .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT,
-                                    .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+                                    .dstAccessMask =
+                                        VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
     const VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                    .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                                    .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT};
@@ -264,19 +283,20 @@ static void record_copy(vk_backend *b, VkCommandBuffer cmd, void *arg)
                                VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
     b->vk.vkCmdCopyBuffer(cmd, c->src, c->dst, 1, &region);
     b->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
-                               VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1, &after, 0,
-                               NULL, 0, NULL);
+                               VK_PIPELINE_STAGE_HOST_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, 0, 1,
+                               &after, 0, NULL, 0, NULL);
 }
 
-static moe_status copy(vk_backend *b, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof, VkDeviceSize n)
+static moe_status copy(moe_vk_backend *b, VkBuffer src, VkDeviceSize so, VkBuffer dst, VkDeviceSize dof,
+                       VkDeviceSize n)
 {
     copy_args c = {src, dst, so, dof, n};
-    return vk_run_transfer(b, record_copy, &c);
+    return moe_vk_run_transfer(b, record_copy, &c);
 }
 
-moe_status vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
+moe_status moe_vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
 {
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     for (size_t done = 0; done < bytes;) {
         const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
         memcpy(b->staging_map, (const char *)src + done, n);
@@ -287,9 +307,9 @@ moe_status vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_
     return MOE_OK;
 }
 
-moe_status vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes)
+moe_status moe_vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes)
 {
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     for (size_t done = 0; done < bytes;) {
         const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
         moe_status st = copy(b, src.buf->buffer, src.offset + done, b->staging->buffer, 0, n);
@@ -302,28 +322,31 @@ moe_status vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes
 
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
-size_t vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
+size_t moe_vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
 {
     (void)be;
     return sizeof(float) * (size_t)s->batch * (s->second ? 2u : 1u) * (size_t)s->rows * (size_t)s->cols;
 }
 
-moe_status vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
+moe_status moe_vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
-    vk_backend *b = vkb(be);
+    moe_vk_backend *b = moe_vkb(be);
     const size_t row_bytes = sizeof(float) * (size_t)s->cols;
     if (row_bytes > STAGING_SIZE)
-        return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED, "vulkan: a weight row of %zu bytes exceeds the staging buffer", row_bytes);
+        return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED,
+                        "vulkan: a weight row of %zu bytes exceeds the staging buffer", row_bytes);
     const size_t rows_per_chunk = STAGING_SIZE / row_bytes;
     size_t at = dst.offset;
     for (int64_t e = 0; e < s->batch; e++) {
         for (int half = 0; half < (s->second ? 2 : 1); half++) {
             const moe_matrix_src *m = half ? &s->second[e] : &s->first[e];
             for (int64_t r0 = 0; r0 < s->rows; r0 += (int64_t)rows_per_chunk) {
-                const int64_t n = s->rows - r0 < (int64_t)rows_per_chunk ? s->rows - r0 : (int64_t)rows_per_chunk;
+                const int64_t n =
+                    s->rows - r0 < (int64_t)rows_per_chunk ? s->rows - r0 : (int64_t)rows_per_chunk;
                 for (int64_t r = 0; r < n; r++)
                     moe_matrix_row(m, s->cols, r0 + r, (float *)b->staging_map + (size_t)r * (size_t)s->cols);
-                moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, at, (VkDeviceSize)n * row_bytes);
+                moe_status st =
+                    copy(b, b->staging->buffer, 0, dst.buf->buffer, at, (VkDeviceSize)n * row_bytes);
                 if (st != MOE_OK) return st;
                 at += (size_t)n * row_bytes;
             }

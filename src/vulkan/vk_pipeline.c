@@ -1,8 +1,9 @@
 /*
  * vk_pipeline.c — shader modules, descriptor/pipeline layouts, and compute pipelines
  * specialised per shape (tile sizes, d_model, d_ff, k, activation… are specialization
- * constants, so the kernels' loops have constant bounds). Pipelines are created on first use
- * and kept for the context; a VkPipelineCache is loaded from and saved to the cache directory
+ * constants, rendered from a dispatch's moe_kargs by the ids its kernel description gives, so
+ * the kernels' loops have constant bounds). Pipelines are created on first use and kept for
+ * the context; a VkPipelineCache is loaded from and saved to the cache directory
  * ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe), in a file named after the
  * device's vendor, device id, driver version and pipeline-cache UUID, so a different driver
  * never reuses a stale cache (src/cache.c writes it atomically).
@@ -16,17 +17,18 @@
 
 /* ---- cache file ---------------------------------------------------------------------------- */
 
-static void cache_path(vk_backend *b)
+static void cache_path(moe_vk_backend *b)
 {
     char dir[768];
     if (!moe_cache_dir(b->base.ctx, dir, sizeof dir)) return;
     char uuid[2 * VK_UUID_SIZE + 1];
-    for (unsigned i = 0; i < VK_UUID_SIZE; i++) snprintf(uuid + 2 * i, 3, "%02x", b->props.pipelineCacheUUID[i]);
+    for (unsigned i = 0; i < VK_UUID_SIZE; i++)
+        snprintf(uuid + 2 * i, 3, "%02x", b->props.pipelineCacheUUID[i]);
     snprintf(b->cache_path, sizeof b->cache_path, "%s/vulkan-%04x-%04x-%08x-%s.cache", dir, b->props.vendorID,
              b->props.deviceID, b->props.driverVersion, uuid);
 }
 
-static void save_cache(vk_backend *b)
+static void save_cache(moe_vk_backend *b)
 {
     if (!b->cache_path[0] || !b->pipeline_cache) return;
     size_t n = 0;
@@ -39,76 +41,104 @@ static void save_cache(vk_backend *b)
 
 /* ---- layouts and modules --------------------------------------------------------------------- */
 
-moe_status vk_pipelines_init(vk_backend *b)
+moe_status moe_vk_pipelines_init(moe_vk_backend *b)
 {
-    for (int s = 0; s < VK_SHADER_COUNT; s++) {
-        const vk_shader_info *info = &vk_shaders[s];
-        if (s == VK_SHADER_COMBINE_SUBGROUP && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
+    for (int s = 0; s < MOE_VK_SHADER_COUNT; s++) {
+        const moe_vk_shader_info *info = &moe_vk_shaders[s];
+        if (s == MOE_VK_SHADER_COMBINE_SUBGROUP && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
         const VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
-                                             .codeSize = info->size, .pCode = info->code};
-        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s])));
-        VkDescriptorSetLayoutBinding bind[8];
+                                             .codeSize = info->size,
+                                             .pCode = info->code};
+        MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                        b->vk.vkCreateShaderModule(b->device, &mi, NULL, &b->modules[s])));
+        VkDescriptorSetLayoutBinding bind[MOE_KMAX_BUFFERS];
         for (uint32_t i = 0; i < info->n_bindings; i++)
-            bind[i] = (VkDescriptorSetLayoutBinding){.binding = i, .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-                                                     .descriptorCount = 1, .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
-        const VkDescriptorSetLayoutCreateInfo li = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-                                                    .bindingCount = info->n_bindings, .pBindings = bind};
-        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateDescriptorSetLayout(b->device, &li, NULL, &b->set_layouts[s])));
+            bind[i] = (VkDescriptorSetLayoutBinding){.binding = i,
+                                                     .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+                                                     .descriptorCount = 1,
+                                                     .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT};
+        const VkDescriptorSetLayoutCreateInfo li = {.sType =
+                                                        VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
+                                                    .bindingCount = info->n_bindings,
+                                                    .pBindings = bind};
+        MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(
+                          VK_ERROR_OUT_OF_HOST_MEMORY,
+                          b->vk.vkCreateDescriptorSetLayout(b->device, &li, NULL, &b->set_layouts[s])));
         const VkPushConstantRange pr = {VK_SHADER_STAGE_COMPUTE_BIT, 0, info->push_bytes};
         const VkPipelineLayoutCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO,
-                                               .setLayoutCount = 1, .pSetLayouts = &b->set_layouts[s],
+                                               .setLayoutCount = 1,
+                                               .pSetLayouts = &b->set_layouts[s],
                                                .pushConstantRangeCount = info->push_bytes ? 1 : 0,
                                                .pPushConstantRanges = &pr};
-        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineLayout(b->device, &pi, NULL, &b->layouts[s])));
+        MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                        b->vk.vkCreatePipelineLayout(b->device, &pi, NULL, &b->layouts[s])));
     }
     cache_path(b);
     size_t size = 0;
     void *data = b->cache_path[0] ? moe_cache_read(b->base.ctx, b->cache_path, &size) : NULL;
-    VkPipelineCacheCreateInfo ci = {.sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO,
-                                    .initialDataSize = size, .pInitialData = data};
-    VkResult r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
+    VkPipelineCacheCreateInfo ci = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_CACHE_CREATE_INFO, .initialDataSize = size, .pInitialData = data};
+    VkResult r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                   b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
     if (r != VK_SUCCESS && data) { /* a corrupt file: start empty */
         ci.initialDataSize = 0;
         ci.pInitialData = NULL;
-        r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
+        r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                              b->vk.vkCreatePipelineCache(b->device, &ci, NULL, &b->pipeline_cache));
     }
     moe_free(data);
-    if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreatePipelineCache");
+    if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkCreatePipelineCache");
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "vulkan: pipeline cache %s (%zu bytes loaded)", b->cache_path, size);
 
     /* Descriptor sets come from one pool, reset at the start of every forward. */
     /* Enough sets for a forward of many dispatches (one GEMM per group of experts). */
-    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, VK_MAX_SETS * 8};
-    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO, .maxSets = VK_MAX_SETS,
-                                           .poolSizeCount = 1, .pPoolSizes = &ps};
-    VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool)));
+    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, MOE_VK_MAX_SETS * MOE_KMAX_BUFFERS};
+    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
+                                           .maxSets = MOE_VK_MAX_SETS,
+                                           .poolSizeCount = 1,
+                                           .pPoolSizes = &ps};
+    MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                    b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool)));
     if (b->timestamp_bits > 0) {
         const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-                                          .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = VK_MAX_QUERIES};
-        VK_TRY(b, VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool)));
+                                          .queryType = VK_QUERY_TYPE_TIMESTAMP,
+                                          .queryCount = MOE_VK_MAX_QUERIES};
+        MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
+                                        b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool)));
     }
     return MOE_OK;
 }
 
-void vk_pipelines_release(vk_backend *b)
+void moe_vk_pipelines_release(moe_vk_backend *b)
 {
     save_cache(b);
-    for (size_t i = 0; i < b->n_pipelines; i++) b->vk.vkDestroyPipeline(b->device, b->pipelines[i].pipeline, NULL);
+    for (size_t i = 0; i < b->n_pipelines; i++)
+        b->vk.vkDestroyPipeline(b->device, b->pipelines[i].pipeline, NULL);
     moe_free(b->pipelines);
     if (b->query_pool) b->vk.vkDestroyQueryPool(b->device, b->query_pool, NULL);
     if (b->desc_pool) b->vk.vkDestroyDescriptorPool(b->device, b->desc_pool, NULL);
     if (b->pipeline_cache) b->vk.vkDestroyPipelineCache(b->device, b->pipeline_cache, NULL);
-    for (int s = 0; s < VK_SHADER_COUNT; s++) {
+    for (int s = 0; s < MOE_VK_SHADER_COUNT; s++) {
         if (b->layouts[s]) b->vk.vkDestroyPipelineLayout(b->device, b->layouts[s], NULL);
         if (b->set_layouts[s]) b->vk.vkDestroyDescriptorSetLayout(b->device, b->set_layouts[s], NULL);
         if (b->modules[s]) b->vk.vkDestroyShaderModule(b->device, b->modules[s], NULL);
     }
 }
 
-moe_status vk_pipeline_get(vk_backend *b, vk_shader_id shader, const uint32_t *spec, uint32_t n_spec, VkPipeline *out)
+moe_status moe_vk_pipeline_get(moe_vk_backend *b, moe_vk_shader_id shader, const moe_kargs *args,
+                               VkPipeline *out)
 {
+    /* Specialization data: one 32-bit word per parameter, in the description's order, each
+     * mapped to its constant_id. */
+    const uint32_t n_spec = args->n_params;
+    uint32_t spec[MOE_KMAX_PARAMS];
+    VkSpecializationMapEntry map[MOE_KMAX_PARAMS];
+    for (uint32_t i = 0; i < n_spec; i++) {
+        spec[i] = moe_kparam_bits(&args->params[i]);
+        map[i] = (VkSpecializationMapEntry){args->params[i].id, i * 4, 4};
+    }
     for (size_t i = 0; i < b->n_pipelines; i++) {
-        const vk_pipeline *p = &b->pipelines[i];
+        const moe_vk_pipeline *p = &b->pipelines[i];
         if (p->shader == shader && p->n_spec == n_spec && !memcmp(p->spec, spec, n_spec * sizeof *spec)) {
             *out = p->pipeline;
             return MOE_OK;
@@ -116,22 +146,25 @@ moe_status vk_pipeline_get(vk_backend *b, vk_shader_id shader, const uint32_t *s
     }
     if (b->n_pipelines == b->cap_pipelines) {
         const size_t cap = b->cap_pipelines ? 2 * b->cap_pipelines : 32;
-        vk_pipeline *p = moe_realloc(b->pipelines, cap * sizeof *p);
+        moe_vk_pipeline *p = moe_realloc(b->pipelines, cap * sizeof *p);
         if (!p) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
         b->pipelines = p;
         b->cap_pipelines = cap;
     }
-    VkSpecializationMapEntry map[VK_MAX_SPEC];
-    for (uint32_t i = 0; i < n_spec; i++) map[i] = (VkSpecializationMapEntry){i, i * 4, 4};
     const VkSpecializationInfo si = {n_spec, map, n_spec * 4, spec};
     const VkComputePipelineCreateInfo ci = {
         .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
-        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO, .stage = VK_SHADER_STAGE_COMPUTE_BIT,
-                  .module = b->modules[shader], .pName = "main", .pSpecializationInfo = &si},
+        .stage = {.sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+                  .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+                  .module = b->modules[shader],
+                  .pName = "main",
+                  .pSpecializationInfo = &si},
         .layout = b->layouts[shader]};
-    vk_pipeline *p = &b->pipelines[b->n_pipelines];
-    const VkResult r = VK_INJECT(VK_ERROR_OUT_OF_HOST_MEMORY, b->vk.vkCreateComputePipelines(b->device, b->pipeline_cache, 1, &ci, NULL, &p->pipeline));
-    if (r != VK_SUCCESS) return vk_fail(b, r, "vkCreateComputePipelines");
+    moe_vk_pipeline *p = &b->pipelines[b->n_pipelines];
+    const VkResult r = MOE_VK_ALLOC_CALL(
+        VK_ERROR_OUT_OF_HOST_MEMORY,
+        b->vk.vkCreateComputePipelines(b->device, b->pipeline_cache, 1, &ci, NULL, &p->pipeline));
+    if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkCreateComputePipelines");
     p->shader = shader;
     p->n_spec = n_spec;
     memcpy(p->spec, spec, n_spec * sizeof *spec);

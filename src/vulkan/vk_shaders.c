@@ -1,9 +1,19 @@
 /*
- * vk_shaders.c — the SPIR-V of every compute shader (the .comp files in shaders/), compiled by glslang and
- * checked by spirv-val at build time (src/vulkan/vulkan.cmake), embedded here with the
- * number of storage-buffer bindings and push-constant bytes each one declares.
+ * vk_shaders.c — the SPIR-V of every compute shader (the .comp files in shaders/), compiled by
+ * glslang and checked by spirv-val at build time (src/vulkan/vulkan.cmake), embedded here with
+ * the number of storage-buffer bindings and push-constant bytes of the kernel interface each
+ * one implements (kernels/<kernel>.h, the same description the shader's declarations are
+ * expanded from).
  */
 #include "vk_internal.h"
+
+#include "combine.h"
+#include "gemm.h"
+#include "plan_count.h"
+#include "plan_scan.h"
+#include "plan_scatter.h"
+#include "select.h"
+#include "stats.h"
 
 #include "combine.spv.h"
 #include "combine_subgroup.spv.h"
@@ -14,15 +24,18 @@
 #include "select.spv.h"
 #include "stats.spv.h"
 
-#define SHADER(array, bindings, push, name) {array, sizeof array, bindings, push, name}
+#define SHADER(array, kernel, name)                                                                          \
+    {                                                                                                        \
+        array, sizeof array, moe_##kernel##_n_buffers, 4 * moe_##kernel##_n_fields, name, #kernel            \
+    }
 
-const vk_shader_info vk_shaders[VK_SHADER_COUNT] = {
-    [VK_SHADER_GEMM] = SHADER(moe_spv_gemm, 5, 12, "gemm"),
-    [VK_SHADER_SELECT] = SHADER(moe_spv_select, 5, 4, "select"),
-    [VK_SHADER_PLAN_COUNT] = SHADER(moe_spv_plan_count, 2, 4, "plan_count"),
-    [VK_SHADER_PLAN_SCAN] = SHADER(moe_spv_plan_scan, 5, 8, "plan_scan"),
-    [VK_SHADER_PLAN_SCATTER] = SHADER(moe_spv_plan_scatter, 5, 4, "plan_scatter"),
-    [VK_SHADER_COMBINE] = SHADER(moe_spv_combine, 7, 0, "combine"),
-    [VK_SHADER_COMBINE_SUBGROUP] = SHADER(moe_spv_combine_subgroup, 7, 0, "combine_subgroup"),
-    [VK_SHADER_STATS] = SHADER(moe_spv_stats, 4, 4, "stats"),
+const moe_vk_shader_info moe_vk_shaders[MOE_VK_SHADER_COUNT] = {
+    [MOE_VK_SHADER_GEMM] = SHADER(moe_spv_gemm, gemm, "gemm"),
+    [MOE_VK_SHADER_SELECT] = SHADER(moe_spv_select, select, "select"),
+    [MOE_VK_SHADER_PLAN_COUNT] = SHADER(moe_spv_plan_count, plan_count, "plan_count"),
+    [MOE_VK_SHADER_PLAN_SCAN] = SHADER(moe_spv_plan_scan, plan_scan, "plan_scan"),
+    [MOE_VK_SHADER_PLAN_SCATTER] = SHADER(moe_spv_plan_scatter, plan_scatter, "plan_scatter"),
+    [MOE_VK_SHADER_COMBINE] = SHADER(moe_spv_combine, combine, "combine"),
+    [MOE_VK_SHADER_COMBINE_SUBGROUP] = SHADER(moe_spv_combine_subgroup, combine, "combine_subgroup"),
+    [MOE_VK_SHADER_STATS] = SHADER(moe_spv_stats, stats, "stats"),
 };

@@ -1,8 +1,9 @@
 # The Vulkan backend, included from the top-level CMakeLists.txt when MOE_VULKAN is ON.
 # Shaders: each shaders/<name>.comp is compiled by glslang to SPIR-V (rebuilt when it or a
-# shared include changes), validated by spirv-val, and turned into a C array header that
-# src/vulkan/vk_shaders.c embeds. volk (Debian's libvulkan-volk-dev ships its source) is
-# compiled into the library, so Vulkan is loaded at run time and never linked.
+# shared include changes: shaders/*.glsl, the interface descriptions kernels/*.h), validated
+# by spirv-val, and turned into a C array header that src/vulkan/vk_shaders.c embeds. volk
+# (Debian's libvulkan-volk-dev ships its source) is compiled into the library, so Vulkan is
+# loaded at run time and never linked.
 
 find_program(GLSLANG_VALIDATOR glslangValidator REQUIRED)
 find_program(SPIRV_VAL spirv-val REQUIRED)
@@ -11,7 +12,8 @@ find_path(VOLK_SOURCE_DIR volk.c PATHS /usr/include /usr/local/include REQUIRED)
 set(MOE_SHADER_DIR ${CMAKE_CURRENT_SOURCE_DIR}/shaders)
 set(MOE_SHADER_OUT ${CMAKE_CURRENT_BINARY_DIR}/shaders)
 file(MAKE_DIRECTORY ${MOE_SHADER_OUT})
-file(GLOB MOE_SHADER_INCLUDES CONFIGURE_DEPENDS ${MOE_SHADER_DIR}/*.glsl)
+set(MOE_KERNEL_DIR ${CMAKE_CURRENT_SOURCE_DIR}/kernels)
+file(GLOB MOE_SHADER_INCLUDES CONFIGURE_DEPENDS ${MOE_SHADER_DIR}/*.glsl ${MOE_KERNEL_DIR}/*.h)
 # The variant table: name:source:target environment:defines. A variant that needs a device
 # feature (subgroup arithmetic needs Vulkan 1.1) is picked at run time only where the device
 # reports it.
@@ -35,9 +37,9 @@ foreach(variant ${MOE_SHADER_VARIANTS})
   set(spv ${MOE_SHADER_OUT}/${name}.spv)
   set(hdr ${MOE_SHADER_OUT}/${name}.spv.h)
   add_custom_command(OUTPUT ${hdr} ${spv}
-    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} ${defines} -o ${spv} ${src}
+    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} -I${MOE_KERNEL_DIR} ${defines} -o ${spv} ${src}
     COMMAND ${SPIRV_VAL} --target-env ${env} ${spv}
-    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} ${defines} --vn moe_spv_${name} -o ${hdr} ${src}
+    COMMAND ${GLSLANG_VALIDATOR} -V --target-env ${env} --quiet -I${MOE_SHADER_DIR} -I${MOE_KERNEL_DIR} ${defines} --vn moe_spv_${name} -o ${hdr} ${src}
     DEPENDS ${src} ${MOE_SHADER_INCLUDES}
     COMMENT "glslang + spirv-val: ${name} (${source}.comp ${defines})"
     VERBATIM)

@@ -9,7 +9,7 @@
 #endif
 
 #define STR_(x) #x
-#define STR(x) STR_(x)
+#define STR(x)  STR_(x)
 
 static int check(moe_status st, const char *what)
 {
@@ -52,8 +52,13 @@ int main(void)
     moe_context *ctx = NULL;
     moe_layer *layer = NULL;
     moe_context_desc cd = {.struct_size = sizeof cd, .backend = MOE_BACKEND_CPU, .n_threads = 1};
-    moe_layer_desc ld = {.struct_size = sizeof ld, .d_model = D, .d_ff = F, .n_experts = E, .top_k = K,
-                         .max_tokens = T, .renormalize = 1};
+    moe_layer_desc ld = {.struct_size = sizeof ld,
+                         .d_model = D,
+                         .d_ff = F,
+                         .n_experts = E,
+                         .top_k = K,
+                         .max_tokens = T,
+                         .renormalize = 1};
     moe_layer_weights w = {.struct_size = sizeof w, .router = router, .gate = gate, .up = up, .down = down};
     int bad = check(moe_context_create(&cd, &ctx), "moe_context_create");
     if (!bad) bad = check(moe_layer_create(ctx, &ld, &w, &layer), "moe_layer_create");

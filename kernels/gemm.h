@@ -1,0 +1,41 @@
+/*
+ * gemm.h — the interface of the grouped GEMM (shaders/gemm.comp, opencl/gemm.cl), every matrix
+ * product of a forward: result[r][n] = epilogue(Σ_k a[row(r)][k] · w[e][n][k]), one expert e per
+ * row tile (tile_expert). The lists are explained in interface.h.
+ */
+#ifndef MOE_KERNEL_GEMM_H
+#define MOE_KERNEL_GEMM_H
+#include "interface.h"
+
+#define MOE_GEMM_PARAMS(P)                                                                                   \
+    P(0, wg, WG, 256)             /* (BM / TM) · (BN / TN) invocations */                                   \
+    P(1, int, BM, 64)             /* rows of a workgroup's tile (the backend's row_tile) */                  \
+    P(2, int, BN, 64)             /* columns of a workgroup's tile */                                        \
+    P(3, int, BK, 16)             /* reduction slice staged through shared memory */                         \
+    P(4, int, TM, 4)              /* rows of one invocation's accumulators */                                \
+    P(5, int, TN, 4)              /* columns of one invocation's accumulators */                             \
+    P(6, int, K_DIM, 1)           /* reduction length */                                                     \
+    P(7, int, N_OUT, 1)           /* output columns */                                                       \
+    P(8, bool, GATED, false)      /* w is a gate/up pair [E][2][N_OUT][K_DIM] */                             \
+    P(9, int, ACT, -1)            /* moe_activation of the epilogue, -1 (ACT_NONE) for none */               \
+    P(10, bool, GATHER, false)    /* a's row of row r is row_token[r] */                                     \
+    P(11, bool, HAS_ROWS, false)  /* row_token marks the valid rows (-1: padding) */                         \
+    P(12, bool, HAS_TILES, false) /* tile_expert names each row tile's expert, else expert 0 */              \
+    P(13, bool, USE_SHARED, true) /* stage tiles through shared memory (GPUs); Vulkan only */
+
+#define MOE_GEMM_BUFFERS(B)                                                                                  \
+    B(0, in, float, a)         /* [rows of a][K_DIM] */                                                      \
+    B(1, in, int, row_token)   /* [n_rows] */                                                                \
+    B(2, in, int, tile_expert) /* [n_rows / BM] */                                                           \
+    B(3, in, float, w)         /* the experts' matrices, from w_start */                                     \
+    B(4, out, float, result)   /* [n_rows][N_OUT] */
+
+/* One dispatch covers the experts [expert_begin, expert_end): Vulkan binds w one group of
+ * experts at a time (a layer's weights can exceed maxStorageBufferRange), from an offset
+ * aligned down to minStorageBufferOffsetAlignment, and expert_begin's matrix starts w_start
+ * elements into the binding. OpenCL covers every expert in one launch (0, n_experts, 0). */
+#define MOE_GEMM_FIELDS(F) F(n_rows) F(expert_begin) F(expert_end) F(w_start)
+
+MOE_KERNEL(gemm, MOE_GEMM_PARAMS, MOE_GEMM_BUFFERS, MOE_GEMM_FIELDS)
+
+#endif
