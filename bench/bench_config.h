@@ -27,6 +27,17 @@ enum {
 /* --backend all: every backend moe_device_count reports devices for. */
 #define BENCH_BACKEND_ALL (-1)
 
+/* --layers: at most this many layers per format (each is its own moe_layer and arena
+ * allocation, and GPU drivers bound the number of allocations), or "auto". */
+enum { BENCH_MAX_LAYERS = 1024, BENCH_LAYERS_AUTO = -1 };
+
+/* --weights f32,bf16,q4_0: the storage formats to run side by side, in the order given. */
+enum { BENCH_MAX_FORMATS = 8 };
+typedef struct bench_dtype_list {
+    size_t n;
+    moe_dtype v[BENCH_MAX_FORMATS];
+} bench_dtype_list;
+
 /* Request token counts of the serving simulation. */
 typedef enum bench_req_dist {
     BENCH_REQ_GEOMETRIC = 0, /* P(n) = p(1-p)^(n-1), p = 1/mean: many short, a long tail */
@@ -60,6 +71,12 @@ typedef struct bench_config {
     uint64_t seed;
     const char *json_path;
     int list_presets;
+    /* weight formats, layers, bandwidth */
+    const char *weights_arg;  /* --weights as given; the checks parse it into `weights` */
+    bench_dtype_list weights; /* never empty after parsing: {F32} by default */
+    const char *layers_arg;   /* --layers as given */
+    int64_t layers;           /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
+    int no_bandwidth;         /* --no-bandwidth: skip the read-bandwidth measurement */
     /* serving simulation */
     int serve;
     double rate, duration, slo_ms;
@@ -119,26 +136,42 @@ void bench_presets_list(FILE *out);
 
 /* ---- shape arithmetic (bench_presets.c) ------------------------------------------------ */
 
-/* The layer descriptor for a forward of `tokens` tokens, in a layer of `max_tokens`. */
-moe_layer_desc bench_make_desc(const bench_config *cfg, int64_t tokens, int64_t max_tokens);
+/* The layer descriptor for a forward of `tokens` tokens, in a layer of `max_tokens`, storing
+ * its routed and shared experts in `dtype` (the host weights are always float32, so the
+ * library converts or quantises them once, at upload). */
+moe_layer_desc bench_make_desc(const bench_config *cfg, int64_t tokens, int64_t max_tokens, moe_dtype dtype);
 int bench_desc_gated(const moe_layer_desc *d);
+
+/* Parses a --weights value ("f32,BF16,q4_0": any case, no repeats) into *out. Returns 0, or
+ * -1 with a message naming the flag and the bad item on stderr. */
+int bench_parse_weights(const char *text, bench_dtype_list *out);
+/* Parses a --layers value: "auto" (any case) gives BENCH_LAYERS_AUTO. Returns 0 or -1 (with a
+ * message on stderr). */
+int bench_parse_layers(const char *text, int64_t *out);
 
 /* FLOPs of one forward (design.md): 2·T·d·E (router) + 2·T·k·d·f·m (routed experts, m = 3
  * gated, 2 otherwise) + 2·T·d·f_shared·m (shared experts) + 2·T·d (their sigmoid gate).
  * Rows dropped by capacity are still counted. */
 double bench_forward_flops(const moe_layer_desc *d, int64_t tokens);
 
-/* Bytes (float32) of one routed expert's weights, and of the weights every forward reads
- * whatever the routing: router (+ selection bias), shared experts (+ their gate). */
+/* Bytes of a [rows][cols] matrix in `dtype` (rows × moe_dtype_row_bytes; DEFAULT = F32). */
+double bench_matrix_bytes(moe_dtype dtype, int64_t rows, int64_t cols);
+/* Bytes of one routed expert's weights in d->weight_dtype, and of the weights every forward
+ * reads whatever the routing: the router (+ selection bias) and the shared expert's gate in
+ * float32, the shared experts in d->shared_weight_dtype. */
 double bench_expert_bytes(const moe_layer_desc *d);
 double bench_fixed_weight_bytes(const moe_layer_desc *d);
-/* Bytes of all the layer's weights. */
+/* Bytes of all the layer's weights, in its formats. */
 double bench_all_weight_bytes(const moe_layer_desc *d);
+/* Distinct experts a forward of `tokens` tokens is expected to read when each token picks
+ * top_k of n_experts uniformly: E·(1 − (1 − k/E)^T), at most min(E, T·k). */
+double bench_expected_experts(const moe_layer_desc *d, int64_t tokens);
 /* A generous estimate of the scratch one forward of `tokens` tokens reserves. */
 double bench_scratch_bytes(const moe_layer_desc *d, int64_t tokens);
 
-/* The token counts of the run (the sweep, or the single --tokens) and their maximum. */
+/* The token counts of the run (the sweep, or the single --tokens), their maximum and minimum. */
 size_t bench_token_list(const bench_config *cfg, int64_t *out, size_t cap);
 int64_t bench_max_tokens(const bench_config *cfg);
+int64_t bench_min_tokens(const bench_config *cfg);
 
 #endif /* MOE_BENCH_CONFIG_H */

@@ -6,7 +6,10 @@
  */
 #include "bench_config.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { MAX_OPTS = 72 };
@@ -136,6 +139,14 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "seed of the random weights, inputs and arrivals"},
         {"json", BENCH_OPT_STRING, &c->json_path, "FILE", 0, 0, 0.0, NULL, "none",
          "also write the results to FILE as a JSON array (bench/README.md)"},
+        {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
+         "weight storage formats run side by side, each quantised at upload from the same float32 "
+         "weights: f32, f16, bf16, q8_0, q4_0 (any case)"},
+        {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
+         "independent layers cycled through by the forwards, as a model's are, each with its own input; "
+         "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
+        OPT_FLAG("no-bandwidth", no_bandwidth,
+                 "do not measure the machine's read bandwidth (no % of it per result)"),
         OPT_FLAG("serve", serve, "serving simulation instead of the forward benchmark"),
         OPT_NUM("rate", rate, "R", 0.0, NULL, "serve: Poisson arrivals, requests per second"),
         OPT_NUM("duration", duration, "SEC", 0.0, NULL, "serve: requests arrive for this long"),
@@ -161,12 +172,82 @@ void bench_usage(FILE *out)
     fprintf(out, "usage: " BENCH_PROG " [options]\n"
                  "Times one MoE layer forward (moe_layer_forward) on random weights scaled like a trained\n"
                  "layer, on one or every backend, and reports latency min/median/mean/stddev/p95/p99,\n"
-                 "GFLOPS, tokens/s, weight GB/s, arena peak and the speedup over the scalar reference.\n"
+                 "GFLOPS, tokens/s, weight GB/s (and its share of the measured read bandwidth), arena\n"
+                 "peak and the speedup over the scalar reference, per weight format (--weights).\n"
                  "--serve runs a serving simulation instead. Without flags: the headline shape (T=512,\n"
                  "d_model=1024, d_ff=2816, 8 experts, top-2, SwiGLU) on the auto backend.\n"
                  "Exit status: 0 ok, 1 library error, 2 usage error, 3 the shape does not fit in memory.\n"
                  "\noptions:\n");
     bench_argparse_usage(out, opts, n);
+}
+
+/* The names of every format the library knows, "f32, f16, ..." (moe_dtype_name of 1, 2, ...). */
+static void format_names(char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int v = 1; moe_dtype_name((moe_dtype)v) && n < size; v++) {
+        const int w = snprintf(buf + n, size - n, "%s%s", v > 1 ? ", " : "", moe_dtype_name((moe_dtype)v));
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+}
+
+int bench_parse_weights(const char *text, bench_dtype_list *out)
+{
+    bench_dtype_list list = {0};
+    char names[128];
+    format_names(names, sizeof names);
+    for (const char *p = text;;) {
+        const size_t len = strcspn(p, ",");
+        char item[32];
+        moe_dtype dt = MOE_DTYPE_DEFAULT;
+        if (len == 0 || len >= sizeof item) {
+            fprintf(stderr, BENCH_PROG ": --weights expects comma-separated formats (%s), got '%s'\n", names,
+                    text);
+            return -1;
+        }
+        memcpy(item, p, len);
+        item[len] = '\0';
+        if (moe_dtype_from_name(item, &dt) != MOE_OK) {
+            fprintf(stderr, BENCH_PROG ": --weights: unknown format '%s' (expected %s)\n", item, names);
+            return -1;
+        }
+        for (size_t i = 0; i < list.n; i++)
+            if (list.v[i] == dt) {
+                fprintf(stderr, BENCH_PROG ": --weights names %s twice ('%s')\n", moe_dtype_name(dt), text);
+                return -1;
+            }
+        if (list.n == BENCH_MAX_FORMATS) {
+            fprintf(stderr, BENCH_PROG ": --weights takes at most %d formats\n", BENCH_MAX_FORMATS);
+            return -1;
+        }
+        list.v[list.n++] = dt;
+        if (p[len] == '\0') break;
+        p += len + 1;
+    }
+    *out = list;
+    return 0;
+}
+
+int bench_parse_layers(const char *text, int64_t *out)
+{
+    const char *a = text, *b = "auto";
+    while (*a && *b && tolower((unsigned char)*a) == *b) a++, b++;
+    if (!*a && !*b) {
+        *out = BENCH_LAYERS_AUTO;
+        return 0;
+    }
+    char *end = NULL;
+    errno = 0;
+    const long long v = text[0] >= '0' && text[0] <= '9' ? strtoll(text, &end, 10) : 0;
+    if (!end || *end != '\0' || errno == ERANGE || v < 1 || v > BENCH_MAX_LAYERS) {
+        fprintf(stderr, BENCH_PROG ": --layers expects a layer count 1..%d or 'auto', got '%s'\n",
+                BENCH_MAX_LAYERS, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
 }
 
 static bench_parse_result fail(const char *msg)
@@ -178,7 +259,31 @@ static bench_parse_result fail(const char *msg)
 /* Checks the parsed options together. */
 static bench_parse_result check(bench_config *c)
 {
-    char msg[256];
+    char msg[384];
+    c->weights = (bench_dtype_list){.n = 1, .v = {MOE_DTYPE_F32}};
+    if (c->weights_arg && bench_parse_weights(c->weights_arg, &c->weights)) return BENCH_PARSE_ERROR;
+    c->layers = 1;
+    if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;
+    /* A block format stores each weight row (the reduction dimension: d_model for gate/up,
+     * d_ff for down) in whole blocks; refused here, before anything is allocated. */
+    for (size_t i = 0; i < c->weights.n; i++) {
+        const int64_t block = moe_dtype_block_size(c->weights.v[i]);
+        const struct {
+            const char *flag;
+            int64_t v;
+        } dims[] = {{"--d-model", c->d_model}, {"--d-ff", c->d_ff}, {"--shared-ff", c->shared_ff}};
+        for (size_t j = 0; block > 1 && j < sizeof dims / sizeof dims[0]; j++) {
+            if (dims[j].v % block == 0) continue; /* --shared-ff 0 (none) passes */
+            snprintf(msg, sizeof msg,
+                     "--weights %s stores each weight row in blocks of %" PRId64
+                     " values, so d_model, d_ff and the shared expert's width must be multiples of %" PRId64
+                     ", but %s is %" PRId64,
+                     moe_dtype_name(c->weights.v[i]), block, block, dims[j].flag, dims[j].v);
+            return fail(msg);
+        }
+    }
+    if (c->serve && c->layers != 1)
+        return fail("--layers and --serve do not combine (a stream runs one layer)");
     if (c->top_k > c->experts) {
         snprintf(msg, sizeof msg, "--top-k (%" PRId64 ") must not exceed --experts (%" PRId64 ")", c->top_k,
                  c->experts);

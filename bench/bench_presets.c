@@ -114,7 +114,8 @@ void bench_presets_list(FILE *out)
                 p->name, t, p->d_model, p->d_ff, p->n_experts, p->top_k, extra, p->model,
                 bench_all_weight_bytes(&d) / 1073741824.0);
     }
-    fprintf(out, "(T '-' = the --tokens default; weights are float32, one copy)\n");
+    fprintf(out, "(T '-' = the --tokens default; weights are float32, one copy; --weights stores them in "
+                 "another format)\n");
 }
 
 /* ---- shape arithmetic ------------------------------------------------------------------- */
@@ -124,7 +125,7 @@ int bench_desc_gated(const moe_layer_desc *d)
     return d->activation == MOE_ACTIVATION_SWIGLU || d->activation == MOE_ACTIVATION_GEGLU;
 }
 
-moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t max_tokens)
+moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t max_tokens, moe_dtype dtype)
 {
     moe_layer_desc d;
     memset(&d, 0, sizeof d);
@@ -150,6 +151,10 @@ moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t ma
         d.expert_capacity = cap < 1.0 ? 1 : (int64_t)cap;
     }
     d.drop_policy = (moe_drop_policy)c->drop_policy;
+    /* The shared expert is stored in the same format: a format comparison is about every
+     * expert matrix a forward reads, and a model quantised for decode quantises them all. */
+    d.weight_dtype = dtype;
+    d.shared_weight_dtype = dtype;
     return d;
 }
 
@@ -165,19 +170,34 @@ double bench_forward_flops(const moe_layer_desc *d, int64_t tokens)
     return f;
 }
 
+double bench_matrix_bytes(moe_dtype dtype, int64_t rows, int64_t cols)
+{
+    if (dtype == MOE_DTYPE_DEFAULT) dtype = MOE_DTYPE_F32;
+    const size_t row = moe_dtype_row_bytes(dtype, cols);
+    if (row > 0) return (double)rows * (double)row;
+    /* A row that is not whole blocks (refused before any layer is made) or a size that
+     * overflows: the value width alone, so an estimate is still an estimate. */
+    const int64_t block = moe_dtype_block_size(dtype);
+    const double per_value = block > 0 ? (double)moe_dtype_row_bytes(dtype, block) / (double)block : 4.0;
+    return (double)rows * (double)cols * per_value;
+}
+
 double bench_expert_bytes(const moe_layer_desc *d)
 {
-    const double mats = bench_desc_gated(d) ? 3.0 : 2.0;
-    return mats * (double)d->d_model * (double)d->d_ff * sizeof(float);
+    const double in_mats = bench_desc_gated(d) ? 2.0 : 1.0; /* gate and up, or up alone */
+    return in_mats * bench_matrix_bytes(d->weight_dtype, d->d_ff, d->d_model) +
+           bench_matrix_bytes(d->weight_dtype, d->d_model, d->d_ff);
 }
 
 double bench_fixed_weight_bytes(const moe_layer_desc *d)
 {
-    const double mats = bench_desc_gated(d) ? 3.0 : 2.0, dm = (double)d->d_model;
+    const double dm = (double)d->d_model;
     double b = (double)d->n_experts * dm * sizeof(float);
     if (d->has_selection_bias) b += (double)d->n_experts * sizeof(float);
     if (d->d_ff_shared > 0) {
-        b += mats * dm * (double)d->d_ff_shared * sizeof(float);
+        const double in_mats = bench_desc_gated(d) ? 2.0 : 1.0;
+        b += in_mats * bench_matrix_bytes(d->shared_weight_dtype, d->d_ff_shared, d->d_model) +
+             bench_matrix_bytes(d->shared_weight_dtype, d->d_model, d->d_ff_shared);
         if (d->shared_expert_gate) b += dm * sizeof(float);
     }
     return b;
@@ -186,6 +206,15 @@ double bench_fixed_weight_bytes(const moe_layer_desc *d)
 double bench_all_weight_bytes(const moe_layer_desc *d)
 {
     return (double)d->n_experts * bench_expert_bytes(d) + bench_fixed_weight_bytes(d);
+}
+
+double bench_expected_experts(const moe_layer_desc *d, int64_t tokens)
+{
+    const double e = (double)d->n_experts, k = (double)d->top_k, t = (double)tokens;
+    double x = e * -expm1(t * log1p(-k / e)); /* E·(1 − (1 − k/E)^T), exact for k = E too */
+    if (!(x <= e)) x = e;
+    if (x > t * k) x = t * k;
+    return x;
 }
 
 double bench_scratch_bytes(const moe_layer_desc *d, int64_t tokens)
@@ -210,6 +239,16 @@ size_t bench_token_list(const bench_config *c, int64_t *out, size_t cap)
     size_t n = c->sweep_tokens.n < cap ? c->sweep_tokens.n : cap;
     for (size_t i = 0; i < n; i++) out[i] = c->sweep_tokens.v[i];
     return n;
+}
+
+int64_t bench_min_tokens(const bench_config *c)
+{
+    if (c->serve) return c->max_batch_tokens;
+    int64_t list[BENCH_LIST_MAX], m = INT64_MAX;
+    const size_t n = bench_token_list(c, list, BENCH_LIST_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (list[i] < m) m = list[i];
+    return n ? m : 1;
 }
 
 int64_t bench_max_tokens(const bench_config *c)

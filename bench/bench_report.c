@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <string.h>
 
 #ifndef MOE_BENCH_GIT_COMMIT
@@ -28,6 +29,26 @@ void bench_result_set_device(bench_result *r, moe_backend_kind kind, const moe_d
     bench_isa_from_driver(info->driver, r->isa, sizeof r->isa);
     r->device_index = info->index;
     r->threads = info->compute_units;
+    r->shares_host_memory = bench_shares_host_memory(info);
+}
+
+/* A weight format's name; DEFAULT is what the bench hands over, float32. */
+static const char *dtype_name(moe_dtype dt)
+{
+    const char *name = moe_dtype_name(dt == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : dt);
+    return name ? name : "?";
+}
+
+/* Bytes as "12.3 MB" style text (decimal units, as bandwidths are). */
+static const char *mb_text(double bytes, char *buf, size_t size)
+{
+    if (bytes >= 1e9)
+        snprintf(buf, size, "%.2f GB", bytes * 1e-9);
+    else if (bytes >= 1e6)
+        snprintf(buf, size, "%.1f MB", bytes * 1e-6);
+    else
+        snprintf(buf, size, "%.1f kB", bytes * 1e-3);
+    return buf;
 }
 
 void bench_print_header(FILE *out, moe_backend_kind kind, const moe_device_info *info)
@@ -37,6 +58,73 @@ void bench_print_header(FILE *out, moe_backend_kind kind, const moe_device_info 
     fprintf(out, "moe %s | commit %s | backend %s | device %d \"%s\" | driver \"%s\" | ISA %s | %s %d\n",
             moe_version(), bench_git_commit(), moe_backend_name(kind), info->index, info->name, info->driver,
             isa, kind == MOE_BACKEND_CPU ? "threads" : "compute units", info->compute_units);
+}
+
+void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidth *bw, const char *why_not)
+{
+    fprintf(out, "machine: last-level cache %.1f MiB (%s)", (double)plan->llc_bytes / 1048576.0,
+            plan->llc_source ? plan->llc_source : "?");
+    if (bw && bw->gbs > 0.0)
+        fprintf(out,
+                "; read bandwidth %.1f GB/s (best of %d streaming passes over %.2f GiB with %d thread%s, "
+                "the CPU backend's; median %.1f GB/s)\n",
+                bw->gbs, bw->passes, (double)bw->bytes / 1073741824.0, bw->threads,
+                bw->threads == 1 ? "" : "s", bw->median_gbs);
+    else
+        fprintf(out, "; read bandwidth not measured (%s)\n", why_not && *why_not ? why_not : "-");
+}
+
+void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
+{
+    for (size_t i = 0; i < plan->n; i++) {
+        const bench_format_plan *f = &plan->f[i];
+        if (!f->auto_layers) {
+            if (f->layers > 1)
+                fprintf(out,
+                        "weights %s: %" PRId64 " layers (--layers), cycled in order, each on its own input\n",
+                        dtype_name(f->dtype), f->layers);
+            continue;
+        }
+        char fwd[32], expert[32], capped[160] = "";
+        if (f->capped[0])
+            snprintf(capped, sizeof capped, " (the rule asks for %" PRId64 ": %s)", f->wanted, f->capped);
+        fprintf(out,
+                "weights %s: %" PRId64
+                " layers%s, cycled in order, each on its own input: --layers auto takes the "
+                "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
+                "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
+                "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
+                dtype_name(f->dtype), f->layers, capped, mb_text(f->forward_bytes, fwd, sizeof fwd),
+                (double)plan->llc_bytes / 1048576.0, fwd, f->auto_tokens,
+                c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
+                mb_text(f->expert_bytes, expert, sizeof expert));
+    }
+}
+
+/* Bytes as "1.25 GiB" / "340.2 MiB" / "12.0 KiB" text (binary units, as memory is). */
+static const char *mib_text(double bytes, char *buf, size_t size)
+{
+    if (bytes >= 1073741824.0)
+        snprintf(buf, size, "%.2f GiB", bytes / 1073741824.0);
+    else if (bytes >= 1048576.0)
+        snprintf(buf, size, "%.1f MiB", bytes / 1048576.0);
+    else
+        snprintf(buf, size, "%.1f KiB", bytes / 1024.0);
+    return buf;
+}
+
+void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
+                               size_t arena_weights_bytes)
+{
+    char all[32], one[32];
+    fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
+            dtype_name(f->dtype), f->layers, f->layers == 1 ? "" : "s",
+            f->layers > 1 ? " cycled in order" : "", mib_text((double)arena_weights_bytes, all, sizeof all));
+    if (f->layers > 1)
+        fprintf(out, " (%s per layer)",
+                mib_text((double)arena_weights_bytes / (double)f->layers, one, sizeof one));
+    if (f->capped[0]) fprintf(out, " | --layers auto %s", f->capped);
+    fputc('\n', out);
 }
 
 void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d, int64_t hot_tokens)
@@ -73,10 +161,13 @@ void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d
         "figures: latency = host wall time of one moe_layer_forward (dev_ms: the backend's device time of "
         "its\n"
         "  steps, median); GFLOPS = FLOPs / median, FLOPs = 2*T*d_model*E + 2*T*k*d_model*d_ff*%d%s;\n"
-        "  tokens/s = T / median; GB/s = float32 bytes of the router, %severy expert that got >= 1 token,\n"
-        "  / median; arena = peak scratch; speedup = scalar reference time (timed on a few tokens, scaled to "
-        "T)\n"
-        "  / median\n",
+        "  tokens/s = T / median; GB/s = bytes, in the weights' storage format, of the router, %severy "
+        "expert\n"
+        "  that got >= 1 token (mean over the layers), / median; BW%% = GB/s as a share of the measured "
+        "read\n"
+        "  bandwidth; arena = peak scratch; speedup = scalar reference time (float32 weights, timed on a "
+        "few\n"
+        "  tokens, scaled to T) / median\n",
         bench_desc_gated(d) ? 3 : 2,
         d->d_ff_shared > 0 ? (d->shared_expert_gate ? " + 2*T*d_model*d_ff_shared*m + 2*T*d_model (shared)"
                                                     : " + 2*T*d_model*d_ff_shared*m (shared)")
@@ -92,9 +183,10 @@ typedef struct column {
 } column;
 
 static const column cols[] = {
-    {"backend", -7}, {"dev", 3},    {"T", 6},       {"iters", 6},     {"min_ms", 9},  {"median_ms", 9},
-    {"mean_ms", 9},  {"stddev", 8}, {"p95_ms", 9},  {"p99_ms", 9},    {"dev_ms", 9},  {"GFLOPS", 8},
-    {"tokens/s", 9}, {"GB/s", 7},   {"experts", 7}, {"arena_MiB", 9}, {"speedup", 8},
+    {"backend", -7}, {"dev", 3},       {"weights", -7},  {"T", 6},        {"iters", 6},
+    {"min_ms", 9},   {"median_ms", 9}, {"mean_ms", 9},   {"stddev", 8},   {"p95_ms", 9},
+    {"p99_ms", 9},   {"dev_ms", 9},    {"GFLOPS", 8},    {"tokens/s", 9}, {"GB/s", 7},
+    {"BW%", 5},      {"experts", 9},   {"arena_MiB", 9}, {"speedup", 8},
 };
 enum { N_COLS = sizeof cols / sizeof cols[0] };
 
@@ -110,7 +202,14 @@ double bench_result_tokens_per_s(const bench_result *r)
 
 double bench_result_gbps(const bench_result *r)
 {
-    return r->wall.median > 0.0 ? r->weight_bytes / r->wall.median * 1e-9 : 0.0;
+    return r->wall.median > 0.0 ? r->weight_read_bytes / r->wall.median * 1e-9 : 0.0;
+}
+
+double bench_result_bw_fraction(const bench_result *r)
+{
+    /* A device with memory of its own reads at its own bandwidth, not the host's. */
+    if (!(r->read_bw_gbs > 0.0) || !r->shares_host_memory) return -1.0;
+    return bench_result_gbps(r) / r->read_bw_gbs;
 }
 
 double bench_result_speedup(const bench_result *r)
@@ -128,37 +227,48 @@ void bench_print_row(FILE *out, const bench_result *r)
 {
     char v[N_COLS][32];
     const bench_summary *s = &r->wall;
-    snprintf(v[0], sizeof v[0], "%s", r->backend);
-    snprintf(v[1], sizeof v[1], "%d", r->device_index);
-    snprintf(v[2], sizeof v[2], "%" PRId64, r->tokens);
-    snprintf(v[3], sizeof v[3], "%zu", s->n);
-    snprintf(v[4], sizeof v[4], "%.3f", s->min * 1e3);
-    snprintf(v[5], sizeof v[5], "%.3f", s->median * 1e3);
-    snprintf(v[6], sizeof v[6], "%.3f", s->mean * 1e3);
-    snprintf(v[7], sizeof v[7], "%.3f", s->stddev * 1e3);
-    snprintf(v[8], sizeof v[8], "%.3f", s->p95 * 1e3);
-    snprintf(v[9], sizeof v[9], "%.3f", s->p99 * 1e3);
+    size_t c = 0;
+    snprintf(v[c++], sizeof v[0], "%s", r->backend);
+    snprintf(v[c++], sizeof v[0], "%d", r->device_index);
+    snprintf(v[c++], sizeof v[0], "%s", dtype_name(r->desc.weight_dtype));
+    snprintf(v[c++], sizeof v[0], "%" PRId64, r->tokens);
+    snprintf(v[c++], sizeof v[0], "%zu", s->n);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->min * 1e3);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->median * 1e3);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->mean * 1e3);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->stddev * 1e3);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->p95 * 1e3);
+    snprintf(v[c++], sizeof v[0], "%.3f", s->p99 * 1e3);
     if (r->dev_time.n)
-        snprintf(v[10], sizeof v[10], "%.3f", r->dev_time.median * 1e3);
+        snprintf(v[c++], sizeof v[0], "%.3f", r->dev_time.median * 1e3);
     else
-        snprintf(v[10], sizeof v[10], "-");
-    snprintf(v[11], sizeof v[11], "%.2f", bench_result_gflops(r));
-    snprintf(v[12], sizeof v[12], "%.0f", bench_result_tokens_per_s(r));
-    snprintf(v[13], sizeof v[13], "%.2f", bench_result_gbps(r));
-    snprintf(v[14], sizeof v[14], "%" PRId64 "/%" PRId64, r->experts_active, r->desc.n_experts);
-    snprintf(v[15], sizeof v[15], "%.2f", (double)r->arena_peak_bytes / (1024.0 * 1024.0));
+        snprintf(v[c++], sizeof v[0], "-");
+    snprintf(v[c++], sizeof v[0], "%.2f", bench_result_gflops(r));
+    snprintf(v[c++], sizeof v[0], "%.0f", bench_result_tokens_per_s(r));
+    snprintf(v[c++], sizeof v[0], "%.2f", bench_result_gbps(r));
+    const double frac = bench_result_bw_fraction(r);
+    if (frac >= 0.0)
+        snprintf(v[c++], sizeof v[0], "%.0f%%", frac * 100.0);
+    else
+        snprintf(v[c++], sizeof v[0], "-");
+    /* Whole with one layer; a mean over the layers may not be. */
+    if (r->experts_active == floor(r->experts_active))
+        snprintf(v[c++], sizeof v[0], "%.0f/%" PRId64, r->experts_active, r->desc.n_experts);
+    else
+        snprintf(v[c++], sizeof v[0], "%.1f/%" PRId64, r->experts_active, r->desc.n_experts);
+    snprintf(v[c++], sizeof v[0], "%.2f", (double)r->arena_peak_bytes / (1024.0 * 1024.0));
     if (r->has_ref)
-        snprintf(v[16], sizeof v[16], "%.1fx", bench_result_speedup(r));
+        snprintf(v[c++], sizeof v[0], "%.1fx", bench_result_speedup(r));
     else
-        snprintf(v[16], sizeof v[16], "-");
+        snprintf(v[c++], sizeof v[0], "-");
     for (size_t i = 0; i < N_COLS; i++) fprintf(out, "%s%*s", i ? " " : "", cols[i].width, v[i]);
     fputc('\n', out);
 }
 
 void bench_print_first(FILE *out, const bench_result *r)
 {
-    fprintf(out, "first forward: %s %d at T=%" PRId64 ": %.3f ms", r->backend, r->device_index, r->tokens,
-            r->first_wall * 1e3);
+    fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
+            dtype_name(r->desc.weight_dtype), r->tokens, r->first_wall * 1e3);
     if (r->first_device > 0.0)
         fprintf(
             out,
@@ -167,13 +277,34 @@ void bench_print_first(FILE *out, const bench_result *r)
     fputc('\n', out);
 }
 
+void bench_print_bandwidth(FILE *out, const bench_result *r)
+{
+    char bytes[32];
+    fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
+            r->backend, r->device_index, dtype_name(r->desc.weight_dtype), r->tokens,
+            mb_text(r->weight_read_bytes, bytes, sizeof bytes),
+            r->layers > 1 ? "the mean of one forward of each layer's routing" : "from one forward's routing",
+            bench_result_gbps(r));
+    const double frac = bench_result_bw_fraction(r);
+    if (frac >= 0.0)
+        fprintf(out, " = %.0f%% of the %.1f GB/s read bandwidth", frac * 100.0, r->read_bw_gbs);
+    else if (!r->shares_host_memory)
+        fprintf(out, " (the device's own memory: no host bandwidth to compare with)");
+    if (r->tokens <= BENCH_DECODE_TOKENS)
+        fprintf(out, "; decode: %.1f tokens/s", bench_result_tokens_per_s(r));
+    fputc('\n', out);
+}
+
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
+    const moe_dtype dt = r->desc.weight_dtype;
     fprintf(out,
-            "check: %s %d vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
-            ": max |y - y_ref| %.3g (max |y_ref| %.3g)\n",
-            r->backend, r->device_index, r->ref_tokens, r->tokens, r->ref_max_abs_diff, r->ref_max_abs);
+            "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
+            ": rel L2 %.3g on the format's weights; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
+            "|y_f32| %.3g)\n",
+            r->backend, r->device_index, dtype_name(dt), r->ref_tokens, r->tokens, r->ref_rel_l2,
+            r->format_rel_l2, r->ref_max_abs_diff, r->ref_max_abs);
 }
 
 static const char *dist_text(const bench_serve_result *s, char *buf, size_t size)
@@ -196,11 +327,11 @@ void bench_print_serve(FILE *out, const bench_serve_result *s)
 {
     char dist[64];
     fprintf(out,
-            "serve %s %d: %" PRId64
+            "serve %s %d, weights %s: %" PRId64
             " stream(s) x %d thread(s); Poisson arrivals at %g req/s for %g s (seed %" PRIu64
             "); request tokens %s, capped at %" PRId64 "; batches up to %" PRId64 " tokens\n",
-            s->backend, s->device_index, s->streams, s->threads, s->rate, s->duration, s->seed,
-            dist_text(s, dist, sizeof dist), s->max_batch_tokens, s->max_batch_tokens);
+            s->backend, s->device_index, dtype_name(s->desc.weight_dtype), s->streams, s->threads, s->rate,
+            s->duration, s->seed, dist_text(s, dist, sizeof dist), s->max_batch_tokens, s->max_batch_tokens);
     fprintf(out,
             "  requests %" PRId64 ": %" PRId64 " completed, %" PRId64 " unfinished; %" PRId64
             " batches, mean %.1f tokens, forward median %.3f ms (p99 %.3f ms); streams busy %.0f%%\n",
@@ -238,6 +369,7 @@ static void add_common(cJSON *o, const char *kind, const char *backend, const ch
     cJSON_AddNumberToObject(o, "d_ff", (double)d->d_ff);
     cJSON_AddNumberToObject(o, "n_experts", (double)d->n_experts);
     cJSON_AddNumberToObject(o, "top_k", (double)d->top_k);
+    cJSON_AddStringToObject(o, "weight_dtype", dtype_name(d->weight_dtype));
     cJSON *v = cJSON_AddObjectToObject(o, "variant");
     if (!v) return;
     cJSON_AddStringToObject(v, "activation", bench_choice_name(bench_activation_choices, (int)d->activation));
@@ -298,11 +430,18 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "flops", r->flops);
     cJSON_AddNumberToObject(o, "gflops", bench_result_gflops(r));
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));
-    cJSON_AddNumberToObject(o, "weight_bytes", r->weight_bytes);
+    cJSON_AddNumberToObject(o, "layers", (double)r->layers);
+    cJSON_AddBoolToObject(o, "layers_auto", r->layers_auto != 0);
+    cJSON_AddNumberToObject(o, "weight_bytes", (double)r->arena_weights_bytes);
+    cJSON_AddNumberToObject(o, "weight_read_bytes", r->weight_read_bytes);
+    cJSON_AddNumberToObject(o, "weight_gbs", bench_result_gbps(r));
     cJSON_AddNumberToObject(o, "gbps", bench_result_gbps(r));
-    cJSON_AddNumberToObject(o, "experts_active", (double)r->experts_active);
+    add_or_null(o, "read_bandwidth_gbs", cJSON_CreateNumber(r->read_bw_gbs), r->read_bw_gbs > 0.0);
+    const double frac = bench_result_bw_fraction(r);
+    add_or_null(o, "weight_bw_fraction", cJSON_CreateNumber(frac), frac >= 0.0);
+    cJSON_AddNumberToObject(o, "experts_active", r->experts_active);
     cJSON_AddNumberToObject(o, "max_expert_rows", (double)r->max_expert_rows);
-    cJSON_AddNumberToObject(o, "dropped_rows", (double)r->dropped_rows);
+    cJSON_AddNumberToObject(o, "dropped_rows", r->dropped_rows);
     cJSON_AddNumberToObject(o, "arena_peak_bytes", (double)r->arena_peak_bytes);
     cJSON_AddNumberToObject(o, "arena_scratch_bytes", (double)r->arena_scratch_bytes);
     cJSON_AddNumberToObject(o, "arena_weights_bytes", (double)r->arena_weights_bytes);
@@ -314,6 +453,8 @@ cJSON *bench_result_json(const bench_result *r)
         if (r->ref_compared) {
             cJSON_AddNumberToObject(ref, "max_abs_diff", r->ref_max_abs_diff);
             cJSON_AddNumberToObject(ref, "max_abs", r->ref_max_abs);
+            add_or_null(ref, "rel_l2", cJSON_CreateNumber(r->ref_rel_l2), isfinite(r->ref_rel_l2));
+            cJSON_AddNumberToObject(ref, "rel_l2_vs_f32", r->format_rel_l2);
         }
     }
     add_or_null(o, "reference", ref, r->has_ref);

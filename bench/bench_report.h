@@ -7,6 +7,8 @@
 #ifndef MOE_BENCH_REPORT_H
 #define MOE_BENCH_REPORT_H
 
+#include "bench_machine.h"
+#include "bench_plan.h"
 #include "bench_runner.h"
 #include "bench_serve.h"
 
@@ -19,6 +21,14 @@ const char *bench_git_commit(void);
 void bench_result_set_device(bench_result *r, moe_backend_kind kind, const moe_device_info *info);
 
 void bench_print_header(FILE *out, moe_backend_kind kind, const moe_device_info *info);
+/* The machine line: the last-level cache and the measured read bandwidth (`bw` NULL or with
+ * gbs 0: not measured, `why_not` says why). */
+void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidth *bw, const char *why_not);
+/* How many layers each format cycles through and why (only when that is not simply 1). */
+void bench_print_plan(FILE *out, const bench_config *cfg, const bench_plan *plan);
+/* The line above a (target, format)'s rows: the format, its layers, the arena's weight bytes. */
+void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
+                               size_t arena_weights_bytes);
 /* The layer's variant, the FLOPs at the largest T, and how each figure is defined. */
 void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc *d, int64_t hot_tokens);
 /* The result table: the column header, then one row per result. */
@@ -27,12 +37,21 @@ void bench_print_row(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);
 /* The first forward's time, apart from the statistics (kernel compilation shows here). */
 void bench_print_first(FILE *out, const bench_result *r);
+/* The weight bandwidth of a result: bytes read per forward, GB/s, its share of the measured
+ * read bandwidth, and tokens/s for decode (T <= BENCH_DECODE_TOKENS). */
+void bench_print_bandwidth(FILE *out, const bench_result *r);
 void bench_print_serve(FILE *out, const bench_serve_result *s);
+
+/* Token counts up to this are decode steps: their report adds tokens/s to the bandwidth line. */
+enum { BENCH_DECODE_TOKENS = 16 };
 
 /* Derived figures of a result (0 where the median is 0). */
 double bench_result_gflops(const bench_result *r);
 double bench_result_tokens_per_s(const bench_result *r);
-double bench_result_gbps(const bench_result *r);
+double bench_result_gbps(const bench_result *r); /* weight_read_bytes / median, GB/s */
+/* bench_result_gbps / the measured read bandwidth; < 0 when it does not apply (not measured,
+ * or the device has memory of its own). */
+double bench_result_bw_fraction(const bench_result *r);
 double bench_result_speedup(const bench_result *r); /* 0 without the reference */
 
 /* JSON objects (caller owns; NULL when out of memory). The keys are bench/README.md's. */

@@ -1,9 +1,9 @@
 /*
  * bench_runner.c — the measuring half of moe-bench (see bench_runner.h): target selection,
- * the memory guard, reproducible weights scaled like a trained layer (uniform in
- * ±1/sqrt(fan_in), inputs uniform in ±1, so routing is realistic rather than degenerate),
- * the --hot-expert skew, the timed forwards with wall and device time, and the scalar
- * reference. Uses only the public API.
+ * reproducible weights scaled like a trained layer (uniform in ±1/sqrt(fan_in), inputs
+ * uniform in ±1, so routing is realistic rather than degenerate) with an input per layer, the
+ * --hot-expert skew, the timed forwards round a cycle of layers with wall and device time, the
+ * routing of each layer, and the scalar reference. Uses only the public API.
  */
 #include "bench_runner.h"
 
@@ -25,9 +25,6 @@ enum {
 #define REF_FLOP_BUDGET 1e9   /* default reference tokens: about this many FLOPs */
 #define BIAS_BOUND      0.05f /* selection bias uniform in ±this (scores are O(1)) */
 #define HOT_LOGIT       3.0   /* --hot-expert: logit added to expert 0 (logits' spread is ~1/3) */
-#define PACK_SLACK      1.05  /* the library's packed copy: padding to panels, alignment */
-#define GIB             1073741824.0
-#define HOST_SHARE      0.95 /* of the host's available memory a run may plan to use */
 
 int bench_library_error(const char *what, moe_status st, const moe_context *ctx)
 {
@@ -115,63 +112,6 @@ int bench_context_create(const bench_target *t, int64_t threads, moe_context **o
     return 0;
 }
 
-/* ---- memory guard ----------------------------------------------------------------------- */
-
-static int shares_host_memory(const moe_device_info *info)
-{
-    return info->type != MOE_DEVICE_TYPE_DISCRETE_GPU && info->type != MOE_DEVICE_TYPE_VIRTUAL_GPU;
-}
-
-int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, size_t n_infos)
-{
-    const int64_t max_t = bench_max_tokens(cfg);
-    const moe_layer_desc d = bench_make_desc(cfg, max_t, max_t);
-    const double weights = bench_all_weight_bytes(&d);
-    const double streams = cfg->serve ? (double)cfg->streams : 1.0;
-    const double act = 2.0 * (double)max_t * (double)d.d_model * sizeof(float) +
-                       (double)DEFAULT_REF_TOKENS * (double)d.d_model * sizeof(float);
-    const double lib = streams * (weights * PACK_SLACK + bench_scratch_bytes(&d, max_t));
-    const moe_device_info *host_dev = NULL; /* a target whose copy lives in host memory */
-    for (size_t i = 0; i < n_infos; i++) {
-        if (shares_host_memory(&infos[i])) {
-            if (!host_dev) host_dev = &infos[i];
-        } else if (infos[i].memory_bytes > 0 && lib > (double)infos[i].memory_bytes) {
-            fprintf(
-                stderr,
-                BENCH_PROG ": refusing %s at T=%" PRId64 ": it needs about %.4g GiB on %s device %d \"%s\" "
-                           "(%.4g GiB of weights per stream, %.0f stream(s), plus scratch), more than its "
-                           "%.4g GiB\n",
-                bench_preset_name(cfg->preset), max_t, lib / GIB, moe_backend_name(infos[i].backend),
-                infos[i].index, infos[i].name, weights / GIB, streams, (double)infos[i].memory_bytes / GIB);
-            return BENCH_EXIT_MEMORY;
-        }
-    }
-    const double worst_lib = host_dev ? lib : 0.0;
-    uint64_t total = 0;
-    const uint64_t avail = bench_host_available(&total);
-    const double need = weights + act + worst_lib;
-    if (!isfinite(need) || need > (double)SIZE_MAX / 2 || (avail > 0 && need > HOST_SHARE * (double)avail)) {
-        char lib_text[160] = "";
-        if (host_dev)
-            snprintf(lib_text, sizeof lib_text,
-                     ", %.4g GiB for the library's own packed copy and scratch on the %s backend (%.0f %s)",
-                     worst_lib / GIB, moe_backend_name(host_dev->backend), streams,
-                     streams > 1 ? "streams" : "stream");
-        fprintf(stderr,
-                BENCH_PROG
-                ": refusing %s (d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts) at T=%" PRId64
-                ": it needs about %.4g GiB of host memory (%.4g GiB of float32 weights made on the host%s, "
-                "%.4g GiB of activations), but this machine has %.4g GiB available (%.4g GiB total) and a "
-                "run may "
-                "use %.0f%% of it\n",
-                bench_preset_name(cfg->preset), d.d_model, d.d_ff, d.n_experts, max_t, need / GIB,
-                weights / GIB, lib_text, act / GIB, (double)avail / GIB, (double)total / GIB,
-                HOST_SHARE * 100.0);
-        return BENCH_EXIT_MEMORY;
-    }
-    return 0;
-}
-
 /* ---- data ------------------------------------------------------------------------------- */
 
 void bench_data_free(bench_data *b)
@@ -183,9 +123,10 @@ void bench_data_free(bench_data *b)
     memset(b, 0, sizeof *b);
 }
 
-/* --hot-expert: push a seeded share of the input rows toward expert 0 by adding
- * (HOT_LOGIT / |r0|²)·r0, which raises that row's expert-0 logit by HOT_LOGIT and moves the
- * others only by the (small) overlap of router rows. */
+/* --hot-expert: push a seeded share of the input rows (of every layer's input) toward
+ * expert 0 by adding (HOT_LOGIT / |r0|²)·r0, which raises that row's expert-0 logit by
+ * HOT_LOGIT and moves the others only by the (small) overlap of router rows. Returns the rows
+ * pushed in layer 0's input. */
 static int64_t skew_inputs(const bench_config *c, const moe_layer_desc *d, bench_data *b)
 {
     const float *r0 = b->router;
@@ -196,16 +137,21 @@ static int64_t skew_inputs(const bench_config *c, const moe_layer_desc *d, bench
     bench_rng rng;
     bench_rng_seed(&rng, c->seed ^ 0x486f74457870ull); /* its own stream: the base data stays */
     int64_t hot = 0;
-    for (int64_t t = 0; t < b->rows; t++) {
+    for (int64_t t = 0; t < b->rows * b->layers; t++) {
         if (!(bench_rng_uniform(&rng) < c->hot_expert)) continue;
         float *x = b->x + (size_t)t * (size_t)d->d_model;
         for (int64_t i = 0; i < d->d_model; i++) x[i] += coef * r0[i];
-        hot++;
+        hot += t < b->rows;
     }
     return hot;
 }
 
-int bench_data_make(const bench_config *c, const moe_layer_desc *d, bench_data *b)
+const float *bench_data_x(const bench_data *b, int64_t layer, int64_t d_model)
+{
+    return b->x + (size_t)layer * (size_t)b->rows * (size_t)d_model;
+}
+
+int bench_data_make(const bench_config *c, const moe_layer_desc *d, int64_t layers, bench_data *b)
 {
     memset(b, 0, sizeof *b);
     const int gated = bench_desc_gated(d), shared = d->d_ff_shared > 0;
@@ -230,7 +176,8 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, bench_data *
         {&b->shared_down, shared, d->d_model, d->d_ff_shared, 1, sh_bound, "shared_down"},
         {&b->shared_expert_gate, shared && d->shared_expert_gate, d->d_model, 1, 1, in_bound,
          "shared_expert_gate"},
-        {&b->x, 1, rows, d->d_model, 1, 1.0f, "x"},
+        /* Filled in order from one stream, so layer 0's input is the same whatever the count. */
+        {&b->x, 1, rows, layers, d->d_model, 1.0f, "x"},
         {&b->y, 1, rows, d->d_model, 1, 0.0f, "y"},
     };
     enum { N_ARRAYS = sizeof arrays / sizeof arrays[0] };
@@ -258,6 +205,7 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, bench_data *
         }
     }
     b->rows = rows;
+    b->layers = layers;
     bench_rng rng;
     bench_rng_seed(&rng, c->seed);
     for (size_t i = 0; i < N_ARRAYS; i++)
@@ -344,9 +292,24 @@ static void progress(bench_run_progress *p, double within)
                           p->label);
 }
 
+/* The layers of a measurement, cycled in order: `next` is the layer the next forward runs. */
+typedef struct layer_cycle {
+    moe_layer *const *layers;
+    int64_t n, next, d_model;
+    const bench_data *b;
+} layer_cycle;
+
+/* One forward of the cycle's next layer on its own input; then the next layer is the one after. */
+static moe_status cycle_forward(layer_cycle *cy, int64_t tokens, float *y, moe_forward_stats *stats)
+{
+    const int64_t i = cy->next;
+    cy->next = (i + 1) % cy->n;
+    return moe_layer_forward(cy->layers[i], tokens, bench_data_x(cy->b, i, cy->d_model), y, stats);
+}
+
 /* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
  * seconds, at least MIN_TIMED_ITERS. Seconds per forward in *wall and *dev. */
-static int time_forwards(const bench_config *c, moe_context *ctx, moe_layer *layer, int64_t tokens,
+static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *cy, int64_t tokens,
                          bench_data *b, bench_run_progress *prog, double **wall, double **dev, size_t *out_n)
 {
     size_t cap = c->iters > 0 ? (size_t)c->iters : 64, n = 0;
@@ -378,7 +341,7 @@ static int time_forwards(const bench_config *c, moe_context *ctx, moe_layer *lay
         stats.struct_size = sizeof stats;
         stats.device_ms = &device_ms;
         const double t0 = bench_now();
-        const moe_status st = moe_layer_forward(layer, tokens, b->x, b->y, &stats);
+        const moe_status st = cycle_forward(cy, tokens, b->y, &stats);
         const double t1 = bench_now();
         if (st != MOE_OK) {
             free(tw);
@@ -399,33 +362,76 @@ static int time_forwards(const bench_config *c, moe_context *ctx, moe_layer *lay
     return 0;
 }
 
-int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *layer, const moe_layer_desc *d,
-                  int64_t tokens, bench_data *b, bench_run_progress *prog, bench_result *r)
+/* One untimed forward of every layer with per-expert counts: the weight bytes each reads and
+ * its routing, averaged (maxed) over the layers into *r. Layer 0 runs last, so b->y ends as its
+ * output on its input (what the reference is compared with). */
+static int count_routing(moe_context *ctx, const layer_cycle *cy, const moe_layer_desc *d, int64_t tokens,
+                         bench_data *b, bench_result *r)
+{
+    int32_t *counts = calloc((size_t)d->n_experts, sizeof *counts);
+    if (!counts) {
+        fprintf(stderr, BENCH_PROG ": out of host memory for %" PRId64 " expert counts\n", d->n_experts);
+        return BENCH_EXIT_LIBRARY;
+    }
+    double bytes = 0.0, active = 0.0, dropped_sum = 0.0;
+    int64_t max_rows = 0;
+    for (int64_t l = cy->n - 1; l >= 0; l--) {
+        int32_t dropped = 0;
+        moe_forward_stats stats;
+        memset(&stats, 0, sizeof stats);
+        stats.struct_size = sizeof stats;
+        stats.expert_counts = counts;
+        stats.dropped_count = &dropped;
+        const moe_status st =
+            moe_layer_forward(cy->layers[l], tokens, bench_data_x(b, l, d->d_model), b->y, &stats);
+        if (st != MOE_OK) {
+            free(counts);
+            return bench_library_error("moe_layer_forward (routing counts)", st, ctx);
+        }
+        bytes += bench_forward_weight_bytes(d, counts);
+        for (int64_t e = 0; e < d->n_experts; e++) {
+            active += counts[e] > 0;
+            if (counts[e] > max_rows) max_rows = counts[e];
+        }
+        dropped_sum += dropped;
+    }
+    free(counts);
+    r->weight_read_bytes = bytes / (double)cy->n;
+    r->experts_active = active / (double)cy->n;
+    r->max_expert_rows = max_rows;
+    r->dropped_rows = dropped_sum / (double)cy->n;
+    return 0;
+}
+
+int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
+                  const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
+                  bench_result *r)
 {
     moe_status st;
+    layer_cycle cy = {layers, n_layers, 0, d->d_model, b};
     progress(prog, 0.0);
-    /* The first forward, always run and reported on its own (first_wall/first_device), so
-     * kernel compilation on a cold cache is never folded into the statistics. */
+    /* The first forward (layer 0), always run and reported on its own (first_wall /
+     * first_device), so kernel compilation on a cold cache is never folded into the statistics. */
     double first_device_ms = 0.0;
     moe_forward_stats first;
     memset(&first, 0, sizeof first);
     first.struct_size = sizeof first;
     first.device_ms = &first_device_ms;
     const double warm_start = bench_now();
-    st = moe_layer_forward(layer, tokens, b->x, b->y, &first);
+    st = cycle_forward(&cy, tokens, b->y, &first);
     if (st != MOE_OK) return bench_library_error("moe_layer_forward (first)", st, ctx);
     r->first_wall = bench_now() - warm_start;
     r->first_device = first_device_ms * 1e-3;
     /* Warm-up: --warmup forwards (the first one counts), cut short once they have taken
-     * --min-time. */
+     * --min-time, continuing the cycle. */
     for (int64_t i = 1; i < c->warmup; i++) {
-        st = moe_layer_forward(layer, tokens, b->x, b->y, NULL);
+        st = cycle_forward(&cy, tokens, b->y, NULL);
         if (st != MOE_OK) return bench_library_error("moe_layer_forward (warm-up)", st, ctx);
         if (c->iters == 0 && bench_now() - warm_start >= c->min_time) break;
     }
     double *wall = NULL, *dev = NULL;
     size_t n = 0;
-    int rc = time_forwards(c, ctx, layer, tokens, b, prog, &wall, &dev, &n);
+    int rc = time_forwards(c, ctx, &cy, tokens, b, prog, &wall, &dev, &n);
     if (rc) return rc;
     r->wall = bench_summarize(wall, n);
     int any_device = 0;
@@ -434,32 +440,8 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *layer, con
     free(wall);
     free(dev);
 
-    /* One more forward, untimed, for the routing: per-expert rows and drops. */
-    int32_t *counts = calloc((size_t)d->n_experts, sizeof *counts);
-    int32_t dropped = 0;
-    if (!counts) {
-        fprintf(stderr, BENCH_PROG ": out of host memory for %" PRId64 " expert counts\n", d->n_experts);
-        return BENCH_EXIT_LIBRARY;
-    }
-    moe_forward_stats stats;
-    memset(&stats, 0, sizeof stats);
-    stats.struct_size = sizeof stats;
-    stats.expert_counts = counts;
-    stats.dropped_count = &dropped;
-    st = moe_layer_forward(layer, tokens, b->x, b->y, &stats);
-    if (st != MOE_OK) {
-        free(counts);
-        return bench_library_error("moe_layer_forward (routing counts)", st, ctx);
-    }
-    r->weight_bytes = bench_forward_weight_bytes(d, counts);
-    r->experts_active = 0;
-    r->max_expert_rows = 0;
-    for (int64_t e = 0; e < d->n_experts; e++) {
-        r->experts_active += counts[e] > 0;
-        if (counts[e] > r->max_expert_rows) r->max_expert_rows = counts[e];
-    }
-    r->dropped_rows = dropped;
-    free(counts);
+    rc = count_routing(ctx, &cy, d, tokens, b, r);
+    if (rc) return rc;
 
     moe_arena_stats arena;
     memset(&arena, 0, sizeof arena);

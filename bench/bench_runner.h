@@ -1,8 +1,8 @@
 /*
  * bench_runner.h — the measuring half of moe-bench: the host data (weights and inputs, made
- * once per run), the memory guard that refuses a shape before allocating it, the list of
- * (backend, device) targets, the timed forwards of one target at one token count, and the
- * scalar reference. What a measurement produces is a bench_result; bench_report.h prints it.
+ * once per run), the list of (backend, device) targets, the timed forwards of one target at
+ * one token count over one or more layers, and the scalar reference. What a measurement
+ * produces is a bench_result; bench_report.h prints it. The memory guard is bench_plan.h's.
  */
 #ifndef MOE_BENCH_RUNNER_H
 #define MOE_BENCH_RUNNER_H
@@ -15,14 +15,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Host copies of all weights, an input pool of max-tokens rows, and the output. */
+/* Host copies of all weights (float32, shared by every format and layer), an input pool of
+ * max-tokens rows per layer, and the output. */
 typedef struct bench_data {
     float *router, *router_bias, *gate, *up, *down;
     float *shared_gate, *shared_up, *shared_down, *shared_expert_gate;
     float *x, *y;
-    int64_t rows;       /* rows of x and y */
-    int64_t hot_tokens; /* rows pushed to expert 0 by --hot-expert */
+    int64_t rows;       /* rows of y, and of each layer's input */
+    int64_t layers;     /* inputs in x: layer i reads rows [i·rows, (i+1)·rows) */
+    int64_t hot_tokens; /* rows of layer 0's input pushed to expert 0 by --hot-expert */
 } bench_data;
+
+/* Layer i's input, rows x d_model floats (layer 0's is the one the reference runs on). */
+const float *bench_data_x(const bench_data *b, int64_t layer, int64_t d_model);
 
 /* One (backend, device) to run on. */
 typedef struct bench_target {
@@ -41,14 +46,9 @@ size_t bench_targets(const bench_config *cfg, bench_target *out, size_t cap, cha
  * "-" for a GPU backend. */
 void bench_isa_from_driver(const char *driver, char *isa, size_t size);
 
-/* Memory guard: the bytes the run needs on the host (host weights + the library's packed
- * copy per stream when the device shares host memory + activations + scratch), checked
- * against what the host can give and, for a discrete device, the device memory. Prints a
- * message and returns BENCH_EXIT_MEMORY when it does not fit, 0 when it does. */
-int bench_memory_check(const bench_config *cfg, const moe_device_info *infos, size_t n_infos);
-
-/* Allocates and fills the data with the seed (see bench_data). Returns 0 or an exit status. */
-int bench_data_make(const bench_config *cfg, const moe_layer_desc *d, bench_data *b);
+/* Allocates and fills the data with the seed (see bench_data), with inputs for `layers`
+ * layers (layer 0's are the same whatever the count). Returns 0 or an exit status. */
+int bench_data_make(const bench_config *cfg, const moe_layer_desc *d, int64_t layers, bench_data *b);
 void bench_data_free(bench_data *b);
 moe_layer_weights bench_data_weights(const bench_data *b);
 
@@ -58,12 +58,15 @@ int bench_library_error(const char *what, moe_status st, const moe_context *ctx)
 /* Creates a context on a target, with cfg's threads (or `threads` when > 0). */
 int bench_context_create(const bench_target *t, int64_t threads, moe_context **out, moe_device_info *info);
 
-/* Everything measured for one (target, token count). Times are in seconds. */
+/* Everything measured for one (target, weight format, token count). Times are in seconds. */
 typedef struct bench_result {
     char backend[16], device[256], driver[128], isa[32];
     int device_index, threads;
+    int shares_host_memory; /* the device's memory is the host's: the read bandwidth bounds it */
     const char *preset;
-    moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T */
+    moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T, weight_dtype */
+    int64_t layers;      /* layers cycled through, one forward each in turn */
+    int layers_auto;     /* the count came from --layers auto */
     double hot_expert;
     int64_t tokens, warmup;
     bench_summary wall;     /* host clock around each moe_layer_forward */
@@ -72,20 +75,30 @@ typedef struct bench_result {
      * cache it compiles the kernels (pipelines, programs) and allocates scratch, which is
      * host time outside device_ms. first_device is 0 when the backend gives no device time. */
     double first_wall, first_device;
-    double flops;        /* per forward */
-    double weight_bytes; /* weights read by a forward: see bench_forward_weight_bytes */
-    int64_t experts_active, max_expert_rows, dropped_rows;
-    size_t arena_peak_bytes, arena_weights_bytes, arena_scratch_bytes;
+    double flops;             /* per forward */
+    double weight_read_bytes; /* weight bytes a forward reads, in the layer's formats: the mean
+                                 over the layers of bench_forward_weight_bytes, from one
+                                 untimed forward of each */
+    double experts_active;    /* experts with >= 1 row in a forward, mean over the layers */
+    int64_t max_expert_rows;  /* most rows of one expert in one forward, over the layers */
+    double dropped_rows;      /* rows dropped by capacity in a forward, mean over the layers */
+    size_t arena_peak_bytes, arena_weights_bytes, arena_scratch_bytes; /* weights: every layer */
+    double read_bw_gbs; /* the machine's measured read bandwidth (bench_machine.h), 0 = none */
     int has_ref;
     int64_t ref_tokens;
     double ref_seconds;                   /* median seconds of the reference on ref_tokens */
     double ref_scaled_seconds;            /* scaled linearly to `tokens` */
-    double ref_max_abs_diff, ref_max_abs; /* on the first ref_tokens rows, at the largest T */
+    double ref_max_abs_diff, ref_max_abs; /* on the first ref_tokens rows, at the largest T,
+                                             against the reference on the float32 weights */
+    double ref_rel_l2;    /* ‖y − y_ref‖/‖y_ref‖ against the reference on the format's own
+                             weights: the kernels' error (NaN: the reference failed) */
+    double format_rel_l2; /* the same against the float32 reference: the kernels' error plus
+                             what the format rounds away (the quality it costs) */
     int ref_compared;
 } bench_result;
 
-/* Weight bytes one forward reads: the fixed weights plus one expert's weights for every
- * expert that received at least one (token, slot) row. */
+/* Weight bytes one forward reads, in d's storage formats: the fixed weights plus one expert's
+ * weights for every expert that received at least one (token, slot) row. */
 double bench_forward_weight_bytes(const moe_layer_desc *d, const int32_t *expert_counts);
 
 /* The scalar reference on the first n tokens (at the largest token count's descriptor):
@@ -109,10 +122,14 @@ typedef struct bench_run_progress {
     char label[96];
 } bench_run_progress;
 
-/* Measures one target at one token count on an existing layer: warm-up, timed forwards (wall
- * and device time), one forward with per-expert counts, arena stats. y of the last forward is
- * left in b->y. Fills *r (except the reference fields); returns 0 or an exit status. */
-int bench_measure(const bench_config *cfg, moe_context *ctx, moe_layer *layer, const moe_layer_desc *d,
-                  int64_t tokens, bench_data *b, bench_run_progress *prog, bench_result *r);
+/* Measures one target at one token count on existing layers (n_layers >= 1, layer i reading
+ * input i of the pool), cycled in order, one forward of one layer per iteration: the first
+ * forward (layer 0), warm-up, timed forwards (wall and device time), one forward of each
+ * layer with per-expert counts, arena stats. y of layer 0's forward on its input is left in
+ * b->y. Fills *r (except the device, layer-count and reference fields); returns 0 or an exit
+ * status. */
+int bench_measure(const bench_config *cfg, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
+                  const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
+                  bench_result *r);
 
 #endif /* MOE_BENCH_RUNNER_H */

@@ -216,8 +216,8 @@ static void summarize(const serve_state *s, const bench_config *c, int64_t strea
     }
 }
 
-int bench_serve_run(const bench_config *c, const bench_target *target, const bench_data *data,
-                    bench_progress *bar, bench_serve_result *out)
+int bench_serve_run(const bench_config *c, const bench_target *target, moe_dtype dtype,
+                    const bench_data *data, bench_progress *bar, bench_serve_result *out)
 {
     const int64_t streams = c->streams;
     serve_worker *w = calloc((size_t)streams, sizeof *w);
@@ -239,7 +239,7 @@ int bench_serve_run(const bench_config *c, const bench_target *target, const ben
         threads = info.compute_units / streams;
         if (threads < 1) threads = 1;
     }
-    const moe_layer_desc d = bench_make_desc(c, c->max_batch_tokens, c->max_batch_tokens);
+    const moe_layer_desc d = bench_make_desc(c, c->max_batch_tokens, c->max_batch_tokens, dtype);
     const moe_layer_weights weights = bench_data_weights(data);
     const size_t batch_floats = (size_t)c->max_batch_tokens * (size_t)c->d_model;
     for (int64_t i = 0; !rc && i < streams; i++) {

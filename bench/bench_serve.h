@@ -33,10 +33,10 @@ typedef struct bench_serve_result {
 } bench_serve_result;
 
 /* Runs the simulation on one target: creates cfg->streams contexts and layers (max_tokens =
- * --max-batch-tokens), warms each up, then serves for --duration seconds of arrivals and
- * drains the queue (giving up on requests still queued 2·duration + 5 s after the start).
- * Returns 0 or an exit status. */
-int bench_serve_run(const bench_config *cfg, const bench_target *target, const bench_data *data,
-                    bench_progress *bar, bench_serve_result *out);
+ * --max-batch-tokens, experts stored in `dtype`), warms each up, then serves for --duration
+ * seconds of arrivals and drains the queue (giving up on requests still queued 2·duration + 5 s
+ * after the start). Returns 0 or an exit status. */
+int bench_serve_run(const bench_config *cfg, const bench_target *target, moe_dtype dtype,
+                    const bench_data *data, bench_progress *bar, bench_serve_result *out);
 
 #endif /* MOE_BENCH_SERVE_H */

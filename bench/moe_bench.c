@@ -1,14 +1,19 @@
 /*
  * moe_bench.c — moe-bench's main: parse the command line, pick the targets (one backend, or
- * every backend with a device), refuse a shape that does not fit in memory, make the weights
- * once, time the scalar reference once, then measure every (target, token count) and print
- * the table — or run the serving simulation on each target — and write the JSON.
+ * every backend with a device), plan each weight format's layers and refuse what does not fit
+ * in memory, measure the machine's read bandwidth, make the float32 weights once, time the
+ * scalar reference once, then measure every (target, format, token count) — each format's
+ * layers made from the same host weights and destroyed before the next format's — and print
+ * the table, or run the serving simulation on each (target, format); and write the JSON.
  *
  * The pieces: bench_flags.c (flags), bench_presets.c (model presets, shape arithmetic),
- * bench_runner.c (data, memory guard, timing), bench_report.c (table, JSON), bench_serve.c
- * (serving simulation), bench_argparse.c (the option parser), bench_util.c (clock, statistics).
+ * bench_plan.c (layer counts, memory guard), bench_machine.c (cache size, read bandwidth),
+ * bench_runner.c (data, timing), bench_report.c (table, JSON), bench_serve.c (serving
+ * simulation), bench_argparse.c (the option parser), bench_util.c (clock, statistics).
  */
 #include "bench_config.h"
+#include "bench_machine.h"
+#include "bench_plan.h"
 #include "bench_report.h"
 #include "bench_runner.h"
 #include "bench_serve.h"
@@ -28,9 +33,14 @@ typedef struct run_state {
     moe_context *ctx[BENCH_MAX_TARGETS];
     moe_device_info info[BENCH_MAX_TARGETS];
     size_t n_targets;
+    bench_plan plan;
+    bench_bandwidth bw; /* gbs 0: not measured */
     bench_data data;
     bench_reference ref;
     int has_ref;
+    /* The reference on each non-f32 format's weights (f32 storage: ref.y), made on first use:
+     * what the format's layer should give, apart from what the format itself costs. */
+    float *fmt_ref[BENCH_MAX_FORMATS];
     cJSON *json;
     bench_progress bar;
 } run_state;
@@ -55,10 +65,39 @@ static int json_add(run_state *rs, cJSON *o)
     return 0;
 }
 
-/* Compares the layer's output on the first reference tokens with the reference's. */
-static void compare_reference(const run_state *rs, int64_t d_model, bench_result *r)
+static double rel_l2(const float *a, const float *b, size_t n)
 {
-    const size_t n = (size_t)rs->ref.tokens * (size_t)d_model;
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double diff = (double)a[i] - (double)b[i];
+        num += diff * diff;
+        den += (double)b[i] * (double)b[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* The scalar reference on format fi's weights (the float32 weights converted as the layer
+ * converts them), on the reference tokens; NULL when it is the float32 run or fails. */
+static const float *format_reference(run_state *rs, size_t fi, const moe_layer_desc *d)
+{
+    if (d->weight_dtype == MOE_DTYPE_F32) return rs->ref.y;
+    if (rs->fmt_ref[fi]) return rs->fmt_ref[fi];
+    const size_t n = (size_t)rs->ref.tokens * (size_t)d->d_model;
+    float *y = malloc(n * sizeof *y);
+    const moe_layer_weights w = bench_data_weights(&rs->data);
+    if (!y || moe_reference_forward(d, &w, rs->ref.tokens, rs->data.x, y, NULL) != MOE_OK) {
+        free(y);
+        return NULL;
+    }
+    return rs->fmt_ref[fi] = y;
+}
+
+/* Compares the layer's output on the first reference tokens with the reference's: the one on
+ * the format's own weights (the kernels' error) and the float32 one (plus what the format
+ * rounds away: the quality the format costs). */
+static void compare_reference(run_state *rs, size_t fi, const moe_layer_desc *d, bench_result *r)
+{
+    const size_t n = (size_t)rs->ref.tokens * (size_t)d->d_model;
     r->ref_max_abs_diff = 0.0;
     r->ref_max_abs = 0.0;
     for (size_t i = 0; i < n; i++) {
@@ -67,47 +106,102 @@ static void compare_reference(const run_state *rs, int64_t d_model, bench_result
         if (!(diff <= r->ref_max_abs_diff)) r->ref_max_abs_diff = diff; /* NaN sticks */
         if (mag > r->ref_max_abs) r->ref_max_abs = mag;
     }
+    r->format_rel_l2 = rel_l2(rs->data.y, rs->ref.y, n);
+    const float *own = format_reference(rs, fi, d);
+    r->ref_rel_l2 = own ? rel_l2(rs->data.y, own, n) : NAN;
     r->ref_compared = 1;
 }
 
-/* Every token count on target i: one layer (recreated only when the capacity changes with
- * T), a result row per token count. */
-static int run_target(run_state *rs, size_t i, const int64_t *tokens, size_t n_tokens, bench_result *results,
-                      size_t *n_results)
+static void destroy_layers(moe_layer **layers, int64_t n)
+{
+    for (int64_t l = 0; l < n; l++) {
+        moe_layer_destroy(layers[l]);
+        layers[l] = NULL;
+    }
+}
+
+/* n layers of d on target i, each uploaded from the same host weights (the library converts
+ * or quantises them to d's formats). */
+static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench_format_plan *f,
+                         moe_layer **layers, bench_run_progress *prog)
+{
+    const moe_layer_weights w = bench_data_weights(&rs->data);
+    char label[sizeof prog->label + 64];
+    for (int64_t l = 0; l < f->layers; l++) {
+        const int64_t n = f->layers;
+        snprintf(label, sizeof label, "%.*s: uploading layer %" PRId64 "/%" PRId64, (int)sizeof prog->label,
+                 prog->label, l + 1, n);
+        bench_progress_update(&rs->bar, (double)prog->point / (double)(prog->n_points ? prog->n_points : 1),
+                              label);
+        const moe_status st = moe_layer_create(rs->ctx[i], d, &w, &layers[l]);
+        if (st != MOE_OK) {
+            destroy_layers(layers, l);
+            return bench_library_error("moe_layer_create", st, rs->ctx[i]);
+        }
+        if (l == 0) { /* the plan assumed the format's bytes: check what the backend stores */
+            moe_arena_stats arena = {.struct_size = sizeof arena};
+            moe_context_get_arena_stats(rs->ctx[i], &arena);
+            const int rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)arena.weights_bytes, f);
+            if (rc) {
+                destroy_layers(layers, 1);
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Every token count of one format on target i: the format's layers (recreated only when the
+ * capacity changes with T), a result row per token count; the layers are destroyed at the
+ * end, so the next format starts from an empty arena. */
+static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens, size_t n_tokens,
+                      bench_result *results, size_t *n_results)
 {
     const bench_config *c = rs->cfg;
+    bench_format_plan *f = &rs->plan.f[fi]; /* its layer count may shrink to what the backend fits */
     const int64_t max_t = bench_max_tokens(c);
-    const moe_layer_weights w = bench_data_weights(&rs->data);
-    moe_layer *layer = NULL;
+    moe_layer **layers = calloc((size_t)f->layers, sizeof *layers);
+    if (!layers) {
+        fprintf(stderr, BENCH_PROG ": out of host memory\n");
+        return BENCH_EXIT_LIBRARY;
+    }
+    int have = 0, rc = 0;
     int64_t layer_capacity = -1;
-    int rc = 0;
-    bench_run_progress prog = {.bar = &rs->bar, .n_points = rs->n_targets * n_tokens};
+    bench_run_progress prog = {.bar = &rs->bar, .n_points = rs->n_targets * rs->plan.n * n_tokens};
     for (size_t j = 0; j < n_tokens && !rc; j++) {
-        const moe_layer_desc d = bench_make_desc(c, tokens[j], max_t);
-        prog.point = i * n_tokens + j;
-        snprintf(prog.label, sizeof prog.label, "%s %d, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
-                 rs->info[i].index, tokens[j]);
-        if (!layer || d.expert_capacity != layer_capacity) {
-            moe_layer_destroy(layer);
-            layer = NULL;
-            const moe_status st = moe_layer_create(rs->ctx[i], &d, &w, &layer);
-            if (st != MOE_OK) {
-                rc = bench_library_error("moe_layer_create", st, rs->ctx[i]);
-                break;
+        const moe_layer_desc d = bench_make_desc(c, tokens[j], max_t, f->dtype);
+        prog.point = (i * rs->plan.n + fi) * n_tokens + j;
+        snprintf(prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
+                 rs->info[i].index, moe_dtype_name(f->dtype), tokens[j]);
+        if (!have || d.expert_capacity != layer_capacity) {
+            destroy_layers(layers, f->layers);
+            have = 0;
+            rc = create_layers(rs, i, &d, f, layers, &prog);
+            if (rc) break;
+            have = 1;
+            if (layer_capacity < 0) { /* the first time: the format's line above its rows */
+                moe_arena_stats arena = {.struct_size = sizeof arena};
+                moe_context_get_arena_stats(rs->ctx[i], &arena);
+                bench_progress_clear(&rs->bar);
+                bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
+                                          arena.weights_bytes);
             }
             layer_capacity = d.expert_capacity;
         }
         bench_result *r = &results[*n_results];
         memset(r, 0, sizeof *r);
-        rc = bench_measure(c, rs->ctx[i], layer, &d, tokens[j], &rs->data, &prog, r);
+        rc = bench_measure(c, rs->ctx[i], layers, f->layers, &d, tokens[j], &rs->data, &prog, r);
         if (rc) break;
         bench_result_set_device(r, target_kind(rs, i), &rs->info[i]);
+        r->layers = f->layers;
+        r->layers_auto = f->auto_layers;
+        r->read_bw_gbs = rs->bw.gbs;
         if (rs->has_ref) {
             r->has_ref = 1;
             r->ref_tokens = rs->ref.tokens;
             r->ref_seconds = rs->ref.seconds;
             r->ref_scaled_seconds = rs->ref.seconds * (double)tokens[j] / (double)rs->ref.tokens;
-            if (tokens[j] == max_t) compare_reference(rs, c->d_model, r);
+            if (tokens[j] == max_t) compare_reference(rs, fi, &d, r);
         }
         bench_progress_clear(&rs->bar);
         bench_print_row(stdout, r);
@@ -115,7 +209,8 @@ static int run_target(run_state *rs, size_t i, const int64_t *tokens, size_t n_t
         rc = json_add(rs, bench_result_json(r));
         ++*n_results;
     }
-    moe_layer_destroy(layer);
+    destroy_layers(layers, f->layers);
+    free(layers);
     return rc;
 }
 
@@ -124,7 +219,7 @@ static int run_forward(run_state *rs)
     const bench_config *c = rs->cfg;
     int64_t tokens[BENCH_LIST_MAX];
     const size_t n_tokens = bench_token_list(c, tokens, BENCH_LIST_MAX);
-    bench_result *results = calloc(rs->n_targets * n_tokens, sizeof *results);
+    bench_result *results = calloc(rs->n_targets * rs->plan.n * n_tokens, sizeof *results);
     if (!results) {
         fprintf(stderr, BENCH_PROG ": out of host memory\n");
         return BENCH_EXIT_LIBRARY;
@@ -134,8 +229,10 @@ static int run_forward(run_state *rs)
     bench_print_table_header(stdout);
     fflush(stdout);
     for (size_t i = 0; i < rs->n_targets && !rc; i++)
-        rc = run_target(rs, i, tokens, n_tokens, results, &n_results);
+        for (size_t fi = 0; fi < rs->plan.n && !rc; fi++)
+            rc = run_format(rs, i, fi, tokens, n_tokens, results, &n_results);
     bench_progress_clear(&rs->bar);
+    for (size_t i = 0; i < n_results; i++) bench_print_bandwidth(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
         if (results[i].ref_compared) bench_print_reference(stdout, &results[i]);
@@ -152,16 +249,41 @@ static int run_serve(run_state *rs)
 {
     int rc = 0;
     for (size_t i = 0; i < rs->n_targets && !rc; i++) {
-        bench_serve_result s;
-        memset(&s, 0, sizeof s);
-        rc = bench_serve_run(rs->cfg, &rs->targets[i], &rs->data, &rs->bar, &s);
-        bench_progress_clear(&rs->bar);
-        if (rc) break;
-        bench_print_serve(stdout, &s);
-        fflush(stdout);
-        rc = json_add(rs, bench_serve_json(&s));
+        for (size_t fi = 0; fi < rs->plan.n && !rc; fi++) {
+            bench_serve_result s;
+            memset(&s, 0, sizeof s);
+            rc = bench_serve_run(rs->cfg, &rs->targets[i], rs->plan.f[fi].dtype, &rs->data, &rs->bar, &s);
+            bench_progress_clear(&rs->bar);
+            if (rc) break;
+            bench_print_serve(stdout, &s);
+            fflush(stdout);
+            rc = json_add(rs, bench_serve_json(&s));
+        }
     }
     return rc;
+}
+
+/* The machine's read bandwidth, once per run with a CPU backend target (the figure its
+ * forwards are compared with), on a buffer of max(8 x LLC, 1 GiB) — at most a quarter of the
+ * available memory — with the CPU backend's threads. Returns why not, or "" when measured. */
+static const char *measure_bandwidth(run_state *rs)
+{
+    enum { PASSES = 5 };
+    const bench_config *c = rs->cfg;
+    int threads = 0;
+    for (size_t i = 0; i < rs->n_targets; i++)
+        if (target_kind(rs, i) == MOE_BACKEND_CPU && rs->info[i].compute_units > threads)
+            threads = rs->info[i].compute_units;
+    if (c->no_bandwidth) return "--no-bandwidth";
+    if (c->serve) return "--serve reports no bandwidth";
+    if (threads == 0) return "no CPU backend target";
+    uint64_t bytes = 8 * rs->plan.llc_bytes, total = 0;
+    if (bytes < (1ull << 30)) bytes = 1ull << 30;
+    const uint64_t avail = bench_host_available(&total);
+    if (avail > 0 && bytes > avail / 4) bytes = avail / 4;
+    bench_progress_update(&rs->bar, 0.0, "measuring the read bandwidth");
+    if (bench_measure_read_bandwidth(bytes, threads, PASSES, &rs->bw) != 0) return rs->bw.note;
+    return "";
 }
 
 static int run(run_state *rs)
@@ -184,13 +306,19 @@ static int run(run_state *rs)
         }
     fflush(stdout);
 
-    int rc = bench_memory_check(c, rs->info, rs->n_targets);
+    const char *llc_source = NULL;
+    const uint64_t llc = bench_llc_bytes(&llc_source);
+    int rc = bench_plan_make(c, rs->info, rs->n_targets, llc, llc_source, &rs->plan);
     if (rc) return rc;
+    const char *why_not = measure_bandwidth(rs);
+    bench_progress_clear(&rs->bar);
+    bench_print_machine(stdout, &rs->plan, &rs->bw, why_not);
     const int64_t max_t = bench_max_tokens(c);
-    const moe_layer_desc d = bench_make_desc(c, max_t, max_t);
-    rc = bench_data_make(c, &d, &rs->data);
+    const moe_layer_desc d = bench_make_desc(c, max_t, max_t, MOE_DTYPE_F32);
+    rc = bench_data_make(c, &d, rs->plan.max_layers, &rs->data);
     if (rc) return rc;
     bench_print_layer(stdout, c, &d, rs->data.hot_tokens);
+    bench_print_plan(stdout, c, &rs->plan);
     fflush(stdout);
 
     if (!c->no_ref && !c->serve) {
@@ -246,5 +374,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < rs.n_targets; i++) moe_context_destroy(rs.ctx[i]);
     bench_data_free(&rs.data);
     free(rs.ref.y);
+    for (size_t i = 0; i < BENCH_MAX_FORMATS; i++) free(rs.fmt_ref[i]);
     return rc;
 }

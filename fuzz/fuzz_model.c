@@ -11,7 +11,8 @@
  *   flags   bits 0-1 the layer, bit 2 a Switch decoder block, bit 3 the passthrough drop
  *           policy; bits 4-7 `kind`: 0-12 the bounded reader's limit, kind² × 64 bytes;
  *           13 config.json is a FIFO, 14 the weights file is a directory, 15 it is a link
- *           to /dev/zero (each must be refused at once as "not a regular file")
+ *           to /dev/zero (each must be refused at once as "not a regular file"); kind
+ *           mod 6 also picks the layer's storage format (moe_dtype: 0 = the checkpoint's)
  *   alloc   0, or the allocation point that fails (moe_test_inject_alloc_failure): 1-127 as
  *           is, 128-255 as (alloc - 127) × 16
  *   then up to four parts split by FUZZ_SPLIT: config.json, model.safetensors.index.json,
@@ -199,7 +200,8 @@ void fuzz_model_dir(const uint8_t *data, size_t size)
                                               .max_tokens = 4,
                                               .drop_policy =
                                                   (flags & 8) ? MOE_DROP_PASSTHROUGH : MOE_DROP_ZERO,
-                                              .decoder = (flags >> 2) & 1};
+                                              .decoder = (flags >> 2) & 1,
+                                              .weight_dtype = (moe_dtype)((flags >> 4) % 6)};
         const int64_t layer = flags & 3;
         moe_layer_desc d;
         const moe_status sd = moe_model_layer_desc(model, layer, &opts, &d);

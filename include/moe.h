@@ -121,7 +121,29 @@ typedef struct moe_device_info {
     int subgroup_size;            /* subgroup width; CPU: float lanes of one vector */
     int fp16;                     /* 1 if the device can do fp16 arithmetic in kernels (Vulkan
                                      shaderFloat16, OpenCL cl_khr_fp16); moe computes in fp32 */
+    uint32_t features;            /* MOE_FEATURE_* bits: what the device has that a weight
+                                     format's kernels can use */
+    uint32_t features_used;       /* the subset moe's kernels use on it (a format runs without
+                                     any of them: the plain variant reads 32-bit words / bytes) */
 } moe_device_info;
+
+/* Device features the weight formats' kernel variants use where present (moe_device_info). */
+typedef enum moe_feature {
+    MOE_FEATURE_F16C = 1u << 0,           /* CPU: F16C half↔float conversion instructions */
+    MOE_FEATURE_AVX512_BF16 = 1u << 1,    /* CPU: AVX512_BF16 */
+    MOE_FEATURE_AVX512_VNNI = 1u << 2,    /* CPU: AVX512_VNNI int8 dot products */
+    MOE_FEATURE_AVX_VNNI = 1u << 3,       /* CPU: AVX-VNNI (256-bit) */
+    MOE_FEATURE_STORAGE_16BIT = 1u << 4,  /* GPU: 16-bit types in storage buffers */
+    MOE_FEATURE_STORAGE_8BIT = 1u << 5,   /* GPU: 8-bit types in storage buffers */
+    MOE_FEATURE_FLOAT16 = 1u << 6,        /* GPU: float16 arithmetic (shaderFloat16, cl_khr_fp16) */
+    MOE_FEATURE_INT_DOT = 1u << 7,        /* GPU: integer dot products (VK_KHR_shader_integer_dot_product,
+                                             cl_khr_integer_dot_product) */
+    MOE_FEATURE_SUBGROUP_REDUCE = 1u << 8 /* GPU: subgroup add reductions */
+} moe_feature;
+
+/* "f16c", "avx512_bf16", "avx512_vnni", "avx_vnni", "storage_16bit", "storage_8bit", "float16",
+ * "int_dot", "subgroup_reduce" for one bit; NULL for anything else. */
+MOE_API const char *moe_feature_name(moe_feature feature);
 
 /* "cpu", "vulkan", "opencl", "auto"; never NULL. */
 MOE_API const char *moe_backend_name(moe_backend_kind kind);
@@ -199,6 +221,50 @@ typedef struct moe_arena_stats {
 MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_arena_stats *stats);
 
 /* ---------------------------------------------------------------------------------------
+ * Weight formats. Expert weights (routed and shared) may be handed over and stored in any of
+ * these; the router and the small vectors are always float32, and so are activations.
+ *
+ * Q8_0 and Q4_0 are ggml's (GGUF's) block formats, byte for byte: each row of a weight matrix
+ * (along the reduction dimension, HF [out][in] rows) is cut into blocks of MOE_BLOCK_SIZE = 32
+ * values, so a row length that is not a multiple of 32 is refused for them.
+ *   Q8_0  34 bytes a block: an IEEE fp16 scale d, then 32 int8 q; value = q·d.
+ *   Q4_0  18 bytes a block: an fp16 scale d, then 16 bytes holding 32 4-bit q, value j in the
+ *         low nibble of byte j and value j + 16 in its high nibble; value = (q − 8)·d.
+ * F16 is IEEE binary16, BF16 the upper half of a float32, both little-endian. Quantising
+ * (moe_convert_row, or at upload) follows ggml's reference quantizers exactly, so the bytes
+ * are those of ggml's tools; float32 → fp16/bf16 rounds to nearest even (bf16 keeps NaN a NaN).
+ * ------------------------------------------------------------------------------------- */
+typedef enum moe_dtype {
+    MOE_DTYPE_DEFAULT = 0, /* a zero field: F32 for weights handed over, and "the format they
+                              were handed over in" for a storage format */
+    MOE_DTYPE_F32 = 1,
+    MOE_DTYPE_F16 = 2,
+    MOE_DTYPE_BF16 = 3,
+    MOE_DTYPE_Q8_0 = 4,
+    MOE_DTYPE_Q4_0 = 5
+} moe_dtype;
+
+#define MOE_BLOCK_SIZE 32 /* values per block of Q8_0 and Q4_0 */
+
+/* "f32", "f16", "bf16", "q8_0", "q4_0" ("default" for DEFAULT); NULL for a value that is not a
+ * moe_dtype. */
+MOE_API const char *moe_dtype_name(moe_dtype dtype);
+/* The dtype a name from moe_dtype_name spells (case-insensitive); MOE_ERROR_INVALID_ARGUMENT
+ * for any other string. */
+MOE_API moe_status moe_dtype_from_name(const char *name, moe_dtype *out);
+/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0; 0 for DEFAULT or an unknown value. */
+MOE_API int64_t moe_dtype_block_size(moe_dtype dtype);
+/* Bytes of one row of n values; 0 when n is not a positive multiple of the block size (or the
+ * dtype is not a format, or the size overflows). */
+MOE_API size_t moe_dtype_row_bytes(moe_dtype dtype, int64_t n);
+/* Converts one row of n values from src_dtype to dst_dtype (any pair of formats; the same
+ * format copies the bytes): block formats are dequantised to float32 and quantised as ggml's
+ * reference quantizers do. MOE_ERROR_INVALID_ARGUMENT for an unknown dtype,
+ * MOE_ERROR_INVALID_SIZE when n does not fit both formats' blocks; dst is untouched then. */
+MOE_API moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst,
+                                   int64_t n);
+
+/* ---------------------------------------------------------------------------------------
  * Layer configuration: plan-time settings. Covers Mixtral, OLMoE, Qwen2/3-MoE, DeepSeek-V2/V3,
  * Switch/GShard. Sizes are int64_t so that a bad value is caught, not wrapped.
  * ------------------------------------------------------------------------------------- */
@@ -265,21 +331,33 @@ typedef struct moe_layer_desc {
                                     (up to INT64_MAX) drops nothing and gives exactly what
                                     0 gives, on every backend */
     moe_drop_policy drop_policy; /* what a dropped row contributes; default ZERO */
+
+    moe_dtype weight_dtype;        /* the format the layer stores its routed experts' gate, up
+                                      and down in; DEFAULT = the format they are handed over
+                                      in (moe_layer_weights.dtype; a checkpoint's own). A
+                                      different one is converted or quantised once, at upload */
+    moe_dtype shared_weight_dtype; /* the same for the shared expert(s) */
 } moe_layer_desc;
 
-/* Host weights, float32, in Hugging Face layout (nn.Linear weights are [out][in]).
- * Copied (and possibly re-laid out) at moe_layer_create; the caller may free them after. */
+/* Host weights in Hugging Face layout (nn.Linear weights are [out][in]), rows contiguous.
+ * The router and the small vectors are float32; the experts' matrices are in `dtype` and the
+ * shared expert's in `shared_dtype` (an [rows][cols] matrix is rows × moe_dtype_row_bytes(
+ * dtype, cols) bytes, so a block format needs cols, the reduction length, to be a multiple of
+ * 32). Copied — converted to the layer's storage formats, and re-laid out as the backend likes —
+ * at moe_layer_create; the caller may free them after. */
 typedef struct moe_layer_weights {
     size_t struct_size;              /* sizeof(moe_layer_weights) */
     const float *router;             /* [n_experts][d_model]; required */
     const float *router_bias;        /* [n_experts]; required iff has_selection_bias */
-    const float *gate;               /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
-    const float *up;                 /* [n_experts][d_ff][d_model]; required (Switch's wi) */
-    const float *down;               /* [n_experts][d_model][d_ff]; required (Switch's wo) */
-    const float *shared_gate;        /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
-    const float *shared_up;          /* [d_ff_shared][d_model]; iff d_ff_shared */
-    const float *shared_down;        /* [d_model][d_ff_shared]; iff d_ff_shared */
+    const void *gate;                /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
+    const void *up;                  /* [n_experts][d_ff][d_model]; required (Switch's wi) */
+    const void *down;                /* [n_experts][d_model][d_ff]; required (Switch's wo) */
+    const void *shared_gate;         /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
+    const void *shared_up;           /* [d_ff_shared][d_model]; iff d_ff_shared */
+    const void *shared_down;         /* [d_model][d_ff_shared]; iff d_ff_shared */
     const float *shared_expert_gate; /* [d_model]; iff shared_expert_gate */
+    moe_dtype dtype;                 /* format of gate, up and down; DEFAULT = F32 */
+    moe_dtype shared_dtype;          /* format of shared_gate, shared_up, shared_down; DEFAULT = F32 */
 } moe_layer_weights;
 
 /* Optional outputs of a forward; every pointer may be NULL. Host memory. */
@@ -335,7 +413,8 @@ MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
  * Hugging Face checkpoints: a model directory — config.json plus model.safetensors, or the
  * shards model.safetensors.index.json lists — opened once, and a layer made from the MoE block
  * of one of its layers. Weights go from the memory-mapped files straight into the backend's
- * upload (F16 and BF16 converted row by row), never through a float copy of every expert.
+ * upload (converted row by row when the layer stores another format), never through a float copy of every
+ * expert.
  *
  * model_type         tensors of layer N                                 config keys
  * mixtral            model.layers.N.block_sparse_moe.{gate, experts.E.w1 (gate), w3 (up),
@@ -354,9 +433,10 @@ MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens,
  *                    .weight (decoder.block.N.layer.2.mlp... with `decoder`)   num_experts,
  *                    expert_capacity, d_model, d_ff, dense_act_fn, encoder/decoder_sparse_step
  *
- * Tensors may be F32, F16 or BF16. Errors: MOE_ERROR_IO (a file or directory cannot be
- * opened or mapped), MOE_ERROR_FORMAT (malformed JSON or safetensors, a missing tensor, a
- * tensor of the wrong shape or dtype), MOE_ERROR_UNSUPPORTED (a model_type, activation or
+ * Tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless
+ * moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every backend). Errors: MOE_ERROR_IO
+ * (a file or directory cannot be opened or mapped), MOE_ERROR_FORMAT (malformed JSON or safetensors, a
+ * missing tensor, a tensor of the wrong shape or dtype), MOE_ERROR_UNSUPPORTED (a model_type, activation or
  * routing method this version does not run), MOE_ERROR_INVALID_ARGUMENT (a layer index out of
  * range or with no MoE block). The detail message names the file and the tensor or key.
  * A moe_model is read-only once open and may be used from several threads at once; a layer
@@ -395,10 +475,13 @@ MOE_API moe_status moe_model_get_info(const moe_model *model, moe_model_info *in
 MOE_API int moe_model_layer_is_moe(const moe_model *model, int64_t layer, int decoder);
 
 typedef struct moe_model_layer_options {
-    size_t struct_size;          /* sizeof(moe_model_layer_options) */
-    int64_t max_tokens;          /* the layer's token budget; 0 = 1024 */
-    moe_drop_policy drop_policy; /* Switch: what a token past capacity gives; default ZERO */
-    int decoder;                 /* Switch: nonzero = decoder block N instead of encoder */
+    size_t struct_size;            /* sizeof(moe_model_layer_options) */
+    int64_t max_tokens;            /* the layer's token budget; 0 = 1024 */
+    moe_drop_policy drop_policy;   /* Switch: what a token past capacity gives; default ZERO */
+    int decoder;                   /* Switch: nonzero = decoder block N instead of encoder */
+    moe_dtype weight_dtype;        /* storage of the routed experts; DEFAULT = the checkpoint's
+                                      own dtype (a BF16 model stays BF16) */
+    moe_dtype shared_weight_dtype; /* storage of the shared expert(s); DEFAULT = the checkpoint's */
 } moe_model_layer_options;
 
 /* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is

@@ -2,15 +2,17 @@
 // up/gate with the gated activation fused into the epilogue, expert down, shared expert.
 //
 // result[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
-// (gated: [E][2][N][K], gate then up). A work-group computes a BM×BN tile of rows ×
-// columns, staging BK-wide slices of A and W through local memory; each work-item keeps a
-// TM×TN block of accumulators in registers. Row tile get_group_id(1) belongs to one expert
-// (tile_expert), so one launch covers every expert; unused tiles leave at once (the whole
-// work-group, before any barrier). Tile sizes, shapes and flags are -D options (the interface
-// is kernels/gemm.h), checked by the host against the device's local memory and work-group
-// size.
+// (gated: [E][2][N][K], gate then up), each row in the bytes of its format (WTYPE; read and
+// converted to float as the tiles are loaded, opencl/weights.cl). A work-group computes a
+// BM×BN tile of rows × columns, staging BK-wide slices of A and W through local memory; each
+// work-item keeps a TM×TN block of accumulators in registers. Row tile get_group_id(1) belongs
+// to one expert (tile_expert), so one launch covers every expert; unused tiles leave at once
+// (the whole work-group, before any barrier). Tile sizes, shapes and flags are -D options (the
+// interface is kernels/gemm.h), checked by the host against the device's local memory and
+// work-group size.
 #include "common.cl"
 #include "gemm.h"
+#include "weights.cl"
 
 #if WG != (BM / TM) * (BN / TN)
 #error "WG must be (BM / TM) * (BN / TN)"
@@ -34,9 +36,12 @@ void gemm(MOE_CL_ARGS(MOE_GEMM_BUFFERS, MOE_GEMM_FIELDS))
     const int lid = (int)get_local_id(0);
     const int tx = lid % (BN / TN), ty = lid / (BN / TN);
     const int row0 = tile * BM, col0 = (int)get_group_id(0) * BN;
-    __global const float *wg =
-        w + w_start + (size_t)(expert - expert_begin) * (GATED ? 2 : 1) * (size_t)N_OUT * K_DIM;
-    __global const float *wu = wg + (size_t)N_OUT * K_DIM;
+    // Byte offsets from w (size_t: a layer's weights may exceed 4 GiB in one cl_mem).
+    __global const uchar *wb = (__global const uchar *)w;
+    const size_t row_bytes = MOE_WROW_BYTES(WTYPE, (size_t)K_DIM);
+    const size_t wg =
+        (size_t)w_start + (size_t)(expert - expert_begin) * (GATED ? 2 : 1) * (size_t)N_OUT * row_bytes;
+    const size_t wu = wg + (size_t)N_OUT * row_bytes;
 
     float acc[TM * TN];
 #if GATED
@@ -62,11 +67,18 @@ void gemm(MOE_CL_ARGS(MOE_GEMM_BUFFERS, MOE_GEMM_FIELDS))
         }
         for (int i = lid; i < BN * BK; i += WG) {
             const int n = i / BK, kk = i % BK, col = col0 + n, k = k0 + kk;
-            const bool inside = col < N_OUT && k < K_DIM;
-            const size_t at = (size_t)col * K_DIM + k;
-            Bs[kk * BN + n] = inside ? wg[at] : 0.0f;
+            // Outside the matrix nothing is read.
+            float b = 0.0f, u = 0.0f;
+            if (col < N_OUT && k < K_DIM) {
+                const size_t at = (size_t)col * row_bytes;
+                b = w_value(wb, wg + at, k);
 #if GATED
-            Us[kk * BN + n] = inside ? wu[at] : 0.0f;
+                u = w_value(wb, wu + at, k);
+#endif
+            }
+            Bs[kk * BN + n] = b;
+#if GATED
+            Us[kk * BN + n] = u;
 #endif
         }
         barrier(CLK_LOCAL_MEM_FENCE);

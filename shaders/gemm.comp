@@ -3,7 +3,9 @@
 // up/gate (with the gated activation fused into the epilogue), expert down, shared expert.
 //
 // result[r][n] = epilogue(Σ_k A[a_row(r)][k] · W[e][n][k]), W in Hugging Face layout [E][N][K]
-// (gated: [E][2][N][K], gate then up). The workgroup computes a BM×BN tile of rows × columns,
+// (gated: [E][2][N][K], gate then up), each row in the bytes of its format (WTYPE; read and
+// converted to float as the tiles are loaded, shaders/weights.glsl: the dequantisation is paid
+// once per element per row tile). The workgroup computes a BM×BN tile of rows × columns,
 // staging BK-wide slices of A and W through shared memory; each invocation keeps a TM×TN
 // block of accumulators in registers. Row tile `gl_WorkGroupID.y` belongs to one expert
 // (tile_expert), so one dispatch covers every expert; unused tiles exit at once. Parameters,
@@ -11,6 +13,7 @@
 #extension GL_GOOGLE_include_directive : require
 #include "common.glsl"
 #include "gemm.h"
+#include "weights.glsl"
 
 // USE_SHARED: stage A and W through shared memory (GPUs). Without it each invocation reads its
 // TM rows and TN columns straight from memory: on CPU-type devices (lavapipe, SwiftShader)
@@ -18,7 +21,7 @@
 // context switch of the invocations, so the barrier-free form is many times faster there.
 //
 // One dispatch covers the experts [expert_begin, expert_end): w is bound from expert_begin's
-// matrix on (w_start elements into the binding, which starts at an aligned offset), so a layer
+// matrix on (w_start bytes into the binding, which starts at an aligned offset), so a layer
 // whose weights exceed the device's maxStorageBufferRange runs as a few dispatches over groups
 // of experts (src/vulkan/vk_steps.c).
 
@@ -36,9 +39,11 @@ void main()
     const int threads = (BM / TM) * (BN / TN); // = WG
     const int tx = lid % (BN / TN), ty = lid / (BN / TN);
     const int row0 = tile * BM, col0 = int(gl_WorkGroupID.x) * BN;
+    // Byte offsets in the binding (kernels/gemm.h: all below its size, so 32 bits hold them).
+    const uint row_bytes = uint(MOE_WROW_BYTES(WTYPE, K_DIM));
     const uint w_base =
-        uint(w_start) + uint(expert - expert_begin) * uint(GATED ? 2 : 1) * uint(N_OUT) * uint(K_DIM);
-    const uint u_base = w_base + uint(N_OUT) * uint(K_DIM);
+        uint(w_start) + uint(expert - expert_begin) * uint(GATED ? 2 : 1) * uint(N_OUT) * row_bytes;
+    const uint u_base = w_base + uint(N_OUT) * row_bytes;
 
     float acc[TM * TN];
     float accu[GATED ? TM * TN : 1];
@@ -56,15 +61,15 @@ void main()
             if (!GATHER && src >= 0) src = row;
             arow[m] = uint(max(src, 0)) * uint(K_DIM);
         }
-        for (int n = 0; n < TN; n++) wcol[n] = uint(min(col0 + tx * TN + n, N_OUT - 1)) * uint(K_DIM);
+        for (int n = 0; n < TN; n++) wcol[n] = uint(min(col0 + tx * TN + n, N_OUT - 1)) * row_bytes;
         for (int k = 0; k < K_DIM; k++) {
             float av[TM];
             for (int m = 0; m < TM; m++) av[m] = a[arow[m] + uint(k)];
             for (int n = 0; n < TN; n++) {
-                const float b = w[w_base + wcol[n] + uint(k)];
+                const float b = w_value(w_base + wcol[n], k);
                 for (int m = 0; m < TM; m++) acc[m * TN + n] = fma(av[m], b, acc[m * TN + n]);
                 if (GATED) {
-                    const float u = w[u_base + wcol[n] + uint(k)];
+                    const float u = w_value(u_base + wcol[n], k);
                     for (int m = 0; m < TM; m++) accu[m * TN + n] = fma(av[m], u, accu[m * TN + n]);
                 }
             }
@@ -83,10 +88,15 @@ void main()
         }
         for (int i = lid; i < BN * BK; i += threads) {
             const int n = i / BK, kk = i % BK, col = col0 + n, k = k0 + kk;
-            const bool inside = col < N_OUT && k < K_DIM;
-            const uint at = uint(col) * uint(K_DIM) + uint(k);
-            Bs[kk * BN + n] = inside ? w[w_base + at] : 0.0;
-            if (GATED) Us[kk * BN + n] = inside ? w[u_base + at] : 0.0;
+            // Outside the matrix nothing is read (a binding may end right after it).
+            float b = 0.0, u = 0.0;
+            if (col < N_OUT && k < K_DIM) {
+                const uint at = uint(col) * row_bytes;
+                b = w_value(w_base + at, k);
+                if (GATED) u = w_value(u_base + at, k);
+            }
+            Bs[kk * BN + n] = b;
+            if (GATED) Us[kk * BN + n] = u;
         }
         barrier();
         for (int kk = 0; kk < BK; kk++) {

@@ -32,26 +32,29 @@ typedef enum moe_backend_buffer_usage {
     MOE_BACKEND_BUFFER_USER = 2     /* a moe_buffer: written and read by the application */
 } moe_backend_buffer_usage;
 
-/* Element types weights may arrive in (safetensors F32 / F16 / BF16). */
-typedef enum moe_dtype { MOE_DTYPE_F32 = 0, MOE_DTYPE_F16 = 1, MOE_DTYPE_BF16 = 2 } moe_dtype;
-
-/* One host matrix [rows][cols], row-major, of `dtype` — possibly inside a memory-mapped file,
- * so a checkpoint's weights go to the backend without a float copy of every expert. */
+/* One host matrix [rows][cols], row-major, of `dtype` (moe.h; never DEFAULT here) — possibly
+ * inside a memory-mapped file, so a checkpoint's weights go to the backend without a float
+ * copy of every expert. Rows are moe_dtype_row_bytes(dtype, cols) bytes apart. */
 typedef struct moe_matrix_src {
     const void *data;
     moe_dtype dtype;
 } moe_matrix_src;
 
-/* Row r of a matrix with `cols` columns, as floats. */
+/* Row r of a matrix with `cols` columns, as floats (dequantised). */
 void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out);
+/* Row r in the format `dtype`: its bytes when the source has that format, else converted
+ * (dtype.c, as moe_convert_row). `out` holds moe_dtype_row_bytes(dtype, cols) bytes. */
+void moe_matrix_row_as(const moe_matrix_src *m, int64_t cols, int64_t r, moe_dtype dtype, void *out);
 
-/* A weight tensor to upload: `batch` matrices of [rows][cols] (HF [out][in]). When `second`
- * is set the tensor is the fused gated pair: `first` holds W_gate and `second` W_up; the
- * backend may interleave them as it likes. */
+/* A weight tensor to upload: `batch` matrices of [rows][cols] (HF [out][in]), to be stored in
+ * `dtype` (F32 for the router; the layer's storage format for the experts). When `second` is
+ * set the tensor is the fused gated pair: `first` holds W_gate and `second` W_up; the backend
+ * may interleave them as it likes. A block format's rows (cols) are a multiple of 32. */
 typedef struct moe_weight_src {
     const moe_matrix_src *first;  /* [batch] */
     const moe_matrix_src *second; /* [batch], or NULL */
     int64_t batch, rows, cols;
+    moe_dtype dtype;
 } moe_weight_src;
 
 /* route: logits = x·routerᵀ, scores, selection, weights. */
@@ -84,20 +87,30 @@ typedef struct moe_plan_step {
 /* One grouped GEMM over row tiles: out[r] = epilogue(a[r] · W[tile_expert]ᵀ).
  * Rows whose row_token is -1 are padding: never read, never written. */
 typedef struct moe_ffn_step {
-    int64_t n_rows;       /* rows (a multiple of row_tile when tile_expert is set) */
-    int64_t k_dim;        /* reduction length (d_model for up, d_ff for down) */
-    int64_t n_out;        /* output columns */
-    moe_addr a;           /* float rows of k_dim elements (stride k_dim) */
-    int64_t a_rows;       /* rows in a (tokens when gathering, else n_rows) */
-    bool gather;          /* true: row r reads a[row_token[r]]; false: a[r] */
-    moe_addr row_token;   /* int32 [n_rows], or absent: every row valid, identity */
-    moe_addr tile_expert; /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
-    moe_addr weights;     /* uploaded tensor (batch = experts) */
+    int64_t n_rows;         /* rows (a multiple of row_tile when tile_expert is set) */
+    int64_t k_dim;          /* reduction length (d_model for up, d_ff for down) */
+    int64_t n_out;          /* output columns */
+    moe_addr a;             /* float rows of k_dim elements (stride k_dim) */
+    int64_t a_rows;         /* rows in a (tokens when gathering, else n_rows) */
+    bool gather;            /* true: row r reads a[row_token[r]]; false: a[r] */
+    moe_addr row_token;     /* int32 [n_rows], or absent: every row valid, identity */
+    moe_addr tile_expert;   /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
+    moe_addr weights;       /* uploaded tensor (batch = experts) */
+    moe_dtype weight_dtype; /* the format it was uploaded in (moe_weight_src.dtype) */
     int64_t n_experts;
     bool gated; /* weights are a gated pair: out = act(gate) * up */
     moe_activation activation;
     bool apply_activation; /* false for the down projection */
     moe_addr out;          /* float [n_rows][n_out] */
+    /* The same rows by (token, slot), for a backend whose small-T (decode) kernel runs over
+     * the T·k routed rows instead of the padded row tiles: slot i of token i / top_k has its
+     * row at slot_row[i] (-1: dropped by capacity, nothing to compute) and its expert at
+     * slot_expert[i]. Absent (buf NULL) for the dense products (router, shared expert),
+     * where slot i is row i, token i, expert 0, and n_slots = n_rows. */
+    int64_t n_slots;
+    int64_t top_k;        /* slots per token (1 for the dense products) */
+    moe_addr slot_row;    /* int32 [n_slots], or absent */
+    moe_addr slot_expert; /* int32 [n_slots] (the plan's topk_ids), or absent */
 } moe_ffn_step;
 
 /* combine: y[t] = Σ_j w[t][j]·o[slot_row[t][j]] (dropped: 0 or w·x) + gate_t·shared[t]. */

@@ -117,6 +117,17 @@ struct moe_buffer {
     int64_t n_elements;
 };
 
+/* ---- weight formats (dtype.c) ---------------------------------------------------------- */
+
+bool moe_dtype_is_block(moe_dtype dtype);
+float moe_f16_to_f32(uint16_t h);
+uint16_t moe_f32_to_f16(float f); /* round to nearest even */
+float moe_bf16_to_f32(uint16_t h);
+uint16_t moe_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
+/* moe_convert_row without the checks: both dtypes are formats and n fits their blocks. */
+void moe_convert_row_unchecked(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst,
+                               int64_t n);
+
 /* ---- validation (validate.c) ----------------------------------------------------------- */
 
 /* Integer limits of the kernels, checked once at layer creation (and per token count by the
@@ -138,6 +149,9 @@ bool moe_activation_is_gated(moe_activation act);
 /* Checks a layer desc (and, if non-NULL, its weights) and writes the normalised desc. */
 moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
                               moe_layer_desc *normalised);
+/* The formats a moe_layer_weights hands its experts and shared expert over in (DEFAULT: F32). */
+moe_dtype moe_weights_dtype(const moe_layer_weights *w);
+moe_dtype moe_weights_shared_dtype(const moe_layer_weights *w);
 /* Checks n_tokens against the desc (and its token budget when check_budget). */
 moe_status moe_validate_tokens(moe_context *ctx, const moe_layer_desc *desc, int64_t n_tokens,
                                bool check_budget);

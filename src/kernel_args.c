@@ -8,6 +8,7 @@
 
 #include "combine.h"
 #include "gemm.h"
+#include "matvec.h"
 #include "plan_count.h"
 #include "plan_scan.h"
 #include "plan_scatter.h"
@@ -32,10 +33,13 @@ void moe_klaunch_route(const moe_kconfig *c, const moe_route_step *s, moe_ffn_st
                              .a_rows = T,
                              .gather = false,
                              .weights = s->router,
+                             .weight_dtype = MOE_DTYPE_F32,
                              .n_experts = 1,
                              .gated = false,
                              .apply_activation = false,
-                             .out = s->logits};
+                             .out = s->logits,
+                             .n_slots = T,
+                             .top_k = 1};
     const struct moe_select_params p = {.WG = c->wg_small,
                                         .E = E,
                                         .TOP_K = K,
@@ -96,9 +100,16 @@ moe_kplan moe_klaunch_plan(const moe_kconfig *c, const moe_plan_step *s)
     return plan;
 }
 
-int64_t moe_kgemm_expert_floats(const moe_ffn_step *s)
+/* The kernels' WTYPE is the moe_dtype itself (kernels/weight_format.h spells it for GLSL and
+ * OpenCL C); the row sizes agree with dtype.c's by construction of both tables. */
+_Static_assert(MOE_WTYPE_F32 == MOE_DTYPE_F32 && MOE_WTYPE_F16 == MOE_DTYPE_F16 &&
+                   MOE_WTYPE_BF16 == MOE_DTYPE_BF16 && MOE_WTYPE_Q8_0 == MOE_DTYPE_Q8_0 &&
+                   MOE_WTYPE_Q4_0 == MOE_DTYPE_Q4_0 && MOE_WBLOCK == MOE_BLOCK_SIZE,
+               "kernels/weight_format.h disagrees with moe_dtype");
+
+int64_t moe_kgemm_expert_bytes(const moe_ffn_step *s)
 {
-    return (s->gated ? 2 : 1) * s->n_out * s->k_dim;
+    return (s->gated ? 2 : 1) * s->n_out * (int64_t)MOE_WROW_BYTES(s->weight_dtype, s->k_dim);
 }
 
 moe_klaunch moe_klaunch_gemm(const moe_kconfig *c, const moe_ffn_step *s, int64_t expert_begin,
@@ -117,13 +128,14 @@ moe_klaunch moe_klaunch_gemm(const moe_kconfig *c, const moe_ffn_step *s, int64_
                                       .GATHER = s->gather,
                                       .HAS_ROWS = s->row_token.buf != NULL,
                                       .HAS_TILES = s->tile_expert.buf != NULL,
-                                      .USE_SHARED = c->gemm_shared};
+                                      .USE_SHARED = c->gemm_shared,
+                                      .WTYPE = s->weight_dtype};
     const int64_t n_rows = s->n_rows;
     const struct moe_gemm_buffers buf = {
         .a = {s->a, s->a_rows * s->k_dim},
         .row_token = {s->row_token, n_rows},
         .tile_expert = {s->tile_expert, ceil_div(n_rows, c->gemm_bm)},
-        .w = {w, w_start + (expert_end - expert_begin) * moe_kgemm_expert_floats(s)},
+        .w = {w, ceil_div(w_start + (expert_end - expert_begin) * moe_kgemm_expert_bytes(s), 4)},
         .result = {s->out, n_rows * s->n_out}};
     const struct moe_gemm_fields f = {
         .n_rows = n_rows, .expert_begin = expert_begin, .expert_end = expert_end, .w_start = w_start};
@@ -131,6 +143,38 @@ moe_klaunch moe_klaunch_gemm(const moe_kconfig *c, const moe_ffn_step *s, int64_
      * and the tiles of experts outside it exit at once. */
     return (moe_klaunch){moe_gemm_args(&p, &buf, &f), ceil_div(s->n_out, c->gemm_bn),
                          ceil_div(n_rows, c->gemm_bm)};
+}
+
+bool moe_kuse_matvec(const moe_kconfig *c, const moe_ffn_step *s)
+{
+    const int64_t used = s->n_experts < s->n_slots ? s->n_experts : s->n_slots;
+    return c->matvec_max_rows > 0 && s->n_slots <= c->matvec_max_rows * used;
+}
+
+moe_klaunch moe_klaunch_matvec(const moe_kconfig *c, const moe_ffn_step *s, int64_t expert_begin,
+                               int64_t expert_end, moe_addr w, int64_t w_start)
+{
+    const bool slots = s->slot_row.buf != NULL;
+    const struct moe_matvec_params p = {.WG = c->matvec_wg,
+                                        .COLS = c->matvec_cols,
+                                        .K_DIM = s->k_dim,
+                                        .N_OUT = s->n_out,
+                                        .GATED = s->gated,
+                                        .ACT = s->apply_activation ? (int64_t)s->activation : -1,
+                                        .GATHER = s->gather,
+                                        .HAS_SLOTS = slots,
+                                        .TOP_K = s->top_k,
+                                        .WTYPE = s->weight_dtype};
+    const int64_t n_slots = s->n_slots;
+    const struct moe_matvec_buffers buf = {
+        .a = {s->a, s->a_rows * s->k_dim},
+        .slot_row = {s->slot_row, n_slots},
+        .slot_expert = {s->slot_expert, n_slots},
+        .w = {w, ceil_div(w_start + (expert_end - expert_begin) * moe_kgemm_expert_bytes(s), 4)},
+        .result = {s->out, s->n_rows * s->n_out}};
+    const struct moe_matvec_fields f = {
+        .n_slots = n_slots, .expert_begin = expert_begin, .expert_end = expert_end, .w_start = w_start};
+    return (moe_klaunch){moe_matvec_args(&p, &buf, &f), ceil_div(s->n_out, c->matvec_cols), n_slots};
 }
 
 moe_klaunch moe_klaunch_combine(const moe_kconfig *c, const moe_combine_step *s)

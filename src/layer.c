@@ -13,37 +13,6 @@
 
 /* ---- layer creation -------------------------------------------------------------------- */
 
-void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out)
-{
-    const size_t at = (size_t)r * (size_t)cols;
-    if (m->dtype == MOE_DTYPE_F32) {
-        memcpy(out, (const float *)m->data + at, sizeof(float) * (size_t)cols);
-        return;
-    }
-    const uint16_t *h = (const uint16_t *)m->data + at;
-    for (int64_t c = 0; c < cols; c++) {
-        uint32_t bits;
-        if (m->dtype == MOE_DTYPE_BF16) {
-            bits = (uint32_t)h[c] << 16;
-        } else { /* IEEE half: rebias the exponent; subnormals, inf and NaN by cases */
-            const uint32_t sign = (uint32_t)(h[c] & 0x8000u) << 16;
-            const uint32_t exp = (h[c] >> 10) & 0x1fu, man = h[c] & 0x3ffu;
-            if (exp == 0x1f) {
-                bits = sign | 0x7f800000u | (man << 13);
-            } else if (exp != 0) {
-                bits = sign | ((exp + 112u) << 23) | (man << 13);
-            } else if (man == 0) {
-                bits = sign;
-            } else { /* subnormal half: value = man * 2^-24, exact in float */
-                const float v = (float)man * 5.9604644775390625e-8f;
-                memcpy(&bits, &v, sizeof bits);
-                bits |= sign;
-            }
-        }
-        memcpy(out + c, &bits, sizeof bits);
-    }
-}
-
 /* One tensor of a layer's weights block: packed by the backend (src) or copied raw. */
 typedef struct weight_item {
     moe_addr *dst;
@@ -59,13 +28,18 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     moe_backend *be = ctx->be;
     const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
-    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model};
-    const moe_weight_src ffn_in = {gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff,
-                                   d.d_model};
-    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff};
-    const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up, gated ? &t->shared_up : NULL,
-                                      1, d.d_ff_shared, d.d_model};
-    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared};
+    const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
+    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32};
+    const moe_weight_src ffn_in = {
+        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt};
+    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wt};
+    const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up,
+                                      gated ? &t->shared_up : NULL,
+                                      1,
+                                      d.d_ff_shared,
+                                      d.d_model,
+                                      st_};
+    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, st_};
     moe_layer_addrs a = {0};
     const weight_item all[] = {
         {&a.router, &router, NULL, 0},
@@ -124,15 +98,20 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     moe_status st = moe_validate_layer(ctx, desc, weights, &d);
     if (st != MOE_OK) return st;
 
-    /* The contiguous [E][rows][cols] arrays as one matrix per expert. */
-    const size_t E = (size_t)d.n_experts, per = (size_t)(d.d_ff * d.d_model);
+    /* The contiguous [E][rows][cols] arrays as one matrix per expert, rows of their format's
+     * bytes (validation checked that every size fits). */
+    const moe_dtype dt = moe_weights_dtype(weights), sdt = moe_weights_shared_dtype(weights);
+    const size_t E = (size_t)d.n_experts;
+    const size_t per_in = (size_t)d.d_ff * moe_dtype_row_bytes(dt, d.d_model);
+    const size_t per_down = (size_t)d.d_model * moe_dtype_row_bytes(dt, d.d_ff);
     moe_matrix_src *m = moe_calloc(3 * E, sizeof *m);
     if (!m) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     moe_matrix_src *gate = m, *up = m + E, *down = m + 2 * E;
+    const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
     for (size_t e = 0; e < E; e++) {
-        gate[e] = (moe_matrix_src){weights->gate ? weights->gate + e * per : NULL, MOE_DTYPE_F32};
-        up[e] = (moe_matrix_src){weights->up + e * per, MOE_DTYPE_F32};
-        down[e] = (moe_matrix_src){weights->down + e * per, MOE_DTYPE_F32};
+        gate[e] = (moe_matrix_src){g ? g + e * per_in : NULL, dt};
+        up[e] = (moe_matrix_src){u + e * per_in, dt};
+        down[e] = (moe_matrix_src){dn + e * per_down, dt};
     }
     const moe_layer_tensors t = {
         .router = {weights->router, MOE_DTYPE_F32},
@@ -140,9 +119,9 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
         .gate = weights->gate ? gate : NULL,
         .up = up,
         .down = down,
-        .shared_gate = {weights->shared_gate, MOE_DTYPE_F32},
-        .shared_up = {weights->shared_up, MOE_DTYPE_F32},
-        .shared_down = {weights->shared_down, MOE_DTYPE_F32},
+        .shared_gate = {weights->shared_gate, sdt},
+        .shared_up = {weights->shared_up, sdt},
+        .shared_down = {weights->shared_down, sdt},
         .shared_expert_gate = weights->shared_expert_gate,
     };
     st = moe_layer_create_from_tensors(ctx, &d, &t, out);
@@ -256,11 +235,16 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                              .row_token = L->row_token,
                              .tile_expert = L->tile_expert,
                              .weights = layer->w.ffn_in,
+                             .weight_dtype = d->weight_dtype,
                              .n_experts = d->n_experts,
                              .gated = gated,
                              .activation = d->activation,
                              .apply_activation = true,
-                             .out = L->h};
+                             .out = L->h,
+                             .n_slots = T * d->top_k,
+                             .top_k = d->top_k,
+                             .slot_row = L->slot_row,
+                             .slot_expert = L->topk_ids};
     const moe_ffn_step down = {.n_rows = L->n_rows,
                                .k_dim = d->d_ff,
                                .n_out = d->d_model,
@@ -270,8 +254,13 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                .row_token = L->row_token,
                                .tile_expert = L->tile_expert,
                                .weights = layer->w.ffn_down,
+                               .weight_dtype = d->weight_dtype,
                                .n_experts = d->n_experts,
-                               .out = L->o};
+                               .out = L->o,
+                               .n_slots = T * d->top_k,
+                               .top_k = d->top_k,
+                               .slot_row = L->slot_row,
+                               .slot_expert = L->topk_ids};
     const moe_combine_step combine = {
         d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights, L->shared_o, layer->w.shared_gate, y};
     const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
@@ -288,19 +277,25 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                   .a = x,
                                   .a_rows = T,
                                   .weights = layer->w.shared_in,
+                                  .weight_dtype = d->shared_weight_dtype,
                                   .n_experts = 1,
                                   .gated = gated,
                                   .activation = d->activation,
                                   .apply_activation = true,
-                                  .out = L->shared_h};
+                                  .out = L->shared_h,
+                                  .n_slots = T,
+                                  .top_k = 1};
         const moe_ffn_step sdown = {.n_rows = T,
                                     .k_dim = d->d_ff_shared,
                                     .n_out = d->d_model,
                                     .a = L->shared_h,
                                     .a_rows = T,
                                     .weights = layer->w.shared_down,
+                                    .weight_dtype = d->shared_weight_dtype,
                                     .n_experts = 1,
-                                    .out = L->shared_o};
+                                    .out = L->shared_o,
+                                    .n_slots = T,
+                                    .top_k = 1};
         st = ops->ffn(be, &sup);
         if (st == MOE_OK) st = ops->ffn(be, &sdown);
     }

@@ -52,20 +52,90 @@ static double dot(const float *a, const float *b, int64_t n)
     return s;
 }
 
-/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f. */
-static void expert_ffn(const moe_layer_desc *d, const float *gate, const float *up, const float *down,
-                       int64_t f, const float *x, double *h, double *out)
+/* A weight matrix as the layer holds it: rows in `given` (the format handed over) at `data`,
+ * stored in `stored`. The reference reads each row as stored — converted with the library's
+ * quantizer when the formats differ (tests/test_dtype.c holds that quantizer to ggml's bytes)
+ * — and decodes it itself, from the formats' definitions in moe.h. */
+typedef struct ref_matrix {
+    const unsigned char *data;
+    moe_dtype given, stored;
+    int64_t cols;
+    unsigned char *row_buf; /* one stored row */
+} ref_matrix;
+
+static double half_value(const unsigned char *p)
+{
+    const int bits = p[0] | (p[1] << 8), exp = (bits >> 10) & 0x1f, man = bits & 0x3ff;
+    const double sign = bits & 0x8000 ? -1.0 : 1.0;
+    if (exp == 0x1f) return man ? NAN : sign * INFINITY;
+    return sign * (exp ? ldexp(1024 + man, exp - 25) : ldexp(man, -24));
+}
+
+static double bf16_value(const unsigned char *p)
+{
+    const uint32_t bits = (uint32_t)(p[0] | (p[1] << 8)) << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Row r of the matrix, decoded into out[cols]. */
+static void ref_row(const ref_matrix *m, int64_t r, double *out)
+{
+    const unsigned char *row = m->data + (size_t)r * moe_dtype_row_bytes(m->given, m->cols);
+    if (m->given != m->stored) {
+        moe_convert_row_unchecked(m->given, row, m->stored, m->row_buf, m->cols);
+        row = m->row_buf;
+    }
+    for (int64_t c = 0; c < m->cols; c++) {
+        const int64_t b = c / 32, j = c % 32;
+        switch (m->stored) {
+        case MOE_DTYPE_F16:
+            out[c] = half_value(row + 2 * c);
+            break;
+        case MOE_DTYPE_BF16:
+            out[c] = bf16_value(row + 2 * c);
+            break;
+        case MOE_DTYPE_Q8_0:
+            out[c] = (double)(int8_t)row[34 * b + 2 + j] * half_value(row + 34 * b);
+            break;
+        case MOE_DTYPE_Q4_0: {
+            const unsigned char q = row[18 * b + 2 + j % 16];
+            out[c] = (double)((j < 16 ? q & 0x0f : q >> 4) - 8) * half_value(row + 18 * b);
+            break;
+        }
+        default: {
+            float f;
+            memcpy(&f, row + 4 * c, sizeof f);
+            out[c] = f;
+        }
+        }
+    }
+}
+
+static double dot_row(const ref_matrix *m, int64_t r, const float *x, double *buf)
+{
+    ref_row(m, r, buf);
+    double s = 0.0;
+    for (int64_t i = 0; i < m->cols; i++) s += buf[i] * (double)x[i];
+    return s;
+}
+
+/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f; buf holds max(d, f). */
+static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const ref_matrix *up,
+                       const ref_matrix *down, int64_t f, const float *x, double *h, double *out, double *buf)
 {
     for (int64_t i = 0; i < f; i++) {
-        const double u = dot(up + i * d->d_model, x, d->d_model);
+        const double u = dot_row(up, i, x, buf);
         if (moe_activation_is_gated(d->activation))
-            h[i] = activate(d->activation, dot(gate + i * d->d_model, x, d->d_model)) * u;
+            h[i] = activate(d->activation, dot_row(gate, i, x, buf)) * u;
         else
             h[i] = activate(d->activation, u);
     }
     for (int64_t o = 0; o < d->d_model; o++) {
+        ref_row(down, o, buf);
         double s = 0.0;
-        for (int64_t i = 0; i < f; i++) s += (double)down[o * f + i] * h[i];
+        for (int64_t i = 0; i < f; i++) s += buf[i] * h[i];
         out[o] = s;
     }
 }
@@ -156,9 +226,12 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     double *o = moe_malloc(sizeof(double) * (size_t)D);
     double *acc = moe_malloc(sizeof(double) * (size_t)(T * D));
     double *p_mean = moe_calloc((size_t)E, sizeof(double));
+    const int64_t DF = D > F ? D : F;
+    double *buf = moe_malloc(sizeof(double) * (size_t)DF);
+    unsigned char *row_buf = moe_malloc(sizeof(float) * (size_t)DF); /* the widest stored row */
     st = MOE_OK;
     if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts ||
-        !h || !o || !acc || !p_mean) {
+        !h || !o || !acc || !p_mean || !buf || !row_buf) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
         goto done;
     }
@@ -178,9 +251,14 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             const bool kept = d.expert_capacity == 0 || counts[e] < d.expert_capacity;
             counts[e]++;
             if (kept) {
-                const size_t off = (size_t)e * (size_t)(d.d_ff * D);
-                expert_ffn(&d, weights->gate ? weights->gate + off : NULL, weights->up + off,
-                           weights->down + off, d.d_ff, xt, h, o);
+                const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
+                const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
+                const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
+                const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
+                const ref_matrix gate = {g ? g + (size_t)e * in_bytes : NULL, dt, sto, D, row_buf};
+                const ref_matrix up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf};
+                const ref_matrix down = {dn + (size_t)e * down_bytes, dt, sto, d.d_ff, row_buf};
+                expert_ffn(&d, &gate, &up, &down, d.d_ff, xt, h, o, buf);
                 for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
             } else {
                 dropped++;
@@ -189,8 +267,11 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             }
         }
         if (d.d_ff_shared > 0) {
-            expert_ffn(&d, weights->shared_gate, weights->shared_up, weights->shared_down, d.d_ff_shared, xt,
-                       h, o);
+            const moe_dtype dt = moe_weights_shared_dtype(weights), sto = d.shared_weight_dtype;
+            const ref_matrix gate = {weights->shared_gate, dt, sto, D, row_buf};
+            const ref_matrix up = {weights->shared_up, dt, sto, D, row_buf};
+            const ref_matrix down = {weights->shared_down, dt, sto, d.d_ff_shared, row_buf};
+            expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, xt, h, o, buf);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
             for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
@@ -240,5 +321,7 @@ done:
     moe_free(o);
     moe_free(acc);
     moe_free(p_mean);
+    moe_free(buf);
+    moe_free(row_buf);
     return st;
 }

@@ -95,6 +95,57 @@ static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const
     return MOE_OK;
 }
 
+moe_dtype moe_weights_dtype(const moe_layer_weights *w)
+{
+    return w->dtype == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : w->dtype;
+}
+moe_dtype moe_weights_shared_dtype(const moe_layer_weights *w)
+{
+    return w->shared_dtype == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : w->shared_dtype;
+}
+
+/* A format for one group of tensors (`what`: how the caller spelled the field): a known
+ * dtype, and for a block format, reduction lengths (the rows' lengths: d_model for gate/up,
+ * the group's d_ff for down) that are whole blocks. */
+static moe_status check_format(moe_context *ctx, moe_dtype dt, const char *what, int64_t d_model,
+                               const char *ff_name, int64_t d_ff)
+{
+    if (!moe_dtype_name(dt) || dt == MOE_DTYPE_DEFAULT)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s is %d, not a moe_dtype", what, (int)dt);
+    const int64_t block = moe_dtype_block_size(dt);
+    if (block > 1 && (d_model % block != 0 || d_ff % block != 0))
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
+                        "%s is %s, which stores each weight row in blocks of %lld values along the reduction "
+                        "dimension, but %s = %lld is not a multiple of %lld (the gate/up rows have d_model "
+                        "= %lld values, the down rows %s)",
+                        what, moe_dtype_name(dt), (long long)block, d_model % block ? "d_model" : ff_name,
+                        (long long)(d_model % block ? d_model : d_ff), (long long)block, (long long)d_model,
+                        ff_name);
+    return MOE_OK;
+}
+
+/* The storage formats (DEFAULT: as handed over; F32 without weights) and, with weights, their
+ * formats, each checked against the shapes. */
+static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_layer_weights *w)
+{
+    const bool shared = d->d_ff_shared > 0;
+    if (w && w->struct_size >= sizeof(moe_layer_weights)) {
+        moe_status st = check_format(ctx, moe_weights_dtype(w), "weights.dtype", d->d_model, "d_ff", d->d_ff);
+        if (st == MOE_OK && shared)
+            st = check_format(ctx, moe_weights_shared_dtype(w), "weights.shared_dtype", d->d_model,
+                              "d_ff_shared", d->d_ff_shared);
+        if (st != MOE_OK) return st;
+    }
+    if (d->weight_dtype == MOE_DTYPE_DEFAULT) d->weight_dtype = w ? moe_weights_dtype(w) : MOE_DTYPE_F32;
+    if (d->shared_weight_dtype == MOE_DTYPE_DEFAULT)
+        d->shared_weight_dtype = w ? moe_weights_shared_dtype(w) : MOE_DTYPE_F32;
+    moe_status st = check_format(ctx, d->weight_dtype, "weight_dtype", d->d_model, "d_ff", d->d_ff);
+    if (st == MOE_OK && shared)
+        st = check_format(ctx, d->shared_weight_dtype, "shared_weight_dtype", d->d_model, "d_ff_shared",
+                          d->d_ff_shared);
+    return st;
+}
+
 moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
                               moe_layer_desc *out)
 {
@@ -183,6 +234,8 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, cons
         st = check_weights(ctx, &d, weights);
         if (st != MOE_OK) return st;
     }
+    st = check_formats(ctx, &d, weights);
+    if (st != MOE_OK) return st;
     if (out) *out = d;
     return MOE_OK;
 }

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The command-line tools end to end (label "cpu"): moe-run on every tests/data/hf-moe model
-# (output compared with y_ref by test_hf_models --compare), --stats, the user errors (each a
-# message naming the file, a non-zero exit, and nothing at the output path), the output path
-# (written through links, atomically; devices, FIFOs and directories refused; inputs that are
-# FIFOs or devices refused without blocking), and moe-info in both formats.
+# (output compared with y_ref by test_hf_models --compare), --stats, --weights (bf16 on every
+# model; q8_0/q4_0, which none of these models' sizes allow, refused clearly), the user errors
+# (each a message naming the file, a non-zero exit, and nothing at the output path), the output
+# path (written through links, atomically; devices, FIFOs and directories refused; inputs that
+# are FIFOs or devices refused without blocking), and moe-info in both formats (its features and
+# weight formats included).
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
 set -euo pipefail
 run=$1 info=$2 compare=$3 data=$4 work=$5
@@ -24,9 +26,50 @@ for m in "${models[@]}"; do
     done
 done
 grep -q "dropped: [1-9]" "$work/switch_T12_d32_f48_E4_cf1.0.stats" || fail "the Switch model dropped no token"
+grep -q "^weights: f32 (the checkpoint's own)" "$work/mixtral_T5_d48_f80_E4_k2.stats" ||
+    fail "moe-run --stats does not name the checkpoint's own storage format"
+
+# ---- --weights ------------------------------------------------------------------------------------
+mix=$data/mixtral_T5_d48_f80_E4_k2
+# bf16 on every model: within bf16's rounding of the float64 reference (relative L2 ~3e-3), and
+# not within float32's 1e-4, so the experts really were stored in bf16.
+for m in "${models[@]}"; do
+    name=${m%:*} layer=${m#*:}
+    "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.bf16.npy" \
+        --backend cpu --weights BF16 --stats > "$work/$name.bf16.stats"
+    grep -q "^weights: bf16" "$work/$name.bf16.stats" || fail "moe-run --weights bf16 --stats for $name: no 'weights: bf16'"
+    "$compare" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-2 > /dev/null ||
+        fail "moe-run --weights bf16 on $name is further than 1e-2 from the reference"
+    ! "$compare" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-4 > /dev/null 2>&1 ||
+        fail "moe-run --weights bf16 on $name gives float32's result: the experts were not stored in bf16"
+done
+grep -q "^weights: bf16 (shared expert: bf16)" "$work/qwen2_moe_T6_d32_f40_E8_k2.bf16.stats" ||
+    fail "moe-run --weights bf16 does not store the shared expert in bf16"
+# q8_0 and q4_0 store rows in blocks of 32 values; no model here has hidden and intermediate
+# sizes that are both multiples of 32 (mixtral d48 f80, qwen2_moe d32 f40, ...), so each is
+# refused: exit 2, the flag, the format and the size named, nothing written.
+for m in mixtral_T5_d48_f80_E4_k2:0:hidden_size:48 qwen2_moe_T6_d32_f40_E8_k2:0:intermediate:40 \
+         switch_T12_d32_f48_E4_cf1.0:1:intermediate:48; do
+    IFS=: read -r name layer what size <<< "$m"
+    for w in q8_0 q4_0; do
+        rm -f "$work/q.npy"
+        rc=0
+        "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/q.npy" \
+            --backend cpu --weights "$w" > "$work/err.txt" 2>&1 || rc=$?
+        [ "$rc" -eq 2 ] || fail "moe-run --weights $w on $name: exit $rc, expected 2: $(cat "$work/err.txt")"
+        grep -q -- "--weights $w stores each weight row in blocks of 32 values, but .*$what.* is $size, not a multiple of 32" \
+            "$work/err.txt" || fail "moe-run --weights $w on $name: unclear refusal: $(cat "$work/err.txt")"
+        [ ! -e "$work/q.npy" ] || fail "moe-run --weights $w on $name wrote an output"
+    done
+done
+echo "ok: --weights q8_0 and q4_0 refused for sizes that are not whole blocks: $(head -n 1 "$work/err.txt")"
+# A name that is no format: a usage error listing the names.
+rc=0
+"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0 or q4_0, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+    fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
 
 # ---- errors: message, exit status, no output -----------------------------------------------------
-mix=$data/mixtral_T5_d48_f80_E4_k2
 python3 - "$work" <<'PY'
 import struct, sys
 w = sys.argv[1]
@@ -134,9 +177,34 @@ echo "ok: the output path (links written through; devices, FIFOs, directories re
 "$info" > "$work/info.txt"
 grep -q "backend cpu: 1 device" "$work/info.txt" || fail "moe-info does not list the CPU device"
 grep -q "AUTO picks: cpu" "$work/info.txt" || fail "moe-info does not say what AUTO picks (MOE_BACKEND=cpu)"
+# Per device: its features and those moe uses, and the weight formats (every one, on every backend).
+grep -q "^    features:         .* (used: .*)$" "$work/info.txt" || fail "moe-info prints no 'features:' line"
+grep -q "^    weights:          f32 f16\( ([A-Z0-9_+]*)\)\? bf16\( ([A-Z0-9_+]*)\)\? q8_0" "$work/info.txt" ||
+    fail "moe-info prints no 'weights:' line naming the formats"
+[ "$(grep -c "^    features:" "$work/info.txt")" -eq "$(grep -c "^  device [0-9]*:" "$work/info.txt")" ] &&
+    [ "$(grep -c "^    weights:" "$work/info.txt")" -eq "$(grep -c "^  device [0-9]*:" "$work/info.txt")" ] ||
+    fail "moe-info: not every device has its features and weights lines"
 "$info" --json > "$work/info.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["auto"]["backend"]=="cpu"; \
 assert d["backends"][0]["devices"][0]["subgroup_size"] > 0' "$work/info.json" || fail "moe-info --json is not valid"
+python3 - "$work/info.json" "$work/info.txt" <<'PY' || fail "moe-info --json: features or weights wrong"
+import json, sys
+d = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+names = {"f16c", "avx512_bf16", "avx512_vnni", "avx_vnni", "storage_16bit", "storage_8bit", "float16",
+         "int_dot", "subgroup_reduce"}
+devices = [dev for b in d["backends"] for dev in b["devices"]]
+assert devices
+for dev in devices:
+    assert set(dev["features"]) <= names and set(dev["features_used"]) <= set(dev["features"]), dev
+    assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0"], dev["weights"]
+    for w in dev["weights"]:
+        assert set(w["uses"]) <= set(dev["features_used"]), w
+# The text says the same as the JSON for the CPU device.
+cpu = d["backends"][0]["devices"][0]
+line = "    features:         %s (used: %s)" % (" ".join(cpu["features"]) or "none", " ".join(cpu["features_used"]) or "none")
+assert line in text.splitlines(), line
+PY
 # The cache: its directory, entries and bound, in both formats (MOE_CACHE_DIR set here).
 MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" > "$work/info.txt"
 grep -q "cache: $work/cache, 0 files, 0.0 MiB (bounded at 3 MiB" "$work/info.txt" || fail "moe-info: no cache line"

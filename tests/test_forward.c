@@ -169,8 +169,80 @@ static bool close_rel(double a, double b, double tol)
     return fabs(a - b) <= tol * fmax(1.0, fabs(b));
 }
 
-static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_rng *r)
+/* The weight format under test (MOE_TEST_DTYPE, default f32): every case stores its experts
+ * and shared expert in it. */
+static moe_dtype g_dtype = MOE_DTYPE_F32;
+
+static int64_t round_up(int64_t v, int64_t m)
 {
+    return (v + m - 1) / m * m;
+}
+
+/* The case as the format can hold it: a block format needs whole blocks along every weight
+ * row, so d_model, d_ff and d_ff_shared are rounded up to multiples of 32 (T, E and k keep
+ * their odd values). */
+static fcase for_format(const fcase *c)
+{
+    fcase f = *c;
+    const int64_t b = moe_dtype_block_size(g_dtype);
+    f.d.d_model = round_up(f.d.d_model, b);
+    f.d.d_ff = round_up(f.d.d_ff, b);
+    f.d.d_ff_shared = round_up(f.d.d_ff_shared, b);
+    f.d.weight_dtype = g_dtype;
+    f.d.shared_weight_dtype = g_dtype;
+    return f;
+}
+
+/* The same weights handed over already in the storage format (what a GGUF loader or an
+ * application with quantised weights does): the library must store the same bytes, so the
+ * layer's output is bit-identical to the one quantised at upload. */
+static void check_pre_converted(moe_context *ctx, const fcase *c, const h_layer *hl, const float *x,
+                                const float *want)
+{
+    const moe_layer_desc *d = &hl->desc;
+    const int64_t T = c->T, TD = T * d->d_model, D = d->d_model, F = d->d_ff, FS = d->d_ff_shared;
+    const moe_dtype dt = g_dtype;
+    void *conv[6] = {0};
+    const float *srcs[6] = {hl->gate, hl->up, hl->down, hl->shared_gate, hl->shared_up, hl->shared_down};
+    const int64_t rows[6] = {d->n_experts * F, d->n_experts * F, d->n_experts * D, FS, FS, D};
+    const int64_t cols[6] = {D, D, F, D, D, FS};
+    for (int i = 0; i < 6; i++) {
+        if (!srcs[i] || rows[i] == 0) continue;
+        const size_t rb = moe_dtype_row_bytes(dt, cols[i]);
+        conv[i] = malloc(rb * (size_t)rows[i]);
+        for (int64_t row = 0; row < rows[i]; row++)
+            CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, srcs[i] + row * cols[i], dt,
+                                         (unsigned char *)conv[i] + (size_t)row * rb, cols[i]),
+                         MOE_OK);
+    }
+    moe_layer_weights w = hl->w;
+    w.gate = conv[0], w.up = conv[1], w.down = conv[2];
+    w.shared_gate = conv[3], w.shared_up = conv[4], w.shared_down = conv[5];
+    w.dtype = dt, w.shared_dtype = dt;
+    moe_layer_desc as_given = *d;
+    as_given.weight_dtype = MOE_DTYPE_DEFAULT; /* keep the format handed over */
+    as_given.shared_weight_dtype = MOE_DTYPE_DEFAULT;
+    moe_layer *layer = NULL;
+    float *y = malloc(sizeof(float) * (size_t)TD);
+    moe_status st = moe_layer_create(ctx, &as_given, &w, &layer);
+    CHECK(st == MOE_OK, "[%s %s pre-converted] layer_create: %s: %s", c->name, moe_dtype_name(dt),
+          moe_status_string(st), moe_context_error(ctx));
+    if (st == MOE_OK) st = moe_layer_forward(layer, T, x, y, NULL);
+    CHECK(st == MOE_OK, "[%s %s pre-converted] forward: %s", c->name, moe_dtype_name(dt),
+          moe_status_string(st));
+    if (st == MOE_OK)
+        CHECK(!memcmp(y, want, sizeof(float) * (size_t)TD),
+              "[%s %s] weights handed over in the format give another output than weights quantised at "
+              "upload (rel diff %.3g)",
+              c->name, moe_dtype_name(dt), h_rel_l2(y, want, (size_t)TD));
+    moe_layer_destroy(layer);
+    free(y);
+    for (int i = 0; i < 6; i++) free(conv[i]);
+}
+
+static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in, h_rng *r)
+{
+    const fcase fc = for_format(c_in), *c = &fc;
     const moe_layer_desc *d = &c->d;
     const int64_t T = c->T, TD = T * d->d_model;
     h_layer hl;
@@ -192,9 +264,9 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_
     if (st != MOE_OK) goto done;
 
     const double err = h_rel_l2(got.y.data, ref.y.data, (size_t)TD);
-    CHECK(err <= Y_TOL, "[%s] T=%lld d=%lld f=%lld E=%lld k=%lld: relative L2 error %.3g > %g", c->name,
-          (long long)T, (long long)d->d_model, (long long)d->d_ff, (long long)d->n_experts,
-          (long long)d->top_k, err, Y_TOL);
+    CHECK(err <= Y_TOL, "[%s %s] T=%lld d=%lld f=%lld E=%lld k=%lld: relative L2 error %.3g > %g", c->name,
+          moe_dtype_name(g_dtype), (long long)T, (long long)d->d_model, (long long)d->d_ff,
+          (long long)d->n_experts, (long long)d->top_k, err, Y_TOL);
     CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[%s] write outside the output", c->name);
     CHECK(h_compare_topk(got.ids, got.w.data, ref.ids, ref.w.data, T, d->top_k, W_TOL) == 0,
           "[%s] top-k ids/weights differ from the reference", c->name);
@@ -240,6 +312,7 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c, h_
         moe_layer_destroy(l1);
         moe_context_destroy(one);
     }
+    if (g_dtype != MOE_DTYPE_F32) check_pre_converted(ctx, c, &hl, x, got.y.data);
     h_guarded_free(&y2);
     printf("  %-34s T=%-4lld d=%-4lld f=%-4lld E=%-4lld k=%lld  rel err %.2e\n", c->name, (long long)T,
            (long long)d->d_model, (long long)d->d_ff, (long long)d->n_experts, (long long)d->top_k, err);
@@ -380,10 +453,17 @@ int main(int argc, char **argv)
 {
     moe_backend_kind kind;
     moe_context *ctx = h_open(argc, argv, &kind);
+    const char *dtype = getenv("MOE_TEST_DTYPE");
+    if (dtype && *dtype && moe_dtype_from_name(dtype, &g_dtype) != MOE_OK) {
+        fprintf(stderr, "MOE_TEST_DTYPE=%s: %s\n", dtype, moe_last_error());
+        return 2;
+    }
+    printf("weight format: %s\n", moe_dtype_name(g_dtype));
     h_rng r = h_rng_seeded("test_forward");
     for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++)
         if (selected(fixed_cases[i].name)) run_case(ctx, kind, &fixed_cases[i], &r);
-    if (selected("capacity_limits")) capacity_limits(ctx, &r);
+    /* The capacity sweep is about integer limits, not weights: the float32 run covers it. */
+    if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32) capacity_limits(ctx, &r);
     const int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
     for (int i = 0; i < n_random; i++) {
         const fcase c = random_case(&r, i);

@@ -345,6 +345,19 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
     st = moe_model_layer_desc(model, layer, &opts, &d);
     CHECK(st == MOE_OK, "[%s] moe_model_layer_desc: %s: %s", what, moe_status_string(st), moe_last_error());
     if (st == MOE_OK) check_desc(what, &d, &l.desc);
+    /* The experts stay in the checkpoint's own format unless the options ask for another. */
+    const moe_dtype own = dt == FX_BF16 ? MOE_DTYPE_BF16 : dt == FX_F16 ? MOE_DTYPE_F16 : MOE_DTYPE_F32;
+    CHECK(st != MOE_OK || (d.weight_dtype == own && (d.d_ff_shared == 0 || d.shared_weight_dtype == own)),
+          "[%s] stored as %s / %s by default, not the checkpoint's %s", what, moe_dtype_name(d.weight_dtype),
+          moe_dtype_name(d.shared_weight_dtype), moe_dtype_name(own));
+    moe_model_layer_options as_f32 = opts;
+    as_f32.weight_dtype = MOE_DTYPE_F32;
+    as_f32.shared_weight_dtype = MOE_DTYPE_F16;
+    moe_layer_desc d32;
+    CHECK_STATUS(moe_model_layer_desc(model, layer, &as_f32, &d32), MOE_OK);
+    CHECK(d32.weight_dtype == MOE_DTYPE_F32 && d32.shared_weight_dtype == MOE_DTYPE_F16,
+          "[%s] options.weight_dtype not applied: %s / %s", what, moe_dtype_name(d32.weight_dtype),
+          moe_dtype_name(d32.shared_weight_dtype));
     st = moe_model_create_layer(ctx, model, layer, &opts, &layer_obj);
     CHECK(st == MOE_OK, "[%s] moe_model_create_layer: %s: %s", what, moe_status_string(st),
           moe_context_error(ctx));

@@ -3,11 +3,14 @@
  * driver, API version, memory and the limits the kernels depend on, and the backend and
  * device AUTO picks on this machine (by creating an AUTO context, so MOE_BACKEND is honoured
  * exactly as an application would see it), and where the on-disk kernel cache is, how large it
- * is and its bound. --json prints the same as one JSON object.
+ * is and its bound. Per device also the features the weight formats' kernels can use (and
+ * those moe uses there), and the weight formats with the variant each runs as. --json prints
+ * the same as one JSON object.
  * Uses only the public API (moe.h).
  */
 #include <moe.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -43,6 +46,81 @@ static void jstr(const char *s)
     putchar('"');
 }
 
+/* Which features serve which weight format, as moe-info shows them: a format's variant is named
+ * by the features in this list that moe uses on the device. (A format runs without any of
+ * them, on plain 32-bit word / byte loads.) */
+static uint32_t format_features(moe_dtype dt)
+{
+    switch (dt) {
+    case MOE_DTYPE_F16:
+        return MOE_FEATURE_F16C | MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_FLOAT16;
+    case MOE_DTYPE_BF16:
+        return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_STORAGE_16BIT;
+    case MOE_DTYPE_Q8_0:
+    case MOE_DTYPE_Q4_0:
+        return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_STORAGE_8BIT |
+               MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
+    default:
+        break;
+    }
+    return 0;
+}
+
+/* Feature names of the bits in `mask`, space-separated (upper case for a format's variant);
+ * "none" when there are none. */
+static void feature_list(uint32_t mask, int upper, const char *sep, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int b = 0; b < 32 && n + 1 < size; b++) {
+        const char *name = (mask >> b) & 1u ? moe_feature_name((moe_feature)(1u << b)) : NULL;
+        if (!name) continue;
+        const int w = snprintf(buf + n, size - n, "%s%s", n ? sep : "", name);
+        if (w < 0 || (size_t)w >= size - n) break;
+        if (upper)
+            for (size_t i = n; buf[i]; i++) buf[i] = (char)toupper((unsigned char)buf[i]);
+        n += (size_t)w;
+    }
+    if (!n) snprintf(buf, size, "none");
+}
+
+/* A JSON array of the feature names in `mask`. */
+static void json_features(uint32_t mask)
+{
+    int first = 1;
+    putchar('[');
+    for (int b = 0; b < 32; b++) {
+        const char *name = (mask >> b) & 1u ? moe_feature_name((moe_feature)(1u << b)) : NULL;
+        if (!name) continue;
+        printf("%s\"%s\"", first ? "" : ", ", name);
+        first = 0;
+    }
+    putchar(']');
+}
+
+/* The weight formats: text "f32 f16 (F16C) bf16 q8_0 q4_0", or a JSON array of
+ * {"dtype": .., "uses": [..]}. Every format runs on every backend. */
+static void print_weights(const moe_device_info *d, int json)
+{
+    if (json) printf(", \"weights\": [");
+    for (int v = 1; moe_dtype_name((moe_dtype)v); v++) {
+        const uint32_t uses = d->features_used & format_features((moe_dtype)v);
+        if (json) {
+            printf("%s{\"dtype\": \"%s\", \"uses\": ", v > 1 ? ", " : "", moe_dtype_name((moe_dtype)v));
+            json_features(uses);
+            putchar('}');
+            continue;
+        }
+        printf(" %s", moe_dtype_name((moe_dtype)v));
+        if (uses) {
+            char names[256];
+            feature_list(uses, 1, "+", names, sizeof names);
+            printf(" (%s)", names);
+        }
+    }
+    printf(json ? "]" : "\n");
+}
+
 static void print_device(const moe_device_info *d, int json, int first)
 {
     if (json) {
@@ -55,10 +133,16 @@ static void print_device(const moe_device_info *d, int json, int first)
         printf(", \"api_version\": ");
         jstr(d->api_version);
         printf(", \"memory_bytes\": %llu, \"compute_units\": %d, \"max_workgroup_size\": %llu, "
-               "\"shared_memory_bytes\": %llu, \"subgroup_size\": %d, \"fp16\": %s}",
+               "\"shared_memory_bytes\": %llu, \"subgroup_size\": %d, \"fp16\": %s",
                (unsigned long long)d->memory_bytes, d->compute_units,
                (unsigned long long)d->max_workgroup_size, (unsigned long long)d->shared_memory_bytes,
                d->subgroup_size, d->fp16 ? "true" : "false");
+        printf(", \"features\": ");
+        json_features(d->features);
+        printf(", \"features_used\": ");
+        json_features(d->features_used);
+        print_weights(d, 1);
+        putchar('}');
         return;
     }
     printf("  device %d: %s\n", d->index, d->name);
@@ -81,6 +165,12 @@ static void print_device(const moe_device_info *d, int json, int first)
         printf("    shared memory:    n/a\n");
     printf("    subgroup size:    %d\n", d->subgroup_size);
     printf("    fp16:             %s\n", d->fp16 ? "yes" : "no");
+    char has[512], used[512];
+    feature_list(d->features, 0, " ", has, sizeof has);
+    feature_list(d->features_used, 0, " ", used, sizeof used);
+    printf("    features:         %s (used: %s)\n", has, used);
+    printf("    weights:         ");
+    print_weights(d, 0);
 }
 
 int main(int argc, char **argv)

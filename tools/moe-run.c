@@ -19,13 +19,16 @@ static void usage(FILE *f)
     fprintf(
         f, "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
            "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
-           "               [--decoder] [--stats]\n"
+           "               [--weights f32|f16|bf16|q8_0|q4_0] [--decoder] [--stats]\n"
            "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
            "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
-           "Y.npy. --decoder takes a switch_transformers decoder block; --stats prints the backend,\n"
-           "the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced atomically\n"
-           "(a symbolic link is written through to its target); a directory, FIFO or device there\n"
-           "is refused.\n");
+           "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
+           "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
+           "hidden and intermediate sizes to be multiples of 32). --decoder takes a\n"
+           "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
+           "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
+           "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
+           "device there is refused.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -43,8 +46,27 @@ typedef struct run_args {
     long long layer, device;
     moe_backend_kind backend;
     moe_drop_policy drop;
+    moe_dtype weights; /* DEFAULT: the checkpoint's own dtype */
     int decoder, stats;
 } run_args;
+
+/* "f32, f16, bf16, q8_0 or q4_0": every format the library names. */
+static void format_names(char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    int count = 0;
+    while (moe_dtype_name((moe_dtype)(count + 1))) count++;
+    for (int v = 1; v <= count && n < size; v++) {
+        const int w = snprintf(buf + n, size - n, "%s%s",
+                               v == 1       ? ""
+                               : v == count ? " or "
+                                            : ", ",
+                               moe_dtype_name((moe_dtype)v));
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+}
 
 static int parse_args(int argc, char **argv, run_args *a)
 {
@@ -89,6 +111,14 @@ static int parse_args(int argc, char **argv, run_args *a)
                 return -1;
             }
             a->backend = kinds[k], i++;
+        } else if (!strcmp(o, "--weights")) {
+            if (moe_dtype_from_name(v, &a->weights) != MOE_OK) {
+                char names[96];
+                format_names(names, sizeof names);
+                fprintf(stderr, "moe-run: --weights wants %s, not '%s'\n", names, v);
+                return -1;
+            }
+            i++;
         } else if (!strcmp(o, "--drop-policy")) {
             if (!strcmp(v, "zero"))
                 a->drop = MOE_DROP_ZERO;
@@ -154,8 +184,43 @@ int main(int argc, char **argv)
         rc = fail_api("cannot create a context", st, moe_last_error());
         goto done;
     }
-    const moe_model_layer_options opts = {
-        .struct_size = sizeof opts, .max_tokens = T, .drop_policy = a.drop, .decoder = a.decoder};
+    const moe_model_layer_options opts = {.struct_size = sizeof opts,
+                                          .max_tokens = T,
+                                          .drop_policy = a.drop,
+                                          .decoder = a.decoder,
+                                          .weight_dtype = a.weights,
+                                          .shared_weight_dtype = a.weights};
+    /* The layer's shape first, in the checkpoint's own dtype: a block format the model's sizes
+     * do not divide is refused here, naming the flag (exit 2, a usage error for this model),
+     * rather than in the library's field names. */
+    moe_model_layer_options own = opts;
+    own.weight_dtype = own.shared_weight_dtype = MOE_DTYPE_DEFAULT;
+    moe_layer_desc ld = {.struct_size = sizeof ld};
+    st = moe_model_layer_desc(model, a.layer, &own, &ld);
+    if (st != MOE_OK) {
+        rc = fail_api("cannot create the layer", st, moe_last_error());
+        goto done;
+    }
+    if (moe_dtype_block_size(a.weights) > 1) {
+        const int64_t block = moe_dtype_block_size(a.weights);
+        const struct {
+            const char *what;
+            int64_t v;
+        } dims[] = {{"hidden_size", ld.d_model},
+                    {"the experts' intermediate size", ld.d_ff},
+                    {"the shared expert's intermediate size", ld.d_ff_shared}};
+        for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++) {
+            if (dims[i].v % block == 0) continue;
+            fprintf(
+                stderr,
+                "moe-run: --weights %s stores each weight row in blocks of %lld values, but %s of %s layer "
+                "%lld is %lld, not a multiple of %lld (f32, f16 and bf16 take any size)\n",
+                moe_dtype_name(a.weights), (long long)block, dims[i].what, a.model, a.layer,
+                (long long)dims[i].v, (long long)block);
+            rc = 2;
+            goto done;
+        }
+    }
     st = moe_model_create_layer(ctx, model, a.layer, &opts, &layer);
     if (st != MOE_OK) {
         rc = fail_api("cannot create the layer", st, moe_context_error(ctx));
@@ -193,6 +258,11 @@ int main(int argc, char **argv)
                (long long)info.n_experts, (long long)info.top_k);
         printf("backend: %s, device %d: %s (%s)\n", moe_backend_name(moe_context_backend(ctx)), dev.index,
                dev.name, dev.driver);
+        const int own_dtype = a.weights == MOE_DTYPE_DEFAULT;
+        printf("weights: %s", moe_dtype_name(own_dtype ? ld.weight_dtype : a.weights));
+        if (ld.d_ff_shared > 0)
+            printf(" (shared expert: %s)", moe_dtype_name(own_dtype ? ld.shared_weight_dtype : a.weights));
+        printf("%s\n", a.weights == MOE_DTYPE_DEFAULT ? " (the checkpoint's own)" : "");
         printf("expert tokens:");
         for (int64_t e = 0; e < info.n_experts; e++) printf(" %d", counts[e]);
         printf("\ndropped: %d\naux_loss: %.6g\nz_loss: %.6g\ndevice_ms: %.3f\n", dropped, aux, z, ms);

@@ -7,6 +7,8 @@
  */
 #include "bench_argparse.h"
 #include "bench_config.h"
+#include "bench_machine.h"
+#include "bench_plan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -159,12 +161,12 @@ static void test_config(void)
     CHECK(parse(&c, "--preset", "switch-base-8", "--tokens", "100", NULL) == BENCH_PARSE_OK);
     CHECK(c.top_k == 1 && c.activation == MOE_ACTIVATION_RELU && c.capacity_factor == 1.25 &&
           c.drop_policy == MOE_DROP_PASSTHROUGH);
-    moe_layer_desc d = bench_make_desc(&c, 100, 100);
+    moe_layer_desc d = bench_make_desc(&c, 100, 100, MOE_DTYPE_F32);
     CHECK(d.expert_capacity == 16); /* ceil(1.25 * 100 * 1 / 8) */
-    d = bench_make_desc(&c, 1, 100);
+    d = bench_make_desc(&c, 1, 100, MOE_DTYPE_F32);
     CHECK(d.expert_capacity == 1);
     CHECK(parse(&c, "--preset", "mixtral-8x7b", NULL) == BENCH_PARSE_OK);
-    d = bench_make_desc(&c, 1, 1);
+    d = bench_make_desc(&c, 1, 1, MOE_DTYPE_F32);
     CHECK(fabs(bench_forward_flops(&d, 1) - (2.0 * 4096 * 8 + 2.0 * 2 * 4096 * 14336 * 3)) < 1.0);
     CHECK(fabs(bench_all_weight_bytes(&d) - (8.0 * 3 * 4096 * 14336 * 4 + 8.0 * 4096 * 4)) < 1.0);
     for (int i = 0; i < bench_n_presets; i++) {
@@ -224,10 +226,174 @@ static void test_config(void)
     }
 }
 
+/* --weights and --layers: parsing, defaults and every refusal. */
+static void test_formats_and_layers(void)
+{
+    bench_config c;
+    CHECK(parse(&c, NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 1 && c.weights.v[0] == MOE_DTYPE_F32 && c.layers == 1 && !c.no_bandwidth);
+    CHECK(parse(&c, "--weights", "f32,BF16,q4_0", "--layers", "4", "--no-bandwidth", NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 3 && c.weights.v[0] == MOE_DTYPE_F32 && c.weights.v[1] == MOE_DTYPE_BF16 &&
+          c.weights.v[2] == MOE_DTYPE_Q4_0 && c.layers == 4 && c.no_bandwidth);
+    CHECK(parse(&c, "--weights=Q8_0,f16", "--layers=AUTO", NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 2 && c.weights.v[0] == MOE_DTYPE_Q8_0 && c.weights.v[1] == MOE_DTYPE_F16 &&
+          c.layers == BENCH_LAYERS_AUTO);
+    /* Every name the library has is accepted, alone and all together. */
+    char all[128] = "";
+    for (int v = 1; moe_dtype_name((moe_dtype)v); v++) {
+        CHECK(parse(&c, "--weights", moe_dtype_name((moe_dtype)v), NULL) == BENCH_PARSE_OK);
+        CHECK(c.weights.n == 1 && c.weights.v[0] == (moe_dtype)v);
+        snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", v > 1 ? "," : "",
+                 moe_dtype_name((moe_dtype)v));
+    }
+    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 5);
+    /* The preset's dimensions are whole blocks; a block format passes with them. */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--weights", "q4_0,q8_0", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", "--weights", "q4_0", NULL) == BENCH_PARSE_OK);
+    /* A block format needs d_model, d_ff and the shared width to be multiples of 32; the
+     * 16-bit formats do not. */
+    CHECK(parse(&c, "--weights", "q4_0", "--d-ff", "40", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "f32,q8_0", "--d-model", "48", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q8_0", "--shared-ff", "40", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "bf16,f16", "--d-ff", "40", "--d-model", "33", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--weights", "q8_0", "--d-ff", "64", "--d-model", "96", "--shared-ff", "32", NULL) ==
+          BENCH_PARSE_OK);
+    static const char *const bad_weights[] = {"bogus",   "f32,,bf16", "f32,", ",f32", "f32,F32",
+                                              "default", "q4_1",      "f32 ", "",     "f32;bf16"};
+    for (size_t i = 0; i < sizeof bad_weights / sizeof bad_weights[0]; i++)
+        if (parse(&c, "--weights", bad_weights[i], NULL) != BENCH_PARSE_ERROR) {
+            fprintf(stderr, "accepted --weights '%s'\n", bad_weights[i]);
+            failures++;
+        }
+    CHECK(parse(&c, "--weights", NULL) == BENCH_PARSE_ERROR);
+    static const char *const bad_layers[] = {"0", "-1",    "1025", "3x",
+                                             "",  "auto2", "1.5",  "99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad_layers / sizeof bad_layers[0]; i++)
+        if (parse(&c, "--layers", bad_layers[i], NULL) != BENCH_PARSE_ERROR) {
+            fprintf(stderr, "accepted --layers '%s'\n", bad_layers[i]);
+            failures++;
+        }
+    CHECK(parse(&c, "--layers", "1024", NULL) == BENCH_PARSE_OK && c.layers == BENCH_MAX_LAYERS);
+    CHECK(parse(&c, "--serve", "--layers", "2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--layers", "auto", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--weights", "f32,bf16", NULL) == BENCH_PARSE_OK);
+}
+
+/* Bytes per format, expected experts, the --layers auto rule, cache sizes. */
+static void test_arithmetic(void)
+{
+    CHECK(bench_matrix_bytes(MOE_DTYPE_F32, 2, 3) == 24.0 &&
+          bench_matrix_bytes(MOE_DTYPE_DEFAULT, 2, 3) == 24.0);
+    CHECK(bench_matrix_bytes(MOE_DTYPE_BF16, 2, 3) == 12.0 &&
+          bench_matrix_bytes(MOE_DTYPE_F16, 1, 5) == 10.0);
+    CHECK(bench_matrix_bytes(MOE_DTYPE_Q8_0, 1, 32) == 34.0 &&
+          bench_matrix_bytes(MOE_DTYPE_Q4_0, 10, 64) == 360.0);
+
+    bench_config c;
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", NULL) == BENCH_PARSE_OK);
+    const moe_layer_desc f32 = bench_make_desc(&c, 1, 1, MOE_DTYPE_F32);
+    const moe_layer_desc q4 = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q4_0);
+    CHECK(q4.weight_dtype == MOE_DTYPE_Q4_0 && q4.shared_weight_dtype == MOE_DTYPE_Q4_0);
+    CHECK(bench_expert_bytes(&f32) == 3.0 * 14336 * 4096 * 4);
+    CHECK(bench_expert_bytes(&q4) == 3.0 * 14336 * (4096 / 32 * 18)); /* down: 4096 rows of 14336 */
+    CHECK(bench_fixed_weight_bytes(&q4) == 8.0 * 4096 * 4);           /* the router stays float32 */
+    CHECK(fabs(bench_all_weight_bytes(&q4) - (8.0 * 3 * 14336 * 2304 + 8.0 * 4096 * 4)) < 1.0);
+    /* A shared expert is stored in the format too; its sigmoid gate is float32. */
+    CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", NULL) == BENCH_PARSE_OK);
+    const moe_layer_desc qs = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q8_0);
+    CHECK(bench_fixed_weight_bytes(&qs) == 60.0 * 2048 * 4 + 3.0 * 5632 * (2048 / 32 * 34) + 2048 * 4);
+
+    /* Expected distinct experts: k at T = 1, E for a long prefill, the uniform mean between. */
+    CHECK(parse(&c, "--preset", "qwen3-30b-a3b", NULL) == BENCH_PARSE_OK);
+    const moe_layer_desc qw = bench_make_desc(&c, 16, 16, MOE_DTYPE_F32);
+    CHECK(fabs(bench_expected_experts(&qw, 1) - 8.0) < 1e-9);
+    CHECK(fabs(bench_expected_experts(&qw, 16) - 128.0 * (1.0 - pow(120.0 / 128.0, 16))) < 1e-9);
+    CHECK(fabs(bench_expected_experts(&qw, 100000) - 128.0) < 1e-9);
+    CHECK(parse(&c, "--experts", "4", "--top-k", "4", NULL) == BENCH_PARSE_OK); /* k = E */
+    const moe_layer_desc ke = bench_make_desc(&c, 3, 3, MOE_DTYPE_F32);
+    CHECK(fabs(bench_expected_experts(&ke, 3) - 4.0) < 1e-9);
+
+    /* The cache rule: the smallest N with (N - 1) x bytes >= 2 x LLC. */
+    CHECK(bench_auto_layers(100e6, 272629760) == 7); /* ceil(5.45) = 6 others */
+    CHECK(bench_auto_layers(64.0 * 1048576, 32u << 20) == 2);
+    CHECK(bench_auto_layers(1e12, 32u << 20) == 2);
+    CHECK(bench_auto_layers(1048576, 1u << 20) == 3);
+    CHECK(bench_auto_layers(1e3, 1u << 30) == 2147484 + 1); /* uncapped: the caller caps */
+    CHECK(bench_auto_layers(0.0, 1u << 20) > BENCH_MAX_LAYERS);
+    CHECK(bench_auto_layers(1.0, 1u << 30) > BENCH_MAX_LAYERS);
+
+    CHECK(bench_parse_cache_size("32768K\n") == 32u << 20 && bench_parse_cache_size("260M") == 260u << 20);
+    CHECK(bench_parse_cache_size("1G") == 1u << 30 && bench_parse_cache_size("4096") == 4096);
+    CHECK(bench_parse_cache_size("abc") == 0 && bench_parse_cache_size("12Q") == 0 &&
+          bench_parse_cache_size("") == 0);
+    const char *src = NULL;
+    CHECK(bench_llc_bytes(&src) > 0 && src != NULL);
+}
+
+/* The plan: layer counts per format and the memory guard in each format's bytes. A discrete
+ * device's memory is the deterministic bound (the host's depends on the machine). */
+static void test_plan(void)
+{
+    bench_config c;
+    bench_plan plan;
+    moe_device_info gpu = {
+        .struct_size = sizeof gpu, .backend = MOE_BACKEND_VULKAN, .type = MOE_DEVICE_TYPE_DISCRETE_GPU};
+    snprintf(gpu.name, sizeof gpu.name, "test GPU");
+    /* T = 1, 8 experts of 3 x 64 x 64: f32 reads 2 experts + the router = 100352 bytes a
+     * forward, q4_0 2 x 6912 + 2048 = 15872; with a 1 MiB cache: 1 + ceil(2 MiB / that). */
+    CHECK(parse(&c, "--d-model", "64", "--d-ff", "64", "--experts", "8", "--top-k", "2", "--tokens", "1",
+                "--weights", "f32,q4_0", "--layers", "auto", NULL) == BENCH_PARSE_OK);
+    gpu.memory_bytes = 1ull << 40;
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0);
+    CHECK(plan.n == 2 && plan.f[0].dtype == MOE_DTYPE_F32 && plan.f[1].dtype == MOE_DTYPE_Q4_0);
+    CHECK(plan.f[0].auto_layers && fabs(plan.f[0].forward_bytes - 100352.0) < 1e-6 && plan.f[0].layers == 22);
+    CHECK(fabs(plan.f[1].forward_bytes - 15872.0) < 1e-6 && plan.f[1].layers == 134 && !plan.f[1].capped[0]);
+    CHECK(plan.max_layers == 134 && plan.llc_bytes == 1u << 20);
+    CHECK(plan.f[1].layer_bytes == 8.0 * 6912 + 8 * 64 * 4);
+    /* A small device caps --layers auto, in each format's own bytes. */
+    gpu.memory_bytes = (uint64_t)(40 * plan.f[1].layer_bytes) + (2u << 20); /* ~40 q4_0 layers + scratch */
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0);
+    CHECK(plan.f[1].layers < 134 && plan.f[1].layers >= 30 && plan.f[1].capped[0] && plan.f[1].wanted == 134);
+    CHECK(plan.f[0].layers <= 22 && plan.f[0].layers < plan.f[1].layers);
+    /* --layers auto is capped at BENCH_MAX_LAYERS. */
+    gpu.memory_bytes = 1ull << 40;
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 30, "test", &plan) == 0);
+    CHECK(plan.f[1].layers == BENCH_MAX_LAYERS && plan.f[1].wanted > BENCH_MAX_LAYERS && plan.f[1].capped[0]);
+    /* An explicit count that does not fit is refused; a format that fits where float32 would
+     * not is run: the guard counts the format's bytes. */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", NULL) ==
+          BENCH_PARSE_OK);
+    const moe_layer_desc q4 = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q4_0),
+                         f32 = bench_make_desc(&c, 1, 1, MOE_DTYPE_F32);
+    gpu.memory_bytes = (uint64_t)(1.5 * bench_all_weight_bytes(&q4)) + (256u << 20);
+    CHECK(gpu.memory_bytes < bench_all_weight_bytes(&f32));
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0 && plan.f[0].layers == 1);
+    fprintf(stderr, "(expected refusals follow)\n");
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0,f32", NULL) ==
+          BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY);
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--layers", "2",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY);
+
+    /* After the first layer: a backend that stores more than the format's bytes caps auto and
+     * refuses an explicit count that no longer fits. */
+    bench_format_plan f = {
+        .dtype = MOE_DTYPE_Q4_0, .layers = 100, .auto_layers = 1, .wanted = 100, .layer_bytes = 1e9};
+    gpu.memory_bytes = 20ull << 30;
+    CHECK(bench_plan_refit(&c, &gpu, 1e9, &f) == 0 && f.layers == 100); /* as planned */
+    CHECK(bench_plan_refit(&c, &gpu, 4e9, &f) == 0 && f.layers == 5 && f.capped[0]);
+    f = (bench_format_plan){.dtype = MOE_DTYPE_Q4_0, .layers = 100, .layer_bytes = 1e9};
+    CHECK(bench_plan_refit(&c, &gpu, 4e9, &f) == BENCH_EXIT_MEMORY);
+}
+
 int main(void)
 {
     test_parser();
     test_config();
+    test_formats_and_layers();
+    test_arithmetic();
+    test_plan();
     if (failures) {
         fprintf(stderr, "test_bench_argparse: %d check(s) failed\n", failures);
         return 1;

@@ -3,9 +3,13 @@
  *
  * Without arguments: builds a forward result and a serve result by hand, writes them with
  * bench_json_write and parses the file, checking every required key and a few values.
- * With `--check FILE [MIN_OBJECTS]`: parses a file moe-bench wrote (CTest runs moe-bench
- * first) and checks that it is an array of at least MIN_OBJECTS objects with the documented
- * keys of their kind. Exit 0 when all is well.
+ * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
+ * [--bandwidth]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it
+ * is an array of at least MIN_OBJECTS objects with the documented keys of their kind; then,
+ * when asked, that the objects' weight_dtype run through the given formats in order (per
+ * target), that every forward result cycled N layers (or came from --layers auto), and that
+ * the CPU results carry the measured read bandwidth and their share of it. Exit 0 when all
+ * is well.
  */
 #include "bench_report.h"
 
@@ -44,6 +48,14 @@ static const char *const forward_keys[] = {"backend",
                                            "speedup_vs_reference",
                                            "first_forward_ms",
                                            "first_forward_device_ms",
+                                           "weight_dtype",
+                                           "layers",
+                                           "layers_auto",
+                                           "weight_bytes",
+                                           "weight_read_bytes",
+                                           "weight_gbs",
+                                           "weight_bw_fraction",
+                                           "read_bandwidth_gbs",
                                            NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
 static const char *const serve_keys[] = {"backend",
@@ -64,6 +76,7 @@ static const char *const serve_keys[] = {"backend",
                                          "tokens_per_s",
                                          "request_latency_ms",
                                          "slo_met_share",
+                                         "weight_dtype",
                                          NULL};
 
 static char *read_all(const char *path)
@@ -109,6 +122,27 @@ static double num(const cJSON *o, const char *key)
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
 }
 
+static const char *str(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+/* A weight_dtype value: a format's own lower-case name. */
+static int is_dtype_name(const char *s)
+{
+    moe_dtype dt;
+    return moe_dtype_from_name(s, &dt) == MOE_OK && strcmp(moe_dtype_name(dt), s) == 0;
+}
+
+/* What --check was asked to hold the file to, beyond the keys. */
+typedef struct expectations {
+    const char *dtypes; /* "f32,bf16": the objects' weight_dtype cycle through these in order */
+    int layers;         /* > 0: every forward result cycled this many layers */
+    int layers_auto;    /* every forward result's count came from --layers auto */
+    int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
+} expectations;
+
 /* Checks one object of a moe-bench JSON file by its kind. */
 static void check_object(const cJSON *o)
 {
@@ -129,6 +163,17 @@ static void check_object(const cJSON *o)
         CHECK(num(o, "gbps") > 0 && num(o, "arena_peak_bytes") > 0);
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
+        CHECK(is_dtype_name(str(o, "weight_dtype")));
+        CHECK(num(o, "layers") >= 1 && cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
+        CHECK(num(o, "weight_bytes") > 0 && num(o, "weight_read_bytes") > 0);
+        CHECK(num(o, "weight_gbs") > 0 && num(o, "weight_gbs") == num(o, "gbps"));
+        const cJSON *bw = cJSON_GetObjectItemCaseSensitive(o, "read_bandwidth_gbs");
+        const cJSON *frac = cJSON_GetObjectItemCaseSensitive(o, "weight_bw_fraction");
+        CHECK(cJSON_IsNull(bw) || (cJSON_IsNumber(bw) && bw->valuedouble > 0));
+        CHECK(cJSON_IsNull(frac) || (cJSON_IsNumber(frac) && frac->valuedouble > 0));
+        if (cJSON_IsNumber(frac)) /* the share is the weight bandwidth over the measured one */
+            CHECK(cJSON_IsNumber(bw) && fabs(frac->valuedouble * bw->valuedouble - num(o, "weight_gbs")) <=
+                                            1e-6 * num(o, "weight_gbs"));
     } else if (strcmp(kind->valuestring, "serve") == 0) {
         CHECK(has_keys(o, serve_keys, "serve result"));
         const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "request_latency_ms");
@@ -136,13 +181,54 @@ static void check_object(const cJSON *o)
               num(lat, "p95") <= num(lat, "p99"));
         CHECK(num(o, "completed") <= num(o, "requests"));
         CHECK(num(o, "slo_met_share") >= 0 && num(o, "slo_met_share") <= 1);
+        CHECK(is_dtype_name(str(o, "weight_dtype")));
     } else {
         fprintf(stderr, "unknown kind \"%s\"\n", kind->valuestring);
         failures++;
     }
 }
 
-static int check_file(const char *path, int min_objects)
+/* The expectations beyond the keys (see the file's comment). */
+static void check_expectations(const cJSON *root, const expectations *x)
+{
+    char want[8][16];
+    size_t n_want = 0;
+    for (const char *p = x->dtypes; p && *p && n_want < 8;) {
+        const size_t len = strcspn(p, ",");
+        snprintf(want[n_want++], sizeof want[0], "%.*s", (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    size_t i = 0;
+    double f32_weight_bytes = -1.0;
+    const cJSON *o;
+    cJSON_ArrayForEach(o, root)
+    {
+        const int forward = strcmp(str(o, "kind"), "forward") == 0;
+        if (n_want) {
+            /* In the order given, per target: f32, bf16, f32, bf16, ... */
+            const char *got = str(o, "weight_dtype");
+            if (strcmp(got, want[i % n_want]) != 0) {
+                fprintf(stderr, "object %zu: weight_dtype \"%s\", expected \"%s\"\n", i, got,
+                        want[i % n_want]);
+                failures++;
+            }
+            /* Each format's layers are destroyed before the next format's are made: its arena
+             * never holds more than the float32 layers did. */
+            if (forward && strcmp(got, "f32") == 0) f32_weight_bytes = num(o, "weight_bytes");
+            if (forward && f32_weight_bytes > 0 && strcmp(got, "f32") != 0)
+                CHECK(num(o, "weight_bytes") <= f32_weight_bytes);
+        }
+        if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
+        if (forward && x->layers_auto)
+            CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
+        if (forward && x->bandwidth && strcmp(str(o, "backend"), "cpu") == 0)
+            CHECK(num(o, "read_bandwidth_gbs") > 0 && num(o, "weight_bw_fraction") > 0);
+        i++;
+    }
+    if (n_want) CHECK(i % n_want == 0);
+}
+
+static int check_file(const char *path, int min_objects, const expectations *x)
 {
     char *text = read_all(path);
     if (!text) {
@@ -160,6 +246,7 @@ static int check_file(const char *path, int min_objects)
     CHECK(cJSON_GetArraySize(root) >= min_objects);
     const cJSON *o;
     cJSON_ArrayForEach(o, root) check_object(o);
+    if (x) check_expectations(root, x);
     cJSON_Delete(root);
     return failures ? 1 : 0;
 }
@@ -184,17 +271,29 @@ static void self_test(const char *path)
     r.tokens = 512;
     double times[] = {0.004, 0.002, 0.003, 0.005, 0.0025};
     r.wall = bench_summarize(times, 5);
+    r.desc.weight_dtype = MOE_DTYPE_Q4_0;
     r.flops = bench_forward_flops(&r.desc, r.tokens);
-    r.weight_bytes = 1e9;
+    r.weight_read_bytes = 1e9;
+    r.layers = 3;
+    r.arena_weights_bytes = (size_t)5000000;
+    r.read_bw_gbs = 20.0;
+    r.shares_host_memory = 1;
     r.experts_active = 64;
     r.arena_peak_bytes = (size_t)123456789;
     r.has_ref = 1;
     r.ref_tokens = 16;
     r.ref_seconds = 0.5;
     r.ref_scaled_seconds = 16.0;
+    r.ref_compared = 1;
+    r.ref_max_abs_diff = 0.25;
+    r.ref_max_abs = 2.0;
+    r.ref_rel_l2 = 2.5e-7;    /* the kernels' error */
+    r.format_rel_l2 = 0.0625; /* plus q4_0's rounding */
 
-    bench_result r2 = r; /* no reference: speedup null */
+    bench_result r2 = r; /* no reference: speedup null; memory of its own: no share of the host's */
     r2.has_ref = 0;
+    r2.shares_host_memory = 0;
+    r2.desc.weight_dtype = MOE_DTYPE_DEFAULT; /* what the bench hands over: float32 */
     snprintf(r2.device, sizeof r2.device, "plain");
 
     bench_serve_result s;
@@ -203,6 +302,7 @@ static void self_test(const char *path)
     snprintf(s.device, sizeof s.device, "cpu0");
     s.preset = "custom";
     s.desc = r.desc;
+    s.desc.weight_dtype = MOE_DTYPE_BF16;
     s.streams = 2;
     s.rate = 10;
     s.duration = 1;
@@ -225,7 +325,7 @@ static void self_test(const char *path)
     CHECK(bench_json_write("/nonexistent-dir/moe-bench.json", arr) == BENCH_EXIT_LIBRARY);
     cJSON_Delete(arr);
 
-    CHECK(check_file(path, 3) == 0);
+    CHECK(check_file(path, 3, NULL) == 0);
     char *text = read_all(path);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);
@@ -244,8 +344,19 @@ static void self_test(const char *path)
         CHECK(num(a, "d_model") == 2048 && num(a, "n_experts") == 64 && num(a, "top_k") == 8);
         const cJSON *preset = cJSON_GetObjectItemCaseSensitive(a, "preset");
         CHECK(cJSON_IsString(preset) && strcmp(preset->valuestring, "olmoe-1b-7b") == 0);
+        const cJSON *ref = cJSON_GetObjectItemCaseSensitive(a, "reference");
+        CHECK(num(ref, "rel_l2") == 2.5e-7 && num(ref, "rel_l2_vs_f32") == 0.0625 &&
+              num(ref, "max_abs_diff") == 0.25 && num(ref, "max_abs") == 2.0);
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "speedup_vs_reference")));
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "device_ms")));
+        /* The format, the layers, the arena's weight bytes and the bandwidth figures. */
+        CHECK(strcmp(str(a, "weight_dtype"), "q4_0") == 0 && strcmp(str(b, "weight_dtype"), "f32") == 0);
+        CHECK(num(a, "layers") == 3 && num(a, "weight_bytes") == 5e6 && num(a, "weight_read_bytes") == 1e9);
+        CHECK(fabs(num(a, "weight_gbs") - 1e9 / 0.003 * 1e-9) < 1e-6 && num(a, "read_bandwidth_gbs") == 20.0);
+        CHECK(fabs(num(a, "weight_bw_fraction") - 1e9 / 0.003 * 1e-9 / 20.0) < 1e-9);
+        CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "weight_bw_fraction")));
+        const cJSON *sv = cJSON_GetArrayItem(root, 2);
+        CHECK(strcmp(str(sv, "weight_dtype"), "bf16") == 0);
     }
     cJSON_Delete(root);
     remove(path);
@@ -254,7 +365,25 @@ static void self_test(const char *path)
 int main(int argc, char **argv)
 {
     if (argc >= 3 && strcmp(argv[1], "--check") == 0) {
-        const int rc = check_file(argv[2], argc >= 4 ? atoi(argv[3]) : 1);
+        expectations x = {0};
+        int min_objects = 1;
+        for (int i = 3; i < argc; i++) {
+            if (!strcmp(argv[i], "--dtypes") && i + 1 < argc)
+                x.dtypes = argv[++i];
+            else if (!strcmp(argv[i], "--layers") && i + 1 < argc)
+                x.layers = atoi(argv[++i]);
+            else if (!strcmp(argv[i], "--layers-auto"))
+                x.layers_auto = 1;
+            else if (!strcmp(argv[i], "--bandwidth"))
+                x.bandwidth = 1;
+            else if (i == 3 && argv[i][0] != '-')
+                min_objects = atoi(argv[i]);
+            else {
+                fprintf(stderr, "test_bench_json: unknown argument '%s'\n", argv[i]);
+                return 2;
+            }
+        }
+        const int rc = check_file(argv[2], min_objects, &x);
         if (rc == 0) printf("test_bench_json: %s is valid\n", argv[2]);
         return rc;
     }

@@ -1,17 +1,36 @@
 /*
- * cpu.h — what the CPU backend's files share: the packed weight layout, the per-ISA kernel
+ * cpu.h — what the CPU backend's files share: the packed weight layouts, the per-ISA kernel
  * table, ISA detection and the thread pool.
  *
- * Packed layout. A weight matrix W[N][K] (HF [out][in]) is stored as panels of 16 output
- * columns, K-major inside a panel: panel p holds W[16p + i][k] at [p][k][i], zero-padded past
- * N. Panels go in pairs, [pair][2][K][16], and the micro-kernel computes a pair at a time:
- * for a gated (SwiGLU/GeGLU) tensor a pair is (gate panel q, up panel q), so the activation
- * fuses into the GEMM's epilogue; for a plain tensor it is (panel 2q, panel 2q + 1). 16
- * floats are one AVX-512, two AVX2 or four SSE/NEON vectors, so one layout serves every ISA.
+ * Packed layout. A weight matrix W[N][K] (HF [out][in]) is stored in its own format (moe.h,
+ * moe_dtype: as many bytes as the format takes, never widened) as panels of 16 output
+ * columns, zero-padded past N. Panels go in pairs and the micro-kernel computes a pair (32
+ * output columns) at a time: for a gated (SwiGLU/GeGLU) tensor a pair is (gate panel q, up
+ * panel q), so the activation fuses into the GEMM's epilogue; for a plain tensor it is
+ * (panel 2q, panel 2q + 1). A pair is one contiguous stream, K-major, its two panels side by
+ * side at each step, so a decode row reads each weight byte once, front to back:
+ *
+ *   F32, F16        [pair][k][panel 0, panel 1][16 columns] of 4 / 2-byte values: one k step
+ *                   of a pair is 128 / 64 bytes.
+ *   BF16            [pair][k][16 columns] of 32-bit words, each panel 0's value of the column in
+ *                   its low half and panel 1's in its high half (64 bytes a k step): a bfloat16
+ *                   is the top of a float, so one load gives both panels (a shift, a mask).
+ *   Q8_0            [pair][block of 32 k] of 1088 bytes: the 32 columns' fp16 scales (panel 0's
+ *                   16, then panel 1's: 64 bytes), then [32 k][panel 0, panel 1][16] int8 quants.
+ *   Q4_0            [pair][block of 32 k] of 576 bytes: the 32 fp16 scales (64 bytes), then
+ *                   [16 kk][panel 0, panel 1][16] bytes: byte c of (kk, panel) holds column c's
+ *                   q[kk] in its low nibble and q[kk + 16] in its high nibble.
+ *
+ * The Q8_0 / Q4_0 blocks are ggml's blocks rearranged, nothing recomputed: the same fp16 scale
+ * and the same quants (a Q4_0 byte is the very byte of ggml's block: low nibble value j, high
+ * nibble value j + 16), only transposed so 16 columns sit side by side. Padding columns have
+ * scale 0 and quants 0. 16 floats are one AVX-512, two AVX2 or four SSE/NEON vectors, so one
+ * layout serves every ISA. Every pair, and so every expert, is a multiple of 64 bytes.
  */
 #ifndef MOE_CPU_H
 #define MOE_CPU_H
 
+#include "../backend.h"
 #include "moe.h"
 
 #include <stdbool.h>
@@ -19,6 +38,11 @@
 #include <stdint.h>
 
 #define MOE_CPU_PANEL 16
+#define MOE_CPU_BLOCK 32 /* k per Q8_0 / Q4_0 block (MOE_BLOCK_SIZE) */
+/* Bytes of one pair's block: the 32 scales, then the quants. */
+#define MOE_CPU_Q8_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + 2 * MOE_CPU_PANEL * MOE_CPU_BLOCK)
+#define MOE_CPU_Q4_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + MOE_CPU_PANEL * MOE_CPU_BLOCK)
+#define MOE_CPU_SCALES        (2 * 2 * MOE_CPU_PANEL) /* bytes of a pair block's scales */
 
 /* Pairs in a packed tensor of n_out columns, and output columns per pair. */
 static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
@@ -26,10 +50,26 @@ static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
     const int64_t per_pair = gated ? MOE_CPU_PANEL : 2 * MOE_CPU_PANEL;
     return (n_out + per_pair - 1) / per_pair;
 }
-/* Floats of one packed matrix (one expert). */
-static inline int64_t moe_cpu_packed_floats(int64_t n_out, int64_t k_dim, bool gated)
+/* Bytes of one packed pair over a reduction of k_dim (a multiple of 32 for Q8_0 / Q4_0). */
+static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
 {
-    return moe_cpu_pairs(n_out, gated) * 2 * k_dim * MOE_CPU_PANEL;
+    const size_t k = (size_t)k_dim, cols = 2 * MOE_CPU_PANEL;
+    switch (dtype) {
+    case MOE_DTYPE_F16:
+    case MOE_DTYPE_BF16:
+        return k * cols * 2;
+    case MOE_DTYPE_Q8_0:
+        return k / MOE_CPU_BLOCK * MOE_CPU_Q8_PAIR_BLOCK;
+    case MOE_DTYPE_Q4_0:
+        return k / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
+    default:
+        return k * cols * 4;
+    }
+}
+/* Bytes of one packed matrix (one expert). */
+static inline size_t moe_cpu_packed_bytes(moe_dtype dtype, int64_t n_out, int64_t k_dim, bool gated)
+{
+    return (size_t)moe_cpu_pairs(n_out, gated) * moe_cpu_pair_bytes(dtype, k_dim);
 }
 
 /* One grouped-GEMM call on rows [r0, r1) — all valid — and pairs [p0, p1). */
@@ -37,14 +77,16 @@ typedef struct moe_cpu_gemm {
     int64_t k_dim, n_out;
     const float *a;           /* A rows, stride k_dim */
     const int32_t *row_token; /* gather: row r reads A row row_token[r]; NULL: row r */
-    const float *b;           /* this expert's packed tensor */
+    const unsigned char *b;   /* this expert's packed tensor */
+    moe_dtype dtype;          /* its format */
     bool gated;
     int activation; /* a moe_activation, or -1 for none */
     float *out;     /* rows of n_out floats */
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
-    const char *name; /* "baseline", "avx2", "avx512", "simde512" */
+    const char *name;       /* "baseline", "avx2", "avx512", "simde512" */
+    uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -58,6 +100,14 @@ extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built wi
 extern const moe_cpu_kernels moe_cpu_kernels_avx2;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512;
 #endif
+
+/* Weight packing (pack.c): the bytes a tensor takes, and its packing into dst. row_buf holds
+ * one source row in the storage format (moe_dtype_row_bytes(src->dtype, src->cols) bytes). */
+size_t moe_cpu_weight_bytes(const moe_weight_src *src);
+void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, unsigned char *row_buf);
+
+/* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI (x86). */
+uint32_t moe_cpu_features(void);
 
 /* The best kernel set this CPU runs, or the one MOE_CPU_ISA names; NULL if MOE_CPU_ISA names
  * one the CPU cannot run (or an unknown one). */

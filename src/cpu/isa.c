@@ -11,14 +11,48 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool cpu_has(const char *feature)
-{
 #if MOE_CPU_X86 && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    if (!strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (!strcmp(feature, "avx512")) return __builtin_cpu_supports("avx512f");
+#include <cpuid.h>
+#define MOE_CPU_DETECT 1
+#else
+#define MOE_CPU_DETECT 0
 #endif
-    (void)feature;
+
+uint32_t moe_cpu_features(void)
+{
+    uint32_t f = 0;
+#if MOE_CPU_DETECT
+    /* The instruction sets by cpuid (clang 14's __builtin_cpu_supports knows neither "f16c"
+     * nor "avxvnni"), each gated on a base set __builtin_cpu_supports reports only where the
+     * OS saves its registers (XCR0): F16C and AVX-VNNI on AVX, the AVX-512 ones on AVX-512F. */
+    __builtin_cpu_init();
+    const bool avx = __builtin_cpu_supports("avx"), avx512 = __builtin_cpu_supports("avx512f");
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && avx) f |= MOE_FEATURE_F16C;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        const unsigned subleaves = a;
+        if ((c & (1u << 11)) && avx512) f |= MOE_FEATURE_AVX512_VNNI;
+        if (subleaves >= 1 && __get_cpuid_count(7, 1, &a, &b, &c, &d)) {
+            if ((a & (1u << 4)) && avx) f |= MOE_FEATURE_AVX_VNNI;
+            if ((a & (1u << 5)) && avx512) f |= MOE_FEATURE_AVX512_BF16;
+        }
+    }
+#endif
+    return f;
+}
+
+/* What a level's object was compiled for (CMakeLists.txt: MOE_CPU_LEVELS), F16C included: the
+ * avx2 and avx512 kernels convert F16 weights with it. */
+static bool cpu_has(const char *level)
+{
+#if MOE_CPU_DETECT
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                      (moe_cpu_features() & MOE_FEATURE_F16C);
+    if (!strcmp(level, "avx2")) return avx2;
+    if (!strcmp(level, "avx512")) return avx2 && __builtin_cpu_supports("avx512f");
+#endif
+    (void)level;
     return false;
 }
 

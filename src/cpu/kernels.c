@@ -3,10 +3,19 @@
  * per ISA level (CMake builds this file several times with different MOE_CPU_LEVEL and
  * target flags; each copy exports its own moe_cpu_kernels table).
  *
- * The GEMM micro-kernel computes MR rows × one pair of 16-column panels over the whole
- * reduction: MR·32 accumulators stay in registers, each step loads 32 weights once and
- * broadcasts one value per row. MR is chosen per level so the accumulators, the weight
- * vectors and a broadcast fit the register file (16 SSE/AVX2 registers, 32 for AVX-512).
+ * The GEMM micro-kernel computes n rows (1..MR) × one pair of 16-column panels over the whole
+ * reduction, reading the pair in its storage format (cpu.h) and widening each k step's 32
+ * weights to float32 in registers; the accumulation is float32 FMA on float32 activations.
+ * Each row count is its own compile-time specialised copy (an always-inline body called with
+ * a constant), so a tile with n valid rows does n rows of work: with one row (decode) a pair
+ * is streamed once and the kernel is bound by memory, not by MR× the FLOPs. MR is chosen per
+ * level and format so the accumulators, the weight vectors and a broadcast fit the register
+ * file (16 SSE/AVX2 registers, 32 for AVX-512): the more rows share one widening of the
+ * weights, the less it costs per FMA.
+ *
+ * Block formats (Q8_0, Q4_0) accumulate Σ a·q over each block of 32 k in registers, then add
+ * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
+ * FMA per block instead of one multiply per weight, and the totals need no registers.
  */
 #include "cpu.h"
 #include "simd.h"
@@ -14,38 +23,294 @@
 #include <math.h>
 #include <string.h>
 
-#if MOE_CPU_LEVEL == 2
-#define MR 8
-#elif MOE_CPU_LEVEL == 1
-#define MR 3
+#if defined(__GNUC__) || defined(__clang__)
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define ALWAYS_INLINE static __forceinline
 #else
-#define MR 2
+#define ALWAYS_INLINE static inline
 #endif
 
-#define VPP (MOE_CPU_PANEL / MOE_VLEN) /* vectors per panel */
-#define NV  (2 * VPP)                  /* vectors per pair */
+#define VPP  (MOE_CPU_PANEL / MOE_VLEN) /* vectors per panel */
+#define NV   (2 * VPP)                  /* vectors per pair */
+#define PAIR (2 * MOE_CPU_PANEL)        /* columns per pair */
 
-/* acc[r][v] = Σ_k a_r[k] · pair[v][k]; results to tmp[MR][32]. */
-static void micro_kernel(int64_t k_dim, const float *const arow[MR], const float *b0, float *restrict tmp)
+/* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0). At 512
+ * bits the accumulators take MR·2 of the 32 registers (Q4_0: MR·4, see q4_rows). */
+#if MOE_CPU_LEVEL == 2
+#define MR_F32 8
+#define MR_F16 12
+#define MR_Q8  12
+#define MR_Q4  12
+#define MR_MAX 12
+#elif MOE_CPU_LEVEL == 1
+#define MR_F32 3
+#define MR_F16 3
+#define MR_Q8  2
+#define MR_Q4  2
+#define MR_MAX 3
+#else
+#define MR_F32 2
+#define MR_F16 2
+#define MR_Q8  2
+#define MR_Q4  2
+#define MR_MAX 2
+#endif
+
+/* Q4_0 at 512 bits keeps two sums per output vector, for the block's first and second 16 k
+ * (the low and high nibbles of one byte): four independent FMA chains per row instead of two,
+ * so a single decode row is not bound by FMA latency (4 cycles a step). Narrower levels have
+ * two or four vectors per pair already, and not the registers for twice as many sums. */
+#define Q4_SPLIT    (MOE_CPU_LEVEL == 2)
+#define Q4_ONE_PASS 6 /* rows up to which q4_rows reads a block once (4 sums a row in registers) */
+
+/* Software prefetch, PF_DIST bytes ahead of the weights being read, one line at a time as the
+ * kernel reaches it. A decode row spends few cycles per byte and the hardware prefetcher alone
+ * left it at 60-70% of the core's read bandwidth (Q4_0 at 60%); a pair's stream continues into
+ * the next pair, so reading past a pair's end fetches what comes next. Into L2 (T1): measured
+ * a little faster than into L1 for BF16 and the same for the others. */
+#include <stdlib.h>
+static int pf_dist = 8192, pf_hint = 2;
+#define PF_DIST pf_dist
+#define prefetch_line(p)                                                                                     \
+    do {                                                                                                     \
+        if (pf_hint == 2)                                                                                    \
+            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 2);                                  \
+        else if (pf_hint == 3)                                                                               \
+            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 3);                                  \
+        else if (pf_hint == 1)                                                                               \
+            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 1);                                  \
+    } while (0)
+__attribute__((constructor)) static void pf_init(void)
 {
-    const float *b1 = b0 + k_dim * MOE_CPU_PANEL;
-    moe_vec acc[MR][NV];
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = vec_zero();
-    for (int64_t k = 0; k < k_dim; k++) {
-        moe_vec bv[NV];
-        for (int v = 0; v < VPP; v++) {
-            bv[v] = vec_load(b0 + k * MOE_CPU_PANEL + v * MOE_VLEN);
-            bv[VPP + v] = vec_load(b1 + k * MOE_CPU_PANEL + v * MOE_VLEN);
-        }
-        for (int r = 0; r < MR; r++) {
-            const moe_vec a = vec_set1(arow[r][k]);
-            for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(a, bv[v], acc[r][v]);
+    if (getenv("MOE_PF_D")) pf_dist = atoi(getenv("MOE_PF_D"));
+    if (getenv("MOE_PF")) pf_hint = atoi(getenv("MOE_PF"));
+}
+
+/* ---- micro-kernels -------------------------------------------------------------------------- */
+
+/* The pair's k step k as NV float vectors (panel 0's VPP, then panel 1's): F32, F16 or BF16. */
+ALWAYS_INLINE void load_dense(moe_dtype dt, const unsigned char *b, int64_t k, moe_vec w[NV])
+{
+    const int64_t i = k * PAIR;
+    for (int v = 0; v < VPP; v++) {
+        if (dt == MOE_DTYPE_BF16) { /* (panel 0, panel 1) in each 32-bit word */
+            vec_load_bf16x2((const uint16_t *)(const void *)b + i + 2 * v * MOE_VLEN, &w[v], &w[VPP + v]);
+        } else if (dt == MOE_DTYPE_F16) {
+            w[v] = vec_load_f16((const uint16_t *)(const void *)b + i + v * MOE_VLEN);
+            w[VPP + v] = vec_load_f16((const uint16_t *)(const void *)b + i + MOE_CPU_PANEL + v * MOE_VLEN);
+        } else {
+            w[v] = vec_load((const float *)(const void *)b + i + v * MOE_VLEN);
+            w[VPP + v] = vec_load((const float *)(const void *)b + i + MOE_CPU_PANEL + v * MOE_VLEN);
         }
     }
-    for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++) vec_store(tmp + r * 2 * MOE_CPU_PANEL + v * MOE_VLEN, acc[r][v]);
 }
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in F32, F16 or BF16. */
+ALWAYS_INLINE void dense_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                              const unsigned char *b, float *restrict out)
+{
+    moe_vec acc[MR_MAX][NV];
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = vec_zero();
+    for (int64_t k = 0; k < k_dim; k++) {
+        moe_vec w[NV];
+        const int64_t step = dt == MOE_DTYPE_F32 ? 4 * PAIR : 2 * PAIR; /* bytes of a k step */
+        for (int64_t l = 0; l < step; l += 64) prefetch_line(b + k * step + l);
+        load_dense(dt, b, k, w);
+        for (int r = 0; r < nr; r++) {
+            const moe_vec x = vec_set1(a[r][k]);
+            for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, acc[r][v]);
+}
+
+/* End of a block: out[r] += d · acc[r], d the pair's 32 fp16 scales at the block's head. */
+#define BLOCK_END(nr, p, acc, out)                                                                           \
+    for (int v = 0; v < NV; v++) {                                                                           \
+        const moe_vec d = vec_load_f16((const uint16_t *)(const void *)(p) + v * MOE_VLEN);                  \
+        for (int r = 0; r < (nr); r++) {                                                                     \
+            float *o = (out) + r * PAIR + v * MOE_VLEN;                                                      \
+            vec_store(o, vec_fmadd(d, (acc)[r][v], vec_load(o)));                                            \
+        }                                                                                                    \
+    }
+
+ALWAYS_INLINE void zero_rows(const int nr, float *out)
+{
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, vec_zero());
+}
+
+/* The same for a Q8_0 pair: per block, Σ a·q in registers, then · d into out. */
+ALWAYS_INLINE void q8_rows(const int nr, int64_t k_dim, const float *const *a, const unsigned char *b,
+                           float *restrict out)
+{
+    zero_rows(nr, out);
+    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
+        const unsigned char *p = b + k0 / MOE_CPU_BLOCK * MOE_CPU_Q8_PAIR_BLOCK;
+        const int8_t *q = (const int8_t *)(const void *)(p + MOE_CPU_SCALES);
+        prefetch_line(p); /* the scales */
+        moe_vec acc[MR_MAX][NV];
+        for (int r = 0; r < nr; r++)
+            for (int v = 0; v < NV; v++) acc[r][v] = vec_zero();
+        for (int kk = 0; kk < MOE_CPU_BLOCK; kk++) {
+            moe_vec w[NV];
+            if (kk % 2 == 0) prefetch_line(q + kk * PAIR); /* 32 bytes a step */
+            for (int v = 0; v < NV; v++) w[v] = vec_load_i8(q + kk * PAIR + v * MOE_VLEN);
+            for (int r = 0; r < nr; r++) {
+                const moe_vec x = vec_set1(a[r][k0 + kk]);
+                for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
+            }
+        }
+        BLOCK_END(nr, p, acc, out)
+    }
+}
+
+/* The same for a Q4_0 pair. Each 16-byte row of a block gives two k steps (kk from the low
+ * nibbles, kk + 16 from the high ones), already as q − 8. With Q4_SPLIT the block's sum is
+ * (Σ over the low nibbles) + (Σ over the high ones), each in k order: up to Q4_ONE_PASS rows
+ * keep both sums in registers and read the block once (decode: four FMA chains per row); more
+ * rows would need 4·nr registers, so the block is read twice from L1, low nibbles then high,
+ * with the low sums parked in lo_sums. Either way the arithmetic is the same, so a row's
+ * result does not depend on how many rows share its tile. */
+ALWAYS_INLINE void q4_rows(const int nr, int64_t k_dim, const float *const *a, const unsigned char *b,
+                           float *restrict out)
+{
+    const bool one_pass = !Q4_SPLIT || nr <= Q4_ONE_PASS;
+    float lo_sums[MR_MAX * PAIR];
+    zero_rows(nr, out);
+    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
+        const unsigned char *p = b + k0 / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
+        const uint8_t *q = p + MOE_CPU_SCALES;
+        prefetch_line(p); /* the scales */
+        moe_vec lo[MR_MAX][NV], hi[MR_MAX][NV];
+        for (int r = 0; r < nr; r++)
+            for (int v = 0; v < NV; v++) lo[r][v] = hi[r][v] = vec_zero();
+        if (one_pass) {
+            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
+                moe_vec wl[NV], wh[NV];
+                if (kk % 2 == 0) prefetch_line(q + kk * PAIR); /* 32 bytes a step */
+                for (int v = 0; v < NV; v++) vec_load_q4(q + kk * PAIR + v * MOE_VLEN, &wl[v], &wh[v]);
+                for (int r = 0; r < nr; r++) {
+                    const moe_vec xl = vec_set1(a[r][k0 + kk]), xh = vec_set1(a[r][k0 + kk + 16]);
+                    for (int v = 0; v < NV; v++) {
+                        lo[r][v] = vec_fmadd(xl, wl[v], lo[r][v]);
+                        if (Q4_SPLIT)
+                            hi[r][v] = vec_fmadd(xh, wh[v], hi[r][v]);
+                        else
+                            lo[r][v] = vec_fmadd(xh, wh[v], lo[r][v]);
+                    }
+                }
+            }
+            if (Q4_SPLIT)
+                for (int r = 0; r < nr; r++)
+                    for (int v = 0; v < NV; v++) lo[r][v] = vec_add(lo[r][v], hi[r][v]);
+        } else {
+            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
+                moe_vec w[NV];
+                if (kk % 2 == 0) prefetch_line(q + kk * PAIR);
+                for (int v = 0; v < NV; v++) w[v] = vec_load_q4_lo(q + kk * PAIR + v * MOE_VLEN);
+                for (int r = 0; r < nr; r++) {
+                    const moe_vec x = vec_set1(a[r][k0 + kk]);
+                    for (int v = 0; v < NV; v++) lo[r][v] = vec_fmadd(x, w[v], lo[r][v]);
+                }
+            }
+            for (int r = 0; r < nr; r++)
+                for (int v = 0; v < NV; v++) {
+                    vec_store(lo_sums + r * PAIR + v * MOE_VLEN, lo[r][v]);
+                    lo[r][v] = vec_zero();
+                }
+            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
+                moe_vec w[NV];
+                for (int v = 0; v < NV; v++) w[v] = vec_load_q4_hi(q + kk * PAIR + v * MOE_VLEN);
+                for (int r = 0; r < nr; r++) {
+                    const moe_vec x = vec_set1(a[r][k0 + kk + 16]);
+                    for (int v = 0; v < NV; v++) lo[r][v] = vec_fmadd(x, w[v], lo[r][v]);
+                }
+            }
+            for (int r = 0; r < nr; r++)
+                for (int v = 0; v < NV; v++)
+                    lo[r][v] = vec_add(vec_load(lo_sums + r * PAIR + v * MOE_VLEN), lo[r][v]);
+        }
+        BLOCK_END(nr, p, lo, out)
+    }
+}
+
+/* One function per format: a switch over the row count, each case a specialised copy. */
+typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out);
+
+/* clang-format off */
+#define ROWS_1(X)  X(1)
+#define ROWS_2(X)  ROWS_1(X) X(2)
+#define ROWS_3(X)  ROWS_2(X) X(3)
+#define ROWS_4(X)  ROWS_3(X) X(4)
+#define ROWS_5(X)  ROWS_4(X) X(5)
+#define ROWS_6(X)  ROWS_5(X) X(6)
+#define ROWS_7(X)  ROWS_6(X) X(7)
+#define ROWS_8(X)  ROWS_7(X) X(8)
+#define ROWS_9(X)  ROWS_8(X) X(9)
+#define ROWS_10(X) ROWS_9(X) X(10)
+#define ROWS_11(X) ROWS_10(X) X(11)
+#define ROWS_12(X) ROWS_11(X) X(12)
+/* clang-format on */
+#define ROWS_(n, X) ROWS_##n(X)
+#define ROWS(n, X)  ROWS_(n, X)
+
+#define CASE_F32(r)                                                                                          \
+    case r:                                                                                                  \
+        dense_rows(r, MOE_DTYPE_F32, k_dim, a, b, out);                                                      \
+        return;
+#define CASE_F16(r)                                                                                          \
+    case r:                                                                                                  \
+        dense_rows(r, MOE_DTYPE_F16, k_dim, a, b, out);                                                      \
+        return;
+#define CASE_BF16(r)                                                                                         \
+    case r:                                                                                                  \
+        dense_rows(r, MOE_DTYPE_BF16, k_dim, a, b, out);                                                     \
+        return;
+#define CASE_Q8(r)                                                                                           \
+    case r:                                                                                                  \
+        q8_rows(r, k_dim, a, b, out);                                                                        \
+        return;
+#define CASE_Q4(r)                                                                                           \
+    case r:                                                                                                  \
+        q4_rows(r, k_dim, a, b, out);                                                                        \
+        return;
+
+static void tile_f32(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_F32, CASE_F32)
+    }
+}
+static void tile_f16(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_F16, CASE_F16)
+    }
+}
+static void tile_bf16(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_F16, CASE_BF16)
+    }
+}
+static void tile_q8(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_Q8, CASE_Q8)
+    }
+}
+static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_Q4, CASE_Q4)
+    }
+}
+
+/* ---- epilogue ------------------------------------------------------------------------------- */
 
 /* GELU, erf form (GeGLU and GELU). */
 static float gelu(float v)
@@ -74,7 +339,7 @@ static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows
     const int64_t col0 = q * per_pair;
     const int64_t n_cols = g->n_out - col0 < per_pair ? g->n_out - col0 : per_pair;
     for (int r = 0; r < n_rows; r++) {
-        float *t = tmp + r * 2 * MOE_CPU_PANEL;
+        float *t = tmp + r * PAIR;
         if (g->gated) {
             for (int v = 0; v < VPP; v++) {
                 const moe_vec h = activate_vec(g->activation, vec_load(t + v * MOE_VLEN));
@@ -88,21 +353,41 @@ static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows
     }
 }
 
+/* ---- the GEMM -------------------------------------------------------------------------------- */
+
 static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
-    float tmp[MR * 2 * MOE_CPU_PANEL];
+    tile_fn tile;
+    int mr;
+    switch (g->dtype) {
+    case MOE_DTYPE_F16:
+        tile = tile_f16, mr = MR_F16;
+        break;
+    case MOE_DTYPE_BF16:
+        tile = tile_bf16, mr = MR_F16;
+        break;
+    case MOE_DTYPE_Q8_0:
+        tile = tile_q8, mr = MR_Q8;
+        break;
+    case MOE_DTYPE_Q4_0:
+        tile = tile_q4, mr = MR_Q4;
+        break;
+    default:
+        tile = tile_f32, mr = MR_F32;
+        break;
+    }
+    float tmp[MR_MAX * PAIR];
     const int64_t K = g->k_dim;
+    const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, K);
+    /* Pair-outer: a pair is read from memory once and stays in cache for the tile's rows. */
     for (int64_t q = p0; q < p1; q++) {
-        const float *b = g->b + q * 2 * K * MOE_CPU_PANEL;
-        for (int64_t r = r0; r < r1; r += MR) {
-            const int n = r1 - r < MR ? (int)(r1 - r) : MR;
-            const float *arow[MR];
-            /* Rows past the end repeat the first row; their results are discarded. */
-            for (int i = 0; i < MR; i++) {
-                const int64_t row = r + (i < n ? i : 0);
-                arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[row] : row) * K;
-            }
-            micro_kernel(K, arow, b, tmp);
+        const unsigned char *b = g->b + (size_t)q * pair_bytes;
+        for (int64_t r = r0; r < r1; r += mr) {
+            const int n = r1 - r < mr ? (int)(r1 - r) : mr;
+            const float *arow[MR_MAX];
+            for (int i = 0; i < n; i++)
+                arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[r + i] : r + i) * K;
+            tile(n, K, arow, b, tmp);
             epilogue(g, tmp, r, n, q);
         }
     }
@@ -117,8 +402,15 @@ static void axpy(int64_t n, float a, const float *x, float *y)
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+#if defined(SIMDE_X86_F16C_NATIVE)
+#define FEATURES_USED MOE_FEATURE_F16C
+#else
+#define FEATURES_USED 0u
+#endif
+
 const moe_cpu_kernels MOE_CPU_KERNELS_SYMBOL = {
     .name = MOE_CPU_KERNELS_NAME,
+    .features_used = FEATURES_USED,
     .gemm = gemm,
     .axpy = axpy,
 };

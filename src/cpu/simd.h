@@ -3,12 +3,18 @@
  * widths so that every kernel is written once (ggml's simd-mappings idea).
  *
  * MOE_CPU_LEVEL picks the width: 0 = 128-bit (SSE2 on x86, NEON on Arm through SIMDe's
- * mapping, portable C elsewhere), 1 = 256-bit (AVX2 + FMA), 2 = 512-bit (AVX-512F; when the
- * file is compiled without AVX-512 flags, SIMDe emulates it — the tests use that to run the
- * 16-lane code on any machine). The compiler flags of each object decide what SIMDe emits.
+ * mapping, portable C elsewhere), 1 = 256-bit (AVX2 + FMA + F16C), 2 = 512-bit (AVX-512F; when
+ * the file is compiled without AVX-512 flags, SIMDe emulates it — the tests use that to run
+ * the 16-lane code on any machine). The compiler flags of each object decide what SIMDe emits.
+ *
+ * Besides float arithmetic there are the weight formats' loaders: each reads MOE_VLEN weights
+ * in a storage format (moe.h: F16, BF16, the int8 of Q8_0, the nibbles of Q4_0) and widens
+ * them to float32 lanes in registers, so the kernels never keep a float copy of the weights.
  */
 #ifndef MOE_CPU_SIMD_H
 #define MOE_CPU_SIMD_H
+
+#include <stdint.h>
 
 #ifndef MOE_CPU_LEVEL
 #error "MOE_CPU_LEVEL must be defined (0, 1 or 2)"
@@ -16,6 +22,7 @@
 
 #if MOE_CPU_LEVEL == 2
 #include <simde/x86/avx512.h>
+#include <simde/x86/f16c.h>
 typedef simde__m512 moe_vec;
 #define MOE_VLEN           16
 #define vec_load(p)        simde_mm512_loadu_ps(p)
@@ -30,13 +37,47 @@ typedef simde__m512 moe_vec;
 #define vec_min(a, b)      simde_mm512_min_ps((a), (b))
 #define vec_max(a, b)      simde_mm512_max_ps((a), (b))
 typedef simde__m512i moe_ivec;
-#define vec_bits(v)      simde_mm512_castps_si512(v)
-#define vec_from_bits(i) simde_mm512_castsi512_ps(i)
-#define ivec_add(a, b)   simde_mm512_add_epi32((a), (b))
-#define ivec_set1(x)     simde_mm512_set1_epi32(x)
-#define ivec_shl23(a)    simde_mm512_slli_epi32((a), 23)
+#define vec_bits(v)       simde_mm512_castps_si512(v)
+#define vec_from_bits(i)  simde_mm512_castsi512_ps(i)
+#define ivec_add(a, b)    simde_mm512_add_epi32((a), (b))
+#define ivec_sub(a, b)    simde_mm512_sub_epi32((a), (b))
+#define ivec_and(a, b)    simde_mm512_and_si512((a), (b))
+#define ivec_andnot(a, b) simde_mm512_andnot_si512((a), (b)) /* ~a & b */
+#define ivec_or(a, b)     simde_mm512_or_si512((a), (b))
+#define ivec_set1(x)      simde_mm512_set1_epi32(x)
+#define ivec_slli(a, n)   simde_mm512_slli_epi32((a), (n))
+#define ivec_srli(a, n)   simde_mm512_srli_epi32((a), (n))
+#define ivec_shl23(a)     simde_mm512_slli_epi32((a), 23)
+#if defined(SIMDE_X86_AVX512F_NATIVE)
+/* SIMDe 0.7 has no 512-bit widening loads or int → float conversion; AVX-512F has them all. */
+#define MOE_CPU_NATIVE_512 1
+#define ivec_load_u8(p)    _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define ivec_load_i8(p)    _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define ivec_load_u16(p)   _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define vec_from_int(i)    _mm512_cvtepi32_ps(i)
+#define vec_load_f16(p)    _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#else
+/* Emulated (the simde512 test level): two 256-bit halves. */
+#define MOE_CPU_NATIVE_512 0
+static inline moe_ivec ivec_join(simde__m256i lo, simde__m256i hi)
+{
+    return simde_mm512_inserti64x4(simde_mm512_castsi256_si512(lo), hi, 1);
+}
+#define ivec_load_u8(p)                                                                                      \
+    ivec_join(simde_mm256_cvtepu8_epi32(simde_mm_loadu_si64(p)),                                             \
+              simde_mm256_cvtepu8_epi32(simde_mm_loadu_si64((const uint8_t *)(p) + 8)))
+#define ivec_load_i8(p)                                                                                      \
+    ivec_join(simde_mm256_cvtepi8_epi32(simde_mm_loadu_si64(p)),                                             \
+              simde_mm256_cvtepi8_epi32(simde_mm_loadu_si64((const uint8_t *)(p) + 8)))
+#define ivec_load_u16(p)                                                                                     \
+    ivec_join(simde_mm256_cvtepu16_epi32(simde_mm_loadu_si128(p)),                                           \
+              simde_mm256_cvtepu16_epi32(simde_mm_loadu_si128((const uint16_t *)(p) + 8)))
+#define vec_from_int(i) vec_from_small_int(i)
+#define vec_load_f16(p) vec_f16_bits(ivec_load_u16(p))
+#endif
 #elif MOE_CPU_LEVEL == 1
 #include <simde/x86/avx2.h>
+#include <simde/x86/f16c.h>
 #include <simde/x86/fma.h>
 typedef simde__m256 moe_vec;
 #define MOE_VLEN           8
@@ -55,11 +96,25 @@ typedef simde__m256i moe_ivec;
 #define vec_bits(v)        simde_mm256_castps_si256(v)
 #define vec_from_bits(i)   simde_mm256_castsi256_ps(i)
 #define ivec_add(a, b)     simde_mm256_add_epi32((a), (b))
+#define ivec_sub(a, b)     simde_mm256_sub_epi32((a), (b))
+#define ivec_and(a, b)     simde_mm256_and_si256((a), (b))
+#define ivec_andnot(a, b)  simde_mm256_andnot_si256((a), (b))
+#define ivec_or(a, b)      simde_mm256_or_si256((a), (b))
 #define ivec_set1(x)       simde_mm256_set1_epi32(x)
+#define ivec_slli(a, n)    simde_mm256_slli_epi32((a), (n))
+#define ivec_srli(a, n)    simde_mm256_srli_epi32((a), (n))
 #define ivec_shl23(a)      simde_mm256_slli_epi32((a), 23)
+#define ivec_load_u8(p)    simde_mm256_cvtepu8_epi32(simde_mm_loadu_si64(p))
+#define ivec_load_i8(p)    simde_mm256_cvtepi8_epi32(simde_mm_loadu_si64(p))
+#define ivec_load_u16(p)   simde_mm256_cvtepu16_epi32(simde_mm_loadu_si128(p))
+#define vec_from_int(i)    simde_mm256_cvtepi32_ps(i)
+/* Native F16C where the object is compiled with -mf16c (the avx2 level always is). */
+#define vec_load_f16(p)    simde_mm256_cvtph_ps(simde_mm_loadu_si128(p))
 #elif MOE_CPU_LEVEL == 0
+#include <simde/x86/f16c.h>
 #include <simde/x86/fma.h>
 #include <simde/x86/sse2.h>
+#include <simde/x86/sse4.1.h>
 typedef simde__m128 moe_vec;
 #define MOE_VLEN           4
 #define vec_load(p)        simde_mm_loadu_ps(p)
@@ -77,11 +132,119 @@ typedef simde__m128i moe_ivec;
 #define vec_bits(v)        simde_mm_castps_si128(v)
 #define vec_from_bits(i)   simde_mm_castsi128_ps(i)
 #define ivec_add(a, b)     simde_mm_add_epi32((a), (b))
+#define ivec_sub(a, b)     simde_mm_sub_epi32((a), (b))
+#define ivec_and(a, b)     simde_mm_and_si128((a), (b))
+#define ivec_andnot(a, b)  simde_mm_andnot_si128((a), (b))
+#define ivec_or(a, b)      simde_mm_or_si128((a), (b))
 #define ivec_set1(x)       simde_mm_set1_epi32(x)
+#define ivec_slli(a, n)    simde_mm_slli_epi32((a), (n))
+#define ivec_srli(a, n)    simde_mm_srli_epi32((a), (n))
 #define ivec_shl23(a)      simde_mm_slli_epi32((a), 23)
+#define ivec_load_u8(p)    simde_mm_cvtepu8_epi32(simde_mm_loadu_si32(p))
+#define ivec_load_i8(p)    simde_mm_cvtepi8_epi32(simde_mm_loadu_si32(p))
+#define ivec_load_u16(p)   simde_mm_unpacklo_epi16(simde_mm_loadu_si64(p), simde_mm_setzero_si128())
+#define vec_from_int(i)    simde_mm_cvtepi32_ps(i)
+#if defined(SIMDE_X86_F16C_NATIVE) ||                                                                        \
+    (defined(SIMDE_ARM_NEON_A32V7_NATIVE) && defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC))
+#define vec_load_f16(p) simde_mm_cvtph_ps(simde_mm_loadu_si64(p))
+#else
+/* SIMDe's fallback converts lane by lane with branches; the bit version below is branch-free. */
+#define vec_load_f16(p) vec_f16_bits(ivec_load_u16(p))
+#endif
 #else
 #error "unknown MOE_CPU_LEVEL"
 #endif
+
+/* Asks for the cache line holding p, into L2 (prefetcht1), ahead of its use; never faults.
+ * Not simde_mm_prefetch: SIMDe 0.7 passes its own hint numbering to the native _mm_prefetch,
+ * so its T0 becomes prefetcht2. */
+#if defined(__GNUC__) || defined(__clang__)
+#define vec_prefetch_l2(p) __builtin_prefetch((p), 0, 2)
+#else
+#define vec_prefetch_l2(p) ((void)(p))
+#endif
+
+/* An integer |i| < 2^22 as a float, exactly: its bits added to those of 1.5·2^23 give the
+ * float 1.5·2^23 + i (the integer lands in the mantissa), minus 1.5·2^23. Two integer/float
+ * adds at any width, where SIMDe has no 512-bit conversion. */
+static inline moe_vec vec_from_small_int(moe_ivec i)
+{
+    return vec_sub(vec_from_bits(ivec_add(i, ivec_set1(0x4B400000))), vec_set1(12582912.0f));
+}
+
+/* IEEE binary16 in the low half of each 32-bit lane (upper half zero) → float32, exactly
+ * (subnormals, infinities and NaN included), with integer operations only: for CPUs without
+ * F16C / fp16 NEON. Fabian Giesen's conversion (the one SIMDe uses per lane) made branch-free:
+ * the exponent is rebiased by adding 112 << 23; an all-ones exponent (inf/NaN) gets another
+ * 112 << 23; a zero exponent (zero/subnormal) gets 1 << 23 and then 2^-14 subtracted as a
+ * float, which renormalises exactly without touching a subnormal float. */
+static inline moe_vec vec_f16_bits(moe_ivec h)
+{
+    const moe_ivec o = ivec_slli(ivec_and(h, ivec_set1(0x7fff)), 13);
+    const moe_ivec e = ivec_and(o, ivec_set1(0x0f800000));
+    /* 0x10000000 where the exponent is all ones (adding 1 carries out of the field). */
+    const moe_ivec inf = ivec_and(ivec_add(e, ivec_set1(0x00800000)), ivec_set1(0x10000000));
+    /* inf·3.5 = 0x38000000 = 112 << 23, as shifts. */
+    const moe_ivec inf_fix = ivec_add(ivec_add(inf, ivec_srli(inf, 1)), ivec_slli(inf, 1));
+    const moe_ivec normal = ivec_add(ivec_add(o, ivec_set1(0x38000000)), inf_fix);
+    /* All ones where the exponent is zero: (e − 2^23) is negative only for e = 0. */
+    const moe_ivec zero = ivec_sub(ivec_set1(0), ivec_srli(ivec_sub(e, ivec_set1(0x00800000)), 31));
+    const moe_ivec sub =
+        vec_bits(vec_sub(vec_from_bits(ivec_add(o, ivec_set1(0x38800000))), vec_set1(6.103515625e-05f)));
+    const moe_ivec mag = ivec_or(ivec_and(zero, sub), ivec_andnot(zero, normal));
+    return vec_from_bits(ivec_or(mag, ivec_slli(ivec_and(h, ivec_set1(0x8000)), 16)));
+}
+
+/* MOE_VLEN 32-bit words each holding two bfloat16 (the low half and the high half) → two
+ * float32 vectors. A bfloat16 is the upper half of a float: the low one is shifted into place,
+ * the high one is already there once the low half is masked off. One load and two integer
+ * operations for 2·MOE_VLEN weights. */
+static inline void vec_load_bf16x2(const uint16_t *p, moe_vec *lo, moe_vec *hi)
+{
+    const moe_ivec x = vec_bits(vec_load((const float *)(const void *)p));
+    *lo = vec_from_bits(ivec_slli(x, 16));
+    *hi = vec_from_bits(ivec_and(x, ivec_set1(-65536))); /* 0xffff0000 */
+}
+
+/* MOE_VLEN int8 (Q8_0 quants) → float32. */
+static inline moe_vec vec_load_i8(const int8_t *p)
+{
+    return vec_from_int(ivec_load_i8(p));
+}
+
+/* MOE_VLEN bytes of Q4_0 quants → two vectors: (low nibble − 8) and (high nibble − 8), as
+ * floats. With native AVX-512 (and its emulation) a 16-entry table lookup (vpermps reads only
+ * the index's low 4 bits) does the mask, the conversion and the −8 in one instruction. */
+static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
+{
+    const moe_ivec x = ivec_load_u8(p);
+#if MOE_CPU_LEVEL == 2
+    const moe_vec table = simde_mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
+                                              1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    *lo = simde_mm512_permutexvar_ps(x, table);
+    *hi = simde_mm512_permutexvar_ps(ivec_srli(x, 4), table);
+#else
+    /* The nibble's bits into the mantissa of 1.5·2^23, then subtract 1.5·2^23 + 8: exact. */
+    const moe_ivec magic = ivec_set1(0x4B400000);
+    const moe_vec bias = vec_set1(12582920.0f);
+    *lo = vec_sub(vec_from_bits(ivec_or(ivec_and(x, ivec_set1(15)), magic)), bias);
+    *hi = vec_sub(vec_from_bits(ivec_or(ivec_srli(x, 4), magic)), bias);
+#endif
+}
+
+/* The low or the high nibbles alone (the two passes of a many-row Q4_0 tile). */
+static inline moe_vec vec_load_q4_lo(const uint8_t *p)
+{
+    moe_vec lo, hi;
+    vec_load_q4(p, &lo, &hi);
+    return lo;
+}
+static inline moe_vec vec_load_q4_hi(const uint8_t *p)
+{
+    moe_vec lo, hi;
+    vec_load_q4(p, &lo, &hi);
+    return hi;
+}
 
 /* e^x for every lane, within 2 ulp of expf on [-87, 88] (inputs are clamped there, so the
  * result stays a normal float). Cody-Waite range reduction x = n·ln2 + r, the classic

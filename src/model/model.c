@@ -302,6 +302,11 @@ static void fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims)
 
 /* Finds prefix+suffix and checks it is F32/F16/BF16 of shape [rows, cols] (or [cols] when
  * rows is 0; or either when rows is -1, for a [1, cols] vector stored flat). */
+static moe_dtype dtype_of(const moe_st_tensor *t)
+{
+    return t->dtype == MOE_ST_F16 ? MOE_DTYPE_F16 : t->dtype == MOE_ST_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
+}
+
 static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, int64_t cols, const char *why)
 {
     if (lk->st != MOE_OK) return NULL;
@@ -417,6 +422,7 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
         }
         snprintf(name, sizeof name, "%s%s.weight", base, u);
         tu = need(&lk, name, F, D, why);
+        if (e == 0 && tu) d.weight_dtype = dtype_of(tu); /* the checkpoint's own format */
         snprintf(name, sizeof name, "%s%s.weight", base, dn);
         td = need(&lk, name, D, F, why);
         if (refs) {
@@ -432,6 +438,7 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
         const moe_st_tensor *sg = need(&lk, name, FS, D, why);
         snprintf(name, sizeof name, "%sup_proj.weight", shared);
         const moe_st_tensor *su = need(&lk, name, FS, D, why);
+        if (su) d.shared_weight_dtype = dtype_of(su);
         snprintf(name, sizeof name, "%sdown_proj.weight", shared);
         const moe_st_tensor *sd = need(&lk, name, D, FS, why);
         const moe_st_tensor *seg = d.shared_expert_gate ? need(&lk, "shared_expert_gate.weight", -1, D,
@@ -440,6 +447,8 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
         if (refs) refs->shared_gate = sg, refs->shared_up = su, refs->shared_down = sd, refs->seg = seg;
     }
     if (lk.st != MOE_OK) return lk.st;
+    if (o.weight_dtype != MOE_DTYPE_DEFAULT) d.weight_dtype = o.weight_dtype;
+    if (o.shared_weight_dtype != MOE_DTYPE_DEFAULT) d.shared_weight_dtype = o.shared_weight_dtype;
     moe_layer_desc norm;
     moe_status st = moe_validate_layer(ctx, &d, NULL, &norm);
     if (st != MOE_OK) return st;
@@ -481,11 +490,6 @@ static void temps_free(temps *t)
 {
     for (size_t i = 0; i < t->n; i++) moe_free(t->p[i]);
     moe_free(t->p);
-}
-
-static moe_dtype dtype_of(const moe_st_tensor *t)
-{
-    return t->dtype == MOE_ST_F16 ? MOE_DTYPE_F16 : t->dtype == MOE_ST_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
 }
 
 /* The tensor as a matrix source: in place, or an aligned copy when the file's offset is not

@@ -189,6 +189,19 @@ static void fit_text(char *out, size_t size, const char *text)
     if (snprintf(out, size, "%s", text) >= (int)size && size > 4) memcpy(out + size - 4, "...", 4);
 }
 
+/* Whether a kernel may use cl_khr_subgroups' reductions: the extension, and OpenCL C 2.0 or
+ * later to build the variant with (-cl-std=CL2.0; the extension's functions are 2.0 built-ins).
+ * With g_lock held. */
+static bool has_subgroups(cl_device_id d)
+{
+    char ext[8192], cver[128];
+    dev_string(d, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
+    dev_string(d, CL_DEVICE_OPENCL_C_VERSION, cver, sizeof cver); /* "OpenCL C <major>.<minor> ..." */
+    int major = 0, minor = 0;
+    if (sscanf(cver, "OpenCL C %d.%d", &major, &minor) != 2) major = 0;
+    return strstr(ext, "cl_khr_subgroups") != NULL && major >= 2;
+}
+
 static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
 {
     *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_OPENCL, .index = index};
@@ -273,6 +286,9 @@ static uint32_t env_u32(const char *name, uint32_t fallback)
  * the GPU sizes, 0.84 s for 32×32 of 4×4 and 2.3 s for 128×128 of 8×8.
  * MOE_CL_GEMM_BM / _TM / _BK override, for experiments. b->max_wg and b->local_mem are read
  * in open_device_locked. */
+#define MATVEC_CPU_WG   8
+#define MATVEC_CPU_COLS 16
+
 static moe_status choose_sizes(moe_cl_backend *b)
 {
     b->wg_big = pow2_floor(b->max_wg < 256 ? b->max_wg : 256);
@@ -293,6 +309,23 @@ static moe_status choose_sizes(moe_cl_backend *b)
             "opencl: the GEMM tile needs %zu work-items and %llu bytes of local memory; the device "
             "allows %zu and %llu",
             threads, (unsigned long long)local, b->max_wg, (unsigned long long)b->local_mem);
+    /* The decode kernel (matvec.cl). GPUs: 64 work-items split K, 4 columns a work-group (as on
+     * Vulkan). CPU-type devices: a work-group is a loop on one core, vectorised across
+     * work-items; MATVEC_CPU_WG × MATVEC_CPU_COLS measured best on PoCL at the olmoe-1b-7b
+     * shape, T=1. It replaces the GEMM while experts get at most 4 rows each (moe_kuse_matvec).
+     * MOE_CL_MATVEC_WG / _COLS / _ROWS override (ROWS 0: never; a large value: always). */
+    b->matvec_wg = env_u32("MOE_CL_MATVEC_WG", cpu_device ? MATVEC_CPU_WG : b->wg_small);
+    b->matvec_cols = env_u32("MOE_CL_MATVEC_COLS", cpu_device ? MATVEC_CPU_COLS : 4);
+    const char *rows = getenv("MOE_CL_MATVEC_ROWS");
+    b->matvec_max_rows = rows && *rows ? strtoll(rows, NULL, 10) : 4;
+    const cl_ulong matvec_local = sizeof(float) * 2 * (cl_ulong)b->matvec_cols * b->matvec_wg;
+    if (b->matvec_wg == 0 || (b->matvec_wg & (b->matvec_wg - 1)) != 0 || b->matvec_wg > b->max_wg ||
+        b->matvec_cols == 0 || b->matvec_max_rows < 0 || matvec_local > b->local_mem)
+        return moe_fail(b->base.ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "opencl: bad decode kernel shape (%u work-items, a power of two up to %zu; %u "
+                        "columns; %lld rows; %llu bytes of local memory of %llu)",
+                        b->matvec_wg, b->max_wg, b->matvec_cols, (long long)b->matvec_max_rows,
+                        (unsigned long long)matvec_local, (unsigned long long)b->local_mem);
     return MOE_OK;
 }
 
@@ -320,6 +353,7 @@ static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call
     cl_uint align_bits = 0;
     clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
+    b->subgroups = has_subgroups(b->device);
     cl_command_queue_properties qp = 0;
     clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
     b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
@@ -372,6 +406,9 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
     if (st == MOE_OK && (b->base.alignment & (b->base.alignment - 1)) != 0)
         st = moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "opencl: base address alignment %zu is not a power of two",
                       b->base.alignment);
+    /* MOE_CL_DISABLE_SUBGROUPS=1 forces the plain decode kernel where the device has subgroups. */
+    const char *no_sub = getenv("MOE_CL_DISABLE_SUBGROUPS");
+    if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroups = false;
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
     if (st == MOE_OK) st = moe_cl_memory_init(b);

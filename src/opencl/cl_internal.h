@@ -32,6 +32,8 @@
 
 typedef enum moe_cl_kernel_id {
     MOE_CL_K_GEMM,
+    MOE_CL_K_MATVEC,
+    MOE_CL_K_MATVEC_SUBGROUP, /* needs cl_khr_subgroups (OpenCL C 2.0) */
     MOE_CL_K_SELECT,
     MOE_CL_K_PLAN_COUNT,
     MOE_CL_K_PLAN_SCAN,
@@ -46,6 +48,9 @@ typedef struct moe_cl_source {
     const char *file;      /* "gemm.cl" */
     const char *kernel;    /* the __kernel function's name */
     const char *interface; /* the description it implements (moe_kargs.kernel) */
+    const char *variant;   /* build options of this variant of the file, before the launch's own
+                              ("" for most; the subgroup decode kernel's -DUSE_SUBGROUP=1 and
+                              -cl-std=CL2.0), so the same text builds a program per variant */
 } moe_cl_source;
 
 extern const moe_cl_source moe_cl_sources[MOE_CL_K_COUNT];
@@ -84,6 +89,9 @@ typedef struct moe_cl_backend {
     cl_ulong local_mem;        /* CL_DEVICE_LOCAL_MEM_SIZE */
     uint32_t wg_small, wg_big; /* work-group sizes: per-item kernels, reductions */
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
+    uint32_t matvec_wg, matvec_cols; /* the decode kernel's shape (kernels/matvec.h) */
+    int64_t matvec_max_rows;         /* its choice over the GEMM (moe_kuse_matvec); 0 = never */
+    bool subgroups;                  /* cl_khr_subgroups with OpenCL C 2.0+: the subgroup variant */
 
     /* program build and cache */
     char cache_dir[768];   /* "" = no disk cache */
@@ -101,9 +109,9 @@ typedef struct moe_cl_backend {
     int n_events;
     double wall_t0;
 
-    float *staging; /* host staging for weight conversion */
-    size_t staging_floats;
-    cl_mem dummy; /* bound where a buffer is absent */
+    unsigned char *staging; /* host staging for weight conversion */
+    size_t staging_size;    /* bytes */
+    cl_mem dummy;           /* bound where a buffer is absent */
 
     bool lost;        /* an execution error was seen: the context is unusable */
     int inject_oom;   /* MOE_CL_INJECT=oom: buffer allocations fail */

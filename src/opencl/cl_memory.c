@@ -5,8 +5,9 @@
  * cl_mem; a tensor inside it is (cl_mem, byte offset), and kernels take the offset as an
  * element-offset argument, so no sub-buffer (and its CL_DEVICE_MEM_BASE_ADDR_ALIGN rule) is
  * needed. The core still aligns every offset to max(16, that alignment). Host transfers are
- * blocking reads and writes on the one in-order queue (outside a forward). Weights are
- * converted from F16/BF16 row by row into a host staging buffer and written in chunks, so no
+ * blocking reads and writes on the one in-order queue (outside a forward). Weights are stored
+ * in their format (F32, F16, BF16, Q8_0, Q4_0: the kernels read each as it is), converted row by
+ * row into a host staging buffer when handed over in another, and written in chunks, so no
  * float copy of a checkpoint is ever made.
  */
 #include "../alloc.h"
@@ -71,7 +72,7 @@ void moe_cl_buffer_free(moe_backend *be, moe_backend_buffer *buf)
 
 moe_status moe_cl_memory_init(moe_cl_backend *b)
 {
-    b->staging_floats = STAGING_BYTES / sizeof(float);
+    b->staging_size = STAGING_BYTES;
     b->staging = moe_malloc(STAGING_BYTES);
     if (!b->staging) return moe_fail(b->base.ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     b->base.staging_bytes = STAGING_BYTES;
@@ -108,33 +109,40 @@ moe_status moe_cl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t b
 
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
+/* Each row in the bytes of the tensor's format (kernels/weight_format.h), rows back to back:
+ * the device holds exactly the format's size, and the kernels read the format themselves. */
 size_t moe_cl_weight_bytes(moe_backend *be, const moe_weight_src *s)
 {
     (void)be;
-    return sizeof(float) * (size_t)s->batch * (s->second ? 2u : 1u) * (size_t)s->rows * (size_t)s->cols;
+    return moe_dtype_row_bytes(s->dtype, s->cols) * (size_t)s->batch * (s->second ? 2u : 1u) *
+           (size_t)s->rows;
 }
 
+/* Every row of every matrix, in storage order, converted (or copied, when the source has the
+ * format already) into the staging buffer; a full staging buffer is one write. */
 moe_status moe_cl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
     moe_cl_backend *b = moe_clb(be);
-    const size_t cols = (size_t)s->cols;
-    if (cols > b->staging_floats)
+    const size_t row_bytes = moe_dtype_row_bytes(s->dtype, s->cols);
+    if (row_bytes == 0 || row_bytes > b->staging_size)
         return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED,
-                        "opencl: a weight row of %zu floats exceeds the staging buffer", cols);
-    const int64_t rows_per_chunk = (int64_t)(b->staging_floats / cols);
-    size_t at = dst.offset;
-    for (int64_t e = 0; e < s->batch; e++) {
-        for (int half = 0; half < (s->second ? 2 : 1); half++) {
-            const moe_matrix_src *m = half ? &s->second[e] : &s->first[e];
-            for (int64_t r0 = 0; r0 < s->rows; r0 += rows_per_chunk) {
-                const int64_t n = s->rows - r0 < rows_per_chunk ? s->rows - r0 : rows_per_chunk;
-                for (int64_t r = 0; r < n; r++)
-                    moe_matrix_row(m, s->cols, r0 + r, b->staging + (size_t)r * cols);
-                const moe_addr chunk = {dst.buf, at};
-                moe_status st = moe_cl_buffer_write(be, chunk, b->staging, (size_t)n * cols * sizeof(float));
-                if (st != MOE_OK) return st;
-                at += (size_t)n * cols * sizeof(float);
-            }
+                        "opencl: a weight row of %lld values in format %d does not fit the %zu-byte staging "
+                        "buffer",
+                        (long long)s->cols, (int)s->dtype, b->staging_size);
+    const int halves = s->second ? 2 : 1;
+    const int64_t total = s->batch * halves * s->rows;
+    size_t at = dst.offset, filled = 0;
+    for (int64_t i = 0; i < total; i++) {
+        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
+        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
+        moe_matrix_row_as(m, s->cols, r, s->dtype, b->staging + filled);
+        filled += row_bytes;
+        if (filled + row_bytes > b->staging_size || i + 1 == total) {
+            const moe_addr chunk = {dst.buf, at};
+            moe_status st = moe_cl_buffer_write(be, chunk, b->staging, filled);
+            if (st != MOE_OK) return st;
+            at += filled;
+            filled = 0;
         }
     }
     return MOE_OK;

@@ -22,23 +22,29 @@
 
 #include "combine.cl.h"
 #include "gemm.cl.h"
+#include "matvec.cl.h"
 #include "plan_count.cl.h"
 #include "plan_scan.cl.h"
 #include "plan_scatter.cl.h"
 #include "select.cl.h"
 #include "stats.cl.h"
 
-/* {source, file, __kernel function, interface description (kernels/<name>.h)} */
+/* {source, file, __kernel function, interface description (kernels/<name>.h), variant options} */
 const moe_cl_source moe_cl_sources[MOE_CL_K_COUNT] = {
-    [MOE_CL_K_GEMM] = {(const char *)moe_cl_text_gemm, "gemm.cl", "gemm", "gemm"},
-    [MOE_CL_K_SELECT] = {(const char *)moe_cl_text_select, "select.cl", "select_topk", "select"},
+    [MOE_CL_K_GEMM] = {(const char *)moe_cl_text_gemm, "gemm.cl", "gemm", "gemm", ""},
+    [MOE_CL_K_MATVEC] = {(const char *)moe_cl_text_matvec, "matvec.cl", "matvec", "matvec",
+                         "-DUSE_SUBGROUP=0"},
+    [MOE_CL_K_MATVEC_SUBGROUP] = {(const char *)moe_cl_text_matvec, "matvec.cl", "matvec", "matvec",
+                                  "-DUSE_SUBGROUP=1 -cl-std=CL2.0"},
+    [MOE_CL_K_SELECT] = {(const char *)moe_cl_text_select, "select.cl", "select_topk", "select", ""},
     [MOE_CL_K_PLAN_COUNT] = {(const char *)moe_cl_text_plan_count, "plan_count.cl", "plan_count",
-                             "plan_count"},
-    [MOE_CL_K_PLAN_SCAN] = {(const char *)moe_cl_text_plan_scan, "plan_scan.cl", "plan_scan", "plan_scan"},
+                             "plan_count", ""},
+    [MOE_CL_K_PLAN_SCAN] = {(const char *)moe_cl_text_plan_scan, "plan_scan.cl", "plan_scan", "plan_scan",
+                            ""},
     [MOE_CL_K_PLAN_SCATTER] = {(const char *)moe_cl_text_plan_scatter, "plan_scatter.cl", "plan_scatter",
-                               "plan_scatter"},
-    [MOE_CL_K_COMBINE] = {(const char *)moe_cl_text_combine, "combine.cl", "combine", "combine"},
-    [MOE_CL_K_STATS] = {(const char *)moe_cl_text_stats, "stats.cl", "stats", "stats"},
+                               "plan_scatter", ""},
+    [MOE_CL_K_COMBINE] = {(const char *)moe_cl_text_combine, "combine.cl", "combine", "combine", ""},
+    [MOE_CL_K_STATS] = {(const char *)moe_cl_text_stats, "stats.cl", "stats", "stats", ""},
 };
 
 #define CACHE_MAGIC "MOECLBN1"
@@ -155,8 +161,9 @@ static bool build_from_cache(moe_cl_backend *b, uint64_t key, const char *option
 
 static moe_status build(moe_cl_backend *b, moe_cl_kernel_id id, const char *options_in, cl_program *out)
 {
-    char options[MOE_CL_OPTIONS_MAX + 64];
-    snprintf(options, sizeof options, "%s%s", options_in,
+    char options[MOE_CL_OPTIONS_MAX + 128];
+    const char *variant = moe_cl_sources[id].variant;
+    snprintf(options, sizeof options, "%s%s%s%s", variant, *variant ? " " : "", options_in,
              b->inject_build ? " -DMOE_INJECT_BUILD_FAILURE" : "");
     const uint64_t key = program_key(b, id, options);
     double t0 = moe_now_ms();

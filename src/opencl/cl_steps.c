@@ -191,15 +191,23 @@ static moe_kconfig kconfig(const moe_cl_backend *b)
                          .gemm_tm = b->gemm_tm,
                          .gemm_tn = b->gemm_tn,
                          .gemm_shared = true,
-                         .row_tile = b->base.row_tile};
+                         .row_tile = b->base.row_tile,
+                         .matvec_wg = b->matvec_wg,
+                         .matvec_cols = b->matvec_cols,
+                         .matvec_max_rows = b->matvec_max_rows};
 }
 
-/* The grouped GEMM: one launch covers every expert (a cl_mem has no binding-range limit, so the
- * experts are never split into groups as on Vulkan). */
+/* An ffn step: the grouped GEMM, or at small T the decode kernel (moe_kuse_matvec); one launch
+ * covers every expert (a cl_mem has no binding-range limit, so the experts are never split into
+ * groups as on Vulkan). */
 moe_status moe_cl_ffn(moe_backend *be, const moe_ffn_step *s)
 {
     moe_cl_backend *b = moe_clb(be);
     const moe_kconfig c = kconfig(b);
+    if (moe_kuse_matvec(&c, s)) {
+        const moe_klaunch l = moe_klaunch_matvec(&c, s, 0, s->n_experts, s->weights, 0);
+        return launch(b, b->subgroups ? MOE_CL_K_MATVEC_SUBGROUP : MOE_CL_K_MATVEC, &l);
+    }
     const moe_klaunch l = moe_klaunch_gemm(&c, s, 0, s->n_experts, s->weights, 0);
     return launch(b, MOE_CL_K_GEMM, &l);
 }

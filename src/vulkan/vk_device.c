@@ -488,6 +488,31 @@ static moe_status choose_sizes(moe_vk_backend *b)
         return moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
                         "vulkan: device limits too small (%u invocations, %u bytes of shared memory)", max_wg,
                         l->maxComputeSharedMemorySize);
+    /* The decode kernel (matvec.comp). GPUs: 64 invocations split K (two NVIDIA warps, one AMD
+     * wave64, a few Intel/Arm subgroups), 4 columns a workgroup, so a decode step of a real layer
+     * is thousands of workgroups. CPU-type devices: one workgroup is one SIMD batch of the
+     * driver (its subgroup; lavapipe runs a larger workgroup as coroutines switched at every
+     * barrier), with 16 columns to share each activation load — measured on lavapipe (8 lanes)
+     * at the olmoe-1b-7b shape, T=1, F32: 65-90 ms of kernels against 190-240 ms for 64 × 4
+     * and 100-150 ms for 16 × 16. It replaces the GEMM while experts get at most 4 rows each
+     * (moe_kuse_matvec): a 64-row tile is then 1/16 full. MOE_VK_MATVEC_WG, _COLS and _ROWS
+     * override (ROWS 0: never; a large value: always), for experiments and the tests. */
+    const uint32_t lanes = b->subgroup_size >= 4 && b->subgroup_size <= 64 ? pow2_floor(b->subgroup_size) : 8;
+    b->matvec_wg = cpu_device ? (lanes < max_wg ? lanes : pow2_floor(max_wg)) : b->wg_small;
+    b->matvec_cols = cpu_device ? 16 : 4;
+    b->matvec_max_rows = 4;
+    if ((env = getenv("MOE_VK_MATVEC_WG")) != NULL) b->matvec_wg = (uint32_t)atoi(env);
+    if ((env = getenv("MOE_VK_MATVEC_COLS")) != NULL) b->matvec_cols = (uint32_t)atoi(env);
+    if ((env = getenv("MOE_VK_MATVEC_ROWS")) != NULL) b->matvec_max_rows = strtoll(env, NULL, 10);
+    const size_t matvec_shared = sizeof(float) * 2 * (size_t)b->matvec_cols * b->matvec_wg;
+    if (b->matvec_wg == 0 || (b->matvec_wg & (b->matvec_wg - 1)) != 0 || b->matvec_wg > max_wg ||
+        b->matvec_cols == 0 || b->matvec_max_rows < 0 || matvec_shared > l->maxComputeSharedMemorySize)
+        return moe_fail(
+            b->base.ctx, MOE_ERROR_INVALID_ARGUMENT,
+            "vulkan: bad decode kernel shape (%u invocations, a power of two up to %u; %u columns; "
+            "%lld rows; %zu bytes of shared memory of %u)",
+            b->matvec_wg, max_wg, b->matvec_cols, (long long)b->matvec_max_rows, matvec_shared,
+            l->maxComputeSharedMemorySize);
     return MOE_OK;
 }
 

@@ -26,6 +26,8 @@
 
 typedef enum moe_vk_shader_id {
     MOE_VK_SHADER_GEMM,
+    MOE_VK_SHADER_MATVEC,
+    MOE_VK_SHADER_MATVEC_SUBGROUP, /* needs Vulkan 1.1 subgroup arithmetic in compute */
     MOE_VK_SHADER_SELECT,
     MOE_VK_SHADER_PLAN_COUNT,
     MOE_VK_SHADER_PLAN_SCAN,
@@ -42,7 +44,9 @@ typedef struct moe_vk_shader_info {
     uint32_t n_bindings; /* storage buffers 0..n-1 */
     uint32_t push_bytes; /* push constant block size */
     const char *name;
-    const char *kernel; /* the interface it implements (moe_kargs.kernel) */
+    const char *kernel;       /* the interface it implements (moe_kargs.kernel) */
+    bool subgroup_arithmetic; /* a variant for devices with subgroup arithmetic in compute (SPIR-V
+                                 1.3): its module is created only there */
 } moe_vk_shader_info;
 
 extern const moe_vk_shader_info moe_vk_shaders[MOE_VK_SHADER_COUNT];
@@ -101,6 +105,8 @@ typedef struct moe_vk_backend {
     uint32_t wg_small, wg_big; /* workgroup sizes: per-item kernels, reductions */
     uint32_t gemm_bm, gemm_bn, gemm_bk, gemm_tm, gemm_tn;
     uint32_t gemm_shared;                /* 1: stage tiles through shared memory (GPUs) */
+    uint32_t matvec_wg, matvec_cols;     /* the decode kernel's shape (kernels/matvec.h) */
+    int64_t matvec_max_rows;             /* its choice over the GEMM (moe_kuse_matvec); 0 = never */
     bool subgroup_arithmetic;            /* compute shaders may use subgroupAdd (Vulkan 1.1) */
     uint32_t subgroup_size;              /* default subgroup width (Vulkan 1.1); 0 = unknown */
     uint32_t subgroup_min, subgroup_max; /* subgroup size control range (Vulkan 1.3); 0 = none */

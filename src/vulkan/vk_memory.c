@@ -4,8 +4,9 @@
  * Every arena allocation (a layer's weights, the scratch region, a moe_buffer) is a VkBuffer
  * bound into one of a few large VkDeviceMemory blocks (first fit at the buffer's alignment,
  * freed ranges coalesce; an emptied block is returned to the driver). Host data moves
- * through one persistent host-visible staging buffer, in chunks; weights are converted from
- * F16/BF16 row by row straight into it, so no float copy of a checkpoint is ever made.
+ * through one persistent host-visible staging buffer, in chunks; weights are stored in their
+ * format (F32, F16, BF16, Q8_0, Q4_0: the kernels read each as it is) and converted row by row
+ * straight into it when handed over in another, so no float copy of a checkpoint is ever made.
  */
 #include "../alloc.h"
 #include "vk_internal.h"
@@ -322,34 +323,39 @@ moe_status moe_vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t b
 
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
+/* Each row in the bytes of the tensor's format (kernels/weight_format.h), rows back to back:
+ * the device holds exactly the format's size, and the kernels read the format themselves. */
 size_t moe_vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
 {
     (void)be;
-    return sizeof(float) * (size_t)s->batch * (s->second ? 2u : 1u) * (size_t)s->rows * (size_t)s->cols;
+    return moe_dtype_row_bytes(s->dtype, s->cols) * (size_t)s->batch * (s->second ? 2u : 1u) *
+           (size_t)s->rows;
 }
 
+/* Every row of every matrix, in storage order, converted (or copied, when the source has the
+ * format already) straight into the staging buffer; a full staging buffer is one copy. */
 moe_status moe_vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
     moe_vk_backend *b = moe_vkb(be);
-    const size_t row_bytes = sizeof(float) * (size_t)s->cols;
-    if (row_bytes > STAGING_SIZE)
+    const size_t row_bytes = moe_dtype_row_bytes(s->dtype, s->cols);
+    if (row_bytes == 0 || row_bytes > STAGING_SIZE)
         return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED,
-                        "vulkan: a weight row of %zu bytes exceeds the staging buffer", row_bytes);
-    const size_t rows_per_chunk = STAGING_SIZE / row_bytes;
-    size_t at = dst.offset;
-    for (int64_t e = 0; e < s->batch; e++) {
-        for (int half = 0; half < (s->second ? 2 : 1); half++) {
-            const moe_matrix_src *m = half ? &s->second[e] : &s->first[e];
-            for (int64_t r0 = 0; r0 < s->rows; r0 += (int64_t)rows_per_chunk) {
-                const int64_t n =
-                    s->rows - r0 < (int64_t)rows_per_chunk ? s->rows - r0 : (int64_t)rows_per_chunk;
-                for (int64_t r = 0; r < n; r++)
-                    moe_matrix_row(m, s->cols, r0 + r, (float *)b->staging_map + (size_t)r * (size_t)s->cols);
-                moe_status st =
-                    copy(b, b->staging->buffer, 0, dst.buf->buffer, at, (VkDeviceSize)n * row_bytes);
-                if (st != MOE_OK) return st;
-                at += (size_t)n * row_bytes;
-            }
+                        "vulkan: a weight row of %lld values in format %d does not fit the %llu-byte staging "
+                        "buffer",
+                        (long long)s->cols, (int)s->dtype, (unsigned long long)STAGING_SIZE);
+    const int halves = s->second ? 2 : 1;
+    const int64_t total = s->batch * halves * s->rows;
+    size_t at = dst.offset, filled = 0;
+    for (int64_t i = 0; i < total; i++) {
+        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
+        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
+        moe_matrix_row_as(m, s->cols, r, s->dtype, (char *)b->staging_map + filled);
+        filled += row_bytes;
+        if (filled + row_bytes > STAGING_SIZE || i + 1 == total) {
+            moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, at, filled);
+            if (st != MOE_OK) return st;
+            at += filled;
+            filled = 0;
         }
     }
     return MOE_OK;

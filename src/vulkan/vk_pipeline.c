@@ -45,7 +45,7 @@ moe_status moe_vk_pipelines_init(moe_vk_backend *b)
 {
     for (int s = 0; s < MOE_VK_SHADER_COUNT; s++) {
         const moe_vk_shader_info *info = &moe_vk_shaders[s];
-        if (s == MOE_VK_SHADER_COMBINE_SUBGROUP && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
+        if (info->subgroup_arithmetic && !b->subgroup_arithmetic) continue; /* SPIR-V 1.3 */
         const VkShaderModuleCreateInfo mi = {.sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO,
                                              .codeSize = info->size,
                                              .pCode = info->code};

@@ -192,24 +192,37 @@ static moe_kconfig kconfig(const moe_vk_backend *b)
                          .gemm_tm = b->gemm_tm,
                          .gemm_tn = b->gemm_tn,
                          .gemm_shared = b->gemm_shared != 0,
-                         .row_tile = b->base.row_tile};
+                         .row_tile = b->base.row_tile,
+                         .matvec_wg = b->matvec_wg,
+                         .matvec_cols = b->matvec_cols,
+                         .matvec_max_rows = b->matvec_max_rows};
 }
 
-/* The grouped GEMM. W is bound one group of experts at a time, as many whole experts as fit in
- * maxStorageBufferRange (a real layer can exceed it: Mixtral-8x7B's 5.6 GB against NVIDIA's
- * 4 GB, or any large layer against lavapipe's 128 MiB); each group is one dispatch whose row
- * tiles of other experts exit at once. A group's first matrix need not start at a multiple of
+/* An ffn step: the grouped GEMM, or at small T the decode kernel (moe_kuse_matvec: the same
+ * arguments, its rows taken as (token, slot) pairs). W is bound one group of experts at a time,
+ * as many whole experts as fit in maxStorageBufferRange (a real layer can exceed it:
+ * Mixtral-8x7B's 5.6 GB against NVIDIA's 4 GB, or any large layer against lavapipe's 128 MiB);
+ * each group is one dispatch whose row tiles (slots) of other experts exit at once. Sizes are
+ * the weight format's bytes. A group's first matrix need not start at a multiple of
  * minStorageBufferOffsetAlignment, so the binding starts at the aligned offset below it and the
- * shader skips w_start elements. MOE_VK_MAX_WEIGHT_BINDING lowers the limit, so the tests
- * exercise the grouping on small layers. The split is Vulkan's alone; the arguments of each
- * group's dispatch are the ones every backend fills (moe_klaunch_gemm). */
+ * shader skips w_start bytes (even: every format's sizes are). MOE_VK_MAX_WEIGHT_BINDING lowers
+ * the limit, so the tests exercise the grouping on small layers. The split is Vulkan's alone;
+ * the arguments of each group's dispatch are the ones every backend fills (moe_klaunch_gemm,
+ * moe_klaunch_matvec). */
 static moe_status gemm(moe_vk_backend *b, const moe_ffn_step *s)
 {
     const moe_kconfig c = kconfig(b);
-    const int64_t n_experts = s->n_experts, expert_floats = moe_kgemm_expert_floats(s);
+    /* Small T: the decode kernel instead, over the same groups of experts (moe_kuse_matvec). */
+    const bool matvec = moe_kuse_matvec(&c, s);
+    const moe_vk_shader_id shader = !matvec                  ? MOE_VK_SHADER_GEMM
+                                    : b->subgroup_arithmetic ? MOE_VK_SHADER_MATVEC_SUBGROUP
+                                                             : MOE_VK_SHADER_MATVEC;
+    const int64_t n_experts = s->n_experts;
     const moe_addr w = s->weights;
-    const VkDeviceSize expert_bytes = sizeof(float) * (VkDeviceSize)expert_floats;
-    const VkDeviceSize limit = b->max_weight_binding;
+    const VkDeviceSize expert_bytes = (VkDeviceSize)moe_kgemm_expert_bytes(s);
+    /* A multiple of 4: the binding's size is rounded up to whole words (the shader reads words),
+     * and must stay within the limit (maxStorageBufferRange may be 2^32 - 1). */
+    const VkDeviceSize limit = b->max_weight_binding & ~(VkDeviceSize)3;
     const VkDeviceSize align = b->props.limits.minStorageBufferOffsetAlignment;
     if (expert_bytes > limit)
         return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
@@ -230,8 +243,9 @@ static moe_status gemm(moe_vk_backend *b, const moe_ffn_step *s)
                        "bytes exceed the device's storage buffer range (%llu bytes)",
                        (unsigned long long)expert_bytes, (unsigned long long)lead, (unsigned long long)limit);
         const moe_addr group = {w.buf, (size_t)(start - lead)};
-        const moe_klaunch launch = moe_klaunch_gemm(&c, s, e0, e1, group, (int64_t)(lead / sizeof(float)));
-        dispatch(b, MOE_VK_SHADER_GEMM, &launch);
+        const moe_klaunch launch = matvec ? moe_klaunch_matvec(&c, s, e0, e1, group, (int64_t)lead)
+                                          : moe_klaunch_gemm(&c, s, e0, e1, group, (int64_t)lead);
+        dispatch(b, shader, &launch);
     }
     return b->record_status;
 }

@@ -18,7 +18,8 @@ file(GLOB MOE_SHADER_INCLUDES CONFIGURE_DEPENDS ${MOE_SHADER_DIR}/*.glsl ${MOE_K
 # feature (subgroup arithmetic needs Vulkan 1.1) is picked at run time only where the device
 # reports it.
 set(MOE_SHADER_VARIANTS
-  gemm:gemm:vulkan1.0: select:select:vulkan1.0: plan_count:plan_count:vulkan1.0:
+  gemm:gemm:vulkan1.0: matvec:matvec:vulkan1.0:-DUSE_SUBGROUP=0 matvec_subgroup:matvec:vulkan1.1:-DUSE_SUBGROUP=1
+  select:select:vulkan1.0: plan_count:plan_count:vulkan1.0:
   plan_scan:plan_scan:vulkan1.0: plan_scatter:plan_scatter:vulkan1.0:
   combine:combine:vulkan1.0:-DUSE_SUBGROUP=0 combine_subgroup:combine:vulkan1.1:-DUSE_SUBGROUP=1
   stats:stats:vulkan1.0:)

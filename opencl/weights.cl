@@ -1,0 +1,131 @@
+// weights.cl — reading weights stored in their format (kernels/weight_format.h), included after
+// the kernel's description (WTYPE is a -D option); the same definitions as shaders/weights.glsl.
+// A matrix is addressed by byte offsets (size_t: a layer's weights may exceed 4 GiB in one
+// cl_mem) from `wb`, the start of the w argument (4-byte aligned). Rows, blocks and matrices
+// start at even offsets but not always at multiples of 4 (an F16 row of odd length, every other
+// Q8_0/Q4_0 block), so 16-bit values are read through ushort pointers, 32 bits as two of them,
+// and halves with vload_half (core OpenCL C): no cl_khr_fp16, no unaligned access.
+
+// The 16 bits at even offset `off`.
+uint w_u16(__global const uchar *wb, size_t off)
+{
+    return *(__global const ushort *)(wb + off);
+}
+
+// The 32 bits at even offset `off`, little-endian (every GPU; the host writes the format's bytes).
+uint w_u32(__global const uchar *wb, size_t off)
+{
+    const ushort2 h = vload2(0, (__global const ushort *)(wb + off));
+    return (uint)h.x | ((uint)h.y << 16);
+}
+
+// IEEE binary16 bits → float, exactly, in integer operations.
+float w_half(uint h)
+{
+    const uint sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    const uint normal = sign | ((e + 112u) << 23) | (m << 13);         // rebias 15 → 127
+    const uint special = sign | 0x7f800000u | (m << 13);               // inf, NaN
+    const uint small = sign | as_uint((float)m * 5.9604644775390625e-8f); // zero, subnormal: m · 2^-24
+    return as_float(e == 0x1fu ? special : e != 0u ? normal : small);
+}
+
+float w_bf16(uint bits)
+{
+    return as_float(bits << 16);
+}
+
+#define W_BLOCK_BYTES (WTYPE == MOE_WTYPE_Q8_0 ? MOE_WBLOCK_BYTES_Q8_0 : MOE_WBLOCK_BYTES_Q4_0)
+
+// Value k of the row at offset `row`, as a float (exact: an fp16 scale times a small integer
+// fits float's mantissa). The GEMM reads its tiles with it.
+float w_value(__global const uchar *wb, size_t row, int k)
+{
+#if WTYPE == MOE_WTYPE_F32
+    return ((__global const float *)(wb + row))[k]; // F32 rows are 4-byte aligned
+#elif WTYPE == MOE_WTYPE_F16
+    return w_half(w_u16(wb, row + 2 * (size_t)k));
+#elif WTYPE == MOE_WTYPE_BF16
+    return w_bf16(w_u16(wb, row + 2 * (size_t)k));
+#else
+    const size_t blk = row + (size_t)(k >> 5) * W_BLOCK_BYTES;
+    const float d = w_half(w_u16(wb, blk));
+    const int j = k & 31;
+#if WTYPE == MOE_WTYPE_Q8_0
+    return (float)as_char(wb[blk + 2 + j]) * d; // int8
+#else
+    const int q = (wb[blk + 2 + (j & 15)] >> ((j >> 4) << 2)) & 15; // value j + 16: high nibble of byte j
+    return (float)(q - 8) * d;
+#endif
+#endif
+}
+
+// ---- the decode kernel's unit: one 32-bit word of a row's payload per work-item and step ----
+// As in shaders/weights.glsl: F32 unit u = value u; F16/BF16 = aligned word u of the row's
+// span, values 2u − s and 2u + 1 − s (s = 1 when the row starts 2 mod 4), activations
+// 2u − 1 .. 2u + 1; Q8_0 = int8 values 4u .. 4u + 3; Q4_0 = 4 bytes of a block, values
+// k .. k + 3 and k + 16 .. k + 19. W_UNIT activation values per unit, W_UNITS units per row.
+#define W_HALVES (WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16)
+#if WTYPE == MOE_WTYPE_F32
+#define W_UNIT  1
+#define W_UNITS K_DIM
+#elif WTYPE == MOE_WTYPE_Q8_0
+#define W_UNIT  4
+#define W_UNITS (K_DIM / 4)
+#elif WTYPE == MOE_WTYPE_Q4_0
+#define W_UNIT  8
+#define W_UNITS (K_DIM / 8)
+#else
+#define W_UNIT  3
+#define W_UNITS (K_DIM / 2 + 1)
+#endif
+
+// k of activation value i of unit u (may be -1 or K_DIM for F16/BF16: no value).
+int w_unit_k(int u, int i)
+{
+#if WTYPE == MOE_WTYPE_Q4_0
+    return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
+#elif W_HALVES
+    return 2 * u - 1 + i;
+#else
+    return u * W_UNIT + i;
+#endif
+}
+
+// Σ_i value i of unit u of the row at offset `row` · av[i], av[i] the activation at
+// w_unit_k(u, i) (0 where there is none).
+float w_unit_dot(__global const uchar *wb, size_t row, int u, const float *av)
+{
+#if WTYPE == MOE_WTYPE_F32
+    return ((__global const float *)(wb + row))[u] * av[0];
+#elif W_HALVES
+    const uint s = (uint)(row >> 1) & 1u;
+    const size_t off = (row & ~(size_t)3) + 4 * (size_t)u;
+    if (off >= row + 2 * (size_t)K_DIM) return 0.0f; // past the row: not read
+    const int k = 2 * u - (int)s;                     // of the low half
+    const uint p = *(__global const uint *)(wb + off);
+#if WTYPE == MOE_WTYPE_F16
+    float lo = w_half(p & 0xffffu), hi = w_half(p >> 16);
+#else
+    float lo = w_bf16(p), hi = as_float(p & 0xffff0000u);
+#endif
+    // A half outside the row (the previous row's last value) counts 0 whatever its bits.
+    lo = k >= 0 ? lo : 0.0f;
+    hi = k + 1 < K_DIM ? hi : 0.0f;
+    return s == 0u ? FMA(hi, av[2], lo * av[1]) : FMA(hi, av[1], lo * av[0]);
+#elif WTYPE == MOE_WTYPE_Q8_0
+    const size_t blk = row + (size_t)(u >> 3) * MOE_WBLOCK_BYTES_Q8_0;
+    const uint q = w_u32(wb, blk + 2 + 4 * (size_t)(u & 7));
+    float s = 0.0f;
+    for (int i = 0; i < 4; i++) s = FMA((float)as_char((uchar)(q >> (8 * i))), av[i], s);
+    return s * w_half(w_u16(wb, blk));
+#else
+    const size_t blk = row + (size_t)(u >> 2) * MOE_WBLOCK_BYTES_Q4_0;
+    const uint q = w_u32(wb, blk + 2 + 4 * (size_t)(u & 3));
+    float s = 0.0f;
+    for (int i = 0; i < 4; i++) {
+        s = FMA((float)((int)((q >> (8 * i)) & 15u) - 8), av[i], s);
+        s = FMA((float)((int)((q >> (8 * i + 4)) & 15u) - 8), av[4 + i], s);
+    }
+    return s * w_half(w_u16(wb, blk));
+#endif
+}

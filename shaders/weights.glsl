@@ -1,0 +1,131 @@
+// weights.glsl — reading weights stored in their format (kernels/weight_format.h) from the `w`
+// binding, an array of 32-bit words, so that no 8/16-bit storage feature is needed. Included
+// after the kernel's description, which declares `w` and the WTYPE constant; every branch on
+// WTYPE folds away when the pipeline is specialised.
+//
+// Offsets are bytes from the start of the binding, in uint: a binding is at most
+// maxStorageBufferRange (< 2^32) bytes, and every offset formed points inside it. They are
+// even but not always multiples of 4 (an F16 row of odd length, every other Q8_0/Q4_0 block),
+// so 16- and 32-bit reads shift within, or across, aligned words. A read never touches a
+// word that holds none of the bytes asked for: the binding ends at the word holding its last
+// byte.
+
+// The 16 bits at even byte offset `off`.
+uint w_u16(uint off)
+{
+    return (w[off >> 2] >> ((off & 2u) << 3)) & 0xffffu;
+}
+
+// The 32 bits at even byte offset `off`: the upper half of word i and the lower half of word
+// i + 1 when it is 2 mod 4. Without a branch: neighbouring invocations read blocks of both
+// parities (a Q8_0/Q4_0 block is 34/18 bytes), and a branch would run both paths for the whole
+// subgroup. At an aligned offset the second read is word i again, so nothing past the bytes
+// asked for is touched.
+uint w_u32(uint off)
+{
+    const uint i = off >> 2, lo = w[i], hi = w[i + ((off >> 1) & 1u)];
+    return (off & 2u) == 0u ? lo : (lo >> 16) | (hi << 16);
+}
+
+float w_half(uint bits)
+{
+    return unpackHalf2x16(bits).x;
+}
+
+float w_bf16(uint bits)
+{
+    return uintBitsToFloat(bits << 16);
+}
+
+// Byte offset of the block holding value k of the row at byte `row` (block formats).
+uint w_block(uint row, int k)
+{
+    return row + uint(k >> 5) * uint(WTYPE == MOE_WTYPE_Q8_0 ? MOE_WBLOCK_BYTES_Q8_0 : MOE_WBLOCK_BYTES_Q4_0);
+}
+
+// Value k of the row that starts at byte `row`, as a float (exact: an fp16 scale times a small
+// integer fits float32's mantissa). The GEMM reads its tiles with it.
+float w_value(uint row, int k)
+{
+    if (WTYPE == MOE_WTYPE_F32) return uintBitsToFloat(w[(row >> 2) + uint(k)]); // rows 4-aligned
+    if (WTYPE == MOE_WTYPE_F16) return w_half(w_u16(row + 2u * uint(k)));
+    if (WTYPE == MOE_WTYPE_BF16) return w_bf16(w_u16(row + 2u * uint(k)));
+    const uint blk = w_block(row, k);
+    const float d = w_half(w_u16(blk));
+    const int j = k & 31;
+    if (WTYPE == MOE_WTYPE_Q8_0) {
+        const uint off = blk + 2u + uint(j);
+        return float(bitfieldExtract(int(w[off >> 2]), int((off & 3u) << 3), 8)) * d; // int8
+    }
+    const uint off = blk + 2u + uint(j & 15); // Q4_0: value j + 16 is the high nibble of byte j
+    const int q = int(bitfieldExtract(w[off >> 2], int((off & 3u) << 3) + ((j >> 4) << 2), 4));
+    return float(q - 8) * d;
+}
+
+// ---- the decode kernel's unit: one 32-bit word of a row's payload per invocation and step ----
+// Consecutive units are consecutive words (coalesced reads).
+//   F32        unit u = value u.
+//   F16, BF16  unit u = aligned word u of the row's span (the row start rounded down to 4
+//              bytes): values 2u − s and 2u + 1 − s, s = 1 when the row starts 2 mod 4 (an odd
+//              K makes every other row do so). One read per two values; the activation values
+//              2u − 1 .. 2u + 1 serve both parities, so every row of a workgroup shares them.
+//   Q8_0       unit u = int8 values 4u .. 4u + 3 (8 units a block, sharing its scale).
+//   Q4_0       unit u = 4 bytes of a block = values k .. k + 3 and k + 16 .. k + 19 (4 a block).
+// The blocks are 34 / 18 bytes, so neighbouring units see both parities: read by w_u32.
+const bool W_HALVES = WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16;
+// Activation values per unit, and units per row (F16/BF16: the span may be one word longer).
+const int W_UNIT = WTYPE == MOE_WTYPE_F32 ? 1 : WTYPE == MOE_WTYPE_Q8_0 ? 4 : WTYPE == MOE_WTYPE_Q4_0 ? 8 : 3;
+const int W_UNITS = WTYPE == MOE_WTYPE_F32    ? K_DIM
+                    : WTYPE == MOE_WTYPE_Q8_0 ? K_DIM / 4
+                    : WTYPE == MOE_WTYPE_Q4_0 ? K_DIM / 8
+                                              : K_DIM / 2 + 1;
+
+// k of activation value i of unit u (i < W_UNIT; may be -1 or K_DIM for F16/BF16: no value).
+int w_unit_k(int u, int i)
+{
+    if (WTYPE == MOE_WTYPE_Q4_0) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
+    if (W_HALVES) return 2 * u - 1 + i;
+    return u * W_UNIT + i;
+}
+
+// Σ_i value i of unit u of the row at byte `row` · av[i], av[i] the activation at w_unit_k(u, i)
+// (0 where there is none).
+float w_unit_dot(uint row, int u, float av[8])
+{
+    if (WTYPE == MOE_WTYPE_F32) return uintBitsToFloat(w[(row >> 2) + uint(u)]) * av[0];
+    if (W_HALVES) {
+        const uint s = (row >> 1) & 1u, off = (row & ~3u) + 4u * uint(u);
+        if (off >= row + 2u * uint(K_DIM)) return 0.0; // past the row: not read
+        const uint p = w[off >> 2];
+        const int k = 2 * u - int(s); // of the low half
+        float lo, hi;
+        if (WTYPE == MOE_WTYPE_F16) {
+            const vec2 v = unpackHalf2x16(p);
+            lo = v.x;
+            hi = v.y;
+        } else {
+            lo = w_bf16(p);
+            hi = uintBitsToFloat(p & 0xffff0000u);
+        }
+        // A half outside the row (the previous row's last value, or bytes ahead of w_start)
+        // counts 0 whatever its bits: 0 · inf would be NaN.
+        lo = k >= 0 ? lo : 0.0;
+        hi = k + 1 < K_DIM ? hi : 0.0;
+        return s == 0u ? fma(hi, av[2], lo * av[1]) : fma(hi, av[1], lo * av[0]);
+    }
+    if (WTYPE == MOE_WTYPE_Q8_0) {
+        const uint blk = row + uint(u >> 3) * uint(MOE_WBLOCK_BYTES_Q8_0);
+        const int q = int(w_u32(blk + 2u + 4u * uint(u & 7)));
+        float s = 0.0;
+        for (int i = 0; i < 4; i++) s = fma(float(bitfieldExtract(q, 8 * i, 8)), av[i], s);
+        return s * w_half(w_u16(blk));
+    }
+    const uint blk = row + uint(u >> 2) * uint(MOE_WBLOCK_BYTES_Q4_0);
+    const uint q = w_u32(blk + 2u + 4u * uint(u & 3));
+    float s = 0.0;
+    for (int i = 0; i < 4; i++) {
+        s = fma(float(int(bitfieldExtract(q, 8 * i, 4)) - 8), av[i], s);
+        s = fma(float(int(bitfieldExtract(q, 8 * i + 4, 4)) - 8), av[4 + i], s);
+    }
+    return s * w_half(w_u16(blk));
+}

@@ -1,0 +1,79 @@
+/*
+ * pack.c — the CPU backend's weight upload: each matrix into pairs of 16-column panels in its
+ * storage format (the layouts are in cpu.h). A source row is fetched once in the storage
+ * format (moe_matrix_row_as: the bytes themselves when the source has that format, else
+ * converted or quantised as moe_convert_row does) and its values or blocks are scattered to
+ * their column of the panel, so the packed tensor holds exactly the format's bytes,
+ * rearranged.
+ */
+#include "cpu.h"
+
+#include <string.h>
+
+size_t moe_cpu_weight_bytes(const moe_weight_src *s)
+{
+    return (size_t)s->batch * moe_cpu_packed_bytes(s->dtype, s->rows, s->cols, s->second != NULL);
+}
+
+/* Column i of panel h (0, 1) of a pair, from one source row in the storage format. */
+static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i,
+                        const unsigned char *row)
+{
+    const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
+    const int64_t blocks = k_dim / MOE_CPU_BLOCK;
+    switch (dt) {
+    case MOE_DTYPE_Q8_0: /* ggml block: fp16 d, int8 q[32] */
+        for (int64_t b = 0; b < blocks; b++) {
+            unsigned char *dst = pair + b * MOE_CPU_Q8_PAIR_BLOCK;
+            const unsigned char *src = row + b * 34;
+            memcpy(dst + 2 * col, src, 2);
+            for (int k = 0; k < MOE_CPU_BLOCK; k++)
+                dst[MOE_CPU_SCALES + k * 2 * MOE_CPU_PANEL + col] = src[2 + k];
+        }
+        return;
+    case MOE_DTYPE_Q4_0: /* ggml block: fp16 d, 16 bytes of nibble pairs (q[j], q[j + 16]) */
+        for (int64_t b = 0; b < blocks; b++) {
+            unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
+            const unsigned char *src = row + b * 18;
+            memcpy(dst + 2 * col, src, 2);
+            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
+                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[2 + kk];
+        }
+        return;
+    case MOE_DTYPE_BF16: /* 32-bit words: panel 0's value in the low half, panel 1's in the high */
+        for (int64_t k = 0; k < k_dim; k++)
+            memcpy(pair + ((size_t)k * MOE_CPU_PANEL + (size_t)i) * 4 + (size_t)h * 2, row + (size_t)k * 2,
+                   2);
+        return;
+    default: { /* one value per k: F32 (4 bytes), F16 (2) */
+        const size_t es = dt == MOE_DTYPE_F32 ? 4 : 2;
+        for (int64_t k = 0; k < k_dim; k++)
+            memcpy(pair + ((size_t)k * 2 * MOE_CPU_PANEL + (size_t)col) * es, row + (size_t)k * es, es);
+        return;
+    }
+    }
+}
+
+void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, unsigned char *row_buf)
+{
+    const bool gated = s->second != NULL;
+    const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
+    const size_t pair_bytes = moe_cpu_pair_bytes(s->dtype, K);
+    for (int64_t b = 0; b < s->batch; b++) {
+        for (int64_t q = 0; q < pairs; q++) {
+            unsigned char *pair = dst + ((size_t)b * (size_t)pairs + (size_t)q) * pair_bytes;
+            memset(pair, 0, pair_bytes); /* columns past N: scale 0, quants 0 */
+            for (int h = 0; h < 2; h++) {
+                /* Gated: (gate panel q, up panel q); plain: (panel 2q, panel 2q + 1). */
+                const moe_matrix_src *m = gated && h == 1 ? &s->second[b] : &s->first[b];
+                const int64_t panel = gated ? q : 2 * q + h;
+                for (int i = 0; i < MOE_CPU_PANEL; i++) {
+                    const int64_t row = panel * MOE_CPU_PANEL + i;
+                    if (row >= N) break;
+                    moe_matrix_row_as(m, K, row, s->dtype, row_buf);
+                    scatter_row(pair, s->dtype, K, h, i, row_buf);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+/*
+ * dtype.c — the weight formats (moe.h): names, row sizes, and conversion between them.
+ *
+ * Quantisation follows ggml's reference quantizers (ggml-quants.c, quantize_row_q8_0_ref and
+ * quantize_row_q4_0_ref) operation for operation, in float, so a row quantised here has the
+ * bytes ggml's tools and the `gguf` Python package give it (tests/test_dtype.c checks fixtures
+ * the package made). float32 → fp16 and → bf16 round to nearest even, as F16C, NumPy and
+ * PyTorch do; an fp16 scale is rounded the same way. This is host code, run once per row at
+ * upload: the kernels read the stored bytes themselves.
+ */
+#include "internal.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <string.h>
+
+static const struct {
+    moe_dtype dtype;
+    const char *name;
+    int64_t block;      /* values per block */
+    size_t block_bytes; /* bytes per block */
+} formats[] = {
+    {MOE_DTYPE_F32, "f32", 1, 4},     {MOE_DTYPE_F16, "f16", 1, 2},     {MOE_DTYPE_BF16, "bf16", 1, 2},
+    {MOE_DTYPE_Q8_0, "q8_0", 32, 34}, {MOE_DTYPE_Q4_0, "q4_0", 32, 18},
+};
+#define N_FORMATS (sizeof formats / sizeof formats[0])
+
+static int format_index(moe_dtype dtype)
+{
+    for (size_t i = 0; i < N_FORMATS; i++)
+        if (formats[i].dtype == dtype) return (int)i;
+    return -1;
+}
+
+const char *moe_dtype_name(moe_dtype dtype)
+{
+    if (dtype == MOE_DTYPE_DEFAULT) return "default";
+    const int i = format_index(dtype);
+    return i < 0 ? NULL : formats[i].name;
+}
+
+moe_status moe_dtype_from_name(const char *name, moe_dtype *out)
+{
+    moe_clear_error(NULL);
+    if (!name || !out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "name or out is NULL");
+    for (size_t i = 0; i < N_FORMATS; i++) {
+        const char *a = name, *b = formats[i].name;
+        while (*a && *b && tolower((unsigned char)*a) == *b) a++, b++;
+        if (!*a && !*b) {
+            *out = formats[i].dtype;
+            return MOE_OK;
+        }
+    }
+    return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0 or q4_0 expected", name);
+}
+
+int64_t moe_dtype_block_size(moe_dtype dtype)
+{
+    const int i = format_index(dtype);
+    return i < 0 ? 0 : formats[i].block;
+}
+
+size_t moe_dtype_row_bytes(moe_dtype dtype, int64_t n)
+{
+    const int i = format_index(dtype);
+    if (i < 0 || n <= 0 || n % formats[i].block != 0) return 0;
+    size_t bytes;
+    return moe_mul_size((size_t)(n / formats[i].block), formats[i].block_bytes, &bytes) ? bytes : 0;
+}
+
+bool moe_dtype_is_block(moe_dtype dtype)
+{
+    return moe_dtype_block_size(dtype) > 1;
+}
+
+/* ---- scalar conversions -------------------------------------------------------------------- */
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float moe_f16_to_f32(uint16_t h)
+{
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return float_of(sign | 0x7f800000u | (man << 13)); /* inf, NaN */
+    if (exp != 0) return float_of(sign | ((exp + 112u) << 23) | (man << 13));
+    /* zero or subnormal: man · 2^-24, exact in float */
+    return float_of(sign | bits_of((float)man * 5.9604644775390625e-8f));
+}
+
+uint16_t moe_f32_to_f16(float f)
+{
+    uint32_t u = bits_of(f);
+    const uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    u &= 0x7fffffffu;
+    if (u >= 0x7f800000u) /* inf stays inf; NaN stays a (quiet) NaN */
+        return sign | (u > 0x7f800000u ? 0x7e00u : 0x7c00u);
+    if (u >= 0x47800000u) return sign | 0x7c00u; /* 2^16 and above: beyond the largest half */
+    if (u < 0x38800000u) {
+        /* Below 2^-14, the smallest normal half: the result is a subnormal (or zero) counting
+         * 2^-24 steps. Adding 0.5 puts the value at the exponent where one mantissa step of
+         * the float is 2^-24, so the float addition itself rounds to nearest even. */
+        const float t = float_of(u) + 0.5f;
+        return sign | (uint16_t)(bits_of(t) - 0x3f000000u);
+    }
+    /* Normal: rebias the exponent (127 → 15) and round the 13 dropped mantissa bits to nearest
+     * even; a carry out of the mantissa correctly bumps the exponent (up to infinity). */
+    const uint32_t odd = (u >> 13) & 1u;
+    u += 0xc8000000u + 0xfffu + odd; /* (15 − 127) << 23, plus the rounding */
+    return sign | (uint16_t)(u >> 13);
+}
+
+float moe_bf16_to_f32(uint16_t h)
+{
+    return float_of((uint32_t)h << 16);
+}
+
+uint16_t moe_f32_to_bf16(float f)
+{
+    const uint32_t u = bits_of(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN stays quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+static uint16_t load16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static void store16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v & 0xff);
+    p[1] = (unsigned char)(v >> 8);
+}
+
+/* ---- blocks ----------------------------------------------------------------------------- */
+
+/* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). */
+static void quantize_q8_0(const float *x, unsigned char *out)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) amax = fmaxf(amax, fabsf(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    store16(out, moe_f32_to_f16(d));
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+}
+
+/* ggml's quantize_row_q4_0_ref on one block: d = (the value of largest magnitude) / −8, so
+ * that value maps to q = 0, and q = min(15, trunc(x / d + 8.5)). */
+static void quantize_q4_0(const float *x, unsigned char *out)
+{
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++)
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    store16(out, moe_f32_to_f16(d));
+    for (int j = 0; j < MOE_BLOCK_SIZE / 2; j++) {
+        const int8_t lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + MOE_BLOCK_SIZE / 2] * id + 8.5f);
+        const uint8_t q0 = lo < 15 ? (uint8_t)lo : 15, q1 = hi < 15 ? (uint8_t)hi : 15;
+        out[2 + j] = (unsigned char)(q0 | (q1 << 4));
+    }
+}
+
+/* n values of `dtype` starting at value `first` of the row, as floats (n within one block for
+ * the block formats, which the callers guarantee by working a block at a time). */
+static void decode(moe_dtype dtype, const unsigned char *row, int64_t first, int n, float *out)
+{
+    switch (dtype) {
+    case MOE_DTYPE_F32:
+        memcpy(out, row + 4 * first, sizeof(float) * (size_t)n);
+        return;
+    case MOE_DTYPE_F16:
+        for (int i = 0; i < n; i++) out[i] = moe_f16_to_f32(load16(row + 2 * (first + i)));
+        return;
+    case MOE_DTYPE_BF16:
+        for (int i = 0; i < n; i++) out[i] = moe_bf16_to_f32(load16(row + 2 * (first + i)));
+        return;
+    case MOE_DTYPE_Q8_0: {
+        const unsigned char *b = row + 34 * (first / MOE_BLOCK_SIZE);
+        const float d = moe_f16_to_f32(load16(b));
+        for (int i = 0; i < n; i++) out[i] = (float)(int8_t)b[2 + i] * d;
+        return;
+    }
+    case MOE_DTYPE_Q4_0: {
+        const unsigned char *b = row + 18 * (first / MOE_BLOCK_SIZE);
+        const float d = moe_f16_to_f32(load16(b));
+        for (int i = 0; i < n; i++) {
+            const int q = i < 16 ? b[2 + i] & 0x0f : b[2 + i - 16] >> 4;
+            out[i] = (float)(q - 8) * d;
+        }
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+static void encode(moe_dtype dtype, const float *in, int n, unsigned char *row, int64_t first)
+{
+    switch (dtype) {
+    case MOE_DTYPE_F32:
+        memcpy(row + 4 * first, in, sizeof(float) * (size_t)n);
+        return;
+    case MOE_DTYPE_F16:
+        for (int i = 0; i < n; i++) store16(row + 2 * (first + i), moe_f32_to_f16(in[i]));
+        return;
+    case MOE_DTYPE_BF16:
+        for (int i = 0; i < n; i++) store16(row + 2 * (first + i), moe_f32_to_bf16(in[i]));
+        return;
+    case MOE_DTYPE_Q8_0:
+        quantize_q8_0(in, row + 34 * (first / MOE_BLOCK_SIZE));
+        return;
+    case MOE_DTYPE_Q4_0:
+        quantize_q4_0(in, row + 18 * (first / MOE_BLOCK_SIZE));
+        return;
+    default:
+        return;
+    }
+}
+
+void moe_convert_row_unchecked(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst,
+                               int64_t n)
+{
+    if (src_dtype == dst_dtype) {
+        memcpy(dst, src, moe_dtype_row_bytes(src_dtype, n));
+        return;
+    }
+    /* A block (or 32 values) at a time through a float buffer on the stack: no allocation. */
+    float buf[MOE_BLOCK_SIZE];
+    for (int64_t i = 0; i < n; i += MOE_BLOCK_SIZE) {
+        const int c = n - i < MOE_BLOCK_SIZE ? (int)(n - i) : MOE_BLOCK_SIZE;
+        decode(src_dtype, src, i, c, buf);
+        encode(dst_dtype, buf, c, dst, i);
+    }
+}
+
+moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst, int64_t n)
+{
+    moe_clear_error(NULL);
+    if (!src || !dst) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "src or dst is NULL");
+    if (format_index(src_dtype) < 0 || format_index(dst_dtype) < 0)
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_convert_row: %s dtype %d is not a weight format",
+                        format_index(src_dtype) < 0 ? "source" : "destination",
+                        (int)(format_index(src_dtype) < 0 ? src_dtype : dst_dtype));
+    const moe_dtype block = moe_dtype_is_block(src_dtype) ? src_dtype : dst_dtype;
+    if (n <= 0 || n > MOE_MAX_DIM || moe_dtype_row_bytes(block, n) == 0)
+        return moe_fail(
+            NULL, MOE_ERROR_INVALID_SIZE,
+            "moe_convert_row: a row of %lld values; %s needs a positive multiple of %lld (at most "
+            "%d)",
+            (long long)n, moe_dtype_name(block), (long long)moe_dtype_block_size(block), MOE_MAX_DIM);
+    moe_convert_row_unchecked(src_dtype, src, dst_dtype, dst, n);
+    return MOE_OK;
+}
+
+/* ---- matrices ---------------------------------------------------------------------------- */
+
+static const unsigned char *row_ptr(const moe_matrix_src *m, int64_t cols, int64_t r)
+{
+    return (const unsigned char *)m->data + (size_t)r * moe_dtype_row_bytes(m->dtype, cols);
+}
+
+void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out)
+{
+    moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), MOE_DTYPE_F32, out, cols);
+}
+
+void moe_matrix_row_as(const moe_matrix_src *m, int64_t cols, int64_t r, moe_dtype dtype, void *out)
+{
+    moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), dtype, out, cols);
+}
+
+/* ---- device features the formats' kernels use ---------------------------------------------- */
+
+const char *moe_feature_name(moe_feature feature)
+{
+    static const struct {
+        moe_feature bit;
+        const char *name;
+    } names[] = {
+        {MOE_FEATURE_F16C, "f16c"},
+        {MOE_FEATURE_AVX512_BF16, "avx512_bf16"},
+        {MOE_FEATURE_AVX512_VNNI, "avx512_vnni"},
+        {MOE_FEATURE_AVX_VNNI, "avx_vnni"},
+        {MOE_FEATURE_STORAGE_16BIT, "storage_16bit"},
+        {MOE_FEATURE_STORAGE_8BIT, "storage_8bit"},
+        {MOE_FEATURE_FLOAT16, "float16"},
+        {MOE_FEATURE_INT_DOT, "int_dot"},
+        {MOE_FEATURE_SUBGROUP_REDUCE, "subgroup_reduce"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (names[i].bit == feature) return names[i].name;
+    return NULL;
+}

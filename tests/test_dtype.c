@@ -1,0 +1,299 @@
+/*
+ * test_dtype.c — the weight formats of moe.h against an independent implementation, and what a
+ * layer stores, on the backend named in argv[1].
+ *
+ *  - moe_convert_row from float32 gives, byte for byte, what ggml's reference quantizers give
+ *    (fixtures made by the `gguf` Python package: tests/data/gguf-quants/make_fixtures.py),
+ *    and decoding gives the package's dequantised values exactly; edge rows cover zero blocks,
+ *    the rounding rules' ties, negative extremes, tiny, huge and overflowing scales, fp16 limits;
+ *  - names, block sizes and row sizes; conversion between every pair of formats is decoding
+ *    then encoding; bad arguments are refused with dst untouched;
+ *  - layer creation refuses a block format on rows that are not whole blocks, and unknown
+ *    dtypes, naming the field; the arena holds each format at its own size (Q4_0 at most 0.16×
+ *    float32's bytes, F16/BF16 about half), so no backend keeps a float copy;
+ *  - a BF16 checkpoint's experts are stored as BF16 by default.
+ * Usage: test_dtype <backend> <tests/data/gguf-quants>
+ */
+#include "harness.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0};
+#define N_ALL (sizeof all / sizeof all[0])
+
+static void *read_file(const char *dir, const char *name, size_t want)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    void *p = malloc(want ? want : 1);
+    size_t got = f && p ? fread(p, 1, want, f) : 0;
+    const bool extra = f && fgetc(f) != EOF;
+    if (f) fclose(f);
+    CHECK(got == want && !extra, "%s: %zu bytes read, %zu expected", path, got, want);
+    return p;
+}
+
+static void names_and_sizes(void)
+{
+    static const struct {
+        moe_dtype dt;
+        const char *name;
+        int64_t block;
+        size_t bytes_256;
+    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},
+                {MOE_DTYPE_F16, "f16", 1, 512},
+                {MOE_DTYPE_BF16, "bf16", 1, 512},
+                {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
+                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,
+              moe_dtype_name(want[i].dt));
+        moe_dtype dt = MOE_DTYPE_DEFAULT;
+        CHECK_STATUS(moe_dtype_from_name(want[i].name, &dt), MOE_OK);
+        CHECK(dt == want[i].dt, "from_name(%s) = %d", want[i].name, (int)dt);
+        char upper[16];
+        snprintf(upper, sizeof upper, "%s", want[i].name);
+        for (char *c = upper; *c; c++)
+            if (*c >= 'a' && *c <= 'z') *c = (char)(*c - 'a' + 'A');
+        dt = MOE_DTYPE_DEFAULT;
+        CHECK_STATUS(moe_dtype_from_name(upper, &dt), MOE_OK);
+        CHECK(dt == want[i].dt, "from_name(%s) = %d", upper, (int)dt);
+        CHECK(moe_dtype_block_size(want[i].dt) == want[i].block, "block size of %s", want[i].name);
+        CHECK(moe_dtype_row_bytes(want[i].dt, 256) == want[i].bytes_256, "row bytes of %s: %zu", want[i].name,
+              moe_dtype_row_bytes(want[i].dt, 256));
+        CHECK(moe_dtype_row_bytes(want[i].dt, 0) == 0 && moe_dtype_row_bytes(want[i].dt, -32) == 0,
+              "row bytes of %s for n <= 0", want[i].name);
+    }
+    CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_0, 48) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q8_0, 33) == 0,
+          "a block format's row that is not whole blocks has no size");
+    CHECK(moe_dtype_row_bytes(MOE_DTYPE_F16, 33) == 66, "f16 rows of any length");
+    CHECK(moe_dtype_row_bytes(MOE_DTYPE_F32, INT64_MAX) == 0 || sizeof(size_t) > 8,
+          "an overflowing row size is 0"); /* 2^63 floats overflow a 64-bit size_t */
+    CHECK(!strcmp(moe_dtype_name(MOE_DTYPE_DEFAULT), "default"), "DEFAULT's name");
+    CHECK(moe_dtype_name((moe_dtype)99) == NULL && moe_dtype_block_size((moe_dtype)99) == 0 &&
+              moe_dtype_row_bytes((moe_dtype)99, 32) == 0 && moe_dtype_row_bytes(MOE_DTYPE_DEFAULT, 32) == 0,
+          "an unknown dtype has no name or size");
+    const char *bad[] = {"", "q4", "q4_1", "fp32", "float", "f32 ", "bf16x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        moe_dtype dt = MOE_DTYPE_Q4_0;
+        CHECK_STATUS(moe_dtype_from_name(bad[i], &dt), MOE_ERROR_INVALID_ARGUMENT);
+        CHECK(dt == MOE_DTYPE_Q4_0, "from_name('%s') wrote its output", bad[i]);
+        CHECK(strstr(moe_last_error(), "q4_0") != NULL, "the message lists the formats: %s",
+              moe_last_error());
+    }
+    CHECK_STATUS(moe_dtype_from_name(NULL, NULL), MOE_ERROR_NULL_POINTER);
+    for (uint32_t bit = 1; bit != 0; bit <<= 1) {
+        const char *n = moe_feature_name((moe_feature)bit);
+        CHECK((bit <= MOE_FEATURE_SUBGROUP_REDUCE) == (n != NULL), "feature bit %#x named %s", bit,
+              n ? n : "(null)");
+    }
+}
+
+/* Every row of the fixtures through moe_convert_row, both ways, against the gguf package. */
+static void against_gguf(const char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/meta.txt", dir);
+    FILE *f = fopen(path, "r");
+    long rows = 0, cols = 0;
+    CHECK(f && fscanf(f, "%ld %ld", &rows, &cols) == 2 && rows > 0 && cols % 32 == 0, "%s", path);
+    if (f) fclose(f);
+    if (rows <= 0 || cols <= 0 || cols % 32) return;
+    const size_t n = (size_t)rows * (size_t)cols;
+    float *x = read_file(dir, "rows.f32", n * sizeof(float));
+    static const char *names[] = {"f16", "bf16", "q8_0", "q4_0"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        moe_dtype dt;
+        CHECK_STATUS(moe_dtype_from_name(names[i], &dt), MOE_OK);
+        const size_t rb = moe_dtype_row_bytes(dt, cols);
+        char file[64];
+        snprintf(file, sizeof file, "%s.bin", names[i]);
+        unsigned char *want = read_file(dir, file, rb * (size_t)rows);
+        snprintf(file, sizeof file, "%s.deq.f32", names[i]);
+        float *want_deq = read_file(dir, file, n * sizeof(float));
+        unsigned char *got = malloc(rb);
+        float *deq = malloc(sizeof(float) * (size_t)cols);
+        int bad_rows = 0, bad_deq = 0;
+        for (long r = 0; r < rows; r++) {
+            CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x + r * cols, dt, got, cols), MOE_OK);
+            if (memcmp(got, want + (size_t)r * rb, rb) != 0) {
+                if (bad_rows++ < 3) {
+                    size_t b = 0;
+                    while (got[b] == want[(size_t)r * rb + b]) b++;
+                    fprintf(stderr, "  %s row %ld: first differing byte %zu: 0x%02x, gguf 0x%02x\n", names[i],
+                            r, b, got[b], want[(size_t)r * rb + b]);
+                }
+            }
+            CHECK_STATUS(moe_convert_row(dt, want + (size_t)r * rb, MOE_DTYPE_F32, deq, cols), MOE_OK);
+            /* Bitwise, so NaN == NaN and -0 != +0 (from the overflowing-scale row). */
+            if (memcmp(deq, want_deq + r * cols, sizeof(float) * (size_t)cols) != 0) bad_deq++;
+        }
+        CHECK(bad_rows == 0, "%s: %d of %ld rows differ from ggml's quantizer (gguf package)", names[i],
+              bad_rows, rows);
+        CHECK(bad_deq == 0, "%s: %d of %ld rows decode to other values than the gguf package's", names[i],
+              bad_deq, rows);
+        printf("  %-5s %ld rows of %ld: bytes and decoded values as the gguf package's\n", names[i], rows,
+               cols);
+        free(want);
+        free(want_deq);
+        free(got);
+        free(deq);
+    }
+    free(x);
+}
+
+/* Any pair of formats: decoding the source then encoding the result, for random rows. */
+static void pairs_and_errors(h_rng *r)
+{
+    const int64_t n = 96;
+    float x[96], a[96], b[96];
+    unsigned char src[96 * 4], dst[96 * 4], via[96 * 4];
+    for (int i = 0; i < n; i++) x[i] = h_sym(r, 2.0f);
+    for (size_t i = 0; i < N_ALL; i++)
+        for (size_t j = 0; j < N_ALL; j++) {
+            CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, all[i], src, n), MOE_OK);
+            CHECK_STATUS(moe_convert_row(all[i], src, all[j], dst, n), MOE_OK);
+            CHECK_STATUS(moe_convert_row(all[i], src, MOE_DTYPE_F32, a, n), MOE_OK);
+            CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, a, all[j], via, n), MOE_OK);
+            CHECK(!memcmp(dst, via, moe_dtype_row_bytes(all[j], n)), "%s -> %s is not decode then encode",
+                  moe_dtype_name(all[i]), moe_dtype_name(all[j]));
+            CHECK_STATUS(moe_convert_row(all[j], dst, MOE_DTYPE_F32, b, n), MOE_OK);
+            /* Quantising a decoded row again gives the same values: the formats are fixed points. */
+            if (i == j) CHECK(!memcmp(src, dst, moe_dtype_row_bytes(all[i], n)), "same-format copy");
+        }
+    /* The worst relative error of one row per format: a loose sanity bound on the rounding. */
+    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2};
+    for (size_t i = 0; i < N_ALL; i++) {
+        CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, all[i], src, n), MOE_OK);
+        CHECK_STATUS(moe_convert_row(all[i], src, MOE_DTYPE_F32, a, n), MOE_OK);
+        const double err = h_rel_l2(a, x, (size_t)n);
+        CHECK(err <= bound[i], "%s round trip: relative L2 error %.3g > %.3g", moe_dtype_name(all[i]), err,
+              bound[i]);
+    }
+
+    memset(dst, 0xab, sizeof dst);
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_Q4_0, dst, 48), MOE_ERROR_INVALID_SIZE);
+    CHECK(strstr(moe_last_error(), "q4_0") && strstr(moe_last_error(), "32"), "message: %s",
+          moe_last_error());
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q8_0, src, MOE_DTYPE_F32, dst, 33), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_F16, dst, 0), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_DEFAULT, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_convert_row((moe_dtype)7, x, MOE_DTYPE_F16, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, NULL, MOE_DTYPE_F16, dst, 32), MOE_ERROR_NULL_POINTER);
+    bool untouched = true;
+    for (size_t i = 0; i < sizeof dst; i++) untouched = untouched && dst[i] == 0xab;
+    CHECK(untouched, "a refused conversion wrote to dst");
+}
+
+/* Layer creation: block formats on rows that are not whole blocks, unknown dtypes. */
+static void layer_errors(moe_context *ctx, h_rng *r)
+{
+    const moe_layer_desc base = {.struct_size = sizeof base,
+                                 .d_model = 64,
+                                 .d_ff = 48, /* not whole blocks */
+                                 .n_experts = 4,
+                                 .top_k = 2,
+                                 .max_tokens = 4,
+                                 .d_ff_shared = 40};
+    h_layer hl;
+    h_layer_init(&hl, &base, r, 1.0f);
+    const struct {
+        moe_dtype storage, shared_storage, given;
+        moe_status want;
+        const char *words[3];
+    } cases[] = {
+        {MOE_DTYPE_Q4_0,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"weight_dtype", "q4_0", "d_ff = 48"}},
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_Q8_0,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"shared_weight_dtype", "q8_0", "d_ff_shared = 40"}},
+        {(moe_dtype)9, MOE_DTYPE_F16, MOE_DTYPE_F32, MOE_ERROR_INVALID_ARGUMENT, {"weight_dtype", "9", ""}},
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_F16,
+         (moe_dtype)-1,
+         MOE_ERROR_INVALID_ARGUMENT,
+         {"weights.dtype", "-1", ""}},
+        {MOE_DTYPE_DEFAULT,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_Q8_0,
+         MOE_ERROR_INVALID_SIZE,
+         {"weights.dtype", "q8_0", "d_ff = 48"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        moe_layer_desc d = hl.desc;
+        d.weight_dtype = cases[i].storage;
+        d.shared_weight_dtype = cases[i].shared_storage;
+        moe_layer_weights w = hl.w;
+        w.dtype = cases[i].given;
+        moe_layer *layer = (moe_layer *)&hl; /* must stay as it is */
+        CHECK_STATUS(moe_layer_create(ctx, &d, &w, &layer), cases[i].want);
+        CHECK(layer == (moe_layer *)&hl, "case %zu: out_layer written on failure", i);
+        for (int k = 0; k < 3; k++)
+            CHECK(strstr(moe_context_error(ctx), cases[i].words[k]) != NULL,
+                  "case %zu: message lacks '%s': %s", i, cases[i].words[k], moe_context_error(ctx));
+        float y[64], x[64] = {0};
+        CHECK_STATUS(moe_reference_forward(&d, &w, 1, x, y, NULL), cases[i].want);
+    }
+    h_layer_free(&hl);
+}
+
+/* The arena holds each format at its own size. */
+static void storage_sizes(moe_context *ctx, h_rng *r)
+{
+    const moe_layer_desc base = {
+        .struct_size = sizeof base, .d_model = 256, .d_ff = 192, .n_experts = 8, .top_k = 2, .max_tokens = 8};
+    h_layer hl;
+    h_layer_init(&hl, &base, r, 1.0f);
+    size_t bytes[N_ALL] = {0};
+    for (size_t i = 0; i < N_ALL; i++) {
+        moe_layer_desc d = hl.desc;
+        d.weight_dtype = all[i];
+        moe_arena_stats before = {.struct_size = sizeof before}, after = {.struct_size = sizeof after};
+        CHECK_STATUS(moe_context_get_arena_stats(ctx, &before), MOE_OK);
+        moe_layer *layer = NULL;
+        CHECK_STATUS(moe_layer_create(ctx, &d, &hl.w, &layer), MOE_OK);
+        CHECK_STATUS(moe_context_get_arena_stats(ctx, &after), MOE_OK);
+        bytes[i] = after.weights_bytes - before.weights_bytes;
+        moe_layer_destroy(layer);
+    }
+    /* The router (float32) is in every layer: compare the experts' share. */
+    const size_t router = sizeof(float) * 8 * 256;
+    const double f32 = (double)(bytes[0] - router);
+    for (size_t i = 1; i < N_ALL; i++) {
+        const double ratio = (double)(bytes[i] - router) / f32;
+        const double ideal =
+            (double)moe_dtype_row_bytes(all[i], 256) / (double)moe_dtype_row_bytes(MOE_DTYPE_F32, 256);
+        printf("  %-5s weights %8zu bytes, %.4f x f32's (the format's own size: %.4f)\n",
+               moe_dtype_name(all[i]), bytes[i], ratio, ideal);
+        CHECK(ratio <= ideal * 1.05 + 0.005,
+              "%s: the layer keeps %.3f x float32's bytes; the format is %.3f x", moe_dtype_name(all[i]),
+              ratio, ideal);
+    }
+    h_layer_free(&hl);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: test_dtype <backend> <tests/data/gguf-quants>\n");
+        return 2;
+    }
+    moe_backend_kind kind;
+    moe_context *ctx = h_open(argc, argv, &kind);
+    h_rng r = h_rng_seeded("test_dtype");
+    names_and_sizes();
+    against_gguf(argv[2]);
+    pairs_and_errors(&r);
+    layer_errors(ctx, &r);
+    storage_sizes(ctx, &r);
+    moe_context_destroy(ctx);
+    return h_finish("test_dtype");
+}
