@@ -25,12 +25,14 @@ typedef struct bench_bandwidth {
     double median_gbs; /* median pass, for the record */
     uint64_t bytes;    /* buffer size */
     int threads, passes;
+    int streams;    /* interleaved streams per thread of the best pass */
     char note[160]; /* why the buffer is smaller than asked, or why nothing was measured */
 } bench_bandwidth;
 
 /* Multi-threaded streaming read of a buffer of `bytes` (written once first, so its pages
- * exist): each of `threads` threads sums its own contiguous share (as a few interleaved
- * sequential streams), `passes` times. The best
+ * exist; huge pages where the system has them): each of `threads` threads sums its own
+ * contiguous share as 1, 2 or 4 interleaved sequential streams (the count changes from pass to
+ * pass), `passes` times. The best
  * pass is the figure (a streaming read is never faster than the memory allows, so the best
  * is the least disturbed by other work on the machine). Returns 0, or -1 with r->note set
  * when the buffer or a thread cannot be had. */

@@ -67,9 +67,9 @@ void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidt
     if (bw && bw->gbs > 0.0)
         fprintf(out,
                 "; read bandwidth %.1f GB/s (best of %d streaming passes over %.2f GiB with %d thread%s, "
-                "the CPU backend's; median %.1f GB/s)\n",
+                "the CPU backend's, %d stream%s a thread; median %.1f GB/s)\n",
                 bw->gbs, bw->passes, (double)bw->bytes / 1073741824.0, bw->threads,
-                bw->threads == 1 ? "" : "s", bw->median_gbs);
+                bw->threads == 1 ? "" : "s", bw->streams, bw->streams == 1 ? "" : "s", bw->median_gbs);
     else
         fprintf(out, "; read bandwidth not measured (%s)\n", why_not && *why_not ? why_not : "-");
 }

@@ -268,7 +268,7 @@ static int run_serve(run_state *rs)
  * available memory — with the CPU backend's threads. Returns why not, or "" when measured. */
 static const char *measure_bandwidth(run_state *rs)
 {
-    enum { PASSES = 5 };
+    enum { PASSES = 6 }; /* twice each stream count (bench_machine.c) */
     const bench_config *c = rs->cfg;
     int threads = 0;
     for (size_t i = 0; i < rs->n_targets; i++)

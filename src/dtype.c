@@ -286,6 +286,40 @@ void moe_matrix_row_as(const moe_matrix_src *m, int64_t cols, int64_t r, moe_dty
     moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), dtype, out, cols);
 }
 
+/* ---- the GPU backends' weight layout (backend.h) ------------------------------------------- */
+
+size_t moe_weight_rows_bytes(const moe_weight_src *s)
+{
+    return moe_dtype_row_bytes(s->dtype, s->cols) * (size_t)s->batch * (s->second ? 2u : 1u) *
+           (size_t)s->rows;
+}
+
+moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_weight_src *s, void *staging,
+                                  size_t staging_size, moe_weight_flush_fn flush, void *user)
+{
+    const size_t row_bytes = moe_dtype_row_bytes(s->dtype, s->cols);
+    if (row_bytes == 0 || row_bytes > staging_size)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                        "%s: a weight row of %lld values in %s does not fit the %zu-byte staging buffer", who,
+                        (long long)s->cols, moe_dtype_name(s->dtype), staging_size);
+    const int halves = s->second ? 2 : 1;
+    const int64_t total = s->batch * halves * s->rows;
+    size_t at = 0, filled = 0;
+    for (int64_t i = 0; i < total; i++) {
+        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
+        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
+        moe_matrix_row_as(m, s->cols, r, s->dtype, (unsigned char *)staging + filled);
+        filled += row_bytes;
+        if (filled + row_bytes > staging_size || i + 1 == total) {
+            const moe_status st = flush(user, at, filled);
+            if (st != MOE_OK) return st;
+            at += filled;
+            filled = 0;
+        }
+    }
+    return MOE_OK;
+}
+
 /* ---- device features the formats' kernels use ---------------------------------------------- */
 
 const char *moe_feature_name(moe_feature feature)

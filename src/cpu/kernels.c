@@ -36,7 +36,8 @@
 #define PAIR (2 * MOE_CPU_PANEL)        /* columns per pair */
 
 /* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0). At 512
- * bits the accumulators take MR·2 of the 32 registers (Q4_0: MR·4, see q4_rows). */
+ * bits the accumulators take MR·2 of the 32 registers (Q8_0, Q4_0: MR·4 up to BLOCK_ONE_PASS
+ * rows, see block_rows). */
 #if MOE_CPU_LEVEL == 2
 #define MR_F32 8
 #define MR_F16 12
@@ -57,35 +58,21 @@
 #define MR_MAX 2
 #endif
 
-/* Q4_0 at 512 bits keeps two sums per output vector, for the block's first and second 16 k
- * (the low and high nibbles of one byte): four independent FMA chains per row instead of two,
- * so a single decode row is not bound by FMA latency (4 cycles a step). Narrower levels have
- * two or four vectors per pair already, and not the registers for twice as many sums. */
-#define Q4_SPLIT    (MOE_CPU_LEVEL == 2)
-#define Q4_ONE_PASS 6 /* rows up to which q4_rows reads a block once (4 sums a row in registers) */
+/* Block formats at 512 bits keep two sums per output vector, one per half of each 32-k block
+ * (Q8_0: the even and the odd k; Q4_0: the first and the second 16 k, the low and the high
+ * nibbles of one byte): four independent FMA chains per row instead of two, so a decode row is
+ * not bound by FMA latency (4 cycles a step). Narrower levels have two or four vectors per pair
+ * already, and not the registers for twice as many sums. */
+#define BLOCK_SPLIT    (MOE_CPU_LEVEL == 2)
+#define BLOCK_ONE_PASS 6 /* rows up to which a block is read once (4 sums a row in registers) */
 
 /* Software prefetch, PF_DIST bytes ahead of the weights being read, one line at a time as the
- * kernel reaches it. A decode row spends few cycles per byte and the hardware prefetcher alone
- * left it at 60-70% of the core's read bandwidth (Q4_0 at 60%); a pair's stream continues into
- * the next pair, so reading past a pair's end fetches what comes next. Into L2 (T1): measured
- * a little faster than into L1 for BF16 and the same for the others. */
-#include <stdlib.h>
-static int pf_dist = 8192, pf_hint = 2;
-#define PF_DIST pf_dist
-#define prefetch_line(p)                                                                                     \
-    do {                                                                                                     \
-        if (pf_hint == 2)                                                                                    \
-            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 2);                                  \
-        else if (pf_hint == 3)                                                                               \
-            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 3);                                  \
-        else if (pf_hint == 1)                                                                               \
-            __builtin_prefetch((const unsigned char *)(p) + PF_DIST, 0, 1);                                  \
-    } while (0)
-__attribute__((constructor)) static void pf_init(void)
-{
-    if (getenv("MOE_PF_D")) pf_dist = atoi(getenv("MOE_PF_D"));
-    if (getenv("MOE_PF")) pf_hint = atoi(getenv("MOE_PF"));
-}
+ * kernel reaches it, into L2. A decode row spends few cycles per byte, and the hardware
+ * prefetcher alone left it at 60-70% of the core's read bandwidth (Q4_0 at 60%); a pair's
+ * stream continues into the next pair, so reading past a pair's end fetches what comes next.
+ * Measured on a 2-core Xeon VM: 8 KiB ahead into L2 as fast as or faster than 2-16 KiB into L1. */
+#define PF_DIST          8192
+#define prefetch_line(p) vec_prefetch_l2((const unsigned char *)(p) + PF_DIST)
 
 /* ---- micro-kernels -------------------------------------------------------------------------- */
 
@@ -143,98 +130,103 @@ ALWAYS_INLINE void zero_rows(const int nr, float *out)
         for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, vec_zero());
 }
 
-/* The same for a Q8_0 pair: per block, Σ a·q in registers, then · d into out. */
-ALWAYS_INLINE void q8_rows(const int nr, int64_t k_dim, const float *const *a, const unsigned char *b,
-                           float *restrict out)
+/* Half h of step s of a Q8_0 / Q4_0 pair block's quants q, as NV float vectors. A block is 16
+ * steps; step s of half h is k = 2s + h for Q8_0 (one 32-byte k step each) and k = s + 16h for
+ * Q4_0 (one 32-byte row of bytes gives both: its low nibbles and its high nibbles). */
+#define HALF_K(dt, s, h) ((dt) == MOE_DTYPE_Q8_0 ? 2 * (s) + (h) : (s) + 16 * (h))
+ALWAYS_INLINE void load_half(const moe_dtype dt, const unsigned char *q, int s, int h, moe_vec w[NV])
 {
-    zero_rows(nr, out);
-    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
-        const unsigned char *p = b + k0 / MOE_CPU_BLOCK * MOE_CPU_Q8_PAIR_BLOCK;
-        const int8_t *q = (const int8_t *)(const void *)(p + MOE_CPU_SCALES);
-        prefetch_line(p); /* the scales */
-        moe_vec acc[MR_MAX][NV];
-        for (int r = 0; r < nr; r++)
-            for (int v = 0; v < NV; v++) acc[r][v] = vec_zero();
-        for (int kk = 0; kk < MOE_CPU_BLOCK; kk++) {
-            moe_vec w[NV];
-            if (kk % 2 == 0) prefetch_line(q + kk * PAIR); /* 32 bytes a step */
-            for (int v = 0; v < NV; v++) w[v] = vec_load_i8(q + kk * PAIR + v * MOE_VLEN);
-            for (int r = 0; r < nr; r++) {
-                const moe_vec x = vec_set1(a[r][k0 + kk]);
-                for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
-            }
-        }
-        BLOCK_END(nr, p, acc, out)
+    for (int v = 0; v < NV; v++) {
+        if (dt == MOE_DTYPE_Q8_0)
+            w[v] = vec_load_i8((const int8_t *)(const void *)q + HALF_K(dt, s, h) * PAIR + v * MOE_VLEN);
+        else
+            w[v] =
+                h ? vec_load_q4_hi(q + s * PAIR + v * MOE_VLEN) : vec_load_q4_lo(q + s * PAIR + v * MOE_VLEN);
     }
 }
-
-/* The same for a Q4_0 pair. Each 16-byte row of a block gives two k steps (kk from the low
- * nibbles, kk + 16 from the high ones), already as q − 8. With Q4_SPLIT the block's sum is
- * (Σ over the low nibbles) + (Σ over the high ones), each in k order: up to Q4_ONE_PASS rows
- * keep both sums in registers and read the block once (decode: four FMA chains per row); more
- * rows would need 4·nr registers, so the block is read twice from L1, low nibbles then high,
- * with the low sums parked in lo_sums. Either way the arithmetic is the same, so a row's
- * result does not depend on how many rows share its tile. */
-ALWAYS_INLINE void q4_rows(const int nr, int64_t k_dim, const float *const *a, const unsigned char *b,
-                           float *restrict out)
+/* Both halves of step s (Q4_0: one widening of the bytes for both). */
+ALWAYS_INLINE void load_both(const moe_dtype dt, const unsigned char *q, int s, moe_vec w0[NV],
+                             moe_vec w1[NV])
 {
-    const bool one_pass = !Q4_SPLIT || nr <= Q4_ONE_PASS;
-    float lo_sums[MR_MAX * PAIR];
+    if (dt == MOE_DTYPE_Q8_0) {
+        load_half(dt, q, s, 0, w0);
+        load_half(dt, q, s, 1, w1);
+    } else {
+        for (int v = 0; v < NV; v++) vec_load_q4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
+    }
+}
+/* acc[r] += a_r[k] · w for r < nr. */
+ALWAYS_INLINE void fma_rows(const int nr, const float *const *a, int64_t k, const moe_vec w[NV],
+                            moe_vec acc[MR_MAX][NV])
+{
+    for (int r = 0; r < nr; r++) {
+        const moe_vec x = vec_set1(a[r][k]);
+        for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
+    }
+}
+/* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
+#define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q8_0 or Q4_0: per block, Σ a·q
+ * in registers, then · d into out. With BLOCK_SPLIT the block's sum is (Σ over half 0) +
+ * (Σ over half 1), each in k order: up to BLOCK_ONE_PASS rows keep both sums in registers and
+ * read the block once (decode: four FMA chains per row); more rows would need 4·nr registers, so
+ * the block is read twice from L1, half 0 then half 1, with half 0's sums parked in h0_sums.
+ * Either way the arithmetic is the same, so a row's result does not depend on how many rows
+ * share its tile. Without the split, one sum per vector in k order (Q4_0: k, then k + 16). */
+ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                              const unsigned char *b, float *restrict out)
+{
+    const size_t block_bytes = dt == MOE_DTYPE_Q8_0 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
+    const bool one_pass = !BLOCK_SPLIT || nr <= BLOCK_ONE_PASS;
+    float h0_sums[MR_MAX * PAIR];
     zero_rows(nr, out);
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
-        const unsigned char *p = b + k0 / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
-        const uint8_t *q = p + MOE_CPU_SCALES;
+        const unsigned char *p = b + (size_t)(k0 / MOE_CPU_BLOCK) * block_bytes;
+        const unsigned char *q = p + MOE_CPU_SCALES;
+        const float *ak[MR_MAX];
+        for (int r = 0; r < nr; r++) ak[r] = a[r] + k0;
         prefetch_line(p); /* the scales */
-        moe_vec lo[MR_MAX][NV], hi[MR_MAX][NV];
+        moe_vec s0[MR_MAX][NV], s1[MR_MAX][NV];
         for (int r = 0; r < nr; r++)
-            for (int v = 0; v < NV; v++) lo[r][v] = hi[r][v] = vec_zero();
+            for (int v = 0; v < NV; v++) s0[r][v] = s1[r][v] = vec_zero();
         if (one_pass) {
-            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
-                moe_vec wl[NV], wh[NV];
-                if (kk % 2 == 0) prefetch_line(q + kk * PAIR); /* 32 bytes a step */
-                for (int v = 0; v < NV; v++) vec_load_q4(q + kk * PAIR + v * MOE_VLEN, &wl[v], &wh[v]);
-                for (int r = 0; r < nr; r++) {
-                    const moe_vec xl = vec_set1(a[r][k0 + kk]), xh = vec_set1(a[r][k0 + kk + 16]);
-                    for (int v = 0; v < NV; v++) {
-                        lo[r][v] = vec_fmadd(xl, wl[v], lo[r][v]);
-                        if (Q4_SPLIT)
-                            hi[r][v] = vec_fmadd(xh, wh[v], hi[r][v]);
-                        else
-                            lo[r][v] = vec_fmadd(xh, wh[v], lo[r][v]);
-                    }
+            for (int s = 0; s < MOE_CPU_BLOCK / 2; s += 2) {
+                for (int l = 0; l < 2 * STEP_BYTES(dt); l += 64) prefetch_line(q + s * STEP_BYTES(dt) + l);
+                for (int t = s; t < s + 2; t++) {
+                    moe_vec w0[NV], w1[NV];
+                    load_both(dt, q, t, w0, w1);
+                    fma_rows(nr, ak, HALF_K(dt, t, 0), w0, s0);
+                    fma_rows(nr, ak, HALF_K(dt, t, 1), w1, BLOCK_SPLIT ? s1 : s0);
                 }
             }
-            if (Q4_SPLIT)
+            if (BLOCK_SPLIT)
                 for (int r = 0; r < nr; r++)
-                    for (int v = 0; v < NV; v++) lo[r][v] = vec_add(lo[r][v], hi[r][v]);
+                    for (int v = 0; v < NV; v++) s0[r][v] = vec_add(s0[r][v], s1[r][v]);
         } else {
-            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
-                moe_vec w[NV];
-                if (kk % 2 == 0) prefetch_line(q + kk * PAIR);
-                for (int v = 0; v < NV; v++) w[v] = vec_load_q4_lo(q + kk * PAIR + v * MOE_VLEN);
-                for (int r = 0; r < nr; r++) {
-                    const moe_vec x = vec_set1(a[r][k0 + kk]);
-                    for (int v = 0; v < NV; v++) lo[r][v] = vec_fmadd(x, w[v], lo[r][v]);
+            for (int s = 0; s < MOE_CPU_BLOCK / 2; s += 2) {
+                for (int l = 0; l < 2 * STEP_BYTES(dt); l += 64) prefetch_line(q + s * STEP_BYTES(dt) + l);
+                for (int t = s; t < s + 2; t++) {
+                    moe_vec w[NV];
+                    load_half(dt, q, t, 0, w);
+                    fma_rows(nr, ak, HALF_K(dt, t, 0), w, s0);
                 }
             }
             for (int r = 0; r < nr; r++)
                 for (int v = 0; v < NV; v++) {
-                    vec_store(lo_sums + r * PAIR + v * MOE_VLEN, lo[r][v]);
-                    lo[r][v] = vec_zero();
+                    vec_store(h0_sums + r * PAIR + v * MOE_VLEN, s0[r][v]);
+                    s0[r][v] = vec_zero();
                 }
-            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++) {
+            for (int s = 0; s < MOE_CPU_BLOCK / 2; s++) {
                 moe_vec w[NV];
-                for (int v = 0; v < NV; v++) w[v] = vec_load_q4_hi(q + kk * PAIR + v * MOE_VLEN);
-                for (int r = 0; r < nr; r++) {
-                    const moe_vec x = vec_set1(a[r][k0 + kk + 16]);
-                    for (int v = 0; v < NV; v++) lo[r][v] = vec_fmadd(x, w[v], lo[r][v]);
-                }
+                load_half(dt, q, s, 1, w);
+                fma_rows(nr, ak, HALF_K(dt, s, 1), w, s0);
             }
             for (int r = 0; r < nr; r++)
                 for (int v = 0; v < NV; v++)
-                    lo[r][v] = vec_add(vec_load(lo_sums + r * PAIR + v * MOE_VLEN), lo[r][v]);
+                    s0[r][v] = vec_add(vec_load(h0_sums + r * PAIR + v * MOE_VLEN), s0[r][v]);
         }
-        BLOCK_END(nr, p, lo, out)
+        BLOCK_END(nr, p, s0, out)
     }
 }
 
@@ -272,11 +264,11 @@ typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsig
         return;
 #define CASE_Q8(r)                                                                                           \
     case r:                                                                                                  \
-        q8_rows(r, k_dim, a, b, out);                                                                        \
+        block_rows(r, MOE_DTYPE_Q8_0, k_dim, a, b, out);                                                     \
         return;
 #define CASE_Q4(r)                                                                                           \
     case r:                                                                                                  \
-        q4_rows(r, k_dim, a, b, out);                                                                        \
+        block_rows(r, MOE_DTYPE_Q4_0, k_dim, a, b, out);                                                     \
         return;
 
 static void tile_f32(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)

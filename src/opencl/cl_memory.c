@@ -114,36 +114,26 @@ moe_status moe_cl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t b
 size_t moe_cl_weight_bytes(moe_backend *be, const moe_weight_src *s)
 {
     (void)be;
-    return moe_dtype_row_bytes(s->dtype, s->cols) * (size_t)s->batch * (s->second ? 2u : 1u) *
-           (size_t)s->rows;
+    return moe_weight_rows_bytes(s);
 }
 
-/* Every row of every matrix, in storage order, converted (or copied, when the source has the
- * format already) into the staging buffer; a full staging buffer is one write. */
+/* Every row converted (or copied, when the source has the format already) into the staging
+ * buffer by moe_weight_rows_stream (backend.h); a full staging buffer is one write. */
+typedef struct cl_upload {
+    moe_backend *be;
+    moe_addr dst;
+} cl_upload;
+
+static moe_status cl_upload_flush(void *user, size_t offset, size_t bytes)
+{
+    const cl_upload *u = user;
+    const moe_addr chunk = {u->dst.buf, u->dst.offset + offset};
+    return moe_cl_buffer_write(u->be, chunk, moe_clb(u->be)->staging, bytes);
+}
+
 moe_status moe_cl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
     moe_cl_backend *b = moe_clb(be);
-    const size_t row_bytes = moe_dtype_row_bytes(s->dtype, s->cols);
-    if (row_bytes == 0 || row_bytes > b->staging_size)
-        return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED,
-                        "opencl: a weight row of %lld values in format %d does not fit the %zu-byte staging "
-                        "buffer",
-                        (long long)s->cols, (int)s->dtype, b->staging_size);
-    const int halves = s->second ? 2 : 1;
-    const int64_t total = s->batch * halves * s->rows;
-    size_t at = dst.offset, filled = 0;
-    for (int64_t i = 0; i < total; i++) {
-        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
-        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
-        moe_matrix_row_as(m, s->cols, r, s->dtype, b->staging + filled);
-        filled += row_bytes;
-        if (filled + row_bytes > b->staging_size || i + 1 == total) {
-            const moe_addr chunk = {dst.buf, at};
-            moe_status st = moe_cl_buffer_write(be, chunk, b->staging, filled);
-            if (st != MOE_OK) return st;
-            at += filled;
-            filled = 0;
-        }
-    }
-    return MOE_OK;
+    cl_upload u = {be, dst};
+    return moe_weight_rows_stream(be->ctx, "opencl", s, b->staging, b->staging_size, cl_upload_flush, &u);
 }

@@ -328,35 +328,25 @@ moe_status moe_vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t b
 size_t moe_vk_weight_bytes(moe_backend *be, const moe_weight_src *s)
 {
     (void)be;
-    return moe_dtype_row_bytes(s->dtype, s->cols) * (size_t)s->batch * (s->second ? 2u : 1u) *
-           (size_t)s->rows;
+    return moe_weight_rows_bytes(s);
 }
 
-/* Every row of every matrix, in storage order, converted (or copied, when the source has the
- * format already) straight into the staging buffer; a full staging buffer is one copy. */
+/* Every row converted (or copied, when the source has the format already) into the staging
+ * buffer by moe_weight_rows_stream (backend.h); a full staging buffer is one copy. */
+typedef struct vk_upload {
+    moe_vk_backend *b;
+    moe_addr dst;
+} vk_upload;
+
+static moe_status vk_upload_flush(void *user, size_t offset, size_t bytes)
+{
+    const vk_upload *u = user;
+    return copy(u->b, u->b->staging->buffer, 0, u->dst.buf->buffer, u->dst.offset + offset, bytes);
+}
+
 moe_status moe_vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
     moe_vk_backend *b = moe_vkb(be);
-    const size_t row_bytes = moe_dtype_row_bytes(s->dtype, s->cols);
-    if (row_bytes == 0 || row_bytes > STAGING_SIZE)
-        return moe_fail(be->ctx, MOE_ERROR_UNSUPPORTED,
-                        "vulkan: a weight row of %lld values in format %d does not fit the %llu-byte staging "
-                        "buffer",
-                        (long long)s->cols, (int)s->dtype, (unsigned long long)STAGING_SIZE);
-    const int halves = s->second ? 2 : 1;
-    const int64_t total = s->batch * halves * s->rows;
-    size_t at = dst.offset, filled = 0;
-    for (int64_t i = 0; i < total; i++) {
-        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
-        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
-        moe_matrix_row_as(m, s->cols, r, s->dtype, (char *)b->staging_map + filled);
-        filled += row_bytes;
-        if (filled + row_bytes > STAGING_SIZE || i + 1 == total) {
-            moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, at, filled);
-            if (st != MOE_OK) return st;
-            at += filled;
-            filled = 0;
-        }
-    }
-    return MOE_OK;
+    vk_upload u = {b, dst};
+    return moe_weight_rows_stream(be->ctx, "vulkan", s, b->staging_map, STAGING_SIZE, vk_upload_flush, &u);
 }

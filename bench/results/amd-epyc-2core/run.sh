@@ -9,13 +9,7 @@ out=$(dirname "$0")
 wait_s=${WAIT_S:-900}
 log=$out/runs.log
 : > "$log"
-quiet() {
-    local t=0
-    while awk "BEGIN{exit !($(cut -d' ' -f1 /proc/loadavg) >= 0.5)}" && [ "$t" -lt "$wait_s" ]; do
-        sleep 10; t=$((t + 10))
-    done
-    echo "$(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg) | $*" | tee -a "$log"
-}
+. "$(dirname "$0")/../wait_quiet.sh"
 for p in olmoe-1b-7b qwen3-30b-a3b qwen1.5-moe-a2.7b deepseek-v2-lite switch-base-8; do
     quiet "moe-bench --backend cpu --preset $p --tokens 512 --min-time 3"
     MOE_BENCH_NO_PROGRESS=1 "$build/moe-bench" --backend cpu --preset "$p" --tokens 512 --min-time 3 \
