@@ -5,7 +5,7 @@
 # (each a message naming the file, a non-zero exit, and nothing at the output path), the output
 # path (written through links, atomically; devices, FIFOs and directories refused; inputs that
 # are FIFOs or devices refused without blocking), and moe-info in both formats (its features and
-# weight formats included).
+# weight formats included: each device's text and JSON agree, a GPU shows no CPU feature).
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
 set -euo pipefail
 run=$1 info=$2 compare=$3 data=$4 work=$5
@@ -200,10 +200,31 @@ for dev in devices:
     assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0"], dev["weights"]
     for w in dev["weights"]:
         assert set(w["uses"]) <= set(dev["features_used"]), w
-# The text says the same as the JSON for the CPU device.
-cpu = d["backends"][0]["devices"][0]
-line = "    features:         %s (used: %s)" % (" ".join(cpu["features"]) or "none", " ".join(cpu["features_used"]) or "none")
-assert line in text.splitlines(), line
+# The text says the same as the JSON for every device: its block under its backend's heading
+# has the JSON's features line (a GPU backend without a device has no block, and is skipped).
+blocks, backend, device = {}, None, None
+for l in text.splitlines():
+    if l.startswith("backend "):
+        backend, device = l.split()[1].rstrip(":"), None
+    elif l.startswith("  device "):
+        device = int(l.split()[1].rstrip(":"))
+    elif l.startswith("    features:") and backend is not None and device is not None:
+        blocks[(backend, device)] = l
+cpu_bits = {"f16c", "avx512_bf16", "avx512_vnni", "avx_vnni"}
+for b in d["backends"]:
+    for dev in b["devices"]:
+        line = "    features:         %s (used: %s)" % (" ".join(dev["features"]) or "none",
+                                                      " ".join(dev["features_used"]) or "none")
+        assert blocks.get((b["name"], dev["index"])) == line, (b["name"], dev["index"], line)
+        if b["name"] == "cpu":
+            assert set(dev["features"]) <= cpu_bits, dev["features"]
+            continue
+        # A GPU: no CPU bit; OpenCL reports no storage bit (byte/short access is core there); the
+        # kernels use subgroup reductions at most (they read 32-bit words, compute in float32).
+        assert not set(dev["features"]) & cpu_bits, (b["name"], dev["features"])
+        assert b["name"] != "opencl" or not {"storage_16bit", "storage_8bit"} & set(dev["features"]), dev
+        assert set(dev["features_used"]) <= {"subgroup_reduce"}, (b["name"], dev["features_used"])
+        print("ok: moe-info: %s device %d: %s" % (b["name"], dev["index"], line.strip()))
 PY
 # The cache: its directory, entries and bound, in both formats (MOE_CACHE_DIR set here).
 MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" > "$work/info.txt"

@@ -7,12 +7,20 @@
  * cached in the cache directory as complete files (written whole, then renamed) and a second
  * context builds every program from that cache instead of compiling (counted through the log
  * callback's "built from cache" / "compiled from source" lines), and a FIFO or an oversized
- * file in a binary's place is ignored with a warning; the device reports its limits.
+ * file in a binary's place is ignored with a warning; the device reports its limits; every
+ * device's features (moe_device_info.features / features_used) agree with the driver's own
+ * answer, asked here through the ICD loader directly: FLOAT16 iff cl_khr_fp16, INT_DOT iff
+ * cl_khr_integer_dot_product, SUBGROUP_REDUCE iff cl_khr_subgroups with OpenCL C 2.0+, never a
+ * CPU bit or a storage bit, and the kernels use SUBGROUP_REDUCE only (not at all in a context
+ * made with MOE_CL_DISABLE_SUBGROUPS=1).
  */
-#define _POSIX_C_SOURCE 200809L /* setenv */
+#define _POSIX_C_SOURCE          200809L /* setenv */
+#define CL_TARGET_OPENCL_VERSION 120
 #include "faults.h"
 
+#include <CL/cl.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +126,134 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
     h_check_cache_bound(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16);
 }
 
+/* ---- features ------------------------------------------------------------------------------ */
+
+/* The driver's side, through the ICD loader opened here (the test does not link OpenCL): its
+ * devices in moe's order (every device of every platform, platform by platform). */
+typedef struct cl_api {
+    void *lib;
+    cl_int (*get_platforms)(cl_uint, cl_platform_id *, cl_uint *);
+    cl_int (*get_devices)(cl_platform_id, cl_device_type, cl_uint, cl_device_id *, cl_uint *);
+    cl_int (*get_info)(cl_device_id, cl_device_info, size_t, void *, size_t *);
+    cl_device_id devices[64];
+    int n_devices;
+} cl_api;
+
+static bool cl_api_open(cl_api *api)
+{
+    memset(api, 0, sizeof *api);
+    api->lib = dlopen("libOpenCL.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!api->lib) api->lib = dlopen("libOpenCL.so", RTLD_NOW | RTLD_LOCAL);
+    if (!api->lib) return false;
+    *(void **)&api->get_platforms = dlsym(api->lib, "clGetPlatformIDs");
+    *(void **)&api->get_devices = dlsym(api->lib, "clGetDeviceIDs");
+    *(void **)&api->get_info = dlsym(api->lib, "clGetDeviceInfo");
+    if (!api->get_platforms || !api->get_devices || !api->get_info) return false;
+    cl_platform_id plats[16];
+    cl_uint np = 0;
+    if (api->get_platforms(16, plats, &np) != CL_SUCCESS) return false;
+    for (cl_uint p = 0; p < np && p < 16 && api->n_devices < 64; p++) {
+        cl_uint nd = 0;
+        if (api->get_devices(plats[p], CL_DEVICE_TYPE_ALL, (cl_uint)(64 - api->n_devices),
+                             api->devices + api->n_devices, &nd) != CL_SUCCESS)
+            continue;
+        api->n_devices += nd < (cl_uint)(64 - api->n_devices) ? (int)nd : 64 - api->n_devices;
+    }
+    return true;
+}
+
+/* A device string of any length (malloc'd; "" when the query fails). */
+static char *cl_string(const cl_api *api, cl_device_id d, cl_device_info what)
+{
+    size_t n = 0;
+    if (api->get_info(d, what, 0, NULL, &n) != CL_SUCCESS || n == 0) return calloc(1, 1);
+    char *s = calloc(1, n + 1);
+    if (s && api->get_info(d, what, n, s, NULL) != CL_SUCCESS) s[0] = '\0';
+    return s;
+}
+
+/* Whether a space-separated list has the word. */
+static bool has_word(const char *list, const char *word)
+{
+    char *copy = strdup(list), *save = NULL;
+    bool found = false;
+    for (char *t = strtok_r(copy, " ", &save); t && !found; t = strtok_r(NULL, " ", &save))
+        found = strcmp(t, word) == 0;
+    free(copy);
+    return found;
+}
+
+static void features(void)
+{
+    const uint32_t cpu_bits =
+        MOE_FEATURE_F16C | MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI;
+    const uint32_t storage_bits = MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_STORAGE_8BIT;
+    char *saved = getenv("MOE_CL_DISABLE_SUBGROUPS") ? strdup(getenv("MOE_CL_DISABLE_SUBGROUPS")) : NULL;
+    unsetenv("MOE_CL_DISABLE_SUBGROUPS");
+    cl_api api;
+    const bool driver = cl_api_open(&api);
+    CHECK(driver, "the OpenCL ICD loader could not be opened here: %s", dlerror());
+    int count = 0;
+    CHECK_STATUS(moe_device_count(MOE_BACKEND_OPENCL, &count), MOE_OK);
+    CHECK(!driver || api.n_devices == count, "moe lists %d devices, the loader %d", count, api.n_devices);
+    for (int i = 0; i < count; i++) {
+        moe_device_info info = {.struct_size = sizeof info};
+        CHECK_STATUS(moe_device_get_info(MOE_BACKEND_OPENCL, i, &info), MOE_OK);
+        const uint32_t f = info.features, used = info.features_used;
+        CHECK((used & ~f) == 0, "device %d: features_used 0x%x not within features 0x%x", i, used, f);
+        CHECK((f & cpu_bits) == 0, "device %d: a CPU feature on an OpenCL device: 0x%x", i, f);
+        CHECK((f & storage_bits) == 0, "device %d: a storage feature on OpenCL (core there): 0x%x", i, f);
+        CHECK(used == (f & MOE_FEATURE_SUBGROUP_REDUCE),
+              "device %d: features_used 0x%x: the decode kernel's subgroup variant is used exactly where "
+              "the device has sub-group reductions (features 0x%x)",
+              i, used, f);
+        CHECK(info.fp16 == ((f & MOE_FEATURE_FLOAT16) != 0), "device %d: fp16 %d, features 0x%x", i,
+              info.fp16, f);
+        printf("  device %d (%s): features 0x%x, used 0x%x\n", i, info.name, f, used);
+        if (!driver || i >= api.n_devices) continue;
+        char *ext = cl_string(&api, api.devices[i], CL_DEVICE_EXTENSIONS);
+        char *cver = cl_string(&api, api.devices[i], CL_DEVICE_OPENCL_C_VERSION);
+        int major = 0, minor = 0;
+        if (!cver || sscanf(cver, "OpenCL C %d.%d", &major, &minor) != 2) major = 0;
+        const bool fp16 = ext && has_word(ext, "cl_khr_fp16");
+        const bool dot = ext && has_word(ext, "cl_khr_integer_dot_product");
+        const bool sub = ext && has_word(ext, "cl_khr_subgroups") && major >= 2;
+        CHECK(((f & MOE_FEATURE_FLOAT16) != 0) == fp16, "device %d: FLOAT16 %d, cl_khr_fp16 %d", i,
+              (f & MOE_FEATURE_FLOAT16) != 0, fp16);
+        CHECK(((f & MOE_FEATURE_INT_DOT) != 0) == dot, "device %d: INT_DOT %d, cl_khr_integer_dot_product %d",
+              i, (f & MOE_FEATURE_INT_DOT) != 0, dot);
+        CHECK(((f & MOE_FEATURE_SUBGROUP_REDUCE) != 0) == sub,
+              "device %d: SUBGROUP_REDUCE %d, cl_khr_subgroups with OpenCL C 2.0+ %d ('%s')", i,
+              (f & MOE_FEATURE_SUBGROUP_REDUCE) != 0, sub, cver ? cver : "");
+        free(ext);
+        free(cver);
+    }
+    if (api.lib) dlclose(api.lib);
+
+    /* A context says what it runs: the same features, and no subgroup variant under
+     * MOE_CL_DISABLE_SUBGROUPS=1, while moe_device_get_info keeps the switch-free answer. */
+    moe_device_info dev = {.struct_size = sizeof dev}, info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_device_get_info(MOE_BACKEND_OPENCL, 0, &dev), MOE_OK);
+    for (int disabled = 0; disabled < 2; disabled++) {
+        if (disabled) setenv("MOE_CL_DISABLE_SUBGROUPS", "1", 1);
+        moe_context *ctx = h_context(MOE_BACKEND_OPENCL, 0);
+        CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
+        moe_context_destroy(ctx);
+        CHECK(info.features == dev.features, "context features 0x%x, device 0x%x", info.features,
+              dev.features);
+        const uint32_t want = disabled ? 0u : dev.features_used;
+        CHECK(info.features_used == want, "context features_used 0x%x%s, expected 0x%x", info.features_used,
+              disabled ? " with MOE_CL_DISABLE_SUBGROUPS=1" : "", want);
+    }
+    CHECK_STATUS(moe_device_get_info(MOE_BACKEND_OPENCL, 0, &info), MOE_OK);
+    CHECK(info.features_used == dev.features_used, "moe_device_get_info follows MOE_CL_DISABLE_SUBGROUPS");
+    if (saved)
+        setenv("MOE_CL_DISABLE_SUBGROUPS", saved, 1);
+    else
+        unsetenv("MOE_CL_DISABLE_SUBGROUPS");
+    free(saved);
+}
+
 int main(int argc, char **argv)
 {
     moe_backend_kind kind;
@@ -138,6 +274,7 @@ int main(int argc, char **argv)
     h_layer_init(&hl, &desc, &r, 1.0f);
     float x[16 * 40];
     h_fill_input(&hl, 16, x, &r);
+    features();
     invalid_device();
     h_check_device_lost(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_OUT_OF_RESOURCES", &hl, x, 16);
     h_check_out_of_device_memory(MOE_BACKEND_OPENCL, "MOE_CL_INJECT", "CL_MEM_OBJECT_ALLOCATION_FAILURE",

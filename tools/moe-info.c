@@ -48,7 +48,9 @@ static void jstr(const char *s)
 
 /* Which features serve which weight format, as moe-info shows them: a format's variant is named
  * by the features in this list that moe uses on the device. (A format runs without any of
- * them, on plain 32-bit word / byte loads.) */
+ * them, on plain 32-bit word / byte loads.) SUBGROUP_REDUCE belongs to no format: the GPU
+ * decode kernel adds its partial sums with it whatever the format, so it shows on the
+ * "features" line's "used" list only. */
 static uint32_t format_features(moe_dtype dt)
 {
     switch (dt) {

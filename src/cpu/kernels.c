@@ -66,13 +66,27 @@
 #define BLOCK_SPLIT    (MOE_CPU_LEVEL == 2)
 #define BLOCK_ONE_PASS 6 /* rows up to which a block is read once (4 sums a row in registers) */
 
-/* Software prefetch, PF_DIST bytes ahead of the weights being read, one line at a time as the
- * kernel reaches it, into L2. A decode row spends few cycles per byte, and the hardware
- * prefetcher alone left it at 60-70% of the core's read bandwidth (Q4_0 at 60%); a pair's
- * stream continues into the next pair, so reading past a pair's end fetches what comes next.
- * Measured on a 2-core Xeon VM: 8 KiB ahead into L2 as fast as or faster than 2-16 KiB into L1. */
-#define PF_DIST          8192
-#define prefetch_line(p) vec_prefetch_l2((const unsigned char *)(p) + PF_DIST)
+/* Software prefetch, MOE_CPU_PREFETCH_DIST bytes ahead of the weights being read, one line at a
+ * time as the kernel reaches it, into L2 (hint 2 = prefetcht1). A decode row spends few cycles
+ * per byte, and the hardware prefetcher alone left it at 60-70% of the core's read bandwidth
+ * (Q4_0 at 60%); a pair's stream continues into the next pair, so reading past a pair's end
+ * fetches what comes next. Measured on a 2-core Xeon VM (olmoe decode, every format): 4, 8 and
+ * 16 KiB ahead into L2, and 8 KiB into L1, within the machine's run-to-run noise of each other.
+ * Compile-time constants; -DMOE_CPU_PREFETCH_DIST=... / _HINT=... to try others. The compiler's
+ * builtin, not simde_mm_prefetch: SIMDe 0.7 passes its own hint numbering to the native
+ * _mm_prefetch, so its T0 becomes prefetcht2. */
+#ifndef MOE_CPU_PREFETCH_DIST
+#define MOE_CPU_PREFETCH_DIST 8192
+#endif
+#ifndef MOE_CPU_PREFETCH_HINT
+#define MOE_CPU_PREFETCH_HINT 2
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define prefetch_line(p)                                                                                     \
+    __builtin_prefetch((const unsigned char *)(p) + MOE_CPU_PREFETCH_DIST, 0, MOE_CPU_PREFETCH_HINT)
+#else
+#define prefetch_line(p) ((void)(p))
+#endif
 
 /* ---- micro-kernels -------------------------------------------------------------------------- */
 

@@ -155,15 +155,6 @@ typedef simde__m128i moe_ivec;
 #error "unknown MOE_CPU_LEVEL"
 #endif
 
-/* Asks for the cache line holding p, into L2 (prefetcht1), ahead of its use; never faults.
- * Not simde_mm_prefetch: SIMDe 0.7 passes its own hint numbering to the native _mm_prefetch,
- * so its T0 becomes prefetcht2. */
-#if defined(__GNUC__) || defined(__clang__)
-#define vec_prefetch_l2(p) __builtin_prefetch((p), 0, 2)
-#else
-#define vec_prefetch_l2(p) ((void)(p))
-#endif
-
 /* An integer |i| < 2^22 as a float, exactly: its bits added to those of 1.5·2^23 give the
  * float 1.5·2^23 + i (the integer lands in the mantissa), minus 1.5·2^23. Two integer/float
  * adds at any width, where SIMDe has no 512-bit conversion. */

@@ -2,8 +2,9 @@
  * cl_device.c — the OpenCL backend's platforms, devices and context: enumeration through the
  * ICD loader (every device of every platform, numbered in the loader's order, listed once per
  * process under a lock that also covers device-info queries and context creation), device
- * info, limits → kernel sizes, the cl_context and its one in-order command queue (with
- * profiling where the device has it), error names, and the backend's ops table.
+ * info (with the features a weight format's kernels could use, and those moe uses), limits →
+ * kernel sizes, the cl_context and its one in-order command queue (with profiling where the
+ * device has it), error names, and the backend's ops table.
  *
  * MOE_CL_INJECT=oom|lost|build makes buffer allocations fail with
  * CL_MEM_OBJECT_ALLOCATION_FAILURE / the next finish report CL_OUT_OF_RESOURCES (a lost
@@ -189,17 +190,48 @@ static void fit_text(char *out, size_t size, const char *text)
     if (snprintf(out, size, "%s", text) >= (int)size && size > 4) memcpy(out + size - 4, "...", 4);
 }
 
-/* Whether a kernel may use cl_khr_subgroups' reductions: the extension, and OpenCL C 2.0 or
- * later to build the variant with (-cl-std=CL2.0; the extension's functions are 2.0 built-ins).
- * With g_lock held. */
-static bool has_subgroups(cl_device_id d)
+/* Whether the space-separated extension list names `name` as a whole word. */
+static bool has_extension(const char *list, const char *name)
+{
+    const size_t n = strlen(name);
+    for (const char *p = list; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0')) return true;
+    return false;
+}
+
+/* What the device offers that a weight format's kernels could use (moe.h's MOE_FEATURE_* bits),
+ * from its extension list and OpenCL C version. With g_lock held.
+ *   FLOAT16          cl_khr_fp16
+ *   INT_DOT          cl_khr_integer_dot_product
+ *   SUBGROUP_REDUCE  cl_khr_subgroups' reductions, with OpenCL C 2.0 or later to build the
+ *                    variant with (-cl-std=CL2.0; the extension's functions are 2.0 built-ins):
+ *                    what picks the decode kernel's subgroup variant (b->subgroups)
+ * STORAGE_16BIT / STORAGE_8BIT are never set: byte and short loads and stores are core OpenCL C
+ * (cl_khr_byte_addressable_store is core since 1.1, and vload_half needs no extension), so
+ * there is no optional feature to report — those bits name Vulkan's storage features. */
+static uint32_t device_features(cl_device_id d)
 {
     char ext[8192], cver[128];
     dev_string(d, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
     dev_string(d, CL_DEVICE_OPENCL_C_VERSION, cver, sizeof cver); /* "OpenCL C <major>.<minor> ..." */
     int major = 0, minor = 0;
     if (sscanf(cver, "OpenCL C %d.%d", &major, &minor) != 2) major = 0;
-    return strstr(ext, "cl_khr_subgroups") != NULL && major >= 2;
+    uint32_t f = 0;
+    if (has_extension(ext, "cl_khr_fp16")) f |= MOE_FEATURE_FLOAT16;
+    if (has_extension(ext, "cl_khr_integer_dot_product")) f |= MOE_FEATURE_INT_DOT;
+    if (has_extension(ext, "cl_khr_subgroups") && major >= 2) f |= MOE_FEATURE_SUBGROUP_REDUCE;
+    return f;
+}
+
+/* The subset of a device's features moe's kernels use: sub-group reductions
+ * (sub_group_reduce_add), by the decode (matvec) kernel's subgroup variant where it is picked
+ * (`subgroup_variant`: the device has SUBGROUP_REDUCE and MOE_CL_DISABLE_SUBGROUPS is not set).
+ * Nothing else: the kernels read every weight format as 32-bit words and halves (vload_half) and
+ * compute in float32, so float16 arithmetic and integer dot products are reported but not used.
+ * The one place that decides, for moe_device_get_info and a context's info alike. */
+static uint32_t features_used(bool subgroup_variant)
+{
+    return subgroup_variant ? (uint32_t)MOE_FEATURE_SUBGROUP_REDUCE : 0u;
 }
 
 static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe_device_info *info)
@@ -217,7 +249,7 @@ static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe
         info->type = MOE_DEVICE_TYPE_OTHER;
     dev_string(d, CL_DEVICE_NAME, info->name, sizeof info->name);
     dev_string(d, CL_DEVICE_VENDOR, info->vendor, sizeof info->vendor);
-    char pname[128], drv[128], ver[256], ext[8192];
+    char pname[128], drv[128], ver[256];
     plat_string(plat, CL_PLATFORM_NAME, pname, sizeof pname);
     dev_string(d, CL_DRIVER_VERSION, drv, sizeof drv);
     /* CL_DEVICE_VERSION is "OpenCL <major.minor> <vendor-specific information>": the API
@@ -244,8 +276,13 @@ static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe
     info->compute_units = (int)cu;
     info->max_workgroup_size = wg;
     info->subgroup_size = 0; /* needs a built kernel and OpenCL 2.1 subgroups; not asked */
-    dev_string(d, CL_DEVICE_EXTENSIONS, ext, sizeof ext);
-    info->fp16 = strstr(ext, "cl_khr_fp16") != NULL;
+    /* features_used is what a new context would use with no test switch set: the subgroup
+     * variant wherever the device has sub-group reductions. A context's own info is refilled
+     * after MOE_CL_DISABLE_SUBGROUPS (moe_cl_create), so moe_context_get_device_info says what
+     * that context really runs. */
+    info->features = device_features(d);
+    info->features_used = features_used((info->features & MOE_FEATURE_SUBGROUP_REDUCE) != 0);
+    info->fp16 = (info->features & MOE_FEATURE_FLOAT16) != 0;
 }
 
 static moe_status moe_cl_device_info(int index, moe_device_info *info)
@@ -353,7 +390,7 @@ static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call
     cl_uint align_bits = 0;
     clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
-    b->subgroups = has_subgroups(b->device);
+    b->subgroups = (b->base.info.features & MOE_FEATURE_SUBGROUP_REDUCE) != 0;
     cl_command_queue_properties qp = 0;
     clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
     b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
@@ -409,6 +446,7 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
     /* MOE_CL_DISABLE_SUBGROUPS=1 forces the plain decode kernel where the device has subgroups. */
     const char *no_sub = getenv("MOE_CL_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroups = false;
+    b->base.info.features_used = features_used(b->subgroups); /* this context's own view */
     if (st == MOE_OK) st = choose_sizes(b);
     b->base.row_tile = b->gemm_bm;
     if (st == MOE_OK) st = moe_cl_memory_init(b);

@@ -1,9 +1,10 @@
 /*
  * vk_device.c — the Vulkan backend's instance, devices and context: volk loading, one
  * process-wide VkInstance shared by every context and one physical-device list (each made
- * once, under a lock that also covers property queries and device creation), limits → kernel
- * sizes, the logical device and its compute queue, the optional Khronos validation layer, and
- * the backend's ops table.
+ * once, under a lock that also covers property queries and device creation), the features a
+ * weight format's kernels could use (moe_device_info.features) and those moe uses, limits →
+ * kernel sizes, the logical device and its compute queue, the optional Khronos validation
+ * layer, and the backend's ops table.
  *
  * MOE_VK_VALIDATION=1 enables VK_LAYER_KHRONOS_validation with a VK_EXT_debug_utils
  * messenger; any warning or error it reports makes the next call fail with its text.
@@ -96,6 +97,7 @@ static bool g_listed; /* g_devices holds the compute-capable physical devices */
 static uint32_t g_n_devices;
 static VkPhysicalDevice g_devices[MAX_DEVICES];
 static int g_compute_units[MAX_DEVICES]; /* asked once, when listed (it takes an allocation) */
+static uint32_t g_features[MAX_DEVICES]; /* MOE_FEATURE_* bits, asked once when listed (device_features) */
 
 static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
@@ -153,6 +155,16 @@ static moe_status setup_status(VkResult r)
                                                                                   : MOE_ERROR_BACKEND;
 }
 
+/* The Vulkan version the instance is created for: 1.3, 1.1 or 1.0, as far as the loader goes
+ * (after volkInitialize). A physical device's own version counts only up to it. */
+static uint32_t instance_api(void)
+{
+    const uint32_t loader = volkGetInstanceVersion();
+    return loader >= VK_API_VERSION_1_3   ? VK_API_VERSION_1_3
+           : loader >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1
+                                          : VK_API_VERSION_1_0;
+}
+
 /* With g_lock held: the process-wide instance, created on first use and kept until the
  * process exits (tearing it down would unload the driver, which leaks inside some drivers —
  * lavapipe's LLVM, seen under LeakSanitizer — and recreating it would cost every short-lived
@@ -184,10 +196,7 @@ static moe_status instance_locked(char *why, size_t why_size)
             return MOE_ERROR_BACKEND;
         }
     }
-    const uint32_t loader = volkGetInstanceVersion();
-    const uint32_t api = loader >= VK_API_VERSION_1_3   ? VK_API_VERSION_1_3
-                         : loader >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1
-                                                        : VK_API_VERSION_1_0;
+    const uint32_t api = instance_api();
     const VkApplicationInfo app = {.sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
                                    .pApplicationName = "moe",
                                    .pEngineName = "moe",
@@ -281,6 +290,81 @@ static int compute_units(VkPhysicalDevice pd)
     return 0;
 }
 
+/* What a physical device offers that a weight format's kernels could use (moe.h's
+ * MOE_FEATURE_* bits), in *features; false when out of host memory. Asked once, when the
+ * devices are listed, since it may list the device's extensions (an allocation).
+ *   STORAGE_16BIT  VkPhysicalDevice16BitStorageFeatures.storageBuffer16BitAccess (core 1.1)
+ *   STORAGE_8BIT   VkPhysicalDevice8BitStorageFeatures.storageBuffer8BitAccess (1.2 or VK_KHR_8bit_storage)
+ *   FLOAT16        VkPhysicalDeviceShaderFloat16Int8Features.shaderFloat16 (1.2 or
+ *                  VK_KHR_shader_float16_int8)
+ *   INT_DOT        VkPhysicalDeviceShaderIntegerDotProductFeatures.shaderIntegerDotProduct (1.3 or
+ *                  VK_KHR_shader_integer_dot_product)
+ *   SUBGROUP_REDUCE  subgroup arithmetic in the compute stage (VkPhysicalDeviceSubgroupProperties,
+ *                  1.1): what picks the kernels' subgroup variants (open_device_locked)
+ * vkGetPhysicalDeviceFeatures2 and the subgroup properties are Vulkan 1.1 queries, asked only
+ * where both the device and the instance are 1.1 or later (the instance is not created with
+ * VK_KHR_get_physical_device_properties2); an older device or loader reports no feature. A
+ * feature struct goes into the chain only where the device knows it — its version, counted no
+ * higher than the instance's, includes the struct, or it lists the extension — never assumed:
+ * a struct the driver does not know is invalid usage, and a driver may then leave it unread
+ * (zero) or worse. */
+static bool device_features(VkPhysicalDevice pd, uint32_t *features)
+{
+    *features = 0;
+    VkPhysicalDeviceProperties p;
+    vkGetPhysicalDeviceProperties(pd, &p);
+    const uint32_t api = p.apiVersion < instance_api() ? p.apiVersion : instance_api();
+    if (api < VK_API_VERSION_1_1) return true;
+    bool has8 = api >= VK_API_VERSION_1_2, has_f16 = api >= VK_API_VERSION_1_2,
+         has_dot = api >= VK_API_VERSION_1_3;
+    if ((!has8 && !has_device_extension(pd, VK_KHR_8BIT_STORAGE_EXTENSION_NAME, &has8)) ||
+        (!has_f16 && !has_device_extension(pd, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME, &has_f16)) ||
+        (!has_dot && !has_device_extension(pd, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME, &has_dot)))
+        return false;
+    VkPhysicalDevice16BitStorageFeatures s16 = {.sType =
+                                                    VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
+    VkPhysicalDevice8BitStorageFeatures s8 = {.sType =
+                                                  VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_8BIT_STORAGE_FEATURES};
+    VkPhysicalDeviceShaderFloat16Int8Features f16 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
+    VkPhysicalDeviceShaderIntegerDotProductFeatures dot = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_INTEGER_DOT_PRODUCT_FEATURES};
+    VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &s16};
+    void **tail = &s16.pNext;
+    if (has8) {
+        *tail = &s8;
+        tail = &s8.pNext;
+    }
+    if (has_f16) {
+        *tail = &f16;
+        tail = &f16.pNext;
+    }
+    if (has_dot) *tail = &dot;
+    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
+    VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
+    vkGetPhysicalDeviceProperties2(pd, &p2);
+    if (s16.storageBuffer16BitAccess) *features |= MOE_FEATURE_STORAGE_16BIT;
+    if (has8 && s8.storageBuffer8BitAccess) *features |= MOE_FEATURE_STORAGE_8BIT;
+    if (has_f16 && f16.shaderFloat16) *features |= MOE_FEATURE_FLOAT16;
+    if (has_dot && dot.shaderIntegerDotProduct) *features |= MOE_FEATURE_INT_DOT;
+    if ((sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
+        (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT))
+        *features |= MOE_FEATURE_SUBGROUP_REDUCE;
+    return true;
+}
+
+/* The subset of a device's features moe's kernels use: subgroup arithmetic, by the decode
+ * (matvec) and combine kernels' subgroup variants (subgroupAdd), where they are picked
+ * (`subgroup_variants`: the device has SUBGROUP_REDUCE and MOE_VK_DISABLE_SUBGROUPS is not set).
+ * Nothing else: the kernels read every weight format as 32-bit words and compute in float32, so
+ * 16/8-bit storage, float16 and integer dot products are reported but not used. The one place
+ * that decides, for moe_device_get_info and a context's info alike. */
+static uint32_t features_used(bool subgroup_variants)
+{
+    return subgroup_variants ? (uint32_t)MOE_FEATURE_SUBGROUP_REDUCE : 0u;
+}
+
 /* With g_lock held: the instance and the physical devices that have a compute queue, in the
  * driver's order (listed once). Statuses as instance_locked. */
 static moe_status devices_locked(char *why, size_t why_size)
@@ -310,7 +394,7 @@ static moe_status devices_locked(char *why, size_t why_size)
             compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
         if (!compute) continue;
         g_compute_units[kept] = compute_units(all[i]);
-        if (g_compute_units[kept] < 0) {
+        if (g_compute_units[kept] < 0 || !device_features(all[i], &g_features[kept])) {
             snprintf(why, why_size, "out of host memory listing the device extensions of a Vulkan device");
             return setup_status(VK_ERROR_OUT_OF_HOST_MEMORY);
         }
@@ -402,7 +486,8 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
              VK_API_VERSION_PATCH(p.apiVersion));
     info->max_workgroup_size = p.limits.maxComputeWorkGroupInvocations;
     info->shared_memory_bytes = p.limits.maxComputeSharedMemorySize;
-    /* Subgroup size and fp16 need Vulkan 1.1 / 1.2 queries; older devices report 0. */
+    /* The subgroup size and the driver's name need Vulkan 1.1 / 1.2 queries; older devices
+     * report 0 / the numbers above. */
     if (p.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
         VkPhysicalDeviceSubgroupProperties sub = {.sType =
                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
@@ -421,14 +506,15 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
                 snprintf(info->driver, sizeof info->driver, "%.40s %.60s (Vulkan %u.%u)", drv.driverName,
                          drv.driverInfo, VK_API_VERSION_MAJOR(p.apiVersion),
                          VK_API_VERSION_MINOR(p.apiVersion));
-            VkPhysicalDeviceShaderFloat16Int8Features f16 = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_FLOAT16_INT8_FEATURES};
-            VkPhysicalDeviceFeatures2 f2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
-                                            .pNext = &f16};
-            vkGetPhysicalDeviceFeatures2(pd, &f2);
-            info->fp16 = f16.shaderFloat16 != 0;
         }
     }
+    /* Features as listed (device_features). features_used is what a new context would use with
+     * no test switch set: the subgroup variants wherever the device has subgroup arithmetic. A
+     * context's own info is refilled after MOE_VK_DISABLE_SUBGROUPS (moe_vk_create), so
+     * moe_context_get_device_info says what that context really runs. */
+    info->features = g_features[index];
+    info->features_used = features_used((info->features & MOE_FEATURE_SUBGROUP_REDUCE) != 0);
+    info->fp16 = (info->features & MOE_FEATURE_FLOAT16) != 0;
 }
 
 static moe_status moe_vk_device_info(int index, moe_device_info *info)
@@ -541,16 +627,17 @@ static VkResult open_device_locked(moe_vk_backend *b, int index, const char **ca
     b->queue_family = (uint32_t)family; /* >= 0: the device list holds compute devices only */
     b->timestamp_bits = q[family].timestampValidBits;
 
-    /* Subgroup arithmetic in compute shaders (Vulkan 1.1 query); the size control range
-     * (1.3) is recorded and logged for tuning: no kernel depends on a subgroup width yet. */
+    /* Subgroup arithmetic in compute shaders (the device's SUBGROUP_REDUCE feature, asked when
+     * the devices were listed: device_features) picks the kernels' subgroup variants. The
+     * subgroup size (1.1) and the size control range (1.3) are recorded and logged for tuning:
+     * no kernel depends on a subgroup width yet. */
+    b->subgroup_arithmetic = (b->base.info.features & MOE_FEATURE_SUBGROUP_REDUCE) != 0;
     if (b->props.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
         VkPhysicalDeviceSubgroupProperties sub = {.sType =
                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                           .pNext = &sub};
         vkGetPhysicalDeviceProperties2(b->physical, &p2);
-        b->subgroup_arithmetic = (sub.supportedStages & VK_SHADER_STAGE_COMPUTE_BIT) &&
-                                 (sub.supportedOperations & VK_SUBGROUP_FEATURE_ARITHMETIC_BIT);
         VkPhysicalDeviceMaintenance3Properties m3 = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
         p2.pNext = &m3;
@@ -636,6 +723,7 @@ static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, 
     /* MOE_VK_DISABLE_SUBGROUPS=1 forces the plain path so both are tested on one machine. */
     const char *no_sub = getenv("MOE_VK_DISABLE_SUBGROUPS");
     if (no_sub && *no_sub && strcmp(no_sub, "0") != 0) b->subgroup_arithmetic = false;
+    b->base.info.features_used = features_used(b->subgroup_arithmetic); /* this context's own view */
     if (st == MOE_OK) st = moe_vk_memory_init(b);
     b->inject_oom = inject_oom;
     if (st == MOE_OK) st = moe_vk_pipelines_init(b);
