@@ -1,6 +1,7 @@
 /*
  * harness.c — shared test support (see harness.h).
  */
+#define _POSIX_C_SOURCE 200809L /* setenv, strdup */
 #include "harness.h"
 
 #include <math.h>
@@ -30,6 +31,32 @@ moe_context *h_context(moe_backend_kind kind, int n_threads)
         exit(1);
     }
     return ctx;
+}
+
+void h_check_context_features(moe_backend_kind kind, const char *switch_env)
+{
+    char *saved = getenv(switch_env) ? strdup(getenv(switch_env)) : NULL;
+    unsetenv(switch_env);
+    moe_device_info dev = {.struct_size = sizeof dev}, info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_device_get_info(kind, 0, &dev), MOE_OK);
+    for (int disabled = 0; disabled < 2; disabled++) {
+        if (disabled) setenv(switch_env, "1", 1);
+        moe_context *ctx = h_context(kind, 0);
+        CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
+        moe_context_destroy(ctx);
+        CHECK(info.features == dev.features, "context features 0x%x, device 0x%x", info.features,
+              dev.features);
+        const uint32_t want = disabled ? 0u : dev.features_used;
+        CHECK(info.features_used == want, "context features_used 0x%x%s%s, expected 0x%x", info.features_used,
+              disabled ? " with =1 in " : "", disabled ? switch_env : "", want);
+    }
+    CHECK_STATUS(moe_device_get_info(kind, 0, &info), MOE_OK);
+    CHECK(info.features_used == dev.features_used, "moe_device_get_info follows %s", switch_env);
+    if (saved)
+        setenv(switch_env, saved, 1);
+    else
+        unsetenv(switch_env);
+    free(saved);
 }
 
 moe_context *h_open(int argc, char **argv, moe_backend_kind *kind)

@@ -46,6 +46,10 @@ extern int h_checks;
 moe_context *h_open(int argc, char **argv, moe_backend_kind *kind);
 /* A further context on the same backend (n_threads 0 = default). */
 moe_context *h_context(moe_backend_kind kind, int n_threads);
+/* A context of device 0 says what it runs: moe_device_get_info's features, and no used feature
+ * while `switch_env` (the backend's *_DISABLE_SUBGROUPS test switch) is "1", while
+ * moe_device_get_info keeps the switch-free answer. The variable is restored. */
+void h_check_context_features(moe_backend_kind kind, const char *switch_env);
 /* Prints a summary and returns the process exit code. */
 int h_finish(const char *name);
 

@@ -229,28 +229,9 @@ static void features(void)
     }
     vk_api_close(&v);
 
-    /* A context says what it runs: the same features, and no subgroup variant under
-     * MOE_VK_DISABLE_SUBGROUPS=1, while moe_device_get_info keeps the switch-free answer. */
-    moe_device_info dev = {.struct_size = sizeof dev}, info = {.struct_size = sizeof info};
-    CHECK_STATUS(moe_device_get_info(MOE_BACKEND_VULKAN, 0, &dev), MOE_OK);
-    for (int disabled = 0; disabled < 2; disabled++) {
-        if (disabled) setenv("MOE_VK_DISABLE_SUBGROUPS", "1", 1);
-        moe_context *ctx = h_context(MOE_BACKEND_VULKAN, 0);
-        CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
-        moe_context_destroy(ctx);
-        CHECK(info.features == dev.features, "context features 0x%x, device 0x%x", info.features,
-              dev.features);
-        const uint32_t want = disabled ? 0u : dev.features_used;
-        CHECK(info.features_used == want, "context features_used 0x%x%s, expected 0x%x", info.features_used,
-              disabled ? " with MOE_VK_DISABLE_SUBGROUPS=1" : "", want);
-    }
-    CHECK_STATUS(moe_device_get_info(MOE_BACKEND_VULKAN, 0, &info), MOE_OK);
-    CHECK(info.features_used == dev.features_used, "moe_device_get_info follows MOE_VK_DISABLE_SUBGROUPS");
-    if (saved)
-        setenv("MOE_VK_DISABLE_SUBGROUPS", saved, 1);
-    else
-        unsetenv("MOE_VK_DISABLE_SUBGROUPS");
+    if (saved) setenv("MOE_VK_DISABLE_SUBGROUPS", saved, 1);
     free(saved);
+    h_check_context_features(MOE_BACKEND_VULKAN, "MOE_VK_DISABLE_SUBGROUPS");
 }
 
 int main(int argc, char **argv)
