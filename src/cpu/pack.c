@@ -54,25 +54,29 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
     }
 }
 
-void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, unsigned char *row_buf)
+int64_t moe_cpu_pack_units(const moe_weight_src *s)
+{
+    return s->batch * moe_cpu_pairs(s->rows, s->second != NULL);
+}
+
+void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, int64_t u0, int64_t u1, unsigned char *row_buf)
 {
     const bool gated = s->second != NULL;
     const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
     const size_t pair_bytes = moe_cpu_pair_bytes(s->dtype, K);
-    for (int64_t b = 0; b < s->batch; b++) {
-        for (int64_t q = 0; q < pairs; q++) {
-            unsigned char *pair = dst + ((size_t)b * (size_t)pairs + (size_t)q) * pair_bytes;
-            memset(pair, 0, pair_bytes); /* columns past N: scale 0, quants 0 */
-            for (int h = 0; h < 2; h++) {
-                /* Gated: (gate panel q, up panel q); plain: (panel 2q, panel 2q + 1). */
-                const moe_matrix_src *m = gated && h == 1 ? &s->second[b] : &s->first[b];
-                const int64_t panel = gated ? q : 2 * q + h;
-                for (int i = 0; i < MOE_CPU_PANEL; i++) {
-                    const int64_t row = panel * MOE_CPU_PANEL + i;
-                    if (row >= N) break;
-                    moe_matrix_row_as(m, K, row, s->dtype, row_buf);
-                    scatter_row(pair, s->dtype, K, h, i, row_buf);
-                }
+    for (int64_t u = u0; u < u1; u++) {
+        const int64_t b = u / pairs, q = u % pairs;
+        unsigned char *pair = dst + (size_t)u * pair_bytes;
+        memset(pair, 0, pair_bytes); /* columns past N: scale 0, quants 0 */
+        for (int h = 0; h < 2; h++) {
+            /* Gated: (gate panel q, up panel q); plain: (panel 2q, panel 2q + 1). */
+            const moe_matrix_src *m = gated && h == 1 ? &s->second[b] : &s->first[b];
+            const int64_t panel = gated ? q : 2 * q + h;
+            for (int i = 0; i < MOE_CPU_PANEL; i++) {
+                const int64_t row = panel * MOE_CPU_PANEL + i;
+                if (row >= N) break;
+                moe_matrix_row_as(m, K, row, s->dtype, row_buf);
+                scatter_row(pair, s->dtype, K, h, i, row_buf);
             }
         }
     }
