@@ -14,7 +14,21 @@
  *  - on error the caller's output buffers are left untouched;
  *  - every _create has a _destroy that accepts NULL;
  *  - descriptor structs are zero-initialised by the caller, a zero field means "default", and
- *    `struct_size` must be set to sizeof(the struct) so the struct can grow compatibly.
+ *    `struct_size` is set to sizeof(the struct) as the caller's moe.h has it.
+ *
+ * Extensible structs and the ABI. A public struct only ever grows, by fields added at its end
+ * (the layout of each release is a prefix of the next). A program built against an older moe.h
+ * keeps working with a newer library: its smaller struct_size is accepted, the fields it does
+ * not have take their defaults in an input struct, and an output struct (device info, arena
+ * stats, model info, layer desc, cache info) is written only up to its struct_size. A
+ * struct_size larger than this library's sizeof (a program built against a newer moe.h than
+ * the library it runs with), or smaller than the struct has ever been, is refused with
+ * MOE_ERROR_INVALID_ARGUMENT and a message saying which. The shared library's SONAME carries
+ * MOE_VERSION_MAJOR: the major version changes only when a program built against the previous
+ * one could break — a field removed, moved or retyped to another size, a function removed or
+ * its signature changed, an enum value renumbered or given another meaning, a default
+ * changed. Minor versions add (functions, fields at a struct's end, enum values) and patch
+ * versions fix; both keep the SONAME.
  *
  * Threading contract (as in Vulkan): a moe_context and every object created from it
  * (layers, buffers) are externally synchronised — at most one thread may call into one
@@ -33,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  1
+#define MOE_VERSION_MINOR  2
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -485,7 +499,9 @@ typedef struct moe_model_layer_options {
 } moe_model_layer_options;
 
 /* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is
- * present with the right shape and a supported dtype. `options` may be NULL (defaults). */
+ * present with the right shape and a supported dtype. `options` may be NULL (defaults).
+ * out_desc is an output struct: set its struct_size before the call (its other fields are
+ * written, up to that size). */
 MOE_API moe_status moe_model_layer_desc(const moe_model *model, int64_t layer,
                                         const moe_model_layer_options *options, moe_layer_desc *out_desc);
 /* Creates a layer on `context` from layer `layer`'s MoE block (as moe_layer_create does from

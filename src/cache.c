@@ -219,15 +219,16 @@ moe_status moe_get_cache_info(moe_cache_info *info)
 {
     moe_clear_error(NULL);
     if (!info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "info is NULL");
-    if (info->struct_size < sizeof(moe_cache_info))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_cache_info.struct_size is %zu, expected %zu",
-                        info->struct_size, sizeof(moe_cache_info));
-    *info = (moe_cache_info){.struct_size = sizeof *info, .limit_bytes = cache_limit_bytes()};
-    if (!cache_location(info->path, sizeof info->path)) return MOE_OK; /* nowhere: nothing is cached */
-    cache_entry *e;
-    uint64_t total;
-    info->files = (uint64_t)list_entries(info->path, &e, &total);
-    info->bytes = total;
-    moe_free(e);
-    return MOE_OK;
+    size_t bytes;
+    const moe_status st = moe_abi_check(NULL, &moe_abi_cache_info, info, &bytes);
+    if (st != MOE_OK) return st;
+    moe_cache_info full = {.struct_size = sizeof full, .limit_bytes = cache_limit_bytes()};
+    if (cache_location(full.path, sizeof full.path)) { /* else nowhere: nothing is cached */
+        cache_entry *e;
+        uint64_t total;
+        full.files = (uint64_t)list_entries(full.path, &e, &total);
+        full.bytes = total;
+        moe_free(e);
+    }
+    return moe_abi_out(NULL, &moe_abi_cache_info, info, &full);
 }

@@ -66,16 +66,18 @@ moe_status moe_device_get_info(moe_backend_kind kind, int index, moe_device_info
 {
     moe_clear_error(NULL);
     if (!info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "info is NULL");
-    if (info->struct_size < sizeof(moe_device_info))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu, expected %zu",
-                        info->struct_size, sizeof(moe_device_info));
+    size_t bytes;
+    moe_status st = moe_abi_check(NULL, &moe_abi_device_info, info, &bytes);
+    if (st != MOE_OK) return st;
     int count = 0;
-    moe_status st = moe_device_count(kind, &count);
+    st = moe_device_count(kind, &count);
     if (st != MOE_OK) return st;
     if (index < 0 || index >= count)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' has %d device(s); index %d",
                         moe_backend_name(kind), count, index);
-    return moe_backend_ops_of(kind)->device_info(index, info);
+    moe_device_info full = {.struct_size = sizeof full};
+    st = moe_backend_ops_of(kind)->device_info(index, &full);
+    return st == MOE_OK ? moe_abi_out(NULL, &moe_abi_device_info, info, &full) : st;
 }
 
 static moe_backend_kind env_backend(void)
@@ -110,11 +112,8 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     if (!out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_context is NULL");
     moe_context_desc desc = {.struct_size = sizeof desc};
     if (desc_in) {
-        if (desc_in->struct_size < sizeof(moe_context_desc))
-            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
-                            "moe_context_desc.struct_size is %zu, expected %zu", desc_in->struct_size,
-                            sizeof(moe_context_desc));
-        desc = *desc_in;
+        const moe_status ast = moe_abi_in(NULL, &moe_abi_context_desc, desc_in, &desc);
+        if (ast != MOE_OK) return ast;
     }
     if ((unsigned)desc.backend > MOE_BACKEND_OPENCL)
         return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "unknown backend %d", (int)desc.backend);
@@ -204,11 +203,7 @@ moe_backend_kind moe_context_backend(const moe_context *ctx)
 moe_status moe_context_get_device_info(const moe_context *ctx, moe_device_info *info)
 {
     if (!ctx || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or info is NULL");
-    if (info->struct_size < sizeof(moe_device_info))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_device_info.struct_size is %zu",
-                        info->struct_size);
-    *info = ctx->be->info;
-    return MOE_OK;
+    return moe_abi_out(NULL, &moe_abi_device_info, info, &ctx->be->info);
 }
 
 const char *moe_context_error(const moe_context *ctx)
@@ -219,12 +214,9 @@ const char *moe_context_error(const moe_context *ctx)
 moe_status moe_context_get_arena_stats(const moe_context *ctx, moe_arena_stats *stats)
 {
     if (!ctx || !stats) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context or stats is NULL");
-    if (stats->struct_size < sizeof(moe_arena_stats))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_arena_stats.struct_size is %zu",
-                        stats->struct_size);
     const moe_arena *a = &ctx->arena;
-    *stats = (moe_arena_stats){
-        .struct_size = sizeof *stats,
+    const moe_arena_stats full = {
+        .struct_size = sizeof full,
         .weights_bytes = a->weights_bytes,
         .scratch_bytes = a->scratch_bytes,
         .scratch_peak_bytes = a->scratch_peak_bytes,
@@ -233,5 +225,5 @@ moe_status moe_context_get_arena_stats(const moe_context *ctx, moe_arena_stats *
         .allocation_count = a->allocation_count,
         .scratch_reservations = a->scratch_reservations,
     };
-    return MOE_OK;
+    return moe_abi_out(NULL, &moe_abi_arena_stats, stats, &full);
 }

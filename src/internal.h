@@ -5,6 +5,7 @@
 #ifndef MOE_INTERNAL_H
 #define MOE_INTERNAL_H
 
+#include "abi.h"
 #include "backend.h"
 #include "moe.h"
 
@@ -146,7 +147,8 @@ void moe_convert_row_unchecked(moe_dtype src_dtype, const void *src, moe_dtype d
 #define MOE_MAX_THREADS 1024
 
 bool moe_activation_is_gated(moe_activation act);
-/* Checks a layer desc (and, if non-NULL, its weights) and writes the normalised desc. */
+/* Checks a layer desc (read by its struct_size, abi.h) and, if non-NULL, its weights (a full
+ * struct: moe_abi_in first), and writes the normalised desc. */
 moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
                               moe_layer_desc *normalised);
 /* The formats a moe_layer_weights hands its experts and shared expert over in (DEFAULT: F32). */

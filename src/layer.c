@@ -94,8 +94,12 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
     if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    moe_layer_weights w = {.struct_size = sizeof w};
+    moe_status st = moe_abi_in(ctx, &moe_abi_layer_weights, weights, &w);
+    if (st != MOE_OK) return st;
+    weights = &w;
     moe_layer_desc d;
-    moe_status st = moe_validate_layer(ctx, desc, weights, &d);
+    st = moe_validate_layer(ctx, desc, weights, &d);
     if (st != MOE_OK) return st;
 
     /* The contiguous [E][rows][cols] arrays as one matrix per expert, rows of their format's
@@ -341,9 +345,12 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     const moe_layer_desc *d = &layer->desc;
     moe_status st = moe_validate_tokens(ctx, d, T, true);
     if (st != MOE_OK) return st;
-    if (stats && stats->struct_size < sizeof(moe_forward_stats))
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_forward_stats.struct_size is %zu, expected %zu",
-                        stats->struct_size, sizeof(moe_forward_stats));
+    moe_forward_stats stats_in = {.struct_size = sizeof stats_in}; /* the caller's, by its struct_size */
+    if (stats) {
+        st = moe_abi_in(ctx, &moe_abi_forward_stats, stats, &stats_in);
+        if (st != MOE_OK) return st;
+        stats = &stats_in;
+    }
     const int64_t TD = T * d->d_model;
     if (xb) {
         if (xb->ctx != ctx || yb->ctx != ctx)

@@ -202,14 +202,21 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     moe_clear_error(NULL);
     moe_layer_desc d;
     if (!weights) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "weights is NULL");
-    moe_status st = moe_validate_layer(NULL, desc, weights, &d);
+    moe_layer_weights full = {.struct_size = sizeof full};
+    moe_status st = moe_abi_in(NULL, &moe_abi_layer_weights, weights, &full);
+    if (st != MOE_OK) return st;
+    weights = &full;
+    st = moe_validate_layer(NULL, desc, weights, &d);
     if (st != MOE_OK) return st;
     st = moe_validate_tokens(NULL, &d, n_tokens, false);
     if (st != MOE_OK) return st;
     if (!x || !y) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "x or y is NULL");
-    if (stats && stats->struct_size < sizeof(moe_forward_stats))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_forward_stats.struct_size is %zu",
-                        stats->struct_size);
+    moe_forward_stats stats_in = {.struct_size = sizeof stats_in}; /* the caller's, by its struct_size */
+    if (stats) {
+        st = moe_abi_in(NULL, &moe_abi_forward_stats, stats, &stats_in);
+        if (st != MOE_OK) return st;
+        stats = &stats_in;
+    }
 
     const int64_t T = n_tokens, D = d.d_model, E = d.n_experts, K = d.top_k;
     const int64_t F = d.d_ff > d.d_ff_shared ? d.d_ff : d.d_ff_shared;

@@ -77,9 +77,6 @@ static moe_status check_index_limits(moe_context *ctx, const moe_layer_desc *d, 
 
 static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const moe_layer_weights *w)
 {
-    if (w->struct_size < sizeof(moe_layer_weights))
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_layer_weights.struct_size is %zu, expected %zu",
-                        w->struct_size, sizeof(moe_layer_weights));
     const bool gated = moe_activation_is_gated(d->activation);
     REQUIRE_PTR(w->router, "router");
     REQUIRE_PTR(w->up, "up");
@@ -129,7 +126,7 @@ static moe_status check_format(moe_context *ctx, moe_dtype dt, const char *what,
 static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_layer_weights *w)
 {
     const bool shared = d->d_ff_shared > 0;
-    if (w && w->struct_size >= sizeof(moe_layer_weights)) {
+    if (w) {
         moe_status st = check_format(ctx, moe_weights_dtype(w), "weights.dtype", d->d_model, "d_ff", d->d_ff);
         if (st == MOE_OK && shared)
             st = check_format(ctx, moe_weights_shared_dtype(w), "weights.shared_dtype", d->d_model,
@@ -150,10 +147,9 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, cons
                               moe_layer_desc *out)
 {
     if (!desc) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "layer desc is NULL");
-    if (desc->struct_size < sizeof(moe_layer_desc))
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "moe_layer_desc.struct_size is %zu, expected %zu",
-                        desc->struct_size, sizeof(moe_layer_desc));
-    moe_layer_desc d = *desc;
+    moe_layer_desc d = {.struct_size = sizeof d};
+    const moe_status ast = moe_abi_in(ctx, &moe_abi_layer_desc, desc, &d);
+    if (ast != MOE_OK) return ast;
     const struct {
         int64_t v;
         const char *name;

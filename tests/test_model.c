@@ -341,7 +341,7 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
 
     const moe_model_layer_options opts = {
         .struct_size = sizeof opts, .max_tokens = T, .drop_policy = drop, .decoder = decoder};
-    moe_layer_desc d;
+    moe_layer_desc d = {.struct_size = sizeof d};
     st = moe_model_layer_desc(model, layer, &opts, &d);
     CHECK(st == MOE_OK, "[%s] moe_model_layer_desc: %s: %s", what, moe_status_string(st), moe_last_error());
     if (st == MOE_OK) check_desc(what, &d, &l.desc);
@@ -353,7 +353,7 @@ static void run_family(moe_context *ctx, const char *root, const family *f, fx_d
     moe_model_layer_options as_f32 = opts;
     as_f32.weight_dtype = MOE_DTYPE_F32;
     as_f32.shared_weight_dtype = MOE_DTYPE_F16;
-    moe_layer_desc d32;
+    moe_layer_desc d32 = {.struct_size = sizeof d32};
     CHECK_STATUS(moe_model_layer_desc(model, layer, &as_f32, &d32), MOE_OK);
     CHECK(d32.weight_dtype == MOE_DTYPE_F32 && d32.shared_weight_dtype == MOE_DTYPE_F16,
           "[%s] options.weight_dtype not applied: %s / %s", what, moe_dtype_name(d32.weight_dtype),
@@ -421,6 +421,7 @@ static void expect_error(moe_context *ctx, const char *what, const char *dir, in
     if (st == MOE_OK) {
         moe_layer_desc d, before;
         memset(&d, 0x5a, sizeof d);
+        d.struct_size = sizeof d;
         before = d;
         st = moe_model_layer_desc(model, layer, NULL, &d);
         snprintf(msg, sizeof msg, "%s", moe_last_error());
@@ -645,7 +646,7 @@ static void test_errors(moe_context *ctx, const char *root, h_rng *r)
     moe_model *m = NULL;
     CHECK_STATUS(moe_model_open(NULL, &m), MOE_ERROR_NULL_POINTER);
     CHECK_STATUS(moe_model_open(root, NULL), MOE_ERROR_NULL_POINTER);
-    moe_layer_desc d;
+    moe_layer_desc d = {.struct_size = sizeof d};
     CHECK_STATUS(moe_model_layer_desc(NULL, 0, NULL, &d), MOE_ERROR_NULL_POINTER);
     CHECK(moe_model_layer_is_moe(NULL, 0, 0) == 0, "layer_is_moe(NULL)");
     moe_model_close(NULL);

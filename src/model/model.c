@@ -250,9 +250,9 @@ moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
 {
     moe_clear_error(NULL);
     if (!m || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "%s is NULL", m ? "info" : "model");
-    if (info->struct_size < sizeof(moe_model_info))
-        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "moe_model_info.struct_size is %zu, expected %zu",
-                        info->struct_size, sizeof(moe_model_info));
+    size_t bytes;
+    const moe_status ast = moe_abi_check(NULL, &moe_abi_model_info, info, &bytes);
+    if (ast != MOE_OK) return ast;
     moe_model_info i = {.struct_size = sizeof i};
     snprintf(i.model_type, sizeof i.model_type, "%s", m->cfg.model_type);
     i.n_layers = m->cfg.n_layers;
@@ -268,8 +268,7 @@ moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
         }
     i.n_files = m->n_files;
     i.n_tensors = (int64_t)m->n_tensors;
-    *info = i;
-    return MOE_OK;
+    return moe_abi_out(NULL, &moe_abi_model_info, info, &i);
 }
 
 int moe_model_layer_is_moe(const moe_model *m, int64_t layer, int decoder)
@@ -350,11 +349,8 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
     if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
     moe_model_layer_options o = {.struct_size = sizeof o};
     if (opts_in) {
-        if (opts_in->struct_size < sizeof(moe_model_layer_options))
-            return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                            "moe_model_layer_options.struct_size is %zu, expected %zu", opts_in->struct_size,
-                            sizeof(moe_model_layer_options));
-        o = *opts_in;
+        const moe_status ast = moe_abi_in(ctx, &moe_abi_model_layer_options, opts_in, &o);
+        if (ast != MOE_OK) return ast;
     }
     const moe_hf_config *c = &m->cfg;
     if (o.max_tokens < 0)
@@ -460,8 +456,14 @@ moe_status moe_model_layer_desc(const moe_model *m, int64_t layer, const moe_mod
                                 moe_layer_desc *out_desc)
 {
     moe_clear_error(NULL);
-    if (!out_desc) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_desc is NULL");
-    return layer_lookup(NULL, m, layer, options, out_desc, NULL);
+    if (!m || !out_desc)
+        return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "%s is NULL", m ? "out_desc" : "model");
+    size_t bytes;
+    moe_status st = moe_abi_check(NULL, &moe_abi_layer_desc, out_desc, &bytes);
+    if (st != MOE_OK) return st;
+    moe_layer_desc full;
+    st = layer_lookup(NULL, m, layer, options, &full, NULL);
+    return st == MOE_OK ? moe_abi_out(NULL, &moe_abi_layer_desc, out_desc, &full) : st;
 }
 
 /* ---- creating the layer -------------------------------------------------------------------- */
