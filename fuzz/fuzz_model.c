@@ -203,7 +203,7 @@ void fuzz_model_dir(const uint8_t *data, size_t size)
                                               .decoder = (flags >> 2) & 1,
                                               .weight_dtype = (moe_dtype)((flags >> 4) % 6)};
         const int64_t layer = flags & 3;
-        moe_layer_desc d;
+        moe_layer_desc d = {.struct_size = sizeof d};
         const moe_status sd = moe_model_layer_desc(model, layer, &opts, &d);
         moe_layer *l = NULL;
         const moe_status sc = moe_model_create_layer(ctx, model, layer, &opts, &l);
