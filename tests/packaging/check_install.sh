@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs a built moe into a scratch prefix and checks that a downstream project can use it:
 #   1. CMake package: find_package(moe CONFIG REQUIRED), link moe::moe and moe::moe_static, run both;
-#   2. pkg-config: cc main.c $(pkg-config --cflags --libs moe), run with LD_LIBRARY_PATH.
+#   2. pkg-config: cc main.c $(pkg-config --cflags --libs moe), run with LD_LIBRARY_PATH;
+#   3. the installed tools (moe-info, moe-run, moe-bench, moe-plot) run from the prefix with no
+#      LD_LIBRARY_PATH and load the installed libmoe.
 # Usage: check_install.sh <cmake> <moe binary dir> <moe source dir> <C compiler> <work dir>
 #                         [config] [extra C/link flags, e.g. sanitizers]
 # Exits non-zero on any failure.
@@ -115,4 +117,43 @@ if command -v ldd >/dev/null 2>&1; then
 $deps" ;; esac
 fi
 
-step "OK: the installed package works through CMake and pkg-config"
+# ---- installed tools --------------------------------------------------------------------------
+# They must run from the prefix as they are: no LD_LIBRARY_PATH, the libmoe they load the
+# installed one (RPATH relative to the binary), whatever the build tree holds.
+bindir=$prefix/bin
+step "installed tools in $bindir, run without LD_LIBRARY_PATH"
+# Each tool this build made (MOE_BUILD_TOOLS: moe-info, moe-run and moe-plot; MOE_BUILD_BENCH:
+# moe-bench) must be installed.
+built() { [ -f "$bin_dir/$1" ] || [ -f "$bin_dir/$1.exe" ]; }
+for tool in moe-info moe-run moe-bench; do
+    if built "$tool"; then [ -x "$bindir/$tool" ] || fail "$tool was built but not installed in $bindir"; fi
+done
+if built moe-info; then [ -x "$bindir/moe-plot" ] || fail "moe-plot was not installed in $bindir"; fi
+if command -v ldd >/dev/null 2>&1; then
+    for tool in moe-info moe-run moe-bench; do
+        [ -x "$bindir/$tool" ] || continue
+        deps=$(env -u LD_LIBRARY_PATH ldd "$bindir/$tool")
+        # The RPATH shows as <prefix>/bin/../lib: compare the directories, resolved.
+        lib=$(printf '%s\n' "$deps" | sed -n 's/^[[:space:]]*libmoe[^ ]* => \([^ ]*\).*/\1/p' | head -n 1)
+        [ -n "$lib" ] && [ "$(cd "$(dirname "$lib")" && pwd -P)" = "$(cd "$libdir" && pwd -P)" ] \
+            || fail "installed $tool does not load libmoe from $libdir:
+$deps"
+    done
+fi
+if [ -x "$bindir/moe-info" ]; then
+    out=$(env -u LD_LIBRARY_PATH "$bindir/moe-info") || fail "installed moe-info failed"
+    case "$out" in *"cpu"*) ;; *) fail "installed moe-info did not list the cpu backend:
+$out" ;; esac
+    env -u LD_LIBRARY_PATH "$bindir/moe-run" --help >/dev/null || fail "installed moe-run --help failed"
+fi
+if [ -x "$bindir/moe-bench" ]; then
+    out=$(env -u LD_LIBRARY_PATH MOE_BENCH_NO_PROGRESS=1 "$bindir/moe-bench" --backend cpu --tokens 3 --d-model 32 \
+        --d-ff 16 --experts 4 --top-k 2 --iters 2 --warmup 1 --no-bandwidth) || fail "installed moe-bench failed"
+    case "$out" in *"cpu "*) ;; *) fail "installed moe-bench printed no result:
+$out" ;; esac
+fi
+if [ -x "$bindir/moe-plot" ] && command -v python3 >/dev/null 2>&1 && python3 -c 'import matplotlib' 2>/dev/null; then
+    "$bindir/moe-plot" --help >/dev/null || fail "installed moe-plot --help failed"
+fi
+
+step "OK: the installed package works through CMake and pkg-config, and its tools run from $prefix"
