@@ -59,6 +59,26 @@ void h_check_context_features(moe_backend_kind kind, const char *switch_env)
     free(saved);
 }
 
+void h_check_gpu_device_features(moe_backend_kind kind, int i, uint32_t never, moe_device_info *info)
+{
+    const uint32_t cpu_bits =
+        MOE_FEATURE_F16C | MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI;
+    const char *name = moe_backend_name(kind);
+    *info = (moe_device_info){.struct_size = sizeof *info};
+    CHECK_STATUS(moe_device_get_info(kind, i, info), MOE_OK);
+    const uint32_t f = info->features, used = info->features_used;
+    CHECK((used & ~f) == 0, "%s device %d: features_used 0x%x not within features 0x%x", name, i, used, f);
+    CHECK((f & cpu_bits) == 0, "%s device %d: a CPU feature on a GPU device: 0x%x", name, i, f);
+    CHECK((f & never) == 0, "%s device %d: a feature this backend cannot have: 0x%x", name, i, f & never);
+    CHECK(used == (f & MOE_FEATURE_SUBGROUP_REDUCE),
+          "%s device %d: features_used 0x%x: the subgroup variants are used exactly where the device has "
+          "subgroup reductions (features 0x%x)",
+          name, i, used, f);
+    CHECK(info->fp16 == ((f & MOE_FEATURE_FLOAT16) != 0), "%s device %d: fp16 %d, features 0x%x", name, i,
+          info->fp16, f);
+    printf("  device %d (%s): features 0x%x, used 0x%x\n", i, info->name, f, used);
+}
+
 moe_context *h_open(int argc, char **argv, moe_backend_kind *kind)
 {
     const char *name = argc > 1 ? argv[1] : "cpu";

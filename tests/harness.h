@@ -50,6 +50,10 @@ moe_context *h_context(moe_backend_kind kind, int n_threads);
  * while `switch_env` (the backend's *_DISABLE_SUBGROUPS test switch) is "1", while
  * moe_device_get_info keeps the switch-free answer. The variable is restored. */
 void h_check_context_features(moe_backend_kind kind, const char *switch_env);
+/* GPU device i's info (written to *info) is consistent: features_used within features, none of
+ * the bits in `never` (the CPU's, and those a backend cannot have), the subgroup variant used
+ * exactly where the device has subgroup reductions, fp16 matching FLOAT16. Prints the bits. */
+void h_check_gpu_device_features(moe_backend_kind kind, int i, uint32_t never, moe_device_info *info);
 /* Prints a summary and returns the process exit code. */
 int h_finish(const char *name);
 
