@@ -32,10 +32,12 @@ enum {
 enum { BENCH_MAX_LAYERS = 1024, BENCH_LAYERS_AUTO = -1 };
 
 /* --weights f32,bf16,q4_0: the storage formats to run side by side, in the order given. */
-enum { BENCH_MAX_FORMATS = 8 };
+enum { BENCH_MAX_FORMATS = 12 };
 typedef struct bench_dtype_list {
     size_t n;
     moe_dtype v[BENCH_MAX_FORMATS];
+    moe_dtype act[BENCH_MAX_FORMATS]; /* each run's activations (--activations): F32, or Q8_0 for
+                                         a block format's int8 run */
 } bench_dtype_list;
 
 /* Request token counts of the serving simulation. */
@@ -72,11 +74,12 @@ typedef struct bench_config {
     const char *json_path;
     int list_presets;
     /* weight formats, layers, bandwidth */
-    const char *weights_arg;  /* --weights as given; the checks parse it into `weights` */
-    bench_dtype_list weights; /* never empty after parsing: {F32} by default */
-    const char *layers_arg;   /* --layers as given */
-    int64_t layers;           /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
-    int no_bandwidth;         /* --no-bandwidth: skip the read-bandwidth measurement */
+    const char *weights_arg;     /* --weights as given; the checks parse it into `weights` */
+    bench_dtype_list weights;    /* never empty after parsing: {F32} by default */
+    const char *activations_arg; /* --activations f32,q8_0: each block format runs once per entry */
+    const char *layers_arg;      /* --layers as given */
+    int64_t layers;              /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
+    int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */
     /* serving simulation */
     int serve;
     double rate, duration, slo_ms;

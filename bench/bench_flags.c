@@ -142,6 +142,9 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
          "weight storage formats run side by side, each quantised at upload from the same float32 "
          "weights: f32, f16, bf16, q8_0, q4_0 (any case)"},
+        {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
+         "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
+         "moe_layer_desc.activation_dtype; Q8_0/Q4_0 weights only, so a float format runs with f32 alone)"},
         {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
          "independent layers cycled through by the forwards, as a model's are, each with its own input; "
          "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
@@ -193,7 +196,8 @@ static void format_names(char *buf, size_t size)
     }
 }
 
-int bench_parse_weights(const char *text, bench_dtype_list *out)
+/* A comma-separated list of format names for `flag` (any case, no repeats). */
+static int parse_dtype_list(const char *flag, const char *text, bench_dtype_list *out)
 {
     bench_dtype_list list = {0};
     char names[128];
@@ -203,23 +207,23 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
         char item[32];
         moe_dtype dt = MOE_DTYPE_DEFAULT;
         if (len == 0 || len >= sizeof item) {
-            fprintf(stderr, BENCH_PROG ": --weights expects comma-separated formats (%s), got '%s'\n", names,
+            fprintf(stderr, BENCH_PROG ": %s expects comma-separated formats (%s), got '%s'\n", flag, names,
                     text);
             return -1;
         }
         memcpy(item, p, len);
         item[len] = '\0';
         if (moe_dtype_from_name(item, &dt) != MOE_OK) {
-            fprintf(stderr, BENCH_PROG ": --weights: unknown format '%s' (expected %s)\n", item, names);
+            fprintf(stderr, BENCH_PROG ": %s: unknown format '%s' (expected %s)\n", flag, item, names);
             return -1;
         }
         for (size_t i = 0; i < list.n; i++)
             if (list.v[i] == dt) {
-                fprintf(stderr, BENCH_PROG ": --weights names %s twice ('%s')\n", moe_dtype_name(dt), text);
+                fprintf(stderr, BENCH_PROG ": %s names %s twice ('%s')\n", flag, moe_dtype_name(dt), text);
                 return -1;
             }
         if (list.n == BENCH_MAX_FORMATS) {
-            fprintf(stderr, BENCH_PROG ": --weights takes at most %d formats\n", BENCH_MAX_FORMATS);
+            fprintf(stderr, BENCH_PROG ": %s takes at most %d formats\n", flag, BENCH_MAX_FORMATS);
             return -1;
         }
         list.v[list.n++] = dt;
@@ -227,6 +231,45 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
         p += len + 1;
     }
     *out = list;
+    return 0;
+}
+
+int bench_parse_weights(const char *text, bench_dtype_list *out)
+{
+    return parse_dtype_list("--weights", text, out);
+}
+
+/* --activations: each weight format runs once per entry that applies to it (q8_0 only to the
+ * block formats), formats outer, in the order given. */
+static int expand_activations(const char *text, bench_dtype_list *list)
+{
+    bench_dtype_list acts = {0}, out = {0};
+    if (parse_dtype_list("--activations", text, &acts)) return -1;
+    for (size_t a = 0; a < acts.n; a++)
+        if (acts.v[a] != MOE_DTYPE_F32 && acts.v[a] != MOE_DTYPE_Q8_0) {
+            fprintf(stderr, BENCH_PROG ": --activations takes f32 and q8_0, not %s\n",
+                    moe_dtype_name(acts.v[a]));
+            return -1;
+        }
+    for (size_t i = 0; i < list->n; i++)
+        for (size_t a = 0; a < acts.n; a++) {
+            if (acts.v[a] == MOE_DTYPE_Q8_0 && moe_dtype_block_size(list->v[i]) == 1) continue;
+            if (out.n == BENCH_MAX_FORMATS) {
+                fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
+                        BENCH_MAX_FORMATS);
+                return -1;
+            }
+            out.v[out.n] = list->v[i];
+            out.act[out.n++] = acts.v[a];
+        }
+    if (out.n == 0) {
+        fprintf(stderr,
+                BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
+                           "q8_0 or q4_0 weights)\n",
+                text);
+        return -1;
+    }
+    *list = out;
     return 0;
 }
 
@@ -262,6 +305,8 @@ static bench_parse_result check(bench_config *c)
     char msg[384];
     c->weights = (bench_dtype_list){.n = 1, .v = {MOE_DTYPE_F32}};
     if (c->weights_arg && bench_parse_weights(c->weights_arg, &c->weights)) return BENCH_PARSE_ERROR;
+    for (size_t i = 0; i < c->weights.n; i++) c->weights.act[i] = MOE_DTYPE_F32;
+    if (c->activations_arg && expand_activations(c->activations_arg, &c->weights)) return BENCH_PARSE_ERROR;
     c->layers = 1;
     if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;
     /* A block format stores each weight row (the reduction dimension: d_model for gate/up,
@@ -282,6 +327,8 @@ static bench_parse_result check(bench_config *c)
             return fail(msg);
         }
     }
+    for (size_t i = 0; c->serve && i < c->weights.n; i++)
+        if (c->weights.act[i] != MOE_DTYPE_F32) return fail("--activations q8_0 and --serve do not combine");
     if (c->serve && c->layers != 1)
         return fail("--layers and --serve do not combine (a stream runs one layer)");
     if (c->top_k > c->experts) {

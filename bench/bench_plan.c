@@ -149,6 +149,7 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
         const moe_dtype dt = c->weights.v[i];
         const moe_layer_desc d = bench_make_desc(c, max_t, max_t, dt);
         f->dtype = dt;
+        f->act = c->weights.act[i];
         f->layer_bytes = bench_all_weight_bytes(&d);
         f->expert_bytes = bench_expert_bytes(&d);
         m.lib_per_layer = streams * f->layer_bytes * PACK_SLACK;

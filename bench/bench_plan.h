@@ -17,6 +17,7 @@
 
 typedef struct bench_format_plan {
     moe_dtype dtype;
+    moe_dtype act;           /* the activations asked for (--activations) */
     int64_t layers;          /* layers made for this format */
     int auto_layers;         /* from --layers auto */
     int64_t wanted;          /* auto: the cache rule's count, before a cap */

@@ -39,6 +39,12 @@ static const char *dtype_name(moe_dtype dt)
     return name ? name : "?";
 }
 
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s%s", dtype_name(weights), activations == MOE_DTYPE_Q8_0 ? "/i8" : "");
+    return buf;
+}
+
 /* Bytes as "12.3 MB" style text (decimal units, as bandwidths are). */
 static const char *mb_text(double bytes, char *buf, size_t size)
 {
@@ -78,11 +84,12 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
 {
     for (size_t i = 0; i < plan->n; i++) {
         const bench_format_plan *f = &plan->f[i];
+        char lbl[32];
         if (!f->auto_layers) {
             if (f->layers > 1)
                 fprintf(out,
                         "weights %s: %" PRId64 " layers (--layers), cycled in order, each on its own input\n",
-                        dtype_name(f->dtype), f->layers);
+                        bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers);
             continue;
         }
         char fwd[32], expert[32], capped[160] = "";
@@ -94,9 +101,9 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
                 "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
                 "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
                 "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
-                dtype_name(f->dtype), f->layers, capped, mb_text(f->forward_bytes, fwd, sizeof fwd),
-                (double)plan->llc_bytes / 1048576.0, fwd, f->auto_tokens,
-                c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
+                bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers, capped,
+                mb_text(f->forward_bytes, fwd, sizeof fwd), (double)plan->llc_bytes / 1048576.0, fwd,
+                f->auto_tokens, c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
                 mb_text(f->expert_bytes, expert, sizeof expert));
     }
 }
@@ -116,9 +123,9 @@ static const char *mib_text(double bytes, char *buf, size_t size)
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
                                size_t arena_weights_bytes)
 {
-    char all[32], one[32];
+    char all[32], one[32], lbl[32];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
-            dtype_name(f->dtype), f->layers, f->layers == 1 ? "" : "s",
+            bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers, f->layers == 1 ? "" : "s",
             f->layers > 1 ? " cycled in order" : "", mib_text((double)arena_weights_bytes, all, sizeof all));
     if (f->layers > 1)
         fprintf(out, " (%s per layer)",
@@ -183,7 +190,7 @@ typedef struct column {
 } column;
 
 static const column cols[] = {
-    {"backend", -7}, {"dev", 3},       {"weights", -7},  {"T", 6},        {"iters", 6},
+    {"backend", -7}, {"dev", 3},       {"weights", -9},  {"T", 6},        {"iters", 6},
     {"min_ms", 9},   {"median_ms", 9}, {"mean_ms", 9},   {"stddev", 8},   {"p95_ms", 9},
     {"p99_ms", 9},   {"dev_ms", 9},    {"GFLOPS", 8},    {"tokens/s", 9}, {"GB/s", 7},
     {"BW%", 5},      {"experts", 9},   {"arena_MiB", 9}, {"speedup", 8},
@@ -230,7 +237,7 @@ void bench_print_row(FILE *out, const bench_result *r)
     size_t c = 0;
     snprintf(v[c++], sizeof v[0], "%s", r->backend);
     snprintf(v[c++], sizeof v[0], "%d", r->device_index);
-    snprintf(v[c++], sizeof v[0], "%s", dtype_name(r->desc.weight_dtype));
+    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, v[c++], sizeof v[0]);
     snprintf(v[c++], sizeof v[0], "%" PRId64, r->tokens);
     snprintf(v[c++], sizeof v[0], "%zu", s->n);
     snprintf(v[c++], sizeof v[0], "%.3f", s->min * 1e3);
@@ -267,8 +274,10 @@ void bench_print_row(FILE *out, const bench_result *r)
 
 void bench_print_first(FILE *out, const bench_result *r)
 {
+    char lbl[32];
     fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
-            dtype_name(r->desc.weight_dtype), r->tokens, r->first_wall * 1e3);
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
+            r->first_wall * 1e3);
     if (r->first_device > 0.0)
         fprintf(
             out,
@@ -279,9 +288,10 @@ void bench_print_first(FILE *out, const bench_result *r)
 
 void bench_print_bandwidth(FILE *out, const bench_result *r)
 {
-    char bytes[32];
+    char bytes[32], lbl[32];
     fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
-            r->backend, r->device_index, dtype_name(r->desc.weight_dtype), r->tokens,
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
             mb_text(r->weight_read_bytes, bytes, sizeof bytes),
             r->layers > 1 ? "the mean of one forward of each layer's routing" : "from one forward's routing",
             bench_result_gbps(r));
@@ -298,13 +308,20 @@ void bench_print_bandwidth(FILE *out, const bench_result *r)
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
-    const moe_dtype dt = r->desc.weight_dtype;
+    char lbl[32];
     fprintf(out,
             "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
-            ": rel L2 %.3g on the format's weights; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
-            "|y_f32| %.3g)\n",
-            r->backend, r->device_index, dtype_name(dt), r->ref_tokens, r->tokens, r->ref_rel_l2,
-            r->format_rel_l2, r->ref_max_abs_diff, r->ref_max_abs);
+            ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
+            "|y_f32| %.3g)",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl),
+            r->ref_tokens, r->tokens, r->ref_rel_l2,
+            r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
+            r->ref_max_abs_diff, r->ref_max_abs);
+    if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
+        fprintf(out, "; %.3g vs the format's weights with float32 activations (the int8 cost)",
+                r->act_rel_l2);
+    fputc('\n', out);
 }
 
 static const char *dist_text(const bench_serve_result *s, char *buf, size_t size)
@@ -370,6 +387,7 @@ static void add_common(cJSON *o, const char *kind, const char *backend, const ch
     cJSON_AddNumberToObject(o, "n_experts", (double)d->n_experts);
     cJSON_AddNumberToObject(o, "top_k", (double)d->top_k);
     cJSON_AddStringToObject(o, "weight_dtype", dtype_name(d->weight_dtype));
+    cJSON_AddStringToObject(o, "activation_dtype", dtype_name(d->activation_dtype));
     cJSON *v = cJSON_AddObjectToObject(o, "variant");
     if (!v) return;
     cJSON_AddStringToObject(v, "activation", bench_choice_name(bench_activation_choices, (int)d->activation));
@@ -455,6 +473,9 @@ cJSON *bench_result_json(const bench_result *r)
             cJSON_AddNumberToObject(ref, "max_abs", r->ref_max_abs);
             add_or_null(ref, "rel_l2", cJSON_CreateNumber(r->ref_rel_l2), isfinite(r->ref_rel_l2));
             cJSON_AddNumberToObject(ref, "rel_l2_vs_f32", r->format_rel_l2);
+            if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
+                add_or_null(ref, "rel_l2_vs_float_activations", cJSON_CreateNumber(r->act_rel_l2),
+                            isfinite(r->act_rel_l2));
         }
     }
     add_or_null(o, "reference", ref, r->has_ref);

@@ -32,6 +32,8 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
 /* The layer's variant, the FLOPs at the largest T, and how each figure is defined. */
 void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc *d, int64_t hot_tokens);
 /* The result table: the column header, then one row per result. */
+/* "q4_0", or "q4_0/i8" for a run on int8 activations. */
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, char *buf, size_t size);
 void bench_print_table_header(FILE *out);
 void bench_print_row(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);

@@ -94,6 +94,8 @@ typedef struct bench_result {
                              weights: the kernels' error (NaN: the reference failed) */
     double format_rel_l2; /* the same against the float32 reference: the kernels' error plus
                              what the format rounds away (the quality it costs) */
+    double act_rel_l2;    /* int8 activations: against the reference on the format's weights with
+                             float32 activations (what the int8 rounding costs) */
     int ref_compared;
 } bench_result;
 

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  2
+#define MOE_VERSION_MINOR  3
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -351,6 +351,24 @@ typedef struct moe_layer_desc {
                                       in (moe_layer_weights.dtype; a checkpoint's own). A
                                       different one is converted or quantised once, at upload */
     moe_dtype shared_weight_dtype; /* the same for the shared expert(s) */
+
+    int32_t reserved_0_3_0;     /* unused, ignored: a 0.2.0 struct's sizeof includes 4 bytes of
+                                   tail padding here, so the 0.3.0 fields start past it */
+    moe_dtype activation_dtype; /* (0.3.0) what the experts' inputs are rounded to for their
+                                   matrix products. DEFAULT / F32: float32, exact (the
+                                   reference's 1e-5). Q8_0, an opt-in for experts stored in
+                                   Q8_0 or Q4_0: the products run on integer dot products
+                                   (x86 AVX512_VNNI) — each token's input x quantised to int8
+                                   per group of 16 values, q = round(a / d), d = max|a| / 127
+                                   in float32 (ggml's Q8_0 rule on half blocks), and the
+                                   intermediate act(gate)·up, heavier-tailed, to int16 the same
+                                   way (d = max|a| / 32767). Faster decode; the output moves by
+                                   ~0.5% (rel L2, at most 1e-2) from the float32-activation
+                                   result on the same weights (docs/ARCHITECTURE.md has the
+                                   figures per preset). A request, never a requirement: a
+                                   backend or CPU without such a path, and experts in
+                                   F32/F16/BF16, compute in float32 as before.
+                                   moe_layer_activation_dtype tells what a layer runs */
 } moe_layer_desc;
 
 /* Host weights in Hugging Face layout (nn.Linear weights are [out][in]), rows contiguous.
@@ -397,6 +415,11 @@ typedef struct moe_forward_stats {
 MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *desc,
                                     const moe_layer_weights *weights, moe_layer **out_layer);
 MOE_API void moe_layer_destroy(moe_layer *layer);
+/* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
+ * desc.activation_dtype asked for it and this backend runs integer dot products on the
+ * experts' format (moe_layer_desc.activation_dtype), else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for
+ * a NULL layer. */
+MOE_API moe_dtype moe_layer_activation_dtype(const moe_layer *layer);
 
 /* One forward from host pointers: x [n_tokens][d_model] → y [n_tokens][d_model].
  * `stats` may be NULL. y (and stats) are written only if the call succeeds.
@@ -496,6 +519,7 @@ typedef struct moe_model_layer_options {
     moe_dtype weight_dtype;        /* storage of the routed experts; DEFAULT = the checkpoint's
                                       own dtype (a BF16 model stays BF16) */
     moe_dtype shared_weight_dtype; /* storage of the shared expert(s); DEFAULT = the checkpoint's */
+    moe_dtype activation_dtype;    /* (0.3.0) moe_layer_desc.activation_dtype; DEFAULT = F32 */
 } moe_model_layer_options;
 
 /* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is

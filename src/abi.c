@@ -23,11 +23,27 @@ const moe_abi_struct moe_abi_context_desc = {
     "moe_context_desc", sizeof(moe_context_desc), {MOE_ABI_END(moe_context_desc, log_level)}, V010};
 const moe_abi_struct moe_abi_arena_stats = {
     "moe_arena_stats", sizeof(moe_arena_stats), {MOE_ABI_END(moe_arena_stats, scratch_reservations)}, V010};
-const moe_abi_struct moe_abi_layer_desc = {
-    "moe_layer_desc",
-    sizeof(moe_layer_desc),
-    {MOE_ABI_END(moe_layer_desc, drop_policy), MOE_ABI_END(moe_layer_desc, shared_weight_dtype) /* 0.2.0 */},
-    V010};
+const moe_abi_struct moe_abi_layer_desc = {"moe_layer_desc",
+                                           sizeof(moe_layer_desc),
+                                           {MOE_ABI_END(moe_layer_desc, drop_policy),
+                                            MOE_ABI_END(moe_layer_desc, shared_weight_dtype) /* 0.2.0 */,
+                                            MOE_ABI_END(moe_layer_desc, activation_dtype) /* 0.3.0 */},
+                                           V010};
+/* A version ends past the previous version's sizeof (its end rounded up to the struct's
+ * alignment): a caller's struct_size equal to an older sizeof then never covers a whole newer
+ * version, whose fields would be read from that caller's tail padding. (moe_layer_desc 0.3.0
+ * needed reserved_0_3_0 for it.) */
+#define MOE_ABI_ENDS_PAST_PADDING(type, prev_last, last)                                                     \
+    _Static_assert(MOE_ABI_END(type, last) > (MOE_ABI_END(type, prev_last) + _Alignof(type) - 1) /           \
+                                                 _Alignof(type) * _Alignof(type),                            \
+                   #type ": the version ending at " #last " fits in the tail padding of the one before it")
+MOE_ABI_ENDS_PAST_PADDING(moe_device_info, fp16, features_used);
+MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, drop_policy, shared_weight_dtype);
+MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, shared_weight_dtype, activation_dtype);
+MOE_ABI_ENDS_PAST_PADDING(moe_layer_weights, shared_expert_gate, shared_dtype);
+MOE_ABI_ENDS_PAST_PADDING(moe_model_layer_options, decoder, shared_weight_dtype);
+MOE_ABI_ENDS_PAST_PADDING(moe_model_layer_options, shared_weight_dtype, activation_dtype);
+
 const moe_abi_struct moe_abi_layer_weights = {"moe_layer_weights",
                                               sizeof(moe_layer_weights),
                                               {MOE_ABI_END(moe_layer_weights, shared_expert_gate),
@@ -41,7 +57,8 @@ const moe_abi_struct moe_abi_model_layer_options = {
     "moe_model_layer_options",
     sizeof(moe_model_layer_options),
     {MOE_ABI_END(moe_model_layer_options, decoder),
-     MOE_ABI_END(moe_model_layer_options, shared_weight_dtype) /* 0.2.0 */},
+     MOE_ABI_END(moe_model_layer_options, shared_weight_dtype) /* 0.2.0 */,
+     MOE_ABI_END(moe_model_layer_options, activation_dtype) /* 0.3.0 */},
     V010};
 const moe_abi_struct moe_abi_cache_info = {
     "moe_cache_info", sizeof(moe_cache_info), {MOE_ABI_END(moe_cache_info, limit_bytes)}, V010};

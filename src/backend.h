@@ -55,6 +55,9 @@ typedef struct moe_weight_src {
     const moe_matrix_src *second; /* [batch], or NULL */
     int64_t batch, rows, cols;
     moe_dtype dtype;
+    bool int_dot; /* the tensor will be read with integer activations (moe_ffn_step.act_quant;
+                     only on a backend with moe_backend.int_dot, only for Q8_0 / Q4_0): the
+                     backend may lay it out for that and only that */
 } moe_weight_src;
 
 /* The GPU backends' weight layout: every row of every matrix in its storage format, back to
@@ -68,6 +71,24 @@ typedef moe_status (*moe_weight_flush_fn)(void *user, size_t offset, size_t byte
 size_t moe_weight_rows_bytes(const moe_weight_src *s);
 moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_weight_src *s, void *staging,
                                   size_t staging_size, moe_weight_flush_fn flush, void *user);
+
+/* Integer activations (moe_layer_desc.activation_dtype Q8_0, on a backend with
+ * moe_backend.int_dot, for Q8_0 / Q4_0 weights): an ffn step's input rows quantised per group
+ * of MOE_ACT_GROUP values, d = max|a| / qmax, q = round(a / d) (half away from zero; 0 where
+ * d is 0; a group holding a NaN or an infinity gets d = NaN and quants 0), qmax 127 (INT8) or
+ * 32767 (INT16). A layer quantises its input x to INT8 and the intermediate act(gate)·up to
+ * INT16: after the activation the intermediate is heavy-tailed, and int8 there cost as much
+ * again as int8 on x (docs/ARCHITECTURE.md). Groups of 16, half a weight block: the kernels
+ * keep the halves' sums apart anyway, and 16 rather than 32 takes ~15% off the error. */
+typedef enum moe_act_quant { MOE_ACT_FLOAT = 0, MOE_ACT_INT8 = 8, MOE_ACT_INT16 = 16 } moe_act_quant;
+#define MOE_ACT_GROUP 16
+/* Bytes of one quantised row of k values (k a multiple of 32): the k quants (1 or 2 bytes, in
+ * the backend's order), then k/16 float scales, then k/16 int32 sums of each group's quants. */
+static inline size_t moe_act_row_bytes(moe_act_quant q, int64_t k)
+{
+    return (size_t)k * (q == MOE_ACT_INT16 ? 2 : 1) +
+           (size_t)(k / MOE_ACT_GROUP) * (sizeof(float) + sizeof(int32_t));
+}
 
 /* route: logits = x·routerᵀ, scores, selection, weights. */
 typedef struct moe_route_step {
@@ -99,16 +120,20 @@ typedef struct moe_plan_step {
 /* One grouped GEMM over row tiles: out[r] = epilogue(a[r] · W[tile_expert]ᵀ).
  * Rows whose row_token is -1 are padding: never read, never written. */
 typedef struct moe_ffn_step {
-    int64_t n_rows;         /* rows (a multiple of row_tile when tile_expert is set) */
-    int64_t k_dim;          /* reduction length (d_model for up, d_ff for down) */
-    int64_t n_out;          /* output columns */
-    moe_addr a;             /* float rows of k_dim elements (stride k_dim) */
-    int64_t a_rows;         /* rows in a (tokens when gathering, else n_rows) */
-    bool gather;            /* true: row r reads a[row_token[r]]; false: a[r] */
-    moe_addr row_token;     /* int32 [n_rows], or absent: every row valid, identity */
-    moe_addr tile_expert;   /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
-    moe_addr weights;       /* uploaded tensor (batch = experts) */
-    moe_dtype weight_dtype; /* the format it was uploaded in (moe_weight_src.dtype) */
+    int64_t n_rows;          /* rows (a multiple of row_tile when tile_expert is set) */
+    int64_t k_dim;           /* reduction length (d_model for up, d_ff for down) */
+    int64_t n_out;           /* output columns */
+    moe_addr a;              /* float rows of k_dim elements (stride k_dim) */
+    int64_t a_rows;          /* rows in a (tokens when gathering, else n_rows) */
+    bool gather;             /* true: row r reads a[row_token[r]]; false: a[r] */
+    moe_addr row_token;      /* int32 [n_rows], or absent: every row valid, identity */
+    moe_addr tile_expert;    /* int32 [n_rows / row_tile], or absent: all rows expert 0 */
+    moe_addr weights;        /* uploaded tensor (batch = experts) */
+    moe_dtype weight_dtype;  /* the format it was uploaded in (moe_weight_src.dtype) */
+    moe_act_quant act_quant; /* not FLOAT (weights uploaded with int_dot): quantise the rows
+                                of a so, and use integer dot products */
+    moe_addr a_q;            /* then: scratch of a_rows · moe_act_row_bytes(act_quant, k_dim)
+                                bytes for the quantised rows */
     int64_t n_experts;
     bool gated; /* weights are a gated pair: out = act(gate) * up */
     moe_activation activation;
@@ -189,6 +214,7 @@ struct moe_backend {
     double last_device_ms; /* set by finish: device time of the steps since begin */
     size_t staging_bytes;  /* host-visible transfer memory the backend holds */
     int64_t row_tile;      /* rows per GEMM tile: each expert's rows are padded to it */
+    bool int_dot;          /* runs Q8_0 / Q4_0 experts on integer activations when a layer asks */
     moe_device_info info;
 };
 

@@ -110,6 +110,7 @@ struct moe_layer {
     moe_backend_buffer *weights;
     size_t weights_bytes;
     moe_layer_addrs w;
+    bool int_routed, int_shared; /* the experts' products run on integer activations */
 };
 
 struct moe_buffer {

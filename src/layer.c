@@ -29,17 +29,22 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
     const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
-    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32};
+    /* Integer activations where asked for, where the backend has them, for the block formats. */
+    const bool int_act = d.activation_dtype == MOE_DTYPE_Q8_0 && be->int_dot;
+    const bool int_routed = int_act && moe_dtype_is_block(wt),
+               int_shared = int_act && moe_dtype_is_block(st_);
+    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
     const moe_weight_src ffn_in = {
-        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt};
-    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wt};
+        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};
+    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wt, int_routed};
     const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up,
                                       gated ? &t->shared_up : NULL,
                                       1,
                                       d.d_ff_shared,
                                       d.d_model,
-                                      st_};
-    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, st_};
+                                      st_,
+                                      int_shared};
+    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, st_, int_shared};
     moe_layer_addrs a = {0};
     const weight_item all[] = {
         {&a.router, &router, NULL, 0},
@@ -67,6 +72,8 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = bump.offset;
+    layer->int_routed = int_routed;
+    layer->int_shared = int_shared && shared;
     moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
         moe_free(layer);
@@ -140,6 +147,12 @@ void moe_layer_destroy(moe_layer *layer)
     moe_free(layer);
 }
 
+moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
+{
+    if (!layer) return MOE_DTYPE_DEFAULT;
+    return layer->int_routed ? MOE_DTYPE_Q8_0 : MOE_DTYPE_F32;
+}
+
 /* ---- the forward ------------------------------------------------------------------------ */
 
 /* Where every temporary of one forward lives in the scratch region. */
@@ -147,7 +160,7 @@ typedef struct forward_layout {
     int64_t n_rows;
     moe_addr x, logits, route_ws, topk_ids, topk_weights, expert_counts, expert_offsets, row_token, slot_row,
         tile_expert;
-    moe_addr h, o, shared_h, shared_o, y, losses;
+    moe_addr h, o, shared_h, shared_o, y, losses, a_q;
     size_t bytes;
 } forward_layout;
 
@@ -194,6 +207,20 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
     }
     if (host_y) TAKE(y, f * TD);
     TAKE(losses, f * 2);
+    /* The integer steps' quantised input rows, one step at a time: x (int8) for gate/up, h
+     * (int16) for down. */
+    size_t a_q = 0;
+    const size_t x_q = (size_t)T * moe_act_row_bytes(MOE_ACT_INT8, d->d_model);
+    if (layer->int_routed || layer->int_shared) a_q = x_q;
+    if (layer->int_routed) {
+        const size_t down = R * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff);
+        a_q = down > a_q ? down : a_q;
+    }
+    if (layer->int_shared) {
+        const size_t sdown = (size_t)T * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff_shared);
+        a_q = sdown > a_q ? sdown : a_q;
+    }
+    if (a_q) TAKE(a_q, a_q);
 #undef TAKE
     L->bytes = b.offset;
     *overflow = b.overflow;
@@ -240,6 +267,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                              .tile_expert = L->tile_expert,
                              .weights = layer->w.ffn_in,
                              .weight_dtype = d->weight_dtype,
+                             .act_quant = layer->int_routed ? MOE_ACT_INT8 : MOE_ACT_FLOAT,
+                             .a_q = L->a_q,
                              .n_experts = d->n_experts,
                              .gated = gated,
                              .activation = d->activation,
@@ -259,6 +288,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                .tile_expert = L->tile_expert,
                                .weights = layer->w.ffn_down,
                                .weight_dtype = d->weight_dtype,
+                               .act_quant = layer->int_routed ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
+                               .a_q = L->a_q,
                                .n_experts = d->n_experts,
                                .out = L->o,
                                .n_slots = T * d->top_k,
@@ -282,6 +313,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                   .a_rows = T,
                                   .weights = layer->w.shared_in,
                                   .weight_dtype = d->shared_weight_dtype,
+                                  .act_quant = layer->int_shared ? MOE_ACT_INT8 : MOE_ACT_FLOAT,
+                                  .a_q = L->a_q,
                                   .n_experts = 1,
                                   .gated = gated,
                                   .activation = d->activation,
@@ -296,6 +329,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                     .a_rows = T,
                                     .weights = layer->w.shared_down,
                                     .weight_dtype = d->shared_weight_dtype,
+                                    .act_quant = layer->int_shared ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
+                                    .a_q = L->a_q,
                                     .n_experts = 1,
                                     .out = L->shared_o,
                                     .n_slots = T,
@@ -398,7 +433,8 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                           &L.shared_h,
                           &L.shared_o,
                           &L.y,
-                          &L.losses};
+                          &L.losses,
+                          &L.a_q};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) attach(fields[i], s);
 
     const size_t bytes = (size_t)TD * sizeof(float);

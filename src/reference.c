@@ -113,24 +113,56 @@ static void ref_row(const ref_matrix *m, int64_t r, double *out)
     }
 }
 
-static double dot_row(const ref_matrix *m, int64_t r, const float *x, double *buf)
+static double dot_row(const ref_matrix *m, int64_t r, const double *x, double *buf)
 {
     ref_row(m, r, buf);
     double s = 0.0;
-    for (int64_t i = 0; i < m->cols; i++) s += buf[i] * (double)x[i];
+    for (int64_t i = 0; i < m->cols; i++) s += buf[i] * x[i];
     return s;
 }
 
-/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f; buf holds max(d, f). */
-static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const ref_matrix *up,
-                       const ref_matrix *down, int64_t f, const float *x, double *h, double *out, double *buf)
+/* An expert product's input as it is seen: the float values, or with integer activations (moe.h,
+ * activation_dtype Q8_0, for Q8_0 / Q4_0 weights) each group of 16 rounded to q·d, d = max|a|
+ * / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a group
+ * with a non-finite value gives NaN. Integer sums are exact, so q·d in double is what those
+ * products compute, up to float rounding. qmax 0: no rounding. */
+static void expert_input(const float *a, int64_t n, float qmax, double *out)
 {
+    for (int64_t i = 0; i < n; i++) out[i] = a[i];
+    if (qmax == 0.0f) return;
+    for (int64_t b = 0; b < n; b += 16) {
+        float amax = 0.0f;
+        bool finite = true;
+        for (int64_t i = b; i < b + 16; i++) {
+            if (!isfinite(a[i]))
+                finite = false;
+            else if (fabsf(a[i]) > amax)
+                amax = fabsf(a[i]);
+        }
+        const float scale = amax / qmax, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        for (int64_t i = b; i < b + 16; i++)
+            out[i] = finite ? (double)roundf(a[i] * inv) * (double)scale : NAN;
+    }
+}
+
+/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f; buf holds max(d, f), xin
+ * d_model values, h and hf f. With int8, the inputs of both products are rounded (expert_input): x to
+ * int8, h to int16 after it is rounded to float as the backends hold it. */
+static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const ref_matrix *up,
+                       const ref_matrix *down, int64_t f, bool int8, const float *x, double *xin, double *h,
+                       float *hf, double *out, double *buf)
+{
+    expert_input(x, d->d_model, int8 ? 127.0f : 0.0f, xin);
     for (int64_t i = 0; i < f; i++) {
-        const double u = dot_row(up, i, x, buf);
+        const double u = dot_row(up, i, xin, buf);
         if (moe_activation_is_gated(d->activation))
-            h[i] = activate(d->activation, dot_row(gate, i, x, buf)) * u;
+            h[i] = activate(d->activation, dot_row(gate, i, xin, buf)) * u;
         else
             h[i] = activate(d->activation, u);
+    }
+    if (int8) {
+        for (int64_t i = 0; i < f; i++) hf[i] = (float)h[i];
+        expert_input(hf, f, 32767.0f, h);
     }
     for (int64_t o = 0; o < d->d_model; o++) {
         ref_row(down, o, buf);
@@ -235,10 +267,12 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     double *p_mean = moe_calloc((size_t)E, sizeof(double));
     const int64_t DF = D > F ? D : F;
     double *buf = moe_malloc(sizeof(double) * (size_t)DF);
+    double *xin = moe_malloc(sizeof(double) * (size_t)D);
+    float *hf = moe_malloc(sizeof(float) * (size_t)F);
     unsigned char *row_buf = moe_malloc(sizeof(float) * (size_t)DF); /* the widest stored row */
     st = MOE_OK;
     if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts ||
-        !h || !o || !acc || !p_mean || !buf || !row_buf) {
+        !h || !o || !acc || !p_mean || !buf || !xin || !hf || !row_buf) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
         goto done;
     }
@@ -265,7 +299,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 const ref_matrix gate = {g ? g + (size_t)e * in_bytes : NULL, dt, sto, D, row_buf};
                 const ref_matrix up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf};
                 const ref_matrix down = {dn + (size_t)e * down_bytes, dt, sto, d.d_ff, row_buf};
-                expert_ffn(&d, &gate, &up, &down, d.d_ff, xt, h, o, buf);
+                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto);
+                expert_ffn(&d, &gate, &up, &down, d.d_ff, int8, xt, xin, h, hf, o, buf);
                 for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
             } else {
                 dropped++;
@@ -278,7 +313,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             const ref_matrix gate = {weights->shared_gate, dt, sto, D, row_buf};
             const ref_matrix up = {weights->shared_up, dt, sto, D, row_buf};
             const ref_matrix down = {weights->shared_down, dt, sto, d.d_ff_shared, row_buf};
-            expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, xt, h, o, buf);
+            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto);
+            expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
             for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
@@ -329,6 +365,8 @@ done:
     moe_free(acc);
     moe_free(p_mean);
     moe_free(buf);
+    moe_free(xin);
+    moe_free(hf);
     moe_free(row_buf);
     return st;
 }

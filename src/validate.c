@@ -136,6 +136,14 @@ static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_l
     if (d->weight_dtype == MOE_DTYPE_DEFAULT) d->weight_dtype = w ? moe_weights_dtype(w) : MOE_DTYPE_F32;
     if (d->shared_weight_dtype == MOE_DTYPE_DEFAULT)
         d->shared_weight_dtype = w ? moe_weights_shared_dtype(w) : MOE_DTYPE_F32;
+    if (d->activation_dtype == MOE_DTYPE_DEFAULT) d->activation_dtype = MOE_DTYPE_F32;
+    if (d->activation_dtype != MOE_DTYPE_F32 && d->activation_dtype != MOE_DTYPE_Q8_0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "activation_dtype is %s (%d): the experts' inputs can be f32 or q8_0 (int8 per block "
+                        "of 32, opt-in)",
+                        moe_dtype_name(d->activation_dtype) ? moe_dtype_name(d->activation_dtype)
+                                                            : "not a moe_dtype",
+                        (int)d->activation_dtype);
     moe_status st = check_format(ctx, d->weight_dtype, "weight_dtype", d->d_model, "d_ff", d->d_ff);
     if (st == MOE_OK && shared)
         st = check_format(ctx, d->shared_weight_dtype, "shared_weight_dtype", d->d_model, "d_ff_shared",

@@ -210,6 +210,61 @@ static void layers(moe_backend_kind kind, moe_context *ctx, h_rng *rng)
     free(y_ref);
 }
 
+/* A 0.2.0 caller: its sizeof ends in 4 bytes of tail padding after shared_weight_dtype, where
+ * 0.3.0 has reserved_0_3_0. Garbage there, and a Q8_0 activation_dtype past its size, are not
+ * read: the layer runs float activations, bit-identical to today's desc saying F32 — while
+ * today's desc saying Q8_0 gets integer activations where the backend has them. */
+static void desc_0_2_0(moe_backend_kind kind, moe_context *ctx, h_rng *rng)
+{
+    const moe_layer_desc desc = {.struct_size = sizeof desc,
+                                 .d_model = 64,
+                                 .d_ff = 32,
+                                 .n_experts = 4,
+                                 .top_k = 2,
+                                 .max_tokens = 8,
+                                 .weight_dtype = MOE_DTYPE_Q4_0};
+    h_layer l;
+    h_layer_init(&l, &desc, rng, 1.0f);
+    const int64_t T = 5, TD = T * desc.d_model;
+    float *x = malloc(sizeof(float) * (size_t)TD), *y_now = malloc(sizeof(float) * (size_t)TD),
+          *y_old = malloc(sizeof(float) * (size_t)TD);
+    h_fill_input(&l, T, x, rng);
+    const size_t end_020 = offsetof(moe_layer_desc, shared_weight_dtype) + sizeof(moe_dtype);
+    const size_t align = _Alignof(moe_layer_desc), size_020 = (end_020 + align - 1) / align * align;
+    moe_layer_desc old = l.desc;
+    old.struct_size = size_020;
+    memset((char *)&old + end_020, 0xa5, size_020 - end_020);
+    old.activation_dtype = MOE_DTYPE_Q8_0;
+    moe_layer_desc now = l.desc, asked = l.desc;
+    now.activation_dtype = MOE_DTYPE_F32;
+    asked.activation_dtype = MOE_DTYPE_Q8_0;
+    moe_layer *lo = NULL, *ln = NULL, *la = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &old, &l.w, &lo), MOE_OK);
+    CHECK_STATUS(moe_layer_create(ctx, &now, &l.w, &ln), MOE_OK);
+    CHECK_STATUS(moe_layer_create(ctx, &asked, &l.w, &la), MOE_OK);
+    if (lo && ln && la) {
+        CHECK(moe_layer_activation_dtype(lo) == MOE_DTYPE_F32,
+              "%s: a 0.2.0 desc's padding or the field past "
+              "its size was read",
+              moe_backend_name(kind));
+        CHECK_STATUS(moe_layer_forward(lo, T, x, y_old, NULL), MOE_OK);
+        CHECK_STATUS(moe_layer_forward(ln, T, x, y_now, NULL), MOE_OK);
+        CHECK(!memcmp(y_now, y_old, sizeof(float) * (size_t)TD),
+              "%s: a layer from a 0.2.0 desc differs from "
+              "today's",
+              moe_backend_name(kind));
+        printf("  0.2.0 desc: float activations; today's asking q8_0 runs %s\n",
+               moe_dtype_name(moe_layer_activation_dtype(la)));
+    }
+    moe_layer_destroy(lo);
+    moe_layer_destroy(ln);
+    moe_layer_destroy(la);
+    h_layer_free(&l);
+    free(x);
+    free(y_now);
+    free(y_old);
+}
+
 /* A checkpoint through 0.1.0 options and outputs: its own dtype, the 0.1.0 fields filled. */
 static void model(moe_context *ctx, const char *dir)
 {
@@ -280,6 +335,7 @@ int main(int argc, char **argv)
     h_rng rng = h_rng_seeded("test_abi");
     outputs(kind, ctx);
     layers(kind, ctx, &rng);
+    desc_0_2_0(kind, ctx, &rng);
     model(ctx, argv[2]);
     moe_context_destroy(ctx);
     return h_finish("abi");

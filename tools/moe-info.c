@@ -50,7 +50,8 @@ static void jstr(const char *s)
  * by the features in this list that moe uses on the device. (A format runs without any of
  * them, on plain 32-bit word / byte loads.) SUBGROUP_REDUCE belongs to no format: the GPU
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
- * "features" line's "used" list only. */
+ * "features" line's "used" list only. The CPU's VNNI serves Q8_0 / Q4_0 experts on integer
+ * activations, the opt-in (moe_layer_desc.activation_dtype Q8_0): the line says so. */
 static uint32_t format_features(moe_dtype dt)
 {
     switch (dt) {
@@ -120,6 +121,9 @@ static void print_weights(const moe_device_info *d, int json)
             printf(" (%s)", names);
         }
     }
+    if (!json && (d->features_used & (MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI)))
+        printf("\n                      (VNNI: Q8_0 / Q4_0 experts on integer activations, asked for with "
+               "activation_dtype q8_0)");
     printf(json ? "]" : "\n");
 }
 

@@ -17,18 +17,21 @@
 static void usage(FILE *f)
 {
     fprintf(
-        f, "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
-           "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
-           "               [--weights f32|f16|bf16|q8_0|q4_0] [--decoder] [--stats]\n"
-           "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
-           "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
-           "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
-           "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
-           "hidden and intermediate sizes to be multiples of 32). --decoder takes a\n"
-           "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
-           "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
-           "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
-           "device there is refused.\n");
+        f,
+        "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
+        "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
+        "               [--weights f32|f16|bf16|q8_0|q4_0] [--activations f32|q8_0] [--decoder] [--stats]\n"
+        "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
+        "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
+        "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
+        "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
+        "hidden and intermediate sizes to be multiples of 32). --activations q8_0 lets Q8_0 / Q4_0\n"
+        "experts run on integer activations (opt-in: faster decode where the CPU has VNNI, ~0.5%%\n"
+        "off the float result; moe.h, activation_dtype). --decoder takes a\n"
+        "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
+        "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
+        "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
+        "device there is refused.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -46,7 +49,8 @@ typedef struct run_args {
     long long layer, device;
     moe_backend_kind backend;
     moe_drop_policy drop;
-    moe_dtype weights; /* DEFAULT: the checkpoint's own dtype */
+    moe_dtype weights;     /* DEFAULT: the checkpoint's own dtype */
+    moe_dtype activations; /* DEFAULT (F32) or Q8_0 */
     int decoder, stats;
 } run_args;
 
@@ -116,6 +120,13 @@ static int parse_args(int argc, char **argv, run_args *a)
                 char names[96];
                 format_names(names, sizeof names);
                 fprintf(stderr, "moe-run: --weights wants %s, not '%s'\n", names, v);
+                return -1;
+            }
+            i++;
+        } else if (!strcmp(o, "--activations")) {
+            if (moe_dtype_from_name(v, &a->activations) != MOE_OK ||
+                (a->activations != MOE_DTYPE_F32 && a->activations != MOE_DTYPE_Q8_0)) {
+                fprintf(stderr, "moe-run: --activations wants f32 or q8_0, not '%s'\n", v);
                 return -1;
             }
             i++;
@@ -189,7 +200,8 @@ int main(int argc, char **argv)
                                           .drop_policy = a.drop,
                                           .decoder = a.decoder,
                                           .weight_dtype = a.weights,
-                                          .shared_weight_dtype = a.weights};
+                                          .shared_weight_dtype = a.weights,
+                                          .activation_dtype = a.activations};
     /* The layer's shape first, in the checkpoint's own dtype: a block format the model's sizes
      * do not divide is refused here, naming the flag (exit 2, a usage error for this model),
      * rather than in the library's field names. */
@@ -263,6 +275,10 @@ int main(int argc, char **argv)
         if (ld.d_ff_shared > 0)
             printf(" (shared expert: %s)", moe_dtype_name(own_dtype ? ld.shared_weight_dtype : a.weights));
         printf("%s\n", a.weights == MOE_DTYPE_DEFAULT ? " (the checkpoint's own)" : "");
+        printf("activations: %s%s\n", moe_dtype_name(moe_layer_activation_dtype(layer)),
+               a.activations == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layer) != MOE_DTYPE_Q8_0
+                   ? " (q8_0 asked for: no integer path here for these weights)"
+                   : "");
         printf("expert tokens:");
         for (int64_t e = 0; e < info.n_experts; e++) printf(" %d", counts[e]);
         printf("\ndropped: %d\naux_loss: %.6g\nz_loss: %.6g\ndevice_ms: %.3f\n", dropped, aux, z, ms);

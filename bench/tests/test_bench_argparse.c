@@ -277,6 +277,22 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--serve", "--layers", "2", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--layers", "auto", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--weights", "f32,bf16", NULL) == BENCH_PARSE_OK);
+
+    /* --activations: each format once per entry that applies to it, formats outer. */
+    CHECK(parse(&c, "--weights", "f32,q8_0,q4_0", NULL) == BENCH_PARSE_OK && c.weights.n == 3 &&
+          c.weights.act[0] == MOE_DTYPE_F32 && c.weights.act[2] == MOE_DTYPE_F32);
+    CHECK(parse(&c, "--weights", "f32,q8_0,q4_0", "--activations", "f32,Q8_0", NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 5 && c.weights.v[0] == MOE_DTYPE_F32 && c.weights.act[0] == MOE_DTYPE_F32 &&
+          c.weights.v[1] == MOE_DTYPE_Q8_0 && c.weights.act[1] == MOE_DTYPE_F32 &&
+          c.weights.v[2] == MOE_DTYPE_Q8_0 && c.weights.act[2] == MOE_DTYPE_Q8_0 &&
+          c.weights.v[3] == MOE_DTYPE_Q4_0 && c.weights.act[3] == MOE_DTYPE_F32 &&
+          c.weights.v[4] == MOE_DTYPE_Q4_0 && c.weights.act[4] == MOE_DTYPE_Q8_0);
+    CHECK(parse(&c, "--weights", "bf16,q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_OK &&
+          c.weights.n == 1 && c.weights.v[0] == MOE_DTYPE_Q4_0 && c.weights.act[0] == MOE_DTYPE_Q8_0);
+    CHECK(parse(&c, "--weights", "f32,bf16", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_0", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_0", "--activations", "q8_0,q8_0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--weights", "q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);
 }
 
 /* Bytes per format, expected experts, the --layers auto rule, cache sizes. */

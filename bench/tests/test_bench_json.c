@@ -49,6 +49,7 @@ static const char *const forward_keys[] = {"backend",
                                            "first_forward_ms",
                                            "first_forward_device_ms",
                                            "weight_dtype",
+                                           "activation_dtype",
                                            "layers",
                                            "layers_auto",
                                            "weight_bytes",
@@ -164,6 +165,18 @@ static void check_object(const cJSON *o)
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
         CHECK(is_dtype_name(str(o, "weight_dtype")));
+        /* What the layer ran: integer activations only on the block formats, within moe.h's
+         * bound of the float ones where the reference compared them. */
+        const char *act = str(o, "activation_dtype");
+        CHECK(!strcmp(act, "f32") || !strcmp(act, "q8_0"));
+        if (!strcmp(act, "q8_0")) {
+            CHECK(!strcmp(str(o, "weight_dtype"), "q8_0") || !strcmp(str(o, "weight_dtype"), "q4_0"));
+            const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "reference");
+            const cJSON *vs = cJSON_IsObject(ref)
+                                  ? cJSON_GetObjectItemCaseSensitive(ref, "rel_l2_vs_float_activations")
+                                  : NULL;
+            if (vs) CHECK(cJSON_IsNumber(vs) && vs->valuedouble <= 1e-2);
+        }
         CHECK(num(o, "layers") >= 1 && cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
         CHECK(num(o, "weight_bytes") > 0 && num(o, "weight_read_bytes") > 0);
         CHECK(num(o, "weight_gbs") > 0 && num(o, "weight_gbs") == num(o, "gbps"));

@@ -24,6 +24,22 @@
  *                   replaces vpmovzxbd: +7% from L2 on one core, but decode from memory was
  *                   ~20% slower in moe-bench, so the layout stayed.)
  *
+ * Integer layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
+ * int_dot, only where the kernel set has moe_cpu_kernels.int_dot) keeps the same pair blocks, of
+ * the same sizes, with the quants regrouped so that each column's 32-bit word holds 4
+ * consecutive k: after the 64 bytes of scales, [group g][32 columns][4 bytes], panel 0's 16
+ * columns (one 64-byte vector) then panel 1's.
+ *   Q8_0            8 groups: column c's bytes of group g are q[4g .. 4g + 3] + 128, unsigned.
+ *   Q4_0            4 groups: column c's bytes of group g are its ggml bytes 4g .. 4g + 3 (low
+ *                   nibbles q[4g + j], high nibbles q[4g + j + 16]).
+ * The weights enter the products unsigned (vpdpbusd multiplies unsigned bytes by signed ones;
+ * vpdpwssd takes them as 16-bit values 0..255), and the kernel subtracts the zero point, 128
+ * or 8, times the sum of the activations' quants. Int8 activations are read 4 at a time
+ * (vpdpbusd: one column's 4 bytes by the 4 activations); int16 ones in pairs (vpdpwssd): a
+ * word's bytes (0, 2) and (1, 3) are two pairs, so the quantised row stores each 4 values as
+ * a[0], a[2], a[1], a[3] (moe_cpu_quantize_row). Such a tensor is read only by the integer
+ * kernels.
+ *
  * The Q8_0 / Q4_0 blocks are ggml's blocks rearranged, nothing recomputed: the same fp16 scale
  * and the same quants (a Q4_0 byte is the very byte of ggml's block: low nibble value j, high
  * nibble value j + 16), only transposed so 16 columns sit side by side. Padding columns have
@@ -85,11 +101,17 @@ typedef struct moe_cpu_gemm {
     bool gated;
     int activation; /* a moe_activation, or -1 for none */
     float *out;     /* rows of n_out floats */
+    /* Integer activations: the rows of a quantised to act_quant (moe_cpu_quantize_row, stride
+     * a_q_stride bytes, indexed as a's rows), b in its integer layout; NULL: float ones. */
+    const unsigned char *a_q;
+    size_t a_q_stride;
+    moe_act_quant act_quant;
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
-    const char *name;       /* "baseline", "avx2", "avx512", "simde512" */
+    const char *name;       /* "baseline", "avx2", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
+    bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -102,6 +124,7 @@ extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built wi
 #if MOE_CPU_X86
 extern const moe_cpu_kernels moe_cpu_kernels_avx2;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512;
+extern const moe_cpu_kernels moe_cpu_kernels_avx512vnni; /* avx512's, plus the integer path */
 #endif
 
 /* Weight packing (pack.c): the bytes a tensor takes, and its packing into dst, pair by pair:
@@ -112,6 +135,10 @@ size_t moe_cpu_weight_bytes(const moe_weight_src *src);
 int64_t moe_cpu_pack_units(const moe_weight_src *src);
 void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, int64_t u0, int64_t u1,
                   unsigned char *row_buf);
+
+/* One row of k activations quantised as moe_act_quant q says (backend.h), its int16 quants
+ * in the order the integer kernels read them (a[0], a[2], a[1], a[3] of every 4). */
+void moe_cpu_quantize_row(moe_act_quant q, const float *a, int64_t k, void *out);
 
 /* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI (x86). */
 uint32_t moe_cpu_features(void);

@@ -122,6 +122,7 @@ static void cpu_isa_fields(const moe_cpu_kernels *k, moe_device_info *info)
         {"baseline", MOE_CPU_X86 ? "x86-64 SSE2 (SIMDe)" : "NEON/portable (SIMDe)", 4},
         {"avx2", "x86-64 AVX2+FMA+F16C", 8},
         {"avx512", "x86-64 AVX-512F+F16C", 16},
+        {"avx512vnni", "x86-64 AVX-512F/BW/VL+VNNI+F16C", 16},
         {"simde512", "16-lane code emulated by SIMDe at the baseline ISA", 16},
     };
     for (size_t i = 0; k && i < sizeof levels / sizeof levels[0]; i++)
@@ -190,8 +191,11 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
                         threads);
     }
     c->k = k;
-    c->base = (moe_backend){
-        .ops = &moe_cpu_backend_ops, .ctx = ctx, .alignment = CPU_ALIGN, .row_tile = CPU_ROW_TILE};
+    c->base = (moe_backend){.ops = &moe_cpu_backend_ops,
+                            .ctx = ctx,
+                            .alignment = CPU_ALIGN,
+                            .row_tile = CPU_ROW_TILE,
+                            .int_dot = k->int_dot};
     cpu_device_info(0, &c->base.info);
     c->base.info.compute_units = threads;
     snprintf(c->base.info.driver, sizeof c->base.info.driver, "moe cpu %s (%s)", k->name, why);
@@ -337,9 +341,44 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
     moe_pool_run(c->pool, tiles * j->tasks_per_tile, gemm_task, j);
 }
 
+/* Integer activations: the step's input rows quantised into a_q, rows in parallel. Padding rows
+ * of h (row_token -1) hold nothing and are skipped; x's rows are all tokens. */
+typedef struct quantize_job {
+    moe_act_quant quant;
+    const float *a;
+    unsigned char *a_q;
+    const int32_t *row_token; /* NULL: every row */
+    int64_t k_dim, rows, per_task;
+    size_t stride;
+} quantize_job;
+
+static void quantize_task(void *arg, int64_t t)
+{
+    const quantize_job *j = arg;
+    const int64_t r1 = (t + 1) * j->per_task < j->rows ? (t + 1) * j->per_task : j->rows;
+    for (int64_t r = t * j->per_task; r < r1; r++)
+        if (!j->row_token || j->row_token[r] >= 0)
+            moe_cpu_quantize_row(j->quant, j->a + r * j->k_dim, j->k_dim, j->a_q + (size_t)r * j->stride);
+}
+
+static void quantize_rows(cpu_backend *c, const moe_ffn_step *s, const int32_t *rt)
+{
+    quantize_job j = {.quant = s->act_quant,
+                      .a = at(s->a),
+                      .a_q = at(s->a_q),
+                      .row_token = s->gather ? NULL : rt,
+                      .k_dim = s->k_dim,
+                      .rows = s->a_rows,
+                      .stride = moe_act_row_bytes(s->act_quant, s->k_dim)};
+    const int64_t tasks = 4 * (int64_t)moe_pool_threads(c->pool);
+    j.per_task = (j.rows + tasks - 1) / tasks;
+    moe_pool_run(c->pool, (j.rows + j.per_task - 1) / j.per_task, quantize_task, &j);
+}
+
 static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
 {
     const int32_t *rt = at(s->row_token);
+    if (s->act_quant != MOE_ACT_FLOAT) quantize_rows(cpu(be), s, rt);
     gemm_job j = {.g = {.k_dim = s->k_dim,
                         .n_out = s->n_out,
                         .a = at(s->a),
@@ -348,7 +387,10 @@ static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
                         .dtype = s->weight_dtype,
                         .gated = s->gated,
                         .activation = s->apply_activation ? (int)s->activation : -1,
-                        .out = at(s->out)},
+                        .out = at(s->out),
+                        .a_q = s->act_quant != MOE_ACT_FLOAT ? at(s->a_q) : NULL,
+                        .a_q_stride = moe_act_row_bytes(s->act_quant, s->k_dim),
+                        .act_quant = s->act_quant},
                   .n_rows = s->n_rows,
                   .row_token = rt,
                   .tile_expert = at(s->tile_expert)};

@@ -20,6 +20,10 @@
 #include "cpu.h"
 #include "simd.h"
 
+#ifndef MOE_CPU_INT8
+#define MOE_CPU_INT8 0
+#endif
+
 #include <math.h>
 #include <string.h>
 
@@ -316,6 +320,139 @@ static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned 
     }
 }
 
+/* ---- integer activations (the avx512vnni and simde512 levels) ------------------------------- */
+
+#if MOE_CPU_INT8
+#if MOE_CPU_LEVEL != 2
+#error "the integer kernels are written for 512-bit vectors"
+#endif
+#define MR_INT 4 /* rows a call: 4 integer sums a row (2 panels x 2 halves) plus the weights fit */
+
+/* One row of quantised activations (moe_cpu_quantize_row): quants (int8, or int16 in pairs),
+ * then a scale and a sum of quants per 16 values. */
+typedef struct qrow {
+    const unsigned char *q;
+    const float *d;
+    const int32_t *sum;
+} qrow;
+
+/* 4 bytes of a row's quants from byte offset `at`, in every lane: vpdpbusd's signed operand (4
+ * int8 activations) or vpdpwssd's (a pair of int16 ones). */
+ALWAYS_INLINE simde__m512i lanes4(const qrow *a, int64_t at)
+{
+    int32_t v;
+    memcpy(&v, a->q + at, sizeof v);
+    return simde_mm512_set1_epi32(v);
+}
+
+/* An int32 as float, rounded once as vcvtdq2ps does; where SIMDe emulates the 512-bit code and
+ * has neither that conversion nor a 32-bit arithmetic shift, as hi·65536 + (i & 0xffff) in one
+ * fused step, exact until rounded, hi the top 16 bits sign-extended by (x ^ 0x8000) − 0x8000. */
+#if MOE_CPU_NATIVE_512
+#define vec_from_i32(i) vec_from_int(i)
+#else
+static inline moe_vec vec_from_i32(moe_ivec i)
+{
+    const moe_ivec hi =
+        ivec_sub(simde_mm512_xor_si512(ivec_srli(i, 16), ivec_set1(0x8000)), ivec_set1(0x8000));
+    return vec_fmadd(vec_from_small_int(hi), vec_set1(65536.0f),
+                     vec_from_small_int(ivec_and(i, ivec_set1(0xffff))));
+}
+#endif
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in the integer layout of Q8_0 or
+ * Q4_0 (cpu.h), a_r quantised (int8, or int16 when wide): per half block (16 k, one activation
+ * scale), the exact integer Σ q_w·q_a (vpdpbusd / vpdpwssd on the unsigned weights, minus the
+ * zero point 128 or 8 times Σ q_a), then d_w·(d_a0·that of the first half + d_a1·that of the
+ * second) into out. The halves' sums are apart anyway (Q4_0: the low and the high nibbles),
+ * which also gives a decode row four dependency chains, not two. */
+ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim, const qrow *a,
+                            const unsigned char *b, float *restrict out)
+{
+    const bool q4 = dt == MOE_DTYPE_Q4_0;
+    const size_t block_bytes = q4 ? MOE_CPU_Q4_PAIR_BLOCK : MOE_CPU_Q8_PAIR_BLOCK;
+    const int32_t zero_point = q4 ? 8 : 128;
+    const int qb = wide ? 2 : 1; /* bytes of an activation quant */
+    /* Weights as bytes (int8 activations) or as 16-bit pairs: bytes (0, 2) of each word. */
+    const simde__m512i mask =
+        wide ? (q4 ? ivec_set1(0x000f000f) : ivec_set1(0x00ff00ff)) : simde_mm512_set1_epi8(0x0f);
+    zero_rows(nr, out);
+    for (int64_t blk = 0; blk < k_dim / MOE_CPU_BLOCK; blk++) {
+        const unsigned char *p = b + (size_t)blk * block_bytes, *q = p + MOE_CPU_SCALES;
+        const int64_t k0 = blk * MOE_CPU_BLOCK;
+        for (size_t l = 0; l < block_bytes; l += 64) prefetch_line(p + l);
+        simde__m512i s[MR_INT][2][2];
+        for (int r = 0; r < nr; r++)
+            for (int v = 0; v < 2; v++) s[r][v][0] = s[r][v][1] = simde_mm512_setzero_si512();
+        for (int g = 0; g < (q4 ? 4 : 8); g++) {
+            for (int v = 0; v < 2; v++) {
+                const simde__m512i w = simde_mm512_loadu_si512(q + g * 2 * 64 + v * 64);
+                if (!wide && q4) { /* k 4g..4g+3 in the low nibbles, k 16+4g.. in the high */
+                    const simde__m512i lo = ivec_and(w, mask), hi = ivec_and(ivec_srli(w, 4), mask);
+                    for (int r = 0; r < nr; r++) {
+                        s[r][v][0] = simde_mm512_dpbusd_epi32(s[r][v][0], lo, lanes4(&a[r], k0 + 4 * g));
+                        s[r][v][1] = simde_mm512_dpbusd_epi32(s[r][v][1], hi, lanes4(&a[r], k0 + 16 + 4 * g));
+                    }
+                } else if (!wide) { /* Q8_0: k 4g..4g+3, in the first half for g < 4 */
+                    for (int r = 0; r < nr; r++)
+                        s[r][v][g / 4] =
+                            simde_mm512_dpbusd_epi32(s[r][v][g / 4], w, lanes4(&a[r], k0 + 4 * g));
+                } else if (q4) { /* pairs (k 4g, 4g+2), (4g+1, 4g+3), and the same + 16 */
+                    const simde__m512i e[4] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask),
+                                               ivec_and(ivec_srli(w, 4), mask),
+                                               ivec_and(ivec_srli(w, 12), mask)};
+                    for (int r = 0; r < nr; r++)
+                        for (int j = 0; j < 4; j++) {
+                            const int64_t k = k0 + 4 * g + (j & 1) * 2 + (j / 2) * 16;
+                            s[r][v][j / 2] =
+                                simde_mm512_dpwssd_epi32(s[r][v][j / 2], e[j], lanes4(&a[r], k * qb));
+                        }
+                } else { /* Q8_0, int16: pairs (k 4g, 4g+2) and (4g+1, 4g+3) */
+                    const simde__m512i e[2] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask)};
+                    for (int r = 0; r < nr; r++)
+                        for (int j = 0; j < 2; j++)
+                            s[r][v][g / 4] = simde_mm512_dpwssd_epi32(
+                                s[r][v][g / 4], e[j], lanes4(&a[r], (k0 + 4 * g + 2 * j) * qb));
+                }
+            }
+        }
+        for (int v = 0; v < 2; v++) {
+            const moe_vec dw = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_CPU_PANEL);
+            for (int r = 0; r < nr; r++) {
+                moe_vec half[2];
+                for (int h = 0; h < 2; h++) {
+                    const moe_ivec zp = ivec_set1(zero_point * a[r].sum[2 * blk + h]);
+                    half[h] = vec_mul(vec_from_i32(ivec_sub(s[r][v][h], zp)), vec_set1(a[r].d[2 * blk + h]));
+                }
+                float *o = out + r * PAIR + v * MOE_VLEN;
+                vec_store(o, vec_fmadd(vec_add(half[0], half[1]), dw, vec_load(o)));
+            }
+        }
+    }
+}
+
+typedef void (*int_tile_fn)(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out);
+#define CASE_I8_Q8(r)  CASE_INT_(r, MOE_DTYPE_Q8_0, false)
+#define CASE_I8_Q4(r)  CASE_INT_(r, MOE_DTYPE_Q4_0, false)
+#define CASE_I16_Q8(r) CASE_INT_(r, MOE_DTYPE_Q8_0, true)
+#define CASE_I16_Q4(r) CASE_INT_(r, MOE_DTYPE_Q4_0, true)
+#define CASE_INT_(r, dt, wide)                                                                               \
+    case r:                                                                                                  \
+        int_rows(r, dt, wide, k_dim, a, b, out);                                                             \
+        return;
+#define INT_TILE(name, CASE)                                                                                 \
+    static void name(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out)                \
+    {                                                                                                        \
+        switch (n) {                                                                                         \
+            ROWS(MR_INT, CASE)                                                                               \
+        }                                                                                                    \
+    }
+INT_TILE(tile_i8_q8, CASE_I8_Q8)
+INT_TILE(tile_i8_q4, CASE_I8_Q4)
+INT_TILE(tile_i16_q8, CASE_I16_Q8)
+INT_TILE(tile_i16_q4, CASE_I16_Q4)
+#endif /* MOE_CPU_INT8 */
+
 /* ---- epilogue ------------------------------------------------------------------------------- */
 
 /* GELU, erf form (GeGLU and GELU). */
@@ -361,8 +498,41 @@ static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows
 
 /* ---- the GEMM -------------------------------------------------------------------------------- */
 
+#if MOE_CPU_INT8
+/* The GEMM on integer activations: the same walk as gemm's, rows of a_q instead of a. */
+static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+{
+    const bool wide = g->act_quant == MOE_ACT_INT16, q4 = g->dtype == MOE_DTYPE_Q4_0;
+    const int_tile_fn tile = wide ? (q4 ? tile_i16_q4 : tile_i16_q8) : (q4 ? tile_i8_q4 : tile_i8_q8);
+    const int64_t K = g->k_dim, ng = K / MOE_ACT_GROUP;
+    const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, K), quants = (size_t)K * (wide ? 2 : 1);
+    float tmp[MR_INT * PAIR];
+    for (int64_t q = p0; q < p1; q++) {
+        const unsigned char *b = g->b + (size_t)q * pair_bytes;
+        for (int64_t r = r0; r < r1; r += MR_INT) {
+            const int n = r1 - r < MR_INT ? (int)(r1 - r) : MR_INT;
+            qrow arow[MR_INT];
+            for (int i = 0; i < n; i++) {
+                const int64_t src = g->row_token ? (int64_t)g->row_token[r + i] : r + i;
+                const unsigned char *row = g->a_q + (size_t)src * g->a_q_stride;
+                arow[i] = (qrow){row, (const float *)(const void *)(row + quants),
+                                 (const int32_t *)(const void *)(row + quants) + ng};
+            }
+            tile(n, K, arow, b, tmp);
+            epilogue(g, tmp, r, n, q);
+        }
+    }
+}
+#endif
+
 static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
+#if MOE_CPU_INT8
+    if (g->a_q) {
+        gemm_int(g, r0, r1, p0, p1);
+        return;
+    }
+#endif
     tile_fn tile;
     int mr;
     switch (g->dtype) {
@@ -409,14 +579,20 @@ static void axpy(int64_t n, float a, const float *x, float *y)
 }
 
 #if defined(SIMDE_X86_F16C_NATIVE)
-#define FEATURES_USED MOE_FEATURE_F16C
+#define FEATURES_F16C MOE_FEATURE_F16C
 #else
-#define FEATURES_USED 0u
+#define FEATURES_F16C 0u
+#endif
+#if defined(SIMDE_X86_AVX512VNNI_NATIVE)
+#define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX512_VNNI)
+#else
+#define FEATURES_USED FEATURES_F16C
 #endif
 
 const moe_cpu_kernels MOE_CPU_KERNELS_SYMBOL = {
     .name = MOE_CPU_KERNELS_NAME,
     .features_used = FEATURES_USED,
+    .int_dot = MOE_CPU_INT8,
     .gemm = gemm,
     .axpy = axpy,
 };

@@ -4,10 +4,13 @@
  * format (moe_matrix_row_as: the bytes themselves when the source has that format, else
  * converted or quantised as moe_convert_row does) and its values or blocks are scattered to
  * their column of the panel, so the packed tensor holds exactly the format's bytes,
- * rearranged.
+ * rearranged. And the other operand of the integer kernels: activation rows quantised.
  */
+#include "../internal.h"
 #include "cpu.h"
 
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 size_t moe_cpu_weight_bytes(const moe_weight_src *s)
@@ -15,12 +18,33 @@ size_t moe_cpu_weight_bytes(const moe_weight_src *s)
     return (size_t)s->batch * moe_cpu_packed_bytes(s->dtype, s->rows, s->cols, s->second != NULL);
 }
 
+/* Column col of a pair in the integer layout (cpu.h): the block's bytes in groups of 4, one
+ * 32-bit word a column; Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
+static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int col, const unsigned char *row)
+{
+    const bool q8 = dt == MOE_DTYPE_Q8_0;
+    const size_t src_block = q8 ? 34 : 18, dst_block = q8 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
+    const int n = q8 ? MOE_CPU_BLOCK : MOE_CPU_BLOCK / 2; /* bytes of quants per column */
+    for (int64_t b = 0; b < blocks; b++) {
+        unsigned char *dst = pair + (size_t)b * dst_block;
+        const unsigned char *src = row + (size_t)b * src_block;
+        memcpy(dst + 2 * col, src, 2);
+        for (int j = 0; j < n; j++)
+            dst[MOE_CPU_SCALES + (j / 4) * 4 * 2 * MOE_CPU_PANEL + col * 4 + j % 4] =
+                (unsigned char)(src[2 + j] ^ (q8 ? 0x80 : 0));
+    }
+}
+
 /* Column i of panel h (0, 1) of a pair, from one source row in the storage format. */
-static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i,
+static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i, bool int_dot,
                         const unsigned char *row)
 {
     const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
     const int64_t blocks = k_dim / MOE_CPU_BLOCK;
+    if (int_dot && moe_dtype_is_block(dt)) {
+        scatter_int(pair, dt, blocks, col, row);
+        return;
+    }
     switch (dt) {
     case MOE_DTYPE_Q8_0: /* ggml block: fp16 d, int8 q[32] */
         for (int64_t b = 0; b < blocks; b++) {
@@ -76,8 +100,44 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, int64_t u0, int64
                 const int64_t row = panel * MOE_CPU_PANEL + i;
                 if (row >= N) break;
                 moe_matrix_row_as(m, K, row, s->dtype, row_buf);
-                scatter_row(pair, s->dtype, K, h, i, row_buf);
+                scatter_row(pair, s->dtype, K, h, i, s->int_dot, row_buf);
             }
         }
+    }
+}
+
+/* ---- activations for the integer kernels ---------------------------------------------------- */
+
+void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *out)
+{
+    const bool wide = quant == MOE_ACT_INT16;
+    const float qmax = wide ? 32767.0f : 127.0f;
+    const int64_t ng = k / MOE_ACT_GROUP;
+    unsigned char *tail = (unsigned char *)out + (size_t)k * (wide ? 2 : 1);
+    for (int64_t g = 0; g < ng; g++) {
+        const float *x = a + g * MOE_ACT_GROUP;
+        float amax = 0.0f;
+        bool finite = true;
+        for (int j = 0; j < MOE_ACT_GROUP; j++) {
+            const float m = fabsf(x[j]);
+            finite = finite && m <= FLT_MAX; /* false for NaN too */
+            amax = m > amax ? m : amax;
+        }
+        /* A non-finite value makes the group's scale NaN, so it reaches the token's output as the
+         * float path would carry it (moe.h: non-finite input); its quants are 0. */
+        const float d = finite ? amax / qmax : NAN;
+        const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
+        int32_t sum = 0;
+        for (int j = 0; j < MOE_ACT_GROUP; j++) {
+            const int32_t q = (int32_t)(finite ? roundf(x[j] * id) : 0.0f);
+            const int64_t i = g * MOE_ACT_GROUP + j;
+            sum += q;
+            if (wide) /* pairs (0, 2), (1, 3) of every 4 */
+                ((int16_t *)out)[(i & ~3) + (i & 1) * 2 + ((i >> 1) & 1)] = (int16_t)q;
+            else
+                ((int8_t *)out)[i] = (int8_t)q;
+        }
+        memcpy(tail + (size_t)g * sizeof(float), &d, sizeof d);
+        memcpy(tail + (size_t)(ng + g) * sizeof(float), &sum, sizeof sum);
     }
 }

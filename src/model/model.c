@@ -445,6 +445,7 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
     if (lk.st != MOE_OK) return lk.st;
     if (o.weight_dtype != MOE_DTYPE_DEFAULT) d.weight_dtype = o.weight_dtype;
     if (o.shared_weight_dtype != MOE_DTYPE_DEFAULT) d.shared_weight_dtype = o.shared_weight_dtype;
+    d.activation_dtype = o.activation_dtype;
     moe_layer_desc norm;
     moe_status st = moe_validate_layer(ctx, &d, NULL, &norm);
     if (st != MOE_OK) return st;
