@@ -50,9 +50,11 @@ typedef enum bench_req_dist {
 /* Everything the command line sets. A preset fills it before the flags are applied, so an
  * explicit flag always wins over the preset. */
 typedef struct bench_config {
-    int preset;     /* index into the preset table, or -1 for none ("custom") */
-    int backend;    /* moe_backend_kind, or BENCH_BACKEND_ALL */
-    int64_t device; /* -1: device 0 (with --backend all: every device) */
+    int preset;             /* index into the preset table, or -1 for none ("custom") */
+    int backend;            /* moe_backend_kind, or BENCH_BACKEND_ALL */
+    int64_t device;         /* -1: device 0 (with --backend all: every device) */
+    const char *device_arg; /* --device as given: an index (into `device`), a name or a type */
+    const char *device_sel; /* --device's name or type (moe_context_desc_set_device); NULL: index */
     int64_t threads;
     int64_t tokens, d_model, d_ff, experts, top_k;
     bench_int_list sweep_tokens; /* n = 0: just `tokens` */

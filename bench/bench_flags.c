@@ -95,8 +95,9 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         OPT_CHOICE("backend", backend, bench_backend_choices,
                    "backend; auto tries Vulkan, OpenCL, CPU (env MOE_BACKEND overrides); all runs every "
                    "backend with a device, side by side"),
-        OPT_INT("device", device, "N", 0, INT32_MAX, "0 (all: every device)",
-                "device index within the backend"),
+        {"device", BENCH_OPT_STRING, &c->device_arg, "N|NAME|TYPE", 0, 0, 0.0, NULL, "0 (all: every device)",
+         "device: an index within the backend's list, a name substring (name:TEXT to be explicit) or a "
+         "type (discrete, integrated, virtual, cpu, other; joined by '+'); with all, every matching device"},
         OPT_INT("threads", threads, "N", 0, 65536, "all cores", "CPU backend worker threads"),
         OPT_INT("tokens", tokens, "T", 1, SIZE_MAX_OPT, NULL, "tokens per forward"),
         {"sweep-tokens", BENCH_OPT_LIST, &c->sweep_tokens, "T1,T2,..", 1, SIZE_MAX_OPT, 0.0, NULL, "off",
@@ -303,6 +304,17 @@ static bench_parse_result fail(const char *msg)
 static bench_parse_result check(bench_config *c)
 {
     char msg[384];
+    if (c->device_arg) { /* the library reads the choice; an index stays moe-bench's own */
+        moe_context_desc probe = {.struct_size = sizeof probe, .device_index = -1};
+        if (moe_context_desc_set_device(&probe, c->device_arg) != MOE_OK) {
+            snprintf(msg, sizeof msg, "--device: %s", moe_last_error());
+            return fail(msg);
+        }
+        if (probe.device_index >= 0)
+            c->device = probe.device_index;
+        else
+            c->device_sel = c->device_arg;
+    }
     c->weights = (bench_dtype_list){.n = 1, .v = {MOE_DTYPE_F32}};
     if (c->weights_arg && bench_parse_weights(c->weights_arg, &c->weights)) return BENCH_PARSE_ERROR;
     for (size_t i = 0; i < c->weights.n; i++) c->weights.act[i] = MOE_DTYPE_F32;

@@ -48,7 +48,8 @@ size_t bench_targets(const bench_config *cfg, bench_target *out, size_t cap, cha
 {
     note[0] = '\0';
     if (cfg->backend != BENCH_BACKEND_ALL) {
-        out[0] = (bench_target){(moe_backend_kind)cfg->backend, cfg->device < 0 ? 0 : (int)cfg->device};
+        out[0] = (bench_target){(moe_backend_kind)cfg->backend, cfg->device < 0 ? 0 : (int)cfg->device,
+                                cfg->device_sel};
         return 1;
     }
     static const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
@@ -71,8 +72,26 @@ size_t bench_targets(const bench_config *cfg, bench_target *out, size_t cap, cha
             snprintf(text, sizeof text, "%s: no device %d", name, (int)cfg->device);
             append_note(note, note_size, text);
         }
+        if (cfg->device_sel) { /* every device the name or type leaves: the library matches them */
+            int matched = 0;
+            for (int dev = 0; dev < count && n < cap; dev++) {
+                moe_context_desc cd = {.struct_size = sizeof cd, .backend = kinds[i], .device_index = dev};
+                moe_context *probe = NULL;
+                if (moe_context_desc_set_device(&cd, cfg->device_sel) != MOE_OK ||
+                    moe_context_create(&cd, &probe) != MOE_OK)
+                    break;
+                moe_context_destroy(probe);
+                out[n++] = (bench_target){kinds[i], dev, cfg->device_sel};
+                matched++;
+            }
+            if (count > 0 && matched == 0) {
+                snprintf(text, sizeof text, "%s: no device matches '%s'", name, cfg->device_sel);
+                append_note(note, note_size, text);
+            }
+            continue;
+        }
         for (int dev = 0; dev < count && n < cap; dev++)
-            if (cfg->device < 0 || dev == cfg->device) out[n++] = (bench_target){kinds[i], dev};
+            if (cfg->device < 0 || dev == cfg->device) out[n++] = (bench_target){kinds[i], dev, NULL};
     }
     if (n == 0) fprintf(stderr, BENCH_PROG ": --backend all: no backend has a device (%s)\n", note);
     return n;
@@ -98,7 +117,8 @@ int bench_context_create(const bench_target *t, int64_t threads, moe_context **o
     cd.backend = t->kind;
     cd.device_index = t->device;
     cd.n_threads = (int)threads;
-    moe_status st = moe_context_create(&cd, out);
+    moe_status st = t->sel ? moe_context_desc_set_device(&cd, t->sel) : MOE_OK;
+    if (st == MOE_OK) st = moe_context_create(&cd, out);
     if (st != MOE_OK) return bench_library_error("moe_context_create", st, NULL);
     memset(info, 0, sizeof *info);
     info->struct_size = sizeof *info;

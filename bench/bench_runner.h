@@ -32,7 +32,8 @@ const float *bench_data_x(const bench_data *b, int64_t layer, int64_t d_model);
 /* One (backend, device) to run on. */
 typedef struct bench_target {
     moe_backend_kind kind; /* AUTO only for --backend auto */
-    int device;
+    int device;            /* with sel: the index among the devices sel leaves */
+    const char *sel;       /* --device's name or type, or NULL */
 } bench_target;
 
 enum { BENCH_MAX_TARGETS = 32 };

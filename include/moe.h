@@ -115,6 +115,8 @@ typedef enum moe_device_type {
     MOE_DEVICE_TYPE_DISCRETE_GPU = 3,
     MOE_DEVICE_TYPE_VIRTUAL_GPU = 4
 } moe_device_type;
+/* (0.3.0) A device type's bit in moe_context_desc.device_types. */
+#define MOE_DEVICE_TYPE_BIT(type) (1u << (unsigned)(type))
 
 typedef struct moe_device_info {
     size_t struct_size; /* set to sizeof(moe_device_info) before the call */
@@ -186,11 +188,19 @@ typedef enum moe_log_level {
 
 typedef void (*moe_log_fn)(moe_log_level level, const char *message, void *user_data);
 
+/* Choosing the device. A backend's devices are those moe_device_get_info lists; device_name and
+ * device_types narrow them (both unset: all), and device_index counts among those left (0: the
+ * first). With backend AUTO, Vulkan, then OpenCL, then the CPU are tried, and the first with a
+ * device left is taken — passing by a GPU API's CPU-type device (lavapipe, PoCL) unless
+ * device_name picked it; device_index must be 0 there (an index means something only within
+ * one backend's list: name the backend, or choose by device_name / device_types).
+ * No device left: MOE_ERROR_BACKEND_UNAVAILABLE, the message listing what there is. */
 typedef struct moe_context_desc {
     size_t struct_size;       /* sizeof(moe_context_desc) */
     moe_backend_kind backend; /* default AUTO; the environment variable MOE_BACKEND
                                  (cpu|vulkan|opencl) overrides AUTO only */
-    int device_index;         /* default 0 */
+    int device_index;         /* default 0; among the devices device_name and device_types
+                                 leave */
     int n_threads;            /* CPU backend worker threads, 1..1024; 0 = the environment
                                  variable MOE_NUM_THREADS if set, else every online core
                                  (at most 1024). Above 1024 (more threads than any machine
@@ -205,7 +215,20 @@ typedef struct moe_context_desc {
     moe_log_fn log;           /* optional; receives the library's only text output */
     void *log_user_data;
     moe_log_level log_level; /* messages up to this level reach `log`; default ERROR */
+    const char *device_name; /* (0.3.0) NULL or "": any name; else only devices whose name
+                                contains it, ASCII case-insensitively ("4090", "llvmpipe").
+                                Read during moe_context_create only */
+    uint32_t device_types;   /* (0.3.0) 0: any type; else only devices whose type's
+                                MOE_DEVICE_TYPE_BIT is set (e.g. DISCRETE_GPU | INTEGRATED_GPU) */
 } moe_context_desc;
+
+/* (0.3.0) Fills desc's device choice from one text, the way the tools' --device reads it: a
+ * decimal number is device_index; "discrete", "integrated", "virtual", "cpu" or "other" (several
+ * joined by '+': "discrete+integrated") set device_types; "name:TEXT", or any other text, sets
+ * device_name to TEXT (a pointer into `text`, which must outlive moe_context_create). Fields the
+ * text does not name are left as they are. MOE_ERROR_INVALID_ARGUMENT for NULL, "" or a number
+ * out of int range. */
+MOE_API moe_status moe_context_desc_set_device(moe_context_desc *desc, const char *text);
 
 /* Creates a context. `desc` may be NULL (all defaults). */
 MOE_API moe_status moe_context_create(const moe_context_desc *desc, moe_context **out_context);
@@ -236,7 +259,8 @@ MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_a
 
 /* ---------------------------------------------------------------------------------------
  * Weight formats. Expert weights (routed and shared) may be handed over and stored in any of
- * these; the router and the small vectors are always float32, and so are activations.
+ * these; the router and the small vectors are always float32, and so are activations (unless a
+ * layer opts into integer ones: moe_layer_desc.activation_dtype).
  *
  * Q8_0 and Q4_0 are ggml's (GGUF's) block formats, byte for byte: each row of a weight matrix
  * (along the reduction dimension, HF [out][in] rows) is cut into blocks of MOE_BLOCK_SIZE = 32

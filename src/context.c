@@ -1,15 +1,21 @@
 /*
  * context.c — backend registry, device enumeration, context create/destroy, arena stats.
  *
- * AUTO tries Vulkan, then OpenCL, then the CPU, taking the first backend that is built and
- * reports a device — a GPU API's CPU-type device (lavapipe, PoCL) excepted, since the native
- * CPU backend does that work far faster; a backend with no driver reports zero devices rather
- * than failing. A driver that fails to enumerate is an error for an explicit request, and a
- * logged warning that AUTO passes by (the backends serialise their own enumeration).
+ * A device is chosen within one backend's list by name, type and index (moe.h, "Choosing the
+ * device"). AUTO tries Vulkan, then OpenCL, then the CPU, taking the first backend that is built
+ * and has such a device — a GPU API's CPU-type device (lavapipe, PoCL) excepted unless named,
+ * since the native CPU backend does that work far faster; a backend with no driver reports zero
+ * devices rather than failing. A driver that fails to enumerate is an error for an explicit
+ * request, and a logged warning that AUTO passes by (the backends serialise their own
+ * enumeration).
  */
 #include "alloc.h"
 #include "internal.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,20 +96,143 @@ static moe_backend_kind env_backend(void)
     return MOE_BACKEND_AUTO;
 }
 
-static moe_status create_backend(moe_context *ctx, moe_backend_kind kind, const moe_context_desc *desc)
+/* ---- choosing the device ----------------------------------------------------------------- */
+
+static const char *const type_names[] = {"other", "cpu", "integrated", "discrete", "virtual"};
+
+static const char *type_name(moe_device_type t)
+{
+    return (unsigned)t < sizeof type_names / sizeof type_names[0] ? type_names[t] : "other";
+}
+
+/* Does `hay` contain `needle`, ASCII case-insensitively? */
+static bool name_has(const char *hay, const char *needle)
+{
+    const size_t n = strlen(needle);
+    for (const char *p = hay;; p++) {
+        size_t i = 0;
+        while (i < n && p[i] && tolower((unsigned char)p[i]) == tolower((unsigned char)needle[i])) i++;
+        if (i == n) return true;
+        if (!*p) return false;
+    }
+}
+
+static bool named(const moe_context_desc *d)
+{
+    return d->device_name && *d->device_name;
+}
+
+/* "named like 'x', of type discrete or integrated" — what the filters ask, for messages. */
+static void describe_filters(const moe_context_desc *d, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    if (named(d)) n += (size_t)snprintf(buf, size, " named like '%s'", d->device_name);
+    for (unsigned t = 0, first = 1; t < 32 && n < size; t++)
+        if (d->device_types & (1u << t)) {
+            n += (size_t)snprintf(buf + n, size - n, "%s%s", first ? " of type " : " or ",
+                                  type_name((moe_device_type)t));
+            first = 0;
+        }
+}
+
+/* The index on `ops` of the device desc chooses: the device_index-th of the devices its filters
+ * leave (and, for AUTO, that are not a GPU API's CPU device it did not name). A backend with no
+ * such device: MOE_ERROR_BACKEND_UNAVAILABLE, the message listing the devices it has. */
+static moe_status find_device(moe_context *ctx, const moe_backend_ops *ops, const moe_context_desc *d,
+                              bool for_auto, int *out)
+{
+    int count = 0;
+    moe_status st = ops->device_count(&count);
+    if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error()); /* a driver error, with its detail */
+    char list[768] = "", filters[256];
+    size_t n = 0;
+    int left = 0;
+    for (int i = 0; i < count; i++) {
+        moe_device_info info = {.struct_size = sizeof info};
+        st = ops->device_info(i, &info);
+        if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error());
+        if (n < sizeof list)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%d '%s' (%s)", i ? ", " : "", i, info.name,
+                                  type_name(info.type));
+        if (named(d) && !name_has(info.name, d->device_name)) continue;
+        if (d->device_types && !(d->device_types & MOE_DEVICE_TYPE_BIT(info.type))) continue;
+        /* A GPU API's CPU device (lavapipe, PoCL, SwiftShader) emulates on the CPU what the
+         * native CPU backend does many times faster: AUTO passes it by unless it was named. */
+        if (for_auto && ops->kind != MOE_BACKEND_CPU && info.type == MOE_DEVICE_TYPE_CPU && !named(d)) {
+            moe_log(ctx, MOE_LOG_INFO, "auto: passing by %s device '%s' (a CPU device)", ops->name,
+                    info.name);
+            continue;
+        }
+        if (left++ == d->device_index) {
+            *out = i;
+            return MOE_OK;
+        }
+    }
+    describe_filters(d, filters, sizeof filters);
+    return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
+                    "backend '%s' has no device %d%s%s (%d device(s)%s%s)", ops->name, d->device_index,
+                    filters[0] ? " among those" : "", filters, count, count ? ": " : "", list);
+}
+
+static moe_status create_backend(moe_context *ctx, moe_backend_kind kind, const moe_context_desc *desc,
+                                 bool for_auto)
 {
     const moe_backend_ops *ops = moe_backend_ops_of(kind);
     if (!ops)
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' is not built into this library",
                         moe_backend_name(kind));
-    int count = 0;
-    moe_status st = ops->device_count(&count);
-    if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error()); /* a driver error, with its detail */
-    if (desc->device_index < 0 || desc->device_index >= count)
-        return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE,
-                        "backend '%s' has %d device(s); device_index %d is not one of them",
-                        moe_backend_name(kind), count, desc->device_index);
-    return ops->create(ctx, desc, &ctx->be);
+    moe_context_desc chosen = *desc; /* the backends read device_index as their own index */
+    moe_status st = find_device(ctx, ops, desc, for_auto, &chosen.device_index);
+    return st == MOE_OK ? ops->create(ctx, &chosen, &ctx->be) : st;
+}
+
+moe_status moe_context_desc_set_device(moe_context_desc *desc, const char *text)
+{
+    moe_clear_error(NULL);
+    if (!desc || !text) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "desc or text is NULL");
+    size_t bytes;
+    moe_status st = moe_abi_check(NULL, &moe_abi_context_desc, desc, &bytes);
+    if (st != MOE_OK) return st;
+    if (bytes < MOE_ABI_END(moe_context_desc, device_types))
+        return moe_fail(
+            NULL, MOE_ERROR_INVALID_ARGUMENT,
+            "desc.struct_size %zu is a moe_context_desc from before 0.3.0, which has no device_name "
+            "or device_types",
+            desc->struct_size);
+    if (!*text) return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "an empty device choice");
+    if (strspn(text, "0123456789") == strlen(text)) {
+        errno = 0;
+        const long v = strtol(text, NULL, 10);
+        if (errno == ERANGE || v > INT_MAX)
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "device index '%s' is out of range", text);
+        desc->device_index = (int)v;
+        return MOE_OK;
+    }
+    if (!strncmp(text, "name:", 5)) {
+        if (!text[5]) return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "'name:' with no name after it");
+        desc->device_name = text + 5;
+        return MOE_OK;
+    }
+    uint32_t types = 0;
+    for (const char *p = text; types != UINT32_MAX;) {
+        const size_t len = strcspn(p, "+");
+        size_t t = 0;
+        while (t < sizeof type_names / sizeof type_names[0] &&
+               (strlen(type_names[t]) != len || strncmp(p, type_names[t], len)))
+            t++;
+        if (t == sizeof type_names / sizeof type_names[0])
+            types = UINT32_MAX; /* not a type list: a name */
+        else
+            types |= MOE_DEVICE_TYPE_BIT(t);
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    if (types != UINT32_MAX)
+        desc->device_types = types;
+    else
+        desc->device_name = text;
+    return MOE_OK;
 }
 
 moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out)
@@ -121,6 +250,12 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     moe_status vst = moe_validate_threads(NULL, desc.n_threads);
     if (vst != MOE_OK) return vst;
     if (desc.backend == MOE_BACKEND_AUTO) desc.backend = env_backend();
+    if (desc.backend == MOE_BACKEND_AUTO && desc.device_index != 0)
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                        "device_index %d with backend AUTO: an index means a device of one backend's list, "
+                        "and AUTO may pick any backend; name the backend, or choose by device_name / "
+                        "device_types",
+                        desc.device_index);
 
     moe_context *ctx = moe_calloc(1, sizeof *ctx);
     if (!ctx) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
@@ -130,51 +265,28 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
 
     moe_status st;
     if (desc.backend != MOE_BACKEND_AUTO) {
-        st = create_backend(ctx, desc.backend, &desc);
+        st = create_backend(ctx, desc.backend, &desc, false);
     } else {
         static const moe_backend_kind order[] = {MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL, MOE_BACKEND_CPU};
         st = MOE_ERROR_BACKEND_UNAVAILABLE;
         for (size_t i = 0; i < sizeof order / sizeof order[0] && st != MOE_OK; i++) {
-            int count = 0;
-            const moe_backend_ops *ops = moe_backend_ops_of(order[i]);
-            if (!ops) continue;
-            /* A driver that fails to enumerate (as opposed to having no device) is reported,
-             * and AUTO moves on: the CPU backend is always there. */
-            const moe_status cst = ops->device_count(&count);
-            if (cst != MOE_OK) {
-                moe_log(ctx, MOE_LOG_WARNING,
-                        "auto: backend '%s' cannot list its devices (%s: %s); trying the next", ops->name,
-                        moe_status_string(cst), moe_last_error());
-                continue;
-            }
-            if (count <= desc.device_index) continue;
-            /* A GPU API's CPU device (lavapipe, PoCL, SwiftShader) emulates on the CPU what
-             * the native CPU backend does many times faster: AUTO passes it by. */
-            moe_device_info info = {.struct_size = sizeof info};
-            if (order[i] != MOE_BACKEND_CPU) {
-                const moe_status ist = ops->device_info(desc.device_index, &info);
-                if (ist != MOE_OK) {
-                    moe_log(ctx, MOE_LOG_WARNING,
-                            "auto: backend '%s' cannot describe device %d (%s: %s); trying the next",
-                            ops->name, desc.device_index, moe_status_string(ist), moe_last_error());
-                    continue;
-                }
-                if (info.type == MOE_DEVICE_TYPE_CPU) {
-                    moe_log(ctx, MOE_LOG_INFO, "auto: passing by %s device '%s' (a CPU device)", ops->name,
-                            info.name);
-                    continue;
-                }
-            }
-            st = create_backend(ctx, order[i], &desc);
+            if (!moe_backend_ops_of(order[i])) continue;
+            /* A driver that fails to enumerate, a backend without such a device, a device that
+             * fails to open: each is logged, and AUTO moves on (the CPU backend is always there). */
+            st = create_backend(ctx, order[i], &desc, true);
             if (st != MOE_OK)
-                moe_log(ctx, MOE_LOG_WARNING, "auto: backend '%s' failed (%s: %s); trying the next",
-                        ops->name, moe_status_string(st), ctx->error);
+                moe_log(ctx, st == MOE_ERROR_BACKEND_UNAVAILABLE ? MOE_LOG_INFO : MOE_LOG_WARNING,
+                        "auto: backend '%s' (%s: %s); trying the next", moe_backend_name(order[i]),
+                        moe_status_string(st), ctx->error);
         }
-        if (st == MOE_OK)
+        if (st == MOE_OK) {
             moe_log(ctx, MOE_LOG_INFO, "auto: chose backend '%s', device '%s'", ctx->be->ops->name,
                     ctx->be->info.name);
-        else if (st == MOE_ERROR_BACKEND_UNAVAILABLE)
-            moe_fail(ctx, st, "auto: no backend has a device with index %d", desc.device_index);
+        } else {
+            char filters[256];
+            describe_filters(&desc, filters, sizeof filters);
+            moe_fail(ctx, st, "auto: no backend has a device%s (the last one: %s)", filters, ctx->error);
+        }
     }
     if (st != MOE_OK) {
         moe_fail(NULL, st, "%s", ctx->error); /* keep the detail for the caller */

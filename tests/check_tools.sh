@@ -4,8 +4,9 @@
 # model; q8_0/q4_0, which none of these models' sizes allow, refused clearly), the user errors
 # (each a message naming the file, a non-zero exit, and nothing at the output path), the output
 # path (written through links, atomically; devices, FIFOs and directories refused; inputs that
-# are FIFOs or devices refused without blocking), and moe-info in both formats (its features and
-# weight formats included: each device's text and JSON agree, a GPU shows no CPU feature).
+# are FIFOs or devices refused without blocking), --device (by name, type and index, in moe-run
+# and moe-info), and moe-info in both formats (its features and weight formats included: each
+# device's text and JSON agree, a GPU shows no CPU feature).
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
 set -euo pipefail
 run=$1 info=$2 compare=$3 data=$4 work=$5
@@ -68,6 +69,27 @@ rc=0
 "$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0 or q4_0, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
+
+# ---- --device: an index, a name or a type, read by the library ----------------------------------
+cpu_name=$(grep -m1 "^  device 0:" <("$info") | sed 's/^  device 0: //')
+"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu \
+    --device "name:${cpu_name:0:5}" --stats > "$work/dev.stats" || fail "moe-run --device name:${cpu_name:0:5}"
+"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu --device cpu \
+    --stats > "$work/dev.stats" || fail "moe-run --device cpu"
+rc=0
+"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --backend cpu --device discrete \
+    > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -ne 0 ] && grep -q "no device 0 among those of type discrete" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+    fail "moe-run --device discrete on the CPU backend: exit $rc: $(cat "$work/err.txt")"
+rc=0
+"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --device "" > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "an empty device choice" "$work/err.txt" || fail "moe-run --device '': exit $rc"
+MOE_BACKEND= "$info" --device cpu > "$work/info-dev.txt" || true
+grep -q "^AUTO picks: cpu device 0" "$work/info-dev.txt" || fail "moe-info --device cpu: $(tail -n 2 "$work/info-dev.txt")"
+MOE_BACKEND= "$info" --device 1 > "$work/info-dev.txt" || true
+grep -q "^AUTO picks nothing: .*with backend AUTO" "$work/info-dev.txt" ||
+    fail "moe-info --device 1 (AUTO, an index): $(tail -n 2 "$work/info-dev.txt")"
+echo "ok: --device by name, type and index"
 
 # ---- errors: message, exit status, no output -----------------------------------------------------
 python3 - "$work" <<'PY'

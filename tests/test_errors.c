@@ -8,7 +8,9 @@
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "harness.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -402,6 +404,119 @@ static void nonfinite_input(moe_context *ctx, h_rng *r)
     h_layer_free(&hl);
 }
 
+/* Does `hay` contain `needle`, ASCII case-insensitively? */
+static bool contains_ci(const char *hay, const char *needle)
+{
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (needle[i] && tolower((unsigned char)hay[i]) == tolower((unsigned char)needle[i])) i++;
+        if (!needle[i]) return true;
+    }
+    return !*needle;
+}
+
+/* A context on `kind` from desc; the device it got (name), or "" with the failure in *st. */
+static moe_status try_context(const moe_context_desc *desc, char *name, size_t size, moe_backend_kind *got)
+{
+    moe_context *c = NULL;
+    const moe_status st = moe_context_create(desc, &c);
+    name[0] = '\0';
+    if (st != MOE_OK) {
+        CHECK(c == NULL, "context written on failure");
+        return st;
+    }
+    moe_device_info info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_context_get_device_info(c, &info), MOE_OK);
+    snprintf(name, size, "%s", info.name);
+    if (got) *got = moe_context_backend(c);
+    moe_context_destroy(c);
+    return st;
+}
+
+/* Choosing the device by name, type and index on the backend under test, and AUTO's rules. */
+static void device_choice(moe_backend_kind kind)
+{
+    int count = 0;
+    CHECK_STATUS(moe_device_count(kind, &count), MOE_OK);
+    char got[256];
+    for (int i = 0; i < count; i++) {
+        moe_device_info info = {.struct_size = sizeof info};
+        CHECK_STATUS(moe_device_get_info(kind, i, &info), MOE_OK);
+        /* By its whole name, and by a piece of it in another case: a device of that name. */
+        moe_context_desc d = {.struct_size = sizeof d, .backend = kind, .device_name = info.name};
+        CHECK_STATUS(try_context(&d, got, sizeof got, NULL), MOE_OK);
+        CHECK(!strcmp(got, info.name), "device_name '%s' chose '%s'", info.name, got);
+        char piece[8] = "";
+        for (size_t j = 0; j + 1 < sizeof piece && info.name[j]; j++)
+            piece[j] = (char)(isupper((unsigned char)info.name[j]) ? tolower((unsigned char)info.name[j])
+                                                                   : toupper((unsigned char)info.name[j]));
+        d.device_name = piece;
+        CHECK_STATUS(try_context(&d, got, sizeof got, NULL), MOE_OK);
+        CHECK(contains_ci(got, piece), "device_name '%s' chose '%s'", piece, got);
+        /* By its type; and no device of the other types when every device has this one. */
+        d.device_name = NULL;
+        d.device_types = MOE_DEVICE_TYPE_BIT(info.type);
+        CHECK_STATUS(try_context(&d, got, sizeof got, NULL), MOE_OK);
+        d.device_types = ~MOE_DEVICE_TYPE_BIT(info.type) & 0x1fu;
+        bool other_type = false;
+        for (int k = 0; k < count; k++) {
+            moe_device_info o = {.struct_size = sizeof o};
+            CHECK_STATUS(moe_device_get_info(kind, k, &o), MOE_OK);
+            other_type |= o.type != info.type;
+        }
+        if (!other_type) {
+            CHECK_STATUS(try_context(&d, got, sizeof got, NULL), MOE_ERROR_BACKEND_UNAVAILABLE);
+            CHECK(strstr(moe_last_error(), "of type") && strstr(moe_last_error(), info.name),
+                  "no device of the other types: message '%s'", moe_last_error());
+        }
+    }
+    /* No such name: refused, the message naming the filter and listing the devices. */
+    moe_context_desc none = {.struct_size = sizeof none, .backend = kind, .device_name = "no-such-device-7q"};
+    CHECK_STATUS(try_context(&none, got, sizeof got, NULL), MOE_ERROR_BACKEND_UNAVAILABLE);
+    CHECK(strstr(moe_last_error(), "no-such-device-7q") && strstr(moe_last_error(), "device(s)"),
+          "no such name: message '%s'", moe_last_error());
+    /* An index counts among the devices the filters leave: one past them is refused. */
+    moe_context_desc past = {.struct_size = sizeof past, .backend = kind, .device_index = count};
+    CHECK_STATUS(try_context(&past, got, sizeof got, NULL), MOE_ERROR_BACKEND_UNAVAILABLE);
+
+    /* AUTO: an index belongs to one backend's list, so AUTO refuses one; a CPU-type choice
+     * passes by the GPU APIs' CPU devices to the native CPU backend. */
+    moe_context_desc a = {.struct_size = sizeof a, .backend = MOE_BACKEND_AUTO, .device_index = 1};
+    if (!getenv("MOE_BACKEND")) {
+        CHECK_STATUS(try_context(&a, got, sizeof got, NULL), MOE_ERROR_INVALID_ARGUMENT);
+        CHECK(strstr(moe_last_error(), "AUTO") != NULL, "AUTO with an index: message '%s'", moe_last_error());
+        a.device_index = 0;
+        a.device_types = MOE_DEVICE_TYPE_BIT(MOE_DEVICE_TYPE_CPU);
+        moe_backend_kind chose = MOE_BACKEND_AUTO;
+        CHECK_STATUS(try_context(&a, got, sizeof got, &chose), MOE_OK);
+        CHECK(chose == MOE_BACKEND_CPU, "AUTO asked for a CPU device chose backend %s",
+              moe_backend_name(chose));
+    }
+
+    /* The tools' spelling (moe_context_desc_set_device). */
+    moe_context_desc p = {.struct_size = sizeof p};
+    CHECK_STATUS(moe_context_desc_set_device(&p, "3"), MOE_OK);
+    CHECK(p.device_index == 3 && !p.device_name && !p.device_types, "'3': index %d", p.device_index);
+    CHECK_STATUS(moe_context_desc_set_device(&p, "discrete+integrated"), MOE_OK);
+    CHECK(p.device_types == (MOE_DEVICE_TYPE_BIT(MOE_DEVICE_TYPE_DISCRETE_GPU) |
+                             MOE_DEVICE_TYPE_BIT(MOE_DEVICE_TYPE_INTEGRATED_GPU)) &&
+              !p.device_name,
+          "'discrete+integrated': types %#x", p.device_types);
+    const char *named = "name:cpu";
+    CHECK_STATUS(moe_context_desc_set_device(&p, named), MOE_OK);
+    CHECK(p.device_name == named + 5, "'name:cpu' did not name 'cpu'");
+    CHECK_STATUS(moe_context_desc_set_device(&p, "RTX 4090"), MOE_OK);
+    CHECK(p.device_name && !strcmp(p.device_name, "RTX 4090"), "'RTX 4090' is not a name");
+    CHECK_STATUS(moe_context_desc_set_device(&p, "cpu+gpu"), MOE_OK);
+    CHECK(p.device_name && !strcmp(p.device_name, "cpu+gpu"), "'cpu+gpu' (no type 'gpu') is not a name");
+    CHECK_STATUS(moe_context_desc_set_device(&p, ""), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_context_desc_set_device(&p, "name:"), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_context_desc_set_device(&p, "99999999999"), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_context_desc_set_device(NULL, "0"), MOE_ERROR_NULL_POINTER);
+    p.struct_size = offsetof(moe_context_desc, device_name); /* a 0.1.0 desc: no such fields */
+    CHECK_STATUS(moe_context_desc_set_device(&p, "cpu"), MOE_ERROR_INVALID_ARGUMENT);
+}
+
 int main(int argc, char **argv)
 {
     moe_backend_kind kind;
@@ -412,6 +527,7 @@ int main(int argc, char **argv)
     thread_errors();
     forward_errors(ctx, &r);
     backend_errors();
+    device_choice(kind);
     nonfinite_input(ctx, &r);
     moe_context_destroy(ctx);
     return h_finish("test_errors");

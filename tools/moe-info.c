@@ -182,15 +182,24 @@ static void print_device(const moe_device_info *d, int json, int first)
 int main(int argc, char **argv)
 {
     int json = 0;
+    moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_AUTO};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
+            if (moe_context_desc_set_device(&desc, argv[++i]) != MOE_OK) {
+                fprintf(stderr, "moe-info: --device: %s\n", moe_last_error());
+                return 2;
+            }
         } else {
             /* Asked-for help goes to stdout (exit 0); a wrong flag gets it on stderr (exit 2). */
             const int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
             fprintf(help ? stdout : stderr,
-                    "usage: moe-info [--json]\n"
-                    "Lists moe's backends, their devices and limits, and what AUTO picks.\n");
+                    "usage: moe-info [--json] [--device N|NAME|TYPE]\n"
+                    "Lists moe's backends, their devices and limits, and what AUTO picks. --device\n"
+                    "narrows AUTO's choice as moe_context_desc_set_device reads it: a name substring\n"
+                    "(\"name:TEXT\" to be explicit) or a type (discrete, integrated, virtual, cpu, other;\n"
+                    "joined by '+'); an index needs a backend, so AUTO refuses one.\n");
             return help ? 0 : 2;
         }
     }
@@ -229,8 +238,9 @@ int main(int argc, char **argv)
         if (json) printf("%s]}", count ? "\n    " : "");
     }
     moe_context *ctx = NULL;
-    const moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_AUTO};
     const moe_status st = moe_context_create(&desc, &ctx);
+    char why[512]; /* the next calls clear moe_last_error */
+    snprintf(why, sizeof why, "%s", st == MOE_OK ? "" : moe_last_error());
     moe_device_info d = {.struct_size = sizeof d};
     if (st == MOE_OK) moe_context_get_device_info(ctx, &d);
     moe_cache_info cache = {.struct_size = sizeof cache};
@@ -244,7 +254,7 @@ int main(int argc, char **argv)
             printf("}");
         } else {
             printf("null, \"auto_error\": ");
-            jstr(moe_last_error());
+            jstr(why);
         }
         printf(", \"cache\": {\"path\": ");
         jstr(cache.path);
@@ -256,7 +266,7 @@ int main(int argc, char **argv)
             printf("\nAUTO picks: %s device %d (%s)\n", moe_backend_name(moe_context_backend(ctx)), d.index,
                    d.name);
         else
-            printf("\nAUTO picks nothing: %s (%s)\n", moe_status_string(st), moe_last_error());
+            printf("\nAUTO picks nothing: %s (%s)\n", moe_status_string(st), why);
         printf("cache: %s, %llu file%s, %.1f MiB (bounded at %.0f MiB, MOE_CACHE_SIZE_MB)\n",
                cache.path[0] ? cache.path : "(none)", (unsigned long long)cache.files,
                cache.files == 1 ? "" : "s", (double)cache.bytes / 1048576.0,

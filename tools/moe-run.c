@@ -19,7 +19,8 @@ static void usage(FILE *f)
     fprintf(
         f,
         "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
-        "               [--backend auto|cpu|vulkan|opencl] [--device I] [--drop-policy zero|passthrough]\n"
+        "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
+        "zero|passthrough]\n"
         "               [--weights f32|f16|bf16|q8_0|q4_0] [--activations f32|q8_0] [--decoder] [--stats]\n"
         "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
         "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
@@ -31,7 +32,9 @@ static void usage(FILE *f)
         "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
         "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
         "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
-        "device there is refused.\n");
+        "device there is refused. --device picks the device: an index within --backend's list,\n"
+        "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
+        "virtual, cpu, other; several joined by '+').\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -46,7 +49,8 @@ static int parse_int(const char *s, long long *out)
 
 typedef struct run_args {
     const char *model, *input, *output;
-    long long layer, device;
+    long long layer;
+    const char *device; /* --device: an index, a name substring or a type; NULL: the first */
     moe_backend_kind backend;
     moe_drop_policy drop;
     moe_dtype weights;     /* DEFAULT: the checkpoint's own dtype */
@@ -100,10 +104,12 @@ static int parse_args(int argc, char **argv, run_args *a)
             }
             have_layer = 1, i++;
         } else if (!strcmp(o, "--device")) {
-            if (parse_int(v, &a->device) || a->device < 0 || a->device > 1 << 20) {
-                fprintf(stderr, "moe-run: --device wants a device index >= 0, not '%s'\n", v);
+            moe_context_desc probe = {.struct_size = sizeof probe};
+            if (moe_context_desc_set_device(&probe, v) != MOE_OK) {
+                fprintf(stderr, "moe-run: --device: %s\n", moe_last_error());
                 return -1;
             }
+            a->device = v;
             i++;
         } else if (!strcmp(o, "--backend")) {
             const moe_backend_kind kinds[] = {MOE_BACKEND_AUTO, MOE_BACKEND_CPU, MOE_BACKEND_VULKAN,
@@ -188,8 +194,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "moe-run: %s\n", err);
         goto done;
     }
-    moe_context_desc cdesc = {
-        .struct_size = sizeof cdesc, .backend = a.backend, .device_index = (int)a.device};
+    moe_context_desc cdesc = {.struct_size = sizeof cdesc, .backend = a.backend};
+    if (a.device && moe_context_desc_set_device(&cdesc, a.device) != MOE_OK) {
+        fprintf(stderr, "moe-run: --device: %s\n", moe_last_error());
+        rc = 2;
+        goto done;
+    }
     st = moe_context_create(&cdesc, &ctx);
     if (st != MOE_OK) {
         rc = fail_api("cannot create a context", st, moe_last_error());

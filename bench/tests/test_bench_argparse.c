@@ -278,6 +278,15 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--serve", "--layers", "auto", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--weights", "f32,bf16", NULL) == BENCH_PARSE_OK);
 
+    /* --device: an index stays moe-bench's; a name or a type goes to the library as given. */
+    CHECK(parse(&c, "--device", "2", NULL) == BENCH_PARSE_OK && c.device == 2 && !c.device_sel);
+    CHECK(parse(&c, "--device", "discrete+integrated", NULL) == BENCH_PARSE_OK && c.device == -1 &&
+          c.device_sel && !strcmp(c.device_sel, "discrete+integrated"));
+    CHECK(parse(&c, "--device", "name:RTX", NULL) == BENCH_PARSE_OK && c.device_sel &&
+          !strcmp(c.device_sel, "name:RTX"));
+    CHECK(parse(&c, "--device", "", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--device", "99999999999", NULL) == BENCH_PARSE_ERROR);
+
     /* --activations: each format once per entry that applies to it, formats outer. */
     CHECK(parse(&c, "--weights", "f32,q8_0,q4_0", NULL) == BENCH_PARSE_OK && c.weights.n == 3 &&
           c.weights.act[0] == MOE_DTYPE_F32 && c.weights.act[2] == MOE_DTYPE_F32);

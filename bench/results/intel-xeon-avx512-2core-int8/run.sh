@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Reproduces the files of this folder: integer activations (the opt-in, --activations q8_0) beside
+# float ones on the CPU backend — decode (T=1, layers cycled past the last-level cache) at
+# qwen3-30b-a3b and olmoe-1b-7b with every format the ratio targets name, prefill (T=512) of the
+# block formats both ways, and what the integer rounding moves each preset's output by (T=16).
+# Waits (up to WAIT_S seconds per run) for the 1-minute load average to drop under 0.5 before
+# each run, and logs the load each run started at.
+# usage: bench/results/intel-xeon-avx512-2core-int8/run.sh [BUILD_DIR]   (from the repository root)
+set -euo pipefail
+build=${1:-build}
+out=$(dirname "$0")
+wait_s=${WAIT_S:-300}
+log=$out/runs.log
+: > "$log"
+. "$(dirname "$0")/../wait_quiet.sh"
+bench() { # name, flags...
+    local name=$1; shift
+    quiet "moe-bench $*"
+    MOE_BENCH_NO_PROGRESS=1 "$build/moe-bench" "$@" --json "$out/$name.json" | tee -a "$log"
+}
+for p in qwen3-30b-a3b olmoe-1b-7b; do
+    bench "decode-$p" --backend cpu --preset "$p" --tokens 1 --weights f32,bf16,q8_0,q4_0 --activations f32,q8_0 \
+        --layers auto --min-time 3
+done
+for p in qwen3-30b-a3b olmoe-1b-7b; do
+    bench "prefill-$p" --backend cpu --preset "$p" --tokens 512 --weights f32,q8_0,q4_0 --activations f32,q8_0 \
+        --min-time 3 --no-ref --no-bandwidth
+done
+for p in mixtral-8x7b qwen1.5-moe-a2.7b qwen3-30b-a3b olmoe-1b-7b deepseek-v2-lite switch-base-8; do
+    bench "quality-$p" --backend cpu --preset "$p" --tokens 16 --weights q8_0,q4_0 --activations f32,q8_0 --iters 3 \
+        --no-bandwidth
+done
