@@ -382,7 +382,8 @@ typedef struct moe_layer_desc {
                                    matrix products. DEFAULT / F32: float32, exact (the
                                    reference's 1e-5). Q8_0, an opt-in for experts stored in
                                    Q8_0 or Q4_0: the products run on integer dot products
-                                   (x86 AVX512_VNNI) — each token's input x quantised to int8
+                                   (x86 AVX512_VNNI or AVX-VNNI) — each token's input x
+                                   quantised to int8
                                    per group of 16 values, q = round(a / d), d = max|a| / 127
                                    in float32 (ggml's Q8_0 rule on half blocks), and the
                                    intermediate act(gate)·up, heavier-tailed, to int16 the same

@@ -109,7 +109,7 @@ typedef struct moe_cpu_gemm {
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
-    const char *name;       /* "baseline", "avx2", "avx512", "avx512vnni", "simde512" */
+    const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
@@ -125,6 +125,7 @@ extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built wi
 extern const moe_cpu_kernels moe_cpu_kernels_avx2;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512vnni; /* avx512's, plus the integer path */
+extern const moe_cpu_kernels moe_cpu_kernels_avx2vnni;   /* avx2's, plus the integer path (AVX-VNNI) */
 #endif
 
 /* Weight packing (pack.c): the bytes a tensor takes, and its packing into dst, pair by pair:

@@ -121,6 +121,7 @@ static void cpu_isa_fields(const moe_cpu_kernels *k, moe_device_info *info)
     } levels[] = {
         {"baseline", MOE_CPU_X86 ? "x86-64 SSE2 (SIMDe)" : "NEON/portable (SIMDe)", 4},
         {"avx2", "x86-64 AVX2+FMA+F16C", 8},
+        {"avx2vnni", "x86-64 AVX2+FMA+F16C+AVX-VNNI", 8},
         {"avx512", "x86-64 AVX-512F+F16C", 16},
         {"avx512vnni", "x86-64 AVX-512F/BW/VL+VNNI+F16C", 16},
         {"simde512", "16-lane code emulated by SIMDe at the baseline ISA", 16},

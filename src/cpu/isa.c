@@ -1,7 +1,7 @@
 /*
  * isa.c — run-time choice of the CPU kernel set. The library is never built with
  * -march=native: each ISA level is its own object, and the best one the running CPU
- * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx512|avx512vnni|simde512 forces one, so every
+ * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx2vnni|avx512|avx512vnni|simde512 forces one, so every
  * path can be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe at
  * the baseline ISA: slow, never chosen automatically, runs everywhere; built only with the
  * tests).
@@ -50,6 +50,7 @@ static bool cpu_has(const char *level)
     const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                       (moe_cpu_features() & MOE_FEATURE_F16C);
     if (!strcmp(level, "avx2")) return avx2;
+    if (!strcmp(level, "avx2vnni")) return avx2 && (moe_cpu_features() & MOE_FEATURE_AVX_VNNI);
     const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
     if (!strcmp(level, "avx512")) return avx512;
     if (!strcmp(level, "avx512vnni"))
@@ -69,6 +70,7 @@ const moe_cpu_kernels *moe_cpu_select_kernels(const char **why)
 #if MOE_CPU_X86
         {&moe_cpu_kernels_avx512vnni, "avx512vnni"},
         {&moe_cpu_kernels_avx512, "avx512"},
+        {&moe_cpu_kernels_avx2vnni, "avx2vnni"},
         {&moe_cpu_kernels_avx2, "avx2"},
 #endif
         {&moe_cpu_kernels_baseline, NULL},

@@ -323,10 +323,31 @@ static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned 
 /* ---- integer activations (the avx512vnni and simde512 levels) ------------------------------- */
 
 #if MOE_CPU_INT8
-#if MOE_CPU_LEVEL != 2
-#error "the integer kernels are written for 512-bit vectors"
+/* The integer vocabulary of the two widths that have dot-product instructions: AVX512_VNNI (and
+ * SIMDe's emulation of it, the simde512 level) and AVX-VNNI at 256 bits, which SIMDe does not map
+ * (its 256-bit dpbusd is AVX512VL's), so that level calls the intrinsics itself. MR_INT: rows a
+ * call — 4 integer sums a vector of the pair (2 halves) a row, plus the weights, fit 32 zmm for 4
+ * rows; 16 ymm for 1 (a 256-bit pair is 4 vectors, so one row already keeps 8 sums). */
+#if MOE_CPU_LEVEL == 2
+#define MR_INT               4
+#define ivec_loadu(p)        simde_mm512_loadu_si512(p)
+#define ivec_zero()          simde_mm512_setzero_si512()
+#define ivec_xor(a, b)       simde_mm512_xor_si512((a), (b))
+#define ivec_set1_i8(x)      simde_mm512_set1_epi8(x)
+#define ivec_dpbusd(c, a, b) simde_mm512_dpbusd_epi32((c), (a), (b))
+#define ivec_dpwssd(c, a, b) simde_mm512_dpwssd_epi32((c), (a), (b))
+#elif MOE_CPU_LEVEL == 1 && defined(__AVXVNNI__)
+#include <immintrin.h>
+#define MR_INT               1
+#define ivec_loadu(p)        simde_mm256_loadu_si256(p)
+#define ivec_zero()          simde_mm256_setzero_si256()
+#define ivec_xor(a, b)       simde_mm256_xor_si256((a), (b))
+#define ivec_set1_i8(x)      simde_mm256_set1_epi8(x)
+#define ivec_dpbusd(c, a, b) _mm256_dpbusd_avx_epi32((c), (a), (b))
+#define ivec_dpwssd(c, a, b) _mm256_dpwssd_avx_epi32((c), (a), (b))
+#else
+#error "the integer kernels need 512-bit vectors or AVX-VNNI"
 #endif
-#define MR_INT 4 /* rows a call: 4 integer sums a row (2 panels x 2 halves) plus the weights fit */
 
 /* One row of quantised activations (moe_cpu_quantize_row): quants (int8, or int16 in pairs),
  * then a scale and a sum of quants per 16 values. */
@@ -338,23 +359,22 @@ typedef struct qrow {
 
 /* 4 bytes of a row's quants from byte offset `at`, in every lane: vpdpbusd's signed operand (4
  * int8 activations) or vpdpwssd's (a pair of int16 ones). */
-ALWAYS_INLINE simde__m512i lanes4(const qrow *a, int64_t at)
+ALWAYS_INLINE moe_ivec lanes4(const qrow *a, int64_t at)
 {
     int32_t v;
     memcpy(&v, a->q + at, sizeof v);
-    return simde_mm512_set1_epi32(v);
+    return ivec_set1(v);
 }
 
 /* An int32 as float, rounded once as vcvtdq2ps does; where SIMDe emulates the 512-bit code and
  * has neither that conversion nor a 32-bit arithmetic shift, as hi·65536 + (i & 0xffff) in one
  * fused step, exact until rounded, hi the top 16 bits sign-extended by (x ^ 0x8000) − 0x8000. */
-#if MOE_CPU_NATIVE_512
+#if MOE_CPU_LEVEL == 1 || MOE_CPU_NATIVE_512
 #define vec_from_i32(i) vec_from_int(i)
 #else
 static inline moe_vec vec_from_i32(moe_ivec i)
 {
-    const moe_ivec hi =
-        ivec_sub(simde_mm512_xor_si512(ivec_srli(i, 16), ivec_set1(0x8000)), ivec_set1(0x8000));
+    const moe_ivec hi = ivec_sub(ivec_xor(ivec_srli(i, 16), ivec_set1(0x8000)), ivec_set1(0x8000));
     return vec_fmadd(vec_from_small_int(hi), vec_set1(65536.0f),
                      vec_from_small_int(ivec_and(i, ivec_set1(0xffff))));
 }
@@ -374,50 +394,46 @@ ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, i
     const int32_t zero_point = q4 ? 8 : 128;
     const int qb = wide ? 2 : 1; /* bytes of an activation quant */
     /* Weights as bytes (int8 activations) or as 16-bit pairs: bytes (0, 2) of each word. */
-    const simde__m512i mask =
-        wide ? (q4 ? ivec_set1(0x000f000f) : ivec_set1(0x00ff00ff)) : simde_mm512_set1_epi8(0x0f);
+    const moe_ivec mask = wide ? (q4 ? ivec_set1(0x000f000f) : ivec_set1(0x00ff00ff)) : ivec_set1_i8(0x0f);
     zero_rows(nr, out);
     for (int64_t blk = 0; blk < k_dim / MOE_CPU_BLOCK; blk++) {
         const unsigned char *p = b + (size_t)blk * block_bytes, *q = p + MOE_CPU_SCALES;
         const int64_t k0 = blk * MOE_CPU_BLOCK;
         for (size_t l = 0; l < block_bytes; l += 64) prefetch_line(p + l);
-        simde__m512i s[MR_INT][2][2];
+        moe_ivec s[MR_INT][NV][2];
         for (int r = 0; r < nr; r++)
-            for (int v = 0; v < 2; v++) s[r][v][0] = s[r][v][1] = simde_mm512_setzero_si512();
+            for (int v = 0; v < NV; v++) s[r][v][0] = s[r][v][1] = ivec_zero();
         for (int g = 0; g < (q4 ? 4 : 8); g++) {
-            for (int v = 0; v < 2; v++) {
-                const simde__m512i w = simde_mm512_loadu_si512(q + g * 2 * 64 + v * 64);
+            for (int v = 0; v < NV; v++) { /* columns v·VLEN.. of the pair: 4 bytes each */
+                const moe_ivec w = ivec_loadu(q + g * 4 * PAIR + v * 4 * MOE_VLEN);
                 if (!wide && q4) { /* k 4g..4g+3 in the low nibbles, k 16+4g.. in the high */
-                    const simde__m512i lo = ivec_and(w, mask), hi = ivec_and(ivec_srli(w, 4), mask);
+                    const moe_ivec lo = ivec_and(w, mask), hi = ivec_and(ivec_srli(w, 4), mask);
                     for (int r = 0; r < nr; r++) {
-                        s[r][v][0] = simde_mm512_dpbusd_epi32(s[r][v][0], lo, lanes4(&a[r], k0 + 4 * g));
-                        s[r][v][1] = simde_mm512_dpbusd_epi32(s[r][v][1], hi, lanes4(&a[r], k0 + 16 + 4 * g));
+                        s[r][v][0] = ivec_dpbusd(s[r][v][0], lo, lanes4(&a[r], k0 + 4 * g));
+                        s[r][v][1] = ivec_dpbusd(s[r][v][1], hi, lanes4(&a[r], k0 + 16 + 4 * g));
                     }
                 } else if (!wide) { /* Q8_0: k 4g..4g+3, in the first half for g < 4 */
                     for (int r = 0; r < nr; r++)
-                        s[r][v][g / 4] =
-                            simde_mm512_dpbusd_epi32(s[r][v][g / 4], w, lanes4(&a[r], k0 + 4 * g));
+                        s[r][v][g / 4] = ivec_dpbusd(s[r][v][g / 4], w, lanes4(&a[r], k0 + 4 * g));
                 } else if (q4) { /* pairs (k 4g, 4g+2), (4g+1, 4g+3), and the same + 16 */
-                    const simde__m512i e[4] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask),
-                                               ivec_and(ivec_srli(w, 4), mask),
-                                               ivec_and(ivec_srli(w, 12), mask)};
+                    const moe_ivec e[4] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask),
+                                           ivec_and(ivec_srli(w, 4), mask), ivec_and(ivec_srli(w, 12), mask)};
                     for (int r = 0; r < nr; r++)
                         for (int j = 0; j < 4; j++) {
                             const int64_t k = k0 + 4 * g + (j & 1) * 2 + (j / 2) * 16;
-                            s[r][v][j / 2] =
-                                simde_mm512_dpwssd_epi32(s[r][v][j / 2], e[j], lanes4(&a[r], k * qb));
+                            s[r][v][j / 2] = ivec_dpwssd(s[r][v][j / 2], e[j], lanes4(&a[r], k * qb));
                         }
                 } else { /* Q8_0, int16: pairs (k 4g, 4g+2) and (4g+1, 4g+3) */
-                    const simde__m512i e[2] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask)};
+                    const moe_ivec e[2] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask)};
                     for (int r = 0; r < nr; r++)
                         for (int j = 0; j < 2; j++)
-                            s[r][v][g / 4] = simde_mm512_dpwssd_epi32(
-                                s[r][v][g / 4], e[j], lanes4(&a[r], (k0 + 4 * g + 2 * j) * qb));
+                            s[r][v][g / 4] =
+                                ivec_dpwssd(s[r][v][g / 4], e[j], lanes4(&a[r], (k0 + 4 * g + 2 * j) * qb));
                 }
             }
         }
-        for (int v = 0; v < 2; v++) {
-            const moe_vec dw = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_CPU_PANEL);
+        for (int v = 0; v < NV; v++) {
+            const moe_vec dw = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
             for (int r = 0; r < nr; r++) {
                 moe_vec half[2];
                 for (int h = 0; h < 2; h++) {
@@ -585,6 +601,8 @@ static void axpy(int64_t n, float a, const float *x, float *y)
 #endif
 #if defined(SIMDE_X86_AVX512VNNI_NATIVE)
 #define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX512_VNNI)
+#elif MOE_CPU_INT8 && defined(__AVXVNNI__)
+#define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX_VNNI)
 #else
 #define FEATURES_USED FEATURES_F16C
 #endif

@@ -30,3 +30,13 @@ for p in mixtral-8x7b qwen1.5-moe-a2.7b qwen3-30b-a3b olmoe-1b-7b deepseek-v2-li
     bench "quality-$p" --backend cpu --preset "$p" --tokens 16 --weights q8_0,q4_0 --activations f32,q8_0 --iters 3 \
         --no-bandwidth
 done
+# Two more samples of each decode run (the machine swings ±15% between runs), and the 256-bit
+# integer kernels (AVX-VNNI, forced: the CPU's best is avx512vnni).
+for run in 2 3; do
+    for p in qwen3-30b-a3b olmoe-1b-7b; do
+        bench "decode-$p-$run" --backend cpu --preset "$p" --tokens 1 --weights f32,bf16,q8_0,q4_0 \
+            --activations f32,q8_0 --layers auto --min-time 3
+    done
+done
+MOE_CPU_ISA=avx2vnni bench decode-avx2vnni-qwen3-30b-a3b --backend cpu --preset qwen3-30b-a3b --tokens 1 \
+    --weights q8_0,q4_0 --activations f32,q8_0 --layers auto --min-time 3
