@@ -82,6 +82,8 @@ typedef struct bench_config {
     const char *layers_arg;      /* --layers as given */
     int64_t layers;              /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
     int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */
+    int async;                   /* --async: also time the layers as one chain, one wait at the end
+                                    against a wait per layer */
     /* serving simulation */
     int serve;
     double rate, duration, slo_ms;

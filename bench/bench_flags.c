@@ -149,6 +149,9 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
          "independent layers cycled through by the forwards, as a model's are, each with its own input; "
          "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
+        OPT_FLAG("async", async,
+                 "also time the --layers layers as one chain through device buffers: submitted "
+                 "asynchronously with one wait at the end, against a wait after each layer"),
         OPT_FLAG("no-bandwidth", no_bandwidth,
                  "do not measure the machine's read bandwidth (no % of it per result)"),
         OPT_FLAG("serve", serve, "serving simulation instead of the forward benchmark"),
@@ -343,6 +346,8 @@ static bench_parse_result check(bench_config *c)
         if (c->weights.act[i] != MOE_DTYPE_F32) return fail("--activations q8_0 and --serve do not combine");
     if (c->serve && c->layers != 1)
         return fail("--layers and --serve do not combine (a stream runs one layer)");
+    if (c->serve && c->async)
+        return fail("--async and --serve do not combine (--async times a chain of layers)");
     if (c->top_k > c->experts) {
         snprintf(msg, sizeof msg, "--top-k (%" PRId64 ") must not exceed --experts (%" PRId64 ")", c->top_k,
                  c->experts);

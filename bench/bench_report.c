@@ -305,6 +305,20 @@ void bench_print_bandwidth(FILE *out, const bench_result *r)
     fputc('\n', out);
 }
 
+void bench_print_async(FILE *out, const bench_result *r)
+{
+    if (r->chain_one_wait.n == 0) return;
+    char lbl[32];
+    const double waits = r->chain_waits.median, one = r->chain_one_wait.median;
+    fprintf(out,
+            "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
+            " layers, a wait after each %.3f ms, one wait "
+            "at the end %.3f ms (%.2fx; medians of %zu)\n",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
+            r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
+}
+
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
@@ -478,6 +492,16 @@ cJSON *bench_result_json(const bench_result *r)
                             isfinite(r->act_rel_l2));
         }
     }
+    cJSON *chain = r->chain_one_wait.n > 0 ? cJSON_CreateObject() : NULL;
+    if (chain) {
+        cJSON_AddNumberToObject(chain, "layers", (double)r->layers);
+        add_or_null(chain, "waits_ms", summary_ms(&r->chain_waits), 1);
+        add_or_null(chain, "one_wait_ms", summary_ms(&r->chain_one_wait), 1);
+        cJSON_AddNumberToObject(
+            chain, "speedup",
+            r->chain_one_wait.median > 0.0 ? r->chain_waits.median / r->chain_one_wait.median : 0.0);
+    }
+    add_or_null(o, "async_chain", chain, chain != NULL);
     add_or_null(o, "reference", ref, r->has_ref);
     if (r->has_ref)
         cJSON_AddNumberToObject(o, "speedup_vs_reference", bench_result_speedup(r));

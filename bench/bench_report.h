@@ -36,6 +36,8 @@ void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc 
 const char *bench_format_label(moe_dtype weights, moe_dtype activations, char *buf, size_t size);
 void bench_print_table_header(FILE *out);
 void bench_print_row(FILE *out, const bench_result *r);
+/* --async: the chain of layers with a wait per layer and with one wait (nothing without it). */
+void bench_print_async(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);
 /* The first forward's time, apart from the statistics (kernel compilation shows here). */
 void bench_print_first(FILE *out, const bench_result *r);

@@ -423,6 +423,75 @@ static int count_routing(moe_context *ctx, const layer_cycle *cy, const moe_laye
     return 0;
 }
 
+/* One chain of the cycle's layers in order, each on its own input buffer, all into `y`: a wait
+ * after each layer, or (async) one at the end. */
+static moe_status run_chain(const layer_cycle *cy, moe_context *ctx, moe_buffer *const *x, moe_buffer *y,
+                            int64_t tokens, int async)
+{
+    moe_status st = MOE_OK;
+    for (int64_t i = 0; i < cy->n && st == MOE_OK; i++)
+        st = async ? moe_layer_forward_async(cy->layers[i], tokens, x[i], y)
+                   : moe_layer_forward_buffers(cy->layers[i], tokens, x[i], y, NULL);
+    const moe_status w = moe_context_wait(ctx);
+    return st != MOE_OK ? st : w;
+}
+
+/* --async: chains with a wait per layer and with one wait, alternately (so drift on a shared
+ * machine touches both alike), until --min-time has passed for both (at least MIN_TIMED_ITERS
+ * each) or --iters each. Each layer reads its own input — a real chain feeds one layer's output
+ * to the next, but these random layers would shrink the activations to denormals within a few
+ * layers (no residuals, no norms) and time the CPU's denormal arithmetic; the device orders
+ * the forwards the same either way (each writes y, which the next also writes). */
+static int time_chains(const bench_config *c, moe_context *ctx, const layer_cycle *cy, int64_t tokens,
+                       bench_result *r)
+{
+    const int64_t d_model = cy->d_model;
+    moe_buffer **x = calloc((size_t)cy->n, sizeof *x), *y = NULL;
+    size_t cap = c->iters > 0 ? (size_t)c->iters : 1024, n = 0;
+    double *t_waits = malloc(cap * sizeof(double)), *t_one = malloc(cap * sizeof(double)), total = 0.0;
+    int rc = 0;
+    moe_status st = MOE_OK;
+    const char *call = "moe_buffer_create";
+    if (!x || !t_waits || !t_one) {
+        fprintf(stderr, BENCH_PROG ": out of host memory for the --async chains\n");
+        rc = BENCH_EXIT_LIBRARY;
+    }
+    for (int64_t i = 0; rc == 0 && st == MOE_OK && i < cy->n; i++) {
+        st = moe_buffer_create(ctx, tokens * d_model, &x[i]);
+        if (st == MOE_OK) st = moe_buffer_write(x[i], 0, tokens * d_model, bench_data_x(cy->b, i, d_model));
+    }
+    if (rc == 0 && st == MOE_OK) st = moe_buffer_create(ctx, tokens * d_model, &y);
+    if (rc == 0 && st == MOE_OK) {
+        call = "a chain of forwards";
+        st = run_chain(cy, ctx, x, y, tokens, 1); /* untimed: the first use of the buffers */
+    }
+    while (rc == 0 && st == MOE_OK && n < cap) {
+        if (c->iters == 0 && n >= MIN_TIMED_ITERS && total >= c->min_time) break;
+        double t0 = bench_now();
+        st = run_chain(cy, ctx, x, y, tokens, 0);
+        double t1 = bench_now();
+        if (st != MOE_OK) break;
+        t_waits[n] = t1 - t0;
+        t0 = bench_now();
+        st = run_chain(cy, ctx, x, y, tokens, 1);
+        t1 = bench_now();
+        t_one[n] = t1 - t0;
+        total += t_one[n] + t_waits[n];
+        n += st == MOE_OK;
+    }
+    if (rc == 0 && st != MOE_OK) rc = bench_library_error(call, st, ctx);
+    if (rc == 0) {
+        r->chain_waits = bench_summarize(t_waits, n);
+        r->chain_one_wait = bench_summarize(t_one, n);
+    }
+    for (int64_t i = 0; x && i < cy->n; i++) moe_buffer_destroy(x[i]);
+    moe_buffer_destroy(y);
+    free(x);
+    free(t_waits);
+    free(t_one);
+    return rc;
+}
+
 int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
                   const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
                   bench_result *r)
@@ -460,6 +529,10 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     free(wall);
     free(dev);
 
+    if (c->async) {
+        rc = time_chains(c, ctx, &cy, tokens, r);
+        if (rc) return rc;
+    }
     rc = count_routing(ctx, &cy, d, tokens, b, r);
     if (rc) return rc;
 

@@ -98,6 +98,11 @@ typedef struct bench_result {
     double act_rel_l2;    /* int8 activations: against the reference on the format's weights with
                              float32 activations (what the int8 rounding costs) */
     int ref_compared;
+    /* --async: the `layers` layers as one chain of forwards through device buffers (layer i on
+     * its own input, all into one output buffer), seconds per chain: a wait after every layer
+     * (moe_layer_forward_buffers) and one wait at the end (moe_layer_forward_async), timed
+     * alternately. n = 0 without --async. */
+    bench_summary chain_waits, chain_one_wait;
 } bench_result;
 
 /* Weight bytes one forward reads, in d's storage formats: the fixed weights plus one expert's

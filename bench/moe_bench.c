@@ -250,6 +250,7 @@ static int run_forward(run_state *rs)
     bench_progress_clear(&rs->bar);
     for (size_t i = 0; i < n_results; i++) bench_print_bandwidth(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
+    for (size_t i = 0; i < n_results; i++) bench_print_async(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
         if (results[i].ref_compared) bench_print_reference(stdout, &results[i]);
     if (rs->has_ref)

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  3
+#define MOE_VERSION_MINOR  4
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -84,7 +84,10 @@ typedef enum moe_status {
     MOE_ERROR_UNSUPPORTED = -12,         /* valid request the chosen backend/device cannot do */
     MOE_ERROR_IO = -13,                  /* a file could not be opened, read or written */
     MOE_ERROR_FORMAT = -14,              /* a file's contents are malformed */
-    MOE_ERROR_INTERNAL = -15             /* a bug in moe: please report it */
+    MOE_ERROR_INTERNAL = -15,            /* a bug in moe: please report it */
+    MOE_ERROR_BUSY = -16                 /* (0.4.0) the object is in use by a forward still in
+                                            flight (moe_layer_forward_async): moe_context_wait
+                                            first */
 } moe_status;
 
 /* "MOE_ERROR_INVALID_SIZE" style name of a status; never NULL. */
@@ -214,12 +217,18 @@ typedef struct moe_context_desc {
                                  when n_threads is 0 */
     moe_log_fn log;           /* optional; receives the library's only text output */
     void *log_user_data;
-    moe_log_level log_level; /* messages up to this level reach `log`; default ERROR */
-    const char *device_name; /* (0.3.0) NULL or "": any name; else only devices whose name
-                                contains it, ASCII case-insensitively ("4090", "llvmpipe").
-                                Read during moe_context_create only */
-    uint32_t device_types;   /* (0.3.0) 0: any type; else only devices whose type's
-                                MOE_DEVICE_TYPE_BIT is set (e.g. DISCRETE_GPU | INTEGRATED_GPU) */
+    moe_log_level log_level;     /* messages up to this level reach `log`; default ERROR */
+    const char *device_name;     /* (0.3.0) NULL or "": any name; else only devices whose name
+                                    contains it, ASCII case-insensitively ("4090", "llvmpipe").
+                                    Read during moe_context_create only */
+    uint32_t device_types;       /* (0.3.0) 0: any type; else only devices whose type's
+                                    MOE_DEVICE_TYPE_BIT is set (e.g. DISCRETE_GPU | INTEGRATED_GPU) */
+    const void *external_device; /* (0.4.0) NULL: the context opens its own device. Else the
+                                    application's own objects to run on, a moe_opencl_device
+                                    (moe_opencl.h) or a moe_vulkan_device (moe_vulkan.h); its
+                                    `backend` field says which, and `backend` here must be AUTO
+                                    or the same. device_index, device_name and device_types
+                                    must then be unset. Read during moe_context_create only */
 } moe_context_desc;
 
 /* (0.3.0) Fills desc's device choice from one text, the way the tools' --device reads it: a
@@ -232,7 +241,12 @@ MOE_API moe_status moe_context_desc_set_device(moe_context_desc *desc, const cha
 
 /* Creates a context. `desc` may be NULL (all defaults). */
 MOE_API moe_status moe_context_create(const moe_context_desc *desc, moe_context **out_context);
-/* Destroy the context's layers and buffers first: they live in its arena. */
+/* Destroy the context's layers and buffers first: they live in its arena. A context destroyed
+ * while some are still alive is not freed at once (that would pull the memory from under
+ * them): the call records MOE_ERROR_BUSY with a message counting them (moe_last_error, the log
+ * callback), the context takes no new work (its live layers' and buffers' calls fail with
+ * MOE_ERROR_INVALID_ARGUMENT, their _destroy works) and it is released with the last of them.
+ * Forwards in flight are waited for first. */
 MOE_API void moe_context_destroy(moe_context *context);
 /* The backend and device the context runs on (what AUTO chose). */
 MOE_API moe_backend_kind moe_context_backend(const moe_context *context);
@@ -439,6 +453,9 @@ typedef struct moe_forward_stats {
  * context's arena. */
 MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *desc,
                                     const moe_layer_weights *weights, moe_layer **out_layer);
+/* A layer (or buffer) destroyed while a forward that uses it is in flight: the context's
+ * forwards are waited for first, and MOE_ERROR_BUSY is recorded with a message saying so
+ * (moe_last_error, moe_context_error, the log callback) — never freed under the device. */
 MOE_API void moe_layer_destroy(moe_layer *layer);
 /* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
  * desc.activation_dtype asked for it and this backend runs integer dot products on the
@@ -470,6 +487,28 @@ MOE_API moe_status moe_buffer_read(const moe_buffer *buffer, int64_t offset, int
  * the same buffer. No host round trip of activations. */
 MOE_API moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x,
                                              moe_buffer *y, moe_forward_stats *stats);
+
+/* (0.4.0) Asynchronous forwards. moe_layer_forward_async checks its arguments, records the forward
+ * and hands it to the device, and returns without waiting: a chain of layers (y of one the x of
+ * the next) runs on the device back to back, and one moe_context_wait completes them all. The
+ * device runs a context's forwards in the order they were submitted, so a forward may read the
+ * y of one still in flight. Until the wait:
+ *  - moe_buffer_read / moe_buffer_write on a buffer an unfinished forward uses (x or y) fail
+ *    with MOE_ERROR_BUSY and leave the host memory untouched;
+ *  - moe_layer_forward and moe_layer_forward_buffers may be called: they run after the
+ *    forwards in flight and, as always, return complete — which completes those too;
+ *  - destroying a layer, a buffer or the context in flight waits first (see their _destroy).
+ * A failure while the device ran a forward (MOE_ERROR_DEVICE_LOST, ...) is returned by
+ * moe_context_wait. On the CPU backend the forward runs on the context's worker threads during
+ * the call (the CPU is the device), so the wait has nothing left to do; the rules above hold all
+ * the same. No stats: a forward that wants them is a moe_layer_forward_buffers. At most
+ * a backend-set number of forwards is queued at once (Vulkan: one command buffer each); a
+ * submission past it waits for the oldest first. */
+MOE_API moe_status moe_layer_forward_async(moe_layer *layer, int64_t n_tokens, const moe_buffer *x,
+                                           moe_buffer *y);
+/* Waits until every forward submitted on the context has completed; returns the first failure
+ * any of them met (MOE_OK when there were none in flight). */
+MOE_API moe_status moe_context_wait(moe_context *context);
 
 /* ---------------------------------------------------------------------------------------
  * Hugging Face checkpoints: a model directory — config.json plus model.safetensors, or the

@@ -19,11 +19,12 @@ const moe_abi_struct moe_abi_device_info = {
     sizeof(moe_device_info),
     {MOE_ABI_END(moe_device_info, fp16), MOE_ABI_END(moe_device_info, features_used) /* 0.2.0 */},
     V010};
-const moe_abi_struct moe_abi_context_desc = {
-    "moe_context_desc",
-    sizeof(moe_context_desc),
-    {MOE_ABI_END(moe_context_desc, log_level), MOE_ABI_END(moe_context_desc, device_types) /* 0.3.0 */},
-    V010};
+const moe_abi_struct moe_abi_context_desc = {"moe_context_desc",
+                                             sizeof(moe_context_desc),
+                                             {MOE_ABI_END(moe_context_desc, log_level),
+                                              MOE_ABI_END(moe_context_desc, device_types) /* 0.3.0 */,
+                                              MOE_ABI_END(moe_context_desc, external_device) /* 0.4.0 */},
+                                             V010};
 const moe_abi_struct moe_abi_arena_stats = {
     "moe_arena_stats", sizeof(moe_arena_stats), {MOE_ABI_END(moe_arena_stats, scratch_reservations)}, V010};
 const moe_abi_struct moe_abi_layer_desc = {"moe_layer_desc",
@@ -42,6 +43,7 @@ const moe_abi_struct moe_abi_layer_desc = {"moe_layer_desc",
                    #type ": the version ending at " #last " fits in the tail padding of the one before it")
 MOE_ABI_ENDS_PAST_PADDING(moe_device_info, fp16, features_used);
 MOE_ABI_ENDS_PAST_PADDING(moe_context_desc, log_level, device_types);
+MOE_ABI_ENDS_PAST_PADDING(moe_context_desc, device_types, external_device);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, drop_policy, shared_weight_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, shared_weight_dtype, activation_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_weights, shared_expert_gate, shared_dtype);

@@ -4,9 +4,11 @@
  * The forward's orchestration lives once in the core (layer.c): it lays out the scratch
  * region, then calls the steps below in order. A backend only supplies buffers, weight
  * upload in whatever layout its kernels like, and the kernel steps. GPU backends record the
- * steps into one submission and run it at `finish`; the CPU backend runs each step when
- * called. Every slot is required (the core calls them without checking); a backend that
- * cannot do what a step asks returns MOE_ERROR_UNSUPPORTED from it, with the reason.
+ * steps into one submission, hand it to the device at `submit` and complete it at `wait`
+ * (several forwards may be submitted before one wait: the device runs them in submission order,
+ * each seeing the previous one's writes); the CPU backend runs each step when called. Every slot is required
+ * (the core calls them without checking); a backend that cannot do what a step asks returns
+ * MOE_ERROR_UNSUPPORTED from it, with the reason.
  */
 #ifndef MOE_BACKEND_H
 #define MOE_BACKEND_H
@@ -196,14 +198,19 @@ typedef struct moe_backend_ops {
     size_t (*weight_bytes)(moe_backend *be, const moe_weight_src *src);
     moe_status (*weight_upload)(moe_backend *be, moe_addr dst, const moe_weight_src *src);
 
-    /* Forward steps, called in this order between begin and finish. */
+    /* Forward steps, called in this order between begin and submit. */
     moe_status (*begin)(moe_backend *be);
     moe_status (*route)(moe_backend *be, const moe_route_step *step);
     moe_status (*plan)(moe_backend *be, const moe_plan_step *step);
     moe_status (*ffn)(moe_backend *be, const moe_ffn_step *step);
     moe_status (*combine)(moe_backend *be, const moe_combine_step *step);
     moe_status (*stats)(moe_backend *be, const moe_stats_step *step);
-    moe_status (*finish)(moe_backend *be); /* waits until every step has completed */
+    /* Ends the forward begun at `begin` and hands it to the device, without waiting; a step's
+     * failure while recording is returned here, and nothing is submitted then. */
+    moe_status (*submit)(moe_backend *be);
+    /* Waits until every submitted forward has completed; the first failure of any (execution
+     * errors, a lost device). Sets last_device_ms from the last one. */
+    moe_status (*wait)(moe_backend *be);
 } moe_backend_ops;
 
 /* The common head of every backend instance. */
@@ -211,7 +218,7 @@ struct moe_backend {
     const moe_backend_ops *ops;
     moe_context *ctx;      /* for error reporting */
     size_t alignment;      /* buffer offset alignment, a power of two */
-    double last_device_ms; /* set by finish: device time of the steps since begin */
+    double last_device_ms; /* set by wait: device time of the last forward's steps */
     size_t staging_bytes;  /* host-visible transfer memory the backend holds */
     int64_t row_tile;      /* rows per GEMM tile: each expert's rows are padded to it */
     bool int_dot;          /* runs Q8_0 / Q4_0 experts on integer activations when a layer asks */

@@ -183,6 +183,7 @@ static moe_status create_backend(moe_context *ctx, moe_backend_kind kind, const 
         return moe_fail(ctx, MOE_ERROR_BACKEND_UNAVAILABLE, "backend '%s' is not built into this library",
                         moe_backend_name(kind));
     moe_context_desc chosen = *desc; /* the backends read device_index as their own index */
+    if (desc->external_device) return ops->create(ctx, &chosen, &ctx->be); /* the backend checks it */
     moe_status st = find_device(ctx, ops, desc, for_auto, &chosen.device_index);
     return st == MOE_OK ? ops->create(ctx, &chosen, &ctx->be) : st;
 }
@@ -249,6 +250,26 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     /* The same bound on every backend (the CPU backend uses it; the others ignore it). */
     moe_status vst = moe_validate_threads(NULL, desc.n_threads);
     if (vst != MOE_OK) return vst;
+    if (desc.external_device) {
+        /* The application's device: its struct's second field names the API (moe_opencl.h,
+         * moe_vulkan.h), and nothing is chosen. */
+        moe_backend_kind ext;
+        memcpy(&ext, (const char *)desc.external_device + sizeof(size_t), sizeof ext);
+        if (ext != MOE_BACKEND_VULKAN && ext != MOE_BACKEND_OPENCL)
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                            "external_device.backend is %d: a moe_vulkan_device has MOE_BACKEND_VULKAN, a "
+                            "moe_opencl_device MOE_BACKEND_OPENCL",
+                            (int)ext);
+        if (desc.backend != MOE_BACKEND_AUTO && desc.backend != ext)
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                            "backend '%s' with an external %s device: leave backend AUTO or make them agree",
+                            moe_backend_name(desc.backend), moe_backend_name(ext));
+        if (desc.device_index != 0 || (desc.device_name && *desc.device_name) || desc.device_types != 0)
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                            "device_index, device_name and device_types choose among the devices moe opens; "
+                            "with external_device the application has chosen: leave them unset");
+        desc.backend = ext;
+    }
     if (desc.backend == MOE_BACKEND_AUTO) desc.backend = env_backend();
     if (desc.backend == MOE_BACKEND_AUTO && desc.device_index != 0)
         return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
@@ -299,12 +320,90 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     return MOE_OK;
 }
 
-void moe_context_destroy(moe_context *ctx)
+static void free_context(moe_context *ctx)
 {
-    if (!ctx) return;
     moe_arena_release(&ctx->arena);
     if (ctx->be) ctx->be->ops->destroy(ctx->be);
     moe_free(ctx);
+}
+
+void moe_context_destroy(moe_context *ctx)
+{
+    if (!ctx) return;
+    if (ctx->destroyed) return; /* already destroyed, waiting for its last layer or buffer */
+    if (ctx->completed < ctx->submitted) moe_context_wait_all(ctx);
+    if (ctx->n_layers > 0 || ctx->n_buffers > 0) {
+        /* Freeing now would pull the arena and the device from under them (their _destroy
+         * frees into both): the context stays until the last of them goes. */
+        ctx->destroyed = true;
+        moe_fail(ctx, MOE_ERROR_BUSY,
+                 "moe_context_destroy: %lld layer(s) and %lld buffer(s) of this context are still alive; "
+                 "destroy them first — the context is released with the last of them",
+                 (long long)ctx->n_layers, (long long)ctx->n_buffers);
+        return;
+    }
+    free_context(ctx);
+}
+
+moe_status moe_context_wait_all(moe_context *ctx)
+{
+    if (ctx->completed == ctx->submitted) return MOE_OK;
+    const moe_status st = ctx->be->ops->wait(ctx->be);
+    ctx->completed = ctx->submitted;
+    return st;
+}
+
+moe_status moe_context_wait(moe_context *ctx)
+{
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
+    moe_clear_error(ctx);
+    return moe_context_wait_all(ctx);
+}
+
+moe_status moe_context_expect_backend(const moe_context *ctx, const moe_backend_ops *ops, const char *what)
+{
+    moe_context *c = (moe_context *)ctx; /* for the error message only */
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "%s: context is NULL", what);
+    moe_clear_error(c);
+    if (ctx->be->ops != ops)
+        return moe_fail(c, MOE_ERROR_INVALID_ARGUMENT, "%s: the context runs on backend '%s', not %s", what,
+                        ctx->be->ops->name, ops->name);
+    return MOE_OK;
+}
+
+moe_status moe_check_struct_size(moe_context *ctx, const void *s, size_t size, const char *name)
+{
+    size_t got;
+    memcpy(&got, s, sizeof got); /* struct_size, the first field */
+    if (got == size) return MOE_OK;
+    return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                    "%s.struct_size is %zu; this library's is %zu (set it to sizeof(%s))", name, got, size,
+                    name);
+}
+
+moe_status moe_context_check_live(moe_context *ctx, const char *what)
+{
+    if (!ctx->destroyed) return MOE_OK;
+    return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                    "%s: the context was destroyed (moe_context_destroy); only _destroy calls are left for "
+                    "its layers and buffers",
+                    what);
+}
+
+void moe_context_child_destroying(moe_context *ctx, uint64_t serial, const char *what)
+{
+    if (!moe_in_flight(ctx, serial)) return;
+    const moe_status st = moe_context_wait_all(ctx);
+    moe_fail(ctx, MOE_ERROR_BUSY,
+             "%s: destroyed while a forward using it was in flight (call moe_context_wait first); waited for "
+             "the context's forwards before freeing it%s%s",
+             what, st != MOE_OK ? ", which failed: " : "", st != MOE_OK ? moe_status_string(st) : "");
+}
+
+void moe_context_release_child(moe_context *ctx, int64_t *count)
+{
+    (*count)--;
+    if (ctx->destroyed && ctx->n_layers == 0 && ctx->n_buffers == 0) free_context(ctx);
 }
 
 moe_backend_kind moe_context_backend(const moe_context *ctx)

@@ -92,6 +92,13 @@ void moe_arena_release(moe_arena *arena);
 struct moe_context {
     moe_backend *be;
     moe_arena arena;
+    /* Asynchronous forwards: each submission gets the next serial; an object whose serial is
+     * above `completed` is used by a forward still in flight (moe_layer_forward_async). */
+    uint64_t submitted, completed;
+    /* Live layers and buffers: a context destroyed before them is only marked `destroyed`,
+     * and freed with the last of them (moe_context_release_child). */
+    int64_t n_layers, n_buffers;
+    bool destroyed;
     moe_log_fn log;
     void *log_user_data;
     moe_log_level log_level;
@@ -106,7 +113,10 @@ typedef struct moe_layer_addrs {
 
 struct moe_layer {
     moe_context *ctx;
-    moe_layer_desc desc; /* normalised: defaults filled in */
+    uint64_t serial;      /* the last submission that used it */
+    int64_t pins;         /* recordings that use it (moe_vulkan_layer_record) */
+    bool destroy_pending; /* destroyed while pinned: freed with the last pin */
+    moe_layer_desc desc;  /* normalised: defaults filled in */
     moe_backend_buffer *weights;
     size_t weights_bytes;
     moe_layer_addrs w;
@@ -115,9 +125,25 @@ struct moe_layer {
 
 struct moe_buffer {
     moe_context *ctx;
+    uint64_t serial;      /* the last submission that used it */
+    int64_t pins;         /* recordings that use it */
+    bool destroy_pending; /* destroyed while pinned: freed with the last pin */
     moe_backend_buffer *buf;
+    size_t offset; /* where element 0 is in buf (an application's buffer: its offset) */
+    bool wrapped;  /* buf wraps an application's buffer: not the arena's, not counted in it */
     int64_t n_elements;
 };
+
+/* A moe_buffer over `buf`, a backend buffer that wraps an application's own buffer
+ * (moe_opencl_buffer_wrap, moe_vulkan_buffer_wrap): n_elements floats from byte `offset`. On
+ * failure `buf` is freed with the backend's buffer_free. */
+moe_status moe_buffer_wrap(moe_context *ctx, moe_backend_buffer *buf, size_t offset, int64_t n_elements,
+                           moe_buffer **out);
+/* The address of a buffer's element 0. */
+static inline moe_addr moe_buffer_addr(const moe_buffer *b)
+{
+    return (moe_addr){b->buf, b->offset};
+}
 
 /* ---- weight formats (dtype.c) ---------------------------------------------------------- */
 
@@ -198,5 +224,40 @@ bool moe_cache_write(moe_context *ctx, const char *path, const void *head, size_
 /* ---- backends (context.c) ------------------------------------------------------------- */
 
 const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind);
+
+/* ---- asynchronous forwards and object lifetimes (context.c) ------------------------------ */
+
+/* The embedding headers' calls (moe_vulkan.h, moe_opencl.h): `ctx` runs on `ops` (clears the
+ * error first), else MOE_ERROR_NULL_POINTER / MOE_ERROR_INVALID_ARGUMENT naming `what`. */
+moe_status moe_context_expect_backend(const moe_context *ctx, const moe_backend_ops *ops, const char *what);
+/* Their structs have one version so far: struct_size must be `size` exactly. */
+moe_status moe_check_struct_size(moe_context *ctx, const void *s, size_t size, const char *name);
+
+/* The forward on buffers with the backend recording into what the caller set up (Vulkan:
+ * b->record_into, an application's command buffer) instead of submitting: validated and laid
+ * out as every forward, on a scratch region of its own (the caller's from then on, to free with
+ * moe_arena_free(..., MOE_BACKEND_BUFFER_SCRATCH)), nothing submitted or waited for. */
+moe_status moe_layer_forward_record(moe_layer *layer, int64_t n_tokens, const moe_buffer *x, moe_buffer *y,
+                                    moe_backend_buffer **scratch, size_t *scratch_bytes);
+/* A recording holds its layer and buffers: destroyed meanwhile, they are freed at the unpin. */
+void moe_layer_unpin(moe_layer *layer);
+void moe_buffer_unpin(moe_buffer *buffer);
+
+/* True while a submission with this serial has not been waited for. */
+static inline bool moe_in_flight(const moe_context *ctx, uint64_t serial)
+{
+    return serial > ctx->completed;
+}
+/* Waits for every submission (backend wait); `completed` catches up even on failure: the
+ * device is done with them either way. */
+moe_status moe_context_wait_all(moe_context *ctx);
+/* MOE_OK, or MOE_ERROR_INVALID_ARGUMENT when `ctx` was destroyed (moe_context_destroy with
+ * live layers or buffers): `what` names the call. */
+moe_status moe_context_check_live(moe_context *ctx, const char *what);
+/* A layer's or buffer's _destroy: waits when its `serial` is still in flight (recording
+ * MOE_ERROR_BUSY naming `what`), then, after the caller freed the object, drops the count and
+ * frees a destroyed context with its last child. */
+void moe_context_child_destroying(moe_context *ctx, uint64_t serial, const char *what);
+void moe_context_release_child(moe_context *ctx, int64_t *count);
 
 #endif /* MOE_INTERNAL_H */

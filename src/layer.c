@@ -79,6 +79,7 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
         moe_free(layer);
         return st;
     }
+    ctx->n_layers++; /* from here moe_layer_destroy undoes it all */
     for (size_t i = 0; i < n_items && st == MOE_OK; i++) {
         if (!all[i].dst) continue;
         all[i].dst->buf = layer->weights;
@@ -101,8 +102,10 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
     if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    moe_status st = moe_context_check_live(ctx, "moe_layer_create");
+    if (st != MOE_OK) return st;
     moe_layer_weights w = {.struct_size = sizeof w};
-    moe_status st = moe_abi_in(ctx, &moe_abi_layer_weights, weights, &w);
+    st = moe_abi_in(ctx, &moe_abi_layer_weights, weights, &w);
     if (st != MOE_OK) return st;
     weights = &w;
     moe_layer_desc d;
@@ -140,11 +143,34 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     return st;
 }
 
+static void layer_free(moe_layer *layer);
+
 void moe_layer_destroy(moe_layer *layer)
 {
-    if (!layer) return;
-    moe_arena_free(&layer->ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
+    if (!layer || layer->destroy_pending) return;
+    if (layer->pins > 0) { /* an application's command buffer still holds it */
+        layer->destroy_pending = true;
+        moe_fail(layer->ctx, MOE_ERROR_BUSY,
+                 "moe_layer_destroy: %lld recorded forward(s) use the layer (moe_vulkan_layer_record); it is "
+                 "freed when the last is destroyed",
+                 (long long)layer->pins);
+        return;
+    }
+    layer_free(layer);
+}
+
+void moe_layer_unpin(moe_layer *layer)
+{
+    if (--layer->pins == 0 && layer->destroy_pending) layer_free(layer);
+}
+
+static void layer_free(moe_layer *layer)
+{
+    moe_context *ctx = layer->ctx;
+    moe_context_child_destroying(ctx, layer->serial, "moe_layer_destroy");
+    moe_arena_free(&ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
     moe_free(layer);
+    moe_context_release_child(ctx, &ctx->n_layers);
 }
 
 moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
@@ -340,8 +366,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
     }
     if (st == MOE_OK) st = ops->combine(be, &combine);
     if (st == MOE_OK && want_losses) st = ops->stats(be, &stats);
-    const moe_status fin = ops->finish(be);
-    return st != MOE_OK ? st : fin;
+    const moe_status sub = ops->submit(be);
+    return st != MOE_OK ? st : sub;
 }
 
 static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *L, moe_forward_stats *s)
@@ -371,14 +397,25 @@ static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *
     return st;
 }
 
-/* Both forwards: x/y are host pointers, or (when NULL) the device buffers xb/yb. */
+typedef enum forward_mode {
+    FORWARD_WAIT,   /* submit, then wait: moe_layer_forward, moe_layer_forward_buffers */
+    FORWARD_SUBMIT, /* return once submitted: moe_layer_forward_async */
+    FORWARD_RECORD  /* the backend records where it was told to; nothing submitted */
+} forward_mode;
+
+/* Every forward: x/y are host pointers, or (when NULL) the device buffers xb/yb (the only
+ * choice with FORWARD_SUBMIT and FORWARD_RECORD). FORWARD_RECORD gives the forward a scratch
+ * region of its own, returned in *record_scratch (*record_bytes bytes) on success. */
 static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
-                          moe_buffer *yb, moe_forward_stats *stats)
+                          moe_buffer *yb, moe_forward_stats *stats, forward_mode mode,
+                          moe_backend_buffer **record_scratch, size_t *record_bytes)
 {
     moe_context *ctx = layer->ctx;
     moe_backend *be = ctx->be;
     const moe_layer_desc *d = &layer->desc;
-    moe_status st = moe_validate_tokens(ctx, d, T, true);
+    moe_status st = moe_context_check_live(ctx, "the forward");
+    if (st != MOE_OK) return st;
+    st = moe_validate_tokens(ctx, d, T, true);
     if (st != MOE_OK) return st;
     moe_forward_stats stats_in = {.struct_size = sizeof stats_in}; /* the caller's, by its struct_size */
     if (stats) {
@@ -415,9 +452,22 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                         "with int32 (at most %lld)",
                         (long long)T, (long long)L.n_rows, be->ops->name, (long long)be->row_tile,
                         (long long)MOE_MAX_INDEX);
-    st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
-    if (st != MOE_OK) return st;
-    moe_backend_buffer *s = ctx->arena.scratch;
+    moe_backend_buffer *s = NULL;
+    if (record_scratch) {
+        /* A recorded forward runs whenever the application submits it: it gets a scratch region
+         * of its own, which nothing else ever moves or overwrites. */
+        st = moe_arena_alloc(&ctx->arena, L.bytes, MOE_BACKEND_BUFFER_SCRATCH, &s);
+        if (st != MOE_OK) return st;
+    } else {
+        /* Growing the scratch frees the region forwards in flight still use: they finish first. */
+        if (L.bytes > ctx->arena.scratch_bytes) {
+            st = moe_context_wait_all(ctx);
+            if (st != MOE_OK) return st;
+        }
+        st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
+        if (st != MOE_OK) return st;
+        s = ctx->arena.scratch;
+    }
     moe_addr *fields[] = {&L.x,
                           &L.logits,
                           &L.route_ws,
@@ -438,14 +488,30 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) attach(fields[i], s);
 
     const size_t bytes = (size_t)TD * sizeof(float);
-    const moe_addr xa = x ? L.x : (moe_addr){xb->buf, 0};
-    const moe_addr ya = y ? L.y : (moe_addr){yb->buf, 0};
+    const moe_addr xa = x ? L.x : moe_buffer_addr(xb);
+    const moe_addr ya = y ? L.y : moe_buffer_addr(yb);
     if (x) {
         st = be->ops->buffer_write(be, xa, x, bytes);
         if (st != MOE_OK) return st;
     }
     const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
     st = run_steps(layer, T, &L, xa, ya, want_losses);
+    if (record_scratch) {
+        if (st == MOE_OK) {
+            *record_scratch = s;
+            *record_bytes = L.bytes;
+        } else {
+            moe_arena_free(&ctx->arena, s, L.bytes, MOE_BACKEND_BUFFER_SCRATCH);
+        }
+        return st;
+    }
+    if (st != MOE_OK) return st;
+    /* Submitted: the device runs it after the forwards before it, on the same scratch region
+     * (each backend orders its submissions). Its objects are in flight until the next wait. */
+    layer->serial = ++ctx->submitted;
+    if (xb) ((moe_buffer *)xb)->serial = yb->serial = ctx->submitted;
+    if (mode == FORWARD_SUBMIT) return MOE_OK;
+    st = moe_context_wait_all(ctx);
     if (st != MOE_OK) return st;
     if (y) {
         st = be->ops->buffer_read(be, ya, y, bytes);
@@ -454,22 +520,38 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     return stats_wanted(stats) ? read_stats(layer, T, &L, stats) : MOE_OK;
 }
 
-moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x, float *y,
-                             moe_forward_stats *stats)
+/* The public forwards' common checks: a layer, then x and y (host pointers or buffers). */
+static moe_status check_call(moe_layer *layer, const void *x, const void *y)
 {
     if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
     moe_clear_error(layer->ctx);
     if (!x) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "x is NULL");
     if (!y) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "y is NULL");
-    return forward(layer, n_tokens, x, y, NULL, NULL, stats);
+    return MOE_OK;
+}
+
+moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x, float *y,
+                             moe_forward_stats *stats)
+{
+    const moe_status st = check_call(layer, x, y);
+    return st != MOE_OK ? st : forward(layer, n_tokens, x, y, NULL, NULL, stats, FORWARD_WAIT, NULL, NULL);
 }
 
 moe_status moe_layer_forward_buffers(moe_layer *layer, int64_t n_tokens, const moe_buffer *x, moe_buffer *y,
                                      moe_forward_stats *stats)
 {
-    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
-    moe_clear_error(layer->ctx);
-    if (!x) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "x is NULL");
-    if (!y) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "y is NULL");
-    return forward(layer, n_tokens, NULL, NULL, x, y, stats);
+    const moe_status st = check_call(layer, x, y);
+    return st != MOE_OK ? st : forward(layer, n_tokens, NULL, NULL, x, y, stats, FORWARD_WAIT, NULL, NULL);
+}
+
+moe_status moe_layer_forward_async(moe_layer *layer, int64_t n_tokens, const moe_buffer *x, moe_buffer *y)
+{
+    const moe_status st = check_call(layer, x, y);
+    return st != MOE_OK ? st : forward(layer, n_tokens, NULL, NULL, x, y, NULL, FORWARD_SUBMIT, NULL, NULL);
+}
+
+moe_status moe_layer_forward_record(moe_layer *layer, int64_t n_tokens, const moe_buffer *x, moe_buffer *y,
+                                    moe_backend_buffer **scratch, size_t *scratch_bytes)
+{
+    return forward(layer, n_tokens, NULL, NULL, x, y, NULL, FORWARD_RECORD, scratch, scratch_bytes);
 }

@@ -52,6 +52,8 @@ const char *moe_status_string(moe_status status)
         return "MOE_ERROR_FORMAT";
     case MOE_ERROR_INTERNAL:
         return "MOE_ERROR_INTERNAL";
+    case MOE_ERROR_BUSY:
+        return "MOE_ERROR_BUSY";
     }
     return "MOE_ERROR_UNKNOWN";
 }

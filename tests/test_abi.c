@@ -200,6 +200,20 @@ static void layers(moe_backend_kind kind, moe_context *ctx, h_rng *rng)
     const moe_0_1_0_context_desc cold = {.struct_size = sizeof cold, .backend = kind};
     CHECK_STATUS(moe_context_create((const moe_context_desc *)(const void *)&cold, &cnever), MOE_OK);
     moe_context_destroy(cnever);
+    /* A 0.3.0 caller's desc ends at device_types: whatever follows it in memory (here a pointer
+     * that is not a device) is not read as external_device. */
+    struct {
+        moe_context_desc d;
+        char after[64];
+    } c030;
+    memset(&c030, 0x5a, sizeof c030);
+    memset(&c030.d, 0, offsetof(moe_context_desc, external_device));
+    c030.d.struct_size = offsetof(moe_context_desc, external_device);
+    c030.d.backend = kind;
+    cnever = NULL;
+    CHECK_STATUS(moe_context_create(&c030.d, &cnever), MOE_OK);
+    CHECK(cnever != NULL && moe_context_backend(cnever) == kind, "a 0.3.0 context desc");
+    moe_context_destroy(cnever);
 
     moe_layer_destroy(now);
     moe_layer_destroy(old);

@@ -276,6 +276,8 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--layers", "1024", NULL) == BENCH_PARSE_OK && c.layers == BENCH_MAX_LAYERS);
     CHECK(parse(&c, "--serve", "--layers", "2", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--layers", "auto", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--serve", "--async", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--layers", "4", "--async", NULL) == BENCH_PARSE_OK && c.async && c.layers == 4);
     CHECK(parse(&c, "--serve", "--weights", "f32,bf16", NULL) == BENCH_PARSE_OK);
 
     /* --device: an index stays moe-bench's; a name or a type goes to the library as given. */

@@ -4,12 +4,12 @@
  * Without arguments: builds a forward result and a serve result by hand, writes them with
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
- * [--bandwidth]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it
+ * [--bandwidth] [--async]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it
  * is an array of at least MIN_OBJECTS objects with the documented keys of their kind; then,
  * when asked, that the objects' weight_dtype run through the given formats in order (per
  * target), that every forward result cycled N layers (or came from --layers auto), and that
- * the CPU results carry the measured read bandwidth and their share of it. Exit 0 when all
- * is well.
+ * the CPU results carry the measured read bandwidth and their share of it, and that every
+ * forward result timed its layers as an asynchronous chain. Exit 0 when all is well.
  */
 #include "bench_report.h"
 
@@ -57,6 +57,7 @@ static const char *const forward_keys[] = {"backend",
                                            "weight_gbs",
                                            "weight_bw_fraction",
                                            "read_bandwidth_gbs",
+                                           "async_chain",
                                            NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
 static const char *const serve_keys[] = {"backend",
@@ -142,6 +143,7 @@ typedef struct expectations {
     int layers;         /* > 0: every forward result cycled this many layers */
     int layers_auto;    /* every forward result's count came from --layers auto */
     int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
+    int async;          /* every forward result has an async_chain object */
 } expectations;
 
 /* Checks one object of a moe-bench JSON file by its kind. */
@@ -187,6 +189,19 @@ static void check_object(const cJSON *o)
         if (cJSON_IsNumber(frac)) /* the share is the weight bandwidth over the measured one */
             CHECK(cJSON_IsNumber(bw) && fabs(frac->valuedouble * bw->valuedouble - num(o, "weight_gbs")) <=
                                             1e-6 * num(o, "weight_gbs"));
+        /* --async: both chains' summaries, of the result's own layers. */
+        const cJSON *chain = cJSON_GetObjectItemCaseSensitive(o, "async_chain");
+        CHECK(cJSON_IsNull(chain) || cJSON_IsObject(chain));
+        if (cJSON_IsObject(chain)) {
+            CHECK(num(chain, "layers") == num(o, "layers"));
+            const cJSON *w = cJSON_GetObjectItemCaseSensitive(chain, "waits_ms");
+            const cJSON *one = cJSON_GetObjectItemCaseSensitive(chain, "one_wait_ms");
+            CHECK(cJSON_IsObject(w) && has_keys(w, latency_keys, "async_chain.waits_ms"));
+            CHECK(cJSON_IsObject(one) && has_keys(one, latency_keys, "async_chain.one_wait_ms"));
+            CHECK(num(w, "median") > 0 && num(one, "median") > 0 &&
+                  fabs(num(chain, "speedup") - num(w, "median") / num(one, "median")) <=
+                      1e-9 * num(chain, "speedup"));
+        }
     } else if (strcmp(kind->valuestring, "serve") == 0) {
         CHECK(has_keys(o, serve_keys, "serve result"));
         const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "request_latency_ms");
@@ -232,6 +247,7 @@ static void check_expectations(const cJSON *root, const expectations *x)
                 CHECK(num(o, "weight_bytes") <= f32_weight_bytes);
         }
         if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
+        if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
         if (forward && x->layers_auto)
             CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
         if (forward && x->bandwidth && strcmp(str(o, "backend"), "cpu") == 0)
@@ -389,6 +405,8 @@ int main(int argc, char **argv)
                 x.layers_auto = 1;
             else if (!strcmp(argv[i], "--bandwidth"))
                 x.bandwidth = 1;
+            else if (!strcmp(argv[i], "--async"))
+                x.async = 1;
             else if (i == 3 && argv[i][0] != '-')
                 min_objects = atoi(argv[i]);
             else {

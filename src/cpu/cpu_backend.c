@@ -638,9 +638,17 @@ static moe_status cpu_begin(moe_backend *be)
     return MOE_OK;
 }
 
-static moe_status cpu_finish(moe_backend *be)
+/* The steps have run by the time the forward is submitted: the CPU is the device, and the
+ * caller's thread drives the workers through each step. Nothing is left for the wait. */
+static moe_status cpu_submit(moe_backend *be)
 {
     be->last_device_ms = moe_now_ms() - cpu(be)->begin_ms;
+    return MOE_OK;
+}
+
+static moe_status cpu_wait(moe_backend *be)
+{
+    (void)be;
     return MOE_OK;
 }
 
@@ -663,5 +671,6 @@ const moe_backend_ops moe_cpu_backend_ops = {
     .ffn = cpu_ffn,
     .combine = cpu_combine,
     .stats = cpu_stats,
-    .finish = cpu_finish,
+    .submit = cpu_submit,
+    .wait = cpu_wait,
 };

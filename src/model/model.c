@@ -528,9 +528,11 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
     if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
+    moe_status st = moe_context_check_live(ctx, "moe_model_create_layer");
+    if (st != MOE_OK) return st;
     /* Check everything first, so a bad config fails before any allocation sized by it. */
     moe_layer_desc d;
-    moe_status st = layer_lookup(ctx, m, layer, options, &d, NULL);
+    st = layer_lookup(ctx, m, layer, options, &d, NULL);
     if (st != MOE_OK) return st;
     const size_t E = (size_t)m->cfg.n_experts;
     const moe_st_tensor **per = moe_calloc(3 * (E ? E : 1), sizeof *per);

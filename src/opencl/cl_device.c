@@ -7,7 +7,7 @@
  * device has it), error names, and the backend's ops table.
  *
  * MOE_CL_INJECT=oom|lost|build makes buffer allocations fail with
- * CL_MEM_OBJECT_ALLOCATION_FAILURE / the next finish report CL_OUT_OF_RESOURCES (a lost
+ * CL_MEM_OBJECT_ALLOCATION_FAILURE / the next wait report CL_OUT_OF_RESOURCES (a lost
  * device) / program builds fail with a compiler error, so those paths can be tested.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -368,15 +368,11 @@ static moe_status choose_sizes(moe_cl_backend *b)
 
 static void moe_cl_destroy(moe_backend *be);
 
-/* With g_lock held: everything of the context that asks the driver — device info, versions,
- * limits, the cl_context and its queue (PoCL's first context creation sets up more of its
- * global state). On failure returns the error and the call's name; b is left for moe_cl_destroy. */
-static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call)
+/* With g_lock held: what the backend asks of its device (b->platform, b->device, numbered
+ * `index` in the list, -1 when it is not in it), for an own or a borrowed device alike. */
+static void query_device_locked(moe_cl_backend *b, int index)
 {
-    b->platform = g_plat_of[index];
-    b->device = g_devs[index];
     fill_info_locked(b->platform, b->device, index, &b->base.info);
-
     char pver[256], drv[128];
     plat_string(b->platform, CL_PLATFORM_VERSION, pver, sizeof pver);
     dev_string(b->device, CL_DRIVER_VERSION, drv, sizeof drv);
@@ -391,6 +387,16 @@ static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call
     clGetDeviceInfo(b->device, CL_DEVICE_MEM_BASE_ADDR_ALIGN, sizeof align_bits, &align_bits, NULL);
     b->base.alignment = align_bits / 8 > 16 ? align_bits / 8 : 16;
     b->subgroups = (b->base.info.features & MOE_FEATURE_SUBGROUP_REDUCE) != 0;
+}
+
+/* With g_lock held: device `index` of the list, and the cl_context and queue moe makes for it
+ * (PoCL's first context creation sets up more of its global state). On failure returns the
+ * error and the call's name; b is left for moe_cl_destroy. */
+static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call)
+{
+    b->platform = g_plat_of[index];
+    b->device = g_devs[index];
+    query_device_locked(b, index);
     cl_command_queue_properties qp = 0;
     clGetDeviceInfo(b->device, CL_DEVICE_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
     b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
@@ -415,6 +421,63 @@ static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call
     return err;
 }
 
+/* The application's objects (moe_opencl.h), checked before anything is retained: the queue is
+ * in-order and belongs to the context and the device. */
+static moe_status check_borrowed(moe_context *ctx, const moe_opencl_device *d)
+{
+    const moe_status st = moe_check_struct_size(ctx, d, sizeof *d, "moe_opencl_device");
+    if (st != MOE_OK) return st;
+    if (!d->context || !d->device || !d->queue)
+        return moe_fail(ctx, MOE_ERROR_NULL_POINTER,
+                        "moe_opencl_device: context, device and queue are required");
+    cl_context qctx = NULL;
+    cl_device_id qdev = NULL;
+    cl_command_queue_properties qp = 0;
+    cl_int err = clGetCommandQueueInfo(d->queue, CL_QUEUE_CONTEXT, sizeof qctx, &qctx, NULL);
+    if (err == CL_SUCCESS) err = clGetCommandQueueInfo(d->queue, CL_QUEUE_DEVICE, sizeof qdev, &qdev, NULL);
+    if (err == CL_SUCCESS) err = clGetCommandQueueInfo(d->queue, CL_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
+    if (err != CL_SUCCESS)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_opencl_device.queue: clGetCommandQueueInfo failed: %s", moe_cl_error_name(err));
+    if (qctx != d->context || qdev != d->device)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_opencl_device.queue belongs to %s; it must be a queue of `context` on `device`",
+                        qctx != d->context ? "another cl_context" : "another device");
+    if (qp & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                        "moe_opencl_device.queue is out-of-order; moe needs an in-order queue (its kernels' "
+                        "order is their dependency)");
+    return MOE_OK;
+}
+
+/* With g_lock held (the list, to give the device its index; device info): the application's
+ * objects, retained. */
+static cl_int borrow_device_locked(moe_cl_backend *b, const moe_opencl_device *d, const char **call)
+{
+    cl_int err = clGetDeviceInfo(d->device, CL_DEVICE_PLATFORM, sizeof b->platform, &b->platform, NULL);
+    if (err != CL_SUCCESS) {
+        *call = "clGetDeviceInfo(CL_DEVICE_PLATFORM)";
+        return err;
+    }
+    int index = -1;
+    if (list_devices_locked(call) == CL_SUCCESS)
+        for (int i = 0; i < g_n_devices && index < 0; i++)
+            if (g_devs[i] == d->device) index = i;
+    b->device = d->device;
+    query_device_locked(b, index);
+    cl_command_queue_properties qp = 0;
+    clGetCommandQueueInfo(d->queue, CL_QUEUE_PROPERTIES, sizeof qp, &qp, NULL);
+    b->profiling = (qp & CL_QUEUE_PROFILING_ENABLE) != 0;
+    /* Held from here: moe_cl_destroy lets go of each. */
+    clRetainContext(d->context);
+    b->context = d->context;
+    clRetainCommandQueue(d->queue);
+    b->queue = d->queue;
+    clRetainDevice(d->device);
+    b->borrowed_device = true;
+    return CL_SUCCESS;
+}
+
 static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
 {
     moe_cl_backend *b = moe_calloc(1, sizeof *b);
@@ -427,14 +490,22 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
 
     /* Statuses and messages (and so the log callback) only after the lock is released. */
     const char *call = NULL;
+    const moe_opencl_device *borrowed = desc->external_device;
+    moe_status st = borrowed ? check_borrowed(ctx, borrowed) : MOE_OK;
+    if (st != MOE_OK) {
+        moe_free(b);
+        return st;
+    }
     pthread_mutex_lock(&g_lock);
-    cl_int err = list_devices_locked(&call);
+    cl_int err = borrowed ? CL_SUCCESS : list_devices_locked(&call);
     const int n = g_n_devices;
-    const bool have = err == CL_SUCCESS && desc->device_index >= 0 && desc->device_index < n;
-    if (have) err = open_device_locked(b, desc->device_index, &call);
+    const bool have = borrowed || (err == CL_SUCCESS && desc->device_index >= 0 && desc->device_index < n);
+    if (borrowed)
+        err = borrow_device_locked(b, borrowed, &call);
+    else if (have)
+        err = open_device_locked(b, desc->device_index, &call);
     pthread_mutex_unlock(&g_lock);
 
-    moe_status st = MOE_OK;
     if (err != CL_SUCCESS)
         st = moe_cl_fail(b, err, call);
     else if (!have)
@@ -470,6 +541,7 @@ static void moe_cl_destroy(moe_backend *be)
     moe_cl_memory_release(b);
     if (b->queue) clReleaseCommandQueue(b->queue);
     if (b->context) clReleaseContext(b->context);
+    if (b->borrowed_device) clReleaseDevice(b->device);
     moe_free(b);
 }
 
@@ -492,5 +564,6 @@ const moe_backend_ops moe_opencl_backend_ops = {
     .ffn = moe_cl_ffn,
     .combine = moe_cl_combine,
     .stats = moe_cl_stats,
-    .finish = moe_cl_finish,
+    .submit = moe_cl_submit,
+    .wait = moe_cl_wait,
 };

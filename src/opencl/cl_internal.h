@@ -20,6 +20,8 @@
 
 #include <CL/cl.h>
 
+#include "moe_opencl.h"
+
 /* `call`, a native object creation reporting through `err` (a cl_int *), or NULL with
  * *err = `fail` (its out-of-memory code) when moe_alloc_injected() makes this allocation
  * point fail. */
@@ -65,7 +67,7 @@ struct moe_backend_buffer {
 /* ---- programs ------------------------------------------------------------------------------ */
 
 #define MOE_CL_OPTIONS_MAX 512
-#define MOE_CL_MAX_EVENTS  32
+#define MOE_CL_MAX_EVENTS  64
 
 typedef struct moe_cl_program {
     moe_cl_kernel_id id;
@@ -80,9 +82,10 @@ typedef struct moe_cl_backend {
     moe_backend base;
     cl_platform_id platform;
     cl_device_id device;
-    cl_context context;
-    cl_command_queue queue;
-    bool profiling; /* the queue records profiling events */
+    cl_context context;     /* the backend's own, or the application's (moe_opencl.h), retained */
+    cl_command_queue queue; /* likewise */
+    bool borrowed_device;   /* the application's device, retained (clRetainDevice) */
+    bool profiling;         /* the queue records profiling events */
 
     /* limits the kernels are sized from */
     size_t max_wg;             /* min(CL_DEVICE_MAX_WORK_GROUP_SIZE, max work-item size [0]) */
@@ -101,12 +104,15 @@ typedef struct moe_cl_backend {
     uint64_t builds_from_source, builds_from_cache;
     double build_ms_source, build_ms_cache;
 
-    /* the forward being enqueued */
+    /* the forward being enqueued, and those submitted since the last wait */
     bool recording;
+    bool pending;                       /* submitted forwards not yet waited for */
     moe_status record_status;           /* first failure while enqueueing a forward */
-    cl_event events[MOE_CL_MAX_EVENTS]; /* profiling events of the forward's kernels */
+    cl_event events[MOE_CL_MAX_EVENTS]; /* profiling events of the pending forwards' kernels (the
+                                           first MOE_CL_MAX_EVENTS of them) */
     moe_cl_kernel_id event_kernel[MOE_CL_MAX_EVENTS];
     int n_events;
+    int forward_first_event; /* the last forward's first event */
     double wall_t0;
 
     unsigned char *staging; /* host staging for weight conversion */
@@ -115,7 +121,7 @@ typedef struct moe_cl_backend {
 
     bool lost;        /* an execution error was seen: the context is unusable */
     int inject_oom;   /* MOE_CL_INJECT=oom: buffer allocations fail */
-    int inject_lost;  /* MOE_CL_INJECT=lost: the next finish reports a failure */
+    int inject_lost;  /* MOE_CL_INJECT=lost: the next wait reports a failure */
     int inject_build; /* MOE_CL_INJECT=build: program builds fail */
 } moe_cl_backend;
 
@@ -163,6 +169,7 @@ moe_status moe_cl_plan(moe_backend *be, const moe_plan_step *s);
 moe_status moe_cl_ffn(moe_backend *be, const moe_ffn_step *s);
 moe_status moe_cl_combine(moe_backend *be, const moe_combine_step *s);
 moe_status moe_cl_stats(moe_backend *be, const moe_stats_step *s);
-moe_status moe_cl_finish(moe_backend *be);
+moe_status moe_cl_submit(moe_backend *be);
+moe_status moe_cl_wait(moe_backend *be);
 
 #endif /* MOE_CL_INTERNAL_H */

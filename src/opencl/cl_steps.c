@@ -1,7 +1,8 @@
 /*
  * cl_steps.c — a forward on OpenCL: every step is one or a few kernel launches enqueued on
  * the context's in-order queue (the order is the dependency: no barrier objects, no waits),
- * and `finish` waits once. Nothing is read back until the result: every launch size comes
+ * `submit` flushes them to the device and `wait` completes every forward submitted since the
+ * last wait. Nothing is read back until the result: every launch size comes
  * from the host-known padded row bound. Profiling events of the launches give
  * moe_forward_stats.device_ms (first kernel's start to last kernel's end; the wall time of
  * the forward where the queue has no profiling).
@@ -42,7 +43,7 @@ static bool render_options(const moe_kargs *args, char *out, size_t size)
  * any build is tried (a -D literal past INT_MAX would be a `long` in OpenCL C and break the
  * program's build: min(int, long) has no overload; an argument would be truncated). The core
  * validates shapes and token counts so that this does not happen (validate.c). A failure is
- * remembered and returned by finish, so the steps need no cleanup of their own. */
+ * remembered and returned by submit, so the steps need no cleanup of their own. */
 static moe_status launch(moe_cl_backend *b, moe_cl_kernel_id id, const moe_klaunch *l)
 {
     const moe_kargs *args = &l->args;
@@ -110,15 +111,16 @@ static void release_events(moe_cl_backend *b)
 {
     for (int i = 0; i < b->n_events; i++) clReleaseEvent(b->events[i]);
     b->n_events = 0;
+    b->forward_first_event = 0;
 }
 
 moe_status moe_cl_begin(moe_backend *be)
 {
     moe_cl_backend *b = moe_clb(be);
     if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost");
-    release_events(b);
     b->recording = true;
     b->record_status = MOE_OK;
+    b->forward_first_event = b->n_events; /* the events before are earlier forwards' */
     b->wall_t0 = moe_now_ms();
     return MOE_OK;
 }
@@ -134,12 +136,33 @@ static double event_ms(cl_event first, cl_event last)
     return (double)(end - start) * 1e-6;
 }
 
-moe_status moe_cl_finish(moe_backend *be)
+/* The launches are on the queue already (an in-order queue: each forward runs after the one
+ * before, seeing its writes); clFlush sends them to the device. A launch that failed to enqueue
+ * leaves the ones before it queued: they are completed here, and the failure returned. */
+moe_status moe_cl_submit(moe_backend *be)
 {
     moe_cl_backend *b = moe_clb(be);
-    if (!b->recording)
-        return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost") : MOE_OK;
     b->recording = false;
+    if (b->record_status != MOE_OK) {
+        const moe_status st = b->record_status;
+        b->pending = true;
+        moe_cl_wait(be);
+        return st;
+    }
+    b->pending = true;
+    const cl_int err = clFlush(b->queue);
+    if (err != CL_SUCCESS) return moe_cl_fail_lost(b, err, "clFlush");
+    return MOE_OK;
+}
+
+moe_status moe_cl_wait(moe_backend *be)
+{
+    moe_cl_backend *b = moe_clb(be);
+    if (!b->pending) {
+        release_events(b);
+        return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost") : MOE_OK;
+    }
+    b->pending = false;
     cl_int err = clFinish(b->queue);
     if (b->inject_lost) {
         b->inject_lost = 0;
@@ -160,16 +183,15 @@ moe_status moe_cl_finish(moe_backend *be)
             return moe_cl_fail_lost(b, status, call);
         }
     }
-    if (b->record_status != MOE_OK) {
-        release_events(b);
-        return b->record_status;
-    }
+    /* The last forward's time: its first launch's start to its last one's end (the events run
+     * out on a long chain: then the wall time since its begin). */
     be->last_device_ms = moe_now_ms() - b->wall_t0;
-    if (b->n_events > 0) {
-        const double ms = event_ms(b->events[0], b->events[b->n_events - 1]);
+    const int first = b->forward_first_event;
+    if (first < b->n_events) {
+        const double ms = event_ms(b->events[first], b->events[b->n_events - 1]);
         if (ms >= 0.0) be->last_device_ms = ms;
         /* Per-kernel times, for whoever listens at DEBUG level. */
-        for (int i = 0; i < b->n_events; i++)
+        for (int i = first; i < b->n_events; i++)
             moe_log(be->ctx, MOE_LOG_DEBUG, "opencl: %-12s %9.3f ms",
                     moe_cl_sources[b->event_kernel[i]].kernel, event_ms(b->events[i], b->events[i]));
     }

@@ -28,4 +28,4 @@ endforeach()
 add_custom_target(moe_cl_kernels DEPENDS ${MOE_CL_HEADERS})
 
 set(MOE_OPENCL_SOURCES
-  src/opencl/cl_device.c src/opencl/cl_memory.c src/opencl/cl_program.c src/opencl/cl_steps.c)
+  src/opencl/cl_device.c src/opencl/cl_memory.c src/opencl/cl_program.c src/opencl/cl_steps.c src/opencl/cl_embed.c)

@@ -99,6 +99,21 @@ static VkPhysicalDevice g_devices[MAX_DEVICES];
 static int g_compute_units[MAX_DEVICES]; /* asked once, when listed (it takes an allocation) */
 static uint32_t g_features[MAX_DEVICES]; /* MOE_FEATURE_* bits, asked once when listed (device_features) */
 
+/* The instance-level functions the device queries go through, and the instance's version:
+ * moe's own instance's (volk's, g_own), or an application's (its get_instance_proc_addr), so a
+ * borrowed device is asked through the loader it came from. */
+typedef struct moe_vk_ifn {
+    uint32_t api; /* what the instance was created for: the queries a device may be asked */
+    PFN_vkGetPhysicalDeviceProperties props;
+    PFN_vkGetPhysicalDeviceProperties2 props2;
+    PFN_vkGetPhysicalDeviceFeatures2 features2;
+    PFN_vkGetPhysicalDeviceMemoryProperties memory;
+    PFN_vkGetPhysicalDeviceQueueFamilyProperties queues;
+    PFN_vkEnumerateDeviceExtensionProperties extensions;
+    PFN_vkGetDeviceProcAddr device_proc;
+} moe_vk_ifn;
+static moe_vk_ifn g_own;
+
 static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
 static int g_validation_count;
@@ -221,6 +236,14 @@ static moe_status instance_locked(char *why, size_t why_size)
         return setup_status(r);
     }
     volkLoadInstanceOnly(inst);
+    g_own = (moe_vk_ifn){.api = api,
+                         .props = vkGetPhysicalDeviceProperties,
+                         .props2 = vkGetPhysicalDeviceProperties2,
+                         .features2 = vkGetPhysicalDeviceFeatures2,
+                         .memory = vkGetPhysicalDeviceMemoryProperties,
+                         .queues = vkGetPhysicalDeviceQueueFamilyProperties,
+                         .extensions = vkEnumerateDeviceExtensionProperties,
+                         .device_proc = vkGetDeviceProcAddr};
     if (g_validation) {
         const VkDebugUtilsMessengerCreateInfoEXT mi = {
             .sType = VK_STRUCTURE_TYPE_DEBUG_UTILS_MESSENGER_CREATE_INFO_EXT,
@@ -246,14 +269,14 @@ static moe_status instance_locked(char *why, size_t why_size)
 
 /* Whether the physical device offers a device extension, in *found; false when the list
  * could not be had (out of host memory). */
-static bool has_device_extension(VkPhysicalDevice pd, const char *name, bool *found)
+static bool has_device_extension(const moe_vk_ifn *I, VkPhysicalDevice pd, const char *name, bool *found)
 {
     uint32_t n = 0;
     *found = false;
-    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0) return true;
+    if (I->extensions(pd, NULL, &n, NULL) != VK_SUCCESS || n == 0) return true;
     VkExtensionProperties *e = moe_calloc(n, sizeof *e);
     if (!e) return false;
-    if (vkEnumerateDeviceExtensionProperties(pd, NULL, &n, e) == VK_SUCCESS)
+    if (I->extensions(pd, NULL, &n, e) == VK_SUCCESS)
         for (uint32_t i = 0; i < n && !*found; i++) *found = !strcmp(e[i].extensionName, name);
     moe_free(e);
     return true;
@@ -262,28 +285,28 @@ static bool has_device_extension(VkPhysicalDevice pd, const char *name, bool *fo
 /* Compute units (NVIDIA SMs, AMD CUs): core Vulkan has no such query, so only the vendor
  * extensions that report it are asked; 0 = unknown (lavapipe, Intel, Arm, ...), -1 = out of
  * host memory. */
-static int compute_units(VkPhysicalDevice pd)
+static int compute_units(const moe_vk_ifn *I, VkPhysicalDevice pd)
 {
     VkPhysicalDeviceProperties p;
-    vkGetPhysicalDeviceProperties(pd, &p);
-    if (p.apiVersion < VK_API_VERSION_1_1 || volkGetInstanceVersion() < VK_API_VERSION_1_1) return 0;
+    I->props(pd, &p);
+    if (p.apiVersion < VK_API_VERSION_1_1 || I->api < VK_API_VERSION_1_1) return 0;
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2};
     bool nv = false, amd = false;
-    if (!has_device_extension(pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME, &nv) ||
-        !has_device_extension(pd, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME, &amd))
+    if (!has_device_extension(I, pd, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME, &nv) ||
+        !has_device_extension(I, pd, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME, &amd))
         return -1;
     if (nv) {
         VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV};
         p2.pNext = &sm;
-        vkGetPhysicalDeviceProperties2(pd, &p2);
+        I->props2(pd, &p2);
         return (int)sm.shaderSMCount;
     }
     if (amd) {
         VkPhysicalDeviceShaderCorePropertiesAMD core = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD};
         p2.pNext = &core;
-        vkGetPhysicalDeviceProperties2(pd, &p2);
+        I->props2(pd, &p2);
         return (int)(core.shaderEngineCount * core.shaderArraysPerEngineCount *
                      core.computeUnitsPerShaderArray);
     }
@@ -308,18 +331,19 @@ static int compute_units(VkPhysicalDevice pd)
  * higher than the instance's, includes the struct, or it lists the extension — never assumed:
  * a struct the driver does not know is invalid usage, and a driver may then leave it unread
  * (zero) or worse. */
-static bool device_features(VkPhysicalDevice pd, uint32_t *features)
+static bool device_features(const moe_vk_ifn *I, VkPhysicalDevice pd, uint32_t *features)
 {
     *features = 0;
     VkPhysicalDeviceProperties p;
-    vkGetPhysicalDeviceProperties(pd, &p);
-    const uint32_t api = p.apiVersion < instance_api() ? p.apiVersion : instance_api();
+    I->props(pd, &p);
+    const uint32_t api = p.apiVersion < I->api ? p.apiVersion : I->api;
     if (api < VK_API_VERSION_1_1) return true;
     bool has8 = api >= VK_API_VERSION_1_2, has_f16 = api >= VK_API_VERSION_1_2,
          has_dot = api >= VK_API_VERSION_1_3;
-    if ((!has8 && !has_device_extension(pd, VK_KHR_8BIT_STORAGE_EXTENSION_NAME, &has8)) ||
-        (!has_f16 && !has_device_extension(pd, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME, &has_f16)) ||
-        (!has_dot && !has_device_extension(pd, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME, &has_dot)))
+    if ((!has8 && !has_device_extension(I, pd, VK_KHR_8BIT_STORAGE_EXTENSION_NAME, &has8)) ||
+        (!has_f16 && !has_device_extension(I, pd, VK_KHR_SHADER_FLOAT16_INT8_EXTENSION_NAME, &has_f16)) ||
+        (!has_dot &&
+         !has_device_extension(I, pd, VK_KHR_SHADER_INTEGER_DOT_PRODUCT_EXTENSION_NAME, &has_dot)))
         return false;
     VkPhysicalDevice16BitStorageFeatures s16 = {.sType =
                                                     VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_16BIT_STORAGE_FEATURES};
@@ -340,10 +364,10 @@ static bool device_features(VkPhysicalDevice pd, uint32_t *features)
         tail = &f16.pNext;
     }
     if (has_dot) *tail = &dot;
-    vkGetPhysicalDeviceFeatures2(pd, &f2);
+    I->features2(pd, &f2);
     VkPhysicalDeviceSubgroupProperties sub = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
     VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sub};
-    vkGetPhysicalDeviceProperties2(pd, &p2);
+    I->props2(pd, &p2);
     if (s16.storageBuffer16BitAccess) *features |= MOE_FEATURE_STORAGE_16BIT;
     if (has8 && s8.storageBuffer8BitAccess) *features |= MOE_FEATURE_STORAGE_8BIT;
     if (has_f16 && f16.shaderFloat16) *features |= MOE_FEATURE_FLOAT16;
@@ -388,13 +412,13 @@ static moe_status devices_locked(char *why, size_t why_size)
     for (uint32_t i = 0; i < n && i < MAX_DEVICES; i++) {
         uint32_t nq = 16;
         VkQueueFamilyProperties q[16];
-        vkGetPhysicalDeviceQueueFamilyProperties(all[i], &nq, q);
+        g_own.queues(all[i], &nq, q);
         bool compute = false;
         for (uint32_t j = 0; j < nq && j < 16; j++)
             compute = compute || (q[j].queueFlags & VK_QUEUE_COMPUTE_BIT);
         if (!compute) continue;
-        g_compute_units[kept] = compute_units(all[i]);
-        if (g_compute_units[kept] < 0 || !device_features(all[i], &g_features[kept])) {
+        g_compute_units[kept] = compute_units(&g_own, all[i]);
+        if (g_compute_units[kept] < 0 || !device_features(&g_own, all[i], &g_features[kept])) {
             snprintf(why, why_size, "out of host memory listing the device extensions of a Vulkan device");
             return setup_status(VK_ERROR_OUT_OF_HOST_MEMORY);
         }
@@ -443,13 +467,15 @@ static const char *vendor_name(uint32_t id)
     }
 }
 
-/* With g_lock held (property queries). */
-static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *info)
+/* A device's info: `index` in the list (-1: a borrowed device not in it), its compute units
+ * and features as device_features gives them. Property queries only. */
+static void fill_info(const moe_vk_ifn *I, VkPhysicalDevice pd, int index, int n_units, uint32_t features,
+                      moe_device_info *info)
 {
     VkPhysicalDeviceProperties p;
-    vkGetPhysicalDeviceProperties(pd, &p);
+    I->props(pd, &p);
     VkPhysicalDeviceMemoryProperties m;
-    vkGetPhysicalDeviceMemoryProperties(pd, &m);
+    I->memory(pd, &m);
     *info = (moe_device_info){.struct_size = sizeof *info, .backend = MOE_BACKEND_VULKAN, .index = index};
     switch (p.deviceType) {
     case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
@@ -480,7 +506,7 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
         if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) &&
             m.memoryHeaps[i].size > info->memory_bytes)
             info->memory_bytes = m.memoryHeaps[i].size;
-    info->compute_units = g_compute_units[index];
+    info->compute_units = n_units;
     snprintf(info->api_version, sizeof info->api_version, "Vulkan %u.%u.%u",
              VK_API_VERSION_MAJOR(p.apiVersion), VK_API_VERSION_MINOR(p.apiVersion),
              VK_API_VERSION_PATCH(p.apiVersion));
@@ -488,12 +514,12 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
     info->shared_memory_bytes = p.limits.maxComputeSharedMemorySize;
     /* The subgroup size and the driver's name need Vulkan 1.1 / 1.2 queries; older devices
      * report 0 / the numbers above. */
-    if (p.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
+    if (p.apiVersion >= VK_API_VERSION_1_1 && I->api >= VK_API_VERSION_1_1) {
         VkPhysicalDeviceSubgroupProperties sub = {.sType =
                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                           .pNext = &sub};
-        vkGetPhysicalDeviceProperties2(pd, &p2);
+        I->props2(pd, &p2);
         info->subgroup_size = (int)sub.subgroupSize;
         if (p.apiVersion >= VK_API_VERSION_1_2) {
             /* The driver's own name and version string ("llvmpipe", "Mesa 22.3.6 (LLVM 15.0.6)"). */
@@ -501,7 +527,7 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
                                                         VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_DRIVER_PROPERTIES};
             VkPhysicalDeviceProperties2 pd2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                                .pNext = &drv};
-            vkGetPhysicalDeviceProperties2(pd, &pd2);
+            I->props2(pd, &pd2);
             if (drv.driverName[0])
                 snprintf(info->driver, sizeof info->driver, "%.40s %.60s (Vulkan %u.%u)", drv.driverName,
                          drv.driverInfo, VK_API_VERSION_MAJOR(p.apiVersion),
@@ -512,7 +538,7 @@ static void fill_info_locked(VkPhysicalDevice pd, int index, moe_device_info *in
      * no test switch set: the subgroup variants wherever the device has subgroup arithmetic. A
      * context's own info is refilled after MOE_VK_DISABLE_SUBGROUPS (moe_vk_create), so
      * moe_context_get_device_info says what that context really runs. */
-    info->features = g_features[index];
+    info->features = features;
     info->features_used = features_used((info->features & MOE_FEATURE_SUBGROUP_REDUCE) != 0);
     info->fp16 = (info->features & MOE_FEATURE_FLOAT16) != 0;
 }
@@ -524,7 +550,7 @@ static moe_status moe_vk_device_info(int index, moe_device_info *info)
     const moe_status st = devices_locked(why, sizeof why);
     const uint32_t n = g_n_devices;
     const bool have = st == MOE_OK && index >= 0 && (uint32_t)index < n;
-    if (have) fill_info_locked(g_devices[index], index, info);
+    if (have) fill_info(&g_own, g_devices[index], index, g_compute_units[index], g_features[index], info);
     pthread_mutex_unlock(&g_lock);
     if (st != MOE_OK) return moe_fail(NULL, st, "vulkan: %s", why);
     if (!have)
@@ -604,55 +630,67 @@ static moe_status choose_sizes(moe_vk_backend *b)
 
 static void moe_vk_destroy(moe_backend *be);
 
-/* With g_lock held: everything of the context that asks the driver — properties, limits,
- * subgroup queries, the logical device and its queue (a driver may set up more of its global
- * state on its first device). Returns the VkResult and the failing call's name. */
-static VkResult open_device_locked(moe_vk_backend *b, int index, const char **call)
+/* What the backend asks of its physical device (b->physical, the queue family chosen): its
+ * properties and limits, the family's timestamps, the subgroup queries. */
+static void query_device(moe_vk_backend *b, const moe_vk_ifn *I)
 {
-    b->instance = g_instance;
-    b->physical = g_devices[index];
-    vkGetPhysicalDeviceProperties(b->physical, &b->props);
-    vkGetPhysicalDeviceMemoryProperties(b->physical, &b->mem_props);
-    fill_info_locked(b->physical, index, &b->base.info);
-
-    /* A compute queue; prefer one without graphics (a dedicated compute family). */
+    I->props(b->physical, &b->props);
+    I->memory(b->physical, &b->mem_props);
     uint32_t nq = 16;
     VkQueueFamilyProperties q[16];
-    vkGetPhysicalDeviceQueueFamilyProperties(b->physical, &nq, q);
-    int family = -1;
-    for (uint32_t i = 0; i < nq && i < 16; i++) {
-        if (!(q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
-        if (family < 0 || !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) family = (int)i;
-    }
-    b->queue_family = (uint32_t)family; /* >= 0: the device list holds compute devices only */
-    b->timestamp_bits = q[family].timestampValidBits;
+    I->queues(b->physical, &nq, q);
+    b->timestamp_bits = b->queue_family < nq ? q[b->queue_family].timestampValidBits : 0;
 
     /* Subgroup arithmetic in compute shaders (the device's SUBGROUP_REDUCE feature, asked when
      * the devices were listed: device_features) picks the kernels' subgroup variants. The
      * subgroup size (1.1) and the size control range (1.3) are recorded and logged for tuning:
      * no kernel depends on a subgroup width yet. */
     b->subgroup_arithmetic = (b->base.info.features & MOE_FEATURE_SUBGROUP_REDUCE) != 0;
-    if (b->props.apiVersion >= VK_API_VERSION_1_1 && volkGetInstanceVersion() >= VK_API_VERSION_1_1) {
+    if (b->props.apiVersion >= VK_API_VERSION_1_1 && I->api >= VK_API_VERSION_1_1) {
         VkPhysicalDeviceSubgroupProperties sub = {.sType =
                                                       VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_PROPERTIES};
         VkPhysicalDeviceProperties2 p2 = {.sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2,
                                           .pNext = &sub};
-        vkGetPhysicalDeviceProperties2(b->physical, &p2);
+        I->props2(b->physical, &p2);
         VkPhysicalDeviceMaintenance3Properties m3 = {
             .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_3_PROPERTIES};
         p2.pNext = &m3;
-        vkGetPhysicalDeviceProperties2(b->physical, &p2);
+        I->props2(b->physical, &p2);
         b->max_allocation = m3.maxMemoryAllocationSize;
         b->subgroup_size = sub.subgroupSize;
-        if (b->props.apiVersion >= VK_API_VERSION_1_3 && volkGetInstanceVersion() >= VK_API_VERSION_1_3) {
+        if (b->props.apiVersion >= VK_API_VERSION_1_3 && I->api >= VK_API_VERSION_1_3) {
             VkPhysicalDeviceSubgroupSizeControlProperties sc = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SUBGROUP_SIZE_CONTROL_PROPERTIES};
             p2.pNext = &sc;
-            vkGetPhysicalDeviceProperties2(b->physical, &p2);
+            I->props2(b->physical, &p2);
             b->subgroup_min = sc.minSubgroupSize;
             b->subgroup_max = sc.maxSubgroupSize;
         }
     }
+}
+
+/* With g_lock held: everything of the context that asks the driver — properties, limits,
+ * subgroup queries, the logical device and its queue (a driver may set up more of its global
+ * state on its first device). Returns the VkResult and the failing call's name. */
+static VkResult open_device_locked(moe_vk_backend *b, int index, const char **call)
+{
+    b->instance = g_instance;
+    b->gipa = vkGetInstanceProcAddr;
+    b->instance_api = g_own.api;
+    b->physical = g_devices[index];
+    fill_info(&g_own, b->physical, index, g_compute_units[index], g_features[index], &b->base.info);
+
+    /* A compute queue; prefer one without graphics (a dedicated compute family). */
+    uint32_t nq = 16;
+    VkQueueFamilyProperties q[16];
+    g_own.queues(b->physical, &nq, q);
+    int family = -1;
+    for (uint32_t i = 0; i < nq && i < 16; i++) {
+        if (!(q[i].queueFlags & VK_QUEUE_COMPUTE_BIT)) continue;
+        if (family < 0 || !(q[i].queueFlags & VK_QUEUE_GRAPHICS_BIT)) family = (int)i;
+    }
+    b->queue_family = (uint32_t)family; /* >= 0: the device list holds compute devices only */
+    query_device(b, &g_own);
 
     const float priority = 1.0f;
     const VkDeviceQueueCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
@@ -673,6 +711,72 @@ static VkResult open_device_locked(moe_vk_backend *b, int index, const char **ca
     return VK_SUCCESS;
 }
 
+/* The application's objects (moe_vulkan.h): its functions loaded, its device checked (a
+ * compute queue family; Vulkan 1.0 is all moe asks), described, and its device functions
+ * loaded into b->vk through volk. Nothing is created, and nothing borrowed is ever destroyed
+ * (b->borrowed). No lock: moe's own instance and list are not touched. */
+static moe_status borrow_device(moe_vk_backend *b, const moe_vulkan_device *d)
+{
+    moe_context *ctx = b->base.ctx;
+    const moe_status sst = moe_check_struct_size(ctx, d, sizeof *d, "moe_vulkan_device");
+    if (sst != MOE_OK) return sst;
+    if (!d->get_instance_proc_addr || !d->instance || !d->physical_device || !d->device || !d->queue)
+        return moe_fail(
+            ctx, MOE_ERROR_NULL_POINTER,
+            "moe_vulkan_device: get_instance_proc_addr, instance, physical_device, device and queue "
+            "are required");
+    const PFN_vkGetInstanceProcAddr gipa = d->get_instance_proc_addr;
+    const uint32_t api = d->instance_api_version >= VK_API_VERSION_1_3   ? VK_API_VERSION_1_3
+                         : d->instance_api_version >= VK_API_VERSION_1_1 ? VK_API_VERSION_1_1
+                                                                         : VK_API_VERSION_1_0;
+#define LOAD(name) (PFN_##name) gipa(d->instance, #name)
+    moe_vk_ifn I = {.api = api,
+                    .props = LOAD(vkGetPhysicalDeviceProperties),
+                    .props2 = api >= VK_API_VERSION_1_1 ? LOAD(vkGetPhysicalDeviceProperties2) : NULL,
+                    .features2 = api >= VK_API_VERSION_1_1 ? LOAD(vkGetPhysicalDeviceFeatures2) : NULL,
+                    .memory = LOAD(vkGetPhysicalDeviceMemoryProperties),
+                    .queues = LOAD(vkGetPhysicalDeviceQueueFamilyProperties),
+                    .extensions = LOAD(vkEnumerateDeviceExtensionProperties),
+                    .device_proc = LOAD(vkGetDeviceProcAddr)};
+#undef LOAD
+    if (!I.props || !I.memory || !I.queues || !I.extensions || !I.device_proc ||
+        (api >= VK_API_VERSION_1_1 && (!I.props2 || !I.features2)))
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_vulkan_device: get_instance_proc_addr gives no physical-device queries for the "
+                        "instance (is instance_api_version above the version it was created with?)");
+    uint32_t nq = 0;
+    I.queues(d->physical_device, &nq, NULL);
+    VkQueueFamilyProperties *q = nq ? moe_calloc(nq, sizeof *q) : NULL;
+    if (nq && !q) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
+    I.queues(d->physical_device, &nq, q);
+    const bool compute = d->queue_family < nq && (q[d->queue_family].queueFlags & VK_QUEUE_COMPUTE_BIT);
+    moe_free(q);
+    if (!compute)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                        "moe_vulkan_device.queue_family %u %s: moe runs compute shaders", d->queue_family,
+                        d->queue_family < nq ? "has no VK_QUEUE_COMPUTE_BIT"
+                                             : "is not a family of the device");
+    uint32_t features = 0;
+    const int units = compute_units(&I, d->physical_device);
+    if (units < 0 || !device_features(&I, d->physical_device, &features))
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory listing device extensions");
+    b->instance = d->instance;
+    b->gipa = gipa;
+    b->instance_api = d->instance_api_version;
+    b->physical = d->physical_device;
+    b->queue_family = d->queue_family;
+    b->borrowed = true;
+    fill_info(&I, b->physical, -1, units, features, &b->base.info);
+    query_device(b, &I);
+    moe_vk_load_device_table(&b->vk, d->device, I.device_proc);
+    if (!b->vk.vkCreateBuffer || !b->vk.vkCmdDispatch || !b->vk.vkQueueSubmit)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "moe_vulkan_device: the device's vkGetDeviceProcAddr gives no core functions");
+    b->device = d->device;
+    b->queue = d->queue;
+    return MOE_OK;
+}
+
 static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, moe_backend **out)
 {
     moe_vk_backend *b = moe_calloc(1, sizeof *b);
@@ -686,13 +790,25 @@ static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, 
     char why[256] = "";
     const char *call = NULL;
     VkResult r = VK_SUCCESS;
-    pthread_mutex_lock(&g_lock);
-    moe_status st = devices_locked(why, sizeof why);
-    const uint32_t n = g_n_devices;
-    const bool validation = g_validation;
-    const bool have = st == MOE_OK && desc->device_index >= 0 && (uint32_t)desc->device_index < n;
-    if (have) r = open_device_locked(b, desc->device_index, &call);
-    pthread_mutex_unlock(&g_lock);
+    const moe_vulkan_device *borrowed = desc->external_device;
+    moe_status st = MOE_OK;
+    uint32_t n = 0;
+    bool validation = false, have = borrowed != NULL;
+    if (borrowed) {
+        st = borrow_device(b, borrowed);
+        if (st != MOE_OK) {
+            moe_vk_destroy(&b->base);
+            return st;
+        }
+    } else {
+        pthread_mutex_lock(&g_lock);
+        st = devices_locked(why, sizeof why);
+        n = g_n_devices;
+        validation = g_validation;
+        have = st == MOE_OK && desc->device_index >= 0 && (uint32_t)desc->device_index < n;
+        if (have) r = open_device_locked(b, desc->device_index, &call);
+        pthread_mutex_unlock(&g_lock);
+    }
 
     if (st != MOE_OK)
         st = moe_fail(ctx, st, "vulkan: %s", why);
@@ -727,6 +843,7 @@ static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, 
     if (st == MOE_OK) st = moe_vk_memory_init(b);
     b->inject_oom = inject_oom;
     if (st == MOE_OK) st = moe_vk_pipelines_init(b);
+    if (st == MOE_OK) st = moe_vk_slots_init(b);
     if (st == MOE_OK) st = moe_vk_check_validation(b);
     if (st != MOE_OK) {
         moe_vk_destroy(&b->base);
@@ -745,9 +862,10 @@ static void moe_vk_destroy(moe_backend *be)
     moe_vk_backend *b = moe_vkb(be);
     if (b->device) {
         b->vk.vkDeviceWaitIdle(b->device);
+        moe_vk_slots_release(b);
         moe_vk_pipelines_release(b);
         moe_vk_memory_release(b);
-        b->vk.vkDestroyDevice(b->device, NULL);
+        if (!b->borrowed) b->vk.vkDestroyDevice(b->device, NULL);
     }
     moe_free(b);
 }
@@ -771,5 +889,6 @@ const moe_backend_ops moe_vulkan_backend_ops = {
     .ffn = moe_vk_ffn,
     .combine = moe_vk_combine,
     .stats = moe_vk_stats,
-    .finish = moe_vk_finish,
+    .submit = moe_vk_submit,
+    .wait = moe_vk_wait,
 };

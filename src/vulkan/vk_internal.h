@@ -18,6 +18,8 @@
 
 #include <volk.h>
 
+#include "moe_vulkan.h"
+
 /* ---- shaders (generated at build time from the .comp files in shaders/) ------------------------------ */
 
 /* A shader's interface (specialization constants, bindings, push constants) is its kernel's
@@ -72,7 +74,9 @@ struct moe_backend_buffer {
     VkBuffer buffer;
     moe_vk_block *block;
     VkDeviceSize offset, size; /* the range in the block; size >= requested bytes */
-    size_t bytes;              /* requested */
+    size_t bytes;              /* requested (a wrapped buffer: the bytes the application vouches for) */
+    bool borrowed;             /* an application's VkBuffer (moe_vulkan_buffer_wrap): no block, and
+                                  never destroyed */
 };
 
 /* ---- pipelines ---------------------------------------------------------------------------- */
@@ -87,6 +91,23 @@ typedef struct moe_vk_pipeline {
     VkPipeline pipeline;
 } moe_vk_pipeline;
 
+/* ---- submissions ------------------------------------------------------------------------ */
+
+/* Forwards submitted and not yet waited for (moe_layer_forward_async): a forward past this
+ * many waits for the oldest first. Each has its own command buffer, fence, descriptor sets and
+ * timestamps; the first slot is made with the context, the others when a chain needs them. */
+#define MOE_VK_MAX_IN_FLIGHT 8
+
+typedef struct moe_vk_slot {
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkDescriptorPool desc_pool; /* reset when the slot records its next forward */
+    VkQueryPool query_pool;     /* timestamps: begin, then one after each dispatch */
+    uint32_t n_queries;
+    moe_vk_shader_id query_shader[MOE_VK_MAX_QUERIES];
+    bool pending; /* submitted, not yet waited for */
+} moe_vk_slot;
+
 /* ---- the backend -------------------------------------------------------------------------- */
 
 typedef struct moe_vk_backend {
@@ -96,6 +117,10 @@ typedef struct moe_vk_backend {
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties mem_props;
     VkDevice device;
+    bool borrowed;                  /* instance, physical device, device and queue are the application's
+                                       (moe_vulkan.h): never destroyed */
+    PFN_vkGetInstanceProcAddr gipa; /* the loader entry point of the instance */
+    uint32_t instance_api;          /* the version the instance was created for */
     struct VolkDeviceTable vk;
     VkQueue queue;
     uint32_t queue_family;
@@ -128,13 +153,16 @@ typedef struct moe_vk_backend {
     size_t n_pipelines, cap_pipelines;
 
     VkCommandPool cmd_pool;
-    VkCommandBuffer cmd;  /* the forward's */
-    VkCommandBuffer xfer; /* transfers */
-    VkFence fence;
-    VkDescriptorPool desc_pool;
-    VkQueryPool query_pool; /* timestamps: begin, then one after each dispatch */
-    uint32_t n_queries;
-    moe_vk_shader_id query_shader[MOE_VK_MAX_QUERIES];
+    VkCommandBuffer xfer; /* transfers, each submitted and waited for at once */
+    VkFence xfer_fence;
+    /* Forwards: a ring of submission slots (vk_submit.c), `next` the one the next forward
+     * records into; `cur` the one being recorded. */
+    moe_vk_slot slots[MOE_VK_MAX_IN_FLIGHT];
+    uint32_t next;
+    moe_vk_slot *cur;
+    /* Set (by moe_vulkan_layer_record) while a forward is recorded into an application's
+     * command buffer: begin and submit use it instead of a slot and submit nothing. */
+    moe_vk_slot *record_into;
     bool recording;
     moe_status record_status; /* first failure while recording a forward */
 
@@ -147,6 +175,10 @@ static inline moe_vk_backend *moe_vkb(moe_backend *be)
 {
     return (moe_vk_backend *)be;
 }
+
+/* volk.c: a device's functions into `table` through the given vkGetDeviceProcAddr (an
+ * application's, for a borrowed device), with volk's own table loader. */
+void moe_vk_load_device_table(struct VolkDeviceTable *table, VkDevice device, PFN_vkGetDeviceProcAddr gdpa);
 
 /* VkResult → status + message "vulkan: <call> failed: <VkResult>". */
 moe_status moe_vk_fail(moe_vk_backend *b, VkResult r, const char *call);
@@ -183,14 +215,23 @@ void moe_vk_pipelines_release(moe_vk_backend *b);
 moe_status moe_vk_pipeline_get(moe_vk_backend *b, moe_vk_shader_id shader, const moe_kargs *args,
                                VkPipeline *out);
 
-/* vk_steps.c */
+/* vk_submit.c */
+/* The first slot (with the context: a forward then needs no object of its own). */
+moe_status moe_vk_slots_init(moe_vk_backend *b);
+void moe_vk_slots_release(moe_vk_backend *b);
 moe_status moe_vk_begin(moe_backend *be);
+moe_status moe_vk_submit(moe_backend *be);
+moe_status moe_vk_wait(moe_backend *be);
+/* A memory barrier on `cmd`. */
+void moe_vk_barrier(moe_vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src,
+                    VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access);
+
+/* vk_steps.c */
 moe_status moe_vk_route(moe_backend *be, const moe_route_step *s);
 moe_status moe_vk_plan(moe_backend *be, const moe_plan_step *s);
 moe_status moe_vk_ffn(moe_backend *be, const moe_ffn_step *s);
 moe_status moe_vk_combine(moe_backend *be, const moe_combine_step *s);
 moe_status moe_vk_stats(moe_backend *be, const moe_stats_step *s);
-moe_status moe_vk_finish(moe_backend *be);
 /* Runs `record` on the transfer command buffer, submits and waits. */
 moe_status moe_vk_run_transfer(moe_vk_backend *b, void (*record)(moe_vk_backend *, VkCommandBuffer, void *),
                                void *arg);

@@ -190,7 +190,7 @@ void moe_vk_buffer_free(moe_backend *be, moe_backend_buffer *buf)
 {
     if (!buf) return;
     moe_vk_backend *b = moe_vkb(be);
-    b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
+    if (!buf->borrowed) b->vk.vkDestroyBuffer(b->device, buf->buffer, NULL);
     moe_vk_block *k = buf->block;
     if (k) {
         push_range(k, buf->offset, buf->size);
@@ -217,24 +217,21 @@ moe_status moe_vk_memory_init(moe_vk_backend *b)
                                         .queueFamilyIndex = b->queue_family};
     MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
                                     b->vk.vkCreateCommandPool(b->device, &pi, NULL, &b->cmd_pool)));
-    VkCommandBuffer cmds[2];
     const VkCommandBufferAllocateInfo ci = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
                                             .commandPool = b->cmd_pool,
                                             .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-                                            .commandBufferCount = 2};
+                                            .commandBufferCount = 1};
     MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
-                                    b->vk.vkAllocateCommandBuffers(b->device, &ci, cmds)));
-    b->cmd = cmds[0];
-    b->xfer = cmds[1];
+                                    b->vk.vkAllocateCommandBuffers(b->device, &ci, &b->xfer)));
     const VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
-                                    b->vk.vkCreateFence(b->device, &fi, NULL, &b->fence)));
+                                    b->vk.vkCreateFence(b->device, &fi, NULL, &b->xfer_fence)));
     return MOE_OK;
 }
 
 void moe_vk_memory_release(moe_vk_backend *b)
 {
-    if (b->fence) b->vk.vkDestroyFence(b->device, b->fence, NULL);
+    if (b->xfer_fence) b->vk.vkDestroyFence(b->device, b->xfer_fence, NULL);
     if (b->cmd_pool) b->vk.vkDestroyCommandPool(b->device, b->cmd_pool, NULL);
     if (b->staging_map) b->vk.vkUnmapMemory(b->device, b->staging->block->memory);
     moe_vk_buffer_free(&b->base, b->staging);
@@ -255,9 +252,9 @@ moe_status moe_vk_run_transfer(moe_vk_backend *b, void (*record)(moe_vk_backend 
     MOE_VK_TRY(b, b->vk.vkEndCommandBuffer(b->xfer));
     const VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &b->xfer};
-    MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
-    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->fence, VK_TRUE, UINT64_MAX);
-    b->vk.vkResetFences(b->device, 1, &b->fence);
+    MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->xfer_fence));
+    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->xfer_fence, VK_TRUE, UINT64_MAX);
+    b->vk.vkResetFences(b->device, 1, &b->xfer_fence);
     if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkWaitForFences");
     return moe_vk_check_validation(b);
 }

@@ -90,22 +90,6 @@ moe_status moe_vk_pipelines_init(moe_vk_backend *b)
     if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkCreatePipelineCache");
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "vulkan: pipeline cache %s (%zu bytes loaded)", b->cache_path, size);
 
-    /* Descriptor sets come from one pool, reset at the start of every forward. */
-    /* Enough sets for a forward of many dispatches (one GEMM per group of experts). */
-    const VkDescriptorPoolSize ps = {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, MOE_VK_MAX_SETS * MOE_KMAX_BUFFERS};
-    const VkDescriptorPoolCreateInfo dp = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
-                                           .maxSets = MOE_VK_MAX_SETS,
-                                           .poolSizeCount = 1,
-                                           .pPoolSizes = &ps};
-    MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
-                                    b->vk.vkCreateDescriptorPool(b->device, &dp, NULL, &b->desc_pool)));
-    if (b->timestamp_bits > 0) {
-        const VkQueryPoolCreateInfo qi = {.sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO,
-                                          .queryType = VK_QUERY_TYPE_TIMESTAMP,
-                                          .queryCount = MOE_VK_MAX_QUERIES};
-        MOE_VK_TRY(b, MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY,
-                                        b->vk.vkCreateQueryPool(b->device, &qi, NULL, &b->query_pool)));
-    }
     return MOE_OK;
 }
 
@@ -115,8 +99,6 @@ void moe_vk_pipelines_release(moe_vk_backend *b)
     for (size_t i = 0; i < b->n_pipelines; i++)
         b->vk.vkDestroyPipeline(b->device, b->pipelines[i].pipeline, NULL);
     moe_free(b->pipelines);
-    if (b->query_pool) b->vk.vkDestroyQueryPool(b->device, b->query_pool, NULL);
-    if (b->desc_pool) b->vk.vkDestroyDescriptorPool(b->device, b->desc_pool, NULL);
     if (b->pipeline_cache) b->vk.vkDestroyPipelineCache(b->device, b->pipeline_cache, NULL);
     for (int s = 0; s < MOE_VK_SHADER_COUNT; s++) {
         if (b->layouts[s]) b->vk.vkDestroyPipelineLayout(b->device, b->layouts[s], NULL);

@@ -1,7 +1,7 @@
 /*
  * vk_steps.c — a forward on Vulkan: every step is recorded into one command buffer (a
- * dispatch per kernel, a memory barrier between dispatches) and submitted once at `finish`,
- * with GPU timestamps around it. Nothing is read back until the result: every dispatch size
+ * dispatch per kernel, a memory barrier between dispatches) that vk_submit.c begins, submits
+ * and waits for, with GPU timestamps around it. Nothing is read back until the result: every dispatch size
  * comes from the host-known padded row bound.
  */
 #include "vk_internal.h"
@@ -10,18 +10,10 @@
 
 #include <string.h>
 
-static void barrier(moe_vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src,
-                    VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access)
-{
-    const VkMemoryBarrier mb = {
-        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access};
-    b->vk.vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &mb, 0, NULL, 0, NULL);
-}
-
 /* One dispatch of `shader`: a launch built by src/kernel_args.c, the arguments of its kernel
  * description (kernels/<kernel>.h) and its workgroup counts. The parameters become the
  * pipeline's specialization constants, each buffer its binding, the fields the push
- * constants. A failure is remembered and returned by finish, so the steps
+ * constants. A failure is remembered and returned by submit, so the steps
  * need no cleanup of their own.
  *
  * Every integer a shader receives is a 32-bit int. The core validates shapes and token counts
@@ -62,8 +54,9 @@ static moe_status dispatch(moe_vk_backend *b, moe_vk_shader_id shader, const moe
     moe_status st = moe_vk_pipeline_get(b, shader, args, &pipeline);
     if (st != MOE_OK) return b->record_status = st;
 
+    moe_vk_slot *slot = b->cur;
     const VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
-                                            .descriptorPool = b->desc_pool,
+                                            .descriptorPool = slot->desc_pool,
                                             .descriptorSetCount = 1,
                                             .pSetLayouts = &b->set_layouts[shader]};
     VkDescriptorSet set;
@@ -101,82 +94,21 @@ static moe_status dispatch(moe_vk_backend *b, moe_vk_shader_id shader, const moe
     int32_t push[MOE_KMAX_FIELDS];
     for (uint32_t i = 0; i < args->n_fields; i++) push[i] = (int32_t)args->fields[i].value;
     b->vk.vkUpdateDescriptorSets(b->device, n, w, 0, NULL);
-    b->vk.vkCmdBindPipeline(b->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
-    b->vk.vkCmdBindDescriptorSets(b->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, b->layouts[shader], 0, 1, &set, 0,
+    const VkCommandBuffer cmd = slot->cmd;
+    b->vk.vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+    b->vk.vkCmdBindDescriptorSets(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, b->layouts[shader], 0, 1, &set, 0,
                                   NULL);
-    b->vk.vkCmdPushConstants(b->cmd, b->layouts[shader], VK_SHADER_STAGE_COMPUTE_BIT, 0, info->push_bytes,
-                             push);
-    b->vk.vkCmdDispatch(b->cmd, (uint32_t)gx, (uint32_t)gy, 1);
-    if (b->query_pool && b->n_queries < MOE_VK_MAX_QUERIES - 1) {
-        b->query_shader[b->n_queries] = shader;
-        b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, b->query_pool,
-                                  b->n_queries++);
+    b->vk.vkCmdPushConstants(cmd, b->layouts[shader], VK_SHADER_STAGE_COMPUTE_BIT, 0, info->push_bytes, push);
+    b->vk.vkCmdDispatch(cmd, (uint32_t)gx, (uint32_t)gy, 1);
+    if (slot->query_pool && slot->n_queries < MOE_VK_MAX_QUERIES - 1) {
+        slot->query_shader[slot->n_queries] = shader;
+        b->vk.vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, slot->query_pool,
+                                  slot->n_queries++);
     }
-    barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+    moe_vk_barrier(b, cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
     return MOE_OK;
-}
-
-moe_status moe_vk_begin(moe_backend *be)
-{
-    moe_vk_backend *b = moe_vkb(be);
-    if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
-    MOE_VK_TRY(b, b->vk.vkResetDescriptorPool(b->device, b->desc_pool, 0));
-    const VkCommandBufferBeginInfo bi = {.sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-                                         .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT};
-    MOE_VK_TRY(b, b->vk.vkBeginCommandBuffer(b->cmd, &bi));
-    b->recording = true;
-    b->record_status = MOE_OK;
-    if (b->query_pool) {
-        b->vk.vkCmdResetQueryPool(b->cmd, b->query_pool, 0, MOE_VK_MAX_QUERIES);
-        b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, b->query_pool, 0);
-        b->n_queries = 1;
-    }
-    /* Earlier uploads (a separate submission) become visible to the kernels. */
-    barrier(b, b->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
-            VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
-    return MOE_OK;
-}
-
-moe_status moe_vk_finish(moe_backend *be)
-{
-    moe_vk_backend *b = moe_vkb(be);
-    if (!b->recording)
-        return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost") : MOE_OK;
-    b->recording = false;
-    barrier(b, b->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
-            VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
-    if (b->query_pool)
-        b->vk.vkCmdWriteTimestamp(b->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, b->query_pool,
-                                  b->n_queries++);
-    MOE_VK_TRY(b, b->vk.vkEndCommandBuffer(b->cmd));
-    if (b->record_status != MOE_OK) return b->record_status; /* recorded, never submitted */
-    if (b->inject_lost) {
-        b->inject_lost = 0;
-        return moe_vk_fail(b, VK_ERROR_DEVICE_LOST, "vkQueueSubmit (injected by MOE_VK_INJECT=lost)");
-    }
-    const VkSubmitInfo si = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &b->cmd};
-    const double t0 = moe_now_ms();
-    MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->fence));
-    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->fence, VK_TRUE, UINT64_MAX);
-    b->vk.vkResetFences(b->device, 1, &b->fence);
-    if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkWaitForFences");
-    be->last_device_ms = moe_now_ms() - t0;
-    uint64_t ts[MOE_VK_MAX_QUERIES];
-    const uint32_t nq = b->n_queries;
-    if (b->query_pool &&
-        b->vk.vkGetQueryPoolResults(b->device, b->query_pool, 0, nq, sizeof ts, ts, sizeof ts[0],
-                                    VK_QUERY_RESULT_64_BIT | VK_QUERY_RESULT_WAIT_BIT) == VK_SUCCESS) {
-        const uint64_t mask = b->timestamp_bits >= 64 ? ~0ull : (1ull << b->timestamp_bits) - 1;
-        const double ms = b->props.limits.timestampPeriod * 1e-6;
-        be->last_device_ms = (double)((ts[nq - 1] - ts[0]) & mask) * ms;
-        /* Per-kernel times, for whoever listens at DEBUG level. */
-        for (uint32_t i = 1; i + 1 < nq; i++)
-            moe_log(be->ctx, MOE_LOG_DEBUG, "vulkan: %-12s %9.3f ms", moe_vk_shaders[b->query_shader[i]].name,
-                    (double)((ts[i] - ts[i - 1]) & mask) * ms);
-    }
-    return moe_vk_check_validation(b);
 }
 
 /* ---- the steps ------------------------------------------------------------------------------- */

@@ -49,5 +49,5 @@ endforeach()
 add_custom_target(moe_shaders DEPENDS ${MOE_SHADER_HEADERS})
 
 set(MOE_VULKAN_SOURCES
-  src/vulkan/vk_device.c src/vulkan/vk_memory.c src/vulkan/vk_pipeline.c src/vulkan/vk_steps.c
+  src/vulkan/vk_device.c src/vulkan/vk_memory.c src/vulkan/vk_pipeline.c src/vulkan/vk_steps.c src/vulkan/vk_submit.c src/vulkan/vk_embed.c
   src/vulkan/vk_shaders.c src/vulkan/volk.c)
