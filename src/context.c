@@ -145,6 +145,11 @@ static moe_status find_device(moe_context *ctx, const moe_backend_ops *ops, cons
     int count = 0;
     moe_status st = ops->device_count(&count);
     if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error()); /* a driver error, with its detail */
+    /* A plain index on a named backend needs no device's info (only a miss lists them). */
+    if (!for_auto && !named(d) && !d->device_types && d->device_index >= 0 && d->device_index < count) {
+        *out = d->device_index;
+        return MOE_OK;
+    }
     char list[768] = "", filters[256];
     size_t n = 0;
     int left = 0;

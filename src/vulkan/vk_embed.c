@@ -106,6 +106,7 @@ moe_status moe_vulkan_layer_record(moe_layer *layer, int64_t n_tokens, const moe
     size_t scratch_bytes = 0;
     st = moe_layer_forward_record(layer, n_tokens, x, y, &scratch, &scratch_bytes);
     b->record_into = NULL;
+    b->cur = NULL; /* it pointed at `into` */
     if (st != MOE_OK) {
         /* Whatever was recorded before the failure stays in cmd: the application resets it. */
         b->vk.vkDestroyDescriptorPool(b->device, rec->pool, NULL);
