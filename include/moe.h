@@ -631,6 +631,8 @@ MOE_API moe_status moe_get_cache_info(moe_cache_info *info);
  * default; then the hook costs one relaxed atomic load per allocation). Returns the number
  * of points counted since the previous call, so a test can count an operation's points and
  * then fail each in turn. Process-wide: meant for tests that run one operation at a time.
+ * (0.4.0) Built only with the tests (or the fuzzer): a release build (MOE_BUILD_TESTS=OFF) has no
+ * hook at all — allocations cost nothing more — and this returns -1 and injects nothing.
  * ------------------------------------------------------------------------------------- */
 MOE_API int64_t moe_test_inject_alloc_failure(int64_t n);
 

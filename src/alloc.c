@@ -13,10 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static atomic_int g_armed;            /* 0: off (the fast path), 1: counting */
-static atomic_llong g_countdown;      /* > 0: the point at which to fail, counted down */
-static atomic_llong g_points;         /* points counted since the last arm */
 static _Thread_local bool tls_failed; /* an allocation of this thread failed */
+
+#if MOE_TEST_HOOKS
+static atomic_int g_armed;       /* 0: off (the fast path), 1: counting */
+static atomic_llong g_countdown; /* > 0: the point at which to fail, counted down */
+static atomic_llong g_points;    /* points counted since the last arm */
 
 bool moe_alloc_injected(void)
 {
@@ -44,6 +46,13 @@ int64_t moe_test_inject_alloc_failure(int64_t n)
     if (n != 0) atomic_store(&g_armed, 1);
     return counted;
 }
+#else
+int64_t moe_test_inject_alloc_failure(int64_t n)
+{
+    (void)n;
+    return -1; /* built without the test hooks: nothing counted, nothing injected */
+}
+#endif
 
 void *moe_malloc(size_t bytes)
 {

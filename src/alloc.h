@@ -7,7 +7,8 @@
  * Why one place: a library linked into a long-running server must survive running out of
  * memory at any allocation. moe_test_inject_alloc_failure() (moe.h) makes the n-th
  * allocation point fail, so a test can walk every point of an operation and check each
- * error path. When injection is off the hook is one relaxed atomic load per allocation.
+ * error path. When injection is off the hook is one relaxed atomic load per allocation, and in
+ * a release build (no tests) there is no hook at all.
  */
 #ifndef MOE_ALLOC_H
 #define MOE_ALLOC_H
@@ -26,8 +27,16 @@ char *moe_strdup(const char *s);
 
 /* Counts one allocation point and says whether it must fail (injected). Call it right
  * before each device allocation or driver object creation and act as if the native call
- * had returned its out-of-memory error. */
+ * had returned its out-of-memory error. Without the test hooks (a release build,
+ * MOE_TEST_HOOKS=0) it is the constant false, and the compiler drops it. */
+#if MOE_TEST_HOOKS
 bool moe_alloc_injected(void);
+#else
+static inline bool moe_alloc_injected(void)
+{
+    return false;
+}
+#endif
 
 /* Whether an allocation of this thread failed (real or injected) since the last reset:
  * lets a caller tell "out of memory" from "bad input" after a parser that returns only

@@ -483,7 +483,7 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
     moe_cl_backend *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "opencl: out of host memory");
     b->base = (moe_backend){.ops = &moe_opencl_backend_ops, .ctx = ctx};
-    const char *inject = getenv("MOE_CL_INJECT");
+    const char *inject = MOE_TEST_HOOKS ? getenv("MOE_CL_INJECT") : NULL; /* test hooks only */
     const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
     b->inject_lost = inject && !strcmp(inject, "lost");
     b->inject_build = inject && !strcmp(inject, "build");

@@ -782,7 +782,7 @@ static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, 
     moe_vk_backend *b = moe_calloc(1, sizeof *b);
     if (!b) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "vulkan: out of host memory");
     b->base = (moe_backend){.ops = &moe_vulkan_backend_ops, .ctx = ctx};
-    const char *inject = getenv("MOE_VK_INJECT");
+    const char *inject = MOE_TEST_HOOKS ? getenv("MOE_VK_INJECT") : NULL; /* test hooks only */
     const bool inject_oom = inject && !strcmp(inject, "oom"); /* after the context's own buffers */
     b->inject_lost = inject && !strcmp(inject, "lost");
 
