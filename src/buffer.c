@@ -52,16 +52,7 @@ static void buffer_free(moe_buffer *b);
 
 void moe_buffer_destroy(moe_buffer *b)
 {
-    if (!b || b->destroy_pending) return;
-    if (b->pins > 0) { /* an application's command buffer still holds it */
-        b->destroy_pending = true;
-        moe_fail(
-            b->ctx, MOE_ERROR_BUSY,
-            "moe_buffer_destroy: %lld recorded forward(s) use the buffer (moe_vulkan_layer_record); it is "
-            "freed when the last is destroyed",
-            (long long)b->pins);
-        return;
-    }
+    if (!b || moe_context_defer_destroy(b->ctx, b->pins, &b->destroy_pending, "moe_buffer_destroy")) return;
     buffer_free(b);
 }
 

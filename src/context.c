@@ -336,7 +336,7 @@ void moe_context_destroy(moe_context *ctx)
 {
     if (!ctx) return;
     if (ctx->destroyed) return; /* already destroyed, waiting for its last layer or buffer */
-    if (ctx->completed < ctx->submitted) moe_context_wait_all(ctx);
+    moe_context_wait_all(ctx);
     if (ctx->n_layers > 0 || ctx->n_buffers > 0) {
         /* Freeing now would pull the arena and the device from under them (their _destroy
          * frees into both): the context stays until the last of them goes. */
@@ -376,16 +376,6 @@ moe_status moe_context_expect_backend(const moe_context *ctx, const moe_backend_
     return MOE_OK;
 }
 
-moe_status moe_check_struct_size(moe_context *ctx, const void *s, size_t size, const char *name)
-{
-    size_t got;
-    memcpy(&got, s, sizeof got); /* struct_size, the first field */
-    if (got == size) return MOE_OK;
-    return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                    "%s.struct_size is %zu; this library's is %zu (set it to sizeof(%s))", name, got, size,
-                    name);
-}
-
 moe_status moe_context_check_live(moe_context *ctx, const char *what)
 {
     if (!ctx->destroyed) return MOE_OK;
@@ -403,6 +393,18 @@ void moe_context_child_destroying(moe_context *ctx, uint64_t serial, const char 
              "%s: destroyed while a forward using it was in flight (call moe_context_wait first); waited for "
              "the context's forwards before freeing it%s%s",
              what, st != MOE_OK ? ", which failed: " : "", st != MOE_OK ? moe_status_string(st) : "");
+}
+
+bool moe_context_defer_destroy(moe_context *ctx, int64_t pins, bool *pending, const char *what)
+{
+    if (*pending) return true;
+    if (pins == 0) return false;
+    *pending = true; /* an application's command buffer still holds it */
+    moe_fail(ctx, MOE_ERROR_BUSY,
+             "%s: %lld recorded forward(s) use it (moe_vulkan_layer_record); it is freed when the last is "
+             "destroyed",
+             what, (long long)pins);
+    return true;
 }
 
 void moe_context_release_child(moe_context *ctx, int64_t *count)

@@ -230,8 +230,6 @@ const moe_backend_ops *moe_backend_ops_of(moe_backend_kind kind);
 /* The embedding headers' calls (moe_vulkan.h, moe_opencl.h): `ctx` runs on `ops` (clears the
  * error first), else MOE_ERROR_NULL_POINTER / MOE_ERROR_INVALID_ARGUMENT naming `what`. */
 moe_status moe_context_expect_backend(const moe_context *ctx, const moe_backend_ops *ops, const char *what);
-/* Their structs have one version so far: struct_size must be `size` exactly. */
-moe_status moe_check_struct_size(moe_context *ctx, const void *s, size_t size, const char *name);
 
 /* The forward on buffers with the backend recording into what the caller set up (Vulkan:
  * b->record_into, an application's command buffer) instead of submitting: validated and laid
@@ -259,5 +257,9 @@ moe_status moe_context_check_live(moe_context *ctx, const char *what);
  * frees a destroyed context with its last child. */
 void moe_context_child_destroying(moe_context *ctx, uint64_t serial, const char *what);
 void moe_context_release_child(moe_context *ctx, int64_t *count);
+/* A layer's or buffer's _destroy: true when it must not free now — destroyed already, or held by
+ * `pins` recordings (moe_vulkan_layer_record), which marks it *pending (freed at the last unpin)
+ * and records MOE_ERROR_BUSY naming `what`. */
+bool moe_context_defer_destroy(moe_context *ctx, int64_t pins, bool *pending, const char *what);
 
 #endif /* MOE_INTERNAL_H */

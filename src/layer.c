@@ -147,15 +147,9 @@ static void layer_free(moe_layer *layer);
 
 void moe_layer_destroy(moe_layer *layer)
 {
-    if (!layer || layer->destroy_pending) return;
-    if (layer->pins > 0) { /* an application's command buffer still holds it */
-        layer->destroy_pending = true;
-        moe_fail(layer->ctx, MOE_ERROR_BUSY,
-                 "moe_layer_destroy: %lld recorded forward(s) use the layer (moe_vulkan_layer_record); it is "
-                 "freed when the last is destroyed",
-                 (long long)layer->pins);
+    if (!layer ||
+        moe_context_defer_destroy(layer->ctx, layer->pins, &layer->destroy_pending, "moe_layer_destroy"))
         return;
-    }
     layer_free(layer);
 }
 

@@ -425,7 +425,8 @@ static cl_int open_device_locked(moe_cl_backend *b, int index, const char **call
  * in-order and belongs to the context and the device. */
 static moe_status check_borrowed(moe_context *ctx, const moe_opencl_device *d)
 {
-    const moe_status st = moe_check_struct_size(ctx, d, sizeof *d, "moe_opencl_device");
+    size_t bytes; /* one version so far: the whole struct */
+    const moe_status st = moe_abi_check(ctx, &moe_abi_opencl_device, d, &bytes);
     if (st != MOE_OK) return st;
     if (!d->context || !d->device || !d->queue)
         return moe_fail(ctx, MOE_ERROR_NULL_POINTER,

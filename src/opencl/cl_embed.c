@@ -8,6 +8,9 @@
 
 #include <string.h>
 
+const moe_abi_struct moe_abi_opencl_device = {
+    "moe_opencl_device", sizeof(moe_opencl_device), {MOE_ABI_END(moe_opencl_device, queue)}, "0.4.0"};
+
 /* The OpenCL backend of a context into *out, or the failure (recorded). */
 static moe_status opencl_of(const moe_context *ctx, const char *what, moe_cl_backend **out)
 {
@@ -22,14 +25,12 @@ moe_status moe_opencl_context_get_device(const moe_context *ctx, moe_opencl_devi
     moe_status st = opencl_of(ctx, "moe_opencl_context_get_device", &b);
     if (st != MOE_OK) return st;
     if (!out) return moe_fail((moe_context *)ctx, MOE_ERROR_NULL_POINTER, "out is NULL");
-    st = moe_check_struct_size((moe_context *)ctx, out, sizeof *out, "moe_opencl_device");
-    if (st != MOE_OK) return st;
-    *out = (moe_opencl_device){.struct_size = sizeof *out,
-                               .backend = MOE_BACKEND_OPENCL,
-                               .context = b->context,
-                               .device = b->device,
-                               .queue = b->queue};
-    return MOE_OK;
+    const moe_opencl_device full = {.struct_size = sizeof full,
+                                    .backend = MOE_BACKEND_OPENCL,
+                                    .context = b->context,
+                                    .device = b->device,
+                                    .queue = b->queue};
+    return moe_abi_out((moe_context *)ctx, &moe_abi_opencl_device, out, &full);
 }
 
 moe_status moe_opencl_buffer_wrap(moe_context *ctx, cl_mem mem, size_t offset, int64_t n_elements,

@@ -172,4 +172,7 @@ moe_status moe_cl_stats(moe_backend *be, const moe_stats_step *s);
 moe_status moe_cl_submit(moe_backend *be);
 moe_status moe_cl_wait(moe_backend *be);
 
+/* cl_embed.c: moe_opencl_device's versions (abi.h), for its checks here and there. */
+extern const moe_abi_struct moe_abi_opencl_device;
+
 #endif /* MOE_CL_INTERNAL_H */

@@ -718,7 +718,8 @@ static VkResult open_device_locked(moe_vk_backend *b, int index, const char **ca
 static moe_status borrow_device(moe_vk_backend *b, const moe_vulkan_device *d)
 {
     moe_context *ctx = b->base.ctx;
-    const moe_status sst = moe_check_struct_size(ctx, d, sizeof *d, "moe_vulkan_device");
+    size_t bytes; /* one version so far: the whole struct */
+    const moe_status sst = moe_abi_check(ctx, &moe_abi_vulkan_device, d, &bytes);
     if (sst != MOE_OK) return sst;
     if (!d->get_instance_proc_addr || !d->instance || !d->physical_device || !d->device || !d->queue)
         return moe_fail(

@@ -16,6 +16,9 @@ struct moe_vulkan_recording {
     size_t scratch_bytes;
 };
 
+const moe_abi_struct moe_abi_vulkan_device = {
+    "moe_vulkan_device", sizeof(moe_vulkan_device), {MOE_ABI_END(moe_vulkan_device, queue)}, "0.4.0"};
+
 /* The Vulkan backend of a context into *out, or the failure (recorded). */
 static moe_status vulkan_of(const moe_context *ctx, const char *what, moe_vk_backend **out)
 {
@@ -30,18 +33,16 @@ moe_status moe_vulkan_context_get_device(const moe_context *ctx, moe_vulkan_devi
     moe_status st = vulkan_of(ctx, "moe_vulkan_context_get_device", &b);
     if (st != MOE_OK) return st;
     if (!out) return moe_fail((moe_context *)ctx, MOE_ERROR_NULL_POINTER, "out is NULL");
-    st = moe_check_struct_size((moe_context *)ctx, out, sizeof *out, "moe_vulkan_device");
-    if (st != MOE_OK) return st;
-    *out = (moe_vulkan_device){.struct_size = sizeof *out,
-                               .backend = MOE_BACKEND_VULKAN,
-                               .get_instance_proc_addr = b->gipa,
-                               .instance = b->instance,
-                               .instance_api_version = b->instance_api,
-                               .physical_device = b->physical,
-                               .device = b->device,
-                               .queue_family = b->queue_family,
-                               .queue = b->queue};
-    return MOE_OK;
+    const moe_vulkan_device full = {.struct_size = sizeof full,
+                                    .backend = MOE_BACKEND_VULKAN,
+                                    .get_instance_proc_addr = b->gipa,
+                                    .instance = b->instance,
+                                    .instance_api_version = b->instance_api,
+                                    .physical_device = b->physical,
+                                    .device = b->device,
+                                    .queue_family = b->queue_family,
+                                    .queue = b->queue};
+    return moe_abi_out((moe_context *)ctx, &moe_abi_vulkan_device, out, &full);
 }
 
 moe_status moe_vulkan_buffer_wrap(moe_context *ctx, VkBuffer buffer, VkDeviceSize offset, int64_t n_elements,

@@ -236,4 +236,7 @@ moe_status moe_vk_stats(moe_backend *be, const moe_stats_step *s);
 moe_status moe_vk_run_transfer(moe_vk_backend *b, void (*record)(moe_vk_backend *, VkCommandBuffer, void *),
                                void *arg);
 
+/* vk_embed.c: moe_vulkan_device's versions (abi.h), for its checks here and there. */
+extern const moe_abi_struct moe_abi_vulkan_device;
+
 #endif /* MOE_VK_INTERNAL_H */
