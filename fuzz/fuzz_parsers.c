@@ -3,7 +3,9 @@
  * safetensors container (header length, UTF-8 JSON header, offsets), config.json (with the
  * derived layer desc and sparse-layer rule), the .npy reader of moe-run, and a whole model
  * directory (fuzz_model.c: shard index, tensor lookup, layer creation, the bounded file
- * reader). The first byte picks the mode (mod 4); the rest is its input. Built with
+ * reader), and a GGUF file (gguf.c: its header, then what gguf_arch.c reads of it: the
+ * architecture's keys and each MoE layer's tensors). The first byte picks the mode (mod 5);
+ * the rest is its input. Built with
  * -DMOE_FUZZ=ON and clang (-fsanitize=fuzzer,address,undefined) with the whole library
  * compiled in; CI runs it for a bounded time on fuzz/corpus.
  */
@@ -16,26 +18,66 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* A GGUF file in memory: parsed, every key read through the typed getters, then taken as a
+ * one-file model — its architecture and every MoE layer's tensors looked up (stacked, fused or
+ * per expert; views into the bytes, each touched at both ends). */
+static void fuzz_gguf(const uint8_t *buf, size_t size)
+{
+    moe_tensor_file f;
+    if (moe_gguf_parse(NULL, "fuzz.gguf", buf, size, &f) != MOE_OK) return;
+    for (size_t i = 0; i < f.n_kvs; i++) {
+        uint64_t u;
+        double d;
+        bool b, found;
+        char s[64];
+        (void)moe_gguf_get_uint(NULL, &f, f.kvs[i].key, &u, &found);
+        (void)moe_gguf_get_float(NULL, &f, f.kvs[i].key, &d, &found);
+        (void)moe_gguf_get_bool(NULL, &f, f.kvs[i].key, &b, &found);
+        (void)moe_gguf_get_string(NULL, &f, f.kvs[i].key, s, sizeof s, &found);
+    }
+    moe_model m = {.dir = "fuzz.gguf", .weights_label = "fuzz.gguf", .gguf = true, .files = &f, .n_files = 1};
+    if (moe_model_index_tensors(&m) == MOE_OK && moe_gguf_read_arch(NULL, &m) == MOE_OK &&
+        m.cfg.n_experts <= 4096) {
+        const size_t E = (size_t)m.cfg.n_experts;
+        moe_tensor_view *v = calloc(3 * E, sizeof *v);
+        volatile uint8_t sink = 0;
+        for (int64_t l = 0; v && l < m.cfg.n_layers && l < 64; l++) {
+            if (!m.arch.moe_layer[l]) continue;
+            moe_layer_refs r = {.gate = v, .up = v + E, .down = v + 2 * E};
+            moe_layer_desc d;
+            if (moe_gguf_layer_lookup(NULL, &m, l, &d, &r) != MOE_OK) continue;
+            for (size_t i = 0; i < 3 * E; i++)
+                if (v[i].data && v[i].bytes) sink ^= v[i].data[0] ^ v[i].data[v[i].bytes - 1];
+        }
+        (void)sink;
+        free(v);
+    }
+    moe_free(m.arch.moe_layer);
+    moe_free(m.tensors);
+    f.map = NULL; /* the bytes are ours, not a mapping */
+    moe_tensor_file_close(&f);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1) return 0;
-    const uint8_t which = data[0] % 4;
+    const uint8_t which = data[0] % 5;
     data++, size--;
     /* A private copy, so reads past `size` are caught exactly by ASan. */
     uint8_t *buf = malloc(size ? size : 1);
     if (!buf) return 0;
     memcpy(buf, data, size);
     if (which == 0) {
-        moe_st_file f;
+        moe_tensor_file f;
         if (moe_st_parse(NULL, "fuzz.safetensors", buf, size, &f) == MOE_OK) {
             volatile uint8_t sink = 0;
             for (size_t i = 0; i < f.n_tensors; i++) {
-                const moe_st_tensor *t = moe_st_find(&f, f.tensors[i].name);
+                const moe_file_tensor *t = moe_tensor_file_find(&f, f.tensors[i].name);
                 if (t && t->bytes) sink ^= t->data[0] ^ t->data[t->bytes - 1];
             }
             (void)sink;
             f.map = NULL; /* the bytes are ours, not a mapping */
-            moe_st_close(&f);
+            moe_tensor_file_close(&f);
         }
     } else if (which == 1) {
         moe_hf_config c;
@@ -46,6 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     } else if (which == 3) {
         fuzz_model_dir(buf, size);
+    } else if (which == 4) {
+        fuzz_gguf(buf, size);
     } else {
         npy_array a;
         char err[256];

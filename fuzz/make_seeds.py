@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """make_seeds.py - writes the model-directory seeds of fuzz/corpus (model_*): tiny but complete
-Hugging Face model directories in the framing fuzz_model.c reads. Run from anywhere:
+Hugging Face model directories in the framing fuzz_model.c reads, and the GGUF seeds (gguf_*):
+mode byte 4, then a whole GGUF file (written here with struct, as the format's spec lays it out).
+Run from anywhere:
     python3 fuzz/make_seeds.py
-Mode byte 3, a flags byte, an allocation-failure byte, then config.json, the index (empty for
-an unsharded model) and the shards, split by FUZZ_SPLIT."""
+Model seeds: mode byte 3, a flags byte, an allocation-failure byte, then config.json, the index
+(empty for an unsharded model) and the shards, split by FUZZ_SPLIT."""
 import json
 import os
 import struct
@@ -98,5 +100,59 @@ def main():
           + experts(p, 2, d, f, ("wi", "wo"), "experts.expert_%d.%s.weight")])
 
 
+def gguf_string(text):
+    raw = text.encode()
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def gguf(arch, kvs, tensors, alignment=32):
+    """kvs: [(key, type id, packed value)]; tensors: [(name, ne, ggml type, raw bytes)]."""
+    kvs = [("general.architecture", 8, gguf_string(arch))] + kvs
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    for key, t, value in kvs:
+        head += gguf_string(key) + struct.pack("<I", t) + value
+    data, infos = b"", b""
+    for name, ne, t, raw in tensors:
+        data += b"\0" * (-len(data) % alignment)
+        infos += gguf_string(name) + struct.pack("<I", len(ne)) + struct.pack("<%dQ" % len(ne), *ne)
+        infos += struct.pack("<IQ", t, len(data))
+        data += raw
+    head += infos
+    return head + b"\0" * (-len(head) % alignment) + data
+
+
+def q4_0_rows(rows, cols):
+    """rows x cols Q4_0: each block an fp16 scale of 1/8 and nibbles counting up."""
+    block = struct.pack("<e", 0.125) + bytes((i * 17) & 0xFF for i in range(16))
+    return block * (rows * cols // 32)
+
+
+def gguf_seeds():
+    u32 = lambda v: struct.pack("<I", v)
+    d, f, e = 32, 32, 2
+    keys = [("%s.embedding_length", 4, u32(d)), ("%s.block_count", 4, u32(2)), ("%s.expert_count", 4, u32(e)),
+            ("%s.expert_used_count", 4, u32(1)), ("%s.expert_feed_forward_length", 4, u32(f))]
+    router = struct.pack("<%df" % (e * d), *[((i * 7) % 5 - 2) / 4.0 for i in range(e * d)])
+    for arch, extra, name in (("qwen3moe", [], "gguf_qwen3moe_q4_0"),
+                              ("deepseek2", [("%s.expert_shared_count", 4, u32(1)),
+                                             ("%s.expert_gating_func", 4, u32(2)),
+                                             ("%s.expert_weights_norm", 7, b"\1"),
+                                             ("%s.expert_weights_scale", 6, struct.pack("<f", 2.5)),
+                                             ("%s.leading_dense_block_count", 4, u32(1))], "gguf_deepseek2_q4_0")):
+        kv = [(k % arch, t, v) for k, t, v in keys + extra]
+        tensors = [("blk.1.ffn_gate_inp.weight", (d, e), 0, router),
+                   ("blk.1.ffn_gate_exps.weight", (d, f, e), 2, q4_0_rows(f * e, d)),
+                   ("blk.1.ffn_up_exps.weight", (d, f, e), 2, q4_0_rows(f * e, d)),
+                   ("blk.1.ffn_down_exps.weight", (f, d, e), 8, (struct.pack("<e", 0.25) + bytes(range(32))) * (d * e))]
+        if arch == "deepseek2":
+            tensors += [("blk.1.exp_probs_b.bias", (e,), 0, struct.pack("<2f", 0.5, -0.5)),
+                        ("blk.1.ffn_gate_shexp.weight", (d, f), 30, b"\x80\x3f" * (d * f)),
+                        ("blk.1.ffn_up_shexp.weight", (d, f), 1, b"\x00\x3c" * (d * f)),
+                        ("blk.1.ffn_down_shexp.weight", (f, d), 0, struct.pack("<f", 0.5) * (d * f))]
+        with open(os.path.join(HERE, "corpus", name), "wb") as out:
+            out.write(b"\4" + gguf(arch, kv, tensors))
+
+
 if __name__ == "__main__":
     main()
+    gguf_seeds()

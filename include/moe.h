@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  4
+#define MOE_VERSION_MINOR  5
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -511,11 +511,10 @@ MOE_API moe_status moe_layer_forward_async(moe_layer *layer, int64_t n_tokens, c
 MOE_API moe_status moe_context_wait(moe_context *context);
 
 /* ---------------------------------------------------------------------------------------
- * Hugging Face checkpoints: a model directory — config.json plus model.safetensors, or the
- * shards model.safetensors.index.json lists — opened once, and a layer made from the MoE block
- * of one of its layers. Weights go from the memory-mapped files straight into the backend's
- * upload (converted row by row when the layer stores another format), never through a float copy of every
- * expert.
+ * Checkpoints: a Hugging Face model directory — config.json plus model.safetensors, or the
+ * shards model.safetensors.index.json lists — or a GGUF file, opened once, and a layer made from the MoE
+ * block of one of its layers. Weights go from the memory-mapped files straight into the backend's upload
+ * (converted row by row when the layer stores another format), never through a float copy of every expert.
  *
  * model_type         tensors of layer N                                 config keys
  * mixtral            model.layers.N.block_sparse_moe.{gate, experts.E.w1 (gate), w3 (up),
@@ -534,7 +533,17 @@ MOE_API moe_status moe_context_wait(moe_context *context);
  *                    .weight (decoder.block.N.layer.2.mlp... with `decoder`)   num_experts,
  *                    expert_capacity, d_model, d_ff, dense_act_fn, encoder/decoder_sparse_step
  *
- * Tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless
+ * (0.5.0) GGUF files (llama.cpp's format, v2 and v3) open the same way: moe_model_open takes
+ * the .gguf file (the first of a split, NAME-00001-of-0000N.gguf, which brings the others).
+ * Architectures: llama with experts (Mixtral), qwen2moe, qwen3moe, olmoe, deepseek2; experts
+ * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
+ * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
+ * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
+ * may be F32, F16, BF16, Q8_0 or Q4_0 (other ggml types are named in the error); the experts
+ * keep the file's format, and when gate, up and down differ (a file may keep down in Q8_0) the
+ * most precise of them.
+ *
+ * Safetensors tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless
  * moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every backend). Errors: MOE_ERROR_IO
  * (a file or directory cannot be opened or mapped), MOE_ERROR_FORMAT (malformed JSON or safetensors, a
  * missing tensor, a tensor of the wrong shape or dtype), MOE_ERROR_UNSUPPORTED (a model_type, activation or
@@ -545,32 +554,52 @@ MOE_API moe_status moe_context_wait(moe_context *context);
  * ------------------------------------------------------------------------------------- */
 typedef struct moe_model moe_model;
 
-/* Opens the model directory `dir`: reads config.json, maps and checks every safetensors
- * header. Tensors are checked against the config when a layer is asked for. Every file must
- * be a regular file (symbolic links to one are followed, as in the Hugging Face cache); a
- * directory, FIFO, device or socket in its place is MOE_ERROR_IO "... is a FIFO, not a
- * regular file", refused without being read or blocking. config.json may be at most 8 MiB
- * and model.safetensors.index.json 64 MiB (MOE_ERROR_FORMAT, giving both sizes); a
- * safetensors file has no size limit but its header's (100 MB). JSON with a key repeated in
- * one object, or a string holding a NUL character, is MOE_ERROR_FORMAT. */
-MOE_API moe_status moe_model_open(const char *dir, moe_model **out_model);
+/* Opens the model directory `path` — or the GGUF file `path` — : reads config.json (GGUF: its
+ * keys), maps and checks every safetensors (GGUF) header. Tensors are checked against the config when a layer
+ * is asked for. Every file must be a regular file (symbolic links to one are followed, as in the Hugging Face
+ * cache); a directory, FIFO, device or socket in its place is MOE_ERROR_IO "... is a FIFO, not a regular
+ * file", refused without being read or blocking. config.json may be at most 8 MiB and
+ * model.safetensors.index.json 64 MiB (MOE_ERROR_FORMAT, giving both sizes); a safetensors file has no size
+ * limit but its header's (100 MB). JSON with a key repeated in one object, or a string holding a NUL
+ * character, is MOE_ERROR_FORMAT. */
+MOE_API moe_status moe_model_open(const char *path, moe_model **out_model);
 MOE_API void moe_model_close(moe_model *model);
 
 typedef struct moe_model_info {
-    size_t struct_size;       /* sizeof(moe_model_info) */
-    char model_type[64];      /* config.json's model_type, e.g. "mixtral" */
-    int64_t n_layers;         /* num_hidden_layers (Switch: encoder blocks, num_layers) */
+    size_t struct_size;  /* sizeof(moe_model_info) */
+    char model_type[64]; /* config.json's model_type, e.g. "mixtral" (GGUF: the architecture, "qwen3moe") */
+    int64_t n_layers;    /* num_hidden_layers (Switch: encoder blocks, num_layers) */
     int64_t n_decoder_layers; /* Switch: decoder blocks; 0 for the other families */
     int64_t hidden_size;      /* d_model */
     int64_t n_experts;        /* routed experts per MoE block */
     int64_t top_k;            /* experts per token */
     int64_t n_moe_layers;     /* layers (Switch: encoder blocks) that have an MoE block */
     int64_t first_moe_layer;  /* the first of them, -1 if none */
-    int n_files;              /* safetensors files mapped */
+    int n_files;              /* safetensors (GGUF) files mapped */
     int64_t n_tensors;        /* tensors in them */
 } moe_model_info;
 
 MOE_API moe_status moe_model_get_info(const moe_model *model, moe_model_info *info);
+
+/* (0.5.0) One tensor of the model's files, as the file describes it: moe_model_get_tensor_info
+ * walks them by index, 0 .. moe_model_info.n_tensors - 1, in name order (moe-info --model
+ * lists them by layer). `type` is the file's spelling of the element type ("BF16", "Q4_K");
+ * dtype is the moe_dtype it is, or MOE_DTYPE_DEFAULT for a type the layer does not read.
+ * MOE_ERROR_INVALID_ARGUMENT for an index out of range. */
+#define MOE_MODEL_TENSOR_MAX_DIMS 8
+typedef struct moe_model_tensor_info {
+    size_t struct_size; /* sizeof(moe_model_tensor_info) */
+    char name[256];     /* truncated if longer (no format moe reads has such names in practice) */
+    char type[16];
+    moe_dtype dtype;
+    int n_dims;
+    int64_t shape[MOE_MODEL_TENSOR_MAX_DIMS]; /* outermost first (numpy order; GGUF's ne reversed) */
+    uint64_t bytes;
+    int file; /* which of the model's files holds it (0 = the first) */
+} moe_model_tensor_info;
+
+MOE_API moe_status moe_model_get_tensor_info(const moe_model *model, int64_t index,
+                                             moe_model_tensor_info *info);
 /* 1 if layer `layer` (a Switch decoder block when `decoder` is nonzero) has an MoE block,
  * 0 if it is dense or out of range. */
 MOE_API int moe_model_layer_is_moe(const moe_model *model, int64_t layer, int decoder);

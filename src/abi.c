@@ -57,6 +57,10 @@ const moe_abi_struct moe_abi_layer_weights = {"moe_layer_weights",
                                               V010};
 const moe_abi_struct moe_abi_forward_stats = {
     "moe_forward_stats", sizeof(moe_forward_stats), {MOE_ABI_END(moe_forward_stats, device_ms)}, V010};
+const moe_abi_struct moe_abi_model_tensor_info = {"moe_model_tensor_info",
+                                                  sizeof(moe_model_tensor_info),
+                                                  {MOE_ABI_END(moe_model_tensor_info, file)},
+                                                  "0.5.0"};
 const moe_abi_struct moe_abi_model_info = {
     "moe_model_info", sizeof(moe_model_info), {MOE_ABI_END(moe_model_info, n_tensors)}, V010};
 const moe_abi_struct moe_abi_model_layer_options = {

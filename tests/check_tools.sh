@@ -6,7 +6,8 @@
 # path (written through links, atomically; devices, FIFOs and directories refused; inputs that
 # are FIFOs or devices refused without blocking), --device (by name, type and index, in moe-run
 # and moe-info), and moe-info in both formats (its features and weight formats included: each
-# device's text and JSON agree, a GPU shows no CPU feature).
+# device's text and JSON agree, a GPU shows no CPU feature); GGUF files (tests/data/gguf-moe)
+# through moe-run and moe-info --model, and their user errors.
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
 set -euo pipefail
 run=$1 info=$2 compare=$3 data=$4 work=$5
@@ -261,4 +262,39 @@ assert c["path"]==sys.argv[2] and c["files"]==0 and c["limit_bytes"]==3<<20, c' 
 rc=0; "$info" --bogus > "$work/help.txt" 2> "$work/help.err" || rc=$?
 [ "$rc" -eq 2 ] && [ ! -s "$work/help.txt" ] && grep -q "usage: moe-info" "$work/help.err" || \
     fail "moe-info --bogus: exit $rc, usage not on stderr alone"
+# ---- GGUF files (tests/data/gguf-moe) ----------------------------------------------------------------
+gguf=$data/../gguf-moe
+"$run" --model "$gguf/deepseek2.gguf" --layer 1 --input "$mix/../deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
+    --output "$work/g.npy" --backend cpu --stats > "$work/g.stats"
+"$compare" --compare "$work/g.npy" "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/y_ref.npy" 1e-4
+"$run" --model "$gguf/synthetic-q4_0.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
+    --backend cpu --stats > "$work/g.stats"
+grep -q "^weights: q4_0 (the checkpoint's own)" "$work/g.stats" || fail "moe-run on a Q4_0 GGUF: $(grep weights "$work/g.stats")"
+"$info" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
+grep -q "architecture qwen3moe: 1 layer, 1 with an MoE block; hidden size 64; 8 experts, top-2" "$work/ginfo.txt" &&
+    grep -q "tensor types: F32 ×5 (.*), Q8_0 ×1 (.*), Q4_0 ×2" "$work/ginfo.txt" &&
+    grep -q "layer 0: .*; experts d_ff 32 stored as q8_0" "$work/ginfo.txt" || fail "moe-info --model: $(cat "$work/ginfo.txt")"
+"$info" --json --model "$gguf/qwen2moe-split-00001-of-00003.gguf" > "$work/ginfo.json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["model_type"]=="qwen2moe" and d["n_files"]==3 \
+and d["layers"][0]["d_ff_shared"]==96, d' "$work/ginfo.json" || fail "moe-info --json --model on a split GGUF"
+# User errors: one message naming the file (and the tensor or the type), exit 1, nothing written
+# (the input is 32 wide, as the refused files' layers are).
+printf 'GGUF\003\000\000\000' > "$work/short.gguf"
+for c in "synthetic-q4_k.gguf:has type Q4_K, which this version does not read (it reads F32, F16, BF16, Q8_0 and Q4_0)" \
+         "unknown-arch.gguf:architecture 'falcon' is not one this version runs" \
+         "qwen2moe-split-00002-of-00003.gguf:open the first" "$work/short.gguf:the header ends inside"; do
+    f=${c%%:*} what=${c#*:}
+    case $f in /*) ;; *) f=$gguf/$f ;; esac
+    rm -f "$work/g.npy"
+    rc=0
+    "$run" --model "$f" --layer 0 --input "$data/qwen2_moe_T6_d32_f40_E8_k2/x.npy" --output "$work/g.npy" --backend cpu \
+        > "$work/err.txt" 2>&1 || rc=$?
+    [ "$rc" -eq 1 ] && grep -qF "$what" "$work/err.txt" && grep -qF "$(basename "$f")" "$work/err.txt" &&
+        [ "$(wc -l < "$work/err.txt")" -eq 1 ] && [ ! -e "$work/g.npy" ] ||
+        fail "moe-run on $(basename "$f"): exit $rc, expected 1 and one line saying '$what': $(cat "$work/err.txt")"
+    rc=0
+    "$info" --model "$f" > "$work/err.txt" 2>&1 || rc=$?
+    [ "$rc" -eq 1 ] && grep -qF "$what" "$work/err.txt" || fail "moe-info --model $(basename "$f"): exit $rc: $(cat "$work/err.txt")"
+done
+echo "ok: GGUF files through moe-run and moe-info --model"
 echo "OK: moe-run and moe-info"

@@ -5,13 +5,17 @@
  * exactly as an application would see it), and where the on-disk kernel cache is, how large it
  * is and its bound. Per device also the features the weight formats' kernels can use (and
  * those moe uses there), and the weight formats with the variant each runs as. --json prints
- * the same as one JSON object.
+ * the same as one JSON object. --model PATH instead says what a checkpoint holds (a Hugging
+ * Face directory or a GGUF file): its architecture, layers and which have an MoE block, experts,
+ * top-k, tensor types and bytes, and per MoE layer the format its experts have in the file and
+ * are stored in (or why the layer cannot be made).
  * Uses only the public API (moe.h).
  */
 #include <moe.h>
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *type_name(moe_device_type t)
@@ -179,13 +183,163 @@ static void print_device(const moe_device_info *d, int json, int first)
     print_weights(d, 0);
 }
 
+/* ---- --model ---------------------------------------------------------------------------------- */
+
+#define MAX_TYPES 32
+
+typedef struct type_sum {
+    char type[16];
+    int64_t tensors;
+    uint64_t bytes;
+} type_sum;
+
+static void add_type(type_sum *t, int *n, const moe_model_tensor_info *ti)
+{
+    int i = 0;
+    while (i < *n && strcmp(t[i].type, ti->type)) i++;
+    if (i == *n) {
+        if (*n == MAX_TYPES) return;
+        snprintf(t[i].type, sizeof t[i].type, "%s", ti->type);
+        t[i].tensors = 0, t[i].bytes = 0;
+        (*n)++;
+    }
+    t[i].tensors++;
+    t[i].bytes += ti->bytes;
+}
+
+static void print_types(const type_sum *t, int n, int json)
+{
+    for (int i = 0; i < n; i++) {
+        if (json) {
+            printf("%s", i ? ", " : "");
+            jstr(t[i].type);
+            printf(": {\"tensors\": %lld, \"bytes\": %llu}", (long long)t[i].tensors,
+                   (unsigned long long)t[i].bytes);
+        } else {
+            printf("%s%s ×%lld (%.2f MiB)", i ? ", " : "", t[i].type, (long long)t[i].tensors,
+                   (double)t[i].bytes / 1048576.0);
+        }
+    }
+}
+
+/* Whether tensor `name` belongs to layer `l`: GGUF's blk.N., Hugging Face's layers.N. or
+ * encoder.block.N. (Switch), wherever it starts. */
+static int in_layer(const char *name, int64_t l)
+{
+    static const char *const pats[] = {"blk.%lld.", "layers.%lld.", "encoder.block.%lld."};
+    for (size_t i = 0; i < sizeof pats / sizeof pats[0]; i++) {
+        char p[48];
+        snprintf(p, sizeof p, pats[i], (long long)l);
+        const char *hit = strstr(name, p);
+        if (hit && (hit == name || hit[-1] == '.')) return 1;
+    }
+    return 0;
+}
+
+static int print_model(const char *path, int json)
+{
+    moe_model *m = NULL;
+    moe_status st = moe_model_open(path, &m);
+    if (st != MOE_OK) {
+        fprintf(stderr, "moe-info: %s (%s)\n", moe_last_error(), moe_status_string(st));
+        return 1;
+    }
+    moe_model_info mi = {.struct_size = sizeof mi};
+    moe_model_get_info(m, &mi);
+    moe_model_tensor_info *ti = calloc(mi.n_tensors ? (size_t)mi.n_tensors : 1, sizeof *ti);
+    if (!ti) {
+        fprintf(stderr, "moe-info: out of memory\n");
+        moe_model_close(m);
+        return 1;
+    }
+    type_sum all[MAX_TYPES];
+    int n_all = 0;
+    uint64_t bytes = 0;
+    for (int64_t i = 0; i < mi.n_tensors; i++) {
+        ti[i].struct_size = sizeof ti[i];
+        moe_model_get_tensor_info(m, i, &ti[i]);
+        add_type(all, &n_all, &ti[i]);
+        bytes += ti[i].bytes;
+    }
+    if (json) {
+        printf("{\"model\": ");
+        jstr(path);
+        printf(", \"model_type\": ");
+        jstr(mi.model_type);
+        printf(", \"n_layers\": %lld, \"hidden_size\": %lld, \"n_experts\": %lld, \"top_k\": %lld, "
+               "\"n_moe_layers\": %lld, \"n_files\": %d, \"n_tensors\": %lld, \"bytes\": %llu, \"types\": {",
+               (long long)mi.n_layers, (long long)mi.hidden_size, (long long)mi.n_experts,
+               (long long)mi.top_k, (long long)mi.n_moe_layers, mi.n_files, (long long)mi.n_tensors,
+               (unsigned long long)bytes);
+        print_types(all, n_all, 1);
+        printf("}, \"layers\": [");
+    } else {
+        printf("model %s: %d file%s, %lld tensors, %.2f MiB\n", path, mi.n_files, mi.n_files == 1 ? "" : "s",
+               (long long)mi.n_tensors, (double)bytes / 1048576.0);
+        printf("  architecture %s: %lld layer%s, %lld with an MoE block; hidden size %lld; %lld experts, "
+               "top-%lld\n",
+               mi.model_type, (long long)mi.n_layers, mi.n_layers == 1 ? "" : "s", (long long)mi.n_moe_layers,
+               (long long)mi.hidden_size, (long long)mi.n_experts, (long long)mi.top_k);
+        printf("  tensor types: ");
+        print_types(all, n_all, 0);
+        printf("\n");
+    }
+    int rc = 0, first = 1;
+    for (int64_t l = 0; l < mi.n_layers; l++) {
+        if (!moe_model_layer_is_moe(m, l, 0)) continue;
+        type_sum t[MAX_TYPES];
+        int n = 0;
+        uint64_t lb = 0;
+        for (int64_t i = 0; i < mi.n_tensors; i++)
+            if (in_layer(ti[i].name, l)) add_type(t, &n, &ti[i]), lb += ti[i].bytes;
+        moe_layer_desc d = {.struct_size = sizeof d};
+        st = moe_model_layer_desc(m, l, NULL, &d);
+        if (json) {
+            printf("%s\n  {\"layer\": %lld, \"bytes\": %llu, \"types\": {", first ? "" : ",", (long long)l,
+                   (unsigned long long)lb);
+            print_types(t, n, 1);
+            printf("}, ");
+            if (st == MOE_OK) {
+                printf("\"d_ff\": %lld, \"d_ff_shared\": %lld, \"weight_dtype\": \"%s\", "
+                       "\"shared_weight_dtype\": "
+                       "\"%s\"}",
+                       (long long)d.d_ff, (long long)d.d_ff_shared, moe_dtype_name(d.weight_dtype),
+                       d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "");
+            } else {
+                printf("\"error\": ");
+                jstr(moe_last_error());
+                printf("}");
+            }
+        } else {
+            printf("  layer %lld: ", (long long)l);
+            print_types(t, n, 0);
+            if (st == MOE_OK)
+                printf("; experts d_ff %lld stored as %s%s%s%s\n", (long long)d.d_ff,
+                       moe_dtype_name(d.weight_dtype), d.d_ff_shared ? ", shared expert(s) as " : "",
+                       d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "",
+                       d.n_group > 1 ? ", group-limited routing" : "");
+            else
+                printf("\n    cannot be run: %s\n", moe_last_error());
+        }
+        if (st != MOE_OK) rc = 1;
+        first = 0;
+    }
+    if (json) printf("%s]}\n", first ? "" : "\n");
+    free(ti);
+    moe_model_close(m);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    const char *model = NULL;
     int json = 0;
     moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_AUTO};
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--json")) {
             json = 1;
+        } else if (!strcmp(argv[i], "--model") && i + 1 < argc) {
+            model = argv[++i];
         } else if (!strcmp(argv[i], "--device") && i + 1 < argc) {
             if (moe_context_desc_set_device(&desc, argv[++i]) != MOE_OK) {
                 fprintf(stderr, "moe-info: --device: %s\n", moe_last_error());
@@ -195,14 +349,18 @@ int main(int argc, char **argv)
             /* Asked-for help goes to stdout (exit 0); a wrong flag gets it on stderr (exit 2). */
             const int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
             fprintf(help ? stdout : stderr,
-                    "usage: moe-info [--json] [--device N|NAME|TYPE]\n"
+                    "usage: moe-info [--json] [--device N|NAME|TYPE] | [--json] --model PATH\n"
                     "Lists moe's backends, their devices and limits, and what AUTO picks. --device\n"
                     "narrows AUTO's choice as moe_context_desc_set_device reads it: a name substring\n"
                     "(\"name:TEXT\" to be explicit) or a type (discrete, integrated, virtual, cpu, other;\n"
-                    "joined by '+'); an index needs a backend, so AUTO refuses one.\n");
+                    "joined by '+'); an index needs a backend, so AUTO refuses one. --model says what\n"
+                    "a checkpoint (a Hugging Face directory or a GGUF file) holds: architecture, layers\n"
+                    "and which have an MoE block, experts, top-k, tensor types and bytes, and per MoE\n"
+                    "layer the experts' format (or why it cannot be run; exit status 1).\n");
             return help ? 0 : 2;
         }
     }
+    if (model) return print_model(model, json);
     static const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
     int rc = 0;
     if (json)

@@ -1,9 +1,10 @@
 /*
- * moe-run — runs the MoE block of one layer of a Hugging Face checkpoint on a float32 .npy
- * input [T, hidden_size] and writes the float32 .npy output [T, hidden_size]. Uses only the
- * public API (moe.h). Every failure prints one message naming the file (and tensor) and exits
- * non-zero, and leaves nothing at the output path. The output is written atomically, through
- * a symbolic link to its target, and only ever to a regular file (tools/npy.c).
+ * moe-run — runs the MoE block of one layer of a checkpoint (a Hugging Face directory or a
+ * GGUF file) on a float32 .npy input [T, hidden_size] and writes the float32 .npy output
+ * [T, hidden_size]. Uses only the public API (moe.h). Every failure prints one message naming
+ * the file (and tensor) and exits non-zero, and leaves nothing at the output path. The output
+ * is written atomically, through a symbolic link to its target, and only ever to a regular
+ * file (tools/npy.c).
  */
 #include "npy.h"
 
@@ -18,12 +19,13 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: moe-run --model DIR --layer N --input X.npy --output Y.npy\n"
+        "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
         "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
         "zero|passthrough]\n"
         "               [--weights f32|f16|bf16|q8_0|q4_0] [--activations f32|q8_0] [--decoder] [--stats]\n"
         "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
-        "model.safetensors or sharded) on X.npy (float32, [T, hidden_size], C order) and writes\n"
+        "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
+        "(float32, [T, hidden_size], C order) and writes\n"
         "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
         "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
         "hidden and intermediate sizes to be multiples of 32). --activations q8_0 lets Q8_0 / Q4_0\n"

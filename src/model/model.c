@@ -1,9 +1,10 @@
 /*
  * model.c — the public moe_model API: open a Hugging Face model directory (config.json, and
- * model.safetensors or the shards model.safetensors.index.json lists), find the tensors of
- * one layer's MoE block by the family's names, check their shapes and dtypes against the
- * config, and create a layer whose expert matrices are read in place from the mapped files
- * (moe_layer_create_from_tensors converts F16/BF16 row by row during the backend upload).
+ * model.safetensors or the shards model.safetensors.index.json lists) or a GGUF file
+ * (gguf.c, gguf_arch.c), find the tensors of one layer's MoE block by the family's names,
+ * check their shapes and types against the config, and create a layer whose expert matrices
+ * are read in place from the mapped files (moe_layer_create_from_tensors converts or
+ * quantises row by row during the backend upload when the storage format differs).
  */
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
@@ -20,23 +21,6 @@
 #include <sys/stat.h>
 
 #define DEFAULT_MAX_TOKENS 1024
-#define NAME_MAX_LEN       256
-
-/* One tensor of the model: where it is, in which file. */
-typedef struct model_tensor {
-    const moe_st_tensor *t;
-    int file;
-} model_tensor;
-
-struct moe_model {
-    char *dir;
-    char *weights_label; /* "model.safetensors" or "the shards of model.safetensors.index.json" */
-    moe_hf_config cfg;
-    moe_st_file *files;
-    int n_files;
-    model_tensor *tensors; /* every file's tensors, sorted by name */
-    size_t n_tensors;
-};
 
 static char *join(const char *dir, const char *name)
 {
@@ -57,7 +41,7 @@ static bool entry_exists(const char *path)
 
 static int cmp_tensor(const void *a, const void *b)
 {
-    return strcmp(((const model_tensor *)a)->t->name, ((const model_tensor *)b)->t->name);
+    return strcmp(((const moe_model_tensor *)a)->t->name, ((const moe_model_tensor *)b)->t->name);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -65,10 +49,10 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static const model_tensor *find_tensor(const moe_model *m, const char *name)
+const moe_model_tensor *moe_model_find_tensor(const moe_model *m, const char *name)
 {
-    const moe_st_tensor key = {.name = name};
-    const model_tensor k = {&key, 0};
+    const moe_file_tensor key = {.name = name};
+    const moe_model_tensor k = {&key, 0};
     return m->n_tensors ? bsearch(&k, m->tensors, m->n_tensors, sizeof k, cmp_tensor) : NULL;
 }
 
@@ -129,7 +113,7 @@ static moe_status read_index(const char *path, cJSON **out_root, const char ***o
 }
 
 /* Builds the sorted tensor table of every file; a name in two files is an error. */
-static moe_status index_tensors(moe_model *m)
+moe_status moe_model_index_tensors(moe_model *m)
 {
     size_t total = 0;
     for (int f = 0; f < m->n_files; f++) total += m->files[f].n_tensors;
@@ -137,7 +121,7 @@ static moe_status index_tensors(moe_model *m)
     if (!m->tensors) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     for (int f = 0; f < m->n_files; f++)
         for (size_t i = 0; i < m->files[f].n_tensors; i++)
-            m->tensors[m->n_tensors++] = (model_tensor){&m->files[f].tensors[i], f};
+            m->tensors[m->n_tensors++] = (moe_model_tensor){&m->files[f].tensors[i], f};
     qsort(m->tensors, m->n_tensors, sizeof *m->tensors, cmp_tensor);
     for (size_t i = 1; i < m->n_tensors; i++)
         if (!strcmp(m->tensors[i].t->name, m->tensors[i - 1].t->name))
@@ -183,11 +167,11 @@ static moe_status open_weights(moe_model *m)
         if (st == MOE_OK) m->n_files++;
         moe_free(path);
     }
-    if (st == MOE_OK) st = index_tensors(m);
+    if (st == MOE_OK) st = moe_model_index_tensors(m);
     if (st == MOE_OK && root) { /* every tensor the index maps must be in the shard it names */
         const cJSON *map = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
         for (const cJSON *e = map->child; e && st == MOE_OK; e = e->next) {
-            const model_tensor *t = find_tensor(m, e->string);
+            const moe_model_tensor *t = moe_model_find_tensor(m, e->string);
             const char *slash = t ? strrchr(m->files[t->file].path, '/') : NULL;
             if (!t || strcmp(slash ? slash + 1 : "", e->valuestring))
                 st = moe_fail(NULL, MOE_ERROR_FORMAT,
@@ -202,31 +186,49 @@ static moe_status open_weights(moe_model *m)
     return st;
 }
 
-moe_status moe_model_open(const char *dir, moe_model **out)
+/* A GGUF model: the file (and its split siblings), then its architecture. */
+static moe_status open_gguf(moe_model *m, const char *path)
+{
+    moe_status st = moe_gguf_open_files(NULL, m, path);
+    if (st == MOE_OK) st = moe_model_index_tensors(m);
+    if (st == MOE_OK) st = moe_gguf_read_arch(NULL, m);
+    return st;
+}
+
+moe_status moe_model_open(const char *path, moe_model **out)
 {
     moe_clear_error(NULL);
-    if (!dir) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "dir is NULL");
+    if (!path) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "path is NULL");
     if (!out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_model is NULL");
     struct stat sb;
-    if (stat(dir, &sb) != 0)
-        return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model directory: %s", dir, strerror(errno));
-    if (!S_ISDIR(sb.st_mode)) return moe_fail(NULL, MOE_ERROR_IO, "%s: not a directory", dir);
+    if (stat(path, &sb) != 0)
+        return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model: %s", path, strerror(errno));
+    const bool dir = S_ISDIR(sb.st_mode);
+    if (!dir && !S_ISREG(sb.st_mode))
+        return moe_fail(NULL, MOE_ERROR_IO, "%s: is %s; a model is a Hugging Face directory or a GGUF file",
+                        path, moe_file_kind(sb.st_mode));
 
     moe_model *m = moe_calloc(1, sizeof *m);
-    char *cfg_path = join(dir, "config.json");
-    if (!m || !cfg_path || !(m->dir = moe_malloc(strlen(dir) + 1))) {
+    char *cfg_path = dir ? join(path, "config.json") : NULL;
+    if (!m || (dir && !cfg_path) || !(m->dir = moe_malloc(strlen(path) + 1))) {
         moe_free(cfg_path);
         moe_model_close(m);
         return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
-    strcpy(m->dir, dir);
-    uint8_t *text = NULL;
-    size_t len = 0;
-    moe_status st = moe_read_file(NULL, cfg_path, MOE_CONFIG_MAX_BYTES, "a config.json", &text, &len);
-    if (st == MOE_OK) st = moe_hf_config_parse(NULL, cfg_path, (const char *)text, len, &m->cfg);
-    moe_free(text);
+    strcpy(m->dir, path);
+    moe_status st = MOE_OK;
+    if (dir) {
+        uint8_t *text = NULL;
+        size_t len = 0;
+        st = moe_read_file(NULL, cfg_path, MOE_CONFIG_MAX_BYTES, "a config.json", &text, &len);
+        if (st == MOE_OK) st = moe_hf_config_parse(NULL, cfg_path, (const char *)text, len, &m->cfg);
+        moe_free(text);
+        if (st == MOE_OK) st = open_weights(m);
+    } else {
+        m->gguf = true;
+        st = open_gguf(m, path);
+    }
     moe_free(cfg_path);
-    if (st == MOE_OK) st = open_weights(m);
     if (st != MOE_OK) {
         moe_model_close(m);
         return st;
@@ -238,12 +240,21 @@ moe_status moe_model_open(const char *dir, moe_model **out)
 void moe_model_close(moe_model *m)
 {
     if (!m) return;
-    for (int f = 0; f < m->n_files; f++) moe_st_close(&m->files[f]);
+    for (int f = 0; f < m->n_files; f++) moe_tensor_file_close(&m->files[f]);
     moe_free(m->files);
     moe_free(m->tensors);
+    moe_free(m->arch.moe_layer);
     moe_free(m->weights_label);
     moe_free(m->dir);
     moe_free(m);
+}
+
+/* 1 / 0 as moe_hf_layer_is_moe, -1 out of range; a GGUF layer has a block when it has a router. */
+static int layer_is_moe(const moe_model *m, int64_t layer, bool decoder)
+{
+    if (!m->gguf) return moe_hf_layer_is_moe(&m->cfg, layer, decoder);
+    if (decoder || layer < 0 || layer >= m->cfg.n_layers) return -1;
+    return m->arch.moe_layer[layer];
 }
 
 moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
@@ -256,13 +267,13 @@ moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
     moe_model_info i = {.struct_size = sizeof i};
     snprintf(i.model_type, sizeof i.model_type, "%s", m->cfg.model_type);
     i.n_layers = m->cfg.n_layers;
-    i.n_decoder_layers = m->cfg.family == MOE_HF_SWITCH ? m->cfg.n_decoder_layers : 0;
+    i.n_decoder_layers = m->cfg.family == MOE_HF_SWITCH && !m->gguf ? m->cfg.n_decoder_layers : 0;
     i.hidden_size = m->cfg.hidden_size;
     i.n_experts = m->cfg.n_experts;
     i.top_k = m->cfg.top_k;
     i.first_moe_layer = -1;
     for (int64_t l = 0; l < m->cfg.n_layers; l++)
-        if (moe_hf_layer_is_moe(&m->cfg, l, false) == 1) {
+        if (layer_is_moe(m, l, false) == 1) {
             if (i.first_moe_layer < 0) i.first_moe_layer = l;
             i.n_moe_layers++;
         }
@@ -271,25 +282,33 @@ moe_status moe_model_get_info(const moe_model *m, moe_model_info *info)
     return moe_abi_out(NULL, &moe_abi_model_info, info, &i);
 }
 
+moe_status moe_model_get_tensor_info(const moe_model *m, int64_t index, moe_model_tensor_info *info)
+{
+    moe_clear_error(NULL);
+    if (!m || !info) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "%s is NULL", m ? "info" : "model");
+    size_t bytes;
+    const moe_status ast = moe_abi_check(NULL, &moe_abi_model_tensor_info, info, &bytes);
+    if (ast != MOE_OK) return ast;
+    if (index < 0 || (uint64_t)index >= m->n_tensors)
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                        "tensor index %lld is out of range: the model has %zu", (long long)index,
+                        m->n_tensors);
+    const moe_model_tensor *mt = &m->tensors[index];
+    const moe_file_tensor *t = mt->t;
+    moe_model_tensor_info i = {
+        .struct_size = sizeof i, .dtype = t->dtype, .n_dims = t->n_dims, .bytes = t->bytes, .file = mt->file};
+    snprintf(i.name, sizeof i.name, "%s", t->name);
+    snprintf(i.type, sizeof i.type, "%s", t->dtype_name);
+    for (int d = 0; d < t->n_dims && d < MOE_MODEL_TENSOR_MAX_DIMS; d++) i.shape[d] = t->shape[d];
+    return moe_abi_out(NULL, &moe_abi_model_tensor_info, info, &i);
+}
+
 int moe_model_layer_is_moe(const moe_model *m, int64_t layer, int decoder)
 {
-    return m && moe_hf_layer_is_moe(&m->cfg, layer, decoder != 0) == 1;
+    return m && layer_is_moe(m, layer, decoder != 0) == 1;
 }
 
 /* ---- one layer's tensors ------------------------------------------------------------------- */
-
-/* The tensors a layer is made from, each checked; experts' arrays are n_experts long. */
-typedef struct layer_refs {
-    const moe_st_tensor *router, *bias, *shared_gate, *shared_up, *shared_down, *seg;
-    const moe_st_tensor **gate, **up, **down;
-} layer_refs;
-
-typedef struct lookup {
-    moe_context *ctx;
-    const moe_model *m;
-    char prefix[NAME_MAX_LEN];
-    moe_status st;
-} lookup;
 
 static void fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims)
 {
@@ -299,39 +318,42 @@ static void fmt_shape(char *buf, size_t n, const int64_t *shape, int n_dims)
     if (at < n) snprintf(buf + at, n - at, "]");
 }
 
-/* Finds prefix+suffix and checks it is F32/F16/BF16 of shape [rows, cols] (or [cols] when
- * rows is 0; or either when rows is -1, for a [1, cols] vector stored flat). */
-static moe_dtype dtype_of(const moe_st_tensor *t)
-{
-    return t->dtype == MOE_ST_F16 ? MOE_DTYPE_F16 : t->dtype == MOE_ST_BF16 ? MOE_DTYPE_BF16 : MOE_DTYPE_F32;
-}
-
-static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, int64_t cols, const char *why)
+const moe_file_tensor *moe_lookup_need(moe_lookup *lk, const char *suffix, int64_t batch, int64_t rows,
+                                       int64_t cols, const char *why, bool optional)
 {
     if (lk->st != MOE_OK) return NULL;
-    char name[2 * NAME_MAX_LEN];
+    char name[2 * MOE_NAME_MAX_LEN];
     snprintf(name, sizeof name, "%s%s", lk->prefix, suffix);
-    const model_tensor *mt = find_tensor(lk->m, name);
+    const moe_model_tensor *mt = moe_model_find_tensor(lk->m, name);
     if (!mt) {
-        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)", lk->m->weights_label,
-                          name, why);
+        if (!optional)
+            lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)",
+                              lk->m->weights_label, name, why);
         return NULL;
     }
-    const moe_st_tensor *t = mt->t;
+    const moe_file_tensor *t = mt->t;
     const char *file = lk->m->files[mt->file].path;
-    if (t->dtype == MOE_ST_OTHER) {
-        lk->st =
-            moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has dtype %s; F32, F16 or BF16 expected",
-                     file, name, t->dtype_name);
+    if (t->dtype == MOE_DTYPE_DEFAULT) {
+        lk->st = moe_fail(
+            lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has type %s, which this version does not read (%s)",
+            file, name, t->dtype_name,
+            lk->m->gguf ? "it reads F32, F16, BF16, Q8_0 and Q4_0" : "F32, F16 or BF16 expected");
         return NULL;
     }
-    const int64_t want2[2] = {rows < 0 ? 1 : rows, cols}, want1[1] = {cols};
-    const bool ok2 = t->n_dims == 2 && t->shape[0] == want2[0] && t->shape[1] == cols;
-    const bool ok1 = t->n_dims == 1 && t->shape[0] == cols;
-    if (rows > 0 ? !ok2 : rows == 0 ? !ok1 : !(ok1 || ok2)) {
-        char got[160], want[64];
+    const int64_t want3[3] = {batch, rows, cols}, want2[2] = {rows < 0 ? 1 : rows, cols}, want1[1] = {cols};
+    bool ok;
+    if (batch > 0)
+        ok = t->n_dims == 3 && !memcmp(t->shape, want3, sizeof want3);
+    else if (rows != 0 && t->n_dims == 2)
+        ok = !memcmp(t->shape, want2, sizeof want2);
+    else
+        ok = rows <= 0 && t->n_dims == 1 && t->shape[0] == cols;
+    if (!ok) {
+        char got[160], want[96];
         fmt_shape(got, sizeof got, t->shape, t->n_dims);
-        if (rows == 0)
+        if (batch > 0)
+            fmt_shape(want, sizeof want, want3, 3);
+        else if (rows == 0)
             fmt_shape(want, sizeof want, want1, 1);
         else
             fmt_shape(want, sizeof want, want2, 2);
@@ -342,41 +364,26 @@ static const moe_st_tensor *need(lookup *lk, const char *suffix, int64_t rows, i
     return t;
 }
 
-static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t layer,
-                               const moe_model_layer_options *opts_in, moe_layer_desc *out_desc,
-                               layer_refs *refs)
+moe_tensor_view moe_view_of(const moe_file_tensor *t)
 {
-    if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
-    moe_model_layer_options o = {.struct_size = sizeof o};
-    if (opts_in) {
-        const moe_status ast = moe_abi_in(ctx, &moe_abi_model_layer_options, opts_in, &o);
-        if (ast != MOE_OK) return ast;
-    }
-    const moe_hf_config *c = &m->cfg;
-    if (o.max_tokens < 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "max_tokens must be >= 0 (got %lld)",
-                        (long long)o.max_tokens);
-    if (o.decoder && c->family != MOE_HF_SWITCH)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "%s: only switch_transformers has decoder blocks, not %s", m->dir, c->model_type);
-    const bool dec = o.decoder != 0;
-    const int is_moe = moe_hf_layer_is_moe(c, layer, dec);
-    if (is_moe < 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: layer %lld is out of range: the %s has %lld %s",
-                        m->dir, (long long)layer, dec ? "decoder" : "model",
-                        (long long)(dec ? c->n_decoder_layers : c->n_layers),
-                        c->family == MOE_HF_SWITCH ? "blocks" : "layers");
-    if (is_moe == 0)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "%s: layer %lld of this %s model has no MoE block (it is a dense layer)", m->dir,
-                        (long long)layer, c->model_type);
+    return t ? (moe_tensor_view){t->data, t->bytes, t->dtype} : (moe_tensor_view){NULL, 0, MOE_DTYPE_F32};
+}
 
+moe_tensor_view moe_view_expert(const moe_file_tensor *t, int64_t e, int64_t n_experts)
+{
+    const size_t each = t->bytes / (size_t)n_experts;
+    return (moe_tensor_view){t->data + (size_t)e * each, each, t->dtype};
+}
+
+/* A Hugging Face layer's tensors by the family's names. */
+static moe_status hf_lookup(moe_context *ctx, const moe_model *m, int64_t layer, bool dec,
+                            moe_layer_desc *out, moe_layer_refs *refs)
+{
+    const moe_hf_config *c = &m->cfg;
     moe_layer_desc d;
     moe_hf_config_desc(c, &d);
-    d.max_tokens = o.max_tokens ? o.max_tokens : DEFAULT_MAX_TOKENS;
-    d.drop_policy = o.drop_policy;
     const int64_t D = d.d_model, F = d.d_ff, E = d.n_experts, FS = d.d_ff_shared;
-    lookup lk = {.ctx = ctx, .m = m};
+    moe_lookup lk = {.ctx = ctx, .m = m};
     const char *block, *g, *u, *dn, *ex, *shared = "shared_experts.";
     switch (c->family) {
     case MOE_HF_MIXTRAL:
@@ -397,33 +404,34 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
                  (long long)layer, dec ? 2 : 1);
     char why[128];
     snprintf(why, sizeof why, "router: [n_experts=%lld, hidden=%lld]", (long long)E, (long long)D);
-    const moe_st_tensor *router =
-        need(&lk, c->family == MOE_HF_SWITCH ? "router.classifier.weight" : "gate.weight", E, D, why);
-    const moe_st_tensor *bias = NULL;
+    const moe_file_tensor *router = moe_lookup_need(
+        &lk, c->family == MOE_HF_SWITCH ? "router.classifier.weight" : "gate.weight", 0, E, D, why, false);
+    const moe_file_tensor *bias = NULL;
     if (d.has_selection_bias)
-        bias = need(&lk, "gate.e_score_correction_bias", 0, E, "selection bias: [n_experts]");
+        bias = moe_lookup_need(&lk, "gate.e_score_correction_bias", 0, 0, E, "selection bias: [n_experts]",
+                               false);
     if (refs) {
-        refs->router = router;
-        refs->bias = bias;
+        refs->router = moe_view_of(router);
+        refs->bias = moe_view_of(bias);
     }
     for (int64_t e = 0; e < E && lk.st == MOE_OK; e++) {
         char base[64], name[128];
         snprintf(base, sizeof base, ex, (long long)e);
         snprintf(why, sizeof why, "expert %lld of %lld: d_ff=%lld, hidden=%lld", (long long)e, (long long)E,
                  (long long)F, (long long)D);
-        const moe_st_tensor *tg = NULL, *tu, *td;
+        const moe_file_tensor *tg = NULL, *tu, *td;
         if (g) {
             snprintf(name, sizeof name, "%s%s.weight", base, g);
-            tg = need(&lk, name, F, D, why);
+            tg = moe_lookup_need(&lk, name, 0, F, D, why, false);
         }
         snprintf(name, sizeof name, "%s%s.weight", base, u);
-        tu = need(&lk, name, F, D, why);
-        if (e == 0 && tu) d.weight_dtype = dtype_of(tu); /* the checkpoint's own format */
+        tu = moe_lookup_need(&lk, name, 0, F, D, why, false);
+        if (e == 0 && tu) d.weight_dtype = tu->dtype; /* the checkpoint's own format */
         snprintf(name, sizeof name, "%s%s.weight", base, dn);
-        td = need(&lk, name, D, F, why);
+        td = moe_lookup_need(&lk, name, 0, D, F, why, false);
         if (refs) {
-            if (refs->gate) refs->gate[e] = tg;
-            refs->up[e] = tu, refs->down[e] = td;
+            if (refs->gate) refs->gate[e] = moe_view_of(tg);
+            refs->up[e] = moe_view_of(tu), refs->down[e] = moe_view_of(td);
         }
     }
     if (FS > 0) {
@@ -431,23 +439,64 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
         snprintf(why, sizeof why, "shared experts: d_ff_shared=%lld, hidden=%lld", (long long)FS,
                  (long long)D);
         snprintf(name, sizeof name, "%sgate_proj.weight", shared);
-        const moe_st_tensor *sg = need(&lk, name, FS, D, why);
+        const moe_file_tensor *sg = moe_lookup_need(&lk, name, 0, FS, D, why, false);
         snprintf(name, sizeof name, "%sup_proj.weight", shared);
-        const moe_st_tensor *su = need(&lk, name, FS, D, why);
-        if (su) d.shared_weight_dtype = dtype_of(su);
+        const moe_file_tensor *su = moe_lookup_need(&lk, name, 0, FS, D, why, false);
+        if (su) d.shared_weight_dtype = su->dtype;
         snprintf(name, sizeof name, "%sdown_proj.weight", shared);
-        const moe_st_tensor *sd = need(&lk, name, D, FS, why);
-        const moe_st_tensor *seg = d.shared_expert_gate ? need(&lk, "shared_expert_gate.weight", -1, D,
-                                                               "shared expert gate: [1, hidden]")
-                                                        : NULL;
-        if (refs) refs->shared_gate = sg, refs->shared_up = su, refs->shared_down = sd, refs->seg = seg;
+        const moe_file_tensor *sd = moe_lookup_need(&lk, name, 0, D, FS, why, false);
+        const moe_file_tensor *seg = d.shared_expert_gate
+                                         ? moe_lookup_need(&lk, "shared_expert_gate.weight", 0, -1, D,
+                                                           "shared expert gate: [1, hidden]", false)
+                                         : NULL;
+        if (refs)
+            refs->shared_gate = moe_view_of(sg), refs->shared_up = moe_view_of(su),
+            refs->shared_down = moe_view_of(sd), refs->seg = moe_view_of(seg);
     }
-    if (lk.st != MOE_OK) return lk.st;
+    *out = d;
+    return lk.st;
+}
+
+static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t layer,
+                               const moe_model_layer_options *opts_in, moe_layer_desc *out_desc,
+                               moe_layer_refs *refs)
+{
+    if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
+    moe_model_layer_options o = {.struct_size = sizeof o};
+    if (opts_in) {
+        const moe_status ast = moe_abi_in(ctx, &moe_abi_model_layer_options, opts_in, &o);
+        if (ast != MOE_OK) return ast;
+    }
+    const moe_hf_config *c = &m->cfg;
+    if (o.max_tokens < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_SIZE, "max_tokens must be >= 0 (got %lld)",
+                        (long long)o.max_tokens);
+    if (o.decoder && (m->gguf || c->family != MOE_HF_SWITCH))
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "%s: only switch_transformers has decoder blocks, not %s", m->dir, c->model_type);
+    const bool dec = o.decoder != 0;
+    const int is_moe = layer_is_moe(m, layer, dec);
+    if (is_moe < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s: layer %lld is out of range: the %s has %lld %s",
+                        m->dir, (long long)layer, dec ? "decoder" : "model",
+                        (long long)(dec ? c->n_decoder_layers : c->n_layers),
+                        c->family == MOE_HF_SWITCH && !m->gguf ? "blocks" : "layers");
+    if (is_moe == 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "%s: layer %lld of this %s model has no MoE block (it is a dense layer)", m->dir,
+                        (long long)layer, c->model_type);
+
+    moe_layer_desc d;
+    moe_status st =
+        m->gguf ? moe_gguf_layer_lookup(ctx, m, layer, &d, refs) : hf_lookup(ctx, m, layer, dec, &d, refs);
+    if (st != MOE_OK) return st;
+    d.max_tokens = o.max_tokens ? o.max_tokens : DEFAULT_MAX_TOKENS;
+    d.drop_policy = o.drop_policy;
     if (o.weight_dtype != MOE_DTYPE_DEFAULT) d.weight_dtype = o.weight_dtype;
     if (o.shared_weight_dtype != MOE_DTYPE_DEFAULT) d.shared_weight_dtype = o.shared_weight_dtype;
     d.activation_dtype = o.activation_dtype;
     moe_layer_desc norm;
-    moe_status st = moe_validate_layer(ctx, &d, NULL, &norm);
+    st = moe_validate_layer(ctx, &d, NULL, &norm);
     if (st != MOE_OK) return st;
     *out_desc = norm;
     return MOE_OK;
@@ -495,22 +544,23 @@ static void temps_free(temps *t)
     moe_free(t->p);
 }
 
-/* The tensor as a matrix source: in place, or an aligned copy when the file's offset is not
- * a multiple of the element size (safetensors does not promise alignment). NULL data = OOM. */
-static moe_matrix_src src_of(const moe_st_tensor *t, temps *tmp)
+/* The view as a matrix source: in place, or an aligned copy when the file's offset is not a
+ * multiple of the element size (safetensors does not promise alignment, nor does a GGUF file
+ * with general.alignment 1). NULL data = OOM. */
+static moe_matrix_src src_of(const moe_tensor_view *v, temps *tmp)
 {
-    if (!t) return (moe_matrix_src){NULL, MOE_DTYPE_F32};
-    const size_t align = t->dtype == MOE_ST_F32 ? 4 : 2;
-    if ((uintptr_t)t->data % align == 0) return (moe_matrix_src){t->data, dtype_of(t)};
-    void *copy = temp_alloc(tmp, t->bytes);
-    if (copy) memcpy(copy, t->data, t->bytes);
-    return (moe_matrix_src){copy, dtype_of(t)};
+    if (!v->data) return (moe_matrix_src){NULL, MOE_DTYPE_F32};
+    const size_t align = v->dtype == MOE_DTYPE_F32 ? 4 : 2;
+    if ((uintptr_t)v->data % align == 0) return (moe_matrix_src){v->data, v->dtype};
+    void *copy = temp_alloc(tmp, v->bytes);
+    if (copy) memcpy(copy, v->data, v->bytes);
+    return (moe_matrix_src){copy, v->dtype};
 }
 
 /* A small vector converted to float32. */
-static const float *floats_of(const moe_st_tensor *t, int64_t n, temps *tmp, bool *oom)
+static const float *floats_of(const moe_tensor_view *t, int64_t n, temps *tmp, bool *oom)
 {
-    if (!t) return NULL;
+    if (!t->data) return NULL;
     const moe_matrix_src s = src_of(t, tmp);
     float *v = s.data ? temp_alloc(tmp, sizeof(float) * (size_t)n) : NULL;
     if (!v) {
@@ -534,37 +584,37 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
     moe_layer_desc d;
     st = layer_lookup(ctx, m, layer, options, &d, NULL);
     if (st != MOE_OK) return st;
-    const size_t E = (size_t)m->cfg.n_experts;
-    const moe_st_tensor **per = moe_calloc(3 * (E ? E : 1), sizeof *per);
+    const size_t E = (size_t)d.n_experts;
+    moe_tensor_view *per = moe_calloc(3 * (E ? E : 1), sizeof *per);
     moe_matrix_src *mats = moe_calloc(3 * (E ? E : 1), sizeof *mats);
     if (!per || !mats) {
         moe_free(per);
         moe_free(mats);
         return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
-    const bool gated = moe_activation_is_gated(m->cfg.activation);
-    layer_refs r = {.gate = gated ? per : NULL, .up = per + E, .down = per + 2 * E};
+    const bool gated = moe_activation_is_gated(d.activation);
+    moe_layer_refs r = {.gate = gated ? per : NULL, .up = per + E, .down = per + 2 * E};
     temps tmp = {0};
     st = layer_lookup(ctx, m, layer, options, &d, &r);
     if (st == MOE_OK) {
         bool oom = false;
         for (size_t i = gated ? 0 : E; i < 3 * E; i++) {
-            mats[i] = src_of(per[i], &tmp);
+            mats[i] = src_of(&per[i], &tmp);
             oom = oom || !mats[i].data;
         }
         const moe_layer_tensors t = {
-            .router = src_of(r.router, &tmp),
-            .router_bias = floats_of(r.bias, d.n_experts, &tmp, &oom),
+            .router = src_of(&r.router, &tmp),
+            .router_bias = floats_of(&r.bias, d.n_experts, &tmp, &oom),
             .gate = gated ? mats : NULL,
             .up = mats + E,
             .down = mats + 2 * E,
-            .shared_gate = src_of(r.shared_gate, &tmp),
-            .shared_up = src_of(r.shared_up, &tmp),
-            .shared_down = src_of(r.shared_down, &tmp),
-            .shared_expert_gate = floats_of(r.seg, d.d_model, &tmp, &oom),
+            .shared_gate = src_of(&r.shared_gate, &tmp),
+            .shared_up = src_of(&r.shared_up, &tmp),
+            .shared_down = src_of(&r.shared_down, &tmp),
+            .shared_expert_gate = floats_of(&r.seg, d.d_model, &tmp, &oom),
         };
-        oom = oom || !t.router.data || (r.shared_up && (!t.shared_up.data || !t.shared_down.data)) ||
-              (r.shared_gate && !t.shared_gate.data);
+        oom = oom || !t.router.data || (r.shared_up.data && (!t.shared_up.data || !t.shared_down.data)) ||
+              (r.shared_gate.data && !t.shared_gate.data);
         st = oom ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory")
                  : moe_layer_create_from_tensors(ctx, &d, &t, out);
     }

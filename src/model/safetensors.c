@@ -22,22 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if !defined(_WIN32)
-#include <sys/mman.h>
-#endif
-
 /* ---- the header ------------------------------------------------------------------------------ */
 
 static const struct {
     const char *name;
-    moe_st_dtype dtype;
+    moe_dtype dtype;
     size_t size; /* bytes per element */
 } dtypes[] = {
-    {"F32", MOE_ST_F32, 4},    {"F16", MOE_ST_F16, 2},       {"BF16", MOE_ST_BF16, 2},
-    {"F64", MOE_ST_OTHER, 8},  {"I64", MOE_ST_OTHER, 8},     {"U64", MOE_ST_OTHER, 8},
-    {"I32", MOE_ST_OTHER, 4},  {"U32", MOE_ST_OTHER, 4},     {"I16", MOE_ST_OTHER, 2},
-    {"U16", MOE_ST_OTHER, 2},  {"I8", MOE_ST_OTHER, 1},      {"U8", MOE_ST_OTHER, 1},
-    {"BOOL", MOE_ST_OTHER, 1}, {"F8_E4M3", MOE_ST_OTHER, 1}, {"F8_E5M2", MOE_ST_OTHER, 1},
+    {"F32", MOE_DTYPE_F32, 4},      {"F16", MOE_DTYPE_F16, 2},         {"BF16", MOE_DTYPE_BF16, 2},
+    {"F64", MOE_DTYPE_DEFAULT, 8},  {"I64", MOE_DTYPE_DEFAULT, 8},     {"U64", MOE_DTYPE_DEFAULT, 8},
+    {"I32", MOE_DTYPE_DEFAULT, 4},  {"U32", MOE_DTYPE_DEFAULT, 4},     {"I16", MOE_DTYPE_DEFAULT, 2},
+    {"U16", MOE_DTYPE_DEFAULT, 2},  {"I8", MOE_DTYPE_DEFAULT, 1},      {"U8", MOE_DTYPE_DEFAULT, 1},
+    {"BOOL", MOE_DTYPE_DEFAULT, 1}, {"F8_E4M3", MOE_DTYPE_DEFAULT, 1}, {"F8_E5M2", MOE_DTYPE_DEFAULT, 1},
 };
 
 /* A JSON number that is an exact non-negative integer below 2^53. */
@@ -50,26 +46,9 @@ static bool json_uint(const cJSON *v, uint64_t *out)
     return true;
 }
 
-static int cmp_by_name(const void *a, const void *b)
-{
-    return strcmp(((const moe_st_tensor *)a)->name, ((const moe_st_tensor *)b)->name);
-}
-
-typedef struct span {
-    uint64_t begin, end;
-    const char *name;
-} span;
-
-static int cmp_by_begin(const void *a, const void *b)
-{
-    const span *x = a, *y = b;
-    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
-    return x->end < y->end ? -1 : (x->end > y->end);
-}
-
 /* Checks one tensor entry and fills *t (name and dtype_name set by the caller). */
 static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e, uint64_t data_size,
-                              const uint8_t *data, moe_st_tensor *t, span *sp)
+                              const uint8_t *data, moe_file_tensor *t, moe_file_span *sp)
 {
     const char *name = e->string;
     if (!cJSON_IsObject(e))
@@ -80,7 +59,7 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
     if (!cJSON_IsString(dt))
         return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has no \"dtype\" string", path, name);
     size_t elem = 0;
-    t->dtype = MOE_ST_OTHER;
+    t->dtype = MOE_DTYPE_DEFAULT;
     t->dtype_name = NULL;
     for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++)
         if (!strcmp(dt->valuestring, dtypes[i].name)) {
@@ -130,7 +109,7 @@ static moe_status parse_entry(moe_context *ctx, const char *path, const cJSON *e
             overflow ? (unsigned long long)UINT64_MAX : (unsigned long long)(count * elem));
     t->data = data + begin;
     t->bytes = (size_t)(end - begin);
-    *sp = (span){begin, end, name};
+    *sp = (moe_file_span){begin, end, name};
     return MOE_OK;
 }
 
@@ -150,7 +129,7 @@ static moe_status check_metadata(moe_context *ctx, const char *path, const cJSON
 }
 
 moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size,
-                        moe_st_file *out)
+                        moe_tensor_file *out)
 {
     memset(out, 0, sizeof *out);
     if (size < 8)
@@ -188,8 +167,8 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         count++;
         pool += strlen(e->string) + 1;
     }
-    moe_st_tensor *t = moe_calloc(count ? count : 1, sizeof *t);
-    span *spans = moe_calloc(count ? count : 1, sizeof *spans);
+    moe_file_tensor *t = moe_calloc(count ? count : 1, sizeof *t);
+    moe_file_span *spans = moe_calloc(count ? count : 1, sizeof *spans);
     char *names = moe_malloc(pool ? pool : 1);
     out->path = moe_malloc(strlen(path) + 1);
     if (!t || !spans || !names || !out->path) {
@@ -215,23 +194,8 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
         i++;
     }
     cJSON_Delete(root);
-    if (st == MOE_OK) {
-        qsort(spans, count, sizeof *spans, cmp_by_begin);
-        for (size_t j = 1; j < count && st == MOE_OK; j++)
-            if (spans[j].begin < spans[j - 1].end)
-                st = moe_fail(ctx, MOE_ERROR_FORMAT,
-                              "%s: tensors '%s' [%llu, %llu) and '%s' [%llu, %llu) overlap", path,
-                              spans[j - 1].name, (unsigned long long)spans[j - 1].begin,
-                              (unsigned long long)spans[j - 1].end, spans[j].name,
-                              (unsigned long long)spans[j].begin, (unsigned long long)spans[j].end);
-    }
-    if (st == MOE_OK) {
-        qsort(t, count, sizeof *t, cmp_by_name);
-        for (size_t j = 1; j < count && st == MOE_OK; j++)
-            if (!strcmp(t[j].name, t[j - 1].name))
-                st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' appears twice in the header", path,
-                              t[j].name);
-    }
+    if (st == MOE_OK) st = moe_check_spans(ctx, path, spans, count);
+    if (st == MOE_OK) st = moe_sort_tensors(ctx, path, t, count);
     moe_free(spans);
     if (st != MOE_OK) {
         moe_free(t);
@@ -244,12 +208,6 @@ moe_status moe_st_parse(moe_context *ctx, const char *path, const uint8_t *bytes
     out->n_tensors = count;
     out->names = names;
     return MOE_OK;
-}
-
-const moe_st_tensor *moe_st_find(const moe_st_file *f, const char *name)
-{
-    const moe_st_tensor key = {.name = name};
-    return f->n_tensors ? bsearch(&key, f->tensors, f->n_tensors, sizeof key, cmp_by_name) : NULL;
 }
 
 /* ---- files and JSON ---------------------------------------------------------------------- */
@@ -277,68 +235,18 @@ moe_status moe_file_status(moe_file_error e)
     }
 }
 
-moe_status moe_st_open(moe_context *ctx, const char *path, moe_st_file *out)
+moe_status moe_st_open(moe_context *ctx, const char *path, moe_tensor_file *out)
 {
-    char err[MOE_ERROR_MAX];
-    moe_file f;
-    /* No size limit: a shard is as large as its tensors; the header has its own. */
-    moe_file_error e = moe_file_open(&f, path, UINT64_MAX, "a safetensors file", err, sizeof err);
-    if (e != MOE_FILE_OK) return moe_fail(ctx, moe_file_status(e), "%s", err);
-    if (f.size > SIZE_MAX) {
-        moe_file_close(&f);
-        return moe_fail(ctx, MOE_ERROR_IO, "%s: %llu bytes, too large to map on this platform", path,
-                        (unsigned long long)f.size);
-    }
-    const size_t size = (size_t)f.size;
-    uint8_t *bytes = NULL;
-    void *map = NULL;
-#if !defined(_WIN32)
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
-        if (map == MAP_FAILED) map = NULL;
-    }
-    bytes = map;
-#endif
-    if (!map) { /* no mmap here (or it failed): read the file instead, exactly its size */
-        bytes = moe_malloc(size ? size : 1);
-        if (!bytes) {
-            moe_file_close(&f);
-            return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory for %zu bytes", path, size);
-        }
-        e = moe_file_pread(&f, path, 0, bytes, size, err, sizeof err);
-        if (e != MOE_FILE_OK) {
-            moe_free(bytes);
-            moe_file_close(&f);
-            return moe_fail(ctx, moe_file_status(e), "%s", err);
-        }
-    }
-    moe_file_close(&f);
-    moe_status st = moe_st_parse(ctx, path, bytes, size, out);
+    uint8_t *bytes;
+    size_t size, map_bytes;
+    moe_status st = moe_map_file(ctx, path, "a safetensors file", &bytes, &size, &map_bytes);
+    if (st != MOE_OK) return st;
+    st = moe_st_parse(ctx, path, bytes, size, out);
     if (st != MOE_OK) {
-#if !defined(_WIN32)
-        if (map)
-            munmap(map, size);
-        else
-#endif
-            moe_free(bytes);
+        moe_unmap_file(bytes, map_bytes);
         return st;
     }
-    out->map = map ? map : (void *)bytes;
-    out->map_bytes = map ? size : 0; /* 0: malloc'd, freed rather than unmapped */
+    out->map = bytes;
+    out->map_bytes = map_bytes;
     return MOE_OK;
-}
-
-void moe_st_close(moe_st_file *f)
-{
-    if (!f) return;
-#if !defined(_WIN32)
-    if (f->map && f->map_bytes)
-        munmap(f->map, f->map_bytes);
-    else
-#endif
-        moe_free(f->map);
-    moe_free(f->tensors);
-    moe_free(f->names);
-    moe_free(f->path);
-    memset(f, 0, sizeof *f);
 }

@@ -1,0 +1,474 @@
+#!/usr/bin/env python3
+"""Regenerates every GGUF fixture in tests/data/gguf-moe/ (see README.md).
+
+Run from this folder with a Python that has the `gguf` package (0.19.0) and numpy:
+
+    /tmp/gguf-venv/bin/python make_gguf.py
+
+Deterministic: the hf-moe weights are copied bit for bit; everything else comes from
+numpy default_rng with the fixed seeds below. Then run check_gguf.py to verify.
+"""
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import gguf
+from gguf import GGUFWriter, GGMLQuantizationType as T, LlamaFileType as FT
+from gguf.quants import quantize, dequantize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HF = os.path.join(HERE, "..", "hf-moe")
+
+N_VOCAB = 32          # token_embd rows and tokenizer size (realism only; not used by the MoE tests)
+SEED_EMBD = 1001      # token_embd of every file
+SEED_DS_DENSE = 1002  # deepseek2.gguf layer 0 dense FFN (the safetensors holds none)
+SEED_SYN = 2024       # synthetic qwen3moe layer + synthetic-x.npy
+SEED_SYN_DS = 2025    # synthetic deepseek2 layer
+SEED_Q4K = 2026       # synthetic-q4_k.gguf
+SEED_FALCON = 2027    # unknown-arch.gguf
+
+
+# ----------------------------------------------------------------------------------------------
+# safetensors by hand: u64 LE header length, JSON header, raw data
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        hdr = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        assert v["dtype"] == "F32", (path, k, v["dtype"])
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"]).copy()
+    return out
+
+
+def hf(folder):
+    return load_safetensors(os.path.join(HF, folder, "model.safetensors"))
+
+
+def stack(sd, fmt, n_expert):
+    return np.stack([sd[fmt.format(e)] for e in range(n_expert)]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# common metadata, written the way convert_hf_to_gguf.py + gguf-py helpers write it
+def tokenizer(w):
+    toks = ["<unk>", "<s>", "</s>"] + [f"tok{i}" for i in range(3, N_VOCAB)]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(toks)                                   # ARRAY[STRING]
+    w.add_token_scores([-float(i) for i in range(N_VOCAB)])  # ARRAY[FLOAT32]
+    w.add_token_types([2, 3, 3] + [1] * (N_VOCAB - 3))       # ARRAY[INT32]: UNKNOWN, CONTROL, CONTROL, NORMAL...
+    w.add_unk_token_id(0)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+
+
+def common(w, name, ftype, n_embd, n_layer, n_ff, n_head=4, vocab_key=False):
+    w.add_name(name)                          # general.name        STRING
+    w.add_file_type(ftype)                    # general.file_type   UINT32
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)  # general.quantization_version UINT32 (2)
+    w.add_context_length(256)                 # %s.context_length  UINT32
+    w.add_embedding_length(n_embd)            # %s.embedding_length UINT32
+    w.add_block_count(n_layer)                # %s.block_count     UINT32
+    w.add_feed_forward_length(n_ff)           # %s.feed_forward_length UINT32
+    w.add_head_count(n_head)                  # %s.attention.head_count UINT32
+    w.add_head_count_kv(n_head)               # %s.attention.head_count_kv UINT32
+    w.add_layer_norm_rms_eps(1e-6)            # %s.attention.layer_norm_rms_epsilon FLOAT32
+    w.add_rope_freq_base(10000.0)             # %s.rope.freq_base FLOAT32
+    if vocab_key:
+        w.add_vocab_size(N_VOCAB)             # %s.vocab_size UINT32 (llama, deepseek2 converters write it)
+    tokenizer(w)
+
+
+def token_embd(w, n_embd):
+    rng = np.random.default_rng(SEED_EMBD)
+    w.add_tensor("token_embd.weight", (rng.standard_normal((N_VOCAB, n_embd)) * 0.02).astype(np.float32))
+
+
+def norms(w, il, n_embd):
+    w.add_tensor(f"blk.{il}.attn_norm.weight", np.ones(n_embd, np.float32))
+    w.add_tensor(f"blk.{il}.ffn_norm.weight", np.ones(n_embd, np.float32))
+
+
+def add_w(w, name, arr, qt=T.F32):
+    """arr float32 in numpy layout; stored as qt (F32 as is)."""
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if qt == T.F32:
+        w.add_tensor(name, arr)
+    elif qt == T.F16:
+        w.add_tensor(name, quantize(arr, T.F16))
+    else:
+        w.add_tensor(name, quantize(arr, qt), raw_dtype=qt)
+
+
+def stored_f32(arr, qt):
+    """What a file storing arr as qt decodes to (the oracle of the -deq files)."""
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if qt == T.F32:
+        return arr
+    return dequantize(quantize(arr, qt), qt).astype(np.float32)
+
+
+def finish(w):
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def writer(fname, arch, **kw):
+    return GGUFWriter(os.path.join(HERE, fname), arch, **kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Mixtral -> llama (stacked and legacy per-expert); 2. the same weights as qwen3moe
+def mixtral_weights():
+    sd = hf("mixtral_T5_d48_f80_E4_k2")
+    p = "model.layers.0.block_sparse_moe."
+    E = 4
+    return dict(
+        router=sd[p + "gate.weight"],                              # (4, 48)
+        gate=stack(sd, p + "experts.{}.w1.weight", E),             # (4, 80, 48)
+        up=stack(sd, p + "experts.{}.w3.weight", E),               # (4, 80, 48)
+        down=stack(sd, p + "experts.{}.w2.weight", E),             # (4, 48, 80)
+    )
+
+
+def make_mixtral(per_expert):
+    m = mixtral_weights()
+    d, f, E, k = 48, 80, 4, 2
+    fname = "mixtral-per-expert.gguf" if per_expert else "mixtral.gguf"
+    w = writer(fname, "llama")
+    common(w, "Mixtral tiny (hf-moe mixtral_T5_d48_f80_E4_k2)" + (" per-expert tensors" if per_expert else ""),
+           FT.ALL_F32, d, 1, f, vocab_key=True)
+    w.add_rope_dimension_count(d // 4)       # llama.rope.dimension_count UINT32
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    token_embd(w, d)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", m["router"])
+    if per_expert:
+        for e in range(E):
+            w.add_tensor(f"blk.0.ffn_gate.{e}.weight", m["gate"][e])
+            w.add_tensor(f"blk.0.ffn_down.{e}.weight", m["down"][e])
+            w.add_tensor(f"blk.0.ffn_up.{e}.weight", m["up"][e])
+    else:
+        w.add_tensor("blk.0.ffn_gate_exps.weight", m["gate"])
+        w.add_tensor("blk.0.ffn_down_exps.weight", m["down"])
+        w.add_tensor("blk.0.ffn_up_exps.weight", m["up"])
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+def make_qwen3moe_from_mixtral():
+    m = mixtral_weights()
+    d, f, E, k = 48, 80, 4, 2
+    w = writer("qwen3moe.gguf", "qwen3moe")
+    common(w, "Qwen3-MoE tiny (weights of hf-moe mixtral_T5_d48_f80_E4_k2)", FT.ALL_F32, d, 1, 160)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    w.add_expert_weights_norm(True)
+    token_embd(w, d)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", m["router"])
+    w.add_tensor("blk.0.ffn_gate_exps.weight", m["gate"])
+    w.add_tensor("blk.0.ffn_down_exps.weight", m["down"])
+    w.add_tensor("blk.0.ffn_up_exps.weight", m["up"])
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. OLMoE
+def make_olmoe():
+    sd = hf("olmoe_T9_d40_f24_E32_k8")
+    p = "model.layers.0.mlp."
+    d, f, E, k = 40, 24, 32, 8
+    w = writer("olmoe.gguf", "olmoe")
+    common(w, "OLMoE tiny (hf-moe olmoe_T9_d40_f24_E32_k8)", FT.ALL_F32, d, 1, f)  # feed_forward_length = expert width
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    token_embd(w, d)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", sd[p + "gate.weight"])
+    w.add_tensor("blk.0.ffn_gate_exps.weight", stack(sd, p + "experts.{}.gate_proj.weight", E))
+    w.add_tensor("blk.0.ffn_down_exps.weight", stack(sd, p + "experts.{}.down_proj.weight", E))
+    w.add_tensor("blk.0.ffn_up_exps.weight", stack(sd, p + "experts.{}.up_proj.weight", E))
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. Qwen2-MoE, one file and a 3-way split
+def make_qwen2moe(split):
+    sd = hf("qwen2_moe_T6_d32_f40_E8_k2")
+    p = "model.layers.0.mlp."
+    d, f, fsh, E, k = 32, 40, 96, 8, 2
+    if split:
+        # 12 tensors, 5 per shard: shard 1 ends with ffn_gate_exps, shard 2 holds up/down_exps and
+        # the first shared tensors, shard 3 ffn_down_shexp and output_norm.
+        w = writer("qwen2moe-split.gguf", "qwen2moe", split_max_tensors=5)
+    else:
+        w = writer("qwen2moe.gguf", "qwen2moe")
+    common(w, "Qwen2-MoE tiny (hf-moe qwen2_moe_T6_d32_f40_E8_k2)", FT.ALL_F32, d, 1, 128)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_shared_feed_forward_length(fsh)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    token_embd(w, d)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", sd[p + "gate.weight"])
+    w.add_tensor("blk.0.ffn_gate_exps.weight", stack(sd, p + "experts.{}.gate_proj.weight", E))
+    w.add_tensor("blk.0.ffn_up_exps.weight", stack(sd, p + "experts.{}.up_proj.weight", E))
+    w.add_tensor("blk.0.ffn_down_exps.weight", stack(sd, p + "experts.{}.down_proj.weight", E))
+    w.add_tensor("blk.0.ffn_gate_inp_shexp.weight", sd[p + "shared_expert_gate.weight"].reshape(d))  # 1-D [n_embd]
+    w.add_tensor("blk.0.ffn_gate_shexp.weight", sd[p + "shared_expert.gate_proj.weight"])
+    w.add_tensor("blk.0.ffn_up_shexp.weight", sd[p + "shared_expert.up_proj.weight"])
+    w.add_tensor("blk.0.ffn_down_shexp.weight", sd[p + "shared_expert.down_proj.weight"])
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. DeepSeek-V3 -> deepseek2 (layer 0 dense, layer 1 MoE)
+def deepseek_keys(w, d, f_exp, E, k, n_shared, scale, n_group=0, n_group_used=0, n_dense=1):
+    w.add_rope_dimension_count(8)             # deepseek2.rope.dimension_count UINT32
+    w.add_q_lora_rank(24)                     # deepseek2.attention.q_lora_rank UINT32
+    w.add_kv_lora_rank(16)                    # deepseek2.attention.kv_lora_rank UINT32
+    w.add_key_length(24)                      # deepseek2.attention.key_length UINT32
+    w.add_value_length(16)                    # deepseek2.attention.value_length UINT32
+    w.add_leading_dense_block_count(n_dense)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    w.add_expert_feed_forward_length(f_exp)
+    w.add_expert_shared_count(n_shared)
+    w.add_expert_weights_scale(scale)
+    w.add_expert_weights_norm(True)
+    w.add_expert_gating_func(gguf.ExpertGatingFuncType.SIGMOID)
+    if n_group:
+        w.add_expert_group_count(n_group)
+        w.add_expert_group_used_count(n_group_used)
+
+
+def make_deepseek2():
+    sd = hf("deepseek_v3_T8_d36_f20_E16_k4_g4")
+    p = "model.layers.1.mlp."
+    d, f_exp, f_dense, E, k = 36, 20, 60, 16, 4
+    w = writer("deepseek2.gguf", "deepseek2")
+    common(w, "DeepSeek-V3 tiny (hf-moe deepseek_v3_T8_d36_f20_E16_k4_g4)", FT.ALL_F32, d, 2, f_dense, vocab_key=True)
+    deepseek_keys(w, d, f_exp, E, k, 1, 2.5, n_group=4, n_group_used=2, n_dense=1)
+    token_embd(w, d)
+    # layer 0: dense FFN. The hf fixture only holds the MoE layer, so these are random (not used by the test).
+    dense = [k_ for k_ in sd if k_.startswith("model.layers.0.mlp.")]
+    assert not dense, dense
+    rng = np.random.default_rng(SEED_DS_DENSE)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate.weight", (rng.standard_normal((f_dense, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_down.weight", (rng.standard_normal((d, f_dense)) / np.sqrt(f_dense)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_up.weight", (rng.standard_normal((f_dense, d)) / np.sqrt(d)).astype(np.float32))
+    # layer 1: MoE
+    norms(w, 1, d)
+    w.add_tensor("blk.1.ffn_gate_inp.weight", sd[p + "gate.weight"])
+    w.add_tensor("blk.1.exp_probs_b.bias", sd[p + "gate.e_score_correction_bias"])
+    w.add_tensor("blk.1.ffn_gate_exps.weight", stack(sd, p + "experts.{}.gate_proj.weight", E))
+    w.add_tensor("blk.1.ffn_down_exps.weight", stack(sd, p + "experts.{}.down_proj.weight", E))
+    w.add_tensor("blk.1.ffn_up_exps.weight", stack(sd, p + "experts.{}.up_proj.weight", E))
+    w.add_tensor("blk.1.ffn_gate_shexp.weight", sd[p + "shared_experts.gate_proj.weight"])
+    w.add_tensor("blk.1.ffn_down_shexp.weight", sd[p + "shared_experts.down_proj.weight"])
+    w.add_tensor("blk.1.ffn_up_shexp.weight", sd[p + "shared_experts.up_proj.weight"])
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Synthetic quantised cases
+SYN_D, SYN_F, SYN_E, SYN_K, SYN_T = 64, 32, 8, 2, 7
+FT_OF = {T.F32: FT.ALL_F32, T.F16: FT.MOSTLY_F16, T.BF16: FT.MOSTLY_BF16, T.Q8_0: FT.MOSTLY_Q8_0,
+         T.Q4_0: FT.MOSTLY_Q4_0}
+
+
+def synthetic_weights():
+    rng = np.random.default_rng(SEED_SYN)
+    d, f, E = SYN_D, SYN_F, SYN_E
+    router = (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32)
+    gate = (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32)
+    up = (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32)
+    down = (rng.standard_normal((E, d, f)) / np.sqrt(f)).astype(np.float32)
+    x = rng.standard_normal((SYN_T, d)).astype(np.float32)
+    return router, gate, up, down, x
+
+
+def topk_margin(sel, k):
+    s = -np.sort(-sel, axis=1)
+    return float((s[:, k - 1] - s[:, k]).min())
+
+
+def make_synthetic_qwen3(tag, qt_gate, qt_up, qt_down, deq):
+    router, gate, up, down, _ = synthetic_weights()
+    fname = f"synthetic-{tag}{'-deq' if deq else ''}.gguf"
+    w = writer(fname, "qwen3moe")
+    ftype = FT.ALL_F32 if deq else FT_OF[qt_gate]
+    common(w, f"synthetic qwen3moe {tag}" + (" (experts dequantised to F32)" if deq else ""), ftype,
+           SYN_D, 1, 2 * SYN_F)
+    w.add_expert_feed_forward_length(SYN_F)
+    w.add_expert_count(SYN_E)
+    w.add_expert_used_count(SYN_K)
+    w.add_expert_weights_norm(True)
+    token_embd(w, SYN_D)
+    norms(w, 0, SYN_D)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", router)
+    for name, arr, qt in (("gate", gate, qt_gate), ("down", down, qt_down), ("up", up, qt_up)):
+        if deq:
+            w.add_tensor(f"blk.0.ffn_{name}_exps.weight", stored_f32(arr, qt))
+        else:
+            add_w(w, f"blk.0.ffn_{name}_exps.weight", arr, qt)
+    w.add_tensor("output_norm.weight", np.ones(SYN_D, np.float32))
+    finish(w)
+
+
+def synthetic_ds_weights():
+    rng = np.random.default_rng(SEED_SYN_DS)
+    d, f, E = SYN_D, SYN_F, SYN_E
+    return dict(
+        router=(rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32),
+        bias=(rng.standard_normal(E) * 0.1).astype(np.float32),
+        gate=(rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32),
+        up=(rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32),
+        down=(rng.standard_normal((E, d, f)) / np.sqrt(f)).astype(np.float32),
+        sh_gate=(rng.standard_normal((f, d)) / np.sqrt(d)).astype(np.float32),
+        sh_up=(rng.standard_normal((f, d)) / np.sqrt(d)).astype(np.float32),
+        sh_down=(rng.standard_normal((d, f)) / np.sqrt(f)).astype(np.float32),
+    )
+
+
+def make_synthetic_deepseek2(deq):
+    m = synthetic_ds_weights()
+    fname = "synthetic-deepseek2-q-deq.gguf" if deq else "synthetic-deepseek2-q.gguf"
+    w = writer(fname, "deepseek2")
+    common(w, "synthetic deepseek2 (routed Q4_0, shared Q8_0)" + (" dequantised to F32" if deq else ""),
+           FT.ALL_F32 if deq else FT.MOSTLY_Q4_0, SYN_D, 1, 4 * SYN_F, vocab_key=True)
+    deepseek_keys(w, SYN_D, SYN_F, SYN_E, SYN_K, 1, 1.5, n_group=0, n_dense=0)
+    token_embd(w, SYN_D)
+    norms(w, 0, SYN_D)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", m["router"])
+    w.add_tensor("blk.0.exp_probs_b.bias", m["bias"])
+    for name, key, qt in (("ffn_gate_exps", "gate", T.Q4_0), ("ffn_down_exps", "down", T.Q4_0),
+                          ("ffn_up_exps", "up", T.Q4_0), ("ffn_gate_shexp", "sh_gate", T.Q8_0),
+                          ("ffn_down_shexp", "sh_down", T.Q8_0), ("ffn_up_shexp", "sh_up", T.Q8_0)):
+        if deq:
+            w.add_tensor(f"blk.0.{name}.weight", stored_f32(m[key], qt))
+        else:
+            add_w(w, f"blk.0.{name}.weight", m[key], qt)
+    w.add_tensor("output_norm.weight", np.ones(SYN_D, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+# 7. Files the reader must refuse
+def make_q4_k():
+    # Q4_K blocks hold 256 values along ne[0]; ffn_down_exps' ne[0] is the expert width, so this
+    # file uses width 256 (with n_embd 32 and 2 experts to stay small) to keep the file well
+    # formed: the only thing wrong with it is the unsupported type.
+    rng = np.random.default_rng(SEED_Q4K)
+    d, f, E, k = 32, 256, 2, 2
+    w = writer("synthetic-q4_k.gguf", "qwen3moe")
+    common(w, "synthetic qwen3moe with a Q4_K ffn_down_exps (unsupported)", FT.MOSTLY_Q4_K_M, d, 1, 2 * f)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    w.add_expert_weights_norm(True)
+    token_embd(w, d)
+    norms(w, 0, d)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_gate_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
+    # Q4_K block (144 B): half d @0, half dmin @2, scales[12] @4, qs[128] @16
+    blk = rng.integers(0, 256, size=(E, d, f // 256, 144), dtype=np.uint8)
+    blk[..., 0:2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    blk[..., 2:4] = np.frombuffer(np.float16(0.005).tobytes(), np.uint8)
+    w.add_tensor("blk.0.ffn_down_exps.weight", blk.reshape(E, d, (f // 256) * 144), raw_dtype=T.Q4_K)
+    w.add_tensor("blk.0.ffn_up_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+def make_unknown_arch():
+    rng = np.random.default_rng(SEED_FALCON)
+    d, f, E, k = 32, 32, 4, 2
+    w = writer("unknown-arch.gguf", "falcon")
+    common(w, "falcon with MoE keys (no MoE falcon exists in llama.cpp)", FT.ALL_F32, d, 1, f)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    token_embd(w, d)
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(d, np.float32))
+    w.add_tensor("blk.0.ffn_gate_inp.weight", (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_gate_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_down_exps.weight", (rng.standard_normal((E, d, f)) / np.sqrt(f)).astype(np.float32))
+    w.add_tensor("blk.0.ffn_up_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
+def index():
+    def hfcase(file, layer, folder, arch, T_):
+        return dict(file=file, layer=layer, T=T_, x=f"../hf-moe/{folder}/x.npy",
+                    y_ref=f"../hf-moe/{folder}/y_ref.npy", hf=folder, deq=None, weight_dtype="f32", arch=arch)
+
+    mx = "mixtral_T5_d48_f80_E4_k2"
+    cases = [
+        hfcase("mixtral.gguf", 0, mx, "llama", 5),
+        hfcase("mixtral-per-expert.gguf", 0, mx, "llama", 5),
+        hfcase("qwen3moe.gguf", 0, mx, "qwen3moe", 5),
+        hfcase("olmoe.gguf", 0, "olmoe_T9_d40_f24_E32_k8", "olmoe", 9),
+        hfcase("qwen2moe.gguf", 0, "qwen2_moe_T6_d32_f40_E8_k2", "qwen2moe", 6),
+        hfcase("qwen2moe-split-00001-of-00003.gguf", 0, "qwen2_moe_T6_d32_f40_E8_k2", "qwen2moe", 6),
+        hfcase("deepseek2.gguf", 1, "deepseek_v3_T8_d36_f20_E16_k4_g4", "deepseek2", 8),
+    ]
+    for tag in ("f16", "bf16", "q8_0", "q4_0", "mixed"):
+        cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None, hf=None,
+                          deq=f"synthetic-{tag}-deq.gguf", weight_dtype=tag, arch="qwen3moe"))
+    cases.append(dict(file="synthetic-deepseek2-q.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None,
+                      hf=None, deq="synthetic-deepseek2-q-deq.gguf", weight_dtype="mixed", arch="deepseek2"))
+    with open(os.path.join(HERE, "index.json"), "w") as f:
+        json.dump(cases, f, indent=1)
+        f.write("\n")
+
+
+def main():
+    # routing margins of the synthetic inputs: no near-ties at the top-k boundary
+    router, _, _, _, x = synthetic_weights()
+    np.save(os.path.join(HERE, "synthetic-x.npy"), x)
+    lg = x.astype(np.float64) @ router.T.astype(np.float64)
+    assert topk_margin(lg, SYN_K) > 1e-2, topk_margin(lg, SYN_K)
+    m = synthetic_ds_weights()
+    s = 1 / (1 + np.exp(-(x.astype(np.float64) @ m["router"].T.astype(np.float64)))) + m["bias"]
+    assert topk_margin(s, SYN_K) > 1e-3, topk_margin(s, SYN_K)
+
+    make_mixtral(False)
+    make_mixtral(True)
+    make_qwen3moe_from_mixtral()
+    make_olmoe()
+    make_qwen2moe(False)
+    make_qwen2moe(True)
+    make_deepseek2()
+    for tag, qt in (("f16", T.F16), ("bf16", T.BF16), ("q8_0", T.Q8_0), ("q4_0", T.Q4_0)):
+        make_synthetic_qwen3(tag, qt, qt, qt, False)
+        make_synthetic_qwen3(tag, qt, qt, qt, True)
+    make_synthetic_qwen3("mixed", T.Q4_0, T.Q4_0, T.Q8_0, False)
+    make_synthetic_qwen3("mixed", T.Q4_0, T.Q4_0, T.Q8_0, True)
+    make_synthetic_deepseek2(False)
+    make_synthetic_deepseek2(True)
+    make_q4_k()
+    make_unknown_arch()
+    index()
+
+
+if __name__ == "__main__":
+    main()
