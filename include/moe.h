@@ -385,29 +385,37 @@ typedef struct moe_layer_desc {
     moe_drop_policy drop_policy; /* what a dropped row contributes; default ZERO */
 
     moe_dtype weight_dtype;        /* the format the layer stores its routed experts' gate, up
-                                      and down in; DEFAULT = the format they are handed over
+                                      and down in (down: unless down_weight_dtype says
+                                      otherwise); DEFAULT = the format they are handed over
                                       in (moe_layer_weights.dtype; a checkpoint's own). A
                                       different one is converted or quantised once, at upload */
     moe_dtype shared_weight_dtype; /* the same for the shared expert(s) */
 
-    int32_t reserved_0_3_0;     /* unused, ignored: a 0.2.0 struct's sizeof includes 4 bytes of
-                                   tail padding here, so the 0.3.0 fields start past it */
-    moe_dtype activation_dtype; /* (0.3.0) what the experts' inputs are rounded to for their
-                                   matrix products. DEFAULT / F32: float32, exact (the
-                                   reference's 1e-5). Q8_0, an opt-in for experts stored in
-                                   Q8_0 or Q4_0: the products run on integer dot products
-                                   (x86 AVX512_VNNI or AVX-VNNI) — each token's input x
-                                   quantised to int8
-                                   per group of 16 values, q = round(a / d), d = max|a| / 127
-                                   in float32 (ggml's Q8_0 rule on half blocks), and the
-                                   intermediate act(gate)·up, heavier-tailed, to int16 the same
-                                   way (d = max|a| / 32767). Faster decode; the output moves by
-                                   ~0.5% (rel L2, at most 1e-2) from the float32-activation
-                                   result on the same weights (docs/ARCHITECTURE.md has the
-                                   figures per preset). A request, never a requirement: a
-                                   backend or CPU without such a path, and experts in
-                                   F32/F16/BF16, compute in float32 as before.
-                                   moe_layer_activation_dtype tells what a layer runs */
+    int32_t reserved_0_3_0;             /* unused, ignored: a 0.2.0 struct's sizeof includes 4 bytes of
+                                           tail padding here, so the 0.3.0 fields start past it */
+    moe_dtype activation_dtype;         /* (0.3.0) what the experts' inputs are rounded to for their
+                                           matrix products. DEFAULT / F32: float32, exact (the
+                                           reference's 1e-5). Q8_0, an opt-in for experts stored in
+                                           Q8_0 or Q4_0: the products run on integer dot products
+                                           (x86 AVX512_VNNI or AVX-VNNI) — each token's input x
+                                           quantised to int8
+                                           per group of 16 values, q = round(a / d), d = max|a| / 127
+                                           in float32 (ggml's Q8_0 rule on half blocks), and the
+                                           intermediate act(gate)·up, heavier-tailed, to int16 the same
+                                           way (d = max|a| / 32767). Faster decode; the output moves by
+                                           ~0.5% (rel L2, at most 1e-2) from the float32-activation
+                                           result on the same weights (docs/ARCHITECTURE.md has the
+                                           figures per preset). A request, never a requirement: a
+                                           backend or CPU without such a path, and experts in
+                                           F32/F16/BF16, compute in float32 as before.
+                                           moe_layer_activation_dtype tells what a layer runs */
+    moe_dtype down_weight_dtype;        /* (0.5.0) the routed experts' down projection's format
+                                           when it is not weight_dtype (GGUF files often keep
+                                           down in more bits than gate and up); DEFAULT =
+                                           weight_dtype. Integer activations need both to be
+                                           block formats */
+    moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =
+                                           shared_weight_dtype */
 } moe_layer_desc;
 
 /* Host weights in Hugging Face layout (nn.Linear weights are [out][in]), rows contiguous.
@@ -539,9 +547,8 @@ MOE_API moe_status moe_context_wait(moe_context *context);
  * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
  * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
  * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
- * may be F32, F16, BF16, Q8_0 or Q4_0 (other ggml types are named in the error); the experts
- * keep the file's format, and when gate, up and down differ (a file may keep down in Q8_0) the
- * most precise of them.
+ * may be F32, F16, BF16, Q8_0 or Q4_0 (other ggml types are named in the error); each projection
+ * keeps the file's format (down_weight_dtype when down's differs from gate/up's).
  *
  * Safetensors tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless
  * moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every backend). Errors: MOE_ERROR_IO

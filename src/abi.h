@@ -22,7 +22,7 @@
 typedef struct moe_abi_struct {
     const char *name;   /* "moe_layer_desc" */
     size_t size;        /* this library's sizeof */
-    size_t ends[4];     /* each version's end, oldest first; 0 past the last */
+    size_t ends[6];     /* each version's end, oldest first; 0 past the last */
     const char *oldest; /* the moe version of ends[0] */
 } moe_abi_struct;
 

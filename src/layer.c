@@ -29,14 +29,16 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
     const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
-    /* Integer activations where asked for, where the backend has them, for the block formats. */
+    const moe_dtype wd = d.down_weight_dtype, sd = d.shared_down_weight_dtype;
+    /* Integer activations where asked for, where the backend has them, for the block formats
+     * (both projections of a group: the two steps share the quantised activations' scratch). */
     const bool int_act = d.activation_dtype == MOE_DTYPE_Q8_0 && be->int_dot;
-    const bool int_routed = int_act && moe_dtype_is_block(wt),
-               int_shared = int_act && moe_dtype_is_block(st_);
+    const bool int_routed = int_act && moe_dtype_is_block(wt) && moe_dtype_is_block(wd),
+               int_shared = int_act && moe_dtype_is_block(st_) && moe_dtype_is_block(sd);
     const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
     const moe_weight_src ffn_in = {
         gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};
-    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wt, int_routed};
+    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, int_routed};
     const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up,
                                       gated ? &t->shared_up : NULL,
                                       1,
@@ -44,7 +46,7 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
                                       d.d_model,
                                       st_,
                                       int_shared};
-    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, st_, int_shared};
+    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, int_shared};
     moe_layer_addrs a = {0};
     const weight_item all[] = {
         {&a.router, &router, NULL, 0},
@@ -307,7 +309,7 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                .row_token = L->row_token,
                                .tile_expert = L->tile_expert,
                                .weights = layer->w.ffn_down,
-                               .weight_dtype = d->weight_dtype,
+                               .weight_dtype = d->down_weight_dtype,
                                .act_quant = layer->int_routed ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
                                .a_q = L->a_q,
                                .n_experts = d->n_experts,
@@ -348,7 +350,7 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                     .a = L->shared_h,
                                     .a_rows = T,
                                     .weights = layer->w.shared_down,
-                                    .weight_dtype = d->shared_weight_dtype,
+                                    .weight_dtype = d->shared_down_weight_dtype,
                                     .act_quant = layer->int_shared ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
                                     .a_q = L->a_q,
                                     .n_experts = 1,

@@ -298,8 +298,10 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
                 const ref_matrix gate = {g ? g + (size_t)e * in_bytes : NULL, dt, sto, D, row_buf};
                 const ref_matrix up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf};
-                const ref_matrix down = {dn + (size_t)e * down_bytes, dt, sto, d.d_ff, row_buf};
-                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto);
+                const ref_matrix down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff,
+                                         row_buf};
+                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto) &&
+                                  moe_dtype_is_block(d.down_weight_dtype);
                 expert_ffn(&d, &gate, &up, &down, d.d_ff, int8, xt, xin, h, hf, o, buf);
                 for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
             } else {
@@ -312,8 +314,10 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             const moe_dtype dt = moe_weights_shared_dtype(weights), sto = d.shared_weight_dtype;
             const ref_matrix gate = {weights->shared_gate, dt, sto, D, row_buf};
             const ref_matrix up = {weights->shared_up, dt, sto, D, row_buf};
-            const ref_matrix down = {weights->shared_down, dt, sto, d.d_ff_shared, row_buf};
-            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto);
+            const ref_matrix down = {weights->shared_down, dt, d.shared_down_weight_dtype, d.d_ff_shared,
+                                     row_buf};
+            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto) &&
+                              moe_dtype_is_block(d.shared_down_weight_dtype);
             expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));

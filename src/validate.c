@@ -101,41 +101,52 @@ moe_dtype moe_weights_shared_dtype(const moe_layer_weights *w)
     return w->shared_dtype == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : w->shared_dtype;
 }
 
-/* A format for one group of tensors (`what`: how the caller spelled the field): a known
- * dtype, and for a block format, reduction lengths (the rows' lengths: d_model for gate/up,
- * the group's d_ff for down) that are whole blocks. */
-static moe_status check_format(moe_context *ctx, moe_dtype dt, const char *what, int64_t d_model,
-                               const char *ff_name, int64_t d_ff)
+/* A format for one set of weight rows (`what`: how the caller spelled the field): a known
+ * dtype, and for a block format, rows (`rows`: which they are; their length, the reduction
+ * dimension, is `len_name` = len) of whole blocks. */
+static moe_status check_format(moe_context *ctx, moe_dtype dt, const char *what, const char *rows,
+                               const char *len_name, int64_t len)
 {
     if (!moe_dtype_name(dt) || dt == MOE_DTYPE_DEFAULT)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "%s is %d, not a moe_dtype", what, (int)dt);
     const int64_t block = moe_dtype_block_size(dt);
-    if (block > 1 && (d_model % block != 0 || d_ff % block != 0))
+    if (block > 1 && len % block != 0)
         return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
                         "%s is %s, which stores each weight row in blocks of %lld values along the reduction "
-                        "dimension, but %s = %lld is not a multiple of %lld (the gate/up rows have d_model "
-                        "= %lld values, the down rows %s)",
-                        what, moe_dtype_name(dt), (long long)block, d_model % block ? "d_model" : ff_name,
-                        (long long)(d_model % block ? d_model : d_ff), (long long)block, (long long)d_model,
-                        ff_name);
+                        "dimension, but %s = %lld is not a multiple of %lld (the %s rows have %s values)",
+                        what, moe_dtype_name(dt), (long long)block, len_name, (long long)len,
+                        (long long)block, rows, len_name);
     return MOE_OK;
 }
 
-/* The storage formats (DEFAULT: as handed over; F32 without weights) and, with weights, their
- * formats, each checked against the shapes. */
+/* Both projections' rows in one format: gate/up's of d_model values, down's of the group's d_ff. */
+static moe_status check_both(moe_context *ctx, moe_dtype dt, const char *what, int64_t d_model,
+                             const char *ff_name, int64_t d_ff)
+{
+    const moe_status st = check_format(ctx, dt, what, "gate/up", "d_model", d_model);
+    return st != MOE_OK ? st : check_format(ctx, dt, what, "down", ff_name, d_ff);
+}
+
+/* The storage formats (DEFAULT: as handed over; F32 without weights; down as gate/up) and,
+ * with weights, their formats, each checked against the shapes. */
 static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_layer_weights *w)
 {
     const bool shared = d->d_ff_shared > 0;
     if (w) {
-        moe_status st = check_format(ctx, moe_weights_dtype(w), "weights.dtype", d->d_model, "d_ff", d->d_ff);
+        moe_status st = check_both(ctx, moe_weights_dtype(w), "weights.dtype", d->d_model, "d_ff", d->d_ff);
         if (st == MOE_OK && shared)
-            st = check_format(ctx, moe_weights_shared_dtype(w), "weights.shared_dtype", d->d_model,
-                              "d_ff_shared", d->d_ff_shared);
+            st = check_both(ctx, moe_weights_shared_dtype(w), "weights.shared_dtype", d->d_model,
+                            "d_ff_shared", d->d_ff_shared);
         if (st != MOE_OK) return st;
     }
     if (d->weight_dtype == MOE_DTYPE_DEFAULT) d->weight_dtype = w ? moe_weights_dtype(w) : MOE_DTYPE_F32;
     if (d->shared_weight_dtype == MOE_DTYPE_DEFAULT)
         d->shared_weight_dtype = w ? moe_weights_shared_dtype(w) : MOE_DTYPE_F32;
+    /* A down left DEFAULT takes gate/up's format, and a refusal then names the field that set it. */
+    const bool down_given = d->down_weight_dtype != MOE_DTYPE_DEFAULT,
+               shared_down_given = d->shared_down_weight_dtype != MOE_DTYPE_DEFAULT;
+    if (!down_given) d->down_weight_dtype = d->weight_dtype;
+    if (!shared_down_given) d->shared_down_weight_dtype = d->shared_weight_dtype;
     if (d->activation_dtype == MOE_DTYPE_DEFAULT) d->activation_dtype = MOE_DTYPE_F32;
     if (d->activation_dtype != MOE_DTYPE_F32 && d->activation_dtype != MOE_DTYPE_Q8_0)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
@@ -144,10 +155,21 @@ static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_l
                         moe_dtype_name(d->activation_dtype) ? moe_dtype_name(d->activation_dtype)
                                                             : "not a moe_dtype",
                         (int)d->activation_dtype);
-    moe_status st = check_format(ctx, d->weight_dtype, "weight_dtype", d->d_model, "d_ff", d->d_ff);
+    moe_status st = check_format(ctx, d->weight_dtype, "weight_dtype", "gate/up", "d_model", d->d_model);
+    if (st == MOE_OK)
+        st = check_format(ctx, d->down_weight_dtype,
+                          down_given ? "down_weight_dtype"
+                                     : "weight_dtype (down_weight_dtype is DEFAULT: the same)",
+                          "down", "d_ff", d->d_ff);
     if (st == MOE_OK && shared)
-        st = check_format(ctx, d->shared_weight_dtype, "shared_weight_dtype", d->d_model, "d_ff_shared",
-                          d->d_ff_shared);
+        st = check_format(ctx, d->shared_weight_dtype, "shared_weight_dtype", "gate/up", "d_model",
+                          d->d_model);
+    if (st == MOE_OK && shared)
+        st = check_format(ctx, d->shared_down_weight_dtype,
+                          shared_down_given
+                              ? "shared_down_weight_dtype"
+                              : "shared_weight_dtype (shared_down_weight_dtype is DEFAULT: the same)",
+                          "down", "d_ff_shared", d->d_ff_shared);
     return st;
 }
 

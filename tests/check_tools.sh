@@ -270,10 +270,14 @@ gguf=$data/../gguf-moe
 "$run" --model "$gguf/synthetic-q4_0.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_0 (the checkpoint's own)" "$work/g.stats" || fail "moe-run on a Q4_0 GGUF: $(grep weights "$work/g.stats")"
+"$run" --model "$gguf/synthetic-mixed.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
+    --backend cpu --stats > "$work/g.stats"
+grep -q "^weights: q4_0 (down: q8_0) (the checkpoint's own)" "$work/g.stats" ||
+    fail "moe-run on a GGUF with a Q8_0 down: $(grep weights "$work/g.stats")"
 "$info" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
 grep -q "architecture qwen3moe: 1 layer, 1 with an MoE block; hidden size 64; 8 experts, top-2" "$work/ginfo.txt" &&
     grep -q "tensor types: F32 ×5 (.*), Q8_0 ×1 (.*), Q4_0 ×2" "$work/ginfo.txt" &&
-    grep -q "layer 0: .*; experts d_ff 32 stored as q8_0" "$work/ginfo.txt" || fail "moe-info --model: $(cat "$work/ginfo.txt")"
+    grep -q "layer 0: .*; experts d_ff 32 stored as q4_0 (down q8_0)$" "$work/ginfo.txt" || fail "moe-info --model: $(cat "$work/ginfo.txt")"
 "$info" --json --model "$gguf/qwen2moe-split-00001-of-00003.gguf" > "$work/ginfo.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["model_type"]=="qwen2moe" and d["n_files"]==3 \
 and d["layers"][0]["d_ff_shared"]==96, d' "$work/ginfo.json" || fail "moe-info --json --model on a split GGUF"

@@ -204,37 +204,60 @@ static void layer_errors(moe_context *ctx, h_rng *r)
         moe_dtype storage, shared_storage, given;
         moe_status want;
         const char *words[3];
+        moe_dtype down; /* down_weight_dtype (DEFAULT: weight_dtype's) */
     } cases[] = {
         {MOE_DTYPE_Q4_0,
          MOE_DTYPE_F16,
          MOE_DTYPE_F32,
          MOE_ERROR_INVALID_SIZE,
-         {"weight_dtype", "q4_0", "d_ff = 48"}},
+         {"weight_dtype", "q4_0", "d_ff = 48"},
+         MOE_DTYPE_DEFAULT},
         {MOE_DTYPE_F16,
          MOE_DTYPE_Q8_0,
          MOE_DTYPE_F32,
          MOE_ERROR_INVALID_SIZE,
-         {"shared_weight_dtype", "q8_0", "d_ff_shared = 40"}},
-        {(moe_dtype)9, MOE_DTYPE_F16, MOE_DTYPE_F32, MOE_ERROR_INVALID_ARGUMENT, {"weight_dtype", "9", ""}},
+         {"shared_weight_dtype", "q8_0", "d_ff_shared = 40"},
+         MOE_DTYPE_DEFAULT},
+        {(moe_dtype)9,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_ARGUMENT,
+         {"weight_dtype", "9", ""},
+         MOE_DTYPE_DEFAULT},
         {MOE_DTYPE_F16,
          MOE_DTYPE_F16,
          (moe_dtype)-1,
          MOE_ERROR_INVALID_ARGUMENT,
-         {"weights.dtype", "-1", ""}},
+         {"weights.dtype", "-1", ""},
+         MOE_DTYPE_DEFAULT},
         {MOE_DTYPE_DEFAULT,
          MOE_DTYPE_F16,
          MOE_DTYPE_Q8_0,
          MOE_ERROR_INVALID_SIZE,
-         {"weights.dtype", "q8_0", "d_ff = 48"}},
+         {"weights.dtype", "q8_0", "d_ff = 48"},
+         MOE_DTYPE_DEFAULT},
+        /* Per projection: a block down needs d_ff in whole blocks, a block gate/up only d_model. */
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"down_weight_dtype", "q8_0", "d_ff = 48"},
+         MOE_DTYPE_Q8_0},
+        {MOE_DTYPE_Q4_0, MOE_DTYPE_F16, MOE_DTYPE_F32, MOE_OK, {"", "", ""}, MOE_DTYPE_F16},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moe_layer_desc d = hl.desc;
         d.weight_dtype = cases[i].storage;
         d.shared_weight_dtype = cases[i].shared_storage;
+        d.down_weight_dtype = cases[i].down;
         moe_layer_weights w = hl.w;
         w.dtype = cases[i].given;
         moe_layer *layer = (moe_layer *)&hl; /* must stay as it is */
         CHECK_STATUS(moe_layer_create(ctx, &d, &w, &layer), cases[i].want);
+        if (cases[i].want == MOE_OK) { /* (test_forward's down_format runs such layers) */
+            moe_layer_destroy(layer);
+            continue;
+        }
         CHECK(layer == (moe_layer *)&hl, "case %zu: out_layer written on failure", i);
         for (int k = 0; k < 3; k++)
             CHECK(strstr(moe_context_error(ctx), cases[i].words[k]) != NULL,

@@ -96,6 +96,13 @@ static const fcase fixed_cases[] = {
     {"larger",
      DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129, .renormalize = 1), 129,
      -1},
+    /* down_weight_dtype / shared_down_weight_dtype: gate/up in the run's format, down in another
+     * (as GGUF files mix them), routed and shared. A down_weight_dtype set here only marks the
+     * case: for_format picks the format (down_partner). */
+    {"down_format",
+     DESC(.d_model = 64, .d_ff = 40, .n_experts = 16, .top_k = 4, .max_tokens = 13, .renormalize = 1,
+          .d_ff_shared = 48, .down_weight_dtype = MOE_DTYPE_F16),
+     13, -1},
 };
 
 /* A random shape and variant; sizes include odd ones and the extremes. */
@@ -188,18 +195,40 @@ static int64_t round_up(int64_t v, int64_t m)
     return (v + m - 1) / m * m;
 }
 
+/* The format a down_format case keeps its down projections in: another of each kind, so a
+ * float run meets a 16-bit down, a 16-bit run a block down, and each block format the other. */
+static moe_dtype down_partner(moe_dtype t)
+{
+    switch (t) {
+    case MOE_DTYPE_F32:
+        return MOE_DTYPE_F16;
+    case MOE_DTYPE_F16:
+        return MOE_DTYPE_Q8_0;
+    case MOE_DTYPE_BF16:
+        return MOE_DTYPE_Q4_0;
+    case MOE_DTYPE_Q8_0:
+        return MOE_DTYPE_Q4_0;
+    default:
+        return MOE_DTYPE_Q8_0;
+    }
+}
+
 /* The case as the format can hold it: a block format needs whole blocks along every weight
  * row, so d_model, d_ff and d_ff_shared are rounded up to multiples of 32 (T, E and k keep
  * their odd values). */
 static fcase for_format(const fcase *c)
 {
     fcase f = *c;
-    const int64_t b = moe_dtype_block_size(g_dtype);
+    const bool down_other = c->d.down_weight_dtype != MOE_DTYPE_DEFAULT;
+    const moe_dtype down = down_other ? down_partner(g_dtype) : g_dtype;
+    const int64_t b = moe_dtype_block_size(g_dtype), bd = moe_dtype_block_size(down);
     f.d.d_model = round_up(f.d.d_model, b);
-    f.d.d_ff = round_up(f.d.d_ff, b);
-    f.d.d_ff_shared = round_up(f.d.d_ff_shared, b);
+    f.d.d_ff = round_up(f.d.d_ff, bd);
+    f.d.d_ff_shared = round_up(f.d.d_ff_shared, bd);
     f.d.weight_dtype = g_dtype;
     f.d.shared_weight_dtype = g_dtype;
+    f.d.down_weight_dtype = down;
+    f.d.shared_down_weight_dtype = down;
     f.d.activation_dtype = g_act;
     return f;
 }
@@ -386,7 +415,9 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
         moe_layer_destroy(l1);
         moe_context_destroy(one);
     }
-    if (g_dtype != MOE_DTYPE_F32) check_pre_converted(ctx, c, &hl, x, got.y.data);
+    /* (a down in another format is converted from the run's, not from float: not the same bytes) */
+    if (g_dtype != MOE_DTYPE_F32 && hl.desc.down_weight_dtype == g_dtype)
+        check_pre_converted(ctx, c, &hl, x, got.y.data);
     h_guarded_free(&y2);
     printf("  %-34s T=%-4lld d=%-4lld f=%-4lld E=%-4lld k=%lld  rel err %.2e\n", c->name, (long long)T,
            (long long)d->d_model, (long long)d->d_ff, (long long)d->n_experts, (long long)d->top_k, err);

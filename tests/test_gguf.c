@@ -6,7 +6,8 @@
  *    hf-moe model must give that model's independent y_ref (‖y − y_ref‖/‖y_ref‖ ≤ 1e-4) and
  *    the very bits the same weights give through safetensors; a quantised case must give, to
  *    1e-5, what its "-deq" twin gives — the same weights dequantised by the gguf package and
- *    stored as F32 — with its experts stored as the file stores them;
+ *    stored as F32 — with each projection stored as the file stores it (Q4_0 gate/up with a
+ *    Q8_0 down stay so);
  *  - what moe_model_get_info and moe_model_layer_desc say of each (architecture, counts,
  *    formats, which layers are MoE), and moe_model_get_tensor_info's listing;
  *  - every user error, each one status and one message naming the file and the cause: an
@@ -120,6 +121,24 @@ static void run_case(moe_context *ctx, const cJSON *e)
           "[%s] layer %lld is MoE: %d; first %lld, %lld MoE layers", file, (long long)layer,
           moe_model_layer_is_moe(m, layer, 0), (long long)info.first_moe_layer, (long long)info.n_moe_layers);
     CHECK(info.n_files == (strstr(file, "-of-00003") ? 3 : 1), "[%s] %d files", file, info.n_files);
+    /* Each projection is stored in its own tensor's type (stacked or the first per-expert one). */
+    moe_dtype want[4];
+    const char *const proj[4][2] = {{"ffn_gate_exps", "ffn_gate.0"},
+                                    {"ffn_down_exps", "ffn_down.0"},
+                                    {"ffn_gate_shexp", NULL},
+                                    {"ffn_down_shexp", NULL}};
+    for (int p = 0; p < 4; p++) {
+        char a[96], b[96];
+        snprintf(a, sizeof a, "blk.%lld.%s.weight", (long long)layer, proj[p][0]);
+        snprintf(b, sizeof b, "blk.%lld.%s.weight", (long long)layer, proj[p][1] ? proj[p][1] : "-");
+        want[p] = MOE_DTYPE_DEFAULT;
+        for (int64_t i = 0; i < info.n_tensors; i++) {
+            moe_model_tensor_info ti = {.struct_size = sizeof ti};
+            if (moe_model_get_tensor_info(m, i, &ti) == MOE_OK &&
+                (!strcmp(ti.name, a) || !strcmp(ti.name, b)))
+                want[p] = ti.dtype;
+        }
+    }
     moe_model_close(m);
 
     float *x = NULL;
@@ -132,10 +151,16 @@ static void run_case(moe_context *ctx, const cJSON *e)
     CHECK(xt == T, "[%s] x has %lld rows, index.json says %lld", file, (long long)xt, (long long)T);
     moe_layer_desc d;
     float *y = run(ctx, path, layer, T, x, D, MOE_DTYPE_DEFAULT, &d);
-    const bool mixed = !strcmp(wd->valuestring, "mixed");
-    if (!mixed)
-        CHECK(d.weight_dtype == dtype_named(wd->valuestring), "[%s] experts stored as %s, the file has %s",
-              file, moe_dtype_name(d.weight_dtype), wd->valuestring);
+    CHECK(!strcmp(wd->valuestring, "mixed") || d.weight_dtype == dtype_named(wd->valuestring),
+          "[%s] experts stored as %s, index.json says %s", file, moe_dtype_name(d.weight_dtype),
+          wd->valuestring);
+    CHECK(d.weight_dtype == want[0] && d.down_weight_dtype == want[1] &&
+              (d.d_ff_shared == 0 ||
+               (d.shared_weight_dtype == want[2] && d.shared_down_weight_dtype == want[3])),
+          "[%s] stored as %s / down %s, shared %s / down %s; the file has %s / %s, %s / %s", file,
+          moe_dtype_name(d.weight_dtype), moe_dtype_name(d.down_weight_dtype),
+          moe_dtype_name(d.shared_weight_dtype), moe_dtype_name(d.shared_down_weight_dtype),
+          moe_dtype_name(want[0]), moe_dtype_name(want[1]), moe_dtype_name(want[2]), moe_dtype_name(want[3]));
     if (y && cJSON_IsString(yj)) {
         float *y_ref = NULL;
         int64_t r, c;
@@ -158,11 +183,11 @@ static void run_case(moe_context *ctx, const cJSON *e)
     }
     if (y && cJSON_IsString(deq)) { /* the gguf package's dequantised weights, stored as this file's */
         snprintf(xp, sizeof xp, "%s/%s", g_dir, deq->valuestring);
-        float *y_deq = run(ctx, xp, layer, T, x, D, mixed ? d.weight_dtype : MOE_DTYPE_F32, NULL);
+        float *y_deq = run(ctx, xp, layer, T, x, D, MOE_DTYPE_F32, NULL);
         if (y_deq) {
             const double rel = h_rel_l2(y, y_deq, (size_t)(T * D));
             printf("%-40s layer %lld  vs %s (%s) %.3g\n", file, (long long)layer, deq->valuestring,
-                   moe_dtype_name(mixed ? d.weight_dtype : MOE_DTYPE_F32), rel);
+                   moe_dtype_name(MOE_DTYPE_F32), rel);
             CHECK(rel <= DEQ_TOL, "[%s] relative L2 error %.3g against %s > %g", file, rel, deq->valuestring,
                   DEQ_TOL);
         }

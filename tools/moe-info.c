@@ -300,11 +300,13 @@ static int print_model(const char *path, int json)
             print_types(t, n, 1);
             printf("}, ");
             if (st == MOE_OK) {
-                printf("\"d_ff\": %lld, \"d_ff_shared\": %lld, \"weight_dtype\": \"%s\", "
-                       "\"shared_weight_dtype\": "
-                       "\"%s\"}",
-                       (long long)d.d_ff, (long long)d.d_ff_shared, moe_dtype_name(d.weight_dtype),
-                       d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "");
+                printf(
+                    "\"d_ff\": %lld, \"d_ff_shared\": %lld, \"weight_dtype\": \"%s\", \"down_weight_dtype\": "
+                    "\"%s\", \"shared_weight_dtype\": \"%s\", \"shared_down_weight_dtype\": \"%s\"}",
+                    (long long)d.d_ff, (long long)d.d_ff_shared, moe_dtype_name(d.weight_dtype),
+                    moe_dtype_name(d.down_weight_dtype),
+                    d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "",
+                    d.d_ff_shared ? moe_dtype_name(d.shared_down_weight_dtype) : "");
             } else {
                 printf("\"error\": ");
                 jstr(moe_last_error());
@@ -313,12 +315,17 @@ static int print_model(const char *path, int json)
         } else {
             printf("  layer %lld: ", (long long)l);
             print_types(t, n, 0);
-            if (st == MOE_OK)
-                printf("; experts d_ff %lld stored as %s%s%s%s\n", (long long)d.d_ff,
-                       moe_dtype_name(d.weight_dtype), d.d_ff_shared ? ", shared expert(s) as " : "",
-                       d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "",
+            if (st == MOE_OK) {
+                char down[32] = "", sdown[32] = "";
+                if (d.down_weight_dtype != d.weight_dtype)
+                    snprintf(down, sizeof down, " (down %s)", moe_dtype_name(d.down_weight_dtype));
+                if (d.shared_down_weight_dtype != d.shared_weight_dtype)
+                    snprintf(sdown, sizeof sdown, " (down %s)", moe_dtype_name(d.shared_down_weight_dtype));
+                printf("; experts d_ff %lld stored as %s%s%s%s%s%s\n", (long long)d.d_ff,
+                       moe_dtype_name(d.weight_dtype), down, d.d_ff_shared ? ", shared expert(s) as " : "",
+                       d.d_ff_shared ? moe_dtype_name(d.shared_weight_dtype) : "", d.d_ff_shared ? sdown : "",
                        d.n_group > 1 ? ", group-limited routing" : "");
-            else
+            } else
                 printf("\n    cannot be run: %s\n", moe_last_error());
         }
         if (st != MOE_OK) rc = 1;

@@ -284,8 +284,14 @@ int main(int argc, char **argv)
                dev.name, dev.driver);
         const int own_dtype = a.weights == MOE_DTYPE_DEFAULT;
         printf("weights: %s", moe_dtype_name(own_dtype ? ld.weight_dtype : a.weights));
+        if (own_dtype && ld.down_weight_dtype != ld.weight_dtype)
+            printf(" (down: %s)", moe_dtype_name(ld.down_weight_dtype));
         if (ld.d_ff_shared > 0)
-            printf(" (shared expert: %s)", moe_dtype_name(own_dtype ? ld.shared_weight_dtype : a.weights));
+            printf(" (shared expert: %s%s%s)", moe_dtype_name(own_dtype ? ld.shared_weight_dtype : a.weights),
+                   own_dtype && ld.shared_down_weight_dtype != ld.shared_weight_dtype ? ", down: " : "",
+                   own_dtype && ld.shared_down_weight_dtype != ld.shared_weight_dtype
+                       ? moe_dtype_name(ld.shared_down_weight_dtype)
+                       : "");
         printf("%s\n", a.weights == MOE_DTYPE_DEFAULT ? " (the checkpoint's own)" : "");
         printf("activations: %s%s\n", moe_dtype_name(moe_layer_activation_dtype(layer)),
                a.activations == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layer) != MOE_DTYPE_Q8_0

@@ -250,7 +250,11 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
             d.topk_group = (int64_t)used;
             d.group_score = MOE_GROUP_SCORE_TOP2_SUM;
         }
-        d.d_ff_shared = (int64_t)key_uint(&k, "expert_shared_count", false, NULL) * c->d_ff;
+        const uint64_t n_shared = key_uint(&k, "expert_shared_count", false, NULL);
+        if (k.st == MOE_OK && n_shared > 1024)
+            k.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: %s.expert_shared_count is %llu; 0 to 1024 expected",
+                            f->path, arch, (unsigned long long)n_shared);
+        d.d_ff_shared = k.st == MOE_OK ? (int64_t)n_shared * c->d_ff : 0;
     }
     if (k.st != MOE_OK) return k.st;
     c->d_ff_shared = d.d_ff_shared;
@@ -267,8 +271,8 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
 
 /* ---- one layer ------------------------------------------------------------------------------ */
 
-/* The experts' storage default when gate, up and down differ (a Q4_0 file may keep down in
- * Q8_0): the most precise of them, so that none loses precision to the conversion. */
+/* Gate and up are one tensor to the backend (fused), so one format: when a file's differ (not
+ * seen in practice), the more precise of the two, so neither loses precision in the conversion. */
 static int precision(moe_dtype t)
 {
     switch (t) {
@@ -319,7 +323,8 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
         const moe_file_tensor *down = moe_lookup_need(&lk, "ffn_down_exps.weight", E, D, F, why, false);
         if (lk.st != MOE_OK) return lk.st;
         const moe_file_tensor *first = fused ? fused : gate;
-        d.weight_dtype = widest(widest(first->dtype, fused ? fused->dtype : up->dtype), down->dtype);
+        d.weight_dtype = widest(first->dtype, fused ? fused->dtype : up->dtype);
+        d.down_weight_dtype = down->dtype;
         for (int64_t e = 0; refs && e < E; e++) {
             if (fused) {
                 const moe_tensor_view v = moe_view_expert(fused, e, E);
@@ -351,8 +356,9 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
             snprintf(name, sizeof name, "ffn_down.%lld.weight", (long long)e);
             const moe_file_tensor *td = moe_lookup_need(&lk, name, 0, D, F, why, false);
             if (lk.st != MOE_OK) break;
-            const moe_dtype w = widest(widest(tg->dtype, tu->dtype), td->dtype);
+            const moe_dtype w = widest(tg->dtype, tu->dtype);
             d.weight_dtype = e == 0 ? w : widest(d.weight_dtype, w);
+            d.down_weight_dtype = e == 0 ? td->dtype : widest(d.down_weight_dtype, td->dtype);
             if (refs)
                 refs->gate[e] = moe_view_of(tg), refs->up[e] = moe_view_of(tu),
                 refs->down[e] = moe_view_of(td);
@@ -369,7 +375,8 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
                                                            "shared expert gate: ne [hidden]", false)
                                          : NULL;
         if (lk.st != MOE_OK) return lk.st;
-        d.shared_weight_dtype = widest(widest(sg->dtype, su->dtype), sd->dtype);
+        d.shared_weight_dtype = widest(sg->dtype, su->dtype);
+        d.shared_down_weight_dtype = sd->dtype;
         if (refs)
             refs->shared_gate = moe_view_of(sg), refs->shared_up = moe_view_of(su),
             refs->shared_down = moe_view_of(sd), refs->seg = moe_view_of(seg);

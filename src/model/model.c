@@ -492,8 +492,10 @@ static moe_status layer_lookup(moe_context *ctx, const moe_model *m, int64_t lay
     if (st != MOE_OK) return st;
     d.max_tokens = o.max_tokens ? o.max_tokens : DEFAULT_MAX_TOKENS;
     d.drop_policy = o.drop_policy;
-    if (o.weight_dtype != MOE_DTYPE_DEFAULT) d.weight_dtype = o.weight_dtype;
-    if (o.shared_weight_dtype != MOE_DTYPE_DEFAULT) d.shared_weight_dtype = o.shared_weight_dtype;
+    /* A format asked for is every projection's (a file's own may differ between them). */
+    if (o.weight_dtype != MOE_DTYPE_DEFAULT) d.weight_dtype = d.down_weight_dtype = o.weight_dtype;
+    if (o.shared_weight_dtype != MOE_DTYPE_DEFAULT)
+        d.shared_weight_dtype = d.shared_down_weight_dtype = o.shared_weight_dtype;
     d.activation_dtype = o.activation_dtype;
     moe_layer_desc norm;
     st = moe_validate_layer(ctx, &d, NULL, &norm);
