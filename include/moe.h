@@ -407,13 +407,16 @@ typedef struct moe_layer_desc {
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path, and experts in
-                                           F32/F16/BF16, compute in float32 as before.
+                                           F32/F16/BF16 (or with a down projection in one),
+                                           compute in float32 as before.
                                            moe_layer_activation_dtype tells what a layer runs */
     moe_dtype down_weight_dtype;        /* (0.5.0) the routed experts' down projection's format
                                            when it is not weight_dtype (GGUF files often keep
                                            down in more bits than gate and up); DEFAULT =
                                            weight_dtype. Integer activations need both to be
-                                           block formats */
+                                           block formats. A desc the library fills in
+                                           (moe_model_layer_desc) has it set: change it along
+                                           with weight_dtype, or set it back to DEFAULT */
     moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =
                                            shared_weight_dtype */
 } moe_layer_desc;
@@ -467,7 +470,8 @@ MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *
 MOE_API void moe_layer_destroy(moe_layer *layer);
 /* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
  * desc.activation_dtype asked for it and this backend runs integer dot products on the
- * experts' format (moe_layer_desc.activation_dtype), else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for
+ * routed experts' formats (gate/up's and down's both block formats; the shared expert decides
+ * the same way for itself), else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for
  * a NULL layer. */
 MOE_API moe_dtype moe_layer_activation_dtype(const moe_layer *layer);
 

@@ -264,7 +264,7 @@ rc=0; "$info" --bogus > "$work/help.txt" 2> "$work/help.err" || rc=$?
     fail "moe-info --bogus: exit $rc, usage not on stderr alone"
 # ---- GGUF files (tests/data/gguf-moe) ----------------------------------------------------------------
 gguf=$data/../gguf-moe
-"$run" --model "$gguf/deepseek2.gguf" --layer 1 --input "$mix/../deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
+"$run" --model "$gguf/deepseek2.gguf" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
     --output "$work/g.npy" --backend cpu --stats > "$work/g.stats"
 "$compare" --compare "$work/g.npy" "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/y_ref.npy" 1e-4
 "$run" --model "$gguf/synthetic-q4_0.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \

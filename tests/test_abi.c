@@ -224,6 +224,44 @@ static void layers(moe_backend_kind kind, moe_context *ctx, h_rng *rng)
     free(y_ref);
 }
 
+/* A 0.3.0/0.4.0 caller (struct_size ends at activation_dtype): a down_weight_dtype past its size
+ * is not read, so the down projection takes weight_dtype's format — bit-identical to today's
+ * desc leaving it DEFAULT — while today's desc naming Q8_0 gets another result. */
+static void desc_0_3_0(moe_backend_kind kind, moe_context *ctx, h_rng *rng)
+{
+    const moe_layer_desc desc = {.struct_size = sizeof desc,
+                                 .d_model = 64,
+                                 .d_ff = 64,
+                                 .n_experts = 4,
+                                 .top_k = 2,
+                                 .max_tokens = 8,
+                                 .weight_dtype = MOE_DTYPE_Q4_0};
+    h_layer l;
+    h_layer_init(&l, &desc, rng, 1.0f);
+    const int64_t T = 5, TD = T * desc.d_model;
+    float *x = malloc(sizeof(float) * (size_t)TD), *y[3];
+    for (int i = 0; i < 3; i++) y[i] = malloc(sizeof(float) * (size_t)TD);
+    h_fill_input(&l, T, x, rng);
+    moe_layer_desc d[3] = {l.desc, l.desc, l.desc}; /* 0.3.0-sized, today's DEFAULT, today's Q8_0 */
+    d[0].struct_size = offsetof(moe_layer_desc, activation_dtype) + sizeof(moe_dtype);
+    d[0].down_weight_dtype = MOE_DTYPE_Q8_0;
+    d[1].down_weight_dtype = MOE_DTYPE_DEFAULT;
+    d[2].down_weight_dtype = MOE_DTYPE_Q8_0;
+    for (int i = 0; i < 3; i++) {
+        moe_layer *layer = NULL;
+        CHECK_STATUS(moe_layer_create(ctx, &d[i], &l.w, &layer), MOE_OK);
+        if (layer) CHECK_STATUS(moe_layer_forward(layer, T, x, y[i], NULL), MOE_OK);
+        moe_layer_destroy(layer);
+    }
+    CHECK(!memcmp(y[0], y[1], sizeof(float) * (size_t)TD),
+          "%s: a 0.3.0 desc's down_weight_dtype, past its size, was read", moe_backend_name(kind));
+    CHECK(memcmp(y[1], y[2], sizeof(float) * (size_t)TD) != 0, "%s: down_weight_dtype Q8_0 changed nothing",
+          moe_backend_name(kind));
+    for (int i = 0; i < 3; i++) free(y[i]);
+    free(x);
+    h_layer_free(&l);
+}
+
 /* A 0.2.0 caller: its sizeof ends in 4 bytes of tail padding after shared_weight_dtype, where
  * 0.3.0 has reserved_0_3_0. Garbage there, and a Q8_0 activation_dtype past its size, are not
  * read: the layer runs float activations, bit-identical to today's desc saying F32 — while
@@ -350,6 +388,7 @@ int main(int argc, char **argv)
     outputs(kind, ctx);
     layers(kind, ctx, &rng);
     desc_0_2_0(kind, ctx, &rng);
+    desc_0_3_0(kind, ctx, &rng);
     model(ctx, argv[2]);
     moe_context_destroy(ctx);
     return h_finish("abi");

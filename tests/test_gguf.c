@@ -276,6 +276,21 @@ static void tensor_infos(void)
     moe_model_close(m);
 }
 
+/* Sets the UINT32 value of key `key` in a GGUF file's bytes; false if the key is not there. */
+static bool patch_u32_key(char *b, size_t n, const char *key, uint32_t value)
+{
+    const size_t len = strlen(key);
+    for (size_t i = 8; i + len + 8 <= n; i++) {
+        uint64_t l;
+        memcpy(&l, b + i - 8, 8);
+        if (l == len && !memcmp(b + i, key, len)) {
+            memcpy(b + i + len + 4, &value, 4); /* after the key: the type (UINT32), then the value */
+            return true;
+        }
+    }
+    return false;
+}
+
 static void errors(moe_context *ctx, const char *tmp)
 {
     char path[1024], out[1100];
@@ -289,6 +304,37 @@ static void errors(moe_context *ctx, const char *tmp)
     snprintf(path, sizeof path, "%s/deepseek2.gguf", g_dir);
     layer_fails(ctx, path, 0, MOE_ERROR_INVALID_ARGUMENT, "dense layer");
     layer_fails(ctx, path, 2, MOE_ERROR_INVALID_ARGUMENT, "out of range");
+
+    /* Keys that describe no runnable block: checked at open, naming the file. */
+    {
+        size_t n2;
+        char *ds = read_all(path, &n2);
+        char bad[1100];
+        snprintf(bad, sizeof bad, "%s/keys.gguf", tmp);
+        const struct {
+            const char *key;
+            uint32_t value;
+            moe_status want;
+            const char *what;
+        } keys[] = {
+            {"deepseek2.expert_group_count", 3, MOE_ERROR_FORMAT, "cannot be run"}, /* 16 experts */
+            {"deepseek2.expert_group_used_count", 0, MOE_ERROR_FORMAT, "cannot be run"},
+            {"deepseek2.expert_count", 0, MOE_ERROR_UNSUPPORTED, "a dense deepseek2 model"},
+            {"deepseek2.expert_used_count", 17, MOE_ERROR_FORMAT, "expert_used_count is 17; 1 to 16"},
+            {"deepseek2.expert_gating_func", 3, MOE_ERROR_UNSUPPORTED, "expert_gating_func is 3"},
+        };
+        for (size_t i = 0; ds && i < sizeof keys / sizeof keys[0]; i++) {
+            char *c2 = malloc(n2);
+            memcpy(c2, ds, n2);
+            CHECK(patch_u32_key(c2, n2, keys[i].key, keys[i].value), "deepseek2.gguf has no key %s",
+                  keys[i].key);
+            write_all(bad, c2, n2);
+            open_fails(bad, keys[i].want, keys[i].what);
+            free(c2);
+        }
+        remove(bad);
+        free(ds);
+    }
 
     /* A split missing its second file. */
     size_t n;
@@ -313,10 +359,7 @@ static void errors(moe_context *ctx, const char *tmp)
     const size_t cuts[] = {0, 3, 4, 7, 8, 15, 23, 24, 31, 100, 1000, 2000, n / 2, n - 1};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
         write_all(out, b, cuts[i]);
-        open_fails(out, MOE_ERROR_FORMAT,
-                   cuts[i] < 4      ? "not a GGUF file"
-                   : cuts[i] < 2000 ? "truncated"
-                                    : "truncated");
+        open_fails(out, MOE_ERROR_FORMAT, cuts[i] < 4 ? "not a GGUF file" : "truncated");
     }
     char *c = malloc(n);
     memcpy(c, b, n);

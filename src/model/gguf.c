@@ -82,7 +82,7 @@ const char *moe_gguf_type_name(moe_gguf_type t)
     return (unsigned)t < MOE_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
-bool moe_gguf_magic(const uint8_t *bytes, size_t size)
+static bool gguf_magic(const uint8_t *bytes, size_t size)
 {
     return size >= 4 && !memcmp(bytes, "GGUF", 4);
 }
@@ -143,8 +143,19 @@ static int cmp_kv(const void *a, const void *b)
     return strcmp(((const moe_gguf_kv *)a)->key, ((const moe_gguf_kv *)b)->key);
 }
 
-/* Copies a header string into the pool as a C string; refuses an empty one or one with a NUL. */
-static const char *pool_string(cursor *c, char **pool, const uint8_t *s, uint64_t len, const char *what,
+/* Names and keys are copied NUL-terminated into one pool. The parser walks the header twice:
+ * first measuring (each string only checked, and kept in `scratch` for messages), then storing,
+ * so the pool and the tables are sized by the header itself — never by the file, whose data
+ * section may be far larger than memory (a 40 GB model is mapped, not read). */
+typedef struct pool {
+    bool measure;
+    size_t need; /* bytes the strings take, measured */
+    char *at;    /* where the next string goes, storing */
+    char scratch[256];
+} pool;
+
+/* A header string as a C string; refuses an empty one or one with a NUL. */
+static const char *pool_string(cursor *c, pool *p, const uint8_t *s, uint64_t len, const char *what,
                                size_t index)
 {
     if (c->st != MOE_OK) return NULL;
@@ -153,10 +164,17 @@ static const char *pool_string(cursor *c, char **pool, const uint8_t *s, uint64_
                          len == 0 ? "empty" : "not a text string (it holds a NUL byte)");
         return NULL;
     }
-    char *out = *pool;
+    if (p->measure) {
+        p->need += (size_t)len + 1;
+        const size_t n = len < sizeof p->scratch ? (size_t)len : sizeof p->scratch - 1;
+        memcpy(p->scratch, s, n);
+        p->scratch[n] = '\0';
+        return p->scratch;
+    }
+    char *out = p->at;
     memcpy(out, s, (size_t)len);
     out[len] = '\0';
-    *pool += len + 1;
+    p->at += len + 1;
     return out;
 }
 
@@ -214,7 +232,7 @@ static void read_value(cursor *c, moe_gguf_kv *kv)
 }
 
 /* Reads one tensor info into *t and its byte span (relative to the data section). */
-static void read_tensor(cursor *c, char **pool, size_t index, moe_file_tensor *t, moe_file_span *sp,
+static void read_tensor(cursor *c, pool *pl, size_t index, moe_file_tensor *t, moe_file_span *sp,
                         uint64_t *offset)
 {
     uint64_t len;
@@ -225,17 +243,17 @@ static void read_tensor(cursor *c, char **pool, size_t index, moe_file_tensor *t
                          c->path, index, (unsigned long long)len, GGUF_MAX_NAME - 1);
         return;
     }
-    t->name = pool_string(c, pool, s, len, "tensor name", index);
+    t->name = pool_string(c, pl, s, len, "tensor name", index);
     char what[128];
     snprintf(what, sizeof what, "tensor '%s'", t->name ? t->name : "?");
     const uint32_t n_dims = (uint32_t)take_u(c, 4, what);
     if (c->st != MOE_OK) return;
-    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS) {
-        c->st = moe_fail(c->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has %u dimensions (1 to %d)", c->path,
+    if (n_dims > GGUF_MAX_DIMS) {
+        c->st = moe_fail(c->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has %u dimensions (at most %d)", c->path,
                          t->name, n_dims, GGUF_MAX_DIMS);
         return;
     }
-    int64_t ne[GGUF_MAX_DIMS];
+    int64_t ne[GGUF_MAX_DIMS] = {1, 1, 1, 1}; /* 0 dimensions: a scalar, as ggml reads it */
     uint64_t count = 1;
     bool overflow = false;
     for (uint32_t i = 0; i < n_dims; i++) {
@@ -289,6 +307,39 @@ static void read_tensor(cursor *c, char **pool, size_t index, moe_file_tensor *t
     *sp = (moe_file_span){*offset, 0, t->name};
 }
 
+/* The keys and tensor infos, from the cursor on; with NULL tables (measuring) into scratch. The
+ * alignment general.alignment sets, or the default. */
+static uint64_t walk_header(cursor *c, pool *p, uint64_t n_kv, uint64_t n_tensors, moe_gguf_kv *kvs,
+                            moe_file_tensor *tensors, moe_file_span *spans, uint64_t *offsets)
+{
+    uint64_t alignment = GGUF_DEFAULT_ALIGNMENT;
+    for (uint64_t i = 0; i < n_kv && c->st == MOE_OK; i++) {
+        moe_gguf_kv scratch = {0}, *kv = kvs ? &kvs[i] : &scratch;
+        uint64_t len;
+        const uint8_t *s = take_string(c, &len, "a key");
+        kv->key = pool_string(c, p, s, len, "key", (size_t)i);
+        kv->type = (moe_gguf_type)(uint32_t)take_u(c, 4, "a key's type");
+        if (c->st == MOE_OK) read_value(c, kv);
+        if (c->st == MOE_OK && !strcmp(kv->key, "general.alignment")) {
+            if (kv->type != MOE_GGUF_UINT32)
+                c->st =
+                    moe_fail(c->ctx, MOE_ERROR_FORMAT, "%s: general.alignment is %s; GGUF makes it a UINT32",
+                             c->path, moe_gguf_type_name(kv->type));
+            else if ((alignment = rd_le(kv->val, 4)) == 0 || (alignment & (alignment - 1)))
+                c->st = moe_fail(c->ctx, MOE_ERROR_FORMAT, "%s: general.alignment %llu is not a power of two",
+                                 c->path, (unsigned long long)alignment);
+        }
+    }
+    for (uint64_t i = 0; i < n_tensors && c->st == MOE_OK; i++) {
+        moe_file_tensor ts = {0};
+        moe_file_span ss;
+        uint64_t os;
+        read_tensor(c, p, (size_t)i, tensors ? &tensors[i] : &ts, spans ? &spans[i] : &ss,
+                    offsets ? &offsets[i] : &os);
+    }
+    return alignment;
+}
+
 static moe_status fail_free(moe_tensor_file *out, moe_status st)
 {
     moe_free(out->tensors);
@@ -303,7 +354,7 @@ moe_status moe_gguf_parse(moe_context *ctx, const char *path, const uint8_t *byt
                           moe_tensor_file *out)
 {
     memset(out, 0, sizeof *out);
-    if (!moe_gguf_magic(bytes, size))
+    if (!gguf_magic(bytes, size))
         return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: not a GGUF file (it does not start with \"GGUF\")", path);
     cursor c = {.ctx = ctx, .path = path, .p = bytes, .size = size, .at = 4};
     const uint32_t version = (uint32_t)take_u(&c, 4, "the version");
@@ -323,10 +374,14 @@ moe_status moe_gguf_parse(moe_context *ctx, const char *path, const uint8_t *byt
                         "%s: the header claims %llu keys and %llu tensors, more than its %zu bytes can hold "
                         "(the file is truncated, or the counts are wrong)",
                         path, (unsigned long long)n_kv, (unsigned long long)n_tensors, size);
+    const size_t header_start = c.at;
+    pool p = {.measure = true};
+    uint64_t alignment = walk_header(&c, &p, n_kv, n_tensors, NULL, NULL, NULL, NULL);
+    if (c.st != MOE_OK) return c.st;
+    /* The walk succeeded, so the counts are bounded by the header's bytes, and so is p.need. */
     out->gguf_version = version;
     out->path = moe_malloc(strlen(path) + 1);
-    /* Names and keys are copied NUL-terminated into one pool; the header bytes bound its size. */
-    out->names = moe_malloc(size + 1);
+    out->names = moe_malloc(p.need + 1);
     out->kvs = moe_calloc(n_kv ? (size_t)n_kv : 1, sizeof *out->kvs);
     out->tensors = moe_calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *out->tensors);
     moe_file_span *spans = moe_calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *spans);
@@ -337,30 +392,18 @@ moe_status moe_gguf_parse(moe_context *ctx, const char *path, const uint8_t *byt
         return fail_free(out, moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory", path));
     }
     strcpy(out->path, path);
-    char *pool = out->names;
-    uint64_t alignment = GGUF_DEFAULT_ALIGNMENT;
-    for (size_t i = 0; i < (size_t)n_kv && c.st == MOE_OK; i++) {
-        moe_gguf_kv *kv = &out->kvs[i];
-        uint64_t len;
-        const uint8_t *s = take_string(&c, &len, "a key");
-        kv->key = pool_string(&c, &pool, s, len, "key", i);
-        kv->type = (moe_gguf_type)(uint32_t)take_u(&c, 4, "a key's type");
-        if (c.st == MOE_OK) read_value(&c, kv);
-        if (c.st == MOE_OK && !strcmp(kv->key, "general.alignment")) {
-            if (kv->type != MOE_GGUF_UINT32)
-                c.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: general.alignment is %s; GGUF makes it a UINT32",
-                                path, moe_gguf_type_name(kv->type));
-            else if ((alignment = rd_le(kv->val, 4)) == 0 || (alignment & (alignment - 1)))
-                c.st = moe_fail(ctx, MOE_ERROR_FORMAT, "%s: general.alignment %llu is not a power of two",
-                                path, (unsigned long long)alignment);
-        }
-    }
     out->n_kvs = (size_t)n_kv;
-    for (size_t i = 0; i < (size_t)n_tensors && c.st == MOE_OK; i++)
-        read_tensor(&c, &pool, i, &out->tensors[i], &spans[i], &offsets[i]);
     out->n_tensors = (size_t)n_tensors;
+    c.at = header_start;
+    p = (pool){.at = out->names};
+    alignment = walk_header(&c, &p, n_kv, n_tensors, out->kvs, out->tensors, spans, offsets);
     /* The data section starts at the next multiple of the alignment. */
     const uint64_t data_start = ((uint64_t)c.at + alignment - 1) / alignment * alignment;
+    if (n_tensors && data_start > size)
+        c.st = moe_fail(ctx, MOE_ERROR_FORMAT,
+                        "%s: the data section would start at byte %llu, past the end of the file (%zu bytes; "
+                        "truncated)",
+                        path, (unsigned long long)data_start, size);
     const uint64_t data_size = data_start <= size ? size - data_start : 0;
     for (size_t i = 0; i < (size_t)n_tensors && c.st == MOE_OK; i++) {
         moe_file_tensor *t = &out->tensors[i];
@@ -464,6 +507,10 @@ moe_status moe_gguf_get_uint(moe_context *ctx, const moe_tensor_file *f, const c
     *out = 0;
     *found = kv != NULL;
     if (!kv) return MOE_OK;
+    if (kv->type == MOE_GGUF_UINT64) { /* all of it: int_value would take the top half as negative */
+        *out = rd_le(kv->val, 8);
+        return MOE_OK;
+    }
     int64_t v;
     if (!int_value(kv, &v)) return wrong_type(ctx, f, kv, "an integer");
     if (v < 0)

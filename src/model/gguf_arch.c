@@ -42,21 +42,27 @@
 
 #define SPLIT_MAX 9999 /* llama.cpp's file names carry five digits; no real split comes close */
 
+typedef enum width_rule {
+    WIDTH_FF,      /* feed_forward_length (llama, olmoe: llama.cpp sizes the experts by it) */
+    WIDTH_EFF_OR,  /* expert_feed_forward_length, else feed_forward_length / expert_used_count */
+    WIDTH_EFF_ONLY /* expert_feed_forward_length, required (deepseek2) */
+} width_rule;
+
 typedef struct arch_info {
     const char *name;
     moe_hf_family family;
     bool renormalize;
     bool shared;       /* qwen2moe's gated shared expert */
-    bool ff_from_used; /* no expert width key: feed_forward_length / expert_used_count */
-    bool routing_keys; /* deepseek2: gating function, norm, groups from keys */
+    width_rule width;  /* where the experts' width comes from */
+    bool routing_keys; /* deepseek2: gating function, norm, scale, groups from keys */
 } arch_info;
 
 static const arch_info archs[] = {
-    {"llama", MOE_HF_MIXTRAL, true, false, false, false},
-    {"qwen2moe", MOE_HF_QWEN2_MOE, false, true, true, false},
-    {"qwen3moe", MOE_HF_QWEN3_MOE, true, false, true, false},
-    {"olmoe", MOE_HF_OLMOE, false, false, false, false},
-    {"deepseek2", MOE_HF_DEEPSEEK_V3, false, false, false, true},
+    {"llama", MOE_HF_MIXTRAL, true, false, WIDTH_FF, false},
+    {"qwen2moe", MOE_HF_QWEN2_MOE, false, true, WIDTH_EFF_OR, false},
+    {"qwen3moe", MOE_HF_QWEN3_MOE, true, false, WIDTH_EFF_OR, false},
+    {"olmoe", MOE_HF_OLMOE, false, false, WIDTH_FF, false},
+    {"deepseek2", MOE_HF_DEEPSEEK_V3, false, false, WIDTH_EFF_ONLY, true},
 };
 
 /* ---- opening a file or a split -------------------------------------------------------------- */
@@ -76,7 +82,8 @@ moe_status moe_gguf_open_files(moe_context *ctx, moe_model *m, const char *path)
 {
     m->files = moe_calloc(1, sizeof *m->files);
     m->weights_label = moe_malloc(strlen(path) + 1);
-    if (!m->files || !m->weights_label) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!m->files || !m->weights_label)
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory", path);
     strcpy(m->weights_label, path);
     moe_status st = moe_gguf_open(ctx, path, &m->files[0]);
     if (st != MOE_OK) return st;
@@ -88,8 +95,12 @@ moe_status moe_gguf_open_files(moe_context *ctx, moe_model *m, const char *path)
     /* NAME-00001-of-0000N.gguf: the other files' names come from the first's. */
     char tail[48];
     snprintf(tail, sizeof tail, "-%05d-of-%05d.gguf", 1, (int)(count > SPLIT_MAX ? SPLIT_MAX : count));
+    /* (count is checked below; the name is only built from a bounded one) */
     const size_t len = strlen(path), tl = strlen(tail);
-    if (no != 0 || count > SPLIT_MAX || len <= tl || strcmp(path + len - tl, tail))
+    if (count > SPLIT_MAX)
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: split.count is %llu; a split has at most %d files", path,
+                        (unsigned long long)count, SPLIT_MAX);
+    if (no != 0 || len <= tl || strcmp(path + len - tl, tail))
         return moe_fail(ctx, MOE_ERROR_FORMAT,
                         "%s: file %llu of a GGUF split into %llu; open the first, whose name ends in %s",
                         path, (unsigned long long)no + 1, (unsigned long long)count, tail);
@@ -98,7 +109,7 @@ moe_status moe_gguf_open_files(moe_context *ctx, moe_model *m, const char *path)
     if (!files || !name) {
         if (files) m->files = files;
         moe_free(name);
-        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory", path);
     }
     m->files = files;
     size_t n_tensors = m->files[0].n_tensors;
@@ -144,7 +155,8 @@ typedef struct keys {
     moe_status st;
 } keys;
 
-/* {arch}.name as an unsigned integer; `need` makes an absent one an error. */
+/* {arch}.name as an unsigned integer (0 and *found false when absent); `need` makes an absent
+ * one an error. llama.cpp treats a 0 width as absent, and so do the callers. */
 static uint64_t key_uint(keys *k, const char *name, bool need, bool *found)
 {
     char key[160];
@@ -153,18 +165,58 @@ static uint64_t key_uint(keys *k, const char *name, bool need, bool *found)
     bool f = false;
     if (k->st == MOE_OK) k->st = moe_gguf_get_uint(k->ctx, k->f, key, &v, &f);
     if (k->st == MOE_OK && need && !f)
-        k->st = moe_fail(k->ctx, MOE_ERROR_FORMAT, "%s: key '%s' is missing (an %s model needs it)",
+        k->st = moe_fail(k->ctx, MOE_ERROR_FORMAT, "%s: key '%s' is missing (a %s model needs it)",
                          k->f->path, key, k->arch);
     if (found) *found = f;
     return v;
 }
 
-static int64_t positive(keys *k, const char *name, uint64_t v, uint64_t max)
+static double key_float(keys *k, const char *name)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", k->arch, name);
+    double v = 0.0;
+    bool found;
+    if (k->st == MOE_OK) k->st = moe_gguf_get_float(k->ctx, k->f, key, &v, &found);
+    return v;
+}
+
+static bool key_bool(keys *k, const char *name)
+{
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", k->arch, name);
+    bool v = false, found;
+    if (k->st == MOE_OK) k->st = moe_gguf_get_bool(k->ctx, k->f, key, &v, &found);
+    return v;
+}
+
+/* v in 1..max, or an error naming what it is (`name`: the key, or how it was derived). */
+static int64_t in_range(keys *k, const char *name, uint64_t v, uint64_t max)
 {
     if (k->st == MOE_OK && (v == 0 || v > max))
         k->st = moe_fail(k->ctx, MOE_ERROR_FORMAT, "%s: %s.%s is %llu; 1 to %llu expected", k->f->path,
                          k->arch, name, (unsigned long long)v, (unsigned long long)max);
     return (int64_t)v;
+}
+
+/* The experts' width, by the architecture's rule (arch_info.width). */
+static int64_t expert_width(keys *k, const arch_info *a, int64_t top_k)
+{
+    bool has_eff = false, has_ff = false;
+    const uint64_t eff =
+        a->width == WIDTH_FF ? 0 : key_uint(k, "expert_feed_forward_length", false, &has_eff);
+    if (eff) return in_range(k, "expert_feed_forward_length", eff, MOE_MAX_DIM);
+    if (a->width == WIDTH_EFF_ONLY) {
+        if (k->st == MOE_OK)
+            k->st = moe_fail(k->ctx, MOE_ERROR_FORMAT,
+                             "%s: key '%s.expert_feed_forward_length' is %s (a %s model needs it)",
+                             k->f->path, k->arch, has_eff ? "0" : "missing", k->arch);
+        return 0;
+    }
+    const uint64_t ff = key_uint(k, "feed_forward_length", true, &has_ff);
+    if (a->width == WIDTH_FF) return in_range(k, "feed_forward_length", ff, MOE_MAX_DIM);
+    return in_range(k, "feed_forward_length / expert_used_count (no expert_feed_forward_length)",
+                    ff / (uint64_t)top_k, MOE_MAX_DIM);
 }
 
 moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
@@ -187,30 +239,23 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
                                                    "implemented yet"
                                                  : "");
     keys k = {.ctx = ctx, .f = f, .arch = arch};
-    const int64_t max = (int64_t)1 << 40;
     moe_hf_config *c = &m->cfg;
     memset(c, 0, sizeof *c);
     snprintf(c->model_type, sizeof c->model_type, "%s", arch);
     c->family = a->family;
-    c->hidden_size = positive(&k, "embedding_length", key_uint(&k, "embedding_length", true, NULL), max);
-    c->n_layers = positive(&k, "block_count", key_uint(&k, "block_count", true, NULL), 1 << 20);
-    c->n_experts = positive(&k, "expert_count", key_uint(&k, "expert_count", true, NULL), 1 << 20);
-    c->top_k = positive(&k, "expert_used_count", key_uint(&k, "expert_used_count", true, NULL),
-                        c->n_experts > 0 ? (uint64_t)c->n_experts : 1);
-    bool has_eff, has_ff;
-    const uint64_t eff = key_uint(&k, "expert_feed_forward_length", a->routing_keys, &has_eff);
-    const uint64_t ff = key_uint(&k, "feed_forward_length", false, &has_ff);
-    if (k.st != MOE_OK) return k.st;
-    if (!has_eff && !has_ff)
-        return moe_fail(ctx, MOE_ERROR_FORMAT,
-                        "%s: neither %s.expert_feed_forward_length nor %s.feed_forward_length is there (the "
-                        "experts' width)",
+    const uint64_t n_experts = key_uint(&k, "expert_count", false, NULL);
+    if (k.st == MOE_OK && n_experts == 0) /* what llama.cpp writes for a dense model */
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
+                        "%s: a dense %s model (%s.expert_count is 0 or absent): it has no MoE block to run",
                         f->path, arch, arch);
-    c->d_ff = positive(&k, has_eff ? "expert_feed_forward_length" : "feed_forward_length",
-                       has_eff           ? eff
-                       : a->ff_from_used ? ff / (uint64_t)c->top_k
-                                         : ff,
-                       max);
+    c->n_experts = in_range(&k, "expert_count", n_experts, MOE_MAX_DIM);
+    c->hidden_size =
+        in_range(&k, "embedding_length", key_uint(&k, "embedding_length", true, NULL), MOE_MAX_DIM);
+    c->n_layers = in_range(&k, "block_count", key_uint(&k, "block_count", true, NULL), 1 << 20);
+    c->top_k = in_range(&k, "expert_used_count", key_uint(&k, "expert_used_count", true, NULL),
+                        c->n_experts > 0 ? (uint64_t)c->n_experts : 1);
+    if (k.st != MOE_OK) return k.st;
+    c->d_ff = expert_width(&k, a, c->top_k);
 
     moe_layer_desc d = {.struct_size = sizeof d};
     d.d_model = c->hidden_size;
@@ -220,34 +265,30 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
     d.activation = MOE_ACTIVATION_SWIGLU;
     d.score_func = MOE_SCORE_SOFTMAX;
     d.renormalize = a->renormalize;
-    double scale = 0.0;
-    char key[160];
-    snprintf(key, sizeof key, "%s.expert_weights_scale", arch);
-    if (k.st == MOE_OK) k.st = moe_gguf_get_float(ctx, f, key, &scale, &found);
-    d.routed_scaling_factor = scale != 0.0 ? (float)scale : 1.0f;
-    if (a->shared) {
-        bool has_sff;
-        const uint64_t sff = key_uint(&k, "expert_shared_feed_forward_length", false, &has_sff);
-        d.d_ff_shared = has_sff ? (int64_t)sff : has_ff ? (int64_t)ff : 0;
-        d.shared_expert_gate = true;
+    d.routed_scaling_factor = 1.0f;
+    if (a->shared) { /* llama.cpp: expert_shared_feed_forward_length, else feed_forward_length */
+        uint64_t sff = key_uint(&k, "expert_shared_feed_forward_length", false, NULL);
+        if (!sff) sff = key_uint(&k, "feed_forward_length", false, NULL);
+        d.d_ff_shared = sff ? in_range(&k, "expert_shared_feed_forward_length", sff, MOE_MAX_DIM) : 0;
+        d.shared_expert_gate = d.d_ff_shared > 0;
     }
-    if (a->routing_keys) {
+    if (a->routing_keys) { /* only deepseek2 reads these in llama.cpp; the others fix them in code */
+        const double scale = key_float(&k, "expert_weights_scale");
+        d.routed_scaling_factor = scale != 0.0 ? (float)scale : 1.0f;
         const uint64_t gating = key_uint(&k, "expert_gating_func", false, NULL);
         if (k.st == MOE_OK && gating > 2)
-            k.st =
-                moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
-                         "%s: %s.expert_gating_func is %llu; this version runs 1 (softmax) and 2 (sigmoid)",
-                         f->path, arch, (unsigned long long)gating);
+            k.st = moe_fail(
+                ctx, MOE_ERROR_UNSUPPORTED,
+                "%s: %s.expert_gating_func is %llu; this version runs 0 or absent (softmax, llama.cpp's "
+                "default), 1 (softmax) and 2 (sigmoid)",
+                f->path, arch, (unsigned long long)gating);
         d.score_func = gating == 2 ? MOE_SCORE_SIGMOID : MOE_SCORE_SOFTMAX;
-        bool norm = false;
-        snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
-        if (k.st == MOE_OK) k.st = moe_gguf_get_bool(ctx, f, key, &norm, &found);
-        d.renormalize = norm;
+        d.renormalize = key_bool(&k, "expert_weights_norm");
         const uint64_t groups = key_uint(&k, "expert_group_count", false, NULL);
         const uint64_t used = key_uint(&k, "expert_group_used_count", false, NULL);
         if (groups > 1) {
-            d.n_group = (int64_t)groups;
-            d.topk_group = (int64_t)used;
+            d.n_group = (int64_t)(groups < (uint64_t)1 << 20 ? groups : (uint64_t)1 << 20);
+            d.topk_group = (int64_t)(used < (uint64_t)1 << 20 ? used : (uint64_t)1 << 20);
             d.group_score = MOE_GROUP_SCORE_TOP2_SUM;
         }
         const uint64_t n_shared = key_uint(&k, "expert_shared_count", false, NULL);
@@ -257,10 +298,22 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
         d.d_ff_shared = k.st == MOE_OK ? (int64_t)n_shared * c->d_ff : 0;
     }
     if (k.st != MOE_OK) return k.st;
+    /* The block the keys describe must be one the layer can be (groups that divide the experts,
+     * enough experts in the kept groups, sizes in range): checked here, so a bad file fails at
+     * open naming the file, as a bad config.json does. */
+    moe_layer_desc check = d, norm;
+    check.max_tokens = 1;
+    st = moe_validate_layer(NULL, &check, NULL, &norm);
+    if (st != MOE_OK) {
+        char why[MOE_ERROR_MAX];
+        snprintf(why, sizeof why, "%s", moe_last_error());
+        return moe_fail(ctx, MOE_ERROR_FORMAT, "%s: the MoE block its %s.* keys describe cannot be run: %s",
+                        f->path, arch, why);
+    }
     c->d_ff_shared = d.d_ff_shared;
     m->arch.desc = d;
     m->arch.moe_layer = moe_calloc((size_t)c->n_layers, sizeof *m->arch.moe_layer);
-    if (!m->arch.moe_layer) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!m->arch.moe_layer) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "%s: out of host memory", f->path);
     for (int64_t l = 0; l < c->n_layers; l++) {
         char name[96];
         snprintf(name, sizeof name, "blk.%lld.ffn_gate_inp.weight", (long long)l);
@@ -272,26 +325,10 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
 /* ---- one layer ------------------------------------------------------------------------------ */
 
 /* Gate and up are one tensor to the backend (fused), so one format: when a file's differ (not
- * seen in practice), the more precise of the two, so neither loses precision in the conversion. */
-static int precision(moe_dtype t)
+ * seen in practice), F32, the one both convert to without loss. */
+static moe_dtype common_format(moe_dtype a, moe_dtype b)
 {
-    switch (t) {
-    case MOE_DTYPE_F32:
-        return 5;
-    case MOE_DTYPE_F16:
-        return 4;
-    case MOE_DTYPE_BF16:
-        return 3;
-    case MOE_DTYPE_Q8_0:
-        return 2;
-    default:
-        return 1;
-    }
-}
-
-static moe_dtype widest(moe_dtype a, moe_dtype b)
-{
-    return precision(a) >= precision(b) ? a : b;
+    return a == b ? a : MOE_DTYPE_F32;
 }
 
 moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t layer, moe_layer_desc *out,
@@ -322,8 +359,7 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
             fused ? NULL : moe_lookup_need(&lk, "ffn_gate_exps.weight", E, F, D, why, false);
         const moe_file_tensor *down = moe_lookup_need(&lk, "ffn_down_exps.weight", E, D, F, why, false);
         if (lk.st != MOE_OK) return lk.st;
-        const moe_file_tensor *first = fused ? fused : gate;
-        d.weight_dtype = widest(first->dtype, fused ? fused->dtype : up->dtype);
+        d.weight_dtype = fused ? fused->dtype : common_format(gate->dtype, up->dtype);
         d.down_weight_dtype = down->dtype;
         for (int64_t e = 0; refs && e < E; e++) {
             if (fused) {
@@ -356,9 +392,9 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
             snprintf(name, sizeof name, "ffn_down.%lld.weight", (long long)e);
             const moe_file_tensor *td = moe_lookup_need(&lk, name, 0, D, F, why, false);
             if (lk.st != MOE_OK) break;
-            const moe_dtype w = widest(tg->dtype, tu->dtype);
-            d.weight_dtype = e == 0 ? w : widest(d.weight_dtype, w);
-            d.down_weight_dtype = e == 0 ? td->dtype : widest(d.down_weight_dtype, td->dtype);
+            const moe_dtype w = common_format(tg->dtype, tu->dtype);
+            d.weight_dtype = e == 0 ? w : common_format(d.weight_dtype, w);
+            d.down_weight_dtype = e == 0 ? td->dtype : common_format(d.down_weight_dtype, td->dtype);
             if (refs)
                 refs->gate[e] = moe_view_of(tg), refs->up[e] = moe_view_of(tu),
                 refs->down[e] = moe_view_of(td);
@@ -375,7 +411,7 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
                                                            "shared expert gate: ne [hidden]", false)
                                          : NULL;
         if (lk.st != MOE_OK) return lk.st;
-        d.shared_weight_dtype = widest(sg->dtype, su->dtype);
+        d.shared_weight_dtype = common_format(sg->dtype, su->dtype);
         d.shared_down_weight_dtype = sd->dtype;
         if (refs)
             refs->shared_gate = moe_view_of(sg), refs->shared_up = moe_view_of(su),

@@ -118,8 +118,6 @@ void moe_unmap_file(void *bytes, size_t map_bytes);
 moe_status moe_gguf_parse(moe_context *ctx, const char *path, const uint8_t *bytes, size_t size,
                           moe_tensor_file *out);
 moe_status moe_gguf_open(moe_context *ctx, const char *path, moe_tensor_file *out);
-/* Whether the bytes start with GGUF's magic. */
-bool moe_gguf_magic(const uint8_t *bytes, size_t size);
 const moe_gguf_kv *moe_gguf_find(const moe_tensor_file *f, const char *key);
 /* A key's value as an unsigned integer (any integer type, non-negative) / a float (FLOAT32,
  * FLOAT64 or an integer) / a bool / a string (copied, truncated to n-1 bytes). Absent: 0 and
