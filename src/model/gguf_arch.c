@@ -4,26 +4,26 @@
  * src/llama-graph.cpp's build_moe_ffn), so a file gives here the layer llama.cpp runs:
  *
  *   arch        expert width key                      routing
- *   llama       expert_feed_forward_length, else      softmax, top-k, renormalised (Mixtral)
- *               feed_forward_length
+ *   llama       feed_forward_length                   softmax, top-k, renormalised (Mixtral)
  *   qwen2moe    expert_feed_forward_length, else      softmax, top-k, not renormalised; shared
- *               feed_forward_length / expert_used     expert (expert_shared_feed_forward_length)
- *                                                     gated by sigmoid(ffn_gate_inp_shexp · x)
+ *               feed_forward_length / expert_used     expert (expert_shared_feed_forward_length,
+ *                                                     else feed_forward_length) gated by
+ *                                                     sigmoid(ffn_gate_inp_shexp · x)
  *   qwen3moe    as qwen2moe                           softmax, top-k, renormalised (always)
- *   olmoe       expert_feed_forward_length, else      softmax, top-k, not renormalised
- *               feed_forward_length
- *   deepseek2   expert_feed_forward_length            expert_gating_func (absent: softmax, 1:
- *                                                     softmax, 2: sigmoid), expert_weights_norm
- *                                                     (absent: no), group-limited when
- *                                                     expert_group_count > 1 (group score = the
- *                                                     sum of its best two; expert_group_used_count
- *                                                     groups kept), selection bias
- *                                                     blk.N.exp_probs_b.bias when present;
- *                                                     expert_shared_count shared experts of the
- *                                                     expert width, ungated
+ *   olmoe       feed_forward_length                   softmax, top-k, not renormalised
+ *   deepseek2   expert_feed_forward_length            expert_gating_func (0 or absent: softmax,
+ *                                                     1: softmax, 2: sigmoid),
+ *                                                     expert_weights_norm (absent: no),
+ *                                                     expert_weights_scale (0 or absent: 1),
+ *                                                     group-limited when expert_group_count > 1
+ *                                                     (group score = the sum of its best two;
+ *                                                     expert_group_used_count groups kept),
+ *                                                     selection bias blk.N.exp_probs_b.bias when
+ *                                                     present; expert_shared_count shared
+ *                                                     experts of the expert width, ungated
  *
- * Every architecture: {arch}.embedding_length, block_count, expert_count, expert_used_count;
- * expert_weights_scale multiplies the weights when present and not 0 or 1 (llama.cpp's rule).
+ * Every architecture: {arch}.embedding_length, block_count, expert_count (0 or absent: a dense
+ * model, refused as such), expert_used_count. A width of 0 is absent, as in llama.cpp.
  * A layer has an MoE block when it has blk.N.ffn_gate_inp.weight (so deepseek2's leading dense
  * blocks, and any other dense block, are refused as dense). Experts are the stacked tensors
  * blk.N.ffn_{gate,up,down}_exps.weight (numpy order [E, rows, cols]), the fused
