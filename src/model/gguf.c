@@ -439,18 +439,7 @@ moe_status moe_gguf_parse(moe_context *ctx, const char *path, const uint8_t *byt
 
 moe_status moe_gguf_open(moe_context *ctx, const char *path, moe_tensor_file *out)
 {
-    uint8_t *bytes;
-    size_t size, map_bytes;
-    moe_status st = moe_map_file(ctx, path, "a GGUF file", &bytes, &size, &map_bytes);
-    if (st != MOE_OK) return st;
-    st = moe_gguf_parse(ctx, path, bytes, size, out);
-    if (st != MOE_OK) {
-        moe_unmap_file(bytes, map_bytes);
-        return st;
-    }
-    out->map = bytes;
-    out->map_bytes = map_bytes;
-    return MOE_OK;
+    return moe_tensor_file_open(ctx, path, "a GGUF file", moe_gguf_parse, out);
 }
 
 /* ---- values ----------------------------------------------------------------------------------- */

@@ -101,11 +101,13 @@ typedef struct moe_file_span {
 moe_status moe_check_spans(moe_context *ctx, const char *path, moe_file_span *spans, size_t n);
 moe_status moe_sort_tensors(moe_context *ctx, const char *path, moe_file_tensor *t, size_t n);
 
-/* Maps the regular file `path` read-only (reads it into memory where mapping is unavailable);
- * `what` names the kind of file for messages. *map_bytes is 0 when the bytes were read. */
-moe_status moe_map_file(moe_context *ctx, const char *path, const char *what, uint8_t **bytes, size_t *size,
-                        size_t *map_bytes);
-void moe_unmap_file(void *bytes, size_t map_bytes);
+/* A container's parser: checks the whole file in `bytes` and fills `out` (pointing into them). */
+typedef moe_status (*moe_tensor_file_parser)(moe_context *ctx, const char *path, const uint8_t *bytes,
+                                             size_t size, moe_tensor_file *out);
+/* Maps the regular file `path` read-only (reads it where mapping is unavailable; `what` names
+ * the kind of file for messages) and parses it; on success `out` owns the mapping. */
+moe_status moe_tensor_file_open(moe_context *ctx, const char *path, const char *what,
+                                moe_tensor_file_parser parse, moe_tensor_file *out);
 
 /* ---- GGUF (gguf.c) ---------------------------------------------------------------------------- */
 

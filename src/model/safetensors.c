@@ -237,16 +237,5 @@ moe_status moe_file_status(moe_file_error e)
 
 moe_status moe_st_open(moe_context *ctx, const char *path, moe_tensor_file *out)
 {
-    uint8_t *bytes;
-    size_t size, map_bytes;
-    moe_status st = moe_map_file(ctx, path, "a safetensors file", &bytes, &size, &map_bytes);
-    if (st != MOE_OK) return st;
-    st = moe_st_parse(ctx, path, bytes, size, out);
-    if (st != MOE_OK) {
-        moe_unmap_file(bytes, map_bytes);
-        return st;
-    }
-    out->map = bytes;
-    out->map_bytes = map_bytes;
-    return MOE_OK;
+    return moe_tensor_file_open(ctx, path, "a safetensors file", moe_st_parse, out);
 }

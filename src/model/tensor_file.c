@@ -64,8 +64,10 @@ const moe_file_tensor *moe_tensor_file_find(const moe_tensor_file *f, const char
 
 /* ---- mapping ------------------------------------------------------------------------------ */
 
-moe_status moe_map_file(moe_context *ctx, const char *path, const char *what, uint8_t **out, size_t *out_size,
-                        size_t *map_bytes)
+/* Maps the regular file `path` read-only (reads it into memory where mapping is unavailable);
+ * `what` names the kind of file for messages. *map_bytes is 0 when the bytes were read. */
+static moe_status map_file(moe_context *ctx, const char *path, const char *what, uint8_t **out,
+                           size_t *out_size, size_t *map_bytes)
 {
     char err[MOE_ERROR_MAX];
     moe_file f;
@@ -106,7 +108,7 @@ moe_status moe_map_file(moe_context *ctx, const char *path, const char *what, ui
     return MOE_OK;
 }
 
-void moe_unmap_file(void *bytes, size_t map_bytes)
+static void unmap_file(void *bytes, size_t map_bytes)
 {
 #if !defined(_WIN32)
     if (bytes && map_bytes)
@@ -119,10 +121,27 @@ void moe_unmap_file(void *bytes, size_t map_bytes)
 void moe_tensor_file_close(moe_tensor_file *f)
 {
     if (!f) return;
-    moe_unmap_file(f->map, f->map_bytes);
+    unmap_file(f->map, f->map_bytes);
     moe_free(f->tensors);
     moe_free(f->names);
     moe_free(f->kvs);
     moe_free(f->path);
     memset(f, 0, sizeof *f);
+}
+
+moe_status moe_tensor_file_open(moe_context *ctx, const char *path, const char *what,
+                                moe_tensor_file_parser parse, moe_tensor_file *out)
+{
+    uint8_t *bytes;
+    size_t size, map_bytes;
+    moe_status st = map_file(ctx, path, what, &bytes, &size, &map_bytes);
+    if (st != MOE_OK) return st;
+    st = parse(ctx, path, bytes, size, out);
+    if (st != MOE_OK) {
+        unmap_file(bytes, map_bytes);
+        return st;
+    }
+    out->map = bytes;
+    out->map_bytes = map_bytes;
+    return MOE_OK;
 }
