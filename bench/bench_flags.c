@@ -142,7 +142,7 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "also write the results to FILE as a JSON array (bench/README.md)"},
         {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
          "weight storage formats run side by side, each quantised at upload from the same float32 "
-         "weights: f32, f16, bf16, q8_0, q4_0 (any case)"},
+         "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (any case)"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
          "moe_layer_desc.activation_dtype; Q8_0/Q4_0 weights only, so a float format runs with f32 alone)"},
@@ -243,8 +243,8 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
     return parse_dtype_list("--weights", text, out);
 }
 
-/* --activations: each weight format runs once per entry that applies to it (q8_0 only to the
- * block formats), formats outer, in the order given. */
+/* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0
+ * and Q4_0, the integer kernels' formats), formats outer, in the order given. */
 static int expand_activations(const char *text, bench_dtype_list *list)
 {
     bench_dtype_list acts = {0}, out = {0};
@@ -257,7 +257,8 @@ static int expand_activations(const char *text, bench_dtype_list *list)
         }
     for (size_t i = 0; i < list->n; i++)
         for (size_t a = 0; a < acts.n; a++) {
-            if (acts.v[a] == MOE_DTYPE_Q8_0 && moe_dtype_block_size(list->v[i]) == 1) continue;
+            if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0)
+                continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
                         BENCH_MAX_FORMATS);

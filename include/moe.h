@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  5
+#define MOE_VERSION_MINOR  6
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -285,6 +285,22 @@ MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_a
  * F16 is IEEE binary16, BF16 the upper half of a float32, both little-endian. Quantising
  * (moe_convert_row, or at upload) follows ggml's reference quantizers exactly, so the bytes
  * are those of ggml's tools; float32 → fp16/bf16 rounds to nearest even (bf16 keeps NaN a NaN).
+ *
+ * (0.6.0) Q4_K, Q5_K and Q6_K are ggml's K-quants, byte for byte: super-blocks of
+ * MOE_SUPER_BLOCK_SIZE = 256 values along the row, so a row length that is not a multiple of
+ * 256 is refused for them (llama.cpp's Q4_K_M / Q5_K_M files mix them: Q4_K or Q5_K for most
+ * tensors, Q6_K for some down projections).
+ *   Q4_K  144 bytes: fp16 d, fp16 dmin, 12 bytes packing eight 6-bit scales sc and mins m, then
+ *         128 bytes of 4-bit q (byte 32c + l: value 64c + l low, 64c + 32 + l high); value i =
+ *         d·sc[i/32]·q − dmin·m[i/32].
+ *   Q5_K  176 bytes: as Q4_K, with 32 bytes of fifth bits (byte l, bit 2c: value 64c + l; bit
+ *         2c + 1: value 64c + 32 + l) before the nibbles: q = nibble + 16·bit.
+ *   Q6_K  210 bytes: 128 bytes of low nibbles, 64 of high 2-bit pairs, sixteen int8 scales (one
+ *         per 16 values), fp16 d; value i = d·sc[i/16]·(q − 32).
+ * Files quantised by llama.cpp are read as they are. Quantising float weights to a K-quant here
+ * (moe_convert_row, an upload, moe-bench) fits each sub-block's scale (and min) to its range in
+ * one pass — not llama.cpp's iterative search, so the bytes differ from its llama-quantize's
+ * (and the error is somewhat larger); for production files quantise with llama.cpp.
  * ------------------------------------------------------------------------------------- */
 typedef enum moe_dtype {
     MOE_DTYPE_DEFAULT = 0, /* a zero field: F32 for weights handed over, and "the format they
@@ -293,18 +309,23 @@ typedef enum moe_dtype {
     MOE_DTYPE_F16 = 2,
     MOE_DTYPE_BF16 = 3,
     MOE_DTYPE_Q8_0 = 4,
-    MOE_DTYPE_Q4_0 = 5
+    MOE_DTYPE_Q4_0 = 5,
+    MOE_DTYPE_Q4_K = 6, /* (0.6.0) */
+    MOE_DTYPE_Q5_K = 7, /* (0.6.0) */
+    MOE_DTYPE_Q6_K = 8  /* (0.6.0) */
 } moe_dtype;
 
-#define MOE_BLOCK_SIZE 32 /* values per block of Q8_0 and Q4_0 */
+#define MOE_BLOCK_SIZE       32  /* values per block of Q8_0 and Q4_0 */
+#define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q4_K, Q5_K and Q6_K (0.6.0) */
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0" ("default" for DEFAULT); NULL for a value that is not a
- * moe_dtype. */
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k" ("default" for DEFAULT); NULL for
+ * a value that is not a moe_dtype. */
 MOE_API const char *moe_dtype_name(moe_dtype dtype);
 /* The dtype a name from moe_dtype_name spells (case-insensitive); MOE_ERROR_INVALID_ARGUMENT
  * for any other string. */
 MOE_API moe_status moe_dtype_from_name(const char *name, moe_dtype *out);
-/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0; 0 for DEFAULT or an unknown value. */
+/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0, 256 for Q4_K/Q5_K/Q6_K; 0 for DEFAULT
+ * or an unknown value. */
 MOE_API int64_t moe_dtype_block_size(moe_dtype dtype);
 /* Bytes of one row of n values; 0 when n is not a positive multiple of the block size (or the
  * dtype is not a format, or the size overflows). */
@@ -407,14 +428,14 @@ typedef struct moe_layer_desc {
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path, and experts in
-                                           F32/F16/BF16 (or with a down projection in one),
-                                           compute in float32 as before.
+                                           F32/F16/BF16 or a K-quant (or with a down projection
+                                           in one), compute in float32 as before.
                                            moe_layer_activation_dtype tells what a layer runs */
     moe_dtype down_weight_dtype;        /* (0.5.0) the routed experts' down projection's format
                                            when it is not weight_dtype (GGUF files often keep
                                            down in more bits than gate and up); DEFAULT =
                                            weight_dtype. Integer activations need both to be
-                                           block formats. A desc the library fills in
+                                           Q8_0 or Q4_0. A desc the library fills in
                                            (moe_model_layer_desc) has it set: change it along
                                            with weight_dtype, or set it back to DEFAULT */
     moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =
@@ -551,7 +572,8 @@ MOE_API moe_status moe_context_wait(moe_context *context);
  * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
  * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
  * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
- * may be F32, F16, BF16, Q8_0 or Q4_0 (other ggml types are named in the error); each projection
+ * may be F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K (other ggml types are named in the
+ * error); each projection
  * keeps the file's format (down_weight_dtype when down's differs from gate/up's).
  *
  * Safetensors tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless

@@ -11,6 +11,13 @@
  *   Q8_0  blocks of 32 values along K, 34 bytes: fp16 scale d, 32 int8 q; value = q·d
  *   Q4_0  blocks of 32 values, 18 bytes: fp16 scale d, 16 bytes; value j in the low nibble of
  *         byte j, value j + 16 in its high nibble; value = (q − 8)·d
+ *   Q4_K  super-blocks of 256 values, 144 bytes: fp16 d, fp16 dmin, 12 bytes of 6-bit scales
+ *         and mins (sub-block j of 32: moe.h), 128 bytes of nibbles (byte 32c + l: value
+ *         64c + l low, 64c + 32 + l high); value = d·sc·q − dmin·m
+ *   Q5_K  176 bytes: as Q4_K with 32 bytes of fifth bits before the nibbles (byte l, bit 2c:
+ *         value 64c + l; bit 2c + 1: value 64c + 32 + l)
+ *   Q6_K  210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales (one
+ *         per 16 values), fp16 d; value = d·sc·(q − 32)
  * Every size is even, so a row, a block or a matrix starts at an even byte offset but not
  * always at a multiple of 4 (F16 with an odd K, every other Q8_0/Q4_0 block): the kernels read
  * 32-bit words and shift (shaders/weights.glsl, opencl/weights.cl), so no 8- or 16-bit storage
@@ -24,16 +31,26 @@
 #define MOE_WTYPE_BF16 3
 #define MOE_WTYPE_Q8_0 4
 #define MOE_WTYPE_Q4_0 5
+#define MOE_WTYPE_Q4_K 6
+#define MOE_WTYPE_Q5_K 7
+#define MOE_WTYPE_Q6_K 8
 
 #define MOE_WBLOCK            32 /* values per Q8_0 / Q4_0 block */
 #define MOE_WBLOCK_BYTES_Q8_0 34
 #define MOE_WBLOCK_BYTES_Q4_0 18
+#define MOE_WSUPER            256 /* values per K-quant super-block */
+#define MOE_WBLOCK_BYTES_Q4_K 144
+#define MOE_WBLOCK_BYTES_Q5_K 176
+#define MOE_WBLOCK_BYTES_Q6_K 210
 
-/* Bytes of a stored row of k values (k a multiple of MOE_WBLOCK for the block formats). */
+/* Bytes of a stored row of k values (k a multiple of MOE_WBLOCK, or MOE_WSUPER for the K-quants). */
 #define MOE_WROW_BYTES(wtype, k)                                                                             \
     ((wtype) == MOE_WTYPE_F32    ? 4 * (k)                                                                   \
      : (wtype) == MOE_WTYPE_Q8_0 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q8_0                                  \
      : (wtype) == MOE_WTYPE_Q4_0 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q4_0                                  \
+     : (wtype) == MOE_WTYPE_Q4_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q4_K                                  \
+     : (wtype) == MOE_WTYPE_Q5_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q5_K                                  \
+     : (wtype) == MOE_WTYPE_Q6_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q6_K                                  \
                                  : 2 * (k))
 
 #endif

@@ -40,8 +40,52 @@ float w_bf16(uint bits)
 
 #define W_BLOCK_BYTES (WTYPE == MOE_WTYPE_Q8_0 ? MOE_WBLOCK_BYTES_Q8_0 : MOE_WBLOCK_BYTES_Q4_0)
 
-// Value k of the row at offset `row`, as a float (exact: an fp16 scale times a small integer
-// fits float's mantissa). The GEMM reads its tiles with it.
+// ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+#define W_KQUANT (WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
+#if W_KQUANT
+#define W_KBYTES                                                                                             \
+    (WTYPE == MOE_WTYPE_Q4_K ? MOE_WBLOCK_BYTES_Q4_K : WTYPE == MOE_WTYPE_Q5_K ? MOE_WBLOCK_BYTES_Q5_K : MOE_WBLOCK_BYTES_Q6_K)
+#define W_KQS (WTYPE == MOE_WTYPE_Q5_K ? 48 : 16) // Q4_K / Q5_K: the nibbles' offset
+
+// Scale (x) and min (y) of sub-block j (0..7) of the Q4_K / Q5_K super-block at `blk`: ggml's
+// 6-bit packing of its 12 bytes at blk + 4 (as shaders/weights.glsl's w_kq_scale_min).
+float2 w_kq_scale_min(__global const uchar *wb, size_t blk, int j)
+{
+    __global const uchar *s = wb + blk + 4;
+    if (j < 4) return (float2)((float)(s[j] & 63), (float)(s[j + 4] & 63));
+    return (float2)((float)((s[j + 4] & 15) | ((s[j - 4] >> 6) << 4)), (float)((s[j + 4] >> 4) | ((s[j] >> 6) << 4)));
+}
+
+// Q6_K's int8 scale j of the super-block at `blk`.
+float w_q6_scale(__global const uchar *wb, size_t blk, int j)
+{
+    return (float)as_char(wb[blk + 192 + j]);
+}
+
+// Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (see weights.glsl).
+float w_kq_value(__global const uchar *wb, size_t blk, int i)
+{
+#if WTYPE == MOE_WTYPE_Q6_K // ql byte 64n + 32(g & 1) + l, qh byte 32n + l, bits 2g
+    const int n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+    const uint b = wb[blk + 64 * n + 32 * (g & 1) + l];
+    const uint q = ((g >= 2 ? b >> 4 : b) & 15u) | (((wb[blk + 128 + 32 * n + l] >> (2 * g)) & 3u) << 4);
+    return w_half(w_u16(wb, blk + 208)) * w_q6_scale(wb, blk, i >> 4) * (float)((int)q - 32);
+#else
+    const int c = i >> 6, h = (i >> 5) & 1, l = i & 31; // byte 32c + l, the high nibble for h
+    const uint b = wb[blk + W_KQS + 32 * c + l];
+    uint q = h ? b >> 4 : b & 15u;
+#if WTYPE == MOE_WTYPE_Q5_K
+    q |= ((wb[blk + 16 + l] >> (2 * c + h)) & 1u) << 4;
+#endif
+    const float2 sm = w_kq_scale_min(wb, blk, i >> 5);
+    return w_half(w_u16(wb, blk)) * sm.x * (float)q - w_half(w_u16(wb, blk + 2)) * sm.y;
+#endif
+}
+#endif
+
+// Value k of the row at offset `row`, as a float (exact for Q8_0 / Q4_0: an fp16 scale times a
+// small integer fits float's mantissa; a K-quant's d·sc·q − dmin·m rounds once, or not at all
+// where the compiler fuses it). The GEMM reads its tiles with it.
 float w_value(__global const uchar *wb, size_t row, int k)
 {
 #if WTYPE == MOE_WTYPE_F32
@@ -50,6 +94,8 @@ float w_value(__global const uchar *wb, size_t row, int k)
     return vload_half(k, (__global const half *)(wb + row));
 #elif WTYPE == MOE_WTYPE_BF16
     return w_bf16(w_u16(wb, row + 2 * (size_t)k));
+#elif W_KQUANT
+    return w_kq_value(wb, row + (size_t)(k >> 8) * W_KBYTES, k & 255);
 #else
     const size_t blk = row + (size_t)(k >> 5) * W_BLOCK_BYTES;
     const float d = w_half(w_u16(wb, blk));
@@ -67,7 +113,9 @@ float w_value(__global const uchar *wb, size_t row, int k)
 // As in shaders/weights.glsl: F32 unit u = value u; F16/BF16 = aligned word u of the row's
 // span, values 2u − s and 2u + 1 − s (s = 1 when the row starts 2 mod 4), activations
 // 2u − 1 .. 2u + 1; Q8_0 = int8 values 4u .. 4u + 3; Q4_0 = 4 bytes of a block, values
-// k .. k + 3 and k + 16 .. k + 19. W_UNIT activation values per unit, W_UNITS units per row.
+// k .. k + 3 and k + 16 .. k + 19; K-quants = 4 bytes of a super-block's nibbles, 4 low values
+// and the 4 high ones (the layout is in weights.glsl). W_UNIT activation values per unit,
+// W_UNITS units per row.
 #define W_HALVES (WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16)
 #if WTYPE == MOE_WTYPE_F32
 #define W_UNIT  1
@@ -75,7 +123,7 @@ float w_value(__global const uchar *wb, size_t row, int k)
 #elif WTYPE == MOE_WTYPE_Q8_0
 #define W_UNIT  4
 #define W_UNITS (K_DIM / 4)
-#elif WTYPE == MOE_WTYPE_Q4_0
+#elif WTYPE == MOE_WTYPE_Q4_0 || W_KQUANT
 #define W_UNIT  8
 #define W_UNITS (K_DIM / 8)
 #else
@@ -88,6 +136,12 @@ int w_unit_k(int u, int i)
 {
 #if WTYPE == MOE_WTYPE_Q4_0
     return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
+#elif WTYPE == MOE_WTYPE_Q6_K
+    const int w4 = u & 31;
+    return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
+#elif W_KQUANT
+    const int w4 = u & 31;
+    return (u >> 5) * 256 + (w4 >> 3) * 64 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 32;
 #elif W_HALVES
     return 2 * u - 1 + i;
 #else
@@ -116,6 +170,34 @@ float w_unit_dot(__global const uchar *wb, size_t row, int u, const float *av)
     lo = k >= 0 ? lo : 0.0f;
     hi = k + 1 < K_DIM ? hi : 0.0f;
     return s == 0u ? FMA(hi, av[2], lo * av[1]) : FMA(hi, av[1], lo * av[0]);
+#elif WTYPE == MOE_WTYPE_Q6_K
+    const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+    const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;
+    const int4 ql = convert_int4(vload4(0, wb + blk + 64 * n + 32 * g + l));
+    const int4 qh = convert_int4(vload4(0, wb + blk + 128 + 32 * n + l));
+    const float4 lo = convert_float4(((ql & 15) | (((qh >> (2 * g)) & 3) << 4)) - 32);
+    const float4 hi = convert_float4(((ql >> 4) | (((qh >> (2 * g + 4)) & 3) << 4)) - 32);
+    const float slo = FMA(lo.w, av[3], FMA(lo.z, av[2], FMA(lo.y, av[1], lo.x * av[0])));
+    const float shi = FMA(hi.w, av[7], FMA(hi.z, av[6], FMA(hi.y, av[5], hi.x * av[4])));
+    const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' scale; the high: j + 4
+    return w_half(w_u16(wb, blk + 208)) * FMA(w_q6_scale(wb, blk, j), slo, w_q6_scale(wb, blk, j + 4) * shi);
+#elif W_KQUANT
+    const int w4 = u & 31, c = w4 >> 3, l = 4 * (w4 & 7);
+    const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;
+    const int4 qs = convert_int4(vload4(0, wb + blk + W_KQS + 32 * c + l));
+#if WTYPE == MOE_WTYPE_Q5_K
+    const int4 qh = convert_int4(vload4(0, wb + blk + 16 + l));
+#else
+    const int4 qh = (int4)(0);
+#endif
+    const float4 lo = convert_float4((qs & 15) | (((qh >> (2 * c)) & 1) << 4));
+    const float4 hi = convert_float4((qs >> 4) | (((qh >> (2 * c + 1)) & 1) << 4));
+    const float slo = FMA(lo.w, av[3], FMA(lo.z, av[2], FMA(lo.y, av[1], lo.x * av[0])));
+    const float shi = FMA(hi.w, av[7], FMA(hi.z, av[6], FMA(hi.y, av[5], hi.x * av[4])));
+    const float alo = av[0] + av[1] + av[2] + av[3], ahi = av[4] + av[5] + av[6] + av[7];
+    // Σ (d·sc·q − dmin·m)·a = d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
+    const float2 sl = w_kq_scale_min(wb, blk, 2 * c), sh = w_kq_scale_min(wb, blk, 2 * c + 1);
+    return w_half(w_u16(wb, blk)) * FMA(sl.x, slo, sh.x * shi) - w_half(w_u16(wb, blk + 2)) * FMA(sl.y, alo, sh.y * ahi);
 #elif WTYPE == MOE_WTYPE_Q8_0
     const size_t blk = row + (size_t)(u >> 3) * MOE_WBLOCK_BYTES_Q8_0;
     const float4 q = convert_float4(vload4(0, (__global const char *)(wb + blk + 2 + 4 * (size_t)(u & 7))));

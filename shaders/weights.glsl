@@ -37,19 +37,70 @@ float w_bf16(uint bits)
     return uintBitsToFloat(bits << 16);
 }
 
+// The byte at offset `off`.
+uint w_u8(uint off)
+{
+    return (w[off >> 2] >> ((off & 3u) << 3)) & 0xffu;
+}
+
+// ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+const bool W_KQUANT = WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K;
+const uint W_KBYTES = WTYPE == MOE_WTYPE_Q4_K   ? uint(MOE_WBLOCK_BYTES_Q4_K)
+                      : WTYPE == MOE_WTYPE_Q5_K ? uint(MOE_WBLOCK_BYTES_Q5_K)
+                                                : uint(MOE_WBLOCK_BYTES_Q6_K);
+const uint W_KQS = WTYPE == MOE_WTYPE_Q5_K ? 48u : 16u; // Q4_K / Q5_K: the nibbles' offset
+
+// Scale (x) and min (y) of sub-block j (0..7) of the Q4_K / Q5_K super-block at `blk`: ggml's
+// 6-bit packing of its 12 bytes at blk + 4 (j < 4: the low 6 bits of bytes j and j + 4; else
+// byte j + 4's nibbles below the top 2 bits of bytes j − 4 and j).
+vec2 w_kq_scale_min(uint blk, int j)
+{
+    const uint s = blk + 4u;
+    if (j < 4) return vec2(float(w_u8(s + uint(j)) & 63u), float(w_u8(s + uint(j + 4)) & 63u));
+    const uint a = w_u8(s + uint(j + 4));
+    return vec2(float((a & 15u) | ((w_u8(s + uint(j - 4)) >> 6) << 4)),
+                float((a >> 4) | ((w_u8(s + uint(j)) >> 6) << 4)));
+}
+
+// Q6_K's int8 scale j of the super-block at `blk`.
+float w_q6_scale(uint blk, int j)
+{
+    return float(bitfieldExtract(int(w_u8(blk + 192u + uint(j))), 0, 8));
+}
+
+// Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (the compiler may fuse
+// its last multiply-subtract, so not always ggml's last bit; the tests hold it to 1e-5).
+float w_kq_value(uint blk, int i)
+{
+    if (WTYPE == MOE_WTYPE_Q6_K) { // ql byte 64n + 32(g & 1) + l, qh byte 32n + l, bits 2g
+        const int n = i >> 7, g = (i >> 5) & 3, l = i & 31;
+        const uint b = w_u8(blk + uint(64 * n + 32 * (g & 1) + l));
+        const uint q = ((g >= 2 ? b >> 4 : b) & 15u) | (((w_u8(blk + 128u + uint(32 * n + l)) >> (2 * g)) & 3u) << 4);
+        return w_half(w_u16(blk + 208u)) * w_q6_scale(blk, i >> 4) * float(int(q) - 32);
+    }
+    const int c = i >> 6, h = (i >> 5) & 1, l = i & 31; // byte 32c + l, the high nibble for h
+    const uint b = w_u8(blk + W_KQS + uint(32 * c + l));
+    uint q = h != 0 ? b >> 4 : b & 15u;
+    if (WTYPE == MOE_WTYPE_Q5_K) q |= ((w_u8(blk + 16u + uint(l)) >> (2 * c + h)) & 1u) << 4;
+    const vec2 sm = w_kq_scale_min(blk, i >> 5);
+    return w_half(w_u16(blk)) * sm.x * float(q) - w_half(w_u16(blk + 2u)) * sm.y;
+}
+
 // Byte offset of the block holding value k of the row at byte `row` (block formats).
 uint w_block(uint row, int k)
 {
     return row + uint(k >> 5) * uint(WTYPE == MOE_WTYPE_Q8_0 ? MOE_WBLOCK_BYTES_Q8_0 : MOE_WBLOCK_BYTES_Q4_0);
 }
 
-// Value k of the row that starts at byte `row`, as a float (exact: an fp16 scale times a small
-// integer fits float32's mantissa). The GEMM reads its tiles with it.
+// Value k of the row that starts at byte `row`, as a float (exact for Q8_0 / Q4_0: an fp16 scale
+// times a small integer fits float32's mantissa; a K-quant's d·sc·q − dmin·m rounds once, or
+// not at all where the compiler fuses it). The GEMM reads its tiles with it.
 float w_value(uint row, int k)
 {
     if (WTYPE == MOE_WTYPE_F32) return uintBitsToFloat(w[(row >> 2) + uint(k)]); // rows 4-aligned
     if (WTYPE == MOE_WTYPE_F16) return w_half(w_u16(row + 2u * uint(k)));
     if (WTYPE == MOE_WTYPE_BF16) return w_bf16(w_u16(row + 2u * uint(k)));
+    if (W_KQUANT) return w_kq_value(row + uint(k >> 8) * W_KBYTES, k & 255);
     const uint blk = w_block(row, k);
     const float d = w_half(w_u16(blk));
     const int j = k & 31;
@@ -71,19 +122,30 @@ float w_value(uint row, int k)
 //              2u − 1 .. 2u + 1 serve both parities, so every row of a workgroup shares them.
 //   Q8_0       unit u = int8 values 4u .. 4u + 3 (8 units a block, sharing its scale).
 //   Q4_0       unit u = 4 bytes of a block = values k .. k + 3 and k + 16 .. k + 19 (4 a block).
-// The blocks are 34 / 18 bytes, so neighbouring units see both parities: read by w_u32.
+//   K-quants   unit u = 4 bytes of super-block u / 32's nibbles (32 a super-block), word w = u % 32
+//              = 4 low values and the 4 high ones of the same bytes (Q4_K/Q5_K: k = 64c + l ..
+//              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K: k = 128n + 32g + l .. + 3 and + 64,
+//              n = w / 16, g = (w / 8) % 2), each four in one sub-block, so a unit needs two
+//              scales (and mins). The fifth bits (Q5_K) and high pairs (Q6_K) of those 4 values
+//              are one more word.
+// The blocks are 34 / 18 / 210 bytes, so neighbouring units see both parities: read by w_u32.
 const bool W_HALVES = WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16;
 // Activation values per unit, and units per row (F16/BF16: the span may be one word longer).
-const int W_UNIT = WTYPE == MOE_WTYPE_F32 ? 1 : WTYPE == MOE_WTYPE_Q8_0 ? 4 : WTYPE == MOE_WTYPE_Q4_0 ? 8 : 3;
-const int W_UNITS = WTYPE == MOE_WTYPE_F32    ? K_DIM
-                    : WTYPE == MOE_WTYPE_Q8_0 ? K_DIM / 4
-                    : WTYPE == MOE_WTYPE_Q4_0 ? K_DIM / 8
-                                              : K_DIM / 2 + 1;
+const int W_UNIT = WTYPE == MOE_WTYPE_F32 ? 1 : WTYPE == MOE_WTYPE_Q8_0 ? 4 : W_HALVES ? 3 : 8;
+const int W_UNITS = WTYPE == MOE_WTYPE_F32 ? K_DIM : WTYPE == MOE_WTYPE_Q8_0 ? K_DIM / 4 : W_HALVES ? K_DIM / 2 + 1 : K_DIM / 8;
 
 // k of activation value i of unit u (i < W_UNIT; may be -1 or K_DIM for F16/BF16: no value).
 int w_unit_k(int u, int i)
 {
     if (WTYPE == MOE_WTYPE_Q4_0) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
+    if (WTYPE == MOE_WTYPE_Q6_K) {
+        const int w4 = u & 31;
+        return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
+    }
+    if (W_KQUANT) {
+        const int w4 = u & 31;
+        return (u >> 5) * 256 + (w4 >> 3) * 64 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 32;
+    }
     if (W_HALVES) return 2 * u - 1 + i;
     return u * W_UNIT + i;
 }
@@ -112,6 +174,36 @@ float w_unit_dot(uint row, int u, float av[8])
         lo = k >= 0 ? lo : 0.0;
         hi = k + 1 < K_DIM ? hi : 0.0;
         return s == 0u ? fma(hi, av[2], lo * av[1]) : fma(hi, av[1], lo * av[0]);
+    }
+    if (WTYPE == MOE_WTYPE_Q6_K) {
+        const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+        const uint blk = row + uint(u >> 5) * W_KBYTES;
+        const uint ql = w_u32(blk + uint(64 * n + 32 * g + l)), qh = w_u32(blk + 128u + uint(32 * n + l));
+        float lo = 0.0, hi = 0.0;
+        for (int b = 0; b < 4; b++) {
+            const uint ql_b = bitfieldExtract(ql, 8 * b, 8), qh_b = bitfieldExtract(qh, 8 * b, 8);
+            lo = fma(float(int((ql_b & 15u) | (((qh_b >> (2 * g)) & 3u) << 4)) - 32), av[b], lo);
+            hi = fma(float(int((ql_b >> 4) | (((qh_b >> (2 * g + 4)) & 3u) << 4)) - 32), av[4 + b], hi);
+        }
+        const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' scale; the high: j + 4
+        return w_half(w_u16(blk + 208u)) * fma(w_q6_scale(blk, j), lo, w_q6_scale(blk, j + 4) * hi);
+    }
+    if (W_KQUANT) {
+        const int w4 = u & 31, c = w4 >> 3, l = 4 * (w4 & 7);
+        const uint blk = row + uint(u >> 5) * W_KBYTES;
+        const uint qs = w_u32(blk + W_KQS + uint(32 * c + l));
+        const uint qh = WTYPE == MOE_WTYPE_Q5_K ? w_u32(blk + 16u + uint(l)) : 0u;
+        float lo = 0.0, hi = 0.0, alo = 0.0, ahi = 0.0;
+        for (int b = 0; b < 4; b++) {
+            const uint q_b = bitfieldExtract(qs, 8 * b, 8), h_b = bitfieldExtract(qh, 8 * b, 8);
+            lo = fma(float((q_b & 15u) | (((h_b >> (2 * c)) & 1u) << 4)), av[b], lo);
+            hi = fma(float((q_b >> 4) | (((h_b >> (2 * c + 1)) & 1u) << 4)), av[4 + b], hi);
+            alo += av[b];
+            ahi += av[4 + b];
+        }
+        // Σ (d·sc·q − dmin·m)·a = d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
+        const vec2 sl = w_kq_scale_min(blk, 2 * c), sh = w_kq_scale_min(blk, 2 * c + 1);
+        return w_half(w_u16(blk)) * fma(sl.x, lo, sh.x * hi) - w_half(w_u16(blk + 2u)) * fma(sl.y, alo, sh.y * ahi);
     }
     if (WTYPE == MOE_WTYPE_Q8_0) {
         const uint blk = row + uint(u >> 3) * uint(MOE_WBLOCK_BYTES_Q8_0);

@@ -1,12 +1,14 @@
 /*
  * dtype.c — the weight formats (moe.h): names, row sizes, and conversion between them.
  *
- * Quantisation follows ggml's reference quantizers (ggml-quants.c, quantize_row_q8_0_ref and
- * quantize_row_q4_0_ref) operation for operation, in float, so a row quantised here has the
- * bytes ggml's tools and the `gguf` Python package give it (tests/test_dtype.c checks fixtures
- * the package made). float32 → fp16 and → bf16 round to nearest even, as F16C, NumPy and
- * PyTorch do; an fp16 scale is rounded the same way. This is host code, run once per row at
- * upload: the kernels read the stored bytes themselves.
+ * Quantisation to Q8_0 / Q4_0 follows ggml's reference quantizers (ggml-quants.c,
+ * quantize_row_q8_0_ref and quantize_row_q4_0_ref) operation for operation, in float, so a row
+ * quantised here has the bytes ggml's tools and the `gguf` Python package give it
+ * (tests/test_dtype.c checks fixtures the package made); the K-quants' codecs are kquants.c's
+ * (decoding as ggml, quantising by a simpler fit). CMake compiles this file and kquants.c with
+ * -ffp-contract=off: a fused multiply-add would round differently from ggml's separate ones. float32 → fp16
+ * and → bf16 round to nearest even, as F16C, NumPy and PyTorch do; an fp16 scale is rounded the same way.
+ * This is host code, run once per row at upload: the kernels read the stored bytes themselves.
  */
 #include "internal.h"
 
@@ -20,8 +22,10 @@ static const struct {
     int64_t block;      /* values per block */
     size_t block_bytes; /* bytes per block */
 } formats[] = {
-    {MOE_DTYPE_F32, "f32", 1, 4},     {MOE_DTYPE_F16, "f16", 1, 2},     {MOE_DTYPE_BF16, "bf16", 1, 2},
-    {MOE_DTYPE_Q8_0, "q8_0", 32, 34}, {MOE_DTYPE_Q4_0, "q4_0", 32, 18},
+    {MOE_DTYPE_F32, "f32", 1, 4},       {MOE_DTYPE_F16, "f16", 1, 2},
+    {MOE_DTYPE_BF16, "bf16", 1, 2},     {MOE_DTYPE_Q8_0, "q8_0", 32, 34},
+    {MOE_DTYPE_Q4_0, "q4_0", 32, 18},   {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
+    {MOE_DTYPE_Q5_K, "q5_k", 256, 176}, {MOE_DTYPE_Q6_K, "q6_k", 256, 210},
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 
@@ -52,7 +56,8 @@ moe_status moe_dtype_from_name(const char *name, moe_dtype *out)
         }
     }
     return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
-                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0 or q4_0 expected", name);
+                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k expected",
+                    name);
 }
 
 int64_t moe_dtype_block_size(moe_dtype dtype)
@@ -69,9 +74,14 @@ size_t moe_dtype_row_bytes(moe_dtype dtype, int64_t n)
     return moe_mul_size((size_t)(n / formats[i].block), formats[i].block_bytes, &bytes) ? bytes : 0;
 }
 
-bool moe_dtype_is_block(moe_dtype dtype)
+bool moe_dtype_is_kquant(moe_dtype dtype)
 {
-    return moe_dtype_block_size(dtype) > 1;
+    return dtype == MOE_DTYPE_Q4_K || dtype == MOE_DTYPE_Q5_K || dtype == MOE_DTYPE_Q6_K;
+}
+
+bool moe_dtype_int_dot(moe_dtype dtype)
+{
+    return dtype == MOE_DTYPE_Q8_0 || dtype == MOE_DTYPE_Q4_0;
 }
 
 /* ---- scalar conversions -------------------------------------------------------------------- */
@@ -180,6 +190,11 @@ static void quantize_q4_0(const float *x, unsigned char *out)
  * the block formats, which the callers guarantee by working a block at a time). */
 static void decode(moe_dtype dtype, const unsigned char *row, int64_t first, int n, float *out)
 {
+    if (moe_dtype_is_kquant(dtype)) {
+        const int i = format_index(dtype);
+        moe_kq_decode(dtype, row + formats[i].block_bytes * (size_t)(first / MOE_SUPER_BLOCK_SIZE), out);
+        return;
+    }
     switch (dtype) {
     case MOE_DTYPE_F32:
         memcpy(out, row + 4 * first, sizeof(float) * (size_t)n);
@@ -212,6 +227,11 @@ static void decode(moe_dtype dtype, const unsigned char *row, int64_t first, int
 
 static void encode(moe_dtype dtype, const float *in, int n, unsigned char *row, int64_t first)
 {
+    if (moe_dtype_is_kquant(dtype)) {
+        const int i = format_index(dtype);
+        moe_kq_encode(dtype, in, row + formats[i].block_bytes * (size_t)(first / MOE_SUPER_BLOCK_SIZE));
+        return;
+    }
     switch (dtype) {
     case MOE_DTYPE_F32:
         memcpy(row + 4 * first, in, sizeof(float) * (size_t)n);
@@ -240,12 +260,20 @@ void moe_convert_row_unchecked(moe_dtype src_dtype, const void *src, moe_dtype d
         memcpy(dst, src, moe_dtype_row_bytes(src_dtype, n));
         return;
     }
-    /* A block (or 32 values) at a time through a float buffer on the stack: no allocation. */
-    float buf[MOE_BLOCK_SIZE];
-    for (int64_t i = 0; i < n; i += MOE_BLOCK_SIZE) {
-        const int c = n - i < MOE_BLOCK_SIZE ? (int)(n - i) : MOE_BLOCK_SIZE;
-        decode(src_dtype, src, i, c, buf);
-        encode(dst_dtype, buf, c, dst, i);
+    /* A block of the larger format (or 32 values) at a time through a float buffer on the
+     * stack, no allocation: a 256-value K-quant super-block holds 8 blocks of 32, which the
+     * other format's decode / encode takes one at a time. */
+    float buf[MOE_SUPER_BLOCK_SIZE];
+    const int step = moe_dtype_is_kquant(src_dtype) || moe_dtype_is_kquant(dst_dtype) ? MOE_SUPER_BLOCK_SIZE
+                                                                                      : MOE_BLOCK_SIZE;
+    for (int64_t i = 0; i < n; i += step) {
+        const int c = n - i < step ? (int)(n - i) : step;
+        for (int j = 0; j < c; j += MOE_BLOCK_SIZE) /* a K-quant's decode fills all 256 at j = 0 */
+            if (j == 0 || !moe_dtype_is_kquant(src_dtype))
+                decode(src_dtype, src, i + j, c - j < MOE_BLOCK_SIZE ? c - j : MOE_BLOCK_SIZE, buf + j);
+        for (int j = 0; j < c; j += MOE_BLOCK_SIZE)
+            if (j == 0 || !moe_dtype_is_kquant(dst_dtype))
+                encode(dst_dtype, buf + j, c - j < MOE_BLOCK_SIZE ? c - j : MOE_BLOCK_SIZE, dst, i + j);
     }
 }
 
@@ -258,7 +286,9 @@ moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dtype dst_d
                         "moe_convert_row: %s dtype %d is not a weight format",
                         format_index(src_dtype) < 0 ? "source" : "destination",
                         (int)(format_index(src_dtype) < 0 ? src_dtype : dst_dtype));
-    const moe_dtype block = moe_dtype_is_block(src_dtype) ? src_dtype : dst_dtype;
+    /* The format with the larger block decides which lengths both take (32 divides 256). */
+    const moe_dtype block =
+        moe_dtype_block_size(src_dtype) >= moe_dtype_block_size(dst_dtype) ? src_dtype : dst_dtype;
     if (n <= 0 || n > MOE_MAX_DIM || moe_dtype_row_bytes(block, n) == 0)
         return moe_fail(
             NULL, MOE_ERROR_INVALID_SIZE,

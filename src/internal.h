@@ -147,7 +147,15 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 
 /* ---- weight formats (dtype.c) ---------------------------------------------------------- */
 
-bool moe_dtype_is_block(moe_dtype dtype);
+bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
+/* The formats the integer-activation kernels read (Q8_0, Q4_0): moe_layer_desc.activation_dtype
+ * Q8_0 applies to a group whose projections are both in one of them. */
+bool moe_dtype_int_dot(moe_dtype dtype);
+/* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
+ * them; and the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
+void moe_kq_decode(moe_dtype dtype, const unsigned char *block, float *out);
+void moe_kq_encode(moe_dtype dtype, const float *in, unsigned char *block);
+void moe_kq_scale_min(const unsigned char *scales, int j, uint8_t *sc, uint8_t *m);
 float moe_f16_to_f32(uint16_t h);
 uint16_t moe_f32_to_f16(float f); /* round to nearest even */
 float moe_bf16_to_f32(uint16_t h);

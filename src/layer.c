@@ -33,8 +33,8 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     /* Integer activations where asked for, where the backend has them, for the block formats
      * (both projections of a group: the two steps share the quantised activations' scratch). */
     const bool int_act = d.activation_dtype == MOE_DTYPE_Q8_0 && be->int_dot;
-    const bool int_routed = int_act && moe_dtype_is_block(wt) && moe_dtype_is_block(wd),
-               int_shared = int_act && moe_dtype_is_block(st_) && moe_dtype_is_block(sd);
+    const bool int_routed = int_act && moe_dtype_int_dot(wt) && moe_dtype_int_dot(wd),
+               int_shared = int_act && moe_dtype_int_dot(st_) && moe_dtype_int_dot(sd);
     const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
     const moe_weight_src ffn_in = {
         gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};

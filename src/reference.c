@@ -87,6 +87,15 @@ static void ref_row(const ref_matrix *m, int64_t r, double *out)
         moe_convert_row_unchecked(m->given, row, m->stored, m->row_buf, m->cols);
         row = m->row_buf;
     }
+    if (moe_dtype_is_kquant(m->stored)) { /* ggml's dequantisation, in float (kquants.c) */
+        float v[MOE_SUPER_BLOCK_SIZE];
+        const size_t bytes = moe_dtype_row_bytes(m->stored, MOE_SUPER_BLOCK_SIZE);
+        for (int64_t c = 0; c < m->cols; c += MOE_SUPER_BLOCK_SIZE) {
+            moe_kq_decode(m->stored, row + bytes * (size_t)(c / MOE_SUPER_BLOCK_SIZE), v);
+            for (int i = 0; i < MOE_SUPER_BLOCK_SIZE; i++) out[c + i] = v[i];
+        }
+        return;
+    }
     for (int64_t c = 0; c < m->cols; c++) {
         const int64_t b = c / 32, j = c % 32;
         switch (m->stored) {
@@ -300,8 +309,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 const ref_matrix up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf};
                 const ref_matrix down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff,
                                          row_buf};
-                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto) &&
-                                  moe_dtype_is_block(d.down_weight_dtype);
+                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
+                                  moe_dtype_int_dot(d.down_weight_dtype);
                 expert_ffn(&d, &gate, &up, &down, d.d_ff, int8, xt, xin, h, hf, o, buf);
                 for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
             } else {
@@ -316,8 +325,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
             const ref_matrix up = {weights->shared_up, dt, sto, D, row_buf};
             const ref_matrix down = {weights->shared_down, dt, d.shared_down_weight_dtype, d.d_ff_shared,
                                      row_buf};
-            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_is_block(sto) &&
-                              moe_dtype_is_block(d.shared_down_weight_dtype);
+            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
+                              moe_dtype_int_dot(d.shared_down_weight_dtype);
             expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));

@@ -4,7 +4,8 @@
  *
  *  - moe_convert_row from float32 gives, byte for byte, what ggml's reference quantizers give
  *    (fixtures made by the `gguf` Python package: tests/data/gguf-quants/make_fixtures.py),
- *    and decoding gives the package's dequantised values exactly; edge rows cover zero blocks,
+ *    and decoding gives the package's dequantised values exactly (K-quants: decoding only, the
+ *    package has no K-quant quantizer; make_kquant_fixtures.py); edge rows cover zero blocks,
  *    the rounding rules' ties, negative extremes, tiny, huge and overflowing scales, fp16 limits;
  *  - names, block sizes and row sizes; conversion between every pair of formats is decoding
  *    then encoding; bad arguments are refused with dst untouched;
@@ -20,7 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const moe_dtype all[] = {MOE_DTYPE_F32, MOE_DTYPE_F16, MOE_DTYPE_BF16, MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0};
+static const moe_dtype all[] = {MOE_DTYPE_F32,  MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_Q8_0,
+                                MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K};
 #define N_ALL (sizeof all / sizeof all[0])
 
 static void *read_file(const char *dir, const char *name, size_t want)
@@ -43,11 +45,10 @@ static void names_and_sizes(void)
         const char *name;
         int64_t block;
         size_t bytes_256;
-    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},
-                {MOE_DTYPE_F16, "f16", 1, 512},
-                {MOE_DTYPE_BF16, "bf16", 1, 512},
-                {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
-                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18}};
+    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},      {MOE_DTYPE_F16, "f16", 1, 512},
+                {MOE_DTYPE_BF16, "bf16", 1, 512},     {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
+                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18}, {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
+                {MOE_DTYPE_Q5_K, "q5_k", 256, 176},   {MOE_DTYPE_Q6_K, "q6_k", 256, 210}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,
               moe_dtype_name(want[i].dt));
@@ -69,6 +70,9 @@ static void names_and_sizes(void)
     }
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_0, 48) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q8_0, 33) == 0,
           "a block format's row that is not whole blocks has no size");
+    CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_K, 128) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q6_K, 288) == 0 &&
+              moe_dtype_row_bytes(MOE_DTYPE_Q5_K, 512) == 352,
+          "a K-quant row is whole super-blocks of 256");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_F16, 33) == 66, "f16 rows of any length");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_F32, INT64_MAX) == 0 || sizeof(size_t) > 8,
           "an overflowing row size is 0"); /* 2^63 floats overflow a 64-bit size_t */
@@ -92,16 +96,26 @@ static void names_and_sizes(void)
     }
 }
 
+/* A fixture set's "ROWS COLS" line (COLS whole blocks of `block`); false, and a failed check,
+ * if the file is missing or says otherwise. */
+static bool read_meta(const char *dir, const char *name, long block, long *rows, long *cols)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    *rows = *cols = 0;
+    const bool ok =
+        f && fscanf(f, "%ld %ld", rows, cols) == 2 && *rows > 0 && *cols > 0 && *cols % block == 0;
+    CHECK(ok, "%s", path);
+    if (f) fclose(f);
+    return ok;
+}
+
 /* Every row of the fixtures through moe_convert_row, both ways, against the gguf package. */
 static void against_gguf(const char *dir)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/meta.txt", dir);
-    FILE *f = fopen(path, "r");
-    long rows = 0, cols = 0;
-    CHECK(f && fscanf(f, "%ld %ld", &rows, &cols) == 2 && rows > 0 && cols % 32 == 0, "%s", path);
-    if (f) fclose(f);
-    if (rows <= 0 || cols <= 0 || cols % 32) return;
+    long rows, cols;
+    if (!read_meta(dir, "meta.txt", 32, &rows, &cols)) return;
     const size_t n = (size_t)rows * (size_t)cols;
     float *x = read_file(dir, "rows.f32", n * sizeof(float));
     static const char *names[] = {"f16", "bf16", "q8_0", "q4_0"};
@@ -145,12 +159,51 @@ static void against_gguf(const char *dir)
     free(x);
 }
 
+/* The K-quants against the gguf package's dequantisation (tests/data/gguf-quants/
+ * make_kquant_fixtures.py: random super-blocks with sane scales, and edge blocks — zero and
+ * negative scales, fp16 subnormals, the largest 6-bit scales and quants). The package has no
+ * K-quant quantizer, so only decoding has an oracle; moe's own quantizer is held to a bound. */
+static void against_gguf_kquants(const char *dir)
+{
+    long rows, cols;
+    if (!read_meta(dir, "kquants.txt", 256, &rows, &cols)) return;
+    static const char *names[] = {"q4_k", "q5_k", "q6_k"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        moe_dtype dt;
+        CHECK_STATUS(moe_dtype_from_name(names[i], &dt), MOE_OK);
+        const size_t rb = moe_dtype_row_bytes(dt, cols), n = (size_t)rows * (size_t)cols;
+        char file[64];
+        snprintf(file, sizeof file, "%s.bin", names[i]);
+        unsigned char *bytes = read_file(dir, file, rb * (size_t)rows);
+        snprintf(file, sizeof file, "%s.deq.f32", names[i]);
+        float *want = read_file(dir, file, n * sizeof(float));
+        float *deq = malloc(sizeof(float) * (size_t)cols);
+        int bad = 0;
+        for (long r = 0; r < rows && bytes && want && deq; r++) {
+            CHECK_STATUS(moe_convert_row(dt, bytes + (size_t)r * rb, MOE_DTYPE_F32, deq, cols), MOE_OK);
+            /* Bitwise: the package's −0 (a negative d·sc times q − 32 = 0) included. */
+            if (memcmp(deq, want + r * cols, sizeof(float) * (size_t)cols) != 0 && bad++ < 3) {
+                long c = 0;
+                while (!memcmp(&deq[c], &want[r * cols + c], sizeof(float))) c++;
+                fprintf(stderr, "  %s row %ld: value %ld is %.9g, gguf %.9g\n", names[i], r, c, deq[c],
+                        want[r * cols + c]);
+            }
+        }
+        CHECK(bad == 0, "%s: %d of %ld rows decode to other values than the gguf package's", names[i], bad,
+              rows);
+        printf("  %-5s %ld rows of %ld: decoded values as the gguf package's\n", names[i], rows, cols);
+        free(bytes);
+        free(want);
+        free(deq);
+    }
+}
+
 /* Any pair of formats: decoding the source then encoding the result, for random rows. */
 static void pairs_and_errors(h_rng *r)
 {
-    const int64_t n = 96;
-    float x[96], a[96], b[96];
-    unsigned char src[96 * 4], dst[96 * 4], via[96 * 4];
+    const int64_t n = 512; /* two K-quant super-blocks */
+    float x[512], a[512], b[512];
+    unsigned char src[512 * 4], dst[512 * 4], via[512 * 4];
     for (int i = 0; i < n; i++) x[i] = h_sym(r, 2.0f);
     for (size_t i = 0; i < N_ALL; i++)
         for (size_t j = 0; j < N_ALL; j++) {
@@ -161,11 +214,11 @@ static void pairs_and_errors(h_rng *r)
             CHECK(!memcmp(dst, via, moe_dtype_row_bytes(all[j], n)), "%s -> %s is not decode then encode",
                   moe_dtype_name(all[i]), moe_dtype_name(all[j]));
             CHECK_STATUS(moe_convert_row(all[j], dst, MOE_DTYPE_F32, b, n), MOE_OK);
-            /* Quantising a decoded row again gives the same values: the formats are fixed points. */
             if (i == j) CHECK(!memcmp(src, dst, moe_dtype_row_bytes(all[i], n)), "same-format copy");
         }
-    /* The worst relative error of one row per format: a loose sanity bound on the rounding. */
-    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2};
+    /* The worst relative error of one row per format: a loose sanity bound on the rounding (the
+     * K-quants' one-pass fit, kquants.c: Q4_K ~0.09, Q5_K ~0.045, Q6_K ~0.02 on these rows). */
+    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2, 0.15, 0.08, 0.04};
     for (size_t i = 0; i < N_ALL; i++) {
         CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, all[i], src, n), MOE_OK);
         CHECK_STATUS(moe_convert_row(all[i], src, MOE_DTYPE_F32, a, n), MOE_OK);
@@ -180,8 +233,13 @@ static void pairs_and_errors(h_rng *r)
           moe_last_error());
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q8_0, src, MOE_DTYPE_F32, dst, 33), MOE_ERROR_INVALID_SIZE);
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_F16, dst, 0), MOE_ERROR_INVALID_SIZE);
+    /* 32 values are a whole Q4_0 block but not a Q4_K super-block, either way round. */
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q4_0, src, MOE_DTYPE_Q4_K, dst, 32), MOE_ERROR_INVALID_SIZE);
+    CHECK(strstr(moe_last_error(), "q4_k") && strstr(moe_last_error(), "256"), "message: %s",
+          moe_last_error());
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q6_K, src, MOE_DTYPE_Q8_0, dst, 288), MOE_ERROR_INVALID_SIZE);
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_DEFAULT, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
-    CHECK_STATUS(moe_convert_row((moe_dtype)7, x, MOE_DTYPE_F16, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_convert_row((moe_dtype)99, x, MOE_DTYPE_F16, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, NULL, MOE_DTYPE_F16, dst, 32), MOE_ERROR_NULL_POINTER);
     bool untouched = true;
     for (size_t i = 0; i < sizeof dst; i++) untouched = untouched && dst[i] == 0xab;
@@ -244,6 +302,19 @@ static void layer_errors(moe_context *ctx, h_rng *r)
          {"down_weight_dtype", "q8_0", "d_ff = 48"},
          MOE_DTYPE_Q8_0},
         {MOE_DTYPE_Q4_0, MOE_DTYPE_F16, MOE_DTYPE_F32, MOE_OK, {"", "", ""}, MOE_DTYPE_F16},
+        /* K-quants: d_model = 64 is whole Q4_0 blocks but not a super-block of 256. */
+        {MOE_DTYPE_Q4_K,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"weight_dtype", "q4_k", "d_model = 64"},
+         MOE_DTYPE_F16},
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"down_weight_dtype", "q6_k", "256"},
+         MOE_DTYPE_Q6_K},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moe_layer_desc d = hl.desc;
@@ -272,7 +343,7 @@ static void layer_errors(moe_context *ctx, h_rng *r)
 static void storage_sizes(moe_context *ctx, h_rng *r)
 {
     const moe_layer_desc base = {
-        .struct_size = sizeof base, .d_model = 256, .d_ff = 192, .n_experts = 8, .top_k = 2, .max_tokens = 8};
+        .struct_size = sizeof base, .d_model = 256, .d_ff = 256, .n_experts = 8, .top_k = 2, .max_tokens = 8};
     h_layer hl;
     h_layer_init(&hl, &base, r, 1.0f);
     size_t bytes[N_ALL] = {0};
@@ -314,6 +385,7 @@ int main(int argc, char **argv)
     h_rng r = h_rng_seeded("test_dtype");
     names_and_sizes();
     against_gguf(argv[2]);
+    against_gguf_kquants(argv[2]);
     pairs_and_errors(&r);
     layer_errors(ctx, &r);
     storage_sizes(ctx, &r);

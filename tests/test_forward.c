@@ -196,7 +196,8 @@ static int64_t round_up(int64_t v, int64_t m)
 }
 
 /* The format a down_format case keeps its down projections in: another of each kind, so a
- * float run meets a 16-bit down, a 16-bit run a block down, and each block format the other. */
+ * float run meets a 16-bit down, a 16-bit run a block down, each block format the other, and a
+ * K-quant another K-quant (Q4_K / Q5_K with Q6_K, as llama.cpp's _M files mix them). */
 static moe_dtype down_partner(moe_dtype t)
 {
     switch (t) {
@@ -208,14 +209,19 @@ static moe_dtype down_partner(moe_dtype t)
         return MOE_DTYPE_Q4_0;
     case MOE_DTYPE_Q8_0:
         return MOE_DTYPE_Q4_0;
+    case MOE_DTYPE_Q4_K: /* llama.cpp's Q4_K_M and Q5_K_M mixes */
+    case MOE_DTYPE_Q5_K:
+        return MOE_DTYPE_Q6_K;
+    case MOE_DTYPE_Q6_K:
+        return MOE_DTYPE_Q4_K;
     default:
         return MOE_DTYPE_Q8_0;
     }
 }
 
 /* The case as the format can hold it: a block format needs whole blocks along every weight
- * row, so d_model, d_ff and d_ff_shared are rounded up to multiples of 32 (T, E and k keep
- * their odd values). */
+ * row, so d_model, d_ff and d_ff_shared are rounded up to whole blocks (32 values, 256 for the K-quants) (T,
+ * E and k keep their odd values). */
 static fcase for_format(const fcase *c)
 {
     fcase f = *c;
@@ -321,7 +327,8 @@ static void int8_request(moe_context *ctx, h_rng *r)
     CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
     if (layer) {
         const moe_dtype runs = moe_layer_activation_dtype(layer);
-        CHECK(runs == MOE_DTYPE_F32 || (runs == MOE_DTYPE_Q8_0 && moe_dtype_block_size(g_dtype) > 1),
+        CHECK(runs == MOE_DTYPE_F32 ||
+                  (runs == MOE_DTYPE_Q8_0 && (g_dtype == MOE_DTYPE_Q8_0 || g_dtype == MOE_DTYPE_Q4_0)),
               "[int8_request %s] the layer reports activations %s", moe_dtype_name(g_dtype),
               moe_dtype_name(runs));
         moe_layer_desc rd = hl.desc;

@@ -246,7 +246,10 @@ static void test_formats_and_layers(void)
         snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", v > 1 ? "," : "",
                  moe_dtype_name((moe_dtype)v));
     }
-    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 5);
+    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 8);
+    /* The K-quants need whole super-blocks of 256: deepseek-v2-lite's d_ff of 1408 is not. */
+    CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q4_k,q6_k", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q4_k", NULL) == BENCH_PARSE_ERROR);
     /* The preset's dimensions are whole blocks; a block format passes with them. */
     CHECK(parse(&c, "--preset", "mixtral-8x7b", "--weights", "q4_0,q8_0", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", "--weights", "q4_0", NULL) == BENCH_PARSE_OK);

@@ -3,7 +3,8 @@
  * table, ISA detection and the thread pool.
  *
  * Packed layout. A weight matrix W[N][K] (HF [out][in]) is stored in its own format (moe.h,
- * moe_dtype: as many bytes as the format takes, never widened) as panels of 16 output
+ * moe_dtype: as many bytes as the format takes, never widened; Q4_K / Q5_K's 6-bit scales a
+ * byte each, below) as panels of 16 output
  * columns, zero-padded past N. Panels go in pairs and the micro-kernel computes a pair (32
  * output columns) at a time: for a gated (SwiGLU/GeGLU) tensor a pair is (gate panel q, up
  * panel q), so the activation fuses into the GEMM's epilogue; for a plain tensor it is
@@ -40,6 +41,19 @@
  * a[0], a[2], a[1], a[3] (moe_cpu_quantize_row). Such a tensor is read only by the integer
  * kernels.
  *
+ * K-quants (Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
+ * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then
+ * panel 1's), so one vector load gives a field's bytes for 16 columns:
+ *   Q4_K  4736 bytes: d (32 fp16), dmin (32 fp16), sc [8 sub-blocks][32] and m [8][32] bytes —
+ *         the 6-bit scales and mins unpacked from ggml's 12 bytes (148 bytes a column, not 144:
+ *         the only field not copied byte for byte), then the 128 bytes of nibbles [128 t][32]:
+ *         byte t = 32c + l holds value 64c + l (low) and 64c + 32 + l (high), ggml's byte t.
+ *   Q5_K  5760 bytes: as Q4_K, then ggml's 32 bytes of fifth bits [32 l][32].
+ *   Q6_K  6720 bytes: d (32 fp16), the int8 scales [16][32], the nibbles [128 t][32] (byte
+ *         t = 64n + 32h + l: value 128n + 32h + l low, + 64 high), then the 2-bit highs [64][32]
+ *         (byte 32n + l: bits 2h, 2h + 1 of value 128n + 32h + l and bits 2h + 4, 2h + 5 of
+ *         value 128n + 32h + l + 64): 210 bytes a column, as ggml's.
+ *
  * The Q8_0 / Q4_0 blocks are ggml's blocks rearranged, nothing recomputed: the same fp16 scale
  * and the same quants (a Q4_0 byte is the very byte of ggml's block: low nibble value j, high
  * nibble value j + 16), only transposed so 16 columns sit side by side. Padding columns have
@@ -62,6 +76,17 @@
 #define MOE_CPU_Q8_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + 2 * MOE_CPU_PANEL * MOE_CPU_BLOCK)
 #define MOE_CPU_Q4_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + MOE_CPU_PANEL * MOE_CPU_BLOCK)
 #define MOE_CPU_SCALES        (2 * 2 * MOE_CPU_PANEL) /* bytes of a pair block's scales */
+/* A K-quant pair super-block: its fields' byte offsets (fp16 d first, at 0) and size. */
+#define MOE_CPU_KQ_COLS   (2 * MOE_CPU_PANEL)
+#define MOE_CPU_KQ_DMIN   (2 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_SC(dt) ((dt) == MOE_DTYPE_Q6_K ? 2 * MOE_CPU_KQ_COLS : 4 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_M      (MOE_CPU_KQ_SC(MOE_DTYPE_Q4_K) + 8 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_NIB(dt)                                                                                   \
+    ((dt) == MOE_DTYPE_Q6_K ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + 128 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_PAIR_SUPER(dt)                                                                            \
+    ((dt) == MOE_DTYPE_Q4_K ? MOE_CPU_KQ_QH(dt)                                                              \
+                            : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q5_K ? 32 : 64) * MOE_CPU_KQ_COLS)
 
 /* Pairs in a packed tensor of n_out columns, and output columns per pair. */
 static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
@@ -69,7 +94,8 @@ static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
     const int64_t per_pair = gated ? MOE_CPU_PANEL : 2 * MOE_CPU_PANEL;
     return (n_out + per_pair - 1) / per_pair;
 }
-/* Bytes of one packed pair over a reduction of k_dim (a multiple of 32 for Q8_0 / Q4_0). */
+/* Bytes of one packed pair over a reduction of k_dim (a multiple of 32 for Q8_0 / Q4_0, of 256
+ * for the K-quants). */
 static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
 {
     const size_t k = (size_t)k_dim, cols = 2 * MOE_CPU_PANEL;
@@ -81,6 +107,10 @@ static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
         return k / MOE_CPU_BLOCK * MOE_CPU_Q8_PAIR_BLOCK;
     case MOE_DTYPE_Q4_0:
         return k / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
+    case MOE_DTYPE_Q4_K:
+    case MOE_DTYPE_Q5_K:
+    case MOE_DTYPE_Q6_K:
+        return k / MOE_SUPER_BLOCK_SIZE * (size_t)MOE_CPU_KQ_PAIR_SUPER(dtype);
     default:
         return k * cols * 4;
     }

@@ -15,7 +15,9 @@
  *
  * Block formats (Q8_0, Q4_0) accumulate Σ a·q over each block of 32 k in registers, then add
  * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
- * FMA per block instead of one multiply per weight, and the totals need no registers.
+ * FMA per block instead of one multiply per weight, and the totals need no registers. The
+ * K-quants (Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
+ * scale and, for Q4_K / Q5_K, dmin·m times the sub-block's activation sum subtracted.
  */
 #include "cpu.h"
 #include "simd.h"
@@ -39,7 +41,8 @@
 #define NV   (2 * VPP)                  /* vectors per pair */
 #define PAIR (2 * MOE_CPU_PANEL)        /* columns per pair */
 
-/* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0). At 512
+/* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0; the K-quants,
+ * whose two sums a row take MR_KQ·4 registers at 512 bits). At 512
  * bits the accumulators take MR·2 of the 32 registers (Q8_0, Q4_0: MR·4 up to BLOCK_ONE_PASS
  * rows, see block_rows). */
 #if MOE_CPU_LEVEL == 2
@@ -47,18 +50,21 @@
 #define MR_F16 12
 #define MR_Q8  12
 #define MR_Q4  12
+#define MR_KQ  6
 #define MR_MAX 12
 #elif MOE_CPU_LEVEL == 1
 #define MR_F32 3
 #define MR_F16 3
 #define MR_Q8  2
 #define MR_Q4  2
+#define MR_KQ  2
 #define MR_MAX 3
 #else
 #define MR_F32 2
 #define MR_F16 2
 #define MR_Q8  2
 #define MR_Q4  2
+#define MR_KQ  2
 #define MR_MAX 2
 #endif
 
@@ -248,6 +254,167 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
     }
 }
 
+/* ---- K-quants (Q4_K, Q5_K, Q6_K) -------------------------------------------------------------- */
+
+/* The sum of a vector's lanes. */
+static inline float vec_hsum(moe_vec v)
+{
+#if MOE_CPU_LEVEL >= 1
+#if MOE_CPU_LEVEL == 2 /* the two 256-bit halves (SIMDe 0.7 has no 512-bit reduce) */
+    const simde__m256 h =
+        simde_mm256_add_ps(simde_mm512_castps512_ps256(v),
+                           simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1)));
+#else
+    const simde__m256 h = v;
+#endif
+    simde__m128 q = simde_mm_add_ps(simde_mm256_castps256_ps128(h), simde_mm256_extractf128_ps(h, 1));
+#else
+    simde__m128 q = v;
+#endif
+    q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
+}
+
+/* MOE_VLEN integers 0..63 as floats, minus `bias` (0 or 32): exact. */
+static inline moe_vec vec_from_u6(moe_ivec x, float bias)
+{
+    return vec_sub(vec_from_bits(ivec_or(x, ivec_set1(0x4B400000))), vec_set1(12582912.0f + bias));
+}
+
+/* Byte row t of a K-quant super-block's nibbles (cpu.h) for the pair's NV vectors: the low
+ * nibbles' values (lo) and the high ones' (hi), with the fifth bit (Q5_K) or the two high bits
+ * and the −32 (Q6_K) put in. */
+ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, moe_vec lo[NV], moe_vec hi[NV])
+{
+    const unsigned char *nib = p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS;
+#if MOE_CPU_LEVEL == 2
+    if (dt == MOE_DTYPE_Q4_K) { /* a 16-entry table lookup (vpermps reads the index's low 4 bits) */
+        const moe_vec table = simde_mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f,
+                                                  10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
+        for (int v = 0; v < NV; v++) {
+            const moe_ivec x = ivec_load_u8(nib + v * MOE_VLEN);
+            lo[v] = simde_mm512_permutexvar_ps(x, table);
+            hi[v] = simde_mm512_permutexvar_ps(ivec_srli(x, 4), table);
+        }
+        return;
+    }
+#endif
+    for (int v = 0; v < NV; v++) {
+        const moe_ivec x = ivec_load_u8(nib + v * MOE_VLEN);
+        moe_ivec l = ivec_and(x, ivec_set1(15)), h = ivec_srli(x, 4);
+        if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) */
+            const int c = t / 32;
+            const moe_ivec b =
+                ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+            l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * c), ivec_set1(1)), 4));
+            h = ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * c + 1), ivec_set1(1)), 4));
+        } else if (dt == MOE_DTYPE_Q6_K) { /* t = 64n + 32g + l: qh byte 32n + l, bits 2g, 2g + 4 */
+            const int n = t / 64, g = (t / 32) & 1;
+            const moe_ivec b =
+                ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (32 * n + t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+            l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * g), ivec_set1(3)), 4));
+            h = ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * g + 4), ivec_set1(3)), 4));
+        }
+        const float bias = dt == MOE_DTYPE_Q6_K ? 32.0f : 0.0f;
+        lo[v] = vec_from_u6(l, bias);
+        hi[v] = vec_from_u6(h, bias);
+    }
+}
+
+/* The k (within the super-block) of byte row t's low-nibble value; the high one's is + KQ_HI. */
+#define KQ_LO_K(dt, t) ((dt) == MOE_DTYPE_Q6_K ? 128 * ((t) / 64) + (t) % 64 : 64 * ((t) / 32) + (t) % 32)
+#define KQ_HI(dt)      ((dt) == MOE_DTYPE_Q6_K ? 64 : 32)
+#define KQ_SUB(dt)     ((dt) == MOE_DTYPE_Q6_K ? 16 : 32) /* values per sub-block (one scale) */
+
+/* End of sub-block j of super-block p: out[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
+ * Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
+ * the sub-block, which asum[r] holds from the super-block's first sub-block). */
+ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char *p, int j,
+                          const float *const *asum, moe_vec sums[MR_MAX][NV], float *restrict out)
+{
+    for (int v = 0; v < NV; v++) {
+        const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
+        const unsigned char *sc = p + MOE_CPU_KQ_SC(dt) + j * MOE_CPU_KQ_COLS + v * MOE_VLEN;
+        const moe_vec scale = vec_mul(d, dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)sc)
+                                                              : vec_from_int(ivec_load_u8(sc)));
+        moe_vec min = vec_zero();
+        if (dt != MOE_DTYPE_Q6_K)
+            min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + v * MOE_VLEN),
+                          vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + v * MOE_VLEN)));
+        for (int r = 0; r < nr; r++) {
+            float *o = out + r * PAIR + v * MOE_VLEN;
+            moe_vec acc = vec_fmadd(scale, sums[r][v], vec_load(o));
+            if (dt != MOE_DTYPE_Q6_K) acc = vec_fmadd(min, vec_set1(-asum[r][j]), acc);
+            vec_store(o, acc);
+        }
+    }
+}
+
+/* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums the Q4_K / Q5_K mins multiply. */
+static void kq_sums(const float *a, int64_t k, float *out)
+{
+    for (int64_t j = 0; j < k / 32; j++) {
+        moe_vec s = vec_load(a + 32 * j);
+        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) s = vec_add(s, vec_load(a + 32 * j + i));
+        out[j] = vec_hsum(s);
+    }
+}
+
+/* At 512 bits a byte row's two values (two sub-blocks) keep a sum each in registers (4 FMA chains
+ * a decode row); narrower levels read a group's bytes twice from L1, low nibbles then high. */
+#define KQ_ONE_PASS (MOE_CPU_LEVEL == 2)
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in a K-quant layout (cpu.h): per
+ * sub-block, Σ a·q in registers, then scaled into out by kq_end. asum[r] (Q4_K / Q5_K): Σ a_r over
+ * each sub-block of 32 k (kq_sums). */
+ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                           const float *const *asum, const unsigned char *b, float *restrict out)
+{
+    const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
+    const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
+    zero_rows(nr, out);
+    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
+        const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * super_bytes;
+        const float *ak[MR_MAX], *as[MR_MAX];
+        float own[MR_MAX][8]; /* the super-block's sums where the caller has none (asum NULL) */
+        for (int r = 0; r < nr; r++) {
+            ak[r] = a[r] + k0;
+            as[r] = NULL;
+            if (dt == MOE_DTYPE_Q6_K) continue;
+            if (!asum) kq_sums(ak[r], MOE_SUPER_BLOCK_SIZE, own[r]);
+            as[r] = asum ? asum[r] + k0 / 32 : own[r];
+        }
+        for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line(p + l);
+        for (int t0 = 0; t0 < 128; t0 += G) {
+            const int j_lo = KQ_LO_K(dt, t0) / G, j_hi = (KQ_LO_K(dt, t0) + KQ_HI(dt)) / G;
+            moe_vec s0[MR_MAX][NV], s1[MR_MAX][NV];
+            for (int r = 0; r < nr; r++)
+                for (int v = 0; v < NV; v++) s0[r][v] = s1[r][v] = vec_zero();
+            for (int t = t0; t < t0 + G; t++) {
+                if (t % 2 == 0) {
+                    prefetch_line(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
+                    if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q5_K ? 32 : 64))
+                        prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
+                }
+                moe_vec lo[NV], hi[NV];
+                kq_load(dt, p, t, lo, hi);
+                fma_rows(nr, ak, KQ_LO_K(dt, t), lo, s0);
+                if (KQ_ONE_PASS) fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
+            }
+            kq_end(nr, dt, p, j_lo, as, s0, out);
+            if (!KQ_ONE_PASS) {
+                for (int t = t0; t < t0 + G; t++) {
+                    moe_vec lo[NV], hi[NV];
+                    kq_load(dt, p, t, lo, hi);
+                    fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
+                }
+            }
+            kq_end(nr, dt, p, j_hi, as, s1, out);
+        }
+    }
+}
+
 /* One function per format: a switch over the row count, each case a specialised copy. */
 typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out);
 
@@ -288,6 +455,18 @@ typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsig
     case r:                                                                                                  \
         block_rows(r, MOE_DTYPE_Q4_0, k_dim, a, b, out);                                                     \
         return;
+#define CASE_Q4K(r)                                                                                          \
+    case r:                                                                                                  \
+        kq_rows(r, MOE_DTYPE_Q4_K, k_dim, a, asum, b, out);                                                  \
+        return;
+#define CASE_Q5K(r)                                                                                          \
+    case r:                                                                                                  \
+        kq_rows(r, MOE_DTYPE_Q5_K, k_dim, a, asum, b, out);                                                  \
+        return;
+#define CASE_Q6K(r)                                                                                          \
+    case r:                                                                                                  \
+        kq_rows(r, MOE_DTYPE_Q6_K, k_dim, a, asum, b, out);                                                  \
+        return;
 
 static void tile_f32(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
 {
@@ -319,6 +498,20 @@ static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned 
         ROWS(MR_Q4, CASE_Q4)
     }
 }
+/* The K-quant tiles also take each row's sub-block sums (kq_sums; NULL rows for Q6_K). */
+typedef void (*kq_tile_fn)(int n, int64_t k_dim, const float *const *a, const float *const *asum,
+                           const unsigned char *b, float *out);
+#define KQ_TILE(name, CASE)                                                                                  \
+    static void name(int n, int64_t k_dim, const float *const *a, const float *const *asum,                  \
+                     const unsigned char *b, float *out)                                                     \
+    {                                                                                                        \
+        switch (n) {                                                                                         \
+            ROWS(MR_KQ, CASE)                                                                                \
+        }                                                                                                    \
+    }
+KQ_TILE(tile_q4k, CASE_Q4K)
+KQ_TILE(tile_q5k, CASE_Q5K)
+KQ_TILE(tile_q6k, CASE_Q6K)
 
 /* ---- integer activations (the avx512vnni and simde512 levels) ------------------------------- */
 
@@ -541,6 +734,46 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 }
 #endif
 
+/* The GEMM on K-quants: rows in chunks whose sub-block sums (Q4_K / Q5_K) fit KQ_SUMS floats on
+ * the stack (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather
+ * than once per pair, then the same pair-outer walk as gemm's (a chunk smaller than the task's
+ * rows streams the pairs once per chunk). Rows longer than KQ_SUMS sub-blocks (K > 524288) leave
+ * the sums to the kernel, a super-block at a time. The simde512 test level keeps 12 (CMake), so
+ * the tests run chunks of one row (K = 256) and the kernel's own sums (K = 512). */
+#ifndef MOE_CPU_KQ_SUMS
+#define MOE_CPU_KQ_SUMS 16384
+#endif
+#define KQ_SUMS MOE_CPU_KQ_SUMS
+static void gemm_kq(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+{
+    const kq_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K   ? tile_q4k
+                            : g->dtype == MOE_DTYPE_Q5_K ? tile_q5k
+                                                         : tile_q6k;
+    const int64_t K = g->k_dim, nsub = K / 32;
+    const bool table = g->dtype != MOE_DTYPE_Q6_K && nsub <= KQ_SUMS;
+    const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, K);
+    const int64_t chunk = table ? KQ_SUMS / nsub : r1 - r0;
+    float sums[KQ_SUMS], tmp[MR_MAX * PAIR];
+    for (int64_t rc = r0; rc < r1; rc += chunk) {
+        const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
+        for (int64_t r = rc; table && r < re; r++)
+            kq_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
+        for (int64_t q = p0; q < p1; q++) {
+            const unsigned char *b = g->b + (size_t)q * pair_bytes;
+            for (int64_t r = rc; r < re; r += MR_KQ) {
+                const int n = re - r < MR_KQ ? (int)(re - r) : MR_KQ;
+                const float *arow[MR_MAX], *srow[MR_MAX];
+                for (int i = 0; i < n; i++) {
+                    arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[r + i] : r + i) * K;
+                    srow[i] = table ? sums + (r + i - rc) * nsub : NULL;
+                }
+                tile(n, K, arow, table ? srow : NULL, b, tmp);
+                epilogue(g, tmp, r, n, q);
+            }
+        }
+    }
+}
+
 static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
 #if MOE_CPU_INT8
@@ -549,6 +782,10 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
         return;
     }
 #endif
+    if (g->dtype == MOE_DTYPE_Q4_K || g->dtype == MOE_DTYPE_Q5_K || g->dtype == MOE_DTYPE_Q6_K) {
+        gemm_kq(g, r0, r1, p0, p1);
+        return;
+    }
     tile_fn tile;
     int mr;
     switch (g->dtype) {

@@ -35,14 +35,51 @@ static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int c
     }
 }
 
+/* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows. */
+static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col,
+                           const unsigned char *row)
+{
+    const size_t src_bytes = moe_dtype_row_bytes(dt, MOE_SUPER_BLOCK_SIZE),
+                 dst_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
+    const int C = MOE_CPU_KQ_COLS;
+    for (int64_t b = 0; b < k_dim / MOE_SUPER_BLOCK_SIZE; b++) {
+        unsigned char *dst = pair + (size_t)b * dst_bytes;
+        const unsigned char *src = row + (size_t)b * src_bytes;
+        if (dt == MOE_DTYPE_Q6_K) { /* ql[128], qh[64], int8 sc[16], fp16 d */
+            memcpy(dst + 2 * col, src + 208, 2);
+            for (int j = 0; j < 16; j++) dst[MOE_CPU_KQ_SC(dt) + j * C + col] = src[192 + j];
+            for (int t = 0; t < 128; t++) dst[MOE_CPU_KQ_NIB(dt) + t * C + col] = src[t];
+            for (int l = 0; l < 64; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[128 + l];
+            continue;
+        }
+        /* Q4_K / Q5_K: fp16 d, fp16 dmin, scales[12], (Q5_K: qh[32]), qs[128] */
+        const bool q5 = dt == MOE_DTYPE_Q5_K;
+        memcpy(dst + 2 * col, src, 2);
+        memcpy(dst + MOE_CPU_KQ_DMIN + 2 * col, src + 2, 2);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            moe_kq_scale_min(src + 4, j, &sc, &m);
+            dst[MOE_CPU_KQ_SC(dt) + j * C + col] = sc;
+            dst[MOE_CPU_KQ_M + j * C + col] = m;
+        }
+        for (int t = 0; t < 128; t++) dst[MOE_CPU_KQ_NIB(dt) + t * C + col] = src[(q5 ? 48 : 16) + t];
+        if (q5)
+            for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[16 + l];
+    }
+}
+
 /* Column i of panel h (0, 1) of a pair, from one source row in the storage format. */
 static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i, bool int_dot,
                         const unsigned char *row)
 {
     const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
     const int64_t blocks = k_dim / MOE_CPU_BLOCK;
-    if (int_dot && moe_dtype_is_block(dt)) {
+    if (int_dot) { /* Q8_0 / Q4_0 only (moe_dtype_int_dot) */
         scatter_int(pair, dt, blocks, col, row);
+        return;
+    }
+    if (moe_dtype_is_kquant(dt)) {
+        scatter_kquant(pair, dt, k_dim, col, row);
         return;
     }
     switch (dt) {

@@ -6,9 +6,9 @@
  * element-offset argument, so no sub-buffer (and its CL_DEVICE_MEM_BASE_ADDR_ALIGN rule) is
  * needed. The core still aligns every offset to max(16, that alignment). Host transfers are
  * blocking reads and writes on the one in-order queue (outside a forward). Weights are stored
- * in their format (F32, F16, BF16, Q8_0, Q4_0: the kernels read each as it is), converted row by
- * row into a host staging buffer when handed over in another, and written in chunks, so no
- * float copy of a checkpoint is ever made.
+ * in their format (F32, F16, BF16, Q8_0, Q4_0, the K-quants: the kernels read each as it is), converted row
+ * by row into a host staging buffer when handed over in another, and written in chunks, so no float copy of a
+ * checkpoint is ever made.
  */
 #include "../alloc.h"
 #include "cl_internal.h"

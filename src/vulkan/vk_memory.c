@@ -5,7 +5,7 @@
  * bound into one of a few large VkDeviceMemory blocks (first fit at the buffer's alignment,
  * freed ranges coalesce; an emptied block is returned to the driver). Host data moves
  * through one persistent host-visible staging buffer, in chunks; weights are stored in their
- * format (F32, F16, BF16, Q8_0, Q4_0: the kernels read each as it is) and converted row by row
+ * format (F32, F16, BF16, Q8_0, Q4_0, the K-quants: the kernels read each as it is) and converted row by row
  * straight into it when handed over in another, so no float copy of a checkpoint is ever made.
  */
 #include "../alloc.h"

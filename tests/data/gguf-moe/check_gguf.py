@@ -11,7 +11,10 @@
 4. each quantised file's experts decode (gguf.quants.dequantize of the stored bytes) to exactly
    the F32 tensors of its -deq file, and both give the same forward output;
 5. the split's shards hold the same tensors and keys as qwen2moe.gguf, shards 2..n only split.*,
-   and the layer's expert tensors lie in different shards.
+   and the layer's expert tensors lie in different shards;
+6. the K-quant files (synthetic-q4_k_m, synthetic-q5_k_m) have the intended keys, tensor types and
+   ne, decode to finite weights of rms ~ 1/16 and a finite O(1) output on synthetic-kx.npy; the
+   refusal fixture synthetic-q2_k.gguf has a Q2_K ffn_down_exps and nothing else unusual.
 Exits non-zero on the first failure.
 """
 import json
@@ -311,13 +314,54 @@ def main():
         if not f.startswith("synthetic-") or f.endswith("-deq.gguf"):
             check(all(t.tensor_type == T.F32 for t in readers[f][0].tensors), f"{f}: float file holds a non-F32 tensor")
 
-    # refusal fixtures
-    r, kv = readers["synthetic-q4_k.gguf"]
+    # refusal fixtures: Q2_K stays unsupported (Q4_K, Q5_K and Q6_K are read)
+    r, kv = readers["synthetic-q2_k.gguf"]
     ty = {t.name: t.tensor_type for t in r.tensors}
-    check(ty["blk.0.ffn_down_exps.weight"] == T.Q4_K and ty["blk.0.ffn_gate_exps.weight"] == T.F32
-          and ty["blk.0.ffn_up_exps.weight"] == T.F32, "synthetic-q4_k types")
-    q = dequantize(np.array(r.tensors[[t.name for t in r.tensors].index("blk.0.ffn_down_exps.weight")].data), T.Q4_K)
-    check(np.isfinite(q).all() and np.abs(q).max() < 10, "synthetic-q4_k decodes to sane values")
+    check(ty["blk.0.ffn_down_exps.weight"] == T.Q2_K
+          and all(v == T.F32 for k, v in ty.items() if k != "blk.0.ffn_down_exps.weight"), "synthetic-q2_k types")
+    tq = r.tensors[[t.name for t in r.tensors].index("blk.0.ffn_down_exps.weight")]
+    check(list(map(int, tq.shape)) == [256, 32, 2] and int(tq.n_bytes) == 2 * 32 * 84, "synthetic-q2_k down ne/bytes")
+    q = dequantize(np.array(tq.data), T.Q2_K)
+    check(np.isfinite(q).all() and np.abs(q).max() < 10, "synthetic-q2_k decodes to sane values")
+    check(kv["general.file_type"][1] == 10 and kv["qwen3moe.embedding_length"][1] == 32, "synthetic-q2_k keys")
+    check(not any("q2_k" in c["file"] for c in cases), "synthetic-q2_k is a refusal, not an index.json case")
+    check(not os.path.exists("synthetic-q4_k.gguf"), "synthetic-q4_k.gguf (Q4_K is read now) is gone")
+
+    # K-quant files: keys, types, ne; sane decoded weights (gguf.quants.dequantize)
+    kx = np.load("synthetic-kx.npy")
+    check(kx.dtype == np.float32 and kx.shape == (5, 256), f"synthetic-kx.npy {kx.dtype} {kx.shape}")
+    downs = []
+    for tag, qt, ftype in (("q4_k_m", T.Q4_K, 15), ("q5_k_m", T.Q5_K, 17)):
+        f = f"synthetic-{tag}.gguf"
+        r, kv = readers[f]
+        want_kv = {"general.architecture": "qwen3moe", "general.file_type": ftype, "qwen3moe.embedding_length": 256,
+                   "qwen3moe.block_count": 1, "qwen3moe.feed_forward_length": 512,
+                   "qwen3moe.expert_feed_forward_length": 256, "qwen3moe.expert_count": 4,
+                   "qwen3moe.expert_used_count": 2, "qwen3moe.expert_weights_norm": True}
+        check(all(kv[k][1] == v for k, v in want_kv.items()), f"{f}: keys {[(k, kv[k][1]) for k in want_kv]}")
+        ts = {t.name: t for t in r.tensors}
+        want_t = {"blk.0.ffn_gate_inp.weight": (T.F32, [256, 4], 256 * 4 * 4),
+                  "blk.0.ffn_gate_exps.weight": (qt, [256, 256, 4], 4 * 256 * (144 if qt == T.Q4_K else 176)),
+                  "blk.0.ffn_up_exps.weight": (qt, [256, 256, 4], 4 * 256 * (144 if qt == T.Q4_K else 176)),
+                  "blk.0.ffn_down_exps.weight": (T.Q6_K, [256, 256, 4], 4 * 256 * 210)}
+        for name, (tt, ne, nb) in want_t.items():
+            t = ts[name]
+            check(t.tensor_type == tt and list(map(int, t.shape)) == ne and int(t.n_bytes) == nb,
+                  f"{f}: {name} {t.tensor_type.name} {list(map(int, t.shape))} {int(t.n_bytes)} B")
+        check(all(t.tensor_type == T.F32 for n, t in ts.items() if "_exps" not in n), f"{f}: non-expert not F32")
+        downs.append(np.array(ts["blk.0.ffn_down_exps.weight"].data))
+        m = Model(f)
+        c = layer_config(m, 0)
+        for n in ("gate", "up", "down"):
+            rms = float(np.sqrt(np.mean(c[n].astype(np.float64) ** 2)))
+            check(np.isfinite(c[n]).all() and 0.04 < rms < 0.1, f"{f}: {n} decodes to rms {rms:.3g}")
+        y = moe_forward(c, kx)
+        yrms = float(np.sqrt(np.mean(y ** 2)))
+        check(np.isfinite(y).all() and 0.1 < yrms < 3, f"{f}: output rms {yrms:.3g}")
+        print(f"{f}: gate/up {qt.name}, down Q6_K; weight rms "
+              + ", ".join(f"{n} {np.sqrt(np.mean(c[n].astype(np.float64) ** 2)):.4f}" for n in ("gate", "up", "down"))
+              + f"; output rms {yrms:.3f}")
+    check(np.array_equal(downs[0], downs[1]), "synthetic-q4_k_m and -q5_k_m: different ffn_down_exps bytes")
     check(readers["unknown-arch.gguf"][1]["general.architecture"][1] == "falcon", "unknown-arch arch")
 
     # split layout
@@ -370,13 +414,17 @@ def main():
             # quantisation error against the unquantised weights would need the float weights; report
             # the size of the output instead, as a sanity value
             msg += f" decodes bit-identically to {c['deq']}; |y|={np.linalg.norm(yd):.3f}"
+        if not c["hf"] and not c["deq"]:  # K-quant cases: no oracle file (the C test uses its own decoding)
+            check(np.isfinite(y).all(), f"{c['file']}: forward not finite")
+            msg += f" no oracle file; |y|={np.linalg.norm(y):.3f}"
         print(msg)
 
     # routing margins (no near-ties at the top-k boundary) of the synthetic cases
-    for f in ("synthetic-q4_0-deq.gguf", "synthetic-deepseek2-q-deq.gguf"):
+    for f, xf in (("synthetic-q4_0-deq.gguf", "synthetic-x.npy"), ("synthetic-deepseek2-q-deq.gguf", "synthetic-x.npy"),
+                  ("synthetic-q4_k_m.gguf", "synthetic-kx.npy")):
         m = Model(f)
         c = layer_config(m, 0)
-        x = np.load(os.path.join(HERE, "synthetic-x.npy")).astype(np.float64)
+        x = np.load(os.path.join(HERE, xf)).astype(np.float64)
         lg = x @ c["router"].astype(np.float64).T
         s = lg if c["gating"] == "softmax" else 1 / (1 + np.exp(-lg)) + c["bias"]
         ss = -np.sort(-s, axis=1)

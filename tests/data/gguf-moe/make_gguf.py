@@ -26,8 +26,9 @@ SEED_EMBD = 1001      # token_embd of every file
 SEED_DS_DENSE = 1002  # deepseek2.gguf layer 0 dense FFN (the safetensors holds none)
 SEED_SYN = 2024       # synthetic qwen3moe layer + synthetic-x.npy
 SEED_SYN_DS = 2025    # synthetic deepseek2 layer
-SEED_Q4K = 2026       # synthetic-q4_k.gguf
+SEED_Q2K = 2026       # synthetic-q2_k.gguf
 SEED_FALCON = 2027    # unknown-arch.gguf
+SEED_KQ = 2028        # synthetic-q4_k_m.gguf, synthetic-q5_k_m.gguf, synthetic-kx.npy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -371,14 +372,14 @@ def make_synthetic_deepseek2(deq):
 
 # ----------------------------------------------------------------------------------------------
 # 7. Files the reader must refuse
-def make_q4_k():
-    # Q4_K blocks hold 256 values along ne[0]; ffn_down_exps' ne[0] is the expert width, so this
+def make_q2_k():
+    # Q2_K blocks hold 256 values along ne[0]; ffn_down_exps' ne[0] is the expert width, so this
     # file uses width 256 (with n_embd 32 and 2 experts to stay small) to keep the file well
     # formed: the only thing wrong with it is the unsupported type.
-    rng = np.random.default_rng(SEED_Q4K)
+    rng = np.random.default_rng(SEED_Q2K)
     d, f, E, k = 32, 256, 2, 2
-    w = writer("synthetic-q4_k.gguf", "qwen3moe")
-    common(w, "synthetic qwen3moe with a Q4_K ffn_down_exps (unsupported)", FT.MOSTLY_Q4_K_M, d, 1, 2 * f)
+    w = writer("synthetic-q2_k.gguf", "qwen3moe")
+    common(w, "synthetic qwen3moe with a Q2_K ffn_down_exps (unsupported)", FT.MOSTLY_Q2_K, d, 1, 2 * f)
     w.add_expert_feed_forward_length(f)
     w.add_expert_count(E)
     w.add_expert_used_count(k)
@@ -387,11 +388,11 @@ def make_q4_k():
     norms(w, 0, d)
     w.add_tensor("blk.0.ffn_gate_inp.weight", (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32))
     w.add_tensor("blk.0.ffn_gate_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
-    # Q4_K block (144 B): half d @0, half dmin @2, scales[12] @4, qs[128] @16
-    blk = rng.integers(0, 256, size=(E, d, f // 256, 144), dtype=np.uint8)
-    blk[..., 0:2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
-    blk[..., 2:4] = np.frombuffer(np.float16(0.005).tobytes(), np.uint8)
-    w.add_tensor("blk.0.ffn_down_exps.weight", blk.reshape(E, d, (f // 256) * 144), raw_dtype=T.Q4_K)
+    # Q2_K block (84 B): scales[16] @0 (4-bit scale | 4-bit min << 4), qs[64] @16, half d @80, half dmin @82
+    blk = rng.integers(0, 256, size=(E, d, f // 256, 84), dtype=np.uint8)
+    blk[..., 80:82] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    blk[..., 82:84] = np.frombuffer(np.float16(0.005).tobytes(), np.uint8)
+    w.add_tensor("blk.0.ffn_down_exps.weight", blk.reshape(E, d, (f // 256) * 84), raw_dtype=T.Q2_K)
     w.add_tensor("blk.0.ffn_up_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
     w.add_tensor("output_norm.weight", np.ones(d, np.float32))
     finish(w)
@@ -416,6 +417,68 @@ def make_unknown_arch():
 
 
 # ----------------------------------------------------------------------------------------------
+# 8. K-quant cases (llama.cpp's Q4_K_M / Q5_K_M mixes): gate/up Q4_K or Q5_K, down Q6_K
+KQ_D, KQ_F, KQ_E, KQ_K, KQ_T = 256, 256, 4, 2, 5   # K-quant rows are whole super-blocks of 256
+KQ_BYTES = {T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+# gguf 0.19.0 has no K-quant quantizer, so the expert blocks are random bytes with scales chosen
+# so that a decoded weight has rms ~ 1/sqrt(256) and mean ~ 0 (outputs O(1)). With the 6-bit sc
+# and m and the quants uniform, E[sc] = E[m] = 31.5 and
+#   Q4_K  w = d*sc*q - dmin*m, q in 0..15: dmin = 7.5 d centres it; rms = 252.8 d
+#   Q5_K  q in 0..31: dmin = 15.5 d; rms = 515.5 d
+#   Q6_K  w = d*sc*(q - 32), int8 sc, q in 0..63: rms = 1365.7 |d|; d of either sign, as ggml
+#         writes it (d = -max_scale/128); |d| ~ 4.6e-5 is often an fp16 subnormal.
+KQ_SCALE = {T.Q4_K: (0.0625 / 252.8, 7.5), T.Q5_K: (0.0625 / 515.5, 15.5), T.Q6_K: (0.0625 / 1365.7, None)}
+
+
+def kquant_bytes(rng, qt, rows, cols):
+    """(rows..., cols/256*size) uint8 of random qt blocks with sane scales (see KQ_SCALE)."""
+    nb = cols // 256
+    b = rng.integers(0, 256, size=(*rows, nb, KQ_BYTES[qt]), dtype=np.uint8)
+    d0, dmin_per_d = KQ_SCALE[qt]
+    d = (d0 * rng.uniform(0.5, 1.5, size=b.shape[:-1])).astype(np.float16)
+    if qt == T.Q6_K:   # block_q6_K: ql[128], qh[64], int8 scales[16], half d @208
+        d = np.where(rng.integers(0, 2, size=d.shape) == 1, -d, d).astype(np.float16)
+        b[..., 208:210] = d[..., None].view(np.uint8)
+    else:              # block_q4_K / block_q5_K: half d @0, half dmin @2, scales[12] @4, ...
+        dmin = (d0 * dmin_per_d * rng.uniform(0.5, 1.5, size=b.shape[:-1])).astype(np.float16)
+        b[..., 0:2] = d[..., None].view(np.uint8)
+        b[..., 2:4] = dmin[..., None].view(np.uint8)
+    return b.reshape(*rows, nb * KQ_BYTES[qt])
+
+
+def kquant_weights(qt_gate):
+    """Router (F32), x, and the raw bytes of down (Q6_K), gate and up (qt_gate). The router, x and
+    down are the same for every qt_gate."""
+    rng = np.random.default_rng(SEED_KQ)
+    d, f, E = KQ_D, KQ_F, KQ_E
+    router = (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32)
+    x = rng.standard_normal((KQ_T, d)).astype(np.float32)
+    down = kquant_bytes(rng, T.Q6_K, (E, d), f)
+    rng = np.random.default_rng([SEED_KQ, int(qt_gate)])
+    gate = kquant_bytes(rng, qt_gate, (E, f), d)
+    up = kquant_bytes(rng, qt_gate, (E, f), d)
+    return router, x, gate, up, down
+
+
+def make_kquant(tag, qt_gate, ftype):
+    router, _, gate, up, down = kquant_weights(qt_gate)
+    w = writer(f"synthetic-{tag}.gguf", "qwen3moe")
+    common(w, f"synthetic qwen3moe {tag.upper()} (gate/up {qt_gate.name}, down Q6_K)", ftype, KQ_D, 1, 2 * KQ_F)
+    w.add_expert_feed_forward_length(KQ_F)
+    w.add_expert_count(KQ_E)
+    w.add_expert_used_count(KQ_K)
+    w.add_expert_weights_norm(True)
+    token_embd(w, KQ_D)
+    norms(w, 0, KQ_D)
+    w.add_tensor("blk.0.ffn_gate_inp.weight", router)
+    w.add_tensor("blk.0.ffn_gate_exps.weight", gate, raw_dtype=qt_gate)
+    w.add_tensor("blk.0.ffn_down_exps.weight", down, raw_dtype=T.Q6_K)
+    w.add_tensor("blk.0.ffn_up_exps.weight", up, raw_dtype=qt_gate)
+    w.add_tensor("output_norm.weight", np.ones(KQ_D, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
 def index():
     def hfcase(file, layer, folder, arch, T_):
         return dict(file=file, layer=layer, T=T_, x=f"../hf-moe/{folder}/x.npy",
@@ -436,6 +499,9 @@ def index():
                           deq=f"synthetic-{tag}-deq.gguf", weight_dtype=tag, arch="qwen3moe"))
     cases.append(dict(file="synthetic-deepseek2-q.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None,
                       hf=None, deq="synthetic-deepseek2-q-deq.gguf", weight_dtype="mixed", arch="deepseek2"))
+    for tag, gate_dtype in (("q4_k_m", "q4_k"), ("q5_k_m", "q5_k")):  # weight_dtype: gate/up's; down is Q6_K
+        cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=KQ_T, x="synthetic-kx.npy", y_ref=None,
+                          hf=None, deq=None, weight_dtype=gate_dtype, arch="qwen3moe"))
     with open(os.path.join(HERE, "index.json"), "w") as f:
         json.dump(cases, f, indent=1)
         f.write("\n")
@@ -450,6 +516,10 @@ def main():
     m = synthetic_ds_weights()
     s = 1 / (1 + np.exp(-(x.astype(np.float64) @ m["router"].T.astype(np.float64)))) + m["bias"]
     assert topk_margin(s, SYN_K) > 1e-3, topk_margin(s, SYN_K)
+    router, x, _, _, _ = kquant_weights(T.Q4_K)
+    np.save(os.path.join(HERE, "synthetic-kx.npy"), x)
+    lg = x.astype(np.float64) @ router.T.astype(np.float64)
+    assert topk_margin(lg, KQ_K) > 1e-2, topk_margin(lg, KQ_K)
 
     make_mixtral(False)
     make_mixtral(True)
@@ -465,8 +535,10 @@ def main():
     make_synthetic_qwen3("mixed", T.Q4_0, T.Q4_0, T.Q8_0, True)
     make_synthetic_deepseek2(False)
     make_synthetic_deepseek2(True)
-    make_q4_k()
+    make_q2_k()
     make_unknown_arch()
+    make_kquant("q4_k_m", T.Q4_K, FT.MOSTLY_Q4_K_M)
+    make_kquant("q5_k_m", T.Q5_K, FT.MOSTLY_Q5_K_M)
     index()
 
 

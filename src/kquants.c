@@ -1,0 +1,180 @@
+/*
+ * kquants.c — ggml's K-quant super-blocks (Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
+ * super-block of 256 values to floats and back. dtype.c converts rows through these; the CPU
+ * backend's packing reads the scales with moe_kq_scale_min; the GPU kernels decode the same
+ * bytes themselves (shaders/weights.glsl, opencl/weights.cl).
+ *
+ * Dequantising computes what ggml's dequantize_row_q*_K computes, in float and in the same
+ * order (d·sc first, then times q, minus dmin·m), so the values are bit for bit those of ggml
+ * and of the `gguf` package (tests/test_dtype.c checks fixtures it made).
+ *
+ * Quantising fits each sub-block in one pass: Q4_K/Q5_K take the sub-block's range [min(x, 0),
+ * max(x)] as scale·[0, 15 or 31] − min, Q6_K its value of largest magnitude as scale·(−32); the
+ * scales (and mins) are then quantised to 6 bits (int8 for Q6_K) against the super-block's
+ * largest, and each value rounded against its sub-block's quantised scale. ggml refines the
+ * sub-block fits iteratively (make_qkx2_quants, make_qx_quants); this is the plain fit it starts
+ * from, so the bytes differ from llama-quantize's while the format is the same.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define QK 256
+
+static uint16_t load16(const unsigned char *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static void store16(unsigned char *p, uint16_t v)
+{
+    p[0] = (unsigned char)(v & 0xff);
+    p[1] = (unsigned char)(v >> 8);
+}
+
+void moe_kq_scale_min(const unsigned char *scales, int j, uint8_t *sc, uint8_t *m)
+{
+    if (j < 4) {
+        *sc = scales[j] & 63;
+        *m = scales[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((scales[j + 4] & 0xf) | ((scales[j - 4] >> 6) << 4));
+        *m = (uint8_t)((scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+    }
+}
+
+/* The inverse of moe_kq_scale_min: eight 6-bit scales and mins into 12 bytes. */
+static void pack_scale_min(const uint8_t sc[8], const uint8_t m[8], unsigned char *scales)
+{
+    for (int j = 0; j < 4; j++) {
+        scales[j] = (unsigned char)(sc[j] | ((sc[j + 4] >> 4) << 6));
+        scales[j + 4] = (unsigned char)(m[j] | ((m[j + 4] >> 4) << 6));
+        scales[j + 8] = (unsigned char)((sc[j + 4] & 0xf) | ((m[j + 4] & 0xf) << 4));
+    }
+}
+
+/* Value i (0..255) of a Q4_K/Q5_K super-block's quants: the nibble of byte 32c + l (c = i / 64,
+ * l = i % 32; the high nibble for the second 32 of each 64), plus 16·(its fifth bit) for Q5_K. */
+static int q45_quant(bool q5, const unsigned char *qh, const unsigned char *qs, int i)
+{
+    const int c = i / 64, l = i % 32, hi = (i / 32) & 1;
+    const int nib = hi ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xf;
+    return q5 ? nib + (((qh[l] >> (2 * c + hi)) & 1) << 4) : nib;
+}
+
+/* Value i of a Q6_K super-block's quants, 0..63: ql byte 64n + (i % 64 ≥ 32 ? 32 : 0) + i % 32
+ * (n = i / 128; low nibble for the first 64 of each 128, high for the second), and two bits of
+ * qh byte 32n + i % 32 at 2·((i % 128) / 32). */
+static int q6_quant(const unsigned char *ql, const unsigned char *qh, int i)
+{
+    const int n = i / 128, r = i % 128, l = i % 32, quarter = r / 32;
+    const unsigned char b = ql[64 * n + (quarter & 1) * 32 + l];
+    const int lo = quarter >= 2 ? b >> 4 : b & 0xf;
+    return lo | (((qh[32 * n + l] >> (2 * quarter)) & 3) << 4);
+}
+
+void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
+{
+    if (dt == MOE_DTYPE_Q6_K) {
+        const unsigned char *ql = blk, *qh = blk + 128;
+        const int8_t *sc = (const int8_t *)(const void *)(blk + 192);
+        const float d = moe_f16_to_f32(load16(blk + 208));
+        for (int i = 0; i < QK; i++) out[i] = d * (float)sc[i / 16] * (float)(q6_quant(ql, qh, i) - 32);
+        return;
+    }
+    const bool q5 = dt == MOE_DTYPE_Q5_K;
+    const float d = moe_f16_to_f32(load16(blk)), dmin = moe_f16_to_f32(load16(blk + 2));
+    const unsigned char *scales = blk + 4, *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        moe_kq_scale_min(scales, j, &sc, &m);
+        const float d1 = d * (float)sc, m1 = dmin * (float)m;
+        for (int i = 32 * j; i < 32 * j + 32; i++) out[i] = d1 * (float)q45_quant(q5, qh, qs, i) - m1;
+    }
+}
+
+static int clampi(int v, int lo, int hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..qmax. */
+static void encode_q45(bool q5, const float *x, unsigned char *blk)
+{
+    const int qmax = q5 ? 31 : 15;
+    float scale[8], min[8], max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        float lo = 0.0f, hi = -INFINITY;
+        for (int i = 32 * j; i < 32 * j + 32; i++) {
+            lo = fminf(lo, x[i]);
+            hi = fmaxf(hi, x[i]);
+        }
+        scale[j] = hi > lo ? (hi - lo) / (float)qmax : 0.0f;
+        min[j] = -lo;
+        max_scale = fmaxf(max_scale, scale[j]);
+        max_min = fmaxf(max_min, min[j]);
+    }
+    uint8_t sc[8], m[8];
+    const float is = max_scale > 0.0f ? 63.0f / max_scale : 0.0f,
+                im = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    for (int j = 0; j < 8; j++) {
+        sc[j] = (uint8_t)clampi((int)lrintf(is * scale[j]), 0, 63);
+        m[j] = (uint8_t)clampi((int)lrintf(im * min[j]), 0, 63);
+    }
+    const uint16_t dh = moe_f32_to_f16(max_scale / 63.0f), mh = moe_f32_to_f16(max_min / 63.0f);
+    store16(blk, dh);
+    store16(blk + 2, mh);
+    pack_scale_min(sc, m, blk + 4);
+    unsigned char *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+    memset(qh, 0, q5 ? 32 + 128 : 128);
+    const float d = moe_f16_to_f32(dh), dmin = moe_f16_to_f32(mh);
+    for (int i = 0; i < QK; i++) {
+        const float dl = d * (float)sc[i / 32], ml = dmin * (float)m[i / 32];
+        const int q = dl > 0.0f ? clampi((int)lrintf((x[i] + ml) / dl), 0, qmax) : 0;
+        const int c = i / 64, l = i % 32, hi = (i / 32) & 1;
+        qs[32 * c + l] |= (unsigned char)((q & 0xf) << (4 * hi));
+        if (q5) qh[l] |= (unsigned char)((q >> 4) << (2 * c + hi));
+    }
+}
+
+/* Q6_K: 16 sub-blocks of 16, value ≈ d·sc·(q − 32) with q in 0..63, sc int8. */
+static void encode_q6(const float *x, unsigned char *blk)
+{
+    float scale[16], max_scale = 0.0f;
+    for (int j = 0; j < 16; j++) {
+        float amax = 0.0f, max = 0.0f;
+        for (int i = 16 * j; i < 16 * j + 16; i++)
+            if (fabsf(x[i]) > amax) {
+                amax = fabsf(x[i]);
+                max = x[i];
+            }
+        scale[j] = max / -32.0f; /* the extreme maps to q − 32 = −32 */
+        if (fabsf(scale[j]) > fabsf(max_scale)) max_scale = scale[j];
+    }
+    unsigned char *ql = blk, *qh = blk + 128;
+    memset(blk, 0, 210);
+    const float iscale = max_scale != 0.0f ? -128.0f / max_scale : 0.0f;
+    int8_t sc[16];
+    for (int j = 0; j < 16; j++) sc[j] = (int8_t)clampi((int)lrintf(iscale * scale[j]), -128, 127);
+    memcpy(blk + 192, sc, 16);
+    const uint16_t dh = moe_f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
+    store16(blk + 208, dh);
+    const float d = moe_f16_to_f32(dh);
+    for (int i = 0; i < QK; i++) {
+        const float dl = d * (float)sc[i / 16];
+        const int q = dl != 0.0f ? clampi((int)lrintf(x[i] / dl), -32, 31) + 32 : 32;
+        const int n = i / 128, r = i % 128, l = i % 32, quarter = r / 32;
+        ql[64 * n + (quarter & 1) * 32 + l] |= (unsigned char)((q & 0xf) << (quarter >= 2 ? 4 : 0));
+        qh[32 * n + l] |= (unsigned char)((q >> 4) << (2 * quarter));
+    }
+}
+
+void moe_kq_encode(moe_dtype dt, const float *in, unsigned char *blk)
+{
+    /* A non-finite value would make every scale of its super-block NaN or infinite; ggml's
+     * quantizers do not guard either, and the result is then whatever the arithmetic gives. */
+    if (dt == MOE_DTYPE_Q6_K)
+        encode_q6(in, blk);
+    else
+        encode_q45(dt == MOE_DTYPE_Q5_K, in, blk);
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Fixtures for tests/test_dtype.c's K-quants (Q4_K, Q5_K, Q6_K): block bytes and what the `gguf`
+Python package (llama.cpp's; its quants.py mirrors ggml-quants.c's dequantize_row_*) decodes them to.
+
+    python3 -m venv venv && venv/bin/pip install gguf numpy
+    venv/bin/python tests/data/gguf-quants/make_kquant_fixtures.py tests/data/gguf-quants
+
+Writes, for ROWS rows of COLS values (2 super-blocks of QK_K = 256 a row; little-endian, row after row):
+    q4_k.bin, q5_k.bin, q6_k.bin                 the block bytes (144, 176, 210 bytes a super-block)
+    q4_k.deq.f32, q5_k.deq.f32, q6_k.deq.f32     gguf.quants.dequantize(<fmt>.bin, <fmt>) as float32
+    kquants.txt                                  "ROWS COLS" and the gguf and numpy versions that made them
+gguf 0.19.0 has no K-quant quantizer (gguf.quants.quantize raises NotImplementedError for them), so
+the bytes are random with sane scales rather than quantised values: fp16 d and dmin finite in
+1e-4..0.05 (Q6_K's d with a random sign: ggml's quantize_row_q6_K_ref writes d = -max_scale/128,
+which is negative for about half of the super-blocks), every other byte random (every bit pattern
+of the packed 6-bit scales/mins, the int8 Q6_K scales and the quants is valid). Rows 0..2 are edge
+cases: d = 0, dmin = 0, negative d, fp16-subnormal d, the largest scales with the largest quants,
+all-zero quants. The script also decodes every fixture with its own element-by-element decoder
+written from ggml's C layout and checks that it gives gguf's floats bit for bit.
+"""
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType as Q
+from gguf import quants
+
+QK_K = 256
+COLS = 512  # 2 super-blocks a row
+ROWS = 12
+NB = COLS // QK_K
+SIZE = {"q4_k": 144, "q5_k": 176, "q6_k": 210}
+QTYPE = {"q4_k": Q.Q4_K, "q5_k": Q.Q5_K, "q6_k": Q.Q6_K}
+# byte offset of the fp16 d (and dmin) in each block
+D_AT = {"q4_k": 0, "q5_k": 0, "q6_k": 208}
+DMIN_AT = {"q4_k": 2, "q5_k": 2}
+
+
+def h(v) -> np.ndarray:
+    """The 2 little-endian bytes of fp16 v."""
+    return np.frombuffer(np.array(v, dtype="<f2").tobytes(), np.uint8)
+
+
+def random_scale(rng) -> np.float16:
+    """A finite positive fp16 in 1e-4..0.05, log-uniform."""
+    return np.float16(np.exp(rng.uniform(np.log(1e-4), np.log(0.05))))
+
+
+def make_blocks(fmt: str, rng) -> np.ndarray:
+    """(ROWS, NB, SIZE) uint8: random bytes, then d/dmin set row by row."""
+    b = rng.integers(0, 256, size=(ROWS, NB, SIZE[fmt]), dtype=np.uint8)
+    for r in range(ROWS):
+        for j in range(NB):
+            d = random_scale(rng)
+            if fmt == "q6_k" and rng.integers(0, 2):
+                d = -d
+            b[r, j, D_AT[fmt]:D_AT[fmt] + 2] = h(d)
+            if fmt in DMIN_AT:
+                b[r, j, DMIN_AT[fmt]:DMIN_AT[fmt] + 2] = h(random_scale(rng))
+    # edge rows
+    dd, dm = D_AT[fmt], DMIN_AT.get(fmt)
+    if fmt in ("q4_k", "q5_k"):
+        b[0, 0, dd:dd + 2] = h(0.0)                    # d = 0: values are -dmin*m
+        b[0, 1, dm:dm + 2] = h(0.0)                    # dmin = 0: values are d*sc*q
+        b[1, 0, 4:16] = 0xFF                           # every scale and min 63 ...
+        b[1, 0, 16:] = 0xFF                            # ... every q 15 (Q5_K: 31)
+        b[1, 0, dd:dd + 2] = h(0.05)
+        b[1, 0, dm:dm + 2] = h(0.05)
+        b[1, 1, dd:dd + 2] = h(3 * 2.0 ** -24)         # fp16 subnormal d and dmin
+        b[1, 1, dm:dm + 2] = h(2.0 ** -20)
+        b[2, 0, 16:] = 0                               # every q 0: values are -dmin*m
+        b[2, 1, dd:dd + 2] = h(-0.0123)                # negative d and dmin (ggml never writes
+        b[2, 1, dm:dm + 2] = h(-0.0045)                # them, but the format holds them)
+    else:  # q6_k: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
+        b[0, 0, dd:dd + 2] = h(0.0)                    # d = 0
+        b[0, 1, dd:dd + 2] = h(-0.0217)                # negative d
+        b[1, 0, 192:208] = 127                         # largest scales ...
+        b[1, 0, 0:192] = 0xFF                          # ... with q = 63 (q - 32 = 31)
+        b[1, 0, dd:dd + 2] = h(0.05)
+        b[1, 1, 192:208] = np.uint8(0x80)              # scale -128 ...
+        b[1, 1, 0:192] = 0                             # ... with q = 0 (q - 32 = -32)
+        b[1, 1, dd:dd + 2] = h(0.05)
+        b[2, 0, 192:208] = np.uint8(0x80)              # scale -128, negative d
+        b[2, 0, dd:dd + 2] = h(-0.0371)
+        b[2, 1, dd:dd + 2] = h(5 * 2.0 ** -24)         # fp16 subnormal d
+    return b
+
+
+# ---- an independent decoder, element by element, from ggml's C (dequantize_row_q{4,5,6}_K) ----
+def f16(block, at) -> np.float32:
+    return np.float32(np.frombuffer(bytes(block[at:at + 2]), "<f2")[0])
+
+
+def scale_min_k4(j, s):
+    """ggml-quants.c get_scale_min_k4: sub-block j (0..7) of the 12 packed bytes s."""
+    if j < 4:
+        return s[j] & 63, s[j + 4] & 63
+    return (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)
+
+
+def ref_block(fmt, blk) -> np.ndarray:
+    blk = [int(v) for v in blk]
+    y = np.zeros(QK_K, np.float32)
+    if fmt in ("q4_k", "q5_k"):
+        d, dmin = f16(bytes(blk), 0), f16(bytes(blk), 2)
+        s = blk[4:16]
+        qh = blk[16:48] if fmt == "q5_k" else None
+        qs = blk[48:176] if fmt == "q5_k" else blk[16:144]
+        for i in range(QK_K):
+            j, l = i // 32, i % 32                    # sub-block j of 32 values
+            byte = qs[32 * (j // 2) + l]              # byte 32c + l: value 64c + l low, 64c + 32 + l high
+            q = (byte & 0xF) if j % 2 == 0 else (byte >> 4)
+            if qh is not None:
+                q += 16 * ((qh[l] >> j) & 1)          # bit j of qh[l]
+            sc, m = scale_min_k4(j, s)
+            y[i] = np.float32(d * np.float32(sc)) * np.float32(q) - np.float32(dmin * np.float32(m))
+    else:
+        d = f16(bytes(blk), 208)
+        ql, qh, sc = blk[0:128], blk[128:192], blk[192:208]
+        for i in range(QK_K):
+            n, g, l = i // 128, (i % 128) // 32, i % 32   # half n, quarter g, position l
+            b = ql[64 * n + 32 * (g & 1) + l]
+            lo = (b & 0xF) if g < 2 else (b >> 4)
+            hi = (qh[32 * n + l] >> (2 * g)) & 3
+            s = sc[i // 16] - 256 if sc[i // 16] > 127 else sc[i // 16]
+            y[i] = np.float32(d * np.float32(s)) * np.float32((lo | (hi << 4)) - 32)
+    return y
+
+
+def main() -> None:
+    out = Path(sys.argv[1])
+    rng = np.random.default_rng(20261202)
+    for fmt in ("q4_k", "q5_k", "q6_k"):
+        b = make_blocks(fmt, rng)
+        raw = b.reshape(ROWS, NB * SIZE[fmt])
+        deq = quants.dequantize(raw, QTYPE[fmt]).astype("<f4")
+        assert deq.shape == (ROWS, COLS) and np.isfinite(deq).all(), fmt
+        ref = np.stack([ref_block(fmt, blk) for blk in b.reshape(-1, SIZE[fmt])]).reshape(ROWS, COLS)
+        assert np.array_equal(ref.view(np.uint32), deq.view(np.uint32)), fmt
+        raw.tofile(out / f"{fmt}.bin")
+        deq.tofile(out / f"{fmt}.deq.f32")
+    (out / "kquants.txt").write_text(f"{ROWS} {COLS}\ngguf {version('gguf')} numpy {np.__version__}\n")
+
+
+if __name__ == "__main__":
+    main()
