@@ -142,7 +142,7 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "also write the results to FILE as a JSON array (bench/README.md)"},
         {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
          "weight storage formats run side by side, each quantised at upload from the same float32 "
-         "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k (any case)"},
+         "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4 (any case)"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
          "moe_layer_desc.activation_dtype; Q8_0/Q4_0 weights only, so a float format runs with f32 alone)"},

@@ -28,6 +28,11 @@ const bench_preset bench_presets[] = {
      0, 0, MOE_GROUP_SCORE_MAX, 1.0, 0, MOE_ACTIVATION_SWIGLU, 2 * 1408, 0, 0.0, MOE_DROP_ZERO},
     {"deepseek-v3", "deepseek-ai/DeepSeek-V3", 0, 7168, 2048, 256, 8, MOE_SCORE_SIGMOID, 1,
      8, 4, MOE_GROUP_SCORE_TOP2_SUM, 2.5, 1, MOE_ACTIVATION_SWIGLU, 2048, 0, 0.0, MOE_DROP_ZERO},
+    /* gpt-oss's top-k of the logits then softmax over the k is softmax then top-k renormalised;
+     * its router bias, expert biases and clamped SwiGLU are not in the preset (the shape and the
+     * FLOPs are). */
+    {"gpt-oss-20b", "openai/gpt-oss-20b", 0, 2880, 2880, 32, 4, MOE_SCORE_SOFTMAX, 1,
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"dbrx", "databricks/dbrx-base", 0, 6144, 10752, 16, 4, MOE_SCORE_SOFTMAX, 1,
      0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"switch-base-8", "google/switch-base-8", 0, 768, 3072, 8, 1, MOE_SCORE_SOFTMAX, 0,

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  6
+#define MOE_VERSION_MINOR  7
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -301,6 +301,16 @@ MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_a
  * (moe_convert_row, an upload, moe-bench) fits each sub-block's scale (and min) to its range in
  * one pass — not llama.cpp's iterative search, so the bytes differ from its llama-quantize's
  * (and the error is somewhat larger); for production files quantise with llama.cpp.
+ *
+ * (0.7.0) MXFP4 is ggml's block of 32 E2M1 (4-bit float) values with a shared E8M0 scale,
+ * byte for byte, the format gpt-oss ships its experts in (MOE_BLOCK_SIZE values a block):
+ *   MXFP4 17 bytes a block: the scale byte e, then 16 bytes of 4-bit codes q, value j in the
+ *         low nibble of byte j and value j + 16 in its high nibble (as Q4_0); value =
+ *         kv[q]·2^(e − 128), kv = {0, 1, 2, 3, 4, 6, 8, 12, 0, −1, −2, −3, −4, −6, −8, −12}
+ *         (twice the E2M1 values, hence 128 where the OCP spec's bias is 127).
+ * Quantising follows ggml's quantize_row_mxfp4_ref: e = floor(log2(max|x|)) − 2 + 127 (0 for
+ * an all-zero block; below 2^-125 the byte wraps as ggml's cast does on x86 and the block
+ * becomes zeros), then each value's nearest code, the first of equals.
  * ------------------------------------------------------------------------------------- */
 typedef enum moe_dtype {
     MOE_DTYPE_DEFAULT = 0, /* a zero field: F32 for weights handed over, and "the format they
@@ -312,19 +322,20 @@ typedef enum moe_dtype {
     MOE_DTYPE_Q4_0 = 5,
     MOE_DTYPE_Q4_K = 6, /* (0.6.0) */
     MOE_DTYPE_Q5_K = 7, /* (0.6.0) */
-    MOE_DTYPE_Q6_K = 8  /* (0.6.0) */
+    MOE_DTYPE_Q6_K = 8, /* (0.6.0) */
+    MOE_DTYPE_MXFP4 = 9 /* (0.7.0) */
 } moe_dtype;
 
-#define MOE_BLOCK_SIZE       32  /* values per block of Q8_0 and Q4_0 */
+#define MOE_BLOCK_SIZE       32  /* values per block of Q8_0, Q4_0 and MXFP4 */
 #define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q4_K, Q5_K and Q6_K (0.6.0) */
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k" ("default" for DEFAULT); NULL for
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4" ("default" for DEFAULT); NULL for
  * a value that is not a moe_dtype. */
 MOE_API const char *moe_dtype_name(moe_dtype dtype);
 /* The dtype a name from moe_dtype_name spells (case-insensitive); MOE_ERROR_INVALID_ARGUMENT
  * for any other string. */
 MOE_API moe_status moe_dtype_from_name(const char *name, moe_dtype *out);
-/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0, 256 for Q4_K/Q5_K/Q6_K; 0 for DEFAULT
+/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/MXFP4, 256 for Q4_K/Q5_K/Q6_K; 0 for DEFAULT
  * or an unknown value. */
 MOE_API int64_t moe_dtype_block_size(moe_dtype dtype);
 /* Bytes of one row of n values; 0 when n is not a positive multiple of the block size (or the

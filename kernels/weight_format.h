@@ -18,39 +18,44 @@
  *         value 64c + l; bit 2c + 1: value 64c + 32 + l)
  *   Q6_K  210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 int8 scales (one
  *         per 16 values), fp16 d; value = d·sc·(q − 32)
- * Every size is even, so a row, a block or a matrix starts at an even byte offset but not
- * always at a multiple of 4 (F16 with an odd K, every other Q8_0/Q4_0 block): the kernels read
- * 32-bit words and shift (shaders/weights.glsl, opencl/weights.cl), so no 8- or 16-bit storage
- * feature is needed.
+ *   MXFP4 blocks of 32 values, 17 bytes: scale byte e, 16 bytes of 4-bit codes laid out as
+ *         Q4_0's; value = kv[q]·2^(e − 128), kv = {0, 1, 2, 3, 4, 6, 8, 12, and their negatives}
+ * Every size but MXFP4's is even, so a row, a block or a matrix starts at an even byte offset
+ * but not always at a multiple of 4 (F16 with an odd K, every other Q8_0/Q4_0 block); MXFP4's
+ * may start at any byte, and it reads no 16-bit field. The kernels read 32-bit words and shift
+ * (shaders/weights.glsl, opencl/weights.cl), so no 8- or 16-bit storage feature is needed.
  */
 #ifndef MOE_KERNEL_WEIGHT_FORMAT_H
 #define MOE_KERNEL_WEIGHT_FORMAT_H
 
-#define MOE_WTYPE_F32  1
-#define MOE_WTYPE_F16  2
-#define MOE_WTYPE_BF16 3
-#define MOE_WTYPE_Q8_0 4
-#define MOE_WTYPE_Q4_0 5
-#define MOE_WTYPE_Q4_K 6
-#define MOE_WTYPE_Q5_K 7
-#define MOE_WTYPE_Q6_K 8
+#define MOE_WTYPE_F32   1
+#define MOE_WTYPE_F16   2
+#define MOE_WTYPE_BF16  3
+#define MOE_WTYPE_Q8_0  4
+#define MOE_WTYPE_Q4_0  5
+#define MOE_WTYPE_Q4_K  6
+#define MOE_WTYPE_Q5_K  7
+#define MOE_WTYPE_Q6_K  8
+#define MOE_WTYPE_MXFP4 9
 
-#define MOE_WBLOCK            32 /* values per Q8_0 / Q4_0 block */
-#define MOE_WBLOCK_BYTES_Q8_0 34
-#define MOE_WBLOCK_BYTES_Q4_0 18
-#define MOE_WSUPER            256 /* values per K-quant super-block */
-#define MOE_WBLOCK_BYTES_Q4_K 144
-#define MOE_WBLOCK_BYTES_Q5_K 176
-#define MOE_WBLOCK_BYTES_Q6_K 210
+#define MOE_WBLOCK             32 /* values per Q8_0 / Q4_0 / MXFP4 block */
+#define MOE_WBLOCK_BYTES_Q8_0  34
+#define MOE_WBLOCK_BYTES_Q4_0  18
+#define MOE_WBLOCK_BYTES_MXFP4 17
+#define MOE_WSUPER             256 /* values per K-quant super-block */
+#define MOE_WBLOCK_BYTES_Q4_K  144
+#define MOE_WBLOCK_BYTES_Q5_K  176
+#define MOE_WBLOCK_BYTES_Q6_K  210
 
 /* Bytes of a stored row of k values (k a multiple of MOE_WBLOCK, or MOE_WSUPER for the K-quants). */
 #define MOE_WROW_BYTES(wtype, k)                                                                             \
-    ((wtype) == MOE_WTYPE_F32    ? 4 * (k)                                                                   \
-     : (wtype) == MOE_WTYPE_Q8_0 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q8_0                                  \
-     : (wtype) == MOE_WTYPE_Q4_0 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q4_0                                  \
-     : (wtype) == MOE_WTYPE_Q4_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q4_K                                  \
-     : (wtype) == MOE_WTYPE_Q5_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q5_K                                  \
-     : (wtype) == MOE_WTYPE_Q6_K ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q6_K                                  \
-                                 : 2 * (k))
+    ((wtype) == MOE_WTYPE_F32     ? 4 * (k)                                                                  \
+     : (wtype) == MOE_WTYPE_Q8_0  ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q8_0                                 \
+     : (wtype) == MOE_WTYPE_Q4_0  ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q4_0                                 \
+     : (wtype) == MOE_WTYPE_MXFP4 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_MXFP4                                \
+     : (wtype) == MOE_WTYPE_Q4_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q4_K                                 \
+     : (wtype) == MOE_WTYPE_Q5_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q5_K                                 \
+     : (wtype) == MOE_WTYPE_Q6_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q6_K                                 \
+                                  : 2 * (k))
 
 #endif

@@ -40,6 +40,20 @@ float w_bf16(uint bits)
 
 #define W_BLOCK_BYTES (WTYPE == MOE_WTYPE_Q8_0 ? MOE_WBLOCK_BYTES_Q8_0 : MOE_WBLOCK_BYTES_Q4_0)
 
+// ---- MXFP4: blocks of 32 E2M1 codes and an E8M0 scale byte (kernels/weight_format.h) ----
+// A block may start at any byte (17 bytes a block): read as bytes (vload4 of uchar needs no
+// alignment).
+#if WTYPE == MOE_WTYPE_MXFP4
+__constant float W_MXFP4[16] = {0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 6.0f, 8.0f, 12.0f,
+                                0.0f, -1.0f, -2.0f, -3.0f, -4.0f, -6.0f, -8.0f, -12.0f};
+
+// The scale byte e as 2^(e − 128) (e = 0, 1: the subnormals 2^-128, 2^-127; see weights.glsl).
+float w_e8m0_half(uint e)
+{
+    return as_float(e < 2u ? 0x00200000u << e : (e - 1u) << 23);
+}
+#endif
+
 // ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
 #define W_KQUANT (WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
 #if W_KQUANT
@@ -96,6 +110,10 @@ float w_value(__global const uchar *wb, size_t row, int k)
     return w_bf16(w_u16(wb, row + 2 * (size_t)k));
 #elif W_KQUANT
     return w_kq_value(wb, row + (size_t)(k >> 8) * W_KBYTES, k & 255);
+#elif WTYPE == MOE_WTYPE_MXFP4
+    const size_t blk = row + (size_t)(k >> 5) * MOE_WBLOCK_BYTES_MXFP4;
+    const int j = k & 31; // value j + 16: the high nibble of code byte j
+    return W_MXFP4[(wb[blk + 1 + (j & 15)] >> ((j >> 4) << 2)) & 15] * w_e8m0_half(wb[blk]);
 #else
     const size_t blk = row + (size_t)(k >> 5) * W_BLOCK_BYTES;
     const float d = w_half(w_u16(wb, blk));
@@ -112,7 +130,7 @@ float w_value(__global const uchar *wb, size_t row, int k)
 // ---- the decode kernel's unit: one 32-bit word of a row's payload per work-item and step ----
 // As in shaders/weights.glsl: F32 unit u = value u; F16/BF16 = aligned word u of the row's
 // span, values 2u − s and 2u + 1 − s (s = 1 when the row starts 2 mod 4), activations
-// 2u − 1 .. 2u + 1; Q8_0 = int8 values 4u .. 4u + 3; Q4_0 = 4 bytes of a block, values
+// 2u − 1 .. 2u + 1; Q8_0 = int8 values 4u .. 4u + 3; Q4_0 (and MXFP4) = 4 bytes of a block, values
 // k .. k + 3 and k + 16 .. k + 19; K-quants = 4 bytes of a super-block's nibbles, 4 low values
 // and the 4 high ones (the layout is in weights.glsl). W_UNIT activation values per unit,
 // W_UNITS units per row.
@@ -123,7 +141,7 @@ float w_value(__global const uchar *wb, size_t row, int k)
 #elif WTYPE == MOE_WTYPE_Q8_0
 #define W_UNIT  4
 #define W_UNITS (K_DIM / 4)
-#elif WTYPE == MOE_WTYPE_Q4_0 || W_KQUANT
+#elif WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4 || W_KQUANT
 #define W_UNIT  8
 #define W_UNITS (K_DIM / 8)
 #else
@@ -134,7 +152,7 @@ float w_value(__global const uchar *wb, size_t row, int k)
 // k of activation value i of unit u (may be -1 or K_DIM for F16/BF16: no value).
 int w_unit_k(int u, int i)
 {
-#if WTYPE == MOE_WTYPE_Q4_0
+#if WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4
     return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
 #elif WTYPE == MOE_WTYPE_Q6_K
     const int w4 = u & 31;
@@ -198,6 +216,12 @@ float w_unit_dot(__global const uchar *wb, size_t row, int u, const float *av)
     // Σ (d·sc·q − dmin·m)·a = d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
     const float2 sl = w_kq_scale_min(wb, blk, 2 * c), sh = w_kq_scale_min(wb, blk, 2 * c + 1);
     return w_half(w_u16(wb, blk)) * FMA(sl.x, slo, sh.x * shi) - w_half(w_u16(wb, blk + 2)) * FMA(sl.y, alo, sh.y * ahi);
+#elif WTYPE == MOE_WTYPE_MXFP4
+    const size_t blk = row + (size_t)(u >> 2) * MOE_WBLOCK_BYTES_MXFP4;
+    const uchar4 b = vload4(0, wb + blk + 1 + 4 * (size_t)(u & 3));
+    float s = FMA(W_MXFP4[b.w & 15], av[3], FMA(W_MXFP4[b.z & 15], av[2], FMA(W_MXFP4[b.y & 15], av[1], W_MXFP4[b.x & 15] * av[0])));
+    s = FMA(W_MXFP4[b.w >> 4], av[7], FMA(W_MXFP4[b.z >> 4], av[6], FMA(W_MXFP4[b.y >> 4], av[5], FMA(W_MXFP4[b.x >> 4], av[4], s))));
+    return s * w_e8m0_half(wb[blk]);
 #elif WTYPE == MOE_WTYPE_Q8_0
     const size_t blk = row + (size_t)(u >> 3) * MOE_WBLOCK_BYTES_Q8_0;
     const float4 q = convert_float4(vload4(0, (__global const char *)(wb + blk + 2 + 4 * (size_t)(u & 7))));

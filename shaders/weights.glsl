@@ -6,7 +6,8 @@
 // Offsets are bytes from the start of the binding, in uint: a binding is at most
 // maxStorageBufferRange (< 2^32) bytes, and every offset formed points inside it. They are
 // even but not always multiples of 4 (an F16 row of odd length, every other Q8_0/Q4_0 block),
-// so 16- and 32-bit reads shift within, or across, aligned words. A read never touches a
+// so 16- and 32-bit reads shift within, or across, aligned words; MXFP4's (17-byte blocks) may
+// be odd, and it reads bytes and w_u32_any only. A read never touches a
 // word that holds none of the bytes asked for: the binding ends at the word holding its last
 // byte.
 
@@ -41,6 +42,26 @@ float w_bf16(uint bits)
 uint w_u8(uint off)
 {
     return (w[off >> 2] >> ((off & 3u) << 3)) & 0xffu;
+}
+
+// The 32 bits at any byte offset `off` (MXFP4's codes follow a 1-byte scale in 17-byte blocks):
+// the top of word i and the bottom of word i + 1, or word i alone when aligned, without a
+// branch; the second shift in two steps so that an aligned offset shifts by 32 nowhere.
+uint w_u32_any(uint off)
+{
+    const uint i = off >> 2, sh = (off & 3u) << 3;
+    const uint lo = w[i], hi = w[i + uint(sh != 0u)];
+    return (lo >> sh) | ((hi << (31u - sh)) << 1u);
+}
+
+// ---- MXFP4: blocks of 32 E2M1 codes and an E8M0 scale byte (kernels/weight_format.h) ----
+const float W_MXFP4[16] = float[16](0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 0.0, -1.0, -2.0, -3.0, -4.0, -6.0, -8.0, -12.0);
+
+// The scale byte e as 2^(e − 128) (e = 0, 1: the subnormals 2^-128, 2^-127, which a device that
+// flushes subnormals reads as 0; such a block's values are below 2^-124 anyway).
+float w_e8m0_half(uint e)
+{
+    return uintBitsToFloat(e < 2u ? 0x00200000u << e : (e - 1u) << 23);
 }
 
 // ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
@@ -101,6 +122,11 @@ float w_value(uint row, int k)
     if (WTYPE == MOE_WTYPE_F16) return w_half(w_u16(row + 2u * uint(k)));
     if (WTYPE == MOE_WTYPE_BF16) return w_bf16(w_u16(row + 2u * uint(k)));
     if (W_KQUANT) return w_kq_value(row + uint(k >> 8) * W_KBYTES, k & 255);
+    if (WTYPE == MOE_WTYPE_MXFP4) { // value j + 16 is the high nibble of code byte j, as Q4_0's
+        const uint blk = row + uint(k >> 5) * uint(MOE_WBLOCK_BYTES_MXFP4);
+        const int j = k & 31;
+        return W_MXFP4[(w_u8(blk + 1u + uint(j & 15)) >> ((j >> 4) << 2)) & 15u] * w_e8m0_half(w_u8(blk));
+    }
     const uint blk = w_block(row, k);
     const float d = w_half(w_u16(blk));
     const int j = k & 31;
@@ -122,6 +148,7 @@ float w_value(uint row, int k)
 //              2u − 1 .. 2u + 1 serve both parities, so every row of a workgroup shares them.
 //   Q8_0       unit u = int8 values 4u .. 4u + 3 (8 units a block, sharing its scale).
 //   Q4_0       unit u = 4 bytes of a block = values k .. k + 3 and k + 16 .. k + 19 (4 a block).
+//   MXFP4      as Q4_0, the 4 bytes at any byte offset (17-byte blocks): read by w_u32_any.
 //   K-quants   unit u = 4 bytes of super-block u / 32's nibbles (32 a super-block), word w = u % 32
 //              = 4 low values and the 4 high ones of the same bytes (Q4_K/Q5_K: k = 64c + l ..
 //              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K: k = 128n + 32g + l .. + 3 and + 64,
@@ -137,7 +164,7 @@ const int W_UNITS = WTYPE == MOE_WTYPE_F32 ? K_DIM : WTYPE == MOE_WTYPE_Q8_0 ? K
 // k of activation value i of unit u (i < W_UNIT; may be -1 or K_DIM for F16/BF16: no value).
 int w_unit_k(int u, int i)
 {
-    if (WTYPE == MOE_WTYPE_Q4_0) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
+    if (WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
     if (WTYPE == MOE_WTYPE_Q6_K) {
         const int w4 = u & 31;
         return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
@@ -204,6 +231,16 @@ float w_unit_dot(uint row, int u, float av[8])
         // Σ (d·sc·q − dmin·m)·a = d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
         const vec2 sl = w_kq_scale_min(blk, 2 * c), sh = w_kq_scale_min(blk, 2 * c + 1);
         return w_half(w_u16(blk)) * fma(sl.x, lo, sh.x * hi) - w_half(w_u16(blk + 2u)) * fma(sl.y, alo, sh.y * ahi);
+    }
+    if (WTYPE == MOE_WTYPE_MXFP4) {
+        const uint blk = row + uint(u >> 2) * uint(MOE_WBLOCK_BYTES_MXFP4);
+        const uint q = w_u32_any(blk + 1u + 4u * uint(u & 3));
+        float s = 0.0;
+        for (int i = 0; i < 4; i++) {
+            s = fma(W_MXFP4[bitfieldExtract(q, 8 * i, 4)], av[i], s);
+            s = fma(W_MXFP4[bitfieldExtract(q, 8 * i + 4, 4)], av[4 + i], s);
+        }
+        return s * w_e8m0_half(w_u8(blk));
     }
     if (WTYPE == MOE_WTYPE_Q8_0) {
         const uint blk = row + uint(u >> 3) * uint(MOE_WBLOCK_BYTES_Q8_0);

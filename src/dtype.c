@@ -1,14 +1,14 @@
 /*
  * dtype.c — the weight formats (moe.h): names, row sizes, and conversion between them.
  *
- * Quantisation to Q8_0 / Q4_0 follows ggml's reference quantizers (ggml-quants.c,
- * quantize_row_q8_0_ref and quantize_row_q4_0_ref) operation for operation, in float, so a row
- * quantised here has the bytes ggml's tools and the `gguf` Python package give it
- * (tests/test_dtype.c checks fixtures the package made); the K-quants' codecs are kquants.c's
- * (decoding as ggml, quantising by a simpler fit). CMake compiles this file and kquants.c with
- * -ffp-contract=off: a fused multiply-add would round differently from ggml's separate ones. float32 → fp16
- * and → bf16 round to nearest even, as F16C, NumPy and PyTorch do; an fp16 scale is rounded the same way.
- * This is host code, run once per row at upload: the kernels read the stored bytes themselves.
+ * Quantisation to Q8_0 / Q4_0 / MXFP4 follows ggml's reference quantizers (ggml-quants.c,
+ * quantize_row_q8_0_ref, quantize_row_q4_0_ref, quantize_row_mxfp4_ref) operation for operation, in float, so
+ * a row quantised here has the bytes ggml's tools and the `gguf` Python package give it (tests/test_dtype.c
+ * checks fixtures the package made); the K-quants' codecs are kquants.c's (decoding as ggml, quantising by a
+ * simpler fit). CMake compiles this file and kquants.c with -ffp-contract=off: a fused multiply-add would
+ * round differently from ggml's separate ones. float32 → fp16 and → bf16 round to nearest even, as F16C,
+ * NumPy and PyTorch do; an fp16 scale is rounded the same way. This is host code, run once per row at upload:
+ * the kernels read the stored bytes themselves.
  */
 #include "internal.h"
 
@@ -26,6 +26,7 @@ static const struct {
     {MOE_DTYPE_BF16, "bf16", 1, 2},     {MOE_DTYPE_Q8_0, "q8_0", 32, 34},
     {MOE_DTYPE_Q4_0, "q4_0", 32, 18},   {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
     {MOE_DTYPE_Q5_K, "q5_k", 256, 176}, {MOE_DTYPE_Q6_K, "q6_k", 256, 210},
+    {MOE_DTYPE_MXFP4, "mxfp4", 32, 17},
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 
@@ -56,7 +57,8 @@ moe_status moe_dtype_from_name(const char *name, moe_dtype *out)
         }
     }
     return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
-                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k expected",
+                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k or mxfp4 "
+                    "expected",
                     name);
 }
 
@@ -155,6 +157,14 @@ static void store16(unsigned char *p, uint16_t v)
 
 /* ---- blocks ----------------------------------------------------------------------------- */
 
+const int8_t moe_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+float moe_e8m0_half(uint8_t e)
+{
+    /* 2^(e − 128): e = 0 and 1 are the subnormals 2^-128 and 2^-127 (ggml_e8m0_to_fp32_half). */
+    return float_of(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
 /* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). */
 static void quantize_q8_0(const float *x, unsigned char *out)
 {
@@ -183,6 +193,34 @@ static void quantize_q4_0(const float *x, unsigned char *out)
         const int8_t lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + MOE_BLOCK_SIZE / 2] * id + 8.5f);
         const uint8_t q0 = lo < 15 ? (uint8_t)lo : 15, q1 = hi < 15 ? (uint8_t)hi : 15;
         out[2 + j] = (unsigned char)(q0 | (q1 << 4));
+    }
+}
+
+/* ggml's quantize_row_mxfp4_ref on one block: the shared exponent e = floor(log2(max|x|)) − 2
+ * + 127, so max|x| lands in kv's top octave (4·2^(e−127) ≤ max|x| < 8·2^(e−127)), then each
+ * value's nearest code (the first of equals: +0 before −0). ggml casts the float exponent to
+ * uint8_t: on x86 a negative one (max|x| < 2^-125) wraps modulo 256, and so does this, which
+ * turns such a block into zeros (the nearest code to a tiny x at scale 2^127 and more is 0). */
+static void quantize_mxfp4(const float *x, unsigned char *out)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++)
+        if (amax < fabsf(x[j])) amax = fabsf(x[j]);
+    const uint8_t e = amax > 0.0f ? (uint8_t)((int)(floorf(log2f(amax)) - 2 + 127) & 0xff) : 0;
+    const float d = moe_e8m0_half(e);
+    out[0] = e;
+    for (int j = 0; j < MOE_BLOCK_SIZE / 2; j++) {
+        uint8_t q[2];
+        for (int h = 0; h < 2; h++) {
+            const float v = x[j + h * MOE_BLOCK_SIZE / 2];
+            float best = fabsf((float)moe_mxfp4_values[0] * d - v);
+            q[h] = 0;
+            for (uint8_t i = 1; i < 16; i++) {
+                const float err = fabsf((float)moe_mxfp4_values[i] * d - v);
+                if (err < best) best = err, q[h] = i;
+            }
+        }
+        out[1 + j] = (unsigned char)(q[0] | (q[1] << 4));
     }
 }
 
@@ -220,6 +258,13 @@ static void decode(moe_dtype dtype, const unsigned char *row, int64_t first, int
         }
         return;
     }
+    case MOE_DTYPE_MXFP4: { /* ggml's dequantize_row_mxfp4: kv · 2^(e − 128), exact */
+        const unsigned char *b = row + 17 * (first / MOE_BLOCK_SIZE);
+        const float d = moe_e8m0_half(b[0]);
+        for (int i = 0; i < n; i++)
+            out[i] = (float)moe_mxfp4_values[i < 16 ? b[1 + i] & 0x0f : b[1 + i - 16] >> 4] * d;
+        return;
+    }
     default:
         return;
     }
@@ -247,6 +292,9 @@ static void encode(moe_dtype dtype, const float *in, int n, unsigned char *row, 
         return;
     case MOE_DTYPE_Q4_0:
         quantize_q4_0(in, row + 18 * (first / MOE_BLOCK_SIZE));
+        return;
+    case MOE_DTYPE_MXFP4:
+        quantize_mxfp4(in, row + 17 * (first / MOE_BLOCK_SIZE));
         return;
     default:
         return;

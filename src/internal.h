@@ -147,6 +147,10 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 
 /* ---- weight formats (dtype.c) ---------------------------------------------------------- */
 
+/* MXFP4's codes as ggml's kvalues_mxfp4 (twice the E2M1 values) and its scale byte as the float
+ * 2^(e − 128) (ggml_e8m0_to_fp32_half); a value is moe_mxfp4_values[q] · moe_e8m0_half(e). */
+extern const int8_t moe_mxfp4_values[16];
+float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
 /* The formats the integer-activation kernels read (Q8_0, Q4_0): moe_layer_desc.activation_dtype
  * Q8_0 applies to a group whose projections are both in one of them. */

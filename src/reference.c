@@ -113,6 +113,11 @@ static void ref_row(const ref_matrix *m, int64_t r, double *out)
             out[c] = (double)((j < 16 ? q & 0x0f : q >> 4) - 8) * half_value(row + 18 * b);
             break;
         }
+        case MOE_DTYPE_MXFP4: { /* kv[q] · 2^(e − 128) */
+            const unsigned char q = row[17 * b + 1 + j % 16];
+            out[c] = ldexp((double)moe_mxfp4_values[j < 16 ? q & 0x0f : q >> 4], (int)row[17 * b] - 128);
+            break;
+        }
         default: {
             float f;
             memcpy(&f, row + 4 * c, sizeof f);

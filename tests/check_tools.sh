@@ -68,7 +68,7 @@ echo "ok: --weights q8_0 and q4_0 refused for sizes that are not whole blocks: $
 # A name that is no format: a usage error listing the names.
 rc=0
 "$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
-[ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k or q6_k, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+[ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k or mxfp4, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
 
 # ---- --device: an index, a name or a type, read by the library ----------------------------------
@@ -220,7 +220,7 @@ devices = [dev for b in d["backends"] for dev in b["devices"]]
 assert devices
 for dev in devices:
     assert set(dev["features"]) <= names and set(dev["features_used"]) <= set(dev["features"]), dev
-    assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k"], dev["weights"]
+    assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4"], dev["weights"]
     for w in dev["weights"]:
         assert set(w["uses"]) <= set(dev["features_used"]), w
 # The text says the same as the JSON for every device: its block under its backend's heading
@@ -288,7 +288,7 @@ and d["layers"][0]["d_ff_shared"]==96, d' "$work/ginfo.json" || fail "moe-info -
 # User errors: one message naming the file (and the tensor or the type), exit 1, nothing written
 # (the input is 32 wide, as the refused files' layers are).
 printf 'GGUF\003\000\000\000' > "$work/short.gguf"
-for c in "synthetic-q2_k.gguf:has type Q2_K, which this version does not read (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K)" \
+for c in "synthetic-q2_k.gguf:has type Q2_K, which this version does not read (it reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and MXFP4)" \
          "unknown-arch.gguf:architecture 'falcon' is not one this version runs" \
          "qwen2moe-split-00002-of-00003.gguf:open the first" "$work/short.gguf:the header ends inside"; do
     f=${c%%:*} what=${c#*:}

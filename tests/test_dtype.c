@@ -21,8 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const moe_dtype all[] = {MOE_DTYPE_F32,  MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_Q8_0,
-                                MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K};
+static const moe_dtype all[] = {MOE_DTYPE_F32,  MOE_DTYPE_F16,  MOE_DTYPE_BF16,
+                                MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K,
+                                MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K, MOE_DTYPE_MXFP4};
 #define N_ALL (sizeof all / sizeof all[0])
 
 static void *read_file(const char *dir, const char *name, size_t want)
@@ -45,10 +46,11 @@ static void names_and_sizes(void)
         const char *name;
         int64_t block;
         size_t bytes_256;
-    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},      {MOE_DTYPE_F16, "f16", 1, 512},
-                {MOE_DTYPE_BF16, "bf16", 1, 512},     {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
-                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18}, {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
-                {MOE_DTYPE_Q5_K, "q5_k", 256, 176},   {MOE_DTYPE_Q6_K, "q6_k", 256, 210}};
+    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},       {MOE_DTYPE_F16, "f16", 1, 512},
+                {MOE_DTYPE_BF16, "bf16", 1, 512},      {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
+                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18},  {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
+                {MOE_DTYPE_Q5_K, "q5_k", 256, 176},    {MOE_DTYPE_Q6_K, "q6_k", 256, 210},
+                {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,
               moe_dtype_name(want[i].dt));
@@ -68,7 +70,8 @@ static void names_and_sizes(void)
         CHECK(moe_dtype_row_bytes(want[i].dt, 0) == 0 && moe_dtype_row_bytes(want[i].dt, -32) == 0,
               "row bytes of %s for n <= 0", want[i].name);
     }
-    CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_0, 48) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q8_0, 33) == 0,
+    CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_0, 48) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q8_0, 33) == 0 &&
+              moe_dtype_row_bytes(MOE_DTYPE_MXFP4, 40) == 0 && moe_dtype_row_bytes(MOE_DTYPE_MXFP4, 96) == 51,
           "a block format's row that is not whole blocks has no size");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_K, 128) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q6_K, 288) == 0 &&
               moe_dtype_row_bytes(MOE_DTYPE_Q5_K, 512) == 352,
@@ -118,7 +121,7 @@ static void against_gguf(const char *dir)
     if (!read_meta(dir, "meta.txt", 32, &rows, &cols)) return;
     const size_t n = (size_t)rows * (size_t)cols;
     float *x = read_file(dir, "rows.f32", n * sizeof(float));
-    static const char *names[] = {"f16", "bf16", "q8_0", "q4_0"};
+    static const char *names[] = {"f16", "bf16", "q8_0", "q4_0", "mxfp4"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         moe_dtype dt;
         CHECK_STATUS(moe_dtype_from_name(names[i], &dt), MOE_OK);
@@ -217,8 +220,9 @@ static void pairs_and_errors(h_rng *r)
             if (i == j) CHECK(!memcmp(src, dst, moe_dtype_row_bytes(all[i], n)), "same-format copy");
         }
     /* The worst relative error of one row per format: a loose sanity bound on the rounding (the
-     * K-quants' one-pass fit, kquants.c: Q4_K ~0.09, Q5_K ~0.045, Q6_K ~0.02 on these rows). */
-    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2, 0.15, 0.08, 0.04};
+     * K-quants' one-pass fit, kquants.c: Q4_K ~0.09, Q5_K ~0.045, Q6_K ~0.02 on these rows; MXFP4, 3 steps
+     * an octave, ~0.1). */
+    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2, 0.15, 0.08, 0.04, 0.2};
     for (size_t i = 0; i < N_ALL; i++) {
         CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, all[i], src, n), MOE_OK);
         CHECK_STATUS(moe_convert_row(all[i], src, MOE_DTYPE_F32, a, n), MOE_OK);
@@ -276,11 +280,11 @@ static void layer_errors(moe_context *ctx, h_rng *r)
          MOE_ERROR_INVALID_SIZE,
          {"shared_weight_dtype", "q8_0", "d_ff_shared = 40"},
          MOE_DTYPE_DEFAULT},
-        {(moe_dtype)9,
+        {(moe_dtype)99,
          MOE_DTYPE_F16,
          MOE_DTYPE_F32,
          MOE_ERROR_INVALID_ARGUMENT,
-         {"weight_dtype", "9", ""},
+         {"weight_dtype", "99", ""},
          MOE_DTYPE_DEFAULT},
         {MOE_DTYPE_F16,
          MOE_DTYPE_F16,
@@ -302,6 +306,12 @@ static void layer_errors(moe_context *ctx, h_rng *r)
          {"down_weight_dtype", "q8_0", "d_ff = 48"},
          MOE_DTYPE_Q8_0},
         {MOE_DTYPE_Q4_0, MOE_DTYPE_F16, MOE_DTYPE_F32, MOE_OK, {"", "", ""}, MOE_DTYPE_F16},
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"down_weight_dtype", "mxfp4", "d_ff = 48"},
+         MOE_DTYPE_MXFP4},
         /* K-quants: d_model = 64 is whole Q4_0 blocks but not a super-block of 256. */
         {MOE_DTYPE_Q4_K,
          MOE_DTYPE_F16,

@@ -312,7 +312,7 @@ static void errors(moe_context *ctx, const char *tmp)
     char path[1024], out[1100];
     snprintf(path, sizeof path, "%s/synthetic-q2_k.gguf", g_dir);
     layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "tensor 'blk.0.ffn_down_exps.weight' has type Q2_K");
-    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K and Q6_K");
+    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and MXFP4");
     snprintf(path, sizeof path, "%s/unknown-arch.gguf", g_dir);
     open_fails(path, MOE_ERROR_UNSUPPORTED, "architecture 'falcon'");
     snprintf(path, sizeof path, "%s/qwen2moe-split-00002-of-00003.gguf", g_dir);

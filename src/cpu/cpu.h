@@ -24,6 +24,11 @@
  *                   column's bytes in groups of 4, one 32-bit word a column, so a plain load
  *                   replaces vpmovzxbd: +7% from L2 on one core, but decode from memory was
  *                   ~20% slower in moe-bench, so the layout stayed.)
+ *   MXFP4           Q4_0's 576-byte pair blocks, with each column's scale byte e stored as the
+ *                   bfloat16 2^(e − 128) (exact at every e: a power of two from 2^-128, a
+ *                   subnormal, to 2^127) where Q4_0 has its fp16 scale, and the very bytes of
+ *                   ggml's codes: 18 bytes a column and block where ggml has 17 (the 64-byte
+ *                   multiple every pair keeps), the nibbles looked up in a table (simd.h).
  *
  * Integer layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
  * int_dot, only where the kernel set has moe_cpu_kernels.int_dot) keeps the same pair blocks, of
@@ -71,7 +76,7 @@
 #include <stdint.h>
 
 #define MOE_CPU_PANEL 16
-#define MOE_CPU_BLOCK 32 /* k per Q8_0 / Q4_0 block (MOE_BLOCK_SIZE) */
+#define MOE_CPU_BLOCK 32 /* k per Q8_0 / Q4_0 / MXFP4 block (MOE_BLOCK_SIZE) */
 /* Bytes of one pair's block: the 32 scales, then the quants. */
 #define MOE_CPU_Q8_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + 2 * MOE_CPU_PANEL * MOE_CPU_BLOCK)
 #define MOE_CPU_Q4_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + MOE_CPU_PANEL * MOE_CPU_BLOCK)
@@ -94,7 +99,7 @@ static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
     const int64_t per_pair = gated ? MOE_CPU_PANEL : 2 * MOE_CPU_PANEL;
     return (n_out + per_pair - 1) / per_pair;
 }
-/* Bytes of one packed pair over a reduction of k_dim (a multiple of 32 for Q8_0 / Q4_0, of 256
+/* Bytes of one packed pair over a reduction of k_dim (a multiple of 32 for Q8_0 / Q4_0 / MXFP4, of 256
  * for the K-quants). */
 static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
 {
@@ -106,6 +111,7 @@ static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
     case MOE_DTYPE_Q8_0:
         return k / MOE_CPU_BLOCK * MOE_CPU_Q8_PAIR_BLOCK;
     case MOE_DTYPE_Q4_0:
+    case MOE_DTYPE_MXFP4:
         return k / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
     case MOE_DTYPE_Q4_K:
     case MOE_DTYPE_Q5_K:

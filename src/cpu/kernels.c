@@ -13,7 +13,7 @@
  * file (16 SSE/AVX2 registers, 32 for AVX-512): the more rows share one widening of the
  * weights, the less it costs per FMA.
  *
- * Block formats (Q8_0, Q4_0) accumulate Σ a·q over each block of 32 k in registers, then add
+ * Block formats (Q8_0, Q4_0, MXFP4) accumulate Σ a·q over each block of 32 k in registers, then add
  * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
  * FMA per block instead of one multiply per weight, and the totals need no registers. The
  * K-quants (Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
@@ -41,7 +41,7 @@
 #define NV   (2 * VPP)                  /* vectors per pair */
 #define PAIR (2 * MOE_CPU_PANEL)        /* columns per pair */
 
-/* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0; the K-quants,
+/* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0 and MXFP4; the K-quants,
  * whose two sums a row take MR_KQ·4 registers at 512 bits). At 512
  * bits the accumulators take MR·2 of the 32 registers (Q8_0, Q4_0: MR·4 up to BLOCK_ONE_PASS
  * rows, see block_rows). */
@@ -138,10 +138,14 @@ ALWAYS_INLINE void dense_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
         for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, acc[r][v]);
 }
 
-/* End of a block: out[r] += d · acc[r], d the pair's 32 fp16 scales at the block's head. */
-#define BLOCK_END(nr, p, acc, out)                                                                           \
+/* End of a block: out[r] += d · acc[r], d the pair's 32 scales at the block's head: fp16
+ * (Q8_0, Q4_0), or MXFP4's 2^(e − 128) as bfloat16 (exact: a power of two, e = 0 and 1 the
+ * subnormals), the top half of a float. */
+#define BLOCK_END(nr, dt, p, acc, out)                                                                       \
     for (int v = 0; v < NV; v++) {                                                                           \
-        const moe_vec d = vec_load_f16((const uint16_t *)(const void *)(p) + v * MOE_VLEN);                  \
+        const uint16_t *d16 = (const uint16_t *)(const void *)(p) + v * MOE_VLEN;                            \
+        const moe_vec d =                                                                                    \
+            (dt) == MOE_DTYPE_MXFP4 ? vec_from_bits(ivec_slli(ivec_load_u16(d16), 16)) : vec_load_f16(d16);  \
         for (int r = 0; r < (nr); r++) {                                                                     \
             float *o = (out) + r * PAIR + v * MOE_VLEN;                                                      \
             vec_store(o, vec_fmadd(d, (acc)[r][v], vec_load(o)));                                            \
@@ -154,21 +158,35 @@ ALWAYS_INLINE void zero_rows(const int nr, float *out)
         for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, vec_zero());
 }
 
-/* Half h of step s of a Q8_0 / Q4_0 pair block's quants q, as NV float vectors. A block is 16
- * steps; step s of half h is k = 2s + h for Q8_0 (one 32-byte k step each) and k = s + 16h for
- * Q4_0 (one 32-byte row of bytes gives both: its low nibbles and its high nibbles). */
+/* Half h of step s of a Q8_0 / Q4_0 / MXFP4 pair block's quants q, as NV float vectors. A block
+ * is 16 steps; step s of half h is k = 2s + h for Q8_0 (one 32-byte k step each) and k = s + 16h
+ * for Q4_0 and MXFP4 (one 32-byte row of bytes gives both: its low nibbles and its high ones). */
 #define HALF_K(dt, s, h) ((dt) == MOE_DTYPE_Q8_0 ? 2 * (s) + (h) : (s) + 16 * (h))
-ALWAYS_INLINE void load_half(const moe_dtype dt, const unsigned char *q, int s, int h, moe_vec w[NV])
+/* The low (w0) and high (w1) nibbles' values of step s of a Q4_0 / MXFP4 pair block's bytes. */
+ALWAYS_INLINE void load_nibbles(const moe_dtype dt, const unsigned char *q, int s, moe_vec w0[NV],
+                                moe_vec w1[NV])
 {
     for (int v = 0; v < NV; v++) {
-        if (dt == MOE_DTYPE_Q8_0)
-            w[v] = vec_load_i8((const int8_t *)(const void *)q + HALF_K(dt, s, h) * PAIR + v * MOE_VLEN);
+        if (dt == MOE_DTYPE_MXFP4)
+            vec_load_mxfp4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
         else
-            w[v] =
-                h ? vec_load_q4_hi(q + s * PAIR + v * MOE_VLEN) : vec_load_q4_lo(q + s * PAIR + v * MOE_VLEN);
+            vec_load_q4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
     }
 }
-/* Both halves of step s (Q4_0: one widening of the bytes for both). */
+ALWAYS_INLINE void load_half(const moe_dtype dt, const unsigned char *q, int s, int h, moe_vec w[NV])
+{
+    if (dt == MOE_DTYPE_Q8_0) {
+        for (int v = 0; v < NV; v++)
+            w[v] = vec_load_i8((const int8_t *)(const void *)q + HALF_K(dt, s, h) * PAIR + v * MOE_VLEN);
+        return;
+    }
+    moe_vec other[NV]; /* the half not asked for: dead code once inlined */
+    if (h)
+        load_nibbles(dt, q, s, other, w);
+    else
+        load_nibbles(dt, q, s, w, other);
+}
+/* Both halves of step s (Q4_0, MXFP4: one widening of the bytes for both). */
 ALWAYS_INLINE void load_both(const moe_dtype dt, const unsigned char *q, int s, moe_vec w0[NV],
                              moe_vec w1[NV])
 {
@@ -176,7 +194,7 @@ ALWAYS_INLINE void load_both(const moe_dtype dt, const unsigned char *q, int s, 
         load_half(dt, q, s, 0, w0);
         load_half(dt, q, s, 1, w1);
     } else {
-        for (int v = 0; v < NV; v++) vec_load_q4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
+        load_nibbles(dt, q, s, w0, w1);
     }
 }
 /* acc[r] += a_r[k] · w for r < nr. */
@@ -191,7 +209,7 @@ ALWAYS_INLINE void fma_rows(const int nr, const float *const *a, int64_t k, cons
 /* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
 #define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q8_0 or Q4_0: per block, Σ a·q
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q8_0, Q4_0 or MXFP4: per block, Σ a·q
  * in registers, then · d into out. With BLOCK_SPLIT the block's sum is (Σ over half 0) +
  * (Σ over half 1), each in k order: up to BLOCK_ONE_PASS rows keep both sums in registers and
  * read the block once (decode: four FMA chains per row); more rows would need 4·nr registers, so
@@ -250,7 +268,7 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
                 for (int v = 0; v < NV; v++)
                     s0[r][v] = vec_add(vec_load(h0_sums + r * PAIR + v * MOE_VLEN), s0[r][v]);
         }
-        BLOCK_END(nr, p, s0, out)
+        BLOCK_END(nr, dt, p, s0, out)
     }
 }
 
@@ -455,6 +473,10 @@ typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsig
     case r:                                                                                                  \
         block_rows(r, MOE_DTYPE_Q4_0, k_dim, a, b, out);                                                     \
         return;
+#define CASE_MXFP4(r)                                                                                        \
+    case r:                                                                                                  \
+        block_rows(r, MOE_DTYPE_MXFP4, k_dim, a, b, out);                                                    \
+        return;
 #define CASE_Q4K(r)                                                                                          \
     case r:                                                                                                  \
         kq_rows(r, MOE_DTYPE_Q4_K, k_dim, a, asum, b, out);                                                  \
@@ -496,6 +518,12 @@ static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned 
 {
     switch (n) {
         ROWS(MR_Q4, CASE_Q4)
+    }
+}
+static void tile_mxfp4(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
+{
+    switch (n) {
+        ROWS(MR_Q4, CASE_MXFP4)
     }
 }
 /* The K-quant tiles also take each row's sub-block sums (kq_sums; NULL rows for Q6_K). */
@@ -800,6 +828,9 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
         break;
     case MOE_DTYPE_Q4_0:
         tile = tile_q4, mr = MR_Q4;
+        break;
+    case MOE_DTYPE_MXFP4:
+        tile = tile_mxfp4, mr = MR_Q4;
         break;
     default:
         tile = tile_f32, mr = MR_F32;

@@ -101,6 +101,16 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
                 dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[2 + kk];
         }
         return;
+    case MOE_DTYPE_MXFP4: /* ggml block: scale byte e, 16 bytes of code pairs (q[j], q[j + 16]) */
+        for (int64_t b = 0; b < blocks; b++) {
+            unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
+            const unsigned char *src = row + b * 17;
+            const uint16_t d = moe_f32_to_bf16(moe_e8m0_half(src[0])); /* exact: a power of two */
+            memcpy(dst + 2 * col, &d, 2);
+            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
+                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[1 + kk];
+        }
+        return;
     case MOE_DTYPE_BF16: /* 32-bit words: panel 0's value in the low half, panel 1's in the high */
         for (int64_t k = 0; k < k_dim; k++)
             memcpy(pair + ((size_t)k * MOE_CPU_PANEL + (size_t)i) * 4 + (size_t)h * 2, row + (size_t)k * 2,

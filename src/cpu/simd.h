@@ -8,7 +8,7 @@
  * the 16-lane code on any machine). The compiler flags of each object decide what SIMDe emits.
  *
  * Besides float arithmetic there are the weight formats' loaders: each reads MOE_VLEN weights
- * in a storage format (moe.h: F16, BF16, the int8 of Q8_0, the nibbles of Q4_0) and widens
+ * in a storage format (moe.h: F16, BF16, the int8 of Q8_0, the nibbles of Q4_0 and MXFP4) and widens
  * them to float32 lanes in registers, so the kernels never keep a float copy of the weights.
  */
 #ifndef MOE_CPU_SIMD_H
@@ -223,18 +223,34 @@ static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
 #endif
 }
 
-/* The low or the high nibbles alone (the two passes of a many-row Q4_0 tile). */
-static inline moe_vec vec_load_q4_lo(const uint8_t *p)
+/* MOE_VLEN bytes of MXFP4 codes → two vectors: the low and the high nibbles' values kv[q]
+ * (moe.h: twice the E2M1 values, exact in float). At 512 bits a 16-entry vpermps table, as
+ * Q4_0's; narrower, a byte shuffle (pshufb, SSSE3 / NEON's tbl through SIMDe) looks the 16
+ * codes of a 128-bit register up at once, then the int8 values widen to float. */
+static inline void vec_load_mxfp4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
 {
-    moe_vec lo, hi;
-    vec_load_q4(p, &lo, &hi);
-    return lo;
-}
-static inline moe_vec vec_load_q4_hi(const uint8_t *p)
-{
-    moe_vec lo, hi;
-    vec_load_q4(p, &lo, &hi);
-    return hi;
+#if MOE_CPU_LEVEL == 2
+    const moe_ivec x = ivec_load_u8(p);
+    const moe_vec table = simde_mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 6.0f, 8.0f, 12.0f, 0.0f, -1.0f,
+                                              -2.0f, -3.0f, -4.0f, -6.0f, -8.0f, -12.0f);
+    *lo = simde_mm512_permutexvar_ps(x, table);
+    *hi = simde_mm512_permutexvar_ps(ivec_srli(x, 4), table);
+#else
+    const simde__m128i table = simde_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
+    const simde__m128i m = simde_mm_set1_epi8(15);
+#if MOE_CPU_LEVEL == 1
+    const simde__m128i x = simde_mm_loadu_si64(p);
+#define MOE_WIDEN_I8(b) simde_mm256_cvtepi8_epi32(b)
+#else
+    const simde__m128i x = simde_mm_loadu_si32(p);
+#define MOE_WIDEN_I8(b) simde_mm_cvtepi8_epi32(b)
+#endif
+    const simde__m128i l = simde_mm_shuffle_epi8(table, simde_mm_and_si128(x, m));
+    const simde__m128i h = simde_mm_shuffle_epi8(table, simde_mm_and_si128(simde_mm_srli_epi16(x, 4), m));
+    *lo = vec_from_int(MOE_WIDEN_I8(l));
+    *hi = vec_from_int(MOE_WIDEN_I8(h));
+#undef MOE_WIDEN_I8
+#endif
 }
 
 /* e^x for every lane, within 2 ulp of expf on [-87, 88] (inputs are clamped there, so the

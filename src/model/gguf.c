@@ -15,9 +15,9 @@
  * aligned and disjoint, where ggml also wants them packed in file order, since nothing here
  * depends on the packing.
  *
- * The ggml types the layer reads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) become their moe_dtype; the
- * other known types keep their name, block and size, so a file that has them still parses (its other tensors
- * are usable) and a layer that needs one says which type it met.
+ * The ggml types the layer reads (F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K, MXFP4) become their
+ * moe_dtype; the other known types keep their name, block and size, so a file that has them still parses (its
+ * other tensors are usable) and a layer that needs one says which type it met.
  */
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
@@ -60,7 +60,7 @@ static const ggml_type_info ggml_types[] = {
     {26, "I32", 1, 4, MOE_DTYPE_DEFAULT},  {27, "I64", 1, 8, MOE_DTYPE_DEFAULT},
     {28, "F64", 1, 8, MOE_DTYPE_DEFAULT},  {29, "IQ1_M", 256, 56, MOE_DTYPE_DEFAULT},
     {30, "BF16", 1, 2, MOE_DTYPE_BF16},    {34, "TQ1_0", 256, 54, MOE_DTYPE_DEFAULT},
-    {35, "TQ2_0", 256, 66, MOE_DTYPE_DEFAULT}, {39, "MXFP4", 32, 17, MOE_DTYPE_DEFAULT},
+    {35, "TQ2_0", 256, 66, MOE_DTYPE_DEFAULT}, {39, "MXFP4", 32, 17, MOE_DTYPE_MXFP4},
 };
 /* clang-format on */
 

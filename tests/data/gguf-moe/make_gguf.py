@@ -291,7 +291,7 @@ def make_deepseek2():
 # 6. Synthetic quantised cases
 SYN_D, SYN_F, SYN_E, SYN_K, SYN_T = 64, 32, 8, 2, 7
 FT_OF = {T.F32: FT.ALL_F32, T.F16: FT.MOSTLY_F16, T.BF16: FT.MOSTLY_BF16, T.Q8_0: FT.MOSTLY_Q8_0,
-         T.Q4_0: FT.MOSTLY_Q4_0}
+         T.Q4_0: FT.MOSTLY_Q4_0, T.MXFP4: FT.MOSTLY_MXFP4_MOE}
 
 
 def synthetic_weights():
@@ -494,7 +494,7 @@ def index():
         hfcase("qwen2moe-split-00001-of-00003.gguf", 0, "qwen2_moe_T6_d32_f40_E8_k2", "qwen2moe", 6),
         hfcase("deepseek2.gguf", 1, "deepseek_v3_T8_d36_f20_E16_k4_g4", "deepseek2", 8),
     ]
-    for tag in ("f16", "bf16", "q8_0", "q4_0", "mixed"):
+    for tag in ("f16", "bf16", "q8_0", "q4_0", "mixed", "mxfp4"):
         cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None, hf=None,
                           deq=f"synthetic-{tag}-deq.gguf", weight_dtype=tag, arch="qwen3moe"))
     cases.append(dict(file="synthetic-deepseek2-q.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None,
@@ -539,6 +539,8 @@ def main():
     make_unknown_arch()
     make_kquant("q4_k_m", T.Q4_K, FT.MOSTLY_Q4_K_M)
     make_kquant("q5_k_m", T.Q5_K, FT.MOSTLY_Q5_K_M)
+    make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, False)
+    make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, True)
     index()
 
 

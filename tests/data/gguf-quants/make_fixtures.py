@@ -8,11 +8,13 @@ publishes; its quants.py mirrors ggml-quants.c's *_ref functions bit for bit).
 
 Writes, for ROWS rows of COLS values (little-endian, row after row):
     rows.f32            the input values
-    <fmt>.bin           gguf.quants.quantize(rows, <fmt>) for f16, bf16, q8_0, q4_0
+    <fmt>.bin           gguf.quants.quantize(rows, <fmt>) for f16, bf16, q8_0, q4_0, mxfp4
     <fmt>.deq.f32       gguf.quants.dequantize(<fmt>.bin, <fmt>) as float32
     meta.txt            "ROWS COLS" and the gguf package version that made them
 The first rows are edge cases (zero blocks, ties of the rounding rules, a negative extreme,
-tiny and huge scales, fp16 limits); the rest are random at several scales.
+tiny and huge scales, fp16 limits), then random rows at several scales, then (last, so the rows
+before keep their bytes) MXFP4's edge cases: ties between codes, a largest value just below and
+at a power of two, tiny blocks whose exponent byte wraps, the largest exponents.
 """
 import sys
 from importlib.metadata import version
@@ -51,6 +53,23 @@ def edge_rows() -> list:
     return rows
 
 
+def mxfp4_rows() -> list:
+    r = np.zeros(COLS, np.float32)
+    kv = np.array([0, 1, 2, 3, 4, 6, 8, 12], np.float32)
+    mids = (kv[1:] + kv[:-1]) / 2  # halfway between neighbouring codes: ties, the first code wins
+    r[0:7], r[7:14], r[14:16] = mids, -mids, [12.0, -12.0]  # amax 12: e = 128, scale 1
+    r[32:64] = np.float32(4.0) * np.float32(1 - 2.0 ** -24) * np.linspace(-1, 1, 32, dtype=np.float32)
+    r[64:96] = np.float32(2.0 ** 20) * np.float32(1 - 2.0 ** -24) * np.sin(np.arange(32, dtype=np.float32) + 1)
+    r[64] = np.float32(2.0 ** 20) * np.float32(1 - 2.0 ** -24)  # just below a power of two
+    r[96:128] = np.float32(2.0 ** 20) * np.cos(np.arange(32, dtype=np.float32))
+    r[96] = np.float32(2.0 ** 20)  # exactly a power of two
+    r[128:160] = np.float32(2.0 ** -126) * np.arange(32, dtype=np.float32) / 31  # e would be -1: wraps
+    r[160:192] = np.float32(1e-40) * np.arange(32, dtype=np.float32)  # subnormal values
+    r[192:224] = np.float32(3.0e38) * np.sin(np.arange(32, dtype=np.float32) + 0.5)  # e = 252
+    r[224:256] = np.float32(2.0 ** -120) * np.sin(np.arange(32, dtype=np.float32) + 0.5)  # scale 2^-125
+    return [r]
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     rng = np.random.default_rng(20261201)
@@ -58,9 +77,10 @@ def main() -> None:
     for i in range(RANDOM_ROWS):
         scale = [1e-3, 0.05, 1.0, 30.0][i % 4]
         rows.append((rng.standard_normal(COLS) * scale).astype(np.float32))
+    rows += mxfp4_rows()
     data = np.stack(rows).astype(np.float32)
     data.tofile(out / "rows.f32")
-    fmts = {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0}
+    fmts = {"f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0, "q4_0": Q.Q4_0, "mxfp4": Q.MXFP4}
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for name, q in fmts.items():
             b = quants.quantize(data, q)
