@@ -67,6 +67,7 @@ typedef struct bench_config {
     int64_t capacity;
     double capacity_factor; /* > 0: capacity = ceil(factor · T · k / E) at each token count */
     int selection_bias;
+    int biases;        /* gpt-oss: the router's bias in the logits and biases on every expert */
     double hot_expert; /* share of tokens pushed to expert 0 as their first choice */
     int64_t warmup, iters;
     double min_time;
@@ -124,6 +125,7 @@ typedef struct bench_preset {
     moe_group_score group_score;
     double scale;
     int selection_bias;
+    int biases; /* router and expert biases (gpt-oss) */
     moe_activation activation;
     int64_t d_ff_shared;
     int shared_gate;

@@ -48,6 +48,7 @@ const bench_choice bench_activation_choices[] = {{"swiglu", MOE_ACTIVATION_SWIGL
                                                  {"geglu", MOE_ACTIVATION_GEGLU},
                                                  {"relu", MOE_ACTIVATION_RELU},
                                                  {"gelu", MOE_ACTIVATION_GELU},
+                                                 {"swiglu-oai", MOE_ACTIVATION_SWIGLU_OAI},
                                                  {NULL, 0}};
 const bench_choice bench_score_choices[] = {
     {"softmax", MOE_SCORE_SOFTMAX}, {"sigmoid", MOE_SCORE_SIGMOID}, {NULL, 0}};
@@ -126,6 +127,7 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
                    "what a dropped row gives: 0 (GShard) or p*x (Hugging Face Switch)"),
         OPT_FLAG("selection-bias", selection_bias,
                  "add a random selection bias to the scores for choosing (DeepSeek-V3)"),
+        OPT_FLAG("biases", biases, "a bias on the router's logits and on every expert projection (gpt-oss)"),
         OPT_NUM("hot-expert", hot_expert, "SHARE", 0.0, "off",
                 "skew routing: this share (0..1] of tokens picks expert 0 first"),
         OPT_INT("warmup", warmup, "N", 0, 1000000, NULL,

@@ -13,32 +13,30 @@
 /* clang-format off */
 const bench_preset bench_presets[] = {
     /* name, model, T, d_model, d_ff, E, k, score, renorm, groups, keep, group score, scale,
-     * bias, activation, shared d_ff, shared gate, capacity factor, drop policy */
+     * bias, biases (gpt-oss), activation, shared d_ff, shared gate, capacity factor, drop policy */
     {"mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1", 0, 4096, 14336, 8, 2, MOE_SCORE_SOFTMAX, 1,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"mixtral-8x22b", "mistralai/Mixtral-8x22B-v0.1", 0, 6144, 16384, 8, 2, MOE_SCORE_SOFTMAX, 1,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"qwen1.5-moe-a2.7b", "Qwen/Qwen1.5-MoE-A2.7B", 0, 2048, 1408, 60, 4, MOE_SCORE_SOFTMAX, 0,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 5632, 1, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 5632, 1, 0.0, MOE_DROP_ZERO},
     {"qwen3-30b-a3b", "Qwen/Qwen3-30B-A3B", 0, 2048, 768, 128, 8, MOE_SCORE_SOFTMAX, 1,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"olmoe-1b-7b", "allenai/OLMoE-1B-7B-0924", 0, 2048, 1024, 64, 8, MOE_SCORE_SOFTMAX, 0,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"deepseek-v2-lite", "deepseek-ai/DeepSeek-V2-Lite", 0, 2048, 1408, 64, 6, MOE_SCORE_SOFTMAX, 0,
-     0, 0, MOE_GROUP_SCORE_MAX, 1.0, 0, MOE_ACTIVATION_SWIGLU, 2 * 1408, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_MAX, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 2 * 1408, 0, 0.0, MOE_DROP_ZERO},
     {"deepseek-v3", "deepseek-ai/DeepSeek-V3", 0, 7168, 2048, 256, 8, MOE_SCORE_SIGMOID, 1,
-     8, 4, MOE_GROUP_SCORE_TOP2_SUM, 2.5, 1, MOE_ACTIVATION_SWIGLU, 2048, 0, 0.0, MOE_DROP_ZERO},
-    /* gpt-oss's top-k of the logits then softmax over the k is softmax then top-k renormalised;
-     * its router bias, expert biases and clamped SwiGLU are not in the preset (the shape and the
-     * FLOPs are). */
+     8, 4, MOE_GROUP_SCORE_TOP2_SUM, 2.5, 1, 0, MOE_ACTIVATION_SWIGLU, 2048, 0, 0.0, MOE_DROP_ZERO},
+    /* gpt-oss's top-k of the logits then softmax over the k is softmax then top-k renormalised. */
     {"gpt-oss-20b", "openai/gpt-oss-20b", 0, 2880, 2880, 32, 4, MOE_SCORE_SOFTMAX, 1,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 1, MOE_ACTIVATION_SWIGLU_OAI, 0, 0, 0.0, MOE_DROP_ZERO},
     {"dbrx", "databricks/dbrx-base", 0, 6144, 10752, 16, 4, MOE_SCORE_SOFTMAX, 1,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_SWIGLU, 0, 0, 0.0, MOE_DROP_ZERO},
     {"switch-base-8", "google/switch-base-8", 0, 768, 3072, 8, 1, MOE_SCORE_SOFTMAX, 0,
-     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_RELU, 0, 0, 1.25, MOE_DROP_PASSTHROUGH},
+     0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_RELU, 0, 0, 1.25, MOE_DROP_PASSTHROUGH},
     {"relu-2048x8192-e8-top2", "the project's original brief: Switch-style ReLU FFN, 32 x 512 tokens", 32 * 512, 2048, 8192, 8, 2,
-     MOE_SCORE_SOFTMAX, 1, 0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, MOE_ACTIVATION_RELU, 0, 0, 0.0,
+     MOE_SCORE_SOFTMAX, 1, 0, 0, MOE_GROUP_SCORE_TOP2_SUM, 1.0, 0, 0, MOE_ACTIVATION_RELU, 0, 0, 0.0,
      MOE_DROP_ZERO},
 };
 /* clang-format on */
@@ -66,6 +64,7 @@ void bench_preset_apply(bench_config *c, int i)
     c->group_score = (int)p->group_score;
     c->scale = p->scale;
     c->selection_bias = p->selection_bias;
+    c->biases = p->biases;
     c->activation = (int)p->activation;
     c->shared_ff = p->d_ff_shared;
     c->shared_gate = p->shared_gate;
@@ -86,6 +85,8 @@ void bench_presets_list(FILE *out)
                                     p->renormalize ? ", renormalised" : ", not renormalised");
         if (p->selection_bias && n < sizeof extra)
             n += (size_t)snprintf(extra + n, sizeof extra - n, " + bias");
+        if (p->biases && n < sizeof extra)
+            n += (size_t)snprintf(extra + n, sizeof extra - n, ", router and expert biases");
         if (p->n_group > 1 && n < sizeof extra)
             n += (size_t)snprintf(extra + n, sizeof extra - n, ", %" PRId64 " groups keep %" PRId64,
                                   p->n_group, p->topk_group);
@@ -127,7 +128,8 @@ void bench_presets_list(FILE *out)
 
 int bench_desc_gated(const moe_layer_desc *d)
 {
-    return d->activation == MOE_ACTIVATION_SWIGLU || d->activation == MOE_ACTIVATION_GEGLU;
+    return d->activation == MOE_ACTIVATION_SWIGLU || d->activation == MOE_ACTIVATION_GEGLU ||
+           d->activation == MOE_ACTIVATION_SWIGLU_OAI;
 }
 
 moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t max_tokens, moe_dtype dtype)
@@ -147,6 +149,8 @@ moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t ma
     d.renormalize = !c->no_renorm;
     d.routed_scaling_factor = (float)c->scale;
     d.has_selection_bias = c->selection_bias;
+    d.router_has_bias = c->biases && !c->selection_bias;
+    d.expert_has_bias = c->biases;
     d.activation = (moe_activation)c->activation;
     d.d_ff_shared = c->shared_ff;
     d.shared_expert_gate = c->shared_ff > 0 && c->shared_gate;
@@ -198,7 +202,10 @@ double bench_fixed_weight_bytes(const moe_layer_desc *d)
 {
     const double dm = (double)d->d_model;
     double b = (double)d->n_experts * dm * sizeof(float);
-    if (d->has_selection_bias) b += (double)d->n_experts * sizeof(float);
+    if (d->has_selection_bias || d->router_has_bias) b += (double)d->n_experts * sizeof(float);
+    if (d->expert_has_bias) /* gate's and up's [E][d_ff] (up's alone ungated), down's [E][d_model] */
+        b +=
+            (double)d->n_experts * ((bench_desc_gated(d) ? 2.0 : 1.0) * (double)d->d_ff + dm) * sizeof(float);
     if (d->d_ff_shared > 0) {
         const double in_mats = bench_desc_gated(d) ? 2.0 : 1.0;
         b += in_mats * bench_matrix_bytes(d->shared_weight_dtype, d->d_ff_shared, d->d_model) +

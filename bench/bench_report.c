@@ -159,7 +159,12 @@ void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d
             bench_preset_name(c->preset), d->d_model, d->d_ff, d->n_experts, d->top_k,
             bench_choice_name(bench_activation_choices, (int)d->activation),
             bench_choice_name(bench_score_choices, (int)d->score_func),
-            d->has_selection_bias ? " + bias" : "", d->renormalize ? "renormalised" : "not renormalised",
+            d->has_selection_bias ? " + bias"
+            : d->router_has_bias  ? " of biased logits"
+                                  : "",
+            d->renormalize       ? d->expert_has_bias ? "renormalised, expert biases" : "renormalised"
+            : d->expert_has_bias ? "not renormalised, expert biases"
+                                 : "not renormalised",
             d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0, groups, shared, cap,
             hot, c->seed, bench_forward_flops(d, max_t) * 1e-9, max_t);
     if (c->serve) return;
@@ -414,6 +419,8 @@ static void add_common(cJSON *o, const char *kind, const char *backend, const ch
     cJSON_AddNumberToObject(v, "routed_scaling_factor",
                             d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0);
     cJSON_AddBoolToObject(v, "selection_bias", d->has_selection_bias != 0);
+    cJSON_AddBoolToObject(v, "router_bias", d->router_has_bias != 0);
+    cJSON_AddBoolToObject(v, "expert_bias", d->expert_has_bias != 0);
     cJSON_AddNumberToObject(v, "d_ff_shared", (double)d->d_ff_shared);
     cJSON_AddBoolToObject(v, "shared_expert_gate", d->shared_expert_gate != 0);
     cJSON_AddNumberToObject(v, "expert_capacity", (double)d->expert_capacity);

@@ -137,8 +137,8 @@ int bench_context_create(const bench_target *t, int64_t threads, moe_context **o
 void bench_data_free(bench_data *b)
 {
     float *all[] = {
-        b->router,      b->router_bias,        b->gate, b->up, b->down, b->shared_gate, b->shared_up,
-        b->shared_down, b->shared_expert_gate, b->x,    b->y};
+        b->router,      b->router_bias,        b->gate, b->up, b->down,      b->shared_gate, b->shared_up,
+        b->shared_down, b->shared_expert_gate, b->x,    b->y,  b->gate_bias, b->up_bias,     b->down_bias};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
     memset(b, 0, sizeof *b);
 }
@@ -188,6 +188,8 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, int64_t laye
     } arrays[] = {
         {&b->router, 1, d->n_experts, d->d_model, 1, in_bound, "router"},
         {&b->router_bias, d->has_selection_bias, d->n_experts, 1, 1, BIAS_BOUND, "router_bias"},
+        /* the router's own bias (gpt-oss): about as large as its logits */
+        {&b->router_bias, d->router_has_bias, d->n_experts, 1, 1, 1.0f, "router_bias"},
         {&b->gate, gated, d->n_experts, d->d_ff, d->d_model, in_bound, "gate"},
         {&b->up, 1, d->n_experts, d->d_ff, d->d_model, in_bound, "up"},
         {&b->down, 1, d->n_experts, d->d_model, d->d_ff, ff_bound, "down"},
@@ -199,6 +201,10 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, int64_t laye
         /* Filled in order from one stream, so layer 0's input is the same whatever the count. */
         {&b->x, 1, rows, layers, d->d_model, 1.0f, "x"},
         {&b->y, 1, rows, d->d_model, 1, 0.0f, "y"},
+        /* After x: the inputs stay those of a run without them. */
+        {&b->gate_bias, d->expert_has_bias && gated, d->n_experts, d->d_ff, 1, 1.0f, "gate_bias"},
+        {&b->up_bias, d->expert_has_bias, d->n_experts, d->d_ff, 1, 1.0f, "up_bias"},
+        {&b->down_bias, d->expert_has_bias, d->n_experts, d->d_model, 1, 1.0f, "down_bias"},
     };
     enum { N_ARRAYS = sizeof arrays / sizeof arrays[0] };
     size_t count[N_ARRAYS];
@@ -249,6 +255,9 @@ moe_layer_weights bench_data_weights(const bench_data *b)
     w.shared_up = b->shared_up;
     w.shared_down = b->shared_down;
     w.shared_expert_gate = b->shared_expert_gate;
+    w.gate_bias = b->gate_bias;
+    w.up_bias = b->up_bias;
+    w.down_bias = b->down_bias;
     return w;
 }
 

@@ -19,6 +19,7 @@
  * max-tokens rows per layer, and the output. */
 typedef struct bench_data {
     float *router, *router_bias, *gate, *up, *down;
+    float *gate_bias, *up_bias, *down_bias; /* --biases (gpt-oss) */
     float *shared_gate, *shared_up, *shared_down, *shared_expert_gate;
     float *x, *y;
     int64_t rows;       /* rows of y, and of each layer's input */

@@ -363,10 +363,15 @@ typedef enum moe_group_score {
 } moe_group_score;
 
 typedef enum moe_activation {
-    MOE_ACTIVATION_SWIGLU = 0, /* silu(x·W_gateᵀ) ⊙ (x·W_upᵀ) */
-    MOE_ACTIVATION_GEGLU = 1,  /* gelu(x·W_gateᵀ) ⊙ (x·W_upᵀ), gelu with erf */
-    MOE_ACTIVATION_RELU = 2,   /* relu(x·W_upᵀ), no gate matrix (Switch) */
-    MOE_ACTIVATION_GELU = 3    /* gelu(x·W_upᵀ), erf form, no gate matrix */
+    MOE_ACTIVATION_SWIGLU = 0,    /* silu(x·W_gateᵀ) ⊙ (x·W_upᵀ) */
+    MOE_ACTIVATION_GEGLU = 1,     /* gelu(x·W_gateᵀ) ⊙ (x·W_upᵀ), gelu with erf */
+    MOE_ACTIVATION_RELU = 2,      /* relu(x·W_upᵀ), no gate matrix (Switch) */
+    MOE_ACTIVATION_GELU = 3,      /* gelu(x·W_upᵀ), erf form, no gate matrix */
+    MOE_ACTIVATION_SWIGLU_OAI = 4 /* (0.7.0) gpt-oss's clamped SwiGLU (llama.cpp's swiglu_oai):
+                                     g = min(x·W_gateᵀ, limit), u = clamp(x·W_upᵀ, −limit,
+                                     limit), g·sigmoid(alpha·g)·(u + 1) — after the experts'
+                                     biases, when they have them; alpha and limit are
+                                     moe_layer_desc.swiglu_alpha and swiglu_limit */
 } moe_activation;
 
 typedef enum moe_drop_policy {
@@ -435,7 +440,8 @@ typedef struct moe_layer_desc {
                                            in float32 (ggml's Q8_0 rule on half blocks), and the
                                            intermediate act(gate)·up, heavier-tailed, to int16 the same
                                            way (d = max|a| / 32767). Faster decode; the output moves by
-                                           ~0.5% (rel L2, at most 1e-2) from the float32-activation
+                                           ~0.5% (rel L2, at most 1e-2 over a forward's outputs; a
+                                           single small token's can reach ~1%) from the float32-activation
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path, and experts in
@@ -451,6 +457,21 @@ typedef struct moe_layer_desc {
                                            with weight_dtype, or set it back to DEFAULT */
     moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =
                                            shared_weight_dtype */
+
+    /* (0.7.0) gpt-oss: a router with a bias, routed experts with biases, the clamped SwiGLU. */
+    int router_has_bias; /* nonzero: weights.router_bias[E] is the router's own bias (a Linear
+                            with bias), added to the logits: logits = x·routerᵀ + router_bias,
+                            so it moves the choice, the weights and the z-loss alike. Excludes
+                            has_selection_bias (which reads the same array differently).
+                            gpt-oss's top-k of the logits then softmax over the k chosen is
+                            score_func SOFTMAX with renormalize: the same weights */
+    int expert_has_bias; /* nonzero: every routed expert's projections add a bias
+                            (weights.gate_bias, up_bias, down_bias): gate and up before the
+                            activation, down before the routing weight multiplies its output
+                            (gpt-oss). The shared expert has none */
+    float swiglu_alpha;  /* SWIGLU_OAI's alpha, finite; 0 = 1.702 (gpt-oss's) */
+    float swiglu_limit;  /* SWIGLU_OAI's limit, finite and > 0; 0 = 7.0 (gpt-oss's
+                            config swiglu_limit) */
 } moe_layer_desc;
 
 /* Host weights in Hugging Face layout (nn.Linear weights are [out][in]), rows contiguous.
@@ -462,7 +483,8 @@ typedef struct moe_layer_desc {
 typedef struct moe_layer_weights {
     size_t struct_size;              /* sizeof(moe_layer_weights) */
     const float *router;             /* [n_experts][d_model]; required */
-    const float *router_bias;        /* [n_experts]; required iff has_selection_bias */
+    const float *router_bias;        /* [n_experts]; required iff has_selection_bias or
+                                        router_has_bias */
     const void *gate;                /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
     const void *up;                  /* [n_experts][d_ff][d_model]; required (Switch's wi) */
     const void *down;                /* [n_experts][d_model][d_ff]; required (Switch's wo) */
@@ -472,6 +494,9 @@ typedef struct moe_layer_weights {
     const float *shared_expert_gate; /* [d_model]; iff shared_expert_gate */
     moe_dtype dtype;                 /* format of gate, up and down; DEFAULT = F32 */
     moe_dtype shared_dtype;          /* format of shared_gate, shared_up, shared_down; DEFAULT = F32 */
+    const float *gate_bias;          /* (0.7.0) [n_experts][d_ff]; iff expert_has_bias and gated */
+    const float *up_bias;            /* (0.7.0) [n_experts][d_ff]; iff expert_has_bias */
+    const float *down_bias;          /* (0.7.0) [n_experts][d_model]; iff expert_has_bias */
 } moe_layer_weights;
 
 /* Optional outputs of a forward; every pointer may be NULL. Host memory. */
@@ -576,25 +601,31 @@ MOE_API moe_status moe_context_wait(moe_context *context);
  * switch_transformers encoder.block.N.layer.1.mlp.{router.classifier, experts.expert_E.{wi,wo}}
  *                    .weight (decoder.block.N.layer.2.mlp... with `decoder`)   num_experts,
  *                    expert_capacity, d_model, d_ff, dense_act_fn, encoder/decoder_sparse_step
+ * gpt_oss (0.7.0)    model.layers.N.mlp.{router.{weight,bias}, experts.{gate_up_proj,down_proj}_
+ *                    {blocks,scales,bias}}: the experts in MXFP4 as released (U8 blocks [E, out,
+ *                    in/32, 16] and E8M0 scales [E, out, in/32]; gate_up_proj's even rows are
+ *                    gate, the odd up), kept MXFP4   num_local_experts, num_experts_per_tok (or
+ *                    experts_per_token), hidden_size, intermediate_size, swiglu_limit (7.0),
+ *                    swiglu_alpha (1.702): router_has_bias, expert_has_bias, SWIGLU_OAI
  *
  * (0.5.0) GGUF files (llama.cpp's format, v2 and v3) open the same way: moe_model_open takes
  * the .gguf file (the first of a split, NAME-00001-of-0000N.gguf, which brings the others).
- * Architectures: llama with experts (Mixtral), qwen2moe, qwen3moe, olmoe, deepseek2; experts
+ * Architectures: llama with experts (Mixtral), qwen2moe, qwen3moe, olmoe, deepseek2, gpt-oss; experts
  * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
  * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
  * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
- * may be F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K or Q6_K (other ggml types are named in the
+ * may be F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K or MXFP4 (other ggml types are named in the
  * error); each projection
  * keeps the file's format (down_weight_dtype when down's differs from gate/up's).
  *
- * Safetensors tensors may be F32, F16 or BF16; the experts are stored in the checkpoint's own dtype unless
- * moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every backend). Errors: MOE_ERROR_IO
- * (a file or directory cannot be opened or mapped), MOE_ERROR_FORMAT (malformed JSON or safetensors, a
- * missing tensor, a tensor of the wrong shape or dtype), MOE_ERROR_UNSUPPORTED (a model_type, activation or
- * routing method this version does not run), MOE_ERROR_INVALID_ARGUMENT (a layer index out of
- * range or with no MoE block). The detail message names the file and the tensor or key.
- * A moe_model is read-only once open and may be used from several threads at once; a layer
- * created from it stays valid after moe_model_close.
+ * Safetensors tensors may be F32, F16 or BF16 (and gpt-oss's U8 MXFP4 blocks); the experts are stored in the
+ * checkpoint's own dtype unless moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every
+ * backend). Errors: MOE_ERROR_IO (a file or directory cannot be opened or mapped), MOE_ERROR_FORMAT
+ * (malformed JSON or safetensors, a missing tensor, a tensor of the wrong shape or dtype),
+ * MOE_ERROR_UNSUPPORTED (a model_type, activation or routing method this version does not run),
+ * MOE_ERROR_INVALID_ARGUMENT (a layer index out of range or with no MoE block). The detail message names the
+ * file and the tensor or key. A moe_model is read-only once open and may be used from several threads at
+ * once; a layer created from it stays valid after moe_model_close.
  * ------------------------------------------------------------------------------------- */
 typedef struct moe_model moe_model;
 

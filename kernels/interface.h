@@ -98,7 +98,7 @@
 #include <stdint.h>
 
 /* Sizes of the tables a kernel's arguments are rendered into. */
-#define MOE_KMAX_PARAMS        16
+#define MOE_KMAX_PARAMS        24
 #define MOE_KMAX_BUFFERS       8
 #define MOE_KMAX_FIELDS        8
 #define MOE_KMAX_PUSH_BYTES    128 /* the push-constant space every Vulkan device has */

@@ -14,6 +14,7 @@
 #define ACT_GEGLU 1
 #define ACT_RELU 2
 #define ACT_GELU 3
+#define ACT_SWIGLU_OAI 4
 
 #ifdef FP_FAST_FMAF
 #define FMA(a, b, c) fma((a), (b), (c))
@@ -46,6 +47,16 @@ float activate(int act, float v)
     if (act == ACT_GEGLU || act == ACT_GELU) return gelu(v);
     if (act == ACT_RELU) return fmax(v, 0.0f);
     return v;
+}
+
+// The gated epilogue on gate g and up u: act(g) · u, or gpt-oss's clamped SwiGLU (as
+// shaders/common.glsl's; a NaN stays one).
+float gated_act(int act, float g, float u, float alpha, float limit)
+{
+    if (act != ACT_SWIGLU_OAI) return activate(act, g) * u;
+    g = g > limit ? limit : g;
+    u = u > limit ? limit : (u < -limit ? -limit : u);
+    return g / (1.0f + exp(-alpha * g)) * (u + 1.0f);
 }
 
 // a ranks above b: a NaN ranks below every number (ties are left to the caller's order).

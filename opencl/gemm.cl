@@ -107,8 +107,16 @@ void gemm(MOE_CL_ARGS(MOE_GEMM_BUFFERS, MOE_GEMM_FIELDS))
             const int col = col0 + tx * TN + n;
             if (col >= N_OUT) continue;
             float v = acc[m * TN + n];
+#if HAS_BIAS
+            const size_t b = (size_t)expert * (GATED ? 2 : 1) * N_OUT + col; // its bias
+            v += bias[b];
+#endif
 #if GATED
-            v = activate(ACT, v) * accu[m * TN + n];
+            float u = accu[m * TN + n];
+#if HAS_BIAS
+            u += bias[b + N_OUT];
+#endif
+            v = gated_act(ACT, v, u, SWIGLU_ALPHA, SWIGLU_LIMIT);
 #else
             if (ACT != ACT_NONE) v = activate(ACT, v);
 #endif

@@ -90,8 +90,15 @@ void matvec(MOE_CL_ARGS(MOE_MATVEC_BUFFERS, MOE_MATVEC_FIELDS))
             up += red[(COLS + c) * WG + p];
 #endif
         }
+#if HAS_BIAS
+        const size_t b = (size_t)expert * NACC * N_OUT + col0 + c; // its bias
+        v += bias[b];
 #if GATED
-        v = activate(ACT, v) * up;
+        up += bias[b + N_OUT];
+#endif
+#endif
+#if GATED
+        v = gated_act(ACT, v, up, SWIGLU_ALPHA, SWIGLU_LIMIT);
 #else
         if (ACT != ACT_NONE) v = activate(ACT, v);
 #endif

@@ -10,6 +10,7 @@
 #define ACT_GEGLU 1
 #define ACT_RELU 2
 #define ACT_GELU 3
+#define ACT_SWIGLU_OAI 4
 
 float sigmoid(float v) { return 1.0 / (1.0 + exp(-v)); }
 
@@ -37,6 +38,17 @@ float activate(int act, float v)
     if (act == ACT_GEGLU || act == ACT_GELU) return gelu(v);
     if (act == ACT_RELU) return max(v, 0.0);
     return v;
+}
+
+// The gated epilogue on gate g and up u: act(g) · u, or gpt-oss's clamped SwiGLU (moe.h,
+// MOE_ACTIVATION_SWIGLU_OAI). Comparisons rather than min/clamp, which leave a NaN undefined:
+// a NaN stays one, as in the reference.
+float gated_act(int act, float g, float u, float alpha, float limit)
+{
+    if (act != ACT_SWIGLU_OAI) return activate(act, g) * u;
+    g = g > limit ? limit : g;
+    u = u > limit ? limit : (u < -limit ? -limit : u);
+    return g / (1.0 + exp(-alpha * g)) * (u + 1.0);
 }
 
 // a ranks above b: a NaN ranks below every number (ties are left to the caller's order).

@@ -121,7 +121,9 @@ void main()
             const int col = col0 + tx * TN + n;
             if (col >= N_OUT) continue;
             float v = acc[m * TN + n];
-            if (GATED) v = activate(ACT, v) * accu[m * TN + n];
+            const uint b = (uint(expert) * uint(GATED ? 2 : 1)) * uint(N_OUT) + uint(col); // its bias
+            if (HAS_BIAS) v += bias[b];
+            if (GATED) v = gated_act(ACT, v, accu[m * TN + n] + (HAS_BIAS ? bias[b + uint(N_OUT)] : 0.0), SWIGLU_ALPHA, SWIGLU_LIMIT);
             else if (ACT != ACT_NONE) v = activate(ACT, v);
             result[uint(row) * uint(N_OUT) + uint(col)] = v;
         }

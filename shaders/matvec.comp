@@ -83,7 +83,12 @@ void main()
             v += red[c * WG + p];
             if (GATED) up += red[(COLS + c) * WG + p];
         }
-        if (GATED) v = activate(ACT, v) * up;
+        const uint b = (uint(expert) * uint(NACC)) * uint(N_OUT) + uint(col0 + c); // its bias
+        if (HAS_BIAS) {
+            v += bias[b];
+            if (GATED) up += bias[b + uint(N_OUT)];
+        }
+        if (GATED) v = gated_act(ACT, v, up, SWIGLU_ALPHA, SWIGLU_LIMIT);
         else if (ACT != ACT_NONE) v = activate(ACT, v);
         result[uint(row) * uint(N_OUT) + uint(col0 + c)] = v;
     }

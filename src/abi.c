@@ -27,13 +27,14 @@ const moe_abi_struct moe_abi_context_desc = {"moe_context_desc",
                                              V010};
 const moe_abi_struct moe_abi_arena_stats = {
     "moe_arena_stats", sizeof(moe_arena_stats), {MOE_ABI_END(moe_arena_stats, scratch_reservations)}, V010};
-const moe_abi_struct moe_abi_layer_desc = {
-    "moe_layer_desc",
-    sizeof(moe_layer_desc),
-    {MOE_ABI_END(moe_layer_desc, drop_policy), MOE_ABI_END(moe_layer_desc, shared_weight_dtype) /* 0.2.0 */,
-     MOE_ABI_END(moe_layer_desc, activation_dtype) /* 0.3.0 */,
-     MOE_ABI_END(moe_layer_desc, shared_down_weight_dtype) /* 0.5.0 */},
-    V010};
+const moe_abi_struct moe_abi_layer_desc = {"moe_layer_desc",
+                                           sizeof(moe_layer_desc),
+                                           {MOE_ABI_END(moe_layer_desc, drop_policy),
+                                            MOE_ABI_END(moe_layer_desc, shared_weight_dtype) /* 0.2.0 */,
+                                            MOE_ABI_END(moe_layer_desc, activation_dtype) /* 0.3.0 */,
+                                            MOE_ABI_END(moe_layer_desc, shared_down_weight_dtype) /* 0.5.0 */,
+                                            MOE_ABI_END(moe_layer_desc, swiglu_limit) /* 0.7.0 */},
+                                           V010};
 /* A version ends past the previous version's sizeof (its end rounded up to the struct's
  * alignment): a caller's struct_size equal to an older sizeof then never covers a whole newer
  * version, whose fields would be read from that caller's tail padding. (moe_layer_desc 0.3.0
@@ -48,6 +49,8 @@ MOE_ABI_ENDS_PAST_PADDING(moe_context_desc, device_types, external_device);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, drop_policy, shared_weight_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, shared_weight_dtype, activation_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, activation_dtype, shared_down_weight_dtype);
+MOE_ABI_ENDS_PAST_PADDING(moe_layer_desc, shared_down_weight_dtype, swiglu_limit);
+MOE_ABI_ENDS_PAST_PADDING(moe_layer_weights, shared_dtype, down_bias);
 MOE_ABI_ENDS_PAST_PADDING(moe_layer_weights, shared_expert_gate, shared_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_model_layer_options, decoder, shared_weight_dtype);
 MOE_ABI_ENDS_PAST_PADDING(moe_model_layer_options, shared_weight_dtype, activation_dtype);
@@ -55,7 +58,8 @@ MOE_ABI_ENDS_PAST_PADDING(moe_model_layer_options, shared_weight_dtype, activati
 const moe_abi_struct moe_abi_layer_weights = {"moe_layer_weights",
                                               sizeof(moe_layer_weights),
                                               {MOE_ABI_END(moe_layer_weights, shared_expert_gate),
-                                               MOE_ABI_END(moe_layer_weights, shared_dtype) /* 0.2.0 */},
+                                               MOE_ABI_END(moe_layer_weights, shared_dtype) /* 0.2.0 */,
+                                               MOE_ABI_END(moe_layer_weights, down_bias) /* 0.7.0 */},
                                               V010};
 const moe_abi_struct moe_abi_forward_stats = {
     "moe_forward_stats", sizeof(moe_forward_stats), {MOE_ABI_END(moe_forward_stats, device_ms)}, V010};

@@ -36,10 +36,17 @@ typedef enum moe_backend_buffer_usage {
 
 /* One host matrix [rows][cols], row-major, of `dtype` (moe.h; never DEFAULT here) — possibly
  * inside a memory-mapped file, so a checkpoint's weights go to the backend without a float
- * copy of every expert. Rows are moe_dtype_row_bytes(dtype, cols) bytes apart. */
+ * copy of every expert. Rows are moe_dtype_row_bytes(dtype, cols) bytes apart.
+ * Or, with `hf_scales` set, MXFP4 as Hugging Face's gpt-oss checkpoints hold it: data is the
+ * blocks [source rows][cols / 32][16] (value 2i in byte i's low nibble, 2i + 1 in its high) and
+ * hf_scales the E8M0 bytes [source rows][cols / 32] apart; row r is source row r · hf_row_step
+ * (gate_up_proj interleaves gate's rows and up's: step 2). Its rows read as ggml's MXFP4
+ * blocks (the same scale byte; the nibbles reordered, moe_matrix_row_as). */
 typedef struct moe_matrix_src {
     const void *data;
     moe_dtype dtype;
+    const unsigned char *hf_scales;
+    int64_t hf_row_step;
 } moe_matrix_src;
 
 /* Row r of a matrix with `cols` columns, as floats (dequantised). */
@@ -98,7 +105,9 @@ typedef struct moe_route_step {
     int64_t n_tokens;
     moe_addr x;            /* float [T][d_model] */
     moe_addr router;       /* uploaded [E][d_model] */
-    moe_addr router_bias;  /* float [E] (raw copy), or absent */
+    moe_addr router_bias;  /* float [E] (raw copy), or absent: the selection bias
+                              (desc->has_selection_bias) or the router's own, added to the
+                              logits (desc->router_has_bias: the router ffn step's bias) */
     moe_addr logits;       /* out float [T][E] */
     moe_addr workspace;    /* float [T][E + n_group], the backend's to use */
     moe_addr topk_ids;     /* out int32 [T][k] */
@@ -139,8 +148,11 @@ typedef struct moe_ffn_step {
     int64_t n_experts;
     bool gated; /* weights are a gated pair: out = act(gate) * up */
     moe_activation activation;
-    bool apply_activation; /* false for the down projection */
-    moe_addr out;          /* float [n_rows][n_out] */
+    bool apply_activation;            /* false for the down projection */
+    float swiglu_alpha, swiglu_limit; /* SWIGLU_OAI's constants (the desc's, normalised) */
+    moe_addr bias; /* float [n_experts][gated ? 2 : 1][n_out], added to the products before the
+                      activation (gated: the gate's n_out, then the up's), or absent */
+    moe_addr out;  /* float [n_rows][n_out] */
     /* The same rows by (token, slot), for a backend whose small-T (decode) kernel runs over
      * the T·k routed rows instead of the padded row tiles: slot i of token i / top_k has its
      * row at slot_row[i] (-1: dropped by capacity, nothing to compute) and its expert at

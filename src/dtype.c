@@ -354,14 +354,49 @@ static const unsigned char *row_ptr(const moe_matrix_src *m, int64_t cols, int64
     return (const unsigned char *)m->data + (size_t)r * moe_dtype_row_bytes(m->dtype, cols);
 }
 
-void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out)
+/* Blocks [b0, b0 + n) of row r of a Hugging Face MXFP4 source (moe_matrix_src.hf_scales) as
+ * ggml's 17-byte blocks: ggml's byte j holds value j (low nibble) and j + 16 (high); HF's byte
+ * i values 2i (low) and 2i + 1 (high). The scale byte is the same (HF's FP4 table is half
+ * ggml's kv and its exponent bias 127 rather than 128: the same values). */
+static void hf_mxfp4_blocks(const moe_matrix_src *m, int64_t cols, int64_t r, int64_t b0, int64_t n,
+                            unsigned char *out)
 {
-    moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), MOE_DTYPE_F32, out, cols);
+    const int64_t nb = cols / MOE_BLOCK_SIZE, src_row = r * m->hf_row_step;
+    const unsigned char *q = (const unsigned char *)m->data + (size_t)(src_row * nb) * 16;
+    for (int64_t b = b0; b < b0 + n; b++, out += 17) {
+        const unsigned char *s = q + (size_t)b * 16;
+        out[0] = m->hf_scales[src_row * nb + b];
+        for (int j = 0; j < 16; j++) {
+            const int sh = (j & 1) * 4; /* value j: HF byte j / 2; value j + 16: byte 8 + j / 2 */
+            out[1 + j] = (unsigned char)(((s[j / 2] >> sh) & 15) | (((s[8 + j / 2] >> sh) & 15) << 4));
+        }
+    }
 }
 
 void moe_matrix_row_as(const moe_matrix_src *m, int64_t cols, int64_t r, moe_dtype dtype, void *out)
 {
-    moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), dtype, out, cols);
+    if (!m->hf_scales) {
+        moe_convert_row_unchecked(m->dtype, row_ptr(m, cols, r), dtype, out, cols);
+        return;
+    }
+    if (dtype == MOE_DTYPE_MXFP4) {
+        hf_mxfp4_blocks(m, cols, r, 0, cols / MOE_BLOCK_SIZE, out);
+        return;
+    }
+    /* Another format: a super-block's worth at a time through the stack (every format's block
+     * divides 256, and a K-quant's rows are whole super-blocks). */
+    unsigned char blocks[(MOE_SUPER_BLOCK_SIZE / MOE_BLOCK_SIZE) * 17];
+    for (int64_t c = 0; c < cols; c += MOE_SUPER_BLOCK_SIZE) {
+        const int64_t n = cols - c < MOE_SUPER_BLOCK_SIZE ? cols - c : MOE_SUPER_BLOCK_SIZE;
+        hf_mxfp4_blocks(m, cols, r, c / MOE_BLOCK_SIZE, n / MOE_BLOCK_SIZE, blocks);
+        moe_convert_row_unchecked(MOE_DTYPE_MXFP4, blocks, dtype,
+                                  (unsigned char *)out + moe_dtype_row_bytes(dtype, c), n);
+    }
+}
+
+void moe_matrix_row(const moe_matrix_src *m, int64_t cols, int64_t r, float *out)
+{
+    moe_matrix_row_as(m, cols, r, MOE_DTYPE_F32, out);
 }
 
 /* ---- the GPU backends' weight layout (backend.h) ------------------------------------------- */

@@ -109,6 +109,7 @@ struct moe_context {
 typedef struct moe_layer_addrs {
     moe_addr router, router_bias, ffn_in, ffn_down;
     moe_addr shared_in, shared_down, shared_gate;
+    moe_addr in_bias, down_bias; /* expert_has_bias: [E][gated ? 2 : 1][d_ff], [E][d_model] */
 } moe_layer_addrs;
 
 struct moe_layer {
@@ -215,7 +216,9 @@ typedef struct moe_layer_tensors {
     const float *router_bias;               /* [E], or NULL */
     const moe_matrix_src *gate, *up, *down; /* [E] each; gate NULL unless gated */
     moe_matrix_src shared_gate, shared_up, shared_down;
-    const float *shared_expert_gate; /* [d_model], or NULL */
+    const float *shared_expert_gate;  /* [d_model], or NULL */
+    const float *gate_bias, *up_bias; /* [E][d_ff] each (desc.expert_has_bias; gate_bias iff gated) */
+    const float *down_bias;           /* [E][d_model] */
 } moe_layer_tensors;
 
 /* Creates a layer from an already validated, normalised desc. */

@@ -37,6 +37,7 @@ void moe_klaunch_route(const moe_kconfig *c, const moe_route_step *s, moe_ffn_st
                              .n_experts = 1,
                              .gated = false,
                              .apply_activation = false,
+                             .bias = d->router_has_bias ? s->router_bias : (moe_addr){0},
                              .out = s->logits,
                              .n_slots = T,
                              .top_k = 1};
@@ -110,6 +111,12 @@ _Static_assert(MOE_WTYPE_F32 == MOE_DTYPE_F32 && MOE_WTYPE_F16 == MOE_DTYPE_F16 
                    MOE_WSUPER == MOE_SUPER_BLOCK_SIZE,
                "kernels/weight_format.h disagrees with moe_dtype");
 
+/* Floats of an ffn step's bias: every expert's, bound whole (indexed by the absolute expert). */
+static int64_t moe_kbias_elements(const moe_ffn_step *s)
+{
+    return s->n_experts * (s->gated ? 2 : 1) * s->n_out;
+}
+
 int64_t moe_kgemm_expert_bytes(const moe_ffn_step *s)
 {
     return (s->gated ? 2 : 1) * s->n_out * (int64_t)MOE_WROW_BYTES(s->weight_dtype, s->k_dim);
@@ -132,14 +139,18 @@ moe_klaunch moe_klaunch_gemm(const moe_kconfig *c, const moe_ffn_step *s, int64_
                                       .HAS_ROWS = s->row_token.buf != NULL,
                                       .HAS_TILES = s->tile_expert.buf != NULL,
                                       .USE_SHARED = c->gemm_shared,
-                                      .WTYPE = s->weight_dtype};
+                                      .WTYPE = s->weight_dtype,
+                                      .HAS_BIAS = s->bias.buf != NULL,
+                                      .SWIGLU_ALPHA = s->swiglu_alpha,
+                                      .SWIGLU_LIMIT = s->swiglu_limit};
     const int64_t n_rows = s->n_rows;
     const struct moe_gemm_buffers buf = {
         .a = {s->a, s->a_rows * s->k_dim},
         .row_token = {s->row_token, n_rows},
         .tile_expert = {s->tile_expert, ceil_div(n_rows, c->gemm_bm)},
         .w = {w, ceil_div(w_start + (expert_end - expert_begin) * moe_kgemm_expert_bytes(s), 4)},
-        .result = {s->out, n_rows * s->n_out}};
+        .result = {s->out, n_rows * s->n_out},
+        .bias = {s->bias, moe_kbias_elements(s)}};
     const struct moe_gemm_fields f = {
         .n_rows = n_rows, .expert_begin = expert_begin, .expert_end = expert_end, .w_start = w_start};
     /* A workgroup per BM×BN tile of the output; a group's launch still covers every row tile,
@@ -167,14 +178,18 @@ moe_klaunch moe_klaunch_matvec(const moe_kconfig *c, const moe_ffn_step *s, int6
                                         .GATHER = s->gather,
                                         .HAS_SLOTS = slots,
                                         .TOP_K = s->top_k,
-                                        .WTYPE = s->weight_dtype};
+                                        .WTYPE = s->weight_dtype,
+                                        .HAS_BIAS = s->bias.buf != NULL,
+                                        .SWIGLU_ALPHA = s->swiglu_alpha,
+                                        .SWIGLU_LIMIT = s->swiglu_limit};
     const int64_t n_slots = s->n_slots;
     const struct moe_matvec_buffers buf = {
         .a = {s->a, s->a_rows * s->k_dim},
         .slot_row = {s->slot_row, n_slots},
         .slot_expert = {s->slot_expert, n_slots},
         .w = {w, ceil_div(w_start + (expert_end - expert_begin) * moe_kgemm_expert_bytes(s), 4)},
-        .result = {s->out, s->n_rows * s->n_out}};
+        .result = {s->out, s->n_rows * s->n_out},
+        .bias = {s->bias, moe_kbias_elements(s)}};
     const struct moe_matvec_fields f = {
         .n_slots = n_slots, .expert_begin = expert_begin, .expert_end = expert_end, .w_start = w_start};
     return (moe_klaunch){moe_matvec_args(&p, &buf, &f), ceil_div(s->n_out, c->matvec_cols), n_slots};

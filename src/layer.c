@@ -48,10 +48,24 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
                                       int_shared};
     const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, int_shared};
     moe_layer_addrs a = {0};
+    /* The experts' biases, gate's and up's of an expert side by side as the kernels read them. */
+    const size_t E = (size_t)d.n_experts, F = (size_t)d.d_ff, n_in_bias = E * F * (gated ? 2u : 1u);
+    float *in_bias = NULL;
+    if (d.expert_has_bias && gated) {
+        in_bias = moe_malloc(sizeof(float) * n_in_bias);
+        if (!in_bias) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+        for (size_t e = 0; e < E; e++) {
+            memcpy(in_bias + 2 * e * F, t->gate_bias + e * F, sizeof(float) * F);
+            memcpy(in_bias + (2 * e + 1) * F, t->up_bias + e * F, sizeof(float) * F);
+        }
+    }
     const weight_item all[] = {
         {&a.router, &router, NULL, 0},
-        {d.has_selection_bias ? &a.router_bias : NULL, NULL, t->router_bias,
+        {d.has_selection_bias || d.router_has_bias ? &a.router_bias : NULL, NULL, t->router_bias,
          sizeof(float) * (size_t)d.n_experts},
+        {d.expert_has_bias ? &a.in_bias : NULL, NULL, gated ? in_bias : t->up_bias,
+         sizeof(float) * n_in_bias},
+        {d.expert_has_bias ? &a.down_bias : NULL, NULL, t->down_bias, sizeof(float) * E * (size_t)d.d_model},
         {&a.ffn_in, &ffn_in, NULL, 0},
         {&a.ffn_down, &ffn_down, NULL, 0},
         {shared ? &a.shared_in : NULL, &shared_in, NULL, 0},
@@ -66,11 +80,13 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
         if (all[i].dst)
             all[i].dst->offset =
                 moe_bump_take(&bump, all[i].src ? be->ops->weight_bytes(be, all[i].src) : all[i].raw_bytes);
-    if (bump.overflow)
-        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
-
-    moe_layer *layer = moe_calloc(1, sizeof *layer);
-    if (!layer) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    moe_layer *layer = bump.overflow ? NULL : moe_calloc(1, sizeof *layer);
+    if (!layer) {
+        moe_free(in_bias);
+        return bump.overflow
+                   ? moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes")
+                   : moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = bump.offset;
@@ -78,6 +94,7 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     layer->int_shared = int_shared && shared;
     moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
+        moe_free(in_bias);
         moe_free(layer);
         return st;
     }
@@ -88,6 +105,7 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
         st = all[i].src ? be->ops->weight_upload(be, *all[i].dst, all[i].src)
                         : be->ops->buffer_write(be, *all[i].dst, all[i].raw, all[i].raw_bytes);
     }
+    moe_free(in_bias);
     layer->w = a;
     if (st != MOE_OK) {
         moe_layer_destroy(layer);
@@ -125,20 +143,23 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     moe_matrix_src *gate = m, *up = m + E, *down = m + 2 * E;
     const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
     for (size_t e = 0; e < E; e++) {
-        gate[e] = (moe_matrix_src){g ? g + e * per_in : NULL, dt};
-        up[e] = (moe_matrix_src){u + e * per_in, dt};
-        down[e] = (moe_matrix_src){dn + e * per_down, dt};
+        gate[e] = (moe_matrix_src){g ? g + e * per_in : NULL, dt, NULL, 0};
+        up[e] = (moe_matrix_src){u + e * per_in, dt, NULL, 0};
+        down[e] = (moe_matrix_src){dn + e * per_down, dt, NULL, 0};
     }
     const moe_layer_tensors t = {
-        .router = {weights->router, MOE_DTYPE_F32},
+        .router = {weights->router, MOE_DTYPE_F32, NULL, 0},
         .router_bias = weights->router_bias,
         .gate = weights->gate ? gate : NULL,
         .up = up,
         .down = down,
-        .shared_gate = {weights->shared_gate, sdt},
-        .shared_up = {weights->shared_up, sdt},
-        .shared_down = {weights->shared_down, sdt},
+        .shared_gate = {weights->shared_gate, sdt, NULL, 0},
+        .shared_up = {weights->shared_up, sdt, NULL, 0},
+        .shared_down = {weights->shared_down, sdt, NULL, 0},
         .shared_expert_gate = weights->shared_expert_gate,
+        .gate_bias = weights->gate_bias,
+        .up_bias = weights->up_bias,
+        .down_bias = weights->down_bias,
     };
     st = moe_layer_create_from_tensors(ctx, &d, &t, out);
     moe_free(m);
@@ -295,6 +316,9 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                              .gated = gated,
                              .activation = d->activation,
                              .apply_activation = true,
+                             .swiglu_alpha = d->swiglu_alpha,
+                             .swiglu_limit = d->swiglu_limit,
+                             .bias = layer->w.in_bias,
                              .out = L->h,
                              .n_slots = T * d->top_k,
                              .top_k = d->top_k,
@@ -313,6 +337,7 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                .act_quant = layer->int_routed ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
                                .a_q = L->a_q,
                                .n_experts = d->n_experts,
+                               .bias = layer->w.down_bias,
                                .out = L->o,
                                .n_slots = T * d->top_k,
                                .top_k = d->top_k,
@@ -341,6 +366,8 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
                                   .gated = gated,
                                   .activation = d->activation,
                                   .apply_activation = true,
+                                  .swiglu_alpha = d->swiglu_alpha,
+                                  .swiglu_limit = d->swiglu_limit,
                                   .out = L->shared_h,
                                   .n_slots = T,
                                   .top_k = 1};

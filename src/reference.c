@@ -41,6 +41,8 @@ static double activate(moe_activation act, double v)
         return 0.5 * v * (1.0 + erf(v / sqrt(2.0)));
     case MOE_ACTIVATION_RELU:
         return v > 0.0 ? v : 0.0;
+    case MOE_ACTIVATION_SWIGLU_OAI: /* of gate and up together: swiglu_oai */
+        break;
     }
     return v;
 }
@@ -159,20 +161,38 @@ static void expert_input(const float *a, int64_t n, float qmax, double *out)
     }
 }
 
-/* out[d_model] = down · act(gate·x) ⊙ (up·x), one expert of width f; buf holds max(d, f), xin
- * d_model values, h and hf f. With int8, the inputs of both products are rounded (expert_input): x to
- * int8, h to int16 after it is rounded to float as the backends hold it. */
+/* gpt-oss's clamped SwiGLU (moe.h, MOE_ACTIVATION_SWIGLU_OAI) on gate g and up u; a NaN stays a
+ * NaN (the comparisons are false for it), as torch.clamp keeps it. */
+static double swiglu_oai(const moe_layer_desc *d, double g, double u)
+{
+    const double limit = d->swiglu_limit;
+    g = g > limit ? limit : g;
+    u = u > limit ? limit : u < -limit ? -limit : u;
+    return g / (1.0 + exp(-(double)d->swiglu_alpha * g)) * (u + 1.0);
+}
+
+/* The biases of one routed expert (moe_layer_desc.expert_has_bias), each NULL where there are none. */
+typedef struct ref_bias {
+    const float *gate, *up, *down;
+} ref_bias;
+
+/* out[d_model] = down · act(gate·x + b_gate) ⊙ (up·x + b_up) + b_down, one expert of width f; buf
+ * holds max(d, f), xin d_model values, h and hf f. With int8, the inputs of both products are
+ * rounded (expert_input): x to int8, h to int16 after it is rounded to float as the backends hold it. */
 static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const ref_matrix *up,
-                       const ref_matrix *down, int64_t f, bool int8, const float *x, double *xin, double *h,
-                       float *hf, double *out, double *buf)
+                       const ref_matrix *down, ref_bias b, int64_t f, bool int8, const float *x, double *xin,
+                       double *h, float *hf, double *out, double *buf)
 {
     expert_input(x, d->d_model, int8 ? 127.0f : 0.0f, xin);
     for (int64_t i = 0; i < f; i++) {
-        const double u = dot_row(up, i, xin, buf);
-        if (moe_activation_is_gated(d->activation))
-            h[i] = activate(d->activation, dot_row(gate, i, xin, buf)) * u;
-        else
+        const double u = dot_row(up, i, xin, buf) + (b.up ? (double)b.up[i] : 0.0);
+        if (!moe_activation_is_gated(d->activation)) {
             h[i] = activate(d->activation, u);
+            continue;
+        }
+        const double g = dot_row(gate, i, xin, buf) + (b.gate ? (double)b.gate[i] : 0.0);
+        h[i] =
+            d->activation == MOE_ACTIVATION_SWIGLU_OAI ? swiglu_oai(d, g, u) : activate(d->activation, g) * u;
     }
     if (int8) {
         for (int64_t i = 0; i < f; i++) hf[i] = (float)h[i];
@@ -182,7 +202,7 @@ static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const re
         ref_row(down, o, buf);
         double s = 0.0;
         for (int64_t i = 0; i < f; i++) s += buf[i] * h[i];
-        out[o] = s;
+        out[o] = s + (b.down ? (double)b.down[o] : 0.0);
     }
 }
 
@@ -192,7 +212,9 @@ static void route_token(const moe_layer_desc *d, const moe_layer_weights *w, con
                         int32_t *ids, double *weights)
 {
     const int64_t E = d->n_experts;
-    for (int64_t e = 0; e < E; e++) logits[e] = dot(w->router + e * d->d_model, x, d->d_model);
+    for (int64_t e = 0; e < E; e++)
+        logits[e] = dot(w->router + e * d->d_model, x, d->d_model) +
+                    (d->router_has_bias ? (double)w->router_bias[e] : 0.0);
 
     if (d->score_func == MOE_SCORE_SOFTMAX) {
         double m = -INFINITY, sum = 0.0;
@@ -316,7 +338,13 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                                          row_buf};
                 const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
                                   moe_dtype_int_dot(d.down_weight_dtype);
-                expert_ffn(&d, &gate, &up, &down, d.d_ff, int8, xt, xin, h, hf, o, buf);
+                ref_bias b = {0};
+                if (d.expert_has_bias)
+                    b = (ref_bias){weights->gate_bias ? weights->gate_bias + (size_t)e * (size_t)d.d_ff
+                                                      : NULL,
+                                   weights->up_bias + (size_t)e * (size_t)d.d_ff,
+                                   weights->down_bias + (size_t)e * (size_t)D};
+                expert_ffn(&d, &gate, &up, &down, b, d.d_ff, int8, xt, xin, h, hf, o, buf);
                 for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
             } else {
                 dropped++;
@@ -332,7 +360,8 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                                      row_buf};
             const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
                               moe_dtype_int_dot(d.shared_down_weight_dtype);
-            expert_ffn(&d, &gate, &up, &down, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
+            const ref_bias none = {0};
+            expert_ffn(&d, &gate, &up, &down, none, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
             double g = 1.0;
             if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
             for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];

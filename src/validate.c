@@ -9,7 +9,7 @@
 
 bool moe_activation_is_gated(moe_activation act)
 {
-    return act == MOE_ACTIVATION_SWIGLU || act == MOE_ACTIVATION_GEGLU;
+    return act == MOE_ACTIVATION_SWIGLU || act == MOE_ACTIVATION_GEGLU || act == MOE_ACTIVATION_SWIGLU_OAI;
 }
 
 /* Every byte size a layer implies (weights and a token's activations) must fit size_t, so
@@ -82,7 +82,12 @@ static moe_status check_weights(moe_context *ctx, const moe_layer_desc *d, const
     REQUIRE_PTR(w->up, "up");
     REQUIRE_PTR(w->down, "down");
     if (gated) REQUIRE_PTR(w->gate, "gate");
-    if (d->has_selection_bias) REQUIRE_PTR(w->router_bias, "router_bias");
+    if (d->has_selection_bias || d->router_has_bias) REQUIRE_PTR(w->router_bias, "router_bias");
+    if (d->expert_has_bias) {
+        if (gated) REQUIRE_PTR(w->gate_bias, "gate_bias");
+        REQUIRE_PTR(w->up_bias, "up_bias");
+        REQUIRE_PTR(w->down_bias, "down_bias");
+    }
     if (d->d_ff_shared > 0) {
         REQUIRE_PTR(w->shared_up, "shared_up");
         REQUIRE_PTR(w->shared_down, "shared_down");
@@ -216,7 +221,7 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, cons
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown score_func %d", (int)d.score_func);
     if ((uint32_t)d.group_score > MOE_GROUP_SCORE_MAX)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown group_score %d", (int)d.group_score);
-    if ((uint32_t)d.activation > MOE_ACTIVATION_GELU)
+    if ((uint32_t)d.activation > MOE_ACTIVATION_SWIGLU_OAI)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown activation %d", (int)d.activation);
     if ((uint32_t)d.drop_policy > MOE_DROP_PASSTHROUGH)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "unknown drop_policy %d", (int)d.drop_policy);
@@ -251,6 +256,20 @@ moe_status moe_validate_layer(moe_context *ctx, const moe_layer_desc *desc, cons
         return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG, "shared_expert_gate set without a shared expert");
     d.renormalize = d.renormalize != 0;
     d.has_selection_bias = d.has_selection_bias != 0;
+    d.router_has_bias = d.router_has_bias != 0;
+    d.expert_has_bias = d.expert_has_bias != 0;
+    if (d.router_has_bias && d.has_selection_bias)
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                        "router_has_bias and has_selection_bias both set: weights.router_bias is either the "
+                        "router's bias (added to the logits) or a selection bias, not both");
+    /* SWIGLU_OAI's constants (set for every activation, so the kernels see one value). */
+    if (!isfinite(d.swiglu_alpha) || !isfinite(d.swiglu_limit) || d.swiglu_limit < 0.0f)
+        return moe_fail(ctx, MOE_ERROR_INVALID_CONFIG,
+                        "swiglu_alpha (%g) must be finite and swiglu_limit (%g) finite and >= 0 (0: "
+                        "gpt-oss's 1.702 and 7.0)",
+                        (double)d.swiglu_alpha, (double)d.swiglu_limit);
+    if (d.swiglu_alpha == 0.0f) d.swiglu_alpha = 1.702f;
+    if (d.swiglu_limit == 0.0f) d.swiglu_limit = 7.0f;
     d.shared_expert_gate = d.shared_expert_gate != 0;
 
     moe_status st = check_layer_sizes(ctx, &d);

@@ -165,9 +165,11 @@ void h_layer_init(h_layer *l, const moe_layer_desc *desc, h_rng *r, float router
     const size_t D = (size_t)d->d_model, F = (size_t)d->d_ff, E = (size_t)d->n_experts;
     const size_t FS = (size_t)d->d_ff_shared;
     const float in_scale = 1.0f / sqrtf((float)D), ff_scale = 1.0f / sqrtf((float)F);
-    const bool gated = d->activation == MOE_ACTIVATION_SWIGLU || d->activation == MOE_ACTIVATION_GEGLU;
+    const bool gated = d->activation == MOE_ACTIVATION_SWIGLU || d->activation == MOE_ACTIVATION_GEGLU ||
+                       d->activation == MOE_ACTIVATION_SWIGLU_OAI;
     l->router = rand_array(E * D, r, router_scale * in_scale);
     if (d->has_selection_bias) l->router_bias = rand_array(E, r, 0.1f);
+    if (d->router_has_bias) l->router_bias = rand_array(E, r, router_scale); /* as large as the logits */
     if (gated) l->gate = rand_array(E * F * D, r, in_scale);
     l->up = rand_array(E * F * D, r, in_scale);
     l->down = rand_array(E * D * F, r, ff_scale);
@@ -187,6 +189,14 @@ void h_layer_init(h_layer *l, const moe_layer_desc *desc, h_rng *r, float router
                                .shared_up = l->shared_up,
                                .shared_down = l->shared_down,
                                .shared_expert_gate = l->shared_expert_gate};
+    if (d->expert_has_bias) { /* biases about as large as the products they are added to */
+        if (gated) l->gate_bias = rand_array(E * F, r, 1.0f);
+        l->up_bias = rand_array(E * F, r, 1.0f);
+        l->down_bias = rand_array(E * D, r, 1.0f);
+        l->w.gate_bias = l->gate_bias;
+        l->w.up_bias = l->up_bias;
+        l->w.down_bias = l->down_bias;
+    }
 }
 
 void h_make_hot(h_layer *l, int64_t hot)
@@ -207,6 +217,9 @@ void h_layer_free(h_layer *l)
     free(l->shared_up);
     free(l->shared_down);
     free(l->shared_expert_gate);
+    free(l->gate_bias);
+    free(l->up_bias);
+    free(l->down_bias);
     memset(l, 0, sizeof *l);
 }
 
@@ -234,19 +247,20 @@ double h_route_margin(const h_layer *l, const float *x)
     for (int64_t e = 0; e < E; e++) {
         double s = 0.0;
         for (int64_t i = 0; i < D; i++) s += (double)l->router[e * D + i] * x[i];
+        if (d->router_has_bias) s += l->router_bias[e]; /* the router's own bias: part of the logit */
         key[e] = s;
         if (s > m) m = s;
     }
     /* Decisions are judged where float32 resolves them: on the logits when the order of the
      * scores is the order of the logits (softmax, no bias, no sums of scores), else on the
      * scores (plus bias), whose scale is about 1. */
-    const bool logit_space = d->score_func == MOE_SCORE_SOFTMAX && !l->router_bias &&
+    const bool logit_space = d->score_func == MOE_SCORE_SOFTMAX && !d->has_selection_bias &&
                              (G == 1 || d->group_score == MOE_GROUP_SCORE_MAX);
     const double unit = logit_space ? 1.0 : 1e-2;
     for (int64_t e = 0; e < E; e++) sum += exp(key[e] - m);
     for (int64_t e = 0; e < E && !logit_space; e++) {
         key[e] = d->score_func == MOE_SCORE_SOFTMAX ? exp(key[e] - m) / sum : 1.0 / (1.0 + exp(-key[e]));
-        if (l->router_bias) key[e] += l->router_bias[e];
+        if (d->has_selection_bias) key[e] += l->router_bias[e];
     }
     bool *allowed = malloc(sizeof(bool) * (size_t)G);
     for (int64_t g = 0; g < G; g++) allowed[g] = true;

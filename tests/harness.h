@@ -75,7 +75,8 @@ typedef struct h_layer {
     moe_layer_weights w;
     float *router, *router_bias, *gate, *up, *down;
     float *shared_gate, *shared_up, *shared_down, *shared_expert_gate;
-    int64_t hot_expert; /* >= 0: every token's best expert (see h_make_hot) */
+    float *gate_bias, *up_bias, *down_bias; /* desc.expert_has_bias */
+    int64_t hot_expert;                     /* >= 0: every token's best expert (see h_make_hot) */
 } h_layer;
 
 /* Random weights for `desc` (fan-in scaled); router scaled by router_scale. */

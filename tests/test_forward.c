@@ -96,6 +96,18 @@ static const fcase fixed_cases[] = {
     {"larger",
      DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129, .renormalize = 1), 129,
      -1},
+    /* gpt-oss: the router's bias in the logits, biases on every expert projection, the clamped
+     * SwiGLU — with a limit low enough that the clamps bite on these O(1) products (gpt_oss),
+     * and with gpt-oss's own constants (the 0 defaults) at one token, the decode kernels. */
+    {"gpt_oss",
+     DESC(.d_model = 64, .d_ff = 96, .n_experts = 12, .top_k = 4, .max_tokens = 33, .renormalize = 1,
+          .activation = MOE_ACTIVATION_SWIGLU_OAI, .router_has_bias = 1, .expert_has_bias = 1,
+          .swiglu_limit = 0.75f, .swiglu_alpha = 1.5f),
+     33, -1},
+    {"gpt_oss_one_token",
+     DESC(.d_model = 96, .d_ff = 64, .n_experts = 32, .top_k = 4, .max_tokens = 2, .renormalize = 1,
+          .activation = MOE_ACTIVATION_SWIGLU_OAI, .router_has_bias = 1, .expert_has_bias = 1),
+     1, -1},
     /* down_weight_dtype / shared_down_weight_dtype: gate/up in the run's format, down in another
      * (as GGUF files mix them), routed and shared. A down_weight_dtype set here only marks the
      * case: for_format picks the format (down_partner). */
@@ -136,6 +148,14 @@ static fcase random_case(h_rng *r, int i)
     if (h_range(r, 0, 2) == 0) {
         d->expert_capacity = h_range(r, 1, c.T);
         d->drop_policy = (moe_drop_policy)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 3) == 0) { /* gpt-oss's pieces, each on its own */
+        if (h_range(r, 0, 1)) {
+            d->activation = MOE_ACTIVATION_SWIGLU_OAI;
+            d->swiglu_limit = (float)(0.25 + 3.0 * h_uniform(r));
+        }
+        d->router_has_bias = !d->has_selection_bias && h_range(r, 0, 1);
+        d->expert_has_bias = (int)h_range(r, 0, 1);
     }
     return c;
 }
@@ -300,8 +320,13 @@ static void check_int8(const fcase *c, const h_layer *hl, const float *x, const 
     float *yf = malloc(sizeof(float) * (size_t)TD);
     CHECK_STATUS(moe_reference_forward(&fd, &hl->w, c->T, x, yf, NULL), MOE_OK);
     const double err = h_rel_l2(y, yf, (size_t)TD);
-    CHECK(err <= Y_TOL_FLOAT, "[%s %s] int8 activations: relative L2 error %.3g > %g against the float ones",
-          c->name, moe_dtype_name(g_dtype), err, Y_TOL_FLOAT);
+    /* moe.h's bound holds for a forward's outputs; over fewer than 1024 values (one token of
+     * one_token's 96) the ratio of two norms of few terms varies more: median 0.53% and at most
+     * 0.78% over 80 seeds, but 1.02% at MOE_TEST_SEED=6946758342503 (the kernels within 1.3e-7
+     * of the int8 reference there: the rounding itself). */
+    const double tol = TD >= 1024 ? Y_TOL_FLOAT : 2 * Y_TOL_FLOAT;
+    CHECK(err <= tol, "[%s %s] int8 activations: relative L2 error %.3g > %g against the float ones", c->name,
+          moe_dtype_name(g_dtype), err, tol);
     printf("  %-34s int8 activations move the output by %.3g (rel L2)\n", c->name, err);
     free(yf);
 }

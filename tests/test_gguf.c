@@ -352,6 +352,32 @@ static void errors(moe_context *ctx, const char *tmp)
         free(ds);
     }
 
+    /* gpt-oss: every bias is required; a file without one (the name changed in place) is refused
+     * naming the tensor. */
+    {
+        size_t ng;
+        snprintf(path, sizeof path, "%s/gpt-oss.gguf", g_dir);
+        char *g = read_all(path, &ng), bad[1100];
+        snprintf(bad, sizeof bad, "%s/gpt-oss-bias.gguf", tmp);
+        static const char *const biases[] = {"blk.0.ffn_gate_inp.bias", "blk.0.ffn_up_exps.bias",
+                                             "blk.0.ffn_down_exps.bias"};
+        for (size_t i = 0; g && i < sizeof biases / sizeof biases[0]; i++) {
+            char *c2 = malloc(ng), want[96];
+            memcpy(c2, g, ng);
+            const size_t len = strlen(biases[i]);
+            bool found = false;
+            for (size_t at = 0; !found && at + len <= ng; at++)
+                if (!memcmp(c2 + at, biases[i], len)) c2[at + len - 1] = '_', found = true;
+            CHECK(found, "gpt-oss.gguf has no tensor %s", biases[i]);
+            write_all(bad, c2, ng);
+            snprintf(want, sizeof want, "tensor '%s' is missing", biases[i]);
+            layer_fails(ctx, bad, 0, MOE_ERROR_FORMAT, want);
+            free(c2);
+        }
+        remove(bad);
+        free(g);
+    }
+
     /* A split missing its second file. */
     size_t n;
     snprintf(path, sizeof path, "%s/qwen2moe-split-00001-of-00003.gguf", g_dir);

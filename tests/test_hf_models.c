@@ -124,7 +124,7 @@ int main(int argc, char **argv)
         run_model(ctx, argv[2], name->valuestring, (int64_t)layer->valuedouble, (int64_t)T->valuedouble);
         n++;
     }
-    CHECK(n == 5, "index.json lists %d models, 5 expected", n);
+    CHECK(n == 6, "index.json lists %d models, 6 expected", n);
     cJSON_Delete(index);
     free(text);
     moe_context_destroy(ctx);

@@ -135,8 +135,11 @@ typedef struct moe_cpu_gemm {
     const unsigned char *b;   /* this expert's packed tensor */
     moe_dtype dtype;          /* its format */
     bool gated;
-    int activation; /* a moe_activation, or -1 for none */
-    float *out;     /* rows of n_out floats */
+    int activation;                   /* a moe_activation, or -1 for none */
+    float swiglu_alpha, swiglu_limit; /* SWIGLU_OAI's constants */
+    const float *bias;                /* this expert's [gated ? 2 : 1][n_out] floats added before the
+                                         activation, or NULL */
+    float *out;                       /* rows of n_out floats */
     /* Integer activations: the rows of a quantised to act_quant (moe_cpu_quantize_row, stride
      * a_q_stride bytes, indexed as a's rows), b in its integer layout; NULL: float ones. */
     const unsigned char *a_q;

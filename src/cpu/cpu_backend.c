@@ -320,6 +320,7 @@ static void gemm_task(void *arg, int64_t task)
     const int64_t p1 = p0 + j->pairs_per_task < j->pairs ? p0 + j->pairs_per_task : j->pairs;
     moe_cpu_gemm g = j->g;
     g.b += (size_t)e * j->expert_bytes;
+    if (g.bias) g.bias += (size_t)e * (size_t)(g.gated ? 2 : 1) * (size_t)g.n_out;
     j->k->gemm(&g, r0, r1, p0, p1);
 }
 
@@ -388,6 +389,9 @@ static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
                         .dtype = s->weight_dtype,
                         .gated = s->gated,
                         .activation = s->apply_activation ? (int)s->activation : -1,
+                        .swiglu_alpha = s->swiglu_alpha,
+                        .swiglu_limit = s->swiglu_limit,
+                        .bias = at(s->bias),
                         .out = at(s->out),
                         .a_q = s->act_quant != MOE_ACT_FLOAT ? at(s->a_q) : NULL,
                         .a_q_stride = moe_act_row_bytes(s->act_quant, s->k_dim),
@@ -501,11 +505,16 @@ static moe_status cpu_route(moe_backend *be, const moe_route_step *s)
                         .b = at(s->router),
                         .dtype = MOE_DTYPE_F32,
                         .activation = -1,
+                        .bias = d->router_has_bias ? at(s->router_bias) : NULL,
                         .out = at(s->logits)},
                   .n_rows = s->n_tokens};
     run_gemm(c, &j);
-    route_job r = {
-        d, at(s->logits), at(s->router_bias), at(s->workspace), at(s->topk_ids), at(s->topk_weights)};
+    route_job r = {d,
+                   at(s->logits),
+                   d->has_selection_bias ? at(s->router_bias) : NULL,
+                   at(s->workspace),
+                   at(s->topk_ids),
+                   at(s->topk_weights)};
     moe_pool_run(c->pool, s->n_tokens, route_token, &r);
     return MOE_OK;
 }

@@ -711,19 +711,45 @@ static moe_vec activate_vec(int act, moe_vec v)
     return vec_load(lanes);
 }
 
+/* gpt-oss's clamped SwiGLU (moe.h, MOE_ACTIVATION_SWIGLU_OAI) on gate g and up u. The limit is
+ * the first operand of min / max, which return the second when either is NaN: a NaN stays one,
+ * as in the reference. */
+static moe_vec swiglu_oai_vec(const moe_cpu_gemm *g, moe_vec gate, moe_vec up)
+{
+    const moe_vec limit = vec_set1(g->swiglu_limit), one = vec_set1(1.0f);
+    gate = vec_min(limit, gate);
+    up = vec_max(vec_set1(-g->swiglu_limit), vec_min(limit, up));
+    const moe_vec glu = vec_div(gate, vec_add(one, vec_exp(vec_mul(vec_set1(-g->swiglu_alpha), gate))));
+    return vec_mul(glu, vec_add(up, one));
+}
+
 /* Applies the epilogue to rows [0, n_rows) of tmp in place, then writes their valid columns
- * of pair q. Gated: act(gate) · up into the first 16 columns. */
+ * of pair q. The bias first (this expert's, zero past n_out), then gated: act(gate) · up into
+ * the first 16 columns. */
 static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows, int64_t q)
 {
     const int64_t per_pair = g->gated ? MOE_CPU_PANEL : 2 * MOE_CPU_PANEL;
     const int64_t col0 = q * per_pair;
     const int64_t n_cols = g->n_out - col0 < per_pair ? g->n_out - col0 : per_pair;
+    float bias[PAIR] = {0}; /* the pair's bias in its column order */
+    if (g->bias)
+        for (int64_t c = 0; c < n_cols; c++) {
+            bias[c] = g->bias[col0 + c];
+            if (g->gated) bias[MOE_CPU_PANEL + c] = g->bias[g->n_out + col0 + c];
+        }
     for (int r = 0; r < n_rows; r++) {
         float *t = tmp + r * PAIR;
+        if (g->bias)
+            for (int v = 0; v < NV; v++)
+                vec_store(t + v * MOE_VLEN,
+                          vec_add(vec_load(t + v * MOE_VLEN), vec_load(bias + v * MOE_VLEN)));
         if (g->gated) {
             for (int v = 0; v < VPP; v++) {
-                const moe_vec h = activate_vec(g->activation, vec_load(t + v * MOE_VLEN));
-                vec_store(t + v * MOE_VLEN, vec_mul(h, vec_load(t + MOE_CPU_PANEL + v * MOE_VLEN)));
+                const moe_vec gate = vec_load(t + v * MOE_VLEN),
+                              up = vec_load(t + MOE_CPU_PANEL + v * MOE_VLEN);
+                vec_store(t + v * MOE_VLEN, g->activation == MOE_ACTIVATION_SWIGLU_OAI
+                                                ? swiglu_oai_vec(g, gate, up)
+                                                : vec_mul(activate_vec(g->activation, gate), up));
             }
         } else if (g->activation >= 0) {
             for (int v = 0; v < NV; v++)

@@ -113,6 +113,7 @@ static const struct {
     {"deepseek_v2", MOE_HF_DEEPSEEK_V2},
     {"deepseek_v3", MOE_HF_DEEPSEEK_V3},
     {"switch_transformers", MOE_HF_SWITCH},
+    {"gpt_oss", MOE_HF_GPT_OSS},
 };
 
 #define BIG        ((int64_t)1 << 40) /* a bound for shapes read from JSON, far above any real model */
@@ -193,9 +194,9 @@ moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *t
         size_t i = 0;
         while (i < sizeof families / sizeof families[0] && strcmp(type, families[i].name)) i++;
         if (i == sizeof families / sizeof families[0])
-            unsupported(
-                &r, "model_type", type,
-                "mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, switch_transformers");
+            unsupported(&r, "model_type", type,
+                        "mixtral, olmoe, qwen2_moe, qwen3_moe, deepseek_v2, deepseek_v3, "
+                        "switch_transformers, gpt_oss");
         else
             c.family = families[i].family;
         snprintf(c.model_type, sizeof c.model_type, "%s", type);
@@ -217,7 +218,10 @@ moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *t
     } else if (r.st == MOE_OK) {
         c.hidden_size = get_int(&r, "hidden_size", true, 0, 1, BIG);
         c.n_layers = get_int(&r, "num_hidden_layers", true, 0, 0, MAX_LAYERS);
-        c.top_k = get_int(&r, "num_experts_per_tok", true, 0, 1, INT32_MAX / 2);
+        /* gpt-oss's config.json has both names; OpenAI's own ModelConfig only experts_per_token */
+        const bool per_tok = c.family != MOE_HF_GPT_OSS || item(&r, "num_experts_per_tok");
+        c.top_k =
+            get_int(&r, per_tok ? "num_experts_per_tok" : "experts_per_token", true, 0, 1, INT32_MAX / 2);
         c.activation = activation_of(&r, "hidden_act", "silu", true);
         switch (c.family) {
         case MOE_HF_MIXTRAL:
@@ -243,6 +247,15 @@ moe_status moe_hf_config_parse(moe_context *ctx, const char *path, const char *t
         case MOE_HF_DEEPSEEK_V2:
         case MOE_HF_DEEPSEEK_V3:
             parse_deepseek(&r, &c, c.family == MOE_HF_DEEPSEEK_V3);
+            break;
+        case MOE_HF_GPT_OSS: /* transformers' GptOssExperts: alpha and limit (the config's
+                                swiglu_limit; newer configs swiglu_alpha) */
+            c.n_experts = get_int(&r, "num_local_experts", true, 0, 1, INT32_MAX / 2);
+            c.d_ff = get_int(&r, "intermediate_size", true, 0, 1, BIG);
+            c.norm_topk_prob = 1; /* softmax over the chosen logits = renormalised softmax */
+            c.activation = MOE_ACTIVATION_SWIGLU_OAI;
+            c.swiglu_alpha = get_num(&r, "swiglu_alpha", 1.702);
+            c.swiglu_limit = get_num(&r, "swiglu_limit", 7.0);
             break;
         case MOE_HF_SWITCH:
             break;
@@ -274,6 +287,7 @@ int moe_hf_layer_is_moe(const moe_hf_config *c, int64_t layer, bool decoder)
     switch (c->family) {
     case MOE_HF_MIXTRAL:
     case MOE_HF_OLMOE:
+    case MOE_HF_GPT_OSS:
         return 1;
     case MOE_HF_QWEN2_MOE:
     case MOE_HF_QWEN3_MOE:
@@ -326,6 +340,12 @@ void moe_hf_config_desc(const moe_hf_config *c, moe_layer_desc *out)
         break;
     case MOE_HF_SWITCH:
         d.expert_capacity = c->expert_capacity;
+        break;
+    case MOE_HF_GPT_OSS:
+        d.router_has_bias = 1;
+        d.expert_has_bias = 1;
+        d.swiglu_alpha = (float)c->swiglu_alpha;
+        d.swiglu_limit = (float)c->swiglu_limit;
         break;
     default:
         break;

@@ -21,6 +21,11 @@
  *                                                     selection bias blk.N.exp_probs_b.bias when
  *                                                     present; expert_shared_count shared
  *                                                     experts of the expert width, ungated
+ *   gpt-oss     expert_feed_forward_length            top-k of the logits + blk.N.ffn_gate_inp.bias,
+ *                                                     softmax over the k (= softmax, renormalised);
+ *                                                     blk.N.ffn_{gate,up,down}_exps.bias; llama.cpp's
+ *                                                     swiglu_oai with alpha 1.702, limit 7.0 (in
+ *                                                     code: no key)
  *
  * Every architecture: {arch}.embedding_length, block_count, expert_count (0 or absent: a dense
  * model, refused as such), expert_used_count. A width of 0 is absent, as in llama.cpp.
@@ -55,14 +60,16 @@ typedef struct arch_info {
     bool shared;       /* qwen2moe's gated shared expert */
     width_rule width;  /* where the experts' width comes from */
     bool routing_keys; /* deepseek2: gating function, norm, scale, groups from keys */
+    bool gpt_oss;      /* router and expert biases, the clamped SwiGLU (alpha, limit in code) */
 } arch_info;
 
 static const arch_info archs[] = {
-    {"llama", MOE_HF_MIXTRAL, true, false, WIDTH_FF, false},
-    {"qwen2moe", MOE_HF_QWEN2_MOE, false, true, WIDTH_EFF_OR, false},
-    {"qwen3moe", MOE_HF_QWEN3_MOE, true, false, WIDTH_EFF_OR, false},
-    {"olmoe", MOE_HF_OLMOE, false, false, WIDTH_FF, false},
-    {"deepseek2", MOE_HF_DEEPSEEK_V3, false, false, WIDTH_EFF_ONLY, true},
+    {"llama", MOE_HF_MIXTRAL, true, false, WIDTH_FF, false, false},
+    {"qwen2moe", MOE_HF_QWEN2_MOE, false, true, WIDTH_EFF_OR, false, false},
+    {"qwen3moe", MOE_HF_QWEN3_MOE, true, false, WIDTH_EFF_OR, false, false},
+    {"olmoe", MOE_HF_OLMOE, false, false, WIDTH_FF, false, false},
+    {"deepseek2", MOE_HF_DEEPSEEK_V3, false, false, WIDTH_EFF_ONLY, true, false},
+    {"gpt-oss", MOE_HF_GPT_OSS, true, false, WIDTH_EFF_ONLY, false, true},
 };
 
 /* ---- opening a file or a split -------------------------------------------------------------- */
@@ -233,11 +240,8 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
     if (!a)
         return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
                         "%s: architecture '%s' is not one this version runs (llama with experts, qwen2moe, "
-                        "qwen3moe, olmoe, deepseek2)%s",
-                        f->path, arch,
-                        !strcmp(arch, "gpt-oss") ? "; gpt-oss's clamped SwiGLU and expert biases are not "
-                                                   "implemented yet"
-                                                 : "");
+                        "qwen3moe, olmoe, deepseek2, gpt-oss)",
+                        f->path, arch);
     keys k = {.ctx = ctx, .f = f, .arch = arch};
     moe_hf_config *c = &m->cfg;
     memset(c, 0, sizeof *c);
@@ -266,6 +270,12 @@ moe_status moe_gguf_read_arch(moe_context *ctx, moe_model *m)
     d.score_func = MOE_SCORE_SOFTMAX;
     d.renormalize = a->renormalize;
     d.routed_scaling_factor = 1.0f;
+    if (a->gpt_oss) { /* llama.cpp: softmax over the chosen biased logits (SOFTMAX_WEIGHT), swiglu_oai
+                         with alpha 1.702 and limit 7.0 fixed in code, biases on everything */
+        d.activation = MOE_ACTIVATION_SWIGLU_OAI;
+        d.router_has_bias = 1;
+        d.expert_has_bias = 1;
+    }
     if (a->shared) { /* llama.cpp: expert_shared_feed_forward_length, else feed_forward_length */
         uint64_t sff = key_uint(&k, "expert_shared_feed_forward_length", false, NULL);
         if (!sff) sff = key_uint(&k, "feed_forward_length", false, NULL);
@@ -344,8 +354,10 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
     const moe_file_tensor *bias =
         m->cfg.family == MOE_HF_DEEPSEEK_V3
             ? moe_lookup_need(&lk, "exp_probs_b.bias", 0, 0, E, "selection bias: ne [n_experts]", true)
+        : d.router_has_bias
+            ? moe_lookup_need(&lk, "ffn_gate_inp.bias", 0, 0, E, "router bias: ne [n_experts]", false)
             : NULL;
-    d.has_selection_bias = bias != NULL;
+    d.has_selection_bias = m->cfg.family == MOE_HF_DEEPSEEK_V3 && bias != NULL;
     if (refs) refs->router = moe_view_of(router), refs->bias = moe_view_of(bias);
 
     snprintf(why, sizeof why,
@@ -361,11 +373,35 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
         if (lk.st != MOE_OK) return lk.st;
         d.weight_dtype = fused ? fused->dtype : common_format(gate->dtype, up->dtype);
         d.down_weight_dtype = down->dtype;
+        if (d.expert_has_bias && !fused) { /* gpt-oss: ne [d_ff, E] and [hidden, E] */
+            snprintf(why, sizeof why, "expert biases: ne [d_ff=%lld, n_experts=%lld] (down: [hidden, E])",
+                     (long long)F, (long long)E);
+            const moe_file_tensor *gb = moe_lookup_need(&lk, "ffn_gate_exps.bias", 0, E, F, why, false);
+            const moe_file_tensor *ub = moe_lookup_need(&lk, "ffn_up_exps.bias", 0, E, F, why, false);
+            const moe_file_tensor *db = moe_lookup_need(&lk, "ffn_down_exps.bias", 0, E, D, why, false);
+            if (lk.st != MOE_OK) return lk.st;
+            const moe_file_tensor *all[] = {bias, gb, ub, db};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+                if (all[i] && moe_dtype_block_size(all[i]->dtype) != 1)
+                    return moe_fail(
+                        ctx, MOE_ERROR_FORMAT,
+                        "%s: layer %lld's %s bias has type %s; biases are read as F32, F16 or BF16",
+                        m->weights_label, (long long)layer, i == 0 ? "router" : "an expert",
+                        all[i]->dtype_name);
+            if (refs)
+                refs->gate_bias = moe_view_of(gb), refs->up_bias = moe_view_of(ub),
+                refs->down_bias = moe_view_of(db);
+        } else if (d.expert_has_bias) {
+            return moe_fail(ctx, MOE_ERROR_FORMAT,
+                            "%s: layer %lld of this %s file has a fused ffn_gate_up_exps.weight; its expert "
+                            "biases are read from ffn_{gate,up}_exps.bias, so gate and up must be apart",
+                            m->weights_label, (long long)layer, m->cfg.model_type);
+        }
         for (int64_t e = 0; refs && e < E; e++) {
             if (fused) {
                 const moe_tensor_view v = moe_view_expert(fused, e, E);
-                refs->gate[e] = (moe_tensor_view){v.data, v.bytes / 2, v.dtype};
-                refs->up[e] = (moe_tensor_view){v.data + v.bytes / 2, v.bytes / 2, v.dtype};
+                refs->gate[e] = (moe_tensor_view){v.data, v.bytes / 2, v.dtype, NULL, 0};
+                refs->up[e] = (moe_tensor_view){v.data + v.bytes / 2, v.bytes / 2, v.dtype, NULL, 0};
             } else {
                 refs->gate[e] = moe_view_expert(gate, e, E);
                 refs->up[e] = moe_view_expert(up, e, E);
@@ -373,6 +409,11 @@ moe_status moe_gguf_layer_lookup(moe_context *ctx, const moe_model *m, int64_t l
             refs->down[e] = moe_view_expert(down, e, E);
         }
     } else { /* the per-expert tensors of older files */
+        if (d.expert_has_bias)
+            return moe_fail(ctx, MOE_ERROR_FORMAT,
+                            "%s: layer %lld has no stacked experts (%sffn_up_exps.weight); a %s file keeps "
+                            "them stacked, with their biases",
+                            m->weights_label, (long long)layer, lk.prefix, m->cfg.model_type);
         char first[MOE_NAME_MAX_LEN + 32];
         snprintf(first, sizeof first, "%sffn_up.0.weight", lk.prefix);
         if (!moe_model_find_tensor(m, first))

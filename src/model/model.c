@@ -367,13 +367,100 @@ const moe_file_tensor *moe_lookup_need(moe_lookup *lk, const char *suffix, int64
 
 moe_tensor_view moe_view_of(const moe_file_tensor *t)
 {
-    return t ? (moe_tensor_view){t->data, t->bytes, t->dtype} : (moe_tensor_view){NULL, 0, MOE_DTYPE_F32};
+    return t ? (moe_tensor_view){t->data, t->bytes, t->dtype, NULL, 0}
+             : (moe_tensor_view){NULL, 0, MOE_DTYPE_F32, NULL, 0};
 }
 
 moe_tensor_view moe_view_expert(const moe_file_tensor *t, int64_t e, int64_t n_experts)
 {
     const size_t each = t->bytes / (size_t)n_experts;
-    return (moe_tensor_view){t->data + (size_t)e * each, each, t->dtype};
+    return (moe_tensor_view){t->data + (size_t)e * each, each, t->dtype, NULL, 0};
+}
+
+/* A U8 tensor of exactly `shape` (gpt-oss's MXFP4 blocks and scales), or NULL and lk->st. */
+static const moe_file_tensor *u8_need(moe_lookup *lk, const char *suffix, const int64_t *shape, int n_dims,
+                                      const char *why)
+{
+    if (lk->st != MOE_OK) return NULL;
+    char name[2 * MOE_NAME_MAX_LEN];
+    snprintf(name, sizeof name, "%s%s", lk->prefix, suffix);
+    const moe_model_tensor *mt = moe_model_find_tensor(lk->m, name);
+    if (!mt) {
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is missing (%s)", lk->m->weights_label,
+                          name, why);
+        return NULL;
+    }
+    const moe_file_tensor *t = mt->t;
+    if (strcmp(t->dtype_name, "U8") || t->n_dims != n_dims ||
+        memcmp(t->shape, shape, sizeof(int64_t) * (size_t)n_dims)) {
+        char got[160], want[96];
+        fmt_shape(got, sizeof got, t->shape, t->n_dims);
+        fmt_shape(want, sizeof want, shape, n_dims);
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' is %s %s; U8 %s expected (%s)",
+                          lk->m->files[mt->file].path, name, t->dtype_name, got, want, why);
+        return NULL;
+    }
+    return t;
+}
+
+/* gpt-oss as transformers' GptOssMLP holds it (the released checkpoints): router.{weight,bias};
+ * the experts in MXFP4, gate_up_proj_{blocks,scales} [E, 2·d_ff, hidden/32, (16)] with gate's and
+ * up's rows interleaved (even: gate, odd: up), down_proj_{blocks,scales} [E, hidden, d_ff/32,
+ * (16)], and the biases gate_up_proj_bias [E, 2·d_ff] (interleaved the same way), down_proj_bias
+ * [E, hidden]. A checkpoint whose experts are dequantised (gate_up_proj [E, hidden, 2·d_ff], the
+ * transpose of the other projections' layout) is refused by name. */
+static moe_status gpt_oss_lookup(moe_lookup *lk, moe_layer_desc *d, moe_layer_refs *refs)
+{
+    const int64_t D = d->d_model, F = d->d_ff, E = d->n_experts;
+    char why[160];
+    snprintf(why, sizeof why, "router: [n_experts=%lld, hidden=%lld]", (long long)E, (long long)D);
+    const moe_file_tensor *router = moe_lookup_need(lk, "router.weight", 0, E, D, why, false);
+    const moe_file_tensor *rb =
+        moe_lookup_need(lk, "router.bias", 0, 0, E, "router bias: [n_experts]", false);
+    if (lk->st == MOE_OK && (D % MOE_BLOCK_SIZE || F % MOE_BLOCK_SIZE))
+        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT,
+                          "%s: hidden_size (%lld) and intermediate_size (%lld) must be multiples of 32 for "
+                          "MXFP4 experts",
+                          lk->m->weights_label, (long long)D, (long long)F);
+    char name[2 * MOE_NAME_MAX_LEN];
+    snprintf(name, sizeof name, "%sexperts.gate_up_proj", lk->prefix);
+    if (lk->st == MOE_OK && moe_model_find_tensor(lk->m, name))
+        lk->st =
+            moe_fail(lk->ctx, MOE_ERROR_UNSUPPORTED,
+                     "%s: layer's experts are dequantised ('%s', [E, hidden, 2*d_ff]); this version reads "
+                     "gpt-oss's experts as released, MXFP4 (experts.gate_up_proj_blocks / _scales)",
+                     lk->m->weights_label, name);
+    snprintf(why, sizeof why,
+             "MXFP4 experts: [E=%lld, 2*d_ff=%lld, hidden/32=%lld, 16] (down: [E, hidden, d_ff/32, 16])",
+             (long long)E, (long long)(2 * F), (long long)(D / 32));
+    const int64_t gub[4] = {E, 2 * F, D / 32, 16}, dnb[4] = {E, D, F / 32, 16};
+    const moe_file_tensor *gu = u8_need(lk, "experts.gate_up_proj_blocks", gub, 4, why);
+    const moe_file_tensor *gus = u8_need(lk, "experts.gate_up_proj_scales", gub, 3, why);
+    const moe_file_tensor *dn = u8_need(lk, "experts.down_proj_blocks", dnb, 4, why);
+    const moe_file_tensor *dns = u8_need(lk, "experts.down_proj_scales", dnb, 3, why);
+    snprintf(why, sizeof why, "expert biases: [E=%lld, 2*d_ff=%lld] (down: [E, hidden=%lld])", (long long)E,
+             (long long)(2 * F), (long long)D);
+    const moe_file_tensor *gub_b = moe_lookup_need(lk, "experts.gate_up_proj_bias", 0, E, 2 * F, why, false);
+    const moe_file_tensor *dn_b = moe_lookup_need(lk, "experts.down_proj_bias", 0, E, D, why, false);
+    if (lk->st != MOE_OK) return lk->st;
+    d->weight_dtype = d->down_weight_dtype = MOE_DTYPE_MXFP4;
+    if (!refs) return MOE_OK;
+    refs->router = moe_view_of(router);
+    refs->bias = moe_view_of(rb);
+    refs->gate_up_bias = moe_view_of(gub_b);
+    refs->down_bias = moe_view_of(dn_b);
+    const size_t row_q = (size_t)(D / 32) * 16, row_s = (size_t)(D / 32); /* a gate_up row's bytes */
+    const size_t drow_q = (size_t)(F / 32) * 16, drow_s = (size_t)(F / 32);
+    for (int64_t e = 0; e < E; e++) {
+        const size_t gu_row0 = (size_t)(e * 2 * F), dn_row0 = (size_t)(e * D);
+        for (int h = 0; h < 2; h++) /* gate: the even rows, up: the odd */
+            (h ? refs->up : refs->gate)[e] =
+                (moe_tensor_view){gu->data + (gu_row0 + (size_t)h) * row_q, (size_t)F * (row_q + row_s),
+                                  MOE_DTYPE_MXFP4, gus->data + (gu_row0 + (size_t)h) * row_s, 2};
+        refs->down[e] = (moe_tensor_view){dn->data + dn_row0 * drow_q, (size_t)D * (drow_q + drow_s),
+                                          MOE_DTYPE_MXFP4, dns->data + dn_row0 * drow_s, 1};
+    }
+    return MOE_OK;
 }
 
 /* A Hugging Face layer's tensors by the family's names. */
@@ -398,6 +485,12 @@ static moe_status hf_lookup(moe_context *ctx, const moe_model *m, int64_t layer,
         break;
     }
     if (c->family == MOE_HF_QWEN2_MOE) shared = "shared_expert.";
+    if (c->family == MOE_HF_GPT_OSS) {
+        snprintf(lk.prefix, sizeof lk.prefix, "model.layers.%lld.mlp.", (long long)layer);
+        const moe_status st = gpt_oss_lookup(&lk, &d, refs);
+        *out = d;
+        return st;
+    }
     if (block)
         snprintf(lk.prefix, sizeof lk.prefix, "model.layers.%lld.%s.", (long long)layer, block);
     else
@@ -552,12 +645,13 @@ static void temps_free(temps *t)
  * with general.alignment 1). NULL data = OOM. */
 static moe_matrix_src src_of(const moe_tensor_view *v, temps *tmp)
 {
-    if (!v->data) return (moe_matrix_src){NULL, MOE_DTYPE_F32};
+    if (!v->data) return (moe_matrix_src){NULL, MOE_DTYPE_F32, NULL, 0};
+    if (v->hf_scales) return (moe_matrix_src){v->data, v->dtype, v->hf_scales, v->hf_row_step}; /* bytes */
     const size_t align = v->dtype == MOE_DTYPE_F32 ? 4 : 2;
-    if ((uintptr_t)v->data % align == 0) return (moe_matrix_src){v->data, v->dtype};
+    if ((uintptr_t)v->data % align == 0) return (moe_matrix_src){v->data, v->dtype, NULL, 0};
     void *copy = temp_alloc(tmp, v->bytes);
     if (copy) memcpy(copy, v->data, v->bytes);
-    return (moe_matrix_src){copy, v->dtype};
+    return (moe_matrix_src){copy, v->dtype, NULL, 0};
 }
 
 /* A small vector converted to float32. */
@@ -605,6 +699,17 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
             mats[i] = src_of(&per[i], &tmp);
             oom = oom || !mats[i].data;
         }
+        /* gpt-oss safetensors: gate's and up's biases interleaved in one [E][2·d_ff] tensor. */
+        const float *gate_bias = floats_of(&r.gate_bias, d.n_experts * d.d_ff, &tmp, &oom);
+        const float *up_bias = floats_of(&r.up_bias, d.n_experts * d.d_ff, &tmp, &oom);
+        const float *gu = floats_of(&r.gate_up_bias, 2 * d.n_experts * d.d_ff, &tmp, &oom);
+        if (gu) {
+            const size_t n = E * (size_t)d.d_ff;
+            float *g = temp_alloc(&tmp, sizeof(float) * n), *u = temp_alloc(&tmp, sizeof(float) * n);
+            oom = oom || !g || !u;
+            for (size_t i = 0; g && u && i < n; i++) g[i] = gu[2 * i], u[i] = gu[2 * i + 1];
+            gate_bias = g, up_bias = u;
+        }
         const moe_layer_tensors t = {
             .router = src_of(&r.router, &tmp),
             .router_bias = floats_of(&r.bias, d.n_experts, &tmp, &oom),
@@ -615,6 +720,9 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
             .shared_up = src_of(&r.shared_up, &tmp),
             .shared_down = src_of(&r.shared_down, &tmp),
             .shared_expert_gate = floats_of(&r.seg, d.d_model, &tmp, &oom),
+            .gate_bias = gate_bias,
+            .up_bias = up_bias,
+            .down_bias = floats_of(&r.down_bias, d.n_experts * d.d_model, &tmp, &oom),
         };
         oom = oom || !t.router.data || (r.shared_up.data && (!t.shared_up.data || !t.shared_down.data)) ||
               (r.shared_gate.data && !t.shared_gate.data);

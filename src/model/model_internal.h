@@ -162,7 +162,8 @@ typedef enum moe_hf_family {
     MOE_HF_QWEN3_MOE,
     MOE_HF_DEEPSEEK_V2,
     MOE_HF_DEEPSEEK_V3,
-    MOE_HF_SWITCH
+    MOE_HF_SWITCH,
+    MOE_HF_GPT_OSS
 } moe_hf_family;
 
 typedef enum moe_hf_topk_method {
@@ -192,6 +193,7 @@ typedef struct moe_hf_config {
     int64_t first_k_dense_replace, moe_layer_freq;    /* DeepSeek */
     int64_t mlp_only_layers[MOE_HF_MAX_MLP_ONLY];     /* Qwen */
     int n_mlp_only_layers;
+    double swiglu_alpha, swiglu_limit; /* gpt-oss */
 } moe_hf_config;
 
 /* Parses config.json's text (`path` for messages). MOE_ERROR_FORMAT for malformed JSON or a
@@ -236,12 +238,16 @@ typedef struct moe_tensor_view {
     const uint8_t *data;
     size_t bytes;
     moe_dtype dtype;
+    const uint8_t *hf_scales; /* MXFP4 as Hugging Face holds it (moe_matrix_src.hf_scales) */
+    int64_t hf_row_step;
 } moe_tensor_view;
 
 /* The tensors a layer is made from, each checked; experts' arrays are n_experts long. */
 typedef struct moe_layer_refs {
     moe_tensor_view router, bias, shared_gate, shared_up, shared_down, seg;
     moe_tensor_view *gate, *up, *down;
+    moe_tensor_view gate_bias, up_bias, down_bias; /* [E][d_ff], [E][d_ff], [E][d_model] (gpt-oss) */
+    moe_tensor_view gate_up_bias; /* [E][2·d_ff], gate's and up's interleaved (gpt-oss safetensors) */
 } moe_layer_refs;
 
 #define MOE_NAME_MAX_LEN 256

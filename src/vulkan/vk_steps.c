@@ -137,7 +137,7 @@ static moe_kconfig kconfig(const moe_vk_backend *b)
  * each group is one dispatch whose row tiles (slots) of other experts exit at once. Sizes are
  * the weight format's bytes. A group's first matrix need not start at a multiple of
  * minStorageBufferOffsetAlignment, so the binding starts at the aligned offset below it and the
- * shader skips w_start bytes (even: every format's sizes are). MOE_VK_MAX_WEIGHT_BINDING lowers
+ * shader skips w_start bytes (any number: MXFP4's blocks are 17 bytes). MOE_VK_MAX_WEIGHT_BINDING lowers
  * the limit, so the tests exercise the grouping on small layers. The split is Vulkan's alone;
  * the arguments of each group's dispatch are the ones every backend fills (moe_klaunch_gemm,
  * moe_klaunch_matvec). */

@@ -4,12 +4,8 @@
 # average to drop under 0.5 before each run, and logs the load each run started at.
 # usage: bench/results/amd-epyc-2core/run.sh [BUILD_DIR]   (from the repository root)
 set -euo pipefail
-build=${1:-build}
-out=$(dirname "$0")
-wait_s=${WAIT_S:-900}
-log=$out/runs.log
-: > "$log"
-. "$(dirname "$0")/../wait_quiet.sh"
+wait_s=900
+. "$(dirname "$0")/../wait_quiet.sh" # build, out, wait_s, log; quiet, bench
 for p in olmoe-1b-7b qwen3-30b-a3b qwen1.5-moe-a2.7b deepseek-v2-lite switch-base-8; do
     quiet "moe-bench --backend cpu --preset $p --tokens 512 --min-time 3"
     MOE_BENCH_NO_PROGRESS=1 "$build/moe-bench" --backend cpu --preset "$p" --tokens 512 --min-time 3 \

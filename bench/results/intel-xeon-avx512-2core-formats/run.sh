@@ -8,18 +8,8 @@
 # logs the load each run started at.
 # usage: bench/results/intel-xeon-avx512-2core-formats/run.sh [BUILD_DIR]   (from the repository root)
 set -euo pipefail
-build=${1:-build}
-out=$(dirname "$0")
-wait_s=${WAIT_S:-300}
-log=$out/runs.log
 formats=f32,f16,bf16,q8_0,q4_0
-: > "$log"
-. "$(dirname "$0")/../wait_quiet.sh"
-bench() { # name, flags...
-    local name=$1; shift
-    quiet "moe-bench $*"
-    MOE_BENCH_NO_PROGRESS=1 "$build/moe-bench" "$@" --json "$out/$name.json" | tee -a "$log"
-}
+. "$(dirname "$0")/../wait_quiet.sh" # build, out, wait_s, log; quiet, bench
 for p in qwen3-30b-a3b olmoe-1b-7b; do
     bench "decode-$p" --backend cpu --preset "$p" --tokens 1 --weights "$formats" --layers auto --min-time 3
     bench "prefill-$p" --backend cpu --preset "$p" --tokens 512 --weights "$formats" --min-time 3 --no-ref --no-bandwidth

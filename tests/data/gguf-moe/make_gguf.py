@@ -42,9 +42,12 @@ def load_safetensors(path):
     for k, v in hdr.items():
         if k == "__metadata__":
             continue
-        assert v["dtype"] == "F32", (path, k, v["dtype"])
         a, b = v["data_offsets"]
-        out[k] = np.frombuffer(data[a:b], dtype="<f4").reshape(v["shape"]).copy()
+        if v["dtype"] == "BF16":  # exactly, as float32
+            arr = (np.frombuffer(data[a:b], dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            arr = np.frombuffer(data[a:b], dtype={"F32": "<f4", "U8": "u1"}[v["dtype"]])
+        out[k] = arr.reshape(v["shape"]).copy()
     return out
 
 
@@ -479,10 +482,55 @@ def make_kquant(tag, qt_gate, ftype):
 
 
 # ----------------------------------------------------------------------------------------------
+# 9. gpt-oss from hf-moe's gpt_oss case, as convert_hf_to_gguf.py's GptOssModel converts it:
+#    gate_up_proj's even rows (and bias entries) become ffn_gate_exps, the odd ones ffn_up_exps;
+#    each MXFP4 block becomes ggml's 17 bytes, the scale byte first and the nibbles reordered
+#    (HF: byte i = values 2i | 2i+1; ggml: byte j = values j | j+16); router and biases F32.
+GPT_OSS = "gpt_oss_T7_d64_f64_E8_k4"
+
+
+def ggml_mxfp4(blocks, scales):
+    """HF [..., G, 16] codes + [..., G] exponents -> ggml MXFP4 bytes [..., G * 17]."""
+    lo, hi = blocks & 0x0F, blocks >> 4
+    vals = np.empty(blocks.shape[:-1] + (32,), np.uint8)
+    vals[..., 0::2], vals[..., 1::2] = lo, hi
+    q = vals[..., :16] | (vals[..., 16:] << 4)
+    out = np.concatenate([scales[..., None], q], axis=-1)
+    return out.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 17,))
+
+
+def make_gpt_oss():
+    sd = hf(GPT_OSS)
+    p = "model.layers.0.mlp."
+    d, f, E, k = 64, 64, 8, 4
+    w = writer("gpt-oss.gguf", "gpt-oss")
+    common(w, f"gpt-oss tiny (hf-moe {GPT_OSS})", FT.MOSTLY_MXFP4_MOE, d, 1, f)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_count(E)
+    w.add_expert_used_count(k)
+    token_embd(w, d)
+    norms(w, 0, d)
+    gu = ggml_mxfp4(sd[p + "experts.gate_up_proj_blocks"], sd[p + "experts.gate_up_proj_scales"])
+    dn = ggml_mxfp4(sd[p + "experts.down_proj_blocks"], sd[p + "experts.down_proj_scales"])
+    gub = sd[p + "experts.gate_up_proj_bias"]
+    w.add_tensor("blk.0.ffn_gate_inp.weight", sd[p + "router.weight"])
+    w.add_tensor("blk.0.ffn_gate_inp.bias", sd[p + "router.bias"])
+    w.add_tensor("blk.0.ffn_gate_exps.weight", np.ascontiguousarray(gu[:, 0::2]), raw_dtype=T.MXFP4)
+    w.add_tensor("blk.0.ffn_gate_exps.bias", np.ascontiguousarray(gub[:, 0::2]))
+    w.add_tensor("blk.0.ffn_down_exps.weight", dn, raw_dtype=T.MXFP4)
+    w.add_tensor("blk.0.ffn_down_exps.bias", sd[p + "experts.down_proj_bias"])
+    w.add_tensor("blk.0.ffn_up_exps.weight", np.ascontiguousarray(gu[:, 1::2]), raw_dtype=T.MXFP4)
+    w.add_tensor("blk.0.ffn_up_exps.bias", np.ascontiguousarray(gub[:, 1::2]))
+    w.add_tensor("output_norm.weight", np.ones(d, np.float32))
+    finish(w)
+
+
+# ----------------------------------------------------------------------------------------------
 def index():
-    def hfcase(file, layer, folder, arch, T_):
+    def hfcase(file, layer, folder, arch, T_, weight_dtype="f32"):
         return dict(file=file, layer=layer, T=T_, x=f"../hf-moe/{folder}/x.npy",
-                    y_ref=f"../hf-moe/{folder}/y_ref.npy", hf=folder, deq=None, weight_dtype="f32", arch=arch)
+                    y_ref=f"../hf-moe/{folder}/y_ref.npy", hf=folder, deq=None, weight_dtype=weight_dtype,
+                    arch=arch)
 
     mx = "mixtral_T5_d48_f80_E4_k2"
     cases = [
@@ -493,6 +541,7 @@ def index():
         hfcase("qwen2moe.gguf", 0, "qwen2_moe_T6_d32_f40_E8_k2", "qwen2moe", 6),
         hfcase("qwen2moe-split-00001-of-00003.gguf", 0, "qwen2_moe_T6_d32_f40_E8_k2", "qwen2moe", 6),
         hfcase("deepseek2.gguf", 1, "deepseek_v3_T8_d36_f20_E16_k4_g4", "deepseek2", 8),
+        hfcase("gpt-oss.gguf", 0, GPT_OSS, "gpt-oss", 7, "mxfp4"),
     ]
     for tag in ("f16", "bf16", "q8_0", "q4_0", "mixed", "mxfp4"):
         cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None, hf=None,
@@ -541,6 +590,7 @@ def main():
     make_kquant("q5_k_m", T.Q5_K, FT.MOSTLY_Q5_K_M)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, False)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, True)
+    make_gpt_oss()
     index()
 
 
