@@ -373,6 +373,9 @@ static bench_parse_result check(bench_config *c)
         return fail("--topk-group needs --groups N with N > 1");
     }
     if (c->shared_gate && c->shared_ff == 0) return fail("--shared-gate needs --shared-ff F");
+    if (c->biases && c->selection_bias)
+        return fail("--biases and --selection-bias do not combine (the router's bias is in its logits, "
+                    "a selection bias only chooses: moe_layer_desc has one or the other)");
     if (c->hot_expert > 1.0) return fail("--hot-expert is a share of tokens: it must be in (0, 1]");
     if (c->serve && c->sweep_tokens.n > 0) return fail("--sweep-tokens and --serve do not combine");
     if (c->serve && c->req_tokens > c->max_batch_tokens) {

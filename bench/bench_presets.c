@@ -149,7 +149,7 @@ moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t ma
     d.renormalize = !c->no_renorm;
     d.routed_scaling_factor = (float)c->scale;
     d.has_selection_bias = c->selection_bias;
-    d.router_has_bias = c->biases && !c->selection_bias;
+    d.router_has_bias = c->biases; /* never with selection_bias (bench_flags.c refuses both) */
     d.expert_has_bias = c->biases;
     d.activation = (moe_activation)c->activation;
     d.d_ff_shared = c->shared_ff;

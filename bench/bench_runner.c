@@ -188,8 +188,6 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, int64_t laye
     } arrays[] = {
         {&b->router, 1, d->n_experts, d->d_model, 1, in_bound, "router"},
         {&b->router_bias, d->has_selection_bias, d->n_experts, 1, 1, BIAS_BOUND, "router_bias"},
-        /* the router's own bias (gpt-oss): about as large as its logits */
-        {&b->router_bias, d->router_has_bias, d->n_experts, 1, 1, 1.0f, "router_bias"},
         {&b->gate, gated, d->n_experts, d->d_ff, d->d_model, in_bound, "gate"},
         {&b->up, 1, d->n_experts, d->d_ff, d->d_model, in_bound, "up"},
         {&b->down, 1, d->n_experts, d->d_model, d->d_ff, ff_bound, "down"},
@@ -201,7 +199,9 @@ int bench_data_make(const bench_config *c, const moe_layer_desc *d, int64_t laye
         /* Filled in order from one stream, so layer 0's input is the same whatever the count. */
         {&b->x, 1, rows, layers, d->d_model, 1.0f, "x"},
         {&b->y, 1, rows, d->d_model, 1, 0.0f, "y"},
-        /* After x: the inputs stay those of a run without them. */
+        /* After x: the weights and inputs stay those of a run without them. The router's own bias
+         * (gpt-oss) about as large as its logits. */
+        {&b->router_bias, d->router_has_bias, d->n_experts, 1, 1, 1.0f, "router_bias"},
         {&b->gate_bias, d->expert_has_bias && gated, d->n_experts, d->d_ff, 1, 1.0f, "gate_bias"},
         {&b->up_bias, d->expert_has_bias, d->n_experts, d->d_ff, 1, 1.0f, "up_bias"},
         {&b->down_bias, d->expert_has_bias, d->n_experts, d->d_model, 1, 1.0f, "down_bias"},

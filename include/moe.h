@@ -481,16 +481,16 @@ typedef struct moe_layer_desc {
  * 32). Copied — converted to the layer's storage formats, and re-laid out as the backend likes —
  * at moe_layer_create; the caller may free them after. */
 typedef struct moe_layer_weights {
-    size_t struct_size;              /* sizeof(moe_layer_weights) */
-    const float *router;             /* [n_experts][d_model]; required */
-    const float *router_bias;        /* [n_experts]; required iff has_selection_bias or
-                                        router_has_bias */
-    const void *gate;                /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU) */
-    const void *up;                  /* [n_experts][d_ff][d_model]; required (Switch's wi) */
-    const void *down;                /* [n_experts][d_model][d_ff]; required (Switch's wo) */
-    const void *shared_gate;         /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
-    const void *shared_up;           /* [d_ff_shared][d_model]; iff d_ff_shared */
-    const void *shared_down;         /* [d_model][d_ff_shared]; iff d_ff_shared */
+    size_t struct_size;       /* sizeof(moe_layer_weights) */
+    const float *router;      /* [n_experts][d_model]; required */
+    const float *router_bias; /* [n_experts]; required iff has_selection_bias or
+                                 router_has_bias */
+    const void *gate;         /* [n_experts][d_ff][d_model]; required iff gated (SwiGLU/GeGLU/SWIGLU_OAI) */
+    const void *up;           /* [n_experts][d_ff][d_model]; required (Switch's wi) */
+    const void *down;         /* [n_experts][d_model][d_ff]; required (Switch's wo) */
+    const void *shared_gate;  /* [d_ff_shared][d_model]; iff d_ff_shared and gated */
+    const void *shared_up;    /* [d_ff_shared][d_model]; iff d_ff_shared */
+    const void *shared_down;  /* [d_model][d_ff_shared]; iff d_ff_shared */
     const float *shared_expert_gate; /* [d_model]; iff shared_expert_gate */
     moe_dtype dtype;                 /* format of gate, up and down; DEFAULT = F32 */
     moe_dtype shared_dtype;          /* format of shared_gate, shared_up, shared_down; DEFAULT = F32 */
@@ -693,7 +693,8 @@ typedef struct moe_model_layer_options {
 /* The layer desc of layer `layer`'s MoE block, after checking that every tensor it needs is
  * present with the right shape and a supported dtype. `options` may be NULL (defaults).
  * out_desc is an output struct: set its struct_size before the call (its other fields are
- * written, up to that size). */
+ * written, up to that size). A gpt-oss block into a desc older than 0.7.0, which cannot hold its
+ * biases and activation, is MOE_ERROR_UNSUPPORTED. */
 MOE_API moe_status moe_model_layer_desc(const moe_model *model, int64_t layer,
                                         const moe_model_layer_options *options, moe_layer_desc *out_desc);
 /* Creates a layer on `context` from layer `layer`'s MoE block (as moe_layer_create does from

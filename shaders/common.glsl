@@ -41,8 +41,9 @@ float activate(int act, float v)
 }
 
 // The gated epilogue on gate g and up u: act(g) · u, or gpt-oss's clamped SwiGLU (moe.h,
-// MOE_ACTIVATION_SWIGLU_OAI). Comparisons rather than min/clamp, which leave a NaN undefined:
-// a NaN stays one, as in the reference.
+// MOE_ACTIVATION_SWIGLU_OAI). Comparisons rather than min/clamp, whose result for a NaN is
+// undefined, so that a NaN stays one as in the reference where the driver keeps NaNs (Vulkan
+// does not promise it without SignedZeroInfNanPreserve).
 float gated_act(int act, float g, float u, float alpha, float limit)
 {
     if (act != ACT_SWIGLU_OAI) return activate(act, g) * u;

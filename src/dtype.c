@@ -13,6 +13,7 @@
 #include "internal.h"
 
 #include <ctype.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -206,7 +207,10 @@ static void quantize_mxfp4(const float *x, unsigned char *out)
     float amax = 0.0f;
     for (int j = 0; j < MOE_BLOCK_SIZE; j++)
         if (amax < fabsf(x[j])) amax = fabsf(x[j]);
-    const uint8_t e = amax > 0.0f ? (uint8_t)((int)(floorf(log2f(amax)) - 2 + 127) & 0xff) : 0;
+    /* An infinite value: the float → int cast is undefined in C; ggml on x86 gets 0x80000000,
+     * whose low byte 0 is what it writes, and so does this. */
+    const uint8_t e =
+        amax > 0.0f && amax <= FLT_MAX ? (uint8_t)((int)(floorf(log2f(amax)) - 2 + 127) & 0xff) : 0;
     const float d = moe_e8m0_half(e);
     out[0] = e;
     for (int j = 0; j < MOE_BLOCK_SIZE / 2; j++) {

@@ -378,6 +378,24 @@ static void errors(moe_context *ctx, const char *tmp)
         free(g);
     }
 
+    /* A desc from before 0.7.0 cannot hold a gpt-oss layer: refused, not cut short to another. */
+    {
+        snprintf(path, sizeof path, "%s/gpt-oss.gguf", g_dir);
+        moe_model *m = NULL;
+        CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
+        moe_layer_desc d;
+        memset(&d, 0, sizeof d);
+        d.struct_size = (offsetof(moe_layer_desc, shared_down_weight_dtype) + sizeof(moe_dtype) + 7) / 8 * 8;
+        CHECK_STATUS(moe_model_layer_desc(m, 0, NULL, &d), MOE_ERROR_UNSUPPORTED);
+        CHECK(strstr(moe_last_error(), "0.7.0") != NULL, "message: %s", moe_last_error());
+        d.struct_size = sizeof d;
+        CHECK_STATUS(moe_model_layer_desc(m, 0, NULL, &d), MOE_OK);
+        CHECK(d.router_has_bias && d.expert_has_bias && d.activation == MOE_ACTIVATION_SWIGLU_OAI &&
+                  d.weight_dtype == MOE_DTYPE_MXFP4 && d.renormalize,
+              "gpt-oss.gguf's desc");
+        moe_model_close(m);
+    }
+
     /* A split missing its second file. */
     size_t n;
     snprintf(path, sizeof path, "%s/qwen2moe-split-00001-of-00003.gguf", g_dir);

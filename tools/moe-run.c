@@ -62,7 +62,7 @@ typedef struct run_args {
     int decoder, stats;
 } run_args;
 
-/* "f32, f16, ..., q5_k or q6_k": every format the library names. */
+/* "f32, f16, ..., q6_k or mxfp4": every format the library names. */
 static void format_names(char *buf, size_t size)
 {
     size_t n = 0;

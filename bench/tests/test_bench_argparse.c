@@ -250,7 +250,9 @@ static void test_formats_and_layers(void)
     /* gpt-oss-20b's 2880 is whole MXFP4 blocks of 32, not K-quant super-blocks of 256. */
     CHECK(parse(&c, "--preset", "gpt-oss-20b", "--weights", "f32,mxfp4", NULL) == BENCH_PARSE_OK);
     CHECK(c.d_model == 2880 && c.d_ff == 2880 && c.experts == 32 && c.top_k == 4 && !c.no_renorm);
+    CHECK(c.biases && c.activation == MOE_ACTIVATION_SWIGLU_OAI);
     CHECK(parse(&c, "--preset", "gpt-oss-20b", "--weights", "q4_k", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--biases", "--selection-bias", "--score", "sigmoid", NULL) == BENCH_PARSE_ERROR);
     /* The K-quants need whole super-blocks of 256: deepseek-v2-lite's d_ff of 1408 is not. */
     CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q4_k,q6_k", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q4_k", NULL) == BENCH_PARSE_ERROR);

@@ -6,7 +6,7 @@
  * moe_dtype: as many bytes as the format takes, never widened; Q4_K / Q5_K's 6-bit scales a
  * byte each, below) as panels of 16 output
  * columns, zero-padded past N. Panels go in pairs and the micro-kernel computes a pair (32
- * output columns) at a time: for a gated (SwiGLU/GeGLU) tensor a pair is (gate panel q, up
+ * output columns) at a time: for a gated (SwiGLU, GeGLU, gpt-oss's) tensor a pair is (gate panel q, up
  * panel q), so the activation fuses into the GEMM's epilogue; for a plain tensor it is
  * (panel 2q, panel 2q + 1). A pair is one contiguous stream, K-major, its two panels side by
  * side at each step, so a decode row reads each weight byte once, front to back:

@@ -609,7 +609,16 @@ moe_status moe_model_layer_desc(const moe_model *m, int64_t layer, const moe_mod
     if (st != MOE_OK) return st;
     moe_layer_desc full;
     st = layer_lookup(NULL, m, layer, options, &full, NULL);
-    return st == MOE_OK ? moe_abi_out(NULL, &moe_abi_layer_desc, out_desc, &full) : st;
+    if (st != MOE_OK) return st;
+    /* A caller's desc from before 0.7.0 would lose the fields a gpt-oss layer is made of and
+     * describe another layer (no biases), which moe_layer_create would accept: refused. */
+    if (bytes < MOE_ABI_END(moe_layer_desc, swiglu_limit) &&
+        (full.router_has_bias || full.expert_has_bias || full.activation == MOE_ACTIVATION_SWIGLU_OAI))
+        return moe_fail(NULL, MOE_ERROR_UNSUPPORTED,
+                        "%s: layer %lld is a %s block, which needs moe_layer_desc 0.7.0's fields "
+                        "(router_has_bias, expert_has_bias, swiglu_*); out_desc's struct_size %zu is older",
+                        m->dir, (long long)layer, m->cfg.model_type, out_desc->struct_size);
+    return moe_abi_out(NULL, &moe_abi_layer_desc, out_desc, &full);
 }
 
 /* ---- creating the layer -------------------------------------------------------------------- */
@@ -647,7 +656,9 @@ static moe_matrix_src src_of(const moe_tensor_view *v, temps *tmp)
 {
     if (!v->data) return (moe_matrix_src){NULL, MOE_DTYPE_F32, NULL, 0};
     if (v->hf_scales) return (moe_matrix_src){v->data, v->dtype, v->hf_scales, v->hf_row_step}; /* bytes */
-    const size_t align = v->dtype == MOE_DTYPE_F32 ? 4 : 2;
+    /* MXFP4's 17-byte blocks put every other expert at an odd offset; its rows are read byte by
+     * byte (dtype.c), so no copy for it. */
+    const size_t align = v->dtype == MOE_DTYPE_F32 ? 4 : v->dtype == MOE_DTYPE_MXFP4 ? 1 : 2;
     if ((uintptr_t)v->data % align == 0) return (moe_matrix_src){v->data, v->dtype, NULL, 0};
     void *copy = temp_alloc(tmp, v->bytes);
     if (copy) memcpy(copy, v->data, v->bytes);
