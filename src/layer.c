@@ -83,9 +83,9 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     moe_layer *layer = bump.overflow ? NULL : moe_calloc(1, sizeof *layer);
     if (!layer) {
         moe_free(in_bias);
-        return bump.overflow
-                   ? moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes")
-                   : moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+        if (bump.overflow)
+            return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
+        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     layer->ctx = ctx;
     layer->desc = d;

@@ -92,25 +92,24 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
                 dst[MOE_CPU_SCALES + k * 2 * MOE_CPU_PANEL + col] = src[2 + k];
         }
         return;
-    case MOE_DTYPE_Q4_0: /* ggml block: fp16 d, 16 bytes of nibble pairs (q[j], q[j + 16]) */
+    case MOE_DTYPE_Q4_0:  /* ggml block: fp16 d, 16 bytes of nibble pairs (q[j], q[j + 16]) */
+    case MOE_DTYPE_MXFP4: /* ggml block: scale byte e, then the code pairs laid out as Q4_0's */
+    {
+        const int head = dt == MOE_DTYPE_MXFP4 ? 1 : 2; /* bytes of the scale */
         for (int64_t b = 0; b < blocks; b++) {
             unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
-            const unsigned char *src = row + b * 18;
-            memcpy(dst + 2 * col, src, 2);
+            const unsigned char *src = row + b * (head + MOE_CPU_BLOCK / 2);
+            if (dt == MOE_DTYPE_MXFP4) { /* 2^(e − 128) as bf16: exact, a power of two */
+                const uint16_t d = moe_f32_to_bf16(moe_e8m0_half(src[0]));
+                memcpy(dst + 2 * col, &d, 2);
+            } else {
+                memcpy(dst + 2 * col, src, 2);
+            }
             for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
-                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[2 + kk];
+                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[head + kk];
         }
         return;
-    case MOE_DTYPE_MXFP4: /* ggml block: scale byte e, 16 bytes of code pairs (q[j], q[j + 16]) */
-        for (int64_t b = 0; b < blocks; b++) {
-            unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
-            const unsigned char *src = row + b * 17;
-            const uint16_t d = moe_f32_to_bf16(moe_e8m0_half(src[0])); /* exact: a power of two */
-            memcpy(dst + 2 * col, &d, 2);
-            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
-                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[1 + kk];
-        }
-        return;
+    }
     case MOE_DTYPE_BF16: /* 32-bit words: panel 0's value in the low half, panel 1's in the high */
         for (int64_t k = 0; k < k_dim; k++)
             memcpy(pair + ((size_t)k * MOE_CPU_PANEL + (size_t)i) * 4 + (size_t)h * 2, row + (size_t)k * 2,
