@@ -147,7 +147,8 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4 (any case)"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
-         "moe_layer_desc.activation_dtype; Q8_0/Q4_0 weights only, so a float format runs with f32 alone)"},
+         "moe_layer_desc.activation_dtype; Q8_0/Q4_0/Q4_K weights only, so another format runs with f32 "
+         "alone)"},
         {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
          "independent layers cycled through by the forwards, as a model's are, each with its own input; "
          "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
@@ -245,8 +246,8 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
     return parse_dtype_list("--weights", text, out);
 }
 
-/* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0
- * and Q4_0, the integer kernels' formats), formats outer, in the order given. */
+/* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0,
+ * Q4_0 and Q4_K, the integer kernels' formats), formats outer, in the order given. */
 static int expand_activations(const char *text, bench_dtype_list *list)
 {
     bench_dtype_list acts = {0}, out = {0};
@@ -259,7 +260,8 @@ static int expand_activations(const char *text, bench_dtype_list *list)
         }
     for (size_t i = 0; i < list->n; i++)
         for (size_t a = 0; a < acts.n; a++) {
-            if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0)
+            if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0 &&
+                list->v[i] != MOE_DTYPE_Q4_K)
                 continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
@@ -272,7 +274,7 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     if (out.n == 0) {
         fprintf(stderr,
                 BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
-                           "q8_0 or q4_0 weights)\n",
+                           "q8_0, q4_0 or q4_k weights)\n",
                 text);
         return -1;
     }

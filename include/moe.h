@@ -48,7 +48,7 @@ extern "C" {
 
 #define MOE_VERSION_MAJOR  0
 #define MOE_VERSION_MINOR  7
-#define MOE_VERSION_PATCH  0
+#define MOE_VERSION_PATCH  1
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
 #if defined(MOE_STATIC_DEFINE)
@@ -156,7 +156,9 @@ typedef enum moe_feature {
     MOE_FEATURE_STORAGE_8BIT = 1u << 5,   /* GPU: 8-bit types in storage buffers */
     MOE_FEATURE_FLOAT16 = 1u << 6,        /* GPU: float16 arithmetic (shaderFloat16, cl_khr_fp16) */
     MOE_FEATURE_INT_DOT = 1u << 7,        /* GPU: integer dot products (VK_KHR_shader_integer_dot_product,
-                                             cl_khr_integer_dot_product) */
+                                             cl_khr_integer_dot_product); CPU (0.7.1): the integer-
+                                             activation kernels' instructions (AVX2's vpmaddubsw /
+                                             vpmaddwd, or VNNI) */
     MOE_FEATURE_SUBGROUP_REDUCE = 1u << 8 /* GPU: subgroup add reductions */
 } moe_feature;
 
@@ -433,8 +435,9 @@ typedef struct moe_layer_desc {
     moe_dtype activation_dtype;         /* (0.3.0) what the experts' inputs are rounded to for their
                                            matrix products. DEFAULT / F32: float32, exact (the
                                            reference's 1e-5). Q8_0, an opt-in for experts stored in
-                                           Q8_0 or Q4_0: the products run on integer dot products
-                                           (x86 AVX512_VNNI or AVX-VNNI) — each token's input x
+                                           Q8_0, Q4_0 or (0.7.1) Q4_K: the products run on integer
+                                           dot products (x86 AVX512_VNNI, AVX-VNNI, or (0.7.1) AVX2's
+                                           vpmaddubsw / vpmaddwd) — each token's input x
                                            quantised to int8
                                            per group of 16 values, q = round(a / d), d = max|a| / 127
                                            in float32 (ggml's Q8_0 rule on half blocks), and the
@@ -444,15 +447,16 @@ typedef struct moe_layer_desc {
                                            single small token's can reach ~1%) from the float32-activation
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
-                                           backend or CPU without such a path, and experts in
-                                           F32/F16/BF16 or a K-quant (or with a down projection
-                                           in one), compute in float32 as before.
+                                           backend or CPU without such a path (the CPU's avx512
+                                           level, AVX-512 without VNNI, has none), and experts in
+                                           F32/F16/BF16, MXFP4, Q5_K or Q6_K (or with a down
+                                           projection in one), compute in float32 as before.
                                            moe_layer_activation_dtype tells what a layer runs */
     moe_dtype down_weight_dtype;        /* (0.5.0) the routed experts' down projection's format
                                            when it is not weight_dtype (GGUF files often keep
                                            down in more bits than gate and up); DEFAULT =
                                            weight_dtype. Integer activations need both to be
-                                           Q8_0 or Q4_0. A desc the library fills in
+                                           Q8_0, Q4_0 or Q4_K. A desc the library fills in
                                            (moe_model_layer_desc) has it set: change it along
                                            with weight_dtype, or set it back to DEFAULT */
     moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =

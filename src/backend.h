@@ -65,7 +65,7 @@ typedef struct moe_weight_src {
     int64_t batch, rows, cols;
     moe_dtype dtype;
     bool int_dot; /* the tensor will be read with integer activations (moe_ffn_step.act_quant;
-                     only on a backend with moe_backend.int_dot, only for Q8_0 / Q4_0): the
+                     only on a backend with moe_backend.int_dot, only for Q8_0 / Q4_0 / Q4_K): the
                      backend may lay it out for that and only that */
 } moe_weight_src;
 
@@ -82,11 +82,11 @@ moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_w
                                   size_t staging_size, moe_weight_flush_fn flush, void *user);
 
 /* Integer activations (moe_layer_desc.activation_dtype Q8_0, on a backend with
- * moe_backend.int_dot, for Q8_0 / Q4_0 weights): an ffn step's input rows quantised per group
+ * moe_backend.int_dot, for Q8_0 / Q4_0 / Q4_K weights): an ffn step's input rows quantised per group
  * of MOE_ACT_GROUP values, d = max|a| / qmax, q = round(a / d) (half away from zero; 0 where
- * d is 0; a group holding a NaN or an infinity gets d = NaN and quants 0), qmax 127 (INT8) or
- * 32767 (INT16). A layer quantises its input x to INT8 and the intermediate act(gate)·up to
- * INT16: after the activation the intermediate is heavy-tailed, and int8 there cost as much
+ * d is 0, and d = 0 where 1/d overflows float; a group holding a NaN or an infinity gets d = NaN and quants
+ * 0), qmax 127 (INT8) or 32767 (INT16). A layer quantises its input x to INT8 and the intermediate
+ * act(gate)·up to INT16: after the activation the intermediate is heavy-tailed, and int8 there cost as much
  * again as int8 on x (docs/ARCHITECTURE.md). Groups of 16, half a weight block: the kernels
  * keep the halves' sums apart anyway, and 16 rather than 32 takes ~15% off the error. */
 typedef enum moe_act_quant { MOE_ACT_FLOAT = 0, MOE_ACT_INT8 = 8, MOE_ACT_INT16 = 16 } moe_act_quant;
@@ -233,7 +233,7 @@ struct moe_backend {
     double last_device_ms; /* set by wait: device time of the last forward's steps */
     size_t staging_bytes;  /* host-visible transfer memory the backend holds */
     int64_t row_tile;      /* rows per GEMM tile: each expert's rows are padded to it */
-    bool int_dot;          /* runs Q8_0 / Q4_0 experts on integer activations when a layer asks */
+    bool int_dot;          /* runs Q8_0 / Q4_0 / Q4_K experts on integer activations when a layer asks */
     moe_device_info info;
 };
 

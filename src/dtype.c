@@ -84,7 +84,7 @@ bool moe_dtype_is_kquant(moe_dtype dtype)
 
 bool moe_dtype_int_dot(moe_dtype dtype)
 {
-    return dtype == MOE_DTYPE_Q8_0 || dtype == MOE_DTYPE_Q4_0;
+    return dtype == MOE_DTYPE_Q8_0 || dtype == MOE_DTYPE_Q4_0 || dtype == MOE_DTYPE_Q4_K;
 }
 
 /* ---- scalar conversions -------------------------------------------------------------------- */

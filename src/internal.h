@@ -153,7 +153,7 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
-/* The formats the integer-activation kernels read (Q8_0, Q4_0): moe_layer_desc.activation_dtype
+/* The formats the integer-activation kernels read (Q8_0, Q4_0, Q4_K): moe_layer_desc.activation_dtype
  * Q8_0 applies to a group whose projections are both in one of them. */
 bool moe_dtype_int_dot(moe_dtype dtype);
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes

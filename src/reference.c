@@ -8,6 +8,7 @@
 #include "alloc.h"
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -138,10 +139,10 @@ static double dot_row(const ref_matrix *m, int64_t r, const double *x, double *b
 }
 
 /* An expert product's input as it is seen: the float values, or with integer activations (moe.h,
- * activation_dtype Q8_0, for Q8_0 / Q4_0 weights) each group of 16 rounded to q·d, d = max|a|
- * / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a group
- * with a non-finite value gives NaN. Integer sums are exact, so q·d in double is what those
- * products compute, up to float rounding. qmax 0: no rounding. */
+ * activation_dtype Q8_0, for Q8_0 / Q4_0 / Q4_K weights) each group of 16 rounded to q·d, d =
+ * max|a| / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a
+ * group with a non-finite value gives NaN, one so small that 1/d overflows float gives zeros. Integer sums
+ * are exact, so q·d in double is what those products compute, up to float rounding. qmax 0: no rounding. */
 static void expert_input(const float *a, int64_t n, float qmax, double *out)
 {
     for (int64_t i = 0; i < n; i++) out[i] = a[i];
@@ -155,7 +156,8 @@ static void expert_input(const float *a, int64_t n, float qmax, double *out)
             else if (fabsf(a[i]) > amax)
                 amax = fabsf(a[i]);
         }
-        const float scale = amax / qmax, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        float scale = amax / qmax, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        if (inv > FLT_MAX) scale = inv = 0.0f;
         for (int64_t i = b; i < b + 16; i++)
             out[i] = finite ? (double)roundf(a[i] * inv) * (double)scale : NAN;
     }

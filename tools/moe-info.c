@@ -54,8 +54,9 @@ static void jstr(const char *s)
  * by the features in this list that moe uses on the device. (A format runs without any of
  * them, on plain 32-bit word / byte loads.) SUBGROUP_REDUCE belongs to no format: the GPU
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
- * "features" line's "used" list only. The CPU's VNNI serves Q8_0 / Q4_0 experts on integer
- * activations, the opt-in (moe_layer_desc.activation_dtype Q8_0): the line says so. */
+ * "features" line's "used" list only. The CPU's integer dot products (VNNI, or AVX2's
+ * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / Q4_K experts on integer activations, the
+ * opt-in (moe_layer_desc.activation_dtype Q8_0): the line says so. */
 static uint32_t format_features(moe_dtype dt)
 {
     switch (dt) {
@@ -67,6 +68,8 @@ static uint32_t format_features(moe_dtype dt)
     case MOE_DTYPE_Q4_0:
         return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_STORAGE_8BIT |
                MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
+    case MOE_DTYPE_Q4_K: /* the CPU's integer path (the GPU kernels use none of these on it) */
+        return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
     default:
         break;
     }
@@ -125,9 +128,9 @@ static void print_weights(const moe_device_info *d, int json)
             printf(" (%s)", names);
         }
     }
-    if (!json && (d->features_used & (MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI)))
-        printf("\n                      (VNNI: Q8_0 / Q4_0 experts on integer activations, asked for with "
-               "activation_dtype q8_0)");
+    if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_INT_DOT))
+        printf("\n                      (INT_DOT: Q8_0 / Q4_0 / Q4_K experts on integer activations, asked "
+               "for with activation_dtype q8_0)");
     printf(json ? "]" : "\n");
 }
 

@@ -44,7 +44,10 @@
  * (vpdpbusd: one column's 4 bytes by the 4 activations); int16 ones in pairs (vpdpwssd): a
  * word's bytes (0, 2) and (1, 3) are two pairs, so the quantised row stores each 4 values as
  * a[0], a[2], a[1], a[3] (moe_cpu_quantize_row). Such a tensor is read only by the integer
- * kernels.
+ * kernels. A Q4_K tensor for integer activations keeps its K-quant layout below, of the same
+ * size, but for the nibbles: [group t / 4][32 columns][4 bytes] — column c's word of group G holds
+ * its ggml bytes 4G .. 4G + 3, i.e. 4 consecutive k of one sub-block in the low nibbles and the
+ * same 4 of the next sub-block in the high ones.
  *
  * K-quants (Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
  * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then
@@ -150,7 +153,7 @@ typedef struct moe_cpu_gemm {
 typedef struct moe_cpu_kernels {
     const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
-    bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 */
+    bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / Q4_K */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -161,10 +164,10 @@ extern const moe_cpu_kernels moe_cpu_kernels_baseline;
 extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built with the tests) */
 #endif
 #if MOE_CPU_X86
-extern const moe_cpu_kernels moe_cpu_kernels_avx2;
+extern const moe_cpu_kernels moe_cpu_kernels_avx2; /* with the integer path (vpmaddubsw / vpmaddwd) */
 extern const moe_cpu_kernels moe_cpu_kernels_avx512;
 extern const moe_cpu_kernels moe_cpu_kernels_avx512vnni; /* avx512's, plus the integer path */
-extern const moe_cpu_kernels moe_cpu_kernels_avx2vnni;   /* avx2's, plus the integer path (AVX-VNNI) */
+extern const moe_cpu_kernels moe_cpu_kernels_avx2vnni;   /* avx2's, the integer path on AVX-VNNI */
 #endif
 
 /* Weight packing (pack.c): the bytes a tensor takes, and its packing into dst, pair by pair:
@@ -180,7 +183,8 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, int64_t u0, int
  * in the order the integer kernels read them (a[0], a[2], a[1], a[3] of every 4). */
 void moe_cpu_quantize_row(moe_act_quant q, const float *a, int64_t k, void *out);
 
-/* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI (x86). */
+/* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI, INT_DOT (AVX2;
+ * x86). */
 uint32_t moe_cpu_features(void);
 
 /* The best kernel set this CPU runs, or the one MOE_CPU_ISA names; NULL if MOE_CPU_ISA names

@@ -29,6 +29,8 @@ uint32_t moe_cpu_features(void)
     const bool avx = __builtin_cpu_supports("avx"), avx512 = __builtin_cpu_supports("avx512f");
     unsigned a, b, c, d;
     if (__get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29)) && avx) f |= MOE_FEATURE_F16C;
+    /* Integer dot products: AVX2's vpmaddubsw / vpmaddwd (and VNNI's, which imply AVX2). */
+    if (__builtin_cpu_supports("avx2")) f |= MOE_FEATURE_INT_DOT;
     if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
         const unsigned subleaves = a;
         if ((c & (1u << 11)) && avx512) f |= MOE_FEATURE_AVX512_VNNI;

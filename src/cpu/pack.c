@@ -35,8 +35,9 @@ static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int c
     }
 }
 
-/* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows. */
-static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col,
+/* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
+ * int_dot (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column. */
+static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool int_dot,
                            const unsigned char *row)
 {
     const size_t src_bytes = moe_dtype_row_bytes(dt, MOE_SUPER_BLOCK_SIZE),
@@ -53,7 +54,7 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
             continue;
         }
         /* Q4_K / Q5_K: fp16 d, fp16 dmin, scales[12], (Q5_K: qh[32]), qs[128] */
-        const bool q5 = dt == MOE_DTYPE_Q5_K;
+        const bool q5 = dt == MOE_DTYPE_Q5_K, q4_int = int_dot && dt == MOE_DTYPE_Q4_K;
         memcpy(dst + 2 * col, src, 2);
         memcpy(dst + MOE_CPU_KQ_DMIN + 2 * col, src + 2, 2);
         for (int j = 0; j < 8; j++) {
@@ -62,7 +63,9 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
             dst[MOE_CPU_KQ_SC(dt) + j * C + col] = sc;
             dst[MOE_CPU_KQ_M + j * C + col] = m;
         }
-        for (int t = 0; t < 128; t++) dst[MOE_CPU_KQ_NIB(dt) + t * C + col] = src[(q5 ? 48 : 16) + t];
+        for (int t = 0; t < 128; t++)
+            dst[MOE_CPU_KQ_NIB(dt) + (q4_int ? (t / 4) * 4 * C + col * 4 + t % 4 : t * C + col)] =
+                src[(q5 ? 48 : 16) + t];
         if (q5)
             for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[16 + l];
     }
@@ -74,12 +77,12 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
 {
     const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
     const int64_t blocks = k_dim / MOE_CPU_BLOCK;
-    if (int_dot) { /* Q8_0 / Q4_0 only (moe_dtype_int_dot) */
-        scatter_int(pair, dt, blocks, col, row);
+    if (moe_dtype_is_kquant(dt)) {
+        scatter_kquant(pair, dt, k_dim, col, int_dot, row);
         return;
     }
-    if (moe_dtype_is_kquant(dt)) {
-        scatter_kquant(pair, dt, k_dim, col, row);
+    if (int_dot) { /* Q8_0 / Q4_0 (moe_dtype_int_dot; Q4_K above) */
+        scatter_int(pair, dt, blocks, col, row);
         return;
     }
     switch (dt) {
@@ -170,9 +173,11 @@ void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *
             amax = m > amax ? m : amax;
         }
         /* A non-finite value makes the group's scale NaN, so it reaches the token's output as the
-         * float path would carry it (moe.h: non-finite input); its quants are 0. */
-        const float d = finite ? amax / qmax : NAN;
-        const float id = finite && d != 0.0f ? 1.0f / d : 0.0f;
+         * float path would carry it (moe.h: non-finite input); its quants are 0. A group so small
+         * that 1/d overflows (max|a| < ~1.5e-36) is rounded to zero, d = 0: the int32 cast of
+         * x·inf would be undefined. */
+        float d = finite ? amax / qmax : NAN, id = finite && d != 0.0f ? 1.0f / d : 0.0f;
+        if (id > FLT_MAX) d = id = 0.0f;
         int32_t sum = 0;
         for (int j = 0; j < MOE_ACT_GROUP; j++) {
             const int32_t q = (int32_t)(finite ? roundf(x[j] * id) : 0.0f);
