@@ -17,30 +17,28 @@
 
 static void usage(FILE *f)
 {
-    fprintf(
-        f,
-        "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
-        "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
-        "zero|passthrough]\n"
-        "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
-        "               [--activations f32|q8_0] "
-        "[--decoder]\n"
-        "               [--stats]\n"
-        "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
-        "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
-        "(float32, [T, hidden_size], C order) and writes\n"
-        "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
-        "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
-        "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
-        "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K\n"
-        "experts run on integer activations (opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
-        "off the float result; moe.h, activation_dtype). --decoder takes a\n"
-        "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
-        "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
-        "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
-        "device there is refused. --device picks the device: an index within --backend's list,\n"
-        "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
-        "virtual, cpu, other; several joined by '+').\n");
+    fprintf(f, "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
+               "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
+               "zero|passthrough]\n"
+               "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
+               "               [--activations f32|q8_0] "
+               "[--decoder]\n"
+               "               [--stats]\n"
+               "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
+               "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
+               "(float32, [T, hidden_size], C order) and writes\n"
+               "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
+               "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
+               "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
+               "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K experts run on integer activations\n"
+               "(opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
+               "off the float result; moe.h, activation_dtype). --decoder takes a\n"
+               "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
+               "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
+               "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
+               "device there is refused. --device picks the device: an index within --backend's list,\n"
+               "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
+               "virtual, cpu, other; several joined by '+').\n");
 }
 
 static int parse_int(const char *s, long long *out)
