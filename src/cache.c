@@ -107,8 +107,9 @@ static void prune(moe_context *ctx, const char *dir)
         qsort(e, n, sizeof *e, older_first);
         for (size_t i = 0; i < n && total > limit; i++) {
             char path[1400];
-            snprintf(path, sizeof path, "%s/%s", dir, e[i].name);
-            if (remove(path) == 0) {
+            /* a name that does not fit is skipped: removing its truncated path could hit another file */
+            const int len = snprintf(path, sizeof path, "%s/%s", dir, e[i].name);
+            if (len > 0 && (size_t)len < sizeof path && remove(path) == 0) {
                 total -= e[i].bytes;
                 moe_log(ctx, MOE_LOG_INFO, "cache over %llu bytes: removed %s", (unsigned long long)limit,
                         path);
