@@ -10,7 +10,7 @@ packages=(
     libvulkan-dev libvulkan-volk-dev glslang-tools spirv-tools
     mesa-vulkan-drivers vulkan-tools vulkan-validationlayers
     ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
-    libsimde-dev libcjson-dev python3 libclang-rt-14-dev
+    libsimde-dev libcjson-dev python3 python3-venv libclang-rt-14-dev
     python3-matplotlib
 )
 missing=()

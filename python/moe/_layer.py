@@ -1,0 +1,350 @@
+"""Layers, device buffers and checkpoints (moe_layer, moe_buffer, moe_model)."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from . import _capi
+from . import Context, _Handle, _as_numpy, _check, _dtype, _enum, _float_array, _is_torch
+from ._capi import lib, new
+
+# moe_layer_desc's fields as keyword arguments: name -> kind ("int", "bool", "float", or an
+# enum table / "dtype").
+_DESC_FIELDS: Dict[str, Any] = {
+    "d_model": "int", "d_ff": "int", "n_experts": "int", "top_k": "int", "max_tokens": "int",
+    "score_func": _capi.SCORE_FUNCS, "n_group": "int", "topk_group": "int",
+    "group_score": _capi.GROUP_SCORES, "renormalize": "bool", "routed_scaling_factor": "float",
+    "has_selection_bias": "bool", "activation": _capi.ACTIVATIONS, "d_ff_shared": "int",
+    "shared_expert_gate": "bool", "expert_capacity": "int", "drop_policy": _capi.DROP_POLICIES,
+    "weight_dtype": "dtype", "shared_weight_dtype": "dtype", "activation_dtype": "dtype",
+    "down_weight_dtype": "dtype", "shared_down_weight_dtype": "dtype", "router_has_bias": "bool",
+    "expert_has_bias": "bool", "swiglu_alpha": "float", "swiglu_limit": "float",
+}
+# moe_layer_weights' arrays (which a config needs, the library says).
+_WEIGHT_NAMES = ("router", "router_bias", "gate", "up", "down", "shared_gate", "shared_up", "shared_down",
+                 "shared_expert_gate", "gate_bias", "up_bias", "down_bias")
+
+
+def _desc_from_kwargs(config: Mapping[str, Any]) -> _capi.LayerDesc:
+    desc = new(_capi.LayerDesc)
+    for key, value in config.items():
+        kind = _DESC_FIELDS.get(key)
+        if kind is None:
+            raise TypeError(f"unknown layer setting {key!r} (settings: {', '.join(_DESC_FIELDS)})")
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{key} must be an int, not {value!r}")
+            value = int(value)
+        elif kind == "bool":
+            value = 1 if value else 0
+        elif kind == "float":
+            value = float(value)
+        elif kind == "dtype":
+            value = _dtype(value, key)
+        else:
+            value = _enum(kind, value, key)
+        setattr(desc, key, value)
+    return desc
+
+
+def _desc_to_dict(desc: _capi.LayerDesc) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, kind in _DESC_FIELDS.items():
+        value = getattr(desc, key)
+        if kind == "bool":
+            value = bool(value)
+        elif kind == "dtype":
+            value = lib.moe_dtype_name(value).decode()
+        elif isinstance(kind, dict):
+            value = next(name for name, code in kind.items() if code == value)
+        out[key] = value
+    return out
+
+
+def _input_format(array: Any, given: Optional[str], what: str) -> str:
+    """The format an expert array is in: `given`, else from its dtype (float32, float16,
+    torch.bfloat16)."""
+    if given is not None:
+        return given
+    if type(array).__module__.startswith("torch") and str(array.dtype) == "torch.bfloat16":
+        return "bf16"
+    dt = np.asarray(array).dtype if isinstance(array, np.ndarray) else _as_numpy(array, what).dtype
+    if dt == np.float32:
+        return "f32"
+    if dt == np.float16:
+        return "f16"
+    raise TypeError(f"{what}: dtype {dt}; for bf16 or a block format pass input_dtype= "
+                    "(the arrays then hold the rows' bytes)")
+
+
+@dataclasses.dataclass
+class Routing:
+    """What a forward decided (moe_forward_stats)."""
+    topk_ids: np.ndarray        # int32 [tokens, top_k], best first
+    topk_weights: np.ndarray    # float32 [tokens, top_k], the combine weights
+    expert_counts: np.ndarray   # int32 [n_experts], rows routed to each (before capacity)
+    dropped: int                # rows dropped by capacity
+    aux_loss: float             # load-balancing loss
+    z_loss: float               # router z-loss
+    device_ms: float            # the forward's time on the device
+
+
+class Layer(_Handle):
+    """One MoE layer on a context (moe_layer).
+
+    weights: a mapping with "router" [E, d_model] (float32), "up" and "down" (and "gate" for the
+    gated activations) [E, d_ff, d_model] / [E, d_model, d_ff], and as the config needs them
+    "router_bias", "shared_gate", "shared_up", "shared_down", "shared_expert_gate", "gate_bias",
+    "up_bias", "down_bias" — NumPy arrays or CPU PyTorch tensors, copied into the layer (they may
+    be freed after). Experts in float32 / float16 / bfloat16 tensors are read as such; rows
+    already in a block format are uint8 arrays of their bytes with input_dtype="q4_0" (etc.).
+    config: moe_layer_desc's fields by name (d_model, d_ff, n_experts, top_k, max_tokens,
+    score_func="softmax"|"sigmoid", activation="swiglu"|"geglu"|"relu"|"gelu"|"swiglu_oai",
+    weight_dtype="bf16" to store another format, ...).
+    """
+
+    def __init__(self, context: Context, weights: Mapping[str, Any], *, input_dtype: Optional[str] = None,
+                 shared_input_dtype: Optional[str] = None, **config: Any):
+        self._ctx = context  # the layer lives in the context's arena: keep it alive
+        desc = _desc_from_kwargs(config)
+        unknown = set(weights) - set(_WEIGHT_NAMES)
+        if unknown:
+            raise TypeError(f"unknown weight(s) {sorted(unknown)}")
+        w = new(_capi.LayerWeights)
+        keep = []  # the arrays handed over, alive until moe_layer_create returns
+        E, D, F, S = desc.n_experts, desc.d_model, desc.d_ff, desc.d_ff_shared
+        fmt = _input_format(weights.get("up"), input_dtype, "up") if "up" in weights else "f32"
+        sfmt = (_input_format(weights.get("shared_up"), shared_input_dtype, "shared_up")
+                if "shared_up" in weights else "f32")
+        w.dtype, w.shared_dtype = _dtype(fmt, "input_dtype"), _dtype(sfmt, "shared_input_dtype")
+
+        def matrix(name: str, rows: int, cols: int, form: str, lead: Tuple[int, ...]) -> None:
+            a = _as_numpy(weights[name], name)
+            if form in ("f32", "f16", "bf16") and a.shape != lead + (rows, cols):
+                raise ValueError(f"{name}: shape {a.shape}, expected {lead + (rows, cols)}")
+            if not a.flags.c_contiguous:
+                raise ValueError(f"{name}: not C-contiguous (use np.ascontiguousarray)")
+            row = lib.moe_dtype_row_bytes(_dtype(form, name), cols)
+            if row == 0:
+                raise ValueError(f"{name}: rows of {cols} values do not fit {form}'s blocks")
+            want = int(np.prod(lead, dtype=np.int64)) * rows * row
+            if a.nbytes != want:
+                raise ValueError(f"{name}: {a.nbytes} bytes, expected {want} ({form}, {lead + (rows, cols)})")
+            keep.append(a)
+            setattr(w, name, a.ctypes.data)
+
+        def vector(name: str, shape: Tuple[int, ...]) -> None:
+            a = _float_array(weights[name], name, shape)
+            keep.append(a)
+            setattr(w, name, a.ctypes.data)
+
+        if "router" in weights:
+            vector("router", (E, D))
+        if "router_bias" in weights:
+            vector("router_bias", (E,))
+        for name, rows, cols in (("gate", F, D), ("up", F, D), ("down", D, F)):
+            if name in weights:
+                matrix(name, rows, cols, fmt, (E,))
+        for name, rows, cols in (("shared_gate", S, D), ("shared_up", S, D), ("shared_down", D, S)):
+            if name in weights:
+                matrix(name, rows, cols, sfmt, ())
+        if "shared_expert_gate" in weights:
+            vector("shared_expert_gate", (D,))
+        for name, width in (("gate_bias", F), ("up_bias", F), ("down_bias", D)):
+            if name in weights:
+                vector(name, (E, width))
+        handle = ctypes.c_void_p()
+        _check(lib.moe_layer_create(context._h(), ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle)),
+               context._handle)
+        self._handle = handle.value
+        self._desc = desc
+
+    @classmethod
+    def _adopt(cls, context: Context, handle: int, desc: _capi.LayerDesc) -> "Layer":
+        layer = cls.__new__(cls)
+        layer._ctx, layer._handle, layer._desc = context, handle, desc
+        return layer
+
+    _kind = "layer"
+
+    def _release(self, handle: int) -> None:
+        lib.moe_layer_destroy(handle)
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The layer's settings (moe_layer_desc) by name."""
+        return _desc_to_dict(self._desc)
+
+    @property
+    def context(self) -> Context:
+        return self._ctx
+
+    @property
+    def activation_dtype(self) -> str:
+        """What the experts' inputs are rounded to: "q8_0" when the integer opt-in runs, else "f32"."""
+        return lib.moe_dtype_name(lib.moe_layer_activation_dtype(self._h())).decode()
+
+    def _x(self, x: Any) -> np.ndarray:
+        a = _as_numpy(x, "x")
+        if a.ndim == 0 or a.shape[-1] != self._desc.d_model:
+            raise ValueError(f"x: shape {a.shape}, expected (..., {self._desc.d_model}): "
+                             "tokens, or batch and sequence, by d_model")
+        return _float_array(a, "x", a.shape)
+
+    def _stats(self, T: int) -> Tuple[_capi.ForwardStats, Routing]:
+        k, E = self._desc.top_k, self._desc.n_experts
+        r = Routing(np.empty((T, k), np.int32), np.empty((T, k), np.float32), np.empty(E, np.int32),
+                    0, 0.0, 0.0, 0.0)
+        scalars = (np.zeros(1, np.int32), np.zeros(2, np.float32), np.zeros(1, np.float64))
+        s = new(_capi.ForwardStats)
+        s.topk_ids, s.topk_weights = r.topk_ids.ctypes.data, r.topk_weights.ctypes.data
+        s.expert_counts, s.dropped_count = r.expert_counts.ctypes.data, scalars[0].ctypes.data
+        s.aux_loss, s.z_loss = scalars[1].ctypes.data, scalars[1].ctypes.data + 4
+        s.device_ms = scalars[2].ctypes.data
+        s._scalars = scalars  # type: ignore[attr-defined]
+        return s, r
+
+    @staticmethod
+    def _finish(s: _capi.ForwardStats, r: Routing) -> Routing:
+        dropped, losses, ms = s._scalars  # type: ignore[attr-defined]
+        r.dropped, r.aux_loss, r.z_loss, r.device_ms = int(dropped[0]), float(losses[0]), float(losses[1]), float(ms[0])
+        return r
+
+    def forward(self, x: Any, *, out: Any = None, routing: bool = False) -> Any:
+        """y = layer(x) for x float32 [..., d_model]: [tokens, d_model], or [batch, seq, d_model]
+        as a PyTorch block takes it (its rows are the tokens, at most max_tokens); with
+        routing=True returns (y, Routing), its arrays per token in row order. x may be a NumPy array, a CPU PyTorch tensor or any DLPack /
+        buffer-protocol array, read in place; y is a new array of x's kind (a torch.Tensor for a
+        tensor), or `out` itself when given (float32, x's shape, C-contiguous, written in place).
+        The GIL is released while the library runs."""
+        a = self._x(x)
+        T = int(np.prod(a.shape[:-1], dtype=np.int64))  # the leading axes are tokens, in order
+        if out is None:
+            y = np.empty_like(a)
+            result = __import__("torch").from_numpy(y) if _is_torch(x) else y
+        else:
+            y, result = _float_array(out, "out", a.shape), out
+        stats, r = self._stats(T) if routing else (None, None)
+        _check(lib.moe_layer_forward(self._h(), T, a.ctypes.data, y.ctypes.data,
+                                     ctypes.byref(stats) if stats is not None else None), self._ctx._handle)
+        return (result, self._finish(stats, r)) if routing else result
+
+    __call__ = forward
+
+    def forward_buffers(self, n_tokens: int, x: "Buffer", y: "Buffer", *, routing: bool = False) -> Optional[Routing]:
+        """A forward on device buffers (no host round trip of the activations)."""
+        stats, r = self._stats(int(n_tokens)) if routing else (None, None)
+        _check(lib.moe_layer_forward_buffers(self._h(), int(n_tokens), x._h(), y._h(),
+                                             ctypes.byref(stats) if stats is not None else None),
+               self._ctx._handle)
+        return self._finish(stats, r) if routing else None
+
+    def forward_async(self, n_tokens: int, x: "Buffer", y: "Buffer") -> None:
+        """Submits a forward on device buffers and returns; Context.wait completes it."""
+        _check(lib.moe_layer_forward_async(self._h(), int(n_tokens), x._h(), y._h()), self._ctx._handle)
+
+    def __repr__(self) -> str:
+        d = self._desc
+        return (f"<moe.Layer d_model={d.d_model} d_ff={d.d_ff} experts={d.n_experts} top_k={d.top_k}"
+                f" on {self._ctx.backend}>")
+
+
+class Buffer(_Handle):
+    """A float32 tensor on the context's device (moe_buffer)."""
+
+    def __init__(self, context: Context, n_elements: int):
+        self._ctx = context
+        handle = ctypes.c_void_p()
+        _check(lib.moe_buffer_create(context._h(), int(n_elements), ctypes.byref(handle)), context._handle)
+        self._handle = handle.value
+
+    _kind = "buffer"
+
+    def _release(self, handle: int) -> None:
+        lib.moe_buffer_destroy(handle)
+
+    def __len__(self) -> int:
+        return int(lib.moe_buffer_elements(self._h()))
+
+    def write(self, data: Any, offset: int = 0) -> None:
+        a = _as_numpy(data, "data")
+        a = _float_array(a, "data", a.shape)
+        _check(lib.moe_buffer_write(self._h(), int(offset), a.size, a.ctypes.data), self._ctx._handle)
+
+    def read(self, n_elements: Optional[int] = None, offset: int = 0) -> np.ndarray:
+        n = len(self) - int(offset) if n_elements is None else int(n_elements)
+        out = np.empty(max(n, 0), np.float32)
+        _check(lib.moe_buffer_read(self._h(), int(offset), n, out.ctypes.data), self._ctx._handle)
+        return out
+
+
+
+class Model(_Handle):
+    """A checkpoint: a Hugging Face model directory (config.json + safetensors) or a GGUF file."""
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        handle = ctypes.c_void_p()
+        _check(lib.moe_model_open(os.fsencode(path), ctypes.byref(handle)))
+        self._handle = handle.value
+        info = new(_capi.ModelInfo)
+        _check(lib.moe_model_get_info(self._handle, ctypes.byref(info)))
+        self.model_type: str = info.model_type.decode()
+        self.n_layers: int = info.n_layers
+        self.n_decoder_layers: int = info.n_decoder_layers
+        self.hidden_size: int = info.hidden_size
+        self.n_experts: int = info.n_experts
+        self.top_k: int = info.top_k
+        self.n_files: int = info.n_files
+        self.n_tensors: int = info.n_tensors
+
+    _kind = "model"
+
+    def _release(self, handle: int) -> None:
+        lib.moe_model_close(handle)  # closes the files; layers made from the model stay valid
+
+    def moe_layers(self, decoder: bool = False) -> list:
+        """The indices of the layers with an MoE block."""
+        n = self.n_decoder_layers if decoder else self.n_layers
+        return [i for i in range(n) if lib.moe_model_layer_is_moe(self._h(), i, int(decoder))]
+
+    @staticmethod
+    def _options(max_tokens: int, weight_dtype: Optional[str], shared_weight_dtype: Optional[str],
+                 activation_dtype: Optional[str], decoder: bool, drop_policy: str) -> _capi.ModelLayerOptions:
+        o = new(_capi.ModelLayerOptions)
+        o.max_tokens = int(max_tokens)
+        o.weight_dtype = _dtype(weight_dtype, "weight_dtype")
+        o.shared_weight_dtype = _dtype(shared_weight_dtype, "shared_weight_dtype")
+        o.activation_dtype = _dtype(activation_dtype, "activation_dtype")
+        o.decoder = int(bool(decoder))
+        o.drop_policy = _enum(_capi.DROP_POLICIES, drop_policy, "drop_policy")
+        return o
+
+    def config(self, index: int, *, max_tokens: int = 0, weight_dtype: Optional[str] = None,
+               shared_weight_dtype: Optional[str] = None, activation_dtype: Optional[str] = None,
+               decoder: bool = False, drop_policy: str = "zero") -> Dict[str, Any]:
+        """The settings of layer `index`'s MoE block, after checking its tensors."""
+        o = self._options(max_tokens, weight_dtype, shared_weight_dtype, activation_dtype, decoder, drop_policy)
+        desc = new(_capi.LayerDesc)
+        _check(lib.moe_model_layer_desc(self._h(), int(index), ctypes.byref(o), ctypes.byref(desc)))
+        return _desc_to_dict(desc)
+
+    def layer(self, context: Context, index: int, *, max_tokens: int = 0, weight_dtype: Optional[str] = None,
+              shared_weight_dtype: Optional[str] = None, activation_dtype: Optional[str] = None,
+              decoder: bool = False, drop_policy: str = "zero") -> Layer:
+        """A layer on `context` from layer `index`'s MoE block (max_tokens 0: 1024; the experts
+        keep the checkpoint's format unless weight_dtype names another)."""
+        o = self._options(max_tokens, weight_dtype, shared_weight_dtype, activation_dtype, decoder, drop_policy)
+        desc = new(_capi.LayerDesc)
+        _check(lib.moe_model_layer_desc(self._h(), int(index), ctypes.byref(o), ctypes.byref(desc)))
+        handle = ctypes.c_void_p()
+        _check(lib.moe_model_create_layer(context._h(), self._h(), int(index), ctypes.byref(o),
+                                          ctypes.byref(handle)), context._handle)
+        return Layer._adopt(context, handle.value, desc)
+
+    def __repr__(self) -> str:
+        return f"<moe.Model {self.model_type}: {self.n_layers} layers, {self.n_experts} experts, top-{self.top_k}>"

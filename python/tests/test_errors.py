@@ -1,0 +1,110 @@
+"""Bad input raises the right exception with the library's message, and leaves the caller's
+arrays untouched; objects outliving each other never crash."""
+
+import gc
+
+import numpy as np
+import pytest
+
+import moe
+
+CFG = dict(d_model=32, d_ff=40, n_experts=8, top_k=2, max_tokens=4)
+
+
+def weights(rng=None):
+    rng = rng or np.random.default_rng(7)
+    return {"router": rng.standard_normal((8, 32)).astype(np.float32),
+            "gate": (rng.standard_normal((8, 40, 32)) * 0.1).astype(np.float32),
+            "up": (rng.standard_normal((8, 40, 32)) * 0.1).astype(np.float32),
+            "down": (rng.standard_normal((8, 32, 40)) * 0.1).astype(np.float32)}
+
+
+def test_arrays_are_checked(ctx):
+    layer = ctx.layer(weights(), **CFG)
+    with pytest.raises(TypeError, match="float32"):
+        layer(np.zeros((2, 32), np.float64))
+    with pytest.raises(ValueError, match="shape"):
+        layer(np.zeros((2, 31), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        layer(np.zeros((32, 2), np.float32).T)
+    with pytest.raises(TypeError, match="numpy.ndarray"):
+        layer([[0.0] * 32])
+    w = weights()
+    w["up"] = w["up"][:, :39]
+    with pytest.raises(ValueError, match="up: shape"):
+        ctx.layer(w, **CFG)
+    with pytest.raises(TypeError, match="unknown layer setting 'n_expert'"):
+        ctx.layer(weights(), n_expert=8, **{k: v for k, v in CFG.items() if k != "n_experts"})
+    with pytest.raises(ValueError, match="score_func"):
+        ctx.layer(weights(), score_func="softmin", **CFG)
+    with pytest.raises(ValueError, match="weight_dtype='q3'"):
+        ctx.layer(weights(), weight_dtype="q3", **CFG)
+
+
+def test_library_errors_carry_status_and_message(ctx):
+    with pytest.raises(moe.InvalidArgumentError) as e:
+        ctx.layer(weights(), **dict(CFG, top_k=9))
+    assert e.value.status_name == "MOE_ERROR_INVALID_CONFIG" and "top_k" in str(e.value)
+    w = weights()
+    del w["gate"]
+    with pytest.raises(moe.MoeError, match="gate"):
+        ctx.layer(w, **CFG)
+    layer = ctx.layer(weights(), **CFG)
+    x = np.ones((5, 32), np.float32)
+    out = np.full((5, 32), 7.0, np.float32)
+    with pytest.raises(moe.InvalidArgumentError) as e:
+        layer(x, out=out)
+    assert e.value.status_name == "MOE_ERROR_TOKEN_BUDGET" and "max_tokens" in e.value.message
+    assert (out == 7.0).all(), "a failed forward wrote to the caller's array"
+    with pytest.raises(moe.InvalidArgumentError, match="not a multiple of 256"):
+        ctx.layer(weights(), weight_dtype="q4_k", **CFG)
+
+
+def test_no_device_is_backend_unavailable():
+    with pytest.raises(moe.BackendUnavailableError, match="no-such-device"):
+        moe.Context("cpu", device="name:no-such-device")
+    with pytest.raises(ValueError, match="backend"):
+        moe.Context("cuda")
+
+
+def test_missing_checkpoint_is_oserror(tmp_path):
+    with pytest.raises(OSError) as e:
+        moe.Model(tmp_path / "absent")
+    assert isinstance(e.value, moe.MoeError) and "absent" in str(e.value)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(moe.FileFormatError, match="config.json"):
+        moe.Model(tmp_path)
+
+
+def test_layer_outlives_its_context(backend):
+    ctx = moe.Context(backend)
+    layer = ctx.layer(weights(), **CFG)
+    x = np.ones((2, 32), np.float32)
+    y = layer(x)
+    del ctx
+    gc.collect()
+    np.testing.assert_array_equal(layer(x), y)  # the layer keeps its context alive
+    layer.context.close()  # released once the layer goes; until then calls fail cleanly
+    with pytest.raises(moe.MoeError):
+        layer(x)
+    layer.close()
+    with pytest.raises(ValueError, match="closed"):
+        layer(x)
+
+
+def test_arrays_freed_while_the_layer_lives(ctx):
+    w = weights()
+    layer = ctx.layer(w, **CFG)
+    x = np.random.default_rng(3).standard_normal((3, 32)).astype(np.float32)
+    y = layer(x)
+    for v in w.values():
+        v[...] = np.nan  # the layer copied them at creation
+    del w
+    gc.collect()
+    np.testing.assert_array_equal(layer(x), y)
+    b = ctx.buffer(96)
+    layer2 = ctx.layer(weights(), **CFG)
+    del layer2
+    gc.collect()
+    b.write(x)
+    np.testing.assert_array_equal(b.read().reshape(3, 32), x)
