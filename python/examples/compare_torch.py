@@ -2,11 +2,13 @@
 """One Mixtral MoE block from a Hugging Face checkpoint, run by moe and by PyTorch
 (transformers' MixtralSparseMoeBlock with the same weights), on the same input.
 
-    pip install torch transformers safetensors
+    pip install torch "transformers<5" safetensors   (tested: transformers 4.46.3, torch 1.13)
     python3 python/examples/compare_torch.py /models/Mixtral-8x7B-v0.1 --layer 3 --backend vulkan
     python3 python/examples/compare_torch.py tests/data/hf-moe/mixtral_T5_d48_f80_E4_k2
 
 Prints the relative L2 difference of the outputs and whether both chose the same experts.
+transformers 5 fuses the experts' tensors (gate_up_proj, down_proj) and returns one tensor from
+the block: this script follows the 4.x module, whose state_dict names are the checkpoint's.
 """
 import argparse
 import glob

@@ -16,9 +16,12 @@ raises a MoeError subclass carrying its status and message. Forwards release the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
+import sys
+import threading
 from typing import Any, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 
 import numpy as np
@@ -30,11 +33,14 @@ __all__ = [
     "__version__", "version", "backends", "devices", "DeviceInfo", "Context", "Layer", "Buffer",
     "Model", "Routing", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
     "InvalidArgumentError", "OutOfMemoryError", "BackendUnavailableError", "DeviceLostError",
-    "BackendError", "UnsupportedError", "FileFormatError", "BusyError", "InternalError",
+    "BackendError", "UnsupportedError", "FileError", "FileFormatError", "BusyError", "InternalError",
     "library_path",
 ]
 
 __version__: str = lib.moe_version().decode()
+# The structs in _capi.py are 0.7.1's: an older library (MOE_LIBRARY) would refuse them per call.
+if lib.moe_version_number() < 701:
+    raise ImportError(f"moe: {_capi.library_path} is version {__version__}; this package needs 0.7.1 or newer")
 library_path: str = _capi.library_path
 
 
@@ -53,6 +59,9 @@ class MoeError(Exception):
         self.status_name = _capi.STATUS_NAMES.get(status, f"status {status}")
         self.message = message
         super().__init__(f"{self.status_name}: {message}" if message else self.status_name)
+
+    def __reduce__(self) -> Tuple[Any, Tuple[int, str]]:  # picklable (multiprocessing, futures)
+        return (type(self), (self.status, self.message))
 
 
 class InvalidArgumentError(MoeError, ValueError):
@@ -91,23 +100,23 @@ class InternalError(MoeError, RuntimeError):
     """A bug in moe: please report it."""
 
 
-class IOError_(MoeError, OSError):
+class FileError(MoeError, OSError):
     """A file could not be opened, read or written (MOE_ERROR_IO)."""
 
 
 _ERRORS = {-1: InvalidArgumentError, -2: InvalidArgumentError, -3: InvalidArgumentError,
            -4: InvalidArgumentError, -5: InvalidArgumentError, -6: InvalidArgumentError,
            -7: OutOfMemoryError, -8: OutOfMemoryError, -9: BackendUnavailableError,
-           -10: DeviceLostError, -11: BackendError, -12: UnsupportedError, -13: IOError_,
+           -10: DeviceLostError, -11: BackendError, -12: UnsupportedError, -13: FileError,
            -14: FileFormatError, -15: InternalError, -16: BusyError}
 
 
 def _check(status: int, context: Optional[int] = None) -> None:
     if status == 0:
         return
-    msg = lib.moe_context_error(context) if context else None
-    if not msg:
-        msg = lib.moe_last_error()
+    msg = lib.moe_last_error()  # this thread's last failure: every failing call writes it
+    if not msg and context:
+        msg = lib.moe_context_error(context)
     raise _ERRORS.get(status, MoeError)(status, (msg or b"").decode(errors="replace"))
 
 
@@ -146,21 +155,35 @@ def row_bytes(dtype: str, n: int) -> int:
     return int(lib.moe_dtype_row_bytes(_dtype(dtype, "dtype"), int(n)))
 
 
-def convert_row(src: np.ndarray, src_dtype: str, dst_dtype: str, n: Optional[int] = None) -> np.ndarray:
-    """One row converted between formats (as ggml's reference quantizers do); returns its bytes
-    (float32 for "f32"). `src` holds the row's bytes, or float32 / float16 values."""
-    src = np.ascontiguousarray(src)
+def convert_row(src: Any, src_dtype: str, dst_dtype: str, n: Optional[int] = None) -> np.ndarray:
+    """One row converted between formats (as ggml's reference quantizers do). `src` is a
+    C-contiguous float32 array for "f32", float16 for "f16", else the row's bytes (uint8; for
+    "bf16" also uint16); n, the row's values, is needed for those. Returns float32 values for
+    "f32", float16 for "f16", else the row's bytes as uint8."""
+    a = _as_numpy(src, "src")
     sd, dd = _dtype(src_dtype, "src_dtype"), _dtype(dst_dtype, "dst_dtype")
+    src_name, dst_name = lib.moe_dtype_name(sd).decode(), lib.moe_dtype_name(dd).decode()
+    values = {"f32": np.float32, "f16": np.float16}
+    if src_name in values and a.dtype != values[src_name]:
+        raise TypeError(f"src: dtype {a.dtype}, expected {np.dtype(values[src_name])} for src_dtype={src_name!r}")
+    if src_name not in values and a.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"src: dtype {a.dtype}; a {src_name} row is handed over as its bytes (uint8)")
+    if not a.flags.c_contiguous:
+        raise ValueError("src: not C-contiguous")
     if n is None:
-        if src_dtype not in ("f32", "f16"):
-            raise ValueError("n (the row's values) is needed for a source in a block format")
-        n = src.size
+        if src_name not in values:
+            raise ValueError(f"n (the row's values) is needed for a {src_name} row given as bytes")
+        n = a.size
+    need = lib.moe_dtype_row_bytes(sd, int(n))
+    if need == 0 or a.nbytes != need:
+        raise ValueError(f"src: {a.nbytes} bytes, but {n} values of {src_name} take "
+                         + (f"{need}" if need else "whole blocks"))
     size = lib.moe_dtype_row_bytes(dd, int(n))
     if size == 0:
-        raise ValueError(f"{n} values do not fit {dst_dtype}'s blocks")
+        raise ValueError(f"{n} values do not fit {dst_name}'s blocks")
     out = np.empty(size, dtype=np.uint8)
-    _check(lib.moe_convert_row(sd, src.ctypes.data, dd, out.ctypes.data, int(n)))
-    return out.view(np.float32) if dst_dtype == "f32" else out.view(np.float16) if dst_dtype == "f16" else out
+    _check(lib.moe_convert_row(sd, a.ctypes.data, dd, out.ctypes.data, int(n)))
+    return out.view(values[dst_name]) if dst_name in values else out
 
 
 # ---- devices ---------------------------------------------------------------------------------
@@ -225,7 +248,8 @@ def devices(backend: Optional[str] = None) -> List[DeviceInfo]:
 # ---- arrays ----------------------------------------------------------------------------------
 
 def _is_torch(array: Any) -> bool:
-    return type(array).__module__.startswith("torch")
+    torch = sys.modules.get("torch")  # imported by whoever made the tensor; never by moe itself
+    return torch is not None and isinstance(array, torch.Tensor)
 
 
 def _as_numpy(array: Any, what: str) -> np.ndarray:
@@ -234,17 +258,19 @@ def _as_numpy(array: Any, what: str) -> np.ndarray:
     if isinstance(array, np.ndarray):
         return array
     if _is_torch(array):
+        torch = sys.modules["torch"]
         if array.device.type != "cpu":
             raise TypeError(f"{what}: a tensor on {array.device}; moe reads host (CPU) tensors "
                             "(move it with .cpu(), or keep activations on the device in moe.Buffer)")
-        if str(array.dtype) == "torch.bfloat16":  # NumPy has no bfloat16: its bits as uint16
-            return array.detach().view(dtype=__import__("torch").int16).numpy().view(np.uint16)
+        if array.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits as uint16
+            return array.detach().view(dtype=torch.int16).numpy().view(np.uint16)
         return array.detach().numpy()
     if hasattr(array, "__dlpack__"):
         try:
             return np.from_dlpack(array)
         except (TypeError, ValueError, BufferError, RuntimeError) as e:
-            raise TypeError(f"{what}: its DLPack export cannot be read on the host ({e})") from e
+            raise TypeError(f"{what}: NumPy cannot view its DLPack export ({e}); float32 on the CPU "
+                            "is what moe reads") from e
     try:
         return np.asarray(memoryview(array))
     except TypeError:
@@ -253,14 +279,22 @@ def _as_numpy(array: Any, what: str) -> np.ndarray:
                     f"array, not {type(array).__name__}")
 
 
-def _float_array(array: Any, what: str, shape: Tuple[int, ...]) -> np.ndarray:
+def _float_array(array: Any, what: str, shape: Optional[Tuple[int, ...]] = None, *,
+                 writable: bool = False) -> np.ndarray:
+    """A float32 C-contiguous view of `array` (of `shape`, if given), or TypeError / ValueError
+    that says what to change."""
     a = _as_numpy(array, what)
+    torch = _is_torch(array)
     if a.dtype != np.float32:
-        raise TypeError(f"{what}: dtype {a.dtype}, expected float32")
-    if a.shape != shape:
+        if torch and str(array.dtype) == "torch.bfloat16":
+            raise TypeError(f"{what}: a torch.bfloat16 tensor; moe reads float32 here (use .float())")
+        raise TypeError(f"{what}: dtype {array.dtype if torch else a.dtype}, expected float32")
+    if shape is not None and a.shape != shape:
         raise ValueError(f"{what}: shape {a.shape}, expected {shape}")
     if not a.flags.c_contiguous:
-        raise ValueError(f"{what}: not C-contiguous (use np.ascontiguousarray)")
+        raise ValueError(f"{what}: not C-contiguous (use {'.contiguous()' if torch else 'np.ascontiguousarray'})")
+    if writable and not a.flags.writeable:
+        raise ValueError(f"{what}: read-only")
     return a
 
 
@@ -273,8 +307,15 @@ class _Handle:
     """A library object (context, layer, buffer, model): close() releases it once, as do `with`
     and garbage collection; a call on a closed one raises ValueError."""
 
-    _handle: Optional[int] = None  # a class default: __del__ is safe if __init__ failed early
+    # Class defaults, so that __del__ is safe when __init__ failed early.
+    _handle: Optional[int] = None
     _kind = "object"
+    # moe.h lets one thread at a time call into a context (and into a model). ctypes releases
+    # the GIL during each call, so Python threads could overlap there: every call on a context or
+    # its layers and buffers, their release by the garbage collector included, holds the
+    # context's lock (re-entrant: a collection may run inside a locked block of the same thread).
+    _lock: Any = contextlib.nullcontext()
+    _ctx: Any = None
 
     def _release(self, handle: int) -> None:
         raise NotImplementedError
@@ -284,11 +325,19 @@ class _Handle:
             raise ValueError(f"the {self._kind} is closed")
         return self._handle
 
+    def _call(self, fn: Any, *args: Any) -> None:
+        """fn(handle, *args) under the lock; a failure raises with the library's message."""
+        with self._lock:
+            status = fn(self._h(), *args)
+            if status != 0:
+                _check(status, self._ctx._handle if self._ctx is not None else None)
+
     def close(self) -> None:
         """Releases the object (again: nothing)."""
-        if self._handle:
+        with self._lock:
             handle, self._handle = self._handle, None
-            self._release(handle)
+            if handle:
+                self._release(handle)
 
     def __enter__(self: _Self) -> _Self:
         return self
@@ -323,6 +372,7 @@ class Context(_Handle):
     """
 
     def __init__(self, backend: str = "auto", device: Union[int, str, None] = None, threads: int = 0):
+        self._ctx, self._lock = self, threading.RLock()
         desc = new(_capi.ContextDesc)
         desc.backend = _enum(_capi.BACKENDS, backend, "backend")
         desc.n_threads = int(threads)
@@ -341,17 +391,18 @@ class Context(_Handle):
     @property
     def backend(self) -> str:
         """The backend the context runs on (what "auto" chose)."""
-        return lib.moe_backend_name(lib.moe_context_backend(self._h())).decode()
+        with self._lock:
+            return lib.moe_backend_name(lib.moe_context_backend(self._h())).decode()
 
     @property
     def device(self) -> DeviceInfo:
         info = new(_capi.DeviceInfo)
-        _check(lib.moe_context_get_device_info(self._h(), ctypes.byref(info)), self._handle)
+        self._call(lib.moe_context_get_device_info, ctypes.byref(info))
         return _device_info(info)
 
     def arena_stats(self) -> ArenaStats:
         s = new(_capi.ArenaStats)
-        _check(lib.moe_context_get_arena_stats(self._h(), ctypes.byref(s)), self._handle)
+        self._call(lib.moe_context_get_arena_stats, ctypes.byref(s))
         return ArenaStats(s.weights_bytes, s.scratch_bytes, s.scratch_peak_bytes, s.staging_bytes,
                           s.buffer_bytes, s.allocation_count, s.scratch_reservations)
 
@@ -369,7 +420,7 @@ class Context(_Handle):
 
     def wait(self) -> None:
         """Waits for every forward submitted with Layer.forward_async."""
-        _check(lib.moe_context_wait(self._h()), self._handle)
+        self._call(lib.moe_context_wait)
 
     _kind = "context"
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import os
+import sys
+import threading
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -61,7 +63,7 @@ def _desc_to_dict(desc: _capi.LayerDesc) -> Dict[str, Any]:
         elif kind == "dtype":
             value = lib.moe_dtype_name(value).decode()
         elif isinstance(kind, dict):
-            value = next(name for name, code in kind.items() if code == value)
+            value = next((name for name, code in kind.items() if code == value), value)
         out[key] = value
     return out
 
@@ -71,9 +73,9 @@ def _input_format(array: Any, given: Optional[str], what: str) -> str:
     torch.bfloat16)."""
     if given is not None:
         return given
-    if type(array).__module__.startswith("torch") and str(array.dtype) == "torch.bfloat16":
+    if _is_torch(array) and str(array.dtype) == "torch.bfloat16":
         return "bf16"
-    dt = np.asarray(array).dtype if isinstance(array, np.ndarray) else _as_numpy(array, what).dtype
+    dt = _as_numpy(array, what).dtype
     if dt == np.float32:
         return "f32"
     if dt == np.float16:
@@ -110,7 +112,7 @@ class Layer(_Handle):
 
     def __init__(self, context: Context, weights: Mapping[str, Any], *, input_dtype: Optional[str] = None,
                  shared_input_dtype: Optional[str] = None, **config: Any):
-        self._ctx = context  # the layer lives in the context's arena: keep it alive
+        self._ctx, self._lock = context, context._lock  # the layer lives in the context's arena
         desc = _desc_from_kwargs(config)
         unknown = set(weights) - set(_WEIGHT_NAMES)
         if unknown:
@@ -123,8 +125,16 @@ class Layer(_Handle):
                 if "shared_up" in weights else "f32")
         w.dtype, w.shared_dtype = _dtype(fmt, "input_dtype"), _dtype(sfmt, "shared_input_dtype")
 
-        def matrix(name: str, rows: int, cols: int, form: str, lead: Tuple[int, ...]) -> None:
+        def matrix(name: str, rows: int, cols: int, form: str, lead: Tuple[int, ...], origin: str) -> None:
             a = _as_numpy(weights[name], name)
+            # Every matrix of a group in the group's format (its bytes, for bf16 and the blocks).
+            want_dtype = {"f32": (np.float32,), "f16": (np.float16,), "bf16": (np.uint16,)}.get(form, (np.uint8,))
+            if a.dtype not in want_dtype or a.dtype.byteorder == ">":
+                kind = weights[name].dtype if _is_torch(weights[name]) else a.dtype
+                raise TypeError(f"{name}: dtype {kind}, but the group's format is {form} (from "
+                                f"{origin}): expected "
+                                + {"f32": "float32", "f16": "float16", "bf16": "torch.bfloat16 / uint16 bits"}
+                                .get(form, "uint8 bytes of its rows"))
             if form in ("f32", "f16", "bf16") and a.shape != lead + (rows, cols):
                 raise ValueError(f"{name}: shape {a.shape}, expected {lead + (rows, cols)}")
             if not a.flags.c_contiguous:
@@ -149,25 +159,24 @@ class Layer(_Handle):
             vector("router_bias", (E,))
         for name, rows, cols in (("gate", F, D), ("up", F, D), ("down", D, F)):
             if name in weights:
-                matrix(name, rows, cols, fmt, (E,))
+                matrix(name, rows, cols, fmt, (E,), "input_dtype" if input_dtype else "up's dtype")
         for name, rows, cols in (("shared_gate", S, D), ("shared_up", S, D), ("shared_down", D, S)):
             if name in weights:
-                matrix(name, rows, cols, sfmt, ())
+                matrix(name, rows, cols, sfmt, (), "shared_input_dtype" if shared_input_dtype else "shared_up's dtype")
         if "shared_expert_gate" in weights:
             vector("shared_expert_gate", (D,))
         for name, width in (("gate_bias", F), ("up_bias", F), ("down_bias", D)):
             if name in weights:
                 vector(name, (E, width))
         handle = ctypes.c_void_p()
-        _check(lib.moe_layer_create(context._h(), ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle)),
-               context._handle)
+        context._call(lib.moe_layer_create, ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle))
         self._handle = handle.value
         self._desc = desc
 
     @classmethod
     def _adopt(cls, context: Context, handle: int, desc: _capi.LayerDesc) -> "Layer":
         layer = cls.__new__(cls)
-        layer._ctx, layer._handle, layer._desc = context, handle, desc
+        layer._ctx, layer._lock, layer._handle, layer._desc = context, context._lock, handle, desc
         return layer
 
     _kind = "layer"
@@ -187,14 +196,18 @@ class Layer(_Handle):
     @property
     def activation_dtype(self) -> str:
         """What the experts' inputs are rounded to: "q8_0" when the integer opt-in runs, else "f32"."""
-        return lib.moe_dtype_name(lib.moe_layer_activation_dtype(self._h())).decode()
+        with self._lock:
+            return lib.moe_dtype_name(lib.moe_layer_activation_dtype(self._h())).decode()
 
     def _x(self, x: Any) -> np.ndarray:
+        if _is_torch(x) and x.requires_grad and sys.modules["torch"].is_grad_enabled():
+            raise TypeError("x requires grad: moe computes no gradients (inference only); call it "
+                            "under torch.no_grad() or pass x.detach()")
         a = _as_numpy(x, "x")
         if a.ndim == 0 or a.shape[-1] != self._desc.d_model:
             raise ValueError(f"x: shape {a.shape}, expected (..., {self._desc.d_model}): "
                              "tokens, or batch and sequence, by d_model")
-        return _float_array(a, "x", a.shape)
+        return _float_array(x, "x", a.shape)
 
     def _stats(self, T: int) -> Tuple[_capi.ForwardStats, Routing]:
         k, E = self._desc.top_k, self._desc.n_experts
@@ -217,21 +230,24 @@ class Layer(_Handle):
 
     def forward(self, x: Any, *, out: Any = None, routing: bool = False) -> Any:
         """y = layer(x) for x float32 [..., d_model]: [tokens, d_model], or [batch, seq, d_model]
-        as a PyTorch block takes it (its rows are the tokens, at most max_tokens); with
-        routing=True returns (y, Routing), its arrays per token in row order. x may be a NumPy array, a CPU PyTorch tensor or any DLPack /
-        buffer-protocol array, read in place; y is a new array of x's kind (a torch.Tensor for a
-        tensor), or `out` itself when given (float32, x's shape, C-contiguous, written in place).
-        The GIL is released while the library runs."""
+        as a PyTorch block takes it (its rows are the tokens, at most max_tokens). With
+        routing=True returns (y, Routing), the Routing's arrays per row in order.
+
+        x may be a NumPy array, a CPU PyTorch tensor or any DLPack / buffer-protocol array, read
+        in place. y is a new array (a torch.Tensor when x is one, else NumPy), or `out` itself
+        when given (float32, x's shape, C-contiguous, writable; written in place). Inference
+        only: no gradients. The GIL is released while the library runs (calls on one context
+        take turns: moe.h allows one thread in a context at a time)."""
         a = self._x(x)
         T = int(np.prod(a.shape[:-1], dtype=np.int64))  # the leading axes are tokens, in order
         if out is None:
             y = np.empty_like(a)
             result = __import__("torch").from_numpy(y) if _is_torch(x) else y
         else:
-            y, result = _float_array(out, "out", a.shape), out
+            y, result = _float_array(out, "out", a.shape, writable=True), out
         stats, r = self._stats(T) if routing else (None, None)
-        _check(lib.moe_layer_forward(self._h(), T, a.ctypes.data, y.ctypes.data,
-                                     ctypes.byref(stats) if stats is not None else None), self._ctx._handle)
+        self._call(lib.moe_layer_forward, T, a.ctypes.data, y.ctypes.data,
+                   ctypes.byref(stats) if stats is not None else None)
         return (result, self._finish(stats, r)) if routing else result
 
     __call__ = forward
@@ -239,28 +255,28 @@ class Layer(_Handle):
     def forward_buffers(self, n_tokens: int, x: "Buffer", y: "Buffer", *, routing: bool = False) -> Optional[Routing]:
         """A forward on device buffers (no host round trip of the activations)."""
         stats, r = self._stats(int(n_tokens)) if routing else (None, None)
-        _check(lib.moe_layer_forward_buffers(self._h(), int(n_tokens), x._h(), y._h(),
-                                             ctypes.byref(stats) if stats is not None else None),
-               self._ctx._handle)
+        self._call(lib.moe_layer_forward_buffers, int(n_tokens), x._h(), y._h(),
+                   ctypes.byref(stats) if stats is not None else None)
         return self._finish(stats, r) if routing else None
 
     def forward_async(self, n_tokens: int, x: "Buffer", y: "Buffer") -> None:
         """Submits a forward on device buffers and returns; Context.wait completes it."""
-        _check(lib.moe_layer_forward_async(self._h(), int(n_tokens), x._h(), y._h()), self._ctx._handle)
+        self._call(lib.moe_layer_forward_async, int(n_tokens), x._h(), y._h())
 
     def __repr__(self) -> str:
         d = self._desc
+        where = self._ctx.backend if self._handle and self._ctx._handle else "a closed context" if self._handle else None
         return (f"<moe.Layer d_model={d.d_model} d_ff={d.d_ff} experts={d.n_experts} top_k={d.top_k}"
-                f" on {self._ctx.backend}>")
+                + (f" on {where}>" if where else " closed>"))
 
 
 class Buffer(_Handle):
     """A float32 tensor on the context's device (moe_buffer)."""
 
     def __init__(self, context: Context, n_elements: int):
-        self._ctx = context
+        self._ctx, self._lock = context, context._lock
         handle = ctypes.c_void_p()
-        _check(lib.moe_buffer_create(context._h(), int(n_elements), ctypes.byref(handle)), context._handle)
+        context._call(lib.moe_buffer_create, int(n_elements), ctypes.byref(handle))
         self._handle = handle.value
 
     _kind = "buffer"
@@ -269,17 +285,18 @@ class Buffer(_Handle):
         lib.moe_buffer_destroy(handle)
 
     def __len__(self) -> int:
-        return int(lib.moe_buffer_elements(self._h()))
+        with self._lock:
+            return int(lib.moe_buffer_elements(self._h()))
 
     def write(self, data: Any, offset: int = 0) -> None:
         a = _as_numpy(data, "data")
         a = _float_array(a, "data", a.shape)
-        _check(lib.moe_buffer_write(self._h(), int(offset), a.size, a.ctypes.data), self._ctx._handle)
+        self._call(lib.moe_buffer_write, int(offset), a.size, a.ctypes.data)
 
     def read(self, n_elements: Optional[int] = None, offset: int = 0) -> np.ndarray:
         n = len(self) - int(offset) if n_elements is None else int(n_elements)
         out = np.empty(max(n, 0), np.float32)
-        _check(lib.moe_buffer_read(self._h(), int(offset), n, out.ctypes.data), self._ctx._handle)
+        self._call(lib.moe_buffer_read, int(offset), n, out.ctypes.data)
         return out
 
 
@@ -288,11 +305,12 @@ class Model(_Handle):
     """A checkpoint: a Hugging Face model directory (config.json + safetensors) or a GGUF file."""
 
     def __init__(self, path: Union[str, os.PathLike]):
+        self._lock = threading.RLock()
         handle = ctypes.c_void_p()
         _check(lib.moe_model_open(os.fsencode(path), ctypes.byref(handle)))
         self._handle = handle.value
         info = new(_capi.ModelInfo)
-        _check(lib.moe_model_get_info(self._handle, ctypes.byref(info)))
+        self._call(lib.moe_model_get_info, ctypes.byref(info))
         self.model_type: str = info.model_type.decode()
         self.n_layers: int = info.n_layers
         self.n_decoder_layers: int = info.n_decoder_layers
@@ -310,7 +328,8 @@ class Model(_Handle):
     def moe_layers(self, decoder: bool = False) -> list:
         """The indices of the layers with an MoE block."""
         n = self.n_decoder_layers if decoder else self.n_layers
-        return [i for i in range(n) if lib.moe_model_layer_is_moe(self._h(), i, int(decoder))]
+        with self._lock:
+            return [i for i in range(n) if lib.moe_model_layer_is_moe(self._h(), i, int(decoder))]
 
     @staticmethod
     def _options(max_tokens: int, weight_dtype: Optional[str], shared_weight_dtype: Optional[str],
@@ -330,7 +349,7 @@ class Model(_Handle):
         """The settings of layer `index`'s MoE block, after checking its tensors."""
         o = self._options(max_tokens, weight_dtype, shared_weight_dtype, activation_dtype, decoder, drop_policy)
         desc = new(_capi.LayerDesc)
-        _check(lib.moe_model_layer_desc(self._h(), int(index), ctypes.byref(o), ctypes.byref(desc)))
+        self._call(lib.moe_model_layer_desc, int(index), ctypes.byref(o), ctypes.byref(desc))
         return _desc_to_dict(desc)
 
     def layer(self, context: Context, index: int, *, max_tokens: int = 0, weight_dtype: Optional[str] = None,
@@ -340,10 +359,11 @@ class Model(_Handle):
         keep the checkpoint's format unless weight_dtype names another)."""
         o = self._options(max_tokens, weight_dtype, shared_weight_dtype, activation_dtype, decoder, drop_policy)
         desc = new(_capi.LayerDesc)
-        _check(lib.moe_model_layer_desc(self._h(), int(index), ctypes.byref(o), ctypes.byref(desc)))
+        self._call(lib.moe_model_layer_desc, int(index), ctypes.byref(o), ctypes.byref(desc))
         handle = ctypes.c_void_p()
-        _check(lib.moe_model_create_layer(context._h(), self._h(), int(index), ctypes.byref(o),
-                                          ctypes.byref(handle)), context._handle)
+        with context._lock, self._lock:
+            _check(lib.moe_model_create_layer(context._h(), self._h(), int(index), ctypes.byref(o),
+                                              ctypes.byref(handle)), context._handle)
         return Layer._adopt(context, handle.value, desc)
 
     def __repr__(self) -> str:

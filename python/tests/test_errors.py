@@ -108,3 +108,89 @@ def test_arrays_freed_while_the_layer_lives(ctx):
     gc.collect()
     b.write(x)
     np.testing.assert_array_equal(b.read().reshape(3, 32), x)
+
+
+def test_out_and_inputs_are_checked_before_the_call(ctx):
+    layer = ctx.layer(weights(), **CFG)
+    x = np.ones((2, 32), np.float32)
+    with pytest.raises(ValueError, match="out: shape"):
+        layer(x, out=np.empty((2, 31), np.float32))
+    with pytest.raises(TypeError, match="out: dtype float64"):
+        layer(x, out=np.empty((2, 32)))
+    ro = np.zeros((2, 32), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out: read-only"):
+        layer(x, out=ro)
+    assert (ro == 0).all()
+    y = layer(np.ones(32, np.float32))  # one token as a vector: [d_model] in, [d_model] out
+    np.testing.assert_array_equal(y, layer(x)[0])
+
+
+def test_expert_arrays_must_share_the_group_format(ctx):
+    w = weights()
+    w["gate"] = w["gate"].astype(np.float16)
+    with pytest.raises(TypeError, match="gate: dtype float16, but the group's format is f32"):
+        ctx.layer(w, **CFG)
+    w = weights()
+    w["down"] = w["down"].view(np.int32)
+    with pytest.raises(TypeError, match="down: dtype int32"):
+        ctx.layer(w, **CFG)
+    w = weights()
+    w["up"] = w["up"].astype(">f4")
+    with pytest.raises(TypeError, match="up"):
+        ctx.layer(w, **CFG)
+
+
+def test_convert_row_checks_its_source():
+    with pytest.raises(ValueError, match="40 bytes, but 32 values of f32 take 128"):
+        moe.convert_row(np.zeros(10, np.float32), "f32", "q8_0", n=32)
+    with pytest.raises(TypeError, match="float64"):
+        moe.convert_row(np.zeros(32), "f32", "q8_0")
+    with pytest.raises(ValueError, match="n .the row's values. is needed for a q8_0"):
+        moe.convert_row(np.zeros(34, np.uint8), "q8_0", "f32")
+    q = moe.convert_row(np.arange(32, dtype=np.float32), "f32", "q8_0")
+    assert q.dtype == np.uint8 and q.size == moe.row_bytes("q8_0", 32)
+    back = moe.convert_row(q, "q8_0", "f32", n=32)
+    assert back.dtype == np.float32 and np.abs(back - np.arange(32)).max() < 0.2
+
+
+def test_buffer_outlives_its_context(backend):
+    ctx = moe.Context(backend)
+    b = ctx.buffer(8)
+    b.write(np.arange(8, dtype=np.float32))
+    ctx.close()  # released once the buffer goes; until then calls fail cleanly
+    with pytest.raises(moe.MoeError):
+        b.read()
+    b.close()
+    with pytest.raises(ValueError, match="closed"):
+        b.read()
+    ctx = moe.Context(backend)
+    layer = ctx.layer(weights(), **CFG)
+    ctx.close()
+    assert "closed context" in repr(layer)
+    layer.close()
+    assert "closed" in repr(layer)
+
+
+def test_threads_sharing_a_context_take_turns(ctx):
+    """Forwards from several Python threads on one context's layers (the GIL released in each)
+    give each thread the serial result: the context's lock keeps them from overlapping."""
+    import threading
+    layers = [ctx.layer(weights(np.random.default_rng(i)), **CFG) for i in range(3)]
+    xs = [np.random.default_rng(10 + i).standard_normal((4, 32)).astype(np.float32) for i in range(3)]
+    want = [layer(x) for layer, x in zip(layers, xs)]
+    errors = []
+
+    def run(i):
+        try:
+            for _ in range(20):
+                np.testing.assert_array_equal(layers[i](xs[i]), want[i])
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
