@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import os
 import sys
 import threading
@@ -239,7 +240,7 @@ class Layer(_Handle):
         only: no gradients. The GIL is released while the library runs (calls on one context
         take turns: moe.h allows one thread in a context at a time)."""
         a = self._x(x)
-        T = int(np.prod(a.shape[:-1], dtype=np.int64))  # the leading axes are tokens, in order
+        T = math.prod(a.shape[:-1])  # the leading axes are tokens, in order (not np.prod: 7 us a call)
         if out is None:
             y = np.empty_like(a)
             result = __import__("torch").from_numpy(y) if _is_torch(x) else y
