@@ -36,8 +36,10 @@ enum { BENCH_MAX_FORMATS = 12 };
 typedef struct bench_dtype_list {
     size_t n;
     moe_dtype v[BENCH_MAX_FORMATS];
-    moe_dtype act[BENCH_MAX_FORMATS]; /* each run's activations (--activations): F32, or Q8_0 for
-                                         a block format's int8 run */
+    moe_dtype act[BENCH_MAX_FORMATS];       /* each run's activations (--activations): F32, or Q8_0 for
+                                               a block format's int8 run */
+    int64_t cpu_experts[BENCH_MAX_FORMATS]; /* each run's routed experts placed on a CPU context
+                                               (--cpu-experts): the last N; 0 = none */
 } bench_dtype_list;
 
 /* Request token counts of the serving simulation. */
@@ -80,6 +82,7 @@ typedef struct bench_config {
     const char *weights_arg;     /* --weights as given; the checks parse it into `weights` */
     bench_dtype_list weights;    /* never empty after parsing: {F32} by default */
     const char *activations_arg; /* --activations f32,q8_0: each block format runs once per entry */
+    bench_int_list cpu_experts;  /* --cpu-experts 0,32: each run once per entry (n = 0: not given) */
     const char *layers_arg;      /* --layers as given */
     int64_t layers;              /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
     int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */

@@ -149,6 +149,12 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
          "moe_layer_desc.activation_dtype; Q8_0/Q4_0/Q4_K weights only, so another format runs with f32 "
          "alone)"},
+        {"cpu-experts", BENCH_OPT_LIST, &c->cpu_experts, "N1,N2,..", 0, SIZE_MAX_OPT, 0.0, NULL, "off",
+         "expert placement, run side by side: for each N the last N routed experts (E-N..E-1) live on a "
+         "second context on the CPU backend and the rest on the target (moe_layer_create_placed; the target "
+         "routes and combines); 0 is the plain moe_layer_create. Meant for a GPU target; with --backend cpu "
+         "the experts go to a second CPU context, which times the placement path's own cost. Not with "
+         "--serve, nor N > 0 with --async"},
         {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
          "independent layers cycled through by the forwards, as a model's are, each with its own input; "
          "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
@@ -282,6 +288,42 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     return 0;
 }
 
+/* --cpu-experts: each run so far (format x activations) once per entry, runs outer, in the
+ * order given. */
+static int expand_cpu_experts(const bench_int_list *counts, int64_t n_experts, bench_dtype_list *list)
+{
+    bench_dtype_list out = {0};
+    for (size_t j = 0; j < counts->n; j++) {
+        if (counts->v[j] > n_experts) {
+            fprintf(stderr,
+                    BENCH_PROG ": --cpu-experts %" PRId64
+                               " places more experts on the CPU than the layer has "
+                               "(%" PRId64 ")\n",
+                    counts->v[j], n_experts);
+            return -1;
+        }
+        for (size_t k = 0; k < j; k++)
+            if (counts->v[k] == counts->v[j]) {
+                fprintf(stderr, BENCH_PROG ": --cpu-experts names %" PRId64 " twice\n", counts->v[j]);
+                return -1;
+            }
+    }
+    for (size_t i = 0; i < list->n; i++)
+        for (size_t j = 0; j < counts->n; j++) {
+            if (out.n == BENCH_MAX_FORMATS) {
+                fprintf(stderr,
+                        BENCH_PROG ": --weights x --activations x --cpu-experts make more than %d runs\n",
+                        BENCH_MAX_FORMATS);
+                return -1;
+            }
+            out.v[out.n] = list->v[i];
+            out.act[out.n] = list->act[i];
+            out.cpu_experts[out.n++] = counts->v[j];
+        }
+    *list = out;
+    return 0;
+}
+
 int bench_parse_layers(const char *text, int64_t *out)
 {
     const char *a = text, *b = "auto";
@@ -327,6 +369,8 @@ static bench_parse_result check(bench_config *c)
     if (c->weights_arg && bench_parse_weights(c->weights_arg, &c->weights)) return BENCH_PARSE_ERROR;
     for (size_t i = 0; i < c->weights.n; i++) c->weights.act[i] = MOE_DTYPE_F32;
     if (c->activations_arg && expand_activations(c->activations_arg, &c->weights)) return BENCH_PARSE_ERROR;
+    if (c->cpu_experts.n > 0 && expand_cpu_experts(&c->cpu_experts, c->experts, &c->weights))
+        return BENCH_PARSE_ERROR;
     c->layers = 1;
     if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;
     /* A block format stores each weight row (the reduction dimension: d_model for gate/up,
@@ -349,6 +393,13 @@ static bench_parse_result check(bench_config *c)
     }
     for (size_t i = 0; c->serve && i < c->weights.n; i++)
         if (c->weights.act[i] != MOE_DTYPE_F32) return fail("--activations q8_0 and --serve do not combine");
+    /* A serving stream makes its own plain layer, and a placed layer has no asynchronous
+     * forward (moe_layer_forward_async is MOE_ERROR_UNSUPPORTED for it). */
+    if (c->serve && c->cpu_experts.n > 0) return fail("--cpu-experts and --serve do not combine");
+    for (size_t i = 0; c->async && i < c->weights.n; i++)
+        if (c->weights.cpu_experts[i] > 0)
+            return fail("--async and --cpu-experts N > 0 do not combine (a layer placed on several contexts "
+                        "has no asynchronous forward)");
     if (c->serve && c->layers != 1)
         return fail("--layers and --serve do not combine (a stream runs one layer)");
     if (c->serve && c->async)

@@ -36,7 +36,8 @@ typedef struct mem_model {
     double host_fixed;    /* float32 host weights, y, the reference's output, the input of 0 layers */
     double x_per_layer;   /* one layer's input rows */
     double lib_fixed;     /* the library's scratch, per stream */
-    double lib_per_layer; /* one layer's copy in the format, per stream */
+    double lib_per_layer; /* one layer's copy in the format on the target, per stream */
+    double cpu_per_layer; /* one layer's experts on the CPU context (--cpu-experts): host memory */
     int host_dev;         /* a target keeps its copy in host memory */
 } mem_model;
 
@@ -44,7 +45,16 @@ typedef struct mem_model {
  * the most). */
 static double host_need(const mem_model *m, double n, double n_x)
 {
-    return m->host_fixed + n_x * m->x_per_layer + (m->host_dev ? m->lib_fixed + n * m->lib_per_layer : 0.0);
+    return m->host_fixed + n_x * m->x_per_layer + n * m->cpu_per_layer +
+           (m->host_dev ? m->lib_fixed + n * m->lib_per_layer : 0.0);
+}
+
+/* Format f's copy of one layer: on the target, and the experts the CPU context holds. */
+static void set_format(mem_model *m, const bench_format_plan *f, double streams)
+{
+    const double cpu = (double)f->cpu_experts * f->expert_bytes;
+    m->lib_per_layer = streams * (f->layer_bytes - cpu) * PACK_SLACK;
+    m->cpu_per_layer = streams * cpu * PACK_SLACK;
 }
 
 static double lib_need(const mem_model *m, double n)
@@ -90,11 +100,16 @@ static int check_fit(const bench_config *c, const moe_layer_desc *d32, const mem
     const double need = host_need(m, (double)n, (double)n_x);
     if (isfinite(need) && need <= (double)SIZE_MAX / 2 && (avail <= 0.0 || need <= HOST_SHARE * avail))
         return 0;
-    char lib_text[192] = "";
+    char lib_text[256] = "";
     if (m->host_dev)
         snprintf(lib_text, sizeof lib_text, ", %.4g GiB for the library's own copy%s%s and scratch (%.0f %s)",
                  lib_need(m, (double)n) / GIB, dt != MOE_DTYPE_F32 ? " in " : "",
                  dt != MOE_DTYPE_F32 ? moe_dtype_name(dt) : "", streams, streams > 1 ? "streams" : "stream");
+    if (m->cpu_per_layer > 0.0) {
+        const size_t len = strlen(lib_text);
+        snprintf(lib_text + len, sizeof lib_text - len, ", %.4g GiB for the experts on the CPU context",
+                 (double)n * m->cpu_per_layer / GIB);
+    }
     fprintf(stderr,
             BENCH_PROG
             ": refusing %s (d_model %" PRId64 ", d_ff %" PRId64 ", %" PRId64 " experts) at T=%" PRId64
@@ -113,7 +128,7 @@ static int64_t layers_that_fit(const mem_model *m, const moe_device_info *infos,
 {
     double n = (double)BENCH_MAX_LAYERS;
     if (avail > 0.0) {
-        const double per = m->x_per_layer + (m->host_dev ? m->lib_per_layer : 0.0);
+        const double per = m->x_per_layer + m->cpu_per_layer + (m->host_dev ? m->lib_per_layer : 0.0);
         const double room = HOST_SHARE * avail - m->host_fixed - (m->host_dev ? m->lib_fixed : 0.0);
         if (per > 0.0) n = fmin(n, floor(room / per));
     }
@@ -150,9 +165,10 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
         const moe_layer_desc d = bench_make_desc(c, max_t, max_t, dt);
         f->dtype = dt;
         f->act = c->weights.act[i];
+        f->cpu_experts = c->weights.cpu_experts[i];
         f->layer_bytes = bench_all_weight_bytes(&d);
         f->expert_bytes = bench_expert_bytes(&d);
-        m.lib_per_layer = streams * f->layer_bytes * PACK_SLACK;
+        set_format(&m, f, streams);
         f->layers = c->layers;
         if (c->layers == BENCH_LAYERS_AUTO) {
             f->auto_layers = 1;
@@ -181,7 +197,7 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
     plan->n = c->weights.n;
     /* The input pool holds the most layers of any format while each format's copy exists. */
     for (size_t i = 0; i < plan->n; i++) {
-        m.lib_per_layer = streams * plan->f[i].layer_bytes * PACK_SLACK;
+        set_format(&m, &plan->f[i], streams);
         const int rc = check_fit(c, &d32, &m, plan->f[i].dtype, plan->f[i].layers, plan->max_layers, infos,
                                  n_infos, avail, (double)total);
         if (rc) return rc;
@@ -191,7 +207,8 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
 
 int bench_plan_refit(const bench_config *c, const moe_device_info *info, double stored, bench_format_plan *f)
 {
-    if (f->layers <= 1 || !(stored > f->layer_bytes * PACK_SLACK)) return 0;
+    const double planned = f->layer_bytes - (double)f->cpu_experts * f->expert_bytes; /* on the target */
+    if (f->layers <= 1 || !(stored > planned * PACK_SLACK)) return 0;
     uint64_t total = 0;
     double room; /* bytes the other layers may take */
     if (bench_shares_host_memory(info)) {
@@ -210,15 +227,14 @@ int bench_plan_refit(const bench_config *c, const moe_device_info *info, double 
         f->layers = (int64_t)fit;
         snprintf(f->capped, sizeof f->capped,
                  "capped at %" PRId64 ": the backend stores a layer in %s, not %.4g", f->layers, stored_text,
-                 f->layer_bytes / GIB);
+                 planned / GIB);
         return 0;
     }
-    fprintf(stderr,
-            BENCH_PROG ": refusing %s in %s with %" PRId64
-                       " layers: %s %d stores one layer in %s (the format "
-                       "itself needs %.4g GiB), and only %.0f such layers fit in %s memory\n",
-            bench_preset_name(c->preset), moe_dtype_name(f->dtype), f->layers,
-            moe_backend_name(info->backend), info->index, stored_text, f->layer_bytes / GIB, fit,
-            bench_shares_host_memory(info) ? "host" : "device");
+    fprintf(
+        stderr,
+        BENCH_PROG ": refusing %s in %s with %" PRId64 " layers: %s %d stores one layer in %s (the format "
+                   "itself needs %.4g GiB), and only %.0f such layers fit in %s memory\n",
+        bench_preset_name(c->preset), moe_dtype_name(f->dtype), f->layers, moe_backend_name(info->backend),
+        info->index, stored_text, planned / GIB, fit, bench_shares_host_memory(info) ? "host" : "device");
     return BENCH_EXIT_MEMORY;
 }

@@ -18,6 +18,7 @@
 typedef struct bench_format_plan {
     moe_dtype dtype;
     moe_dtype act;           /* the activations asked for (--activations) */
+    int64_t cpu_experts;     /* the last N routed experts live on a CPU context (--cpu-experts) */
     int64_t layers;          /* layers made for this format */
     int auto_layers;         /* from --layers auto */
     int64_t wanted;          /* auto: the cache rule's count, before a cap */
@@ -49,16 +50,18 @@ int64_t bench_auto_layers(double forward_bytes, uint64_t llc_bytes);
 /* Fills *plan for cfg on the given targets' devices, with `llc_bytes` from bench_llc_bytes.
  * Checks that the host weights (float32, once), the input pool and, per format, its layers'
  * copy (in the format's bytes) and scratch fit in the host's available memory (95% of it)
- * and in each discrete device's memory. An explicit --layers N or a format that does not fit
- * is refused: a message naming the format on stderr and BENCH_EXIT_MEMORY. --layers auto is
- * capped to what fits instead (plan->f[i].capped says so). Returns 0 when it all fits. */
+ * and in each discrete device's memory (the experts of --cpu-experts in the host's). An
+ * explicit --layers N or a format that does not fit is refused: a message naming the format on
+ * stderr and BENCH_EXIT_MEMORY. --layers auto is capped to what fits instead (plan->f[i].capped
+ * says so). Returns 0 when it all fits. */
 int bench_plan_make(const bench_config *cfg, const moe_device_info *infos, size_t n_infos, uint64_t llc_bytes,
                     const char *llc_source, bench_plan *plan);
 
 /* Checks the plan against what the backend really stores: called once the first layer of a
- * format exists, with its arena weight bytes. A backend may keep a format in more bytes than
- * the format's own (while a format's kernels are missing, say, it may widen the weights at
- * upload); then the other f->layers − 1 layers are checked against the memory available now
+ * format exists, with its arena weight bytes on the target (without f->cpu_experts' experts). A
+ * backend may keep a format in more bytes than the format's own (while a format's kernels are
+ * missing, say, it may widen the weights at upload); then the other f->layers − 1 layers are
+ * checked against the memory available now
  * (the host's, or `info`'s for a discrete device). --layers auto is capped to what fits
  * (f->capped says why); an explicit count that does not fit is refused with a message and
  * BENCH_EXIT_MEMORY. Returns 0 otherwise. */

@@ -39,9 +39,14 @@ static const char *dtype_name(moe_dtype dt)
     return name ? name : "?";
 }
 
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, char *buf, size_t size)
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts, char *buf,
+                               size_t size)
 {
     snprintf(buf, size, "%s%s", dtype_name(weights), activations == MOE_DTYPE_Q8_0 ? "/i8" : "");
+    if (cpu_experts > 0) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, size - len, "/cpu%" PRId64, cpu_experts);
+    }
     return buf;
 }
 
@@ -89,7 +94,7 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
             if (f->layers > 1)
                 fprintf(out,
                         "weights %s: %" PRId64 " layers (--layers), cycled in order, each on its own input\n",
-                        bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers);
+                        bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers);
             continue;
         }
         char fwd[32], expert[32], capped[160] = "";
@@ -101,7 +106,7 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
                 "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
                 "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
                 "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
-                bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers, capped,
+                bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers, capped,
                 mb_text(f->forward_bytes, fwd, sizeof fwd), (double)plan->llc_bytes / 1048576.0, fwd,
                 f->auto_tokens, c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
                 mb_text(f->expert_bytes, expert, sizeof expert));
@@ -121,15 +126,19 @@ static const char *mib_text(double bytes, char *buf, size_t size)
 }
 
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
-                               size_t arena_weights_bytes)
+                               size_t arena_weights_bytes, size_t cpu_weights_bytes)
 {
     char all[32], one[32], lbl[32];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
-            bench_format_label(f->dtype, f->act, lbl, sizeof lbl), f->layers, f->layers == 1 ? "" : "s",
-            f->layers > 1 ? " cycled in order" : "", mib_text((double)arena_weights_bytes, all, sizeof all));
+            bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers,
+            f->layers == 1 ? "" : "s", f->layers > 1 ? " cycled in order" : "",
+            mib_text((double)arena_weights_bytes, all, sizeof all));
     if (f->layers > 1)
         fprintf(out, " (%s per layer)",
                 mib_text((double)arena_weights_bytes / (double)f->layers, one, sizeof one));
+    if (f->cpu_experts > 0)
+        fprintf(out, " | the last %" PRId64 " experts on a CPU context: %s", f->cpu_experts,
+                mib_text((double)cpu_weights_bytes, all, sizeof all));
     if (f->capped[0]) fprintf(out, " | --layers auto %s", f->capped);
     fputc('\n', out);
 }
@@ -200,7 +209,25 @@ static const column cols[] = {
     {"p99_ms", 9},   {"dev_ms", 9},    {"GFLOPS", 8},    {"tokens/s", 9}, {"GB/s", 7},
     {"BW%", 5},      {"experts", 9},   {"arena_MiB", 9}, {"speedup", 8},
 };
-enum { N_COLS = sizeof cols / sizeof cols[0] };
+enum { N_COLS = sizeof cols / sizeof cols[0], WEIGHTS_COL = 2 };
+
+int bench_label_width(const bench_config *c)
+{
+    int width = -cols[WEIGHTS_COL].width;
+    for (size_t i = 0; i < c->weights.n; i++) {
+        char lbl[32];
+        const int len = (int)strlen(bench_format_label(c->weights.v[i], c->weights.act[i],
+                                                       c->weights.cpu_experts[i], lbl, sizeof lbl));
+        if (len > width) width = len;
+    }
+    return width;
+}
+
+/* Column i's printf width: the weights column as wide as the run's longest label. */
+static int col_width(size_t i, int label_width)
+{
+    return i == WEIGHTS_COL ? -label_width : cols[i].width;
+}
 
 double bench_result_gflops(const bench_result *r)
 {
@@ -229,20 +256,21 @@ double bench_result_speedup(const bench_result *r)
     return r->has_ref && r->wall.median > 0.0 ? r->ref_scaled_seconds / r->wall.median : 0.0;
 }
 
-void bench_print_table_header(FILE *out)
+void bench_print_table_header(FILE *out, int label_width)
 {
-    for (size_t i = 0; i < N_COLS; i++) fprintf(out, "%s%*s", i ? " " : "", cols[i].width, cols[i].header);
+    for (size_t i = 0; i < N_COLS; i++)
+        fprintf(out, "%s%*s", i ? " " : "", col_width(i, label_width), cols[i].header);
     fputc('\n', out);
 }
 
-void bench_print_row(FILE *out, const bench_result *r)
+void bench_print_row(FILE *out, const bench_result *r, int label_width)
 {
     char v[N_COLS][32];
     const bench_summary *s = &r->wall;
     size_t c = 0;
     snprintf(v[c++], sizeof v[0], "%s", r->backend);
     snprintf(v[c++], sizeof v[0], "%d", r->device_index);
-    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, v[c++], sizeof v[0]);
+    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, v[c++], sizeof v[0]);
     snprintf(v[c++], sizeof v[0], "%" PRId64, r->tokens);
     snprintf(v[c++], sizeof v[0], "%zu", s->n);
     snprintf(v[c++], sizeof v[0], "%.3f", s->min * 1e3);
@@ -273,16 +301,17 @@ void bench_print_row(FILE *out, const bench_result *r)
         snprintf(v[c++], sizeof v[0], "%.1fx", bench_result_speedup(r));
     else
         snprintf(v[c++], sizeof v[0], "-");
-    for (size_t i = 0; i < N_COLS; i++) fprintf(out, "%s%*s", i ? " " : "", cols[i].width, v[i]);
+    for (size_t i = 0; i < N_COLS; i++) fprintf(out, "%s%*s", i ? " " : "", col_width(i, label_width), v[i]);
     fputc('\n', out);
 }
 
 void bench_print_first(FILE *out, const bench_result *r)
 {
     char lbl[32];
-    fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
-            r->first_wall * 1e3);
+    fprintf(
+        out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
+        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
+        r->tokens, r->first_wall * 1e3);
     if (r->first_device > 0.0)
         fprintf(
             out,
@@ -294,12 +323,13 @@ void bench_print_first(FILE *out, const bench_result *r)
 void bench_print_bandwidth(FILE *out, const bench_result *r)
 {
     char bytes[32], lbl[32];
-    fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
-            r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
-            mb_text(r->weight_read_bytes, bytes, sizeof bytes),
-            r->layers > 1 ? "the mean of one forward of each layer's routing" : "from one forward's routing",
-            bench_result_gbps(r));
+    fprintf(
+        out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
+        r->backend, r->device_index,
+        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
+        r->tokens, mb_text(r->weight_read_bytes, bytes, sizeof bytes),
+        r->layers > 1 ? "the mean of one forward of each layer's routing" : "from one forward's routing",
+        bench_result_gbps(r));
     const double frac = bench_result_bw_fraction(r);
     if (frac >= 0.0)
         fprintf(out, " = %.0f%% of the %.1f GB/s read bandwidth", frac * 100.0, r->read_bw_gbs);
@@ -315,28 +345,30 @@ void bench_print_async(FILE *out, const bench_result *r)
     if (r->chain_one_wait.n == 0) return;
     char lbl[32];
     const double waits = r->chain_waits.median, one = r->chain_one_wait.median;
-    fprintf(out,
-            "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
-            " layers, a wait after each %.3f ms, one wait "
-            "at the end %.3f ms (%.2fx; medians of %zu)\n",
-            r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl), r->tokens,
-            r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
+    fprintf(
+        out,
+        "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
+        " layers, a wait after each %.3f ms, one wait "
+        "at the end %.3f ms (%.2fx; medians of %zu)\n",
+        r->backend, r->device_index,
+        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
+        r->tokens, r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
 }
 
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
     char lbl[32];
-    fprintf(out,
-            "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
-            ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
-            "|y_f32| %.3g)",
-            r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, lbl, sizeof lbl),
-            r->ref_tokens, r->tokens, r->ref_rel_l2,
-            r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
-            r->ref_max_abs_diff, r->ref_max_abs);
+    fprintf(
+        out,
+        "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
+        ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
+        "|y_f32| %.3g)",
+        r->backend, r->device_index,
+        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
+        r->ref_tokens, r->tokens, r->ref_rel_l2,
+        r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
+        r->ref_max_abs_diff, r->ref_max_abs);
     if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
         fprintf(out, "; %.3g vs the format's weights with float32 activations (the int8 cost)",
                 r->act_rel_l2);
@@ -471,6 +503,7 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));
     cJSON_AddNumberToObject(o, "layers", (double)r->layers);
     cJSON_AddBoolToObject(o, "layers_auto", r->layers_auto != 0);
+    cJSON_AddNumberToObject(o, "cpu_experts", (double)r->cpu_experts);
     cJSON_AddNumberToObject(o, "weight_bytes", (double)r->arena_weights_bytes);
     cJSON_AddNumberToObject(o, "weight_read_bytes", r->weight_read_bytes);
     cJSON_AddNumberToObject(o, "weight_gbs", bench_result_gbps(r));

@@ -26,16 +26,21 @@ void bench_print_header(FILE *out, moe_backend_kind kind, const moe_device_info 
 void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidth *bw, const char *why_not);
 /* How many layers each format cycles through and why (only when that is not simply 1). */
 void bench_print_plan(FILE *out, const bench_config *cfg, const bench_plan *plan);
-/* The line above a (target, format)'s rows: the format, its layers, the arena's weight bytes. */
+/* The line above a (target, format)'s rows: the format, its layers, the arena's weight bytes
+ * (the target's, and with --cpu-experts those of the CPU context's experts). */
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
-                               size_t arena_weights_bytes);
+                               size_t arena_weights_bytes, size_t cpu_weights_bytes);
 /* The layer's variant, the FLOPs at the largest T, and how each figure is defined. */
 void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc *d, int64_t hot_tokens);
-/* The result table: the column header, then one row per result. */
-/* "q4_0", or "q4_0/i8" for a run on int8 activations. */
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, char *buf, size_t size);
-void bench_print_table_header(FILE *out);
-void bench_print_row(FILE *out, const bench_result *r);
+/* "q4_0", "q4_0/i8" for a run on int8 activations, "q4_0/cpu32" for one with 32 routed experts
+ * on a CPU context (--cpu-experts; its 0 is the plain layer, "q4_0"). */
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts, char *buf,
+                               size_t size);
+/* The result table: the column header, then one row per result; the weights column is
+ * `label_width` wide (bench_label_width) so that every run's label fits. */
+int bench_label_width(const bench_config *cfg);
+void bench_print_table_header(FILE *out, int label_width);
+void bench_print_row(FILE *out, const bench_result *r, int label_width);
 /* --async: the chain of layers with a wait per layer and with one wait (nothing without it). */
 void bench_print_async(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);

@@ -69,6 +69,7 @@ typedef struct bench_result {
     moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T, weight_dtype */
     int64_t layers;      /* layers cycled through, one forward each in turn */
     int layers_auto;     /* the count came from --layers auto */
+    int64_t cpu_experts; /* routed experts on a CPU context (--cpu-experts), 0: all on the target */
     double hot_expert;
     int64_t tokens, warmup;
     bench_summary wall;     /* host clock around each moe_layer_forward */

@@ -42,6 +42,10 @@ typedef struct run_state {
      * what the format's layer should give, apart from what the format itself costs. */
     float *fmt_ref[BENCH_MAX_FORMATS];
     float *act_ref[BENCH_MAX_FORMATS]; /* int8 runs: the same weights with float32 activations */
+    moe_context *cpu_ctx; /* --cpu-experts N > 0: the CPU context that holds those experts, made on
+                             first use and shared by every target (each run's layers are destroyed
+                             before the next run's are made) */
+    int label_width;      /* of the table's weights column */
     cJSON *json;
     bench_progress bar;
 } run_state;
@@ -108,6 +112,13 @@ static void compare_reference(run_state *rs, size_t fi, const moe_layer_desc *d,
         if (mag > r->ref_max_abs) r->ref_max_abs = mag;
     }
     r->format_rel_l2 = rel_l2(rs->data.y, rs->ref.y, n);
+    /* Runs that differ only in --cpu-experts share the format's reference: made once. */
+    const bench_format_plan *f = rs->plan.f;
+    for (size_t j = 0; j < fi; j++)
+        if (f[j].dtype == f[fi].dtype && f[j].act == f[fi].act) {
+            fi = j;
+            break;
+        }
     const float *own = format_reference(rs, &rs->fmt_ref[fi], d);
     r->ref_rel_l2 = own ? rel_l2(rs->data.y, own, n) : NAN;
     if (d->activation_dtype == MOE_DTYPE_Q8_0) {
@@ -127,35 +138,66 @@ static void destroy_layers(moe_layer **layers, int64_t n)
     }
 }
 
+/* One layer of d on target i; with f->cpu_experts > 0 placed over {the target (home), the CPU
+ * context}, the last cpu_experts experts on the CPU, as `expert_context` says. */
+static moe_status create_layer(run_state *rs, size_t i, const moe_layer_desc *d, const bench_format_plan *f,
+                               const int32_t *expert_context, moe_layer **out)
+{
+    const moe_layer_weights w = bench_data_weights(&rs->data);
+    if (f->cpu_experts == 0) return moe_layer_create(rs->ctx[i], d, &w, out);
+    moe_context *const contexts[2] = {rs->ctx[i], rs->cpu_ctx};
+    const moe_placement p = {.struct_size = sizeof p,
+                             .n_contexts = 2,
+                             .contexts = contexts,
+                             .home = 0,
+                             .expert_context = expert_context};
+    return moe_layer_create_placed(&p, d, &w, out);
+}
+
 /* n layers of d on target i, each uploaded from the same host weights (the library converts
  * or quantises them to d's formats). */
 static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench_format_plan *f,
                          moe_layer **layers, bench_run_progress *prog)
 {
-    const moe_layer_weights w = bench_data_weights(&rs->data);
+    int32_t *expert_context = NULL;
+    if (f->cpu_experts > 0) {
+        if (!rs->cpu_ctx) {
+            const bench_target cpu = {.kind = MOE_BACKEND_CPU};
+            moe_device_info info;
+            const int rc = bench_context_create(&cpu, rs->cfg->threads, &rs->cpu_ctx, &info);
+            if (rc) return rc;
+        }
+        expert_context = malloc((size_t)d->n_experts * sizeof *expert_context);
+        if (!expert_context) {
+            fprintf(stderr, BENCH_PROG ": out of host memory\n");
+            return BENCH_EXIT_LIBRARY;
+        }
+        for (int64_t e = 0; e < d->n_experts; e++) expert_context[e] = e >= d->n_experts - f->cpu_experts;
+    }
     char label[sizeof prog->label + 64];
-    for (int64_t l = 0; l < f->layers; l++) {
+    int rc = 0;
+    for (int64_t l = 0; l < f->layers && !rc; l++) {
         const int64_t n = f->layers;
         snprintf(label, sizeof label, "%.*s: uploading layer %" PRId64 "/%" PRId64, (int)sizeof prog->label,
                  prog->label, l + 1, n);
         bench_progress_update(&rs->bar, (double)prog->point / (double)(prog->n_points ? prog->n_points : 1),
                               label);
-        const moe_status st = moe_layer_create(rs->ctx[i], d, &w, &layers[l]);
+        const moe_status st = create_layer(rs, i, d, f, expert_context, &layers[l]);
         if (st != MOE_OK) {
             destroy_layers(layers, l);
-            return bench_library_error("moe_layer_create", st, rs->ctx[i]);
+            rc = bench_library_error(f->cpu_experts ? "moe_layer_create_placed" : "moe_layer_create", st,
+                                     rs->ctx[i]);
+            break;
         }
         if (l == 0) { /* the plan assumed the format's bytes: check what the backend stores */
             moe_arena_stats arena = {.struct_size = sizeof arena};
             moe_context_get_arena_stats(rs->ctx[i], &arena);
-            const int rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)arena.weights_bytes, f);
-            if (rc) {
-                destroy_layers(layers, 1);
-                return rc;
-            }
+            rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)arena.weights_bytes, f);
+            if (rc) destroy_layers(layers, 1);
         }
     }
-    return 0;
+    free(expert_context);
+    return rc;
 }
 
 /* Every token count of one format on target i: the format's layers (recreated only when the
@@ -181,7 +223,8 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         prog.point = (i * rs->plan.n + fi) * n_tokens + j;
         char lbl[32];
         snprintf(prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
-                 rs->info[i].index, bench_format_label(f->dtype, f->act, lbl, sizeof lbl), tokens[j]);
+                 rs->info[i].index, bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl),
+                 tokens[j]);
         if (!have || d.expert_capacity != layer_capacity) {
             destroy_layers(layers, f->layers);
             have = 0;
@@ -189,15 +232,22 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
             if (rc) break;
             have = 1;
             if (layer_capacity < 0) { /* the first time: the format's line above its rows */
-                moe_arena_stats arena = {.struct_size = sizeof arena};
+                moe_arena_stats arena = {.struct_size = sizeof arena}, cpu = {.struct_size = sizeof cpu};
                 moe_context_get_arena_stats(rs->ctx[i], &arena);
+                if (f->cpu_experts > 0) moe_context_get_arena_stats(rs->cpu_ctx, &cpu);
                 bench_progress_clear(&rs->bar);
                 bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
-                                          arena.weights_bytes);
+                                          arena.weights_bytes, cpu.weights_bytes);
+                /* A placed layer reports Q8_0 only when every context runs it: the CPU's experts
+                 * may run int8 behind a GPU's float ones. */
                 if (f->act == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layers[0]) != MOE_DTYPE_Q8_0)
                     printf(
-                        "   (asked for int8 activations: this device has no int8 path, so the rows below run "
-                        "float32 activations)\n");
+                        f->cpu_experts > 0
+                            ? "   (asked for int8 activations: the target has no int8 path, so its experts "
+                              "run float32 activations while the CPU's may run int8; the rows below say "
+                              "f32)\n"
+                            : "   (asked for int8 activations: this device has no int8 path, so the rows "
+                              "below run float32 activations)\n");
             }
             layer_capacity = d.expert_capacity;
         }
@@ -211,6 +261,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         bench_result_set_device(r, target_kind(rs, i), &rs->info[i]);
         r->layers = f->layers;
         r->layers_auto = f->auto_layers;
+        r->cpu_experts = f->cpu_experts;
         r->read_bw_gbs = rs->bw.gbs;
         if (rs->has_ref) {
             r->has_ref = 1;
@@ -220,7 +271,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
             if (tokens[j] == max_t) compare_reference(rs, fi, &d, r);
         }
         bench_progress_clear(&rs->bar);
-        bench_print_row(stdout, r);
+        bench_print_row(stdout, r, rs->label_width);
         fflush(stdout);
         rc = json_add(rs, bench_result_json(r));
         ++*n_results;
@@ -242,7 +293,8 @@ static int run_forward(run_state *rs)
     }
     size_t n_results = 0;
     int rc = 0;
-    bench_print_table_header(stdout);
+    rs->label_width = bench_label_width(c);
+    bench_print_table_header(stdout, rs->label_width);
     fflush(stdout);
     for (size_t i = 0; i < rs->n_targets && !rc; i++)
         for (size_t fi = 0; fi < rs->plan.n && !rc; fi++)
@@ -389,6 +441,7 @@ int main(int argc, char **argv)
     }
     cJSON_Delete(rs.json);
     for (size_t i = 0; i < rs.n_targets; i++) moe_context_destroy(rs.ctx[i]);
+    moe_context_destroy(rs.cpu_ctx);
     bench_data_free(&rs.data);
     free(rs.ref.y);
     for (size_t i = 0; i < BENCH_MAX_FORMATS; i++) {

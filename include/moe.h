@@ -47,8 +47,8 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  7
-#define MOE_VERSION_PATCH  1
+#define MOE_VERSION_MINOR  8
+#define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
 #if defined(MOE_STATIC_DEFINE)
@@ -584,6 +584,59 @@ MOE_API moe_status moe_layer_forward_async(moe_layer *layer, int64_t n_tokens, c
 MOE_API moe_status moe_context_wait(moe_context *context);
 
 /* ---------------------------------------------------------------------------------------
+ * (0.8.0) Experts placed on several devices: one layer whose routed experts are spread over
+ * contexts the application created — a GPU and the CPU, so the experts that do not fit in GPU
+ * memory stay in host RAM and still run, or two GPUs. The home context holds the router, the
+ * shared expert and the small vectors, routes every token once, and combines; it is the layer's
+ * context (moe_layer_forward_buffers takes its buffers). Each context holds its own experts and
+ * runs the grouped GEMM of the rows routed to them; the contexts run at the same time (a GPU's
+ * part is submitted before the CPU computes its own). The combine gathers every expert's output
+ * row in slot order on the home context, as a one-context forward does, so the result is
+ * deterministic run to run and within the test suite's tolerance of the one-context layer
+ * (bit-identical when every context is a CPU one). The stats are the whole layer's; its
+ * device_ms is the home's two phases plus the slowest context's experts.
+ * moe_layer_activation_dtype says Q8_0 only when every context holding experts runs them on
+ * integer activations (each context decides for its own experts, as for a one-context layer).
+ *
+ * The layer's contexts must not be used from other threads during its calls, and each must
+ * outlive it (destroyed first, a context is released with its last layer, as always). Such a
+ * layer runs with moe_layer_forward and moe_layer_forward_buffers, which complete before they
+ * return; moe_layer_forward_async and the embedding headers' recordings return
+ * MOE_ERROR_UNSUPPORTED for it.
+ * ------------------------------------------------------------------------------------- */
+#define MOE_MAX_PLACEMENT_CONTEXTS 16
+
+typedef struct moe_placement {
+    size_t struct_size;            /* sizeof(moe_placement) */
+    int n_contexts;                /* 1..MOE_MAX_PLACEMENT_CONTEXTS */
+    moe_context *const *contexts;  /* [n_contexts], each a different context */
+    int home;                      /* index in contexts of the home context */
+    const int32_t *expert_context; /* [n_experts]: the index in contexts of each routed expert's
+                                      context (explicit placement); NULL: filled from budget_bytes */
+    const uint64_t *budget_bytes;  /* [n_contexts], used when expert_context is NULL: the bytes of
+                                      routed-expert weights each context may hold, as its backend
+                                      stores them (UINT64_MAX: no limit). Experts are taken in
+                                      expert_order and each goes to the first context, in
+                                      contexts' order, whose budget it still fits: {GPU, CPU} with
+                                      {gpu_bytes, UINT64_MAX} fills the GPU with the first experts
+                                      of expert_order and leaves the rest on the CPU. An expert
+                                      that fits nowhere fails the call (MOE_ERROR_OUT_OF_DEVICE_MEMORY) */
+    const int32_t *expert_order;   /* [n_experts], a permutation of 0..n_experts-1: the order the
+                                      budgets are filled in, most used first; NULL: 0, 1, ... */
+} moe_placement;
+
+/* Creates a layer whose routed experts are placed as `placement` says (the weights and checks as
+ * moe_layer_create). Errors are recorded on the home context and the thread's last error — a
+ * failure on another context with its index ("placement context 1: ...") — except those found
+ * before the home is known (NULL placement, struct_size, contexts, n_contexts, home), which only
+ * moe_last_error reports. */
+MOE_API moe_status moe_layer_create_placed(const moe_placement *placement, const moe_layer_desc *desc,
+                                           const moe_layer_weights *weights, moe_layer **out_layer);
+/* Where each routed expert of a layer lives: expert_context[e] is the index in the placement's
+ * contexts (0 for every expert of a layer made with moe_layer_create). [n_experts] int32. */
+MOE_API moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expert_context);
+
+/* ---------------------------------------------------------------------------------------
  * Checkpoints: a Hugging Face model directory — config.json plus model.safetensors, or the
  * shards model.safetensors.index.json lists — or a GGUF file, opened once, and a layer made from the MoE
  * block of one of its layers. Weights go from the memory-mapped files straight into the backend's upload
@@ -705,6 +758,11 @@ MOE_API moe_status moe_model_layer_desc(const moe_model *model, int64_t layer,
  * host arrays). */
 MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model *model, int64_t layer,
                                           const moe_model_layer_options *options, moe_layer **out_layer);
+/* (0.8.0) The same with the routed experts placed on several contexts (moe_layer_create_placed):
+ * each context uploads only its own experts. */
+MOE_API moe_status moe_model_create_layer_placed(const moe_placement *placement, const moe_model *model,
+                                                 int64_t layer, const moe_model_layer_options *options,
+                                                 moe_layer **out_layer);
 
 /* ---------------------------------------------------------------------------------------
  * The scalar reference: the same forward written for clarity, accumulating in double, on

@@ -76,6 +76,8 @@ const moe_abi_struct moe_abi_model_layer_options = {
      MOE_ABI_END(moe_model_layer_options, shared_weight_dtype) /* 0.2.0 */,
      MOE_ABI_END(moe_model_layer_options, activation_dtype) /* 0.3.0 */},
     V010};
+const moe_abi_struct moe_abi_placement = {
+    "moe_placement", sizeof(moe_placement), {MOE_ABI_END(moe_placement, expert_order)}, "0.8.0"};
 const moe_abi_struct moe_abi_cache_info = {
     "moe_cache_info", sizeof(moe_cache_info), {MOE_ABI_END(moe_cache_info, limit_bytes)}, V010};
 

@@ -122,6 +122,8 @@ struct moe_layer {
     size_t weights_bytes;
     moe_layer_addrs w;
     bool int_routed, int_shared; /* the experts' products run on integer activations */
+    struct moe_placed *placed;   /* the routed experts live on other layers, maybe on other
+                                    contexts (placement.c); NULL: they are in `weights` */
 };
 
 struct moe_buffer {
@@ -221,9 +223,83 @@ typedef struct moe_layer_tensors {
     const float *down_bias;           /* [E][d_model] */
 } moe_layer_tensors;
 
-/* Creates a layer from an already validated, normalised desc. */
+/* Creates a layer from an already validated, normalised desc. A tensor group `t` leaves out
+ * (router.data NULL, up NULL: the routed experts) is not uploaded (placement.c's pieces). */
 moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
                                          const moe_layer_tensors *t, moe_layer **out);
+/* The bytes of the weights block moe_layer_create_from_tensors allocates for (d, t) on `be`;
+ * SIZE_MAX when they do not fit size_t. */
+size_t moe_layer_block_bytes(moe_backend *be, const moe_layer_desc *d, const moe_layer_tensors *t);
+/* moe_layer_create, and with a placement (its home context `ctx`; the struct checked and read by
+ * its struct_size) moe_layer_create_placed: the checks, then the tensors of `weights`. */
+moe_status moe_layer_create_on(moe_context *ctx, const moe_placement *placement, const moe_layer_desc *desc,
+                               const moe_layer_weights *weights, moe_layer **out);
+/* The tensors of moe_layer_weights (validated): one matrix per expert in *matrices (3·E, the
+ * caller frees it with moe_free). */
+moe_status moe_layer_tensors_of(moe_context *ctx, const moe_layer_desc *d, const moe_layer_weights *w,
+                                moe_layer_tensors *t, moe_matrix_src **matrices);
+
+/* ---- the forward's pieces (layer.c), which a layer split over contexts runs in turn ------- */
+
+/* The steps of a forward, in their order: route + plan, the routed experts' two products, the
+ * shared expert's, combine (+ stats). */
+enum {
+    MOE_STEPS_ROUTE = 1,
+    MOE_STEPS_EXPERTS = 2,
+    MOE_STEPS_SHARED = 4,
+    MOE_STEPS_COMBINE = 8,
+    MOE_STEPS_ALL = 15
+};
+
+/* Where every temporary of one forward lives in the scratch region. */
+typedef struct moe_forward_layout {
+    int64_t n_rows; /* the padded row bound (moe_plan_rows) */
+    moe_addr x, logits, route_ws, topk_ids, topk_weights, expert_counts, expert_offsets, row_token, slot_row,
+        tile_expert;
+    moe_addr h, o, shared_h, shared_o, y, losses, a_q;
+    size_t bytes; /* the end of the layout: an offset in the region, `base` included */
+} moe_forward_layout;
+
+/* Lays out the temporaries of `steps` for T tokens from byte `base` of a scratch region (host
+ * x / y: room for them); *overflow when the sizes do not fit size_t. Offsets only: attach the
+ * region with moe_layout_attach. */
+void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, unsigned steps,
+                        size_t base, moe_forward_layout *L, bool *overflow);
+void moe_layout_attach(moe_forward_layout *L, moe_backend_buffer *buf);
+/* begin, the steps asked for, submit. A layer with only routed experts (a placement's part)
+ * runs MOE_STEPS_EXPERTS over T rows whose plan the caller wrote (row_token, tile_expert,
+ * slot_row, topk_ids as the slots' experts; desc.top_k 1). */
+moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
+                         unsigned steps, bool want_losses);
+bool moe_stats_wanted(const moe_forward_stats *s);
+/* MOE_ERROR_UNSUPPORTED (recorded on ctx) unless ctx's backend tiles rows by 1..MOE_MAX_ROW_TILE,
+ * the bound validation checked the plan's rows for. */
+moe_status moe_check_row_tile(moe_context *ctx);
+/* MOE_ERROR_UNSUPPORTED naming `what` for a placed layer (moe_layer_create_placed), which only
+ * runs synchronously; the embedding calls check it before they touch the application's objects. */
+moe_status moe_layer_check_unplaced(const moe_layer *layer, const char *what);
+/* A forward of `layer` (x, y: its buffers, or NULL) was submitted: they are in flight until the
+ * context's next wait. */
+void moe_layer_submitted(moe_layer *layer, const moe_buffer *xb, moe_buffer *yb);
+moe_status moe_read_stats(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_forward_stats *s);
+
+/* ---- experts over several contexts (placement.c) ---------------------------------------- */
+
+/* A placed layer from validated tensors: `p` a full, checked moe_placement (moe_placement_check). */
+moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, const moe_layer_tensors *t,
+                             moe_layer **out);
+/* Reads the caller's placement by its struct_size into *out and checks its contexts (live,
+ * distinct) and home, which is *home; moe_placed_create checks the per-expert arrays. */
+moe_status moe_placement_check(const moe_placement *user, moe_placement *out, moe_context **home);
+
+/* The forward of a layer with `placed` set (moe_layer_forward, _forward_buffers; checked by
+ * the caller: tokens, stats struct, x / y buffers of the home context). */
+moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
+                              moe_buffer *yb, moe_forward_stats *stats);
+/* Frees the parts of a placed layer (layer_free; NULL: nothing). */
+void moe_placed_free(struct moe_placed *p);
+/* Every part runs its experts on integer activations (moe_layer_activation_dtype). */
+bool moe_placed_int_routed(const struct moe_placed *p);
 
 /* ---- the on-disk cache (cache.c) ------------------------------------------------------- */
 

@@ -21,11 +21,21 @@ typedef struct weight_item {
     size_t raw_bytes;
 } weight_item;
 
-moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
-                                         const moe_layer_tensors *t, moe_layer **out)
+/* A layer's weights block on one backend: its tensors, in the block's order, and their
+ * offsets (layer_block_init), so measuring (moe_layer_block_bytes) and creating are one code. */
+typedef struct layer_block {
+    moe_weight_src router, ffn_in, ffn_down, shared_in, shared_down;
+    weight_item all[9];
+    moe_layer_addrs a;
+    size_t bytes;
+    bool overflow, int_routed, int_shared;
+} layer_block;
+
+/* `in_bias` is the experts' gate and up biases side by side (gated; NULL when only measuring). */
+static void layer_block_init(layer_block *b, moe_backend *be, const moe_layer_desc *dp,
+                             const moe_layer_tensors *t, const float *in_bias)
 {
-    const moe_layer_desc d = *desc;
-    moe_backend *be = ctx->be;
+    const moe_layer_desc d = *dp;
     const bool gated = moe_activation_is_gated(d.activation);
     const bool shared = d.d_ff_shared > 0;
     const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
@@ -33,80 +43,109 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     /* Integer activations where asked for, where the backend has them, for the block formats
      * (both projections of a group: the two steps share the quantised activations' scratch). */
     const bool int_act = d.activation_dtype == MOE_DTYPE_Q8_0 && be->int_dot;
-    const bool int_routed = int_act && moe_dtype_int_dot(wt) && moe_dtype_int_dot(wd),
-               int_shared = int_act && moe_dtype_int_dot(st_) && moe_dtype_int_dot(sd);
-    const moe_weight_src router = {&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
-    const moe_weight_src ffn_in = {
-        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};
-    const moe_weight_src ffn_down = {t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, int_routed};
-    const moe_weight_src shared_in = {gated ? &t->shared_gate : &t->shared_up,
-                                      gated ? &t->shared_up : NULL,
-                                      1,
-                                      d.d_ff_shared,
-                                      d.d_model,
-                                      st_,
-                                      int_shared};
-    const moe_weight_src shared_down = {&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, int_shared};
-    moe_layer_addrs a = {0};
+    /* A layer placed over contexts (placement.c) has a home without routed experts and parts with
+     * only routed experts: what `t` leaves out (router.data, up NULL) is not uploaded. */
+    const bool router_here = t->router.data != NULL, experts_here = t->up != NULL;
+    memset(b, 0, sizeof *b);
+    b->int_routed = int_act && experts_here && moe_dtype_int_dot(wt) && moe_dtype_int_dot(wd);
+    b->int_shared = int_act && shared && moe_dtype_int_dot(st_) && moe_dtype_int_dot(sd);
+    b->router = (moe_weight_src){&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
+    b->ffn_in = (moe_weight_src){
+        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, b->int_routed};
+    b->ffn_down = (moe_weight_src){t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, b->int_routed};
+    b->shared_in = (moe_weight_src){gated ? &t->shared_gate : &t->shared_up,
+                                    gated ? &t->shared_up : NULL,
+                                    1,
+                                    d.d_ff_shared,
+                                    d.d_model,
+                                    st_,
+                                    b->int_shared};
+    b->shared_down = (moe_weight_src){&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, b->int_shared};
+    const size_t E = (size_t)d.n_experts, n_in_bias = E * (size_t)d.d_ff * (gated ? 2u : 1u);
+    moe_layer_addrs *a = &b->a;
+    const weight_item all[] = {
+        {router_here ? &a->router : NULL, &b->router, NULL, 0},
+        {router_here && (d.has_selection_bias || d.router_has_bias) ? &a->router_bias : NULL, NULL,
+         t->router_bias, sizeof(float) * E},
+        {experts_here && d.expert_has_bias ? &a->in_bias : NULL, NULL, gated ? in_bias : t->up_bias,
+         sizeof(float) * n_in_bias},
+        {experts_here && d.expert_has_bias ? &a->down_bias : NULL, NULL, t->down_bias,
+         sizeof(float) * E * (size_t)d.d_model},
+        {experts_here ? &a->ffn_in : NULL, &b->ffn_in, NULL, 0},
+        {experts_here ? &a->ffn_down : NULL, &b->ffn_down, NULL, 0},
+        {shared ? &a->shared_in : NULL, &b->shared_in, NULL, 0},
+        {shared ? &a->shared_down : NULL, &b->shared_down, NULL, 0},
+        {d.shared_expert_gate ? &a->shared_gate : NULL, NULL, t->shared_expert_gate,
+         sizeof(float) * (size_t)d.d_model},
+    };
+    _Static_assert(sizeof all == sizeof b->all, "layer_block.all holds every tensor");
+    memcpy(b->all, all, sizeof all);
+    /* The whole block is measured first, allocated once, then each tensor uploaded in place. */
+    moe_bump bump = {.alignment = be->alignment};
+    for (size_t i = 0; i < sizeof b->all / sizeof b->all[0]; i++) {
+        const weight_item *it = &b->all[i];
+        if (it->dst)
+            it->dst->offset =
+                moe_bump_take(&bump, it->src ? be->ops->weight_bytes(be, it->src) : it->raw_bytes);
+    }
+    b->bytes = bump.offset;
+    b->overflow = bump.overflow;
+}
+
+size_t moe_layer_block_bytes(moe_backend *be, const moe_layer_desc *d, const moe_layer_tensors *t)
+{
+    layer_block b;
+    layer_block_init(&b, be, d, t, NULL);
+    return b.overflow ? SIZE_MAX : b.bytes;
+}
+
+moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc *desc,
+                                         const moe_layer_tensors *t, moe_layer **out)
+{
+    const moe_layer_desc d = *desc;
+    moe_backend *be = ctx->be;
+    const bool gated = moe_activation_is_gated(d.activation);
     /* The experts' biases, gate's and up's of an expert side by side as the kernels read them. */
-    const size_t E = (size_t)d.n_experts, F = (size_t)d.d_ff, n_in_bias = E * F * (gated ? 2u : 1u);
+    const size_t E = (size_t)d.n_experts, F = (size_t)d.d_ff;
     float *in_bias = NULL;
-    if (d.expert_has_bias && gated) {
-        in_bias = moe_malloc(sizeof(float) * n_in_bias);
+    if (t->up && d.expert_has_bias && gated) {
+        in_bias = moe_malloc(sizeof(float) * E * F * 2);
         if (!in_bias) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
         for (size_t e = 0; e < E; e++) {
             memcpy(in_bias + 2 * e * F, t->gate_bias + e * F, sizeof(float) * F);
             memcpy(in_bias + (2 * e + 1) * F, t->up_bias + e * F, sizeof(float) * F);
         }
     }
-    const weight_item all[] = {
-        {&a.router, &router, NULL, 0},
-        {d.has_selection_bias || d.router_has_bias ? &a.router_bias : NULL, NULL, t->router_bias,
-         sizeof(float) * (size_t)d.n_experts},
-        {d.expert_has_bias ? &a.in_bias : NULL, NULL, gated ? in_bias : t->up_bias,
-         sizeof(float) * n_in_bias},
-        {d.expert_has_bias ? &a.down_bias : NULL, NULL, t->down_bias, sizeof(float) * E * (size_t)d.d_model},
-        {&a.ffn_in, &ffn_in, NULL, 0},
-        {&a.ffn_down, &ffn_down, NULL, 0},
-        {shared ? &a.shared_in : NULL, &shared_in, NULL, 0},
-        {shared ? &a.shared_down : NULL, &shared_down, NULL, 0},
-        {d.shared_expert_gate ? &a.shared_gate : NULL, NULL, t->shared_expert_gate,
-         sizeof(float) * (size_t)d.d_model},
-    };
-    const size_t n_items = sizeof all / sizeof all[0];
-    /* Measure the whole block first, allocate once, then upload each tensor in place. */
-    moe_bump bump = {.alignment = be->alignment};
-    for (size_t i = 0; i < n_items; i++)
-        if (all[i].dst)
-            all[i].dst->offset =
-                moe_bump_take(&bump, all[i].src ? be->ops->weight_bytes(be, all[i].src) : all[i].raw_bytes);
-    moe_layer *layer = bump.overflow ? NULL : moe_calloc(1, sizeof *layer);
+    layer_block b;
+    layer_block_init(&b, be, &d, t, in_bias);
+    moe_layer *layer = b.overflow ? NULL : moe_calloc(1, sizeof *layer);
     if (!layer) {
         moe_free(in_bias);
-        if (bump.overflow)
+        if (b.overflow)
             return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the layer's weights do not fit in size_t bytes");
         return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
     layer->ctx = ctx;
     layer->desc = d;
-    layer->weights_bytes = bump.offset;
-    layer->int_routed = int_routed;
-    layer->int_shared = int_shared && shared;
-    moe_status st = moe_arena_alloc(&ctx->arena, bump.offset, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
+    layer->weights_bytes = b.bytes;
+    layer->int_routed = b.int_routed;
+    layer->int_shared = b.int_shared;
+    moe_status st = moe_arena_alloc(&ctx->arena, b.bytes, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
         moe_free(in_bias);
         moe_free(layer);
         return st;
     }
     ctx->n_layers++; /* from here moe_layer_destroy undoes it all */
-    for (size_t i = 0; i < n_items && st == MOE_OK; i++) {
-        if (!all[i].dst) continue;
-        all[i].dst->buf = layer->weights;
-        st = all[i].src ? be->ops->weight_upload(be, *all[i].dst, all[i].src)
-                        : be->ops->buffer_write(be, *all[i].dst, all[i].raw, all[i].raw_bytes);
+    for (size_t i = 0; i < sizeof b.all / sizeof b.all[0] && st == MOE_OK; i++) {
+        const weight_item *it = &b.all[i];
+        if (!it->dst) continue;
+        it->dst->buf = layer->weights;
+        st = it->src ? be->ops->weight_upload(be, *it->dst, it->src)
+                     : be->ops->buffer_write(be, *it->dst, it->raw, it->raw_bytes);
     }
     moe_free(in_bias);
-    layer->w = a;
+    layer->w = b.a;
     if (st != MOE_OK) {
         moe_layer_destroy(layer);
         return st;
@@ -119,6 +158,12 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
                             moe_layer **out)
 {
     moe_clear_error(ctx);
+    return moe_layer_create_on(ctx, NULL, desc, weights, out);
+}
+
+moe_status moe_layer_create_on(moe_context *ctx, const moe_placement *placement, const moe_layer_desc *desc,
+                               const moe_layer_weights *weights, moe_layer **out)
+{
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
     if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
@@ -132,8 +177,22 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
     st = moe_validate_layer(ctx, desc, weights, &d);
     if (st != MOE_OK) return st;
 
+    moe_layer_tensors t;
+    moe_matrix_src *m = NULL;
+    st = moe_layer_tensors_of(ctx, &d, weights, &t, &m);
+    if (st != MOE_OK) return st;
+    st = placement ? moe_placed_create(placement, &d, &t, out)
+                   : moe_layer_create_from_tensors(ctx, &d, &t, out);
+    moe_free(m);
+    return st;
+}
+
+moe_status moe_layer_tensors_of(moe_context *ctx, const moe_layer_desc *dp, const moe_layer_weights *weights,
+                                moe_layer_tensors *out, moe_matrix_src **matrices)
+{
     /* The contiguous [E][rows][cols] arrays as one matrix per expert, rows of their format's
      * bytes (validation checked that every size fits). */
+    const moe_layer_desc d = *dp;
     const moe_dtype dt = moe_weights_dtype(weights), sdt = moe_weights_shared_dtype(weights);
     const size_t E = (size_t)d.n_experts;
     const size_t per_in = (size_t)d.d_ff * moe_dtype_row_bytes(dt, d.d_model);
@@ -147,10 +206,10 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
         up[e] = (moe_matrix_src){u + e * per_in, dt, NULL, 0};
         down[e] = (moe_matrix_src){dn + e * per_down, dt, NULL, 0};
     }
-    const moe_layer_tensors t = {
+    *out = (moe_layer_tensors){
         .router = {weights->router, MOE_DTYPE_F32, NULL, 0},
         .router_bias = weights->router_bias,
-        .gate = weights->gate ? gate : NULL,
+        .gate = moe_activation_is_gated(d.activation) ? gate : NULL, /* a stray gate is never read */
         .up = up,
         .down = down,
         .shared_gate = {weights->shared_gate, sdt, NULL, 0},
@@ -161,9 +220,8 @@ moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const 
         .up_bias = weights->up_bias,
         .down_bias = weights->down_bias,
     };
-    st = moe_layer_create_from_tensors(ctx, &d, &t, out);
-    moe_free(m);
-    return st;
+    *matrices = m;
+    return MOE_OK;
 }
 
 static void layer_free(moe_layer *layer);
@@ -186,6 +244,7 @@ static void layer_free(moe_layer *layer)
     moe_context *ctx = layer->ctx;
     moe_context_child_destroying(ctx, layer->serial, "moe_layer_destroy");
     moe_arena_free(&ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
+    moe_placed_free(layer->placed);
     moe_free(layer);
     moe_context_release_child(ctx, &ctx->n_layers);
 }
@@ -193,34 +252,28 @@ static void layer_free(moe_layer *layer)
 moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
 {
     if (!layer) return MOE_DTYPE_DEFAULT;
-    return layer->int_routed ? MOE_DTYPE_Q8_0 : MOE_DTYPE_F32;
+    return (layer->placed ? moe_placed_int_routed(layer->placed) : layer->int_routed) ? MOE_DTYPE_Q8_0
+                                                                                      : MOE_DTYPE_F32;
 }
 
 /* ---- the forward ------------------------------------------------------------------------ */
 
-/* Where every temporary of one forward lives in the scratch region. */
-typedef struct forward_layout {
-    int64_t n_rows;
-    moe_addr x, logits, route_ws, topk_ids, topk_weights, expert_counts, expert_offsets, row_token, slot_row,
-        tile_expert;
-    moe_addr h, o, shared_h, shared_o, y, losses, a_q;
-    size_t bytes;
-} forward_layout;
-
-static bool stats_wanted(const moe_forward_stats *s)
+bool moe_stats_wanted(const moe_forward_stats *s)
 {
     return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count || s->aux_loss ||
                  s->z_loss || s->device_ms);
 }
 
-static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, forward_layout *L,
-                           bool *overflow)
+void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, unsigned steps,
+                        size_t base, moe_forward_layout *L, bool *overflow)
 {
     const moe_layer_desc *d = &layer->desc;
     const moe_backend *be = layer->ctx->be;
     const size_t f = sizeof(float), i = sizeof(int32_t);
     const size_t TD = (size_t)T * (size_t)d->d_model, TK = (size_t)T * (size_t)d->top_k;
-    moe_bump b = {.alignment = be->alignment};
+    moe_bump b = {.offset = base, .alignment = be->alignment};
+    const bool routing = steps & (MOE_STEPS_ROUTE | MOE_STEPS_COMBINE), experts = steps & MOE_STEPS_EXPERTS;
+    const bool shared = (steps & MOE_STEPS_SHARED) && d->d_ff_shared > 0;
     memset(L, 0, sizeof *L);
     L->n_rows = moe_plan_rows(d, T, be->row_tile);
     const size_t R = (size_t)L->n_rows;
@@ -229,37 +282,40 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
 #define TAKE(field, bytes)                                                                                   \
     (L->field.offset = moe_bump_take(&b, (bytes)), L->field.buf = (moe_backend_buffer *)1)
     if (host_x) TAKE(x, f * TD);
-    TAKE(logits, f * (size_t)T * (size_t)d->n_experts);
-    /* One workspace for the steps that need one, in turn: route (T·(E + n_group) floats),
-     * plan (per-block counts, at most T·E ints), stats (2·T + E floats, or E doubles). */
-    const size_t ws = (size_t)T * (size_t)(d->n_experts + d->n_group);
-    const size_t ws_stats = 2 * (size_t)T + 2 * (size_t)d->n_experts;
-    TAKE(route_ws, f * (ws > ws_stats ? ws : ws_stats));
+    if (routing) {
+        TAKE(logits, f * (size_t)T * (size_t)d->n_experts);
+        /* One workspace for the steps that need one, in turn: route (T·(E + n_group) floats),
+         * plan (per-block counts, at most T·E ints), stats (2·T + E floats, or E doubles). */
+        const size_t ws = (size_t)T * (size_t)(d->n_experts + d->n_group);
+        const size_t ws_stats = 2 * (size_t)T + 2 * (size_t)d->n_experts;
+        TAKE(route_ws, f * (ws > ws_stats ? ws : ws_stats));
+        TAKE(topk_weights, f * TK);
+        TAKE(expert_counts, i * ((size_t)d->n_experts + 1));
+        TAKE(expert_offsets, i * ((size_t)d->n_experts + 1));
+        TAKE(losses, f * 2);
+    }
     TAKE(topk_ids, i * TK);
-    TAKE(topk_weights, f * TK);
-    TAKE(expert_counts, i * ((size_t)d->n_experts + 1));
-    TAKE(expert_offsets, i * ((size_t)d->n_experts + 1));
     TAKE(row_token, i * R);
     TAKE(slot_row, i * TK);
     TAKE(tile_expert, i * (R / (size_t)be->row_tile));
-    TAKE(h, f * R * (size_t)d->d_ff);
+    if (experts) TAKE(h, f * R * (size_t)d->d_ff);
     TAKE(o, f * R * (size_t)d->d_model);
-    if (d->d_ff_shared > 0) {
+    if (shared) {
         TAKE(shared_h, f * (size_t)T * (size_t)d->d_ff_shared);
         TAKE(shared_o, f * TD);
     }
     if (host_y) TAKE(y, f * TD);
-    TAKE(losses, f * 2);
     /* The integer steps' quantised input rows, one step at a time: x (int8) for gate/up, h
      * (int16) for down. */
     size_t a_q = 0;
+    const bool int_routed = experts && layer->int_routed, int_shared = shared && layer->int_shared;
     const size_t x_q = (size_t)T * moe_act_row_bytes(MOE_ACT_INT8, d->d_model);
-    if (layer->int_routed || layer->int_shared) a_q = x_q;
-    if (layer->int_routed) {
+    if (int_routed || int_shared) a_q = x_q;
+    if (int_routed) {
         const size_t down = R * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff);
         a_q = down > a_q ? down : a_q;
     }
-    if (layer->int_shared) {
+    if (int_shared) {
         const size_t sdown = (size_t)T * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff_shared);
         a_q = sdown > a_q ? sdown : a_q;
     }
@@ -269,13 +325,31 @@ static void layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool 
     *overflow = b.overflow;
 }
 
-static void attach(moe_addr *a, moe_backend_buffer *buf)
+void moe_layout_attach(moe_forward_layout *L, moe_backend_buffer *buf)
 {
-    if (a->buf) a->buf = buf;
+    moe_addr *fields[] = {&L->x,
+                          &L->logits,
+                          &L->route_ws,
+                          &L->topk_ids,
+                          &L->topk_weights,
+                          &L->expert_counts,
+                          &L->expert_offsets,
+                          &L->row_token,
+                          &L->slot_row,
+                          &L->tile_expert,
+                          &L->h,
+                          &L->o,
+                          &L->shared_h,
+                          &L->shared_o,
+                          &L->y,
+                          &L->losses,
+                          &L->a_q};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+        if (fields[i]->buf) fields[i]->buf = buf;
 }
 
-static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L, moe_addr x, moe_addr y,
-                            bool want_losses)
+moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
+                         unsigned steps, bool want_losses)
 {
     /* The one place the capacity is fitted to this forward: at or above its T·k rows it is
      * unlimited (0), so every backend's kernels see a value that fits their 32-bit integers. */
@@ -347,11 +421,15 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
         d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights, L->shared_o, layer->w.shared_gate, y};
     const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
 
-    st = ops->route(be, &route);
-    if (st == MOE_OK) st = ops->plan(be, &plan);
-    if (st == MOE_OK) st = ops->ffn(be, &up);
-    if (st == MOE_OK) st = ops->ffn(be, &down);
-    if (st == MOE_OK && d->d_ff_shared > 0) {
+    if (steps & MOE_STEPS_ROUTE) {
+        st = ops->route(be, &route);
+        if (st == MOE_OK) st = ops->plan(be, &plan);
+    }
+    if (st == MOE_OK && (steps & MOE_STEPS_EXPERTS)) {
+        st = ops->ffn(be, &up);
+        if (st == MOE_OK) st = ops->ffn(be, &down);
+    }
+    if (st == MOE_OK && (steps & MOE_STEPS_SHARED) && d->d_ff_shared > 0) {
         /* The shared expert is one dense expert over all tokens: the same GEMM step. */
         const moe_ffn_step sup = {.n_rows = T,
                                   .k_dim = d->d_model,
@@ -387,13 +465,15 @@ static moe_status run_steps(moe_layer *layer, int64_t T, const forward_layout *L
         st = ops->ffn(be, &sup);
         if (st == MOE_OK) st = ops->ffn(be, &sdown);
     }
-    if (st == MOE_OK) st = ops->combine(be, &combine);
-    if (st == MOE_OK && want_losses) st = ops->stats(be, &stats);
+    if (st == MOE_OK && (steps & MOE_STEPS_COMBINE)) {
+        st = ops->combine(be, &combine);
+        if (st == MOE_OK && want_losses) st = ops->stats(be, &stats);
+    }
     const moe_status sub = ops->submit(be);
     return st != MOE_OK ? st : sub;
 }
 
-static moe_status read_stats(moe_layer *layer, int64_t T, const forward_layout *L, moe_forward_stats *s)
+moe_status moe_read_stats(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_forward_stats *s)
 {
     const moe_layer_desc *d = &layer->desc;
     moe_backend *be = layer->ctx->be;
@@ -459,14 +539,17 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                             (long long)d->d_model, (long long)TD);
     }
 
-    /* Validation bounded the padded rows for tiles up to MOE_MAX_ROW_TILE; the backend's own
-     * tile gives the same bound within one tile, checked here rather than trusted. */
-    if (be->row_tile < 1 || be->row_tile > MOE_MAX_ROW_TILE)
-        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "%s: a row tile of %lld rows; the plan allows 1..%d",
-                        be->ops->name, (long long)be->row_tile, MOE_MAX_ROW_TILE);
-    forward_layout L;
+    if (layer->placed) {
+        if (mode != FORWARD_WAIT)
+            return moe_layer_check_unplaced(layer,
+                                            mode == FORWARD_SUBMIT ? "moe_layer_forward_async" : "recording");
+        return moe_placed_forward(layer, T, x, y, xb, yb, stats);
+    }
+    st = moe_check_row_tile(ctx);
+    if (st != MOE_OK) return st;
+    moe_forward_layout L;
     bool overflow;
-    layout_forward(layer, T, x != NULL, y != NULL, &L, &overflow);
+    moe_layout_forward(layer, T, x != NULL, y != NULL, MOE_STEPS_ALL, 0, &L, &overflow);
     if (overflow)
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
     if (L.n_rows > MOE_MAX_INDEX)
@@ -491,24 +574,7 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
         if (st != MOE_OK) return st;
         s = ctx->arena.scratch;
     }
-    moe_addr *fields[] = {&L.x,
-                          &L.logits,
-                          &L.route_ws,
-                          &L.topk_ids,
-                          &L.topk_weights,
-                          &L.expert_counts,
-                          &L.expert_offsets,
-                          &L.row_token,
-                          &L.slot_row,
-                          &L.tile_expert,
-                          &L.h,
-                          &L.o,
-                          &L.shared_h,
-                          &L.shared_o,
-                          &L.y,
-                          &L.losses,
-                          &L.a_q};
-    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) attach(fields[i], s);
+    moe_layout_attach(&L, s);
 
     const size_t bytes = (size_t)TD * sizeof(float);
     const moe_addr xa = x ? L.x : moe_buffer_addr(xb);
@@ -518,7 +584,7 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
         if (st != MOE_OK) return st;
     }
     const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
-    st = run_steps(layer, T, &L, xa, ya, want_losses);
+    st = moe_run_steps(layer, T, &L, xa, ya, MOE_STEPS_ALL, want_losses);
     if (record_scratch) {
         if (st == MOE_OK) {
             *record_scratch = s;
@@ -531,8 +597,7 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     if (st != MOE_OK) return st;
     /* Submitted: the device runs it after the forwards before it, on the same scratch region
      * (each backend orders its submissions). Its objects are in flight until the next wait. */
-    layer->serial = ++ctx->submitted;
-    if (xb) ((moe_buffer *)xb)->serial = yb->serial = ctx->submitted;
+    moe_layer_submitted(layer, xb, yb);
     if (mode == FORWARD_SUBMIT) return MOE_OK;
     st = moe_context_wait_all(ctx);
     if (st != MOE_OK) return st;
@@ -540,7 +605,34 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
         st = be->ops->buffer_read(be, ya, y, bytes);
         if (st != MOE_OK) return st;
     }
-    return stats_wanted(stats) ? read_stats(layer, T, &L, stats) : MOE_OK;
+    return moe_stats_wanted(stats) ? moe_read_stats(layer, T, &L, stats) : MOE_OK;
+}
+
+moe_status moe_check_row_tile(moe_context *ctx)
+{
+    /* Validation bounded the padded rows for tiles up to MOE_MAX_ROW_TILE; the backend's own
+     * tile gives the same bound within one tile, checked here rather than trusted. */
+    const moe_backend *be = ctx->be;
+    if (be->row_tile < 1 || be->row_tile > MOE_MAX_ROW_TILE)
+        return moe_fail(ctx, MOE_ERROR_UNSUPPORTED, "%s: a row tile of %lld rows; the plan allows 1..%d",
+                        be->ops->name, (long long)be->row_tile, MOE_MAX_ROW_TILE);
+    return MOE_OK;
+}
+
+moe_status moe_layer_check_unplaced(const moe_layer *layer, const char *what)
+{
+    if (!layer->placed) return MOE_OK;
+    return moe_fail(layer->ctx, MOE_ERROR_UNSUPPORTED,
+                    "%s: the layer's experts are placed on several contexts; such a layer runs with "
+                    "moe_layer_forward or moe_layer_forward_buffers, which complete before they return, not "
+                    "asynchronously or recorded into an application's command buffer",
+                    what);
+}
+
+void moe_layer_submitted(moe_layer *layer, const moe_buffer *xb, moe_buffer *yb)
+{
+    layer->serial = ++layer->ctx->submitted;
+    if (xb) ((moe_buffer *)xb)->serial = yb->serial = layer->ctx->submitted;
 }
 
 /* The public forwards' common checks: a layer, then x and y (host pointers or buffers). */

@@ -71,6 +71,25 @@ rc=0
 [ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k or mxfp4, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
 
+# ---- --expert-budget-mib: experts past the budget on a CPU context ----------------------------------
+# On a CPU --backend the "device" is a CPU context too, so every split is bit-identical to the
+# one-context run: a budget of 0 puts every expert on the second context, a large one none.
+olm=$data/olmoe_T9_d40_f24_E32_k8
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/one.npy" --backend cpu
+for mib in 0 1024; do
+    "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+        --expert-budget-mib $mib --stats > "$work/placed.stats"
+    cmp -s "$work/one.npy" "$work/placed.npy" || fail "moe-run --expert-budget-mib $mib differs from one context"
+    on_cpu=$([ $mib -eq 0 ] && echo 32 || echo 0)
+    grep -q "^placement: $((32 - on_cpu)) experts on cpu (budget $mib MiB), $on_cpu on the CPU" "$work/placed.stats" ||
+        fail "moe-run --expert-budget-mib $mib --stats: $(grep placement "$work/placed.stats")"
+done
+rc=0
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --expert-budget-mib -3 > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "expert-budget-mib wants a number of MiB" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+    fail "moe-run --expert-budget-mib -3: exit $rc: $(cat "$work/err.txt")"
+echo "ok: --expert-budget-mib 0 and 1024 give the one-context output bit for bit"
+
 # ---- --device: an index, a name or a type, read by the library ----------------------------------
 cpu_name=$(grep -m1 "^  device 0:" <("$info") | sed 's/^  device 0: //')
 "$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu \

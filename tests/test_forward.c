@@ -390,6 +390,54 @@ static void int8_request(moe_context *ctx, h_rng *r)
     h_layer_free(&hl);
 }
 
+/* MOE_TEST_PLACE_WITH=<backend>: every case's layer has its experts placed alternately on the
+ * run's context (the home, even experts) and a context of that backend (odd experts), as
+ * moe_layer_create_placed does for a GPU and the CPU. */
+static moe_context *g_other;
+static moe_backend_kind g_other_kind;
+
+static moe_status make_layer(moe_context *ctx, const h_layer *hl, moe_layer **layer)
+{
+    if (!g_other) return moe_layer_create(ctx, &hl->desc, &hl->w, layer);
+    moe_context *const contexts[2] = {ctx, g_other};
+    int32_t *where = malloc(sizeof(int32_t) * (size_t)hl->desc.n_experts);
+    for (int64_t e = 0; e < hl->desc.n_experts; e++) where[e] = (int32_t)(e % 2);
+    const moe_placement p = {
+        .struct_size = sizeof p, .n_contexts = 2, .contexts = contexts, .expert_context = where};
+    const moe_status st = moe_layer_create_placed(&p, &hl->desc, &hl->w, layer);
+    if (st == MOE_OK) {
+        int32_t *got = malloc(sizeof(int32_t) * (size_t)hl->desc.n_experts);
+        CHECK_STATUS(moe_layer_get_placement(*layer, got), MOE_OK);
+        CHECK(!memcmp(got, where, sizeof(int32_t) * (size_t)hl->desc.n_experts),
+              "moe_layer_get_placement differs from the placement given");
+        free(got);
+    }
+    free(where);
+    return st;
+}
+
+/* A placed layer against the same layer on the home context alone: bit-identical when both
+ * contexts are CPU ones (the same kernels compute every row, the combine is the same gather). */
+static void check_against_one_context(moe_context *ctx, moe_backend_kind kind, const fcase *c,
+                                      const h_layer *hl, const float *x, const float *want)
+{
+    const int64_t TD = c->T * hl->desc.d_model;
+    float *y = malloc(sizeof(float) * (size_t)TD);
+    moe_layer *one = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &one), MOE_OK);
+    const moe_status st = one ? moe_layer_forward(one, c->T, x, y, NULL) : MOE_ERROR_INTERNAL;
+    CHECK(st == MOE_OK, "[%s] one-context layer: %s", c->name, moe_status_string(st));
+    const double diff = st == MOE_OK ? h_rel_l2(want, y, (size_t)TD) : 1.0;
+    if (kind == MOE_BACKEND_CPU && g_other_kind == MOE_BACKEND_CPU)
+        CHECK(st == MOE_OK && !memcmp(y, want, sizeof(float) * (size_t)TD),
+              "[%s] placed on two CPU contexts: not bit-identical to one context (rel diff %.3g)", c->name,
+              diff);
+    else
+        CHECK(diff <= 2 * Y_TOL, "[%s] placed: relative L2 difference %.3g from one context", c->name, diff);
+    moe_layer_destroy(one);
+    free(y);
+}
+
 static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in, h_rng *r)
 {
     const fcase fc = for_format(c_in), *c = &fc;
@@ -406,7 +454,7 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
     CHECK_STATUS(moe_reference_forward(&hl.desc, &hl.w, T, x, ref.y.data, &rs), MOE_OK);
 
     moe_layer *layer = NULL;
-    moe_status st = moe_layer_create(ctx, &hl.desc, &hl.w, &layer);
+    moe_status st = make_layer(ctx, &hl, &layer);
     CHECK(st == MOE_OK, "[%s] layer_create: %s: %s", c->name, moe_status_string(st), moe_context_error(ctx));
     if (st != MOE_OK) goto done;
     st = moe_layer_forward(layer, T, x, got.y.data, &gs);
@@ -453,8 +501,9 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
     moe_buffer_destroy(xb);
     moe_buffer_destroy(yb);
 
+    if (g_other) check_against_one_context(ctx, kind, c, &hl, x, got.y.data);
     /* The CPU backend's result does not depend on its thread count. */
-    if (kind == MOE_BACKEND_CPU) {
+    if (kind == MOE_BACKEND_CPU && !g_other) {
         moe_context *one = h_context(kind, 1);
         moe_layer *l1 = NULL;
         CHECK_STATUS(moe_layer_create(one, &hl.desc, &hl.w, &l1), MOE_OK);
@@ -465,7 +514,7 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
         moe_context_destroy(one);
     }
     /* (a down in another format is converted from the run's, not from float: not the same bytes) */
-    if (g_dtype != MOE_DTYPE_F32 && hl.desc.down_weight_dtype == g_dtype)
+    if (g_dtype != MOE_DTYPE_F32 && hl.desc.down_weight_dtype == g_dtype && !g_other)
         check_pre_converted(ctx, c, &hl, x, got.y.data);
     h_guarded_free(&y2);
     printf("  %-34s T=%-4lld d=%-4lld f=%-4lld E=%-4lld k=%lld  rel err %.2e\n", c->name, (long long)T,
@@ -625,13 +674,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "MOE_TEST_ACTIVATIONS=%s: %s\n", act, moe_last_error());
         return 2;
     }
+    const char *with = getenv("MOE_TEST_PLACE_WITH");
+    if (with && *with) {
+        const moe_backend_kind kinds[] = {MOE_BACKEND_CPU, MOE_BACKEND_VULKAN, MOE_BACKEND_OPENCL};
+        size_t i = 0;
+        while (i < 3 && strcmp(with, moe_backend_name(kinds[i]))) i++;
+        if (i == 3) {
+            fprintf(stderr, "MOE_TEST_PLACE_WITH=%s: not a backend (cpu, vulkan, opencl)\n", with);
+            return 2;
+        }
+        g_other_kind = kinds[i];
+        g_other = h_context(g_other_kind, 0); /* exits 77 (skip) when that backend has no device */
+        printf("experts placed alternately on %s (home) and %s\n", argv[1], with);
+    }
     printf("weight format: %s, activations: %s\n", moe_dtype_name(g_dtype), moe_dtype_name(g_act));
     h_rng r = h_rng_seeded("test_forward");
     for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++)
         if (selected(fixed_cases[i].name)) run_case(ctx, kind, &fixed_cases[i], &r);
     /* The capacity sweep is about integer limits, not weights: the float32 run covers it. */
-    if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32) capacity_limits(ctx, &r);
-    if (selected("int8_request") && g_act == MOE_DTYPE_F32) int8_request(ctx, &r);
+    /* (Both make their own one-context layers: a placed run would repeat them unchanged.) */
+    if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32 && !g_other) capacity_limits(ctx, &r);
+    if (selected("int8_request") && g_act == MOE_DTYPE_F32 && !g_other) int8_request(ctx, &r);
     int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
 #if MOE_TEST_SANITIZED
     /* Under the sanitizers (CI's asan stage) half the random shapes, rounded up: they look for
@@ -646,5 +709,6 @@ int main(int argc, char **argv)
         run_case(ctx, kind, &c, &r);
     }
     moe_context_destroy(ctx);
+    moe_context_destroy(g_other);
     return h_finish("test_forward");
 }

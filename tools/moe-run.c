@@ -23,7 +23,7 @@ static void usage(FILE *f)
                "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
                "               [--activations f32|q8_0] "
                "[--decoder]\n"
-               "               [--stats]\n"
+               "               [--expert-budget-mib N] [--stats]\n"
                "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
                "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
                "(float32, [T, hidden_size], C order) and writes\n"
@@ -38,7 +38,10 @@ static void usage(FILE *f)
                "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
                "device there is refused. --device picks the device: an index within --backend's list,\n"
                "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
-               "virtual, cpu, other; several joined by '+').\n");
+               "virtual, cpu, other; several joined by '+').\n"
+               "--expert-budget-mib N keeps at most N MiB of routed experts on the chosen device (the\n"
+               "first experts in index order) and the rest on the CPU, for a layer larger than the\n"
+               "device's memory (moe_model_create_layer_placed); --stats then says where each went.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -60,6 +63,7 @@ typedef struct run_args {
     moe_dtype weights;     /* DEFAULT: the checkpoint's own dtype */
     moe_dtype activations; /* DEFAULT (F32) or Q8_0 */
     int decoder, stats;
+    long long budget_mib; /* --expert-budget-mib; -1: every expert on the device */
 } run_args;
 
 /* "f32, f16, ..., q6_k or mxfp4": every format the library names. */
@@ -125,6 +129,13 @@ static int parse_args(int argc, char **argv, run_args *a)
                 return -1;
             }
             a->backend = kinds[k], i++;
+        } else if (!strcmp(o, "--expert-budget-mib")) {
+            if (parse_int(v, &a->budget_mib) || a->budget_mib < 0 || a->budget_mib > (1LL << 40)) {
+                fprintf(stderr, "moe-run: --expert-budget-mib wants a number of MiB (0 or more), not '%s'\n",
+                        v);
+                return -1;
+            }
+            i++;
         } else if (!strcmp(o, "--weights")) {
             if (moe_dtype_from_name(v, &a->weights) != MOE_OK) {
                 char names[96];
@@ -172,7 +183,7 @@ static int fail_api(const char *what, moe_status st, const char *detail)
 
 int main(int argc, char **argv)
 {
-    run_args a = {.backend = MOE_BACKEND_AUTO};
+    run_args a = {.backend = MOE_BACKEND_AUTO, .budget_mib = -1};
     if (parse_args(argc, argv, &a)) return 2;
     /* A bad output path fails before any work; it is resolved again when written. */
     char err[512], target[NPY_PATH_MAX];
@@ -184,10 +195,10 @@ int main(int argc, char **argv)
 
     int rc = 1;
     moe_model *model = NULL;
-    moe_context *ctx = NULL;
+    moe_context *ctx = NULL, *cpu = NULL;
     moe_layer *layer = NULL;
     float *x = NULL, *y = NULL;
-    int32_t *counts = NULL;
+    int32_t *counts = NULL, *where = NULL;
     moe_status st = moe_model_open(a.model, &model);
     if (st != MOE_OK) return fail_api("cannot open the model", st, moe_last_error());
     moe_model_info info = {.struct_size = sizeof info};
@@ -247,7 +258,22 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    st = moe_model_create_layer(ctx, model, a.layer, &opts, &layer);
+    if (a.budget_mib >= 0) {
+        /* The device's experts up to the budget, the rest on a CPU context. */
+        const moe_context_desc cpu_desc = {.struct_size = sizeof cpu_desc, .backend = MOE_BACKEND_CPU};
+        st = moe_context_create(&cpu_desc, &cpu);
+        if (st != MOE_OK) {
+            rc = fail_api("cannot create the CPU context for --expert-budget-mib", st, moe_last_error());
+            goto done;
+        }
+        moe_context *const both[2] = {ctx, cpu};
+        const uint64_t budget[2] = {(uint64_t)a.budget_mib << 20, UINT64_MAX};
+        const moe_placement place = {
+            .struct_size = sizeof place, .n_contexts = 2, .contexts = both, .budget_bytes = budget};
+        st = moe_model_create_layer_placed(&place, model, a.layer, &opts, &layer);
+    } else {
+        st = moe_model_create_layer(ctx, model, a.layer, &opts, &layer);
+    }
     if (st != MOE_OK) {
         rc = fail_api("cannot create the layer", st, moe_context_error(ctx));
         goto done;
@@ -299,6 +325,16 @@ int main(int argc, char **argv)
                a.activations == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layer) != MOE_DTYPE_Q8_0
                    ? " (q8_0 asked for: no integer path here for these weights)"
                    : "");
+        where = calloc((size_t)info.n_experts, sizeof *where);
+        if (a.budget_mib >= 0 && where && moe_layer_get_placement(layer, where) == MOE_OK) {
+            int64_t on_cpu = 0;
+            for (int64_t e = 0; e < info.n_experts; e++) on_cpu += where[e] == 1;
+            printf("placement: %lld experts on %s (budget %lld MiB), %lld on the CPU:",
+                   (long long)(info.n_experts - on_cpu), moe_backend_name(moe_context_backend(ctx)),
+                   a.budget_mib, (long long)on_cpu);
+            for (int64_t e = 0; e < info.n_experts; e++) printf(" %s", where[e] == 1 ? "c" : "d");
+            printf("\n");
+        }
         printf("expert tokens:");
         for (int64_t e = 0; e < info.n_experts; e++) printf(" %d", counts[e]);
         printf("\ndropped: %d\naux_loss: %.6g\nz_loss: %.6g\ndevice_ms: %.3f\n", dropped, aux, z, ms);
@@ -308,9 +344,11 @@ int main(int argc, char **argv)
 done:
     moe_layer_destroy(layer);
     moe_context_destroy(ctx);
+    moe_context_destroy(cpu);
     moe_model_close(model);
     free(x);
     free(y);
     free(counts);
+    free(where);
     return rc;
 }

@@ -313,6 +313,25 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "q8_0,q8_0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--weights", "q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);
+
+    /* --cpu-experts: each run once per entry, runs outer; at most the layer's experts. */
+    CHECK(parse(&c, "--experts", "8", NULL) == BENCH_PARSE_OK && c.cpu_experts.n == 0 &&
+          c.weights.cpu_experts[0] == 0);
+    CHECK(parse(&c, "--experts", "8", "--weights", "f32,q8_0", "--activations", "f32,q8_0", "--cpu-experts",
+                "0,8,3", NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 9 && c.weights.v[0] == MOE_DTYPE_F32 && c.weights.cpu_experts[0] == 0 &&
+          c.weights.cpu_experts[1] == 8 && c.weights.cpu_experts[2] == 3 &&
+          c.weights.v[3] == MOE_DTYPE_Q8_0 && c.weights.act[3] == MOE_DTYPE_F32 &&
+          c.weights.cpu_experts[5] == 3 && c.weights.act[6] == MOE_DTYPE_Q8_0 &&
+          c.weights.cpu_experts[6] == 0 && c.weights.cpu_experts[8] == 3);
+    CHECK(parse(&c, "--experts", "8", "--cpu-experts", "9", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cpu-experts", "2,2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cpu-experts", "-1", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "f32,bf16,f16,q8_0,q4_0", "--cpu-experts", "0,1,2", NULL) ==
+          BENCH_PARSE_ERROR); /* 15 runs */
+    CHECK(parse(&c, "--serve", "--cpu-experts", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--async", "--cpu-experts", "0,2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--async", "--cpu-experts", "0", NULL) == BENCH_PARSE_OK);
 }
 
 /* Bytes per format, expected experts, the --layers auto rule, cache sizes. */
@@ -421,6 +440,19 @@ static void test_plan(void)
     CHECK(bench_plan_refit(&c, &gpu, 4e9, &f) == 0 && f.layers == 5 && f.capped[0]);
     f = (bench_format_plan){.dtype = MOE_DTYPE_Q4_0, .layers = 100, .layer_bytes = 1e9};
     CHECK(bench_plan_refit(&c, &gpu, 4e9, &f) == BENCH_EXIT_MEMORY);
+    /* With experts on the CPU the target holds only the rest: its share is what is checked. */
+    f = (bench_format_plan){
+        .dtype = MOE_DTYPE_Q4_0, .layers = 100, .layer_bytes = 1e9, .expert_bytes = 1e8, .cpu_experts = 5};
+    CHECK(bench_plan_refit(&c, &gpu, 0.5e9, &f) == 0 && f.layers == 100);
+
+    /* --cpu-experts: the experts on the CPU leave the device, so a layer too big for it fits. */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--cpu-experts", "0,4",
+                NULL) == BENCH_PARSE_OK);
+    gpu.memory_bytes = (uint64_t)(0.75 * bench_all_weight_bytes(&q4));
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY); /* the 0 */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--cpu-experts", "4",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0 && plan.f[0].cpu_experts == 4);
 }
 
 int main(void)

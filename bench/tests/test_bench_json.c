@@ -4,12 +4,13 @@
  * Without arguments: builds a forward result and a serve result by hand, writes them with
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
- * [--bandwidth] [--async]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it
- * is an array of at least MIN_OBJECTS objects with the documented keys of their kind; then,
- * when asked, that the objects' weight_dtype run through the given formats in order (per
- * target), that every forward result cycled N layers (or came from --layers auto), and that
- * the CPU results carry the measured read bandwidth and their share of it, and that every
- * forward result timed its layers as an asynchronous chain. Exit 0 when all is well.
+ * [--bandwidth] [--async] [--cpu-experts N1,N2,..]`: parses a file moe-bench wrote (CTest runs moe-bench
+ * first) and checks that it is an array of at least MIN_OBJECTS objects with the documented keys of their
+ * kind; then, when asked, that the objects' weight_dtype run through the given formats in order (per target),
+ * that every forward result cycled N layers (or came from --layers auto), and that the CPU results carry the
+ * measured read bandwidth and their share of it, that every forward result timed its layers as an
+ * asynchronous chain, and that the forward results' experts on a CPU context run through the given counts in
+ * order (0 without). Exit 0 when all is well.
  */
 #include "bench_report.h"
 
@@ -58,6 +59,7 @@ static const char *const forward_keys[] = {"backend",
                                            "weight_bw_fraction",
                                            "read_bandwidth_gbs",
                                            "async_chain",
+                                           "cpu_experts",
                                            NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
 static const char *const serve_keys[] = {"backend",
@@ -144,6 +146,7 @@ typedef struct expectations {
     int layers_auto;    /* every forward result's count came from --layers auto */
     int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
     int async;          /* every forward result has an async_chain object */
+    const char *cpu;    /* "0,2": the forward results' cpu_experts cycle through these in order */
 } expectations;
 
 /* Checks one object of a moe-bench JSON file by its kind. */
@@ -226,8 +229,15 @@ static void check_expectations(const cJSON *root, const expectations *x)
         snprintf(want[n_want++], sizeof want[0], "%.*s", (int)len, p);
         p += len + (p[len] == ',');
     }
-    size_t i = 0;
-    double f32_weight_bytes = -1.0;
+    long cpu[8];
+    size_t n_cpu = 0;
+    for (const char *p = x->cpu; p && *p && n_cpu < 8;) {
+        cpu[n_cpu++] = strtol(p, NULL, 10);
+        p += strcspn(p, ",");
+        p += *p == ',';
+    }
+    size_t i = 0, n_forward = 0;
+    double f32_weight_bytes = -1.0, plain_weight_bytes = -1.0;
     const cJSON *o;
     cJSON_ArrayForEach(o, root)
     {
@@ -241,10 +251,25 @@ static void check_expectations(const cJSON *root, const expectations *x)
                 failures++;
             }
             /* Each format's layers are destroyed before the next format's are made: its arena
-             * never holds more than the float32 layers did. */
-            if (forward && strcmp(got, "f32") == 0) f32_weight_bytes = num(o, "weight_bytes");
-            if (forward && f32_weight_bytes > 0 && strcmp(got, "f32") != 0)
+             * never holds more than the float32 layers did (all experts on the target: with
+             * --cpu-experts the runs that moved some hold less, checked below). */
+            const int plain = num(o, "cpu_experts") == 0;
+            if (forward && plain && strcmp(got, "f32") == 0) f32_weight_bytes = num(o, "weight_bytes");
+            if (forward && plain && f32_weight_bytes > 0 && strcmp(got, "f32") != 0)
                 CHECK(num(o, "weight_bytes") <= f32_weight_bytes);
+        }
+        if (forward && n_cpu) {
+            /* In the order given; experts on the CPU leave the target's arena. */
+            const double got = num(o, "cpu_experts"), expected = (double)cpu[n_forward % n_cpu];
+            if (got != expected) {
+                fprintf(stderr, "object %zu: cpu_experts %g, expected %g\n", i, got, expected);
+                failures++;
+            }
+            if (expected == 0) plain_weight_bytes = num(o, "weight_bytes");
+            if (expected > 0 && plain_weight_bytes > 0) CHECK(num(o, "weight_bytes") < plain_weight_bytes);
+            n_forward++;
+        } else if (forward) {
+            CHECK(num(o, "cpu_experts") == 0);
         }
         if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
         if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
@@ -304,6 +329,7 @@ static void self_test(const char *path)
     r.flops = bench_forward_flops(&r.desc, r.tokens);
     r.weight_read_bytes = 1e9;
     r.layers = 3;
+    r.cpu_experts = 16;
     r.arena_weights_bytes = (size_t)5000000;
     r.read_bw_gbs = 20.0;
     r.shares_host_memory = 1;
@@ -381,6 +407,7 @@ static void self_test(const char *path)
         /* The format, the layers, the arena's weight bytes and the bandwidth figures. */
         CHECK(strcmp(str(a, "weight_dtype"), "q4_0") == 0 && strcmp(str(b, "weight_dtype"), "f32") == 0);
         CHECK(num(a, "layers") == 3 && num(a, "weight_bytes") == 5e6 && num(a, "weight_read_bytes") == 1e9);
+        CHECK(num(a, "cpu_experts") == 16);
         CHECK(fabs(num(a, "weight_gbs") - 1e9 / 0.003 * 1e-9) < 1e-6 && num(a, "read_bandwidth_gbs") == 20.0);
         CHECK(fabs(num(a, "weight_bw_fraction") - 1e9 / 0.003 * 1e-9 / 20.0) < 1e-9);
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "weight_bw_fraction")));
@@ -407,6 +434,8 @@ int main(int argc, char **argv)
                 x.bandwidth = 1;
             else if (!strcmp(argv[i], "--async"))
                 x.async = 1;
+            else if (!strcmp(argv[i], "--cpu-experts") && i + 1 < argc)
+                x.cpu = argv[++i];
             else if (i == 3 && argv[i][0] != '-')
                 min_objects = atoi(argv[i]);
             else {

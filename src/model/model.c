@@ -679,10 +679,10 @@ static const float *floats_of(const moe_tensor_view *t, int64_t n, temps *tmp, b
     return v;
 }
 
-moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t layer,
-                                  const moe_model_layer_options *options, moe_layer **out)
+/* moe_model_create_layer, and with a placement (checked; its home is ctx) _placed. */
+static moe_status create_layer(moe_context *ctx, const moe_placement *placement, const moe_model *m,
+                               int64_t layer, const moe_model_layer_options *options, moe_layer **out)
 {
-    moe_clear_error(ctx);
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
     if (!m) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "model is NULL");
@@ -737,11 +737,29 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
         };
         oom = oom || !t.router.data || (r.shared_up.data && (!t.shared_up.data || !t.shared_down.data)) ||
               (r.shared_gate.data && !t.shared_gate.data);
-        st = oom ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory")
-                 : moe_layer_create_from_tensors(ctx, &d, &t, out);
+        st = oom         ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory")
+             : placement ? moe_placed_create(placement, &d, &t, out)
+                         : moe_layer_create_from_tensors(ctx, &d, &t, out);
     }
     temps_free(&tmp);
     moe_free(per);
     moe_free(mats);
     return st;
+}
+
+moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t layer,
+                                  const moe_model_layer_options *options, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    return create_layer(ctx, NULL, m, layer, options, out);
+}
+
+moe_status moe_model_create_layer_placed(const moe_placement *placement, const moe_model *m, int64_t layer,
+                                         const moe_model_layer_options *options, moe_layer **out)
+{
+    moe_clear_error(NULL);
+    moe_placement p;
+    moe_context *home = NULL;
+    const moe_status st = moe_placement_check(placement, &p, &home);
+    return st != MOE_OK ? st : create_layer(home, &p, m, layer, options, out);
 }

@@ -82,6 +82,7 @@ moe_status moe_opencl_layer_forward(moe_layer *layer, int64_t n_tokens, const mo
     moe_context *ctx = layer->ctx;
     moe_cl_backend *b = NULL;
     moe_status st = opencl_of(ctx, "moe_opencl_layer_forward", &b);
+    if (st == MOE_OK) st = moe_layer_check_unplaced(layer, "moe_opencl_layer_forward");
     if (st != MOE_OK) return st;
     if ((num_events == 0) != (wait_list == NULL))
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,

@@ -83,6 +83,7 @@ moe_status moe_vulkan_layer_record(moe_layer *layer, int64_t n_tokens, const moe
     moe_context *ctx = layer->ctx;
     moe_vk_backend *b = NULL;
     moe_status st = vulkan_of(ctx, "moe_vulkan_layer_record", &b);
+    if (st == MOE_OK) st = moe_layer_check_unplaced(layer, "moe_vulkan_layer_record");
     if (st != MOE_OK) return st;
     if (!x || !y || !out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "x, y and out_recording are required");
     if (cmd == VK_NULL_HANDLE)

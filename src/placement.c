@@ -1,0 +1,537 @@
+/*
+ * placement.c — a layer whose routed experts are placed on several contexts
+ * (moe_layer_create_placed): a GPU and the CPU, or two GPUs.
+ *
+ * The layer the application holds is the home: an ordinary layer on the home context with the
+ * router, the shared expert and the small vectors, and no routed experts. Each context that
+ * holds experts has a part: an ordinary layer on that context with only its experts
+ * (desc.n_experts = how many, top_k 1), made by the same moe_layer_create_from_tensors. A
+ * forward runs the same backend steps as a one-context forward (moe_run_steps), in three
+ * phases:
+ *   1. home: route, plan, shared expert; the plan's top-k ids and slot rows come back to the host;
+ *   2. each part: the host writes the part's own plan for the slots routed to its experts (their
+ *      input rows gathered in expert order, padded to its backend's row tile) and the part runs
+ *      both expert products; every part is submitted before any is waited for, GPUs first, so
+ *      a GPU computes while the CPU computes its share in its own submit;
+ *   3. home: each slot's output row goes to row t·k + j of the expert output region and the
+ *      combine gathers them in slot order, then the stats.
+ * So the combine and every row's arithmetic are the one-context forward's: only the place where a
+ * row is computed changes. The host moves the routed rows (T·k·d_model floats each way), never a
+ * weight.
+ */
+#include "alloc.h"
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct moe_part {
+    moe_context *ctx;
+    moe_layer *layer;  /* its experts only; NULL when the context holds none */
+    int64_t n_experts; /* how many */
+} moe_part;
+
+struct moe_placed {
+    int n_contexts, home;
+    moe_part part[MOE_MAX_PLACEMENT_CONTEXTS];
+    int32_t *expert_context; /* [E]: the index in contexts of each expert's context */
+    int32_t *expert_local;   /* [E]: its index among that context's experts (ascending) */
+};
+
+/* ---- the placement --------------------------------------------------------------------------- */
+
+moe_status moe_placement_check(const moe_placement *user, moe_placement *p, moe_context **home)
+{
+    if (!user) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "placement is NULL");
+    *p = (moe_placement){.struct_size = sizeof *p};
+    moe_status st = moe_abi_in(NULL, &moe_abi_placement, user, p);
+    if (st != MOE_OK) return st;
+    if (!p->contexts) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "placement.contexts is NULL");
+    if (p->n_contexts < 1 || p->n_contexts > MOE_MAX_PLACEMENT_CONTEXTS)
+        return moe_fail(NULL, MOE_ERROR_INVALID_SIZE, "placement.n_contexts is %d; it must be 1..%d",
+                        p->n_contexts, MOE_MAX_PLACEMENT_CONTEXTS);
+    if (p->home < 0 || p->home >= p->n_contexts)
+        return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT, "placement.home is %d; there are %d contexts",
+                        p->home, p->n_contexts);
+    moe_context *h = p->contexts[p->home];
+    if (!h)
+        return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "placement.contexts[%d] (the home) is NULL", p->home);
+    moe_clear_error(h);
+    for (int c = 0; c < p->n_contexts; c++) {
+        if (!p->contexts[c]) return moe_fail(h, MOE_ERROR_NULL_POINTER, "placement.contexts[%d] is NULL", c);
+        for (int o = 0; o < c; o++)
+            if (p->contexts[o] == p->contexts[c])
+                return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                                "placement.contexts[%d] and [%d] are the same context; list each once", o, c);
+        st = moe_context_check_live(p->contexts[c], "moe_layer_create_placed");
+        if (st != MOE_OK)
+            return moe_fail(h, st, "placement.contexts[%d]: %s", c, moe_context_error(p->contexts[c]));
+    }
+    *home = h;
+    return MOE_OK;
+}
+
+/* The desc of a part holding n experts: only routed experts, its slots its tokens (one expert
+ * each, no capacity: the home's plan applied it). Measuring a part (fill_budgets) and creating
+ * it (create_part) use this one desc, so the bytes measured are the bytes allocated. */
+static moe_layer_desc part_desc(const moe_layer_desc *d, int64_t n)
+{
+    moe_layer_desc sub = *d;
+    sub.n_experts = n;
+    sub.top_k = 1;
+    sub.max_tokens = d->max_tokens * d->top_k;
+    sub.d_ff_shared = 0;
+    sub.shared_expert_gate = 0;
+    sub.has_selection_bias = sub.router_has_bias = 0;
+    sub.n_group = sub.topk_group = 1; /* normalised: one group of every expert */
+    sub.expert_capacity = 0;
+    return sub;
+}
+
+/* Only the routed experts' tensors of t, as a part holds them. */
+static moe_layer_tensors experts_only(const moe_layer_tensors *t)
+{
+    return (moe_layer_tensors){.gate = t->gate,
+                               .up = t->up,
+                               .down = t->down,
+                               .gate_bias = t->gate_bias,
+                               .up_bias = t->up_bias,
+                               .down_bias = t->down_bias};
+}
+
+/* A failure on a part's context, recorded on the home's too (the layer's context: where the
+ * application looks), naming the context. */
+static moe_status part_failed(moe_context *home, int c, moe_context *ctx, moe_status st)
+{
+    /* moe_last_error: the failure just recorded (a part's context may hold an older message). */
+    if (st != MOE_OK && ctx != home) moe_fail(home, st, "placement context %d: %s", c, moe_last_error());
+    return st;
+}
+
+/* Each expert's context from the budgets: in expert_order, the first context (in the
+ * placement's order) whose budget still holds its part with one more expert — measured as the
+ * backend lays the part out (moe_layer_block_bytes), so a part never exceeds its budget. */
+static moe_status fill_budgets(moe_context *h, const moe_placement *p, const moe_layer_desc *d,
+                               const moe_layer_tensors *t, int32_t *expert_context)
+{
+    const int64_t E = d->n_experts;
+    if (!p->budget_bytes)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement: set expert_context (each expert's context) or budget_bytes (each "
+                        "context's bytes for experts)");
+    moe_status st = MOE_OK;
+    bool *seen = moe_calloc((size_t)E, sizeof *seen);
+    if (!seen) return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    for (int64_t i = 0; i < E && p->expert_order && st == MOE_OK; i++) {
+        const int32_t e = p->expert_order[i];
+        if (e < 0 || e >= E || seen[e])
+            st = moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                          "placement.expert_order[%lld] is %d: it must list each of the %lld experts once",
+                          (long long)i, e, (long long)E);
+        else
+            seen[e] = true;
+    }
+    moe_free(seen);
+    if (st != MOE_OK) return st;
+    const moe_layer_tensors only = experts_only(t);
+    int64_t count[MOE_MAX_PLACEMENT_CONTEXTS] = {0};
+    for (int64_t i = 0; i < E; i++) {
+        const int32_t e = p->expert_order ? p->expert_order[i] : (int32_t)i;
+        int c = 0;
+        for (; c < p->n_contexts; c++) {
+            const moe_layer_desc sub = part_desc(d, count[c] + 1);
+            const size_t bytes = moe_layer_block_bytes(p->contexts[c]->be, &sub, &only);
+            if (bytes != SIZE_MAX && (uint64_t)bytes <= p->budget_bytes[c]) break;
+        }
+        if (c == p->n_contexts)
+            return moe_fail(h, MOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                            "placement: the budgets hold %lld of the %lld experts; expert %d (number %lld in "
+                            "the fill order) fits no context's remaining budget",
+                            (long long)i, (long long)E, e, (long long)i + 1);
+        expert_context[e] = c;
+        count[c]++;
+    }
+    return MOE_OK;
+}
+
+void moe_placed_free(struct moe_placed *P)
+{
+    if (!P) return;
+    for (int c = 0; c < P->n_contexts; c++) moe_layer_destroy(P->part[c].layer);
+    moe_free(P->expert_context);
+    moe_free(P->expert_local);
+    moe_free(P);
+}
+
+bool moe_placed_int_routed(const struct moe_placed *P)
+{
+    bool any = false;
+    for (int c = 0; c < P->n_contexts; c++)
+        if (P->part[c].layer) {
+            if (!P->part[c].layer->int_routed) return false;
+            any = true;
+        }
+    return any;
+}
+
+/* Context c's part: its experts' matrices and biases gathered, a desc of only routed experts. */
+static moe_status create_part(struct moe_placed *P, int c, const moe_layer_desc *d,
+                              const moe_layer_tensors *t)
+{
+    moe_part *part = &P->part[c];
+    const int64_t E = d->n_experts, n = part->n_experts, F = d->d_ff, D = d->d_model;
+    const bool gated = moe_activation_is_gated(d->activation), bias = d->expert_has_bias;
+    moe_matrix_src *m = moe_calloc((size_t)n * 3, sizeof *m);
+    float *b = bias ? moe_malloc(sizeof(float) * (size_t)n * (size_t)(2 * F + D)) : NULL;
+    if (!m || (bias && !b)) {
+        moe_free(m);
+        moe_free(b);
+        return moe_fail(part->ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (int64_t e = 0; e < E; e++) {
+        if (P->expert_context[e] != c) continue;
+        const int64_t l = P->expert_local[e];
+        if (gated) m[l] = t->gate[e];
+        m[n + l] = t->up[e];
+        m[2 * n + l] = t->down[e];
+        if (bias) {
+            if (gated) memcpy(b + l * F, t->gate_bias + e * F, sizeof(float) * (size_t)F);
+            memcpy(b + (n + l) * F, t->up_bias + e * F, sizeof(float) * (size_t)F);
+            memcpy(b + 2 * n * F + l * D, t->down_bias + e * D, sizeof(float) * (size_t)D);
+        }
+    }
+    const moe_layer_tensors sub_t = {
+        .gate = gated ? m : NULL,
+        .up = m + n,
+        .down = m + 2 * n,
+        .gate_bias = b,
+        .up_bias = b ? b + n * F : NULL,
+        .down_bias = b ? b + 2 * n * F : NULL,
+    };
+    const moe_layer_desc sub = part_desc(d, n);
+    const moe_status st = moe_layer_create_from_tensors(part->ctx, &sub, &sub_t, &part->layer);
+    moe_free(m);
+    moe_free(b);
+    return st;
+}
+
+moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, const moe_layer_tensors *t,
+                             moe_layer **out)
+{
+    moe_context *h = p->contexts[p->home];
+    const int64_t E = d->n_experts;
+    struct moe_placed *P = moe_calloc(1, sizeof *P);
+    if (P) {
+        P->expert_context = moe_calloc((size_t)E, sizeof(int32_t));
+        P->expert_local = moe_calloc((size_t)E, sizeof(int32_t));
+    }
+    if (!P || !P->expert_context || !P->expert_local) {
+        moe_placed_free(P);
+        return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    P->n_contexts = p->n_contexts;
+    P->home = p->home;
+    for (int c = 0; c < p->n_contexts; c++) P->part[c].ctx = p->contexts[c];
+    moe_status st = MOE_OK;
+    if (p->expert_context) {
+        for (int64_t e = 0; e < E && st == MOE_OK; e++) {
+            if (p->expert_context[e] < 0 || p->expert_context[e] >= p->n_contexts)
+                st = moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                              "placement.expert_context[%lld] is %d; there are %d contexts", (long long)e,
+                              p->expert_context[e], p->n_contexts);
+            else
+                P->expert_context[e] = p->expert_context[e];
+        }
+    } else {
+        st = fill_budgets(h, p, d, t, P->expert_context);
+    }
+    for (int64_t e = 0; e < E && st == MOE_OK; e++)
+        P->expert_local[e] = (int32_t)P->part[P->expert_context[e]].n_experts++;
+    for (int c = 0; c < p->n_contexts && st == MOE_OK; c++)
+        if (P->part[c].n_experts > 0) st = part_failed(h, c, P->part[c].ctx, create_part(P, c, d, t));
+    /* The home: router, shared expert and small vectors, no routed experts. */
+    moe_layer *layer = NULL;
+    if (st == MOE_OK) {
+        moe_layer_tensors home_t = *t;
+        home_t.gate = home_t.up = home_t.down = NULL;
+        st = moe_layer_create_from_tensors(h, d, &home_t, &layer);
+    }
+    if (st != MOE_OK) {
+        moe_placed_free(P);
+        return st;
+    }
+    layer->placed = P;
+    *out = layer;
+    return MOE_OK;
+}
+
+moe_status moe_layer_create_placed(const moe_placement *placement, const moe_layer_desc *desc,
+                                   const moe_layer_weights *weights, moe_layer **out)
+{
+    moe_clear_error(NULL);
+    moe_placement p;
+    moe_context *home = NULL;
+    const moe_status st = moe_placement_check(placement, &p, &home);
+    return st != MOE_OK ? st : moe_layer_create_on(home, &p, desc, weights, out);
+}
+
+moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expert_context)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!expert_context) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "expert_context is NULL");
+    for (int64_t e = 0; e < layer->desc.n_experts; e++)
+        expert_context[e] = layer->placed ? layer->placed->expert_context[e] : 0;
+    return MOE_OK;
+}
+
+/* ---- the forward ------------------------------------------------------------------------------- */
+
+/* One part's share of a forward: the slots routed to its experts, in the order of its rows. */
+typedef struct part_run {
+    int64_t n;          /* slots */
+    int64_t out;        /* its first row in the host's expert-output rows (parts back to back) */
+    int32_t *slot;      /* [n]: the slot t·k + j of each, grouped by expert, tokens ascending */
+    int32_t *first;     /* [n_experts + 1]: where each expert's slots start in `slot` */
+    int32_t *row_start; /* [n_experts]: each expert's first row */
+    moe_forward_layout L;
+    bool submitted;
+} part_run;
+
+/* The host's plan for part c (moe_plan_step's outputs, for its slots) into its scratch, then its
+ * two products submitted. `base` is where its layout starts in its context's scratch. */
+static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const int32_t *ids,
+                              const int32_t *srow, const float *x, int64_t TK, int64_t K, int64_t D,
+                              size_t base)
+{
+    moe_part *part = &P->part[c];
+    moe_context *ctx = part->ctx;
+    moe_backend *be = ctx->be;
+    const int64_t n_exp = part->n_experts;
+    /* Count, then place each slot after its expert's earlier ones (tokens stay ascending). */
+    for (int64_t i = 0; i < TK; i++)
+        if (srow[i] >= 0 && P->expert_context[ids[i]] == c) r->first[P->expert_local[ids[i]] + 1]++;
+    for (int64_t e = 0; e < n_exp; e++) r->first[e + 1] += r->first[e];
+    r->n = r->first[n_exp];
+    if (r->n == 0) return MOE_OK;
+    int32_t *fill = r->row_start; /* borrowed as each expert's fill position, then set below */
+    for (int64_t e = 0; e < n_exp; e++) fill[e] = r->first[e];
+    for (int64_t i = 0; i < TK; i++)
+        if (srow[i] >= 0 && P->expert_context[ids[i]] == c)
+            r->slot[fill[P->expert_local[ids[i]]]++] = (int32_t)i;
+
+    bool overflow;
+    moe_layout_forward(part->layer, r->n, true, false, MOE_STEPS_EXPERTS, base, &r->L, &overflow);
+    if (overflow)
+        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
+    if (base == 0) { /* a context of its own: its scratch holds only this part */
+        const moe_status st = moe_arena_reserve_scratch(&ctx->arena, r->L.bytes);
+        if (st != MOE_OK) return st;
+    }
+    /* The home's own part was reserved for T·k slots before phase 1; every size of a layout grows
+     * with its row count, so n ≤ T·k fits. */
+    if (r->L.bytes > ctx->arena.scratch_bytes)
+        return moe_fail(ctx, MOE_ERROR_INTERNAL,
+                        "a placement part's scratch (%zu bytes) exceeds the %zu reserved", r->L.bytes,
+                        ctx->arena.scratch_bytes);
+    moe_layout_attach(&r->L, ctx->arena.scratch);
+    const int64_t R = r->L.n_rows, tile = be->row_tile, n = r->n;
+    int32_t *ints = moe_malloc(sizeof(int32_t) * (size_t)(R + R / tile + 2 * n));
+    float *a = moe_malloc(sizeof(float) * (size_t)(n * D));
+    moe_status st = MOE_OK;
+    if (!ints || !a) st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (st == MOE_OK) {
+        int32_t *row_token = ints, *tile_expert = ints + R, *slot_row = tile_expert + R / tile,
+                *slot_expert = slot_row + n;
+        for (int64_t i = 0; i < R; i++) row_token[i] = -1;
+        for (int64_t i = 0; i < R / tile; i++) tile_expert[i] = -1;
+        /* Part slot q (its input row q, gathered here) is row `row` of its expert's padded tiles. */
+        int64_t row = 0;
+        for (int64_t e = 0; e < n_exp; e++) {
+            r->row_start[e] = (int32_t)row;
+            for (int64_t q = r->first[e]; q < r->first[e + 1]; q++, row++) {
+                row_token[row] = (int32_t)q;
+                slot_row[q] = (int32_t)row;
+                slot_expert[q] = (int32_t)e;
+                memcpy(a + q * D, x + (int64_t)(r->slot[q] / K) * D, sizeof(float) * (size_t)D);
+            }
+            /* Padded to whole tiles, as the plan step pads each expert's rows. */
+            const int64_t end = (row + tile - 1) / tile * tile;
+            for (int64_t tl = r->row_start[e] / tile; tl < end / tile; tl++) tile_expert[tl] = (int32_t)e;
+            row = end;
+        }
+        const struct {
+            moe_addr at;
+            const void *src;
+            size_t bytes;
+        } writes[] = {
+            {r->L.x, a, sizeof(float) * (size_t)(n * D)},
+            {r->L.row_token, row_token, sizeof(int32_t) * (size_t)R},
+            {r->L.tile_expert, tile_expert, sizeof(int32_t) * (size_t)(R / tile)},
+            {r->L.slot_row, slot_row, sizeof(int32_t) * (size_t)n},
+            {r->L.topk_ids, slot_expert, sizeof(int32_t) * (size_t)n},
+        };
+        for (size_t w = 0; w < sizeof writes / sizeof writes[0] && st == MOE_OK; w++)
+            st = be->ops->buffer_write(be, writes[w].at, writes[w].src, writes[w].bytes);
+    }
+    moe_free(ints);
+    moe_free(a);
+    if (st != MOE_OK) return st;
+    st = moe_run_steps(part->layer, n, &r->L, r->L.x, (moe_addr){0}, MOE_STEPS_EXPERTS, false);
+    if (st != MOE_OK) return st;
+    part->layer->serial = ++ctx->submitted;
+    r->submitted = true;
+    return MOE_OK;
+}
+
+/* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order: an
+ * expert's rows are consecutive on both sides, so one read per expert and no copy. */
+static moe_status read_part(struct moe_placed *P, int c, const part_run *r, int64_t D, float *o)
+{
+    moe_backend *be = P->part[c].ctx->be;
+    for (int64_t e = 0; e < P->part[c].n_experts; e++) {
+        const int64_t q0 = r->first[e], cnt = r->first[e + 1] - q0;
+        if (cnt == 0) continue;
+        moe_addr at = r->L.o;
+        at.offset += sizeof(float) * (size_t)(r->row_start[e] * D);
+        const moe_status st =
+            be->ops->buffer_read(be, at, o + (r->out + q0) * D, sizeof(float) * (size_t)(cnt * D));
+        if (st != MOE_OK) return st;
+    }
+    return MOE_OK;
+}
+
+/* Submits the home context's steps of one phase and waits for them. */
+static moe_status home_phase(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
+                             unsigned steps, bool want_losses, const moe_buffer *xb, moe_buffer *yb,
+                             double *ms)
+{
+    moe_context *ctx = layer->ctx;
+    moe_status st = moe_run_steps(layer, T, L, x, y, steps, want_losses);
+    if (st != MOE_OK) return st;
+    moe_layer_submitted(layer, xb, yb);
+    st = moe_context_wait_all(ctx);
+    *ms += ctx->be->last_device_ms;
+    return st;
+}
+
+moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
+                              moe_buffer *yb, moe_forward_stats *stats)
+{
+    struct moe_placed *P = layer->placed;
+    moe_context *hctx = layer->ctx;
+    moe_backend *hbe = hctx->be;
+    const moe_layer_desc *d = &layer->desc;
+    const int64_t K = d->top_k, D = d->d_model, TK = T * K;
+    moe_status st = MOE_OK;
+    /* This forward completes before it returns; what each context has in flight finishes first,
+     * so its scratch may grow. */
+    for (int c = 0; c < P->n_contexts && st == MOE_OK; c++) {
+        moe_context *ctx = P->part[c].ctx;
+        st = part_failed(hctx, c, ctx, moe_context_check_live(ctx, "the forward"));
+        if (st == MOE_OK) st = part_failed(hctx, c, ctx, moe_check_row_tile(ctx));
+        if (st == MOE_OK) st = part_failed(hctx, c, ctx, moe_context_wait_all(ctx));
+    }
+    if (st != MOE_OK) return st;
+
+    /* The home's scratch: its own layout, then room for its part (if it holds experts) at the
+     * most slots a part can get (T·k), so phase 2 never moves the home's region. */
+    moe_forward_layout L;
+    bool overflow, part_overflow = false;
+    moe_layout_forward(layer, T, x != NULL, y != NULL, MOE_STEPS_ROUTE | MOE_STEPS_SHARED | MOE_STEPS_COMBINE,
+                       0, &L, &overflow);
+    size_t home_bytes = L.bytes;
+    moe_layer *home_part = P->part[P->home].layer;
+    if (home_part && !overflow) {
+        moe_forward_layout bound;
+        moe_layout_forward(home_part, TK, true, false, MOE_STEPS_EXPERTS, L.bytes, &bound, &part_overflow);
+        home_bytes = bound.bytes;
+    }
+    if (overflow || part_overflow)
+        return moe_fail(hctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
+    st = moe_arena_reserve_scratch(&hctx->arena, home_bytes);
+    if (st != MOE_OK) return st;
+    moe_layout_attach(&L, hctx->arena.scratch);
+
+    /* Host memory of this forward: the plan's ids and slot rows, x (when it is a buffer), the
+     * routed slots' output rows, and the slot lists of each context that holds experts. (Sizes
+     * of T·k·D floats: validation bounded T·k and the scratch layout these products.) */
+    size_t ints = 2 * (size_t)TK;
+    for (int c = 0; c < P->n_contexts; c++)
+        if (P->part[c].layer) ints += (size_t)TK + 2 * (size_t)P->part[c].n_experts + 1;
+    int32_t *ibuf = moe_calloc(ints, sizeof(int32_t));
+    float *xs = xb ? moe_malloc(sizeof(float) * (size_t)(T * D)) : NULL;
+    float *o = moe_malloc(sizeof(float) * (size_t)(TK * D));
+    part_run run[MOE_MAX_PLACEMENT_CONTEXTS];
+    memset(run, 0, sizeof run);
+    if (!ibuf || (xb && !xs) || !o) {
+        st = moe_fail(hctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+        goto done;
+    }
+    int32_t *ids = ibuf, *srow = ibuf + TK, *next = ibuf + 2 * TK;
+    for (int c = 0; c < P->n_contexts; c++) {
+        if (!P->part[c].layer) continue;
+        run[c].slot = next;
+        run[c].first = next + TK;
+        run[c].row_start = run[c].first + P->part[c].n_experts + 1;
+        next = run[c].row_start + P->part[c].n_experts;
+    }
+
+    /* 1. Route, plan and the shared expert on the home context. */
+    const moe_addr xa = x ? L.x : moe_buffer_addr(xb), ya = y ? L.y : moe_buffer_addr(yb);
+    double device_ms = 0.0, parts_ms = 0.0;
+    if (x) st = hbe->ops->buffer_write(hbe, xa, x, sizeof(float) * (size_t)(T * D));
+    if (st == MOE_OK)
+        st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_ROUTE | MOE_STEPS_SHARED, false, xb, yb, &device_ms);
+    if (st == MOE_OK) st = hbe->ops->buffer_read(hbe, L.topk_ids, ids, sizeof(int32_t) * (size_t)TK);
+    if (st == MOE_OK) st = hbe->ops->buffer_read(hbe, L.slot_row, srow, sizeof(int32_t) * (size_t)TK);
+    if (st == MOE_OK && xb) st = hbe->ops->buffer_read(hbe, xa, xs, sizeof(float) * (size_t)(T * D));
+    const float *xh = x ? x : xs;
+
+    /* 2. Every part's products: the GPUs' submitted first, so they run while the CPU computes its
+     * part (the CPU backend runs each step as it is called). Their output rows go to the host
+     * back to back, part after part, in each part's slot order. */
+    int64_t out_rows = 0;
+    for (int pass = 0; pass < 2 && st == MOE_OK; pass++)
+        for (int c = 0; c < P->n_contexts && st == MOE_OK; c++) {
+            const bool cpu = P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU;
+            if (!P->part[c].layer || cpu != (pass == 1)) continue;
+            st = part_failed(hctx, c, P->part[c].ctx,
+                             submit_part(P, c, &run[c], ids, srow, xh, TK, K, D, c == P->home ? L.bytes : 0));
+            run[c].out = out_rows;
+            out_rows += run[c].n;
+        }
+    for (int c = 0; c < P->n_contexts; c++) {
+        if (!run[c].submitted) continue;
+        moe_context *ctx = P->part[c].ctx;
+        const moe_status w = moe_context_wait_all(ctx);
+        if (ctx->be->last_device_ms > parts_ms) parts_ms = ctx->be->last_device_ms;
+        if (st == MOE_OK) st = part_failed(hctx, c, ctx, w);
+        if (st == MOE_OK) st = part_failed(hctx, c, ctx, read_part(P, c, &run[c], D, o));
+    }
+    device_ms += parts_ms;
+
+    /* 3. Each routed slot's row in the expert-output region (dropped slots stay -1); the combine
+     * gathers them in slot order, then the stats. */
+    if (st == MOE_OK) {
+        for (int c = 0; c < P->n_contexts; c++)
+            for (int64_t q = 0; q < run[c].n; q++) srow[run[c].slot[q]] = (int32_t)(run[c].out + q);
+        st = hbe->ops->buffer_write(hbe, L.o, o, sizeof(float) * (size_t)(out_rows * D));
+    }
+    if (st == MOE_OK) st = hbe->ops->buffer_write(hbe, L.slot_row, srow, sizeof(int32_t) * (size_t)TK);
+    const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
+    if (st == MOE_OK)
+        st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_COMBINE, want_losses, xb, yb, &device_ms);
+    if (st == MOE_OK && y) st = hbe->ops->buffer_read(hbe, ya, y, sizeof(float) * (size_t)(T * D));
+    if (st == MOE_OK && moe_stats_wanted(stats)) {
+        st = moe_read_stats(layer, T, &L, stats);
+        if (st == MOE_OK && stats->device_ms) *stats->device_ms = device_ms;
+    }
+done:
+    /* Nothing of this forward stays in flight, failed or not. */
+    for (int c = 0; c < P->n_contexts; c++) (void)moe_context_wait_all(P->part[c].ctx);
+    moe_free(ibuf);
+    moe_free(xs);
+    moe_free(o);
+    return st;
+}
