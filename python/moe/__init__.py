@@ -31,16 +31,17 @@ from ._capi import lib, new
 
 __all__ = [
     "__version__", "version", "backends", "devices", "DeviceInfo", "Context", "Layer", "Buffer",
-    "Model", "Routing", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
+    "Model", "Routing", "Placement", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
     "InvalidArgumentError", "OutOfMemoryError", "BackendUnavailableError", "DeviceLostError",
     "BackendError", "UnsupportedError", "FileError", "FileFormatError", "BusyError", "InternalError",
     "library_path",
 ]
 
 __version__: str = lib.moe_version().decode()
-# The structs in _capi.py are 0.7.1's: an older library (MOE_LIBRARY) would refuse them per call.
-if lib.moe_version_number() < 701:
-    raise ImportError(f"moe: {_capi.library_path} is version {__version__}; this package needs 0.7.1 or newer")
+# The structs and calls in _capi.py are 0.8.0's (moe_placement): an older library (MOE_LIBRARY)
+# lacks the calls or would refuse the structs per call.
+if lib.moe_version_number() < 800:
+    raise ImportError(f"moe: {_capi.library_path} is version {__version__}; this package needs 0.8.0 or newer")
 library_path: str = _capi.library_path
 
 
@@ -435,4 +436,4 @@ class Context(_Handle):
         return f"<moe.Context {self.backend}: {self.device.name}>"
 
 
-from ._layer import Buffer, Layer, Model, Routing  # noqa: E402  (they use the names above)
+from ._layer import Buffer, Layer, Model, Placement, Routing  # noqa: E402  (they use the names above)

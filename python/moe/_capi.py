@@ -116,6 +116,13 @@ class ModelLayerOptions(Structure):
     ]
 
 
+class Placement(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t), ("n_contexts", c_int), ("contexts", c_void_p), ("home", c_int),
+        ("expert_context", c_void_p), ("budget_bytes", c_void_p), ("expert_order", c_void_p),
+    ]
+
+
 def new(struct_type):
     """A zeroed struct with its struct_size set, as moe.h asks."""
     s = struct_type()
@@ -185,15 +192,24 @@ _SIGNATURES = {
     "moe_model_layer_is_moe": (c_int, [_ptr, c_int64, c_int]),
     "moe_model_layer_desc": (_status, [_ptr, c_int64, POINTER(ModelLayerOptions), POINTER(LayerDesc)]),
     "moe_model_create_layer": (_status, [_ptr, _ptr, c_int64, POINTER(ModelLayerOptions), POINTER(_ptr)]),
+    "moe_layer_create_placed": (_status, [POINTER(Placement), POINTER(LayerDesc), POINTER(LayerWeights),
+                                          POINTER(_ptr)]),
+    "moe_model_create_layer_placed": (_status, [POINTER(Placement), _ptr, c_int64, POINTER(ModelLayerOptions),
+                                                POINTER(_ptr)]),
+    "moe_layer_get_placement": (_status, [_ptr, _ptr]),
     "moe_reference_forward": (_status, [POINTER(LayerDesc), POINTER(LayerWeights), c_int64, _ptr, _ptr,
                                         POINTER(ForwardStats)]),
 }
 for _name, (_res, _args) in _SIGNATURES.items():
-    _fn = getattr(lib, _name)
+    # A call an older library (MOE_LIBRARY) lacks stays unset: moe/__init__.py then refuses the
+    # library by its version, with a message, rather than this loop with an AttributeError.
+    _fn = getattr(lib, _name, None)
+    if _fn is None:
+        continue
     _fn.restype = _res
     _fn.argtypes = _args
 
 # Unused names kept out of the module's namespace.
 del _name, _res, _args, _fn
-__all__ = ["lib", "library_path", "new", "DeviceInfo", "ContextDesc", "ArenaStats", "LayerDesc",
+__all__ = ["lib", "library_path", "new", "DeviceInfo", "ContextDesc", "ArenaStats", "LayerDesc", "Placement",
            "LayerWeights", "ForwardStats", "ModelInfo", "ModelLayerOptions", "LOG_FN", "c_double"]

@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import threading
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -97,6 +97,75 @@ class Routing:
     device_ms: float            # the forward's time on the device
 
 
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a layer's routed experts live (moe_placement): on several contexts, e.g. a GPU and
+    the CPU, so the experts that do not fit in GPU memory stay in host RAM and still run.
+
+    contexts: each a different Context; home: the index of the one that routes, runs the shared
+    expert and combines (the layer's context). Then either expert_context, the index in contexts
+    of each expert's context, or budget_bytes, one per context (None: no limit), filled with the
+    experts in expert_order (most used first; default 0, 1, ...), each going to the first context
+    whose budget still holds it. Pass it where a Context goes: Layer(placement, weights, ...),
+    Model.layer(placement, index).
+    """
+    contexts: Sequence[Context]
+    home: int = 0
+    expert_context: Optional[Sequence[int]] = None
+    budget_bytes: Optional[Sequence[Optional[int]]] = None
+    expert_order: Optional[Sequence[int]] = None
+
+    def __post_init__(self) -> None:
+        for c in self.contexts:
+            if not isinstance(c, Context):
+                raise TypeError(f"Placement.contexts holds a {type(c).__name__}, not a moe.Context")
+
+    def _struct(self) -> Tuple[_capi.Placement, List[Any]]:
+        """The C struct and the arrays it points into (keep them alive during the call)."""
+        ps = new(_capi.Placement)
+        keep: List[Any] = []
+
+        def array(ctype: Any, values: Sequence[Any]) -> int:
+            a = (ctype * max(len(values), 1))(*values)
+            keep.append(a)
+            return ctypes.addressof(a)
+
+        ps.n_contexts = len(self.contexts)
+        ps.contexts = array(ctypes.c_void_p, [c._h() for c in self.contexts])
+        ps.home = int(self.home)
+        if self.expert_context is not None:
+            ps.expert_context = array(ctypes.c_int32, [int(v) for v in self.expert_context])
+        if self.budget_bytes is not None:
+            ps.budget_bytes = array(ctypes.c_uint64, [2**64 - 1 if v is None else int(v) for v in self.budget_bytes])
+        if self.expert_order is not None:
+            ps.expert_order = array(ctypes.c_int32, [int(v) for v in self.expert_order])
+        return ps, keep
+
+    def _home(self) -> Context:
+        if not 0 <= self.home < len(self.contexts):
+            raise ValueError(f"Placement.home is {self.home}; there are {len(self.contexts)} contexts")
+        return self.contexts[self.home]
+
+    def _lock(self) -> "_Locks":
+        return _Locks(self.contexts)
+
+
+class _Locks:
+    """The locks of several contexts, taken in one global order (no two threads can deadlock): a
+    placed layer's calls use every context it spans."""
+
+    def __init__(self, contexts: Sequence[Context]):
+        self._locks = [c._lock for c in sorted(set(contexts), key=id)]
+
+    def __enter__(self) -> None:
+        for lock in self._locks:
+            lock.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        for lock in reversed(self._locks):
+            lock.release()
+
+
 class Layer(_Handle):
     """One MoE layer on a context (moe_layer).
 
@@ -111,9 +180,14 @@ class Layer(_Handle):
     weight_dtype="bf16" to store another format, ...).
     """
 
-    def __init__(self, context: Context, weights: Mapping[str, Any], *, input_dtype: Optional[str] = None,
-                 shared_input_dtype: Optional[str] = None, **config: Any):
-        self._ctx, self._lock = context, context._lock  # the layer lives in the context's arena
+    def __init__(self, context: Union[Context, Placement], weights: Mapping[str, Any], *,
+                 input_dtype: Optional[str] = None, shared_input_dtype: Optional[str] = None, **config: Any):
+        placement = context if isinstance(context, Placement) else None
+        if placement is not None:  # experts on several contexts, the layer on the home's
+            context = placement._home()
+            self._ctx, self._lock, self._contexts = context, placement._lock(), tuple(placement.contexts)
+        else:
+            self._ctx, self._lock = context, context._lock  # the layer lives in the context's arena
         desc = _desc_from_kwargs(config)
         unknown = set(weights) - set(_WEIGHT_NAMES)
         if unknown:
@@ -170,15 +244,34 @@ class Layer(_Handle):
             if name in weights:
                 vector(name, (E, width))
         handle = ctypes.c_void_p()
-        context._call(lib.moe_layer_create, ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle))
+        if placement is not None:
+            ps, ps_arrays = placement._struct()  # its arrays, alive until the call returns
+            with self._lock:
+                _check(lib.moe_layer_create_placed(ctypes.byref(ps), ctypes.byref(desc), ctypes.byref(w),
+                                                   ctypes.byref(handle)), context._handle)
+        else:
+            context._call(lib.moe_layer_create, ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle))
         self._handle = handle.value
         self._desc = desc
 
+    _contexts: Tuple[Context, ...] = ()  # a placed layer's contexts, kept alive with it
+
     @classmethod
-    def _adopt(cls, context: Context, handle: int, desc: _capi.LayerDesc) -> "Layer":
+    def _adopt(cls, context: Context, handle: int, desc: _capi.LayerDesc,
+               placement: Optional[Placement] = None) -> "Layer":
         layer = cls.__new__(cls)
         layer._ctx, layer._lock, layer._handle, layer._desc = context, context._lock, handle, desc
+        if placement is not None:
+            layer._lock, layer._contexts = placement._lock(), tuple(placement.contexts)
         return layer
+
+    @property
+    def placement(self) -> List[int]:
+        """Each routed expert's context: its index in the Placement's contexts (all 0 for a
+        layer on one context)."""
+        where = (ctypes.c_int32 * max(self._desc.n_experts, 1))()
+        self._call(lib.moe_layer_get_placement, ctypes.addressof(where))
+        return list(where[: self._desc.n_experts])
 
     _kind = "layer"
 
@@ -353,15 +446,24 @@ class Model(_Handle):
         self._call(lib.moe_model_layer_desc, int(index), ctypes.byref(o), ctypes.byref(desc))
         return _desc_to_dict(desc)
 
-    def layer(self, context: Context, index: int, *, max_tokens: int = 0, weight_dtype: Optional[str] = None,
-              shared_weight_dtype: Optional[str] = None, activation_dtype: Optional[str] = None,
+    def layer(self, context: Union[Context, Placement], index: int, *, max_tokens: int = 0,
+              weight_dtype: Optional[str] = None, shared_weight_dtype: Optional[str] = None,
+              activation_dtype: Optional[str] = None,
               decoder: bool = False, drop_policy: str = "zero") -> Layer:
         """A layer on `context` from layer `index`'s MoE block (max_tokens 0: 1024; the experts
-        keep the checkpoint's format unless weight_dtype names another)."""
+        keep the checkpoint's format unless weight_dtype names another). With a Placement the
+        routed experts are spread over its contexts (moe_model_create_layer_placed)."""
         o = self._options(max_tokens, weight_dtype, shared_weight_dtype, activation_dtype, decoder, drop_policy)
         desc = new(_capi.LayerDesc)
         self._call(lib.moe_model_layer_desc, int(index), ctypes.byref(o), ctypes.byref(desc))
         handle = ctypes.c_void_p()
+        if isinstance(context, Placement):
+            placement, home = context, context._home()
+            ps, ps_arrays = placement._struct()  # its arrays, alive until the call returns
+            with placement._lock(), self._lock:
+                _check(lib.moe_model_create_layer_placed(ctypes.byref(ps), self._h(), int(index), ctypes.byref(o),
+                                                         ctypes.byref(handle)), home._handle)
+            return Layer._adopt(home, handle.value, desc, placement)
         with context._lock, self._lock:
             _check(lib.moe_model_create_layer(context._h(), self._h(), int(index), ctypes.byref(o),
                                               ctypes.byref(handle)), context._handle)
