@@ -78,6 +78,10 @@ const moe_abi_struct moe_abi_model_layer_options = {
     V010};
 const moe_abi_struct moe_abi_placement = {
     "moe_placement", sizeof(moe_placement), {MOE_ABI_END(moe_placement, expert_order)}, "0.8.0"};
+const moe_abi_struct moe_abi_expert_usage = {"moe_expert_usage",
+                                             sizeof(moe_expert_usage),
+                                             {MOE_ABI_END(moe_expert_usage, uncounted_forwards)},
+                                             "0.8.0"};
 const moe_abi_struct moe_abi_cache_info = {
     "moe_cache_info", sizeof(moe_cache_info), {MOE_ABI_END(moe_cache_info, limit_bytes)}, V010};
 

@@ -188,21 +188,9 @@ void *moe_cache_read(moe_context *ctx, const char *path, size_t *size)
 bool moe_cache_write(moe_context *ctx, const char *path, const void *head, size_t head_size, const void *data,
                      size_t size)
 {
-    static atomic_uint serial;
-    char tmp[1200];
-    if (snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u)) >=
-        (int)sizeof tmp)
-        return false;
-    /* O_EXCL: never write through a file (or a link) someone else placed at that name. */
-    const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-    if (fd >= 0 && !f) close(fd);
-    bool ok = f && (head_size == 0 || fwrite(head, 1, head_size, f) == head_size) &&
-              fwrite(data, 1, size, f) == size;
-    if (f) ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        if (f) remove(tmp);
-        moe_log(ctx, MOE_LOG_WARNING, "could not write the cache file %s", path);
+    char err[MOE_ERROR_MAX];
+    if (moe_file_write_atomic(path, head, head_size, data, size, err, sizeof err) != MOE_FILE_OK) {
+        moe_log(ctx, MOE_LOG_WARNING, "could not write the cache file: %s", err);
         return false;
     }
     /* The directory of `path`, to keep the whole cache within its bound. */

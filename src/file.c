@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -132,5 +134,29 @@ moe_file_error moe_file_read_all(const char *path, uint64_t limit, const char *w
     buf[bytes] = 0;
     *out = buf;
     *size = bytes;
+    return MOE_FILE_OK;
+}
+
+moe_file_error moe_file_write_atomic(const char *path, const void *head, size_t head_size, const void *data,
+                                     size_t size, char *err, size_t n)
+{
+    static atomic_uint serial;
+    char tmp[1200];
+    if (snprintf(tmp, sizeof tmp, "%s.%ld.%u.tmp", path, (long)getpid(), atomic_fetch_add(&serial, 1u)) >=
+        (int)sizeof tmp)
+        return fail(MOE_FILE_CANNOT_OPEN, err, n, "%s: the path is too long", path);
+    const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0) return fail(MOE_FILE_CANNOT_OPEN, err, n, "cannot create %s: %s", tmp, strerror(errno));
+    FILE *f = fdopen(fd, "wb");
+    if (!f) close(fd);
+    bool ok = f && (head_size == 0 || fwrite(head, 1, head_size, f) == head_size) &&
+              (size == 0 || fwrite(data, 1, size, f) == size);
+    const int saved = errno;
+    if (f) ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        const int why = ok ? errno : saved;
+        remove(tmp);
+        return fail(MOE_FILE_WRITE_FAILED, err, n, "cannot write %s: %s", path, strerror(why));
+    }
     return MOE_FILE_OK;
 }

@@ -21,7 +21,8 @@ typedef enum moe_file_error {
     MOE_FILE_NOT_REGULAR, /* a directory, FIFO, device or socket */
     MOE_FILE_TOO_LARGE,   /* larger than the caller's limit */
     MOE_FILE_READ_FAILED, /* a read error, or the file shrank while it was read */
-    MOE_FILE_NO_MEMORY    /* the caller's allocator returned NULL */
+    MOE_FILE_NO_MEMORY,   /* the caller's allocator returned NULL */
+    MOE_FILE_WRITE_FAILED /* moe_file_write_atomic: a write, close or rename failed */
 } moe_file_error;
 
 typedef struct moe_file {
@@ -53,5 +54,12 @@ const char *moe_file_kind(mode_t mode);
 moe_file_error moe_file_read_all(const char *path, uint64_t limit, const char *what,
                                  void *(*alloc_fn)(size_t), void (*free_fn)(void *), uint8_t **out,
                                  size_t *size, char *err, size_t n);
+
+/* head then data written to a new temporary file beside `path` (created with O_EXCL: never
+ * through a file or a link someone else put there), then renamed over `path`: readers see the
+ * old file or the whole new one. On failure nothing is left behind and err[0..n) names `path`
+ * and the cause. */
+moe_file_error moe_file_write_atomic(const char *path, const void *head, size_t head_size, const void *data,
+                                     size_t size, char *err, size_t n);
 
 #endif /* MOE_FILE_H */

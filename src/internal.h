@@ -124,6 +124,7 @@ struct moe_layer {
     bool int_routed, int_shared; /* the experts' products run on integer activations */
     struct moe_placed *placed;   /* the routed experts live on other layers, maybe on other
                                     contexts (placement.c); NULL: they are in `weights` */
+    struct moe_usage *usage;     /* moe_layer_track_usage (usage.c); NULL: not tracking */
 };
 
 struct moe_buffer {
@@ -282,6 +283,17 @@ moe_status moe_layer_check_unplaced(const moe_layer *layer, const char *what);
  * context's next wait. */
 void moe_layer_submitted(moe_layer *layer, const moe_buffer *xb, moe_buffer *yb);
 moe_status moe_read_stats(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_forward_stats *s);
+
+/* ---- expert usage (usage.c) --------------------------------------------------------------- */
+
+/* A tracking layer's forward completed: moe_usage_fetch reads its counts (the plan's
+ * expert_counts, E + 1 int32 at `counts`) to the host, and moe_usage_commit adds them once the
+ * whole call has succeeded (a failed forward counts nothing). moe_usage_uncounted: a forward
+ * submitted without a wait. */
+moe_status moe_usage_fetch(moe_layer *layer, moe_addr counts);
+void moe_usage_commit(moe_layer *layer, int64_t n_tokens);
+void moe_usage_uncounted(moe_layer *layer);
+void moe_usage_free(struct moe_usage *u);
 
 /* ---- experts over several contexts (placement.c) ---------------------------------------- */
 

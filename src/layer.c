@@ -245,6 +245,7 @@ static void layer_free(moe_layer *layer)
     moe_context_child_destroying(ctx, layer->serial, "moe_layer_destroy");
     moe_arena_free(&ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
     moe_placed_free(layer->placed);
+    moe_usage_free(layer->usage);
     moe_free(layer);
     moe_context_release_child(ctx, &ctx->n_layers);
 }
@@ -587,6 +588,7 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     st = moe_run_steps(layer, T, &L, xa, ya, MOE_STEPS_ALL, want_losses);
     if (record_scratch) {
         if (st == MOE_OK) {
+            moe_usage_uncounted(layer); /* the application submits it, maybe many times */
             *record_scratch = s;
             *record_bytes = L.bytes;
         } else {
@@ -598,14 +600,16 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     /* Submitted: the device runs it after the forwards before it, on the same scratch region
      * (each backend orders its submissions). Its objects are in flight until the next wait. */
     moe_layer_submitted(layer, xb, yb);
-    if (mode == FORWARD_SUBMIT) return MOE_OK;
-    st = moe_context_wait_all(ctx);
-    if (st != MOE_OK) return st;
-    if (y) {
-        st = be->ops->buffer_read(be, ya, y, bytes);
-        if (st != MOE_OK) return st;
+    if (mode == FORWARD_SUBMIT) {
+        moe_usage_uncounted(layer);
+        return MOE_OK;
     }
-    return moe_stats_wanted(stats) ? moe_read_stats(layer, T, &L, stats) : MOE_OK;
+    st = moe_context_wait_all(ctx);
+    if (st == MOE_OK && layer->usage) st = moe_usage_fetch(layer, L.expert_counts);
+    if (st == MOE_OK && y) st = be->ops->buffer_read(be, ya, y, bytes);
+    if (st == MOE_OK && moe_stats_wanted(stats)) st = moe_read_stats(layer, T, &L, stats);
+    if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
+    return st;
 }
 
 moe_status moe_check_row_tile(moe_context *ctx)

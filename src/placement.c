@@ -522,11 +522,13 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
     if (st == MOE_OK)
         st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_COMBINE, want_losses, xb, yb, &device_ms);
+    if (st == MOE_OK && layer->usage) st = moe_usage_fetch(layer, L.expert_counts);
     if (st == MOE_OK && y) st = hbe->ops->buffer_read(hbe, ya, y, sizeof(float) * (size_t)(T * D));
     if (st == MOE_OK && moe_stats_wanted(stats)) {
         st = moe_read_stats(layer, T, &L, stats);
         if (st == MOE_OK && stats->device_ms) *stats->device_ms = device_ms;
     }
+    if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
 done:
     /* Nothing of this forward stays in flight, failed or not. */
     for (int c = 0; c < P->n_contexts; c++) (void)moe_context_wait_all(P->part[c].ctx);

@@ -89,6 +89,27 @@ rc=0
 [ "$rc" -eq 2 ] && grep -q "expert-budget-mib wants a number of MiB" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --expert-budget-mib -3: exit $rc: $(cat "$work/err.txt")"
 echo "ok: --expert-budget-mib 0 and 1024 give the one-context output bit for bit"
+# --usage-out saves the experts' counts as layer 0; --usage-in orders a budget's fill by them.
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+    --usage-out "$work/usage.json" --stats > "$work/usage.stats"
+grep -q '"format": "moe-usage"' "$work/usage.json" && grep -q '"index": 0' "$work/usage.json" ||
+    fail "moe-run --usage-out wrote no usage file: $(head -c 300 "$work/usage.json")"
+rows=$(grep "^expert tokens:" "$work/usage.stats" | awk '{s = 0; for (i = 3; i <= NF; i++) s += $i; print s}')
+saved=$(tr -d ' \n' < "$work/usage.json" | sed 's/.*"routed_total":\[\([0-9,]*\)\].*/\1/' |
+    awk -F, '{s = 0; for (i = 1; i <= NF; i++) s += $i; print s}')
+[ "$rows" = "$saved" ] && [ "$rows" -eq $((9 * 8)) ] || fail "--usage-out saved $saved rows, --stats counted $rows"
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+    --expert-budget-mib 1 --usage-in "$work/usage.json"
+cmp -s "$work/one.npy" "$work/placed.npy" || fail "moe-run --usage-in differs from one context"
+rc=0
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "give both" "$work/err.txt" || fail "moe-run --usage-in alone: exit $rc: $(cat "$work/err.txt")"
+rc=0
+"$run" --model "$data/deepseek_v3_T8_d36_f20_E16_k4_g4" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
+    --output "$work/q.npy" --backend cpu --expert-budget-mib 1 --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q "no layer with index 1" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+    fail "moe-run --usage-in of another model's layer: exit $rc: $(cat "$work/err.txt")"
+echo "ok: --usage-out saved $saved rows; --usage-in ordered a budget's fill by them"
 
 # ---- --device: an index, a name or a type, read by the library ----------------------------------
 cpu_name=$(grep -m1 "^  device 0:" <("$info") | sed 's/^  device 0: //')

@@ -399,20 +399,36 @@ static moe_status out_fail(run_out *o, moe_status st, const char *what)
     return st;
 }
 
+/* --placed: every layer's odd experts on a CPU context of the run's own (moe_layer_create_placed),
+ * so each run drives two contexts at once — a GPU's part submitted while the CPU computes. */
+static bool g_placed;
+
 /* Every forward of the test on one new context, in a fixed order, ROUNDS times (each round
  * overwrites the outputs, so a later round that differs from an earlier one shows too). */
 static void run_all(moe_backend_kind kind, run_out *o)
 {
     moe_context_desc cd = {.struct_size = sizeof cd, .backend = kind, .n_threads = 2};
-    moe_context *ctx = NULL;
+    const moe_context_desc cpu_desc = {
+        .struct_size = sizeof cpu_desc, .backend = MOE_BACKEND_CPU, .n_threads = 2};
+    moe_context *ctx = NULL, *cpu = NULL;
     moe_layer *layers[N_SHAPES] = {NULL};
     moe_status st = moe_context_create(&cd, &ctx);
+    if (st == MOE_OK && g_placed) st = moe_context_create(&cpu_desc, &cpu);
     if (st != MOE_OK) {
         out_fail(o, st, "moe_context_create");
+        moe_context_destroy(ctx);
         return;
     }
     for (int s = 0; s < N_SHAPES && st == MOE_OK; s++) {
-        st = moe_layer_create(ctx, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
+        if (g_placed) {
+            moe_context *const two[2] = {ctx, cpu};
+            const int32_t odd_on_cpu[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+            const moe_placement p = {
+                .struct_size = sizeof p, .n_contexts = 2, .contexts = two, .expert_context = odd_on_cpu};
+            st = moe_layer_create_placed(&p, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
+        } else {
+            st = moe_layer_create(ctx, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
+        }
         if (st != MOE_OK) out_fail(o, st, "moe_layer_create");
     }
     for (int round = 0; round < ROUNDS && st == MOE_OK; round++)
@@ -425,6 +441,7 @@ static void run_all(moe_backend_kind kind, run_out *o)
             }
     for (int s = 0; s < N_SHAPES; s++) moe_layer_destroy(layers[s]);
     moe_context_destroy(ctx);
+    moe_context_destroy(cpu);
 }
 
 typedef struct worker_arg {
@@ -539,6 +556,16 @@ int main(int argc, char **argv)
         else if (!strcmp(what, "auto-opencl"))
             oom_auto(MOE_BACKEND_OPENCL);
         return h_finish("test_concurrency (child)");
+    }
+    if (!strcmp(mode, "--placed")) { /* the forwards only, each layer placed on two contexts */
+        int count = 0;
+        if (moe_device_count(kind, &count) != MOE_OK || count == 0) {
+            printf("SKIP: backend has no device on this machine\n");
+            return SKIP_CODE;
+        }
+        g_placed = true;
+        concurrent_forwards(kind);
+        return h_finish("test_concurrency --placed");
     }
     const bool child = !strcmp(mode, "--first-use");
     const int count = first_use_race(kind, child ? "first use (child)" : "first use");

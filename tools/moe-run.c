@@ -17,31 +17,34 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
-               "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
-               "zero|passthrough]\n"
-               "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
-               "               [--activations f32|q8_0] "
-               "[--decoder]\n"
-               "               [--expert-budget-mib N] [--stats]\n"
-               "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
-               "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
-               "(float32, [T, hidden_size], C order) and writes\n"
-               "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
-               "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
-               "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
-               "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K experts run on integer activations\n"
-               "(opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
-               "off the float result; moe.h, activation_dtype). --decoder takes a\n"
-               "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
-               "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
-               "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
-               "device there is refused. --device picks the device: an index within --backend's list,\n"
-               "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
-               "virtual, cpu, other; several joined by '+').\n"
-               "--expert-budget-mib N keeps at most N MiB of routed experts on the chosen device (the\n"
-               "first experts in index order) and the rest on the CPU, for a layer larger than the\n"
-               "device's memory (moe_model_create_layer_placed); --stats then says where each went.\n");
+    fprintf(f,
+            "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
+            "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
+            "zero|passthrough]\n"
+            "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
+            "               [--activations f32|q8_0] "
+            "[--decoder]\n"
+            "               [--expert-budget-mib N [--usage-in U.json]] [--usage-out U.json] [--stats]\n"
+            "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
+            "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
+            "(float32, [T, hidden_size], C order) and writes\n"
+            "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
+            "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
+            "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
+            "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K experts run on integer activations\n"
+            "(opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
+            "off the float result; moe.h, activation_dtype). --decoder takes a\n"
+            "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
+            "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
+            "atomically (a symbolic link is written through to its target); a directory, FIFO or\n"
+            "device there is refused. --device picks the device: an index within --backend's list,\n"
+            "a name substring (\"name:TEXT\" to be explicit) or a type (discrete, integrated,\n"
+            "virtual, cpu, other; several joined by '+').\n"
+            "--expert-budget-mib N keeps at most N MiB of routed experts on the chosen device (the\n"
+            "first experts in index order) and the rest on the CPU, for a layer larger than the\n"
+            "device's memory (moe_model_create_layer_placed); --stats then says where each went.\n"
+            "--usage-out U.json saves how many rows each expert received (moe_usage_save, as layer N);\n"
+            "--usage-in U.json reads such a file and fills the budget with the most used experts first.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -64,6 +67,7 @@ typedef struct run_args {
     moe_dtype activations; /* DEFAULT (F32) or Q8_0 */
     int decoder, stats;
     long long budget_mib; /* --expert-budget-mib; -1: every expert on the device */
+    const char *usage_in, *usage_out;
 } run_args;
 
 /* "f32, f16, ..., q6_k or mxfp4": every format the library names. */
@@ -136,6 +140,10 @@ static int parse_args(int argc, char **argv, run_args *a)
                 return -1;
             }
             i++;
+        } else if (!strcmp(o, "--usage-in")) {
+            a->usage_in = v, i++;
+        } else if (!strcmp(o, "--usage-out")) {
+            a->usage_out = v, i++;
         } else if (!strcmp(o, "--weights")) {
             if (moe_dtype_from_name(v, &a->weights) != MOE_OK) {
                 char names[96];
@@ -165,6 +173,10 @@ static int parse_args(int argc, char **argv, run_args *a)
             fprintf(stderr, "moe-run: unknown option '%s' (see --help)\n", o);
             return -1;
         }
+    }
+    if (a->usage_in && a->budget_mib < 0) {
+        fprintf(stderr, "moe-run: --usage-in orders the experts for --expert-budget-mib; give both\n");
+        return -1;
     }
     if (!a->model || !a->input || !a->output || !have_layer) {
         fprintf(stderr, "moe-run: --model, --layer, --input and --output are required (see --help)\n");
@@ -198,7 +210,8 @@ int main(int argc, char **argv)
     moe_context *ctx = NULL, *cpu = NULL;
     moe_layer *layer = NULL;
     float *x = NULL, *y = NULL;
-    int32_t *counts = NULL, *where = NULL;
+    int32_t *counts = NULL, *where = NULL, *order = NULL;
+    int64_t *routed = NULL;
     moe_status st = moe_model_open(a.model, &model);
     if (st != MOE_OK) return fail_api("cannot open the model", st, moe_last_error());
     moe_model_info info = {.struct_size = sizeof info};
@@ -268,8 +281,23 @@ int main(int argc, char **argv)
         }
         moe_context *const both[2] = {ctx, cpu};
         const uint64_t budget[2] = {(uint64_t)a.budget_mib << 20, UINT64_MAX};
-        const moe_placement place = {
+        moe_placement place = {
             .struct_size = sizeof place, .n_contexts = 2, .contexts = both, .budget_bytes = budget};
+        if (a.usage_in) { /* a previous run's counts: its most used experts fill the budget first */
+            routed = malloc(sizeof *routed * (size_t)ld.n_experts);
+            order = malloc(sizeof *order * (size_t)ld.n_experts);
+            if (!routed || !order) {
+                fprintf(stderr, "moe-run: out of memory\n");
+                goto done;
+            }
+            st = moe_usage_load(a.usage_in, a.layer, ld.n_experts, routed);
+            if (st == MOE_OK) st = moe_usage_expert_order(routed, ld.n_experts, order);
+            if (st != MOE_OK) {
+                rc = fail_api("--usage-in", st, moe_last_error());
+                goto done;
+            }
+            place.expert_order = order;
+        }
         st = moe_model_create_layer_placed(&place, model, a.layer, &opts, &layer);
     } else {
         st = moe_model_create_layer(ctx, model, a.layer, &opts, &layer);
@@ -293,6 +321,10 @@ int main(int argc, char **argv)
                                .aux_loss = &aux,
                                .z_loss = &z,
                                .device_ms = &ms};
+    if (a.usage_out && (st = moe_layer_track_usage(layer, 1)) != MOE_OK) {
+        rc = fail_api("cannot track the experts' usage", st, moe_context_error(ctx));
+        goto done;
+    }
     st = moe_layer_forward(layer, T, x, y, a.stats ? &stats : NULL);
     if (st != MOE_OK) {
         rc = fail_api("forward failed", st, moe_context_error(ctx));
@@ -301,6 +333,15 @@ int main(int argc, char **argv)
     if (npy_write_f32_matrix(a.output, y, T, D, err, sizeof err)) {
         fprintf(stderr, "moe-run: %s\n", err);
         goto done;
+    }
+    if (a.usage_out) {
+        const moe_layer *const saved[1] = {layer};
+        const int64_t index = a.layer;
+        st = moe_usage_save(a.usage_out, saved, &index, 1);
+        if (st != MOE_OK) {
+            rc = fail_api("--usage-out", st, moe_last_error());
+            goto done;
+        }
     }
     if (a.stats) {
         moe_device_info dev = {.struct_size = sizeof dev};
@@ -350,5 +391,7 @@ done:
     free(y);
     free(counts);
     free(where);
+    free(order);
+    free(routed);
     return rc;
 }

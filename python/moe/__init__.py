@@ -31,7 +31,7 @@ from ._capi import lib, new
 
 __all__ = [
     "__version__", "version", "backends", "devices", "DeviceInfo", "Context", "Layer", "Buffer",
-    "Model", "Routing", "Placement", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
+    "Model", "Routing", "Placement", "Usage", "usage_expert_order", "usage_save", "usage_load", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
     "InvalidArgumentError", "OutOfMemoryError", "BackendUnavailableError", "DeviceLostError",
     "BackendError", "UnsupportedError", "FileError", "FileFormatError", "BusyError", "InternalError",
     "library_path",
@@ -436,4 +436,5 @@ class Context(_Handle):
         return f"<moe.Context {self.backend}: {self.device.name}>"
 
 
-from ._layer import Buffer, Layer, Model, Placement, Routing  # noqa: E402  (they use the names above)
+from ._layer import (  # noqa: E402  (they use the names above)
+    Buffer, Layer, Model, Placement, Routing, Usage, usage_expert_order, usage_load, usage_save)

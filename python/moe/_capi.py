@@ -123,6 +123,13 @@ class Placement(Structure):
     ]
 
 
+class ExpertUsage(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t), ("routed_total", c_void_p), ("routed_window", c_void_p), ("window", c_int64),
+        ("window_forwards", c_int64), ("forwards", c_int64), ("tokens", c_int64), ("uncounted_forwards", c_int64),
+    ]
+
+
 def new(struct_type):
     """A zeroed struct with its struct_size set, as moe.h asks."""
     s = struct_type()
@@ -197,6 +204,11 @@ _SIGNATURES = {
     "moe_model_create_layer_placed": (_status, [POINTER(Placement), _ptr, c_int64, POINTER(ModelLayerOptions),
                                                 POINTER(_ptr)]),
     "moe_layer_get_placement": (_status, [_ptr, _ptr]),
+    "moe_layer_track_usage": (_status, [_ptr, c_int64]),
+    "moe_layer_get_usage": (_status, [_ptr, POINTER(ExpertUsage)]),
+    "moe_usage_expert_order": (_status, [_ptr, c_int64, _ptr]),
+    "moe_usage_save": (_status, [c_char_p, _ptr, _ptr, c_int64]),
+    "moe_usage_load": (_status, [c_char_p, c_int64, c_int64, _ptr]),
     "moe_reference_forward": (_status, [POINTER(LayerDesc), POINTER(LayerWeights), c_int64, _ptr, _ptr,
                                         POINTER(ForwardStats)]),
 }
@@ -211,5 +223,5 @@ for _name, (_res, _args) in _SIGNATURES.items():
 
 # Unused names kept out of the module's namespace.
 del _name, _res, _args, _fn
-__all__ = ["lib", "library_path", "new", "DeviceInfo", "ContextDesc", "ArenaStats", "LayerDesc", "Placement",
+__all__ = ["lib", "library_path", "new", "DeviceInfo", "ContextDesc", "ArenaStats", "LayerDesc", "Placement", "ExpertUsage",
            "LayerWeights", "ForwardStats", "ModelInfo", "ModelLayerOptions", "LOG_FN", "c_double"]

@@ -150,6 +150,44 @@ class Placement:
         return _Locks(self.contexts)
 
 
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """A layer's expert usage (moe_expert_usage): rows routed to each expert (before capacity)."""
+    routed_total: np.ndarray   # int64 [n_experts], since tracking began
+    routed_window: np.ndarray  # int64 [n_experts], over the last window_forwards forwards
+    window: int
+    window_forwards: int
+    forwards: int
+    tokens: int
+    uncounted_forwards: int
+
+
+def usage_expert_order(routed: Any) -> List[int]:
+    """The experts by their counts, most first, ties to the lower index: a Placement's expert_order."""
+    r = np.ascontiguousarray(routed, dtype=np.int64)
+    order = np.zeros(max(len(r), 1), np.int32)
+    _check(lib.moe_usage_expert_order(r.ctypes.data, len(r), order.ctypes.data))
+    return [int(v) for v in order[: len(r)]]
+
+
+def usage_save(path: Union[str, os.PathLike], layers: Sequence["Layer"], indices: Optional[Sequence[int]] = None) -> None:
+    """Writes the tracking layers' usage to a JSON file (indices: their layer numbers in the model)."""
+    handles = (ctypes.c_void_p * max(len(layers), 1))(*[layer._h() for layer in layers])
+    idx = None if indices is None else (ctypes.c_int64 * max(len(indices), 1))(*[int(i) for i in indices])
+    if idx is not None and len(indices) != len(layers):
+        raise ValueError(f"{len(indices)} indices for {len(layers)} layers")
+    with _Locks([layer._ctx for layer in layers]):
+        _check(lib.moe_usage_save(os.fsencode(path), ctypes.addressof(handles),
+                                  None if idx is None else ctypes.addressof(idx), len(layers)))
+
+
+def usage_load(path: Union[str, os.PathLike], layer_index: int, n_experts: int) -> np.ndarray:
+    """routed_total [n_experts] of layer `layer_index` from a file usage_save wrote."""
+    out = np.zeros(max(int(n_experts), 1), np.int64)
+    _check(lib.moe_usage_load(os.fsencode(path), int(layer_index), int(n_experts), out.ctypes.data))
+    return out[: int(n_experts)]
+
+
 class _Locks:
     """The locks of several contexts, taken in one global order (no two threads can deadlock): a
     placed layer's calls use every context it spans."""
@@ -272,6 +310,21 @@ class Layer(_Handle):
         where = (ctypes.c_int32 * max(self._desc.n_experts, 1))()
         self._call(lib.moe_layer_get_placement, ctypes.addressof(where))
         return list(where[: self._desc.n_experts])
+
+    def track_usage(self, window: int = 64) -> None:
+        """Counts the rows each routed expert receives, in total and over the last `window`
+        forwards (0 stops); forward(..) and forward_buffers(..) are counted, forward_async is not
+        (usage().uncounted_forwards says how many were not)."""
+        self._call(lib.moe_layer_track_usage, int(window))
+
+    def usage(self) -> "Usage":
+        """The counts so far (moe_layer_get_usage)."""
+        E = self._desc.n_experts
+        total, window = np.zeros(E, np.int64), np.zeros(E, np.int64)
+        u = new(_capi.ExpertUsage)
+        u.routed_total, u.routed_window = total.ctypes.data, window.ctypes.data
+        self._call(lib.moe_layer_get_usage, ctypes.byref(u))
+        return Usage(total, window, u.window, u.window_forwards, u.forwards, u.tokens, u.uncounted_forwards)
 
     _kind = "layer"
 

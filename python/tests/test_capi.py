@@ -25,7 +25,7 @@ STRUCTS = {
     "moe_arena_stats": _capi.ArenaStats, "moe_layer_desc": _capi.LayerDesc,
     "moe_layer_weights": _capi.LayerWeights, "moe_forward_stats": _capi.ForwardStats,
     "moe_model_info": _capi.ModelInfo, "moe_model_layer_options": _capi.ModelLayerOptions,
-    "moe_placement": _capi.Placement,
+    "moe_placement": _capi.Placement, "moe_expert_usage": _capi.ExpertUsage,
 }
 
 
