@@ -586,11 +586,12 @@ MOE_API moe_status moe_context_wait(moe_context *context);
 /* ---------------------------------------------------------------------------------------
  * (0.8.0) Expert usage: how many (token, slot) rows each routed expert of a layer receives, in
  * total and over a window of the last forwards — what a placement's expert_order (below) and an
- * expert cache want to know. Tracking is asked for per layer: it reads the forward's E counts
- * back after its wait, a small transfer. Forwards that complete in the call (moe_layer_forward,
- * moe_layer_forward_buffers) are counted; one submitted without a wait (moe_layer_forward_async,
- * an embedding header's recording) leaves its counts on the device and is counted in
- * uncounted_forwards instead. A forward that fails counts nothing.
+ * expert cache want to know. Tracking is asked for per layer: it reads the forward's per-expert
+ * counts back after its wait, a small transfer. Forwards that complete in the call
+ * (moe_layer_forward, moe_layer_forward_buffers) are counted; one submitted without a wait
+ * (moe_layer_forward_async) leaves its counts on the device and adds one to uncounted_forwards
+ * instead, as does each recording made (moe_vulkan_layer_record; however often it is submitted).
+ * A forward that fails counts nothing.
  * ------------------------------------------------------------------------------------- */
 typedef struct moe_expert_usage {
     size_t struct_size;         /* sizeof(moe_expert_usage) */
@@ -602,7 +603,7 @@ typedef struct moe_expert_usage {
     int64_t window_forwards;    /* out: forwards in the window, min(forwards, window) */
     int64_t forwards;           /* out: counted forwards */
     int64_t tokens;             /* out: their tokens */
-    int64_t uncounted_forwards; /* out: forwards submitted without a wait since tracking began */
+    int64_t uncounted_forwards; /* out: asynchronous forwards and recordings since tracking began */
 } moe_expert_usage;
 
 /* Starts tracking with a window of `window` forwards (1..65536), restarting from zero if the
@@ -616,13 +617,13 @@ MOE_API moe_status moe_usage_expert_order(const int64_t *routed, int64_t n_exper
 /* Writes the usage of n_layers tracking layers to a JSON file (replaced atomically):
  * {"format": "moe-usage", "version": 1, "layers": [{"index", "n_experts", "forwards", "tokens",
  * "window", "window_forwards", "routed_total": [...], "routed_window": [...]}, ...]}, each layer's
- * "index" from layer_indices (the model's layer numbers; NULL: 0, 1, ...). */
+ * "index" from layer_indices (the model's layer numbers, each once, 0..2^53; NULL: 0, 1, ...). */
 MOE_API moe_status moe_usage_save(const char *path, const moe_layer *const *layers,
                                   const int64_t *layer_indices, int64_t n_layers);
 /* Reads routed_total [n_experts] of the layer with that "index" from a file moe_usage_save wrote
  * (by a previous run): MOE_ERROR_IO / MOE_ERROR_FORMAT for a missing or malformed file,
- * MOE_ERROR_INVALID_ARGUMENT when it has no such layer or another expert count. routed_total is
- * written only on success. */
+ * MOE_ERROR_INVALID_ARGUMENT when it has no such layer or another expert count. Counts are whole
+ * numbers up to 9·10^15. routed_total is written only on success. */
 MOE_API moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t n_experts,
                                   int64_t *routed_total);
 

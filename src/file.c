@@ -13,7 +13,6 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -147,14 +146,19 @@ moe_file_error moe_file_write_atomic(const char *path, const void *head, size_t 
         return fail(MOE_FILE_CANNOT_OPEN, err, n, "%s: the path is too long", path);
     const int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) return fail(MOE_FILE_CANNOT_OPEN, err, n, "cannot create %s: %s", tmp, strerror(errno));
+    /* errno of the first failure (EIO where a call set none): fclose reports what a buffered
+     * write could not do. */
+    int why = 0;
     FILE *f = fdopen(fd, "wb");
-    if (!f) close(fd);
-    bool ok = f && (head_size == 0 || fwrite(head, 1, head_size, f) == head_size) &&
-              (size == 0 || fwrite(data, 1, size, f) == size);
-    const int saved = errno;
-    if (f) ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        const int why = ok ? errno : saved;
+    if (!f) {
+        why = errno ? errno : EIO;
+        close(fd);
+    }
+    if (f && head_size && fwrite(head, 1, head_size, f) != head_size) why = errno ? errno : EIO;
+    if (f && !why && size && fwrite(data, 1, size, f) != size) why = errno ? errno : EIO;
+    if (f && fclose(f) != 0 && !why) why = errno ? errno : EIO;
+    if (!why && rename(tmp, path) != 0) why = errno ? errno : EIO;
+    if (why) {
         remove(tmp);
         return fail(MOE_FILE_WRITE_FAILED, err, n, "cannot write %s: %s", path, strerror(why));
     }

@@ -35,6 +35,9 @@ struct moe_usage {
     int32_t *fetched;   /* [E + 1]: the last forward's counts (and dropped), until committed */
 };
 
+/* Layer indices in a file: 0..2^53, which a JSON number (a double) holds exactly. */
+#define MOE_USAGE_MAX_INDEX (INT64_C(1) << 53)
+
 /* Windows up to 2^16 forwards: a window is for recent behaviour (an expert cache's horizon),
  * and window·E int32 stays small (16 MiB at E = 64) */
 #define MOE_USAGE_MAX_WINDOW 65536
@@ -66,7 +69,8 @@ moe_status moe_layer_track_usage(moe_layer *layer, int64_t window)
             u->window = window;
             u->total = moe_calloc(E, sizeof *u->total);
             u->in_window = moe_calloc(E, sizeof *u->in_window);
-            u->ring = moe_calloc(E * (size_t)window, sizeof *u->ring); /* ≤ 2^30 · 2^16: fits 64 bits */
+            size_t cells; /* E · window: checked, size_t may be 32 bits */
+            u->ring = moe_mul_size(E, (size_t)window, &cells) ? moe_calloc(cells, sizeof *u->ring) : NULL;
             u->fetched = moe_calloc(E + 1, sizeof *u->fetched);
         }
         if (!u || !u->total || !u->in_window || !u->ring || !u->fetched) {
@@ -141,16 +145,26 @@ moe_status moe_usage_expert_order(const int64_t *routed, int64_t n_experts, int3
     if (n_experts < 1 || n_experts > MOE_MAX_DIM)
         return moe_fail(NULL, MOE_ERROR_INVALID_SIZE, "n_experts is %" PRId64 "; it must be 1..%d", n_experts,
                         MOE_MAX_DIM);
-    /* A stable insertion into the order (most routed first, ties to the lower index): no global
-     * state, O(E²) at worst, and E is at most a few hundred in every model. */
-    for (int64_t i = 0; i < n_experts; i++) {
-        int64_t j = i;
-        while (j > 0 && routed[order[j - 1]] < routed[i]) {
-            order[j] = order[j - 1];
-            j--;
+    /* A bottom-up merge sort (stable: ties keep the lower index first), O(E log E) for any E. */
+    const size_t n = (size_t)n_experts;
+    int32_t *tmp = moe_malloc(sizeof *tmp * n);
+    if (!tmp) return moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    int32_t *from = order, *to = tmp;
+    for (size_t i = 0; i < n; i++) from[i] = (int32_t)i;
+    for (size_t width = 1; width < n; width *= 2) {
+        for (size_t lo = 0; lo < n; lo += 2 * width) {
+            const size_t mid = lo + width < n ? lo + width : n, hi = lo + 2 * width < n ? lo + 2 * width : n;
+            size_t i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) to[k++] = routed[from[j]] > routed[from[i]] ? from[j++] : from[i++];
+            while (i < mid) to[k++] = from[i++];
+            while (j < hi) to[k++] = from[j++];
         }
-        order[j] = (int32_t)i;
+        int32_t *swap = from;
+        from = to;
+        to = swap;
     }
+    if (from != order) memcpy(order, from, sizeof *order * n);
+    moe_free(tmp);
     return MOE_OK;
 }
 
@@ -213,6 +227,16 @@ moe_status moe_usage_save(const char *path, const moe_layer *const *layers, cons
     if (n_layers < 1) return moe_fail(NULL, MOE_ERROR_INVALID_SIZE, "n_layers is %" PRId64, n_layers);
     for (int64_t i = 0; i < n_layers; i++) {
         if (!layers[i]) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layers[%" PRId64 "] is NULL", i);
+        /* Indices a reader finds again: whole numbers JSON's doubles hold exactly, each once. */
+        const int64_t index = layer_indices ? layer_indices[i] : i;
+        if (index < 0 || index > MOE_USAGE_MAX_INDEX)
+            return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                            "layer_indices[%" PRId64 "] is %" PRId64 "; it must be 0..2^53", i, index);
+        for (int64_t j = 0; layer_indices && j < i; j++)
+            if (layer_indices[j] == index)
+                return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
+                                "layer_indices[%" PRId64 "] and [%" PRId64 "] are both %" PRId64, j, i,
+                                index);
         if (!layers[i]->usage)
             return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
                             "layers[%" PRId64 "] does not track its usage (moe_layer_track_usage)", i);
@@ -279,7 +303,8 @@ moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t n_exper
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(root, "layers");
     int64_t version = 0;
-    if (!cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moe-usage") != 0 || !cJSON_IsArray(layers))
+    if (!cJSON_IsObject(root) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "moe-usage") != 0 ||
+        !cJSON_IsArray(layers))
         st = moe_fail(NULL, MOE_ERROR_FORMAT,
                       "%s: not a moe usage file (no \"format\": \"moe-usage\" and \"layers\")", path);
     if (st == MOE_OK) st = json_count(path, root, "version", INT32_MAX, &version);
@@ -291,7 +316,9 @@ moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t n_exper
     cJSON_ArrayForEach(l, layers)
     {
         int64_t index = -1;
-        if (st == MOE_OK) st = json_count(path, l, "index", INT64_MAX / 2, &index);
+        if (st == MOE_OK && !cJSON_IsObject(l))
+            st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: an entry of \"layers\" is not an object", path);
+        if (st == MOE_OK) st = json_count(path, l, "index", MOE_USAGE_MAX_INDEX, &index);
         if (st == MOE_OK && index == layer_index) {
             if (found)
                 st = moe_fail(NULL, MOE_ERROR_FORMAT, "%s: layer %" PRId64 " is listed twice", path,

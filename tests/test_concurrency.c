@@ -336,6 +336,7 @@ typedef struct run_out {
     float *y[N_SHAPES][N_T];
     int32_t *ids[N_SHAPES][N_T];
     float *weights[N_SHAPES][N_T];
+    int64_t routed[N_SHAPES][8]; /* --placed: each layer's tracked usage at the end */
     moe_status status;
     char error[512];
 } run_out;
@@ -426,6 +427,7 @@ static void run_all(moe_backend_kind kind, run_out *o)
             const moe_placement p = {
                 .struct_size = sizeof p, .n_contexts = 2, .contexts = two, .expert_context = odd_on_cpu};
             st = moe_layer_create_placed(&p, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
+            if (st == MOE_OK) st = moe_layer_track_usage(layers[s], 4); /* usage.c under TSan too */
         } else {
             st = moe_layer_create(ctx, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
         }
@@ -439,6 +441,11 @@ static void run_all(moe_backend_kind kind, run_out *o)
                 st = moe_layer_forward(layers[s], token_counts[t], g_x[s], o->y[s][t], &stats);
                 if (st != MOE_OK) out_fail(o, st, "moe_layer_forward");
             }
+    for (int s = 0; s < N_SHAPES && st == MOE_OK && g_placed; s++) {
+        moe_expert_usage u = {.struct_size = sizeof u, .routed_total = o->routed[s]};
+        st = moe_layer_get_usage(layers[s], &u);
+        if (st != MOE_OK) out_fail(o, st, "moe_layer_get_usage");
+    }
     for (int s = 0; s < N_SHAPES; s++) moe_layer_destroy(layers[s]);
     moe_context_destroy(ctx);
     moe_context_destroy(cpu);
@@ -503,6 +510,9 @@ static void concurrent_forwards(moe_backend_kind kind)
                       "worker %d, shape %d, T=%lld: top-k weights differ from the serial run", w, s,
                       (long long)token_counts[t]);
             }
+        for (int s = 0; s < N_SHAPES && g_placed; s++)
+            CHECK(memcmp(o->routed[s], serial.routed[s], sizeof o->routed[s]) == 0,
+                  "worker %d, shape %d: expert usage differs from the serial run", w, s);
     }
     /* The serial run is itself checked against the reference, so "identical" is not
      * "identically wrong". */

@@ -5,11 +5,13 @@
  * stop, the order it gives a placement, and the JSON file saved and loaded, with every misuse.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
+#include "faults.h"
 #include "harness.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_E 64
@@ -117,6 +119,82 @@ static void asynchronous(moe_context *ctx, moe_layer *layer, const h_layer *hl, 
     moe_buffer_destroy(yb);
 }
 
+/* A forward that fails on the device (a lost device, injected) counts nothing. */
+static void lost_device(moe_backend_kind kind, const h_layer *hl, h_rng *r)
+{
+    const char *var = kind == MOE_BACKEND_VULKAN ? "MOE_VK_INJECT" : "MOE_CL_INJECT";
+    moe_context *lost = h_context_injected(kind, var, "lost");
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(lost, &hl->desc, &hl->w, &layer), MOE_OK);
+    if (layer) {
+        float x[5 * 48], y[5 * 48];
+        h_fill_input(hl, 5, x, r);
+        CHECK_STATUS(moe_layer_track_usage(layer, 4), MOE_OK);
+        CHECK_STATUS(moe_layer_forward(layer, 5, x, y, NULL), MOE_ERROR_DEVICE_LOST);
+        const int64_t zeros[MAX_E] = {0};
+        expect_usage(layer, "a lost device", 4, 0, 0, 0, zeros, zeros, hl->desc.n_experts);
+    }
+    moe_layer_destroy(layer);
+    moe_context_destroy(lost);
+}
+
+static size_t weights_bytes(const moe_context *ctx)
+{
+    moe_arena_stats s = {.struct_size = sizeof s};
+    CHECK_STATUS(moe_context_get_arena_stats(ctx, &s), MOE_OK);
+    return s.weights_bytes;
+}
+
+/* The usage's order fills a budget: a budget of three experts' bytes on this context (measured:
+ * the same three placed explicitly) takes the three most used, the rest stay on the CPU. */
+static void order_fills_budget(moe_context *ctx, const h_layer *hl, h_rng *r)
+{
+    const int64_t E = hl->desc.n_experts;
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    if (!layer) return;
+    CHECK_STATUS(moe_layer_track_usage(layer, 16), MOE_OK);
+    float x[9 * 48], y[9 * 48];
+    for (int f = 0; f < 3; f++) {
+        h_fill_input(hl, 9, x, r);
+        CHECK_STATUS(moe_layer_forward(layer, 9, x, y, NULL), MOE_OK);
+    }
+    int64_t routed[MAX_E];
+    int32_t hot[MAX_E], want[MAX_E], got[MAX_E];
+    moe_expert_usage u = {.struct_size = sizeof u, .routed_total = routed};
+    CHECK_STATUS(moe_layer_get_usage(layer, &u), MOE_OK);
+    moe_layer_destroy(layer);
+    layer = NULL;
+    CHECK_STATUS(moe_usage_expert_order(routed, E, hot), MOE_OK);
+    for (int64_t e = 0; e < E; e++) want[e] = 1;
+    for (int i = 0; i < 3; i++) want[hot[i]] = 0;
+    moe_context *cpu = h_context(MOE_BACKEND_CPU, 0);
+    moe_context *const two[2] = {ctx, cpu};
+    const size_t before = weights_bytes(ctx);
+    const moe_placement three = {
+        .struct_size = sizeof three, .n_contexts = 2, .contexts = two, .home = 1, .expert_context = want};
+    CHECK_STATUS(moe_layer_create_placed(&three, &hl->desc, &hl->w, &layer), MOE_OK);
+    const size_t budget = weights_bytes(ctx) - before;
+    moe_layer_destroy(layer);
+    layer = NULL;
+    const uint64_t budgets[2] = {budget, UINT64_MAX};
+    const moe_placement by_usage = {.struct_size = sizeof by_usage,
+                                    .n_contexts = 2,
+                                    .contexts = two,
+                                    .home = 1,
+                                    .budget_bytes = budgets,
+                                    .expert_order = hot};
+    CHECK_STATUS(moe_layer_create_placed(&by_usage, &hl->desc, &hl->w, &layer), MOE_OK);
+    if (layer) {
+        CHECK_STATUS(moe_layer_get_placement(layer, got), MOE_OK);
+        CHECK(!memcmp(got, want, sizeof(int32_t) * (size_t)E),
+              "a budget of three experts does not hold the three most used (%d, %d, %d)", hot[0], hot[1],
+              hot[2]);
+    }
+    moe_layer_destroy(layer);
+    moe_context_destroy(cpu);
+}
+
 static void misuse(moe_layer *layer)
 {
     CHECK_STATUS(moe_layer_track_usage(NULL, 4), MOE_ERROR_NULL_POINTER);
@@ -211,6 +289,28 @@ static void files(moe_context *ctx, const h_layer *hl, h_rng *r)
         "\"routed_total\": "
         "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}, {\"index\": 3, \"n_experts\": 12, \"routed_total\": "
         "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]}]}",
+        "[{\"format\": \"moe-usage\"}]",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": {\"index\": 3}}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [3]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"n_experts\": 12}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": -3}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 2.5}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"routed_total\": []}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 12}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 12, "
+        "\"routed_total\": "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1e300]}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 12, "
+        "\"routed_total\": "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 1e400]}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 12, "
+        "\"routed_total\": "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 9000000000000001]}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 12, "
+        "\"routed_total\": "
+        "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, \"12\"]}]}",
+        "{\"format\": \"moe-usage\", \"version\": 1, \"layers\": [{\"index\": 3, \"n_experts\": 1e400, "
+        "\"routed_total\": []}]}",
     };
     for (size_t i = 0; i < sizeof malformed / sizeof malformed[0]; i++) {
         write_text(bad, malformed[i]);
@@ -226,8 +326,19 @@ static void files(moe_context *ctx, const h_layer *hl, h_rng *r)
     CHECK_STATUS(moe_usage_save(path, saved, indices, 2), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_usage_save(NULL, saved, indices, 2), MOE_ERROR_NULL_POINTER);
     CHECK_STATUS(moe_usage_save(path, saved, indices, 0), MOE_ERROR_INVALID_SIZE);
+    const int64_t negative[2] = {3, -1}, twice[2] = {7, 7};
+    CHECK_STATUS(moe_usage_save(path, saved, negative, 2), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_usage_save(path, saved, twice, 2), MOE_ERROR_INVALID_ARGUMENT);
     snprintf(bad, sizeof bad, "%s/no/such/dir/usage.json", dir);
     CHECK_STATUS(moe_usage_save(bad, saved + 1, indices + 1, 1), MOE_ERROR_IO);
+    /* A directory where the file should go: the rename fails, and no temporary file stays. */
+    snprintf(bad, sizeof bad, "%s/usage-dir.json", dir);
+    CHECK(mkdir(bad, 0700) == 0, "mkdir %s", bad);
+    CHECK_STATUS(moe_usage_save(bad, saved + 1, indices + 1, 1), MOE_ERROR_IO);
+    int entries = 0, temps = 0;
+    h_count_cache_files(dir, "usage", ".json", &entries, &temps);
+    CHECK(temps == 0, "a failed save left %d temporary file(s) in %s", temps, dir);
+    rmdir(bad);
     CHECK_STATUS(moe_usage_load(path, 7, E, got), MOE_OK);
     CHECK(!memcmp(got, want, sizeof(int64_t) * (size_t)E), "a refused save changed the file");
 
@@ -238,7 +349,9 @@ static void files(moe_context *ctx, const h_layer *hl, h_rng *r)
         CHECK(got[ord[i - 1]] >= got[ord[i]], "order: expert %d (%lld rows) before %d (%lld)", ord[i - 1],
               (long long)got[ord[i - 1]], ord[i], (long long)got[ord[i]]);
     unlink(path);
-    rmdir(dir);
+    snprintf(bad, sizeof bad, "%s/bad.json", dir);
+    unlink(bad);
+    CHECK(rmdir(dir) == 0, "%s is not empty after the test", dir);
     moe_layer_destroy(layers[0]);
     moe_layer_destroy(layers[1]);
 }
@@ -266,6 +379,8 @@ int main(int argc, char **argv)
         misuse(layer);
     }
     moe_layer_destroy(layer);
+    if (kind != MOE_BACKEND_CPU) lost_device(kind, &hl, &r);
+    order_fills_budget(ctx, &hl, &r);
     /* A layer placed on a CPU context and this one counts the same. */
     moe_context *cpu = h_context(MOE_BACKEND_CPU, 0);
     moe_context *const two[2] = {cpu, ctx};

@@ -330,10 +330,7 @@ int main(int argc, char **argv)
         rc = fail_api("forward failed", st, moe_context_error(ctx));
         goto done;
     }
-    if (npy_write_f32_matrix(a.output, y, T, D, err, sizeof err)) {
-        fprintf(stderr, "moe-run: %s\n", err);
-        goto done;
-    }
+    /* The usage first: a failure there leaves nothing at the output path. */
     if (a.usage_out) {
         const moe_layer *const saved[1] = {layer};
         const int64_t index = a.layer;
@@ -343,6 +340,11 @@ int main(int argc, char **argv)
             goto done;
         }
     }
+    if (npy_write_f32_matrix(a.output, y, T, D, err, sizeof err)) {
+        fprintf(stderr, "moe-run: %s\n", err);
+        goto done;
+    }
+
     if (a.stats) {
         moe_device_info dev = {.struct_size = sizeof dev};
         moe_context_get_device_info(ctx, &dev);
