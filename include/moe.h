@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  8
+#define MOE_VERSION_MINOR  9
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -650,23 +650,70 @@ MOE_API moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t
  * ------------------------------------------------------------------------------------- */
 #define MOE_MAX_PLACEMENT_CONTEXTS 16
 
+/* (0.9.0) An expert cache: room for `slots` experts on one of the placement's contexts (a GPU) for
+ * copies of experts that live on the others (host RAM), refilled as the routing moves. Each
+ * forward, after routing, every routed expert that lives elsewhere is looked up:
+ *  - resident in a slot (a hit): its rows run there;
+ *  - not resident (a miss): when the forward routes at least `min_rows` rows to it, it is uploaded
+ *    into a slot first and its rows run there; otherwise, or when no slot can be given, they run
+ *    where the expert lives. Misses are taken most rows first (ties to the lower index). A slot
+ *    is given from those this forward does not use: an empty one (the lowest), else the policy's
+ *    victim (an eviction).
+ * An upload converts the expert as layer creation does, from the weights the layer was made
+ * from — so those must stay valid and unchanged while a layer with a cache lives (a layer made
+ * from a model keeps the model's files open until it is destroyed). A slot being uploaded is
+ * empty until its upload has completed: a failed upload fails the forward and leaves the slot
+ * empty, never a partial expert. The slots' bytes count in that context's arena like any
+ * weights, and never exceed budget_bytes. Where an expert's rows run depends on what the
+ * cache holds, so with the slots on a GPU and the experts on the CPU two forwards of the same
+ * input may differ by the devices' rounding (within the test suite's tolerance); with CPU
+ * contexts only they are bit-identical, as any placement. At creation the slots are filled
+ * with the first experts of expert_order (identity when NULL) that live elsewhere — so
+ * statistics from a previous run (moe_usage_load, moe_usage_expert_order) start the cache warm;
+ * those uploads are not counted. */
+typedef enum moe_cache_policy {
+    /* The slot whose expert was last routed longest ago (ties: the lower slot). */
+    MOE_CACHE_LRU = 0,
+    /* Frequency-weighted: each expert counts the forwards that route rows to it, every count
+     * halved (rounded down) after each halving_forwards forwards. The victim is the slot whose
+     * expert counts least (ties as LRU), and a miss takes it only when the missed expert's count
+     * (this forward included) is at least the victim's: a one-off does not push out a hot expert. */
+    MOE_CACHE_LFU = 1
+} moe_cache_policy;
+
+typedef struct moe_expert_cache_desc {
+    size_t struct_size;       /* sizeof(moe_expert_cache_desc) */
+    int context;              /* index in the placement's contexts of the one holding the slots */
+    int64_t slots;            /* expert slots, 1 up to the number of experts that live elsewhere
+                                 (more are cut to that); 0: as many as budget_bytes holds */
+    uint64_t budget_bytes;    /* with slots 0: the bytes the slots may take, as the context's
+                                 backend stores them (moe_expert_cache_stats.bytes) */
+    moe_cache_policy policy;  /* MOE_CACHE_LRU (default) or MOE_CACHE_LFU */
+    int64_t min_rows;         /* the upload rule: a miss is uploaded when the forward routes at
+                                 least this many rows to it (0: 1, every miss). An upload moves
+                                 the expert's bytes once; computing where it lives reads them
+                                 once per forward, so on a slow bus raise it for decode */
+    int64_t halving_forwards; /* MOE_CACHE_LFU: forwards between halvings (0: 64) */
+} moe_expert_cache_desc;
+
 typedef struct moe_placement {
-    size_t struct_size;            /* sizeof(moe_placement) */
-    int n_contexts;                /* 1..MOE_MAX_PLACEMENT_CONTEXTS */
-    moe_context *const *contexts;  /* [n_contexts], each a different context */
-    int home;                      /* index in contexts of the home context */
-    const int32_t *expert_context; /* [n_experts]: the index in contexts of each routed expert's
-                                      context (explicit placement); NULL: filled from budget_bytes */
-    const uint64_t *budget_bytes;  /* [n_contexts], used when expert_context is NULL: the bytes of
-                                      routed-expert weights each context may hold, as its backend
-                                      stores them (UINT64_MAX: no limit). Experts are taken in
-                                      expert_order and each goes to the first context, in
-                                      contexts' order, whose budget it still fits: {GPU, CPU} with
-                                      {gpu_bytes, UINT64_MAX} fills the GPU with the first experts
-                                      of expert_order and leaves the rest on the CPU. An expert
-                                      that fits nowhere fails the call (MOE_ERROR_OUT_OF_DEVICE_MEMORY) */
-    const int32_t *expert_order;   /* [n_experts], a permutation of 0..n_experts-1: the order the
-                                      budgets are filled in, most used first; NULL: 0, 1, ... */
+    size_t struct_size;                 /* sizeof(moe_placement) */
+    int n_contexts;                     /* 1..MOE_MAX_PLACEMENT_CONTEXTS */
+    moe_context *const *contexts;       /* [n_contexts], each a different context */
+    int home;                           /* index in contexts of the home context */
+    const int32_t *expert_context;      /* [n_experts]: the index in contexts of each routed expert's
+                                           context (explicit placement); NULL: filled from budget_bytes */
+    const uint64_t *budget_bytes;       /* [n_contexts], used when expert_context is NULL: the bytes of
+                                           routed-expert weights each context may hold, as its backend
+                                           stores them (UINT64_MAX: no limit). Experts are taken in
+                                           expert_order and each goes to the first context, in
+                                           contexts' order, whose budget it still fits: {GPU, CPU} with
+                                           {gpu_bytes, UINT64_MAX} fills the GPU with the first experts
+                                           of expert_order and leaves the rest on the CPU. An expert
+                                           that fits nowhere fails the call (MOE_ERROR_OUT_OF_DEVICE_MEMORY) */
+    const int32_t *expert_order;        /* [n_experts], a permutation of 0..n_experts-1: the order the
+                                           budgets are filled in, most used first; NULL: 0, 1, ... */
+    const moe_expert_cache_desc *cache; /* (0.9.0) an expert cache, or NULL: none */
 } moe_placement;
 
 /* Creates a layer whose routed experts are placed as `placement` says (the weights and checks as
@@ -679,6 +726,31 @@ MOE_API moe_status moe_layer_create_placed(const moe_placement *placement, const
 /* Where each routed expert of a layer lives: expert_context[e] is the index in the placement's
  * contexts (0 for every expert of a layer made with moe_layer_create). [n_experts] int32. */
 MOE_API moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expert_context);
+
+/* (0.9.0) What a layer's expert cache has done since the layer was created: counts over the
+ * forwards that succeeded (a failed forward counts nothing; the slots it left are reported as
+ * they are). A lookup is one routed expert that lives off the cache's context in one forward:
+ * a hit or a miss. A layer without a cache reports slots 0 and zeros. */
+typedef struct moe_expert_cache_stats {
+    size_t struct_size;      /* sizeof(moe_expert_cache_stats) */
+    int context;             /* out: the cache's context (index in the placement's contexts) */
+    int64_t slots;           /* out */
+    size_t bytes;            /* out: what the slots take on that context (its arena's weights) */
+    int64_t forwards;        /* out: forwards counted */
+    int64_t hits, misses;    /* out: lookups found resident, and not */
+    int64_t uploads;         /* out: misses uploaded into a slot (the others ran where they live) */
+    int64_t evictions;       /* out: uploads that replaced a resident expert */
+    uint64_t upload_bytes;   /* out: bytes written into slots */
+    double upload_ms;        /* out: host time the uploads took */
+    int64_t rows_cached;     /* out: routed rows computed in slots (hits' and uploads') */
+    int64_t rows_elsewhere;  /* out: routed rows of cacheable experts computed where they live */
+    int32_t *slot_expert;    /* in: [slots] to fill, or NULL: each slot's expert, -1 empty */
+    int64_t *expert_hits;    /* in: [n_experts] to fill, or NULL: per expert */
+    int64_t *expert_misses;  /* in: [n_experts] or NULL */
+    int64_t *expert_uploads; /* in: [n_experts] or NULL */
+} moe_expert_cache_stats;
+
+MOE_API moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_cache_stats *stats);
 
 /* ---------------------------------------------------------------------------------------
  * Checkpoints: a Hugging Face model directory — config.json plus model.safetensors, or the
@@ -726,7 +798,8 @@ MOE_API moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expe
  * MOE_ERROR_UNSUPPORTED (a model_type, activation or routing method this version does not run),
  * MOE_ERROR_INVALID_ARGUMENT (a layer index out of range or with no MoE block). The detail message names the
  * file and the tensor or key. A moe_model is read-only once open and may be used from several threads at
- * once; a layer created from it stays valid after moe_model_close.
+ * once; a layer created from it stays valid after moe_model_close (one with an expert cache keeps the
+ * model's files open, and reads them, until it is destroyed).
  * ------------------------------------------------------------------------------------- */
 typedef struct moe_model moe_model;
 

@@ -77,7 +77,19 @@ const moe_abi_struct moe_abi_model_layer_options = {
      MOE_ABI_END(moe_model_layer_options, activation_dtype) /* 0.3.0 */},
     V010};
 const moe_abi_struct moe_abi_placement = {
-    "moe_placement", sizeof(moe_placement), {MOE_ABI_END(moe_placement, expert_order)}, "0.8.0"};
+    "moe_placement",
+    sizeof(moe_placement),
+    {MOE_ABI_END(moe_placement, expert_order), MOE_ABI_END(moe_placement, cache) /* 0.9.0 */},
+    "0.8.0"};
+MOE_ABI_ENDS_PAST_PADDING(moe_placement, expert_order, cache);
+const moe_abi_struct moe_abi_expert_cache_desc = {"moe_expert_cache_desc",
+                                                  sizeof(moe_expert_cache_desc),
+                                                  {MOE_ABI_END(moe_expert_cache_desc, halving_forwards)},
+                                                  "0.9.0"};
+const moe_abi_struct moe_abi_expert_cache_stats = {"moe_expert_cache_stats",
+                                                   sizeof(moe_expert_cache_stats),
+                                                   {MOE_ABI_END(moe_expert_cache_stats, expert_uploads)},
+                                                   "0.9.0"};
 const moe_abi_struct moe_abi_expert_usage = {"moe_expert_usage",
                                              sizeof(moe_expert_usage),
                                              {MOE_ABI_END(moe_expert_usage, uncounted_forwards)},

@@ -231,6 +231,11 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
 /* The bytes of the weights block moe_layer_create_from_tensors allocates for (d, t) on `be`;
  * SIZE_MAX when they do not fit size_t. */
 size_t moe_layer_block_bytes(moe_backend *be, const moe_layer_desc *d, const moe_layer_tensors *t);
+/* A layer holding only routed experts (a placement's part) as an expert cache's slots: the bytes
+ * one expert takes in it (matrices and biases; MOE_ERROR_UNSUPPORTED when the backend does not
+ * lay its experts out one after another), and expert e of `t` uploaded into expert `slot`. */
+moe_status moe_layer_expert_bytes(const moe_layer *layer, const moe_layer_tensors *t, size_t *bytes);
+moe_status moe_layer_upload_expert(moe_layer *layer, int64_t slot, const moe_layer_tensors *t, int64_t e);
 /* moe_layer_create, and with a placement (its home context `ctx`; the struct checked and read by
  * its struct_size) moe_layer_create_placed: the checks, then the tensors of `weights`. */
 moe_status moe_layer_create_on(moe_context *ctx, const moe_placement *placement, const moe_layer_desc *desc,
@@ -297,9 +302,18 @@ void moe_usage_free(struct moe_usage *u);
 
 /* ---- experts over several contexts (placement.c) ---------------------------------------- */
 
-/* A placed layer from validated tensors: `p` a full, checked moe_placement (moe_placement_check). */
+/* What keeps the memory a layer's tensors point into alive (a model's files and copies), for an
+ * expert cache, which uploads from them for as long as the layer lives: release(owner) frees it. */
+typedef struct moe_source_owner {
+    void (*release)(void *owner);
+    void *owner;
+} moe_source_owner;
+
+/* A placed layer from validated tensors: `p` a full, checked moe_placement (moe_placement_check).
+ * Takes `owner` (NULL: the tensors are the application's, which keeps them): released at once
+ * without a cache, on failure, or with the layer. */
 moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, const moe_layer_tensors *t,
-                             moe_layer **out);
+                             const moe_source_owner *owner, moe_layer **out);
 /* Reads the caller's placement by its struct_size into *out and checks its contexts (live,
  * distinct) and home, which is *home; moe_placed_create checks the per-expert arrays. */
 moe_status moe_placement_check(const moe_placement *user, moe_placement *out, moe_context **home);
@@ -312,6 +326,50 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
 void moe_placed_free(struct moe_placed *p);
 /* Every part runs its experts on integer activations (moe_layer_activation_dtype). */
 bool moe_placed_int_routed(const struct moe_placed *p);
+
+/* ---- an expert cache's bookkeeping (expert_cache.c) -------------------------------------- */
+
+/* What a forward does with one expert (moe_xcache.fwd_kind). */
+enum { XCACHE_NONE = 0, XCACHE_HIT, XCACHE_MISS, XCACHE_UPLOAD, XCACHE_EVICT };
+
+typedef struct moe_xcache {
+    int64_t n_experts, slots, min_rows, halving_forwards;
+    moe_cache_policy policy;
+    int32_t *slot_expert; /* [slots]: its expert, -1 empty (or being uploaded) */
+    int32_t *expert_slot; /* [E]: its slot, -1 not resident */
+    uint64_t *slot_used;  /* [slots]: the forward (1, 2, ...) that last used it; 0 never */
+    uint32_t *freq;       /* [E]: forwards that routed it, halved every halving_forwards */
+    /* Counts over committed forwards (moe_expert_cache_stats). */
+    int64_t forwards, hits, misses, uploads_done, evictions, rows_cached, rows_elsewhere;
+    uint64_t upload_bytes;
+    double upload_ms;
+    int64_t *expert_hits, *expert_misses, *expert_uploads; /* [E] */
+    /* The forward being run (moe_xcache_decide): each expert's slot (-1: where it lives), its
+     * rows, what happened to it, and the experts to upload, in order. */
+    int32_t *fwd_slot;
+    int64_t *fwd_rows;
+    uint8_t *fwd_kind;
+    bool *fwd_used; /* [slots] */
+    int32_t *uploads;
+    int64_t n_uploads;
+    uint64_t fwd_upload_bytes;
+    double fwd_upload_ms;
+} moe_xcache;
+
+/* NULL when out of host memory; min_rows and halving_forwards 0 take their defaults (moe.h). */
+moe_xcache *moe_xcache_new(int64_t n_experts, int64_t slots, moe_cache_policy policy, int64_t min_rows,
+                           int64_t halving_forwards);
+void moe_xcache_free(moe_xcache *c);
+/* Slot `slot` holds `expert` (the fill at creation, and an upload's end). */
+void moe_xcache_fill(moe_xcache *c, int64_t slot, int32_t expert);
+/* One forward's decisions from its rows per expert [E] (0: not routed) and which experts live off
+ * the cache's context [E]: fwd_slot, fwd_kind and uploads (moe.h's rule and policies). */
+void moe_xcache_decide(moe_xcache *c, const int64_t *rows, const bool *cacheable);
+/* An upload of `expert` into its fwd_slot starts (the slot is empty from here) / has completed. */
+void moe_xcache_begin_upload(moe_xcache *c, int32_t expert);
+void moe_xcache_end_upload(moe_xcache *c, int32_t expert, size_t bytes, double ms);
+/* The forward succeeded: recency, frequencies (and their halving) and the counts. */
+void moe_xcache_commit(moe_xcache *c);
 
 /* ---- the on-disk cache (cache.c) ------------------------------------------------------- */
 

@@ -154,6 +154,87 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     return MOE_OK;
 }
 
+/* The routed experts' two tensors of `layer` for one expert of `t`, as layer creation builds them
+ * (batch 1), and the bytes of one expert in each; false when the backend's layout of the layer's
+ * experts is not one expert after another (a batch of n takes n times one expert's bytes). */
+static bool expert_slices(const moe_layer *layer, const moe_layer_tensors *t, int64_t e, moe_weight_src *in,
+                          moe_weight_src *down, moe_matrix_src m[3], size_t *in_bytes, size_t *down_bytes)
+{
+    moe_backend *be = layer->ctx->be;
+    const bool gated = moe_activation_is_gated(layer->desc.activation);
+    moe_layer_desc one = layer->desc;
+    one.n_experts = 1;
+    m[0] = gated ? t->gate[e] : (moe_matrix_src){0};
+    m[1] = t->up[e];
+    m[2] = t->down[e];
+    const moe_layer_tensors t1 = {.gate = gated ? &m[0] : NULL, .up = &m[1], .down = &m[2]};
+    layer_block b;
+    layer_block_init(&b, be, &one, &t1, NULL);
+    *in = b.ffn_in;
+    *down = b.ffn_down;
+    *in_bytes = be->ops->weight_bytes(be, in);
+    *down_bytes = be->ops->weight_bytes(be, down);
+    moe_weight_src all_in = *in, all_down = *down;
+    all_in.batch = all_down.batch = layer->desc.n_experts;
+    size_t n_in, n_down;
+    return b.int_routed == layer->int_routed &&
+           moe_mul_size(*in_bytes, (size_t)layer->desc.n_experts, &n_in) &&
+           moe_mul_size(*down_bytes, (size_t)layer->desc.n_experts, &n_down) &&
+           be->ops->weight_bytes(be, &all_in) == n_in && be->ops->weight_bytes(be, &all_down) == n_down;
+}
+
+moe_status moe_layer_expert_bytes(const moe_layer *layer, const moe_layer_tensors *t, size_t *bytes)
+{
+    moe_weight_src in, down;
+    moe_matrix_src m[3];
+    size_t in_bytes, down_bytes;
+    if (!expert_slices(layer, t, 0, &in, &down, m, &in_bytes, &down_bytes))
+        return moe_fail(
+            layer->ctx, MOE_ERROR_UNSUPPORTED,
+            "%s does not lay a layer's experts out one after another; it cannot hold an expert cache",
+            layer->ctx->be->ops->name);
+    const moe_layer_desc *d = &layer->desc;
+    const size_t bias =
+        d->expert_has_bias
+            ? sizeof(float) *
+                  (size_t)(d->d_ff * (moe_activation_is_gated(d->activation) ? 2 : 1) + d->d_model)
+            : 0;
+    *bytes = in_bytes + down_bytes + bias;
+    return MOE_OK;
+}
+
+moe_status moe_layer_upload_expert(moe_layer *layer, int64_t slot, const moe_layer_tensors *t, int64_t e)
+{
+    moe_backend *be = layer->ctx->be;
+    const moe_layer_desc *d = &layer->desc;
+    moe_weight_src in, down;
+    moe_matrix_src m[3];
+    size_t in_bytes, down_bytes;
+    if (!expert_slices(layer, t, e, &in, &down, m, &in_bytes, &down_bytes))
+        return moe_fail(layer->ctx, MOE_ERROR_INTERNAL,
+                        "an expert cache on a layout that is not expert by expert");
+    moe_addr at_in = layer->w.ffn_in, at_down = layer->w.ffn_down;
+    at_in.offset += (size_t)slot * in_bytes;
+    at_down.offset += (size_t)slot * down_bytes;
+    moe_status st = be->ops->weight_upload(be, at_in, &in);
+    if (st == MOE_OK) st = be->ops->weight_upload(be, at_down, &down);
+    if (st != MOE_OK || !d->expert_has_bias) return st;
+    /* The biases as creation lays them out: [slot][gate, up][d_ff] (or [slot][d_ff]), [slot][d_model]. */
+    const size_t F = (size_t)d->d_ff, D = (size_t)d->d_model;
+    const bool gated = moe_activation_is_gated(d->activation);
+    moe_addr at = layer->w.in_bias;
+    at.offset += sizeof(float) * (size_t)slot * F * (gated ? 2 : 1);
+    if (gated) {
+        st = be->ops->buffer_write(be, at, t->gate_bias + (size_t)e * F, sizeof(float) * F);
+        at.offset += sizeof(float) * F;
+    }
+    if (st == MOE_OK) st = be->ops->buffer_write(be, at, t->up_bias + (size_t)e * F, sizeof(float) * F);
+    at = layer->w.down_bias;
+    at.offset += sizeof(float) * (size_t)slot * D;
+    if (st == MOE_OK) st = be->ops->buffer_write(be, at, t->down_bias + (size_t)e * D, sizeof(float) * D);
+    return st;
+}
+
 moe_status moe_layer_create(moe_context *ctx, const moe_layer_desc *desc, const moe_layer_weights *weights,
                             moe_layer **out)
 {
@@ -181,7 +262,7 @@ moe_status moe_layer_create_on(moe_context *ctx, const moe_placement *placement,
     moe_matrix_src *m = NULL;
     st = moe_layer_tensors_of(ctx, &d, weights, &t, &m);
     if (st != MOE_OK) return st;
-    st = placement ? moe_placed_create(placement, &d, &t, out)
+    st = placement ? moe_placed_create(placement, &d, &t, NULL, out)
                    : moe_layer_create_from_tensors(ctx, &d, &t, out);
     moe_free(m);
     return st;

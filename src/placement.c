@@ -33,10 +33,30 @@ typedef struct moe_part {
 
 struct moe_placed {
     int n_contexts, home;
-    moe_part part[MOE_MAX_PLACEMENT_CONTEXTS];
+    /* part[c] holds the experts that live on context c; with a cache, part[n_contexts] is the
+     * cache's slots (on context cache_context), its expert i the one in slot i. */
+    moe_part part[MOE_MAX_PLACEMENT_CONTEXTS + 1];
+    int n_parts;             /* n_contexts, + 1 with a cache */
     int32_t *expert_context; /* [E]: the index in contexts of each expert's context */
     int32_t *expert_local;   /* [E]: its index among that context's experts (ascending) */
+    /* Where each expert's rows run in the current forward: the part and the expert's index in
+     * it (expert_context / expert_local, or the cache's part and slot). */
+    int32_t *run_part, *run_local;
+    /* The expert cache (NULL: none): its bookkeeping, the experts that live off its context, the
+     * rows each expert gets in a forward, one expert's bytes in a slot, and the weights uploads
+     * read (the layer's sources, kept as long as the layer: `owner` holds what they point into). */
+    moe_xcache *cache;
+    int cache_context;
+    bool *cacheable;
+    int64_t *rows;
+    size_t slot_bytes;
+    moe_layer_tensors src;
+    moe_matrix_src *src_matrices;
+    float *src_bias;
+    moe_source_owner owner;
 };
+
+#define CACHE_PART(P) ((P)->n_contexts)
 
 /* ---- the placement --------------------------------------------------------------------------- */
 
@@ -108,6 +128,26 @@ static moe_status part_failed(moe_context *home, int c, moe_context *ctx, moe_st
     return st;
 }
 
+/* expert_order, when given, lists each expert once. */
+static moe_status check_expert_order(moe_context *h, const moe_placement *p, int64_t E)
+{
+    if (!p->expert_order) return MOE_OK;
+    moe_status st = MOE_OK;
+    bool *seen = moe_calloc((size_t)(E ? E : 1), sizeof *seen);
+    if (!seen) return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    for (int64_t i = 0; i < E && st == MOE_OK; i++) {
+        const int32_t e = p->expert_order[i];
+        if (e < 0 || e >= E || seen[e])
+            st = moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                          "placement.expert_order[%lld] is %d: it must list each of the %lld experts once",
+                          (long long)i, e, (long long)E);
+        else
+            seen[e] = true;
+    }
+    moe_free(seen);
+    return st;
+}
+
 /* Each expert's context from the budgets: in expert_order, the first context (in the
  * placement's order) whose budget still holds its part with one more expert — measured as the
  * backend lays the part out (moe_layer_block_bytes), so a part never exceeds its budget. */
@@ -119,20 +159,6 @@ static moe_status fill_budgets(moe_context *h, const moe_placement *p, const moe
         return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
                         "placement: set expert_context (each expert's context) or budget_bytes (each "
                         "context's bytes for experts)");
-    moe_status st = MOE_OK;
-    bool *seen = moe_calloc((size_t)E, sizeof *seen);
-    if (!seen) return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
-    for (int64_t i = 0; i < E && p->expert_order && st == MOE_OK; i++) {
-        const int32_t e = p->expert_order[i];
-        if (e < 0 || e >= E || seen[e])
-            st = moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
-                          "placement.expert_order[%lld] is %d: it must list each of the %lld experts once",
-                          (long long)i, e, (long long)E);
-        else
-            seen[e] = true;
-    }
-    moe_free(seen);
-    if (st != MOE_OK) return st;
     const moe_layer_tensors only = experts_only(t);
     int64_t count[MOE_MAX_PLACEMENT_CONTEXTS] = {0};
     for (int64_t i = 0; i < E; i++) {
@@ -157,16 +183,24 @@ static moe_status fill_budgets(moe_context *h, const moe_placement *p, const moe
 void moe_placed_free(struct moe_placed *P)
 {
     if (!P) return;
-    for (int c = 0; c < P->n_contexts; c++) moe_layer_destroy(P->part[c].layer);
+    for (int c = 0; c < P->n_parts; c++) moe_layer_destroy(P->part[c].layer);
     moe_free(P->expert_context);
     moe_free(P->expert_local);
+    moe_free(P->run_part);
+    moe_free(P->run_local);
+    moe_xcache_free(P->cache);
+    moe_free(P->cacheable);
+    moe_free(P->rows);
+    moe_free(P->src_matrices);
+    moe_free(P->src_bias);
+    if (P->owner.release) P->owner.release(P->owner.owner);
     moe_free(P);
 }
 
 bool moe_placed_int_routed(const struct moe_placed *P)
 {
     bool any = false;
-    for (int c = 0; c < P->n_contexts; c++)
+    for (int c = 0; c < P->n_parts; c++)
         if (P->part[c].layer) {
             if (!P->part[c].layer->int_routed) return false;
             any = true;
@@ -174,12 +208,13 @@ bool moe_placed_int_routed(const struct moe_placed *P)
     return any;
 }
 
-/* Context c's part: its experts' matrices and biases gathered, a desc of only routed experts. */
-static moe_status create_part(struct moe_placed *P, int c, const moe_layer_desc *d,
+/* Part c: the experts experts[0..n) (its local order; n = its n_experts) gathered, their matrices
+ * and biases, a desc of only routed experts. */
+static moe_status create_part(struct moe_placed *P, int c, const int32_t *experts, const moe_layer_desc *d,
                               const moe_layer_tensors *t)
 {
     moe_part *part = &P->part[c];
-    const int64_t E = d->n_experts, n = part->n_experts, F = d->d_ff, D = d->d_model;
+    const int64_t n = part->n_experts, F = d->d_ff, D = d->d_model;
     const bool gated = moe_activation_is_gated(d->activation), bias = d->expert_has_bias;
     moe_matrix_src *m = moe_calloc((size_t)n * 3, sizeof *m);
     float *b = bias ? moe_malloc(sizeof(float) * (size_t)n * (size_t)(2 * F + D)) : NULL;
@@ -188,9 +223,8 @@ static moe_status create_part(struct moe_placed *P, int c, const moe_layer_desc 
         moe_free(b);
         return moe_fail(part->ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
-    for (int64_t e = 0; e < E; e++) {
-        if (P->expert_context[e] != c) continue;
-        const int64_t l = P->expert_local[e];
+    for (int64_t l = 0; l < n; l++) {
+        const int64_t e = experts[l];
         if (gated) m[l] = t->gate[e];
         m[n + l] = t->up[e];
         m[2 * n + l] = t->down[e];
@@ -215,25 +249,149 @@ static moe_status create_part(struct moe_placed *P, int c, const moe_layer_desc 
     return st;
 }
 
+/* The cache's desc read by its struct_size and checked against the placement: *c the defaults
+ * where the caller's struct ends. */
+static moe_status read_cache_desc(moe_context *h, const moe_placement *p, moe_expert_cache_desc *c)
+{
+    *c = (moe_expert_cache_desc){.struct_size = sizeof *c};
+    moe_status st = moe_abi_in(h, &moe_abi_expert_cache_desc, p->cache, c);
+    if (st != MOE_OK) return st;
+    if (c->context < 0 || c->context >= p->n_contexts)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement.cache->context is %d; there are %d contexts", c->context, p->n_contexts);
+    if (c->slots < 0)
+        return moe_fail(h, MOE_ERROR_INVALID_SIZE, "placement.cache->slots is %lld", (long long)c->slots);
+    if (c->slots == 0 && c->budget_bytes == 0)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement.cache: set slots (how many experts it holds) or budget_bytes (its bytes)");
+    if (c->policy != MOE_CACHE_LRU && c->policy != MOE_CACHE_LFU)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement.cache->policy is %d; it is MOE_CACHE_LRU (0) or MOE_CACHE_LFU (1)",
+                        (int)c->policy);
+    if (c->min_rows < 0)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement.cache->min_rows is %lld; it must be 0 or more", (long long)c->min_rows);
+    if (c->halving_forwards < 0)
+        return moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
+                        "placement.cache->halving_forwards is %lld; it must be 0 or more",
+                        (long long)c->halving_forwards);
+    return MOE_OK;
+}
+
+/* The cache: its slots (counted, or as many as its budget holds, never more than the experts
+ * that live elsewhere), filled with the first of those in expert_order; the sources kept. */
+static moe_status create_cache(struct moe_placed *P, const moe_placement *p, const moe_expert_cache_desc *cd,
+                               const moe_layer_desc *d, const moe_layer_tensors *t)
+{
+    moe_context *h = p->contexts[p->home], *cctx = p->contexts[cd->context];
+    const int64_t E = d->n_experts;
+    P->cache_context = cd->context;
+    P->cacheable = moe_calloc((size_t)E, sizeof *P->cacheable);
+    P->rows = moe_calloc((size_t)E, sizeof *P->rows);
+    int32_t *fill = moe_malloc(sizeof(int32_t) * (size_t)E);
+    if (!P->cacheable || !P->rows || !fill) {
+        moe_free(fill);
+        return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    int64_t n = 0;
+    for (int64_t i = 0; i < E; i++) {
+        const int32_t e = p->expert_order ? p->expert_order[i] : (int32_t)i;
+        P->cacheable[e] = P->expert_context[e] != cd->context;
+        if (P->cacheable[e]) fill[n++] = e;
+    }
+    moe_status st = MOE_OK;
+    int64_t slots = cd->slots < n ? cd->slots : n;
+    if (n == 0)
+        st = moe_fail(
+            h, MOE_ERROR_INVALID_ARGUMENT,
+            "placement.cache: every expert lives on the cache's context (%d); there is nothing to cache",
+            cd->context);
+    if (st == MOE_OK && cd->slots == 0) { /* as many as the budget holds, measured as created */
+        const moe_layer_tensors only = experts_only(t);
+        while (slots < n) {
+            const moe_layer_desc sub = part_desc(d, slots + 1);
+            const size_t bytes = moe_layer_block_bytes(cctx->be, &sub, &only);
+            if (bytes == SIZE_MAX || (uint64_t)bytes > cd->budget_bytes) break;
+            slots++;
+        }
+        if (slots == 0) {
+            const moe_layer_desc sub = part_desc(d, 1);
+            st = moe_fail(
+                h, MOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                "placement.cache->budget_bytes (%llu) holds no expert; one takes %zu bytes on context %d",
+                (unsigned long long)cd->budget_bytes, moe_layer_block_bytes(cctx->be, &sub, &only),
+                cd->context);
+        }
+    }
+    moe_part *part = &P->part[CACHE_PART(P)];
+    part->ctx = cctx;
+    part->n_experts = slots;
+    if (st == MOE_OK) st = part_failed(h, cd->context, cctx, create_part(P, CACHE_PART(P), fill, d, t));
+    if (st == MOE_OK) {
+        P->n_parts = P->n_contexts + 1;
+        st = part_failed(h, cd->context, cctx, moe_layer_expert_bytes(part->layer, t, &P->slot_bytes));
+    }
+    if (st == MOE_OK) {
+        P->cache = moe_xcache_new(E, slots, cd->policy, cd->min_rows, cd->halving_forwards);
+        if (!P->cache) st = moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    }
+    for (int64_t s = 0; s < slots && st == MOE_OK; s++) moe_xcache_fill(P->cache, s, fill[s]);
+    moe_free(fill);
+    if (st != MOE_OK) return st;
+
+    /* The sources: the matrices (pointing into the caller's weights or the model's files) and the
+     * small bias vectors, copied. */
+    const bool gated = moe_activation_is_gated(d->activation), bias = d->expert_has_bias;
+    const int64_t F = d->d_ff, D = d->d_model;
+    P->src_matrices = moe_calloc((size_t)E * 3, sizeof *P->src_matrices);
+    P->src_bias = bias ? moe_malloc(sizeof(float) * (size_t)E * (size_t)(2 * F + D)) : NULL;
+    if (!P->src_matrices || (bias && !P->src_bias))
+        return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    moe_matrix_src *m = P->src_matrices;
+    if (gated) memcpy(m, t->gate, sizeof *m * (size_t)E);
+    memcpy(m + E, t->up, sizeof *m * (size_t)E);
+    memcpy(m + 2 * E, t->down, sizeof *m * (size_t)E);
+    float *b = P->src_bias;
+    if (bias) {
+        if (gated) memcpy(b, t->gate_bias, sizeof(float) * (size_t)(E * F));
+        memcpy(b + E * F, t->up_bias, sizeof(float) * (size_t)(E * F));
+        memcpy(b + 2 * E * F, t->down_bias, sizeof(float) * (size_t)(E * D));
+    }
+    P->src = (moe_layer_tensors){.gate = gated ? m : NULL,
+                                 .up = m + E,
+                                 .down = m + 2 * E,
+                                 .gate_bias = bias && gated ? b : NULL,
+                                 .up_bias = bias ? b + E * F : NULL,
+                                 .down_bias = bias ? b + 2 * E * F : NULL};
+    return MOE_OK;
+}
+
 moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, const moe_layer_tensors *t,
-                             moe_layer **out)
+                             const moe_source_owner *owner, moe_layer **out)
 {
     moe_context *h = p->contexts[p->home];
     const int64_t E = d->n_experts;
     struct moe_placed *P = moe_calloc(1, sizeof *P);
     if (P) {
+        if (owner) P->owner = *owner; /* released with P, whatever happens below */
         P->expert_context = moe_calloc((size_t)E, sizeof(int32_t));
         P->expert_local = moe_calloc((size_t)E, sizeof(int32_t));
+        P->run_part = moe_calloc((size_t)E, sizeof(int32_t));
+        P->run_local = moe_calloc((size_t)E, sizeof(int32_t));
     }
-    if (!P || !P->expert_context || !P->expert_local) {
+    if (!P || !P->expert_context || !P->expert_local || !P->run_part || !P->run_local) {
+        if (!P && owner && owner->release) owner->release(owner->owner);
         moe_placed_free(P);
         return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
-    P->n_contexts = p->n_contexts;
+    P->n_contexts = P->n_parts = p->n_contexts;
     P->home = p->home;
+    P->cache_context = -1;
     for (int c = 0; c < p->n_contexts; c++) P->part[c].ctx = p->contexts[c];
-    moe_status st = MOE_OK;
-    if (p->expert_context) {
+    moe_expert_cache_desc cd;
+    moe_status st = p->cache ? read_cache_desc(h, p, &cd) : MOE_OK;
+    if (st == MOE_OK) st = check_expert_order(h, p, E);
+    if (st == MOE_OK && p->expert_context) {
         for (int64_t e = 0; e < E && st == MOE_OK; e++) {
             if (p->expert_context[e] < 0 || p->expert_context[e] >= p->n_contexts)
                 st = moe_fail(h, MOE_ERROR_INVALID_ARGUMENT,
@@ -242,13 +400,21 @@ moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, co
             else
                 P->expert_context[e] = p->expert_context[e];
         }
-    } else {
+    } else if (st == MOE_OK) {
         st = fill_budgets(h, p, d, t, P->expert_context);
     }
     for (int64_t e = 0; e < E && st == MOE_OK; e++)
         P->expert_local[e] = (int32_t)P->part[P->expert_context[e]].n_experts++;
-    for (int c = 0; c < p->n_contexts && st == MOE_OK; c++)
-        if (P->part[c].n_experts > 0) st = part_failed(h, c, P->part[c].ctx, create_part(P, c, d, t));
+    int32_t *experts = st == MOE_OK ? moe_malloc(sizeof(int32_t) * (size_t)(E ? E : 1)) : NULL;
+    if (st == MOE_OK && !experts) st = moe_fail(h, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    for (int c = 0; c < p->n_contexts && st == MOE_OK; c++) {
+        if (P->part[c].n_experts == 0) continue;
+        for (int64_t e = 0; e < E; e++)
+            if (P->expert_context[e] == c) experts[P->expert_local[e]] = (int32_t)e;
+        st = part_failed(h, c, P->part[c].ctx, create_part(P, c, experts, d, t));
+    }
+    moe_free(experts);
+    if (st == MOE_OK && p->cache) st = create_cache(P, p, &cd, d, t);
     /* The home: router, shared expert and small vectors, no routed experts. */
     moe_layer *layer = NULL;
     if (st == MOE_OK) {
@@ -259,6 +425,10 @@ moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, co
     if (st != MOE_OK) {
         moe_placed_free(P);
         return st;
+    }
+    if (!P->cache && P->owner.release) { /* no cache: the sources are not read again */
+        P->owner.release(P->owner.owner);
+        P->owner.release = NULL;
     }
     layer->placed = P;
     *out = layer;
@@ -285,6 +455,43 @@ moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expert_conte
     return MOE_OK;
 }
 
+moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_cache_stats *user)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!user) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "stats is NULL");
+    moe_expert_cache_stats s = {.struct_size = sizeof s};
+    moe_status st = moe_abi_in(layer->ctx, &moe_abi_expert_cache_stats, user, &s); /* the arrays asked for */
+    if (st != MOE_OK) return st;
+    const struct moe_placed *P = layer->placed;
+    const moe_xcache *c = P ? P->cache : NULL;
+    int32_t *slot_expert = s.slot_expert;
+    int64_t *per[3] = {s.expert_hits, s.expert_misses, s.expert_uploads};
+    s = (moe_expert_cache_stats){.struct_size = sizeof s, .slot_expert = slot_expert};
+    s.expert_hits = per[0], s.expert_misses = per[1], s.expert_uploads = per[2];
+    const int64_t E = layer->desc.n_experts;
+    if (c) {
+        s.context = P->cache_context;
+        s.slots = c->slots;
+        s.bytes = P->part[CACHE_PART(P)].layer->weights_bytes;
+        s.forwards = c->forwards;
+        s.hits = c->hits;
+        s.misses = c->misses;
+        s.uploads = c->uploads_done;
+        s.evictions = c->evictions;
+        s.upload_bytes = c->upload_bytes;
+        s.upload_ms = c->upload_ms;
+        s.rows_cached = c->rows_cached;
+        s.rows_elsewhere = c->rows_elsewhere;
+        if (slot_expert) memcpy(slot_expert, c->slot_expert, sizeof(int32_t) * (size_t)c->slots);
+    }
+    const int64_t *from[3] = {c ? c->expert_hits : NULL, c ? c->expert_misses : NULL,
+                              c ? c->expert_uploads : NULL};
+    for (int k = 0; k < 3; k++)
+        for (int64_t e = 0; per[k] && e < E; e++) per[k][e] = from[k] ? from[k][e] : 0;
+    return moe_abi_out(layer->ctx, &moe_abi_expert_cache_stats, user, &s);
+}
+
 /* ---- the forward ------------------------------------------------------------------------------- */
 
 /* One part's share of a forward: the slots routed to its experts, in the order of its rows. */
@@ -298,38 +505,40 @@ typedef struct part_run {
     bool submitted;
 } part_run;
 
-/* The host's plan for part c (moe_plan_step's outputs, for its slots) into its scratch, then its
- * two products submitted. `base` is where its layout starts in its context's scratch. */
-static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const int32_t *ids,
-                              const int32_t *srow, const float *x, int64_t TK, int64_t K, int64_t D,
-                              size_t base)
+/* Part c's slots (those routed to its experts this forward, P->run_part), grouped by expert with
+ * tokens ascending, and its layout from byte `base` of its context's scratch. */
+static moe_status plan_part(struct moe_placed *P, int c, part_run *r, const int32_t *ids, const int32_t *srow,
+                            int64_t TK, size_t base)
+{
+    moe_part *part = &P->part[c];
+    const int64_t n_exp = part->n_experts;
+    /* Count, then place each slot after its expert's earlier ones (tokens stay ascending). */
+    for (int64_t i = 0; i < TK; i++)
+        if (srow[i] >= 0 && P->run_part[ids[i]] == c) r->first[P->run_local[ids[i]] + 1]++;
+    for (int64_t e = 0; e < n_exp; e++) r->first[e + 1] += r->first[e];
+    r->n = r->first[n_exp];
+    if (r->n == 0) return MOE_OK;
+    int32_t *fill = r->row_start; /* borrowed as each expert's fill position, then set by submit_part */
+    for (int64_t e = 0; e < n_exp; e++) fill[e] = r->first[e];
+    for (int64_t i = 0; i < TK; i++)
+        if (srow[i] >= 0 && P->run_part[ids[i]] == c) r->slot[fill[P->run_local[ids[i]]]++] = (int32_t)i;
+    bool overflow;
+    moe_layout_forward(part->layer, r->n, true, false, MOE_STEPS_EXPERTS, base, &r->L, &overflow);
+    if (overflow)
+        return moe_fail(part->ctx, MOE_ERROR_SIZE_OVERFLOW,
+                        "the forward's scratch does not fit in size_t bytes");
+    return MOE_OK;
+}
+
+/* Part c's plan (moe_plan_step's outputs, for its slots) written into its context's scratch
+ * (reserved for it: the home's before phase 1, the others' by the caller), then its two products
+ * submitted. */
+static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const float *x, int64_t K, int64_t D)
 {
     moe_part *part = &P->part[c];
     moe_context *ctx = part->ctx;
     moe_backend *be = ctx->be;
     const int64_t n_exp = part->n_experts;
-    /* Count, then place each slot after its expert's earlier ones (tokens stay ascending). */
-    for (int64_t i = 0; i < TK; i++)
-        if (srow[i] >= 0 && P->expert_context[ids[i]] == c) r->first[P->expert_local[ids[i]] + 1]++;
-    for (int64_t e = 0; e < n_exp; e++) r->first[e + 1] += r->first[e];
-    r->n = r->first[n_exp];
-    if (r->n == 0) return MOE_OK;
-    int32_t *fill = r->row_start; /* borrowed as each expert's fill position, then set below */
-    for (int64_t e = 0; e < n_exp; e++) fill[e] = r->first[e];
-    for (int64_t i = 0; i < TK; i++)
-        if (srow[i] >= 0 && P->expert_context[ids[i]] == c)
-            r->slot[fill[P->expert_local[ids[i]]]++] = (int32_t)i;
-
-    bool overflow;
-    moe_layout_forward(part->layer, r->n, true, false, MOE_STEPS_EXPERTS, base, &r->L, &overflow);
-    if (overflow)
-        return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
-    if (base == 0) { /* a context of its own: its scratch holds only this part */
-        const moe_status st = moe_arena_reserve_scratch(&ctx->arena, r->L.bytes);
-        if (st != MOE_OK) return st;
-    }
-    /* The home's own part was reserved for T·k slots before phase 1; every size of a layout grows
-     * with its row count, so n ≤ T·k fits. */
     if (r->L.bytes > ctx->arena.scratch_bytes)
         return moe_fail(ctx, MOE_ERROR_INTERNAL,
                         "a placement part's scratch (%zu bytes) exceeds the %zu reserved", r->L.bytes,
@@ -384,6 +593,36 @@ static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const in
     return MOE_OK;
 }
 
+/* Where each expert's rows run this forward (run_part, run_local): where it lives, or with a
+ * cache its slot, after the cache's decisions and uploads (moe_xcache_decide). */
+static moe_status route_to_parts(struct moe_placed *P, moe_context *hctx, const int32_t *ids,
+                                 const int32_t *srow, int64_t TK, int64_t E)
+{
+    memcpy(P->run_part, P->expert_context, sizeof(int32_t) * (size_t)E);
+    memcpy(P->run_local, P->expert_local, sizeof(int32_t) * (size_t)E);
+    moe_xcache *c = P->cache;
+    if (!c) return MOE_OK;
+    memset(P->rows, 0, sizeof(int64_t) * (size_t)E);
+    for (int64_t i = 0; i < TK; i++)
+        if (srow[i] >= 0) P->rows[ids[i]]++;
+    moe_xcache_decide(c, P->rows, P->cacheable);
+    moe_part *part = &P->part[CACHE_PART(P)];
+    for (int64_t u = 0; u < c->n_uploads; u++) {
+        const int32_t e = c->uploads[u];
+        moe_xcache_begin_upload(c, e); /* the slot is empty until the expert is all there */
+        const double t0 = moe_now_ms();
+        const moe_status st = moe_layer_upload_expert(part->layer, c->fwd_slot[e], &P->src, e);
+        if (st != MOE_OK) return part_failed(hctx, P->cache_context, part->ctx, st);
+        moe_xcache_end_upload(c, e, P->slot_bytes, moe_now_ms() - t0);
+    }
+    for (int64_t e = 0; e < E; e++)
+        if (c->fwd_slot[e] >= 0) {
+            P->run_part[e] = CACHE_PART(P);
+            P->run_local[e] = c->fwd_slot[e];
+        }
+    return MOE_OK;
+}
+
 /* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order: an
  * expert's rows are consecutive on both sides, so one read per expert and no copy. */
 static moe_status read_part(struct moe_placed *P, int c, const part_run *r, int64_t D, float *o)
@@ -399,6 +638,12 @@ static moe_status read_part(struct moe_placed *P, int c, const part_run *r, int6
         if (st != MOE_OK) return st;
     }
     return MOE_OK;
+}
+
+/* The context index of part c (the cache's part is on the cache's context). */
+static int part_context(const struct moe_placed *P, int c)
+{
+    return c == CACHE_PART(P) && P->cache ? P->cache_context : c;
 }
 
 /* Submits the home context's steps of one phase and waits for them. */
@@ -422,7 +667,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     moe_context *hctx = layer->ctx;
     moe_backend *hbe = hctx->be;
     const moe_layer_desc *d = &layer->desc;
-    const int64_t K = d->top_k, D = d->d_model, TK = T * K;
+    const int64_t K = d->top_k, D = d->d_model, TK = T * K, E = d->n_experts;
     moe_status st = MOE_OK;
     /* This forward completes before it returns; what each context has in flight finishes first,
      * so its scratch may grow. */
@@ -434,17 +679,19 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     }
     if (st != MOE_OK) return st;
 
-    /* The home's scratch: its own layout, then room for its part (if it holds experts) at the
-     * most slots a part can get (T·k), so phase 2 never moves the home's region. */
+    /* The home's scratch: its own layout, then room for its parts (the experts living there, and
+     * the cache's slots when they are there) at the most slots a part can get (T·k), so phase 2
+     * never moves the home's region. */
     moe_forward_layout L;
     bool overflow, part_overflow = false;
     moe_layout_forward(layer, T, x != NULL, y != NULL, MOE_STEPS_ROUTE | MOE_STEPS_SHARED | MOE_STEPS_COMBINE,
                        0, &L, &overflow);
     size_t home_bytes = L.bytes;
-    moe_layer *home_part = P->part[P->home].layer;
-    if (home_part && !overflow) {
+    for (int c = 0; c < P->n_parts && !overflow && !part_overflow; c++) {
+        if (!P->part[c].layer || part_context(P, c) != P->home) continue;
         moe_forward_layout bound;
-        moe_layout_forward(home_part, TK, true, false, MOE_STEPS_EXPERTS, L.bytes, &bound, &part_overflow);
+        moe_layout_forward(P->part[c].layer, TK, true, false, MOE_STEPS_EXPERTS, home_bytes, &bound,
+                           &part_overflow);
         home_bytes = bound.bytes;
     }
     if (overflow || part_overflow)
@@ -454,22 +701,22 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     moe_layout_attach(&L, hctx->arena.scratch);
 
     /* Host memory of this forward: the plan's ids and slot rows, x (when it is a buffer), the
-     * routed slots' output rows, and the slot lists of each context that holds experts. (Sizes
-     * of T·k·D floats: validation bounded T·k and the scratch layout these products.) */
+     * routed slots' output rows, and the slot lists of each part. (Sizes of T·k·D floats:
+     * validation bounded T·k and the scratch layout these products.) */
     size_t ints = 2 * (size_t)TK;
-    for (int c = 0; c < P->n_contexts; c++)
+    for (int c = 0; c < P->n_parts; c++)
         if (P->part[c].layer) ints += (size_t)TK + 2 * (size_t)P->part[c].n_experts + 1;
     int32_t *ibuf = moe_calloc(ints, sizeof(int32_t));
     float *xs = xb ? moe_malloc(sizeof(float) * (size_t)(T * D)) : NULL;
     float *o = moe_malloc(sizeof(float) * (size_t)(TK * D));
-    part_run run[MOE_MAX_PLACEMENT_CONTEXTS];
+    part_run run[MOE_MAX_PLACEMENT_CONTEXTS + 1];
     memset(run, 0, sizeof run);
     if (!ibuf || (xb && !xs) || !o) {
         st = moe_fail(hctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
         goto done;
     }
     int32_t *ids = ibuf, *srow = ibuf + TK, *next = ibuf + 2 * TK;
-    for (int c = 0; c < P->n_contexts; c++) {
+    for (int c = 0; c < P->n_parts; c++) {
         if (!P->part[c].layer) continue;
         run[c].slot = next;
         run[c].first = next + TK;
@@ -488,33 +735,48 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     if (st == MOE_OK && xb) st = hbe->ops->buffer_read(hbe, xa, xs, sizeof(float) * (size_t)(T * D));
     const float *xh = x ? x : xs;
 
-    /* 2. Every part's products: the GPUs' submitted first, so they run while the CPU computes its
-     * part (the CPU backend runs each step as it is called). Their output rows go to the host
-     * back to back, part after part, in each part's slot order. */
+    /* 2. Where each expert's rows run (the cache's uploads first), each part's slots and its
+     * layout — chained on a context holding two parts (its experts and the cache's slots), the
+     * home's after its own layout, and reserved before anything is submitted there — then every
+     * part's products: the GPUs' submitted first, so they run while the CPU computes its part
+     * (the CPU backend runs each step as it is called). Their output rows go to the host back
+     * to back, part after part, in each part's slot order. */
+    if (st == MOE_OK) st = route_to_parts(P, hctx, ids, srow, TK, E);
+    for (int c = 0; c < P->n_contexts && st == MOE_OK; c++) {
+        size_t base = c == P->home ? L.bytes : 0;
+        for (int q = 0; q < P->n_parts && st == MOE_OK; q++) {
+            if (!P->part[q].layer || part_context(P, q) != c) continue;
+            st = part_failed(hctx, c, P->part[c].ctx, plan_part(P, q, &run[q], ids, srow, TK, base));
+            if (run[q].n > 0) base = run[q].L.bytes;
+        }
+        /* The home's region was reserved for its parts' bound before phase 1. */
+        if (st == MOE_OK && c != P->home && base > 0)
+            st =
+                part_failed(hctx, c, P->part[c].ctx, moe_arena_reserve_scratch(&P->part[c].ctx->arena, base));
+    }
     int64_t out_rows = 0;
     for (int pass = 0; pass < 2 && st == MOE_OK; pass++)
-        for (int c = 0; c < P->n_contexts && st == MOE_OK; c++) {
+        for (int c = 0; c < P->n_parts && st == MOE_OK; c++) {
             const bool cpu = P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU;
-            if (!P->part[c].layer || cpu != (pass == 1)) continue;
-            st = part_failed(hctx, c, P->part[c].ctx,
-                             submit_part(P, c, &run[c], ids, srow, xh, TK, K, D, c == P->home ? L.bytes : 0));
+            if (!P->part[c].layer || run[c].n == 0 || cpu != (pass == 1)) continue;
+            st = part_failed(hctx, part_context(P, c), P->part[c].ctx, submit_part(P, c, &run[c], xh, K, D));
             run[c].out = out_rows;
             out_rows += run[c].n;
         }
-    for (int c = 0; c < P->n_contexts; c++) {
+    for (int c = 0; c < P->n_parts; c++) {
         if (!run[c].submitted) continue;
         moe_context *ctx = P->part[c].ctx;
         const moe_status w = moe_context_wait_all(ctx);
         if (ctx->be->last_device_ms > parts_ms) parts_ms = ctx->be->last_device_ms;
-        if (st == MOE_OK) st = part_failed(hctx, c, ctx, w);
-        if (st == MOE_OK) st = part_failed(hctx, c, ctx, read_part(P, c, &run[c], D, o));
+        if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, w);
+        if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, read_part(P, c, &run[c], D, o));
     }
     device_ms += parts_ms;
 
     /* 3. Each routed slot's row in the expert-output region (dropped slots stay -1); the combine
      * gathers them in slot order, then the stats. */
     if (st == MOE_OK) {
-        for (int c = 0; c < P->n_contexts; c++)
+        for (int c = 0; c < P->n_parts; c++)
             for (int64_t q = 0; q < run[c].n; q++) srow[run[c].slot[q]] = (int32_t)(run[c].out + q);
         st = hbe->ops->buffer_write(hbe, L.o, o, sizeof(float) * (size_t)(out_rows * D));
     }
@@ -529,6 +791,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
         if (st == MOE_OK && stats->device_ms) *stats->device_ms = device_ms;
     }
     if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
+    if (st == MOE_OK && P->cache) moe_xcache_commit(P->cache);
 done:
     /* Nothing of this forward stays in flight, failed or not. */
     for (int c = 0; c < P->n_contexts; c++) (void)moe_context_wait_all(P->part[c].ctx);

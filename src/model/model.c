@@ -209,6 +209,7 @@ moe_status moe_model_open(const char *path, moe_model **out)
                         path, moe_file_kind(sb.st_mode));
 
     moe_model *m = moe_calloc(1, sizeof *m);
+    if (m) atomic_init(&m->refs, 1);
     char *cfg_path = dir ? join(path, "config.json") : NULL;
     if (!m || (dir && !cfg_path) || !(m->dir = moe_malloc(strlen(path) + 1))) {
         moe_free(cfg_path);
@@ -239,7 +240,8 @@ moe_status moe_model_open(const char *path, moe_model **out)
 
 void moe_model_close(moe_model *m)
 {
-    if (!m) return;
+    /* The last reference frees: a layer with an expert cache keeps the files it uploads from. */
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1) return;
     for (int f = 0; f < m->n_files; f++) moe_tensor_file_close(&m->files[f]);
     moe_free(m->files);
     moe_free(m->tensors);
@@ -679,6 +681,21 @@ static const float *floats_of(const moe_tensor_view *t, int64_t n, temps *tmp, b
     return v;
 }
 
+/* A placed layer's sources (moe_source_owner): the model, one reference more, and the copies
+ * made for its tensors, kept while an expert cache may upload from them. */
+typedef struct kept_sources {
+    moe_model *m;
+    temps tmp;
+} kept_sources;
+
+static void release_sources(void *p)
+{
+    kept_sources *k = p;
+    temps_free(&k->tmp);
+    moe_model_close(k->m);
+    moe_free(k);
+}
+
 /* moe_model_create_layer, and with a placement (checked; its home is ctx) _placed. */
 static moe_status create_layer(moe_context *ctx, const moe_placement *placement, const moe_model *m,
                                int64_t layer, const moe_model_layer_options *options, moe_layer **out)
@@ -737,8 +754,17 @@ static moe_status create_layer(moe_context *ctx, const moe_placement *placement,
         };
         oom = oom || !t.router.data || (r.shared_up.data && (!t.shared_up.data || !t.shared_down.data)) ||
               (r.shared_gate.data && !t.shared_gate.data);
+        kept_sources *kept = placement && !oom ? moe_malloc(sizeof *kept) : NULL;
+        oom = oom || (placement && !kept);
+        if (kept) { /* the layer owns the copies from here, and a reference to the model */
+            kept->m = (moe_model *)m;
+            kept->tmp = tmp;
+            tmp = (temps){0};
+            atomic_fetch_add(&kept->m->refs, 1);
+        }
+        const moe_source_owner owner = {release_sources, kept};
         st = oom         ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory")
-             : placement ? moe_placed_create(placement, &d, &t, out)
+             : placement ? moe_placed_create(placement, &d, &t, &owner, out)
                          : moe_layer_create_from_tensors(ctx, &d, &t, out);
     }
     temps_free(&tmp);

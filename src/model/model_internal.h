@@ -13,6 +13,7 @@
 #include "../internal.h"
 #include "../json.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -221,6 +222,7 @@ typedef struct moe_gguf_arch {
 } moe_gguf_arch;
 
 struct moe_model {
+    atomic_int refs;     /* moe_model_open's, and one per layer with an expert cache made from it */
     char *dir;           /* the model directory, or the (first) GGUF file */
     char *weights_label; /* "model.safetensors", the index's path, or the GGUF file's */
     bool gguf;
