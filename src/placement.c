@@ -47,6 +47,9 @@ struct moe_placed {
      * read (the layer's sources, kept as long as the layer: `owner` holds what they point into). */
     moe_xcache *cache;
     int cache_context;
+    /* Device time each context spent on the forwards that succeeded (moe_layer_get_context_ms),
+     * and the current forward's. */
+    double context_ms[MOE_MAX_PLACEMENT_CONTEXTS], fwd_ms[MOE_MAX_PLACEMENT_CONTEXTS];
     bool *cacheable;
     int64_t *rows;
     size_t slot_bytes;
@@ -492,6 +495,23 @@ moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_cache_st
     return moe_abi_out(layer->ctx, &moe_abi_expert_cache_stats, user, &s);
 }
 
+moe_status moe_layer_get_context_ms(const moe_layer *layer, int n_contexts, double *ms)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!ms) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "ms is NULL");
+    const struct moe_placed *P = layer->placed;
+    if (!P)
+        return moe_fail(layer->ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "the layer is not placed (moe_layer_create_placed); a forward's device time is "
+                        "moe_forward_stats.device_ms");
+    if (n_contexts != P->n_contexts)
+        return moe_fail(layer->ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "n_contexts is %d; the layer's placement has %d", n_contexts, P->n_contexts);
+    memcpy(ms, P->context_ms, sizeof(double) * (size_t)n_contexts);
+    return MOE_OK;
+}
+
 /* ---- the forward ------------------------------------------------------------------------------- */
 
 /* One part's share of a forward: the slots routed to its experts, in the order of its rows. */
@@ -727,6 +747,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     /* 1. Route, plan and the shared expert on the home context. */
     const moe_addr xa = x ? L.x : moe_buffer_addr(xb), ya = y ? L.y : moe_buffer_addr(yb);
     double device_ms = 0.0, parts_ms = 0.0;
+    memset(P->fwd_ms, 0, sizeof P->fwd_ms);
     if (x) st = hbe->ops->buffer_write(hbe, xa, x, sizeof(float) * (size_t)(T * D));
     if (st == MOE_OK)
         st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_ROUTE | MOE_STEPS_SHARED, false, xb, yb, &device_ms);
@@ -768,6 +789,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
         moe_context *ctx = P->part[c].ctx;
         const moe_status w = moe_context_wait_all(ctx);
         if (ctx->be->last_device_ms > parts_ms) parts_ms = ctx->be->last_device_ms;
+        P->fwd_ms[part_context(P, c)] += ctx->be->last_device_ms;
         if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, w);
         if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, read_part(P, c, &run[c], D, o));
     }
@@ -792,6 +814,10 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     }
     if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
     if (st == MOE_OK && P->cache) moe_xcache_commit(P->cache);
+    if (st == MOE_OK) {
+        P->fwd_ms[P->home] += device_ms - parts_ms; /* the home's two phases */
+        for (int c = 0; c < P->n_contexts; c++) P->context_ms[c] += P->fwd_ms[c];
+    }
 done:
     /* Nothing of this forward stays in flight, failed or not. */
     for (int c = 0; c < P->n_contexts; c++) (void)moe_context_wait_all(P->part[c].ctx);

@@ -297,6 +297,15 @@ static void long_trace(moe_context *ctx, moe_context *cpu, const h_layer *hl, mo
     CHECK((s.uploads == 0) == (s.upload_bytes == 0) && s.upload_bytes <= (uint64_t)s.uploads * s.bytes / 3,
           "upload_bytes %llu for %lld uploads into 3 slots of %zu bytes", (unsigned long long)s.upload_bytes,
           (long long)s.uploads, s.bytes);
+    /* Each context's device time: the home (with the slots) always runs; the CPU's experts ran
+     * when some rows stayed there. */
+    double ms[2] = {-1.0, -1.0};
+    CHECK_STATUS(moe_layer_get_context_ms(layer, 2, ms), MOE_OK);
+    CHECK(ms[0] > 0.0 && ms[1] >= 0.0 && (s.rows_elsewhere == 0 || ms[1] > 0.0),
+          "device time per context: %.3f ms (slots), %.3f ms (experts' CPU) with %lld rows there", ms[0],
+          ms[1], (long long)s.rows_elsewhere);
+    CHECK_STATUS(moe_layer_get_context_ms(layer, 3, ms), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK_STATUS(moe_layer_get_context_ms(layer, 2, NULL), MOE_ERROR_NULL_POINTER);
     printf("long trace (%s, %s, min_rows %lld): %lld hits, %lld misses, %lld uploads (%llu bytes, %.2f ms), "
            "hit rate %.0f%%\n",
            moe_dtype_name(hl->desc.weight_dtype), policy == MOE_CACHE_LFU ? "LFU" : "LRU",
@@ -437,6 +446,8 @@ static void misuse(moe_context *ctx, moe_context *cpu, const h_layer *hl)
     CHECK_STATUS(moe_layer_get_cache_stats(plain, &s), MOE_OK);
     CHECK(s.slots == 0 && s.hits == 0 && s.forwards == 0, "a layer without a cache: %lld slots, %lld hits",
           (long long)s.slots, (long long)s.hits);
+    double ms[1];
+    CHECK_STATUS(moe_layer_get_context_ms(plain, 1, ms), MOE_ERROR_INVALID_ARGUMENT);
     moe_layer_destroy(plain);
 }
 
