@@ -101,6 +101,37 @@ saved=$(tr -d ' \n' < "$work/usage.json" | sed 's/.*"routed_total":\[\([0-9,]*\)
 "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
     --expert-budget-mib 1 --usage-in "$work/usage.json"
 cmp -s "$work/one.npy" "$work/placed.npy" || fail "moe-run --usage-in differs from one context"
+# --cache-slots: every expert on the CPU context, 4 slots on the "device" (a CPU context here):
+# one forward is bit-identical to one context; token by token (--batch 1) it is the reference's
+# result, and --stats reports the cache (hits + misses = the experts each token routed, 9 x 8).
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
+    --cache-slots 4 --cache-policy lfu --usage-in "$work/usage.json"
+cmp -s "$work/one.npy" "$work/cached.npy" || fail "moe-run --cache-slots 4 differs from one context"
+"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
+    --cache-slots 4 --batch 1 --stats > "$work/cached.stats"
+"$compare" --compare "$work/cached.npy" "$olm/y_ref.npy" 1e-4
+line=$(grep "^cache: 4 slots on cpu" "$work/cached.stats") || fail "moe-run --cache-slots --stats: no cache line"
+lookups=$(sed 's/.*: \([0-9]*\) hits, \([0-9]*\) misses.*/\1 + \2/' <<< "$line")
+[ $((lookups)) -eq 72 ] || fail "moe-run --cache-slots 4 --batch 1: $lookups lookups, expected 72: $line"
+grep -q "^forwards: 9 of up to 1 tokens" "$work/cached.stats" && grep -q "^device time: cpu" "$work/cached.stats" ||
+    fail "moe-run --batch 1 --stats: $(cat "$work/cached.stats")"
+# Misuse: exit 2, nothing written.
+for bad in "--cache-slots 0" "--cache-slots x" "--cache-policy lfu" "--cache-slots 2 --cache-policy mru" \
+           "--cache-slots 2 --cache-min-rows -1" "--batch 0"; do
+    rm -f "$work/q.npy"
+    rc=0
+    # shellcheck disable=SC2086 # the flags are meant to split
+    "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --backend cpu $bad \
+        > "$work/err.txt" 2>&1 || rc=$?
+    [ "$rc" -eq 2 ] && [ ! -e "$work/q.npy" ] && grep -q "^moe-run: --" "$work/err.txt" ||
+        fail "moe-run $bad: exit $rc: $(cat "$work/err.txt")"
+done
+sw=$data/switch_T12_d32_f48_E4_cf1.0
+rc=0
+"$run" --model "$sw" --layer 1 --input "$sw/x.npy" --output "$work/q.npy" --backend cpu --batch 4 > "$work/err.txt" 2>&1 || rc=$?
+[ "$rc" -eq 2 ] && grep -q "expert capacity" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+    fail "moe-run --batch on a layer with a capacity: exit $rc: $(cat "$work/err.txt")"
+echo "ok: --cache-slots and --batch: $line"
 rc=0
 "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "give both" "$work/err.txt" || fail "moe-run --usage-in alone: exit $rc: $(cat "$work/err.txt")"

@@ -24,7 +24,9 @@ static void usage(FILE *f)
             "               [--weights f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|mxfp4]\n"
             "               [--activations f32|q8_0] "
             "[--decoder]\n"
-            "               [--expert-budget-mib N [--usage-in U.json]] [--usage-out U.json] [--stats]\n"
+            "               [--expert-budget-mib N] [--cache-slots N [--cache-policy lru|lfu]\n"
+            "               [--cache-min-rows N]] [--usage-in U.json] [--usage-out U.json] [--batch N] "
+            "[--stats]\n"
             "Runs the MoE block of layer N of the Hugging Face model in DIR (config.json +\n"
             "model.safetensors or sharded) or of the GGUF file (the first of a split) on X.npy\n"
             "(float32, [T, hidden_size], C order) and writes\n"
@@ -44,7 +46,14 @@ static void usage(FILE *f)
             "first experts in index order) and the rest on the CPU, for a layer larger than the\n"
             "device's memory (moe_model_create_layer_placed); --stats then says where each went.\n"
             "--usage-out U.json saves how many rows each expert received (moe_usage_save, as layer N);\n"
-            "--usage-in U.json reads such a file and fills the budget with the most used experts first.\n");
+            "--usage-in U.json reads such a file and fills the budget (and the cache) with the most used\n"
+            "experts first. --cache-slots N adds an expert cache of N slots on the device for the experts\n"
+            "on the CPU (all of them without --expert-budget-mib): a routed expert found there runs there,\n"
+            "a miss is uploaded into a slot (LRU, or --cache-policy lfu; only with at least\n"
+            "--cache-min-rows rows) or runs on the CPU; --stats then prints the hits, misses, uploads and\n"
+            "each device's time. --batch N runs the tokens N at a time, one forward each, in order (decode:\n"
+            "--batch 1), into the same Y; refused for a layer with an expert capacity, which depends on\n"
+            "each forward's tokens.\n");
 }
 
 static int parse_int(const char *s, long long *out)
@@ -65,9 +74,13 @@ typedef struct run_args {
     moe_drop_policy drop;
     moe_dtype weights;     /* DEFAULT: the checkpoint's own dtype */
     moe_dtype activations; /* DEFAULT (F32) or Q8_0 */
-    int decoder, stats;
+    int decoder, stats, policy_given;
     long long budget_mib; /* --expert-budget-mib; -1: every expert on the device */
     const char *usage_in, *usage_out;
+    long long cache_slots;    /* --cache-slots; 0: no expert cache */
+    moe_cache_policy policy;  /* --cache-policy */
+    long long cache_min_rows; /* --cache-min-rows; -1: not given */
+    long long batch;          /* --batch; 0: every token in one forward */
 } run_args;
 
 /* "f32, f16, ..., q6_k or mxfp4": every format the library names. */
@@ -140,6 +153,36 @@ static int parse_args(int argc, char **argv, run_args *a)
                 return -1;
             }
             i++;
+        } else if (!strcmp(o, "--cache-slots")) {
+            if (parse_int(v, &a->cache_slots) || a->cache_slots < 1 || a->cache_slots > INT32_MAX) {
+                fprintf(stderr,
+                        "moe-run: --cache-slots wants a number of expert slots (1 or more), not '%s'\n",
+                        v ? v : "");
+                return -1;
+            }
+            i++;
+        } else if (!strcmp(o, "--cache-policy")) {
+            if (!v || (strcmp(v, "lru") && strcmp(v, "lfu"))) {
+                fprintf(stderr, "moe-run: --cache-policy wants lru or lfu, not '%s'\n", v ? v : "");
+                return -1;
+            }
+            a->policy = strcmp(v, "lfu") ? MOE_CACHE_LRU : MOE_CACHE_LFU;
+            a->policy_given = 1, i++;
+        } else if (!strcmp(o, "--cache-min-rows")) {
+            if (parse_int(v, &a->cache_min_rows) || a->cache_min_rows < 0 || a->cache_min_rows > INT32_MAX) {
+                fprintf(stderr, "moe-run: --cache-min-rows wants a number of rows (0 or more), not '%s'\n",
+                        v ? v : "");
+                return -1;
+            }
+            i++;
+        } else if (!strcmp(o, "--batch")) {
+            if (parse_int(v, &a->batch) || a->batch < 1) {
+                fprintf(stderr,
+                        "moe-run: --batch wants a number of tokens per forward (1 or more), not '%s'\n",
+                        v ? v : "");
+                return -1;
+            }
+            i++;
         } else if (!strcmp(o, "--usage-in")) {
             a->usage_in = v, i++;
         } else if (!strcmp(o, "--usage-out")) {
@@ -174,8 +217,14 @@ static int parse_args(int argc, char **argv, run_args *a)
             return -1;
         }
     }
-    if (a->usage_in && a->budget_mib < 0) {
-        fprintf(stderr, "moe-run: --usage-in orders the experts for --expert-budget-mib; give both\n");
+    if ((a->policy_given || a->cache_min_rows >= 0) && a->cache_slots == 0) {
+        fprintf(stderr, "moe-run: --cache-policy and --cache-min-rows set up --cache-slots; give it too\n");
+        return -1;
+    }
+    if (a->usage_in && a->budget_mib < 0 && a->cache_slots == 0) {
+        fprintf(
+            stderr,
+            "moe-run: --usage-in orders the experts for --expert-budget-mib or --cache-slots; give both\n");
         return -1;
     }
     if (!a->model || !a->input || !a->output || !have_layer) {
@@ -193,9 +242,23 @@ static int fail_api(const char *what, moe_status st, const char *detail)
     return 1;
 }
 
+/* --stats with --cache-slots: what the expert cache did over the forwards. */
+static void print_cache(const moe_layer *layer, moe_context *ctx)
+{
+    moe_expert_cache_stats c = {.struct_size = sizeof c};
+    if (moe_layer_get_cache_stats(layer, &c) != MOE_OK) return;
+    const int64_t lookups = c.hits + c.misses;
+    printf("cache: %lld slots on %s (%.2f MiB): %lld hits, %lld misses (hit rate %.1f%%), %lld uploads "
+           "(%.2f MiB, %.3f ms), %lld evictions; rows: %lld in slots, %lld on the CPU\n",
+           (long long)c.slots, moe_backend_name(moe_context_backend(ctx)), (double)c.bytes / 1048576.0,
+           (long long)c.hits, (long long)c.misses, lookups ? 100.0 * (double)c.hits / (double)lookups : 0.0,
+           (long long)c.uploads, (double)c.upload_bytes / 1048576.0, c.upload_ms, (long long)c.evictions,
+           (long long)c.rows_cached, (long long)c.rows_elsewhere);
+}
+
 int main(int argc, char **argv)
 {
-    run_args a = {.backend = MOE_BACKEND_AUTO, .budget_mib = -1};
+    run_args a = {.backend = MOE_BACKEND_AUTO, .budget_mib = -1, .cache_min_rows = -1};
     if (parse_args(argc, argv, &a)) return 2;
     /* A bad output path fails before any work; it is resolved again when written. */
     char err[512], target[NPY_PATH_MAX];
@@ -210,7 +273,7 @@ int main(int argc, char **argv)
     moe_context *ctx = NULL, *cpu = NULL;
     moe_layer *layer = NULL;
     float *x = NULL, *y = NULL;
-    int32_t *counts = NULL, *where = NULL, *order = NULL;
+    int32_t *counts = NULL, *fwd_counts = NULL, *where = NULL, *order = NULL;
     int64_t *routed = NULL;
     moe_status st = moe_model_open(a.model, &model);
     if (st != MOE_OK) return fail_api("cannot open the model", st, moe_last_error());
@@ -233,8 +296,10 @@ int main(int argc, char **argv)
         rc = fail_api("cannot create a context", st, moe_last_error());
         goto done;
     }
+    /* --batch: forwards of B tokens (the last may have fewer). */
+    const int64_t B = a.batch > 0 && a.batch < T ? a.batch : T;
     const moe_model_layer_options opts = {.struct_size = sizeof opts,
-                                          .max_tokens = T,
+                                          .max_tokens = B,
                                           .drop_policy = a.drop,
                                           .decoder = a.decoder,
                                           .weight_dtype = a.weights,
@@ -271,8 +336,18 @@ int main(int argc, char **argv)
             goto done;
         }
     }
-    if (a.budget_mib >= 0) {
-        /* The device's experts up to the budget, the rest on a CPU context. */
+    if (B < T && ld.expert_capacity > 0) {
+        fprintf(
+            stderr,
+            "moe-run: --batch %lld: layer %lld has an expert capacity (%lld rows an expert), which a forward "
+            "applies to its own tokens; forwards of fewer tokens would drop other rows\n",
+            a.batch, a.layer, (long long)ld.expert_capacity);
+        rc = 2;
+        goto done;
+    }
+    if (a.budget_mib >= 0 || a.cache_slots > 0) {
+        /* The device's experts up to the budget (none: 0), the rest on a CPU context, and the
+         * cache's slots on the device. */
         const moe_context_desc cpu_desc = {.struct_size = sizeof cpu_desc, .backend = MOE_BACKEND_CPU};
         st = moe_context_create(&cpu_desc, &cpu);
         if (st != MOE_OK) {
@@ -280,9 +355,17 @@ int main(int argc, char **argv)
             goto done;
         }
         moe_context *const both[2] = {ctx, cpu};
-        const uint64_t budget[2] = {(uint64_t)a.budget_mib << 20, UINT64_MAX};
-        moe_placement place = {
-            .struct_size = sizeof place, .n_contexts = 2, .contexts = both, .budget_bytes = budget};
+        const uint64_t budget[2] = {a.budget_mib >= 0 ? (uint64_t)a.budget_mib << 20 : 0, UINT64_MAX};
+        const moe_expert_cache_desc cache = {.struct_size = sizeof cache,
+                                             .context = 0,
+                                             .slots = a.cache_slots,
+                                             .policy = a.policy,
+                                             .min_rows = a.cache_min_rows > 0 ? a.cache_min_rows : 0};
+        moe_placement place = {.struct_size = sizeof place,
+                               .n_contexts = 2,
+                               .contexts = both,
+                               .budget_bytes = budget,
+                               .cache = a.cache_slots > 0 ? &cache : NULL};
         if (a.usage_in) { /* a previous run's counts: its most used experts fill the budget first */
             routed = malloc(sizeof *routed * (size_t)ld.n_experts);
             order = malloc(sizeof *order * (size_t)ld.n_experts);
@@ -312,23 +395,36 @@ int main(int argc, char **argv)
         fprintf(stderr, "moe-run: out of memory\n");
         goto done;
     }
-    int32_t dropped = 0;
+    fwd_counts = calloc((size_t)info.n_experts, sizeof *fwd_counts);
+    if (!fwd_counts) {
+        fprintf(stderr, "moe-run: out of memory\n");
+        goto done;
+    }
+    /* Each forward's stats, summed over the forwards (the losses averaged). */
+    int32_t dropped = 0, fwd_dropped = 0;
     float aux = 0.0f, z = 0.0f;
-    double ms = 0.0;
+    double ms = 0.0, aux_sum = 0.0, z_sum = 0.0, ms_sum = 0.0;
     moe_forward_stats stats = {.struct_size = sizeof stats,
-                               .expert_counts = counts,
-                               .dropped_count = &dropped,
+                               .expert_counts = fwd_counts,
+                               .dropped_count = &fwd_dropped,
                                .aux_loss = &aux,
                                .z_loss = &z,
                                .device_ms = &ms};
-    if (a.usage_out && (st = moe_layer_track_usage(layer, 1)) != MOE_OK) {
+    const int64_t n_forwards = (T + B - 1) / B;
+    if (a.usage_out &&
+        (st = moe_layer_track_usage(layer, n_forwards < 65536 ? n_forwards : 65536)) != MOE_OK) {
         rc = fail_api("cannot track the experts' usage", st, moe_context_error(ctx));
         goto done;
     }
-    st = moe_layer_forward(layer, T, x, y, a.stats ? &stats : NULL);
-    if (st != MOE_OK) {
-        rc = fail_api("forward failed", st, moe_context_error(ctx));
-        goto done;
+    for (int64_t t0 = 0; t0 < T; t0 += B) {
+        const int64_t n = T - t0 < B ? T - t0 : B;
+        st = moe_layer_forward(layer, n, x + t0 * D, y + t0 * D, a.stats ? &stats : NULL);
+        if (st != MOE_OK) {
+            rc = fail_api("forward failed", st, moe_context_error(ctx));
+            goto done;
+        }
+        for (int64_t e = 0; a.stats && e < info.n_experts; e++) counts[e] += fwd_counts[e];
+        dropped += fwd_dropped, aux_sum += aux, z_sum += z, ms_sum += ms;
     }
     /* The usage first: a failure there leaves nothing at the output path. */
     if (a.usage_out) {
@@ -369,18 +465,30 @@ int main(int argc, char **argv)
                    ? " (q8_0 asked for: no integer path here for these weights)"
                    : "");
         where = calloc((size_t)info.n_experts, sizeof *where);
-        if (a.budget_mib >= 0 && where && moe_layer_get_placement(layer, where) == MOE_OK) {
+        if (cpu && where && moe_layer_get_placement(layer, where) == MOE_OK) {
             int64_t on_cpu = 0;
             for (int64_t e = 0; e < info.n_experts; e++) on_cpu += where[e] == 1;
             printf("placement: %lld experts on %s (budget %lld MiB), %lld on the CPU:",
                    (long long)(info.n_experts - on_cpu), moe_backend_name(moe_context_backend(ctx)),
-                   a.budget_mib, (long long)on_cpu);
+                   a.budget_mib > 0 ? a.budget_mib : 0, (long long)on_cpu);
             for (int64_t e = 0; e < info.n_experts; e++) printf(" %s", where[e] == 1 ? "c" : "d");
             printf("\n");
         }
+        if (a.cache_slots > 0) print_cache(layer, ctx);
+        if (cpu) {
+            double per[2] = {0.0, 0.0};
+            if (moe_layer_get_context_ms(layer, 2, per) == MOE_OK)
+                printf("device time: %s %.3f ms (routing, combine, its experts and slots), the CPU's experts "
+                       "%.3f ms\n",
+                       moe_backend_name(moe_context_backend(ctx)), per[0], per[1]);
+        }
+        if (n_forwards > 1)
+            printf("forwards: %lld of up to %lld tokens\n", (long long)n_forwards, (long long)B);
         printf("expert tokens:");
         for (int64_t e = 0; e < info.n_experts; e++) printf(" %d", counts[e]);
-        printf("\ndropped: %d\naux_loss: %.6g\nz_loss: %.6g\ndevice_ms: %.3f\n", dropped, aux, z, ms);
+        printf("\ndropped: %d\naux_loss: %.6g%s\nz_loss: %.6g%s\ndevice_ms: %.3f\n", dropped,
+               aux_sum / (double)n_forwards, n_forwards > 1 ? " (mean over the forwards)" : "",
+               z_sum / (double)n_forwards, n_forwards > 1 ? " (mean over the forwards)" : "", ms_sum);
     }
     rc = 0;
 
@@ -392,6 +500,7 @@ done:
     free(x);
     free(y);
     free(counts);
+    free(fwd_counts);
     free(where);
     free(order);
     free(routed);
