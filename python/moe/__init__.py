@@ -31,17 +31,18 @@ from ._capi import lib, new
 
 __all__ = [
     "__version__", "version", "backends", "devices", "DeviceInfo", "Context", "Layer", "Buffer",
-    "Model", "Routing", "Placement", "Usage", "usage_expert_order", "usage_save", "usage_load", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
+    "Model", "Routing", "Placement", "ExpertCache", "CacheStats", "Usage", "usage_expert_order",
+    "usage_save", "usage_load", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
     "InvalidArgumentError", "OutOfMemoryError", "BackendUnavailableError", "DeviceLostError",
     "BackendError", "UnsupportedError", "FileError", "FileFormatError", "BusyError", "InternalError",
     "library_path",
 ]
 
 __version__: str = lib.moe_version().decode()
-# The structs and calls in _capi.py are 0.8.0's (moe_placement): an older library (MOE_LIBRARY)
-# lacks the calls or would refuse the structs per call.
-if lib.moe_version_number() < 800:
-    raise ImportError(f"moe: {_capi.library_path} is version {__version__}; this package needs 0.8.0 or newer")
+# The structs and calls in _capi.py are 0.9.0's (moe_placement.cache): an older library
+# (MOE_LIBRARY) lacks the calls or would refuse the structs per call.
+if lib.moe_version_number() < 900:
+    raise ImportError(f"moe: {_capi.library_path} is version {__version__}; this package needs 0.9.0 or newer")
 library_path: str = _capi.library_path
 
 
@@ -437,4 +438,5 @@ class Context(_Handle):
 
 
 from ._layer import (  # noqa: E402  (they use the names above)
-    Buffer, Layer, Model, Placement, Routing, Usage, usage_expert_order, usage_load, usage_save)
+    Buffer, CacheStats, ExpertCache, Layer, Model, Placement, Routing, Usage, usage_expert_order, usage_load,
+    usage_save)

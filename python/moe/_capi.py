@@ -31,6 +31,7 @@ SCORE_FUNCS = {"softmax": 0, "sigmoid": 1}
 GROUP_SCORES = {"top2_sum": 0, "max": 1}
 ACTIVATIONS = {"swiglu": 0, "geglu": 1, "relu": 2, "gelu": 3, "swiglu_oai": 4}
 DROP_POLICIES = {"zero": 0, "passthrough": 1}
+CACHE_POLICIES = {"lru": 0, "lfu": 1}
 
 
 # ---- structs (moe.h) -------------------------------------------------------------------------
@@ -120,6 +121,24 @@ class Placement(Structure):
     _fields_ = [
         ("struct_size", c_size_t), ("n_contexts", c_int), ("contexts", c_void_p), ("home", c_int),
         ("expert_context", c_void_p), ("budget_bytes", c_void_p), ("expert_order", c_void_p),
+        ("cache", c_void_p),
+    ]
+
+
+class ExpertCacheDesc(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t), ("context", c_int), ("slots", c_int64), ("budget_bytes", c_uint64),
+        ("policy", c_int), ("min_rows", c_int64), ("halving_forwards", c_int64),
+    ]
+
+
+class ExpertCacheStats(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t), ("context", c_int), ("slots", c_int64), ("bytes", c_size_t),
+        ("forwards", c_int64), ("hits", c_int64), ("misses", c_int64), ("uploads", c_int64),
+        ("evictions", c_int64), ("upload_bytes", c_uint64), ("upload_ms", c_double),
+        ("rows_cached", c_int64), ("rows_elsewhere", c_int64), ("slot_expert", c_void_p),
+        ("expert_hits", c_void_p), ("expert_misses", c_void_p), ("expert_uploads", c_void_p),
     ]
 
 
@@ -209,6 +228,8 @@ _SIGNATURES = {
     "moe_usage_expert_order": (_status, [_ptr, c_int64, _ptr]),
     "moe_usage_save": (_status, [c_char_p, _ptr, _ptr, c_int64]),
     "moe_usage_load": (_status, [c_char_p, c_int64, c_int64, _ptr]),
+    "moe_layer_get_cache_stats": (_status, [_ptr, POINTER(ExpertCacheStats)]),
+    "moe_layer_get_context_ms": (_status, [_ptr, c_int, _ptr]),
     "moe_reference_forward": (_status, [POINTER(LayerDesc), POINTER(LayerWeights), c_int64, _ptr, _ptr,
                                         POINTER(ForwardStats)]),
 }
@@ -224,4 +245,5 @@ for _name, (_res, _args) in _SIGNATURES.items():
 # Unused names kept out of the module's namespace.
 del _name, _res, _args, _fn
 __all__ = ["lib", "library_path", "new", "DeviceInfo", "ContextDesc", "ArenaStats", "LayerDesc", "Placement", "ExpertUsage",
-           "LayerWeights", "ForwardStats", "ModelInfo", "ModelLayerOptions", "LOG_FN", "c_double"]
+           "ExpertCacheDesc", "ExpertCacheStats", "LayerWeights", "ForwardStats", "ModelInfo", "ModelLayerOptions",
+           "LOG_FN", "c_double"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _capi
 from . import Context, _Handle, _as_numpy, _check, _dtype, _enum, _float_array, _is_torch
+from ._cache import CacheStats, ExpertCache, _cache_stats
 from ._capi import lib, new
 
 # moe_layer_desc's fields as keyword arguments: name -> kind ("int", "bool", "float", or an
@@ -106,19 +107,23 @@ class Placement:
     expert and combines (the layer's context). Then either expert_context, the index in contexts
     of each expert's context, or budget_bytes, one per context (None: no limit), filled with the
     experts in expert_order (most used first; default 0, 1, ...), each going to the first context
-    whose budget still holds it. Pass it where a Context goes: Layer(placement, weights, ...),
-    Model.layer(placement, index).
+    whose budget still holds it. cache: an ExpertCache, slots on one context (a GPU) for copies
+    of the experts living on the others, refilled as the routing moves. Pass it where a Context
+    goes: Layer(placement, weights, ...), Model.layer(placement, index).
     """
     contexts: Sequence[Context]
     home: int = 0
     expert_context: Optional[Sequence[int]] = None
     budget_bytes: Optional[Sequence[Optional[int]]] = None
     expert_order: Optional[Sequence[int]] = None
+    cache: Optional[ExpertCache] = None
 
     def __post_init__(self) -> None:
         for c in self.contexts:
             if not isinstance(c, Context):
                 raise TypeError(f"Placement.contexts holds a {type(c).__name__}, not a moe.Context")
+        if self.cache is not None and not isinstance(self.cache, ExpertCache):
+            raise TypeError(f"Placement.cache is a {type(self.cache).__name__}, not a moe.ExpertCache")
 
     def _struct(self) -> Tuple[_capi.Placement, List[Any]]:
         """The C struct and the arrays it points into (keep them alive during the call)."""
@@ -139,6 +144,10 @@ class Placement:
             ps.budget_bytes = array(ctypes.c_uint64, [2**64 - 1 if v is None else int(v) for v in self.budget_bytes])
         if self.expert_order is not None:
             ps.expert_order = array(ctypes.c_int32, [int(v) for v in self.expert_order])
+        if self.cache is not None:
+            cd = self.cache._struct()
+            keep.append(cd)
+            ps.cache = ctypes.addressof(cd)
         return ps, keep
 
     def _home(self) -> Context:
@@ -216,6 +225,9 @@ class Layer(_Handle):
     config: moe_layer_desc's fields by name (d_model, d_ff, n_experts, top_k, max_tokens,
     score_func="softmax"|"sigmoid", activation="swiglu"|"geglu"|"relu"|"gelu"|"swiglu_oai",
     weight_dtype="bf16" to store another format, ...).
+
+    Except with a Placement whose cache is set: the expert cache's uploads read gate, up and down
+    again, so the layer keeps them referenced, and they must stay unchanged while it lives.
     """
 
     def __init__(self, context: Union[Context, Placement], weights: Mapping[str, Any], *,
@@ -232,6 +244,7 @@ class Layer(_Handle):
             raise TypeError(f"unknown weight(s) {sorted(unknown)}")
         w = new(_capi.LayerWeights)
         keep = []  # the arrays handed over, alive until moe_layer_create returns
+        experts = []  # gate, up and down: what an expert cache's uploads read again
         E, D, F, S = desc.n_experts, desc.d_model, desc.d_ff, desc.d_ff_shared
         fmt = _input_format(weights.get("up"), input_dtype, "up") if "up" in weights else "f32"
         sfmt = (_input_format(weights.get("shared_up"), shared_input_dtype, "shared_up")
@@ -259,6 +272,8 @@ class Layer(_Handle):
             if a.nbytes != want:
                 raise ValueError(f"{name}: {a.nbytes} bytes, expected {want} ({form}, {lead + (rows, cols)})")
             keep.append(a)
+            if lead:
+                experts.append(a)
             setattr(w, name, a.ctypes.data)
 
         def vector(name: str, shape: Tuple[int, ...]) -> None:
@@ -291,8 +306,11 @@ class Layer(_Handle):
             context._call(lib.moe_layer_create, ctypes.byref(desc), ctypes.byref(w), ctypes.byref(handle))
         self._handle = handle.value
         self._desc = desc
+        if placement is not None and placement.cache is not None:
+            self._sources = tuple(experts)  # the library keeps pointers into them for the uploads
 
     _contexts: Tuple[Context, ...] = ()  # a placed layer's contexts, kept alive with it
+    _sources: Tuple[np.ndarray, ...] = ()  # the arrays a cached layer uploads from
 
     @classmethod
     def _adopt(cls, context: Context, handle: int, desc: _capi.LayerDesc,
@@ -325,6 +343,21 @@ class Layer(_Handle):
         u.routed_total, u.routed_window = total.ctypes.data, window.ctypes.data
         self._call(lib.moe_layer_get_usage, ctypes.byref(u))
         return Usage(total, window, u.window, u.window_forwards, u.forwards, u.tokens, u.uncounted_forwards)
+
+    def cache_stats(self) -> CacheStats:
+        """What the layer's expert cache has done so far (moe_layer_get_cache_stats); slots 0 and
+        zeros for a layer without one."""
+        return _cache_stats(lambda s: self._call(lib.moe_layer_get_cache_stats, ctypes.byref(s)),
+                            self._desc.n_experts)
+
+    def context_ms(self) -> np.ndarray:
+        """float64 [contexts]: the device time the forwards that succeeded spent on each of a
+        placed layer's contexts, in the Placement's order (the home's is its routing, shared
+        expert and combine); InvalidArgumentError for a layer on one context."""
+        n = max(len(self._contexts), 1)  # a layer on one context: the library refuses it, saying why
+        ms = np.zeros(n, np.float64)
+        self._call(lib.moe_layer_get_context_ms, n, ms.ctypes.data)
+        return ms
 
     _kind = "layer"
 

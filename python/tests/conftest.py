@@ -24,3 +24,10 @@ def backend(request):
 def ctx(backend):
     with moe.Context(backend, threads=2 if backend == "cpu" else 0) as c:
         yield c
+
+
+@pytest.fixture
+def cpu():
+    """A CPU context beside ctx (another one when ctx is a CPU context too): a placement's second."""
+    with moe.Context("cpu", threads=2) as c:
+        yield c

@@ -18,6 +18,7 @@ from conftest import REPO
 # moe.h's enums, as _capi spells them: each name upper-cased after the prefix is moe.h's constant.
 ENUMS = [(_capi.BACKENDS, "MOE_BACKEND_"), (_capi.SCORE_FUNCS, "MOE_SCORE_"), (_capi.ACTIVATIONS, "MOE_ACTIVATION_"),
          (_capi.DROP_POLICIES, "MOE_DROP_"), (_capi.GROUP_SCORES, "MOE_GROUP_SCORE_"),
+         (_capi.CACHE_POLICIES, "MOE_CACHE_"),
          ({name: code for code, name in _capi.DEVICE_TYPES.items()}, "MOE_DEVICE_TYPE_")]
 
 STRUCTS = {
@@ -26,6 +27,7 @@ STRUCTS = {
     "moe_layer_weights": _capi.LayerWeights, "moe_forward_stats": _capi.ForwardStats,
     "moe_model_info": _capi.ModelInfo, "moe_model_layer_options": _capi.ModelLayerOptions,
     "moe_placement": _capi.Placement, "moe_expert_usage": _capi.ExpertUsage,
+    "moe_expert_cache_desc": _capi.ExpertCacheDesc, "moe_expert_cache_stats": _capi.ExpertCacheStats,
 }
 
 

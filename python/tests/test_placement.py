@@ -15,12 +15,6 @@ from test_layer import FAMILIES, SEED, random_layer, rel_l2
 HF = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "hf-moe")
 
 
-@pytest.fixture
-def cpu():
-    with moe.Context("cpu", threads=2) as c:
-        yield c
-
-
 @pytest.mark.parametrize("family", ["mixtral", "qwen2_moe", "deepseek_v3", "gpt_oss"])
 def test_alternate_experts_match_numpy(ctx, cpu, family):
     cfg, T = FAMILIES[family]
