@@ -670,7 +670,9 @@ MOE_API moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t
  * contexts only they are bit-identical, as any placement. At creation the slots are filled
  * with the first experts of expert_order (identity when NULL) that live elsewhere — so
  * statistics from a previous run (moe_usage_load, moe_usage_expert_order) start the cache warm;
- * those uploads are not counted. */
+ * those uploads are not counted. A forward's uploads run while the CPU computes its share: on a
+ * thread of the library's own during the call, which is also where the cache's context's log
+ * callback hears of a failure there. */
 typedef enum moe_cache_policy {
     /* The slot whose expert was last routed longest ago (ties: the lower slot). */
     MOE_CACHE_LRU = 0,

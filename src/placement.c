@@ -22,6 +22,8 @@
 #include "alloc.h"
 #include "internal.h"
 
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,6 +131,16 @@ static moe_status part_failed(moe_context *home, int c, moe_context *ctx, moe_st
     /* moe_last_error: the failure just recorded (a part's context may hold an older message). */
     if (st != MOE_OK && ctx != home) moe_fail(home, st, "placement context %d: %s", c, moe_last_error());
     return st;
+}
+
+/* A failure recorded on context c by another thread (the cache's worker): its message, moved to
+ * the home's error and this thread's last error. */
+static moe_status adopt_failure(moe_context *home, int c, moe_context *ctx, moe_status st)
+{
+    char msg[MOE_ERROR_MAX];
+    snprintf(msg, sizeof msg, "%s", moe_context_error(ctx));
+    return ctx == home ? moe_fail(home, st, "%s", msg)
+                       : moe_fail(home, st, "placement context %d: %s", c, msg);
 }
 
 /* expert_order, when given, lists each expert once. */
@@ -614,33 +626,70 @@ static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const fl
 }
 
 /* Where each expert's rows run this forward (run_part, run_local): where it lives, or with a
- * cache its slot, after the cache's decisions and uploads (moe_xcache_decide). */
-static moe_status route_to_parts(struct moe_placed *P, moe_context *hctx, const int32_t *ids,
-                                 const int32_t *srow, int64_t TK, int64_t E)
+ * cache the slot moe_xcache_decide gives it (uploaded later, by upload_misses). */
+static void route_to_parts(struct moe_placed *P, const int32_t *ids, const int32_t *srow, int64_t TK,
+                           int64_t E)
 {
     memcpy(P->run_part, P->expert_context, sizeof(int32_t) * (size_t)E);
     memcpy(P->run_local, P->expert_local, sizeof(int32_t) * (size_t)E);
     moe_xcache *c = P->cache;
-    if (!c) return MOE_OK;
+    if (!c) return;
     memset(P->rows, 0, sizeof(int64_t) * (size_t)E);
     for (int64_t i = 0; i < TK; i++)
         if (srow[i] >= 0) P->rows[ids[i]]++;
     moe_xcache_decide(c, P->rows, P->cacheable);
-    moe_part *part = &P->part[CACHE_PART(P)];
-    for (int64_t u = 0; u < c->n_uploads; u++) {
-        const int32_t e = c->uploads[u];
-        moe_xcache_begin_upload(c, e); /* the slot is empty until the expert is all there */
-        const double t0 = moe_now_ms();
-        const moe_status st = moe_layer_upload_expert(part->layer, c->fwd_slot[e], &P->src, e);
-        if (st != MOE_OK) return part_failed(hctx, P->cache_context, part->ctx, st);
-        moe_xcache_end_upload(c, e, P->slot_bytes, moe_now_ms() - t0);
-    }
     for (int64_t e = 0; e < E; e++)
         if (c->fwd_slot[e] >= 0) {
             P->run_part[e] = CACHE_PART(P);
             P->run_local[e] = c->fwd_slot[e];
         }
+}
+
+/* The context index of part c (the cache's part is on the cache's context). */
+static int part_context(const struct moe_placed *P, int c)
+{
+    return c == CACHE_PART(P) && P->cache ? P->cache_context : c;
+}
+
+/* The work on the cache's context: the misses the cache decided to upload, each into its slot (a
+ * slot is empty until its expert is all there), then that context's parts submitted (its own
+ * experts', the slots'). Run on a worker thread while the CPU computes its share (cache_thread),
+ * so it touches nothing but that context, the cache and those parts' runs; a failure is recorded
+ * on that context only (placement_forward moves it to the home's). */
+typedef struct cache_work {
+    struct moe_placed *P;
+    part_run *run;
+    const float *x;
+    int64_t K, D;
+    moe_status st;
+} cache_work;
+
+static moe_status cache_context_work(struct moe_placed *P, part_run *run, const float *x, int64_t K,
+                                     int64_t D)
+{
+    moe_xcache *c = P->cache;
+    moe_part *part = &P->part[CACHE_PART(P)];
+    for (int64_t u = 0; u < c->n_uploads; u++) {
+        const int32_t e = c->uploads[u];
+        moe_xcache_begin_upload(c, e);
+        const double t0 = moe_now_ms();
+        const moe_status st = moe_layer_upload_expert(part->layer, c->fwd_slot[e], &P->src, e);
+        if (st != MOE_OK) return st;
+        moe_xcache_end_upload(c, e, P->slot_bytes, moe_now_ms() - t0);
+    }
+    for (int q = 0; q < P->n_parts; q++) {
+        if (!P->part[q].layer || run[q].n == 0 || part_context(P, q) != P->cache_context) continue;
+        const moe_status st = submit_part(P, q, &run[q], x, K, D);
+        if (st != MOE_OK) return st;
+    }
     return MOE_OK;
+}
+
+static void *cache_thread(void *arg)
+{
+    cache_work *w = arg;
+    w->st = cache_context_work(w->P, w->run, w->x, w->K, w->D);
+    return NULL;
 }
 
 /* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order: an
@@ -658,12 +707,6 @@ static moe_status read_part(struct moe_placed *P, int c, const part_run *r, int6
         if (st != MOE_OK) return st;
     }
     return MOE_OK;
-}
-
-/* The context index of part c (the cache's part is on the cache's context). */
-static int part_context(const struct moe_placed *P, int c)
-{
-    return c == CACHE_PART(P) && P->cache ? P->cache_context : c;
 }
 
 /* Submits the home context's steps of one phase and waits for them. */
@@ -762,7 +805,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
      * part's products: the GPUs' submitted first, so they run while the CPU computes its part
      * (the CPU backend runs each step as it is called). Their output rows go to the host back
      * to back, part after part, in each part's slot order. */
-    if (st == MOE_OK) st = route_to_parts(P, hctx, ids, srow, TK, E);
+    if (st == MOE_OK) route_to_parts(P, ids, srow, TK, E);
     for (int c = 0; c < P->n_contexts && st == MOE_OK; c++) {
         size_t base = c == P->home ? L.bytes : 0;
         for (int q = 0; q < P->n_parts && st == MOE_OK; q++) {
@@ -775,15 +818,42 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
             st =
                 part_failed(hctx, c, P->part[c].ctx, moe_arena_reserve_scratch(&P->part[c].ctx->arena, base));
     }
+    /* Each part's output rows in the host's rows: parts back to back, in part order. */
     int64_t out_rows = 0;
-    for (int pass = 0; pass < 2 && st == MOE_OK; pass++)
+    for (int c = 0; c < P->n_parts; c++) {
+        run[c].out = out_rows;
+        out_rows += run[c].n;
+    }
+    /* With uploads to do, the cache's context goes its own way: the uploads, then its parts; on a
+     * worker thread when a CPU context elsewhere has rows to compute meanwhile. */
+    const bool uploads = st == MOE_OK && P->cache && P->cache->n_uploads > 0;
+    bool cpu_elsewhere = false;
+    for (int c = 0; c < P->n_parts; c++)
+        cpu_elsewhere =
+            cpu_elsewhere || (P->part[c].layer && run[c].n > 0 && part_context(P, c) != P->cache_context &&
+                              P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU);
+    cache_work work = {P, run, xh, K, D, MOE_OK};
+    pthread_t worker;
+    bool threaded = false;
+    int failed = -1;
+    for (int pass = 0; pass < 2 && st == MOE_OK; pass++) {
+        if (pass == 1 && uploads) { /* before the CPU parts: they are what the uploads overlap */
+            threaded = cpu_elsewhere && pthread_create(&worker, NULL, cache_thread, &work) == 0;
+            if (!threaded) cache_thread(&work);
+        }
         for (int c = 0; c < P->n_parts && st == MOE_OK; c++) {
             const bool cpu = P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU;
             if (!P->part[c].layer || run[c].n == 0 || cpu != (pass == 1)) continue;
-            st = part_failed(hctx, part_context(P, c), P->part[c].ctx, submit_part(P, c, &run[c], xh, K, D));
-            run[c].out = out_rows;
-            out_rows += run[c].n;
+            if (uploads && part_context(P, c) == P->cache_context) continue; /* the cache's work */
+            st = submit_part(P, c, &run[c], xh, K, D);
+            if (st != MOE_OK) failed = c;
         }
+    }
+    if (threaded) pthread_join(worker, NULL);
+    /* Recorded on the home only now: the worker may be recording on it (the slots on the home). */
+    if (failed >= 0) part_failed(hctx, part_context(P, failed), P->part[failed].ctx, st);
+    if (work.st != MOE_OK && st == MOE_OK)
+        st = adopt_failure(hctx, P->cache_context, P->part[CACHE_PART(P)].ctx, work.st);
     for (int c = 0; c < P->n_parts; c++) {
         if (!run[c].submitted) continue;
         moe_context *ctx = P->part[c].ctx;

@@ -401,7 +401,8 @@ static moe_status out_fail(run_out *o, moe_status st, const char *what)
 }
 
 /* --placed: every layer's odd experts on a CPU context of the run's own (moe_layer_create_placed),
- * so each run drives two contexts at once — a GPU's part submitted while the CPU computes. */
+ * so each run drives two contexts at once — a GPU's part submitted while the CPU computes — with
+ * an expert cache, whose uploads run on a thread of the library's own meanwhile. */
 static bool g_placed;
 
 /* Every forward of the test on one new context, in a fixed order, ROUNDS times (each round
@@ -424,8 +425,14 @@ static void run_all(moe_backend_kind kind, run_out *o)
         if (g_placed) {
             moe_context *const two[2] = {ctx, cpu};
             const int32_t odd_on_cpu[8] = {0, 1, 0, 1, 0, 1, 0, 1};
-            const moe_placement p = {
-                .struct_size = sizeof p, .n_contexts = 2, .contexts = two, .expert_context = odd_on_cpu};
+            /* An expert cache of one slot on the run's context: the CPU's experts take turns in
+             * it, so forwards upload (on the library's worker thread, while the CPU computes). */
+            const moe_expert_cache_desc cache = {.struct_size = sizeof cache, .context = 0, .slots = 1};
+            const moe_placement p = {.struct_size = sizeof p,
+                                     .n_contexts = 2,
+                                     .contexts = two,
+                                     .expert_context = odd_on_cpu,
+                                     .cache = &cache};
             st = moe_layer_create_placed(&p, &g_layers[s].desc, &g_layers[s].w, &layers[s]);
             if (st == MOE_OK) st = moe_layer_track_usage(layers[s], 4); /* usage.c under TSan too */
         } else {
