@@ -40,6 +40,8 @@ typedef struct bench_dtype_list {
                                                a block format's int8 run */
     int64_t cpu_experts[BENCH_MAX_FORMATS]; /* each run's routed experts placed on a CPU context
                                                (--cpu-experts): the last N; 0 = none */
+    int64_t cache_slots[BENCH_MAX_FORMATS]; /* each run's expert cache on the target for those
+                                               experts (--cache-slots), at most cpu_experts; 0 = none */
 } bench_dtype_list;
 
 /* Request token counts of the serving simulation. */
@@ -83,6 +85,16 @@ typedef struct bench_config {
     bench_dtype_list weights;    /* never empty after parsing: {F32} by default */
     const char *activations_arg; /* --activations f32,q8_0: each block format runs once per entry */
     bench_int_list cpu_experts;  /* --cpu-experts 0,32: each run once per entry (n = 0: not given) */
+    bench_int_list cache_slots;  /* --cache-slots 0,8: each run once more per entry (n = 0: not given) */
+    int cache_policy;            /* --cache-policy: moe_cache_policy; -1 not given (LRU) */
+    int64_t cache_min_rows;      /* --cache-min-rows: moe_expert_cache_desc.min_rows; -1 not given (0) */
+    /* routing traces (bench_trace.h) */
+    const char *trace_reuse_arg; /* --trace-reuse P as given; the checks parse it into trace_reuse */
+    double trace_reuse;          /* 0..1: the generator's reuse probability; < 0: no generated trace */
+    int64_t trace_forwards;      /* --trace-forwards; 0 not given (BENCH_TRACE_DEFAULT_FORWARDS). With
+                                    --trace, main sets it to the file's count (the memory plan's) */
+    const char *trace_path;      /* --trace FILE: replay a recorded trace */
+    const char *trace_out;       /* --trace-out FILE: write the generated trace */
     const char *layers_arg;      /* --layers as given */
     int64_t layers;              /* 1..BENCH_MAX_LAYERS, or BENCH_LAYERS_AUTO */
     int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */
@@ -96,6 +108,18 @@ typedef struct bench_config {
 } bench_config;
 
 /* ---- options (bench_flags.c) --------------------------------------------------------- */
+
+/* --trace-forwards' default, and the most forwards a trace may have. */
+enum { BENCH_TRACE_DEFAULT_FORWARDS = 64, BENCH_TRACE_MAX_FORWARDS = 1000000 };
+
+/* The steered inputs of a trace are precomputed, forwards x tokens x d_model floats: at most this. */
+#define BENCH_TRACE_MAX_INPUT_BYTES 1073741824.0
+
+/* 1 when the timed forwards route by a trace (--trace-reuse or --trace). */
+int bench_trace_active(const bench_config *cfg);
+/* Refuses (message on stderr, -1) a trace of `forwards` forwards whose inputs exceed
+ * BENCH_TRACE_MAX_INPUT_BYTES; 0 when they fit. */
+int bench_trace_check_size(const bench_config *cfg, int64_t forwards);
 
 /* The headline shape, no preset. */
 bench_config bench_default_config(void);
@@ -114,6 +138,7 @@ extern const bench_choice bench_score_choices[];
 extern const bench_choice bench_group_score_choices[];
 extern const bench_choice bench_drop_choices[];
 extern const bench_choice bench_req_dist_choices[];
+extern const bench_choice bench_cache_policy_choices[];
 
 /* ---- presets (bench_presets.c) ------------------------------------------------------- */
 

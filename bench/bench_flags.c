@@ -37,6 +37,9 @@ bench_config bench_default_config(void)
         .streams = 1,
         .req_tokens = 16,
         .req_dist = BENCH_REQ_GEOMETRIC,
+        .cache_policy = -1,   /* not given: LRU */
+        .cache_min_rows = -1, /* not given: 0 */
+        .trace_reuse = -1.0,  /* no generated trace */
     };
     return c;
 }
@@ -56,6 +59,7 @@ const bench_choice bench_group_score_choices[] = {
     {"top2-sum", MOE_GROUP_SCORE_TOP2_SUM}, {"max", MOE_GROUP_SCORE_MAX}, {NULL, 0}};
 const bench_choice bench_drop_choices[] = {
     {"zero", MOE_DROP_ZERO}, {"passthrough", MOE_DROP_PASSTHROUGH}, {NULL, 0}};
+const bench_choice bench_cache_policy_choices[] = {{"lru", MOE_CACHE_LRU}, {"lfu", MOE_CACHE_LFU}, {NULL, 0}};
 const bench_choice bench_req_dist_choices[] = {{"geometric", BENCH_REQ_GEOMETRIC},
                                                {"uniform", BENCH_REQ_UNIFORM},
                                                {"fixed", BENCH_REQ_FIXED},
@@ -155,6 +159,26 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "routes and combines); 0 is the plain moe_layer_create. Meant for a GPU target; with --backend cpu "
          "the experts go to a second CPU context, which times the placement path's own cost. Not with "
          "--serve, nor N > 0 with --async"},
+        {"cache-slots", BENCH_OPT_LIST, &c->cache_slots, "S1,S2,..", 0, SIZE_MAX_OPT, 0.0, NULL, "off",
+         "expert cache, run side by side: each run (format x activations x --cpu-experts) once more per "
+         "entry, with S slots on the target for copies of the experts living on the CPU context "
+         "(moe_placement.cache); without --cpu-experts every expert lives there. 0 is no cache; S is cut "
+         "to the experts on the CPU context, and a run with none gets no cache entry. Not with --serve or "
+         "--async"},
+        {"cache-policy", BENCH_OPT_CHOICE, &c->cache_policy, NULL, 0, 0, 0.0, bench_cache_policy_choices,
+         "lru", "the cache's victim policy (moe_cache_policy; with --cache-slots)"},
+        OPT_INT("cache-min-rows", cache_min_rows, "N", 0, SIZE_MAX_OPT, "0",
+                "upload a missed expert only when a forward routes at least N rows to it, else run it "
+                "where it lives (moe_expert_cache_desc.min_rows; 0 as 1; with --cache-slots)"),
+        {"trace-reuse", BENCH_OPT_STRING, &c->trace_reuse_arg, "P", 0, 0, 0.0, NULL, "off",
+         "route the timed forwards by a generated trace: each of a token's top-k experts is, with "
+         "probability P (0..1), one the previous trace forward used, else any expert (bench/README.md)"},
+        OPT_INT("trace-forwards", trace_forwards, "N", 1, BENCH_TRACE_MAX_FORWARDS, "64",
+                "forwards in the generated trace; the timed forwards cycle through it"),
+        {"trace", BENCH_OPT_STRING, &c->trace_path, "FILE", 0, 0, 0.0, NULL, "none",
+         "route the timed forwards by a recorded trace (the moe-trace text format, bench/README.md)"},
+        {"trace-out", BENCH_OPT_STRING, &c->trace_out, "FILE", 0, 0, 0.0, NULL, "none",
+         "write the generated trace to FILE (replay it with --trace FILE)"},
         {"layers", BENCH_OPT_STRING, &c->layers_arg, "N|auto", 0, 0, 0.0, NULL, "1",
          "independent layers cycled through by the forwards, as a model's are, each with its own input; "
          "auto: enough that the weights read between two visits of a layer are 2x the last-level cache"},
@@ -324,6 +348,96 @@ static int expand_cpu_experts(const bench_int_list *counts, int64_t n_experts, b
     return 0;
 }
 
+/* --cache-slots: each run so far (format x activations x cpu-experts) once per entry, runs outer,
+ * in the order given. An entry is cut to the run's experts on the CPU context (the library would
+ * cut it: the label and the JSON say what ran), a cut that repeats an entry of the same run is
+ * dropped, and a run with no experts there gets only the 0 entry (no cache: nothing to copy). */
+static int expand_cache_slots(const bench_int_list *slots, int64_t n_experts, bench_dtype_list *list)
+{
+    bench_dtype_list out = {0};
+    for (size_t j = 0; j < slots->n; j++) {
+        if (slots->v[j] > n_experts) {
+            fprintf(stderr,
+                    BENCH_PROG ": --cache-slots %" PRId64
+                               " has more slots than the layer has experts (%" PRId64 ")\n",
+                    slots->v[j], n_experts);
+            return -1;
+        }
+        for (size_t k = 0; k < j; k++)
+            if (slots->v[k] == slots->v[j]) {
+                fprintf(stderr, BENCH_PROG ": --cache-slots names %" PRId64 " twice\n", slots->v[j]);
+                return -1;
+            }
+        int applies = slots->v[j] == 0;
+        for (size_t i = 0; i < list->n; i++) applies |= list->cpu_experts[i] > 0;
+        if (!applies) {
+            fprintf(stderr,
+                    BENCH_PROG ": --cache-slots %" PRId64
+                               " applies to no run: --cpu-experts leaves no expert on the CPU context "
+                               "for the cache to copy\n",
+                    slots->v[j]);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < list->n; i++) {
+        const size_t first = out.n;
+        for (size_t j = 0; j < slots->n; j++) {
+            int64_t s = slots->v[j];
+            if (s > list->cpu_experts[i]) s = list->cpu_experts[i];
+            if (s == 0 && slots->v[j] > 0) continue; /* no experts on the CPU context */
+            int seen = 0;
+            for (size_t k = first; k < out.n; k++) seen |= out.cache_slots[k] == s;
+            if (seen) continue;
+            if (out.n == BENCH_MAX_FORMATS) {
+                fprintf(stderr,
+                        BENCH_PROG
+                        ": --weights x --activations x --cpu-experts x --cache-slots make more than "
+                        "%d runs\n",
+                        BENCH_MAX_FORMATS);
+                return -1;
+            }
+            out.v[out.n] = list->v[i];
+            out.act[out.n] = list->act[i];
+            out.cpu_experts[out.n] = list->cpu_experts[i];
+            out.cache_slots[out.n++] = s;
+        }
+    }
+    *list = out;
+    return 0;
+}
+
+int bench_trace_active(const bench_config *c)
+{
+    return c->trace_reuse >= 0.0 || c->trace_path != NULL;
+}
+
+int bench_trace_check_size(const bench_config *c, int64_t forwards)
+{
+    const double bytes = (double)forwards * (double)bench_max_tokens(c) * (double)c->d_model * sizeof(float);
+    if (bytes <= BENCH_TRACE_MAX_INPUT_BYTES) return 0;
+    fprintf(stderr,
+            BENCH_PROG ": refusing the trace: its steered inputs (%" PRId64 " forwards x %" PRId64
+                       " tokens x d_model %" PRId64 " floats) would take %.3g GiB, more than the %.3g GiB "
+                       "moe-bench allows them; use fewer --trace-forwards or tokens\n",
+            forwards, bench_max_tokens(c), c->d_model, bytes / 1073741824.0,
+            BENCH_TRACE_MAX_INPUT_BYTES / 1073741824.0);
+    return -1;
+}
+
+/* --trace-reuse P: a probability, 0 and 1 included. */
+static int parse_reuse(const char *text, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    const double v = strtod(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE || !(v >= 0.0 && v <= 1.0)) {
+        fprintf(stderr, BENCH_PROG ": --trace-reuse expects a probability in 0..1, got '%s'\n", text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int bench_parse_layers(const char *text, int64_t *out)
 {
     const char *a = text, *b = "auto";
@@ -350,6 +464,37 @@ static bench_parse_result fail(const char *msg)
     return BENCH_PARSE_ERROR;
 }
 
+/* The trace flags together, and with the others: the trace steers every token of every timed
+ * forward (bench_trace.h), at one token count. */
+static bench_parse_result check_trace(const bench_config *c)
+{
+    if (c->trace_reuse >= 0.0 && c->trace_path)
+        return fail("--trace-reuse generates a trace and --trace replays one: give one of them");
+    if (c->trace_forwards > 0 && c->trace_reuse < 0.0)
+        return fail("--trace-forwards sets the length of a generated trace: it needs --trace-reuse (a "
+                    "--trace file has its own)");
+    if (c->trace_out && c->trace_reuse < 0.0)
+        return fail("--trace-out writes the generated trace: it needs --trace-reuse");
+    if (!bench_trace_active(c)) return BENCH_PARSE_OK;
+    if (c->serve)
+        return fail("--trace-reuse / --trace and --serve do not combine (a stream batches requests)");
+    if (c->sweep_tokens.n > 0)
+        return fail("--trace-reuse / --trace and --sweep-tokens do not combine (a trace has one token count, "
+                    "--tokens)");
+    if (c->hot_expert > 0.0)
+        return fail("--trace-reuse / --trace and --hot-expert do not combine (both steer the routing)");
+    if (c->async)
+        return fail("--trace-reuse / --trace and --async do not combine (the chains run the layers' own "
+                    "inputs, not the trace)");
+    if (c->groups > 1 && c->topk_group < c->groups)
+        return fail("--trace-reuse / --trace and group-limited routing (--topk-group < --groups) do not "
+                    "combine: a token's experts from the trace may span more groups than are kept");
+    if (c->trace_reuse >= 0.0 &&
+        bench_trace_check_size(c, c->trace_forwards > 0 ? c->trace_forwards : BENCH_TRACE_DEFAULT_FORWARDS))
+        return BENCH_PARSE_ERROR;
+    return BENCH_PARSE_OK;
+}
+
 /* Checks the parsed options together. */
 static bench_parse_result check(bench_config *c)
 {
@@ -371,6 +516,16 @@ static bench_parse_result check(bench_config *c)
     if (c->activations_arg && expand_activations(c->activations_arg, &c->weights)) return BENCH_PARSE_ERROR;
     if (c->cpu_experts.n > 0 && expand_cpu_experts(&c->cpu_experts, c->experts, &c->weights))
         return BENCH_PARSE_ERROR;
+    if (c->cache_slots.n > 0) {
+        /* Without --cpu-experts every expert lives on the CPU context: the cache's whole point. */
+        const bench_int_list all = {.n = 1, .v = {c->experts}};
+        if (c->cpu_experts.n == 0 && expand_cpu_experts(&all, c->experts, &c->weights))
+            return BENCH_PARSE_ERROR;
+        if (expand_cache_slots(&c->cache_slots, c->experts, &c->weights)) return BENCH_PARSE_ERROR;
+    } else if (c->cache_policy >= 0 || c->cache_min_rows >= 0) {
+        return fail("--cache-policy and --cache-min-rows set the expert cache: they need --cache-slots");
+    }
+    if (c->trace_reuse_arg && parse_reuse(c->trace_reuse_arg, &c->trace_reuse)) return BENCH_PARSE_ERROR;
     c->layers = 1;
     if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;
     /* A block format stores each weight row (the reduction dimension: d_model for gate/up,
@@ -395,7 +550,12 @@ static bench_parse_result check(bench_config *c)
         if (c->weights.act[i] != MOE_DTYPE_F32) return fail("--activations q8_0 and --serve do not combine");
     /* A serving stream makes its own plain layer, and a placed layer has no asynchronous
      * forward (moe_layer_forward_async is MOE_ERROR_UNSUPPORTED for it). */
+    if (c->serve && c->cache_slots.n > 0) return fail("--cache-slots and --serve do not combine");
     if (c->serve && c->cpu_experts.n > 0) return fail("--cpu-experts and --serve do not combine");
+    for (size_t i = 0; c->async && i < c->weights.n; i++)
+        if (c->weights.cache_slots[i] > 0)
+            return fail("--async and --cache-slots do not combine (a layer with an expert cache is placed on "
+                        "several contexts, and such a layer has no asynchronous forward)");
     for (size_t i = 0; c->async && i < c->weights.n; i++)
         if (c->weights.cpu_experts[i] > 0)
             return fail("--async and --cpu-experts N > 0 do not combine (a layer placed on several contexts "
@@ -437,6 +597,8 @@ static bench_parse_result check(bench_config *c)
                  c->max_batch_tokens);
         return fail(msg);
     }
+    const bench_parse_result tr = check_trace(c);
+    if (tr != BENCH_PARSE_OK) return tr;
     const int64_t max_t = bench_max_tokens(c);
     if (c->ref_tokens > max_t) {
         snprintf(msg, sizeof msg,

@@ -49,11 +49,13 @@ static double host_need(const mem_model *m, double n, double n_x)
            (m->host_dev ? m->lib_fixed + n * m->lib_per_layer : 0.0);
 }
 
-/* Format f's copy of one layer: on the target, and the experts the CPU context holds. */
+/* Format f's copy of one layer: on the target (with the cache's slots), and the experts the CPU
+ * context holds. */
 static void set_format(mem_model *m, const bench_format_plan *f, double streams)
 {
     const double cpu = (double)f->cpu_experts * f->expert_bytes;
-    m->lib_per_layer = streams * (f->layer_bytes - cpu) * PACK_SLACK;
+    const double slots = (double)f->cache_slots * f->expert_bytes;
+    m->lib_per_layer = streams * (f->layer_bytes - cpu + slots) * PACK_SLACK;
     m->cpu_per_layer = streams * cpu * PACK_SLACK;
 }
 
@@ -151,9 +153,15 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
     const double streams = c->serve ? (double)c->streams : 1.0, dm = (double)d32.d_model;
     uint64_t total = 0;
     const double avail = (double)bench_host_available(&total);
+    /* A trace's steered inputs (bench_trace.h): every forward's, made once. */
+    const double trace_bytes =
+        bench_trace_active(c)
+            ? (double)(c->trace_forwards > 0 ? c->trace_forwards : BENCH_TRACE_DEFAULT_FORWARDS) * max_t *
+                  dm * sizeof(float)
+            : 0.0;
     mem_model m = {
         .host_fixed = bench_all_weight_bytes(&d32) + (double)max_t * dm * sizeof(float) +
-                      (double)REF_TOKENS_MAX * dm * sizeof(float),
+                      (double)REF_TOKENS_MAX * dm * sizeof(float) + trace_bytes,
         .x_per_layer = (double)max_t * dm * sizeof(float),
         .lib_fixed = streams * bench_scratch_bytes(&d32, max_t),
     };
@@ -166,6 +174,7 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
         f->dtype = dt;
         f->act = c->weights.act[i];
         f->cpu_experts = c->weights.cpu_experts[i];
+        f->cache_slots = c->weights.cache_slots[i];
         f->layer_bytes = bench_all_weight_bytes(&d);
         f->expert_bytes = bench_expert_bytes(&d);
         set_format(&m, f, streams);
@@ -207,7 +216,8 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
 
 int bench_plan_refit(const bench_config *c, const moe_device_info *info, double stored, bench_format_plan *f)
 {
-    const double planned = f->layer_bytes - (double)f->cpu_experts * f->expert_bytes; /* on the target */
+    const double planned =
+        f->layer_bytes + (double)(f->cache_slots - f->cpu_experts) * f->expert_bytes; /* on the target */
     if (f->layers <= 1 || !(stored > planned * PACK_SLACK)) return 0;
     uint64_t total = 0;
     double room; /* bytes the other layers may take */

@@ -19,6 +19,7 @@ typedef struct bench_format_plan {
     moe_dtype dtype;
     moe_dtype act;           /* the activations asked for (--activations) */
     int64_t cpu_experts;     /* the last N routed experts live on a CPU context (--cpu-experts) */
+    int64_t cache_slots;     /* an expert cache of this many slots on the target (--cache-slots) */
     int64_t layers;          /* layers made for this format */
     int auto_layers;         /* from --layers auto */
     int64_t wanted;          /* auto: the cache rule's count, before a cap */
@@ -50,7 +51,8 @@ int64_t bench_auto_layers(double forward_bytes, uint64_t llc_bytes);
 /* Fills *plan for cfg on the given targets' devices, with `llc_bytes` from bench_llc_bytes.
  * Checks that the host weights (float32, once), the input pool and, per format, its layers'
  * copy (in the format's bytes) and scratch fit in the host's available memory (95% of it)
- * and in each discrete device's memory (the experts of --cpu-experts in the host's). An
+ * and in each discrete device's memory (the experts of --cpu-experts in the host's, the slots of
+ * --cache-slots in the target's; a trace's steered inputs in the host's). An
  * explicit --layers N or a format that does not fit is refused: a message naming the format on
  * stderr and BENCH_EXIT_MEMORY. --layers auto is capped to what fits instead (plan->f[i].capped
  * says so). Returns 0 when it all fits. */
@@ -58,7 +60,8 @@ int bench_plan_make(const bench_config *cfg, const moe_device_info *infos, size_
                     const char *llc_source, bench_plan *plan);
 
 /* Checks the plan against what the backend really stores: called once the first layer of a
- * format exists, with its arena weight bytes on the target (without f->cpu_experts' experts). A
+ * format exists, with its arena weight bytes on the target (without f->cpu_experts' experts, with
+ * f->cache_slots' slots). A
  * backend may keep a format in more bytes than the format's own (while a format's kernels are
  * missing, say, it may widen the weights at upload); then the other f->layers − 1 layers are
  * checked against the memory available now

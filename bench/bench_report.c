@@ -39,13 +39,17 @@ static const char *dtype_name(moe_dtype dt)
     return name ? name : "?";
 }
 
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts, char *buf,
-                               size_t size)
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts,
+                               int64_t cache_slots, char *buf, size_t size)
 {
     snprintf(buf, size, "%s%s", dtype_name(weights), activations == MOE_DTYPE_Q8_0 ? "/i8" : "");
     if (cpu_experts > 0) {
         const size_t len = strlen(buf);
         snprintf(buf + len, size - len, "/cpu%" PRId64, cpu_experts);
+    }
+    if (cache_slots > 0) {
+        const size_t len = strlen(buf);
+        snprintf(buf + len, size - len, "/cache%" PRId64, cache_slots);
     }
     return buf;
 }
@@ -94,7 +98,8 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
             if (f->layers > 1)
                 fprintf(out,
                         "weights %s: %" PRId64 " layers (--layers), cycled in order, each on its own input\n",
-                        bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers);
+                        bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+                        f->layers);
             continue;
         }
         char fwd[32], expert[32], capped[160] = "";
@@ -106,9 +111,10 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
                 "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
                 "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
                 "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
-                bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers, capped,
-                mb_text(f->forward_bytes, fwd, sizeof fwd), (double)plan->llc_bytes / 1048576.0, fwd,
-                f->auto_tokens, c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
+                bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+                f->layers, capped, mb_text(f->forward_bytes, fwd, sizeof fwd),
+                (double)plan->llc_bytes / 1048576.0, fwd, f->auto_tokens,
+                c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
                 mb_text(f->expert_bytes, expert, sizeof expert));
     }
 }
@@ -126,11 +132,12 @@ static const char *mib_text(double bytes, char *buf, size_t size)
 }
 
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
-                               size_t arena_weights_bytes, size_t cpu_weights_bytes)
+                               size_t arena_weights_bytes, size_t cpu_weights_bytes, const bench_config *c,
+                               size_t cache_bytes)
 {
     char all[32], one[32], lbl[32];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
-            bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl), f->layers,
+            bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl), f->layers,
             f->layers == 1 ? "" : "s", f->layers > 1 ? " cycled in order" : "",
             mib_text((double)arena_weights_bytes, all, sizeof all));
     if (f->layers > 1)
@@ -139,6 +146,12 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
     if (f->cpu_experts > 0)
         fprintf(out, " | the last %" PRId64 " experts on a CPU context: %s", f->cpu_experts,
                 mib_text((double)cpu_weights_bytes, all, sizeof all));
+    if (f->cache_slots > 0)
+        fprintf(
+            out, " | a cache of %" PRId64 " slots on the target (%s, min rows %" PRId64 "): %s of the arena",
+            f->cache_slots,
+            bench_choice_name(bench_cache_policy_choices, c->cache_policy < 0 ? 0 : c->cache_policy),
+            c->cache_min_rows < 0 ? 0 : c->cache_min_rows, mib_text((double)cache_bytes, one, sizeof one));
     if (f->capped[0]) fprintf(out, " | --layers auto %s", f->capped);
     fputc('\n', out);
 }
@@ -216,8 +229,9 @@ int bench_label_width(const bench_config *c)
     int width = -cols[WEIGHTS_COL].width;
     for (size_t i = 0; i < c->weights.n; i++) {
         char lbl[32];
-        const int len = (int)strlen(bench_format_label(c->weights.v[i], c->weights.act[i],
-                                                       c->weights.cpu_experts[i], lbl, sizeof lbl));
+        const int len =
+            (int)strlen(bench_format_label(c->weights.v[i], c->weights.act[i], c->weights.cpu_experts[i],
+                                           c->weights.cache_slots[i], lbl, sizeof lbl));
         if (len > width) width = len;
     }
     return width;
@@ -270,7 +284,8 @@ void bench_print_row(FILE *out, const bench_result *r, int label_width)
     size_t c = 0;
     snprintf(v[c++], sizeof v[0], "%s", r->backend);
     snprintf(v[c++], sizeof v[0], "%d", r->device_index);
-    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, v[c++], sizeof v[0]);
+    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots, v[c++],
+                       sizeof v[0]);
     snprintf(v[c++], sizeof v[0], "%" PRId64, r->tokens);
     snprintf(v[c++], sizeof v[0], "%zu", s->n);
     snprintf(v[c++], sizeof v[0], "%.3f", s->min * 1e3);
@@ -308,28 +323,31 @@ void bench_print_row(FILE *out, const bench_result *r, int label_width)
 void bench_print_first(FILE *out, const bench_result *r)
 {
     char lbl[32];
-    fprintf(
-        out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
-        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
-        r->tokens, r->first_wall * 1e3);
+    fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->tokens, r->first_wall * 1e3);
     if (r->first_device > 0.0)
         fprintf(
             out,
-            " (device %.3f ms; %.3f ms on the host: kernel compilation on a cold cache, first allocations)",
-            r->first_device * 1e3, (r->first_wall - r->first_device) * 1e3);
+            " (device %.3f ms; %.3f ms on the host: kernel compilation on a cold cache, first allocations%s)",
+            r->first_device * 1e3, (r->first_wall - r->first_device) * 1e3,
+            r->cache_slots > 0 ? ", the cache's uploads of its misses" : "");
     fputc('\n', out);
 }
 
 void bench_print_bandwidth(FILE *out, const bench_result *r)
 {
     char bytes[32], lbl[32];
-    fprintf(
-        out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
-        r->backend, r->device_index,
-        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
-        r->tokens, mb_text(r->weight_read_bytes, bytes, sizeof bytes),
-        r->layers > 1 ? "the mean of one forward of each layer's routing" : "from one forward's routing",
-        bench_result_gbps(r));
+    fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->tokens, mb_text(r->weight_read_bytes, bytes, sizeof bytes),
+            r->trace_forwards > 0 ? "the mean over the trace's forwards"
+            : r->layers > 1       ? "the mean of one forward of each layer's routing"
+                                  : "from one forward's routing",
+            bench_result_gbps(r));
     const double frac = bench_result_bw_fraction(r);
     if (frac >= 0.0)
         fprintf(out, " = %.0f%% of the %.1f GB/s read bandwidth", frac * 100.0, r->read_bw_gbs);
@@ -340,35 +358,87 @@ void bench_print_bandwidth(FILE *out, const bench_result *r)
     fputc('\n', out);
 }
 
+void bench_print_placement(FILE *out, const bench_result *r)
+{
+    if (r->cpu_experts == 0) return;
+    char lbl[32], rate[32] = "-";
+    fprintf(out,
+            "placement: %s %d %s at T=%" PRId64
+            ": %.1f tokens/s; device ms per forward: target %.3f, cpu %.3f",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->tokens, bench_result_tokens_per_s(r), r->context_ms[0], r->context_ms[1]);
+    if (r->cache_slots > 0) {
+        const double hit_rate = bench_result_cache_hit_rate(r);
+        if (hit_rate >= 0.0) snprintf(rate, sizeof rate, "%.1f%%", hit_rate * 100.0);
+        fprintf(out,
+                "; cache: hit rate %s (%" PRId64 " hits, %" PRId64 " misses), %" PRId64 " uploads (%" PRId64
+                " evictions), %.2f MiB uploaded in %.3f ms (%.3f ms per forward)",
+                rate, r->cache_hits, r->cache_misses, r->cache_uploads, r->cache_evictions,
+                r->cache_upload_bytes / 1048576.0, r->cache_upload_ms,
+                r->cache_upload_ms / (double)(r->wall.n ? r->wall.n : 1));
+    }
+    fputc('\n', out);
+}
+
+void bench_print_trace(FILE *out, const bench_config *c, const bench_trace *t, int exact)
+{
+    const bench_trace_summary s = bench_trace_summarize(t);
+    char from[512];
+    if (c->trace_path)
+        snprintf(from, sizeof from, "%s (replayed)", c->trace_path);
+    else
+        snprintf(from, sizeof from, "generated with reuse %g (seed %" PRIu64 ")%s%s", c->trace_reuse, c->seed,
+                 c->trace_out ? ", written to " : "", c->trace_out ? c->trace_out : "");
+    fprintf(
+        out,
+        "trace: %s: %" PRId64 " forwards of %" PRId64 " tokens, top-%" PRId64 " of %" PRId64
+        " experts; %.2f distinct experts per forward, %.1f%% of them used by the forward before, %" PRId64
+        " over the trace\n"
+        "  every layer runs trace forward f in turn, then f+1, cycling; the inputs are steered to route as "
+        "it says (%s), checked on layer 0 before timing\n",
+        from, t->forwards, t->tokens, t->top_k, t->n_experts, s.distinct_per_forward, s.reused_share * 100.0,
+        s.distinct_total,
+        exact ? "the router's dual basis: only the chosen logits move"
+              : "more experts than d_model: each chosen expert's own row, repaired by projections");
+}
+
+double bench_result_cache_hit_rate(const bench_result *r)
+{
+    const int64_t lookups = r->cache_hits + r->cache_misses;
+    return lookups > 0 ? (double)r->cache_hits / (double)lookups : -1.0;
+}
+
 void bench_print_async(FILE *out, const bench_result *r)
 {
     if (r->chain_one_wait.n == 0) return;
     char lbl[32];
     const double waits = r->chain_waits.median, one = r->chain_one_wait.median;
-    fprintf(
-        out,
-        "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
-        " layers, a wait after each %.3f ms, one wait "
-        "at the end %.3f ms (%.2fx; medians of %zu)\n",
-        r->backend, r->device_index,
-        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
-        r->tokens, r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
+    fprintf(out,
+            "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
+            " layers, a wait after each %.3f ms, one wait "
+            "at the end %.3f ms (%.2fx; medians of %zu)\n",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->tokens, r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
 }
 
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
     char lbl[32];
-    fprintf(
-        out,
-        "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
-        ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
-        "|y_f32| %.3g)",
-        r->backend, r->device_index,
-        bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, lbl, sizeof lbl),
-        r->ref_tokens, r->tokens, r->ref_rel_l2,
-        r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
-        r->ref_max_abs_diff, r->ref_max_abs);
+    fprintf(out,
+            "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
+            ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
+            "|y_f32| %.3g)",
+            r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->ref_tokens, r->tokens, r->ref_rel_l2,
+            r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
+            r->ref_max_abs_diff, r->ref_max_abs);
     if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
         fprintf(out, "; %.3g vs the format's weights with float32 activations (the int8 cost)",
                 r->act_rel_l2);
@@ -484,6 +554,30 @@ static void add_or_null(cJSON *o, const char *key, cJSON *value, int present)
     }
 }
 
+/* The expert cache's and the contexts' figures over the timed forwards, and the trace. */
+static void add_placement(cJSON *o, const bench_result *r)
+{
+    const int cached = r->cache_slots > 0;
+    cJSON_AddNumberToObject(o, "cache_slots", (double)r->cache_slots);
+    add_or_null(o, "cache_policy",
+                cJSON_CreateString(bench_choice_name(bench_cache_policy_choices, r->cache_policy)), cached);
+    add_or_null(o, "cache_min_rows", cJSON_CreateNumber((double)r->cache_min_rows), cached);
+    cJSON_AddNumberToObject(o, "cache_hits", (double)r->cache_hits);
+    cJSON_AddNumberToObject(o, "cache_misses", (double)r->cache_misses);
+    cJSON_AddNumberToObject(o, "cache_uploads", (double)r->cache_uploads);
+    cJSON_AddNumberToObject(o, "cache_evictions", (double)r->cache_evictions);
+    cJSON_AddNumberToObject(o, "cache_upload_bytes", r->cache_upload_bytes);
+    cJSON_AddNumberToObject(o, "cache_upload_ms", r->cache_upload_ms);
+    const double rate = bench_result_cache_hit_rate(r);
+    add_or_null(o, "cache_hit_rate", cJSON_CreateNumber(rate), cached && rate >= 0.0);
+    add_or_null(o, "cache_bytes", cJSON_CreateNumber((double)r->cache_bytes), cached);
+    add_or_null(o, "context_ms", cJSON_CreateDoubleArray(r->context_ms, 2), r->has_context_ms);
+    add_or_null(o, "trace_reuse", cJSON_CreateNumber(r->trace_reuse), r->trace_reuse >= 0.0);
+    add_or_null(o, "trace_file", cJSON_CreateString(r->trace_file ? r->trace_file : ""),
+                r->trace_file != NULL);
+    add_or_null(o, "trace_forwards", cJSON_CreateNumber((double)r->trace_forwards), r->trace_forwards > 0);
+}
+
 cJSON *bench_result_json(const bench_result *r)
 {
     cJSON *o = cJSON_CreateObject();
@@ -504,6 +598,7 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "layers", (double)r->layers);
     cJSON_AddBoolToObject(o, "layers_auto", r->layers_auto != 0);
     cJSON_AddNumberToObject(o, "cpu_experts", (double)r->cpu_experts);
+    add_placement(o, r);
     cJSON_AddNumberToObject(o, "weight_bytes", (double)r->arena_weights_bytes);
     cJSON_AddNumberToObject(o, "weight_read_bytes", r->weight_read_bytes);
     cJSON_AddNumberToObject(o, "weight_gbs", bench_result_gbps(r));

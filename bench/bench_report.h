@@ -27,20 +27,29 @@ void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidt
 /* How many layers each format cycles through and why (only when that is not simply 1). */
 void bench_print_plan(FILE *out, const bench_config *cfg, const bench_plan *plan);
 /* The line above a (target, format)'s rows: the format, its layers, the arena's weight bytes
- * (the target's, and with --cpu-experts those of the CPU context's experts). */
+ * (the target's, and with --cpu-experts those of the CPU context's experts; with --cache-slots the
+ * cache's policy and what its slots take of the target's, cache_bytes). */
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
-                               size_t arena_weights_bytes, size_t cpu_weights_bytes);
+                               size_t arena_weights_bytes, size_t cpu_weights_bytes, const bench_config *cfg,
+                               size_t cache_bytes);
 /* The layer's variant, the FLOPs at the largest T, and how each figure is defined. */
 void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc *d, int64_t hot_tokens);
 /* "q4_0", "q4_0/i8" for a run on int8 activations, "q4_0/cpu32" for one with 32 routed experts
- * on a CPU context (--cpu-experts; its 0 is the plain layer, "q4_0"). */
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts, char *buf,
-                               size_t size);
+ * on a CPU context (--cpu-experts; its 0 is the plain layer, "q4_0"), "q4_0/cpu32/cache8" with an
+ * expert cache of 8 slots on the target (--cache-slots; 0 is none). */
+const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts,
+                               int64_t cache_slots, char *buf, size_t size);
 /* The result table: the column header, then one row per result; the weights column is
  * `label_width` wide (bench_label_width) so that every run's label fits. */
 int bench_label_width(const bench_config *cfg);
 void bench_print_table_header(FILE *out, int label_width);
 void bench_print_row(FILE *out, const bench_result *r, int label_width);
+/* A placed run (--cpu-experts N > 0): tokens/s, each context's device ms per forward and, with an
+ * expert cache, its hit rate, hits, misses, uploads, evictions and upload MiB and ms over the
+ * timed forwards (nothing for a plain run). */
+void bench_print_placement(FILE *out, const bench_result *r);
+/* The routing trace, before the table: where it came from and what its routing looks like. */
+void bench_print_trace(FILE *out, const bench_config *cfg, const bench_trace *t, int exact);
 /* --async: the chain of layers with a wait per layer and with one wait (nothing without it). */
 void bench_print_async(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);
@@ -62,6 +71,8 @@ double bench_result_gbps(const bench_result *r); /* weight_read_bytes / median, 
  * or the device has memory of its own). */
 double bench_result_bw_fraction(const bench_result *r);
 double bench_result_speedup(const bench_result *r); /* 0 without the reference */
+/* hits / (hits + misses) over the timed forwards; < 0 without a lookup. */
+double bench_result_cache_hit_rate(const bench_result *r);
 
 /* JSON objects (caller owns; NULL when out of memory). The keys are bench/README.md's. */
 struct cJSON;

@@ -138,7 +138,8 @@ void bench_data_free(bench_data *b)
 {
     float *all[] = {
         b->router,      b->router_bias,        b->gate, b->up, b->down,      b->shared_gate, b->shared_up,
-        b->shared_down, b->shared_expert_gate, b->x,    b->y,  b->gate_bias, b->up_bias,     b->down_bias};
+        b->shared_down, b->shared_expert_gate, b->x,    b->y,  b->gate_bias, b->up_bias,     b->down_bias,
+        b->trace_x};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
     memset(b, 0, sizeof *b);
 }
@@ -321,19 +322,60 @@ static void progress(bench_run_progress *p, double within)
                           p->label);
 }
 
-/* The layers of a measurement, cycled in order: `next` is the layer the next forward runs. */
+/* The layers of a measurement, cycled in order: `next` is the layer the next forward runs, and
+ * with a trace `pos` the trace forward it runs. */
 typedef struct layer_cycle {
     moe_layer *const *layers;
-    int64_t n, next, d_model;
+    int64_t n, next, d_model, pos;
     const bench_data *b;
 } layer_cycle;
 
-/* One forward of the cycle's next layer on its own input; then the next layer is the one after. */
+/* One forward of the cycle's next layer on its own input; then the next layer is the one after.
+ * With a trace every layer runs trace forward `pos` in turn, as a model's layers all see one
+ * decode step, and the step moves on when the cycle returns to layer 0. */
 static moe_status cycle_forward(layer_cycle *cy, int64_t tokens, float *y, moe_forward_stats *stats)
 {
     const int64_t i = cy->next;
+    const bench_data *b = cy->b;
+    const float *x =
+        b->trace_x ? b->trace_x + cy->pos * tokens * cy->d_model : bench_data_x(b, i, cy->d_model);
     cy->next = (i + 1) % cy->n;
-    return moe_layer_forward(cy->layers[i], tokens, bench_data_x(cy->b, i, cy->d_model), y, stats);
+    if (b->trace_x && cy->next == 0) cy->pos = (cy->pos + 1) % b->trace->forwards;
+    return moe_layer_forward(cy->layers[i], tokens, x, y, stats);
+}
+
+/* What the layers' caches and contexts have done so far (cumulative since their creation): the
+ * timed forwards' share is the difference of two of these. */
+typedef struct placement_counts {
+    int64_t hits, misses, uploads, evictions;
+    double upload_bytes, upload_ms, context_ms[2];
+    size_t bytes;
+} placement_counts;
+
+static int read_placement(moe_context *ctx, const layer_cycle *cy, int cached, placement_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int64_t l = 0; l < cy->n; l++) {
+        double ms[2] = {0.0, 0.0};
+        moe_status st = moe_layer_get_context_ms(cy->layers[l], 2, ms);
+        if (st != MOE_OK) return bench_library_error("moe_layer_get_context_ms", st, ctx);
+        out->context_ms[0] += ms[0];
+        out->context_ms[1] += ms[1];
+        if (!cached) continue;
+        moe_expert_cache_stats cs;
+        memset(&cs, 0, sizeof cs);
+        cs.struct_size = sizeof cs;
+        st = moe_layer_get_cache_stats(cy->layers[l], &cs);
+        if (st != MOE_OK) return bench_library_error("moe_layer_get_cache_stats", st, ctx);
+        out->hits += cs.hits;
+        out->misses += cs.misses;
+        out->uploads += cs.uploads;
+        out->evictions += cs.evictions;
+        out->upload_bytes += (double)cs.upload_bytes;
+        out->upload_ms += cs.upload_ms;
+        out->bytes += cs.bytes;
+    }
+    return 0;
 }
 
 /* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
@@ -506,7 +548,7 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
                   bench_result *r)
 {
     moe_status st;
-    layer_cycle cy = {layers, n_layers, 0, d->d_model, b};
+    layer_cycle cy = {layers, n_layers, 0, d->d_model, 0, b};
     progress(prog, 0.0);
     /* The first forward (layer 0), always run and reported on its own (first_wall /
      * first_device), so kernel compilation on a cold cache is never folded into the statistics. */
@@ -527,16 +569,45 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
         if (st != MOE_OK) return bench_library_error("moe_layer_forward (warm-up)", st, ctx);
         if (c->iters == 0 && bench_now() - warm_start >= c->min_time) break;
     }
+    int rc = 0;
+    bench_trace_routing routing = {0};
+    if (b->trace_x) {
+        rc = bench_trace_verify(layers[0], ctx, d, b->trace, b->trace_x, &routing);
+        if (rc) return rc;
+    }
+    const int placed = r->cpu_experts > 0, cached = r->cache_slots > 0;
+    placement_counts before = {0}, after = {0};
+    if (placed && (rc = read_placement(ctx, &cy, cached, &before))) return rc;
     double *wall = NULL, *dev = NULL;
     size_t n = 0;
-    int rc = time_forwards(c, ctx, &cy, tokens, b, prog, &wall, &dev, &n);
+    rc = time_forwards(c, ctx, &cy, tokens, b, prog, &wall, &dev, &n);
     if (rc) return rc;
+    if (placed && (rc = read_placement(ctx, &cy, cached, &after))) {
+        free(wall);
+        free(dev);
+        return rc;
+    }
+    double dev_sum = 0.0;
+    for (size_t i = 0; i < n; i++) dev_sum += dev[i];
     r->wall = bench_summarize(wall, n);
-    int any_device = 0;
-    for (size_t i = 0; i < n; i++) any_device |= dev[i] > 0.0;
-    if (any_device) r->dev_time = bench_summarize(dev, n);
+    if (dev_sum > 0.0) r->dev_time = bench_summarize(dev, n);
     free(wall);
     free(dev);
+    if (placed) {
+        r->has_context_ms = 1;
+        for (int k = 0; k < 2; k++)
+            r->context_ms[k] = (after.context_ms[k] - before.context_ms[k]) / (double)n;
+        r->cache_hits = after.hits - before.hits;
+        r->cache_misses = after.misses - before.misses;
+        r->cache_uploads = after.uploads - before.uploads;
+        r->cache_evictions = after.evictions - before.evictions;
+        r->cache_upload_bytes = after.upload_bytes - before.upload_bytes;
+        r->cache_upload_ms = after.upload_ms - before.upload_ms;
+        r->cache_bytes = after.bytes;
+    } else if (dev_sum > 0.0) { /* one context: the forwards' own device time */
+        r->has_context_ms = 1;
+        r->context_ms[0] = dev_sum * 1e3 / (double)n;
+    }
 
     if (c->async) {
         rc = time_chains(c, ctx, &cy, tokens, r);
@@ -544,6 +615,13 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     }
     rc = count_routing(ctx, &cy, d, tokens, b, r);
     if (rc) return rc;
+    if (b->trace_x) { /* what the timed forwards routed: the trace's, not the layers' own inputs' */
+        r->weight_read_bytes = routing.weight_read_bytes;
+        r->experts_active = routing.experts_active;
+        r->max_expert_rows = routing.max_expert_rows;
+        r->dropped_rows = routing.dropped_rows;
+        r->trace_forwards = b->trace->forwards;
+    }
 
     moe_arena_stats arena;
     memset(&arena, 0, sizeof arena);
@@ -560,5 +638,7 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     r->warmup = c->warmup;
     r->preset = bench_preset_name(c->preset);
     r->flops = bench_forward_flops(d, tokens);
+    r->trace_reuse = b->trace_x ? c->trace_reuse : -1.0;
+    r->trace_file = b->trace_x ? c->trace_path : NULL;
     return 0;
 }

@@ -8,6 +8,7 @@
 #define MOE_BENCH_RUNNER_H
 
 #include "bench_config.h"
+#include "bench_trace.h"
 #include "bench_util.h"
 
 #include "moe.h"
@@ -25,6 +26,12 @@ typedef struct bench_data {
     int64_t rows;       /* rows of y, and of each layer's input */
     int64_t layers;     /* inputs in x: layer i reads rows [i·rows, (i+1)·rows) */
     int64_t hot_tokens; /* rows of layer 0's input pushed to expert 0 by --hot-expert */
+    /* --trace-reuse / --trace: the trace, and the inputs steered to route as it says,
+     * [forwards][rows][d_model] (bench_trace_inputs; owned). The timed forwards read these
+     * instead of x: trace forward f for every layer of the cycle, then f + 1. */
+    const bench_trace *trace;
+    float *trace_x;
+    int trace_exact; /* the steering rows were the router's dual basis (bench_trace.h) */
 } bench_data;
 
 /* Layer i's input, rows x d_model floats (layer 0's is the one the reference runs on). */
@@ -70,6 +77,24 @@ typedef struct bench_result {
     int64_t layers;      /* layers cycled through, one forward each in turn */
     int layers_auto;     /* the count came from --layers auto */
     int64_t cpu_experts; /* routed experts on a CPU context (--cpu-experts), 0: all on the target */
+    /* --cache-slots: the expert cache on the target (0 slots: none), and what it did over the
+     * timed forwards, summed over the layers (moe_layer_get_cache_stats after minus before). */
+    int64_t cache_slots, cache_min_rows;
+    int cache_policy; /* moe_cache_policy */
+    int64_t cache_hits, cache_misses, cache_uploads, cache_evictions;
+    double cache_upload_bytes, cache_upload_ms;
+    size_t cache_bytes; /* what the slots take on the target, all layers */
+    /* Device ms per timed forward on each context: [0] the target, [1] the CPU context
+     * (moe_layer_get_context_ms after minus before, summed over the layers, over the timed
+     * forwards); a plain layer's [0] is its mean device_ms and [1] 0. has_context_ms 0: none
+     * (a plain layer on a backend that reports no device time). */
+    int has_context_ms;
+    double context_ms[2];
+    /* The routing trace the timed forwards followed: trace_reuse >= 0 generated (--trace-reuse),
+     * trace_file non-NULL replayed (--trace); trace_forwards its length. */
+    double trace_reuse;
+    const char *trace_file;
+    int64_t trace_forwards;
     double hot_expert;
     int64_t tokens, warmup;
     bench_summary wall;     /* host clock around each moe_layer_forward */
@@ -136,8 +161,11 @@ typedef struct bench_run_progress {
  * input i of the pool), cycled in order, one forward of one layer per iteration: the first
  * forward (layer 0), warm-up, timed forwards (wall and device time), one forward of each
  * layer with per-expert counts, arena stats. y of layer 0's forward on its input is left in
- * b->y. Fills *r (except the device, layer-count and reference fields); returns 0 or an exit
- * status. */
+ * b->y. With a trace (b->trace_x) the forwards follow it (bench_data), its routing is checked
+ * on layer 0 after the warm-up, and the routing figures are the trace's. The caller sets
+ * r->cpu_experts and r->cache_slots first: a placed layer's context times (and a cached one's
+ * cache counts) over the timed forwards are read. Fills *r (except the device, layer-count,
+ * placement and reference fields); returns 0 or an exit status. */
 int bench_measure(const bench_config *cfg, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
                   const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
                   bench_result *r);

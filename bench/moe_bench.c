@@ -9,7 +9,8 @@
  * The pieces: bench_flags.c (flags), bench_presets.c (model presets, shape arithmetic),
  * bench_plan.c (layer counts, memory guard), bench_machine.c (cache size, read bandwidth),
  * bench_runner.c (data, timing), bench_report.c (table, JSON), bench_serve.c (serving
- * simulation), bench_argparse.c (the option parser), bench_util.c (clock, statistics).
+ * simulation), bench_trace.c (routing traces), bench_argparse.c (the option parser),
+ * bench_util.c (clock, statistics).
  */
 #include "bench_config.h"
 #include "bench_machine.h"
@@ -45,6 +46,7 @@ typedef struct run_state {
     moe_context *cpu_ctx; /* --cpu-experts N > 0: the CPU context that holds those experts, made on
                              first use and shared by every target (each run's layers are destroyed
                              before the next run's are made) */
+    bench_trace trace;    /* --trace-reuse / --trace: the routing the timed forwards follow */
     int label_width;      /* of the table's weights column */
     cJSON *json;
     bench_progress bar;
@@ -139,18 +141,27 @@ static void destroy_layers(moe_layer **layers, int64_t n)
 }
 
 /* One layer of d on target i; with f->cpu_experts > 0 placed over {the target (home), the CPU
- * context}, the last cpu_experts experts on the CPU, as `expert_context` says. */
+ * context}, the last cpu_experts experts on the CPU, as `expert_context` says; with
+ * f->cache_slots > 0 an expert cache of that many slots on the target for copies of them. */
 static moe_status create_layer(run_state *rs, size_t i, const moe_layer_desc *d, const bench_format_plan *f,
                                const int32_t *expert_context, moe_layer **out)
 {
+    const bench_config *c = rs->cfg;
     const moe_layer_weights w = bench_data_weights(&rs->data);
     if (f->cpu_experts == 0) return moe_layer_create(rs->ctx[i], d, &w, out);
     moe_context *const contexts[2] = {rs->ctx[i], rs->cpu_ctx};
+    const moe_expert_cache_desc cache = {.struct_size = sizeof cache,
+                                         .context = 0,
+                                         .slots = f->cache_slots,
+                                         .policy = c->cache_policy < 0 ? MOE_CACHE_LRU
+                                                                       : (moe_cache_policy)c->cache_policy,
+                                         .min_rows = c->cache_min_rows < 0 ? 0 : c->cache_min_rows};
     const moe_placement p = {.struct_size = sizeof p,
                              .n_contexts = 2,
                              .contexts = contexts,
                              .home = 0,
-                             .expert_context = expert_context};
+                             .expert_context = expert_context,
+                             .cache = f->cache_slots > 0 ? &cache : NULL};
     return moe_layer_create_placed(&p, d, &w, out);
 }
 
@@ -223,7 +234,8 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         prog.point = (i * rs->plan.n + fi) * n_tokens + j;
         char lbl[32];
         snprintf(prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
-                 rs->info[i].index, bench_format_label(f->dtype, f->act, f->cpu_experts, lbl, sizeof lbl),
+                 rs->info[i].index,
+                 bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
                  tokens[j]);
         if (!have || d.expert_capacity != layer_capacity) {
             destroy_layers(layers, f->layers);
@@ -235,9 +247,14 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
                 moe_arena_stats arena = {.struct_size = sizeof arena}, cpu = {.struct_size = sizeof cpu};
                 moe_context_get_arena_stats(rs->ctx[i], &arena);
                 if (f->cpu_experts > 0) moe_context_get_arena_stats(rs->cpu_ctx, &cpu);
+                size_t cache_bytes = 0;
+                for (int64_t l = 0; l < f->layers && f->cache_slots > 0; l++) {
+                    moe_expert_cache_stats cs = {.struct_size = sizeof cs};
+                    if (moe_layer_get_cache_stats(layers[l], &cs) == MOE_OK) cache_bytes += cs.bytes;
+                }
                 bench_progress_clear(&rs->bar);
                 bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
-                                          arena.weights_bytes, cpu.weights_bytes);
+                                          arena.weights_bytes, cpu.weights_bytes, c, cache_bytes);
                 /* A placed layer reports Q8_0 only when every context runs it: the CPU's experts
                  * may run int8 behind a GPU's float ones. */
                 if (f->act == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layers[0]) != MOE_DTYPE_Q8_0)
@@ -256,6 +273,10 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         d.activation_dtype = moe_layer_activation_dtype(layers[0]);
         bench_result *r = &results[*n_results];
         memset(r, 0, sizeof *r);
+        r->cpu_experts = f->cpu_experts;
+        r->cache_slots = f->cache_slots;
+        r->cache_policy = c->cache_policy < 0 ? MOE_CACHE_LRU : c->cache_policy;
+        r->cache_min_rows = c->cache_min_rows < 0 ? 0 : c->cache_min_rows;
         rc = bench_measure(c, rs->ctx[i], layers, f->layers, &d, tokens[j], &rs->data, &prog, r);
         if (rc) break;
         bench_result_set_device(r, target_kind(rs, i), &rs->info[i]);
@@ -301,6 +322,7 @@ static int run_forward(run_state *rs)
             rc = run_format(rs, i, fi, tokens, n_tokens, results, &n_results);
     bench_progress_clear(&rs->bar);
     for (size_t i = 0; i < n_results; i++) bench_print_bandwidth(stdout, &results[i]);
+    for (size_t i = 0; i < n_results; i++) bench_print_placement(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_async(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
@@ -387,6 +409,14 @@ static int run(run_state *rs)
     rc = bench_data_make(c, &d, rs->plan.max_layers, &rs->data);
     if (rc) return rc;
     bench_print_layer(stdout, c, &d, rs->data.hot_tokens);
+    if (rs->trace.ids) {
+        bench_progress_update(&rs->bar, 0.0, "steering the inputs by the trace");
+        rc = bench_trace_inputs(c, &d, rs->data.router, &rs->trace, &rs->data.trace_x, &rs->data.trace_exact);
+        bench_progress_clear(&rs->bar);
+        if (rc) return rc;
+        rs->data.trace = &rs->trace;
+        bench_print_trace(stdout, c, &rs->trace, rs->data.trace_exact);
+    }
     bench_print_plan(stdout, c, &rs->plan);
     fflush(stdout);
 
@@ -398,6 +428,35 @@ static int run(run_state *rs)
         rs->has_ref = 1;
     }
     return c->serve ? run_serve(rs) : run_forward(rs);
+}
+
+/* The trace of --trace-reuse (generated, and written to --trace-out) or --trace (read and checked
+ * against the run's shape), before anything is allocated: a bad file is a usage error. A file's
+ * length becomes cfg->trace_forwards, which the memory plan counts. */
+static int prepare_trace(bench_config *cfg, bench_trace *t)
+{
+    char err[512];
+    if (cfg->trace_path) {
+        if (bench_trace_load(cfg->trace_path, t, err, sizeof err) ||
+            bench_trace_check_shape(t, cfg->experts, cfg->top_k, cfg->tokens, err, sizeof err)) {
+            fprintf(stderr, BENCH_PROG ": --trace: %s\n", err);
+            return BENCH_EXIT_USAGE;
+        }
+        if (bench_trace_check_size(cfg, t->forwards)) return BENCH_EXIT_USAGE;
+        cfg->trace_forwards = t->forwards;
+        return 0;
+    }
+    const int64_t forwards = cfg->trace_forwards > 0 ? cfg->trace_forwards : BENCH_TRACE_DEFAULT_FORWARDS;
+    if (bench_trace_generate(cfg->experts, cfg->top_k, cfg->tokens, forwards, cfg->trace_reuse, cfg->seed,
+                             t)) {
+        fprintf(stderr, BENCH_PROG ": out of host memory for a trace of %" PRId64 " forwards\n", forwards);
+        return BENCH_EXIT_LIBRARY;
+    }
+    if (cfg->trace_out && bench_trace_write(cfg->trace_out, t, err, sizeof err)) {
+        fprintf(stderr, BENCH_PROG ": --trace-out: %s\n", err);
+        return BENCH_EXIT_LIBRARY;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -418,6 +477,10 @@ int main(int argc, char **argv)
     }
     static run_state rs; /* large; zero-initialised */
     rs.cfg = &cfg;
+    if (bench_trace_active(&cfg)) {
+        const int rc = prepare_trace(&cfg, &rs.trace);
+        if (rc) return rc;
+    }
     if (cfg.json_path) {
         /* Fail now, not after a long run, when the file cannot be written. */
         FILE *f = fopen(cfg.json_path, "a");
@@ -444,6 +507,7 @@ int main(int argc, char **argv)
     moe_context_destroy(rs.cpu_ctx);
     bench_data_free(&rs.data);
     free(rs.ref.y);
+    bench_trace_free(&rs.trace);
     for (size_t i = 0; i < BENCH_MAX_FORMATS; i++) {
         free(rs.fmt_ref[i]);
         free(rs.act_ref[i]);

@@ -334,6 +334,97 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--async", "--cpu-experts", "0", NULL) == BENCH_PARSE_OK);
 }
 
+/* --cache-slots, --cache-policy, --cache-min-rows: each run once more per entry, cut to the run's
+ * experts on the CPU context; and every refusal. */
+static void test_cache(void)
+{
+    bench_config c;
+    /* Without --cpu-experts every expert lives on the CPU context; the defaults. */
+    CHECK(parse(&c, "--experts", "8", "--cache-slots", "0,3", NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 2 && c.weights.cpu_experts[0] == 8 && c.weights.cache_slots[0] == 0 &&
+          c.weights.cpu_experts[1] == 8 && c.weights.cache_slots[1] == 3);
+    CHECK(c.cache_policy == -1 && c.cache_min_rows == -1); /* not given: LRU, 0 */
+    CHECK(parse(&c, "--experts", "8", "--cache-slots", "4", "--cache-policy", "lfu", "--cache-min-rows", "2",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(c.weights.n == 1 && c.weights.cache_slots[0] == 4 && c.cache_policy == MOE_CACHE_LFU &&
+          c.cache_min_rows == 2);
+    CHECK(parse(&c, "--cache-slots", "2", "--cache-policy=lru", "--cache-min-rows=0", NULL) ==
+              BENCH_PARSE_OK &&
+          c.cache_policy == MOE_CACHE_LRU && c.cache_min_rows == 0);
+    /* Runs outer, slots inner; cpu 0 gets only the plain entry; a slot count above the run's CPU
+     * experts is cut to them, and a cut that repeats an entry of the run is dropped. */
+    CHECK(parse(&c, "--experts", "8", "--weights", "f32,bf16", "--cpu-experts", "0,2,8", "--cache-slots",
+                "0,4", NULL) == BENCH_PARSE_OK);
+    static const int64_t cpu[] = {0, 2, 2, 8, 8}, slots[] = {0, 0, 2, 0, 4};
+    CHECK(c.weights.n == 10);
+    for (size_t i = 0; i < 10; i++)
+        CHECK(c.weights.cpu_experts[i] == cpu[i % 5] && c.weights.cache_slots[i] == slots[i % 5] &&
+              c.weights.v[i] == (i < 5 ? MOE_DTYPE_F32 : MOE_DTYPE_BF16));
+    CHECK(parse(&c, "--experts", "8", "--cpu-experts", "2", "--cache-slots", "2,4,0", NULL) ==
+          BENCH_PARSE_OK);
+    CHECK(c.weights.n == 2 && c.weights.cache_slots[0] == 2 && c.weights.cache_slots[1] == 0);
+    /* Refusals. */
+    static const char *const bad_slots[] = {"-1", "9", "2,2", "1,,2", "x", "", "3,"};
+    for (size_t i = 0; i < sizeof bad_slots / sizeof bad_slots[0]; i++)
+        if (parse(&c, "--experts", "8", "--cache-slots", bad_slots[i], NULL) != BENCH_PARSE_ERROR) {
+            fprintf(stderr, "accepted --cache-slots '%s'\n", bad_slots[i]);
+            failures++;
+        }
+    CHECK(parse(&c, "--cpu-experts", "0", "--cache-slots", "4", NULL) ==
+          BENCH_PARSE_ERROR); /* nothing to copy */
+    CHECK(parse(&c, "--cpu-experts", "0", "--cache-slots", "0", NULL) == BENCH_PARSE_OK && c.weights.n == 1);
+    CHECK(parse(&c, "--weights", "f32,bf16,f16,q8_0", "--cache-slots", "0,1,2,4", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cache-policy", "mru", "--cache-slots", "2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cache-min-rows", "-1", "--cache-slots", "2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cache-min-rows", "x", "--cache-slots", "2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--cache-policy", "lfu", NULL) == BENCH_PARSE_ERROR); /* without --cache-slots */
+    CHECK(parse(&c, "--cache-min-rows", "1", NULL) == BENCH_PARSE_ERROR); /* without --cache-slots */
+    CHECK(parse(&c, "--serve", "--cache-slots", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--async", "--cache-slots", "0,2", NULL) == BENCH_PARSE_ERROR);
+}
+
+/* --trace-reuse, --trace-forwards, --trace, --trace-out: values, defaults and combinations. */
+static void test_trace_flags(void)
+{
+    bench_config c;
+    CHECK(parse(&c, NULL) == BENCH_PARSE_OK && !bench_trace_active(&c) && c.trace_reuse < 0 &&
+          c.trace_forwards == 0 && !c.trace_path && !c.trace_out);
+    CHECK(parse(&c, "--trace-reuse", "0.8", NULL) == BENCH_PARSE_OK && bench_trace_active(&c) &&
+          c.trace_reuse == 0.8 && c.trace_forwards == 0);
+    CHECK(parse(&c, "--trace-reuse", "0", NULL) == BENCH_PARSE_OK && bench_trace_active(&c) &&
+          c.trace_reuse == 0.0);
+    CHECK(parse(&c, "--trace-reuse=1", "--trace-forwards", "10", "--trace-out", "t.trace", NULL) ==
+              BENCH_PARSE_OK &&
+          c.trace_reuse == 1.0 && c.trace_forwards == 10 && !strcmp(c.trace_out, "t.trace"));
+    CHECK(parse(&c, "--trace", "rec.trace", "--cache-slots", "0,2", NULL) == BENCH_PARSE_OK &&
+          bench_trace_active(&c) && !strcmp(c.trace_path, "rec.trace") && c.trace_reuse < 0);
+    static const char *const bad_reuse[] = {"-0.1", "1.5", "x", "", "0.5x", "nan", "inf", "1e999"};
+    for (size_t i = 0; i < sizeof bad_reuse / sizeof bad_reuse[0]; i++)
+        if (parse(&c, "--trace-reuse", bad_reuse[i], NULL) != BENCH_PARSE_ERROR) {
+            fprintf(stderr, "accepted --trace-reuse '%s'\n", bad_reuse[i]);
+            failures++;
+        }
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--trace-forwards", "0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--trace-forwards", "1000001", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace", "", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--trace-out", "", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--trace", "x.trace", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-forwards", "8", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace", "x.trace", "--trace-forwards", "8", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-out", "x.trace", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace", "x.trace", "--trace-out", "y.trace", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--serve", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--sweep-tokens", "1,2", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--hot-expert", "0.5", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--async", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace", "x.trace", "--preset", "deepseek-v3", NULL) == BENCH_PARSE_ERROR); /* groups */
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--groups", "4", "--topk-group", "4", NULL) == BENCH_PARSE_OK);
+    /* The steered inputs are capped: 64 forwards x 512 tokens x d_model 16384 floats = 2 GiB. */
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--d-model", "16384", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--trace-reuse", "0.5", "--d-model", "16384", "--tokens", "1", NULL) == BENCH_PARSE_OK);
+    CHECK(bench_trace_check_size(&c, 16384) == 0 && bench_trace_check_size(&c, 16385) == -1);
+}
+
 /* Bytes per format, expected experts, the --layers auto rule, cache sizes. */
 static void test_arithmetic(void)
 {
@@ -460,6 +551,8 @@ int main(void)
     test_parser();
     test_config();
     test_formats_and_layers();
+    test_cache();
+    test_trace_flags();
     test_arithmetic();
     test_plan();
     if (failures) {

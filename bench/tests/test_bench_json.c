@@ -4,13 +4,16 @@
  * Without arguments: builds a forward result and a serve result by hand, writes them with
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
- * [--bandwidth] [--async] [--cpu-experts N1,N2,..]`: parses a file moe-bench wrote (CTest runs moe-bench
- * first) and checks that it is an array of at least MIN_OBJECTS objects with the documented keys of their
- * kind; then, when asked, that the objects' weight_dtype run through the given formats in order (per target),
- * that every forward result cycled N layers (or came from --layers auto), and that the CPU results carry the
- * measured read bandwidth and their share of it, that every forward result timed its layers as an
- * asynchronous chain, and that the forward results' experts on a CPU context run through the given counts in
- * order (0 without). Exit 0 when all is well.
+ * [--bandwidth] [--async] [--cpu-experts N1,N2,..] [--cache-slots S1,S2,..] [--trace] [--same-cache
+ * OTHER.json]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it is an array of
+ * at least MIN_OBJECTS objects with the documented keys of their kind; then, when asked, that the objects'
+ * weight_dtype run through the given formats in order (per target), that every forward result cycled N
+ * layers (or came from --layers auto), and that the CPU results carry the measured read bandwidth and their
+ * share of it, that every forward result timed its layers as an asynchronous chain, that the forward
+ * results' experts on a CPU context (and their cache slots) run through the given counts in order (0
+ * without), that every forward result followed a routing trace (and every cached one looked experts up),
+ * and that another file's results counted the same cache hits, misses, uploads and bytes, result by result
+ * (a replayed trace against the generated one). Exit 0 when all is well.
  */
 #include "bench_report.h"
 
@@ -60,6 +63,21 @@ static const char *const forward_keys[] = {"backend",
                                            "read_bandwidth_gbs",
                                            "async_chain",
                                            "cpu_experts",
+                                           "cache_slots",
+                                           "cache_policy",
+                                           "cache_min_rows",
+                                           "cache_hits",
+                                           "cache_misses",
+                                           "cache_uploads",
+                                           "cache_evictions",
+                                           "cache_upload_bytes",
+                                           "cache_upload_ms",
+                                           "cache_hit_rate",
+                                           "cache_bytes",
+                                           "context_ms",
+                                           "trace_reuse",
+                                           "trace_file",
+                                           "trace_forwards",
                                            NULL};
 static const char *const latency_keys[] = {"min", "median", "mean", "stddev", "p95", "p99", NULL};
 static const char *const serve_keys[] = {"backend",
@@ -147,6 +165,9 @@ typedef struct expectations {
     int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
     int async;          /* every forward result has an async_chain object */
     const char *cpu;    /* "0,2": the forward results' cpu_experts cycle through these in order */
+    const char *slots;  /* "0,3": the forward results' cache_slots cycle through these in order */
+    int trace;          /* every forward result followed a trace; the cached ones looked experts up */
+    const char *same;   /* another file whose results counted the same cache events, in order */
 } expectations;
 
 /* Checks one object of a moe-bench JSON file by its kind. */
@@ -192,6 +213,43 @@ static void check_object(const cJSON *o)
         if (cJSON_IsNumber(frac)) /* the share is the weight bandwidth over the measured one */
             CHECK(cJSON_IsNumber(bw) && fabs(frac->valuedouble * bw->valuedouble - num(o, "weight_gbs")) <=
                                             1e-6 * num(o, "weight_gbs"));
+        /* --cache-slots: the cache's counts over the timed forwards, the contexts' device time. */
+        const double slots = num(o, "cache_slots"), hits = num(o, "cache_hits"),
+                     misses = num(o, "cache_misses");
+        CHECK(slots >= 0 && hits >= 0 && misses >= 0 && num(o, "cache_uploads") >= 0 &&
+              num(o, "cache_evictions") >= 0 && num(o, "cache_upload_bytes") >= 0 &&
+              num(o, "cache_upload_ms") >= 0);
+        CHECK(num(o, "cache_uploads") <= misses && num(o, "cache_evictions") <= num(o, "cache_uploads"));
+        const cJSON *rate = cJSON_GetObjectItemCaseSensitive(o, "cache_hit_rate");
+        if (slots > 0) {
+            CHECK(num(o, "cpu_experts") >= slots);
+            CHECK(!strcmp(str(o, "cache_policy"), "lru") || !strcmp(str(o, "cache_policy"), "lfu"));
+            CHECK(num(o, "cache_min_rows") >= 0 && num(o, "cache_bytes") > 0);
+            if (hits + misses > 0)
+                CHECK(cJSON_IsNumber(rate) && fabs(rate->valuedouble - hits / (hits + misses)) <= 1e-12);
+            else
+                CHECK(cJSON_IsNull(rate));
+        } else {
+            CHECK(hits == 0 && misses == 0 && num(o, "cache_uploads") == 0 && cJSON_IsNull(rate));
+            CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "cache_policy")) &&
+                  cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "cache_bytes")));
+        }
+        const cJSON *ctx_ms = cJSON_GetObjectItemCaseSensitive(o, "context_ms");
+        CHECK(cJSON_IsNull(ctx_ms) || (cJSON_IsArray(ctx_ms) && cJSON_GetArraySize(ctx_ms) == 2));
+        if (num(o, "cpu_experts") > 0) CHECK(cJSON_IsArray(ctx_ms));
+        for (int k = 0; cJSON_IsArray(ctx_ms) && k < 2; k++) {
+            const cJSON *v = cJSON_GetArrayItem(ctx_ms, k);
+            CHECK(cJSON_IsNumber(v) && v->valuedouble >= 0);
+        }
+        /* A trace: generated (its reuse) or replayed (its file), never both; and its length. */
+        const cJSON *reuse = cJSON_GetObjectItemCaseSensitive(o, "trace_reuse");
+        const cJSON *file = cJSON_GetObjectItemCaseSensitive(o, "trace_file");
+        CHECK(cJSON_IsNull(reuse) ||
+              (cJSON_IsNumber(reuse) && reuse->valuedouble >= 0 && reuse->valuedouble <= 1));
+        CHECK(cJSON_IsNull(file) || cJSON_IsString(file));
+        CHECK(cJSON_IsNull(reuse) || cJSON_IsNull(file));
+        const cJSON *fw = cJSON_GetObjectItemCaseSensitive(o, "trace_forwards");
+        CHECK(cJSON_IsNull(reuse) && cJSON_IsNull(file) ? cJSON_IsNull(fw) : num(o, "trace_forwards") >= 1);
         /* --async: both chains' summaries, of the result's own layers. */
         const cJSON *chain = cJSON_GetObjectItemCaseSensitive(o, "async_chain");
         CHECK(cJSON_IsNull(chain) || cJSON_IsObject(chain));
@@ -229,10 +287,15 @@ static void check_expectations(const cJSON *root, const expectations *x)
         snprintf(want[n_want++], sizeof want[0], "%.*s", (int)len, p);
         p += len + (p[len] == ',');
     }
-    long cpu[8];
-    size_t n_cpu = 0;
+    long cpu[8], slots[8];
+    size_t n_cpu = 0, n_slots = 0, n_slotted = 0;
     for (const char *p = x->cpu; p && *p && n_cpu < 8;) {
         cpu[n_cpu++] = strtol(p, NULL, 10);
+        p += strcspn(p, ",");
+        p += *p == ',';
+    }
+    for (const char *p = x->slots; p && *p && n_slots < 8;) {
+        slots[n_slots++] = strtol(p, NULL, 10);
         p += strcspn(p, ",");
         p += *p == ',';
     }
@@ -271,6 +334,18 @@ static void check_expectations(const cJSON *root, const expectations *x)
         } else if (forward) {
             CHECK(num(o, "cpu_experts") == 0);
         }
+        if (forward && n_slots) {
+            const double got = num(o, "cache_slots"), expected = (double)slots[n_slotted++ % n_slots];
+            if (got != expected) {
+                fprintf(stderr, "object %zu: cache_slots %g, expected %g\n", i, got, expected);
+                failures++;
+            }
+        }
+        if (forward && x->trace) {
+            CHECK(!cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "trace_reuse")) ||
+                  !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "trace_file")));
+            if (num(o, "cache_slots") > 0) CHECK(num(o, "cache_hits") + num(o, "cache_misses") > 0);
+        }
         if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
         if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
         if (forward && x->layers_auto)
@@ -280,6 +355,34 @@ static void check_expectations(const cJSON *root, const expectations *x)
         i++;
     }
     if (n_want) CHECK(i % n_want == 0);
+}
+
+static cJSON *parse_file(const char *path)
+{
+    char *text = read_all(path);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    if (!root) fprintf(stderr, "cannot read %s as JSON\n", path);
+    return root;
+}
+
+/* The same cache events, result by result: what a deterministic policy does on the same trace. */
+static void check_same_cache(const cJSON *root, const char *other_path)
+{
+    cJSON *other = parse_file(other_path);
+    CHECK(other && cJSON_GetArraySize(other) == cJSON_GetArraySize(root));
+    static const char *const keys[] = {"cache_slots",   "cache_hits",      "cache_misses",
+                                       "cache_uploads", "cache_evictions", "cache_upload_bytes"};
+    for (int i = 0; other && i < cJSON_GetArraySize(root); i++) {
+        const cJSON *a = cJSON_GetArrayItem(root, i), *b = cJSON_GetArrayItem(other, i);
+        for (size_t k = 0; b && k < sizeof keys / sizeof keys[0]; k++)
+            if (num(a, keys[k]) != num(b, keys[k])) {
+                fprintf(stderr, "object %d: %s %g here, %g in %s\n", i, keys[k], num(a, keys[k]),
+                        num(b, keys[k]), other_path);
+                failures++;
+            }
+    }
+    cJSON_Delete(other);
 }
 
 static int check_file(const char *path, int min_objects, const expectations *x)
@@ -301,6 +404,7 @@ static int check_file(const char *path, int min_objects, const expectations *x)
     const cJSON *o;
     cJSON_ArrayForEach(o, root) check_object(o);
     if (x) check_expectations(root, x);
+    if (x && x->same) check_same_cache(root, x->same);
     cJSON_Delete(root);
     return failures ? 1 : 0;
 }
@@ -330,6 +434,21 @@ static void self_test(const char *path)
     r.weight_read_bytes = 1e9;
     r.layers = 3;
     r.cpu_experts = 16;
+    r.cache_slots = 4;
+    r.cache_policy = MOE_CACHE_LFU;
+    r.cache_min_rows = 2;
+    r.cache_hits = 30;
+    r.cache_misses = 10;
+    r.cache_uploads = 6;
+    r.cache_evictions = 2;
+    r.cache_upload_bytes = 6e6;
+    r.cache_upload_ms = 1.5;
+    r.cache_bytes = 4000000;
+    r.has_context_ms = 1;
+    r.context_ms[0] = 0.75;
+    r.context_ms[1] = 2.5;
+    r.trace_reuse = 0.8;
+    r.trace_forwards = 64;
     r.arena_weights_bytes = (size_t)5000000;
     r.read_bw_gbs = 20.0;
     r.shares_host_memory = 1;
@@ -348,6 +467,13 @@ static void self_test(const char *path)
     bench_result r2 = r; /* no reference: speedup null; memory of its own: no share of the host's */
     r2.has_ref = 0;
     r2.shares_host_memory = 0;
+    r2.cpu_experts = 0; /* a plain layer without device time, on a recorded trace */
+    r2.cache_slots = 0;
+    r2.cache_hits = r2.cache_misses = r2.cache_uploads = r2.cache_evictions = 0;
+    r2.cache_upload_bytes = r2.cache_upload_ms = 0.0;
+    r2.has_context_ms = 0;
+    r2.trace_reuse = -1.0;
+    r2.trace_file = "recorded.trace";
     r2.desc.weight_dtype = MOE_DTYPE_DEFAULT; /* what the bench hands over: float32 */
     snprintf(r2.device, sizeof r2.device, "plain");
 
@@ -408,6 +534,24 @@ static void self_test(const char *path)
         CHECK(strcmp(str(a, "weight_dtype"), "q4_0") == 0 && strcmp(str(b, "weight_dtype"), "f32") == 0);
         CHECK(num(a, "layers") == 3 && num(a, "weight_bytes") == 5e6 && num(a, "weight_read_bytes") == 1e9);
         CHECK(num(a, "cpu_experts") == 16);
+        CHECK(num(a, "cache_slots") == 4 && !strcmp(str(a, "cache_policy"), "lfu") &&
+              num(a, "cache_min_rows") == 2);
+        CHECK(num(a, "cache_hits") == 30 && num(a, "cache_misses") == 10 && num(a, "cache_uploads") == 6 &&
+              num(a, "cache_evictions") == 2 && num(a, "cache_upload_bytes") == 6e6 &&
+              num(a, "cache_upload_ms") == 1.5 && num(a, "cache_hit_rate") == 0.75 &&
+              num(a, "cache_bytes") == 4e6);
+        const cJSON *cms = cJSON_GetObjectItemCaseSensitive(a, "context_ms");
+        CHECK(cJSON_GetArraySize(cms) == 2 && cJSON_GetArrayItem(cms, 0)->valuedouble == 0.75 &&
+              cJSON_GetArrayItem(cms, 1)->valuedouble == 2.5);
+        CHECK(num(a, "trace_reuse") == 0.8 &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(a, "trace_file")) &&
+              num(a, "trace_forwards") == 64);
+        CHECK(num(b, "cache_slots") == 0 &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "cache_policy")) &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "cache_hit_rate")) &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "context_ms")));
+        CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "trace_reuse")) &&
+              !strcmp(str(b, "trace_file"), "recorded.trace"));
         CHECK(fabs(num(a, "weight_gbs") - 1e9 / 0.003 * 1e-9) < 1e-6 && num(a, "read_bandwidth_gbs") == 20.0);
         CHECK(fabs(num(a, "weight_bw_fraction") - 1e9 / 0.003 * 1e-9 / 20.0) < 1e-9);
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "weight_bw_fraction")));
@@ -436,6 +580,12 @@ int main(int argc, char **argv)
                 x.async = 1;
             else if (!strcmp(argv[i], "--cpu-experts") && i + 1 < argc)
                 x.cpu = argv[++i];
+            else if (!strcmp(argv[i], "--cache-slots") && i + 1 < argc)
+                x.slots = argv[++i];
+            else if (!strcmp(argv[i], "--trace"))
+                x.trace = 1;
+            else if (!strcmp(argv[i], "--same-cache") && i + 1 < argc)
+                x.same = argv[++i];
             else if (i == 3 && argv[i][0] != '-')
                 min_objects = atoi(argv[i]);
             else {
