@@ -617,7 +617,10 @@ MOE_API moe_status moe_usage_expert_order(const int64_t *routed, int64_t n_exper
 /* Writes the usage of n_layers tracking layers to a JSON file (replaced atomically):
  * {"format": "moe-usage", "version": 1, "layers": [{"index", "n_experts", "forwards", "tokens",
  * "window", "window_forwards", "routed_total": [...], "routed_window": [...]}, ...]}, each layer's
- * "index" from layer_indices (the model's layer numbers, each once, 0..2^53; NULL: 0, 1, ...). */
+ * "index" from layer_indices (the model's layer numbers, each once, 0..2^53; NULL: 0, 1, ...).
+ * (0.9.0) A layer with an expert cache adds "cache": moe_expert_cache_stats's counts under their
+ * names, "slot_expert", "expert_hits", "expert_misses" and "expert_uploads" (moe_usage_load
+ * reads routed_total only). */
 MOE_API moe_status moe_usage_save(const char *path, const moe_layer *const *layers,
                                   const int64_t *layer_indices, int64_t n_layers);
 /* Reads routed_total [n_experts] of the layer with that "index" from a file moe_usage_save wrote

@@ -322,6 +322,8 @@ moe_status moe_placement_check(const moe_placement *user, moe_placement *out, mo
  * the caller: tokens, stats struct, x / y buffers of the home context). */
 moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
                               moe_buffer *yb, moe_forward_stats *stats);
+/* moe_layer_get_cache_stats's counts into a full struct (its array pointers read, then filled). */
+void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s);
 /* Frees the parts of a placed layer (layer_free; NULL: nothing). */
 void moe_placed_free(struct moe_placed *p);
 /* Every part runs its experts on integer activations (moe_layer_activation_dtype). */

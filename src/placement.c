@@ -470,40 +470,45 @@ moe_status moe_layer_get_placement(const moe_layer *layer, int32_t *expert_conte
     return MOE_OK;
 }
 
+void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s)
+{
+    const struct moe_placed *P = layer->placed;
+    const moe_xcache *c = P ? P->cache : NULL;
+    int32_t *slot_expert = s->slot_expert;
+    int64_t *per[3] = {s->expert_hits, s->expert_misses, s->expert_uploads};
+    *s = (moe_expert_cache_stats){.struct_size = sizeof *s, .slot_expert = slot_expert};
+    s->expert_hits = per[0], s->expert_misses = per[1], s->expert_uploads = per[2];
+    if (c) {
+        s->context = P->cache_context;
+        s->slots = c->slots;
+        s->bytes = P->part[CACHE_PART(P)].layer->weights_bytes;
+        s->forwards = c->forwards;
+        s->hits = c->hits;
+        s->misses = c->misses;
+        s->uploads = c->uploads_done;
+        s->evictions = c->evictions;
+        s->upload_bytes = c->upload_bytes;
+        s->upload_ms = c->upload_ms;
+        s->rows_cached = c->rows_cached;
+        s->rows_elsewhere = c->rows_elsewhere;
+        if (slot_expert) memcpy(slot_expert, c->slot_expert, sizeof(int32_t) * (size_t)c->slots);
+    }
+    const int64_t *from[3] = {c ? c->expert_hits : NULL, c ? c->expert_misses : NULL,
+                              c ? c->expert_uploads : NULL};
+    for (int k = 0; k < 3; k++)
+        for (int64_t e = 0; per[k] && e < layer->desc.n_experts; e++) per[k][e] = from[k] ? from[k][e] : 0;
+}
+
 moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_cache_stats *user)
 {
     if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
     moe_clear_error(layer->ctx);
     if (!user) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "stats is NULL");
     moe_expert_cache_stats s = {.struct_size = sizeof s};
-    moe_status st = moe_abi_in(layer->ctx, &moe_abi_expert_cache_stats, user, &s); /* the arrays asked for */
+    const moe_status st =
+        moe_abi_in(layer->ctx, &moe_abi_expert_cache_stats, user, &s); /* the arrays asked for */
     if (st != MOE_OK) return st;
-    const struct moe_placed *P = layer->placed;
-    const moe_xcache *c = P ? P->cache : NULL;
-    int32_t *slot_expert = s.slot_expert;
-    int64_t *per[3] = {s.expert_hits, s.expert_misses, s.expert_uploads};
-    s = (moe_expert_cache_stats){.struct_size = sizeof s, .slot_expert = slot_expert};
-    s.expert_hits = per[0], s.expert_misses = per[1], s.expert_uploads = per[2];
-    const int64_t E = layer->desc.n_experts;
-    if (c) {
-        s.context = P->cache_context;
-        s.slots = c->slots;
-        s.bytes = P->part[CACHE_PART(P)].layer->weights_bytes;
-        s.forwards = c->forwards;
-        s.hits = c->hits;
-        s.misses = c->misses;
-        s.uploads = c->uploads_done;
-        s.evictions = c->evictions;
-        s.upload_bytes = c->upload_bytes;
-        s.upload_ms = c->upload_ms;
-        s.rows_cached = c->rows_cached;
-        s.rows_elsewhere = c->rows_elsewhere;
-        if (slot_expert) memcpy(slot_expert, c->slot_expert, sizeof(int32_t) * (size_t)c->slots);
-    }
-    const int64_t *from[3] = {c ? c->expert_hits : NULL, c ? c->expert_misses : NULL,
-                              c ? c->expert_uploads : NULL};
-    for (int k = 0; k < 3; k++)
-        for (int64_t e = 0; per[k] && e < E; e++) per[k][e] = from[k] ? from[k][e] : 0;
+    moe_layer_cache_stats(layer, &s);
     return moe_abi_out(layer->ctx, &moe_abi_expert_cache_stats, user, &s);
 }
 
@@ -838,7 +843,9 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     int failed = -1;
     for (int pass = 0; pass < 2 && st == MOE_OK; pass++) {
         if (pass == 1 && uploads) { /* before the CPU parts: they are what the uploads overlap */
-            threaded = cpu_elsewhere && pthread_create(&worker, NULL, cache_thread, &work) == 0;
+            /* (Slots on a CPU context would compete for the same cores: no thread then.) */
+            threaded = cpu_elsewhere && P->part[CACHE_PART(P)].ctx->be->ops->kind != MOE_BACKEND_CPU &&
+                       pthread_create(&worker, NULL, cache_thread, &work) == 0;
             if (!threaded) cache_thread(&work);
         }
         for (int c = 0; c < P->n_parts && st == MOE_OK; c++) {

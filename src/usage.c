@@ -212,11 +212,48 @@ static void put(text *t, const char *fmt, ...)
     }
 }
 
-static void put_counts(text *t, const char *key, const int64_t *v, int64_t n)
+static void put_counts(text *t, int indent, const char *key, const int64_t *v, int64_t n)
 {
-    put(t, "      \"%s\": [", key);
+    put(t, "%*s\"%s\": [", indent, "", key);
     for (int64_t i = 0; i < n; i++) put(t, "%s%" PRId64, i ? ", " : "", v[i]);
     put(t, "]");
+}
+
+/* A layer's expert cache (moe_layer_get_cache_stats), as the "cache" object of its entry. */
+static void put_cache(text *t, const moe_layer *layer)
+{
+    const int64_t E = layer->desc.n_experts;
+    int32_t *slots = moe_malloc(sizeof(int32_t) * (size_t)E);
+    int64_t *per = moe_malloc(sizeof(int64_t) * (size_t)(3 * E));
+    if (!slots || !per) {
+        t->failed = true;
+        moe_free(slots);
+        moe_free(per);
+        return;
+    }
+    moe_expert_cache_stats c = {
+        .slot_expert = slots, .expert_hits = per, .expert_misses = per + E, .expert_uploads = per + 2 * E};
+    moe_layer_cache_stats(layer, &c);
+    if (c.slots > 0) {
+        put(t,
+            ",\n      \"cache\": {\n        \"context\": %d, \"slots\": %" PRId64
+            ", \"bytes\": %zu, \"forwards\": %" PRId64 ", \"hits\": %" PRId64 ", \"misses\": %" PRId64
+            ", \"uploads\": %" PRId64 ", \"evictions\": %" PRId64 ", \"upload_bytes\": %" PRIu64
+            ", \"upload_ms\": %.3f, \"rows_cached\": %" PRId64 ", \"rows_elsewhere\": %" PRId64
+            ",\n      \"slot_expert\": [",
+            c.context, c.slots, c.bytes, c.forwards, c.hits, c.misses, c.uploads, c.evictions, c.upload_bytes,
+            c.upload_ms, c.rows_cached, c.rows_elsewhere);
+        for (int64_t s = 0; s < c.slots; s++) put(t, "%s%d", s ? ", " : "", slots[s]);
+        put(t, "],\n");
+        put_counts(t, 8, "expert_hits", per, E);
+        put(t, ",\n");
+        put_counts(t, 8, "expert_misses", per + E, E);
+        put(t, ",\n");
+        put_counts(t, 8, "expert_uploads", per + 2 * E, E);
+        put(t, "\n      }");
+    }
+    moe_free(slots);
+    moe_free(per);
 }
 
 moe_status moe_usage_save(const char *path, const moe_layer *const *layers, const int64_t *layer_indices,
@@ -252,9 +289,10 @@ moe_status moe_usage_save(const char *path, const moe_layer *const *layers, cons
             ",\n      \"window_forwards\": %" PRId64 ",\n",
             i ? "," : "", layer_indices ? layer_indices[i] : i, E, u->forwards, u->tokens, u->window,
             u->forwards < u->window ? u->forwards : u->window);
-        put_counts(&t, "routed_total", u->total, E);
+        put_counts(&t, 6, "routed_total", u->total, E);
         put(&t, ",\n");
-        put_counts(&t, "routed_window", u->in_window, E);
+        put_counts(&t, 6, "routed_window", u->in_window, E);
+        if (layers[i]->placed) put_cache(&t, layers[i]);
         put(&t, "\n    }");
     }
     put(&t, "\n  ]\n}\n");

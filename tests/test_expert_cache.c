@@ -8,11 +8,14 @@
  * layer when the slots are a CPU context's), the byte budget, a checkpoint whose model is closed
  * while its cache still uploads from it, a lost device, and each misuse refused.
  */
+#define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "faults.h"
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define E     8
 #define D     64
@@ -246,6 +249,40 @@ static void model_forward(model *m, const int64_t *rows)
         for (int e = 0; e < E; e++) m->freq[e] >>= 1;
 }
 
+/* moe_usage_save writes the cache's counts beside the usage, and moe_usage_load still reads it. */
+static void saved_with_usage(const moe_layer *layer, const moe_expert_cache_stats *s)
+{
+    char dir[] = "/tmp/moe-test-expert-cache-XXXXXX", path[96], *text = NULL;
+    if (!mkdtemp(dir)) {
+        CHECK(false, "mkdtemp failed");
+        return;
+    }
+    snprintf(path, sizeof path, "%s/usage.json", dir);
+    const moe_layer *const one[1] = {layer};
+    const int64_t index = 5;
+    CHECK_STATUS(moe_usage_save(path, one, &index, 1), MOE_OK);
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        text = calloc(1, 1 << 16);
+        const size_t n = fread(text, 1, (1 << 16) - 1, f);
+        fclose(f);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "\"slots\": %lld, \"bytes\": %zu, \"forwards\": %lld, \"hits\": %lld, "
+                 "\"misses\": %lld, \"uploads\": %lld, \"evictions\": %lld",
+                 (long long)s->slots, s->bytes, (long long)s->forwards, (long long)s->hits,
+                 (long long)s->misses, (long long)s->uploads, (long long)s->evictions);
+        CHECK(n > 0 && strstr(text, "\"cache\": {") && strstr(text, want),
+              "the usage file lacks the cache's '%s'", want);
+    }
+    CHECK(f != NULL, "no usage file at %s", path);
+    int64_t routed[E];
+    CHECK_STATUS(moe_usage_load(path, 5, E, routed), MOE_OK);
+    free(text);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* 40 forwards of 1..6 tokens, two experts each: with probability 3/4 from a hot set of three
  * that moves every 10 forwards, else any. */
 static void long_trace(moe_context *ctx, moe_context *cpu, const h_layer *hl, moe_layer *one, bool exact,
@@ -260,6 +297,7 @@ static void long_trace(moe_context *ctx, moe_context *cpu, const h_layer *hl, mo
     const int32_t order[E] = {7, 6, 5, 4, 3, 2, 1, 0}; /* warm with 7, 6, 5 */
     moe_layer *layer = cached_layer(ctx, cpu, hl, &cd, order);
     if (!layer) return;
+    CHECK_STATUS(moe_layer_track_usage(layer, 8), MOE_OK); /* for the saved file, below */
     model m = {.policy = policy, .slots = 3, .min_rows = min_rows ? min_rows : 1, .halving = 8};
     m.slot[0] = 7, m.slot[1] = 6, m.slot[2] = 5;
     float x[MAX_T * D];
@@ -306,6 +344,7 @@ static void long_trace(moe_context *ctx, moe_context *cpu, const h_layer *hl, mo
           ms[1], (long long)s.rows_elsewhere);
     CHECK_STATUS(moe_layer_get_context_ms(layer, 3, ms), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_layer_get_context_ms(layer, 2, NULL), MOE_ERROR_NULL_POINTER);
+    saved_with_usage(layer, &s);
     printf("long trace (%s, %s, min_rows %lld): %lld hits, %lld misses, %lld uploads (%llu bytes, %.2f ms), "
            "hit rate %.0f%%\n",
            moe_dtype_name(hl->desc.weight_dtype), policy == MOE_CACHE_LFU ? "LFU" : "LRU",
