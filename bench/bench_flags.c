@@ -312,26 +312,34 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     return 0;
 }
 
+/* A list of expert counts (--cpu-experts, --cache-slots): each at most the layer's experts
+ * (`too_many` says what a larger one would mean) and each once. */
+static int check_expert_counts(const bench_int_list *l, int64_t n_experts, const char *flag,
+                               const char *too_many)
+{
+    for (size_t j = 0; j < l->n; j++) {
+        if (l->v[j] > n_experts) {
+            fprintf(stderr, BENCH_PROG ": %s %" PRId64 " %s (%" PRId64 ")\n", flag, l->v[j], too_many,
+                    n_experts);
+            return -1;
+        }
+        for (size_t k = 0; k < j; k++)
+            if (l->v[k] == l->v[j]) {
+                fprintf(stderr, BENCH_PROG ": %s names %" PRId64 " twice\n", flag, l->v[j]);
+                return -1;
+            }
+    }
+    return 0;
+}
+
 /* --cpu-experts: each run so far (format x activations) once per entry, runs outer, in the
  * order given. */
 static int expand_cpu_experts(const bench_int_list *counts, int64_t n_experts, bench_dtype_list *list)
 {
     bench_dtype_list out = {0};
-    for (size_t j = 0; j < counts->n; j++) {
-        if (counts->v[j] > n_experts) {
-            fprintf(stderr,
-                    BENCH_PROG ": --cpu-experts %" PRId64
-                               " places more experts on the CPU than the layer has "
-                               "(%" PRId64 ")\n",
-                    counts->v[j], n_experts);
-            return -1;
-        }
-        for (size_t k = 0; k < j; k++)
-            if (counts->v[k] == counts->v[j]) {
-                fprintf(stderr, BENCH_PROG ": --cpu-experts names %" PRId64 " twice\n", counts->v[j]);
-                return -1;
-            }
-    }
+    if (check_expert_counts(counts, n_experts, "--cpu-experts",
+                            "places more experts on the CPU than the layer has"))
+        return -1;
     for (size_t i = 0; i < list->n; i++)
         for (size_t j = 0; j < counts->n; j++) {
             if (out.n == BENCH_MAX_FORMATS) {
@@ -355,19 +363,9 @@ static int expand_cpu_experts(const bench_int_list *counts, int64_t n_experts, b
 static int expand_cache_slots(const bench_int_list *slots, int64_t n_experts, bench_dtype_list *list)
 {
     bench_dtype_list out = {0};
+    if (check_expert_counts(slots, n_experts, "--cache-slots", "has more slots than the layer has experts"))
+        return -1;
     for (size_t j = 0; j < slots->n; j++) {
-        if (slots->v[j] > n_experts) {
-            fprintf(stderr,
-                    BENCH_PROG ": --cache-slots %" PRId64
-                               " has more slots than the layer has experts (%" PRId64 ")\n",
-                    slots->v[j], n_experts);
-            return -1;
-        }
-        for (size_t k = 0; k < j; k++)
-            if (slots->v[k] == slots->v[j]) {
-                fprintf(stderr, BENCH_PROG ": --cache-slots names %" PRId64 " twice\n", slots->v[j]);
-                return -1;
-            }
         int applies = slots->v[j] == 0;
         for (size_t i = 0; i < list->n; i++) applies |= list->cpu_experts[i] > 0;
         if (!applies) {

@@ -6,6 +6,7 @@
  * stderr and are expected; the test checks return values and parsed fields.
  */
 #include "bench_argparse.h"
+#include "bench_check.h"
 #include "bench_config.h"
 #include "bench_machine.h"
 #include "bench_plan.h"
@@ -14,15 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                          \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+int failures;
 
 enum { MAX_ARGS = 32 };
 

@@ -15,6 +15,7 @@
  * and that another file's results counted the same cache hits, misses, uploads and bytes, result by result
  * (a replayed trace against the generated one). Exit 0 when all is well.
  */
+#include "bench_check.h"
 #include "bench_report.h"
 
 #include <cjson/cJSON.h>
@@ -24,15 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                          \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+int failures;
 
 /* The keys the issue requires of every forward result, and those of the latency object. */
 static const char *const forward_keys[] = {"backend",

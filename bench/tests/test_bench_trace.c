@@ -7,6 +7,7 @@
  * basis of the router where d_model >= experts, and the fallback where it is not).
  * Messages of refused files go to stderr and are expected.
  */
+#include "bench_check.h"
 #include "bench_runner.h"
 #include "bench_trace.h"
 
@@ -14,15 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-
-#define CHECK(cond)                                                                                          \
-    do {                                                                                                     \
-        if (!(cond)) {                                                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
-            failures++;                                                                                      \
-        }                                                                                                    \
-    } while (0)
+int failures;
 
 /* Every token's experts distinct and in range. */
 static int well_formed(const bench_trace *t)
