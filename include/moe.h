@@ -759,8 +759,8 @@ MOE_API moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_
 /* (0.9.0) The device time a placed layer's forwards that succeeded have spent on each of its
  * contexts since it was created: ms[c] for the placement's contexts[c], [n_contexts] (the
  * placement's count; MOE_ERROR_INVALID_ARGUMENT for another, or for a layer that is not placed).
- * The home's is its two phases (routing, shared expert, combine); a CPU context's is the wall
- * time of its steps, as moe_forward_stats.device_ms. */
+ * The home's is its two phases (routing, shared expert, combine) and any experts or cache slots
+ * it holds; a CPU context's is the wall time of its steps, as moe_forward_stats.device_ms. */
 MOE_API moe_status moe_layer_get_context_ms(const moe_layer *layer, int n_contexts, double *ms);
 
 /* ---------------------------------------------------------------------------------------

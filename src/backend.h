@@ -228,12 +228,15 @@ typedef struct moe_backend_ops {
 /* The common head of every backend instance. */
 struct moe_backend {
     const moe_backend_ops *ops;
-    moe_context *ctx;      /* for error reporting */
-    size_t alignment;      /* buffer offset alignment, a power of two */
-    double last_device_ms; /* set by wait: device time of the last forward's steps */
-    size_t staging_bytes;  /* host-visible transfer memory the backend holds */
-    int64_t row_tile;      /* rows per GEMM tile: each expert's rows are padded to it */
-    bool int_dot;          /* runs Q8_0 / Q4_0 / Q4_K experts on integer activations when a layer asks */
+    moe_context *ctx;       /* for error reporting */
+    size_t alignment;       /* buffer offset alignment, a power of two */
+    double last_device_ms;  /* set by wait: device time of the last forward's steps */
+    double device_ms_total; /* every forward's device time added up as the waits find it (the CPU's
+                               at its submit): the difference over a span times all its forwards,
+                               where last_device_ms sees only the last one a wait completed */
+    size_t staging_bytes;   /* host-visible transfer memory the backend holds */
+    int64_t row_tile;       /* rows per GEMM tile: each expert's rows are padded to it */
+    bool int_dot;           /* runs Q8_0 / Q4_0 / Q4_K experts on integer activations when a layer asks */
     moe_device_info info;
 };
 

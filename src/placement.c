@@ -51,7 +51,7 @@ struct moe_placed {
     int cache_context;
     /* Device time each context spent on the forwards that succeeded (moe_layer_get_context_ms),
      * and the current forward's. */
-    double context_ms[MOE_MAX_PLACEMENT_CONTEXTS], fwd_ms[MOE_MAX_PLACEMENT_CONTEXTS];
+    double context_ms[MOE_MAX_PLACEMENT_CONTEXTS];
     bool *cacheable;
     int64_t *rows;
     size_t slot_bytes;
@@ -794,8 +794,10 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
 
     /* 1. Route, plan and the shared expert on the home context. */
     const moe_addr xa = x ? L.x : moe_buffer_addr(xb), ya = y ? L.y : moe_buffer_addr(yb);
-    double device_ms = 0.0, parts_ms = 0.0;
-    memset(P->fwd_ms, 0, sizeof P->fwd_ms);
+    /* Each context's device time over this forward: the difference of its backend's running total
+     * (a context holding two parts completes both in one wait, where last_device_ms sees one). */
+    double device_ms = 0.0, parts_ms = 0.0, start_ms[MOE_MAX_PLACEMENT_CONTEXTS];
+    for (int c = 0; c < P->n_contexts; c++) start_ms[c] = P->part[c].ctx->be->device_ms_total;
     if (x) st = hbe->ops->buffer_write(hbe, xa, x, sizeof(float) * (size_t)(T * D));
     if (st == MOE_OK)
         st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_ROUTE | MOE_STEPS_SHARED, false, xb, yb, &device_ms);
@@ -865,10 +867,14 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
         if (!run[c].submitted) continue;
         moe_context *ctx = P->part[c].ctx;
         const moe_status w = moe_context_wait_all(ctx);
-        if (ctx->be->last_device_ms > parts_ms) parts_ms = ctx->be->last_device_ms;
-        P->fwd_ms[part_context(P, c)] += ctx->be->last_device_ms;
         if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, w);
         if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, read_part(P, c, &run[c], D, o));
+    }
+    /* The slowest context's parts (the home's less its first phase) count in the forward's time. */
+    for (int c = 0; c < P->n_contexts; c++) {
+        const double ms =
+            P->part[c].ctx->be->device_ms_total - start_ms[c] - (c == P->home ? device_ms : 0.0);
+        if (ms > parts_ms) parts_ms = ms;
     }
     device_ms += parts_ms;
 
@@ -891,10 +897,9 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     }
     if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
     if (st == MOE_OK && P->cache) moe_xcache_commit(P->cache);
-    if (st == MOE_OK) {
-        P->fwd_ms[P->home] += device_ms - parts_ms; /* the home's two phases */
-        for (int c = 0; c < P->n_contexts; c++) P->context_ms[c] += P->fwd_ms[c];
-    }
+    if (st == MOE_OK)
+        for (int c = 0; c < P->n_contexts; c++)
+            P->context_ms[c] += P->part[c].ctx->be->device_ms_total - start_ms[c];
 done:
     /* Nothing of this forward stays in flight, failed or not. */
     for (int c = 0; c < P->n_contexts; c++) (void)moe_context_wait_all(P->part[c].ctx);

@@ -652,6 +652,7 @@ static moe_status cpu_begin(moe_backend *be)
 static moe_status cpu_submit(moe_backend *be)
 {
     be->last_device_ms = moe_now_ms() - cpu(be)->begin_ms;
+    be->device_ms_total += be->last_device_ms;
     return MOE_OK;
 }
 

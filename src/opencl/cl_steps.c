@@ -187,6 +187,8 @@ moe_status moe_cl_wait(moe_backend *be)
      * out on a long chain: then the wall time since its begin). */
     be->last_device_ms = moe_now_ms() - b->wall_t0;
     const int first = b->forward_first_event;
+    /* Every forward this wait completed: the first one's first launch to the last one's end. */
+    const double all = b->n_events > 0 ? event_ms(b->events[0], b->events[b->n_events - 1]) : -1.0;
     if (first < b->n_events) {
         const double ms = event_ms(b->events[first], b->events[b->n_events - 1]);
         if (ms >= 0.0) be->last_device_ms = ms;
@@ -195,6 +197,7 @@ moe_status moe_cl_wait(moe_backend *be)
             moe_log(be->ctx, MOE_LOG_DEBUG, "opencl: %-12s %9.3f ms",
                     moe_cl_sources[b->event_kernel[i]].kernel, event_ms(b->events[i], b->events[i]));
     }
+    be->device_ms_total += all >= 0.0 && all >= be->last_device_ms ? all : be->last_device_ms;
     release_events(b);
     return MOE_OK;
 }

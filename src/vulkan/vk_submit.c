@@ -99,6 +99,7 @@ static moe_status slot_collect(moe_vk_backend *b, moe_vk_slot *s)
             moe_log(be->ctx, MOE_LOG_DEBUG, "vulkan: %-12s %9.3f ms", moe_vk_shaders[s->query_shader[i]].name,
                     (double)((ts[i] - ts[i - 1]) & mask) * ms);
     }
+    be->device_ms_total += be->last_device_ms; /* one slot, one forward: each wait adds its own */
     return MOE_OK;
 }
 
