@@ -345,6 +345,13 @@ void h_guarded_free(h_guarded *g)
     g->base = g->data = NULL;
 }
 
+size_t h_weights_bytes(const moe_context *ctx)
+{
+    moe_arena_stats s = {.struct_size = sizeof s};
+    CHECK_STATUS(moe_context_get_arena_stats(ctx, &s), MOE_OK);
+    return s.weights_bytes;
+}
+
 bool h_guards_ok(const h_guarded *g)
 {
     return is_sentinel(g->base, GUARD) && is_sentinel(g->data + g->n, GUARD);

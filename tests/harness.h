@@ -112,6 +112,9 @@ bool h_untouched(const h_guarded *g);
 /* ---- comparisons ------------------------------------------------------------------------------ */
 
 double h_rel_l2(const float *a, const float *ref, size_t n);
+
+/* The weight bytes ctx's arena holds (moe_context_get_arena_stats), the call checked. */
+size_t h_weights_bytes(const moe_context *ctx);
 /* Same ids as sets per token, with matching weights; returns the number of mismatches. */
 int h_compare_topk(const int32_t *ids, const float *w, const int32_t *ref_ids, const float *ref_w, int64_t T,
                    int64_t k, float tol);

@@ -356,13 +356,6 @@ static void long_trace(moe_context *ctx, moe_context *cpu, const h_layer *hl, mo
 
 /* ---- budget, misuse, a checkpoint, a lost device -------------------------------------------- */
 
-static size_t weights_bytes(const moe_context *ctx)
-{
-    moe_arena_stats s = {.struct_size = sizeof s};
-    CHECK_STATUS(moe_context_get_arena_stats(ctx, &s), MOE_OK);
-    return s.weights_bytes;
-}
-
 /* A byte budget: as many slots as fit, measured as the context lays them out; never more. */
 static void budget(moe_context *ctx, moe_context *cpu, const h_layer *hl)
 {
@@ -377,10 +370,10 @@ static void budget(moe_context *ctx, moe_context *cpu, const h_layer *hl)
     for (int extra = 0; extra < 2; extra++) {
         const uint64_t b = bytes3 + (extra ? bytes3 / 4 : 0);
         const moe_expert_cache_desc cd = {.struct_size = sizeof cd, .context = 0, .budget_bytes = b};
-        const size_t before = weights_bytes(ctx);
+        const size_t before = h_weights_bytes(ctx);
         layer = cached_layer(ctx, cpu, hl, &cd, NULL);
         if (!layer) return;
-        const size_t grew = weights_bytes(ctx) - before;
+        const size_t grew = h_weights_bytes(ctx) - before;
         CHECK_STATUS(moe_layer_get_cache_stats(layer, &s), MOE_OK);
         CHECK(s.slots == 3 && s.bytes == bytes3 && s.bytes <= b,
               "a budget of %llu bytes: %lld slots of %zu bytes; expected 3 of %zu", (unsigned long long)b,

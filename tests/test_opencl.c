@@ -7,7 +7,8 @@
  * cached in the cache directory as complete files (written whole, then renamed) and a second
  * context builds every program from that cache instead of compiling (counted through the log
  * callback's "built from cache" / "compiled from source" lines), and a FIFO or an oversized
- * file in a binary's place is ignored with a warning; the device reports its limits; every
+ * file in a binary's place is ignored with a warning (on PoCL, which caches programs itself,
+ * only with MOE_CL_BINARY_CACHE=1: without it nothing is saved); the device reports its limits; every
  * device's features (moe_device_info.features / features_used) agree with the driver's own
  * answer, asked here through the ICD loader directly: FLOAT16 iff cl_khr_fp16, INT_DOT iff
  * cl_khr_integer_dot_product, SUBGROUP_REDUCE iff cl_khr_subgroups with OpenCL C 2.0+, never a
@@ -99,6 +100,28 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
     }
     if (old) closedir(old);
     setenv("MOE_CACHE_DIR", dir, 1);
+    /* PoCL caches its programs itself, and saving a binary would cost it a second code
+     * generation: unless asked (MOE_CL_BINARY_CACHE=1), a context there saves none. */
+    moe_device_info info = {.struct_size = sizeof info};
+    if (moe_device_get_info(MOE_BACKEND_OPENCL, 0, &info) == MOE_OK &&
+        strstr(info.driver, "Portable Computing Language")) {
+        unsetenv("MOE_CL_BINARY_CACHE");
+        build_counts pocl = {0, 0};
+        moe_context *ctx = context_logged(&pocl);
+        moe_layer *layer = NULL;
+        float y[16 * 40];
+        if (ctx && moe_layer_create(ctx, &hl->desc, &hl->w, &layer) == MOE_OK)
+            CHECK_STATUS(moe_layer_forward(layer, 16, x, y, NULL), MOE_OK);
+        moe_layer_destroy(layer);
+        moe_context_destroy(ctx);
+        int caches, temps;
+        h_count_cache_files(dir, "opencl-", ".bin", &caches, &temps);
+        printf("  PoCL: %d programs built, %d binaries saved (its own kernel cache keeps them)\n",
+               pocl.from_source + pocl.from_cache, caches);
+        CHECK(pocl.from_cache == 0 && caches == 0 && temps == 0, "PoCL: %d binaries saved, %d loaded", caches,
+              pocl.from_cache);
+    }
+    setenv("MOE_CL_BINARY_CACHE", "1", 1); /* moe's own cache, on every driver */
     build_counts counts[2] = {{0, 0}, {0, 0}};
     float y[2][16 * 40];
     for (int round = 0; round < 2; round++) { /* the second context loads what the first saved */
@@ -124,6 +147,7 @@ static void binary_cache(h_layer *hl, const float *x, const char *dir)
     CHECK(temps == 0, "%d temporary files left in %s", temps, dir);
     h_check_hostile_cache(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16, y[0]);
     h_check_cache_bound(MOE_BACKEND_OPENCL, dir, "opencl-", ".bin", hl, x, 16);
+    unsetenv("MOE_CL_BINARY_CACHE");
 }
 
 /* ---- features ------------------------------------------------------------------------------ */

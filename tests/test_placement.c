@@ -14,13 +14,6 @@
 
 #define Y_TOL 1e-5
 
-static size_t weights_bytes(const moe_context *ctx)
-{
-    moe_arena_stats s = {.struct_size = sizeof s};
-    CHECK_STATUS(moe_context_get_arena_stats(ctx, &s), MOE_OK);
-    return s.weights_bytes;
-}
-
 /* The layer's forward against the reference (host pointers and the home's buffers). */
 static void check_forward(moe_context *home, moe_layer *layer, const h_layer *hl, const float *x, int64_t T,
                           const char *what)
@@ -85,13 +78,13 @@ static size_t part_bytes(moe_context *cpu, moe_context *where, const h_layer *hl
     for (int64_t e = 0; e < hl->desc.n_experts; e++) place[e] = e < n ? 1 : 0;
     const moe_placement p = {
         .struct_size = sizeof p, .n_contexts = 2, .contexts = contexts, .expert_context = place};
-    const size_t before = weights_bytes(where);
+    const size_t before = h_weights_bytes(where);
     moe_layer *layer = NULL;
     CHECK_STATUS(moe_layer_create_placed(&p, &hl->desc, &hl->w, &layer), MOE_OK);
-    const size_t bytes = weights_bytes(where) - before;
+    const size_t bytes = h_weights_bytes(where) - before;
     moe_layer_destroy(layer);
-    CHECK(weights_bytes(where) == before, "destroying the layer left %zu bytes",
-          weights_bytes(where) - before);
+    CHECK(h_weights_bytes(where) == before, "destroying the layer left %zu bytes",
+          h_weights_bytes(where) - before);
     return bytes;
 }
 
@@ -120,11 +113,11 @@ static void budgets(moe_context *gpu, moe_context *cpu, const h_layer *hl, const
                                  .home = 1,
                                  .budget_bytes = budget,
                                  .expert_order = order};
-        const size_t before = weights_bytes(gpu);
+        const size_t before = h_weights_bytes(gpu);
         moe_layer *layer = NULL;
         CHECK_STATUS(moe_layer_create_placed(&p, &hl->desc, &hl->w, &layer), MOE_OK);
         if (!layer) continue;
-        const size_t held = weights_bytes(gpu) - before;
+        const size_t held = h_weights_bytes(gpu) - before;
         CHECK(held <= budget[0], "the first context holds %zu bytes of experts, over its budget %llu", held,
               (unsigned long long)budget[0]);
         CHECK_STATUS(moe_layer_get_placement(layer, got), MOE_OK);
@@ -139,12 +132,13 @@ static void budgets(moe_context *gpu, moe_context *cpu, const h_layer *hl, const
     const uint64_t none[2] = {five, five};
     const moe_placement p = {
         .struct_size = sizeof p, .n_contexts = 2, .contexts = contexts, .home = 1, .budget_bytes = none};
-    const size_t g0 = weights_bytes(gpu), c0 = weights_bytes(cpu);
+    const size_t g0 = h_weights_bytes(gpu), c0 = h_weights_bytes(cpu);
     moe_layer *sentinel = (moe_layer *)&none, *layer = sentinel;
     CHECK_STATUS(moe_layer_create_placed(&p, &hl->desc, &hl->w, &layer), MOE_ERROR_OUT_OF_DEVICE_MEMORY);
     CHECK(layer == sentinel, "out_layer written on failure");
     CHECK(strstr(moe_context_error(cpu), "budget") != NULL, "message: %s", moe_context_error(cpu));
-    CHECK(weights_bytes(gpu) == g0 && weights_bytes(cpu) == c0, "a refused placement left weights behind");
+    CHECK(h_weights_bytes(gpu) == g0 && h_weights_bytes(cpu) == c0,
+          "a refused placement left weights behind");
 }
 
 static void misuse(moe_context *gpu, moe_context *cpu, const h_layer *hl)
@@ -194,7 +188,7 @@ static void misuse(moe_context *gpu, moe_context *cpu, const h_layer *hl)
     cases[10].p.expert_order = neg_order;
     cases[11].p.expert_order = past_order;
     cases[12].p.struct_size = sizeof good + 8;
-    const size_t g0 = weights_bytes(gpu), c0 = weights_bytes(cpu);
+    const size_t g0 = h_weights_bytes(gpu), c0 = h_weights_bytes(cpu);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moe_layer *sentinel = (moe_layer *)&cases[i], *layer = sentinel;
         const moe_status st = moe_layer_create_placed(&cases[i].p, &hl->desc, &hl->w, &layer);
@@ -211,7 +205,8 @@ static void misuse(moe_context *gpu, moe_context *cpu, const h_layer *hl)
     CHECK_STATUS(moe_layer_create_placed(&good, &bad_desc, &hl->w, &layer), MOE_ERROR_INVALID_CONFIG);
     CHECK(layer == sentinel, "out_layer written on failure");
     layer = NULL;
-    CHECK(weights_bytes(gpu) == g0 && weights_bytes(cpu) == c0, "a refused placement left weights behind");
+    CHECK(h_weights_bytes(gpu) == g0 && h_weights_bytes(cpu) == c0,
+          "a refused placement left weights behind");
     CHECK_STATUS(moe_layer_get_placement(NULL, bad), MOE_ERROR_NULL_POINTER);
 
     /* x and y buffers of the part's context (not the home's) are refused. */

@@ -138,13 +138,6 @@ static void lost_device(moe_backend_kind kind, const h_layer *hl, h_rng *r)
     moe_context_destroy(lost);
 }
 
-static size_t weights_bytes(const moe_context *ctx)
-{
-    moe_arena_stats s = {.struct_size = sizeof s};
-    CHECK_STATUS(moe_context_get_arena_stats(ctx, &s), MOE_OK);
-    return s.weights_bytes;
-}
-
 /* The usage's order fills a budget: a budget of three experts' bytes on this context (measured:
  * the same three placed explicitly) takes the three most used, the rest stay on the CPU. */
 static void order_fills_budget(moe_context *ctx, const h_layer *hl, h_rng *r)
@@ -170,11 +163,11 @@ static void order_fills_budget(moe_context *ctx, const h_layer *hl, h_rng *r)
     for (int i = 0; i < 3; i++) want[hot[i]] = 0;
     moe_context *cpu = h_context(MOE_BACKEND_CPU, 0);
     moe_context *const two[2] = {ctx, cpu};
-    const size_t before = weights_bytes(ctx);
+    const size_t before = h_weights_bytes(ctx);
     const moe_placement three = {
         .struct_size = sizeof three, .n_contexts = 2, .contexts = two, .home = 1, .expert_context = want};
     CHECK_STATUS(moe_layer_create_placed(&three, &hl->desc, &hl->w, &layer), MOE_OK);
-    const size_t budget = weights_bytes(ctx) - before;
+    const size_t budget = h_weights_bytes(ctx) - before;
     moe_layer_destroy(layer);
     layer = NULL;
     const uint64_t budgets[2] = {budget, UINT64_MAX};

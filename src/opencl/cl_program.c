@@ -244,6 +244,28 @@ moe_status moe_cl_kernel_get(moe_cl_backend *b, moe_cl_kernel_id id, const char 
     return MOE_OK;
 }
 
+/* Whether moe's binary cache would only cost time here: PoCL caches every program itself
+ * (POCL_KERNEL_CACHE, on unless set to 0; keyed on the source and the options, in
+ * $XDG_CACHE_HOME/pocl), and asking it for a program's binary makes it generate code a second
+ * time (the variant for any work-group size, next to the one for the launch's size): ~40% of a
+ * build, for a file PoCL's own cache makes useless. A driver with a real GPU compiler has its
+ * binary at hand after the build, so elsewhere the cache stays. MOE_CL_BINARY_CACHE=1 keeps it
+ * on PoCL too (the tests of the cache itself), =0 turns it off everywhere. */
+static bool driver_caches_programs(moe_cl_backend *b)
+{
+    const char *force = getenv("MOE_CL_BINARY_CACHE");
+    if (force && !strcmp(force, "1")) return false;
+    if (force && !strcmp(force, "0")) return true;
+    const char *pocl_cache = getenv("POCL_KERNEL_CACHE");
+    if (pocl_cache && !strcmp(pocl_cache, "0")) return false;
+    cl_platform_id platform = NULL;
+    char name[256] = "";
+    if (clGetDeviceInfo(b->device, CL_DEVICE_PLATFORM, sizeof platform, &platform, NULL) != CL_SUCCESS ||
+        clGetPlatformInfo(platform, CL_PLATFORM_NAME, sizeof name - 1, name, NULL) != CL_SUCCESS)
+        return false;
+    return strstr(name, "Portable Computing Language") != NULL;
+}
+
 moe_status moe_cl_programs_init(moe_cl_backend *b)
 {
     cl_bool compiler = CL_TRUE;
@@ -252,6 +274,12 @@ moe_status moe_cl_programs_init(moe_cl_backend *b)
         moe_log(b->base.ctx, MOE_LOG_WARNING,
                 "opencl: device '%s' has no compiler; only cached binaries can run", b->base.info.name);
     if (!moe_cache_dir(b->base.ctx, b->cache_dir, sizeof b->cache_dir)) b->cache_dir[0] = '\0';
+    if (b->cache_dir[0] && driver_caches_programs(b)) {
+        moe_log(b->base.ctx, MOE_LOG_DEBUG,
+                "opencl: PoCL keeps its own kernel cache; no program binaries are saved "
+                "(MOE_CL_BINARY_CACHE=1 saves them anyway)");
+        b->cache_dir[0] = '\0';
+    }
     moe_log(b->base.ctx, MOE_LOG_DEBUG, "opencl: program cache in '%s'", b->cache_dir);
     return MOE_OK;
 }
