@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  9
+#define MOE_VERSION_MINOR  10
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -762,6 +762,66 @@ MOE_API moe_status moe_layer_get_cache_stats(const moe_layer *layer, moe_expert_
  * The home's is its two phases (routing, shared expert, combine) and any experts or cache slots
  * it holds; a CPU context's is the wall time of its steps, as moe_forward_stats.device_ms. */
 MOE_API moe_status moe_layer_get_context_ms(const moe_layer *layer, int n_contexts, double *ms);
+
+/* ---------------------------------------------------------------------------------------
+ * (0.10.0) Expert parallelism: one layer spread over the ranks of a communicator, each rank
+ * holding the router, the shared expert and a contiguous range of the routed experts
+ * (moe_ep_partition), on the context and backend it chose. `moe_mpi.h` (target moe::moe_mpi)
+ * gives this over MPI; the core library only needs the two collectives below, so any transport
+ * an application already has (NCCL, a custom one) can carry it.
+ *
+ * moe_layer_forward on such a layer is a collective call: every rank calls it, each with its own
+ * tokens (any count, 0 too: x and y may then be NULL). Each rank routes its tokens; every rank
+ * learns every rank's per-expert counts (one allgather); each (token, slot) row goes to the rank
+ * owning its expert (one alltoallv, rows packed by destination, then by expert, tokens
+ * ascending), which runs its experts through the same backend steps as a one-context forward;
+ * the output rows come back (a second alltoallv) and each rank combines its tokens in slot
+ * order. The result is that of one forward over every rank's tokens concatenated in rank order
+ * — bit for bit on the CPU backend — and so are the statistics: expert_capacity applies in that
+ * global token order, and expert_counts, dropped_count, aux_loss and z_loss are the global ones
+ * (topk_ids and topk_weights are the rank's own tokens'; aux_loss and z_loss, when any rank
+ * asks, gather every rank's router logits). A rank whose call fails (bad arguments, out of
+ * memory, a device error) makes every rank's call return an error — its own status on that
+ * rank, MOE_ERROR_BACKEND naming it elsewhere — rather than leave the others waiting; a
+ * transport call that fails fails the forward on the ranks where it failed. Not for a layer
+ * made so: moe_layer_forward_buffers / _async, recording, placement, usage tracking.
+ * ------------------------------------------------------------------------------------- */
+
+/* Rank `rank` of n_ranks owns experts [*first_expert, *first_expert + *n_local): contiguous
+ * ranges in rank order, the first n_experts mod n_ranks ranks one expert more (a rank may hold
+ * none when n_ranks > n_experts). */
+MOE_API moe_status moe_ep_partition(int64_t n_experts, int n_ranks, int rank, int64_t *first_expert,
+                                    int64_t *n_local);
+
+/* The collectives a layer's ranks share. Each returns 0 on success, anything else on failure
+ * (reported as MOE_ERROR_BACKEND with that code). Every rank calls them in the same order. */
+typedef struct moe_ep_transport {
+    size_t struct_size; /* sizeof(moe_ep_transport) */
+    int rank, n_ranks;  /* this process's rank, 0..n_ranks-1 */
+    void *user;         /* passed to each function */
+    /* Every rank's `bytes` bytes (the same count on every rank) into recv, rank after rank. */
+    int (*allgather)(void *user, const void *send, size_t bytes, void *recv);
+    /* send: n_ranks blocks back to back, send_bytes[r] of them for rank r; recv: what each rank
+     * sends this one, recv_bytes[r] from rank r, back to back in rank order. */
+    int (*alltoallv)(void *user, const void *send, const size_t *send_bytes, void *recv,
+                     const size_t *recv_bytes);
+    /* Called when the layer is destroyed (or its creation fails); NULL: nothing to release. */
+    void (*release)(void *user);
+    /* A text naming a failure code of the two collectives (MPI_Error_string's, say), put in the
+     * forward's error message; NULL: the code alone. */
+    const char *(*describe)(void *user, int code);
+} moe_ep_transport;
+
+/* A layer of which this rank holds the experts moe_ep_partition gives it. `desc` is the whole
+ * layer's (every rank the same: compared across the ranks, a difference is
+ * MOE_ERROR_INVALID_ARGUMENT on every rank); `weights` holds the router, the shared expert and the
+ * small vectors whole, and the routed experts' tensors (gate, up, down and their biases) for
+ * this rank's experts only, stacked as moe_layer_weights stacks all of them ([n_local][...]; NULL
+ * when it holds none). A collective call: every rank's creation succeeds or none does. The
+ * transport is copied; its release runs when the layer is destroyed, or at once on failure. */
+MOE_API moe_status moe_layer_create_ep(moe_context *context, const moe_ep_transport *transport,
+                                       const moe_layer_desc *desc, const moe_layer_weights *local_weights,
+                                       moe_layer **out_layer);
 
 /* ---------------------------------------------------------------------------------------
  * Checkpoints: a Hugging Face model directory — config.json plus model.safetensors, or the

@@ -125,6 +125,8 @@ struct moe_layer {
     struct moe_placed *placed;   /* the routed experts live on other layers, maybe on other
                                     contexts (placement.c); NULL: they are in `weights` */
     struct moe_usage *usage;     /* moe_layer_track_usage (usage.c); NULL: not tracking */
+    struct moe_ep *ep;           /* one rank of an expert-parallel layer (ep.c): this layer is
+                                    its home, the rank's experts another layer; NULL: not one */
 };
 
 struct moe_buffer {
@@ -322,12 +324,39 @@ moe_status moe_placement_check(const moe_placement *user, moe_placement *out, mo
  * the caller: tokens, stats struct, x / y buffers of the home context). */
 moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float *y, const moe_buffer *xb,
                               moe_buffer *yb, moe_forward_stats *stats);
+/* A part's share of a forward (a layer of routed experts only, desc from moe_part_desc): the
+ * rows routed to its experts, grouped by expert, and their layout in its context's scratch. */
+typedef struct moe_part_run {
+    int64_t n;          /* rows */
+    int64_t out;        /* placement: its first row in the host's expert-output rows */
+    int32_t *slot;      /* placement: [n] the slot t·k + j of each, grouped by expert, tokens ascending */
+    int32_t *first;     /* [n_experts + 1]: where each expert's rows start */
+    int32_t *row_start; /* [n_experts]: each expert's first padded row (set by moe_part_submit) */
+    moe_forward_layout L;
+    bool submitted;
+} moe_part_run;
+/* The desc of a part holding n of d's routed experts (one expert per row, no capacity). */
+moe_layer_desc moe_part_desc(const moe_layer_desc *d, int64_t n);
+/* Writes the plan of r (its rows `a`, [r->n][d_model], in expert order) into the part's scratch,
+ * reserved up to r->L.bytes, and submits both expert products. */
+moe_status moe_part_submit(moe_layer *part, moe_part_run *r, const float *a);
+/* After the wait: the part's output rows, in r's row order, to o ([r->n][d_model]). */
+moe_status moe_part_read(moe_layer *part, const moe_part_run *r, float *o);
 /* moe_layer_get_cache_stats's counts into a full struct (its array pointers read, then filled). */
 void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s);
 /* Frees the parts of a placed layer (layer_free; NULL: nothing). */
 void moe_placed_free(struct moe_placed *p);
 /* Every part runs its experts on integer activations (moe_layer_activation_dtype). */
 bool moe_placed_int_routed(const struct moe_placed *p);
+
+/* ---- expert parallelism (ep.c) ---------------------------------------------------------- */
+
+/* moe_layer_forward of a layer with `ep` set: the collective forward (every check its own). */
+moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y, moe_forward_stats *stats);
+/* Frees a rank's experts and releases its transport (layer_free; NULL: nothing). */
+void moe_ep_free(struct moe_ep *ep);
+/* The rank's experts run on integer activations (moe_layer_activation_dtype). */
+bool moe_ep_int_routed(const struct moe_ep *ep);
 
 /* ---- an expert cache's bookkeeping (expert_cache.c) -------------------------------------- */
 

@@ -326,6 +326,7 @@ static void layer_free(moe_layer *layer)
     moe_context_child_destroying(ctx, layer->serial, "moe_layer_destroy");
     moe_arena_free(&ctx->arena, layer->weights, layer->weights_bytes, MOE_BACKEND_BUFFER_WEIGHTS);
     moe_placed_free(layer->placed);
+    moe_ep_free(layer->ep);
     moe_usage_free(layer->usage);
     moe_free(layer);
     moe_context_release_child(ctx, &ctx->n_layers);
@@ -334,8 +335,10 @@ static void layer_free(moe_layer *layer)
 moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
 {
     if (!layer) return MOE_DTYPE_DEFAULT;
-    return (layer->placed ? moe_placed_int_routed(layer->placed) : layer->int_routed) ? MOE_DTYPE_Q8_0
-                                                                                      : MOE_DTYPE_F32;
+    const bool int_routed = layer->placed ? moe_placed_int_routed(layer->placed)
+                            : layer->ep   ? moe_ep_int_routed(layer->ep)
+                                          : layer->int_routed;
+    return int_routed ? MOE_DTYPE_Q8_0 : MOE_DTYPE_F32;
 }
 
 /* ---- the forward ------------------------------------------------------------------------ */
@@ -621,6 +624,7 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
                             (long long)d->d_model, (long long)TD);
     }
 
+    if (layer->ep) return moe_layer_check_unplaced(layer, "this forward");
     if (layer->placed) {
         if (mode != FORWARD_WAIT)
             return moe_layer_check_unplaced(layer,
@@ -706,6 +710,12 @@ moe_status moe_check_row_tile(moe_context *ctx)
 
 moe_status moe_layer_check_unplaced(const moe_layer *layer, const char *what)
 {
+    if (layer->ep)
+        return moe_fail(
+            layer->ctx, MOE_ERROR_UNSUPPORTED,
+            "%s: the layer is one rank of an expert-parallel layer (moe_layer_create_ep), which runs "
+            "only with moe_layer_forward, a collective call of every rank",
+            what);
     if (!layer->placed) return MOE_OK;
     return moe_fail(layer->ctx, MOE_ERROR_UNSUPPORTED,
                     "%s: the layer's experts are placed on several contexts; such a layer runs with "
@@ -733,6 +743,10 @@ static moe_status check_call(moe_layer *layer, const void *x, const void *y)
 moe_status moe_layer_forward(moe_layer *layer, int64_t n_tokens, const float *x, float *y,
                              moe_forward_stats *stats)
 {
+    if (layer && layer->ep) { /* collective: its checks are agreed on by every rank */
+        moe_clear_error(layer->ctx);
+        return moe_ep_forward(layer, n_tokens, x, y, stats);
+    }
     const moe_status st = check_call(layer, x, y);
     return st != MOE_OK ? st : forward(layer, n_tokens, x, y, NULL, NULL, stats, FORWARD_WAIT, NULL, NULL);
 }

@@ -99,7 +99,7 @@ moe_status moe_placement_check(const moe_placement *user, moe_placement *p, moe_
 /* The desc of a part holding n experts: only routed experts, its slots its tokens (one expert
  * each, no capacity: the home's plan applied it). Measuring a part (fill_budgets) and creating
  * it (create_part) use this one desc, so the bytes measured are the bytes allocated. */
-static moe_layer_desc part_desc(const moe_layer_desc *d, int64_t n)
+moe_layer_desc moe_part_desc(const moe_layer_desc *d, int64_t n)
 {
     moe_layer_desc sub = *d;
     sub.n_experts = n;
@@ -180,7 +180,7 @@ static moe_status fill_budgets(moe_context *h, const moe_placement *p, const moe
         const int32_t e = p->expert_order ? p->expert_order[i] : (int32_t)i;
         int c = 0;
         for (; c < p->n_contexts; c++) {
-            const moe_layer_desc sub = part_desc(d, count[c] + 1);
+            const moe_layer_desc sub = moe_part_desc(d, count[c] + 1);
             const size_t bytes = moe_layer_block_bytes(p->contexts[c]->be, &sub, &only);
             if (bytes != SIZE_MAX && (uint64_t)bytes <= p->budget_bytes[c]) break;
         }
@@ -257,7 +257,7 @@ static moe_status create_part(struct moe_placed *P, int c, const int32_t *expert
         .up_bias = b ? b + n * F : NULL,
         .down_bias = b ? b + 2 * n * F : NULL,
     };
-    const moe_layer_desc sub = part_desc(d, n);
+    const moe_layer_desc sub = moe_part_desc(d, n);
     const moe_status st = moe_layer_create_from_tensors(part->ctx, &sub, &sub_t, &part->layer);
     moe_free(m);
     moe_free(b);
@@ -324,13 +324,13 @@ static moe_status create_cache(struct moe_placed *P, const moe_placement *p, con
     if (st == MOE_OK && cd->slots == 0) { /* as many as the budget holds, measured as created */
         const moe_layer_tensors only = experts_only(t);
         while (slots < n) {
-            const moe_layer_desc sub = part_desc(d, slots + 1);
+            const moe_layer_desc sub = moe_part_desc(d, slots + 1);
             const size_t bytes = moe_layer_block_bytes(cctx->be, &sub, &only);
             if (bytes == SIZE_MAX || (uint64_t)bytes > cd->budget_bytes) break;
             slots++;
         }
         if (slots == 0) {
-            const moe_layer_desc sub = part_desc(d, 1);
+            const moe_layer_desc sub = moe_part_desc(d, 1);
             st = moe_fail(
                 h, MOE_ERROR_OUT_OF_DEVICE_MEMORY,
                 "placement.cache->budget_bytes (%llu) holds no expert; one takes %zu bytes on context %d",
@@ -531,21 +531,10 @@ moe_status moe_layer_get_context_ms(const moe_layer *layer, int n_contexts, doub
 
 /* ---- the forward ------------------------------------------------------------------------------- */
 
-/* One part's share of a forward: the slots routed to its experts, in the order of its rows. */
-typedef struct part_run {
-    int64_t n;          /* slots */
-    int64_t out;        /* its first row in the host's expert-output rows (parts back to back) */
-    int32_t *slot;      /* [n]: the slot t·k + j of each, grouped by expert, tokens ascending */
-    int32_t *first;     /* [n_experts + 1]: where each expert's slots start in `slot` */
-    int32_t *row_start; /* [n_experts]: each expert's first row */
-    moe_forward_layout L;
-    bool submitted;
-} part_run;
-
 /* Part c's slots (those routed to its experts this forward, P->run_part), grouped by expert with
  * tokens ascending, and its layout from byte `base` of its context's scratch. */
-static moe_status plan_part(struct moe_placed *P, int c, part_run *r, const int32_t *ids, const int32_t *srow,
-                            int64_t TK, size_t base)
+static moe_status plan_part(struct moe_placed *P, int c, moe_part_run *r, const int32_t *ids,
+                            const int32_t *srow, int64_t TK, size_t base)
 {
     moe_part *part = &P->part[c];
     const int64_t n_exp = part->n_experts;
@@ -567,15 +556,26 @@ static moe_status plan_part(struct moe_placed *P, int c, part_run *r, const int3
     return MOE_OK;
 }
 
-/* Part c's plan (moe_plan_step's outputs, for its slots) written into its context's scratch
- * (reserved for it: the home's before phase 1, the others' by the caller), then its two products
- * submitted. */
-static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const float *x, int64_t K, int64_t D)
+/* Part c's input rows gathered from x in its slot order, then its plan and products
+ * (moe_part_submit). */
+static moe_status submit_part(struct moe_placed *P, int c, moe_part_run *r, const float *x, int64_t K,
+                              int64_t D)
 {
     moe_part *part = &P->part[c];
-    moe_context *ctx = part->ctx;
+    float *a = moe_malloc(sizeof(float) * (size_t)(r->n * D));
+    if (!a) return moe_fail(part->ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    for (int64_t q = 0; q < r->n; q++)
+        memcpy(a + q * D, x + (int64_t)(r->slot[q] / K) * D, sizeof(float) * (size_t)D);
+    const moe_status st = moe_part_submit(part->layer, r, a);
+    moe_free(a);
+    return st;
+}
+
+moe_status moe_part_submit(moe_layer *layer, moe_part_run *r, const float *a)
+{
+    moe_context *ctx = layer->ctx;
     moe_backend *be = ctx->be;
-    const int64_t n_exp = part->n_experts;
+    const int64_t n_exp = layer->desc.n_experts, D = layer->desc.d_model;
     if (r->L.bytes > ctx->arena.scratch_bytes)
         return moe_fail(ctx, MOE_ERROR_INTERNAL,
                         "a placement part's scratch (%zu bytes) exceeds the %zu reserved", r->L.bytes,
@@ -583,15 +583,14 @@ static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const fl
     moe_layout_attach(&r->L, ctx->arena.scratch);
     const int64_t R = r->L.n_rows, tile = be->row_tile, n = r->n;
     int32_t *ints = moe_malloc(sizeof(int32_t) * (size_t)(R + R / tile + 2 * n));
-    float *a = moe_malloc(sizeof(float) * (size_t)(n * D));
     moe_status st = MOE_OK;
-    if (!ints || !a) st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!ints) st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     if (st == MOE_OK) {
         int32_t *row_token = ints, *tile_expert = ints + R, *slot_row = tile_expert + R / tile,
                 *slot_expert = slot_row + n;
         for (int64_t i = 0; i < R; i++) row_token[i] = -1;
         for (int64_t i = 0; i < R / tile; i++) tile_expert[i] = -1;
-        /* Part slot q (its input row q, gathered here) is row `row` of its expert's padded tiles. */
+        /* Part slot q (input row q) is row `row` of its expert's padded tiles. */
         int64_t row = 0;
         for (int64_t e = 0; e < n_exp; e++) {
             r->row_start[e] = (int32_t)row;
@@ -599,7 +598,6 @@ static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const fl
                 row_token[row] = (int32_t)q;
                 slot_row[q] = (int32_t)row;
                 slot_expert[q] = (int32_t)e;
-                memcpy(a + q * D, x + (int64_t)(r->slot[q] / K) * D, sizeof(float) * (size_t)D);
             }
             /* Padded to whole tiles, as the plan step pads each expert's rows. */
             const int64_t end = (row + tile - 1) / tile * tile;
@@ -621,11 +619,10 @@ static moe_status submit_part(struct moe_placed *P, int c, part_run *r, const fl
             st = be->ops->buffer_write(be, writes[w].at, writes[w].src, writes[w].bytes);
     }
     moe_free(ints);
-    moe_free(a);
     if (st != MOE_OK) return st;
-    st = moe_run_steps(part->layer, n, &r->L, r->L.x, (moe_addr){0}, MOE_STEPS_EXPERTS, false);
+    st = moe_run_steps(layer, n, &r->L, r->L.x, (moe_addr){0}, MOE_STEPS_EXPERTS, false);
     if (st != MOE_OK) return st;
-    part->layer->serial = ++ctx->submitted;
+    layer->serial = ++ctx->submitted;
     r->submitted = true;
     return MOE_OK;
 }
@@ -663,13 +660,13 @@ static int part_context(const struct moe_placed *P, int c)
  * on that context only (placement_forward moves it to the home's). */
 typedef struct cache_work {
     struct moe_placed *P;
-    part_run *run;
+    moe_part_run *run;
     const float *x;
     int64_t K, D;
     moe_status st;
 } cache_work;
 
-static moe_status cache_context_work(struct moe_placed *P, part_run *run, const float *x, int64_t K,
+static moe_status cache_context_work(struct moe_placed *P, moe_part_run *run, const float *x, int64_t K,
                                      int64_t D)
 {
     moe_xcache *c = P->cache;
@@ -697,18 +694,23 @@ static void *cache_thread(void *arg)
     return NULL;
 }
 
-/* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order: an
- * expert's rows are consecutive on both sides, so one read per expert and no copy. */
-static moe_status read_part(struct moe_placed *P, int c, const part_run *r, int64_t D, float *o)
+/* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order. */
+static moe_status read_part(struct moe_placed *P, int c, const moe_part_run *r, int64_t D, float *o)
 {
-    moe_backend *be = P->part[c].ctx->be;
-    for (int64_t e = 0; e < P->part[c].n_experts; e++) {
+    return moe_part_read(P->part[c].layer, r, o + r->out * D);
+}
+
+moe_status moe_part_read(moe_layer *layer, const moe_part_run *r, float *o)
+{
+    moe_backend *be = layer->ctx->be;
+    const int64_t D = layer->desc.d_model;
+    /* An expert's rows are consecutive on both sides: one read per expert and no copy. */
+    for (int64_t e = 0; e < layer->desc.n_experts; e++) {
         const int64_t q0 = r->first[e], cnt = r->first[e + 1] - q0;
         if (cnt == 0) continue;
         moe_addr at = r->L.o;
         at.offset += sizeof(float) * (size_t)(r->row_start[e] * D);
-        const moe_status st =
-            be->ops->buffer_read(be, at, o + (r->out + q0) * D, sizeof(float) * (size_t)(cnt * D));
+        const moe_status st = be->ops->buffer_read(be, at, o + q0 * D, sizeof(float) * (size_t)(cnt * D));
         if (st != MOE_OK) return st;
     }
     return MOE_OK;
@@ -777,7 +779,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     int32_t *ibuf = moe_calloc(ints, sizeof(int32_t));
     float *xs = xb ? moe_malloc(sizeof(float) * (size_t)(T * D)) : NULL;
     float *o = moe_malloc(sizeof(float) * (size_t)(TK * D));
-    part_run run[MOE_MAX_PLACEMENT_CONTEXTS + 1];
+    moe_part_run run[MOE_MAX_PLACEMENT_CONTEXTS + 1];
     memset(run, 0, sizeof run);
     if (!ibuf || (xb && !xs) || !o) {
         st = moe_fail(hctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");

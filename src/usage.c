@@ -57,6 +57,7 @@ moe_status moe_layer_track_usage(moe_layer *layer, int64_t window)
     if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
     moe_context *ctx = layer->ctx;
     moe_clear_error(ctx);
+    if (layer->ep) return moe_layer_check_unplaced(layer, "moe_layer_track_usage"); /* refused, naming why */
     if (window < 0 || window > MOE_USAGE_MAX_WINDOW)
         return moe_fail(ctx, MOE_ERROR_INVALID_SIZE,
                         "window is %" PRId64 " forwards; it must be 0 (stop tracking) to %d", window,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages moe builds and tests with, if any is missing (design card's
 # list, plus make, pkg-config, clang-format for the format check, the clang sanitizer runtimes
-# and matplotlib for tools/moe-plot).
+# matplotlib for tools/moe-plot, and Open MPI for moe_mpi and its tests).
 # Does nothing when all are there, so the README's commands and CI can both start with it.
 # Needs root or sudo only when something is missing.
 set -euo pipefail
@@ -12,6 +12,7 @@ packages=(
     ocl-icd-opencl-dev opencl-headers pocl-opencl-icd clinfo
     libsimde-dev libcjson-dev python3 python3-venv libclang-rt-14-dev
     python3-matplotlib
+    libopenmpi-dev openmpi-bin
 )
 missing=()
 for p in "${packages[@]}"; do
