@@ -951,6 +951,13 @@ MOE_API moe_status moe_model_create_layer(moe_context *context, const moe_model 
 MOE_API moe_status moe_model_create_layer_placed(const moe_placement *placement, const moe_model *model,
                                                  int64_t layer, const moe_model_layer_options *options,
                                                  moe_layer **out_layer);
+/* (0.10.0) One rank's part of an expert-parallel layer (moe_layer_create_ep) from a checkpoint:
+ * the router, shared expert and small vectors, and only the routed experts moe_ep_partition gives
+ * this rank — the other experts' bytes in the files are never read (the files stay mapped; their
+ * pages are untouched). A collective call, as moe_layer_create_ep; the transport is taken. */
+MOE_API moe_status moe_model_create_layer_ep(moe_context *context, const moe_ep_transport *transport,
+                                             const moe_model *model, int64_t layer,
+                                             const moe_model_layer_options *options, moe_layer **out_layer);
 
 /* ---------------------------------------------------------------------------------------
  * The scalar reference: the same forward written for clarity, accumulating in double, on

@@ -50,6 +50,12 @@ MOE_MPI_API moe_status moe_mpi_partition(MPI_Comm comm, int64_t n_experts, int64
 MOE_MPI_API moe_status moe_mpi_layer_create(moe_context *context, MPI_Comm comm, const moe_layer_desc *desc,
                                             const moe_layer_weights *local_weights, moe_layer **out_layer);
 
+/* The same from a checkpoint (moe_model_create_layer_ep): each rank reads only its own experts'
+ * bytes from the files. A collective call of every rank of comm. */
+MOE_MPI_API moe_status moe_mpi_model_create_layer(moe_context *context, MPI_Comm comm, const moe_model *model,
+                                                  int64_t layer, const moe_model_layer_options *options,
+                                                  moe_layer **out_layer);
+
 #ifdef __cplusplus
 }
 #endif

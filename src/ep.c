@@ -162,52 +162,32 @@ static int64_t desc_hash(const moe_layer_desc *d)
     return (int64_t)(h >> 1); /* non-negative, so no value reads as a status */
 }
 
-/* The transport read by its struct_size and checked; false (recorded on ctx) when it cannot be used. */
-static moe_status read_transport(moe_context *ctx, const moe_ep_transport *user, moe_ep_transport *tr)
+/* The transport read by its struct_size and checked; on failure (recorded on ctx) it is released,
+ * as a creation that fails releases it. */
+moe_status moe_ep_transport_read(moe_context *ctx, const moe_ep_transport *user, moe_ep_transport *tr)
 {
+    moe_status st = MOE_OK;
     if (!user) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "transport is NULL");
     if (user->struct_size != sizeof *tr)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
                         "transport.struct_size is %zu; this library's is %zu", user->struct_size, sizeof *tr);
     *tr = *user;
     if (!tr->allgather || !tr->alltoallv)
-        return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "transport.allgather or transport.alltoallv is NULL");
-    if (tr->n_ranks < 1 || tr->rank < 0 || tr->rank >= tr->n_ranks)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "transport: rank %d of %d ranks", tr->rank,
-                        tr->n_ranks);
-    return MOE_OK;
+        st = moe_fail(ctx, MOE_ERROR_NULL_POINTER, "transport.allgather or transport.alltoallv is NULL");
+    else if (tr->n_ranks < 1 || tr->rank < 0 || tr->rank >= tr->n_ranks)
+        st = moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT, "transport: rank %d of %d ranks", tr->rank,
+                      tr->n_ranks);
+    /* Without a usable transport there is nobody to tell: this rank fails alone. */
+    if (st != MOE_OK && tr->release) tr->release(tr->user);
+    return st;
 }
 
-/* This rank's layer: checks, the partition, the home and the part. */
-static moe_status create_local(moe_context *ctx, const moe_ep_transport *tr, const moe_layer_desc *desc,
-                               const moe_layer_weights *weights, struct moe_ep *ep, moe_layer **home,
-                               moe_layer_desc *out_desc)
+/* This rank's layer from its tensors (t: its experts only, n_local of them): the partition's
+ * bookkeeping, the part and the home. */
+static moe_status create_local(moe_context *ctx, const moe_ep_transport *tr, const moe_layer_desc *dp,
+                               const moe_layer_tensors *t, struct moe_ep *ep, moe_layer **home)
 {
-    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
-    if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
-    moe_status st = moe_context_check_live(ctx, "moe_layer_create_ep");
-    if (st != MOE_OK) return st;
-    moe_layer_weights w = {.struct_size = sizeof w};
-    st = moe_abi_in(ctx, &moe_abi_layer_weights, weights, &w);
-    if (st != MOE_OK) return st;
-    if (!desc) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "desc is NULL");
-    int64_t first = 0, n_local = 0;
-    st = moe_ep_partition(desc->n_experts, tr->n_ranks, tr->rank, &first, &n_local);
-    if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error());
-    /* A rank holding no expert has no expert tensors: validation sees a stand-in it never reads. */
-    static const float none_held[1];
-    if (n_local == 0) {
-        w.gate = w.gate ? w.gate : none_held;
-        w.up = w.up ? w.up : none_held;
-        w.down = w.down ? w.down : none_held;
-        w.gate_bias = w.gate_bias ? w.gate_bias : none_held;
-        w.up_bias = w.up_bias ? w.up_bias : none_held;
-        w.down_bias = w.down_bias ? w.down_bias : none_held;
-    }
-    moe_layer_desc d;
-    st = moe_validate_layer(ctx, desc, &w, &d);
-    if (st != MOE_OK) return st;
-    *out_desc = d;
+    const moe_layer_desc d = *dp;
     const int R = tr->n_ranks;
     const int64_t E = d.n_experts;
     ep->first = moe_malloc(sizeof(int64_t) * (size_t)(R + 1));
@@ -226,87 +206,61 @@ static moe_status create_local(moe_context *ctx, const moe_ep_transport *tr, con
         ep->first[q] = f;
     }
     ep->capacity = d.expert_capacity;
-
-    moe_layer_tensors t;
-    moe_matrix_src *m = NULL;
-    st = moe_layer_tensors_of(ctx, &d, &w, &t, &m);
-    if (st != MOE_OK) return st;
-    /* Its experts: entries 0..n_local of t are the rank's (its arrays hold only those). */
+    moe_status st = MOE_OK;
+    const int64_t n_local = ep->first[tr->rank + 1] - ep->first[tr->rank];
     if (n_local > 0) {
-        const moe_layer_tensors part_t = {.gate = t.gate,
-                                          .up = t.up,
-                                          .down = t.down,
-                                          .gate_bias = t.gate_bias,
-                                          .up_bias = t.up_bias,
-                                          .down_bias = t.down_bias};
-        moe_layer_desc sub = moe_part_desc(&d, n_local);
+        const moe_layer_tensors part_t = {.gate = t->gate,
+                                          .up = t->up,
+                                          .down = t->down,
+                                          .gate_bias = t->gate_bias,
+                                          .up_bias = t->up_bias,
+                                          .down_bias = t->down_bias};
+        const moe_layer_desc sub = moe_part_desc(&d, n_local);
         st = moe_layer_create_from_tensors(ctx, &sub, &part_t, &ep->part);
     }
-    /* The home: router, shared expert, small vectors; it plans without capacity (applied here, in
-     * global token order). */
+    /* The home: router, shared expert, small vectors; it plans without capacity (applied by the
+     * forward, in global token order). */
     if (st == MOE_OK) {
-        moe_layer_tensors home_t = t;
+        moe_layer_tensors home_t = *t;
         home_t.gate = home_t.up = home_t.down = NULL;
         home_t.gate_bias = home_t.up_bias = home_t.down_bias = NULL;
         moe_layer_desc hd = d;
         hd.expert_capacity = 0;
         st = moe_layer_create_from_tensors(ctx, &hd, &home_t, home);
     }
-    moe_free(m);
     return st;
 }
 
-moe_status moe_layer_create_ep(moe_context *ctx, const moe_ep_transport *transport,
-                               const moe_layer_desc *desc, const moe_layer_weights *weights, moe_layer **out)
+moe_status moe_ep_create(moe_context *ctx, const moe_ep_transport *tr, moe_status st, const moe_layer_desc *d,
+                         const moe_layer_tensors *t, moe_layer **out)
 {
-    if (ctx)
-        moe_clear_error(ctx);
-    else
-        moe_clear_error(NULL);
-    moe_ep_transport tr = {.struct_size = sizeof tr};
-    moe_status st = read_transport(ctx, transport, &tr);
-    if (st != MOE_OK) {
-        /* Without a usable transport there is nobody to tell: this rank fails alone. */
-        if (transport && transport->struct_size == sizeof tr && transport->release)
-            transport->release(transport->user);
-        return st;
-    }
-    struct moe_ep *ep = moe_calloc(1, sizeof *ep);
+    struct moe_ep *ep = NULL;
     moe_layer *home = NULL;
-    moe_layer_desc d;
-    memset(&d, 0, sizeof d);
-    if (!out)
-        st = moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
-    else if (!ep)
-        st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
-    else
-        st = create_local(ctx, &tr, desc, weights, ep, &home, &d);
-    /* Every rank's status and its desc's hash: all succeed with one layer config, or none does. */
-    int64_t row[2] = {0, st == MOE_OK ? desc_hash(&d) : 0};
-    int64_t small[2 * 64];
-    int64_t *all = tr.n_ranks <= 64 ? small : moe_malloc(sizeof(int64_t) * 2 * (size_t)tr.n_ranks);
-    if (!all) {
-        /* Nowhere to receive the answer: the round cannot run, and the others would wait for it. */
-        moe_layer_destroy(home);
-        if (ep)
-            ep->tr = tr;
-        else if (tr.release)
-            tr.release(tr.user);
-        moe_ep_free(ep);
-        return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (st == MOE_OK) {
+        ep = moe_calloc(1, sizeof *ep);
+        st = ep ? create_local(ctx, tr, d, t, ep, &home)
+                : moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     }
-    st = agree(ctx, &tr, st, row, 2, all, "to create its layer");
-    for (int q = 0; q < tr.n_ranks && st == MOE_OK; q++)
-        if (all[2 * q + 1] != row[1])
-            st = moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                          "expert parallelism: rank %d's layer desc differs from rank %d's (every rank must "
-                          "describe the same layer; only max_tokens may differ)",
-                          q, tr.rank);
-    if (all != small) moe_free(all);
-    if (ep)
-        ep->tr = tr; /* released with ep from here */
-    else if (tr.release)
-        tr.release(tr.user);
+    if (ep) ep->tr = *tr; /* released with ep from here; without one, after the round below */
+    /* Every rank's status and its desc's hash: all succeed with one layer config, or none does. */
+    int64_t row[2] = {0, st == MOE_OK ? desc_hash(d) : 0};
+    int64_t small[2 * 64];
+    int64_t *all = tr->n_ranks <= 64 ? small : moe_malloc(sizeof(int64_t) * 2 * (size_t)tr->n_ranks);
+    if (!all) {
+        /* Nowhere to receive the answer: the round cannot run (the others wait for this rank). */
+        st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    } else {
+        st = agree(ctx, tr, st, row, 2, all, "to create its layer");
+        for (int q = 0; q < tr->n_ranks && st == MOE_OK; q++)
+            if (all[2 * q + 1] != row[1])
+                st = moe_fail(
+                    ctx, MOE_ERROR_INVALID_ARGUMENT,
+                    "expert parallelism: rank %d's layer desc differs from rank %d's (every rank must "
+                    "describe the same layer; only max_tokens may differ)",
+                    q, tr->rank);
+        if (all != small) moe_free(all);
+    }
+    if (!ep && tr->release) tr->release(tr->user);
     if (st != MOE_OK) {
         moe_layer_destroy(home);
         moe_ep_free(ep);
@@ -315,6 +269,57 @@ moe_status moe_layer_create_ep(moe_context *ctx, const moe_ep_transport *transpo
     home->ep = ep;
     *out = home;
     return MOE_OK;
+}
+
+/* This rank's checks of the application's arguments, and its tensors: moe_layer_tensors_of's
+ * matrices, of which the first n_local are its experts (its arrays hold only those). */
+static moe_status check_weights(moe_context *ctx, const moe_ep_transport *tr, const moe_layer_desc *desc,
+                                const moe_layer_weights *weights, moe_layer_desc *d, moe_layer_tensors *t,
+                                moe_matrix_src **m)
+{
+    if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
+    if (!weights) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "weights is NULL");
+    if (!desc) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "desc is NULL");
+    moe_status st = moe_context_check_live(ctx, "moe_layer_create_ep");
+    if (st != MOE_OK) return st;
+    moe_layer_weights w = {.struct_size = sizeof w};
+    st = moe_abi_in(ctx, &moe_abi_layer_weights, weights, &w);
+    if (st != MOE_OK) return st;
+    int64_t first = 0, n_local = 0;
+    st = moe_ep_partition(desc->n_experts, tr->n_ranks, tr->rank, &first, &n_local);
+    if (st != MOE_OK) return moe_fail(ctx, st, "%s", moe_last_error());
+    /* A rank holding no expert has no expert tensors: validation sees a stand-in it never reads. */
+    static const float none_held[1];
+    if (n_local == 0) {
+        w.gate = w.gate ? w.gate : none_held;
+        w.up = w.up ? w.up : none_held;
+        w.down = w.down ? w.down : none_held;
+        w.gate_bias = w.gate_bias ? w.gate_bias : none_held;
+        w.up_bias = w.up_bias ? w.up_bias : none_held;
+        w.down_bias = w.down_bias ? w.down_bias : none_held;
+    }
+    st = moe_validate_layer(ctx, desc, &w, d);
+    if (st == MOE_OK) st = moe_layer_tensors_of(ctx, d, &w, t, m);
+    return st;
+}
+
+moe_status moe_layer_create_ep(moe_context *ctx, const moe_ep_transport *transport,
+                               const moe_layer_desc *desc, const moe_layer_weights *weights, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    moe_ep_transport tr = {.struct_size = sizeof tr};
+    moe_status st = moe_ep_transport_read(ctx, transport, &tr);
+    if (st != MOE_OK) return st;
+    moe_layer_desc d;
+    memset(&d, 0, sizeof d);
+    moe_layer_tensors t;
+    memset(&t, 0, sizeof t);
+    moe_matrix_src *m = NULL;
+    st = out ? check_weights(ctx, &tr, desc, weights, &d, &t, &m)
+             : moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
+    st = moe_ep_create(ctx, &tr, st, &d, &t, out);
+    moe_free(m);
+    return st;
 }
 
 /* ---- the forward ------------------------------------------------------------------------------ */

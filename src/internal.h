@@ -353,6 +353,14 @@ bool moe_placed_int_routed(const struct moe_placed *p);
 
 /* moe_layer_forward of a layer with `ep` set: the collective forward (every check its own). */
 moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y, moe_forward_stats *stats);
+/* The caller's transport read by its struct_size into *tr and checked; released on failure. */
+moe_status moe_ep_transport_read(moe_context *ctx, const moe_ep_transport *user, moe_ep_transport *tr);
+/* The collective end of a rank's creation: with st (this rank's checks so far) OK, its layer from
+ * d (validated) and t (router, shared expert, small vectors; its own experts only, n_local of
+ * them); then every rank's status and desc compared. Takes the transport (released with the
+ * layer, or on failure). */
+moe_status moe_ep_create(moe_context *ctx, const moe_ep_transport *tr, moe_status st, const moe_layer_desc *d,
+                         const moe_layer_tensors *t, moe_layer **out);
 /* Frees a rank's experts and releases its transport (layer_free; NULL: nothing). */
 void moe_ep_free(struct moe_ep *ep);
 /* The rank's experts run on integer activations (moe_layer_activation_dtype). */

@@ -13,8 +13,12 @@
  * an expert-parallel layer does not take are refused; a failing transport is reported with its
  * own words (an in-process transport, one rank).
  *
- * usage: test_mpi BACKENDS   (comma-separated, rank r runs BACKENDS[r mod n]; exit 77 on every
- * rank when one lacks its backend)
+ * Checkpoints: a few of the suite's fixtures (safetensors and GGUF, stacked and per-expert
+ * tensors, a K-quant file) made with moe_mpi_model_create_layer, each rank reading its own
+ * experts only, against the layer made whole.
+ *
+ * usage: test_mpi BACKENDS [DATA_DIR]   (comma-separated, rank r runs BACKENDS[r mod n]; exit 77
+ * on every rank when one lacks its backend; DATA_DIR: tests/data, for the checkpoints)
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "harness.h"
@@ -258,6 +262,64 @@ static void run_case(moe_context *ctx, const ep_case *c, h_rng *r)
     h_layer_free(&l);
 }
 
+/* ---- checkpoints: each rank reads its own experts --------------------------------------------- */
+
+/* A checkpoint's first MoE layer over the ranks (moe_mpi_model_create_layer) against the same
+ * layer made whole (moe_model_create_layer) and run over every rank's tokens. */
+static void checkpoint(moe_context *ctx, const char *path, h_rng *r)
+{
+    moe_model *m = NULL;
+    CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
+    if (!m) return;
+    moe_model_info info = {.struct_size = sizeof info};
+    CHECK_STATUS(moe_model_get_info(m, &info), MOE_OK);
+    int64_t layer = 0;
+    while (layer < info.n_layers && !moe_model_layer_is_moe(m, layer, 0)) layer++;
+    moe_layer_desc d = {.struct_size = sizeof d};
+    CHECK_STATUS(moe_model_layer_desc(m, layer, NULL, &d), MOE_OK);
+    const int64_t D = d.d_model, K = d.top_k;
+    int64_t tokens[64] = {0}, Tg = 0, offset = 0;
+    for (int q = 0; q < g_size; q++) {
+        tokens[q] = h_range(r, q == 0 ? 1 : 0, 6);
+        if (q < g_rank) offset += tokens[q];
+        Tg += tokens[q];
+    }
+    const int64_t T = tokens[g_rank];
+    float *x = malloc(sizeof(float) * (size_t)(Tg * D)), *y_one = calloc((size_t)(Tg * D), sizeof(float));
+    float *y = calloc((size_t)(T > 0 ? T * D : 1), sizeof(float));
+    int32_t *ids_one = calloc((size_t)(Tg * K), sizeof(int32_t)),
+            *ids = calloc((size_t)(T > 0 ? T * K : 1), sizeof(int32_t));
+    for (int64_t i = 0; i < Tg * D; i++) x[i] = h_sym(r, 1.0f);
+    moe_layer *one = NULL, *ep = NULL;
+    moe_forward_stats s1 = {.struct_size = sizeof s1, .topk_ids = ids_one},
+                      s = {.struct_size = sizeof s, .topk_ids = ids};
+    CHECK_STATUS(moe_model_create_layer(ctx, m, layer, NULL, &one), MOE_OK);
+    if (one) CHECK_STATUS(moe_layer_forward(one, Tg, x, y_one, &s1), MOE_OK);
+    moe_layer_destroy(one);
+    CHECK_STATUS(moe_mpi_model_create_layer(ctx, MPI_COMM_WORLD, m, layer, NULL, &ep), MOE_OK);
+    if (ep)
+        CHECK_STATUS(moe_layer_forward(ep, T, T > 0 ? x + offset * D : NULL, T > 0 ? y : NULL, &s), MOE_OK);
+    CHECK(T == 0 || memcmp(y, y_one + offset * D, sizeof(float) * (size_t)(T * D)) == 0,
+          "%s: rank %d's output differs from one forward's (rel L2 %.3g)", path, g_rank,
+          T > 0 ? h_rel_l2(y, y_one + offset * D, (size_t)(T * D)) : 0.0);
+    CHECK(T == 0 || memcmp(ids, ids_one + offset * K, sizeof(int32_t) * (size_t)(T * K)) == 0,
+          "%s: rank %d's top-k ids differ", path, g_rank);
+    if (g_rank == 0) {
+        const char *name = strrchr(path, '/');
+        printf("  checkpoint %-40s layer %lld E=%lld k=%lld tokens", name ? name + 1 : path, (long long)layer,
+               (long long)d.n_experts, (long long)K);
+        for (int q = 0; q < g_size; q++) printf(" %lld", (long long)tokens[q]);
+        printf("\n");
+    }
+    moe_layer_destroy(ep);
+    moe_model_close(m);
+    free(x);
+    free(y_one);
+    free(y);
+    free(ids_one);
+    free(ids);
+}
+
 /* ---- failures ----------------------------------------------------------------------------------- */
 
 static void failures(moe_context *ctx, h_rng *r)
@@ -298,6 +360,38 @@ static void failures(moe_context *ctx, h_rng *r)
     /* And the layer still works. */
     if (ep) CHECK_STATUS(moe_layer_forward(ep, 8, x, y.data, NULL), MOE_OK);
     CHECK(!h_untouched(&y), "the forward after the failures wrote nothing");
+
+    /* Every allocation of one rank's forward failing in turn: that rank's call returns the
+     * failure and every other rank's MOE_ERROR_BACKEND naming it — or, where the allocation was
+     * optional, every rank succeeds — and nobody waits forever. */
+    int64_t points = 0;
+    if (ep && g_rank == bad) moe_test_inject_alloc_failure(-1);
+    if (ep) CHECK_STATUS(moe_layer_forward(ep, 8, x, y.data, NULL), MOE_OK);
+    if (g_rank == bad) points = moe_test_inject_alloc_failure(0);
+    MPI_Bcast(&points, 1, MPI_INT64_T, bad, MPI_COMM_WORLD);
+    int failed_points = 0;
+    for (int64_t n = 1; ep && n <= points; n++) {
+        h_guarded_reset(&y);
+        if (g_rank == bad) moe_test_inject_alloc_failure(n);
+        const moe_status fst = moe_layer_forward(ep, 8, x, y.data, NULL);
+        if (g_rank == bad) moe_test_inject_alloc_failure(0);
+        int bad_failed = g_rank == bad && fst != MOE_OK;
+        MPI_Bcast(&bad_failed, 1, MPI_INT, bad, MPI_COMM_WORLD);
+        failed_points += bad_failed;
+        if (g_rank == bad)
+            CHECK(fst == MOE_OK || fst == MOE_ERROR_OUT_OF_MEMORY || fst == MOE_ERROR_OUT_OF_DEVICE_MEMORY,
+                  "allocation %lld failing: %s", (long long)n, moe_status_string(fst));
+        else
+            CHECK(fst == (bad_failed ? MOE_ERROR_BACKEND : MOE_OK),
+                  "allocation %lld of rank %d failing: rank %d got %s", (long long)n, bad, g_rank,
+                  moe_status_string(fst));
+        CHECK(!bad_failed || (h_untouched(&y) && h_guards_ok(&y)),
+              "allocation %lld failing: y written on rank %d", (long long)n, g_rank);
+    }
+    if (g_rank == 0)
+        printf("  one rank's forward allocations failing in turn: %lld points, %d failed every rank's call\n",
+               (long long)points, failed_points);
+    CHECK(points == 0 || failed_points > 0, "no allocation failure reached the forward's result");
 
     /* What an expert-parallel layer does not take. */
     if (ep) {
@@ -459,6 +553,16 @@ int main(int argc, char **argv)
         printf("test_mpi: %d rank(s), backends %s (%s)\n", g_size, argv[1],
                g_exact ? "bit for bit" : "within 1e-5");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(ctx, &cases[i], &r);
+    /* Checkpoints (argv[2], the test data): bit for bit, so on the CPU only (a GPU rank's
+     * routing of these unscreened inputs may resolve a near-tie the other way). */
+    static const char *models[] = {"hf-moe/gpt_oss_T7_d64_f64_E8_k4",
+                                   "hf-moe/deepseek_v3_T8_d36_f20_E16_k4_g4", "gguf-moe/qwen2moe.gguf",
+                                   "gguf-moe/mixtral-per-expert.gguf", "gguf-moe/synthetic-q4_k_m.gguf"};
+    for (size_t i = 0; argc > 2 && g_exact && i < sizeof models / sizeof models[0]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", argv[2], models[i]);
+        checkpoint(ctx, path, &r);
+    }
     failures(ctx, &r);
     core_api(ctx, &r);
     moe_context_destroy(ctx);

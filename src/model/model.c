@@ -696,9 +696,12 @@ static void release_sources(void *p)
     moe_free(k);
 }
 
-/* moe_model_create_layer, and with a placement (checked; its home is ctx) _placed. */
-static moe_status create_layer(moe_context *ctx, const moe_placement *placement, const moe_model *m,
-                               int64_t layer, const moe_model_layer_options *options, moe_layer **out)
+/* moe_model_create_layer, with a placement (checked; its home is ctx) _placed, and with a
+ * transport (read; *collective set once moe_ep_create, which takes it, has run) _ep: then only
+ * the rank's experts are read from the files. */
+static moe_status create_layer(moe_context *ctx, const moe_placement *placement, const moe_ep_transport *ep,
+                               bool *collective, const moe_model *m, int64_t layer,
+                               const moe_model_layer_options *options, moe_layer **out)
 {
     if (!ctx) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "context is NULL");
     if (!out) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "out_layer is NULL");
@@ -721,9 +724,13 @@ static moe_status create_layer(moe_context *ctx, const moe_placement *placement,
     moe_layer_refs r = {.gate = gated ? per : NULL, .up = per + E, .down = per + 2 * E};
     temps tmp = {0};
     st = layer_lookup(ctx, m, layer, options, &d, &r);
+    /* An expert-parallel rank's experts: [first, first + n); every expert otherwise. */
+    int64_t first = 0, n_own = d.n_experts;
+    if (st == MOE_OK && ep) st = moe_ep_partition(d.n_experts, ep->n_ranks, ep->rank, &first, &n_own);
     if (st == MOE_OK) {
         bool oom = false;
         for (size_t i = gated ? 0 : E; i < 3 * E; i++) {
+            if ((int64_t)(i % E) < first || (int64_t)(i % E) >= first + n_own) continue;
             mats[i] = src_of(&per[i], &tmp);
             oom = oom || !mats[i].data;
         }
@@ -754,6 +761,30 @@ static moe_status create_layer(moe_context *ctx, const moe_placement *placement,
         };
         oom = oom || !t.router.data || (r.shared_up.data && (!t.shared_up.data || !t.shared_down.data)) ||
               (r.shared_gate.data && !t.shared_gate.data);
+        if (ep) { /* the rank's own experts only: its slices of every expert tensor */
+            const moe_layer_tensors local = {
+                .router = t.router,
+                .router_bias = t.router_bias,
+                .gate = gated ? mats + first : NULL,
+                .up = mats + E + first,
+                .down = mats + 2 * E + first,
+                .shared_gate = t.shared_gate,
+                .shared_up = t.shared_up,
+                .shared_down = t.shared_down,
+                .shared_expert_gate = t.shared_expert_gate,
+                .gate_bias = t.gate_bias ? t.gate_bias + first * d.d_ff : NULL,
+                .up_bias = t.up_bias ? t.up_bias + first * d.d_ff : NULL,
+                .down_bias = t.down_bias ? t.down_bias + first * d.d_model : NULL,
+            };
+            *collective = true;
+            st = moe_ep_create(ctx, ep,
+                               oom ? moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory") : MOE_OK,
+                               &d, &local, out);
+            temps_free(&tmp);
+            moe_free(per);
+            moe_free(mats);
+            return st;
+        }
         kept_sources *kept = placement && !oom ? moe_malloc(sizeof *kept) : NULL;
         oom = oom || (placement && !kept);
         if (kept) { /* the layer owns the copies from here, and a reference to the model */
@@ -777,7 +808,25 @@ moe_status moe_model_create_layer(moe_context *ctx, const moe_model *m, int64_t 
                                   const moe_model_layer_options *options, moe_layer **out)
 {
     moe_clear_error(ctx);
-    return create_layer(ctx, NULL, m, layer, options, out);
+    return create_layer(ctx, NULL, NULL, NULL, m, layer, options, out);
+}
+
+moe_status moe_model_create_layer_ep(moe_context *ctx, const moe_ep_transport *transport, const moe_model *m,
+                                     int64_t layer, const moe_model_layer_options *options, moe_layer **out)
+{
+    moe_clear_error(ctx);
+    moe_ep_transport tr = {.struct_size = sizeof tr};
+    moe_status st = moe_ep_transport_read(ctx, transport, &tr);
+    if (st != MOE_OK) return st;
+    bool collective = false;
+    st = create_layer(ctx, NULL, &tr, &collective, m, layer, options, out);
+    /* Failed before the collective part: it still runs, so that every rank fails together. */
+    if (!collective) {
+        const moe_layer_desc none = {.struct_size = sizeof none};
+        const moe_layer_tensors nothing = {0};
+        st = moe_ep_create(ctx, &tr, st != MOE_OK ? st : MOE_ERROR_INTERNAL, &none, &nothing, out);
+    }
+    return st;
 }
 
 moe_status moe_model_create_layer_placed(const moe_placement *placement, const moe_model *m, int64_t layer,
@@ -787,5 +836,5 @@ moe_status moe_model_create_layer_placed(const moe_placement *placement, const m
     moe_placement p;
     moe_context *home = NULL;
     const moe_status st = moe_placement_check(placement, &p, &home);
-    return st != MOE_OK ? st : create_layer(home, &p, m, layer, options, out);
+    return st != MOE_OK ? st : create_layer(home, &p, NULL, NULL, m, layer, options, out);
 }

@@ -99,8 +99,10 @@ moe_status moe_mpi_partition(MPI_Comm comm, int64_t n_experts, int64_t *first_ex
     return moe_ep_partition(n_experts, size, rank, first_expert, n_local); /* size 0: refused */
 }
 
-moe_status moe_mpi_layer_create(moe_context *context, MPI_Comm comm, const moe_layer_desc *desc,
-                                const moe_layer_weights *local_weights, moe_layer **out_layer)
+/* This rank's transport over a duplicate of comm, in *tr. A rank that cannot allocate one gets a
+ * transport whose every call fails, saying so (the others' creation then fails in the transport,
+ * or waits for this rank, as for any rank that never takes part). */
+static void make_transport(MPI_Comm comm, moe_ep_transport *tr)
 {
     int rank = 0, size = 0;
     MPI_Comm_rank(comm, &rank);
@@ -108,32 +110,46 @@ moe_status moe_mpi_layer_create(moe_context *context, MPI_Comm comm, const moe_l
     mpi_transport *t = calloc(1, sizeof *t);
     int *counts = calloc(4 * (size_t)(size > 0 ? size : 1), sizeof(int));
     if (!t || !counts) {
-        /* This rank cannot take part; its creation fails naming why (the others' waits in the
-         * agreement round, as on any rank that never reaches it). */
         free(t);
         free(counts);
-        const moe_ep_transport none = {.struct_size = sizeof none,
-                                       .rank = rank,
-                                       .n_ranks = size,
-                                       .allgather = no_memory_allgather,
-                                       .alltoallv = no_memory_alltoallv,
-                                       .describe = no_memory_describe};
-        return moe_layer_create_ep(context, &none, desc, local_weights, out_layer);
+        *tr = (moe_ep_transport){.struct_size = sizeof *tr,
+                                 .rank = rank,
+                                 .n_ranks = size,
+                                 .allgather = no_memory_allgather,
+                                 .alltoallv = no_memory_alltoallv,
+                                 .describe = no_memory_describe};
+        return;
     }
     /* The duplicate on every rank (MPI_Comm_dup is itself collective); a failure is reported by
-     * each collective, which is how moe_layer_create_ep's agreement round learns of it. */
+     * each collective, which is how the creation's agreement round learns of it. */
     t->comm = MPI_COMM_NULL;
     t->size = size;
     t->counts = counts;
     t->dup_error = MPI_Comm_dup(comm, &t->comm);
     if (t->dup_error == MPI_SUCCESS) MPI_Comm_set_errhandler(t->comm, MPI_ERRORS_RETURN);
-    const moe_ep_transport tr = {.struct_size = sizeof tr,
-                                 .rank = rank,
-                                 .n_ranks = size,
-                                 .user = t,
-                                 .allgather = mpi_allgather,
-                                 .alltoallv = mpi_alltoallv,
-                                 .release = mpi_release,
-                                 .describe = mpi_describe};
+    *tr = (moe_ep_transport){.struct_size = sizeof *tr,
+                             .rank = rank,
+                             .n_ranks = size,
+                             .user = t,
+                             .allgather = mpi_allgather,
+                             .alltoallv = mpi_alltoallv,
+                             .release = mpi_release,
+                             .describe = mpi_describe};
+}
+
+moe_status moe_mpi_layer_create(moe_context *context, MPI_Comm comm, const moe_layer_desc *desc,
+                                const moe_layer_weights *local_weights, moe_layer **out_layer)
+{
+    moe_ep_transport tr;
+    make_transport(comm, &tr);
     return moe_layer_create_ep(context, &tr, desc, local_weights, out_layer);
+}
+
+moe_status moe_mpi_model_create_layer(moe_context *context, MPI_Comm comm, const moe_model *model,
+                                      int64_t layer, const moe_model_layer_options *options,
+                                      moe_layer **out_layer)
+{
+    moe_ep_transport tr;
+    make_transport(comm, &tr);
+    return moe_model_create_layer_ep(context, &tr, model, layer, options, out_layer);
 }
