@@ -812,13 +812,36 @@ typedef struct moe_ep_transport {
     const char *(*describe)(void *user, int code);
 } moe_ep_transport;
 
+/* What one rank of an expert-parallel layer has done, over the forwards that succeeded since
+ * the layer was created (output struct: set struct_size). exchange_ms is the time spent inside
+ * the transport's calls — the exchanges and the status rounds, waiting for slower ranks
+ * included — and forward_ms - exchange_ms this rank's own work (routing, its experts, the
+ * combine, copies). Rows and bytes count what crossed to or from other ranks only (a rank's rows
+ * for its own experts stay local, though they pass through the same buffers). */
+typedef struct moe_ep_stats {
+    size_t struct_size;    /* sizeof(moe_ep_stats) */
+    int64_t forwards;      /* forwards that succeeded */
+    int64_t tokens;        /* this rank's tokens over them */
+    double forward_ms;     /* wall time of those forwards on this rank */
+    double exchange_ms;    /* of which inside the transport's calls */
+    int64_t rows_sent;     /* (token, slot) rows sent to other ranks' experts */
+    int64_t rows_received; /* rows other ranks sent this rank's experts */
+    double bytes_sent;     /* every payload byte sent to other ranks: rows out, output rows back,
+                              logits (when the losses are asked for), the status rounds */
+    double bytes_received; /* likewise received */
+} moe_ep_stats;
+
+MOE_API moe_status moe_layer_get_ep_stats(const moe_layer *layer, moe_ep_stats *stats);
+
 /* A layer of which this rank holds the experts moe_ep_partition gives it. `desc` is the whole
  * layer's (every rank the same: compared across the ranks, a difference is
  * MOE_ERROR_INVALID_ARGUMENT on every rank); `weights` holds the router, the shared expert and the
  * small vectors whole, and the routed experts' tensors (gate, up, down and their biases) for
  * this rank's experts only, stacked as moe_layer_weights stacks all of them ([n_local][...]; NULL
  * when it holds none). A collective call: every rank's creation succeeds or none does. The
- * transport is copied; its release runs when the layer is destroyed, or at once on failure. */
+ * transport is copied (read by its struct_size, as the other structs); its release runs when the
+ * layer is destroyed, or on failure once every rank knows (not for a transport whose struct_size
+ * is refused: nothing of it is trusted then). */
 MOE_API moe_status moe_layer_create_ep(moe_context *context, const moe_ep_transport *transport,
                                        const moe_layer_desc *desc, const moe_layer_weights *local_weights,
                                        moe_layer **out_layer);

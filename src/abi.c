@@ -90,6 +90,10 @@ const moe_abi_struct moe_abi_expert_cache_stats = {"moe_expert_cache_stats",
                                                    sizeof(moe_expert_cache_stats),
                                                    {MOE_ABI_END(moe_expert_cache_stats, expert_uploads)},
                                                    "0.9.0"};
+const moe_abi_struct moe_abi_ep_transport = {
+    "moe_ep_transport", sizeof(moe_ep_transport), {MOE_ABI_END(moe_ep_transport, describe)}, "0.10.0"};
+const moe_abi_struct moe_abi_ep_stats = {
+    "moe_ep_stats", sizeof(moe_ep_stats), {MOE_ABI_END(moe_ep_stats, bytes_received)}, "0.10.0"};
 const moe_abi_struct moe_abi_expert_usage = {"moe_expert_usage",
                                              sizeof(moe_expert_usage),
                                              {MOE_ABI_END(moe_expert_usage, uncounted_forwards)},

@@ -29,7 +29,8 @@ typedef struct moe_abi_struct {
 extern const moe_abi_struct moe_abi_device_info, moe_abi_context_desc, moe_abi_arena_stats,
     moe_abi_layer_desc, moe_abi_layer_weights, moe_abi_forward_stats, moe_abi_model_info,
     moe_abi_model_layer_options, moe_abi_cache_info, moe_abi_model_tensor_info, moe_abi_placement,
-    moe_abi_expert_usage, moe_abi_expert_cache_desc, moe_abi_expert_cache_stats;
+    moe_abi_expert_usage, moe_abi_expert_cache_desc, moe_abi_expert_cache_stats, moe_abi_ep_transport,
+    moe_abi_ep_stats;
 
 /* Checks user->struct_size (the first field of every public struct) against s; on success
  * *bytes is what to copy: the end of the newest version it holds. Refusals name the struct,

@@ -24,6 +24,7 @@
  *      tokens, as one forward's would); combine on the home in slot order; allgather statuses.
  * Every row's arithmetic is a one-context forward's: only where it runs changes.
  */
+#include "abi.h"
 #include "alloc.h"
 #include "internal.h"
 
@@ -41,6 +42,7 @@ struct moe_ep {
     int64_t *kept;      /* [n_ranks][E]: rows of rank q kept for expert e */
     int64_t *row;       /* [3 + E]: this rank's row of the first round */
     int64_t *status;    /* [n_ranks]: every rank's status in the later rounds */
+    moe_ep_stats stats; /* over the forwards that succeeded (moe_layer_get_ep_stats) */
 };
 
 void moe_ep_free(struct moe_ep *ep)
@@ -56,6 +58,19 @@ void moe_ep_free(struct moe_ep *ep)
     moe_free(ep->row);
     moe_free(ep->status);
     moe_free(ep);
+}
+
+moe_status moe_layer_get_ep_stats(const moe_layer *layer, moe_ep_stats *stats)
+{
+    if (!layer) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "layer is NULL");
+    moe_clear_error(layer->ctx);
+    if (!stats) return moe_fail(layer->ctx, MOE_ERROR_NULL_POINTER, "stats is NULL");
+    if (!layer->ep)
+        return moe_fail(layer->ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "the layer is not expert-parallel (moe_layer_create_ep, moe_mpi_layer_create)");
+    moe_ep_stats s = layer->ep->stats;
+    s.struct_size = sizeof s;
+    return moe_abi_out(layer->ctx, &moe_abi_ep_stats, stats, &s);
 }
 
 bool moe_ep_int_routed(const struct moe_ep *ep)
@@ -90,17 +105,36 @@ static moe_status transport_failed(moe_context *ctx, const moe_ep_transport *tr,
                     rc, text ? ": " : "", text ? text : "");
 }
 
+/* One forward's share of moe_ep_stats, committed when the whole forward succeeded. */
+typedef struct ep_tally {
+    double exchange_ms, bytes_sent, bytes_received;
+} ep_tally;
+
 static moe_status ep_allgather(moe_context *ctx, const moe_ep_transport *tr, const void *send, size_t bytes,
-                               void *recv)
+                               void *recv, ep_tally *tally)
 {
+    const double t0 = moe_now_ms();
     const int rc = tr->allgather(tr->user, send, bytes, recv);
+    if (tally) {
+        tally->exchange_ms += moe_now_ms() - t0;
+        tally->bytes_sent += (double)bytes * (tr->n_ranks - 1);
+        tally->bytes_received += (double)bytes * (tr->n_ranks - 1);
+    }
     return rc == 0 ? MOE_OK : transport_failed(ctx, tr, "allgather", rc);
 }
 
 static moe_status ep_alltoallv(moe_context *ctx, const moe_ep_transport *tr, const void *send,
-                               const size_t *send_bytes, void *recv, const size_t *recv_bytes)
+                               const size_t *send_bytes, void *recv, const size_t *recv_bytes,
+                               ep_tally *tally)
 {
+    const double t0 = moe_now_ms();
     const int rc = tr->alltoallv(tr->user, send, send_bytes, recv, recv_bytes);
+    tally->exchange_ms += moe_now_ms() - t0;
+    for (int q = 0; q < tr->n_ranks; q++)
+        if (q != tr->rank) {
+            tally->bytes_sent += (double)send_bytes[q];
+            tally->bytes_received += (double)recv_bytes[q];
+        }
     return rc == 0 ? MOE_OK : transport_failed(ctx, tr, "alltoallv", rc);
 }
 
@@ -108,10 +142,10 @@ static moe_status ep_alltoallv(moe_context *ctx, const moe_ep_transport *tr, con
  * in row[0] (set here). Then: this rank's status if it failed, MOE_ERROR_BACKEND naming the first
  * rank that did if another failed, else MOE_OK. `what` says in which round, for the message. */
 static moe_status agree(moe_context *ctx, const moe_ep_transport *tr, moe_status st, int64_t *row, size_t n,
-                        int64_t *all, const char *what)
+                        int64_t *all, const char *what, ep_tally *tally)
 {
     row[0] = (int64_t)st;
-    const moe_status sent = ep_allgather(ctx, tr, row, sizeof(int64_t) * n, all);
+    const moe_status sent = ep_allgather(ctx, tr, row, sizeof(int64_t) * n, all, tally);
     if (sent != MOE_OK) return sent;
     if (st != MOE_OK) return st;
     for (int q = 0; q < tr->n_ranks; q++)
@@ -168,10 +202,9 @@ moe_status moe_ep_transport_read(moe_context *ctx, const moe_ep_transport *user,
 {
     moe_status st = MOE_OK;
     if (!user) return moe_fail(ctx, MOE_ERROR_NULL_POINTER, "transport is NULL");
-    if (user->struct_size != sizeof *tr)
-        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "transport.struct_size is %zu; this library's is %zu", user->struct_size, sizeof *tr);
-    *tr = *user;
+    *tr = (moe_ep_transport){.struct_size = sizeof *tr};
+    st = moe_abi_in(ctx, &moe_abi_ep_transport, user, tr);
+    if (st != MOE_OK) return st;
     if (!tr->allgather || !tr->alltoallv)
         st = moe_fail(ctx, MOE_ERROR_NULL_POINTER, "transport.allgather or transport.alltoallv is NULL");
     else if (tr->n_ranks < 1 || tr->rank < 0 || tr->rank >= tr->n_ranks)
@@ -250,7 +283,7 @@ moe_status moe_ep_create(moe_context *ctx, const moe_ep_transport *tr, moe_statu
         /* Nowhere to receive the answer: the round cannot run (the others wait for this rank). */
         st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     } else {
-        st = agree(ctx, tr, st, row, 2, all, "to create its layer");
+        st = agree(ctx, tr, st, row, 2, all, "to create its layer", NULL);
         for (int q = 0; q < tr->n_ranks && st == MOE_OK; q++)
             if (all[2 * q + 1] != row[1])
                 st = moe_fail(
@@ -433,7 +466,8 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
     const int64_t K = d->top_k, D = d->d_model, E = d->n_experts, TK = T * K;
     const int64_t first_me = ep->first[me], n_local = ep->first[me + 1] - first_me;
     const size_t row_bytes = sizeof(float) * (size_t)D;
-    const double start_ms = be->device_ms_total;
+    const double start_ms = be->device_ms_total, wall0 = moe_now_ms();
+    ep_tally tally = {0.0, 0.0, 0.0};
     ep_host h;
     memset(&h, 0, sizeof h);
     moe_forward_layout L;
@@ -487,7 +521,7 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
     row[2] = want_losses;
     if (st == MOE_OK)
         for (int64_t i = 0; i < TK; i++) row[3 + h.ids[i]]++;
-    st = agree(ctx, tr, st, row, stride, all, "to route its tokens");
+    st = agree(ctx, tr, st, row, stride, all, "to route its tokens", &tally);
     if (st != MOE_OK) goto done;
 
     /* Every rank's share: tokens, kept rows per expert (capacity in global token order), what
@@ -520,7 +554,8 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
             before += c;
         }
     }
-    int64_t n_recv = 0, n_send = 0;
+    int64_t n_recv = 0, n_send = 0, kept_self = 0;
+    for (int64_t e = first_me; e < first_me + n_local; e++) kept_self += kept[me * E + e];
     for (int q = 0; q < R; q++) {
         int64_t to_q = 0, from_q = 0;
         for (int64_t e = ep->first[q]; e < ep->first[q + 1]; e++) to_q += kept[me * E + e];
@@ -598,11 +633,11 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
         }
         moe_free(taken);
     }
-    st = agree(ctx, tr, st, status_row, 1, ep->status, "to prepare its exchange");
+    st = agree(ctx, tr, st, status_row, 1, ep->status, "to prepare its exchange", &tally);
     if (st != MOE_OK) goto done;
 
     /* 3. The rows to their experts' ranks; the part runs them in global token order per expert. */
-    st = ep_alltoallv(ctx, tr, h.send, ep->send_bytes, h.recv, ep->recv_bytes);
+    st = ep_alltoallv(ctx, tr, h.send, ep->send_bytes, h.recv, ep->recv_bytes, &tally);
     if (st == MOE_OK && n_recv > 0) {
         reorder(ep, me, h.first, D, h.recv, h.a, true);
         st = moe_part_submit(ep->part, &run, h.a);
@@ -619,11 +654,11 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
         st = moe_part_read(ep->part, &run, h.a);
         if (st == MOE_OK) reorder(ep, me, h.first, D, h.recv, h.a, false); /* back as they came */
     }
-    st = agree(ctx, tr, st, status_row, 1, ep->status, "running its experts");
+    st = agree(ctx, tr, st, status_row, 1, ep->status, "running its experts", &tally);
     if (st != MOE_OK) goto done;
 
     /* 4. The output rows back; the logits everywhere when losses are wanted; the combine. */
-    st = ep_alltoallv(ctx, tr, h.recv, ep->recv_bytes, h.back, ep->send_bytes);
+    st = ep_alltoallv(ctx, tr, h.recv, ep->recv_bytes, h.back, ep->send_bytes, &tally);
     if (st == MOE_OK && any_losses) {
         h.logit_bytes = moe_malloc(sizeof(size_t) * 2 * (size_t)R);
         h.all_logits = moe_malloc(sizeof(float) * (size_t)(Tg * E > 0 ? Tg * E : 1));
@@ -639,7 +674,7 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
                 recv_b[q] = sizeof(float) * (size_t)(all[q * stride + 1] * E);
                 if (T > 0) memcpy(mine + (size_t)q * (size_t)(T * E), h.logits, send_b[q]);
             }
-            st = ep_alltoallv(ctx, tr, mine, send_b, h.all_logits, recv_b);
+            st = ep_alltoallv(ctx, tr, mine, send_b, h.all_logits, recv_b, &tally);
         }
         moe_free(mine);
     }
@@ -665,7 +700,18 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
     /* No token anywhere: no loss to speak of (0), where one forward of no tokens is refused. */
     if (st == MOE_OK && want_losses && Tg > 0) st = global_losses(layer, Tg, h.all_logits, counts, losses);
     const double device_ms = be->device_ms_total - start_ms;
-    st = agree(ctx, tr, st, status_row, 1, ep->status, "combining its tokens");
+    st = agree(ctx, tr, st, status_row, 1, ep->status, "combining its tokens", &tally);
+    if (st == MOE_OK) {
+        moe_ep_stats *es = &ep->stats;
+        es->forwards++;
+        es->tokens += T;
+        es->forward_ms += moe_now_ms() - wall0;
+        es->exchange_ms += tally.exchange_ms;
+        es->rows_sent += n_send - kept_self;
+        es->rows_received += n_recv - kept_self;
+        es->bytes_sent += tally.bytes_sent;
+        es->bytes_received += tally.bytes_received;
+    }
     if (st == MOE_OK && T > 0) memcpy(y, y_host, row_bytes * (size_t)T);
     if (st == MOE_OK && stats) {
         if (stats->topk_ids && T > 0) memcpy(stats->topk_ids, h.ids, sizeof(int32_t) * (size_t)TK);

@@ -243,7 +243,25 @@ static void run_case(moe_context *ctx, const ep_case *c, h_rng *r)
               (long long)sum, dropped);
         CHECK(aux == 0.0f && z == 0.0f, "%s: no tokens anywhere, yet losses %g %g", c->name, (double)aux,
               (double)z);
-    }
+    } /* What the exchange moved: every row sent is received, every byte too; nothing with one rank. */
+    moe_ep_stats es = {.struct_size = sizeof es};
+    if (ep) CHECK_STATUS(moe_layer_get_ep_stats(ep, &es), MOE_OK);
+    CHECK(es.forwards == 1 && es.tokens == T, "%s: ep stats count %lld forwards, %lld tokens", c->name,
+          (long long)es.forwards, (long long)es.tokens);
+    CHECK(es.exchange_ms >= 0.0 && es.exchange_ms <= es.forward_ms,
+          "%s: exchange %.3f ms of a %.3f ms forward", c->name, es.exchange_ms, es.forward_ms);
+    /* Bytes out: its rows to the owners, and the output rows of those it received, going back. */
+    CHECK(es.bytes_sent >= (double)(es.rows_sent + es.rows_received) * (double)D * sizeof(float),
+          "%s: %lld rows sent and %lld received in %.0f bytes sent", c->name, (long long)es.rows_sent,
+          (long long)es.rows_received, es.bytes_sent);
+    int64_t moved[4] = {es.rows_sent, es.rows_received, (int64_t)es.bytes_sent, (int64_t)es.bytes_received},
+            sum[4];
+    MPI_Allreduce(moved, sum, 4, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+    CHECK(sum[0] == sum[1] && sum[2] == sum[3],
+          "%s: %lld rows sent, %lld received; %lld bytes sent, %lld received", c->name, (long long)sum[0],
+          (long long)sum[1], (long long)sum[2], (long long)sum[3]);
+    CHECK(g_size > 1 || (sum[0] == 0 && sum[2] == 0), "%s: one rank moved %lld rows, %lld bytes", c->name,
+          (long long)sum[0], (long long)sum[2]);
     if (g_rank == 0) {
         printf("  %-28s E=%-3lld k=%lld tokens", c->name, (long long)E, (long long)K);
         for (int q = 0; q < g_size; q++) printf(" %lld", (long long)tokens[q]);
@@ -391,7 +409,18 @@ static void failures(moe_context *ctx, h_rng *r)
     if (g_rank == 0)
         printf("  one rank's forward allocations failing in turn: %lld points, %d failed every rank's call\n",
                (long long)points, failed_points);
-    CHECK(points == 0 || failed_points > 0, "no allocation failure reached the forward's result");
+    CHECK(points == 0 || failed_points > 0,
+          "no allocation failure reached the forward's result"); /* Only the forwards that succeeded count:
+                                                                  * the one after the bad arguments, the
+                                                                  * counted one, and those the injected
+                                                                  * failures left standing. */
+    moe_ep_stats es = {.struct_size = sizeof es};
+    if (ep) CHECK_STATUS(moe_layer_get_ep_stats(ep, &es), MOE_OK);
+    CHECK(es.forwards == 2 + (points - failed_points), "%lld forwards counted", (long long)es.forwards);
+    moe_layer *plain = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &l.desc, &l.w, &plain), MOE_OK);
+    CHECK_STATUS(moe_layer_get_ep_stats(plain, &es), MOE_ERROR_INVALID_ARGUMENT);
+    moe_layer_destroy(plain);
 
     /* What an expert-parallel layer does not take. */
     if (ep) {
