@@ -388,6 +388,14 @@ static void host_free(ep_host *h)
     moe_free(h->logit_bytes);
 }
 
+/* The context's scratch grown to `bytes`, after whatever it has in flight (the application's
+ * asynchronous forwards of other layers use the region growing frees) has finished. */
+static moe_status reserve_scratch(moe_context *ctx, size_t bytes)
+{
+    const moe_status st = moe_context_wait_all(ctx);
+    return st != MOE_OK ? st : moe_arena_reserve_scratch(&ctx->arena, bytes);
+}
+
 /* Submits `steps` of the home over T tokens and waits. */
 static moe_status home_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, unsigned steps)
 {
@@ -413,7 +421,7 @@ static moe_status global_losses(moe_layer *layer, int64_t Tg, const float *logit
     const size_t at_losses = moe_bump_take(&b, sizeof(float) * 2);
     if (b.overflow)
         return moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the losses' scratch does not fit in size_t bytes");
-    moe_status st = moe_arena_reserve_scratch(&ctx->arena, b.offset);
+    moe_status st = reserve_scratch(ctx, b.offset);
     if (st != MOE_OK) return st;
     moe_backend_buffer *s = ctx->arena.scratch;
     const moe_addr a_logits = {s, at_logits}, a_ws = {s, at_ws}, a_counts = {s, at_counts},
@@ -504,8 +512,7 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
                            &L, &overflow);
         if (overflow)
             st = moe_fail(ctx, MOE_ERROR_SIZE_OVERFLOW, "the forward's scratch does not fit in size_t bytes");
-        if (st == MOE_OK) st = moe_context_wait_all(ctx);
-        if (st == MOE_OK) st = moe_arena_reserve_scratch(&ctx->arena, L.bytes);
+        if (st == MOE_OK) st = reserve_scratch(ctx, L.bytes);
         if (st == MOE_OK) {
             moe_layout_attach(&L, ctx->arena.scratch);
             st = be->ops->buffer_write(be, L.x, x, row_bytes * (size_t)T);
@@ -607,7 +614,7 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
     }
     if (st == MOE_OK) {
         const size_t need = run.n > 0 ? run.L.bytes : L.bytes;
-        if (need > 0) st = moe_arena_reserve_scratch(&ctx->arena, need);
+        if (need > 0) st = reserve_scratch(ctx, need);
         if (st == MOE_OK && T > 0) moe_layout_attach(&L, ctx->arena.scratch);
     }
     /* This rank's kept rows in send order (experts ascending, which is destination order, tokens
