@@ -44,6 +44,10 @@ typedef struct bench_dtype_list {
                                                experts (--cache-slots), at most cpu_experts; 0 = none */
 } bench_dtype_list;
 
+/* --ep: how the token count is read under mpirun. Weak: --tokens (each of --sweep-tokens) per
+ * rank, so the total grows with the ranks; strong: the total, split over the ranks. */
+enum { BENCH_EP_OFF = 0, BENCH_EP_WEAK = 1, BENCH_EP_STRONG = 2 };
+
 /* Request token counts of the serving simulation. */
 typedef enum bench_req_dist {
     BENCH_REQ_GEOMETRIC = 0, /* P(n) = p(1-p)^(n-1), p = 1/mean: many short, a long tail */
@@ -100,6 +104,8 @@ typedef struct bench_config {
     int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */
     int async;                   /* --async: also time the layers as one chain, one wait at the end
                                     against a wait per layer */
+    /* expert parallelism (bench_ep.h) */
+    int ep; /* --ep: BENCH_EP_OFF, BENCH_EP_WEAK or BENCH_EP_STRONG */
     /* serving simulation */
     int serve;
     double rate, duration, slo_ms;
@@ -139,6 +145,7 @@ extern const bench_choice bench_group_score_choices[];
 extern const bench_choice bench_drop_choices[];
 extern const bench_choice bench_req_dist_choices[];
 extern const bench_choice bench_cache_policy_choices[];
+extern const bench_choice bench_ep_choices[];
 
 /* ---- presets (bench_presets.c) ------------------------------------------------------- */
 

@@ -60,6 +60,7 @@ const bench_choice bench_group_score_choices[] = {
 const bench_choice bench_drop_choices[] = {
     {"zero", MOE_DROP_ZERO}, {"passthrough", MOE_DROP_PASSTHROUGH}, {NULL, 0}};
 const bench_choice bench_cache_policy_choices[] = {{"lru", MOE_CACHE_LRU}, {"lfu", MOE_CACHE_LFU}, {NULL, 0}};
+const bench_choice bench_ep_choices[] = {{"weak", BENCH_EP_WEAK}, {"strong", BENCH_EP_STRONG}, {NULL, 0}};
 const bench_choice bench_req_dist_choices[] = {{"geometric", BENCH_REQ_GEOMETRIC},
                                                {"uniform", BENCH_REQ_UNIFORM},
                                                {"fixed", BENCH_REQ_FIXED},
@@ -187,6 +188,10 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
                  "asynchronously with one wait at the end, against a wait after each layer"),
         OPT_FLAG("no-bandwidth", no_bandwidth,
                  "do not measure the machine's read bandwidth (no % of it per result)"),
+        {"ep", BENCH_OPT_CHOICE, &c->ep, "weak|strong", 0, 0, 0.0, bench_ep_choices, "off",
+         "expert parallelism, run under mpirun (moe_mpi.h): each rank holds its range of the experts and "
+         "brings its own tokens; weak: --tokens per rank, strong: --tokens in all, split over the ranks. "
+         "Reports per rank and in total compute and exchange time, bytes and tokens/s (bench/README.md)"},
         OPT_FLAG("serve", serve, "serving simulation instead of the forward benchmark"),
         OPT_NUM("rate", rate, "R", 0.0, NULL, "serve: Poisson arrivals, requests per second"),
         OPT_NUM("duration", duration, "SEC", 0.0, NULL, "serve: requests arrive for this long"),
@@ -562,6 +567,26 @@ static bench_parse_result check(bench_config *c)
         return fail("--layers and --serve do not combine (a stream runs one layer)");
     if (c->serve && c->async)
         return fail("--async and --serve do not combine (--async times a chain of layers)");
+    if (c->ep) {
+        /* One plain layer per rank and format: what a placed, cached, chained or served layer would
+         * add is measured by their own modes. */
+        const struct {
+            int given;
+            const char *what;
+        } refused[] = {{c->serve, "--serve"},
+                       {c->cpu_experts.n > 0, "--cpu-experts"},
+                       {c->cache_slots.n > 0, "--cache-slots"},
+                       {c->async, "--async"},
+                       {bench_trace_active(c), "--trace-reuse / --trace"},
+                       {c->backend == BENCH_BACKEND_ALL, "--backend all"}};
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+            if (refused[i].given) {
+                snprintf(msg, sizeof msg,
+                         "%s and --ep do not combine (--ep times one plain layer per rank on one backend)",
+                         refused[i].what);
+                return fail(msg);
+            }
+    }
     if (c->top_k > c->experts) {
         snprintf(msg, sizeof msg, "--top-k (%" PRId64 ") must not exceed --experts (%" PRId64 ")", c->top_k,
                  c->experts);

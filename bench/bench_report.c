@@ -189,7 +189,7 @@ void bench_print_layer(FILE *out, const bench_config *c, const moe_layer_desc *d
                                  : "not renormalised",
             d->routed_scaling_factor > 0.0f ? (double)d->routed_scaling_factor : 1.0, groups, shared, cap,
             hot, c->seed, bench_forward_flops(d, max_t) * 1e-9, max_t);
-    if (c->serve) return;
+    if (c->serve || c->ep) return; /* their reports define their own figures */
     fprintf(
         out,
         "figures: latency = host wall time of one moe_layer_forward (dev_ms: the backend's device time of "
@@ -488,7 +488,7 @@ void bench_print_serve(FILE *out, const bench_serve_result *s)
 /* ---- JSON --------------------------------------------------------------------------------- */
 
 /* Adds the fields every object shares: who ran it, and the layer. */
-static void add_common(cJSON *o, const char *kind, const char *backend, const char *device, int device_index,
+void bench_json_common(cJSON *o, const char *kind, const char *backend, const char *device, int device_index,
                        const char *driver, const char *isa, int threads, const char *preset, int64_t tokens,
                        const moe_layer_desc *d)
 {
@@ -530,7 +530,7 @@ static void add_common(cJSON *o, const char *kind, const char *backend, const ch
 }
 
 /* {"min":..,"median":..,"mean":..,"stddev":..,"p95":..,"p99":..,"max":..} in ms. */
-static cJSON *summary_ms(const bench_summary *s)
+cJSON *bench_json_summary_ms(const bench_summary *s)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -544,7 +544,7 @@ static cJSON *summary_ms(const bench_summary *s)
     return o;
 }
 
-static void add_or_null(cJSON *o, const char *key, cJSON *value, int present)
+void bench_json_add_or_null(cJSON *o, const char *key, cJSON *value, int present)
 {
     if (present && value)
         cJSON_AddItemToObject(o, key, value);
@@ -559,9 +559,10 @@ static void add_placement(cJSON *o, const bench_result *r)
 {
     const int cached = r->cache_slots > 0;
     cJSON_AddNumberToObject(o, "cache_slots", (double)r->cache_slots);
-    add_or_null(o, "cache_policy",
-                cJSON_CreateString(bench_choice_name(bench_cache_policy_choices, r->cache_policy)), cached);
-    add_or_null(o, "cache_min_rows", cJSON_CreateNumber((double)r->cache_min_rows), cached);
+    bench_json_add_or_null(o, "cache_policy",
+                           cJSON_CreateString(bench_choice_name(bench_cache_policy_choices, r->cache_policy)),
+                           cached);
+    bench_json_add_or_null(o, "cache_min_rows", cJSON_CreateNumber((double)r->cache_min_rows), cached);
     cJSON_AddNumberToObject(o, "cache_hits", (double)r->cache_hits);
     cJSON_AddNumberToObject(o, "cache_misses", (double)r->cache_misses);
     cJSON_AddNumberToObject(o, "cache_uploads", (double)r->cache_uploads);
@@ -569,29 +570,30 @@ static void add_placement(cJSON *o, const bench_result *r)
     cJSON_AddNumberToObject(o, "cache_upload_bytes", r->cache_upload_bytes);
     cJSON_AddNumberToObject(o, "cache_upload_ms", r->cache_upload_ms);
     const double rate = bench_result_cache_hit_rate(r);
-    add_or_null(o, "cache_hit_rate", cJSON_CreateNumber(rate), cached && rate >= 0.0);
-    add_or_null(o, "cache_bytes", cJSON_CreateNumber((double)r->cache_bytes), cached);
-    add_or_null(o, "context_ms", cJSON_CreateDoubleArray(r->context_ms, 2), r->has_context_ms);
-    add_or_null(o, "trace_reuse", cJSON_CreateNumber(r->trace_reuse), r->trace_reuse >= 0.0);
-    add_or_null(o, "trace_file", cJSON_CreateString(r->trace_file ? r->trace_file : ""),
-                r->trace_file != NULL);
-    add_or_null(o, "trace_forwards", cJSON_CreateNumber((double)r->trace_forwards), r->trace_forwards > 0);
+    bench_json_add_or_null(o, "cache_hit_rate", cJSON_CreateNumber(rate), cached && rate >= 0.0);
+    bench_json_add_or_null(o, "cache_bytes", cJSON_CreateNumber((double)r->cache_bytes), cached);
+    bench_json_add_or_null(o, "context_ms", cJSON_CreateDoubleArray(r->context_ms, 2), r->has_context_ms);
+    bench_json_add_or_null(o, "trace_reuse", cJSON_CreateNumber(r->trace_reuse), r->trace_reuse >= 0.0);
+    bench_json_add_or_null(o, "trace_file", cJSON_CreateString(r->trace_file ? r->trace_file : ""),
+                           r->trace_file != NULL);
+    bench_json_add_or_null(o, "trace_forwards", cJSON_CreateNumber((double)r->trace_forwards),
+                           r->trace_forwards > 0);
 }
 
 cJSON *bench_result_json(const bench_result *r)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
-    add_common(o, "forward", r->backend, r->device, r->device_index, r->driver, r->isa, r->threads, r->preset,
-               r->tokens, &r->desc);
+    bench_json_common(o, "forward", r->backend, r->device, r->device_index, r->driver, r->isa, r->threads,
+                      r->preset, r->tokens, &r->desc);
     cJSON_AddNumberToObject(o, "hot_expert", r->hot_expert);
     cJSON_AddNumberToObject(o, "warmup", (double)r->warmup);
     cJSON_AddNumberToObject(o, "iters", (double)r->wall.n);
-    add_or_null(o, "latency_ms", summary_ms(&r->wall), 1);
-    add_or_null(o, "device_ms", summary_ms(&r->dev_time), r->dev_time.n > 0);
+    bench_json_add_or_null(o, "latency_ms", bench_json_summary_ms(&r->wall), 1);
+    bench_json_add_or_null(o, "device_ms", bench_json_summary_ms(&r->dev_time), r->dev_time.n > 0);
     cJSON_AddNumberToObject(o, "first_forward_ms", r->first_wall * 1e3);
-    add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3),
-                r->first_device > 0.0);
+    bench_json_add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3),
+                           r->first_device > 0.0);
     cJSON_AddNumberToObject(o, "flops", r->flops);
     cJSON_AddNumberToObject(o, "gflops", bench_result_gflops(r));
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));
@@ -603,9 +605,9 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "weight_read_bytes", r->weight_read_bytes);
     cJSON_AddNumberToObject(o, "weight_gbs", bench_result_gbps(r));
     cJSON_AddNumberToObject(o, "gbps", bench_result_gbps(r));
-    add_or_null(o, "read_bandwidth_gbs", cJSON_CreateNumber(r->read_bw_gbs), r->read_bw_gbs > 0.0);
+    bench_json_add_or_null(o, "read_bandwidth_gbs", cJSON_CreateNumber(r->read_bw_gbs), r->read_bw_gbs > 0.0);
     const double frac = bench_result_bw_fraction(r);
-    add_or_null(o, "weight_bw_fraction", cJSON_CreateNumber(frac), frac >= 0.0);
+    bench_json_add_or_null(o, "weight_bw_fraction", cJSON_CreateNumber(frac), frac >= 0.0);
     cJSON_AddNumberToObject(o, "experts_active", r->experts_active);
     cJSON_AddNumberToObject(o, "max_expert_rows", (double)r->max_expert_rows);
     cJSON_AddNumberToObject(o, "dropped_rows", r->dropped_rows);
@@ -620,24 +622,24 @@ cJSON *bench_result_json(const bench_result *r)
         if (r->ref_compared) {
             cJSON_AddNumberToObject(ref, "max_abs_diff", r->ref_max_abs_diff);
             cJSON_AddNumberToObject(ref, "max_abs", r->ref_max_abs);
-            add_or_null(ref, "rel_l2", cJSON_CreateNumber(r->ref_rel_l2), isfinite(r->ref_rel_l2));
+            bench_json_add_or_null(ref, "rel_l2", cJSON_CreateNumber(r->ref_rel_l2), isfinite(r->ref_rel_l2));
             cJSON_AddNumberToObject(ref, "rel_l2_vs_f32", r->format_rel_l2);
             if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
-                add_or_null(ref, "rel_l2_vs_float_activations", cJSON_CreateNumber(r->act_rel_l2),
-                            isfinite(r->act_rel_l2));
+                bench_json_add_or_null(ref, "rel_l2_vs_float_activations", cJSON_CreateNumber(r->act_rel_l2),
+                                       isfinite(r->act_rel_l2));
         }
     }
     cJSON *chain = r->chain_one_wait.n > 0 ? cJSON_CreateObject() : NULL;
     if (chain) {
         cJSON_AddNumberToObject(chain, "layers", (double)r->layers);
-        add_or_null(chain, "waits_ms", summary_ms(&r->chain_waits), 1);
-        add_or_null(chain, "one_wait_ms", summary_ms(&r->chain_one_wait), 1);
+        bench_json_add_or_null(chain, "waits_ms", bench_json_summary_ms(&r->chain_waits), 1);
+        bench_json_add_or_null(chain, "one_wait_ms", bench_json_summary_ms(&r->chain_one_wait), 1);
         cJSON_AddNumberToObject(
             chain, "speedup",
             r->chain_one_wait.median > 0.0 ? r->chain_waits.median / r->chain_one_wait.median : 0.0);
     }
-    add_or_null(o, "async_chain", chain, chain != NULL);
-    add_or_null(o, "reference", ref, r->has_ref);
+    bench_json_add_or_null(o, "async_chain", chain, chain != NULL);
+    bench_json_add_or_null(o, "reference", ref, r->has_ref);
     if (r->has_ref)
         cJSON_AddNumberToObject(o, "speedup_vs_reference", bench_result_speedup(r));
     else
@@ -649,8 +651,8 @@ cJSON *bench_serve_json(const bench_serve_result *s)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
-    add_common(o, "serve", s->backend, s->device, s->device_index, s->driver, s->isa, s->threads, s->preset,
-               s->max_batch_tokens, &s->desc);
+    bench_json_common(o, "serve", s->backend, s->device, s->device_index, s->driver, s->isa, s->threads,
+                      s->preset, s->max_batch_tokens, &s->desc);
     char dist[64];
     cJSON_AddNumberToObject(o, "streams", (double)s->streams);
     cJSON_AddNumberToObject(o, "rate", s->rate);
@@ -682,7 +684,7 @@ cJSON *bench_serve_json(const bench_serve_result *s)
         cJSON_AddNumberToObject(lat, "max", s->latency.max * 1e3);
     }
     cJSON_AddNumberToObject(o, "slo_met_share", s->slo_met_share);
-    add_or_null(o, "forward_ms", summary_ms(&s->forward), s->forward.n > 0);
+    bench_json_add_or_null(o, "forward_ms", bench_json_summary_ms(&s->forward), s->forward.n > 0);
     return o;
 }
 

@@ -78,6 +78,14 @@ double bench_result_cache_hit_rate(const bench_result *r);
 struct cJSON;
 struct cJSON *bench_result_json(const bench_result *r);
 struct cJSON *bench_serve_json(const bench_serve_result *s);
+/* The pieces every JSON object is made of (bench_ep.c's too): the fields they share — who ran it
+ * ("kind", backend, device, driver, ISA, threads, version, commit) and the layer (preset, tokens,
+ * shape, formats, "variant") —, a summary in ms, and a key that is null when absent. */
+void bench_json_common(struct cJSON *o, const char *kind, const char *backend, const char *device,
+                       int device_index, const char *driver, const char *isa, int threads, const char *preset,
+                       int64_t tokens, const moe_layer_desc *d);
+struct cJSON *bench_json_summary_ms(const bench_summary *s);
+void bench_json_add_or_null(struct cJSON *o, const char *key, struct cJSON *value, int present);
 /* Writes `array` (a JSON array of result objects) to path, pretty-printed. Returns 0, or
  * BENCH_EXIT_LIBRARY with a message on stderr. */
 int bench_json_write(const char *path, const struct cJSON *array);

@@ -10,9 +10,11 @@
  * bench_plan.c (layer counts, memory guard), bench_machine.c (cache size, read bandwidth),
  * bench_runner.c (data, timing), bench_report.c (table, JSON), bench_serve.c (serving
  * simulation), bench_trace.c (routing traces), bench_argparse.c (the option parser),
- * bench_util.c (clock, statistics).
+ * bench_util.c (clock, statistics), bench_ep.c (--ep: expert parallelism under mpirun, built
+ * with moe_mpi).
  */
 #include "bench_config.h"
+#include "bench_ep.h"
 #include "bench_machine.h"
 #include "bench_plan.h"
 #include "bench_report.h"
@@ -474,6 +476,15 @@ int main(int argc, char **argv)
     if (cfg.list_presets) {
         bench_presets_list(stdout);
         return BENCH_EXIT_OK;
+    }
+    if (cfg.ep) {
+#ifdef MOE_BENCH_EP
+        return bench_ep_run(&cfg);
+#else
+        fprintf(stderr, BENCH_PROG ": --ep needs moe-bench built with MPI (CMake found none, or MOE_MPI=OFF; "
+                                   "Debian: libopenmpi-dev)\n");
+        return BENCH_EXIT_USAGE;
+#endif
     }
     static run_state rs; /* large; zero-initialised */
     rs.cfg = &cfg;

@@ -94,6 +94,16 @@ static const char *const serve_keys[] = {"backend",
                                          "weight_dtype",
                                          NULL};
 
+static const char *const ep_keys[] = {
+    "backend",        "device",       "preset",       "tokens",           "d_model", "d_ff",
+    "n_experts",      "top_k",        "weight_dtype", "activation_dtype", "scaling", "ranks",
+    "hosts",          "tokens_asked", "iters",        "layers",           "step_ms", "tokens_per_s",
+    "exchange_share", "hide_gbs",     "per_rank",     "reference",        NULL};
+static const char *const ep_rank_keys[] = {
+    "rank",        "tokens",         "first_expert",     "n_experts", "wall_ms",
+    "exchange_ms", "compute_ms",     "first_forward_ms", "rows_sent", "rows_received",
+    "bytes_sent",  "bytes_received", "hide_gbs",         NULL};
+
 static char *read_all(const char *path)
 {
     FILE *f = fopen(path, "rb");
@@ -161,7 +171,64 @@ typedef struct expectations {
     const char *slots;  /* "0,3": the forward results' cache_slots cycle through these in order */
     int trace;          /* every forward result followed a trace; the cached ones looked experts up */
     const char *same;   /* another file whose results counted the same cache events, in order */
+    int ep_ranks;       /* every result is an --ep one over this many ranks */
+    int ep_reference;   /* ... and at least one compared rank 0's tokens with the reference */
 } expectations;
+
+/* An --ep result: the ranks' tokens make the step's in rank order (weak: each rank the count
+ * asked; strong: that count split as evenly as it goes), their experts the layer's in contiguous
+ * ranges as even as they go, every row and byte one rank sends another receives, a rank's time
+ * inside the exchange is part of its wall time, and the step (the slowest rank per forward) is
+ * no shorter than any rank's. */
+static void check_ep(const cJSON *o)
+{
+    CHECK(has_keys(o, ep_keys, "ep result"));
+    const int ranks = (int)num(o, "ranks");
+    const double tokens = num(o, "tokens"), asked = num(o, "tokens_asked"), experts = num(o, "n_experts");
+    const int weak = strcmp(str(o, "scaling"), "weak") == 0;
+    CHECK(weak || strcmp(str(o, "scaling"), "strong") == 0);
+    CHECK(ranks >= 1 && num(o, "hosts") >= 1 && num(o, "hosts") <= ranks);
+    CHECK(tokens == (weak ? asked * ranks : asked));
+    const cJSON *step = cJSON_GetObjectItemCaseSensitive(o, "step_ms");
+    CHECK(cJSON_IsObject(step) && has_keys(step, latency_keys, "step_ms"));
+    CHECK(num(step, "min") <= num(step, "median") && num(step, "median") > 0);
+    CHECK(fabs(num(o, "tokens_per_s") - tokens / (num(step, "median") * 1e-3)) <=
+          1e-9 * num(o, "tokens_per_s"));
+    CHECK(num(o, "exchange_share") >= 0 && num(o, "exchange_share") <= 1);
+    const cJSON *per = cJSON_GetObjectItemCaseSensitive(o, "per_rank");
+    CHECK(cJSON_IsArray(per) && cJSON_GetArraySize(per) == ranks);
+    double sum_tokens = 0, next_expert = 0, rows_out = 0, rows_in = 0, bytes_out = 0, bytes_in = 0, hide = 0;
+    for (int r = 0; cJSON_IsArray(per) && r < cJSON_GetArraySize(per); r++) {
+        const cJSON *q = cJSON_GetArrayItem(per, r);
+        CHECK(has_keys(q, ep_rank_keys, "per_rank"));
+        CHECK(num(q, "rank") == r);
+        const double t = num(q, "tokens");
+        CHECK(weak ? t == asked : (t == floor(asked / ranks) || t == floor(asked / ranks) + 1));
+        sum_tokens += t;
+        CHECK(num(q, "first_expert") == next_expert);
+        const double n = num(q, "n_experts");
+        CHECK(n == floor(experts / ranks) || n == floor(experts / ranks) + 1);
+        next_expert += n;
+        CHECK(num(q, "exchange_ms") >= 0 && num(q, "exchange_ms") <= num(q, "wall_ms"));
+        CHECK(num(q, "compute_ms") >= 0 && num(q, "compute_ms") <= num(q, "wall_ms"));
+        CHECK(num(q, "wall_ms") <= num(step, "median") * (1 + 1e-12) && num(q, "first_forward_ms") > 0);
+        if (ranks == 1) CHECK(num(q, "rows_sent") == 0 && num(q, "bytes_sent") == 0);
+        if (t == 0) CHECK(num(q, "rows_sent") == 0);
+        CHECK(num(q, "rows_sent") <= t * num(o, "top_k"));
+        rows_out += num(q, "rows_sent");
+        rows_in += num(q, "rows_received");
+        bytes_out += num(q, "bytes_sent");
+        bytes_in += num(q, "bytes_received");
+        if (num(q, "hide_gbs") > hide) hide = num(q, "hide_gbs");
+    }
+    CHECK(sum_tokens == tokens && next_expert == experts);
+    CHECK(fabs(rows_out - rows_in) <= 1e-9 * (rows_out + 1) &&
+          fabs(bytes_out - bytes_in) <= 1e-9 * (bytes_out + 1));
+    CHECK(num(o, "hide_gbs") == hide);
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "reference");
+    CHECK(cJSON_IsNull(ref) || cJSON_IsObject(ref));
+    if (cJSON_IsObject(ref)) CHECK(num(ref, "tokens") >= 1 && num(ref, "rel_l2") <= 1e-4);
+}
 
 /* Checks one object of a moe-bench JSON file by its kind. */
 static void check_object(const cJSON *o)
@@ -256,6 +323,8 @@ static void check_object(const cJSON *o)
                   fabs(num(chain, "speedup") - num(w, "median") / num(one, "median")) <=
                       1e-9 * num(chain, "speedup"));
         }
+    } else if (strcmp(kind->valuestring, "ep") == 0) {
+        check_ep(o);
     } else if (strcmp(kind->valuestring, "serve") == 0) {
         CHECK(has_keys(o, serve_keys, "serve result"));
         const cJSON *lat = cJSON_GetObjectItemCaseSensitive(o, "request_latency_ms");
@@ -292,7 +361,7 @@ static void check_expectations(const cJSON *root, const expectations *x)
         p += strcspn(p, ",");
         p += *p == ',';
     }
-    size_t i = 0, n_forward = 0;
+    size_t i = 0, n_forward = 0, n_ep_ref = 0;
     double f32_weight_bytes = -1.0, plain_weight_bytes = -1.0;
     const cJSON *o;
     cJSON_ArrayForEach(o, root)
@@ -343,11 +412,14 @@ static void check_expectations(const cJSON *root, const expectations *x)
         if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
         if (forward && x->layers_auto)
             CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
+        if (x->ep_ranks) CHECK(strcmp(str(o, "kind"), "ep") == 0 && num(o, "ranks") == x->ep_ranks);
+        if (x->ep_ranks && cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "reference"))) n_ep_ref++;
         if (forward && x->bandwidth && strcmp(str(o, "backend"), "cpu") == 0)
             CHECK(num(o, "read_bandwidth_gbs") > 0 && num(o, "weight_bw_fraction") > 0);
         i++;
     }
     if (n_want) CHECK(i % n_want == 0);
+    if (x->ep_reference) CHECK(n_ep_ref > 0);
 }
 
 static cJSON *parse_file(const char *path)
@@ -577,6 +649,10 @@ int main(int argc, char **argv)
                 x.slots = argv[++i];
             else if (!strcmp(argv[i], "--trace"))
                 x.trace = 1;
+            else if (!strcmp(argv[i], "--ep") && i + 1 < argc)
+                x.ep_ranks = atoi(argv[++i]);
+            else if (!strcmp(argv[i], "--ep-reference"))
+                x.ep_reference = 1;
             else if (!strcmp(argv[i], "--same-cache") && i + 1 < argc)
                 x.same = argv[++i];
             else if (i == 3 && argv[i][0] != '-')
