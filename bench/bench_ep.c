@@ -182,7 +182,7 @@ static void print_point(const ep_state *s, const ep_point *p)
     if (s->c.ep == BENCH_EP_WEAK)
         snprintf(scale, sizeof scale, "%" PRId64 " per rank", p->asked);
     else
-        snprintf(scale, sizeof scale, "split over %d ranks", s->ranks);
+        snprintf(scale, sizeof scale, "split over %d rank%s", s->ranks, s->ranks == 1 ? "" : "s");
     double hide = 0.0;
     for (int r = 0; r < s->ranks; r++)
         if (hide_gbs(&p->per_rank[r]) > hide) hide = hide_gbs(&p->per_rank[r]);

@@ -207,8 +207,9 @@ typedef struct moe_context_desc {
     int device_index;         /* default 0; among the devices device_name and device_types
                                  leave */
     int n_threads;            /* CPU backend worker threads, 1..1024; 0 = the environment
-                                 variable MOE_NUM_THREADS if set, else every online core
-                                 (at most 1024). Above 1024 (more threads than any machine
+                                 variable MOE_NUM_THREADS if set, else every core it may
+                                 run on (Linux: its affinity mask, e.g. an mpirun binding;
+                                 at most 1024). Above 1024 (more threads than any machine
                                  has use for, the same bound everywhere so a setting that
                                  works on one machine works on all): MOE_ERROR_INVALID_SIZE.
                                  MOE_NUM_THREADS must be a plain decimal number 1..1024

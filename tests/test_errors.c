@@ -6,6 +6,10 @@
  * an injected allocation failure at every allocation leaves everything clean.
  */
 #define _POSIX_C_SOURCE 200809L /* setenv */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_setaffinity */
+#include <sched.h>
+#endif
 #include "harness.h"
 
 #include <ctype.h>
@@ -263,6 +267,33 @@ static void thread_errors(void)
     CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_OK);
     moe_context_destroy(ctx);
     unsetenv("MOE_NUM_THREADS");
+#if defined(__linux__) && defined(CPU_COUNT)
+    /* The default counts the cores the process may run on: bound to one (as mpirun binds a rank,
+     * or taskset), one thread, not one per online core time-slicing it. */
+    cpu_set_t saved, one;
+    if (sched_getaffinity(0, sizeof saved, &saved) == 0) {
+        CPU_ZERO(&one);
+        for (int c = 0; c < CPU_SETSIZE; c++)
+            if (CPU_ISSET(c, &saved)) {
+                CPU_SET(c, &one);
+                break;
+            }
+        if (sched_setaffinity(0, sizeof one, &one) == 0) {
+            ctx = NULL;
+            CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_OK);
+            if (ctx) {
+                CHECK_STATUS(moe_context_get_device_info(ctx, &info), MOE_OK);
+                CHECK(info.compute_units == 1, "bound to one core: %d threads by default",
+                      info.compute_units);
+                moe_context_destroy(ctx);
+            }
+            CHECK_STATUS(moe_device_get_info(MOE_BACKEND_CPU, 0, &info), MOE_OK);
+            CHECK(info.compute_units == 1, "bound to one core: device info says %d cores",
+                  info.compute_units);
+            CHECK(sched_setaffinity(0, sizeof saved, &saved) == 0, "restoring the affinity mask failed");
+        }
+    }
+#endif
 }
 
 static void forward_errors(moe_context *ctx, h_rng *r)

@@ -7,6 +7,10 @@
  */
 #define _POSIX_C_SOURCE 200809L /* sysconf */
 #define _DEFAULT_SOURCE         /* madvise's MADV_HUGEPAGE (Linux) */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#include <sched.h>
+#endif
 #include "../alloc.h"
 #include "../internal.h"
 #include "cpu.h"
@@ -53,9 +57,17 @@ static void *at(moe_addr a)
 
 /* ---- devices ---------------------------------------------------------------------------- */
 
+/* The cores this process may run on: the online ones, or fewer when its affinity mask says so
+ * (mpirun binding each rank to a core, taskset, a container's cpuset). More threads than that
+ * would time-slice the same cores. */
 static int online_cores(void)
 {
-    const long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+#if defined(__linux__) && defined(CPU_COUNT)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1 && CPU_COUNT(&set) < n)
+        n = CPU_COUNT(&set);
+#endif
     return n < 1 ? 1 : n > MOE_MAX_THREADS ? MOE_MAX_THREADS : (int)n;
 }
 
