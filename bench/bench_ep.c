@@ -495,10 +495,10 @@ static int prepare(ep_state *s, int64_t *global_list, size_t n)
         MPI_Get_library_version(version, &len);
         version[strcspn(version, ",\n")] = '\0';
         bench_print_header(stdout, moe_context_backend(s->ctx), &s->info);
-        printf("expert parallelism (--ep %s): %d ranks on %d host%s, %s; each rank its own context, "
+        printf("expert parallelism (--ep %s): %d rank%s on %d host%s, %s; each rank its own context, "
                "%d %s; the ranks' tokens in rank order are the layer's input\n",
-               bench_choice_name(bench_ep_choices, c->ep), s->ranks, s->hosts, s->hosts == 1 ? "" : "s",
-               version, s->info.compute_units,
+               bench_choice_name(bench_ep_choices, c->ep), s->ranks, s->ranks == 1 ? "" : "s", s->hosts,
+               s->hosts == 1 ? "" : "s", version, s->info.compute_units,
                moe_context_backend(s->ctx) != MOE_BACKEND_CPU ? "compute units"
                : s->info.compute_units == 1                   ? "thread"
                                                               : "threads");
