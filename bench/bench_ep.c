@@ -407,14 +407,8 @@ static int run_format(ep_state *s, size_t fi)
                 float *y = malloc((size_t)keep * (size_t)d.d_model * sizeof *y);
                 if (y && moe_reference_forward(&rd, &w, keep, bench_data_x(&s->data, 0, d.d_model), y,
                                                NULL) == MOE_OK) {
-                    double num = 0.0, den = 0.0;
-                    for (size_t i = 0; i < (size_t)keep * (size_t)d.d_model; i++) {
-                        const double diff = (double)s->y_first[i] - (double)y[i];
-                        num += diff * diff;
-                        den += (double)y[i] * (double)y[i];
-                    }
                     p.ref_tokens = keep;
-                    p.ref_rel_l2 = den > 0.0 ? sqrt(num / den) : sqrt(num);
+                    p.ref_rel_l2 = bench_rel_l2(s->y_first, y, (size_t)keep * (size_t)d.d_model);
                 }
                 free(y);
             }

@@ -188,3 +188,14 @@ void bench_progress_clear(bench_progress *p)
     p->drawn = 0;
     p->last_draw = 0.0; /* the next update draws at once */
 }
+
+double bench_rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double diff = (double)a[i] - (double)b[i];
+        num += diff * diff;
+        den += (double)b[i] * (double)b[i];
+    }
+    return den > 0.0 ? sqrt(num / den) : sqrt(num);
+}

@@ -45,6 +45,9 @@ double bench_percentile_sorted(const double *v, size_t n, double q);
  * else the physical memory); 0 when unknown. *total gets the physical memory (0 if unknown). */
 uint64_t bench_host_available(uint64_t *total);
 
+/* ‖a − b‖ / ‖b‖ over n floats (‖a − b‖ when b is all zero), in double. */
+double bench_rel_l2(const float *a, const float *b, size_t n);
+
 /* A one-line progress bar on stderr, drawn only when stderr is a terminal and the run has
  * lasted BENCH_PROGRESS_DELAY seconds, redrawn at most ten times a second, and erased before
  * anything is printed to stdout (bench_progress_clear). MOE_BENCH_NO_PROGRESS=1 turns it off. */

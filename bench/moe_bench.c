@@ -74,17 +74,6 @@ static int json_add(run_state *rs, cJSON *o)
     return 0;
 }
 
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double diff = (double)a[i] - (double)b[i];
-        num += diff * diff;
-        den += (double)b[i] * (double)b[i];
-    }
-    return den > 0.0 ? sqrt(num / den) : sqrt(num);
-}
-
 /* The scalar reference on format fi's weights (the float32 weights converted as the layer
  * converts them), on the reference tokens; NULL when it is the float32 run or fails. */
 static const float *format_reference(run_state *rs, float **cache, const moe_layer_desc *d)
@@ -115,7 +104,7 @@ static void compare_reference(run_state *rs, size_t fi, const moe_layer_desc *d,
         if (!(diff <= r->ref_max_abs_diff)) r->ref_max_abs_diff = diff; /* NaN sticks */
         if (mag > r->ref_max_abs) r->ref_max_abs = mag;
     }
-    r->format_rel_l2 = rel_l2(rs->data.y, rs->ref.y, n);
+    r->format_rel_l2 = bench_rel_l2(rs->data.y, rs->ref.y, n);
     /* Runs that differ only in --cpu-experts share the format's reference: made once. */
     const bench_format_plan *f = rs->plan.f;
     for (size_t j = 0; j < fi; j++)
@@ -124,12 +113,12 @@ static void compare_reference(run_state *rs, size_t fi, const moe_layer_desc *d,
             break;
         }
     const float *own = format_reference(rs, &rs->fmt_ref[fi], d);
-    r->ref_rel_l2 = own ? rel_l2(rs->data.y, own, n) : NAN;
+    r->ref_rel_l2 = own ? bench_rel_l2(rs->data.y, own, n) : NAN;
     if (d->activation_dtype == MOE_DTYPE_Q8_0) {
         moe_layer_desc fd = *d;
         fd.activation_dtype = MOE_DTYPE_F32;
         const float *fl = format_reference(rs, &rs->act_ref[fi], &fd);
-        r->act_rel_l2 = fl ? rel_l2(rs->data.y, fl, n) : NAN;
+        r->act_rel_l2 = fl ? bench_rel_l2(rs->data.y, fl, n) : NAN;
     }
     r->ref_compared = 1;
 }

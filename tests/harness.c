@@ -144,6 +144,48 @@ int64_t h_range(h_rng *r, int64_t lo, int64_t hi)
     return lo + (int64_t)(h_next(r) % (uint64_t)(hi - lo + 1));
 }
 
+moe_layer_desc h_random_desc(h_rng *r, int64_t *tokens)
+{
+    moe_layer_desc dd = {.struct_size = sizeof dd, .d_model = h_range(r, 1, 160)};
+    moe_layer_desc *d = &dd;
+    const int64_t T = h_range(r, 1, 150);
+    *tokens = T;
+    d->d_ff = h_range(r, 1, 200);
+    d->n_experts = h_range(r, 1, 64);
+    d->top_k = h_range(r, 1, d->n_experts < 8 ? d->n_experts : 8);
+    d->max_tokens = T + h_range(r, 0, 20);
+    d->score_func = (moe_score_func)h_range(r, 0, 1);
+    d->activation = (moe_activation)h_range(r, 0, 3);
+    d->renormalize = (int)h_range(r, 0, 1);
+    d->routed_scaling_factor = h_range(r, 0, 1) ? 0.0f : (float)(0.5 + 2.0 * h_uniform(r));
+    d->has_selection_bias = d->score_func == MOE_SCORE_SIGMOID && h_range(r, 0, 1);
+    /* Groups, when E has a divisor that leaves enough experts for top_k. */
+    const int64_t g = h_range(r, 2, 8);
+    if (h_range(r, 0, 1) && d->n_experts % g == 0) {
+        d->n_group = g;
+        d->topk_group = h_range(r, 1, g);
+        while (d->topk_group * (d->n_experts / g) < d->top_k) d->topk_group++;
+        d->group_score = (moe_group_score)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 2) == 0) {
+        d->d_ff_shared = h_range(r, 1, 100);
+        d->shared_expert_gate = (int)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 2) == 0) {
+        d->expert_capacity = h_range(r, 1, T);
+        d->drop_policy = (moe_drop_policy)h_range(r, 0, 1);
+    }
+    if (h_range(r, 0, 3) == 0) { /* gpt-oss's pieces, each on its own */
+        if (h_range(r, 0, 1)) {
+            d->activation = MOE_ACTIVATION_SWIGLU_OAI;
+            d->swiglu_limit = (float)(0.25 + 3.0 * h_uniform(r));
+        }
+        d->router_has_bias = !d->has_selection_bias && h_range(r, 0, 1);
+        d->expert_has_bias = (int)h_range(r, 0, 1);
+    }
+    return dd;
+}
+
 static float *rand_array(size_t n, h_rng *r, float scale)
 {
     float *a = malloc(sizeof(float) * (n ? n : 1));

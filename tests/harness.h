@@ -69,6 +69,13 @@ double h_uniform(h_rng *r);                        /* [0, 1) */
 float h_sym(h_rng *r, float scale);                /* uniform in [-scale, scale) */
 int64_t h_range(h_rng *r, int64_t lo, int64_t hi); /* [lo, hi] */
 
+/* A random layer shape and variant, float32 weights (test_forward's and test_mpi's random cases):
+ * odd sizes and the extremes (d_model 1..160, d_ff 1..200, E 1..64, k 1..8), every score,
+ * activation, renormalisation, scaling, selection bias, groups, shared expert (gated or not),
+ * capacity with either drop policy, gpt-oss's clamp and biases. *tokens gets a token count
+ * 1..150 for it; max_tokens is that plus 0..20. */
+moe_layer_desc h_random_desc(h_rng *r, int64_t *tokens);
+
 /* A layer's config with owned host weights. */
 typedef struct h_layer {
     moe_layer_desc desc;

@@ -7,11 +7,13 @@
  * variants (routing families, activations, k = E, E = 256, capacity with both drop policies —
  * applied in global token order —, shared experts, biases, stored formats), uneven partitions (E = 7 over 3
  * ranks, fewer experts than ranks), every token routed to one rank's experts, losses asked for by one rank
- * only, no tokens anywhere. Then the failures: a rank with bad input makes every rank's forward fail (its own
- * status there, MOE_ERROR_BACKEND naming it elsewhere) with every caller's output untouched, and the layer
- * works afterwards; ranks describing different layers fail their creation together; the calls
- * an expert-parallel layer does not take are refused; a failing transport is reported with its
- * own words (an in-process transport, one rank).
+ * only, no tokens anywhere; on CPU ranks also every weight format, int8 activations and random shapes
+ * (generated_cases; MOE_TEST_MPI_GENERATED_ONLY=1 runs only those, as CTest does at each forced level). Then
+ * the failures: a rank with bad input makes every rank's forward fail (its own status there,
+ * MOE_ERROR_BACKEND naming it elsewhere) with every caller's output untouched, and the layer works
+ * afterwards; ranks describing different layers fail their creation together; the calls an expert-parallel
+ * layer does not take are refused; a failing transport is reported with its own words (an in-process
+ * transport, one rank).
  *
  * Checkpoints: a few of the suite's fixtures (safetensors and GGUF, stacked and per-expert
  * tensors, a K-quant file) made with moe_mpi_model_create_layer, each rank reading its own
@@ -118,6 +120,41 @@ static const ep_case cases[] = {
     {"no_tokens_anywhere", DESC(.d_model = 32, .d_ff = 16, .n_experts = 8, .top_k = 2), 4, -1, 2, false},
 };
 
+/* Every weight format, the shared expert stored in it too, over an uneven partition (K-quants need
+ * rows of 256), and the formats with an integer path again on int8 activations (the opt-in; a
+ * level without it runs float ones in both forwards); then random shapes and variants
+ * (h_random_desc, test_forward's generator). Every rank draws the same cases from the one seed. */
+static void run_case(moe_context *ctx, const ep_case *c, h_rng *r);
+static void generated_cases(moe_context *ctx, h_rng *r, int n_random)
+{
+    static const moe_dtype formats[] = {MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0,
+                                        MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K, MOE_DTYPE_MXFP4};
+    for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+        const moe_dtype f = formats[i];
+        const bool int8 = f == MOE_DTYPE_Q8_0 || f == MOE_DTYPE_Q4_0 || f == MOE_DTYPE_Q4_K;
+        for (int a = 0; a < (int8 ? 2 : 1); a++) {
+            char name[48];
+            snprintf(name, sizeof name, "format_%s%s", moe_dtype_name(f), a ? "_int8" : "");
+            const ep_case c = {name,
+                               DESC(.d_model = 256, .d_ff = 256, .n_experts = 7, .top_k = 2, .renormalize = 1,
+                                    .d_ff_shared = 256, .weight_dtype = f, .shared_weight_dtype = f,
+                                    .activation_dtype = a ? MOE_DTYPE_Q8_0 : MOE_DTYPE_F32),
+                               9,
+                               -1,
+                               0,
+                               false};
+            run_case(ctx, &c, r);
+        }
+    }
+    for (int i = 0; i < n_random; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "random_%d", i);
+        ep_case c = {name, {0}, 0, -1, 0, false};
+        c.d = h_random_desc(r, &c.max_tokens);
+        run_case(ctx, &c, r);
+    }
+}
+
 /* Every rank's failures, summed: each rank exits with the same code. */
 static int all_failures(void)
 {
@@ -181,6 +218,7 @@ static void run_case(moe_context *ctx, const ep_case *c, h_rng *r)
     if (Tg > 0) h_fill_input(&l, Tg, x, r);
 
     /* One forward over every rank's tokens, on this rank's context. */
+    moe_dtype act_one = MOE_DTYPE_F32;
     if (Tg > 0) {
         moe_layer *one = NULL;
         moe_forward_stats s = {.struct_size = sizeof s,
@@ -192,6 +230,7 @@ static void run_case(moe_context *ctx, const ep_case *c, h_rng *r)
                                .z_loss = &z_one};
         CHECK_STATUS(moe_layer_create(ctx, &l.desc, &l.w, &one), MOE_OK);
         if (one) CHECK_STATUS(moe_layer_forward(one, Tg, x, y_one, &s), MOE_OK);
+        if (one) act_one = moe_layer_activation_dtype(one);
         moe_layer_destroy(one);
     }
 
@@ -220,6 +259,10 @@ static void run_case(moe_context *ctx, const ep_case *c, h_rng *r)
         CHECK_STATUS(moe_layer_forward(ep, T, T > 0 ? x + offset * D : NULL, T > 0 ? y.data : NULL, &s),
                      MOE_OK);
     CHECK(h_guards_ok(&y), "%s: guard zones overwritten", c->name);
+    /* Int8 activations where this rank's level has the path: as the one-process layer decides. */
+    CHECK(!ep || Tg == 0 || moe_layer_activation_dtype(ep) == act_one,
+          "%s: the layer over the ranks runs %s activations, one forward %s", c->name,
+          ep ? moe_dtype_name(moe_layer_activation_dtype(ep)) : "-", moe_dtype_name(act_one));
     if (Tg > 0) {
         CHECK(same_floats(y.data, y_one + offset * D, (size_t)(T * D), 1e-5),
               "%s: rank %d's output differs from one forward's (rel L2 %.3g)", c->name, g_rank,
@@ -561,9 +604,18 @@ int main(int argc, char **argv)
                                                       : MOE_BACKEND_CPU;
     int count = 0, have = moe_backend_is_built(kind) && moe_device_count(kind, &count) == MOE_OK && count > 0,
         all = 0;
+    if (have && kind == MOE_BACKEND_CPU) { /* MOE_CPU_ISA may force a level this CPU lacks */
+        moe_context_desc cd = {.struct_size = sizeof cd, .backend = MOE_BACKEND_CPU, .n_threads = 1};
+        moe_context *probe = NULL;
+        have = moe_context_create(&cd, &probe) == MOE_OK;
+        moe_context_destroy(probe);
+    }
     MPI_Allreduce(&have, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
     if (!all) {
-        if (g_rank == 0) printf("test_mpi: a rank's backend (%s) has no device: skipped\n", argv[1]);
+        if (g_rank == 0)
+            printf("test_mpi: a rank's backend (%s) has no device (or the forced CPU level cannot run): "
+                   "skipped\n",
+                   argv[1]);
         MPI_Finalize();
         return SKIP_CODE;
     }
@@ -581,19 +633,32 @@ int main(int argc, char **argv)
     if (g_rank == 0)
         printf("test_mpi: %d rank(s), backends %s (%s)\n", g_size, argv[1],
                g_exact ? "bit for bit" : "within 1e-5");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(ctx, &cases[i], &r);
+    /* MOE_TEST_MPI_GENERATED_ONLY=1 (the runs at each forced ISA level): the formats and random
+     * shapes alone; the exchange, the checkpoints and the failures are the default level's. The
+     * mixes with a GPU rank run the fixed cases only: a PoCL rank compiles every new shape. */
+    const bool generated_only = getenv("MOE_TEST_MPI_GENERATED_ONLY") != NULL;
+    int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 8;
+#if MOE_TEST_SANITIZED
+    n_random = (n_random + 1) / 2; /* as test_forward: the sanitizers look for memory errors */
+#endif
+    for (size_t i = 0; !generated_only && i < sizeof cases / sizeof cases[0]; i++)
+        run_case(ctx, &cases[i], &r);
+    if (g_exact) generated_cases(ctx, &r, n_random);
+
     /* Checkpoints (argv[2], the test data): bit for bit, so on the CPU only (a GPU rank's
      * routing of these unscreened inputs may resolve a near-tie the other way). */
     static const char *models[] = {"hf-moe/gpt_oss_T7_d64_f64_E8_k4",
                                    "hf-moe/deepseek_v3_T8_d36_f20_E16_k4_g4", "gguf-moe/qwen2moe.gguf",
                                    "gguf-moe/mixtral-per-expert.gguf", "gguf-moe/synthetic-q4_k_m.gguf"};
-    for (size_t i = 0; argc > 2 && g_exact && i < sizeof models / sizeof models[0]; i++) {
+    for (size_t i = 0; !generated_only && argc > 2 && g_exact && i < sizeof models / sizeof models[0]; i++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", argv[2], models[i]);
         checkpoint(ctx, path, &r);
     }
-    failures(ctx, &r);
-    core_api(ctx, &r);
+    if (!generated_only) {
+        failures(ctx, &r);
+        core_api(ctx, &r);
+    }
     moe_context_destroy(ctx);
     const int failed = all_failures();
     h_failures = failed;

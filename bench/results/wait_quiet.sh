@@ -24,3 +24,14 @@ bench() {
     quiet "moe-bench $*"
     MOE_BENCH_NO_PROGRESS=1 "$build/moe-bench" "$@" --json "$out/$name.json" | tee -a "$log"
 }
+
+# ep_bench NAME RANKS FLAGS...: moe-bench --ep under mpiexec with RANKS ranks, likewise: unbound (Open
+# MPI binds each of up to 2 ranks to one core, so one rank would get one core of two), more ranks
+# than cores allowed, as root where needed.
+ep_bench() {
+    local name=$1 ranks=$2; shift 2
+    quiet "mpiexec -n $ranks moe-bench $*"
+    OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 OMPI_ALLOW_RUN_AS_ROOT=1 \
+        OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MOE_BENCH_NO_PROGRESS=1 \
+        mpiexec -n "$ranks" --bind-to none "$build/moe-bench" "$@" --json "$out/$name.json" | tee -a "$log"
+}

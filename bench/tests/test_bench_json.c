@@ -5,15 +5,18 @@
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
  * [--bandwidth] [--async] [--cpu-experts N1,N2,..] [--cache-slots S1,S2,..] [--trace] [--same-cache
- * OTHER.json]`: parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it is an array of
- * at least MIN_OBJECTS objects with the documented keys of their kind; then, when asked, that the objects'
- * weight_dtype run through the given formats in order (per target), that every forward result cycled N
- * layers (or came from --layers auto), and that the CPU results carry the measured read bandwidth and their
- * share of it, that every forward result timed its layers as an asynchronous chain, that the forward
- * results' experts on a CPU context (and their cache slots) run through the given counts in order (0
- * without), that every forward result followed a routing trace (and every cached one looked experts up),
- * and that another file's results counted the same cache hits, misses, uploads and bytes, result by result
- * (a replayed trace against the generated one). Exit 0 when all is well.
+ * OTHER.json] [--ep RANKS] [--ep-reference]`: parses a file moe-bench wrote (CTest runs moe-bench first) and
+ * checks that it is an array of at least MIN_OBJECTS objects with the documented keys of their kind; then,
+ * when asked, that the objects' weight_dtype run through the given formats in order (per target), that every
+ * forward result cycled N layers (or came from --layers auto), and that the CPU results carry the measured
+ * read bandwidth and their share of it, that every forward result timed its layers as an asynchronous chain,
+ * that the forward results' experts on a CPU context (and their cache slots) run through the given counts in
+ * order (0 without), that every forward result followed a routing trace (and every cached one looked experts
+ * up), and that another file's results counted the same cache hits, misses, uploads and bytes, result by
+ * result (a replayed trace against the generated one), that every result is an --ep one over RANKS ranks (and
+ * that one compared rank 0 with the reference). An --ep result is always checked for its ranks' token
+ * split and expert ranges, rows and bytes sent = received, and times that add up (check_ep). Exit 0
+ * when all is well.
  */
 #include "bench_check.h"
 #include "bench_report.h"
