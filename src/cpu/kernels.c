@@ -91,15 +91,24 @@
 #ifndef MOE_CPU_PREFETCH_HINT
 #define MOE_CPU_PREFETCH_HINT 2
 #endif
+/* The integer K-quant kernel's hint: L1 (3) on the 256-bit levels, where Zen 1 waited on L2 (see
+ * prefetch_line_l1); L2 (2) at 512 bits, where the wider kernel's L1 prefetches held back the
+ * stream (moe-bench --preset qwen3-30b-a3b --tokens 1 --weights q4_k --activations q8_0 --layers
+ * auto, 2 threads, Xeon with AVX512_VNNI: median 0.952 / 0.949 ms with L1, 0.877 with L2, in
+ * one script; 4 and 16 KiB ahead changed nothing). */
+#ifndef MOE_CPU_PREFETCH_L1_HINT
+#define MOE_CPU_PREFETCH_L1_HINT (MOE_CPU_LEVEL == 2 ? 2 : 3)
+#endif
 #if defined(__GNUC__) || defined(__clang__)
 #define prefetch_line(p)                                                                                     \
     __builtin_prefetch((const unsigned char *)(p) + MOE_CPU_PREFETCH_DIST, 0, MOE_CPU_PREFETCH_HINT)
-/* The same distance into L1 (prefetcht0), for the integer K-quant kernel: it reads a super-block
- * 1 KiB chunk at a time, each chunk's lines by columns and going back to the super-block's
- * head for the scales, and from L2 it waited on its loads (moe-bench --preset qwen3-30b-a3b
+/* The same distance into L1 (prefetcht0; L2 at 512 bits, above), for the integer K-quant kernel: it reads a
+ * super-block 1 KiB chunk at a time, each chunk's lines by columns and going back to the super-block's head
+ * for the scales, and from L2 it waited on its loads (moe-bench --preset qwen3-30b-a3b
  * --tokens 1 --weights q4_k --activations q8_0 --threads 1, median ms on a Zen 1 EPYC: 6.2 with
  * L2 at 8 KiB, 3.5 with L1; L1 at 2, 4.6 and 16 KiB ahead: 4.2, 3.9, 3.6). */
-#define prefetch_line_l1(p) __builtin_prefetch((const unsigned char *)(p) + MOE_CPU_PREFETCH_DIST, 0, 3)
+#define prefetch_line_l1(p)                                                                                  \
+    __builtin_prefetch((const unsigned char *)(p) + MOE_CPU_PREFETCH_DIST, 0, MOE_CPU_PREFETCH_L1_HINT)
 #else
 #define prefetch_line(p)    ((void)(p))
 #define prefetch_line_l1(p) ((void)(p))
