@@ -166,6 +166,16 @@ float moe_e8m0_half(uint8_t e)
     return float_of(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
 }
 
+/* ggml's float -> int8 casts as x86 performs them: through a 32-bit integer (cvttss2si), which is
+ * 0x80000000 for NaN and for values out of its range, low byte 0. C leaves those undefined, and
+ * aarch64 saturates instead (+inf -> 0x7fffffff, byte 0xff), yet they occur: a block of tiny
+ * values has 1/d = inf, so x·(1/d) is inf or NaN there (d rounds to 0 in fp16 and the block
+ * decodes to zeros either way). The gguf package's bytes are x86's, so this spells them out. */
+static unsigned char x86_cast_i8(float v)
+{
+    return v > -2147483648.0f && v < 2147483648.0f ? (unsigned char)((uint32_t)(int32_t)v & 0xffu) : 0;
+}
+
 /* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). */
 static void quantize_q8_0(const float *x, unsigned char *out)
 {
@@ -174,7 +184,7 @@ static void quantize_q8_0(const float *x, unsigned char *out)
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store16(out, moe_f32_to_f16(d));
-    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = (unsigned char)(int8_t)roundf(x[j] * id);
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = x86_cast_i8(roundf(x[j] * id));
 }
 
 /* ggml's quantize_row_q4_0_ref on one block: d = (the value of largest magnitude) / −8, so
@@ -191,7 +201,8 @@ static void quantize_q4_0(const float *x, unsigned char *out)
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store16(out, moe_f32_to_f16(d));
     for (int j = 0; j < MOE_BLOCK_SIZE / 2; j++) {
-        const int8_t lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + MOE_BLOCK_SIZE / 2] * id + 8.5f);
+        const int8_t lo = (int8_t)x86_cast_i8(x[j] * id + 8.5f),
+                     hi = (int8_t)x86_cast_i8(x[j + MOE_BLOCK_SIZE / 2] * id + 8.5f);
         const uint8_t q0 = lo < 15 ? (uint8_t)lo : 15, q1 = hi < 15 ? (uint8_t)hi : 15;
         out[2 + j] = (unsigned char)(q0 | (q1 << 4));
     }
