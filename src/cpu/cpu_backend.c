@@ -31,7 +31,10 @@
 /* Weight allocations of at least this size are aligned to 2 MiB and asked for transparent
  * huge pages: a decode streams gigabytes of weights, and with 4 KiB pages the hardware
  * prefetcher stops at every page boundary (measured here: 13.7 → 16.3 GB/s on one core). */
-#define CPU_HUGE_PAGE     ((size_t)2 << 20)
+#define CPU_HUGE_PAGE ((size_t)2 << 20)
+#ifndef CPU_CHUNKS_PER_THREAD
+#define CPU_CHUNKS_PER_THREAD 16 /* a GEMM's column chunks per thread where row tiles are few (run_gemm) */
+#endif
 #define CPU_HUGE_MIN_SIZE ((size_t)8 << 20)
 
 struct moe_backend_buffer {
@@ -347,7 +350,7 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
      * pieces small enough (~16 per thread) that a thread slowed by anything else on its core
      * leaves little for the others to wait on at the end of the step. */
     const int64_t threads = moe_pool_threads(c->pool);
-    int64_t chunks = (16 * threads + tiles - 1) / tiles;
+    int64_t chunks = (CPU_CHUNKS_PER_THREAD * threads + tiles - 1) / tiles;
     if (chunks > j->pairs) chunks = j->pairs;
     if (chunks < 1) chunks = 1;
     j->pairs_per_task = (j->pairs + chunks - 1) / chunks;

@@ -82,8 +82,8 @@
  * (Q4_0 at 60%); a pair's stream continues into the next pair, so reading past a pair's end
  * fetches what comes next. Measured on a 2-core Xeon VM (olmoe decode, every format): 4, 8 and
  * 16 KiB ahead into L2, and 8 KiB into L1, within the machine's run-to-run noise of each other.
- * Compile-time constants; -DMOE_CPU_PREFETCH_DIST=... / _HINT=... to try others. The compiler's
- * builtin, not simde_mm_prefetch: SIMDe 0.7 passes its own hint numbering to the native
+ * Compile-time constants; -DMOE_CPU_PREFETCH_DIST=... / _HINT=... to try others (DIST 0: none). The
+ * compiler's builtin, not simde_mm_prefetch: SIMDe 0.7 passes its own hint numbering to the native
  * _mm_prefetch, so its T0 becomes prefetcht2. */
 #ifndef MOE_CPU_PREFETCH_DIST
 #define MOE_CPU_PREFETCH_DIST 8192
@@ -99,7 +99,7 @@
 #ifndef MOE_CPU_PREFETCH_L1_HINT
 #define MOE_CPU_PREFETCH_L1_HINT (MOE_CPU_LEVEL == 2 ? 2 : 3)
 #endif
-#if defined(__GNUC__) || defined(__clang__)
+#if (defined(__GNUC__) || defined(__clang__)) && MOE_CPU_PREFETCH_DIST > 0
 #define prefetch_line(p)                                                                                     \
     __builtin_prefetch((const unsigned char *)(p) + MOE_CPU_PREFETCH_DIST, 0, MOE_CPU_PREFETCH_HINT)
 /* The same distance into L1 (prefetcht0; L2 at 512 bits, above), for the integer K-quant kernel: it reads a
