@@ -31,10 +31,7 @@
 /* Weight allocations of at least this size are aligned to 2 MiB and asked for transparent
  * huge pages: a decode streams gigabytes of weights, and with 4 KiB pages the hardware
  * prefetcher stops at every page boundary (measured here: 13.7 → 16.3 GB/s on one core). */
-#define CPU_HUGE_PAGE ((size_t)2 << 20)
-#ifndef CPU_CHUNKS_PER_THREAD
-#define CPU_CHUNKS_PER_THREAD 16 /* a GEMM's column chunks per thread where row tiles are few (run_gemm) */
-#endif
+#define CPU_HUGE_PAGE     ((size_t)2 << 20)
 #define CPU_HUGE_MIN_SIZE ((size_t)8 << 20)
 
 struct moe_backend_buffer {
@@ -338,6 +335,11 @@ static void gemm_task(void *arg, int64_t task)
     if (g.bias) g.bias += (size_t)e * (size_t)(g.gated ? 2 : 1) * (size_t)g.n_out;
     j->k->gemm(&g, r0, r1, p0, p1);
 }
+
+/* Column chunks per thread where row tiles are few (run_gemm); -D to try others. */
+#ifndef CPU_CHUNKS_PER_THREAD
+#define CPU_CHUNKS_PER_THREAD 16
+#endif
 
 static void run_gemm(cpu_backend *c, gemm_job *j)
 {
