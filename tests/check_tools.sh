@@ -9,8 +9,12 @@
 # device's text and JSON agree, a GPU shows no CPU feature); GGUF files (tests/data/gguf-moe)
 # through moe-run and moe-info --model, and their user errors.
 # Usage: check_tools.sh <moe-run> <moe-info> <test_hf_models> <hf-moe dir> <work dir>
+# MOE_TEST_EMULATOR (optional): the command the programs run under when cross-compiled, its
+# words separated by '|' (CMake's CMAKE_CROSSCOMPILING_EMULATOR, e.g. qemu-user).
 set -euo pipefail
-run=$1 info=$2 compare=$3 data=$4 work=$5
+emulator=()
+[ -n "${MOE_TEST_EMULATOR:-}" ] && IFS='|' read -r -a emulator <<< "$MOE_TEST_EMULATOR"
+run=("${emulator[@]}" "$1") info=("${emulator[@]}" "$2") compare=("${emulator[@]}" "$3") data=$4 work=$5
 rm -rf "$work" && mkdir -p "$work"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 export MOE_BACKEND=cpu
@@ -20,9 +24,9 @@ models=(deepseek_v3_T8_d36_f20_E16_k4_g4:1 mixtral_T5_d48_f80_E4_k2:0 olmoe_T9_d
         qwen2_moe_T6_d32_f40_E8_k2:0 switch_T12_d32_f48_E4_cf1.0:1)
 for m in "${models[@]}"; do
     name=${m%:*} layer=${m#*:}
-    "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.npy" \
+    "${run[@]}" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.npy" \
         --backend cpu --stats > "$work/$name.stats"
-    "$compare" --compare "$work/$name.npy" "$data/$name/y_ref.npy" 1e-4
+    "${compare[@]}" --compare "$work/$name.npy" "$data/$name/y_ref.npy" 1e-4
     for key in "backend: cpu" "expert tokens:" "aux_loss:" "z_loss:"; do
         grep -q "$key" "$work/$name.stats" || fail "moe-run --stats for $name prints no '$key'"
     done
@@ -37,12 +41,12 @@ mix=$data/mixtral_T5_d48_f80_E4_k2
 # not within float32's 1e-4, so the experts really were stored in bf16.
 for m in "${models[@]}"; do
     name=${m%:*} layer=${m#*:}
-    "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.bf16.npy" \
+    "${run[@]}" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/$name.bf16.npy" \
         --backend cpu --weights BF16 --stats > "$work/$name.bf16.stats"
     grep -q "^weights: bf16" "$work/$name.bf16.stats" || fail "moe-run --weights bf16 --stats for $name: no 'weights: bf16'"
-    "$compare" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-2 > /dev/null ||
+    "${compare[@]}" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-2 > /dev/null ||
         fail "moe-run --weights bf16 on $name is further than 1e-2 from the reference"
-    ! "$compare" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-4 > /dev/null 2>&1 ||
+    ! "${compare[@]}" --compare "$work/$name.bf16.npy" "$data/$name/y_ref.npy" 1e-4 > /dev/null 2>&1 ||
         fail "moe-run --weights bf16 on $name gives float32's result: the experts were not stored in bf16"
 done
 grep -q "^weights: bf16 (shared expert: bf16)" "$work/qwen2_moe_T6_d32_f40_E8_k2.bf16.stats" ||
@@ -56,7 +60,7 @@ for m in mixtral_T5_d48_f80_E4_k2:0:hidden_size:48 qwen2_moe_T6_d32_f40_E8_k2:0:
     for w in q8_0 q4_0; do
         rm -f "$work/q.npy"
         rc=0
-        "$run" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/q.npy" \
+        "${run[@]}" --model "$data/$name" --layer "$layer" --input "$data/$name/x.npy" --output "$work/q.npy" \
             --backend cpu --weights "$w" > "$work/err.txt" 2>&1 || rc=$?
         [ "$rc" -eq 2 ] || fail "moe-run --weights $w on $name: exit $rc, expected 2: $(cat "$work/err.txt")"
         grep -q -- "--weights $w stores each weight row in blocks of 32 values, but .*$what.* is $size, not a multiple of 32" \
@@ -67,7 +71,7 @@ done
 echo "ok: --weights q8_0 and q4_0 refused for sizes that are not whole blocks: $(head -n 1 "$work/err.txt")"
 # A name that is no format: a usage error listing the names.
 rc=0
-"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
+"${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k or mxfp4, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
 
@@ -75,9 +79,9 @@ rc=0
 # On a CPU --backend the "device" is a CPU context too, so every split is bit-identical to the
 # one-context run: a budget of 0 puts every expert on the second context, a large one none.
 olm=$data/olmoe_T9_d40_f24_E32_k8
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/one.npy" --backend cpu
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/one.npy" --backend cpu
 for mib in 0 1024; do
-    "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+    "${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
         --expert-budget-mib $mib --stats > "$work/placed.stats"
     cmp -s "$work/one.npy" "$work/placed.npy" || fail "moe-run --expert-budget-mib $mib differs from one context"
     on_cpu=$([ $mib -eq 0 ] && echo 32 || echo 0)
@@ -85,12 +89,12 @@ for mib in 0 1024; do
         fail "moe-run --expert-budget-mib $mib --stats: $(grep placement "$work/placed.stats")"
 done
 rc=0
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --expert-budget-mib -3 > "$work/err.txt" 2>&1 || rc=$?
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --expert-budget-mib -3 > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "expert-budget-mib wants a number of MiB" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --expert-budget-mib -3: exit $rc: $(cat "$work/err.txt")"
 echo "ok: --expert-budget-mib 0 and 1024 give the one-context output bit for bit"
 # --usage-out saves the experts' counts as layer 0; --usage-in orders a budget's fill by them.
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
     --usage-out "$work/usage.json" --stats > "$work/usage.stats"
 grep -q '"format": "moe-usage"' "$work/usage.json" && grep -q '"index": 0' "$work/usage.json" ||
     fail "moe-run --usage-out wrote no usage file: $(head -c 300 "$work/usage.json")"
@@ -98,18 +102,18 @@ rows=$(grep "^expert tokens:" "$work/usage.stats" | awk '{s = 0; for (i = 3; i <
 saved=$(tr -d ' \n' < "$work/usage.json" | sed 's/.*"routed_total":\[\([0-9,]*\)\].*/\1/' |
     awk -F, '{s = 0; for (i = 1; i <= NF; i++) s += $i; print s}')
 [ "$rows" = "$saved" ] && [ "$rows" -eq $((9 * 8)) ] || fail "--usage-out saved $saved rows, --stats counted $rows"
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/placed.npy" --backend cpu \
     --expert-budget-mib 1 --usage-in "$work/usage.json"
 cmp -s "$work/one.npy" "$work/placed.npy" || fail "moe-run --usage-in differs from one context"
 # --cache-slots: every expert on the CPU context, 4 slots on the "device" (a CPU context here):
 # one forward is bit-identical to one context; token by token (--batch 1) it is the reference's
 # result, and --stats reports the cache (hits + misses = the experts each token routed, 9 x 8).
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
     --cache-slots 4 --cache-policy lfu --usage-in "$work/usage.json"
 cmp -s "$work/one.npy" "$work/cached.npy" || fail "moe-run --cache-slots 4 differs from one context"
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/cached.npy" --backend cpu \
     --cache-slots 4 --batch 1 --stats > "$work/cached.stats"
-"$compare" --compare "$work/cached.npy" "$olm/y_ref.npy" 1e-4
+"${compare[@]}" --compare "$work/cached.npy" "$olm/y_ref.npy" 1e-4
 line=$(grep "^cache: 4 slots on cpu" "$work/cached.stats") || fail "moe-run --cache-slots --stats: no cache line"
 lookups=$(sed 's/.*: \([0-9]*\) hits, \([0-9]*\) misses.*/\1 + \2/' <<< "$line")
 [ $((lookups)) -eq 72 ] || fail "moe-run --cache-slots 4 --batch 1: $lookups lookups, expected 72: $line"
@@ -121,44 +125,44 @@ for bad in "--cache-slots 0" "--cache-slots x" "--cache-policy lfu" "--cache-slo
     rm -f "$work/q.npy"
     rc=0
     # shellcheck disable=SC2086 # the flags are meant to split
-    "$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --backend cpu $bad \
+    "${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --backend cpu $bad \
         > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -eq 2 ] && [ ! -e "$work/q.npy" ] && grep -q "^moe-run: --" "$work/err.txt" ||
         fail "moe-run $bad: exit $rc: $(cat "$work/err.txt")"
 done
 sw=$data/switch_T12_d32_f48_E4_cf1.0
 rc=0
-"$run" --model "$sw" --layer 1 --input "$sw/x.npy" --output "$work/q.npy" --backend cpu --batch 4 > "$work/err.txt" 2>&1 || rc=$?
+"${run[@]}" --model "$sw" --layer 1 --input "$sw/x.npy" --output "$work/q.npy" --backend cpu --batch 4 > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "expert capacity" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --batch on a layer with a capacity: exit $rc: $(cat "$work/err.txt")"
 echo "ok: --cache-slots and --batch: $line"
 rc=0
-"$run" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
+"${run[@]}" --model "$olm" --layer 0 --input "$olm/x.npy" --output "$work/q.npy" --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "give both" "$work/err.txt" || fail "moe-run --usage-in alone: exit $rc: $(cat "$work/err.txt")"
 rc=0
-"$run" --model "$data/deepseek_v3_T8_d36_f20_E16_k4_g4" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
+"${run[@]}" --model "$data/deepseek_v3_T8_d36_f20_E16_k4_g4" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
     --output "$work/q.npy" --backend cpu --expert-budget-mib 1 --usage-in "$work/usage.json" > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 1 ] && grep -q "no layer with index 1" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --usage-in of another model's layer: exit $rc: $(cat "$work/err.txt")"
 echo "ok: --usage-out saved $saved rows; --usage-in ordered a budget's fill by them"
 
 # ---- --device: an index, a name or a type, read by the library ----------------------------------
-cpu_name=$(grep -m1 "^  device 0:" <("$info") | sed 's/^  device 0: //')
-"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu \
+cpu_name=$(grep -m1 "^  device 0:" <("${info[@]}") | sed 's/^  device 0: //')
+"${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu \
     --device "name:${cpu_name:0:5}" --stats > "$work/dev.stats" || fail "moe-run --device name:${cpu_name:0:5}"
-"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu --device cpu \
+"${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/dev.npy" --backend cpu --device cpu \
     --stats > "$work/dev.stats" || fail "moe-run --device cpu"
 rc=0
-"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --backend cpu --device discrete \
+"${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --backend cpu --device discrete \
     > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -ne 0 ] && grep -q "no device 0 among those of type discrete" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --device discrete on the CPU backend: exit $rc: $(cat "$work/err.txt")"
 rc=0
-"$run" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --device "" > "$work/err.txt" 2>&1 || rc=$?
+"${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --device "" > "$work/err.txt" 2>&1 || rc=$?
 [ "$rc" -eq 2 ] && grep -q "an empty device choice" "$work/err.txt" || fail "moe-run --device '': exit $rc"
-MOE_BACKEND= "$info" --device cpu > "$work/info-dev.txt" || true
+MOE_BACKEND= "${info[@]}" --device cpu > "$work/info-dev.txt" || true
 grep -q "^AUTO picks: cpu device 0" "$work/info-dev.txt" || fail "moe-info --device cpu: $(tail -n 2 "$work/info-dev.txt")"
-MOE_BACKEND= "$info" --device 1 > "$work/info-dev.txt" || true
+MOE_BACKEND= "${info[@]}" --device 1 > "$work/info-dev.txt" || true
 grep -q "^AUTO picks nothing: .*with backend AUTO" "$work/info-dev.txt" ||
     fail "moe-info --device 1 (AUTO, an index): $(tail -n 2 "$work/info-dev.txt")"
 echo "ok: --device by name, type and index"
@@ -179,7 +183,7 @@ expect_fail() { # expect_fail WHAT PATTERN ARGS...
     local what=$1 pattern=$2 out=$work/out.npy rc=0
     shift 2
     rm -f "$out"
-    "$run" "$@" --output "$out" --backend cpu > "$work/err.txt" 2>&1 || rc=$?
+    "${run[@]}" "$@" --output "$out" --backend cpu > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -ne 0 ] || fail "$what: moe-run exited 0"
     [ ! -e "$out" ] && ! compgen -G "$out.partial*" > /dev/null || fail "$what: moe-run left a file at the output path"
     grep -q -- "$pattern" "$work/err.txt" || fail "$what: message lacks '$pattern': $(cat "$work/err.txt")"
@@ -200,7 +204,7 @@ expect_fail "unknown option" "unknown option" --model "$mix" --layer 0 --input "
 # moe-run on the mixtral model writing to OUT; the caller checks the outcome.
 run_to() { # run_to OUT [INPUT]: exit status in $rc, messages in $work/err.txt
     rc=0
-    timeout 60 "$run" --model "$mix" --layer 0 --input "${2:-$mix/x.npy}" --output "$1" --backend cpu \
+    timeout 60 "${run[@]}" --model "$mix" --layer 0 --input "${2:-$mix/x.npy}" --output "$1" --backend cpu \
         > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -ne 124 ] || fail "moe-run --output $1 hung"
 }
@@ -212,7 +216,7 @@ ln -s target.npy "$out/link.npy"
 run_to "$out/link.npy"
 [ "$rc" -eq 0 ] || fail "writing through a link: exit $rc: $(cat "$work/err.txt")"
 [ -L "$out/link.npy" ] || fail "the output link was replaced by a file"
-"$compare" --compare "$out/target.npy" "$mix/y_ref.npy" 1e-4 > /dev/null || fail "the link's target lacks the output"
+"${compare[@]}" --compare "$out/target.npy" "$mix/y_ref.npy" 1e-4 > /dev/null || fail "the link's target lacks the output"
 # A chain of links, relative and absolute, ending at a name that does not exist yet.
 ln -s "$out/sub/final.npy" "$out/chain2.npy" && mkdir -p "$out/sub"
 ln -s chain2.npy "$out/chain1.npy"
@@ -268,7 +272,7 @@ leftover=$(find "$out" -name '*.partial*')
 echo "ok: the output path (links written through; devices, FIFOs, directories refused)"
 
 # ---- moe-info -------------------------------------------------------------------------------------
-"$info" > "$work/info.txt"
+"${info[@]}" > "$work/info.txt"
 grep -q "backend cpu: 1 device" "$work/info.txt" || fail "moe-info does not list the CPU device"
 grep -q "AUTO picks: cpu" "$work/info.txt" || fail "moe-info does not say what AUTO picks (MOE_BACKEND=cpu)"
 # Per device: its features and those moe uses, and the weight formats (every one, on every backend).
@@ -278,7 +282,7 @@ grep -q "^    weights:          f32 f16\( ([A-Z0-9_+]*)\)\? bf16\( ([A-Z0-9_+]*)
 [ "$(grep -c "^    features:" "$work/info.txt")" -eq "$(grep -c "^  device [0-9]*:" "$work/info.txt")" ] &&
     [ "$(grep -c "^    weights:" "$work/info.txt")" -eq "$(grep -c "^  device [0-9]*:" "$work/info.txt")" ] ||
     fail "moe-info: not every device has its features and weights lines"
-"$info" --json > "$work/info.json"
+"${info[@]}" --json > "$work/info.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["auto"]["backend"]=="cpu"; \
 assert d["backends"][0]["devices"][0]["subgroup_size"] > 0' "$work/info.json" || fail "moe-info --json is not valid"
 python3 - "$work/info.json" "$work/info.txt" <<'PY' || fail "moe-info --json: features or weights wrong"
@@ -324,39 +328,39 @@ for b in d["backends"]:
         print("ok: moe-info: %s device %d: %s" % (b["name"], dev["index"], line.strip()))
 PY
 # The cache: its directory, entries and bound, in both formats (MOE_CACHE_DIR set here).
-MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" > "$work/info.txt"
+MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "${info[@]}" > "$work/info.txt"
 grep -q "cache: $work/cache, 0 files, 0.0 MiB (bounded at 3 MiB" "$work/info.txt" || fail "moe-info: no cache line"
-MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "$info" --json > "$work/info.json"
+MOE_CACHE_DIR="$work/cache" MOE_CACHE_SIZE_MB=3 "${info[@]}" --json > "$work/info.json"
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cache"]; \
 assert c["path"]==sys.argv[2] and c["files"]==0 and c["limit_bytes"]==3<<20, c' "$work/info.json" "$work/cache" \
     || fail "moe-info --json: no cache object"
 # Help asked for goes to stdout with exit 0; a wrong flag to stderr with exit 2.
-"$info" --help > "$work/help.txt" 2> "$work/help.err" && grep -q "usage: moe-info" "$work/help.txt" && \
+"${info[@]}" --help > "$work/help.txt" 2> "$work/help.err" && grep -q "usage: moe-info" "$work/help.txt" && \
     [ ! -s "$work/help.err" ] || fail "moe-info --help does not print its usage on stdout"
-rc=0; "$info" --bogus > "$work/help.txt" 2> "$work/help.err" || rc=$?
+rc=0; "${info[@]}" --bogus > "$work/help.txt" 2> "$work/help.err" || rc=$?
 [ "$rc" -eq 2 ] && [ ! -s "$work/help.txt" ] && grep -q "usage: moe-info" "$work/help.err" || \
     fail "moe-info --bogus: exit $rc, usage not on stderr alone"
 # ---- GGUF files (tests/data/gguf-moe) ----------------------------------------------------------------
 gguf=$data/../gguf-moe
-"$run" --model "$gguf/deepseek2.gguf" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
+"${run[@]}" --model "$gguf/deepseek2.gguf" --layer 1 --input "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/x.npy" \
     --output "$work/g.npy" --backend cpu --stats > "$work/g.stats"
-"$compare" --compare "$work/g.npy" "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/y_ref.npy" 1e-4
-"$run" --model "$gguf/synthetic-q4_0.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
+"${compare[@]}" --compare "$work/g.npy" "$data/deepseek_v3_T8_d36_f20_E16_k4_g4/y_ref.npy" 1e-4
+"${run[@]}" --model "$gguf/synthetic-q4_0.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_0 (the checkpoint's own)" "$work/g.stats" || fail "moe-run on a Q4_0 GGUF: $(grep weights "$work/g.stats")"
-"$run" --model "$gguf/synthetic-mixed.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
+"${run[@]}" --model "$gguf/synthetic-mixed.gguf" --layer 0 --input "$gguf/synthetic-x.npy" --output "$work/g.npy" \
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_0 (down: q8_0) (the checkpoint's own)" "$work/g.stats" ||
     fail "moe-run on a GGUF with a Q8_0 down: $(grep weights "$work/g.stats")"
-"$run" --model "$gguf/synthetic-q4_k_m.gguf" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
+"${run[@]}" --model "$gguf/synthetic-q4_k_m.gguf" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_k (down: q6_k) (the checkpoint's own)" "$work/g.stats" ||
     fail "moe-run on a Q4_K_M GGUF: $(grep weights "$work/g.stats")"
-"$info" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
+"${info[@]}" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
 grep -q "architecture qwen3moe: 1 layer, 1 with an MoE block; hidden size 64; 8 experts, top-2" "$work/ginfo.txt" &&
     grep -q "tensor types: F32 ×5 (.*), Q8_0 ×1 (.*), Q4_0 ×2" "$work/ginfo.txt" &&
     grep -q "layer 0: .*; experts d_ff 32 stored as q4_0 (down q8_0)$" "$work/ginfo.txt" || fail "moe-info --model: $(cat "$work/ginfo.txt")"
-"$info" --json --model "$gguf/qwen2moe-split-00001-of-00003.gguf" > "$work/ginfo.json"
+"${info[@]}" --json --model "$gguf/qwen2moe-split-00001-of-00003.gguf" > "$work/ginfo.json"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["model_type"]=="qwen2moe" and d["n_files"]==3 \
 and d["layers"][0]["d_ff_shared"]==96, d' "$work/ginfo.json" || fail "moe-info --json --model on a split GGUF"
 # User errors: one message naming the file (and the tensor or the type), exit 1, nothing written
@@ -369,13 +373,13 @@ for c in "synthetic-q2_k.gguf:has type Q2_K, which this version does not read (i
     case $f in /*) ;; *) f=$gguf/$f ;; esac
     rm -f "$work/g.npy"
     rc=0
-    "$run" --model "$f" --layer 0 --input "$data/qwen2_moe_T6_d32_f40_E8_k2/x.npy" --output "$work/g.npy" --backend cpu \
+    "${run[@]}" --model "$f" --layer 0 --input "$data/qwen2_moe_T6_d32_f40_E8_k2/x.npy" --output "$work/g.npy" --backend cpu \
         > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -eq 1 ] && grep -qF "$what" "$work/err.txt" && grep -qF "$(basename "$f")" "$work/err.txt" &&
         [ "$(wc -l < "$work/err.txt")" -eq 1 ] && [ ! -e "$work/g.npy" ] ||
         fail "moe-run on $(basename "$f"): exit $rc, expected 1 and one line saying '$what': $(cat "$work/err.txt")"
     rc=0
-    "$info" --model "$f" > "$work/err.txt" 2>&1 || rc=$?
+    "${info[@]}" --model "$f" > "$work/err.txt" 2>&1 || rc=$?
     [ "$rc" -eq 1 ] && grep -qF "$what" "$work/err.txt" || fail "moe-info --model $(basename "$f"): exit $rc: $(cat "$work/err.txt")"
 done
 echo "ok: GGUF files through moe-run and moe-info --model"

@@ -21,7 +21,8 @@
  * failed in turn; each of these checks runs in a fresh child process.
  *
  * Usage: test_concurrency <cpu|vulkan|opencl> [--first-use | --first-use-oom WHAT].
- * MOE_TEST_FIRST_USE_RUNS sets the number of first-use child processes (default 4).
+ * MOE_TEST_FIRST_USE_RUNS sets the number of first-use child processes (default 4);
+ * MOE_TEST_EMULATOR the emulator they run under when cross-compiled (run_child).
  */
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
@@ -146,16 +147,43 @@ static int first_use_race(moe_backend_kind kind, const char *where)
     return r0->count;
 }
 
+/* The program's own path, for run_child under an emulator (main sets it from argv[0]). */
+static const char *g_self_path = "";
+
 /* This program again as `self backend mode [what]`, in a fresh process. Exit 0: passed;
- * 77: no device, which is right only when `count` is 0. */
+ * 77: no device, which is right only when `count` is 0. Cross-compiled, the test runs under
+ * an emulator (qemu-user) that MOE_TEST_EMULATOR names, its words separated by '|' (CMake's
+ * CMAKE_CROSSCOMPILING_EMULATOR): /proc/self/exe is then the emulator's program and the host
+ * kernel cannot run this one, so the child is the emulator again with this program's path. */
 static void run_child(const char *backend, const char *mode, const char *what, int count)
 {
     char *self = "/proc/self/exe";
-    char *child_argv[] = {self, (char *)backend, (char *)mode, (char *)what, NULL};
+    char *child_argv[16 + 5] = {self, (char *)backend, (char *)mode, (char *)what, NULL};
+    char emulator[1024] = "";
+    const char *env = getenv("MOE_TEST_EMULATOR");
+    if (env && *env) {
+        CHECK(strlen(env) < sizeof emulator, "MOE_TEST_EMULATOR is longer than %zu bytes",
+              sizeof emulator - 1);
+        if (strlen(env) >= sizeof emulator) return;
+        strcpy(emulator, env);
+        int n = 0;
+        char *rest = NULL;
+        for (char *word = strtok_r(emulator, "|", &rest); word; word = strtok_r(NULL, "|", &rest)) {
+            CHECK(n < 16, "MOE_TEST_EMULATOR has more than 16 words");
+            if (n == 16) return;
+            child_argv[n++] = word;
+        }
+        child_argv[n] = (char *)g_self_path;
+        child_argv[n + 1] = (char *)backend;
+        child_argv[n + 2] = (char *)mode;
+        child_argv[n + 3] = (char *)what;
+        child_argv[n + 4] = NULL;
+        self = child_argv[0];
+    }
     fflush(stdout); /* the child's lines after ours */
     pid_t pid;
-    const int err = posix_spawn(&pid, self, NULL, NULL, child_argv, environ);
-    CHECK(err == 0, "posix_spawn %s: %s", self, strerror(err));
+    const int err = posix_spawnp(&pid, self, NULL, NULL, child_argv, environ);
+    CHECK(err == 0, "posix_spawnp %s: %s", self, strerror(err));
     if (err != 0) return;
     int status = 0;
     CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
@@ -547,6 +575,7 @@ int main(int argc, char **argv)
 {
     /* The backend by name, without a moe call: the race must be the process's first. */
     const char *name = argc > 1 ? argv[1] : "cpu";
+    g_self_path = argv[0];
     moe_backend_kind kind;
     if (!strcmp(name, "cpu"))
         kind = MOE_BACKEND_CPU;

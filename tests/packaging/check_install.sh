@@ -6,8 +6,13 @@
 #      LD_LIBRARY_PATH and load the installed libmoe.
 # Usage: check_install.sh <cmake> <moe binary dir> <moe source dir> <C compiler> <work dir>
 #                         [config] [extra C/link flags, e.g. sanitizers]
+# Cross-compiled builds: MOE_TEST_EMULATOR is the command the built programs run under (words
+# separated by '|', e.g. qemu-user) and MOE_TEST_TOOLCHAIN_FILE the toolchain the consumer
+# project is configured with.
 # Exits non-zero on any failure.
 set -euo pipefail
+emulator=()
+[ -n "${MOE_TEST_EMULATOR:-}" ] && IFS='|' read -r -a emulator <<< "$MOE_TEST_EMULATOR"
 
 if [ $# -lt 5 ]; then
     echo "usage: $0 <cmake> <binary dir> <source dir> <C compiler> <work dir> [config] [extra flags]" >&2
@@ -29,6 +34,12 @@ mkdir -p "$prefix" "$consumer_build" "$pc_build"
 
 step() { printf '\n=== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# deps_of FILE: the shared libraries FILE loads, as ldd lists them. ldd is the host's; under an
+# emulator the target's own loader lists them (LD_TRACE_LOADED_OBJECTS, what ldd sets for it).
+can_list_deps() { [ ${#emulator[@]} -gt 0 ] || command -v ldd >/dev/null 2>&1; }
+deps_of() {
+    if [ ${#emulator[@]} -gt 0 ]; then LD_TRACE_LOADED_OBJECTS=1 "${emulator[@]}" "$1"; else ldd "$1"; fi
+}
 
 # ---- install ----------------------------------------------------------------------------------
 step "install $bin_dir -> $prefix"
@@ -50,6 +61,10 @@ step "configure the consumer project with find_package(moe)"
 cmake_flags=()
 if [ -n "$extra_flags" ]; then
     cmake_flags=("-DCMAKE_C_FLAGS=$extra_flags" "-DCMAKE_EXE_LINKER_FLAGS=$extra_flags")
+fi
+if [ -n "${MOE_TEST_TOOLCHAIN_FILE:-}" ]; then
+    # A cross toolchain searches packages under its roots only: the prefix is made one.
+    cmake_flags+=("-DCMAKE_TOOLCHAIN_FILE=$MOE_TEST_TOOLCHAIN_FILE" "-DCMAKE_FIND_ROOT_PATH=$prefix")
 fi
 # Only the scratch prefix may satisfy find_package(moe): ignore the package registry and any
 # prefix inherited from the environment.
@@ -84,9 +99,9 @@ if command -v readelf >/dev/null 2>&1; then
 fi
 
 step "run consumer (moe::moe)"
-"$consumer"
+"${emulator[@]}" "$consumer"
 step "run consumer_static (moe::moe_static)"
-"$consumer_static"
+"${emulator[@]}" "$consumer_static"
 
 # ---- pkg-config -------------------------------------------------------------------------------
 step "pkg-config build (PKG_CONFIG_PATH=$pc_dir)"
@@ -110,9 +125,9 @@ echo "$cc main.c $pc_flags"
 "$cc" $extra_flags "-DEXPECTED_VERSION=$pc_version" "$src_dir/tests/packaging/consumer/main.c" \
     -o "$pc_build/consumer_pc" $pc_flags
 step "run consumer_pc (LD_LIBRARY_PATH=$libdir)"
-LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$pc_build/consumer_pc"
-if command -v ldd >/dev/null 2>&1; then
-    deps=$(LD_LIBRARY_PATH="$libdir" ldd "$pc_build/consumer_pc")
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "${emulator[@]}" "$pc_build/consumer_pc"
+if can_list_deps; then
+    deps=$(LD_LIBRARY_PATH="$libdir" deps_of "$pc_build/consumer_pc")
     case "$deps" in *"libmoe"*" => $libdir/libmoe"*) ;; *) fail "consumer_pc did not load libmoe from $libdir:
 $deps" ;; esac
 fi
@@ -129,10 +144,10 @@ for tool in moe-info moe-run moe-bench; do
     if built "$tool"; then [ -x "$bindir/$tool" ] || fail "$tool was built but not installed in $bindir"; fi
 done
 if built moe-info; then [ -x "$bindir/moe-plot" ] || fail "moe-plot was not installed in $bindir"; fi
-if command -v ldd >/dev/null 2>&1; then
+if can_list_deps; then
     for tool in moe-info moe-run moe-bench; do
         [ -x "$bindir/$tool" ] || continue
-        deps=$(env -u LD_LIBRARY_PATH ldd "$bindir/$tool")
+        deps=$(unset LD_LIBRARY_PATH && deps_of "$bindir/$tool")
         # The RPATH shows as <prefix>/bin/../lib: compare the directories, resolved.
         lib=$(printf '%s\n' "$deps" | sed -n 's/^[[:space:]]*libmoe[^ ]* => \([^ ]*\).*/\1/p' | head -n 1)
         [ -n "$lib" ] && [ "$(cd "$(dirname "$lib")" && pwd -P)" = "$(cd "$libdir" && pwd -P)" ] \
@@ -141,13 +156,13 @@ $deps"
     done
 fi
 if [ -x "$bindir/moe-info" ]; then
-    out=$(env -u LD_LIBRARY_PATH "$bindir/moe-info") || fail "installed moe-info failed"
+    out=$(env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-info") || fail "installed moe-info failed"
     case "$out" in *"cpu"*) ;; *) fail "installed moe-info did not list the cpu backend:
 $out" ;; esac
-    env -u LD_LIBRARY_PATH "$bindir/moe-run" --help >/dev/null || fail "installed moe-run --help failed"
+    env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-run" --help >/dev/null || fail "installed moe-run --help failed"
 fi
 if [ -x "$bindir/moe-bench" ]; then
-    out=$(env -u LD_LIBRARY_PATH MOE_BENCH_NO_PROGRESS=1 "$bindir/moe-bench" --backend cpu --tokens 3 --d-model 32 \
+    out=$(env -u LD_LIBRARY_PATH MOE_BENCH_NO_PROGRESS=1 "${emulator[@]}" "$bindir/moe-bench" --backend cpu --tokens 3 --d-model 32 \
         --d-ff 16 --experts 4 --top-k 2 --iters 2 --warmup 1 --no-bandwidth) || fail "installed moe-bench failed"
     case "$out" in *"cpu "*) ;; *) fail "installed moe-bench printed no result:
 $out" ;; esac
