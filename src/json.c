@@ -21,7 +21,7 @@
 
 #include "alloc.h"
 
-#include <pthread.h>
+#include "platform/thread.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,7 +56,7 @@ bool moe_utf8_valid(const uint8_t *s, size_t n)
     return true;
 }
 
-static pthread_once_t g_hooks_once = PTHREAD_ONCE_INIT;
+static moe_once g_hooks_once = MOE_ONCE_INIT;
 
 static void set_hooks(void)
 {
@@ -66,7 +66,7 @@ static void set_hooks(void)
 
 void moe_json_init(void)
 {
-    pthread_once(&g_hooks_once, set_hooks);
+    moe_call_once(&g_hooks_once, set_hooks);
 }
 
 static int cmp_key(const void *a, const void *b)

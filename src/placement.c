@@ -22,7 +22,7 @@
 #include "alloc.h"
 #include "internal.h"
 
-#include <pthread.h>
+#include "platform/thread.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -842,14 +842,14 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
             cpu_elsewhere || (P->part[c].layer && run[c].n > 0 && part_context(P, c) != P->cache_context &&
                               P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU);
     cache_work work = {P, run, xh, K, D, MOE_OK};
-    pthread_t worker;
+    moe_thread worker;
     bool threaded = false;
     int failed = -1;
     for (int pass = 0; pass < 2 && st == MOE_OK; pass++) {
         if (pass == 1 && uploads) { /* before the CPU parts: they are what the uploads overlap */
             /* (Slots on a CPU context would compete for the same cores: no thread then.) */
             threaded = cpu_elsewhere && P->part[CACHE_PART(P)].ctx->be->ops->kind != MOE_BACKEND_CPU &&
-                       pthread_create(&worker, NULL, cache_thread, &work) == 0;
+                       moe_thread_create(&worker, cache_thread, &work) == 0;
             if (!threaded) cache_thread(&work);
         }
         for (int c = 0; c < P->n_parts && st == MOE_OK; c++) {
@@ -860,7 +860,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
             if (st != MOE_OK) failed = c;
         }
     }
-    if (threaded) pthread_join(worker, NULL);
+    if (threaded) moe_thread_join(worker);
     /* Recorded on the home only now: the worker may be recording on it (the slots on the home). */
     if (failed >= 0) part_failed(hctx, part_context(P, failed), P->part[failed].ctx, st);
     if (work.st != MOE_OK && st == MOE_OK)

@@ -1,5 +1,5 @@
 /*
- * threadpool.c — a small persistent pool of POSIX threads for the CPU backend.
+ * threadpool.c — a small persistent pool of threads for the CPU backend (platform/thread.h).
  *
  * One job at a time: the caller publishes (fn, arg, n_tasks), wakes the workers, takes
  * tasks itself, and waits until every task has finished. Tasks are claimed with an atomic
@@ -15,7 +15,7 @@
 #include "../alloc.h"
 #include "cpu.h"
 
-#include <pthread.h>
+#include "../platform/thread.h"
 #include <stdatomic.h>
 #include <stdlib.h>
 
@@ -33,9 +33,9 @@ static inline void cpu_relax(void)
 
 struct moe_pool {
     int n_threads; /* including the caller */
-    pthread_t *threads;
-    pthread_mutex_t lock;
-    pthread_cond_t wake, done;
+    moe_thread *threads;
+    moe_mutex lock;
+    moe_cond wake, done;
     /* Bumped per job (release, under the lock); workers wait for a new one. The job's fields
      * below are written before the bump and read after seeing it (acquire). */
     atomic_uint_fast64_t generation;
@@ -68,20 +68,20 @@ static void *worker(void *arg)
             g = atomic_load_explicit(&p->generation, memory_order_acquire);
         }
         if (g == seen) {
-            pthread_mutex_lock(&p->lock);
+            moe_mutex_lock(&p->lock);
             while (!atomic_load(&p->stop) && atomic_load(&p->generation) == seen)
-                pthread_cond_wait(&p->wake, &p->lock);
+                moe_cond_wait(&p->wake, &p->lock);
             g = atomic_load(&p->generation);
-            pthread_mutex_unlock(&p->lock);
+            moe_mutex_unlock(&p->lock);
         }
         if (atomic_load(&p->stop)) break;
         seen = g;
         work(p);
         if (atomic_fetch_sub_explicit(&p->active, 1, memory_order_acq_rel) == 1) {
             /* Under the lock, so a caller that found active > 0 is already waiting. */
-            pthread_mutex_lock(&p->lock);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->lock);
+            moe_mutex_lock(&p->lock);
+            moe_cond_signal(&p->done);
+            moe_mutex_unlock(&p->lock);
         }
     }
     return NULL;
@@ -93,19 +93,19 @@ moe_pool *moe_pool_create(int n_threads)
     if (!p) return NULL;
     p->n_threads = n_threads < 1 ? 1 : n_threads;
     p->threads = moe_calloc((size_t)p->n_threads, sizeof *p->threads);
-    if (!p->threads || pthread_mutex_init(&p->lock, NULL) != 0) {
+    if (!p->threads || moe_mutex_init(&p->lock) != 0) {
         moe_free(p->threads);
         moe_free(p);
         return NULL;
     }
-    pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->done, NULL);
+    moe_cond_init(&p->wake);
+    moe_cond_init(&p->done);
     atomic_init(&p->generation, 0);
     atomic_init(&p->stop, false);
     atomic_init(&p->active, 0);
     atomic_init(&p->next, 0);
     for (int i = 1; i < p->n_threads; i++) {
-        if (moe_alloc_injected() || pthread_create(&p->threads[i], NULL, worker, p) != 0) {
+        if (moe_alloc_injected() || moe_thread_create(&p->threads[i], worker, p) != 0) {
             p->n_threads = i; /* join the ones that started */
             moe_pool_destroy(p);
             return NULL;
@@ -117,14 +117,14 @@ moe_pool *moe_pool_create(int n_threads)
 void moe_pool_destroy(moe_pool *p)
 {
     if (!p) return;
-    pthread_mutex_lock(&p->lock);
+    moe_mutex_lock(&p->lock);
     atomic_store(&p->stop, true);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 1; i < p->n_threads; i++) pthread_join(p->threads[i], NULL);
-    pthread_cond_destroy(&p->wake);
-    pthread_cond_destroy(&p->done);
-    pthread_mutex_destroy(&p->lock);
+    moe_cond_broadcast(&p->wake);
+    moe_mutex_unlock(&p->lock);
+    for (int i = 1; i < p->n_threads; i++) moe_thread_join(p->threads[i]);
+    moe_cond_destroy(&p->wake);
+    moe_cond_destroy(&p->done);
+    moe_mutex_destroy(&p->lock);
     moe_free(p->threads);
     moe_free(p);
 }
@@ -146,16 +146,16 @@ void moe_pool_run(moe_pool *p, int64_t n_tasks, moe_task_fn fn, void *arg)
     p->n_tasks = n_tasks;
     atomic_store_explicit(&p->next, 0, memory_order_relaxed);
     atomic_store_explicit(&p->active, p->n_threads - 1, memory_order_relaxed);
-    pthread_mutex_lock(&p->lock);
+    moe_mutex_lock(&p->lock);
     atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->lock);
+    moe_cond_broadcast(&p->wake);
+    moe_mutex_unlock(&p->lock);
     work(p);
     for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&p->active, memory_order_acquire) > 0; i++)
         cpu_relax();
     if (atomic_load_explicit(&p->active, memory_order_acquire) > 0) {
-        pthread_mutex_lock(&p->lock);
-        while (atomic_load(&p->active) > 0) pthread_cond_wait(&p->done, &p->lock);
-        pthread_mutex_unlock(&p->lock);
+        moe_mutex_lock(&p->lock);
+        while (atomic_load(&p->active) > 0) moe_cond_wait(&p->done, &p->lock);
+        moe_mutex_unlock(&p->lock);
     }
 }

@@ -14,7 +14,7 @@
 #include "../alloc.h"
 #include "cl_internal.h"
 
-#include <pthread.h>
+#include "../platform/thread.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,7 +113,7 @@ moe_status moe_cl_fail_lost(moe_cl_backend *b, cl_int err, const char *call)
  * enumeration, every device-info query and the creation of a context and its queue — all
  * of which may touch that state — run under the lock. A success (no platform included) is
  * kept; a failure is not, so the next call enumerates again. */
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static moe_mutex g_lock = MOE_MUTEX_INIT;
 static bool g_listed;
 static int g_n_devices;
 static cl_platform_id g_plat_of[MAX_DEVICES];
@@ -160,10 +160,10 @@ static cl_int list_devices_locked(const char **call)
 static moe_status moe_cl_device_count(int *count)
 {
     const char *call = NULL;
-    pthread_mutex_lock(&g_lock);
+    moe_mutex_lock(&g_lock);
     const cl_int err = list_devices_locked(&call);
     const int n = g_n_devices;
-    pthread_mutex_unlock(&g_lock);
+    moe_mutex_unlock(&g_lock);
     if (err != CL_SUCCESS) return moe_cl_fail(NULL, err, call); /* a driver error, not "no device" */
     *count = n;
     return MOE_OK;
@@ -288,12 +288,12 @@ static void fill_info_locked(cl_platform_id plat, cl_device_id d, int index, moe
 static moe_status moe_cl_device_info(int index, moe_device_info *info)
 {
     const char *call = NULL;
-    pthread_mutex_lock(&g_lock);
+    moe_mutex_lock(&g_lock);
     const cl_int err = list_devices_locked(&call);
     const int n = g_n_devices;
     if (err == CL_SUCCESS && index >= 0 && index < n)
         fill_info_locked(g_plat_of[index], g_devs[index], index, info);
-    pthread_mutex_unlock(&g_lock);
+    moe_mutex_unlock(&g_lock);
     if (err != CL_SUCCESS) return moe_cl_fail(NULL, err, call);
     if (index < 0 || index >= n)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "opencl: no device %d (%d found)", index, n);
@@ -497,7 +497,7 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
         moe_free(b);
         return st;
     }
-    pthread_mutex_lock(&g_lock);
+    moe_mutex_lock(&g_lock);
     cl_int err = borrowed ? CL_SUCCESS : list_devices_locked(&call);
     const int n = g_n_devices;
     const bool have = borrowed || (err == CL_SUCCESS && desc->device_index >= 0 && desc->device_index < n);
@@ -505,7 +505,7 @@ static moe_status moe_cl_create(moe_context *ctx, const moe_context_desc *desc, 
         err = borrow_device_locked(b, borrowed, &call);
     else if (have)
         err = open_device_locked(b, desc->device_index, &call);
-    pthread_mutex_unlock(&g_lock);
+    moe_mutex_unlock(&g_lock);
 
     if (err != CL_SUCCESS)
         st = moe_cl_fail(b, err, call);

@@ -16,7 +16,7 @@
 #include "../alloc.h"
 #include "vk_internal.h"
 
-#include <pthread.h>
+#include "../platform/thread.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +89,7 @@ moe_status moe_vk_fail(moe_vk_backend *b, VkResult r, const char *call)
  * contexts may be created concurrently holds for every driver only with the lock.
  * g_msg_lock guards the validation messages apart: the messenger's callback runs inside
  * driver calls made under g_lock. Neither lock is held while calling the log callback. */
-static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static moe_mutex g_lock = MOE_MUTEX_INIT;
 static VkInstance g_instance;
 static bool g_validation;
 static VkDebugUtilsMessengerEXT g_messenger;
@@ -114,7 +114,7 @@ typedef struct moe_vk_ifn {
 } moe_vk_ifn;
 static moe_vk_ifn g_own;
 
-static pthread_mutex_t g_msg_lock = PTHREAD_MUTEX_INITIALIZER;
+static moe_mutex g_msg_lock = MOE_MUTEX_INIT;
 static char g_validation_msg[MOE_ERROR_MAX]; /* first unreported validation message */
 static int g_validation_count;
 
@@ -126,22 +126,22 @@ static VKAPI_ATTR VkBool32 VKAPI_CALL on_validation(VkDebugUtilsMessageSeverityF
     (void)types;
     (void)user;
     if (severity < VK_DEBUG_UTILS_MESSAGE_SEVERITY_WARNING_BIT_EXT) return VK_FALSE;
-    pthread_mutex_lock(&g_msg_lock);
+    moe_mutex_lock(&g_msg_lock);
     if (g_validation_count++ == 0)
         snprintf(g_validation_msg, sizeof g_validation_msg, "%s",
                  data && data->pMessage ? data->pMessage : "?");
-    pthread_mutex_unlock(&g_msg_lock);
+    moe_mutex_unlock(&g_msg_lock);
     return VK_FALSE;
 }
 
 moe_status moe_vk_check_validation(moe_vk_backend *b)
 {
-    pthread_mutex_lock(&g_msg_lock);
+    moe_mutex_lock(&g_msg_lock);
     const int n = g_validation_count;
     char msg[MOE_ERROR_MAX];
     memcpy(msg, g_validation_msg, sizeof msg);
     g_validation_count = 0;
-    pthread_mutex_unlock(&g_msg_lock);
+    moe_mutex_unlock(&g_msg_lock);
     if (n == 0) return MOE_OK;
     return moe_fail(b ? b->base.ctx : NULL, MOE_ERROR_BACKEND, "vulkan validation (%d message%s): %s", n,
                     n == 1 ? "" : "s", msg);
@@ -432,10 +432,10 @@ static moe_status devices_locked(char *why, size_t why_size)
 static moe_status moe_vk_device_count(int *count)
 {
     char why[256] = "";
-    pthread_mutex_lock(&g_lock);
+    moe_mutex_lock(&g_lock);
     const moe_status st = devices_locked(why, sizeof why);
     const int n = (int)g_n_devices;
-    pthread_mutex_unlock(&g_lock);
+    moe_mutex_unlock(&g_lock);
     if (st == MOE_ERROR_BACKEND_UNAVAILABLE) { /* no loader or no driver: zero devices */
         *count = 0;
         return MOE_OK;
@@ -546,12 +546,12 @@ static void fill_info(const moe_vk_ifn *I, VkPhysicalDevice pd, int index, int n
 static moe_status moe_vk_device_info(int index, moe_device_info *info)
 {
     char why[256] = "";
-    pthread_mutex_lock(&g_lock);
+    moe_mutex_lock(&g_lock);
     const moe_status st = devices_locked(why, sizeof why);
     const uint32_t n = g_n_devices;
     const bool have = st == MOE_OK && index >= 0 && (uint32_t)index < n;
     if (have) fill_info(&g_own, g_devices[index], index, g_compute_units[index], g_features[index], info);
-    pthread_mutex_unlock(&g_lock);
+    moe_mutex_unlock(&g_lock);
     if (st != MOE_OK) return moe_fail(NULL, st, "vulkan: %s", why);
     if (!have)
         return moe_fail(NULL, MOE_ERROR_BACKEND_UNAVAILABLE, "vulkan: no device %d (%u found)", index, n);
@@ -802,13 +802,13 @@ static moe_status moe_vk_create(moe_context *ctx, const moe_context_desc *desc, 
             return st;
         }
     } else {
-        pthread_mutex_lock(&g_lock);
+        moe_mutex_lock(&g_lock);
         st = devices_locked(why, sizeof why);
         n = g_n_devices;
         validation = g_validation;
         have = st == MOE_OK && desc->device_index >= 0 && (uint32_t)desc->device_index < n;
         if (have) r = open_device_locked(b, desc->device_index, &call);
-        pthread_mutex_unlock(&g_lock);
+        moe_mutex_unlock(&g_lock);
     }
 
     if (st != MOE_OK)
