@@ -663,9 +663,13 @@ MOE_API moe_status moe_usage_load(const char *path, int64_t layer_index, int64_t
  *    where the expert lives. Misses are taken most rows first (ties to the lower index). A slot
  *    is given from those this forward does not use: an empty one (the lowest), else the policy's
  *    victim (an eviction).
- * An upload converts the expert as layer creation does, from the weights the layer was made
+ * An upload gives the expert the bytes layer creation would, from the weights the layer was made
  * from — so those must stay valid and unchanged while a layer with a cache lives (a layer made
- * from a model keeps the model's files open until it is destroyed). A slot being uploaded is
+ * from a model keeps the model's files open until it is destroyed). Where those weights are in
+ * another format than the cache's context stores (float32 weights stored as Q4_0, say), the
+ * experts that can be cached are converted once, at creation, into a host copy in the stored
+ * format (their bytes in that format, in host memory, for the layer's life), so that an upload
+ * copies bytes rather than quantising on the forward's critical path. A slot being uploaded is
  * empty until its upload has completed: a failed upload fails the forward and leaves the slot
  * empty, never a partial expert. The slots' bytes count in that context's arena like any
  * weights, and never exceed budget_bytes. Where an expert's rows run depends on what the

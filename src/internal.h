@@ -238,6 +238,10 @@ size_t moe_layer_block_bytes(moe_backend *be, const moe_layer_desc *d, const moe
  * lay its experts out one after another), and expert e of `t` uploaded into expert `slot`. */
 moe_status moe_layer_expert_bytes(const moe_layer *layer, const moe_layer_tensors *t, size_t *bytes);
 moe_status moe_layer_upload_expert(moe_layer *layer, int64_t slot, const moe_layer_tensors *t, int64_t e);
+/* The formats moe_layer_upload_expert streams an expert's matrices in (the gated pair / up, and
+ * down): sources already in them are copied as they are, others converted row by row. */
+moe_status moe_layer_expert_dtypes(const moe_layer *layer, const moe_layer_tensors *t, moe_dtype *in,
+                                   moe_dtype *down);
 /* moe_layer_create, and with a placement (its home context `ctx`; the struct checked and read by
  * its struct_size) moe_layer_create_placed: the checks, then the tensors of `weights`. */
 moe_status moe_layer_create_on(moe_context *ctx, const moe_placement *placement, const moe_layer_desc *desc,

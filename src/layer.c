@@ -203,6 +203,20 @@ moe_status moe_layer_expert_bytes(const moe_layer *layer, const moe_layer_tensor
     return MOE_OK;
 }
 
+moe_status moe_layer_expert_dtypes(const moe_layer *layer, const moe_layer_tensors *t, moe_dtype *in,
+                                   moe_dtype *down)
+{
+    moe_weight_src w_in, w_down;
+    moe_matrix_src m[3];
+    size_t in_bytes, down_bytes;
+    if (!expert_slices(layer, t, 0, &w_in, &w_down, m, &in_bytes, &down_bytes))
+        return moe_fail(layer->ctx, MOE_ERROR_INTERNAL,
+                        "an expert cache on a layout that is not expert by expert");
+    *in = w_in.dtype;
+    *down = w_down.dtype;
+    return MOE_OK;
+}
+
 moe_status moe_layer_upload_expert(moe_layer *layer, int64_t slot, const moe_layer_tensors *t, int64_t e)
 {
     moe_backend *be = layer->ctx->be;

@@ -58,6 +58,7 @@ struct moe_placed {
     moe_layer_tensors src;
     moe_matrix_src *src_matrices;
     float *src_bias;
+    unsigned char *src_copy; /* the cacheable experts' matrices in the upload's formats, or NULL */
     moe_source_owner owner;
 };
 
@@ -208,6 +209,7 @@ void moe_placed_free(struct moe_placed *P)
     moe_free(P->rows);
     moe_free(P->src_matrices);
     moe_free(P->src_bias);
+    moe_free(P->src_copy);
     if (P->owner.release) P->owner.release(P->owner.owner);
     moe_free(P);
 }
@@ -293,8 +295,60 @@ static moe_status read_cache_desc(moe_context *h, const moe_placement *p, moe_ex
     return MOE_OK;
 }
 
+/* An upload streams the expert from its source into the cache layer's formats
+ * (moe_layer_upload_expert). From float32 sources into a 4-bit format that is a quantisation,
+ * on one thread, on the forward's critical path: ~10 ms an expert of qwen3-30b-a3b on a 2-core
+ * Xeon, against ~0.6 ms for a copy (bench/results/intel-xeon-amx-2core-cache); on an H200 it
+ * made a cached decode forty times slower than the uncached one (bench/results/nvidia-h200).
+ * So the matrices of the experts the cache can hold whose sources are in another format are
+ * converted here, once, into one host block in the upload's formats, and an upload copies
+ * bytes; sources already in those formats (a GGUF file's, BF16 kept as BF16) are read where
+ * they are. The block is the cacheable experts' bytes in the stored format, on the host,
+ * beside the caller's weights. */
+static moe_status convert_sources(struct moe_placed *P, moe_context *h, const moe_layer_desc *d)
+{
+    moe_dtype in_dtype, down_dtype;
+    const moe_status st =
+        moe_layer_expert_dtypes(P->part[CACHE_PART(P)].layer, &P->src, &in_dtype, &down_dtype);
+    if (st != MOE_OK) return st;
+    const int64_t E = d->n_experts;
+    size_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t at = 0;
+        for (int64_t e = 0; e < E; e++) {
+            if (!P->cacheable[e]) continue;
+            for (int k = 0; k < 3; k++) { /* gate, up, down: [d_ff][d_model], [d_model][d_ff] */
+                moe_matrix_src *m = &P->src_matrices[k * E + e];
+                const moe_dtype dtype = k == 2 ? down_dtype : in_dtype;
+                if (!m->data || (m->dtype == dtype && !m->hf_scales)) continue;
+                const int64_t rows = k == 2 ? d->d_model : d->d_ff, cols = k == 2 ? d->d_ff : d->d_model;
+                const size_t row_bytes = moe_dtype_row_bytes(dtype, cols);
+                size_t bytes;
+                if (!moe_mul_size(row_bytes, (size_t)rows, &bytes) || bytes > SIZE_MAX - at)
+                    return moe_fail(h, MOE_ERROR_OUT_OF_MEMORY,
+                                    "the expert cache's copy of its experts does not fit size_t");
+                if (pass == 1) {
+                    for (int64_t r = 0; r < rows; r++)
+                        moe_matrix_row_as(m, cols, r, dtype, P->src_copy + at + (size_t)r * row_bytes);
+                    *m = (moe_matrix_src){.data = P->src_copy + at, .dtype = dtype};
+                }
+                at += bytes;
+            }
+        }
+        total = at;
+        if (pass == 0 && total == 0) return MOE_OK;
+        if (pass == 0 && !(P->src_copy = moe_malloc(total)))
+            return moe_fail(
+                h, MOE_ERROR_OUT_OF_MEMORY,
+                "out of host memory for the expert cache's copy of its experts in %s / %s (%zu bytes)",
+                moe_dtype_name(in_dtype), moe_dtype_name(down_dtype), total);
+    }
+    return MOE_OK;
+}
+
 /* The cache: its slots (counted, or as many as its budget holds, never more than the experts
- * that live elsewhere), filled with the first of those in expert_order; the sources kept. */
+ * that live elsewhere), filled with the first of those in expert_order; the sources kept, the
+ * cacheable experts' converted to the upload's formats (convert_sources). */
 static moe_status create_cache(struct moe_placed *P, const moe_placement *p, const moe_expert_cache_desc *cd,
                                const moe_layer_desc *d, const moe_layer_tensors *t)
 {
@@ -378,7 +432,7 @@ static moe_status create_cache(struct moe_placed *P, const moe_placement *p, con
                                  .gate_bias = bias && gated ? b : NULL,
                                  .up_bias = bias ? b + E * F : NULL,
                                  .down_bias = bias ? b + 2 * E * F : NULL};
-    return MOE_OK;
+    return convert_sources(P, h, d);
 }
 
 moe_status moe_placed_create(const moe_placement *p, const moe_layer_desc *d, const moe_layer_tensors *t,
