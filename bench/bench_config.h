@@ -104,6 +104,7 @@ typedef struct bench_config {
     int no_bandwidth;            /* --no-bandwidth: skip the read-bandwidth measurement */
     int async;                   /* --async: also time the layers as one chain, one wait at the end
                                     against a wait per layer */
+    int kernel_times;            /* --kernel-times: each kernel's device time per forward */
     /* expert parallelism (bench_ep.h) */
     int ep; /* --ep: BENCH_EP_OFF, BENCH_EP_WEAK or BENCH_EP_STRONG */
     /* serving simulation */

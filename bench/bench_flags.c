@@ -186,6 +186,10 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         OPT_FLAG("async", async,
                  "also time the --layers layers as one chain through device buffers: submitted "
                  "asynchronously with one wait at the end, against a wait after each layer"),
+        OPT_FLAG("kernel-times", kernel_times,
+                 "also report each kernel's device time per timed forward, as the GPU backends time "
+                 "their dispatches (Vulkan, OpenCL; the CPU backend times none). Not with --serve, "
+                 "--ep or --cache-slots"),
         OPT_FLAG("no-bandwidth", no_bandwidth,
                  "do not measure the machine's read bandwidth (no % of it per result)"),
         {"ep", BENCH_OPT_CHOICE, &c->ep, "weak|strong", 0, 0, 0.0, bench_ep_choices, "off",
@@ -567,6 +571,12 @@ static bench_parse_result check(bench_config *c)
         return fail("--layers and --serve do not combine (a stream runs one layer)");
     if (c->serve && c->async)
         return fail("--async and --serve do not combine (--async times a chain of layers)");
+    /* The kernels' times arrive through a context's log, summed on moe-bench's one thread: a
+     * serving stream's worker, an expert cache's upload thread and other ranks would log beside
+     * it. */
+    if (c->kernel_times && (c->serve || c->ep || c->cache_slots.n > 0))
+        return fail("--kernel-times does not combine with --serve, --ep or --cache-slots (it times the "
+                    "kernels of one context's forwards, on the calling thread)");
     if (c->ep) {
         /* One plain layer per rank and format: what a placed, cached, chained or served layer would
          * add is measured by their own modes. */

@@ -336,6 +336,28 @@ void bench_print_first(FILE *out, const bench_result *r)
     fputc('\n', out);
 }
 
+void bench_print_kernels(FILE *out, const bench_result *r)
+{
+    if (!r->has_kernels) return;
+    char lbl[32];
+    fprintf(out, "kernels: %s %d %s at T=%" PRId64 ":", r->backend, r->device_index,
+            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
+                               lbl, sizeof lbl),
+            r->tokens);
+    const bench_kernel_times *k = &r->kernels;
+    if (k->n == 0) {
+        fprintf(out, " none timed (the backend logs no per-kernel device times)\n");
+        return;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < k->n; i++) {
+        fprintf(out, "%s %s %.4f ms", i ? "," : "", k->name[i], k->ms[i]);
+        if (k->calls[i] < 0.999 || k->calls[i] > 1.001) fprintf(out, " (%.2f dispatches)", k->calls[i]);
+        sum += k->ms[i];
+    }
+    fprintf(out, "; sum %.4f ms of %.4f device ms per forward (mean)\n", sum, r->dev_time.mean * 1e3);
+}
+
 void bench_print_bandwidth(FILE *out, const bench_result *r)
 {
     char bytes[32], lbl[32];
@@ -639,6 +661,16 @@ cJSON *bench_result_json(const bench_result *r)
             r->chain_one_wait.median > 0.0 ? r->chain_waits.median / r->chain_one_wait.median : 0.0);
     }
     bench_json_add_or_null(o, "async_chain", chain, chain != NULL);
+    cJSON *kernels = r->has_kernels ? cJSON_CreateArray() : NULL;
+    for (int i = 0; kernels && i < r->kernels.n; i++) {
+        cJSON *k = cJSON_CreateObject();
+        if (!k) break;
+        cJSON_AddStringToObject(k, "name", r->kernels.name[i]);
+        cJSON_AddNumberToObject(k, "ms", r->kernels.ms[i]);
+        cJSON_AddNumberToObject(k, "dispatches", r->kernels.calls[i]);
+        cJSON_AddItemToArray(kernels, k);
+    }
+    bench_json_add_or_null(o, "kernels", kernels, kernels != NULL);
     bench_json_add_or_null(o, "reference", ref, r->has_ref);
     if (r->has_ref)
         cJSON_AddNumberToObject(o, "speedup_vs_reference", bench_result_speedup(r));

@@ -55,6 +55,9 @@ void bench_print_async(FILE *out, const bench_result *r);
 void bench_print_reference(FILE *out, const bench_result *r);
 /* The first forward's time, apart from the statistics (kernel compilation shows here). */
 void bench_print_first(FILE *out, const bench_result *r);
+/* --kernel-times: each kernel's device ms per forward (and dispatches per forward when more than
+ * one), their sum against the forward's device time; or that the backend timed none. */
+void bench_print_kernels(FILE *out, const bench_result *r);
 /* The weight bandwidth of a result: bytes read per forward, GB/s, its share of the measured
  * read bandwidth, and tokens/s for decode (T <= BENCH_DECODE_TOKENS). */
 void bench_print_bandwidth(FILE *out, const bench_result *r);

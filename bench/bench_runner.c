@@ -109,6 +109,42 @@ void bench_isa_from_driver(const char *driver, char *isa, size_t size)
     snprintf(isa, size, "%.*s", (int)len, p);
 }
 
+/* --kernel-times' sums, by name, while `on` (the timed forwards of one result). moe-bench times on
+ * one thread, and the flag is refused where a library thread of its own would log (an expert
+ * cache's uploads and parts run on one). */
+static struct {
+    int enabled, on;
+    bench_kernel_times sums; /* ms and calls summed, not yet per forward */
+} kernel_log_state;
+
+void bench_kernel_times_enable(void)
+{
+    kernel_log_state.enabled = 1;
+}
+
+/* A context's log: "BACKEND: NAME  X ms", nothing after, is one dispatch's device time; every
+ * other message (pipeline caches, build logs, warnings) is not moe-bench's to show. */
+static void kernel_log(moe_log_level level, const char *message, void *user_data)
+{
+    (void)user_data;
+    if (!kernel_log_state.on || level != MOE_LOG_DEBUG) return;
+    char backend[16], name[BENCH_KERNEL_NAME];
+    double ms;
+    int end = -1;
+    if (sscanf(message, "%15[a-z]: %23s %lf ms%n", backend, name, &ms, &end) != 3 || end < 0 ||
+        message[end] != '\0')
+        return;
+    bench_kernel_times *k = &kernel_log_state.sums;
+    int i = 0;
+    while (i < k->n && strcmp(k->name[i], name) != 0) i++;
+    if (i == k->n) {
+        if (k->n == BENCH_MAX_KERNELS) return;
+        snprintf(k->name[k->n++], BENCH_KERNEL_NAME, "%s", name);
+    }
+    k->ms[i] += ms;
+    k->calls[i] += 1.0;
+}
+
 int bench_context_create(const bench_target *t, int64_t threads, moe_context **out, moe_device_info *info)
 {
     moe_context_desc cd;
@@ -117,6 +153,10 @@ int bench_context_create(const bench_target *t, int64_t threads, moe_context **o
     cd.backend = t->kind;
     cd.device_index = t->device;
     cd.n_threads = (int)threads;
+    if (kernel_log_state.enabled) {
+        cd.log = kernel_log;
+        cd.log_level = MOE_LOG_DEBUG;
+    }
     moe_status st = t->sel ? moe_context_desc_set_device(&cd, t->sel) : MOE_OK;
     if (st == MOE_OK) st = moe_context_create(&cd, out);
     if (st != MOE_OK) return bench_library_error("moe_context_create", st, NULL);
@@ -580,8 +620,19 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     if (placed && (rc = read_placement(ctx, &cy, cached, &before))) return rc;
     double *wall = NULL, *dev = NULL;
     size_t n = 0;
+    memset(&kernel_log_state.sums, 0, sizeof kernel_log_state.sums);
+    kernel_log_state.on = kernel_log_state.enabled;
     rc = time_forwards(c, ctx, &cy, tokens, b, prog, &wall, &dev, &n);
+    kernel_log_state.on = 0;
     if (rc) return rc;
+    if (kernel_log_state.enabled && n > 0) {
+        r->has_kernels = 1;
+        r->kernels = kernel_log_state.sums;
+        for (int i = 0; i < r->kernels.n; i++) {
+            r->kernels.ms[i] /= (double)n;
+            r->kernels.calls[i] /= (double)n;
+        }
+    }
     if (placed && (rc = read_placement(ctx, &cy, cached, &after))) {
         free(wall);
         free(dev);

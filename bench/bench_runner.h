@@ -67,6 +67,19 @@ int bench_library_error(const char *what, moe_status st, const moe_context *ctx)
 /* Creates a context on a target, with cfg's threads (or `threads` when > 0). */
 int bench_context_create(const bench_target *t, int64_t threads, moe_context **out, moe_device_info *info);
 
+/* --kernel-times: each kernel's device time, from the message the GPU backends log at DEBUG
+ * level for every dispatch of a forward they timed ("vulkan: NAME  X ms"; vk_submit.c,
+ * cl_steps.c), summed by name over the timed forwards. bench_kernel_times_enable, before any
+ * context is made, has bench_context_create's contexts log to it. */
+enum { BENCH_MAX_KERNELS = 24, BENCH_KERNEL_NAME = 24 };
+typedef struct bench_kernel_times {
+    int n; /* kernels seen, in the order first seen; 0: the backend logged none */
+    char name[BENCH_MAX_KERNELS][BENCH_KERNEL_NAME];
+    double ms[BENCH_MAX_KERNELS];    /* device ms per forward: summed over the timed forwards / their count */
+    double calls[BENCH_MAX_KERNELS]; /* dispatches per forward */
+} bench_kernel_times;
+void bench_kernel_times_enable(void);
+
 /* Everything measured for one (target, weight format, token count). Times are in seconds. */
 typedef struct bench_result {
     char backend[16], device[256], driver[128], isa[32];
@@ -130,6 +143,8 @@ typedef struct bench_result {
      * (moe_layer_forward_buffers) and one wait at the end (moe_layer_forward_async), timed
      * alternately. n = 0 without --async. */
     bench_summary chain_waits, chain_one_wait;
+    int has_kernels; /* --kernel-times */
+    bench_kernel_times kernels;
 } bench_result;
 
 /* Weight bytes one forward reads, in d's storage formats: the fixed weights plus one expert's

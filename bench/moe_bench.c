@@ -315,6 +315,7 @@ static int run_forward(run_state *rs)
     for (size_t i = 0; i < n_results; i++) bench_print_bandwidth(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_placement(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_first(stdout, &results[i]);
+    for (size_t i = 0; i < n_results; i++) bench_print_kernels(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_async(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++)
         if (results[i].ref_compared) bench_print_reference(stdout, &results[i]);
@@ -374,6 +375,7 @@ static int run(run_state *rs)
     char note[512];
     rs->n_targets = bench_targets(c, rs->targets, BENCH_MAX_TARGETS, note, sizeof note);
     if (rs->n_targets == 0) return BENCH_EXIT_LIBRARY;
+    if (c->kernel_times) bench_kernel_times_enable();
     for (size_t i = 0; i < rs->n_targets; i++) {
         /* Serve makes its own contexts (one per stream); this one only names the device. */
         const int rc = bench_context_create(&rs->targets[i], c->threads, &rs->ctx[i], &rs->info[i]);

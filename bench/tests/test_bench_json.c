@@ -4,18 +4,19 @@
  * Without arguments: builds a forward result and a serve result by hand, writes them with
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
- * [--bandwidth] [--async] [--cpu-experts N1,N2,..] [--cache-slots S1,S2,..] [--trace] [--same-cache
- * OTHER.json] [--ep RANKS] [--ep-reference]`: parses a file moe-bench wrote (CTest runs moe-bench first) and
- * checks that it is an array of at least MIN_OBJECTS objects with the documented keys of their kind; then,
- * when asked, that the objects' weight_dtype run through the given formats in order (per target), that every
- * forward result cycled N layers (or came from --layers auto), and that the CPU results carry the measured
- * read bandwidth and their share of it, that every forward result timed its layers as an asynchronous chain,
- * that the forward results' experts on a CPU context (and their cache slots) run through the given counts in
- * order (0 without), that every forward result followed a routing trace (and every cached one looked experts
- * up), and that another file's results counted the same cache hits, misses, uploads and bytes, result by
- * result (a replayed trace against the generated one), that every result is an --ep one over RANKS ranks (and
- * that one compared rank 0 with the reference). An --ep result is always checked for its ranks' token
- * split and expert ranges, rows and bytes sent = received, and times that add up (check_ep). Exit 0
+ * [--bandwidth] [--async] [--kernel-times] [--cpu-experts N1,N2,..] [--cache-slots S1,S2,..] [--trace]
+ * [--same-cache OTHER.json] [--ep RANKS] [--ep-reference]`: parses a file moe-bench wrote (CTest runs
+ * moe-bench first) and checks that it is an array of at least MIN_OBJECTS objects with the documented keys of
+ * their kind; then, when asked, that the objects' weight_dtype run through the given formats in order (per
+ * target), that every forward result cycled N layers (or came from --layers auto), and that the CPU results
+ * carry the measured read bandwidth and their share of it, that every forward result timed its layers as an
+ * asynchronous chain, that every forward result timed its kernels (a GPU's with device times named, a CPU's
+ * none), that the forward results' experts on a CPU context (and their cache slots) run through the given
+ * counts in order (0 without), that every forward result followed a routing trace (and every cached one
+ * looked experts up), and that another file's results counted the same cache hits, misses, uploads and bytes,
+ * result by result (a replayed trace against the generated one), that every result is an --ep one over RANKS
+ * ranks (and that one compared rank 0 with the reference). An --ep result is always checked for its ranks'
+ * token split and expert ranges, rows and bytes sent = received, and times that add up (check_ep). Exit 0
  * when all is well.
  */
 #include "bench_check.h"
@@ -58,6 +59,7 @@ static const char *const forward_keys[] = {"backend",
                                            "weight_bw_fraction",
                                            "read_bandwidth_gbs",
                                            "async_chain",
+                                           "kernels",
                                            "cpu_experts",
                                            "cache_slots",
                                            "cache_policy",
@@ -170,6 +172,7 @@ typedef struct expectations {
     int layers_auto;    /* every forward result's count came from --layers auto */
     int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
     int async;          /* every forward result has an async_chain object */
+    int kernels;        /* every forward result timed its kernels: a GPU's named, a CPU's none */
     const char *cpu;    /* "0,2": the forward results' cpu_experts cycle through these in order */
     const char *slots;  /* "0,3": the forward results' cache_slots cycle through these in order */
     int trace;          /* every forward result followed a trace; the cached ones looked experts up */
@@ -326,6 +329,20 @@ static void check_object(const cJSON *o)
                   fabs(num(chain, "speedup") - num(w, "median") / num(one, "median")) <=
                       1e-9 * num(chain, "speedup"));
         }
+        /* --kernel-times: named kernels with positive times and dispatches, adding up to no more
+         * than the device time (they are the intervals between its first and last timestamps). */
+        const cJSON *kernels = cJSON_GetObjectItemCaseSensitive(o, "kernels");
+        CHECK(cJSON_IsNull(kernels) || cJSON_IsArray(kernels));
+        double kernel_sum = 0.0;
+        for (int k = 0; cJSON_IsArray(kernels) && k < cJSON_GetArraySize(kernels); k++) {
+            const cJSON *one = cJSON_GetArrayItem(kernels, k);
+            CHECK(cJSON_IsObject(one) && str(one, "name")[0] != '\0');
+            CHECK(num(one, "ms") >= 0 && num(one, "dispatches") > 0);
+            kernel_sum += num(one, "ms");
+        }
+        const cJSON *dev_ms = cJSON_GetObjectItemCaseSensitive(o, "device_ms");
+        if (kernel_sum > 0)
+            CHECK(cJSON_IsObject(dev_ms) && kernel_sum <= num(dev_ms, "mean") * (1 + 1e-6) + 1e-9);
     } else if (strcmp(kind->valuestring, "ep") == 0) {
         check_ep(o);
     } else if (strcmp(kind->valuestring, "serve") == 0) {
@@ -413,6 +430,12 @@ static void check_expectations(const cJSON *root, const expectations *x)
         }
         if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
         if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
+        if (forward && x->kernels) {
+            const cJSON *kernels = cJSON_GetObjectItemCaseSensitive(o, "kernels");
+            const int timed = strcmp(str(o, "backend"), "cpu") != 0 &&
+                              cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "device_ms"));
+            CHECK(cJSON_IsArray(kernels) && (cJSON_GetArraySize(kernels) > 0) == timed);
+        }
         if (forward && x->layers_auto)
             CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
         if (x->ep_ranks) CHECK(strcmp(str(o, "kind"), "ep") == 0 && num(o, "ranks") == x->ep_ranks);
@@ -646,6 +669,8 @@ int main(int argc, char **argv)
                 x.bandwidth = 1;
             else if (!strcmp(argv[i], "--async"))
                 x.async = 1;
+            else if (!strcmp(argv[i], "--kernel-times"))
+                x.kernels = 1;
             else if (!strcmp(argv[i], "--cpu-experts") && i + 1 < argc)
                 x.cpu = argv[++i];
             else if (!strcmp(argv[i], "--cache-slots") && i + 1 < argc)
