@@ -57,6 +57,13 @@ typedef struct serve_worker {
 
 static struct timespec abs_time(double t)
 {
+#if defined(_WIN32)
+    /* winpthreads' condition variables wait on CLOCK_REALTIME (it has no
+     * pthread_condattr_setclock): the deadline moved onto that clock */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    t = (double)now.tv_sec + (double)now.tv_nsec * 1e-9 + (t - bench_now());
+#endif
     struct timespec ts;
     ts.tv_sec = (time_t)t;
     ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
@@ -290,8 +297,12 @@ int bench_serve_run(const bench_config *c, const bench_target *target, moe_dtype
     if (!rc) {
         mu_ok = pthread_mutex_init(&s.mu, NULL) == 0;
         if (pthread_condattr_init(&ca) == 0) {
+#if defined(_WIN32)
+            cv_ok = pthread_cond_init(&s.cv, &ca) == 0;
+#else
             cv_ok =
                 pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 && pthread_cond_init(&s.cv, &ca) == 0;
+#endif
             pthread_condattr_destroy(&ca);
         }
         if (!mu_ok || !cv_ok) {

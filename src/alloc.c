@@ -7,6 +7,7 @@
  */
 #include "alloc.h"
 #include "moe.h"
+#include "platform/system.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -77,7 +78,7 @@ void *moe_realloc(void *p, size_t bytes)
 
 void *moe_aligned_alloc(size_t alignment, size_t bytes)
 {
-    void *p = moe_alloc_injected() ? NULL : aligned_alloc(alignment, bytes ? bytes : alignment);
+    void *p = moe_alloc_injected() ? NULL : moe_sys_aligned_alloc(alignment, bytes ? bytes : alignment);
     if (!p) tls_failed = true;
     return p;
 }
@@ -85,6 +86,11 @@ void *moe_aligned_alloc(size_t alignment, size_t bytes)
 void moe_free(void *p)
 {
     free(p);
+}
+
+void moe_aligned_free(void *p)
+{
+    moe_sys_aligned_free(p);
 }
 
 char *moe_strdup(const char *s)

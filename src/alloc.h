@@ -19,8 +19,10 @@
 void *moe_malloc(size_t bytes);
 void *moe_calloc(size_t count, size_t size);
 void *moe_realloc(void *p, size_t bytes);
-/* `bytes` (a multiple of `alignment`, a power of two) aligned to `alignment`; moe_free it. */
+/* `bytes` (a multiple of `alignment`, a power of two) aligned to `alignment`; moe_aligned_free
+ * it (Windows' C runtime cannot free an over-aligned block with free). */
 void *moe_aligned_alloc(size_t alignment, size_t bytes);
+void moe_aligned_free(void *p);
 void moe_free(void *p);
 /* A copy of `s` (moe_free it), or NULL. */
 char *moe_strdup(const char *s);

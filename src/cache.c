@@ -1,7 +1,8 @@
 /*
  * cache.c — the on-disk cache the GPU backends share (Vulkan pipeline caches, OpenCL program
- * binaries): where it lives ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe,
- * created on demand), and whole-file reads and writes. A write goes to a temporary file in the
+ * binaries): where it lives ($MOE_CACHE_DIR, else $XDG_CACHE_HOME/moe, else ~/.cache/moe; on
+ * Windows %MOE_CACHE_DIR%, else %LOCALAPPDATA%\moe; created on demand), and whole-file reads
+ * and writes (the file-system calls are file.h's). A write goes to a temporary file in the
  * same directory, named after the process and a counter, and is renamed into place: rename()
  * is atomic, so a reader sees the old file or the new one, never half of one, even with
  * several processes writing at once. A cache that cannot be written is only a warning; one
@@ -17,15 +18,10 @@
 #include "file.h"
 #include "internal.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 /* The largest cache file read. The entries are one Vulkan pipeline cache per device and one
  * OpenCL program binary per kernel set: tens to hundreds of KiB (PoCL's binaries here are
@@ -58,42 +54,50 @@ static bool is_entry(const char *name)
 typedef struct cache_entry {
     char name[256];
     uint64_t bytes;
-    struct timespec mtime;
+    uint64_t mtime_ns;
 } cache_entry;
+
+typedef struct entry_list {
+    cache_entry *e; /* moe_malloc'd */
+    size_t n, cap;
+    uint64_t total;
+    bool full; /* out of memory: what was listed so far */
+} entry_list;
+
+static void add_entry(void *user, const char *name, uint64_t bytes, uint64_t mtime_ns)
+{
+    entry_list *l = user;
+    if (l->full || !is_entry(name) || strlen(name) >= sizeof l->e->name) return;
+    if (l->n == l->cap) {
+        cache_entry *bigger = moe_realloc(l->e, (l->cap ? 2 * l->cap : 16) * sizeof *bigger);
+        if (!bigger) {
+            l->full = true;
+            return;
+        }
+        l->e = bigger;
+        l->cap = l->cap ? 2 * l->cap : 16;
+    }
+    cache_entry *c = &l->e[l->n++];
+    snprintf(c->name, sizeof c->name, "%s", name);
+    c->bytes = bytes;
+    c->mtime_ns = mtime_ns;
+    l->total += bytes;
+}
 
 /* The entries of `dir` (regular files only, links not followed); *out is moe_malloc'd. */
 static size_t list_entries(const char *dir, cache_entry **out, uint64_t *total)
 {
-    *out = NULL;
-    *total = 0;
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    size_t n = 0, cap = 0;
-    for (struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (!is_entry(e->d_name) || strlen(e->d_name) >= sizeof((cache_entry *)0)->name) continue;
-        struct stat st;
-        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-        if (n == cap) {
-            cache_entry *bigger = moe_realloc(*out, (cap ? 2 * cap : 16) * sizeof *bigger);
-            if (!bigger) break; /* what was listed so far */
-            *out = bigger;
-            cap = cap ? 2 * cap : 16;
-        }
-        cache_entry *c = &(*out)[n++];
-        snprintf(c->name, sizeof c->name, "%s", e->d_name);
-        c->bytes = (uint64_t)st.st_size;
-        c->mtime = st.st_mtim;
-        *total += c->bytes;
-    }
-    closedir(d);
-    return n;
+    entry_list l = {0};
+    (void)moe_file_list_dir(dir, add_entry, &l);
+    *out = l.e;
+    *total = l.total;
+    return l.n;
 }
 
 static int older_first(const void *a, const void *b)
 {
-    const struct timespec *x = &((const cache_entry *)a)->mtime, *y = &((const cache_entry *)b)->mtime;
-    if (x->tv_sec != y->tv_sec) return x->tv_sec < y->tv_sec ? -1 : 1;
-    return x->tv_nsec < y->tv_nsec ? -1 : x->tv_nsec > y->tv_nsec;
+    const uint64_t x = ((const cache_entry *)a)->mtime_ns, y = ((const cache_entry *)b)->mtime_ns;
+    return x < y ? -1 : x > y;
 }
 
 /* Removes the oldest entries of `dir` until the rest fit the bound. */
@@ -109,7 +113,7 @@ static void prune(moe_context *ctx, const char *dir)
             char path[1400];
             /* a name that does not fit is skipped: removing its truncated path could hit another file */
             const int len = snprintf(path, sizeof path, "%s/%s", dir, e[i].name);
-            if (len > 0 && (size_t)len < sizeof path && remove(path) == 0) {
+            if (len > 0 && (size_t)len < sizeof path && moe_file_remove(path)) {
                 total -= e[i].bytes;
                 moe_log(ctx, MOE_LOG_INFO, "cache over %llu bytes: removed %s", (unsigned long long)limit,
                         path);
@@ -119,25 +123,21 @@ static void prune(moe_context *ctx, const char *dir)
     moe_free(e);
 }
 
-static bool make_dirs(char *path)
-{
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        const int r = mkdir(path, 0755);
-        *p = '/';
-        if (r != 0 && errno != EEXIST) return false;
-    }
-    return mkdir(path, 0755) == 0 || errno == EEXIST;
-}
-
 /* Where the cache lives (not created here); false (and "") when there is nowhere. */
 static bool cache_location(char *out, size_t size)
 {
-    const char *env = getenv("MOE_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    const char *env = getenv("MOE_CACHE_DIR");
+#if defined(_WIN32)
+    /* Windows' place for a user's machine-local caches (not roamed between machines) */
+    const char *xdg = NULL, *home = NULL, *local = getenv("LOCALAPPDATA");
+#else
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME"), *local = NULL;
+#endif
     int n;
     if (env && *env)
         n = snprintf(out, size, "%s", env);
+    else if (local && *local)
+        n = snprintf(out, size, "%s\\moe", local);
     else if (xdg && *xdg)
         n = snprintf(out, size, "%s/moe", xdg);
     else if (home && *home)
@@ -154,7 +154,7 @@ static bool cache_location(char *out, size_t size)
 bool moe_cache_dir(moe_context *ctx, char *out, size_t size)
 {
     if (!cache_location(out, size)) return false;
-    if (!make_dirs(out)) {
+    if (!moe_file_make_dirs(out)) {
         moe_log(ctx, MOE_LOG_WARNING, "cannot create the cache directory %s; nothing is cached", out);
         out[0] = '\0';
         return false;

@@ -16,23 +16,26 @@
 
 #define MOE_ERROR_MAX 1024
 
+/* printf-style checking of a function's format string. mingw-w64's "printf" archetype is the
+ * Microsoft runtime's (no %zu, %lld); the library is built with its C99 stdio
+ * (__USE_MINGW_ANSI_STDIO), whose archetype is gnu_printf. */
+#if defined(__MINGW32__)
+#define MOE_PRINTF(fmt, args) __attribute__((format(gnu_printf, fmt, args)))
+#elif defined(__GNUC__)
+#define MOE_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define MOE_PRINTF(fmt, args)
+#endif
+
 /* ---- errors ---------------------------------------------------------------------------- */
 
 /* Records a failure: formats the detail into the context (if any) and this thread's last
  * error, sends it to the log callback, and returns `status` so callers can
  * `return moe_fail(...)`. */
-moe_status moe_fail(moe_context *ctx, moe_status status, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+moe_status moe_fail(moe_context *ctx, moe_status status, const char *fmt, ...) MOE_PRINTF(3, 4);
 /* Clears the context's and the thread's last error at the start of a public call. */
 void moe_clear_error(moe_context *ctx);
-void moe_log(moe_context *ctx, moe_log_level level, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
+void moe_log(moe_context *ctx, moe_log_level level, const char *fmt, ...) MOE_PRINTF(3, 4);
 
 /* Milliseconds on a monotonic clock (CLOCK_MONOTONIC where the platform has it); only
  * differences mean anything. Every backend times its steps and builds with it. */

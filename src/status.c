@@ -7,6 +7,7 @@
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "internal.h"
+#include "platform/system.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -121,11 +122,5 @@ bool moe_bytes_of(size_t elem_size, int64_t a, int64_t b, int64_t c, size_t *out
 
 double moe_now_ms(void)
 {
-    struct timespec t;
-#if defined(CLOCK_MONOTONIC)
-    clock_gettime(CLOCK_MONOTONIC, &t);
-#else
-    timespec_get(&t, TIME_UTC); /* no monotonic clock: the best there is */
-#endif
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+    return (double)moe_sys_now_ns() * 1e-6;
 }

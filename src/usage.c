@@ -178,11 +178,7 @@ typedef struct text {
     bool failed;
 } text;
 
-static void put(text *t, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
+static void put(text *t, const char *fmt, ...) MOE_PRINTF(2, 3);
 
 static void put(text *t, const char *fmt, ...)
 {

@@ -38,7 +38,9 @@ int fx_write_raw(const char *path, uint64_t hlen, const char *header, size_t hea
 int fx_write_text(const char *path, const char *text);
 /* A file of `size` bytes that reads as zeros and takes no disk space (ftruncate). */
 int fx_write_sparse(const char *path, uint64_t size);
-/* A FIFO, and a symbolic link at `path` to `target`, both removed by fx_cleanup(). */
+/* A FIFO, and a symbolic link at `path` to `target`, both removed by fx_cleanup(); 0, -1 on a
+ * failure, or FX_UNSUPPORTED where the platform has no such thing (Windows). */
+#define FX_UNSUPPORTED 1
 int fx_mkfifo(const char *path);
 int fx_symlink(const char *target, const char *path);
 /* Removes every file and directory written through this module. */

@@ -15,8 +15,34 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #define SKIP_CODE 77
+
+#if defined(_WIN32)
+/* POSIX's setenv / unsetenv over the C runtime's _putenv_s, whose environment getenv (and so
+ * the library) reads; an empty value removes the variable. */
+static inline int setenv(const char *name, const char *value, int overwrite)
+{
+    return !overwrite && getenv(name) ? 0 : _putenv_s(name, value);
+}
+static inline int unsetenv(const char *name)
+{
+    return _putenv_s(name, "");
+}
+#include <direct.h> /* _mkdir */
+#include <io.h>     /* _mktemp_s */
+#include <string.h>
+/* POSIX's mkdtemp: the XXXXXX made unique, the directory made. */
+static inline char *mkdtemp(char *tmpl)
+{
+    return _mktemp_s(tmpl, strlen(tmpl) + 1) == 0 && _mkdir(tmpl) == 0 ? tmpl : NULL;
+}
+#define h_mkdir(path) _mkdir(path)
+#else
+#include <sys/stat.h>
+#define h_mkdir(path) mkdir(path, 0700)
+#endif
 
 extern int h_failures;
 extern int h_checks;

@@ -27,11 +27,16 @@
 #define _POSIX_C_SOURCE 200809L
 #include "harness.h"
 
-#include <pthread.h>
-#include <spawn.h>
+#include <errno.h>
+#include <pthread.h> /* on Windows, mingw-w64's winpthreads */
 #include <stdlib.h>
 #include <string.h>
+#if defined(_WIN32)
+#include <process.h> /* _spawnv */
+#else
+#include <spawn.h>
 #include <sys/wait.h>
+#endif
 
 extern char **environ;
 
@@ -155,6 +160,19 @@ static const char *g_self_path = "";
  * an emulator (qemu-user) that MOE_TEST_EMULATOR names, its words separated by '|' (CMake's
  * CMAKE_CROSSCOMPILING_EMULATOR): /proc/self/exe is then the emulator's program and the host
  * kernel cannot run this one, so the child is the emulator again with this program's path. */
+#if defined(_WIN32)
+/* Windows: the C runtime's _spawnv, waiting (under Wine too: a Windows program's child is a
+ * Windows program). _spawnv joins the arguments with spaces, which none of them has. */
+static void run_child(const char *backend, const char *mode, const char *what, int count)
+{
+    const char *child_argv[] = {g_self_path, backend, mode, what, NULL};
+    fflush(stdout); /* the child's lines after ours */
+    const intptr_t code = _spawnv(_P_WAIT, g_self_path, child_argv);
+    CHECK(code >= 0, "_spawnv %s: %s", g_self_path, strerror(errno));
+    CHECK(code == 0 || (code == SKIP_CODE && count == 0), "child '%s %s' exited %d", mode, what ? what : "",
+          (int)code);
+}
+#else
 static void run_child(const char *backend, const char *mode, const char *what, int count)
 {
     char *self = "/proc/self/exe";
@@ -196,6 +214,7 @@ static void run_child(const char *backend, const char *mode, const char *what, i
     CHECK(code == 0 || (code == SKIP_CODE && count == 0), "child '%s %s' exited %d", mode, what ? what : "",
           code);
 }
+#endif
 
 /* ---- first use, out of memory ------------------------------------------------------------------- */
 

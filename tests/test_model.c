@@ -718,6 +718,12 @@ static void test_files(moe_context *ctx, const char *root, h_rng *r)
             rc = fx_symlink("nowhere.safetensors", path);
             break;
         }
+        if (rc == FX_UNSUPPORTED) {
+            printf("  [%s] not on this platform\n", cases[i].what);
+            h_layer_free(&l);
+            free(dir);
+            continue;
+        }
         CHECK(rc == 0, "[%s] cannot make %s", cases[i].what, path);
         expect_error(ctx, cases[i].what, dir, 1, cases[i].want, cases[i].part, NULL);
         h_layer_free(&l);
@@ -813,6 +819,10 @@ static void test_npy(const char *root)
                          : special[i].kind == 1 ? fx_mkfifo(sp)
                                                 : fx_symlink("/dev/zero", sp);
         free(sub);
+        if (made == FX_UNSUPPORTED) {
+            printf("  npy %-30s not on this platform\n", special[i].what);
+            continue;
+        }
         CHECK(made == 0, "[npy %s] cannot make %s", special[i].what, sp);
         got = NULL;
         rc = npy_read_f32_matrix(sp, 3, &got, &rows, &cols, err, sizeof err);

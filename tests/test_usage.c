@@ -326,7 +326,7 @@ static void files(moe_context *ctx, const h_layer *hl, h_rng *r)
     CHECK_STATUS(moe_usage_save(bad, saved + 1, indices + 1, 1), MOE_ERROR_IO);
     /* A directory where the file should go: the rename fails, and no temporary file stays. */
     snprintf(bad, sizeof bad, "%s/usage-dir.json", dir);
-    CHECK(mkdir(bad, 0700) == 0, "mkdir %s", bad);
+    CHECK(h_mkdir(bad) == 0, "mkdir %s", bad);
     CHECK_STATUS(moe_usage_save(bad, saved + 1, indices + 1, 1), MOE_ERROR_IO);
     int entries = 0, temps = 0;
     h_count_cache_files(dir, "usage", ".json", &entries, &temps);

@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#if !defined(_WIN32)
 #include <unistd.h>
+#endif
 
 static int fail(char *err, size_t n, const char *fmt, ...)
 {
@@ -273,6 +275,29 @@ static void dir_of(const char *path, char *out, size_t cap)
         snprintf(out, cap, "%.*s", (int)(slash - path), path);
 }
 
+#if defined(_WIN32)
+/* Windows: `path` itself (links there are a privileged, rare thing: not followed), which must
+ * be absent, with its directory there, or a regular file. */
+int npy_output_target(const char *path, char *target, size_t cap, int *exists, char *err, size_t n)
+{
+    if (!path[0]) return fail(err, n, "the output path is empty");
+    const char *kind;
+    char why[256];
+    const moe_path_type t = moe_file_path_type(path, true, &kind, why, sizeof why);
+    if (t == MOE_PATH_NONE) {
+        char dir[NPY_PATH_MAX];
+        dir_of(path, dir, sizeof dir);
+        if (moe_file_path_type(dir, true, &kind, why, sizeof why) != MOE_PATH_DIRECTORY)
+            return fail(err, n, "%s: cannot write: the directory %s does not exist", path, dir);
+    } else if (t != MOE_PATH_REGULAR) {
+        return fail(err, n, "%s: is %s; the output is written only to a regular file (or a new one)", path,
+                    kind);
+    }
+    *exists = t == MOE_PATH_REGULAR;
+    if (snprintf(target, cap, "%s", path) >= (int)cap) return fail(err, n, "%s: path too long", path);
+    return 0;
+}
+#else
 int npy_output_target(const char *path, char *target, size_t cap, int *exists, char *err, size_t n)
 {
     char cur[NPY_PATH_MAX];
@@ -324,6 +349,8 @@ int npy_output_target(const char *path, char *target, size_t cap, int *exists, c
     return 0;
 }
 
+#endif
+
 int npy_write_f32_matrix(const char *path, const float *data, int64_t rows, int64_t cols, char *err, size_t n)
 {
     char header[128];
@@ -334,7 +361,22 @@ int npy_write_f32_matrix(const char *path, const float *data, int64_t rows, int6
     const int total = (10 + len + 1 + 63) / 64 * 64;
     while (10 + len + 1 < total) header[len++] = ' ';
     header[len++] = '\n';
+    const uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(len & 0xff), (uint8_t)(len >> 8)};
 
+#if defined(_WIN32)
+    /* Windows (little-endian): the file layer's atomic write, a new file renamed over `path`. */
+    char target[NPY_PATH_MAX];
+    int exists = 0;
+    if (npy_output_target(path, target, sizeof target, &exists, err, n)) return -1;
+    uint8_t head[sizeof pre + sizeof header];
+    memcpy(head, pre, sizeof pre);
+    memcpy(head + sizeof pre, header, (size_t)len);
+    char why[1200];
+    if (moe_file_write_atomic(target, head, sizeof pre + (size_t)len, data,
+                              (size_t)rows * (size_t)cols * sizeof(float), why, sizeof why) != MOE_FILE_OK)
+        return fail(err, n, "%s", why);
+    return 0;
+#else
     /* Written atomically where the data belongs: a new file, or the regular file `path` is or
      * (through symbolic links) points to, so a link stays a link. A temporary file in the
      * same directory, complete and synced, is renamed over it; a failure leaves no file. */
@@ -365,7 +407,6 @@ int npy_write_f32_matrix(const char *path, const float *data, int64_t rows, int6
         unlink(tmp);
         return fail(err, n, "%s: cannot write: %s", tmp, strerror(e));
     }
-    const uint8_t pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (uint8_t)(len & 0xff), (uint8_t)(len >> 8)};
     bool ok = fwrite(pre, 1, sizeof pre, f) == sizeof pre && fwrite(header, 1, (size_t)len, f) == (size_t)len;
     const size_t count = (size_t)rows * (size_t)cols;
     if (host_little_endian()) {
@@ -388,4 +429,5 @@ int npy_write_f32_matrix(const char *path, const float *data, int64_t rows, int6
         return fail(err, n, "%s: cannot write: %s", target, strerror(e));
     }
     return 0;
+#endif
 }

@@ -8,11 +8,11 @@
 #define _POSIX_C_SOURCE 200809L /* sysconf */
 #define _DEFAULT_SOURCE         /* madvise's MADV_HUGEPAGE (Linux) */
 #if defined(__linux__)
-#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
-#include <sched.h>
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT (platform/system.h) */
 #endif
 #include "../alloc.h"
 #include "../internal.h"
+#include "../platform/system.h"
 #include "cpu.h"
 
 #include <errno.h>
@@ -20,8 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
@@ -62,12 +60,7 @@ static void *at(moe_addr a)
  * would time-slice the same cores. */
 static int online_cores(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-#if defined(__linux__) && defined(CPU_COUNT)
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) >= 1 && CPU_COUNT(&set) < n)
-        n = CPU_COUNT(&set);
-#endif
+    const long n = moe_sys_cpu_count();
     return n < 1 ? 1 : n > MOE_MAX_THREADS ? MOE_MAX_THREADS : (int)n;
 }
 
@@ -162,8 +155,7 @@ static moe_status cpu_device_info(int index, moe_device_info *info)
     cpuinfo_field("model name", info->name, sizeof info->name, "CPU");
     cpuinfo_field("vendor_id", info->vendor, sizeof info->vendor, "unknown");
     snprintf(info->driver, sizeof info->driver, "moe cpu %s (%s)", k ? k->name : "unavailable", why);
-    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    info->memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+    info->memory_bytes = moe_sys_memory_bytes();
     info->compute_units = default_threads();
     cpu_isa_fields(k, info);
     return MOE_OK;
@@ -228,7 +220,7 @@ static moe_status cpu_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_bu
     void *data = rounded >= bytes ? moe_aligned_alloc(align, rounded) : NULL;
     if (!b || !data) {
         moe_free(b);
-        moe_free(data);
+        moe_aligned_free(data);
         return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: allocation of %zu bytes failed", bytes);
     }
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -244,7 +236,7 @@ static void cpu_buffer_free(moe_backend *be, moe_backend_buffer *b)
 {
     (void)be;
     if (!b) return;
-    moe_free(b->data);
+    moe_aligned_free(b->data);
     moe_free(b);
 }
 

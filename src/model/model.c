@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #define DEFAULT_MAX_TOKENS 1024
 
@@ -35,8 +34,8 @@ static char *join(const char *dir, const char *name)
  * not reported as missing. */
 static bool entry_exists(const char *path)
 {
-    struct stat sb;
-    return lstat(path, &sb) == 0;
+    const char *kind;
+    return moe_file_path_type(path, false, &kind, NULL, 0) != MOE_PATH_NONE;
 }
 
 static int cmp_tensor(const void *a, const void *b)
@@ -200,13 +199,15 @@ moe_status moe_model_open(const char *path, moe_model **out)
     moe_clear_error(NULL);
     if (!path) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "path is NULL");
     if (!out) return moe_fail(NULL, MOE_ERROR_NULL_POINTER, "out_model is NULL");
-    struct stat sb;
-    if (stat(path, &sb) != 0)
-        return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model: %s", path, strerror(errno));
-    const bool dir = S_ISDIR(sb.st_mode);
-    if (!dir && !S_ISREG(sb.st_mode))
+    const char *kind;
+    char why[256];
+    const moe_path_type type = moe_file_path_type(path, true, &kind, why, sizeof why);
+    if (type == MOE_PATH_NONE)
+        return moe_fail(NULL, MOE_ERROR_IO, "%s: cannot open the model: %s", path, why);
+    const bool dir = type == MOE_PATH_DIRECTORY;
+    if (!dir && type != MOE_PATH_REGULAR)
         return moe_fail(NULL, MOE_ERROR_IO, "%s: is %s; a model is a Hugging Face directory or a GGUF file",
-                        path, moe_file_kind(sb.st_mode));
+                        path, kind);
 
     moe_model *m = moe_calloc(1, sizeof *m);
     if (m) atomic_init(&m->refs, 1);

@@ -13,10 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if !defined(_WIN32)
-#include <sys/mman.h>
-#endif
-
 static int cmp_by_name(const void *a, const void *b)
 {
     return strcmp(((const moe_file_tensor *)a)->name, ((const moe_file_tensor *)b)->name);
@@ -80,13 +76,7 @@ static moe_status map_file(moe_context *ctx, const char *path, const char *what,
                         (unsigned long long)f.size);
     }
     const size_t size = (size_t)f.size;
-    void *map = NULL;
-#if !defined(_WIN32)
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, f.fd, 0);
-        if (map == MAP_FAILED) map = NULL;
-    }
-#endif
+    void *map = moe_file_map(&f);
     uint8_t *bytes = map;
     if (!map) { /* no mmap here (or it failed): read the file instead, exactly its size */
         bytes = moe_malloc(size ? size : 1);
@@ -110,11 +100,9 @@ static moe_status map_file(moe_context *ctx, const char *path, const char *what,
 
 static void unmap_file(void *bytes, size_t map_bytes)
 {
-#if !defined(_WIN32)
     if (bytes && map_bytes)
-        munmap(bytes, map_bytes);
+        moe_file_unmap(bytes, map_bytes);
     else
-#endif
         moe_free(bytes);
 }
 

@@ -126,6 +126,16 @@ static cl_device_id g_devs[MAX_DEVICES];
 static cl_int list_devices_locked(const char **call)
 {
     if (g_listed) return CL_SUCCESS;
+#if defined(_WIN32)
+    /* OpenCL.dll is delay-loaded (opencl.cmake): a call into it when it is missing would raise
+     * an exception, so it is loaded here first, from System32 where the ICD loader lives (the
+     * delay-load helper then finds it loaded); none there is zero devices. */
+    if (!LoadLibraryExA("OpenCL.dll", NULL, LOAD_LIBRARY_SEARCH_SYSTEM32)) {
+        g_n_devices = 0;
+        g_listed = true;
+        return CL_SUCCESS;
+    }
+#endif
     cl_uint np = 0;
     cl_platform_id plats[MAX_PLATFORMS];
     cl_int err = moe_alloc_injected() ? CL_OUT_OF_HOST_MEMORY : clGetPlatformIDs(MAX_PLATFORMS, plats, &np);

@@ -27,5 +27,28 @@ foreach(name ${MOE_CL_NAMES})
 endforeach()
 add_custom_target(moe_cl_kernels DEPENDS ${MOE_CL_HEADERS})
 
+# What the library links for OpenCL. Linux and the like: the ICD loader (libOpenCL). Windows: a
+# delay-load import library of OpenCL.dll made from OpenCL.def by the toolchain's dlltool, so
+# that libmoe.dll loads on a machine without OpenCL (cl_device.c loads OpenCL.dll before its
+# first call; none is zero devices) and the Windows ICD loader, which no Debian package builds,
+# is not needed to build. The import library is installed beside the static library, whose
+# users link it (moeConfig.cmake's moe::opencl_delayload).
+if(WIN32)
+  if(NOT CMAKE_DLLTOOL)
+    message(FATAL_ERROR "the OpenCL backend on Windows needs the toolchain's dlltool (CMAKE_DLLTOOL)")
+  endif()
+  set(MOE_CL_DELAYLIB ${MOE_CL_OUT}/libmoe_opencl_delayload.a)
+  add_custom_command(OUTPUT ${MOE_CL_DELAYLIB}
+    COMMAND ${CMAKE_DLLTOOL} --input-def ${CMAKE_CURRENT_SOURCE_DIR}/src/opencl/OpenCL.def
+      --dllname OpenCL.dll --output-delaylib ${MOE_CL_DELAYLIB}
+    DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/opencl/OpenCL.def
+    COMMENT "dlltool: OpenCL.dll delay-load import library"
+    VERBATIM)
+  add_custom_target(moe_cl_delayload DEPENDS ${MOE_CL_DELAYLIB})
+  set(MOE_OPENCL_LINK ${MOE_CL_DELAYLIB})
+else()
+  set(MOE_OPENCL_LINK OpenCL::OpenCL)
+endif()
+
 set(MOE_OPENCL_SOURCES
   src/opencl/cl_device.c src/opencl/cl_memory.c src/opencl/cl_program.c src/opencl/cl_steps.c src/opencl/cl_embed.c)

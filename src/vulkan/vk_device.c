@@ -94,6 +94,10 @@ static VkInstance g_instance;
 static bool g_validation;
 static VkDebugUtilsMessengerEXT g_messenger;
 static bool g_listed; /* g_devices holds the compute-capable physical devices */
+/* Why there is no Vulkan here (no loader, no driver), once found: zero devices, kept like a
+ * listing (OpenCL keeps "no platform" the same way), so that a machine without Vulkan does not
+ * load the loader and ask for an instance again at every context creation. */
+static char g_no_vulkan[256];
 static uint32_t g_n_devices;
 static VkPhysicalDevice g_devices[MAX_DEVICES];
 static int g_compute_units[MAX_DEVICES]; /* asked once, when listed (it takes an allocation) */
@@ -184,15 +188,26 @@ static uint32_t instance_api(void)
  * process exits (tearing it down would unload the driver, which leaks inside some drivers —
  * lavapipe's LLVM, seen under LeakSanitizer — and recreating it would cost every short-lived
  * context a driver load). MOE_OK; MOE_ERROR_BACKEND_UNAVAILABLE when there is no loader or
- * no driver (zero devices); or an error status. `why` says which. A failure is not kept: the
- * next call tries again. */
+ * no driver (zero devices, kept in g_no_vulkan); or an error status. `why` says which. A failure
+ * is not kept: the next call tries again. */
+static moe_status no_vulkan(char *why, size_t why_size)
+{
+    snprintf(why, why_size, "%s", g_no_vulkan);
+    return MOE_ERROR_BACKEND_UNAVAILABLE;
+}
+
 static moe_status instance_locked(char *why, size_t why_size)
 {
     if (g_instance != VK_NULL_HANDLE) return MOE_OK;
+    if (g_no_vulkan[0]) return no_vulkan(why, why_size);
     VkResult r = volkInitialize();
     if (r != VK_SUCCESS) {
-        snprintf(why, why_size, "no Vulkan loader (libvulkan) could be loaded");
-        return MOE_ERROR_BACKEND_UNAVAILABLE;
+#if defined(_WIN32)
+        snprintf(g_no_vulkan, sizeof g_no_vulkan, "no Vulkan loader (vulkan-1.dll) could be loaded");
+#else
+        snprintf(g_no_vulkan, sizeof g_no_vulkan, "no Vulkan loader (libvulkan) could be loaded");
+#endif
+        return no_vulkan(why, why_size);
     }
     const char *want = getenv("MOE_VK_VALIDATION");
     g_validation = want && *want && strcmp(want, "0") != 0;
@@ -227,9 +242,9 @@ static moe_status instance_locked(char *why, size_t why_size)
     r = MOE_VK_ALLOC_CALL(VK_ERROR_OUT_OF_HOST_MEMORY, vkCreateInstance(&ci, NULL, &inst));
     if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED) {
         /* The loader found no driver (no ICD, or none that loads): a machine without Vulkan. */
-        snprintf(why, why_size, "no Vulkan driver: vkCreateInstance failed: %s (%d)", moe_vk_result_name(r),
-                 (int)r);
-        return MOE_ERROR_BACKEND_UNAVAILABLE;
+        snprintf(g_no_vulkan, sizeof g_no_vulkan, "no Vulkan driver: vkCreateInstance failed: %s (%d)",
+                 moe_vk_result_name(r), (int)r);
+        return no_vulkan(why, why_size);
     }
     if (r != VK_SUCCESS) {
         snprintf(why, why_size, "vkCreateInstance failed: %s (%d)", moe_vk_result_name(r), (int)r);

@@ -7,8 +7,11 @@
 # Usage: check_install.sh <cmake> <moe binary dir> <moe source dir> <C compiler> <work dir>
 #                         [config] [extra C/link flags, e.g. sanitizers]
 # Cross-compiled builds: MOE_TEST_EMULATOR is the command the built programs run under (words
-# separated by '|', e.g. qemu-user) and MOE_TEST_TOOLCHAIN_FILE the toolchain the consumer
-# project is configured with.
+# separated by '|', e.g. qemu-user or wine) and MOE_TEST_TOOLCHAIN_FILE the toolchain the consumer
+# project is configured with. Windows programs (.exe; mingw-w64) find libmoe.dll beside them or
+# on the PATH: it is copied beside each consumer, as an application ships it, and the installed
+# tools find it in bin/, where it is installed; their imports are read with the toolchain's
+# objdump instead of readelf and ldd.
 # Exits non-zero on any failure.
 set -euo pipefail
 emulator=()
@@ -36,7 +39,11 @@ step() { printf '\n=== %s\n' "$*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # deps_of FILE: the shared libraries FILE loads, as ldd lists them. ldd is the host's; under an
 # emulator the target's own loader lists them (LD_TRACE_LOADED_OBJECTS, what ldd sets for it).
-can_list_deps() { [ ${#emulator[@]} -gt 0 ] || command -v ldd >/dev/null 2>&1; }
+windows=0
+case "$(basename "$cc")" in *mingw32*) windows=1 ;; esac
+exe=""
+[ "$windows" -eq 0 ] || exe=.exe
+can_list_deps() { [ "$windows" -eq 0 ] && { [ ${#emulator[@]} -gt 0 ] || command -v ldd >/dev/null 2>&1; }; }
 deps_of() {
     if [ ${#emulator[@]} -gt 0 ]; then LD_TRACE_LOADED_OBJECTS=1 "${emulator[@]}" "$1"; else ldd "$1"; fi
 }
@@ -71,6 +78,7 @@ fi
 CMAKE_PREFIX_PATH="$prefix" "$cmake_exe" -S "$src_dir/tests/packaging/consumer" -B "$consumer_build" \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_PREFIX_PATH="$prefix" \
     -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF -DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF \
+    -DMOE_QUICKSTART="$src_dir/examples/quickstart.c" \
     ${config:+-DCMAKE_BUILD_TYPE="$config"} "${cmake_flags[@]}"
 found_dir=$(sed -n 's/^moe_DIR:PATH=//p' "$consumer_build/CMakeCache.txt")
 case "$found_dir" in
@@ -91,7 +99,15 @@ consumer=$(find_exe consumer)
 consumer_static=$(find_exe consumer_static)
 
 # (Outputs are captured before grep: with pipefail, grep -q closing a pipe early can fail it.)
-if command -v readelf >/dev/null 2>&1; then
+if [ "$windows" -eq 1 ]; then
+    objdump=${cc%gcc*}objdump
+    objdump=${objdump%-posix}
+    imports=$("$objdump" -p "$consumer_static")
+    case "$imports" in *"DLL Name: libmoe"*) fail "consumer_static (moe::moe_static) imports libmoe.dll" ;; esac
+    imports=$("$objdump" -p "$consumer")
+    case "$imports" in *"DLL Name: libmoe.dll"*) ;; *) fail "consumer (moe::moe) does not import libmoe.dll" ;; esac
+    cp "$prefix/bin/libmoe.dll" "$(dirname "$consumer")/"
+elif command -v readelf >/dev/null 2>&1; then
     dyn=$(readelf -d "$consumer_static")
     case "$dyn" in *"NEEDED"*"libmoe"*) fail "consumer_static (moe::moe_static) depends on the shared libmoe" ;; esac
     dyn=$(readelf -d "$consumer")
@@ -102,6 +118,11 @@ step "run consumer (moe::moe)"
 "${emulator[@]}" "$consumer"
 step "run consumer_static (moe::moe_static)"
 "${emulator[@]}" "$consumer_static"
+step "run the README's quickstart, built against the installed package"
+quickstart=$(find_exe quickstart)
+out=$("${emulator[@]}" "$quickstart") || fail "the quickstart failed"
+case "$out" in *"relative L2 error vs reference"*) ;; *) fail "the quickstart printed no comparison:
+$out" ;; esac
 
 # ---- pkg-config -------------------------------------------------------------------------------
 step "pkg-config build (PKG_CONFIG_PATH=$pc_dir)"
@@ -123,9 +144,10 @@ pc_flags=$(pkg-config --cflags --libs moe)
 echo "$cc main.c $pc_flags"
 # shellcheck disable=SC2086  # the flags must split into words
 "$cc" $extra_flags "-DEXPECTED_VERSION=$pc_version" "$src_dir/tests/packaging/consumer/main.c" \
-    -o "$pc_build/consumer_pc" $pc_flags
+    -o "$pc_build/consumer_pc$exe" $pc_flags
+[ "$windows" -eq 0 ] || cp "$prefix/bin/libmoe.dll" "$pc_build/"
 step "run consumer_pc (LD_LIBRARY_PATH=$libdir)"
-LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "${emulator[@]}" "$pc_build/consumer_pc"
+LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "${emulator[@]}" "$pc_build/consumer_pc$exe"
 if can_list_deps; then
     deps=$(LD_LIBRARY_PATH="$libdir" deps_of "$pc_build/consumer_pc")
     case "$deps" in *"libmoe"*" => $libdir/libmoe"*) ;; *) fail "consumer_pc did not load libmoe from $libdir:
@@ -141,7 +163,7 @@ step "installed tools in $bindir, run without LD_LIBRARY_PATH"
 # moe-bench) must be installed.
 built() { [ -f "$bin_dir/$1" ] || [ -f "$bin_dir/$1.exe" ]; }
 for tool in moe-info moe-run moe-bench; do
-    if built "$tool"; then [ -x "$bindir/$tool" ] || fail "$tool was built but not installed in $bindir"; fi
+    if built "$tool"; then [ -x "$bindir/$tool$exe" ] || fail "$tool was built but not installed in $bindir"; fi
 done
 if built moe-info; then [ -x "$bindir/moe-plot" ] || fail "moe-plot was not installed in $bindir"; fi
 if can_list_deps; then
@@ -155,14 +177,14 @@ if can_list_deps; then
 $deps"
     done
 fi
-if [ -x "$bindir/moe-info" ]; then
-    out=$(env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-info") || fail "installed moe-info failed"
+if [ -x "$bindir/moe-info$exe" ]; then
+    out=$(env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-info$exe") || fail "installed moe-info failed"
     case "$out" in *"cpu"*) ;; *) fail "installed moe-info did not list the cpu backend:
 $out" ;; esac
-    env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-run" --help >/dev/null || fail "installed moe-run --help failed"
+    env -u LD_LIBRARY_PATH "${emulator[@]}" "$bindir/moe-run$exe" --help >/dev/null || fail "installed moe-run --help failed"
 fi
-if [ -x "$bindir/moe-bench" ]; then
-    out=$(env -u LD_LIBRARY_PATH MOE_BENCH_NO_PROGRESS=1 "${emulator[@]}" "$bindir/moe-bench" --backend cpu --tokens 3 --d-model 32 \
+if [ -x "$bindir/moe-bench$exe" ]; then
+    out=$(env -u LD_LIBRARY_PATH MOE_BENCH_NO_PROGRESS=1 "${emulator[@]}" "$bindir/moe-bench$exe" --backend cpu --tokens 3 --d-model 32 \
         --d-ff 16 --experts 4 --top-k 2 --iters 2 --warmup 1 --no-bandwidth) || fail "installed moe-bench failed"
     case "$out" in *"cpu "*) ;; *) fail "installed moe-bench printed no result:
 $out" ;; esac
