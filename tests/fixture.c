@@ -117,9 +117,9 @@ char *fx_mkdir(const char *parent, const char *name)
 {
     char buf[1024];
     if (!parent) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(buf, sizeof buf, "%s/moe_test_%s_XXXXXX", tmp && tmp[0] ? tmp : "/tmp", name);
-        if (!mkdtemp(buf)) return NULL;
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "moe_test_%s_", name);
+        if (!h_make_temp_dir(prefix, buf, sizeof buf)) return NULL;
     } else {
         snprintf(buf, sizeof buf, "%s/%s", parent, name);
         if (h_mkdir(buf) != 0) return NULL;

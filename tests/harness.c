@@ -14,6 +14,28 @@ int h_checks = 0;
 
 /* ---- setup -------------------------------------------------------------------------------- */
 
+char *h_make_temp_dir(const char *prefix, char *buf, size_t size)
+{
+    const char *names[] = {
+        "TMPDIR",
+#if defined(_WIN32)
+        "TEMP",
+        "TMP",
+#endif
+        NULL
+    };
+    const char *tmp = "/tmp";
+    for (int i = 0; names[i]; i++) {
+        const char *v = getenv(names[i]);
+        if (v && v[0]) {
+            tmp = v;
+            break;
+        }
+    }
+    const int n = snprintf(buf, size, "%s/%sXXXXXX", tmp, prefix);
+    return n > 0 && (size_t)n < size ? mkdtemp(buf) : NULL;
+}
+
 static void skip(const char *why)
 {
     printf("SKIP: %s\n", why);

@@ -44,6 +44,10 @@ static inline char *mkdtemp(char *tmpl)
 #define h_mkdir(path) mkdir(path, 0700)
 #endif
 
+/* A new directory <temporary directory>/<prefix>XXXXXX (mkdtemp) in buf[0..size): the
+ * temporary directory is $TMPDIR, else on Windows %TEMP% or %TMP%, else /tmp. buf, or NULL. */
+char *h_make_temp_dir(const char *prefix, char *buf, size_t size);
+
 extern int h_failures;
 extern int h_checks;
 

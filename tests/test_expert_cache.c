@@ -252,8 +252,8 @@ static void model_forward(model *m, const int64_t *rows)
 /* moe_usage_save writes the cache's counts beside the usage, and moe_usage_load still reads it. */
 static void saved_with_usage(const moe_layer *layer, const moe_expert_cache_stats *s)
 {
-    char dir[] = "/tmp/moe-test-expert-cache-XXXXXX", path[96], *text = NULL;
-    if (!mkdtemp(dir)) {
+    char dir[768], path[800], *text = NULL;
+    if (!h_make_temp_dir("moe-test-expert-cache-", dir, sizeof dir)) {
         CHECK(false, "mkdtemp failed");
         return;
     }

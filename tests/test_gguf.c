@@ -488,8 +488,8 @@ int main(int argc, char **argv)
     cJSON_Delete(index);
     free(text);
     if (kind == MOE_BACKEND_CPU) { /* the errors do not depend on the backend */
-        char tmp[] = "/tmp/moe-gguf-XXXXXX";
-        CHECK(mkdtemp(tmp) != NULL, "mkdtemp failed");
+        char tmp[768];
+        CHECK(h_make_temp_dir("moe-gguf-", tmp, sizeof tmp) != NULL, "mkdtemp failed");
         errors(ctx, tmp);
         rmdir(tmp);
         tensor_infos();

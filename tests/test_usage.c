@@ -242,9 +242,9 @@ static void files(moe_context *ctx, const h_layer *hl, h_rng *r)
             CHECK_STATUS(moe_layer_forward(layers[i], 9, x, y, NULL), MOE_OK);
         }
     }
-    char dir[] = "/tmp/moe-usage-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
-    char path[256], bad[256];
+    char dir[768];
+    CHECK(h_make_temp_dir("moe-usage-", dir, sizeof dir) != NULL, "mkdtemp");
+    char path[832], bad[832];
     snprintf(path, sizeof path, "%s/usage.json", dir);
     snprintf(bad, sizeof bad, "%s/bad.json", dir);
     const int64_t indices[2] = {3, 7};

@@ -267,6 +267,10 @@ int npy_read_f32_matrix(const char *path, int64_t width, float **data, int64_t *
 static void dir_of(const char *path, char *out, size_t cap)
 {
     const char *slash = strrchr(path, '/');
+#if defined(_WIN32) /* either separator there */
+    const char *back = strrchr(path, '\\');
+    if (back && (!slash || back > slash)) slash = back;
+#endif
     if (!slash)
         snprintf(out, cap, ".");
     else if (slash == path)
