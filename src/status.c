@@ -5,13 +5,12 @@
  * The library never prints: every message goes into the context's detail buffer, the
  * calling thread's last-error buffer, and the optional log callback.
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, in platform/system.h */
 #include "internal.h"
 #include "platform/system.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #define MOE_STR2(x) #x
 #define MOE_STR(x)  MOE_STR2(x)

@@ -100,8 +100,7 @@ consumer_static=$(find_exe consumer_static)
 
 # (Outputs are captured before grep: with pipefail, grep -q closing a pipe early can fail it.)
 if [ "$windows" -eq 1 ]; then
-    objdump=${cc%gcc*}objdump
-    objdump=${objdump%-posix}
+    objdump=${MOE_TEST_OBJDUMP:?the toolchain's objdump (tests/packaging/CMakeLists.txt passes CMake's)}
     imports=$("$objdump" -p "$consumer_static")
     case "$imports" in *"DLL Name: libmoe"*) fail "consumer_static (moe::moe_static) imports libmoe.dll" ;; esac
     imports=$("$objdump" -p "$consumer")
