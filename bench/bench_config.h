@@ -91,6 +91,7 @@ typedef struct bench_config {
     bench_int_list cpu_experts;  /* --cpu-experts 0,32: each run once per entry (n = 0: not given) */
     bench_int_list cache_slots;  /* --cache-slots 0,8: each run once more per entry (n = 0: not given) */
     int cache_policy;            /* --cache-policy: moe_cache_policy; -1 not given (LRU) */
+    int home;                    /* --home: BENCH_HOME_TARGET or BENCH_HOME_CPU, a placed layer's home */
     int64_t cache_min_rows;      /* --cache-min-rows: moe_expert_cache_desc.min_rows; -1 not given (0) */
     /* routing traces (bench_trace.h) */
     const char *trace_reuse_arg; /* --trace-reuse P as given; the checks parse it into trace_reuse */
@@ -147,6 +148,8 @@ extern const bench_choice bench_drop_choices[];
 extern const bench_choice bench_req_dist_choices[];
 extern const bench_choice bench_cache_policy_choices[];
 extern const bench_choice bench_ep_choices[];
+enum { BENCH_HOME_TARGET, BENCH_HOME_CPU };
+extern const bench_choice bench_home_choices[];
 
 /* ---- presets (bench_presets.c) ------------------------------------------------------- */
 

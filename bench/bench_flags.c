@@ -60,6 +60,7 @@ const bench_choice bench_group_score_choices[] = {
 const bench_choice bench_drop_choices[] = {
     {"zero", MOE_DROP_ZERO}, {"passthrough", MOE_DROP_PASSTHROUGH}, {NULL, 0}};
 const bench_choice bench_cache_policy_choices[] = {{"lru", MOE_CACHE_LRU}, {"lfu", MOE_CACHE_LFU}, {NULL, 0}};
+const bench_choice bench_home_choices[] = {{"target", BENCH_HOME_TARGET}, {"cpu", BENCH_HOME_CPU}, {NULL, 0}};
 const bench_choice bench_ep_choices[] = {{"weak", BENCH_EP_WEAK}, {"strong", BENCH_EP_STRONG}, {NULL, 0}};
 const bench_choice bench_req_dist_choices[] = {{"geometric", BENCH_REQ_GEOMETRIC},
                                                {"uniform", BENCH_REQ_UNIFORM},
@@ -166,6 +167,10 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "(moe_placement.cache); without --cpu-experts every expert lives there. 0 is no cache; S is cut "
          "to the experts on the CPU context, and a run with none gets no cache entry. Not with --serve or "
          "--async"},
+        {"home", BENCH_OPT_CHOICE, &c->home, NULL, 0, 0, 0.0, bench_home_choices, "target",
+         "where a placed layer (--cpu-experts N > 0, --cache-slots) routes, runs its shared expert and "
+         "combines: the target, or the CPU context (moe_placement.home), so that the target only runs "
+         "its experts' products"},
         {"cache-policy", BENCH_OPT_CHOICE, &c->cache_policy, NULL, 0, 0, 0.0, bench_cache_policy_choices,
          "lru", "the cache's victim policy (moe_cache_policy; with --cache-slots)"},
         OPT_INT("cache-min-rows", cache_min_rows, "N", 0, SIZE_MAX_OPT, "0",
@@ -532,6 +537,8 @@ static bench_parse_result check(bench_config *c)
     } else if (c->cache_policy >= 0 || c->cache_min_rows >= 0) {
         return fail("--cache-policy and --cache-min-rows set the expert cache: they need --cache-slots");
     }
+    if (c->home == BENCH_HOME_CPU && c->cpu_experts.n == 0 && c->cache_slots.n == 0)
+        return fail("--home cpu places a layer's home: it needs --cpu-experts or --cache-slots");
     if (c->trace_reuse_arg && parse_reuse(c->trace_reuse_arg, &c->trace_reuse)) return BENCH_PARSE_ERROR;
     c->layers = 1;
     if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;

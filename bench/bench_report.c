@@ -144,8 +144,9 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
         fprintf(out, " (%s per layer)",
                 mib_text((double)arena_weights_bytes / (double)f->layers, one, sizeof one));
     if (f->cpu_experts > 0)
-        fprintf(out, " | the last %" PRId64 " experts on a CPU context: %s", f->cpu_experts,
-                mib_text((double)cpu_weights_bytes, all, sizeof all));
+        fprintf(out, " | the last %" PRId64 " experts on a CPU context: %s%s", f->cpu_experts,
+                mib_text((double)cpu_weights_bytes, all, sizeof all),
+                c->home == BENCH_HOME_CPU ? " | routed and combined on the CPU context (--home cpu)" : "");
     if (f->cache_slots > 0)
         fprintf(
             out, " | a cache of %" PRId64 " slots on the target (%s, min rows %" PRId64 "): %s of the arena",
@@ -580,6 +581,7 @@ void bench_json_add_or_null(cJSON *o, const char *key, cJSON *value, int present
 static void add_placement(cJSON *o, const bench_result *r)
 {
     const int cached = r->cache_slots > 0;
+    cJSON_AddStringToObject(o, "home", bench_choice_name(bench_home_choices, r->home));
     cJSON_AddNumberToObject(o, "cache_slots", (double)r->cache_slots);
     bench_json_add_or_null(o, "cache_policy",
                            cJSON_CreateString(bench_choice_name(bench_cache_policy_choices, r->cache_policy)),

@@ -94,6 +94,7 @@ typedef struct bench_result {
      * timed forwards, summed over the layers (moe_layer_get_cache_stats after minus before). */
     int64_t cache_slots, cache_min_rows;
     int cache_policy; /* moe_cache_policy */
+    int home;         /* a placed layer's home: BENCH_HOME_TARGET or BENCH_HOME_CPU */
     int64_t cache_hits, cache_misses, cache_uploads, cache_evictions;
     double cache_upload_bytes, cache_upload_ms;
     size_t cache_bytes; /* what the slots take on the target, all layers */

@@ -150,7 +150,7 @@ static moe_status create_layer(run_state *rs, size_t i, const moe_layer_desc *d,
     const moe_placement p = {.struct_size = sizeof p,
                              .n_contexts = 2,
                              .contexts = contexts,
-                             .home = 0,
+                             .home = c->home == BENCH_HOME_CPU ? 1 : 0,
                              .expert_context = expert_context,
                              .cache = f->cache_slots > 0 ? &cache : NULL};
     return moe_layer_create_placed(&p, d, &w, out);
@@ -267,6 +267,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         r->cpu_experts = f->cpu_experts;
         r->cache_slots = f->cache_slots;
         r->cache_policy = c->cache_policy < 0 ? MOE_CACHE_LRU : c->cache_policy;
+        r->home = c->home;
         r->cache_min_rows = c->cache_min_rows < 0 ? 0 : c->cache_min_rows;
         rc = bench_measure(c, rs->ctx[i], layers, f->layers, &d, tokens[j], &rs->data, &prog, r);
         if (rc) break;

@@ -1,7 +1,9 @@
 /*
  * select.h — the interface of routing after the router GEMM (shaders/select.comp,
  * opencl/select.cl; the OpenCL kernel is select_topk, `select` being a built-in): scores,
- * selection keys, group-limited routing, top-k, weights. One invocation per token. The lists
+ * selection keys, group-limited routing, top-k, weights. One workgroup of WG invocations per
+ * token, which share its experts; its shared memory is 8·WG bytes plus a bit per expert
+ * (moe_kselect_shared_bytes, which the backends check against the device's limit). The lists
  * are explained in interface.h.
  */
 #ifndef MOE_KERNEL_SELECT_H

@@ -117,3 +117,22 @@ moe_status moe_buffer_read(const moe_buffer *b, int64_t offset, int64_t n, float
     return be->ops->buffer_read(be, (moe_addr){b->buf, b->offset + (size_t)offset * sizeof(float)}, dst,
                                 (size_t)n * sizeof(float));
 }
+
+moe_status moe_staged_reads_add(moe_backend *be, moe_staged_reads *l, moe_staged_read r)
+{
+    if (l->n == l->cap) {
+        const size_t cap = l->cap ? 2 * l->cap : 16;
+        moe_staged_read *v = moe_realloc(l->v, cap * sizeof *v);
+        if (!v) return moe_fail(be->ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = r;
+    return MOE_OK;
+}
+
+void moe_staged_reads_free(moe_staged_reads *l)
+{
+    moe_free(l->v);
+    *l = (moe_staged_reads){0};
+}

@@ -399,7 +399,7 @@ static moe_status reserve_scratch(moe_context *ctx, size_t bytes)
 /* Submits `steps` of the home over T tokens and waits. */
 static moe_status home_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, unsigned steps)
 {
-    moe_status st = moe_run_steps(layer, T, L, L->x, L->y, steps, false);
+    moe_status st = moe_run_steps(layer, T, L, L->x, L->y, steps, false, NULL);
     if (st != MOE_OK) return st;
     moe_layer_submitted(layer, NULL, NULL);
     return moe_context_wait_all(layer->ctx);
@@ -647,20 +647,17 @@ moe_status moe_ep_forward(moe_layer *layer, int64_t T, const float *x, float *y,
     st = ep_alltoallv(ctx, tr, h.send, ep->send_bytes, h.recv, ep->recv_bytes, &tally);
     if (st == MOE_OK && n_recv > 0) {
         reorder(ep, me, h.first, D, h.recv, h.a, true);
-        st = moe_part_submit(ep->part, &run, h.a);
+        st = moe_part_submit(ep->part, &run, h.a, h.a); /* its output rows back into h.a at the wait */
     }
     if (st == MOE_OK && T > 0) {
         st = be->ops->buffer_write(be, L.x, x, row_bytes * (size_t)T);
         if (st == MOE_OK && d->d_ff_shared > 0) {
-            st = moe_run_steps(layer, T, &L, L.x, L.y, MOE_STEPS_SHARED, false);
+            st = moe_run_steps(layer, T, &L, L.x, L.y, MOE_STEPS_SHARED, false, NULL);
             if (st == MOE_OK) moe_layer_submitted(layer, NULL, NULL);
         }
     }
     if (st == MOE_OK) st = moe_context_wait_all(ctx);
-    if (st == MOE_OK && n_recv > 0) {
-        st = moe_part_read(ep->part, &run, h.a);
-        if (st == MOE_OK) reorder(ep, me, h.first, D, h.recv, h.a, false); /* back as they came */
-    }
+    if (st == MOE_OK && n_recv > 0) reorder(ep, me, h.first, D, h.recv, h.a, false); /* back as they came */
     st = agree(ctx, tr, st, status_row, 1, ep->status, "running its experts", &tally);
     if (st != MOE_OK) goto done;
 

@@ -281,12 +281,28 @@ typedef struct moe_forward_layout {
 void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, unsigned steps,
                         size_t base, moe_forward_layout *L, bool *overflow);
 void moe_layout_attach(moe_forward_layout *L, moe_backend_buffer *buf);
-/* begin, the steps asked for, submit. A layer with only routed experts (a placement's part)
- * runs MOE_STEPS_EXPERTS over T rows whose plan the caller wrote (row_token, tile_expert,
- * slot_row, topk_ids as the slots' experts; desc.top_k 1). */
+/* Host transfers a forward's own submission carries (the backend's stage_in / stage_out):
+ * `in` written to the device before the steps (at: where, src: from), `out` read back after them
+ * (at: from, dst: where), there when the context's next wait returns MOE_OK. Only for forwards the
+ * caller waits for before its host memory goes. */
+typedef struct moe_host_copy {
+    moe_addr at;
+    const void *src;
+    void *dst;
+    size_t bytes;
+} moe_host_copy;
+typedef struct moe_forward_io {
+    const moe_host_copy *in;
+    size_t n_in;
+    const moe_host_copy *out;
+    size_t n_out;
+} moe_forward_io;
+
+/* begin, io's writes, the steps asked for, io's reads, submit (io may be NULL). A layer with only
+ * routed experts (a placement's part) runs MOE_STEPS_EXPERTS over T rows whose plan the caller
+ * wrote (row_token, tile_expert, slot_row, topk_ids as the slots' experts; desc.top_k 1). */
 moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
-                         unsigned steps, bool want_losses);
-bool moe_stats_wanted(const moe_forward_stats *s);
+                         unsigned steps, bool want_losses, const moe_forward_io *io);
 /* MOE_ERROR_UNSUPPORTED (recorded on ctx) unless ctx's backend tiles rows by 1..MOE_MAX_ROW_TILE,
  * the bound validation checked the plan's rows for. */
 moe_status moe_check_row_tile(moe_context *ctx);
@@ -296,16 +312,25 @@ moe_status moe_layer_check_unplaced(const moe_layer *layer, const char *what);
 /* A forward of `layer` (x, y: its buffers, or NULL) was submitted: they are in flight until the
  * context's next wait. */
 void moe_layer_submitted(moe_layer *layer, const moe_buffer *xb, moe_buffer *yb);
-moe_status moe_read_stats(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_forward_stats *s);
+/* What a forward the caller waits for reads back, as its submission's own reads (stage_out), so
+ * that all of it lands at the one wait and none of it when anything fails: y (when host y is
+ * given), a tracking layer's counts (its usage's `fetched`), and the arrays `s` asks for, the
+ * losses into losses[2] (moe_forward_stats_done copies them to s after the wait). Fills `out`
+ * (at most MOE_FORWARD_READS) and returns how many. */
+#define MOE_FORWARD_READS 7
+size_t moe_forward_reads(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr ya, float *y,
+                         const moe_forward_stats *s, float losses[2], moe_host_copy *out);
+void moe_forward_stats_done(moe_forward_stats *s, const float losses[2], double device_ms);
 
 /* ---- expert usage (usage.c) --------------------------------------------------------------- */
 
-/* A tracking layer's forward completed: moe_usage_fetch reads its counts (the plan's
- * expert_counts, E + 1 int32 at `counts`) to the host, and moe_usage_commit adds them once the
- * whole call has succeeded (a failed forward counts nothing). moe_usage_uncounted: a forward
- * submitted without a wait. */
-moe_status moe_usage_fetch(moe_layer *layer, moe_addr counts);
+/* A tracking layer's forward completed: its counts (the plan's expert_counts, E + 1 int32) came
+ * back into the usage's `fetched` with the forward (moe_forward_reads), and moe_usage_commit adds
+ * them once the whole call has succeeded (a failed forward counts nothing). moe_usage_uncounted:
+ * a forward submitted without a wait. */
 void moe_usage_commit(moe_layer *layer, int64_t n_tokens);
+/* Where a tracking layer's forward reads its counts to (E + 1 int32). */
+int32_t *moe_usage_fetched(moe_layer *layer);
 void moe_usage_uncounted(moe_layer *layer);
 void moe_usage_free(struct moe_usage *u);
 
@@ -346,9 +371,7 @@ typedef struct moe_part_run {
 moe_layer_desc moe_part_desc(const moe_layer_desc *d, int64_t n);
 /* Writes the plan of r (its rows `a`, [r->n][d_model], in expert order) into the part's scratch,
  * reserved up to r->L.bytes, and submits both expert products. */
-moe_status moe_part_submit(moe_layer *part, moe_part_run *r, const float *a);
-/* After the wait: the part's output rows, in r's row order, to o ([r->n][d_model]). */
-moe_status moe_part_read(moe_layer *part, const moe_part_run *r, float *o);
+moe_status moe_part_submit(moe_layer *part, moe_part_run *r, const float *a, float *o);
 /* moe_layer_get_cache_stats's counts into a full struct (its array pointers read, then filled). */
 void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s);
 /* Frees the parts of a placed layer (layer_free; NULL: nothing). */

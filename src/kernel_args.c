@@ -57,8 +57,13 @@ void moe_klaunch_route(const moe_kconfig *c, const moe_route_step *s, moe_ffn_st
                                            .ids = {s->topk_ids, T * K},
                                            .weights = {s->topk_weights, T * K}};
     const struct moe_select_fields f = {.n_tokens = T};
-    /* One invocation per token. */
-    *select = (moe_klaunch){moe_select_args(&p, &buf, &f), ceil_div(T, c->wg_small), 1};
+    /* One workgroup per token. */
+    *select = (moe_klaunch){moe_select_args(&p, &buf, &f), T, 1};
+}
+
+int64_t moe_kselect_shared_bytes(int64_t n_experts, int64_t wg)
+{
+    return 8 * wg + 4 * ceil_div(n_experts, 32);
 }
 
 moe_kplan moe_klaunch_plan(const moe_kconfig *c, const moe_plan_step *s)

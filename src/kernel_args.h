@@ -39,6 +39,8 @@ typedef struct moe_klaunch {
  * weight-binding checks), then the select launch. */
 void moe_klaunch_route(const moe_kconfig *c, const moe_route_step *s, moe_ffn_step *router,
                        moe_klaunch *select);
+/* The select kernel's shared memory for n_experts with workgroups of wg (kernels/select.h). */
+int64_t moe_kselect_shared_bytes(int64_t n_experts, int64_t wg);
 
 /* plan: its three passes, launched in this order. */
 typedef struct moe_kplan {

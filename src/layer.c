@@ -357,12 +357,6 @@ moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
 
 /* ---- the forward ------------------------------------------------------------------------ */
 
-bool moe_stats_wanted(const moe_forward_stats *s)
-{
-    return s && (s->topk_ids || s->topk_weights || s->expert_counts || s->dropped_count || s->aux_loss ||
-                 s->z_loss || s->device_ms);
-}
-
 void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool host_y, unsigned steps,
                         size_t base, moe_forward_layout *L, bool *overflow)
 {
@@ -448,7 +442,7 @@ void moe_layout_attach(moe_forward_layout *L, moe_backend_buffer *buf)
 }
 
 moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
-                         unsigned steps, bool want_losses)
+                         unsigned steps, bool want_losses, const moe_forward_io *io)
 {
     /* The one place the capacity is fitted to this forward: at or above its T·k rows it is
      * unlimited (0), so every backend's kernels see a value that fits their 32-bit integers. */
@@ -459,6 +453,8 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
     const moe_backend_ops *ops = be->ops;
     moe_status st = ops->begin(be);
     if (st != MOE_OK) return st;
+    for (size_t i = 0; io && i < io->n_in && st == MOE_OK; i++)
+        st = ops->stage_in(be, io->in[i].at, io->in[i].src, io->in[i].bytes);
 
     const moe_route_step route = {d,         T,           x,           layer->w.router, layer->w.router_bias,
                                   L->logits, L->route_ws, L->topk_ids, L->topk_weights};
@@ -520,7 +516,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
         d, T, L->n_rows, x, L->o, L->slot_row, L->topk_weights, L->shared_o, layer->w.shared_gate, y};
     const moe_stats_step stats = {d, T, L->logits, L->expert_counts, L->route_ws, L->losses};
 
-    if (steps & MOE_STEPS_ROUTE) {
+    if (st == MOE_OK && (steps & MOE_STEPS_ROUTE)) {
         st = ops->route(be, &route);
         if (st == MOE_OK) st = ops->plan(be, &plan);
     }
@@ -568,35 +564,47 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
         st = ops->combine(be, &combine);
         if (st == MOE_OK && want_losses) st = ops->stats(be, &stats);
     }
+    for (size_t i = 0; io && i < io->n_out && st == MOE_OK; i++)
+        st = ops->stage_out(be, io->out[i].at, io->out[i].dst, io->out[i].bytes);
     const moe_status sub = ops->submit(be);
     return st != MOE_OK ? st : sub;
 }
 
-moe_status moe_read_stats(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_forward_stats *s)
+size_t moe_forward_reads(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr ya, float *y,
+                         const moe_forward_stats *s, float losses[2], moe_host_copy *out)
 {
     const moe_layer_desc *d = &layer->desc;
-    moe_backend *be = layer->ctx->be;
-    const size_t TK = (size_t)T * (size_t)d->top_k;
-    moe_status st = MOE_OK;
-    if (s->topk_ids) st = be->ops->buffer_read(be, L->topk_ids, s->topk_ids, TK * sizeof(int32_t));
-    if (st == MOE_OK && s->topk_weights)
-        st = be->ops->buffer_read(be, L->topk_weights, s->topk_weights, TK * sizeof(float));
-    if (st == MOE_OK && s->expert_counts)
-        st = be->ops->buffer_read(be, L->expert_counts, s->expert_counts,
-                                  sizeof(int32_t) * (size_t)d->n_experts);
-    if (st == MOE_OK && s->dropped_count) {
-        moe_addr at = L->expert_counts;
-        at.offset += sizeof(int32_t) * (size_t)d->n_experts;
-        st = be->ops->buffer_read(be, at, s->dropped_count, sizeof(int32_t));
-    }
-    if (s->device_ms) *s->device_ms = be->last_device_ms;
-    float losses[2];
-    if (st == MOE_OK && (s->aux_loss || s->z_loss)) {
-        st = be->ops->buffer_read(be, L->losses, losses, sizeof losses);
-        if (st == MOE_OK && s->aux_loss) *s->aux_loss = losses[0];
-        if (st == MOE_OK && s->z_loss) *s->z_loss = losses[1];
-    }
-    return st;
+    const size_t TK = (size_t)T * (size_t)d->top_k, E = (size_t)d->n_experts;
+    moe_addr dropped = L->expert_counts;
+    dropped.offset += sizeof(int32_t) * E;
+    const struct {
+        bool wanted;
+        moe_addr at;
+        void *dst;
+        size_t bytes;
+    } reads[MOE_FORWARD_READS] = {
+        {y != NULL, ya, y, sizeof(float) * (size_t)T * (size_t)d->d_model},
+        {layer->usage != NULL, L->expert_counts, layer->usage ? moe_usage_fetched(layer) : NULL,
+         sizeof(int32_t) * (E + 1)},
+        {s && s->topk_ids, L->topk_ids, s ? s->topk_ids : NULL, TK * sizeof(int32_t)},
+        {s && s->topk_weights, L->topk_weights, s ? s->topk_weights : NULL, TK * sizeof(float)},
+        {s && s->expert_counts, L->expert_counts, s ? s->expert_counts : NULL, E * sizeof(int32_t)},
+        {s && s->dropped_count, dropped, s ? s->dropped_count : NULL, sizeof(int32_t)},
+        {s && (s->aux_loss || s->z_loss), L->losses, losses, 2 * sizeof(float)},
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < MOE_FORWARD_READS; i++)
+        if (reads[i].wanted)
+            out[n++] = (moe_host_copy){.at = reads[i].at, .dst = reads[i].dst, .bytes = reads[i].bytes};
+    return n;
+}
+
+void moe_forward_stats_done(moe_forward_stats *s, const float losses[2], double device_ms)
+{
+    if (!s) return;
+    if (s->aux_loss) *s->aux_loss = losses[0];
+    if (s->z_loss) *s->z_loss = losses[1];
+    if (s->device_ms) *s->device_ms = device_ms;
 }
 
 typedef enum forward_mode {
@@ -679,12 +687,16 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
     const size_t bytes = (size_t)TD * sizeof(float);
     const moe_addr xa = x ? L.x : moe_buffer_addr(xb);
     const moe_addr ya = y ? L.y : moe_buffer_addr(yb);
-    if (x) {
-        st = be->ops->buffer_write(be, xa, x, bytes);
-        if (st != MOE_OK) return st;
-    }
+    /* Host x, y and what is read back travel with the forward's own submission (only a
+     * FORWARD_WAIT has host x and y, or reads anything back). */
+    const moe_host_copy in = {.at = xa, .src = x, .bytes = bytes};
+    moe_host_copy out[MOE_FORWARD_READS];
+    float losses[2] = {0.0f, 0.0f};
+    const size_t n_out =
+        mode == FORWARD_WAIT ? moe_forward_reads(layer, T, &L, ya, y, stats, losses, out) : 0;
+    const moe_forward_io io = {&in, x ? 1 : 0, out, n_out};
     const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
-    st = moe_run_steps(layer, T, &L, xa, ya, MOE_STEPS_ALL, want_losses);
+    st = moe_run_steps(layer, T, &L, xa, ya, MOE_STEPS_ALL, want_losses, &io);
     if (record_scratch) {
         if (st == MOE_OK) {
             moe_usage_uncounted(layer); /* the application submits it, maybe many times */
@@ -703,10 +715,8 @@ static moe_status forward(moe_layer *layer, int64_t T, const float *x, float *y,
         moe_usage_uncounted(layer);
         return MOE_OK;
     }
-    st = moe_context_wait_all(ctx);
-    if (st == MOE_OK && layer->usage) st = moe_usage_fetch(layer, L.expert_counts);
-    if (st == MOE_OK && y) st = be->ops->buffer_read(be, ya, y, bytes);
-    if (st == MOE_OK && moe_stats_wanted(stats)) st = moe_read_stats(layer, T, &L, stats);
+    st = moe_context_wait_all(ctx); /* y and the reads are there when it succeeds */
+    if (st == MOE_OK) moe_forward_stats_done(stats, losses, be->last_device_ms);
     if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
     return st;
 }

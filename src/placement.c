@@ -611,21 +611,22 @@ static moe_status plan_part(struct moe_placed *P, int c, moe_part_run *r, const 
 }
 
 /* Part c's input rows gathered from x in its slot order, then its plan and products
- * (moe_part_submit). */
+ * (moe_part_submit); its output rows reach rows r->out.. of `o` (the host's [T·k][D]) at the
+ * context's wait. */
 static moe_status submit_part(struct moe_placed *P, int c, moe_part_run *r, const float *x, int64_t K,
-                              int64_t D)
+                              int64_t D, float *o)
 {
     moe_part *part = &P->part[c];
     float *a = moe_malloc(sizeof(float) * (size_t)(r->n * D));
     if (!a) return moe_fail(part->ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
     for (int64_t q = 0; q < r->n; q++)
         memcpy(a + q * D, x + (int64_t)(r->slot[q] / K) * D, sizeof(float) * (size_t)D);
-    const moe_status st = moe_part_submit(part->layer, r, a);
+    const moe_status st = moe_part_submit(part->layer, r, a, o + r->out * D);
     moe_free(a);
     return st;
 }
 
-moe_status moe_part_submit(moe_layer *layer, moe_part_run *r, const float *a)
+moe_status moe_part_submit(moe_layer *layer, moe_part_run *r, const float *a, float *o)
 {
     moe_context *ctx = layer->ctx;
     moe_backend *be = ctx->be;
@@ -637,8 +638,10 @@ moe_status moe_part_submit(moe_layer *layer, moe_part_run *r, const float *a)
     moe_layout_attach(&r->L, ctx->arena.scratch);
     const int64_t R = r->L.n_rows, tile = be->row_tile, n = r->n;
     int32_t *ints = moe_malloc(sizeof(int32_t) * (size_t)(R + R / tile + 2 * n));
+    moe_host_copy *reads = moe_malloc(sizeof(moe_host_copy) * (size_t)n_exp);
     moe_status st = MOE_OK;
-    if (!ints) st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    if (!ints || !reads) st = moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "out of host memory");
+    size_t n_reads = 0;
     if (st == MOE_OK) {
         int32_t *row_token = ints, *tile_expert = ints + R, *slot_row = tile_expert + R / tile,
                 *slot_expert = slot_row + n;
@@ -658,23 +661,29 @@ moe_status moe_part_submit(moe_layer *layer, moe_part_run *r, const float *a)
             for (int64_t tl = r->row_start[e] / tile; tl < end / tile; tl++) tile_expert[tl] = (int32_t)e;
             row = end;
         }
-        const struct {
-            moe_addr at;
-            const void *src;
-            size_t bytes;
-        } writes[] = {
-            {r->L.x, a, sizeof(float) * (size_t)(n * D)},
-            {r->L.row_token, row_token, sizeof(int32_t) * (size_t)R},
-            {r->L.tile_expert, tile_expert, sizeof(int32_t) * (size_t)(R / tile)},
-            {r->L.slot_row, slot_row, sizeof(int32_t) * (size_t)n},
-            {r->L.topk_ids, slot_expert, sizeof(int32_t) * (size_t)n},
+        const moe_host_copy writes[] = {
+            {.at = r->L.x, .src = a, .bytes = sizeof(float) * (size_t)(n * D)},
+            {.at = r->L.row_token, .src = row_token, .bytes = sizeof(int32_t) * (size_t)R},
+            {.at = r->L.tile_expert, .src = tile_expert, .bytes = sizeof(int32_t) * (size_t)(R / tile)},
+            {.at = r->L.slot_row, .src = slot_row, .bytes = sizeof(int32_t) * (size_t)n},
+            {.at = r->L.topk_ids, .src = slot_expert, .bytes = sizeof(int32_t) * (size_t)n},
         };
-        for (size_t w = 0; w < sizeof writes / sizeof writes[0] && st == MOE_OK; w++)
-            st = be->ops->buffer_write(be, writes[w].at, writes[w].src, writes[w].bytes);
+        /* The output rows back: an expert's rows are consecutive on both sides, so one read per
+         * expert, straight into o in r's row order. */
+        for (int64_t e = 0; e < n_exp; e++) {
+            const int64_t q0 = r->first[e], cnt = r->first[e + 1] - q0;
+            if (cnt == 0) continue;
+            moe_addr at = r->L.o;
+            at.offset += sizeof(float) * (size_t)(r->row_start[e] * D);
+            reads[n_reads++] =
+                (moe_host_copy){.at = at, .dst = o + q0 * D, .bytes = sizeof(float) * (size_t)(cnt * D)};
+        }
+        const moe_forward_io io = {writes, sizeof writes / sizeof writes[0], reads, n_reads};
+        /* The writes are taken at the call: the host arrays may go when it returns. */
+        st = moe_run_steps(layer, n, &r->L, r->L.x, (moe_addr){0}, MOE_STEPS_EXPERTS, false, &io);
     }
     moe_free(ints);
-    if (st != MOE_OK) return st;
-    st = moe_run_steps(layer, n, &r->L, r->L.x, (moe_addr){0}, MOE_STEPS_EXPERTS, false);
+    moe_free(reads);
     if (st != MOE_OK) return st;
     layer->serial = ++ctx->submitted;
     r->submitted = true;
@@ -717,11 +726,12 @@ typedef struct cache_work {
     moe_part_run *run;
     const float *x;
     int64_t K, D;
+    float *o;
     moe_status st;
 } cache_work;
 
 static moe_status cache_context_work(struct moe_placed *P, moe_part_run *run, const float *x, int64_t K,
-                                     int64_t D)
+                                     int64_t D, float *o)
 {
     moe_xcache *c = P->cache;
     moe_part *part = &P->part[CACHE_PART(P)];
@@ -735,7 +745,7 @@ static moe_status cache_context_work(struct moe_placed *P, moe_part_run *run, co
     }
     for (int q = 0; q < P->n_parts; q++) {
         if (!P->part[q].layer || run[q].n == 0 || part_context(P, q) != P->cache_context) continue;
-        const moe_status st = submit_part(P, q, &run[q], x, K, D);
+        const moe_status st = submit_part(P, q, &run[q], x, K, D, o);
         if (st != MOE_OK) return st;
     }
     return MOE_OK;
@@ -744,39 +754,17 @@ static moe_status cache_context_work(struct moe_placed *P, moe_part_run *run, co
 static void *cache_thread(void *arg)
 {
     cache_work *w = arg;
-    w->st = cache_context_work(w->P, w->run, w->x, w->K, w->D);
+    w->st = cache_context_work(w->P, w->run, w->x, w->K, w->D, w->o);
     return NULL;
 }
 
-/* Part c's output rows to rows r->out + q of `o` (the host's [T·k][D]), in its slot order. */
-static moe_status read_part(struct moe_placed *P, int c, const moe_part_run *r, int64_t D, float *o)
-{
-    return moe_part_read(P->part[c].layer, r, o + r->out * D);
-}
-
-moe_status moe_part_read(moe_layer *layer, const moe_part_run *r, float *o)
-{
-    moe_backend *be = layer->ctx->be;
-    const int64_t D = layer->desc.d_model;
-    /* An expert's rows are consecutive on both sides: one read per expert and no copy. */
-    for (int64_t e = 0; e < layer->desc.n_experts; e++) {
-        const int64_t q0 = r->first[e], cnt = r->first[e + 1] - q0;
-        if (cnt == 0) continue;
-        moe_addr at = r->L.o;
-        at.offset += sizeof(float) * (size_t)(r->row_start[e] * D);
-        const moe_status st = be->ops->buffer_read(be, at, o + q0 * D, sizeof(float) * (size_t)(cnt * D));
-        if (st != MOE_OK) return st;
-    }
-    return MOE_OK;
-}
-
-/* Submits the home context's steps of one phase and waits for them. */
+/* Submits the home context's steps of one phase, with their host transfers, and waits for them. */
 static moe_status home_phase(moe_layer *layer, int64_t T, const moe_forward_layout *L, moe_addr x, moe_addr y,
-                             unsigned steps, bool want_losses, const moe_buffer *xb, moe_buffer *yb,
-                             double *ms)
+                             unsigned steps, bool want_losses, const moe_forward_io *io, const moe_buffer *xb,
+                             moe_buffer *yb, double *ms)
 {
     moe_context *ctx = layer->ctx;
-    moe_status st = moe_run_steps(layer, T, L, x, y, steps, want_losses);
+    moe_status st = moe_run_steps(layer, T, L, x, y, steps, want_losses, io);
     if (st != MOE_OK) return st;
     moe_layer_submitted(layer, xb, yb);
     st = moe_context_wait_all(ctx);
@@ -789,7 +777,6 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
 {
     struct moe_placed *P = layer->placed;
     moe_context *hctx = layer->ctx;
-    moe_backend *hbe = hctx->be;
     const moe_layer_desc *d = &layer->desc;
     const int64_t K = d->top_k, D = d->d_model, TK = T * K, E = d->n_experts;
     moe_status st = MOE_OK;
@@ -854,12 +841,16 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
      * (a context holding two parts completes both in one wait, where last_device_ms sees one). */
     double device_ms = 0.0, parts_ms = 0.0, start_ms[MOE_MAX_PLACEMENT_CONTEXTS];
     for (int c = 0; c < P->n_contexts; c++) start_ms[c] = P->part[c].ctx->be->device_ms_total;
-    if (x) st = hbe->ops->buffer_write(hbe, xa, x, sizeof(float) * (size_t)(T * D));
-    if (st == MOE_OK)
-        st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_ROUTE | MOE_STEPS_SHARED, false, xb, yb, &device_ms);
-    if (st == MOE_OK) st = hbe->ops->buffer_read(hbe, L.topk_ids, ids, sizeof(int32_t) * (size_t)TK);
-    if (st == MOE_OK) st = hbe->ops->buffer_read(hbe, L.slot_row, srow, sizeof(int32_t) * (size_t)TK);
-    if (st == MOE_OK && xb) st = hbe->ops->buffer_read(hbe, xa, xs, sizeof(float) * (size_t)(T * D));
+    /* x in, the plan's ids and slot rows (and x, when it is a buffer) out, with the phase. */
+    const moe_host_copy in1 = {.at = xa, .src = x, .bytes = sizeof(float) * (size_t)(T * D)};
+    const moe_host_copy out1[] = {
+        {.at = L.topk_ids, .dst = ids, .bytes = sizeof(int32_t) * (size_t)TK},
+        {.at = L.slot_row, .dst = srow, .bytes = sizeof(int32_t) * (size_t)TK},
+        {.at = xa, .dst = xs, .bytes = sizeof(float) * (size_t)(T * D)},
+    };
+    const moe_forward_io io1 = {&in1, x ? 1 : 0, out1, xb ? 3 : 2};
+    st =
+        home_phase(layer, T, &L, xa, ya, MOE_STEPS_ROUTE | MOE_STEPS_SHARED, false, &io1, xb, yb, &device_ms);
     const float *xh = x ? x : xs;
 
     /* 2. Where each expert's rows run (the cache's uploads first), each part's slots and its
@@ -895,7 +886,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
         cpu_elsewhere =
             cpu_elsewhere || (P->part[c].layer && run[c].n > 0 && part_context(P, c) != P->cache_context &&
                               P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU);
-    cache_work work = {P, run, xh, K, D, MOE_OK};
+    cache_work work = {P, run, xh, K, D, o, MOE_OK};
     moe_thread worker;
     bool threaded = false;
     int failed = -1;
@@ -910,7 +901,7 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
             const bool cpu = P->part[c].ctx->be->ops->kind == MOE_BACKEND_CPU;
             if (!P->part[c].layer || run[c].n == 0 || cpu != (pass == 1)) continue;
             if (uploads && part_context(P, c) == P->cache_context) continue; /* the cache's work */
-            st = submit_part(P, c, &run[c], xh, K, D);
+            st = submit_part(P, c, &run[c], xh, K, D, o);
             if (st != MOE_OK) failed = c;
         }
     }
@@ -922,9 +913,8 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
     for (int c = 0; c < P->n_parts; c++) {
         if (!run[c].submitted) continue;
         moe_context *ctx = P->part[c].ctx;
-        const moe_status w = moe_context_wait_all(ctx);
+        const moe_status w = moe_context_wait_all(ctx); /* its rows are in o when it succeeds */
         if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, w);
-        if (st == MOE_OK) st = part_failed(hctx, part_context(P, c), ctx, read_part(P, c, &run[c], D, o));
     }
     /* The slowest context's parts (the home's less its first phase) count in the forward's time. */
     for (int c = 0; c < P->n_contexts; c++) {
@@ -936,21 +926,21 @@ moe_status moe_placed_forward(moe_layer *layer, int64_t T, const float *x, float
 
     /* 3. Each routed slot's row in the expert-output region (dropped slots stay -1); the combine
      * gathers them in slot order, then the stats. */
-    if (st == MOE_OK) {
+    if (st == MOE_OK)
         for (int c = 0; c < P->n_parts; c++)
             for (int64_t q = 0; q < run[c].n; q++) srow[run[c].slot[q]] = (int32_t)(run[c].out + q);
-        st = hbe->ops->buffer_write(hbe, L.o, o, sizeof(float) * (size_t)(out_rows * D));
-    }
-    if (st == MOE_OK) st = hbe->ops->buffer_write(hbe, L.slot_row, srow, sizeof(int32_t) * (size_t)TK);
+    const moe_host_copy in3[] = {
+        {.at = L.o, .src = o, .bytes = sizeof(float) * (size_t)(out_rows * D)},
+        {.at = L.slot_row, .src = srow, .bytes = sizeof(int32_t) * (size_t)TK},
+    };
+    /* y, the usage's counts and the stats come back with the combine (all or, failed, none). */
+    moe_host_copy out3[MOE_FORWARD_READS];
+    float losses[2] = {0.0f, 0.0f};
+    const moe_forward_io io3 = {in3, 2, out3, moe_forward_reads(layer, T, &L, ya, y, stats, losses, out3)};
     const bool want_losses = stats && (stats->aux_loss || stats->z_loss);
     if (st == MOE_OK)
-        st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_COMBINE, want_losses, xb, yb, &device_ms);
-    if (st == MOE_OK && layer->usage) st = moe_usage_fetch(layer, L.expert_counts);
-    if (st == MOE_OK && y) st = hbe->ops->buffer_read(hbe, ya, y, sizeof(float) * (size_t)(T * D));
-    if (st == MOE_OK && moe_stats_wanted(stats)) {
-        st = moe_read_stats(layer, T, &L, stats);
-        if (st == MOE_OK && stats->device_ms) *stats->device_ms = device_ms;
-    }
+        st = home_phase(layer, T, &L, xa, ya, MOE_STEPS_COMBINE, want_losses, &io3, xb, yb, &device_ms);
+    if (st == MOE_OK) moe_forward_stats_done(stats, losses, device_ms);
     if (st == MOE_OK && layer->usage) moe_usage_commit(layer, T);
     if (st == MOE_OK && P->cache) moe_xcache_commit(P->cache);
     if (st == MOE_OK)

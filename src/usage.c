@@ -86,11 +86,9 @@ moe_status moe_layer_track_usage(moe_layer *layer, int64_t window)
     return MOE_OK;
 }
 
-moe_status moe_usage_fetch(moe_layer *layer, moe_addr counts)
+int32_t *moe_usage_fetched(moe_layer *layer)
 {
-    moe_backend *be = layer->ctx->be;
-    return be->ops->buffer_read(be, counts, layer->usage->fetched,
-                                sizeof(int32_t) * ((size_t)layer->desc.n_experts + 1));
+    return layer->usage->fetched;
 }
 
 void moe_usage_commit(moe_layer *layer, int64_t T)

@@ -69,6 +69,19 @@ void h_count_cache_files(const char *dir, const char *prefix, const char *suffix
     if (d) closedir(d);
 }
 
+void h_clear_cache_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    const size_t np = strlen(prefix);
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, prefix, np) != 0) continue;
+        char path[2048];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        remove(path);
+    }
+    if (d) closedir(d);
+}
+
 #if !defined(_WIN32)
 static void count_ignored(moe_log_level level, const char *message, void *user)
 {

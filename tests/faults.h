@@ -22,6 +22,9 @@ void h_check_out_of_device_memory(moe_backend_kind kind, const char *var, const 
 
 /* Files in `dir` named prefix*suffix (complete cache entries), and leftover *.tmp files. */
 void h_count_cache_files(const char *dir, const char *prefix, const char *suffix, int *entries, int *temps);
+/* Removes dir's files whose names start with prefix: a cache test starts empty (the build's
+ * folder may hold another device's or driver's entries, from a run on another machine). */
+void h_clear_cache_files(const char *dir, const char *prefix);
 
 /* Every complete cache entry in `dir` (prefix*suffix, as a context on `kind` left them with
  * MOE_CACHE_DIR=dir) is replaced by something that is not a cache file — a FIFO in a first

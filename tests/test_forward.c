@@ -29,7 +29,8 @@ typedef struct fcase {
     const char *name;
     moe_layer_desc d;
     int64_t T;
-    int64_t hot; /* >= 0: every token's first choice (h_make_hot) */
+    int64_t hot;   /* >= 0: every token's first choice (h_make_hot) */
+    bool inf_bias; /* one expert's selection bias is +inf, so its group scores +inf */
 } fcase;
 
 #define DESC(...)                                                                                            \
@@ -39,63 +40,75 @@ typedef struct fcase {
 
 static const fcase fixed_cases[] = {
     {"mixtral",
-     DESC(.d_model = 64, .d_ff = 96, .n_experts = 8, .top_k = 2, .max_tokens = 37, .renormalize = 1), 37, -1},
+     DESC(.d_model = 64, .d_ff = 96, .n_experts = 8, .top_k = 2, .max_tokens = 37, .renormalize = 1), 37, -1,
+     false},
     {"odd_sizes",
-     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 31, .renormalize = 1), 31, -1},
+     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 31, .renormalize = 1), 31, -1,
+     false},
     {"one_token",
-     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 1, .renormalize = 1), 1, -1},
-    {"k_equals_e", DESC(.d_model = 40, .d_ff = 33, .n_experts = 6, .top_k = 6, .max_tokens = 19), 19, -1},
+     DESC(.d_model = 67, .d_ff = 45, .n_experts = 8, .top_k = 2, .max_tokens = 1, .renormalize = 1), 1, -1,
+     false},
+    {"k_equals_e", DESC(.d_model = 40, .d_ff = 33, .n_experts = 6, .top_k = 6, .max_tokens = 19), 19, -1,
+     false},
     {"e256_k8",
      DESC(.d_model = 32, .d_ff = 16, .n_experts = 256, .top_k = 8, .max_tokens = 20, .renormalize = 1), 20,
-     -1},
-    {"olmoe", DESC(.d_model = 40, .d_ff = 24, .n_experts = 64, .top_k = 8, .max_tokens = 9), 9, -1},
+     -1, false},
+    {"olmoe", DESC(.d_model = 40, .d_ff = 24, .n_experts = 64, .top_k = 8, .max_tokens = 9), 9, -1, false},
     {"qwen2_shared_gate",
      DESC(.d_model = 32, .d_ff = 40, .n_experts = 8, .top_k = 2, .max_tokens = 26, .d_ff_shared = 72,
           .shared_expert_gate = 1),
-     26, -1},
+     26, -1, false},
     {"deepseek_v3",
      DESC(.d_model = 36, .d_ff = 20, .n_experts = 64, .top_k = 6, .max_tokens = 23,
           .score_func = MOE_SCORE_SIGMOID, .n_group = 8, .topk_group = 4, .has_selection_bias = 1,
           .renormalize = 1, .routed_scaling_factor = 2.5f, .d_ff_shared = 40),
-     23, -1},
+     23, -1, false},
+    /* A group whose score is +inf (a checkpoint's bias may hold one) is one of the topk_group kept,
+     * not a free extra: every backend once marked the groups it kept by turning their score into
+     * +inf, and so kept this one and two more. */
+    {"deepseek_v3_inf_bias",
+     DESC(.d_model = 32, .d_ff = 24, .n_experts = 16, .top_k = 4, .max_tokens = 16,
+          .score_func = MOE_SCORE_SIGMOID, .n_group = 4, .topk_group = 2, .has_selection_bias = 1,
+          .renormalize = 1),
+     16, -1, true},
     {"deepseek_v2_group_max",
      DESC(.d_model = 48, .d_ff = 28, .n_experts = 64, .top_k = 6, .max_tokens = 17, .n_group = 8,
           .topk_group = 3, .group_score = MOE_GROUP_SCORE_MAX, .routed_scaling_factor = 16.0f,
           .d_ff_shared = 56),
-     17, -1},
+     17, -1, false},
     {"switch_capacity_zero",
      DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
           .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7),
-     40, -1},
+     40, -1, false},
     {"switch_capacity_passthrough",
      DESC(.d_model = 32, .d_ff = 48, .n_experts = 4, .top_k = 1, .max_tokens = 40,
           .activation = MOE_ACTIVATION_RELU, .expert_capacity = 7, .drop_policy = MOE_DROP_PASSTHROUGH),
-     40, -1},
+     40, -1, false},
     {"gshard_top2_capacity",
      DESC(.d_model = 24, .d_ff = 36, .n_experts = 8, .top_k = 2, .max_tokens = 50,
           .activation = MOE_ACTIVATION_GELU, .expert_capacity = 9),
-     50, -1},
+     50, -1, false},
     {"geglu",
      DESC(.d_model = 45, .d_ff = 77, .n_experts = 5, .top_k = 3, .max_tokens = 29,
           .activation = MOE_ACTIVATION_GEGLU, .renormalize = 1),
-     29, -1},
+     29, -1, false},
     {"gelu_shared",
      DESC(.d_model = 33, .d_ff = 17, .n_experts = 7, .top_k = 2, .max_tokens = 11,
           .activation = MOE_ACTIVATION_GELU, .d_ff_shared = 19, .shared_expert_gate = 1),
-     11, -1},
+     11, -1, false},
     {"sigmoid_plain",
      DESC(.d_model = 50, .d_ff = 30, .n_experts = 12, .top_k = 3, .max_tokens = 21,
           .score_func = MOE_SCORE_SIGMOID),
-     21, -1},
+     21, -1, false},
     {"all_to_one_expert", DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 1, .max_tokens = 70), 70,
-     5},
+     5, false},
     {"all_to_one_capacity_passthrough",
      DESC(.d_model = 48, .d_ff = 64, .n_experts = 8, .top_k = 2, .max_tokens = 45, .expert_capacity = 10,
           .drop_policy = MOE_DROP_PASSTHROUGH, .renormalize = 1),
-     45, 3},
+     45, 3, false},
     {"larger",
      DESC(.d_model = 256, .d_ff = 512, .n_experts = 16, .top_k = 4, .max_tokens = 129, .renormalize = 1), 129,
-     -1},
+     -1, false},
     /* gpt-oss: the router's bias in the logits, biases on every expert projection, the clamped
      * SwiGLU — with a limit low enough that the clamps bite on these O(1) products (gpt_oss),
      * and with gpt-oss's own constants (the 0 defaults) at one token, the decode kernels. */
@@ -103,18 +116,18 @@ static const fcase fixed_cases[] = {
      DESC(.d_model = 64, .d_ff = 96, .n_experts = 12, .top_k = 4, .max_tokens = 33, .renormalize = 1,
           .activation = MOE_ACTIVATION_SWIGLU_OAI, .router_has_bias = 1, .expert_has_bias = 1,
           .swiglu_limit = 0.75f, .swiglu_alpha = 1.5f),
-     33, -1},
+     33, -1, false},
     {"gpt_oss_one_token",
      DESC(.d_model = 96, .d_ff = 64, .n_experts = 32, .top_k = 4, .max_tokens = 2, .renormalize = 1,
           .activation = MOE_ACTIVATION_SWIGLU_OAI, .router_has_bias = 1, .expert_has_bias = 1),
-     1, -1},
+     1, -1, false},
     /* down_weight_dtype / shared_down_weight_dtype: gate/up in the run's format, down in another
      * (as GGUF files mix them), routed and shared. A down_weight_dtype set here only marks the
      * case: for_format picks the format (down_partner). */
     {"down_format",
      DESC(.d_model = 64, .d_ff = 40, .n_experts = 16, .top_k = 4, .max_tokens = 13, .renormalize = 1,
           .d_ff_shared = 48, .down_weight_dtype = MOE_DTYPE_F16),
-     13, -1},
+     13, -1, false},
 };
 
 /* A random shape and variant (h_random_desc). */
@@ -122,7 +135,7 @@ static fcase random_case(h_rng *r, int i)
 {
     static char names[32][32];
     snprintf(names[i % 32], sizeof names[0], "random_%d", i);
-    fcase c = {names[i % 32], {0}, 0, -1};
+    fcase c = {names[i % 32], {0}, 0, -1, false};
     c.d = h_random_desc(r, &c.T);
     return c;
 }
@@ -324,7 +337,7 @@ static void int8_request(moe_context *ctx, h_rng *r)
     const fcase c0 = {
         "int8_request",
         DESC(.d_model = 64, .d_ff = 96, .n_experts = 6, .top_k = 2, .max_tokens = 7, .d_ff_shared = 32), 7,
-        -1};
+        -1, false};
     fcase c = for_format(&c0);
     c.d.activation_dtype = MOE_DTYPE_Q8_0;
     h_layer hl;
@@ -421,6 +434,7 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
     h_layer hl;
     h_layer_init(&hl, d, r, 1.0f);
     if (c->hot >= 0) h_make_hot(&hl, c->hot);
+    if (c->inf_bias) hl.router_bias[d->n_experts / 2 + 1] = INFINITY;
     float *x = malloc(sizeof(float) * (size_t)TD);
     h_fill_input(&hl, T, x, r);
 
@@ -529,7 +543,7 @@ static void capacity_limits(moe_context *ctx, h_rng *r)
     const fcase base = {"capacity_limits",
                         DESC(.d_model = 24, .d_ff = 20, .n_experts = 4, .top_k = 2, .max_tokens = 21,
                              .renormalize = 1, .drop_policy = MOE_DROP_PASSTHROUGH),
-                        21, 1};
+                        21, 1, false};
     const int64_t T = base.T, K = base.d.top_k, TD = T * base.d.d_model;
     h_layer hl;
     h_layer_init(&hl, &base.d, r, 1.0f);

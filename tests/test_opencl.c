@@ -20,7 +20,6 @@
 #include "faults.h"
 
 #include <CL/cl.h>
-#include <dirent.h>
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,13 +91,7 @@ static void invalid_device(void)
 static void binary_cache(h_layer *hl, const float *x, const char *dir)
 {
     /* Start from an empty cache, so the first context must compile and save. */
-    DIR *old = opendir(dir);
-    for (struct dirent *e; old && (e = readdir(old)) != NULL;) {
-        char path[2048];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (strncmp(e->d_name, "opencl-", 7) == 0) remove(path);
-    }
-    if (old) closedir(old);
+    h_clear_cache_files(dir, "opencl-");
     setenv("MOE_CACHE_DIR", dir, 1);
     /* PoCL caches its programs itself, and saving a binary would cost it a second code
      * generation: unless asked (MOE_CL_BINARY_CACHE=1), a context there saves none. */

@@ -30,6 +30,7 @@ static const moe_layer_desc desc = {.struct_size = sizeof(moe_layer_desc),
 
 static void pipeline_cache(h_layer *hl, const float *x, const char *dir)
 {
+    h_clear_cache_files(dir, "vulkan-"); /* the first context saves, the second loads */
     setenv("MOE_CACHE_DIR", dir, 1);
     float y[16 * 40];
     for (int round = 0; round < 2; round++) { /* the second context loads what the first saved */

@@ -61,6 +61,7 @@ static const char *const forward_keys[] = {"backend",
                                            "async_chain",
                                            "kernels",
                                            "cpu_experts",
+                                           "home",
                                            "cache_slots",
                                            "cache_policy",
                                            "cache_min_rows",
@@ -300,6 +301,7 @@ static void check_object(const cJSON *o)
             CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "cache_policy")) &&
                   cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "cache_bytes")));
         }
+        CHECK(!strcmp(str(o, "home"), "target") || !strcmp(str(o, "home"), "cpu"));
         const cJSON *ctx_ms = cJSON_GetObjectItemCaseSensitive(o, "context_ms");
         CHECK(cJSON_IsNull(ctx_ms) || (cJSON_IsArray(ctx_ms) && cJSON_GetArraySize(ctx_ms) == 2));
         if (num(o, "cpu_experts") > 0) CHECK(cJSON_IsArray(ctx_ms));

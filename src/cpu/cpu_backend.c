@@ -474,17 +474,16 @@ static void route_token(void *arg, int64_t t)
             }
             gscore[g] = s;
         }
-        /* Chosen groups are marked by turning their score into +inf after the fact. */
-        for (int64_t kept = 0; kept < d->topk_group; kept++) {
-            int64_t best = -1;
-            for (int64_t g = 0; g < G; g++) {
-                if (gscore[g] == INFINITY) continue;
-                if (best < 0 || ranks_above(gscore[g], gscore[best])) best = g;
-            }
-            gscore[best] = INFINITY;
+        /* Group g is kept when fewer than topk_group groups beat it (a score that ranks above
+         * its own, or an equal one at a lower index): exactly the groups the reference takes one
+         * by one, best first. No marks in the scores, which may be anything (+inf, NaN). */
+        for (int64_t g = 0; g < G; g++) {
+            int64_t above = 0;
+            for (int64_t h = 0; h < G; h++)
+                above += ranks_above(gscore[h], gscore[g]) || (h < g && !ranks_above(gscore[g], gscore[h]));
+            if (above >= d->topk_group)
+                for (int64_t i = 0; i < per; i++) keys[g * per + i] = -INFINITY;
         }
-        for (int64_t e = 0; e < E; e++)
-            if (gscore[e / per] != INFINITY) keys[e] = -INFINITY;
     }
 
     float wsum = 0.0f;
@@ -682,6 +681,9 @@ const moe_backend_ops moe_cpu_backend_ops = {
     .buffer_free = cpu_buffer_free,
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
+    /* The steps have run when stage_out is called (each as it is called): plain copies. */
+    .stage_in = cpu_buffer_write,
+    .stage_out = cpu_buffer_read,
     .weight_bytes = cpu_weight_bytes,
     .weight_upload = cpu_weight_upload,
     .begin = cpu_begin,

@@ -548,6 +548,7 @@ static void moe_cl_destroy(moe_backend *be)
     moe_cl_backend *b = moe_clb(be);
     if (b->queue) clFinish(b->queue);
     for (int i = 0; i < b->n_events; i++) clReleaseEvent(b->events[i]);
+    moe_staged_reads_free(&b->outs);
     moe_cl_programs_release(b);
     moe_cl_memory_release(b);
     if (b->queue) clReleaseCommandQueue(b->queue);
@@ -567,6 +568,8 @@ const moe_backend_ops moe_opencl_backend_ops = {
     .buffer_free = moe_cl_buffer_free,
     .buffer_write = moe_cl_buffer_write,
     .buffer_read = moe_cl_buffer_read,
+    .stage_in = moe_cl_buffer_write,
+    .stage_out = moe_cl_stage_out,
     .weight_bytes = moe_cl_weight_bytes,
     .weight_upload = moe_cl_weight_upload,
     .begin = moe_cl_begin,

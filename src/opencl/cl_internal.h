@@ -114,6 +114,8 @@ typedef struct moe_cl_backend {
     int n_events;
     int forward_first_event; /* the last forward's first event */
     double wall_t0;
+    moe_staged_reads outs; /* stage_out's reads, done by the wait (blocking reads after clFinish) */
+    size_t outs_mark;      /* outs.n when the forward being enqueued began */
 
     unsigned char *staging; /* host staging for weight conversion */
     size_t staging_size;    /* bytes */
@@ -152,6 +154,7 @@ moe_status moe_cl_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_buffer
 void moe_cl_buffer_free(moe_backend *be, moe_backend_buffer *buf);
 moe_status moe_cl_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
 moe_status moe_cl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes);
+moe_status moe_cl_stage_out(moe_backend *be, moe_addr src, void *dst, size_t bytes);
 size_t moe_cl_weight_bytes(moe_backend *be, const moe_weight_src *src);
 moe_status moe_cl_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *src);
 

@@ -107,6 +107,19 @@ moe_status moe_cl_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t b
     return err == CL_SUCCESS ? MOE_OK : moe_cl_fail(b, err, "clEnqueueReadBuffer");
 }
 
+/* A forward's output: read by the wait once the queue has finished (the in-order queue has the
+ * forward's kernels before it either way), so that a failed forward leaves dst untouched. The
+ * input side (stage_in) is buffer_write: a blocking write enqueued before any of the forward's
+ * kernels waits for nothing more than the earlier forwards, as before. */
+moe_status moe_cl_stage_out(moe_backend *be, moe_addr src, void *dst, size_t bytes)
+{
+    moe_cl_backend *b = moe_clb(be);
+    const moe_status st =
+        bytes ? moe_staged_reads_add(be, &b->outs, (moe_staged_read){src, SIZE_MAX, dst, bytes}) : MOE_OK;
+    if (st != MOE_OK) b->record_status = st;
+    return st;
+}
+
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
 
 /* Each row in the bytes of the tensor's format (kernels/weight_format.h), rows back to back:

@@ -120,6 +120,7 @@ moe_status moe_cl_begin(moe_backend *be)
     if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost");
     b->recording = true;
     b->record_status = MOE_OK;
+    b->outs_mark = b->outs.n;             /* the reads before are earlier forwards' */
     b->forward_first_event = b->n_events; /* the events before are earlier forwards' */
     b->wall_t0 = moe_now_ms();
     return MOE_OK;
@@ -145,19 +146,25 @@ moe_status moe_cl_submit(moe_backend *be)
     b->recording = false;
     if (b->record_status != MOE_OK) {
         const moe_status st = b->record_status;
+        b->outs.n = b->outs_mark; /* nothing is read back from a forward that failed */
         b->pending = true;
         moe_cl_wait(be);
         return st;
     }
     b->pending = true;
     const cl_int err = clFlush(b->queue);
-    if (err != CL_SUCCESS) return moe_cl_fail_lost(b, err, "clFlush");
+    if (err != CL_SUCCESS) {
+        b->outs.n = b->outs_mark; /* the core does not count it: nothing of it is read */
+        return moe_cl_fail_lost(b, err, "clFlush");
+    }
     return MOE_OK;
 }
 
 moe_status moe_cl_wait(moe_backend *be)
 {
     moe_cl_backend *b = moe_clb(be);
+    const size_t n_outs = b->outs.n;
+    b->outs.n = 0; /* done below on success, dropped on a failure */
     if (!b->pending) {
         release_events(b);
         return b->lost ? moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "opencl: the device was lost") : MOE_OK;
@@ -199,6 +206,11 @@ moe_status moe_cl_wait(moe_backend *be)
     }
     be->device_ms_total += all >= 0.0 && all >= be->last_device_ms ? all : be->last_device_ms;
     release_events(b);
+    for (size_t i = 0; i < n_outs; i++) {
+        const moe_staged_read *r = &b->outs.v[i];
+        const moe_status st = moe_cl_buffer_read(be, r->src, r->dst, r->bytes);
+        if (st != MOE_OK) return st;
+    }
     return MOE_OK;
 }
 
@@ -244,6 +256,12 @@ moe_status moe_cl_route(moe_backend *be, const moe_route_step *s)
     moe_ffn_step router;
     moe_klaunch select;
     moe_klaunch_route(&c, s, &router, &select);
+    const int64_t local = moe_kselect_shared_bytes(s->desc->n_experts, c.wg_small);
+    if ((cl_ulong)local > b->local_mem)
+        return b->record_status = moe_fail(
+                   be->ctx, MOE_ERROR_UNSUPPORTED,
+                   "opencl: routing over %lld experts needs %lld bytes of local memory; the device has %llu",
+                   (long long)s->desc->n_experts, (long long)local, (unsigned long long)b->local_mem);
     moe_cl_ffn(be, &router);
     return launch(b, MOE_CL_K_SELECT, &select);
 }

@@ -628,6 +628,9 @@ static moe_status choose_sizes(moe_vk_backend *b)
     b->matvec_wg = cpu_device ? (lanes < max_wg ? lanes : pow2_floor(max_wg)) : b->wg_small;
     b->matvec_cols = cpu_device ? 16 : 4;
     b->matvec_max_rows = 4;
+    /* For experiments: how long a wait polls its fence before it blocks (a blocked thread
+     * wakes some tens of microseconds after the device is done, a decode forward's whole cost). */
+    if ((env = getenv("MOE_VK_WAIT_SPIN_US")) != NULL) b->wait_spin_ns = 1000 * strtoull(env, NULL, 10);
     if ((env = getenv("MOE_VK_MATVEC_WG")) != NULL) b->matvec_wg = (uint32_t)atoi(env);
     if ((env = getenv("MOE_VK_MATVEC_COLS")) != NULL) b->matvec_cols = (uint32_t)atoi(env);
     if ((env = getenv("MOE_VK_MATVEC_ROWS")) != NULL) b->matvec_max_rows = strtoll(env, NULL, 10);
@@ -897,6 +900,8 @@ const moe_backend_ops moe_vulkan_backend_ops = {
     .buffer_free = moe_vk_buffer_free,
     .buffer_write = moe_vk_buffer_write,
     .buffer_read = moe_vk_buffer_read,
+    .stage_in = moe_vk_stage_in,
+    .stage_out = moe_vk_stage_out,
     .weight_bytes = moe_vk_weight_bytes,
     .weight_upload = moe_vk_weight_upload,
     .begin = moe_vk_begin,

@@ -142,6 +142,16 @@ typedef struct moe_vk_backend {
     VkDeviceSize block_size;
     moe_backend_buffer *staging; /* host-visible transfer buffer */
     void *staging_map;
+    /* The forwards' own transfers (stage_in / stage_out, vk_memory.c): the upper half of the
+     * staging buffer holds their bytes, `stage_used` of it since the last wait (the transfers
+     * of their own then take the lower half only); the reads the wait completes; and what the
+     * forward being recorded still owes: a barrier before its first dispatch (copies in), a
+     * barrier before its copies out and one to the host at submit. */
+    size_t stage_used;
+    size_t stage_limit; /* at most half the staging buffer; MOE_VK_STAGE_LIMIT lowers it (tests) */
+    moe_staged_reads outs;
+    size_t stage_mark, outs_mark; /* stage_used and outs.n when the forward being recorded began */
+    bool staged_in, staged_out;
     moe_backend_buffer *dummy; /* bound where a binding is absent */
 
     VkShaderModule modules[MOE_VK_SHADER_COUNT];
@@ -166,9 +176,10 @@ typedef struct moe_vk_backend {
     bool recording;
     moe_status record_status; /* first failure while recording a forward */
 
-    bool lost;       /* VK_ERROR_DEVICE_LOST seen: the context is unusable */
-    int inject_oom;  /* MOE_VK_INJECT=oom: device allocations fail */
-    int inject_lost; /* MOE_VK_INJECT=lost: the next submit reports loss */
+    uint64_t wait_spin_ns; /* MOE_VK_WAIT_SPIN_US: a fence is polled this long before the blocking wait */
+    bool lost;             /* VK_ERROR_DEVICE_LOST seen: the context is unusable */
+    int inject_oom;        /* MOE_VK_INJECT=oom: device allocations fail */
+    int inject_lost;       /* MOE_VK_INJECT=lost: the next submit reports loss */
 } moe_vk_backend;
 
 static inline moe_vk_backend *moe_vkb(moe_backend *be)
@@ -204,6 +215,15 @@ moe_status moe_vk_buffer_alloc(moe_backend *be, size_t bytes, moe_backend_buffer
 void moe_vk_buffer_free(moe_backend *be, moe_backend_buffer *buf);
 moe_status moe_vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
 moe_status moe_vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes);
+/* Waits for a fence: polled for wait_spin_ns first, then vkWaitForFences. */
+VkResult moe_vk_wait_fence(moe_vk_backend *b, VkFence fence);
+moe_status moe_vk_stage_in(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
+moe_status moe_vk_stage_out(moe_backend *be, moe_addr src, void *dst, size_t bytes);
+/* The wait's end: stage_out's reads into the host's memory, or (failed: false) dropped. */
+moe_status moe_vk_finish_outs(moe_vk_backend *b, bool ok);
+/* A forward that is never submitted: its own staged bytes and reads go, not those of the
+ * submissions before it, which still run and are read at the wait. */
+void moe_vk_drop_forward_outs(moe_vk_backend *b);
 size_t moe_vk_weight_bytes(moe_backend *be, const moe_weight_src *src);
 moe_status moe_vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *src);
 

@@ -210,6 +210,11 @@ moe_status moe_vk_memory_init(moe_vk_backend *b)
     MOE_VK_TRY(b, b->vk.vkMapMemory(b->device, b->staging->block->memory, b->staging->offset, STAGING_SIZE, 0,
                                     &b->staging_map));
     b->base.staging_bytes = STAGING_SIZE;
+    /* MOE_VK_STAGE_LIMIT (bytes) shrinks the forwards' half, so that a test sees both of
+     * stage_in / stage_out's paths in one forward: staged, and a transfer of its own. */
+    const char *limit = getenv("MOE_VK_STAGE_LIMIT");
+    const unsigned long long want = limit ? strtoull(limit, NULL, 10) : STAGING_SIZE / 2;
+    b->stage_limit = want < STAGING_SIZE / 2 ? (size_t)want : STAGING_SIZE / 2;
     st = alloc_buffer(b, 256, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, false, &b->dummy);
     if (st != MOE_OK) return st;
     const VkCommandPoolCreateInfo pi = {.sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
@@ -233,6 +238,7 @@ void moe_vk_memory_release(moe_vk_backend *b)
 {
     if (b->xfer_fence) b->vk.vkDestroyFence(b->device, b->xfer_fence, NULL);
     if (b->cmd_pool) b->vk.vkDestroyCommandPool(b->device, b->cmd_pool, NULL);
+    moe_staged_reads_free(&b->outs);
     if (b->staging_map) b->vk.vkUnmapMemory(b->device, b->staging->block->memory);
     moe_vk_buffer_free(&b->base, b->staging);
     moe_vk_buffer_free(&b->base, b->dummy);
@@ -253,7 +259,7 @@ moe_status moe_vk_run_transfer(moe_vk_backend *b, void (*record)(moe_vk_backend 
     const VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &b->xfer};
     MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, b->xfer_fence));
-    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &b->xfer_fence, VK_TRUE, UINT64_MAX);
+    const VkResult r = moe_vk_wait_fence(b, b->xfer_fence);
     b->vk.vkResetFences(b->device, 1, &b->xfer_fence);
     if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkWaitForFences");
     return moe_vk_check_validation(b);
@@ -270,14 +276,18 @@ static void record_copy(moe_vk_backend *b, VkCommandBuffer cmd, void *arg)
     const VkBufferCopy region = {c->src_offset, c->dst_offset, c->size};
     /* Earlier kernels' and the host's writes before the copy; the copy's result to the
      * host (staging reads) and to later kernels after it. */
-    const VkMemoryBarrier before = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-                                    .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT,
-                                    .dstAccessMask =
-                                        VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
+    const VkMemoryBarrier before = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_HOST_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = VK_ACCESS_TRANSFER_READ_BIT | VK_ACCESS_TRANSFER_WRITE_BIT};
     const VkMemoryBarrier after = {.sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
                                    .srcAccessMask = VK_ACCESS_TRANSFER_WRITE_BIT,
                                    .dstAccessMask = VK_ACCESS_HOST_READ_BIT | VK_ACCESS_SHADER_READ_BIT};
-    b->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_HOST_BIT,
+    /* (The transfer stage too: a forward's own copies, stage_in / stage_out, may still read or
+     * write what this copy overwrites.) */
+    b->vk.vkCmdPipelineBarrier(cmd,
+                               VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_HOST_BIT |
+                                   VK_PIPELINE_STAGE_TRANSFER_BIT,
                                VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 1, &before, 0, NULL, 0, NULL);
     b->vk.vkCmdCopyBuffer(cmd, c->src, c->dst, 1, &region);
     b->vk.vkCmdPipelineBarrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT,
@@ -292,11 +302,19 @@ static moe_status copy(moe_vk_backend *b, VkBuffer src, VkDeviceSize so, VkBuffe
     return moe_vk_run_transfer(b, record_copy, &c);
 }
 
+/* A transfer of its own may use the whole staging buffer, or its lower half while forwards'
+ * staged bytes wait in the upper one. */
+static size_t own_chunk(const moe_vk_backend *b)
+{
+    return b->stage_used ? STAGING_SIZE / 2 : STAGING_SIZE;
+}
+
 moe_status moe_vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
 {
     moe_vk_backend *b = moe_vkb(be);
+    const size_t chunk = own_chunk(b);
     for (size_t done = 0; done < bytes;) {
-        const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
+        const size_t n = bytes - done < chunk ? bytes - done : chunk;
         memcpy(b->staging_map, (const char *)src + done, n);
         moe_status st = copy(b, b->staging->buffer, 0, dst.buf->buffer, dst.offset + done, n);
         if (st != MOE_OK) return st;
@@ -308,14 +326,103 @@ moe_status moe_vk_buffer_write(moe_backend *be, moe_addr dst, const void *src, s
 moe_status moe_vk_buffer_read(moe_backend *be, moe_addr src, void *dst, size_t bytes)
 {
     moe_vk_backend *b = moe_vkb(be);
+    const size_t chunk = own_chunk(b);
     for (size_t done = 0; done < bytes;) {
-        const size_t n = bytes - done < STAGING_SIZE ? bytes - done : STAGING_SIZE;
+        const size_t n = bytes - done < chunk ? bytes - done : chunk;
         moe_status st = copy(b, src.buf->buffer, src.offset + done, b->staging->buffer, 0, n);
         if (st != MOE_OK) return st;
         memcpy((char *)dst + done, b->staging_map, n);
         done += n;
     }
     return MOE_OK;
+}
+
+/* ---- a forward's own transfers (backend.h: stage_in, stage_out) -------------------------------- */
+
+/* Room for `bytes` in the upper half of the staging buffer, 16-byte aligned (vkCmdCopyBuffer
+ * needs nothing, memcpy likes it); SIZE_MAX when it is full. */
+static size_t stage_alloc(moe_vk_backend *b, size_t bytes)
+{
+    const size_t need = (bytes + 15) & ~(size_t)15;
+    if (need > b->stage_limit - b->stage_used) return SIZE_MAX;
+    const size_t at = STAGING_SIZE / 2 + b->stage_used;
+    b->stage_used += need;
+    return at;
+}
+
+static moe_status stage_check(moe_vk_backend *b)
+{
+    if (b->record_status == MOE_OK && (!b->recording || b->cur == b->record_into))
+        b->record_status = moe_fail(b->base.ctx, MOE_ERROR_INTERNAL,
+                                    "vulkan: a staged transfer outside a forward moe submits");
+    return b->record_status;
+}
+
+/* Copied into the staging buffer now and from there to dst by the forward's command buffer,
+ * ahead of its first dispatch (which waits for it: staged_in); the begin's opening barrier
+ * already orders the copy after the earlier forwards' use of dst. Too large: a write of its own,
+ * which the queue runs before this forward. */
+moe_status moe_vk_stage_in(moe_backend *be, moe_addr dst, const void *src, size_t bytes)
+{
+    moe_vk_backend *b = moe_vkb(be);
+    if (stage_check(b) != MOE_OK || bytes == 0) return b->record_status;
+    const size_t at = stage_alloc(b, bytes);
+    if (at == SIZE_MAX) {
+        const moe_status st = moe_vk_buffer_write(be, dst, src, bytes);
+        if (st != MOE_OK) b->record_status = st;
+        return st;
+    }
+    memcpy((char *)b->staging_map + at, src, bytes);
+    const VkBufferCopy region = {at, dst.offset, bytes};
+    b->vk.vkCmdCopyBuffer(b->cur->cmd, b->staging->buffer, dst.buf->buffer, 1, &region);
+    b->staged_in = true;
+    return MOE_OK;
+}
+
+/* Copied by the forward's command buffer into the staging buffer after its last dispatch, and by
+ * the wait to dst (moe_vk_finish_outs). Too large: read from src by the wait. */
+moe_status moe_vk_stage_out(moe_backend *be, moe_addr src, void *dst, size_t bytes)
+{
+    moe_vk_backend *b = moe_vkb(be);
+    if (stage_check(b) != MOE_OK || bytes == 0) return b->record_status;
+    const size_t at = stage_alloc(b, bytes);
+    if (at != SIZE_MAX) {
+        if (!b->staged_out) /* once, before the forward's first copy out */
+            moe_vk_barrier(b, b->cur->cmd,
+                           VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                           VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+                           VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+        const VkBufferCopy region = {src.offset, at, bytes};
+        b->vk.vkCmdCopyBuffer(b->cur->cmd, src.buf->buffer, b->staging->buffer, 1, &region);
+        b->staged_out = true;
+    }
+    const moe_status st = moe_staged_reads_add(be, &b->outs, (moe_staged_read){src, at, dst, bytes});
+    if (st != MOE_OK) b->record_status = st;
+    return st;
+}
+
+void moe_vk_drop_forward_outs(moe_vk_backend *b)
+{
+    b->outs.n = b->outs_mark;
+    b->stage_used = b->stage_mark;
+}
+
+moe_status moe_vk_finish_outs(moe_vk_backend *b, bool ok)
+{
+    moe_status st = MOE_OK;
+    /* The staged copies first: a read of its own may take the whole staging buffer once
+     * stage_used is back to 0. */
+    for (size_t i = 0; ok && i < b->outs.n; i++) {
+        const moe_staged_read *r = &b->outs.v[i];
+        if (r->staged_at != SIZE_MAX) memcpy(r->dst, (const char *)b->staging_map + r->staged_at, r->bytes);
+    }
+    b->stage_used = 0;
+    for (size_t i = 0; ok && i < b->outs.n && st == MOE_OK; i++) {
+        const moe_staged_read *r = &b->outs.v[i];
+        if (r->staged_at == SIZE_MAX) st = moe_vk_buffer_read(&b->base, r->src, r->dst, r->bytes);
+    }
+    b->outs.n = 0;
+    return st;
 }
 
 /* ---- weights: Hugging Face layout, gated pairs as [E][gate, up][N][K] ------------------------- */
@@ -345,5 +452,5 @@ moe_status moe_vk_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_
 {
     moe_vk_backend *b = moe_vkb(be);
     vk_upload u = {b, dst};
-    return moe_weight_rows_stream(be->ctx, "vulkan", s, b->staging_map, STAGING_SIZE, vk_upload_flush, &u);
+    return moe_weight_rows_stream(be->ctx, "vulkan", s, b->staging_map, own_chunk(b), vk_upload_flush, &u);
 }

@@ -55,6 +55,12 @@ static moe_status dispatch(moe_vk_backend *b, moe_vk_shader_id shader, const moe
     if (st != MOE_OK) return b->record_status = st;
 
     moe_vk_slot *slot = b->cur;
+    if (b->staged_in) { /* the forward's copies in (stage_in) land before its first kernel reads */
+        moe_vk_barrier(b, slot->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                       VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        b->staged_in = false;
+    }
     const VkDescriptorSetAllocateInfo ai = {.sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_ALLOCATE_INFO,
                                             .descriptorPool = slot->desc_pool,
                                             .descriptorSetCount = 1,
@@ -189,6 +195,13 @@ moe_status moe_vk_route(moe_backend *be, const moe_route_step *s)
     moe_ffn_step router;
     moe_klaunch select;
     moe_klaunch_route(&c, s, &router, &select);
+    const int64_t shared = moe_kselect_shared_bytes(s->desc->n_experts, c.wg_small);
+    if (shared > (int64_t)b->props.limits.maxComputeSharedMemorySize)
+        return b->record_status = moe_fail(b->base.ctx, MOE_ERROR_UNSUPPORTED,
+                                           "vulkan: routing over %lld experts needs %lld bytes of shared "
+                                           "memory; the device has %u",
+                                           (long long)s->desc->n_experts, (long long)shared,
+                                           b->props.limits.maxComputeSharedMemorySize);
     gemm(b, &router);
     return dispatch(b, MOE_VK_SHADER_SELECT, &select);
 }

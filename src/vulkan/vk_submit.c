@@ -14,6 +14,8 @@
  */
 #include "vk_internal.h"
 
+#include "../platform/system.h"
+
 void moe_vk_barrier(moe_vk_backend *b, VkCommandBuffer cmd, VkPipelineStageFlags src,
                     VkAccessFlags src_access, VkPipelineStageFlags dst, VkAccessFlags dst_access)
 {
@@ -76,12 +78,25 @@ void moe_vk_slots_release(moe_vk_backend *b)
     }
 }
 
+VkResult moe_vk_wait_fence(moe_vk_backend *b, VkFence fence)
+{
+    if (b->wait_spin_ns > 0) {
+        const uint64_t t0 = moe_sys_now_ns();
+        VkResult r;
+        while ((r = b->vk.vkGetFenceStatus(b->device, fence)) == VK_NOT_READY &&
+               moe_sys_now_ns() - t0 < b->wait_spin_ns) {
+        }
+        if (r != VK_NOT_READY) return r;
+    }
+    return b->vk.vkWaitForFences(b->device, 1, &fence, VK_TRUE, UINT64_MAX);
+}
+
 /* Waits for one pending slot; its timestamps become last_device_ms. */
 static moe_status slot_collect(moe_vk_backend *b, moe_vk_slot *s)
 {
     const double t0 = moe_now_ms();
     s->pending = false;
-    const VkResult r = b->vk.vkWaitForFences(b->device, 1, &s->fence, VK_TRUE, UINT64_MAX);
+    const VkResult r = moe_vk_wait_fence(b, s->fence);
     b->vk.vkResetFences(b->device, 1, &s->fence);
     if (r != VK_SUCCESS) return moe_vk_fail(b, r, "vkWaitForFences");
     moe_backend *be = &b->base;
@@ -108,10 +123,13 @@ static moe_status slot_collect(moe_vk_backend *b, moe_vk_slot *s)
  * forward's kernels read or overwrite. */
 static void open_barrier(moe_vk_backend *b, VkCommandBuffer cmd)
 {
+    /* Its second scope takes in the forward's own copies (stage_in) too: they may overwrite what
+     * an earlier forward still reads. */
     moe_vk_barrier(b, cmd, VK_PIPELINE_STAGE_TRANSFER_BIT | VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
                    VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_SHADER_WRITE_BIT,
-                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+                   VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                       VK_ACCESS_TRANSFER_WRITE_BIT);
 }
 
 /* Recording into an application's command buffer (b->record_into, moe_vulkan_layer_record):
@@ -147,6 +165,9 @@ moe_status moe_vk_begin(moe_backend *be)
     b->cur = s;
     b->recording = true;
     b->record_status = MOE_OK;
+    b->staged_in = b->staged_out = false;
+    b->stage_mark = b->stage_used;
+    b->outs_mark = b->outs.n;
     s->n_queries = 0;
     if (s->query_pool) {
         b->vk.vkCmdResetQueryPool(s->cmd, s->query_pool, 0, MOE_VK_MAX_QUERIES);
@@ -172,18 +193,32 @@ moe_status moe_vk_submit(moe_backend *be)
     }
     moe_vk_barrier(b, s->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT,
                    VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_READ_BIT);
+    if (b->staged_out) /* the copies out, to the host that reads them after the fence */
+        moe_vk_barrier(b, s->cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT,
+                       VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
     if (s->query_pool)
         b->vk.vkCmdWriteTimestamp(s->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, s->query_pool,
                                   s->n_queries++);
-    MOE_VK_TRY(b, b->vk.vkEndCommandBuffer(s->cmd));
-    if (b->record_status != MOE_OK) return b->record_status; /* recorded, never submitted */
+    const VkResult end = b->vk.vkEndCommandBuffer(s->cmd);
+    if (end != VK_SUCCESS && b->record_status == MOE_OK)
+        b->record_status = moe_vk_fail(b, end, "vkEndCommandBuffer");
     if (b->inject_lost) {
         b->inject_lost = 0;
-        return moe_vk_fail(b, VK_ERROR_DEVICE_LOST, "vkQueueSubmit (injected by MOE_VK_INJECT=lost)");
+        if (b->record_status == MOE_OK)
+            b->record_status =
+                moe_vk_fail(b, VK_ERROR_DEVICE_LOST, "vkQueueSubmit (injected by MOE_VK_INJECT=lost)");
+    }
+    if (b->record_status != MOE_OK) { /* recorded, never submitted: nothing of it to read back */
+        moe_vk_drop_forward_outs(b);
+        return b->record_status;
     }
     const VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &s->cmd};
-    MOE_VK_TRY(b, b->vk.vkQueueSubmit(b->queue, 1, &si, s->fence));
+    const VkResult r = b->vk.vkQueueSubmit(b->queue, 1, &si, s->fence);
+    if (r != VK_SUCCESS) {
+        moe_vk_drop_forward_outs(b);
+        return moe_vk_fail(b, r, "vkQueueSubmit");
+    }
     s->pending = true;
     b->next = (b->next + 1) % MOE_VK_MAX_IN_FLIGHT;
     return MOE_OK;
@@ -201,7 +236,9 @@ moe_status moe_vk_wait(moe_backend *be)
         if (first == MOE_OK) first = st;
     }
     b->next = 0; /* all idle: the next forward takes slot 0 again */
-    if (first != MOE_OK) return first;
-    if (b->lost) return moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
-    return moe_vk_check_validation(b);
+    if (first == MOE_OK && b->lost)
+        first = moe_fail(be->ctx, MOE_ERROR_DEVICE_LOST, "vulkan: the device was lost");
+    if (first == MOE_OK) first = moe_vk_check_validation(b);
+    const moe_status outs = moe_vk_finish_outs(b, first == MOE_OK);
+    return first != MOE_OK ? first : outs;
 }
