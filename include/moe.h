@@ -217,7 +217,10 @@ typedef struct moe_context_desc {
                                  " 4", 4096) fails context creation with
                                  MOE_ERROR_INVALID_ARGUMENT naming the variable and its
                                  value, rather than being silently replaced. It is read only
-                                 when n_threads is 0 */
+                                 when n_threads is 0. A Vulkan or OpenCL context converts
+                                 weights on n_threads host threads when a layer is created
+                                 (0: every core it may run on, at most 64; the variable is
+                                 the CPU backend's) */
     moe_log_fn log;           /* optional; receives the library's only text output */
     void *log_user_data;
     moe_log_level log_level;     /* messages up to this level reach `log`; default ERROR */

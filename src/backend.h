@@ -72,9 +72,11 @@ typedef struct moe_weight_src {
 /* The GPU backends' weight layout: every row of every matrix in its storage format, back to
  * back, in storage order (matrix by matrix: expert e's first, then its second when the tensor
  * is a gated pair). moe_weight_rows_bytes is the size; moe_weight_rows_stream converts the
- * rows one at a time into `staging` (staging_size bytes) and hands each full staging buffer,
- * and the last part, to flush(user, offset into the tensor, bytes): the conversion streams
- * through the staging buffer, never a float copy of an expert. Returns flush's first failure;
+ * rows into `staging` (staging_size bytes; the rows of one staging buffer split over the
+ * context's host_threads, each row converted alone, so the bytes are the same however many)
+ * and hands each full staging buffer, and the last part, to flush(user, offset into the
+ * tensor, bytes): the conversion streams through the staging buffer, never a float copy of an
+ * expert. Returns flush's first failure;
  * MOE_ERROR_UNSUPPORTED (message prefixed with `who`) when one row does not fit the staging. */
 typedef moe_status (*moe_weight_flush_fn)(void *user, size_t offset, size_t bytes);
 size_t moe_weight_rows_bytes(const moe_weight_src *s);

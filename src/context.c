@@ -11,6 +11,7 @@
  */
 #include "alloc.h"
 #include "internal.h"
+#include "platform/system.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -288,6 +289,8 @@ moe_status moe_context_create(const moe_context_desc *desc_in, moe_context **out
     ctx->log = desc.log;
     ctx->log_user_data = desc.log_user_data;
     ctx->log_level = desc.log_level;
+    const long cores = moe_sys_cpu_count();
+    ctx->host_threads = desc.n_threads > 0 ? desc.n_threads : cores < 1 ? 1 : cores > 64 ? 64 : (int)cores;
 
     moe_status st;
     if (desc.backend != MOE_BACKEND_AUTO) {

@@ -11,6 +11,7 @@
  * the kernels read the stored bytes themselves.
  */
 #include "internal.h"
+#include "platform/thread.h"
 
 #include <ctype.h>
 #include <float.h>
@@ -422,6 +423,31 @@ size_t moe_weight_rows_bytes(const moe_weight_src *s)
            (size_t)s->rows;
 }
 
+/* Rows [i0, i1) of a tensor in the GPU layout, converted to `out` one after another. */
+typedef struct rows_job {
+    const moe_weight_src *s;
+    int64_t i0, i1;
+    size_t row_bytes;
+    unsigned char *out;
+} rows_job;
+
+static void *convert_rows(void *arg)
+{
+    const rows_job *j = arg;
+    const moe_weight_src *s = j->s;
+    const int halves = s->second ? 2 : 1;
+    for (int64_t i = j->i0; i < j->i1; i++) {
+        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
+        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
+        moe_matrix_row_as(m, s->cols, r, s->dtype, j->out + (size_t)(i - j->i0) * j->row_bytes);
+    }
+    return NULL;
+}
+
+/* A helper thread converts at least this many bytes of output (fewer: not worth its start). */
+#define ROWS_PER_THREAD_BYTES ((size_t)256 << 10)
+#define MAX_UPLOAD_THREADS    64
+
 moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_weight_src *s, void *staging,
                                   size_t staging_size, moe_weight_flush_fn flush, void *user)
 {
@@ -430,20 +456,36 @@ moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_w
         return moe_fail(ctx, MOE_ERROR_UNSUPPORTED,
                         "%s: a weight row of %lld values in %s does not fit the %zu-byte staging buffer", who,
                         (long long)s->cols, moe_dtype_name(s->dtype), staging_size);
-    const int halves = s->second ? 2 : 1;
-    const int64_t total = s->batch * halves * s->rows;
-    size_t at = 0, filled = 0;
-    for (int64_t i = 0; i < total; i++) {
-        const int64_t matrix = i / s->rows, r = i % s->rows, e = matrix / halves;
-        const moe_matrix_src *m = matrix % halves ? &s->second[e] : &s->first[e];
-        moe_matrix_row_as(m, s->cols, r, s->dtype, (unsigned char *)staging + filled);
-        filled += row_bytes;
-        if (filled + row_bytes > staging_size || i + 1 == total) {
-            const moe_status st = flush(user, at, filled);
-            if (st != MOE_OK) return st;
-            at += filled;
-            filled = 0;
+    const int64_t total = s->batch * (s->second ? 2 : 1) * s->rows;
+    const int64_t per_buffer = (int64_t)(staging_size / row_bytes);
+    const int threads = ctx->host_threads < 1                    ? 1
+                        : ctx->host_threads > MAX_UPLOAD_THREADS ? MAX_UPLOAD_THREADS
+                                                                 : ctx->host_threads;
+    size_t at = 0;
+    for (int64_t i0 = 0; i0 < total; i0 += per_buffer) {
+        const int64_t n = total - i0 < per_buffer ? total - i0 : per_buffer;
+        /* The staging buffer's rows in `parts` contiguous runs, the calling thread taking the
+         * first; a helper that cannot start leaves its run to the calling thread. */
+        int64_t parts = (int64_t)((size_t)n * row_bytes / ROWS_PER_THREAD_BYTES);
+        parts = parts < 1 ? 1 : parts > threads ? threads : parts;
+        rows_job jobs[MAX_UPLOAD_THREADS];
+        moe_thread helper[MAX_UPLOAD_THREADS];
+        bool started[MAX_UPLOAD_THREADS] = {false};
+        for (int64_t p = 0; p < parts; p++) {
+            const int64_t a = i0 + n * p / parts, b = i0 + n * (p + 1) / parts;
+            jobs[p] = (rows_job){s, a, b, row_bytes, (unsigned char *)staging + (size_t)(a - i0) * row_bytes};
+            if (p > 0) started[p] = moe_thread_create(&helper[p], convert_rows, &jobs[p]) == 0;
         }
+        convert_rows(&jobs[0]);
+        for (int64_t p = 1; p < parts; p++) {
+            if (started[p])
+                moe_thread_join(helper[p]);
+            else
+                convert_rows(&jobs[p]);
+        }
+        const moe_status st = flush(user, at, (size_t)n * row_bytes);
+        if (st != MOE_OK) return st;
+        at += (size_t)n * row_bytes;
     }
     return MOE_OK;
 }

@@ -105,6 +105,8 @@ struct moe_context {
     moe_log_fn log;
     void *log_user_data;
     moe_log_level log_level;
+    int host_threads; /* threads for a GPU context's host work (weight conversion at upload):
+                         desc.n_threads, else the cores this process may use, at most 64 */
     char error[MOE_ERROR_MAX];
 };
 

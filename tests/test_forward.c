@@ -661,6 +661,34 @@ static bool selected(const char *name)
     return (!only || !*only || listed("MOE_TEST_CASES", name)) && !listed("MOE_TEST_SKIP_CASES", name);
 }
 
+/* A GPU context converts weights at upload on n_threads host threads, each row alone: the
+ * layer's bytes, so its outputs, are the same with one thread and with three (the rows of one
+ * staging buffer split into three runs). */
+static void upload_threads(moe_backend_kind kind, h_rng *r)
+{
+    const moe_layer_desc d = DESC(.d_model = 512, .d_ff = 512, .n_experts = 8, .top_k = 2, .max_tokens = 4,
+                                  .weight_dtype = MOE_DTYPE_Q4_0);
+    enum { T = 4 };
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+    static float x[T * 512], y[2][T * 512];
+    h_fill_input(&hl, T, x, r);
+    const int threads[2] = {1, 3};
+    for (int i = 0; i < 2; i++) {
+        moe_context *ctx = h_context(kind, threads[i]);
+        moe_layer *layer = NULL;
+        CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+        CHECK_STATUS(moe_layer_forward(layer, T, x, y[i], NULL), MOE_OK);
+        moe_layer_destroy(layer);
+        moe_context_destroy(ctx);
+    }
+    CHECK(!memcmp(y[0], y[1], sizeof y[0]),
+          "[upload_threads] a layer uploaded on 1 and on 3 threads computes "
+          "something else");
+    printf("  %-34s Q4_0 from float32 on 1 and 3 host threads: the same outputs\n", "upload_threads");
+    h_layer_free(&hl);
+}
+
 int main(int argc, char **argv)
 {
     moe_backend_kind kind;
@@ -700,6 +728,9 @@ int main(int argc, char **argv)
     /* (Both make their own one-context layers: a placed run would repeat them unchanged.) */
     if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32 && !g_other) capacity_limits(ctx, &r);
     if (selected("int8_request") && g_act == MOE_DTYPE_F32 && !g_other) int8_request(ctx, &r);
+    if (selected("upload_threads") && g_dtype == MOE_DTYPE_F32 && g_act == MOE_DTYPE_F32 && !g_other &&
+        kind != MOE_BACKEND_CPU)
+        upload_threads(kind, &r);
     int n_random = getenv("MOE_TEST_RANDOM_CASES") ? atoi(getenv("MOE_TEST_RANDOM_CASES")) : 24;
 #if MOE_TEST_SANITIZED
     /* Under the sanitizers (CI's asan stage) half the random shapes, rounded up: they look for
