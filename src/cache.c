@@ -154,8 +154,9 @@ static bool cache_location(char *out, size_t size)
 bool moe_cache_dir(moe_context *ctx, char *out, size_t size)
 {
     if (!cache_location(out, size)) return false;
-    if (!moe_file_make_dirs(out)) {
-        moe_log(ctx, MOE_LOG_WARNING, "cannot create the cache directory %s; nothing is cached", out);
+    char why[MOE_ERROR_MAX];
+    if (!moe_file_make_dirs(out, why, sizeof why)) {
+        moe_log(ctx, MOE_LOG_WARNING, "no cache directory (%s); nothing is cached", why);
         out[0] = '\0';
         return false;
     }

@@ -213,7 +213,13 @@ static void quantize_q4_0(const float *x, unsigned char *out)
  * + 127, so max|x| lands in kv's top octave (4·2^(e−127) ≤ max|x| < 8·2^(e−127)), then each
  * value's nearest code (the first of equals: +0 before −0). ggml casts the float exponent to
  * uint8_t: on x86 a negative one (max|x| < 2^-125) wraps modulo 256, and so does this, which
- * turns such a block into zeros (the nearest code to a tiny x at scale 2^127 and more is 0). */
+ * turns such a block into zeros (the nearest code to a tiny x at scale 2^127 and more is 0).
+ *
+ * ggml scans all 16 codes per value; this scans the 8 of x's sign, which picks the same code:
+ * a code of the other sign is never strictly nearer than +0 (|c·d + |x|| ≥ |x|, rounding being
+ * monotonic), −0 only ties +0 (which comes first), and kv[8 + i] = −kv[i] gives the same error
+ * as kv[i] does for |x| (rounding to nearest is symmetric). NaN: no error compares below the
+ * first, code 0, as in ggml. The products c·d are those ggml computes, once per block. */
 static void quantize_mxfp4(const float *x, unsigned char *out)
 {
     float amax = 0.0f;
@@ -224,17 +230,20 @@ static void quantize_mxfp4(const float *x, unsigned char *out)
     const uint8_t e =
         amax > 0.0f && amax <= FLT_MAX ? (uint8_t)((int)(floorf(log2f(amax)) - 2 + 127) & 0xff) : 0;
     const float d = moe_e8m0_half(e);
+    float kd[8]; /* the non-negative codes' values */
+    for (int i = 0; i < 8; i++) kd[i] = (float)moe_mxfp4_values[i] * d;
     out[0] = e;
     for (int j = 0; j < MOE_BLOCK_SIZE / 2; j++) {
         uint8_t q[2];
         for (int h = 0; h < 2; h++) {
-            const float v = x[j + h * MOE_BLOCK_SIZE / 2];
-            float best = fabsf((float)moe_mxfp4_values[0] * d - v);
+            const float v = x[j + h * MOE_BLOCK_SIZE / 2], a = fabsf(v);
+            float best = fabsf(kd[0] - a);
             q[h] = 0;
-            for (uint8_t i = 1; i < 16; i++) {
-                const float err = fabsf((float)moe_mxfp4_values[i] * d - v);
+            for (uint8_t i = 1; i < 8; i++) {
+                const float err = fabsf(kd[i] - a);
                 if (err < best) best = err, q[h] = i;
             }
+            if (v < 0.0f && q[h]) q[h] += 8;
         }
         out[1 + j] = (unsigned char)(q[0] | (q[1] << 4));
     }

@@ -258,27 +258,34 @@ moe_path_type moe_file_path_type(const char *path, bool follow, const char **kin
     return t;
 }
 
-static bool make_dir(const char *path)
+/* Makes one directory; false with the system's reason in why[0..n) when it was not made (one
+ * that is already there too: moe_file_make_dirs judges what it is). */
+static bool make_dir(const char *path, char *why, size_t n)
 {
     wchar_t *w = widen(path);
-    if (!w) return false;
-    const bool ok = CreateDirectoryW(w, NULL) || GetLastError() == ERROR_ALREADY_EXISTS;
+    const bool ok = w && CreateDirectoryW(w, NULL);
+    if (!ok && n) {
+        if (w)
+            win_error(GetLastError(), why, n);
+        else
+            snprintf(why, n, "not a valid UTF-8 path (or out of memory)");
+    }
     free(w);
     return ok;
 }
 
-bool moe_file_make_dirs(char *path)
+/* Each parent after the root ("C:\\", "\\\\server\\share\\" or "/"), either separator, then the
+ * directory itself; what is there afterwards is moe_file_make_dirs' to judge. */
+static void make_dirs(char *path, char *why, size_t n)
 {
-    /* Each parent after the root ("C:\\", "\\\\server\\share\\" or "/"), either separator; one
-     * that cannot be made (a drive's root, a server's name) is left to the last call to judge. */
     for (char *p = path + 1; *p; p++) {
         if ((*p != '/' && *p != '\\') || p[-1] == ':' || p[-1] == '/' || p[-1] == '\\') continue;
         const char c = *p;
         *p = '\0';
-        (void)make_dir(path);
+        (void)make_dir(path, NULL, 0);
         *p = c;
     }
-    return make_dir(path);
+    (void)make_dir(path, why, n);
 }
 
 bool moe_file_list_dir(const char *dir,
@@ -487,16 +494,18 @@ moe_path_type moe_file_path_type(const char *path, bool follow, const char **kin
     return S_ISREG(sb.st_mode) ? MOE_PATH_REGULAR : S_ISDIR(sb.st_mode) ? MOE_PATH_DIRECTORY : MOE_PATH_OTHER;
 }
 
-bool moe_file_make_dirs(char *path)
+/* Each parent, then the directory itself, the last one's failure (if any) in why[0..n); what
+ * is there afterwards is moe_file_make_dirs' to judge (a parent that could not be made leaves
+ * the last mkdir without one, and says so). */
+static void make_dirs(char *path, char *why, size_t n)
 {
     for (char *p = path + 1; *p; p++) {
         if (*p != '/') continue;
         *p = '\0';
-        const int r = mkdir(path, 0755);
+        (void)mkdir(path, 0755);
         *p = '/';
-        if (r != 0 && errno != EEXIST) return false;
     }
-    return mkdir(path, 0755) == 0 || errno == EEXIST;
+    if (mkdir(path, 0755) != 0 && n) snprintf(why, n, "%s", strerror(errno));
 }
 
 bool moe_file_list_dir(const char *dir,
@@ -521,3 +530,21 @@ bool moe_file_remove(const char *path)
 }
 
 #endif
+
+bool moe_file_make_dirs(char *path, char *why, size_t n)
+{
+    char made[256] = "", found[256] = "";
+    make_dirs(path, made, sizeof made);
+    /* "Already exists" is success only for a directory (or a link to one): a file of that
+     * name would make every later write into it fail for a reason the caller never sees. */
+    const char *kind = "nothing";
+    const moe_path_type t = moe_file_path_type(path, true, &kind, found, sizeof found);
+    if (t == MOE_PATH_DIRECTORY) return true;
+    if (n) {
+        if (t == MOE_PATH_NONE)
+            snprintf(why, n, "%s cannot be created: %s", path, made[0] ? made : found);
+        else
+            snprintf(why, n, "%s is %s, not a directory", path, kind);
+    }
+    return false;
+}

@@ -71,9 +71,10 @@ typedef enum moe_path_type {
 } moe_path_type;
 moe_path_type moe_file_path_type(const char *path, bool follow, const char **kind, char *why, size_t n);
 
-/* Makes the directory `path` and any missing parents (mode 0755 on POSIX); true when it exists
- * afterwards. `path` is modified while the parents are made and restored. */
-bool moe_file_make_dirs(char *path);
+/* Makes the directory `path` and any missing parents (mode 0755 on POSIX); true when a
+ * directory (or a link to one) is there afterwards, else why[0..n) says what is there instead
+ * or why it could not be made. `path` is modified while the parents are made and restored. */
+bool moe_file_make_dirs(char *path, char *why, size_t n);
 
 /* Calls fn for each regular file of `dir` (links are not followed) with its name, size and
  * modification time (ns since an epoch of the platform's); false when `dir` cannot be read. */

@@ -88,6 +88,43 @@ static void count_ignored(moe_log_level level, const char *message, void *user)
     if (level == MOE_LOG_WARNING && strstr(message, "ignoring the cache file")) (*(int *)user)++;
 }
 
+/* Counts the warnings that the cache directory is a file. */
+static void count_not_a_dir(moe_log_level level, const char *message, void *user)
+{
+    if (level == MOE_LOG_WARNING && strstr(message, "no cache directory") &&
+        strstr(message, "is a regular file, not a directory"))
+        (*(int *)user)++;
+}
+
+/* A context on `kind` with MOE_CACHE_DIR=cache_dir and `log` (user: `warnings`) on its
+ * warnings runs hl on x (T tokens): every call succeeds and gives `want` bit for bit ("what"
+ * names the setting in a failure). */
+static void run_with_cache_dir(moe_backend_kind kind, const char *cache_dir, moe_log_fn log, int *warnings,
+                               const h_layer *hl, const float *x, int64_t T, const float *want,
+                               const char *what)
+{
+    setenv("MOE_CACHE_DIR", cache_dir, 1);
+    const moe_context_desc cd = {.struct_size = sizeof cd,
+                                 .backend = kind,
+                                 .log = log,
+                                 .log_user_data = warnings,
+                                 .log_level = MOE_LOG_WARNING};
+    moe_context *ctx = NULL;
+    moe_layer *layer = NULL;
+    float *y = malloc(sizeof(float) * (size_t)(T * hl->desc.d_model));
+    CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_OK);
+    if (ctx) CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
+    if (layer) {
+        CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+        CHECK(memcmp(y, want, sizeof(float) * (size_t)(T * hl->desc.d_model)) == 0, "%s: the result differs",
+              what);
+    }
+    moe_layer_destroy(layer);
+    moe_context_destroy(ctx);
+    unsetenv("MOE_CACHE_DIR");
+    free(y);
+}
+
 void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
                            const h_layer *hl, const float *x, int64_t T, const float *want)
 {
@@ -111,30 +148,25 @@ void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *p
         }
         if (d) closedir(d);
         CHECK(planted > 0, "no %s*%s cache entry in %s to replace", prefix, suffix, dir);
-        setenv("MOE_CACHE_DIR", dir, 1);
+        const char *what = round == 0 ? "FIFOs" : "oversized files";
         int ignored = 0;
-        const moe_context_desc cd = {.struct_size = sizeof cd,
-                                     .backend = kind,
-                                     .log = count_ignored,
-                                     .log_user_data = &ignored,
-                                     .log_level = MOE_LOG_WARNING};
-        moe_context *ctx = NULL;
-        moe_layer *layer = NULL;
-        float *y = malloc(sizeof(float) * (size_t)(T * hl->desc.d_model));
-        CHECK_STATUS(moe_context_create(&cd, &ctx), MOE_OK);
-        if (ctx) CHECK_STATUS(moe_layer_create(ctx, &hl->desc, &hl->w, &layer), MOE_OK);
-        if (layer) {
-            CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
-            CHECK(memcmp(y, want, sizeof(float) * (size_t)(T * hl->desc.d_model)) == 0,
-                  "round %d: the result differs with a hostile cache", round);
-        }
-        CHECK(ignored >= 1, "round %d (%s): %d warning(s) about an ignored cache file, %d planted", round,
-              round == 0 ? "FIFOs" : "oversized files", ignored, planted);
-        moe_layer_destroy(layer);
-        moe_context_destroy(ctx);
-        unsetenv("MOE_CACHE_DIR");
-        free(y);
+        run_with_cache_dir(kind, dir, count_ignored, &ignored, hl, x, T, want, what);
+        CHECK(ignored >= 1, "%s: %d warning(s) about an ignored cache file, %d planted", what, ignored,
+              planted);
     }
+    /* MOE_CACHE_DIR naming a file: a warning that names it, nothing cached, the same result
+     * (the directory's "already exists" once counted as made, and each write failed instead). */
+    char file[2048];
+    snprintf(file, sizeof file, "%s/%snot-a-directory", dir, prefix);
+    const int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    CHECK(fd >= 0, "cannot make %s", file);
+    if (fd >= 0) close(fd);
+    int warned = 0;
+    run_with_cache_dir(kind, file, count_not_a_dir, &warned, hl, x, T, want, "a file as the cache directory");
+    CHECK(warned >= 1, "no warning that the cache directory %s is a file", file);
+    struct stat st;
+    CHECK(stat(file, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0, "%s was changed", file);
+    remove(file);
 }
 
 /* Files in `dir` named prefix*suffix: how many, and their bytes. */

@@ -30,7 +30,8 @@ void h_clear_cache_files(const char *dir, const char *prefix);
  * MOE_CACHE_DIR=dir) is replaced by something that is not a cache file — a FIFO in a first
  * round, a sparse file one byte over the library's 64 MiB limit in a second — and each time a
  * new context with MOE_CACHE_DIR=dir neither blocks nor fails: it logs a warning that it
- * ignored the file and gives `want` for hl on x (T tokens), bit for bit. */
+ * ignored the file and gives `want` for hl on x (T tokens), bit for bit. Then MOE_CACHE_DIR
+ * names a regular file: a warning says so, the file is left alone, the result is `want`. */
 void h_check_hostile_cache(moe_backend_kind kind, const char *dir, const char *prefix, const char *suffix,
                            const h_layer *hl, const float *x, int64_t T, const float *want);
 

@@ -15,9 +15,11 @@
  *     outputs keep their sentinels, guard zones intact);
  *   - the same object still works: the failed step, retried, succeeds with the baseline's
  *     bit-identical result;
- *   - a new context afterwards gives the baseline result too (after model-open failures,
- *     which touch no context, every MODEL_OPEN_CYCLE_STRIDE-th point and the last; the
- *     retried opens between run their layer and forward on one context lent for the walk).
+ *   - a new context afterwards gives the baseline result too: after every CYCLE_STRIDE-th
+ *     point and the last (model open: every MODEL_OPEN_CYCLE_STRIDE-th, as it touches no
+ *     context; the retried opens between run their layer and forward on one context lent for
+ *     the walk). Between those, the next point's run is itself a new context's life cycle up
+ *     to its failing point, and its retry is checked against the baseline.
  * Leaks on any of these paths are caught by LeakSanitizer in CI's sanitizer stage. The
  * number of points walked per step is printed (the issue's closing note quotes them).
  *
@@ -36,6 +38,11 @@ static const char *const step_names[N_STEPS] = {"model open", "context creation"
 /* Opening a model touches no context: after each of its (over a thousand, mostly cJSON's)
  * failures the retry is checked, and a whole new life cycle every this many points. */
 #define MODEL_OPEN_CYCLE_STRIDE 97
+/* The other steps: a clean life cycle after every this many points and the last. Each one is a
+ * second device context per point, which was half of the test's time on the GPU backends
+ * (PoCL loads its kernel library into every context), while the next point's own run starts
+ * from a new context anyway. */
+#define CYCLE_STRIDE 4
 
 #define SENTINEL_ID (-777)
 
@@ -234,7 +241,7 @@ static int64_t walk(run *r, enum step s, const baseline *b, int64_t *absorbed)
         }
         do_step(r, STEP_DESTROY);
         /* A new context works afterwards. */
-        if (s != STEP_MODEL_OPEN || i % MODEL_OPEN_CYCLE_STRIDE == 0 || i == points) {
+        if (i % (s == STEP_MODEL_OPEN ? MODEL_OPEN_CYCLE_STRIDE : CYCLE_STRIDE) == 0 || i == points) {
             moe_context *lent = r->lent;
             r->lent = NULL;
             CHECK(clean_cycle(r, b), "%s point %lld: a new context afterwards fails or differs",
