@@ -392,6 +392,9 @@ void bench_print_placement(FILE *out, const bench_result *r)
             bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
                                lbl, sizeof lbl),
             r->tokens, bench_result_tokens_per_s(r), r->context_ms[0], r->context_ms[1]);
+    if (r->has_context_dist)
+        fprintf(out, " (forward by forward: median %.3f and %.3f, p95 %.3f and %.3f)",
+                r->context_median_ms[0], r->context_median_ms[1], r->context_p95_ms[0], r->context_p95_ms[1]);
     if (r->cache_slots > 0) {
         const double hit_rate = bench_result_cache_hit_rate(r);
         if (hit_rate >= 0.0) snprintf(rate, sizeof rate, "%.1f%%", hit_rate * 100.0);
@@ -597,6 +600,10 @@ static void add_placement(cJSON *o, const bench_result *r)
     bench_json_add_or_null(o, "cache_hit_rate", cJSON_CreateNumber(rate), cached && rate >= 0.0);
     bench_json_add_or_null(o, "cache_bytes", cJSON_CreateNumber((double)r->cache_bytes), cached);
     bench_json_add_or_null(o, "context_ms", cJSON_CreateDoubleArray(r->context_ms, 2), r->has_context_ms);
+    bench_json_add_or_null(o, "context_median_ms", cJSON_CreateDoubleArray(r->context_median_ms, 2),
+                           r->has_context_dist);
+    bench_json_add_or_null(o, "context_p95_ms", cJSON_CreateDoubleArray(r->context_p95_ms, 2),
+                           r->has_context_dist);
     bench_json_add_or_null(o, "trace_reuse", cJSON_CreateNumber(r->trace_reuse), r->trace_reuse >= 0.0);
     bench_json_add_or_null(o, "trace_file", cJSON_CreateString(r->trace_file ? r->trace_file : ""),
                            r->trace_file != NULL);

@@ -9,6 +9,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,17 +421,46 @@ static int read_placement(moe_context *ctx, const layer_cycle *cy, int cached, p
 
 /* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
  * seconds, at least MIN_TIMED_ITERS. Seconds per forward in *wall and *dev. */
+/* The per-forward series time_forwards keeps: wall and device time, and with a placed layer
+ * each context's device ms (NULL otherwise). */
+enum { N_SERIES = 4 };
+typedef struct forward_series {
+    double *v[N_SERIES]; /* wall, dev, context 0, context 1 */
+    int n_series;
+} forward_series;
+
+static void series_free(forward_series *s)
+{
+    for (int i = 0; i < N_SERIES; i++) {
+        free(s->v[i]);
+        s->v[i] = NULL;
+    }
+}
+
+/* Each series to cap entries; false (the series as they were) when out of memory. */
+static bool series_grow(forward_series *s, size_t cap)
+{
+    for (int i = 0; i < s->n_series; i++) {
+        double *g = realloc(s->v[i], cap * sizeof *g);
+        if (!g) return false;
+        s->v[i] = g;
+    }
+    return true;
+}
+
 static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *cy, int64_t tokens,
-                         bench_data *b, bench_run_progress *prog, double **wall, double **dev, size_t *out_n)
+                         bench_data *b, bench_run_progress *prog, int placed, forward_series *out,
+                         size_t *out_n)
 {
     size_t cap = c->iters > 0 ? (size_t)c->iters : 64, n = 0;
-    double *tw = malloc(cap * sizeof *tw), *td = malloc(cap * sizeof *td), total = 0.0;
-    if (!tw || !td) {
-        free(tw);
-        free(td);
+    double total = 0.0;
+    forward_series s = {{NULL}, placed ? 4 : 2};
+    if (!series_grow(&s, cap)) {
+        series_free(&s);
         fprintf(stderr, BENCH_PROG ": out of host memory for %zu timings\n", cap);
         return BENCH_EXIT_LIBRARY;
     }
+    double *tw = s.v[0], *td = s.v[1];
     for (;;) {
         if (c->iters > 0) {
             if (n == (size_t)c->iters) break;
@@ -439,36 +469,35 @@ static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *c
             break;
         }
         if (n == cap) {
-            double *gw = realloc(tw, 2 * cap * sizeof *tw);
-            if (gw) tw = gw;
-            double *gd = gw ? realloc(td, 2 * cap * sizeof *td) : NULL;
-            if (gd) td = gd;
-            if (!gw || !gd) break; /* enough samples already; keep what we have */
+            if (!series_grow(&s, 2 * cap)) break; /* enough samples already; keep what we have */
             cap *= 2;
+            tw = s.v[0], td = s.v[1];
         }
-        double device_ms = 0.0;
+        double device_ms = 0.0, ctx_before[2] = {0.0, 0.0}, ctx_after[2] = {0.0, 0.0};
         moe_forward_stats stats;
         memset(&stats, 0, sizeof stats);
         stats.struct_size = sizeof stats;
         stats.device_ms = &device_ms;
+        moe_layer *layer = cy->layers[cy->next];
+        moe_status st = placed ? moe_layer_get_context_ms(layer, 2, ctx_before) : MOE_OK;
         const double t0 = bench_now();
-        const moe_status st = cycle_forward(cy, tokens, b->y, &stats);
+        if (st == MOE_OK) st = cycle_forward(cy, tokens, b->y, &stats);
         const double t1 = bench_now();
+        if (st == MOE_OK && placed) st = moe_layer_get_context_ms(layer, 2, ctx_after);
         if (st != MOE_OK) {
-            free(tw);
-            free(td);
+            series_free(&s);
             return bench_library_error("moe_layer_forward", st, ctx);
         }
         tw[n] = t1 - t0;
         td[n] = device_ms * 1e-3;
+        for (int k = 0; placed && k < 2; k++) s.v[2 + k][n] = ctx_after[k] - ctx_before[k];
         n++;
         total += t1 - t0;
         const double by_iters = c->iters > 0 ? (double)n / (double)c->iters : 0.0;
         const double by_time = c->iters > 0 ? 0.0 : total / c->min_time;
         progress(prog, by_iters > by_time ? by_iters : by_time);
     }
-    *wall = tw;
-    *dev = td;
+    *out = s;
     *out_n = n;
     return 0;
 }
@@ -618,11 +647,12 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     const int placed = r->cpu_experts > 0, cached = r->cache_slots > 0;
     placement_counts before = {0}, after = {0};
     if (placed && (rc = read_placement(ctx, &cy, cached, &before))) return rc;
-    double *wall = NULL, *dev = NULL;
+    forward_series series = {{NULL}, 0};
     size_t n = 0;
     memset(&kernel_log_state.sums, 0, sizeof kernel_log_state.sums);
     kernel_log_state.on = kernel_log_state.enabled;
-    rc = time_forwards(c, ctx, &cy, tokens, b, prog, &wall, &dev, &n);
+    rc = time_forwards(c, ctx, &cy, tokens, b, prog, placed, &series, &n);
+    double *wall = series.v[0], *dev = series.v[1];
     kernel_log_state.on = 0;
     if (rc) return rc;
     if (kernel_log_state.enabled && n > 0) {
@@ -634,16 +664,22 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
         }
     }
     if (placed && (rc = read_placement(ctx, &cy, cached, &after))) {
-        free(wall);
-        free(dev);
+        series_free(&series);
         return rc;
     }
     double dev_sum = 0.0;
     for (size_t i = 0; i < n; i++) dev_sum += dev[i];
     r->wall = bench_summarize(wall, n);
     if (dev_sum > 0.0) r->dev_time = bench_summarize(dev, n);
-    free(wall);
-    free(dev);
+    if (placed && n > 0) {
+        r->has_context_dist = 1;
+        for (int k = 0; k < 2; k++) {
+            const bench_summary per = bench_summarize(series.v[2 + k], n);
+            r->context_median_ms[k] = per.median;
+            r->context_p95_ms[k] = per.p95;
+        }
+    }
+    series_free(&series);
     if (placed) {
         r->has_context_ms = 1;
         for (int k = 0; k < 2; k++)

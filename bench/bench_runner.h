@@ -104,6 +104,12 @@ typedef struct bench_result {
      * (a plain layer on a backend that reports no device time). */
     int has_context_ms;
     double context_ms[2];
+    /* A placed layer's context_ms forward by forward (each layer's moe_layer_get_context_ms
+     * around its own forward): the median and p95 over the timed forwards, on each context, to
+     * tell a context that is slow every forward from one with a tail. has_context_dist 0: not a
+     * placed run. */
+    int has_context_dist;
+    double context_median_ms[2], context_p95_ms[2];
     /* The routing trace the timed forwards followed: trace_reuse >= 0 generated (--trace-reuse),
      * trace_file non-NULL replayed (--trace); trace_forwards its length. */
     double trace_reuse;

@@ -541,7 +541,9 @@ MOE_API void moe_layer_destroy(moe_layer *layer);
 MOE_API moe_dtype moe_layer_activation_dtype(const moe_layer *layer);
 
 /* One forward from host pointers: x [n_tokens][d_model] → y [n_tokens][d_model].
- * `stats` may be NULL. y (and stats) are written only if the call succeeds.
+ * `stats` may be NULL. y (and stats) are written only if the call succeeds (one exception: a
+ * GPU lost while the results are read back, MOE_ERROR_DEVICE_LOST, may leave them written in
+ * part).
  *
  * Non-finite input: values are not checked or cleaned. A NaN or Inf in token t's input
  * propagates through token t's own arithmetic (its output row is non-finite in general),

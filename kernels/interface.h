@@ -73,7 +73,11 @@
 #define MOE_GLSL_PARAM_float(id, NAME, init) layout(constant_id = id) const float NAME = init;
 #define MOE_GLSL_ACCESS_in                   readonly
 #define MOE_GLSL_ACCESS_out                  writeonly
-#define MOE_GLSL_ACCESS_inout
+/* The kernels that write and read a buffer pass values through it between the invocations of
+ * a workgroup (memoryBarrierBuffer + barrier: select's keys and group scores, the plan's block
+ * counts, the stats' sums). Without the Vulkan memory model GLSL makes such writes visible to
+ * other invocations only for a coherent buffer (a workgroup may span caches that are not). */
+#define MOE_GLSL_ACCESS_inout                coherent
 /* Blocks without an instance name: the kernel reads `name[i]` and the push fields by name, as
  * the OpenCL C kernel does. */
 #define MOE_GLSL_BUFFER(slot, access, type, name)                                                            \

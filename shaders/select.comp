@@ -41,7 +41,8 @@ float reduce_max(int lid, float v)
     s_val[lid] = v;
     barrier();
     for (int h = 1; h < WG; h *= 2) {
-        if ((lid & (2 * h - 1)) == 0 && lid + h < WG) s_val[lid] = max(s_val[lid], s_val[lid + h]);
+        if ((lid & (2 * h - 1)) == 0 && lid + h < WG && s_val[lid + h] > s_val[lid])
+            s_val[lid] = s_val[lid + h];
         barrier();
     }
     const float r = s_val[0];
@@ -92,7 +93,10 @@ void main()
     float m = -INF, sum = 0.0;
     if (!SIGMOID) {
         float part = -INF;
-        for (int e = lid; e < E; e += WG) part = max(part, logits[l0 + e]);
+        // A comparison, not max(): GLSL leaves max() with a NaN undefined, and a NaN logit is
+        // skipped here as by the reference (and OpenCL's fmax).
+        for (int e = lid; e < E; e += WG)
+            if (logits[l0 + e] > part) part = logits[l0 + e];
         m = reduce_max(lid, part);
         part = 0.0;
         for (int e = lid; e < E; e += WG) part += exp(logits[l0 + e] - m);

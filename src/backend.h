@@ -214,9 +214,12 @@ typedef struct moe_backend_ops {
      * bytes are taken at the call (src may be reused at once) and are in dst before the steps
      * run. stage_out, after the last step and before submit: dst receives src's bytes as the
      * forward leaves them by the time the next wait returns MOE_OK, and is not written when
-     * the wait (or the submit) fails. The core calls them only for forwards it waits for
-     * before it returns (dst stays valid until then); what does not fit the backend's staging
-     * memory goes through buffer_write at once and buffer_read at the wait. */
+     * the submit fails or the forward's steps do. The core calls them only for forwards it
+     * waits for before it returns (dst stays valid until then); what does not fit the
+     * backend's staging memory goes through buffer_write at once and buffer_read at the wait
+     * (so src must not be written by a later submission before that wait: the core gives each
+     * submission between two waits its own scratch), those reads first: only the device lost
+     * while they read (OpenCL reads them all so) can leave destinations written in part. */
     moe_status (*stage_in)(moe_backend *be, moe_addr dst, const void *src, size_t bytes);
     moe_status (*stage_out)(moe_backend *be, moe_addr src, void *dst, size_t bytes);
 

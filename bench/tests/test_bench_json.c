@@ -74,6 +74,8 @@ static const char *const forward_keys[] = {"backend",
                                            "cache_hit_rate",
                                            "cache_bytes",
                                            "context_ms",
+                                           "context_median_ms",
+                                           "context_p95_ms",
                                            "trace_reuse",
                                            "trace_file",
                                            "trace_forwards",
@@ -309,6 +311,16 @@ static void check_object(const cJSON *o)
             const cJSON *v = cJSON_GetArrayItem(ctx_ms, k);
             CHECK(cJSON_IsNumber(v) && v->valuedouble >= 0);
         }
+        /* A placed run's per-forward distribution on each context: median <= p95, both >= 0. */
+        const cJSON *med = cJSON_GetObjectItemCaseSensitive(o, "context_median_ms");
+        const cJSON *p95 = cJSON_GetObjectItemCaseSensitive(o, "context_p95_ms");
+        CHECK(num(o, "cpu_experts") > 0 ? cJSON_IsArray(med) && cJSON_IsArray(p95)
+                                        : cJSON_IsNull(med) && cJSON_IsNull(p95));
+        for (int k = 0; cJSON_IsArray(med) && cJSON_IsArray(p95) && k < 2; k++) {
+            const cJSON *m = cJSON_GetArrayItem(med, k), *p = cJSON_GetArrayItem(p95, k);
+            CHECK(cJSON_IsNumber(m) && cJSON_IsNumber(p) && m->valuedouble >= 0 &&
+                  p->valuedouble >= m->valuedouble);
+        }
         /* A trace: generated (its reuse) or replayed (its file), never both; and its length. */
         const cJSON *reuse = cJSON_GetObjectItemCaseSensitive(o, "trace_reuse");
         const cJSON *file = cJSON_GetObjectItemCaseSensitive(o, "trace_file");
@@ -540,6 +552,11 @@ static void self_test(const char *path)
     r.has_context_ms = 1;
     r.context_ms[0] = 0.75;
     r.context_ms[1] = 2.5;
+    r.has_context_dist = 1;
+    r.context_median_ms[0] = 0.5;
+    r.context_median_ms[1] = 2.0;
+    r.context_p95_ms[0] = 1.25;
+    r.context_p95_ms[1] = 4.5;
     r.trace_reuse = 0.8;
     r.trace_forwards = 64;
     r.arena_weights_bytes = (size_t)5000000;
@@ -565,6 +582,7 @@ static void self_test(const char *path)
     r2.cache_hits = r2.cache_misses = r2.cache_uploads = r2.cache_evictions = 0;
     r2.cache_upload_bytes = r2.cache_upload_ms = 0.0;
     r2.has_context_ms = 0;
+    r2.has_context_dist = 0;
     r2.trace_reuse = -1.0;
     r2.trace_file = "recorded.trace";
     r2.desc.weight_dtype = MOE_DTYPE_DEFAULT; /* what the bench hands over: float32 */
@@ -636,13 +654,21 @@ static void self_test(const char *path)
         const cJSON *cms = cJSON_GetObjectItemCaseSensitive(a, "context_ms");
         CHECK(cJSON_GetArraySize(cms) == 2 && cJSON_GetArrayItem(cms, 0)->valuedouble == 0.75 &&
               cJSON_GetArrayItem(cms, 1)->valuedouble == 2.5);
+        const cJSON *cmed = cJSON_GetObjectItemCaseSensitive(a, "context_median_ms");
+        const cJSON *cp95 = cJSON_GetObjectItemCaseSensitive(a, "context_p95_ms");
+        CHECK(cJSON_GetArraySize(cmed) == 2 && cJSON_GetArrayItem(cmed, 0)->valuedouble == 0.5 &&
+              cJSON_GetArrayItem(cmed, 1)->valuedouble == 2.0 && cJSON_GetArraySize(cp95) == 2 &&
+              cJSON_GetArrayItem(cp95, 0)->valuedouble == 1.25 &&
+              cJSON_GetArrayItem(cp95, 1)->valuedouble == 4.5);
         CHECK(num(a, "trace_reuse") == 0.8 &&
               cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(a, "trace_file")) &&
               num(a, "trace_forwards") == 64);
         CHECK(num(b, "cache_slots") == 0 &&
               cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "cache_policy")) &&
               cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "cache_hit_rate")) &&
-              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "context_ms")));
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "context_ms")) &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "context_median_ms")) &&
+              cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "context_p95_ms")));
         CHECK(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(b, "trace_reuse")) &&
               !strcmp(str(b, "trace_file"), "recorded.trace"));
         CHECK(fabs(num(a, "weight_gbs") - 1e9 / 0.003 * 1e-9) < 1e-6 && num(a, "read_bandwidth_gbs") == 20.0);

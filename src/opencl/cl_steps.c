@@ -139,7 +139,9 @@ static double event_ms(cl_event first, cl_event last)
 
 /* The launches are on the queue already (an in-order queue: each forward runs after the one
  * before, seeing its writes); clFlush sends them to the device. A launch that failed to enqueue
- * leaves the ones before it queued: they are completed here, and the failure returned. */
+ * leaves the ones before it queued: they are completed here, and the failure returned. Earlier
+ * forwards of the queue complete with them, their results read now: if that fails, the context
+ * is lost, so that their own wait does not report them done. */
 moe_status moe_cl_submit(moe_backend *be)
 {
     moe_cl_backend *b = moe_clb(be);
@@ -148,7 +150,7 @@ moe_status moe_cl_submit(moe_backend *be)
         const moe_status st = b->record_status;
         b->outs.n = b->outs_mark; /* nothing is read back from a forward that failed */
         b->pending = true;
-        moe_cl_wait(be);
+        if (moe_cl_wait(be) != MOE_OK) b->lost = true;
         return st;
     }
     b->pending = true;

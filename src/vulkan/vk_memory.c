@@ -410,17 +410,19 @@ void moe_vk_drop_forward_outs(moe_vk_backend *b)
 moe_status moe_vk_finish_outs(moe_vk_backend *b, bool ok)
 {
     moe_status st = MOE_OK;
-    /* The staged copies first: a read of its own may take the whole staging buffer once
-     * stage_used is back to 0. */
-    for (size_t i = 0; ok && i < b->outs.n; i++) {
-        const moe_staged_read *r = &b->outs.v[i];
-        if (r->staged_at != SIZE_MAX) memcpy(r->dst, (const char *)b->staging_map + r->staged_at, r->bytes);
-    }
-    b->stage_used = 0;
+    /* The reads of their own first, through the lower half of the staging buffer (stage_used is
+     * still set, so own_chunk leaves the staged bytes alone): one that fails (the device lost
+     * while reading) leaves every staged result's destination untouched. Only a read of its own
+     * that fails part way has written some of its own destination (backend.h). */
     for (size_t i = 0; ok && i < b->outs.n && st == MOE_OK; i++) {
         const moe_staged_read *r = &b->outs.v[i];
         if (r->staged_at == SIZE_MAX) st = moe_vk_buffer_read(&b->base, r->src, r->dst, r->bytes);
     }
+    for (size_t i = 0; ok && st == MOE_OK && i < b->outs.n; i++) {
+        const moe_staged_read *r = &b->outs.v[i];
+        if (r->staged_at != SIZE_MAX) memcpy(r->dst, (const char *)b->staging_map + r->staged_at, r->bytes);
+    }
+    b->stage_used = 0;
     b->outs.n = 0;
     return st;
 }
