@@ -419,9 +419,7 @@ static int read_placement(moe_context *ctx, const layer_cycle *cy, int cached, p
     return 0;
 }
 
-/* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
- * seconds, at least MIN_TIMED_ITERS. Seconds per forward in *wall and *dev. */
-/* The per-forward series time_forwards keeps: wall and device time, and with a placed layer
+/* The per-forward series time_forwards keeps: wall and device seconds, and with a placed layer
  * each context's device ms (NULL otherwise). */
 enum { N_SERIES = 4 };
 typedef struct forward_series {
@@ -448,6 +446,8 @@ static bool series_grow(forward_series *s, size_t cap)
     return true;
 }
 
+/* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
+ * seconds, at least MIN_TIMED_ITERS; their series in *out, their count in *out_n. */
 static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *cy, int64_t tokens,
                          bench_data *b, bench_run_progress *prog, int placed, forward_series *out,
                          size_t *out_n)
@@ -460,7 +460,6 @@ static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *c
         fprintf(stderr, BENCH_PROG ": out of host memory for %zu timings\n", cap);
         return BENCH_EXIT_LIBRARY;
     }
-    double *tw = s.v[0], *td = s.v[1];
     for (;;) {
         if (c->iters > 0) {
             if (n == (size_t)c->iters) break;
@@ -471,7 +470,6 @@ static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *c
         if (n == cap) {
             if (!series_grow(&s, 2 * cap)) break; /* enough samples already; keep what we have */
             cap *= 2;
-            tw = s.v[0], td = s.v[1];
         }
         double device_ms = 0.0, ctx_before[2] = {0.0, 0.0}, ctx_after[2] = {0.0, 0.0};
         moe_forward_stats stats;
@@ -488,8 +486,8 @@ static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *c
             series_free(&s);
             return bench_library_error("moe_layer_forward", st, ctx);
         }
-        tw[n] = t1 - t0;
-        td[n] = device_ms * 1e-3;
+        s.v[0][n] = t1 - t0;
+        s.v[1][n] = device_ms * 1e-3;
         for (int k = 0; placed && k < 2; k++) s.v[2 + k][n] = ctx_after[k] - ctx_before[k];
         n++;
         total += t1 - t0;

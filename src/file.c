@@ -258,20 +258,18 @@ moe_path_type moe_file_path_type(const char *path, bool follow, const char **kin
     return t;
 }
 
-/* Makes one directory; false with the system's reason in why[0..n) when it was not made (one
- * that is already there too: moe_file_make_dirs judges what it is). */
-static bool make_dir(const char *path, char *why, size_t n)
+/* Makes one directory; when it was not made (one already there too: moe_file_make_dirs judges
+ * what it is), the system's reason in why[0..n). */
+static void make_dir(const char *path, char *why, size_t n)
 {
     wchar_t *w = widen(path);
-    const bool ok = w && CreateDirectoryW(w, NULL);
-    if (!ok && n) {
+    if (!(w && CreateDirectoryW(w, NULL)) && n) {
         if (w)
             win_error(GetLastError(), why, n);
         else
             snprintf(why, n, "not a valid UTF-8 path (or out of memory)");
     }
     free(w);
-    return ok;
 }
 
 /* Each parent after the root ("C:\\", "\\\\server\\share\\" or "/"), either separator, then the
@@ -282,10 +280,10 @@ static void make_dirs(char *path, char *why, size_t n)
         if ((*p != '/' && *p != '\\') || p[-1] == ':' || p[-1] == '/' || p[-1] == '\\') continue;
         const char c = *p;
         *p = '\0';
-        (void)make_dir(path, NULL, 0);
+        make_dir(path, NULL, 0);
         *p = c;
     }
-    (void)make_dir(path, why, n);
+    make_dir(path, why, n);
 }
 
 bool moe_file_list_dir(const char *dir,
