@@ -20,21 +20,24 @@
  *                   16, then panel 1's: 64 bytes), then [32 k][panel 0, panel 1][16] int8 quants.
  *   Q4_0            [pair][block of 32 k] of 576 bytes: the 32 fp16 scales (64 bytes), then
  *                   [16 kk][panel 0, panel 1][16] bytes: byte c of (kk, panel) holds column c's
- *                   q[kk] in its low nibble and q[kk + 16] in its high nibble. (Tried: each
- *                   column's bytes in groups of 4, one 32-bit word a column, so a plain load
- *                   replaces vpmovzxbd: +7% from L2 on one core, but decode from memory was
- *                   ~20% slower in moe-bench, so the layout stayed.)
+ *                   q[kk] in its low nibble and q[kk + 16] in its high nibble: the layout of
+ *                   the 128- and 256-bit levels. At 512 bits (moe_cpu_kernels.nibble_words)
+ *                   Q4_0 takes the word layout below for the float kernels too, one plain load
+ *                   for 8 values of 16 columns, where this one needs vpmovzxbd per 2 values:
+ *                   on Zen 4, 2 cores, qwen3-30b-a3b decode 0.88 -> 0.75 ms (an earlier try, with
+ *                   the nibble shifts in a loop rather than unrolled to constants, was slower).
  *   MXFP4           Q4_0's 576-byte pair blocks, with each column's scale byte e stored as the
  *                   bfloat16 2^(e − 128) (exact at every e: a power of two from 2^-128, a
  *                   subnormal, to 2^127) where Q4_0 has its fp16 scale, and the very bytes of
  *                   ggml's codes: 18 bytes a column and block where ggml has 17 (the 64-byte
  *                   multiple every pair keeps), the nibbles looked up in a table (simd.h).
  *
- * Integer layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
- * int_dot, only where the kernel set has moe_cpu_kernels.int_dot) keeps the same pair blocks, of
- * the same sizes, with the quants regrouped so that each column's 32-bit word holds 4
- * consecutive k: after the 64 bytes of scales, [group g][32 columns][4 bytes], panel 0's 16
- * columns (one 64-byte vector) then panel 1's.
+ * Word layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
+ * int_dot, only where the kernel set has moe_cpu_kernels.int_dot), and any Q4_0 tensor where the
+ * kernel set has nibble_words, keeps the same pair blocks, of the same sizes, with the quants
+ * regrouped so that each column's 32-bit word holds 4 consecutive k: after the 64 bytes of
+ * scales, [group g][32 columns][4 bytes], panel 0's 16 columns (one 64-byte vector) then panel
+ * 1's.
  *   Q8_0            8 groups: column c's bytes of group g are q[4g .. 4g + 3] + 128, unsigned.
  *   Q4_0            4 groups: column c's bytes of group g are its ggml bytes 4g .. 4g + 3 (low
  *                   nibbles q[4g + j], high nibbles q[4g + j + 16]).
@@ -43,9 +46,10 @@
  * or 8, times the sum of the activations' quants. Int8 activations are read 4 at a time
  * (vpdpbusd: one column's 4 bytes by the 4 activations); int16 ones in pairs (vpdpwssd): a
  * word's bytes (0, 2) and (1, 3) are two pairs, so the quantised row stores each 4 values as
- * a[0], a[2], a[1], a[3] (moe_cpu_quantize_row). Such a tensor is read only by the integer
- * kernels. A Q4_K tensor for integer activations keeps its K-quant layout below, of the same
- * size, but for the nibbles: [group t / 4][32 columns][4 bytes] — column c's word of group G holds
+ * a[0], a[2], a[1], a[3] (moe_cpu_quantize_row). A Q8_0 tensor in words is read only by the
+ * integer kernels; Q4_0's words are the same for both kinds of kernel. A Q4_K tensor for integer
+ * activations, or where the kernel set has nibble_words, keeps its K-quant layout below, of the
+ * same size, but for the nibbles: [group t / 4][32 columns][4 bytes] — column c's word of group G holds
  * its ggml bytes 4G .. 4G + 3, i.e. 4 consecutive k of one sub-block in the low nibbles and the
  * same 4 of the next sub-block in the high ones.
  *
@@ -154,6 +158,7 @@ typedef struct moe_cpu_kernels {
     const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / Q4_K */
+    bool nibble_words;      /* the float kernels read Q4_0 / Q4_K in the word layout (above) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -176,7 +181,7 @@ extern const moe_cpu_kernels moe_cpu_kernels_avx2vnni;   /* avx2's, the integer 
  * format (moe_dtype_row_bytes(src->dtype, src->cols) bytes). */
 size_t moe_cpu_weight_bytes(const moe_weight_src *src);
 int64_t moe_cpu_pack_units(const moe_weight_src *src);
-void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, int64_t u0, int64_t u1,
+void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, bool nibble_words, int64_t u0, int64_t u1,
                   unsigned char *row_buf);
 
 /* One row of k activations quantised as moe_act_quant q says (backend.h), its int16 quants

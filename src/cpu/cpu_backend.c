@@ -268,6 +268,7 @@ static size_t cpu_weight_bytes(moe_backend *be, const moe_weight_src *s)
 typedef struct pack_job {
     unsigned char *dst, *rows;
     const moe_weight_src *s;
+    bool nibble_words;
     size_t row_bytes;
     int64_t units, per_task;
 } pack_job;
@@ -276,13 +277,14 @@ static void pack_task(void *arg, int64_t t)
 {
     const pack_job *j = arg;
     const int64_t u0 = t * j->per_task, u1 = u0 + j->per_task < j->units ? u0 + j->per_task : j->units;
-    moe_cpu_pack(j->dst, j->s, u0, u1, j->rows + (size_t)t * j->row_bytes);
+    moe_cpu_pack(j->dst, j->s, j->nibble_words, u0, u1, j->rows + (size_t)t * j->row_bytes);
 }
 
 static moe_status cpu_weight_upload(moe_backend *be, moe_addr dst, const moe_weight_src *s)
 {
     pack_job j = {.dst = at(dst),
                   .s = s,
+                  .nibble_words = cpu(be)->k->nibble_words,
                   .row_bytes = moe_dtype_row_bytes(s->dtype, s->cols),
                   .units = moe_cpu_pack_units(s)};
     if (j.units == 0) return MOE_OK;

@@ -18,8 +18,9 @@ size_t moe_cpu_weight_bytes(const moe_weight_src *s)
     return (size_t)s->batch * moe_cpu_packed_bytes(s->dtype, s->rows, s->cols, s->second != NULL);
 }
 
-/* Column col of a pair in the integer layout (cpu.h): the block's bytes in groups of 4, one
- * 32-bit word a column; Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
+/* Column col of a pair in the word layout (cpu.h: Q8_0 / Q4_0 for integer activations, Q4_0 for
+ * the float kernels at 512 bits): the block's bytes in groups of 4, one 32-bit word a column;
+ * Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
 static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int col, const unsigned char *row)
 {
     const bool q8 = dt == MOE_DTYPE_Q8_0;
@@ -36,8 +37,8 @@ static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int c
 }
 
 /* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
- * int_dot (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column. */
-static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool int_dot,
+ * words (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column. */
+static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool words,
                            const unsigned char *row)
 {
     const size_t src_bytes = moe_dtype_row_bytes(dt, MOE_SUPER_BLOCK_SIZE),
@@ -54,7 +55,7 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
             continue;
         }
         /* Q4_K / Q5_K: fp16 d, fp16 dmin, scales[12], (Q5_K: qh[32]), qs[128] */
-        const bool q5 = dt == MOE_DTYPE_Q5_K, q4_int = int_dot && dt == MOE_DTYPE_Q4_K;
+        const bool q5 = dt == MOE_DTYPE_Q5_K, q4 = words && dt == MOE_DTYPE_Q4_K;
         memcpy(dst + 2 * col, src, 2);
         memcpy(dst + MOE_CPU_KQ_DMIN + 2 * col, src + 2, 2);
         for (int j = 0; j < 8; j++) {
@@ -64,7 +65,7 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
             dst[MOE_CPU_KQ_M + j * C + col] = m;
         }
         for (int t = 0; t < 128; t++)
-            dst[MOE_CPU_KQ_NIB(dt) + (q4_int ? (t / 4) * 4 * C + col * 4 + t % 4 : t * C + col)] =
+            dst[MOE_CPU_KQ_NIB(dt) + (q4 ? (t / 4) * 4 * C + col * 4 + t % 4 : t * C + col)] =
                 src[(q5 ? 48 : 16) + t];
         if (q5)
             for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[16 + l];
@@ -73,15 +74,15 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
 
 /* Column i of panel h (0, 1) of a pair, from one source row in the storage format. */
 static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i, bool int_dot,
-                        const unsigned char *row)
+                        bool words, const unsigned char *row)
 {
     const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
     const int64_t blocks = k_dim / MOE_CPU_BLOCK;
     if (moe_dtype_is_kquant(dt)) {
-        scatter_kquant(pair, dt, k_dim, col, int_dot, row);
+        scatter_kquant(pair, dt, k_dim, col, int_dot || words, row);
         return;
     }
-    if (int_dot) { /* Q8_0 / Q4_0 (moe_dtype_int_dot; Q4_K above) */
+    if (int_dot || (words && dt == MOE_DTYPE_Q4_0)) { /* Q8_0 / Q4_0 (moe_dtype_int_dot; Q4_K above) */
         scatter_int(pair, dt, blocks, col, row);
         return;
     }
@@ -132,7 +133,8 @@ int64_t moe_cpu_pack_units(const moe_weight_src *s)
     return s->batch * moe_cpu_pairs(s->rows, s->second != NULL);
 }
 
-void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, int64_t u0, int64_t u1, unsigned char *row_buf)
+void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words, int64_t u0, int64_t u1,
+                  unsigned char *row_buf)
 {
     const bool gated = s->second != NULL;
     const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
@@ -149,7 +151,7 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, int64_t u0, int64
                 const int64_t row = panel * MOE_CPU_PANEL + i;
                 if (row >= N) break;
                 moe_matrix_row_as(m, K, row, s->dtype, row_buf);
-                scatter_row(pair, s->dtype, K, h, i, s->int_dot, row_buf);
+                scatter_row(pair, s->dtype, K, h, i, s->int_dot, nibble_words, row_buf);
             }
         }
     }

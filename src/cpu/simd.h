@@ -203,25 +203,32 @@ static inline moe_vec vec_load_i8(const int8_t *p)
     return vec_from_int(ivec_load_i8(p));
 }
 
+#if MOE_CPU_LEVEL == 2
+/* Nibble n (bits 4n .. 4n + 3) of each 32-bit lane of x, minus bias (8: Q4_0; 0: Q4_K), as
+ * floats, exactly: a shift and a 16-entry table lookup (vpermps reads only the index's low 4
+ * bits: the mask, the conversion and the bias at once). At 512 bits the 4-bit formats keep a
+ * column's nibbles in 32-bit words (cpu.h), so one plain load gives 8 values of 16 columns; the
+ * widening load a byte layout needs (vpmovzxbd, a shuffle) was what bounded Q4_0 / Q4_K decode
+ * on Zen 4. */
+static inline moe_vec vec_nibble(moe_ivec x, int n, float bias)
+{
+    static const float minus8[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+    static const float plain[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return simde_mm512_permutexvar_ps(n ? ivec_srli(x, 4 * n) : x,
+                                      simde_mm512_loadu_ps(bias == 8.0f ? minus8 : plain));
+}
+#else
 /* MOE_VLEN bytes of Q4_0 quants → two vectors: (low nibble − 8) and (high nibble − 8), as
- * floats. With native AVX-512 (and its emulation) a 16-entry table lookup (vpermps reads only
- * the index's low 4 bits) does the mask, the conversion and the −8 in one instruction. */
+ * floats: the nibble's bits into the mantissa of 1.5·2^23, then subtract 1.5·2^23 + 8, exact. */
 static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
 {
     const moe_ivec x = ivec_load_u8(p);
-#if MOE_CPU_LEVEL == 2
-    const moe_vec table = simde_mm512_setr_ps(-8.0f, -7.0f, -6.0f, -5.0f, -4.0f, -3.0f, -2.0f, -1.0f, 0.0f,
-                                              1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
-    *lo = simde_mm512_permutexvar_ps(x, table);
-    *hi = simde_mm512_permutexvar_ps(ivec_srli(x, 4), table);
-#else
-    /* The nibble's bits into the mantissa of 1.5·2^23, then subtract 1.5·2^23 + 8: exact. */
     const moe_ivec magic = ivec_set1(0x4B400000);
     const moe_vec bias = vec_set1(12582920.0f);
     *lo = vec_sub(vec_from_bits(ivec_or(ivec_and(x, ivec_set1(15)), magic)), bias);
     *hi = vec_sub(vec_from_bits(ivec_or(ivec_srli(x, 4), magic)), bias);
-#endif
 }
+#endif
 
 /* MOE_VLEN bytes of MXFP4 codes → two vectors: the low and the high nibbles' values kv[q]
  * (moe.h: twice the E2M1 values, exact in float). At 512 bits a 16-entry vpermps table, as
