@@ -30,16 +30,17 @@
  *                   bfloat16 2^(e − 128) (exact at every e: a power of two from 2^-128, a
  *                   subnormal, to 2^127) where Q4_0 has its fp16 scale, and the very bytes of
  *                   ggml's codes: 18 bytes a column and block where ggml has 17 (the 64-byte
- *                   multiple every pair keeps), the nibbles looked up in a table (simd.h).
+ *                   multiple every pair keeps), the nibbles looked up in a table (simd.h). At
+ *                   512 bits it takes Q4_0's word layout below, as Q4_0 does.
  *
  * Word layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
- * int_dot, only where the kernel set has moe_cpu_kernels.int_dot), and any Q4_0 tensor where the
- * kernel set has nibble_words, keeps the same pair blocks, of the same sizes, with the quants
+ * int_dot, only where the kernel set has moe_cpu_kernels.int_dot), and any Q4_0 or MXFP4 tensor
+ * where the kernel set has nibble_words, keeps the same pair blocks, of the same sizes, with the quants
  * regrouped so that each column's 32-bit word holds 4 consecutive k: after the 64 bytes of
  * scales, [group g][32 columns][4 bytes], panel 0's 16 columns (one 64-byte vector) then panel
  * 1's.
  *   Q8_0            8 groups: column c's bytes of group g are q[4g .. 4g + 3] + 128, unsigned.
- *   Q4_0            4 groups: column c's bytes of group g are its ggml bytes 4g .. 4g + 3 (low
+ *   Q4_0, MXFP4     4 groups: column c's bytes of group g are its ggml bytes 4g .. 4g + 3 (low
  *                   nibbles q[4g + j], high nibbles q[4g + j + 16]).
  * The weights enter the products unsigned (vpdpbusd multiplies unsigned bytes by signed ones;
  * vpdpwssd takes them as 16-bit values 0..255), and the kernel subtracts the zero point, 128
@@ -158,7 +159,7 @@ typedef struct moe_cpu_kernels {
     const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / Q4_K */
-    bool nibble_words;      /* the float kernels read Q4_0 / Q4_K in the word layout (above) */
+    bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);

@@ -178,7 +178,7 @@ ALWAYS_INLINE void zero_rows(const int nr, float *out)
  * is 16 steps; step s of half h is k = 2s + h for Q8_0 (one 32-byte k step each) and k = s + 16h
  * for Q4_0 and MXFP4 (one 32-byte row of bytes gives both: its low nibbles and its high ones). */
 #define HALF_K(dt, s, h) ((dt) == MOE_DTYPE_Q8_0 ? 2 * (s) + (h) : (s) + 16 * (h))
-/* Q4_0 and Q4_K keep a column's nibbles in 32-bit words at 512 bits (cpu.h; moe_cpu_kernels.
+/* Q4_0, MXFP4 and Q4_K keep a column's nibbles in 32-bit words at 512 bits (cpu.h; moe_cpu_kernels.
  * nibble_words), read with a shift and a table lookup a value (vec_nibble); their step loops are
  * unrolled so that each shift is a constant. Narrower levels read bytes, widened with vpmovzxbd:
  * with the words, 4 (8) vectors a pair and a shift, a mask, an or and a subtraction a value, the
@@ -198,23 +198,36 @@ ALWAYS_INLINE moe_ivec ivec_load_words(const unsigned char *row, int v)
 {
     return vec_bits(vec_load((const float *)(const void *)row + v * MOE_VLEN));
 }
+#if MOE_CPU_NIBBLE_WORDS
+/* The value of each 4-bit code, for vec_nibble: Q4_0's q − 8, MXFP4's kv[q] (moe.h: twice the
+ * E2M1 values), Q4_K's q (its min is subtracted per sub-block). */
+ALWAYS_INLINE moe_vec nibble_table(const moe_dtype dt)
+{
+    static const float q4_0[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+    static const float mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+    static const float plain[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    return vec_load(dt == MOE_DTYPE_Q4_0 ? q4_0 : dt == MOE_DTYPE_MXFP4 ? mxfp4 : plain);
+}
+#endif
 /* The low (w0) and high (w1) nibbles' values of step s of a Q4_0 / MXFP4 pair block. */
 ALWAYS_INLINE void load_nibbles(const moe_dtype dt, const unsigned char *q, int s, moe_vec w0[NV],
                                 moe_vec w1[NV])
 {
+#if MOE_CPU_NIBBLE_WORDS /* words (cpu.h): step s is byte s % 4 of group s / 4 */
+    const moe_vec table = nibble_table(dt);
     for (int v = 0; v < NV; v++) {
-        if (dt == MOE_DTYPE_MXFP4) {
-            vec_load_mxfp4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
-        } else {
-#if MOE_CPU_NIBBLE_WORDS /* Q4_0's words (cpu.h): step s is byte s % 4 of group s / 4 */
-            const moe_ivec x = ivec_load_words(q + (s / 4) * 4 * PAIR, v);
-            w0[v] = vec_nibble(x, 2 * (s % 4), 8.0f);
-            w1[v] = vec_nibble(x, 2 * (s % 4) + 1, 8.0f);
-#else
-            vec_load_q4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
-#endif
-        }
+        const moe_ivec x = ivec_load_words(q + (s / 4) * 4 * PAIR, v);
+        w0[v] = vec_nibble(x, 2 * (s % 4), table);
+        w1[v] = vec_nibble(x, 2 * (s % 4) + 1, table);
     }
+#else
+    for (int v = 0; v < NV; v++) {
+        if (dt == MOE_DTYPE_MXFP4)
+            vec_load_mxfp4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
+        else
+            vec_load_q4(q + s * PAIR + v * MOE_VLEN, &w0[v], &w1[v]);
+    }
+#endif
 }
 ALWAYS_INLINE void load_half(const moe_dtype dt, const unsigned char *q, int s, int h, moe_vec w[NV])
 {
@@ -354,10 +367,11 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
     const unsigned char *nib = p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS;
 #if MOE_CPU_NIBBLE_WORDS
     if (dt == MOE_DTYPE_Q4_K) { /* words (cpu.h): byte row t is byte t % 4 of group t / 4 */
+        const moe_vec table = nibble_table(dt);
         for (int v = 0; v < NV; v++) {
             const moe_ivec x = ivec_load_words(p + MOE_CPU_KQ_NIB(dt) + (t / 4) * 4 * MOE_CPU_KQ_COLS, v);
-            lo[v] = vec_nibble(x, 2 * (t % 4), 0.0f);
-            hi[v] = vec_nibble(x, 2 * (t % 4) + 1, 0.0f);
+            lo[v] = vec_nibble(x, 2 * (t % 4), table);
+            hi[v] = vec_nibble(x, 2 * (t % 4) + 1, table);
         }
         return;
     }

@@ -18,21 +18,37 @@ size_t moe_cpu_weight_bytes(const moe_weight_src *s)
     return (size_t)s->batch * moe_cpu_packed_bytes(s->dtype, s->rows, s->cols, s->second != NULL);
 }
 
-/* Column col of a pair in the word layout (cpu.h: Q8_0 / Q4_0 for integer activations, Q4_0 for
- * the float kernels at 512 bits): the block's bytes in groups of 4, one 32-bit word a column;
- * Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
-static void scatter_int(unsigned char *pair, moe_dtype dt, int64_t blocks, int col, const unsigned char *row)
+/* A block's scale as a pair keeps it, 2 bytes: Q8_0's and Q4_0's fp16 d as it is; MXFP4's scale
+ * byte e as the bfloat16 2^(e − 128) (exact: a power of two). Returns the bytes of the scale in
+ * the ggml block. */
+static int put_scale(unsigned char *dst, moe_dtype dt, const unsigned char *src)
+{
+    if (dt != MOE_DTYPE_MXFP4) {
+        memcpy(dst, src, 2);
+        return 2;
+    }
+    const uint16_t d = moe_f32_to_bf16(moe_e8m0_half(src[0]));
+    memcpy(dst, &d, 2);
+    return 1;
+}
+
+/* Column col of a pair in the word layout (cpu.h: Q8_0 / Q4_0 for integer activations, Q4_0 and
+ * MXFP4 for the float kernels at 512 bits): the block's quant bytes in groups of 4, one 32-bit
+ * word a column; Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
+static void scatter_words(unsigned char *pair, moe_dtype dt, int64_t blocks, int col,
+                          const unsigned char *row)
 {
     const bool q8 = dt == MOE_DTYPE_Q8_0;
-    const size_t src_block = q8 ? 34 : 18, dst_block = q8 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
+    const size_t src_block = moe_dtype_row_bytes(dt, MOE_CPU_BLOCK),
+                 dst_block = q8 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
     const int n = q8 ? MOE_CPU_BLOCK : MOE_CPU_BLOCK / 2; /* bytes of quants per column */
     for (int64_t b = 0; b < blocks; b++) {
         unsigned char *dst = pair + (size_t)b * dst_block;
         const unsigned char *src = row + (size_t)b * src_block;
-        memcpy(dst + 2 * col, src, 2);
+        const int head = put_scale(dst + 2 * col, dt, src);
         for (int j = 0; j < n; j++)
             dst[MOE_CPU_SCALES + (j / 4) * 4 * 2 * MOE_CPU_PANEL + col * 4 + j % 4] =
-                (unsigned char)(src[2 + j] ^ (q8 ? 0x80 : 0));
+                (unsigned char)(src[head + j] ^ (q8 ? 0x80 : 0));
     }
 }
 
@@ -72,18 +88,19 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
     }
 }
 
-/* Column i of panel h (0, 1) of a pair, from one source row in the storage format. */
-static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i, bool int_dot,
-                        bool words, const unsigned char *row)
+/* Column i of panel h (0, 1) of a pair, from one source row in the storage format; words: the
+ * tensor takes a word layout (cpu.h). */
+static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h, int i, bool words,
+                        const unsigned char *row)
 {
     const int col = h * MOE_CPU_PANEL + i; /* column within the pair */
     const int64_t blocks = k_dim / MOE_CPU_BLOCK;
     if (moe_dtype_is_kquant(dt)) {
-        scatter_kquant(pair, dt, k_dim, col, int_dot || words, row);
+        scatter_kquant(pair, dt, k_dim, col, words, row);
         return;
     }
-    if (int_dot || (words && dt == MOE_DTYPE_Q4_0)) { /* Q8_0 / Q4_0 (moe_dtype_int_dot; Q4_K above) */
-        scatter_int(pair, dt, blocks, col, row);
+    if (words) {
+        scatter_words(pair, dt, blocks, col, row);
         return;
     }
     switch (dt) {
@@ -91,29 +108,21 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
         for (int64_t b = 0; b < blocks; b++) {
             unsigned char *dst = pair + b * MOE_CPU_Q8_PAIR_BLOCK;
             const unsigned char *src = row + b * 34;
-            memcpy(dst + 2 * col, src, 2);
+            put_scale(dst + 2 * col, dt, src);
             for (int k = 0; k < MOE_CPU_BLOCK; k++)
                 dst[MOE_CPU_SCALES + k * 2 * MOE_CPU_PANEL + col] = src[2 + k];
         }
         return;
     case MOE_DTYPE_Q4_0:  /* ggml block: fp16 d, 16 bytes of nibble pairs (q[j], q[j + 16]) */
     case MOE_DTYPE_MXFP4: /* ggml block: scale byte e, then the code pairs laid out as Q4_0's */
-    {
-        const int head = dt == MOE_DTYPE_MXFP4 ? 1 : 2; /* bytes of the scale */
         for (int64_t b = 0; b < blocks; b++) {
             unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
-            const unsigned char *src = row + b * (head + MOE_CPU_BLOCK / 2);
-            if (dt == MOE_DTYPE_MXFP4) { /* 2^(e − 128) as bf16: exact, a power of two */
-                const uint16_t d = moe_f32_to_bf16(moe_e8m0_half(src[0]));
-                memcpy(dst + 2 * col, &d, 2);
-            } else {
-                memcpy(dst + 2 * col, src, 2);
-            }
+            const unsigned char *src = row + b * (int64_t)moe_dtype_row_bytes(dt, MOE_CPU_BLOCK);
+            const int head = put_scale(dst + 2 * col, dt, src);
             for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
                 dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[head + kk];
         }
         return;
-    }
     case MOE_DTYPE_BF16: /* 32-bit words: panel 0's value in the low half, panel 1's in the high */
         for (int64_t k = 0; k < k_dim; k++)
             memcpy(pair + ((size_t)k * MOE_CPU_PANEL + (size_t)i) * 4 + (size_t)h * 2, row + (size_t)k * 2,
@@ -139,6 +148,12 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
     const bool gated = s->second != NULL;
     const int64_t N = s->rows, K = s->cols, pairs = moe_cpu_pairs(N, gated);
     const size_t pair_bytes = moe_cpu_pair_bytes(s->dtype, K);
+    const moe_dtype dt = s->dtype;
+    /* The word layouts (cpu.h): integer activations' formats, and the 4-bit ones of the float
+     * kernels where the kernel set has nibble_words. */
+    const bool words =
+        s->int_dot ||
+        (nibble_words && (dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_MXFP4));
     for (int64_t u = u0; u < u1; u++) {
         const int64_t b = u / pairs, q = u % pairs;
         unsigned char *pair = dst + (size_t)u * pair_bytes;
@@ -150,8 +165,8 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
             for (int i = 0; i < MOE_CPU_PANEL; i++) {
                 const int64_t row = panel * MOE_CPU_PANEL + i;
                 if (row >= N) break;
-                moe_matrix_row_as(m, K, row, s->dtype, row_buf);
-                scatter_row(pair, s->dtype, K, h, i, s->int_dot, nibble_words, row_buf);
+                moe_matrix_row_as(m, K, row, dt, row_buf);
+                scatter_row(pair, dt, K, h, i, words, row_buf);
             }
         }
     }

@@ -204,18 +204,15 @@ static inline moe_vec vec_load_i8(const int8_t *p)
 }
 
 #if MOE_CPU_LEVEL == 2
-/* Nibble n (bits 4n .. 4n + 3) of each 32-bit lane of x, minus bias (8: Q4_0; 0: Q4_K), as
- * floats, exactly: a shift and a 16-entry table lookup (vpermps reads only the index's low 4
- * bits: the mask, the conversion and the bias at once). At 512 bits the 4-bit formats keep a
- * column's nibbles in 32-bit words (cpu.h), so one plain load gives 8 values of 16 columns; the
- * widening load a byte layout needs (vpmovzxbd, a shuffle) was what bounded Q4_0 / Q4_K decode
- * on Zen 4. */
-static inline moe_vec vec_nibble(moe_ivec x, int n, float bias)
+/* Nibble n (bits 4n .. 4n + 3) of each 32-bit lane of x, as the value `table` gives its code
+ * (16 floats: Q4_0's q − 8, Q4_K's q, MXFP4's kv[q]), exactly: a shift and a 16-entry table
+ * lookup (vpermps reads only the index's low 4 bits: the mask, the conversion and the value at
+ * once). At 512 bits the 4-bit formats keep a column's nibbles in 32-bit words (cpu.h), so one
+ * plain load gives 8 values of 16 columns; the widening load a byte layout needs (vpmovzxbd, a
+ * shuffle) was what bounded Q4_0 / Q4_K decode on Zen 4. */
+static inline moe_vec vec_nibble(moe_ivec x, int n, moe_vec table)
 {
-    static const float minus8[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
-    static const float plain[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    return simde_mm512_permutexvar_ps(n ? ivec_srli(x, 4 * n) : x,
-                                      simde_mm512_loadu_ps(bias == 8.0f ? minus8 : plain));
+    return simde_mm512_permutexvar_ps(n ? ivec_srli(x, 4 * n) : x, table);
 }
 #else
 /* MOE_VLEN bytes of Q4_0 quants → two vectors: (low nibble − 8) and (high nibble − 8), as
@@ -230,19 +227,13 @@ static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
 }
 #endif
 
+#if MOE_CPU_LEVEL < 2
 /* MOE_VLEN bytes of MXFP4 codes → two vectors: the low and the high nibbles' values kv[q]
- * (moe.h: twice the E2M1 values, exact in float). At 512 bits a 16-entry vpermps table, as
- * Q4_0's; narrower, a byte shuffle (pshufb, SSSE3 / NEON's tbl through SIMDe) looks the 16
- * codes of a 128-bit register up at once, then the int8 values widen to float. */
+ * (moe.h: twice the E2M1 values, exact in float): a byte shuffle (pshufb, SSSE3 / NEON's tbl
+ * through SIMDe) looks the 16 codes of a 128-bit register up at once, then the int8 values
+ * widen to float. (At 512 bits MXFP4 is in words, read by vec_nibble.) */
 static inline void vec_load_mxfp4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
 {
-#if MOE_CPU_LEVEL == 2
-    const moe_ivec x = ivec_load_u8(p);
-    const moe_vec table = simde_mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 6.0f, 8.0f, 12.0f, 0.0f, -1.0f,
-                                              -2.0f, -3.0f, -4.0f, -6.0f, -8.0f, -12.0f);
-    *lo = simde_mm512_permutexvar_ps(x, table);
-    *hi = simde_mm512_permutexvar_ps(ivec_srli(x, 4), table);
-#else
     const simde__m128i table = simde_mm_setr_epi8(0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12);
     const simde__m128i m = simde_mm_set1_epi8(15);
 #if MOE_CPU_LEVEL == 1
@@ -257,8 +248,8 @@ static inline void vec_load_mxfp4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
     *lo = vec_from_int(MOE_WIDEN_I8(l));
     *hi = vec_from_int(MOE_WIDEN_I8(h));
 #undef MOE_WIDEN_I8
-#endif
 }
+#endif
 
 /* e^x for every lane, within 2 ulp of expf on [-87, 88] (inputs are clamped there, so the
  * result stays a normal float). Cody-Waite range reduction x = n·ln2 + r, the classic
