@@ -35,10 +35,10 @@
  *
  * Word layouts: a Q8_0 / Q4_0 tensor uploaded for integer activations (moe_weight_src.
  * int_dot, only where the kernel set has moe_cpu_kernels.int_dot), and any Q4_0 or MXFP4 tensor
- * where the kernel set has nibble_words, keeps the same pair blocks, of the same sizes, with the quants
- * regrouped so that each column's 32-bit word holds 4 consecutive k: after the 64 bytes of
- * scales, [group g][32 columns][4 bytes], panel 0's 16 columns (one 64-byte vector) then panel
- * 1's.
+ * where the kernel set has nibble_words, keeps the same pair blocks, of the same sizes, with the
+ * quants regrouped so that each column's 32-bit word holds 4 consecutive k: after the 64 bytes
+ * of scales, [group g][32 columns][4 bytes], panel 0's 16 columns (one 64-byte vector) then
+ * panel 1's.
  *   Q8_0            8 groups: column c's bytes of group g are q[4g .. 4g + 3] + 128, unsigned.
  *   Q4_0, MXFP4     4 groups: column c's bytes of group g are its ggml bytes 4g .. 4g + 3 (low
  *                   nibbles q[4g + j], high nibbles q[4g + j + 16]).

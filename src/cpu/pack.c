@@ -32,23 +32,26 @@ static int put_scale(unsigned char *dst, moe_dtype dt, const unsigned char *src)
     return 1;
 }
 
-/* Column col of a pair in the word layout (cpu.h: Q8_0 / Q4_0 for integer activations, Q4_0 and
- * MXFP4 for the float kernels at 512 bits): the block's quant bytes in groups of 4, one 32-bit
- * word a column; Q8_0's quants made unsigned by + 128 (a flip of the top bit). */
-static void scatter_words(unsigned char *pair, moe_dtype dt, int64_t blocks, int col,
-                          const unsigned char *row)
+/* Column col of a pair in a block format (Q8_0, Q4_0, MXFP4; cpu.h): each block's scale, then its
+ * quant bytes. In the byte layouts byte j of the column goes to row j of the block; in the word
+ * layouts (words: Q8_0 / Q4_0 for integer activations, Q4_0 and MXFP4 for the float kernels at
+ * 512 bits) to byte j % 4 of the column's word in group j / 4, Q8_0's quants made unsigned by
+ * + 128 (a flip of the top bit). */
+static void scatter_blocks(unsigned char *pair, moe_dtype dt, int64_t blocks, int col, bool words,
+                           const unsigned char *row)
 {
     const bool q8 = dt == MOE_DTYPE_Q8_0;
     const size_t src_block = moe_dtype_row_bytes(dt, MOE_CPU_BLOCK),
                  dst_block = q8 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
     const int n = q8 ? MOE_CPU_BLOCK : MOE_CPU_BLOCK / 2; /* bytes of quants per column */
+    const unsigned char flip = words && q8 ? 0x80 : 0;
     for (int64_t b = 0; b < blocks; b++) {
-        unsigned char *dst = pair + (size_t)b * dst_block;
+        unsigned char *dst = pair + (size_t)b * dst_block, *q = dst + MOE_CPU_SCALES;
         const unsigned char *src = row + (size_t)b * src_block;
         const int head = put_scale(dst + 2 * col, dt, src);
         for (int j = 0; j < n; j++)
-            dst[MOE_CPU_SCALES + (j / 4) * 4 * 2 * MOE_CPU_PANEL + col * 4 + j % 4] =
-                (unsigned char)(src[head + j] ^ (q8 ? 0x80 : 0));
+            q[words ? (j / 4) * 4 * 2 * MOE_CPU_PANEL + col * 4 + j % 4 : j * 2 * MOE_CPU_PANEL + col] =
+                (unsigned char)(src[head + j] ^ flip);
     }
 }
 
@@ -99,29 +102,11 @@ static void scatter_row(unsigned char *pair, moe_dtype dt, int64_t k_dim, int h,
         scatter_kquant(pair, dt, k_dim, col, words, row);
         return;
     }
-    if (words) {
-        scatter_words(pair, dt, blocks, col, row);
-        return;
-    }
     switch (dt) {
-    case MOE_DTYPE_Q8_0: /* ggml block: fp16 d, int8 q[32] */
-        for (int64_t b = 0; b < blocks; b++) {
-            unsigned char *dst = pair + b * MOE_CPU_Q8_PAIR_BLOCK;
-            const unsigned char *src = row + b * 34;
-            put_scale(dst + 2 * col, dt, src);
-            for (int k = 0; k < MOE_CPU_BLOCK; k++)
-                dst[MOE_CPU_SCALES + k * 2 * MOE_CPU_PANEL + col] = src[2 + k];
-        }
-        return;
+    case MOE_DTYPE_Q8_0:  /* ggml block: fp16 d, int8 q[32] */
     case MOE_DTYPE_Q4_0:  /* ggml block: fp16 d, 16 bytes of nibble pairs (q[j], q[j + 16]) */
     case MOE_DTYPE_MXFP4: /* ggml block: scale byte e, then the code pairs laid out as Q4_0's */
-        for (int64_t b = 0; b < blocks; b++) {
-            unsigned char *dst = pair + b * MOE_CPU_Q4_PAIR_BLOCK;
-            const unsigned char *src = row + b * (int64_t)moe_dtype_row_bytes(dt, MOE_CPU_BLOCK);
-            const int head = put_scale(dst + 2 * col, dt, src);
-            for (int kk = 0; kk < MOE_CPU_BLOCK / 2; kk++)
-                dst[MOE_CPU_SCALES + kk * 2 * MOE_CPU_PANEL + col] = src[head + kk];
-        }
+        scatter_blocks(pair, dt, blocks, col, words, row);
         return;
     case MOE_DTYPE_BF16: /* 32-bit words: panel 0's value in the low half, panel 1's in the high */
         for (int64_t k = 0; k < k_dim; k++)
