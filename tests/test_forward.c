@@ -652,6 +652,45 @@ static bool listed(const char *var, const char *name)
     return false;
 }
 
+/* The CPU backend computes a row the same way however many rows share its expert (kernels.c: a
+ * few rows read the packed weights, many share one widening of each pair into floats; the same
+ * FMAs in the same order either way): each token's output in a batch where one expert takes every
+ * token is bit for bit its output alone. 45 rows make a widened group of 32 and one of 13; K spans
+ * several widened chunks and a partial one. */
+static void batch_invariance(moe_context *ctx, h_rng *r)
+{
+    const fcase base = {"batch_invariance",
+                        DESC(.d_model = 544, .d_ff = 288, .n_experts = 4, .top_k = 2, .max_tokens = 45,
+                             .renormalize = 1, .d_ff_shared = 64),
+                        45, 1, false};
+    const fcase c = for_format(&base);
+    const int64_t T = c.T, D = c.d.d_model;
+    h_layer hl;
+    h_layer_init(&hl, &c.d, r, 1.0f);
+    h_make_hot(&hl, c.hot);
+    float *x = malloc(sizeof(float) * (size_t)(T * D)), *y = malloc(sizeof(float) * (size_t)(T * D));
+    float *one = malloc(sizeof(float) * (size_t)D);
+    h_fill_input(&hl, T, x, r);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+    CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+    int64_t differ = 0;
+    for (int64_t t = 0; t < T && layer; t++) {
+        CHECK_STATUS(moe_layer_forward(layer, 1, x + t * D, one, NULL), MOE_OK);
+        differ += memcmp(one, y + t * D, sizeof(float) * (size_t)D) != 0;
+    }
+    CHECK(differ == 0, "[batch_invariance] %lld of %lld tokens differ alone from in the batch",
+          (long long)differ, (long long)T);
+    if (!differ)
+        printf("  %-34s %lld tokens, one expert taking all: each alone bit for bit as in the batch\n",
+               "batch_invariance", (long long)T);
+    moe_layer_destroy(layer);
+    free(x);
+    free(y);
+    free(one);
+    h_layer_free(&hl);
+}
+
 /* MOE_TEST_CASES=name,name,...: only these fixed cases (and no capacity sweep), for a CTest
  * variant whose setting only small layers can take; unset or empty: every case.
  * MOE_TEST_SKIP_CASES=name,...: less these (the sanitized build's emulated level, CMakeLists). */
@@ -728,6 +767,7 @@ int main(int argc, char **argv)
     /* (Both make their own one-context layers: a placed run would repeat them unchanged.) */
     if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32 && !g_other) capacity_limits(ctx, &r);
     if (selected("int8_request") && g_act == MOE_DTYPE_F32 && !g_other) int8_request(ctx, &r);
+    if (selected("batch_invariance") && kind == MOE_BACKEND_CPU && !g_other) batch_invariance(ctx, &r);
     if (selected("upload_threads") && g_dtype == MOE_DTYPE_F32 && g_act == MOE_DTYPE_F32 && !g_other &&
         kind != MOE_BACKEND_CPU)
         upload_threads(kind, &r);

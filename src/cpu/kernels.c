@@ -11,7 +11,9 @@
  * is streamed once and the kernel is bound by memory, not by MR× the FLOPs. MR is chosen per
  * level and format so the accumulators, the weight vectors and a broadcast fit the register
  * file (16 SSE/AVX2 registers, 32 for AVX-512): the more rows share one widening of the
- * weights, the less it costs per FMA.
+ * weights, the less it costs per FMA. With more rows than one tile (prefill), a pair is taken in
+ * chunks of k that the first row tile widens into a buffer of floats as it goes and the others
+ * read from there (gemm_rows, "prefill" below): the widening is then paid once per 32 rows.
  *
  * Block formats (Q8_0, Q4_0, MXFP4) accumulate Σ a·q over each block of 32 k in registers, then add
  * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
@@ -116,6 +118,12 @@
 
 /* ---- micro-kernels -------------------------------------------------------------------------- */
 
+/* Where a tile's weights come from (`src`, a constant in each specialised copy): the packed pair
+ * (its sums start at zero); the packed pair, also storing each widened step into `widened`; or
+ * `widened` (gemm_rows' prefill: the first row tile of a chunk widens it, the others read it). The
+ * last two add to the sums already in out: a chunk continues the k before it. */
+enum { FROM_PACKED, WIDENING, FROM_WIDENED };
+
 /* The pair's k step k as NV float vectors (panel 0's VPP, then panel 1's): F32, F16 or BF16. */
 ALWAYS_INLINE void load_dense(moe_dtype dt, const unsigned char *b, int64_t k, moe_vec w[NV])
 {
@@ -133,18 +141,27 @@ ALWAYS_INLINE void load_dense(moe_dtype dt, const unsigned char *b, int64_t k, m
     }
 }
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in F32, F16 or BF16. */
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in F32, F16 or BF16. With `widened`
+ * (gemm_rows), the pair's k steps come widened from there instead, and out[r] holds the sums of
+ * the k before them: the same FMAs in the same order as one pass over the whole k. */
 ALWAYS_INLINE void dense_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
-                              const unsigned char *b, float *restrict out)
+                              const unsigned char *b, float *restrict out, float *widened, const int src)
 {
     moe_vec acc[MR_MAX][NV];
     for (int r = 0; r < nr; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = vec_zero();
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = src == FROM_PACKED ? vec_zero() : vec_load(out + r * PAIR + v * MOE_VLEN);
     for (int64_t k = 0; k < k_dim; k++) {
         moe_vec w[NV];
         const int64_t step = dt == MOE_DTYPE_F32 ? 4 * PAIR : 2 * PAIR; /* bytes of a k step */
-        for (int64_t l = 0; l < step; l += 64) prefetch_line(b + k * step + l);
-        load_dense(dt, b, k, w);
+        if (src == FROM_WIDENED) {
+            load_dense(MOE_DTYPE_F32, (const unsigned char *)(const void *)widened, k, w);
+        } else {
+            for (int64_t l = 0; l < step; l += 64) prefetch_line(b + k * step + l);
+            load_dense(dt, b, k, w);
+            if (src == WIDENING)
+                for (int v = 0; v < NV; v++) vec_store(widened + k * PAIR + v * MOE_VLEN, w[v]);
+        }
         for (int r = 0; r < nr; r++) {
             const moe_vec x = vec_set1(a[r][k]);
             for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
@@ -262,6 +279,22 @@ ALWAYS_INLINE void fma_rows(const int nr, const float *const *a, int64_t k, cons
         for (int v = 0; v < NV; v++) acc[r][v] = vec_fmadd(x, w[v], acc[r][v]);
     }
 }
+/* Step t of a widened block or super-block (gemm_rows: [step][2 values][PAIR] floats, the
+ * vectors load_both / kq_load give, in the order they give them). */
+ALWAYS_INLINE void load_widened(const float *widened, int t, moe_vec w0[NV], moe_vec w1[NV])
+{
+    for (int v = 0; v < NV; v++) {
+        w0[v] = vec_load(widened + (2 * t) * PAIR + v * MOE_VLEN);
+        w1[v] = vec_load(widened + (2 * t + 1) * PAIR + v * MOE_VLEN);
+    }
+}
+ALWAYS_INLINE void store_widened(float *widened, int t, const moe_vec w0[NV], const moe_vec w1[NV])
+{
+    for (int v = 0; v < NV; v++) {
+        vec_store(widened + (2 * t) * PAIR + v * MOE_VLEN, w0[v]);
+        vec_store(widened + (2 * t + 1) * PAIR + v * MOE_VLEN, w1[v]);
+    }
+}
 /* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
 #define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
 
@@ -271,30 +304,39 @@ ALWAYS_INLINE void fma_rows(const int nr, const float *const *a, int64_t k, cons
  * read the block once (decode: four FMA chains per row); more rows would need 4·nr registers, so
  * the block is read twice from L1, half 0 then half 1, with half 0's sums parked in h0_sums.
  * Either way the arithmetic is the same, so a row's result does not depend on how many rows
- * share its tile. Without the split, one sum per vector in k order (Q4_0: k, then k + 16). */
+ * share its tile. Without the split, one sum per vector in k order (Q4_0: k, then k + 16). With
+ * `widened` (gemm_rows) the quants come widened from there (load_widened) and out[r] holds the rows'
+ * totals of the blocks before: the same arithmetic again. */
 ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
-                              const unsigned char *b, float *restrict out)
+                              const unsigned char *b, float *restrict out, float *widened, const int src)
 {
     const size_t block_bytes = dt == MOE_DTYPE_Q8_0 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
     const bool one_pass = !BLOCK_SPLIT || nr <= BLOCK_ONE_PASS;
     float h0_sums[MR_MAX * PAIR];
-    zero_rows(nr, out);
+    if (src == FROM_PACKED) zero_rows(nr, out);
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
         const unsigned char *p = b + (size_t)(k0 / MOE_CPU_BLOCK) * block_bytes;
         const unsigned char *q = p + MOE_CPU_SCALES;
         const float *ak[MR_MAX];
         for (int r = 0; r < nr; r++) ak[r] = a[r] + k0;
-        prefetch_line(p); /* the scales */
+        if (src != FROM_WIDENED) prefetch_line(p); /* the scales */
+        float *wk = src == FROM_PACKED ? NULL : widened + (k0 / MOE_CPU_BLOCK) * MOE_CPU_BLOCK * PAIR;
         moe_vec s0[MR_MAX][NV], s1[MR_MAX][NV];
         for (int r = 0; r < nr; r++)
             for (int v = 0; v < NV; v++) s0[r][v] = s1[r][v] = vec_zero();
         if (one_pass) {
             MOE_UNROLL_8
             for (int s = 0; s < MOE_CPU_BLOCK / 2; s += 2) {
-                for (int l = 0; l < 2 * STEP_BYTES(dt); l += 64) prefetch_line(q + s * STEP_BYTES(dt) + l);
+                if (src != FROM_WIDENED)
+                    for (int l = 0; l < 2 * STEP_BYTES(dt); l += 64)
+                        prefetch_line(q + s * STEP_BYTES(dt) + l);
                 for (int t = s; t < s + 2; t++) {
                     moe_vec w0[NV], w1[NV];
-                    load_both(dt, q, t, w0, w1);
+                    if (src == FROM_WIDENED)
+                        load_widened(wk, t, w0, w1);
+                    else
+                        load_both(dt, q, t, w0, w1);
+                    if (src == WIDENING) store_widened(wk, t, w0, w1);
                     fma_rows(nr, ak, HALF_K(dt, t, 0), w0, s0);
                     fma_rows(nr, ak, HALF_K(dt, t, 1), w1, BLOCK_SPLIT ? s1 : s0);
                 }
@@ -445,11 +487,12 @@ static void kq_sums(const float *a, int64_t k, float *out)
  * sub-block, Σ a·q in registers, then scaled into out by kq_end. asum[r] (Q4_K / Q5_K): Σ a_r over
  * each sub-block of 32 k (kq_sums). */
 ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
-                           const float *const *asum, const unsigned char *b, float *restrict out)
+                           const float *const *asum, const unsigned char *b, float *restrict out,
+                           float *widened, const int src)
 {
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
     const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
-    zero_rows(nr, out);
+    if (src == FROM_PACKED) zero_rows(nr, out);
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
         const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * super_bytes;
         const float *ak[MR_MAX], *as[MR_MAX];
@@ -461,7 +504,10 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
             if (!asum) kq_sums(ak[r], MOE_SUPER_BLOCK_SIZE, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
-        for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line(p + l);
+        if (src != FROM_WIDENED)
+            for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line(p + l);
+        float *wk =
+            src == FROM_PACKED ? NULL : widened + (k0 / MOE_SUPER_BLOCK_SIZE) * MOE_SUPER_BLOCK_SIZE * PAIR;
         for (int t0 = 0; t0 < 128; t0 += G) {
             const int j_lo = KQ_LO_K(dt, t0) / G, j_hi = (KQ_LO_K(dt, t0) + KQ_HI(dt)) / G;
             moe_vec s0[MR_MAX][NV], s1[MR_MAX][NV];
@@ -472,13 +518,17 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
             for (int t4 = t0; t4 < t0 + G; t4 += 4) {
                 MOE_UNROLL_4
                 for (int t = t4; t < t4 + 4; t++) {
-                    if (t % 2 == 0) {
+                    if (t % 2 == 0 && src != FROM_WIDENED) {
                         prefetch_line(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
                         if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q5_K ? 32 : 64))
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
                     }
                     moe_vec lo[NV], hi[NV];
-                    kq_load(dt, p, t, lo, hi);
+                    if (src == FROM_WIDENED)
+                        load_widened(wk, t, lo, hi);
+                    else
+                        kq_load(dt, p, t, lo, hi);
+                    if (src == WIDENING) store_widened(wk, t, lo, hi); /* (both: one pass or two) */
                     fma_rows(nr, ak, KQ_LO_K(dt, t), lo, s0);
                     if (KQ_ONE_PASS) fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
                 }
@@ -489,7 +539,10 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                     MOE_UNROLL_4
                     for (int t = t4; t < t4 + 4; t++) {
                         moe_vec lo[NV], hi[NV];
-                        kq_load(dt, p, t, lo, hi);
+                        if (src == FROM_WIDENED)
+                            load_widened(wk, t, lo, hi);
+                        else
+                            kq_load(dt, p, t, lo, hi);
                         fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
                     }
                 }
@@ -499,113 +552,111 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
     }
 }
 
-/* One function per format: a switch over the row count, each case a specialised copy. */
-typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out);
-
 /* clang-format off */
-#define ROWS_1(X)  X(1)
-#define ROWS_2(X)  ROWS_1(X) X(2)
-#define ROWS_3(X)  ROWS_2(X) X(3)
-#define ROWS_4(X)  ROWS_3(X) X(4)
-#define ROWS_5(X)  ROWS_4(X) X(5)
-#define ROWS_6(X)  ROWS_5(X) X(6)
-#define ROWS_7(X)  ROWS_6(X) X(7)
-#define ROWS_8(X)  ROWS_7(X) X(8)
-#define ROWS_9(X)  ROWS_8(X) X(9)
-#define ROWS_10(X) ROWS_9(X) X(10)
-#define ROWS_11(X) ROWS_10(X) X(11)
-#define ROWS_12(X) ROWS_11(X) X(12)
+#define ROWS_1(X, d)  X(1, d)
+#define ROWS_2(X, d)  ROWS_1(X, d) X(2, d)
+#define ROWS_3(X, d)  ROWS_2(X, d) X(3, d)
+#define ROWS_4(X, d)  ROWS_3(X, d) X(4, d)
+#define ROWS_5(X, d)  ROWS_4(X, d) X(5, d)
+#define ROWS_6(X, d)  ROWS_5(X, d) X(6, d)
+#define ROWS_7(X, d)  ROWS_6(X, d) X(7, d)
+#define ROWS_8(X, d)  ROWS_7(X, d) X(8, d)
+#define ROWS_9(X, d)  ROWS_8(X, d) X(9, d)
+#define ROWS_10(X, d) ROWS_9(X, d) X(10, d)
+#define ROWS_11(X, d) ROWS_10(X, d) X(11, d)
+#define ROWS_12(X, d) ROWS_11(X, d) X(12, d)
 /* clang-format on */
-#define ROWS_(n, X) ROWS_##n(X)
-#define ROWS(n, X)  ROWS_(n, X)
+#define ROWS_(n, X, d) ROWS_##n(X, d)
+#define ROWS(n, X, d)  ROWS_(n, X, d) /* X(r, d) for r = 1..n: each row count its own copy */
 
-#define CASE_F32(r)                                                                                          \
-    case r:                                                                                                  \
-        dense_rows(r, MOE_DTYPE_F32, k_dim, a, b, out);                                                      \
-        return;
-#define CASE_F16(r)                                                                                          \
-    case r:                                                                                                  \
-        dense_rows(r, MOE_DTYPE_F16, k_dim, a, b, out);                                                      \
-        return;
-#define CASE_BF16(r)                                                                                         \
-    case r:                                                                                                  \
-        dense_rows(r, MOE_DTYPE_BF16, k_dim, a, b, out);                                                     \
-        return;
-#define CASE_Q8(r)                                                                                           \
-    case r:                                                                                                  \
-        block_rows(r, MOE_DTYPE_Q8_0, k_dim, a, b, out);                                                     \
-        return;
-#define CASE_Q4(r)                                                                                           \
-    case r:                                                                                                  \
-        block_rows(r, MOE_DTYPE_Q4_0, k_dim, a, b, out);                                                     \
-        return;
-#define CASE_MXFP4(r)                                                                                        \
-    case r:                                                                                                  \
-        block_rows(r, MOE_DTYPE_MXFP4, k_dim, a, b, out);                                                    \
-        return;
-#define CASE_Q4K(r)                                                                                          \
-    case r:                                                                                                  \
-        kq_rows(r, MOE_DTYPE_Q4_K, k_dim, a, asum, b, out);                                                  \
-        return;
-#define CASE_Q5K(r)                                                                                          \
-    case r:                                                                                                  \
-        kq_rows(r, MOE_DTYPE_Q5_K, k_dim, a, asum, b, out);                                                  \
-        return;
-#define CASE_Q6K(r)                                                                                          \
-    case r:                                                                                                  \
-        kq_rows(r, MOE_DTYPE_Q6_K, k_dim, a, asum, b, out);                                                  \
-        return;
+/* One format's rows: the kernel of its family (dead branches once inlined with a constant dt). */
+ALWAYS_INLINE void rows_of(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                           const float *const *asum, const unsigned char *b, float *restrict out,
+                           float *widened, const int src)
+{
+    if (dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K || dt == MOE_DTYPE_Q6_K)
+        kq_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
+    else if (dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4)
+        block_rows(nr, dt, k_dim, a, b, out, widened, src);
+    else
+        dense_rows(nr, dt, k_dim, a, b, out, widened, src);
+}
 
-static void tile_f32(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_F32, CASE_F32)
-    }
-}
-static void tile_f16(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_F16, CASE_F16)
-    }
-}
-static void tile_bf16(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_F16, CASE_BF16)
-    }
-}
-static void tile_q8(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_Q8, CASE_Q8)
-    }
-}
-static void tile_q4(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_Q4, CASE_Q4)
-    }
-}
-static void tile_mxfp4(int n, int64_t k_dim, const float *const *a, const unsigned char *b, float *out)
-{
-    switch (n) {
-        ROWS(MR_Q4, CASE_MXFP4)
-    }
-}
-/* The K-quant tiles also take each row's sub-block sums (kq_sums; NULL rows for Q6_K). */
-typedef void (*kq_tile_fn)(int n, int64_t k_dim, const float *const *a, const float *const *asum,
-                           const unsigned char *b, float *out);
-#define KQ_TILE(name, CASE)                                                                                  \
+/* A tile: n rows (1..its MR) of one pair, a switch over n whose cases are specialised copies.
+ * asum: the K-quants' sub-block sums of each row (kq_sums; NULL for the other formats, for Q6_K,
+ * and where the kernel sums a super-block at a time). widened: the chunk's widened steps, which
+ * the widening_* tiles write and the widened_* ones read (gemm_rows); NULL for the packed tiles. */
+typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const float *const *asum,
+                        const unsigned char *b, float *out, float *widened);
+#define CASE_PACKED(r, dt)                                                                                   \
+    case r:                                                                                                  \
+        rows_of(r, dt, k_dim, a, asum, b, out, NULL, FROM_PACKED);                                           \
+        return;
+#define CASE_WIDENING(r, dt)                                                                                 \
+    case r:                                                                                                  \
+        rows_of(r, dt, k_dim, a, asum, b, out, widened, WIDENING);                                           \
+        return;
+#define CASE_WIDENED(r, dt)                                                                                  \
+    case r:                                                                                                  \
+        rows_of(r, dt, k_dim, a, asum, b, out, widened, FROM_WIDENED);                                       \
+        return;
+#define TILE(name, mr, dt, CASE)                                                                             \
     static void name(int n, int64_t k_dim, const float *const *a, const float *const *asum,                  \
-                     const unsigned char *b, float *out)                                                     \
+                     const unsigned char *b, float *out, float *widened)                                     \
     {                                                                                                        \
+        (void)asum;                                                                                          \
+        (void)widened;                                                                                       \
         switch (n) {                                                                                         \
-            ROWS(MR_KQ, CASE)                                                                                \
+            ROWS(mr, CASE, dt)                                                                               \
         }                                                                                                    \
     }
-KQ_TILE(tile_q4k, CASE_Q4K)
-KQ_TILE(tile_q5k, CASE_Q5K)
-KQ_TILE(tile_q6k, CASE_Q6K)
+TILE(tile_f32, MR_F32, MOE_DTYPE_F32, CASE_PACKED)
+TILE(tile_f16, MR_F16, MOE_DTYPE_F16, CASE_PACKED)
+TILE(tile_bf16, MR_F16, MOE_DTYPE_BF16, CASE_PACKED)
+TILE(tile_q8, MR_Q8, MOE_DTYPE_Q8_0, CASE_PACKED)
+TILE(tile_q4, MR_Q4, MOE_DTYPE_Q4_0, CASE_PACKED)
+TILE(tile_mxfp4, MR_Q4, MOE_DTYPE_MXFP4, CASE_PACKED)
+TILE(tile_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_PACKED)
+TILE(tile_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_PACKED)
+TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
+
+/* ---- prefill: a chunk of a pair widened once for all of a task's rows ------------------------- */
+
+/* A row tile reading the packed weights widens them beside its FMAs, once per tile: at 512 bits a
+ * 4-bit value costs a shift and a vpermps, Q8_0 a sign extension and a conversion, shared by MR
+ * rows' FMAs, and Zen 4 runs the shift and the conversion on the FMA pipes. With more rows than
+ * one tile (prefill) gemm_rows goes through the pair WIDENED_K k at a time: the chunk's first row
+ * tile reads it packed, as a tile always does (its FMAs hide the memory it waits on; a separate
+ * widening pass stalled on it), and also stores each step it widens; the chunk's other tiles read
+ * those floats. The rows' sums wait in memory from chunk to chunk. A row's sums are the same FMAs
+ * in the same order as in one packed tile over the whole k, so its result is bit for bit the
+ * same: it does not depend on how many rows its expert has (test_forward's batch_invariance).
+ * The buffer holds WIDENED_K k of one pair (32 KiB), never the tensor: the weights are still read
+ * from memory once, in their format. F16 and BF16 are float32 once widened, so their widened tiles
+ * are F32's kernel, 8 rows a tile at 512 bits; the block formats take up to BLOCK_ONE_PASS rows,
+ * so every tile reads a block once. */
+#define WIDENED_K    256 /* a multiple of the blocks' 32 k and the super-blocks' 256 */
+#define WIDENED_ROWS 32  /* rows sharing one widening (cpu_backend.c's row tile) */
+#if BLOCK_SPLIT
+#define MR_WIDENED_BLOCK BLOCK_ONE_PASS
+#else
+#define MR_WIDENED_BLOCK MR_Q4
+#endif
+TILE(widening_f16, MR_F32, MOE_DTYPE_F16, CASE_WIDENING)
+TILE(widening_bf16, MR_F32, MOE_DTYPE_BF16, CASE_WIDENING)
+TILE(widening_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENING)
+TILE(widening_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENING)
+TILE(widening_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENING)
+TILE(widening_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENING)
+TILE(widening_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENING)
+TILE(widening_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENING)
+TILE(widened_dense, MR_F32, MOE_DTYPE_F32, CASE_WIDENED)
+TILE(widened_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENED)
+TILE(widened_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENED)
+TILE(widened_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENED)
+TILE(widened_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENED)
+TILE(widened_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENED)
+TILE(widened_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENED)
 
 /* ---- integer activations (avx512vnni, avx2vnni, avx2, and simde512) ---------------------- */
 
@@ -891,10 +942,10 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, con
 }
 
 typedef void (*int_tile_fn)(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out);
-#define CASE_I8_Q8(r)  CASE_INT_(r, MOE_DTYPE_Q8_0, false)
-#define CASE_I8_Q4(r)  CASE_INT_(r, MOE_DTYPE_Q4_0, false)
-#define CASE_I16_Q8(r) CASE_INT_(r, MOE_DTYPE_Q8_0, true)
-#define CASE_I16_Q4(r) CASE_INT_(r, MOE_DTYPE_Q4_0, true)
+#define CASE_I8_Q8(r, unused)  CASE_INT_(r, MOE_DTYPE_Q8_0, false)
+#define CASE_I8_Q4(r, unused)  CASE_INT_(r, MOE_DTYPE_Q4_0, false)
+#define CASE_I16_Q8(r, unused) CASE_INT_(r, MOE_DTYPE_Q8_0, true)
+#define CASE_I16_Q4(r, unused) CASE_INT_(r, MOE_DTYPE_Q4_0, true)
 #define CASE_INT_(r, dt, wide)                                                                               \
     case r:                                                                                                  \
         int_rows(r, dt, wide, k_dim, a, b, out);                                                             \
@@ -903,18 +954,18 @@ typedef void (*int_tile_fn)(int n, int64_t k_dim, const qrow *a, const unsigned 
     static void name(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out)                \
     {                                                                                                        \
         switch (n) {                                                                                         \
-            ROWS(MR_INT, CASE)                                                                               \
+            ROWS(MR_INT, CASE, 0)                                                                            \
         }                                                                                                    \
     }
 INT_TILE(tile_i8_q8, CASE_I8_Q8)
 INT_TILE(tile_i8_q4, CASE_I8_Q4)
 INT_TILE(tile_i16_q8, CASE_I16_Q8)
 INT_TILE(tile_i16_q4, CASE_I16_Q4)
-#define CASE_I8_Q4K(r)                                                                                       \
+#define CASE_I8_Q4K(r, unused)                                                                               \
     case r:                                                                                                  \
         int_kq_rows(r, false, k_dim, a, b, out);                                                             \
         return;
-#define CASE_I16_Q4K(r)                                                                                      \
+#define CASE_I16_Q4K(r, unused)                                                                              \
     case r:                                                                                                  \
         int_kq_rows(r, true, k_dim, a, b, out);                                                              \
         return;
@@ -1022,46 +1073,93 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 }
 #endif
 
-/* The GEMM on K-quants: rows in chunks whose sub-block sums (Q4_K / Q5_K) fit KQ_SUMS floats on
- * the stack (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather
- * than once per pair, then the same pair-outer walk as gemm's (a chunk smaller than the task's
- * rows streams the pairs once per chunk). Rows longer than KQ_SUMS sub-blocks (K > 524288) leave
- * the sums to the kernel, a super-block at a time. The simde512 test level keeps 12 (CMake), so
- * the tests run chunks of one row (K = 256) and the kernel's own sums (K = 512). */
-#ifndef MOE_CPU_KQ_SUMS
-#define MOE_CPU_KQ_SUMS 16384
-#endif
-#define KQ_SUMS MOE_CPU_KQ_SUMS
-static void gemm_kq(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+/* A format's tiles: the packed one and its rows a call; where the format is not float32, the
+ * widening and widened ones (above) and their rows. */
+typedef struct format_kernels {
+    tile_fn packed, widening, widened; /* widening NULL: F32, read as it is */
+    int mr, mr_widened;
+} format_kernels;
+
+static format_kernels kernels_of(moe_dtype dt)
 {
-    const kq_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K   ? tile_q4k
-                            : g->dtype == MOE_DTYPE_Q5_K ? tile_q5k
-                                                         : tile_q6k;
-    const int64_t K = g->k_dim, nsub = K / 32;
-    const bool table = g->dtype != MOE_DTYPE_Q6_K && nsub <= KQ_SUMS;
+    switch (dt) {
+    case MOE_DTYPE_F16:
+        return (format_kernels){tile_f16, widening_f16, widened_dense, MR_F16, MR_F32};
+    case MOE_DTYPE_BF16:
+        return (format_kernels){tile_bf16, widening_bf16, widened_dense, MR_F16, MR_F32};
+    case MOE_DTYPE_Q8_0:
+        return (format_kernels){tile_q8, widening_q8, widened_q8, MR_Q8, MR_WIDENED_BLOCK};
+    case MOE_DTYPE_Q4_0:
+        return (format_kernels){tile_q4, widening_q4, widened_q4, MR_Q4, MR_WIDENED_BLOCK};
+    case MOE_DTYPE_MXFP4:
+        return (format_kernels){tile_mxfp4, widening_mxfp4, widened_mxfp4, MR_Q4, MR_WIDENED_BLOCK};
+    case MOE_DTYPE_Q4_K:
+        return (format_kernels){tile_q4k, widening_q4k, widened_q4k, MR_KQ, MR_KQ};
+    case MOE_DTYPE_Q5_K:
+        return (format_kernels){tile_q5k, widening_q5k, widened_q5k, MR_KQ, MR_KQ};
+    case MOE_DTYPE_Q6_K:
+        return (format_kernels){tile_q6k, widening_q6k, widened_q6k, MR_KQ, MR_KQ};
+    default:
+        return (format_kernels){tile_f32, NULL, NULL, MR_F32, 0};
+    }
+}
+
+/* Rows [r0, r1) of pairs [p0, p1), pair-outer: a pair is read from memory once and stays in cache
+ * for the rows. sums: the rows' sub-block sums, nsub a row (Q4_K / Q5_K; else NULL). Rows in
+ * groups of WIDENED_ROWS; a group with more rows than one packed tile takes widens each pair's
+ * chunks once (the widening tiles, above), a smaller one (decode) reads the packed weights. */
+static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r0, int64_t r1, int64_t p0,
+                      int64_t p1, const float *sums, int64_t nsub)
+{
+    const int64_t K = g->k_dim;
     const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, K);
-    const int64_t chunk = table ? KQ_SUMS / nsub : r1 - r0;
-    float sums[KQ_SUMS], tmp[MR_MAX * PAIR];
-    for (int64_t rc = r0; rc < r1; rc += chunk) {
-        const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
-        for (int64_t r = rc; table && r < re; r++)
-            kq_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
+    const float *arow[WIDENED_ROWS], *srow[WIDENED_ROWS];
+    float acc[WIDENED_ROWS * PAIR], widened[WIDENED_K * PAIR];
+    for (int64_t rc = r0; rc < r1; rc += WIDENED_ROWS) {
+        const int nrows = r1 - rc < WIDENED_ROWS ? (int)(r1 - rc) : WIDENED_ROWS;
+        for (int i = 0; i < nrows; i++) {
+            arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[rc + i] : rc + i) * K;
+            srow[i] = sums ? sums + (rc - r0 + i) * nsub : NULL;
+        }
+        const bool use_widened = fk->widening && nrows > fk->mr;
         for (int64_t q = p0; q < p1; q++) {
             const unsigned char *b = g->b + (size_t)q * pair_bytes;
-            for (int64_t r = rc; r < re; r += MR_KQ) {
-                const int n = re - r < MR_KQ ? (int)(re - r) : MR_KQ;
-                const float *arow[MR_MAX], *srow[MR_MAX];
-                for (int i = 0; i < n; i++) {
-                    arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[r + i] : r + i) * K;
-                    srow[i] = table ? sums + (r + i - rc) * nsub : NULL;
+            if (!use_widened) {
+                for (int r = 0; r < nrows; r += fk->mr)
+                    fk->packed(nrows - r < fk->mr ? nrows - r : fk->mr, K, arow + r, sums ? srow + r : NULL,
+                               b, acc + r * PAIR, NULL);
+            } else {
+                memset(acc, 0, sizeof(float) * PAIR * (size_t)nrows);
+                for (int64_t kc = 0; kc < K; kc += WIDENED_K) {
+                    const int64_t kn = K - kc < WIDENED_K ? K - kc : WIDENED_K;
+                    const unsigned char *bc = b + moe_cpu_pair_bytes(g->dtype, kc);
+                    for (int r = 0; r < nrows; r += fk->mr_widened) {
+                        const int n = nrows - r < fk->mr_widened ? nrows - r : fk->mr_widened;
+                        const float *ak[MR_MAX], *sk[MR_MAX];
+                        for (int i = 0; i < n; i++) {
+                            ak[i] = arow[r + i] + kc;
+                            sk[i] = sums ? srow[r + i] + kc / 32 : NULL;
+                        }
+                        (r ? fk->widened : fk->widening)(n, kn, ak, sums ? sk : NULL, bc, acc + r * PAIR,
+                                                         widened);
+                    }
                 }
-                tile(n, K, arow, table ? srow : NULL, b, tmp);
-                epilogue(g, tmp, r, n, q);
             }
+            epilogue(g, acc, rc, nrows, q);
         }
     }
 }
 
+/* The K-quants' rows in chunks whose sub-block sums (Q4_K / Q5_K) fit KQ_SUMS floats on the stack
+ * (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather than once per
+ * pair (a chunk smaller than the task's rows streams the pairs once per chunk). Rows longer than
+ * KQ_SUMS sub-blocks (K > 524288) leave the sums to the kernel, a super-block at a time. The
+ * simde512 test level keeps 12 (CMake), so the tests run chunks of one row (K = 256) and the
+ * kernel's own sums (K = 512). */
+#ifndef MOE_CPU_KQ_SUMS
+#define MOE_CPU_KQ_SUMS 16384
+#endif
+#define KQ_SUMS MOE_CPU_KQ_SUMS
 static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
 #if MOE_CPU_INT8
@@ -1070,46 +1168,23 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
         return;
     }
 #endif
-    if (g->dtype == MOE_DTYPE_Q4_K || g->dtype == MOE_DTYPE_Q5_K || g->dtype == MOE_DTYPE_Q6_K) {
-        gemm_kq(g, r0, r1, p0, p1);
+    const format_kernels fk = kernels_of(g->dtype);
+    if (g->dtype != MOE_DTYPE_Q4_K && g->dtype != MOE_DTYPE_Q5_K) {
+        gemm_rows(g, &fk, r0, r1, p0, p1, NULL, 0);
         return;
     }
-    tile_fn tile;
-    int mr;
-    switch (g->dtype) {
-    case MOE_DTYPE_F16:
-        tile = tile_f16, mr = MR_F16;
-        break;
-    case MOE_DTYPE_BF16:
-        tile = tile_bf16, mr = MR_F16;
-        break;
-    case MOE_DTYPE_Q8_0:
-        tile = tile_q8, mr = MR_Q8;
-        break;
-    case MOE_DTYPE_Q4_0:
-        tile = tile_q4, mr = MR_Q4;
-        break;
-    case MOE_DTYPE_MXFP4:
-        tile = tile_mxfp4, mr = MR_Q4;
-        break;
-    default:
-        tile = tile_f32, mr = MR_F32;
-        break;
+    const int64_t K = g->k_dim, nsub = K / 32;
+    if (nsub > KQ_SUMS) {
+        gemm_rows(g, &fk, r0, r1, p0, p1, NULL, 0);
+        return;
     }
-    float tmp[MR_MAX * PAIR];
-    const int64_t K = g->k_dim;
-    const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, K);
-    /* Pair-outer: a pair is read from memory once and stays in cache for the tile's rows. */
-    for (int64_t q = p0; q < p1; q++) {
-        const unsigned char *b = g->b + (size_t)q * pair_bytes;
-        for (int64_t r = r0; r < r1; r += mr) {
-            const int n = r1 - r < mr ? (int)(r1 - r) : mr;
-            const float *arow[MR_MAX];
-            for (int i = 0; i < n; i++)
-                arow[i] = g->a + (g->row_token ? (int64_t)g->row_token[r + i] : r + i) * K;
-            tile(n, K, arow, b, tmp);
-            epilogue(g, tmp, r, n, q);
-        }
+    const int64_t chunk = KQ_SUMS / nsub;
+    float sums[KQ_SUMS];
+    for (int64_t rc = r0; rc < r1; rc += chunk) {
+        const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
+        for (int64_t r = rc; r < re; r++)
+            kq_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
+        gemm_rows(g, &fk, rc, re, p0, p1, sums, nsub);
     }
 }
 
