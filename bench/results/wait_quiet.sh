@@ -35,3 +35,14 @@ ep_bench() {
         OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 MOE_BENCH_NO_PROGRESS=1 \
         mpiexec -n "$ranks" --bind-to none "$build/moe-bench" "$@" --json "$out/$name.json" | tee -a "$log"
 }
+
+# both NAME FLAGS...: bench, then the same with $OLD's library when OLD is set (a moe-bench and
+# its libmoe.so* copied from an earlier build; LD_LIBRARY_PATH=$OLD), results in $out/NAME-old.json.
+both() {
+    local name=$1; shift
+    bench "$name" "$@"
+    if [ -n "${OLD:-}" ]; then
+        quiet "old library $OLD: moe-bench $*"
+        LD_LIBRARY_PATH=$OLD MOE_BENCH_NO_PROGRESS=1 "$OLD/moe-bench" "$@" --json "$out/$name-old.json" | tee -a "$log"
+    fi
+}

@@ -141,9 +141,10 @@ ALWAYS_INLINE void load_dense(moe_dtype dt, const unsigned char *b, int64_t k, m
     }
 }
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in F32, F16 or BF16. With `widened`
- * (gemm_rows), the pair's k steps come widened from there instead, and out[r] holds the sums of
- * the k before them: the same FMAs in the same order as one pass over the whole k. */
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in F32, F16 or BF16. With src
+ * WIDENING (gemm_rows) the steps read from the pair are also stored into `widened`, with
+ * FROM_WIDENED they come from there, and in both out[r] holds the sums of the k before them: the
+ * same FMAs in the same order as one pass over the whole k. */
 ALWAYS_INLINE void dense_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
                               const unsigned char *b, float *restrict out, float *widened, const int src)
 {
@@ -304,9 +305,10 @@ ALWAYS_INLINE void store_widened(float *widened, int t, const moe_vec w0[NV], co
  * read the block once (decode: four FMA chains per row); more rows would need 4·nr registers, so
  * the block is read twice from L1, half 0 then half 1, with half 0's sums parked in h0_sums.
  * Either way the arithmetic is the same, so a row's result does not depend on how many rows
- * share its tile. Without the split, one sum per vector in k order (Q4_0: k, then k + 16). With
- * `widened` (gemm_rows) the quants come widened from there (load_widened) and out[r] holds the rows'
- * totals of the blocks before: the same arithmetic again. */
+ * share its tile. Without the split, one sum per vector in k order (Q4_0: k, then k + 16). With src
+ * WIDENING (gemm_rows) each step read is also stored widened (store_widened), with FROM_WIDENED
+ * the quants come widened from there (load_widened), and in both out[r] holds the rows' totals of
+ * the blocks before: the same arithmetic again. */
 ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
                               const unsigned char *b, float *restrict out, float *widened, const int src)
 {
@@ -445,11 +447,12 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
 #define KQ_HI(dt)      ((dt) == MOE_DTYPE_Q6_K ? 64 : 32)
 #define KQ_SUB(dt)     ((dt) == MOE_DTYPE_Q6_K ? 16 : 32) /* values per sub-block (one scale) */
 
-/* End of sub-block j of super-block p: out[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
+/* End of sub-block j of super-block p: tot[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
  * Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
- * the sub-block, which asum[r] holds from the super-block's first sub-block). */
-ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char *p, int j,
-                          const float *const *asum, moe_vec sums[MR_MAX][NV], float *restrict out)
+ * the sub-block, which asum[r] holds from the super-block's first sub-block). tot: the rows'
+ * totals, in registers (kq_rows' chunk tiles) or loaded from out and stored back (kq_end). */
+ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned char *p, int j,
+                            const float *const *asum, moe_vec sums[MR_MAX][NV], moe_vec tot[MR_MAX][NV])
 {
     for (int v = 0; v < NV; v++) {
         const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
@@ -461,12 +464,20 @@ ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char 
             min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + v * MOE_VLEN),
                           vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + v * MOE_VLEN)));
         for (int r = 0; r < nr; r++) {
-            float *o = out + r * PAIR + v * MOE_VLEN;
-            moe_vec acc = vec_fmadd(scale, sums[r][v], vec_load(o));
-            if (dt != MOE_DTYPE_Q6_K) acc = vec_fmadd(min, vec_set1(-asum[r][j]), acc);
-            vec_store(o, acc);
+            tot[r][v] = vec_fmadd(scale, sums[r][v], tot[r][v]);
+            if (dt != MOE_DTYPE_Q6_K) tot[r][v] = vec_fmadd(min, vec_set1(-asum[r][j]), tot[r][v]);
         }
     }
+}
+ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char *p, int j,
+                          const float *const *asum, moe_vec sums[MR_MAX][NV], float *restrict out)
+{
+    moe_vec tot[MR_MAX][NV];
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < NV; v++) tot[r][v] = vec_load(out + r * PAIR + v * MOE_VLEN);
+    kq_scale(nr, dt, p, j, asum, sums, tot);
+    for (int r = 0; r < nr; r++)
+        for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, tot[r][v]);
 }
 
 /* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums the Q4_K / Q5_K mins multiply. */
@@ -482,17 +493,29 @@ static void kq_sums(const float *a, int64_t k, float *out)
 /* At 512 bits a byte row's two values (two sub-blocks) keep a sum each in registers (4 FMA chains
  * a decode row); narrower levels read a group's bytes twice from L1, low nibbles then high. */
 #define KQ_ONE_PASS (MOE_CPU_LEVEL == 2)
+/* At 512 bits the chunk tiles (gemm_rows: src WIDENING / FROM_WIDENED) keep the rows' totals in
+ * registers through the chunk, out read and written once a chunk rather than once a sub-block (for
+ * Q6_K every 16 k: a load, an FMA and a store a row and vector beside 32 FMAs), and take each group
+ * in two passes, low values then high (from the widened buffer), for the registers: 2 sums and 2
+ * totals a row and vector, 24 at MR_KQ rows. The sub-blocks' sums and the order they are scaled
+ * into the totals are as in one pass, so the result is too, bit for bit. */
+#define KQ_HOLD(src) (MOE_CPU_LEVEL == 2 && (src) != FROM_PACKED)
 
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in a K-quant layout (cpu.h): per
- * sub-block, Σ a·q in registers, then scaled into out by kq_end. asum[r] (Q4_K / Q5_K): Σ a_r over
- * each sub-block of 32 k (kq_sums). */
+ * sub-block, Σ a·q in registers, then scaled into the total by kq_end / kq_scale. asum[r] (Q4_K /
+ * Q5_K): Σ a_r over each sub-block of 32 k (kq_sums). */
 ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
                            const float *const *asum, const unsigned char *b, float *restrict out,
                            float *widened, const int src)
 {
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
     const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
+    const bool hold = KQ_HOLD(src), one_pass = KQ_ONE_PASS && !hold;
+    moe_vec tot[MR_MAX][NV];
     if (src == FROM_PACKED) zero_rows(nr, out);
+    if (hold)
+        for (int r = 0; r < nr; r++)
+            for (int v = 0; v < NV; v++) tot[r][v] = vec_load(out + r * PAIR + v * MOE_VLEN);
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
         const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * super_bytes;
         const float *ak[MR_MAX], *as[MR_MAX];
@@ -530,16 +553,19 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                         kq_load(dt, p, t, lo, hi);
                     if (src == WIDENING) store_widened(wk, t, lo, hi); /* (both: one pass or two) */
                     fma_rows(nr, ak, KQ_LO_K(dt, t), lo, s0);
-                    if (KQ_ONE_PASS) fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
+                    if (one_pass) fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
                 }
             }
-            kq_end(nr, dt, p, j_lo, as, s0, out);
-            if (!KQ_ONE_PASS) {
+            if (hold)
+                kq_scale(nr, dt, p, j_lo, as, s0, tot);
+            else
+                kq_end(nr, dt, p, j_lo, as, s0, out);
+            if (!one_pass) {
                 for (int t4 = t0; t4 < t0 + G; t4 += 4) {
                     MOE_UNROLL_4
                     for (int t = t4; t < t4 + 4; t++) {
                         moe_vec lo[NV], hi[NV];
-                        if (src == FROM_WIDENED)
+                        if (src != FROM_PACKED) /* (the widening tile stored both in its first pass) */
                             load_widened(wk, t, lo, hi);
                         else
                             kq_load(dt, p, t, lo, hi);
@@ -547,9 +573,15 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                     }
                 }
             }
-            kq_end(nr, dt, p, j_hi, as, s1, out);
+            if (hold)
+                kq_scale(nr, dt, p, j_hi, as, s1, tot);
+            else
+                kq_end(nr, dt, p, j_hi, as, s1, out);
         }
     }
+    if (hold)
+        for (int r = 0; r < nr; r++)
+            for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, tot[r][v]);
 }
 
 /* clang-format off */
@@ -634,7 +666,8 @@ TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
  * The buffer holds WIDENED_K k of one pair (32 KiB), never the tensor: the weights are still read
  * from memory once, in their format. F16 and BF16 are float32 once widened, so their widened tiles
  * are F32's kernel, 8 rows a tile at 512 bits; the block formats take up to BLOCK_ONE_PASS rows,
- * so every tile reads a block once. */
+ * so every tile reads a block once; the K-quants' chunk tiles keep their totals in registers
+ * through the chunk (KQ_HOLD). */
 #define WIDENED_K    256 /* a multiple of the blocks' 32 k and the super-blocks' 256 */
 #define WIDENED_ROWS 32  /* rows sharing one widening (cpu_backend.c's row tile) */
 #if BLOCK_SPLIT

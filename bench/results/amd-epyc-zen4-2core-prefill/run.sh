@@ -8,17 +8,8 @@
 # usage: [OLD=DIR] bench/results/amd-epyc-zen4-2core-prefill/run.sh [BUILD_DIR]   (from the repository root)
 set -euo pipefail
 formats=f32,f16,bf16,q8_0,q4_0,q4_k,q5_k,q6_k,mxfp4
-. "$(dirname "$0")/../wait_quiet.sh" # build, out, wait_s, log; quiet, bench
+. "$(dirname "$0")/../wait_quiet.sh" # build, out, wait_s, log; quiet, bench, both
 
-# both NAME FLAGS...: bench, then the same with $OLD's library when OLD is set.
-both() {
-    local name=$1; shift
-    bench "$name" "$@"
-    if [ -n "${OLD:-}" ]; then
-        quiet "old library $OLD: moe-bench $*"
-        LD_LIBRARY_PATH=$OLD MOE_BENCH_NO_PROGRESS=1 "$OLD/moe-bench" "$@" --json "$out/$name-old.json" | tee -a "$log"
-    fi
-}
 for p in qwen3-30b-a3b olmoe-1b-7b; do
     both "prefill-$p" --backend cpu --preset "$p" --tokens 512 --weights "$formats" --min-time 3 --no-ref --no-bandwidth
 done
