@@ -296,6 +296,40 @@ ALWAYS_INLINE void store_widened(float *widened, int t, const moe_vec w0[NV], co
         vec_store(widened + (2 * t + 1) * PAIR + v * MOE_VLEN, w1[v]);
     }
 }
+/* The sum of a vector's lanes. */
+static inline float vec_hsum(moe_vec v)
+{
+#if MOE_CPU_LEVEL >= 1
+#if MOE_CPU_LEVEL == 2 /* the two 256-bit halves (SIMDe 0.7 has no 512-bit reduce) */
+    const simde__m256 h =
+        simde_mm256_add_ps(simde_mm512_castps512_ps256(v),
+                           simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1)));
+#else
+    const simde__m256 h = v;
+#endif
+    simde__m128 q = simde_mm_add_ps(simde_mm256_castps256_ps128(h), simde_mm256_extractf128_ps(h, 1));
+#else
+    simde__m128 q = v;
+#endif
+    q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
+    q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
+    return simde_mm_cvtss_f32(q);
+}
+
+/* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums that the Q4_K / Q5_K mins
+ * and Q4_0's 8 (Q4_CODES) multiply. */
+static void block_sums(const float *a, int64_t k, float *out)
+{
+    for (int64_t j = 0; j < k / 32; j++) {
+        moe_vec s = vec_load(a + 32 * j);
+        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) s = vec_add(s, vec_load(a + 32 * j + i));
+        out[j] = vec_hsum(s);
+    }
+}
+/* Q4_0 in the byte layout (below 512 bits): vec_load_q4 gives the codes q, and a block's sum
+ * Σ a·(q − 8) is taken as Σ a·q − 8·Σ a, Σ a from the caller's table (block_sums, once per row
+ * and GEMM call) or summed here; in words (512 bits) the table lookup gives q − 8 for free. */
+#define Q4_CODES (!MOE_CPU_NIBBLE_WORDS)
 /* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
 #define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
 
@@ -310,7 +344,8 @@ ALWAYS_INLINE void store_widened(float *widened, int t, const moe_vec w0[NV], co
  * the quants come widened from there (load_widened), and in both out[r] holds the rows' totals of
  * the blocks before: the same arithmetic again. */
 ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
-                              const unsigned char *b, float *restrict out, float *widened, const int src)
+                              const float *const *asum, const unsigned char *b, float *restrict out,
+                              float *widened, const int src)
 {
     const size_t block_bytes = dt == MOE_DTYPE_Q8_0 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
     const bool one_pass = !BLOCK_SPLIT || nr <= BLOCK_ONE_PASS;
@@ -371,31 +406,18 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
                 for (int v = 0; v < NV; v++)
                     s0[r][v] = vec_add(vec_load(h0_sums + r * PAIR + v * MOE_VLEN), s0[r][v]);
         }
+        if (dt == MOE_DTYPE_Q4_0 && Q4_CODES)
+            for (int r = 0; r < nr; r++) {
+                float own = 0;
+                if (!asum) block_sums(ak[r], MOE_CPU_BLOCK, &own);
+                const moe_vec off = vec_set1(-8.0f * (asum ? asum[r][k0 / MOE_CPU_BLOCK] : own));
+                for (int v = 0; v < NV; v++) s0[r][v] = vec_add(s0[r][v], off);
+            }
         BLOCK_END(nr, dt, p, s0, out)
     }
 }
 
 /* ---- K-quants (Q4_K, Q5_K, Q6_K) -------------------------------------------------------------- */
-
-/* The sum of a vector's lanes. */
-static inline float vec_hsum(moe_vec v)
-{
-#if MOE_CPU_LEVEL >= 1
-#if MOE_CPU_LEVEL == 2 /* the two 256-bit halves (SIMDe 0.7 has no 512-bit reduce) */
-    const simde__m256 h =
-        simde_mm256_add_ps(simde_mm512_castps512_ps256(v),
-                           simde_mm256_castpd_ps(simde_mm512_extractf64x4_pd(simde_mm512_castps_pd(v), 1)));
-#else
-    const simde__m256 h = v;
-#endif
-    simde__m128 q = simde_mm_add_ps(simde_mm256_castps256_ps128(h), simde_mm256_extractf128_ps(h, 1));
-#else
-    simde__m128 q = v;
-#endif
-    q = simde_mm_add_ps(q, simde_mm_movehl_ps(q, q));
-    q = simde_mm_add_ss(q, simde_mm_shuffle_ps(q, q, 1));
-    return simde_mm_cvtss_f32(q);
-}
 
 /* MOE_VLEN integers 0..63 as floats, minus `bias` (0 or 32): exact. */
 static inline moe_vec vec_from_u6(moe_ivec x, float bias)
@@ -480,16 +502,6 @@ ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char 
         for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, tot[r][v]);
 }
 
-/* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums the Q4_K / Q5_K mins multiply. */
-static void kq_sums(const float *a, int64_t k, float *out)
-{
-    for (int64_t j = 0; j < k / 32; j++) {
-        moe_vec s = vec_load(a + 32 * j);
-        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) s = vec_add(s, vec_load(a + 32 * j + i));
-        out[j] = vec_hsum(s);
-    }
-}
-
 /* At 512 bits a byte row's two values (two sub-blocks) keep a sum each in registers (4 FMA chains
  * a decode row); narrower levels read a group's bytes twice from L1, low nibbles then high. */
 #define KQ_ONE_PASS (MOE_CPU_LEVEL == 2)
@@ -503,7 +515,7 @@ static void kq_sums(const float *a, int64_t k, float *out)
 
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in a K-quant layout (cpu.h): per
  * sub-block, Σ a·q in registers, then scaled into the total by kq_end / kq_scale. asum[r] (Q4_K /
- * Q5_K): Σ a_r over each sub-block of 32 k (kq_sums). */
+ * Q5_K): Σ a_r over each sub-block of 32 k (block_sums). */
 ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
                            const float *const *asum, const unsigned char *b, float *restrict out,
                            float *widened, const int src)
@@ -524,7 +536,7 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
             ak[r] = a[r] + k0;
             as[r] = NULL;
             if (dt == MOE_DTYPE_Q6_K) continue;
-            if (!asum) kq_sums(ak[r], MOE_SUPER_BLOCK_SIZE, own[r]);
+            if (!asum) block_sums(ak[r], MOE_SUPER_BLOCK_SIZE, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
         if (src != FROM_WIDENED)
@@ -609,15 +621,16 @@ ALWAYS_INLINE void rows_of(const int nr, const moe_dtype dt, int64_t k_dim, cons
     if (dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K || dt == MOE_DTYPE_Q6_K)
         kq_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
     else if (dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4)
-        block_rows(nr, dt, k_dim, a, b, out, widened, src);
+        block_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
     else
         dense_rows(nr, dt, k_dim, a, b, out, widened, src);
 }
 
 /* A tile: n rows (1..its MR) of one pair, a switch over n whose cases are specialised copies.
- * asum: the K-quants' sub-block sums of each row (kq_sums; NULL for the other formats, for Q6_K,
- * and where the kernel sums a super-block at a time). widened: the chunk's widened steps, which
- * the widening_* tiles write and the widened_* ones read (gemm_rows); NULL for the packed tiles. */
+ * asum: each row's activation sums per 32 k (block_sums) for Q4_K, Q5_K and Q4_0 in codes (Q4_CODES);
+ * NULL for the other formats, and where the kernel sums a block or super-block at a time. widened: the
+ * chunk's widened steps, which the widening_* tiles write and the widened_* ones read (gemm_rows); NULL for
+ * the packed tiles. */
 typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const float *const *asum,
                         const unsigned char *b, float *out, float *widened);
 #define CASE_PACKED(r, dt)                                                                                   \
@@ -1138,7 +1151,7 @@ static format_kernels kernels_of(moe_dtype dt)
 }
 
 /* Rows [r0, r1) of pairs [p0, p1), pair-outer: a pair is read from memory once and stays in cache
- * for the rows. sums: the rows' sub-block sums, nsub a row (Q4_K / Q5_K; else NULL). Rows in
+ * for the rows. sums: the rows' sums per 32 k, nsub a row (Q4_K, Q5_K, Q4_CODES; else NULL). Rows in
  * groups of WIDENED_ROWS; a group with more rows than one packed tile takes widens each pair's
  * chunks once (the widening tiles, above), a smaller one (decode) reads the packed weights. */
 static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r0, int64_t r1, int64_t p0,
@@ -1183,7 +1196,7 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
     }
 }
 
-/* The K-quants' rows in chunks whose sub-block sums (Q4_K / Q5_K) fit KQ_SUMS floats on the stack
+/* Q4_K's, Q5_K's and Q4_0's (Q4_CODES) rows in chunks whose sums per 32 k fit KQ_SUMS floats on the stack
  * (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather than once per
  * pair (a chunk smaller than the task's rows streams the pairs once per chunk). Rows longer than
  * KQ_SUMS sub-blocks (K > 524288) leave the sums to the kernel, a super-block at a time. The
@@ -1202,7 +1215,8 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
     }
 #endif
     const format_kernels fk = kernels_of(g->dtype);
-    if (g->dtype != MOE_DTYPE_Q4_K && g->dtype != MOE_DTYPE_Q5_K) {
+    if (g->dtype != MOE_DTYPE_Q4_K && g->dtype != MOE_DTYPE_Q5_K &&
+        !(g->dtype == MOE_DTYPE_Q4_0 && Q4_CODES)) {
         gemm_rows(g, &fk, r0, r1, p0, p1, NULL, 0);
         return;
     }
@@ -1216,7 +1230,7 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
     for (int64_t rc = r0; rc < r1; rc += chunk) {
         const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
         for (int64_t r = rc; r < re; r++)
-            kq_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
+            block_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
         gemm_rows(g, &fk, rc, re, p0, p1, sums, nsub);
     }
 }
