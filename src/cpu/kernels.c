@@ -419,18 +419,104 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
 
 /* ---- K-quants (Q4_K, Q5_K, Q6_K) -------------------------------------------------------------- */
 
-/* MOE_VLEN integers 0..63 as floats, minus `bias` (0 or 32): exact. */
-static inline moe_vec vec_from_u6(moe_ivec x, float bias)
+/* Q5_K's and Q6_K's values put together a byte row at a time (KQ_BYTES: at 256 bits): the low
+ * nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
+ * columns an operation, stored to the caller's buffer and widened from there (kq_load_vec). Put
+ * together in 32-bit lanes, 8 values an operation, the high bits took 9 (Q5_K) or 11 (Q6_K) more
+ * operations per 16 values beside Q4_K's 7, and bounded their decode. */
+#define KQ_BYTES(dt) (MOE_CPU_LEVEL == 1 && (dt) != MOE_DTYPE_Q4_K)
+#if MOE_CPU_LEVEL == 1
+_Static_assert(MOE_CPU_KQ_COLS == 32 && PAIR == 32, "kq_bytes takes a byte row in one 256-bit load");
+/* b shifted left by s bits (right by −s) in 16-bit lanes: byte lanes once masked to the bits
+ * that stay inside their byte. */
+static inline simde__m256i bytes_shift(simde__m256i b, int s)
 {
-    return vec_sub(vec_from_bits(ivec_or(x, ivec_set1(0x4B400000))), vec_set1(12582912.0f + bias));
+    return s > 0 ? simde_mm256_slli_epi16(b, s) : s < 0 ? simde_mm256_srli_epi16(b, -s) : b;
+}
+/* Byte row t of a Q5_K / Q6_K super-block (cpu.h) as values: out[0 .. PAIR) the low nibbles',
+ * out[PAIR .. 2·PAIR) the high ones' (Q5_K 0..31, Q6_K −32..31 as int8). */
+ALWAYS_INLINE void kq_bytes(const moe_dtype dt, const unsigned char *p, int t, unsigned char *out)
+{
+    const simde__m256i nib = simde_mm256_set1_epi8(15);
+    const simde__m256i x = simde_mm256_loadu_si256(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
+    simde__m256i lo = simde_mm256_and_si256(x, nib),
+                 hi = simde_mm256_and_si256(simde_mm256_srli_epi16(x, 4), nib);
+    if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) to bit 4 */
+        const int c = t / 32;
+        const simde__m256i b = simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS);
+        const simde__m256i bit4 = simde_mm256_set1_epi8(16);
+        lo = simde_mm256_or_si256(lo, simde_mm256_and_si256(bytes_shift(b, 4 - 2 * c), bit4));
+        hi = simde_mm256_or_si256(hi, simde_mm256_and_si256(bytes_shift(b, 3 - 2 * c), bit4));
+    } else { /* Q6_K: t = 64n + 32g + l: qh byte 32n + l, bits 2g and 2g + 4 (two each) to bits 4-5 */
+        const int n = t / 64, g = (t / 32) & 1;
+        const simde__m256i b =
+            simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (32 * n + t % 32) * MOE_CPU_KQ_COLS);
+        const simde__m256i bits45 = simde_mm256_set1_epi8(0x30), m32 = simde_mm256_set1_epi8(32);
+        lo = simde_mm256_sub_epi8(
+            simde_mm256_or_si256(lo, simde_mm256_and_si256(bytes_shift(b, 4 - 2 * g), bits45)), m32);
+        hi = simde_mm256_sub_epi8(
+            simde_mm256_or_si256(hi, simde_mm256_and_si256(bytes_shift(b, -2 * g), bits45)), m32);
+    }
+    simde_mm256_storeu_si256(out, lo);
+    simde_mm256_storeu_si256(out + PAIR, hi);
+}
+#endif
+
+/* Vector v of byte row t of a K-quant super-block in the byte layout (cpu.h): the low nibbles'
+ * values (lo) and the high ones' (hi), with the fifth bit (Q5_K) or the two high bits and the
+ * −32 (Q6_K) put in; where KQ_BYTES, widened from `row`, which kq_bytes filled. */
+ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const unsigned char *row, int t,
+                               int v, moe_vec *lo, moe_vec *hi)
+{
+    if (KQ_BYTES(dt)) {
+        const unsigned char *b = row + v * MOE_VLEN;
+        *lo = dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)b)
+                                   : vec_from_int(ivec_load_u8(b));
+        *hi = dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)(b + PAIR))
+                                   : vec_from_int(ivec_load_u8(b + PAIR));
+        return;
+    }
+    (void)row;
+    const moe_ivec x = ivec_load_u8(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+    moe_ivec l = ivec_and(x, ivec_set1(15)), h = ivec_srli(x, 4);
+    if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) */
+        const int c = t / 32;
+        const moe_ivec b = ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+        l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * c), ivec_set1(1)), 4));
+        h = ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * c + 1), ivec_set1(1)), 4));
+    } else if (dt == MOE_DTYPE_Q6_K) { /* t = 64n + 32g + l: qh byte 32n + l, bits 2g, 2g + 4 */
+        const int n = t / 64, g = (t / 32) & 1;
+        const moe_ivec b =
+            ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (32 * n + t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+        l = ivec_sub(ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * g), ivec_set1(3)), 4)), ivec_set1(32));
+        h = ivec_sub(ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * g + 4), ivec_set1(3)), 4)),
+                     ivec_set1(32));
+    }
+    /* A conversion each (one operation where the CPU has it), not the mantissa trick (an or
+     * and a float subtraction): at 256 bits Q4_K decode is bound by the operations a value. */
+    *lo = vec_from_int(l);
+    *hi = vec_from_int(h);
+}
+/* Room for a byte row's values (kq_bytes), where KQ_BYTES. */
+#define KQ_ROW_BYTES (KQ_BYTES(MOE_DTYPE_Q6_K) ? 2 * PAIR : 1)
+/* kq_bytes where KQ_BYTES (the row kq_load_vec then reads). */
+ALWAYS_INLINE const unsigned char *kq_row(const moe_dtype dt, const unsigned char *p, int t,
+                                          unsigned char *buf)
+{
+#if MOE_CPU_LEVEL == 1
+    if (KQ_BYTES(dt)) {
+        kq_bytes(dt, p, t, buf);
+        return buf;
+    }
+#endif
+    (void)dt, (void)p, (void)t;
+    return buf;
 }
 
-/* Byte row t of a K-quant super-block's nibbles (cpu.h) for the pair's NV vectors: the low
- * nibbles' values (lo) and the high ones' (hi), with the fifth bit (Q5_K) or the two high bits
- * and the −32 (Q6_K) put in. */
+/* Byte row t of a K-quant super-block's nibbles (cpu.h) for the pair's NV vectors (kq_load_vec;
+ * at 512 bits Q4_K is in words). */
 ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, moe_vec lo[NV], moe_vec hi[NV])
 {
-    const unsigned char *nib = p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS;
 #if MOE_CPU_NIBBLE_WORDS
     if (dt == MOE_DTYPE_Q4_K) { /* words (cpu.h): byte row t is byte t % 4 of group t / 4 */
         const moe_vec table = nibble_table(dt);
@@ -442,26 +528,9 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
         return;
     }
 #endif
-    for (int v = 0; v < NV; v++) {
-        const moe_ivec x = ivec_load_u8(nib + v * MOE_VLEN);
-        moe_ivec l = ivec_and(x, ivec_set1(15)), h = ivec_srli(x, 4);
-        if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) */
-            const int c = t / 32;
-            const moe_ivec b =
-                ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
-            l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * c), ivec_set1(1)), 4));
-            h = ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * c + 1), ivec_set1(1)), 4));
-        } else if (dt == MOE_DTYPE_Q6_K) { /* t = 64n + 32g + l: qh byte 32n + l, bits 2g, 2g + 4 */
-            const int n = t / 64, g = (t / 32) & 1;
-            const moe_ivec b =
-                ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (32 * n + t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
-            l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * g), ivec_set1(3)), 4));
-            h = ivec_or(h, ivec_slli(ivec_and(ivec_srli(b, 2 * g + 4), ivec_set1(3)), 4));
-        }
-        const float bias = dt == MOE_DTYPE_Q6_K ? 32.0f : 0.0f;
-        lo[v] = vec_from_u6(l, bias);
-        hi[v] = vec_from_u6(h, bias);
-    }
+    unsigned char buf[KQ_ROW_BYTES];
+    const unsigned char *row = kq_row(dt, p, t, buf);
+    for (int v = 0; v < NV; v++) kq_load_vec(dt, p, row, t, v, &lo[v], &hi[v]);
 }
 
 /* The k (within the super-block) of byte row t's low-nibble value; the high one's is + KQ_HI. */
@@ -503,8 +572,15 @@ ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char 
 }
 
 /* At 512 bits a byte row's two values (two sub-blocks) keep a sum each in registers (4 FMA chains
- * a decode row); narrower levels read a group's bytes twice from L1, low nibbles then high. */
-#define KQ_ONE_PASS (MOE_CPU_LEVEL == 2)
+ * a decode row), and so does a single row at 256 bits (KQ_FUSED); otherwise a group's bytes are
+ * read twice from L1, low nibbles then high. */
+#define KQ_ONE_PASS(nr, src) (MOE_CPU_LEVEL == 2 || KQ_FUSED(nr, src))
+/* A single row at 256 bits (decode) reading the packed pair: its 8 sums leave 8 of the 16
+ * registers, so each vector's two values go into their FMAs as soon as they are widened
+ * (kq_load_vec). Widening the whole byte row first (kq_load: 8 vectors live) spilled two sums to
+ * the stack, and their store-to-load round trips, not the operations, bounded Q4_K decode.
+ * Prefill's one-row chunk tiles (src WIDENING / FROM_WIDENED) keep two passes. */
+#define KQ_FUSED(nr, src) (MOE_CPU_LEVEL == 1 && (nr) == 1 && (src) == FROM_PACKED)
 /* At 512 bits the chunk tiles (gemm_rows: src WIDENING / FROM_WIDENED) keep the rows' totals in
  * registers through the chunk, out read and written once a chunk rather than once a sub-block (for
  * Q6_K every 16 k: a load, an FMA and a store a row and vector beside 32 FMAs), and take each group
@@ -522,7 +598,7 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
 {
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
     const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
-    const bool hold = KQ_HOLD(src), one_pass = KQ_ONE_PASS && !hold;
+    const bool hold = KQ_HOLD(src), one_pass = KQ_ONE_PASS(nr, src) && !hold;
     moe_vec tot[MR_MAX][NV];
     if (src == FROM_PACKED) zero_rows(nr, out);
     if (hold)
@@ -557,6 +633,19 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                         prefetch_line(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
                         if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q5_K ? 32 : 64))
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
+                    }
+                    if (KQ_FUSED(nr, src)) {
+                        const moe_vec a_lo = vec_set1(ak[0][KQ_LO_K(dt, t)]);
+                        const moe_vec a_hi = vec_set1(ak[0][KQ_LO_K(dt, t) + KQ_HI(dt)]);
+                        unsigned char buf[KQ_ROW_BYTES];
+                        const unsigned char *row = kq_row(dt, p, t, buf);
+                        for (int v = 0; v < NV; v++) {
+                            moe_vec lo, hi;
+                            kq_load_vec(dt, p, row, t, v, &lo, &hi);
+                            s0[0][v] = vec_fmadd(a_lo, lo, s0[0][v]);
+                            s1[0][v] = vec_fmadd(a_hi, hi, s1[0][v]);
+                        }
+                        continue;
                     }
                     moe_vec lo[NV], hi[NV];
                     if (src == FROM_WIDENED)
@@ -1199,7 +1288,7 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
 /* Q4_K's, Q5_K's and Q4_0's (Q4_CODES) rows in chunks whose sums per 32 k fit KQ_SUMS floats on the stack
  * (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather than once per
  * pair (a chunk smaller than the task's rows streams the pairs once per chunk). Rows longer than
- * KQ_SUMS sub-blocks (K > 524288) leave the sums to the kernel, a super-block at a time. The
+ * KQ_SUMS sub-blocks (K > 524288) leave the sums to the kernel, a super-block (Q4_0: a block) at a time. The
  * simde512 test level keeps 12 (CMake), so the tests run chunks of one row (K = 256) and the
  * kernel's own sums (K = 512). */
 #ifndef MOE_CPU_KQ_SUMS
