@@ -44,30 +44,36 @@
 #define PAIR (2 * MOE_CPU_PANEL)        /* columns per pair */
 
 /* Rows per micro-kernel call: per level, per format (F32; F16 and BF16; Q8_0; Q4_0 and MXFP4; the K-quants,
- * whose two sums a row take MR_KQ·4 registers at 512 bits). At 512
+ * whose two sums a row take MR_KQ·4 registers at 512 bits, and their prefill tiles that read the widened
+ * chunk, MR_KQ_WIDENED; below 512 bits those of every block format take MR_SPLIT: SPLIT_WIDENED). At 512
  * bits the accumulators take MR·2 of the 32 registers (Q8_0, Q4_0: MR·4 up to BLOCK_ONE_PASS
  * rows, see block_rows). */
 #if MOE_CPU_LEVEL == 2
-#define MR_F32 8
-#define MR_F16 12
-#define MR_Q8  12
-#define MR_Q4  12
-#define MR_KQ  6
-#define MR_MAX 12
+#define MR_F32        8
+#define MR_F16        12
+#define MR_Q8         12
+#define MR_Q4         12
+#define MR_KQ         6
+#define MR_KQ_WIDENED MR_KQ
+#define MR_MAX        12
 #elif MOE_CPU_LEVEL == 1
-#define MR_F32 3
-#define MR_F16 3
-#define MR_Q8  2
-#define MR_Q4  2
-#define MR_KQ  2
-#define MR_MAX 3
+#define MR_F32        3
+#define MR_F16        3
+#define MR_Q8         2
+#define MR_Q4         2
+#define MR_KQ         2
+#define MR_SPLIT      4 /* prefill's widened tiles, SPLIT_NV vectors of the pair at a time */
+#define MR_KQ_WIDENED MR_SPLIT
+#define MR_MAX        4
 #else
-#define MR_F32 2
-#define MR_F16 2
-#define MR_Q8  2
-#define MR_Q4  2
-#define MR_KQ  2
-#define MR_MAX 2
+#define MR_F32        2
+#define MR_F16        2
+#define MR_Q8         2
+#define MR_Q4         2
+#define MR_KQ         2
+#define MR_SPLIT      4
+#define MR_KQ_WIDENED MR_SPLIT
+#define MR_MAX        4
 #endif
 
 /* Block formats at 512 bits keep two sums per output vector, one per half of each 32-k block
@@ -175,16 +181,20 @@ ALWAYS_INLINE void dense_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
 /* End of a block: out[r] += d · acc[r], d the pair's 32 scales at the block's head: fp16
  * (Q8_0, Q4_0), or MXFP4's 2^(e − 128) as bfloat16 (exact: a power of two, e = 0 and 1 the
  * subnormals), the top half of a float. */
-#define BLOCK_END(nr, dt, p, acc, out)                                                                       \
-    for (int v = 0; v < NV; v++) {                                                                           \
-        const uint16_t *d16 = (const uint16_t *)(const void *)(p) + v * MOE_VLEN;                            \
-        const moe_vec d =                                                                                    \
-            (dt) == MOE_DTYPE_MXFP4 ? vec_from_bits(ivec_slli(ivec_load_u16(d16), 16)) : vec_load_f16(d16);  \
-        for (int r = 0; r < (nr); r++) {                                                                     \
-            float *o = (out) + r * PAIR + v * MOE_VLEN;                                                      \
-            vec_store(o, vec_fmadd(d, (acc)[r][v], vec_load(o)));                                            \
-        }                                                                                                    \
+ALWAYS_INLINE void block_end(const int nr, const moe_dtype dt, const unsigned char *p,
+                             moe_vec acc[MR_MAX][NV], float *restrict out, const int v0, const int nvs)
+{
+    for (int v = 0; v < nvs; v++) { /* acc[·][v]: the pair's vector v0 + v */
+        const int c = (v0 + v) * MOE_VLEN;
+        const uint16_t *d16 = (const uint16_t *)(const void *)p + c;
+        const moe_vec d =
+            dt == MOE_DTYPE_MXFP4 ? vec_from_bits(ivec_slli(ivec_load_u16(d16), 16)) : vec_load_f16(d16);
+        for (int r = 0; r < nr; r++) {
+            float *o = out + r * PAIR + c;
+            vec_store(o, vec_fmadd(d, acc[r][v], vec_load(o)));
+        }
     }
+}
 
 ALWAYS_INLINE void zero_rows(const int nr, float *out)
 {
@@ -333,6 +343,66 @@ static void block_sums(const float *a, int64_t k, float *out)
 /* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
 #define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
 
+/* Prefill's widened tiles below 512 bits (SPLIT_WIDENED: the block formats and the K-quants) take a
+ * pair's NV vectors SPLIT_NV at a time, for up to MR_SPLIT rows: 4 rows by 2 vectors are 8 sums,
+ * and a step loads 2 widened vectors and 4 activations for 8 FMAs. The whole pair (4 vectors at
+ * 256 bits) leaves room for the sums of only 2 rows, whose 8 FMAs a step took 8 vector loads (the
+ * weights as memory operands, once per row) and 2 broadcasts: more than the two 256-bit loads a
+ * cycle a Zen 3 core issues, so the FMAs waited on them (perf: 79% of Q4_K's widened tile in
+ * those loops), and each block's or sub-block's scales were loaded and converted for 2 rows, not
+ * 4. 6 rows (12 sums) spilled two sums in gcc's schedule, and 3 rows, even with the K-quants'
+ * totals held in registers, were slower than 4. Taking fewer columns at once changes no output's
+ * FMAs or their order (a column's sums are its own), so results are bit for bit those of the
+ * whole-pair tiles, and of decode. */
+#define SPLIT_WIDENED(src) (MOE_CPU_LEVEL != 2 && (src) == FROM_WIDENED)
+#define SPLIT_NV           2
+
+/* Q4_0 in codes (Q4_CODES): −8 · Σ a over block k0 of row r (Σ a·(q − 8) = Σ a·q − 8·Σ a), from
+ * the caller's block sums, or summed here where it has none. */
+ALWAYS_INLINE float q4_offset(const float *ak, const float *const *asum, int r, int64_t k0)
+{
+    float own = 0;
+    if (!asum) block_sums(ak, MOE_CPU_BLOCK, &own);
+    return -8.0f * (asum ? asum[r][k0 / MOE_CPU_BLOCK] : own);
+}
+
+/* block_rows' widened tiles below 512 bits (SPLIT_WIDENED): per block and SPLIT_NV vectors, the
+ * FMAs of block_rows' one pass in its order, then its −8·Σ a (Q4_CODES) and its scaling. */
+ALWAYS_INLINE void block_rows_split(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                                    const float *const *asum, float *restrict out, const unsigned char *b,
+                                    const float *widened)
+{
+    const size_t block_bytes = dt == MOE_DTYPE_Q8_0 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
+    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_CPU_BLOCK) {
+        const unsigned char *p = b + (size_t)(k0 / MOE_CPU_BLOCK) * block_bytes;
+        const float *ak[MR_MAX];
+        for (int r = 0; r < nr; r++) ak[r] = a[r] + k0;
+        for (int v0 = 0; v0 < NV; v0 += SPLIT_NV) {
+            const float *w = widened + k0 * PAIR + v0 * MOE_VLEN;
+            moe_vec s[MR_MAX][NV];
+            for (int r = 0; r < nr; r++)
+                for (int v = 0; v < SPLIT_NV; v++) s[r][v] = vec_zero();
+            MOE_UNROLL_8
+            for (int t = 0; t < MOE_CPU_BLOCK / 2; t++)
+                for (int h = 0; h < 2; h++) { /* the step's two values (load_both's w0, w1) */
+                    moe_vec wv[SPLIT_NV];
+                    for (int v = 0; v < SPLIT_NV; v++)
+                        wv[v] = vec_load(w + (2 * t + h) * PAIR + v * MOE_VLEN);
+                    for (int r = 0; r < nr; r++) {
+                        const moe_vec x = vec_set1(ak[r][HALF_K(dt, t, h)]);
+                        for (int v = 0; v < SPLIT_NV; v++) s[r][v] = vec_fmadd(x, wv[v], s[r][v]);
+                    }
+                }
+            if (dt == MOE_DTYPE_Q4_0 && Q4_CODES)
+                for (int r = 0; r < nr; r++) {
+                    const moe_vec off = vec_set1(q4_offset(ak[r], asum, r, k0));
+                    for (int v = 0; v < SPLIT_NV; v++) s[r][v] = vec_add(s[r][v], off);
+                }
+            block_end(nr, dt, p, s, out, v0, SPLIT_NV);
+        }
+    }
+}
+
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q8_0, Q4_0 or MXFP4: per block, Σ a·q
  * in registers, then · d into out. With BLOCK_SPLIT the block's sum is (Σ over half 0) +
  * (Σ over half 1), each in k order: up to BLOCK_ONE_PASS rows keep both sums in registers and
@@ -347,6 +417,10 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
                               const float *const *asum, const unsigned char *b, float *restrict out,
                               float *widened, const int src)
 {
+    if (SPLIT_WIDENED(src)) {
+        block_rows_split(nr, dt, k_dim, a, asum, out, b, widened);
+        return;
+    }
     const size_t block_bytes = dt == MOE_DTYPE_Q8_0 ? MOE_CPU_Q8_PAIR_BLOCK : MOE_CPU_Q4_PAIR_BLOCK;
     const bool one_pass = !BLOCK_SPLIT || nr <= BLOCK_ONE_PASS;
     float h0_sums[MR_MAX * PAIR];
@@ -408,12 +482,10 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
         }
         if (dt == MOE_DTYPE_Q4_0 && Q4_CODES)
             for (int r = 0; r < nr; r++) {
-                float own = 0;
-                if (!asum) block_sums(ak[r], MOE_CPU_BLOCK, &own);
-                const moe_vec off = vec_set1(-8.0f * (asum ? asum[r][k0 / MOE_CPU_BLOCK] : own));
+                const moe_vec off = vec_set1(q4_offset(ak[r], asum, r, k0));
                 for (int v = 0; v < NV; v++) s0[r][v] = vec_add(s0[r][v], off);
             }
-        BLOCK_END(nr, dt, p, s0, out)
+        block_end(nr, dt, p, s0, out, 0, NV);
     }
 }
 
@@ -493,7 +565,7 @@ ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const
                      ivec_set1(32));
     }
     /* A conversion each (one operation where the CPU has it), not the mantissa trick (an or
-     * and a float subtraction): at 256 bits Q4_K decode is bound by the operations a value. */
+     * and a float subtraction): fewer operations a value, where decode widens in registers. */
     *lo = vec_from_int(l);
     *hi = vec_from_int(h);
 }
@@ -543,17 +615,19 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
  * the sub-block, which asum[r] holds from the super-block's first sub-block). tot: the rows'
  * totals, in registers (kq_rows' chunk tiles) or loaded from out and stored back (kq_end). */
 ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned char *p, int j,
-                            const float *const *asum, moe_vec sums[MR_MAX][NV], moe_vec tot[MR_MAX][NV])
+                            const float *const *asum, moe_vec sums[MR_MAX][NV], moe_vec tot[MR_MAX][NV],
+                            const int v0, const int nvs)
 {
-    for (int v = 0; v < NV; v++) {
-        const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
-        const unsigned char *sc = p + MOE_CPU_KQ_SC(dt) + j * MOE_CPU_KQ_COLS + v * MOE_VLEN;
+    for (int v = 0; v < nvs; v++) { /* sums[·][v], tot[·][v]: the pair's vector v0 + v */
+        const int c = (v0 + v) * MOE_VLEN;
+        const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + c);
+        const unsigned char *sc = p + MOE_CPU_KQ_SC(dt) + j * MOE_CPU_KQ_COLS + c;
         const moe_vec scale = vec_mul(d, dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)sc)
                                                               : vec_from_int(ivec_load_u8(sc)));
         moe_vec min = vec_zero();
         if (dt != MOE_DTYPE_Q6_K)
-            min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + v * MOE_VLEN),
-                          vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + v * MOE_VLEN)));
+            min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + c),
+                          vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + c)));
         for (int r = 0; r < nr; r++) {
             tot[r][v] = vec_fmadd(scale, sums[r][v], tot[r][v]);
             if (dt != MOE_DTYPE_Q6_K) tot[r][v] = vec_fmadd(min, vec_set1(-asum[r][j]), tot[r][v]);
@@ -561,14 +635,15 @@ ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned cha
     }
 }
 ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char *p, int j,
-                          const float *const *asum, moe_vec sums[MR_MAX][NV], float *restrict out)
+                          const float *const *asum, moe_vec sums[MR_MAX][NV], float *restrict out,
+                          const int v0, const int nvs)
 {
     moe_vec tot[MR_MAX][NV];
     for (int r = 0; r < nr; r++)
-        for (int v = 0; v < NV; v++) tot[r][v] = vec_load(out + r * PAIR + v * MOE_VLEN);
-    kq_scale(nr, dt, p, j, asum, sums, tot);
+        for (int v = 0; v < nvs; v++) tot[r][v] = vec_load(out + r * PAIR + (v0 + v) * MOE_VLEN);
+    kq_scale(nr, dt, p, j, asum, sums, tot, v0, nvs);
     for (int r = 0; r < nr; r++)
-        for (int v = 0; v < NV; v++) vec_store(out + r * PAIR + v * MOE_VLEN, tot[r][v]);
+        for (int v = 0; v < nvs; v++) vec_store(out + r * PAIR + (v0 + v) * MOE_VLEN, tot[r][v]);
 }
 
 /* At 512 bits a byte row's two values (two sub-blocks) keep a sum each in registers (4 FMA chains
@@ -589,6 +664,49 @@ ALWAYS_INLINE void kq_end(const int nr, const moe_dtype dt, const unsigned char 
  * into the totals are as in one pass, so the result is too, bit for bit. */
 #define KQ_HOLD(src) (MOE_CPU_LEVEL == 2 && (src) != FROM_PACKED)
 
+/* kq_rows' widened tiles below 512 bits (SPLIT_WIDENED, above block_rows_split). */
+ALWAYS_INLINE void kq_rows_split(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
+                                 const float *const *asum, const unsigned char *b, float *restrict out,
+                                 const float *widened)
+{
+    const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
+    for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
+        const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * MOE_CPU_KQ_PAIR_SUPER(dt);
+        const float *as[MR_MAX];
+        float own[MR_MAX][8]; /* the super-block's sums where the caller has none (asum NULL) */
+        for (int r = 0; r < nr; r++) {
+            as[r] = NULL;
+            if (dt == MOE_DTYPE_Q6_K) continue;
+            if (!asum) block_sums(a[r] + k0, MOE_SUPER_BLOCK_SIZE, own[r]);
+            as[r] = asum ? asum[r] + k0 / 32 : own[r];
+        }
+        for (int v0 = 0; v0 < NV; v0 += SPLIT_NV)
+            for (int t0 = 0; t0 < 128; t0 += G)
+                for (int half = 0; half < 2; half++) { /* the group's low values, then its high ones */
+                    const int k = KQ_LO_K(dt, t0) + half * KQ_HI(dt); /* the sub-block's first k */
+                    const float *ag[MR_MAX];
+                    for (int r = 0; r < nr; r++) ag[r] = a[r] + k0 + k;
+                    const float *w = widened + k0 * PAIR + (2 * t0 + half) * PAIR + v0 * MOE_VLEN;
+                    moe_vec s[MR_MAX][NV];
+                    for (int r = 0; r < nr; r++)
+                        for (int v = 0; v < SPLIT_NV; v++) s[r][v] = vec_zero();
+                    for (int t4 = 0; t4 < G; t4 += 4) {
+                        MOE_UNROLL_4
+                        for (int t = t4; t < t4 + 4; t++) {
+                            moe_vec wv[SPLIT_NV];
+                            for (int v = 0; v < SPLIT_NV; v++)
+                                wv[v] = vec_load(w + 2 * t * PAIR + v * MOE_VLEN);
+                            for (int r = 0; r < nr; r++) {
+                                const moe_vec x = vec_set1(ag[r][t]);
+                                for (int v = 0; v < SPLIT_NV; v++) s[r][v] = vec_fmadd(x, wv[v], s[r][v]);
+                            }
+                        }
+                    }
+                    kq_end(nr, dt, p, k / G, as, s, out, v0, SPLIT_NV);
+                }
+    }
+}
+
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in a K-quant layout (cpu.h): per
  * sub-block, Σ a·q in registers, then scaled into the total by kq_end / kq_scale. asum[r] (Q4_K /
  * Q5_K): Σ a_r over each sub-block of 32 k (block_sums). */
@@ -598,6 +716,10 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
 {
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt);
     const int G = KQ_SUB(dt); /* byte rows a group: one sub-block's low values, one's high */
+    if (SPLIT_WIDENED(src)) {
+        kq_rows_split(nr, dt, k_dim, a, asum, b, out, widened);
+        return;
+    }
     const bool hold = KQ_HOLD(src), one_pass = KQ_ONE_PASS(nr, src) && !hold;
     moe_vec tot[MR_MAX][NV];
     if (src == FROM_PACKED) zero_rows(nr, out);
@@ -621,6 +743,11 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
             src == FROM_PACKED ? NULL : widened + (k0 / MOE_SUPER_BLOCK_SIZE) * MOE_SUPER_BLOCK_SIZE * PAIR;
         for (int t0 = 0; t0 < 128; t0 += G) {
             const int j_lo = KQ_LO_K(dt, t0) / G, j_hi = (KQ_LO_K(dt, t0) + KQ_HI(dt)) / G;
+            /* The group's activations: byte row t's low value is at ag[r][t − t0] (KQ_LO_K is
+             * linear within a group). Indexing from the group's start lets the compiler step a
+             * pointer rather than recompute KQ_LO_K's divisions for every byte row and row. */
+            const float *ag[MR_MAX];
+            for (int r = 0; r < nr; r++) ag[r] = ak[r] + KQ_LO_K(dt, t0);
             moe_vec s0[MR_MAX][NV], s1[MR_MAX][NV];
             for (int r = 0; r < nr; r++)
                 for (int v = 0; v < NV; v++) s0[r][v] = s1[r][v] = vec_zero();
@@ -635,8 +762,8 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
                     }
                     if (KQ_FUSED(nr, src)) {
-                        const moe_vec a_lo = vec_set1(ak[0][KQ_LO_K(dt, t)]);
-                        const moe_vec a_hi = vec_set1(ak[0][KQ_LO_K(dt, t) + KQ_HI(dt)]);
+                        const moe_vec a_lo = vec_set1(ag[0][t - t0]);
+                        const moe_vec a_hi = vec_set1(ag[0][t - t0 + KQ_HI(dt)]);
                         unsigned char buf[KQ_ROW_BYTES];
                         const unsigned char *row = kq_row(dt, p, t, buf);
                         for (int v = 0; v < NV; v++) {
@@ -653,14 +780,14 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                     else
                         kq_load(dt, p, t, lo, hi);
                     if (src == WIDENING) store_widened(wk, t, lo, hi); /* (both: one pass or two) */
-                    fma_rows(nr, ak, KQ_LO_K(dt, t), lo, s0);
-                    if (one_pass) fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
+                    fma_rows(nr, ag, t - t0, lo, s0);
+                    if (one_pass) fma_rows(nr, ag, t - t0 + KQ_HI(dt), hi, s1);
                 }
             }
             if (hold)
-                kq_scale(nr, dt, p, j_lo, as, s0, tot);
+                kq_scale(nr, dt, p, j_lo, as, s0, tot, 0, NV);
             else
-                kq_end(nr, dt, p, j_lo, as, s0, out);
+                kq_end(nr, dt, p, j_lo, as, s0, out, 0, NV);
             if (!one_pass) {
                 for (int t4 = t0; t4 < t0 + G; t4 += 4) {
                     MOE_UNROLL_4
@@ -670,14 +797,14 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                             load_widened(wk, t, lo, hi);
                         else
                             kq_load(dt, p, t, lo, hi);
-                        fma_rows(nr, ak, KQ_LO_K(dt, t) + KQ_HI(dt), hi, s1);
+                        fma_rows(nr, ag, t - t0 + KQ_HI(dt), hi, s1);
                     }
                 }
             }
             if (hold)
-                kq_scale(nr, dt, p, j_hi, as, s1, tot);
+                kq_scale(nr, dt, p, j_hi, as, s1, tot, 0, NV);
             else
-                kq_end(nr, dt, p, j_hi, as, s1, out);
+                kq_end(nr, dt, p, j_hi, as, s1, out, 0, NV);
         }
     }
     if (hold)
@@ -767,21 +894,24 @@ TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
  * same: it does not depend on how many rows its expert has (test_forward's batch_invariance).
  * The buffer holds WIDENED_K k of one pair (32 KiB), never the tensor: the weights are still read
  * from memory once, in their format. F16 and BF16 are float32 once widened, so their widened tiles
- * are F32's kernel, 8 rows a tile at 512 bits; the block formats take up to BLOCK_ONE_PASS rows,
- * so every tile reads a block once; the K-quants' chunk tiles keep their totals in registers
- * through the chunk (KQ_HOLD). */
+ * are F32's kernel, 8 rows a tile at 512 bits; there the block formats take up to BLOCK_ONE_PASS
+ * rows, so every tile reads a block once, and the K-quants' chunk tiles keep their totals in
+ * registers through the chunk (KQ_HOLD); narrower, the widened tiles of both take SPLIT_NV vectors
+ * of the pair at a time for MR_SPLIT rows (SPLIT_WIDENED). */
 #define WIDENED_K    256 /* a multiple of the blocks' 32 k and the super-blocks' 256 */
 #define WIDENED_ROWS 32  /* rows sharing one widening (cpu_backend.c's row tile) */
 #if BLOCK_SPLIT
-#define MR_WIDENED_BLOCK BLOCK_ONE_PASS
+#define MR_WIDENING_BLOCK BLOCK_ONE_PASS
+#define MR_WIDENED_BLOCK  BLOCK_ONE_PASS
 #else
-#define MR_WIDENED_BLOCK MR_Q4
+#define MR_WIDENING_BLOCK MR_Q4
+#define MR_WIDENED_BLOCK  MR_SPLIT /* (block_rows_split) */
 #endif
 TILE(widening_f16, MR_F32, MOE_DTYPE_F16, CASE_WIDENING)
 TILE(widening_bf16, MR_F32, MOE_DTYPE_BF16, CASE_WIDENING)
-TILE(widening_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENING)
-TILE(widening_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENING)
-TILE(widening_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENING)
+TILE(widening_q8, MR_WIDENING_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENING)
+TILE(widening_q4, MR_WIDENING_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENING)
+TILE(widening_mxfp4, MR_WIDENING_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENING)
 TILE(widening_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENING)
 TILE(widening_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENING)
 TILE(widening_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENING)
@@ -789,9 +919,9 @@ TILE(widened_dense, MR_F32, MOE_DTYPE_F32, CASE_WIDENED)
 TILE(widened_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENED)
 TILE(widened_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENED)
 TILE(widened_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENED)
-TILE(widened_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENED)
-TILE(widened_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENED)
-TILE(widened_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENED)
+TILE(widened_q4k, MR_KQ_WIDENED, MOE_DTYPE_Q4_K, CASE_WIDENED)
+TILE(widened_q5k, MR_KQ_WIDENED, MOE_DTYPE_Q5_K, CASE_WIDENED)
+TILE(widened_q6k, MR_KQ_WIDENED, MOE_DTYPE_Q6_K, CASE_WIDENED)
 
 /* ---- integer activations (avx512vnni, avx2vnni, avx2, and simde512) ---------------------- */
 
@@ -1209,33 +1339,35 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 #endif
 
 /* A format's tiles: the packed one and its rows a call; where the format is not float32, the
- * widening and widened ones (above) and their rows. */
+ * widening and widened ones (above) and their rows (below 512 bits the block formats' widened
+ * tiles take more rows than their widening one: SPLIT_WIDENED). */
 typedef struct format_kernels {
     tile_fn packed, widening, widened; /* widening NULL: F32, read as it is */
-    int mr, mr_widened;
+    int mr, mr_widening, mr_widened;
 } format_kernels;
 
 static format_kernels kernels_of(moe_dtype dt)
 {
     switch (dt) {
     case MOE_DTYPE_F16:
-        return (format_kernels){tile_f16, widening_f16, widened_dense, MR_F16, MR_F32};
+        return (format_kernels){tile_f16, widening_f16, widened_dense, MR_F16, MR_F32, MR_F32};
     case MOE_DTYPE_BF16:
-        return (format_kernels){tile_bf16, widening_bf16, widened_dense, MR_F16, MR_F32};
+        return (format_kernels){tile_bf16, widening_bf16, widened_dense, MR_F16, MR_F32, MR_F32};
     case MOE_DTYPE_Q8_0:
-        return (format_kernels){tile_q8, widening_q8, widened_q8, MR_Q8, MR_WIDENED_BLOCK};
+        return (format_kernels){tile_q8, widening_q8, widened_q8, MR_Q8, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_Q4_0:
-        return (format_kernels){tile_q4, widening_q4, widened_q4, MR_Q4, MR_WIDENED_BLOCK};
+        return (format_kernels){tile_q4, widening_q4, widened_q4, MR_Q4, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_MXFP4:
-        return (format_kernels){tile_mxfp4, widening_mxfp4, widened_mxfp4, MR_Q4, MR_WIDENED_BLOCK};
+        return (format_kernels){tile_mxfp4, widening_mxfp4,    widened_mxfp4,
+                                MR_Q4,      MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_Q4_K:
-        return (format_kernels){tile_q4k, widening_q4k, widened_q4k, MR_KQ, MR_KQ};
+        return (format_kernels){tile_q4k, widening_q4k, widened_q4k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q5_K:
-        return (format_kernels){tile_q5k, widening_q5k, widened_q5k, MR_KQ, MR_KQ};
+        return (format_kernels){tile_q5k, widening_q5k, widened_q5k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q6_K:
-        return (format_kernels){tile_q6k, widening_q6k, widened_q6k, MR_KQ, MR_KQ};
+        return (format_kernels){tile_q6k, widening_q6k, widened_q6k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     default:
-        return (format_kernels){tile_f32, NULL, NULL, MR_F32, 0};
+        return (format_kernels){tile_f32, NULL, NULL, MR_F32, 0, 0};
     }
 }
 
@@ -1268,8 +1400,8 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
                 for (int64_t kc = 0; kc < K; kc += WIDENED_K) {
                     const int64_t kn = K - kc < WIDENED_K ? K - kc : WIDENED_K;
                     const unsigned char *bc = b + moe_cpu_pair_bytes(g->dtype, kc);
-                    for (int r = 0; r < nrows; r += fk->mr_widened) {
-                        const int n = nrows - r < fk->mr_widened ? nrows - r : fk->mr_widened;
+                    for (int r = 0, mr = fk->mr_widening; r < nrows; r += mr, mr = fk->mr_widened) {
+                        const int n = nrows - r < mr ? nrows - r : mr;
                         const float *ak[MR_MAX], *sk[MR_MAX];
                         for (int i = 0; i < n; i++) {
                             ak[i] = arow[r + i] + kc;
