@@ -159,7 +159,9 @@ typedef struct moe_cpu_kernels {
     const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / Q4_K */
-    bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above) */
+    bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
+                               false: Q4_0's float activations come rearranged (cpu_backend.c:
+                               q4_byte_acts) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);

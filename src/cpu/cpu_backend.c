@@ -42,6 +42,8 @@ typedef struct cpu_backend {
     const moe_cpu_kernels *k;
     moe_pool *pool;
     double begin_ms;
+    float *q4_acts; /* Q4_0's rearranged activation rows (q4_byte_acts), q4_acts_cap floats */
+    size_t q4_acts_cap;
 } cpu_backend;
 
 static cpu_backend *cpu(moe_backend *be)
@@ -165,6 +167,7 @@ static void cpu_destroy(moe_backend *be)
 {
     if (!be) return;
     moe_pool_destroy(cpu(be)->pool);
+    moe_free(cpu(be)->q4_acts);
     moe_free(be);
 }
 
@@ -354,47 +357,90 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
     moe_pool_run(c->pool, tiles * j->tasks_per_tile, gemm_task, j);
 }
 
-/* Integer activations: the step's input rows quantised into a_q, rows in parallel. Padding rows
- * of h (row_token -1) hold nothing and are skipped; x's rows are all tokens. */
-typedef struct quantize_job {
+/* Q4_0 at the byte-layout levels (moe_cpu_kernels.nibble_words false) reads each byte as its low
+ * nibble q_lo and the whole byte q_lo + 16·q_hi (kernels.c: Q4_CODES), so its activations are
+ * rearranged to match, per block of 32: a'[t] = a[t] − a[t + 16]/16, a'[t + 16] = a[t + 16]/16.
+ * Once per GEMM call, not in the kernels: done per tile, the rearranging cost prefill 7% (the
+ * 4-row widened tiles read each row's block once per pair) and its constant's register made gcc
+ * spill a sum. Plain C, compiled once: every kernel level reads the same a'. */
+static void q4_byte_acts(const float *a, int64_t k, float *out)
+{
+    for (int64_t b = 0; b < k; b += 32)
+        for (int t = 0; t < 16; t++) {
+            const float hi = a[b + 16 + t] * 0.0625f; /* exact */
+            out[b + t] = a[b + t] - hi;
+            out[b + 16 + t] = hi;
+        }
+}
+
+/* The step's input rows prepared for the kernels, rows in parallel: quantised into a_q (integer
+ * activations), or rearranged into a4 (q4_byte_acts). Padding rows of h (row_token -1) hold
+ * nothing and are skipped; x's rows are all tokens. */
+typedef struct prepare_job {
     moe_act_quant quant;
     const float *a;
     unsigned char *a_q;
+    float *a4;                /* non-NULL: q4_byte_acts into a4 instead */
     const int32_t *row_token; /* NULL: every row */
     int64_t k_dim, rows, per_task;
     size_t stride;
-} quantize_job;
+} prepare_job;
 
-static void quantize_task(void *arg, int64_t t)
+static void prepare_task(void *arg, int64_t t)
 {
-    const quantize_job *j = arg;
+    const prepare_job *j = arg;
     const int64_t r1 = (t + 1) * j->per_task < j->rows ? (t + 1) * j->per_task : j->rows;
-    for (int64_t r = t * j->per_task; r < r1; r++)
-        if (!j->row_token || j->row_token[r] >= 0)
+    for (int64_t r = t * j->per_task; r < r1; r++) {
+        if (j->row_token && j->row_token[r] < 0) continue;
+        if (j->a4)
+            q4_byte_acts(j->a + r * j->k_dim, j->k_dim, j->a4 + r * j->k_dim);
+        else
             moe_cpu_quantize_row(j->quant, j->a + r * j->k_dim, j->k_dim, j->a_q + (size_t)r * j->stride);
+    }
 }
 
-static void quantize_rows(cpu_backend *c, const moe_ffn_step *s, const int32_t *rt)
+static void prepare_rows(cpu_backend *c, const moe_ffn_step *s, const int32_t *rt, float *a4)
 {
-    quantize_job j = {.quant = s->act_quant,
-                      .a = at(s->a),
-                      .a_q = at(s->a_q),
-                      .row_token = s->gather ? NULL : rt,
-                      .k_dim = s->k_dim,
-                      .rows = s->a_rows,
-                      .stride = moe_act_row_bytes(s->act_quant, s->k_dim)};
+    prepare_job j = {.quant = s->act_quant,
+                     .a = at(s->a),
+                     .a_q = a4 ? NULL : at(s->a_q),
+                     .a4 = a4,
+                     .row_token = s->gather ? NULL : rt,
+                     .k_dim = s->k_dim,
+                     .rows = s->a_rows,
+                     .stride = moe_act_row_bytes(s->act_quant, s->k_dim)};
     const int64_t tasks = 4 * (int64_t)moe_pool_threads(c->pool);
     j.per_task = (j.rows + tasks - 1) / tasks;
-    moe_pool_run(c->pool, (j.rows + j.per_task - 1) / j.per_task, quantize_task, &j);
+    moe_pool_run(c->pool, (j.rows + j.per_task - 1) / j.per_task, prepare_task, &j);
 }
 
 static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
 {
+    cpu_backend *c = cpu(be);
     const int32_t *rt = at(s->row_token);
-    if (s->act_quant != MOE_ACT_FLOAT) quantize_rows(cpu(be), s, rt);
+    const float *a = at(s->a);
+    if (s->act_quant != MOE_ACT_FLOAT) {
+        prepare_rows(c, s, rt, NULL);
+    } else if (s->weight_dtype == MOE_DTYPE_Q4_0 && !c->k->nibble_words) {
+        const size_t need = (size_t)s->a_rows * (size_t)s->k_dim;
+        if (need > c->q4_acts_cap) {
+            moe_free(c->q4_acts);
+            c->q4_acts_cap = 0;
+            c->q4_acts = moe_malloc(need * sizeof(float));
+            if (!c->q4_acts)
+                return moe_fail(
+                    be->ctx, MOE_ERROR_OUT_OF_MEMORY,
+                    "cpu: out of host memory for Q4_0's rearranged activations (%llu bytes: %lld rows "
+                    "of %lld floats)",
+                    (unsigned long long)(need * sizeof(float)), (long long)s->a_rows, (long long)s->k_dim);
+            c->q4_acts_cap = need;
+        }
+        prepare_rows(c, s, rt, c->q4_acts);
+        a = c->q4_acts;
+    }
     gemm_job j = {.g = {.k_dim = s->k_dim,
                         .n_out = s->n_out,
-                        .a = at(s->a),
+                        .a = a,
                         .row_token = s->gather ? rt : NULL,
                         .b = at(s->weights),
                         .dtype = s->weight_dtype,

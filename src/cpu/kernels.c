@@ -237,7 +237,8 @@ ALWAYS_INLINE moe_vec nibble_table(const moe_dtype dt)
     return vec_load(dt == MOE_DTYPE_Q4_0 ? q4_0 : dt == MOE_DTYPE_MXFP4 ? mxfp4 : plain);
 }
 #endif
-/* The low (w0) and high (w1) nibbles' values of step s of a Q4_0 / MXFP4 pair block. */
+/* The low (w0) and high (w1) nibbles' values of step s of a Q4_0 / MXFP4 pair block; Q4_0 in
+ * codes (Q4_CODES) gives the low nibbles and the whole bytes (vec_load_q4). */
 ALWAYS_INLINE void load_nibbles(const moe_dtype dt, const unsigned char *q, int s, moe_vec w0[NV],
                                 moe_vec w1[NV])
 {
@@ -326,20 +327,27 @@ static inline float vec_hsum(moe_vec v)
     return simde_mm_cvtss_f32(q);
 }
 
+/* Q4_0 in the byte layout (below 512 bits): vec_load_q4 gives the low nibbles q_lo and the whole
+ * bytes q_lo + 16·q_hi, and the activations come rearranged to match (moe_cpu_kernels.
+ * nibble_words false: the backend's q4_byte_acts, once per GEMM call, a'[t] = a[t] − a[t + 16]/16
+ * and a'[t + 16] = a[t + 16]/16 in each block, as a[t]·q_lo + a[t + 16]·q_hi = a'[t]·q_lo +
+ * a'[t + 16]·(q_lo + 16·q_hi)); that saves the shift a vector of high nibbles took, which beside
+ * the widening shuffle and the conversions bounded avx2 Q4_0 decode. A block's sum Σ a·(q − 8) is
+ * taken as Σ a·q − 8·Σ a, Σ a from the caller's table (block_sums, once per row and GEMM call) or
+ * summed here; in words (512 bits) the table lookup gives q − 8 for free. */
+#define Q4_CODES (!MOE_CPU_NIBBLE_WORDS)
 /* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums that the Q4_K / Q5_K mins
- * and Q4_0's 8 (Q4_CODES) multiply. */
-static void block_sums(const float *a, int64_t k, float *out)
+ * and Q4_0's 8 (Q4_CODES) multiply. Q4_0's rows are a' (above): Σ a = Σ a'[lo] + 17·Σ a'[hi]. */
+static void block_sums(const float *a, int64_t k, moe_dtype dt, float *out)
 {
+    const moe_vec high = vec_set1(dt == MOE_DTYPE_Q4_0 && Q4_CODES ? 17.0f : 1.0f);
     for (int64_t j = 0; j < k / 32; j++) {
         moe_vec s = vec_load(a + 32 * j);
-        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) s = vec_add(s, vec_load(a + 32 * j + i));
+        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) /* fmadd(1, x, s) is s + x, to the bit */
+            s = i < 16 ? vec_add(s, vec_load(a + 32 * j + i)) : vec_fmadd(high, vec_load(a + 32 * j + i), s);
         out[j] = vec_hsum(s);
     }
 }
-/* Q4_0 in the byte layout (below 512 bits): vec_load_q4 gives the codes q, and a block's sum
- * Σ a·(q − 8) is taken as Σ a·q − 8·Σ a, Σ a from the caller's table (block_sums, once per row
- * and GEMM call) or summed here; in words (512 bits) the table lookup gives q − 8 for free. */
-#define Q4_CODES (!MOE_CPU_NIBBLE_WORDS)
 /* The quants' bytes of one step (both halves): prefetched a line at a time, two steps at once. */
 #define STEP_BYTES(dt) ((dt) == MOE_DTYPE_Q8_0 ? 2 * PAIR : PAIR)
 
@@ -362,7 +370,7 @@ static void block_sums(const float *a, int64_t k, float *out)
 ALWAYS_INLINE float q4_offset(const float *ak, const float *const *asum, int r, int64_t k0)
 {
     float own = 0;
-    if (!asum) block_sums(ak, MOE_CPU_BLOCK, &own);
+    if (!asum) block_sums(ak, MOE_CPU_BLOCK, MOE_DTYPE_Q4_0, &own);
     return -8.0f * (asum ? asum[r][k0 / MOE_CPU_BLOCK] : own);
 }
 
@@ -677,7 +685,7 @@ ALWAYS_INLINE void kq_rows_split(const int nr, const moe_dtype dt, int64_t k_dim
         for (int r = 0; r < nr; r++) {
             as[r] = NULL;
             if (dt == MOE_DTYPE_Q6_K) continue;
-            if (!asum) block_sums(a[r] + k0, MOE_SUPER_BLOCK_SIZE, own[r]);
+            if (!asum) block_sums(a[r] + k0, MOE_SUPER_BLOCK_SIZE, dt, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
         for (int v0 = 0; v0 < NV; v0 += SPLIT_NV)
@@ -734,7 +742,7 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
             ak[r] = a[r] + k0;
             as[r] = NULL;
             if (dt == MOE_DTYPE_Q6_K) continue;
-            if (!asum) block_sums(ak[r], MOE_SUPER_BLOCK_SIZE, own[r]);
+            if (!asum) block_sums(ak[r], MOE_SUPER_BLOCK_SIZE, dt, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
         if (src != FROM_WIDENED)
@@ -1451,7 +1459,8 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
     for (int64_t rc = r0; rc < r1; rc += chunk) {
         const int64_t re = r1 - rc < chunk ? r1 : rc + chunk;
         for (int64_t r = rc; r < re; r++)
-            block_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, sums + (r - rc) * nsub);
+            block_sums(g->a + (g->row_token ? (int64_t)g->row_token[r] : r) * K, K, g->dtype,
+                       sums + (r - rc) * nsub);
         gemm_rows(g, &fk, rc, re, p0, p1, sums, nsub);
     }
 }

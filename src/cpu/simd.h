@@ -215,15 +215,16 @@ static inline moe_vec vec_nibble(moe_ivec x, int n, moe_vec table)
     return simde_mm512_permutexvar_ps(n ? ivec_srli(x, 4 * n) : x, table);
 }
 #else
-/* MOE_VLEN bytes of Q4_0 quants → two vectors: the low nibbles q and the high ones, as floats
- * (a mask or a shift and a conversion each). The codes, not the values q − 8: the kernel takes
- * the 8s off once per block, as 8 times the activations' sum (block_rows), which saves the float
- * subtraction a value that made Q4_0 decode compute-bound at 256 bits. */
-static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *hi)
+/* MOE_VLEN bytes of Q4_0 quants → two vectors: the low nibbles q_lo and the whole bytes
+ * q_lo + 16·q_hi, as floats (a mask and two conversions). The codes, not the values q − 8: the
+ * kernel takes the 8s off once per block, as 8 times the activations' sum, and its activations
+ * are rearranged so that the byte stands in for the high nibble (kernels.c: Q4_CODES), which
+ * saves the shift a vector that, beside the widening shuffle, bounded Q4_0 decode at 256 bits. */
+static inline void vec_load_q4(const uint8_t *p, moe_vec *lo, moe_vec *byte)
 {
     const moe_ivec x = ivec_load_u8(p);
     *lo = vec_from_int(ivec_and(x, ivec_set1(15)));
-    *hi = vec_from_int(ivec_srli(x, 4));
+    *byte = vec_from_int(x);
 }
 #endif
 
