@@ -58,10 +58,14 @@
  * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then
  * panel 1's), so one vector load gives a field's bytes for 16 columns:
  *   Q4_K  4736 bytes: d (32 fp16), dmin (32 fp16), sc [8 sub-blocks][32] and m [8][32] bytes —
- *         the 6-bit scales and mins unpacked from ggml's 12 bytes (148 bytes a column, not 144:
- *         the only field not copied byte for byte), then the 128 bytes of nibbles [128 t][32]:
- *         byte t = 32c + l holds value 64c + l (low) and 64c + 32 + l (high), ggml's byte t.
- *   Q5_K  5760 bytes: as Q4_K, then ggml's 32 bytes of fifth bits [32 l][32].
+ *         the 6-bit scales and mins unpacked from ggml's 12 bytes (148 bytes a column, not 144),
+ *         then the 128 bytes of nibbles [128 t][32], ggml's nibbles paired within sub-blocks:
+ *         byte t = 16j + l holds value 32j + l (low) and 32j + l + 16 (high), both of
+ *         sub-block j, the nibbles of ggml's bytes 32(j / 2) + l and 32(j / 2) + l + 16. The
+ *         float kernels below 512 bits read each byte as its low nibble and the whole byte
+ *         (kernels.c: KQ_PAIRED). In the word layout above, ggml's bytes as they are: byte
+ *         t = 32c + l holds value 64c + l (low) and 64c + 32 + l (high).
+ *   Q5_K  5760 bytes: as Q4_K in ggml's bytes, then ggml's 32 bytes of fifth bits [32 l][32].
  *   Q6_K  6720 bytes: d (32 fp16), the int8 scales [16][32], the nibbles [128 t][32] (byte
  *         t = 64n + 32h + l: value 128n + 32h + l low, + 64 high), then the 2-bit highs [64][32]
  *         (byte 32n + l: bits 2h, 2h + 1 of value 128n + 32h + l and bits 2h + 4, 2h + 5 of

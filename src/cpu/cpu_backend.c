@@ -42,7 +42,7 @@ typedef struct cpu_backend {
     const moe_cpu_kernels *k;
     moe_pool *pool;
     double begin_ms;
-    float *q4_acts; /* Q4_0's rearranged activation rows (q4_byte_acts), q4_acts_cap floats */
+    float *q4_acts; /* Q4_0's / Q4_K's rearranged activation rows (q4_byte_acts), q4_acts_cap floats */
     size_t q4_acts_cap;
 } cpu_backend;
 
@@ -357,9 +357,10 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
     moe_pool_run(c->pool, tiles * j->tasks_per_tile, gemm_task, j);
 }
 
-/* Q4_0 at the byte-layout levels (moe_cpu_kernels.nibble_words false) reads each byte as its low
- * nibble q_lo and the whole byte q_lo + 16·q_hi (kernels.c: Q4_CODES), so its activations are
- * rearranged to match, per block of 32: a'[t] = a[t] − a[t + 16]/16, a'[t + 16] = a[t + 16]/16.
+/* Q4_0 and Q4_K at the byte-layout levels (moe_cpu_kernels.nibble_words false) read each byte as
+ * its low nibble q_lo and the whole byte q_lo + 16·q_hi (kernels.c: Q4_CODES; a byte holds values
+ * k and k + 16 of one block or sub-block of 32, cpu.h), so their activations are rearranged to
+ * match, per 32: a'[t] = a[t] − a[t + 16]/16, a'[t + 16] = a[t + 16]/16.
  * Once per GEMM call, not in the kernels: done per tile, the rearranging cost prefill 7% (the
  * 4-row widened tiles read each row's block once per pair) and its constant's register made gcc
  * spill a sum. Plain C, compiled once: every kernel level reads the same a'. */
@@ -421,7 +422,8 @@ static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
     const float *a = at(s->a);
     if (s->act_quant != MOE_ACT_FLOAT) {
         prepare_rows(c, s, rt, NULL);
-    } else if (s->weight_dtype == MOE_DTYPE_Q4_0 && !c->k->nibble_words) {
+    } else if ((s->weight_dtype == MOE_DTYPE_Q4_0 || s->weight_dtype == MOE_DTYPE_Q4_K) &&
+               !c->k->nibble_words) {
         const size_t need = (size_t)s->a_rows * (size_t)s->k_dim;
         if (need > c->q4_acts_cap) {
             moe_free(c->q4_acts);
@@ -430,9 +432,10 @@ static moe_status cpu_ffn(moe_backend *be, const moe_ffn_step *s)
             if (!c->q4_acts)
                 return moe_fail(
                     be->ctx, MOE_ERROR_OUT_OF_MEMORY,
-                    "cpu: out of host memory for Q4_0's rearranged activations (%llu bytes: %lld rows "
+                    "cpu: out of host memory for %s's rearranged activations (%llu bytes: %lld rows "
                     "of %lld floats)",
-                    (unsigned long long)(need * sizeof(float)), (long long)s->a_rows, (long long)s->k_dim);
+                    moe_dtype_name(s->weight_dtype), (unsigned long long)(need * sizeof(float)),
+                    (long long)s->a_rows, (long long)s->k_dim);
             c->q4_acts_cap = need;
         }
         prepare_rows(c, s, rt, c->q4_acts);

@@ -55,8 +55,19 @@ static void scatter_blocks(unsigned char *pair, moe_dtype dt, int64_t blocks, in
     }
 }
 
+/* Byte t = 16j + l of a Q4_K super-block's nibbles in the byte layout (cpu.h): values 32j + l (low)
+ * and 32j + l + 16 (high), from ggml's qs, whose byte 32c + l holds 64c + l and 64c + 32 + l. */
+static unsigned char q4k_paired_byte(const unsigned char *qs, int t)
+{
+    const int j = t / 16, l = t % 16;
+    const unsigned char *c = qs + 32 * (j / 2); /* ggml's 32 bytes of sub-blocks 2(j / 2) and + 1 */
+    const int shift = 4 * (j % 2);              /* sub-block j's nibbles: low (j even), high */
+    return (unsigned char)(((c[l] >> shift) & 15) | (((c[l + 16] >> shift) & 15) << 4));
+}
+
 /* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
- * words (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column. */
+ * words (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column; Q4_K without them
+ * has its nibbles paired within sub-blocks (q4k_paired_byte). */
 static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool words,
                            const unsigned char *row)
 {
@@ -83,9 +94,10 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
             dst[MOE_CPU_KQ_SC(dt) + j * C + col] = sc;
             dst[MOE_CPU_KQ_M + j * C + col] = m;
         }
+        const unsigned char *qs = src + (q5 ? 48 : 16);
         for (int t = 0; t < 128; t++)
             dst[MOE_CPU_KQ_NIB(dt) + (q4 ? (t / 4) * 4 * C + col * 4 + t % 4 : t * C + col)] =
-                src[(q5 ? 48 : 16) + t];
+                dt == MOE_DTYPE_Q4_K && !words ? q4k_paired_byte(qs, t) : qs[t];
         if (q5)
             for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[16 + l];
     }
