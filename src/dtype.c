@@ -177,15 +177,28 @@ static unsigned char x86_cast_i8(float v)
     return v > -2147483648.0f && v < 2147483648.0f ? (unsigned char)((uint32_t)(int32_t)v & 0xffu) : 0;
 }
 
+/* roundf(v) (halves away from zero) without a libm call: v less its integer part (the conversion
+ * truncates) is exact below 2^23, and from there on every float is an integer already (as are
+ * inf and NaN, returned as they are). Only the value matters, not a zero's sign: x86_cast_i8 takes it. */
+static float round_half_away(float v)
+{
+    if (!(fabsf(v) < 8388608.0f)) return v;
+    const float t = (float)(int32_t)v, f = v - t;
+    return f >= 0.5f ? t + 1.0f : f <= -0.5f ? t - 1.0f : t;
+}
+
 /* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). */
 static void quantize_q8_0(const float *x, unsigned char *out)
 {
     float amax = 0.0f;
-    for (int j = 0; j < MOE_BLOCK_SIZE; j++) amax = fmaxf(amax, fabsf(x[j]));
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) { /* fmaxf without the call: a NaN is passed over */
+        const float a = fabsf(x[j]);
+        amax = a > amax ? a : amax;
+    }
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store16(out, moe_f32_to_f16(d));
-    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = x86_cast_i8(roundf(x[j] * id));
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = x86_cast_i8(round_half_away(x[j] * id));
 }
 
 /* ggml's quantize_row_q4_0_ref on one block: d = (the value of largest magnitude) / −8, so

@@ -93,9 +93,21 @@ void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
     }
 }
 
-static int clampi(int v, int lo, int hi)
+/* clamp((int)lrintf(v), lo, hi) for lo <= 0 <= hi: v rounded to the nearest integer, ties to even
+ * (lrintf in the default rounding mode), then clamped, without a libm call a value (the calls were
+ * most of a quantizer's time). Clamped first, so |v| < 2^22: adding 1.5·2^23 makes the float
+ * addition round v to an integer, which the sum's low mantissa bits hold. The same as before for
+ * every float below 2^31 in magnitude (checked on all of them) and for NaN (0, x86-64's (int)
+ * lrintf); beyond 2^31, where the int conversion kept only lrintf's low 32 bits, it saturates. */
+static int round_clamp(float v, int lo, int hi)
 {
-    return v < lo ? lo : v > hi ? hi : v;
+    if (isnan(v)) return 0;
+    if (!(v > (float)lo)) return lo;
+    if (v >= (float)hi) return hi;
+    const float t = v + 12582912.0f;
+    uint32_t u;
+    memcpy(&u, &t, sizeof u);
+    return (int)(u & 0x7fffffu) - 0x400000;
 }
 
 /* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..qmax. */
@@ -106,20 +118,20 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     for (int j = 0; j < 8; j++) {
         float lo = 0.0f, hi = -INFINITY;
         for (int i = 32 * j; i < 32 * j + 32; i++) {
-            lo = fminf(lo, x[i]);
-            hi = fmaxf(hi, x[i]);
+            lo = x[i] < lo ? x[i] : lo; /* fminf, fmaxf: a NaN is passed over */
+            hi = x[i] > hi ? x[i] : hi;
         }
         scale[j] = hi > lo ? (hi - lo) / (float)qmax : 0.0f;
         min[j] = -lo;
-        max_scale = fmaxf(max_scale, scale[j]);
-        max_min = fmaxf(max_min, min[j]);
+        max_scale = scale[j] > max_scale ? scale[j] : max_scale;
+        max_min = min[j] > max_min ? min[j] : max_min;
     }
     uint8_t sc[8], m[8];
     const float is = max_scale > 0.0f ? 63.0f / max_scale : 0.0f,
                 im = max_min > 0.0f ? 63.0f / max_min : 0.0f;
     for (int j = 0; j < 8; j++) {
-        sc[j] = (uint8_t)clampi((int)lrintf(is * scale[j]), 0, 63);
-        m[j] = (uint8_t)clampi((int)lrintf(im * min[j]), 0, 63);
+        sc[j] = (uint8_t)round_clamp(is * scale[j], 0, 63);
+        m[j] = (uint8_t)round_clamp(im * min[j], 0, 63);
     }
     const uint16_t dh = moe_f32_to_f16(max_scale / 63.0f), mh = moe_f32_to_f16(max_min / 63.0f);
     store16(blk, dh);
@@ -130,7 +142,7 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     const float d = moe_f16_to_f32(dh), dmin = moe_f16_to_f32(mh);
     for (int i = 0; i < QK; i++) {
         const float dl = d * (float)sc[i / 32], ml = dmin * (float)m[i / 32];
-        const int q = dl > 0.0f ? clampi((int)lrintf((x[i] + ml) / dl), 0, qmax) : 0;
+        const int q = dl > 0.0f ? round_clamp((x[i] + ml) / dl, 0, qmax) : 0;
         const int c = i / 64, l = i % 32, hi = (i / 32) & 1;
         qs[32 * c + l] |= (unsigned char)((q & 0xf) << (4 * hi));
         if (q5) qh[l] |= (unsigned char)((q >> 4) << (2 * c + hi));
@@ -155,14 +167,14 @@ static void encode_q6(const float *x, unsigned char *blk)
     memset(blk, 0, 210);
     const float iscale = max_scale != 0.0f ? -128.0f / max_scale : 0.0f;
     int8_t sc[16];
-    for (int j = 0; j < 16; j++) sc[j] = (int8_t)clampi((int)lrintf(iscale * scale[j]), -128, 127);
+    for (int j = 0; j < 16; j++) sc[j] = (int8_t)round_clamp(iscale * scale[j], -128, 127);
     memcpy(blk + 192, sc, 16);
     const uint16_t dh = moe_f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
     store16(blk + 208, dh);
     const float d = moe_f16_to_f32(dh);
     for (int i = 0; i < QK; i++) {
         const float dl = d * (float)sc[i / 16];
-        const int q = dl != 0.0f ? clampi((int)lrintf(x[i] / dl), -32, 31) + 32 : 32;
+        const int q = dl != 0.0f ? round_clamp(x[i] / dl, -32, 31) + 32 : 32;
         const int n = i / 128, r = i % 128, l = i % 32, quarter = r / 32;
         ql[64 * n + (quarter & 1) * 32 + l] |= (unsigned char)((q & 0xf) << (quarter >= 2 ? 4 : 0));
         qh[32 * n + l] |= (unsigned char)((q >> 4) << (2 * quarter));

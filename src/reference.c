@@ -1,9 +1,13 @@
 /*
  * reference.c — the scalar reference forward: the oracle every backend is tested against.
  *
- * Written for clarity, not speed: one token and one expert at a time, every sum accumulated
- * in double. It shares no arithmetic with any backend (only the config validation), so a bug
- * in an optimised kernel cannot hide by being repeated here.
+ * Written for clarity, not speed: every sum accumulated in double, one product at a time. It
+ * shares no arithmetic with any backend (only the config validation), so a bug in an optimised
+ * kernel cannot hide by being repeated here. Each expert's rows are decoded once per pass over
+ * up to REF_TOKENS tokens and applied to every token routed there (decoding, and converting
+ * rows handed over in another format, cost more than the products: done per token, the
+ * reference took most of the suite's time); every value is the same sum in the same order as
+ * one token and one expert at a time.
  */
 #include "alloc.h"
 #include "internal.h"
@@ -130,11 +134,14 @@ static void ref_row(const ref_matrix *m, int64_t r, double *out)
     }
 }
 
-static double dot_row(const ref_matrix *m, int64_t r, const double *x, double *buf)
+/* Tokens a pass of the experts (moe_reference_forward): each pass decodes the experts it uses once and
+ * holds (K + 1)·d_model doubles of outputs a token. */
+#define REF_TOKENS 256
+
+static double dot_d(const double *a, const double *b, int64_t n)
 {
-    ref_row(m, r, buf);
     double s = 0.0;
-    for (int64_t i = 0; i < m->cols; i++) s += buf[i] * x[i];
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
@@ -178,33 +185,48 @@ typedef struct ref_bias {
     const float *gate, *up, *down;
 } ref_bias;
 
-/* out[d_model] = down · act(gate·x + b_gate) ⊙ (up·x + b_up) + b_down, one expert of width f; buf
- * holds max(d, f), xin d_model values, h and hf f. With int8, the inputs of both products are
- * rounded (expert_input): x to int8, h to int16 after it is rounded to float as the backends hold it. */
-static void expert_ffn(const moe_layer_desc *d, const ref_matrix *gate, const ref_matrix *up,
-                       const ref_matrix *down, ref_bias b, int64_t f, bool int8, const float *x, double *xin,
-                       double *h, float *hf, double *out, double *buf)
+/* One expert: its three matrices and biases, width f; int8: its inputs are rounded (expert_input). */
+typedef struct ref_expert {
+    ref_matrix gate, up, down;
+    ref_bias b;
+    int64_t f;
+    bool int8;
+} ref_expert;
+
+/* out[s][d_model] = down · act(gate·x_s + b_gate) ⊙ (up·x_s + b_up) + b_down for n tokens, x_s
+ * their inputs as expert_input gives them (xin[s], d_model values each); h holds n·f values, hf
+ * f, buf max(d, f). Each row is decoded once for the n tokens. With int8, h is rounded to int16
+ * (expert_input) after it is rounded to float as the backends hold it. */
+static void expert_ffn(const moe_layer_desc *d, const ref_expert *x, int64_t n, const double *const *xin,
+                       double *h, float *hf, double *const *out, double *buf)
 {
-    expert_input(x, d->d_model, int8 ? 127.0f : 0.0f, xin);
+    const int64_t D = d->d_model, f = x->f;
+    const bool gated = moe_activation_is_gated(d->activation);
     for (int64_t i = 0; i < f; i++) {
-        const double u = dot_row(up, i, xin, buf) + (b.up ? (double)b.up[i] : 0.0);
-        if (!moe_activation_is_gated(d->activation)) {
-            h[i] = activate(d->activation, u);
+        ref_row(&x->up, i, buf);
+        for (int64_t s = 0; s < n; s++)
+            h[s * f + i] = dot_d(buf, xin[s], D) + (x->b.up ? (double)x->b.up[i] : 0.0);
+        if (!gated) {
+            for (int64_t s = 0; s < n; s++) h[s * f + i] = activate(d->activation, h[s * f + i]);
             continue;
         }
-        const double g = dot_row(gate, i, xin, buf) + (b.gate ? (double)b.gate[i] : 0.0);
-        h[i] =
-            d->activation == MOE_ACTIVATION_SWIGLU_OAI ? swiglu_oai(d, g, u) : activate(d->activation, g) * u;
+        ref_row(&x->gate, i, buf);
+        for (int64_t s = 0; s < n; s++) {
+            const double u = h[s * f + i];
+            const double g = dot_d(buf, xin[s], D) + (x->b.gate ? (double)x->b.gate[i] : 0.0);
+            h[s * f + i] = d->activation == MOE_ACTIVATION_SWIGLU_OAI ? swiglu_oai(d, g, u)
+                                                                      : activate(d->activation, g) * u;
+        }
     }
-    if (int8) {
-        for (int64_t i = 0; i < f; i++) hf[i] = (float)h[i];
-        expert_input(hf, f, 32767.0f, h);
-    }
-    for (int64_t o = 0; o < d->d_model; o++) {
-        ref_row(down, o, buf);
-        double s = 0.0;
-        for (int64_t i = 0; i < f; i++) s += buf[i] * h[i];
-        out[o] = s + (b.down ? (double)b.down[o] : 0.0);
+    if (x->int8)
+        for (int64_t s = 0; s < n; s++) {
+            for (int64_t i = 0; i < f; i++) hf[i] = (float)h[s * f + i];
+            expert_input(hf, f, 32767.0f, h + s * f);
+        }
+    for (int64_t o = 0; o < D; o++) {
+        ref_row(&x->down, o, buf);
+        for (int64_t s = 0; s < n; s++)
+            out[s][o] = dot_d(buf, h + s * f, f) + (x->b.down ? (double)x->b.down[o] : 0.0);
     }
 }
 
@@ -290,6 +312,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
 
     const int64_t T = n_tokens, D = d.d_model, E = d.n_experts, K = d.top_k;
     const int64_t F = d.d_ff > d.d_ff_shared ? d.d_ff : d.d_ff_shared;
+    const int64_t C = T < REF_TOKENS ? T : REF_TOKENS; /* tokens a pass */
     double *logits = moe_malloc(sizeof(double) * (size_t)(T * E));
     double *scores = moe_malloc(sizeof(double) * (size_t)E);
     double *keys = moe_malloc(sizeof(double) * (size_t)E);
@@ -298,19 +321,23 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     bool *group_taken = moe_malloc(sizeof(bool) * (size_t)E);
     int32_t *ids = moe_malloc(sizeof(int32_t) * (size_t)(T * K));
     double *w = moe_malloc(sizeof(double) * (size_t)(T * K));
+    bool *kept = moe_malloc(sizeof(bool) * (size_t)(T * K));
     int32_t *counts = moe_calloc((size_t)E, sizeof(int32_t));
-    double *h = moe_malloc(sizeof(double) * (size_t)F);
-    double *o = moe_malloc(sizeof(double) * (size_t)D);
+    double *h = moe_malloc(sizeof(double) * (size_t)(C * F));
+    double *outs =
+        moe_malloc(sizeof(double) * (size_t)(C * (K + 1) * D)); /* a pass's (token, k), then shared */
     double *acc = moe_malloc(sizeof(double) * (size_t)(T * D));
     double *p_mean = moe_calloc((size_t)E, sizeof(double));
     const int64_t DF = D > F ? D : F;
     double *buf = moe_malloc(sizeof(double) * (size_t)DF);
-    double *xin = moe_malloc(sizeof(double) * (size_t)D);
+    double *xin = moe_malloc(sizeof(double) * (size_t)(C * D));
+    const double **xs = moe_malloc(sizeof(double *) * (size_t)C);
+    double **os = moe_malloc(sizeof(double *) * (size_t)C);
     float *hf = moe_malloc(sizeof(float) * (size_t)F);
     unsigned char *row_buf = moe_malloc(sizeof(float) * (size_t)DF); /* the widest stored row */
     st = MOE_OK;
-    if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !counts ||
-        !h || !o || !acc || !p_mean || !buf || !xin || !hf || !row_buf) {
+    if (!logits || !scores || !keys || !taken || !group_score || !group_taken || !ids || !w || !kept ||
+        !counts || !h || !outs || !acc || !p_mean || !buf || !xin || !xs || !os || !hf || !row_buf) {
         st = moe_fail(NULL, MOE_ERROR_OUT_OF_MEMORY, "reference: out of host memory");
         goto done;
     }
@@ -318,55 +345,82 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     for (int64_t t = 0; t < T; t++)
         route_token(&d, weights, x + t * D, logits + t * E, scores, keys, taken, group_score, group_taken,
                     ids + t * K, w + t * K);
-
-    /* Experts, in token order so that capacity drops the later tokens. */
+    /* Capacity, in token order: it drops the later tokens. */
     int32_t dropped = 0;
-    for (int64_t t = 0; t < T; t++) {
-        const float *xt = x + t * D;
-        double *yt = acc + t * D;
-        for (int64_t i = 0; i < D; i++) yt[i] = 0.0;
-        for (int64_t j = 0; j < K; j++) {
-            const int32_t e = ids[t * K + j];
-            const bool kept = d.expert_capacity == 0 || counts[e] < d.expert_capacity;
-            counts[e]++;
-            if (kept) {
-                const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
-                const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
-                const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
-                const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
-                const ref_matrix gate = {g ? g + (size_t)e * in_bytes : NULL, dt, sto, D, row_buf};
-                const ref_matrix up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf};
-                const ref_matrix down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff,
-                                         row_buf};
-                const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
-                                  moe_dtype_int_dot(d.down_weight_dtype);
-                ref_bias b = {0};
-                if (d.expert_has_bias)
-                    b = (ref_bias){weights->gate_bias ? weights->gate_bias + (size_t)e * (size_t)d.d_ff
-                                                      : NULL,
-                                   weights->up_bias + (size_t)e * (size_t)d.d_ff,
-                                   weights->down_bias + (size_t)e * (size_t)D};
-                expert_ffn(&d, &gate, &up, &down, b, d.d_ff, int8, xt, xin, h, hf, o, buf);
-                for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * o[i];
-            } else {
-                dropped++;
-                if (d.drop_policy == MOE_DROP_PASSTHROUGH)
-                    for (int64_t i = 0; i < D; i++) yt[i] += w[t * K + j] * (double)xt[i];
-            }
+    for (int64_t i = 0; i < T * K; i++) {
+        kept[i] = d.expert_capacity == 0 || counts[ids[i]] < d.expert_capacity;
+        counts[ids[i]]++;
+        dropped += !kept[i];
+    }
+
+    const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
+    const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
+    const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
+    const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
+                      moe_dtype_int_dot(d.down_weight_dtype);
+    for (int64_t t0 = 0; t0 < T; t0 += C) {
+        const int64_t nt = T - t0 < C ? T - t0 : C;
+        for (int64_t t = 0; t < nt; t++) expert_input(x + (t0 + t) * D, D, int8 ? 127.0f : 0.0f, xin + t * D);
+        /* Each expert once, on the pass's tokens routed there and kept; outs[t][k] its output. */
+        for (int64_t e = 0; e < E; e++) {
+            int64_t n = 0;
+            for (int64_t t = 0; t < nt; t++)
+                for (int64_t j = 0; j < K; j++)
+                    if (ids[(t0 + t) * K + j] == e && kept[(t0 + t) * K + j]) {
+                        xs[n] = xin + t * D;
+                        os[n++] = outs + (t * (K + 1) + j) * D;
+                    }
+            if (n == 0) continue;
+            const unsigned char *g = weights->gate, *u = weights->up, *dn = weights->down;
+            ref_expert ex = {
+                .gate = {g ? g + (size_t)e * in_bytes : NULL, dt, sto, D, row_buf},
+                .up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf},
+                .down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff, row_buf},
+                .f = d.d_ff,
+                .int8 = int8,
+            };
+            if (d.expert_has_bias)
+                ex.b = (ref_bias){weights->gate_bias ? weights->gate_bias + (size_t)e * (size_t)d.d_ff : NULL,
+                                  weights->up_bias + (size_t)e * (size_t)d.d_ff,
+                                  weights->down_bias + (size_t)e * (size_t)D};
+            expert_ffn(&d, &ex, n, xs, h, hf, os, buf);
         }
+        /* The shared expert on every token of the pass: outs[t][K]. */
         if (d.d_ff_shared > 0) {
-            const moe_dtype dt = moe_weights_shared_dtype(weights), sto = d.shared_weight_dtype;
-            const ref_matrix gate = {weights->shared_gate, dt, sto, D, row_buf};
-            const ref_matrix up = {weights->shared_up, dt, sto, D, row_buf};
-            const ref_matrix down = {weights->shared_down, dt, d.shared_down_weight_dtype, d.d_ff_shared,
-                                     row_buf};
-            const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
-                              moe_dtype_int_dot(d.shared_down_weight_dtype);
-            const ref_bias none = {0};
-            expert_ffn(&d, &gate, &up, &down, none, d.d_ff_shared, int8, xt, xin, h, hf, o, buf);
-            double g = 1.0;
-            if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
-            for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
+            const moe_dtype sdt = moe_weights_shared_dtype(weights), ssto = d.shared_weight_dtype;
+            const ref_expert ex = {
+                .gate = {weights->shared_gate, sdt, ssto, D, row_buf},
+                .up = {weights->shared_up, sdt, ssto, D, row_buf},
+                .down = {weights->shared_down, sdt, d.shared_down_weight_dtype, d.d_ff_shared, row_buf},
+                .f = d.d_ff_shared,
+                .int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(ssto) &&
+                        moe_dtype_int_dot(d.shared_down_weight_dtype),
+            };
+            for (int64_t t = 0; t < nt; t++) {
+                expert_input(x + (t0 + t) * D, D, ex.int8 ? 127.0f : 0.0f, xin + t * D);
+                xs[t] = xin + t * D;
+                os[t] = outs + (t * (K + 1) + K) * D;
+            }
+            expert_ffn(&d, &ex, nt, xs, h, hf, os, buf);
+        }
+        /* Each token's sum in its order: the routed experts best first, then the shared one. */
+        for (int64_t t = 0; t < nt; t++) {
+            const float *xt = x + (t0 + t) * D;
+            double *yt = acc + (t0 + t) * D;
+            for (int64_t i = 0; i < D; i++) yt[i] = 0.0;
+            for (int64_t j = 0; j < K; j++) {
+                const double wj = w[(t0 + t) * K + j], *o = outs + (t * (K + 1) + j) * D;
+                if (kept[(t0 + t) * K + j])
+                    for (int64_t i = 0; i < D; i++) yt[i] += wj * o[i];
+                else if (d.drop_policy == MOE_DROP_PASSTHROUGH)
+                    for (int64_t i = 0; i < D; i++) yt[i] += wj * (double)xt[i];
+            }
+            if (d.d_ff_shared > 0) {
+                const double *o = outs + (t * (K + 1) + K) * D;
+                double g = 1.0;
+                if (d.shared_expert_gate) g = 1.0 / (1.0 + exp(-dot(weights->shared_expert_gate, xt, D)));
+                for (int64_t i = 0; i < D; i++) yt[i] += g * o[i];
+            }
         }
     }
 
@@ -408,13 +462,16 @@ done:
     moe_free(group_taken);
     moe_free(ids);
     moe_free(w);
+    moe_free(kept);
     moe_free(counts);
     moe_free(h);
-    moe_free(o);
+    moe_free(outs);
     moe_free(acc);
     moe_free(p_mean);
     moe_free(buf);
     moe_free(xin);
+    moe_free(xs);
+    moe_free(os);
     moe_free(hf);
     moe_free(row_buf);
     return st;
