@@ -193,6 +193,13 @@ typedef struct ref_expert {
     bool int8;
 } ref_expert;
 
+/* Whether an expert stored in these formats takes rounded inputs: integer activations (moe.h,
+ * activation_dtype Q8_0) where both its gate/up and its down format have integer products. */
+static bool int8_inputs(const moe_layer_desc *d, moe_dtype gate_up, moe_dtype down)
+{
+    return d->activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(gate_up) && moe_dtype_int_dot(down);
+}
+
 /* out[s][d_model] = down · act(gate·x_s + b_gate) ⊙ (up·x_s + b_up) + b_down for n tokens, x_s
  * their inputs as expert_input gives them (xin[s], d_model values each); h holds n·f values, hf
  * f, buf max(d, f). Each row is decoded once for the n tokens. With int8, h is rounded to int16
@@ -356,8 +363,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
     const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
     const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
-    const bool int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(sto) &&
-                      moe_dtype_int_dot(d.down_weight_dtype);
+    const bool int8 = int8_inputs(&d, sto, d.down_weight_dtype);
     for (int64_t t0 = 0; t0 < T; t0 += C) {
         const int64_t nt = T - t0 < C ? T - t0 : C;
         for (int64_t t = 0; t < nt; t++) expert_input(x + (t0 + t) * D, D, int8 ? 127.0f : 0.0f, xin + t * D);
@@ -393,8 +399,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 .up = {weights->shared_up, sdt, ssto, D, row_buf},
                 .down = {weights->shared_down, sdt, d.shared_down_weight_dtype, d.d_ff_shared, row_buf},
                 .f = d.d_ff_shared,
-                .int8 = d.activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(ssto) &&
-                        moe_dtype_int_dot(d.shared_down_weight_dtype),
+                .int8 = int8_inputs(&d, ssto, d.shared_down_weight_dtype),
             };
             for (int64_t t = 0; t < nt; t++) {
                 expert_input(x + (t0 + t) * D, D, ex.int8 ? 127.0f : 0.0f, xin + t * D);
