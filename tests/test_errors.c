@@ -202,6 +202,22 @@ static void limit_errors(moe_context *ctx, h_rng *r)
     h_layer_free(&hl);
 }
 
+/* Environment variable var set to value: the context is refused (INVALID_ARGUMENT), *ctx not written,
+ * and the message names the variable and the value, quoted. */
+static void env_refused(const moe_context_desc *desc, const char *var, const char *value)
+{
+    moe_context *const unset = (moe_context *)(uintptr_t)0x1;
+    moe_context *ctx = unset;
+    setenv(var, value, 1);
+    CHECK_STATUS(moe_context_create(desc, &ctx), MOE_ERROR_INVALID_ARGUMENT);
+    CHECK(ctx == unset, "%s='%s': context written on failure", var, value);
+    if (ctx != unset) moe_context_destroy(ctx);
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "'%s'", value);
+    CHECK(strstr(moe_last_error(), var) && strstr(moe_last_error(), quoted), "%s='%s': message '%s'", var,
+          value, moe_last_error());
+}
+
 /* moe_context_desc.n_threads and MOE_NUM_THREADS (moe.h): 1..1024 threads, a value that is not
  * a plain decimal number in range is refused, never replaced by a guess. */
 static void thread_errors(void)
@@ -234,16 +250,8 @@ static void thread_errors(void)
     const char *bad[] = {
         "abc", "8x", "0", "-3", "+4", " 4", "4 ", "0x10", "1025", "4294967297", "99999999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        setenv("MOE_NUM_THREADS", bad[i], 1);
         desc.n_threads = 0;
-        ctx = unset;
-        CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_ERROR_INVALID_ARGUMENT);
-        CHECK(ctx == unset, "MOE_NUM_THREADS='%s': context written on failure", bad[i]);
-        if (ctx != unset) moe_context_destroy(ctx);
-        char quoted[64];
-        snprintf(quoted, sizeof quoted, "'%s'", bad[i]);
-        CHECK(strstr(moe_last_error(), "MOE_NUM_THREADS") && strstr(moe_last_error(), quoted),
-              "MOE_NUM_THREADS='%s': message '%s'", bad[i], moe_last_error());
+        env_refused(&desc, "MOE_NUM_THREADS", bad[i]);
         /* An explicit n_threads does not consult the variable; device info reports the cores. */
         desc.n_threads = 2;
         ctx = NULL;
@@ -294,6 +302,23 @@ static void thread_errors(void)
         }
     }
 #endif
+}
+
+/* MOE_CPU_PREFETCH (README): auto, on or off; anything else is refused, naming the value, not
+ * taken as one of them. */
+static void prefetch_errors(void)
+{
+    moe_context_desc desc = {.struct_size = sizeof desc, .backend = MOE_BACKEND_CPU, .n_threads = 1};
+    const char *bad[] = {"yes", "ON", "1", "0", " off", "off ", "autoo"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) env_refused(&desc, "MOE_CPU_PREFETCH", bad[i]);
+    const char *good[] = {"auto", "on", "off", ""};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        setenv("MOE_CPU_PREFETCH", good[i], 1);
+        moe_context *ctx = NULL;
+        CHECK_STATUS(moe_context_create(&desc, &ctx), MOE_OK);
+        moe_context_destroy(ctx);
+    }
+    unsetenv("MOE_CPU_PREFETCH");
 }
 
 static void forward_errors(moe_context *ctx, h_rng *r)
@@ -556,6 +581,7 @@ int main(int argc, char **argv)
     config_errors(ctx, &r);
     limit_errors(ctx, &r);
     thread_errors();
+    prefetch_errors();
     forward_errors(ctx, &r);
     backend_errors();
     device_choice(kind);

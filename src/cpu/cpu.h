@@ -157,6 +157,9 @@ typedef struct moe_cpu_gemm {
     const unsigned char *a_q;
     size_t a_q_stride;
     moe_act_quant act_quant;
+    /* F32 / F16 / BF16 weights read with software prefetch ahead of the kernel (the block formats
+     * always are): moe_cpu_dense_prefetch. */
+    bool prefetch_dense;
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
@@ -166,6 +169,7 @@ typedef struct moe_cpu_kernels {
     bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
                                false: Q4_0's float activations come rearranged (cpu_backend.c:
                                q4_byte_acts) */
+    int vector_bits;        /* 128, 256 or 512 (simde512: 512, emulated) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -198,6 +202,12 @@ void moe_cpu_quantize_row(moe_act_quant q, const float *a, int64_t k, void *out)
 /* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI, INT_DOT (AVX2;
  * x86). */
 uint32_t moe_cpu_features(void);
+
+/* Whether the F32 / F16 / BF16 kernels of k prefetch their weights in software (moe_cpu_gemm.
+ * prefetch_dense): MOE_CPU_PREFETCH=on|off, else (unset, empty or auto) off where k is a 512-bit
+ * level on an AMD CPU, on elsewhere (isa.c says why). -1 where MOE_CPU_PREFETCH is none of these;
+ * *value is then its text. */
+int moe_cpu_dense_prefetch(const moe_cpu_kernels *k, const char **value);
 
 /* The best kernel set this CPU runs, or the one MOE_CPU_ISA names; NULL if MOE_CPU_ISA names
  * one the CPU cannot run (or an unknown one). */

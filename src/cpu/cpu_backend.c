@@ -40,6 +40,7 @@ struct moe_backend_buffer {
 typedef struct cpu_backend {
     moe_backend base;
     const moe_cpu_kernels *k;
+    bool prefetch_dense; /* moe_cpu_dense_prefetch(k) */
     moe_pool *pool;
     double begin_ms;
     float *q4_acts; /* Q4_0's / Q4_K's rearranged activation rows (q4_byte_acts), q4_acts_cap floats */
@@ -187,6 +188,12 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
                         "cpu: MOE_NUM_THREADS='%s' is not a thread count: it must be a plain decimal number "
                         "from 1 to %d (or unset, for every online core)",
                         env, MOE_MAX_THREADS);
+    const int prefetch_dense = moe_cpu_dense_prefetch(k, &env);
+    if (prefetch_dense < 0)
+        return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
+                        "cpu: MOE_CPU_PREFETCH='%s' is not one of auto, on, off (software prefetch of F32 / "
+                        "F16 / BF16 weights; unset is auto)",
+                        env);
     cpu_backend *c = moe_calloc(1, sizeof *c);
     if (!c) return moe_fail(ctx, MOE_ERROR_OUT_OF_MEMORY, "cpu: out of host memory");
     const int threads = desc->n_threads > 0 ? desc->n_threads : default_threads();
@@ -199,6 +206,7 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
                         threads);
     }
     c->k = k;
+    c->prefetch_dense = prefetch_dense;
     c->base = (moe_backend){.ops = &moe_cpu_backend_ops,
                             .ctx = ctx,
                             .alignment = CPU_ALIGN,
@@ -342,6 +350,7 @@ static void run_gemm(cpu_backend *c, gemm_job *j)
 {
     const int64_t tiles = (j->n_rows + CPU_ROW_TILE - 1) / CPU_ROW_TILE;
     j->k = c->k;
+    j->g.prefetch_dense = c->prefetch_dense;
     j->pairs = moe_cpu_pairs(j->g.n_out, j->g.gated);
     j->expert_bytes = moe_cpu_packed_bytes(j->g.dtype, j->g.n_out, j->g.k_dim, j->g.gated);
     /* Enough column chunks that every thread has work even with few row tiles: in decode each
