@@ -106,6 +106,7 @@ typedef struct bench_config {
     int async;                   /* --async: also time the layers as one chain, one wait at the end
                                     against a wait per layer */
     int kernel_times;            /* --kernel-times: each kernel's device time per forward */
+    int interleave;              /* --interleave: a target's runs timed forward by forward in turn */
     /* expert parallelism (bench_ep.h) */
     int ep; /* --ep: BENCH_EP_OFF, BENCH_EP_WEAK or BENCH_EP_STRONG */
     /* serving simulation */

@@ -195,6 +195,11 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
                  "also report each kernel's device time per timed forward, as the GPU backends time "
                  "their dispatches (Vulkan, OpenCL; the CPU backend times none). Not with --serve, "
                  "--ep or --cache-slots"),
+        OPT_FLAG("interleave", interleave,
+                 "time a target's runs (--weights x --activations) forward by forward in turn, each "
+                 "with its layers made first and kept, so that a machine whose memory bandwidth "
+                 "drifts from minute to minute touches every run alike. Not with --serve, --async, "
+                 "--kernel-times, --cpu-experts N > 0, --cache-slots, --trace-reuse / --trace or --ep"),
         OPT_FLAG("no-bandwidth", no_bandwidth,
                  "do not measure the machine's read bandwidth (no % of it per result)"),
         {"ep", BENCH_OPT_CHOICE, &c->ep, "weak|strong", 0, 0, 0.0, bench_ep_choices, "off",
@@ -584,6 +589,31 @@ static bench_parse_result check(bench_config *c)
     if (c->kernel_times && (c->serve || c->ep || c->cache_slots.n > 0))
         return fail("--kernel-times does not combine with --serve, --ep or --cache-slots (it times the "
                     "kernels of one context's forwards, on the calling thread)");
+    if (c->interleave) {
+        /* One plain layer per run, on the calling thread: a run's extra timings (chains, kernel
+         * logs, another context's experts, a trace's steered inputs) would interleave too. */
+        int placed = 0;
+        for (size_t i = 0; i < c->weights.n; i++) placed |= c->weights.cpu_experts[i] > 0;
+        const struct {
+            int given;
+            const char *what;
+        } refused[] = {{c->serve, "--serve"},
+                       {c->async, "--async"},
+                       {c->kernel_times, "--kernel-times"},
+                       {placed, "--cpu-experts N > 0"},
+                       {c->cache_slots.n > 0, "--cache-slots"},
+                       {bench_trace_active(c), "--trace-reuse / --trace"},
+                       {c->ep, "--ep"}};
+        for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+            if (refused[i].given) {
+                snprintf(
+                    msg, sizeof msg,
+                    "%s and --interleave do not combine (--interleave times plain layers of one context, "
+                    "forward by forward)",
+                    refused[i].what);
+                return fail(msg);
+            }
+    }
     if (c->ep) {
         /* One plain layer per rank and format: what a placed, cached, chained or served layer would
          * add is measured by their own modes. */

@@ -5,6 +5,10 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* _SC_LEVEL3_CACHE_SIZE is a glibc extension */
+#if defined(__linux__)
+#define _GNU_SOURCE /* sched_getaffinity, cpu_set_t */
+#include <sched.h>
+#endif
 
 #include "bench_machine.h"
 
@@ -12,6 +16,7 @@
 
 #include <ctype.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,8 +53,111 @@ uint64_t bench_parse_cache_size(const char *text)
     return (uint64_t)v * mult;
 }
 
+/* The first line of a small sysfs file, without its newline; false when it cannot be read. */
+static bool read_line(const char *path, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return false;
+    const bool ok = fgets(buf, (int)size, f) != NULL;
+    fclose(f);
+    if (ok) buf[strcspn(buf, "\n")] = '\0';
+    return ok;
+}
+
+enum { SYSFS_MAX_INDEX = 16, SHARED_TEXT = 128, CPU_LIST_MAX = 1024 };
+
+/* CPU cpu's last-level cache in the tree at root: the index with the highest level that holds
+ * data (Unified or Data, not Instruction). Its size (0 when none is listed), its level, and in
+ * key the CPUs that share it (what tells its instances apart, with the level). */
+static uint64_t cpu_llc(const char *root, int cpu, long *level_out, char key[SHARED_TEXT])
+{
+    uint64_t best_size = 0;
+    long best_level = 0;
+    for (int i = 0; i < SYSFS_MAX_INDEX; i++) {
+        char path[512], text[SHARED_TEXT];
+        snprintf(path, sizeof path, "%s/cpu%d/cache/index%d/level", root, cpu, i);
+        if (!read_line(path, text, sizeof text)) continue;
+        const long level = strtol(text, NULL, 10);
+        snprintf(path, sizeof path, "%s/cpu%d/cache/index%d/type", root, cpu, i);
+        if (level <= best_level || !read_line(path, text, sizeof text) || strcmp(text, "Instruction") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/cpu%d/cache/index%d/size", root, cpu, i);
+        const uint64_t size = read_line(path, text, sizeof text) ? bench_parse_cache_size(text) : 0;
+        snprintf(path, sizeof path, "%s/cpu%d/cache/index%d/shared_cpu_list", root, cpu, i);
+        if (size == 0 || !read_line(path, text, sizeof text)) continue;
+        best_size = size;
+        best_level = level;
+        snprintf(key, SHARED_TEXT, "%s", text);
+    }
+    *level_out = best_level;
+    return best_size;
+}
+
+uint64_t bench_llc_sysfs(const char *root, const int *cpus, int n_cpus, bench_llc_info *info)
+{
+    typedef struct seen_cache {
+        long level;
+        char shared[SHARED_TEXT];
+    } seen_cache;
+    seen_cache *seen = n_cpus > 0 ? malloc((size_t)n_cpus * sizeof *seen) : NULL;
+    int n_seen = 0;
+    uint64_t total = 0;
+    for (int c = 0; seen && c < n_cpus; c++) {
+        seen_cache *s = &seen[n_seen];
+        const uint64_t size = cpu_llc(root, cpus[c], &s->level, s->shared);
+        bool again = size == 0;
+        for (int k = 0; k < n_seen && !again; k++)
+            again = seen[k].level == s->level && strcmp(seen[k].shared, s->shared) == 0;
+        if (again) continue;
+        total += size;
+        n_seen++;
+    }
+    if (info) {
+        memset(info, 0, sizeof *info);
+        info->instances = n_seen;
+        if (n_seen > 0) {
+            info->level = seen[0].level;
+            snprintf(info->shared, sizeof info->shared, "%s", seen[0].shared);
+        }
+    }
+    free(seen);
+    return total;
+}
+
+/* The CPUs this process may run on (its affinity mask), the CPU backend's threads among them. */
+static int allowed_cpus(int *cpus, int cap)
+{
+    int n = 0;
+#if defined(__linux__)
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int c = 0; c < CPU_SETSIZE && n < cap; c++)
+            if (CPU_ISSET(c, &set)) cpus[n++] = c;
+#else
+    (void)cpus;
+    (void)cap;
+#endif
+    return n;
+}
+
 uint64_t bench_llc_bytes(const char **source)
 {
+    static char text[SHARED_TEXT + 96]; /* what *source points to */
+    int cpus[CPU_LIST_MAX];
+    const int n_cpus = allowed_cpus(cpus, CPU_LIST_MAX);
+    bench_llc_info info;
+    const uint64_t sysfs = bench_llc_sysfs("/sys/devices/system/cpu", cpus, n_cpus, &info);
+    if (sysfs > 0) {
+        if (info.instances == 1)
+            snprintf(text, sizeof text, "sysfs: one L%ld, shared by cpus %s", info.level, info.shared);
+        else
+            snprintf(text, sizeof text,
+                     "sysfs: %d L%ld caches summed, those of the CPUs moe-bench may run on", info.instances,
+                     info.level);
+        if (source) *source = text;
+        return sysfs;
+    }
 #if defined(_SC_LEVEL3_CACHE_SIZE)
     const long v = sysconf(_SC_LEVEL3_CACHE_SIZE);
     if (v > 0) {
@@ -57,16 +165,6 @@ uint64_t bench_llc_bytes(const char **source)
         return (uint64_t)v;
     }
 #endif
-    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
-    if (f) {
-        char line[64];
-        const uint64_t b = fgets(line, sizeof line, f) ? bench_parse_cache_size(line) : 0;
-        fclose(f);
-        if (b > 0) {
-            if (source) *source = "sysfs";
-            return b;
-        }
-    }
     if (source) *source = "unknown, assumed";
     return BENCH_LLC_DEFAULT_BYTES;
 }

@@ -142,6 +142,43 @@ static int64_t layers_that_fit(const mem_model *m, const moe_device_info *infos,
     return n >= 1.0 ? (int64_t)n : 0;
 }
 
+/* --interleave keeps every run's layers at once: refuses them when, together, they do not fit
+ * (each alone was checked by check_fit). */
+static int check_together(const bench_plan *plan, mem_model *m, double streams, const moe_device_info *infos,
+                          size_t n_infos, double avail)
+{
+    double lib = 0.0, cpu = 0.0;
+    for (size_t i = 0; i < plan->n; i++) {
+        set_format(m, &plan->f[i], streams);
+        lib += (double)plan->f[i].layers * m->lib_per_layer;
+        cpu += (double)plan->f[i].layers * m->cpu_per_layer;
+    }
+    for (size_t i = 0; i < n_infos; i++) {
+        if (bench_shares_host_memory(&infos[i]) || infos[i].memory_bytes == 0) continue;
+        if (m->lib_fixed + lib > (double)infos[i].memory_bytes) {
+            fprintf(stderr,
+                    BENCH_PROG
+                    ": refusing --interleave: the %zu runs' layers, kept at once, need about %.4g GiB "
+                    "on %s device %d \"%s\", more than its %.4g GiB; give fewer --weights or --layers N\n",
+                    plan->n, (m->lib_fixed + lib) / GIB, moe_backend_name(infos[i].backend), infos[i].index,
+                    infos[i].name, (double)infos[i].memory_bytes / GIB);
+            return BENCH_EXIT_MEMORY;
+        }
+    }
+    const double need = m->host_fixed + (double)plan->max_layers * m->x_per_layer + cpu +
+                        (m->host_dev ? m->lib_fixed + lib : 0.0);
+    if (avail > 0.0 && need > HOST_SHARE * avail) {
+        fprintf(stderr,
+                BENCH_PROG
+                ": refusing --interleave: the %zu runs' layers, kept at once, need about %.4g GiB of "
+                "host memory, but this machine has %.4g GiB available and a run may use %.0f%% of it; "
+                "give fewer --weights or --layers N\n",
+                plan->n, need / GIB, avail / GIB, HOST_SHARE * 100.0);
+        return BENCH_EXIT_MEMORY;
+    }
+    return 0;
+}
+
 int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t n_infos, uint64_t llc_bytes,
                     const char *llc_source, bench_plan *plan)
 {
@@ -211,7 +248,7 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
                                  n_infos, avail, (double)total);
         if (rc) return rc;
     }
-    return 0;
+    return c->interleave ? check_together(plan, &m, streams, infos, n_infos, avail) : 0;
 }
 
 int bench_plan_refit(const bench_config *c, const moe_device_info *info, double stored, bench_format_plan *f)

@@ -154,6 +154,7 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
             bench_choice_name(bench_cache_policy_choices, c->cache_policy < 0 ? 0 : c->cache_policy),
             c->cache_min_rows < 0 ? 0 : c->cache_min_rows, mib_text((double)cache_bytes, one, sizeof one));
     if (f->capped[0]) fprintf(out, " | --layers auto %s", f->capped);
+    if (c->interleave) fprintf(out, " | timed in turn with the other runs (--interleave)");
     fputc('\n', out);
 }
 
@@ -630,6 +631,7 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));
     cJSON_AddNumberToObject(o, "layers", (double)r->layers);
     cJSON_AddBoolToObject(o, "layers_auto", r->layers_auto != 0);
+    cJSON_AddNumberToObject(o, "interleaved", (double)r->interleaved);
     cJSON_AddNumberToObject(o, "cpu_experts", (double)r->cpu_experts);
     add_placement(o, r);
     cJSON_AddNumberToObject(o, "weight_bytes", (double)r->arena_weights_bytes);

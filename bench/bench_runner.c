@@ -446,56 +446,74 @@ static bool series_grow(forward_series *s, size_t cap)
     return true;
 }
 
-/* Timed forwards: exactly cfg->iters of them, or (iters 0) as many as fit in min_time
- * seconds, at least MIN_TIMED_ITERS; their series in *out, their count in *out_n. */
-static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *cy, int64_t tokens,
-                         bench_data *b, bench_run_progress *prog, int placed, forward_series *out,
-                         size_t *out_n)
+/* Whether a series of n timed forwards taking `total` seconds is long enough: exactly
+ * cfg->iters of them, or (iters 0) as many as fit in min_time seconds, at least MIN_TIMED_ITERS. */
+static bool series_done(const bench_config *c, size_t n, double total)
+{
+    if (c->iters > 0) return n == (size_t)c->iters;
+    return (n >= MIN_TIMED_ITERS && total >= c->min_time) || n >= MAX_TIMED_ITERS ||
+           (n >= SLOW_TIMED_ITERS && total >= SLOW_FACTOR * c->min_time);
+}
+
+/* Timed forwards of n_runs cycles, one forward of each in turn (n_runs 1: one run's, back to
+ * back; --interleave: every run of a target), until each run's series is done (series_done);
+ * their series in out[k], their common count in *out_n. */
+static int time_forwards(const bench_config *c, moe_context *ctx, layer_cycle *cy, size_t n_runs,
+                         int64_t tokens, bench_data *b, bench_run_progress *prog, int placed,
+                         forward_series *out, size_t *out_n)
 {
     size_t cap = c->iters > 0 ? (size_t)c->iters : 64, n = 0;
-    double total = 0.0;
-    forward_series s = {{NULL}, placed ? 4 : 2};
-    if (!series_grow(&s, cap)) {
-        series_free(&s);
+    double total[BENCH_MAX_FORMATS] = {0.0};
+    bool grown = true;
+    for (size_t k = 0; k < n_runs; k++) {
+        out[k] = (forward_series){{NULL}, placed ? 4 : 2};
+        grown = grown && series_grow(&out[k], cap);
+    }
+    if (!grown) {
+        for (size_t k = 0; k < n_runs; k++) series_free(&out[k]);
         fprintf(stderr, BENCH_PROG ": out of host memory for %zu timings\n", cap);
         return BENCH_EXIT_LIBRARY;
     }
     for (;;) {
-        if (c->iters > 0) {
-            if (n == (size_t)c->iters) break;
-        } else if ((n >= MIN_TIMED_ITERS && total >= c->min_time) || n >= MAX_TIMED_ITERS ||
-                   (n >= SLOW_TIMED_ITERS && total >= SLOW_FACTOR * c->min_time)) {
-            break;
-        }
+        bool done = true;
+        for (size_t k = 0; k < n_runs; k++) done = done && series_done(c, n, total[k]);
+        if (done) break;
         if (n == cap) {
-            if (!series_grow(&s, 2 * cap)) break; /* enough samples already; keep what we have */
+            bool ok = true;
+            for (size_t k = 0; k < n_runs; k++) ok = ok && series_grow(&out[k], 2 * cap);
+            if (!ok) break; /* enough samples already; keep what we have */
             cap *= 2;
         }
-        double device_ms = 0.0, ctx_before[2] = {0.0, 0.0}, ctx_after[2] = {0.0, 0.0};
-        moe_forward_stats stats;
-        memset(&stats, 0, sizeof stats);
-        stats.struct_size = sizeof stats;
-        stats.device_ms = &device_ms;
-        moe_layer *layer = cy->layers[cy->next];
-        moe_status st = placed ? moe_layer_get_context_ms(layer, 2, ctx_before) : MOE_OK;
-        const double t0 = bench_now();
-        if (st == MOE_OK) st = cycle_forward(cy, tokens, b->y, &stats);
-        const double t1 = bench_now();
-        if (st == MOE_OK && placed) st = moe_layer_get_context_ms(layer, 2, ctx_after);
-        if (st != MOE_OK) {
-            series_free(&s);
-            return bench_library_error("moe_layer_forward", st, ctx);
+        for (size_t k = 0; k < n_runs; k++) {
+            forward_series *s = &out[k];
+            double device_ms = 0.0, ctx_before[2] = {0.0, 0.0}, ctx_after[2] = {0.0, 0.0};
+            moe_forward_stats stats;
+            memset(&stats, 0, sizeof stats);
+            stats.struct_size = sizeof stats;
+            stats.device_ms = &device_ms;
+            moe_layer *layer = cy[k].layers[cy[k].next];
+            moe_status st = placed ? moe_layer_get_context_ms(layer, 2, ctx_before) : MOE_OK;
+            const double t0 = bench_now();
+            if (st == MOE_OK) st = cycle_forward(&cy[k], tokens, b->y, &stats);
+            const double t1 = bench_now();
+            if (st == MOE_OK && placed) st = moe_layer_get_context_ms(layer, 2, ctx_after);
+            if (st != MOE_OK) {
+                for (size_t j = 0; j < n_runs; j++) series_free(&out[j]);
+                return bench_library_error("moe_layer_forward", st, ctx);
+            }
+            s->v[0][n] = t1 - t0;
+            s->v[1][n] = device_ms * 1e-3;
+            for (int i = 0; placed && i < 2; i++) s->v[2 + i][n] = ctx_after[i] - ctx_before[i];
+            total[k] += t1 - t0;
         }
-        s.v[0][n] = t1 - t0;
-        s.v[1][n] = device_ms * 1e-3;
-        for (int k = 0; placed && k < 2; k++) s.v[2 + k][n] = ctx_after[k] - ctx_before[k];
         n++;
-        total += t1 - t0;
-        const double by_iters = c->iters > 0 ? (double)n / (double)c->iters : 0.0;
-        const double by_time = c->iters > 0 ? 0.0 : total / c->min_time;
-        progress(prog, by_iters > by_time ? by_iters : by_time);
+        double least = 1.0; /* the run furthest from done */
+        for (size_t k = 0; k < n_runs; k++) {
+            const double by = c->iters > 0 ? (double)n / (double)c->iters : total[k] / c->min_time;
+            if (by < least) least = by;
+        }
+        progress(prog, least);
     }
-    *out = s;
     *out_n = n;
     return 0;
 }
@@ -610,108 +628,78 @@ static int time_chains(const bench_config *c, moe_context *ctx, const layer_cycl
     return rc;
 }
 
-int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
-                  const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
-                  bench_result *r)
+/* The first forward (layer 0), always run and reported on its own (first_wall / first_device),
+ * so kernel compilation on a cold cache is never folded into the statistics; then --warmup
+ * forwards (the first one counts), cut short once they have taken --min-time, continuing the
+ * cycle. */
+static int warm_up(const bench_config *c, moe_context *ctx, layer_cycle *cy, int64_t tokens, bench_data *b,
+                   bench_result *r)
 {
-    moe_status st;
-    layer_cycle cy = {layers, n_layers, 0, d->d_model, 0, b};
-    progress(prog, 0.0);
-    /* The first forward (layer 0), always run and reported on its own (first_wall /
-     * first_device), so kernel compilation on a cold cache is never folded into the statistics. */
     double first_device_ms = 0.0;
     moe_forward_stats first;
     memset(&first, 0, sizeof first);
     first.struct_size = sizeof first;
     first.device_ms = &first_device_ms;
     const double warm_start = bench_now();
-    st = cycle_forward(&cy, tokens, b->y, &first);
+    moe_status st = cycle_forward(cy, tokens, b->y, &first);
     if (st != MOE_OK) return bench_library_error("moe_layer_forward (first)", st, ctx);
     r->first_wall = bench_now() - warm_start;
     r->first_device = first_device_ms * 1e-3;
-    /* Warm-up: --warmup forwards (the first one counts), cut short once they have taken
-     * --min-time, continuing the cycle. */
     for (int64_t i = 1; i < c->warmup; i++) {
-        st = cycle_forward(&cy, tokens, b->y, NULL);
+        st = cycle_forward(cy, tokens, b->y, NULL);
         if (st != MOE_OK) return bench_library_error("moe_layer_forward (warm-up)", st, ctx);
         if (c->iters == 0 && bench_now() - warm_start >= c->min_time) break;
     }
-    int rc = 0;
-    bench_trace_routing routing = {0};
-    if (b->trace_x) {
-        rc = bench_trace_verify(layers[0], ctx, d, b->trace, b->trace_x, &routing);
-        if (rc) return rc;
-    }
-    const int placed = r->cpu_experts > 0, cached = r->cache_slots > 0;
-    placement_counts before = {0}, after = {0};
-    if (placed && (rc = read_placement(ctx, &cy, cached, &before))) return rc;
-    forward_series series = {{NULL}, 0};
-    size_t n = 0;
-    memset(&kernel_log_state.sums, 0, sizeof kernel_log_state.sums);
-    kernel_log_state.on = kernel_log_state.enabled;
-    rc = time_forwards(c, ctx, &cy, tokens, b, prog, placed, &series, &n);
-    double *wall = series.v[0], *dev = series.v[1];
-    kernel_log_state.on = 0;
-    if (rc) return rc;
-    if (kernel_log_state.enabled && n > 0) {
-        r->has_kernels = 1;
-        r->kernels = kernel_log_state.sums;
-        for (int i = 0; i < r->kernels.n; i++) {
-            r->kernels.ms[i] /= (double)n;
-            r->kernels.calls[i] /= (double)n;
-        }
-    }
-    if (placed && (rc = read_placement(ctx, &cy, cached, &after))) {
-        series_free(&series);
-        return rc;
-    }
+    return 0;
+}
+
+/* r's latency figures from a run's n timed forwards; with one context (not placed) also its
+ * device ms per forward. */
+static void summarize_series(const forward_series *s, size_t n, int placed, bench_result *r)
+{
     double dev_sum = 0.0;
-    for (size_t i = 0; i < n; i++) dev_sum += dev[i];
-    r->wall = bench_summarize(wall, n);
-    if (dev_sum > 0.0) r->dev_time = bench_summarize(dev, n);
+    for (size_t i = 0; i < n; i++) dev_sum += s->v[1][i];
+    r->wall = bench_summarize(s->v[0], n);
+    if (dev_sum > 0.0) r->dev_time = bench_summarize(s->v[1], n);
     if (placed && n > 0) {
         r->has_context_dist = 1;
         for (int k = 0; k < 2; k++) {
-            const bench_summary per = bench_summarize(series.v[2 + k], n);
+            const bench_summary per = bench_summarize(s->v[2 + k], n);
             r->context_median_ms[k] = per.median;
             r->context_p95_ms[k] = per.p95;
         }
     }
-    series_free(&series);
-    if (placed) {
-        r->has_context_ms = 1;
-        for (int k = 0; k < 2; k++)
-            r->context_ms[k] = (after.context_ms[k] - before.context_ms[k]) / (double)n;
-        r->cache_hits = after.hits - before.hits;
-        r->cache_misses = after.misses - before.misses;
-        r->cache_uploads = after.uploads - before.uploads;
-        r->cache_evictions = after.evictions - before.evictions;
-        r->cache_upload_bytes = after.upload_bytes - before.upload_bytes;
-        r->cache_upload_ms = after.upload_ms - before.upload_ms;
-        r->cache_bytes = after.bytes;
-    } else if (dev_sum > 0.0) { /* one context: the forwards' own device time */
+    if (!placed && dev_sum > 0.0) { /* one context: the forwards' own device time */
         r->has_context_ms = 1;
         r->context_ms[0] = dev_sum * 1e3 / (double)n;
     }
+}
 
+/* After the timed forwards: the chains (--async), one forward of each layer with per-expert
+ * counts (b->y ends as layer 0's output), the trace's routing figures, the arena and the
+ * description. */
+static int measure_finish(const bench_config *c, moe_context *ctx, layer_cycle *cy, const moe_layer_desc *d,
+                          int64_t tokens, bench_data *b, const bench_trace_routing *routing, bench_result *r)
+{
+    int rc = 0;
     if (c->async) {
-        rc = time_chains(c, ctx, &cy, tokens, r);
+        rc = time_chains(c, ctx, cy, tokens, r);
         if (rc) return rc;
     }
-    rc = count_routing(ctx, &cy, d, tokens, b, r);
+    rc = count_routing(ctx, cy, d, tokens, b, r);
     if (rc) return rc;
     if (b->trace_x) { /* what the timed forwards routed: the trace's, not the layers' own inputs' */
-        r->weight_read_bytes = routing.weight_read_bytes;
-        r->experts_active = routing.experts_active;
-        r->max_expert_rows = routing.max_expert_rows;
-        r->dropped_rows = routing.dropped_rows;
+        r->weight_read_bytes = routing->weight_read_bytes;
+        r->experts_active = routing->experts_active;
+        r->max_expert_rows = routing->max_expert_rows;
+        r->dropped_rows = routing->dropped_rows;
         r->trace_forwards = b->trace->forwards;
     }
 
     moe_arena_stats arena;
     memset(&arena, 0, sizeof arena);
     arena.struct_size = sizeof arena;
-    st = moe_context_get_arena_stats(ctx, &arena);
+    const moe_status st = moe_context_get_arena_stats(ctx, &arena);
     if (st != MOE_OK) return bench_library_error("moe_context_get_arena_stats", st, ctx);
     r->arena_peak_bytes = arena.scratch_peak_bytes;
     r->arena_weights_bytes = arena.weights_bytes;
@@ -726,4 +714,88 @@ int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *lay
     r->trace_reuse = b->trace_x ? c->trace_reuse : -1.0;
     r->trace_file = b->trace_x ? c->trace_path : NULL;
     return 0;
+}
+
+int bench_measure(const bench_config *c, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
+                  const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
+                  bench_result *r)
+{
+    layer_cycle cy = {layers, n_layers, 0, d->d_model, 0, b};
+    progress(prog, 0.0);
+    int rc = warm_up(c, ctx, &cy, tokens, b, r);
+    if (rc) return rc;
+    bench_trace_routing routing = {0};
+    if (b->trace_x) {
+        rc = bench_trace_verify(layers[0], ctx, d, b->trace, b->trace_x, &routing);
+        if (rc) return rc;
+    }
+    const int placed = r->cpu_experts > 0, cached = r->cache_slots > 0;
+    placement_counts before = {0}, after = {0};
+    if (placed && (rc = read_placement(ctx, &cy, cached, &before))) return rc;
+    forward_series series = {{NULL}, 0};
+    size_t n = 0;
+    memset(&kernel_log_state.sums, 0, sizeof kernel_log_state.sums);
+    kernel_log_state.on = kernel_log_state.enabled;
+    rc = time_forwards(c, ctx, &cy, 1, tokens, b, prog, placed, &series, &n);
+    kernel_log_state.on = 0;
+    if (rc) return rc;
+    if (kernel_log_state.enabled && n > 0) {
+        r->has_kernels = 1;
+        r->kernels = kernel_log_state.sums;
+        for (int i = 0; i < r->kernels.n; i++) {
+            r->kernels.ms[i] /= (double)n;
+            r->kernels.calls[i] /= (double)n;
+        }
+    }
+    if (placed && (rc = read_placement(ctx, &cy, cached, &after))) {
+        series_free(&series);
+        return rc;
+    }
+    summarize_series(&series, n, placed, r);
+    series_free(&series);
+    if (placed) {
+        r->has_context_ms = 1;
+        for (int k = 0; k < 2; k++)
+            r->context_ms[k] = (after.context_ms[k] - before.context_ms[k]) / (double)n;
+        r->cache_hits = after.hits - before.hits;
+        r->cache_misses = after.misses - before.misses;
+        r->cache_uploads = after.uploads - before.uploads;
+        r->cache_evictions = after.evictions - before.evictions;
+        r->cache_upload_bytes = after.upload_bytes - before.upload_bytes;
+        r->cache_upload_ms = after.upload_ms - before.upload_ms;
+        r->cache_bytes = after.bytes;
+    }
+    return measure_finish(c, ctx, &cy, d, tokens, b, &routing, r);
+}
+
+int bench_measure_interleaved(const bench_config *c, moe_context *ctx, moe_layer **const *layers,
+                              const int64_t *n_layers, const moe_layer_desc *d, size_t n_runs, int64_t tokens,
+                              bench_data *b, bench_run_progress *prog, bench_result *r,
+                              bench_result_fn finished, void *user)
+{
+    if (n_runs < 1 || n_runs > BENCH_MAX_FORMATS) {
+        fprintf(stderr, BENCH_PROG ": %zu runs to interleave (1..%d)\n", n_runs, (int)BENCH_MAX_FORMATS);
+        return BENCH_EXIT_LIBRARY;
+    }
+    layer_cycle cy[BENCH_MAX_FORMATS];
+    progress(prog, 0.0);
+    int rc = 0;
+    for (size_t k = 0; k < n_runs && !rc; k++) {
+        cy[k] = (layer_cycle){layers[k], n_layers[k], 0, d[k].d_model, 0, b};
+        rc = warm_up(c, ctx, &cy[k], tokens, b, &r[k]);
+    }
+    if (rc) return rc;
+    forward_series series[BENCH_MAX_FORMATS];
+    size_t n = 0;
+    rc = time_forwards(c, ctx, cy, n_runs, tokens, b, prog, 0, series, &n);
+    if (rc) return rc;
+    const bench_trace_routing none = {0};
+    for (size_t k = 0; k < n_runs; k++) {
+        summarize_series(&series[k], n, 0, &r[k]);
+        series_free(&series[k]);
+        r[k].interleaved = (int)n_runs;
+        if (!rc) rc = measure_finish(c, ctx, &cy[k], &d[k], tokens, b, &none, &r[k]);
+        if (!rc && finished) rc = finished(user, k, &r[k]);
+    }
+    return rc;
 }

@@ -88,6 +88,8 @@ typedef struct bench_result {
     const char *preset;
     moe_layer_desc desc; /* d_model, d_ff, ..., the capacity at this T, weight_dtype */
     int64_t layers;      /* layers cycled through, one forward each in turn */
+    int interleaved;     /* --interleave: the runs timed in turn with this one (itself included),
+                            0 without; arena_weights_bytes is then this run's layers' alone */
     int layers_auto;     /* the count came from --layers auto */
     int64_t cpu_experts; /* routed experts on a CPU context (--cpu-experts), 0: all on the target */
     /* --cache-slots: the expert cache on the target (0 slots: none), and what it did over the
@@ -191,5 +193,19 @@ typedef struct bench_run_progress {
 int bench_measure(const bench_config *cfg, moe_context *ctx, moe_layer *const *layers, int64_t n_layers,
                   const moe_layer_desc *d, int64_t tokens, bench_data *b, bench_run_progress *prog,
                   bench_result *r);
+
+/* Called by bench_measure_interleaved as each run's figures are complete (b->y then holds its
+ * layer 0's output on its input, as after bench_measure); returns 0 or an exit status. */
+typedef int (*bench_result_fn)(void *user, size_t run, bench_result *r);
+
+/* --interleave: n_runs runs of one context (plain layers: run k has layers[k][0..n_layers[k])
+ * of d[k]), each warmed up as bench_measure does, then timed one forward of each in turn until
+ * every run's series is done, so that a machine whose speed drifts touches each alike. Then for
+ * each run in order what bench_measure does after its timed forwards, and finished(user, k,
+ * &r[k]). r[k].interleaved is n_runs. Returns 0 or an exit status. */
+int bench_measure_interleaved(const bench_config *cfg, moe_context *ctx, moe_layer **const *layers,
+                              const int64_t *n_layers, const moe_layer_desc *d, size_t n_runs, int64_t tokens,
+                              bench_data *b, bench_run_progress *prog, bench_result *r,
+                              bench_result_fn finished, void *user);
 
 #endif /* MOE_BENCH_RUNNER_H */

@@ -178,6 +178,8 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
     }
     char label[sizeof prog->label + 64];
     int rc = 0;
+    moe_arena_stats before = {.struct_size = sizeof before}; /* --interleave: other runs' layers */
+    moe_context_get_arena_stats(rs->ctx[i], &before);
     for (int64_t l = 0; l < f->layers && !rc; l++) {
         const int64_t n = f->layers;
         snprintf(label, sizeof label, "%.*s: uploading layer %" PRId64 "/%" PRId64, (int)sizeof prog->label,
@@ -194,12 +196,73 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
         if (l == 0) { /* the plan assumed the format's bytes: check what the backend stores */
             moe_arena_stats arena = {.struct_size = sizeof arena};
             moe_context_get_arena_stats(rs->ctx[i], &arena);
-            rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)arena.weights_bytes, f);
+            rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)(arena.weights_bytes - before.weights_bytes),
+                                  f);
             if (rc) destroy_layers(layers, 1);
         }
     }
     free(expert_context);
     return rc;
+}
+
+/* The format's line above its rows (arena_weights_bytes: its layers' bytes on the target), and
+ * a note where it asked for int8 activations that the device does not run. */
+static void print_header(run_state *rs, size_t i, const bench_format_plan *f, moe_layer *const *layers,
+                         size_t arena_weights_bytes)
+{
+    moe_arena_stats cpu = {.struct_size = sizeof cpu};
+    if (f->cpu_experts > 0) moe_context_get_arena_stats(rs->cpu_ctx, &cpu);
+    size_t cache_bytes = 0;
+    for (int64_t l = 0; l < f->layers && f->cache_slots > 0; l++) {
+        moe_expert_cache_stats cs = {.struct_size = sizeof cs};
+        if (moe_layer_get_cache_stats(layers[l], &cs) == MOE_OK) cache_bytes += cs.bytes;
+    }
+    bench_progress_clear(&rs->bar);
+    bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
+                              arena_weights_bytes, cpu.weights_bytes, rs->cfg, cache_bytes);
+    /* A placed layer reports Q8_0 only when every context runs it: the CPU's experts may run
+     * int8 behind a GPU's float ones. */
+    if (f->act == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layers[0]) != MOE_DTYPE_Q8_0)
+        printf(f->cpu_experts > 0
+                   ? "   (asked for int8 activations: the target has no int8 path, so its experts "
+                     "run float32 activations while the CPU's may run int8; the rows below say "
+                     "f32)\n"
+                   : "   (asked for int8 activations: this device has no int8 path, so the rows "
+                     "below run float32 activations)\n");
+}
+
+/* A result of format f, before it is measured: what the run places and caches. */
+static void new_result(const bench_config *c, const bench_format_plan *f, bench_result *r)
+{
+    memset(r, 0, sizeof *r);
+    r->cpu_experts = f->cpu_experts;
+    r->cache_slots = f->cache_slots;
+    r->cache_policy = c->cache_policy < 0 ? MOE_CACHE_LRU : c->cache_policy;
+    r->home = c->home;
+    r->cache_min_rows = c->cache_min_rows < 0 ? 0 : c->cache_min_rows;
+}
+
+/* A measured result of format fi on target i (rs->data.y: its layer 0's output): the device,
+ * the layers, the bandwidth and the reference's figures, then its row and its JSON. */
+static int report_result(run_state *rs, size_t i, size_t fi, const moe_layer_desc *d, bench_result *r)
+{
+    const bench_format_plan *f = &rs->plan.f[fi];
+    bench_result_set_device(r, target_kind(rs, i), &rs->info[i]);
+    r->layers = f->layers;
+    r->layers_auto = f->auto_layers;
+    r->cpu_experts = f->cpu_experts;
+    r->read_bw_gbs = rs->bw.gbs;
+    if (rs->has_ref) {
+        r->has_ref = 1;
+        r->ref_tokens = rs->ref.tokens;
+        r->ref_seconds = rs->ref.seconds;
+        r->ref_scaled_seconds = rs->ref.seconds * (double)r->tokens / (double)rs->ref.tokens;
+        if (r->tokens == bench_max_tokens(rs->cfg)) compare_reference(rs, fi, d, r);
+    }
+    bench_progress_clear(&rs->bar);
+    bench_print_row(stdout, r, rs->label_width);
+    fflush(stdout);
+    return json_add(rs, bench_result_json(r));
 }
 
 /* Every token count of one format on target i: the format's layers (recreated only when the
@@ -235,27 +298,9 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
             if (rc) break;
             have = 1;
             if (layer_capacity < 0) { /* the first time: the format's line above its rows */
-                moe_arena_stats arena = {.struct_size = sizeof arena}, cpu = {.struct_size = sizeof cpu};
+                moe_arena_stats arena = {.struct_size = sizeof arena};
                 moe_context_get_arena_stats(rs->ctx[i], &arena);
-                if (f->cpu_experts > 0) moe_context_get_arena_stats(rs->cpu_ctx, &cpu);
-                size_t cache_bytes = 0;
-                for (int64_t l = 0; l < f->layers && f->cache_slots > 0; l++) {
-                    moe_expert_cache_stats cs = {.struct_size = sizeof cs};
-                    if (moe_layer_get_cache_stats(layers[l], &cs) == MOE_OK) cache_bytes += cs.bytes;
-                }
-                bench_progress_clear(&rs->bar);
-                bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
-                                          arena.weights_bytes, cpu.weights_bytes, c, cache_bytes);
-                /* A placed layer reports Q8_0 only when every context runs it: the CPU's experts
-                 * may run int8 behind a GPU's float ones. */
-                if (f->act == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layers[0]) != MOE_DTYPE_Q8_0)
-                    printf(
-                        f->cpu_experts > 0
-                            ? "   (asked for int8 activations: the target has no int8 path, so its experts "
-                              "run float32 activations while the CPU's may run int8; the rows below say "
-                              "f32)\n"
-                            : "   (asked for int8 activations: this device has no int8 path, so the rows "
-                              "below run float32 activations)\n");
+                print_header(rs, i, f, layers, arena.weights_bytes);
             }
             layer_capacity = d.expert_capacity;
         }
@@ -263,34 +308,92 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
          * the rows and the reference comparison say that, not what was asked. */
         d.activation_dtype = moe_layer_activation_dtype(layers[0]);
         bench_result *r = &results[*n_results];
-        memset(r, 0, sizeof *r);
-        r->cpu_experts = f->cpu_experts;
-        r->cache_slots = f->cache_slots;
-        r->cache_policy = c->cache_policy < 0 ? MOE_CACHE_LRU : c->cache_policy;
-        r->home = c->home;
-        r->cache_min_rows = c->cache_min_rows < 0 ? 0 : c->cache_min_rows;
+        new_result(c, f, r);
         rc = bench_measure(c, rs->ctx[i], layers, f->layers, &d, tokens[j], &rs->data, &prog, r);
         if (rc) break;
-        bench_result_set_device(r, target_kind(rs, i), &rs->info[i]);
-        r->layers = f->layers;
-        r->layers_auto = f->auto_layers;
-        r->cpu_experts = f->cpu_experts;
-        r->read_bw_gbs = rs->bw.gbs;
-        if (rs->has_ref) {
-            r->has_ref = 1;
-            r->ref_tokens = rs->ref.tokens;
-            r->ref_seconds = rs->ref.seconds;
-            r->ref_scaled_seconds = rs->ref.seconds * (double)tokens[j] / (double)rs->ref.tokens;
-            if (tokens[j] == max_t) compare_reference(rs, fi, &d, r);
-        }
-        bench_progress_clear(&rs->bar);
-        bench_print_row(stdout, r, rs->label_width);
-        fflush(stdout);
-        rc = json_add(rs, bench_result_json(r));
+        rc = report_result(rs, i, fi, &d, r);
         ++*n_results;
     }
     destroy_layers(layers, f->layers);
     free(layers);
+    return rc;
+}
+
+/* --interleave: what bench_measure_interleaved's callback needs to report a run. */
+typedef struct interleave_report {
+    run_state *rs;
+    size_t i;
+    const moe_layer_desc *d; /* per run */
+    const size_t *weights;   /* per run: its layers' bytes in the arena */
+    size_t *n_results;
+} interleave_report;
+
+static int report_interleaved(void *user, size_t fi, bench_result *r)
+{
+    interleave_report *ir = user;
+    r->arena_weights_bytes = ir->weights[fi];
+    const int rc = report_result(ir->rs, ir->i, fi, &ir->d[fi], r);
+    ++*ir->n_results;
+    return rc;
+}
+
+/* --interleave: every run of target i at each token count, timed forward by forward in turn
+ * (bench_measure_interleaved). Every run's layers are made first and kept (remade where the
+ * capacity changes with T), each run's weights being what the arena gained while they were
+ * made; their lines above the rows, then the rows in run order. */
+static int run_interleaved(run_state *rs, size_t i, const int64_t *tokens, size_t n_tokens,
+                           bench_result *results, size_t *n_results)
+{
+    const bench_config *c = rs->cfg;
+    const size_t n = rs->plan.n;
+    const int64_t max_t = bench_max_tokens(c);
+    moe_layer **layers[BENCH_MAX_FORMATS] = {NULL};
+    moe_layer_desc d[BENCH_MAX_FORMATS];
+    int64_t n_layers[BENCH_MAX_FORMATS], capacity[BENCH_MAX_FORMATS];
+    size_t weights[BENCH_MAX_FORMATS] = {0};
+    int rc = 0;
+    for (size_t fi = 0; fi < n && !rc; fi++) {
+        capacity[fi] = -1;
+        layers[fi] = calloc((size_t)rs->plan.f[fi].layers, sizeof *layers[fi]);
+        if (!layers[fi]) {
+            fprintf(stderr, BENCH_PROG ": out of host memory\n");
+            rc = BENCH_EXIT_LIBRARY;
+        }
+    }
+    bench_run_progress prog = {.bar = &rs->bar, .n_points = rs->n_targets * n_tokens};
+    for (size_t j = 0; j < n_tokens && !rc; j++) {
+        prog.point = i * n_tokens + j;
+        snprintf(prog.label, sizeof prog.label, "%s %d, %zu runs in turn, T=%" PRId64,
+                 moe_backend_name(target_kind(rs, i)), rs->info[i].index, n, tokens[j]);
+        for (size_t fi = 0; fi < n && !rc; fi++) {
+            bench_format_plan *f = &rs->plan.f[fi];
+            d[fi] = bench_make_desc(c, tokens[j], max_t, f->dtype);
+            d[fi].activation_dtype = f->act;
+            if (capacity[fi] < 0 || d[fi].expert_capacity != capacity[fi]) {
+                destroy_layers(layers[fi], f->layers);
+                moe_arena_stats before = {.struct_size = sizeof before},
+                                after = {.struct_size = sizeof after};
+                moe_context_get_arena_stats(rs->ctx[i], &before);
+                rc = create_layers(rs, i, &d[fi], f, layers[fi], &prog);
+                if (rc) break;
+                moe_context_get_arena_stats(rs->ctx[i], &after);
+                weights[fi] = after.weights_bytes - before.weights_bytes;
+                if (capacity[fi] < 0) print_header(rs, i, f, layers[fi], weights[fi]);
+                capacity[fi] = d[fi].expert_capacity;
+            }
+            d[fi].activation_dtype = moe_layer_activation_dtype(layers[fi][0]);
+            n_layers[fi] = f->layers;
+            new_result(c, f, &results[*n_results + fi]);
+        }
+        if (rc) break;
+        interleave_report ir = {rs, i, d, weights, n_results};
+        rc = bench_measure_interleaved(c, rs->ctx[i], layers, n_layers, d, n, tokens[j], &rs->data, &prog,
+                                       &results[*n_results], report_interleaved, &ir);
+    }
+    for (size_t fi = 0; fi < n; fi++) {
+        if (layers[fi]) destroy_layers(layers[fi], rs->plan.f[fi].layers);
+        free(layers[fi]);
+    }
     return rc;
 }
 
@@ -309,9 +412,14 @@ static int run_forward(run_state *rs)
     rs->label_width = bench_label_width(c);
     bench_print_table_header(stdout, rs->label_width);
     fflush(stdout);
-    for (size_t i = 0; i < rs->n_targets && !rc; i++)
+    for (size_t i = 0; i < rs->n_targets && !rc; i++) {
+        if (c->interleave) {
+            rc = run_interleaved(rs, i, tokens, n_tokens, results, &n_results);
+            continue;
+        }
         for (size_t fi = 0; fi < rs->plan.n && !rc; fi++)
             rc = run_format(rs, i, fi, tokens, n_tokens, results, &n_results);
+    }
     bench_progress_clear(&rs->bar);
     for (size_t i = 0; i < n_results; i++) bench_print_bandwidth(stdout, &results[i]);
     for (size_t i = 0; i < n_results; i++) bench_print_placement(stdout, &results[i]);

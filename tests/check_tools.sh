@@ -12,6 +12,10 @@
 # MOE_TEST_EMULATOR (optional): the command the programs run under when cross-compiled, its
 # words separated by '|' (CMake's CMAKE_CROSSCOMPILING_EMULATOR, e.g. qemu-user).
 set -euo pipefail
+# A command failing outside any check ends the script (set -e): say which line and status, so
+# that a failure the program itself does not explain (a Windows program under Wine, whose own
+# messages WINEDEBUG=-all hides) can still be found in the log.
+trap 'echo "check_tools.sh: stopped at line $LINENO: a command exited with status $?" >&2' ERR
 emulator=()
 [ -n "${MOE_TEST_EMULATOR:-}" ] && IFS='|' read -r -a emulator <<< "$MOE_TEST_EMULATOR"
 # Windows programs (cross-built with mingw-w64, run under Wine): the POSIX-only checks give way

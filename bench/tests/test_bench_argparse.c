@@ -469,6 +469,25 @@ static void test_arithmetic(void)
     CHECK(bench_llc_bytes(&src) > 0 && src != NULL);
 }
 
+/* The last-level cache from sysfs trees in tests/data: each cache counted once, per the CPUs
+ * asked about; the highest level holding data (an Instruction cache above it is not one). */
+static void test_llc_sysfs(const char *data)
+{
+    char two_l3[1024], l2_last[1024], missing[1024];
+    snprintf(two_l3, sizeof two_l3, "%s/sysfs-two-l3", data);
+    snprintf(l2_last, sizeof l2_last, "%s/sysfs-l2-last", data);
+    snprintf(missing, sizeof missing, "%s/no-such-tree", data);
+    bench_llc_info info;
+    const int all[] = {0, 1, 2, 3}, first[] = {0, 1}, some[] = {1, 2, 4};
+    CHECK(bench_llc_sysfs(two_l3, all, 4, &info) == 32u << 20 && info.instances == 2 && info.level == 3);
+    CHECK(bench_llc_sysfs(two_l3, first, 2, &info) == 16u << 20 && info.instances == 1 &&
+          strcmp(info.shared, "0-1") == 0);
+    CHECK(bench_llc_sysfs(two_l3, some, 3, &info) == 32u << 20 && info.instances == 2); /* no cpu4 */
+    CHECK(bench_llc_sysfs(l2_last, first, 2, &info) == 2u << 20 && info.instances == 1 && info.level == 2);
+    CHECK(bench_llc_sysfs(missing, all, 4, &info) == 0 && info.instances == 0);
+    CHECK(bench_llc_sysfs(two_l3, all, 0, NULL) == 0);
+}
+
 /* The plan: layer counts per format and the memory guard in each format's bytes. A discrete
  * device's memory is the deterministic bound (the host's depends on the machine). */
 static void test_plan(void)
@@ -514,6 +533,21 @@ static void test_plan(void)
     CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--layers", "2",
                 NULL) == BENCH_PARSE_OK);
     CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY);
+    /* --interleave keeps both formats' layers at once: two q4_0 layers fit, and the same two
+     * beside a q8_0 one fit alone but not together. */
+    gpu.memory_bytes = (uint64_t)(2.5 * bench_all_weight_bytes(&q4)) + (256u << 20);
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0,q8_0", "--layers", "2",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY); /* q8_0: ~3.8 */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0,q8_0", NULL) ==
+          BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0); /* one layer each: 1 and 1.9 */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0,q8_0", "--interleave",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == BENCH_EXIT_MEMORY); /* 2.9 together */
+    CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--layers", "2",
+                "--interleave", NULL) == BENCH_PARSE_OK);
+    CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0);
 
     /* After the first layer: a backend that stores more than the format's bytes caps auto and
      * refuses an explicit count that no longer fits. */
@@ -539,8 +573,12 @@ static void test_plan(void)
     CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0 && plan.f[0].cpu_experts == 4);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_bench_argparse <bench/tests/data directory>\n");
+        return 2;
+    }
     test_parser();
     test_config();
     test_formats_and_layers();
@@ -548,6 +586,7 @@ int main(void)
     test_trace_flags();
     test_arithmetic();
     test_plan();
+    test_llc_sysfs(argv[1]);
     if (failures) {
         fprintf(stderr, "test_bench_argparse: %d check(s) failed\n", failures);
         return 1;

@@ -5,19 +5,21 @@
  * bench_json_write and parses the file, checking every required key and a few values.
  * With `--check FILE [MIN_OBJECTS] [--dtypes F1,F2,..] [--layers N] [--layers-auto]
  * [--bandwidth] [--async] [--kernel-times] [--cpu-experts N1,N2,..] [--cache-slots S1,S2,..] [--trace]
- * [--same-cache OTHER.json] [--ep RANKS] [--ep-reference]`: parses a file moe-bench wrote (CTest runs
- * moe-bench first) and checks that it is an array of at least MIN_OBJECTS objects with the documented keys of
- * their kind; then, when asked, that the objects' weight_dtype run through the given formats in order (per
- * target), that every forward result cycled N layers (or came from --layers auto), and that the CPU results
- * carry the measured read bandwidth and their share of it, that every forward result timed its layers as an
- * asynchronous chain, that every forward result timed its kernels (a GPU's with device times named, a CPU's
- * none), that the forward results' experts on a CPU context (and their cache slots) run through the given
- * counts in order (0 without), that every forward result followed a routing trace (and every cached one
- * looked experts up), and that another file's results counted the same cache hits, misses, uploads and bytes,
- * result by result (a replayed trace against the generated one), that every result is an --ep one over RANKS
- * ranks (and that one compared rank 0 with the reference). An --ep result is always checked for its ranks'
- * token split and expert ranges, rows and bytes sent = received, and times that add up (check_ep). Exit 0
- * when all is well.
+ * [--same-cache OTHER.json] [--interleaved N] [--same-weights OTHER.json] [--ep RANKS] [--ep-reference]`:
+ * parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it is an array of at least
+ * MIN_OBJECTS objects with the documented keys of their kind; then, when asked, that the objects'
+ * weight_dtype run through the given formats in order (per target), that every forward result cycled N layers
+ * (or came from --layers auto), and that the CPU results carry the measured read bandwidth and their share of
+ * it, that every forward result timed its layers as an asynchronous chain, that every forward result timed
+ * its kernels (a GPU's with device times named, a CPU's none), that the forward results' experts on a CPU
+ * context (and their cache slots) run through the given counts in order (0 without), that every forward
+ * result followed a routing trace (and every cached one looked experts up), and that another file's results
+ * counted the same cache hits, misses, uploads and bytes, result by result (a replayed trace against the
+ * generated one), that every forward result was timed in turn with N runs (--interleave; 0, the default, for
+ * none) and held the same layers, weight bytes and bytes read as another file's, result by result, that every
+ * result is an --ep one over RANKS ranks (and that one compared rank 0 with the reference). An --ep result is
+ * always checked for its ranks' token split and expert ranges, rows and bytes sent = received, and times that
+ * add up (check_ep). Exit 0 when all is well.
  */
 #include "bench_check.h"
 #include "bench_report.h"
@@ -53,6 +55,7 @@ static const char *const forward_keys[] = {"backend",
                                            "activation_dtype",
                                            "layers",
                                            "layers_auto",
+                                           "interleaved",
                                            "weight_bytes",
                                            "weight_read_bytes",
                                            "weight_gbs",
@@ -170,18 +173,20 @@ static int is_dtype_name(const char *s)
 
 /* What --check was asked to hold the file to, beyond the keys. */
 typedef struct expectations {
-    const char *dtypes; /* "f32,bf16": the objects' weight_dtype cycle through these in order */
-    int layers;         /* > 0: every forward result cycled this many layers */
-    int layers_auto;    /* every forward result's count came from --layers auto */
-    int bandwidth;      /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
-    int async;          /* every forward result has an async_chain object */
-    int kernels;        /* every forward result timed its kernels: a GPU's named, a CPU's none */
-    const char *cpu;    /* "0,2": the forward results' cpu_experts cycle through these in order */
-    const char *slots;  /* "0,3": the forward results' cache_slots cycle through these in order */
-    int trace;          /* every forward result followed a trace; the cached ones looked experts up */
-    const char *same;   /* another file whose results counted the same cache events, in order */
-    int ep_ranks;       /* every result is an --ep one over this many ranks */
-    int ep_reference;   /* ... and at least one compared rank 0's tokens with the reference */
+    const char *dtypes;       /* "f32,bf16": the objects' weight_dtype cycle through these in order */
+    int layers;               /* > 0: every forward result cycled this many layers */
+    int layers_auto;          /* every forward result's count came from --layers auto */
+    int bandwidth;            /* CPU results carry read_bandwidth_gbs and weight_bw_fraction */
+    int async;                /* every forward result has an async_chain object */
+    int kernels;              /* every forward result timed its kernels: a GPU's named, a CPU's none */
+    const char *cpu;          /* "0,2": the forward results' cpu_experts cycle through these in order */
+    const char *slots;        /* "0,3": the forward results' cache_slots cycle through these in order */
+    int trace;                /* every forward result followed a trace; the cached ones looked experts up */
+    const char *same;         /* another file whose results counted the same cache events, in order */
+    int interleaved;          /* every forward result was timed in turn with this many runs (0: alone) */
+    const char *same_weights; /* another file whose results hold the same layers and weight bytes */
+    int ep_ranks;             /* every result is an --ep one over this many ranks */
+    int ep_reference;         /* ... and at least one compared rank 0's tokens with the reference */
 } expectations;
 
 /* An --ep result: the ranks' tokens make the step's in rank order (weak: each rank the count
@@ -443,6 +448,7 @@ static void check_expectations(const cJSON *root, const expectations *x)
             if (num(o, "cache_slots") > 0) CHECK(num(o, "cache_hits") + num(o, "cache_misses") > 0);
         }
         if (forward && x->layers > 0) CHECK(num(o, "layers") == x->layers);
+        if (forward) CHECK(num(o, "interleaved") == x->interleaved);
         if (forward && x->async) CHECK(cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(o, "async_chain")));
         if (forward && x->kernels) {
             const cJSON *kernels = cJSON_GetObjectItemCaseSensitive(o, "kernels");
@@ -471,16 +477,14 @@ static cJSON *parse_file(const char *path)
     return root;
 }
 
-/* The same cache events, result by result: what a deterministic policy does on the same trace. */
-static void check_same_cache(const cJSON *root, const char *other_path)
+/* The same values of `keys`, result by result, as in another file's results. */
+static void check_same(const cJSON *root, const char *other_path, const char *const *keys, size_t n_keys)
 {
     cJSON *other = parse_file(other_path);
     CHECK(other && cJSON_GetArraySize(other) == cJSON_GetArraySize(root));
-    static const char *const keys[] = {"cache_slots",   "cache_hits",      "cache_misses",
-                                       "cache_uploads", "cache_evictions", "cache_upload_bytes"};
     for (int i = 0; other && i < cJSON_GetArraySize(root); i++) {
         const cJSON *a = cJSON_GetArrayItem(root, i), *b = cJSON_GetArrayItem(other, i);
-        for (size_t k = 0; b && k < sizeof keys / sizeof keys[0]; k++)
+        for (size_t k = 0; b && k < n_keys; k++)
             if (num(a, keys[k]) != num(b, keys[k])) {
                 fprintf(stderr, "object %d: %s %g here, %g in %s\n", i, keys[k], num(a, keys[k]),
                         num(b, keys[k]), other_path);
@@ -488,6 +492,22 @@ static void check_same_cache(const cJSON *root, const char *other_path)
             }
     }
     cJSON_Delete(other);
+}
+
+/* The same cache events: what a deterministic policy does on the same trace. */
+static void check_same_cache(const cJSON *root, const char *other_path)
+{
+    static const char *const keys[] = {"cache_slots",   "cache_hits",      "cache_misses",
+                                       "cache_uploads", "cache_evictions", "cache_upload_bytes"};
+    check_same(root, other_path, keys, sizeof keys / sizeof keys[0]);
+}
+
+/* The same layers, each run's own weight bytes and the bytes its forwards read (the same seed
+ * routes alike): a run timed in turn with others is measured on its own layers. */
+static void check_same_weights(const cJSON *root, const char *other_path)
+{
+    static const char *const keys[] = {"layers", "weight_bytes", "weight_read_bytes", "tokens"};
+    check_same(root, other_path, keys, sizeof keys / sizeof keys[0]);
 }
 
 static int check_file(const char *path, int min_objects, const expectations *x)
@@ -510,6 +530,7 @@ static int check_file(const char *path, int min_objects, const expectations *x)
     cJSON_ArrayForEach(o, root) check_object(o);
     if (x) check_expectations(root, x);
     if (x && x->same) check_same_cache(root, x->same);
+    if (x && x->same_weights) check_same_weights(root, x->same_weights);
     cJSON_Delete(root);
     return failures ? 1 : 0;
 }
@@ -711,6 +732,10 @@ int main(int argc, char **argv)
                 x.ep_reference = 1;
             else if (!strcmp(argv[i], "--same-cache") && i + 1 < argc)
                 x.same = argv[++i];
+            else if (!strcmp(argv[i], "--interleaved") && i + 1 < argc)
+                x.interleaved = atoi(argv[++i]);
+            else if (!strcmp(argv[i], "--same-weights") && i + 1 < argc)
+                x.same_weights = argv[++i];
             else if (i == 3 && argv[i][0] != '-')
                 min_objects = atoi(argv[i]);
             else {

@@ -95,18 +95,12 @@ const moe_cpu_kernels *moe_cpu_select_kernels(const char **why)
     return &moe_cpu_kernels_baseline;
 }
 
-/* Whether the CPU is AMD's (cpuid's vendor string "AuthenticAMD"). */
+/* Whether the CPU is AMD's (__builtin_cpu_is reads cpuid's vendor string, "AuthenticAMD"). */
 static bool cpu_is_amd(void)
 {
 #if MOE_CPU_DETECT
-    unsigned a, b, c, d;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
-    char vendor[13];
-    memcpy(vendor, &b, 4);
-    memcpy(vendor + 4, &d, 4);
-    memcpy(vendor + 8, &c, 4);
-    vendor[12] = '\0';
-    return !strcmp(vendor, "AuthenticAMD");
+    __builtin_cpu_init();
+    return __builtin_cpu_is("amd");
 #else
     return false;
 #endif
