@@ -144,7 +144,7 @@ static int allowed_cpus(int *cpus, int cap)
 uint64_t bench_llc_bytes(const char **source)
 {
     static char text[SHARED_TEXT + 96]; /* what *source points to */
-    int cpus[CPU_LIST_MAX];
+    int cpus[CPU_LIST_MAX] = {0};       /* none outside Linux (allowed_cpus) */
     const int n_cpus = allowed_cpus(cpus, CPU_LIST_MAX);
     bench_llc_info info;
     const uint64_t sysfs = bench_llc_sysfs("/sys/devices/system/cpu", cpus, n_cpus, &info);
