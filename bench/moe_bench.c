@@ -157,9 +157,10 @@ static moe_status create_layer(run_state *rs, size_t i, const moe_layer_desc *d,
 }
 
 /* n layers of d on target i, each uploaded from the same host weights (the library converts
- * or quantises them to d's formats). */
+ * or quantises them to d's formats); *weights_bytes: what the target's arena gained (with
+ * --interleave it holds other runs' layers too). */
 static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench_format_plan *f,
-                         moe_layer **layers, bench_run_progress *prog)
+                         moe_layer **layers, bench_run_progress *prog, size_t *weights_bytes)
 {
     int32_t *expert_context = NULL;
     if (f->cpu_experts > 0) {
@@ -178,7 +179,7 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
     }
     char label[sizeof prog->label + 64];
     int rc = 0;
-    moe_arena_stats before = {.struct_size = sizeof before}; /* --interleave: other runs' layers */
+    moe_arena_stats before = {.struct_size = sizeof before}, arena = {.struct_size = sizeof arena};
     moe_context_get_arena_stats(rs->ctx[i], &before);
     for (int64_t l = 0; l < f->layers && !rc; l++) {
         const int64_t n = f->layers;
@@ -194,7 +195,6 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
             break;
         }
         if (l == 0) { /* the plan assumed the format's bytes: check what the backend stores */
-            moe_arena_stats arena = {.struct_size = sizeof arena};
             moe_context_get_arena_stats(rs->ctx[i], &arena);
             rc = bench_plan_refit(rs->cfg, &rs->info[i], (double)(arena.weights_bytes - before.weights_bytes),
                                   f);
@@ -202,6 +202,8 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
         }
     }
     free(expert_context);
+    moe_context_get_arena_stats(rs->ctx[i], &arena);
+    *weights_bytes = arena.weights_bytes - before.weights_bytes;
     return rc;
 }
 
@@ -294,14 +296,12 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         if (!have || d.expert_capacity != layer_capacity) {
             destroy_layers(layers, f->layers);
             have = 0;
-            rc = create_layers(rs, i, &d, f, layers, &prog);
+            size_t weights_bytes = 0;
+            rc = create_layers(rs, i, &d, f, layers, &prog, &weights_bytes);
             if (rc) break;
             have = 1;
-            if (layer_capacity < 0) { /* the first time: the format's line above its rows */
-                moe_arena_stats arena = {.struct_size = sizeof arena};
-                moe_context_get_arena_stats(rs->ctx[i], &arena);
-                print_header(rs, i, f, layers, arena.weights_bytes);
-            }
+            if (layer_capacity < 0) /* the first time: the format's line above its rows */
+                print_header(rs, i, f, layers, weights_bytes);
             layer_capacity = d.expert_capacity;
         }
         /* What the layers run (a backend without int8 dot products runs float32 activations):
@@ -371,13 +371,8 @@ static int run_interleaved(run_state *rs, size_t i, const int64_t *tokens, size_
             d[fi].activation_dtype = f->act;
             if (capacity[fi] < 0 || d[fi].expert_capacity != capacity[fi]) {
                 destroy_layers(layers[fi], f->layers);
-                moe_arena_stats before = {.struct_size = sizeof before},
-                                after = {.struct_size = sizeof after};
-                moe_context_get_arena_stats(rs->ctx[i], &before);
-                rc = create_layers(rs, i, &d[fi], f, layers[fi], &prog);
+                rc = create_layers(rs, i, &d[fi], f, layers[fi], &prog, &weights[fi]);
                 if (rc) break;
-                moe_context_get_arena_stats(rs->ctx[i], &after);
-                weights[fi] = after.weights_bytes - before.weights_bytes;
                 if (capacity[fi] < 0) print_header(rs, i, f, layers[fi], weights[fi]);
                 capacity[fi] = d[fi].expert_capacity;
             }
