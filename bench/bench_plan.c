@@ -251,6 +251,20 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
     return c->interleave ? check_together(plan, &m, streams, infos, n_infos, avail) : 0;
 }
 
+int bench_plan_interleave_evicts(const bench_plan *plan, double *together, double *largest)
+{
+    double sum = 0.0, most = 0.0;
+    for (size_t i = 0; i < plan->n; i++) {
+        const double bytes = (double)plan->f[i].layers * plan->f[i].layer_bytes;
+        sum += bytes;
+        most = bytes > most ? bytes : most;
+    }
+    *together = sum;
+    *largest = most;
+    return plan->n > 1 && plan->llc_bytes > 0 && most <= (double)plan->llc_bytes &&
+           sum > (double)plan->llc_bytes;
+}
+
 int bench_plan_refit(const bench_config *c, const moe_device_info *info, double stored, bench_format_plan *f)
 {
     const double planned =

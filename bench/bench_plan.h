@@ -59,6 +59,12 @@ int64_t bench_auto_layers(double forward_bytes, uint64_t llc_bytes);
 int bench_plan_make(const bench_config *cfg, const moe_device_info *infos, size_t n_infos, uint64_t llc_bytes,
                     const char *llc_source, bench_plan *plan);
 
+/* With --interleave, whether the runs take one another's weights out of the last-level cache:
+ * every run's layers alone (layers × layer_bytes) fit plan->llc_bytes, all runs' together do
+ * not. Timed alone, each would then read its weights from the cache; timed in turn, every one
+ * reads them from memory. *together: all runs' layers' bytes; *largest: one run's most. */
+int bench_plan_interleave_evicts(const bench_plan *plan, double *together, double *largest);
+
 /* Checks the plan against what the backend really stores: called once the first layer of a
  * format exists, with its arena weight bytes on the target (without f->cpu_experts' experts, with
  * f->cache_slots' slots). A

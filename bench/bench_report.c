@@ -89,6 +89,18 @@ void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidt
         fprintf(out, "; read bandwidth not measured (%s)\n", why_not && *why_not ? why_not : "-");
 }
 
+/* Bytes as "1.25 GiB" / "340.2 MiB" / "12.0 KiB" text (binary units, as memory is). */
+static const char *mib_text(double bytes, char *buf, size_t size)
+{
+    if (bytes >= 1073741824.0)
+        snprintf(buf, size, "%.2f GiB", bytes / 1073741824.0);
+    else if (bytes >= 1048576.0)
+        snprintf(buf, size, "%.1f MiB", bytes / 1048576.0);
+    else
+        snprintf(buf, size, "%.1f KiB", bytes / 1024.0);
+    return buf;
+}
+
 void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
 {
     for (size_t i = 0; i < plan->n; i++) {
@@ -117,18 +129,17 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
                 c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
                 mb_text(f->expert_bytes, expert, sizeof expert));
     }
-}
-
-/* Bytes as "1.25 GiB" / "340.2 MiB" / "12.0 KiB" text (binary units, as memory is). */
-static const char *mib_text(double bytes, char *buf, size_t size)
-{
-    if (bytes >= 1073741824.0)
-        snprintf(buf, size, "%.2f GiB", bytes / 1073741824.0);
-    else if (bytes >= 1048576.0)
-        snprintf(buf, size, "%.1f MiB", bytes / 1048576.0);
-    else
-        snprintf(buf, size, "%.1f KiB", bytes / 1024.0);
-    return buf;
+    double together, largest;
+    if (c->interleave && bench_plan_interleave_evicts(plan, &together, &largest)) {
+        char all[32], one[32];
+        fprintf(out,
+                "interleave: each run's layers alone fit the %.1f MiB last-level cache (%s at most), the %zu "
+                "runs' together do not (%s): timed in turn, every run reads its weights from memory, where "
+                "timed alone it would read them from the cache; leave out --interleave to time each from "
+                "the cache\n",
+                (double)plan->llc_bytes / 1048576.0, mib_text(largest, one, sizeof one), plan->n,
+                mib_text(together, all, sizeof all));
+    }
 }
 
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,

@@ -10,6 +10,7 @@
 #include "bench_config.h"
 #include "bench_machine.h"
 #include "bench_plan.h"
+#include "bench_report.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -548,6 +549,40 @@ static void test_plan(void)
     CHECK(parse(&c, "--preset", "mixtral-8x7b", "--tokens", "1", "--weights", "q4_0", "--layers", "2",
                 "--interleave", NULL) == BENCH_PARSE_OK);
     CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0);
+
+    /* --interleave and the last-level cache: two runs of one 20 MiB layer each fit 32 MiB alone
+     * but not together, which the plan's text says; a run of 40 MiB reads memory either way, and
+     * two of 10 MiB share the cache. */
+    CHECK(parse(&c, "--weights", "q4_0,q4_k", "--layers", "1", "--interleave", NULL) == BENCH_PARSE_OK);
+    bench_plan two = {.n = 2, .llc_bytes = 32u << 20};
+    two.f[0] = (bench_format_plan){.dtype = MOE_DTYPE_Q4_0, .layers = 1, .layer_bytes = 20.0 * 1048576};
+    two.f[1] = (bench_format_plan){.dtype = MOE_DTYPE_Q4_K, .layers = 1, .layer_bytes = 20.0 * 1048576};
+    double together = 0.0, largest = 0.0;
+    CHECK(bench_plan_interleave_evicts(&two, &together, &largest) == 1 && together == 40.0 * 1048576 &&
+          largest == 20.0 * 1048576);
+    for (int interleave = 0; interleave < 2; interleave++) {
+        c.interleave = interleave;
+        FILE *text = tmpfile();
+        CHECK(text != NULL);
+        if (!text) break;
+        bench_print_plan(text, &c, &two);
+        char buf[1024];
+        rewind(text);
+        const size_t got = fread(buf, 1, sizeof buf - 1, text);
+        buf[got] = '\0';
+        const char *said =
+            strstr(buf, "interleave: each run's layers alone fit the 32.0 MiB last-level cache "
+                        "(20.0 MiB at most), the 2 runs' together do not (40.0 MiB)");
+        CHECK(interleave ? said != NULL : got == 0);
+        fclose(text);
+    }
+    two.f[1].layers = 2; /* 40 MiB: never from the cache */
+    CHECK(bench_plan_interleave_evicts(&two, &together, &largest) == 0 && largest == 40.0 * 1048576);
+    two.f[0].layer_bytes = two.f[1].layer_bytes = 5.0 * 1048576; /* 5 + 10 MiB together */
+    CHECK(bench_plan_interleave_evicts(&two, &together, &largest) == 0 && together == 15.0 * 1048576);
+    two.n = 1; /* one run: nothing to take turns with */
+    two.f[0].layer_bytes = 20.0 * 1048576;
+    CHECK(bench_plan_interleave_evicts(&two, &together, &largest) == 0);
 
     /* After the first layer: a backend that stores more than the format's bytes caps auto and
      * refuses an explicit count that no longer fits. */
