@@ -551,8 +551,8 @@ static void test_plan(void)
     CHECK(bench_plan_make(&c, &gpu, 1, 1u << 20, "test", &plan) == 0);
 
     /* --interleave and the last-level cache: two runs of one 20 MiB layer each fit 32 MiB alone
-     * but not together, which the plan's text says; a run of 40 MiB reads memory either way, and
-     * two of 10 MiB share the cache. */
+     * but not together, which the plan's text says; a run of 40 MiB reads memory either way, runs
+     * of 5 and 10 MiB share the cache, and a single run has no one to take turns with. */
     CHECK(parse(&c, "--weights", "q4_0,q4_k", "--layers", "1", "--interleave", NULL) == BENCH_PARSE_OK);
     bench_plan two = {.n = 2, .llc_bytes = 32u << 20};
     two.f[0] = (bench_format_plan){.dtype = MOE_DTYPE_Q4_0, .layers = 1, .layer_bytes = 20.0 * 1048576};
