@@ -20,6 +20,13 @@
  * FMA per block instead of one multiply per weight, and the totals need no registers. The
  * K-quants (Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
  * scale and, for Q4_K / Q5_K, dmin·m times the sub-block's activation sum subtracted.
+ *
+ * Each level is two objects of this file: its prefill tiles (MOE_CPU_KERNELS_PREFILL=1: the
+ * widening and widened ones, "prefill" below) and the rest (=0). The tiles' row-count copies are
+ * most of the build, and in two objects the build's jobs share them: the SIMDe-emulated simde512
+ * level was one object of 5 minutes for the aarch64 cross gcc (94 s for x86 gcc), the rest of
+ * that build 17 s; its prefill tiles are a third of it. The tiles are called through pointers, so
+ * nothing is inlined across the two objects either way.
  */
 #include "cpu.h"
 #include "simd.h"
@@ -945,6 +952,20 @@ typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const float
             ROWS(mr, CASE, dt)                                                                               \
         }                                                                                                    \
     }
+/* The prefill object's one symbol (moe_cpu_kernels_<level>_prefill_tiles): format dt's widening
+ * and widened tiles; NULLs for F32, whose packed tile reads it as it is. */
+#ifndef MOE_CPU_KERNELS_PREFILL
+#error "kernels.c is built by CMake, twice per level (MOE_CPU_KERNELS_PREFILL 0 and 1)"
+#endif
+typedef struct prefill_tiles {
+    tile_fn widening, widened;
+} prefill_tiles;
+#define KERNELS_CAT_(a, b) a##b
+#define KERNELS_CAT(a, b)  KERNELS_CAT_(a, b)
+#define PREFILL_TILES      KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _prefill_tiles)
+prefill_tiles PREFILL_TILES(moe_dtype dt);
+
+#if !MOE_CPU_KERNELS_PREFILL
 TILE(tile_f32, MR_F32, MOE_DTYPE_F32, CASE_PACKED)
 TILE(tile_f16, MR_F16, MOE_DTYPE_F16, CASE_PACKED)
 TILE(tile_bf16, MR_F16, MOE_DTYPE_BF16, CASE_PACKED)
@@ -957,6 +978,7 @@ TILE(tile_mxfp4, MR_Q4, MOE_DTYPE_MXFP4, CASE_PACKED)
 TILE(tile_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_PACKED)
 TILE(tile_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_PACKED)
 TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
+#endif
 
 /* ---- prefill: a chunk of a pair widened once for all of a task's rows ------------------------- */
 
@@ -984,6 +1006,7 @@ TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
 #define MR_WIDENING_BLOCK MR_Q4
 #define MR_WIDENED_BLOCK  MR_SPLIT /* (block_rows_split) */
 #endif
+#if MOE_CPU_KERNELS_PREFILL
 TILE(widening_f16, MR_F32, MOE_DTYPE_F16, CASE_WIDENING)
 TILE(widening_bf16, MR_F32, MOE_DTYPE_BF16, CASE_WIDENING)
 TILE(widening_q8, MR_WIDENING_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENING)
@@ -999,6 +1022,31 @@ TILE(widened_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENED)
 TILE(widened_q4k, MR_KQ_WIDENED, MOE_DTYPE_Q4_K, CASE_WIDENED)
 TILE(widened_q5k, MR_KQ_WIDENED, MOE_DTYPE_Q5_K, CASE_WIDENED)
 TILE(widened_q6k, MR_KQ_WIDENED, MOE_DTYPE_Q6_K, CASE_WIDENED)
+
+prefill_tiles PREFILL_TILES(moe_dtype dt)
+{
+    switch (dt) {
+    case MOE_DTYPE_F16:
+        return (prefill_tiles){widening_f16, widened_dense};
+    case MOE_DTYPE_BF16:
+        return (prefill_tiles){widening_bf16, widened_dense};
+    case MOE_DTYPE_Q8_0:
+        return (prefill_tiles){widening_q8, widened_q8};
+    case MOE_DTYPE_Q4_0:
+        return (prefill_tiles){widening_q4, widened_q4};
+    case MOE_DTYPE_MXFP4:
+        return (prefill_tiles){widening_mxfp4, widened_mxfp4};
+    case MOE_DTYPE_Q4_K:
+        return (prefill_tiles){widening_q4k, widened_q4k};
+    case MOE_DTYPE_Q5_K:
+        return (prefill_tiles){widening_q5k, widened_q5k};
+    case MOE_DTYPE_Q6_K:
+        return (prefill_tiles){widening_q6k, widened_q6k};
+    default:
+        return (prefill_tiles){NULL, NULL};
+    }
+}
+#else /* the rest of the level: the packed tiles above, the integer ones, the GEMM */
 
 /* ---- integer activations: kernels_int.h (a part of this file) --------------------------------- */
 
@@ -1080,7 +1128,7 @@ static void epilogue(const moe_cpu_gemm *g, float *tmp, int64_t row0, int n_rows
 static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
     const bool wide = g->act_quant == MOE_ACT_INT16;
-    const int_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K   ? (wide ? tile_i16_q4k : tile_i8_q4k)
+    const int_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K ? (wide ? tile_i16_q4k : tile_i8_q4k)
                              : g->dtype == MOE_DTYPE_Q4_0 ? (wide ? tile_i16_q4 : tile_i8_q4)
                                                           : (wide ? tile_i16_q8 : tile_i8_q8);
     const int64_t K = g->k_dim, ng = K / MOE_ACT_GROUP;
@@ -1117,26 +1165,27 @@ typedef struct format_kernels {
  * widening tiles (prefill) keep it. */
 static format_kernels kernels_of(moe_dtype dt, bool prefetch_dense)
 {
+    const prefill_tiles p = PREFILL_TILES(dt);
     switch (dt) {
     case MOE_DTYPE_F16:
         return (format_kernels){
-            prefetch_dense ? tile_f16 : tile_f16_hw, widening_f16, widened_dense, MR_F16, MR_F32, MR_F32};
+            prefetch_dense ? tile_f16 : tile_f16_hw, p.widening, p.widened, MR_F16, MR_F32, MR_F32};
     case MOE_DTYPE_BF16:
         return (format_kernels){
-            prefetch_dense ? tile_bf16 : tile_bf16_hw, widening_bf16, widened_dense, MR_F16, MR_F32, MR_F32};
+            prefetch_dense ? tile_bf16 : tile_bf16_hw, p.widening, p.widened, MR_F16, MR_F32, MR_F32};
     case MOE_DTYPE_Q8_0:
-        return (format_kernels){tile_q8, widening_q8, widened_q8, MR_Q8, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
+        return (format_kernels){tile_q8, p.widening, p.widened, MR_Q8, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_Q4_0:
-        return (format_kernels){tile_q4, widening_q4, widened_q4, MR_Q4, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
+        return (format_kernels){tile_q4, p.widening, p.widened, MR_Q4, MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_MXFP4:
-        return (format_kernels){tile_mxfp4, widening_mxfp4,    widened_mxfp4,
+        return (format_kernels){tile_mxfp4, p.widening,        p.widened,
                                 MR_Q4,      MR_WIDENING_BLOCK, MR_WIDENED_BLOCK};
     case MOE_DTYPE_Q4_K:
-        return (format_kernels){tile_q4k, widening_q4k, widened_q4k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
+        return (format_kernels){tile_q4k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q5_K:
-        return (format_kernels){tile_q5k, widening_q5k, widened_q5k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
+        return (format_kernels){tile_q5k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q6_K:
-        return (format_kernels){tile_q6k, widening_q6k, widened_q6k, MR_KQ, MR_KQ, MR_KQ_WIDENED};
+        return (format_kernels){tile_q6k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     default:
         return (format_kernels){prefetch_dense ? tile_f32 : tile_f32_hw, NULL, NULL, MR_F32, 0, 0};
     }
@@ -1261,3 +1310,4 @@ const moe_cpu_kernels MOE_CPU_KERNELS_SYMBOL = {
     .gemm = gemm,
     .axpy = axpy,
 };
+#endif /* !MOE_CPU_KERNELS_PREFILL */
