@@ -2,9 +2,9 @@
  * isa.c — run-time choice of the CPU kernel set. The library is never built with
  * -march=native: each ISA level is its own object, and the best one the running CPU
  * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx2vnni|avx512|avx512vnni|simde512 forces one, so every
- * path can be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe at
- * the baseline ISA: slow, never chosen automatically, runs everywhere; built only with the
- * tests).
+ * path can be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe on
+ * narrower vectors, over AVX2 on x86-64 and at the baseline ISA elsewhere: slow, never chosen
+ * automatically; built only with the tests).
  */
 #include "cpu.h"
 
@@ -77,7 +77,8 @@ const moe_cpu_kernels *moe_cpu_select_kernels(const char **why)
 #endif
         {&moe_cpu_kernels_baseline, NULL},
 #if MOE_CPU_SIMDE512
-        {&moe_cpu_kernels_simde512, NULL},
+        /* compiled with avx2's flags on x86-64 (CMakeLists.txt says why) */
+        {&moe_cpu_kernels_simde512, MOE_CPU_X86 ? "avx2" : NULL},
 #endif
     };
     const size_t n = sizeof levels / sizeof levels[0];
