@@ -24,10 +24,10 @@
  * Each level is two objects of this file: its prefill tiles (MOE_CPU_KERNELS_PREFILL=1: the
  * widening and widened ones, "prefill" below) and the rest (=0). The tiles' row-count copies are
  * most of the build, and in two objects the build's jobs share them: the SIMDe-emulated simde512
- * level, at -O2, was one object of 5 minutes for the aarch64 cross gcc (94 s for x86 gcc over
+ * level, at -O2, was one object of 5 minutes for the aarch64 cross gcc (89 s for x86 gcc over
  * SSE2), the rest of that build 17 s; its prefill tiles are a third of it (CMakeLists.txt has
- * how it is built now). The tiles are called through pointers, so
- * nothing is inlined across the two objects either way.
+ * how it is built now). The tiles are called through pointers, so nothing is inlined across the
+ * two objects either way.
  */
 #include "cpu.h"
 #include "simd.h"
