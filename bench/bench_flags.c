@@ -152,9 +152,9 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "weight storage formats run side by side, each quantised at upload from the same float32 "
          "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4 (any case)"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
-         "experts' input precision, run side by side: f32, and/or q8_0 (the opt-in int8 activations, "
-         "moe_layer_desc.activation_dtype; Q8_0/Q4_0/Q4_K weights only, so another format runs with f32 "
-         "alone)"},
+         "experts' input precision, run side by side: f32, and/or the opt-ins (moe_layer_desc."
+         "activation_dtype) q8_0 (int8 activations; Q8_0/Q4_0/Q4_K weights only) and bf16 (bfloat16 pairs; "
+         "Q4_0 weights only), so another format runs with f32 alone"},
         {"cpu-experts", BENCH_OPT_LIST, &c->cpu_experts, "N1,N2,..", 0, SIZE_MAX_OPT, 0.0, NULL, "off",
          "expert placement, run side by side: for each N the last N routed experts (E-N..E-1) live on a "
          "second context on the CPU backend and the rest on the target (moe_layer_create_placed; the target "
@@ -296,14 +296,15 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
 }
 
 /* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0,
- * Q4_0 and Q4_K, the integer kernels' formats), formats outer, in the order given. */
+ * Q4_0 and Q4_K, the integer kernels' formats; bf16 only to Q4_0, the bfloat16-pair kernel's),
+ * formats outer, in the order given. */
 static int expand_activations(const char *text, bench_dtype_list *list)
 {
     bench_dtype_list acts = {0}, out = {0};
     if (parse_dtype_list("--activations", text, &acts)) return -1;
     for (size_t a = 0; a < acts.n; a++)
-        if (acts.v[a] != MOE_DTYPE_F32 && acts.v[a] != MOE_DTYPE_Q8_0) {
-            fprintf(stderr, BENCH_PROG ": --activations takes f32 and q8_0, not %s\n",
+        if (acts.v[a] != MOE_DTYPE_F32 && acts.v[a] != MOE_DTYPE_Q8_0 && acts.v[a] != MOE_DTYPE_BF16) {
+            fprintf(stderr, BENCH_PROG ": --activations takes f32, q8_0 and bf16, not %s\n",
                     moe_dtype_name(acts.v[a]));
             return -1;
         }
@@ -312,6 +313,7 @@ static int expand_activations(const char *text, bench_dtype_list *list)
             if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0 &&
                 list->v[i] != MOE_DTYPE_Q4_K)
                 continue;
+            if (acts.v[a] == MOE_DTYPE_BF16 && list->v[i] != MOE_DTYPE_Q4_0) continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
                         BENCH_MAX_FORMATS);
@@ -323,7 +325,7 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     if (out.n == 0) {
         fprintf(stderr,
                 BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
-                           "q8_0, q4_0 or q4_k weights)\n",
+                           "q8_0, q4_0 or q4_k weights, bf16 needs q4_0)\n",
                 text);
         return -1;
     }
@@ -566,7 +568,8 @@ static bench_parse_result check(bench_config *c)
         }
     }
     for (size_t i = 0; c->serve && i < c->weights.n; i++)
-        if (c->weights.act[i] != MOE_DTYPE_F32) return fail("--activations q8_0 and --serve do not combine");
+        if (c->weights.act[i] != MOE_DTYPE_F32)
+            return fail("--activations q8_0 or bf16 and --serve do not combine");
     /* A serving stream makes its own plain layer, and a placed layer has no asynchronous
      * forward (moe_layer_forward_async is MOE_ERROR_UNSUPPORTED for it). */
     if (c->serve && c->cache_slots.n > 0) return fail("--cache-slots and --serve do not combine");

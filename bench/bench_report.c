@@ -42,7 +42,10 @@ static const char *dtype_name(moe_dtype dt)
 const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts,
                                int64_t cache_slots, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s%s", dtype_name(weights), activations == MOE_DTYPE_Q8_0 ? "/i8" : "");
+    snprintf(buf, size, "%s%s", dtype_name(weights),
+             activations == MOE_DTYPE_Q8_0   ? "/i8"
+             : activations == MOE_DTYPE_BF16 ? "/bf16x2"
+                                             : "");
     if (cpu_experts > 0) {
         const size_t len = strlen(buf);
         snprintf(buf + len, size - len, "/cpu%" PRId64, cpu_experts);
@@ -475,11 +478,13 @@ void bench_print_reference(FILE *out, const bench_result *r)
             bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
                                lbl, sizeof lbl),
             r->ref_tokens, r->tokens, r->ref_rel_l2,
-            r->desc.activation_dtype == MOE_DTYPE_Q8_0 ? " and int8 activations" : "", r->format_rel_l2,
-            r->ref_max_abs_diff, r->ref_max_abs);
-    if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
-        fprintf(out, "; %.3g vs the format's weights with float32 activations (the int8 cost)",
-                r->act_rel_l2);
+            r->desc.activation_dtype == MOE_DTYPE_Q8_0   ? " and int8 activations"
+            : r->desc.activation_dtype == MOE_DTYPE_BF16 ? " and bfloat16-pair activations"
+                                                         : "",
+            r->format_rel_l2, r->ref_max_abs_diff, r->ref_max_abs);
+    if (r->desc.activation_dtype != MOE_DTYPE_F32)
+        fprintf(out, "; %.3g vs the format's weights with float32 activations (the %s cost)", r->act_rel_l2,
+                r->desc.activation_dtype == MOE_DTYPE_BF16 ? "bfloat16-pair" : "int8");
     fputc('\n', out);
 }
 
@@ -668,7 +673,7 @@ cJSON *bench_result_json(const bench_result *r)
             cJSON_AddNumberToObject(ref, "max_abs", r->ref_max_abs);
             bench_json_add_or_null(ref, "rel_l2", cJSON_CreateNumber(r->ref_rel_l2), isfinite(r->ref_rel_l2));
             cJSON_AddNumberToObject(ref, "rel_l2_vs_f32", r->format_rel_l2);
-            if (r->desc.activation_dtype == MOE_DTYPE_Q8_0)
+            if (r->desc.activation_dtype != MOE_DTYPE_F32)
                 bench_json_add_or_null(ref, "rel_l2_vs_float_activations", cJSON_CreateNumber(r->act_rel_l2),
                                        isfinite(r->act_rel_l2));
         }

@@ -78,7 +78,7 @@ static int json_add(run_state *rs, cJSON *o)
  * converts them), on the reference tokens; NULL when it is the float32 run or fails. */
 static const float *format_reference(run_state *rs, float **cache, const moe_layer_desc *d)
 {
-    if (d->weight_dtype == MOE_DTYPE_F32 && d->activation_dtype != MOE_DTYPE_Q8_0) return rs->ref.y;
+    if (d->weight_dtype == MOE_DTYPE_F32 && d->activation_dtype == MOE_DTYPE_F32) return rs->ref.y;
     if (*cache) return *cache;
     const size_t n = (size_t)rs->ref.tokens * (size_t)d->d_model;
     float *y = malloc(n * sizeof *y);
@@ -114,7 +114,7 @@ static void compare_reference(run_state *rs, size_t fi, const moe_layer_desc *d,
         }
     const float *own = format_reference(rs, &rs->fmt_ref[fi], d);
     r->ref_rel_l2 = own ? bench_rel_l2(rs->data.y, own, n) : NAN;
-    if (d->activation_dtype == MOE_DTYPE_Q8_0) {
+    if (d->activation_dtype != MOE_DTYPE_F32) {
         moe_layer_desc fd = *d;
         fd.activation_dtype = MOE_DTYPE_F32;
         const float *fl = format_reference(rs, &rs->act_ref[fi], &fd);
@@ -222,15 +222,19 @@ static void print_header(run_state *rs, size_t i, const bench_format_plan *f, mo
     bench_progress_clear(&rs->bar);
     bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
                               arena_weights_bytes, cpu.weights_bytes, rs->cfg, cache_bytes);
-    /* A placed layer reports Q8_0 only when every context runs it: the CPU's experts may run
+    /* A placed layer reports an opt-in only when every context runs it: the CPU's experts may run
      * int8 behind a GPU's float ones. */
-    if (f->act == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layers[0]) != MOE_DTYPE_Q8_0)
-        printf(f->cpu_experts > 0
-                   ? "   (asked for int8 activations: the target has no int8 path, so its experts "
-                     "run float32 activations while the CPU's may run int8; the rows below say "
-                     "f32)\n"
-                   : "   (asked for int8 activations: this device has no int8 path, so the rows "
-                     "below run float32 activations)\n");
+    if (f->act != MOE_DTYPE_F32 && moe_layer_activation_dtype(layers[0]) != f->act) {
+        const char *what = f->act == MOE_DTYPE_BF16 ? "bfloat16-pair" : "int8";
+        if (f->cpu_experts > 0)
+            printf("   (asked for %s activations: the target has no %s path, so its experts run float32 "
+                   "activations while the CPU's may run %s; the rows below say f32)\n",
+                   what, what, what);
+        else
+            printf("   (asked for %s activations: this device has no %s path%s, so the rows below run "
+                   "float32 activations)\n",
+                   what, what, f->act == MOE_DTYPE_BF16 ? " (the CPU's needs AVX512_BF16)" : "");
+    }
 }
 
 /* A result of format f, before it is measured: what the run places and caches. */

@@ -83,9 +83,12 @@ bool moe_dtype_is_kquant(moe_dtype dtype)
     return dtype == MOE_DTYPE_Q4_K || dtype == MOE_DTYPE_Q5_K || dtype == MOE_DTYPE_Q6_K;
 }
 
-bool moe_dtype_int_dot(moe_dtype dtype)
+bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act)
 {
-    return dtype == MOE_DTYPE_Q8_0 || dtype == MOE_DTYPE_Q4_0 || dtype == MOE_DTYPE_Q4_K;
+    if (act == MOE_DTYPE_Q8_0)
+        return weights == MOE_DTYPE_Q8_0 || weights == MOE_DTYPE_Q4_0 || weights == MOE_DTYPE_Q4_K;
+    if (act == MOE_DTYPE_BF16) return weights == MOE_DTYPE_Q4_0;
+    return true;
 }
 
 /* ---- scalar conversions -------------------------------------------------------------------- */

@@ -73,9 +73,9 @@ moe_status moe_layer_get_ep_stats(const moe_layer *layer, moe_ep_stats *stats)
     return moe_abi_out(layer->ctx, &moe_abi_ep_stats, stats, &s);
 }
 
-bool moe_ep_int_routed(const struct moe_ep *ep)
+moe_dtype moe_ep_routed_act(const struct moe_ep *ep)
 {
-    return ep->part && ep->part->int_routed;
+    return ep->part ? ep->part->routed_act : MOE_DTYPE_F32;
 }
 
 moe_status moe_ep_partition(int64_t n_experts, int n_ranks, int rank, int64_t *first_expert, int64_t *n_local)

@@ -126,12 +126,13 @@ struct moe_layer {
     moe_backend_buffer *weights;
     size_t weights_bytes;
     moe_layer_addrs w;
-    bool int_routed, int_shared; /* the experts' products run on integer activations */
-    struct moe_placed *placed;   /* the routed experts live on other layers, maybe on other
-                                    contexts (placement.c); NULL: they are in `weights` */
-    struct moe_usage *usage;     /* moe_layer_track_usage (usage.c); NULL: not tracking */
-    struct moe_ep *ep;           /* one rank of an expert-parallel layer (ep.c): this layer is
-                                    its home, the rank's experts another layer; NULL: not one */
+    moe_dtype routed_act, shared_act; /* what the experts' products run on: F32, Q8_0 (integer
+                                         activations) or BF16 (bfloat16 pairs) */
+    struct moe_placed *placed;        /* the routed experts live on other layers, maybe on other
+                                         contexts (placement.c); NULL: they are in `weights` */
+    struct moe_usage *usage;          /* moe_layer_track_usage (usage.c); NULL: not tracking */
+    struct moe_ep *ep;                /* one rank of an expert-parallel layer (ep.c): this layer is
+                                         its home, the rank's experts another layer; NULL: not one */
 };
 
 struct moe_buffer {
@@ -163,9 +164,10 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
-/* The formats the integer-activation kernels read (Q8_0, Q4_0, Q4_K): moe_layer_desc.activation_dtype
- * Q8_0 applies to a group whose projections are both in one of them. */
-bool moe_dtype_int_dot(moe_dtype dtype);
+/* Whether a backend may run experts stored in `weights` on activations `act` (moe_layer_desc.
+ * activation_dtype): Q8_0 (integer) for Q8_0, Q4_0 and Q4_K; BF16 (bfloat16 pairs) for Q4_0; F32 for
+ * every format. An opt-in applies to a group whose projections both take it. */
+bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act);
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
  * them; and the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
 void moe_kq_decode(moe_dtype dtype, const unsigned char *block, float *out);
@@ -378,8 +380,9 @@ moe_status moe_part_submit(moe_layer *part, moe_part_run *r, const float *a, flo
 void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s);
 /* Frees the parts of a placed layer (layer_free; NULL: nothing). */
 void moe_placed_free(struct moe_placed *p);
-/* Every part runs its experts on integer activations (moe_layer_activation_dtype). */
-bool moe_placed_int_routed(const struct moe_placed *p);
+/* What every part runs its experts on (moe_layer_activation_dtype): their routed_act where all parts
+ * holding experts agree, else F32. */
+moe_dtype moe_placed_routed_act(const struct moe_placed *p);
 
 /* ---- expert parallelism (ep.c) ---------------------------------------------------------- */
 
@@ -395,8 +398,8 @@ moe_status moe_ep_create(moe_context *ctx, const moe_ep_transport *tr, moe_statu
                          const moe_layer_tensors *t, moe_layer **out);
 /* Frees a rank's experts and releases its transport (layer_free; NULL: nothing). */
 void moe_ep_free(struct moe_ep *ep);
-/* The rank's experts run on integer activations (moe_layer_activation_dtype). */
-bool moe_ep_int_routed(const struct moe_ep *ep);
+/* What the rank's experts run on (moe_layer_activation_dtype): F32, Q8_0 or BF16. */
+moe_dtype moe_ep_routed_act(const struct moe_ep *ep);
 
 /* ---- an expert cache's bookkeeping (expert_cache.c) -------------------------------------- */
 

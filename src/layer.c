@@ -28,8 +28,29 @@ typedef struct layer_block {
     weight_item all[9];
     moe_layer_addrs a;
     size_t bytes;
-    bool overflow, int_routed, int_shared;
+    bool overflow;
+    moe_dtype routed_act, shared_act; /* moe_layer's */
 } layer_block;
+
+/* What a group of experts runs on: the layer's activation_dtype where the backend has its kernels
+ * (Q8_0: integer dot products; BF16: bfloat16 pairs) and both of the group's formats take it, else
+ * F32. */
+static moe_dtype group_act(const moe_backend *be, moe_dtype asked, bool here, moe_dtype in, moe_dtype down)
+{
+    const bool backend = asked == MOE_DTYPE_Q8_0 ? be->int_dot : asked == MOE_DTYPE_BF16 && be->bf16_dot;
+    return here && backend && moe_dtype_takes_activations(in, asked) &&
+                   moe_dtype_takes_activations(down, asked)
+               ? asked
+               : MOE_DTYPE_F32;
+}
+
+/* An ffn step's activations for a group running `act`: its input step's (x), or its down step's (the
+ * intermediate, which integer activations keep in int16: backend.h). */
+static moe_act_quant step_act(moe_dtype act, bool down)
+{
+    if (act == MOE_DTYPE_Q8_0) return down ? MOE_ACT_INT16 : MOE_ACT_INT8;
+    return act == MOE_DTYPE_BF16 ? MOE_ACT_BF16X2 : MOE_ACT_FLOAT;
+}
 
 /* `in_bias` is the experts' gate and up biases side by side (gated; NULL when only measuring). */
 static void layer_block_init(layer_block *b, moe_backend *be, const moe_layer_desc *dp,
@@ -40,27 +61,27 @@ static void layer_block_init(layer_block *b, moe_backend *be, const moe_layer_de
     const bool shared = d.d_ff_shared > 0;
     const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
     const moe_dtype wd = d.down_weight_dtype, sd = d.shared_down_weight_dtype;
-    /* Integer activations where asked for, where the backend has them, for the block formats
-     * (both projections of a group: the two steps share the quantised activations' scratch). */
-    const bool int_act = d.activation_dtype == MOE_DTYPE_Q8_0 && be->int_dot;
+    /* An activation opt-in where asked for, where the backend has it, for the formats that take it (both
+     * projections of a group: the two steps share the prepared activations' scratch). */
     /* A layer placed over contexts (placement.c) has a home without routed experts and parts with
      * only routed experts: what `t` leaves out (router.data, up NULL) is not uploaded. */
     const bool router_here = t->router.data != NULL, experts_here = t->up != NULL;
     memset(b, 0, sizeof *b);
-    b->int_routed = int_act && experts_here && moe_dtype_int_dot(wt) && moe_dtype_int_dot(wd);
-    b->int_shared = int_act && shared && moe_dtype_int_dot(st_) && moe_dtype_int_dot(sd);
+    b->routed_act = group_act(be, d.activation_dtype, experts_here, wt, wd);
+    b->shared_act = group_act(be, d.activation_dtype, shared, st_, sd);
+    const bool int_routed = b->routed_act == MOE_DTYPE_Q8_0, int_shared = b->shared_act == MOE_DTYPE_Q8_0;
     b->router = (moe_weight_src){&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
     b->ffn_in = (moe_weight_src){
-        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, b->int_routed};
-    b->ffn_down = (moe_weight_src){t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, b->int_routed};
+        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};
+    b->ffn_down = (moe_weight_src){t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, int_routed};
     b->shared_in = (moe_weight_src){gated ? &t->shared_gate : &t->shared_up,
                                     gated ? &t->shared_up : NULL,
                                     1,
                                     d.d_ff_shared,
                                     d.d_model,
                                     st_,
-                                    b->int_shared};
-    b->shared_down = (moe_weight_src){&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, b->int_shared};
+                                    int_shared};
+    b->shared_down = (moe_weight_src){&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, int_shared};
     const size_t E = (size_t)d.n_experts, n_in_bias = E * (size_t)d.d_ff * (gated ? 2u : 1u);
     moe_layer_addrs *a = &b->a;
     const weight_item all[] = {
@@ -128,8 +149,8 @@ moe_status moe_layer_create_from_tensors(moe_context *ctx, const moe_layer_desc 
     layer->ctx = ctx;
     layer->desc = d;
     layer->weights_bytes = b.bytes;
-    layer->int_routed = b.int_routed;
-    layer->int_shared = b.int_shared;
+    layer->routed_act = b.routed_act;
+    layer->shared_act = b.shared_act;
     moe_status st = moe_arena_alloc(&ctx->arena, b.bytes, MOE_BACKEND_BUFFER_WEIGHTS, &layer->weights);
     if (st != MOE_OK) {
         moe_free(in_bias);
@@ -177,7 +198,7 @@ static bool expert_slices(const moe_layer *layer, const moe_layer_tensors *t, in
     moe_weight_src all_in = *in, all_down = *down;
     all_in.batch = all_down.batch = layer->desc.n_experts;
     size_t n_in, n_down;
-    return b.int_routed == layer->int_routed &&
+    return b.routed_act == layer->routed_act &&
            moe_mul_size(*in_bytes, (size_t)layer->desc.n_experts, &n_in) &&
            moe_mul_size(*down_bytes, (size_t)layer->desc.n_experts, &n_down) &&
            be->ops->weight_bytes(be, &all_in) == n_in && be->ops->weight_bytes(be, &all_down) == n_down;
@@ -349,10 +370,9 @@ static void layer_free(moe_layer *layer)
 moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
 {
     if (!layer) return MOE_DTYPE_DEFAULT;
-    const bool int_routed = layer->placed ? moe_placed_int_routed(layer->placed)
-                            : layer->ep   ? moe_ep_int_routed(layer->ep)
-                                          : layer->int_routed;
-    return int_routed ? MOE_DTYPE_Q8_0 : MOE_DTYPE_F32;
+    return layer->placed ? moe_placed_routed_act(layer->placed)
+           : layer->ep   ? moe_ep_routed_act(layer->ep)
+                         : layer->routed_act;
 }
 
 /* ---- the forward ------------------------------------------------------------------------ */
@@ -398,19 +418,19 @@ void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool hos
         TAKE(shared_o, f * TD);
     }
     if (host_y) TAKE(y, f * TD);
-    /* The integer steps' quantised input rows, one step at a time: x (int8) for gate/up, h
-     * (int16) for down. */
+    /* The opt-in steps' prepared input rows, one step at a time: x for gate/up, h for down (int8 and
+     * int16, or bfloat16 pairs). */
     size_t a_q = 0;
-    const bool int_routed = experts && layer->int_routed, int_shared = shared && layer->int_shared;
-    const size_t x_q = (size_t)T * moe_act_row_bytes(MOE_ACT_INT8, d->d_model);
-    if (int_routed || int_shared) a_q = x_q;
-    if (int_routed) {
-        const size_t down = R * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff);
+    const moe_dtype racts[2] = {experts ? layer->routed_act : MOE_DTYPE_F32,
+                                shared ? layer->shared_act : MOE_DTYPE_F32};
+    const int64_t ffs[2] = {d->d_ff, d->d_ff_shared};
+    const size_t down_rows[2] = {R, (size_t)T};
+    for (int g = 0; g < 2; g++) {
+        if (racts[g] == MOE_DTYPE_F32) continue;
+        const size_t in = (size_t)T * moe_act_row_bytes(step_act(racts[g], false), d->d_model),
+                     down = down_rows[g] * moe_act_row_bytes(step_act(racts[g], true), ffs[g]);
+        a_q = in > a_q ? in : a_q;
         a_q = down > a_q ? down : a_q;
-    }
-    if (int_shared) {
-        const size_t sdown = (size_t)T * moe_act_row_bytes(MOE_ACT_INT16, d->d_ff_shared);
-        a_q = sdown > a_q ? sdown : a_q;
     }
     if (a_q) TAKE(a_q, a_q);
 #undef TAKE
@@ -479,7 +499,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                              .tile_expert = L->tile_expert,
                              .weights = layer->w.ffn_in,
                              .weight_dtype = d->weight_dtype,
-                             .act_quant = layer->int_routed ? MOE_ACT_INT8 : MOE_ACT_FLOAT,
+                             .act_quant = step_act(layer->routed_act, false),
                              .a_q = L->a_q,
                              .n_experts = d->n_experts,
                              .gated = gated,
@@ -503,7 +523,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                .tile_expert = L->tile_expert,
                                .weights = layer->w.ffn_down,
                                .weight_dtype = d->down_weight_dtype,
-                               .act_quant = layer->int_routed ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
+                               .act_quant = step_act(layer->routed_act, true),
                                .a_q = L->a_q,
                                .n_experts = d->n_experts,
                                .bias = layer->w.down_bias,
@@ -533,7 +553,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                   .a_rows = T,
                                   .weights = layer->w.shared_in,
                                   .weight_dtype = d->shared_weight_dtype,
-                                  .act_quant = layer->int_shared ? MOE_ACT_INT8 : MOE_ACT_FLOAT,
+                                  .act_quant = step_act(layer->shared_act, false),
                                   .a_q = L->a_q,
                                   .n_experts = 1,
                                   .gated = gated,
@@ -551,7 +571,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                     .a_rows = T,
                                     .weights = layer->w.shared_down,
                                     .weight_dtype = d->shared_down_weight_dtype,
-                                    .act_quant = layer->int_shared ? MOE_ACT_INT16 : MOE_ACT_FLOAT,
+                                    .act_quant = step_act(layer->shared_act, true),
                                     .a_q = L->a_q,
                                     .n_experts = 1,
                                     .out = L->shared_o,

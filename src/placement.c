@@ -214,15 +214,15 @@ void moe_placed_free(struct moe_placed *P)
     moe_free(P);
 }
 
-bool moe_placed_int_routed(const struct moe_placed *P)
+moe_dtype moe_placed_routed_act(const struct moe_placed *P)
 {
-    bool any = false;
+    moe_dtype act = MOE_DTYPE_DEFAULT;
     for (int c = 0; c < P->n_parts; c++)
         if (P->part[c].layer) {
-            if (!P->part[c].layer->int_routed) return false;
-            any = true;
+            if (act != MOE_DTYPE_DEFAULT && P->part[c].layer->routed_act != act) return MOE_DTYPE_F32;
+            act = P->part[c].layer->routed_act;
         }
-    return any;
+    return act == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : act;
 }
 
 /* Part c: the experts experts[0..n) (its local order; n = its n_experts) gathered, their matrices

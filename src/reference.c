@@ -145,15 +145,36 @@ static double dot_d(const double *a, const double *b, int64_t n)
     return s;
 }
 
-/* An expert product's input as it is seen: the float values, or with integer activations (moe.h,
- * activation_dtype Q8_0, for Q8_0 / Q4_0 / Q4_K weights) each group of 16 rounded to q·d, d =
- * max|a| / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a
- * group with a non-finite value gives NaN, one so small that 1/d overflows float gives zeros. Integer sums
- * are exact, so q·d in double is what those products compute, up to float rounding. qmax 0: no rounding. */
-static void expert_input(const float *a, int64_t n, float qmax, double *out)
+/* v rounded to 8 significant bits, to nearest with ties to even (the default rounding mode):
+ * bfloat16's precision, at any exponent (bfloat16's range is float32's). */
+static double round_8_bits(double v)
+{
+    int e;
+    const double m = frexp(v, &e); /* v = m · 2^e, 0.5 <= |m| < 1 */
+    return ldexp(nearbyint(ldexp(m, 8)), e - 8);
+}
+
+/* An expert product's input as it is seen (act: what the group runs on, rounded_inputs; intermediate:
+ * the down projection's input):
+ * - F32: the float values.
+ * - Q8_0, integer activations (moe.h, for Q8_0 / Q4_0 / Q4_K weights): each group of 16 rounded to
+ *   q·d, d = max|a| / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a
+ *   group with a non-finite value gives NaN, one so small that 1/d overflows float gives zeros. Integer
+ *   sums are exact, so q·d in double is what those products compute, up to float rounding.
+ * - BF16, bfloat16 pairs (moe.h, for Q4_0 weights): each value as hi + lo, hi = a to 8 significant bits,
+ *   lo = a − hi the same; a non-finite value stays itself. The products of the parts with the 4-bit
+ *   codes are exact, so hi + lo in double is what they compute, up to float rounding. */
+static void expert_input(const float *a, int64_t n, moe_dtype act, bool intermediate, double *out)
 {
     for (int64_t i = 0; i < n; i++) out[i] = a[i];
-    if (qmax == 0.0f) return;
+    if (act == MOE_DTYPE_BF16)
+        for (int64_t i = 0; i < n; i++) {
+            if (!isfinite(a[i])) continue;
+            const double hi = round_8_bits(a[i]);
+            out[i] = hi + round_8_bits(a[i] - hi);
+        }
+    if (act != MOE_DTYPE_Q8_0) return;
+    const float qmax = intermediate ? 32767.0f : 127.0f;
     for (int64_t b = 0; b < n; b += 16) {
         float amax = 0.0f;
         bool finite = true;
@@ -185,25 +206,27 @@ typedef struct ref_bias {
     const float *gate, *up, *down;
 } ref_bias;
 
-/* One expert: its three matrices and biases, width f; int8: its inputs are rounded (expert_input). */
+/* One expert: its three matrices and biases, width f; act: how its inputs are rounded (expert_input). */
 typedef struct ref_expert {
     ref_matrix gate, up, down;
     ref_bias b;
     int64_t f;
-    bool int8;
+    moe_dtype act;
 } ref_expert;
 
-/* Whether an expert stored in these formats takes rounded inputs: integer activations (moe.h,
- * activation_dtype Q8_0) where both its gate/up and its down format have integer products. */
-static bool int8_inputs(const moe_layer_desc *d, moe_dtype gate_up, moe_dtype down)
+/* How an expert stored in these formats rounds its inputs: as activation_dtype asks (moe.h) where both
+ * its gate/up and its down format take it, else not (F32). */
+static moe_dtype rounded_inputs(const moe_layer_desc *d, moe_dtype gate_up, moe_dtype down)
 {
-    return d->activation_dtype == MOE_DTYPE_Q8_0 && moe_dtype_int_dot(gate_up) && moe_dtype_int_dot(down);
+    const moe_dtype a = d->activation_dtype;
+    return moe_dtype_takes_activations(gate_up, a) && moe_dtype_takes_activations(down, a) ? a
+                                                                                           : MOE_DTYPE_F32;
 }
 
 /* out[s][d_model] = down · act(gate·x_s + b_gate) ⊙ (up·x_s + b_up) + b_down for n tokens, x_s
  * their inputs as expert_input gives them (xin[s], d_model values each); h holds n·f values, hf
- * f, buf max(d, f). Each row is decoded once for the n tokens. With int8, h is rounded to int16
- * (expert_input) after it is rounded to float as the backends hold it. */
+ * f, buf max(d, f). Each row is decoded once for the n tokens. With an activation opt-in, h is rounded
+ * (expert_input: int16, or bfloat16 pairs) after it is rounded to float as the backends hold it. */
 static void expert_ffn(const moe_layer_desc *d, const ref_expert *x, int64_t n, const double *const *xin,
                        double *h, float *hf, double *const *out, double *buf)
 {
@@ -225,10 +248,10 @@ static void expert_ffn(const moe_layer_desc *d, const ref_expert *x, int64_t n, 
                                                                       : activate(d->activation, g) * u;
         }
     }
-    if (x->int8)
+    if (x->act != MOE_DTYPE_F32)
         for (int64_t s = 0; s < n; s++) {
             for (int64_t i = 0; i < f; i++) hf[i] = (float)h[s * f + i];
-            expert_input(hf, f, 32767.0f, h + s * f);
+            expert_input(hf, f, x->act, true, h + s * f);
         }
     for (int64_t o = 0; o < D; o++) {
         ref_row(&x->down, o, buf);
@@ -363,10 +386,10 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
     const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
     const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
-    const bool int8 = int8_inputs(&d, sto, d.down_weight_dtype);
+    const moe_dtype act = rounded_inputs(&d, sto, d.down_weight_dtype);
     for (int64_t t0 = 0; t0 < T; t0 += C) {
         const int64_t nt = T - t0 < C ? T - t0 : C;
-        for (int64_t t = 0; t < nt; t++) expert_input(x + (t0 + t) * D, D, int8 ? 127.0f : 0.0f, xin + t * D);
+        for (int64_t t = 0; t < nt; t++) expert_input(x + (t0 + t) * D, D, act, false, xin + t * D);
         /* Each expert once, on the pass's tokens routed there and kept; outs[t][k] its output. */
         for (int64_t e = 0; e < E; e++) {
             int64_t n = 0;
@@ -383,7 +406,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 .up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf},
                 .down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff, row_buf},
                 .f = d.d_ff,
-                .int8 = int8,
+                .act = act,
             };
             if (d.expert_has_bias)
                 ex.b = (ref_bias){weights->gate_bias ? weights->gate_bias + (size_t)e * (size_t)d.d_ff : NULL,
@@ -399,10 +422,10 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 .up = {weights->shared_up, sdt, ssto, D, row_buf},
                 .down = {weights->shared_down, sdt, d.shared_down_weight_dtype, d.d_ff_shared, row_buf},
                 .f = d.d_ff_shared,
-                .int8 = int8_inputs(&d, ssto, d.shared_down_weight_dtype),
+                .act = rounded_inputs(&d, ssto, d.shared_down_weight_dtype),
             };
             for (int64_t t = 0; t < nt; t++) {
-                expert_input(x + (t0 + t) * D, D, ex.int8 ? 127.0f : 0.0f, xin + t * D);
+                expert_input(x + (t0 + t) * D, D, ex.act, false, xin + t * D);
                 xs[t] = xin + t * D;
                 os[t] = outs + (t * (K + 1) + K) * D;
             }

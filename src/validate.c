@@ -153,10 +153,11 @@ static moe_status check_formats(moe_context *ctx, moe_layer_desc *d, const moe_l
     if (!down_given) d->down_weight_dtype = d->weight_dtype;
     if (!shared_down_given) d->shared_down_weight_dtype = d->shared_weight_dtype;
     if (d->activation_dtype == MOE_DTYPE_DEFAULT) d->activation_dtype = MOE_DTYPE_F32;
-    if (d->activation_dtype != MOE_DTYPE_F32 && d->activation_dtype != MOE_DTYPE_Q8_0)
+    if (d->activation_dtype != MOE_DTYPE_F32 && d->activation_dtype != MOE_DTYPE_Q8_0 &&
+        d->activation_dtype != MOE_DTYPE_BF16)
         return moe_fail(ctx, MOE_ERROR_INVALID_ARGUMENT,
-                        "activation_dtype is %s (%d): the experts' inputs can be f32 or q8_0 (int8 per block "
-                        "of 32, opt-in)",
+                        "activation_dtype is %s (%d): the experts' inputs can be f32, q8_0 (int8 per group "
+                        "of 16, opt-in) or bf16 (bfloat16 pairs, opt-in)",
                         moe_dtype_name(d->activation_dtype) ? moe_dtype_name(d->activation_dtype)
                                                             : "not a moe_dtype",
                         (int)d->activation_dtype);

@@ -24,6 +24,9 @@
  * is ~5e-3 from that reference, so the bound tells the integer path from it. */
 #define Y_TOL_INT8  3e-5
 #define Y_TOL_FLOAT 1e-2
+/* bfloat16 pairs (MOE_TEST_ACTIVATIONS=bf16): against the reference that rounds the inputs to hi + lo,
+ * the suite's 1e-5; against the float-activation reference, moe.h's bound for the opt-in. */
+#define Y_TOL_BF16 1e-4
 
 typedef struct fcase {
     const char *name;
@@ -286,33 +289,35 @@ static void check_pre_converted(moe_context *ctx, const fcase *c, const h_layer 
     for (int i = 0; i < 6; i++) free(conv[i]);
 }
 
-/* The formats moe.h says run on integer activations (gate/up and down both in one of them). */
-static bool int_format(moe_dtype t)
+/* The formats moe.h says run on an activation opt-in (gate/up and down both in one of them): integer
+ * activations (Q8_0) on Q8_0, Q4_0 and Q4_K, bfloat16 pairs (BF16) on Q4_0. */
+static bool takes(moe_dtype t, moe_dtype act)
 {
+    if (act == MOE_DTYPE_BF16) return t == MOE_DTYPE_Q4_0;
     return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q4_K;
 }
 
-/* An int8-activation case: the layer must say it runs them, and its output must stay within
- * moe.h's bound of the float-activation reference. A down projection in another format that
- * has no integer kernel (down_format: Q4_K with Q6_K) keeps the routed experts on float ones. */
-static void check_int8(const fcase *c, const h_layer *hl, const float *x, const float *y,
-                       const moe_layer *layer)
+/* An opt-in case (g_act Q8_0 or BF16): the layer must say it runs them, and its output must stay within
+ * moe.h's bound of the float-activation reference. A down projection in another format that has no
+ * kernel for them (down_format: Q4_K with Q6_K) keeps the routed experts on float ones. */
+static void check_opt_in(const fcase *c, const h_layer *hl, const float *x, const float *y,
+                         const moe_layer *layer)
 {
     const int64_t TD = c->T * hl->desc.d_model;
     const moe_dtype down =
         hl->desc.down_weight_dtype == MOE_DTYPE_DEFAULT ? g_dtype : hl->desc.down_weight_dtype;
-    if (!int_format(down)) {
+    const char *what = g_act == MOE_DTYPE_BF16 ? "bfloat16-pair" : "int8";
+    if (!takes(down, g_act)) {
         CHECK(moe_layer_activation_dtype(layer) == MOE_DTYPE_F32,
               "[%s %s] down in %s: the layer runs %s activations, not float32", c->name,
               moe_dtype_name(g_dtype), moe_dtype_name(down),
               moe_dtype_name(moe_layer_activation_dtype(layer)));
-        printf("  %-34s down in %s: float32 activations, as asked for when no integer kernel reads it\n",
-               c->name, moe_dtype_name(down));
+        printf("  %-34s down in %s: float32 activations, as asked for when no %s kernel reads it\n", c->name,
+               moe_dtype_name(down), what);
         return;
     }
-    CHECK(moe_layer_activation_dtype(layer) == MOE_DTYPE_Q8_0,
-          "[%s %s] asked for int8 activations, the layer runs %s", c->name, moe_dtype_name(g_dtype),
-          moe_dtype_name(moe_layer_activation_dtype(layer)));
+    CHECK(moe_layer_activation_dtype(layer) == g_act, "[%s %s] asked for %s activations, the layer runs %s",
+          c->name, moe_dtype_name(g_dtype), what, moe_dtype_name(moe_layer_activation_dtype(layer)));
     moe_layer_desc fd = hl->desc;
     fd.activation_dtype = MOE_DTYPE_F32;
     float *yf = malloc(sizeof(float) * (size_t)TD);
@@ -322,16 +327,36 @@ static void check_int8(const fcase *c, const h_layer *hl, const float *x, const 
      * one_token's 96) the ratio of two norms of few terms varies more: median 0.53% and at most
      * 0.78% over 80 seeds, but 1.02% at MOE_TEST_SEED=6946758342503 (the kernels within 1.3e-7
      * of the int8 reference there: the rounding itself). */
-    const double tol = TD >= 1024 ? Y_TOL_FLOAT : 2 * Y_TOL_FLOAT;
-    CHECK(err <= tol, "[%s %s] int8 activations: relative L2 error %.3g > %g against the float ones", c->name,
-          moe_dtype_name(g_dtype), err, tol);
-    printf("  %-34s int8 activations move the output by %.3g (rel L2)\n", c->name, err);
+    const double tol = g_act == MOE_DTYPE_BF16 ? Y_TOL_BF16 : TD >= 1024 ? Y_TOL_FLOAT : 2 * Y_TOL_FLOAT;
+    CHECK(err <= tol, "[%s %s] %s activations: relative L2 error %.3g > %g against the float ones", c->name,
+          moe_dtype_name(g_dtype), what, err, tol);
+    printf("  %-34s %s activations move the output by %.3g (rel L2)\n", c->name, what, err);
     free(yf);
 }
 
-/* The request for int8 activations on every backend and level: a layer runs them or not
- * (moe_layer_activation_dtype), and either way it matches the reference for what it runs —
- * float activations to the suite's 1e-5 where it does not. */
+/* Whether ctx runs a layer of g_dtype on bfloat16 pairs (moe_layer_activation_dtype): a CPU level with
+ * the tile where the CPU has what it needs. Its own fixed generator, so a seed replays the same cases
+ * with or without the probe. */
+static bool runs_bf16(moe_context *ctx)
+{
+    const fcase c0 = {"bf16_probe",
+                      DESC(.d_model = 64, .d_ff = 64, .n_experts = 2, .top_k = 1, .max_tokens = 1), 1, -1,
+                      false};
+    const fcase c = for_format(&c0);
+    h_rng r = {12345};
+    h_layer hl;
+    h_layer_init(&hl, &c.d, &r, 1.0f);
+    moe_layer *layer = NULL;
+    const bool runs = moe_layer_create(ctx, &hl.desc, &hl.w, &layer) == MOE_OK &&
+                      moe_layer_activation_dtype(layer) == MOE_DTYPE_BF16;
+    moe_layer_destroy(layer);
+    h_layer_free(&hl);
+    return runs;
+}
+
+/* The requests for the activation opt-ins on every backend and level (int8; bfloat16 pairs too where the
+ * weights are Q4_0): a layer runs them or not (moe_layer_activation_dtype), and either way it matches
+ * the reference for what it runs — float activations to the suite's 1e-5 where it does not. */
 static void int8_request(moe_context *ctx, h_rng *r)
 {
     const fcase c0 = {
@@ -339,20 +364,22 @@ static void int8_request(moe_context *ctx, h_rng *r)
         DESC(.d_model = 64, .d_ff = 96, .n_experts = 6, .top_k = 2, .max_tokens = 7, .d_ff_shared = 32), 7,
         -1, false};
     fcase c = for_format(&c0);
-    c.d.activation_dtype = MOE_DTYPE_Q8_0;
     h_layer hl;
     h_layer_init(&hl, &c.d, r, 1.0f);
     const int64_t TD = c.T * c.d.d_model;
     float *x = malloc(sizeof(float) * (size_t)TD), *y = malloc(sizeof(float) * (size_t)TD),
           *want = malloc(sizeof(float) * (size_t)TD);
     h_fill_input(&hl, c.T, x, r);
-    moe_layer *layer = NULL;
-    CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
-    if (layer) {
+    const moe_dtype asks[2] = {MOE_DTYPE_Q8_0, MOE_DTYPE_BF16};
+    for (int i = 0; i < (g_dtype == MOE_DTYPE_Q4_0 ? 2 : 1); i++) {
+        hl.desc.activation_dtype = asks[i];
+        moe_layer *layer = NULL;
+        CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+        if (!layer) continue;
         const moe_dtype runs = moe_layer_activation_dtype(layer);
-        CHECK(runs == MOE_DTYPE_F32 || (runs == MOE_DTYPE_Q8_0 && int_format(g_dtype)),
-              "[int8_request %s] the layer reports activations %s", moe_dtype_name(g_dtype),
-              moe_dtype_name(runs));
+        CHECK(runs == MOE_DTYPE_F32 || (runs == asks[i] && takes(g_dtype, asks[i])),
+              "[int8_request %s] asked for %s, the layer reports activations %s", moe_dtype_name(g_dtype),
+              moe_dtype_name(asks[i]), moe_dtype_name(runs));
         moe_layer_desc rd = hl.desc;
         rd.activation_dtype = runs;
         CHECK_STATUS(moe_layer_forward(layer, c.T, x, y, NULL), MOE_OK);
@@ -360,10 +387,10 @@ static void int8_request(moe_context *ctx, h_rng *r)
         const double tol = runs == MOE_DTYPE_Q8_0 ? Y_TOL_INT8 : Y_TOL, err = h_rel_l2(y, want, (size_t)TD);
         CHECK(err <= tol, "[int8_request %s] runs %s activations: relative L2 error %.3g > %g",
               moe_dtype_name(g_dtype), moe_dtype_name(runs), err, tol);
-        printf("  %-34s %s weights: asked for q8_0 activations, runs %s (rel L2 %.2e)\n", "int8_request",
-               moe_dtype_name(g_dtype), moe_dtype_name(runs), err);
+        printf("  %-34s %s weights: asked for %s activations, runs %s (rel L2 %.2e)\n", "int8_request",
+               moe_dtype_name(g_dtype), moe_dtype_name(asks[i]), moe_dtype_name(runs), err);
+        moe_layer_destroy(layer);
     }
-    moe_layer_destroy(layer);
     free(x);
     free(y);
     free(want);
@@ -455,7 +482,7 @@ static void run_case(moe_context *ctx, moe_backend_kind kind, const fcase *c_in,
     CHECK(err <= tol, "[%s %s] T=%lld d=%lld f=%lld E=%lld k=%lld: relative L2 error %.3g > %g", c->name,
           moe_dtype_name(g_dtype), (long long)T, (long long)d->d_model, (long long)d->d_ff,
           (long long)d->n_experts, (long long)d->top_k, err, tol);
-    if (g_act == MOE_DTYPE_Q8_0) check_int8(c, &hl, x, got.y.data, layer);
+    if (g_act != MOE_DTYPE_F32) check_opt_in(c, &hl, x, got.y.data, layer);
     CHECK(h_guards_ok(&got.y) && h_guards_ok(&got.w), "[%s] write outside the output", c->name);
     CHECK(h_compare_topk(got.ids, got.w.data, ref.ids, ref.w.data, T, d->top_k, W_TOL) == 0,
           "[%s] top-k ids/weights differ from the reference", c->name);
@@ -760,6 +787,13 @@ int main(int argc, char **argv)
             printf("an expert cache of %lld slots on %s\n", (long long)g_cache_slots, argv[1]);
     }
     printf("weight format: %s, activations: %s\n", moe_dtype_name(g_dtype), moe_dtype_name(g_act));
+    if (g_act == MOE_DTYPE_BF16 && takes(g_dtype, g_act) && !runs_bf16(ctx)) {
+        printf("SKIP: this context does not run bfloat16-pair activations (the CPU's avx512vnni level runs "
+               "them where the CPU has AVX512_BF16, simde512 anywhere)\n");
+        moe_context_destroy(ctx);
+        moe_context_destroy(g_other);
+        return 77;
+    }
     h_rng r = h_rng_seeded("test_forward");
     for (size_t i = 0; i < sizeof fixed_cases / sizeof fixed_cases[0]; i++)
         if (selected(fixed_cases[i].name)) run_case(ctx, kind, &fixed_cases[i], &r);

@@ -56,16 +56,21 @@ static void jstr(const char *s)
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
  * "features" line's "used" list only. The CPU's integer dot products (VNNI, or AVX2's
  * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / Q4_K experts on integer activations, the
- * opt-in (moe_layer_desc.activation_dtype Q8_0): the line says so. */
+ * opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 experts on bfloat16
+ * pairs, the other opt-in (BF16; BF16 weights are widened with shifts, so they use none): the
+ * lines say so. */
 static uint32_t format_features(moe_dtype dt)
 {
     switch (dt) {
     case MOE_DTYPE_F16:
         return MOE_FEATURE_F16C | MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_FLOAT16;
     case MOE_DTYPE_BF16:
-        return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_STORAGE_16BIT;
-    case MOE_DTYPE_Q8_0:
+        return MOE_FEATURE_STORAGE_16BIT;
     case MOE_DTYPE_Q4_0:
+        return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI |
+               MOE_FEATURE_STORAGE_8BIT | MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT |
+               MOE_FEATURE_FLOAT16;
+    case MOE_DTYPE_Q8_0:
         return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_STORAGE_8BIT |
                MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
     case MOE_DTYPE_Q4_K: /* the CPU's integer path (the GPU kernels use none of these on it) */
@@ -131,6 +136,9 @@ static void print_weights(const moe_device_info *d, int json)
     if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_INT_DOT))
         printf("\n                      (INT_DOT: Q8_0 / Q4_0 / Q4_K experts on integer activations, asked "
                "for with activation_dtype q8_0)");
+    if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_AVX512_BF16))
+        printf("\n                      (AVX512_BF16: Q4_0 experts on bfloat16-pair activations, asked for "
+               "with activation_dtype bf16)");
     printf(json ? "]" : "\n");
 }
 

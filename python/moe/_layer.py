@@ -375,7 +375,8 @@ class Layer(_Handle):
 
     @property
     def activation_dtype(self) -> str:
-        """What the experts' inputs are rounded to: "q8_0" when the integer opt-in runs, else "f32"."""
+        """What the experts' inputs are rounded to: "q8_0" when the integer opt-in runs, "bf16" when the
+        bfloat16-pair one does (0.11.0), else "f32"."""
         with self._lock:
             return lib.moe_dtype_name(lib.moe_layer_activation_dtype(self._h())).decode()
 

@@ -214,7 +214,9 @@ static moe_status cpu_create(moe_context *ctx, const moe_context_desc *desc, moe
                             .ctx = ctx,
                             .alignment = CPU_ALIGN,
                             .row_tile = CPU_ROW_TILE,
-                            .int_dot = k->int_dot};
+                            .int_dot = k->int_dot,
+                            .bf16_dot = k->bf16_dot == 1 ||
+                                        (k->bf16_dot == 2 && (moe_cpu_features() & MOE_FEATURE_AVX512_BF16))};
     cpu_device_info(0, &c->base.info);
     c->base.info.compute_units = threads;
     snprintf(c->base.info.driver, sizeof c->base.info.driver, "moe cpu %s (%s)", k->name, why);

@@ -35,6 +35,9 @@
 #ifndef MOE_CPU_INT8
 #define MOE_CPU_INT8 0
 #endif
+#ifndef MOE_CPU_BF16 /* the level's bfloat16-pair tile (moe_cpu_kernels.bf16_dot, kernels_bf16.c) */
+#define MOE_CPU_BF16 0
+#endif
 
 #include <math.h>
 #include <string.h>
@@ -1153,6 +1156,30 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 }
 #endif
 
+#if MOE_CPU_BF16
+#define BF16_TILE KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_tile)
+void BF16_TILE(int n, int64_t k_dim, const uint32_t *const *a, const unsigned char *b, float *out);
+/* The GEMM on bfloat16-pair activations (Q4_0): the same walk as gemm_int's, kernels_bf16.c's tile. */
+static void gemm_bf16(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
+{
+    const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, g->k_dim);
+    float tmp[MOE_CPU_BF16_MR * PAIR];
+    for (int64_t q = p0; q < p1; q++) {
+        const unsigned char *b = g->b + (size_t)q * pair_bytes;
+        for (int64_t r = r0; r < r1; r += MOE_CPU_BF16_MR) {
+            const int n = r1 - r < MOE_CPU_BF16_MR ? (int)(r1 - r) : MOE_CPU_BF16_MR;
+            const uint32_t *arow[MOE_CPU_BF16_MR];
+            for (int i = 0; i < n; i++) {
+                const int64_t src = g->row_token ? (int64_t)g->row_token[r + i] : r + i;
+                arow[i] = (const uint32_t *)(const void *)(g->a_q + (size_t)src * g->a_q_stride);
+            }
+            BF16_TILE(n, g->k_dim, arow, b, tmp);
+            epilogue(g, tmp, r, n, q);
+        }
+    }
+}
+#endif
+
 /* A format's tiles: the packed one and its rows a call; where the format is not float32, the
  * widening and widened ones (above) and their rows (below 512 bits the block formats' widened
  * tiles take more rows than their widening one: SPLIT_WIDENED). */
@@ -1250,6 +1277,12 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
 #define KQ_SUMS MOE_CPU_KQ_SUMS
 static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
+#if MOE_CPU_BF16
+    if (g->a_q && g->act_quant == MOE_ACT_BF16X2) {
+        gemm_bf16(g, r0, r1, p0, p1);
+        return;
+    }
+#endif
 #if MOE_CPU_INT8
     if (g->a_q) {
         gemm_int(g, r0, r1, p0, p1);
@@ -1292,8 +1325,13 @@ static void axpy(int64_t n, float a, const float *x, float *y)
 #else
 #define FEATURES_F16C 0u
 #endif
+#if MOE_CPU_BF16 == 2
+#define FEATURES_BF16 MOE_FEATURE_AVX512_BF16
+#else
+#define FEATURES_BF16 0u
+#endif
 #if defined(SIMDE_X86_AVX512VNNI_NATIVE)
-#define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_INT_DOT)
+#define FEATURES_USED (FEATURES_F16C | FEATURES_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_INT_DOT)
 #elif MOE_CPU_INT8 && defined(__AVXVNNI__)
 #define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT)
 #elif MOE_CPU_INT8 && MOE_CPU_LEVEL == 1
@@ -1306,6 +1344,7 @@ const moe_cpu_kernels MOE_CPU_KERNELS_SYMBOL = {
     .name = MOE_CPU_KERNELS_NAME,
     .features_used = FEATURES_USED,
     .int_dot = MOE_CPU_INT8,
+    .bf16_dot = MOE_CPU_BF16,
     .nibble_words = MOE_CPU_NIBBLE_WORDS,
     .vector_bits = 32 * MOE_VLEN,
     .gemm = gemm,

@@ -169,10 +169,49 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
     }
 }
 
-/* ---- activations for the integer kernels ---------------------------------------------------- */
+/* ---- activations for the integer and the bfloat16-pair kernels ------------------------------ */
+
+/* a as two bfloat16, hi + lo (backend.h: MOE_ACT_BF16X2). A value that rounds up past bfloat16's
+ * largest is cut toward zero instead, so that its lo stays finite; an infinity or a NaN is hi alone
+ * (lo 0), so it reaches the output as the float path carries it. */
+static void bf16_parts(float a, uint16_t *hi, uint16_t *lo)
+{
+    *hi = moe_f32_to_bf16(a);
+    *lo = 0;
+    if (!isfinite(a)) return;
+    if (!isfinite(moe_bf16_to_f32(*hi))) {
+        uint32_t u;
+        memcpy(&u, &a, sizeof u);
+        *hi = (uint16_t)(u >> 16);
+    }
+    *lo = moe_f32_to_bf16(a - moe_bf16_to_f32(*hi));
+}
+
+/* One row in the order of the 512-bit Q4_0 word layout (cpu.h), which kernels_bf16.c reads: per block of
+ * 32, for word group g (k 4g..4g + 3 and their + 16) and shift m (0..3), a 32-bit word per part (hi, then
+ * lo) holding the pair that vpermw gives each column's word at that shift: k = 4g + (m >> 1) + 16·(m & 1)
+ * in the low half, k + 2 in the high half. */
+static void bf16x2_row(const float *a, int64_t k, uint32_t *out)
+{
+    for (int64_t b = 0; b < k; b += MOE_CPU_BLOCK)
+        for (int g = 0; g < 4; g++)
+            for (int m = 0; m < 4; m++) {
+                const int64_t k0 = b + 4 * g + (m >> 1) + 16 * (m & 1);
+                uint16_t hi0, lo0, hi1, lo1;
+                bf16_parts(a[k0], &hi0, &lo0);
+                bf16_parts(a[k0 + 2], &hi1, &lo1);
+                uint32_t *o = out + b + 2 * (4 * g + m);
+                o[0] = (uint32_t)hi0 | (uint32_t)hi1 << 16;
+                o[1] = (uint32_t)lo0 | (uint32_t)lo1 << 16;
+            }
+}
 
 void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *out)
 {
+    if (quant == MOE_ACT_BF16X2) {
+        bf16x2_row(a, k, out);
+        return;
+    }
     const bool wide = quant == MOE_ACT_INT16;
     const float qmax = wide ? 32767.0f : 127.0f;
     const int64_t ng = k / MOE_ACT_GROUP;
