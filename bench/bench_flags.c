@@ -154,7 +154,7 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or the opt-ins (moe_layer_desc."
          "activation_dtype) q8_0 (int8 activations; Q8_0/Q4_0/Q4_K weights only) and bf16 (bfloat16 pairs; "
-         "Q4_0 weights only), so another format runs with f32 alone"},
+         "Q4_0/MXFP4/Q4_K weights only), so another format runs with f32 alone"},
         {"cpu-experts", BENCH_OPT_LIST, &c->cpu_experts, "N1,N2,..", 0, SIZE_MAX_OPT, 0.0, NULL, "off",
          "expert placement, run side by side: for each N the last N routed experts (E-N..E-1) live on a "
          "second context on the CPU backend and the rest on the target (moe_layer_create_placed; the target "
@@ -296,7 +296,7 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
 }
 
 /* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0,
- * Q4_0 and Q4_K, the integer kernels' formats; bf16 only to Q4_0, the bfloat16-pair kernel's),
+ * Q4_0 and Q4_K, the integer kernels' formats; bf16 to Q4_0, MXFP4 and Q4_K, the bfloat16-pair ones),
  * formats outer, in the order given. */
 static int expand_activations(const char *text, bench_dtype_list *list)
 {
@@ -313,7 +313,9 @@ static int expand_activations(const char *text, bench_dtype_list *list)
             if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0 &&
                 list->v[i] != MOE_DTYPE_Q4_K)
                 continue;
-            if (acts.v[a] == MOE_DTYPE_BF16 && list->v[i] != MOE_DTYPE_Q4_0) continue;
+            if (acts.v[a] == MOE_DTYPE_BF16 && list->v[i] != MOE_DTYPE_Q4_0 &&
+                list->v[i] != MOE_DTYPE_MXFP4 && list->v[i] != MOE_DTYPE_Q4_K)
+                continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
                         BENCH_MAX_FORMATS);
@@ -325,7 +327,7 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     if (out.n == 0) {
         fprintf(stderr,
                 BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
-                           "q8_0, q4_0 or q4_k weights, bf16 needs q4_0)\n",
+                           "q8_0, q4_0 or q4_k weights, bf16 q4_0, mxfp4 or q4_k)\n",
                 text);
         return -1;
     }

@@ -149,8 +149,8 @@ typedef struct moe_device_info {
 /* Device features the weight formats' kernel variants use where present (moe_device_info). */
 typedef enum moe_feature {
     MOE_FEATURE_F16C = 1u << 0,           /* CPU: F16C half↔float conversion instructions */
-    MOE_FEATURE_AVX512_BF16 = 1u << 1,    /* CPU: AVX512_BF16 ((0.11.0) used by the avx512vnni level's
-                                             bfloat16-pair activations) */
+    MOE_FEATURE_AVX512_BF16 = 1u << 1,    /* CPU: AVX512_BF16 ((0.11.0) the avx512vnni level's
+                                             bfloat16-pair activations: Q4_0, MXFP4, Q4_K) */
     MOE_FEATURE_AVX512_VNNI = 1u << 2,    /* CPU: AVX512_VNNI int8 dot products */
     MOE_FEATURE_AVX_VNNI = 1u << 3,       /* CPU: AVX-VNNI (256-bit) */
     MOE_FEATURE_STORAGE_16BIT = 1u << 4,  /* GPU: 16-bit types in storage buffers */
@@ -456,14 +456,14 @@ typedef struct moe_layer_desc {
                                            level, AVX-512 without VNNI, has none), and experts in
                                            F32/F16/BF16, MXFP4, Q5_K or Q6_K (or with a down
                                            projection in one), compute in float32 as before.
-                                           (0.11.0) BF16, an opt-in for experts stored in Q4_0:
-                                           bfloat16 pairs — each input value a (x, and the
-                                           intermediate) as hi + lo, hi = a rounded to bfloat16, lo =
-                                           a − hi rounded the same way (16 significant bits), their
-                                           products with the 4-bit values by AVX512_BF16's vdpbf16ps
-                                           (exact, summed in float32). Faster 4-bit decode than
-                                           float32 (Zen 4: ~1.5× with the experts in cache); the
-                                           output moves by ~4e-6 (rel L2, at most 1e-4 over a
+                                           (0.11.0) BF16, an opt-in for experts stored in Q4_0,
+                                           MXFP4 or Q4_K: bfloat16 pairs — each input value a (x, and
+                                           the intermediate) as hi + lo, hi = a rounded to bfloat16,
+                                           lo = a − hi rounded the same way (16 significant bits),
+                                           their products with the 4-bit values by AVX512_BF16's
+                                           vdpbf16ps (exact, summed in float32). 4-bit decode takes
+                                           1.3–1.6× less time than on float32 activations (Zen 4); the
+                                           output moves by ~4e-6 (rel L2, at most 2e-5 over a
                                            forward's outputs) from the float32-activation result.
                                            CPU only, and only where the CPU has AVX512_BF16 (the
                                            avx512vnni level). The same request rule as Q8_0's.
@@ -548,8 +548,8 @@ MOE_API void moe_layer_destroy(moe_layer *layer);
 /* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
  * desc.activation_dtype asked for it and this backend runs integer dot products on the
  * routed experts' formats (gate/up's and down's both block formats; the shared expert decides
- * the same way for itself); (0.11.0) MOE_DTYPE_BF16 the same way for bfloat16 pairs (both Q4_0, a CPU
- * with AVX512_BF16); else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for a NULL layer. */
+ * the same way for itself); (0.11.0) MOE_DTYPE_BF16 the same way for bfloat16 pairs (both Q4_0, MXFP4
+ * or Q4_K, a CPU with AVX512_BF16); else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for a NULL layer. */
 MOE_API moe_dtype moe_layer_activation_dtype(const moe_layer *layer);
 
 /* One forward from host pointers: x [n_tokens][d_model] → y [n_tokens][d_model].

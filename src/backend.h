@@ -91,7 +91,8 @@ moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_w
  * act(gate)·up to INT16: after the activation the intermediate is heavy-tailed, and int8 there cost as much
  * again as int8 on x (docs/ARCHITECTURE.md). Groups of 16, half a weight block: the kernels
  * keep the halves' sums apart anyway, and 16 rather than 32 takes ~15% off the error. */
-/* bfloat16 pairs (activation_dtype BF16, on a backend with moe_backend.bf16_dot, for Q4_0 weights): each
+/* bfloat16 pairs (activation_dtype BF16, on a backend with moe_backend.bf16_dot, for Q4_0, MXFP4 and Q4_K
+ * weights): each
  * input value a as hi + lo, hi = a rounded to bfloat16 (to nearest, ties to even), lo = a − hi rounded
  * the same way: 16 significant bits, where int8 keeps 7. Both the input x and the intermediate. */
 typedef enum moe_act_quant {
@@ -103,10 +104,11 @@ typedef enum moe_act_quant {
 #define MOE_ACT_GROUP 16
 /* Bytes of one prepared row of k values (k a multiple of 32). Integer: the k quants (1 or 2 bytes, in
  * the backend's order), then k/16 float scales, then k/16 int32 sums of each group's quants. bfloat16
- * pairs: the k values' two parts, 4 bytes a value, in the backend's order. */
+ * pairs: the k values' two parts, 4 bytes a value, in the backend's order, then k/32 float sums of
+ * hi + lo. */
 static inline size_t moe_act_row_bytes(moe_act_quant q, int64_t k)
 {
-    if (q == MOE_ACT_BF16X2) return (size_t)k * 4;
+    if (q == MOE_ACT_BF16X2) return (size_t)k * 4 + (size_t)(k / 32) * sizeof(float);
     return (size_t)k * (q == MOE_ACT_INT16 ? 2 : 1) +
            (size_t)(k / MOE_ACT_GROUP) * (sizeof(float) + sizeof(int32_t));
 }
@@ -264,7 +266,7 @@ struct moe_backend {
     size_t staging_bytes;   /* host-visible transfer memory the backend holds */
     int64_t row_tile;       /* rows per GEMM tile: each expert's rows are padded to it */
     bool int_dot;           /* runs Q8_0 / Q4_0 / Q4_K experts on integer activations when a layer asks */
-    bool bf16_dot;          /* runs Q4_0 experts on bfloat16-pair activations when a layer asks */
+    bool bf16_dot; /* runs Q4_0 / MXFP4 / Q4_K experts on bfloat16-pair activations when a layer asks */
     moe_device_info info;
 };
 

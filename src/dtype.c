@@ -87,7 +87,8 @@ bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act)
 {
     if (act == MOE_DTYPE_Q8_0)
         return weights == MOE_DTYPE_Q8_0 || weights == MOE_DTYPE_Q4_0 || weights == MOE_DTYPE_Q4_K;
-    if (act == MOE_DTYPE_BF16) return weights == MOE_DTYPE_Q4_0;
+    if (act == MOE_DTYPE_BF16)
+        return weights == MOE_DTYPE_Q4_0 || weights == MOE_DTYPE_MXFP4 || weights == MOE_DTYPE_Q4_K;
     return true;
 }
 
@@ -136,18 +137,6 @@ uint16_t moe_f32_to_f16(float f)
     const uint32_t odd = (u >> 13) & 1u;
     u += 0xc8000000u + 0xfffu + odd; /* (15 − 127) << 23, plus the rounding */
     return sign | (uint16_t)(u >> 13);
-}
-
-float moe_bf16_to_f32(uint16_t h)
-{
-    return float_of((uint32_t)h << 16);
-}
-
-uint16_t moe_f32_to_bf16(float f)
-{
-    const uint32_t u = bits_of(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN stays quiet NaN */
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 static uint16_t load16(const unsigned char *p)

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define MOE_ERROR_MAX 1024
 
@@ -165,8 +166,8 @@ extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
 /* Whether a backend may run experts stored in `weights` on activations `act` (moe_layer_desc.
- * activation_dtype): Q8_0 (integer) for Q8_0, Q4_0 and Q4_K; BF16 (bfloat16 pairs) for Q4_0; F32 for
- * every format. An opt-in applies to a group whose projections both take it. */
+ * activation_dtype): Q8_0 (integer) for Q8_0, Q4_0 and Q4_K; BF16 (bfloat16 pairs) for Q4_0, MXFP4 and
+ * Q4_K; F32 for every format. An opt-in applies to a group whose projections both take it. */
 bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act);
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
  * them; and the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
@@ -175,8 +176,22 @@ void moe_kq_encode(moe_dtype dtype, const float *in, unsigned char *block);
 void moe_kq_scale_min(const unsigned char *scales, int j, uint8_t *sc, uint8_t *m);
 float moe_f16_to_f32(uint16_t h);
 uint16_t moe_f32_to_f16(float f); /* round to nearest even */
-float moe_bf16_to_f32(uint16_t h);
-uint16_t moe_f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
+/* bfloat16 is the top half of a float32. Inline: the CPU backend splits every activation of a
+ * bfloat16-pair step with them (pack.c). */
+static inline float moe_bf16_to_f32(uint16_t h)
+{
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint16_t moe_f32_to_bf16(float f) /* round to nearest even; NaN stays NaN */
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* NaN stays quiet NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
 /* moe_convert_row without the checks: both dtypes are formats and n fits their blocks. */
 void moe_convert_row_unchecked(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst,
                                int64_t n);

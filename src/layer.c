@@ -33,8 +33,8 @@ typedef struct layer_block {
 } layer_block;
 
 /* What a group of experts runs on: the layer's activation_dtype where the backend has its kernels
- * (Q8_0: integer dot products; BF16: bfloat16 pairs) and both of the group's formats take it, else
- * F32. */
+ * (Q8_0: integer dot products; BF16: bfloat16 pairs) and both of the group's formats take it (both
+ * projections: the two steps share the prepared activations' scratch), else F32. */
 static moe_dtype group_act(const moe_backend *be, moe_dtype asked, bool here, moe_dtype in, moe_dtype down)
 {
     const bool backend = asked == MOE_DTYPE_Q8_0 ? be->int_dot : asked == MOE_DTYPE_BF16 && be->bf16_dot;
@@ -61,8 +61,6 @@ static void layer_block_init(layer_block *b, moe_backend *be, const moe_layer_de
     const bool shared = d.d_ff_shared > 0;
     const moe_dtype wt = d.weight_dtype, st_ = d.shared_weight_dtype;
     const moe_dtype wd = d.down_weight_dtype, sd = d.shared_down_weight_dtype;
-    /* An activation opt-in where asked for, where the backend has it, for the formats that take it (both
-     * projections of a group: the two steps share the prepared activations' scratch). */
     /* A layer placed over contexts (placement.c) has a home without routed experts and parts with
      * only routed experts: what `t` leaves out (router.data, up NULL) is not uploaded. */
     const bool router_here = t->router.data != NULL, experts_here = t->up != NULL;

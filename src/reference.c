@@ -161,9 +161,10 @@ static double round_8_bits(double v)
  *   q·d, d = max|a| / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a
  *   group with a non-finite value gives NaN, one so small that 1/d overflows float gives zeros. Integer
  *   sums are exact, so q·d in double is what those products compute, up to float rounding.
- * - BF16, bfloat16 pairs (moe.h, for Q4_0 weights): each value as hi + lo, hi = a to 8 significant bits,
- *   lo = a − hi the same; a non-finite value stays itself. The products of the parts with the 4-bit
- *   codes are exact, so hi + lo in double is what they compute, up to float rounding. */
+ * - BF16, bfloat16 pairs (moe.h, for Q4_0, MXFP4 and Q4_K weights): each value as hi + lo, hi = a
+ *   to 8 significant bits, lo = a − hi the same; a non-finite value stays itself. The products of the
+ *   parts with the 4-bit values are exact, so hi + lo in double is what they compute, up to float
+ *   rounding. */
 static void expert_input(const float *a, int64_t n, moe_dtype act, bool intermediate, double *out)
 {
     for (int64_t i = 0; i < n; i++) out[i] = a[i];

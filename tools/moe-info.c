@@ -56,7 +56,8 @@ static void jstr(const char *s)
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
  * "features" line's "used" list only. The CPU's integer dot products (VNNI, or AVX2's
  * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / Q4_K experts on integer activations, the
- * opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 experts on bfloat16
+ * opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 / MXFP4 / Q4_K experts on
+ * bfloat16
  * pairs, the other opt-in (BF16; BF16 weights are widened with shifts, so they use none): the
  * lines say so. */
 static uint32_t format_features(moe_dtype dt)
@@ -73,8 +74,10 @@ static uint32_t format_features(moe_dtype dt)
     case MOE_DTYPE_Q8_0:
         return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_STORAGE_8BIT |
                MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
-    case MOE_DTYPE_Q4_K: /* the CPU's integer path (the GPU kernels use none of these on it) */
-        return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
+    case MOE_DTYPE_Q4_K: /* the CPU's integer and bfloat16-pair paths (the GPU kernels use none of these) */
+        return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
+    case MOE_DTYPE_MXFP4: /* the CPU's bfloat16-pair path */
+        return MOE_FEATURE_AVX512_BF16;
     default:
         break;
     }
@@ -137,7 +140,8 @@ static void print_weights(const moe_device_info *d, int json)
         printf("\n                      (INT_DOT: Q8_0 / Q4_0 / Q4_K experts on integer activations, asked "
                "for with activation_dtype q8_0)");
     if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_AVX512_BF16))
-        printf("\n                      (AVX512_BF16: Q4_0 experts on bfloat16-pair activations, asked for "
+        printf("\n                      (AVX512_BF16: Q4_0 / MXFP4 / Q4_K experts on bfloat16-pair "
+               "activations, asked for "
                "with activation_dtype bf16)");
     printf(json ? "]" : "\n");
 }

@@ -35,8 +35,8 @@ static void usage(FILE *f)
             "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
             "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K experts run on integer activations\n"
             "(opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
-            "off the float result; moe.h, activation_dtype); --activations bf16 lets Q4_0 experts\n"
-            "run on bfloat16 pairs (opt-in: faster where the CPU has AVX512_BF16, ~4e-6 off).\n"
+            "off the float result; moe.h, activation_dtype); --activations bf16 lets Q4_0 / MXFP4 /\n"
+            "Q4_K experts run on bfloat16 pairs (opt-in: faster where the CPU has AVX512_BF16, ~4e-6 off).\n"
             "--decoder takes a\n"
             "switch_transformers decoder block; --stats prints the backend, the weights' storage\n"
             "format, the per-expert token counts, the aux loss and the z-loss. Y.npy is replaced\n"
@@ -467,8 +467,8 @@ int main(int argc, char **argv)
                a.activations == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layer) != MOE_DTYPE_Q8_0
                    ? " (q8_0 asked for: no integer path here for these weights)"
                : a.activations == MOE_DTYPE_BF16 && moe_layer_activation_dtype(layer) != MOE_DTYPE_BF16
-                   ? " (bf16 asked for: no bfloat16-pair path here for these weights; it needs Q4_0 and a "
-                     "CPU with AVX512_BF16)"
+                   ? " (bf16 asked for: no bfloat16-pair path here for these weights; it needs Q4_0, "
+                     "MXFP4 or Q4_K and a CPU with AVX512_BF16)"
                    : "");
         where = calloc((size_t)info.n_experts, sizeof *where);
         if (cpu && where && moe_layer_get_placement(layer, where) == MOE_OK) {

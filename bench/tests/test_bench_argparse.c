@@ -304,11 +304,13 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "bf16,q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_OK &&
           c.weights.n == 1 && c.weights.v[0] == MOE_DTYPE_Q4_0 && c.weights.act[0] == MOE_DTYPE_Q8_0);
     CHECK(parse(&c, "--weights", "f32,bf16", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);
-    /* bf16 (bfloat16 pairs) applies to Q4_0 alone; f16 is no activation format. */
+    /* bf16 (bfloat16 pairs) applies to Q4_0, MXFP4 and Q4_K; f16 is no activation format. */
     CHECK(parse(&c, "--weights", "f32,q8_0,q4_0", "--activations", "f32,bf16", NULL) == BENCH_PARSE_OK &&
           c.weights.n == 4 && c.weights.v[2] == MOE_DTYPE_Q4_0 && c.weights.act[2] == MOE_DTYPE_F32 &&
           c.weights.v[3] == MOE_DTYPE_Q4_0 && c.weights.act[3] == MOE_DTYPE_BF16);
-    CHECK(parse(&c, "--weights", "q8_0,q4_k", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q8_0,mxfp4,q4_k", "--activations", "bf16", NULL) == BENCH_PARSE_OK &&
+          c.weights.n == 2 && c.weights.v[0] == MOE_DTYPE_MXFP4 && c.weights.act[1] == MOE_DTYPE_BF16);
+    CHECK(parse(&c, "--weights", "q8_0,f16", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "f16", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "q8_0,q8_0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--weights", "q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);

@@ -166,7 +166,8 @@ typedef struct moe_cpu_kernels {
     const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / Q4_K */
-    int bf16_dot;           /* gemm runs bfloat16-pair activations (MOE_ACT_BF16X2) on Q4_0 (kernels_bf16.c):
+    int bf16_dot;           /* gemm runs bfloat16-pair activations (MOE_ACT_BF16X2) on Q4_0, MXFP4 and Q4_K
+                               (kernels_bf16.c):
                                0 no, 1 emulated (simde512: on any CPU), 2 with AVX512_BF16's instructions
                                (only where the CPU reports them) */
     bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
@@ -203,8 +204,8 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, bool nibble_wor
 
 /* One row of k activations quantised as moe_act_quant q says (backend.h), its int16 quants
  * in the order the integer kernels read them (a[0], a[2], a[1], a[3] of every 4), its bfloat16 pairs in
- * the order of the 512-bit Q4_0 layout (pack.c: bf16x2_row). */
-void moe_cpu_quantize_row(moe_act_quant q, const float *a, int64_t k, void *out);
+ * the order of the 512-bit word layout of `weights` (pack.c: bf16x2_row). */
+void moe_cpu_quantize_row(moe_act_quant q, moe_dtype weights, const float *a, int64_t k, void *out);
 
 /* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI, INT_DOT (AVX2;
  * x86). */

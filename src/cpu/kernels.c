@@ -35,7 +35,7 @@
 #ifndef MOE_CPU_INT8
 #define MOE_CPU_INT8 0
 #endif
-#ifndef MOE_CPU_BF16 /* the level's bfloat16-pair tile (moe_cpu_kernels.bf16_dot, kernels_bf16.c) */
+#ifndef MOE_CPU_BF16 /* the level's bfloat16-pair tiles (moe_cpu_kernels.bf16_dot, kernels_bf16.c) */
 #define MOE_CPU_BF16 0
 #endif
 
@@ -1158,8 +1158,10 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 
 #if MOE_CPU_BF16
 #define BF16_TILE KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_tile)
-void BF16_TILE(int n, int64_t k_dim, const uint32_t *const *a, const unsigned char *b, float *out);
-/* The GEMM on bfloat16-pair activations (Q4_0): the same walk as gemm_int's, kernels_bf16.c's tile. */
+void BF16_TILE(int n, moe_dtype dt, int64_t k_dim, const uint32_t *const *a, const unsigned char *b,
+               float *out);
+/* The GEMM on bfloat16-pair activations (Q4_0, MXFP4, Q4_K): the same walk as gemm_int's, kernels_bf16.c's
+ * tiles. */
 static void gemm_bf16(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
 {
     const size_t pair_bytes = moe_cpu_pair_bytes(g->dtype, g->k_dim);
@@ -1173,7 +1175,7 @@ static void gemm_bf16(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0,
                 const int64_t src = g->row_token ? (int64_t)g->row_token[r + i] : r + i;
                 arow[i] = (const uint32_t *)(const void *)(g->a_q + (size_t)src * g->a_q_stride);
             }
-            BF16_TILE(n, g->k_dim, arow, b, tmp);
+            BF16_TILE(n, g->dtype, g->k_dim, arow, b, tmp);
             epilogue(g, tmp, r, n, q);
         }
     }
