@@ -166,13 +166,11 @@ ALWAYS_INLINE void kq_rows_bf16(const int nr, int64_t k_dim, const uint32_t *con
         for (int c = 0; c < 4; c++) {
             moe_vec s[MOE_CPU_BF16_MR][2][2][2];
             zero_sums(nr, s);
-            for (int g4 = 0; g4 < 8; g4 += 4) {
-                UNROLL_4
-                for (int g = 8 * c + g4; g < 8 * c + g4 + 4; g++) {
-                    const uint32_t *ap[MOE_CPU_BF16_MR];
-                    for (int r = 0; r < nr; r++) ap[r] = a[r] + k0 + 8 * g;
-                    word_group(nr, p + MOE_CPU_KQ_NIB(dt) + g * 2 * 64, table, ap, s);
-                }
+            UNROLL_4
+            for (int g = 8 * c; g < 8 * c + 8; g++) {
+                const uint32_t *ap[MOE_CPU_BF16_MR];
+                for (int r = 0; r < nr; r++) ap[r] = a[r] + k0 + 8 * g;
+                word_group(nr, p + MOE_CPU_KQ_NIB(dt) + g * 2 * 64, table, ap, s);
             }
             for (int v = 0; v < 2; v++) {
                 const int col = v * MOE_VLEN;
