@@ -397,6 +397,54 @@ static void int8_request(moe_context *ctx, h_rng *r)
     h_layer_free(&hl);
 }
 
+/* Non-finite input on an activation opt-in (moe.h): a NaN or an infinity in x stays in its token —
+ * through the rows' preparation (the integer groups' scales, the bfloat16 split's hi alone) and the
+ * intermediate's — while the other tokens match the reference for the activations the layer runs. */
+static void opt_in_nonfinite(moe_context *ctx, h_rng *r)
+{
+    const fcase c0 = {
+        "opt_in_nonfinite",
+        DESC(.d_model = 64, .d_ff = 96, .n_experts = 6, .top_k = 2, .max_tokens = 5, .d_ff_shared = 32), 5,
+        -1, false};
+    const fcase c = for_format(&c0);
+    h_layer hl;
+    h_layer_init(&hl, &c.d, r, 1.0f);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+    const int64_t T = c.T, D = c.d.d_model, bad = 2;
+    float *x = malloc(sizeof(float) * (size_t)(T * D)), *y = malloc(sizeof(float) * (size_t)(T * D)),
+          *want = malloc(sizeof(float) * (size_t)(T * D));
+    const float poison[] = {NAN, INFINITY, -INFINITY};
+    for (size_t p = 0; p < 3 && layer; p++) {
+        const moe_dtype runs = moe_layer_activation_dtype(layer);
+        moe_layer_desc rd = hl.desc;
+        rd.activation_dtype = runs;
+        h_fill_input(&hl, T, x, r);
+        x[bad * D + 5] = poison[p];
+        CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+        CHECK_STATUS(moe_reference_forward(&rd, &hl.w, T, x, want, NULL), MOE_OK);
+        bool nonfinite = false;
+        for (int64_t i = 0; i < D; i++) nonfinite |= !isfinite(y[bad * D + i]);
+        CHECK(nonfinite, "[opt_in_nonfinite %s %s] poison %g: the token's output is all finite",
+              moe_dtype_name(g_dtype), moe_dtype_name(runs), (double)poison[p]);
+        const double tol = runs == MOE_DTYPE_Q8_0 ? Y_TOL_INT8 : Y_TOL;
+        for (int64_t t = 0; t < T; t++) {
+            if (t == bad) continue;
+            const double err = h_rel_l2(y + t * D, want + t * D, (size_t)D);
+            CHECK(err <= tol,
+                  "[opt_in_nonfinite %s %s] poison %g: clean token %lld: relative L2 error %.3g > %g",
+                  moe_dtype_name(g_dtype), moe_dtype_name(runs), (double)poison[p], (long long)t, err, tol);
+        }
+        printf("  %-34s %s activations: poison %g stays in its token\n", "opt_in_nonfinite",
+               moe_dtype_name(runs), (double)poison[p]);
+    }
+    moe_layer_destroy(layer);
+    free(x);
+    free(y);
+    free(want);
+    h_layer_free(&hl);
+}
+
 /* MOE_TEST_PLACE_WITH=<backend>: every case's layer has its experts placed alternately on the
  * run's context (the home, even experts) and a context of that backend (odd experts), as
  * moe_layer_create_placed does for a GPU and the CPU. */
@@ -802,6 +850,7 @@ int main(int argc, char **argv)
     if (selected("capacity_limits") && g_dtype == MOE_DTYPE_F32 && !g_other) capacity_limits(ctx, &r);
     if (selected("int8_request") && g_act == MOE_DTYPE_F32 && !g_other) int8_request(ctx, &r);
     if (selected("batch_invariance") && kind == MOE_BACKEND_CPU && !g_other) batch_invariance(ctx, &r);
+    if (selected("opt_in_nonfinite") && g_act != MOE_DTYPE_F32 && !g_other) opt_in_nonfinite(ctx, &r);
     if (selected("upload_threads") && g_dtype == MOE_DTYPE_F32 && g_act == MOE_DTYPE_F32 && !g_other &&
         kind != MOE_BACKEND_CPU)
         upload_threads(kind, &r);

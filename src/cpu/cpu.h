@@ -170,10 +170,13 @@ typedef struct moe_cpu_kernels {
                                (kernels_bf16.c):
                                0 no, 1 emulated (simde512: on any CPU), 2 with AVX512_BF16's instructions
                                (only where the CPU reports them) */
-    bool nibble_words;      /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
-                               false: Q4_0's float activations come rearranged (cpu_backend.c:
-                               q4_byte_acts) */
-    int vector_bits;        /* 128, 256 or 512 (simde512: 512, emulated) */
+    /* With bf16_dot: one row of k activations as bfloat16 pairs (MOE_ACT_BF16X2, moe_act_row_bytes) in
+       the order of the 512-bit word layout of `weights` (kernels_bf16.c) */
+    void (*bf16x2_row)(const float *a, int64_t k, moe_dtype weights, uint32_t *out);
+    bool nibble_words; /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
+                          false: Q4_0's float activations come rearranged (cpu_backend.c:
+                          q4_byte_acts) */
+    int vector_bits;   /* 128, 256 or 512 (simde512: 512, emulated) */
     void (*gemm)(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1);
     /* y[i] += a * x[i] */
     void (*axpy)(int64_t n, float a, const float *x, float *y);
@@ -202,10 +205,10 @@ int64_t moe_cpu_pack_units(const moe_weight_src *src);
 void moe_cpu_pack(unsigned char *dst, const moe_weight_src *src, bool nibble_words, int64_t u0, int64_t u1,
                   unsigned char *row_buf);
 
-/* One row of k activations quantised as moe_act_quant q says (backend.h), its int16 quants
- * in the order the integer kernels read them (a[0], a[2], a[1], a[3] of every 4), its bfloat16 pairs in
- * the order of the 512-bit word layout of `weights` (pack.c: bf16x2_row). */
-void moe_cpu_quantize_row(moe_act_quant q, moe_dtype weights, const float *a, int64_t k, void *out);
+/* One row of k activations quantised to integers as moe_act_quant q says (backend.h: INT8 or INT16), its
+ * int16 quants in the order the integer kernels read them (a[0], a[2], a[1], a[3] of every 4). Bfloat16
+ * pairs are the kernel set's (moe_cpu_kernels.bf16x2_row). */
+void moe_cpu_quantize_row(moe_act_quant q, const float *a, int64_t k, void *out);
 
 /* MOE_FEATURE_* bits of the running CPU: F16C, AVX512_BF16, AVX512_VNNI, AVX_VNNI, INT_DOT (AVX2;
  * x86). */

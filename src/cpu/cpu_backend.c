@@ -394,6 +394,7 @@ static void q4_byte_acts(const float *a, int64_t k, float *out)
 typedef struct prepare_job {
     moe_act_quant quant;
     moe_dtype weights; /* the step's format (bfloat16 pairs follow its word layout) */
+    const moe_cpu_kernels *k;
     const float *a;
     unsigned char *a_q;
     float *a4;                /* non-NULL: q4_byte_acts into a4 instead */
@@ -410,9 +411,11 @@ static void prepare_task(void *arg, int64_t t)
         if (j->row_token && j->row_token[r] < 0) continue;
         if (j->a4)
             q4_byte_acts(j->a + r * j->k_dim, j->k_dim, j->a4 + r * j->k_dim);
+        else if (j->quant == MOE_ACT_BF16X2)
+            j->k->bf16x2_row(j->a + r * j->k_dim, j->k_dim, j->weights,
+                             (uint32_t *)(void *)(j->a_q + (size_t)r * j->stride));
         else
-            moe_cpu_quantize_row(j->quant, j->weights, j->a + r * j->k_dim, j->k_dim,
-                                 j->a_q + (size_t)r * j->stride);
+            moe_cpu_quantize_row(j->quant, j->a + r * j->k_dim, j->k_dim, j->a_q + (size_t)r * j->stride);
     }
 }
 
@@ -420,6 +423,7 @@ static void prepare_rows(cpu_backend *c, const moe_ffn_step *s, const int32_t *r
 {
     prepare_job j = {.quant = s->act_quant,
                      .weights = s->weight_dtype,
+                     .k = c->k,
                      .a = at(s->a),
                      .a_q = a4 ? NULL : at(s->a_q),
                      .a4 = a4,

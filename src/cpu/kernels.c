@@ -1158,8 +1158,10 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 
 #if MOE_CPU_BF16
 #define BF16_TILE KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_tile)
+#define BF16_ROW  KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_row)
 void BF16_TILE(int n, moe_dtype dt, int64_t k_dim, const uint32_t *const *a, const unsigned char *b,
                float *out);
+void BF16_ROW(const float *a, int64_t k_dim, moe_dtype dt, uint32_t *out);
 /* The GEMM on bfloat16-pair activations (Q4_0, MXFP4, Q4_K): the same walk as gemm_int's, kernels_bf16.c's
  * tiles. */
 static void gemm_bf16(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int64_t p1)
@@ -1347,6 +1349,9 @@ const moe_cpu_kernels MOE_CPU_KERNELS_SYMBOL = {
     .features_used = FEATURES_USED,
     .int_dot = MOE_CPU_INT8,
     .bf16_dot = MOE_CPU_BF16,
+#if MOE_CPU_BF16
+    .bf16x2_row = BF16_ROW,
+#endif
     .nibble_words = MOE_CPU_NIBBLE_WORDS,
     .vector_bits = 32 * MOE_VLEN,
     .gemm = gemm,

@@ -14,6 +14,9 @@
  * FMA does. Only the activation's rounding to hi + lo (16 significant bits) moves the result: ~4e-6 of
  * the output (rel L2). nibble_loop.c measured Q4_0's loop at 1.76× the float one.
  *
+ * The activation rows are split here too (BF16_ROW, moe_cpu_kernels.bf16x2_row), 16 values at a time:
+ * split value by value they were ~7% of a decode in the L3.
+ *
  * A row's arithmetic is the same for any number of rows in a tile (each row its own chains, in the
  * same order), so a token's output does not depend on its batch (test_forward's batch_invariance).
  */
@@ -195,11 +198,98 @@ ALWAYS_INLINE void kq_rows_bf16(const int nr, int64_t k_dim, const uint32_t *con
     }
 }
 
+/* The two symbols kernels.c calls (moe_cpu_kernels.bf16_dot's tiles and rows), named after the level. */
 #define KERNELS_CAT_(a, b) a##b
 #define KERNELS_CAT(a, b)  KERNELS_CAT_(a, b)
 #define BF16_TILE          KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_tile)
+#define BF16_ROW           KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _bf16_row)
 void BF16_TILE(int n, moe_dtype dt, int64_t k_dim, const uint32_t *const *a, const unsigned char *b,
                float *out);
+void BF16_ROW(const float *a, int64_t k_dim, moe_dtype dt, uint32_t *out);
+
+/* ---- the activation rows: a split into hi + lo and ordered for word_group ------------------------ */
+
+/* u's floats rounded to bfloat16, to nearest even (internal.h: moe_f32_to_bf16), in their top halves. */
+ALWAYS_INLINE simde__m512i round_bf16(simde__m512i u)
+{
+    const simde__m512i odd = ivec_and(ivec_srli(u, 16), ivec_set1(1));
+    return ivec_and(ivec_add(u, ivec_add(odd, ivec_set1(0x7fff))), ivec_set1((int32_t)0xffff0000u));
+}
+
+/* 16 values at p as hi + lo (backend.h: MOE_ACT_BF16X2), each value's word hi's bits in its low half and
+ * lo's in its high half; *sum gets hi + lo (exact in float: 16 significant bits). A value that rounds up
+ * past bfloat16's largest is cut toward zero instead, so that its lo stays finite; an infinity or a NaN
+ * is hi alone (lo 0, NaN quiet), so it reaches the output as the float path carries it. */
+ALWAYS_INLINE simde__m512i split16(const float *p, moe_vec *sum)
+{
+    const moe_vec v = vec_load(p);
+    const simde__m512i u = vec_bits(v), top = ivec_set1((int32_t)0xffff0000u), inf = ivec_set1(0x7f800000);
+    const simde__mmask16 finite = (simde__mmask16)~simde_mm512_cmpeq_epi32_mask(ivec_and(u, inf), inf);
+    const simde__mmask16 nan = simde_mm512_cmpgt_epi32_mask(ivec_and(u, ivec_set1(0x7fffffff)), inf);
+    simde__m512i hi =
+        simde_mm512_mask_mov_epi32(round_bf16(u), nan, ivec_and(ivec_or(u, ivec_set1(0x400000)), top));
+    const simde__mmask16 over = finite & simde_mm512_cmpeq_epi32_mask(ivec_and(hi, inf), inf);
+    hi = simde_mm512_mask_mov_epi32(hi, over, ivec_and(u, top));
+    const simde__m512i lo =
+        simde_mm512_maskz_mov_epi32(finite, round_bf16(vec_bits(vec_sub(v, vec_from_bits(hi)))));
+    *sum = vec_add(vec_from_bits(hi), vec_from_bits(lo));
+    return ivec_or(ivec_srli(hi, 16), lo);
+}
+
+/* Where each 16-bit part of two output vectors (4 word groups: [group][shift m][part][the word's two
+ * halves]) comes from in (the low-nibble values' words, the high-nibble values' words): the part's half
+ * of value 4·group + m / 2 + 2·half (m odd: in the second vector). */
+static const uint16_t words_order[64] = {0,  4,  1,  5,  32, 36, 33, 37, 2,  6,  3,  7,  34, 38, 35, 39,
+                                         8,  12, 9,  13, 40, 44, 41, 45, 10, 14, 11, 15, 42, 46, 43, 47,
+                                         16, 20, 17, 21, 48, 52, 49, 53, 18, 22, 19, 23, 50, 54, 51, 55,
+                                         24, 28, 25, 29, 56, 60, 57, 61, 26, 30, 27, 31, 58, 62, 59, 63};
+
+/* Four word groups' 32 words at out from the 16 values at low (each the low nibble of a byte) and the 16
+ * at high (the same bytes' high nibbles); *sum_low, *sum_high get their hi + lo. */
+ALWAYS_INLINE void split_groups(const float *low, const float *high, uint32_t *out, moe_vec *sum_low,
+                                moe_vec *sum_high)
+{
+    const simde__m512i l = split16(low, sum_low), h = split16(high, sum_high);
+    for (int v = 0; v < 2; v++)
+        simde_mm512_storeu_si512(out + 16 * v, simde_mm512_permutex2var_epi16(
+                                                   l, simde_mm512_loadu_si512(words_order + 32 * v), h));
+}
+
+/* The sum of v's lanes, in lane order (the same on every level). */
+ALWAYS_INLINE float lanes_sum(moe_vec v)
+{
+    float x[MOE_VLEN], t = 0.0f;
+    vec_store(x, v);
+    for (int i = 0; i < MOE_VLEN; i++) t += x[i];
+    return t;
+}
+
+/* One row of k activations for weights of format dt (backend.h: MOE_ACT_BF16X2): per word group (8
+ * values of a column: Q4_0 and MXFP4 4 a block, Q4_K 32 a super-block) and shift m (0..3), a 32-bit
+ * word per part (hi, then lo) holding the pair that vpermw gives each column's word at that shift: in
+ * the low half the value of the word's nibble m, in the high half that of nibble m + 4, 2 k further.
+ * Then the sums of hi + lo per 32 k (Q4_K's mins take them). A Q4_0 / MXFP4 block's bytes hold k and
+ * k + 16, a Q4_K byte of chunk c (64 k) k and k + 32 of it, so four groups take 16 values and the 16
+ * values 16 or 32 further. */
+void BF16_ROW(const float *a, int64_t k_dim, moe_dtype dt, uint32_t *out)
+{
+    float *sums = (float *)(void *)(out + k_dim);
+    if (dt == MOE_DTYPE_Q4_K) {
+        for (int64_t c = 0; c < k_dim; c += 64) {
+            moe_vec l0, h0, l1, h1;
+            split_groups(a + c, a + c + 32, out + c, &l0, &h0);
+            split_groups(a + c + 16, a + c + 48, out + c + 32, &l1, &h1);
+            sums[c / 32] = lanes_sum(vec_add(l0, l1));
+            sums[c / 32 + 1] = lanes_sum(vec_add(h0, h1));
+        }
+        return;
+    }
+    for (int64_t b = 0; b < k_dim; b += MOE_CPU_BLOCK) {
+        moe_vec l, h;
+        split_groups(a + b, a + b + 16, out + b, &l, &h);
+        sums[b / 32] = lanes_sum(vec_add(l, h));
+    }
+}
 
 #define ROWS(X, n)                                                                                           \
     switch (n) {                                                                                             \

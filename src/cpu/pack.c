@@ -169,60 +169,10 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
     }
 }
 
-/* ---- activations for the integer and the bfloat16-pair kernels ------------------------------ */
+/* ---- activations for the integer kernels (the bfloat16 pairs: kernels_bf16.c) -------------- */
 
-/* a as two bfloat16, hi + lo (backend.h: MOE_ACT_BF16X2). A value that rounds up past bfloat16's
- * largest is cut toward zero instead, so that its lo stays finite; an infinity or a NaN is hi alone
- * (lo 0), so it reaches the output as the float path carries it. */
-static inline void bf16_parts(float a, uint16_t *hi, uint16_t *lo)
+void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *out)
 {
-    *hi = moe_f32_to_bf16(a);
-    *lo = 0;
-    if (!isfinite(a)) return;
-    if (!isfinite(moe_bf16_to_f32(*hi))) {
-        uint32_t u;
-        memcpy(&u, &a, sizeof u);
-        *hi = (uint16_t)(u >> 16);
-    }
-    *lo = moe_f32_to_bf16(a - moe_bf16_to_f32(*hi));
-}
-
-/* One row for the weights of format dt in their 512-bit word layout (cpu.h), which kernels_bf16.c reads:
- * per word group (8 values of a column: Q4_0 and MXFP4 4 a block, Q4_K 32 a super-block) and shift m
- * (0..3), a 32-bit word per part (hi, then lo) holding the pair that vpermw gives each column's word at
- * that shift: in the low half the value of the word's nibble m, in the high half that of nibble m + 4,
- * 2 k further. Then the sums of hi + lo per 32 k (Q4_K's mins take them), added in this walk's order.
- * Each value is split once: the split is scalar, and at decode the rows' preparation is beside a
- * forward of well under a millisecond. */
-static void bf16x2_row(const float *a, int64_t k, moe_dtype dt, uint32_t *out)
-{
-    const bool kq = dt == MOE_DTYPE_Q4_K;
-    float *sums = (float *)(void *)(out + k);
-    for (int64_t s = 0; s < k / 32; s++) sums[s] = 0.0f;
-    for (int64_t g = 0; g < k / 8; g++)
-        for (int m = 0; m < 4; m++) {
-            /* Q4_0 / MXFP4: block b, group j: byte i's nibbles are k 4j + i and 4j + i + 16. Q4_K:
-             * super-block s, group G = 8c + j: byte i's are 64c + 4j + i and 64c + 4j + i + 32. */
-            const int64_t b = kq ? g / 32 * 256 + g % 32 / 8 * 64 : g / 4 * 32, j = kq ? g % 8 : g % 4;
-            const int64_t k0 = b + 4 * j + (m >> 1) + (kq ? 32 : 16) * (m & 1);
-            uint16_t hi0, lo0, hi1, lo1;
-            bf16_parts(a[k0], &hi0, &lo0);
-            bf16_parts(a[k0 + 2], &hi1, &lo1);
-            uint32_t *o = out + 8 * g + 2 * m;
-            o[0] = (uint32_t)hi0 | (uint32_t)hi1 << 16;
-            o[1] = (uint32_t)lo0 | (uint32_t)lo1 << 16;
-            sums[k0 / 32] += moe_bf16_to_f32(hi0) + moe_bf16_to_f32(lo0);
-            sums[(k0 + 2) / 32] += moe_bf16_to_f32(hi1) + moe_bf16_to_f32(lo1);
-        }
-}
-
-void moe_cpu_quantize_row(moe_act_quant quant, moe_dtype weights, const float *a, int64_t k, void *out)
-{
-    if (quant == MOE_ACT_BF16X2) {
-        bf16x2_row(a, k, weights, out);
-        return;
-    }
-    (void)weights;
     const bool wide = quant == MOE_ACT_INT16;
     const float qmax = wide ? 32767.0f : 127.0f;
     const int64_t ng = k / MOE_ACT_GROUP;
