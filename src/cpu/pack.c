@@ -171,6 +171,16 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
 
 /* ---- activations for the integer kernels (the bfloat16 pairs: kernels_bf16.c) -------------- */
 
+/* Round half away from zero, as roundf, for |v| < 2^31: r = v truncated, f = v − r (exact), and 2f
+ * truncated is ±1 exactly where |f| >= 0.5. Conversions and subtractions only, so the group's loop
+ * below vectorises, where roundf is a call a value at the baseline level. */
+static inline int32_t round_away(float v)
+{
+    const int32_t r = (int32_t)v;
+    const float f = v - (float)r;
+    return r + (int32_t)(f + f);
+}
+
 void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *out)
 {
     const bool wide = quant == MOE_ACT_INT16;
@@ -179,28 +189,38 @@ void moe_cpu_quantize_row(moe_act_quant quant, const float *a, int64_t k, void *
     unsigned char *tail = (unsigned char *)out + (size_t)k * (wide ? 2 : 1);
     for (int64_t g = 0; g < ng; g++) {
         const float *x = a + g * MOE_ACT_GROUP;
-        float amax = 0.0f;
-        bool finite = true;
+        /* max|x| as the largest of the magnitudes' bits (ordered as the magnitudes are, an integer
+         * maximum that vectorises): past float's largest only for an infinity or a NaN. */
+        uint32_t top = 0;
         for (int j = 0; j < MOE_ACT_GROUP; j++) {
-            const float m = fabsf(x[j]);
-            finite = finite && m <= FLT_MAX; /* false for NaN too */
-            amax = m > amax ? m : amax;
+            uint32_t u;
+            memcpy(&u, &x[j], sizeof u);
+            u &= 0x7fffffffu;
+            top = u > top ? u : top;
         }
+        const bool finite = top <= 0x7f7fffffu;
+        float amax;
+        memcpy(&amax, &top, sizeof amax);
         /* A non-finite value makes the group's scale NaN, so it reaches the token's output as the
          * float path would carry it (moe.h: non-finite input); its quants are 0. A group so small
          * that 1/d overflows (max|a| < ~1.5e-36) is rounded to zero, d = 0: the int32 cast of
          * x·inf would be undefined. */
         float d = finite ? amax / qmax : NAN, id = finite && d != 0.0f ? 1.0f / d : 0.0f;
         if (id > FLT_MAX) d = id = 0.0f;
-        int32_t sum = 0;
-        for (int j = 0; j < MOE_ACT_GROUP; j++) {
-            const int32_t q = (int32_t)(finite ? roundf(x[j] * id) : 0.0f);
-            const int64_t i = g * MOE_ACT_GROUP + j;
-            sum += q;
-            if (wide) /* pairs (0, 2), (1, 3) of every 4 */
-                ((int16_t *)out)[(i & ~3) + (i & 1) * 2 + ((i >> 1) & 1)] = (int16_t)q;
-            else
-                ((int8_t *)out)[i] = (int8_t)q;
+        int32_t q[MOE_ACT_GROUP], sum = 0;
+        for (int j = 0; j < MOE_ACT_GROUP; j++) q[j] = finite ? round_away(x[j] * id) : 0;
+        for (int j = 0; j < MOE_ACT_GROUP; j++) sum += q[j];
+        if (wide) { /* pairs (0, 2), (1, 3) of every 4 */
+            int16_t *o = (int16_t *)out + g * MOE_ACT_GROUP;
+            for (int j = 0; j < MOE_ACT_GROUP; j += 4) {
+                o[j] = (int16_t)q[j];
+                o[j + 1] = (int16_t)q[j + 2];
+                o[j + 2] = (int16_t)q[j + 1];
+                o[j + 3] = (int16_t)q[j + 3];
+            }
+        } else {
+            int8_t *o = (int8_t *)out + g * MOE_ACT_GROUP;
+            for (int j = 0; j < MOE_ACT_GROUP; j++) o[j] = (int8_t)q[j];
         }
         memcpy(tail + (size_t)g * sizeof(float), &d, sizeof d);
         memcpy(tail + (size_t)(ng + g) * sizeof(float), &sum, sizeof sum);
