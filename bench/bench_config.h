@@ -85,14 +85,17 @@ typedef struct bench_config {
     const char *json_path;
     int list_presets;
     /* weight formats, layers, bandwidth */
-    const char *weights_arg;     /* --weights as given; the checks parse it into `weights` */
-    bench_dtype_list weights;    /* never empty after parsing: {F32} by default */
-    const char *activations_arg; /* --activations f32,q8_0: each block format runs once per entry */
-    bench_int_list cpu_experts;  /* --cpu-experts 0,32: each run once per entry (n = 0: not given) */
-    bench_int_list cache_slots;  /* --cache-slots 0,8: each run once more per entry (n = 0: not given) */
-    int cache_policy;            /* --cache-policy: moe_cache_policy; -1 not given (LRU) */
-    int home;                    /* --home: BENCH_HOME_TARGET or BENCH_HOME_CPU, a placed layer's home */
-    int64_t cache_min_rows;      /* --cache-min-rows: moe_expert_cache_desc.min_rows; -1 not given (0) */
+    const char *weights_arg;      /* --weights as given; the checks parse it into `weights` */
+    bench_dtype_list weights;     /* never empty after parsing: {F32} by default */
+    const char *down_weights_arg; /* --down-weights F as given */
+    moe_dtype down_weights;       /* the down projections' format for every non-f32 run; DEFAULT: each
+                                     run's own (bench_down_dtype) */
+    const char *activations_arg;  /* --activations f32,q8_0: each block format runs once per entry */
+    bench_int_list cpu_experts;   /* --cpu-experts 0,32: each run once per entry (n = 0: not given) */
+    bench_int_list cache_slots;   /* --cache-slots 0,8: each run once more per entry (n = 0: not given) */
+    int cache_policy;             /* --cache-policy: moe_cache_policy; -1 not given (LRU) */
+    int home;                     /* --home: BENCH_HOME_TARGET or BENCH_HOME_CPU, a placed layer's home */
+    int64_t cache_min_rows;       /* --cache-min-rows: moe_expert_cache_desc.min_rows; -1 not given (0) */
     /* routing traces (bench_trace.h) */
     const char *trace_reuse_arg; /* --trace-reuse P as given; the checks parse it into trace_reuse */
     double trace_reuse;          /* 0..1: the generator's reuse probability; < 0: no generated trace */
@@ -189,6 +192,9 @@ void bench_presets_list(FILE *out);
  * its routed and shared experts in `dtype` (the host weights are always float32, so the
  * library converts or quantises them once, at upload). */
 moe_layer_desc bench_make_desc(const bench_config *cfg, int64_t tokens, int64_t max_tokens, moe_dtype dtype);
+/* The format a run with weights `dtype` keeps its (routed and shared) down projections in: --down-weights
+ * for every run but the float32 baseline, else dtype. */
+moe_dtype bench_down_dtype(const bench_config *cfg, moe_dtype dtype);
 int bench_desc_gated(const moe_layer_desc *d);
 
 /* Parses a --weights value ("f32,BF16,q4_0": any case, no repeats) into *out. Returns 0, or

@@ -177,7 +177,7 @@ static double max_exchange_share(const ep_point *p, int ranks)
 static void print_point(const ep_state *s, const ep_point *p)
 {
     char label[48];
-    bench_format_label(p->d->weight_dtype, p->act, 0, 0, label, sizeof label);
+    bench_format_label(p->d->weight_dtype, p->d->down_weight_dtype, p->act, 0, 0, label, sizeof label);
     char scale[64];
     if (s->c.ep == BENCH_EP_WEAK)
         snprintf(scale, sizeof scale, "%" PRId64 " per rank", p->asked);

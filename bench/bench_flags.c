@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -151,6 +152,10 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
         {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
          "weight storage formats run side by side, each quantised at upload from the same float32 "
          "weights: f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4 (any case)"},
+        {"down-weights", BENCH_OPT_STRING, &c->down_weights_arg, "F", 0, 0, 0.0, NULL, "each run's --weights",
+         "the routed and shared experts' down projections in format F for every --weights run but f32's (as "
+         "GGUF files keep down in more bits: --weights q4_k --down-weights q6_k is a Q4_K_M layer); rows "
+         "labelled q4_k+q6_k"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or the opt-ins (moe_layer_desc."
          "activation_dtype) q8_0 (int8 activations; Q8_0/Q4_0/Q4_K weights only) and bf16 (bfloat16 pairs; "
@@ -295,10 +300,19 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
     return parse_dtype_list("--weights", text, out);
 }
 
-/* --activations: each weight format runs once per entry that applies to it (q8_0 only to Q8_0,
- * Q4_0 and Q4_K, the integer kernels' formats; bf16 to Q4_0, MXFP4 and Q4_K, the bfloat16-pair ones),
- * formats outer, in the order given. */
-static int expand_activations(const char *text, bench_dtype_list *list)
+/* Whether a product of weights in `dt` runs on the opt-in `act` where the backend has it (moe.h: q8_0 on
+ * Q8_0, Q4_0 and Q4_K, the integer kernels' formats; bf16 on Q4_0, MXFP4 and Q4_K, the bfloat16-pair
+ * ones). */
+static bool takes_activations(moe_dtype dt, moe_dtype act)
+{
+    if (act == MOE_DTYPE_Q8_0) return dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K;
+    if (act == MOE_DTYPE_BF16) return dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4 || dt == MOE_DTYPE_Q4_K;
+    return true;
+}
+
+/* --activations: each weight format runs once per entry that applies to it (to its gate/up or its down:
+ * takes_activations), formats outer, in the order given. */
+static int expand_activations(const bench_config *c, const char *text, bench_dtype_list *list)
 {
     bench_dtype_list acts = {0}, out = {0};
     if (parse_dtype_list("--activations", text, &acts)) return -1;
@@ -310,11 +324,8 @@ static int expand_activations(const char *text, bench_dtype_list *list)
         }
     for (size_t i = 0; i < list->n; i++)
         for (size_t a = 0; a < acts.n; a++) {
-            if (acts.v[a] == MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q8_0 && list->v[i] != MOE_DTYPE_Q4_0 &&
-                list->v[i] != MOE_DTYPE_Q4_K)
-                continue;
-            if (acts.v[a] == MOE_DTYPE_BF16 && list->v[i] != MOE_DTYPE_Q4_0 &&
-                list->v[i] != MOE_DTYPE_MXFP4 && list->v[i] != MOE_DTYPE_Q4_K)
+            if (!takes_activations(list->v[i], acts.v[a]) &&
+                !takes_activations(bench_down_dtype(c, list->v[i]), acts.v[a]))
                 continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",
@@ -327,7 +338,7 @@ static int expand_activations(const char *text, bench_dtype_list *list)
     if (out.n == 0) {
         fprintf(stderr,
                 BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
-                           "q8_0, q4_0 or q4_k weights, bf16 q4_0, mxfp4 or q4_k)\n",
+                           "q8_0, q4_0 or q4_k weights, bf16 q4_0, mxfp4 or q4_k, for gate/up or down)\n",
                 text);
         return -1;
     }
@@ -534,7 +545,18 @@ static bench_parse_result check(bench_config *c)
     c->weights = (bench_dtype_list){.n = 1, .v = {MOE_DTYPE_F32}};
     if (c->weights_arg && bench_parse_weights(c->weights_arg, &c->weights)) return BENCH_PARSE_ERROR;
     for (size_t i = 0; i < c->weights.n; i++) c->weights.act[i] = MOE_DTYPE_F32;
-    if (c->activations_arg && expand_activations(c->activations_arg, &c->weights)) return BENCH_PARSE_ERROR;
+    c->down_weights = MOE_DTYPE_DEFAULT;
+    if (c->down_weights_arg) {
+        bench_dtype_list down = {0};
+        if (parse_dtype_list("--down-weights", c->down_weights_arg, &down)) return BENCH_PARSE_ERROR;
+        if (down.n != 1) {
+            fprintf(stderr, BENCH_PROG ": --down-weights takes one format, got '%s'\n", c->down_weights_arg);
+            return BENCH_PARSE_ERROR;
+        }
+        c->down_weights = down.v[0];
+    }
+    if (c->activations_arg && expand_activations(c, c->activations_arg, &c->weights))
+        return BENCH_PARSE_ERROR;
     if (c->cpu_experts.n > 0 && expand_cpu_experts(&c->cpu_experts, c->experts, &c->weights))
         return BENCH_PARSE_ERROR;
     if (c->cache_slots.n > 0) {

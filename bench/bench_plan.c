@@ -209,6 +209,7 @@ int bench_plan_make(const bench_config *c, const moe_device_info *infos, size_t 
         const moe_dtype dt = c->weights.v[i];
         const moe_layer_desc d = bench_make_desc(c, max_t, max_t, dt);
         f->dtype = dt;
+        f->down = bench_down_dtype(c, dt);
         f->act = c->weights.act[i];
         f->cpu_experts = c->weights.cpu_experts[i];
         f->cache_slots = c->weights.cache_slots[i];

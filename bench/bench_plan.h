@@ -17,6 +17,7 @@
 
 typedef struct bench_format_plan {
     moe_dtype dtype;
+    moe_dtype down;          /* the down projections' format (bench_down_dtype) */
     moe_dtype act;           /* the activations asked for (--activations) */
     int64_t cpu_experts;     /* the last N routed experts live on a CPU context (--cpu-experts) */
     int64_t cache_slots;     /* an expert cache of this many slots on the target (--cache-slots) */

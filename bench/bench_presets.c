@@ -164,7 +164,13 @@ moe_layer_desc bench_make_desc(const bench_config *c, int64_t tokens, int64_t ma
      * expert matrix a forward reads, and a model quantised for decode quantises them all. */
     d.weight_dtype = dtype;
     d.shared_weight_dtype = dtype;
+    d.down_weight_dtype = d.shared_down_weight_dtype = bench_down_dtype(c, dtype);
     return d;
+}
+
+moe_dtype bench_down_dtype(const bench_config *c, moe_dtype dtype)
+{
+    return c->down_weights != MOE_DTYPE_DEFAULT && dtype != MOE_DTYPE_F32 ? c->down_weights : dtype;
 }
 
 double bench_forward_flops(const moe_layer_desc *d, int64_t tokens)
@@ -194,8 +200,9 @@ double bench_matrix_bytes(moe_dtype dtype, int64_t rows, int64_t cols)
 double bench_expert_bytes(const moe_layer_desc *d)
 {
     const double in_mats = bench_desc_gated(d) ? 2.0 : 1.0; /* gate and up, or up alone */
+    const moe_dtype down = d->down_weight_dtype == MOE_DTYPE_DEFAULT ? d->weight_dtype : d->down_weight_dtype;
     return in_mats * bench_matrix_bytes(d->weight_dtype, d->d_ff, d->d_model) +
-           bench_matrix_bytes(d->weight_dtype, d->d_model, d->d_ff);
+           bench_matrix_bytes(down, d->d_model, d->d_ff);
 }
 
 double bench_fixed_weight_bytes(const moe_layer_desc *d)
@@ -208,8 +215,10 @@ double bench_fixed_weight_bytes(const moe_layer_desc *d)
             (double)d->n_experts * ((bench_desc_gated(d) ? 2.0 : 1.0) * (double)d->d_ff + dm) * sizeof(float);
     if (d->d_ff_shared > 0) {
         const double in_mats = bench_desc_gated(d) ? 2.0 : 1.0;
+        const moe_dtype down = d->shared_down_weight_dtype == MOE_DTYPE_DEFAULT ? d->shared_weight_dtype
+                                                                                : d->shared_down_weight_dtype;
         b += in_mats * bench_matrix_bytes(d->shared_weight_dtype, d->d_ff_shared, d->d_model) +
-             bench_matrix_bytes(d->shared_weight_dtype, d->d_model, d->d_ff_shared);
+             bench_matrix_bytes(down, d->d_model, d->d_ff_shared);
         if (d->shared_expert_gate) b += dm * sizeof(float);
     }
     return b;

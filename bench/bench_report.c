@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #ifndef MOE_BENCH_GIT_COMMIT
@@ -39,10 +40,11 @@ static const char *dtype_name(moe_dtype dt)
     return name ? name : "?";
 }
 
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts,
+const char *bench_format_label(moe_dtype weights, moe_dtype down, moe_dtype activations, int64_t cpu_experts,
                                int64_t cache_slots, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s%s", dtype_name(weights),
+    const bool other = down != MOE_DTYPE_DEFAULT && down != weights;
+    snprintf(buf, size, "%s%s%s%s", dtype_name(weights), other ? "+" : "", other ? dtype_name(down) : "",
              activations == MOE_DTYPE_Q8_0   ? "/i8"
              : activations == MOE_DTYPE_BF16 ? "/bf16x2"
                                              : "");
@@ -113,24 +115,26 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
             if (f->layers > 1)
                 fprintf(out,
                         "weights %s: %" PRId64 " layers (--layers), cycled in order, each on its own input\n",
-                        bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+                        bench_format_label(f->dtype, f->down, f->act, f->cpu_experts, f->cache_slots, lbl,
+                                           sizeof lbl),
                         f->layers);
             continue;
         }
         char fwd[32], expert[32], capped[160] = "";
         if (f->capped[0])
             snprintf(capped, sizeof capped, " (the rule asks for %" PRId64 ": %s)", f->wanted, f->capped);
-        fprintf(out,
-                "weights %s: %" PRId64
-                " layers%s, cycled in order, each on its own input: --layers auto takes the "
-                "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
-                "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
-                "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
-                bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
-                f->layers, capped, mb_text(f->forward_bytes, fwd, sizeof fwd),
-                (double)plan->llc_bytes / 1048576.0, fwd, f->auto_tokens,
-                c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
-                mb_text(f->expert_bytes, expert, sizeof expert));
+        fprintf(
+            out,
+            "weights %s: %" PRId64
+            " layers%s, cycled in order, each on its own input: --layers auto takes the "
+            "smallest N with (N-1) x %s >= 2 x the %.1f MiB last-level cache, where %s = the weights one "
+            "forward at T=%" PRId64 " is expected to read: the router%s and %.2f distinct experts of %s "
+            "(E*(1-(1-k/E)^T), the mean for uniform random routing)\n",
+            bench_format_label(f->dtype, f->down, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+            f->layers, capped, mb_text(f->forward_bytes, fwd, sizeof fwd),
+            (double)plan->llc_bytes / 1048576.0, fwd, f->auto_tokens,
+            c->shared_ff > 0 ? ", the shared expert" : "", f->expected_experts,
+            mb_text(f->expert_bytes, expert, sizeof expert));
     }
     double together, largest;
     if (c->interleave && bench_plan_interleave_evicts(plan, &together, &largest)) {
@@ -151,8 +155,8 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
 {
     char all[32], one[32], lbl[32];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
-            bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl), f->layers,
-            f->layers == 1 ? "" : "s", f->layers > 1 ? " cycled in order" : "",
+            bench_format_label(f->dtype, f->down, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+            f->layers, f->layers == 1 ? "" : "s", f->layers > 1 ? " cycled in order" : "",
             mib_text((double)arena_weights_bytes, all, sizeof all));
     if (f->layers > 1)
         fprintf(out, " (%s per layer)",
@@ -245,9 +249,9 @@ int bench_label_width(const bench_config *c)
     int width = -cols[WEIGHTS_COL].width;
     for (size_t i = 0; i < c->weights.n; i++) {
         char lbl[32];
-        const int len =
-            (int)strlen(bench_format_label(c->weights.v[i], c->weights.act[i], c->weights.cpu_experts[i],
-                                           c->weights.cache_slots[i], lbl, sizeof lbl));
+        const int len = (int)strlen(bench_format_label(c->weights.v[i], bench_down_dtype(c, c->weights.v[i]),
+                                                       c->weights.act[i], c->weights.cpu_experts[i],
+                                                       c->weights.cache_slots[i], lbl, sizeof lbl));
         if (len > width) width = len;
     }
     return width;
@@ -300,8 +304,8 @@ void bench_print_row(FILE *out, const bench_result *r, int label_width)
     size_t c = 0;
     snprintf(v[c++], sizeof v[0], "%s", r->backend);
     snprintf(v[c++], sizeof v[0], "%d", r->device_index);
-    bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots, v[c++],
-                       sizeof v[0]);
+    bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                       r->cpu_experts, r->cache_slots, v[c++], sizeof v[0]);
     snprintf(v[c++], sizeof v[0], "%" PRId64, r->tokens);
     snprintf(v[c++], sizeof v[0], "%zu", s->n);
     snprintf(v[c++], sizeof v[0], "%.3f", s->min * 1e3);
@@ -340,8 +344,8 @@ void bench_print_first(FILE *out, const bench_result *r)
 {
     char lbl[32];
     fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->tokens, r->first_wall * 1e3);
     if (r->first_device > 0.0)
         fprintf(
@@ -357,8 +361,8 @@ void bench_print_kernels(FILE *out, const bench_result *r)
     if (!r->has_kernels) return;
     char lbl[32];
     fprintf(out, "kernels: %s %d %s at T=%" PRId64 ":", r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->tokens);
     const bench_kernel_times *k = &r->kernels;
     if (k->n == 0) {
@@ -379,8 +383,8 @@ void bench_print_bandwidth(FILE *out, const bench_result *r)
     char bytes[32], lbl[32];
     fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
             r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->tokens, mb_text(r->weight_read_bytes, bytes, sizeof bytes),
             r->trace_forwards > 0 ? "the mean over the trace's forwards"
             : r->layers > 1       ? "the mean of one forward of each layer's routing"
@@ -404,8 +408,8 @@ void bench_print_placement(FILE *out, const bench_result *r)
             "placement: %s %d %s at T=%" PRId64
             ": %.1f tokens/s; device ms per forward: target %.3f, cpu %.3f",
             r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->tokens, bench_result_tokens_per_s(r), r->context_ms[0], r->context_ms[1]);
     if (r->has_context_dist)
         fprintf(out, " (forward by forward: median %.3f and %.3f, p95 %.3f and %.3f)",
@@ -461,8 +465,8 @@ void bench_print_async(FILE *out, const bench_result *r)
             " layers, a wait after each %.3f ms, one wait "
             "at the end %.3f ms (%.2fx; medians of %zu)\n",
             r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->tokens, r->layers, waits * 1e3, one * 1e3, one > 0.0 ? waits / one : 0.0, r->chain_one_wait.n);
 }
 
@@ -475,8 +479,8 @@ void bench_print_reference(FILE *out, const bench_result *r)
             ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
             "|y_f32| %.3g)",
             r->backend, r->device_index,
-            bench_format_label(r->desc.weight_dtype, r->desc.activation_dtype, r->cpu_experts, r->cache_slots,
-                               lbl, sizeof lbl),
+            bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
+                               r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
             r->ref_tokens, r->tokens, r->ref_rel_l2,
             r->desc.activation_dtype == MOE_DTYPE_Q8_0   ? " and int8 activations"
             : r->desc.activation_dtype == MOE_DTYPE_BF16 ? " and bfloat16-pair activations"
@@ -551,6 +555,9 @@ void bench_json_common(cJSON *o, const char *kind, const char *backend, const ch
     cJSON_AddNumberToObject(o, "n_experts", (double)d->n_experts);
     cJSON_AddNumberToObject(o, "top_k", (double)d->top_k);
     cJSON_AddStringToObject(o, "weight_dtype", dtype_name(d->weight_dtype));
+    cJSON_AddStringToObject(
+        o, "down_weight_dtype",
+        dtype_name(d->down_weight_dtype == MOE_DTYPE_DEFAULT ? d->weight_dtype : d->down_weight_dtype));
     cJSON_AddStringToObject(o, "activation_dtype", dtype_name(d->activation_dtype));
     cJSON *v = cJSON_AddObjectToObject(o, "variant");
     if (!v) return;

@@ -37,7 +37,7 @@ void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc 
 /* "q4_0", "q4_0/i8" for a run on int8 activations, "q4_0/cpu32" for one with 32 routed experts
  * on a CPU context (--cpu-experts; its 0 is the plain layer, "q4_0"), "q4_0/cpu32/cache8" with an
  * expert cache of 8 slots on the target (--cache-slots; 0 is none). */
-const char *bench_format_label(moe_dtype weights, moe_dtype activations, int64_t cpu_experts,
+const char *bench_format_label(moe_dtype weights, moe_dtype down, moe_dtype activations, int64_t cpu_experts,
                                int64_t cache_slots, char *buf, size_t size);
 /* The result table: the column header, then one row per result; the weights column is
  * `label_width` wide (bench_label_width) so that every run's label fits. */

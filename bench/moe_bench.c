@@ -293,10 +293,11 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         d.activation_dtype = f->act;
         prog.point = (i * rs->plan.n + fi) * n_tokens + j;
         char lbl[32];
-        snprintf(prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
-                 rs->info[i].index,
-                 bench_format_label(f->dtype, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
-                 tokens[j]);
+        snprintf(
+            prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
+            rs->info[i].index,
+            bench_format_label(f->dtype, f->down, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
+            tokens[j]);
         if (!have || d.expert_capacity != layer_capacity) {
             destroy_layers(layers, f->layers);
             have = 0;

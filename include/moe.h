@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  11
+#define MOE_VERSION_MINOR  12
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -453,9 +453,12 @@ typedef struct moe_layer_desc {
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path (the CPU's avx512
-                                           level, AVX-512 without VNNI, has none), and experts in
-                                           F32/F16/BF16, MXFP4, Q5_K or Q6_K (or with a down
-                                           projection in one), compute in float32 as before.
+                                           level, AVX-512 without VNNI, has none), and products of
+                                           weights in F32/F16/BF16, MXFP4, Q5_K or Q6_K, compute in
+                                           float32 as before. (0.12.0) Each product decides for itself:
+                                           a Q4_K gate/up with a Q6_K down (a Q4_K_M file's layers)
+                                           runs gate/up on the opt-in and down on float32 (before
+                                           0.12.0 both on float32).
                                            (0.11.0) BF16, an opt-in for experts stored in Q4_0,
                                            MXFP4 or Q4_K: bfloat16 pairs — each input value a (x, and
                                            the intermediate) as hi + lo, hi = a rounded to bfloat16,
@@ -471,8 +474,8 @@ typedef struct moe_layer_desc {
     moe_dtype down_weight_dtype;        /* (0.5.0) the routed experts' down projection's format
                                            when it is not weight_dtype (GGUF files often keep
                                            down in more bits than gate and up); DEFAULT =
-                                           weight_dtype. Integer activations need both to be
-                                           Q8_0, Q4_0 or Q4_K. A desc the library fills in
+                                           weight_dtype. An activation opt-in applies to each
+                                           projection whose format takes it. A desc the library fills in
                                            (moe_model_layer_desc) has it set: change it along
                                            with weight_dtype, or set it back to DEFAULT */
     moe_dtype shared_down_weight_dtype; /* (0.5.0) the same for the shared expert(s); DEFAULT =
@@ -547,9 +550,10 @@ MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *
 MOE_API void moe_layer_destroy(moe_layer *layer);
 /* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
  * desc.activation_dtype asked for it and this backend runs integer dot products on the
- * routed experts' formats (gate/up's and down's both block formats; the shared expert decides
- * the same way for itself); (0.11.0) MOE_DTYPE_BF16 the same way for bfloat16 pairs (both Q4_0, MXFP4
- * or Q4_K, a CPU with AVX512_BF16); else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for a NULL layer. */
+ * routed experts' gate/up or (0.12.0: either; before, both) down format (Q8_0, Q4_0, Q4_K; the
+ * other product, in another format, on float32; the shared expert decides the same way for itself);
+ * (0.11.0) MOE_DTYPE_BF16 the same way for bfloat16 pairs (Q4_0, MXFP4 or Q4_K, a CPU with
+ * AVX512_BF16); else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for a NULL layer. */
 MOE_API moe_dtype moe_layer_activation_dtype(const moe_layer *layer);
 
 /* One forward from host pointers: x [n_tokens][d_model] → y [n_tokens][d_model].

@@ -75,7 +75,7 @@ moe_status moe_layer_get_ep_stats(const moe_layer *layer, moe_ep_stats *stats)
 
 moe_dtype moe_ep_routed_act(const struct moe_ep *ep)
 {
-    return ep->part ? ep->part->routed_act : MOE_DTYPE_F32;
+    return ep->part ? moe_group_act_reported(ep->part->routed_act) : MOE_DTYPE_F32;
 }
 
 moe_status moe_ep_partition(int64_t n_experts, int n_ranks, int rank, int64_t *first_expert, int64_t *n_local)

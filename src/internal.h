@@ -118,6 +118,19 @@ typedef struct moe_layer_addrs {
     moe_addr in_bias, down_bias; /* expert_has_bias: [E][gated ? 2 : 1][d_ff], [E][d_model] */
 } moe_layer_addrs;
 
+/* What a group of experts' two products run on: `in` the gate/up product (on x), `down` the down product
+ * (on the intermediate). Each F32, Q8_0 (integer activations) or BF16 (bfloat16 pairs): the layer's
+ * activation_dtype where the backend has its kernels and the product's format takes it
+ * (moe_dtype_takes_activations), else F32. */
+typedef struct moe_group_act {
+    moe_dtype in, down;
+} moe_group_act;
+/* What moe_layer_activation_dtype reports for a group: the opt-in where either product runs it. */
+static inline moe_dtype moe_group_act_reported(moe_group_act a)
+{
+    return a.in != MOE_DTYPE_F32 ? a.in : a.down;
+}
+
 struct moe_layer {
     moe_context *ctx;
     uint64_t serial;      /* the last submission that used it */
@@ -127,13 +140,12 @@ struct moe_layer {
     moe_backend_buffer *weights;
     size_t weights_bytes;
     moe_layer_addrs w;
-    moe_dtype routed_act, shared_act; /* what the experts' products run on: F32, Q8_0 (integer
-                                         activations) or BF16 (bfloat16 pairs) */
-    struct moe_placed *placed;        /* the routed experts live on other layers, maybe on other
-                                         contexts (placement.c); NULL: they are in `weights` */
-    struct moe_usage *usage;          /* moe_layer_track_usage (usage.c); NULL: not tracking */
-    struct moe_ep *ep;                /* one rank of an expert-parallel layer (ep.c): this layer is
-                                         its home, the rank's experts another layer; NULL: not one */
+    moe_group_act routed_act, shared_act; /* what the experts' products run on */
+    struct moe_placed *placed;            /* the routed experts live on other layers, maybe on other
+                                             contexts (placement.c); NULL: they are in `weights` */
+    struct moe_usage *usage;              /* moe_layer_track_usage (usage.c); NULL: not tracking */
+    struct moe_ep *ep;                    /* one rank of an expert-parallel layer (ep.c): this layer is
+                                             its home, the rank's experts another layer; NULL: not one */
 };
 
 struct moe_buffer {
@@ -165,9 +177,9 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
-/* Whether a backend may run experts stored in `weights` on activations `act` (moe_layer_desc.
+/* Whether a backend may run a product of weights stored in `weights` on activations `act` (moe_layer_desc.
  * activation_dtype): Q8_0 (integer) for Q8_0, Q4_0 and Q4_K; BF16 (bfloat16 pairs) for Q4_0, MXFP4 and
- * Q4_K; F32 for every format. An opt-in applies to a group whose projections both take it. */
+ * Q4_K; F32 for every format. An opt-in applies to each product (gate/up, down) whose format takes it. */
 bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act);
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
  * them; and the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
@@ -395,8 +407,8 @@ moe_status moe_part_submit(moe_layer *part, moe_part_run *r, const float *a, flo
 void moe_layer_cache_stats(const moe_layer *layer, moe_expert_cache_stats *s);
 /* Frees the parts of a placed layer (layer_free; NULL: nothing). */
 void moe_placed_free(struct moe_placed *p);
-/* What every part runs its experts on (moe_layer_activation_dtype): their routed_act where all parts
- * holding experts agree, else F32. */
+/* What every part runs its experts on (moe_layer_activation_dtype): their routed_act (reported) where
+ * all parts holding experts agree on both products, else F32. */
 moe_dtype moe_placed_routed_act(const struct moe_placed *p);
 
 /* ---- expert parallelism (ep.c) ---------------------------------------------------------- */

@@ -29,19 +29,22 @@ typedef struct layer_block {
     moe_layer_addrs a;
     size_t bytes;
     bool overflow;
-    moe_dtype routed_act, shared_act; /* moe_layer's */
+    moe_group_act routed_act, shared_act; /* moe_layer's */
 } layer_block;
 
-/* What a group of experts runs on: the layer's activation_dtype where the backend has its kernels
- * (Q8_0: integer dot products; BF16: bfloat16 pairs) and both of the group's formats take it (both
- * projections: the two steps share the prepared activations' scratch), else F32. */
-static moe_dtype group_act(const moe_backend *be, moe_dtype asked, bool here, moe_dtype in, moe_dtype down)
+/* What one product of a group runs on: the layer's activation_dtype where the backend has its kernels
+ * (Q8_0: integer dot products; BF16: bfloat16 pairs) and the product's format takes it, else F32. Each
+ * product decides for itself (a Q4_K_M file's Q4_K gate/up with a Q6_K down: gate/up on the opt-in);
+ * the two steps prepare their rows one after the other in the same scratch (moe_layout_forward). */
+static moe_dtype product_act(const moe_backend *be, moe_dtype asked, bool here, moe_dtype format)
 {
     const bool backend = asked == MOE_DTYPE_Q8_0 ? be->int_dot : asked == MOE_DTYPE_BF16 && be->bf16_dot;
-    return here && backend && moe_dtype_takes_activations(in, asked) &&
-                   moe_dtype_takes_activations(down, asked)
-               ? asked
-               : MOE_DTYPE_F32;
+    return here && backend && moe_dtype_takes_activations(format, asked) ? asked : MOE_DTYPE_F32;
+}
+static moe_group_act group_act(const moe_backend *be, moe_dtype asked, bool here, moe_dtype in,
+                               moe_dtype down)
+{
+    return (moe_group_act){product_act(be, asked, here, in), product_act(be, asked, here, down)};
 }
 
 /* An ffn step's activations for a group running `act`: its input step's (x), or its down step's (the
@@ -67,19 +70,23 @@ static void layer_block_init(layer_block *b, moe_backend *be, const moe_layer_de
     memset(b, 0, sizeof *b);
     b->routed_act = group_act(be, d.activation_dtype, experts_here, wt, wd);
     b->shared_act = group_act(be, d.activation_dtype, shared, st_, sd);
-    const bool int_routed = b->routed_act == MOE_DTYPE_Q8_0, int_shared = b->shared_act == MOE_DTYPE_Q8_0;
+    /* The tensors read with integer activations are packed for them (moe_weight_src.int_dot). */
+    const moe_dtype q8 = MOE_DTYPE_Q8_0;
     b->router = (moe_weight_src){&t->router, NULL, 1, d.n_experts, d.d_model, MOE_DTYPE_F32, false};
-    b->ffn_in = (moe_weight_src){
-        gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt, int_routed};
-    b->ffn_down = (moe_weight_src){t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, int_routed};
+    b->ffn_in =
+        (moe_weight_src){gated ? t->gate : t->up, gated ? t->up : NULL, d.n_experts, d.d_ff, d.d_model, wt,
+                         b->routed_act.in == q8};
+    b->ffn_down =
+        (moe_weight_src){t->down, NULL, d.n_experts, d.d_model, d.d_ff, wd, b->routed_act.down == q8};
     b->shared_in = (moe_weight_src){gated ? &t->shared_gate : &t->shared_up,
                                     gated ? &t->shared_up : NULL,
                                     1,
                                     d.d_ff_shared,
                                     d.d_model,
                                     st_,
-                                    int_shared};
-    b->shared_down = (moe_weight_src){&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, int_shared};
+                                    b->shared_act.in == q8};
+    b->shared_down =
+        (moe_weight_src){&t->shared_down, NULL, 1, d.d_model, d.d_ff_shared, sd, b->shared_act.down == q8};
     const size_t E = (size_t)d.n_experts, n_in_bias = E * (size_t)d.d_ff * (gated ? 2u : 1u);
     moe_layer_addrs *a = &b->a;
     const weight_item all[] = {
@@ -196,7 +203,7 @@ static bool expert_slices(const moe_layer *layer, const moe_layer_tensors *t, in
     moe_weight_src all_in = *in, all_down = *down;
     all_in.batch = all_down.batch = layer->desc.n_experts;
     size_t n_in, n_down;
-    return b.routed_act == layer->routed_act &&
+    return b.routed_act.in == layer->routed_act.in && b.routed_act.down == layer->routed_act.down &&
            moe_mul_size(*in_bytes, (size_t)layer->desc.n_experts, &n_in) &&
            moe_mul_size(*down_bytes, (size_t)layer->desc.n_experts, &n_down) &&
            be->ops->weight_bytes(be, &all_in) == n_in && be->ops->weight_bytes(be, &all_down) == n_down;
@@ -370,7 +377,7 @@ moe_dtype moe_layer_activation_dtype(const moe_layer *layer)
     if (!layer) return MOE_DTYPE_DEFAULT;
     return layer->placed ? moe_placed_routed_act(layer->placed)
            : layer->ep   ? moe_ep_routed_act(layer->ep)
-                         : layer->routed_act;
+                         : moe_group_act_reported(layer->routed_act);
 }
 
 /* ---- the forward ------------------------------------------------------------------------ */
@@ -419,14 +426,15 @@ void moe_layout_forward(const moe_layer *layer, int64_t T, bool host_x, bool hos
     /* The opt-in steps' prepared input rows, one step at a time: x for gate/up, h for down (int8 and
      * int16, or bfloat16 pairs). */
     size_t a_q = 0;
-    const moe_dtype racts[2] = {experts ? layer->routed_act : MOE_DTYPE_F32,
-                                shared ? layer->shared_act : MOE_DTYPE_F32};
+    const moe_group_act none = {MOE_DTYPE_F32, MOE_DTYPE_F32};
+    const moe_group_act racts[2] = {experts ? layer->routed_act : none, shared ? layer->shared_act : none};
     const int64_t ffs[2] = {d->d_ff, d->d_ff_shared};
     const size_t down_rows[2] = {R, (size_t)T};
     for (int g = 0; g < 2; g++) {
-        if (racts[g] == MOE_DTYPE_F32) continue;
-        const size_t in = (size_t)T * moe_act_row_bytes(step_act(racts[g], false), d->d_model),
-                     down = down_rows[g] * moe_act_row_bytes(step_act(racts[g], true), ffs[g]);
+        /* (a step on float activations prepares no rows) */
+        const moe_act_quant qi = step_act(racts[g].in, false), qd = step_act(racts[g].down, true);
+        const size_t in = qi == MOE_ACT_FLOAT ? 0 : (size_t)T * moe_act_row_bytes(qi, d->d_model),
+                     down = qd == MOE_ACT_FLOAT ? 0 : down_rows[g] * moe_act_row_bytes(qd, ffs[g]);
         a_q = in > a_q ? in : a_q;
         a_q = down > a_q ? down : a_q;
     }
@@ -497,7 +505,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                              .tile_expert = L->tile_expert,
                              .weights = layer->w.ffn_in,
                              .weight_dtype = d->weight_dtype,
-                             .act_quant = step_act(layer->routed_act, false),
+                             .act_quant = step_act(layer->routed_act.in, false),
                              .a_q = L->a_q,
                              .n_experts = d->n_experts,
                              .gated = gated,
@@ -521,7 +529,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                .tile_expert = L->tile_expert,
                                .weights = layer->w.ffn_down,
                                .weight_dtype = d->down_weight_dtype,
-                               .act_quant = step_act(layer->routed_act, true),
+                               .act_quant = step_act(layer->routed_act.down, true),
                                .a_q = L->a_q,
                                .n_experts = d->n_experts,
                                .bias = layer->w.down_bias,
@@ -551,7 +559,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                   .a_rows = T,
                                   .weights = layer->w.shared_in,
                                   .weight_dtype = d->shared_weight_dtype,
-                                  .act_quant = step_act(layer->shared_act, false),
+                                  .act_quant = step_act(layer->shared_act.in, false),
                                   .a_q = L->a_q,
                                   .n_experts = 1,
                                   .gated = gated,
@@ -569,7 +577,7 @@ moe_status moe_run_steps(moe_layer *layer, int64_t T, const moe_forward_layout *
                                     .a_rows = T,
                                     .weights = layer->w.shared_down,
                                     .weight_dtype = d->shared_down_weight_dtype,
-                                    .act_quant = step_act(layer->shared_act, true),
+                                    .act_quant = step_act(layer->shared_act.down, true),
                                     .a_q = L->a_q,
                                     .n_experts = 1,
                                     .out = L->shared_o,

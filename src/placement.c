@@ -216,13 +216,14 @@ void moe_placed_free(struct moe_placed *P)
 
 moe_dtype moe_placed_routed_act(const struct moe_placed *P)
 {
-    moe_dtype act = MOE_DTYPE_DEFAULT;
+    const moe_group_act *act = NULL;
     for (int c = 0; c < P->n_parts; c++)
         if (P->part[c].layer) {
-            if (act != MOE_DTYPE_DEFAULT && P->part[c].layer->routed_act != act) return MOE_DTYPE_F32;
-            act = P->part[c].layer->routed_act;
+            const moe_group_act *a = &P->part[c].layer->routed_act;
+            if (act && (a->in != act->in || a->down != act->down)) return MOE_DTYPE_F32;
+            act = a;
         }
-    return act == MOE_DTYPE_DEFAULT ? MOE_DTYPE_F32 : act;
+    return act ? moe_group_act_reported(*act) : MOE_DTYPE_F32;
 }
 
 /* Part c: the experts experts[0..n) (its local order; n = its n_experts) gathered, their matrices

@@ -154,7 +154,7 @@ static double round_8_bits(double v)
     return ldexp(nearbyint(ldexp(m, 8)), e - 8);
 }
 
-/* An expert product's input as it is seen (act: what the group runs on, rounded_inputs; intermediate:
+/* An expert product's input as it is seen (act: what the product runs on, rounded_inputs; intermediate:
  * the down projection's input):
  * - F32: the float values.
  * - Q8_0, integer activations (moe.h, for Q8_0 / Q4_0 / Q4_K weights): each group of 16 rounded to
@@ -207,21 +207,21 @@ typedef struct ref_bias {
     const float *gate, *up, *down;
 } ref_bias;
 
-/* One expert: its three matrices and biases, width f; act: how its inputs are rounded (expert_input). */
+/* One expert: its three matrices and biases, width f; down_act: how the down product's input, the
+ * intermediate, is rounded (expert_input; its gate/up's input comes rounded). */
 typedef struct ref_expert {
     ref_matrix gate, up, down;
     ref_bias b;
     int64_t f;
-    moe_dtype act;
+    moe_dtype down_act;
 } ref_expert;
 
-/* How an expert stored in these formats rounds its inputs: as activation_dtype asks (moe.h) where both
- * its gate/up and its down format take it, else not (F32). */
-static moe_dtype rounded_inputs(const moe_layer_desc *d, moe_dtype gate_up, moe_dtype down)
+/* How a product of weights stored in `format` rounds its input: as activation_dtype asks (moe.h) where
+ * the format takes it, else not (F32). Gate/up and down each decide for themselves. */
+static moe_dtype rounded_inputs(const moe_layer_desc *d, moe_dtype format)
 {
     const moe_dtype a = d->activation_dtype;
-    return moe_dtype_takes_activations(gate_up, a) && moe_dtype_takes_activations(down, a) ? a
-                                                                                           : MOE_DTYPE_F32;
+    return moe_dtype_takes_activations(format, a) ? a : MOE_DTYPE_F32;
 }
 
 /* out[s][d_model] = down · act(gate·x_s + b_gate) ⊙ (up·x_s + b_up) + b_down for n tokens, x_s
@@ -249,10 +249,10 @@ static void expert_ffn(const moe_layer_desc *d, const ref_expert *x, int64_t n, 
                                                                       : activate(d->activation, g) * u;
         }
     }
-    if (x->act != MOE_DTYPE_F32)
+    if (x->down_act != MOE_DTYPE_F32)
         for (int64_t s = 0; s < n; s++) {
             for (int64_t i = 0; i < f; i++) hf[i] = (float)h[s * f + i];
-            expert_input(hf, f, x->act, true, h + s * f);
+            expert_input(hf, f, x->down_act, true, h + s * f);
         }
     for (int64_t o = 0; o < D; o++) {
         ref_row(&x->down, o, buf);
@@ -387,7 +387,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
     const moe_dtype dt = moe_weights_dtype(weights), sto = d.weight_dtype;
     const size_t in_bytes = (size_t)d.d_ff * moe_dtype_row_bytes(dt, D);
     const size_t down_bytes = (size_t)D * moe_dtype_row_bytes(dt, d.d_ff);
-    const moe_dtype act = rounded_inputs(&d, sto, d.down_weight_dtype);
+    const moe_dtype act = rounded_inputs(&d, sto), down_act = rounded_inputs(&d, d.down_weight_dtype);
     for (int64_t t0 = 0; t0 < T; t0 += C) {
         const int64_t nt = T - t0 < C ? T - t0 : C;
         for (int64_t t = 0; t < nt; t++) expert_input(x + (t0 + t) * D, D, act, false, xin + t * D);
@@ -407,7 +407,7 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 .up = {u + (size_t)e * in_bytes, dt, sto, D, row_buf},
                 .down = {dn + (size_t)e * down_bytes, dt, d.down_weight_dtype, d.d_ff, row_buf},
                 .f = d.d_ff,
-                .act = act,
+                .down_act = down_act,
             };
             if (d.expert_has_bias)
                 ex.b = (ref_bias){weights->gate_bias ? weights->gate_bias + (size_t)e * (size_t)d.d_ff : NULL,
@@ -423,10 +423,10 @@ moe_status moe_reference_forward(const moe_layer_desc *desc, const moe_layer_wei
                 .up = {weights->shared_up, sdt, ssto, D, row_buf},
                 .down = {weights->shared_down, sdt, d.shared_down_weight_dtype, d.d_ff_shared, row_buf},
                 .f = d.d_ff_shared,
-                .act = rounded_inputs(&d, ssto, d.shared_down_weight_dtype),
+                .down_act = rounded_inputs(&d, d.shared_down_weight_dtype),
             };
             for (int64_t t = 0; t < nt; t++) {
-                expert_input(x + (t0 + t) * D, D, ex.act, false, xin + t * D);
+                expert_input(x + (t0 + t) * D, D, rounded_inputs(&d, ssto), false, xin + t * D);
                 xs[t] = xin + t * D;
                 os[t] = outs + (t * (K + 1) + K) * D;
             }

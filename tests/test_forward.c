@@ -299,7 +299,8 @@ static bool takes(moe_dtype t, moe_dtype act)
 
 /* An opt-in case (g_act Q8_0 or BF16): the layer must say it runs them, and its output must stay within
  * moe.h's bound of the float-activation reference. A down projection in another format that has no
- * kernel for them (down_format: Q4_K with Q6_K) keeps the routed experts on float ones. */
+ * kernel for them (down_format: Q4_K with Q6_K) runs on float ones, gate/up still on the opt-in (the
+ * reference rounds each product's input as its format says, and run_case holds the layer to it). */
 static void check_opt_in(const fcase *c, const h_layer *hl, const float *x, const float *y,
                          const moe_layer *layer)
 {
@@ -307,15 +308,9 @@ static void check_opt_in(const fcase *c, const h_layer *hl, const float *x, cons
     const moe_dtype down =
         hl->desc.down_weight_dtype == MOE_DTYPE_DEFAULT ? g_dtype : hl->desc.down_weight_dtype;
     const char *what = g_act == MOE_DTYPE_BF16 ? "bfloat16-pair" : "int8";
-    if (!takes(down, g_act)) {
-        CHECK(moe_layer_activation_dtype(layer) == MOE_DTYPE_F32,
-              "[%s %s] down in %s: the layer runs %s activations, not float32", c->name,
-              moe_dtype_name(g_dtype), moe_dtype_name(down),
-              moe_dtype_name(moe_layer_activation_dtype(layer)));
-        printf("  %-34s down in %s: float32 activations, as asked for when no %s kernel reads it\n", c->name,
-               moe_dtype_name(down), what);
-        return;
-    }
+    if (!takes(down, g_act))
+        printf("  %-34s down in %s: float32 activations there, as asked for when no %s kernel reads it\n",
+               c->name, moe_dtype_name(down), what);
     CHECK(moe_layer_activation_dtype(layer) == g_act, "[%s %s] asked for %s activations, the layer runs %s",
           c->name, moe_dtype_name(g_dtype), what, moe_dtype_name(moe_layer_activation_dtype(layer)));
     moe_layer_desc fd = hl->desc;
@@ -437,6 +432,55 @@ static void opt_in_nonfinite(moe_context *ctx, h_rng *r)
         }
         printf("  %-34s %s activations: poison %g stays in its token\n", "opt_in_nonfinite",
                moe_dtype_name(runs), (double)poison[p]);
+    }
+    moe_layer_destroy(layer);
+    free(x);
+    free(y);
+    free(want);
+    h_layer_free(&hl);
+}
+
+/* Each product decides for itself (moe.h, 0.12.0): routed experts with gate/up in F16 and down in the
+ * run's format, a shared expert the other way round. The layer reports the opt-in (the routed down
+ * runs it), matches the reference that rounds only those products' inputs, and stays within moe.h's
+ * bound of the float-activation result. */
+static void opt_in_per_product(moe_context *ctx, h_rng *r)
+{
+    const int64_t b = moe_dtype_block_size(g_dtype), T = 9;
+    const moe_layer_desc d =
+        DESC(.d_model = round_up(64, b), .d_ff = round_up(96, b), .n_experts = 6, .top_k = 2, .max_tokens = T,
+             .d_ff_shared = round_up(32, b), .weight_dtype = MOE_DTYPE_F16, .down_weight_dtype = g_dtype,
+             .shared_weight_dtype = g_dtype, .shared_down_weight_dtype = MOE_DTYPE_F16,
+             .activation_dtype = g_act);
+    h_layer hl;
+    h_layer_init(&hl, &d, r, 1.0f);
+    const int64_t TD = T * d.d_model;
+    float *x = malloc(sizeof(float) * (size_t)TD), *y = malloc(sizeof(float) * (size_t)TD),
+          *want = malloc(sizeof(float) * (size_t)TD);
+    h_fill_input(&hl, T, x, r);
+    moe_layer *layer = NULL;
+    CHECK_STATUS(moe_layer_create(ctx, &hl.desc, &hl.w, &layer), MOE_OK);
+    if (layer) {
+        CHECK(moe_layer_activation_dtype(layer) == g_act,
+              "[opt_in_per_product %s] down in %s takes %s activations, the layer reports %s",
+              moe_dtype_name(g_dtype), moe_dtype_name(g_dtype), moe_dtype_name(g_act),
+              moe_dtype_name(moe_layer_activation_dtype(layer)));
+        CHECK_STATUS(moe_layer_forward(layer, T, x, y, NULL), MOE_OK);
+        CHECK_STATUS(moe_reference_forward(&hl.desc, &hl.w, T, x, want, NULL), MOE_OK);
+        const double tol = g_act == MOE_DTYPE_Q8_0 ? Y_TOL_INT8 : Y_TOL, err = h_rel_l2(y, want, (size_t)TD);
+        CHECK(err <= tol, "[opt_in_per_product %s %s] relative L2 error %.3g > %g against the reference",
+              moe_dtype_name(g_dtype), moe_dtype_name(g_act), err, tol);
+        moe_layer_desc fd = hl.desc;
+        fd.activation_dtype = MOE_DTYPE_F32;
+        CHECK_STATUS(moe_reference_forward(&fd, &hl.w, T, x, want, NULL), MOE_OK);
+        const double bound = g_act == MOE_DTYPE_BF16 ? Y_TOL_BF16 : 2 * Y_TOL_FLOAT,
+                     moved = h_rel_l2(y, want, (size_t)TD);
+        CHECK(moved <= bound, "[opt_in_per_product %s %s] %.3g > %g from the float-activation result",
+              moe_dtype_name(g_dtype), moe_dtype_name(g_act), moved, bound);
+        printf("  %-34s f16 gate/up with %s down, %s gate/up with f16 down: %s where the format takes it "
+               "(rel L2 %.2e; %.2e from float32)\n",
+               "opt_in_per_product", moe_dtype_name(g_dtype), moe_dtype_name(g_dtype), moe_dtype_name(g_act),
+               err, moved);
     }
     moe_layer_destroy(layer);
     free(x);
@@ -851,6 +895,7 @@ int main(int argc, char **argv)
     if (selected("int8_request") && g_act == MOE_DTYPE_F32 && !g_other) int8_request(ctx, &r);
     if (selected("batch_invariance") && kind == MOE_BACKEND_CPU && !g_other) batch_invariance(ctx, &r);
     if (selected("opt_in_nonfinite") && g_act != MOE_DTYPE_F32 && !g_other) opt_in_nonfinite(ctx, &r);
+    if (selected("opt_in_per_product") && g_act != MOE_DTYPE_F32 && !g_other) opt_in_per_product(ctx, &r);
     if (selected("upload_threads") && g_dtype == MOE_DTYPE_F32 && g_act == MOE_DTYPE_F32 && !g_other &&
         kind != MOE_BACKEND_CPU)
         upload_threads(kind, &r);

@@ -314,6 +314,28 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "f16", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_0", "--activations", "q8_0,q8_0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--serve", "--weights", "q4_0", "--activations", "q8_0", NULL) == BENCH_PARSE_ERROR);
+    /* --down-weights: every run's down but f32's; an opt-in applies where gate/up or down takes it. */
+    CHECK(parse(&c, "--weights", "f32,q4_k", NULL) == BENCH_PARSE_OK && c.down_weights == MOE_DTYPE_DEFAULT &&
+          bench_down_dtype(&c, MOE_DTYPE_Q4_K) == MOE_DTYPE_Q4_K);
+    CHECK(parse(&c, "--weights", "f32,q4_k", "--down-weights", "Q6_K", NULL) == BENCH_PARSE_OK &&
+          c.down_weights == MOE_DTYPE_Q6_K && bench_down_dtype(&c, MOE_DTYPE_Q4_K) == MOE_DTYPE_Q6_K &&
+          bench_down_dtype(&c, MOE_DTYPE_F32) == MOE_DTYPE_F32);
+    {
+        const moe_layer_desc d = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q4_K);
+        char lbl[32];
+        CHECK(d.down_weight_dtype == MOE_DTYPE_Q6_K && d.shared_down_weight_dtype == MOE_DTYPE_Q6_K &&
+              d.weight_dtype == MOE_DTYPE_Q4_K);
+        CHECK(!strcmp(
+            bench_format_label(d.weight_dtype, d.down_weight_dtype, MOE_DTYPE_BF16, 0, 0, lbl, sizeof lbl),
+            "q4_k+q6_k/bf16x2"));
+    }
+    CHECK(parse(&c, "--weights", "q6_k,f16", "--down-weights", "q4_0", "--activations", "q8_0", NULL) ==
+              BENCH_PARSE_OK &&
+          c.weights.n == 2 && c.weights.v[0] == MOE_DTYPE_Q6_K && c.weights.act[1] == MOE_DTYPE_Q8_0);
+    CHECK(parse(&c, "--weights", "q6_k", "--down-weights", "q6_k", "--activations", "q8_0", NULL) ==
+          BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q6_k,q8_0", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q7", NULL) == BENCH_PARSE_ERROR);
 
     /* --cpu-experts: each run once per entry, runs outer; at most the layer's experts. */
     CHECK(parse(&c, "--experts", "8", NULL) == BENCH_PARSE_OK && c.cpu_experts.n == 0 &&

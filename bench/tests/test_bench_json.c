@@ -8,18 +8,18 @@
  * [--same-cache OTHER.json] [--interleaved N] [--same-weights OTHER.json] [--ep RANKS] [--ep-reference]`:
  * parses a file moe-bench wrote (CTest runs moe-bench first) and checks that it is an array of at least
  * MIN_OBJECTS objects with the documented keys of their kind; then, when asked, that the objects'
- * weight_dtype run through the given formats in order (per target), that every forward result cycled N layers
- * (or came from --layers auto), and that the CPU results carry the measured read bandwidth and their share of
- * it, that every forward result timed its layers as an asynchronous chain, that every forward result timed
- * its kernels (a GPU's with device times named, a CPU's none), that the forward results' experts on a CPU
- * context (and their cache slots) run through the given counts in order (0 without), that every forward
- * result followed a routing trace (and every cached one looked experts up), and that another file's results
- * counted the same cache hits, misses, uploads and bytes, result by result (a replayed trace against the
- * generated one), that every forward result was timed in turn with N runs (--interleave; 0, the default, for
- * none) and held the same layers, weight bytes and bytes read as another file's, result by result, that every
- * result is an --ep one over RANKS ranks (and that one compared rank 0 with the reference). An --ep result is
- * always checked for its ranks' token split and expert ranges, rows and bytes sent = received, and times that
- * add up (check_ep). Exit 0 when all is well.
+ * weight_dtype run through the given formats in order (per target; "q4_0+q8_0": down_weight_dtype q8_0), that
+ * every forward result cycled N layers (or came from --layers auto), and that the CPU results carry the
+ * measured read bandwidth and their share of it, that every forward result timed its layers as an
+ * asynchronous chain, that every forward result timed its kernels (a GPU's with device times named, a CPU's
+ * none), that the forward results' experts on a CPU context (and their cache slots) run through the given
+ * counts in order (0 without), that every forward result followed a routing trace (and every cached one
+ * looked experts up), and that another file's results counted the same cache hits, misses, uploads and bytes,
+ * result by result (a replayed trace against the generated one), that every forward result was timed in turn
+ * with N runs (--interleave; 0, the default, for none) and held the same layers, weight bytes and bytes read
+ * as another file's, result by result, that every result is an --ep one over RANKS ranks (and that one
+ * compared rank 0 with the reference). An --ep result is always checked for its ranks' token split and expert
+ * ranges, rows and bytes sent = received, and times that add up (check_ep). Exit 0 when all is well.
  */
 #include "bench_check.h"
 #include "bench_report.h"
@@ -52,6 +52,7 @@ static const char *const forward_keys[] = {"backend",
                                            "first_forward_ms",
                                            "first_forward_device_ms",
                                            "weight_dtype",
+                                           "down_weight_dtype",
                                            "activation_dtype",
                                            "layers",
                                            "layers_auto",
@@ -264,18 +265,24 @@ static void check_object(const cJSON *o)
         CHECK(num(o, "gbps") > 0 && num(o, "arena_peak_bytes") > 0);
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
-        CHECK(is_dtype_name(str(o, "weight_dtype")));
-        /* What the layer ran: integer activations only on the block formats, within moe.h's
-         * bound of the float ones where the reference compared them. */
+        CHECK(is_dtype_name(str(o, "weight_dtype")) && is_dtype_name(str(o, "down_weight_dtype")));
+        /* What the layer ran: an activation opt-in only where gate/up's or down's format takes it
+         * (integer: Q8_0, Q4_0, Q4_K; bfloat16 pairs: Q4_0, MXFP4, Q4_K), within moe.h's bound of the
+         * float ones (1e-2, 2e-5) where the reference compared them. */
         const char *act = str(o, "activation_dtype");
-        CHECK(!strcmp(act, "f32") || !strcmp(act, "q8_0"));
-        if (!strcmp(act, "q8_0")) {
-            CHECK(!strcmp(str(o, "weight_dtype"), "q8_0") || !strcmp(str(o, "weight_dtype"), "q4_0"));
+        const int int8 = !strcmp(act, "q8_0"), bf16 = !strcmp(act, "bf16");
+        CHECK(!strcmp(act, "f32") || int8 || bf16);
+        if (int8 || bf16) {
+            const char *takes = int8 ? ",q8_0,q4_0,q4_k," : ",q4_0,mxfp4,q4_k,";
+            char w[16], dn[16];
+            snprintf(w, sizeof w, ",%s,", str(o, "weight_dtype"));
+            snprintf(dn, sizeof dn, ",%s,", str(o, "down_weight_dtype"));
+            CHECK(strstr(takes, w) || strstr(takes, dn));
             const cJSON *ref = cJSON_GetObjectItemCaseSensitive(o, "reference");
             const cJSON *vs = cJSON_IsObject(ref)
                                   ? cJSON_GetObjectItemCaseSensitive(ref, "rel_l2_vs_float_activations")
                                   : NULL;
-            if (vs) CHECK(cJSON_IsNumber(vs) && vs->valuedouble <= 1e-2);
+            if (vs) CHECK(cJSON_IsNumber(vs) && vs->valuedouble <= (int8 ? 1e-2 : 2e-5));
         }
         CHECK(num(o, "layers") >= 1 && cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(o, "layers_auto")));
         CHECK(num(o, "weight_bytes") > 0 && num(o, "weight_read_bytes") > 0);
@@ -407,11 +414,15 @@ static void check_expectations(const cJSON *root, const expectations *x)
     {
         const int forward = strcmp(str(o, "kind"), "forward") == 0;
         if (n_want) {
-            /* In the order given, per target: f32, bf16, f32, bf16, ... */
-            const char *got = str(o, "weight_dtype");
-            if (strcmp(got, want[i % n_want]) != 0) {
-                fprintf(stderr, "object %zu: weight_dtype \"%s\", expected \"%s\"\n", i, got,
-                        want[i % n_want]);
+            /* In the order given, per target: f32, bf16, f32, bf16, ...; "q4_k+q6_k" is weight_dtype
+             * q4_k with down_weight_dtype q6_k (--down-weights), a name alone both. */
+            const char *w = want[i % n_want], *plus = strchr(w, '+');
+            const char *got = str(o, "weight_dtype"), *down = str(o, "down_weight_dtype");
+            const size_t len = plus ? (size_t)(plus - w) : strlen(w);
+            if (strlen(got) != len || strncmp(got, w, len) != 0 || strcmp(down, plus ? plus + 1 : w) != 0) {
+                fprintf(stderr,
+                        "object %zu: weight_dtype \"%s\", down_weight_dtype \"%s\", expected \"%s\"\n", i,
+                        got, down, w);
                 failures++;
             }
             /* Each format's layers are destroyed before the next format's are made: its arena

@@ -376,7 +376,8 @@ class Layer(_Handle):
     @property
     def activation_dtype(self) -> str:
         """What the experts' inputs are rounded to: "q8_0" when the integer opt-in runs, "bf16" when the
-        bfloat16-pair one does (0.11.0), else "f32"."""
+        bfloat16-pair one does (0.11.0), else "f32". (0.12.0) Each product (gate/up, down) runs it where
+        its format takes it; a layer says so when any of its routed experts' products does."""
         with self._lock:
             return lib.moe_dtype_name(lib.moe_layer_activation_dtype(self._h())).decode()
 
