@@ -517,13 +517,16 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
 
 /* ---- K-quants (Q4_K, Q5_K, Q6_K) -------------------------------------------------------------- */
 
-/* Q5_K's and Q6_K's values put together a byte row at a time (KQ_BYTES: at 256 bits): the low
- * nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
- * columns an operation, stored to the caller's buffer and widened from there (kq_load_vec). Put
- * together in 32-bit lanes, 8 values an operation, the high bits took 9 (Q5_K) or 11 (Q6_K) more
- * operations per 16 values beside Q4_K's 7, and bounded their decode. */
-#define KQ_BYTES(dt) (MOE_CPU_LEVEL == 1 && (dt) != MOE_DTYPE_Q4_K)
-#if MOE_CPU_LEVEL == 1
+/* Q5_K's and Q6_K's values put together a byte row at a time (KQ_BYTES: at 256 and 512 bits): the
+ * low nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
+ * columns a 256-bit operation, stored to the caller's buffer and widened from there (kq_load_vec). Put
+ * together in 32-bit lanes, 8 (16) values an operation, the high bits took 9 (Q5_K) or 11 (Q6_K)
+ * more operations per 16 values beside Q4_K's 7, and bounded their decode: at 512 bits (2-core Zen 4,
+ * qwen3-30b-a3b decode, the experts in the L3) Q5_K took 1.69 ms, Q6_K 1.89, now 1.04 and 1.11
+ * (Q4_K's nibble words 0.75). Two byte rows a 512-bit operation were slower again (1.34, 1.39): the
+ * two rows' halves then take a shuffle each to their places in the buffer. */
+#define KQ_BYTES(dt) (MOE_CPU_LEVEL >= 1 && (dt) != MOE_DTYPE_Q4_K)
+#if MOE_CPU_LEVEL >= 1
 _Static_assert(MOE_CPU_KQ_COLS == 32 && PAIR == 32, "kq_bytes takes a byte row in one 256-bit load");
 /* b shifted left by s bits (right by −s) in 16-bit lanes: byte lanes once masked to the bits
  * that stay inside their byte. */
@@ -608,7 +611,7 @@ ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const
 ALWAYS_INLINE const unsigned char *kq_row(const moe_dtype dt, const unsigned char *p, int t,
                                           unsigned char *buf)
 {
-#if MOE_CPU_LEVEL == 1
+#if MOE_CPU_LEVEL >= 1
     if (KQ_BYTES(dt)) {
         kq_bytes(dt, p, t, buf);
         return buf;
