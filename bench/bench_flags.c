@@ -300,18 +300,8 @@ int bench_parse_weights(const char *text, bench_dtype_list *out)
     return parse_dtype_list("--weights", text, out);
 }
 
-/* Whether a product of weights in `dt` runs on the opt-in `act` where the backend has it (moe.h: q8_0 on
- * Q8_0, Q4_0 and Q4_K, the integer kernels' formats; bf16 on Q4_0, MXFP4 and Q4_K, the bfloat16-pair
- * ones). */
-static bool takes_activations(moe_dtype dt, moe_dtype act)
-{
-    if (act == MOE_DTYPE_Q8_0) return dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K;
-    if (act == MOE_DTYPE_BF16) return dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4 || dt == MOE_DTYPE_Q4_K;
-    return true;
-}
-
 /* --activations: each weight format runs once per entry that applies to it (to its gate/up or its down:
- * takes_activations), formats outer, in the order given. */
+ * moe_dtype_takes_activations), formats outer, in the order given. */
 static int expand_activations(const bench_config *c, const char *text, bench_dtype_list *list)
 {
     bench_dtype_list acts = {0}, out = {0};
@@ -324,8 +314,8 @@ static int expand_activations(const bench_config *c, const char *text, bench_dty
         }
     for (size_t i = 0; i < list->n; i++)
         for (size_t a = 0; a < acts.n; a++) {
-            if (!takes_activations(list->v[i], acts.v[a]) &&
-                !takes_activations(bench_down_dtype(c, list->v[i]), acts.v[a]))
+            if (!moe_dtype_takes_activations(list->v[i], acts.v[a]) &&
+                !moe_dtype_takes_activations(bench_down_dtype(c, list->v[i]), acts.v[a]))
                 continue;
             if (out.n == BENCH_MAX_FORMATS) {
                 fprintf(stderr, BENCH_PROG ": --weights x --activations make more than %d runs\n",

@@ -354,6 +354,12 @@ MOE_API size_t moe_dtype_row_bytes(moe_dtype dtype, int64_t n);
  * MOE_ERROR_INVALID_SIZE when n does not fit both formats' blocks; dst is untouched then. */
 MOE_API moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dtype dst_dtype, void *dst,
                                    int64_t n);
+/* (0.12.0) 1 if a matrix product of weights stored in `weights` can run on `activations`
+ * (moe_layer_desc.activation_dtype): F32 (or DEFAULT) for every format; the opt-ins Q8_0 (integer
+ * activations) for Q8_0, Q4_0 and Q4_K, and BF16 (bfloat16 pairs) for Q4_0, MXFP4 and Q4_K; else 0.
+ * Each product of a layer (gate/up, down; routed and shared) decides for itself; whether it then
+ * runs the opt-in also takes a backend (and CPU) with the path: moe_layer_activation_dtype says. */
+MOE_API int moe_dtype_takes_activations(moe_dtype weights, moe_dtype activations);
 
 /* ---------------------------------------------------------------------------------------
  * Layer configuration: plan-time settings. Covers Mixtral, OLMoE, Qwen2/3-MoE, DeepSeek-V2/V3,

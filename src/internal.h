@@ -177,10 +177,6 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
 extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
 bool moe_dtype_is_kquant(moe_dtype dtype); /* Q4_K, Q5_K, Q6_K */
-/* Whether a backend may run a product of weights stored in `weights` on activations `act` (moe_layer_desc.
- * activation_dtype): Q8_0 (integer) for Q8_0, Q4_0 and Q4_K; BF16 (bfloat16 pairs) for Q4_0, MXFP4 and
- * Q4_K; F32 for every format. An opt-in applies to each product (gate/up, down) whose format takes it. */
-bool moe_dtype_takes_activations(moe_dtype weights, moe_dtype act);
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
  * them; and the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes. */
 void moe_kq_decode(moe_dtype dtype, const unsigned char *block, float *out);

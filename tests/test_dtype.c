@@ -41,16 +41,19 @@ static void *read_file(const char *dir, const char *name, size_t want)
 
 static void names_and_sizes(void)
 {
+    /* takes: moe.h's activation opt-ins for the format (moe_dtype_takes_activations), "i" integer
+     * (Q8_0), "b" bfloat16 pairs (BF16). */
     static const struct {
         moe_dtype dt;
         const char *name;
         int64_t block;
         size_t bytes_256;
-    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024},       {MOE_DTYPE_F16, "f16", 1, 512},
-                {MOE_DTYPE_BF16, "bf16", 1, 512},      {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34},
-                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18},  {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
-                {MOE_DTYPE_Q5_K, "q5_k", 256, 176},    {MOE_DTYPE_Q6_K, "q6_k", 256, 210},
-                {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17}};
+        const char *takes;
+    } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024, ""},        {MOE_DTYPE_F16, "f16", 1, 512, ""},
+                {MOE_DTYPE_BF16, "bf16", 1, 512, ""},       {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34, "i"},
+                {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18, "ib"}, {MOE_DTYPE_Q4_K, "q4_k", 256, 144, "ib"},
+                {MOE_DTYPE_Q5_K, "q5_k", 256, 176, ""},     {MOE_DTYPE_Q6_K, "q6_k", 256, 210, ""},
+                {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17, "b"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,
               moe_dtype_name(want[i].dt));
@@ -69,7 +72,20 @@ static void names_and_sizes(void)
               moe_dtype_row_bytes(want[i].dt, 256));
         CHECK(moe_dtype_row_bytes(want[i].dt, 0) == 0 && moe_dtype_row_bytes(want[i].dt, -32) == 0,
               "row bytes of %s for n <= 0", want[i].name);
+        CHECK(moe_dtype_takes_activations(want[i].dt, MOE_DTYPE_F32) == 1 &&
+                  moe_dtype_takes_activations(want[i].dt, MOE_DTYPE_DEFAULT) == 1 &&
+                  moe_dtype_takes_activations(want[i].dt, MOE_DTYPE_Q8_0) ==
+                      (strchr(want[i].takes, 'i') != NULL) &&
+                  moe_dtype_takes_activations(want[i].dt, MOE_DTYPE_BF16) ==
+                      (strchr(want[i].takes, 'b') != NULL) &&
+                  moe_dtype_takes_activations(want[i].dt, MOE_DTYPE_F16) == 0 &&
+                  moe_dtype_takes_activations(want[i].dt, (moe_dtype)99) == 0,
+              "the activations %s takes", want[i].name);
     }
+    CHECK(moe_dtype_takes_activations(MOE_DTYPE_DEFAULT, MOE_DTYPE_F32) == 0 &&
+              moe_dtype_takes_activations((moe_dtype)99, MOE_DTYPE_F32) == 0 &&
+              moe_dtype_takes_activations((moe_dtype)-1, MOE_DTYPE_Q8_0) == 0,
+          "no activations for what is not a format");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_0, 48) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q8_0, 33) == 0 &&
               moe_dtype_row_bytes(MOE_DTYPE_MXFP4, 40) == 0 && moe_dtype_row_bytes(MOE_DTYPE_MXFP4, 96) == 51,
           "a block format's row that is not whole blocks has no size");

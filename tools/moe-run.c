@@ -463,13 +463,25 @@ int main(int argc, char **argv)
                        ? moe_dtype_name(ld.shared_down_weight_dtype)
                        : "");
         printf("%s\n", a.weights == MOE_DTYPE_DEFAULT ? " (the checkpoint's own)" : "");
-        printf("activations: %s%s\n", moe_dtype_name(moe_layer_activation_dtype(layer)),
-               a.activations == MOE_DTYPE_Q8_0 && moe_layer_activation_dtype(layer) != MOE_DTYPE_Q8_0
+        const moe_dtype ran = moe_layer_activation_dtype(layer);
+        printf("activations: %s%s", moe_dtype_name(ran),
+               a.activations == MOE_DTYPE_Q8_0 && ran != MOE_DTYPE_Q8_0
                    ? " (q8_0 asked for: no integer path here for these weights)"
-               : a.activations == MOE_DTYPE_BF16 && moe_layer_activation_dtype(layer) != MOE_DTYPE_BF16
+               : a.activations == MOE_DTYPE_BF16 && ran != MOE_DTYPE_BF16
                    ? " (bf16 asked for: no bfloat16-pair path here for these weights; it needs Q4_0, "
                      "MXFP4 or Q4_K and a CPU with AVX512_BF16)"
                    : "");
+        /* An opt-in runs on each product whose format takes it: say which of the routed experts' did not. */
+        const moe_dtype in_fmt = own_dtype ? ld.weight_dtype : a.weights,
+                        down_fmt = own_dtype ? ld.down_weight_dtype : a.weights;
+        if (ran != MOE_DTYPE_F32)
+            for (int p = 0; p < 2; p++) {
+                const moe_dtype f = p ? down_fmt : in_fmt;
+                if (!moe_dtype_takes_activations(f, ran))
+                    printf(" (the routed experts' %s, %s, on f32: no %s path for it)", p ? "down" : "gate/up",
+                           moe_dtype_name(f), moe_dtype_name(ran));
+            }
+        printf("\n");
         where = calloc((size_t)info.n_experts, sizeof *where);
         if (cpu && where && moe_layer_get_placement(layer, where) == MOE_OK) {
             int64_t on_cpu = 0;

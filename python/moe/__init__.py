@@ -32,7 +32,8 @@ from ._capi import lib, new
 __all__ = [
     "__version__", "version", "backends", "devices", "DeviceInfo", "Context", "Layer", "Buffer",
     "Model", "Routing", "Placement", "ExpertCache", "CacheStats", "Usage", "usage_expert_order",
-    "usage_save", "usage_load", "ArenaStats", "dtypes", "row_bytes", "convert_row", "MoeError",
+    "usage_save", "usage_load", "ArenaStats", "dtypes", "row_bytes", "takes_activations", "convert_row",
+    "MoeError",
     "InvalidArgumentError", "OutOfMemoryError", "BackendUnavailableError", "DeviceLostError",
     "BackendError", "UnsupportedError", "FileError", "FileFormatError", "BusyError", "InternalError",
     "library_path",
@@ -150,6 +151,18 @@ def _enum(table: Mapping[str, int], value: Union[str, int], what: str) -> int:
     if isinstance(value, str) and value.lower() in table:
         return table[value.lower()]
     raise ValueError(f"{what}={value!r}: expected one of {', '.join(table)}")
+
+
+def takes_activations(weights: str, activations: str) -> bool:
+    """Whether a matrix product of weights stored in `weights` can run on `activations`: "f32" for
+    every format, the opt-ins "q8_0" (integer) for q8_0, q4_0 and q4_k, "bf16" (bfloat16 pairs) for
+    q4_0, mxfp4 and q4_k (library 0.12.0). Each product of a layer decides for itself; whether a layer
+    then runs it also takes a backend and CPU with the path (Layer.activation_dtype)."""
+    w, a = _dtype(weights, "weights"), _dtype(activations, "activations")
+    fn = getattr(lib, "moe_dtype_takes_activations", None)
+    if fn is None:
+        raise UnsupportedError(f"takes_activations needs the C library 0.12.0 or newer, not {__version__}")
+    return bool(fn(w, a))
 
 
 def row_bytes(dtype: str, n: int) -> int:

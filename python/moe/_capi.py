@@ -200,6 +200,7 @@ _SIGNATURES = {
     "moe_dtype_from_name": (_status, [c_char_p, POINTER(c_int)]),
     "moe_dtype_block_size": (c_int64, [c_int]),
     "moe_dtype_row_bytes": (c_size_t, [c_int, c_int64]),
+    "moe_dtype_takes_activations": (c_int, [c_int, c_int]),
     "moe_convert_row": (_status, [c_int, _ptr, c_int, _ptr, c_int64]),
     "moe_layer_create": (_status, [_ptr, POINTER(LayerDesc), POINTER(LayerWeights), POINTER(_ptr)]),
     "moe_layer_destroy": (None, [_ptr]),

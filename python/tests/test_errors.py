@@ -154,6 +154,17 @@ def test_convert_row_checks_its_source():
     assert back.dtype == np.float32 and np.abs(back - np.arange(32)).max() < 0.2
 
 
+def test_takes_activations():
+    # moe.h's table: the opt-ins per format, float32 for all
+    for w in moe.dtypes():
+        assert moe.takes_activations(w, "f32")
+        assert moe.takes_activations(w, "q8_0") == (w in ("q8_0", "q4_0", "q4_k")), w
+        assert moe.takes_activations(w, "bf16") == (w in ("q4_0", "mxfp4", "q4_k")), w
+        assert not moe.takes_activations(w, "f16")
+    with pytest.raises(ValueError, match="q7"):
+        moe.takes_activations("q7", "q8_0")
+
+
 def test_buffer_outlives_its_context(backend):
     ctx = moe.Context(backend)
     b = ctx.buffer(8)
