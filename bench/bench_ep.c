@@ -176,7 +176,7 @@ static double max_exchange_share(const ep_point *p, int ranks)
 
 static void print_point(const ep_state *s, const ep_point *p)
 {
-    char label[48];
+    char label[BENCH_LABEL_BYTES];
     bench_format_label(p->d->weight_dtype, p->d->down_weight_dtype, p->act, 0, 0, label, sizeof label);
     char scale[64];
     if (s->c.ep == BENCH_EP_WEAK)

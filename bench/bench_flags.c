@@ -563,21 +563,28 @@ static bench_parse_result check(bench_config *c)
     if (c->trace_reuse_arg && parse_reuse(c->trace_reuse_arg, &c->trace_reuse)) return BENCH_PARSE_ERROR;
     c->layers = 1;
     if (c->layers_arg && bench_parse_layers(c->layers_arg, &c->layers)) return BENCH_PARSE_ERROR;
-    /* A block format stores each weight row (the reduction dimension: d_model for gate/up,
-     * d_ff for down) in whole blocks; refused here, before anything is allocated. */
+    /* A block format stores each weight row (the reduction dimension: d_model for gate/up, d_ff and
+     * the shared expert's width for down, in --down-weights' format where given) in whole blocks;
+     * refused here, before anything is allocated. */
     for (size_t i = 0; i < c->weights.n; i++) {
-        const int64_t block = moe_dtype_block_size(c->weights.v[i]);
+        const moe_dtype in = c->weights.v[i], down = bench_down_dtype(c, in);
+        const char *down_flag = down == in ? "--weights" : "--down-weights";
         const struct {
-            const char *flag;
+            const char *flag, *format_flag;
+            moe_dtype dt;
             int64_t v;
-        } dims[] = {{"--d-model", c->d_model}, {"--d-ff", c->d_ff}, {"--shared-ff", c->shared_ff}};
-        for (size_t j = 0; block > 1 && j < sizeof dims / sizeof dims[0]; j++) {
-            if (dims[j].v % block == 0) continue; /* --shared-ff 0 (none) passes */
+        } dims[] = {{"--d-model", "--weights", in, c->d_model},
+                    {"--d-ff", down_flag, down, c->d_ff},
+                    {"--shared-ff", down_flag, down, c->shared_ff}};
+        for (size_t j = 0; j < sizeof dims / sizeof dims[0]; j++) {
+            const int64_t block = moe_dtype_block_size(dims[j].dt);
+            if (block <= 1 || dims[j].v % block == 0) continue; /* --shared-ff 0 (none) passes */
             snprintf(msg, sizeof msg,
-                     "--weights %s stores each weight row in blocks of %" PRId64
-                     " values, so d_model, d_ff and the shared expert's width must be multiples of %" PRId64
-                     ", but %s is %" PRId64,
-                     moe_dtype_name(c->weights.v[i]), block, block, dims[j].flag, dims[j].v);
+                     "%s %s stores each weight row in blocks of %" PRId64
+                     " values, so %s must be %s of %" PRId64 ", but %s is %" PRId64,
+                     dims[j].format_flag, moe_dtype_name(dims[j].dt), block,
+                     j == 0 ? "d_model (gate/up's rows)" : "d_ff and the shared expert's width (down's rows)",
+                     j == 0 ? "a multiple" : "multiples", block, dims[j].flag, dims[j].v);
             return fail(msg);
         }
     }

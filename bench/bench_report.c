@@ -110,7 +110,7 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
 {
     for (size_t i = 0; i < plan->n; i++) {
         const bench_format_plan *f = &plan->f[i];
-        char lbl[32];
+        char lbl[BENCH_LABEL_BYTES];
         if (!f->auto_layers) {
             if (f->layers > 1)
                 fprintf(out,
@@ -153,7 +153,7 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
                                size_t arena_weights_bytes, size_t cpu_weights_bytes, const bench_config *c,
                                size_t cache_bytes)
 {
-    char all[32], one[32], lbl[32];
+    char all[32], one[32], lbl[BENCH_LABEL_BYTES];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
             bench_format_label(f->dtype, f->down, f->act, f->cpu_experts, f->cache_slots, lbl, sizeof lbl),
             f->layers, f->layers == 1 ? "" : "s", f->layers > 1 ? " cycled in order" : "",
@@ -248,7 +248,7 @@ int bench_label_width(const bench_config *c)
 {
     int width = -cols[WEIGHTS_COL].width;
     for (size_t i = 0; i < c->weights.n; i++) {
-        char lbl[32];
+        char lbl[BENCH_LABEL_BYTES];
         const int len = (int)strlen(bench_format_label(c->weights.v[i], bench_down_dtype(c, c->weights.v[i]),
                                                        c->weights.act[i], c->weights.cpu_experts[i],
                                                        c->weights.cache_slots[i], lbl, sizeof lbl));
@@ -299,7 +299,7 @@ void bench_print_table_header(FILE *out, int label_width)
 
 void bench_print_row(FILE *out, const bench_result *r, int label_width)
 {
-    char v[N_COLS][32];
+    char v[N_COLS][BENCH_LABEL_BYTES];
     const bench_summary *s = &r->wall;
     size_t c = 0;
     snprintf(v[c++], sizeof v[0], "%s", r->backend);
@@ -342,7 +342,7 @@ void bench_print_row(FILE *out, const bench_result *r, int label_width)
 
 void bench_print_first(FILE *out, const bench_result *r)
 {
-    char lbl[32];
+    char lbl[BENCH_LABEL_BYTES];
     fprintf(out, "first forward: %s %d %s at T=%" PRId64 ": %.3f ms", r->backend, r->device_index,
             bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
                                r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
@@ -359,7 +359,7 @@ void bench_print_first(FILE *out, const bench_result *r)
 void bench_print_kernels(FILE *out, const bench_result *r)
 {
     if (!r->has_kernels) return;
-    char lbl[32];
+    char lbl[BENCH_LABEL_BYTES];
     fprintf(out, "kernels: %s %d %s at T=%" PRId64 ":", r->backend, r->device_index,
             bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
                                r->cpu_experts, r->cache_slots, lbl, sizeof lbl),
@@ -380,7 +380,7 @@ void bench_print_kernels(FILE *out, const bench_result *r)
 
 void bench_print_bandwidth(FILE *out, const bench_result *r)
 {
-    char bytes[32], lbl[32];
+    char bytes[32], lbl[BENCH_LABEL_BYTES];
     fprintf(out, "bandwidth: %s %d %s at T=%" PRId64 ": %s of weights read per forward (%s), %.2f GB/s",
             r->backend, r->device_index,
             bench_format_label(r->desc.weight_dtype, r->desc.down_weight_dtype, r->desc.activation_dtype,
@@ -403,7 +403,7 @@ void bench_print_bandwidth(FILE *out, const bench_result *r)
 void bench_print_placement(FILE *out, const bench_result *r)
 {
     if (r->cpu_experts == 0) return;
-    char lbl[32], rate[32] = "-";
+    char lbl[BENCH_LABEL_BYTES], rate[32] = "-";
     fprintf(out,
             "placement: %s %d %s at T=%" PRId64
             ": %.1f tokens/s; device ms per forward: target %.3f, cpu %.3f",
@@ -458,7 +458,7 @@ double bench_result_cache_hit_rate(const bench_result *r)
 void bench_print_async(FILE *out, const bench_result *r)
 {
     if (r->chain_one_wait.n == 0) return;
-    char lbl[32];
+    char lbl[BENCH_LABEL_BYTES];
     const double waits = r->chain_waits.median, one = r->chain_one_wait.median;
     fprintf(out,
             "async: %s %d %s at T=%" PRId64 ": a chain of %" PRId64
@@ -473,7 +473,7 @@ void bench_print_async(FILE *out, const bench_result *r)
 void bench_print_reference(FILE *out, const bench_result *r)
 {
     if (!r->has_ref || !r->ref_compared) return;
-    char lbl[32];
+    char lbl[BENCH_LABEL_BYTES];
     fprintf(out,
             "check: %s %d %s vs the scalar reference on the first %" PRId64 " tokens at T=%" PRId64
             ": rel L2 %.3g on the format's weights%s; %.3g vs the float32 layer (max |y - y_f32| %.3g, max "
@@ -510,13 +510,16 @@ static const char *dist_text(const bench_serve_result *s, char *buf, size_t size
 
 void bench_print_serve(FILE *out, const bench_serve_result *s)
 {
-    char dist[64];
+    char dist[64], lbl[BENCH_LABEL_BYTES];
     fprintf(out,
             "serve %s %d, weights %s: %" PRId64
             " stream(s) x %d thread(s); Poisson arrivals at %g req/s for %g s (seed %" PRIu64
             "); request tokens %s, capped at %" PRId64 "; batches up to %" PRId64 " tokens\n",
-            s->backend, s->device_index, dtype_name(s->desc.weight_dtype), s->streams, s->threads, s->rate,
-            s->duration, s->seed, dist_text(s, dist, sizeof dist), s->max_batch_tokens, s->max_batch_tokens);
+            s->backend, s->device_index,
+            bench_format_label(s->desc.weight_dtype, s->desc.down_weight_dtype, MOE_DTYPE_F32, 0, 0, lbl,
+                               sizeof lbl),
+            s->streams, s->threads, s->rate, s->duration, s->seed, dist_text(s, dist, sizeof dist),
+            s->max_batch_tokens, s->max_batch_tokens);
     fprintf(out,
             "  requests %" PRId64 ": %" PRId64 " completed, %" PRId64 " unfinished; %" PRId64
             " batches, mean %.1f tokens, forward median %.3f ms (p99 %.3f ms); streams busy %.0f%%\n",

@@ -37,6 +37,8 @@ void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc 
 /* "q4_0", "q4_0/i8" for a run on int8 activations, "q4_0/cpu32" for one with 32 routed experts
  * on a CPU context (--cpu-experts; its 0 is the plain layer, "q4_0"), "q4_0/cpu32/cache8" with an
  * expert cache of 8 slots on the target (--cache-slots; 0 is none). */
+/* Room for a bench_format_label ("mxfp4+q6_k/bf16x2/cpu128/cache128" and longer). */
+#define BENCH_LABEL_BYTES 64
 const char *bench_format_label(moe_dtype weights, moe_dtype down, moe_dtype activations, int64_t cpu_experts,
                                int64_t cache_slots, char *buf, size_t size);
 /* The result table: the column header, then one row per result; the weights column is

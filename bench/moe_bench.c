@@ -292,7 +292,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         moe_layer_desc d = bench_make_desc(c, tokens[j], max_t, f->dtype);
         d.activation_dtype = f->act;
         prog.point = (i * rs->plan.n + fi) * n_tokens + j;
-        char lbl[32];
+        char lbl[BENCH_LABEL_BYTES];
         snprintf(
             prog.label, sizeof prog.label, "%s %d %s, T=%" PRId64, moe_backend_name(target_kind(rs, i)),
             rs->info[i].index,

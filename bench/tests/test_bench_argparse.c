@@ -259,6 +259,15 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "f32,q8_0", "--d-model", "48", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q8_0", "--shared-ff", "40", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "bf16,f16", "--d-ff", "40", "--d-model", "33", NULL) == BENCH_PARSE_OK);
+    /* --down-weights: down's rows (d_ff, --shared-ff) in its blocks, gate/up's (d_model) in --weights'. */
+    CHECK(parse(&c, "--weights", "q4_0", "--down-weights", "q6_k", "--d-model", "64", "--d-ff", "1408",
+                NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_0", "--down-weights", "q6_k", "--d-model", "64", "--d-ff", "512",
+                "--shared-ff", "96", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q8_0", "--d-model", "256", "--d-ff", "1408",
+                NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--weights", "f32,q4_k", "--down-weights", "q4_0", "--d-model", "256", "--d-ff", "96",
+                NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--weights", "q8_0", "--d-ff", "64", "--d-model", "96", "--shared-ff", "32", NULL) ==
           BENCH_PARSE_OK);
     static const char *const bad_weights[] = {"bogus",   "f32,,bf16", "f32,", ",f32", "f32,F32",

@@ -85,8 +85,8 @@ ALWAYS_INLINE simde__m512i nibble_shift(simde__m512i x, int m)
 }
 
 /* One word group's products for nr rows: the group's two word vectors (the pair's panels) at q, their
- * 4 shifts, each row's 8 chains s[r][m & 1][part][vector]; a_r's group starts at ap[r] (pack.c:
- * bf16x2_row, 8 words a group). vdpbf16ps waits ~6 cycles for its sum, so a decode row needs the 8. */
+ * 4 shifts, each row's 8 chains s[r][m & 1][part][vector]; a_r's group starts at ap[r] (BF16_ROW
+ * below, 8 words a group). vdpbf16ps waits ~6 cycles for its sum, so a decode row needs the 8. */
 ALWAYS_INLINE void word_group(const int nr, const unsigned char *q, const simde__m512i table,
                               const uint32_t *const *ap, moe_vec s[MOE_CPU_BF16_MR][2][2][2])
 {
