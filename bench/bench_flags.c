@@ -158,7 +158,8 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "labelled q4_k+q6_k"},
         {"activations", BENCH_OPT_STRING, &c->activations_arg, "A1,A2", 0, 0, 0.0, NULL, "f32",
          "experts' input precision, run side by side: f32, and/or the opt-ins (moe_layer_desc."
-         "activation_dtype) q8_0 (int8 activations; Q8_0/Q4_0/Q4_K weights only) and bf16 (bfloat16 pairs; "
+         "activation_dtype) q8_0 (int8 activations; Q8_0/Q4_0/K-quant weights only) and bf16 (bfloat16 "
+         "pairs; "
          "Q4_0/MXFP4/Q4_K weights only), so another format runs with f32 alone"},
         {"cpu-experts", BENCH_OPT_LIST, &c->cpu_experts, "N1,N2,..", 0, SIZE_MAX_OPT, 0.0, NULL, "off",
          "expert placement, run side by side: for each N the last N routed experts (E-N..E-1) live on a "
@@ -328,7 +329,7 @@ static int expand_activations(const bench_config *c, const char *text, bench_dty
     if (out.n == 0) {
         fprintf(stderr,
                 BENCH_PROG ": --activations %s applies to none of the --weights formats (q8_0 needs "
-                           "q8_0, q4_0 or q4_k weights, bf16 q4_0, mxfp4 or q4_k, for gate/up or down)\n",
+                           "q8_0, q4_0 or K-quant weights, bf16 q4_0, mxfp4 or q4_k, for gate/up or down)\n",
                 text);
         return -1;
     }

@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  12
+#define MOE_VERSION_MINOR  13
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -356,7 +356,8 @@ MOE_API moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dty
                                    int64_t n);
 /* (0.12.0) 1 if a matrix product of weights stored in `weights` can run on `activations`
  * (moe_layer_desc.activation_dtype): F32 (or DEFAULT) for every format; the opt-ins Q8_0 (integer
- * activations) for Q8_0, Q4_0 and Q4_K, and BF16 (bfloat16 pairs) for Q4_0, MXFP4 and Q4_K; else 0.
+ * activations) for Q8_0, Q4_0, Q4_K and (0.13.0) Q5_K and Q6_K, and BF16 (bfloat16 pairs) for Q4_0, MXFP4
+ * and Q4_K; else 0.
  * Each product of a layer (gate/up, down; routed and shared) decides for itself; whether it then
  * runs the opt-in also takes a backend (and CPU) with the path: moe_layer_activation_dtype says. */
 MOE_API int moe_dtype_takes_activations(moe_dtype weights, moe_dtype activations);
@@ -446,7 +447,8 @@ typedef struct moe_layer_desc {
     moe_dtype activation_dtype;         /* (0.3.0) what the experts' inputs are rounded to for their
                                            matrix products. DEFAULT / F32: float32, exact (the
                                            reference's 1e-5). Q8_0, an opt-in for experts stored in
-                                           Q8_0, Q4_0 or (0.7.1) Q4_K: the products run on integer
+                                           Q8_0, Q4_0, (0.7.1) Q4_K or (0.13.0) Q5_K and Q6_K: the
+                                           products run on integer
                                            dot products (x86 AVX512_VNNI, AVX-VNNI, or (0.7.1) AVX2's
                                            vpmaddubsw / vpmaddwd) — each token's input x
                                            quantised to int8
@@ -460,11 +462,12 @@ typedef struct moe_layer_desc {
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path (the CPU's avx512
                                            level, AVX-512 without VNNI, has none), and products of
-                                           weights in F32/F16/BF16, MXFP4, Q5_K or Q6_K, compute in
-                                           float32 as before. (0.12.0) Each product decides for itself:
-                                           a Q4_K gate/up with a Q6_K down (a Q4_K_M file's layers)
+                                           weights in F32/F16/BF16 or MXFP4 (and before 0.13.0 Q5_K
+                                           and Q6_K), compute in float32 as before. (0.12.0) Each
+                                           product decides for itself: a Q4_K gate/up with an F16 down
                                            runs gate/up on the opt-in and down on float32 (before
-                                           0.12.0 both on float32).
+                                           0.12.0 both on float32); a Q4_K_M file's Q4_K gate/up with
+                                           a Q6_K down runs both on it (0.13.0).
                                            (0.11.0) BF16, an opt-in for experts stored in Q4_0,
                                            MXFP4 or Q4_K: bfloat16 pairs — each input value a (x, and
                                            the intermediate) as hi + lo, hi = a rounded to bfloat16,
@@ -556,7 +559,7 @@ MOE_API moe_status moe_layer_create(moe_context *context, const moe_layer_desc *
 MOE_API void moe_layer_destroy(moe_layer *layer);
 /* (0.3.0) What the layer's routed experts round their inputs to: MOE_DTYPE_Q8_0 when
  * desc.activation_dtype asked for it and this backend runs integer dot products on the
- * routed experts' gate/up or (0.12.0: either; before, both) down format (Q8_0, Q4_0, Q4_K; the
+ * routed experts' gate/up or (0.12.0: either; before, both) down format (Q8_0, Q4_0, the K-quants; the
  * other product, in another format, on float32; the shared expert decides the same way for itself);
  * (0.11.0) MOE_DTYPE_BF16 the same way for bfloat16 pairs (Q4_0, MXFP4 or Q4_K, a CPU with
  * AVX512_BF16); else MOE_DTYPE_F32. MOE_DTYPE_DEFAULT for a NULL layer. */

@@ -65,7 +65,7 @@ typedef struct moe_weight_src {
     int64_t batch, rows, cols;
     moe_dtype dtype;
     bool int_dot; /* the tensor will be read with integer activations (moe_ffn_step.act_quant;
-                     only on a backend with moe_backend.int_dot, only for Q8_0 / Q4_0 / Q4_K): the
+                     only on a backend with moe_backend.int_dot, only for Q8_0 / Q4_0 / K-quants): the
                      backend may lay it out for that and only that */
 } moe_weight_src;
 
@@ -84,7 +84,7 @@ moe_status moe_weight_rows_stream(moe_context *ctx, const char *who, const moe_w
                                   size_t staging_size, moe_weight_flush_fn flush, void *user);
 
 /* Integer activations (moe_layer_desc.activation_dtype Q8_0, on a backend with
- * moe_backend.int_dot, for Q8_0 / Q4_0 / Q4_K weights): an ffn step's input rows quantised per group
+ * moe_backend.int_dot, for Q8_0 / Q4_0 / K-quant weights): an ffn step's input rows quantised per group
  * of MOE_ACT_GROUP values, d = max|a| / qmax, q = round(a / d) (half away from zero; 0 where
  * d is 0, and d = 0 where 1/d overflows float; a group holding a NaN or an infinity gets d = NaN and quants
  * 0), qmax 127 (INT8) or 32767 (INT16). A layer quantises its input x to INT8 and the intermediate
@@ -265,7 +265,7 @@ struct moe_backend {
                                where last_device_ms sees only the last one a wait completed */
     size_t staging_bytes;   /* host-visible transfer memory the backend holds */
     int64_t row_tile;       /* rows per GEMM tile: each expert's rows are padded to it */
-    bool int_dot;           /* runs Q8_0 / Q4_0 / Q4_K experts on integer activations when a layer asks */
+    bool int_dot;           /* runs Q8_0 / Q4_0 / K-quant experts on integer activations when a layer asks */
     bool bf16_dot; /* runs Q4_0 / MXFP4 / Q4_K experts on bfloat16-pair activations when a layer asks */
     moe_device_info info;
 };

@@ -157,7 +157,7 @@ static double round_8_bits(double v)
 /* An expert product's input as it is seen (act: what the product runs on, rounded_inputs; intermediate:
  * the down projection's input):
  * - F32: the float values.
- * - Q8_0, integer activations (moe.h, for Q8_0 / Q4_0 / Q4_K weights): each group of 16 rounded to
+ * - Q8_0, integer activations (moe.h, for Q8_0 / Q4_0 / K-quant weights): each group of 16 rounded to
  *   q·d, d = max|a| / qmax in float, q = round(a / d), qmax 127 for x and 32767 for the intermediate — a
  *   group with a non-finite value gives NaN, one so small that 1/d overflows float gives zeros. Integer
  *   sums are exact, so q·d in double is what those products compute, up to float rounding.

@@ -409,13 +409,19 @@ grep -q "^weights: q4_0 (down: q8_0) (the checkpoint's own)" "$work/g.stats" ||
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_k (down: q6_k) (the checkpoint's own)" "$work/g.stats" ||
     fail "moe-run on a Q4_K_M GGUF: $(grep weights "$work/g.stats")"
-# The int8 opt-in there (0.12.0: per product): gate/up on it and the Q6_K down on f32, said so, where the
-# CPU has the integer path; f32 and why where it has none.
+# The opt-ins there, per product (0.12.0): int8 on the Q4_K gate/up and the Q6_K down alike (0.13.0),
+# where the CPU has the integer path; bfloat16 pairs on gate/up and the Q6_K down on f32, said so, where it
+# has the bfloat16 path. F32 and why where it has none.
 "${run[@]}" --model "$gguf/synthetic-q4_k_m.gguf" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
     --backend cpu --activations q8_0 --stats > "$work/g.stats"
-grep -q "^activations: q8_0 (the routed experts' down, q6_k, on f32: no q8_0 path for it)$" "$work/g.stats" ||
+grep -q "^activations: q8_0$" "$work/g.stats" ||
     grep -q "^activations: f32 (q8_0 asked for: no integer path here for these weights)$" "$work/g.stats" ||
     fail "moe-run --activations q8_0 on a Q4_K_M GGUF: $(grep activations "$work/g.stats")"
+"${run[@]}" --model "$gguf/synthetic-q4_k_m.gguf" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
+    --backend cpu --activations bf16 --stats > "$work/g.stats"
+grep -q "^activations: bf16 (the routed experts' down, q6_k, on f32: no bf16 path for it)$" "$work/g.stats" ||
+    grep -q "^activations: f32 (bf16 asked for: no bfloat16-pair path here for these weights; it needs" "$work/g.stats" ||
+    fail "moe-run --activations bf16 on a Q4_K_M GGUF: $(grep activations "$work/g.stats")"
 "${info[@]}" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
 grep -q "architecture qwen3moe: 1 layer, 1 with an MoE block; hidden size 64; 8 experts, top-2" "$work/ginfo.txt" &&
     grep -q "tensor types: F32 ×5 (.*), Q8_0 ×1 (.*), Q4_0 ×2" "$work/ginfo.txt" &&

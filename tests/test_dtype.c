@@ -52,7 +52,7 @@ static void names_and_sizes(void)
     } want[] = {{MOE_DTYPE_F32, "f32", 1, 1024, ""},        {MOE_DTYPE_F16, "f16", 1, 512, ""},
                 {MOE_DTYPE_BF16, "bf16", 1, 512, ""},       {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34, "i"},
                 {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18, "ib"}, {MOE_DTYPE_Q4_K, "q4_k", 256, 144, "ib"},
-                {MOE_DTYPE_Q5_K, "q5_k", 256, 176, ""},     {MOE_DTYPE_Q6_K, "q6_k", 256, 210, ""},
+                {MOE_DTYPE_Q5_K, "q5_k", 256, 176, "i"},    {MOE_DTYPE_Q6_K, "q6_k", 256, 210, "i"},
                 {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17, "b"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,

@@ -190,7 +190,7 @@ static bool close_rel(double a, double b, double tol)
  * and shared expert in it. */
 static moe_dtype g_dtype = MOE_DTYPE_F32;
 /* MOE_TEST_ACTIVATIONS=q8_0: every case asks for int8 activations, and the backend must run
- * them (a kernel level with the int8 path, a Q8_0 / Q4_0 / Q4_K format: int_format). */
+ * them (a kernel level with the int8 path, a Q8_0 / Q4_0 / K-quant format: takes). */
 static moe_dtype g_act = MOE_DTYPE_F32;
 
 static int64_t round_up(int64_t v, int64_t m)
@@ -289,12 +289,13 @@ static void check_pre_converted(moe_context *ctx, const fcase *c, const h_layer 
     for (int i = 0; i < 6; i++) free(conv[i]);
 }
 
-/* The formats moe.h says run on an activation opt-in (gate/up and down both in one of them): integer
- * activations (Q8_0) on Q8_0, Q4_0 and Q4_K, bfloat16 pairs (BF16) on Q4_0, MXFP4 and Q4_K. */
+/* The formats moe.h says run on an activation opt-in (each product in its own format): integer
+ * activations (Q8_0) on Q8_0, Q4_0 and the K-quants, bfloat16 pairs (BF16) on Q4_0, MXFP4 and Q4_K. */
 static bool takes(moe_dtype t, moe_dtype act)
 {
     if (act == MOE_DTYPE_BF16) return t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_MXFP4 || t == MOE_DTYPE_Q4_K;
-    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q4_K;
+    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q4_K || t == MOE_DTYPE_Q5_K ||
+           t == MOE_DTYPE_Q6_K;
 }
 
 /* An opt-in case (g_act Q8_0 or BF16): the layer must say it runs them, and its output must stay within

@@ -55,7 +55,7 @@ static void jstr(const char *s)
  * them, on plain 32-bit word / byte loads.) SUBGROUP_REDUCE belongs to no format: the GPU
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
  * "features" line's "used" list only. The CPU's integer dot products (VNNI, or AVX2's
- * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / Q4_K experts on integer activations, the
+ * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / K-quant experts on integer activations, the
  * opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 / MXFP4 / Q4_K experts on
  * bfloat16
  * pairs, the other opt-in (BF16; BF16 weights are widened with shifts, so they use none): the
@@ -137,8 +137,9 @@ static void print_weights(const moe_device_info *d, int json)
         }
     }
     if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_INT_DOT))
-        printf("\n                      (INT_DOT: Q8_0 / Q4_0 / Q4_K experts on integer activations, asked "
-               "for with activation_dtype q8_0)");
+        printf(
+            "\n                      (INT_DOT: Q8_0 / Q4_0 / K-quant experts on integer activations, asked "
+            "for with activation_dtype q8_0)");
     if (!json && d->type == MOE_DEVICE_TYPE_CPU && (d->features_used & MOE_FEATURE_AVX512_BF16))
         printf("\n                      (AVX512_BF16: Q4_0 / MXFP4 / Q4_K experts on bfloat16-pair "
                "activations, asked for "

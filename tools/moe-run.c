@@ -33,7 +33,7 @@ static void usage(FILE *f)
             "Y.npy. --weights stores the experts (routed and shared) in that format, converted or\n"
             "quantised once at load (default: the checkpoint's own dtype; q8_0 and q4_0 need the\n"
             "hidden and intermediate sizes to be multiples of 32, the K-quants multiples of 256).\n"
-            "--activations q8_0 lets Q8_0 / Q4_0 / Q4_K experts run on integer activations\n"
+            "--activations q8_0 lets Q8_0 / Q4_0 / K-quant experts run on integer activations\n"
             "(opt-in: faster decode where the CPU has AVX2 or VNNI, ~0.5%%\n"
             "off the float result; moe.h, activation_dtype); --activations bf16 lets Q4_0 / MXFP4 /\n"
             "Q4_K experts run on bfloat16 pairs (opt-in: faster where the CPU has AVX512_BF16, ~4e-6 off).\n"

@@ -342,6 +342,9 @@ static void test_formats_and_layers(void)
               BENCH_PARSE_OK &&
           c.weights.n == 2 && c.weights.v[0] == MOE_DTYPE_Q6_K && c.weights.act[1] == MOE_DTYPE_Q8_0);
     CHECK(parse(&c, "--weights", "q6_k", "--down-weights", "q6_k", "--activations", "q8_0", NULL) ==
+              BENCH_PARSE_OK &&
+          c.weights.n == 1 && c.weights.act[0] == MOE_DTYPE_Q8_0); /* 0.13.0: Q6_K takes them */
+    CHECK(parse(&c, "--weights", "mxfp4", "--down-weights", "f16", "--activations", "q8_0", NULL) ==
           BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q6_k,q8_0", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q7", NULL) == BENCH_PARSE_ERROR);

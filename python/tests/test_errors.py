@@ -158,7 +158,7 @@ def test_takes_activations():
     # moe.h's table: the opt-ins per format, float32 for all
     for w in moe.dtypes():
         assert moe.takes_activations(w, "f32")
-        assert moe.takes_activations(w, "q8_0") == (w in ("q8_0", "q4_0", "q4_k")), w
+        assert moe.takes_activations(w, "q8_0") == (w in ("q8_0", "q4_0", "q4_k", "q5_k", "q6_k")), w
         assert moe.takes_activations(w, "bf16") == (w in ("q4_0", "mxfp4", "q4_k")), w
         assert not moe.takes_activations(w, "f16")
     with pytest.raises(ValueError, match="q7"):

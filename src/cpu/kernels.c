@@ -1136,6 +1136,8 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
 {
     const bool wide = g->act_quant == MOE_ACT_INT16;
     const int_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K ? (wide ? tile_i16_q4k : tile_i8_q4k)
+                             : g->dtype == MOE_DTYPE_Q6_K ? (wide ? tile_i16_q6k : tile_i8_q6k)
+                             : g->dtype == MOE_DTYPE_Q5_K ? (wide ? tile_i16_q5k : tile_i8_q5k)
                              : g->dtype == MOE_DTYPE_Q4_0 ? (wide ? tile_i16_q4 : tile_i8_q4)
                                                           : (wide ? tile_i16_q8 : tile_i8_q8);
     const int64_t K = g->k_dim, ng = K / MOE_ACT_GROUP;

@@ -59,9 +59,9 @@ static inline moe_ivec ivec_dpbusd(moe_ivec c, moe_ivec w, moe_ivec a)
 #endif
 
 /* c + Σ_j (4-byte dot products of w[j]'s unsigned bytes with a[j]'s signed ones) in each 32-bit
- * lane, for weights that are nibbles (0..15: Q4_0, Q4_K). With VNNI four vpdpbusd; on AVX2 the
- * four vpmaddubsw are summed as int16 before one vpmaddwd: exact, since a pair of products is at
- * most 15·127·2 = 3810 in magnitude (activations are −127..127) and four pairs 15240 < 32767. */
+ * lane, for weights of at most 5 bits (0..15: Q4_0, Q4_K; 0..31: Q5_K). With VNNI four vpdpbusd; on
+ * AVX2 the four vpmaddubsw are summed as int16 before one vpmaddwd: exact, since a pair of products is
+ * at most 31·127·2 = 7874 in magnitude (activations are −127..127) and four pairs 31496 < 32767. */
 ALWAYS_INLINE moe_ivec ivec_dot4_nib(moe_ivec c, const moe_ivec w[4], const moe_ivec a[4])
 {
 #if INT_VNNI
@@ -187,8 +187,20 @@ ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, i
     }
 }
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q4_K's integer layout (cpu.h),
- * a_r quantised (int8, or int16 when wide). Per sub-block j of 32 k and half of it (16 k, one
+/* Bit 4 of each of x's bytes from its bit b (0..7), the others 0: the bit masked first, then a 32-bit
+ * shift by 4 − b, which moves it within its byte (Q5_K's fifth bits, from a word of its high-bit bytes;
+ * masked after the shift, the or with the nibbles took one more operation). */
+ALWAYS_INLINE moe_ivec fifth_bits(moe_ivec x, int b)
+{
+    x = ivec_and(x, ivec_set1_i8((char)(1 << b)));
+    return b < 4 ? ivec_slli(x, 4 - b) : b > 4 ? ivec_srli(x, b - 4) : x;
+}
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q4_K's or Q5_K's integer layout
+ * (cpu.h), a_r quantised (int8, or int16 when wide). Q5_K is Q4_K with a fifth bit to each value, from
+ * its high-bit bytes in words (qh byte l: bit 2c for the low nibble's value of nibble byte 32c + l,
+ * 2c + 1 for the high one's), put in before the products; the rest is Q4_K's. Per sub-block j of 32 k
+ * and half of it (16 k, one
  * activation scale d_a), the exact integer Σ q·q_a; then out += d·sc_j·(d_a0·Σ_0 + d_a1·Σ_1)
  * − dmin·m_j·(Σ of the sub-block's quantised activations, d_a0·Σq_a0 + d_a1·Σq_a1): the min
  * multiplies the activations as they were rounded, so the result is the exact product with the
@@ -196,20 +208,21 @@ ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, i
  * (low nibbles) and the same 4 of sub-block 2c + 1 (high), so one load serves two sub-blocks. The
  * super-block is read in memory order, chunk c (its 1 KiB of nibbles for sub-blocks 2c, 2c + 1)
  * after chunk c − 1, each vector of the pair in turn; as a chunk starts, the lines as far past it
- * as MOE_CPU_PREFETCH_DIST are prefetched into L1 (prefetch_line_l1), the head's as a super-block
- * starts: decode streams these bytes once. (Each vector's column through the whole super-block,
- * its 74 lines prefetched at once into L2, decoded at 0.7× the speed of this order.) */
-ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, const qrow *a,
-                               const unsigned char *b, float *restrict out)
+ * as MOE_CPU_PREFETCH_DIST are prefetched into L1 (prefetch_line_l1), the head's (and Q5_K's high
+ * bits) as a super-block starts: decode streams these bytes once. (Each vector's column through the whole
+ * super-block, its 74 lines prefetched at once into L2, decoded at 0.7× the speed of this order.) */
+ALWAYS_INLINE void int_kq_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim,
+                               const qrow *a, const unsigned char *b, float *restrict out)
 {
-    const moe_dtype dt = MOE_DTYPE_Q4_K;
+    const bool q5 = dt == MOE_DTYPE_Q5_K;
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt), chunk = 8 * 4 * PAIR;
-    const moe_ivec nib = ivec_set1_i8(0x0f), nib16 = ivec_set1(0x000f000f);
+    const moe_ivec nib = ivec_set1_i8(0x0f), nib16 = ivec_set1(0x000f000f), bytes02 = ivec_set1(0x00ff00ff);
     zero_rows(nr, out);
     for (int64_t sb = 0; sb < k_dim / MOE_SUPER_BLOCK_SIZE; sb++) {
         const unsigned char *p = b + (size_t)sb * super_bytes, *q = p + MOE_CPU_KQ_NIB(dt);
         const int64_t k0 = sb * MOE_SUPER_BLOCK_SIZE, g0 = k0 / MOE_ACT_GROUP;
         for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line_l1(p + l); /* a later head */
+        for (size_t l = MOE_CPU_KQ_QH(dt); l < super_bytes; l += 64) prefetch_line_l1(p + l); /* Q5_K's qh */
         float msum[MR_INT][8]; /* each sub-block's sum of the rounded activations */
         for (int r = 0; r < nr; r++)
             for (int j = 0; j < 8; j++) {
@@ -220,7 +233,8 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, con
             const unsigned char *qc = q + (size_t)c * chunk;
             for (size_t l = 0; l < chunk; l += 64) prefetch_line_l1(qc + l);
             for (int v = 0; v < NV; v++) {
-                const unsigned char *qv = qc + (size_t)v * 4 * MOE_VLEN;
+                const unsigned char *qv = qc + (size_t)v * 4 * MOE_VLEN,
+                                    *hv = p + MOE_CPU_KQ_QH(dt) + (size_t)v * 4 * MOE_VLEN;
                 /* s[r][2h + half]: sub-block 2c + h (h = 0 low nibbles, 1 high), k half·16.. of it */
                 moe_ivec s[MR_INT][4];
                 if (!wide) {
@@ -230,6 +244,11 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, con
                             const moe_ivec w = ivec_loadu(qv + (4 * half + i) * 4 * PAIR);
                             lo[i] = ivec_and(w, nib);
                             hi[i] = ivec_and(ivec_srli(w, 4), nib);
+                            if (q5) { /* values 0..31: ivec_dot4_nib's int16 sums stay exact (its bound) */
+                                const moe_ivec hb = ivec_loadu(hv + (4 * half + i) * 4 * PAIR);
+                                lo[i] = ivec_or(lo[i], fifth_bits(hb, 2 * c));
+                                hi[i] = ivec_or(hi[i], fifth_bits(hb, 2 * c + 1));
+                            }
                         }
                         for (int r = 0; r < nr; r++) {
                             moe_ivec al[4], ah[4];
@@ -248,9 +267,23 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, con
                         for (int r = 0; r < nr; r++) lo[r] = hi[r] = ivec_zero();
                         for (int i = 0; i < 4; i++) {
                             const moe_ivec w = ivec_loadu(qv + (4 * half + i) * 4 * PAIR);
-                            const moe_ivec e0 = ivec_and(w, nib16), e1 = ivec_and(ivec_srli(w, 8), nib16),
-                                           e2 = ivec_and(ivec_srli(w, 4), nib16),
-                                           e3 = ivec_and(ivec_srli(w, 12), nib16);
+                            moe_ivec e0, e1, e2,
+                                e3;   /* the 16-bit pairs: bytes (0, 2), (1, 3), low then high */
+                            if (q5) { /* the 5-bit values as bytes first */
+                                const moe_ivec hb = ivec_loadu(hv + (4 * half + i) * 4 * PAIR);
+                                const moe_ivec l5 = ivec_or(ivec_and(w, nib), fifth_bits(hb, 2 * c)),
+                                               h5 = ivec_or(ivec_and(ivec_srli(w, 4), nib),
+                                                            fifth_bits(hb, 2 * c + 1));
+                                e0 = ivec_and(l5, bytes02);
+                                e1 = ivec_and(ivec_srli(l5, 8), bytes02);
+                                e2 = ivec_and(h5, bytes02);
+                                e3 = ivec_and(ivec_srli(h5, 8), bytes02);
+                            } else { /* the nibbles straight from the word */
+                                e0 = ivec_and(w, nib16);
+                                e1 = ivec_and(ivec_srli(w, 8), nib16);
+                                e2 = ivec_and(ivec_srli(w, 4), nib16);
+                                e3 = ivec_and(ivec_srli(w, 12), nib16);
+                            }
                             const int64_t k = k0 + 64 * c + 16 * half + 4 * i;
                             for (int r = 0; r < nr; r++) {
                                 lo[r] = ivec_dpwssd(lo[r], e0, lanes4(&a[r], 2 * k));
@@ -288,34 +321,152 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const bool wide, int64_t k_dim, con
     }
 }
 
+/* c + the 4-byte dot products of w's unsigned bytes (at most 63: Q6_K's values) with a's signed ones in
+ * each 32-bit lane. Without VNNI one vpmaddubsw (a pair of products at most 63·127·2 = 16002, inside
+ * int16) and one vpmaddwd: ivec_dpbusd's general form takes a byte in two nibbles, twice the work. */
+ALWAYS_INLINE moe_ivec ivec_dpbusd6(moe_ivec c, moe_ivec w, moe_ivec a)
+{
+#if INT_VNNI
+    return ivec_dpbusd(c, w, a);
+#else
+    return simde_mm256_add_epi32(
+        c, simde_mm256_madd_epi16(simde_mm256_maddubs_epi16(w, a), simde_mm256_set1_epi16(1)));
+#endif
+}
+
+/* Q6_K's values (0..63, unsigned) of 4 words: k + 0, + 32, + 64, + 96 (int_q6k_rows) from nibble words
+ * n0 (low nibbles k, high k + 64) and n1 (k + 32, k + 96) and the word of their high bits hb (bits 0-1,
+ * 2-3, 4-5, 6-7 of each byte for k, + 32, + 64, + 96), each value's two high bits to bits 4-5 of its
+ * byte. At 512 bits a byte's low nibble and its high bits are put together by one vpternlogd (a bitwise
+ * select), after masking hb once into the pairs that land in place (0x33) and the others (0xcc): bits
+ * a shift moves past a byte's edge land in the part the select takes from the nibbles. 11 operations for
+ * the 4 words, where masking each part and or-ing them takes 17, as at 256 bits, where a select is 3. */
+ALWAYS_INLINE void q6k_values(moe_ivec n0, moe_ivec n1, moe_ivec hb, moe_ivec w[4])
+{
+    const moe_ivec nib = ivec_set1_i8(0x0f);
+#if MOE_CPU_LEVEL == 2
+#define ivec_select(m, a, b) simde_mm512_ternarylogic_epi32((m), (a), (b), 0xca) /* m ? a : b, bitwise */
+    const moe_ivec h03 = ivec_and(hb, ivec_set1_i8(0x33)), h0c = ivec_and(hb, ivec_set1_i8((char)0xcc));
+    w[0] = ivec_select(nib, n0, ivec_slli(h03, 4));
+    w[1] = ivec_select(nib, n1, ivec_slli(h0c, 2));
+    w[2] = ivec_select(nib, ivec_srli(n0, 4), h03);
+    w[3] = ivec_select(nib, ivec_srli(n1, 4), ivec_srli(h0c, 2));
+#undef ivec_select
+#else
+    const moe_ivec high = ivec_set1_i8(0x30);
+    w[0] = ivec_or(ivec_and(n0, nib), ivec_and(ivec_slli(hb, 4), high));
+    w[1] = ivec_or(ivec_and(n1, nib), ivec_and(ivec_slli(hb, 2), high));
+    w[2] = ivec_or(ivec_and(ivec_srli(n0, 4), nib), ivec_and(hb, high));
+    w[3] = ivec_or(ivec_and(ivec_srli(n1, 4), nib), ivec_and(ivec_srli(hb, 2), high));
+#endif
+}
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q6_K's integer layout (cpu.h: its
+ * nibbles and its high bits in words), a_r quantised (int8, or int16 when wide). A sub-block of Q6_K
+ * is 16 values, one int8 scale, as an activation group is 16 values, one d_a: per sub-block j the
+ * exact integer Σ q·q_a − 32·Σ q_a (the values enter unsigned, 0..63, the zero point 32 taken off with
+ * the activations' sum), then out += d·sc_j·d_a·that. Nibble word group 16n + 8g + 4h + i holds, per
+ * column, 4 consecutive k of value 128n + 32g + 16h + 4i (low nibbles) and the same + 64 (high); their
+ * high bits are in one word, qh group 8n + 4h + i (bits 2g, 2g + 1 of each byte for the low nibble's
+ * value, 2g + 4, 2g + 5 for the high one's), so one qh load serves both g: 4 words of 4 k at k + 32m,
+ * m = 0..3, of sub-blocks 8n + h + 2m. The super-block is read a quarter (n, h) at a time, its 8
+ * nibble groups and 4 qh groups (24 lines), each vector of the pair in turn, out read and written once
+ * a quarter; as a quarter starts, its lines as far ahead as MOE_CPU_PREFETCH_DIST are prefetched (the
+ * head's as the super-block starts), as int_kq_rows does by chunks. The super-block's 105 lines
+ * prefetched at once as it started held the stream back: 2-core Zen 4, qwen3-30b-a3b decode from
+ * memory, Q6_K on int8, 1.26-1.29 ms a forward (float activations 1.23-1.28), by quarters 0.89-1.02. */
+ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim,
+                                const qrow *a, const unsigned char *b, float *restrict out)
+{ /* dt: MOE_DTYPE_Q6_K (the tiles call every kernel alike: INT_TILE) */
+    const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt), group = 4 * PAIR;
+    const moe_ivec bytes02 = ivec_set1(0x00ff00ff);
+    zero_rows(nr, out);
+    for (int64_t sb = 0; sb < k_dim / MOE_SUPER_BLOCK_SIZE; sb++) {
+        const unsigned char *p = b + (size_t)sb * super_bytes, *ql = p + MOE_CPU_KQ_NIB(dt),
+                            *qh = p + MOE_CPU_KQ_QH(dt);
+        const int64_t k0 = sb * MOE_SUPER_BLOCK_SIZE, g0 = k0 / MOE_ACT_GROUP;
+        for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line_l1(p + l); /* d, the scales */
+        for (int n = 0; n < 2; n++)
+            for (int h = 0; h < 2; h++) {
+                /* the quarter's lines: 4 nibble groups for each g, 4 qh groups */
+                for (size_t l = 0; l < 4 * group; l += 64) {
+                    prefetch_line_l1(ql + (size_t)(16 * n + 4 * h) * group + l);
+                    prefetch_line_l1(ql + (size_t)(16 * n + 8 + 4 * h) * group + l);
+                    prefetch_line_l1(qh + (size_t)(8 * n + 4 * h) * group + l);
+                }
+                for (int v = 0; v < NV; v++) {
+                    const size_t col = (size_t)v * 4 * MOE_VLEN;
+                    moe_ivec s[MR_INT][4];
+                    for (int r = 0; r < nr; r++)
+                        for (int m = 0; m < 4; m++) s[r][m] = ivec_zero();
+                    for (int i = 0; i < 4; i++) {
+                        const moe_ivec hb = ivec_loadu(qh + (size_t)(8 * n + 4 * h + i) * group + col);
+                        const moe_ivec n0 = ivec_loadu(ql + (size_t)(16 * n + 4 * h + i) * group + col);
+                        const moe_ivec n1 = ivec_loadu(ql + (size_t)(16 * n + 8 + 4 * h + i) * group + col);
+                        moe_ivec w[4]; /* k + 0, + 32, + 64, + 96 */
+                        q6k_values(n0, n1, hb, w);
+                        const int64_t k = k0 + 128 * n + 16 * h + 4 * i;
+                        if (!wide) {
+                            for (int r = 0; r < nr; r++)
+                                for (int m = 0; m < 4; m++)
+                                    s[r][m] = ivec_dpbusd6(s[r][m], w[m], lanes4(&a[r], k + 32 * m));
+                        } else { /* int16 pairs (k, k + 2) and (k + 1, k + 3) */
+                            for (int m = 0; m < 4; m++) {
+                                const moe_ivec e0 = ivec_and(w[m], bytes02),
+                                               e1 = ivec_and(ivec_srli(w[m], 8), bytes02);
+                                for (int r = 0; r < nr; r++) {
+                                    const int64_t km = k + 32 * m;
+                                    s[r][m] = ivec_dpwssd(s[r][m], e0, lanes4(&a[r], 2 * km));
+                                    s[r][m] = ivec_dpwssd(s[r][m], e1, lanes4(&a[r], 2 * (km + 2)));
+                                }
+                            }
+                        }
+                    }
+                    const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
+                    moe_vec o[MR_INT];
+                    for (int r = 0; r < nr; r++) o[r] = vec_load(out + r * PAIR + v * MOE_VLEN);
+                    for (int m = 0; m < 4; m++) {
+                        const int j = 8 * n + h + 2 * m;
+                        const moe_vec scale = vec_mul(
+                            d, vec_from_int(ivec_load_i8(p + MOE_CPU_KQ_SC(dt) + (size_t)j * MOE_CPU_KQ_COLS +
+                                                         (size_t)v * MOE_VLEN)));
+                        for (int r = 0; r < nr; r++) {
+                            const int64_t g = g0 + j;
+                            const moe_vec x = vec_from_i32(ivec_sub(s[r][m], ivec_set1(32 * a[r].sum[g])));
+                            o[r] = vec_fmadd(vec_mul(scale, vec_set1(a[r].d[g])), x, o[r]);
+                        }
+                    }
+                    for (int r = 0; r < nr; r++) vec_store(out + r * PAIR + v * MOE_VLEN, o[r]);
+                }
+            }
+    }
+}
+
 typedef void (*int_tile_fn)(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out);
-#define CASE_I8_Q8(r, unused)  CASE_INT_(r, MOE_DTYPE_Q8_0, false)
-#define CASE_I8_Q4(r, unused)  CASE_INT_(r, MOE_DTYPE_Q4_0, false)
-#define CASE_I16_Q8(r, unused) CASE_INT_(r, MOE_DTYPE_Q8_0, true)
-#define CASE_I16_Q4(r, unused) CASE_INT_(r, MOE_DTYPE_Q4_0, true)
-#define CASE_INT_(r, dt, wide)                                                                               \
+/* A tile: a switch over the row counts 1..MR_INT, each case the kernel `fn` with its constants (dt, wide),
+ * passed down ROWS as one parenthesised argument and spread again by INT_CALL. */
+#define INT_ARGS_(fn, dt, wide)    fn, dt, wide
+#define INT_CALL_(fn, dt, wide, r) fn(r, dt, wide, k_dim, a, b, out)
+#define INT_CALL(...)              INT_CALL_(__VA_ARGS__)
+#define CASE_INT_(r, args)                                                                                   \
     case r:                                                                                                  \
-        int_rows(r, dt, wide, k_dim, a, b, out);                                                             \
+        INT_CALL(INT_ARGS_ args, r);                                                                         \
         return;
-#define INT_TILE(name, CASE)                                                                                 \
+#define INT_TILE(name, fn, dt, wide)                                                                         \
     static void name(int n, int64_t k_dim, const qrow *a, const unsigned char *b, float *out)                \
     {                                                                                                        \
         switch (n) {                                                                                         \
-            ROWS(MR_INT, CASE, 0)                                                                            \
+            ROWS(MR_INT, CASE_INT_, (fn, dt, wide))                                                          \
         }                                                                                                    \
     }
-INT_TILE(tile_i8_q8, CASE_I8_Q8)
-INT_TILE(tile_i8_q4, CASE_I8_Q4)
-INT_TILE(tile_i16_q8, CASE_I16_Q8)
-INT_TILE(tile_i16_q4, CASE_I16_Q4)
-#define CASE_I8_Q4K(r, unused)                                                                               \
-    case r:                                                                                                  \
-        int_kq_rows(r, false, k_dim, a, b, out);                                                             \
-        return;
-#define CASE_I16_Q4K(r, unused)                                                                              \
-    case r:                                                                                                  \
-        int_kq_rows(r, true, k_dim, a, b, out);                                                              \
-        return;
-INT_TILE(tile_i8_q4k, CASE_I8_Q4K)
-INT_TILE(tile_i16_q4k, CASE_I16_Q4K)
+INT_TILE(tile_i8_q8, int_rows, MOE_DTYPE_Q8_0, false)
+INT_TILE(tile_i8_q4, int_rows, MOE_DTYPE_Q4_0, false)
+INT_TILE(tile_i16_q8, int_rows, MOE_DTYPE_Q8_0, true)
+INT_TILE(tile_i16_q4, int_rows, MOE_DTYPE_Q4_0, true)
+INT_TILE(tile_i8_q4k, int_kq_rows, MOE_DTYPE_Q4_K, false)
+INT_TILE(tile_i16_q4k, int_kq_rows, MOE_DTYPE_Q4_K, true)
+INT_TILE(tile_i8_q5k, int_kq_rows, MOE_DTYPE_Q5_K, false)
+INT_TILE(tile_i16_q5k, int_kq_rows, MOE_DTYPE_Q5_K, true)
+INT_TILE(tile_i8_q6k, int_q6k_rows, MOE_DTYPE_Q6_K, false)
+INT_TILE(tile_i16_q6k, int_q6k_rows, MOE_DTYPE_Q6_K, true)
 #endif /* MOE_CPU_INT8 */

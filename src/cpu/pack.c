@@ -65,9 +65,18 @@ static unsigned char q4k_paired_byte(const unsigned char *qs, int t)
     return (unsigned char)(((c[l] >> shift) & 15) | (((c[l + 16] >> shift) & 15) << 4));
 }
 
+/* Where byte row t of a K-quant field (nibbles, high bits) keeps column col's byte: row t in the
+ * byte layout, byte t % 4 of the column's word in group t / 4 in the word layout (cpu.h). */
+static size_t kq_at(bool words, int t, int col)
+{
+    const int C = MOE_CPU_KQ_COLS;
+    return words ? (size_t)((t / 4) * 4 * C + col * 4 + t % 4) : (size_t)(t * C + col);
+}
+
 /* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
- * words (Q4_K only) the nibble bytes in groups of 4, one 32-bit word a column; Q4_K without them
- * has its nibbles paired within sub-blocks (q4k_paired_byte). */
+ * words (Q4_K, and Q5_K / Q6_K for integer activations) the nibble bytes, and the high bits, in groups
+ * of 4, one 32-bit word a column; Q4_K without them has its nibbles paired within sub-blocks
+ * (q4k_paired_byte). */
 static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool words,
                            const unsigned char *row)
 {
@@ -80,12 +89,12 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
         if (dt == MOE_DTYPE_Q6_K) { /* ql[128], qh[64], int8 sc[16], fp16 d */
             memcpy(dst + 2 * col, src + 208, 2);
             for (int j = 0; j < 16; j++) dst[MOE_CPU_KQ_SC(dt) + j * C + col] = src[192 + j];
-            for (int t = 0; t < 128; t++) dst[MOE_CPU_KQ_NIB(dt) + t * C + col] = src[t];
-            for (int l = 0; l < 64; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[128 + l];
+            for (int t = 0; t < 128; t++) dst[MOE_CPU_KQ_NIB(dt) + kq_at(words, t, col)] = src[t];
+            for (int l = 0; l < 64; l++) dst[MOE_CPU_KQ_QH(dt) + kq_at(words, l, col)] = src[128 + l];
             continue;
         }
         /* Q4_K / Q5_K: fp16 d, fp16 dmin, scales[12], (Q5_K: qh[32]), qs[128] */
-        const bool q5 = dt == MOE_DTYPE_Q5_K, q4 = words && dt == MOE_DTYPE_Q4_K;
+        const bool q5 = dt == MOE_DTYPE_Q5_K;
         memcpy(dst + 2 * col, src, 2);
         memcpy(dst + MOE_CPU_KQ_DMIN + 2 * col, src + 2, 2);
         for (int j = 0; j < 8; j++) {
@@ -96,10 +105,10 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
         }
         const unsigned char *qs = src + (q5 ? 48 : 16);
         for (int t = 0; t < 128; t++)
-            dst[MOE_CPU_KQ_NIB(dt) + (q4 ? (t / 4) * 4 * C + col * 4 + t % 4 : t * C + col)] =
+            dst[MOE_CPU_KQ_NIB(dt) + kq_at(words, t, col)] =
                 dt == MOE_DTYPE_Q4_K && !words ? q4k_paired_byte(qs, t) : qs[t];
         if (q5)
-            for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + l * C + col] = src[16 + l];
+            for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + kq_at(words, l, col)] = src[16 + l];
     }
 }
 
