@@ -86,8 +86,7 @@ bool moe_dtype_is_kquant(moe_dtype dtype)
 int moe_dtype_takes_activations(moe_dtype weights, moe_dtype act)
 {
     if (act == MOE_DTYPE_Q8_0)
-        return weights == MOE_DTYPE_Q8_0 || weights == MOE_DTYPE_Q4_0 || weights == MOE_DTYPE_Q4_K ||
-               weights == MOE_DTYPE_Q5_K || weights == MOE_DTYPE_Q6_K;
+        return weights == MOE_DTYPE_Q8_0 || weights == MOE_DTYPE_Q4_0 || moe_dtype_is_kquant(weights);
     if (act == MOE_DTYPE_BF16)
         return weights == MOE_DTYPE_Q4_0 || weights == MOE_DTYPE_MXFP4 || weights == MOE_DTYPE_Q4_K;
     return (act == MOE_DTYPE_F32 || act == MOE_DTYPE_DEFAULT) && moe_dtype_block_size(weights) > 0;

@@ -195,6 +195,14 @@ ALWAYS_INLINE moe_ivec fifth_bits(moe_ivec x, int b)
     x = ivec_and(x, ivec_set1_i8((char)(1 << b)));
     return b < 4 ? ivec_slli(x, 4 - b) : b > 4 ? ivec_srli(x, b - 4) : x;
 }
+/* Q5_K's values (0..31, a byte each) of nibble word w of chunk c and the word of their fifth bits hb:
+ * *lo the low nibbles' (bit 2c), *hi the high ones' (bit 2c + 1). */
+ALWAYS_INLINE void q5k_values(moe_ivec w, moe_ivec hb, int c, moe_ivec *lo, moe_ivec *hi)
+{
+    const moe_ivec nib = ivec_set1_i8(0x0f);
+    *lo = ivec_or(ivec_and(w, nib), fifth_bits(hb, 2 * c));
+    *hi = ivec_or(ivec_and(ivec_srli(w, 4), nib), fifth_bits(hb, 2 * c + 1));
+}
 
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q4_K's or Q5_K's integer layout
  * (cpu.h), a_r quantised (int8, or int16 when wide). Q5_K is Q4_K with a fifth bit to each value, from
@@ -242,12 +250,11 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const moe_dtype dt, const bool wide
                         moe_ivec lo[4], hi[4];
                         for (int i = 0; i < 4; i++) {
                             const moe_ivec w = ivec_loadu(qv + (4 * half + i) * 4 * PAIR);
-                            lo[i] = ivec_and(w, nib);
-                            hi[i] = ivec_and(ivec_srli(w, 4), nib);
                             if (q5) { /* values 0..31: ivec_dot4_nib's int16 sums stay exact (its bound) */
-                                const moe_ivec hb = ivec_loadu(hv + (4 * half + i) * 4 * PAIR);
-                                lo[i] = ivec_or(lo[i], fifth_bits(hb, 2 * c));
-                                hi[i] = ivec_or(hi[i], fifth_bits(hb, 2 * c + 1));
+                                q5k_values(w, ivec_loadu(hv + (4 * half + i) * 4 * PAIR), c, &lo[i], &hi[i]);
+                            } else {
+                                lo[i] = ivec_and(w, nib);
+                                hi[i] = ivec_and(ivec_srli(w, 4), nib);
                             }
                         }
                         for (int r = 0; r < nr; r++) {
@@ -270,10 +277,8 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const moe_dtype dt, const bool wide
                             moe_ivec e0, e1, e2,
                                 e3;   /* the 16-bit pairs: bytes (0, 2), (1, 3), low then high */
                             if (q5) { /* the 5-bit values as bytes first */
-                                const moe_ivec hb = ivec_loadu(hv + (4 * half + i) * 4 * PAIR);
-                                const moe_ivec l5 = ivec_or(ivec_and(w, nib), fifth_bits(hb, 2 * c)),
-                                               h5 = ivec_or(ivec_and(ivec_srli(w, 4), nib),
-                                                            fifth_bits(hb, 2 * c + 1));
+                                moe_ivec l5, h5;
+                                q5k_values(w, ivec_loadu(hv + (4 * half + i) * 4 * PAIR), c, &l5, &h5);
                                 e0 = ivec_and(l5, bytes02);
                                 e1 = ivec_and(ivec_srli(l5, 8), bytes02);
                                 e2 = ivec_and(h5, bytes02);
