@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  13
+#define MOE_VERSION_MINOR  14
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -159,7 +159,7 @@ typedef enum moe_feature {
     MOE_FEATURE_INT_DOT = 1u << 7,        /* GPU: integer dot products (VK_KHR_shader_integer_dot_product,
                                              cl_khr_integer_dot_product); CPU (0.7.1): the integer-
                                              activation kernels' instructions (AVX2's vpmaddubsw /
-                                             vpmaddwd, or VNNI) */
+                                             vpmaddwd, or VNNI; (0.14.0) Arm's FEAT_DotProd, sdot) */
     MOE_FEATURE_SUBGROUP_REDUCE = 1u << 8 /* GPU: subgroup add reductions */
 } moe_feature;
 
@@ -450,7 +450,8 @@ typedef struct moe_layer_desc {
                                            Q8_0, Q4_0, (0.7.1) Q4_K or (0.13.0) Q5_K and Q6_K: the
                                            products run on integer
                                            dot products (x86 AVX512_VNNI, AVX-VNNI, or (0.7.1) AVX2's
-                                           vpmaddubsw / vpmaddwd) — each token's input x
+                                           vpmaddubsw / vpmaddwd; (0.14.0) 64-bit Arm's sdot,
+                                           FEAT_DotProd) — each token's input x
                                            quantised to int8
                                            per group of 16 values, q = round(a / d), d = max|a| / 127
                                            in float32 (ggml's Q8_0 rule on half blocks), and the
@@ -461,7 +462,8 @@ typedef struct moe_layer_desc {
                                            result on the same weights (docs/ARCHITECTURE.md has the
                                            figures per preset). A request, never a requirement: a
                                            backend or CPU without such a path (the CPU's avx512
-                                           level, AVX-512 without VNNI, has none), and products of
+                                           level, AVX-512 without VNNI, has none, nor an Arm CPU
+                                           without the dot products), and products of
                                            weights in F32/F16/BF16 or MXFP4 (and before 0.13.0 Q5_K
                                            and Q6_K), compute in float32 as before. (0.12.0) Each
                                            product decides for itself: a Q4_K gate/up with an F16 down

@@ -54,12 +54,11 @@ static void jstr(const char *s)
  * by the features in this list that moe uses on the device. (A format runs without any of
  * them, on plain 32-bit word / byte loads.) SUBGROUP_REDUCE belongs to no format: the GPU
  * decode kernel adds its partial sums with it whatever the format, so it shows on the
- * "features" line's "used" list only. The CPU's integer dot products (VNNI, or AVX2's
- * vpmaddubsw / vpmaddwd: "int_dot") serve Q8_0 / Q4_0 / K-quant experts on integer activations, the
- * opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 / MXFP4 / Q4_K experts on
- * bfloat16
- * pairs, the other opt-in (BF16; BF16 weights are widened with shifts, so they use none): the
- * lines say so. */
+ * "features" line's "used" list only. The CPU's integer dot products (VNNI, AVX2's
+ * vpmaddubsw / vpmaddwd, or Arm's sdot: "int_dot") serve Q8_0 / Q4_0 / K-quant experts on integer
+ * activations, the opt-in (moe_layer_desc.activation_dtype Q8_0), and AVX512_BF16 (0.11.0) Q4_0 / MXFP4 /
+ * Q4_K experts on bfloat16 pairs, the other opt-in (BF16; BF16 weights are widened with shifts, so they use
+ * none): the lines say so. */
 static uint32_t format_features(moe_dtype dt)
 {
     switch (dt) {
@@ -76,6 +75,9 @@ static uint32_t format_features(moe_dtype dt)
                MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
     case MOE_DTYPE_Q4_K: /* the CPU's integer and bfloat16-pair paths (the GPU kernels use none of these) */
         return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
+    case MOE_DTYPE_Q5_K: /* the CPU's integer path (0.13.0) */
+    case MOE_DTYPE_Q6_K:
+        return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
     case MOE_DTYPE_MXFP4: /* the CPU's bfloat16-pair path */
         return MOE_FEATURE_AVX512_BF16;
     default:

@@ -167,7 +167,8 @@ typedef struct moe_cpu_gemm {
 } moe_cpu_gemm;
 
 typedef struct moe_cpu_kernels {
-    const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "simde512" */
+    const char *name;       /* "baseline", "avx2", "avx2vnni", "avx512", "avx512vnni", "neondot", "simde512",
+                               "simdedot" */
     uint32_t features_used; /* MOE_FEATURE_* bits the kernels use (F16C at avx2 and avx512) */
     bool int_dot;           /* gemm runs integer activations (moe_cpu_gemm.a_q) on Q8_0 / Q4_0 / K-quants */
     int bf16_dot;           /* gemm runs bfloat16-pair activations (MOE_ACT_BF16X2) on Q4_0, MXFP4 and Q4_K
@@ -189,6 +190,12 @@ typedef struct moe_cpu_kernels {
 extern const moe_cpu_kernels moe_cpu_kernels_baseline;
 #if MOE_CPU_SIMDE512
 extern const moe_cpu_kernels moe_cpu_kernels_simde512; /* a test level (built with the tests) */
+#endif
+#if MOE_CPU_SIMDEDOT
+extern const moe_cpu_kernels moe_cpu_kernels_simdedot; /* neondot's, SIMDe's sdot: a test level (x86-64) */
+#endif
+#if MOE_CPU_ARM64
+extern const moe_cpu_kernels moe_cpu_kernels_neondot; /* the baseline's, plus the integer path on sdot */
 #endif
 #if MOE_CPU_X86
 extern const moe_cpu_kernels moe_cpu_kernels_avx2; /* with the integer path (vpmaddubsw / vpmaddwd) */

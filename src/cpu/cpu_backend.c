@@ -132,10 +132,12 @@ static void cpu_isa_fields(const moe_cpu_kernels *k, moe_device_info *info)
         {"avx2vnni", "x86-64 AVX2+FMA+F16C+AVX-VNNI", 8},
         {"avx512", "x86-64 AVX-512F+F16C", 16},
         {"avx512vnni", "x86-64 AVX-512F/BW/VL+VNNI+F16C", 16},
+        {"neondot", "Arm NEON+DotProd (SIMDe)", 4},
         {"simde512",
          MOE_CPU_X86 ? "16-lane code emulated by SIMDe over AVX2+FMA+F16C"
                      : "16-lane code emulated by SIMDe (NEON/portable)",
          16},
+        {"simdedot", "neondot's code, sdot emulated by SIMDe (SSE2)", 4},
     };
     for (size_t i = 0; k && i < sizeof levels / sizeof levels[0]; i++)
         if (!strcmp(k->name, levels[i].name)) {

@@ -1,10 +1,12 @@
 /*
  * isa.c — run-time choice of the CPU kernel set. The library is never built with
  * -march=native: each ISA level is its own object, and the best one the running CPU
- * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx2vnni|avx512|avx512vnni|simde512 forces one, so every
- * path can be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe on
- * narrower vectors, over AVX2 on x86-64 and at the baseline ISA elsewhere: slow, never chosen
- * automatically; built only with the tests).
+ * supports is picked here. MOE_CPU_ISA=baseline|avx2|avx2vnni|avx512|avx512vnni (x86-64),
+ * baseline|neondot (64-bit Arm), or a test level, simde512|simdedot, forces one, so every path can
+ * be tested on one machine ("simde512" is the 16-lane code emulated by SIMDe on narrower vectors,
+ * over AVX2 on x86-64 and at the baseline ISA elsewhere; "simdedot", x86-64 only, is neondot's code
+ * with SIMDe emulating Arm's dot products: slow, never chosen automatically; built only with the
+ * tests).
  */
 #include "cpu.h"
 
@@ -17,6 +19,35 @@
 #else
 #define MOE_CPU_DETECT 0
 #endif
+/* 64-bit Arm: the kernel's hardware capabilities (Linux: getauxval; glibc and musl define the bit,
+ * whose value is the kernel's ABI), or the system's answer (macOS: sysctl). Elsewhere neondot is not
+ * chosen, nor can it be forced. */
+#if MOE_CPU_ARM64 && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
+#define MOE_CPU_ARM_DETECT 1
+#elif MOE_CPU_ARM64 && defined(__APPLE__)
+#include <sys/sysctl.h>
+#define MOE_CPU_ARM_DETECT 2
+#else
+#define MOE_CPU_ARM_DETECT 0
+#endif
+
+/* Whether the CPU has Arm's dot-product instructions (FEAT_DotProd: sdot / udot). */
+static bool arm_dotprod(void)
+{
+#if MOE_CPU_ARM_DETECT == 1
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif MOE_CPU_ARM_DETECT == 2
+    int on = 0;
+    size_t size = sizeof on;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &on, &size, NULL, 0) == 0 && on;
+#else
+    return false;
+#endif
+}
 
 uint32_t moe_cpu_features(void)
 {
@@ -40,6 +71,8 @@ uint32_t moe_cpu_features(void)
         }
     }
 #endif
+    /* Integer dot products: Arm's sdot (the neondot level). */
+    if (arm_dotprod()) f |= MOE_FEATURE_INT_DOT;
     return f;
 }
 
@@ -59,6 +92,7 @@ static bool cpu_has(const char *level)
         return avx512 && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                (moe_cpu_features() & MOE_FEATURE_AVX512_VNNI);
 #endif
+    if (!strcmp(level, "neondot")) return arm_dotprod();
     (void)level;
     return false;
 }
@@ -75,7 +109,14 @@ const moe_cpu_kernels *moe_cpu_select_kernels(const char **why)
         {&moe_cpu_kernels_avx2vnni, "avx2vnni"},
         {&moe_cpu_kernels_avx2, "avx2"},
 #endif
+#if MOE_CPU_ARM64
+        {&moe_cpu_kernels_neondot, "neondot"},
+#endif
         {&moe_cpu_kernels_baseline, NULL},
+#if MOE_CPU_SIMDEDOT
+        /* built with the baseline's flags: runs on any x86-64 */
+        {&moe_cpu_kernels_simdedot, NULL},
+#endif
 #if MOE_CPU_SIMDE512
         /* compiled with avx2's flags on x86-64 (CMakeLists.txt says why) */
         {&moe_cpu_kernels_simde512, MOE_CPU_X86 ? "avx2" : NULL},

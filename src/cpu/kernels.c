@@ -532,7 +532,12 @@ _Static_assert(MOE_CPU_KQ_COLS == 32 && PAIR == 32, "kq_bytes takes a byte row i
  * that stay inside their byte. */
 static inline simde__m256i bytes_shift(simde__m256i b, int s)
 {
+#if defined(__clang__) && defined(SIMDE_ARM_NEON_A64V8_NATIVE) /* simd.h: ivec_slli says why */
+    const simde__m128i n = simde_mm_cvtsi32_si128(s > 0 ? s : -s);
+    return s > 0 ? simde_mm256_sll_epi16(b, n) : s < 0 ? simde_mm256_srl_epi16(b, n) : b;
+#else
     return s > 0 ? simde_mm256_slli_epi16(b, s) : s < 0 ? simde_mm256_srli_epi16(b, -s) : b;
+#endif
 }
 /* Byte row t of a Q5_K / Q6_K super-block (cpu.h) as values: out[0 .. PAIR) the low nibbles',
  * out[PAIR .. 2·PAIR) the high ones' (Q5_K 0..31, Q6_K −32..31 as int8). */
@@ -1343,7 +1348,7 @@ static void axpy(int64_t n, float a, const float *x, float *y)
 #define FEATURES_USED (FEATURES_F16C | FEATURES_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_INT_DOT)
 #elif MOE_CPU_INT8 && defined(__AVXVNNI__)
 #define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT)
-#elif MOE_CPU_INT8 && MOE_CPU_LEVEL == 1
+#elif MOE_CPU_INT8 && (MOE_CPU_LEVEL == 1 || defined(__ARM_FEATURE_DOTPROD))
 #define FEATURES_USED (FEATURES_F16C | MOE_FEATURE_INT_DOT)
 #else
 #define FEATURES_USED FEATURES_F16C

@@ -1,24 +1,35 @@
 /*
- * kernels_int.h — the CPU kernels for integer activations (avx512vnni, avx2vnni, avx2, and
- * simde512): not a header of its own but a part of kernels.c, which includes it once, after the
- * float kernels, where it has their vocabulary (simd.h, PAIR, NV, ALWAYS_INLINE, the prefetches),
- * so it is compiled once per ISA level with the rest; kept apart as the one concern of
- * kernels.c that the float paths never touch. Empty unless MOE_CPU_INT8.
+ * kernels_int.h — the CPU kernels for integer activations (avx512vnni, avx2vnni, avx2, neondot, and
+ * the test levels simde512 and simdedot): not a header of its own but a part of kernels.c, which includes it
+ * once, after the float kernels, where it has their vocabulary (simd.h, PAIR, NV, ALWAYS_INLINE, the
+ * prefetches), so it is compiled once per ISA level with the rest; kept apart as the one concern of kernels.c
+ * that the float paths never touch. Empty unless MOE_CPU_INT8.
  */
-/* ---- integer activations (avx512vnni, avx2vnni, avx2, and simde512) ---------------------- */
+/* ---- integer activations (avx512vnni, avx2vnni, avx2, neondot; simde512, simdedot) ---------- */
 
 #if MOE_CPU_INT8
-/* The integer vocabulary of the levels with the integer kernels: AVX512_VNNI (and SIMDe's
- * emulation of it, the simde512 level); AVX-VNNI at 256 bits, which SIMDe does not map (its
- * 256-bit dpbusd is AVX512VL's), so that level calls the intrinsics itself; and plain AVX2, whose
- * vpmaddubsw (u8·s8 pairs summed to int16, saturating) and vpmaddwd (s16·s16 pairs summed to
- * int32) make the same dot products in two or three instructions (ggml's AVX2 kernels do so too).
+/* The integer vocabulary of the levels with the integer kernels, three operations a level:
+ *  - ivec_dot_small(c, w, a): c + the 4-byte dot products of w's bytes (unsigned, at most 127: every
+ *    format's values but Q8_0's) with a's signed ones, in each 32-bit lane;
+ *  - ivec_dpbusd(c, w, a): the same for any unsigned byte (Q8_0's, offset by 128);
+ *  - ivec_dpwssd(c, w, a): c + the dot products of w's 16-bit pairs with a's (the int16 path).
+ * AVX512_VNNI (and SIMDe's emulation of it, the simde512 level) and AVX-VNNI at 256 bits (which SIMDe
+ * does not map: its 256-bit dpbusd is AVX512VL's, so that level calls the intrinsics itself) have
+ * all three as instructions. Plain AVX2's vpmaddubsw (u8·s8 pairs summed to int16, saturating) and
+ * vpmaddwd (s16·s16 pairs summed to int32) make them in two or three instructions (ggml's AVX2
+ * kernels do so too). At 128 bits Arm's sdot (FEAT_DotProd: 4 signed bytes by 4 signed bytes into
+ * each 32-bit lane; the neondot level) is ivec_dot_small in one instruction, since a value of at
+ * most 127 is the same byte signed; SIMDe emulates it elsewhere (the simdedot test level, x86-64).
+ * Where no instruction takes unsigned bytes, ivec_dpbusd takes a byte as 16·(its high nibble) + (its
+ * low nibble), two ivec_dot_small (below).
+ * INT_DOT4: one instruction makes ivec_dot_small (ivec_dot4_nib then chains them).
  * MR_INT: rows a call — 4 integer sums a vector of the pair (2 halves) a row, plus the weights,
  * fit 32 zmm for 4 rows; 16 ymm for 1 (a 256-bit pair is 4 vectors, so one row already keeps 8
- * sums). */
+ * sums); at 128 bits a pair is 8 vectors, so one row keeps 16. */
 #if MOE_CPU_LEVEL == 2
 #define MR_INT               4
-#define INT_VNNI             1
+#define INT_DOT4             1
+#define INT_DPBUSD           1
 #define ivec_loadu(p)        simde_mm512_loadu_si512(p)
 #define ivec_zero()          simde_mm512_setzero_si512()
 #define ivec_xor(a, b)       simde_mm512_xor_si512((a), (b))
@@ -33,39 +44,75 @@
 #define ivec_set1_i8(x) simde_mm256_set1_epi8(x)
 #if defined(__AVXVNNI__)
 #include <immintrin.h>
-#define INT_VNNI             1
+#define INT_DOT4             1
+#define INT_DPBUSD           1
 #define ivec_dpbusd(c, a, b) _mm256_dpbusd_avx_epi32((c), (a), (b))
 #define ivec_dpwssd(c, a, b) _mm256_dpwssd_avx_epi32((c), (a), (b))
 #else
-#define INT_VNNI             0
+#define INT_DOT4             0
+#define INT_DPBUSD           0
 /* vpdpwssd is vpmaddwd plus an add: the same int32 results (the weights' 16-bit values are at
  * most 255, so no pair of products reaches vpmaddwd's one overflow, −32768²·2). */
 #define ivec_dpwssd(c, a, b) simde_mm256_add_epi32((c), simde_mm256_madd_epi16((a), (b)))
-/* vpdpbusd on any unsigned byte: vpmaddubsw would saturate where a pair of products passes
- * 32767 (255·127·2 does), so each byte is taken as 16·(its high nibble) + (its low nibble), whose
- * products with an int8 cannot (15·128·2), and each part's pairs are summed to int32 by vpmaddwd. */
+/* One vpmaddubsw and one vpmaddwd: exact, since a pair of products is at most 127·128·2 = 32512,
+ * inside int16 (vpmaddubsw saturates past 32767, which 255·127·2 would pass: ivec_dpbusd's bytes). */
+#define ivec_dot_small(c, w, a)                                                                              \
+    simde_mm256_add_epi32(                                                                                   \
+        (c), simde_mm256_madd_epi16(simde_mm256_maddubs_epi16((w), (a)), simde_mm256_set1_epi16(1)))
+#endif
+#elif MOE_CPU_LEVEL == 0 && (defined(__ARM_FEATURE_DOTPROD) || MOE_CPU_X86)
+#if defined(__ARM_FEATURE_DOTPROD)
+#include <arm_neon.h>
+#else
+#include <simde/arm/neon/dot.h>
+#endif
+#define MR_INT               1
+#define INT_DOT4             1
+#define INT_DPBUSD           0
+#define ivec_loadu(p)        simde_mm_loadu_si128(p)
+#define ivec_zero()          simde_mm_setzero_si128()
+#define ivec_xor(a, b)       simde_mm_xor_si128((a), (b))
+#define ivec_set1_i8(x)      simde_mm_set1_epi8(x)
+/* pmaddwd plus an add, as at 256 bits (SIMDe maps it onto NEON's widening multiplies). */
+#define ivec_dpwssd(c, a, b) simde_mm_add_epi32((c), simde_mm_madd_epi16((a), (b)))
+/* sdot on the vector as bytes: NEON's own where the object is compiled for it (a moe_ivec, SIMDe's
+ * __m128i, is NEON's int64x2_t there, so the reinterpretations cost nothing); SIMDe's emulation on
+ * x86-64's __m128i otherwise. */
+static inline moe_ivec ivec_dot_small(moe_ivec c, moe_ivec w, moe_ivec a)
+{
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vreinterpretq_s64_s32(
+        vdotq_s32(vreinterpretq_s32_s64(c), vreinterpretq_s8_s64(w), vreinterpretq_s8_s64(a)));
+#else
+    return simde_int32x4_to_m128i(simde_vdotq_s32(simde_int32x4_from_m128i(c), simde_int8x16_from_m128i(w),
+                                                  simde_int8x16_from_m128i(a)));
+#endif
+}
+#else
+#error "the integer kernels need 512-bit vectors, AVX2, or Arm's dot products (or SIMDe's on x86-64)"
+#endif
+#if INT_DPBUSD
+#define ivec_dot_small(c, w, a) ivec_dpbusd((c), (w), (a))
+#else
+/* vpdpbusd on any unsigned byte w = 16·h + l: the high nibbles' dot product shifted by 4, then the
+ * low ones', each exact in ivec_dot_small. */
 static inline moe_ivec ivec_dpbusd(moe_ivec c, moe_ivec w, moe_ivec a)
 {
-    const moe_ivec nib = simde_mm256_set1_epi8(0x0f), one = simde_mm256_set1_epi16(1);
-    const moe_ivec lo =
-        simde_mm256_madd_epi16(simde_mm256_maddubs_epi16(simde_mm256_and_si256(w, nib), a), one);
-    const moe_ivec hi = simde_mm256_madd_epi16(
-        simde_mm256_maddubs_epi16(simde_mm256_and_si256(simde_mm256_srli_epi16(w, 4), nib), a), one);
-    return simde_mm256_add_epi32(c, simde_mm256_add_epi32(lo, simde_mm256_slli_epi32(hi, 4)));
+    const moe_ivec nib = ivec_set1_i8(0x0f);
+    const moe_ivec hi = ivec_dot_small(ivec_zero(), ivec_and(ivec_srli(w, 4), nib), a);
+    return ivec_dot_small(ivec_add(c, ivec_slli(hi, 4)), ivec_and(w, nib), a);
 }
-#endif
-#else
-#error "the integer kernels need 512-bit vectors or AVX2"
 #endif
 
 /* c + Σ_j (4-byte dot products of w[j]'s unsigned bytes with a[j]'s signed ones) in each 32-bit
- * lane, for weights of at most 5 bits (0..15: Q4_0, Q4_K; 0..31: Q5_K). With VNNI four vpdpbusd; on
- * AVX2 the four vpmaddubsw are summed as int16 before one vpmaddwd: exact, since a pair of products is
- * at most 31·127·2 = 7874 in magnitude (activations are −127..127) and four pairs 31496 < 32767. */
+ * lane, for weights of at most 5 bits (0..15: Q4_0, Q4_K; 0..31: Q5_K). With one instruction a dot
+ * product (INT_DOT4) four of them; on AVX2 the four vpmaddubsw are summed as int16 before one
+ * vpmaddwd: exact, since a pair of products is at most 31·127·2 = 7874 in magnitude (activations are
+ * −127..127) and four pairs 31496 < 32767. */
 ALWAYS_INLINE moe_ivec ivec_dot4_nib(moe_ivec c, const moe_ivec w[4], const moe_ivec a[4])
 {
-#if INT_VNNI
-    for (int j = 0; j < 4; j++) c = ivec_dpbusd(c, w[j], a[j]);
+#if INT_DOT4
+    for (int j = 0; j < 4; j++) c = ivec_dot_small(c, w[j], a[j]);
     return c;
 #else
     moe_ivec s = simde_mm256_maddubs_epi16(w[0], a[0]);
@@ -94,7 +141,7 @@ ALWAYS_INLINE moe_ivec lanes4(const qrow *a, int64_t at)
 /* An int32 as float, rounded once as vcvtdq2ps does; where SIMDe emulates the 512-bit code and
  * has neither that conversion nor a 32-bit arithmetic shift, as hi·65536 + (i & 0xffff) in one
  * fused step, exact until rounded, hi the top 16 bits sign-extended by (x ^ 0x8000) − 0x8000. */
-#if MOE_CPU_LEVEL == 1 || MOE_CPU_NATIVE_512
+#if MOE_CPU_LEVEL < 2 || MOE_CPU_NATIVE_512
 #define vec_from_i32(i) vec_from_int(i)
 #else
 static inline moe_vec vec_from_i32(moe_ivec i)
@@ -326,19 +373,6 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const moe_dtype dt, const bool wide
     }
 }
 
-/* c + the 4-byte dot products of w's unsigned bytes (at most 63: Q6_K's values) with a's signed ones in
- * each 32-bit lane. Without VNNI one vpmaddubsw (a pair of products at most 63·127·2 = 16002, inside
- * int16) and one vpmaddwd: ivec_dpbusd's general form takes a byte in two nibbles, twice the work. */
-ALWAYS_INLINE moe_ivec ivec_dpbusd6(moe_ivec c, moe_ivec w, moe_ivec a)
-{
-#if INT_VNNI
-    return ivec_dpbusd(c, w, a);
-#else
-    return simde_mm256_add_epi32(
-        c, simde_mm256_madd_epi16(simde_mm256_maddubs_epi16(w, a), simde_mm256_set1_epi16(1)));
-#endif
-}
-
 /* Q6_K's values (0..63, unsigned) of 4 words: k + 0, + 32, + 64, + 96 (int_q6k_rows) from nibble words
  * n0 (low nibbles k, high k + 64) and n1 (k + 32, k + 96) and the word of their high bits hb (bits 0-1,
  * 2-3, 4-5, 6-7 of each byte for k, + 32, + 64, + 96), each value's two high bits to bits 4-5 of its
@@ -414,7 +448,7 @@ ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wid
                         if (!wide) {
                             for (int r = 0; r < nr; r++)
                                 for (int m = 0; m < 4; m++)
-                                    s[r][m] = ivec_dpbusd6(s[r][m], w[m], lanes4(&a[r], k + 32 * m));
+                                    s[r][m] = ivec_dot_small(s[r][m], w[m], lanes4(&a[r], k + 32 * m));
                         } else { /* int16 pairs (k, k + 2) and (k + 1, k + 3) */
                             for (int m = 0; m < 4; m++) {
                                 const moe_ivec e0 = ivec_and(w[m], bytes02),

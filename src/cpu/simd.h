@@ -45,9 +45,15 @@ typedef simde__m512i moe_ivec;
 #define ivec_andnot(a, b) simde_mm512_andnot_si512((a), (b)) /* ~a & b */
 #define ivec_or(a, b)     simde_mm512_or_si512((a), (b))
 #define ivec_set1(x)      simde_mm512_set1_epi32(x)
-#define ivec_slli(a, n)   simde_mm512_slli_epi32((a), (n))
-#define ivec_srli(a, n)   simde_mm512_srli_epi32((a), (n))
-#define ivec_shl23(a)     simde_mm512_slli_epi32((a), 23)
+#if defined(__clang__) && defined(SIMDE_ARM_NEON_A64V8_NATIVE)
+/* Shifts by a count in a register, as at 128 bits (below, why). */
+#define ivec_slli(a, n) simde_mm512_sll_epi32((a), simde_mm_cvtsi32_si128((int)(n)))
+#define ivec_srli(a, n) simde_mm512_srl_epi32((a), simde_mm_cvtsi32_si128((int)(n)))
+#else
+#define ivec_slli(a, n) simde_mm512_slli_epi32((a), (n))
+#define ivec_srli(a, n) simde_mm512_srli_epi32((a), (n))
+#endif
+#define ivec_shl23(a) simde_mm512_slli_epi32((a), 23)
 #if defined(SIMDE_X86_AVX512F_NATIVE)
 /* SIMDe 0.7 has no 512-bit widening loads or int → float conversion; AVX-512F has them all. */
 #define MOE_CPU_NATIVE_512 1
@@ -137,13 +143,21 @@ typedef simde__m128i moe_ivec;
 #define ivec_andnot(a, b)  simde_mm_andnot_si128((a), (b))
 #define ivec_or(a, b)      simde_mm_or_si128((a), (b))
 #define ivec_set1(x)       simde_mm_set1_epi32(x)
-#define ivec_slli(a, n)    simde_mm_slli_epi32((a), (n))
-#define ivec_srli(a, n)    simde_mm_srli_epi32((a), (n))
-#define ivec_shl23(a)      simde_mm_slli_epi32((a), 23)
-#define ivec_load_u8(p)    simde_mm_cvtepu8_epi32(simde_mm_loadu_si32(p))
-#define ivec_load_i8(p)    simde_mm_cvtepi8_epi32(simde_mm_loadu_si32(p))
-#define ivec_load_u16(p)   simde_mm_unpacklo_epi16(simde_mm_loadu_si64(p), simde_mm_setzero_si128())
-#define vec_from_int(i)    simde_mm_cvtepi32_ps(i)
+#if defined(__clang__) && defined(SIMDE_ARM_NEON_A64V8_NATIVE)
+/* clang's NEON shifts by an immediate (SIMDe's mapping of these) take only a constant expression,
+ * and the kernels shift by loop indices that are constant only once unrolled; NEON's shift by a
+ * register (ushl), which clang turns back into the immediate form where the count is constant. */
+#define ivec_slli(a, n) vreinterpretq_s64_u32(vshlq_u32(vreinterpretq_u32_s64(a), vdupq_n_s32((int)(n))))
+#define ivec_srli(a, n) vreinterpretq_s64_u32(vshlq_u32(vreinterpretq_u32_s64(a), vdupq_n_s32(-(int)(n))))
+#else
+#define ivec_slli(a, n) simde_mm_slli_epi32((a), (n))
+#define ivec_srli(a, n) simde_mm_srli_epi32((a), (n))
+#endif
+#define ivec_shl23(a)    simde_mm_slli_epi32((a), 23)
+#define ivec_load_u8(p)  simde_mm_cvtepu8_epi32(simde_mm_loadu_si32(p))
+#define ivec_load_i8(p)  simde_mm_cvtepi8_epi32(simde_mm_loadu_si32(p))
+#define ivec_load_u16(p) simde_mm_unpacklo_epi16(simde_mm_loadu_si64(p), simde_mm_setzero_si128())
+#define vec_from_int(i)  simde_mm_cvtepi32_ps(i)
 #if defined(SIMDE_X86_F16C_NATIVE) ||                                                                        \
     (defined(SIMDE_ARM_NEON_A32V7_NATIVE) && defined(__ARM_FEATURE_FP16_VECTOR_ARITHMETIC))
 #define vec_load_f16(p) simde_mm_cvtph_ps(simde_mm_loadu_si64(p))
