@@ -965,7 +965,9 @@ typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const float
         }                                                                                                    \
     }
 /* The prefill object's one symbol (moe_cpu_kernels_<level>_prefill_tiles): format dt's widening
- * and widened tiles; NULLs for F32, whose packed tile reads it as it is. */
+ * and widened tiles; NULLs for F32, whose packed tile reads it as it is. A level whose float code
+ * is another's (avx2vnni: avx2's; neondot, simdedot: the baseline's) has no prefill object and
+ * calls that level's (MOE_CPU_PREFILL_SYMBOL, CMakeLists.txt). */
 #ifndef MOE_CPU_KERNELS_PREFILL
 #error "kernels.c is built by CMake, twice per level (MOE_CPU_KERNELS_PREFILL 0 and 1)"
 #endif
@@ -974,7 +976,10 @@ typedef struct prefill_tiles {
 } prefill_tiles;
 #define KERNELS_CAT_(a, b) a##b
 #define KERNELS_CAT(a, b)  KERNELS_CAT_(a, b)
-#define PREFILL_TILES      KERNELS_CAT(MOE_CPU_KERNELS_SYMBOL, _prefill_tiles)
+#ifndef MOE_CPU_PREFILL_SYMBOL
+#define MOE_CPU_PREFILL_SYMBOL MOE_CPU_KERNELS_SYMBOL
+#endif
+#define PREFILL_TILES KERNELS_CAT(MOE_CPU_PREFILL_SYMBOL, _prefill_tiles)
 prefill_tiles PREFILL_TILES(moe_dtype dt);
 
 #if !MOE_CPU_KERNELS_PREFILL

@@ -25,7 +25,10 @@
  * INT_DOT4: one instruction makes ivec_dot_small (ivec_dot4_nib then chains them).
  * MR_INT: rows a call — 4 integer sums a vector of the pair (2 halves) a row, plus the weights,
  * fit 32 zmm for 4 rows; 16 ymm for 1 (a 256-bit pair is 4 vectors, so one row already keeps 8
- * sums); at 128 bits a pair is 8 vectors, so one row keeps 16. */
+ * sums); 4 at 128 bits, where NEON has 32 registers: counted under qemu-user (no Arm machine timed
+ * it; bench/results/qemu-aarch64-neondot-instructions), a Q4_K_M layer at T = 8 took 362 M kernel
+ * instructions a forward with 1 row a call and 239 M with 4 (float activations 355 M), decode 0.2-0.9%
+ * more (each row count is its own copy of the kernel). */
 #if MOE_CPU_LEVEL == 2
 #define MR_INT               4
 #define INT_DOT4             1
@@ -66,9 +69,10 @@
 #else
 #include <simde/arm/neon/dot.h>
 #endif
-#define MR_INT               1
+#define MR_INT               4
 #define INT_DOT4             1
 #define INT_DPBUSD           0
+#define INT_SIGNED_DOT       1
 #define ivec_loadu(p)        simde_mm_loadu_si128(p)
 #define ivec_zero()          simde_mm_setzero_si128()
 #define ivec_xor(a, b)       simde_mm_xor_si128((a), (b))
@@ -90,6 +94,11 @@ static inline moe_ivec ivec_dot_small(moe_ivec c, moe_ivec w, moe_ivec a)
 }
 #else
 #error "the integer kernels need 512-bit vectors, AVX2, or Arm's dot products (or SIMDe's on x86-64)"
+#endif
+/* INT_SIGNED_DOT: ivec_dot_small takes signed bytes too (sdot), so Q8_0's int8 path reads its quants
+ * as they were (byte ^ 0x80) with no zero point, one sdot a word where ivec_dpbusd takes two. */
+#ifndef INT_SIGNED_DOT
+#define INT_SIGNED_DOT 0
 #endif
 #if INT_DPBUSD
 #define ivec_dot_small(c, w, a) ivec_dpbusd((c), (w), (a))
@@ -163,7 +172,7 @@ ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, i
 {
     const bool q4 = dt == MOE_DTYPE_Q4_0;
     const size_t block_bytes = q4 ? MOE_CPU_Q4_PAIR_BLOCK : MOE_CPU_Q8_PAIR_BLOCK;
-    const int32_t zero_point = q4 ? 8 : 128;
+    const int32_t zero_point = q4 ? 8 : !wide && INT_SIGNED_DOT ? 0 : 128;
     const int qb = wide ? 2 : 1; /* bytes of an activation quant */
     /* Weights as bytes (int8 activations) or as 16-bit pairs: bytes (0, 2) of each word. */
     const moe_ivec mask = wide ? (q4 ? ivec_set1(0x000f000f) : ivec_set1(0x00ff00ff)) : ivec_set1_i8(0x0f);
@@ -198,8 +207,14 @@ ALWAYS_INLINE void int_rows(const int nr, const moe_dtype dt, const bool wide, i
                 for (int v = 0; v < NV; v++) { /* columns v·VLEN.. of the pair: 4 bytes each */
                     const moe_ivec w = ivec_loadu(q + g * 4 * PAIR + v * 4 * MOE_VLEN);
                     if (!wide) { /* Q8_0: k 4g..4g+3, in the first half for g < 4 */
+#if INT_SIGNED_DOT
+                        const moe_ivec ws = ivec_xor(w, ivec_set1_i8((char)0x80)); /* the quants, signed */
+                        for (int r = 0; r < nr; r++)
+                            s[r][v][g / 4] = ivec_dot_small(s[r][v][g / 4], ws, lanes4(&a[r], k0 + 4 * g));
+#else
                         for (int r = 0; r < nr; r++)
                             s[r][v][g / 4] = ivec_dpbusd(s[r][v][g / 4], w, lanes4(&a[r], k0 + 4 * g));
+#endif
                     } else if (q4) { /* pairs (k 4g, 4g+2), (4g+1, 4g+3), and the same + 16 */
                         const moe_ivec e[4] = {ivec_and(w, mask), ivec_and(ivec_srli(w, 8), mask),
                                                ivec_and(ivec_srli(w, 4), mask),
