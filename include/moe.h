@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  14
+#define MOE_VERSION_MINOR  15
 #define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
@@ -304,6 +304,14 @@ MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_a
  *         2c + 1: value 64c + 32 + l) before the nibbles: q = nibble + 16·bit.
  *   Q6_K  210 bytes: 128 bytes of low nibbles, 64 of high 2-bit pairs, sixteen int8 scales (one
  *         per 16 values), fp16 d; value i = d·sc[i/16]·(q − 32).
+ * (0.15.0) Q3_K, the 3-bit K-quant of llama.cpp's Q3_K_S / Q3_K_M / Q3_K_L files (their other
+ * tensors are Q4_K, Q5_K or Q6_K, so every expert tensor of such a file now runs):
+ *   Q3_K  110 bytes: 32 bytes of third bits hmask, 64 bytes of 2-bit low pairs qs, 12 bytes
+ *         packing sixteen 6-bit scales, fp16 d. Value i = 128n + 32j + l (n < 2, j < 4, l < 32)
+ *         has low bits (qs[32n + l] >> 2j) & 3 and third bit (hmask[l] >> (4n + j)) & 1:
+ *         q = low + 4·third, value i = d·(sc[i/16] − 32)·(q − 4). Scale s's low 4 bits are
+ *         byte s's low nibble (s < 8) or byte s − 8's high one, its top 2 bits those at 2·(s/4)
+ *         of byte 8 + s % 4.
  * Files quantised by llama.cpp are read as they are. Quantising float weights to a K-quant here
  * (moe_convert_row, an upload, moe-bench) fits each sub-block's scale (and min) to its range in
  * one pass — not llama.cpp's iterative search, so the bytes differ from its llama-quantize's
@@ -327,22 +335,23 @@ typedef enum moe_dtype {
     MOE_DTYPE_BF16 = 3,
     MOE_DTYPE_Q8_0 = 4,
     MOE_DTYPE_Q4_0 = 5,
-    MOE_DTYPE_Q4_K = 6, /* (0.6.0) */
-    MOE_DTYPE_Q5_K = 7, /* (0.6.0) */
-    MOE_DTYPE_Q6_K = 8, /* (0.6.0) */
-    MOE_DTYPE_MXFP4 = 9 /* (0.7.0) */
+    MOE_DTYPE_Q4_K = 6,  /* (0.6.0) */
+    MOE_DTYPE_Q5_K = 7,  /* (0.6.0) */
+    MOE_DTYPE_Q6_K = 8,  /* (0.6.0) */
+    MOE_DTYPE_MXFP4 = 9, /* (0.7.0) */
+    MOE_DTYPE_Q3_K = 10  /* (0.15.0) */
 } moe_dtype;
 
 #define MOE_BLOCK_SIZE       32  /* values per block of Q8_0, Q4_0 and MXFP4 */
-#define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q4_K, Q5_K and Q6_K (0.6.0) */
+#define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q3_K, Q4_K, Q5_K and Q6_K (0.6.0) */
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4" ("default" for DEFAULT); NULL for
- * a value that is not a moe_dtype. */
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4", "q3_k" ("default" for DEFAULT); NULL
+ * for a value that is not a moe_dtype. */
 MOE_API const char *moe_dtype_name(moe_dtype dtype);
 /* The dtype a name from moe_dtype_name spells (case-insensitive); MOE_ERROR_INVALID_ARGUMENT
  * for any other string. */
 MOE_API moe_status moe_dtype_from_name(const char *name, moe_dtype *out);
-/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/MXFP4, 256 for Q4_K/Q5_K/Q6_K; 0 for DEFAULT
+/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/MXFP4, 256 for Q3_K/Q4_K/Q5_K/Q6_K; 0 for DEFAULT
  * or an unknown value. */
 MOE_API int64_t moe_dtype_block_size(moe_dtype dtype);
 /* Bytes of one row of n values; 0 when n is not a positive multiple of the block size (or the
@@ -356,8 +365,8 @@ MOE_API moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dty
                                    int64_t n);
 /* (0.12.0) 1 if a matrix product of weights stored in `weights` can run on `activations`
  * (moe_layer_desc.activation_dtype): F32 (or DEFAULT) for every format; the opt-ins Q8_0 (integer
- * activations) for Q8_0, Q4_0, Q4_K and (0.13.0) Q5_K and Q6_K, and BF16 (bfloat16 pairs) for Q4_0, MXFP4
- * and Q4_K; else 0.
+ * activations) for Q8_0, Q4_0, Q4_K, (0.13.0) Q5_K and Q6_K and (0.15.0) Q3_K, and BF16 (bfloat16 pairs)
+ * for Q4_0, MXFP4 and Q4_K; else 0.
  * Each product of a layer (gate/up, down; routed and shared) decides for itself; whether it then
  * runs the opt-in also takes a backend (and CPU) with the path: moe_layer_activation_dtype says. */
 MOE_API int moe_dtype_takes_activations(moe_dtype weights, moe_dtype activations);
@@ -447,7 +456,8 @@ typedef struct moe_layer_desc {
     moe_dtype activation_dtype;         /* (0.3.0) what the experts' inputs are rounded to for their
                                            matrix products. DEFAULT / F32: float32, exact (the
                                            reference's 1e-5). Q8_0, an opt-in for experts stored in
-                                           Q8_0, Q4_0, (0.7.1) Q4_K or (0.13.0) Q5_K and Q6_K: the
+                                           Q8_0, Q4_0, (0.7.1) Q4_K, (0.13.0) Q5_K and Q6_K or
+                                           (0.15.0) Q3_K: the
                                            products run on integer
                                            dot products (x86 AVX512_VNNI, AVX-VNNI, or (0.7.1) AVX2's
                                            vpmaddubsw / vpmaddwd; (0.14.0) 64-bit Arm's sdot,
@@ -919,8 +929,8 @@ MOE_API moe_status moe_layer_create_ep(moe_context *context, const moe_ep_transp
  * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
  * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
  * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
- * may be F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K or MXFP4 (other ggml types are named in the
- * error); each projection
+ * may be F32, F16, BF16, Q8_0, Q4_0, (0.15.0) Q3_K, Q4_K, Q5_K, Q6_K or MXFP4 (other ggml types are
+ * named in the error); each projection
  * keeps the file's format (down_weight_dtype when down's differs from gate/up's).
  *
  * Safetensors tensors may be F32, F16 or BF16 (and gpt-oss's U8 MXFP4 blocks); the experts are stored in the

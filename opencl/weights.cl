@@ -54,11 +54,15 @@ float w_e8m0_half(uint e)
 }
 #endif
 
-// ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
-#define W_KQUANT (WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
+// ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+#define W_KQUANT                                                                                             \
+    (WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
 #if W_KQUANT
 #define W_KBYTES                                                                                             \
-    (WTYPE == MOE_WTYPE_Q4_K ? MOE_WBLOCK_BYTES_Q4_K : WTYPE == MOE_WTYPE_Q5_K ? MOE_WBLOCK_BYTES_Q5_K : MOE_WBLOCK_BYTES_Q6_K)
+    (WTYPE == MOE_WTYPE_Q3_K   ? MOE_WBLOCK_BYTES_Q3_K                                                       \
+     : WTYPE == MOE_WTYPE_Q4_K ? MOE_WBLOCK_BYTES_Q4_K                                                       \
+     : WTYPE == MOE_WTYPE_Q5_K ? MOE_WBLOCK_BYTES_Q5_K                                                       \
+                               : MOE_WBLOCK_BYTES_Q6_K)
 #define W_KQS (WTYPE == MOE_WTYPE_Q5_K ? 48 : 16) // Q4_K / Q5_K: the nibbles' offset
 
 // Scale (x) and min (y) of sub-block j (0..7) of the Q4_K / Q5_K super-block at `blk`: ggml's
@@ -76,10 +80,23 @@ float w_q6_scale(__global const uchar *wb, size_t blk, int j)
     return (float)as_char(wb[blk + 192 + j]);
 }
 
+// Q3_K's scale j of the super-block at `blk`, less 32: 6 bits from its 12 bytes at blk + 96 (as
+// shaders/weights.glsl's w_q3_scale).
+float w_q3_scale(__global const uchar *wb, size_t blk, int j)
+{
+    __global const uchar *s = wb + blk + 96;
+    const int low = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+    return (float)((low | (((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32);
+}
+
 // Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (see weights.glsl).
 float w_kq_value(__global const uchar *wb, size_t blk, int i)
 {
-#if WTYPE == MOE_WTYPE_Q6_K // ql byte 64n + 32(g & 1) + l, qh byte 32n + l, bits 2g
+#if WTYPE == MOE_WTYPE_Q3_K // qs byte 32n + l, bits 2j; hmask byte l, bit 4n + j
+    const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
+    const uint q = ((wb[blk + 32 + 32 * n + l] >> (2 * j)) & 3u) | (((wb[blk + l] >> (4 * n + j)) & 1u) << 2);
+    return w_half(w_u16(wb, blk + 108)) * w_q3_scale(wb, blk, i >> 4) * (float)((int)q - 4);
+#elif WTYPE == MOE_WTYPE_Q6_K // ql byte 64n + 32(g & 1) + l, qh byte 32n + l, bits 2g
     const int n = i >> 7, g = (i >> 5) & 3, l = i & 31;
     const uint b = wb[blk + 64 * n + 32 * (g & 1) + l];
     const uint q = ((g >= 2 ? b >> 4 : b) & 15u) | (((wb[blk + 128 + 32 * n + l] >> (2 * g)) & 3u) << 4);
@@ -154,7 +171,7 @@ int w_unit_k(int u, int i)
 {
 #if WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4
     return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
-#elif WTYPE == MOE_WTYPE_Q6_K
+#elif WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K
     const int w4 = u & 31;
     return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
 #elif W_KQUANT
@@ -188,6 +205,17 @@ float w_unit_dot(__global const uchar *wb, size_t row, int u, const float *av)
     lo = k >= 0 ? lo : 0.0f;
     hi = k + 1 < K_DIM ? hi : 0.0f;
     return s == 0u ? FMA(hi, av[2], lo * av[1]) : FMA(hi, av[1], lo * av[0]);
+#elif WTYPE == MOE_WTYPE_Q3_K // Q6_K's units: qs byte 32n + l bits 2g (+ 4), hmask byte l bits 4n + g (+ 2)
+    const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+    const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;
+    const int4 qs = convert_int4(vload4(0, wb + blk + 32 + 32 * n + l));
+    const int4 hm = convert_int4(vload4(0, wb + blk + l));
+    const float4 lo = convert_float4((((qs >> (2 * g)) & 3) | (((hm >> (4 * n + g)) & 1) << 2)) - 4);
+    const float4 hi = convert_float4((((qs >> (2 * g + 4)) & 3) | (((hm >> (4 * n + g + 2)) & 1) << 2)) - 4);
+    const float slo = FMA(lo.w, av[3], FMA(lo.z, av[2], FMA(lo.y, av[1], lo.x * av[0])));
+    const float shi = FMA(hi.w, av[7], FMA(hi.z, av[6], FMA(hi.y, av[5], hi.x * av[4])));
+    const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' scale; the high: j + 4
+    return w_half(w_u16(wb, blk + 108)) * FMA(w_q3_scale(wb, blk, j), slo, w_q3_scale(wb, blk, j + 4) * shi);
 #elif WTYPE == MOE_WTYPE_Q6_K
     const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
     const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;

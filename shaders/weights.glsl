@@ -64,9 +64,10 @@ float w_e8m0_half(uint e)
     return uintBitsToFloat(e < 2u ? 0x00200000u << e : (e - 1u) << 23);
 }
 
-// ---- K-quants (Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
-const bool W_KQUANT = WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K;
-const uint W_KBYTES = WTYPE == MOE_WTYPE_Q4_K   ? uint(MOE_WBLOCK_BYTES_Q4_K)
+// ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+const bool W_KQUANT = WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K;
+const uint W_KBYTES = WTYPE == MOE_WTYPE_Q3_K   ? uint(MOE_WBLOCK_BYTES_Q3_K)
+                      : WTYPE == MOE_WTYPE_Q4_K ? uint(MOE_WBLOCK_BYTES_Q4_K)
                       : WTYPE == MOE_WTYPE_Q5_K ? uint(MOE_WBLOCK_BYTES_Q5_K)
                                                 : uint(MOE_WBLOCK_BYTES_Q6_K);
 const uint W_KQS = WTYPE == MOE_WTYPE_Q5_K ? 48u : 16u; // Q4_K / Q5_K: the nibbles' offset
@@ -89,10 +90,25 @@ float w_q6_scale(uint blk, int j)
     return float(bitfieldExtract(int(w_u8(blk + 192u + uint(j))), 0, 8));
 }
 
+// Q3_K's scale j of the super-block at `blk`, less 32: its low 4 bits are the low nibble of
+// byte j (j < 8) or the high one of byte j − 8 of the 12 at blk + 96, its top 2 bits those at
+// 2(j / 4) of byte 8 + j % 4.
+float w_q3_scale(uint blk, int j)
+{
+    const uint s = blk + 96u;
+    const uint low = j < 8 ? w_u8(s + uint(j)) & 15u : w_u8(s + uint(j - 8)) >> 4;
+    return float(int(low | (((w_u8(s + 8u + uint(j & 3)) >> (2 * (j >> 2))) & 3u) << 4)) - 32);
+}
+
 // Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (the compiler may fuse
 // its last multiply-subtract, so not always ggml's last bit; the tests hold it to 1e-5).
 float w_kq_value(uint blk, int i)
 {
+    if (WTYPE == MOE_WTYPE_Q3_K) { // qs byte 32n + l, bits 2j; hmask byte l, bit 4n + j
+        const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
+        const uint q = ((w_u8(blk + 32u + uint(32 * n + l)) >> (2 * j)) & 3u) | (((w_u8(blk + uint(l)) >> (4 * n + j)) & 1u) << 2);
+        return w_half(w_u16(blk + 108u)) * w_q3_scale(blk, i >> 4) * float(int(q) - 4);
+    }
     if (WTYPE == MOE_WTYPE_Q6_K) { // ql byte 64n + 32(g & 1) + l, qh byte 32n + l, bits 2g
         const int n = i >> 7, g = (i >> 5) & 3, l = i & 31;
         const uint b = w_u8(blk + uint(64 * n + 32 * (g & 1) + l));
@@ -151,11 +167,11 @@ float w_value(uint row, int k)
 //   MXFP4      as Q4_0, the 4 bytes at any byte offset (17-byte blocks): read by w_u32_any.
 //   K-quants   unit u = 4 bytes of super-block u / 32's nibbles (32 a super-block), word w = u % 32
 //              = 4 low values and the 4 high ones of the same bytes (Q4_K/Q5_K: k = 64c + l ..
-//              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K: k = 128n + 32g + l .. + 3 and + 64,
+//              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K and Q3_K: k = 128n + 32g + l .. + 3 and + 64,
 //              n = w / 16, g = (w / 8) % 2), each four in one sub-block, so a unit needs two
-//              scales (and mins). The fifth bits (Q5_K) and high pairs (Q6_K) of those 4 values
-//              are one more word.
-// The blocks are 34 / 18 / 210 bytes, so neighbouring units see both parities: read by w_u32.
+//              scales (and mins). The fifth bits (Q5_K), high pairs (Q6_K) or third bits (Q3_K) of
+//              those 4 values are one more word; Q3_K's word of 2-bit pairs serves two units (g = 0, 1).
+// The blocks are 34 / 18 / 110 / 210 bytes, so neighbouring units see both parities: read by w_u32.
 const bool W_HALVES = WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16;
 // Activation values per unit, and units per row (F16/BF16: the span may be one word longer).
 const int W_UNIT = WTYPE == MOE_WTYPE_F32 ? 1 : WTYPE == MOE_WTYPE_Q8_0 ? 4 : W_HALVES ? 3 : 8;
@@ -165,7 +181,7 @@ const int W_UNITS = WTYPE == MOE_WTYPE_F32 ? K_DIM : WTYPE == MOE_WTYPE_Q8_0 ? K
 int w_unit_k(int u, int i)
 {
     if (WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
-    if (WTYPE == MOE_WTYPE_Q6_K) {
+    if (WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K) {
         const int w4 = u & 31;
         return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
     }
@@ -201,6 +217,19 @@ float w_unit_dot(uint row, int u, float av[8])
         lo = k >= 0 ? lo : 0.0;
         hi = k + 1 < K_DIM ? hi : 0.0;
         return s == 0u ? fma(hi, av[2], lo * av[1]) : fma(hi, av[1], lo * av[0]);
+    }
+    if (WTYPE == MOE_WTYPE_Q3_K) { // Q6_K's units: qs byte 32n + l bits 2g (+ 4), hmask byte l bits 4n + g (+ 2)
+        const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+        const uint blk = row + uint(u >> 5) * W_KBYTES;
+        const uint qs = w_u32(blk + 32u + uint(32 * n + l)), hm = w_u32(blk + uint(l));
+        float lo = 0.0, hi = 0.0;
+        for (int b = 0; b < 4; b++) {
+            const uint q_b = bitfieldExtract(qs, 8 * b, 8), h_b = bitfieldExtract(hm, 8 * b, 8);
+            lo = fma(float(int(((q_b >> (2 * g)) & 3u) | (((h_b >> (4 * n + g)) & 1u) << 2)) - 4), av[b], lo);
+            hi = fma(float(int(((q_b >> (2 * g + 4)) & 3u) | (((h_b >> (4 * n + g + 2)) & 1u) << 2)) - 4), av[4 + b], hi);
+        }
+        const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' scale; the high: j + 4
+        return w_half(w_u16(blk + 108u)) * fma(w_q3_scale(blk, j), lo, w_q3_scale(blk, j + 4) * hi);
     }
     if (WTYPE == MOE_WTYPE_Q6_K) {
         const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);

@@ -1,5 +1,5 @@
 /*
- * kquants.c — ggml's K-quant super-blocks (Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
+ * kquants.c — ggml's K-quant super-blocks (Q3_K, Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
  * super-block of 256 values to floats and back. dtype.c converts rows through these; the CPU
  * backend's packing reads the scales with moe_kq_scale_min; the GPU kernels decode the same
  * bytes themselves (shaders/weights.glsl, opencl/weights.cl).
@@ -9,8 +9,8 @@
  * and of the `gguf` package (tests/test_dtype.c checks fixtures it made).
  *
  * Quantising fits each sub-block in one pass: Q4_K/Q5_K take the sub-block's range [min(x, 0),
- * max(x)] as scale·[0, 15 or 31] − min, Q6_K its value of largest magnitude as scale·(−32); the
- * scales (and mins) are then quantised to 6 bits (int8 for Q6_K) against the super-block's
+ * max(x)] as scale·[0, 15 or 31] − min, Q6_K (Q3_K) its value of largest magnitude as scale·(−32)
+ * (scale·(−4)); the scales (and mins) are then quantised to 6 bits (int8 for Q6_K) against the super-block's
  * largest, and each value rounded against its sub-block's quantised scale. ggml refines the
  * sub-block fits iteratively (make_qkx2_quants, make_qx_quants); this is the plain fit it starts
  * from, so the bytes differ from llama-quantize's while the format is the same.
@@ -73,8 +73,32 @@ static int q6_quant(const unsigned char *ql, const unsigned char *qh, int i)
     return lo | (((qh[32 * n + l] >> (2 * quarter)) & 3) << 4);
 }
 
+/* Q3_K's 6-bit scale s (0..15) of its 12 scale bytes, as stored (ggml subtracts 32): the low 4 bits
+ * are byte s's low nibble (s < 8) or byte s − 8's high one, the top 2 those at 2·(s / 4) of byte
+ * 8 + s % 4. */
+int moe_q3k_scale(const unsigned char *scales, int s)
+{
+    const int low = s < 8 ? scales[s] & 0xf : scales[s - 8] >> 4;
+    return low | (((scales[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
+}
+
+/* Value i of a Q3_K super-block's quants, 0..7 (ggml subtracts 4): i = 128n + 32j + l, the two
+ * bits at 2j of qs byte 32n + l and bit 4n + j of hmask byte l above them. */
+static int q3_quant(const unsigned char *hmask, const unsigned char *qs, int i)
+{
+    const int n = i / 128, j = (i / 32) % 4, l = i % 32;
+    return ((qs[32 * n + l] >> (2 * j)) & 3) | (((hmask[l] >> (4 * n + j)) & 1) << 2);
+}
+
 void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
 {
+    if (dt == MOE_DTYPE_Q3_K) { /* hmask[32], qs[64], scales[12], fp16 d */
+        const float d = moe_f16_to_f32(load16(blk + 108));
+        for (int i = 0; i < QK; i++)
+            out[i] =
+                d * (float)(moe_q3k_scale(blk + 96, i / 16) - 32) * (float)(q3_quant(blk, blk + 32, i) - 4);
+        return;
+    }
     if (dt == MOE_DTYPE_Q6_K) {
         const unsigned char *ql = blk, *qh = blk + 128;
         const int8_t *sc = (const int8_t *)(const void *)(blk + 192);
@@ -149,10 +173,11 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     }
 }
 
-/* Q6_K: 16 sub-blocks of 16, value ≈ d·sc·(q − 32) with q in 0..63, sc int8. */
-static void encode_q6(const float *x, unsigned char *blk)
+/* Q6_K / Q3_K: each sub-block of 16 gets the scale that maps its value of largest magnitude (the
+ * first of equals) to the lowest code, −qneg; returns the scale of largest magnitude of the 16. */
+static float signed_scales(const float *x, float qneg, float scale[16])
 {
-    float scale[16], max_scale = 0.0f;
+    float max_scale = 0.0f;
     for (int j = 0; j < 16; j++) {
         float amax = 0.0f, max = 0.0f;
         for (int i = 16 * j; i < 16 * j + 16; i++)
@@ -160,9 +185,17 @@ static void encode_q6(const float *x, unsigned char *blk)
                 amax = fabsf(x[i]);
                 max = x[i];
             }
-        scale[j] = max / -32.0f; /* the extreme maps to q − 32 = −32 */
+        scale[j] = max / -qneg;
         if (fabsf(scale[j]) > fabsf(max_scale)) max_scale = scale[j];
     }
+    return max_scale;
+}
+
+/* Q6_K: 16 sub-blocks of 16, value ≈ d·sc·(q − 32) with q in 0..63, sc int8. */
+static void encode_q6(const float *x, unsigned char *blk)
+{
+    float scale[16];
+    const float max_scale = signed_scales(x, 32.0f, scale);
     unsigned char *ql = blk, *qh = blk + 128;
     memset(blk, 0, 210);
     const float iscale = max_scale != 0.0f ? -128.0f / max_scale : 0.0f;
@@ -181,11 +214,41 @@ static void encode_q6(const float *x, unsigned char *blk)
     }
 }
 
+/* Q3_K: 16 sub-blocks of 16, value ≈ d·(sc − 32)·(q − 4) with q in 0..7 and sc in 0..63, as ggml's
+ * quantize_row_q3_K_ref lays them out (its per-sub-block fit is make_q3_quants' search). */
+static void encode_q3(const float *x, unsigned char *blk)
+{
+    float scale[16];
+    const float max_scale = signed_scales(x, 4.0f, scale);
+    memset(blk, 0, 110);
+    unsigned char *hmask = blk, *qs = blk + 32, *scales = blk + 96;
+    const float iscale = max_scale != 0.0f ? -32.0f / max_scale : 0.0f;
+    int sc[16];
+    for (int j = 0; j < 16; j++) {
+        sc[j] = iscale != 0.0f ? round_clamp(iscale * scale[j], -32, 31) : -32; /* ggml's bytes: all 0 */
+        const int u = sc[j] + 32;
+        scales[j % 8] |= (unsigned char)((u & 0xf) << (j < 8 ? 0 : 4));
+        scales[8 + j % 4] |= (unsigned char)((u >> 4) << (2 * (j / 4)));
+    }
+    const uint16_t dh = moe_f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
+    store16(blk + 108, dh);
+    const float d = moe_f16_to_f32(dh);
+    for (int i = 0; i < QK; i++) {
+        const float dl = d * (float)sc[i / 16];
+        const int q = dl != 0.0f ? round_clamp(x[i] / dl, -4, 3) + 4 : 4;
+        const int n = i / 128, j = (i / 32) % 4, l = i % 32;
+        qs[32 * n + l] |= (unsigned char)((q & 3) << (2 * j));
+        hmask[l] |= (unsigned char)((q >> 2) << (4 * n + j));
+    }
+}
+
 void moe_kq_encode(moe_dtype dt, const float *in, unsigned char *blk)
 {
     /* A non-finite value would make every scale of its super-block NaN or infinite; ggml's
      * quantizers do not guard either, and the result is then whatever the arithmetic gives. */
-    if (dt == MOE_DTYPE_Q6_K)
+    if (dt == MOE_DTYPE_Q3_K)
+        encode_q3(in, blk);
+    else if (dt == MOE_DTYPE_Q6_K)
         encode_q6(in, blk);
     else
         encode_q45(dt == MOE_DTYPE_Q5_K, in, blk);

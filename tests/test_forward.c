@@ -200,7 +200,7 @@ static int64_t round_up(int64_t v, int64_t m)
 
 /* The format a down_format case keeps its down projections in: another of each kind, so a
  * float run meets a 16-bit down, a 16-bit run a block down, each block format the other, and a
- * K-quant another K-quant (Q4_K / Q5_K with Q6_K, as llama.cpp's _M files mix them). */
+ * K-quant another K-quant (Q4_K / Q5_K with Q6_K, Q3_K with Q4_K, as llama.cpp's _M files mix them). */
 static moe_dtype down_partner(moe_dtype t)
 {
     switch (t) {
@@ -216,6 +216,7 @@ static moe_dtype down_partner(moe_dtype t)
     case MOE_DTYPE_Q5_K:
         return MOE_DTYPE_Q6_K;
     case MOE_DTYPE_Q6_K:
+    case MOE_DTYPE_Q3_K: /* llama.cpp's Q3_K_M: down Q4_K (Q5_K in its first layers) */
         return MOE_DTYPE_Q4_K;
     default:
         return MOE_DTYPE_Q8_0;
@@ -290,12 +291,13 @@ static void check_pre_converted(moe_context *ctx, const fcase *c, const h_layer 
 }
 
 /* The formats moe.h says run on an activation opt-in (each product in its own format): integer
- * activations (Q8_0) on Q8_0, Q4_0 and the K-quants, bfloat16 pairs (BF16) on Q4_0, MXFP4 and Q4_K. */
+ * activations (Q8_0) on Q8_0, Q4_0 and the K-quants (Q3_K since 0.15.0), bfloat16 pairs (BF16) on Q4_0,
+ * MXFP4 and Q4_K (main checks this against moe_dtype_takes_activations). */
 static bool takes(moe_dtype t, moe_dtype act)
 {
     if (act == MOE_DTYPE_BF16) return t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_MXFP4 || t == MOE_DTYPE_Q4_K;
-    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q4_K || t == MOE_DTYPE_Q5_K ||
-           t == MOE_DTYPE_Q6_K;
+    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q3_K || t == MOE_DTYPE_Q4_K ||
+           t == MOE_DTYPE_Q5_K || t == MOE_DTYPE_Q6_K;
 }
 
 /* An opt-in case (g_act Q8_0 or BF16): the layer must say it runs them, and its output must stay within
@@ -880,6 +882,14 @@ int main(int argc, char **argv)
             printf("an expert cache of %lld slots on %s\n", (long long)g_cache_slots, argv[1]);
     }
     printf("weight format: %s, activations: %s\n", moe_dtype_name(g_dtype), moe_dtype_name(g_act));
+    /* The suite's table (what check_opt_in and int8_request expect) is the library's. */
+    for (int a = 0; a < 2; a++) {
+        const moe_dtype opt_in = a ? MOE_DTYPE_BF16 : MOE_DTYPE_Q8_0;
+        CHECK(takes(g_dtype, opt_in) == (moe_dtype_takes_activations(g_dtype, opt_in) == 1),
+              "%s weights on %s activations: the suite says %d, moe_dtype_takes_activations %d",
+              moe_dtype_name(g_dtype), moe_dtype_name(opt_in), (int)takes(g_dtype, opt_in),
+              moe_dtype_takes_activations(g_dtype, opt_in));
+    }
     if (g_act == MOE_DTYPE_BF16 && takes(g_dtype, g_act) && !runs_bf16(ctx)) {
         printf("SKIP: this context does not run bfloat16-pair activations (the CPU's avx512vnni level runs "
                "them where the CPU has AVX512_BF16, simde512 anywhere)\n");

@@ -7,11 +7,13 @@
  *    the very bits the same weights give through safetensors; a quantised case must give, to
  *    1e-5, what its "-deq" twin gives — the same weights dequantised by the gguf package and
  *    stored as F32 — with each projection stored as the file stores it (Q4_0 gate/up with a
- *    Q8_0 down stay so); a K-quant case (Q4_K or Q5_K gate/up with a Q6_K down, as llama.cpp's
- *    _M files) must give, to 1e-5, what the same layer gives with its experts dequantised at
- *    upload (to F32, by the conversion test_dtype checks against the gguf package);
+ *    Q8_0 down stay so); a K-quant case (Q4_K or Q5_K gate/up with a Q6_K down, Q3_K with a
+ *    Q4_K one, as llama.cpp's _M files) must give, to 1e-5, what the same layer gives with its
+ *    experts dequantised at upload (to F32, by the conversion test_dtype checks against the gguf
+ *    package);
  *  - what moe_model_get_info and moe_model_layer_desc say of each (architecture, counts,
- *    formats, which layers are MoE), and moe_model_get_tensor_info's listing;
+ *    formats, which layers are MoE), and moe_model_get_tensor_info's listing (ggml's type 11, Q3_K,
+ *    is MOE_DTYPE_Q3_K since 0.15.0; Q2_K has no moe_dtype);
  *  - every user error, each one status and one message naming the file and the cause: an
  *    unsupported tensor type (Q2_K, naming the types that are read), an unknown architecture,
  *    a split opened from a later file or missing a file, a truncated file (every cut of the
@@ -290,6 +292,32 @@ static void tensor_infos(void)
     CHECK_STATUS(moe_model_get_tensor_info(m, 0, &t), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_model_get_tensor_info(m, 0, NULL), MOE_ERROR_NULL_POINTER);
     moe_model_close(m);
+
+    /* A Q3_K_M file: Q3_K experts (ne [256, 256, 4], 110 bytes a super-block) read as MOE_DTYPE_Q3_K,
+     * its down Q4_K. */
+    snprintf(path, sizeof path, "%s/synthetic-q3_k_m.gguf", g_dir);
+    m = NULL;
+    CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
+    if (!m) return;
+    mi = (moe_model_info){.struct_size = sizeof mi};
+    CHECK_STATUS(moe_model_get_info(m, &mi), MOE_OK);
+    found = 0;
+    for (int64_t i = 0; i < mi.n_tensors; i++) {
+        moe_model_tensor_info ti = {.struct_size = sizeof ti};
+        CHECK_STATUS(moe_model_get_tensor_info(m, i, &ti), MOE_OK);
+        const bool q3 =
+            !strcmp(ti.name, "blk.0.ffn_gate_exps.weight") || !strcmp(ti.name, "blk.0.ffn_up_exps.weight");
+        if (!q3 && strcmp(ti.name, "blk.0.ffn_down_exps.weight")) continue;
+        found++;
+        CHECK(!strcmp(ti.type, q3 ? "Q3_K" : "Q4_K") && ti.dtype == (q3 ? MOE_DTYPE_Q3_K : MOE_DTYPE_Q4_K) &&
+                  ti.n_dims == 3 && ti.shape[0] == 4 && ti.shape[1] == 256 && ti.shape[2] == 256 &&
+                  ti.bytes == 4 * 256 * (q3 ? 110u : 144u),
+              "%s: %s dtype %d, %d dims [%lld, %lld, %lld], %llu bytes", ti.name, ti.type, (int)ti.dtype,
+              ti.n_dims, (long long)ti.shape[0], (long long)ti.shape[1], (long long)ti.shape[2],
+              (unsigned long long)ti.bytes);
+    }
+    CHECK(found == 3, "%d of synthetic-q3_k_m.gguf's 3 expert tensors were listed", found);
+    moe_model_close(m);
 }
 
 /* Sets the UINT32 value of key `key` in a GGUF file's bytes; false if the key is not there. */
@@ -312,7 +340,8 @@ static void errors(moe_context *ctx, const char *tmp)
     char path[1024], out[1100];
     snprintf(path, sizeof path, "%s/synthetic-q2_k.gguf", g_dir);
     layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "tensor 'blk.0.ffn_down_exps.weight' has type Q2_K");
-    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and MXFP4");
+    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT,
+                "F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4");
     snprintf(path, sizeof path, "%s/unknown-arch.gguf", g_dir);
     open_fails(path, MOE_ERROR_UNSUPPORTED, "architecture 'falcon'");
     snprintf(path, sizeof path, "%s/qwen2moe-split-00002-of-00003.gguf", g_dir);
@@ -484,7 +513,7 @@ int main(int argc, char **argv)
         run_case(ctx, e);
         cases++;
     }
-    CHECK(cases >= 13, "index.json lists %d cases, 13 expected", cases);
+    CHECK(cases >= 18, "index.json lists %d cases, 18 expected", cases);
     cJSON_Delete(index);
     free(text);
     if (kind == MOE_BACKEND_CPU) { /* the errors do not depend on the backend */

@@ -240,7 +240,8 @@ static void test_formats_and_layers(void)
         snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", v > 1 ? "," : "",
                  moe_dtype_name((moe_dtype)v));
     }
-    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 9);
+    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 10);
+    CHECK(parse(&c, "--weights", "Q3_K", NULL) == BENCH_PARSE_OK && c.weights.v[0] == MOE_DTYPE_Q3_K);
     /* gpt-oss-20b's 2880 is whole MXFP4 blocks of 32, not K-quant super-blocks of 256. */
     CHECK(parse(&c, "--preset", "gpt-oss-20b", "--weights", "f32,mxfp4", NULL) == BENCH_PARSE_OK);
     CHECK(c.d_model == 2880 && c.d_ff == 2880 && c.experts == 32 && c.top_k == 4 && !c.no_renorm);
@@ -250,6 +251,8 @@ static void test_formats_and_layers(void)
     /* The K-quants need whole super-blocks of 256: deepseek-v2-lite's d_ff of 1408 is not. */
     CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q4_k,q6_k", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q4_k", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q3_k", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q3_k", NULL) == BENCH_PARSE_ERROR);
     /* The preset's dimensions are whole blocks; a block format passes with them. */
     CHECK(parse(&c, "--preset", "mixtral-8x7b", "--weights", "q4_0,q8_0", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", "--weights", "q4_0", NULL) == BENCH_PARSE_OK);
@@ -344,6 +347,27 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "q6_k", "--down-weights", "q6_k", "--activations", "q8_0", NULL) ==
               BENCH_PARSE_OK &&
           c.weights.n == 1 && c.weights.act[0] == MOE_DTYPE_Q8_0); /* 0.13.0: Q6_K takes them */
+    /* Q3_K (0.15.0) takes int8 activations, not bfloat16 pairs: a Q3_K run gets bfloat16 pairs only
+     * through a down that takes them (a Q3_K_M layer's Q4_K), labelled q3_k+q4_k. */
+    CHECK(parse(&c, "--weights", "f32,q3_k", "--activations", "f32,q8_0", NULL) == BENCH_PARSE_OK &&
+          c.weights.n == 3 && c.weights.v[1] == MOE_DTYPE_Q3_K && c.weights.act[1] == MOE_DTYPE_F32 &&
+          c.weights.v[2] == MOE_DTYPE_Q3_K && c.weights.act[2] == MOE_DTYPE_Q8_0);
+    CHECK(parse(&c, "--weights", "q3_k", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q3_k", "--down-weights", "q3_k", "--activations", "bf16", NULL) ==
+          BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q3_k", "--down-weights", "q4_k", "--activations", "f32,q8_0,bf16", NULL) ==
+              BENCH_PARSE_OK &&
+          c.weights.n == 3 && c.weights.v[2] == MOE_DTYPE_Q3_K && c.weights.act[1] == MOE_DTYPE_Q8_0 &&
+          c.weights.act[2] == MOE_DTYPE_BF16 && bench_down_dtype(&c, MOE_DTYPE_Q3_K) == MOE_DTYPE_Q4_K);
+    {
+        const moe_layer_desc d = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q3_K);
+        char lbl[32];
+        CHECK(d.weight_dtype == MOE_DTYPE_Q3_K && d.down_weight_dtype == MOE_DTYPE_Q4_K &&
+              d.shared_down_weight_dtype == MOE_DTYPE_Q4_K);
+        CHECK(!strcmp(
+            bench_format_label(d.weight_dtype, d.down_weight_dtype, MOE_DTYPE_Q8_0, 0, 0, lbl, sizeof lbl),
+            "q3_k+q4_k/i8"));
+    }
     CHECK(parse(&c, "--weights", "mxfp4", "--down-weights", "f16", "--activations", "q8_0", NULL) ==
           BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q6_k,q8_0", NULL) == BENCH_PARSE_ERROR);

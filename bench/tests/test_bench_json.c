@@ -267,13 +267,13 @@ static void check_object(const cJSON *o)
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
         CHECK(is_dtype_name(str(o, "weight_dtype")) && is_dtype_name(str(o, "down_weight_dtype")));
         /* What the layer ran: an activation opt-in only where gate/up's or down's format takes it
-         * (integer: Q8_0, Q4_0, Q4_K; bfloat16 pairs: Q4_0, MXFP4, Q4_K), within moe.h's bound of the
-         * float ones (1e-2, 2e-5) where the reference compared them. */
+         * (integer: Q8_0, Q4_0 and the K-quants; bfloat16 pairs: Q4_0, MXFP4, Q4_K), within moe.h's bound of
+         * the float ones (1e-2, 2e-5) where the reference compared them. */
         const char *act = str(o, "activation_dtype");
         const int int8 = !strcmp(act, "q8_0"), bf16 = !strcmp(act, "bf16");
         CHECK(!strcmp(act, "f32") || int8 || bf16);
         if (int8 || bf16) {
-            const char *takes = int8 ? ",q8_0,q4_0,q4_k," : ",q4_0,mxfp4,q4_k,";
+            const char *takes = int8 ? ",q8_0,q4_0,q3_k,q4_k,q5_k,q6_k," : ",q4_0,mxfp4,q4_k,";
             char w[16], dn[16];
             snprintf(w, sizeof w, ",%s,", str(o, "weight_dtype"));
             snprintf(dn, sizeof dn, ",%s,", str(o, "down_weight_dtype"));

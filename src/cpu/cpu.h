@@ -58,7 +58,7 @@
  * Q4_K's words, and 4 consecutive l of the fifth bits; Q6_K: 4 consecutive k of the nibbles, and the
  * 4 qh bytes that complete them). The integer kernels put the values together in 32-bit lanes.
  *
- * K-quants (Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
+ * K-quants (Q3_K, Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
  * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then
  * panel 1's), so one vector load gives a field's bytes for 16 columns:
  *   Q4_K  4736 bytes: d (32 fp16), dmin (32 fp16), sc [8 sub-blocks][32] and m [8][32] bytes —
@@ -74,6 +74,11 @@
  *         t = 64n + 32h + l: value 128n + 32h + l low, + 64 high), then the 2-bit highs [64][32]
  *         (byte 32n + l: bits 2h, 2h + 1 of value 128n + 32h + l and bits 2h + 4, 2h + 5 of
  *         value 128n + 32h + l + 64): 210 bytes a column, as ggml's.
+ *   Q3_K  3648 bytes: d (32 fp16), the scales less 32 as int8 [16][32] (unpacked from ggml's 12
+ *         bytes: 114 bytes a column, not 110), ggml's 2-bit pairs qs [64][32] (byte 32n + l:
+ *         bits 2j of value 128n + 32j + l), then its third bits hmask [32 l][32] (bit 4n + j).
+ *         The kernels read it as Q6_K's layout with fewer bits: byte row t = 64n + 32g + l of
+ *         its values is qs row 32n + l at bits 2g (low) and 2g + 4 (high, value + 64).
  *
  * The Q8_0 / Q4_0 blocks are ggml's blocks rearranged, nothing recomputed: the same fp16 scale
  * and the same quants (a Q4_0 byte is the very byte of ggml's block: low nibble value j, high
@@ -98,16 +103,18 @@
 #define MOE_CPU_Q4_PAIR_BLOCK (2 * 2 * MOE_CPU_PANEL + MOE_CPU_PANEL * MOE_CPU_BLOCK)
 #define MOE_CPU_SCALES        (2 * 2 * MOE_CPU_PANEL) /* bytes of a pair block's scales */
 /* A K-quant pair super-block: its fields' byte offsets (fp16 d first, at 0) and size. */
-#define MOE_CPU_KQ_COLS   (2 * MOE_CPU_PANEL)
-#define MOE_CPU_KQ_DMIN   (2 * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_SC(dt) ((dt) == MOE_DTYPE_Q6_K ? 2 * MOE_CPU_KQ_COLS : 4 * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_M      (MOE_CPU_KQ_SC(MOE_DTYPE_Q4_K) + 8 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_COLS (2 * MOE_CPU_PANEL)
+#define MOE_CPU_KQ_DMIN (2 * MOE_CPU_KQ_COLS)
+/* Q3_K and Q6_K: signed values, an int8 scale per sub-block of 16, no min (the rest: Q4_K, Q5_K). */
+#define MOE_CPU_KQ_SIGNED(dt) ((dt) == MOE_DTYPE_Q6_K || (dt) == MOE_DTYPE_Q3_K)
+#define MOE_CPU_KQ_SC(dt)     (MOE_CPU_KQ_SIGNED(dt) ? 2 * MOE_CPU_KQ_COLS : 4 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_M          (MOE_CPU_KQ_SC(MOE_DTYPE_Q4_K) + 8 * MOE_CPU_KQ_COLS)
 #define MOE_CPU_KQ_NIB(dt)                                                                                   \
-    ((dt) == MOE_DTYPE_Q6_K ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + 128 * MOE_CPU_KQ_COLS)
+    (MOE_CPU_KQ_SIGNED(dt) ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + ((dt) == MOE_DTYPE_Q3_K ? 64 : 128) * MOE_CPU_KQ_COLS)
 #define MOE_CPU_KQ_PAIR_SUPER(dt)                                                                            \
     ((dt) == MOE_DTYPE_Q4_K ? MOE_CPU_KQ_QH(dt)                                                              \
-                            : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q5_K ? 32 : 64) * MOE_CPU_KQ_COLS)
+                            : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q6_K ? 64 : 32) * MOE_CPU_KQ_COLS)
 
 /* Pairs in a packed tensor of n_out columns, and output columns per pair. */
 static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
@@ -129,6 +136,7 @@ static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
     case MOE_DTYPE_Q4_0:
     case MOE_DTYPE_MXFP4:
         return k / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
+    case MOE_DTYPE_Q3_K:
     case MOE_DTYPE_Q4_K:
     case MOE_DTYPE_Q5_K:
     case MOE_DTYPE_Q6_K:

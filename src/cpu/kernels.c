@@ -18,7 +18,7 @@
  * Block formats (Q8_0, Q4_0, MXFP4) accumulate Σ a·q over each block of 32 k in registers, then add
  * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
  * FMA per block instead of one multiply per weight, and the totals need no registers. The
- * K-quants (Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
+ * K-quants (Q3_K, Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
  * scale and, for Q4_K / Q5_K, dmin·m times the sub-block's activation sum subtracted.
  *
  * Each level is two objects of this file: its prefill tiles (MOE_CPU_KERNELS_PREFILL=1: the
@@ -515,7 +515,13 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
     }
 }
 
-/* ---- K-quants (Q4_K, Q5_K, Q6_K) -------------------------------------------------------------- */
+/* ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K) -------------------------------------------------------- */
+
+/* Q3_K is read as Q6_K with fewer bits (cpu.h): the same byte rows t = 64n + 32g + l (values
+ * 128n + 32g + l and + 64), sub-blocks of 16 and int8 scales, so every kernel below serves both
+ * and only the values' assembly differs. Byte row t's 2-bit pairs are qs row KQ_QS_ROW(t) at bits 2g
+ * (low) and 2g + 4 (high); the third bits, hmask row l's bits 4n + g and 4n + g + 2. */
+#define KQ_QS_ROW(dt, t) ((dt) == MOE_DTYPE_Q3_K ? 32 * ((t) / 64) + (t) % 32 : (t))
 
 /* Q5_K's and Q6_K's values put together a byte row at a time (KQ_BYTES: at 256 and 512 bits): the
  * low nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
@@ -539,15 +545,29 @@ static inline simde__m256i bytes_shift(simde__m256i b, int s)
     return s > 0 ? simde_mm256_slli_epi16(b, s) : s < 0 ? simde_mm256_srli_epi16(b, -s) : b;
 #endif
 }
-/* Byte row t of a Q5_K / Q6_K super-block (cpu.h) as values: out[0 .. PAIR) the low nibbles',
- * out[PAIR .. 2·PAIR) the high ones' (Q5_K 0..31, Q6_K −32..31 as int8). */
+/* Byte row t of a Q3_K / Q5_K / Q6_K super-block (cpu.h) as values: out[0 .. PAIR) the low ones',
+ * out[PAIR .. 2·PAIR) the high ones' (Q3_K −4..3 and Q6_K −32..31 as int8, Q5_K 0..31). */
 ALWAYS_INLINE void kq_bytes(const moe_dtype dt, const unsigned char *p, int t, unsigned char *out)
 {
     const simde__m256i nib = simde_mm256_set1_epi8(15);
-    const simde__m256i x = simde_mm256_loadu_si256(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
+    const simde__m256i x =
+        simde_mm256_loadu_si256(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS);
     simde__m256i lo = simde_mm256_and_si256(x, nib),
                  hi = simde_mm256_and_si256(simde_mm256_srli_epi16(x, 4), nib);
-    if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) to bit 4 */
+    if (dt == MOE_DTYPE_Q3_K) { /* qs bits 2g and 2g + 4; hmask byte l, bits 4n + g and + 2 to bit 2 */
+        const int n = t / 64, g = (t / 32) & 1;
+        const simde__m256i b = simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS);
+        const simde__m256i two = simde_mm256_set1_epi8(3), bit2 = simde_mm256_set1_epi8(4),
+                           m4 = simde_mm256_set1_epi8(4);
+        lo = simde_mm256_sub_epi8(
+            simde_mm256_or_si256(simde_mm256_and_si256(bytes_shift(x, -2 * g), two),
+                                 simde_mm256_and_si256(bytes_shift(b, 2 - 4 * n - g), bit2)),
+            m4);
+        hi = simde_mm256_sub_epi8(
+            simde_mm256_or_si256(simde_mm256_and_si256(bytes_shift(x, -2 * g - 4), two),
+                                 simde_mm256_and_si256(bytes_shift(b, -4 * n - g), bit2)),
+            m4);
+    } else if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) to bit 4 */
         const int c = t / 32;
         const simde__m256i b = simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS);
         const simde__m256i bit4 = simde_mm256_set1_epi8(16);
@@ -577,22 +597,33 @@ ALWAYS_INLINE void kq_bytes(const moe_dtype dt, const unsigned char *p, int t, u
 
 /* Vector v of byte row t of a K-quant super-block in the byte layout (cpu.h): the low nibbles'
  * values (lo) and the high ones' (hi; KQ_PAIRED: the whole bytes), with the fifth bit (Q5_K) or the two high
- * bits and the −32 (Q6_K) put in; where KQ_BYTES, widened from `row`, which kq_bytes filled. */
+ * bits and the −32 (Q6_K) put in, or Q3_K's pairs with their third bits and the −4; where KQ_BYTES,
+ * widened from `row`, which kq_bytes filled. */
 ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const unsigned char *row, int t,
                                int v, moe_vec *lo, moe_vec *hi)
 {
     if (KQ_BYTES(dt)) {
         const unsigned char *b = row + v * MOE_VLEN;
-        *lo = dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)b)
-                                   : vec_from_int(ivec_load_u8(b));
-        *hi = dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)(b + PAIR))
-                                   : vec_from_int(ivec_load_u8(b + PAIR));
+        *lo = MOE_CPU_KQ_SIGNED(dt) ? vec_load_i8((const int8_t *)(const void *)b)
+                                    : vec_from_int(ivec_load_u8(b));
+        *hi = MOE_CPU_KQ_SIGNED(dt) ? vec_load_i8((const int8_t *)(const void *)(b + PAIR))
+                                    : vec_from_int(ivec_load_u8(b + PAIR));
         return;
     }
     (void)row;
-    const moe_ivec x = ivec_load_u8(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+    const moe_ivec x =
+        ivec_load_u8(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
     moe_ivec l = ivec_and(x, ivec_set1(15)), h = KQ_PAIRED(dt) ? x : ivec_srli(x, 4);
-    if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) */
+    if (dt == MOE_DTYPE_Q3_K) { /* qs bits 2g and 2g + 4; hmask byte l, bits 4n + g and 4n + g + 2 */
+        const int n = t / 64, g = (t / 32) & 1;
+        const moe_ivec b = ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
+        l = ivec_sub(ivec_or(ivec_and(ivec_srli(x, 2 * g), ivec_set1(3)),
+                             ivec_slli(ivec_and(ivec_srli(b, 4 * n + g), ivec_set1(1)), 2)),
+                     ivec_set1(4));
+        h = ivec_sub(ivec_or(ivec_and(ivec_srli(x, 2 * g + 4), ivec_set1(3)),
+                             ivec_slli(ivec_and(ivec_srli(b, 4 * n + g + 2), ivec_set1(1)), 2)),
+                     ivec_set1(4));
+    } else if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) */
         const int c = t / 32;
         const moe_ivec b = ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
         l = ivec_or(l, ivec_slli(ivec_and(ivec_srli(b, 2 * c), ivec_set1(1)), 4));
@@ -652,12 +683,12 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
  * each in k order, added before the scaling, in every tile alike. The k (within the super-block)
  * of byte row t's low-nibble value; the high one's is + KQ_HI. */
 #define KQ_LO_K(dt, t)                                                                                       \
-    ((dt) == MOE_DTYPE_Q6_K ? 128 * ((t) / 64) + (t) % 64                                                    \
-     : KQ_PAIRED(dt)        ? 32 * ((t) / 16) + (t) % 16                                                     \
-                            : 64 * ((t) / 32) + (t) % 32)
-#define KQ_HI(dt)    ((dt) == MOE_DTYPE_Q6_K ? 64 : KQ_PAIRED(dt) ? 16 : 32)
-#define KQ_SUB(dt)   ((dt) == MOE_DTYPE_Q6_K ? 16 : 32) /* values per sub-block (one scale) */
-#define KQ_GROUP(dt) ((dt) == MOE_DTYPE_Q6_K || KQ_PAIRED(dt) ? 16 : 32)
+    (MOE_CPU_KQ_SIGNED(dt) ? 128 * ((t) / 64) + (t) % 64                                                     \
+     : KQ_PAIRED(dt)       ? 32 * ((t) / 16) + (t) % 16                                                      \
+                           : 64 * ((t) / 32) + (t) % 32)
+#define KQ_HI(dt)    (MOE_CPU_KQ_SIGNED(dt) ? 64 : KQ_PAIRED(dt) ? 16 : 32)
+#define KQ_SUB(dt)   (MOE_CPU_KQ_SIGNED(dt) ? 16 : 32) /* values per sub-block (one scale) */
+#define KQ_GROUP(dt) (MOE_CPU_KQ_SIGNED(dt) || KQ_PAIRED(dt) ? 16 : 32)
 
 /* End of sub-block j of super-block p: tot[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
  * Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
@@ -671,15 +702,15 @@ ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned cha
         const int c = (v0 + v) * MOE_VLEN;
         const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + c);
         const unsigned char *sc = p + MOE_CPU_KQ_SC(dt) + j * MOE_CPU_KQ_COLS + c;
-        const moe_vec scale = vec_mul(d, dt == MOE_DTYPE_Q6_K ? vec_load_i8((const int8_t *)(const void *)sc)
-                                                              : vec_from_int(ivec_load_u8(sc)));
+        const moe_vec scale = vec_mul(d, MOE_CPU_KQ_SIGNED(dt) ? vec_load_i8((const int8_t *)(const void *)sc)
+                                                               : vec_from_int(ivec_load_u8(sc)));
         moe_vec min = vec_zero();
-        if (dt != MOE_DTYPE_Q6_K)
+        if (!MOE_CPU_KQ_SIGNED(dt))
             min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + c),
                           vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + c)));
         for (int r = 0; r < nr; r++) {
             tot[r][v] = vec_fmadd(scale, sums[r][v], tot[r][v]);
-            if (dt != MOE_DTYPE_Q6_K) tot[r][v] = vec_fmadd(min, vec_set1(-asum[r][j]), tot[r][v]);
+            if (!MOE_CPU_KQ_SIGNED(dt)) tot[r][v] = vec_fmadd(min, vec_set1(-asum[r][j]), tot[r][v]);
         }
     }
 }
@@ -759,7 +790,7 @@ ALWAYS_INLINE void kq_rows_split(const int nr, const moe_dtype dt, int64_t k_dim
         float own[MR_MAX][8]; /* the super-block's sums where the caller has none (asum NULL) */
         for (int r = 0; r < nr; r++) {
             as[r] = NULL;
-            if (dt == MOE_DTYPE_Q6_K) continue;
+            if (MOE_CPU_KQ_SIGNED(dt)) continue;
             if (!asum) block_sums(a[r] + k0, MOE_SUPER_BLOCK_SIZE, dt, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
@@ -812,7 +843,7 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
         for (int r = 0; r < nr; r++) {
             ak[r] = a[r] + k0;
             as[r] = NULL;
-            if (dt == MOE_DTYPE_Q6_K) continue;
+            if (MOE_CPU_KQ_SIGNED(dt)) continue;
             if (!asum) block_sums(ak[r], MOE_SUPER_BLOCK_SIZE, dt, own[r]);
             as[r] = asum ? asum[r] + k0 / 32 : own[r];
         }
@@ -837,8 +868,8 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                 MOE_UNROLL_4
                 for (int t = t4; t < t4 + 4; t++) {
                     if (t % 2 == 0 && src != FROM_WIDENED) {
-                        prefetch_line(p + MOE_CPU_KQ_NIB(dt) + t * MOE_CPU_KQ_COLS);
-                        if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q5_K ? 32 : 64))
+                        prefetch_line(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS);
+                        if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q6_K ? 64 : 32))
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
                     }
                     if (KQ_FUSED(nr, src)) {
@@ -923,7 +954,7 @@ ALWAYS_INLINE void rows_of(const int nr, const moe_dtype dt, int64_t k_dim, cons
                            const float *const *asum, const unsigned char *b, float *restrict out,
                            float *widened, const int src, const bool prefetch)
 {
-    if (dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K || dt == MOE_DTYPE_Q6_K)
+    if (dt == MOE_DTYPE_Q3_K || dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K || dt == MOE_DTYPE_Q6_K)
         kq_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
     else if (dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4)
         block_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
@@ -995,6 +1026,7 @@ TILE(tile_mxfp4, MR_Q4, MOE_DTYPE_MXFP4, CASE_PACKED)
 TILE(tile_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_PACKED)
 TILE(tile_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_PACKED)
 TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
+TILE(tile_q3k, MR_KQ, MOE_DTYPE_Q3_K, CASE_PACKED)
 #endif
 
 /* ---- prefill: a chunk of a pair widened once for all of a task's rows ------------------------- */
@@ -1032,6 +1064,7 @@ TILE(widening_mxfp4, MR_WIDENING_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENING)
 TILE(widening_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENING)
 TILE(widening_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENING)
 TILE(widening_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENING)
+TILE(widening_q3k, MR_KQ, MOE_DTYPE_Q3_K, CASE_WIDENING)
 TILE(widened_dense, MR_F32, MOE_DTYPE_F32, CASE_WIDENED)
 TILE(widened_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENED)
 TILE(widened_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENED)
@@ -1039,6 +1072,7 @@ TILE(widened_mxfp4, MR_WIDENED_BLOCK, MOE_DTYPE_MXFP4, CASE_WIDENED)
 TILE(widened_q4k, MR_KQ_WIDENED, MOE_DTYPE_Q4_K, CASE_WIDENED)
 TILE(widened_q5k, MR_KQ_WIDENED, MOE_DTYPE_Q5_K, CASE_WIDENED)
 TILE(widened_q6k, MR_KQ_WIDENED, MOE_DTYPE_Q6_K, CASE_WIDENED)
+TILE(widened_q3k, MR_KQ_WIDENED, MOE_DTYPE_Q3_K, CASE_WIDENED)
 
 prefill_tiles PREFILL_TILES(moe_dtype dt)
 {
@@ -1059,6 +1093,8 @@ prefill_tiles PREFILL_TILES(moe_dtype dt)
         return (prefill_tiles){widening_q5k, widened_q5k};
     case MOE_DTYPE_Q6_K:
         return (prefill_tiles){widening_q6k, widened_q6k};
+    case MOE_DTYPE_Q3_K:
+        return (prefill_tiles){widening_q3k, widened_q3k};
     default:
         return (prefill_tiles){NULL, NULL};
     }
@@ -1147,6 +1183,7 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
     const bool wide = g->act_quant == MOE_ACT_INT16;
     const int_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K ? (wide ? tile_i16_q4k : tile_i8_q4k)
                              : g->dtype == MOE_DTYPE_Q6_K ? (wide ? tile_i16_q6k : tile_i8_q6k)
+                             : g->dtype == MOE_DTYPE_Q3_K ? (wide ? tile_i16_q3k : tile_i8_q3k)
                              : g->dtype == MOE_DTYPE_Q5_K ? (wide ? tile_i16_q5k : tile_i8_q5k)
                              : g->dtype == MOE_DTYPE_Q4_0 ? (wide ? tile_i16_q4 : tile_i8_q4)
                                                           : (wide ? tile_i16_q8 : tile_i8_q8);
@@ -1233,6 +1270,8 @@ static format_kernels kernels_of(moe_dtype dt, bool prefetch_dense)
         return (format_kernels){tile_q5k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q6_K:
         return (format_kernels){tile_q6k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
+    case MOE_DTYPE_Q3_K:
+        return (format_kernels){tile_q3k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     default:
         return (format_kernels){prefetch_dense ? tile_f32 : tile_f32_hw, NULL, NULL, MR_F32, 0, 0};
     }

@@ -388,7 +388,7 @@ ALWAYS_INLINE void int_kq_rows(const int nr, const moe_dtype dt, const bool wide
     }
 }
 
-/* Q6_K's values (0..63, unsigned) of 4 words: k + 0, + 32, + 64, + 96 (int_q6k_rows) from nibble words
+/* Q6_K's values (0..63, unsigned) of 4 words: k + 0, + 32, + 64, + 96 (int_kq16_rows) from nibble words
  * n0 (low nibbles k, high k + 64) and n1 (k + 32, k + 96) and the word of their high bits hb (bits 0-1,
  * 2-3, 4-5, 6-7 of each byte for k, + 32, + 64, + 96), each value's two high bits to bits 4-5 of its
  * byte. At 512 bits a byte's low nibble and its high bits are put together by one vpternlogd (a bitwise
@@ -415,23 +415,41 @@ ALWAYS_INLINE void q6k_values(moe_ivec n0, moe_ivec n1, moe_ivec hb, moe_ivec w[
 #endif
 }
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q6_K's integer layout (cpu.h: its
- * nibbles and its high bits in words), a_r quantised (int8, or int16 when wide). A sub-block of Q6_K
- * is 16 values, one int8 scale, as an activation group is 16 values, one d_a: per sub-block j the
- * exact integer Σ q·q_a − 32·Σ q_a (the values enter unsigned, 0..63, the zero point 32 taken off with
- * the activations' sum), then out += d·sc_j·d_a·that. Nibble word group 16n + 8g + 4h + i holds, per
- * column, 4 consecutive k of value 128n + 32g + 16h + 4i (low nibbles) and the same + 64 (high); their
- * high bits are in one word, qh group 8n + 4h + i (bits 2g, 2g + 1 of each byte for the low nibble's
- * value, 2g + 4, 2g + 5 for the high one's), so one qh load serves both g: 4 words of 4 k at k + 32m,
- * m = 0..3, of sub-blocks 8n + h + 2m. The super-block is read a quarter (n, h) at a time, its 8
- * nibble groups and 4 qh groups (24 lines), each vector of the pair in turn, out read and written once
- * a quarter; as a quarter starts, its lines as far ahead as MOE_CPU_PREFETCH_DIST are prefetched (the
- * head's as the super-block starts), as int_kq_rows does by chunks. The super-block's 105 lines
- * prefetched at once as it started held the stream back: 2-core Zen 4, qwen3-30b-a3b decode from
- * memory, Q6_K on int8, 1.26-1.29 ms a forward (float activations 1.23-1.28), by quarters 0.89-1.02. */
-ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim,
-                                const qrow *a, const unsigned char *b, float *restrict out)
-{ /* dt: MOE_DTYPE_Q6_K (the tiles call every kernel alike: INT_TILE) */
+/* Q3_K's values (0..7, unsigned) of 4 words: k + 0, + 32, + 64, + 96 of half n (int_kq16_rows) from the
+ * word of their 2-bit pairs q (bits 2m of each byte for k + 32m) and that of their third bits hm (bit
+ * 4n + m), each third bit shifted to bit 2 of its byte: no shift here moves a bit it keeps past a byte's
+ * edge, so 32-bit lanes serve. */
+ALWAYS_INLINE void q3k_values(moe_ivec q, moe_ivec hm, int n, moe_ivec w[4])
+{
+    const moe_ivec pair = ivec_set1_i8(3), bit2 = ivec_set1_i8(4);
+    for (int m = 0; m < 4; m++) {
+        const int s = 4 * n + m - 2;
+        const moe_ivec h = s > 0 ? ivec_srli(hm, s) : s < 0 ? ivec_slli(hm, -s) : hm;
+        w[m] = ivec_or(ivec_and(ivec_srli(q, 2 * m), pair), ivec_and(h, bit2));
+    }
+}
+
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q6_K's or Q3_K's integer layout (cpu.h:
+ * its quants and its high bits in words), a_r quantised (int8, or int16 when wide). A sub-block of Q6_K
+ * (and of Q3_K) is 16 values, one int8 scale, as an activation group is 16 values, one d_a: per sub-block
+ * j the exact integer Σ q·q_a − 32·Σ q_a (the values enter unsigned, 0..63, the zero point 32 taken off
+ * with the activations' sum; Q3_K's 0..7 and 4), then out += d·sc_j·d_a·that. Q3_K's words are as Q6_K's
+ * qh: group 8n + 4h + i of its 2-bit pairs holds, per column, 4 consecutive k of values 128n + 16h + 4i +
+ * 32m in bits 2m, and group 4h + i of its third bits serves both n (bits 4n + m). Nibble word group 16n + 8g
+ * + 4h + i holds, per column, 4 consecutive k of value 128n + 32g + 16h + 4i (low nibbles) and the same + 64
+ * (high); their high bits are in one word, qh group 8n + 4h + i (bits 2g, 2g + 1 of each byte for the low
+ * nibble's value, 2g + 4, 2g + 5 for the high one's), so one qh load serves both g: 4 words of 4 k at k +
+ * 32m, m = 0..3, of sub-blocks 8n + h + 2m. The super-block is read a quarter (n, h) at a time, its 8 nibble
+ * groups and 4 qh groups (24 lines), each vector of the pair in turn, out read and written once a quarter; as
+ * a quarter starts, its lines as far ahead as MOE_CPU_PREFETCH_DIST are prefetched (the head's as the
+ * super-block starts), as int_kq_rows does by chunks. The super-block's 105 lines prefetched at once as it
+ * started held the stream back: 2-core Zen 4, qwen3-30b-a3b decode from memory, Q6_K on int8, 1.26-1.29 ms a
+ * forward (float activations 1.23-1.28), by quarters 0.89-1.02. */
+ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim,
+                                 const qrow *a, const unsigned char *b, float *restrict out)
+{ /* dt: MOE_DTYPE_Q6_K or MOE_DTYPE_Q3_K */
+    const bool q3 = dt == MOE_DTYPE_Q3_K;
+    const int zero = q3 ? 4 : 32; /* the values' zero point */
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt), group = 4 * PAIR;
     const moe_ivec bytes02 = ivec_set1(0x00ff00ff);
     zero_rows(nr, out);
@@ -442,8 +460,14 @@ ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wid
         for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line_l1(p + l); /* d, the scales */
         for (int n = 0; n < 2; n++)
             for (int h = 0; h < 2; h++) {
-                /* the quarter's lines: 4 nibble groups for each g, 4 qh groups */
+                /* the quarter's lines: 4 nibble groups for each g, 4 qh groups (Q3_K: 4 groups of
+                 * each field) */
                 for (size_t l = 0; l < 4 * group; l += 64) {
+                    if (q3) {
+                        prefetch_line_l1(ql + (size_t)(8 * n + 4 * h) * group + l);
+                        prefetch_line_l1(qh + (size_t)(4 * h) * group + l);
+                        continue;
+                    }
                     prefetch_line_l1(ql + (size_t)(16 * n + 4 * h) * group + l);
                     prefetch_line_l1(ql + (size_t)(16 * n + 8 + 4 * h) * group + l);
                     prefetch_line_l1(qh + (size_t)(8 * n + 4 * h) * group + l);
@@ -454,11 +478,17 @@ ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wid
                     for (int r = 0; r < nr; r++)
                         for (int m = 0; m < 4; m++) s[r][m] = ivec_zero();
                     for (int i = 0; i < 4; i++) {
-                        const moe_ivec hb = ivec_loadu(qh + (size_t)(8 * n + 4 * h + i) * group + col);
-                        const moe_ivec n0 = ivec_loadu(ql + (size_t)(16 * n + 4 * h + i) * group + col);
-                        const moe_ivec n1 = ivec_loadu(ql + (size_t)(16 * n + 8 + 4 * h + i) * group + col);
                         moe_ivec w[4]; /* k + 0, + 32, + 64, + 96 */
-                        q6k_values(n0, n1, hb, w);
+                        if (q3) {
+                            q3k_values(ivec_loadu(ql + (size_t)(8 * n + 4 * h + i) * group + col),
+                                       ivec_loadu(qh + (size_t)(4 * h + i) * group + col), n, w);
+                        } else {
+                            const moe_ivec hb = ivec_loadu(qh + (size_t)(8 * n + 4 * h + i) * group + col);
+                            const moe_ivec n0 = ivec_loadu(ql + (size_t)(16 * n + 4 * h + i) * group + col);
+                            const moe_ivec n1 =
+                                ivec_loadu(ql + (size_t)(16 * n + 8 + 4 * h + i) * group + col);
+                            q6k_values(n0, n1, hb, w);
+                        }
                         const int64_t k = k0 + 128 * n + 16 * h + 4 * i;
                         if (!wide) {
                             for (int r = 0; r < nr; r++)
@@ -486,7 +516,7 @@ ALWAYS_INLINE void int_q6k_rows(const int nr, const moe_dtype dt, const bool wid
                                                          (size_t)v * MOE_VLEN)));
                         for (int r = 0; r < nr; r++) {
                             const int64_t g = g0 + j;
-                            const moe_vec x = vec_from_i32(ivec_sub(s[r][m], ivec_set1(32 * a[r].sum[g])));
+                            const moe_vec x = vec_from_i32(ivec_sub(s[r][m], ivec_set1(zero * a[r].sum[g])));
                             o[r] = vec_fmadd(vec_mul(scale, vec_set1(a[r].d[g])), x, o[r]);
                         }
                     }
@@ -521,6 +551,8 @@ INT_TILE(tile_i8_q4k, int_kq_rows, MOE_DTYPE_Q4_K, false)
 INT_TILE(tile_i16_q4k, int_kq_rows, MOE_DTYPE_Q4_K, true)
 INT_TILE(tile_i8_q5k, int_kq_rows, MOE_DTYPE_Q5_K, false)
 INT_TILE(tile_i16_q5k, int_kq_rows, MOE_DTYPE_Q5_K, true)
-INT_TILE(tile_i8_q6k, int_q6k_rows, MOE_DTYPE_Q6_K, false)
-INT_TILE(tile_i16_q6k, int_q6k_rows, MOE_DTYPE_Q6_K, true)
+INT_TILE(tile_i8_q6k, int_kq16_rows, MOE_DTYPE_Q6_K, false)
+INT_TILE(tile_i16_q6k, int_kq16_rows, MOE_DTYPE_Q6_K, true)
+INT_TILE(tile_i8_q3k, int_kq16_rows, MOE_DTYPE_Q3_K, false)
+INT_TILE(tile_i16_q3k, int_kq16_rows, MOE_DTYPE_Q3_K, true)
 #endif /* MOE_CPU_INT8 */

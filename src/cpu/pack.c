@@ -86,6 +86,15 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
     for (int64_t b = 0; b < k_dim / MOE_SUPER_BLOCK_SIZE; b++) {
         unsigned char *dst = pair + (size_t)b * dst_bytes;
         const unsigned char *src = row + (size_t)b * src_bytes;
+        if (dt == MOE_DTYPE_Q3_K) { /* hmask[32], qs[64], scales[12], fp16 d */
+            memcpy(dst + 2 * col, src + 108, 2);
+            for (int j = 0; j < 16; j++)
+                dst[MOE_CPU_KQ_SC(dt) + j * C + col] =
+                    (unsigned char)(int8_t)(moe_q3k_scale(src + 96, j) - 32);
+            for (int t = 0; t < 64; t++) dst[MOE_CPU_KQ_NIB(dt) + kq_at(words, t, col)] = src[32 + t];
+            for (int l = 0; l < 32; l++) dst[MOE_CPU_KQ_QH(dt) + kq_at(words, l, col)] = src[l];
+            continue;
+        }
         if (dt == MOE_DTYPE_Q6_K) { /* ql[128], qh[64], int8 sc[16], fp16 d */
             memcpy(dst + 2 * col, src + 208, 2);
             for (int j = 0; j < 16; j++) dst[MOE_CPU_KQ_SC(dt) + j * C + col] = src[192 + j];

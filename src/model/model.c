@@ -337,11 +337,11 @@ const moe_file_tensor *moe_lookup_need(moe_lookup *lk, const char *suffix, int64
     const moe_file_tensor *t = mt->t;
     const char *file = lk->m->files[mt->file].path;
     if (t->dtype == MOE_DTYPE_DEFAULT) {
-        lk->st = moe_fail(lk->ctx, MOE_ERROR_FORMAT,
-                          "%s: tensor '%s' has type %s, which this version does not read (%s)", file, name,
-                          t->dtype_name,
-                          lk->m->gguf ? "it reads F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K and MXFP4"
-                                      : "F32, F16 or BF16 expected");
+        lk->st = moe_fail(
+            lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has type %s, which this version does not read (%s)",
+            file, name, t->dtype_name,
+            lk->m->gguf ? "it reads F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4"
+                        : "F32, F16 or BF16 expected");
         return NULL;
     }
     const int64_t want3[3] = {batch, rows, cols}, want2[2] = {rows < 0 ? 1 : rows, cols}, want1[1] = {cols};

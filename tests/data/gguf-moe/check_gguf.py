@@ -12,9 +12,10 @@
    the F32 tensors of its -deq file, and both give the same forward output;
 5. the split's shards hold the same tensors and keys as qwen2moe.gguf, shards 2..n only split.*,
    and the layer's expert tensors lie in different shards;
-6. the K-quant files (synthetic-q4_k_m, synthetic-q5_k_m) have the intended keys, tensor types and
-   ne, decode to finite weights of rms ~ 1/16 and a finite O(1) output on synthetic-kx.npy; the
-   refusal fixture synthetic-q2_k.gguf has a Q2_K ffn_down_exps and nothing else unusual.
+6. the K-quant files (synthetic-q4_k_m, synthetic-q5_k_m, synthetic-q3_k_m) have the intended keys,
+   tensor types and ne, decode to finite weights of rms ~ 1/16 and a finite O(1) output on
+   synthetic-kx.npy; the refusal fixture synthetic-q2_k.gguf has a Q2_K ffn_down_exps and nothing
+   else unusual.
 Exits non-zero on the first failure.
 """
 import json
@@ -314,7 +315,7 @@ def main():
         if not f.startswith("synthetic-") or f.endswith("-deq.gguf"):
             check(all(t.tensor_type == T.F32 for t in readers[f][0].tensors), f"{f}: float file holds a non-F32 tensor")
 
-    # refusal fixtures: Q2_K stays unsupported (Q4_K, Q5_K and Q6_K are read)
+    # refusal fixtures: Q2_K stays unsupported (Q3_K, Q4_K, Q5_K and Q6_K are read)
     r, kv = readers["synthetic-q2_k.gguf"]
     ty = {t.name: t.tensor_type for t in r.tensors}
     check(ty["blk.0.ffn_down_exps.weight"] == T.Q2_K
@@ -331,7 +332,10 @@ def main():
     kx = np.load("synthetic-kx.npy")
     check(kx.dtype == np.float32 and kx.shape == (5, 256), f"synthetic-kx.npy {kx.dtype} {kx.shape}")
     downs = []
-    for tag, qt, ftype in (("q4_k_m", T.Q4_K, 15), ("q5_k_m", T.Q5_K, 17)):
+    kq_bytes = {T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+    # llama_ftype: 15 MOSTLY_Q4_K_M, 17 MOSTLY_Q5_K_M, 12 MOSTLY_Q3_K_M
+    for tag, qt, qt_down, ftype in (("q4_k_m", T.Q4_K, T.Q6_K, 15), ("q5_k_m", T.Q5_K, T.Q6_K, 17),
+                                    ("q3_k_m", T.Q3_K, T.Q4_K, 12)):
         f = f"synthetic-{tag}.gguf"
         r, kv = readers[f]
         want_kv = {"general.architecture": "qwen3moe", "general.file_type": ftype, "qwen3moe.embedding_length": 256,
@@ -341,9 +345,9 @@ def main():
         check(all(kv[k][1] == v for k, v in want_kv.items()), f"{f}: keys {[(k, kv[k][1]) for k in want_kv]}")
         ts = {t.name: t for t in r.tensors}
         want_t = {"blk.0.ffn_gate_inp.weight": (T.F32, [256, 4], 256 * 4 * 4),
-                  "blk.0.ffn_gate_exps.weight": (qt, [256, 256, 4], 4 * 256 * (144 if qt == T.Q4_K else 176)),
-                  "blk.0.ffn_up_exps.weight": (qt, [256, 256, 4], 4 * 256 * (144 if qt == T.Q4_K else 176)),
-                  "blk.0.ffn_down_exps.weight": (T.Q6_K, [256, 256, 4], 4 * 256 * 210)}
+                  "blk.0.ffn_gate_exps.weight": (qt, [256, 256, 4], 4 * 256 * kq_bytes[qt]),
+                  "blk.0.ffn_up_exps.weight": (qt, [256, 256, 4], 4 * 256 * kq_bytes[qt]),
+                  "blk.0.ffn_down_exps.weight": (qt_down, [256, 256, 4], 4 * 256 * kq_bytes[qt_down])}
         for name, (tt, ne, nb) in want_t.items():
             t = ts[name]
             check(t.tensor_type == tt and list(map(int, t.shape)) == ne and int(t.n_bytes) == nb,
@@ -358,10 +362,14 @@ def main():
         y = moe_forward(c, kx)
         yrms = float(np.sqrt(np.mean(y ** 2)))
         check(np.isfinite(y).all() and 0.1 < yrms < 3, f"{f}: output rms {yrms:.3g}")
-        print(f"{f}: gate/up {qt.name}, down Q6_K; weight rms "
+        print(f"{f}: gate/up {qt.name}, down {qt_down.name}; weight rms "
               + ", ".join(f"{n} {np.sqrt(np.mean(c[n].astype(np.float64) ** 2)):.4f}" for n in ("gate", "up", "down"))
               + f"; output rms {yrms:.3f}")
     check(np.array_equal(downs[0], downs[1]), "synthetic-q4_k_m and -q5_k_m: different ffn_down_exps bytes")
+    # Q3_K d of either sign (ggml writes d = 1/iscale, iscale = -32/max_scale), as make_gguf.py draws it
+    d3 = np.array(Model("synthetic-q3_k_m.gguf").tensors["blk.0.ffn_gate_exps.weight"].data).reshape(-1, 110)
+    d3 = d3[:, 108:110].copy().view("<f2").astype(np.float32).ravel()
+    check(np.isfinite(d3).all() and (d3 < 0).any() and (d3 > 0).any(), "synthetic-q3_k_m: Q3_K d of one sign")
     check(readers["unknown-arch.gguf"][1]["general.architecture"][1] == "falcon", "unknown-arch arch")
 
     # split layout

@@ -28,7 +28,7 @@ SEED_SYN = 2024       # synthetic qwen3moe layer + synthetic-x.npy
 SEED_SYN_DS = 2025    # synthetic deepseek2 layer
 SEED_Q2K = 2026       # synthetic-q2_k.gguf
 SEED_FALCON = 2027    # unknown-arch.gguf
-SEED_KQ = 2028        # synthetic-q4_k_m.gguf, synthetic-q5_k_m.gguf, synthetic-kx.npy
+SEED_KQ = 2028        # synthetic-q{3,4,5}_k_m.gguf, synthetic-kx.npy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,9 +420,11 @@ def make_unknown_arch():
 
 
 # ----------------------------------------------------------------------------------------------
-# 8. K-quant cases (llama.cpp's Q4_K_M / Q5_K_M mixes): gate/up Q4_K or Q5_K, down Q6_K
+# 8. K-quant cases (llama.cpp's Q4_K_M / Q5_K_M mixes): gate/up Q4_K or Q5_K, down Q6_K; and
+#    (moe 0.15.0) its Q3_K_M mix: gate/up Q3_K, down Q4_K (llama-quantize gives a Q3_K_M file's
+#    ffn_down Q5_K in its first n_layer/16 layers, Q4_K in the others: Q4_K for a file of one layer)
 KQ_D, KQ_F, KQ_E, KQ_K, KQ_T = 256, 256, 4, 2, 5   # K-quant rows are whole super-blocks of 256
-KQ_BYTES = {T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+KQ_BYTES = {T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
 # gguf 0.19.0 has no K-quant quantizer, so the expert blocks are random bytes with scales chosen
 # so that a decoded weight has rms ~ 1/sqrt(256) and mean ~ 0 (outputs O(1)). With the 6-bit sc
 # and m and the quants uniform, E[sc] = E[m] = 31.5 and
@@ -430,7 +432,11 @@ KQ_BYTES = {T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
 #   Q5_K  q in 0..31: dmin = 15.5 d; rms = 515.5 d
 #   Q6_K  w = d*sc*(q - 32), int8 sc, q in 0..63: rms = 1365.7 |d|; d of either sign, as ggml
 #         writes it (d = -max_scale/128); |d| ~ 4.6e-5 is often an fp16 subnormal.
-KQ_SCALE = {T.Q4_K: (0.0625 / 252.8, 7.5), T.Q5_K: (0.0625 / 515.5, 15.5), T.Q6_K: (0.0625 / 1365.7, None)}
+#   Q3_K  w = d*(sc - 32)*(q - 4), sc in 0..63, q in 0..7: E[(sc - 32)^2] = 341.5, E[(q - 4)^2] = 5.5,
+#         rms = 43.34 |d| (mean 0.25 d, 0.6% of it); d of either sign, as ggml writes it
+#         (d = 1/iscale, iscale = -32/max_scale).
+KQ_SCALE = {T.Q4_K: (0.0625 / 252.8, 7.5), T.Q5_K: (0.0625 / 515.5, 15.5), T.Q6_K: (0.0625 / 1365.7, None),
+            T.Q3_K: (0.0625 / 43.34, None)}
 
 
 def kquant_bytes(rng, qt, rows, cols):
@@ -439,9 +445,11 @@ def kquant_bytes(rng, qt, rows, cols):
     b = rng.integers(0, 256, size=(*rows, nb, KQ_BYTES[qt]), dtype=np.uint8)
     d0, dmin_per_d = KQ_SCALE[qt]
     d = (d0 * rng.uniform(0.5, 1.5, size=b.shape[:-1])).astype(np.float16)
-    if qt == T.Q6_K:   # block_q6_K: ql[128], qh[64], int8 scales[16], half d @208
+    if qt in (T.Q6_K, T.Q3_K):  # block_q6_K: ql[128], qh[64], int8 scales[16], half d @208;
+        # block_q3_K: hmask[32], qs[64], scales[12], half d @108
         d = np.where(rng.integers(0, 2, size=d.shape) == 1, -d, d).astype(np.float16)
-        b[..., 208:210] = d[..., None].view(np.uint8)
+        at = 208 if qt == T.Q6_K else 108
+        b[..., at:at + 2] = d[..., None].view(np.uint8)
     else:              # block_q4_K / block_q5_K: half d @0, half dmin @2, scales[12] @4, ...
         dmin = (d0 * dmin_per_d * rng.uniform(0.5, 1.5, size=b.shape[:-1])).astype(np.float16)
         b[..., 0:2] = d[..., None].view(np.uint8)
@@ -449,9 +457,10 @@ def kquant_bytes(rng, qt, rows, cols):
     return b.reshape(*rows, nb * KQ_BYTES[qt])
 
 
-def kquant_weights(qt_gate):
-    """Router (F32), x, and the raw bytes of down (Q6_K), gate and up (qt_gate). The router, x and
-    down are the same for every qt_gate."""
+def kquant_weights(qt_gate, qt_down=T.Q6_K):
+    """Router (F32), x, and the raw bytes of down (qt_down), gate and up (qt_gate). The router and x
+    are the same for every case, and so is a Q6_K down; a down of another type (Q3_K_M's Q4_K) comes
+    after gate and up on their generator, so the files made before it keep their bytes."""
     rng = np.random.default_rng(SEED_KQ)
     d, f, E = KQ_D, KQ_F, KQ_E
     router = (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32)
@@ -460,13 +469,16 @@ def kquant_weights(qt_gate):
     rng = np.random.default_rng([SEED_KQ, int(qt_gate)])
     gate = kquant_bytes(rng, qt_gate, (E, f), d)
     up = kquant_bytes(rng, qt_gate, (E, f), d)
+    if qt_down != T.Q6_K:
+        down = kquant_bytes(rng, qt_down, (E, d), f)
     return router, x, gate, up, down
 
 
-def make_kquant(tag, qt_gate, ftype):
-    router, _, gate, up, down = kquant_weights(qt_gate)
+def make_kquant(tag, qt_gate, ftype, qt_down=T.Q6_K):
+    router, _, gate, up, down = kquant_weights(qt_gate, qt_down)
     w = writer(f"synthetic-{tag}.gguf", "qwen3moe")
-    common(w, f"synthetic qwen3moe {tag.upper()} (gate/up {qt_gate.name}, down Q6_K)", ftype, KQ_D, 1, 2 * KQ_F)
+    common(w, f"synthetic qwen3moe {tag.upper()} (gate/up {qt_gate.name}, down {qt_down.name})", ftype, KQ_D, 1,
+           2 * KQ_F)
     w.add_expert_feed_forward_length(KQ_F)
     w.add_expert_count(KQ_E)
     w.add_expert_used_count(KQ_K)
@@ -475,7 +487,7 @@ def make_kquant(tag, qt_gate, ftype):
     norms(w, 0, KQ_D)
     w.add_tensor("blk.0.ffn_gate_inp.weight", router)
     w.add_tensor("blk.0.ffn_gate_exps.weight", gate, raw_dtype=qt_gate)
-    w.add_tensor("blk.0.ffn_down_exps.weight", down, raw_dtype=T.Q6_K)
+    w.add_tensor("blk.0.ffn_down_exps.weight", down, raw_dtype=qt_down)
     w.add_tensor("blk.0.ffn_up_exps.weight", up, raw_dtype=qt_gate)
     w.add_tensor("output_norm.weight", np.ones(KQ_D, np.float32))
     finish(w)
@@ -548,7 +560,8 @@ def index():
                           deq=f"synthetic-{tag}-deq.gguf", weight_dtype=tag, arch="qwen3moe"))
     cases.append(dict(file="synthetic-deepseek2-q.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None,
                       hf=None, deq="synthetic-deepseek2-q-deq.gguf", weight_dtype="mixed", arch="deepseek2"))
-    for tag, gate_dtype in (("q4_k_m", "q4_k"), ("q5_k_m", "q5_k")):  # weight_dtype: gate/up's; down is Q6_K
+    # weight_dtype: gate/up's; down is Q6_K (Q4_K in q3_k_m)
+    for tag, gate_dtype in (("q4_k_m", "q4_k"), ("q5_k_m", "q5_k"), ("q3_k_m", "q3_k")):
         cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=KQ_T, x="synthetic-kx.npy", y_ref=None,
                           hf=None, deq=None, weight_dtype=gate_dtype, arch="qwen3moe"))
     with open(os.path.join(HERE, "index.json"), "w") as f:
@@ -588,6 +601,7 @@ def main():
     make_unknown_arch()
     make_kquant("q4_k_m", T.Q4_K, FT.MOSTLY_Q4_K_M)
     make_kquant("q5_k_m", T.Q5_K, FT.MOSTLY_Q5_K_M)
+    make_kquant("q3_k_m", T.Q3_K, FT.MOSTLY_Q3_K_M, T.Q4_K)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, False)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, True)
     make_gpt_oss()

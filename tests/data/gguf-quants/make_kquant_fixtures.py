@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""Fixtures for tests/test_dtype.c's K-quants (Q4_K, Q5_K, Q6_K): block bytes and what the `gguf`
+"""Fixtures for tests/test_dtype.c's K-quants (Q3_K, Q4_K, Q5_K, Q6_K): block bytes and what the `gguf`
 Python package (llama.cpp's; its quants.py mirrors ggml-quants.c's dequantize_row_*) decodes them to.
 
     python3 -m venv venv && venv/bin/pip install gguf numpy
     venv/bin/python tests/data/gguf-quants/make_kquant_fixtures.py tests/data/gguf-quants
 
 Writes, for ROWS rows of COLS values (2 super-blocks of QK_K = 256 a row; little-endian, row after row):
-    q4_k.bin, q5_k.bin, q6_k.bin                 the block bytes (144, 176, 210 bytes a super-block)
-    q4_k.deq.f32, q5_k.deq.f32, q6_k.deq.f32     gguf.quants.dequantize(<fmt>.bin, <fmt>) as float32
+    q4_k.bin, q5_k.bin, q6_k.bin, q3_k.bin       the block bytes (144, 176, 210, 110 bytes a super-block)
+    q4_k.deq.f32, ..., q3_k.deq.f32              gguf.quants.dequantize(<fmt>.bin, <fmt>) as float32
     kquants.txt                                  "ROWS COLS" and the gguf and numpy versions that made them
 gguf 0.19.0 has no K-quant quantizer (gguf.quants.quantize raises NotImplementedError for them), so
 the bytes are random with sane scales rather than quantised values: fp16 d and dmin finite in
 1e-4..0.05 (Q6_K's d with a random sign: ggml's quantize_row_q6_K_ref writes d = -max_scale/128,
-which is negative for about half of the super-blocks), every other byte random (every bit pattern
-of the packed 6-bit scales/mins, the int8 Q6_K scales and the quants is valid). Rows 0..2 are edge
-cases: d = 0, dmin = 0, negative d, fp16-subnormal d, the largest scales with the largest quants,
-all-zero quants. The script also decodes every fixture with its own element-by-element decoder
-written from ggml's C layout and checks that it gives gguf's floats bit for bit.
+which is negative for about half of the super-blocks; Q3_K's likewise, quantize_row_q3_K_ref writing
+d = 1/iscale with iscale = -32/max_scale), every other byte random (every bit pattern of the packed
+6-bit scales/mins, the int8 Q6_K scales, Q3_K's hmask and the quants is valid). Rows 0..2 (Q3_K:
+0..3) are edge cases: d = 0, dmin = 0, negative d, fp16-subnormal d, the largest scales with the
+largest quants, all-zero quants. The script also decodes every fixture with its own
+element-by-element decoder written from ggml's C and checks that it gives gguf's floats bit for bit.
+
+Q3_K (moe 0.15.0) came after the others: its blocks come from a generator of their own (SEED_Q3K),
+so the Q4_K/Q5_K/Q6_K files, drawn in turn from SEED, are byte for byte what they were.
 """
 import sys
 from importlib.metadata import version
@@ -30,10 +34,12 @@ QK_K = 256
 COLS = 512  # 2 super-blocks a row
 ROWS = 12
 NB = COLS // QK_K
-SIZE = {"q4_k": 144, "q5_k": 176, "q6_k": 210}
-QTYPE = {"q4_k": Q.Q4_K, "q5_k": Q.Q5_K, "q6_k": Q.Q6_K}
+SEED = 20261202      # Q4_K, Q5_K, Q6_K, one stream in that order
+SEED_Q3K = 20270115  # Q3_K's own stream (see above)
+SIZE = {"q4_k": 144, "q5_k": 176, "q6_k": 210, "q3_k": 110}
+QTYPE = {"q4_k": Q.Q4_K, "q5_k": Q.Q5_K, "q6_k": Q.Q6_K, "q3_k": Q.Q3_K}
 # byte offset of the fp16 d (and dmin) in each block
-D_AT = {"q4_k": 0, "q5_k": 0, "q6_k": 208}
+D_AT = {"q4_k": 0, "q5_k": 0, "q6_k": 208, "q3_k": 108}
 DMIN_AT = {"q4_k": 2, "q5_k": 2}
 
 
@@ -53,7 +59,7 @@ def make_blocks(fmt: str, rng) -> np.ndarray:
     for r in range(ROWS):
         for j in range(NB):
             d = random_scale(rng)
-            if fmt == "q6_k" and rng.integers(0, 2):
+            if fmt in ("q6_k", "q3_k") and rng.integers(0, 2):
                 d = -d
             b[r, j, D_AT[fmt]:D_AT[fmt] + 2] = h(d)
             if fmt in DMIN_AT:
@@ -72,7 +78,7 @@ def make_blocks(fmt: str, rng) -> np.ndarray:
         b[2, 0, 16:] = 0                               # every q 0: values are -dmin*m
         b[2, 1, dd:dd + 2] = h(-0.0123)                # negative d and dmin (ggml never writes
         b[2, 1, dm:dm + 2] = h(-0.0045)                # them, but the format holds them)
-    else:  # q6_k: ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
+    elif fmt == "q6_k":  # ql[128] @0, qh[64] @128, int8 scales[16] @192, d @208
         b[0, 0, dd:dd + 2] = h(0.0)                    # d = 0
         b[0, 1, dd:dd + 2] = h(-0.0217)                # negative d
         b[1, 0, 192:208] = 127                         # largest scales ...
@@ -84,10 +90,25 @@ def make_blocks(fmt: str, rng) -> np.ndarray:
         b[2, 0, 192:208] = np.uint8(0x80)              # scale -128, negative d
         b[2, 0, dd:dd + 2] = h(-0.0371)
         b[2, 1, dd:dd + 2] = h(5 * 2.0 ** -24)         # fp16 subnormal d
+    else:  # q3_k: hmask[32] @0, qs[64] @32, scales[12] @96, d @108; value d*(sc - 32)*(q - 4)
+        b[0, 0, dd:dd + 2] = h(0.0)                    # d = 0
+        b[0, 1, dd:dd + 2] = h(-0.0217)                # negative d
+        b[1, 0, 0:108] = 0xFF                          # every scale 63 (sc - 32 = 31) with q = 7
+        b[1, 0, dd:dd + 2] = h(0.05)                   # (third bit set, low bits 3: q - 4 = 3)
+        b[1, 1, 0:108] = 0                             # every scale 0 (sc - 32 = -32) with q = 0
+        b[1, 1, dd:dd + 2] = h(0.05)                   # (q - 4 = -4): the largest value, 6.4
+        b[2, 0, 96:108] = 0                            # scale 0 (-32), negative d
+        b[2, 0, dd:dd + 2] = h(-0.0371)
+        b[2, 1, dd:dd + 2] = h(7 * 2.0 ** -24)         # fp16 subnormal d
+        b[3, 0, 0:32] = 0xFF                           # every third bit set, the low bits 0: q = 4,
+        b[3, 0, 32:96] = 0                             # q - 4 = 0 (signed zeros: -0 where d*(sc - 32) < 0)
+        b[3, 1, 96:104] = 0                            # every scale 32 (low nibbles 0, top bits 2):
+        b[3, 1, 104:108] = 0xAA                        # d*(sc - 32) = 0 whatever the quants
+        b[3, 1, dd:dd + 2] = h(-0.0123)
     return b
 
 
-# ---- an independent decoder, element by element, from ggml's C (dequantize_row_q{4,5,6}_K) ----
+# ---- an independent decoder, element by element, from ggml's C (dequantize_row_q{3,4,5,6}_K) ----
 def f16(block, at) -> np.float32:
     return np.float32(np.frombuffer(bytes(block[at:at + 2]), "<f2")[0])
 
@@ -99,9 +120,45 @@ def scale_min_k4(j, s):
     return (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)
 
 
+def q3_scales(s):
+    """ggml-quants.c dequantize_row_q3_K's unpacking of the 12 scale bytes s, as it does it: four
+    little-endian words through kmask1 = 0x03030303 and kmask2 = 0x0f0f0f0f, read as 16 bytes
+    (0..63; ggml subtracts 32)."""
+    aux = [int.from_bytes(bytes(s[4 * k:4 * k + 4]), "little") for k in range(3)] + [0]
+    kmask1, kmask2, tmp = 0x03030303, 0x0F0F0F0F, aux[2]
+    aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4)
+    aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)
+    aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4)
+    aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4)
+    return list(b"".join(a.to_bytes(4, "little") for a in aux))
+
+
+def ref_q3_block(blk) -> np.ndarray:
+    """dequantize_row_q3_K's loops as written: halves of 128 values, four shifts each, two groups
+    of 16 a shift; the hmask bit m walks 1, 2, .., 128 over both halves, and a clear bit takes 4."""
+    d_all = f16(bytes(blk), 108)
+    hm, scales = blk[0:32], q3_scales(blk[96:108])
+    y, q_at, m, is_ = [], 32, 1, 0
+    for _n in range(2):
+        shift = 0
+        for _j in range(4):
+            for half in (0, 16):
+                dl = np.float32(d_all * np.float32(scales[is_] - 32))
+                is_ += 1
+                for l in range(16):
+                    low = (blk[q_at + half + l] >> shift) & 3
+                    y.append(dl * np.float32(low - (0 if hm[half + l] & m else 4)))
+            shift += 2
+            m <<= 1
+        q_at += 32
+    return np.array(y, np.float32)
+
+
 def ref_block(fmt, blk) -> np.ndarray:
     blk = [int(v) for v in blk]
     y = np.zeros(QK_K, np.float32)
+    if fmt == "q3_k":
+        return ref_q3_block(blk)
     if fmt in ("q4_k", "q5_k"):
         d, dmin = f16(bytes(blk), 0), f16(bytes(blk), 2)
         s = blk[4:16]
@@ -130,9 +187,9 @@ def ref_block(fmt, blk) -> np.ndarray:
 
 def main() -> None:
     out = Path(sys.argv[1])
-    rng = np.random.default_rng(20261202)
-    for fmt in ("q4_k", "q5_k", "q6_k"):
-        b = make_blocks(fmt, rng)
+    rng, rng_q3k = np.random.default_rng(SEED), np.random.default_rng(SEED_Q3K)
+    for fmt in ("q4_k", "q5_k", "q6_k", "q3_k"):
+        b = make_blocks(fmt, rng_q3k if fmt == "q3_k" else rng)
         raw = b.reshape(ROWS, NB * SIZE[fmt])
         deq = quants.dequantize(raw, QTYPE[fmt]).astype("<f4")
         assert deq.shape == (ROWS, COLS) and np.isfinite(deq).all(), fmt
