@@ -1,8 +1,8 @@
 /*
  * kquants.c — ggml's K-quant super-blocks (Q3_K, Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
  * super-block of 256 values to floats and back. dtype.c converts rows through these; the CPU
- * backend's packing reads the scales with moe_kq_scale_min; the GPU kernels decode the same
- * bytes themselves (shaders/weights.glsl, opencl/weights.cl).
+ * backend's packing reads the scales with moe_kq_scale_min (Q3_K's with moe_q3k_scale); the GPU kernels
+ * decode the same bytes themselves (shaders/weights.glsl, opencl/weights.cl).
  *
  * Dequantising computes what ggml's dequantize_row_q*_K computes, in float and in the same
  * order (d·sc first, then times q, minus dmin·m), so the values are bit for bit those of ggml

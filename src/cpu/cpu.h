@@ -52,11 +52,12 @@
  * activations, or where the kernel set has nibble_words, keeps its K-quant layout below, of the
  * same size, but for the nibbles: [group t / 4][32 columns][4 bytes] — column c's word of group G holds
  * its ggml bytes 4G .. 4G + 3, i.e. 4 consecutive k of one sub-block in the low nibbles and the
- * same 4 of the next sub-block in the high ones. A Q5_K or Q6_K tensor for integer activations (only
- * then: no float kernel reads these) keeps its layout below with both the nibbles and the high-bit
- * bytes in such words, ggml's bytes 4G .. 4G + 3 of each field a column's word (Q5_K: the nibbles as
- * Q4_K's words, and 4 consecutive l of the fifth bits; Q6_K: 4 consecutive k of the nibbles, and the
- * 4 qh bytes that complete them). The integer kernels put the values together in 32-bit lanes.
+ * same 4 of the next sub-block in the high ones. A Q3_K, Q5_K or Q6_K tensor for integer activations
+ * (only then: no float kernel reads these) keeps its layout below with both the nibbles (Q3_K: the
+ * 2-bit pairs) and the high-bit bytes in such words, ggml's bytes 4G .. 4G + 3 of each field a
+ * column's word (Q5_K: the nibbles as Q4_K's words, and 4 consecutive l of the fifth bits; Q6_K: 4
+ * consecutive k of the nibbles, and the 4 qh bytes that complete them; Q3_K: 4 consecutive l of its
+ * qs bytes and of its hmask bytes). The integer kernels put the values together in 32-bit lanes.
  *
  * K-quants (Q3_K, Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
  * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then

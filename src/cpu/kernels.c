@@ -523,8 +523,8 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
  * (low) and 2g + 4 (high); the third bits, hmask row l's bits 4n + g and 4n + g + 2. */
 #define KQ_QS_ROW(dt, t) ((dt) == MOE_DTYPE_Q3_K ? 32 * ((t) / 64) + (t) % 32 : (t))
 
-/* Q5_K's and Q6_K's values put together a byte row at a time (KQ_BYTES: at 256 and 512 bits): the
- * low nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
+/* Q5_K's and Q6_K's (and Q3_K's) values put together a byte row at a time (KQ_BYTES: at 256 and 512 bits):
+ * the low nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
  * columns a 256-bit operation, stored to the caller's buffer and widened from there (kq_load_vec). Put
  * together in 32-bit lanes, 8 (16) values an operation, the high bits took 9 (Q5_K) or 11 (Q6_K)
  * more operations per 16 values beside Q4_K's 7, and bounded their decode: at 512 bits (2-core Zen 4,

@@ -74,7 +74,7 @@ static size_t kq_at(bool words, int t, int col)
 }
 
 /* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
- * words (Q4_K, and Q5_K / Q6_K for integer activations) the nibble bytes, and the high bits, in groups
+ * words (Q4_K, and Q3_K / Q5_K / Q6_K for integer activations) the nibble bytes, and the high bits, in groups
  * of 4, one 32-bit word a column; Q4_K without them has its nibbles paired within sub-blocks
  * (q4k_paired_byte). */
 static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool words,
