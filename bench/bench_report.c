@@ -151,7 +151,7 @@ void bench_print_plan(FILE *out, const bench_config *c, const bench_plan *plan)
 
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
                                size_t arena_weights_bytes, size_t cpu_weights_bytes, const bench_config *c,
-                               size_t cache_bytes)
+                               size_t cache_bytes, double create_seconds)
 {
     char all[32], one[32], lbl[BENCH_LABEL_BYTES];
     fprintf(out, "-- %s %d | weights %s | %" PRId64 " layer%s%s | arena weights %s", backend, device_index,
@@ -171,6 +171,7 @@ void bench_print_format_header(FILE *out, const char *backend, int device_index,
             f->cache_slots,
             bench_choice_name(bench_cache_policy_choices, c->cache_policy < 0 ? 0 : c->cache_policy),
             c->cache_min_rows < 0 ? 0 : c->cache_min_rows, mib_text((double)cache_bytes, one, sizeof one));
+    fprintf(out, " | created from float32 in %.1f ms", create_seconds * 1e3);
     if (f->capped[0]) fprintf(out, " | --layers auto %s", f->capped);
     if (c->interleave) fprintf(out, " | timed in turn with the other runs (--interleave)");
     fputc('\n', out);
@@ -652,6 +653,7 @@ cJSON *bench_result_json(const bench_result *r)
     cJSON_AddNumberToObject(o, "first_forward_ms", r->first_wall * 1e3);
     bench_json_add_or_null(o, "first_forward_device_ms", cJSON_CreateNumber(r->first_device * 1e3),
                            r->first_device > 0.0);
+    cJSON_AddNumberToObject(o, "create_ms", r->create_seconds * 1e3);
     cJSON_AddNumberToObject(o, "flops", r->flops);
     cJSON_AddNumberToObject(o, "gflops", bench_result_gflops(r));
     cJSON_AddNumberToObject(o, "tokens_per_s", bench_result_tokens_per_s(r));

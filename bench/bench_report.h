@@ -28,10 +28,11 @@ void bench_print_machine(FILE *out, const bench_plan *plan, const bench_bandwidt
 void bench_print_plan(FILE *out, const bench_config *cfg, const bench_plan *plan);
 /* The line above a (target, format)'s rows: the format, its layers, the arena's weight bytes
  * (the target's, and with --cpu-experts those of the CPU context's experts; with --cache-slots the
- * cache's policy and what its slots take of the target's, cache_bytes). */
+ * cache's policy and what its slots take of the target's, cache_bytes) and how long the layers took
+ * to create from float32 (create_seconds: bench_result.create_seconds). */
 void bench_print_format_header(FILE *out, const char *backend, int device_index, const bench_format_plan *f,
                                size_t arena_weights_bytes, size_t cpu_weights_bytes, const bench_config *cfg,
-                               size_t cache_bytes);
+                               size_t cache_bytes, double create_seconds);
 /* The layer's variant, the FLOPs at the largest T, and how each figure is defined. */
 void bench_print_layer(FILE *out, const bench_config *cfg, const moe_layer_desc *d, int64_t hot_tokens);
 /* "q4_0", "q4_0/i8" for a run on int8 activations, "q4_0/cpu32" for one with 32 routed experts

@@ -125,6 +125,10 @@ typedef struct bench_result {
      * cache it compiles the kernels (pipelines, programs) and allocates scratch, which is
      * host time outside device_ms. first_device is 0 when the backend gives no device time. */
     double first_wall, first_device;
+    /* Wall seconds moe_layer_create (moe_layer_create_placed) took for this run's `layers` layers
+     * from the host's float32 weights: the library converting them to the format, packing them for
+     * the CPU's kernels or staging them to a device. What loading such layers costs. */
+    double create_seconds;
     double flops;             /* per forward */
     double weight_read_bytes; /* weight bytes a forward reads, in the layer's formats: the mean
                                  over the layers of bench_forward_weight_bytes, from one

@@ -158,9 +158,11 @@ static moe_status create_layer(run_state *rs, size_t i, const moe_layer_desc *d,
 
 /* n layers of d on target i, each uploaded from the same host weights (the library converts
  * or quantises them to d's formats); *weights_bytes: what the target's arena gained (with
- * --interleave it holds other runs' layers too). */
+ * --interleave it holds other runs' layers too); *create_seconds: the wall time of the layers'
+ * creations, all of them. */
 static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench_format_plan *f,
-                         moe_layer **layers, bench_run_progress *prog, size_t *weights_bytes)
+                         moe_layer **layers, bench_run_progress *prog, size_t *weights_bytes,
+                         double *create_seconds)
 {
     int32_t *expert_context = NULL;
     if (f->cpu_experts > 0) {
@@ -181,13 +183,16 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
     int rc = 0;
     moe_arena_stats before = {.struct_size = sizeof before}, arena = {.struct_size = sizeof arena};
     moe_context_get_arena_stats(rs->ctx[i], &before);
+    *create_seconds = 0.0;
     for (int64_t l = 0; l < f->layers && !rc; l++) {
         const int64_t n = f->layers;
         snprintf(label, sizeof label, "%.*s: uploading layer %" PRId64 "/%" PRId64, (int)sizeof prog->label,
                  prog->label, l + 1, n);
         bench_progress_update(&rs->bar, (double)prog->point / (double)(prog->n_points ? prog->n_points : 1),
                               label);
+        const double t0 = bench_now();
         const moe_status st = create_layer(rs, i, d, f, expert_context, &layers[l]);
+        *create_seconds += bench_now() - t0;
         if (st != MOE_OK) {
             destroy_layers(layers, l);
             rc = bench_library_error(f->cpu_experts ? "moe_layer_create_placed" : "moe_layer_create", st,
@@ -210,7 +215,7 @@ static int create_layers(run_state *rs, size_t i, const moe_layer_desc *d, bench
 /* The format's line above its rows (arena_weights_bytes: its layers' bytes on the target), and
  * a note where it asked for int8 activations that the device does not run. */
 static void print_header(run_state *rs, size_t i, const bench_format_plan *f, moe_layer *const *layers,
-                         size_t arena_weights_bytes)
+                         size_t arena_weights_bytes, double create_seconds)
 {
     moe_arena_stats cpu = {.struct_size = sizeof cpu};
     if (f->cpu_experts > 0) moe_context_get_arena_stats(rs->cpu_ctx, &cpu);
@@ -221,7 +226,7 @@ static void print_header(run_state *rs, size_t i, const bench_format_plan *f, mo
     }
     bench_progress_clear(&rs->bar);
     bench_print_format_header(stdout, moe_backend_name(target_kind(rs, i)), rs->info[i].index, f,
-                              arena_weights_bytes, cpu.weights_bytes, rs->cfg, cache_bytes);
+                              arena_weights_bytes, cpu.weights_bytes, rs->cfg, cache_bytes, create_seconds);
     /* A placed layer reports an opt-in only when every context runs it: the CPU's experts may run
      * int8 behind a GPU's float ones. */
     if (f->act != MOE_DTYPE_F32 && moe_layer_activation_dtype(layers[0]) != f->act) {
@@ -287,6 +292,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
     }
     int have = 0, rc = 0;
     int64_t layer_capacity = -1;
+    double create_seconds = 0.0; /* the layers' last creation */
     bench_run_progress prog = {.bar = &rs->bar, .n_points = rs->n_targets * rs->plan.n * n_tokens};
     for (size_t j = 0; j < n_tokens && !rc; j++) {
         moe_layer_desc d = bench_make_desc(c, tokens[j], max_t, f->dtype);
@@ -302,11 +308,11 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
             destroy_layers(layers, f->layers);
             have = 0;
             size_t weights_bytes = 0;
-            rc = create_layers(rs, i, &d, f, layers, &prog, &weights_bytes);
+            rc = create_layers(rs, i, &d, f, layers, &prog, &weights_bytes, &create_seconds);
             if (rc) break;
             have = 1;
             if (layer_capacity < 0) /* the first time: the format's line above its rows */
-                print_header(rs, i, f, layers, weights_bytes);
+                print_header(rs, i, f, layers, weights_bytes, create_seconds);
             layer_capacity = d.expert_capacity;
         }
         /* What the layers run (a backend without int8 dot products runs float32 activations):
@@ -314,6 +320,7 @@ static int run_format(run_state *rs, size_t i, size_t fi, const int64_t *tokens,
         d.activation_dtype = moe_layer_activation_dtype(layers[0]);
         bench_result *r = &results[*n_results];
         new_result(c, f, r);
+        r->create_seconds = create_seconds;
         rc = bench_measure(c, rs->ctx[i], layers, f->layers, &d, tokens[j], &rs->data, &prog, r);
         if (rc) break;
         rc = report_result(rs, i, fi, &d, r);
@@ -356,6 +363,7 @@ static int run_interleaved(run_state *rs, size_t i, const int64_t *tokens, size_
     moe_layer_desc d[BENCH_MAX_FORMATS];
     int64_t n_layers[BENCH_MAX_FORMATS], capacity[BENCH_MAX_FORMATS];
     size_t weights[BENCH_MAX_FORMATS] = {0};
+    double create_seconds[BENCH_MAX_FORMATS] = {0};
     int rc = 0;
     for (size_t fi = 0; fi < n && !rc; fi++) {
         capacity[fi] = -1;
@@ -376,14 +384,15 @@ static int run_interleaved(run_state *rs, size_t i, const int64_t *tokens, size_
             d[fi].activation_dtype = f->act;
             if (capacity[fi] < 0 || d[fi].expert_capacity != capacity[fi]) {
                 destroy_layers(layers[fi], f->layers);
-                rc = create_layers(rs, i, &d[fi], f, layers[fi], &prog, &weights[fi]);
+                rc = create_layers(rs, i, &d[fi], f, layers[fi], &prog, &weights[fi], &create_seconds[fi]);
                 if (rc) break;
-                if (capacity[fi] < 0) print_header(rs, i, f, layers[fi], weights[fi]);
+                if (capacity[fi] < 0) print_header(rs, i, f, layers[fi], weights[fi], create_seconds[fi]);
                 capacity[fi] = d[fi].expert_capacity;
             }
             d[fi].activation_dtype = moe_layer_activation_dtype(layers[fi][0]);
             n_layers[fi] = f->layers;
             new_result(c, f, &results[*n_results + fi]);
+            results[*n_results + fi].create_seconds = create_seconds[fi];
         }
         if (rc) break;
         interleave_report ir = {rs, i, d, weights, n_results};

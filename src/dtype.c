@@ -164,10 +164,13 @@ float moe_e8m0_half(uint8_t e)
  * 0x80000000 for NaN and for values out of its range, low byte 0. C leaves those undefined, and
  * aarch64 saturates instead (+inf -> 0x7fffffff, byte 0xff), yet they occur: a block of tiny
  * values has 1/d = inf, so x·(1/d) is inf or NaN there (d rounds to 0 in fp16 and the block
- * decodes to zeros either way). The gguf package's bytes are x86's, so this spells them out. */
-static unsigned char x86_cast_i8(float v)
+ * decodes to zeros either way). The gguf package's bytes are x86's, so this spells them out.
+ * Such a value is replaced by 0 before the conversion, a select rather than a branch, so that
+ * quantize_q4_0's loop vectorises (half its time value by value). */
+static inline unsigned char x86_cast_i8(float v)
 {
-    return v > -2147483648.0f && v < 2147483648.0f ? (unsigned char)((uint32_t)(int32_t)v & 0xffu) : 0;
+    const float in_range = v > -2147483648.0f && v < 2147483648.0f ? v : 0.0f;
+    return (unsigned char)((uint32_t)(int32_t)in_range & 0xffu);
 }
 
 /* roundf(v) (halves away from zero) without a libm call: v less its integer part (the conversion
@@ -180,7 +183,10 @@ static float round_half_away(float v)
     return f >= 0.5f ? t + 1.0f : f <= -0.5f ? t - 1.0f : t;
 }
 
-/* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). */
+/* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). Where every x·(1/d)
+ * is below 2^23 in magnitude (a block of finite values whose d is not subnormal: |x·(1/d)| ≤ 127),
+ * round_half_away is the truncation plus one where the fraction is a half or more (less one where it
+ * is minus a half or less), written for the compiler to vectorise; otherwise value by value. */
 static void quantize_q8_0(const float *x, unsigned char *out)
 {
     float amax = 0.0f;
@@ -191,7 +197,21 @@ static void quantize_q8_0(const float *x, unsigned char *out)
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     store16(out, moe_f32_to_f16(d));
-    for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = x86_cast_i8(round_half_away(x[j] * id));
+    float v[MOE_BLOCK_SIZE];
+    int small = 1;
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) {
+        v[j] = x[j] * id;
+        small &= fabsf(v[j]) < 8388608.0f; /* (false for NaN) */
+    }
+    if (!small) {
+        for (int j = 0; j < MOE_BLOCK_SIZE; j++) out[2 + j] = x86_cast_i8(round_half_away(v[j]));
+        return;
+    }
+    for (int j = 0; j < MOE_BLOCK_SIZE; j++) {
+        const int32_t t = (int32_t)v[j];
+        const float f = v[j] - (float)t;
+        out[2 + j] = (unsigned char)((uint32_t)(t + (f >= 0.5f) - (f <= -0.5f)) & 0xffu);
+    }
 }
 
 /* ggml's quantize_row_q4_0_ref on one block: d = (the value of largest magnitude) / −8, so

@@ -53,24 +53,30 @@ static void pack_scale_min(const uint8_t sc[8], const uint8_t m[8], unsigned cha
     }
 }
 
-/* Value i (0..255) of a Q4_K/Q5_K super-block's quants: the nibble of byte 32c + l (c = i / 64,
- * l = i % 32; the high nibble for the second 32 of each 64), plus 16·(its fifth bit) for Q5_K. */
-static int q45_quant(bool q5, const unsigned char *qh, const unsigned char *qs, int i)
+/* A Q4_K/Q5_K super-block's quants, 0..15 (0..31), one byte each: value 64c + l is the low nibble
+ * of byte 32c + l, value 64c + 32 + l its high one (l < 32), plus 16·(bit i / 32 of qh byte l) for
+ * Q5_K. (Loops over l: the compiler vectorises them.) */
+static void q45_unpack(bool q5, const unsigned char *qh, const unsigned char *qs, uint8_t q[QK])
 {
-    const int c = i / 64, l = i % 32, hi = (i / 32) & 1;
-    const int nib = hi ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xf;
-    return q5 ? nib + (((qh[l] >> (2 * c + hi)) & 1) << 4) : nib;
+    for (int c = 0; c < 4; c++)
+        for (int hi = 0; hi < 2; hi++)
+            for (int l = 0; l < 32; l++) {
+                const int nib = hi ? qs[32 * c + l] >> 4 : qs[32 * c + l] & 0xf;
+                q[64 * c + 32 * hi + l] = (uint8_t)(q5 ? nib | ((qh[l] >> (2 * c + hi)) & 1) << 4 : nib);
+            }
 }
 
-/* Value i of a Q6_K super-block's quants, 0..63: ql byte 64n + (i % 64 ≥ 32 ? 32 : 0) + i % 32
- * (n = i / 128; low nibble for the first 64 of each 128, high for the second), and two bits of
- * qh byte 32n + i % 32 at 2·((i % 128) / 32). */
-static int q6_quant(const unsigned char *ql, const unsigned char *qh, int i)
+/* A Q6_K super-block's quants, 0..63: value 128n + 32g + l (g < 4) has its low nibble in ql byte
+ * 64n + 32(g % 2) + l (the high nibble for g ≥ 2) and two high bits at 2g of qh byte 32n + l. */
+static void q6_unpack(const unsigned char *ql, const unsigned char *qh, uint8_t q[QK])
 {
-    const int n = i / 128, r = i % 128, l = i % 32, quarter = r / 32;
-    const unsigned char b = ql[64 * n + (quarter & 1) * 32 + l];
-    const int lo = quarter >= 2 ? b >> 4 : b & 0xf;
-    return lo | (((qh[32 * n + l] >> (2 * quarter)) & 3) << 4);
+    for (int n = 0; n < 2; n++)
+        for (int g = 0; g < 4; g++)
+            for (int l = 0; l < 32; l++) {
+                const unsigned char b = ql[64 * n + (g & 1) * 32 + l];
+                const int lo = g >= 2 ? b >> 4 : b & 0xf;
+                q[128 * n + 32 * g + l] = (uint8_t)(lo | ((qh[32 * n + l] >> (2 * g)) & 3) << 4);
+            }
 }
 
 /* Q3_K's 6-bit scale s (0..15) of its 12 scale bytes, as stored (ggml subtracts 32): the low 4 bits
@@ -82,56 +88,69 @@ int moe_q3k_scale(const unsigned char *scales, int s)
     return low | (((scales[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
 }
 
-/* Value i of a Q3_K super-block's quants, 0..7 (ggml subtracts 4): i = 128n + 32j + l, the two
- * bits at 2j of qs byte 32n + l and bit 4n + j of hmask byte l above them. */
-static int q3_quant(const unsigned char *hmask, const unsigned char *qs, int i)
+/* A Q3_K super-block's quants, 0..7 (ggml subtracts 4): value 128n + 32j + l has two bits at 2j of
+ * qs byte 32n + l and bit 4n + j of hmask byte l above them. */
+static void q3_unpack(const unsigned char *hmask, const unsigned char *qs, uint8_t q[QK])
 {
-    const int n = i / 128, j = (i / 32) % 4, l = i % 32;
-    return ((qs[32 * n + l] >> (2 * j)) & 3) | (((hmask[l] >> (4 * n + j)) & 1) << 2);
+    for (int n = 0; n < 2; n++)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++)
+                q[128 * n + 32 * j + l] =
+                    (uint8_t)(((qs[32 * n + l] >> (2 * j)) & 3) | ((hmask[l] >> (4 * n + j)) & 1) << 2);
 }
 
+/* The quants of a super-block unpacked to one byte each first (loops the compiler vectorises), then
+ * scaled a sub-block at a time: value by value, the bit fields' shifts and the scale's unpacking
+ * took most of a decode. The arithmetic is the same, in the same order. */
 void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
 {
+    uint8_t q[QK];
     if (dt == MOE_DTYPE_Q3_K) { /* hmask[32], qs[64], scales[12], fp16 d */
+        q3_unpack(blk, blk + 32, q);
         const float d = moe_f16_to_f32(load16(blk + 108));
-        for (int i = 0; i < QK; i++)
-            out[i] =
-                d * (float)(moe_q3k_scale(blk + 96, i / 16) - 32) * (float)(q3_quant(blk, blk + 32, i) - 4);
+        for (int s = 0; s < 16; s++) {
+            const float dl = d * (float)(moe_q3k_scale(blk + 96, s) - 32);
+            for (int i = 16 * s; i < 16 * s + 16; i++) out[i] = dl * (float)(q[i] - 4);
+        }
         return;
     }
     if (dt == MOE_DTYPE_Q6_K) {
         const unsigned char *ql = blk, *qh = blk + 128;
         const int8_t *sc = (const int8_t *)(const void *)(blk + 192);
+        q6_unpack(ql, qh, q);
         const float d = moe_f16_to_f32(load16(blk + 208));
-        for (int i = 0; i < QK; i++) out[i] = d * (float)sc[i / 16] * (float)(q6_quant(ql, qh, i) - 32);
+        for (int s = 0; s < 16; s++) {
+            const float dl = d * (float)sc[s];
+            for (int i = 16 * s; i < 16 * s + 16; i++) out[i] = dl * (float)(q[i] - 32);
+        }
         return;
     }
     const bool q5 = dt == MOE_DTYPE_Q5_K;
     const float d = moe_f16_to_f32(load16(blk)), dmin = moe_f16_to_f32(load16(blk + 2));
     const unsigned char *scales = blk + 4, *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+    q45_unpack(q5, qh, qs, q);
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
         moe_kq_scale_min(scales, j, &sc, &m);
         const float d1 = d * (float)sc, m1 = dmin * (float)m;
-        for (int i = 32 * j; i < 32 * j + 32; i++) out[i] = d1 * (float)q45_quant(q5, qh, qs, i) - m1;
+        for (int i = 32 * j; i < 32 * j + 32; i++) out[i] = d1 * (float)q[i] - m1;
     }
 }
 
 /* clamp((int)lrintf(v), lo, hi) for lo <= 0 <= hi: v rounded to the nearest integer, ties to even
- * (lrintf in the default rounding mode), then clamped, without a libm call a value (the calls were
- * most of a quantizer's time). Clamped first, so |v| < 2^22: adding 1.5·2^23 makes the float
- * addition round v to an integer, which the sum's low mantissa bits hold. The same as before for
- * every float below 2^31 in magnitude (checked on all of them) and for NaN (0, x86-64's (int)
- * lrintf); beyond 2^31, where the int conversion kept only lrintf's low 32 bits, it saturates. */
-static int round_clamp(float v, int lo, int hi)
+ * (lrintf in the default rounding mode), then clamped, with no libm call and no branch, so that
+ * the encoders' loops over a sub-block of these vectorise (a libm call a value was most of a
+ * quantizer's time; a branch a value kept the loops scalar, each 2-3x the time it takes now).
+ * Below 2^22 in magnitude, adding 1.5·2^23 makes the float addition round v to an integer and
+ * subtracting it again is exact; beyond, the sum is still beyond the bounds, and the clamp (as
+ * monotonic as the rounding, with integer bounds) gives what clamping first would. NaN fails
+ * both comparisons and is replaced by 0 (x86-64's (int) lrintf), infinities clamp. Checked
+ * against the branching form this replaced on every float, for every (lo, hi) used below. */
+static inline int round_clamp(float v, int lo, int hi)
 {
-    if (isnan(v)) return 0;
-    if (!(v > (float)lo)) return lo;
-    if (v >= (float)hi) return hi;
-    const float t = v + 12582912.0f;
-    uint32_t u;
-    memcpy(&u, &t, sizeof u);
-    return (int)(u & 0x7fffffu) - 0x400000;
+    const float r = (v + 12582912.0f) - 12582912.0f;
+    const float below_hi = r < (float)hi ? r : (float)hi, c = below_hi > (float)lo ? below_hi : (float)lo;
+    return (int)(v == v ? c : 0.0f);
 }
 
 /* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..qmax. */
@@ -162,15 +181,28 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     store16(blk + 2, mh);
     pack_scale_min(sc, m, blk + 4);
     unsigned char *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
-    memset(qh, 0, q5 ? 32 + 128 : 128);
     const float d = moe_f16_to_f32(dh), dmin = moe_f16_to_f32(mh);
-    for (int i = 0; i < QK; i++) {
-        const float dl = d * (float)sc[i / 32], ml = dmin * (float)m[i / 32];
-        const int q = dl > 0.0f ? round_clamp((x[i] + ml) / dl, 0, qmax) : 0;
-        const int c = i / 64, l = i % 32, hi = (i / 32) & 1;
-        qs[32 * c + l] |= (unsigned char)((q & 0xf) << (4 * hi));
-        if (q5) qh[l] |= (unsigned char)((q >> 4) << (2 * c + hi));
+    /* The values first, a sub-block at a time (a loop the compiler vectorises), then their bits
+     * to their places: the nibble of value 64c + l (32c + l's high one: 64c + 32 + l) in byte
+     * 32c + l, its fifth bit (Q5_K) at bit i / 32 of byte l. */
+    uint8_t q[QK];
+    for (int j = 0; j < 8; j++) {
+        const float dl = d * (float)sc[j], ml = dmin * (float)m[j];
+        if (!(dl >
+              0.0f)) /* (a branch a sub-block, outside the loop: a division in a select is not vectorised) */
+            memset(q + 32 * j, 0, 32);
+        else
+            for (int i = 32 * j; i < 32 * j + 32; i++) q[i] = (uint8_t)round_clamp((x[i] + ml) / dl, 0, qmax);
     }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++)
+            qs[32 * c + l] = (unsigned char)((q[64 * c + l] & 0xf) | (q[64 * c + 32 + l] & 0xf) << 4);
+    if (q5)
+        for (int l = 0; l < 32; l++) {
+            unsigned bits = 0;
+            for (int j = 0; j < 8; j++) bits |= (unsigned)(q[32 * j + l] >> 4) << j;
+            qh[l] = (unsigned char)bits;
+        }
 }
 
 /* Q6_K / Q3_K: each sub-block of 16 gets the scale that maps its value of largest magnitude (the
@@ -191,13 +223,27 @@ static float signed_scales(const float *x, float qneg, float scale[16])
     return max_scale;
 }
 
+/* Q6_K / Q3_K: each value's quant against its sub-block's quantised scale d·sc[j], offset by the
+ * zero point z (32, 4): round(x / (d·sc)) clamped to −z..z − 1, plus z; a sub-block whose scale is
+ * 0 takes z. (The test is outside the loop: a division inside a select is not vectorised.) */
+static void signed_quants(const float *x, float d, const int sc[16], int z, uint8_t q[QK])
+{
+    for (int j = 0; j < 16; j++) {
+        const float dl = d * (float)sc[j];
+        if (dl == 0.0f)
+            memset(q + 16 * j, z, 16);
+        else
+            for (int i = 16 * j; i < 16 * j + 16; i++)
+                q[i] = (uint8_t)(round_clamp(x[i] / dl, -z, z - 1) + z);
+    }
+}
+
 /* Q6_K: 16 sub-blocks of 16, value ≈ d·sc·(q − 32) with q in 0..63, sc int8. */
 static void encode_q6(const float *x, unsigned char *blk)
 {
     float scale[16];
     const float max_scale = signed_scales(x, 32.0f, scale);
     unsigned char *ql = blk, *qh = blk + 128;
-    memset(blk, 0, 210);
     const float iscale = max_scale != 0.0f ? -128.0f / max_scale : 0.0f;
     int8_t sc[16];
     for (int j = 0; j < 16; j++) sc[j] = (int8_t)round_clamp(iscale * scale[j], -128, 127);
@@ -205,13 +251,20 @@ static void encode_q6(const float *x, unsigned char *blk)
     const uint16_t dh = moe_f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
     store16(blk + 208, dh);
     const float d = moe_f16_to_f32(dh);
-    for (int i = 0; i < QK; i++) {
-        const float dl = d * (float)sc[i / 16];
-        const int q = dl != 0.0f ? round_clamp(x[i] / dl, -32, 31) + 32 : 32;
-        const int n = i / 128, r = i % 128, l = i % 32, quarter = r / 32;
-        ql[64 * n + (quarter & 1) * 32 + l] |= (unsigned char)((q & 0xf) << (quarter >= 2 ? 4 : 0));
-        qh[32 * n + l] |= (unsigned char)((q >> 4) << (2 * quarter));
-    }
+    int scales[16];
+    for (int j = 0; j < 16; j++) scales[j] = sc[j];
+    uint8_t q[QK]; /* as encode_q45: the values, then their bits */
+    signed_quants(x, d, scales, 32, q);
+    /* Value 128n + 32g + l (g < 4): low nibble in byte 64n + 32(g % 2) + l (g ≥ 2: its high
+     * nibble), two high bits at bit 2g of qh byte 32n + l. */
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = q + 128 * n + l;
+            ql[64 * n + l] = (unsigned char)((v[0] & 0xf) | (v[64] & 0xf) << 4);
+            ql[64 * n + 32 + l] = (unsigned char)((v[32] & 0xf) | (v[96] & 0xf) << 4);
+            qh[32 * n + l] =
+                (unsigned char)((v[0] >> 4) | (v[32] >> 4) << 2 | (v[64] >> 4) << 4 | (v[96] >> 4) << 6);
+        }
 }
 
 /* Q3_K: 16 sub-blocks of 16, value ≈ d·(sc − 32)·(q − 4) with q in 0..7 and sc in 0..63, as ggml's
@@ -233,12 +286,20 @@ static void encode_q3(const float *x, unsigned char *blk)
     const uint16_t dh = moe_f32_to_f16(iscale != 0.0f ? 1.0f / iscale : 0.0f);
     store16(blk + 108, dh);
     const float d = moe_f16_to_f32(dh);
-    for (int i = 0; i < QK; i++) {
-        const float dl = d * (float)sc[i / 16];
-        const int q = dl != 0.0f ? round_clamp(x[i] / dl, -4, 3) + 4 : 4;
-        const int n = i / 128, j = (i / 32) % 4, l = i % 32;
-        qs[32 * n + l] |= (unsigned char)((q & 3) << (2 * j));
-        hmask[l] |= (unsigned char)((q >> 2) << (4 * n + j));
+    uint8_t q[QK]; /* as encode_q45: the values, then their bits */
+    signed_quants(x, d, sc, 4, q);
+    /* Value 128n + 32j + l: low pair at bits 2j of qs byte 32n + l, third bit at bit 4n + j of
+     * hmask byte l (so value 32s + l's at bit s). */
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = q + 128 * n + l;
+            qs[32 * n + l] =
+                (unsigned char)((v[0] & 3) | (v[32] & 3) << 2 | (v[64] & 3) << 4 | (v[96] & 3) << 6);
+        }
+    for (int l = 0; l < 32; l++) {
+        unsigned bits = 0;
+        for (int s = 0; s < 8; s++) bits |= (unsigned)(q[32 * s + l] >> 2) << s;
+        hmask[l] = (unsigned char)bits;
     }
 }
 

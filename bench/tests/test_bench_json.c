@@ -51,6 +51,7 @@ static const char *const forward_keys[] = {"backend",
                                            "speedup_vs_reference",
                                            "first_forward_ms",
                                            "first_forward_device_ms",
+                                           "create_ms",
                                            "weight_dtype",
                                            "down_weight_dtype",
                                            "activation_dtype",
@@ -263,6 +264,7 @@ static void check_object(const cJSON *o)
         CHECK(num(o, "tokens") >= 1 && num(o, "iters") >= 1 && num(o, "gflops") > 0 &&
               num(o, "tokens_per_s") > 0);
         CHECK(num(o, "gbps") > 0 && num(o, "arena_peak_bytes") > 0);
+        CHECK(num(o, "create_ms") > 0); /* (the layers' creation, timed: never free) */
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(o, "speedup_vs_reference");
         CHECK(cJSON_IsNull(sp) || (cJSON_IsNumber(sp) && sp->valuedouble > 0));
         CHECK(is_dtype_name(str(o, "weight_dtype")) && is_dtype_name(str(o, "down_weight_dtype")));
@@ -592,6 +594,7 @@ static void self_test(const char *path)
     r.trace_reuse = 0.8;
     r.trace_forwards = 64;
     r.arena_weights_bytes = (size_t)5000000;
+    r.create_seconds = 0.125;
     r.read_bw_gbs = 20.0;
     r.shares_host_memory = 1;
     r.experts_active = 64;
@@ -676,6 +679,7 @@ static void self_test(const char *path)
         /* The format, the layers, the arena's weight bytes and the bandwidth figures. */
         CHECK(strcmp(str(a, "weight_dtype"), "q4_0") == 0 && strcmp(str(b, "weight_dtype"), "f32") == 0);
         CHECK(num(a, "layers") == 3 && num(a, "weight_bytes") == 5e6 && num(a, "weight_read_bytes") == 1e9);
+        CHECK(num(a, "create_ms") == 125.0);
         CHECK(num(a, "cpu_experts") == 16);
         CHECK(num(a, "cache_slots") == 4 && !strcmp(str(a, "cache_policy"), "lfu") &&
               num(a, "cache_min_rows") == 2);

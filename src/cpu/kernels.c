@@ -557,16 +557,16 @@ ALWAYS_INLINE void kq_bytes(const moe_dtype dt, const unsigned char *p, int t, u
     if (dt == MOE_DTYPE_Q3_K) { /* qs bits 2g and 2g + 4; hmask byte l, bits 4n + g and + 2 to bit 2 */
         const int n = t / 64, g = (t / 32) & 1;
         const simde__m256i b = simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS);
-        const simde__m256i two = simde_mm256_set1_epi8(3), bit2 = simde_mm256_set1_epi8(4),
-                           m4 = simde_mm256_set1_epi8(4);
+        /* four: the third bit's mask (bit 2) and the zero point subtracted */
+        const simde__m256i two = simde_mm256_set1_epi8(3), four = simde_mm256_set1_epi8(4);
         lo = simde_mm256_sub_epi8(
             simde_mm256_or_si256(simde_mm256_and_si256(bytes_shift(x, -2 * g), two),
-                                 simde_mm256_and_si256(bytes_shift(b, 2 - 4 * n - g), bit2)),
-            m4);
+                                 simde_mm256_and_si256(bytes_shift(b, 2 - 4 * n - g), four)),
+            four);
         hi = simde_mm256_sub_epi8(
             simde_mm256_or_si256(simde_mm256_and_si256(bytes_shift(x, -2 * g - 4), two),
-                                 simde_mm256_and_si256(bytes_shift(b, -4 * n - g), bit2)),
-            m4);
+                                 simde_mm256_and_si256(bytes_shift(b, -4 * n - g), four)),
+            four);
     } else if (dt == MOE_DTYPE_Q5_K) { /* qh byte l = t % 32, bits 2c and 2c + 1 (c = t / 32) to bit 4 */
         const int c = t / 32;
         const simde__m256i b = simde_mm256_loadu_si256(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS);
