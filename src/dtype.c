@@ -184,7 +184,8 @@ static float round_half_away(float v)
 }
 
 /* ggml's quantize_row_q8_0_ref on one block: d = max|x| / 127, q = round(x / d). Where every x·(1/d)
- * is below 2^23 in magnitude (a block of finite values whose d is not subnormal: |x·(1/d)| ≤ 127),
+ * is below 2^23 in magnitude (a block of finite values whose d is not subnormal: |x·(1/d)| is then
+ * 127 at most, give or take the roundings of d, 1/d and the product),
  * round_half_away is the truncation plus one where the fraction is a half or more (less one where it
  * is minus a half or less), written for the compiler to vectorise; otherwise value by value. */
 static void quantize_q8_0(const float *x, unsigned char *out)

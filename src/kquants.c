@@ -142,10 +142,12 @@ void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
  * the encoders' loops over a sub-block of these vectorise (a libm call a value was most of a
  * quantizer's time; a branch a value kept the loops scalar, each 2-3x the time it takes now).
  * Below 2^22 in magnitude, adding 1.5·2^23 makes the float addition round v to an integer and
- * subtracting it again is exact; beyond, the sum is still beyond the bounds, and the clamp (as
- * monotonic as the rounding, with integer bounds) gives what clamping first would. NaN fails
- * both comparisons and is replaced by 0 (x86-64's (int) lrintf), infinities clamp. Checked
- * against the branching form this replaced on every float, for every (lo, hi) used below. */
+ * subtracting it again is exact; beyond, r is still beyond the bounds, and the clamp (as monotonic
+ * as the rounding, with integer bounds) gives what clamping first would. NaN stays NaN in r, is
+ * clamped to hi (it fails r < hi), then replaced by 0 (x86-64's (int) lrintf); infinities clamp.
+ * Checked against the branching form this replaced on every float, for every (lo, hi) used below.
+ * It needs each operation rounded to float, as SSE2 and NEON do (x87's wider intermediates
+ * would not round here), and not reassociated (-ffast-math would fold r to v). */
 static inline int round_clamp(float v, int lo, int hi)
 {
     const float r = (v + 12582912.0f) - 12582912.0f;

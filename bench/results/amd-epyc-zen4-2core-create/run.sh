@@ -3,9 +3,9 @@
 # session 46's conversions, on the 2-core Zen 4 KVM guest: the library of commit BEFORE (default 57c945c,
 # built in a git worktree) and this tree's, under the same moe-bench binary (this tree's: the library's
 # ABI is the same, LD_LIBRARY_PATH picks which one runs), in alternation, three rounds each. The CPU
-# backend, qwen3-30b-a3b (604M expert weights a layer), one layer per format; f32 first, so that the
-# first creation's page faults of the host's weights are not charged to a quantised format. Run from
-# the repository root after the README's build; writes {before,after}-<round>.json / .txt here.
+# backend, qwen3-30b-a3b (604M expert weights a layer), one layer per format; f32 (first) is the packing
+# alone, no conversion. Run from the repository root after the README's build; writes
+# {before,after}-<round>.json / .txt here.
 set -euo pipefail
 out=$(dirname "$0")
 before=${BEFORE:-57c945c}
