@@ -99,30 +99,33 @@ static void q3_unpack(const unsigned char *hmask, const unsigned char *qs, uint8
                     (uint8_t)(((qs[32 * n + l] >> (2 * j)) & 3) | ((hmask[l] >> (4 * n + j)) & 1) << 2);
 }
 
+/* Q6_K / Q3_K: value i = d·sc[i / 16]·(q[i] − z), the zero point z 32 (4). */
+static void signed_values(const uint8_t q[QK], float d, const int sc[16], int z, float *out)
+{
+    for (int s = 0; s < 16; s++) {
+        const float dl = d * (float)sc[s];
+        for (int i = 16 * s; i < 16 * s + 16; i++) out[i] = dl * (float)(q[i] - z);
+    }
+}
+
 /* The quants of a super-block unpacked to one byte each first (loops the compiler vectorises), then
  * scaled a sub-block at a time: value by value, the bit fields' shifts and the scale's unpacking
  * took most of a decode. The arithmetic is the same, in the same order. */
 void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
 {
     uint8_t q[QK];
+    int signed_sc[16];
     if (dt == MOE_DTYPE_Q3_K) { /* hmask[32], qs[64], scales[12], fp16 d */
         q3_unpack(blk, blk + 32, q);
-        const float d = moe_f16_to_f32(load16(blk + 108));
-        for (int s = 0; s < 16; s++) {
-            const float dl = d * (float)(moe_q3k_scale(blk + 96, s) - 32);
-            for (int i = 16 * s; i < 16 * s + 16; i++) out[i] = dl * (float)(q[i] - 4);
-        }
+        for (int s = 0; s < 16; s++) signed_sc[s] = moe_q3k_scale(blk + 96, s) - 32;
+        signed_values(q, moe_f16_to_f32(load16(blk + 108)), signed_sc, 4, out);
         return;
     }
-    if (dt == MOE_DTYPE_Q6_K) {
-        const unsigned char *ql = blk, *qh = blk + 128;
-        const int8_t *sc = (const int8_t *)(const void *)(blk + 192);
-        q6_unpack(ql, qh, q);
-        const float d = moe_f16_to_f32(load16(blk + 208));
-        for (int s = 0; s < 16; s++) {
-            const float dl = d * (float)sc[s];
-            for (int i = 16 * s; i < 16 * s + 16; i++) out[i] = dl * (float)(q[i] - 32);
-        }
+    if (dt == MOE_DTYPE_Q6_K) { /* ql[128], qh[64], int8 scales[16], fp16 d */
+        const int8_t *sc8 = (const int8_t *)(const void *)(blk + 192);
+        q6_unpack(blk, blk + 128, q);
+        for (int s = 0; s < 16; s++) signed_sc[s] = sc8[s];
+        signed_values(q, moe_f16_to_f32(load16(blk + 208)), signed_sc, 32, out);
         return;
     }
     const bool q5 = dt == MOE_DTYPE_Q5_K;
@@ -153,6 +156,17 @@ static inline int round_clamp(float v, int lo, int hi)
     const float r = (v + 12582912.0f) - 12582912.0f;
     const float below_hi = r < (float)hi ? r : (float)hi, c = below_hi > (float)lo ? below_hi : (float)lo;
     return (int)(v == v ? c : 0.0f);
+}
+
+/* Q5_K's fifth bits and Q3_K's third bits (hmask): bit `shift` of value 32s + l (a quant with nothing
+ * above that bit) goes to bit s of byte l. */
+static void top_bits(const uint8_t q[QK], int shift, unsigned char out[32])
+{
+    for (int l = 0; l < 32; l++) {
+        unsigned bits = 0;
+        for (int s = 0; s < 8; s++) bits |= (unsigned)(q[32 * s + l] >> shift) << s;
+        out[l] = (unsigned char)bits;
+    }
 }
 
 /* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..qmax. */
@@ -190,8 +204,8 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     uint8_t q[QK];
     for (int j = 0; j < 8; j++) {
         const float dl = d * (float)sc[j], ml = dmin * (float)m[j];
-        if (!(dl >
-              0.0f)) /* (a branch a sub-block, outside the loop: a division in a select is not vectorised) */
+        /* (a branch a sub-block, outside the loop: a division inside a select is not vectorised) */
+        if (!(dl > 0.0f))
             memset(q + 32 * j, 0, 32);
         else
             for (int i = 32 * j; i < 32 * j + 32; i++) q[i] = (uint8_t)round_clamp((x[i] + ml) / dl, 0, qmax);
@@ -199,12 +213,7 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++)
             qs[32 * c + l] = (unsigned char)((q[64 * c + l] & 0xf) | (q[64 * c + 32 + l] & 0xf) << 4);
-    if (q5)
-        for (int l = 0; l < 32; l++) {
-            unsigned bits = 0;
-            for (int j = 0; j < 8; j++) bits |= (unsigned)(q[32 * j + l] >> 4) << j;
-            qh[l] = (unsigned char)bits;
-        }
+    if (q5) top_bits(q, 4, qh);
 }
 
 /* Q6_K / Q3_K: each sub-block of 16 gets the scale that maps its value of largest magnitude (the
@@ -298,11 +307,7 @@ static void encode_q3(const float *x, unsigned char *blk)
             qs[32 * n + l] =
                 (unsigned char)((v[0] & 3) | (v[32] & 3) << 2 | (v[64] & 3) << 4 | (v[96] & 3) << 6);
         }
-    for (int l = 0; l < 32; l++) {
-        unsigned bits = 0;
-        for (int s = 0; s < 8; s++) bits |= (unsigned)(q[32 * s + l] >> 2) << s;
-        hmask[l] = (unsigned char)bits;
-    }
+    top_bits(q, 2, hmask);
 }
 
 void moe_kq_encode(moe_dtype dt, const float *in, unsigned char *blk)

@@ -221,6 +221,17 @@ static void test_config(void)
 }
 
 /* --weights and --layers: parsing, defaults and every refusal. */
+/* A --down-weights mix as parsed into c: the layer --weights w makes has down (routed and shared) in
+ * `down`, and its run on activations act is labelled `label`. */
+static void check_mix(const bench_config *c, moe_dtype w, moe_dtype down, moe_dtype act, const char *label)
+{
+    const moe_layer_desc d = bench_make_desc(c, 1, 1, w);
+    char lbl[32];
+    CHECK(d.weight_dtype == w && d.down_weight_dtype == down && d.shared_down_weight_dtype == down);
+    CHECK(
+        !strcmp(bench_format_label(d.weight_dtype, d.down_weight_dtype, act, 0, 0, lbl, sizeof lbl), label));
+}
+
 static void test_formats_and_layers(void)
 {
     bench_config c;
@@ -332,15 +343,7 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--weights", "f32,q4_k", "--down-weights", "Q6_K", NULL) == BENCH_PARSE_OK &&
           c.down_weights == MOE_DTYPE_Q6_K && bench_down_dtype(&c, MOE_DTYPE_Q4_K) == MOE_DTYPE_Q6_K &&
           bench_down_dtype(&c, MOE_DTYPE_F32) == MOE_DTYPE_F32);
-    {
-        const moe_layer_desc d = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q4_K);
-        char lbl[32];
-        CHECK(d.down_weight_dtype == MOE_DTYPE_Q6_K && d.shared_down_weight_dtype == MOE_DTYPE_Q6_K &&
-              d.weight_dtype == MOE_DTYPE_Q4_K);
-        CHECK(!strcmp(
-            bench_format_label(d.weight_dtype, d.down_weight_dtype, MOE_DTYPE_BF16, 0, 0, lbl, sizeof lbl),
-            "q4_k+q6_k/bf16x2"));
-    }
+    check_mix(&c, MOE_DTYPE_Q4_K, MOE_DTYPE_Q6_K, MOE_DTYPE_BF16, "q4_k+q6_k/bf16x2");
     CHECK(parse(&c, "--weights", "q6_k,f16", "--down-weights", "q4_0", "--activations", "q8_0", NULL) ==
               BENCH_PARSE_OK &&
           c.weights.n == 2 && c.weights.v[0] == MOE_DTYPE_Q6_K && c.weights.act[1] == MOE_DTYPE_Q8_0);
@@ -359,15 +362,7 @@ static void test_formats_and_layers(void)
               BENCH_PARSE_OK &&
           c.weights.n == 3 && c.weights.v[2] == MOE_DTYPE_Q3_K && c.weights.act[1] == MOE_DTYPE_Q8_0 &&
           c.weights.act[2] == MOE_DTYPE_BF16 && bench_down_dtype(&c, MOE_DTYPE_Q3_K) == MOE_DTYPE_Q4_K);
-    {
-        const moe_layer_desc d = bench_make_desc(&c, 1, 1, MOE_DTYPE_Q3_K);
-        char lbl[32];
-        CHECK(d.weight_dtype == MOE_DTYPE_Q3_K && d.down_weight_dtype == MOE_DTYPE_Q4_K &&
-              d.shared_down_weight_dtype == MOE_DTYPE_Q4_K);
-        CHECK(!strcmp(
-            bench_format_label(d.weight_dtype, d.down_weight_dtype, MOE_DTYPE_Q8_0, 0, 0, lbl, sizeof lbl),
-            "q3_k+q4_k/i8"));
-    }
+    check_mix(&c, MOE_DTYPE_Q3_K, MOE_DTYPE_Q4_K, MOE_DTYPE_Q8_0, "q3_k+q4_k/i8");
     CHECK(parse(&c, "--weights", "mxfp4", "--down-weights", "f16", "--activations", "q8_0", NULL) ==
           BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q6_k,q8_0", NULL) == BENCH_PARSE_ERROR);
