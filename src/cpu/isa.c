@@ -93,7 +93,6 @@ static bool cpu_has(const char *level)
                (moe_cpu_features() & MOE_FEATURE_AVX512_VNNI);
 #endif
     if (!strcmp(level, "neondot")) return arm_dotprod();
-    (void)level;
     return false;
 }
 

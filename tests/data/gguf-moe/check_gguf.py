@@ -5,7 +5,8 @@
 
 1. every file reads back with gguf.GGUFReader; key types and tensor ne / types are as intended;
 2. the float files that reuse tests/data/hf-moe weights hold exactly (bit for bit) the safetensors
-   tensors;
+   tensors, and gpt-oss.gguf's MXFP4 experts decode to the checkpoint's MXFP4 weights as transformers
+   decodes them (its router and biases bit for bit);
 3. a float64 numpy MoE forward, configured only from each file's GGUF keys with llama.cpp's
    per-architecture rules, reproduces hf-moe's y_ref (<= 1e-6 relative L2) for every hf-based case;
 4. each quantised file's experts decode (gguf.quants.dequantize of the stored bytes) to exactly
@@ -127,7 +128,7 @@ def layer_config(m, il):
     E, k = m.key("expert_count"), m.key("expert_used_count")
     ff = m.key("feed_forward_length")
     c = dict(E=E, k=k, gating="softmax", norm=False, scale=0.0, groups=0, groups_used=0,
-             bias=None, shared=None, shared_gate=None)
+             bias=None, shared=None, shared_gate=None, router_bias=None, exp_bias=None, act="silu")
     if a == "llama":          # Mixtral: expert width = feed_forward_length, renormalised top-k (hard-coded)
         c.update(ff_exp=ff, norm=True, scale=m.key("expert_weights_scale", 0.0))
     elif a == "qwen3moe":     # expert width = expert_feed_forward_length; norm_w hard-coded true
@@ -152,6 +153,11 @@ def layer_config(m, il):
         if m.key("expert_shared_count", 0) > 0:
             c["shared"] = tuple(m.f32(f"blk.{il}.ffn_{n}_shexp.weight") for n in ("gate", "up", "down"))
             check(c["shared"][0].shape[0] == c["ff_exp"] * m.key("expert_shared_count"), "deepseek2 shexp width")
+    elif a == "gpt-oss":      # top-k of the biased logits, softmax over the chosen (SOFTMAX_WEIGHT); every
+        # projection biased; llama.cpp's swiglu_oai with alpha 1.702 and limit 7.0 (in code, no keys)
+        c.update(ff_exp=m.key("expert_feed_forward_length"), gating="softmax_weight",
+                 router_bias=m.f32(f"blk.{il}.ffn_gate_inp.bias"), act="swiglu_oai",
+                 exp_bias=tuple(m.f32(f"blk.{il}.ffn_{n}_exps.bias") for n in ("gate", "up", "down")))
     else:
         raise ValueError(f"{m.fname}: no MoE rules for architecture {a!r}")
     c["router"] = m.f32(f"blk.{il}.ffn_gate_inp.weight")
@@ -172,11 +178,22 @@ def silu(v):
     return v / (1.0 + np.exp(-v))
 
 
+def swiglu_oai(g, u, alpha=1.702, limit=7.0):
+    """gpt-oss's clamped SwiGLU (transformers' GptOssExperts, llama.cpp's ggml_swiglu_oai)."""
+    g = np.minimum(g, limit)
+    u = np.clip(u, -limit, limit)
+    return g / (1.0 + np.exp(-alpha * g)) * (u + 1.0)
+
+
 def moe_forward(c, x):
     x = x.astype(np.float64)
     f64 = lambda a: a.astype(np.float64)
     logits = x @ f64(c["router"]).T
-    if c["gating"] == "softmax":
+    if c["router_bias"] is not None:
+        logits = logits + f64(c["router_bias"])
+    if c["gating"] == "softmax_weight":   # the chosen logits' softmax, below: top-k of the logits
+        probs = logits
+    elif c["gating"] == "softmax":
         p = np.exp(logits - logits.max(1, keepdims=True))
         probs = p / p.sum(1, keepdims=True)
     else:
@@ -192,15 +209,21 @@ def moe_forward(c, x):
         sel = sel + np.repeat(mask, E // G, axis=1)
     idx = np.argsort(-sel, axis=1, kind="stable")[:, : c["k"]]
     w = np.take_along_axis(probs, idx, axis=1)
+    if c["gating"] == "softmax_weight":
+        p = np.exp(w - w.max(1, keepdims=True))
+        w = p / p.sum(1, keepdims=True)
     if c["norm"]:
         w = w / np.maximum(w.sum(1, keepdims=True), 6.103515625e-5)
     if c["scale"] not in (0.0, 1.0):
         w = w * c["scale"]
+    bg, bu, bd = (f64(b) for b in c["exp_bias"]) if c["exp_bias"] is not None else (np.zeros((E, 1)),) * 3
     y = np.zeros_like(x)
     for t in range(T_):
         for j, e in enumerate(idx[t]):
-            h = silu(f64(c["gate"][e]) @ x[t]) * (f64(c["up"][e]) @ x[t])
-            y[t] += w[t, j] * (f64(c["down"][e]) @ h)
+            g = f64(c["gate"][e]) @ x[t] + bg[e]
+            u = f64(c["up"][e]) @ x[t] + bu[e]
+            h = swiglu_oai(g, u) if c["act"] == "swiglu_oai" else silu(g) * u
+            y[t] += w[t, j] * (f64(c["down"][e]) @ h + bd[e])
     if c["shared"] is not None:
         g, u, dn = (f64(a) for a in c["shared"])
         ys = (silu(x @ g.T) * (x @ u.T)) @ dn.T
@@ -215,13 +238,26 @@ def rel_l2(a, b):
 
 
 # ----------------------------------------------------------------------------------------------
-def load_safetensors(path):
+def load_safetensors_raw(path):
+    """Every tensor: F32 and BF16 as float32, U8 (MXFP4's blocks and scales) as bytes."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         hdr = json.loads(f.read(n))
         data = f.read()
-    return {k: np.frombuffer(data[v["data_offsets"][0]:v["data_offsets"][1]], "<f4").reshape(v["shape"])
-            for k, v in hdr.items() if k != "__metadata__"}
+
+    def tensor(v):
+        raw = data[v["data_offsets"][0]:v["data_offsets"][1]]
+        if v["dtype"] == "BF16":  # bfloat16: float32's upper half, exact in float32
+            a = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            a = np.frombuffer(raw, {"F32": "<f4", "U8": "u1"}[v["dtype"]])
+        return a.reshape(v["shape"])
+
+    return {k: tensor(v) for k, v in hdr.items() if k != "__metadata__"}
+
+
+def load_safetensors(path):
+    return load_safetensors_raw(path)
 
 
 HF_MAP = {  # gguf tensor -> safetensors name(s) ({e} = expert), per hf folder
@@ -250,7 +286,44 @@ def bits_equal(a, b):
     return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
+# MXFP4 as the gpt-oss checkpoints store it (transformers' integrations/mxfp4.py): per 32 values,
+# 16 bytes whose low nibble is the even value and high nibble the odd one (E2M1 codes), and one
+# E8M0 exponent byte (value = code's value * 2^(e - 127)).
+FP4_VALUES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0])
+
+
+def hf_mxfp4(blocks, scales):
+    """HF [..., G, 16] codes + [..., G] exponents -> float32 [..., G * 32]."""
+    codes = np.stack([blocks & 0x0F, blocks >> 4], axis=-1).reshape(blocks.shape[:-1] + (32,))
+    v = np.ldexp(FP4_VALUES[codes], scales.astype(np.int32)[..., None] - 127)
+    return v.reshape(blocks.shape[:-2] + (blocks.shape[-2] * 32,)).astype(np.float32)
+
+
+def check_gpt_oss_weights(m, case):
+    """The file's experts decode (the gguf package's MXFP4) to the checkpoint's MXFP4 weights decoded as
+    transformers defines them, gate and up from gate_up_proj's even and odd rows: equal values (code 8
+    is -0 in transformers' table and +0 in ggml's); router and biases bit for bit."""
+    sd = load_safetensors_raw(os.path.join(HF, case["hf"], "model.safetensors"))
+    p, il = "model.layers.0.mlp.", case["layer"]
+    gu = hf_mxfp4(sd[p + "experts.gate_up_proj_blocks"], sd[p + "experts.gate_up_proj_scales"])
+    gub = sd[p + "experts.gate_up_proj_bias"]
+    want = {"ffn_gate_exps.weight": gu[:, 0::2], "ffn_up_exps.weight": gu[:, 1::2],
+            "ffn_down_exps.weight": hf_mxfp4(sd[p + "experts.down_proj_blocks"], sd[p + "experts.down_proj_scales"]),
+            "ffn_gate_exps.bias": gub[:, 0::2], "ffn_up_exps.bias": gub[:, 1::2],
+            "ffn_down_exps.bias": sd[p + "experts.down_proj_bias"],
+            "ffn_gate_inp.weight": sd[p + "router.weight"], "ffn_gate_inp.bias": sd[p + "router.bias"]}
+    for name, w in want.items():
+        t = m.tensors[f"blk.{il}.{name}"]
+        check(t.tensor_type == (T.MXFP4 if name.endswith("exps.weight") else T.F32), f"{name}: {t.tensor_type.name}")
+        got = m.f32(f"blk.{il}.{name}").reshape(w.shape)
+        same = np.array_equal(got, w) if t.tensor_type == T.MXFP4 else bits_equal(got, w)
+        check(same, f"{m.fname}: {name} differs from {case['hf']}")
+    return len(want)
+
+
 def check_hf_weights(m, case):
+    if m.arch == "gpt-oss":
+        return check_gpt_oss_weights(m, case)
     prefix, names = HF_MAP[case["hf"]]
     sd = load_safetensors(os.path.join(HF, case["hf"], "model.safetensors"))
     il = case["layer"]
@@ -311,8 +384,8 @@ def main():
     check([ty[f"blk.0.ffn_{n}.weight"] for n in ("gate_exps", "up_exps", "down_exps", "gate_shexp", "up_shexp",
                                                   "down_shexp")] == [T.Q4_0] * 3 + [T.Q8_0] * 3,
           "synthetic-deepseek2-q types")
-    for f in files:
-        if not f.startswith("synthetic-") or f.endswith("-deq.gguf"):
+    for f in files:  # (gpt-oss.gguf's experts are MXFP4, as the checkpoint's)
+        if (not f.startswith("synthetic-") or f.endswith("-deq.gguf")) and f != "gpt-oss.gguf":
             check(all(t.tensor_type == T.F32 for t in readers[f][0].tensors), f"{f}: float file holds a non-F32 tensor")
 
     # refusal fixtures: Q2_K stays unsupported (Q3_K, Q4_K, Q5_K and Q6_K are read)
@@ -403,7 +476,8 @@ def main():
         msg = f"{c['file']:38s} {c['arch']:9s} {c['weight_dtype']:5s}"
         if c["hf"]:
             nt = check_hf_weights(m, c)
-            msg += f" {nt} tensors bit-identical to hf-moe/{c['hf']};"
+            how = "equal to" if m.arch == "gpt-oss" else "bit-identical to"  # (check_gpt_oss_weights)
+            msg += f" {nt} tensors {how} hf-moe/{c['hf']};"
         if c["y_ref"]:
             yr = np.load(os.path.join(HERE, c["y_ref"])).astype(np.float64)
             e = rel_l2(y, yr)
