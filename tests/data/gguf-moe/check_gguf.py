@@ -238,7 +238,7 @@ def rel_l2(a, b):
 
 
 # ----------------------------------------------------------------------------------------------
-def load_safetensors_raw(path):
+def load_safetensors(path):
     """Every tensor: F32 and BF16 as float32, U8 (MXFP4's blocks and scales) as bytes."""
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
@@ -254,10 +254,6 @@ def load_safetensors_raw(path):
         return a.reshape(v["shape"])
 
     return {k: tensor(v) for k, v in hdr.items() if k != "__metadata__"}
-
-
-def load_safetensors(path):
-    return load_safetensors_raw(path)
 
 
 HF_MAP = {  # gguf tensor -> safetensors name(s) ({e} = expert), per hf folder
@@ -303,7 +299,7 @@ def check_gpt_oss_weights(m, case):
     """The file's experts decode (the gguf package's MXFP4) to the checkpoint's MXFP4 weights decoded as
     transformers defines them, gate and up from gate_up_proj's even and odd rows: equal values (code 8
     is -0 in transformers' table and +0 in ggml's); router and biases bit for bit."""
-    sd = load_safetensors_raw(os.path.join(HF, case["hf"], "model.safetensors"))
+    sd = load_safetensors(os.path.join(HF, case["hf"], "model.safetensors"))
     p, il = "model.layers.0.mlp.", case["layer"]
     gu = hf_mxfp4(sd[p + "experts.gate_up_proj_blocks"], sd[p + "experts.gate_up_proj_scales"])
     gub = sd[p + "experts.gate_up_proj_bias"]
