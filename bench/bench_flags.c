@@ -151,7 +151,7 @@ static size_t bench_options(bench_config *c, bench_opt opts[MAX_OPTS])
          "also write the results to FILE as a JSON array (bench/README.md)"},
         {"weights", BENCH_OPT_STRING, &c->weights_arg, "F1,F2,..", 0, 0, 0.0, NULL, "f32",
          "weight storage formats run side by side, each quantised at upload from the same float32 "
-         "weights: f32, f16, bf16, q8_0, q4_0, q3_k, q4_k, q5_k, q6_k, mxfp4 (any case)"},
+         "weights: f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, q6_k, mxfp4 (any case)"},
         {"down-weights", BENCH_OPT_STRING, &c->down_weights_arg, "F", 0, 0, 0.0, NULL, "each run's --weights",
          "the routed and shared experts' down projections in format F for every --weights run but f32's (as "
          "GGUF files keep down in more bits: --weights q4_k --down-weights q6_k is a Q4_K_M layer); rows "

@@ -47,8 +47,8 @@ extern "C" {
 #endif
 
 #define MOE_VERSION_MAJOR  0
-#define MOE_VERSION_MINOR  15
-#define MOE_VERSION_PATCH  1
+#define MOE_VERSION_MINOR  16
+#define MOE_VERSION_PATCH  0
 #define MOE_VERSION_NUMBER (MOE_VERSION_MAJOR * 10000 + MOE_VERSION_MINOR * 100 + MOE_VERSION_PATCH)
 
 #if defined(MOE_STATIC_DEFINE)
@@ -312,6 +312,12 @@ MOE_API moe_status moe_context_get_arena_stats(const moe_context *context, moe_a
  *         q = low + 4·third, value i = d·(sc[i/16] − 32)·(q − 4). Scale s's low 4 bits are
  *         byte s's low nibble (s < 8) or byte s − 8's high one, its top 2 bits those at 2·(s/4)
  *         of byte 8 + s % 4.
+ * (0.16.0) Q2_K, the 2-bit K-quant of llama.cpp's Q2_K / Q2_K_S files (the formats the largest
+ * MoE models are most often run in; their other expert tensors are Q3_K, Q4_K or Q6_K):
+ *   Q2_K  84 bytes: 16 bytes of scales (byte s: sub-block s's 4-bit scale sc in its low nibble,
+ *         its 4-bit min m in the high one), 64 bytes of 2-bit q qs, fp16 d, fp16 dmin. Value
+ *         i = 128n + 32j + l has q = (qs[32n + l] >> 2j) & 3 (as Q3_K's low bits), value i =
+ *         d·sc[i/16]·q − dmin·m[i/16].
  * Files quantised by llama.cpp are read as they are. Quantising float weights to a K-quant here
  * (moe_convert_row, an upload, moe-bench) fits each sub-block's scale (and min) to its range in
  * one pass — not llama.cpp's iterative search, so the bytes differ from its llama-quantize's
@@ -339,19 +345,20 @@ typedef enum moe_dtype {
     MOE_DTYPE_Q5_K = 7,  /* (0.6.0) */
     MOE_DTYPE_Q6_K = 8,  /* (0.6.0) */
     MOE_DTYPE_MXFP4 = 9, /* (0.7.0) */
-    MOE_DTYPE_Q3_K = 10  /* (0.15.0) */
+    MOE_DTYPE_Q3_K = 10, /* (0.15.0) */
+    MOE_DTYPE_Q2_K = 11  /* (0.16.0) */
 } moe_dtype;
 
 #define MOE_BLOCK_SIZE       32  /* values per block of Q8_0, Q4_0 and MXFP4 */
-#define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q3_K, Q4_K, Q5_K and Q6_K (0.6.0) */
+#define MOE_SUPER_BLOCK_SIZE 256 /* values per super-block of Q2_K, Q3_K, Q4_K, Q5_K and Q6_K (0.6.0) */
 
-/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4", "q3_k" ("default" for DEFAULT); NULL
- * for a value that is not a moe_dtype. */
+/* "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4", "q3_k", "q2_k" ("default" for
+ * DEFAULT); NULL for a value that is not a moe_dtype. */
 MOE_API const char *moe_dtype_name(moe_dtype dtype);
 /* The dtype a name from moe_dtype_name spells (case-insensitive); MOE_ERROR_INVALID_ARGUMENT
  * for any other string. */
 MOE_API moe_status moe_dtype_from_name(const char *name, moe_dtype *out);
-/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/MXFP4, 256 for Q3_K/Q4_K/Q5_K/Q6_K; 0 for DEFAULT
+/* Values per block: 1 for F32/F16/BF16, 32 for Q8_0/Q4_0/MXFP4, 256 for the K-quants; 0 for DEFAULT
  * or an unknown value. */
 MOE_API int64_t moe_dtype_block_size(moe_dtype dtype);
 /* Bytes of one row of n values; 0 when n is not a positive multiple of the block size (or the
@@ -365,7 +372,8 @@ MOE_API moe_status moe_convert_row(moe_dtype src_dtype, const void *src, moe_dty
                                    int64_t n);
 /* (0.12.0) 1 if a matrix product of weights stored in `weights` can run on `activations`
  * (moe_layer_desc.activation_dtype): F32 (or DEFAULT) for every format; the opt-ins Q8_0 (integer
- * activations) for Q8_0, Q4_0, Q4_K, (0.13.0) Q5_K and Q6_K and (0.15.0) Q3_K, and BF16 (bfloat16 pairs)
+ * activations) for Q8_0, Q4_0, Q4_K, (0.13.0) Q5_K and Q6_K, (0.15.0) Q3_K and (0.16.0) Q2_K, and BF16
+ * (bfloat16 pairs)
  * for Q4_0, MXFP4 and Q4_K; else 0.
  * Each product of a layer (gate/up, down; routed and shared) decides for itself; whether it then
  * runs the opt-in also takes a backend (and CPU) with the path: moe_layer_activation_dtype says. */
@@ -456,8 +464,8 @@ typedef struct moe_layer_desc {
     moe_dtype activation_dtype;         /* (0.3.0) what the experts' inputs are rounded to for their
                                            matrix products. DEFAULT / F32: float32, exact (the
                                            reference's 1e-5). Q8_0, an opt-in for experts stored in
-                                           Q8_0, Q4_0, (0.7.1) Q4_K, (0.13.0) Q5_K and Q6_K or
-                                           (0.15.0) Q3_K: the
+                                           Q8_0, Q4_0, (0.7.1) Q4_K, (0.13.0) Q5_K and Q6_K,
+                                           (0.15.0) Q3_K or (0.16.0) Q2_K: the
                                            products run on integer
                                            dot products (x86 AVX512_VNNI, AVX-VNNI, or (0.7.1) AVX2's
                                            vpmaddubsw / vpmaddwd; (0.14.0) 64-bit Arm's sdot,
@@ -929,9 +937,9 @@ MOE_API moe_status moe_layer_create_ep(moe_context *context, const moe_ep_transp
  * stacked (blk.N.ffn_{gate,up,down}_exps.weight, or ffn_gate_up_exps) or one tensor each (older
  * files); a layer has an MoE block when it has blk.N.ffn_gate_inp.weight. Keys and routing as
  * llama.cpp reads them: docs/GGUF.md. model_type is the architecture ("qwen3moe"). Tensors
- * may be F32, F16, BF16, Q8_0, Q4_0, (0.15.0) Q3_K, Q4_K, Q5_K, Q6_K or MXFP4 (other ggml types are
- * named in the error); each projection
- * keeps the file's format (down_weight_dtype when down's differs from gate/up's).
+ * may be F32, F16, BF16, Q8_0, Q4_0, (0.16.0) Q2_K, (0.15.0) Q3_K, Q4_K, Q5_K, Q6_K or MXFP4 (other ggml
+ * types are named in the error); each projection keeps the file's format (down_weight_dtype when down's
+ * differs from gate/up's).
  *
  * Safetensors tensors may be F32, F16 or BF16 (and gpt-oss's U8 MXFP4 blocks); the experts are stored in the
  * checkpoint's own dtype unless moe_model_layer_options asks for another (F16 and BF16 stay 16-bit on every

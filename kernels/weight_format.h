@@ -21,6 +21,9 @@
  *   Q3_K  110 bytes: 32 bytes of third bits hmask, 64 bytes of 2-bit pairs qs, 12 bytes packing
  *         sixteen 6-bit scales, fp16 d; value 128n + 32j + l: q = ((qs[32n + l] >> 2j) & 3) +
  *         4·((hmask[l] >> (4n + j)) & 1), value = d·(sc − 32)·(q − 4) (scale packing: moe.h)
+ *   Q2_K  84 bytes: 16 scale bytes (low nibble sc, high nibble m, one per 16 values), 64 bytes
+ *         of 2-bit q qs (as Q3_K's), fp16 d, fp16 dmin; value 128n + 32j + l: q = (qs[32n + l] >>
+ *         2j) & 3, value = d·sc·q − dmin·m
  *   MXFP4 blocks of 32 values, 17 bytes: scale byte e, 16 bytes of 4-bit codes laid out as
  *         Q4_0's; value = kv[q]·2^(e − 128), kv = {0, 1, 2, 3, 4, 6, 8, 12, and their negatives}
  * Every size but MXFP4's is even, so a row, a block or a matrix starts at an even byte offset
@@ -41,12 +44,14 @@
 #define MOE_WTYPE_Q6_K  8
 #define MOE_WTYPE_MXFP4 9
 #define MOE_WTYPE_Q3_K  10
+#define MOE_WTYPE_Q2_K  11
 
 #define MOE_WBLOCK             32 /* values per Q8_0 / Q4_0 / MXFP4 block */
 #define MOE_WBLOCK_BYTES_Q8_0  34
 #define MOE_WBLOCK_BYTES_Q4_0  18
 #define MOE_WBLOCK_BYTES_MXFP4 17
 #define MOE_WSUPER             256 /* values per K-quant super-block */
+#define MOE_WBLOCK_BYTES_Q2_K  84
 #define MOE_WBLOCK_BYTES_Q3_K  110
 #define MOE_WBLOCK_BYTES_Q4_K  144
 #define MOE_WBLOCK_BYTES_Q5_K  176
@@ -58,6 +63,7 @@
      : (wtype) == MOE_WTYPE_Q8_0  ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q8_0                                 \
      : (wtype) == MOE_WTYPE_Q4_0  ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_Q4_0                                 \
      : (wtype) == MOE_WTYPE_MXFP4 ? (k) / MOE_WBLOCK * MOE_WBLOCK_BYTES_MXFP4                                \
+     : (wtype) == MOE_WTYPE_Q2_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q2_K                                 \
      : (wtype) == MOE_WTYPE_Q3_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q3_K                                 \
      : (wtype) == MOE_WTYPE_Q4_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q4_K                                 \
      : (wtype) == MOE_WTYPE_Q5_K  ? (k) / MOE_WSUPER * MOE_WBLOCK_BYTES_Q5_K                                 \

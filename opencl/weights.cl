@@ -54,12 +54,14 @@ float w_e8m0_half(uint e)
 }
 #endif
 
-// ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+// ---- K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
 #define W_KQUANT                                                                                             \
-    (WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
+    (WTYPE == MOE_WTYPE_Q2_K || WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K ||                        \
+     WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K)
 #if W_KQUANT
 #define W_KBYTES                                                                                             \
-    (WTYPE == MOE_WTYPE_Q3_K   ? MOE_WBLOCK_BYTES_Q3_K                                                       \
+    (WTYPE == MOE_WTYPE_Q2_K   ? MOE_WBLOCK_BYTES_Q2_K                                                       \
+     : WTYPE == MOE_WTYPE_Q3_K ? MOE_WBLOCK_BYTES_Q3_K                                                       \
      : WTYPE == MOE_WTYPE_Q4_K ? MOE_WBLOCK_BYTES_Q4_K                                                       \
      : WTYPE == MOE_WTYPE_Q5_K ? MOE_WBLOCK_BYTES_Q5_K                                                       \
                                : MOE_WBLOCK_BYTES_Q6_K)
@@ -89,10 +91,23 @@ float w_q3_scale(__global const uchar *wb, size_t blk, int j)
     return (float)((low | (((s[8 + (j & 3)] >> (2 * (j >> 2))) & 3) << 4)) - 32);
 }
 
+// Scale (x) and min (y) of Q2_K's sub-block j (0..15) of the super-block at `blk`: the nibbles of
+// byte j (as shaders/weights.glsl's w_q2_scale_min).
+float2 w_q2_scale_min(__global const uchar *wb, size_t blk, int j)
+{
+    const uint b = wb[blk + j];
+    return (float2)((float)(b & 15u), (float)(b >> 4));
+}
+
 // Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (see weights.glsl).
 float w_kq_value(__global const uchar *wb, size_t blk, int i)
 {
-#if WTYPE == MOE_WTYPE_Q3_K // qs byte 32n + l, bits 2j; hmask byte l, bit 4n + j
+#if WTYPE == MOE_WTYPE_Q2_K // qs byte 32n + l, bits 2j (Q3_K's low bits, at 16); scale byte i / 16
+    const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
+    const uint q = (wb[blk + 16 + 32 * n + l] >> (2 * j)) & 3u;
+    const float2 sm = w_q2_scale_min(wb, blk, i >> 4);
+    return w_half(w_u16(wb, blk + 80)) * sm.x * (float)q - w_half(w_u16(wb, blk + 82)) * sm.y;
+#elif WTYPE == MOE_WTYPE_Q3_K // qs byte 32n + l, bits 2j; hmask byte l, bit 4n + j
     const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
     const uint q = ((wb[blk + 32 + 32 * n + l] >> (2 * j)) & 3u) | (((wb[blk + l] >> (4 * n + j)) & 1u) << 2);
     return w_half(w_u16(wb, blk + 108)) * w_q3_scale(wb, blk, i >> 4) * (float)((int)q - 4);
@@ -148,9 +163,9 @@ float w_value(__global const uchar *wb, size_t row, int k)
 // As in shaders/weights.glsl: F32 unit u = value u; F16/BF16 = aligned word u of the row's
 // span, values 2u − s and 2u + 1 − s (s = 1 when the row starts 2 mod 4), activations
 // 2u − 1 .. 2u + 1; Q8_0 = int8 values 4u .. 4u + 3; Q4_0 (and MXFP4) = 4 bytes of a block, values
-// k .. k + 3 and k + 16 .. k + 19; K-quants = 4 bytes of a super-block's nibbles, 4 low values
-// and the 4 high ones (the layout is in weights.glsl). W_UNIT activation values per unit,
-// W_UNITS units per row.
+// k .. k + 3 and k + 16 .. k + 19; K-quants = 4 bytes of a super-block's nibbles (Q3_K's and
+// Q2_K's 2-bit pairs), 4 low values and the 4 high ones (the layout is in weights.glsl). W_UNIT
+// activation values per unit, W_UNITS units per row.
 #define W_HALVES (WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16)
 #if WTYPE == MOE_WTYPE_F32
 #define W_UNIT  1
@@ -171,7 +186,7 @@ int w_unit_k(int u, int i)
 {
 #if WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4
     return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
-#elif WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K
+#elif WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q2_K
     const int w4 = u & 31;
     return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
 #elif W_KQUANT
@@ -205,6 +220,19 @@ float w_unit_dot(__global const uchar *wb, size_t row, int u, const float *av)
     lo = k >= 0 ? lo : 0.0f;
     hi = k + 1 < K_DIM ? hi : 0.0f;
     return s == 0u ? FMA(hi, av[2], lo * av[1]) : FMA(hi, av[1], lo * av[0]);
+#elif WTYPE == MOE_WTYPE_Q2_K // Q3_K's units without the third bits: qs byte 32n + l bits 2g (+ 4)
+    const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+    const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;
+    const int4 qs = convert_int4(vload4(0, wb + blk + 16 + 32 * n + l));
+    const float4 lo = convert_float4((qs >> (2 * g)) & 3);
+    const float4 hi = convert_float4((qs >> (2 * g + 4)) & 3);
+    const float slo = FMA(lo.w, av[3], FMA(lo.z, av[2], FMA(lo.y, av[1], lo.x * av[0])));
+    const float shi = FMA(hi.w, av[7], FMA(hi.z, av[6], FMA(hi.y, av[5], hi.x * av[4])));
+    const float alo = av[0] + av[1] + av[2] + av[3], ahi = av[4] + av[5] + av[6] + av[7];
+    // As Q4_K's: d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
+    const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' sub-block; the high: j + 4
+    const float2 sl = w_q2_scale_min(wb, blk, j), sh = w_q2_scale_min(wb, blk, j + 4);
+    return w_half(w_u16(wb, blk + 80)) * FMA(sl.x, slo, sh.x * shi) - w_half(w_u16(wb, blk + 82)) * FMA(sl.y, alo, sh.y * ahi);
 #elif WTYPE == MOE_WTYPE_Q3_K // Q6_K's units: qs byte 32n + l bits 2g (+ 4), hmask byte l bits 4n + g (+ 2)
     const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
     const size_t blk = row + (size_t)(u >> 5) * W_KBYTES;

@@ -64,9 +64,11 @@ float w_e8m0_half(uint e)
     return uintBitsToFloat(e < 2u ? 0x00200000u << e : (e - 1u) << 23);
 }
 
-// ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
-const bool W_KQUANT = WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K || WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K;
-const uint W_KBYTES = WTYPE == MOE_WTYPE_Q3_K   ? uint(MOE_WBLOCK_BYTES_Q3_K)
+// ---- K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): super-blocks of 256 values (kernels/weight_format.h) ----
+const bool W_KQUANT = WTYPE == MOE_WTYPE_Q2_K || WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q4_K ||
+                      WTYPE == MOE_WTYPE_Q5_K || WTYPE == MOE_WTYPE_Q6_K;
+const uint W_KBYTES = WTYPE == MOE_WTYPE_Q2_K   ? uint(MOE_WBLOCK_BYTES_Q2_K)
+                      : WTYPE == MOE_WTYPE_Q3_K ? uint(MOE_WBLOCK_BYTES_Q3_K)
                       : WTYPE == MOE_WTYPE_Q4_K ? uint(MOE_WBLOCK_BYTES_Q4_K)
                       : WTYPE == MOE_WTYPE_Q5_K ? uint(MOE_WBLOCK_BYTES_Q5_K)
                                                 : uint(MOE_WBLOCK_BYTES_Q6_K);
@@ -100,10 +102,24 @@ float w_q3_scale(uint blk, int j)
     return float(int(low | (((w_u8(s + 8u + uint(j & 3)) >> (2 * (j >> 2))) & 3u) << 4)) - 32);
 }
 
+// Scale (x) and min (y) of Q2_K's sub-block j (0..15) of the super-block at `blk`: the low and
+// high nibble of byte j (4 bits each, one byte a sub-block: no packing to undo, unlike Q4_K's).
+vec2 w_q2_scale_min(uint blk, int j)
+{
+    const uint b = w_u8(blk + uint(j));
+    return vec2(float(b & 15u), float(b >> 4));
+}
+
 // Value i (0..255) of the K-quant super-block at `blk`: ggml's formula (the compiler may fuse
 // its last multiply-subtract, so not always ggml's last bit; the tests hold it to 1e-5).
 float w_kq_value(uint blk, int i)
 {
+    if (WTYPE == MOE_WTYPE_Q2_K) { // qs byte 32n + l, bits 2j (Q3_K's low bits, at 16); scale byte i / 16
+        const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
+        const uint q = (w_u8(blk + 16u + uint(32 * n + l)) >> (2 * j)) & 3u;
+        const vec2 sm = w_q2_scale_min(blk, i >> 4);
+        return w_half(w_u16(blk + 80u)) * sm.x * float(q) - w_half(w_u16(blk + 82u)) * sm.y;
+    }
     if (WTYPE == MOE_WTYPE_Q3_K) { // qs byte 32n + l, bits 2j; hmask byte l, bit 4n + j
         const int n = i >> 7, j = (i >> 5) & 3, l = i & 31;
         const uint q = ((w_u8(blk + 32u + uint(32 * n + l)) >> (2 * j)) & 3u) | (((w_u8(blk + uint(l)) >> (4 * n + j)) & 1u) << 2);
@@ -167,10 +183,11 @@ float w_value(uint row, int k)
 //   MXFP4      as Q4_0, the 4 bytes at any byte offset (17-byte blocks): read by w_u32_any.
 //   K-quants   unit u = 4 bytes of super-block u / 32's nibbles (32 a super-block), word w = u % 32
 //              = 4 low values and the 4 high ones of the same bytes (Q4_K/Q5_K: k = 64c + l ..
-//              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K and Q3_K: k = 128n + 32g + l .. + 3 and + 64,
-//              n = w / 16, g = (w / 8) % 2), each four in one sub-block, so a unit needs two
-//              scales (and mins). The fifth bits (Q5_K), high pairs (Q6_K) or third bits (Q3_K) of
-//              those 4 values are one more word; Q3_K's word of 2-bit pairs serves two units (g = 0, 1).
+//              + 3 and + 32, c = w / 8, l = 4(w % 8); Q6_K, Q3_K and Q2_K: k = 128n + 32g + l .. + 3
+//              and + 64, n = w / 16, g = (w / 8) % 2), each four in one sub-block, so a unit needs
+//              two scales (and mins). The fifth bits (Q5_K), high pairs (Q6_K) or third bits (Q3_K)
+//              of those 4 values are one more word; Q3_K's and Q2_K's word of 2-bit pairs serves two
+//              units (g = 0, 1).
 // The blocks are 34 / 18 / 110 / 210 bytes, so neighbouring units see both parities: read by w_u32.
 const bool W_HALVES = WTYPE == MOE_WTYPE_F16 || WTYPE == MOE_WTYPE_BF16;
 // Activation values per unit, and units per row (F16/BF16: the span may be one word longer).
@@ -181,7 +198,7 @@ const int W_UNITS = WTYPE == MOE_WTYPE_F32 ? K_DIM : WTYPE == MOE_WTYPE_Q8_0 ? K
 int w_unit_k(int u, int i)
 {
     if (WTYPE == MOE_WTYPE_Q4_0 || WTYPE == MOE_WTYPE_MXFP4) return (u >> 2) * 32 + (u & 3) * 4 + (i & 3) + (i >> 2) * 16;
-    if (WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K) {
+    if (WTYPE == MOE_WTYPE_Q6_K || WTYPE == MOE_WTYPE_Q3_K || WTYPE == MOE_WTYPE_Q2_K) {
         const int w4 = u & 31;
         return (u >> 5) * 256 + (w4 >> 4) * 128 + ((w4 >> 3) & 1) * 32 + 4 * (w4 & 7) + (i & 3) + (i >> 2) * 64;
     }
@@ -217,6 +234,23 @@ float w_unit_dot(uint row, int u, float av[8])
         lo = k >= 0 ? lo : 0.0;
         hi = k + 1 < K_DIM ? hi : 0.0;
         return s == 0u ? fma(hi, av[2], lo * av[1]) : fma(hi, av[1], lo * av[0]);
+    }
+    if (WTYPE == MOE_WTYPE_Q2_K) { // Q3_K's units without the third bits: qs byte 32n + l bits 2g (+ 4)
+        const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);
+        const uint blk = row + uint(u >> 5) * W_KBYTES;
+        const uint qs = w_u32(blk + 16u + uint(32 * n + l));
+        float lo = 0.0, hi = 0.0, alo = 0.0, ahi = 0.0;
+        for (int b = 0; b < 4; b++) {
+            const uint q_b = bitfieldExtract(qs, 8 * b, 8);
+            lo = fma(float((q_b >> (2 * g)) & 3u), av[b], lo);
+            hi = fma(float((q_b >> (2 * g + 4)) & 3u), av[4 + b], hi);
+            alo += av[b];
+            ahi += av[4 + b];
+        }
+        // As Q4_K's: d·(sc·Σ q·a) − dmin·(m·Σ a), per sub-block.
+        const int j = 8 * n + 2 * g + ((w4 & 7) >> 2); // the low values' sub-block; the high: j + 4
+        const vec2 sl = w_q2_scale_min(blk, j), sh = w_q2_scale_min(blk, j + 4);
+        return w_half(w_u16(blk + 80u)) * fma(sl.x, lo, sh.x * hi) - w_half(w_u16(blk + 82u)) * fma(sl.y, alo, sh.y * ahi);
     }
     if (WTYPE == MOE_WTYPE_Q3_K) { // Q6_K's units: qs byte 32n + l bits 2g (+ 4), hmask byte l bits 4n + g (+ 2)
         const int w4 = u & 31, n = w4 >> 4, g = (w4 >> 3) & 1, l = 4 * (w4 & 7);

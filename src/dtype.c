@@ -29,6 +29,7 @@ static const struct {
     {MOE_DTYPE_Q4_0, "q4_0", 32, 18},   {MOE_DTYPE_Q4_K, "q4_k", 256, 144},
     {MOE_DTYPE_Q5_K, "q5_k", 256, 176}, {MOE_DTYPE_Q6_K, "q6_k", 256, 210},
     {MOE_DTYPE_MXFP4, "mxfp4", 32, 17}, {MOE_DTYPE_Q3_K, "q3_k", 256, 110},
+    {MOE_DTYPE_Q2_K, "q2_k", 256, 84},
 };
 #define N_FORMATS (sizeof formats / sizeof formats[0])
 
@@ -59,8 +60,8 @@ moe_status moe_dtype_from_name(const char *name, moe_dtype *out)
         }
     }
     return moe_fail(NULL, MOE_ERROR_INVALID_ARGUMENT,
-                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0, q4_0, q3_k, q4_k, q5_k, q6_k or "
-                    "mxfp4 expected",
+                    "'%.64s' is not a weight format: f32, f16, bf16, q8_0, q4_0, q2_k, q3_k, q4_k, q5_k, "
+                    "q6_k or mxfp4 expected",
                     name);
 }
 
@@ -80,8 +81,8 @@ size_t moe_dtype_row_bytes(moe_dtype dtype, int64_t n)
 
 bool moe_dtype_is_kquant(moe_dtype dtype)
 {
-    return dtype == MOE_DTYPE_Q3_K || dtype == MOE_DTYPE_Q4_K || dtype == MOE_DTYPE_Q5_K ||
-           dtype == MOE_DTYPE_Q6_K;
+    return dtype == MOE_DTYPE_Q2_K || dtype == MOE_DTYPE_Q3_K || dtype == MOE_DTYPE_Q4_K ||
+           dtype == MOE_DTYPE_Q5_K || dtype == MOE_DTYPE_Q6_K;
 }
 
 int moe_dtype_takes_activations(moe_dtype weights, moe_dtype act)

@@ -176,7 +176,7 @@ static inline moe_addr moe_buffer_addr(const moe_buffer *b)
  * 2^(e − 128) (ggml_e8m0_to_fp32_half); a value is moe_mxfp4_values[q] · moe_e8m0_half(e). */
 extern const int8_t moe_mxfp4_values[16];
 float moe_e8m0_half(uint8_t e);
-bool moe_dtype_is_kquant(moe_dtype dtype); /* Q3_K, Q4_K, Q5_K, Q6_K */
+bool moe_dtype_is_kquant(moe_dtype dtype); /* Q2_K, Q3_K, Q4_K, Q5_K, Q6_K */
 /* K-quant super-blocks (kquants.c): 256 values from / to the block's bytes, as ggml computes
  * them; the 6-bit scale and min j (0..7) of a Q4_K / Q5_K block's 12 scale bytes; and Q3_K's
  * 6-bit scale s (0..15, before ggml's − 32) of its 12. */

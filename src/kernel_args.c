@@ -113,7 +113,8 @@ _Static_assert(MOE_WTYPE_F32 == MOE_DTYPE_F32 && MOE_WTYPE_F16 == MOE_DTYPE_F16 
                    MOE_WTYPE_Q4_0 == MOE_DTYPE_Q4_0 && MOE_WTYPE_Q4_K == MOE_DTYPE_Q4_K &&
                    MOE_WTYPE_Q5_K == MOE_DTYPE_Q5_K && MOE_WTYPE_Q6_K == MOE_DTYPE_Q6_K &&
                    MOE_WTYPE_MXFP4 == MOE_DTYPE_MXFP4 && MOE_WTYPE_Q3_K == MOE_DTYPE_Q3_K &&
-                   MOE_WBLOCK == MOE_BLOCK_SIZE && MOE_WSUPER == MOE_SUPER_BLOCK_SIZE,
+                   MOE_WTYPE_Q2_K == MOE_DTYPE_Q2_K && MOE_WBLOCK == MOE_BLOCK_SIZE &&
+                   MOE_WSUPER == MOE_SUPER_BLOCK_SIZE,
                "kernels/weight_format.h disagrees with moe_dtype");
 
 /* Floats of an ffn step's bias: every expert's, bound whole (indexed by the absolute expert). */

@@ -1,5 +1,5 @@
 /*
- * kquants.c — ggml's K-quant super-blocks (Q3_K, Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
+ * kquants.c — ggml's K-quant super-blocks (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K; moe.h has their layouts): one
  * super-block of 256 values to floats and back. dtype.c converts rows through these; the CPU
  * backend's packing reads the scales with moe_kq_scale_min (Q3_K's with moe_q3k_scale); the GPU kernels
  * decode the same bytes themselves (shaders/weights.glsl, opencl/weights.cl).
@@ -8,11 +8,11 @@
  * order (d·sc first, then times q, minus dmin·m), so the values are bit for bit those of ggml
  * and of the `gguf` package (tests/test_dtype.c checks fixtures it made).
  *
- * Quantising fits each sub-block in one pass: Q4_K/Q5_K take the sub-block's range [min(x, 0),
- * max(x)] as scale·[0, 15 or 31] − min, Q6_K (Q3_K) its value of largest magnitude as scale·(−32)
- * (scale·(−4)); the scales (and mins) are then quantised to 6 bits (int8 for Q6_K) against the super-block's
- * largest, and each value rounded against its sub-block's quantised scale. ggml refines the
- * sub-block fits iteratively (make_qkx2_quants, make_qx_quants); this is the plain fit it starts
+ * Quantising fits each sub-block in one pass: Q4_K/Q5_K (Q2_K) take the sub-block's range [min(x, 0),
+ * max(x)] as scale·[0, 15 or 31 (3)] − min, Q6_K (Q3_K) its value of largest magnitude as scale·(−32)
+ * (scale·(−4)); the scales (and mins) are then quantised to 6 bits (int8 for Q6_K, 4 bits for Q2_K)
+ * against the super-block's largest, and each value rounded against its sub-block's quantised scale. ggml
+ * refines the sub-block fits iteratively (make_qkx2_quants, make_qx_quants); this is the plain fit it starts
  * from, so the bytes differ from llama-quantize's while the format is the same.
  */
 #include "internal.h"
@@ -99,6 +99,24 @@ static void q3_unpack(const unsigned char *hmask, const unsigned char *qs, uint8
                     (uint8_t)(((qs[32 * n + l] >> (2 * j)) & 3) | ((hmask[l] >> (4 * n + j)) & 1) << 2);
 }
 
+/* Q2_K's quants, 0..3: value 128n + 32j + l is bits 2j of qs byte 32n + l (Q3_K's low bits). */
+static void q2_unpack(const unsigned char *qs, uint8_t q[QK])
+{
+    for (int n = 0; n < 2; n++)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 32; l++) q[128 * n + 32 * j + l] = (uint8_t)((qs[32 * n + l] >> (2 * j)) & 3);
+}
+
+/* Q4_K / Q5_K / Q2_K: value i = d·sc[s]·q[i] − dmin·m[s] over sub-blocks s of `sub` values. */
+static void min_values(const uint8_t q[QK], float d, float dmin, const uint8_t *sc, const uint8_t *m, int sub,
+                       float *out)
+{
+    for (int s = 0; s < QK / sub; s++) {
+        const float d1 = d * (float)sc[s], m1 = dmin * (float)m[s];
+        for (int i = sub * s; i < sub * s + sub; i++) out[i] = d1 * (float)q[i] - m1;
+    }
+}
+
 /* Q6_K / Q3_K: value i = d·sc[i / 16]·(q[i] − z), the zero point z 32 (4). */
 static void signed_values(const uint8_t q[QK], float d, const int sc[16], int z, float *out)
 {
@@ -128,16 +146,21 @@ void moe_kq_decode(moe_dtype dt, const unsigned char *blk, float *out)
         signed_values(q, moe_f16_to_f32(load16(blk + 208)), signed_sc, 32, out);
         return;
     }
-    const bool q5 = dt == MOE_DTYPE_Q5_K;
-    const float d = moe_f16_to_f32(load16(blk)), dmin = moe_f16_to_f32(load16(blk + 2));
-    const unsigned char *scales = blk + 4, *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
-    q45_unpack(q5, qh, qs, q);
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        moe_kq_scale_min(scales, j, &sc, &m);
-        const float d1 = d * (float)sc, m1 = dmin * (float)m;
-        for (int i = 32 * j; i < 32 * j + 32; i++) out[i] = d1 * (float)q[i] - m1;
+    uint8_t sc[16], m[16];
+    if (dt == MOE_DTYPE_Q2_K) { /* scales[16] (sc low nibble, m high), qs[64], fp16 d, fp16 dmin */
+        q2_unpack(blk + 16, q);
+        for (int s = 0; s < 16; s++) {
+            sc[s] = blk[s] & 0xf;
+            m[s] = blk[s] >> 4;
+        }
+        min_values(q, moe_f16_to_f32(load16(blk + 80)), moe_f16_to_f32(load16(blk + 82)), sc, m, 16, out);
+        return;
     }
+    const bool q5 = dt == MOE_DTYPE_Q5_K;
+    const unsigned char *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
+    q45_unpack(q5, qh, qs, q);
+    for (int j = 0; j < 8; j++) moe_kq_scale_min(blk + 4, j, &sc[j], &m[j]);
+    min_values(q, moe_f16_to_f32(load16(blk)), moe_f16_to_f32(load16(blk + 2)), sc, m, 32, out);
 }
 
 /* clamp((int)lrintf(v), lo, hi) for lo <= 0 <= hi: v rounded to the nearest integer, ties to even
@@ -169,14 +192,18 @@ static void top_bits(const uint8_t q[QK], int shift, unsigned char out[32])
     }
 }
 
-/* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..qmax. */
-static void encode_q45(bool q5, const float *x, unsigned char *blk)
+/* Q4_K / Q5_K / Q2_K: sub-blocks of `sub` values, value ≈ d·sc·q − dmin·m with q in 0..qmax and sc,
+ * m in 0..smax (63: 6 bits; Q2_K 15: 4 bits). Each sub-block's range [min(x, 0), max(x)] gives its
+ * scale and min, which are quantised against the super-block's largest; d and dmin (fp16) are
+ * stored through dh and mh, then the quants are rounded against the stored d·sc and dmin·m. */
+static void min_fit(const float *x, int sub, int qmax, int smax, uint8_t *sc, uint8_t *m, uint16_t *dh,
+                    uint16_t *mh, uint8_t q[QK])
 {
-    const int qmax = q5 ? 31 : 15;
-    float scale[8], min[8], max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; j++) {
+    const int nsub = QK / sub;
+    float scale[16], min[16], max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < nsub; j++) {
         float lo = 0.0f, hi = -INFINITY;
-        for (int i = 32 * j; i < 32 * j + 32; i++) {
+        for (int i = sub * j; i < sub * j + sub; i++) {
             lo = x[i] < lo ? x[i] : lo; /* fminf, fmaxf: a NaN is passed over */
             hi = x[i] > hi ? x[i] : hi;
         }
@@ -185,35 +212,69 @@ static void encode_q45(bool q5, const float *x, unsigned char *blk)
         max_scale = scale[j] > max_scale ? scale[j] : max_scale;
         max_min = min[j] > max_min ? min[j] : max_min;
     }
-    uint8_t sc[8], m[8];
-    const float is = max_scale > 0.0f ? 63.0f / max_scale : 0.0f,
-                im = max_min > 0.0f ? 63.0f / max_min : 0.0f;
-    for (int j = 0; j < 8; j++) {
-        sc[j] = (uint8_t)round_clamp(is * scale[j], 0, 63);
-        m[j] = (uint8_t)round_clamp(im * min[j], 0, 63);
+    const float is = max_scale > 0.0f ? (float)smax / max_scale : 0.0f,
+                im = max_min > 0.0f ? (float)smax / max_min : 0.0f;
+    for (int j = 0; j < nsub; j++) {
+        sc[j] = (uint8_t)round_clamp(is * scale[j], 0, smax);
+        m[j] = (uint8_t)round_clamp(im * min[j], 0, smax);
     }
-    const uint16_t dh = moe_f32_to_f16(max_scale / 63.0f), mh = moe_f32_to_f16(max_min / 63.0f);
+    *dh = moe_f32_to_f16(max_scale / (float)smax);
+    *mh = moe_f32_to_f16(max_min / (float)smax);
+    const float d = moe_f16_to_f32(*dh), dmin = moe_f16_to_f32(*mh);
+    /* The values first, a sub-block at a time (a loop the compiler vectorises); the callers then put
+     * their bits in place. */
+    for (int j = 0; j < nsub; j++) {
+        const float dl = d * (float)sc[j], ml = dmin * (float)m[j];
+        /* (a branch a sub-block, outside the loop: a division inside a select is not vectorised) */
+        if (!(dl > 0.0f))
+            memset(q + sub * j, 0, (size_t)sub);
+        else
+            for (int i = sub * j; i < sub * j + sub; i++)
+                q[i] = (uint8_t)round_clamp((x[i] + ml) / dl, 0, qmax);
+    }
+}
+
+/* Q4_K / Q5_K: 8 sub-blocks of 32, value ≈ d·sc·q − dmin·m with q in 0..15 (0..31), 6-bit sc and m. */
+static void encode_q45(bool q5, const float *x, unsigned char *blk)
+{
+    uint8_t sc[8], m[8], q[QK];
+    uint16_t dh, mh;
+    min_fit(x, 32, q5 ? 31 : 15, 63, sc, m, &dh, &mh, q);
     store16(blk, dh);
     store16(blk + 2, mh);
     pack_scale_min(sc, m, blk + 4);
     unsigned char *qh = blk + 16, *qs = blk + (q5 ? 48 : 16);
-    const float d = moe_f16_to_f32(dh), dmin = moe_f16_to_f32(mh);
-    /* The values first, a sub-block at a time (a loop the compiler vectorises), then their bits
-     * to their places: the nibble of value 64c + l (32c + l's high one: 64c + 32 + l) in byte
-     * 32c + l, its fifth bit (Q5_K) at bit i / 32 of byte l. */
-    uint8_t q[QK];
-    for (int j = 0; j < 8; j++) {
-        const float dl = d * (float)sc[j], ml = dmin * (float)m[j];
-        /* (a branch a sub-block, outside the loop: a division inside a select is not vectorised) */
-        if (!(dl > 0.0f))
-            memset(q + 32 * j, 0, 32);
-        else
-            for (int i = 32 * j; i < 32 * j + 32; i++) q[i] = (uint8_t)round_clamp((x[i] + ml) / dl, 0, qmax);
-    }
+    /* The nibble of value 64c + l (32c + l's high one: 64c + 32 + l) in byte 32c + l, its fifth bit
+     * (Q5_K) at bit i / 32 of byte l. */
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++)
             qs[32 * c + l] = (unsigned char)((q[64 * c + l] & 0xf) | (q[64 * c + 32 + l] & 0xf) << 4);
     if (q5) top_bits(q, 4, qh);
+}
+
+/* Value 128n + 32j + l's two low bits at bits 2j of byte 32n + l (Q3_K's qs, Q2_K's). */
+static void pack_pairs(const uint8_t q[QK], unsigned char qs[64])
+{
+    for (int n = 0; n < 2; n++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = q + 128 * n + l;
+            qs[32 * n + l] =
+                (unsigned char)((v[0] & 3) | (v[32] & 3) << 2 | (v[64] & 3) << 4 | (v[96] & 3) << 6);
+        }
+}
+
+/* Q2_K: 16 sub-blocks of 16, value ≈ d·sc·q − dmin·m with q in 0..3 and 4-bit sc, m (scale byte s:
+ * sc low nibble, m high), as ggml's quantize_row_q2_K_ref lays them out (its fit is make_qkx2_quants'
+ * search, weighted by |x|). */
+static void encode_q2(const float *x, unsigned char *blk)
+{
+    uint8_t sc[16], m[16], q[QK];
+    uint16_t dh, mh;
+    min_fit(x, 16, 3, 15, sc, m, &dh, &mh, q);
+    for (int s = 0; s < 16; s++) blk[s] = (unsigned char)(sc[s] | m[s] << 4);
+    pack_pairs(q, blk + 16);
+    store16(blk + 80, dh);
+    store16(blk + 82, mh);
 }
 
 /* Q6_K / Q3_K: each sub-block of 16 gets the scale that maps its value of largest magnitude (the
@@ -299,14 +360,8 @@ static void encode_q3(const float *x, unsigned char *blk)
     const float d = moe_f16_to_f32(dh);
     uint8_t q[QK]; /* as encode_q45: the values, then their bits */
     signed_quants(x, d, sc, 4, q);
-    /* Value 128n + 32j + l: low pair at bits 2j of qs byte 32n + l, third bit at bit 4n + j of
-     * hmask byte l (so value 32s + l's at bit s). */
-    for (int n = 0; n < 2; n++)
-        for (int l = 0; l < 32; l++) {
-            const uint8_t *v = q + 128 * n + l;
-            qs[32 * n + l] =
-                (unsigned char)((v[0] & 3) | (v[32] & 3) << 2 | (v[64] & 3) << 4 | (v[96] & 3) << 6);
-        }
+    /* Third bit of value 128n + 32j + l at bit 4n + j of hmask byte l (so value 32s + l's at bit s). */
+    pack_pairs(q, qs);
     top_bits(q, 2, hmask);
 }
 
@@ -314,7 +369,9 @@ void moe_kq_encode(moe_dtype dt, const float *in, unsigned char *blk)
 {
     /* A non-finite value would make every scale of its super-block NaN or infinite; ggml's
      * quantizers do not guard either, and the result is then whatever the arithmetic gives. */
-    if (dt == MOE_DTYPE_Q3_K)
+    if (dt == MOE_DTYPE_Q2_K)
+        encode_q2(in, blk);
+    else if (dt == MOE_DTYPE_Q3_K)
         encode_q3(in, blk);
     else if (dt == MOE_DTYPE_Q6_K)
         encode_q6(in, blk);

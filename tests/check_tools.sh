@@ -96,7 +96,7 @@ echo "ok: --weights q8_0 and q4_0 refused for sizes that are not whole blocks: $
 # A name that is no format: a usage error listing the names.
 rc=0
 "${run[@]}" --model "$mix" --layer 0 --input "$mix/x.npy" --output "$work/q.npy" --weights bogus > "$work/err.txt" 2>&1 || rc=$?
-[ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4 or q3_k, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
+[ "$rc" -eq 2 ] && grep -q "wants f32, f16, bf16, q8_0, q4_0, q4_k, q5_k, q6_k, mxfp4, q3_k or q2_k, not 'bogus'" "$work/err.txt" && [ ! -e "$work/q.npy" ] ||
     fail "moe-run --weights bogus: exit $rc: $(cat "$work/err.txt")"
 
 # ---- --expert-budget-mib: experts past the budget on a CPU context ----------------------------------
@@ -348,7 +348,7 @@ devices = [dev for b in d["backends"] for dev in b["devices"]]
 assert devices
 for dev in devices:
     assert set(dev["features"]) <= names and set(dev["features_used"]) <= set(dev["features"]), dev
-    assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4", "q3_k"], dev["weights"]
+    assert [w["dtype"] for w in dev["weights"]] == ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "mxfp4", "q3_k", "q2_k"], dev["weights"]
     for w in dev["weights"]:
         assert set(w["uses"]) <= set(dev["features_used"]), w
 # The text says the same as the JSON for every device: its block under its backend's heading
@@ -405,11 +405,11 @@ grep -q "^weights: q4_0 (the checkpoint's own)" "$work/g.stats" || fail "moe-run
     --backend cpu --stats > "$work/g.stats"
 grep -q "^weights: q4_0 (down: q8_0) (the checkpoint's own)" "$work/g.stats" ||
     fail "moe-run on a GGUF with a Q8_0 down: $(grep weights "$work/g.stats")"
-# A K-quant mix as llama.cpp's _M files make it (file, name, the weights line, the bfloat16 one): each
-# projection as the file has it. The opt-ins there, per product (0.12.0): int8 on gate/up and down alike
-# (Q6_K 0.13.0, Q3_K 0.15.0) where the CPU has the integer path; bfloat16 pairs on the product whose
-# format takes them and the other on f32, said so, where it has the bfloat16 path. F32 and why where it
-# has none.
+# A K-quant mix as llama.cpp's _M and Q2_K files make it (file, name, the weights line, the bfloat16 one):
+# each projection as the file has it. The opt-ins there, per product (0.12.0): int8 on gate/up and down
+# alike (Q6_K 0.13.0, Q3_K 0.15.0, Q2_K 0.16.0) where the CPU has the integer path; bfloat16 pairs on the
+# product whose format takes them and the other on f32, said so, where it has the bfloat16 path. F32 and
+# why where it has none, and always where neither format takes them (no bfloat16 line given).
 kquant_mix() {
     "${run[@]}" --model "$gguf/$1" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
         --backend cpu --stats > "$work/g.stats"
@@ -422,12 +422,13 @@ kquant_mix() {
         fail "moe-run --activations q8_0 on a $2 GGUF: $(grep activations "$work/g.stats")"
     "${run[@]}" --model "$gguf/$1" --layer 0 --input "$gguf/synthetic-kx.npy" --output "$work/g.npy" \
         --backend cpu --activations bf16 --stats > "$work/g.stats"
-    grep -q "^activations: bf16 ($4 on f32: no bf16 path for it)$" "$work/g.stats" ||
+    { [ -n "$4" ] && grep -q "^activations: bf16 ($4 on f32: no bf16 path for it)$" "$work/g.stats"; } ||
         grep -q "^activations: f32 (bf16 asked for: no bfloat16-pair path here for these weights; it needs" "$work/g.stats" ||
         fail "moe-run --activations bf16 on a $2 GGUF: $(grep activations "$work/g.stats")"
 }
 kquant_mix synthetic-q4_k_m.gguf Q4_K_M "q4_k (down: q6_k)" "the routed experts' down, q6_k,"
 kquant_mix synthetic-q3_k_m.gguf Q3_K_M "q3_k (down: q4_k)" "the routed experts' gate/up, q3_k,"
+kquant_mix synthetic-q2_k.gguf Q2_K "q2_k (down: q3_k)" "" # neither Q2_K nor Q3_K takes bfloat16 pairs
 "${info[@]}" --model "$gguf/synthetic-mixed.gguf" > "$work/ginfo.txt"
 grep -q "architecture qwen3moe: 1 layer, 1 with an MoE block; hidden size 64; 8 experts, top-2" "$work/ginfo.txt" &&
     grep -q "tensor types: F32 ×5 (.*), Q8_0 ×1 (.*), Q4_0 ×2" "$work/ginfo.txt" &&
@@ -438,7 +439,7 @@ and d["layers"][0]["d_ff_shared"]==96, d' "$work/ginfo.json" || fail "moe-info -
 # User errors: one message naming the file (and the tensor or the type), exit 1, nothing written
 # (the input is 32 wide, as the refused files' layers are).
 printf 'GGUF\003\000\000\000' > "$work/short.gguf"
-for c in "synthetic-q2_k.gguf:has type Q2_K, which this version does not read (it reads F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4)" \
+for c in "synthetic-iq2_xxs.gguf:has type IQ2_XXS, which this version does not read (it reads F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4)" \
          "unknown-arch.gguf:architecture 'falcon' is not one this version runs" \
          "qwen2moe-split-00002-of-00003.gguf:open the first" "$work/short.gguf:the header ends inside"; do
     f=${c%%:*} what=${c#*:}

@@ -23,7 +23,7 @@
 
 static const moe_dtype all[] = {MOE_DTYPE_F32,   MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_Q8_0,
                                 MOE_DTYPE_Q4_0,  MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K,
-                                MOE_DTYPE_MXFP4, MOE_DTYPE_Q3_K};
+                                MOE_DTYPE_MXFP4, MOE_DTYPE_Q3_K, MOE_DTYPE_Q2_K};
 #define N_ALL (sizeof all / sizeof all[0])
 
 static void *read_file(const char *dir, const char *name, size_t want)
@@ -53,7 +53,8 @@ static void names_and_sizes(void)
                 {MOE_DTYPE_BF16, "bf16", 1, 512, ""},        {MOE_DTYPE_Q8_0, "q8_0", 32, 8 * 34, "i"},
                 {MOE_DTYPE_Q4_0, "q4_0", 32, 8 * 18, "ib"},  {MOE_DTYPE_Q4_K, "q4_k", 256, 144, "ib"},
                 {MOE_DTYPE_Q5_K, "q5_k", 256, 176, "i"},     {MOE_DTYPE_Q6_K, "q6_k", 256, 210, "i"},
-                {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17, "b"}, {MOE_DTYPE_Q3_K, "q3_k", 256, 110, "i"}};
+                {MOE_DTYPE_MXFP4, "mxfp4", 32, 8 * 17, "b"}, {MOE_DTYPE_Q3_K, "q3_k", 256, 110, "i"},
+                {MOE_DTYPE_Q2_K, "q2_k", 256, 84, "i"}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         CHECK(!strcmp(moe_dtype_name(want[i].dt), want[i].name), "name of %d is %s", (int)want[i].dt,
               moe_dtype_name(want[i].dt));
@@ -92,7 +93,9 @@ static void names_and_sizes(void)
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_Q4_K, 128) == 0 && moe_dtype_row_bytes(MOE_DTYPE_Q6_K, 288) == 0 &&
               moe_dtype_row_bytes(MOE_DTYPE_Q5_K, 512) == 352 &&
               moe_dtype_row_bytes(MOE_DTYPE_Q3_K, 384) == 0 &&
-              moe_dtype_row_bytes(MOE_DTYPE_Q3_K, 768) == 330,
+              moe_dtype_row_bytes(MOE_DTYPE_Q3_K, 768) == 330 &&
+              moe_dtype_row_bytes(MOE_DTYPE_Q2_K, 384) == 0 &&
+              moe_dtype_row_bytes(MOE_DTYPE_Q2_K, 512) == 168,
           "a K-quant row is whole super-blocks of 256");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_F16, 33) == 66, "f16 rows of any length");
     CHECK(moe_dtype_row_bytes(MOE_DTYPE_F32, INT64_MAX) == 0 || sizeof(size_t) > 8,
@@ -106,8 +109,8 @@ static void names_and_sizes(void)
         moe_dtype dt = MOE_DTYPE_Q4_0;
         CHECK_STATUS(moe_dtype_from_name(bad[i], &dt), MOE_ERROR_INVALID_ARGUMENT);
         CHECK(dt == MOE_DTYPE_Q4_0, "from_name('%s') wrote its output", bad[i]);
-        CHECK(strstr(moe_last_error(), "q4_0") != NULL, "the message lists the formats: %s",
-              moe_last_error());
+        CHECK(strstr(moe_last_error(), "q4_0") != NULL && strstr(moe_last_error(), "q2_k") != NULL,
+              "the message lists the formats: %s", moe_last_error());
     }
     CHECK_STATUS(moe_dtype_from_name(NULL, NULL), MOE_ERROR_NULL_POINTER);
     for (uint32_t bit = 1; bit != 0; bit <<= 1) {
@@ -191,13 +194,14 @@ static void against_gguf(const char *dir)
 
 /* The K-quants against the gguf package's dequantisation (tests/data/gguf-quants/
  * make_kquant_fixtures.py: random super-blocks with sane scales, and edge blocks — zero and
- * negative scales, fp16 subnormals, the largest 6-bit scales and quants). The package has no
- * K-quant quantizer, so only decoding has an oracle; moe's own quantizer is held to a bound. */
+ * negative scales, fp16 subnormals, the largest 6-bit (Q2_K: 4-bit) scales and quants). The package
+ * has no K-quant quantizer, so only decoding has an oracle; moe's own quantizer is held to a bound
+ * (q3k_fit_bound, q2k_fit_bound). */
 static void against_gguf_kquants(const char *dir)
 {
     long rows, cols;
     if (!read_meta(dir, "kquants.txt", 256, &rows, &cols)) return;
-    static const char *names[] = {"q4_k", "q5_k", "q6_k", "q3_k"};
+    static const char *names[] = {"q4_k", "q5_k", "q6_k", "q3_k", "q2_k"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         moe_dtype dt;
         CHECK_STATUS(moe_dtype_from_name(names[i], &dt), MOE_OK);
@@ -211,7 +215,7 @@ static void against_gguf_kquants(const char *dir)
         int bad = 0;
         for (long r = 0; r < rows && bytes && want && deq; r++) {
             CHECK_STATUS(moe_convert_row(dt, bytes + (size_t)r * rb, MOE_DTYPE_F32, deq, cols), MOE_OK);
-            /* Bitwise: the package's −0 (a negative d·sc times q − 32 = 0) included. */
+            /* Bitwise: the package's −0 (a negative d·sc times q − 32 = 0; Q2_K: (−0)·q − 0) included. */
             if (memcmp(deq, want + r * cols, sizeof(float) * (size_t)cols) != 0 && bad++ < 3) {
                 long c = 0;
                 while (!memcmp(&deq[c], &want[r * cols + c], sizeof(float))) c++;
@@ -249,8 +253,9 @@ static void pairs_and_errors(h_rng *r)
     /* The worst relative error of one row per format: a loose sanity bound on the rounding (the
      * K-quants' one-pass fit, kquants.c: Q4_K ~0.09, Q5_K ~0.045, Q6_K ~0.02 on these rows; Q3_K 0.134
      * with a standard deviation of 0.0035 over 300 seeds, at most 0.143, its bound value by value in
-     * q3k_fit_bound; MXFP4, 3 steps an octave, ~0.1). */
-    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2, 0.15, 0.08, 0.04, 0.2, 0.16};
+     * q3k_fit_bound; Q2_K, 4 codes a sub-block of 16, 0.283 with a standard deviation of 0.006 over
+     * 300 seeds, at most 0.297, value by value in q2k_fit_bound; MXFP4, 3 steps an octave, ~0.1). */
+    const double bound[] = {0.0, 1e-3, 8e-3, 1.5e-2, 0.2, 0.15, 0.08, 0.04, 0.2, 0.16, 0.32};
     for (size_t i = 0; i < N_ALL; i++) {
         CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, all[i], src, n), MOE_OK);
         CHECK_STATUS(moe_convert_row(all[i], src, MOE_DTYPE_F32, a, n), MOE_OK);
@@ -274,6 +279,10 @@ static void pairs_and_errors(h_rng *r)
     CHECK(strstr(moe_last_error(), "q3_k") && strstr(moe_last_error(), "256"), "message: %s",
           moe_last_error());
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q3_K, src, MOE_DTYPE_F32, dst, 288), MOE_ERROR_INVALID_SIZE);
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_Q2_K, dst, 128), MOE_ERROR_INVALID_SIZE);
+    CHECK(strstr(moe_last_error(), "q2_k") && strstr(moe_last_error(), "256"), "message: %s",
+          moe_last_error());
+    CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q2_K, src, MOE_DTYPE_Q3_K, dst, 288), MOE_ERROR_INVALID_SIZE);
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_DEFAULT, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_convert_row((moe_dtype)99, x, MOE_DTYPE_F16, dst, 32), MOE_ERROR_INVALID_ARGUMENT);
     CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, NULL, MOE_DTYPE_F16, dst, 32), MOE_ERROR_NULL_POINTER);
@@ -342,6 +351,93 @@ static void q3k_fit_bound(h_rng *r)
         "  q3_k  one-pass fit: worst error %.3f of the bound for values of the sub-block's largest's sign, "
         "%.3f for the other sign\n",
         worst[0], worst[1]);
+}
+
+/* Q2_K's one-pass fit (kquants.c, min_fit), value by value, against the bound its arithmetic gives.
+ * Sub-block j (16 values) spans [lo_j, hi_j] with lo_j = min(x, 0) and takes the scale s_j = (hi_j -
+ * lo_j) / 3 and min mu_j = -lo_j, so that its values are s_j q - mu_j for real q in 0..3. Against the
+ * super-block's largest, S and M, they are stored as dl_j = d sc_j and ml_j = dmin m_j: d = S/15 and
+ * dmin = M/15 in fp16 (each within half an fp16 ulp, e_d and e_m), sc_j = round(15 s_j / S) and m_j =
+ * round(15 mu_j / M), 4 bits each (0..15: no clamping). So dl_j is s_j within E_s = S/30 + 15 e_d
+ * (half a unit of sc_j, and d's rounding times sc_j <= 15), ml_j is mu_j within E_m = M/30 + 15 e_m,
+ * neither below 0. A value decodes to the code nearest p = x + ml_j of 0, dl_j, 2 dl_j, 3 dl_j (q
+ * rounded, then clamped to 0..3; all 0 where sc_j rounds to 0), less ml_j: its error is that distance,
+ * which with dl_j and ml_j anywhere in those intervals is at most the smaller of
+ *  - half a step, (s_j + E_s) / 2, where p falls between two codes; where it falls past the last, the
+ *    clamp's excess: x - (3 dl_j - ml_j) <= (x - hi_j) + 3 E_s + E_m, or -ml_j - x <= (lo_j - x) + E_m;
+ *  - for the best code k, the largest |p - k dl_j| at the intervals' corners (convex in p and dl_j):
+ *    a value near a code (the sub-block's ends among them) lands within about E_m + k E_s of it.
+ * ggml's quantize_row_q2_K_ref searches each scale and min (make_qkx2_quants, weighted by |x|); the
+ * bound is the plain fit's. Rows: uniform values; sub-blocks scaled by 10^-3..1 (small and zero sc_j,
+ * the 4-bit rounding); all positive (no min: dmin = 0); all negative (every range ends below 0). */
+static void q2k_fit_bound(h_rng *r)
+{
+    enum { N = 512, ROWS = 32 };
+    float x[N], y[N];
+    unsigned char q[2 * 84];
+    /* The largest error / bound, where half a step bounds it and where a code's distance does (1 is
+     * reached there: a value that rounds to code 0 of a sub-block whose min is 0 is exactly that far). */
+    double worst[2] = {0, 0};
+    int bad = 0;
+    for (int row = 0; row < ROWS; row++) {
+        for (int i = 0; i < N; i++) {
+            x[i] = h_sym(r, 2.0f);
+            if (row % 4 >= 2) x[i] = row % 4 == 2 ? fabsf(x[i]) : -fabsf(x[i]);
+        }
+        if (row % 4 == 1)
+            for (int j = 0; j < N / 16; j++) {
+                const float scale = powf(10.0f, -3.0f * (0.5f + 0.5f * h_sym(r, 1.0f)));
+                for (int i = 16 * j; i < 16 * j + 16; i++) x[i] *= scale;
+            }
+        CHECK_STATUS(moe_convert_row(MOE_DTYPE_F32, x, MOE_DTYPE_Q2_K, q, N), MOE_OK);
+        CHECK_STATUS(moe_convert_row(MOE_DTYPE_Q2_K, q, MOE_DTYPE_F32, y, N), MOE_OK);
+        for (int sb = 0; sb < N / 256; sb++) {
+            /* (reductions as comparisons, as in q3k_fit_bound) */
+            double lo[16], hi[16], S = 0, M = 0, A = 0;
+            for (int j = 0; j < 16; j++) {
+                lo[j] = 0, hi[j] = -INFINITY;
+                for (int i = 256 * sb + 16 * j; i < 256 * sb + 16 * j + 16; i++) {
+                    if (x[i] < lo[j]) lo[j] = x[i];
+                    if (x[i] > hi[j]) hi[j] = x[i];
+                    if (fabsf(x[i]) > A) A = fabsf(x[i]);
+                }
+                if ((hi[j] - lo[j]) / 3 > S) S = (hi[j] - lo[j]) / 3;
+                if (-lo[j] > M) M = -lo[j];
+            }
+            /* half an fp16 ulp: 2^-11 of a normal value, 2^-25 below 2^-14 */
+            const double Es = S / 30 + 15 * fmax(S / 15 / 2048, 0x1p-25),
+                         Em = M / 30 + 15 * fmax(M / 15 / 2048, 0x1p-25);
+            for (int j = 0; j < 16; j++) {
+                const double s = (hi[j] - lo[j]) / 3, step = (s + Es) / 2;
+                const double dl[2] = {fmax(s - Es, 0), s + Es};
+                for (int i = 256 * sb + 16 * j; i < 256 * sb + 16 * j + 16; i++) {
+                    const double p[2] = {x[i] - lo[j] - fmin(Em, -lo[j]), x[i] - lo[j] + Em};
+                    const double clamped =
+                        fmax((double)x[i] - hi[j] + 3 * Es + Em, lo[j] - (double)x[i] + Em);
+                    double code = INFINITY;
+                    for (int k = 0; k < 4; k++) {
+                        double far = 0;
+                        for (int c = 0; c < 4; c++) {
+                            const double dist = fabs(p[c / 2] - k * dl[c % 2]);
+                            if (dist > far) far = dist;
+                        }
+                        if (far < code) code = far;
+                    }
+                    const double err = fabs((double)x[i] - (double)y[i]), plain = fmax(step, clamped);
+                    /* 1e-6 A: the encoder's float arithmetic ((x + ml_j) / dl_j, the products) */
+                    const double b = fmin(plain, code) + 1e-6 * A;
+                    worst[code < plain] = fmax(worst[code < plain], err / b);
+                    if (err > b && bad++ < 3)
+                        fprintf(stderr, "  q2_k row %d value %d: %.9g decodes to %.9g, off by %.3g > %.3g\n",
+                                row, i, x[i], y[i], err, b);
+                }
+            }
+        }
+    }
+    CHECK(bad == 0, "q2_k: %d values off by more than the one-pass fit allows", bad);
+    printf("  q2_k  one-pass fit: worst error %.3f of the bound where half a step bounds it, %.3f where "
+           "the distance to a code does\n",
+           worst[0], worst[1]);
 }
 
 /* Layer creation: block formats on rows that are not whole blocks, unknown dtypes. */
@@ -425,6 +521,12 @@ static void layer_errors(moe_context *ctx, h_rng *r)
          MOE_ERROR_INVALID_SIZE,
          {"weight_dtype", "q3_k", "d_model = 64"},
          MOE_DTYPE_F16},
+        {MOE_DTYPE_F16,
+         MOE_DTYPE_F16,
+         MOE_DTYPE_F32,
+         MOE_ERROR_INVALID_SIZE,
+         {"down_weight_dtype", "q2_k", "256"},
+         MOE_DTYPE_Q2_K},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         moe_layer_desc d = hl.desc;
@@ -498,6 +600,7 @@ int main(int argc, char **argv)
     against_gguf_kquants(argv[2]);
     pairs_and_errors(&r);
     q3k_fit_bound(&r);
+    q2k_fit_bound(&r);
     layer_errors(ctx, &r);
     storage_sizes(ctx, &r);
     moe_context_destroy(ctx);

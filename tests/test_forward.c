@@ -200,7 +200,8 @@ static int64_t round_up(int64_t v, int64_t m)
 
 /* The format a down_format case keeps its down projections in: another of each kind, so a
  * float run meets a 16-bit down, a 16-bit run a block down, each block format the other, and a
- * K-quant another K-quant (Q4_K / Q5_K with Q6_K, Q3_K with Q4_K, as llama.cpp's _M files mix them). */
+ * K-quant another K-quant (Q4_K / Q5_K with Q6_K, Q3_K with Q4_K, Q2_K with Q3_K, as llama.cpp's
+ * files mix them). */
 static moe_dtype down_partner(moe_dtype t)
 {
     switch (t) {
@@ -218,6 +219,8 @@ static moe_dtype down_partner(moe_dtype t)
     case MOE_DTYPE_Q6_K:
     case MOE_DTYPE_Q3_K: /* llama.cpp's Q3_K_M: down Q4_K (Q5_K in its first layers) */
         return MOE_DTYPE_Q4_K;
+    case MOE_DTYPE_Q2_K: /* llama.cpp's Q2_K: down Q3_K */
+        return MOE_DTYPE_Q3_K;
     default:
         return MOE_DTYPE_Q8_0;
     }
@@ -291,13 +294,13 @@ static void check_pre_converted(moe_context *ctx, const fcase *c, const h_layer 
 }
 
 /* The formats moe.h says run on an activation opt-in (each product in its own format): integer
- * activations (Q8_0) on Q8_0, Q4_0 and the K-quants (Q3_K since 0.15.0), bfloat16 pairs (BF16) on Q4_0,
- * MXFP4 and Q4_K (main checks this against moe_dtype_takes_activations). */
+ * activations (Q8_0) on Q8_0, Q4_0 and the K-quants (Q3_K since 0.15.0, Q2_K 0.16.0), bfloat16 pairs (BF16)
+ * on Q4_0, MXFP4 and Q4_K (main checks this against moe_dtype_takes_activations). */
 static bool takes(moe_dtype t, moe_dtype act)
 {
     if (act == MOE_DTYPE_BF16) return t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_MXFP4 || t == MOE_DTYPE_Q4_K;
-    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q3_K || t == MOE_DTYPE_Q4_K ||
-           t == MOE_DTYPE_Q5_K || t == MOE_DTYPE_Q6_K;
+    return t == MOE_DTYPE_Q8_0 || t == MOE_DTYPE_Q4_0 || t == MOE_DTYPE_Q2_K || t == MOE_DTYPE_Q3_K ||
+           t == MOE_DTYPE_Q4_K || t == MOE_DTYPE_Q5_K || t == MOE_DTYPE_Q6_K;
 }
 
 /* An opt-in case (g_act Q8_0 or BF16): the layer must say it runs them, and its output must stay within

@@ -8,14 +8,15 @@
  *    1e-5, what its "-deq" twin gives — the same weights dequantised by the gguf package and
  *    stored as F32 — with each projection stored as the file stores it (Q4_0 gate/up with a
  *    Q8_0 down stay so); a K-quant case (Q4_K or Q5_K gate/up with a Q6_K down, Q3_K with a
- *    Q4_K one, as llama.cpp's _M files) must give, to 1e-5, what the same layer gives with its
- *    experts dequantised at upload (to F32, by the conversion test_dtype checks against the gguf
- *    package);
+ *    Q4_K one, Q2_K with a Q3_K one, as llama.cpp's _M and Q2_K files) must give, to 1e-5, what
+ *    the same layer gives with its experts dequantised at upload (to F32, by the conversion
+ *    test_dtype checks against the gguf package);
  *  - what moe_model_get_info and moe_model_layer_desc say of each (architecture, counts,
  *    formats, which layers are MoE), and moe_model_get_tensor_info's listing (ggml's type 11, Q3_K,
- *    is MOE_DTYPE_Q3_K since 0.15.0; Q2_K has no moe_dtype);
+ *    is MOE_DTYPE_Q3_K since 0.15.0, type 10, Q2_K, MOE_DTYPE_Q2_K since 0.16.0; IQ2_XXS has no
+ *    moe_dtype);
  *  - every user error, each one status and one message naming the file and the cause: an
- *    unsupported tensor type (Q2_K, naming the types that are read), an unknown architecture,
+ *    unsupported tensor type (IQ2_XXS, naming the types that are read), an unknown architecture,
  *    a split opened from a later file or missing a file, a truncated file (every cut of the
  *    header, and the data), a bad magic, an unsupported version, forged counts, a missing
  *    tensor, a dense layer, a layer out of range.
@@ -251,16 +252,50 @@ static void layer_fails(moe_context *ctx, const char *path, int64_t layer, moe_s
     moe_model_close(m);
 }
 
+/* The fixture `file` opened, its moe_model_info in *mi; NULL (a failed check) if it does not open. */
+static moe_model *open_with_info(const char *file, moe_model_info *mi)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", g_dir, file);
+    moe_model *m = NULL;
+    CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
+    if (m) CHECK_STATUS(moe_model_get_info(m, mi), MOE_OK);
+    return m;
+}
+
+/* A K-quant mix's expert tensors (ne [256, 256, 4]) in moe_model_get_tensor_info's listing: gate and up
+ * of ggml type `gate` (moe_dtype gate_dt, gate_bytes a super-block), down of `down`. */
+static void kquant_listing(const char *file, const char *gate, moe_dtype gate_dt, unsigned gate_bytes,
+                           const char *down, moe_dtype down_dt, unsigned down_bytes)
+{
+    moe_model_info mi = {.struct_size = sizeof mi};
+    moe_model *m = open_with_info(file, &mi);
+    if (!m) return;
+    int found = 0;
+    for (int64_t i = 0; i < mi.n_tensors; i++) {
+        moe_model_tensor_info ti = {.struct_size = sizeof ti};
+        CHECK_STATUS(moe_model_get_tensor_info(m, i, &ti), MOE_OK);
+        const bool g =
+            !strcmp(ti.name, "blk.0.ffn_gate_exps.weight") || !strcmp(ti.name, "blk.0.ffn_up_exps.weight");
+        if (!g && strcmp(ti.name, "blk.0.ffn_down_exps.weight")) continue;
+        found++;
+        CHECK(!strcmp(ti.type, g ? gate : down) && ti.dtype == (g ? gate_dt : down_dt) && ti.n_dims == 3 &&
+                  ti.shape[0] == 4 && ti.shape[1] == 256 && ti.shape[2] == 256 &&
+                  ti.bytes == 4 * 256 * (g ? gate_bytes : down_bytes),
+              "%s: %s: %s dtype %d, %d dims [%lld, %lld, %lld], %llu bytes", file, ti.name, ti.type,
+              (int)ti.dtype, ti.n_dims, (long long)ti.shape[0], (long long)ti.shape[1],
+              (long long)ti.shape[2], (unsigned long long)ti.bytes);
+    }
+    CHECK(found == 3, "%d of %s's 3 expert tensors were listed", found, file);
+    moe_model_close(m);
+}
+
 /* moe_model_get_tensor_info: the file's own description of each tensor, in name order. */
 static void tensor_infos(void)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/synthetic-q2_k.gguf", g_dir);
-    moe_model *m = NULL;
-    CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
-    if (!m) return;
     moe_model_info mi = {.struct_size = sizeof mi};
-    CHECK_STATUS(moe_model_get_info(m, &mi), MOE_OK);
+    moe_model *m = open_with_info("synthetic-iq2_xxs.gguf", &mi);
+    if (!m) return;
     int found = 0;
     char prev[256] = "";
     for (int64_t i = 0; i < mi.n_tensors; i++) {
@@ -269,10 +304,10 @@ static void tensor_infos(void)
         CHECK(strcmp(prev, t.name) < 0, "tensor %lld '%s' is not after '%s'", (long long)i, t.name, prev);
         snprintf(prev, sizeof prev, "%s", t.name);
         CHECK(t.file == 0, "%s: file %d", t.name, t.file);
-        if (!strcmp(t.name, "blk.0.ffn_down_exps.weight")) { /* ne [256, 32, 2], Q2_K */
+        if (!strcmp(t.name, "blk.0.ffn_down_exps.weight")) { /* ne [256, 32, 2], IQ2_XXS (66 bytes / 256) */
             found++;
-            CHECK(!strcmp(t.type, "Q2_K") && t.dtype == MOE_DTYPE_DEFAULT && t.n_dims == 3 &&
-                      t.shape[0] == 2 && t.shape[1] == 32 && t.shape[2] == 256 && t.bytes == 2 * 32 * 84,
+            CHECK(!strcmp(t.type, "IQ2_XXS") && t.dtype == MOE_DTYPE_DEFAULT && t.n_dims == 3 &&
+                      t.shape[0] == 2 && t.shape[1] == 32 && t.shape[2] == 256 && t.bytes == 2 * 32 * 66,
                   "%s: %s dtype %d, %d dims [%lld, %lld, %lld], %llu bytes", t.name, t.type, (int)t.dtype,
                   t.n_dims, (long long)t.shape[0], (long long)t.shape[1], (long long)t.shape[2],
                   (unsigned long long)t.bytes);
@@ -293,31 +328,10 @@ static void tensor_infos(void)
     CHECK_STATUS(moe_model_get_tensor_info(m, 0, NULL), MOE_ERROR_NULL_POINTER);
     moe_model_close(m);
 
-    /* A Q3_K_M file: Q3_K experts (ne [256, 256, 4], 110 bytes a super-block) read as MOE_DTYPE_Q3_K,
-     * its down Q4_K. */
-    snprintf(path, sizeof path, "%s/synthetic-q3_k_m.gguf", g_dir);
-    m = NULL;
-    CHECK_STATUS(moe_model_open(path, &m), MOE_OK);
-    if (!m) return;
-    mi = (moe_model_info){.struct_size = sizeof mi};
-    CHECK_STATUS(moe_model_get_info(m, &mi), MOE_OK);
-    found = 0;
-    for (int64_t i = 0; i < mi.n_tensors; i++) {
-        moe_model_tensor_info ti = {.struct_size = sizeof ti};
-        CHECK_STATUS(moe_model_get_tensor_info(m, i, &ti), MOE_OK);
-        const bool q3 =
-            !strcmp(ti.name, "blk.0.ffn_gate_exps.weight") || !strcmp(ti.name, "blk.0.ffn_up_exps.weight");
-        if (!q3 && strcmp(ti.name, "blk.0.ffn_down_exps.weight")) continue;
-        found++;
-        CHECK(!strcmp(ti.type, q3 ? "Q3_K" : "Q4_K") && ti.dtype == (q3 ? MOE_DTYPE_Q3_K : MOE_DTYPE_Q4_K) &&
-                  ti.n_dims == 3 && ti.shape[0] == 4 && ti.shape[1] == 256 && ti.shape[2] == 256 &&
-                  ti.bytes == 4 * 256 * (q3 ? 110u : 144u),
-              "%s: %s dtype %d, %d dims [%lld, %lld, %lld], %llu bytes", ti.name, ti.type, (int)ti.dtype,
-              ti.n_dims, (long long)ti.shape[0], (long long)ti.shape[1], (long long)ti.shape[2],
-              (unsigned long long)ti.bytes);
-    }
-    CHECK(found == 3, "%d of synthetic-q3_k_m.gguf's 3 expert tensors were listed", found);
-    moe_model_close(m);
+    /* A Q3_K_M file: Q3_K experts (110 bytes a super-block) read as MOE_DTYPE_Q3_K, its down Q4_K; a
+     * Q2_K file (0.16.0): Q2_K experts (84 bytes) read as MOE_DTYPE_Q2_K, its down Q3_K. */
+    kquant_listing("synthetic-q3_k_m.gguf", "Q3_K", MOE_DTYPE_Q3_K, 110, "Q4_K", MOE_DTYPE_Q4_K, 144);
+    kquant_listing("synthetic-q2_k.gguf", "Q2_K", MOE_DTYPE_Q2_K, 84, "Q3_K", MOE_DTYPE_Q3_K, 110);
 }
 
 /* Sets the UINT32 value of key `key` in a GGUF file's bytes; false if the key is not there. */
@@ -338,10 +352,10 @@ static bool patch_u32_key(char *b, size_t n, const char *key, uint32_t value)
 static void errors(moe_context *ctx, const char *tmp)
 {
     char path[1024], out[1100];
-    snprintf(path, sizeof path, "%s/synthetic-q2_k.gguf", g_dir);
-    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "tensor 'blk.0.ffn_down_exps.weight' has type Q2_K");
+    snprintf(path, sizeof path, "%s/synthetic-iq2_xxs.gguf", g_dir);
+    layer_fails(ctx, path, 0, MOE_ERROR_FORMAT, "tensor 'blk.0.ffn_down_exps.weight' has type IQ2_XXS");
     layer_fails(ctx, path, 0, MOE_ERROR_FORMAT,
-                "F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4");
+                "F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4");
     snprintf(path, sizeof path, "%s/unknown-arch.gguf", g_dir);
     open_fails(path, MOE_ERROR_UNSUPPORTED, "architecture 'falcon'");
     snprintf(path, sizeof path, "%s/qwen2moe-split-00002-of-00003.gguf", g_dir);
@@ -513,7 +527,7 @@ int main(int argc, char **argv)
         run_case(ctx, e);
         cases++;
     }
-    CHECK(cases >= 18, "index.json lists %d cases, 18 expected", cases);
+    CHECK(cases >= 19, "index.json lists %d cases, 19 expected", cases);
     cJSON_Delete(index);
     free(text);
     if (kind == MOE_BACKEND_CPU) { /* the errors do not depend on the backend */

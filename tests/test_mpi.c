@@ -127,9 +127,9 @@ static const ep_case cases[] = {
 static void run_case(moe_context *ctx, const ep_case *c, h_rng *r);
 static void generated_cases(moe_context *ctx, h_rng *r, int n_random)
 {
-    static const moe_dtype formats[] = {MOE_DTYPE_F16,  MOE_DTYPE_BF16,  MOE_DTYPE_Q8_0,
-                                        MOE_DTYPE_Q4_0, MOE_DTYPE_Q4_K,  MOE_DTYPE_Q5_K,
-                                        MOE_DTYPE_Q6_K, MOE_DTYPE_MXFP4, MOE_DTYPE_Q3_K};
+    static const moe_dtype formats[] = {MOE_DTYPE_F16,  MOE_DTYPE_BF16, MOE_DTYPE_Q8_0, MOE_DTYPE_Q4_0,
+                                        MOE_DTYPE_Q4_K, MOE_DTYPE_Q5_K, MOE_DTYPE_Q6_K, MOE_DTYPE_MXFP4,
+                                        MOE_DTYPE_Q3_K, MOE_DTYPE_Q2_K};
     for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
         const moe_dtype f = formats[i];
         const bool int8 = f == MOE_DTYPE_Q8_0 || f == MOE_DTYPE_Q4_0 || f == MOE_DTYPE_Q4_K;
@@ -651,7 +651,8 @@ int main(int argc, char **argv)
     static const char *models[] = {
         "hf-moe/gpt_oss_T7_d64_f64_E8_k4", "hf-moe/deepseek_v3_T8_d36_f20_E16_k4_g4",
         "gguf-moe/qwen2moe.gguf",          "gguf-moe/mixtral-per-expert.gguf",
-        "gguf-moe/synthetic-q4_k_m.gguf",  "gguf-moe/synthetic-q3_k_m.gguf"};
+        "gguf-moe/synthetic-q4_k_m.gguf",  "gguf-moe/synthetic-q3_k_m.gguf",
+        "gguf-moe/synthetic-q2_k.gguf"};
     for (size_t i = 0; !generated_only && argc > 2 && g_exact && i < sizeof models / sizeof models[0]; i++) {
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", argv[2], models[i]);

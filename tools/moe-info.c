@@ -75,9 +75,10 @@ static uint32_t format_features(moe_dtype dt)
                MOE_FEATURE_STORAGE_16BIT | MOE_FEATURE_INT_DOT | MOE_FEATURE_FLOAT16;
     case MOE_DTYPE_Q4_K: /* the CPU's integer and bfloat16-pair paths (the GPU kernels use none of these) */
         return MOE_FEATURE_AVX512_BF16 | MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
-    case MOE_DTYPE_Q5_K: /* the CPU's integer path (0.13.0; Q3_K 0.15.0) */
+    case MOE_DTYPE_Q5_K: /* the CPU's integer path (0.13.0; Q3_K 0.15.0, Q2_K 0.16.0) */
     case MOE_DTYPE_Q6_K:
     case MOE_DTYPE_Q3_K:
+    case MOE_DTYPE_Q2_K:
         return MOE_FEATURE_AVX512_VNNI | MOE_FEATURE_AVX_VNNI | MOE_FEATURE_INT_DOT;
     case MOE_DTYPE_MXFP4: /* the CPU's bfloat16-pair path */
         return MOE_FEATURE_AVX512_BF16;

@@ -21,7 +21,7 @@ static void usage(FILE *f)
             "usage: moe-run --model DIR|FILE.gguf --layer N --input X.npy --output Y.npy\n"
             "               [--backend auto|cpu|vulkan|opencl] [--device N|NAME|TYPE] [--drop-policy "
             "zero|passthrough]\n"
-            "               [--weights f32|f16|bf16|q8_0|q4_0|q3_k|q4_k|q5_k|q6_k|mxfp4]\n"
+            "               [--weights f32|f16|bf16|q8_0|q4_0|q2_k|q3_k|q4_k|q5_k|q6_k|mxfp4]\n"
             "               [--activations f32|q8_0|bf16] "
             "[--decoder]\n"
             "               [--expert-budget-mib N] [--cache-slots N [--cache-policy lru|lfu]\n"
@@ -85,7 +85,7 @@ typedef struct run_args {
     long long batch;          /* --batch; 0: every token in one forward */
 } run_args;
 
-/* "f32, f16, ..., mxfp4 or q3_k": every format the library names, in moe_dtype's order. */
+/* "f32, f16, ..., q3_k or q2_k": every format the library names, in moe_dtype's order. */
 static void format_names(char *buf, size_t size)
 {
     size_t n = 0;

@@ -251,8 +251,9 @@ static void test_formats_and_layers(void)
         snprintf(all + strlen(all), sizeof all - strlen(all), "%s%s", v > 1 ? "," : "",
                  moe_dtype_name((moe_dtype)v));
     }
-    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 10);
+    CHECK(parse(&c, "--weights", all, NULL) == BENCH_PARSE_OK && c.weights.n == 11);
     CHECK(parse(&c, "--weights", "Q3_K", NULL) == BENCH_PARSE_OK && c.weights.v[0] == MOE_DTYPE_Q3_K);
+    CHECK(parse(&c, "--weights", "Q2_K", NULL) == BENCH_PARSE_OK && c.weights.v[0] == MOE_DTYPE_Q2_K);
     /* gpt-oss-20b's 2880 is whole MXFP4 blocks of 32, not K-quant super-blocks of 256. */
     CHECK(parse(&c, "--preset", "gpt-oss-20b", "--weights", "f32,mxfp4", NULL) == BENCH_PARSE_OK);
     CHECK(c.d_model == 2880 && c.d_ff == 2880 && c.experts == 32 && c.top_k == 4 && !c.no_renorm);
@@ -264,6 +265,8 @@ static void test_formats_and_layers(void)
     CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q4_k", NULL) == BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q3_k", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q3_k", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--preset", "qwen3-30b-a3b", "--weights", "q2_k", NULL) == BENCH_PARSE_OK);
+    CHECK(parse(&c, "--preset", "deepseek-v2-lite", "--weights", "q2_k", NULL) == BENCH_PARSE_ERROR);
     /* The preset's dimensions are whole blocks; a block format passes with them. */
     CHECK(parse(&c, "--preset", "mixtral-8x7b", "--weights", "q4_0,q8_0", NULL) == BENCH_PARSE_OK);
     CHECK(parse(&c, "--preset", "qwen1.5-moe-a2.7b", "--weights", "q4_0", NULL) == BENCH_PARSE_OK);
@@ -363,6 +366,23 @@ static void test_formats_and_layers(void)
           c.weights.n == 3 && c.weights.v[2] == MOE_DTYPE_Q3_K && c.weights.act[1] == MOE_DTYPE_Q8_0 &&
           c.weights.act[2] == MOE_DTYPE_BF16 && bench_down_dtype(&c, MOE_DTYPE_Q3_K) == MOE_DTYPE_Q4_K);
     check_mix(&c, MOE_DTYPE_Q3_K, MOE_DTYPE_Q4_K, MOE_DTYPE_Q8_0, "q3_k+q4_k/i8");
+    /* Q2_K (0.16.0) likewise: int8, not bfloat16 pairs; llama.cpp's Q2_K mix (a Q3_K down) takes them on
+     * neither product, so bf16 is refused there, and runs them only through a down that does (Q4_K). */
+    CHECK(parse(&c, "--weights", "f32,q2_k", "--activations", "f32,q8_0", NULL) == BENCH_PARSE_OK &&
+          c.weights.n == 3 && c.weights.v[1] == MOE_DTYPE_Q2_K && c.weights.act[1] == MOE_DTYPE_F32 &&
+          c.weights.v[2] == MOE_DTYPE_Q2_K && c.weights.act[2] == MOE_DTYPE_Q8_0);
+    CHECK(parse(&c, "--weights", "q2_k", "--activations", "bf16", NULL) == BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q2_k", "--down-weights", "q3_k", "--activations", "bf16", NULL) ==
+          BENCH_PARSE_ERROR);
+    CHECK(parse(&c, "--weights", "q2_k", "--down-weights", "q3_k", "--activations", "f32,q8_0", NULL) ==
+              BENCH_PARSE_OK &&
+          c.weights.n == 2 && c.weights.v[1] == MOE_DTYPE_Q2_K && c.weights.act[0] == MOE_DTYPE_F32 &&
+          c.weights.act[1] == MOE_DTYPE_Q8_0 && bench_down_dtype(&c, MOE_DTYPE_Q2_K) == MOE_DTYPE_Q3_K);
+    check_mix(&c, MOE_DTYPE_Q2_K, MOE_DTYPE_Q3_K, MOE_DTYPE_Q8_0, "q2_k+q3_k/i8");
+    CHECK(parse(&c, "--weights", "q2_k", "--down-weights", "q4_k", "--activations", "bf16", NULL) ==
+              BENCH_PARSE_OK &&
+          c.weights.n == 1 && c.weights.act[0] == MOE_DTYPE_BF16);
+    check_mix(&c, MOE_DTYPE_Q2_K, MOE_DTYPE_Q4_K, MOE_DTYPE_BF16, "q2_k+q4_k/bf16x2");
     CHECK(parse(&c, "--weights", "mxfp4", "--down-weights", "f16", "--activations", "q8_0", NULL) ==
           BENCH_PARSE_ERROR);
     CHECK(parse(&c, "--weights", "q4_k", "--down-weights", "q6_k,q8_0", NULL) == BENCH_PARSE_ERROR);

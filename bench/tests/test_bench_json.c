@@ -275,7 +275,7 @@ static void check_object(const cJSON *o)
         const int int8 = !strcmp(act, "q8_0"), bf16 = !strcmp(act, "bf16");
         CHECK(!strcmp(act, "f32") || int8 || bf16);
         if (int8 || bf16) {
-            const char *takes = int8 ? ",q8_0,q4_0,q3_k,q4_k,q5_k,q6_k," : ",q4_0,mxfp4,q4_k,";
+            const char *takes = int8 ? ",q8_0,q4_0,q2_k,q3_k,q4_k,q5_k,q6_k," : ",q4_0,mxfp4,q4_k,";
             char w[16], dn[16];
             snprintf(w, sizeof w, ",%s,", str(o, "weight_dtype"));
             snprintf(dn, sizeof dn, ",%s,", str(o, "down_weight_dtype"));

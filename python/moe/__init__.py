@@ -127,7 +127,7 @@ def _check(status: int, context: Optional[int] = None) -> None:
 
 def dtypes() -> List[str]:
     """The weight formats' names, in the library's order: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_k", ...,
-    "mxfp4", "q3_k" (library 0.15.0)."""
+    "mxfp4", "q3_k" (library 0.15.0), "q2_k" (library 0.16.0)."""
     out, i = [], 1
     while True:
         name = lib.moe_dtype_name(i)
@@ -157,8 +157,8 @@ def _enum(table: Mapping[str, int], value: Union[str, int], what: str) -> int:
 def takes_activations(weights: str, activations: str) -> bool:
     """Whether a matrix product of weights stored in `weights` can run on `activations`: "f32" for
     every format, the opt-ins "q8_0" (integer) for q8_0, q4_0 and the K-quants (q5_k and q6_k since
-    library 0.13.0, q3_k since 0.15.0), "bf16" (bfloat16 pairs) for q4_0, mxfp4 and q4_k (library
-    0.12.0). Each product of a layer decides for itself; whether a layer
+    library 0.13.0, q3_k since 0.15.0, q2_k since 0.16.0), "bf16" (bfloat16 pairs) for q4_0, mxfp4
+    and q4_k (library 0.12.0). Each product of a layer decides for itself; whether a layer
     then runs it also takes a backend and CPU with the path (Layer.activation_dtype)."""
     w, a = _dtype(weights, "weights"), _dtype(activations, "activations")
     fn = getattr(lib, "moe_dtype_takes_activations", None)

@@ -155,11 +155,13 @@ def test_convert_row_checks_its_source():
 
 
 def test_takes_activations():
-    # moe.h's table: the opt-ins per format, float32 for all (q3_k: library 0.15.0)
+    # moe.h's table: the opt-ins per format, float32 for all (q3_k: library 0.15.0; q2_k: 0.16.0, 84 bytes
+    # a super-block of 256)
     assert "q3_k" in moe.dtypes() and moe.row_bytes("q3_k", 512) == 220 and moe.row_bytes("q3_k", 384) == 0
+    assert "q2_k" in moe.dtypes() and moe.row_bytes("q2_k", 512) == 168 and moe.row_bytes("q2_k", 384) == 0
     for w in moe.dtypes():
         assert moe.takes_activations(w, "f32")
-        assert moe.takes_activations(w, "q8_0") == (w in ("q8_0", "q4_0", "q3_k", "q4_k", "q5_k", "q6_k")), w
+        assert moe.takes_activations(w, "q8_0") == (w in ("q8_0", "q4_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k")), w
         assert moe.takes_activations(w, "bf16") == (w in ("q4_0", "mxfp4", "q4_k")), w
         assert not moe.takes_activations(w, "f16")
     with pytest.raises(ValueError, match="q7"):

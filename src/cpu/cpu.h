@@ -52,14 +52,16 @@
  * activations, or where the kernel set has nibble_words, keeps its K-quant layout below, of the
  * same size, but for the nibbles: [group t / 4][32 columns][4 bytes] — column c's word of group G holds
  * its ggml bytes 4G .. 4G + 3, i.e. 4 consecutive k of one sub-block in the low nibbles and the
- * same 4 of the next sub-block in the high ones. A Q3_K, Q5_K or Q6_K tensor for integer activations
+ * same 4 of the next sub-block in the high ones. So does Q2_K's qs (below) in the same two cases. A
+ * Q2_K, Q3_K, Q5_K or Q6_K tensor for integer activations
  * (only then: no float kernel reads these) keeps its layout below with both the nibbles (Q3_K: the
  * 2-bit pairs) and the high-bit bytes in such words, ggml's bytes 4G .. 4G + 3 of each field a
  * column's word (Q5_K: the nibbles as Q4_K's words, and 4 consecutive l of the fifth bits; Q6_K: 4
  * consecutive k of the nibbles, and the 4 qh bytes that complete them; Q3_K: 4 consecutive l of its
- * qs bytes and of its hmask bytes). The integer kernels put the values together in 32-bit lanes.
+ * qs bytes and of its hmask bytes; Q2_K: 4 consecutive l of its qs bytes). The integer kernels put the values
+ * together in 32-bit lanes.
  *
- * K-quants (Q3_K, Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
+ * K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): [pair][super-block of 256 k], each ggml's 32 columns' super-blocks
  * side by side, field by field, every field [row of the field][32 columns] (panel 0's 16, then
  * panel 1's), so one vector load gives a field's bytes for 16 columns:
  *   Q4_K  4736 bytes: d (32 fp16), dmin (32 fp16), sc [8 sub-blocks][32] and m [8][32] bytes —
@@ -80,6 +82,11 @@
  *         bits 2j of value 128n + 32j + l), then its third bits hmask [32 l][32] (bit 4n + j).
  *         The kernels read it as Q6_K's layout with fewer bits: byte row t = 64n + 32g + l of
  *         its values is qs row 32n + l at bits 2g (low) and 2g + 4 (high, value + 64).
+ *   Q2_K  2688 bytes: d (32 fp16), dmin (32 fp16), ggml's scale bytes [16][32] (sub-block j's
+ *         scale in the low nibble, its min in the high one, left packed: 84 bytes a column, as
+ *         ggml's, for the format whose decode is most bound by the bytes it reads), then its qs
+ *         [64][32] as Q3_K's. Read as Q3_K's values without the third bits, unsigned (0..3), with
+ *         Q4_K's min per sub-block of 16.
  *
  * The Q8_0 / Q4_0 blocks are ggml's blocks rearranged, nothing recomputed: the same fp16 scale
  * and the same quants (a Q4_0 byte is the very byte of ggml's block: low nibble value j, high
@@ -106,16 +113,23 @@
 /* A K-quant pair super-block: its fields' byte offsets (fp16 d first, at 0) and size. */
 #define MOE_CPU_KQ_COLS (2 * MOE_CPU_PANEL)
 #define MOE_CPU_KQ_DMIN (2 * MOE_CPU_KQ_COLS)
-/* Q3_K and Q6_K: signed values, an int8 scale per sub-block of 16, no min (the rest: Q4_K, Q5_K). */
+/* Q3_K and Q6_K: signed values, an int8 scale per sub-block of 16, no min (the rest: Q2_K, Q4_K, Q5_K,
+ * unsigned values less a min). */
 #define MOE_CPU_KQ_SIGNED(dt) ((dt) == MOE_DTYPE_Q6_K || (dt) == MOE_DTYPE_Q3_K)
-#define MOE_CPU_KQ_SC(dt)     (MOE_CPU_KQ_SIGNED(dt) ? 2 * MOE_CPU_KQ_COLS : 4 * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_M          (MOE_CPU_KQ_SC(MOE_DTYPE_Q4_K) + 8 * MOE_CPU_KQ_COLS)
+/* Q2_K, Q3_K and Q6_K: sub-blocks of 16 values, a byte row t = 64n + 32g + l holding values 128n + 32g + l
+ * and + 64 (Q4_K, Q5_K: sub-blocks of 32). */
+#define MOE_CPU_KQ_SUB16(dt) (MOE_CPU_KQ_SIGNED(dt) || (dt) == MOE_DTYPE_Q2_K)
+/* Q2_K and Q3_K: 2-bit pairs, 64 byte rows (the others: 128 rows of nibbles). */
+#define MOE_CPU_KQ_PAIRS(dt) ((dt) == MOE_DTYPE_Q2_K || (dt) == MOE_DTYPE_Q3_K)
+#define MOE_CPU_KQ_SC(dt)    (MOE_CPU_KQ_SIGNED(dt) ? 2 * MOE_CPU_KQ_COLS : 4 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_M         (MOE_CPU_KQ_SC(MOE_DTYPE_Q4_K) + 8 * MOE_CPU_KQ_COLS)
 #define MOE_CPU_KQ_NIB(dt)                                                                                   \
-    (MOE_CPU_KQ_SIGNED(dt) ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + ((dt) == MOE_DTYPE_Q3_K ? 64 : 128) * MOE_CPU_KQ_COLS)
+    (MOE_CPU_KQ_SUB16(dt) ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
+#define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + (MOE_CPU_KQ_PAIRS(dt) ? 64 : 128) * MOE_CPU_KQ_COLS)
 #define MOE_CPU_KQ_PAIR_SUPER(dt)                                                                            \
-    ((dt) == MOE_DTYPE_Q4_K ? MOE_CPU_KQ_QH(dt)                                                              \
-                            : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q6_K ? 64 : 32) * MOE_CPU_KQ_COLS)
+    ((dt) == MOE_DTYPE_Q4_K || (dt) == MOE_DTYPE_Q2_K                                                        \
+         ? MOE_CPU_KQ_QH(dt)                                                                                 \
+         : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q6_K ? 64 : 32) * MOE_CPU_KQ_COLS)
 
 /* Pairs in a packed tensor of n_out columns, and output columns per pair. */
 static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)
@@ -137,6 +151,7 @@ static inline size_t moe_cpu_pair_bytes(moe_dtype dtype, int64_t k_dim)
     case MOE_DTYPE_Q4_0:
     case MOE_DTYPE_MXFP4:
         return k / MOE_CPU_BLOCK * MOE_CPU_Q4_PAIR_BLOCK;
+    case MOE_DTYPE_Q2_K:
     case MOE_DTYPE_Q3_K:
     case MOE_DTYPE_Q4_K:
     case MOE_DTYPE_Q5_K:
@@ -187,7 +202,7 @@ typedef struct moe_cpu_kernels {
     /* With bf16_dot: one row of k activations as bfloat16 pairs (MOE_ACT_BF16X2, moe_act_row_bytes) in
        the order of the 512-bit word layout of `weights` (kernels_bf16.c) */
     void (*bf16x2_row)(const float *a, int64_t k, moe_dtype weights, uint32_t *out);
-    bool nibble_words; /* the float kernels read Q4_0 / MXFP4 / Q4_K in the word layouts (above);
+    bool nibble_words; /* the float kernels read Q4_0 / MXFP4 / Q4_K / Q2_K in the word layouts (above);
                           false: Q4_0's float activations come rearranged (cpu_backend.c:
                           q4_byte_acts) */
     int vector_bits;   /* 128, 256 or 512 (simde512: 512, emulated) */

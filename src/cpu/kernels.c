@@ -18,8 +18,8 @@
  * Block formats (Q8_0, Q4_0, MXFP4) accumulate Σ a·q over each block of 32 k in registers, then add
  * d·(that sum) to the row's total, kept in the output tile: the per-column scale costs one
  * FMA per block instead of one multiply per weight, and the totals need no registers. The
- * K-quants (Q3_K, Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as the
- * scale and, for Q4_K / Q5_K, dmin·m times the sub-block's activation sum subtracted.
+ * K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K: kq_rows) do the same per sub-block of 32 (16) k, with d·sc as
+ * the scale and, for Q2_K / Q4_K / Q5_K, dmin·m times the sub-block's activation sum subtracted.
  *
  * Each level is two objects of this file: its prefill tiles (MOE_CPU_KERNELS_PREFILL=1: the
  * widening and widened ones, "prefill" below) and the rest (=0). The tiles' row-count copies are
@@ -245,13 +245,17 @@ ALWAYS_INLINE moe_ivec ivec_load_words(const unsigned char *row, int v)
 }
 #if MOE_CPU_NIBBLE_WORDS
 /* The value of each 4-bit code, for vec_nibble: Q4_0's q − 8, MXFP4's kv[q] (moe.h: twice the
- * E2M1 values), Q4_K's q (its min is subtracted per sub-block). */
+ * E2M1 values), Q4_K's q (its min is subtracted per sub-block); for vec_pair, Q2_K's 2-bit q. */
 ALWAYS_INLINE moe_vec nibble_table(const moe_dtype dt)
 {
     static const float q4_0[16] = {-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7};
     static const float mxfp4[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     static const float plain[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-    return vec_load(dt == MOE_DTYPE_Q4_0 ? q4_0 : dt == MOE_DTYPE_MXFP4 ? mxfp4 : plain);
+    static const float pairs[16] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    return vec_load(dt == MOE_DTYPE_Q4_0    ? q4_0
+                    : dt == MOE_DTYPE_MXFP4 ? mxfp4
+                    : dt == MOE_DTYPE_Q2_K  ? pairs
+                                            : plain);
 }
 #endif
 /* The low (w0) and high (w1) nibbles' values of step s of a Q4_0 / MXFP4 pair block; Q4_0 in
@@ -353,16 +357,20 @@ static inline float vec_hsum(moe_vec v)
  * taken as Σ a·q − 8·Σ a, Σ a from the caller's table (block_sums, once per row and GEMM call) or
  * summed here; in words (512 bits) the table lookup gives q − 8 for free. */
 #define Q4_CODES (!MOE_CPU_NIBBLE_WORDS)
-/* out[j] = Σ a[32j .. 32j + 31] for j < k / 32: the activation sums that the Q4_K / Q5_K mins
- * and Q4_0's 8 (Q4_CODES) multiply. Q4_0's and Q4_K's rows in codes are a' (above; Q4_K:
+/* k per activation sum: the k one min (Q4_K / Q5_K: a sub-block of 32; Q2_K: of 16) or Q4_0's 8
+ * multiplies. */
+#define ASUM_K(dt) ((dt) == MOE_DTYPE_Q2_K ? 16 : 32)
+/* out[j] = Σ a[nj .. nj + n − 1] for j < k / n, n = ASUM_K(dt): the activation sums that the K-quants'
+ * mins and Q4_0's 8 (Q4_CODES) multiply. Q4_0's and Q4_K's rows in codes are a' (above; Q4_K:
  * KQ_PAIRED): Σ a = Σ a'[lo] + 17·Σ a'[hi]. */
 static void block_sums(const float *a, int64_t k, moe_dtype dt, float *out)
 {
+    const int n = ASUM_K(dt);
     const moe_vec high = vec_set1((dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K) && Q4_CODES ? 17.0f : 1.0f);
-    for (int64_t j = 0; j < k / 32; j++) {
-        moe_vec s = vec_load(a + 32 * j);
-        for (int i = MOE_VLEN; i < 32; i += MOE_VLEN) /* fmadd(1, x, s) is s + x, to the bit */
-            s = i < 16 ? vec_add(s, vec_load(a + 32 * j + i)) : vec_fmadd(high, vec_load(a + 32 * j + i), s);
+    for (int64_t j = 0; j < k / n; j++) {
+        moe_vec s = vec_load(a + n * j);
+        for (int i = MOE_VLEN; i < n; i += MOE_VLEN) /* fmadd(1, x, s) is s + x, to the bit */
+            s = i < 16 ? vec_add(s, vec_load(a + n * j + i)) : vec_fmadd(high, vec_load(a + n * j + i), s);
         out[j] = vec_hsum(s);
     }
 }
@@ -515,13 +523,14 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
     }
 }
 
-/* ---- K-quants (Q3_K, Q4_K, Q5_K, Q6_K) -------------------------------------------------------- */
+/* ---- K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K) -------------------------------------------------- */
 
 /* Q3_K is read as Q6_K with fewer bits (cpu.h): the same byte rows t = 64n + 32g + l (values
  * 128n + 32g + l and + 64), sub-blocks of 16 and int8 scales, so every kernel below serves both
  * and only the values' assembly differs. Byte row t's 2-bit pairs are qs row KQ_QS_ROW(t) at bits 2g
- * (low) and 2g + 4 (high); the third bits, hmask row l's bits 4n + g and 4n + g + 2. */
-#define KQ_QS_ROW(dt, t) ((dt) == MOE_DTYPE_Q3_K ? 32 * ((t) / 64) + (t) % 32 : (t))
+ * (low) and 2g + 4 (high); the third bits, hmask row l's bits 4n + g and 4n + g + 2. Q2_K's byte rows
+ * are Q3_K's pairs alone (no third bit, no zero point), its scales and mins Q4_K's per 16 values. */
+#define KQ_QS_ROW(dt, t) (MOE_CPU_KQ_PAIRS(dt) ? 32 * ((t) / 64) + (t) % 32 : (t))
 
 /* Q5_K's and Q6_K's (and Q3_K's) values put together a byte row at a time (KQ_BYTES: at 256 and 512 bits):
  * the low nibbles and the high ones with their fifth bit (Q5_K) or two high bits and the −32 (Q6_K), 32
@@ -530,8 +539,9 @@ ALWAYS_INLINE void block_rows(const int nr, const moe_dtype dt, int64_t k_dim, c
  * more operations per 16 values beside Q4_K's 7, and bounded their decode: at 512 bits (2-core Zen 4,
  * qwen3-30b-a3b decode, the experts in the L3) Q5_K took 1.69 ms, Q6_K 1.89, now 1.04 and 1.11
  * (Q4_K's nibble words 0.75). Two byte rows a 512-bit operation were slower again (1.34, 1.39): the
- * two rows' halves then take a shuffle each to their places in the buffer. */
-#define KQ_BYTES(dt) (MOE_CPU_LEVEL >= 1 && (dt) != MOE_DTYPE_Q4_K)
+ * two rows' halves then take a shuffle each to their places in the buffer. Q2_K's values are a shift and
+ * a mask each, as Q4_K's nibbles: widened in registers. */
+#define KQ_BYTES(dt) (MOE_CPU_LEVEL >= 1 && (dt) != MOE_DTYPE_Q4_K && (dt) != MOE_DTYPE_Q2_K)
 #if MOE_CPU_LEVEL >= 1
 _Static_assert(MOE_CPU_KQ_COLS == 32 && PAIR == 32, "kq_bytes takes a byte row in one 256-bit load");
 /* b shifted left by s bits (right by −s) in 16-bit lanes: byte lanes once masked to the bits
@@ -597,8 +607,8 @@ ALWAYS_INLINE void kq_bytes(const moe_dtype dt, const unsigned char *p, int t, u
 
 /* Vector v of byte row t of a K-quant super-block in the byte layout (cpu.h): the low nibbles'
  * values (lo) and the high ones' (hi; KQ_PAIRED: the whole bytes), with the fifth bit (Q5_K) or the two high
- * bits and the −32 (Q6_K) put in, or Q3_K's pairs with their third bits and the −4; where KQ_BYTES,
- * widened from `row`, which kq_bytes filled. */
+ * bits and the −32 (Q6_K) put in, or Q3_K's pairs with their third bits and the −4, or Q2_K's pairs; where
+ * KQ_BYTES, widened from `row`, which kq_bytes filled. */
 ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const unsigned char *row, int t,
                                int v, moe_vec *lo, moe_vec *hi)
 {
@@ -614,7 +624,11 @@ ALWAYS_INLINE void kq_load_vec(const moe_dtype dt, const unsigned char *p, const
     const moe_ivec x =
         ivec_load_u8(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
     moe_ivec l = ivec_and(x, ivec_set1(15)), h = KQ_PAIRED(dt) ? x : ivec_srli(x, 4);
-    if (dt == MOE_DTYPE_Q3_K) { /* qs bits 2g and 2g + 4; hmask byte l, bits 4n + g and 4n + g + 2 */
+    if (dt == MOE_DTYPE_Q2_K) { /* qs bits 2g and 2g + 4 */
+        const int g = (t / 32) & 1;
+        l = ivec_and(ivec_srli(x, 2 * g), ivec_set1(3));
+        h = ivec_and(ivec_srli(x, 2 * g + 4), ivec_set1(3));
+    } else if (dt == MOE_DTYPE_Q3_K) { /* qs bits 2g and 2g + 4; hmask byte l, bits 4n + g and 4n + g + 2 */
         const int n = t / 64, g = (t / 32) & 1;
         const moe_ivec b = ivec_load_u8(p + MOE_CPU_KQ_QH(dt) + (t % 32) * MOE_CPU_KQ_COLS + v * MOE_VLEN);
         l = ivec_sub(ivec_or(ivec_and(ivec_srli(x, 2 * g), ivec_set1(3)),
@@ -658,10 +672,24 @@ ALWAYS_INLINE const unsigned char *kq_row(const moe_dtype dt, const unsigned cha
 }
 
 /* Byte row t of a K-quant super-block's nibbles (cpu.h) for the pair's NV vectors (kq_load_vec;
- * at 512 bits Q4_K is in words). */
+ * at 512 bits Q4_K and Q2_K are in words). */
 ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, moe_vec lo[NV], moe_vec hi[NV])
 {
 #if MOE_CPU_NIBBLE_WORDS
+    /* Q2_K: qs row r = KQ_QS_ROW(t) is byte r % 4 of group r / 4, its values bits 2g and 2g + 4 of it:
+     * a shift and a lookup a vector, where the byte layout took a widening load, a shift, a mask and a
+     * conversion (2-core Zen 4, qwen3-30b-a3b decode, the experts in the L3: 1.16 ms a forward, Q3_K's
+     * time, against Q4_K's 0.74 from its words). */
+    if (dt == MOE_DTYPE_Q2_K) {
+        const moe_vec table = nibble_table(dt);
+        const int r = KQ_QS_ROW(dt, t), s = 8 * (r % 4) + 2 * ((t / 32) % 2);
+        for (int v = 0; v < NV; v++) {
+            const moe_ivec x = ivec_load_words(p + MOE_CPU_KQ_NIB(dt) + (r / 4) * 4 * MOE_CPU_KQ_COLS, v);
+            lo[v] = vec_pair(x, s, table);
+            hi[v] = vec_pair(x, s + 4, table);
+        }
+        return;
+    }
     if (dt == MOE_DTYPE_Q4_K) { /* words (cpu.h): byte row t is byte t % 4 of group t / 4 */
         const moe_vec table = nibble_table(dt);
         for (int v = 0; v < NV; v++) {
@@ -683,15 +711,15 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
  * each in k order, added before the scaling, in every tile alike. The k (within the super-block)
  * of byte row t's low-nibble value; the high one's is + KQ_HI. */
 #define KQ_LO_K(dt, t)                                                                                       \
-    (MOE_CPU_KQ_SIGNED(dt) ? 128 * ((t) / 64) + (t) % 64                                                     \
-     : KQ_PAIRED(dt)       ? 32 * ((t) / 16) + (t) % 16                                                      \
-                           : 64 * ((t) / 32) + (t) % 32)
-#define KQ_HI(dt)    (MOE_CPU_KQ_SIGNED(dt) ? 64 : KQ_PAIRED(dt) ? 16 : 32)
-#define KQ_SUB(dt)   (MOE_CPU_KQ_SIGNED(dt) ? 16 : 32) /* values per sub-block (one scale) */
-#define KQ_GROUP(dt) (MOE_CPU_KQ_SIGNED(dt) || KQ_PAIRED(dt) ? 16 : 32)
+    (MOE_CPU_KQ_SUB16(dt) ? 128 * ((t) / 64) + (t) % 64                                                      \
+     : KQ_PAIRED(dt)      ? 32 * ((t) / 16) + (t) % 16                                                       \
+                          : 64 * ((t) / 32) + (t) % 32)
+#define KQ_HI(dt)    (MOE_CPU_KQ_SUB16(dt) ? 64 : KQ_PAIRED(dt) ? 16 : 32)
+#define KQ_SUB(dt)   (MOE_CPU_KQ_SUB16(dt) ? 16 : 32) /* values per sub-block (one scale) */
+#define KQ_GROUP(dt) (MOE_CPU_KQ_SUB16(dt) || KQ_PAIRED(dt) ? 16 : 32)
 
 /* End of sub-block j of super-block p: tot[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
- * Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
+ * Q2_K / Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
  * the sub-block, which asum[r] holds from the super-block's first sub-block). tot: the rows'
  * totals, in registers (kq_rows' chunk tiles) or loaded from out and stored back (kq_end). */
 ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned char *p, int j,
@@ -702,12 +730,20 @@ ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned cha
         const int c = (v0 + v) * MOE_VLEN;
         const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + c);
         const unsigned char *sc = p + MOE_CPU_KQ_SC(dt) + j * MOE_CPU_KQ_COLS + c;
-        const moe_vec scale = vec_mul(d, MOE_CPU_KQ_SIGNED(dt) ? vec_load_i8((const int8_t *)(const void *)sc)
-                                                               : vec_from_int(ivec_load_u8(sc)));
-        moe_vec min = vec_zero();
-        if (!MOE_CPU_KQ_SIGNED(dt))
-            min = vec_mul(vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + c),
-                          vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + c)));
+        moe_vec scale, min = vec_zero();
+        if (MOE_CPU_KQ_SIGNED(dt)) {
+            scale = vec_mul(d, vec_load_i8((const int8_t *)(const void *)sc));
+        } else {
+            const moe_vec dmin = vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + c);
+            const moe_ivec x = ivec_load_u8(sc);
+            if (dt == MOE_DTYPE_Q2_K) { /* ggml's byte: the scale's nibble low, the min's high */
+                scale = vec_mul(d, vec_from_int(ivec_and(x, ivec_set1(15))));
+                min = vec_mul(dmin, vec_from_int(ivec_srli(x, 4)));
+            } else {
+                scale = vec_mul(d, vec_from_int(x));
+                min = vec_mul(dmin, vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + c)));
+            }
+        }
         for (int r = 0; r < nr; r++) {
             tot[r][v] = vec_fmadd(scale, sums[r][v], tot[r][v]);
             if (!MOE_CPU_KQ_SIGNED(dt)) tot[r][v] = vec_fmadd(min, vec_set1(-asum[r][j]), tot[r][v]);
@@ -787,12 +823,12 @@ ALWAYS_INLINE void kq_rows_split(const int nr, const moe_dtype dt, int64_t k_dim
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
         const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * MOE_CPU_KQ_PAIR_SUPER(dt);
         const float *as[MR_MAX];
-        float own[MR_MAX][8]; /* the super-block's sums where the caller has none (asum NULL) */
+        float own[MR_MAX][16]; /* the super-block's sums where the caller has none (asum NULL) */
         for (int r = 0; r < nr; r++) {
             as[r] = NULL;
             if (MOE_CPU_KQ_SIGNED(dt)) continue;
             if (!asum) block_sums(a[r] + k0, MOE_SUPER_BLOCK_SIZE, dt, own[r]);
-            as[r] = asum ? asum[r] + k0 / 32 : own[r];
+            as[r] = asum ? asum[r] + k0 / ASUM_K(dt) : own[r];
         }
         for (int v0 = 0; v0 < NV; v0 += SPLIT_NV)
             for (int t0 = 0; t0 < 128; t0 += KQ_GROUP(dt)) {
@@ -818,8 +854,8 @@ ALWAYS_INLINE void kq_rows_split(const int nr, const moe_dtype dt, int64_t k_dim
 }
 
 /* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in a K-quant layout (cpu.h): per
- * sub-block, Σ a·q in registers, then scaled into the total by kq_end / kq_scale. asum[r] (Q4_K /
- * Q5_K): Σ a_r over each sub-block of 32 k (block_sums). */
+ * sub-block, Σ a·q in registers, then scaled into the total by kq_end / kq_scale. asum[r] (Q2_K / Q4_K /
+ * Q5_K): Σ a_r over each sub-block (block_sums). */
 ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, const float *const *a,
                            const float *const *asum, const unsigned char *b, float *restrict out,
                            float *widened, const int src)
@@ -839,13 +875,13 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
     for (int64_t k0 = 0; k0 < k_dim; k0 += MOE_SUPER_BLOCK_SIZE) {
         const unsigned char *p = b + (size_t)(k0 / MOE_SUPER_BLOCK_SIZE) * super_bytes;
         const float *ak[MR_MAX], *as[MR_MAX];
-        float own[MR_MAX][8]; /* the super-block's sums where the caller has none (asum NULL) */
+        float own[MR_MAX][16]; /* the super-block's sums where the caller has none (asum NULL) */
         for (int r = 0; r < nr; r++) {
             ak[r] = a[r] + k0;
             as[r] = NULL;
             if (MOE_CPU_KQ_SIGNED(dt)) continue;
             if (!asum) block_sums(ak[r], MOE_SUPER_BLOCK_SIZE, dt, own[r]);
-            as[r] = asum ? asum[r] + k0 / 32 : own[r];
+            as[r] = asum ? asum[r] + k0 / ASUM_K(dt) : own[r];
         }
         if (src != FROM_WIDENED)
             for (size_t l = 0; l < MOE_CPU_KQ_NIB(dt); l += 64) prefetch_line(p + l);
@@ -869,7 +905,8 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                 for (int t = t4; t < t4 + 4; t++) {
                     if (t % 2 == 0 && src != FROM_WIDENED) {
                         prefetch_line(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS);
-                        if (dt != MOE_DTYPE_Q4_K && t < (dt == MOE_DTYPE_Q6_K ? 64 : 32))
+                        if (dt != MOE_DTYPE_Q4_K && dt != MOE_DTYPE_Q2_K &&
+                            t < (dt == MOE_DTYPE_Q6_K ? 64 : 32))
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
                     }
                     if (KQ_FUSED(nr, src)) {
@@ -954,7 +991,8 @@ ALWAYS_INLINE void rows_of(const int nr, const moe_dtype dt, int64_t k_dim, cons
                            const float *const *asum, const unsigned char *b, float *restrict out,
                            float *widened, const int src, const bool prefetch)
 {
-    if (dt == MOE_DTYPE_Q3_K || dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K || dt == MOE_DTYPE_Q6_K)
+    if (dt == MOE_DTYPE_Q2_K || dt == MOE_DTYPE_Q3_K || dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_Q5_K ||
+        dt == MOE_DTYPE_Q6_K)
         kq_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
     else if (dt == MOE_DTYPE_Q8_0 || dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_MXFP4)
         block_rows(nr, dt, k_dim, a, asum, b, out, widened, src);
@@ -963,10 +1001,10 @@ ALWAYS_INLINE void rows_of(const int nr, const moe_dtype dt, int64_t k_dim, cons
 }
 
 /* A tile: n rows (1..its MR) of one pair, a switch over n whose cases are specialised copies.
- * asum: each row's activation sums per 32 k (block_sums) for Q4_K, Q5_K and Q4_0 in codes (Q4_CODES);
- * NULL for the other formats, and where the kernel sums a block or super-block at a time. widened: the
- * chunk's widened steps, which the widening_* tiles write and the widened_* ones read (gemm_rows); NULL for
- * the packed tiles. */
+ * asum: each row's activation sums per ASUM_K k (block_sums) for Q2_K, Q4_K, Q5_K and Q4_0 in codes
+ * (Q4_CODES); NULL for the other formats, and where the kernel sums a block or super-block at a time.
+ * widened: the chunk's widened steps, which the widening_* tiles write and the widened_* ones read
+ * (gemm_rows); NULL for the packed tiles. */
 typedef void (*tile_fn)(int n, int64_t k_dim, const float *const *a, const float *const *asum,
                         const unsigned char *b, float *out, float *widened);
 #define CASE_PACKED(r, dt)                                                                                   \
@@ -1027,6 +1065,7 @@ TILE(tile_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_PACKED)
 TILE(tile_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_PACKED)
 TILE(tile_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_PACKED)
 TILE(tile_q3k, MR_KQ, MOE_DTYPE_Q3_K, CASE_PACKED)
+TILE(tile_q2k, MR_KQ, MOE_DTYPE_Q2_K, CASE_PACKED)
 #endif
 
 /* ---- prefill: a chunk of a pair widened once for all of a task's rows ------------------------- */
@@ -1065,6 +1104,7 @@ TILE(widening_q4k, MR_KQ, MOE_DTYPE_Q4_K, CASE_WIDENING)
 TILE(widening_q5k, MR_KQ, MOE_DTYPE_Q5_K, CASE_WIDENING)
 TILE(widening_q6k, MR_KQ, MOE_DTYPE_Q6_K, CASE_WIDENING)
 TILE(widening_q3k, MR_KQ, MOE_DTYPE_Q3_K, CASE_WIDENING)
+TILE(widening_q2k, MR_KQ, MOE_DTYPE_Q2_K, CASE_WIDENING)
 TILE(widened_dense, MR_F32, MOE_DTYPE_F32, CASE_WIDENED)
 TILE(widened_q8, MR_WIDENED_BLOCK, MOE_DTYPE_Q8_0, CASE_WIDENED)
 TILE(widened_q4, MR_WIDENED_BLOCK, MOE_DTYPE_Q4_0, CASE_WIDENED)
@@ -1073,6 +1113,7 @@ TILE(widened_q4k, MR_KQ_WIDENED, MOE_DTYPE_Q4_K, CASE_WIDENED)
 TILE(widened_q5k, MR_KQ_WIDENED, MOE_DTYPE_Q5_K, CASE_WIDENED)
 TILE(widened_q6k, MR_KQ_WIDENED, MOE_DTYPE_Q6_K, CASE_WIDENED)
 TILE(widened_q3k, MR_KQ_WIDENED, MOE_DTYPE_Q3_K, CASE_WIDENED)
+TILE(widened_q2k, MR_KQ_WIDENED, MOE_DTYPE_Q2_K, CASE_WIDENED)
 
 prefill_tiles PREFILL_TILES(moe_dtype dt)
 {
@@ -1095,6 +1136,8 @@ prefill_tiles PREFILL_TILES(moe_dtype dt)
         return (prefill_tiles){widening_q6k, widened_q6k};
     case MOE_DTYPE_Q3_K:
         return (prefill_tiles){widening_q3k, widened_q3k};
+    case MOE_DTYPE_Q2_K:
+        return (prefill_tiles){widening_q2k, widened_q2k};
     default:
         return (prefill_tiles){NULL, NULL};
     }
@@ -1184,6 +1227,7 @@ static void gemm_int(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, 
     const int_tile_fn tile = g->dtype == MOE_DTYPE_Q4_K ? (wide ? tile_i16_q4k : tile_i8_q4k)
                              : g->dtype == MOE_DTYPE_Q6_K ? (wide ? tile_i16_q6k : tile_i8_q6k)
                              : g->dtype == MOE_DTYPE_Q3_K ? (wide ? tile_i16_q3k : tile_i8_q3k)
+                             : g->dtype == MOE_DTYPE_Q2_K ? (wide ? tile_i16_q2k : tile_i8_q2k)
                              : g->dtype == MOE_DTYPE_Q5_K ? (wide ? tile_i16_q5k : tile_i8_q5k)
                              : g->dtype == MOE_DTYPE_Q4_0 ? (wide ? tile_i16_q4 : tile_i8_q4)
                                                           : (wide ? tile_i16_q8 : tile_i8_q8);
@@ -1272,15 +1316,17 @@ static format_kernels kernels_of(moe_dtype dt, bool prefetch_dense)
         return (format_kernels){tile_q6k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     case MOE_DTYPE_Q3_K:
         return (format_kernels){tile_q3k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
+    case MOE_DTYPE_Q2_K:
+        return (format_kernels){tile_q2k, p.widening, p.widened, MR_KQ, MR_KQ, MR_KQ_WIDENED};
     default:
         return (format_kernels){prefetch_dense ? tile_f32 : tile_f32_hw, NULL, NULL, MR_F32, 0, 0};
     }
 }
 
 /* Rows [r0, r1) of pairs [p0, p1), pair-outer: a pair is read from memory once and stays in cache
- * for the rows. sums: the rows' sums per 32 k, nsub a row (Q4_K, Q5_K, Q4_CODES; else NULL). Rows in
- * groups of WIDENED_ROWS; a group with more rows than one packed tile takes widens each pair's
- * chunks once (the widening tiles, above), a smaller one (decode) reads the packed weights. */
+ * for the rows. sums: the rows' sums per ASUM_K k, nsub a row (Q2_K, Q4_K, Q5_K, Q4_CODES; else NULL). Rows
+ * in groups of WIDENED_ROWS; a group with more rows than one packed tile takes widens each pair's chunks once
+ * (the widening tiles, above), a smaller one (decode) reads the packed weights. */
 static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r0, int64_t r1, int64_t p0,
                       int64_t p1, const float *sums, int64_t nsub)
 {
@@ -1311,7 +1357,7 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
                         const float *ak[MR_MAX], *sk[MR_MAX];
                         for (int i = 0; i < n; i++) {
                             ak[i] = arow[r + i] + kc;
-                            sk[i] = sums ? srow[r + i] + kc / 32 : NULL;
+                            sk[i] = sums ? srow[r + i] + kc / ASUM_K(g->dtype) : NULL;
                         }
                         (r ? fk->widened : fk->widening)(n, kn, ak, sums ? sk : NULL, bc, acc + r * PAIR,
                                                          widened);
@@ -1323,12 +1369,12 @@ static void gemm_rows(const moe_cpu_gemm *g, const format_kernels *fk, int64_t r
     }
 }
 
-/* Q4_K's, Q5_K's and Q4_0's (Q4_CODES) rows in chunks whose sums per 32 k fit KQ_SUMS floats on the stack
- * (64 KiB: a chunk of 36 rows of 14336, 256 of 2048), computed once per chunk rather than once per
- * pair (a chunk smaller than the task's rows streams the pairs once per chunk). Rows longer than
- * KQ_SUMS sub-blocks (K > 524288) leave the sums to the kernel, a super-block (Q4_0: a block) at a time. The
- * simde512 test level keeps 12 (CMake), so the tests run chunks of one row (K = 256) and the
- * kernel's own sums (K = 512). */
+/* Q4_K's, Q5_K's, Q2_K's and Q4_0's (Q4_CODES) rows in chunks whose sums (per ASUM_K k) fit KQ_SUMS floats
+ * on the stack (64 KiB: a chunk of 36 rows of 14336, 256 of 2048; Q2_K half as many), computed once per
+ * chunk rather than once per pair (a chunk smaller than the task's rows streams the pairs once per chunk).
+ * Rows longer than KQ_SUMS sub-blocks (K > 524288; Q2_K 262144) leave the sums to the kernel, a super-block
+ * (Q4_0: a block) at a time. The simde512 test level keeps 12 (CMake), so the tests run chunks of one row
+ * (K = 256) and the kernel's own sums (K = 512; Q2_K at every K). */
 #ifndef MOE_CPU_KQ_SUMS
 #define MOE_CPU_KQ_SUMS 16384
 #endif
@@ -1348,12 +1394,12 @@ static void gemm(const moe_cpu_gemm *g, int64_t r0, int64_t r1, int64_t p0, int6
     }
 #endif
     const format_kernels fk = kernels_of(g->dtype, g->prefetch_dense);
-    if (g->dtype != MOE_DTYPE_Q4_K && g->dtype != MOE_DTYPE_Q5_K &&
+    if (g->dtype != MOE_DTYPE_Q4_K && g->dtype != MOE_DTYPE_Q5_K && g->dtype != MOE_DTYPE_Q2_K &&
         !(g->dtype == MOE_DTYPE_Q4_0 && Q4_CODES)) {
         gemm_rows(g, &fk, r0, r1, p0, p1, NULL, 0);
         return;
     }
-    const int64_t K = g->k_dim, nsub = K / 32;
+    const int64_t K = g->k_dim, nsub = K / ASUM_K(g->dtype);
     if (nsub > KQ_SUMS) {
         gemm_rows(g, &fk, r0, r1, p0, p1, NULL, 0);
         return;

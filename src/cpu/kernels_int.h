@@ -428,28 +428,35 @@ ALWAYS_INLINE void q3k_values(moe_ivec q, moe_ivec hm, int n, moe_ivec w[4])
         w[m] = ivec_or(ivec_and(ivec_srli(q, 2 * m), pair), ivec_and(h, bit2));
     }
 }
+/* Q2_K's values (0..3) of 4 words, as q3k_values' without the third bits. */
+ALWAYS_INLINE void q2k_values(moe_ivec q, moe_ivec w[4])
+{
+    const moe_ivec pair = ivec_set1_i8(3);
+    for (int m = 0; m < 4; m++) w[m] = ivec_and(ivec_srli(q, 2 * m), pair);
+}
 
-/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q6_K's or Q3_K's integer layout (cpu.h:
- * its quants and its high bits in words), a_r quantised (int8, or int16 when wide). A sub-block of Q6_K
- * (and of Q3_K) is 16 values, one int8 scale, as an activation group is 16 values, one d_a: per sub-block
- * j the exact integer Σ q·q_a − 32·Σ q_a (the values enter unsigned, 0..63, the zero point 32 taken off
- * with the activations' sum; Q3_K's 0..7 and 4), then out += d·sc_j·d_a·that. Q3_K's words are as Q6_K's
- * qh: group 8n + 4h + i of its 2-bit pairs holds, per column, 4 consecutive k of values 128n + 16h + 4i +
- * 32m in bits 2m, and group 4h + i of its third bits serves both n (bits 4n + m). Nibble word group 16n + 8g
- * + 4h + i holds, per column, 4 consecutive k of value 128n + 32g + 16h + 4i (low nibbles) and the same + 64
- * (high); their high bits are in one word, qh group 8n + 4h + i (bits 2g, 2g + 1 of each byte for the low
- * nibble's value, 2g + 4, 2g + 5 for the high one's), so one qh load serves both g: 4 words of 4 k at k +
- * 32m, m = 0..3, of sub-blocks 8n + h + 2m. The super-block is read a quarter (n, h) at a time, its 8 nibble
- * groups and 4 qh groups (24 lines), each vector of the pair in turn, out read and written once a quarter; as
- * a quarter starts, its lines as far ahead as MOE_CPU_PREFETCH_DIST are prefetched (the head's as the
+/* out[r][0..32) = Σ_k a_r[k] · pair[k][·] for r < nr, the pair in Q6_K's, Q3_K's or Q2_K's integer layout
+ * (cpu.h: its quants and its high bits in words), a_r quantised (int8, or int16 when wide). A sub-block of
+ * Q6_K (and of Q3_K, Q2_K) is 16 values, one scale, as an activation group is 16 values, one d_a: per
+ * sub-block j the exact integer Σ q·q_a − 32·Σ q_a (the values enter unsigned, 0..63, the zero point 32 taken
+ * off with the activations' sum; Q3_K's 0..7 and 4; Q2_K's 0..3 and none), then out += d·sc_j·d_a·that (Q2_K:
+ * − dmin·m_j·d_a·Σ q_a, its min, as int_kq_rows takes Q4_K's). Q3_K's words are as Q6_K's qh: group 8n + 4h +
+ * i of its 2-bit pairs (Q2_K's too) holds, per column, 4 consecutive k of values 128n + 16h + 4i + 32m in
+ * bits 2m, and group 4h + i of its third bits serves both n (bits 4n + m). Nibble word group 16n + 8g + 4h +
+ * i holds, per column, 4 consecutive k of value 128n + 32g + 16h + 4i (low nibbles) and the same + 64 (high);
+ * their high bits are in one word, qh group 8n + 4h + i (bits 2g, 2g + 1 of each byte for the low nibble's
+ * value, 2g + 4, 2g + 5 for the high one's), so one qh load serves both g: 4 words of 4 k at k + 32m, m =
+ * 0..3, of sub-blocks 8n + h + 2m. The super-block is read a quarter (n, h) at a time, its 8 nibble groups
+ * and 4 qh groups (24 lines), each vector of the pair in turn, out read and written once a quarter; as a
+ * quarter starts, its lines as far ahead as MOE_CPU_PREFETCH_DIST are prefetched (the head's as the
  * super-block starts), as int_kq_rows does by chunks. The super-block's 105 lines prefetched at once as it
  * started held the stream back: 2-core Zen 4, qwen3-30b-a3b decode from memory, Q6_K on int8, 1.26-1.29 ms a
  * forward (float activations 1.23-1.28), by quarters 0.89-1.02. */
 ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wide, int64_t k_dim,
                                  const qrow *a, const unsigned char *b, float *restrict out)
-{ /* dt: MOE_DTYPE_Q6_K or MOE_DTYPE_Q3_K */
-    const bool q3 = dt == MOE_DTYPE_Q3_K;
-    const int zero = q3 ? 4 : 32; /* the values' zero point */
+{ /* dt: MOE_DTYPE_Q6_K, MOE_DTYPE_Q3_K or MOE_DTYPE_Q2_K */
+    const bool q2 = dt == MOE_DTYPE_Q2_K, q3 = dt == MOE_DTYPE_Q3_K, pairs = q2 || q3;
+    const int zero = q2 ? 0 : q3 ? 4 : 32; /* the values' zero point */
     const size_t super_bytes = MOE_CPU_KQ_PAIR_SUPER(dt), group = 4 * PAIR;
     const moe_ivec bytes02 = ivec_set1(0x00ff00ff);
     zero_rows(nr, out);
@@ -461,11 +468,11 @@ ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wi
         for (int n = 0; n < 2; n++)
             for (int h = 0; h < 2; h++) {
                 /* the quarter's lines: 4 nibble groups for each g, 4 qh groups (Q3_K: 4 groups of
-                 * each field) */
+                 * each field; Q2_K: of its one) */
                 for (size_t l = 0; l < 4 * group; l += 64) {
-                    if (q3) {
+                    if (pairs) {
                         prefetch_line_l1(ql + (size_t)(8 * n + 4 * h) * group + l);
-                        prefetch_line_l1(qh + (size_t)(4 * h) * group + l);
+                        if (q3) prefetch_line_l1(qh + (size_t)(4 * h) * group + l);
                         continue;
                     }
                     prefetch_line_l1(ql + (size_t)(16 * n + 4 * h) * group + l);
@@ -479,7 +486,9 @@ ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wi
                         for (int m = 0; m < 4; m++) s[r][m] = ivec_zero();
                     for (int i = 0; i < 4; i++) {
                         moe_ivec w[4]; /* k + 0, + 32, + 64, + 96 */
-                        if (q3) {
+                        if (q2) {
+                            q2k_values(ivec_loadu(ql + (size_t)(8 * n + 4 * h + i) * group + col), w);
+                        } else if (q3) {
                             q3k_values(ivec_loadu(ql + (size_t)(8 * n + 4 * h + i) * group + col),
                                        ivec_loadu(qh + (size_t)(4 * h + i) * group + col), n, w);
                         } else {
@@ -507,17 +516,29 @@ ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wi
                         }
                     }
                     const moe_vec d = vec_load_f16((const uint16_t *)(const void *)p + v * MOE_VLEN);
+                    const moe_vec dmin =
+                        q2 ? vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) +
+                                          v * MOE_VLEN)
+                           : vec_zero();
                     moe_vec o[MR_INT];
                     for (int r = 0; r < nr; r++) o[r] = vec_load(out + r * PAIR + v * MOE_VLEN);
                     for (int m = 0; m < 4; m++) {
                         const int j = 8 * n + h + 2 * m;
-                        const moe_vec scale = vec_mul(
-                            d, vec_from_int(ivec_load_i8(p + MOE_CPU_KQ_SC(dt) + (size_t)j * MOE_CPU_KQ_COLS +
-                                                         (size_t)v * MOE_VLEN)));
+                        const unsigned char *sc =
+                            p + MOE_CPU_KQ_SC(dt) + (size_t)j * MOE_CPU_KQ_COLS + (size_t)v * MOE_VLEN;
+                        moe_vec scale, min = vec_zero();
+                        if (q2) { /* ggml's byte: the scale's nibble low, the min's high */
+                            const moe_ivec x = ivec_load_u8(sc);
+                            scale = vec_mul(d, vec_from_int(ivec_and(x, ivec_set1(15))));
+                            min = vec_mul(dmin, vec_from_int(ivec_srli(x, 4)));
+                        } else {
+                            scale = vec_mul(d, vec_from_int(ivec_load_i8(sc)));
+                        }
                         for (int r = 0; r < nr; r++) {
                             const int64_t g = g0 + j;
                             const moe_vec x = vec_from_i32(ivec_sub(s[r][m], ivec_set1(zero * a[r].sum[g])));
                             o[r] = vec_fmadd(vec_mul(scale, vec_set1(a[r].d[g])), x, o[r]);
+                            if (q2) o[r] = vec_fmadd(min, vec_set1(-a[r].d[g] * (float)a[r].sum[g]), o[r]);
                         }
                     }
                     for (int r = 0; r < nr; r++) vec_store(out + r * PAIR + v * MOE_VLEN, o[r]);
@@ -555,4 +576,6 @@ INT_TILE(tile_i8_q6k, int_kq16_rows, MOE_DTYPE_Q6_K, false)
 INT_TILE(tile_i16_q6k, int_kq16_rows, MOE_DTYPE_Q6_K, true)
 INT_TILE(tile_i8_q3k, int_kq16_rows, MOE_DTYPE_Q3_K, false)
 INT_TILE(tile_i16_q3k, int_kq16_rows, MOE_DTYPE_Q3_K, true)
+INT_TILE(tile_i8_q2k, int_kq16_rows, MOE_DTYPE_Q2_K, false)
+INT_TILE(tile_i16_q2k, int_kq16_rows, MOE_DTYPE_Q2_K, true)
 #endif /* MOE_CPU_INT8 */

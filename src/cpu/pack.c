@@ -73,10 +73,10 @@ static size_t kq_at(bool words, int t, int col)
     return words ? (size_t)((t / 4) * 4 * C + col * 4 + t % 4) : (size_t)(t * C + col);
 }
 
-/* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with
- * words (Q4_K, and Q3_K / Q5_K / Q6_K for integer activations) the nibble bytes, and the high bits, in groups
- * of 4, one 32-bit word a column; Q4_K without them has its nibbles paired within sub-blocks
- * (q4k_paired_byte). */
+/* Column col of a pair in a K-quant layout (cpu.h): each super-block's fields to their rows; with words
+ * (Q4_K and Q2_K at 512 bits, and Q2_K / Q3_K / Q5_K / Q6_K for integer activations) the nibble bytes, and
+ * the high bits, in groups of 4, one 32-bit word a column; Q4_K without them has its nibbles paired within
+ * sub-blocks (q4k_paired_byte). */
 static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int col, bool words,
                            const unsigned char *row)
 {
@@ -86,6 +86,13 @@ static void scatter_kquant(unsigned char *pair, moe_dtype dt, int64_t k_dim, int
     for (int64_t b = 0; b < k_dim / MOE_SUPER_BLOCK_SIZE; b++) {
         unsigned char *dst = pair + (size_t)b * dst_bytes;
         const unsigned char *src = row + (size_t)b * src_bytes;
+        if (dt == MOE_DTYPE_Q2_K) { /* scales[16] (sc | m << 4, kept so), qs[64], fp16 d, fp16 dmin */
+            memcpy(dst + 2 * col, src + 80, 2);
+            memcpy(dst + MOE_CPU_KQ_DMIN + 2 * col, src + 82, 2);
+            for (int j = 0; j < 16; j++) dst[MOE_CPU_KQ_SC(dt) + j * C + col] = src[j];
+            for (int t = 0; t < 64; t++) dst[MOE_CPU_KQ_NIB(dt) + kq_at(words, t, col)] = src[16 + t];
+            continue;
+        }
         if (dt == MOE_DTYPE_Q3_K) { /* hmask[32], qs[64], scales[12], fp16 d */
             memcpy(dst + 2 * col, src + 108, 2);
             for (int j = 0; j < 16; j++)
@@ -166,9 +173,8 @@ void moe_cpu_pack(unsigned char *dst, const moe_weight_src *s, bool nibble_words
     const moe_dtype dt = s->dtype;
     /* The word layouts (cpu.h): integer activations' formats, and the 4-bit ones of the float
      * kernels where the kernel set has nibble_words. */
-    const bool words =
-        s->int_dot ||
-        (nibble_words && (dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K || dt == MOE_DTYPE_MXFP4));
+    const bool words = s->int_dot || (nibble_words && (dt == MOE_DTYPE_Q4_0 || dt == MOE_DTYPE_Q4_K ||
+                                                       dt == MOE_DTYPE_MXFP4 || dt == MOE_DTYPE_Q2_K));
     for (int64_t u = u0; u < u1; u++) {
         const int64_t b = u / pairs, q = u % pairs;
         unsigned char *pair = dst + (size_t)u * pair_bytes;

@@ -228,6 +228,12 @@ static inline moe_vec vec_nibble(moe_ivec x, int n, moe_vec table)
 {
     return simde_mm512_permutexvar_ps(n ? ivec_srli(x, 4 * n) : x, table);
 }
+/* The 2-bit code at bits s, s + 1 of each 32-bit lane of x, by the same lookup: `table` repeats the
+ * 4 codes' values, so the 2 bits above them that vpermps also reads do not matter (Q2_K). */
+static inline moe_vec vec_pair(moe_ivec x, int s, moe_vec table)
+{
+    return simde_mm512_permutexvar_ps(s ? ivec_srli(x, s) : x, table);
+}
 #else
 /* MOE_VLEN bytes of Q4_0 quants → two vectors: the low nibbles q_lo and the whole bytes
  * q_lo + 16·q_hi, as floats (a mask and two conversions). The codes, not the values q − 8: the

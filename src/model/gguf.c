@@ -15,9 +15,9 @@
  * aligned and disjoint, where ggml also wants them packed in file order, since nothing here
  * depends on the packing.
  *
- * The ggml types the layer reads (F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4) become their
- * moe_dtype; the other known types keep their name, block and size, so a file that has them still parses (its
- * other tensors are usable) and a layer that needs one says which type it met.
+ * The ggml types the layer reads (F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4) become
+ * their moe_dtype; the other known types keep their name, block and size, so a file that has them still
+ * parses (its other tensors are usable) and a layer that needs one says which type it met.
  */
 #if !defined(_WIN32)
 #define _POSIX_C_SOURCE 200809L
@@ -49,7 +49,7 @@ static const ggml_type_info ggml_types[] = {
     {2, "Q4_0", 32, 18, MOE_DTYPE_Q4_0},   {3, "Q4_1", 32, 20, MOE_DTYPE_DEFAULT},
     {6, "Q5_0", 32, 22, MOE_DTYPE_DEFAULT}, {7, "Q5_1", 32, 24, MOE_DTYPE_DEFAULT},
     {8, "Q8_0", 32, 34, MOE_DTYPE_Q8_0},   {9, "Q8_1", 32, 36, MOE_DTYPE_DEFAULT},
-    {10, "Q2_K", 256, 84, MOE_DTYPE_DEFAULT}, {11, "Q3_K", 256, 110, MOE_DTYPE_Q3_K},
+    {10, "Q2_K", 256, 84, MOE_DTYPE_Q2_K}, {11, "Q3_K", 256, 110, MOE_DTYPE_Q3_K},
     {12, "Q4_K", 256, 144, MOE_DTYPE_Q4_K}, {13, "Q5_K", 256, 176, MOE_DTYPE_Q5_K},
     {14, "Q6_K", 256, 210, MOE_DTYPE_Q6_K}, {15, "Q8_K", 256, 292, MOE_DTYPE_DEFAULT},
     {16, "IQ2_XXS", 256, 66, MOE_DTYPE_DEFAULT}, {17, "IQ2_XS", 256, 74, MOE_DTYPE_DEFAULT},

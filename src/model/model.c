@@ -340,7 +340,7 @@ const moe_file_tensor *moe_lookup_need(moe_lookup *lk, const char *suffix, int64
         lk->st = moe_fail(
             lk->ctx, MOE_ERROR_FORMAT, "%s: tensor '%s' has type %s, which this version does not read (%s)",
             file, name, t->dtype_name,
-            lk->m->gguf ? "it reads F32, F16, BF16, Q8_0, Q4_0, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4"
+            lk->m->gguf ? "it reads F32, F16, BF16, Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and MXFP4"
                         : "F32, F16 or BF16 expected");
         return NULL;
     }

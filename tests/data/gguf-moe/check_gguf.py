@@ -13,10 +13,10 @@
    the F32 tensors of its -deq file, and both give the same forward output;
 5. the split's shards hold the same tensors and keys as qwen2moe.gguf, shards 2..n only split.*,
    and the layer's expert tensors lie in different shards;
-6. the K-quant files (synthetic-q4_k_m, synthetic-q5_k_m, synthetic-q3_k_m) have the intended keys,
-   tensor types and ne, decode to finite weights of rms ~ 1/16 and a finite O(1) output on
-   synthetic-kx.npy; the refusal fixture synthetic-q2_k.gguf has a Q2_K ffn_down_exps and nothing
-   else unusual.
+6. the K-quant files (synthetic-q4_k_m, synthetic-q5_k_m, synthetic-q3_k_m, synthetic-q2_k) have the
+   intended keys, tensor types and ne, decode to finite weights of rms ~ 1/16 and a finite O(1)
+   output on synthetic-kx.npy; the refusal fixture synthetic-iq2_xxs.gguf has an IQ2_XXS
+   ffn_down_exps and nothing else unusual.
 Exits non-zero on the first failure.
 """
 import json
@@ -384,27 +384,29 @@ def main():
         if (not f.startswith("synthetic-") or f.endswith("-deq.gguf")) and f != "gpt-oss.gguf":
             check(all(t.tensor_type == T.F32 for t in readers[f][0].tensors), f"{f}: float file holds a non-F32 tensor")
 
-    # refusal fixtures: Q2_K stays unsupported (Q3_K, Q4_K, Q5_K and Q6_K are read)
-    r, kv = readers["synthetic-q2_k.gguf"]
+    # refusal fixtures: IQ2_XXS stays unsupported (Q2_K, Q3_K, Q4_K, Q5_K and Q6_K are read)
+    r, kv = readers["synthetic-iq2_xxs.gguf"]
     ty = {t.name: t.tensor_type for t in r.tensors}
-    check(ty["blk.0.ffn_down_exps.weight"] == T.Q2_K
-          and all(v == T.F32 for k, v in ty.items() if k != "blk.0.ffn_down_exps.weight"), "synthetic-q2_k types")
+    check(ty["blk.0.ffn_down_exps.weight"] == T.IQ2_XXS
+          and all(v == T.F32 for k, v in ty.items() if k != "blk.0.ffn_down_exps.weight"), "synthetic-iq2_xxs types")
     tq = r.tensors[[t.name for t in r.tensors].index("blk.0.ffn_down_exps.weight")]
-    check(list(map(int, tq.shape)) == [256, 32, 2] and int(tq.n_bytes) == 2 * 32 * 84, "synthetic-q2_k down ne/bytes")
-    q = dequantize(np.array(tq.data), T.Q2_K)
-    check(np.isfinite(q).all() and np.abs(q).max() < 10, "synthetic-q2_k decodes to sane values")
-    check(kv["general.file_type"][1] == 10 and kv["qwen3moe.embedding_length"][1] == 32, "synthetic-q2_k keys")
-    check(not any("q2_k" in c["file"] for c in cases), "synthetic-q2_k is a refusal, not an index.json case")
+    check(list(map(int, tq.shape)) == [256, 32, 2] and int(tq.n_bytes) == 2 * 32 * 66,
+          "synthetic-iq2_xxs down ne/bytes")
+    q = dequantize(np.array(tq.data), T.IQ2_XXS)
+    check(np.isfinite(q).all() and np.abs(q).max() < 10, "synthetic-iq2_xxs decodes to sane values")
+    # llama_ftype 19: MOSTLY_IQ2_XXS
+    check(kv["general.file_type"][1] == 19 and kv["qwen3moe.embedding_length"][1] == 32, "synthetic-iq2_xxs keys")
+    check(not any("iq2_xxs" in c["file"] for c in cases), "synthetic-iq2_xxs is a refusal, not an index.json case")
     check(not os.path.exists("synthetic-q4_k.gguf"), "synthetic-q4_k.gguf (Q4_K is read now) is gone")
 
     # K-quant files: keys, types, ne; sane decoded weights (gguf.quants.dequantize)
     kx = np.load("synthetic-kx.npy")
     check(kx.dtype == np.float32 and kx.shape == (5, 256), f"synthetic-kx.npy {kx.dtype} {kx.shape}")
     downs = []
-    kq_bytes = {T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
-    # llama_ftype: 15 MOSTLY_Q4_K_M, 17 MOSTLY_Q5_K_M, 12 MOSTLY_Q3_K_M
+    kq_bytes = {T.Q2_K: 84, T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+    # llama_ftype: 15 MOSTLY_Q4_K_M, 17 MOSTLY_Q5_K_M, 12 MOSTLY_Q3_K_M, 10 MOSTLY_Q2_K
     for tag, qt, qt_down, ftype in (("q4_k_m", T.Q4_K, T.Q6_K, 15), ("q5_k_m", T.Q5_K, T.Q6_K, 17),
-                                    ("q3_k_m", T.Q3_K, T.Q4_K, 12)):
+                                    ("q3_k_m", T.Q3_K, T.Q4_K, 12), ("q2_k", T.Q2_K, T.Q3_K, 10)):
         f = f"synthetic-{tag}.gguf"
         r, kv = readers[f]
         want_kv = {"general.architecture": "qwen3moe", "general.file_type": ftype, "qwen3moe.embedding_length": 256,
@@ -439,6 +441,12 @@ def main():
     d3 = np.array(Model("synthetic-q3_k_m.gguf").tensors["blk.0.ffn_gate_exps.weight"].data).reshape(-1, 110)
     d3 = d3[:, 108:110].copy().view("<f2").astype(np.float32).ravel()
     check(np.isfinite(d3).all() and (d3 < 0).any() and (d3 > 0).any(), "synthetic-q3_k_m: Q3_K d of one sign")
+    # Q2_K d and dmin positive (ggml writes max_scale/15 and max_min/15), as make_gguf.py draws them
+    for n in ("gate", "up"):
+        b2 = np.array(Model("synthetic-q2_k.gguf").tensors[f"blk.0.ffn_{n}_exps.weight"].data).reshape(-1, 84)
+        dd = b2[:, 80:84].copy().view("<f2").astype(np.float32)
+        check(b2.shape[0] == 4 * 256 and np.isfinite(dd).all() and (dd > 0).all(),
+              f"synthetic-q2_k: Q2_K {n} d, dmin not all positive")
     check(readers["unknown-arch.gguf"][1]["general.architecture"][1] == "falcon", "unknown-arch arch")
 
     # split layout

@@ -26,9 +26,9 @@ SEED_EMBD = 1001      # token_embd of every file
 SEED_DS_DENSE = 1002  # deepseek2.gguf layer 0 dense FFN (the safetensors holds none)
 SEED_SYN = 2024       # synthetic qwen3moe layer + synthetic-x.npy
 SEED_SYN_DS = 2025    # synthetic deepseek2 layer
-SEED_Q2K = 2026       # synthetic-q2_k.gguf
+SEED_IQ2 = 2026       # synthetic-iq2_xxs.gguf (the refusal; synthetic-q2_k.gguf's until moe 0.16.0 read Q2_K)
 SEED_FALCON = 2027    # unknown-arch.gguf
-SEED_KQ = 2028        # synthetic-q{3,4,5}_k_m.gguf, synthetic-kx.npy
+SEED_KQ = 2028        # synthetic-q{3,4,5}_k_m.gguf, synthetic-q2_k.gguf, synthetic-kx.npy
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,14 +375,16 @@ def make_synthetic_deepseek2(deq):
 
 # ----------------------------------------------------------------------------------------------
 # 7. Files the reader must refuse
-def make_q2_k():
-    # Q2_K blocks hold 256 values along ne[0]; ffn_down_exps' ne[0] is the expert width, so this
-    # file uses width 256 (with n_embd 32 and 2 experts to stay small) to keep the file well
-    # formed: the only thing wrong with it is the unsupported type.
-    rng = np.random.default_rng(SEED_Q2K)
+def make_iq2_xxs():
+    # A type moe does not read: IQ2_XXS (ggml type 16), whose blocks hold 256 values along ne[0];
+    # ffn_down_exps' ne[0] is the expert width, so this file uses width 256 (with n_embd 32 and 2
+    # experts to stay small) to keep the file well formed: the only thing wrong with it is the
+    # unsupported type. (Until moe 0.16.0 read Q2_K, this file was synthetic-q2_k.gguf, the same with a
+    # Q2_K down.)
+    rng = np.random.default_rng(SEED_IQ2)
     d, f, E, k = 32, 256, 2, 2
-    w = writer("synthetic-q2_k.gguf", "qwen3moe")
-    common(w, "synthetic qwen3moe with a Q2_K ffn_down_exps (unsupported)", FT.MOSTLY_Q2_K, d, 1, 2 * f)
+    w = writer("synthetic-iq2_xxs.gguf", "qwen3moe")
+    common(w, "synthetic qwen3moe with an IQ2_XXS ffn_down_exps (unsupported)", FT.MOSTLY_IQ2_XXS, d, 1, 2 * f)
     w.add_expert_feed_forward_length(f)
     w.add_expert_count(E)
     w.add_expert_used_count(k)
@@ -391,11 +393,12 @@ def make_q2_k():
     norms(w, 0, d)
     w.add_tensor("blk.0.ffn_gate_inp.weight", (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32))
     w.add_tensor("blk.0.ffn_gate_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
-    # Q2_K block (84 B): scales[16] @0 (4-bit scale | 4-bit min << 4), qs[64] @16, half d @80, half dmin @82
-    blk = rng.integers(0, 256, size=(E, d, f // 256, 84), dtype=np.uint8)
-    blk[..., 80:82] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
-    blk[..., 82:84] = np.frombuffer(np.float16(0.005).tobytes(), np.uint8)
-    w.add_tensor("blk.0.ffn_down_exps.weight", blk.reshape(E, d, (f // 256) * 84), raw_dtype=T.Q2_K)
+    # IQ2_XXS block (66 B): half d @0, then 32 uint16 qs: per 32 values 4 grid indices (a byte each, into
+    # ggml's 256-entry iq2xxs_grid) and a word of four 7-bit sign indices and a 4-bit scale; every bit
+    # pattern decodes, to at most d*(0.5 + 15)*0.25*43 = 1.67 with d = 0.01
+    blk = rng.integers(0, 256, size=(E, d, f // 256, 66), dtype=np.uint8)
+    blk[..., 0:2] = np.frombuffer(np.float16(0.01).tobytes(), np.uint8)
+    w.add_tensor("blk.0.ffn_down_exps.weight", blk.reshape(E, d, (f // 256) * 66), raw_dtype=T.IQ2_XXS)
     w.add_tensor("blk.0.ffn_up_exps.weight", (rng.standard_normal((E, f, d)) / np.sqrt(d)).astype(np.float32))
     w.add_tensor("output_norm.weight", np.ones(d, np.float32))
     finish(w)
@@ -422,9 +425,11 @@ def make_unknown_arch():
 # ----------------------------------------------------------------------------------------------
 # 8. K-quant cases (llama.cpp's Q4_K_M / Q5_K_M mixes): gate/up Q4_K or Q5_K, down Q6_K; and
 #    (moe 0.15.0) its Q3_K_M mix: gate/up Q3_K, down Q4_K (llama-quantize gives a Q3_K_M file's
-#    ffn_down Q5_K in its first n_layer/16 layers, Q4_K in the others: Q4_K for a file of one layer)
+#    ffn_down Q5_K in its first n_layer/16 layers, Q4_K in the others: Q4_K for a file of one layer);
+#    and (moe 0.16.0) its Q2_K mix: gate/up Q2_K, down Q3_K (llama-quantize's Q2_K gives every
+#    ffn_down Q3_K)
 KQ_D, KQ_F, KQ_E, KQ_K, KQ_T = 256, 256, 4, 2, 5   # K-quant rows are whole super-blocks of 256
-KQ_BYTES = {T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
+KQ_BYTES = {T.Q2_K: 84, T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
 # gguf 0.19.0 has no K-quant quantizer, so the expert blocks are random bytes with scales chosen
 # so that a decoded weight has rms ~ 1/sqrt(256) and mean ~ 0 (outputs O(1)). With the 6-bit sc
 # and m and the quants uniform, E[sc] = E[m] = 31.5 and
@@ -435,8 +440,11 @@ KQ_BYTES = {T.Q3_K: 110, T.Q4_K: 144, T.Q5_K: 176, T.Q6_K: 210}
 #   Q3_K  w = d*(sc - 32)*(q - 4), sc in 0..63, q in 0..7: E[(sc - 32)^2] = 341.5, E[(q - 4)^2] = 5.5,
 #         rms = 43.34 |d| (mean 0.25 d, 0.6% of it); d of either sign, as ggml writes it
 #         (d = 1/iscale, iscale = -32/max_scale).
+#   Q2_K  w = d*sc*q - dmin*m, 4-bit sc and m (E = 7.5, E[sc^2] = 77.5), q in 0..3 (E = 1.5,
+#         E[q^2] = 3.5): dmin = 1.5 d centres it; E[w^2] = (271.25 - 253.125 + 174.375) d^2,
+#         rms = 13.87 d; d and dmin positive, as ggml writes them (max_scale/15, max_min/15).
 KQ_SCALE = {T.Q4_K: (0.0625 / 252.8, 7.5), T.Q5_K: (0.0625 / 515.5, 15.5), T.Q6_K: (0.0625 / 1365.7, None),
-            T.Q3_K: (0.0625 / 43.34, None)}
+            T.Q3_K: (0.0625 / 43.34, None), T.Q2_K: (0.0625 / 13.87, 1.5)}
 
 
 def kquant_bytes(rng, qt, rows, cols):
@@ -450,17 +458,19 @@ def kquant_bytes(rng, qt, rows, cols):
         d = np.where(rng.integers(0, 2, size=d.shape) == 1, -d, d).astype(np.float16)
         at = 208 if qt == T.Q6_K else 108
         b[..., at:at + 2] = d[..., None].view(np.uint8)
-    else:              # block_q4_K / block_q5_K: half d @0, half dmin @2, scales[12] @4, ...
+    else:              # block_q4_K / block_q5_K: half d @0, half dmin @2, scales[12] @4, ...;
+        # block_q2_K: scales[16], qs[64], half d @80, half dmin @82
         dmin = (d0 * dmin_per_d * rng.uniform(0.5, 1.5, size=b.shape[:-1])).astype(np.float16)
-        b[..., 0:2] = d[..., None].view(np.uint8)
-        b[..., 2:4] = dmin[..., None].view(np.uint8)
+        at = 80 if qt == T.Q2_K else 0
+        b[..., at:at + 2] = d[..., None].view(np.uint8)
+        b[..., at + 2:at + 4] = dmin[..., None].view(np.uint8)
     return b.reshape(*rows, nb * KQ_BYTES[qt])
 
 
 def kquant_weights(qt_gate, qt_down=T.Q6_K):
     """Router (F32), x, and the raw bytes of down (qt_down), gate and up (qt_gate). The router and x
-    are the same for every case, and so is a Q6_K down; a down of another type (Q3_K_M's Q4_K) comes
-    after gate and up on their generator, so the files made before it keep their bytes."""
+    are the same for every case, and so is a Q6_K down; a down of another type (Q3_K_M's Q4_K, Q2_K's
+    Q3_K) comes after gate and up on their generator, so the files made before it keep their bytes."""
     rng = np.random.default_rng(SEED_KQ)
     d, f, E = KQ_D, KQ_F, KQ_E
     router = (rng.standard_normal((E, d)) / np.sqrt(d)).astype(np.float32)
@@ -560,8 +570,8 @@ def index():
                           deq=f"synthetic-{tag}-deq.gguf", weight_dtype=tag, arch="qwen3moe"))
     cases.append(dict(file="synthetic-deepseek2-q.gguf", layer=0, T=SYN_T, x="synthetic-x.npy", y_ref=None,
                       hf=None, deq="synthetic-deepseek2-q-deq.gguf", weight_dtype="mixed", arch="deepseek2"))
-    # weight_dtype: gate/up's; down is Q6_K (Q4_K in q3_k_m)
-    for tag, gate_dtype in (("q4_k_m", "q4_k"), ("q5_k_m", "q5_k"), ("q3_k_m", "q3_k")):
+    # weight_dtype: gate/up's; down is Q6_K (Q4_K in q3_k_m, Q3_K in q2_k)
+    for tag, gate_dtype in (("q4_k_m", "q4_k"), ("q5_k_m", "q5_k"), ("q3_k_m", "q3_k"), ("q2_k", "q2_k")):
         cases.append(dict(file=f"synthetic-{tag}.gguf", layer=0, T=KQ_T, x="synthetic-kx.npy", y_ref=None,
                           hf=None, deq=None, weight_dtype=gate_dtype, arch="qwen3moe"))
     with open(os.path.join(HERE, "index.json"), "w") as f:
@@ -597,11 +607,12 @@ def main():
     make_synthetic_qwen3("mixed", T.Q4_0, T.Q4_0, T.Q8_0, True)
     make_synthetic_deepseek2(False)
     make_synthetic_deepseek2(True)
-    make_q2_k()
+    make_iq2_xxs()
     make_unknown_arch()
     make_kquant("q4_k_m", T.Q4_K, FT.MOSTLY_Q4_K_M)
     make_kquant("q5_k_m", T.Q5_K, FT.MOSTLY_Q5_K_M)
     make_kquant("q3_k_m", T.Q3_K, FT.MOSTLY_Q3_K_M, T.Q4_K)
+    make_kquant("q2_k", T.Q2_K, FT.MOSTLY_Q2_K, T.Q3_K)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, False)
     make_synthetic_qwen3("mxfp4", T.MXFP4, T.MXFP4, T.MXFP4, True)
     make_gpt_oss()
