@@ -88,23 +88,21 @@ int moe_q3k_scale(const unsigned char *scales, int s)
     return low | (((scales[8 + s % 4] >> (2 * (s / 4))) & 3) << 4);
 }
 
-/* A Q3_K super-block's quants, 0..7 (ggml subtracts 4): value 128n + 32j + l has two bits at 2j of
- * qs byte 32n + l and bit 4n + j of hmask byte l above them. */
-static void q3_unpack(const unsigned char *hmask, const unsigned char *qs, uint8_t q[QK])
-{
-    for (int n = 0; n < 2; n++)
-        for (int j = 0; j < 4; j++)
-            for (int l = 0; l < 32; l++)
-                q[128 * n + 32 * j + l] =
-                    (uint8_t)(((qs[32 * n + l] >> (2 * j)) & 3) | ((hmask[l] >> (4 * n + j)) & 1) << 2);
-}
-
 /* Q2_K's quants, 0..3: value 128n + 32j + l is bits 2j of qs byte 32n + l (Q3_K's low bits). */
 static void q2_unpack(const unsigned char *qs, uint8_t q[QK])
 {
     for (int n = 0; n < 2; n++)
         for (int j = 0; j < 4; j++)
             for (int l = 0; l < 32; l++) q[128 * n + 32 * j + l] = (uint8_t)((qs[32 * n + l] >> (2 * j)) & 3);
+}
+
+/* A Q3_K super-block's quants, 0..7 (ggml subtracts 4): value 128n + 32j + l has Q2_K's two bits (at 2j of
+ * qs byte 32n + l) and bit 4n + j of hmask byte l above them. */
+static void q3_unpack(const unsigned char *hmask, const unsigned char *qs, uint8_t q[QK])
+{
+    q2_unpack(qs, q);
+    for (int s = 0; s < 8; s++)
+        for (int l = 0; l < 32; l++) q[32 * s + l] |= (uint8_t)(((hmask[l] >> s) & 1) << 2);
 }
 
 /* Q4_K / Q5_K / Q2_K: value i = d·sc[s]·q[i] − dmin·m[s] over sub-blocks s of `sub` values. */

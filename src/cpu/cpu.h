@@ -126,10 +126,11 @@
 #define MOE_CPU_KQ_NIB(dt)                                                                                   \
     (MOE_CPU_KQ_SUB16(dt) ? MOE_CPU_KQ_SC(dt) + 16 * MOE_CPU_KQ_COLS : MOE_CPU_KQ_M + 8 * MOE_CPU_KQ_COLS)
 #define MOE_CPU_KQ_QH(dt) (MOE_CPU_KQ_NIB(dt) + (MOE_CPU_KQ_PAIRS(dt) ? 64 : 128) * MOE_CPU_KQ_COLS)
-#define MOE_CPU_KQ_PAIR_SUPER(dt)                                                                            \
-    ((dt) == MOE_DTYPE_Q4_K || (dt) == MOE_DTYPE_Q2_K                                                        \
-         ? MOE_CPU_KQ_QH(dt)                                                                                 \
-         : MOE_CPU_KQ_QH(dt) + ((dt) == MOE_DTYPE_Q6_K ? 64 : 32) * MOE_CPU_KQ_COLS)
+/* Byte rows of the high-bit field last in the super-block: Q6_K's high pairs, Q5_K's fifth bits, Q3_K's
+ * third bits; none for Q2_K and Q4_K. */
+#define MOE_CPU_KQ_QH_ROWS(dt)                                                                               \
+    ((dt) == MOE_DTYPE_Q6_K ? 64 : (dt) == MOE_DTYPE_Q5_K || (dt) == MOE_DTYPE_Q3_K ? 32 : 0)
+#define MOE_CPU_KQ_PAIR_SUPER(dt) (MOE_CPU_KQ_QH(dt) + MOE_CPU_KQ_QH_ROWS(dt) * MOE_CPU_KQ_COLS)
 
 /* Pairs in a packed tensor of n_out columns, and output columns per pair. */
 static inline int64_t moe_cpu_pairs(int64_t n_out, bool gated)

@@ -718,6 +718,16 @@ ALWAYS_INLINE void kq_load(const moe_dtype dt, const unsigned char *p, int t, mo
 #define KQ_SUB(dt)   (MOE_CPU_KQ_SUB16(dt) ? 16 : 32) /* values per sub-block (one scale) */
 #define KQ_GROUP(dt) (MOE_CPU_KQ_SUB16(dt) || KQ_PAIRED(dt) ? 16 : 32)
 
+/* Q2_K's d·sc and dmin·m for a vector of columns, from ggml's scale bytes at sc (the scale's nibble low,
+ * the min's high): kq_scale's and int_kq16_rows'. */
+ALWAYS_INLINE void q2k_scale_min(moe_vec d, moe_vec dmin, const unsigned char *sc, moe_vec *scale,
+                                 moe_vec *min)
+{
+    const moe_ivec x = ivec_load_u8(sc);
+    *scale = vec_mul(d, vec_from_int(ivec_and(x, ivec_set1(15))));
+    *min = vec_mul(dmin, vec_from_int(ivec_srli(x, 4)));
+}
+
 /* End of sub-block j of super-block p: tot[r] += d·sc[j]·sums[r] (− dmin·m[j]·asum[r][j], for
  * Q2_K / Q4_K / Q5_K: the min is the same for every value of the sub-block, so it multiplies Σ a_r over
  * the sub-block, which asum[r] holds from the super-block's first sub-block). tot: the rows'
@@ -735,12 +745,10 @@ ALWAYS_INLINE void kq_scale(const int nr, const moe_dtype dt, const unsigned cha
             scale = vec_mul(d, vec_load_i8((const int8_t *)(const void *)sc));
         } else {
             const moe_vec dmin = vec_load_f16((const uint16_t *)(const void *)(p + MOE_CPU_KQ_DMIN) + c);
-            const moe_ivec x = ivec_load_u8(sc);
-            if (dt == MOE_DTYPE_Q2_K) { /* ggml's byte: the scale's nibble low, the min's high */
-                scale = vec_mul(d, vec_from_int(ivec_and(x, ivec_set1(15))));
-                min = vec_mul(dmin, vec_from_int(ivec_srli(x, 4)));
+            if (dt == MOE_DTYPE_Q2_K) {
+                q2k_scale_min(d, dmin, sc, &scale, &min);
             } else {
-                scale = vec_mul(d, vec_from_int(x));
+                scale = vec_mul(d, vec_from_int(ivec_load_u8(sc)));
                 min = vec_mul(dmin, vec_from_int(ivec_load_u8(p + MOE_CPU_KQ_M + j * MOE_CPU_KQ_COLS + c)));
             }
         }
@@ -905,8 +913,7 @@ ALWAYS_INLINE void kq_rows(const int nr, const moe_dtype dt, int64_t k_dim, cons
                 for (int t = t4; t < t4 + 4; t++) {
                     if (t % 2 == 0 && src != FROM_WIDENED) {
                         prefetch_line(p + MOE_CPU_KQ_NIB(dt) + KQ_QS_ROW(dt, t) * MOE_CPU_KQ_COLS);
-                        if (dt != MOE_DTYPE_Q4_K && dt != MOE_DTYPE_Q2_K &&
-                            t < (dt == MOE_DTYPE_Q6_K ? 64 : 32))
+                        if (t < MOE_CPU_KQ_QH_ROWS(dt))
                             prefetch_line(p + MOE_CPU_KQ_QH(dt) + t * MOE_CPU_KQ_COLS);
                     }
                     if (KQ_FUSED(nr, src)) {

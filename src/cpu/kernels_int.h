@@ -527,13 +527,10 @@ ALWAYS_INLINE void int_kq16_rows(const int nr, const moe_dtype dt, const bool wi
                         const unsigned char *sc =
                             p + MOE_CPU_KQ_SC(dt) + (size_t)j * MOE_CPU_KQ_COLS + (size_t)v * MOE_VLEN;
                         moe_vec scale, min = vec_zero();
-                        if (q2) { /* ggml's byte: the scale's nibble low, the min's high */
-                            const moe_ivec x = ivec_load_u8(sc);
-                            scale = vec_mul(d, vec_from_int(ivec_and(x, ivec_set1(15))));
-                            min = vec_mul(dmin, vec_from_int(ivec_srli(x, 4)));
-                        } else {
+                        if (q2)
+                            q2k_scale_min(d, dmin, sc, &scale, &min);
+                        else
                             scale = vec_mul(d, vec_from_int(ivec_load_i8(sc)));
-                        }
                         for (int r = 0; r < nr; r++) {
                             const int64_t g = g0 + j;
                             const moe_vec x = vec_from_i32(ivec_sub(s[r][m], ivec_set1(zero * a[r].sum[g])));
